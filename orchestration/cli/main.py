@@ -1,0 +1,35 @@
+"""Entry point of the ``tidemark`` command: merges the command groups of every part."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from orchestration.cli import db, demo, up
+from orchestration.cli.output import fail
+from orchestration.errors import TidemarkError
+
+app = typer.Typer(
+    name="tidemark",
+    help="Live SQL views, daily truth rebuilt by dbt, and checks that prove the two agree.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(demo.app, name="demo")
+app.command("up")(up.up)
+
+
+def main() -> None:
+    """Run the CLI; a :class:`TidemarkError` becomes a clear message and exit code 2."""
+    try:
+        app()
+    except TidemarkError as exc:
+        fail(str(exc))
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

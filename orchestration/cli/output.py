@@ -1,0 +1,33 @@
+"""Output helpers shared by every command: human tables by default, JSON on ``--json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def emit_json(payload: Any) -> None:
+    """Print ``payload`` as JSON on stdout (dates and paths as strings)."""
+    print(json.dumps(payload, default=str, indent=2, sort_keys=True))
+
+
+def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print rows as a table for a person."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def fail(message: str) -> None:
+    """Print an error for a person on stderr."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

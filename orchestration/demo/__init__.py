@@ -1,0 +1,1 @@
+"""The demo source "shop": schema, history seed and OLTP load generator."""

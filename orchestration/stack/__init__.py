@@ -1,0 +1,1 @@
+"""The one-machine stack: settings, the embedded PostgreSQL server, databases and roles."""
