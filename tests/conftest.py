@@ -7,26 +7,17 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from orchestration.stack.bootstrap import ensure_database, ensure_roles
+from orchestration.stack.bootstrap import ensure_roles
 from orchestration.stack.embedded import EmbeddedServer
 from orchestration.stack.settings import Settings
+from tests.support import TEST_CONF, create_database, free_port
 
-TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["TEST_CONF", "create_database", "free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +30,6 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     ensure_roles(server.admin_url("postgres"))
     yield server
     server.stop()
-
-
-def create_database(pg: EmbeddedServer, name: str) -> str:
-    """Drop and create database ``name`` on the session server; return its superuser URL."""
-    with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    ensure_database(pg.admin_url("postgres"), name)
-    return pg.admin_url(name)
 
 
 @pytest.fixture(scope="module")
