@@ -1,0 +1,147 @@
+"""``tidemark up``: the whole stack on one machine, in the foreground until Ctrl-C.
+
+Steps: start (or reuse) PostgreSQL, create the demo source and seed its history once, start the
+parts that run as processes, run the demo workload, and on Ctrl-C / SIGTERM stop every process
+cleanly (and the database, if this run started it). A second run reuses all data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from orchestration.stack.databases import Databases, ensure_databases, locate_databases
+from orchestration.stack.settings import Settings, redact
+from orchestration.stack.supervisor import Supervisor
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``tidemark up`` runs.
+
+    Attributes:
+        seed_days: days of history written on first start (when the source is empty).
+        orders_per_day: orders per seeded day.
+        rate: demo workload in row changes per second (0: no workload).
+        duration_s: stop by itself after this many seconds (None: until Ctrl-C).
+        keep_db: leave the embedded PostgreSQL running on exit.
+        seed: seed of the demo generator.
+    """
+
+    seed_days: int = 7
+    orders_per_day: int = 2000
+    rate: float = 200.0
+    duration_s: float | None = None
+    keep_db: bool = False
+    seed: int = 42
+
+
+Say = Callable[[str], None]
+
+
+def source_is_empty(source_dsn: str) -> bool:
+    """Whether the demo source holds no orders yet."""
+    with psycopg.connect(source_dsn) as conn:
+        return conn.execute("select not exists (select 1 from orders)").fetchone()[0]
+
+
+def prepare_source(dbs: Databases, options: UpOptions, say: Say) -> None:
+    """Create the demo schema and, on first start, seed its history."""
+    from orchestration.demo.schema import apply_schema
+    from orchestration.demo.seed import seed_history
+
+    apply_schema(dbs.source)
+    if source_is_empty(dbs.source) and options.seed_days > 0:
+        say(f"Seeding {options.seed_days} days of demo history "
+            f"({options.orders_per_day} orders a day)...")
+        seed_history(dbs.source, days=options.seed_days, orders_per_day=options.orders_per_day,
+                     seed=options.seed)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for child processes: the caller's plus the resolved Tidemark settings."""
+    env = dict(os.environ)
+    env["TIDEMARK_HOME"] = str(settings.home)
+    env["TIDEMARK_PG_PORT"] = str(settings.port)
+    return env
+
+
+def banner(dbs: Databases) -> str:
+    """What to connect to, printed once everything runs."""
+    return "\n".join([
+        "Tidemark is up.",
+        f"  SQL (read-only):  psql {dbs.reader}",
+        f"  source (admin):   {redact(dbs.source)}",
+        "  try:  select * from shop.orders order by placed_at desc limit 5;",
+        "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
+    ])
+
+
+def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
+    """Run the stack until Ctrl-C, SIGTERM or ``options.duration_s``.
+
+    Returns:
+        The process exit code: 0 on a clean stop, 1 if a component died.
+    """
+    server = locate_databases(settings).server
+    was_running = server is None or server.is_running()
+    dbs = ensure_databases(settings)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    supervisor = Supervisor(env=child_env(settings))
+    load_thread: threading.Thread | None = None
+    code = 0
+    try:
+        prepare_source(dbs, options, say)
+        say(banner(dbs))
+        load_thread = _start_load(dbs, options, stop, say)
+        deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
+        while not stop.is_set():
+            dead = supervisor.exited()
+            if dead:
+                for child in dead:
+                    say(f"{child.name} exited with {child.process.returncode}; see {child.log}")
+                code = 1
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        say("Stopping...")
+    finally:
+        stop.set()
+        if load_thread is not None:
+            load_thread.join(timeout=30)
+        supervisor.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+        if not was_running and not options.keep_db and dbs.server is not None:
+            dbs.server.stop()
+            say(f"PostgreSQL stopped; data kept in {settings.pgdata}.")
+    return code
+
+
+def _start_load(dbs: Databases, options: UpOptions, stop: threading.Event,
+                say: Say) -> threading.Thread | None:
+    if options.rate <= 0:
+        return None
+    from orchestration.demo.load import run_load
+
+    def work() -> None:
+        try:
+            stats = run_load(dbs.source, rate=options.rate, duration_s=float("inf"),
+                             seed=options.seed, stop=stop)
+            say(f"Demo workload stopped: {stats}")
+        except Exception as exc:  # reported, then the whole stack stops
+            say(f"Demo workload failed: {exc}")
+            stop.set()
+
+    thread = threading.Thread(target=work, name="demo-load", daemon=True)
+    thread.start()
+    say(f"Demo workload: {options.rate:g} changes/s on the source.")
+    return thread
