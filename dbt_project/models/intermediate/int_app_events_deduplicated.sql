@@ -1,0 +1,41 @@
+-- One row per outbox event: event_id is the idempotency key, so a re-sent event (same event_id,
+-- another outbox row) counts once. The first received copy wins (then the lowest outbox_id).
+with
+
+app_events as (
+    select * from {{ ref('stg_shop__app_events') }}
+),
+
+ranked as (
+    select
+        *,
+        row_number() over (
+            partition by event_id
+            order by received_at asc, outbox_id asc
+        ) as copy_number
+    from app_events
+),
+
+final as (
+    select
+        outbox_id,
+        event_id,
+        event_type,
+        event_time,
+        received_at,
+        customer_id,
+        session_id,
+        event_date,
+        cart_id,
+        product_id,
+        quantity,
+        item_count,
+        cart_value,
+        platform,
+        app_version,
+        (received_at at time zone 'UTC')::date > event_date as is_late
+    from ranked
+    where copy_number = 1
+)
+
+select * from final
