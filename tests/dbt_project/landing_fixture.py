@@ -29,7 +29,8 @@ select s, 'Store ' || s, 'City ' || (s %% 3), 'Region ' || (s %% 2),
 from generate_series(1, 5) s;
 insert into shop.customers
 select c, 'Customer ' || c, 'c' || c || '@example.com', 'City ' || (c %% 3),
-       timestamptz '2025-06-01' + c * interval '1 hour', timestamptz '2025-06-01' + c * interval '1 hour'
+       timestamptz '2025-06-01' + c * interval '1 hour',
+       timestamptz '2025-06-01' + c * interval '1 hour'
 from generate_series(1, 200) c;
 insert into shop.products
 select p, 'Product ' || p, 'Cat ' || (p %% 4), (1 + p * 1.25)::numeric(12, 2), '{}', true
@@ -55,8 +56,8 @@ from (select order_id, sum(quantity * unit_price) as total from shop.order_items
 where i.order_id = o.order_id;
 
 insert into shop.payments
-select o.order_id, o.order_id, 'charge', (array['card', 'wallet', 'voucher'])[1 + (o.order_id %% 3)::int],
-       null, o.total_amount,
+select o.order_id, o.order_id, 'charge',
+       (array['card', 'wallet', 'voucher'])[1 + (o.order_id %% 3)::int], null, o.total_amount,
        case when o.status = 'placed' then 'authorized' when o.order_id %% 17 = 0 then 'failed'
             when o.order_id %% 2 = 0 then 'settled' else 'captured' end,
        o.placed_at + interval '1 minute', o.placed_at + interval '2 minutes'
@@ -80,7 +81,8 @@ select o.order_id, o.order_id, o.store_id, 1 + (o.order_id %% 10)::int,
        o.placed_at + interval '45 minutes',
        case when o.status in ('delivered', 'paid') then o.placed_at + interval '10 minutes' end,
        case when o.status = 'delivered'
-            then o.placed_at + interval '45 minutes' + (floor(random() * 61) - 20) * interval '1 minute' end,
+            then o.placed_at + interval '45 minutes'
+                 + (floor(random() * 61) - 20) * interval '1 minute' end,
        o.placed_at + interval '50 minutes'
 from shop.orders o;
 

@@ -17,10 +17,10 @@ final as (
         -- Device time decides the day (late events land on the day they happened).
         (event_time at time zone 'UTC')::date as event_date,
         payload ->> 'cart_id' as cart_id,
-        (payload ->> 'product_id')::integer as product_id,
-        (payload ->> 'quantity')::integer as quantity,
-        (payload ->> 'item_count')::integer as item_count,
-        (payload ->> 'cart_value')::numeric(12, 2) as cart_value,
+        {{ json_number('payload', 'product_id', 'integer') }} as product_id,
+        {{ json_number('payload', 'quantity', 'integer') }} as quantity,
+        {{ json_number('payload', 'item_count', 'integer') }} as item_count,
+        {{ json_number('payload', 'cart_value', 'numeric(12, 2)') }} as cart_value,
         payload ->> 'platform' as platform,
         payload ->> 'app_version' as app_version
     from source

@@ -1,0 +1,141 @@
+"""Generate ``models/staging/_shop__sources.yml`` from the contracts (contracts/shop/*.yml).
+
+The mirror source ``shop`` is exactly :func:`contracts.to_dbt_source_yaml` (columns, types,
+not_null / unique / accepted_values tests, ``loaded_at_field`` and freshness), plus the tests dbt
+core lacks, built from the contract metadata it carries:
+
+- ``min`` / ``max`` of a column -> ``accepted_range`` (tests/generic/accepted_range.sql);
+- ``pattern`` of a column -> ``matches_pattern`` (tests/generic/matches_pattern.sql);
+- a composite primary key -> ``unique_combination_of_columns`` on the table.
+
+The changelog source ``shop_cdc`` (schema ``cdc``, tables ``shop__<table>``) lists the same
+columns plus the change metadata, with ``_ingested_at`` as its ``loaded_at_field`` and the
+contract's freshness thresholds (null where the contract has no loaded-at column).
+
+Usage (from the repository root)::
+
+    python dbt_project/scripts/generate_sources.py           # rewrite the file
+    python dbt_project/scripts/generate_sources.py --check   # exit 1 if it is out of date
+
+``tests/dbt_project/test_sources.py`` fails when the committed file is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Run as a script from a clone: make the repository's own packages importable first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from contracts import load_contracts, to_dbt_source_yaml
+
+SOURCE = "shop"
+CHANGELOG_SCHEMA = "cdc"
+SOURCES_FILE = Path(__file__).resolve().parents[1] / "models" / "staging" / "_shop__sources.yml"
+HEADER = (
+    "# GENERATED from contracts/shop/*.yml by dbt_project/scripts/generate_sources.py.\n"
+    "# Do not edit: change the contract and run the script again.\n"
+)
+
+CDC_COLUMNS: list[dict[str, Any]] = [
+    {"name": "_op", "data_type": "char(1)",
+     "description": "Change kind: r snapshot read, c insert, u update, d delete, t truncate.",
+     "data_tests": ["not_null", {"accepted_values": {"arguments": {
+         "values": ["r", "c", "u", "d", "t"]}}}]},
+    {"name": "_lsn", "data_type": "pg_lsn", "description": "LSN of the change.",
+     "data_tests": ["not_null"]},
+    {"name": "_commit_lsn", "data_type": "pg_lsn",
+     "description": "LSN of the commit of its source transaction.", "data_tests": ["not_null"]},
+    {"name": "_commit_at", "data_type": "timestamptz",
+     "description": "Commit time of its source transaction (UTC).", "data_tests": ["not_null"]},
+    {"name": "_txid", "data_type": "bigint", "description": "Source transaction id."},
+    {"name": "_ingested_at", "data_type": "timestamptz",
+     "description": "When ingestion wrote the change to landing (UTC).",
+     "data_tests": ["not_null"]},
+]
+
+
+def _add_contract_tests(table: dict[str, Any]) -> None:
+    """Add range, pattern and compound-key tests from the contract meta, in place."""
+    for column in table["columns"]:
+        rules = column.get("config", {}).get("meta", {}).get("contract", {})
+        tests = column.setdefault("data_tests", [])
+        bounds = {f"{key}_value": rules[key] for key in ("min", "max") if key in rules}
+        if bounds:
+            tests.append({"accepted_range": {"arguments": bounds}})
+        if "pattern" in rules:
+            tests.append({"matches_pattern": {"arguments": {"pattern": rules["pattern"]}}})
+        if not tests:
+            del column["data_tests"]
+    key = table["config"]["meta"]["contract"]["primary_key"]
+    if len(key) > 1:
+        table["data_tests"] = [{"unique_combination_of_columns": {
+            "arguments": {"combination_of_columns": list(key)}}}]
+
+
+def _changelog_table(mirror_table: dict[str, Any]) -> dict[str, Any]:
+    """The changelog ``cdc.shop__<table>`` of one mirror table."""
+    freshness = mirror_table["config"]["freshness"]
+    config: dict[str, Any] = {"freshness": copy.deepcopy(freshness)}
+    if freshness is not None:
+        config["loaded_at_field"] = "_ingested_at"
+    columns = [{"name": c["name"], "data_type": c["data_type"],
+                "description": c.get("description", "")} for c in mirror_table["columns"]]
+    return {
+        "name": f"{SOURCE}__{mirror_table['name']}",
+        "description": f"Changelog of {SOURCE}.{mirror_table['name']}: every change, "
+                       "append-only, with the change metadata.",
+        "config": config,
+        "columns": columns + copy.deepcopy(CDC_COLUMNS),
+    }
+
+
+def build_sources() -> dict[str, Any]:
+    """Return the sources file content (mirror and changelog) as a dict."""
+    document = to_dbt_source_yaml(load_contracts(), SOURCE)
+    mirror = document["sources"][0]
+    changelog = {
+        "name": f"{SOURCE}_cdc",
+        "schema": CHANGELOG_SCHEMA,
+        "description": f"Landing changelog of the {SOURCE!r} source (cdc.{SOURCE}__<table>).",
+        "tables": [_changelog_table(table) for table in mirror["tables"]],
+    }
+    for table in mirror["tables"]:
+        _add_contract_tests(table)
+    document["sources"].append(changelog)
+    return document
+
+
+def render() -> str:
+    """Return the sources file text."""
+    return HEADER + yaml.safe_dump(build_sources(), sort_keys=False, width=100,
+                                   allow_unicode=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with ``--check`` compare) the generated sources file; return the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if the committed file is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = SOURCES_FILE.read_text() if SOURCES_FILE.exists() else ""
+        if current != text:
+            print(f"{SOURCES_FILE} is out of date with contracts/; run "
+                  "python dbt_project/scripts/generate_sources.py", file=sys.stderr)
+            return 1
+        return 0
+    SOURCES_FILE.write_text(text)
+    print(f"wrote {SOURCES_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
