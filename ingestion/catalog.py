@@ -1,0 +1,150 @@
+"""Source-side catalog: publication, slot, type names and keys of replicated tables.
+
+Creating a publication needs ownership of the tables (or superuser): :func:`ensure_publication`
+runs with the source's admin URL; streaming only needs a role with REPLICATION and SELECT.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from ingestion.errors import SetupError
+
+USER_TYPE_OID = 16384
+
+
+def ensure_publication(admin_dsn: str, publication: str, tables: list[str] | None) -> None:
+    """Create the source's publication if missing, or add tables missing from it.
+
+    Args:
+        admin_dsn: source URL of a role owning the tables (or a superuser).
+        publication: publication name.
+        tables: table names (optionally ``schema.table``) to publish; None publishes every table
+            of schema ``public``, including tables created later.
+
+    Raises:
+        SetupError: the role may not create the publication, or a table does not exist.
+    """
+    try:
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            exists = conn.execute("select puballtables, exists (select 1 from"
+                                  " pg_publication_namespace pn where pn.pnpubid = p.oid)"
+                                  " from pg_publication p where pubname = %s",
+                                  (publication,)).fetchone()
+            if tables is None:
+                if exists is None:
+                    conn.execute(sql.SQL("create publication {} for tables in schema public")
+                                 .format(sql.Identifier(publication)))
+                return
+            idents = [_table_ident(t) for t in tables]
+            if exists is None:
+                conn.execute(sql.SQL("create publication {} for table {}").format(
+                    sql.Identifier(publication), sql.SQL(", ").join(idents)))
+                return
+            if exists[0] or exists[1]:
+                return
+            published = {
+                (r[0], r[1]) for r in conn.execute(
+                    "select schemaname, tablename from pg_publication_tables where pubname = %s",
+                    (publication,))}
+            for name, ident in zip(tables, idents, strict=True):
+                schema, _, table = name.rpartition(".")
+                if (schema or "public", table) not in published:
+                    conn.execute(sql.SQL("alter publication {} add table {}").format(
+                        sql.Identifier(publication), ident))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise SetupError(
+            f"Cannot create publication {publication!r}: {exc.diag.message_primary}. Run ingestion"
+            f" setup with the source's admin URL (a superuser or the tables' owner)."
+        ) from None
+    except psycopg.errors.UndefinedTable as exc:
+        raise SetupError(f"Cannot publish: {exc.diag.message_primary}. Check publication_tables."
+                         ) from None
+
+
+def _table_ident(name: str) -> sql.Identifier:
+    schema, _, table = name.rpartition(".")
+    return sql.Identifier(schema or "public", table)
+
+
+def slot_info(conn: psycopg.Connection, slot: str) -> tuple[bool, int | None] | None:
+    """Return (active, active_pid) of a replication slot, or None if it does not exist."""
+    row = conn.execute("select active, active_pid from pg_replication_slots where slot_name = %s",
+                       (slot,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def wait_slot_free(dsn: str, slot: str, timeout_s: float = 30.0) -> None:
+    """Wait until no walsender holds ``slot`` (a killed ingestion leaves one for a moment).
+
+    Raises:
+        SetupError: the slot stayed active, i.e. another ingestion process streams from it.
+    """
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            info = slot_info(conn, slot)
+            if info is None or not info[0]:
+                return
+            if time.monotonic() > deadline:
+                raise SetupError(
+                    f"Replication slot {slot!r} is in use by server process {info[1]}: another"
+                    f" `tidemark ingest run` for this source is running. Stop it first.")
+            time.sleep(0.2)
+
+
+def drop_slot(dsn: str, slot: str) -> None:
+    """Drop a replication slot if it exists (waiting for its walsender to go away)."""
+    wait_slot_free(dsn, slot)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if slot_info(conn, slot) is not None:
+            conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+
+
+def type_names(conn: psycopg.Connection,
+               types: list[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """SQL type names for (type OID, typmod) pairs, as ``format_type`` prints them.
+
+    User-defined types (enums, domains, composites) do not exist in landing: they land as
+    ``text``, which holds their text form exactly.
+    """
+    out: dict[tuple[int, int], str] = {}
+    for oid, typmod in set(types):
+        if oid >= USER_TYPE_OID:
+            out[(oid, typmod)] = "text"
+            continue
+        row = conn.execute("select format_type(%s, %s)", (oid, None if typmod < 0 else typmod)
+                           ).fetchone()
+        out[(oid, typmod)] = row[0]
+    return out
+
+
+def key_columns(conn: psycopg.Connection, relid: int) -> list[str]:
+    """The primary key columns of a source table, else those of its replica identity index."""
+    for flag in ("indisprimary", "indisreplident"):
+        rows = conn.execute(
+            sql.SQL("select a.attname from pg_index i cross join lateral unnest(i.indkey)"
+                    " with ordinality k(attnum, ord) join pg_attribute a on a.attrelid ="
+                    " i.indrelid and a.attnum = k.attnum where i.indrelid = %s and i.{}"
+                    " order by k.ord").format(sql.Identifier(flag)), (relid,)).fetchall()
+        if rows:
+            return [r[0] for r in rows]
+    return []
+
+
+def table_columns(conn: psycopg.Connection, relid: int) -> list[tuple[str, int, int, bool]]:
+    """(name, type OID, typmod, not null) of a source table's live columns, in order."""
+    return [tuple(r) for r in conn.execute(
+        "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
+        " = %s and attnum > 0 and not attisdropped order by attnum", (relid,))]
+
+
+def published_tables(conn: psycopg.Connection, publication: str) -> list[tuple[int, str, str]]:
+    """(oid, schema, table) of every table in the publication."""
+    return [tuple(r) for r in conn.execute(
+        "select c.oid::int, t.schemaname, t.tablename from pg_publication_tables t join"
+        " pg_namespace n on n.nspname = t.schemaname join pg_class c on c.relnamespace = n.oid"
+        " and c.relname = t.tablename where t.pubname = %s order by 2, 3", (publication,))]

@@ -1,0 +1,35 @@
+"""Errors of the ingestion part.
+
+Every error names what went wrong, where (source, table, LSN) and what to do about it; the CLI
+prints the message without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class IngestionError(Exception):
+    """Base class of the errors the ingestion part reports to a person."""
+
+
+class DecodeError(IngestionError):
+    """A pgoutput message could not be decoded (unknown kind, truncated data)."""
+
+
+class SetupError(IngestionError):
+    """The publication or replication slot cannot be created or used."""
+
+
+class SlotMissingError(SetupError):
+    """Landing has a checkpoint for a source whose replication slot no longer exists."""
+
+
+class TableNotFoundError(IngestionError):
+    """A table named on the command line is not replicated for this source."""
+
+
+class DeadLetterNotFoundError(IngestionError):
+    """A dead letter id does not exist."""
+
+
+class CatchUpTimeoutError(IngestionError):
+    """``catch_up`` did not reach the source's WAL position in time."""

@@ -1,0 +1,318 @@
+"""One ingestion session: connections, setup, snapshot and the streaming loop.
+
+psycopg2's ``LogicalReplicationConnection`` carries the replication stream only; everything else
+(landing writes, source catalog, heartbeats) uses psycopg 3. A session is torn down on any
+connection error; the next one resumes from the landing checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+import psycopg2
+import psycopg2.extras
+
+from ingestion.applier import Applier
+from ingestion.catalog import drop_slot, ensure_publication, slot_info, wait_slot_free
+from ingestion.decoder import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    Message,
+    Relation,
+    Truncate,
+    Update,
+    decode,
+    pg_time,
+)
+from ingestion.errors import SlotMissingError
+from ingestion.lsn import lsn_to_str
+from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
+from ingestion.relations import RelationTracker
+from ingestion.snapshot import create_slot_exporting, open_snapshot, snapshot_tables
+from ingestion.state import ensure_state, load_checkpoint
+
+log = logging.getLogger("tidemark.ingestion")
+
+
+@dataclass
+class SessionStats:
+    """What a session did.
+
+    Attributes:
+        snapshot_rows: rows read by the initial snapshot (0 if it was done before).
+        changes: changes applied from the stream.
+        transactions: source transactions applied.
+        landing_commits: landing transactions committed.
+        skipped: source transactions skipped because landing already had them.
+        lsn: the checkpoint LSN at the end.
+    """
+
+    snapshot_rows: int = 0
+    changes: int = 0
+    transactions: int = 0
+    landing_commits: int = 0
+    skipped: int = 0
+    lsn: int = 0
+    commit_latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class SessionConfig:
+    """How a session connects and batches.
+
+    Attributes:
+        source_dsn: source URL used for streaming and catalog reads (REPLICATION + SELECT).
+        landing_dsn: landing URL (owner of the landing schemas).
+        source: source name.
+        setup_dsn: source URL allowed to create the publication (default ``source_dsn``).
+        contracts: contract set, or None.
+        publication_tables: tables to publish, None for all of schema public.
+        group_rows: close a landing transaction once it holds this many changes.
+        group_seconds: ... or once it has been open this long.
+        record_latency: keep source-commit → landing-commit latencies (benchmarks).
+    """
+
+    source_dsn: str
+    landing_dsn: str
+    source: str = "shop"
+    setup_dsn: str | None = None
+    contracts: object = None
+    publication_tables: list[str] | None = None
+    group_rows: int = 20_000
+    group_seconds: float = 0.2
+    record_latency: bool = False
+
+
+class Session:
+    """Connections and state of one streaming session (see module docstring)."""
+
+    def __init__(self, cfg: SessionConfig) -> None:
+        self.cfg = cfg
+        self.slot = slot_name(cfg.source)
+        self.publication = publication_name(cfg.source)
+        self.stats = SessionStats()
+        self.landing: psycopg.Connection | None = None
+        self.source_conn: psycopg.Connection | None = None
+        self.repl = None
+        self.cur = None
+        self.applier: Applier | None = None
+        self.tracker: RelationTracker | None = None
+        self.ckpt = 0
+        self.skip = False
+        self.in_src_txn = False
+        self.pending = False
+        self.pending_since = 0.0
+        self.pending_commits: list[datetime] = []
+        self.last_end = 0
+        self.last_commit_at: datetime | None = None
+        self.seq = 0
+        self.last_message_at = time.monotonic()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, create publication/slot and take the snapshot if needed, start streaming."""
+        cfg = self.cfg
+        self.landing = psycopg.connect(cfg.landing_dsn)
+        self.landing.execute("set synchronous_commit = on")
+        ensure_state(self.landing, cfg.source)
+        self.landing.commit()
+        self.source_conn = psycopg.connect(cfg.source_dsn, autocommit=True)
+        self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
+                               cfg.contracts)
+        self.tracker = RelationTracker(self.applier, self.source_conn, cfg.source)
+        self.applier.begin()
+        self.tracker.load()
+        ckpt = load_checkpoint(self.landing, cfg.source)
+        self.landing.rollback()
+        self.applier.in_txn = False
+        self.repl = psycopg2.connect(cfg.source_dsn,
+                                     connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        self.cur = self.repl.cursor()
+        if ckpt is None or not ckpt.snapshot_done:
+            self._initial_snapshot()
+        else:
+            if slot_info(self.source_conn, self.slot) is None:
+                raise SlotMissingError(
+                    f"Landing has a checkpoint for source {cfg.source!r} at "
+                    f"{lsn_to_str(ckpt.lsn or 0)}, but replication slot {self.slot!r} does not "
+                    f"exist on the source (dropped, or a different source database). Changes "
+                    f"since then cannot be streamed: run `tidemark ingest resync --all` to take "
+                    f"a fresh snapshot.")
+            self.ckpt = ckpt.lsn or 0
+        self.stats.lsn = self.ckpt
+        wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
+        self.cur.start_replication(
+            slot_name=self.slot, decode=False, start_lsn=lsn_to_str(self.ckpt),
+            options={"proto_version": "1", "publication_names": self.publication,
+                     "messages": "true"})
+        log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
+                 lsn_to_str(self.ckpt))
+
+    def _initial_snapshot(self) -> None:
+        cfg = self.cfg
+        ensure_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
+                           cfg.publication_tables)
+        if slot_info(self.source_conn, self.slot) is not None:
+            log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
+                        cfg.source, self.slot)
+            drop_slot(cfg.setup_dsn or cfg.source_dsn, self.slot)
+        lsn, snapshot = create_slot_exporting(self.cur, self.slot)
+        log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, self.slot,
+                 lsn_to_str(lsn), snapshot)
+        src = open_snapshot(cfg.source_dsn, snapshot)
+        try:
+            rows = snapshot_tables(src, self.applier, self.tracker, self.publication, lsn)
+        finally:
+            src.close()
+        self.applier.commit(lsn, None, snapshot_lsn=lsn)
+        self.stats.snapshot_rows = rows
+        self.ckpt = lsn
+
+    def close(self) -> None:
+        """Close every connection (an open landing transaction is rolled back)."""
+        for conn in (self.repl, self.landing, self.source_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self.repl = self.cur = self.landing = self.source_conn = None
+
+    # -- heartbeat --------------------------------------------------------------------------
+
+    def emit_heartbeat(self) -> int | None:
+        """Write a transactional logical message on the source; return its LSN, None if refused.
+
+        The message travels through the slot like a transaction, so an idle source still
+        advances the checkpoint and the slot's confirmed LSN (and the WAL it retains).
+        """
+        dsn = self.cfg.setup_dsn or self.cfg.source_dsn
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
+                                   (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+        from ingestion.lsn import str_to_lsn
+
+        return str_to_lsn(row[0])
+
+    def current_wal_lsn(self) -> int:
+        """The source's current WAL write position."""
+        from ingestion.lsn import str_to_lsn
+
+        row = self.source_conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        return str_to_lsn(row[0])
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def pump(self, done: Callable[[], bool], deadline: float | None = None,
+             idle: Callable[[], None] | None = None) -> bool:
+        """Read and apply the stream until ``done()`` holds between transactions.
+
+        Args:
+            done: checked when no source transaction is half-read; True ends the pump.
+            deadline: ``time.monotonic()`` value after which the pump gives up.
+            idle: called when the stream has nothing to read.
+
+        Returns:
+            True if ``done()`` became true, False at the deadline.
+        """
+        cur = self.cur
+        while True:
+            msg = cur.read_message()
+            if msg is None:
+                if self.pending and not self.in_src_txn:
+                    self.commit()
+                elif self.applier.in_txn and not self.in_src_txn and self.ckpt:
+                    self.applier.commit(self.ckpt, None)  # DDL of skipped transactions
+                if not self.in_src_txn and done():
+                    return True
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                if idle is not None:
+                    idle()
+                select.select([self.repl], [], [], 0.2)
+                continue
+            self.last_message_at = time.monotonic()
+            self.handle(decode(msg.payload), msg.data_start)
+            if self.pending and not self.in_src_txn and (
+                    self.applier.rows_in_txn >= self.cfg.group_rows
+                    or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
+                self.commit()
+            if not self.in_src_txn and not self.pending and done():
+                return True
+
+    def handle(self, m: object, lsn: int) -> None:
+        """Apply one decoded message."""
+        if isinstance(m, (Insert, Update, Delete)):
+            if self.skip:
+                return
+            self.seq += 1
+            info = self.tracker.table(m.relid)
+            if isinstance(m, Insert):
+                self.applier.add(info, "c", m.new, None, lsn, self.seq)
+            elif isinstance(m, Update):
+                self.applier.add(info, "u", m.new, m.old, lsn, self.seq, m.old_kind)
+            else:
+                self.applier.add(info, "d", None, m.old, lsn, self.seq, m.old_kind)
+            self.stats.changes += 1
+        elif isinstance(m, Begin):
+            self.in_src_txn = True
+            self.skip = m.final_lsn < self.ckpt
+            self.seq = 0
+            if not self.skip:
+                if not self.pending:
+                    self.pending_since = time.monotonic()
+                if not self.applier.in_txn:
+                    self.applier.begin()
+                    self.tracker.refresh_if_changed()
+                self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
+        elif isinstance(m, Commit):
+            self.in_src_txn = False
+            if self.skip:
+                self.stats.skipped += 1
+                self.skip = False
+                return
+            self.pending = True
+            self.last_end = m.end_lsn
+            self.last_commit_at = pg_time(m.commit_time)
+            if self.cfg.record_latency:
+                self.pending_commits.append(self.last_commit_at)
+            self.stats.transactions += 1
+        elif isinstance(m, Relation):
+            self.tracker.on_relation(m, lsn)
+        elif isinstance(m, Truncate):
+            if self.skip:
+                return
+            infos = [self.tracker.table(r) for r in m.relids]
+            self.seq += self.applier.truncate(infos, lsn, self.seq + 1)
+        elif isinstance(m, Message) and m.prefix == HEARTBEAT_PREFIX:
+            log.debug("heartbeat at %s", lsn_to_str(m.lsn))
+
+    def commit(self) -> None:
+        """Commit the landing transaction and acknowledge the slot up to it."""
+        self.applier.commit(self.last_end, self.last_commit_at)
+        self.ckpt = self.last_end
+        self.stats.lsn = self.ckpt
+        self.stats.landing_commits += 1
+        self.pending = False
+        if self.cfg.record_latency:
+            now = time.time()
+            self.stats.commit_latencies_ms.extend(
+                (now - c.timestamp()) * 1000 for c in self.pending_commits)
+            self.pending_commits.clear()
+        self.ack()
+
+    def ack(self) -> None:
+        """Tell the slot everything up to the checkpoint is durable in landing."""
+        if self.ckpt:
+            self.cur.send_feedback(write_lsn=self.ckpt, flush_lsn=self.ckpt, force=True)

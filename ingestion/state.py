@@ -1,0 +1,223 @@
+"""Platform state in landing schema ``tidemark``: checkpoints, replicated tables, schema history,
+dead letters, paused changes and duplicate-event counts.
+
+Every function here takes an open psycopg 3 connection and runs inside the caller's transaction.
+All objects are created if missing (tests and fresh stacks start from empty databases).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ingestion.lsn import str_to_lsn
+from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
+
+_STATE_TABLES = {
+    "checkpoints": """
+        source text primary key,
+        slot_name text not null,
+        publication text not null,
+        lsn pg_lsn,
+        snapshot_lsn pg_lsn,
+        snapshot_done_at timestamptz,
+        last_commit_at timestamptz,
+        last_applied_at timestamptz,
+        last_lag_ms double precision,
+        rows_applied bigint not null default 0,
+        rows_per_s double precision,
+        updated_at timestamptz not null default now()""",
+    "replicated_tables": """
+        source text not null,
+        table_name text not null,
+        source_schema text not null,
+        source_table text not null,
+        source_oid bigint,
+        columns jsonb not null,
+        key_columns text[] not null,
+        version integer not null default 1,
+        paused_at timestamptz,
+        paused_reason text,
+        paused_lsn pg_lsn,
+        created_at timestamptz not null default now(),
+        updated_at timestamptz not null default now(),
+        primary key (source, table_name)""",
+    "schema_history": """
+        id bigserial primary key,
+        source text not null,
+        table_name text not null,
+        lsn pg_lsn,
+        change text not null,
+        column_name text,
+        detail text not null,
+        action text not null,
+        recorded_at timestamptz not null default now()""",
+    "dead_letters": """
+        id bigserial primary key,
+        source text not null,
+        table_name text not null,
+        lsn pg_lsn not null,
+        commit_lsn pg_lsn not null,
+        seq integer not null,
+        op text not null,
+        reason text not null,
+        violations jsonb not null default '[]',
+        contract_version text,
+        raw_row jsonb not null,
+        commit_at timestamptz,
+        txid bigint,
+        first_seen_at timestamptz not null default now(),
+        replayed_at timestamptz,
+        replay_result text,
+        unique (source, table_name, commit_lsn, seq)""",
+    "paused_changes": """
+        source text not null,
+        table_name text not null,
+        commit_lsn pg_lsn not null,
+        seq integer not null,
+        lsn pg_lsn not null,
+        op text not null,
+        commit_at timestamptz,
+        txid bigint,
+        row_data jsonb,
+        old_data jsonb,
+        primary key (source, table_name, commit_lsn, seq)""",
+    "duplicate_events": """
+        source text not null,
+        table_name text not null,
+        dropped bigint not null default 0,
+        last_dropped_at timestamptz,
+        primary key (source, table_name)""",
+}
+
+
+def ensure_state(conn: psycopg.Connection, source: str) -> None:
+    """Create schemas ``tidemark``, ``cdc``, ``<source>`` and the state tables if missing.
+
+    Runs in its own short transaction when the connection is in autocommit mode, otherwise in the
+    caller's transaction.
+    """
+    exists = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = %s"
+        " and table_name = any(%s)", (STATE_SCHEMA, list(_STATE_TABLES))).fetchone()[0]
+    have_source = conn.execute("select 1 from pg_namespace where nspname = %s",
+                               (source,)).fetchone()
+    if exists == len(_STATE_TABLES) and have_source:
+        return
+    conn.execute("select pg_advisory_xact_lock(hashtext('tidemark:state-ddl'))")
+    for schema in (STATE_SCHEMA, CHANGELOG_SCHEMA, source):
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    for name, body in _STATE_TABLES.items():
+        conn.execute(sql.SQL("create table if not exists {}.{} ({})").format(
+            sql.Identifier(STATE_SCHEMA), sql.Identifier(name), sql.SQL(body)))
+
+
+@dataclass
+class Checkpoint:
+    """Where a source's ingestion stands.
+
+    Attributes:
+        source: source name.
+        slot_name: its replication slot.
+        publication: its publication.
+        lsn: end LSN of the last applied source transaction (None before the snapshot).
+        snapshot_lsn: the consistent point of the initial snapshot.
+        snapshot_done: whether the initial snapshot is in landing.
+        last_commit_at: source commit time of the last applied transaction.
+    """
+
+    source: str
+    slot_name: str
+    publication: str
+    lsn: int | None
+    snapshot_lsn: int | None
+    snapshot_done: bool
+    last_commit_at: datetime | None
+
+
+def load_checkpoint(conn: psycopg.Connection, source: str) -> Checkpoint | None:
+    """Return the checkpoint of ``source``, or None if it never ran."""
+    row = conn.execute(
+        "select slot_name, publication, lsn::text, snapshot_lsn::text,"
+        " snapshot_done_at is not null, last_commit_at"
+        " from tidemark.checkpoints where source = %s", (source,)).fetchone()
+    if row is None:
+        return None
+    return Checkpoint(source, row[0], row[1], str_to_lsn(row[2]) if row[2] else None,
+                      str_to_lsn(row[3]) if row[3] else None, row[4], row[5])
+
+
+def save_checkpoint(conn: psycopg.Connection, source: str, slot: str, publication: str,
+                    lsn: str, commit_at: datetime | None, rows: int,
+                    snapshot_lsn: str | None = None) -> None:
+    """Upsert the checkpoint of ``source`` (in the caller's transaction).
+
+    Args:
+        conn: landing connection.
+        source: source name.
+        slot: replication slot name.
+        publication: publication name.
+        lsn: end LSN of the last source transaction applied by this landing transaction.
+        commit_at: its source commit time.
+        rows: how many changes this landing transaction applied.
+        snapshot_lsn: set when this transaction completes the initial snapshot.
+    """
+    conn.execute(
+        """
+        insert into tidemark.checkpoints as c (source, slot_name, publication, lsn, snapshot_lsn,
+            snapshot_done_at, last_commit_at, last_applied_at, last_lag_ms, rows_applied,
+            rows_per_s, updated_at)
+        values (%(source)s, %(slot)s, %(pub)s, %(lsn)s::pg_lsn, %(snap)s::pg_lsn,
+            case when %(snap)s::text is not null then clock_timestamp() end, %(commit_at)s,
+            clock_timestamp(),
+            extract(epoch from clock_timestamp() - %(commit_at)s) * 1000, %(rows)s, null,
+            clock_timestamp())
+        on conflict (source) do update set
+            lsn = excluded.lsn,
+            slot_name = excluded.slot_name,
+            publication = excluded.publication,
+            snapshot_lsn = coalesce(excluded.snapshot_lsn, c.snapshot_lsn),
+            snapshot_done_at = coalesce(excluded.snapshot_done_at, c.snapshot_done_at),
+            last_commit_at = coalesce(excluded.last_commit_at, c.last_commit_at),
+            last_applied_at = excluded.last_applied_at,
+            last_lag_ms = coalesce(excluded.last_lag_ms, c.last_lag_ms),
+            rows_applied = c.rows_applied + excluded.rows_applied,
+            rows_per_s = case
+                when excluded.rows_applied = 0 then c.rows_per_s
+                when c.last_applied_at is null then null
+                else 0.8 * coalesce(c.rows_per_s, 0) + 0.2 * excluded.rows_applied
+                     / greatest(extract(epoch from excluded.last_applied_at - c.last_applied_at),
+                                0.001) end,
+            updated_at = excluded.updated_at
+        """,
+        {"source": source, "slot": slot, "pub": publication, "lsn": lsn, "snap": snapshot_lsn,
+         "commit_at": commit_at, "rows": rows},
+    )
+
+
+def record_schema_change(conn: psycopg.Connection, source: str, table: str, lsn: str | None,
+                         change: str, column: str | None, detail: str, action: str) -> None:
+    """Append one row to ``tidemark.schema_history``."""
+    conn.execute(
+        "insert into tidemark.schema_history (source, table_name, lsn, change, column_name,"
+        " detail, action) values (%s, %s, %s::pg_lsn, %s, %s, %s, %s)",
+        (source, table, lsn, change, column, detail, action))
+
+
+def add_duplicates(conn: psycopg.Connection, source: str, table: str, dropped: int) -> None:
+    """Add ``dropped`` to the duplicate-event count of a table."""
+    conn.execute(
+        "insert into tidemark.duplicate_events as d (source, table_name, dropped, last_dropped_at)"
+        " values (%s, %s, %s, clock_timestamp()) on conflict (source, table_name) do update set"
+        " dropped = d.dropped + excluded.dropped, last_dropped_at = excluded.last_dropped_at",
+        (source, table, dropped))
+
+
+def jsonb(value: Any) -> Jsonb:
+    """Wrap a Python value for a jsonb parameter."""
+    return Jsonb(value)
