@@ -1,0 +1,367 @@
+"""Parse a view file with pglast and check it against the supported subset.
+
+The result, :class:`Analysis`, is the view taken apart into what the compiler needs: base tables,
+the FROM/WHERE part, group keys, aggregate calls, output expressions and HAVING. Anything outside
+the subset raises :class:`UnsupportedViewError` with the construct, its line and column in the
+file, and the nearest supported rewrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pglast
+from pglast import ast, enums
+
+from streaming_views.astutil import deparse, line_col, location, walk
+from streaming_views.errors import UnsupportedViewError, ViewFileError
+from streaming_views.viewfile import ViewFile
+
+AGGREGATES = {"count", "sum", "avg", "min", "max", "bool_and", "bool_or"}
+# Functions whose value changes without any write to the base tables.
+NON_DETERMINISTIC = {
+    "now", "random", "random_normal", "clock_timestamp", "statement_timestamp",
+    "transaction_timestamp", "timeofday", "setseed", "nextval", "currval", "lastval",
+    "gen_random_uuid", "uuidv4", "uuidv7", "uuid_generate_v4", "pg_backend_pid",
+    "txid_current", "pg_current_xact_id", "current_setting", "age",
+}
+NOW_REWRITE = ("group by the event time instead (date_bin('1 day', placed_at, "
+               "'2000-01-01') or (placed_at at time zone 'UTC')::date) and pick today's "
+               "row when you read the view; for Materialize add '-- @retention: "
+               "<column> <n> days' to keep only recent rows.")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A base table in FROM: ``schema.name [AS alias]``; ``ref`` is the name columns use."""
+
+    schema: str
+    name: str
+    ref: str
+    node: ast.RangeVar
+
+
+@dataclass(frozen=True)
+class AggCall:
+    """One aggregate call: ``func([DISTINCT] arg) [FILTER (WHERE filter)]``."""
+
+    func: str
+    arg: Any | None
+    distinct: bool
+    filter: Any | None
+    node: ast.FuncCall
+
+    @property
+    def text(self) -> str:
+        """The call as SQL, used to recognise the same call in SELECT and HAVING."""
+        return deparse(self.node)
+
+
+@dataclass
+class Analysis:
+    """A view taken apart for the compiler.
+
+    Attributes:
+        view: the view file.
+        tables: the base tables, in FROM order (each at most once).
+        from_clause: the FROM list (syntax nodes).
+        where: the WHERE condition, or None.
+        kind: ``aggregate`` (GROUP BY or aggregates), ``distinct`` (SELECT DISTINCT) or ``bag``.
+        group: group key expressions (for ``distinct``/``bag``: every output expression).
+        aggs: distinct aggregate calls of SELECT and HAVING.
+        outputs: (explicit name or None, expression) per output column.
+        having: the HAVING condition, or None.
+    """
+
+    view: ViewFile
+    tables: list[TableRef]
+    from_clause: tuple[Any, ...]
+    where: Any | None
+    kind: str
+    group: list[Any]
+    aggs: list[AggCall] = field(default_factory=list)
+    outputs: list[tuple[str | None, Any]] = field(default_factory=list)
+    having: Any | None = None
+
+    @property
+    def is_global(self) -> bool:
+        """True for an aggregate without GROUP BY: always exactly one row."""
+        return self.kind == "aggregate" and not self.group
+
+
+class _Checker:
+    """Raises refusals with positions in the view file."""
+
+    def __init__(self, view: ViewFile) -> None:
+        self.view = view
+
+    def refuse(self, construct: str, node: Any, reason: str, rewrite: str | None = None,
+               offset: int | None = None) -> UnsupportedViewError:
+        line, column = line_col(self.view.text, offset if offset is not None else
+                                location(node) if node is not None else None)
+        return UnsupportedViewError(construct, reason, path=str(self.view.path), line=line,
+                                    column=column, rewrite=rewrite)
+
+
+def parse_select(view: ViewFile) -> ast.SelectStmt:
+    """Parse the file; return its one SELECT statement.
+
+    Raises:
+        ViewFileError: a syntax error or not exactly one statement.
+        UnsupportedViewError: the statement is not a SELECT.
+    """
+    try:
+        stmts = pglast.parse_sql(view.text)
+    except pglast.parser.ParseError as exc:
+        line, column = line_col(view.text, exc.location)
+        raise ViewFileError(f"{view.path}:{line}:{column}: syntax error: {exc.args[0]}") from None
+    if len(stmts) != 1:
+        raise ViewFileError(f"{view.path}: a view file holds exactly one SELECT; found "
+                            f"{len(stmts)} statements.")
+    stmt = stmts[0].stmt
+    if not isinstance(stmt, ast.SelectStmt):
+        raise _Checker(view).refuse(type(stmt).__name__, None,
+                                    "a view file holds one SELECT statement.",
+                                    offset=stmts[0].stmt_location)
+    return stmt
+
+
+def analyze(view: ViewFile) -> Analysis:
+    """Parse and check ``view``; return its :class:`Analysis`.
+
+    Raises:
+        UnsupportedViewError: the view uses a construct outside the supported subset.
+        ViewFileError: the file does not parse.
+    """
+    stmt = parse_select(view)
+    chk = _Checker(view)
+    _check_statement_shape(stmt, chk)
+    tables: list[TableRef] = []
+    for item in stmt.fromClause or ():
+        _collect_tables(item, tables, chk)
+    if not tables:
+        raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
+                         "select from at least one <source>.<table>.")
+    _check_expressions(stmt, chk)
+    outputs = [(t.name, t.val) for t in stmt.targetList]
+    aggs = _collect_aggs(stmt, chk)
+    if stmt.distinctClause is not None:
+        if stmt.distinctClause and stmt.distinctClause[0] is not None:
+            raise chk.refuse("DISTINCT ON", stmt.distinctClause[0],
+                             "which row survives depends on ordering.",
+                             "use GROUP BY with min()/max() of the columns you want.")
+        if aggs or stmt.groupClause:
+            raise chk.refuse("DISTINCT with GROUP BY", stmt.targetList[0],
+                             "an aggregate view has one row per group already.",
+                             "drop DISTINCT, or drop GROUP BY.")
+        kind, group = "distinct", [val for _, val in outputs]
+    elif aggs or stmt.groupClause:
+        kind, group = "aggregate", _group_keys(stmt, chk)
+    else:
+        kind, group = "bag", [val for _, val in outputs]
+    if stmt.havingClause is not None and kind != "aggregate":
+        raise chk.refuse("HAVING without GROUP BY", stmt.havingClause,
+                         "HAVING filters groups.", "use WHERE.")
+    return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
+                    where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
+                    outputs=outputs, having=stmt.havingClause)
+
+
+def _check_statement_shape(stmt: ast.SelectStmt, chk: _Checker) -> None:
+    if stmt.op != enums.SetOperation.SETOP_NONE:
+        op = {enums.SetOperation.SETOP_UNION: "UNION",
+              enums.SetOperation.SETOP_INTERSECT: "INTERSECT",
+              enums.SetOperation.SETOP_EXCEPT: "EXCEPT"}[stmt.op]
+        op += " ALL" if stmt.all else ""
+        raise chk.refuse(op, stmt.rarg, "set operations are not maintained by this engine.",
+                         "deploy one view per branch and combine them when you read.")
+    if stmt.valuesLists:
+        raise chk.refuse("VALUES", stmt, "a live view must read base tables.")
+    if stmt.withClause is not None:
+        raise chk.refuse("WITH (common table expression)", stmt.withClause,
+                         "the engine maintains one query block.",
+                         "join the base tables directly in FROM.")
+    if stmt.sortClause:
+        raise chk.refuse("ORDER BY", stmt.sortClause[0],
+                         "a view is a set of rows; order is not maintained.",
+                         "sort when you read: select ... from live.<name> order by ...")
+    if stmt.limitCount is not None or stmt.limitOffset is not None:
+        node = stmt.limitCount if stmt.limitCount is not None else stmt.limitOffset
+        raise chk.refuse("LIMIT/OFFSET", node, "which rows are kept depends on ordering.",
+                         "apply LIMIT when you read: select ... from live.<name> limit n")
+    if stmt.lockingClause:
+        raise chk.refuse("FOR UPDATE/SHARE", stmt.lockingClause[0], "a view does not lock.",
+                         "remove the locking clause.")
+    if stmt.intoClause is not None:
+        raise chk.refuse("SELECT INTO", stmt.intoClause, "a view does not create tables.",
+                         "remove INTO.")
+    if stmt.windowClause:
+        raise chk.refuse("WINDOW clause", stmt.windowClause[0],
+                         "window functions have no incremental rule here.",
+                         "aggregate with GROUP BY instead.")
+    for target in stmt.targetList:
+        if any(isinstance(n, ast.A_Star) for n in walk(target.val)):
+            raise chk.refuse("SELECT *", target, "the view's columns must be explicit so a new "
+                             "base-table column does not change the view.",
+                             "list the columns you need.")
+
+
+def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
+    if isinstance(item, ast.RangeVar):
+        if not item.schemaname:
+            raise chk.refuse(f"unqualified table {item.relname}", item,
+                             "base tables are named <source>.<table>.",
+                             f"write <schema>.{item.relname}, e.g. shop.{item.relname}.")
+        if item.catalogname:
+            raise chk.refuse("database-qualified table", item,
+                             "a view reads tables of its own database.",
+                             f"write {item.schemaname}.{item.relname}.")
+        if not item.inh:
+            raise chk.refuse("ONLY", item, "inheritance control is not supported.",
+                             f"write {item.schemaname}.{item.relname}.")
+        ref = item.alias.aliasname if item.alias is not None else item.relname
+        if item.alias is not None and item.alias.colnames:
+            raise chk.refuse("column aliases on a table", item,
+                             "renaming columns in FROM is not supported.",
+                             "alias the columns in the SELECT list.")
+        for other in out:
+            if (other.schema, other.name) == (item.schemaname, item.relname):
+                raise chk.refuse(f"table {item.schemaname}.{item.relname} used twice", item,
+                                 "self-joins are not maintained by this engine.",
+                                 "deploy a view per role of the table, or join a copy.")
+        out.append(TableRef(item.schemaname, item.relname, ref, item))
+    elif isinstance(item, ast.JoinExpr):
+        if item.jointype != enums.JoinType.JOIN_INNER:
+            name = {enums.JoinType.JOIN_LEFT: "LEFT JOIN", enums.JoinType.JOIN_RIGHT:
+                    "RIGHT JOIN", enums.JoinType.JOIN_FULL: "FULL JOIN"}.get(
+                        item.jointype, str(item.jointype))
+            raise chk.refuse(name, item.rarg, "only inner joins are maintained.",
+                             "use an inner JOIN (rows without a match are then left out), "
+                             "or keep the unmatched side in a view of its own.")
+        if item.alias is not None:
+            raise chk.refuse("alias on a join", item.larg, "not supported.",
+                             "alias the tables instead.")
+        _collect_tables(item.larg, out, chk)
+        _collect_tables(item.rarg, out, chk)
+    elif isinstance(item, ast.RangeSubselect):
+        raise chk.refuse("subquery in FROM", item, "only base tables are maintained.",
+                         "join the base tables directly, or deploy the subquery as its own "
+                         "view and read both.")
+    elif isinstance(item, ast.RangeFunction):
+        raise chk.refuse("function in FROM", item, "only base tables are maintained.",
+                         "join a table holding the values instead.")
+    else:
+        raise chk.refuse(type(item).__name__, item, "not a base table.")
+
+
+def _check_expressions(stmt: ast.SelectStmt, chk: _Checker) -> None:
+    roots: list[Any] = [t.val for t in stmt.targetList]
+    roots += [stmt.whereClause, stmt.havingClause, *(stmt.groupClause or ())]
+    roots += [i.quals for i in walk(stmt.fromClause) if isinstance(i, ast.JoinExpr)]
+    for node in walk([r for r in roots if r is not None]):
+        if isinstance(node, ast.SubLink):
+            raise chk.refuse("subquery in an expression", node,
+                             "a subquery's result may change without a write to this view's "
+                             "tables in FROM.", "rewrite it as an inner JOIN.")
+        if isinstance(node, ast.SQLValueFunction):
+            name = node.op.name.removeprefix("SVFOP_").lower()
+            raise chk.refuse(name, node, f"{name} is non-deterministic: its value changes "
+                             "without any write to the base tables, so no trigger can keep "
+                             "the view equal to its query.", NOW_REWRITE)
+        if isinstance(node, ast.ColumnRef) and len(node.fields) > 2:
+            raise chk.refuse(deparse(node), node, "three-part column names are not "
+                             "supported.", "alias the table and write alias.column.")
+        if isinstance(node, ast.GroupingSet | ast.GroupingFunc):
+            raise chk.refuse("GROUPING SETS/ROLLUP/CUBE", node,
+                             "only plain GROUP BY is maintained.",
+                             "deploy one view per grouping.")
+        if isinstance(node, ast.FuncCall):
+            _check_function(node, chk)
+
+
+def _check_function(node: ast.FuncCall, chk: _Checker) -> None:
+    name = node.funcname[-1].sval.lower()
+    if node.over is not None:
+        raise chk.refuse(f"window function {name}() OVER", node,
+                         "window functions have no incremental rule here.",
+                         "aggregate with GROUP BY, or compute the window when you read.")
+    if name == "mz_now":
+        raise chk.refuse("mz_now()", node, "temporal filters are Materialize-only.",
+                         "declare '-- @retention: <column> <n> days' in the header instead: "
+                         "Materialize applies it, the embedded engine keeps all rows.")
+    if name in NON_DETERMINISTIC:
+        reason = (f"{name}() is non-deterministic: its value changes without any write to the "
+                  "base tables, so no trigger can keep the view equal to its query.")
+        raise chk.refuse(f"{name}()", node, reason,
+                         NOW_REWRITE if name in {"now", "age", "transaction_timestamp",
+                                                 "statement_timestamp", "clock_timestamp"}
+                         else "compute the value when you write the row, into a column.")
+    if node.agg_order or node.agg_within_group:
+        raise chk.refuse(f"{name}() with ORDER BY", node, "ordered aggregates are not "
+                         "maintained.", "drop the ORDER BY inside the aggregate.")
+
+
+def _is_aggregate(node: ast.FuncCall) -> bool:
+    names = [s.sval.lower() for s in node.funcname]
+    return names[-1] in AGGREGATES and (len(names) == 1 or names[0] == "pg_catalog")
+
+
+KNOWN_AGGREGATES = {"string_agg", "array_agg", "json_agg", "jsonb_agg", "json_object_agg",
+                    "jsonb_object_agg", "xmlagg", "stddev", "stddev_pop", "stddev_samp",
+                    "variance", "var_pop", "var_samp", "percentile_cont", "percentile_disc",
+                    "mode", "every", "bit_and", "bit_or", "bit_xor", "corr", "covar_pop",
+                    "covar_samp", "regr_count", "any_value", "range_agg", "range_intersect_agg"}
+
+
+def _collect_aggs(stmt: ast.SelectStmt, chk: _Checker) -> list[AggCall]:
+    found: dict[str, AggCall] = {}
+    roots = [t.val for t in stmt.targetList] + [stmt.havingClause]
+    for node in walk([r for r in roots if r is not None]):
+        if not isinstance(node, ast.FuncCall):
+            continue
+        name = node.funcname[-1].sval.lower()
+        if name in KNOWN_AGGREGATES:
+            raise chk.refuse(f"aggregate {name}()", node, "it has no incremental rule here "
+                             "(and order-dependent aggregates are not deterministic).",
+                             "use count, sum, avg, min, max, bool_and or bool_or.")
+        if not _is_aggregate(node):
+            continue
+        if node.agg_star and name != "count":
+            raise chk.refuse(f"{name}(*)", node, "only count takes *.")
+        arg = None if node.agg_star else node.args[0] if node.args else None
+        if not node.agg_star and (not node.args or len(node.args) != 1):
+            raise chk.refuse(f"{name}() with {len(node.args or ())} arguments", node,
+                             "aggregates take one argument here.")
+        if arg is not None and any(isinstance(n, ast.FuncCall) and _is_aggregate(n)
+                                   for n in walk(arg)):
+            raise chk.refuse("nested aggregate", node, "aggregates cannot be nested.")
+        call = AggCall(name, arg, bool(node.agg_distinct), node.agg_filter, node)
+        found.setdefault(call.text, call)
+    where_aggs = [n for n in walk(stmt.whereClause) if isinstance(n, ast.FuncCall)
+                  and _is_aggregate(n)]
+    if where_aggs:
+        raise chk.refuse("aggregate in WHERE", where_aggs[0], "WHERE filters rows.",
+                         "use HAVING.")
+    return list(found.values())
+
+
+def _group_keys(stmt: ast.SelectStmt, chk: _Checker) -> list[Any]:
+    if stmt.groupDistinct:
+        raise chk.refuse("GROUP BY DISTINCT", stmt.groupClause[0], "not supported.",
+                         "use plain GROUP BY.")
+    aliases = {t.name: t.val for t in stmt.targetList if t.name}
+    keys: list[Any] = []
+    for item in stmt.groupClause or ():
+        if isinstance(item, ast.A_Const) and isinstance(item.val, ast.Integer):
+            position = item.val.ival
+            if not 1 <= position <= len(stmt.targetList):
+                raise chk.refuse(f"GROUP BY {position}", item, "no such output column.")
+            keys.append(stmt.targetList[position - 1].val)
+        elif (isinstance(item, ast.ColumnRef) and len(item.fields) == 1
+              and isinstance(item.fields[0], ast.String) and item.fields[0].sval in aliases):
+            keys.append(aliases[item.fields[0].sval])
+        else:
+            keys.append(item)
+    texts = [deparse(k) for k in keys]
+    return [k for i, k in enumerate(keys) if texts[i] not in texts[:i]]

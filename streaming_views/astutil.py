@@ -1,0 +1,91 @@
+"""Small helpers over pglast syntax trees: walking, copying with substitution, deparsing."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pglast import ast
+from pglast.stream import RawStream
+
+
+def deparse(node: Any) -> str:
+    """Return the SQL text of a syntax-tree node."""
+    return RawStream()(node)
+
+
+def children(node: ast.Node) -> Iterator[ast.Node]:
+    """Yield the direct child nodes of ``node`` (lists flattened)."""
+    for name in type(node).__slots__:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.Node):
+            yield value
+        elif isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, ast.Node):
+                    yield item
+
+
+def walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
+    """Yield ``node`` and every node below it, depth first, in source order."""
+    if isinstance(node, list | tuple):
+        for item in node:
+            yield from walk(item, into_subqueries=into_subqueries)
+        return
+    if not isinstance(node, ast.Node):
+        return
+    yield node
+    if not into_subqueries and isinstance(node, ast.SubLink | ast.RangeSubselect):
+        return
+    for child in children(node):
+        yield from walk(child, into_subqueries=into_subqueries)
+
+
+def location(node: Any) -> int | None:
+    """Return the first non-negative ``location`` in ``node``'s subtree, or None."""
+    for item in walk(node):
+        loc = getattr(item, "location", None)
+        if isinstance(loc, int) and loc >= 0:
+            return loc
+    return None
+
+
+def substitute(node: Any, replace: Callable[[ast.Node], ast.Node | None]) -> Any:
+    """Return a deep copy of ``node`` where ``replace(n)`` (when not None) stands for ``n``.
+
+    Replacement is tried top-down; a replaced node's subtree is not visited.
+    """
+    if isinstance(node, list | tuple):
+        return type(node)(substitute(item, replace) for item in node)
+    if not isinstance(node, ast.Node):
+        return node
+    new = replace(node)
+    if new is not None:
+        return new
+    result = copy.copy(node)
+    for name in type(node).__slots__:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.Node | list | tuple):
+            setattr(result, name, substitute(value, replace))
+    return result
+
+
+def column_ref(*names: str) -> ast.ColumnRef:
+    """Build a column reference ``a.b`` from names."""
+    return ast.ColumnRef(fields=tuple(ast.String(sval=n) for n in names))
+
+
+def raw_sql(text: str) -> ast.ColumnRef:
+    """A node that deparses as an already quoted identifier path; used for state columns."""
+    return column_ref(*text.split("."))
+
+
+def line_col(text: str, offset: int | None) -> tuple[int | None, int | None]:
+    """Convert a byte offset into ``text`` (UTF-8) to a 1-based (line, column)."""
+    if offset is None:
+        return None, None
+    prefix = text.encode("utf-8")[:offset].decode("utf-8", errors="ignore")
+    line = prefix.count("\n") + 1
+    column = len(prefix) - (prefix.rfind("\n") + 1) + 1
+    return line, column

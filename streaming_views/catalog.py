@@ -1,0 +1,91 @@
+"""The view catalog ``tidemark.views``: one row per deployed view and target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+CATALOG_DDL = [
+    "create schema if not exists tidemark",
+    "create schema if not exists tidemark_state",
+    "create schema if not exists live",
+    """create table if not exists tidemark.views (
+        name text not null,
+        target text not null check (target in ('embedded', 'materialize')),
+        definition_hash text not null,
+        suffix text not null,
+        definition text not null,
+        path text not null,
+        base_tables text[] not null,
+        columns text[] not null,
+        deployed_at timestamptz not null default now(),
+        primary key (name, target)
+    )""",
+]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One deployed view as the catalog records it."""
+
+    name: str
+    target: str
+    definition_hash: str
+    suffix: str
+    definition: str
+    path: str
+    base_tables: list[str]
+    columns: list[str]
+    deployed_at: datetime
+
+
+def ensure_catalog(conn: psycopg.Connection) -> None:
+    """Create the schemas ``tidemark``, ``tidemark_state``, ``live`` and the catalog table."""
+    with conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(7461646)")  # serialise concurrent first deploys
+        for stmt in CATALOG_DDL:
+            cur.execute(stmt)  # type: ignore[arg-type]
+
+
+def read_catalog(conn: psycopg.Connection, target: str | None = None,
+                 name: str | None = None) -> list[CatalogEntry]:
+    """Return catalog entries (all, or of one target / one name), by name."""
+    exists = conn.execute("select to_regclass('tidemark.views') is not null").fetchone()
+    if not exists or not exists[0]:
+        return []
+    conds = [sql.SQL("true")]
+    params: list[str] = []
+    if target is not None:
+        conds.append(sql.SQL("target = %s"))
+        params.append(target)
+    if name is not None:
+        conds.append(sql.SQL("name = %s"))
+        params.append(name)
+    query = sql.SQL("select name, target, definition_hash, suffix, definition, path, base_tables, "
+                    "columns, deployed_at from tidemark.views where {} order by name, target"
+                    ).format(sql.SQL(" and ").join(conds))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return [CatalogEntry(**row) for row in cur.fetchall()]
+
+
+def record(conn: psycopg.Connection, entry: CatalogEntry) -> None:
+    """Insert or replace a catalog entry."""
+    conn.execute(
+        "insert into tidemark.views (name, target, definition_hash, suffix, definition, path, "
+        "base_tables, columns, deployed_at) values (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+        "on conflict (name, target) do update set definition_hash = excluded.definition_hash, "
+        "suffix = excluded.suffix, definition = excluded.definition, path = excluded.path, "
+        "base_tables = excluded.base_tables, columns = excluded.columns, "
+        "deployed_at = excluded.deployed_at",
+        (entry.name, entry.target, entry.definition_hash, entry.suffix, entry.definition,
+         entry.path, entry.base_tables, entry.columns))
+
+
+def forget(conn: psycopg.Connection, name: str, target: str) -> None:
+    """Delete a catalog entry."""
+    conn.execute("delete from tidemark.views where name = %s and target = %s", (name, target))

@@ -1,0 +1,459 @@
+# ruff: noqa: S608 -- this module generates SQL: user expressions come deparsed from PostgreSQL's
+# own parse tree (pglast), identifiers are quoted with psycopg.sql.Identifier (see q()).
+"""Compile an analysed view into the SQL of its state table, build query and live view.
+
+The state table ``tidemark_state.<name>__<hash8>`` holds one row per group (aggregate views) or
+per distinct row with its multiplicity (views without aggregation). Hidden columns carry what the
+delta rules need: ``__count`` (rows in the group), per aggregate its non-null count, sum, false/
+true counts or current extreme. ``live.<name>`` is a view over the state table that exposes
+exactly the query's columns, with the query's types. Trigger bodies are in :mod:`triggers`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import psycopg
+from pglast import ast
+from psycopg import sql
+
+from streaming_views.analyzer import AggCall, Analysis, TableRef, analyze
+from streaming_views.astutil import column_ref, deparse, line_col, location, substitute, walk
+from streaming_views.errors import UnsupportedViewError, ViewDefinitionError
+from streaming_views.viewfile import ViewFile
+
+STATE_SCHEMA = "tidemark_state"
+LIVE_SCHEMA = "live"
+FLOAT_TYPES = {"real", "double precision"}
+RECOMPUTE = "recompute"
+
+
+def q(name: str) -> str:
+    """Quote one identifier (psycopg's quoting)."""
+    return sql.Identifier(name).as_string(None)
+
+
+@dataclass(frozen=True)
+class AggPlan:
+    """How one aggregate call is kept: its hidden columns and its finalising expression."""
+
+    index: int
+    call: AggCall
+    kind: str               # count | sum | avg | min | max | bool_and | bool_or | recompute
+    result_type: str        # type of the call as written
+    value_type: str         # type of the kept sum / extreme / recomputed value
+
+
+@dataclass
+class CompiledView:
+    """Everything needed to install one view on the embedded engine.
+
+    Attributes:
+        analysis: the analysed view.
+        keys: (state column, type) of the group keys (``__g`` for a global aggregate).
+        outputs: (name, type) of the view's columns, in order.
+        aggs: the aggregate plans.
+    """
+
+    analysis: Analysis
+    keys: list[tuple[str, str]]
+    outputs: list[tuple[str, str]]
+    aggs: list[AggPlan] = field(default_factory=list)
+    output_exprs: list[str] = field(default_factory=list)
+    having_sql: str | None = None
+
+    # ----------------------------------------------------------------- names
+    @property
+    def name(self) -> str:
+        """The view name."""
+        return self.analysis.view.name
+
+    @property
+    def hash(self) -> str:
+        """The view's definition hash."""
+        return self.analysis.view.definition_hash
+
+    @property
+    def suffix(self) -> str:
+        """``<name>__<hash8>``: the stem of the state table, functions and triggers."""
+        return f"{self.name}__{self.hash[:8]}"
+
+    @property
+    def state(self) -> str:
+        """The quoted state table."""
+        return f"{q(STATE_SCHEMA)}.{q(self.suffix)}"
+
+    @property
+    def tables(self) -> list[TableRef]:
+        """The base tables."""
+        return self.analysis.tables
+
+    @property
+    def lock_key(self) -> int:
+        """Advisory-lock key serialising maintenance of a multi-table view."""
+        return int(self.hash[:15], 16)
+
+    @property
+    def has_recompute(self) -> bool:
+        """True when some aggregate needs a recompute of affected groups."""
+        return any(a.kind in {"min", "max", RECOMPUTE} for a in self.aggs)
+
+    # ---------------------------------------------------------- state columns
+    def hidden_columns(self) -> list[tuple[str, str]]:
+        """(name, type) of the bookkeeping columns after the keys."""
+        cols = [("__count", "bigint")]
+        for a in self.aggs:
+            p = f"__a{a.index}"
+            if a.kind == "count":
+                cols.append((f"{p}_n", "bigint"))
+            elif a.kind in {"sum", "avg"}:
+                cols += [(f"{p}_nn", "bigint"), (f"{p}_s", a.value_type)]
+            elif a.kind in {"min", "max"}:
+                cols += [(f"{p}_v", a.value_type), (f"{p}_d", a.value_type)]
+            elif a.kind in {"bool_and", "bool_or"}:
+                cols += [(f"{p}_nn", "bigint"), (f"{p}_nb", "bigint")]
+            else:
+                cols.append((f"{p}_v", a.value_type))
+        return [*cols, ("__dirty", "boolean"), ("__changed_at", "timestamptz")]
+
+    def state_columns(self) -> list[tuple[str, str]]:
+        """All state columns: keys, then bookkeeping."""
+        return self.keys + self.hidden_columns()
+
+    # ------------------------------------------------------------- flat rows
+    def flat_select(self, sign: int, replace: int | None = None, relation: str = "") -> str:
+        """The query's rows before grouping: ``__sign``, ``__k<j>``, ``__x<i>``, ``__f<i>``.
+
+        Args:
+            sign: +1 for added rows, -1 for removed rows.
+            replace: index of the base table to read from ``relation`` instead (a transition
+                table), or None to read every base table.
+            relation: the transition table's name.
+        """
+        an = self.analysis
+        target = an.tables[replace].node if replace is not None else None
+
+        def swap(node: ast.Node) -> ast.Node | None:
+            if target is not None and node is target:
+                ref = an.tables[replace].ref
+                return ast.RangeVar(relname=relation, inh=True, relpersistence="p",
+                                    alias=ast.Alias(aliasname=ref))
+            return None
+
+        from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
+        cols = [f"{sign} AS __sign"]
+        cols += [f"{deparse(k)} AS __k{j}" for j, k in enumerate(an.group)]
+        for a in self.aggs:
+            if a.call.arg is not None:
+                cols.append(f"{deparse(a.call.arg)} AS __x{a.index}")
+            if a.call.filter is not None:
+                cols.append(f"({deparse(a.call.filter)}) AS __f{a.index}")
+        text = f"SELECT {', '.join(cols)} FROM {from_sql}"
+        if an.where is not None:
+            text += f" WHERE {deparse(an.where)}"
+        return text
+
+    def key_names(self) -> list[str]:
+        """The ``__k<j>`` columns of :meth:`flat_select`."""
+        return [f"__k{j}" for j in range(len(self.keys))]
+
+    # --------------------------------------------------------- aggregation
+    def _cond(self, a: AggPlan, *, nonnull: bool) -> str | None:
+        parts = []
+        if a.call.filter is not None:
+            parts.append(f"__f{a.index}")
+        if nonnull and a.call.arg is not None:
+            parts.append(f"__x{a.index} IS NOT NULL")
+        return " AND ".join(parts) or None
+
+    def _counted(self, cond: str | None) -> str:
+        if cond is None:
+            return "sum(__sign)::bigint"
+        return f"coalesce(sum(CASE WHEN {cond} THEN __sign ELSE 0 END), 0)::bigint"
+
+    def recompute_expr(self, a: AggPlan) -> str:
+        """The aggregate over flat rows (for builds and recomputes of min/max/distinct)."""
+        distinct = "DISTINCT " if a.call.distinct else ""
+        arg = "*" if a.call.arg is None else f"__x{a.index}"
+        text = f"{a.call.func}({distinct}{arg})"
+        if a.call.filter is not None:
+            text += f" FILTER (WHERE __f{a.index})"
+        return text
+
+    def aggregate_select(self, flat: str, *, delta: bool) -> str:
+        """Group flat rows (``flat``) into state rows, in state column order.
+
+        With ``delta`` the values are changes to add; otherwise they are the full values.
+        """
+        keys = ["0"] if self.analysis.is_global else self.key_names()
+        cols = [*keys, "sum(__sign)::bigint"]
+        dirty: list[str] = []
+        for a in self.aggs:
+            i, t = a.index, a.value_type
+            if a.kind == "count":
+                cols.append(self._counted(self._cond(a, nonnull=True)))
+            elif a.kind in {"sum", "avg"}:
+                cond = self._cond(a, nonnull=True)
+                cols.append(self._counted(cond))
+                val = f"(__x{i})::{t}"
+                inner = f"__sign * {val}" if cond is None else \
+                    f"CASE WHEN {cond} THEN __sign * {val} END"
+                cols.append(f"coalesce(sum({inner}), '0'::{t})::{t}")
+            elif a.kind in {"min", "max"}:
+                cond = self._cond(a, nonnull=False)
+                extra = f" AND {cond}" if cond else ""
+                cols.append(f"{a.kind}(CASE WHEN __sign > 0{extra} THEN __x{i} END)")
+                cols.append(f"{a.kind}(CASE WHEN __sign < 0{extra} THEN __x{i} END)")
+                dirty.append(f"{a.kind}(CASE WHEN __sign < 0{extra} THEN __x{i} END) IS NOT NULL")
+            elif a.kind in {"bool_and", "bool_or"}:
+                cond = self._cond(a, nonnull=True)
+                cols.append(self._counted(cond))
+                test = f"NOT __x{i}" if a.kind == "bool_and" else f"__x{i}"
+                cols.append(self._counted(f"{cond} AND {test}" if cond else test))
+            else:
+                cols.append(f"NULL::{t}" if delta else self.recompute_expr(a))
+                dirty.append("true")
+        cols.append(" OR ".join(dirty) if (delta and dirty) else "false")
+        cols.append("now()")
+        text = f"SELECT {', '.join(cols)} FROM ({flat}) AS __d"
+        if self.analysis.group:
+            keys = ", ".join(self.key_names())
+            text += f" GROUP BY {keys}"
+            if delta and not self.has_recompute:
+                text += " HAVING " + " OR ".join(
+                    ["sum(__sign) <> 0"] + [f"{e} <> 0" for e in cols[len(self.keys) + 1:-2]
+                                             if not e.startswith("NULL")])
+            text += f" ORDER BY {keys}"
+        return text
+
+    def upsert_sql(self, source: str) -> str:
+        """INSERT ... ON CONFLICT DO UPDATE adding the grouped delta ``source`` to the state."""
+        names = [n for n, _ in self.state_columns()]
+        sets = ["__count = s.__count + excluded.__count"]
+        dirty = ["s.__dirty"]
+        for a in self.aggs:
+            p = f"__a{a.index}"
+            if a.kind == "count":
+                sets.append(f"{p}_n = s.{p}_n + excluded.{p}_n")
+            elif a.kind in {"sum", "avg"}:
+                sets += [f"{p}_nn = s.{p}_nn + excluded.{p}_nn",
+                         f"{p}_s = s.{p}_s + excluded.{p}_s"]
+            elif a.kind in {"bool_and", "bool_or"}:
+                sets += [f"{p}_nn = s.{p}_nn + excluded.{p}_nn",
+                         f"{p}_nb = s.{p}_nb + excluded.{p}_nb"]
+            elif a.kind in {"min", "max"}:
+                pick = "least" if a.kind == "min" else "greatest"
+                cmp = "<=" if a.kind == "min" else ">="
+                sets += [f"{p}_v = {pick}(s.{p}_v, excluded.{p}_v)", f"{p}_d = excluded.{p}_d"]
+                dirty.append(f"(excluded.{p}_d IS NOT NULL AND (s.{p}_v IS NULL OR "
+                             f"excluded.{p}_d {cmp} s.{p}_v))")
+            else:
+                dirty.append("true")
+        sets += [f"__dirty = {' OR '.join(dirty)}", "__changed_at = excluded.__changed_at"]
+        keys = ", ".join(q(n) for n, _ in self.keys)
+        return (f"INSERT INTO {self.state} AS s ({', '.join(q(n) for n in names)}) {source} "
+                f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(sets)} "
+                f"RETURNING s.__count, s.__dirty")
+
+    def build_sql(self) -> str:
+        """INSERT of the full state from the base tables."""
+        names = ", ".join(q(n) for n, _ in self.state_columns())
+        return (f"INSERT INTO {self.state} ({names}) "
+                f"{self.aggregate_select(self.flat_select(1), delta=False)}")
+
+    def recompute_sql(self) -> str:
+        """UPDATE recomputing min/max/distinct aggregates of the groups marked dirty."""
+        targets = [a for a in self.aggs if a.kind in {"min", "max", RECOMPUTE}]
+        cols = [f"__a{a.index}_v" for a in targets] + ["__dirty"]
+        exprs = [self.recompute_expr(a) for a in targets] + ["false"]
+        match = " AND ".join(
+            f"(__d.__k{j} = s.{q(n)} OR (__d.__k{j} IS NULL AND s.{q(n)} IS NULL))"
+            for j, (n, _) in enumerate(self.keys))
+        flat = self.flat_select(1)
+        where = f" WHERE {match}" if self.analysis.group else ""
+        return (f"UPDATE {self.state} AS s SET ({', '.join(cols)}) = (SELECT "
+                f"{', '.join(exprs)} FROM ({flat}) AS __d{where}) WHERE s.__dirty")
+
+    def view_select(self) -> str:
+        """The SELECT of ``live.<name>`` over the state table."""
+        cols = ", ".join(f"({e})::{t} AS {q(n)}"
+                         for e, (n, t) in zip(self.output_exprs, self.outputs, strict=True))
+        an = self.analysis
+        if an.kind == "bag":
+            return (f"SELECT {cols} FROM {self.state} AS s "
+                    f"CROSS JOIN LATERAL generate_series(1, s.__count) AS __m")
+        conds = [] if an.is_global else ["s.__count > 0"]
+        if self.having_sql:
+            conds.append(f"({self.having_sql})")
+        where = f" WHERE {' AND '.join(conds)}" if conds else ""
+        return f"SELECT {cols} FROM {self.state} AS s{where}"
+
+
+# ---------------------------------------------------------------------- compile
+def describe(conn: psycopg.Connection, select_text: str) -> list[tuple[str, str]]:
+    """Return (column, type) of a SELECT, as PostgreSQL resolves it.
+
+    Raises:
+        ViewDefinitionError: PostgreSQL rejects the query.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(sql.SQL("create temp view {} as {}").format(
+                sql.Identifier("tidemark_probe"), sql.SQL(select_text)))  # type: ignore[arg-type]
+            cur.execute(
+                "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+                "where attrelid = 'pg_temp.tidemark_probe'::regclass and attnum > 0 "
+                "and not attisdropped order by attnum")
+            rows = [(str(n), str(t)) for n, t in cur.fetchall()]
+            cur.execute("drop view pg_temp.tidemark_probe")
+            return rows
+    except psycopg.Error as exc:
+        raise ViewDefinitionError(str(exc).strip()) from None
+
+
+def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
+    """Analyse ``view`` and resolve its types against the database behind ``conn``.
+
+    Raises:
+        UnsupportedViewError: outside the supported subset.
+        ViewDefinitionError: PostgreSQL rejects the query.
+    """
+    an = analyze(view)
+    try:
+        outputs = describe(conn, view.text.strip().rstrip(";"))
+    except ViewDefinitionError as exc:
+        raise ViewDefinitionError(f"{view.path}: {exc}") from None
+    seen: set[str] = set()
+    for (name, _), (_, node) in zip(outputs, an.outputs, strict=True):
+        if name in seen or name.startswith("__") or name == "?column?":
+            line, col = line_col(view.text, location(node))
+            raise UnsupportedViewError(
+                f"output column {name!r}", "every column of a live view needs a unique name "
+                "(not starting with __).", path=str(view.path), line=line, column=col,
+                rewrite="name it: <expression> AS <name>.")
+        seen.add(name)
+    aggs = _plan_aggs(conn, an)
+    keys = _key_columns(conn, an, outputs)
+    compiled = CompiledView(an, keys, outputs, aggs)
+    _output_expressions(compiled)
+    return compiled
+
+
+def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
+    if not an.aggs:
+        return []
+    from_sql = ", ".join(deparse(i) for i in an.from_clause)
+    probes = []
+    for i, call in enumerate(an.aggs):
+        probes.append(f"{deparse(call.node)} AS r{i}")
+        if call.func in {"sum", "avg"}:
+            probes.append(f"sum({deparse(call.arg)}) AS s{i}")
+    text = f"SELECT {', '.join(probes)} FROM {from_sql}"
+    if an.where is not None:
+        text += f" WHERE {deparse(an.where)}"
+    types = dict(describe(conn, text))
+    plans = []
+    for i, call in enumerate(an.aggs):
+        result = types[f"r{i}"]
+        if call.func in {"sum", "avg"} and types[f"s{i}"] in FLOAT_TYPES:
+            line, col = line_col(an.view.text, location(call.node))
+            raise UnsupportedViewError(
+                f"{call.func}() over {types[f's{i}']}", "floating-point sums depend on the "
+                "order of additions, so an incrementally kept sum would drift from the query's.",
+                path=str(an.view.path), line=line, column=col,
+                rewrite=f"{call.func}(({deparse(call.arg)})::numeric)")
+        if call.distinct and call.func not in {"min", "max"}:
+            plans.append(AggPlan(i, call, RECOMPUTE, result, result))
+        elif call.func in {"sum", "avg"}:
+            plans.append(AggPlan(i, call, call.func, result, types[f"s{i}"]))
+        else:
+            plans.append(AggPlan(i, call, call.func, result, result))
+    return plans
+
+
+def _key_columns(conn: psycopg.Connection, an: Analysis,
+                 outputs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if an.is_global:
+        return [("__g", "integer")]
+    if an.kind in {"bag", "distinct"}:
+        return list(outputs)
+    from_sql = ", ".join(deparse(i) for i in an.from_clause)
+    text = f"SELECT {', '.join(f'{deparse(k)} AS k{j}' for j, k in enumerate(an.group))} " \
+           f"FROM {from_sql}"
+    types = [t for _, t in describe(conn, text)]
+    named: dict[str, str] = {}
+    for (name, _), (_, node) in zip(outputs, an.outputs, strict=True):
+        named.setdefault(deparse(node), name)
+    keys = []
+    used: set[str] = set()
+    for j, k in enumerate(an.group):
+        name = named.get(deparse(k))
+        if name is None or name in used:
+            name = f"__key{j}"
+        used.add(name)
+        keys.append((name, types[j]))
+    return keys
+
+
+def _output_expressions(cv: CompiledView) -> None:
+    an = cv.analysis
+    if an.kind in {"bag", "distinct"}:
+        cv.output_exprs = [f"s.{q(n)}" for n, _ in cv.keys]
+        return
+    key_text = {deparse(k): cv.keys[j][0] for j, k in enumerate(an.group)}
+    agg_index = {a.call.text: a for a in cv.aggs}
+    finals: dict[str, str] = {}
+
+    def swap(node: ast.Node) -> ast.Node | None:
+        text = deparse(node) if isinstance(node, ast.Node) and not isinstance(
+            node, ast.String | ast.Integer | ast.Float | ast.Boolean) else None
+        if text is None:
+            return None
+        if text in key_text:
+            return column_ref("s", key_text[text])
+        if isinstance(node, ast.FuncCall) and text in agg_index:
+            placeholder = f"__fin{agg_index[text].index}"
+            finals[placeholder] = _finalize(agg_index[text])
+            return column_ref(placeholder)
+        return None
+
+    def render(node: ast.Node, what: str) -> str:
+        new = substitute(node, swap)
+        for ref in walk(new):
+            if isinstance(ref, ast.ColumnRef):
+                names = [f.sval for f in ref.fields if isinstance(f, ast.String)]
+                if names and not (names[0] == "s" or names[0].startswith("__fin")):
+                    line, col = line_col(an.view.text, location(node))
+                    raise UnsupportedViewError(
+                        f"column {'.'.join(names)} in {what}", "it is neither a GROUP BY "
+                        "expression (written the same way) nor inside an aggregate.",
+                        path=str(an.view.path), line=line, column=col,
+                        rewrite="write the expression exactly as in GROUP BY, or use GROUP BY "
+                                "<position>.")
+        text = deparse(new)
+        for placeholder, final in finals.items():
+            text = re.sub(rf"\b{placeholder}\b", f"({final})", text)
+        return text
+
+    cv.output_exprs = [render(node, "SELECT") for _, node in an.outputs]
+    if an.having is not None:
+        cv.having_sql = render(an.having, "HAVING")
+
+
+def _finalize(a: AggPlan) -> str:
+    p = f"s.__a{a.index}"
+    t = a.result_type
+    if a.kind == "count":
+        return f"{p}_n"
+    if a.kind == "sum":
+        return f"CASE WHEN {p}_nn > 0 THEN {p}_s END::{t}"
+    if a.kind == "avg":
+        if t == "interval":
+            return f"CASE WHEN {p}_nn > 0 THEN {p}_s / {p}_nn::float8 END"
+        return f"CASE WHEN {p}_nn > 0 THEN ({p}_s)::numeric / ({p}_nn)::numeric END::{t}"
+    if a.kind == "bool_and":
+        return f"CASE WHEN {p}_nn > 0 THEN {p}_nb = 0 END"
+    if a.kind == "bool_or":
+        return f"CASE WHEN {p}_nn > 0 THEN {p}_nb > 0 END"
+    return f"{p}_v"

@@ -1,0 +1,165 @@
+"""Deploy view files to the embedded engine: create, blue/green replace, leave alone, prune.
+
+Every view is deployed in its own transaction, which first locks the view's base tables in
+SHARE ROW EXCLUSIVE mode: writers wait (so no change falls between the build and the triggers),
+readers of the base tables and of ``live.<name>`` go on. A changed view is built beside the old
+one (new state table, new triggers) and ``live.<name>`` is re-pointed, and the old objects are
+dropped, in that same transaction: a reader sees the old view until the commit, then the new one,
+never an empty or half-built one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
+from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view
+from streaming_views.errors import DeployError, StreamingViewsError
+from streaming_views.triggers import state_ddl, trigger_set
+from streaming_views.viewfile import ViewFile, load_views
+
+READER_ROLE = "tidemark_reader"
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What deploy did to one view: ``created``, ``replaced``, ``unchanged`` or ``dropped``."""
+
+    name: str
+    action: str
+    target: str
+    definition_hash: str
+
+
+def deploy(dsn: str, views_dir: Path | None = None, target: str = "embedded",
+           prune: bool = False) -> list[DeployResult]:
+    """Deploy every view file of ``views_dir`` (default: the shipped views) to ``target``.
+
+    Args:
+        dsn: the landing database (embedded) or Materialize (``materialize``).
+        views_dir: directory of ``<name>.sql`` files.
+        target: ``embedded`` or ``materialize``.
+        prune: drop deployed views whose file is gone.
+
+    Raises:
+        StreamingViewsError: a view is invalid or unsupported, or the target fails.
+    """
+    views = load_views(views_dir)
+    if target == "materialize":
+        from streaming_views.materialize import deploy_materialize
+        return deploy_materialize(dsn, views, prune=prune)
+    if target != "embedded":
+        raise DeployError(f"unknown target {target!r}; use embedded or materialize.")
+    return deploy_embedded(dsn, views, prune=prune)
+
+
+def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> list[DeployResult]:
+    """Deploy ``views`` to the embedded engine in the database at ``dsn``."""
+    results: list[DeployResult] = []
+    try:
+        conn = psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DeployError(f"cannot connect to the landing database: {exc}".strip()) from None
+    with conn:
+        with conn.transaction():
+            ensure_catalog(conn)
+        deployed = {e.name: e for e in read_catalog(conn, target="embedded")}
+        for view in views:
+            entry = deployed.get(view.name)
+            if entry is not None and entry.definition_hash == view.definition_hash:
+                results.append(DeployResult(view.name, "unchanged", "embedded",
+                                            view.definition_hash))
+                continue
+            with conn.transaction():
+                cv = compile_view(conn, view)
+                install(conn, cv, entry)
+            results.append(DeployResult(view.name, "replaced" if entry else "created",
+                                        "embedded", view.definition_hash))
+        if prune:
+            names = {v.name for v in views}
+            for entry in deployed.values():
+                if entry.name not in names:
+                    with conn.transaction():
+                        drop_view(conn, entry)
+                    results.append(DeployResult(entry.name, "dropped", "embedded",
+                                                entry.definition_hash))
+    return results
+
+
+def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
+    for table in sorted(set(tables)):
+        schema, name = table.split(".", 1)
+        if conn.execute("select to_regclass(%s)", (f"{sql.Identifier(schema).as_string(None)}."
+                                                  f"{sql.Identifier(name).as_string(None)}",)
+                        ).fetchone()[0] is None:
+            continue
+        conn.execute(sql.SQL("lock table {}.{} in share row exclusive mode").format(
+            sql.Identifier(schema), sql.Identifier(name)))
+
+
+def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None) -> None:
+    """Build ``cv`` and point ``live.<name>`` at it, replacing ``old``; inside a transaction."""
+    tables = [f"{t.schema}.{t.name}" for t in cv.tables]
+    _lock_tables(conn, tables + (old.base_tables if old else []))
+    try:
+        with conn.cursor() as cur:
+            _drop_objects(cur, cv.suffix)  # leftovers of an interrupted deploy of this hash
+            for stmt in state_ddl(cv):
+                cur.execute(stmt)  # type: ignore[arg-type]
+            for stmt in trigger_set(cv).create:
+                cur.execute(stmt)  # type: ignore[arg-type]
+            cur.execute(cv.build_sql())  # type: ignore[arg-type]
+            cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
+                                                          sql.Identifier(cv.suffix)))
+            if old is not None:
+                _drop_objects(cur, old.suffix)
+            view = sql.Identifier(LIVE_SCHEMA, cv.name)
+            cur.execute(sql.SQL("drop view if exists {}").format(view))
+            cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(cv.view_select())))  # type: ignore[arg-type]
+            comment = cv.analysis.view.description or f"live view {cv.name}"
+            cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
+                f"{comment} (Tidemark live view, hash {cv.hash})")))
+            role = cur.execute("select 1 from pg_roles where rolname = %s",
+                               (READER_ROLE,)).fetchone()
+            if role:
+                cur.execute(sql.SQL("grant usage on schema {} to {}").format(
+                    sql.Identifier(LIVE_SCHEMA), sql.Identifier(READER_ROLE)))
+                cur.execute(sql.SQL("grant select on {} to {}").format(
+                    view, sql.Identifier(READER_ROLE)))
+    except psycopg.Error as exc:
+        raise DeployError(f"{cv.analysis.view.path}: deploying live.{cv.name} failed: "
+                          f"{str(exc).strip()}") from None
+    record(conn, CatalogEntry(
+        name=cv.name, target="embedded", definition_hash=cv.hash, suffix=cv.suffix,
+        definition=cv.analysis.view.text, path=str(cv.analysis.view.path), base_tables=tables,
+        columns=[n for n, _ in cv.outputs], deployed_at=None))  # type: ignore[arg-type]
+
+
+def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
+    """Drop the state table and maintenance functions (and so triggers) of ``suffix``."""
+    cur.execute(
+        "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on "
+        "n.oid = p.pronamespace where n.nspname = %s and starts_with(p.proname, %s)",
+        (STATE_SCHEMA, f"{suffix}__"))
+    for (proc,) in cur.fetchall():
+        cur.execute(sql.SQL("drop function {} cascade").format(sql.SQL(proc)))  # type: ignore[arg-type]
+    cur.execute(sql.SQL("drop table if exists {}.{} cascade").format(
+        sql.Identifier(STATE_SCHEMA), sql.Identifier(suffix)))
+
+
+def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
+    """Drop a deployed view (``live.<name>``, state, triggers) and its catalog row."""
+    _lock_tables(conn, entry.base_tables)
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("drop view if exists {}").format(
+            sql.Identifier(LIVE_SCHEMA, entry.name)))
+        _drop_objects(cur, entry.suffix)
+    forget(conn, entry.name, entry.target)
+
+
+__all__ = ["DeployResult", "StreamingViewsError", "deploy", "deploy_embedded", "drop_view",
+           "install"]

@@ -1,0 +1,131 @@
+"""View files: ``views/<name>.sql`` — one SELECT, with settings in a header comment.
+
+File format::
+
+    -- Revenue and order count per store per minute.          (free text: the description)
+    -- @keys: store_id, window_start                            (columns to index)
+    -- @cluster: live_views                                     (Materialize cluster)
+    -- @retention: placed_at 2 days                             (Materialize temporal filter)
+    select ...
+
+Settings are comment lines of the form ``-- @name: value`` before the SELECT. Every setting is
+optional; unknown settings are refused so typos do not pass silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streaming_views.errors import ViewFileError
+
+DEFAULT_VIEWS_DIR = Path(__file__).parent / "views"
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+SETTING_RE = re.compile(r"^--\s*@(\w+)\s*:\s*(.*?)\s*$")
+RETENTION_RE = re.compile(
+    r"^(?P<column>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s+"
+    r"(?P<amount>\d+)\s+(?P<unit>second|minute|hour|day)s?$")
+KNOWN_SETTINGS = ("keys", "cluster", "retention")
+DEFAULT_CLUSTER = "quickstart"
+
+# Changes to the compiler change every view's hash, so a new engine version rebuilds views.
+ENGINE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A Materialize temporal filter: keep rows while ``mz_now() <= column + interval``."""
+
+    column: str
+    interval: str
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    """One live view as written in its file.
+
+    Attributes:
+        name: the view name (file stem); the view is ``live.<name>``.
+        path: the file.
+        text: the whole file text (header included; positions refer to it).
+        keys: columns to index (``@keys``).
+        cluster: Materialize cluster (``@cluster``).
+        retention: Materialize temporal filter (``@retention``), or None.
+        description: the free-text header lines.
+    """
+
+    name: str
+    path: Path
+    text: str
+    keys: tuple[str, ...] = ()
+    cluster: str = DEFAULT_CLUSTER
+    retention: Retention | None = None
+    description: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def definition_hash(self) -> str:
+        """SHA-256 (hex, 16 chars) of the engine version and the file text."""
+        digest = hashlib.sha256(f"{ENGINE_VERSION}\n{self.text.strip()}".encode())
+        return digest.hexdigest()[:16]
+
+
+def parse_view_text(name: str, text: str, path: Path | None = None) -> ViewFile:
+    """Build a :class:`ViewFile` from a name and SQL text (header settings parsed).
+
+    Raises:
+        ViewFileError: bad name or bad setting.
+    """
+    where = str(path) if path else name
+    if not NAME_RE.match(name):
+        raise ViewFileError(
+            f"{where}: view name {name!r} must be lower case letters, digits and _ "
+            f"(start with a letter, at most 40 characters); rename the file.")
+    settings: dict[str, str] = {}
+    description: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("--"):
+            break
+        match = SETTING_RE.match(line)
+        if match is None:
+            description.append(line[2:].strip())
+            continue
+        key, value = match.group(1), match.group(2)
+        if key not in KNOWN_SETTINGS:
+            raise ViewFileError(
+                f"{where}:{lineno}: unknown setting @{key}; known settings: "
+                f"{', '.join('@' + k for k in KNOWN_SETTINGS)}.")
+        settings[key] = value
+    keys = tuple(k.strip() for k in settings.get("keys", "").split(",") if k.strip())
+    retention = None
+    if "retention" in settings:
+        match = RETENTION_RE.match(settings["retention"].lower())
+        if match is None:
+            raise ViewFileError(
+                f"{where}: @retention {settings['retention']!r} must read '<column> <n> "
+                f"<second|minute|hour|day>s', e.g. '@retention: placed_at 2 days'.")
+        retention = Retention(match["column"], f"{match['amount']} {match['unit']}s")
+    cluster = settings.get("cluster", DEFAULT_CLUSTER)
+    if not NAME_RE.match(cluster):
+        raise ViewFileError(f"{where}: @cluster {cluster!r} is not a plain lower-case name.")
+    return ViewFile(name=name, path=path or Path(f"{name}.sql"), text=text, keys=keys,
+                    cluster=cluster, retention=retention,
+                    description=" ".join(d for d in description if d), settings=settings)
+
+
+def load_views(views_dir: Path | None = None) -> list[ViewFile]:
+    """Read every ``*.sql`` file of ``views_dir`` (default: the shipped demo views), by name.
+
+    Raises:
+        ViewFileError: the directory is missing or a file is malformed.
+    """
+    directory = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS_DIR
+    if not directory.is_dir():
+        raise ViewFileError(f"views directory {directory} does not exist; pass --views-dir.")
+    return [parse_view_text(p.stem, p.read_text(encoding="utf-8"), p)
+            for p in sorted(directory.glob("*.sql"))]

@@ -1,0 +1,35 @@
+"""Fixtures of the live-view tests: deploy a view from SQL text, check the oracle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from streaming_views.deploy import deploy_embedded
+from streaming_views.verify import diff_rows
+from streaming_views.viewfile import parse_view_text
+
+
+def deploy_text(dsn: str, name: str, text: str) -> str:
+    """Deploy one view from SQL text to the embedded engine; return the action taken."""
+    return deploy_embedded(dsn, [parse_view_text(name, text)])[0].action
+
+
+def oracle(conn: psycopg.Connection, name: str, text: str) -> tuple[list[Any], list[Any]]:
+    """(live EXCEPT ALL query, query EXCEPT ALL live) for ``live.<name>``."""
+    return diff_rows(conn, name, text)
+
+
+def assert_equal(conn: psycopg.Connection, name: str, text: str) -> None:
+    """Fail with the differing rows when ``live.<name>`` differs from its query."""
+    extra, missing = oracle(conn, name, text)
+    assert not extra and not missing, f"live.{name}: extra={extra} missing={missing}"
+
+
+@pytest.fixture(scope="module")
+def conn(module_db: str):
+    """An autocommit connection to this module's database."""
+    with psycopg.connect(module_db, autocommit=True) as connection:
+        yield connection
