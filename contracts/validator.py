@@ -74,7 +74,12 @@ class CompiledTable:
     @staticmethod
     def _compile_column(spec: ColumnSpec) -> tuple[str, Converter, bool, tuple[Check, ...], bool]:
         assert spec.pg_type is not None, "column specs are built by the loader"
-        checks = compile_checks(spec.allowed_values, spec.min, spec.max, spec.pattern)
+        low, high = spec.min, spec.max
+        if spec.pg_type.base == "numeric":
+            # Compare Decimals with Decimals: 0.01 as a float is not the decimal 0.01.
+            low = None if low is None else Decimal(repr(low))
+            high = None if high is None else Decimal(repr(high))
+        checks = compile_checks(spec.allowed_values, low, high, spec.pattern)
         return spec.name, converter(spec.pg_type), spec.nullable, checks, spec.pg_type.is_array
 
     def validate(self, row: Mapping[str, Any], events: ContractSet | None = None
