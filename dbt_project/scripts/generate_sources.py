@@ -70,7 +70,10 @@ def _add_contract_tests(table: dict[str, Any]) -> None:
         if bounds:
             tests.append({"accepted_range": {"arguments": bounds}})
         if "pattern" in rules:
-            tests.append({"matches_pattern": {"arguments": {"pattern": rules["pattern"]}}})
+            arguments = {"pattern": rules["pattern"]}
+            if column["data_type"].endswith("[]"):
+                arguments["is_array"] = True
+            tests.append({"matches_pattern": {"arguments": arguments}})
         if not tests:
             del column["data_tests"]
     key = table["config"]["meta"]["contract"]["primary_key"]

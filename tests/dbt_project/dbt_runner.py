@@ -1,0 +1,116 @@
+"""Run the real dbt project from tests: in-process ``dbtRunner`` with a manifest parsed once.
+
+dbt reads its connection from the environment (dbt_project/profiles.yml), so :class:`DbtProject`
+sets ``TIDEMARK_DBT_*`` from a landing URL for the duration of each invocation, and sends dbt's
+``target/`` and logs to a temporary directory so the repository tree stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from dbt.cli.main import dbtRunner, dbtRunnerResult
+
+DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+def dbt_env(landing_url: str, work_dir: Path) -> dict[str, str]:
+    """The environment that points dbt_project/profiles.yml at ``landing_url``.
+
+    Args:
+        landing_url: ``postgresql://user[:password]@host:port/dbname``.
+        work_dir: where dbt writes ``target/`` and its logs.
+
+    Returns:
+        Variables to set while dbt runs.
+    """
+    parts = urlsplit(landing_url)
+    env = {
+        "TIDEMARK_DBT_TARGET": "ci",
+        "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
+        "TIDEMARK_DBT_PORT": str(parts.port or 5432),
+        "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),
+        "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
+        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/"),
+        "DBT_TARGET_PATH": str(work_dir / "target"),
+        "DBT_LOG_PATH": str(work_dir / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    return env
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the previous values."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class DbtError(AssertionError):
+    """A dbt invocation the test expected to succeed failed."""
+
+
+class DbtProject:
+    """The dbt project bound to one landing database, parsed once.
+
+    Args:
+        landing_url: the landing database dbt builds in.
+        work_dir: temporary directory for ``target/`` and logs.
+    """
+
+    def __init__(self, landing_url: str, work_dir: Path) -> None:
+        self.env = dbt_env(landing_url, work_dir)
+        self.target_path = work_dir / "target"
+        result = self.invoke("parse", check=True)
+        self.manifest = result.result
+
+    def invoke(self, *args: str, vars: dict[str, Any] | None = None,
+               check: bool = True) -> dbtRunnerResult:
+        """Run one dbt command (``"build"``, ``"run"``...) with the project's flags.
+
+        Args:
+            args: the command and its arguments, e.g. ``("run", "-s", "tag:daily")``.
+            vars: dbt ``--vars`` (as JSON).
+            check: raise :class:`DbtError` when dbt reports a failure.
+
+        Returns:
+            dbt's result.
+        """
+        argv = [*args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
+                "--target-path", str(self.target_path), "--log-path", self.env["DBT_LOG_PATH"],
+                "--no-use-colors", "--quiet"]
+        if vars:
+            argv += ["--vars", json.dumps(vars, default=str)]
+        manifest = getattr(self, "manifest", None)
+        with environment(self.env):
+            result = dbtRunner(manifest=manifest).invoke(argv)
+        if check and not result.success:
+            raise DbtError(f"dbt {' '.join(args)} failed: {describe_failure(result)}")
+        return result
+
+
+def describe_failure(result: dbtRunnerResult) -> str:
+    """A short text naming what failed in a dbt result."""
+    if result.exception is not None:
+        return str(result.exception)
+    messages = []
+    for node_result in getattr(result.result, "results", None) or []:
+        if str(node_result.status) not in ("success", "pass"):
+            messages.append(f"{node_result.node.unique_id}: {node_result.status}: "
+                            f"{node_result.message}")
+    return "; ".join(messages) or "unknown failure"

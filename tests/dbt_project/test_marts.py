@@ -1,0 +1,89 @@
+"""A full ``dbt build`` over the landed demo data: each mart equals an independent computation."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from tests.dbt_project import independent
+from tests.dbt_project.conftest import Landed
+from tests.dbt_project.marts import assert_rows_equal, read_mart
+
+EXPECTED = {
+    "fct_daily_store_revenue": independent.store_revenue,
+    "fct_daily_payments": independent.payments,
+    "fct_daily_delivery_sla": independent.delivery_sla,
+    "fct_daily_funnel": independent.funnel,
+}
+
+
+@pytest.fixture(scope="module")
+def built(landed: Landed) -> Landed:
+    """A full-refresh ``dbt build`` (models, data tests and unit tests) that must pass."""
+    result = landed.dbt.invoke("build", "--full-refresh")
+    statuses = {str(r.status) for r in result.result.results}
+    assert statuses <= {"success", "pass"}, statuses
+    return landed
+
+
+def test_several_days_were_seeded(built: Landed) -> None:
+    assert len(built.days) >= 4
+
+
+@pytest.mark.parametrize("mart", sorted(EXPECTED))
+def test_daily_mart_equals_independent_computation(built: Landed, mart: str) -> None:
+    first, last = built.days[0], built.days[-1]
+    expected = EXPECTED[mart](built.source_url, built.source_schema, first, last)
+    actual = read_mart(built.landing_url, mart)
+    assert len({key[0] for key in actual}) >= 4, "the mart should cover several days"
+    assert_rows_equal(actual, expected, mart)
+
+
+def test_dimensions_equal_independent_computation(built: Landed) -> None:
+    assert_rows_equal(read_mart(built.landing_url, "dim_stores"),
+                      independent.stores(built.source_url, built.source_schema), "dim_stores")
+    assert_rows_equal(read_mart(built.landing_url, "dim_customers"),
+                      independent.customers(built.source_url, built.source_schema),
+                      "dim_customers")
+
+
+def test_refunds_and_cancellations_are_present_in_the_data(built: Landed) -> None:
+    """The comparison above is meaningful only if the data has refunds and cancellations."""
+    with psycopg.connect(built.landing_url) as conn:
+        refunds, cancelled = conn.execute(
+            "select sum(refunds), sum(cancelled_orders) from marts.fct_daily_store_revenue"
+        ).fetchone()
+    assert refunds > 0 and cancelled > 0
+
+
+def test_layers_build_into_their_exact_schemas(built: Landed) -> None:
+    with psycopg.connect(built.landing_url) as conn:
+        rows = conn.execute(
+            "select table_schema, table_name, table_type from information_schema.tables "
+            "where table_schema in ('staging', 'intermediate', 'marts') "
+            "or table_schema like %s", ("%\\_staging",)).fetchall()
+    by_schema: dict[str, set[str]] = {}
+    for schema, name, kind in rows:
+        by_schema.setdefault(schema, set()).add(name)
+        assert (kind == "VIEW") == (schema != "marts"), (schema, name, kind)
+    assert set(by_schema) == {"staging", "intermediate", "marts"}
+    assert all(name.startswith("stg_shop__") for name in by_schema["staging"])
+    assert {"fct_daily_store_revenue", "dim_customers"} <= by_schema["marts"]
+
+
+def test_mart_contracts_are_enforced_as_constraints(built: Landed) -> None:
+    with psycopg.connect(built.landing_url) as conn:
+        keys = dict(conn.execute(
+            "select c.conrelid::regclass::text, pg_get_constraintdef(c.oid) from pg_constraint c "
+            "join pg_namespace n on n.oid = c.connamespace "
+            "where n.nspname = 'marts' and c.contype = 'p'").fetchall())
+    assert keys["marts.fct_daily_store_revenue"] == "PRIMARY KEY (order_date, store_id)"
+    assert len(keys) == 6
+
+
+def test_docs_generate_writes_a_catalog_of_the_marts(built: Landed) -> None:
+    built.dbt.invoke("docs", "generate")
+    catalog = json.loads((built.dbt.target_path / "catalog.json").read_text())
+    assert "model.tidemark.fct_daily_funnel" in catalog["nodes"]
