@@ -169,7 +169,7 @@ class CompiledView:
 
     def _counted(self, cond: str | None) -> str:
         if cond is None:
-            return "sum(__sign)::bigint"
+            return "coalesce(sum(__sign), 0)::bigint"
         return f"coalesce(sum(CASE WHEN {cond} THEN __sign ELSE 0 END), 0)::bigint"
 
     def recompute_expr(self, a: AggPlan) -> str:
@@ -187,7 +187,7 @@ class CompiledView:
         With ``delta`` the values are changes to add; otherwise they are the full values.
         """
         keys = ["0"] if self.analysis.is_global else self.key_names()
-        cols = [*keys, "sum(__sign)::bigint"]
+        cols = [*keys, "coalesce(sum(__sign), 0)::bigint"]
         dirty: list[str] = []
         for a in self.aggs:
             i, t = a.index, a.value_type
@@ -225,6 +225,8 @@ class CompiledView:
                     ["sum(__sign) <> 0"] + [f"{e} <> 0" for e in cols[len(self.keys) + 1:-2]
                                              if not e.startswith("NULL")])
             text += f" ORDER BY {keys}"
+        elif delta:
+            text += " HAVING count(*) > 0"
         return text
 
     def upsert_sql(self, source: str) -> str:
