@@ -57,7 +57,8 @@ def pair(pg, request: pytest.FixtureRequest) -> Iterator[Pair]:
     source = f"t{n}"
     stem = request.node.name.lower()[:20]
     name = "".join(ch if ch.isalnum() else "_" for ch in stem)
-    p = Pair(source, create_database(pg, f"src_{name}_{n}"), create_database(pg, f"land_{name}_{n}"))
+    p = Pair(source, create_database(pg, f"src_{name}_{n}"),
+             create_database(pg, f"land_{name}_{n}"))
     yield p
     drop_slot(p.src, slot_name(source))
     for url in (p.src, p.land):

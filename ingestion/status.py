@@ -1,0 +1,75 @@
+"""``status``: where ingestion of a source stands, as a JSON-able dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from ingestion.names import publication_name, slot_name
+from ingestion.state import ensure_state
+
+
+def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str, Any]:
+    """Report slot, confirmed LSN, retained WAL, lag, rate, dead letters and paused tables.
+
+    Args:
+        source_dsn: any source URL that may read ``pg_replication_slots``.
+        landing_dsn: landing URL.
+        source: source name.
+
+    Returns:
+        A dict with keys ``source``, ``slot``, ``slot_exists``, ``slot_active``,
+        ``confirmed_flush_lsn``, ``current_wal_lsn``, ``retained_wal_bytes``, ``lag_bytes``,
+        ``lag_seconds`` (source commit → landing commit of the last applied transaction),
+        ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
+        ``dead_letters`` (not yet replayed), ``duplicate_events`` and ``paused_tables``.
+    """
+    slot = slot_name(source)
+    out: dict[str, Any] = {"source": source, "slot": slot,
+                           "publication": publication_name(source)}
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "select s.active, s.confirmed_flush_lsn::text, pg_current_wal_lsn()::text,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,"
+            " s.wal_status from (select 1) one left join pg_replication_slots s"
+            " on s.slot_name = %s", (slot,)).fetchone()
+    out.update(slot_exists=row[1] is not None, slot_active=bool(row[0]),
+               confirmed_flush_lsn=row[1], current_wal_lsn=row[2], retained_wal_bytes=row[3],
+               lag_bytes=row[4], wal_status=row[5])
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_state(conn, source)
+        ck = conn.execute(
+            "select lsn::text, snapshot_lsn::text, last_commit_at, last_applied_at,"
+            " last_lag_ms, rows_applied, rows_per_s,"
+            " extract(epoch from clock_timestamp() - last_applied_at)"
+            " from tidemark.checkpoints where source = %s", (source,)).fetchone()
+        dead = conn.execute("select count(*) from tidemark.dead_letters where source = %s and"
+                            " replayed_at is null", (source,)).fetchone()[0]
+        dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
+                            " where source = %s", (source,)).fetchone()[0]
+        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2]} for r in conn.execute(
+            "select table_name, paused_at, paused_reason from tidemark.replicated_tables where"
+            " source = %s and paused_at is not null order by table_name", (source,))]
+        tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
+                              (source,)).fetchone()[0]
+    if ck is None:
+        out.update(checkpoint_lsn=None, snapshot_lsn=None, last_commit_at=None,
+                   last_applied_at=None, lag_seconds=None, seconds_since_last_apply=None,
+                   rows_applied=0, rows_per_s=None)
+    else:
+        out.update(checkpoint_lsn=ck[0], snapshot_lsn=ck[1], last_commit_at=ck[2],
+                   last_applied_at=ck[3],
+                   lag_seconds=None if ck[4] is None else round(float(ck[4]) / 1000, 3),
+                   seconds_since_last_apply=None if ck[7] is None else round(float(ck[7]), 3),
+                   rows_applied=ck[5],
+                   rows_per_s=None if ck[6] is None else round(float(ck[6]), 1))
+    out.update(tables=tables, dead_letters=dead, duplicate_events=int(dups),
+               paused_tables=paused)
+    for key in ("last_commit_at", "last_applied_at"):
+        if out.get(key) is not None:
+            out[key] = out[key].isoformat()
+    for item in paused:
+        item["paused_at"] = item["paused_at"].isoformat()
+    return out
