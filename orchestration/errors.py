@@ -29,3 +29,11 @@ class DatabaseNotRunningError(TidemarkError):
 
 class ExternalServerError(TidemarkError):
     """An external PostgreSQL server (TIDEMARK_SOURCE_URL / TIDEMARK_LANDING_URL) is unusable."""
+
+
+class DemoInputError(TidemarkError):
+    """A demo seed or load parameter is out of range (days, rate, duration, shares)."""
+
+
+class DemoStateError(TidemarkError):
+    """The demo source database is not in a state the demo seed or load can work with."""
