@@ -120,9 +120,11 @@ class FieldSpec:
     description: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EventContract:
     """The contract of one outbox event type: the shape of its payload.
+
+    Compared and hashed by identity (it holds dicts), so it can key a cache.
 
     Attributes:
         source: the source name (``shop``).
@@ -155,9 +157,12 @@ class EventContract:
         return CompiledEvent(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TableContract:
     """The contract of one source table.
+
+    Compared and hashed by identity (it holds dicts), so it can key a cache; compare ``version``
+    to tell whether a contract changed.
 
     Attributes:
         source: the source name (``shop``); the landing mirror lives in schema ``<source>``.

@@ -38,6 +38,7 @@ def test_every_shipped_file_loads(shipped: ContractSet) -> None:
         assert contract.primary_key and set(contract.primary_key) <= set(contract.columns)
         assert contract.compatibility in {"none", "backward", "full"}
         assert contract.freshness.warn_after <= contract.freshness.error_after
+    assert len({contract: contract.version for contract in shipped}) == len(DEMO_TABLES)
 
 
 def test_app_events_contract(shipped: ContractSet) -> None:
