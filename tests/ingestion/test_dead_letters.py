@@ -1,0 +1,90 @@
+"""Contracts at ingestion: violating rows go to tidemark.dead_letters instead of the mirror, replay
+re-validates against the current contract without overwriting newer state (idempotent), and
+duplicate outbox events are dropped and counted."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from contracts import load_contracts
+from ingestion import catch_up
+from ingestion.dead_letters import list_dead_letters, replay, show_dead_letter
+from orchestration.demo.schema import apply_schema
+from tests.ingestion.conftest import Pair, changelog, table_rows
+
+SHOP = Path(__file__).resolve().parents[2] / "contracts" / "shop"
+
+
+def contracts_for(source: str, root: Path, extra_regions: str = "") -> object:
+    shutil.copytree(SHOP, root / source, dirs_exist_ok=True)
+    if extra_regions:
+        path = root / source / "stores.yml"
+        path.write_text(path.read_text().replace("central]", f"central, {extra_regions}]"))
+    return load_contracts(root)
+
+
+def mirror_ids(p: Pair, table: str, key: str) -> set:
+    with psycopg.connect(p.land) as conn:
+        return {r[0] for r in conn.execute(f"select {key} from {p.source}.{table}")}
+
+
+def test_violations_dead_letter_and_replay(pair: Pair, tmp_path: Path) -> None:
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    pair.src_exec("insert into stores values (1, 'ok', 'c', 'north', now(), true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("insert into stores values (2, 'bad', 'c', 'atlantis', now(), true)",
+                  "insert into stores values (3, 'bad', 'c', 'atlantis', now(), true)",
+                  "update stores set region = 'south' where store_id = 3")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert mirror_ids(pair, "stores", "store_id") == {1, 3}
+    letters = list_dead_letters(pair.land, pair.source)
+    assert [(d["table_name"], d["op"], d["raw_row"]["store_id"]) for d in letters] == [
+        ("stores", "c", "2"), ("stores", "c", "3")]
+    first = show_dead_letter(pair.land, letters[0]["id"])
+    assert "atlantis" in first["reason"] and first["contract_version"] == "1"
+    assert first["violations"][0]["column"] == "region"
+
+    # Store 3 is superseded by its later valid update (never overwritten); store 2 still breaks
+    # the same contract and is kept. Under a contract allowing the region, store 2 lands.
+    counts = replay(pair.land, pair.source, contracts=strict)
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 1, "skipped": 0}
+    relaxed = contracts_for(pair.source, tmp_path / "v2", extra_regions="atlantis")
+    counts = replay(pair.land, pair.source, contracts=relaxed)
+    assert counts == {"applied": 1, "superseded": 0, "invalid": 0, "skipped": 1}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+    again = replay(pair.land, pair.source, contracts=relaxed)
+    assert again["applied"] == 0 and again["skipped"] == 2
+    assert list_dead_letters(pair.land, pair.source) == []
+    ops = changelog(pair.land, pair.source, "stores", "store_id, _op")
+    assert ops.count((2, "c")) == 1
+
+
+def test_duplicate_outbox_events_are_dropped_and_counted(pair: Pair, tmp_path: Path) -> None:
+    apply_schema(pair.src)
+    contracts = contracts_for(pair.source, tmp_path / "c")
+    payload = '{"platform": "ios", "app_version": "1.2.3"}'
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    insert = ("insert into app_events (event_id, event_type, event_time, payload)"
+              " values (%s, 'session_started', now(), %s)")
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        conn.execute(insert, (first, payload))
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute(insert, (first, payload))  # duplicate of a landed event
+            conn.execute(insert, (second, payload))
+            conn.execute(insert, (second, payload))  # duplicate within one transaction
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    with psycopg.connect(pair.land) as conn:
+        events = conn.execute(f"select event_id::text from {pair.source}.app_events"
+                              " order by outbox_id").fetchall()
+        dropped = conn.execute("select dropped from tidemark.duplicate_events where source = %s",
+                               (pair.source,)).fetchone()[0]
+    assert [e[0] for e in events] == [first, second]
+    assert dropped == 2
+    assert len(changelog(pair.land, pair.source, "app_events", "event_id")) == 2
