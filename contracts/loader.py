@@ -12,7 +12,7 @@ field, e.g. ``contracts/shop/orders.yml: columns.status.allowed_values: expected
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from contracts.errors import ContractError, ContractNotFoundError
-from contracts.fileformat import EventFile, FieldFile, TableFile, first_error
+from contracts.fileformat import EventFile, FieldFile, RuleFile, TableFile, first_error
 from contracts.model import (
     ColumnSpec,
     EventContract,
@@ -243,8 +243,8 @@ def _load_table(path: Path, source: str, name: str) -> TableContract:
         description=spec.description, path=path)
 
 
-def _rule(path: Path, index: int, rfile: Any, columns: dict[str, ColumnSpec],
-          column: Any) -> RowRule:
+def _rule(path: Path, index: int, rfile: RuleFile, columns: dict[str, ColumnSpec],
+          column: Callable[[str, str], None]) -> RowRule:
     where = f"rules[{index}]"
     if not rfile.when:
         raise ContractError(path, f"{where}.when", "must name at least one column")
@@ -265,7 +265,8 @@ def _rule(path: Path, index: int, rfile: Any, columns: dict[str, ColumnSpec],
     return RowRule(rfile.name, when, tuple(rfile.require), tuple(rfile.forbid), rfile.description)
 
 
-def _allowed(path: Path, where: str, values: list[Any] | None, convert: Any, supported: bool,
+def _allowed(path: Path, where: str, values: list[Any] | None, convert: Callable[[Any], Any],
+             supported: bool,
              field: str = ".allowed_values") -> tuple[Any, ...] | None:
     if values is None:
         return None
