@@ -14,7 +14,7 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views.astutil import deparse, line_col, location, walk
+from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile
 
@@ -58,6 +58,14 @@ class AggCall:
         return deparse(self.node)
 
 
+@dataclass(frozen=True)
+class Branch:
+    """One SELECT of a ``FROM (... UNION ALL ...) AS alias`` subquery, with its tables."""
+
+    stmt: ast.SelectStmt
+    tables: tuple[TableRef, ...]
+
+
 @dataclass
 class Analysis:
     """A view taken apart for the compiler.
@@ -83,6 +91,8 @@ class Analysis:
     aggs: list[AggCall] = field(default_factory=list)
     outputs: list[tuple[str | None, Any]] = field(default_factory=list)
     having: Any | None = None
+    union_alias: str | None = None
+    branches: list[Branch] = field(default_factory=list)
 
     @property
     def is_global(self) -> bool:
@@ -97,9 +107,12 @@ class _Checker:
         self.view = view
 
     def refuse(self, construct: str, node: Any, reason: str, rewrite: str | None = None,
-               offset: int | None = None) -> UnsupportedViewError:
-        line, column = line_col(self.view.text, offset if offset is not None else
-                                location(node) if node is not None else None)
+               offset: int | None = None, keyword: str | None = None) -> UnsupportedViewError:
+        if offset is None and node is not None:
+            offset = location(node)
+        if offset is None and keyword is not None:
+            offset = keyword_offset(self.view.text, keyword)
+        line, column = line_col(self.view.text, offset)
         return UnsupportedViewError(construct, reason, path=str(self.view.path), line=line,
                                     column=column, rewrite=rewrite)
 
@@ -114,7 +127,7 @@ def parse_select(view: ViewFile) -> ast.SelectStmt:
     try:
         stmts = pglast.parse_sql(view.text)
     except pglast.parser.ParseError as exc:
-        line, column = line_col(view.text, exc.location)
+        line, column = line_col(view.text, len(view.text[:exc.args[1]].encode("utf-8")))
         raise ViewFileError(f"{view.path}:{line}:{column}: syntax error: {exc.args[0]}") from None
     if len(stmts) != 1:
         raise ViewFileError(f"{view.path}: a view file holds exactly one SELECT; found "
@@ -138,8 +151,18 @@ def analyze(view: ViewFile) -> Analysis:
     chk = _Checker(view)
     _check_statement_shape(stmt, chk)
     tables: list[TableRef] = []
-    for item in stmt.fromClause or ():
-        _collect_tables(item, tables, chk)
+    branches: list[Branch] = []
+    union_alias = None
+    from_items = stmt.fromClause or ()
+    if len(from_items) == 1 and isinstance(from_items[0], ast.RangeSubselect):
+        union_alias, branches = _subquery_branches(from_items[0], chk)
+        for branch in branches:
+            for table in branch.tables:
+                if all((t.schema, t.name) != (table.schema, table.name) for t in tables):
+                    tables.append(table)
+    else:
+        for item in from_items:
+            _collect_tables(item, tables, chk)
     if not tables:
         raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
                          "select from at least one <source>.<table>.")
@@ -152,20 +175,61 @@ def analyze(view: ViewFile) -> Analysis:
                              "which row survives depends on ordering.",
                              "use GROUP BY with min()/max() of the columns you want.")
         if aggs or stmt.groupClause:
-            raise chk.refuse("DISTINCT with GROUP BY", stmt.targetList[0],
+            raise chk.refuse("DISTINCT with GROUP BY", None,
                              "an aggregate view has one row per group already.",
-                             "drop DISTINCT, or drop GROUP BY.")
+                             "drop DISTINCT, or drop GROUP BY.", keyword="distinct")
         kind, group = "distinct", [val for _, val in outputs]
     elif aggs or stmt.groupClause:
         kind, group = "aggregate", _group_keys(stmt, chk)
     else:
         kind, group = "bag", [val for _, val in outputs]
     if stmt.havingClause is not None and kind != "aggregate":
-        raise chk.refuse("HAVING without GROUP BY", stmt.havingClause,
+        raise chk.refuse("HAVING without aggregates", stmt.havingClause,
                          "HAVING filters groups.", "use WHERE.")
     return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
                     where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
-                    outputs=outputs, having=stmt.havingClause)
+                    outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
+                    branches=branches)
+
+
+def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
+    """Check ``FROM (<select> [UNION ALL <select> ...]) AS alias``; return alias and branches."""
+    if item.lateral or item.alias is None or item.alias.colnames:
+        raise chk.refuse("subquery in FROM", item, "only '(<select> [UNION ALL <select>]) AS "
+                         "<alias>' without LATERAL or column aliases is maintained.",
+                         "name the columns inside the subquery.")
+    selects: list[ast.SelectStmt] = []
+
+    def flatten(node: ast.SelectStmt) -> None:
+        if node.op == enums.SetOperation.SETOP_UNION and node.all and not node.sortClause \
+                and node.limitCount is None and node.withClause is None:
+            flatten(node.larg)
+            flatten(node.rarg)
+        elif node.op == enums.SetOperation.SETOP_NONE:
+            selects.append(node)
+        else:
+            _check_statement_shape(node, chk)
+    flatten(item.subquery)
+    branches = []
+    for sub in selects:
+        _check_statement_shape(sub, chk)
+        if sub.groupClause or sub.havingClause or sub.distinctClause is not None or any(
+                isinstance(n, ast.FuncCall) and _is_aggregate(n)
+                for t in sub.targetList for n in walk(t.val)):
+            raise chk.refuse("aggregation inside a subquery", sub.targetList[0],
+                             "only the outer query may group.",
+                             "aggregate in the outer query; keep the subquery row by row.")
+        tables: list[TableRef] = []
+        for from_item in sub.fromClause or ():
+            if isinstance(from_item, ast.RangeSubselect):
+                raise chk.refuse("nested subquery in FROM", from_item, "one level only.",
+                                 "join the base tables directly.")
+            _collect_tables(from_item, tables, chk)
+        if not tables:
+            raise chk.refuse("SELECT without FROM", sub, "every branch needs base tables.")
+        _check_expressions(sub, chk)
+        branches.append(Branch(sub, tuple(tables)))
+    return item.alias.aliasname, branches
 
 
 def _check_statement_shape(stmt: ast.SelectStmt, chk: _Checker) -> None:
@@ -174,8 +238,16 @@ def _check_statement_shape(stmt: ast.SelectStmt, chk: _Checker) -> None:
               enums.SetOperation.SETOP_INTERSECT: "INTERSECT",
               enums.SetOperation.SETOP_EXCEPT: "EXCEPT"}[stmt.op]
         op += " ALL" if stmt.all else ""
-        raise chk.refuse(op, stmt.rarg, "set operations are not maintained by this engine.",
-                         "deploy one view per branch and combine them when you read.")
+        if op == "UNION ALL":
+            rewrite = ("move it into FROM: select u.<columns> from (<select> union all "
+                       "<select>) as u.")
+        elif op == "UNION":
+            rewrite = ("use UNION ALL inside FROM and SELECT DISTINCT (or GROUP BY) in the "
+                       "outer query.")
+        else:
+            rewrite = "deploy one view per branch and combine them when you read."
+        raise chk.refuse(op, stmt.rarg, "only UNION ALL inside a subquery in FROM is "
+                         "maintained.", rewrite)
     if stmt.valuesLists:
         raise chk.refuse("VALUES", stmt, "a live view must read base tables.")
     if stmt.withClause is not None:
@@ -187,9 +259,9 @@ def _check_statement_shape(stmt: ast.SelectStmt, chk: _Checker) -> None:
                          "a view is a set of rows; order is not maintained.",
                          "sort when you read: select ... from live.<name> order by ...")
     if stmt.limitCount is not None or stmt.limitOffset is not None:
-        node = stmt.limitCount if stmt.limitCount is not None else stmt.limitOffset
-        raise chk.refuse("LIMIT/OFFSET", node, "which rows are kept depends on ordering.",
-                         "apply LIMIT when you read: select ... from live.<name> limit n")
+        raise chk.refuse("LIMIT/OFFSET", None, "which rows are kept depends on ordering.",
+                         "apply LIMIT when you read: select ... from live.<name> limit n",
+                         keyword="limit" if stmt.limitCount is not None else "offset")
     if stmt.lockingClause:
         raise chk.refuse("FOR UPDATE/SHARE", stmt.lockingClause[0], "a view does not lock.",
                          "remove the locking clause.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,15 +17,17 @@ def deparse(node: Any) -> str:
 
 
 def children(node: ast.Node) -> Iterator[ast.Node]:
-    """Yield the direct child nodes of ``node`` (lists flattened)."""
+    """Yield the direct child nodes of ``node`` (nested lists flattened)."""
     for name in type(node).__slots__:
-        value = getattr(node, name, None)
-        if isinstance(value, ast.Node):
-            yield value
-        elif isinstance(value, list | tuple):
-            for item in value:
-                if isinstance(item, ast.Node):
-                    yield item
+        yield from _nodes(getattr(node, name, None))
+
+
+def _nodes(value: Any) -> Iterator[ast.Node]:
+    if isinstance(value, ast.Node):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _nodes(item)
 
 
 def walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
@@ -79,6 +82,13 @@ def column_ref(*names: str) -> ast.ColumnRef:
 def raw_sql(text: str) -> ast.ColumnRef:
     """A node that deparses as an already quoted identifier path; used for state columns."""
     return column_ref(*text.split("."))
+
+
+def keyword_offset(text: str, word: str) -> int | None:
+    """Byte offset of the first ``word`` (case-insensitive, whole word) outside ``--`` comments."""
+    blanked = re.sub(r"--[^\n]*", lambda m: " " * len(m.group(0)), text)
+    match = re.search(rf"\b{re.escape(word)}\b", blanked, flags=re.IGNORECASE)
+    return len(text[:match.start()].encode("utf-8")) if match else None
 
 
 def line_col(text: str, offset: int | None) -> tuple[int | None, int | None]:

@@ -62,6 +62,7 @@ class CompiledView:
     aggs: list[AggPlan] = field(default_factory=list)
     output_exprs: list[str] = field(default_factory=list)
     having_sql: str | None = None
+    union_columns: list[str] = field(default_factory=list)
 
     # ----------------------------------------------------------------- names
     @property
@@ -141,7 +142,10 @@ class CompiledView:
                                     alias=ast.Alias(aliasname=ref))
             return None
 
-        from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
+        if an.branches:
+            from_sql = self._union_from(replace, relation)
+        else:
+            from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
         cols = [f"{sign} AS __sign"]
         cols += [f"{deparse(k)} AS __k{j}" for j, k in enumerate(an.group)]
         for a in self.aggs:
@@ -153,6 +157,28 @@ class CompiledView:
         if an.where is not None:
             text += f" WHERE {deparse(an.where)}"
         return text
+
+    def _union_from(self, replace: int | None, relation: str) -> str:
+        """``(<branch> UNION ALL ...) AS alias(cols)``; with ``replace`` only the branches
+        reading that table, the table read from ``relation``."""
+        an = self.analysis
+        wanted = (an.tables[replace].schema, an.tables[replace].name) if replace is not None \
+            else None
+        parts = []
+        for branch in an.branches:
+            hit = [t for t in branch.tables if (t.schema, t.name) == wanted]
+            if wanted is not None and not hit:
+                continue
+
+            def swap(node: ast.Node, hit: list[TableRef] = hit) -> ast.Node | None:
+                for table in hit:
+                    if node is table.node:
+                        return ast.RangeVar(relname=relation, inh=True, relpersistence="p",
+                                            alias=ast.Alias(aliasname=table.ref))
+                return None
+            parts.append(deparse(substitute(branch.stmt, swap)))
+        cols = ", ".join(q(c) for c in self.union_columns)
+        return f"({' UNION ALL '.join(parts)}) AS {q(an.union_alias or '')}({cols})"
 
     def key_names(self) -> list[str]:
         """The ``__k<j>`` columns of :meth:`flat_select`."""
@@ -335,11 +361,39 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
                 "(not starting with __).", path=str(view.path), line=line, column=col,
                 rewrite="name it: <expression> AS <name>.")
         seen.add(name)
+    _check_volatility(conn, an)
     aggs = _plan_aggs(conn, an)
     keys = _key_columns(conn, an, outputs)
     compiled = CompiledView(an, keys, outputs, aggs)
+    if an.branches:
+        compiled.union_columns = [n for n, _ in describe(conn, deparse(an.branches[0].stmt))]
     _output_expressions(compiled)
     return compiled
+
+
+def _check_volatility(conn: psycopg.Connection, an: Analysis) -> None:
+    """Refuse functions that have no immutable variant (their value may change on its own)."""
+    calls = [n for n in walk([*(node for _, node in an.outputs), an.where, an.having,
+                              *an.group, *an.from_clause]) if isinstance(n, ast.FuncCall)]
+    for call in calls:
+        name = call.funcname[-1].sval.lower()
+        schema = call.funcname[0].sval.lower() if len(call.funcname) > 1 else None
+        row = conn.execute(
+            "select string_agg(distinct provolatile::text, ''), bool_or(prokind = 'a') "
+            "from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+            "where proname = %s and (%s::text is null or nspname = %s)",
+            (name, schema, schema)).fetchone()
+        kinds, is_agg = (row or (None, None))
+        if not kinds or is_agg or "i" in kinds:
+            continue
+        what = "volatile" if "v" in kinds else "stable"
+        line, col = line_col(an.view.text, location(call))
+        raise UnsupportedViewError(
+            f"{name}()", f"{name}() is {what}: its value can change without a write to the base "
+            "tables (or depends on session settings), so the view could not stay equal to its "
+            "query.", path=str(an.view.path), line=line, column=col,
+            rewrite="compute the value into a column when the row is written, or use an "
+                    "immutable function.")
 
 
 def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:

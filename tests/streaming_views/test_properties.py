@@ -59,6 +59,14 @@ VIEWS = {
                date_trunc('hour', t.ts at time zone 'UTC') as hr, count(*) as n,
                sum(t.amount) as total
         from p.t1 t where t.ts is not null group by 1, 2""",
+    "union_all_subquery": """
+        select u.g, count(*) as n, sum(u.v) as sv, max(u.v) as mx
+        from (select t.g, t.v from p.t1 t where t.b
+              union all
+              select j.k, t.v + 100 from p.t2 j join p.t1 t on t.g = j.k) u
+        group by u.g""",
+    "subquery_bag": """
+        select x.g, x.v2 from (select t.g, t.v * 2 as v2 from p.t1 t) x where x.v2 > 0""",
     "comma_join_keys": """
         select t.g as key, l.label, count(*) as n from p.t1 t, p.t3 l
         where l.k = t.g group by t.g, l.label""",

@@ -1,0 +1,36 @@
+"""The shipped demo views deploy on the demo schema and stay equal to their queries under load."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+
+from orchestration.demo.load import run_load
+from orchestration.demo.seed import seed_history
+from streaming_views import deploy, load_views, verify
+
+
+def test_demo_views_follow_seed_and_load(module_db: str) -> None:
+    seed_history(module_db, days=2, orders_per_day=150, seed=7,
+                 end=datetime(2026, 3, 1, tzinfo=UTC), schema="shop")
+    results = deploy(module_db)
+    assert {r.name for r in results} == {v.name for v in load_views()}
+    assert all(r.action == "created" for r in results)
+    assert all(v.ok for v in verify(module_db)), [v for v in verify(module_db) if not v.ok]
+    with psycopg.connect(module_db) as conn:
+        before = conn.execute("select sum(order_count) from live.daily_store_revenue").fetchone()
+        assert before[0] == 300
+    load_dsn = module_db + "?options=-csearch_path%3Dshop"
+    stats = run_load(load_dsn, rate=300, duration_s=3, seed=8)
+    assert stats.transactions > 0
+    failures = [v for v in verify(module_db) if not v.ok]
+    assert not failures, failures
+    with psycopg.connect(module_db) as conn:
+        counts = dict(conn.execute(
+            "select 'orders', count(*) from shop.orders union all "
+            "select 'live', sum(order_count) from live.daily_store_revenue").fetchall())
+        assert counts["orders"] == counts["live"] > 300
+        carts = conn.execute("select count(*) from live.active_carts").fetchone()[0]
+        assert carts >= 0
+    assert all(r.action == "unchanged" for r in deploy(module_db))
