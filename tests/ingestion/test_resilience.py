@@ -1,0 +1,77 @@
+"""Restarts of the server holding source and landing, and dropped connections, while ``run``
+streams under load: it reconnects with backoff (and says so in the log) and loses nothing."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingestion import catch_up, run
+from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
+from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from tests.support import TEST_CONF, create_database, free_port
+
+
+def write(url: str, start: int, count: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for i in range(start, start + count):
+            conn.execute("insert into r values (%s, 'x')", (i,))
+
+
+def test_server_restart_and_dropped_connections(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                                     landing_url=None), extra_conf=TEST_CONF)
+    server.start()
+    stop = threading.Event()
+    thread = None
+    try:
+        pair = Pair("res", create_database(server, "src"), create_database(server, "land"))
+        pair.src_exec("create table r (id int primary key, v text)")
+        write(pair.src, 0, 50)
+        catch_up(pair.src, pair.land, pair.source)
+        caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+        thread = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                                  kwargs={"stop": stop, "max_backoff_s": 1.0})
+        thread.start()
+        write(pair.src, 100, 50)
+        server.stop()   # source and landing go away together
+        time.sleep(1.0)
+        server.start()
+        write(pair.src, 200, 50)
+        with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
+            time.sleep(1.0)
+            # dropped connections: the walsender and the landing session
+            conn.execute("select pg_terminate_backend(pid) from pg_stat_activity where"
+                         " backend_type = 'walsender' or (datname = 'land' and pid <>"
+                         " pg_backend_pid())")
+        write(pair.src, 300, 50)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with psycopg.connect(pair.land) as conn:
+                try:
+                    n = conn.execute("select count(*) from res.r").fetchone()[0]
+                except psycopg.Error:
+                    n = 0
+            if n == 200:
+                break
+            time.sleep(0.3)
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+        assert "connection lost" in caplog.text and "reconnecting" in caplog.text
+        catch_up(pair.src, pair.land, pair.source)
+        assert_mirror_equals(pair, "r")
+        rows = changelog(pair.land, pair.source, "r", "id, _op")
+        assert len(rows) == len(set(rows)) == 200
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(30)
+        server.stop()
