@@ -1,0 +1,41 @@
+"""Shared set-up of the CDC benchmarks: a private embedded PostgreSQL in a temporary directory."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
+
+# Same durability settings as the test server: the benchmark measures Tidemark, not the disk.
+BENCH_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def bench_server() -> Iterator[tuple[str, str]]:
+    """Start a throw-away server with databases ``src`` and ``land``; yield their URLs."""
+    with tempfile.TemporaryDirectory(prefix="tidemark-bench-") as home:
+        Path(home).chmod(0o755)
+        server = EmbeddedServer(Settings(home=Path(home), port=_free_port(), source_url=None,
+                                         landing_url=None), extra_conf=BENCH_CONF)
+        server.start()
+        try:
+            with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
+                for db in ("src", "land"):
+                    conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
+            yield server.admin_url("src"), server.admin_url("land")
+        finally:
+            server.stop()
