@@ -3,7 +3,7 @@
 One connection, pipeline mode: every tick (50 ms) the operations that are due by the wall clock
 are sent back to back, each as its own ``BEGIN ... COMMIT`` transaction, and the tick ends with
 one sync — a few round trips per tick whatever the rate. The operations themselves come from
-:class:`orchestration.demo.workload.Workload`, so the sequence depends only on the seed and on
+:class:`orchestration.demo.generator.Workload`, so the sequence depends only on the seed and on
 the database it starts from; timing decides only how far down the sequence a run gets.
 
 A run stops at ``duration_s``, when ``stop`` is set, or on Ctrl-C (in the main thread): the
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from orchestration.demo import workload_sql as q
+from orchestration.demo import generator_sql as q
 from orchestration.demo.catalog import (
     DEFAULT_DUPLICATE_SHARE,
     DEFAULT_LATE_SHARE,
@@ -32,9 +32,9 @@ from orchestration.demo.catalog import (
     validate_shares,
 )
 from orchestration.demo.dimensions import DimensionSizes, insert_dimensions
+from orchestration.demo.generator import Line, Operation, Order, ShopState, Workload
 from orchestration.demo.schema import apply_schema_on, missing_tables
 from orchestration.demo.sqlrandom import MAX_SEED
-from orchestration.demo.workload import Line, Operation, Order, ShopState, Workload
 from orchestration.errors import DemoInputError, DemoStateError
 
 TICK_S = 0.05
@@ -121,7 +121,7 @@ def run_load(
     Args:
         source_dsn: URL of the source database.
         rate: row changes per second (positive).
-        duration_s: how long to run, in seconds (positive).
+        duration_s: how long to run, in seconds (positive; ``math.inf`` runs until stopped).
         seed: generator seed; the same seed on the same starting database gives the same rows.
         late_share: share of outbox events whose event_time is minutes to hours in the past.
         duplicate_share: share of outbox events re-emitted by a later transaction.
@@ -160,8 +160,7 @@ def _check_inputs(rate: float, duration_s: float, seed: int) -> None:
         raise DemoInputError(
             f"--rate must be a positive number of row changes per second; got {rate!r}. "
             f"Example: --rate 500.")
-    if not (isinstance(duration_s, int | float) and math.isfinite(duration_s)
-            and duration_s > 0):
+    if not (isinstance(duration_s, int | float) and duration_s > 0):  # inf: until stopped
         raise DemoInputError(
             f"--duration must be a positive number of seconds; got {duration_s!r}.")
     if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:

@@ -1,4 +1,4 @@
-"""The statements of the OLTP workload (see :mod:`orchestration.demo.workload`).
+"""The statements of the OLTP workload (see :mod:`orchestration.demo.generator`).
 
 Fixed texts with bound values only, so the server prepares each once. Money travels as integer
 cents and is divided by 100 in SQL, so totals stay exact.

@@ -24,7 +24,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from orchestration.demo import workload_sql as q
+from orchestration.demo import generator_sql as q
 from orchestration.demo.catalog import (
     DELIVERY_NOTES,
     LATE_MAX_S,
