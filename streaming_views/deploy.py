@@ -115,10 +115,11 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
             cur.execute(cv.build_sql())  # type: ignore[arg-type]
             cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                           sql.Identifier(cv.suffix)))
-            if old is not None:
-                _drop_objects(cur, old.suffix)
+            # Lock order as readers take it: live view first, then the state behind it.
             view = sql.Identifier(LIVE_SCHEMA, cv.name)
             cur.execute(sql.SQL("drop view if exists {}").format(view))
+            if old is not None:
+                _drop_objects(cur, old.suffix)
             cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(cv.view_select())))  # type: ignore[arg-type]
             comment = cv.analysis.view.description or f"live view {cv.name}"
             cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(

@@ -1,0 +1,49 @@
+"""What is deployed: name, target, rows, last change applied, hash (``tidemark views list``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.catalog import read_catalog
+from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    """One deployed view.
+
+    Attributes:
+        name: the view (``live.<name>``).
+        target: ``embedded`` or ``materialize``.
+        rows: rows in the view now (None when it cannot be read).
+        last_change_at: when a write last changed the view (embedded engine), else None.
+        definition_hash: hash of the deployed file.
+        deployed_at: when it was deployed.
+    """
+
+    name: str
+    target: str
+    rows: int | None
+    last_change_at: datetime | None
+    definition_hash: str
+    deployed_at: datetime
+
+
+def list_views(dsn: str) -> list[ViewStatus]:
+    """Return the status of every view deployed to the embedded engine at ``dsn``."""
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for entry in read_catalog(conn):
+            rows = last = None
+            if entry.target == "embedded":
+                rows = conn.execute(sql.SQL("select count(*) from {}").format(
+                    sql.Identifier(LIVE_SCHEMA, entry.name))).fetchone()[0]
+                last = conn.execute(sql.SQL("select max(__changed_at) from {}").format(
+                    sql.Identifier(STATE_SCHEMA, entry.suffix))).fetchone()[0]
+            out.append(ViewStatus(entry.name, entry.target, rows, last, entry.definition_hash,
+                                  entry.deployed_at))
+    return out

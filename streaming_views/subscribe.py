@@ -1,0 +1,91 @@
+"""Push each committed change of a live view, like Materialize's SUBSCRIBE.
+
+The maintenance triggers ``NOTIFY tidemark_views, '<name>'`` when a statement changes a view;
+PostgreSQL delivers notifications only after the writing transaction commits. The subscriber
+LISTENs, and on each notification reads the view and emits the difference from what it read
+before: ``(timestamp, diff, row)`` with ``diff`` +n / -n as in SUBSCRIBE. The first read is
+emitted as a snapshot of +1 rows. Changes committed close together may arrive as one batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.catalog import read_catalog
+from streaming_views.compiler import LIVE_SCHEMA
+from streaming_views.errors import ViewNotFoundError
+from streaming_views.triggers import CHANNEL
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a view: at ``timestamp``, ``row`` was added (diff > 0) or removed."""
+
+    timestamp: datetime
+    diff: int
+    row: tuple[Any, ...]
+
+
+def _read(conn: psycopg.Connection, name: str) -> tuple[datetime, Counter]:
+    with conn.transaction():
+        conn.execute("set transaction isolation level repeatable read")
+        ts = conn.execute("select now()").fetchone()[0]
+        rows = conn.execute(sql.SQL("select * from {}").format(
+            sql.Identifier(LIVE_SCHEMA, name))).fetchall()
+    return ts, Counter(rows)
+
+
+def diff(before: Counter, after: Counter, timestamp: datetime) -> list[Change]:
+    """The changes turning ``before`` into ``after`` (removals first), sorted by row."""
+    out = []
+    for row in sorted(set(before) | set(after), key=repr):
+        delta = after[row] - before[row]
+        if delta:
+            out.append(Change(timestamp, delta, row))
+    return sorted(out, key=lambda c: c.diff)
+
+
+def subscribe(dsn: str, name: str, *, snapshot: bool = True, timeout_s: float | None = None,
+              stop: threading.Event | None = None) -> Iterator[Change]:
+    """Yield the changes of ``live.<name>`` as they are committed.
+
+    Args:
+        dsn: the landing database.
+        name: the view.
+        snapshot: first yield the current rows as +1 changes.
+        timeout_s: stop after this many seconds without a notification (None: never).
+        stop: set it to stop (checked about once a second).
+
+    Raises:
+        ViewNotFoundError: the view is not deployed.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not read_catalog(conn, target="embedded", name=name):
+            raise ViewNotFoundError(f"live view {name!r} is not deployed; see "
+                                    f"'tidemark views list'.")
+        conn.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
+        ts, current = _read(conn, name)
+        if snapshot:
+            yield from diff(Counter(), current, ts)
+        idle = 0.0
+        while stop is None or not stop.is_set():
+            seen = False
+            for note in conn.notifies(timeout=1.0, stop_after=1):
+                seen = seen or note.payload == name
+            if not seen:
+                idle += 1.0
+                if timeout_s is not None and idle >= timeout_s:
+                    return
+                continue
+            idle = 0.0
+            ts, new = _read(conn, name)
+            yield from diff(current, new, ts)
+            current = new
