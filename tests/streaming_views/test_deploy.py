@@ -13,7 +13,8 @@ from streaming_views import deploy, verify
 from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.status import list_views
 
-V1 = "-- per group\n-- @keys: g\nselect d.g, count(*) as n, sum(d.v) as total from q.t d group by d.g\n"
+V1 = ("-- per group\n-- @keys: g\n"
+      "select d.g, count(*) as n, sum(d.v) as total from q.t d group by d.g\n")
 V2 = ("-- per group, doubled\n-- @keys: g\n"
       "select d.g, count(*) * 2 as n, sum(d.v) as total from q.t d group by d.g\n")
 ROWS = "select d.id, d.v from q.t d where d.v > 10\n"
@@ -87,7 +88,7 @@ def test_redeploy_under_concurrent_readers(db: str, conn: psycopg.Connection, tm
                 while not stop.is_set():
                     seen.append(rc.execute("select coalesce(sum(n), 0) from live.per_group"
                                            ).fetchone()[0])
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=reader) for _ in range(3)]
