@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from datetime import UTC, date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import psycopg
@@ -27,26 +27,30 @@ def _fetch(source_url: str, query: sql.Composable, params: dict) -> list[dict[st
 
 
 def store_revenue(source_url: str, schema: str, first: date, last: date) -> Rows:
-    """Per (order_date, store_id): orders, cancelled_orders, gross_revenue, refunds, net."""
+    """Per (order_date, store_id): counts, cancellation rate, gross, refunds and net revenue."""
     query = sql.SQL("""
         select (o.placed_at at time zone 'UTC')::date as order_date, o.store_id,
-               count(*) as orders,
-               sum(case when o.status = 'cancelled' then 1 else 0 end) as cancelled_orders,
+               count(*) as order_count,
+               sum(case when o.status = 'cancelled' then 1 else 0 end) as cancelled_order_count,
                sum(case when o.status <> 'cancelled' then o.total_amount else 0 end)
                    as gross_revenue,
                sum((select coalesce(sum(p.amount), 0) from {s}.payments p
                     where p.order_id = o.order_id and p.payment_kind = 'refund'
-                      and p.status <> 'failed')) as refunds
+                      and p.status <> 'failed')) as refund_amount
         from {s}.orders o
         where (o.placed_at at time zone 'UTC')::date between %(first)s and %(last)s
         group by 1, 2
     """).format(s=sql.Identifier(schema))
     out: Rows = {}
     for row in _fetch(source_url, query, {"first": first, "last": last}):
+        rate = (Decimal(row["cancelled_order_count"]) / row["order_count"]).quantize(
+            Decimal("0.0001"), rounding=ROUND_HALF_UP)
         out[(row["order_date"], row["store_id"])] = {
-            "orders": row["orders"], "cancelled_orders": row["cancelled_orders"],
-            "gross_revenue": row["gross_revenue"], "refunds": row["refunds"],
-            "net_revenue": row["gross_revenue"] - row["refunds"]}
+            "order_count": row["order_count"],
+            "cancelled_order_count": row["cancelled_order_count"],
+            "cancellation_rate": rate,
+            "gross_revenue": row["gross_revenue"], "refund_amount": row["refund_amount"],
+            "net_revenue": row["gross_revenue"] - row["refund_amount"]}
     return out
 
 
@@ -77,9 +81,9 @@ def percentile_cont(values: list[float], fraction: float) -> float | None:
 
 
 def delivery_sla(source_url: str, schema: str, first: date, last: date) -> Rows:
-    """Per (promised_date, store_id): counts, on-time share and p50/p90 delay in minutes."""
+    """Per (promised_date, store_id): counts, on-time share, p50/p90 delay, worst delay."""
     query = sql.SQL("""
-        select promised_at, store_id, status, delivered_at from {s}.deliveries
+        select promised_at, store_id, delivered_at from {s}.deliveries
         where (promised_at at time zone 'UTC')::date between %(first)s and %(last)s
     """).format(s=sql.Identifier(schema))
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -87,20 +91,22 @@ def delivery_sla(source_url: str, schema: str, first: date, last: date) -> Rows:
         groups[(row["promised_at"].astimezone(UTC).date(), row["store_id"])].append(row)
     out: Rows = {}
     for key, rows in groups.items():
-        delivered = [r for r in rows if r["status"] == "delivered" and r["delivered_at"]]
-        delays = [(r["delivered_at"] - r["promised_at"]).total_seconds() / 60 for r in delivered]
-        on_time = sum(1 for r in delivered if r["delivered_at"] <= r["promised_at"])
+        delivered = [r for r in rows if r["delivered_at"] is not None]
+        lateness = [r["delivered_at"] - r["promised_at"] for r in delivered]
+        delays = [d.total_seconds() / 60 for d in lateness]
+        on_time = sum(1 for d in lateness if d.total_seconds() <= 0)
         out[key] = {
-            "deliveries": len(rows), "delivered_deliveries": len(delivered),
-            "on_time_deliveries": on_time,
+            "delivery_count": len(rows), "delivered_count": len(delivered),
+            "on_time_count": on_time, "late_count": len(delivered) - on_time,
             "on_time_share": on_time / len(delivered) if delivered else None,
             "p50_delay_minutes": percentile_cont(delays, 0.5),
-            "p90_delay_minutes": percentile_cont(delays, 0.9)}
+            "p90_delay_minutes": percentile_cont(delays, 0.9),
+            "worst_delay": max(lateness) if lateness else None}
     return out
 
 
 def funnel(source_url: str, schema: str, first: date, last: date) -> Rows:
-    """Per event_date: sessions, carts, checkouts, events, late_events (deduplicated)."""
+    """Per event_date: sessions, carts, checkouts, all and late events (deduplicated)."""
     query = sql.SQL("""
         select outbox_id, event_id, event_type, event_time, received_at, session_id,
                payload ->> 'cart_id' as cart_id
@@ -113,17 +119,18 @@ def funnel(source_url: str, schema: str, first: date, last: date) -> Rows:
                                                                      seen["outbox_id"]):
             first_copy[row["event_id"]] = row
     days: dict[date, dict[str, Any]] = defaultdict(lambda: {
-        "sessions": set(), "carts": set(), "checkouts": set(), "events": 0, "late_events": 0})
+        "session_count": set(), "cart_count": set(), "checkout_count": set(), "event_count": 0,
+        "late_event_count": 0})
     for row in first_copy.values():
         day = row["event_time"].astimezone(UTC).date()
         if not first <= day <= last:
             continue
         cell = days[day]
-        cell["events"] += 1
-        cell["late_events"] += row["received_at"].astimezone(UTC).date() > day
-        bucket = {"session_started": ("sessions", row["session_id"]),
-                  "cart_item_added": ("carts", row["cart_id"]),
-                  "checkout_started": ("checkouts", row["cart_id"])}.get(row["event_type"])
+        cell["event_count"] += 1
+        cell["late_event_count"] += row["received_at"].astimezone(UTC).date() > day
+        bucket = {"session_started": ("session_count", row["session_id"]),
+                  "cart_item_added": ("cart_count", row["cart_id"]),
+                  "checkout_started": ("checkout_count", row["cart_id"])}.get(row["event_type"])
         if bucket and bucket[1] is not None:
             cell[bucket[0]].add(bucket[1])
     return {(day,): {name: len(v) if isinstance(v, set) else v for name, v in cell.items()}

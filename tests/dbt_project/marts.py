@@ -15,16 +15,18 @@ Rows = dict[tuple, dict[str, Any]]
 MARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "fct_daily_store_revenue": (
         ("order_date", "store_id"),
-        ("orders", "cancelled_orders", "gross_revenue", "refunds", "net_revenue"), "order_date"),
+        ("order_count", "cancelled_order_count", "cancellation_rate", "gross_revenue",
+         "refund_amount", "net_revenue"), "order_date"),
     "fct_daily_payments": (
         ("payment_date", "method", "payment_kind", "status"), ("payment_count", "amount"),
         "payment_date"),
     "fct_daily_delivery_sla": (
         ("promised_date", "store_id"),
-        ("deliveries", "delivered_deliveries", "on_time_deliveries", "on_time_share",
-         "p50_delay_minutes", "p90_delay_minutes"), "promised_date"),
+        ("delivery_count", "delivered_count", "on_time_count", "late_count", "on_time_share",
+         "p50_delay_minutes", "p90_delay_minutes", "worst_delay"), "promised_date"),
     "fct_daily_funnel": (
-        ("event_date",), ("sessions", "carts", "checkouts", "events", "late_events"),
+        ("event_date",),
+        ("session_count", "cart_count", "checkout_count", "event_count", "late_event_count"),
         "event_date"),
     "dim_customers": (("customer_id",), ("order_count", "lifetime_gross_revenue"), None),
     "dim_stores": (("store_id",), ("store_name", "city", "region", "opened_at", "is_active"),

@@ -53,7 +53,8 @@ def test_refunds_and_cancellations_are_present_in_the_data(built: Landed) -> Non
     """The comparison above is meaningful only if the data has refunds and cancellations."""
     with psycopg.connect(built.landing_url) as conn:
         refunds, cancelled = conn.execute(
-            "select sum(refunds), sum(cancelled_orders) from marts.fct_daily_store_revenue"
+            "select sum(refund_amount), sum(cancelled_order_count) "
+            "from marts.fct_daily_store_revenue"
         ).fetchone()
     assert refunds > 0 and cancelled > 0
 

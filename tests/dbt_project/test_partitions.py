@@ -94,8 +94,8 @@ def test_a_late_change_is_absorbed_by_the_correction_window(rebuilt: Landed) -> 
                       independent.store_revenue(src, schema, inside, inside), "inside window")
     assert_rows_equal(read_mart(rebuilt.landing_url, "fct_daily_funnel", inside, inside),
                       independent.funnel(src, schema, inside, inside), "late event")
-    assert (sum(v["cancelled_orders"] for k, v in revenue.items() if k[0] == inside)
-            == sum(v["cancelled_orders"] for k, v in stale["fct_daily_store_revenue"].items()
+    assert (sum(v["cancelled_order_count"] for k, v in revenue.items() if k[0] == inside)
+            == sum(v["cancelled_order_count"] for k, v in stale["fct_daily_store_revenue"].items()
                    if k[0] == inside) + 1)
     # A day older than the window keeps its old numbers until it is backfilled explicitly.
     assert ({k: v for k, v in revenue.items() if k[0] == outside}

@@ -1,5 +1,7 @@
--- Deliveries with their delay against the promise. Delay is in minutes, negative when early,
--- and known only for delivered deliveries; on time means delivered at or before the promise.
+-- Deliveries with their delay against the promise (as the live view late_deliveries_daily):
+-- delivered means delivered_at is set; on time means delivered at or before promised_at, late
+-- after it. delay_minutes = delivered_at - promised_at in minutes (negative when early, null
+-- when not delivered).
 with
 
 deliveries as (
@@ -17,12 +19,9 @@ final as (
         dispatched_at,
         delivered_at,
         promised_date,
-        status = 'delivered' and delivered_at is not null as is_delivered,
-        status = 'delivered' and delivered_at <= promised_at as is_on_time,
-        case
-            when status = 'delivered' and delivered_at is not null
-                then extract(epoch from delivered_at - promised_at) / 60.0
-        end as delay_minutes
+        delivered_at is not null as is_delivered,
+        coalesce(delivered_at <= promised_at, false) as is_on_time,
+        extract(epoch from delivered_at - promised_at) / 60.0 as delay_minutes
     from deliveries
 )
 

@@ -13,15 +13,15 @@ final as (
         event_date,
         count(distinct session_id) filter (
             where event_type = 'session_started'
-        ) as sessions,
+        ) as session_count,
         count(distinct cart_id) filter (
             where event_type = 'cart_item_added'
-        ) as carts,
+        ) as cart_count,
         count(distinct cart_id) filter (
             where event_type = 'checkout_started'
-        ) as checkouts,
-        count(*) as events,
-        count(*) filter (where is_late) as late_events
+        ) as checkout_count,
+        count(*) as event_count,
+        count(*) filter (where is_late) as late_event_count
     from app_events
     group by event_date
 )

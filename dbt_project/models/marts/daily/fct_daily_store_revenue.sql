@@ -1,6 +1,7 @@
--- Revenue per store and UTC order day; the twin of the live view daily_store_revenue
--- (reconciliation.yml). orders counts every order placed that day, cancelled ones included;
--- gross counts only orders not cancelled; refunds land on the order's own day.
+-- Revenue per store and UTC order day; the twin of the live view daily_store_revenue, with the
+-- same definition and column names (reconciliation.yml). order_count counts every order placed
+-- that day, cancelled ones included; gross_revenue only orders not cancelled; refunds (not
+-- failed) land on their order's own day, whenever they happen.
 with
 
 orders as (
@@ -12,11 +13,10 @@ daily as (
     select
         order_date,
         store_id,
-        count(*) as orders,
-        count(*) filter (where is_cancelled) as cancelled_orders,
-        coalesce(sum(total_amount) filter (where not is_cancelled), 0)::numeric(18, 2)
-            as gross_revenue,
-        coalesce(sum(refund_amount), 0)::numeric(18, 2) as refunds
+        count(*) as order_count,
+        count(*) filter (where is_cancelled) as cancelled_order_count,
+        coalesce(sum(total_amount) filter (where not is_cancelled), 0) as gross_revenue,
+        coalesce(sum(refund_amount), 0) as refund_amount
     from orders
     group by order_date, store_id
 ),
@@ -25,11 +25,13 @@ final as (
     select
         order_date,
         store_id,
-        orders,
-        cancelled_orders,
-        gross_revenue,
-        refunds,
-        (gross_revenue - refunds)::numeric(18, 2) as net_revenue
+        order_count,
+        cancelled_order_count,
+        round(cancelled_order_count::numeric / order_count, 4)::numeric(5, 4)
+            as cancellation_rate,
+        gross_revenue::numeric(18, 2) as gross_revenue,
+        refund_amount::numeric(18, 2) as refund_amount,
+        (gross_revenue - refund_amount)::numeric(18, 2) as net_revenue
     from daily
 )
 
