@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingestion.copytext import escape
+from ingestion.copytext import NEEDS_ESCAPE, escape
 from ingestion.decoder import UNCHANGED, Value
 from ingestion.lsn import lsn_to_str
 from ingestion.state import add_duplicates, save_checkpoint
@@ -254,7 +254,14 @@ class Applier:
     def _line(self, buf: _Buffer, info: TableInfo, values: list[Value], op: str, lsn: int,
               seq: int, unchanged: list[str]) -> None:
         self._ord += 1
-        parts = [b"\\N" if v is None or v is UNCHANGED else escape(v) for v in values]
+        # Fast path: NUL never occurs in PostgreSQL text, so one search over the joined row
+        # tells whether any value needs COPY escaping.
+        plain = [v if v.__class__ is bytes else b"\\N" for v in values]
+        joined = b"\0".join(plain)
+        if NEEDS_ESCAPE.search(joined) is None:
+            parts = [joined.replace(b"\0", b"\t")]
+        else:
+            parts = [b"\\N" if v is None or v is UNCHANGED else escape(v) for v in values]
         if unchanged:
             arr = "{" + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"'
                                  for c in unchanged) + "}"

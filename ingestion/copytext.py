@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 NULL = b"\\N"
-_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]")
+NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r]")
 _ESCAPES = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
 _UNESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
 _SIMPLE = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
@@ -19,9 +19,9 @@ def escape(value: bytes | None) -> bytes:
     """Escape one value for COPY text format (NULL becomes ``\\N``)."""
     if value is None:
         return NULL
-    if _NEEDS_ESCAPE.search(value) is None:
+    if NEEDS_ESCAPE.search(value) is None:
         return value
-    return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
+    return NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group(0)], value)
 
 
 def encode_row(values: Iterable[bytes | None]) -> bytes:

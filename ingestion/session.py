@@ -88,7 +88,7 @@ class SessionConfig:
     contracts: object = None
     publication_tables: list[str] | None = None
     group_rows: int = 20_000
-    group_seconds: float = 0.2
+    group_seconds: float = 0.1
     record_latency: bool = False
 
 
