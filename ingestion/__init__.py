@@ -13,6 +13,10 @@ in schema ``tidemark``. See the README section "Ingestion".
 
 from __future__ import annotations
 
+from ingestion.dead_letters import list_dead_letters, replay, show_dead_letter
 from ingestion.engine import CatchUpStats, catch_up, run
+from ingestion.resync import resync
+from ingestion.status import status
 
-__all__ = ["CatchUpStats", "catch_up", "run"]
+__all__ = ["CatchUpStats", "catch_up", "list_dead_letters", "replay", "resync", "run",
+           "show_dead_letter", "status"]
