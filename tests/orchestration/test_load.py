@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +18,8 @@ from psycopg import sql
 from orchestration.demo.load import LoadStats, run_load
 from orchestration.demo.seed import seed_history
 from orchestration.errors import DemoInputError
+
+TIDEMARK = shutil.which("tidemark")
 
 # Every column that does not come from the wall clock, per table (for determinism).
 STABLE_COLUMNS = {
@@ -160,3 +166,25 @@ def test_load_carries_on_with_seeded_orders(fresh_db: Callable[[str], str],
 def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(DemoInputError, match=message):
         run_load("postgresql://nobody@127.0.0.1:1/none", **kwargs)
+
+
+@pytest.mark.skipif(TIDEMARK is None, reason="the tidemark console script is not installed")
+def test_load_from_the_command_line(fresh_db: Callable[[str], str]) -> None:
+    dsn = fresh_db("load_cli")
+    env = {**os.environ, "TIDEMARK_SOURCE_URL": dsn, "TIDEMARK_LANDING_URL": dsn}
+
+    def tidemark(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([TIDEMARK, "demo", "load", *args], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    done = tidemark("--rate", "400", "--duration", "1", "--seed", "3", "--late-share", "0.3",
+                    "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["changes"] >= 400 and report["achieved_rate"] > 0 and report["late"] > 0
+    human = tidemark("--rate", "300", "--duration", "1")
+    assert human.returncode == 0 and "row changes in" in human.stdout
+    for args, message in ((("--rate", "-1"), "--rate must be"),
+                          (("--late-share", "0.7", "--malformed-share", "0.7"), "add up to")):
+        bad = tidemark("--duration", "1", *args)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

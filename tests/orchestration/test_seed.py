@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +17,7 @@ from orchestration.demo.schema import DEMO_TABLES
 from orchestration.demo.seed import SeedStats, seed_history
 from orchestration.errors import DemoInputError, DemoStateError
 
+TIDEMARK = shutil.which("tidemark")
 END = datetime(2026, 3, 1, 18, 30, tzinfo=UTC)
 PK = {"stores": "store_id", "customers": "customer_id", "products": "product_id",
       "orders": "order_id", "order_items": "order_id, line_number", "payments": "payment_id",
@@ -137,3 +142,24 @@ def test_seed_into_another_schema(fresh_db: Callable[[str], str],
 def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(DemoInputError, match=message):
         seed_history("postgresql://nobody@127.0.0.1:1/none", **kwargs)
+
+
+def _tidemark(dsn: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TIDEMARK_SOURCE_URL": dsn, "TIDEMARK_LANDING_URL": dsn}
+    return subprocess.run([TIDEMARK, *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.skipif(TIDEMARK is None, reason="the tidemark console script is not installed")
+def test_seed_from_the_command_line(fresh_db: Callable[[str], str]) -> None:
+    dsn = fresh_db("seed_cli")
+    done = _tidemark(dsn, "demo", "seed", "--days", "2", "--orders-per-day", "40", "--seed", "9",
+                     "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows"]["orders"] == 80 and report["seed"] == 9
+    again = _tidemark(dsn, "demo", "seed", "--days", "2")
+    assert again.returncode == 2 and "already hold rows" in again.stderr
+    assert "Traceback" not in again.stderr
+    bad = _tidemark(dsn, "demo", "seed", "--days", "0")
+    assert bad.returncode == 2 and "--days must be" in bad.stderr
