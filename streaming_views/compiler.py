@@ -247,9 +247,8 @@ class CompiledView:
             keys = ", ".join(self.key_names())
             text += f" GROUP BY {keys}"
             if delta and not self.has_recompute:
-                text += " HAVING " + " OR ".join(
-                    ["sum(__sign) <> 0"] + [f"{e} <> 0" for e in cols[len(self.keys) + 1:-2]
-                                             if not e.startswith("NULL")])
+                tests = dict.fromkeys(f"{e} <> 0" for e in cols[len(self.keys):-2])
+                text += " HAVING " + " OR ".join(tests)
             text += f" ORDER BY {keys}"
         elif delta:
             text += " HAVING count(*) > 0"

@@ -18,9 +18,9 @@ from psycopg import sql
 
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view
-from streaming_views.errors import DeployError, StreamingViewsError
+from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.triggers import state_ddl, trigger_set
-from streaming_views.viewfile import ViewFile, load_views
+from streaming_views.viewfile import ViewFile, load_views, parse_view_text
 
 READER_ROLE = "tidemark_reader"
 
@@ -152,6 +152,27 @@ def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
         sql.Identifier(STATE_SCHEMA), sql.Identifier(suffix)))
 
 
+def rebuild(dsn: str, name: str) -> None:
+    """Rebuild the state of an embedded view from its base tables (writers wait meanwhile).
+
+    For repairs: after writes made with the view's triggers disabled, or a failed ``verify``.
+
+    Raises:
+        ViewNotFoundError: the view is not deployed.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        entries = read_catalog(conn, target="embedded", name=name)
+        if not entries:
+            raise ViewNotFoundError(f"live view {name!r} is not deployed.")
+        entry = entries[0]
+        cv = compile_view(conn, parse_view_text(name, entry.definition, Path(entry.path)))
+        _lock_tables(conn, entry.base_tables)
+        conn.execute(sql.SQL("delete from {}.{}").format(sql.Identifier(STATE_SCHEMA),
+                                                        sql.Identifier(entry.suffix)))
+        conn.execute(cv.build_sql().replace(cv.state, sql.Identifier(
+            STATE_SCHEMA, entry.suffix).as_string(None), 1))  # type: ignore[arg-type]
+
+
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Drop a deployed view (``live.<name>``, state, triggers) and its catalog row."""
     _lock_tables(conn, entry.base_tables)
@@ -163,4 +184,4 @@ def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
 
 
 __all__ = ["DeployResult", "StreamingViewsError", "deploy", "deploy_embedded", "drop_view",
-           "install"]
+           "install", "rebuild"]

@@ -69,13 +69,17 @@ def _guard(cv: CompiledView, index: int) -> str:
     mark = f"{index},"
     return f"""v_open := coalesce(current_setting('{setting}', true), '');
 v_pos := strpos(v_open, '{mark}');
-IF v_pos > 0 THEN
+IF v_open = '{mark}' THEN
+  PERFORM set_config('{setting}', '', true);
+  v_open := '';
+ELSIF v_pos > 0 THEN
   v_open := overlay(v_open placing '' from v_pos for {len(mark)});
   PERFORM set_config('{setting}', v_open, true);
 END IF;
 v_stale := coalesce(current_setting('{setting}_stale', true), '') = '1';
-IF EXISTS (SELECT 1 FROM unnest(string_to_array(v_open, ',')) AS t(i)
-           WHERE i <> '' AND i <> '{index}') OR (v_stale AND v_open <> '') THEN
+IF v_open <> '' AND (v_stale OR EXISTS (
+    SELECT 1 FROM unnest(string_to_array(v_open, ',')) AS t(i) WHERE i <> '' AND i <> '{index}'))
+THEN
   PERFORM set_config('{setting}_stale', '1', true);
   RETURN NULL;
 END IF;
