@@ -21,7 +21,8 @@ final as (
         promised_date,
         delivered_at is not null as is_delivered,
         coalesce(delivered_at <= promised_at, false) as is_on_time,
-        extract(epoch from delivered_at - promised_at) / 60.0 as delay_minutes
+        extract(epoch from delivered_at - promised_at)::double precision / 60
+            as delay_minutes
     from deliveries
 )
 

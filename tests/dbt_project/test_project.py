@@ -1,0 +1,102 @@
+"""The shape of the dbt project, read from its parsed manifest and the contracts."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import yaml
+
+from contracts import load_contracts, to_dbt_source_yaml
+from tests.dbt_project.conftest import Landed
+from tests.dbt_project.dbt_runner import DBT_PROJECT
+
+
+def models(landed: Landed) -> dict[str, Any]:
+    return {node.name: node for node in landed.dbt.manifest.nodes.values()
+            if node.resource_type == "model"}
+
+
+def test_only_staging_models_read_sources_one_per_mirror_table(landed: Landed) -> None:
+    readers = {name: node for name, node in models(landed).items()
+               if any(dep.startswith("source.") for dep in node.depends_on.nodes)}
+    assert all(name.startswith("stg_shop__") for name in readers)
+    read = {dep.rsplit(".", 1)[1] for node in readers.values()
+            for dep in node.depends_on.nodes}
+    assert read == {table.name for table in load_contracts().tables("shop")}
+    assert all(len(node.depends_on.nodes) == 1 for node in readers.values())
+
+
+def test_daily_marts_are_tagged_partitioned_by_their_day_column(landed: Landed) -> None:
+    daily = {name: node for name, node in models(landed).items() if "daily" in node.tags}
+    assert set(daily) == {"fct_daily_store_revenue", "fct_daily_payments",
+                          "fct_daily_delivery_sla", "fct_daily_funnel"}
+    for name, node in daily.items():
+        assert node.config.materialized == "incremental", name
+        assert node.config.incremental_strategy == "day_window", name
+        day = node.config.meta["day_column"]
+        assert day.endswith("_date") and node.columns[day].data_type == "date", name
+        assert day in node.constraints[0].columns, name
+    others = {name for name, node in models(landed).items() if "daily" not in node.tags}
+    assert all("unpartitioned" in models(landed)[name].tags for name in others)
+
+
+def test_marts_enforce_contracts_and_other_layers_are_views(landed: Landed) -> None:
+    for name, node in models(landed).items():
+        if name.startswith(("fct_", "dim_")):
+            assert node.contract.enforced and node.schema == "marts", name
+        else:
+            assert node.config.materialized == "view", name
+            assert node.schema == ("staging" if name.startswith("stg_") else "intermediate")
+
+
+def test_metric_logic_has_unit_tests(landed: Landed) -> None:
+    unit_tests = landed.dbt.manifest.unit_tests.values()
+    tested = {test.model for test in unit_tests}
+    assert {"fct_daily_store_revenue", "fct_daily_funnel", "int_app_events_deduplicated",
+            "int_order_refunds_aggregated"} <= tested
+    landed.dbt.invoke("run", "-s", "path:models/staging", "path:models/intermediate")
+    result = landed.dbt.invoke("test", "-s", "test_type:unit")
+    assert len(result.result.results) == len(unit_tests) >= 6
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location(
+        "generate_sources", DBT_PROJECT / "scripts" / "generate_sources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_sources_are_generated_from_the_contracts() -> None:
+    generator = _generator()
+    assert generator.SOURCES_FILE.read_text() == generator.render(), (
+        "run python dbt_project/scripts/generate_sources.py")
+
+
+def test_sources_carry_what_the_contracts_say() -> None:
+    committed = yaml.safe_load(_generator().SOURCES_FILE.read_text())["sources"]
+    mirror = {t["name"]: t for t in committed[0]["tables"]}
+    contract = to_dbt_source_yaml(load_contracts(), "shop")["sources"][0]
+    assert committed[0]["schema"] == contract["schema"] == "shop"
+    for table in contract["tables"]:
+        ours = mirror[table["name"]]
+        assert ours["config"] == table["config"]
+        columns = {c["name"]: c for c in ours["columns"]}
+        assert list(columns) == [c["name"] for c in table["columns"]]
+        for column in table["columns"]:
+            for test in column.get("data_tests", []):
+                assert test in columns[column["name"]]["data_tests"], (table["name"], test)
+    changelog = {t["name"]: t for t in committed[1]["tables"]}
+    assert committed[1]["schema"] == "cdc"
+    assert set(changelog) == {f"shop__{name}" for name in mirror}
+    orders = changelog["shop__orders"]
+    assert orders["config"]["loaded_at_field"] == "_ingested_at"
+    assert orders["config"]["freshness"] == mirror["orders"]["config"]["freshness"]
+
+
+def test_source_freshness_runs_against_landing(landed: Landed) -> None:
+    landed.sync()
+    result = landed.dbt.invoke("source", "freshness", "-s", "source:shop_cdc.shop__orders",
+                               check=False)
+    assert [str(r.status) for r in result.result.results] == ["pass"]
