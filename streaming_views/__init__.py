@@ -11,17 +11,20 @@ Public API: :func:`load_views`, :func:`deploy`, :func:`verify`, :func:`list_view
 
 from __future__ import annotations
 
-from streaming_views.deploy import DeployResult, deploy
+from streaming_views.deploy import DeployResult, deploy, rebuild
 from streaming_views.errors import (
     StreamingViewsError,
     UnsupportedViewError,
     ViewDefinitionError,
     ViewFileError,
 )
+from streaming_views.status import ViewStatus, list_views
+from streaming_views.subscribe import Change, subscribe
 from streaming_views.verify import VerifyResult, verify
 from streaming_views.viewfile import ViewFile, load_views
 
 __all__ = [
+    "Change",
     "DeployResult",
     "StreamingViewsError",
     "UnsupportedViewError",
@@ -29,7 +32,11 @@ __all__ = [
     "ViewDefinitionError",
     "ViewFile",
     "ViewFileError",
+    "ViewStatus",
     "deploy",
+    "list_views",
     "load_views",
+    "rebuild",
+    "subscribe",
     "verify",
 ]

@@ -166,11 +166,13 @@ def rebuild(dsn: str, name: str) -> None:
             raise ViewNotFoundError(f"live view {name!r} is not deployed.")
         entry = entries[0]
         cv = compile_view(conn, parse_view_text(name, entry.definition, Path(entry.path)))
+        if cv.suffix != entry.suffix:
+            raise DeployError(f"live view {name!r} was deployed by another engine version; "
+                              "run 'tidemark views deploy' to rebuild it.")
         _lock_tables(conn, entry.base_tables)
         conn.execute(sql.SQL("delete from {}.{}").format(sql.Identifier(STATE_SCHEMA),
-                                                        sql.Identifier(entry.suffix)))
-        conn.execute(cv.build_sql().replace(cv.state, sql.Identifier(
-            STATE_SCHEMA, entry.suffix).as_string(None), 1))  # type: ignore[arg-type]
+                                                        sql.Identifier(cv.suffix)))
+        conn.execute(cv.build_sql())  # type: ignore[arg-type]
 
 
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from streaming_views import deploy, verify
+from streaming_views import deploy, rebuild, verify
 from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.status import list_views
 
@@ -140,3 +140,14 @@ def test_unsupported_and_invalid_views_deploy_nothing(db: str, tmp_path: Path):
         deploy(db, write(tmp_path / "b"), target="nowhere")
     with psycopg.connect(db) as c:
         assert c.execute("select to_regclass('live.bad')").fetchone()[0] is None
+
+
+def test_rebuild_repairs_writes_made_without_triggers(db: str, conn: psycopg.Connection,
+                                                      tmp_path: Path):
+    deploy(db, write(tmp_path / "rb", per_group=V1))
+    conn.execute("alter table q.t disable trigger user")
+    conn.execute("insert into q.t values (5000, 4, 1)")
+    conn.execute("alter table q.t enable trigger user")
+    assert not verify(db, "per_group")[0].ok
+    rebuild(db, "per_group")
+    assert verify(db, "per_group")[0].ok
