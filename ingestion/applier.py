@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,9 +27,10 @@ from psycopg.types.json import Jsonb
 
 from ingestion.copytext import NEEDS_ESCAPE, escape
 from ingestion.decoder import UNCHANGED, Value
+from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
 from ingestion.state import add_duplicates, save_checkpoint
-from ingestion.tables import TableInfo
+from ingestion.tables import TableInfo, table_versions
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -105,11 +107,17 @@ class Applier:
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[str] = set()
         self._contract_cache: dict[str, Any] = {}
+        self.wait_hook: Callable[[], None] = lambda: None
 
     # -- transaction ------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Open the landing transaction if none is open (takes the source's advisory lock)."""
+        """Open the landing transaction if none is open (takes the source's advisory lock).
+
+        Waits first for a landing commit still running in the background (see
+        :meth:`detach`): the connection has one user at a time.
+        """
+        self.wait_hook()
         if self.in_txn:
             return
         self.conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
@@ -146,6 +154,41 @@ class Applier:
         self.rows_in_txn = 0
         return rows
 
+    def detach(self) -> tuple[dict[str, _Buffer], list[tuple], list[tuple], int]:
+        """Hand over everything buffered since the last commit (for a background commit)."""
+        pending = (self.buffers, self._dead, self._paused, self.rows_in_txn)
+        self.buffers, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        return pending
+
+    def commit_detached(self, pending: tuple[dict[str, _Buffer], list[tuple], list[tuple], int],
+                        lsn: int, commit_at: datetime | None,
+                        versions: dict[str, tuple[int, bool]] | None = None) -> int:
+        """Apply what :meth:`detach` returned, write the checkpoint and commit.
+
+        Runs on the background thread while the stream thread keeps decoding; the stream thread
+        touches the connection again only after this returned (``wait_hook``).
+        """
+        buffers, dead, paused, rows = pending
+        if not self.in_txn:
+            self.conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                              (f"tidemark:ingest:{self.source}",))
+            self.in_txn = True
+        if versions is not None and table_versions(self.conn, self.source) != versions:
+            self.conn.rollback()
+            self.in_txn = False
+            raise TablesChangedError(f"tables of source {self.source!r} changed in landing (a "
+                                     f"resync) while changes were in flight; restarting the "
+                                     f"session from the checkpoint")
+        for name, buf in buffers.items():
+            self._flush_buffer(self.tables[name], buf)
+        self._write_side_tables(dead, paused)
+        save_checkpoint(self.conn, self.source, self.slot, self.publication, lsn_to_str(lsn),
+                        commit_at, rows)
+        self.conn.commit()
+        self.in_txn = False
+        self._staging_dirty.clear()
+        return rows
+
     def rollback(self) -> None:
         """Abandon the landing transaction and every buffered change."""
         self.buffers.clear()
@@ -174,7 +217,6 @@ class Applier:
         """Buffer one change (``op`` r, c, u or d) of the current source transaction."""
         txn = self.txn
         assert txn is not None, "start_source_txn first"
-        self.begin()
         if info.paused_reason is not None:
             self._paused.append((self.source, info.name, lsn_to_str(txn.commit_lsn), seq,
                                  lsn_to_str(lsn), op, txn.commit_at, txn.xid,
@@ -309,21 +351,23 @@ class Applier:
             info = self.tables.get(name)
             if info is not None:
                 self.flush(info)
-        if self._dead:
+        self._write_side_tables(self._dead, self._paused)
+        self._dead, self._paused = [], []
+
+    def _write_side_tables(self, dead: list[tuple], paused: list[tuple]) -> None:
+        if dead:
             with self.conn.cursor() as cur:
                 cur.executemany(
                     "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq,"
                     " op, reason, violations, contract_version, raw_row, commit_at, txid) values"
                     " (%s, %s, %s::pg_lsn, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " on conflict (source, table_name, commit_lsn, seq) do nothing", self._dead)
-            self._dead.clear()
-        if self._paused:
+                    " on conflict (source, table_name, commit_lsn, seq) do nothing", dead)
+        if paused:
             with self.conn.cursor() as cur:
                 cur.executemany(
                     "insert into tidemark.paused_changes (source, table_name, commit_lsn, seq,"
                     " lsn, op, commit_at, txid, row_data, old_data) values (%s, %s, %s::pg_lsn,"
-                    " %s, %s::pg_lsn, %s, %s, %s, %s, %s) on conflict do nothing", self._paused)
-            self._paused.clear()
+                    " %s, %s::pg_lsn, %s, %s, %s, %s, %s) on conflict do nothing", paused)
 
     def staging(self, info: TableInfo) -> sql.Identifier:
         """The session's staging table for ``info``'s current version (created on first use)."""
@@ -345,6 +389,12 @@ class Applier:
         """COPY one table's buffer into staging and apply it."""
         buf = self.buffers.pop(info.name, None)
         if buf is None or not buf.lines:
+            return
+        self.begin()
+        self._flush_buffer(info, buf)
+
+    def _flush_buffer(self, info: TableInfo, buf: _Buffer) -> None:
+        if not buf.lines:
             return
         stg = self.staging(info)
         if info.name in self._staging_dirty:
@@ -383,7 +433,7 @@ class Applier:
         cur.execute(sql.SQL(
             "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
             " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {} s"
-            " where _op <> 'x' order by _ord on conflict do nothing"
+            " where _op <> 'x' on conflict do nothing"
         ).format(info.changelog, cols, scols, stg))
         keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
         non_key = [c for c in info.column_names if c not in info.key]

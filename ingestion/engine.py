@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 import psycopg2
 
-from ingestion.errors import CatchUpTimeoutError, IngestionError
+from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
 from ingestion.lsn import lsn_to_str
 from ingestion.session import Session, SessionConfig
 
@@ -146,6 +146,9 @@ def run(source_dsn: str, landing_dsn: str, source: str = "shop", *, contracts: o
             session.pump(stop.is_set, idle=idle)
             log.info("source %s: stopped cleanly at %s", source, lsn_to_str(session.ckpt))
             return
+        except TablesChangedError as exc:
+            log.info("source %s: %s", source, exc)
+            continue
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:

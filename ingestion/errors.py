@@ -33,3 +33,7 @@ class DeadLetterNotFoundError(IngestionError):
 
 class CatchUpTimeoutError(IngestionError):
     """``catch_up`` did not reach the source's WAL position in time."""
+
+
+class TablesChangedError(IngestionError):
+    """A resync changed the landing tables while a batch was in flight: restart the session."""

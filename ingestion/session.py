@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -41,6 +43,7 @@ from ingestion.snapshot import create_slot_exporting, open_snapshot, snapshot_ta
 from ingestion.state import ensure_state, load_checkpoint
 
 log = logging.getLogger("tidemark.ingestion")
+_worker = threading.local()
 
 
 @dataclass
@@ -62,7 +65,6 @@ class SessionStats:
     landing_commits: int = 0
     skipped: int = 0
     lsn: int = 0
-    commit_latencies_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -78,7 +80,6 @@ class SessionConfig:
         publication_tables: tables to publish, None for all of schema public.
         group_rows: close a landing transaction once it holds this many changes.
         group_seconds: ... or once it has been open this long.
-        record_latency: keep source-commit → landing-commit latencies (benchmarks).
     """
 
     source_dsn: str
@@ -89,7 +90,6 @@ class SessionConfig:
     publication_tables: list[str] | None = None
     group_rows: int = 20_000
     group_seconds: float = 0.1
-    record_latency: bool = False
 
 
 class Session:
@@ -111,11 +111,12 @@ class Session:
         self.in_src_txn = False
         self.pending = False
         self.pending_since = 0.0
-        self.pending_commits: list[datetime] = []
         self.last_end = 0
         self.last_commit_at: datetime | None = None
         self.seq = 0
         self.last_message_at = time.monotonic()
+        self.future: Future | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class Session:
         self.source_conn = psycopg.connect(cfg.source_dsn, autocommit=True)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
                                cfg.contracts)
+        self.applier.wait_hook = self.wait_worker
         self.tracker = RelationTracker(self.applier, self.source_conn, cfg.source)
         self.applier.begin()
         self.tracker.load()
@@ -180,6 +182,11 @@ class Session:
 
     def close(self) -> None:
         """Close every connection (an open landing transaction is rolled back)."""
+        if self.future is not None:
+            with contextlib.suppress(Exception):
+                self.future.result()
+            self.future = None
+        self.executor.shutdown(wait=True)
         for conn in (self.repl, self.landing, self.source_conn):
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -230,11 +237,14 @@ class Session:
         while True:
             msg = cur.read_message()
             if msg is None:
+                if self.future is not None and self.future.done():
+                    self.wait_worker()
                 if self.pending and not self.in_src_txn:
                     self.commit()
-                elif self.applier.in_txn and not self.in_src_txn and self.ckpt:
+                elif self.future is None and self.applier.in_txn and not self.in_src_txn \
+                        and self.ckpt:
                     self.applier.commit(self.ckpt, None)  # DDL of skipped transactions
-                if not self.in_src_txn and done():
+                if not self.in_src_txn and self.future is None and done():
                     return True
                 if deadline is not None and time.monotonic() > deadline:
                     return False
@@ -248,7 +258,9 @@ class Session:
                     self.applier.rows_in_txn >= self.cfg.group_rows
                     or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
                 self.commit()
-            if not self.in_src_txn and not self.pending and done():
+            if self.future is not None and self.future.done():
+                self.wait_worker()
+            if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
 
     def handle(self, m: object, lsn: int) -> None:
@@ -285,8 +297,6 @@ class Session:
             self.pending = True
             self.last_end = m.end_lsn
             self.last_commit_at = pg_time(m.commit_time)
-            if self.cfg.record_latency:
-                self.pending_commits.append(self.last_commit_at)
             self.stats.transactions += 1
         elif isinstance(m, Relation):
             self.tracker.on_relation(m, lsn)
@@ -299,17 +309,37 @@ class Session:
             log.debug("heartbeat at %s", lsn_to_str(m.lsn))
 
     def commit(self) -> None:
-        """Commit the landing transaction and acknowledge the slot up to it."""
-        self.applier.commit(self.last_end, self.last_commit_at)
-        self.ckpt = self.last_end
-        self.stats.lsn = self.ckpt
-        self.stats.landing_commits += 1
+        """Hand the landing transaction to the background committer.
+
+        The stream thread goes on decoding the next transactions while the landing applies and
+        commits this batch; the slot is acknowledged once that commit has returned
+        (:meth:`wait_worker`). At most one batch is in flight.
+        """
+        self.wait_worker()
+        pending = self.applier.detach()
+        versions = dict(self.tracker._versions)
+        lsn, commit_at = self.last_end, self.last_commit_at
         self.pending = False
-        if self.cfg.record_latency:
-            now = time.time()
-            self.stats.commit_latencies_ms.extend(
-                (now - c.timestamp()) * 1000 for c in self.pending_commits)
-            self.pending_commits.clear()
+        self.future = self.executor.submit(self._commit_job, pending, lsn, commit_at, versions)
+
+    def _commit_job(self, pending: tuple, lsn: int, commit_at: datetime | None,
+                    versions: dict) -> int:
+        _worker.active = True
+        try:
+            self.applier.commit_detached(pending, lsn, commit_at, versions)
+            return lsn
+        finally:
+            _worker.active = False
+
+    def wait_worker(self) -> None:
+        """Wait for the background commit (if any), then acknowledge the slot up to it."""
+        if getattr(_worker, "active", False) or self.future is None:
+            return
+        future, self.future = self.future, None
+        lsn = future.result()
+        self.ckpt = lsn
+        self.stats.lsn = lsn
+        self.stats.landing_commits += 1
         self.ack()
 
     def ack(self) -> None:
