@@ -31,10 +31,10 @@ final as (
         delivered_count,
         on_time_count,
         late_count,
-        on_time_count::double precision / nullif(delivered_count, 0) as on_time_share,
         p50_delay_minutes,
         p90_delay_minutes,
-        worst_delay
+        worst_delay,
+        on_time_count::double precision / nullif(delivered_count, 0) as on_time_share
     from daily
 )
 

@@ -15,8 +15,9 @@ daily as (
         store_id,
         count(*) as order_count,
         count(*) filter (where is_cancelled) as cancelled_order_count,
-        coalesce(sum(total_amount) filter (where not is_cancelled), 0) as gross_revenue,
-        coalesce(sum(refund_amount), 0) as refund_amount
+        coalesce(sum(total_amount) filter (where not is_cancelled), 0)::numeric(18, 2)
+            as gross_revenue,
+        coalesce(sum(refund_amount), 0)::numeric(18, 2) as refund_amount
     from orders
     group by order_date, store_id
 ),
@@ -27,11 +28,11 @@ final as (
         store_id,
         order_count,
         cancelled_order_count,
+        gross_revenue,
+        refund_amount,
+        (gross_revenue - refund_amount)::numeric(18, 2) as net_revenue,
         round(cancelled_order_count::numeric / order_count, 4)::numeric(5, 4)
-            as cancellation_rate,
-        gross_revenue::numeric(18, 2) as gross_revenue,
-        refund_amount::numeric(18, 2) as refund_amount,
-        (gross_revenue - refund_amount)::numeric(18, 2) as net_revenue
+            as cancellation_rate
     from daily
 )
 
