@@ -66,7 +66,7 @@ def _late_changes(landed: Landed, day: date) -> None:
                              "where order_id = %s").format(table(s, "orders")), (orders[0],))
         conn.execute(sql.SQL(
             "insert into {} (payment_id, order_id, payment_kind, method, amount, status, "
-            "created_at, updated_at) select max(payment_id) + 1, %s, 'refund', 'card', 7.25, "
+            "created_at, updated_at) select max(payment_id) + 1, %s, 'refund', 'wallet', 7.25, "
             "'settled', now(), now() from {}").format(table(s, "payments"),
                                                        table(s, "payments")), (orders[1],))
         at = datetime.combine(day, time(12), tzinfo=UTC)
