@@ -310,8 +310,8 @@ class Applier:
             unch = escape(arr.encode())
         else:
             unch = b"\\N"
-        meta = b"%d\t%s\t%s\t%d\t%s" % (self._ord, op.encode(), lsn_to_str(lsn).encode(), seq,
-                                        unch)
+        meta = b"%d\t%s\t%X/%X\t%d\t%s" % (self._ord, op.encode(), lsn >> 32,
+                                              lsn & 0xFFFFFFFF, seq, unch)
         parts.append(meta)
         buf.lines.append(b"\t".join(parts) + self.txn.suffix + b"\n")
         buf.rows += 1
