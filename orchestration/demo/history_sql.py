@@ -186,10 +186,14 @@ where is_paid and not (variant = 'after_pay' and is_cancelled)
 order by order_id
 """
 
-# The app's events before each order: session_started, one cart_item_added per line, then
-# checkout_started, 40 s apart, all of one session and cart.
-EVENTS = """
-create temp table _e on commit drop as
+# The app's events before each order (the CTE): session_started, one cart_item_added per line,
+# then checkout_started, 40 s apart, all of one session and cart.
+# Each event is regular, late, duplicated or malformed (exclusive, by the configured shares).
+# event_id is time-ordered like the app's UUIDv7 (milliseconds of event_time, then hashed bits),
+# so the ids of a day land together in the index instead of all over it.
+# Events (and re-emitted copies) that would reach the backend after %(end)s are not there yet.
+INSERT_EVENTS = """
+with events as (
 select o.order_id * 20 as key, 'session_started' as event_type, o.customer_id,
        o.placed_at - ((o.n_lines + 1) * 40 + 15) * interval '1 second' as event_time,
        jsonb_build_object(
@@ -216,13 +220,7 @@ select o.order_id * 20 + 9, 'checkout_started', o.customer_id,
                           'cart_value', o.total_amount),
        o.session_id
 from _o as o
-"""
-
-# Each event is regular, late, duplicated or malformed (exclusive, by the configured shares).
-# event_id is time-ordered like the app's UUIDv7 (milliseconds of event_time, then hashed bits),
-# so the ids of a day land together in the index instead of all over it.
-# Events (and re-emitted copies) that would reach the backend after %(end)s are not there yet.
-INSERT_EVENTS = """
+)
 insert into app_events (outbox_id, event_id, event_type, event_time, received_at, customer_id,
                         session_id, payload)
 overriding system value
@@ -246,7 +244,7 @@ from (
          (%(faults)s::jsonb -> e.event_type)
            -> floor(jsonb_array_length(%(faults)s::jsonb -> e.event_type)
                     * pg_temp.rnd(%(seed)s, e.key, 52))::int as fault
-  from _e as e
+  from events as e
   cross join lateral (select pg_temp.rnd(%(seed)s, e.key, 50) as r) as f
   cross join lateral (
     select case when f.r < %(late)s then 'late'

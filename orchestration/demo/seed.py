@@ -219,9 +219,8 @@ def _write_chunk(conn: psycopg.Connection, params: dict) -> dict[str, int]:
     counts["order_items"] = conn.execute(history_sql.INSERT_ITEMS, params).rowcount
     counts["payments"] = conn.execute(history_sql.INSERT_PAYMENTS, params).rowcount
     counts["deliveries"] = conn.execute(history_sql.INSERT_DELIVERIES, params).rowcount
-    conn.execute(history_sql.EVENTS, params)
     counts["app_events"] = conn.execute(history_sql.INSERT_EVENTS, params).rowcount
-    for temp in ("_e", "_o", "_i"):
+    for temp in ("_o", "_i"):
         conn.execute(sql.SQL("drop table {}").format(sql.Identifier(temp)))
     return counts
 
