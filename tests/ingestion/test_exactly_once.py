@@ -107,3 +107,84 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(pair: Pair, tmp_
     ops = Counter(r[0] for r in rows)
     assert ops["r"] == 1000
     assert {k: ops[k] for k in "cud"} == {k: writer.counts[k] for k in "cud"}
+
+
+def count_changes(url: str, slot: str, publication: str) -> Counter:
+    """Count every change per (table, op) from an independent pgoutput slot (the oracle)."""
+    import select
+
+    import psycopg2
+    import psycopg2.extras
+
+    from ingestion.decoder import Commit, Delete, Insert, Relation, Truncate, Update, decode
+    with psycopg.connect(url, autocommit=True) as conn:
+        end = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
+    from ingestion.lsn import str_to_lsn
+    target = str_to_lsn(str(end))
+    repl = psycopg2.connect(url, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    cur = repl.cursor()
+    cur.start_replication(slot_name=slot, decode=False,
+                          options={"proto_version": "1", "publication_names": publication})
+    names: dict[int, str] = {}
+    counts: Counter = Counter()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        msg = cur.read_message()
+        if msg is None:
+            if cur.wal_end >= target:
+                break
+            select.select([repl], [], [], 0.5)
+            cur.send_feedback(reply=True)
+            continue
+        m = decode(msg.payload)
+        if isinstance(m, Relation):
+            names[m.oid] = m.name
+        elif isinstance(m, (Insert, Update, Delete)):
+            counts[(names[m.relid], {Insert: "c", Update: "u", Delete: "d"}[type(m)])] += 1
+        elif isinstance(m, Truncate):
+            for relid in m.relids:
+                counts[(names[relid], "t")] += 1
+        elif isinstance(m, Commit) and m.end_lsn >= target:
+            break
+    repl.close()
+    return counts
+
+
+def test_sigkill_under_demo_load(pair: Pair, tmp_path: Path) -> None:
+    from orchestration.demo.load import run_load
+    from orchestration.demo.schema import DEMO_TABLES
+    from orchestration.demo.seed import seed_history
+
+    seed_history(pair.src, days=1, orders_per_day=100, seed=3)
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')",
+                     (f"verify_{pair.source}",))
+    stop = threading.Event()
+    load = threading.Thread(target=run_load, args=(pair.src, 400, 60), kwargs={"stop": stop})
+    load.start()
+    rng = random.Random(11)
+    log = tmp_path / "ingest.log"
+    try:
+        for _ in range(5):
+            proc = start_ingest(pair, tmp_path / "home", log)
+            time.sleep(rng.uniform(1.5, 3.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    finally:
+        stop.set()
+        load.join(30)
+    try:
+        catch_up(pair.src, pair.land, pair.source)
+        expected = count_changes(pair.src, f"verify_{pair.source}", f"tidemark_{pair.source}")
+    finally:
+        with psycopg.connect(pair.src, autocommit=True) as conn:
+            conn.execute("select pg_drop_replication_slot(%s)", (f"verify_{pair.source}",))
+    assert sum(expected.values()) > 200, "the demo load made too few changes"
+    landed: Counter = Counter()
+    for table in DEMO_TABLES:
+        assert_mirror_equals(pair, table)
+        rows = changelog(pair.land, pair.source, table, "_op, _commit_lsn, _seq")
+        assert len(rows) == len({r[1:] for r in rows}), f"a change of {table} landed twice"
+        landed.update((table, r[0]) for r in rows if r[0] != "r")
+    assert landed == expected
