@@ -2,7 +2,8 @@
 
 Starts its own embedded PostgreSQL in a temporary directory, seeds the landing-shaped mirror
 ``shop.<table>`` DIRECTLY with the demo history seeder (``seed_history(..., schema="shop")``,
-no ingestion: the dbt models read only the mirror) and creates the changelog tables
+no ingestion: the dbt models read only the mirror), drops the mirror's secondary indexes (the
+mirror ingestion creates has primary keys only) and creates the changelog tables
 ``cdc.shop__<table>`` empty (the dbt sources and their tests need them to exist). Then, with the
 project parsed once (not timed):
 
@@ -61,6 +62,19 @@ def create_empty_changelog(landing_url: str) -> None:
                 CDC_COLUMNS))
 
 
+def drop_secondary_indexes(landing_url: str) -> list[str]:
+    """Drop the mirror's non-key indexes: ingestion's mirror has only primary keys."""
+    with psycopg.connect(landing_url, autocommit=True) as conn:
+        names = [row[0] for row in conn.execute(
+            "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = 'shop' and not i.indisprimary "
+            "and not exists (select 1 from pg_constraint k where k.conindid = i.indexrelid)")]
+        for name in names:
+            conn.execute(sql.SQL("drop index {}").format(sql.Identifier("shop", name)))
+    return names
+
+
 def timed(project: DbtProject, *args: str, vars: dict | None = None) -> float:
     """Seconds one dbt invocation takes (it must succeed)."""
     started = time.perf_counter()
@@ -92,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                                  progress=lambda done, n: log(f"  seeded day {done}/{n}"))
             log(f"seeded in {stats.elapsed_s:.1f}s: {stats.rows}")
             create_empty_changelog(landing_url)
+            log(f"dropped secondary indexes {drop_secondary_indexes(landing_url)}")
             project = DbtProject(landing_url, home / "dbt")
 
             log("full build (dbt run --full-refresh) ...")

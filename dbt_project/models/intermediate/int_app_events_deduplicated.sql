@@ -1,5 +1,9 @@
 -- One row per outbox event: event_id is the idempotency key, so a re-sent event (same event_id,
 -- another outbox row) counts once. The first received copy wins (then the lowest outbox_id).
+-- A re-sent event carries the same content, so the same device day: partitioning by
+-- (event_date, event_id) is the same as by event_id, and lets a run of one day's partition
+-- push its event_date filter below the window function instead of ranking every event ever.
+-- The unique test on event_id guards that assumption.
 with
 
 app_events as (
@@ -10,7 +14,7 @@ ranked as (
     select
         *,
         row_number() over (
-            partition by event_id
+            partition by event_date, event_id
             order by received_at asc, outbox_id asc
         ) as copy_number
     from app_events
