@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,32 @@ def prepare_source(dbs: Databases, options: UpOptions, say: Say) -> None:
                      seed=options.seed)
 
 
+def land_source(dbs: Databases, say: Say) -> None:
+    """Snapshot (first time) and catch up the demo source into landing, in this process.
+
+    Done before the long-running stream starts, so that live views and marts are built on a
+    complete landing database.
+    """
+    import ingestion
+    from contracts import load_contracts
+
+    stats = ingestion.catch_up(dbs.source_ingest, dbs.landing_app, "shop",
+                               contracts=load_contracts(), setup_dsn=dbs.source)
+    say(f"Landing caught up with the source: {stats.snapshot_rows:,} snapshot rows and "
+        f"{stats.changes:,} changes in {stats.seconds:.1f} s.")
+
+
+def start_ingestion(supervisor: Supervisor, settings: Settings) -> None:
+    """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
+    supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
+                     settings.log_dir / "ingest.log")
+
+
+def tidemark_argv() -> list[str]:
+    """How to run the ``tidemark`` CLI in a child process (the same interpreter as this one)."""
+    return [sys.executable, "-m", "orchestration.cli.main"]
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """Environment for child processes: the caller's plus the resolved Tidemark settings."""
     env = dict(os.environ)
@@ -72,13 +99,14 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def banner(dbs: Databases) -> str:
+def banner(dbs: Databases, settings: Settings) -> str:
     """What to connect to, printed once everything runs."""
     return "\n".join([
         "Tidemark is up.",
         f"  SQL (read-only):  psql {dbs.reader}",
         f"  source (admin):   {redact(dbs.source)}",
         "  try:  select * from shop.orders order by placed_at desc limit 5;",
+        f"  logs:             {settings.log_dir}",
         "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
     ])
 
@@ -99,7 +127,9 @@ def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
     code = 0
     try:
         prepare_source(dbs, options, say)
-        say(banner(dbs))
+        land_source(dbs, say)
+        start_ingestion(supervisor, settings)
+        say(banner(dbs, settings))
         load_thread = _start_load(dbs, options, stop, say)
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         while not stop.is_set():
@@ -136,7 +166,8 @@ def _start_load(dbs: Databases, options: UpOptions, stop: threading.Event,
         try:
             stats = run_load(dbs.source, rate=options.rate, duration_s=float("inf"),
                              seed=options.seed, stop=stop)
-            say(f"Demo workload stopped: {stats}")
+            say(f"Demo workload stopped: {stats.changes:,} changes in {stats.elapsed_s:.0f} s "
+                f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
         except Exception as exc:  # reported, then the whole stack stops
             say(f"Demo workload failed: {exc}")
             stop.set()

@@ -1,0 +1,73 @@
+"""``tidemark up`` as a person runs it: a real process, a fresh TIDEMARK_HOME, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from orchestration.stack.supervisor import wait_for
+from tests.support import free_port
+
+TIDEMARK = shutil.which("tidemark")
+pytestmark = pytest.mark.skipif(TIDEMARK is None, reason="tidemark console script not installed")
+
+
+def _start_up(home: Path, port: int, *args: str) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port),
+           "COLUMNS": "200"}
+    env.pop("TIDEMARK_SOURCE_URL", None)
+    env.pop("TIDEMARK_LANDING_URL", None)
+    out = home.parent / f"up-{time.monotonic_ns()}.log"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen([TIDEMARK, "up", "--seed-days", "2", "--orders-per-day", "40",
+                                 "--rate", "100", *args], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, out
+
+
+def _psql_url(out: Path) -> str | None:
+    match = re.search(r"psql (postgresql://\S+)", out.read_text())
+    return match.group(1) if match else None
+
+
+def _orders(source_url: str) -> int:
+    with psycopg.connect(source_url) as conn:
+        return conn.execute("select count(*) from orders").fetchone()[0]
+
+
+def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    source = f"postgresql://postgres@127.0.0.1:{port}/shop"
+    proc, out = _start_up(home, port)
+    try:
+        assert wait_for(lambda: _psql_url(out) is not None, 120), out.read_text()
+        url = _psql_url(out)
+        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark"
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select current_user").fetchone()[0] == "tidemark_reader"
+        seeded = _orders(source)
+        assert seeded > 0
+        assert wait_for(lambda: _orders(source) > seeded, 30), "the workload adds orders"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        code = proc.wait(60)
+    log = out.read_text()
+    assert code == 0, log
+    assert "PostgreSQL stopped" in log and "Traceback" not in log
+    assert not (home / "pgdata" / "postmaster.pid").exists()
+
+    proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
+    try:
+        assert proc.wait(120) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Seeding" not in out.read_text(), "a second run reuses the data"
