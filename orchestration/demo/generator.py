@@ -70,6 +70,7 @@ class Order:
     lines: list[Line]
     charge_id: int | None = None
     method: str = "card"
+    fingerprint: str | None = None
     delivery_id: int | None = None
     refunded: bool = False
 
@@ -232,9 +233,8 @@ class Workload:
     def _payment(self, op: Operation, order: Order, kind: str, cents: int, status: str) -> int:
         payment_id = self.next_payment
         self.next_payment += 1
-        fingerprint = self._fingerprint(order.customer_id) if order.method == "card" else None
-        op.add(q.INSERT_PAYMENT, (payment_id, order.order_id, kind, order.method, fingerprint,
-                                  cents, status),
+        op.add(q.INSERT_PAYMENT, (payment_id, order.order_id, kind, order.method,
+                                  order.fingerprint, cents, status),
                **({"refunds": 1} if kind == "refund" else {"payments": 1}))
         return payment_id
 
@@ -315,6 +315,7 @@ class Workload:
         order = self._take(self.stages["placed"])
         x = self.rng.random()
         order.method = next(m for m, share in PAYMENT_METHODS if x < share)
+        order.fingerprint = self._fingerprint(order.customer_id) if order.method == "card" else None
         if self.rng.random() < FAILED_PAYMENT_SHARE:
             self._payment(op, order, "charge", order.total_cents, "failed")
             self.stages["placed"].append(order)

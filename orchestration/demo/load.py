@@ -273,11 +273,11 @@ def _open_orders(conn: psycopg.Connection) -> dict[str, list[Order]]:
     """The latest orders still placed or paid, by stage (placed, paid, dispatched)."""
     rows = conn.execute(
         "select o.order_id, o.customer_id, o.status, d.delivery_id, d.status, p.payment_id,"
-        " p.method"
+        " p.method, p.card_fingerprint"
         " from (select order_id, customer_id, status from orders"
         "       where status in ('placed', 'paid') order by order_id desc limit %s) as o"
         " left join deliveries as d on d.order_id = o.order_id"
-        " left join lateral (select payment_id, method from payments"
+        " left join lateral (select payment_id, method, card_fingerprint from payments"
         "   where order_id = o.order_id and payment_kind = 'charge' and status <> 'failed'"
         "   order by payment_id desc limit 1) as p on true"
         " order by o.order_id", (ADOPT_OPEN_ORDERS,)).fetchall()
@@ -288,11 +288,12 @@ def _open_orders(conn: psycopg.Connection) -> dict[str, list[Order]]:
             ([r[0] for r in rows],)):
         lines.setdefault(order_id, []).append(Line(line_number, product_id, quantity, cents))
     stages: dict[str, list[Order]] = {"placed": [], "paid": [], "dispatched": []}
-    for order_id, customer_id, status, delivery_id, delivery_status, charge_id, method in rows:
+    for (order_id, customer_id, status, delivery_id, delivery_status, charge_id, method,
+         fingerprint) in rows:
         if order_id not in lines:
             continue
         order = Order(order_id, customer_id, lines[order_id], charge_id, method or "card",
-                      delivery_id)
+                      fingerprint, delivery_id)
         if status == "placed":
             stages["placed"].append(order)
         elif charge_id is not None and delivery_status in ("pending", "dispatched"):

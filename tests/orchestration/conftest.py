@@ -41,6 +41,11 @@ CONSISTENCY_RULES = {
         " coalesce(sum(amount) filter (where payment_kind = 'refund'), 0) >"
         " coalesce(sum(amount) filter (where payment_kind = 'charge'"
         " and status in ('captured', 'settled')), 0)",
+    "a refund goes back to the charged method and card":
+        "select r.payment_id from payments r where r.payment_kind = 'refund' and not exists"
+        " (select from payments c where c.order_id = r.order_id and c.payment_kind = 'charge'"
+        " and c.status <> 'failed' and c.method = r.method"
+        " and c.card_fingerprint is not distinct from r.card_fingerprint)",
     "card fingerprint set exactly for card payments":
         "select payment_id from payments where (method = 'card') <> (card_fingerprint is not null)",
     "a placed order has no live charge":

@@ -142,7 +142,7 @@ def test_load_carries_on_with_seeded_orders(fresh_db: Callable[[str], str],
                                    " where status in ('placed', 'paid')").fetchall())
         top = conn.execute("select max(order_id) from orders").fetchone()[0]
     assert before  # the seed leaves orders in flight at its end
-    stats = run_load(dsn, rate=1500, duration_s=1.5, seed=4)
+    stats = run_load(dsn, rate=1500, duration_s=1.5, seed=14)
     with psycopg.connect(dsn) as conn:
         after = dict(conn.execute("select order_id, status from orders where order_id = any(%s)",
                                   (list(before),)).fetchall())
