@@ -80,6 +80,16 @@ def land_source(dbs: Databases, say: Say) -> None:
         f"{stats.changes:,} changes in {stats.seconds:.1f} s.")
 
 
+def deploy_live_views(dbs: Databases, say: Say) -> None:
+    """Deploy the shipped live views on the landing mirror (unchanged views are left alone)."""
+    import streaming_views
+
+    results = streaming_views.deploy(dbs.landing_app)
+    changed = [r.name for r in results if r.action != "unchanged"]
+    say(f"Live views: {len(results)} deployed in schema live"
+        + (f" ({', '.join(changed)} built)." if changed else ", all unchanged."))
+
+
 def start_ingestion(supervisor: Supervisor, settings: Settings) -> None:
     """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
     supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
@@ -105,7 +115,7 @@ def banner(dbs: Databases, settings: Settings) -> str:
         "Tidemark is up.",
         f"  SQL (read-only):  psql {dbs.reader}",
         f"  source (admin):   {redact(dbs.source)}",
-        "  try:  select * from shop.orders order by placed_at desc limit 5;",
+        "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
         f"  logs:             {settings.log_dir}",
         "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
     ])
@@ -128,6 +138,7 @@ def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
     try:
         prepare_source(dbs, options, say)
         land_source(dbs, say)
+        deploy_live_views(dbs, say)
         start_ingestion(supervisor, settings)
         say(banner(dbs, settings))
         load_thread = _start_load(dbs, options, stop, say)

@@ -43,6 +43,11 @@ def _orders(source_url: str) -> int:
         return conn.execute("select count(*) from orders").fetchone()[0]
 
 
+def _landed_orders(landing_url: str) -> int:
+    with psycopg.connect(landing_url) as conn:
+        return conn.execute("select count(*) from shop.orders").fetchone()[0]
+
+
 def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     home, port = tmp_path / "home", free_port()
     source = f"postgresql://postgres@127.0.0.1:{port}/shop"
@@ -56,6 +61,12 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
         seeded = _orders(source)
         assert seeded > 0
         assert wait_for(lambda: _orders(source) > seeded, 30), "the workload adds orders"
+        landing_admin = f"postgresql://postgres@127.0.0.1:{port}/tidemark"
+        assert wait_for(lambda: _landed_orders(landing_admin) > seeded, 30), "ingestion streams"
+        with psycopg.connect(url) as conn:
+            live_orders = conn.execute(
+                "select coalesce(sum(order_count), 0) from live.daily_store_revenue").fetchone()[0]
+        assert live_orders >= seeded, "live views are deployed on the landing mirror"
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         code = proc.wait(60)
