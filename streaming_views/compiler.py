@@ -43,6 +43,7 @@ class AggPlan:
     kind: str               # count | sum | avg | min | max | bool_and | bool_or | recompute
     result_type: str        # type of the call as written
     value_type: str         # type of the kept sum / extreme / recomputed value
+    shares: int | None = None  # sum/avg of the same argument and filter: reuse its columns
 
 
 @dataclass
@@ -106,6 +107,8 @@ class CompiledView:
         cols = [("__count", "bigint")]
         for a in self.aggs:
             p = f"__a{a.index}"
+            if a.shares is not None:
+                continue
             if a.kind == "count":
                 cols.append((f"{p}_n", "bigint"))
             elif a.kind in {"sum", "avg"}:
@@ -149,6 +152,8 @@ class CompiledView:
         cols = [f"{sign} AS __sign"]
         cols += [f"{deparse(k)} AS __k{j}" for j, k in enumerate(an.group)]
         for a in self.aggs:
+            if a.shares is not None:
+                continue
             if a.call.arg is not None:
                 cols.append(f"{deparse(a.call.arg)} AS __x{a.index}")
             if a.call.filter is not None:
@@ -217,6 +222,8 @@ class CompiledView:
         dirty: list[str] = []
         for a in self.aggs:
             i, t = a.index, a.value_type
+            if a.shares is not None:
+                continue
             if a.kind == "count":
                 cols.append(self._counted(self._cond(a, nonnull=True)))
             elif a.kind in {"sum", "avg"}:
@@ -261,6 +268,8 @@ class CompiledView:
         dirty = ["s.__dirty"]
         for a in self.aggs:
             p = f"__a{a.index}"
+            if a.shares is not None:
+                continue
             if a.kind == "count":
                 sets.append(f"{p}_n = s.{p}_n + excluded.{p}_n")
             elif a.kind in {"sum", "avg"}:
@@ -408,7 +417,8 @@ def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
     if an.where is not None:
         text += f" WHERE {deparse(an.where)}"
     types = dict(describe(conn, text))
-    plans = []
+    plans: list[AggPlan] = []
+    sums: dict[tuple[str, str], int] = {}
     for i, call in enumerate(an.aggs):
         result = types[f"r{i}"]
         if call.func in {"sum", "avg"} and types[f"s{i}"] in FLOAT_TYPES:
@@ -421,7 +431,9 @@ def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
         if call.distinct and call.func not in {"min", "max"}:
             plans.append(AggPlan(i, call, RECOMPUTE, result, result))
         elif call.func in {"sum", "avg"}:
-            plans.append(AggPlan(i, call, call.func, result, types[f"s{i}"]))
+            key = (deparse(call.arg), deparse(call.filter) if call.filter is not None else "")
+            plans.append(AggPlan(i, call, call.func, result, types[f"s{i}"], sums.get(key)))
+            sums.setdefault(key, i)
         else:
             plans.append(AggPlan(i, call, call.func, result, result))
     return plans
@@ -497,7 +509,7 @@ def _output_expressions(cv: CompiledView) -> None:
 
 
 def _finalize(a: AggPlan) -> str:
-    p = f"s.__a{a.index}"
+    p = f"s.__a{a.index if a.shares is None else a.shares}"
     t = a.result_type
     if a.kind == "count":
         return f"{p}_n"

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from psycopg import sql
+
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, q
 
 CHANNEL = "tidemark_views"
+BIG_DELTA = 1000  # rows in a transition table above which the delta is planned afresh
 EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
 
 
@@ -105,9 +108,16 @@ def delta_body(cv: CompiledView, index: int, event: str) -> str:
     if event in {"del", "upd"}:
         parts.append(cv.flat_select(-1, index, "__tm_old"))
     source = cv.aggregate_select(" UNION ALL ".join(parts), delta=True)
-    body = (f"WITH __up AS ({cv.upsert_sql(source)})\n"
-            f"SELECT count(*), coalesce(bool_or(__count = 0), false), "
-            f"coalesce(bool_or(__dirty), false) INTO v_n, v_zero, v_dirty FROM __up;\n")
+    upsert = f"WITH __up AS ({cv.upsert_sql(source)})"
+    tally = ("SELECT count(*), coalesce(bool_or(__count = 0), false), "
+             "coalesce(bool_or(__dirty), false)")
+    dynamic = sql.Literal(f"{upsert} {tally} FROM __up").as_string(None)
+    # The cached plan is made for the first (usually small) statement; a large one is planned
+    # for its real size (hash joins instead of index probes per row).
+    probe = "__tm_old" if event == "del" else "__tm_new"
+    body = (f"IF EXISTS (SELECT 1 FROM {probe} OFFSET {BIG_DELTA}) THEN\n"
+            f"  EXECUTE {dynamic} INTO v_n, v_zero, v_dirty;\n"
+            f"ELSE\n  {upsert}\n  {tally} INTO v_n, v_zero, v_dirty FROM __up;\nEND IF;\n")
     if not cv.analysis.is_global and event != "ins":
         body += f"IF v_zero THEN DELETE FROM {cv.state} WHERE __count = 0; END IF;\n"
     if cv.has_recompute:

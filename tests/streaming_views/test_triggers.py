@@ -30,3 +30,26 @@ def test_cascade_and_writable_cte_on_join_view(module_db: str, conn: psycopg.Con
         conn.execute("delete from fk.child where id < 30")
     assert_equal(conn, "fk_view", VIEW)
     assert conn.execute("select items from live.fk_view where region = 'tx'").fetchone() == (1,)
+
+
+BIG = """select p.region, count(*) as n, sum(c.qty) as qty, avg(c.qty) as aq, min(c.qty) as mn
+from big.parent p join big.child c on c.parent_id = p.id group by p.region"""
+
+
+def test_large_statements_take_the_freshly_planned_path(module_db: str,
+                                                        conn: psycopg.Connection):
+    conn.execute("create schema big; create table big.parent (id int primary key, region text);"
+                 "create table big.child (id int primary key, parent_id int, qty int)")
+    conn.execute("insert into big.parent select i, 'r' || (i % 4) from generate_series(1, 50) i")
+    deploy_text(module_db, "big_view", BIG)
+    conn.execute("insert into big.child values (0, 1, 5)")  # first plan: a one-row delta
+    conn.execute("insert into big.child select i, 1 + i %% 50, i %% 97 "
+                 "from generate_series(1, 5000) i", ())
+    assert_equal(conn, "big_view", BIG)
+    conn.execute("update big.child set qty = qty + 1, parent_id = 1 + (parent_id + 7) %% 50",
+                 ())
+    assert_equal(conn, "big_view", BIG)
+    conn.execute("update big.parent set region = 'all'")
+    assert_equal(conn, "big_view", BIG)
+    conn.execute("delete from big.child where id > 10")
+    assert_equal(conn, "big_view", BIG)
