@@ -43,7 +43,7 @@ class AggPlan:
     kind: str               # count | sum | avg | min | max | bool_and | bool_or | recompute
     result_type: str        # type of the call as written
     value_type: str         # type of the kept sum / extreme / recomputed value
-    shares: int | None = None  # sum/avg of the same argument and filter: reuse its columns
+    shares: int | None = None  # reuse columns: -1 = __count (plain count(*)); i = sum/avg i
 
 
 @dataclass
@@ -430,6 +430,8 @@ def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
                 rewrite=f"{call.func}(({deparse(call.arg)})::numeric)")
         if call.distinct and call.func not in {"min", "max"}:
             plans.append(AggPlan(i, call, RECOMPUTE, result, result))
+        elif call.func == "count" and call.arg is None and call.filter is None:
+            plans.append(AggPlan(i, call, "count", result, result, -1))
         elif call.func in {"sum", "avg"}:
             key = (deparse(call.arg), deparse(call.filter) if call.filter is not None else "")
             plans.append(AggPlan(i, call, call.func, result, types[f"s{i}"], sums.get(key)))
@@ -509,6 +511,8 @@ def _output_expressions(cv: CompiledView) -> None:
 
 
 def _finalize(a: AggPlan) -> str:
+    if a.shares == -1:
+        return "s.__count"
     p = f"s.__a{a.index if a.shares is None else a.shares}"
     t = a.result_type
     if a.kind == "count":

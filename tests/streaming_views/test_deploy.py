@@ -109,12 +109,12 @@ def test_verify_reports_differing_rows(db: str, conn: psycopg.Connection, tmp_pa
     deploy(db, write(tmp_path / "x", per_group=V1))
     suffix = conn.execute("select suffix from tidemark.views where name = 'per_group'"
                           ).fetchone()[0]
-    conn.execute(f'update tidemark_state."{suffix}" set __a0_n = __a0_n + 1 where g = 3')
+    conn.execute(f'update tidemark_state."{suffix}" set __count = __count + 1 where g = 3')
     [result] = verify(db, "per_group")
     assert not result.ok
     assert len(result.extra) == 1 and len(result.missing) == 1
     assert result.extra[0][0] == 3 and result.extra[0][1] == result.missing[0][1] + 1
-    conn.execute(f'update tidemark_state."{suffix}" set __a0_n = __a0_n - 1 where g = 3')
+    conn.execute(f'update tidemark_state."{suffix}" set __count = __count - 1 where g = 3')
     assert verify(db, "per_group")[0].ok
 
 
