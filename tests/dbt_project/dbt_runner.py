@@ -91,8 +91,8 @@ class DbtProject:
         Returns:
             dbt's result.
         """
+        # target/ and logs go where DBT_TARGET_PATH / DBT_LOG_PATH of self.env say.
         argv = [*args, "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-                "--target-path", str(self.target_path), "--log-path", self.env["DBT_LOG_PATH"],
                 "--no-use-colors", "--quiet"]
         if vars:
             argv += ["--vars", json.dumps(vars, default=str)]

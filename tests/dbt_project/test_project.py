@@ -100,3 +100,14 @@ def test_source_freshness_runs_against_landing(landed: Landed) -> None:
     result = landed.dbt.invoke("source", "freshness", "-s", "source:shop_cdc.shop__orders",
                                check=False)
     assert [str(r.status) for r in result.result.results] == ["pass"]
+
+
+def test_profiles_default_to_the_embedded_stack_and_both_targets_connect(landed: Landed) -> None:
+    profile = yaml.safe_load((DBT_PROJECT / "profiles.yml").read_text())["tidemark"]
+    assert set(profile["outputs"]) == {"dev", "ci"}
+    for output in profile["outputs"].values():
+        assert "'127.0.0.1'" in output["host"] and "'55432'" in output["port"]
+        assert "'tidemark_app'" in output["user"] and "'tidemark'" in output["dbname"]
+    for target in ("dev", "ci"):
+        result = landed.dbt.invoke("debug", "--target", target, check=False)
+        assert result.success, target

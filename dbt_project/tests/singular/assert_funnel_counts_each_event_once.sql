@@ -1,0 +1,31 @@
+-- Days of fct_daily_funnel whose event_count is not the number of distinct event_ids of that
+-- device day in the outbox: a duplicate counted twice or an event lost.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_daily_funnel'}}}) }}
+
+with
+
+funnel as (
+    select * from {{ ref('fct_daily_funnel') }}
+),
+
+outbox as (
+    select
+        event_date,
+        count(distinct event_id) as distinct_events
+    from {{ ref('stg_shop__app_events') }}
+    where event_date in (select funnel.event_date from funnel)
+    group by event_date
+),
+
+final as (
+    select
+        funnel.event_date,
+        funnel.event_count,
+        outbox.distinct_events
+    from funnel
+    left join outbox
+        on funnel.event_date = outbox.event_date
+    where outbox.distinct_events is distinct from funnel.event_count
+)
+
+select * from final

@@ -1,0 +1,47 @@
+-- Days of fct_daily_store_revenue whose totals differ from the staged orders and refunds of
+-- the same days: every order counted once, net = gross - refunds, nothing lost or doubled.
+{{ config(meta={'dagster': {'ref': {'name': 'fct_daily_store_revenue'}}}) }}
+
+with
+
+mart as (
+    select
+        order_date,
+        sum(order_count) as order_count,
+        sum(gross_revenue) as gross_revenue,
+        sum(refund_amount) as refund_amount,
+        sum(net_revenue) as net_revenue
+    from {{ ref('fct_daily_store_revenue') }}
+    group by order_date
+),
+
+orders as (
+    select
+        order_date,
+        count(*) as order_count,
+        coalesce(sum(total_amount) filter (where not is_cancelled), 0) as gross_revenue,
+        sum(refund_amount) as refund_amount
+    from {{ ref('int_orders_enriched') }}
+    where order_date in (select mart.order_date from mart)
+    group by order_date
+),
+
+final as (
+    select
+        mart.order_date,
+        mart.order_count,
+        orders.order_count as staged_order_count,
+        mart.gross_revenue,
+        orders.gross_revenue as staged_gross_revenue
+    from mart
+    left join orders
+        on mart.order_date = orders.order_date
+    where
+        orders.order_date is null
+        or mart.order_count <> orders.order_count
+        or mart.gross_revenue <> orders.gross_revenue
+        or mart.refund_amount <> orders.refund_amount
+        or mart.net_revenue <> mart.gross_revenue - mart.refund_amount
+)
+
+select * from final
