@@ -1,0 +1,76 @@
+"""``dbt source freshness`` as asset checks on the ingestion assets (dagster-dbt has none).
+
+One ``dbt_source_freshness`` check per replicated table whose contract names a ``loaded_at``
+column; the check runs ``dbt source freshness`` once for the selected tables and reports each
+table's status (pass / warn / error), newest loaded row and age against the contract's
+``warn_after`` / ``error_after``.
+"""
+
+
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from orchestration.defs.dbt_setup import clean_invocations, invocation_dir
+from orchestration.defs.ingestion import SOURCE, table_key
+from orchestration.defs.ingestion_state import table_specs
+from orchestration.defs.resources import TidemarkResource
+
+CHECK = "dbt_source_freshness"
+
+
+def _specs() -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(CHECK, asset=table_key(t.name), description=(
+        f"dbt source freshness of {SOURCE}.{t.name}: newest {t.loaded_at} against the "
+        f"contract's warn/error ages."))
+        for t in table_specs(SOURCE) if t.loaded_at]
+
+
+def freshness_result(table: str, entry: dict[str, Any] | None) -> dg.AssetCheckResult:
+    """Turn one entry of dbt's ``sources.json`` into a check result."""
+    key = table_key(table)
+    if entry is None:
+        return dg.AssetCheckResult(asset_key=key, check_name=CHECK, passed=False,
+                                   description=f"dbt reported nothing for {SOURCE}.{table}.")
+    status = str(entry.get("status"))
+    age = entry.get("max_loaded_at_time_ago_in_s")
+    criteria = entry.get("criteria") or {}
+    meta = {"status": status, "max_loaded_at": str(entry.get("max_loaded_at")),
+            "age_s": float(age) if age is not None else -1.0,
+            "warn_after": str(criteria.get("warn_after")),
+            "error_after": str(criteria.get("error_after"))}
+    if status == "pass":
+        return dg.AssetCheckResult(asset_key=key, check_name=CHECK, passed=True, metadata=meta,
+                                   description=f"newest row {age:.0f} s old")
+    severity = dg.AssetCheckSeverity.WARN if status == "warn" else dg.AssetCheckSeverity.ERROR
+    reason = entry.get("error") or (f"newest row is {age:.0f} s old" if age is not None else
+                                    "freshness could not be measured")
+    return dg.AssetCheckResult(asset_key=key, check_name=CHECK, passed=False, severity=severity,
+                               metadata=meta, description=f"{status}: {reason} (criteria "
+                               f"{criteria}). Is ingestion running?")
+
+
+@dg.multi_asset_check(specs=_specs(), can_subset=True, name="dbt_source_freshness")
+def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource,
+                         tidemark: TidemarkResource):
+    """Run ``dbt source freshness`` for the selected tables and report each."""
+    tables = sorted({k.asset_key.path[-1] for k in context.selected_asset_check_keys})
+    selection = " ".join(f"source:{SOURCE}.{t}" for t in tables)
+    target = invocation_dir("dbt_source_freshness", context.run.run_id)
+    with tidemark.dbt_environment():
+        invocation = dbt.cli(["source", "freshness", "--select", selection],
+                             target_path=target, raise_on_error=False).wait()
+    try:
+        results = invocation.get_artifact("sources.json").get("results", [])
+    except FileNotFoundError:
+        raise dg.Failure(f"dbt source freshness wrote no sources.json; see "
+                         f"{target / 'dbt.log'}.") from None
+    by_table = {r["unique_id"].rsplit(".", 1)[-1]: r for r in results
+                if r["unique_id"].startswith(f"source.tidemark.{SOURCE}.")}
+    for table in tables:
+        yield freshness_result(table, by_table.get(table))
+    clean_invocations()
+
+
+defs = dg.Definitions(asset_checks=[dbt_source_freshness])

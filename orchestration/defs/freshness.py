@@ -1,0 +1,47 @@
+"""Freshness of the daily marts: yesterday's partition by a deadline.
+
+Two mechanisms, both configured by ``TIDEMARK_MART_DEADLINE_CRON`` (default ``0 9 * * *``, UTC):
+
+* a :class:`~dagster.FreshnessPolicy` (cron) on every daily mart, evaluated by the daemon on the
+  asset as a whole: materialised in the 24 hours before each deadline;
+* a ``freshness_check`` per daily mart (``build_time_partition_freshness_checks``) that fails when
+  the partition of the day before the deadline is not materialised by then; its metadata names
+  the overdue partition and deadline. A sensor evaluates them (running by default).
+
+Ingestion freshness is on the ``shop/<table>`` assets (``orchestration.defs.ingestion``): a
+time-window policy from the contract and the ``ingestion_lag`` check.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from datetime import timedelta
+
+import dagster as dg
+
+DEFAULT_DEADLINE_CRON = "0 9 * * *"
+
+
+def deadline_cron() -> str:
+    """The daily marts' deadline as a cron string (UTC)."""
+    return os.environ.get("TIDEMARK_MART_DEADLINE_CRON", "").strip() or DEFAULT_DEADLINE_CRON
+
+
+def mart_freshness_policy() -> dg.FreshnessPolicy:
+    """Cron freshness policy of a daily mart: materialised in the 24 h before the deadline."""
+    return dg.FreshnessPolicy.cron(deadline_cron=deadline_cron(),
+                                   lower_bound_delta=timedelta(hours=24), timezone="UTC")
+
+
+def partition_freshness_defs(daily_assets: list[dg.AssetsDefinition]) -> dg.Definitions:
+    """Per-partition freshness checks of ``daily_assets`` and the sensor that runs them."""
+    with warnings.catch_warnings():  # deprecated in 1.13 but still the per-partition check
+        warnings.simplefilter("ignore")
+        checks = dg.build_time_partition_freshness_checks(
+            assets=daily_assets, deadline_cron=deadline_cron(), timezone="UTC",
+            severity=dg.AssetCheckSeverity.ERROR)
+        sensor = dg.build_sensor_for_freshness_checks(
+            freshness_checks=checks, name="mart_freshness_sensor",
+            default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=300)
+    return dg.Definitions(asset_checks=checks, sensors=[sensor])
