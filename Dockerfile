@@ -24,18 +24,19 @@ RUN pip install '.[deploy]'
 COPY dbt_project ./dbt_project
 COPY docker ./docker
 
-# A non-root user owns only what it writes: Dagster's home and artifacts, dbt's target/ and logs,
-# and TIDEMARK_HOME.
+# A non-root user owns only what it writes: Dagster's storage (step logs, artifacts), dbt's
+# target/, and TIDEMARK_HOME. dagster.yaml itself stays root's (read-only for the app).
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin tidemark \
-    && mkdir -p /opt/dagster/home /var/lib/dagster /var/lib/tidemark \
+    && mkdir -p /opt/dagster/home/storage /var/lib/tidemark \
     && cp docker/dagster.yaml /opt/dagster/home/dagster.yaml \
-    && chown -R tidemark:tidemark /opt/dagster /var/lib/dagster /var/lib/tidemark /app/dbt_project
+    && chown -R tidemark:tidemark /opt/dagster/home /var/lib/tidemark /app/dbt_project \
+    && chown root:root /opt/dagster/home/dagster.yaml
 
 # The source tree comes first on sys.path, so orchestration finds dbt_project/ beside it.
 ENV PYTHONPATH=/app \
     DAGSTER_HOME=/opt/dagster/home \
     TIDEMARK_HOME=/var/lib/tidemark \
-    DBT_LOG_PATH=/var/lib/dagster/dbt-logs
+    DBT_LOG_PATH=/tmp/dbt-logs
 
 USER tidemark
 

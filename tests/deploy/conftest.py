@@ -1,0 +1,68 @@
+"""Fixtures of the deploy tests: the repository's compose file, Dockerfile and container config,
+and a fresh PostgreSQL cluster standing in for a new source or landing container."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestration.stack.embedded import EmbeddedServer, server_binary
+from orchestration.stack.settings import Settings
+from tests.support import TEST_CONF, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+
+# The development secrets the compose file is run with (docker/dev.env), as the containers see them.
+DEV_ENV: dict[str, str] = dict(
+    line.split("=", 1) for line in (DOCKER / "dev.env").read_text().splitlines()
+    if line.strip() and not line.lstrip().startswith("#"))
+
+
+@pytest.fixture(scope="session")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml, parsed (YAML anchors and merge keys resolved)."""
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="session")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compose services by name."""
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A brand-new PostgreSQL cluster (no Tidemark roles), like a container's first start."""
+    home = tmp_path_factory.mktemp("deploy-fresh")
+    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
+                                     landing_url=None), extra_conf=TEST_CONF)
+    server.start()
+    yield server
+    server.stop()
+
+
+def run_psql_file(server: EmbeddedServer, database: str, script: Path,
+                  env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with psql as the superuser, the way docker-entrypoint-initdb.d does.
+
+    Args:
+        server: the server to run it on.
+        database: the database ($POSTGRES_DB of the container).
+        script: the SQL file.
+        env: extra environment (the container's passwords).
+
+    Returns:
+        The finished psql process (check ``returncode``).
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TIDEMARK_"))}
+    return subprocess.run(
+        [str(server_binary("psql")), "--no-psqlrc", "-v", "ON_ERROR_STOP=1",
+         server.admin_url(database), "-f", str(script)],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False)
