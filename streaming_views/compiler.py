@@ -253,9 +253,6 @@ class CompiledView:
         if self.analysis.group:
             keys = ", ".join(self.key_names())
             text += f" GROUP BY {keys}"
-            if delta and not self.has_recompute:
-                tests = dict.fromkeys(f"{e} <> 0" for e in cols[len(self.keys):-2])
-                text += " HAVING " + " OR ".join(tests)
             text += f" ORDER BY {keys}"
         elif delta:
             text += " HAVING count(*) > 0"
@@ -289,8 +286,7 @@ class CompiledView:
         sets += [f"__dirty = {' OR '.join(dirty)}", "__changed_at = excluded.__changed_at"]
         keys = ", ".join(q(n) for n, _ in self.keys)
         return (f"INSERT INTO {self.state} AS s ({', '.join(q(n) for n in names)}) {source} "
-                f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(sets)} "
-                f"RETURNING s.__count, s.__dirty")
+                f"ON CONFLICT ({keys}) DO UPDATE SET {', '.join(sets)}")
 
     def build_sql(self) -> str:
         """INSERT of the full state from the base tables."""

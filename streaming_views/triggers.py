@@ -67,29 +67,35 @@ def rebuild_body(cv: CompiledView) -> str:
 
 
 def _guard(cv: CompiledView, index: int) -> str:
-    """Multi-table bookkeeping at the start of an AFTER trigger (see module docstring)."""
+    """Multi-table bookkeeping at the start of an AFTER trigger (see module docstring).
+
+    The transaction-local setting lists the statements still open on the view's tables as
+    ``<table index>;`` entries, prefixed with ``!`` once the view must be rebuilt.
+    """
     setting = _setting(cv)
-    mark = f"{index},"
+    mark = f"{index};"
     return f"""v_open := coalesce(current_setting('{setting}', true), '');
-v_pos := strpos(v_open, '{mark}');
 IF v_open = '{mark}' THEN
   PERFORM set_config('{setting}', '', true);
-  v_open := '';
-ELSIF v_pos > 0 THEN
-  v_open := overlay(v_open placing '' from v_pos for {len(mark)});
+ELSE
+  v_stale := starts_with(v_open, '!');
+  v_open := ';' || ltrim(v_open, '!');
+  v_pos := strpos(v_open, ';{mark}');
+  IF v_pos > 0 THEN
+    v_open := overlay(v_open placing ';' from v_pos for {len(mark) + 1});
+  END IF;
+  v_open := ltrim(v_open, ';');
+  IF v_open <> '' AND (v_stale OR EXISTS (
+      SELECT 1 FROM unnest(string_to_array(rtrim(v_open, ';'), ';')) AS t(i)
+      WHERE i <> '{index}')) THEN
+    PERFORM set_config('{setting}', '!' || v_open, true);
+    RETURN NULL;
+  END IF;
   PERFORM set_config('{setting}', v_open, true);
-END IF;
-v_stale := coalesce(current_setting('{setting}_stale', true), '') = '1';
-IF v_open <> '' AND (v_stale OR EXISTS (
-    SELECT 1 FROM unnest(string_to_array(v_open, ',')) AS t(i) WHERE i <> '' AND i <> '{index}'))
-THEN
-  PERFORM set_config('{setting}_stale', '1', true);
-  RETURN NULL;
-END IF;
-IF v_stale THEN
-  PERFORM set_config('{setting}_stale', '', true);
-  {rebuild_body(cv)}
-  RETURN NULL;
+  IF v_stale THEN
+    {rebuild_body(cv)}
+    RETURN NULL;
+  END IF;
 END IF;
 IF current_setting('transaction_isolation') <> 'read committed' THEN
   RAISE EXCEPTION 'live view {cv.name} joins several tables and is maintained only by '
@@ -108,20 +114,19 @@ def delta_body(cv: CompiledView, index: int, event: str) -> str:
     if event in {"del", "upd"}:
         parts.append(cv.flat_select(-1, index, "__tm_old"))
     source = cv.aggregate_select(" UNION ALL ".join(parts), delta=True)
-    upsert = f"WITH __up AS ({cv.upsert_sql(source)})"
-    tally = ("SELECT count(*), coalesce(bool_or(__count = 0), false), "
-             "coalesce(bool_or(__dirty), false)")
-    dynamic = sql.Literal(f"{upsert} {tally} FROM __up").as_string(None)
+    upsert = cv.upsert_sql(source)
+    dynamic = sql.Literal(upsert).as_string(None)
     # The cached plan is made for the first (usually small) statement; a large one is planned
     # for its real size (hash joins instead of index probes per row).
     probe = "__tm_old" if event == "del" else "__tm_new"
     body = (f"IF EXISTS (SELECT 1 FROM {probe} OFFSET {BIG_DELTA}) THEN\n"
-            f"  EXECUTE {dynamic} INTO v_n, v_zero, v_dirty;\n"
-            f"ELSE\n  {upsert}\n  {tally} INTO v_n, v_zero, v_dirty FROM __up;\nEND IF;\n")
+            f"  EXECUTE {dynamic};\n  GET DIAGNOSTICS v_n = ROW_COUNT;\n"
+            f"ELSE\n  {upsert};\n  GET DIAGNOSTICS v_n = ROW_COUNT;\nEND IF;\n")
     if not cv.analysis.is_global and event != "ins":
-        body += f"IF v_zero THEN DELETE FROM {cv.state} WHERE __count = 0; END IF;\n"
+        # cheap: a partial index holds exactly the groups whose count fell to zero
+        body += f"DELETE FROM {cv.state} WHERE __count = 0;\n"
     if cv.has_recompute:
-        body += f"IF v_dirty THEN {cv.recompute_sql()}; END IF;\n"
+        body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
     body += f"IF v_n > 0 THEN PERFORM pg_notify('{CHANNEL}', '{cv.name}'); END IF;"
     return body
 
@@ -131,8 +136,7 @@ def trigger_set(cv: CompiledView) -> TriggerSet:
     create: list[str] = []
     drop: list[str] = []
     multi = len(cv.tables) > 1
-    declare = ("v_n bigint; v_zero boolean; v_dirty boolean; v_open text; v_pos int; "
-               "v_stale boolean;")
+    declare = "v_n bigint; v_open text; v_pos int; v_stale boolean;"
     rebuild = _fn(cv, "rebuild")
     create.append(_function(rebuild, "", rebuild_body(cv)))
     drop.append(f"DROP FUNCTION IF EXISTS {rebuild}() CASCADE")
@@ -143,7 +147,7 @@ def trigger_set(cv: CompiledView) -> TriggerSet:
             setting = _setting(cv)
             create.append(_function(fn, "", (
                 f"PERFORM set_config('{setting}', coalesce(current_setting('{setting}', true), "
-                f"'') || '{index},', true);")))
+                f"'') || '{index};', true);")))
             drop.append(f"DROP FUNCTION IF EXISTS {fn}() CASCADE")
             create.append(f"CREATE TRIGGER {_trigger_name(cv, f't{index}_before')} BEFORE "
                           f"INSERT OR UPDATE OR DELETE ON {rel} FOR EACH STATEMENT EXECUTE "
