@@ -90,6 +90,33 @@ def deploy_live_views(dbs: Databases, say: Say) -> None:
         + (f" ({', '.join(changed)} built)." if changed else ", all unchanged."))
 
 
+def build_marts(dbs: Databases, settings: Settings, say: Say) -> None:
+    """Build the dbt project once landing is filled.
+
+    The first time, every day landed so far; afterwards dbt's nightly window (today and the
+    correction days before it), which is what the nightly schedule rebuilds too.
+    """
+    from orchestration.stack.dbt import day_range_vars, run_dbt
+
+    with psycopg.connect(dbs.landing) as conn:
+        built = conn.execute("select to_regclass('marts.fct_daily_store_revenue') is not null"
+                             ).fetchone()[0]
+        first, last = conn.execute(
+            "select min(placed_at)::date, max(placed_at)::date from shop.orders").fetchone()
+    work_dir = settings.home / "dbt"
+    # Unit tests are fixtures for CI (pytest runs them); production builds leave them out, as
+    # dbt recommends: their fixed fixture days would fall outside the day window built here.
+    build = ["build", "--exclude-resource-type", "unit_test"]
+    if built or first is None:
+        say("Building daily marts for the correction window (dbt build)...")
+        run_dbt(build, dbs.landing_app, work_dir, log=settings.log_dir / "dbt.log")
+    else:
+        say(f"Building daily marts for {first} to {last} (dbt build)...")
+        run_dbt(build, dbs.landing_app, work_dir, vars=day_range_vars(first, last),
+                log=settings.log_dir / "dbt.log")
+    say("Daily marts are built (schema marts).")
+
+
 def start_ingestion(supervisor: Supervisor, settings: Settings) -> None:
     """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
     supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
@@ -139,6 +166,7 @@ def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
         prepare_source(dbs, options, say)
         land_source(dbs, say)
         deploy_live_views(dbs, say)
+        build_marts(dbs, settings, say)
         start_ingestion(supervisor, settings)
         say(banner(dbs, settings))
         load_thread = _start_load(dbs, options, stop, say)

@@ -13,37 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
+from orchestration.stack.dbt import dbt_env
+
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
-
-
-def dbt_env(landing_url: str, work_dir: Path) -> dict[str, str]:
-    """The environment that points dbt_project/profiles.yml at ``landing_url``.
-
-    Args:
-        landing_url: ``postgresql://user[:password]@host:port/dbname``.
-        work_dir: where dbt writes ``target/`` and its logs.
-
-    Returns:
-        Variables to set while dbt runs.
-    """
-    parts = urlsplit(landing_url)
-    env = {
-        "TIDEMARK_DBT_TARGET": "ci",
-        "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
-        "TIDEMARK_DBT_PORT": str(parts.port or 5432),
-        "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),
-        "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
-        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/"),
-        "DBT_TARGET_PATH": str(work_dir / "target"),
-        "DBT_LOG_PATH": str(work_dir / "logs"),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    return env
 
 
 @contextmanager
@@ -74,7 +49,7 @@ class DbtProject:
     """
 
     def __init__(self, landing_url: str, work_dir: Path) -> None:
-        self.env = dbt_env(landing_url, work_dir)
+        self.env = dbt_env(landing_url, work_dir, target="ci")
         self.target_path = work_dir / "target"
         result = self.invoke("parse", check=True)
         self.manifest = result.result
