@@ -139,11 +139,10 @@ def daily_mart_keys() -> list[dg.AssetKey]:
 
 nightly_batch_job = dg.define_asset_job(
     "nightly_batch", selection=dg.AssetSelection.assets(dbt_unpartitioned, dbt_daily_marts),
-    partitions_def=DAILY,
     description="dbt: staging, dimensions and the daily marts for a range of days (one run).")
 
 daily_marts_job = dg.define_asset_job(
-    "daily_marts", selection=dg.AssetSelection.assets(dbt_daily_marts), partitions_def=DAILY,
+    "daily_marts", selection=dg.AssetSelection.assets(dbt_daily_marts),
     description="dbt: the daily marts only, for a range of days (corrections).")
 
 
