@@ -18,9 +18,17 @@ Per rate, on a private embedded PostgreSQL in a temporary directory (source ``sr
    ``live.daily_store_revenue`` (the live view) in one query.
 
 Latency of a marker = first poll that sees it − the moment its source COMMIT returned (one clock:
-this process). ``ingest_*`` is the mirror, the headline figures are the live view; their ratio is
-what live-view maintenance adds on top of ingestion. After the run the live views are verified
-against their queries (``streaming_views.verify``).
+this process). The embedded engine maintains the live views inside the landing transaction, so in
+that phase mirror and view become visible together. The ingestion-only baseline is therefore a
+second phase of the same run, on a fresh server with the same seed, load and markers but **no live
+views deployed**: ``ingest_*`` figures come from it, and ``ratio_p99`` = live p99 / ingestion-only
+p99 is what live-view maintenance costs. After the full phase the live views are verified against
+their queries (``streaming_views.verify``). ``--profile`` adds pg_stat_statements (nested
+statements included) and per-function trigger times of the landing database, and the CPU time of
+the child processes, on stderr. ``--key-indexes`` creates, after the deploy, the landing-mirror
+indexes the embedded engine's group recomputes would use (``KEY_INDEXES``; `tidemark views
+deploy` does not create them today) — an experiment showing where the time goes, not the stack
+as shipped.
 Last line per rate: JSON {"bench": "freshness", "rate", "p50_ms", "p95_ms", "p99_ms",
 "ingest_p99_ms", ...}; with both default rates the 5,000 line comes last.
 """
@@ -36,13 +44,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import psycopg
+from psycopg import sql
+
+from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cdc_common import bench_server
+from cdc_common import BENCH_CONF
+
+# Indexes on the landing mirror matching the group keys of the views whose aggregates are
+# recomputed per affected group (count(DISTINCT ...)): active_carts, card_payments_recent.
+KEY_INDEXES = (
+    "create index if not exists app_events_cart_id_idx on shop.app_events"
+    " ((payload ->> 'cart_id'))",
+    "create index if not exists payments_card_fingerprint_idx on shop.payments"
+    " (card_fingerprint)",
+)
+PROFILE_CONF = {"shared_preload_libraries": "'pg_stat_statements'",
+                "pg_stat_statements.track": "all", "track_functions": "pl"}
 
 MARKER_STORE = 999_999
 MARKER_ID_BASE = 9_000_000_000_000
@@ -50,6 +76,50 @@ MARKERS_PER_S = 10.0
 POLL_S = 0.002
 WARMUP_S = 3.0
 DRAIN_TIMEOUT_S = 120.0
+
+
+@contextmanager
+def bench_databases(profile: bool) -> Iterator[tuple[str, str, int]]:
+    """A throw-away server (durability off, profiling extensions with ``profile``) with
+    databases ``src`` and ``land``; yields their superuser URLs and the postmaster's pid."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="tidemark-fresh-") as home:
+        Path(home).chmod(0o755)
+        conf = {**BENCH_CONF, **(PROFILE_CONF if profile else {})}
+        server = EmbeddedServer(Settings(home=Path(home), port=port, source_url=None,
+                                         landing_url=None), extra_conf=conf)
+        server.start()
+        try:
+            with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
+                for db in ("src", "land"):
+                    conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
+            pid = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+            yield server.admin_url("src"), server.admin_url("land"), pid
+        finally:
+            server.stop()
+
+
+@dataclass
+class Phase:
+    """What one phase measured.
+
+    Attributes:
+        live_ms: marker latencies to the live view (empty without views).
+        mirror_ms: marker latencies to the landing mirror.
+        markers: markers committed.
+        achieved_rate: the demo load's achieved changes/s.
+        verified: live views equal their queries after the run (None without views).
+    """
+
+    live_ms: list[float]
+    mirror_ms: list[float]
+    markers: int
+    achieved_rate: int
+    verified: bool | None
 
 
 @dataclass
@@ -68,9 +138,9 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-def prepare(src: str, land: str, seed_orders: int) -> None:
+def prepare(src: str, land: str, seed_orders: int, views: bool, key_indexes: bool) -> None:
     """Demo schema, one seeded day and the marker store on the source; landing caught up; live
-    views deployed."""
+    views deployed (unless ``views`` is false), with ``KEY_INDEXES`` if ``key_indexes``."""
     import ingestion
     import streaming_views
     from contracts import load_contracts
@@ -84,7 +154,11 @@ def prepare(src: str, land: str, seed_orders: int) -> None:
                      " is_active) values (%s, 'Freshness marker', 'Benchmark', 'central',"
                      " now(), false)", (MARKER_STORE,))
     stats = ingestion.catch_up(src, land, "shop", contracts=load_contracts(), setup_dsn=src)
-    results = streaming_views.deploy(land)
+    results = streaming_views.deploy(land) if views else []
+    if key_indexes:
+        with psycopg.connect(land, autocommit=True) as conn:
+            for statement in KEY_INDEXES:
+                conn.execute(statement)  # type: ignore[arg-type]
     print(f"prepared: {stats.snapshot_rows:,} snapshot rows landed, "
           f"{len(results)} live views deployed", file=sys.stderr, flush=True)
 
@@ -120,11 +194,11 @@ def write_markers(src: str, markers: Markers, seconds: float, stop: threading.Ev
             n += 1
 
 
-def poll(land: str, markers: Markers, stop: threading.Event) -> None:
+def poll(land: str, markers: Markers, stop: threading.Event, views: bool) -> None:
     """Record when each marker first shows in the mirror and in the live view."""
-    query = ("select (select count(*) from shop.orders where order_id >= %(base)s),"
-             " (select coalesce(sum(order_count), 0) from live.daily_store_revenue"
-             "  where store_id = %(store)s)")
+    view = ("(select coalesce(sum(order_count), 0) from live.daily_store_revenue"
+            " where store_id = %(store)s)") if views else "0"
+    query = f"select (select count(*) from shop.orders where order_id >= %(base)s), {view}"
     params = {"base": MARKER_ID_BASE, "store": MARKER_STORE}
     with psycopg.connect(land, autocommit=True) as conn:
         conn.execute("set jit = off")
@@ -137,12 +211,18 @@ def poll(land: str, markers: Markers, stop: threading.Event) -> None:
             time.sleep(POLL_S)
 
 
-def run_rate(rate: float, seconds: float, seed_orders: int) -> dict[str, object]:
-    """One full measurement at ``rate`` changes/s on a fresh server; returns the JSON record."""
+def run_phase(rate: float, seconds: float, seed_orders: int, views: bool,
+              profile: bool, key_indexes: bool = False) -> Phase:
+    """One measurement at ``rate`` changes/s on a fresh server, with or without live views."""
     import streaming_views
 
-    with bench_server() as (src, land), tempfile.TemporaryDirectory(prefix="fresh-") as home:
-        prepare(src, land, seed_orders)
+    with bench_databases(profile) as (src, land, postmaster), \
+            tempfile.TemporaryDirectory(prefix="fresh-") as home:
+        prepare(src, land, seed_orders, views, key_indexes)
+        if profile:
+            with psycopg.connect(land, autocommit=True) as conn:
+                conn.execute("create extension if not exists pg_stat_statements")
+                conn.execute("select pg_stat_statements_reset(), pg_stat_reset()")
         env = child_env(src, land, home)
         logs = Path(home)
         with open(logs / "ingest.log", "wb") as ingest_log, \
@@ -155,16 +235,20 @@ def run_rate(rate: float, seconds: float, seed_orders: int) -> dict[str, object]
                          f"{WARMUP_S + seconds + 1:g}", "--json"),
                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=load_log)
             markers, stop = Markers(), threading.Event()
-            poller = threading.Thread(target=poll, args=(land, markers, stop), daemon=True)
+            seen = markers.in_view if views else markers.in_mirror
+            poller = threading.Thread(target=poll, args=(land, markers, stop, views),
+                                      daemon=True)
+            started = time.perf_counter()
+            cpu: dict[str, float] = {}
             try:
                 poller.start()
                 time.sleep(WARMUP_S)
                 write_markers(src, markers, seconds, stop)
                 load_out, _ = load.communicate(timeout=seconds + 120)
                 deadline = time.monotonic() + DRAIN_TIMEOUT_S
-                while (len(markers.in_view) < len(markers.committed)
-                       and time.monotonic() < deadline):
+                while len(seen) < len(markers.committed) and time.monotonic() < deadline:
                     time.sleep(0.05)
+                cpu = child_cpu(ingest.pid, postmaster)
             finally:
                 stop.set()
                 poller.join(timeout=10)
@@ -176,28 +260,88 @@ def run_rate(rate: float, seconds: float, seed_orders: int) -> dict[str, object]
                     ingest.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     ingest.kill()
-        if len(markers.in_view) < len(markers.committed):
+            elapsed = time.perf_counter() - started
+        if len(seen) < len(markers.committed):
             print((logs / "ingest.log").read_text(errors="replace")[-3000:], file=sys.stderr)
         if load.returncode != 0:
             sys.exit(f"demo load failed ({load.returncode}):\n"
                      + (logs / "load.log").read_text(errors="replace")[-3000:])
         load_stats = json.loads(load_out)
-        verified = all(r.ok for r in streaming_views.verify(land))
-    live = [(markers.in_view[i] - t) * 1000 for i, t in enumerate(markers.committed)
-            if i in markers.in_view]
-    mirror = [(markers.in_mirror[i] - t) * 1000 for i, t in enumerate(markers.committed)
-              if i in markers.in_mirror]
-    if not live:
-        sys.exit("no marker reached the live view: see the ingestion log")
+        if profile:
+            report_profile(land, elapsed, cpu, views)
+        verified = all(r.ok for r in streaming_views.verify(land)) if views else None
+    return Phase(
+        live_ms=[(markers.in_view[i] - t) * 1000 for i, t in enumerate(markers.committed)
+                 if i in markers.in_view],
+        mirror_ms=[(markers.in_mirror[i] - t) * 1000 for i, t in enumerate(markers.committed)
+                   if i in markers.in_mirror],
+        markers=len(markers.committed),
+        achieved_rate=round(load_stats["changes"] / max(load_stats["elapsed_s"], 1e-9)),
+        verified=verified)
+
+
+def child_cpu(pid: int, postmaster: int) -> dict[str, float]:
+    """CPU seconds so far of the ingestion process and of the bench server's live backends
+    (the landing backends are ingestion's; the source ones the walsender and the markers)."""
+    out = {"ingest process": sum(psutil.Process(pid).cpu_times()[:2])}
+    for proc in psutil.Process(postmaster).children():
+        try:
+            line, times = " ".join(proc.cmdline()), proc.cpu_times()
+        except psutil.Error:
+            continue
+        kind = ("walsender (src)" if "walsender" in line else "landing backends"
+                if " land " in line else "source backends" if " src " in line else None)
+        if kind:
+            out[kind] = out.get(kind, 0.0) + times.user + times.system
+    return out
+
+
+def report_profile(land: str, elapsed: float, cpu: dict[str, float], views: bool) -> None:
+    """Print where the landing time went (pg_stat_statements, trigger functions) to stderr."""
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"--- profile ({'with' if views else 'without'} live views), {elapsed:.1f} s wall ---")
+    for what, seconds in cpu.items():
+        say(f"cpu {what:<22} {seconds:8.1f} s")
+    with psycopg.connect(land, autocommit=True) as conn:
+        rows = conn.execute(
+            "select toplevel, calls, round(total_exec_time)::bigint,"
+            " round(mean_exec_time::numeric, 3), left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
+            " from pg_stat_statements where dbid = (select oid from pg_database"
+            " where datname = current_database()) order by total_exec_time desc limit 12"
+            ).fetchall()
+        say("top statements (total ms, calls, mean ms; nested = inside a trigger/function):")
+        for toplevel, calls, total, mean, query in rows:
+            say(f"  {total:>8} ms {calls:>8} x {mean:>9} {'top' if toplevel else 'nested'}"
+                f"  {query}")
+        funcs = conn.execute(
+            "select funcname, calls, round(total_time)::bigint, round(self_time)::bigint"
+            " from pg_stat_user_functions order by total_time desc limit 8").fetchall()
+        if funcs:
+            say("trigger/functions (total ms, self ms, calls):")
+            for name, calls, total, self_ms in funcs:
+                say(f"  {total:>8} ms {self_ms:>8} ms {calls:>8} x  {name}")
+
+
+def run_rate(rate: float, seconds: float, seed_orders: int, profile: bool,
+             key_indexes: bool) -> dict[str, object]:
+    """The full stack, then the ingestion-only baseline, at ``rate``; returns the JSON record."""
+    full = run_phase(rate, seconds, seed_orders, views=True, profile=profile,
+                     key_indexes=key_indexes)
+    base = run_phase(rate, seconds, seed_orders, views=False, profile=profile)
+    live, ingest = full.live_ms, base.mirror_ms
+    if not live or not ingest:
+        sys.exit("markers never reached landing: see the ingestion log above")
     return {
-        "bench": "freshness", "rate": rate,
-        "achieved_rate": round(load_stats["changes"] / max(load_stats["elapsed_s"], 1e-9)),
-        "markers": len(markers.committed), "markers_seen": len(live),
+        "bench": "freshness", "rate": rate, "achieved_rate": full.achieved_rate,
+        "markers": full.markers, "markers_seen": len(live),
         "p50_ms": round(pct(live, 50), 1), "p95_ms": round(pct(live, 95), 1),
         "p99_ms": round(pct(live, 99), 1), "max_ms": round(max(live), 1),
-        "ingest_p50_ms": round(pct(mirror, 50), 1), "ingest_p99_ms": round(pct(mirror, 99), 1),
-        "ratio_p99": round(pct(live, 99) / max(pct(mirror, 99), 1e-9), 3),
-        "views_verified": verified,
+        "mirror_p99_ms": round(pct(full.mirror_ms, 99), 1),
+        "ingest_p50_ms": round(pct(ingest, 50), 1), "ingest_p95_ms": round(pct(ingest, 95), 1),
+        "ingest_p99_ms": round(pct(ingest, 99), 1),
+        "ingest_achieved_rate": base.achieved_rate,
+        "ratio_p99": round(pct(live, 99) / max(pct(ingest, 99), 1e-9), 2),
+        "views_verified": full.verified, "key_indexes": key_indexes,
     }
 
 
@@ -208,10 +352,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="marker phase per rate")
     parser.add_argument("--seed-orders", type=int, default=2000,
                         help="orders of the one seeded day (landing starts with that history)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print statement, trigger and CPU profiles to stderr")
+    parser.add_argument("--key-indexes", action="store_true",
+                        help="experiment: add KEY_INDEXES on the landing mirror after the deploy")
     args = parser.parse_args()
     rates = [args.rate] if args.rate is not None else [2000.0, 5000.0]
     for rate in rates:
-        print(json.dumps(run_rate(rate, args.seconds, args.seed_orders)), flush=True)
+        record = run_rate(rate, args.seconds, args.seed_orders, args.profile, args.key_indexes)
+        print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":
