@@ -126,7 +126,8 @@ class CompiledView:
         return self.keys + self.hidden_columns()
 
     # ------------------------------------------------------------- flat rows
-    def flat_select(self, sign: int, replace: int | None = None, relation: str = "") -> str:
+    def flat_select(self, sign: int | str, replace: int | None = None,
+                    relation: str = "") -> str:
         """The query's rows before grouping: ``__sign``, ``__k<j>``, ``__x<i>``, ``__f<i>``.
 
         Args:
@@ -162,6 +163,30 @@ class CompiledView:
         if an.where is not None:
             text += f" WHERE {deparse(an.where)}"
         return text
+
+    def delta_select(self, index: int, event: str) -> str:
+        """Flat rows of one statement's change to base table ``index``: the transition tables
+        (``__tm_new`` with ``__sign`` +1, ``__tm_old`` with -1) joined to the other tables once.
+
+        Args:
+            index: the base table changed.
+            event: ``ins``, ``upd`` or ``del``.
+        """
+        branches = []
+        if event in {"ins", "upd"}:
+            branches.append("SELECT 1 AS __sign, * FROM __tm_new")
+        if event in {"del", "upd"}:
+            branches.append("SELECT -1 AS __sign, * FROM __tm_old")
+        if self.analysis.branches:  # UNION ALL views: one flat select per sign
+            return " UNION ALL ".join(
+                self.flat_select(sign, index, rel) for sign, rel in
+                (([1, "__tm_new"],) if event != "del" else ()) +
+                (([-1, "__tm_old"],) if event != "ins" else ()))
+        ref = self.analysis.tables[index].ref
+        placeholder = deparse(ast.RangeVar(relname="__tm_delta", inh=True, relpersistence="p",
+                                           alias=ast.Alias(aliasname=ref)))
+        text = self.flat_select(f"{q(ref)}.__sign", index, "__tm_delta")
+        return text.replace(placeholder, f"({' UNION ALL '.join(branches)}) AS {q(ref)}", 1)
 
     def _union_from(self, replace: int | None, relation: str) -> str:
         """``(<branch> UNION ALL ...) AS alias(cols)``; with ``replace`` only the branches

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
-from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view
+from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.triggers import state_ddl, trigger_set
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
@@ -113,6 +113,7 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
             for stmt in trigger_set(cv).create:
                 cur.execute(stmt)  # type: ignore[arg-type]
             cur.execute(cv.build_sql())  # type: ignore[arg-type]
+            _exercise_triggers(cur, cv)
             cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                           sql.Identifier(cv.suffix)))
             # Lock order as readers take it: live view first, then the state behind it.
@@ -138,6 +139,29 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
         name=cv.name, target="embedded", definition_hash=cv.hash, suffix=cv.suffix,
         definition=cv.analysis.view.text, path=str(cv.analysis.view.path), base_tables=tables,
         columns=[n for n, _ in cv.outputs], deployed_at=None))  # type: ignore[arg-type]
+
+
+def _exercise_triggers(cur: psycopg.Cursor, cv: CompiledView) -> None:
+    """Fire every maintenance trigger once with empty transition tables.
+
+    PL/pgSQL plans a statement when it first runs, so this makes PostgreSQL check every
+    generated statement now, at deploy time, instead of failing the first real write.
+    """
+    for table in cv.tables:
+        rel = sql.Identifier(table.schema, table.name)
+        rows = cur.execute(
+            "select attname, attidentity from pg_attribute where attrelid = %s::regclass "
+            "and attnum > 0 and not attisdropped and attgenerated = '' order by attnum",
+            (f"{q(table.schema)}.{q(table.name)}",)).fetchall()
+        cur.execute(sql.SQL("delete from {} where false").format(rel))
+        if rows:
+            cols = sql.SQL(", ").join(sql.Identifier(r[0]) for r in rows)
+            cur.execute(sql.SQL("insert into {} ({}) overriding system value select {} from {} "
+                                "where false").format(rel, cols, cols, rel))
+        updatable = [sql.Identifier(r[0]) for r in rows if r[1] != "a"]
+        if updatable:
+            cur.execute(sql.SQL("update {} set {} = {} where false").format(
+                rel, updatable[0], updatable[0]))
 
 
 def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:

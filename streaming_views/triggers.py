@@ -108,12 +108,7 @@ PERFORM pg_advisory_xact_lock({cv.lock_key});
 
 def delta_body(cv: CompiledView, index: int, event: str) -> str:
     """Statements applying one statement's transition tables of base table ``index``."""
-    parts = []
-    if event in {"ins", "upd"}:
-        parts.append(cv.flat_select(1, index, "__tm_new"))
-    if event in {"del", "upd"}:
-        parts.append(cv.flat_select(-1, index, "__tm_old"))
-    source = cv.aggregate_select(" UNION ALL ".join(parts), delta=True)
+    source = cv.aggregate_select(cv.delta_select(index, event), delta=True)
     upsert = cv.upsert_sql(source)
     dynamic = sql.Literal(upsert).as_string(None)
     # The cached plan is made for the first (usually small) statement; a large one is planned

@@ -151,3 +151,18 @@ def test_rebuild_repairs_writes_made_without_triggers(db: str, conn: psycopg.Con
     assert not verify(db, "per_group")[0].ok
     rebuild(db, "per_group")
     assert verify(db, "per_group")[0].ok
+
+
+def test_generated_maintenance_sql_is_checked_at_deploy(db: str, conn: psycopg.Connection,
+                                                        tmp_path: Path):
+    conn.execute("create table q.odd (id int generated always as identity, __sign int, "
+                 "g int, twice int generated always as (g * 2) stored)")
+    with pytest.raises(DeployError, match="__sign"):
+        deploy(db, write(tmp_path / "o", odd="select o.g, count(*) as n from q.odd o "
+                                             "group by o.g"))
+    assert conn.execute("select to_regclass('live.odd')").fetchone()[0] is None
+    conn.execute("alter table q.odd rename column __sign to sign")
+    assert deploy(db, write(tmp_path / "o", odd="select o.g, max(o.twice) as t from q.odd o "
+                                               "group by o.g"))[0].action == "created"
+    conn.execute("insert into q.odd (sign, g) values (1, 1), (1, 2)")
+    assert verify(db, "odd")[0].ok
