@@ -29,7 +29,7 @@ from orchestration.defs.dbt_setup import (
 )
 from orchestration.defs.errors import DefinitionsError
 from orchestration.defs.freshness import mart_freshness_policy
-from orchestration.defs.resources import TidemarkResource
+from orchestration.defs.resources import TidemarkResource, environment
 
 SOURCES = ("shop",)
 DAILY_TAG = "daily"
@@ -100,10 +100,13 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
     """Run one dbt command for the selected assets and stream its events to Dagster.
 
     The profile is pointed at the resource's landing URL for the invocation; the invocation's
-    directory goes under ``<target>/runs`` and old ones are cleaned afterwards.
+    directory goes under ``<target>/runs`` and old ones are cleaned afterwards. Tests run with
+    ``buildable`` indirect selection: a test that also reads a model of the other ``@dbt_assets``
+    (e.g. a mart's relationship to a dimension) runs only with the step that builds all its
+    parents, never before they exist. Dagster overrides it when it subsets the checks.
     """
     target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
-    with tidemark.dbt_environment():
+    with tidemark.dbt_environment(), environment({"DBT_INDIRECT_SELECTION": "buildable"}):
         invocation = dbt.cli(args, context=context, target_path=target)
         for event in invocation.stream():
             if extra_metadata and isinstance(event, dg.Output):
@@ -128,7 +131,10 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     """Daily marts for the run's days: one ``dbt build`` with vars min_date/max_date."""
     dbt_vars = day_vars(context.partition_time_window)
     context.log.info(f"dbt build of the daily marts for {dbt_vars}")
-    yield from run_dbt(context, dbt, tidemark, ["build", "--vars", json.dumps(dbt_vars)],
+    # Unit tests bring their own fixture days and would see the partition's vars: they run in
+    # dbt's own CI (tests/dbt_project), not in a partition build.
+    yield from run_dbt(context, dbt, tidemark, ["build", "--vars", json.dumps(dbt_vars),
+                                                "--exclude", "test_type:unit"],
                        {"dbt_vars": dbt_vars})
 
 
