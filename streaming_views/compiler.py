@@ -365,6 +365,10 @@ def describe(conn: psycopg.Connection, select_text: str) -> list[tuple[str, str]
             rows = [(str(n), str(t)) for n, t in cur.fetchall()]
             cur.execute("drop view pg_temp.tidemark_probe")
             return rows
+    except psycopg.errors.UndefinedTable as exc:
+        raise ViewDefinitionError(
+            f"{str(exc).strip()}\nThe view's base tables must exist in this database first "
+            "(for the landing mirror: start ingestion, e.g. 'tidemark ingest run').") from None
     except psycopg.Error as exc:
         raise ViewDefinitionError(str(exc).strip()) from None
 
