@@ -36,12 +36,14 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin tidemark \
 ENV PYTHONPATH=/app \
     DAGSTER_HOME=/opt/dagster/home \
     TIDEMARK_HOME=/var/lib/tidemark \
+    TIDEMARK_DBT_TARGET_PATH=/app/dbt_project/target \
     DBT_LOG_PATH=/tmp/dbt-logs
 
 USER tidemark
 
-# The dbt manifest the Dagster code location loads (dbt parse needs no database connection).
-RUN dbt parse --project-dir dbt_project --profiles-dir dbt_project --quiet
+# The dbt manifest the Dagster code location loads, prepared the way `tidemark up` does it
+# (dbt parse into TIDEMARK_DBT_TARGET_PATH; no database connection needed).
+RUN python -m orchestration.defs.dbt_setup
 
 EXPOSE 3000
 CMD ["tidemark", "--help"]

@@ -4,6 +4,7 @@ and a fresh PostgreSQL cluster standing in for a new source or landing container
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,20 @@ DOCKER = REPO / "docker"
 DEV_ENV: dict[str, str] = dict(
     line.split("=", 1) for line in (DOCKER / "dev.env").read_text().splitlines()
     if line.strip() and not line.lstrip().startswith("#"))
+
+
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """``value`` with ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` substituted from
+    ``env``, as Docker Compose does (a missing required variable raises KeyError)."""
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if kind in (":-", "-"):
+            return env.get(name) or rest
+        return env[name]
+    return INTERPOLATION.sub(one, value)
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,11 @@ import yaml
 
 from orchestration.cli.main import app as cli_app
 from streaming_views import load_views
-from tests.deploy.conftest import DEV_ENV, DOCKER, REPO
+from tests.deploy.conftest import DEV_ENV, DOCKER, INTERPOLATION, REPO, interpolate
 
 APP_SERVICES = ("demo-schema", "ingest", "views-deploy", "dagster-webserver", "dagster-daemon",
                 "loadgen")
 EXPECTED = {"source", "landing", "materialize", "materialize-init", *APP_SERVICES}
-INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
 
 
 def container_ports(service: dict[str, Any]) -> dict[int, str]:
@@ -30,17 +29,6 @@ def container_ports(service: dict[str, Any]) -> dict[int, str]:
         *host, container = str(spec).split(":")
         out[int(container)] = ":".join(host)
     return out
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """``value`` with ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` substituted from
-    ``env``, as Docker Compose does (a missing required variable raises KeyError)."""
-    def one(match: re.Match[str]) -> str:
-        name, kind, rest = match.groups()
-        if kind in (":-", "-"):
-            return env.get(name) or rest
-        return env[name]
-    return INTERPOLATION.sub(one, value)
 
 
 def urls(service: dict[str, Any]) -> dict[str, str]:
