@@ -1,0 +1,33 @@
+"""Least privilege: the app role deploys and maintains views; the reader role reads them."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from orchestration.stack.bootstrap import grant_landing
+from streaming_views import verify
+from tests.streaming_views.conftest import deploy_text
+
+
+def as_role(url: str, role: str) -> str:
+    return url.replace("postgres@", f"{role}@", 1)
+
+
+def test_app_role_deploys_writes_and_reader_reads(module_db: str) -> None:
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema shopx; create table shopx.t (id int primary key, g int)")
+        conn.execute("insert into shopx.t select i, i % 3 from generate_series(1, 30) i")
+    assert deploy_text(app, "by_g", "select s.g, count(*) as n from shopx.t s group by s.g") \
+        == "created"
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("insert into shopx.t values (100, 7)")
+        conn.execute("delete from shopx.t where g = 0")
+    assert all(r.ok for r in verify(app))
+    with psycopg.connect(as_role(module_db, "tidemark_reader"), autocommit=True) as conn:
+        rows = dict(conn.execute("select g, n from live.by_g").fetchall())
+        assert rows == {1: 10, 2: 10, 7: 1}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("insert into shopx.t values (200, 1)")
