@@ -1,0 +1,42 @@
+"""The tidemark resource: URLs from the stack settings at run time, thresholds, targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.defs.errors import DefinitionsError
+from orchestration.defs.resources import TidemarkResource, dbt_env, live_target_from_env
+
+
+def test_urls_default_to_the_stack_settings(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.setenv("TIDEMARK_PG_PORT", "56789")
+    monkeypatch.delenv("TIDEMARK_SOURCE_URL", raising=False)
+    monkeypatch.delenv("TIDEMARK_LANDING_URL", raising=False)
+    urls = TidemarkResource().urls()  # no connection is made
+    assert urls.landing_app == "postgresql://tidemark_app@127.0.0.1:56789/tidemark"
+    assert urls.source_ingest == "postgresql://tidemark_ingest@127.0.0.1:56789/shop"
+    explicit = TidemarkResource(landing_app_url="postgresql://u@h:1/x").urls()
+    assert explicit.landing_app == "postgresql://u@h:1/x"
+    assert explicit.source == "postgresql://postgres@127.0.0.1:56789/shop"
+
+
+def test_thresholds_and_target(monkeypatch) -> None:
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "10")
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "20")
+    assert TidemarkResource().lag_thresholds() == (10.0, 20.0)
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "soon")
+    with pytest.raises(DefinitionsError, match="TIDEMARK_INGEST_LAG_ERROR_S"):
+        TidemarkResource().lag_thresholds()
+    monkeypatch.setenv("TIDEMARK_LIVE_TARGET", "duckdb")
+    with pytest.raises(DefinitionsError, match="embedded or materialize"):
+        live_target_from_env()
+    monkeypatch.delenv("TIDEMARK_MATERIALIZE_URL", raising=False)
+    with pytest.raises(DefinitionsError, match="TIDEMARK_MATERIALIZE_URL"):
+        TidemarkResource(live_target="materialize").mz_url()
+
+
+def test_dbt_env_from_url() -> None:
+    env = dbt_env("postgresql://tidemark_app:s%40cret@db.example:6543/landing")
+    assert env["TIDEMARK_DBT_HOST"] == "db.example" and env["TIDEMARK_DBT_PORT"] == "6543"
+    assert env["TIDEMARK_DBT_PASSWORD"] == "s@cret" and env["TIDEMARK_DBT_DBNAME"] == "landing"
