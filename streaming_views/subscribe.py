@@ -9,6 +9,7 @@ emitted as a snapshot of +1 rows. Changes committed close together may arrive as
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -40,7 +41,14 @@ def _read(conn: psycopg.Connection, name: str) -> tuple[datetime, Counter]:
         ts = conn.execute("select now()").fetchone()[0]
         rows = conn.execute(sql.SQL("select * from {}").format(
             sql.Identifier(LIVE_SCHEMA, name))).fetchall()
-    return ts, Counter(rows)
+    return ts, Counter(tuple(_hashable(v) for v in row) for row in rows)
+
+
+def _hashable(value: Any) -> Any:
+    """jsonb objects and arrays come back as dict/list: make them hashable (as JSON text)."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def diff(before: Counter, after: Counter, timestamp: datetime) -> list[Change]:
