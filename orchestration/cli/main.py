@@ -9,6 +9,7 @@ import typer
 from orchestration.cli import db, demo, up
 from orchestration.cli import dlq as dlq_cli
 from orchestration.cli import ingest as ingest_cli
+from orchestration.cli import status as status_cli
 from orchestration.cli import views as views_cli
 from orchestration.cli.output import fail
 from orchestration.errors import TidemarkError
@@ -26,6 +27,7 @@ app.add_typer(views_cli.app, name="views")
 app.add_typer(ingest_cli.app, name="ingest")
 app.add_typer(dlq_cli.app, name="dlq")
 app.command("up")(up.up)
+app.command("status")(status_cli.status)
 
 
 def main() -> None:
