@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from datetime import timedelta
+from functools import lru_cache
 
 import dagster as dg
 
@@ -30,8 +31,14 @@ def deadline_cron() -> str:
 
 def mart_freshness_policy() -> dg.FreshnessPolicy:
     """Cron freshness policy of a daily mart: materialised in the 24 h before the deadline."""
-    return dg.FreshnessPolicy.cron(deadline_cron=deadline_cron(),
-                                   lower_bound_delta=timedelta(hours=24), timezone="UTC")
+    return _cron_policy(deadline_cron())
+
+
+@lru_cache(maxsize=8)
+def _cron_policy(cron: str) -> dg.FreshnessPolicy:
+    # Building one validates the cron over a year of ticks (~8 ms): once per cron string.
+    return dg.FreshnessPolicy.cron(deadline_cron=cron, lower_bound_delta=timedelta(hours=24),
+                                   timezone="UTC")
 
 
 def partition_freshness_defs(daily_assets: list[dg.AssetsDefinition]) -> dg.Definitions:
