@@ -23,6 +23,9 @@ def up(
         help="Leave PostgreSQL running on exit (stop it later with `tidemark db stop`).")
                        ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the demo generator.")] = 42,
+    dagster: Annotated[bool, typer.Option(
+        help="Run the Dagster UI and daemon (port TIDEMARK_DAGSTER_PORT, default 3000).")
+                       ] = True,
 ) -> None:
     """Start PostgreSQL, the demo source and its workload, and print the psql URL."""
     if rate < 0:
@@ -32,6 +35,6 @@ def up(
     if duration is not None and duration <= 0:
         raise SettingsError(f"--duration must be a positive number of seconds; got {duration:g}.")
     options = UpOptions(seed_days=seed_days, orders_per_day=orders_per_day, rate=rate,
-                        duration_s=duration, keep_db=keep_db, seed=seed)
+                        duration_s=duration, keep_db=keep_db, seed=seed, dagster=dagster)
     raise typer.Exit(run_up(load_settings(), options, say=lambda m: console.print(
         m, highlight=False)))

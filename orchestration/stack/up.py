@@ -33,6 +33,7 @@ class UpOptions:
         duration_s: stop by itself after this many seconds (None: until Ctrl-C).
         keep_db: leave the embedded PostgreSQL running on exit.
         seed: seed of the demo generator.
+        dagster: run the Dagster webserver and daemon.
     """
 
     seed_days: int = 7
@@ -41,6 +42,7 @@ class UpOptions:
     duration_s: float | None = None
     keep_db: bool = False
     seed: int = 42
+    dagster: bool = True
 
 
 Say = Callable[[str], None]
@@ -136,10 +138,12 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def banner(dbs: Databases, settings: Settings) -> str:
+def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
     """What to connect to, printed once everything runs."""
+    ui = [f"  Dagster UI:       {dagster_url}"] if dagster_url else []
     return "\n".join([
         "Tidemark is up.",
+        *ui,
         f"  SQL (read-only):  psql {dbs.reader}",
         f"  source (admin):   {redact(dbs.source)}",
         "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
@@ -168,7 +172,13 @@ def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
         deploy_live_views(dbs, say)
         build_marts(dbs, settings, say)
         start_ingestion(supervisor, settings)
-        say(banner(dbs, settings))
+        dagster_url = None
+        if options.dagster:
+            from orchestration.stack.dagster_proc import start_dagster
+
+            say("Starting Dagster (webserver and daemon)...")
+            dagster_url = start_dagster(supervisor, settings)
+        say(banner(dbs, settings, dagster_url))
         load_thread = _start_load(dbs, options, stop, say)
         deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
         while not stop.is_set():

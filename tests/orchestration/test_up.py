@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -20,9 +21,12 @@ TIDEMARK = shutil.which("tidemark")
 pytestmark = pytest.mark.skipif(TIDEMARK is None, reason="tidemark console script not installed")
 
 
-def _start_up(home: Path, port: int, *args: str) -> tuple[subprocess.Popen, Path]:
+def _start_up(home: Path, port: int, *args: str,
+              dagster_port: int | None = None) -> tuple[subprocess.Popen, Path]:
     env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port),
-           "COLUMNS": "200"}
+           "COLUMNS": "200", "TIDEMARK_DAGSTER_PORT": str(dagster_port or free_port())}
+    if dagster_port is None:
+        args = ("--no-dagster", *args)
     env.pop("TIDEMARK_SOURCE_URL", None)
     env.pop("TIDEMARK_LANDING_URL", None)
     out = home.parent / f"up-{time.monotonic_ns()}.log"
@@ -85,3 +89,23 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert "Seeding" not in out.read_text(), "a second run reuses the data"
+
+
+def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
+    home, port, ui_port = tmp_path / "home", free_port(), free_port()
+    proc, out = _start_up(home, port, "--rate", "20", dagster_port=ui_port)
+    try:
+        assert wait_for(lambda: "Dagster UI" in out.read_text() or proc.poll() is not None,
+                        240), out.read_text()
+        assert f"http://127.0.0.1:{ui_port}" in out.read_text(), out.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/server_info", timeout=10) as r:
+            assert r.status == 200
+            assert "dagster_webserver_version" in r.read().decode()
+        assert (home / "dagster" / "dagster.yaml").exists(), "DAGSTER_HOME under TIDEMARK_HOME"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(90)
+    log = out.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log
+
