@@ -37,3 +37,7 @@ class CatchUpTimeoutError(IngestionError):
 
 class TablesChangedError(IngestionError):
     """A resync changed the landing tables while a batch was in flight: restart the session."""
+
+
+class ResyncBlockedError(IngestionError):
+    """A resync cannot reshape a mirror table because other objects depend on its columns."""

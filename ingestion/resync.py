@@ -23,13 +23,13 @@ from psycopg import sql
 from ingestion.applier import Applier
 from ingestion.catalog import drop_slot, key_columns, table_columns
 from ingestion.engine import catch_up
-from ingestion.errors import TableNotFoundError
+from ingestion.errors import ResyncBlockedError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.relations import RelationTracker
 from ingestion.snapshot import create_slot_exporting, open_snapshot, snapshot_tables
 from ingestion.state import ensure_state, record_schema_change
-from ingestion.tables import TableInfo, create_landing_tables, save_table
+from ingestion.tables import TableInfo, save_table
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -113,19 +113,16 @@ def _resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
 
 
 def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: int) -> None:
-    """Recreate the mirror in the source's current shape; widen the changelog to match."""
+    """Bring the mirror to the source's current shape, emptied; widen the changelog to match."""
     conn = applier.conn
     cols = tracker._columns([(n, t, m) for n, t, m, _ in table_columns(tracker.source_conn, oid)])
-    have = {r[0]: r[1] for r in conn.execute(
-        "select attname, format_type(atttypid, atttypmod) from pg_attribute where attrelid ="
-        " %s::regclass and attnum > 0 and not attisdropped",
-        (info.changelog.as_string(conn),))}
-    conn.execute(sql.SQL("drop table if exists {}").format(info.mirror))
-    info.columns, info.key, info.source_oid = cols, key_columns(tracker.source_conn, oid), oid
+    key = key_columns(tracker.source_conn, oid)
+    have = _column_types(conn, info.changelog)
+    _reshape_mirror(conn, info, cols, key)
+    info.columns, info.key, info.source_oid = cols, key, oid
     info.refresh()
     info.paused_reason = None
     info.version += 1
-    create_landing_tables(conn, info)
     for col in cols:
         ident = sql.Identifier(col.name)
         if col.name not in have:
@@ -141,16 +138,87 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     applier.tables[info.name] = info
 
 
+def _column_types(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, str]:
+    return {r[0]: r[1] for r in conn.execute(
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute where attrelid ="
+        " %s::regclass and attnum > 0 and not attisdropped order by attnum",
+        (table.as_string(conn),))}
+
+
+def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list, key: list[str]
+                    ) -> None:
+    """Empty the mirror and alter it in place to the source's columns (in order) and key.
+
+    In place rather than dropped and re-created, so that what is built on the mirror survives:
+    dbt staging views, live-view triggers (TRUNCATE makes them rebuild), grants. A change that
+    a dependent object forbids (dropping or retyping a column a view reads) stops the resync
+    with an error naming those objects; the transaction rolls back and the kept changes stay.
+
+    Raises:
+        ResyncBlockedError: a dependent object blocks a column change.
+    """
+    have = _column_types(conn, info.mirror)
+    wanted = {c.name: c.type_sql for c in cols}
+    conn.execute(sql.SQL("truncate {}").format(info.mirror))
+    try:
+        with conn.transaction():
+            # A column gone and a column new at the same position is a rename (as the relation
+            # tracker reads it): renaming keeps the column order and dependent views follow it.
+            for old, new in zip(list(have), list(wanted), strict=False):
+                if old != new and old not in wanted and new not in have:
+                    conn.execute(sql.SQL("alter table {} rename column {} to {}").format(
+                        info.mirror, sql.Identifier(old), sql.Identifier(new)))
+                    have = {new if k == old else k: v for k, v in have.items()}
+            for name in have:
+                if name not in wanted:
+                    conn.execute(sql.SQL("alter table {} drop column {}").format(
+                        info.mirror, sql.Identifier(name)))
+            for name, type_sql in wanted.items():
+                if name not in have:
+                    conn.execute(sql.SQL("alter table {} add column {} {}").format(
+                        info.mirror, sql.Identifier(name), sql.SQL(type_sql)))
+                elif have[name] != type_sql:
+                    # The table is empty: no value needs converting.
+                    retype = sql.SQL("alter table {} alter column {} type {} using null")
+                    conn.execute(retype.format(info.mirror, sql.Identifier(name),
+                                               sql.SQL(type_sql)))
+            if key != info.key:
+                _replace_primary_key(conn, info.mirror, key)
+    except (psycopg.errors.DependentObjectsStillExist, psycopg.errors.FeatureNotSupported) as exc:
+        detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
+        raise ResyncBlockedError(
+            f"Cannot resync {info.source}.{info.name}: the mirror must change shape to match the "
+            f"source, but other objects depend on it ({detail}). Update or drop those objects "
+            f"(for a dbt model, change it and run `dbt build` after the resync), then run "
+            f"`tidemark ingest resync {info.name}` again. Nothing was lost: the kept changes "
+            f"stay in tidemark.paused_changes."
+        ) from None
+
+
+def _replace_primary_key(conn: psycopg.Connection, table: sql.Identifier, key: list[str]) -> None:
+    name = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and"
+                        " contype = 'p'", (table.as_string(conn),)).fetchone()
+    if name is not None:
+        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+            table, sql.Identifier(name[0])))
+    conn.execute(sql.SQL("alter table {} add primary key ({})").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, key))))
+
+
 def _changelog_only(conn: psycopg.Connection, info: TableInfo, source: str, lsn: int) -> int:
     """Kept changes committed before the snapshot: into the changelog only."""
     cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    # Fields are named, not expanded with .*: the mirror's column order may differ from the
+    # source's after a resync reshaped it in place.
+    fields = sql.SQL(", ").join(sql.Identifier("r", c) for c in info.column_names)
     cur = conn.execute(sql.SQL(
         "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
-        " select (jsonb_populate_record(null::{}, coalesce(p.row_data, p.old_data))).*,"
-        " p.op, p.lsn, p.commit_lsn, p.seq, p.commit_at, p.txid from tidemark.paused_changes p"
+        " select {}, p.op, p.lsn, p.commit_lsn, p.seq, p.commit_at, p.txid"
+        " from tidemark.paused_changes p,"
+        " jsonb_populate_record(null::{}, coalesce(p.row_data, p.old_data)) r"
         " where p.source = %s and p.table_name = %s and p.commit_lsn < %s::pg_lsn"
         " order by p.commit_lsn, p.seq on conflict do nothing"
-    ).format(info.changelog, cols, info.mirror), (source, info.name, lsn_to_str(lsn)))
+    ).format(info.changelog, cols, fields, info.mirror), (source, info.name, lsn_to_str(lsn)))
     return cur.rowcount
 
 

@@ -1,0 +1,86 @@
+"""Resync keeps what is built on a mirror table: dbt-style views and live-view triggers survive a
+reshaped mirror; a change a dependent view forbids stops with a clear error and loses nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import streaming_views
+from ingestion import catch_up
+from ingestion.errors import ResyncBlockedError
+from ingestion.resync import resync
+from tests.ingestion.conftest import Pair, assert_mirror_equals
+
+
+def _land(p: Pair, *statements: str) -> list[tuple]:
+    with psycopg.connect(p.land, autocommit=True) as conn:
+        rows: list[tuple] = []
+        for stmt in statements:
+            cur = conn.execute(stmt)
+            rows = cur.fetchall() if cur.description else rows
+        return rows
+
+
+def _paused(p: Pair) -> set[str]:
+    return {r[0] for r in _land(p, "select table_name from tidemark.replicated_tables"
+                                   " where paused_at is not null")}
+
+
+@pytest.fixture
+def built_on(pair: Pair, tmp_path: Path) -> Pair:
+    """Table t replicated, with a plain view (as dbt staging builds) and a live view on it."""
+    pair.src_exec("create table t (id int primary key, grp int, label text, qty int)",
+                  "insert into t select g, g % 3, 'l' || g, g from generate_series(1, 30) g")
+    catch_up(pair.src, pair.land, pair.source)
+    _land(pair, "create schema staging",
+          f'create view staging.stg_t as select id, grp from "{pair.source}".t')
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "t_per_grp.sql").write_text(
+        f"select grp, count(*) as n, sum(qty) as qty from {pair.source}.t group by grp\n")
+    streaming_views.deploy(pair.land, views_dir=views)
+    return pair
+
+
+def test_resync_keeps_dependent_views_and_live_view_maintenance(built_on: Pair) -> None:
+    p = built_on
+    p.src_exec("alter table t rename column label to title",
+               "insert into t values (31, 1, 'new', 31)", "update t set qty = 0 where id = 2")
+    catch_up(p.src, p.land, p.source)
+    assert _paused(p) == {"t"}
+
+    resync(p.src, p.land, p.source, "t")
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
+    assert _land(p, "select count(*) from staging.stg_t") == [(31,)], "the dbt view survives"
+    assert [r.ok for r in streaming_views.verify(p.land, "t_per_grp")] == [True]
+
+    p.src_exec("insert into t values (32, 2, 'after', 5)", "delete from t where id = 3")
+    catch_up(p.src, p.land, p.source)
+    assert_mirror_equals(p, "t")
+    assert [r.ok for r in streaming_views.verify(p.land, "t_per_grp")] == [True], \
+        "the live view's triggers still maintain it after the resync"
+
+
+def test_resync_blocked_by_a_dependent_view_says_which_and_loses_nothing(built_on: Pair) -> None:
+    p = built_on
+    p.src_exec("alter table t alter column grp type bigint", "insert into t values (40, 1, 'x', 1)")
+    catch_up(p.src, p.land, p.source)
+    assert _paused(p) == {"t"}
+    kept = _land(p, "select count(*) from tidemark.paused_changes where table_name = 't'")
+
+    with pytest.raises(ResyncBlockedError) as info:
+        resync(p.src, p.land, p.source, "t")
+    message = str(info.value)
+    assert "stg_t" in message and "tidemark ingest resync t" in message
+    assert _paused(p) == {"t"}
+    assert _land(p, "select count(*) from tidemark.paused_changes where table_name = 't'") == kept
+    assert _land(p, f'select count(*) from "{p.source}".t') == [(30,)], "mirror untouched"
+
+    _land(p, "drop view staging.stg_t")
+    resync(p.src, p.land, p.source, "t")
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
