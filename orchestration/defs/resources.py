@@ -11,11 +11,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 
 from orchestration.defs.errors import DefinitionsError
+from orchestration.stack.dbt import dbt_connection_env, environment
 
 LIVE_TARGETS = ("embedded", "materialize")
 
@@ -146,34 +146,5 @@ class TidemarkResource(dg.ConfigurableResource):
         The profile reads only ``TIDEMARK_DBT_*`` variables; they are set from
         :attr:`Urls.landing_app` and restored afterwards.
         """
-        with environment(dbt_env(self.urls().landing_app)):
+        with environment(dbt_connection_env(self.urls().landing_app)):
             yield
-
-
-def dbt_env(landing_url: str) -> dict[str, str]:
-    """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``."""
-    parts = urlsplit(landing_url)
-    return {
-        "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
-        "TIDEMARK_DBT_PORT": str(parts.port or 5432),
-        "TIDEMARK_DBT_USER": unquote(parts.username or "tidemark_app"),
-        "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
-        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/") or "tidemark",
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DO_NOT_TRACK": "1",
-    }
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the previous values."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

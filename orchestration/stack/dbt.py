@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -25,30 +27,56 @@ class DbtRunError(TidemarkError):
     """A dbt command failed."""
 
 
-def dbt_env(landing_url: str, work_dir: Path, target: str = "dev") -> dict[str, str]:
-    """The environment that points ``dbt_project/profiles.yml`` at ``landing_url``.
+def dbt_connection_env(landing_url: str) -> dict[str, str]:
+    """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``.
 
     Args:
         landing_url: ``postgresql://user[:password]@host:port/dbname``.
-        work_dir: where dbt writes ``target/`` and its logs.
-        target: the profile's target (``dev`` or ``ci``).
 
     Returns:
-        Variables to set while dbt runs (the password only if the URL has one).
+        Connection variables (the password only as the URL gives it), telemetry off.
     """
     parts = urlsplit(landing_url)
     return {
-        "TIDEMARK_DBT_TARGET": target,
         "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
         "TIDEMARK_DBT_PORT": str(parts.port or 5432),
         "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),
         "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
-        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/"),
-        "DBT_TARGET_PATH": str(work_dir / "target"),
-        "DBT_LOG_PATH": str(work_dir / "logs"),
+        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/") or "tidemark",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
     }
+
+
+def dbt_env(landing_url: str, work_dir: Path, target: str = "dev") -> dict[str, str]:
+    """:func:`dbt_connection_env` plus the profile target and where dbt writes.
+
+    Args:
+        landing_url: the landing database.
+        work_dir: where dbt writes ``target/`` and its logs.
+        target: the profile's target (``dev`` or ``ci``).
+    """
+    return {
+        **dbt_connection_env(landing_url),
+        "TIDEMARK_DBT_TARGET": target,
+        "DBT_TARGET_PATH": str(work_dir / "target"),
+        "DBT_LOG_PATH": str(work_dir / "logs"),
+    }
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the previous values."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run_dbt(args: list[str], landing_url: str, work_dir: Path,

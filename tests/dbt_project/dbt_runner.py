@@ -8,32 +8,14 @@ sets ``TIDEMARK_DBT_*`` from a landing URL for the duration of each invocation, 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
-from orchestration.stack.dbt import dbt_env
+from orchestration.stack.dbt import dbt_env, environment
 
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
-
-
-@contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the previous values."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class DbtError(AssertionError):

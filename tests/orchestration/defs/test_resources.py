@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestration.defs.errors import DefinitionsError
-from orchestration.defs.resources import TidemarkResource, dbt_env, live_target_from_env
+from orchestration.defs.resources import TidemarkResource, live_target_from_env
 
 
 def test_urls_default_to_the_stack_settings(monkeypatch, tmp_path) -> None:
@@ -34,9 +34,3 @@ def test_thresholds_and_target(monkeypatch) -> None:
     monkeypatch.delenv("TIDEMARK_MATERIALIZE_URL", raising=False)
     with pytest.raises(DefinitionsError, match="TIDEMARK_MATERIALIZE_URL"):
         TidemarkResource(live_target="materialize").mz_url()
-
-
-def test_dbt_env_from_url() -> None:
-    env = dbt_env("postgresql://tidemark_app:s%40cret@db.example:6543/landing")
-    assert env["TIDEMARK_DBT_HOST"] == "db.example" and env["TIDEMARK_DBT_PORT"] == "6543"
-    assert env["TIDEMARK_DBT_PASSWORD"] == "s@cret" and env["TIDEMARK_DBT_DBNAME"] == "landing"
