@@ -346,6 +346,7 @@ def run_rate(rate: float, seconds: float, seed_orders: int, profile: bool,
 
 
 def main() -> None:
+    """Parse the arguments and print one JSON line per rate."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=None,
                         help="changes/s of the demo load (default: 2000, then 5000)")
