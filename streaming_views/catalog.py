@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -25,6 +25,10 @@ CATALOG_DDL = [
         deployed_at timestamptz not null default now(),
         primary key (name, target)
     )""",
+    # auxiliary objects of the embedded engine (see streaming_views.auxiliary)
+    "alter table tidemark.views add column if not exists aux_tables text[] not null default '{}'",
+    "alter table tidemark.views add column if not exists base_indexes text[] not null "
+    "default '{}'",
 ]
 
 
@@ -41,6 +45,8 @@ class CatalogEntry:
     base_tables: list[str]
     columns: list[str]
     deployed_at: datetime
+    aux_tables: list[str] = field(default_factory=list)
+    base_indexes: list[str] = field(default_factory=list)
 
 
 def ensure_catalog(conn: psycopg.Connection) -> None:
@@ -66,7 +72,8 @@ def read_catalog(conn: psycopg.Connection, target: str | None = None,
         conds.append(sql.SQL("name = %s"))
         params.append(name)
     query = sql.SQL("select name, target, definition_hash, suffix, definition, path, base_tables, "
-                    "columns, deployed_at from tidemark.views where {} order by name, target"
+                    "columns, deployed_at, aux_tables, base_indexes from tidemark.views "
+                    "where {} order by name, target"
                     ).format(sql.SQL(" and ").join(conds))
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
@@ -77,13 +84,15 @@ def record(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Insert or replace a catalog entry."""
     conn.execute(
         "insert into tidemark.views (name, target, definition_hash, suffix, definition, path, "
-        "base_tables, columns, deployed_at) values (%s, %s, %s, %s, %s, %s, %s, %s, now()) "
+        "base_tables, columns, deployed_at, aux_tables, base_indexes) "
+        "values (%s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) "
         "on conflict (name, target) do update set definition_hash = excluded.definition_hash, "
         "suffix = excluded.suffix, definition = excluded.definition, path = excluded.path, "
         "base_tables = excluded.base_tables, columns = excluded.columns, "
-        "deployed_at = excluded.deployed_at",
+        "deployed_at = excluded.deployed_at, aux_tables = excluded.aux_tables, "
+        "base_indexes = excluded.base_indexes",
         (entry.name, entry.target, entry.definition_hash, entry.suffix, entry.definition,
-         entry.path, entry.base_tables, entry.columns))
+         entry.path, entry.base_tables, entry.columns, entry.aux_tables, entry.base_indexes))
 
 
 def forget(conn: psycopg.Connection, name: str, target: str) -> None:

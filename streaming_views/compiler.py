@@ -26,7 +26,7 @@ from streaming_views.viewfile import ViewFile
 STATE_SCHEMA = "tidemark_state"
 LIVE_SCHEMA = "live"
 FLOAT_TYPES = {"real", "double precision"}
-RECOMPUTE = "recompute"
+DISTINCT = "distinct"
 
 
 def q(name: str) -> str:
@@ -40,10 +40,17 @@ class AggPlan:
 
     index: int
     call: AggCall
-    kind: str               # count | sum | avg | min | max | bool_and | bool_or | recompute
+    kind: str               # count | sum | avg | min | max | bool_and | bool_or | distinct
     result_type: str        # type of the call as written
-    value_type: str         # type of the kept sum / extreme / recomputed value
+    value_type: str         # type of the kept sum / extreme value
     shares: int | None = None  # reuse columns: -1 = __count (plain count(*)); i = sum/avg i
+    arg_type: str = ""      # type of the argument (the values of a distinct aggregate)
+
+    @property
+    def aux(self) -> bool:
+        """True for ``count/sum/avg(DISTINCT x)``: kept with a (group, value, multiplicity)
+        table (see :mod:`streaming_views.auxiliary`)."""
+        return self.kind == DISTINCT
 
 
 @dataclass
@@ -98,8 +105,17 @@ class CompiledView:
 
     @property
     def has_recompute(self) -> bool:
-        """True when some aggregate needs a recompute of affected groups."""
-        return any(a.kind in {"min", "max", RECOMPUTE} for a in self.aggs)
+        """True when some aggregate needs a recompute of affected groups (min/max)."""
+        return any(a.kind in {"min", "max"} for a in self.aggs)
+
+    @property
+    def distinct_aggs(self) -> list[AggPlan]:
+        """The aggregates kept with an auxiliary multiplicity table."""
+        return [a for a in self.aggs if a.aux]
+
+    def aux_table(self, a: AggPlan) -> str:
+        """The unquoted name of the auxiliary table of distinct aggregate ``a``."""
+        return f"{self.suffix}__d{a.index}"
 
     # ---------------------------------------------------------- state columns
     def hidden_columns(self) -> list[tuple[str, str]]:
@@ -117,8 +133,10 @@ class CompiledView:
                 cols += [(f"{p}_v", a.value_type), (f"{p}_d", a.value_type)]
             elif a.kind in {"bool_and", "bool_or"}:
                 cols += [(f"{p}_nn", "bigint"), (f"{p}_nb", "bigint")]
-            else:
-                cols.append((f"{p}_v", a.value_type))
+            else:  # distinct: number of values with a positive multiplicity (and their sum)
+                cols.append((f"{p}_n", "bigint"))
+                if a.call.func in {"sum", "avg"}:
+                    cols.append((f"{p}_s", a.value_type))
         return [*cols, ("__dirty", "boolean"), ("__changed_at", "timestamptz")]
 
     def state_columns(self) -> list[tuple[str, str]]:
@@ -163,6 +181,18 @@ class CompiledView:
         if an.where is not None:
             text += f" WHERE {deparse(an.where)}"
         return text
+
+    def flat_names(self) -> list[str]:
+        """The column names of :meth:`flat_select`, in order."""
+        names = ["__sign", *(f"__k{j}" for j in range(len(self.analysis.group)))]
+        for a in self.aggs:
+            if a.shares is not None:
+                continue
+            if a.call.arg is not None:
+                names.append(f"__x{a.index}")
+            if a.call.filter is not None:
+                names.append(f"__f{a.index}")
+        return names
 
     def delta_select(self, index: int, event: str) -> str:
         """Flat rows of one statement's change to base table ``index``: the transition tables
@@ -229,7 +259,7 @@ class CompiledView:
         return f"coalesce(sum(CASE WHEN {cond} THEN __sign ELSE 0 END), 0)::bigint"
 
     def recompute_expr(self, a: AggPlan) -> str:
-        """The aggregate over flat rows (for builds and recomputes of min/max/distinct)."""
+        """The aggregate over flat rows (for builds, and recomputes of min/max)."""
         distinct = "DISTINCT " if a.call.distinct else ""
         arg = "*" if a.call.arg is None else f"__x{a.index}"
         text = f"{a.call.func}({distinct}{arg})"
@@ -269,9 +299,15 @@ class CompiledView:
                 cols.append(self._counted(cond))
                 test = f"NOT __x{i}" if a.kind == "bool_and" else f"__x{i}"
                 cols.append(self._counted(f"{cond} AND {test}" if cond else test))
+            elif delta:  # crossings of the auxiliary table (see auxiliary.delta_statement)
+                cols.append(f"coalesce(sum(__dc{i}), 0)::bigint")
+                if a.call.func in {"sum", "avg"}:
+                    cols.append(f"coalesce(sum(__ds{i}), '0'::{t})::{t}")
             else:
-                cols.append(f"NULL::{t}" if delta else self.recompute_expr(a))
-                dirty.append("true")
+                filt = f" FILTER (WHERE __f{i})" if a.call.filter is not None else ""
+                cols.append(f"count(DISTINCT __x{i}){filt}")
+                if a.call.func in {"sum", "avg"}:
+                    cols.append(f"coalesce(sum(DISTINCT (__x{i})::{t}){filt}, '0'::{t})::{t}")
         cols.append(" OR ".join(dirty) if (delta and dirty) else "false")
         cols.append("now()")
         text = f"SELECT {', '.join(cols)} FROM ({flat}) AS __d"
@@ -307,7 +343,9 @@ class CompiledView:
                 dirty.append(f"(excluded.{p}_d IS NOT NULL AND (s.{p}_v IS NULL OR "
                              f"excluded.{p}_d {cmp} s.{p}_v))")
             else:
-                dirty.append("true")
+                sets.append(f"{p}_n = s.{p}_n + excluded.{p}_n")
+                if a.call.func in {"sum", "avg"}:
+                    sets.append(f"{p}_s = s.{p}_s + excluded.{p}_s")
         sets += [f"__dirty = {' OR '.join(dirty)}", "__changed_at = excluded.__changed_at"]
         keys = ", ".join(q(n) for n, _ in self.keys)
         return (f"INSERT INTO {self.state} AS s ({', '.join(q(n) for n in names)}) {source} "
@@ -320,8 +358,13 @@ class CompiledView:
                 f"{self.aggregate_select(self.flat_select(1), delta=False)}")
 
     def recompute_sql(self) -> str:
-        """UPDATE recomputing min/max/distinct aggregates of the groups marked dirty."""
-        targets = [a for a in self.aggs if a.kind in {"min", "max", RECOMPUTE}]
+        """UPDATE recomputing the min/max aggregates of the groups marked dirty.
+
+        One statement; each dirty group's rows are found by an equality on the group key
+        expressions (``__k = key OR both NULL``), which the base-table index created at deploy
+        (:func:`streaming_views.auxiliary.base_indexes`) answers.
+        """
+        targets = [a for a in self.aggs if a.kind in {"min", "max"}]
         cols = [f"__a{a.index}_v" for a in targets] + ["__dirty"]
         exprs = [self.recompute_expr(a) for a in targets] + ["false"]
         match = " AND ".join(
@@ -442,6 +485,10 @@ def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
     if an.where is not None:
         text += f" WHERE {deparse(an.where)}"
     types = dict(describe(conn, text))
+    distinct_args = [f"({deparse(c.arg)}) AS x{i}" for i, c in enumerate(an.aggs) if c.distinct]
+    if distinct_args:
+        arg_text = f"SELECT {', '.join(distinct_args)} FROM {from_sql}"
+        types.update(describe(conn, arg_text))
     plans: list[AggPlan] = []
     sums: dict[tuple[str, str], int] = {}
     for i, call in enumerate(an.aggs):
@@ -453,8 +500,9 @@ def _plan_aggs(conn: psycopg.Connection, an: Analysis) -> list[AggPlan]:
                 "order of additions, so an incrementally kept sum would drift from the query's.",
                 path=str(an.view.path), line=line, column=col,
                 rewrite=f"{call.func}(({deparse(call.arg)})::numeric)")
-        if call.distinct and call.func not in {"min", "max"}:
-            plans.append(AggPlan(i, call, RECOMPUTE, result, result))
+        if call.distinct and call.func in {"count", "sum", "avg"}:
+            value = types[f"s{i}"] if call.func != "count" else result
+            plans.append(AggPlan(i, call, DISTINCT, result, value, arg_type=types[f"x{i}"]))
         elif call.func == "count" and call.arg is None and call.filter is None:
             plans.append(AggPlan(i, call, "count", result, result, -1))
         elif call.func in {"sum", "avg"}:
@@ -540,8 +588,14 @@ def _finalize(a: AggPlan) -> str:
         return "s.__count"
     p = f"s.__a{a.index if a.shares is None else a.shares}"
     t = a.result_type
-    if a.kind == "count":
+    if a.kind == "count" or (a.aux and a.call.func == "count"):
         return f"{p}_n"
+    if a.aux:
+        if a.call.func == "sum":
+            return f"CASE WHEN {p}_n > 0 THEN {p}_s END::{t}"
+        if t == "interval":
+            return f"CASE WHEN {p}_n > 0 THEN {p}_s / {p}_n::float8 END"
+        return f"CASE WHEN {p}_n > 0 THEN ({p}_s)::numeric / ({p}_n)::numeric END::{t}"
     if a.kind == "sum":
         return f"CASE WHEN {p}_nn > 0 THEN {p}_s END::{t}"
     if a.kind == "avg":

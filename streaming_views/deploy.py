@@ -16,6 +16,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from streaming_views.auxiliary import (
+    aux_build_sql,
+    aux_clear_sql,
+    ensure_base_indexes,
+    release_base_indexes,
+)
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
@@ -112,10 +118,13 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
                 cur.execute(stmt)  # type: ignore[arg-type]
             for stmt in trigger_set(cv).create:
                 cur.execute(stmt)  # type: ignore[arg-type]
-            cur.execute(cv.build_sql())  # type: ignore[arg-type]
+            for stmt in [cv.build_sql(), *aux_build_sql(cv)]:
+                cur.execute(stmt)  # type: ignore[arg-type]
+            indexes = ensure_base_indexes(conn, cv)
             _exercise_triggers(cur, cv)
-            cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
-                                                          sql.Identifier(cv.suffix)))
+            for table in [cv.suffix, *(cv.aux_table(a) for a in cv.distinct_aggs)]:
+                cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
+                                                              sql.Identifier(table)))
             # Lock order as readers take it: live view first, then the state behind it.
             view = sql.Identifier(LIVE_SCHEMA, cv.name)
             cur.execute(sql.SQL("drop view if exists {}").format(view))
@@ -138,7 +147,11 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     record(conn, CatalogEntry(
         name=cv.name, target="embedded", definition_hash=cv.hash, suffix=cv.suffix,
         definition=cv.analysis.view.text, path=str(cv.analysis.view.path), base_tables=tables,
-        columns=[n for n, _ in cv.outputs], deployed_at=None))  # type: ignore[arg-type]
+        columns=[n for n, _ in cv.outputs], deployed_at=None,  # type: ignore[arg-type]
+        aux_tables=[f"{STATE_SCHEMA}.{cv.aux_table(a)}" for a in cv.distinct_aggs],
+        base_indexes=indexes))
+    if old is not None:
+        release_base_indexes(conn, old.base_indexes)
 
 
 def _exercise_triggers(cur: psycopg.Cursor, cv: CompiledView) -> None:
@@ -165,7 +178,8 @@ def _exercise_triggers(cur: psycopg.Cursor, cv: CompiledView) -> None:
 
 
 def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
-    """Drop the state table and maintenance functions (and so triggers) of ``suffix``."""
+    """Drop the state table, its auxiliary tables and maintenance functions (and so triggers)
+    of ``suffix``."""
     cur.execute(
         "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on "
         "n.oid = p.pronamespace where n.nspname = %s and starts_with(p.proname, %s)",
@@ -174,6 +188,12 @@ def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
         cur.execute(sql.SQL("drop function {} cascade").format(sql.SQL(proc)))  # type: ignore[arg-type]
     cur.execute(sql.SQL("drop table if exists {}.{} cascade").format(
         sql.Identifier(STATE_SCHEMA), sql.Identifier(suffix)))
+    cur.execute("select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = %s and c.relkind = 'r' and c.relname ~ %s",
+                (STATE_SCHEMA, f"^{suffix}__d[0-9]+$"))
+    for (table,) in cur.fetchall():
+        cur.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(STATE_SCHEMA),
+                                                       sql.Identifier(table)))
 
 
 def rebuild(dsn: str, name: str) -> None:
@@ -196,7 +216,8 @@ def rebuild(dsn: str, name: str) -> None:
         _lock_tables(conn, entry.base_tables)
         conn.execute(sql.SQL("delete from {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                         sql.Identifier(cv.suffix)))
-        conn.execute(cv.build_sql())  # type: ignore[arg-type]
+        for stmt in [cv.build_sql(), *aux_clear_sql(cv), *aux_build_sql(cv)]:
+            conn.execute(stmt)  # type: ignore[arg-type]
 
 
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
@@ -207,6 +228,7 @@ def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
             sql.Identifier(LIVE_SCHEMA, entry.name)))
         _drop_objects(cur, entry.suffix)
     forget(conn, entry.name, entry.target)
+    release_base_indexes(conn, entry.base_indexes)
 
 
 __all__ = ["DeployResult", "StreamingViewsError", "deploy", "deploy_embedded", "drop_view",

@@ -14,8 +14,11 @@ transition tables and one AFTER TRUNCATE trigger that rebuilds the view. Each tr
    writers maintain it one after the other, each statement reading the others' commits;
 3. groups the transition table's rows (joined to the other base tables) per group key and adds
    them in one INSERT ... ON CONFLICT DO UPDATE (row locks on the touched groups, in key order);
-4. deletes groups whose count fell to zero, and recomputes min/max/distinct aggregates of the
-   groups marked dirty — in a new statement, so it sees every commit up to the row locks;
+   with distinct aggregates the same statement first updates their (group, value,
+   multiplicity) tables (:mod:`streaming_views.auxiliary`, row locks in (group, value) order);
+4. deletes groups whose count fell to zero (and values whose multiplicity did), and recomputes
+   the min/max aggregates of the groups marked dirty — in a new statement, so it sees every
+   commit up to the row locks;
 5. notifies channel ``tidemark_views`` with the view name (for ``views subscribe``).
 """
 
@@ -25,6 +28,13 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from streaming_views.auxiliary import (
+    aux_build_sql,
+    aux_clear_sql,
+    aux_ddl,
+    aux_zero_sql,
+    delta_statement,
+)
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, q
 
 CHANNEL = "tidemark_views"
@@ -62,7 +72,8 @@ def rebuild_body(cv: CompiledView) -> str:
     """Statements replacing the state with a full build from the base tables."""
     lock = (f"PERFORM pg_advisory_xact_lock({cv.lock_key});\n"
             if len(cv.tables) > 1 else "")
-    return (f"{lock}DELETE FROM {cv.state};\n{cv.build_sql()};\n"
+    aux = "".join(f"{stmt};\n" for stmt in aux_clear_sql(cv) + aux_build_sql(cv))
+    return (f"{lock}DELETE FROM {cv.state};\n{cv.build_sql()};\n{aux}"
             f"PERFORM pg_notify('{CHANNEL}', '{cv.name}');")
 
 
@@ -108,8 +119,7 @@ PERFORM pg_advisory_xact_lock({cv.lock_key});
 
 def delta_body(cv: CompiledView, index: int, event: str) -> str:
     """Statements applying one statement's transition tables of base table ``index``."""
-    source = cv.aggregate_select(cv.delta_select(index, event), delta=True)
-    upsert = cv.upsert_sql(source)
+    upsert = delta_statement(cv, cv.delta_select(index, event))
     dynamic = sql.Literal(upsert).as_string(None)
     # The cached plan is made for the first (usually small) statement; a large one is planned
     # for its real size (hash joins instead of index probes per row).
@@ -120,6 +130,8 @@ def delta_body(cv: CompiledView, index: int, event: str) -> str:
     if not cv.analysis.is_global and event != "ins":
         # cheap: a partial index holds exactly the groups whose count fell to zero
         body += f"DELETE FROM {cv.state} WHERE __count = 0;\n"
+    if event != "ins":  # multiplicities only fall on delete or update
+        body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
         body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
     body += f"IF v_n > 0 THEN PERFORM pg_notify('{CHANNEL}', '{cv.name}'); END IF;"
@@ -175,4 +187,4 @@ def state_ddl(cv: CompiledView) -> list[str]:
     if cv.has_recompute:
         stmts.append(f"CREATE INDEX {q(cv.suffix + '__dirty')} ON {cv.state} (__dirty) "
                      f"WHERE __dirty")
-    return stmts
+    return stmts + aux_ddl(cv)

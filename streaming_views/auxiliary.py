@@ -1,0 +1,224 @@
+# ruff: noqa: S608 -- this module generates SQL: user expressions come deparsed from PostgreSQL's
+# own parse tree (pglast), identifiers are quoted with psycopg.sql.Identifier (see q()).
+"""Auxiliary state of a view: distinct-value multiplicities and base-table key indexes.
+
+``count/sum/avg(DISTINCT x) [FILTER (WHERE ...)]`` keeps, per aggregate, a hidden table
+``tidemark_state.<name>__<hash8>__d<i>`` of (group keys, ``__v`` value, ``__m`` multiplicity) —
+the arrangement Materialize keeps for a distinct aggregate. A statement's delta updates the
+multiplicities set-based (one ``INSERT ... ON CONFLICT DO UPDATE`` per aggregate, in a CTE of
+the maintenance statement) and returns, with PostgreSQL 18's ``RETURNING WITH (OLD AS ...,
+NEW AS ...)``, which values crossed between zero and a positive multiplicity; the group's
+distinct count (and sum) changes by exactly those. Nothing reads the base tables. Rows whose
+multiplicity fell to zero are deleted by the next statement (a partial index holds exactly
+them).
+
+min/max keep their delta rule (``least``/``greatest`` on insert); only a delete or update that
+removes a group's current extreme marks the group dirty, and the dirty groups are recomputed in
+one statement that finds each group's rows by equality on the group key expressions. For a
+single-table view, deploy creates (if missing) a btree index on those expressions on the base
+table — ``<schema>.tidemark_live_<hash>``, recorded in the catalog and dropped when no deployed
+view needs it any more — so a recompute is an index lookup instead of a table scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import psycopg
+from pglast import ast
+from psycopg import sql
+
+from streaming_views.astutil import column_ref, deparse, substitute, walk
+from streaming_views.compiler import STATE_SCHEMA, AggPlan, CompiledView, q
+
+INDEX_PREFIX = "tidemark_live_"
+
+
+# ------------------------------------------------------------------ distinct aggregates
+def _aux(cv: CompiledView, a: AggPlan) -> str:
+    return f"{q(STATE_SCHEMA)}.{q(cv.aux_table(a))}"
+
+
+def _aux_keys(cv: CompiledView) -> list[tuple[str, str]]:
+    """(column, type) of the group keys in an auxiliary table (none for a global aggregate)."""
+    return [] if cv.analysis.is_global else list(cv.keys)
+
+
+def aux_ddl(cv: CompiledView) -> list[str]:
+    """CREATE TABLE and indexes of every auxiliary table of ``cv``."""
+    stmts = []
+    for a in cv.distinct_aggs:
+        name = cv.aux_table(a)
+        cols = [f"{q(n)} {t}" for n, t in _aux_keys(cv)]
+        cols += [f"__v {a.arg_type} NOT NULL", "__m bigint NOT NULL"]
+        unique = ", ".join([*(q(n) for n, _ in _aux_keys(cv)), "__v"])
+        stmts += [f"CREATE TABLE {_aux(cv, a)} ({', '.join(cols)})",
+                  f"CREATE UNIQUE INDEX {q(name + '__keys')} ON {_aux(cv, a)} ({unique}) "
+                  f"NULLS NOT DISTINCT",
+                  f"CREATE INDEX {q(name + '__zero')} ON {_aux(cv, a)} (__m) WHERE __m = 0"]
+    return stmts
+
+
+def aux_build_sql(cv: CompiledView) -> list[str]:
+    """INSERTs filling every auxiliary table from the base tables."""
+    stmts = []
+    keys = [] if cv.analysis.is_global else cv.key_names()
+    for a in cv.distinct_aggs:
+        cols = ", ".join([*(q(n) for n, _ in _aux_keys(cv)), "__v", "__m"])
+        group = ", ".join([*keys, f"__x{a.index}"])
+        stmts.append(f"INSERT INTO {_aux(cv, a)} ({cols}) SELECT {group}, count(*) "
+                     f"FROM ({cv.flat_select(1)}) AS __d WHERE {cv._cond(a, nonnull=True)} "
+                     f"GROUP BY {group}")
+    return stmts
+
+
+def aux_clear_sql(cv: CompiledView) -> list[str]:
+    """DELETEs emptying every auxiliary table (before a rebuild)."""
+    return [f"DELETE FROM {_aux(cv, a)}" for a in cv.distinct_aggs]
+
+
+def aux_zero_sql(cv: CompiledView) -> list[str]:
+    """DELETEs of the values whose multiplicity fell to zero (partial index: only those)."""
+    return [f"DELETE FROM {_aux(cv, a)} WHERE __m = 0" for a in cv.distinct_aggs]
+
+
+def delta_statement(cv: CompiledView, flat: str) -> str:
+    """The one statement adding a delta (flat rows ``flat``) to the state.
+
+    Without distinct aggregates: the grouped upsert. With them, one CTE per distinct aggregate
+    first updates its multiplicities and returns the crossings (+1: the value appeared in the
+    group, -1: it left it), which the grouped upsert adds to the group's distinct count.
+    """
+    if not cv.distinct_aggs:
+        return cv.upsert_sql(cv.aggregate_select(flat, delta=True))
+    keys = [] if cv.analysis.is_global else cv.key_names()
+    aux_keys = [q(n) for n, _ in _aux_keys(cv)]
+    names = cv.flat_names()
+    extra: dict[int, list[tuple[str, str]]] = {}  # index -> (column, type) of its crossings
+    for a in cv.distinct_aggs:
+        extra[a.index] = [(f"__dc{a.index}", "bigint")]
+        if a.call.func in {"sum", "avg"}:
+            extra[a.index].append((f"__ds{a.index}", a.value_type))
+    ctes = [f"__delta AS MATERIALIZED ({flat})"]
+    branches = ["SELECT " + ", ".join(
+        names + [f"NULL::{t} AS {c}" for cols in extra.values() for c, t in cols])
+        + " FROM __delta"]
+    for a in cv.distinct_aggs:
+        i = a.index
+        group = ", ".join([*keys, f"__x{i}"])
+        conflict = ", ".join([*aux_keys, "__v"])
+        returning = ", ".join([*(f"t.{k}" for k in aux_keys), "t.__v"])
+        ctes.append(
+            f"__c{i} AS (INSERT INTO {_aux(cv, a)} AS t ({conflict}, __m) "
+            f"SELECT {group}, sum(__sign) FROM __delta WHERE {cv._cond(a, nonnull=True)} "
+            f"GROUP BY {group} HAVING sum(__sign) <> 0 ORDER BY {group} "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET __m = t.__m + excluded.__m "
+            f"RETURNING WITH (OLD AS __old, NEW AS __new) {returning}, "
+            f"CASE WHEN coalesce(__old.__m, 0) > 0 THEN "
+            f"(CASE WHEN __new.__m > 0 THEN 0 ELSE -1 END) ELSE "
+            f"(CASE WHEN __new.__m > 0 THEN 1 ELSE 0 END) END AS __c)")
+        cols = ["0"] + [f"{k}" for k in aux_keys] + ["NULL"] * (len(names) - 1 - len(keys))
+        for j, pairs in extra.items():
+            for c, t in pairs:
+                if j != i:
+                    cols.append("NULL")
+                elif c.startswith("__dc"):
+                    cols.append("__c::bigint")
+                else:
+                    cols.append(f"CASE __c WHEN 1 THEN (__v)::{t} WHEN -1 THEN -((__v)::{t}) END")
+        branches.append(f"SELECT {', '.join(cols)} FROM __c{i}")
+    upsert = cv.upsert_sql(cv.aggregate_select(" UNION ALL ".join(branches), delta=True))
+    return f"WITH {', '.join(ctes)} {upsert}"
+
+
+# ------------------------------------------------------------------ base-table key indexes
+@dataclass(frozen=True)
+class BaseIndex:
+    """An index on a base table for the group key expressions of recomputed groups."""
+
+    schema: str
+    table: str
+    name: str
+    expressions: tuple[str, ...]
+
+    @property
+    def qualified(self) -> str:
+        """``schema.name`` (unquoted), as the catalog records it."""
+        return f"{self.schema}.{self.name}"
+
+    def create_sql(self) -> sql.Composed:
+        """CREATE INDEX IF NOT EXISTS of this index."""
+        exprs = ", ".join(f"({e})" for e in self.expressions)
+        return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(self.name), sql.Identifier(self.schema, self.table),
+            sql.SQL(exprs))  # type: ignore[arg-type]
+
+
+def base_indexes(cv: CompiledView) -> list[BaseIndex]:
+    """The base-table indexes the recompute of ``cv`` needs (single-table views with min/max).
+
+    Multi-table and UNION ALL views recompute over a join; they get no index here.
+    """
+    an = cv.analysis
+    if not cv.has_recompute or an.is_global or an.branches or len(an.tables) != 1:
+        return []
+    table = an.tables[0]
+    exprs = []
+    for key in an.group:
+        refs = [n for n in walk(key) if isinstance(n, ast.ColumnRef)]
+        if not refs:
+            return []
+
+        def strip(node: ast.Node) -> ast.Node | None:
+            if isinstance(node, ast.ColumnRef) and len(node.fields) == 2:
+                return column_ref(node.fields[1].sval)
+            return None
+        exprs.append(deparse(substitute(key, strip)))
+    digest = hashlib.sha256(
+        "\n".join([table.schema, table.name, *exprs]).encode()).hexdigest()[:16]
+    return [BaseIndex(table.schema, table.name, f"{INDEX_PREFIX}{digest}", tuple(exprs))]
+
+
+def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]:
+    """Create the base-table indexes of ``cv`` that are missing; return their qualified names.
+
+    An index whose expressions the table's existing indexes already lead with (e.g. a primary
+    key on the group column) is not created. One PostgreSQL cannot index (no btree operator
+    class for the type) is skipped: the recompute stays correct, only slower.
+    """
+    made = []
+    for index in base_indexes(cv):
+        if len(index.expressions) == 1 and _leading_column_indexed(conn, index):
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(index.create_sql())
+        except psycopg.errors.UndefinedObject:
+            continue
+        made.append(index.qualified)
+    return made
+
+
+def _leading_column_indexed(conn: psycopg.Connection, index: BaseIndex) -> bool:
+    row = conn.execute(
+        "select exists (select 1 from pg_index i join pg_attribute a on a.attrelid = "
+        "i.indrelid and a.attnum = i.indkey[0] where i.indrelid = %s::regclass and "
+        "i.indpred is null and a.attname = %s and not i.indexrelid::regclass::text "
+        "like %s)",
+        (f"{q(index.schema)}.{q(index.table)}", index.expressions[0].strip('"'),
+         f"%{INDEX_PREFIX}%")).fetchone()
+    return bool(row and row[0])
+
+
+def release_base_indexes(conn: psycopg.Connection, candidates: list[str]) -> None:
+    """Drop the engine's base-table indexes among ``candidates`` no catalog entry lists."""
+    for qualified in sorted(set(candidates)):
+        schema, name = qualified.split(".", 1)
+        if not name.startswith(INDEX_PREFIX):
+            continue
+        used = conn.execute("select exists (select 1 from tidemark.views where %s = any("
+                            "base_indexes))", (qualified,)).fetchone()
+        if used and used[0]:
+            continue
+        conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(schema, name)))
