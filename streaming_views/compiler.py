@@ -361,19 +361,27 @@ class CompiledView:
         """UPDATE recomputing the min/max aggregates of the groups marked dirty.
 
         One statement; each dirty group's rows are found by an equality on the group key
-        expressions (``__k = key OR both NULL``), which the base-table index created at deploy
+        expressions (a NULL key by IS NOT DISTINCT FROM), which the base-table index created at
+        deploy
         (:func:`streaming_views.auxiliary.base_indexes`) answers.
         """
         targets = [a for a in self.aggs if a.kind in {"min", "max"}]
         cols = [f"__a{a.index}_v" for a in targets] + ["__dirty"]
         exprs = [self.recompute_expr(a) for a in targets] + ["false"]
-        match = " AND ".join(
-            f"(__d.__k{j} = s.{q(n)} OR (__d.__k{j} IS NULL AND s.{q(n)} IS NULL))"
-            for j, (n, _) in enumerate(self.keys))
         flat = self.flat_select(1)
-        where = f" WHERE {match}" if self.analysis.group else ""
+        if self.analysis.group:
+            # Equality finds a group's rows through an index; groups with a NULL key take the
+            # second branch, which its one-time filter skips for every other group.
+            eq = " AND ".join(f"__d.__k{j} = s.{q(n)}" for j, (n, _) in enumerate(self.keys))
+            nulls = " OR ".join(f"s.{q(n)} IS NULL" for n, _ in self.keys)
+            same = " AND ".join(f"__d.__k{j} IS NOT DISTINCT FROM s.{q(n)}"
+                                for j, (n, _) in enumerate(self.keys))
+            source = (f"(SELECT * FROM ({flat}) AS __d WHERE {eq} UNION ALL "
+                      f"SELECT * FROM ({flat}) AS __d WHERE ({nulls}) AND {same}) AS __d")
+        else:
+            source = f"({flat}) AS __d"
         return (f"UPDATE {self.state} AS s SET ({', '.join(cols)}) = (SELECT "
-                f"{', '.join(exprs)} FROM ({flat}) AS __d{where}) WHERE s.__dirty")
+                f"{', '.join(exprs)} FROM {source}) WHERE s.__dirty")
 
     def view_select(self) -> str:
         """The SELECT of ``live.<name>`` over the state table."""
