@@ -1,0 +1,43 @@
+"""One running ``tidemark up`` shared by the end-to-end and browser tests of a session.
+
+The stack runs on a fresh ``TIDEMARK_HOME`` in the test's temporary directory with free ports,
+a small seed (2 days x 60 orders) and a low demo load (20 changes/s). ``test_stack.py`` stops
+and restarts it (same home, same ports); whoever uses it last leaves it running, and the
+session's teardown stops it with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stack import TIDEMARK, RunningStack
+from tests.support import free_port
+
+SEED_ARGS = ("--seed-days", "2", "--orders-per-day", "60")
+LOAD_RATE = "20"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """``tidemark up`` with Dagster, running (started once per session)."""
+    if TIDEMARK is None:
+        pytest.skip("the tidemark console script is not installed (pip install -e '.[dev]')")
+    home = tmp_path_factory.mktemp("e2e") / "home"
+    running = RunningStack(home=home, pg_port=free_port(), dagster_port=free_port(),
+                           args=SEED_ARGS)
+    running.start("--rate", LOAD_RATE)
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """``test-artifacts/`` at the repository root (gitignored): screenshots and logs."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -1,0 +1,119 @@
+"""The Dagster webserver's GraphQL API, as a user's script would drive it (no in-process Dagster).
+
+Runs are launched through ``dagster_graphql.DagsterGraphQLClient`` (the official client of the
+webserver's API); run status and asset check executions are read with plain GraphQL queries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+class DagsterApiError(RuntimeError):
+    """The webserver answered with an error (its message is included)."""
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None,
+            timeout_s: float = 30.0) -> dict[str, Any]:
+    """POST ``query`` to ``<url>/graphql`` and return its ``data``.
+
+    Raises:
+        DagsterApiError: the answer carries GraphQL errors.
+    """
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        answer = json.loads(response.read())
+    if answer.get("errors"):
+        raise DagsterApiError(f"GraphQL errors: {answer['errors']}")
+    return answer["data"]
+
+
+def launch_job(url: str, job: str, tags: dict[str, str] | None = None) -> str:
+    """Launch ``job`` of the code location with ``tags``; return the run id."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    host, port = url.removeprefix("http://").split(":")
+    client = DagsterGraphQLClient(host, port_number=int(port), timeout=60)
+    return client.submit_job_execution(job, tags=tags or {})
+
+
+RUN_QUERY = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { runId status jobName tags { key value } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def run_info(url: str, run_id: str) -> dict[str, Any]:
+    """Status, job name and tags of a run."""
+    run = graphql(url, RUN_QUERY, {"runId": run_id})["runOrError"]
+    if run["__typename"] != "Run":
+        raise DagsterApiError(f"run {run_id}: {run}")
+    return run
+
+
+def wait_run(url: str, run_id: str, timeout_s: float) -> dict[str, Any]:
+    """Poll a run until it ends (or ``timeout_s`` passes); return its last info."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = run_info(url, run_id)
+        if run["status"] in TERMINAL or time.monotonic() >= deadline:
+            return run
+        time.sleep(1.0)
+
+
+RUNS_QUERY = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter, limit: 20) {
+    __typename
+    ... on Runs { results { runId status jobName creationTime tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def runs(url: str, job: str | None = None, statuses: list[str] | None = None
+         ) -> list[dict[str, Any]]:
+    """The newest runs (of ``job``), newest first."""
+    flt: dict[str, Any] = {}
+    if job:
+        flt["pipelineName"] = job
+    if statuses:
+        flt["statuses"] = statuses
+    answer = graphql(url, RUNS_QUERY, {"filter": flt})["runsOrError"]
+    if answer["__typename"] != "Runs":
+        raise DagsterApiError(f"runs: {answer}")
+    return answer["results"]
+
+
+CHECKS_QUERY = """
+query Checks($key: AssetKeyInput!, $check: String!) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, limit: 10) {
+    runId status timestamp
+    evaluation { success description }
+  }
+}
+"""
+
+
+def check_executions(url: str, asset_key: list[str], check: str) -> list[dict[str, Any]]:
+    """Executions of the asset check ``check`` on ``asset_key``, newest first."""
+    return graphql(url, CHECKS_QUERY, {"key": {"path": asset_key}, "check": check}
+                   )["assetCheckExecutions"]
+
+
+def tag(run: dict[str, Any], key: str) -> str | None:
+    """A run's tag value, or None."""
+    return next((t["value"] for t in run.get("tags", []) if t["key"] == key), None)

@@ -1,0 +1,251 @@
+"""The main job end to end: ``tidemark up`` in a subprocess, driven as a person and a script would.
+
+Under the demo load: the Dagster webserver answers, an order committed in the source is in the
+live view within a second, ``tidemark status`` reports every layer. Then Ctrl-C stops the stack
+cleanly, the marker order changes while everything is down, and ``tidemark up`` again resumes
+without duplicates. On the restarted (quiet) stack, a partition run launched through Dagster's
+GraphQL API puts the order in the mart, and the real reconciliation check passes for the day it
+compares.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
+from orchestration.stack.supervisor import wait_for
+from tests.e2e import dagster_api as api
+from tests.e2e.stack import RunningStack, run_tidemark
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+MARKER_ID = 900_000_000_001  # far above the ids the demo workload hands out
+LATE_ID = 900_000_000_002  # a late order for yesterday (reconciliation compares closed days)
+RUN_TIMEOUT_S = 240.0
+ORDER_COLUMNS = ("order_id, store_id, customer_id, status, placed_at, updated_at, total_amount,"
+                 " delivery_notes")
+
+
+def _insert_order(source_url: str, order_id: int, placed_at: str) -> tuple[int, date]:
+    """Insert an order with two items for an existing store, customer and products.
+
+    Returns:
+        The order's store and its UTC order date.
+    """
+    with psycopg.connect(source_url) as conn:
+        store_id, customer_id = conn.execute(
+            "select (select min(store_id) from stores), (select min(customer_id) from customers)"
+        ).fetchone()
+        products = conn.execute(
+            "select product_id, unit_price from products order by product_id limit 2").fetchall()
+        total = sum(price * qty for (_, price), qty in zip(products, (1, 2), strict=True))
+        day = conn.execute(
+            "insert into orders (order_id, store_id, customer_id, status, placed_at, updated_at,"
+            " total_amount) values (%s, %s, %s, 'placed', " + placed_at + ", now(), %s)"
+            " returning (placed_at at time zone 'UTC')::date",
+            (order_id, store_id, customer_id, total)).fetchone()[0]
+        for line, ((product_id, price), qty) in enumerate(zip(products, (1, 2), strict=True), 1):
+            conn.execute("insert into order_items (order_id, line_number, product_id, quantity,"
+                         " unit_price) values (%s, %s, %s, %s, %s)",
+                         (order_id, line, product_id, qty, price))
+    return store_id, day
+
+
+def _live_includes(landing_url: str, order_id: int, store_id: int, day: date) -> bool:
+    """In one snapshot: the mirror has the order and the live row counts it.
+
+    The live row's ``order_count`` must equal the mirror's count of that store's orders of the
+    day (the marker included), so the view reflects the marker, not just some later change.
+    """
+    with psycopg.connect(landing_url) as conn:
+        conn.execute("set transaction isolation level repeatable read")
+        landed, mirrored, live = conn.execute(
+            "select exists (select 1 from shop.orders where order_id = %(id)s),"
+            " (select count(*) from shop.orders where store_id = %(store)s"
+            "    and (placed_at at time zone 'UTC')::date = %(day)s),"
+            " (select order_count from live.daily_store_revenue where store_id = %(store)s"
+            "    and order_date = %(day)s)",
+            {"id": order_id, "store": store_id, "day": day}).fetchone()
+    return bool(landed) and live == mirrored
+
+
+def _status(stack: RunningStack) -> dict[str, Any]:
+    result = run_tidemark(stack, "status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def _assert_layers(summary: dict[str, Any]) -> None:
+    for layer in ("ingestion", "live_views", "batch", "reconciliation", "dagster"):
+        value = summary.get(layer)
+        assert value is not None, f"tidemark status has no {layer} layer: {summary}"
+        assert not (isinstance(value, dict) and "error" in value), f"{layer}: {value}"
+    assert summary["ingestion"]["slot_active"] is True, summary["ingestion"]
+    assert summary["ingestion"]["paused_tables"] in ([], None), summary["ingestion"]
+    assert "daily_store_revenue" in {v["name"] for v in summary["live_views"]}
+    assert "fct_daily_store_revenue" in {m["mart"] for m in summary["batch"]}
+
+
+def _rows(url: str, relation: str) -> Counter:
+    with psycopg.connect(url) as conn:
+        return Counter(conn.execute(f"select {ORDER_COLUMNS} from {relation}").fetchall())
+
+
+def _mart_count(landing_url: str, store_id: int, day: date) -> int:
+    with psycopg.connect(landing_url) as conn:
+        row = conn.execute("select order_count from marts.fct_daily_store_revenue"
+                           " where store_id = %s and order_date = %s", (store_id, day)).fetchone()
+    return 0 if row is None else row[0]
+
+
+def _source_count(source_url: str, store_id: int, day: date) -> int:
+    with psycopg.connect(source_url) as conn:
+        return conn.execute("select count(*) from orders where store_id = %s"
+                            " and (placed_at at time zone 'UTC')::date = %s",
+                            (store_id, day)).fetchone()[0]
+
+
+def _launch_partition(stack: RunningStack, day: date) -> dict[str, Any]:
+    run_id = api.launch_job(stack.dagster_url, "daily_marts",
+                            tags={"dagster/partition": day.isoformat()})
+    run = api.wait_run(stack.dagster_url, run_id, RUN_TIMEOUT_S)
+    assert run["status"] == "SUCCESS", (run, stack.log())
+    assert api.tag(run, "dagster/partition") == day.isoformat()
+    return run
+
+
+def test_dagster_webserver_answers(stack: RunningStack) -> None:
+    with urllib.request.urlopen(f"{stack.dagster_url}/server_info", timeout=10) as response:
+        assert response.status == 200
+        assert "dagster_webserver_version" in json.loads(response.read())
+    data = api.graphql(stack.dagster_url, "{ repositoriesOrError { ... on RepositoryConnection"
+                                          " { nodes { name location { name } } } } }")
+    locations = {n["location"]["name"] for n in data["repositoriesOrError"]["nodes"]}
+    assert "orchestration.definitions" in locations
+
+
+def test_new_order_is_in_the_live_view_within_a_second(stack: RunningStack) -> None:
+    store_id, day = _insert_order(stack.source_url, MARKER_ID, "now()")
+    committed = time.monotonic()
+    assert day == datetime.now(UTC).date() or day == datetime.now(UTC).date() - timedelta(days=1)
+    seen = None
+    while time.monotonic() - committed < 10.0:
+        if _live_includes(stack.landing_url, MARKER_ID, store_id, day):
+            seen = time.monotonic()
+            break
+        time.sleep(0.01)
+    assert seen is not None, f"order {MARKER_ID} not in live.daily_store_revenue after 10 s"
+    latency = seen - committed
+    print(f"source commit -> live.daily_store_revenue: {latency * 1000:.0f} ms")
+    assert latency < 1.0, f"the order took {latency:.2f} s to reach the live view"
+
+
+def test_status_reports_every_layer(stack: RunningStack) -> None:
+    summary = _status(stack)
+    _assert_layers(summary)
+    assert summary["ingestion"]["lag_seconds"] is None or summary["ingestion"]["lag_seconds"] < 60
+
+
+def test_ctrl_c_stops_cleanly_and_a_restart_resumes_without_duplicates(
+        stack: RunningStack) -> None:
+    with psycopg.connect(stack.source_url) as conn:
+        assert conn.execute("select count(*) from orders where order_id = %s",
+                            (MARKER_ID,)).fetchone()[0] == 1, "run the live-view test first"
+    code, log = stack.stop()
+    assert code == 0, log
+    assert "Traceback" not in log, log
+    assert "PostgreSQL stopped" in log
+    assert not (stack.home / "pgdata" / "postmaster.pid").exists()
+
+    # While everything is down, the source changes: the restart must pick it up exactly once.
+    server = EmbeddedServer(Settings(home=stack.home, port=stack.pg_port, source_url=None,
+                                     landing_url=None))
+    server.start()
+    try:
+        with psycopg.connect(stack.source_url) as conn:
+            conn.execute("update orders set status = 'paid', updated_at = now()"
+                         " where order_id = %s", (MARKER_ID,))
+    finally:
+        server.stop()
+
+    # A fresh UI port: `tidemark up` refuses a port in TIME_WAIT from the previous run (its port
+    # probe binds without SO_REUSEADDR; reported), which would add a minute of waiting here.
+    stack.dagster_port = free_port()
+    stack.start("--rate", "0")  # quiet from here on: source and landing can be compared
+    assert "Seeding" not in stack.log(), "the restart reuses the data"
+
+    def caught_up() -> bool:
+        return _rows(stack.source_url, "orders") == _rows(stack.landing_url, "shop.orders")
+
+    assert wait_for(caught_up, 60, interval_s=0.5), "landing mirror never matched the source"
+    source, mirror = _rows(stack.source_url, "orders"), _rows(stack.landing_url, "shop.orders")
+    assert not source - mirror and not mirror - source  # EXCEPT ALL, both ways
+    with psycopg.connect(stack.landing_url) as conn:
+        changes = conn.execute(
+            "select _op, status, _commit_lsn, _seq from cdc.shop__orders where order_id = %s"
+            " order by _commit_lsn, _seq", (MARKER_ID,)).fetchall()
+        duplicated = conn.execute(
+            "select count(*) from (select _commit_lsn, _seq from cdc.shop__orders"
+            " group by 1, 2 having count(*) > 1) d").fetchone()[0]
+    assert [(op, status) for op, status, *_ in changes] == [("c", "placed"), ("u", "paid")], \
+        changes
+    assert duplicated == 0, "a change landed twice in the changelog"
+    verify = run_tidemark(stack, "views", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "ok live.daily_store_revenue" in verify.stdout
+
+
+def test_partition_run_builds_the_mart_and_reconciliation_passes(stack: RunningStack) -> None:
+    with psycopg.connect(stack.source_url) as conn:
+        row = conn.execute("select store_id, (placed_at at time zone 'UTC')::date from orders"
+                           " where order_id = %s", (MARKER_ID,)).fetchone()
+    assert row is not None, "run the live-view test first"
+    store_id, today = row
+    assert wait_for(lambda: _live_includes(stack.landing_url, MARKER_ID, store_id, today), 30)
+
+    _launch_partition(stack, today)
+    assert _mart_count(stack.landing_url, store_id, today) == _source_count(
+        stack.source_url, store_id, today), "the mart's day holds every order, the marker too"
+
+    # Today is not closed, so reconciliation compares yesterday: a late order lands there.
+    late_store, yesterday = _insert_order(stack.source_url, LATE_ID, "now() - interval '1 day'")
+    assert yesterday == today - timedelta(days=1)
+    assert wait_for(lambda: _live_includes(stack.landing_url, LATE_ID, late_store, yesterday),
+                    30)
+    _launch_partition(stack, yesterday)
+    assert _mart_count(stack.landing_url, late_store, yesterday) == _source_count(
+        stack.source_url, late_store, yesterday)
+
+    started = datetime.now(UTC)
+    run_id = api.launch_job(stack.dagster_url, "reconciliation")
+    run = api.wait_run(stack.dagster_url, run_id, RUN_TIMEOUT_S)
+    assert run["status"] == "SUCCESS", (run, stack.log())
+    executions = [e for e in api.check_executions(
+        stack.dagster_url, ["marts", "fct_daily_store_revenue"], "reconcile_daily_store_revenue")
+        if e["runId"] == run_id]
+    assert executions, "the reconciliation run recorded no check execution"
+    assert executions[0]["status"] == "SUCCEEDED", executions[0]
+    assert executions[0]["evaluation"]["success"] is True, executions[0]
+    with psycopg.connect(stack.landing_url) as conn:
+        status, checked_at = conn.execute(
+            "select status, checked_at from tidemark.reconciled_days where pair = %s"
+            " and day = %s", ("daily_store_revenue", yesterday)).fetchone()
+    assert status == "reconciled"
+    assert checked_at >= started - timedelta(seconds=5)
+
+    summary = _status(stack)
+    _assert_layers(summary)
+    pair = next(p for p in summary["reconciliation"] if p["pair"] == "daily_store_revenue")
+    assert pair["latest_reconciled_day"] == yesterday.isoformat()
+    assert pair["drifting_days"] == []
+    assert summary["dagster"]["latest_runs"]["reconciliation"]["status"] == "SUCCESS"
