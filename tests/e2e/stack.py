@@ -100,6 +100,18 @@ class RunningStack:
             raise StackError(f"tidemark up did not come up (start {self.starts}):\n{output}")
         if not re.search(rf"Dagster UI:\s+{re.escape(self.dagster_url)}", self.log()):
             raise StackError(f"tidemark up printed no UI at {self.dagster_url}:\n{self.log()}")
+        if not wait_for(self._code_location_loaded, 120, interval_s=1.0):
+            log = self.home / "logs" / "dagster-webserver.log"
+            raise StackError(f"the code location orchestration.definitions did not load in the "
+                             f"Dagster UI; see {log}:\n{log.read_text(errors='replace')[-3000:]}")
+
+    def _code_location_loaded(self) -> bool:
+        from tests.e2e.dagster_api import graphql
+
+        data = graphql(self.dagster_url, "{ repositoriesOrError { __typename ... on"
+                                         " RepositoryConnection { nodes { name } } } }")
+        answer = data["repositoriesOrError"]
+        return answer["__typename"] == "RepositoryConnection" and bool(answer["nodes"])
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int, str]:
         """Ctrl-C (SIGINT to the process group, as a terminal does) and wait for the exit.
