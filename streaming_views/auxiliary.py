@@ -184,8 +184,9 @@ def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]
     """Create the base-table indexes of ``cv`` that are missing; return their qualified names.
 
     An index whose expressions the table's existing indexes already lead with (e.g. a primary
-    key on the group column) is not created. One PostgreSQL cannot index (no btree operator
-    class for the type) is skipped: the recompute stays correct, only slower.
+    key on the group column) is not created. One PostgreSQL cannot create (no btree operator
+    class for the type, or a deploying role that does not own the table) is skipped: the
+    recompute stays correct, only slower.
     """
     made = []
     for index in base_indexes(cv):
@@ -194,8 +195,8 @@ def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]
         try:
             with conn.transaction():
                 conn.execute(index.create_sql())
-        except psycopg.errors.UndefinedObject:
-            continue
+        except (psycopg.errors.UndefinedObject, psycopg.errors.InsufficientPrivilege):
+            continue  # no btree operator class, or the deploying role does not own the table
         made.append(index.qualified)
     return made
 
