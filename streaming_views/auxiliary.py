@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import psycopg
 from pglast import ast
-from pglast.enums import A_Expr_Kind
 from psycopg import sql
 
 from streaming_views.astutil import column_ref, deparse, substitute, walk
@@ -181,44 +180,8 @@ def base_indexes(cv: CompiledView) -> list[BaseIndex]:
     return [BaseIndex(table.schema, table.name, f"{INDEX_PREFIX}{digest}", tuple(exprs))]
 
 
-def join_indexes(cv: CompiledView) -> list[BaseIndex]:
-    """Indexes on the columns of the view's equi-join conditions (``a.x = b.y`` in ``ON`` or
-    ``WHERE``, per UNION ALL branch), so a delta of one table finds its partners in the others
-    by index instead of scanning them (``USING`` joins are not covered)."""
-    an = cv.analysis
-    scopes = ([(b.tables, b.stmt.fromClause, b.stmt.whereClause) for b in an.branches]
-              if an.branches else [(tuple(an.tables), an.from_clause, an.where)])
-    wanted: dict[tuple[str, str, str], None] = {}
-    for tables, from_clause, where in scopes:
-        by_ref = {t.ref: t for t in tables}
-        if len(by_ref) < 2:
-            continue
-        roots = [where, *(j.quals for j in walk(list(from_clause or ()))
-                          if isinstance(j, ast.JoinExpr))]
-        for node in walk([r for r in roots if r is not None]):
-            if not (isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP and node.name
-                    and node.name[-1].sval == "="):
-                continue
-            sides = [node.lexpr, node.rexpr]
-            if not all(isinstance(x, ast.ColumnRef) and len(x.fields) == 2
-                       and isinstance(x.fields[1], ast.String)
-                       and x.fields[0].sval in by_ref for x in sides):
-                continue
-            if sides[0].fields[0].sval == sides[1].fields[0].sval:
-                continue
-            for x in sides:
-                table = by_ref[x.fields[0].sval]
-                wanted[(table.schema, table.name, x.fields[1].sval)] = None
-    out = []
-    for schema, table, column in wanted:
-        digest = hashlib.sha256(f"{schema}\n{table}\n{q(column)}".encode()).hexdigest()[:16]
-        out.append(BaseIndex(schema, table, f"{INDEX_PREFIX}{digest}", (q(column),)))
-    return out
-
-
 def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]:
-    """Create the base-table indexes of ``cv`` (recompute keys, join columns) that are missing;
-    return their qualified names.
+    """Create the base-table indexes of ``cv`` that are missing; return their qualified names.
 
     An index whose expressions the table's existing indexes already lead with (e.g. a primary
     key on the group column) is not created. One PostgreSQL cannot create (no btree operator
@@ -226,7 +189,7 @@ def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]
     recompute stays correct, only slower.
     """
     made = []
-    for index in [*base_indexes(cv), *join_indexes(cv)]:
+    for index in base_indexes(cv):
         if len(index.expressions) == 1 and _leading_column_indexed(conn, index):
             continue
         try:

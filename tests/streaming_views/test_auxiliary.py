@@ -225,22 +225,3 @@ def test_shipped_distinct_views_keep_no_recompute(deployed: str) -> None:
         cv = compile_view(c, shipped["active_carts"])
     assert [a.kind for a in cv.aggs if a.call.distinct] == ["distinct", "distinct"]
     assert "count(DISTINCT" not in cv.recompute_sql()
-
-
-def test_join_columns_get_an_index_unless_one_leads_with_them(deployed: str,
-                                                              conn: psycopg.Connection) -> None:
-    conn.execute("create table a.item (id int primary key, ev_id int, qty int)")
-    text = """select e.kind, count(*) as n, sum(i.qty) as q from a.item i
-              join a.ev e on e.id = i.ev_id group by e.kind"""
-    assert deploy_text(deployed, "joined", text) == "created"
-    entry = read_catalog(conn, target="embedded", name="joined")[0]
-    assert len(entry.base_indexes) == 1  # a.ev.id is the primary key already
-    definition = conn.execute("select pg_get_indexdef(%s::regclass)",
-                              (entry.base_indexes[0],)).fetchone()[0]
-    assert "ON a.item USING btree (ev_id)" in definition
-    conn.execute("insert into a.ev values (77, '{}', 'add', 1, 'n')")
-    conn.execute("insert into a.item values (1, 77, 3), (2, 77, 4)")
-    assert_equal(conn, "joined", text)
-    others = [parse_view_text(n, t) for n, t in VIEWS.items()]
-    deploy_embedded(deployed, others, prune=True)
-    assert conn.execute("select to_regclass(%s)", (entry.base_indexes[0],)).fetchone()[0] is None
