@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestration.defs.errors import DagsterStartError
+from orchestration.stack.dbt import environment
 from orchestration.stack.settings import Settings
 from orchestration.stack.supervisor import Supervisor
 
@@ -52,6 +53,9 @@ def dagster_port() -> int:
 def check_port_free(port: int) -> None:
     """Raise a clear error if something listens on 127.0.0.1:``port`` already."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections of a previous run left in TIME_WAIT do not make the port
+        # "taken"; a process listening on it still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -104,15 +108,9 @@ def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90
     target = settings.home / "dbt" / "target"
     supervisor.env["DAGSTER_HOME"] = str(home)
     supervisor.env.setdefault("TIDEMARK_DBT_TARGET_PATH", str(target))
-    saved = os.environ.get("TIDEMARK_DBT_TARGET_PATH")
-    os.environ["TIDEMARK_DBT_TARGET_PATH"] = supervisor.env["TIDEMARK_DBT_TARGET_PATH"]
-    try:
+    with environment({"TIDEMARK_DBT_TARGET_PATH": supervisor.env["TIDEMARK_DBT_TARGET_PATH"]}):
         prepare_manifest(tidemark_dbt_project())
-    finally:
-        if saved is None:
-            os.environ.pop("TIDEMARK_DBT_TARGET_PATH", None)
-        else:
-            os.environ["TIDEMARK_DBT_TARGET_PATH"] = saved
+    create_storage(home)
     logs = settings.log_dir
     web = supervisor.start("dagster-webserver", [
         _executable("dagster-webserver"), "-m", CODE_LOCATION, "-h", "127.0.0.1",
@@ -133,6 +131,19 @@ def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90
                                         f"{wait_s:.0f} s; see {web.log}.")
             time.sleep(0.5)
     return url
+
+
+def create_storage(home: Path) -> None:
+    """Create (or migrate) Dagster's storage in ``home`` once, before any Dagster process starts.
+
+    The webserver and the daemon would otherwise both create a fresh SQLite storage at the same
+    moment and can trip over each other (a table created twice, two migration heads).
+    """
+    from dagster import DagsterInstance
+
+    with environment({"DAGSTER_HOME": str(home)}):
+        instance = DagsterInstance.get()
+        instance.dispose()
 
 
 def _answers(url: str) -> bool:

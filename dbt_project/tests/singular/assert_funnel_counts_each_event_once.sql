@@ -6,6 +6,8 @@ with
 
 funnel as (
     select * from {{ ref('fct_daily_funnel') }}
+    -- Only the days this run built: other days may have been built before later events.
+    where {{ day_window_filter('event_date') }}
 ),
 
 outbox as (

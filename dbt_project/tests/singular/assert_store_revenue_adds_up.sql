@@ -1,5 +1,6 @@
 -- Days of fct_daily_store_revenue whose totals differ from the staged orders and refunds of
--- the same days: every order counted once, net = gross - refunds, nothing lost or doubled.
+-- the same days (those the run built, see day_window_filter): every order counted once,
+-- net = gross - refunds, nothing lost or doubled.
 {{ config(meta={'dagster': {'ref': {'name': 'fct_daily_store_revenue'}}}) }}
 
 with
@@ -12,6 +13,8 @@ mart as (
         sum(refund_amount) as refund_amount,
         sum(net_revenue) as net_revenue
     from {{ ref('fct_daily_store_revenue') }}
+    -- Only the days this run built: other days may have been built before later changes.
+    where {{ day_window_filter('order_date') }}
     group by order_date
 ),
 
