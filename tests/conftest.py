@@ -12,22 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.stack.bootstrap import ensure_roles
 from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
-from tests.support import TEST_CONF, create_database, free_port
-
-__all__ = ["TEST_CONF", "create_database", "free_port"]
+from tests.support import create_database, start_test_server
 
 
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The session's embedded PostgreSQL server, with the Tidemark roles."""
-    home = tmp_path_factory.mktemp("tidemark-home")
-    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF)
-    server.start()
-    ensure_roles(server.admin_url("postgres"))
+    server = start_test_server(tmp_path_factory.mktemp("tidemark-home"))
     yield server
     server.stop()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from orchestration.stack.bootstrap import ensure_database
+from orchestration.stack.bootstrap import ensure_database, ensure_roles
 from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
 
 TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
@@ -27,3 +29,22 @@ def create_database(pg: EmbeddedServer, name: str) -> str:
         conn.execute(drop.format(sql.Identifier(name)))
     ensure_database(pg.admin_url("postgres"), name)
     return pg.admin_url(name)
+
+
+def start_test_server(home: Path, roles: bool = True) -> EmbeddedServer:
+    """Start an embedded server for tests in ``home`` (a free port, fsync off).
+
+    Args:
+        home: the server's TIDEMARK_HOME.
+        roles: create the Tidemark roles (False: a brand-new cluster, as a container starts).
+
+    Replication slot names are cluster-wide: tests that keep a slot for a whole session take a
+    server of their own from here rather than share the session server.
+    """
+    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
+                                     landing_url=None), extra_conf=TEST_CONF)
+    server.start()
+    if roles:
+        ensure_roles(server.admin_url("postgres"))
+    return server
+

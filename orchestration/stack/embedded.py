@@ -24,6 +24,7 @@ from orchestration.errors import DatabaseNotRunningError, DatabaseStartError, Po
 from orchestration.stack.settings import ADMIN_USER, Settings
 
 SYSTEM_USER = "embedded_postgres"
+CRASH_GRACE_S = 15.0
 CONF_FILE = "tidemark.conf"
 
 BASE_CONF: dict[str, str] = {
@@ -170,8 +171,10 @@ class EmbeddedServer:
         if self._postmaster_pid() is not None:
             self._wait_ready(timeout_s)
             return False
-        self._remove_stale_pid_file()
-        self._check_port_free()
+        crashed = self._remove_stale_pid_file()
+        # After a crash, the dead postmaster's children need a moment to notice and exit; until
+        # then the port (and the old shared memory) may still be held.
+        self._check_port_free(wait_s=CRASH_GRACE_S if crashed else 0.0)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
         if not (self.pgdata / "PG_VERSION").exists():
@@ -206,23 +209,33 @@ class EmbeddedServer:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _remove_stale_pid_file(self) -> None:
+    def _remove_stale_pid_file(self) -> bool:
+        """Remove a ``postmaster.pid`` that no live postgres owns; True if there was one."""
         pid_file = self.pgdata / "postmaster.pid"
         if pid_file.exists() and self._postmaster_pid() is None:
             pid_file.unlink()
+            return True
+        return False
 
-    def _check_port_free(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", self.port))
-            except OSError as exc:
-                raise PortInUseError(
-                    f"Port {self.port} on 127.0.0.1 is already in use by another process, so the "
-                    f"embedded PostgreSQL cannot listen on it ({exc.strerror}). Choose another "
-                    f"port with TIDEMARK_PG_PORT=<port>, or stop the process using it "
-                    f"(`ss -ltnp 'sport = :{self.port}'` shows which)."
-                ) from None
+    def _check_port_free(self, wait_s: float = 0.0) -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", self.port))
+                    return
+                except OSError as exc:
+                    error = exc
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        raise PortInUseError(
+            f"Port {self.port} on 127.0.0.1 is already in use by another process, so the "
+            f"embedded PostgreSQL cannot listen on it ({error.strerror}). Choose another "
+            f"port with TIDEMARK_PG_PORT=<port>, or stop the process using it "
+            f"(`ss -ltnp 'sport = :{self.port}'` shows which)."
+        )
 
     def _chown_for_server(self, path: Path) -> None:
         if self._run_as is None:

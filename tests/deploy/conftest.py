@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from orchestration.stack.embedded import EmbeddedServer, server_binary
-from orchestration.stack.settings import Settings
-from tests.support import TEST_CONF, free_port
+from tests.support import start_test_server
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -55,10 +54,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """A brand-new PostgreSQL cluster (no Tidemark roles), like a container's first start."""
-    home = tmp_path_factory.mktemp("deploy-fresh")
-    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF)
-    server.start()
+    server = start_test_server(tmp_path_factory.mktemp("deploy-fresh"), roles=False)
     yield server
     server.stop()
 

@@ -12,10 +12,8 @@ import psycopg
 import pytest
 
 from ingestion import catch_up, run
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
-from tests.support import TEST_CONF, create_database, free_port
+from tests.support import create_database, start_test_server
 
 
 def write(url: str, start: int, count: int) -> None:
@@ -26,9 +24,7 @@ def write(url: str, start: int, count: int) -> None:
 
 def test_server_restart_and_dropped_connections(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
-    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF)
-    server.start()
+    server = start_test_server(tmp_path / "home")
     stop = threading.Event()
     thread = None
     try:

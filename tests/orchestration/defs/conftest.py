@@ -19,10 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestration.stack.bootstrap import ensure_roles
 from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
-from tests.support import TEST_CONF, create_database, free_port
+from tests.support import create_database, start_test_server
 
 DAYS = 4
 ORDERS_PER_DAY = 100
@@ -87,12 +85,8 @@ def check_results(result, name: str | None = None) -> dict:
 
 @pytest.fixture(scope="session")
 def orch_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """A server of its own for these tests."""
-    home = tmp_path_factory.mktemp("orch-home")
-    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF)
-    server.start()
-    ensure_roles(server.admin_url("postgres"))
+    """A server of its own: these tests keep the shop replication slot for the session."""
+    server = start_test_server(tmp_path_factory.mktemp("orch-home"))
     yield server
     server.stop()
 
