@@ -47,16 +47,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class ColumnFile(_Strict):
-    """``columns.<name>`` of a table contract."""
+class _ValueRules(_Strict):
+    """What a column and a payload field share: nullability, description and value checks."""
 
-    type: str
     nullable: bool = False
     description: str | None = None
     allowed_values: list[Any] | None = None
     min: Number | None = None
     max: Number | None = None
     pattern: str | None = None
+
+
+class ColumnFile(_ValueRules):
+    """``columns.<name>`` of a table contract."""
+
+    type: str
 
 
 class FreshnessFile(_Strict):
@@ -100,17 +105,11 @@ class TableFile(_Strict):
     events: EventsFile | None = None
 
 
-class FieldFile(_Strict):
+class FieldFile(_ValueRules):
     """``payload.<key>`` of an event contract."""
 
     type: Literal["string", "uuid", "integer", "number", "boolean"]
     required: bool = True
-    nullable: bool = False
-    description: str | None = None
-    allowed_values: list[Any] | None = None
-    min: Number | None = None
-    max: Number | None = None
-    pattern: str | None = None
 
 
 class EventFile(_Strict):
