@@ -3,9 +3,12 @@
 Public API::
 
     from ingestion import catch_up, run, status, resync
-    catch_up(source_dsn, landing_dsn, "shop")        # one-shot: snapshot if needed, then stream
-    run(source_dsn, landing_dsn, "shop", stop=event) # long-running loop (`tidemark ingest run`)
-    status(source_dsn, landing_dsn, "shop")          # JSON-able dict (`tidemark ingest status`)
+    catch_up(source_dsn, landing_dsn, "mydb")        # one-shot: snapshot if needed, then stream
+    run(source_dsn, landing_dsn, "mydb", stop=event) # long-running loop (`tidemark ingest run`)
+    status(source_dsn, landing_dsn, "mydb")          # JSON-able dict (`tidemark ingest status`)
+
+    from ingestion.sources import get_source        # the source registry (`tidemark source`)
+    from ingestion.runner import run_sources         # every registered source at once
 
 Landing layout: mirror ``<source>.<table>``, changelog ``cdc.<source>__<table>``, platform state
 in schema ``tidemark``. See the README section "Ingestion".

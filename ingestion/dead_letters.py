@@ -38,7 +38,7 @@ def _fetch(conn: psycopg.Connection, where: sql.Composable, params: tuple) -> li
     return out
 
 
-def list_dead_letters(landing_dsn: str, source: str = "shop", *, table: str | None = None,
+def list_dead_letters(landing_dsn: str, source: str, *, table: str | None = None,
                       include_replayed: bool = False) -> list[dict[str, Any]]:
     """Dead letters of a source (oldest first), optionally of one table and replayed ones too."""
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
@@ -70,7 +70,7 @@ def show_dead_letter(landing_dsn: str, letter_id: int) -> dict[str, Any]:
     return rows[0]
 
 
-def replay(landing_dsn: str, source: str = "shop", *, contracts: Any = None,
+def replay(landing_dsn: str, source: str, *, contracts: Any = None,
            ids: list[int] | None = None, table: str | None = None) -> dict[str, int]:
     """Re-validate dead letters and apply those that pass and are not superseded.
 

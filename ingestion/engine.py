@@ -6,18 +6,21 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import psycopg2
 
 from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
+from ingestion.failures import first_line, is_transient, permanent
 from ingestion.lsn import lsn_to_str
+from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
 
 log = logging.getLogger("tidemark.ingestion")
 
-CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError,
-                     psycopg2.OperationalError, psycopg2.InterfaceError, OSError)
+CONNECTION_ERRORS = (psycopg.Error, psycopg2.Error, OSError)
 
 
 @dataclass
@@ -45,9 +48,10 @@ class CatchUpStats:
     seconds: float
 
 
-def catch_up(source_dsn: str, landing_dsn: str, source: str = "shop", *, contracts: object = None,
+def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = None,
              publication_tables: list[str] | None = None, timeout_s: float = 300,
-             setup_dsn: str | None = None) -> CatchUpStats:
+             setup_dsn: str | None = None, schemas: list[str] | None = None,
+             on_progress: ProgressCallback | None = None) -> CatchUpStats:
     """Bring landing up to the source's current WAL position, then return.
 
     Creates the publication and slot if missing, takes the initial snapshot if landing has none,
@@ -55,26 +59,35 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str = "shop", *, contrac
     landing, and acknowledges the slot.
 
     Args:
-        source_dsn: source URL (REPLICATION + SELECT; also creates the publication unless
+        source_dsn: source URL (REPLICATION + SELECT; also manages the publication unless
             ``setup_dsn`` is given).
         landing_dsn: landing URL.
         source: source name (mirror schema, slot and publication names).
         contracts: a ``contracts.ContractSet`` to validate against, or None.
-        publication_tables: tables to publish; None for every table of schema public.
-        timeout_s: give up after this long.
+        publication_tables: tables to replicate (``schema.table``), instead of schemas.
+        timeout_s: give up after this long (the snapshot's time included).
         setup_dsn: source URL allowed to create the publication and emit heartbeats.
+        schemas: schemas to replicate (default ``public``).
+        on_progress: called with the snapshot's progress.
 
     Returns:
         What was done.
 
     Raises:
         CatchUpTimeoutError: the target was not reached in time.
+        PermanentSourceError: the source cannot be used as configured.
     """
     started = time.monotonic()
     session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
-                                    publication_tables))
+                                    publication_tables, schemas=schemas,
+                                    on_progress=on_progress))
     try:
-        session.open()
+        try:
+            session.open()
+        except CONNECTION_ERRORS as exc:
+            if is_transient(exc):
+                raise
+            raise permanent(source, exc) from None
         target = session.emit_heartbeat()
         if target is None:
             target = session.current_wal_lsn()
@@ -103,35 +116,67 @@ def _request_reply(session: Session) -> None:
         session.cur.send_feedback(reply=True)
 
 
-def run(source_dsn: str, landing_dsn: str, source: str = "shop", *, contracts: object = None,
+class _Housekeeping:
+    """Work done between transactions of a running stream: contract reload, new tables."""
+
+    def __init__(self, contracts: Any, refresh_s: float) -> None:
+        from contracts.watch import ContractWatcher
+
+        root = getattr(contracts, "root", None)
+        self.watcher = ContractWatcher(Path(root)) if root is not None else None
+        self.refresh_s = refresh_s
+        self.refreshed_at = time.monotonic()
+
+    def __call__(self, session: Session) -> None:
+        if self.watcher is not None:
+            fresh = self.watcher.poll()
+            if fresh is not None:
+                session.set_contracts(fresh)
+        if time.monotonic() - self.refreshed_at >= self.refresh_s:
+            self.refreshed_at = time.monotonic()
+            session.refresh_publication()
+
+
+def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = None,
         stop: threading.Event | None = None, setup_dsn: str | None = None,
         publication_tables: list[str] | None = None, heartbeat_s: float = 10.0,
-        max_backoff_s: float = 30.0) -> None:
+        max_backoff_s: float = 30.0, schemas: list[str] | None = None,
+        on_progress: ProgressCallback | None = None, refresh_s: float = 30.0) -> None:
     """Stream the source into landing until ``stop`` is set.
 
-    Reconnects with exponential backoff when the source or landing goes away (a log line says
-    what happened); every new session resumes from the landing checkpoint. When ``stop`` is set,
-    the source transaction in hand is finished, committed and acknowledged before returning.
+    Transient failures (a server unreachable or restarting, a dropped connection) are logged and
+    retried with exponential backoff; every new session resumes from the landing checkpoint.
+    Between transactions the contracts folder is watched (changed contracts apply from the next
+    transaction) and every ``refresh_s`` the publication is synced, so tables created later in a
+    selected schema are copied and then streamed. When ``stop`` is set, the source transaction
+    in hand is finished, committed and acknowledged before returning.
 
     Args:
         source_dsn: source URL for streaming (REPLICATION + SELECT).
         landing_dsn: landing URL.
         source: source name.
-        contracts: contract set, or None.
+        contracts: contract set (reloaded from its folder when the files change), or None.
         stop: set it to end the loop cleanly (SIGTERM handler, tests, Dagster).
-        setup_dsn: source URL allowed to create the publication and emit heartbeats.
-        publication_tables: tables to publish; None for all of schema public.
+        setup_dsn: source URL allowed to manage the publication and emit heartbeats.
+        publication_tables: tables to replicate (``schema.table``), instead of schemas.
         heartbeat_s: emit a heartbeat after this many idle seconds.
         max_backoff_s: longest wait between reconnection attempts.
+        schemas: schemas to replicate (default ``public``).
+        on_progress: called with a snapshot's progress.
+        refresh_s: how often the publication is synced with the selected schemas.
 
     Raises:
-        IngestionError: a problem retrying cannot fix (slot missing, no rights).
+        PermanentSourceError: a failure retrying cannot fix (wrong password, database missing,
+            wal_level, slot in another database, a missing right), reported once.
+        IngestionError: another problem retrying cannot fix (slot lost, ...).
     """
     stop = stop or threading.Event()
     backoff = 0.5
+    housekeeping = _Housekeeping(contracts, refresh_s)
     while not stop.is_set():
         session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
-                                        publication_tables))
+                                        publication_tables, schemas=schemas,
+                                        on_progress=on_progress))
         try:
             session.open()
             backoff = 0.5
@@ -143,7 +188,13 @@ def run(source_dsn: str, landing_dsn: str, source: str = "shop", *, contracts: o
                     beat[0] = now
                     s.emit_heartbeat()
 
-            session.pump(stop.is_set, idle=idle)
+            def done(s: Session = session) -> bool:
+                if stop.is_set():
+                    return True
+                housekeeping(s)
+                return False
+
+            session.pump(done, idle=idle)
             log.info("source %s: stopped cleanly at %s", source, lsn_to_str(session.ckpt))
             return
         except TablesChangedError as exc:
@@ -152,10 +203,12 @@ def run(source_dsn: str, landing_dsn: str, source: str = "shop", *, contracts: o
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source, reason,
-                        backoff)
+            if not is_transient(exc):
+                raise permanent(source, exc) from None
+            log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source,
+                        first_line(exc), backoff)
         finally:
+            contracts = session.cfg.contracts
             session.close()
         stop.wait(backoff)
         backoff = min(backoff * 2, max_backoff_s)

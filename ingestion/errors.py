@@ -41,3 +41,22 @@ class TablesChangedError(IngestionError):
 
 class ResyncBlockedError(IngestionError):
     """A resync cannot reshape a mirror table because other objects depend on its columns."""
+
+
+class SourceError(IngestionError):
+    """A source registration is unusable (unknown name, a URL with a password, bad selection)."""
+
+
+class UnknownSourceError(SourceError):
+    """A source name is not registered; the message lists the registered ones."""
+
+
+class PermanentSourceError(IngestionError):
+    """A failure retrying cannot fix: wrong password, database or slot elsewhere, wal_level.
+
+    Ingestion reports it once, with what to do, and stops that source (exit code non-zero).
+    """
+
+
+class SourceBusyError(SourceError):
+    """A source cannot be removed while ingestion streams from its slot."""

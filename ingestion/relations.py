@@ -32,8 +32,7 @@ log = logging.getLogger("tidemark.ingestion")
 
 def resync_hint(source: str, table: str) -> str:
     """The command that rebuilds a paused table."""
-    return f"`tidemark ingest resync {table}`" + ("" if source == "shop" else
-                                                   f" (with --source {source})")
+    return f"`tidemark ingest resync {table} --source {source}`"
 
 
 class RelationTracker:

@@ -34,7 +34,7 @@ from ingestion.tables import TableInfo, save_table
 log = logging.getLogger("tidemark.ingestion")
 
 
-def resync(source_dsn: str, landing_dsn: str, source: str = "shop", table: str | None = None,
+def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = None,
            *, contracts: Any = None, setup_dsn: str | None = None) -> str:
     """Rebuild ``table`` from a fresh snapshot, or every table when ``table`` is None.
 

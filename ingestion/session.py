@@ -22,7 +22,7 @@ import psycopg2
 import psycopg2.extras
 
 from ingestion.applier import Applier
-from ingestion.catalog import drop_slot, ensure_publication, slot_info, wait_slot_free
+from ingestion.catalog import drop_slot, published_tables, slot_info, wait_slot_free
 from ingestion.decoder import (
     Begin,
     Commit,
@@ -36,10 +36,14 @@ from ingestion.decoder import (
     pg_time,
 )
 from ingestion.errors import SlotMissingError
-from ingestion.lsn import lsn_to_str
-from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
+from ingestion.failures import check_source
+from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.names import HEARTBEAT_PREFIX, landing_table_name, publication_name, slot_name
+from ingestion.progress import ProgressCallback, ensure_progress_table
+from ingestion.publication import PublicationReport, Selection, log_report, sync_publication
 from ingestion.relations import RelationTracker
-from ingestion.snapshot import create_slot_exporting, open_snapshot, snapshot_tables
+from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
+from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
 
 log = logging.getLogger("tidemark.ingestion")
@@ -77,19 +81,35 @@ class SessionConfig:
         source: source name.
         setup_dsn: source URL allowed to create the publication (default ``source_dsn``).
         contracts: contract set, or None.
-        publication_tables: tables to publish, None for all of schema public.
+        publication_tables: tables to replicate (``schema.table``), instead of schemas.
         group_rows: close a landing transaction once it holds this many changes.
         group_seconds: ... or once it has been open this long.
+        schemas: schemas to replicate when no tables are named (default: the registered
+            selection of the source, else ``public``).
+        on_progress: called with the progress of a snapshot.
+        registered: the source's registered selection (read from landing at open).
     """
 
     source_dsn: str
     landing_dsn: str
-    source: str = "shop"
+    source: str
     setup_dsn: str | None = None
     contracts: object = None
     publication_tables: list[str] | None = None
     group_rows: int = 20_000
     group_seconds: float = 0.1
+    schemas: list[str] | None = None
+    on_progress: ProgressCallback | None = None
+
+    registered: Selection | None = None
+
+    @property
+    def selection(self) -> Selection:
+        """What the source replicates: as given, else as registered, else schema public."""
+        if self.schemas is None and self.publication_tables is None and \
+                self.registered is not None:
+            return self.registered
+        return Selection.of(self.schemas, self.publication_tables)
 
 
 class Session:
@@ -117,6 +137,9 @@ class Session:
         self.last_message_at = time.monotonic()
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
+        self.commit_lsn = 0
+        self.floors: dict[str, int] = {}
+        self.last_report: tuple = ()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -126,8 +149,11 @@ class Session:
         self.landing = psycopg.connect(cfg.landing_dsn)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)
+        ensure_progress_table(self.landing)
+        cfg.registered = registered_selection(self.landing, cfg.source)
         self.landing.commit()
         self.source_conn = psycopg.connect(cfg.source_dsn, autocommit=True)
+        check_source(self.source_conn, cfg.source, self.slot)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
                                cfg.contracts)
         self.applier.wait_hook = self.wait_worker
@@ -151,6 +177,8 @@ class Session:
                     f"since then cannot be streamed: run `tidemark ingest resync --all` to take "
                     f"a fresh snapshot.")
             self.ckpt = ckpt.lsn or 0
+            self.floors = self._load_floors()
+            self.refresh_publication()
         self.stats.lsn = self.ckpt
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
         self.cur.start_replication(
@@ -162,8 +190,9 @@ class Session:
 
     def _initial_snapshot(self) -> None:
         cfg = self.cfg
-        ensure_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
-                           cfg.publication_tables)
+        report = sync_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
+                                  cfg.selection)
+        self._log_report(report)
         if slot_info(self.source_conn, self.slot) is not None:
             log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
                         cfg.source, self.slot)
@@ -171,14 +200,104 @@ class Session:
         lsn, snapshot = create_slot_exporting(self.cur, self.slot)
         log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, self.slot,
                  lsn_to_str(lsn), snapshot)
-        src = open_snapshot(cfg.source_dsn, snapshot)
-        try:
-            rows = snapshot_tables(src, self.applier, self.tracker, self.publication, lsn)
-        finally:
-            src.close()
-        self.applier.commit(lsn, None, snapshot_lsn=lsn)
+        rows = self._snapshot(snapshot, lsn, published_tables(self.source_conn, self.publication),
+                              checkpoint=lsn)
         self.stats.snapshot_rows = rows
         self.ckpt = lsn
+        self.floors = {}
+
+    def _snapshot(self, snapshot: str, lsn: int, tables: list[tuple[int, str, str]],
+                  checkpoint: int | None) -> int:
+        """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
+
+        Args:
+            snapshot: the exported snapshot's name.
+            lsn: its consistent point.
+            tables: (oid, schema, table) to copy.
+            checkpoint: the initial snapshot's LSN; None for tables added while streaming
+                (the checkpoint stays where the stream is).
+
+        Returns:
+            Rows copied.
+        """
+        cfg = self.cfg
+        self.applier.begin()
+        task = SnapshotTask(
+            cfg.source, cfg.source_dsn, cfg.landing_dsn, snapshot, lsn, final=self.landing,
+            catalog=self.source_conn, register=self.tracker.from_catalog,
+            contract_for=self.applier.contract_for, contracts=cfg.contracts,
+            known=set(self.applier.tables), replace_all=checkpoint is not None,
+            on_progress=cfg.on_progress)
+        result = take_snapshot(task, tables)
+        committed = False
+        try:
+            if checkpoint is not None:
+                self.applier.rows_in_txn += result.rows  # counted in rows_applied
+                self.applier.commit(checkpoint, None, snapshot_lsn=checkpoint)
+            else:
+                self.applier.commit(self.ckpt, self.last_commit_at)
+            committed = True
+        finally:
+            result.finish(committed)
+        log.info("source %s: snapshot of %d tables, %d rows in %.1f s (%.0f rows/s); %d dead "
+                 "letters, %d duplicate events dropped", cfg.source, result.tables, result.rows,
+                 result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
+                 result.duplicates)
+        return result.rows
+
+    def _load_floors(self) -> dict[str, int]:
+        """Tables snapshotted after the checkpoint: the stream skips their older changes."""
+        rows = self.landing.execute(
+            "select table_name, snapshot_lsn::text from tidemark.snapshot_progress where"
+            " source = %s and state = 'done' and snapshot_lsn > %s::pg_lsn",
+            (self.cfg.source, lsn_to_str(self.ckpt))).fetchall()
+        self.landing.rollback()
+        return {name: str_to_lsn(lsn) for name, lsn in rows}
+
+    def _log_report(self, report: PublicationReport) -> None:
+        signature = (tuple(report.published), tuple(t.qualified for t in report.unpublishable),
+                     tuple(report.missing), tuple(report.pending), report.managed)
+        if signature != self.last_report or report.added or report.removed:
+            log_report(self.cfg.source, report)
+        self.last_report = signature
+
+    def refresh_publication(self) -> int:
+        """Bring the publication up to date and snapshot tables that joined it.
+
+        Runs between transactions (nothing pending). New publishable tables of the selected
+        schemas are added to the publication, then copied as of a temporary slot's snapshot;
+        the stream skips their changes older than that snapshot.
+
+        Returns:
+            Rows copied from new tables.
+        """
+        cfg = self.cfg
+        report = sync_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
+                                  cfg.selection, must_exist=False)
+        self._log_report(report)
+        new = [t for t in published_tables(self.source_conn, self.publication)
+               if landing_table_name(t[1], t[2]) not in self.applier.tables]
+        if not new:
+            return 0
+        log.info("source %s: new tables %s; copying them", cfg.source,
+                 ", ".join(f"{s}.{t}" for _, s, t in new))
+        repl = psycopg2.connect(cfg.source_dsn,
+                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        try:
+            lsn, snapshot = create_slot_exporting(repl.cursor(), f"{self.slot}_add",
+                                                  temporary=True)
+            rows = self._snapshot(snapshot, lsn, new, checkpoint=None)
+        finally:
+            repl.close()
+        for _, schema, table in new:
+            self.floors[landing_table_name(schema, table)] = lsn
+        return rows
+
+    def set_contracts(self, contracts: object) -> None:
+        """Validate with ``contracts`` from the next transaction on (call between transactions)."""
+        self.cfg.contracts = contracts
+        self.applier.contracts = contracts
+        self.applier._contract_cache.clear()  # the applier caches contracts per table
 
     def close(self) -> None:
         """Close every connection (an open landing transaction is rolled back)."""
@@ -270,6 +389,8 @@ class Session:
                 return
             self.seq += 1
             info = self.tracker.table(m.relid)
+            if self.floors and self.commit_lsn < self.floors.get(info.name, 0):
+                return  # in the table's snapshot already (added while streaming)
             if isinstance(m, Insert):
                 self.applier.add(info, "c", m.new, None, lsn, self.seq)
             elif isinstance(m, Update):
@@ -280,6 +401,7 @@ class Session:
         elif isinstance(m, Begin):
             self.in_src_txn = True
             self.skip = m.final_lsn < self.ckpt
+            self.commit_lsn = m.final_lsn
             self.seq = 0
             if not self.skip:
                 if not self.pending:
@@ -304,7 +426,9 @@ class Session:
             if self.skip:
                 return
             infos = [self.tracker.table(r) for r in m.relids]
-            self.seq += self.applier.truncate(infos, lsn, self.seq + 1)
+            infos = [i for i in infos if self.commit_lsn >= self.floors.get(i.name, 0)]
+            if infos:
+                self.seq += self.applier.truncate(infos, lsn, self.seq + 1)
         elif isinstance(m, Message) and m.prefix == HEARTBEAT_PREFIX:
             log.debug("heartbeat at %s", lsn_to_str(m.lsn))
 

@@ -1,32 +1,80 @@
-"""Initial snapshot: the slot's exported snapshot, COPYed table by table into landing.
+"""Snapshots: the slot's exported snapshot, copied into landing at COPY speed.
 
 ``CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')`` on the replication connection returns the
-slot's consistent point and a snapshot name; a second (normal) connection reads every published
-table in ``REPEATABLE READ`` with ``SET TRANSACTION SNAPSHOT``, while the replication connection
-stays idle. Streaming then starts at the consistent point: every transaction committed before it
-is in the snapshot, every later one comes from the slot, so there is no gap and no duplicate.
+slot's consistent point and a snapshot name; worker connections import it
+(``SET TRANSACTION SNAPSHOT``) while the replication connection stays idle, and stream each
+published table with ``COPY ... TO STDOUT`` straight into landing's ``COPY ... FROM STDIN``
+(:mod:`ingestion.copypipe`: no row is parsed in Python). Streaming then starts at the
+consistent point: every transaction committed before it is in the snapshot, every later one
+comes from the slot, so there is no gap and no duplicate.
+
+Tables new to landing load in parallel into staging tables (:mod:`ingestion.snapcopy`) that
+the final landing transaction swaps in together with the checkpoint
+(:mod:`ingestion.snapswap`); tables landing has already are reloaded in place inside that
+transaction. Either way the snapshot becomes visible all at once, or not at all.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg2 import sql as sql2
 
-from ingestion.applier import Applier
 from ingestion.catalog import published_tables
-from ingestion.copytext import parse_lines
-from ingestion.lsn import str_to_lsn
-from ingestion.relations import RelationTracker
+from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.names import landing_table_name
+from ingestion.progress import ProgressCallback, ProgressTracker
+from ingestion.snapcopy import (
+    Job,
+    Staging,
+    build_indexes,
+    copy_in_place,
+    copy_staged,
+    stage_tables,
+    wants_binary,
+)
+from ingestion.snapswap import (
+    clear_table,
+    land_side_tables,
+    reset_staging,
+    staging_schema,
+    swap_in,
+)
+from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 
 log = logging.getLogger("tidemark.ingestion")
 
+# Text forms every PostgreSQL reads back exactly, whatever the source's defaults are.
+SESSION_SETTINGS = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
+                    "set extra_float_digits = 3", "set bytea_output = 'hex'",
+                    "set timezone = 'UTC'")
 
-def create_slot_exporting(repl_cursor, slot: str, temporary: bool = False) -> tuple[int, str]:
+
+def snapshot_workers() -> int:
+    """Tables copied at once: ``TIDEMARK_SNAPSHOT_WORKERS``, else half the cores (2 to 4).
+
+    Each table already keeps three backends busy (one COPY out, two COPY in); two tables at
+    once still help on two cores, where one table's checks and index builds overlap the other's
+    copy.
+    """
+    raw = os.environ.get("TIDEMARK_SNAPSHOT_WORKERS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(2, min(4, (os.cpu_count() or 2) // 2))
+
+
+def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
+                          ) -> tuple[int, str]:
     """Create a pgoutput slot on a psycopg2 replication cursor, exporting its snapshot.
 
     Returns:
@@ -45,50 +93,238 @@ def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))
+    for statement in SESSION_SETTINGS:
+        conn.execute(statement)
     return conn
 
 
-def copy_table(src: psycopg.Connection, applier: Applier, info: TableInfo, lsn: int,
-               seq_start: int = 0) -> int:
-    """COPY one table from the snapshot connection into the applier as ``r`` changes.
+@dataclass
+class SnapshotResult:
+    """What a snapshot did.
 
-    Returns:
-        The number of rows read.
+    Attributes:
+        rows: rows read from the source.
+        tables: tables copied.
+        dead: rows that broke their contract.
+        duplicates: duplicate events dropped.
+        seconds: wall time of the copy.
+        jobs: the per-table jobs.
+        progress: reports the snapshot's progress; :meth:`finish` after the landing commit.
     """
-    cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
-    query = sql.SQL("copy (select {} from {}) to stdout").format(
-        cols, sql.Identifier(info.source_schema, info.source_table))
-    seq = seq_start
-    with src.cursor() as cur, cur.copy(query) as copy:
-        for row in parse_lines(copy):
-            seq += 1
-            applier.add(info, "r", row, None, lsn, seq)
-    return seq - seq_start
+
+    rows: int = 0
+    tables: int = 0
+    dead: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    jobs: list[Job] = field(default_factory=list)
+    progress: ProgressTracker | None = None
+
+    def finish(self, committed: bool) -> None:
+        """Mark the progress rows done (the landing transaction committed) or failed."""
+        if self.progress is not None:
+            self.progress.close(done=committed)
+            self.progress = None
 
 
-def snapshot_tables(src: psycopg.Connection, applier: Applier, tracker: RelationTracker,
-                    publication: str, lsn: int, only: set[str] | None = None) -> int:
-    """Load every published table (or those named in ``only``) as of the snapshot.
+@dataclass
+class SnapshotTask:
+    """One snapshot to take.
 
-    The mirrors are emptied first; everything happens in the applier's open transaction, which
-    the caller commits together with the checkpoint.
+    Attributes:
+        source: source name.
+        source_dsn: source URL with SELECT on the tables.
+        landing_dsn: landing URL.
+        snapshot_name: the exported snapshot.
+        lsn: its consistent point.
+        final: the landing connection whose open transaction makes the snapshot visible (it
+            registers the tables; the caller commits it with the checkpoint).
+        catalog: an autocommit source connection for catalog look-ups.
+        register: registers a table in landing (``RelationTracker.from_catalog``).
+        contract_for: a table's contract, or None.
+        contracts: the contract set, or None.
+        known: landing tables that existed before (reloaded in place).
+        replace_all: True for a full snapshot of the source (progress rows replaced).
+        on_progress: progress callback.
+        workers: tables copied at once.
+    """
+
+    source: str
+    source_dsn: str
+    landing_dsn: str
+    snapshot_name: str
+    lsn: int
+    final: psycopg.Connection
+    catalog: psycopg.Connection
+    register: Callable[[int, str, str], TableInfo]
+    contract_for: Callable[[TableInfo], Any]
+    contracts: Any = None
+    known: set[str] = field(default_factory=set)
+    replace_all: bool = True
+    on_progress: ProgressCallback | None = None
+    workers: int = field(default_factory=snapshot_workers)
+
+
+def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | None]:
+    return {r[0]: (r[1] if r[1] >= 0 else None) for r in conn.execute(
+        "select oid::int, reltuples::bigint from pg_class where oid = any(%s)", (oids,))}
+
+
+def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> SnapshotResult:
+    """Copy ``tables`` (oid, schema, name) as of the exported snapshot into landing.
+
+    Everything lands in ``task.final``'s open transaction (staged tables are swapped in there);
+    the caller commits it with the checkpoint, then calls ``result.finish(committed)``.
+
+    Raises:
+        psycopg.Error: a copy failed (the final transaction must be rolled back).
+    """
+    started = time.monotonic()
+    result = SnapshotResult()
+    estimates = _estimates(task.catalog, [t[0] for t in tables])
+    same_major = task.catalog.info.server_version // 10000 == \
+        task.final.info.server_version // 10000
+    staged: list[Job] = []
+    in_place: list[Job] = []
+    for oid, namespace, table in tables:
+        new = landing_table_name(namespace, table) not in task.known
+        info = task.register(oid, namespace, table)
+        if info.paused_reason is not None:
+            log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
+            continue
+        job = Job(info, task.contract_for(info), task.contracts, estimates.get(oid),
+                  wants_binary(info, same_major))
+        (staged if new else in_place).append(job)
+    jobs = sorted(staged, key=lambda j: -(j.estimate or 0)) + in_place
+    result.jobs = jobs
+    tracker = ProgressTracker(task.landing_dsn, task.source, task.lsn,
+                              [(j.info.name, j.estimate) for j in jobs], task.on_progress,
+                              replace_all=task.replace_all)
+    ok = False
+    try:
+        if staged and not _prepare_staging(task, staged):
+            in_place, staged = staged + in_place, []
+        commit_at = datetime.now(UTC)
+        with ThreadPoolExecutor(max_workers=max(1, task.workers),
+                                thread_name_prefix="tidemark-snapshot") as pool:
+            futures = [pool.submit(_run_staged, task, job, tracker) for job in staged]
+            if in_place:
+                src = open_snapshot(task.source_dsn, task.snapshot_name)
+                try:
+                    for job in in_place:
+                        tracker.start(job.info.name)
+                        copy_in_place(src, task.final, job, task.lsn, commit_at,
+                                      lambda n, t=job.info.name: tracker.add(t, n))
+                        tracker.finish(job.info.name)
+                finally:
+                    src.close()
+            for future in futures:
+                future.result()
+        at = lsn_to_str(task.lsn)
+        for job in staged:
+            stg = Staging(staging_schema(task.source), job.info.source_oid)
+            swap_in(task.final, job.info, stg)
+            land_side_tables(task.final, job.info, stg, at, commit_at)
+        if staged:
+            task.final.execute(sql.SQL("drop schema if exists {} cascade").format(
+                sql.Identifier(staging_schema(task.source))))
+        # Done in the same transaction as the data: the LSN below which the stream skips a
+        # table's changes (its snapshot holds them) is durable exactly when the rows are.
+        task.final.execute(
+            "update tidemark.snapshot_progress set state = 'done', finished_at = now()"
+            " where source = %s and table_name = any(%s)",
+            (task.source, [j.info.name for j in jobs]))
+        for job in jobs:
+            if job.result.duplicates:
+                add_duplicates(task.final, task.source, job.info.name, job.result.duplicates)
+            result.rows += job.result.rows
+            result.dead += job.result.dead
+            result.duplicates += job.result.duplicates
+            log.info("snapshot: %s rows of %s", job.result.rows, job.info.qualified)
+        result.tables = len(jobs)
+        result.seconds = round(time.monotonic() - started, 3)
+        result.progress = tracker
+        ok = True
+        return result
+    finally:
+        if not ok:
+            tracker.close(done=False)
+
+
+def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
+    """Create the staging schema and tables; False when the landing role may not."""
+    schema = staging_schema(task.source)
+    try:
+        with psycopg.connect(task.landing_dsn) as conn:
+            conn.autocommit = True
+            if task.replace_all:
+                reset_staging(conn, task.source)
+            conn.autocommit = False
+            for job in jobs:
+                stg = Staging(schema, job.info.source_oid)
+                if not task.replace_all:
+                    clear_table(conn, stg)
+                job.rebuild = stage_tables(conn, job, stg, task.lsn, datetime.now(UTC))
+            conn.commit()
+        return True
+    except psycopg.errors.InsufficientPrivilege as exc:
+        log.warning("snapshot: cannot create staging schema %s (%s); copying table by table in "
+                    "one transaction instead (slower)", schema, exc.diag.message_primary)
+        return False
+
+
+def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
+    name = job.info.name
+    stg = Staging(staging_schema(task.source), job.info.source_oid)
+    src = open_snapshot(task.source_dsn, task.snapshot_name)
+    m = psycopg.connect(task.landing_dsn)
+    c = psycopg.connect(task.landing_dsn)
+    try:
+        tracker.start(name)
+        copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n))
+        src.close()
+        rebuild_m, rebuild_c = job.rebuild
+        started = time.monotonic()
+        # The two index builds run in two backends at once.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-index") as side:
+            other = side.submit(build_indexes, c, rebuild_c, stg.ident("c"))
+            build_indexes(m, rebuild_m, stg.ident("m"))
+            other.result()
+        job.timings["index"] = time.monotonic() - started
+        tracker.finish(name)
+        log.info("snapshot: %s: %s rows; %s", job.info.qualified, f"{job.result.rows:,}",
+                 ", ".join(f"{k} {v:.2f} s" for k, v in job.timings.items()))
+    finally:
+        for conn in (src, m, c):
+            conn.close()
+
+
+def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publication: str,
+                    lsn: int, only: set[str] | None = None) -> int:
+    """Reload published tables (or those named in ``only``) in place as of a snapshot.
+
+    Everything happens in the applier's open transaction, which the caller commits (used by
+    ``resync``).
 
     Returns:
         Rows loaded.
     """
     applier.begin()
-    applier.start_source_txn(lsn, datetime.now(UTC), None)
     total = 0
+    same_major = src.info.server_version // 10000 == applier.conn.info.server_version // 10000
+    commit_at = datetime.now(UTC)
     for oid, namespace, table in published_tables(src, publication):
-        info = tracker.from_catalog(oid, namespace, table)
-        if only is not None and info.name not in only:
+        if only is not None and landing_table_name(namespace, table) not in only:
             continue
+        info = tracker.from_catalog(oid, namespace, table)
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue
-        applier.conn.execute(sql.SQL("delete from {}").format(info.mirror))
-        rows = copy_table(src, applier, info, lsn)
-        applier.flush(info)
-        log.info("snapshot: %s rows of %s", rows, info.qualified)
-        total += rows
+        job = Job(info, applier.contract_for(info), applier.contracts, None,
+                  wants_binary(info, same_major))
+        copy_in_place(src, applier.conn, job, lsn, commit_at)
+        if job.result.duplicates:
+            add_duplicates(applier.conn, applier.source, info.name, job.result.duplicates)
+        log.info("snapshot: %s rows of %s", job.result.rows, info.qualified)
+        total += job.result.rows
     return total

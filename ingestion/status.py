@@ -7,10 +7,11 @@ from typing import Any
 import psycopg
 
 from ingestion.names import publication_name, slot_name
+from ingestion.progress import read_progress
 from ingestion.state import ensure_state
 
 
-def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str, Any]:
+def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
     """Report slot, confirmed LSN, retained WAL, lag, rate, dead letters and paused tables.
 
     Args:
@@ -23,7 +24,9 @@ def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str,
         ``confirmed_flush_lsn``, ``current_wal_lsn``, ``retained_wal_bytes``, ``lag_bytes``,
         ``lag_seconds`` (source commit → landing commit of the last applied transaction),
         ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
-        ``dead_letters`` (not yet replayed), ``duplicate_events`` and ``paused_tables``.
+        ``dead_letters`` (not yet replayed), ``duplicate_events``, ``paused_tables`` and
+        ``snapshot`` (the latest snapshot: state running/interrupted/failed/done, tables, rows,
+        rows/s, ETA; None before the first).
     """
     slot = slot_name(source)
     out: dict[str, Any] = {"source": source, "slot": slot,
@@ -54,6 +57,7 @@ def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str,
             " source = %s and paused_at is not null order by table_name", (source,))]
         tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
                               (source,)).fetchone()[0]
+        snapshot = read_progress(conn, source)
     if ck is None:
         out.update(checkpoint_lsn=None, snapshot_lsn=None, last_commit_at=None,
                    last_applied_at=None, lag_seconds=None, seconds_since_last_apply=None,
@@ -66,7 +70,7 @@ def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str,
                    rows_applied=ck[5],
                    rows_per_s=None if ck[6] is None else round(float(ck[6]), 1))
     out.update(tables=tables, dead_letters=dead, duplicate_events=int(dups),
-               paused_tables=paused)
+               paused_tables=paused, snapshot=snapshot)
     for key in ("last_commit_at", "last_applied_at"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()

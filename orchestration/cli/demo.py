@@ -29,9 +29,14 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Generator seed: same seed,
 @app.command()
 def schema() -> None:
     """Create the demo tables in the source database (idempotent)."""
-    dbs = ensure_databases(load_settings())
+    from orchestration.demo.source import register_demo_source
+
+    settings = load_settings()
+    dbs = ensure_databases(settings)
     apply_schema(dbs.source)
-    console.print("Demo schema is in place.")
+    register_demo_source(dbs, settings)
+    console.print("Demo schema is in place; it is registered as source \"shop\" "
+                  "(`tidemark source list`).")
 
 
 @app.command()

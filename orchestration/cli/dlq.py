@@ -15,6 +15,7 @@ from orchestration.cli.ingest import (
     databases,
     ingestion_errors,
     load_contract_set,
+    pick_source,
 )
 from orchestration.cli.output import console, emit_json, emit_table
 
@@ -23,7 +24,7 @@ app = typer.Typer(help="Changes that broke their contract (tidemark.dead_letters
 
 
 @app.command("list")
-def list_(source: SourceOpt = "shop",
+def list_(source: SourceOpt = None,
           table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
           all_: Annotated[bool, typer.Option("--all", help="Include replayed letters.")] = False,
           json_out: JsonOpt = False) -> None:
@@ -31,7 +32,9 @@ def list_(source: SourceOpt = "shop",
     from ingestion.dead_letters import list_dead_letters
 
     with ingestion_errors():
-        letters = list_dead_letters(databases().landing_app, source, table=table,
+        dbs = databases()
+        source = pick_source(dbs, source).name
+        letters = list_dead_letters(dbs.landing_app, source, table=table,
                                     include_replayed=all_)
     if json_out:
         emit_json(letters)
@@ -56,7 +59,7 @@ def show(letter_id: Annotated[int, typer.Argument(help="Dead letter id (from `dl
 
 
 @app.command()
-def replay(source: SourceOpt = "shop",
+def replay(source: SourceOpt = None,
            ids: Annotated[list[int] | None, typer.Argument(help="Ids (default: all).")] = None,
            table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
            contracts: ContractsOpt = None, no_contracts: NoContractsOpt = False,
@@ -65,7 +68,8 @@ def replay(source: SourceOpt = "shop",
     from ingestion.dead_letters import replay as do_replay
 
     with ingestion_errors():
-        counts = do_replay(databases().landing_app, source,
+        dbs = databases()
+        counts = do_replay(dbs.landing_app, pick_source(dbs, source).name,
                            contracts=load_contract_set(contracts, no_contracts), ids=ids,
                            table=table)
     if json_out:

@@ -6,9 +6,11 @@ import sys
 
 import typer
 
+from orchestration.cli import contracts as contracts_cli
 from orchestration.cli import db, demo, up
 from orchestration.cli import dlq as dlq_cli
 from orchestration.cli import ingest as ingest_cli
+from orchestration.cli import source as source_cli
 from orchestration.cli import status as status_cli
 from orchestration.cli import views as views_cli
 from orchestration.cli.output import fail
@@ -24,6 +26,8 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(demo.app, name="demo")
 app.add_typer(views_cli.app, name="views")
+app.add_typer(source_cli.app, name="source")
+app.add_typer(contracts_cli.app, name="contracts")
 app.add_typer(ingest_cli.app, name="ingest")
 app.add_typer(dlq_cli.app, name="dlq")
 app.command("up")(up.up)

@@ -54,12 +54,16 @@ def source_is_empty(source_dsn: str) -> bool:
         return conn.execute("select not exists (select 1 from orders)").fetchone()[0]
 
 
-def prepare_source(dbs: Databases, options: UpOptions, say: Say) -> None:
-    """Create the demo schema and, on first start, seed its history."""
+def prepare_source(dbs: Databases, options: UpOptions, say: Say,
+                   settings: Settings | None = None) -> None:
+    """Create the demo schema, register it as source "shop" and, on first start, seed it."""
     from orchestration.demo.schema import apply_schema
     from orchestration.demo.seed import seed_history
+    from orchestration.demo.source import register_demo_source
+    from orchestration.stack.settings import load_settings
 
     apply_schema(dbs.source)
+    register_demo_source(dbs, settings or load_settings())
     if source_is_empty(dbs.source) and options.seed_days > 0:
         say(f"Seeding {options.seed_days} days of demo history "
             f"({options.orders_per_day} orders a day)...")
@@ -75,9 +79,13 @@ def land_source(dbs: Databases, say: Say) -> None:
     """
     import ingestion
     from contracts import load_contracts
+    from ingestion.sources import get_source
+    from orchestration.demo.source import DEMO_SOURCE
 
-    stats = ingestion.catch_up(dbs.source_ingest, dbs.landing_app, "shop",
-                               contracts=load_contracts(), setup_dsn=dbs.source)
+    spec = get_source(dbs.landing_app, DEMO_SOURCE)
+    stats = ingestion.catch_up(spec.dsn(), dbs.landing_app, spec.name,
+                               contracts=load_contracts(), setup_dsn=spec.admin_dsn(),
+                               schemas=list(spec.schemas or []) or None, timeout_s=3600)
     say(f"Landing caught up with the source: {stats.snapshot_rows:,} snapshot rows and "
         f"{stats.changes:,} changes in {stats.seconds:.1f} s.")
 
@@ -167,7 +175,7 @@ def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
     load_thread: threading.Thread | None = None
     code = 0
     try:
-        prepare_source(dbs, options, say)
+        prepare_source(dbs, options, say, settings)
         land_source(dbs, say)
         deploy_live_views(dbs, say)
         build_marts(dbs, settings, say)

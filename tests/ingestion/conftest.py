@@ -29,6 +29,12 @@ class Pair:
     src: str
     land: str
 
+    def register(self, **selection: object) -> None:
+        """Register the source in landing (as `tidemark source add` does, without checks)."""
+        from ingestion.sources import SourceSpec, save_source
+
+        save_source(self.land, SourceSpec(self.source, url=self.src, **selection))
+
     def src_exec(self, *statements: str, params: tuple = ()) -> None:
         """Run statements on the source, each in its own transaction."""
         with psycopg.connect(self.src, autocommit=True) as conn:

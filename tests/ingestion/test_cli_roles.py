@@ -41,6 +41,8 @@ def test_least_privilege_roles_and_cli(pair: Pair) -> None:
                              (pair.source,)).fetchone()[0]
     assert owner == APP_ROLE
 
+    out = cli(pair, "source", "add", pair.source, "--url", ingest_url, "--admin-url", pair.src)
+    assert out.returncode == 0, out.stderr
     out = cli(pair, "ingest", "status", "--source", pair.source, "--json")
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)

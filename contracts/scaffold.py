@@ -1,0 +1,132 @@
+"""Scaffolding contracts from a source catalog (``tidemark contracts init``).
+
+Each table becomes ``<source>/<table>.yml`` with its key, its columns in order, their types and
+nullability as the catalog says, and the other fields at permissive defaults for the user to
+tighten (allowed values, ranges, patterns, rules, event time, freshness). A column type contracts
+have no name for (``timestamp``, ``interval``, ``bytea``, enums...) is declared ``text``, which
+checks presence only, and its description names the source type.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from contracts.pgtypes import parse_type
+
+_NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")
+_SAME = {"smallint", "integer", "bigint", "numeric", "real", "double precision", "text",
+         "boolean", "date", "uuid", "jsonb"}
+_ALIASES = {"timestamp with time zone": "timestamptz", "json": "jsonb",
+            "character varying": "text", "character": "text", "name": "text", '"char"': "text"}
+
+
+@dataclass(frozen=True)
+class ColumnShape:
+    """A source column: name, type as ``format_type`` prints it, and NOT NULL."""
+
+    name: str
+    type_sql: str
+    not_null: bool
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """A source table as contracts see it.
+
+    Attributes:
+        qualified: ``schema.table`` on the source.
+        name: the landing table name (the contract's file name).
+        columns: its columns in order.
+        key: primary key (or replica identity index) columns.
+    """
+
+    qualified: str
+    name: str
+    columns: tuple[ColumnShape, ...]
+    key: tuple[str, ...]
+
+
+def contract_type(type_sql: str) -> tuple[str, bool]:
+    """The contract type for a source type, and whether it is exact (else ``text``)."""
+    text = type_sql.strip().lower()
+    if text.endswith("[]"):
+        element, exact = contract_type(text[:-2])
+        return (element + "[]", True) if exact else ("text", False)
+    base = re.sub(r"\(.*\)", "", text).strip()
+    if base in _ALIASES:
+        return _ALIASES[base], base in ("timestamp with time zone", "json")
+    if base == "numeric":
+        candidate = text.replace(" ", "")
+        try:
+            return parse_type(candidate).name, True
+        except ValueError:
+            return "numeric", True
+    if base in _SAME:
+        return base, True
+    return "text", False
+
+
+def render(shape: TableShape, source: str) -> str:
+    """The YAML text of a scaffolded table contract."""
+    columns = {}
+    for col in shape.columns:
+        ctype, exact = contract_type(col.type_sql)
+        spec: dict = {"type": ctype}
+        if not col.not_null and col.name not in shape.key:
+            spec["nullable"] = True
+        if not exact or ctype.startswith("text") and col.type_sql.lower() != "text":
+            spec["description"] = f"source type: {col.type_sql}" + (
+                "" if exact else " (checked as text: present or not)")
+        columns[col.name] = spec
+    body = {
+        "version": 1,
+        "description": f"{shape.qualified} of source {source}.",
+        "primary_key": list(shape.key),
+        "event_time": None,
+        "idempotency_key": None,
+        "compatibility": "backward",
+        "allowed_lateness": "1h",
+        "freshness": {"warn_after": "1h", "error_after": "1d"},
+        "columns": columns,
+    }
+    header = (f"# Scaffolded by `tidemark contracts init {source}` from {shape.qualified} on "
+              f"{datetime.now(UTC):%Y-%m-%d}.\n"
+              "# Types, key and nullability come from the source catalog. Tighten it: add\n"
+              "# allowed_values, min/max, pattern and rules where you know them, name the\n"
+              "# event_time column, set freshness; bump `version` on every change. A running\n"
+              "# ingestion picks changed contracts up within seconds.\n")
+    return header + yaml.safe_dump(body, sort_keys=False, width=100, allow_unicode=True)
+
+
+def write_contracts(root: Path, source: str, shapes: list[TableShape], overwrite: bool = False
+                    ) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Write ``<root>/<source>/<table>.yml`` for each shape.
+
+    Returns:
+        (files written, (table, why it was skipped) pairs).
+    """
+    folder = Path(root) / source
+    written: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    for shape in shapes:
+        if not _NAME_RE.fullmatch(shape.name):
+            skipped.append((shape.qualified, f"its name {shape.name!r} cannot be a contract file "
+                            "name (lower-case letters, digits, _); it lands without a contract"))
+            continue
+        if not shape.key:
+            skipped.append((shape.qualified, "it has no primary key, which a contract needs; "
+                            "it lands without a contract"))
+            continue
+        path = folder / f"{shape.name}.yml"
+        if path.exists() and not overwrite:
+            skipped.append((shape.qualified, f"{path} exists (--force overwrites it)"))
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(shape, source), encoding="utf-8")
+        written.append(path)
+    return written, skipped

@@ -1,0 +1,130 @@
+"""Telling failures retrying can fix from those it cannot, and saying what to do about the latter.
+
+Transient: the server is unreachable, restarting, or dropped the connection; ingestion retries
+with backoff. Permanent: the login is refused, the database or slot is elsewhere, ``wal_level``
+is not ``logical``, a right is missing; ingestion reports it once and stops that source.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from ingestion.errors import PermanentSourceError
+
+# SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
+# intervention (shutdown, crash, "cannot connect now"), transaction rollback (serialization).
+_TRANSIENT_CLASSES = ("08", "53", "57", "40")
+_PERMANENT_STATES = {"57P04"}  # database dropped
+_TRANSIENT_TEXT = (
+    "connection refused", "server closed the connection", "could not receive data",
+    "could not send data", "terminating connection", "is starting up", "is shutting down",
+    "in recovery mode", "not yet accepting connections", "timeout expired", "timed out",
+    "connection reset", "broken pipe", "eof detected", "ssl syscall", "consuming input failed",
+    "lost synchronization", "no connection to the server", "connection is closed",
+    "too many clients", "remaining connection slots", "no route to host",
+    "network is unreachable", "the connection is lost", "closed unexpectedly",
+    "connection has been lost", "connection was lost",
+)
+_ADVICE = (
+    ("password authentication failed",
+     "The source refused the login. Check the user in the registered URL and its password in "
+     "TIDEMARK_SOURCE_<NAME>_PASSWORD (or ~/.pgpass / PGPASSWORD)."),
+    ("no pg_hba.conf entry",
+     "The source's pg_hba.conf does not let this user connect from this machine. Replication "
+     "connections are matched by database name: add e.g. `host <db> <user> <net> scram-sha-256` "
+     "and reload the server."),
+    ("wal_level",
+     "Set wal_level = logical in the source's postgresql.conf and restart the server "
+     "(see the README, \"Your own database\")."),
+    ("was not created in this database",
+     "The replication slot of this source belongs to another database of the same server. "
+     "Register each database under its own source name, or drop the stray slot there."),
+    ("must be superuser or replication role",
+     "The source role needs the REPLICATION attribute: alter role <user> replication;"),
+    ("permission to use replication slots",
+     "The source role needs the REPLICATION attribute: alter role <user> replication;"),
+    ("permission denied",
+     "The source role lacks a right (SELECT on the replicated tables, CONNECT on the database, "
+     "USAGE on their schemas); see the README, \"Your own database\", for the grants."),
+    ("publication",
+     "The source's publication is missing or unusable: run `tidemark source add` again with an "
+     "admin URL (it creates the publication), or create it as the tables' owner."),
+    ("does not exist",
+     "Fix the registered URL (`tidemark source remove NAME`, then `tidemark source add` again) "
+     "or create what is missing on the source."),
+    ("could not translate host name",
+     "The host name in the registered URL does not resolve: fix the URL."),
+    ("invalid", "Fix the registered URL."),
+    ("replication slots are in use",
+     "All replication slots of the source are in use: raise max_replication_slots (restart) "
+     "or drop unused slots."),
+    ("max_replication_slots",
+     "All replication slots of the source are in use: raise max_replication_slots (restart) "
+     "or drop unused slots."),
+)
+
+
+def _state(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (or its class name)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later may succeed."""
+    text = str(exc).lower()
+    state = _state(exc)
+    if any(marker in text for marker, _ in _ADVICE):
+        return False
+    if state is not None:
+        if state in _PERMANENT_STATES:
+            return False
+        if state.startswith(_TRANSIENT_CLASSES):
+            return True
+    if isinstance(exc, OSError):
+        return True
+    return state is None and any(marker in text for marker in _TRANSIENT_TEXT)
+
+
+def permanent(source: str, exc: BaseException, where: str = "source") -> PermanentSourceError:
+    """The error to report for a failure that will not go away by retrying."""
+    text = str(exc).lower()
+    advice = next((a for marker, a in _ADVICE if marker in text), None)
+    if advice is None:
+        advice = ("Retrying will not fix this; fix the cause, then start ingestion again "
+                  "(`tidemark ingest status` shows where it stands).")
+    return PermanentSourceError(f"Source {source!r}: {where} error: {first_line(exc)}. "
+                                f"{advice.replace('<NAME>', source.upper())}")
+
+
+def check_source(conn: psycopg.Connection, source: str, slot: str) -> None:
+    """Refuse a source that cannot work, before anything is created on it.
+
+    Args:
+        conn: a connection to the source database.
+        source: the source name.
+        slot: the source's replication slot name.
+
+    Raises:
+        PermanentSourceError: ``wal_level`` is not logical, or the slot of this source exists in
+            another database of the server.
+    """
+    level = conn.execute("show wal_level").fetchone()[0]
+    if level != "logical":
+        raise PermanentSourceError(
+            f"Source {source!r}: wal_level is {level!r} on the source server; logical "
+            f"replication needs 'logical'. Set wal_level = logical in postgresql.conf and "
+            f"restart the server (README, \"Your own database\").")
+    row = conn.execute("select database, current_database() from pg_replication_slots"
+                       " where slot_name = %s", (slot,)).fetchone()
+    if row is not None and row[0] != row[1]:
+        raise PermanentSourceError(
+            f"Source {source!r}: replication slot {slot!r} exists on this server but in "
+            f"database {row[0]!r}, not in {row[1]!r} (the registered database). Another source "
+            f"with the same name, or a stray slot? If it is unused, drop it: "
+            f"select pg_drop_replication_slot('{slot}');  or register this database under "
+            f"another source name.")

@@ -1,0 +1,293 @@
+"""Which source tables a source replicates, and its publication kept to exactly those.
+
+A table can be published safely when PostgreSQL can identify its rows in UPDATE and DELETE: it
+has a primary key, a ``REPLICA IDENTITY USING INDEX``, or ``REPLICA IDENTITY FULL``. A
+publication that covers any other table makes every UPDATE and DELETE on it fail in the source
+application, so the publication lists tables one by one (never ``FOR TABLES IN SCHEMA`` or
+``FOR ALL TABLES``) and leaves such tables out; they are reported with the statement that fixes
+them. Tables created later in a selected schema are added when the publication is synced again
+(at every start of ingestion and between transactions while it runs).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ingestion.errors import SetupError
+
+log = logging.getLogger("tidemark.ingestion")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a source replicates: whole schemas, or named tables.
+
+    Attributes:
+        schemas: schema names (every table in them, including tables created later).
+        tables: ``schema.table`` names (``table`` alone means ``public.table``).
+    """
+
+    schemas: tuple[str, ...] = ("public",)
+    tables: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, schemas: list[str] | tuple[str, ...] | None = None,
+           tables: list[str] | tuple[str, ...] | None = None) -> Selection:
+        """A selection from optional lists (neither: schema ``public``)."""
+        if tables:
+            return cls(schemas=(), tables=tuple(qualify(t) for t in tables))
+        return cls(schemas=tuple(schemas) if schemas else ("public",), tables=None)
+
+    def describe(self) -> str:
+        """``schemas public, sales`` or ``tables public.a, public.b``."""
+        if self.tables is not None:
+            return "tables " + ", ".join(self.tables)
+        return "schemas " + ", ".join(self.schemas)
+
+
+def qualify(name: str) -> str:
+    """``schema.table`` for a table name (``public`` when no schema is given)."""
+    schema, _, table = name.strip().rpartition(".")
+    return f"{schema or 'public'}.{table}"
+
+
+@dataclass(frozen=True)
+class SourceTable:
+    """A table of a selected schema, as the source catalog shows it.
+
+    Attributes:
+        oid: relation OID.
+        schema: schema name.
+        name: table name.
+        identity: ``relreplident``: d (default), f (full), i (index), n (nothing).
+        has_key: whether it has a primary key.
+        has_identity_index: whether an index is marked as its replica identity.
+        unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
+    """
+
+    oid: int
+    schema: str
+    name: str
+    identity: str
+    has_key: bool
+    has_identity_index: bool
+    unlogged: bool
+
+    @property
+    def qualified(self) -> str:
+        """``schema.table``."""
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def publishable(self) -> bool:
+        """Whether publishing the table leaves the source application's writes working."""
+        if self.unlogged:
+            return False
+        return self.identity == "f" or (self.identity == "d" and self.has_key) or (
+            self.identity == "i" and self.has_identity_index)
+
+    def advice(self) -> str:
+        """Why the table is left out and the statement that makes it publishable."""
+        ident = sql.Identifier(self.schema, self.name).as_string()
+        if self.unlogged:
+            return (f"{self.qualified} is UNLOGGED, so PostgreSQL cannot replicate it: "
+                    f"alter table {ident} set logged;")
+        if self.identity == "n":
+            return (f"{self.qualified} has REPLICA IDENTITY NOTHING: "
+                    f"alter table {ident} replica identity full;  (or default, with a key)")
+        return (f"{self.qualified} has no primary key or replica identity: add a primary key, "
+                f"or run  alter table {ident} replica identity full;")
+
+
+@dataclass
+class PublicationReport:
+    """What :func:`sync_publication` found and did.
+
+    Attributes:
+        publication: the publication's name.
+        published: the tables published now (``schema.table``).
+        added: tables added by this sync.
+        removed: tables removed by this sync (no longer selected or no longer publishable).
+        unpublishable: selected tables left out, each with its advice.
+        missing: tables named in the selection that do not exist.
+        managed: False when the publication was made by someone else for all tables or whole
+            schemas; it is then used as it is.
+        pending: changes the sync had no right to make (with the statements to run).
+    """
+
+    publication: str
+    published: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unpublishable: list[SourceTable] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    managed: bool = True
+    pending: list[str] = field(default_factory=list)
+
+
+_CATALOG = """
+    select c.oid::int, n.nspname, c.relname, c.relreplident::text,
+        exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),
+        exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident),
+        c.relpersistence = 'u'
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind = 'r' and c.relpersistence <> 't' and {}
+    order by n.nspname, c.relname
+"""
+
+
+def selected_tables(conn: psycopg.Connection, selection: Selection
+                    ) -> tuple[list[SourceTable], list[str]]:
+    """The source tables a selection covers, and the named tables that do not exist.
+
+    Args:
+        conn: a source connection.
+        selection: schemas or tables.
+
+    Returns:
+        (tables in schema and name order, missing ``schema.table`` names).
+    """
+    if selection.tables is not None:
+        pairs = [t.split(".", 1) for t in selection.tables]
+        where = sql.SQL("(n.nspname, c.relname) in (select * from unnest(%s::text[], %s::text[]))")
+        params: tuple = ([p[0] for p in pairs], [p[1] for p in pairs])
+    else:
+        where = sql.SQL("n.nspname = any(%s)")
+        params = (list(selection.schemas),)
+    rows = conn.execute(sql.SQL(_CATALOG).format(where), params).fetchall()
+    tables = [SourceTable(*r) for r in rows]
+    found = {t.qualified for t in tables}
+    missing = [t for t in (selection.tables or ()) if t not in found]
+    return tables, missing
+
+
+def missing_schemas(conn: psycopg.Connection, selection: Selection) -> list[str]:
+    """Selected schemas that do not exist on the source."""
+    have = {r[0] for r in conn.execute("select nspname from pg_namespace where nspname = any(%s)",
+                                       (list(selection.schemas),))}
+    return [s for s in selection.schemas if s not in have]
+
+
+def _published(conn: psycopg.Connection, publication: str
+               ) -> tuple[str | None, dict[int, str]] | None:
+    """None when missing, else (``"all"``/``"schemas"``/None, the tables listed by OID)."""
+    row = conn.execute(
+        "select case when p.puballtables then 'all' when exists (select 1 from"
+        " pg_publication_namespace pn where pn.pnpubid = p.oid) then 'schemas' end"
+        " from pg_publication p where p.pubname = %s", (publication,)).fetchone()
+    if row is None:
+        return None
+    rels = {r[0]: r[1] for r in conn.execute(
+        "select c.oid::int, n.nspname || '.' || c.relname from pg_publication_rel pr"
+        " join pg_publication p on p.oid = pr.prpubid join pg_class c on c.oid = pr.prrelid"
+        " join pg_namespace n on n.oid = c.relnamespace where p.pubname = %s", (publication,))}
+    return row[0], rels
+
+
+def _idents(tables: list[SourceTable]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+
+
+def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
+                     must_exist: bool = True) -> PublicationReport:
+    """Create the publication, or bring it to exactly the publishable selected tables.
+
+    Args:
+        admin_dsn: source URL of a role that owns the tables (or a superuser). A role without
+            those rights can still use a publication that already lists the right tables.
+        publication: the publication's name.
+        selection: what the source replicates.
+        must_exist: raise when the publication is missing and cannot be created (False: report
+            the statement in ``pending``).
+
+    Returns:
+        What was found and done.
+
+    Raises:
+        SetupError: the publication is missing and this role may not create it.
+    """
+    report = PublicationReport(publication)
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        tables, report.missing = selected_tables(conn, selection)
+        wanted = [t for t in tables if t.publishable]
+        report.unpublishable = [t for t in tables if not t.publishable]
+        current = _published(conn, publication)
+        if current is not None and current[0]:
+            # Made for all tables or whole schemas (by an administrator, or an older Tidemark):
+            # turn it into the table list when this role may, else use it as it is.
+            pending = len(report.pending)
+            narrow = sql.SQL("alter publication {} set table {}").format(
+                sql.Identifier(publication), _idents(wanted))
+            if current[0] == "all" or not wanted or not _run(conn, narrow, report):
+                if not report.unpublishable:
+                    del report.pending[pending:]
+                report.managed = False
+                report.published = [t.qualified for t in wanted]
+                return report
+            current = _published(conn, publication)
+            assert current is not None
+        if current is None:
+            statement = sql.SQL("create publication {}").format(sql.Identifier(publication))
+            if wanted:
+                statement = sql.SQL("{} for table {}").format(statement, _idents(wanted))
+            if not _run(conn, statement, report):
+                if must_exist:
+                    raise SetupError(
+                        f"Cannot create publication {publication!r} on the source: this role "
+                        f"does not own the tables. Run as their owner (or a superuser):\n  "
+                        f"{report.pending[-1]}\nor register the source with --admin-url of "
+                        f"such a role.")
+                return report
+            report.added = [t.qualified for t in wanted]
+            report.published = [t.qualified for t in wanted]
+            return report
+        have = current[1]
+        add = [t for t in wanted if t.oid not in have]
+        wanted_oids = {t.oid for t in wanted}
+        drop = {oid: name for oid, name in have.items() if oid not in wanted_oids}
+        if add and _run(conn, sql.SQL("alter publication {} add table {}").format(
+                sql.Identifier(publication), _idents(add)), report):
+            report.added = [t.qualified for t in add]
+        if drop:
+            names = [n.split(".", 1) for n in drop.values()]
+            if _run(conn, sql.SQL("alter publication {} drop table {}").format(
+                    sql.Identifier(publication),
+                    sql.SQL(", ").join(sql.Identifier(s, t) for s, t in names)), report):
+                report.removed = sorted(drop.values())
+        now = _published(conn, publication)
+        report.published = sorted(now[1].values()) if now else []
+    return report
+
+
+def _run(conn: psycopg.Connection, statement: sql.Composable, report: PublicationReport) -> bool:
+    """Run a publication statement; without the rights, keep it in ``report.pending``."""
+    try:
+        conn.execute(statement)
+        return True
+    except psycopg.errors.InsufficientPrivilege:
+        report.pending.append(statement.as_string(conn) + ";")
+        return False
+
+
+def log_report(source: str, report: PublicationReport) -> None:
+    """Log what a sync did and every table left out (once per sync)."""
+    if report.added:
+        log.info("source %s: publication %s now includes %s", source, report.publication,
+                 ", ".join(report.added))
+    if report.removed:
+        log.warning("source %s: removed from publication %s (no longer selected or no longer "
+                    "publishable): %s", source, report.publication, ", ".join(report.removed))
+    for table in report.unpublishable:
+        log.warning("source %s: not replicated: %s", source, table.advice())
+    for name in report.missing:
+        log.warning("source %s: table %s does not exist on the source", source, name)
+    for statement in report.pending:
+        log.warning("source %s: this role may not change publication %s; run as the tables' "
+                    "owner: %s", source, report.publication, statement)
+    if not report.managed:
+        log.info("source %s: publication %s was made for all tables or whole schemas by someone "
+                 "else; Tidemark uses it as it is", source, report.publication)

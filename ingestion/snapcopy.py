@@ -1,0 +1,405 @@
+"""Copying one table of a snapshot into landing, set-based, with its contract applied.
+
+Two ways, chosen per table by :mod:`ingestion.snapshot`:
+
+- **staged** (a table new to landing): one ``COPY ... TO STDOUT`` from the source feeds two
+  ``COPY ... FROM STDIN`` at once, into a staging mirror and a staging changelog (the changelog's
+  ``_op``, ``_lsn``, ``_seq``... come from column defaults for the duration of the load), both
+  without indexes; then checks, deduplication and the index builds, each table in its own
+  landing transactions. The final snapshot transaction swaps the staging tables in
+  (:mod:`ingestion.snapswap`), so several tables load in parallel and nothing is visible before
+  the checkpoint commits.
+- **in place** (a table landing already has, e.g. ``resync``): ``COPY`` into the emptied mirror
+  in the caller's transaction, checks, deduplication, then the changelog rows from the mirror.
+
+Contract checks: :func:`contracts.sqlcheck.suspect_predicate` selects the rows that may break
+the contract, :func:`contracts.validate_row` decides for those only; a violating row becomes a
+dead letter. Duplicate events (the contract's ``idempotency_key``) keep their first row (lowest
+``_seq``) by a hash aggregate and join, and are counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ingestion.catalog import USER_TYPE_OID
+from ingestion.copypipe import Sink, pipe_copy
+from ingestion.lsn import lsn_to_str
+from ingestion.tables import TableInfo
+
+log = logging.getLogger("tidemark.ingestion")
+
+SUSPECT_BATCH = 5_000
+
+
+@dataclass
+class CopyResult:
+    """What copying one table did.
+
+    Attributes:
+        rows: rows read from the source.
+        dead: rows that broke the contract (dead letters).
+        duplicates: duplicate events dropped.
+    """
+
+    rows: int = 0
+    dead: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class Job:
+    """One table of a snapshot.
+
+    Attributes:
+        info: the table as landing registers it.
+        contract: its contract, or None.
+        contracts: the contract set (event contracts), or None.
+        estimate: rows expected, or None.
+        binary: COPY in binary format (built-in types, same server major version).
+        result: filled by the copy.
+        timings: seconds per step (copy, check, dedup, index), for logs and benchmarks.
+        dead_rows: dead letters found (in-place copies keep them here until numbered).
+        rebuild: statements that rebuild the staging tables' indexes (mirror, changelog).
+    """
+
+    info: TableInfo
+    contract: Any = None
+    contracts: Any = None
+    estimate: int | None = None
+    binary: bool = False
+    result: CopyResult = field(default_factory=CopyResult)
+    timings: dict[str, float] = field(default_factory=dict)
+    dead_rows: list[tuple] = field(default_factory=list)
+    rebuild: tuple[list, list] = ([], [])
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The contract's idempotency key when the table has that column."""
+        key = getattr(self.contract, "idempotency_key", None)
+        return key if key in self.info.column_names else None
+
+
+def wants_binary(info: TableInfo, same_major: bool) -> bool:
+    """Binary COPY only for built-in types (a user type lands as text) between equal majors."""
+    return same_major and all(c.type_oid < USER_TYPE_OID for c in info.columns)
+
+
+def copy_out_statement(info: TableInfo, binary: bool) -> sql.Composed:
+    """``COPY (select <columns> from only <table>) TO STDOUT`` of a source table."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    return sql.SQL("copy (select {} from only {}) to stdout{}").format(
+        cols, sql.Identifier(info.source_schema, info.source_table),
+        sql.SQL(" (format binary)" if binary else ""))
+
+
+def copy_in_statement(table: sql.Composable, info: TableInfo, binary: bool,
+                      freeze: bool = False) -> sql.Composed:
+    """``COPY <table> (<columns>) FROM STDIN`` for the relay's output."""
+    options = [o for o, on in (("format binary", binary), ("freeze", freeze)) if on]
+    return sql.SQL("copy {} ({}) from stdin{}").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, info.column_names)),
+        sql.SQL(f" ({', '.join(options)})" if options else ""))
+
+
+# -- contract checks -------------------------------------------------------------------------
+
+def invalid_rows(conn: psycopg.Connection, table: sql.Composable, job: Job,
+                 row_id: sql.Composable) -> Iterator[tuple[Any, list, dict]]:
+    """Rows of ``table`` that break the job's contract: (row id, violations, raw row).
+
+    Runs in the connection's open transaction; suspects are read with a server-side cursor.
+    """
+    from contracts import validate_row
+    from contracts.sqlcheck import suspect_predicate
+
+    info, contract = job.info, job.contract
+    types = {c.name: c.type_sql for c in info.columns}
+    pred = suspect_predicate(contract, types, job.contracts)
+    names = info.column_names
+    query = sql.SQL("select {}, {} from {} where {}").format(
+        row_id, sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in names),
+        table, pred.text)
+    conn.execute("set local timezone = 'UTC'")
+    with conn.cursor(name="tidemark_suspects") as cur:
+        cur.itersize = SUSPECT_BATCH
+        cur.execute(query, pred.params)
+        for rec in cur:
+            row = dict(zip(names, rec[1:], strict=True))
+            violations = validate_row(contract, row, job.contracts)
+            if violations:
+                yield rec[0], violations, row
+
+
+def dead_letter(job: Job, violations: list, row: dict) -> tuple[str, Jsonb, str, Jsonb]:
+    """(reason, violations, contract version, raw row) of a dead letter."""
+    detail = [{"column": v.column, "rule": v.rule, "message": v.message,
+               "value": None if v.value is None else str(v.value)} for v in violations]
+    return ("; ".join(v.message for v in violations), Jsonb(detail),
+            str(job.contract.version), Jsonb(row))
+
+
+# -- staged ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Staging:
+    """Names of one table's staging objects (in the source's staging schema)."""
+
+    schema: str
+    oid: int
+
+    def ident(self, prefix: str) -> sql.Identifier:
+        """``<schema>.<prefix>_<oid>``: m mirror, c changelog, s sequence, d dead letters,
+        k their keys, x dropped duplicates."""
+        return sql.Identifier(self.schema, f"{prefix}_{self.oid}")
+
+
+def drop_indexes(conn: psycopg.Connection, schema: str, name: str) -> list[sql.Composable]:
+    """Drop every index of a table (constraints too); return the statements that rebuild them.
+
+    The statements come from ``pg_get_constraintdef`` / ``pg_get_indexdef`` (catalog text).
+    """
+    table = sql.Identifier(schema, name)
+    regclass = table.as_string(conn)
+    rebuild: list[sql.Composable] = []
+    for conname, condef, indexdef, index in conn.execute(
+            "select c.conname, pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid),"
+            " i.indexrelid::regclass::text from pg_index i left join pg_constraint c"
+            " on c.conindid = i.indexrelid and c.conrelid = i.indrelid"
+            " where i.indrelid = %s::regclass order by 3", (regclass,)).fetchall():
+        if conname is not None:
+            conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+                table, sql.Identifier(conname)))
+            rebuild.append(sql.SQL("alter table {} add constraint {} {}").format(
+                table, sql.Identifier(conname), sql.SQL(condef)))
+        else:
+            conn.execute(sql.SQL("drop index {}").format(sql.SQL(index)))  # regclass text
+            rebuild.append(sql.SQL(indexdef))
+    return rebuild
+
+
+def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
+                 commit_at: datetime) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    """Create the staging mirror and changelog (same DDL as landing's), without indexes.
+
+    The changelog's change columns get defaults for the load: ``_op`` r, ``_lsn`` and
+    ``_commit_lsn`` the snapshot LSN, ``_seq`` a sequence, ``_commit_at`` ``commit_at``.
+
+    Returns:
+        The statements that rebuild the mirror's and the changelog's indexes.
+    """
+    from ingestion.tables import create_landing_tables
+
+    create_landing_tables(conn, staged_info(job.info, stg))
+    c, seq = stg.ident("c"), stg.ident("s")
+    rebuild_m = drop_indexes(conn, stg.schema, f"m_{stg.oid}")
+    rebuild_c = drop_indexes(conn, stg.schema, f"c_{stg.oid}")
+    conn.execute(sql.SQL("create sequence {}").format(seq))
+    at = lsn_to_str(lsn)
+    conn.execute(sql.SQL(
+        "alter table {} alter _op set default 'r', alter _lsn set default {},"
+        " alter _commit_lsn set default {}, alter _seq set default nextval({}),"
+        " alter _commit_at set default {}").format(
+            c, sql.Literal(at), sql.Literal(at), sql.Literal(seq.as_string(conn)),
+            sql.Literal(commit_at)))
+    return rebuild_m, rebuild_c
+
+
+def staged_info(info: TableInfo, stg: Staging) -> TableInfo:
+    """``info`` with mirror and changelog pointing at the staging tables."""
+    values = {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.init}
+    return _StagedInfo(**values, stage=stg)
+
+
+@dataclass
+class _StagedInfo(TableInfo):
+    stage: Staging | None = None
+
+    @property
+    def mirror(self) -> sql.Identifier:
+        assert self.stage is not None
+        return self.stage.ident("m")
+
+    @property
+    def changelog(self) -> sql.Identifier:
+        assert self.stage is not None
+        return self.stage.ident("c")
+
+
+def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Connection, job: Job,
+                stg: Staging, on_rows: Callable[[int], None] | None = None) -> None:
+    """Load one table into its staging mirror and changelog, check it, build the indexes.
+
+    ``m`` and ``c`` are two landing connections (the two loads run in separate backends);
+    the staging tables exist already (:func:`stage_tables`, committed). Each step commits.
+    """
+    info = job.info
+    mt, ct = stg.ident("m"), stg.ident("c")
+    t = time.monotonic()
+    for conn, table in ((m, mt), (c, ct)):
+        conn.execute(sql.SQL("truncate {}").format(table))  # allows COPY FREEZE
+    job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary), [
+        Sink(m, copy_in_statement(mt, info, job.binary, freeze=True)),
+        Sink(c, copy_in_statement(ct, info, job.binary, freeze=True))], on_rows)
+    m.commit()
+    c.execute(sql.SQL("alter table {} alter _op drop default, alter _lsn drop default,"
+                      " alter _commit_lsn drop default, alter _seq drop default,"
+                      " alter _commit_at drop default").format(ct))
+    c.execute(sql.SQL("drop sequence {}").format(stg.ident("s")))
+    c.commit()
+    job.timings["copy"] = time.monotonic() - t
+    if job.contract is not None:
+        t = time.monotonic()
+        _check_staged(m, c, job, stg)
+        job.timings["check"] = time.monotonic() - t
+    if job.idempotency_key is not None:
+        t = time.monotonic()
+        _dedup_staged(m, c, job, stg)
+        job.timings["dedup"] = time.monotonic() - t
+
+
+def _check_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: Staging) -> None:
+    """Dead letters out of both staging tables (the same rows: same data, same verdict)."""
+    dead = stg.ident("d")
+    c.execute(sql.SQL("create table {} (seq integer, reason text, violations jsonb,"
+                      " contract_version text, raw_row jsonb)").format(dead))
+    bad: list[int] = []
+    with c.cursor() as cur:
+        rows = []
+        for seq, violations, row in invalid_rows(c, stg.ident("c"), job, sql.SQL("_seq")):
+            bad.append(seq)
+            rows.append((seq, *dead_letter(job, violations, row)))
+            if len(rows) >= SUSPECT_BATCH:
+                cur.executemany(sql.SQL("insert into {} values (%s, %s, %s, %s, %s)").format(
+                    dead), rows)
+                rows = []
+        if rows:
+            cur.executemany(sql.SQL("insert into {} values (%s, %s, %s, %s, %s)").format(dead),
+                            rows)
+    c.commit()
+    if not bad:
+        return
+    info = job.info
+    if info.key:
+        # The dead rows' keys, read before they leave the changelog, remove them from the mirror.
+        keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+        c.execute(sql.SQL("create table {} as select {} from {} where _seq = any(%s)").format(
+            stg.ident("k"), keys, stg.ident("c")), (bad,))
+    c.execute(sql.SQL("delete from {} where _seq = any(%s)").format(stg.ident("c")), (bad,))
+    c.commit()
+    if info.key:
+        match = sql.SQL(" and ").join(sql.SQL("m.{} = k.{}").format(sql.Identifier(k),
+                                                                      sql.Identifier(k))
+                                      for k in info.key)
+        m.execute(sql.SQL("delete from {} m using {} k where {}").format(
+            stg.ident("m"), stg.ident("k"), match))
+    else:
+        # Same data, same verdicts: the mirror's invalid rows are found the same way.
+        ctids = [str(rid) for rid, _, _ in invalid_rows(m, stg.ident("m"), job, sql.SQL("ctid"))]
+        m.execute(sql.SQL("delete from {} where ctid = any(%s::tid[])").format(stg.ident("m")),
+                  (ctids,))
+    m.commit()
+    job.result.dead = len(bad)
+    log.info("snapshot: %d rows of %s broke the contract (dead letters)", len(bad),
+             job.info.qualified)
+
+
+def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: Staging) -> None:
+    """Keep the first row (lowest ``_seq``) of each idempotency key; drop the rest from both."""
+    info, idem = job.info, sql.Identifier(job.idempotency_key)
+    ct, mt, dups = stg.ident("c"), stg.ident("m"), stg.ident("x")
+    keys = info.key or info.column_names
+    key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
+    c.execute(sql.SQL("create table {} as select {} from {} limit 0").format(dups, key_list, ct))
+    c.execute(sql.SQL(
+        "with firsts as (select {idem} k, min(_seq) s from {ct} where {idem} is not null"
+        " group by {idem}), gone as (delete from {ct} c using firsts f where c.{idem} = f.k"
+        " and c._seq > f.s returning {cols}) insert into {dups} select * from gone").format(
+            idem=idem, ct=ct, dups=dups,
+            cols=sql.SQL(", ").join(sql.Identifier("c", k) for k in keys)))
+    job.result.duplicates = c.execute(sql.SQL("select count(*) from {}").format(dups)
+                                      ).fetchone()[0]
+    c.commit()
+    if not job.result.duplicates:
+        return
+    if info.key:
+        match = sql.SQL(" and ").join(sql.SQL("m.{} = x.{}").format(sql.Identifier(k),
+                                                                      sql.Identifier(k))
+                                      for k in info.key)
+        m.execute(sql.SQL("delete from {} m using {} x where {}").format(mt, dups, match))
+    else:
+        m.execute(sql.SQL(
+            "delete from {mt} where ctid in (select ctid from (select ctid, row_number() over"
+            " (partition by {idem} order by ctid) n from {mt} where {idem} is not null) r"
+            " where n > 1)").format(mt=mt, idem=idem))
+    m.commit()
+
+
+def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
+                  table: sql.Identifier) -> None:
+    """Rebuild the dropped indexes and refresh the planner statistics of a staging table."""
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.autocommit = True
+    try:
+        conn.execute(sql.SQL("analyze {}").format(table))
+    finally:
+        conn.autocommit = False
+
+
+# -- in place --------------------------------------------------------------------------------
+
+def copy_in_place(src: psycopg.Connection, conn: psycopg.Connection, job: Job, lsn: int,
+                  commit_at: datetime, on_rows: Callable[[int], None] | None = None) -> None:
+    """Replace a landing table's rows with the snapshot's, in the caller's transaction.
+
+    The mirror is emptied and loaded by COPY; rows breaking the contract become dead letters
+    (written to ``tidemark.dead_letters`` here), duplicates are dropped, then the changelog
+    gains one ``r`` row per mirror row, numbered in ``_seq``.
+    """
+    info = job.info
+    conn.execute(sql.SQL("delete from {}").format(info.mirror))
+    job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary),
+                                [Sink(conn, copy_in_statement(info.mirror, info, job.binary))],
+                                on_rows)
+    if job.contract is not None:
+        bad = list(invalid_rows(conn, info.mirror, job, sql.SQL("ctid")))
+        if bad:
+            conn.execute(sql.SQL("delete from {} where ctid = any(%s::tid[])").format(
+                info.mirror), ([str(b[0]) for b in bad],))
+            job.dead_rows = [dead_letter(job, v, row) for _, v, row in bad]
+            job.result.dead = len(bad)
+    if job.idempotency_key is not None:
+        idem = sql.Identifier(job.idempotency_key)
+        cur = conn.execute(sql.SQL(
+            "delete from {m} where ctid in (select ctid from (select ctid, row_number() over"
+            " (partition by {idem} order by ctid) n from {m} where {idem} is not null) r"
+            " where n > 1)").format(m=info.mirror, idem=idem))
+        job.result.duplicates = cur.rowcount
+    cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    at = lsn_to_str(lsn)
+    cur = conn.execute(sql.SQL(
+        "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
+        " select {}, 'r', %s, %s, row_number() over (), %s, null from {}"
+        " on conflict do nothing").format(info.changelog, cols, cols, info.mirror),
+        (at, at, commit_at))
+    if job.dead_rows:
+        first = cur.rowcount + 1
+        with conn.cursor() as c:
+            c.executemany(
+                "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
+                " reason, violations, contract_version, raw_row, commit_at) values (%s, %s,"
+                " %s::pg_lsn, %s::pg_lsn, %s, 'r', %s, %s, %s, %s, %s) on conflict do nothing",
+                [(info.source, info.name, at, at, first + i, *d, commit_at)
+                 for i, d in enumerate(job.dead_rows)])

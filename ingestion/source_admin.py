@@ -1,0 +1,273 @@
+"""Adding, describing and removing sources (``tidemark source add|list|remove``).
+
+Adding checks the source before anything is registered: the login works, ``wal_level`` is
+``logical``, the selected schemas or tables exist, the stream's role may read them, no slot of
+that name lives in another database; then it creates (or brings up to date) the publication of
+exactly the publishable tables and reports every table left out with its fix. Removing drops the
+slot and the publication and says what stays in landing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
+from ingestion.failures import check_source, first_line, is_transient, permanent
+from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
+from ingestion.progress import read_progress
+from ingestion.publication import (
+    PublicationReport,
+    missing_schemas,
+    selected_tables,
+    sync_publication,
+)
+from ingestion.sources import (
+    SourceSpec,
+    delete_source,
+    get_source,
+    list_sources,
+    save_source,
+)
+
+log = logging.getLogger("tidemark.ingestion")
+
+
+@dataclass
+class AddReport:
+    """What ``source add`` found and did.
+
+    Attributes:
+        spec: the registered source.
+        publication: the publication sync's report.
+        warnings: things that work but deserve attention.
+    """
+
+    spec: SourceSpec
+    publication: PublicationReport
+    warnings: list[str] = field(default_factory=list)
+
+
+def _connect(spec: SourceSpec, admin: bool = False) -> psycopg.Connection:
+    """An autocommit connection to the source; failures worded for a person."""
+    try:
+        return psycopg.connect(spec.admin_dsn() if admin else spec.dsn(), autocommit=True,
+                               connect_timeout=10)
+    except psycopg.Error as exc:
+        if is_transient(exc):
+            raise SourceError(f"Source {spec.name!r}: cannot reach {spec.shown_url()} now "
+                              f"({first_line(exc)}). Is the server up and reachable from "
+                              f"this machine?") from None
+        raise permanent(spec.name, exc) from None
+
+
+def _database_key(conn: psycopg.Connection) -> tuple:
+    return (conn.info.host, conn.info.port, conn.info.dbname)
+
+
+def add_source(landing_dsn: str, spec: SourceSpec) -> AddReport:
+    """Check a source, create its publication and register it.
+
+    Raises:
+        SourceError: the name is taken, or a selected schema or table does not exist, or the
+            stream's role may not read a table.
+        PermanentSourceError: the source cannot work as given (login, wal_level, slot...).
+        SetupError: the publication cannot be created by the roles given.
+    """
+    taken = {s.name: s for s in list_sources(landing_dsn)}
+    if spec.name in taken:
+        raise SourceError(f"A source named {spec.name!r} is registered already "
+                          f"({taken[spec.name].shown_url()}). Remove it first "
+                          f"(`tidemark source remove {spec.name}`) or choose another name.")
+    warnings: list[str] = []
+    with _connect(spec) as conn:
+        check_source(conn, spec.name, slot_name(spec.name))
+        selection = spec.selection
+        gone = missing_schemas(conn, selection) if selection.tables is None else []
+        if gone:
+            raise SourceError(f"Source {spec.name!r}: schema(s) {', '.join(gone)} do not exist "
+                              f"in database {conn.info.dbname!r}.")
+        tables, missing = selected_tables(conn, selection)
+        if missing:
+            raise SourceError(f"Source {spec.name!r}: table(s) {', '.join(missing)} do not "
+                              f"exist in database {conn.info.dbname!r}.")
+        unreadable = [t.qualified for t in tables if t.publishable and not conn.execute(
+            "select has_table_privilege(%s, 'select')", (t.oid,)).fetchone()[0]]
+        if unreadable:
+            user = conn.info.user
+            grants = "; ".join(f"grant select on {sql.Identifier(*t.split('.', 1)).as_string()}"
+                               f" to {sql.Identifier(user).as_string()}" for t in unreadable)
+            raise SourceError(f"Source {spec.name!r}: role {user!r} may not read "
+                              f"{', '.join(unreadable)}. As the tables' owner run: {grants};")
+        replication = conn.execute(
+            "select rolreplication or rolsuper from pg_roles where rolname = current_user"
+            ).fetchone()
+        if replication is not None and not replication[0]:
+            warnings.append(f"role {conn.info.user!r} has no REPLICATION attribute; the stream "
+                            f"will be refused unless your provider grants it otherwise "
+                            f"(alter role {conn.info.user} replication;).")
+        key = _database_key(conn)
+    for other in taken.values():
+        try:
+            with _connect(other) as conn:
+                if _database_key(conn) == key:
+                    warnings.append(f"source {other.name!r} replicates the same database; each "
+                                    f"source has its own slot, so its WAL is read twice.")
+        except (SourceError, PermanentSourceError):
+            continue
+    try:
+        report = sync_publication(spec.admin_dsn(), publication_name(spec.name), spec.selection)
+    except psycopg.Error as exc:
+        raise permanent(spec.name, exc, "admin") from None
+    save_source(landing_dsn, spec)
+    return AddReport(spec, report, warnings)
+
+
+@dataclass
+class RemoveReport:
+    """What ``source remove`` did and left.
+
+    Attributes:
+        name: the source.
+        dropped: what was dropped on the source (slot, publication).
+        pending: statements to run on the source by hand (it could not be reached or the role
+            lacked the right).
+        landing_left: what stays in landing (unless dropped), as sentences.
+        landing_dropped: what was dropped from landing.
+    """
+
+    name: str
+    dropped: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    landing_left: list[str] = field(default_factory=list)
+    landing_dropped: list[str] = field(default_factory=list)
+
+
+def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
+    slot, pub = slot_name(spec.name), publication_name(spec.name)
+    drop_slot = f"select pg_drop_replication_slot('{slot}');"
+    drop_pub = f"drop publication if exists {sql.Identifier(pub).as_string()};"
+    with _connect(spec, admin=True) as conn:
+        row = conn.execute("select active_pid, database = current_database() from"
+                           " pg_replication_slots where slot_name = %s", (slot,)).fetchone()
+        if row is not None and row[0] is not None:
+            raise SourceBusyError(f"Source {spec.name!r} is streaming right now (server process "
+                              f"{row[0]} holds slot {slot!r}). Stop `tidemark ingest run` "
+                              f"first, then remove the source.")
+        if row is not None and not row[1]:
+            report.pending.append(f"(slot {slot!r} is in another database of that server; "
+                                  f"left alone)")
+        elif row is not None:
+            try:
+                conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+                report.dropped.append(f"replication slot {slot}")
+            except psycopg.errors.InsufficientPrivilege:
+                report.pending.append(drop_slot)
+        if conn.execute("select 1 from pg_publication where pubname = %s", (pub,)).fetchone():
+            try:
+                conn.execute(sql.SQL("drop publication {}").format(sql.Identifier(pub)))
+                report.dropped.append(f"publication {pub}")
+            except psycopg.errors.InsufficientPrivilege:
+                report.pending.append(drop_pub)
+
+
+def remove_source(landing_dsn: str, name: str, *, drop_landing: bool = False,
+                  force: bool = False) -> RemoveReport:
+    """Drop a source's slot and publication, and unregister it.
+
+    Args:
+        landing_dsn: landing URL.
+        name: the source.
+        drop_landing: also drop its landing schema, changelogs and state rows.
+        force: unregister even when the source cannot be reached (the statements to run there
+            later are returned in ``pending``).
+
+    Raises:
+        UnknownSourceError: not registered.
+        SourceError: it is streaming now, or cannot be reached (without ``force``).
+    """
+    spec = get_source(landing_dsn, name)
+    report = RemoveReport(name)
+    try:
+        _drop_on_source(spec, report)
+    except SourceBusyError:
+        raise
+    except (PermanentSourceError, SourceError) as exc:
+        if not force:
+            raise SourceError(f"{exc} Nothing was changed; pass --force to unregister it anyway "
+                              f"(then drop its slot and publication on the source yourself)."
+                              ) from None
+        report.pending += [f"select pg_drop_replication_slot('{slot_name(name)}');",
+                           f"drop publication if exists "
+                           f"{sql.Identifier(publication_name(name)).as_string()};"]
+    with psycopg.connect(landing_dsn) as conn:
+        changelogs = [r[0] for r in conn.execute(
+            "select tablename from pg_tables where schemaname = %s and tablename like %s",
+            (CHANGELOG_SCHEMA, name.replace("_", "\\_") + "\\_\\_%"))]
+        mirrors = conn.execute("select count(*) from pg_tables where schemaname = %s",
+                               (name,)).fetchone()[0]
+        _forget(conn, "checkpoints", name)
+        _forget(conn, "snapshot_progress", name)
+        if drop_landing:
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
+                sql.Identifier(name)))
+            for table in changelogs:
+                conn.execute(sql.SQL("drop table if exists {} cascade").format(
+                    sql.Identifier(CHANGELOG_SCHEMA, table)))
+            for state in ("replicated_tables", "schema_history", "dead_letters",
+                          "paused_changes", "duplicate_events"):
+                _forget(conn, state, name)
+            report.landing_dropped = [f"schema {name} ({mirrors} mirror tables)",
+                                      f"{len(changelogs)} changelogs {CHANGELOG_SCHEMA}."
+                                      f"{name}__*", "its rows in tidemark.* state tables"]
+        else:
+            dead = conn.execute("select count(*) from tidemark.dead_letters where source = %s",
+                                (name,)).fetchone()[0] if _exists(conn, "dead_letters") else 0
+            report.landing_left = [
+                f"schema {name}: {mirrors} mirror tables (as of the last applied change)",
+                f"{len(changelogs)} changelogs {CHANGELOG_SCHEMA}.{name}__*",
+                f"{dead} dead letters, schema history and duplicate counts in tidemark.*"]
+        conn.commit()
+    delete_source(landing_dsn, name)
+    return report
+
+
+def _exists(conn: psycopg.Connection, table: str) -> bool:
+    return conn.execute("select to_regclass(%s)", (f"tidemark.{table}",)).fetchone()[0] \
+        is not None
+
+
+def _forget(conn: psycopg.Connection, table: str, source: str) -> None:
+    """Delete a source's rows from a state table (if landing has that table)."""
+    if _exists(conn, table):
+        conn.execute(sql.SQL("delete from {} where source = %s").format(
+            sql.Identifier("tidemark", table)), (source,))
+
+
+def describe_sources(landing_dsn: str) -> list[dict[str, Any]]:
+    """Every registered source with its slot, landing state and last error (never a secret)."""
+    out = []
+    for spec in list_sources(landing_dsn):
+        item = spec.as_dict()
+        try:
+            with _connect(spec) as conn:
+                row = conn.execute(
+                    "select active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+                    " from pg_replication_slots where slot_name = %s and database ="
+                    " current_database()", (slot_name(spec.name),)).fetchone()
+            item["slot"] = "missing" if row is None else ("streaming" if row[0] else "idle")
+            item["retained_wal_bytes"] = None if row is None else row[1]
+        except (SourceError, PermanentSourceError) as exc:
+            item["slot"] = f"unreachable: {exc}"
+            item["retained_wal_bytes"] = None
+        with psycopg.connect(landing_dsn, autocommit=True) as conn:
+            item["tables"] = conn.execute(
+                "select count(*) from tidemark.replicated_tables where source = %s",
+                (spec.name,)).fetchone()[0] if _exists(conn, "replicated_tables") else 0
+            item["snapshot"] = read_progress(conn, spec.name)
+        out.append(item)
+    return out
