@@ -157,9 +157,12 @@ class ProgressTracker:
             self.dirty.add(table)
         self._report()
 
-    def finish(self, table: str) -> None:
-        """A table's copy (and its checks) ended."""
+    def finish(self, table: str, rows: int | None = None) -> None:
+        """A table's copy (and its checks) ended; ``rows`` is its exact row count."""
         with self.lock:
+            if rows is not None:
+                self.progress.rows += rows - self.rows_by_table.get(table, 0)
+                self.rows_by_table[table] = rows
             if table in self.active:
                 self.active.remove(table)
             self.progress.current = tuple(self.active)

@@ -215,7 +215,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
                         tracker.start(job.info.name)
                         copy_in_place(src, task.final, job, task.lsn, commit_at,
                                       lambda n, t=job.info.name: tracker.add(t, n))
-                        tracker.finish(job.info.name)
+                        tracker.finish(job.info.name, job.result.rows)
                 finally:
                     src.close()
             for future in futures:
@@ -240,7 +240,6 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
             result.rows += job.result.rows
             result.dead += job.result.dead
             result.duplicates += job.result.duplicates
-            log.info("snapshot: %s rows of %s", job.result.rows, job.info.qualified)
         result.tables = len(jobs)
         result.seconds = round(time.monotonic() - started, 3)
         result.progress = tracker
@@ -291,7 +290,7 @@ def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
             build_indexes(m, rebuild_m, stg.ident("m"))
             other.result()
         job.timings["index"] = time.monotonic() - started
-        tracker.finish(name)
+        tracker.finish(name, job.result.rows)
         log.info("snapshot: %s: %s rows; %s", job.info.qualified, f"{job.result.rows:,}",
                  ", ".join(f"{k} {v:.2f} s" for k, v in job.timings.items()))
     finally:

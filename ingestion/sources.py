@@ -50,7 +50,7 @@ def password_variable(name: str, admin: bool = False) -> str:
     return f"TIDEMARK_SOURCE_{name.upper()}_{'ADMIN_' if admin else ''}PASSWORD"
 
 
-def check_url(url: str, what: str = "--url") -> str:
+def check_url(url: str, what: str = "--url", name: str = "<name>") -> str:
     """Return ``url`` if it is a libpq URL or DSN without a password.
 
     Raises:
@@ -64,8 +64,9 @@ def check_url(url: str, what: str = "--url") -> str:
     if "password" in params:
         raise SourceError(
             f"{what} holds a password; Tidemark never stores one. Remove it from the URL and "
-            f"export it in TIDEMARK_SOURCE_<NAME>_PASSWORD (or use ~/.pgpass), or pass "
-            f"--url-env VAR naming an environment variable that holds the whole URL.")
+            f"export it in {password_variable(name, what == '--admin-url')} (or use "
+            f"~/.pgpass), or pass "
+            f"{what}-env VAR naming an environment variable that holds the whole URL.")
     if not params.get("dbname"):
         raise SourceError(f"{what} names no database; expected e.g. "
                           f"postgresql://user@host:5432/dbname.")
@@ -107,7 +108,7 @@ class SourceSpec:
             raise SourceError(f"Source {self.name!r}: choose --schemas or --tables, not both.")
         for url, what in ((self.url, "--url"), (self.admin_url, "--admin-url")):
             if url is not None:
-                check_url(url, what)
+                check_url(url, what, self.name)
 
     @property
     def selection(self) -> Selection:

@@ -1,0 +1,50 @@
+"""Permanent failures stop ingestion once with what to do; transient ones are retried."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import psycopg
+import pytest
+
+from ingestion import run
+from ingestion.errors import PermanentSourceError
+from ingestion.failures import is_transient, permanent
+from tests.ingestion.conftest import Pair
+
+
+@pytest.mark.parametrize("message, transient", [
+    ("connection failed: connection to server at \"10.0.0.1\", port 5432 failed: Connection "
+     "refused", True),
+    ("server closed the connection unexpectedly", True),
+    ("FATAL:  the database system is starting up", True),
+    ("FATAL:  terminating connection due to administrator command", True),
+    ("connection failed: connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  "
+     "password authentication failed for user \"app\"", False),
+    ("connection to server failed: FATAL:  no pg_hba.conf entry for replication connection",
+     False),
+    ("connection to server failed: FATAL:  database \"nope\" does not exist", False),
+    ("replication slot \"tidemark_a\" was not created in this database", False),
+    ("logical decoding requires wal_level >= logical", False),
+    ("must be superuser or replication role to start walsender", False),
+])
+def test_classification(message: str, transient: bool) -> None:
+    assert is_transient(psycopg.OperationalError(message)) is transient
+
+
+def test_advice_names_the_password_variable() -> None:
+    err = permanent("mydb", psycopg.OperationalError("password authentication failed for user x"))
+    assert "TIDEMARK_SOURCE_MYDB_PASSWORD" in str(err)
+
+
+def test_permanent_error_is_reported_once_not_retried(pair: Pair,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    missing = pair.src.rsplit("/", 1)[0] + f"/absent_{pair.source}"
+    started = time.monotonic()
+    with pytest.raises(PermanentSourceError, match="does not exist.*Fix the registered URL"):
+        run(missing, pair.land, pair.source, stop=threading.Event())
+    assert time.monotonic() - started < 10
+    assert "reconnecting" not in caplog.text

@@ -1,0 +1,132 @@
+"""`source add` checks the database and publishes safe tables only; `source remove` drops the
+slot and the publication and says what stays in landing; permanent problems are refused with
+what to do (database missing, wal_level, slot in another database)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ingestion import catch_up
+from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
+from ingestion.source_admin import add_source, describe_sources, remove_source
+from ingestion.sources import SourceSpec, get_source, list_sources
+from orchestration.stack.embedded import EmbeddedServer
+from orchestration.stack.settings import Settings
+from tests.ingestion.conftest import Pair
+from tests.support import TEST_CONF, create_database, free_port
+
+
+def _slots(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("select slot_name from pg_replication_slots")]
+
+
+def _publications(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("select pubname from pg_publication")]
+
+
+def test_add_list_remove(pair: Pair) -> None:
+    pair.src_exec("create schema sales", "create table sales.orders (id int primary key)",
+                  "create table public.c (id int primary key)",
+                  "create table public.log (x int)", "insert into sales.orders values (1)")
+    spec = SourceSpec(pair.source, url=pair.src, schemas=("public", "sales"))
+    report = add_source(pair.land, spec)
+    assert set(report.publication.published) == {"public.c", "sales.orders"}
+    assert [t.qualified for t in report.publication.unpublishable] == ["public.log"]
+    assert [s.name for s in list_sources(pair.land)] == [pair.source]
+    assert get_source(pair.land, pair.source).selection.schemas == ("public", "sales")
+    with pytest.raises(SourceError, match="registered already"):
+        add_source(pair.land, spec)
+
+    catch_up(pair.src, pair.land, pair.source)
+    described = describe_sources(pair.land)[0]
+    assert described["slot"] == "idle" and described["tables"] == 2
+    assert described["snapshot"]["state"] == "done"
+    slot = f"tidemark_{pair.source}"
+    assert slot in _slots(pair.src) and slot in _publications(pair.src)
+
+    removed = remove_source(pair.land, pair.source)
+    assert slot not in _slots(pair.src) and slot not in _publications(pair.src)
+    assert removed.dropped == [f"replication slot {slot}", f"publication {slot}"]
+    assert any("2 mirror tables" in line for line in removed.landing_left)
+    assert list_sources(pair.land) == []
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute(f'select count(*) from "{pair.source}".sales__orders'
+                            ).fetchone()[0] == 1, "landing data is kept"
+        assert conn.execute("select count(*) from tidemark.checkpoints where source = %s",
+                            (pair.source,)).fetchone()[0] == 0
+
+    # Added again, it starts over with a new slot and snapshot into the tables landing has.
+    add_source(pair.land, spec)
+    pair.src_exec("insert into sales.orders values (2)")
+    stats = catch_up(pair.src, pair.land, pair.source)
+    assert stats.snapshot_rows == 2
+    remove_source(pair.land, pair.source, drop_landing=True)
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select to_regnamespace(%s)", (pair.source,)).fetchone()[0] is None
+
+
+def test_remove_refuses_while_streaming(pair: Pair) -> None:
+    import psycopg2
+    import psycopg2.extras
+
+    pair.src_exec("create table t (id int primary key)")
+    add_source(pair.land, SourceSpec(pair.source, url=pair.src))
+    catch_up(pair.src, pair.land, pair.source)
+    repl = psycopg2.connect(pair.src,
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        repl.cursor().start_replication(slot_name=f"tidemark_{pair.source}", decode=False,
+                                        options={"proto_version": "1", "publication_names":
+                                                 f"tidemark_{pair.source}"})
+        with pytest.raises(SourceBusyError, match="Stop `tidemark ingest run` first"):
+            remove_source(pair.land, pair.source)
+    finally:
+        repl.close()
+    assert [s.name for s in list_sources(pair.land)] == [pair.source]
+
+
+def test_add_refuses_what_cannot_work(pair: Pair, pg: EmbeddedServer) -> None:
+    pair.src_exec("create table t (id int primary key)")
+    with pytest.raises(SourceError, match="schema.*nope.*do not exist"):
+        add_source(pair.land, SourceSpec(pair.source, url=pair.src, schemas=("nope",)))
+    with pytest.raises(SourceError, match="public.missing"):
+        add_source(pair.land, SourceSpec(pair.source, url=pair.src, tables=("missing",)))
+    missing_db = pair.src.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(PermanentSourceError, match="does not exist"):
+        add_source(pair.land, SourceSpec(pair.source, url=missing_db))
+    # The source's slot name is taken in another database of the same server.
+    other = create_database(pg, f"other_{pair.source}")
+    try:
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')",
+                         (f"tidemark_{pair.source}",))
+        with pytest.raises(PermanentSourceError, match="exists on this server but in database"):
+            add_source(pair.land, SourceSpec(pair.source, url=pair.src))
+        with pytest.raises(PermanentSourceError, match="in database"):
+            catch_up(pair.src, pair.land, pair.source, timeout_s=20)
+    finally:
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("select pg_drop_replication_slot(%s)", (f"tidemark_{pair.source}",))
+    assert list_sources(pair.land) == []
+    assert f"tidemark_{pair.source}" not in _slots(pair.src)
+
+
+def test_wal_level_not_logical_is_refused(tmp_path: Path) -> None:
+    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                                     landing_url=None),
+                            extra_conf={**TEST_CONF, "wal_level": "replica"})
+    server.start()
+    try:
+        src = create_database(server, "src")
+        land = create_database(server, "land")
+        with pytest.raises(PermanentSourceError, match="wal_level is 'replica'.*restart"):
+            add_source(land, SourceSpec("walsrc", url=src))
+        with pytest.raises(PermanentSourceError, match="wal_level"):
+            catch_up(src, land, "walsrc", timeout_s=20)
+    finally:
+        server.stop()
