@@ -59,7 +59,7 @@ def contract_type(type_sql: str) -> tuple[str, bool]:
         return (element + "[]", True) if exact else ("text", False)
     base = re.sub(r"\(.*\)", "", text).strip()
     if base in _ALIASES:
-        return _ALIASES[base], base in ("timestamp with time zone", "json")
+        return _ALIASES[base], True
     if base == "numeric":
         candidate = text.replace(" ", "")
         try:

@@ -254,8 +254,19 @@ def _column(b: _Builder, spec: ColumnSpec, actual_type: str | None) -> None:
             return
         b.add(sql.SQL("coalesce(array_ndims({}), 1) <> 1 or array_position({}, null) is not null"
                       ).format(col, col))
-        if has_checks or (want != "text" and fam[len("array:"):] != want):
-            b.broad(sql.SQL("{} is not null").format(col))
+        # Each element as a scalar of the element type, in a subquery over unnest().
+        inner = _Builder()
+        element = sql.Identifier("e", "v")
+        if _type_suspect(inner, element, spec, fam[len("array:"):]):
+            if has_checks:
+                _value_checks(inner, element, want, spec, _cast(want))
+        elif has_checks:
+            inner.broad("true")
+        if inner.terms:
+            sub = inner.result()
+            b.exact = b.exact and sub.exact
+            b.add(sql.SQL("exists (select 1 from unnest({}) e(v) where {})").format(col, sub.text),
+                  *sub.params)
         return
     if not _type_suspect(b, col, spec, fam):
         if has_checks:

@@ -60,12 +60,11 @@ def _start(conn: psycopg.Connection, statement: sql.Composable, status: pq.ExecS
 def _finish(conn: psycopg.Connection) -> int:
     """Read the command's final result (and the end marker); return the rows it reports."""
     res = _result(conn.pgconn)
-    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
-        _raise(conn, res)
-    rows = res.command_tuples or 0
     while _result(conn.pgconn) is not None:
         pass
-    return rows
+    if res is None or res.status != pq.ExecStatus.COMMAND_OK:
+        _raise(conn, res)
+    return res.command_tuples or 0
 
 
 def _drain(pgconns: list[pq.abc.PGconn]) -> None:
@@ -96,7 +95,7 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
         copy_out: that statement.
         sinks: the receivers, each running its ``COPY ... FROM STDIN``.
         on_rows: called with the rows relayed since the previous call, about every
-            :data:`REPORT_ROWS` rows and at the end (binary COPY counts two messages more).
+            :data:`REPORT_ROWS` rows and at the end.
 
     Returns:
         The rows the (first) receiver loaded.
@@ -141,27 +140,36 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
                 raise psycopg.OperationalError(spg.get_error_message().decode(errors="replace"))
         if chunk:
             _put(pgconns, b"".join(chunk))
+        _finish(source)
     except BaseException:
         _abort(started, "the copy was interrupted")
         _cancel(source)
         raise
-    _finish(source)
     for pgconn in pgconns:
         while pgconn.put_copy_end() == 0:
             _drain([pgconn])
     _drain(pgconns)
-    copied = [_finish(conn) for conn in started]
-    if on_rows is not None and rows > reported:
-        on_rows(rows - reported)
-    # The receivers' counts: binary COPY sends its header and trailer as messages of their own.
-    return copied[0] if copied else rows
+    copied: list[int] = []
+    failure: BaseException | None = None
+    for conn in started:  # every receiver is finished, even after one failed
+        try:
+            copied.append(_finish(conn))
+        except psycopg.Error as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    # The receiver's count is exact (binary COPY's trailer comes as a message of its own).
+    total = copied[0] if copied else rows
+    if on_rows is not None and total > reported:
+        on_rows(total - reported)
+    return total
 
 
 def _abort(conns: list[psycopg.Connection], reason: str) -> None:
     """End the COPY IN of each connection with an error (the server rolls the COPY back)."""
     for conn in conns:
         try:
-            conn.pgconn.put_copy_end(reason)
+            conn.pgconn.put_copy_end(reason.encode())
             _drain([conn.pgconn])
             while _result(conn.pgconn) is not None:
                 pass

@@ -1,14 +1,25 @@
-"""Initial snapshot with writes going on during it, then streaming: no gap, no duplicate."""
+"""Initial snapshot: with writes going on during it, then streaming (no gap, no duplicate); of
+pgbench tables and an outbox with redelivered events (equal to the source, duplicates counted,
+contract violations dead-lettered); killed with SIGKILL half-way (nothing left behind)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import Counter
+from pathlib import Path
 
 import psycopg
 
 from ingestion import catch_up
 from orchestration.demo.schema import DEMO_TABLES, apply_schema
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, table_rows
 
 
 def _writer(url: str, stop: threading.Event, counter: list[int]) -> None:
@@ -50,3 +61,122 @@ def test_snapshot_with_concurrent_writes_then_stream(pair: Pair) -> None:
     assert len(rows) == len(set(rows)), "a change landed twice in the changelog"
     ops = changelog(pair.land, pair.source, "customers", "_op")
     assert {o[0] for o in ops} >= {"r", "c", "u", "d"}
+
+
+OUTBOX = """
+create table app_events (
+    outbox_id bigint generated always as identity primary key,
+    event_id uuid not null, event_type text not null, event_time timestamptz not null,
+    received_at timestamptz not null default now(), customer_id bigint, session_id uuid,
+    payload jsonb not null);
+alter table app_events replica identity full;
+insert into app_events (event_id, event_type, event_time, customer_id, payload)
+select md5(k::text)::uuid, 'cart_item_added', timestamptz '2026-01-01' + g * interval '1 s',
+       g % 50 + 1, jsonb_build_object('cart_id', md5('c' || k)::uuid, 'product_id', g % 90 + 1,
+                                      'quantity', g % 5 + 1)
+from (select g, case when g % 10 = 0 then g - 1 else g end k
+      from generate_series(1, 20000) g) s;
+-- rows that break the contract: a payload field out of range, an unknown event type
+insert into app_events (event_id, event_type, event_time, payload) values
+    (gen_random_uuid(), 'cart_item_added', now(),
+     '{"cart_id": "6f1e1b1e-1a1a-4b4b-8c8c-0d0d0d0d0d0d", "product_id": 1, "quantity": 99}'),
+    (gen_random_uuid(), 'session_started', now(), '{"platform": "ios", "app_version": "1.x"}');
+"""
+
+
+def _contracts_for(source: str, tmp_path: Path) -> Path:
+    from contracts.loader import PACKAGE_ROOT
+
+    root = tmp_path / "contracts"
+    (root / source / "events").mkdir(parents=True)
+    shutil.copy(PACKAGE_ROOT / "shop" / "app_events.yml", root / source)
+    for event in (PACKAGE_ROOT / "shop" / "events").glob("*.yml"):
+        shutil.copy(event, root / source / "events")
+    return root
+
+
+def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
+    from contracts import load_contracts
+    from ingestion.status import status
+    from orchestration.stack.embedded import server_binary
+
+    subprocess.run([str(server_binary("pgbench")), "-i", "-q", "-s", "2", pair.src], check=True,
+                   capture_output=True)
+    pair.src_exec("alter table pgbench_history replica identity full", OUTBOX)
+    seen: list = []
+    stats = catch_up(pair.src, pair.land, pair.source,
+                     contracts=load_contracts(_contracts_for(pair.source, tmp_path)),
+                     on_progress=seen.append)
+    for table in ("pgbench_accounts", "pgbench_branches", "pgbench_tellers"):
+        assert_mirror_equals(pair, table)
+    with psycopg.connect(pair.src) as conn:
+        kept = Counter(r[0] for r in conn.execute(
+            "select t::text from (select distinct on (event_id) * from app_events"
+            " where outbox_id <= 20000 order by event_id, outbox_id) t"))
+    assert table_rows(pair.land, pair.source, "app_events") == kept
+    with psycopg.connect(pair.land) as conn:
+        dups = conn.execute("select dropped from tidemark.duplicate_events where source = %s"
+                            " and table_name = 'app_events'", (pair.source,)).fetchone()[0]
+        dead = conn.execute("select op, reason, commit_lsn::text, seq from tidemark.dead_letters"
+                            " where source = %s order by seq", (pair.source,)).fetchall()
+        cl = conn.execute(f'select count(*), count(distinct (_commit_lsn, _seq)) from'
+                          f' cdc."{pair.source}__app_events"').fetchone()
+    assert dups == 2000, "every tenth event was a redelivery"
+    assert [d[0] for d in dead] == ["r", "r"]
+    assert "quantity" in dead[0][1] and "1.x" in dead[1][1]
+    assert cl == (18000, 18000), "the changelog holds each kept event once"
+    assert stats.snapshot_rows == 200_000 + 2 + 20 + 20_002
+    assert seen[-1].done and seen[-1].rows == stats.snapshot_rows
+    assert [p.rows for p in seen] == sorted(p.rows for p in seen)
+    snap = status(pair.src, pair.land, pair.source)["snapshot"]
+    assert snap["state"] == "done" and snap["rows"] == stats.snapshot_rows
+    # Streaming after the snapshot: no gap, no duplicate.
+    pair.src_exec("update pgbench_accounts set abalance = abalance + 1 where aid <= 100",
+                  "delete from pgbench_tellers where tid = 1")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "pgbench_accounts")
+    assert_mirror_equals(pair, "pgbench_tellers")
+
+
+def test_sigkill_during_snapshot_leaves_nothing(pair: Pair, tmp_path: Path) -> None:
+    from orchestration.stack.embedded import server_binary
+
+    subprocess.run([str(server_binary("pgbench")), "-i", "-q", "-s", "10", pair.src],
+                   check=True, capture_output=True)
+    pair.register()
+    env = {**os.environ, "TIDEMARK_SOURCE_URL": pair.src, "TIDEMARK_LANDING_URL": pair.land,
+           "TIDEMARK_HOME": str(tmp_path / "home")}
+    argv = [sys.executable, "-m", "orchestration.cli.main", "ingest", "run", "--no-contracts"]
+    log = (tmp_path / "ingest.log").open("w")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        copying = False
+        with psycopg.connect(pair.land, autocommit=True) as conn:
+            while time.monotonic() < deadline and not copying:
+                with contextlib.suppress(psycopg.errors.UndefinedTable):
+                    copying = conn.execute(
+                        "select exists (select 1 from tidemark.snapshot_progress where source ="
+                        " %s and state = 'copying' and rows_copied > 0)",
+                        (pair.source,)).fetchone()[0]
+                time.sleep(0.02)
+        assert copying, (tmp_path / "ingest.log").read_text()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select count(*) from pg_tables where schemaname = %s or"
+                            " (schemaname = 'cdc' and tablename like %s)",
+                            (pair.source, f"{pair.source}%")).fetchone()[0] == 0
+        assert conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
+                            (pair.source,)).fetchone()[0] == 0
+        assert conn.execute("select count(*) from tidemark.checkpoints where source = %s and"
+                            " snapshot_done_at is not null", (pair.source,)).fetchone()[0] == 0
+    stats = catch_up(pair.src, pair.land, pair.source)
+    assert stats.snapshot_rows == 1_000_000 + 10 + 100
+    assert_mirror_equals(pair, "pgbench_accounts")
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select to_regnamespace(%s)", (f"_tidemark_snap_{pair.source}",)
+                            ).fetchone()[0] is None, "the staging schema was cleaned up"
