@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 INT_FAMILY = {"smallint", "integer", "bigint"}
 FLOAT_FAMILY = {"real", "double precision"}
 TEXT_PREFIXES = ("text", "character varying", "character", "name", '"char"')
-_UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_UUID_SHAPE = "________-____-____-____-____________"
 _PRINTABLE_ASCII = "^[ -~]*$"
 # Regular-expression subset read alike by Python's re (fullmatch) and PostgreSQL's ARE (~ with
 # ^(?:...)$) on printable ASCII text: literals, . [] classes, \d \w \s, groups, alternation,
@@ -133,7 +133,8 @@ def translate_pattern(pattern: str) -> str | None:
         re.compile(pattern)
     except re.error:
         return None
-    return f"^(?:{pattern})$"
+    # One expression: printable ASCII (where both engines read the subset alike) and the pattern.
+    return f"^(?={_PRINTABLE_ASCII[1:-1]}$)(?:{pattern})$"
 
 
 def _op(strict: str, bound: Any) -> sql.SQL:
@@ -176,8 +177,7 @@ def _value_checks(b: _Builder, expr: sql.Composable, fam: str, spec: Any, allowe
         if translated is None:
             b.broad(sql.SQL("{} is not null").format(expr))
         else:
-            b.add(sql.SQL("{} !~ %s or {} !~ %s").format(expr, expr), translated,
-                  _PRINTABLE_ASCII)
+            b.add(sql.SQL("{} !~ %s").format(expr), translated)
 
 
 def _want(base: str) -> str:
@@ -308,10 +308,15 @@ def _field(b: _Builder, p: sql.Composable, key: str, spec: FieldSpec) -> None:
             "boolean": "boolean"}[spec.type]
     b.add(sql.SQL("jsonb_typeof({}) not in (%s, 'null')").format(value), key, kind)
     if spec.type == "uuid":
-        b.add(sql.SQL("jsonb_typeof({}) = 'string' and {} !~ %s").format(value, text),
-              key, key, _UUID)
+        # 8-4-4-4-12 hex digits, any case: a LIKE and a translate() instead of a regular
+        # expression, which costs several microseconds a row.
+        b.add(sql.SQL("jsonb_typeof({v}) = 'string' and not ({t} like {shape} and translate("
+                      "lower({t}), '0123456789abcdef', '') = '----')").format(
+                          v=value, t=text, shape=sql.Literal(_UUID_SHAPE)), key, key, key)
     if spec.type == "integer":
-        b.add(sql.SQL("jsonb_typeof({}) = 'number' and {}::text !~ '^-?[0-9]+$'").format(
+        # PostgreSQL prints a JSON number without exponent; Python reads it as an int exactly
+        # when it has no decimal point.
+        b.add(sql.SQL("jsonb_typeof({}) = 'number' and strpos({}::text, '.') > 0").format(
             value, value), key, key)
     if kind == "number":
         num = sql.SQL("(case when jsonb_typeof({}) = 'number' then ({})::numeric end)").format(
@@ -335,8 +340,7 @@ def _field(b: _Builder, p: sql.Composable, key: str, spec: FieldSpec) -> None:
             if translated is None:
                 b.broad(sql.SQL("{} is not null").format(s), key, key)
             else:
-                b.add(sql.SQL("{} !~ %s or {} !~ %s").format(s, s), key, key, translated,
-                      key, key, _PRINTABLE_ASCII)
+                b.add(sql.SQL("{} !~ %s").format(s), key, key, translated)
     elif spec.allowed_values is not None:
         b.add(sql.SQL("not ({}::text = any(%s::text[]))").format(value), key,
               [str(v).lower() for v in spec.allowed_values])

@@ -117,17 +117,19 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
     spg = source.pgconn
     get = spg.get_copy_data
     chunk: list[bytes] = []
+    append = chunk.append
     size = rows = reported = 0
     try:
-        while True:
+        while True:  # the one loop per row: no parsing, a libpq call and an append
             nbytes, data = get(1)
             if nbytes > 0:
-                chunk.append(data)
+                append(data)
                 size += nbytes
-                rows += 1
                 if size >= CHUNK_BYTES:
                     _put(pgconns, b"".join(chunk))
-                    chunk, size = [], 0
+                    rows += len(chunk)
+                    chunk.clear()
+                    size = 0
                     if on_rows is not None and rows - reported >= REPORT_ROWS:
                         on_rows(rows - reported)
                         reported = rows
@@ -140,6 +142,7 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
                 raise psycopg.OperationalError(spg.get_error_message().decode(errors="replace"))
         if chunk:
             _put(pgconns, b"".join(chunk))
+            rows += len(chunk)
         _finish(source)
     except BaseException:
         _abort(started, "the copy was interrupted")

@@ -131,6 +131,7 @@ def invalid_rows(conn: psycopg.Connection, table: sql.Composable, job: Job,
         row_id, sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in names),
         table, pred.text)
     conn.execute("set local timezone = 'UTC'")
+    conn.execute("set local jit = off")  # compiling the long predicate costs more than it saves
     with conn.cursor(name="tidemark_suspects") as cur:
         cur.itersize = SUSPECT_BATCH
         cur.execute(query, pred.params)
@@ -290,12 +291,14 @@ def _check_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
     if not bad:
         return
     info = job.info
+    # Joined on the dead letters' seq (a hash join), never a list scanned per row.
     if info.key:
         # The dead rows' keys, read before they leave the changelog, remove them from the mirror.
-        keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
-        c.execute(sql.SQL("create table {} as select {} from {} where _seq = any(%s)").format(
-            stg.ident("k"), keys, stg.ident("c")), (bad,))
-    c.execute(sql.SQL("delete from {} where _seq = any(%s)").format(stg.ident("c")), (bad,))
+        keys = sql.SQL(", ").join(sql.Identifier("c", k) for k in info.key)
+        c.execute(sql.SQL("create table {} as select {} from {} c join {} d on d.seq = c._seq"
+                          ).format(stg.ident("k"), keys, stg.ident("c"), dead))
+    c.execute(sql.SQL("delete from {} c using {} d where d.seq = c._seq").format(
+        stg.ident("c"), dead))
     c.commit()
     if info.key:
         match = sql.SQL(" and ").join(sql.SQL("m.{} = k.{}").format(sql.Identifier(k),
@@ -346,11 +349,13 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
 
 
 def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
-                  table: sql.Identifier) -> None:
-    """Rebuild the dropped indexes and refresh the planner statistics of a staging table."""
+                  table: sql.Identifier | None = None) -> None:
+    """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too."""
     for statement in statements:
         conn.execute(statement)
     conn.commit()
+    if table is None:
+        return
     conn.autocommit = True
     try:
         conn.execute(sql.SQL("analyze {}").format(table))

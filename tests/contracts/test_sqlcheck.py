@@ -150,9 +150,10 @@ def test_every_violating_row_is_selected(demo: str, table: str) -> None:
 
 
 @pytest.mark.parametrize("pattern, translated", [
-    (r"[a-z][a-z_]*", "^(?:[a-z][a-z_]*)$"),
-    (r"[^@\s]+@[^@\s]+\.[^@\s]+", r"^(?:[^@\s]+@[^@\s]+\.[^@\s]+)$"),
-    (r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?", r"^(?:\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?)$"),
+    (r"[a-z][a-z_]*", "^(?=[ -~]*$)(?:[a-z][a-z_]*)$"),
+    (r"[^@\s]+@[^@\s]+\.[^@\s]+", r"^(?=[ -~]*$)(?:[^@\s]+@[^@\s]+\.[^@\s]+)$"),
+    (r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?",
+     r"^(?=[ -~]*$)(?:\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?)$"),
     (r"(?i)abc", None), (r"a\b", None), (r"(a)\1", None), (r"[\S]", None), (r"a(?=b)", None),
     (r"[[:alpha:]]", None), (r"a*+", None),
 ])
