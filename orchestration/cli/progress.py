@@ -25,14 +25,19 @@ class SnapshotDisplay:
     """
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(
+        self.console = console
+        self.progress = self._new()
+        self.tasks: dict[str, int] = {}
+        self.done: set[str] = set()
+        self.lock = threading.Lock()
+        self.started = False
+
+    def _new(self) -> Progress:
+        return Progress(
             TextColumn("snapshot [bold]{task.fields[source]}[/]"), BarColumn(),
             TextColumn("{task.fields[rows]} rows"), TextColumn("{task.fields[tables]} tables"),
             TextColumn("{task.fields[rate]} rows/s"), TextColumn("ETA {task.fields[eta]}"),
-            TimeElapsedColumn(), console=console, transient=False)
-        self.tasks: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.started = False
+            TimeElapsedColumn(), console=self.console, transient=False)
 
     def __call__(self, p: SnapshotProgress) -> None:
         """Show the latest progress of a source's snapshot."""
@@ -51,6 +56,15 @@ class SnapshotDisplay:
                                                                      **fields)
             self.progress.update(task, completed=total if p.done else p.rows, total=total,
                                  **fields)
+            if p.done:
+                self.done.add(p.source)
+            if self.done >= set(self.tasks):
+                # Every snapshot ended: the bars stay printed, streaming logs go on below.
+                self.progress.stop()
+                self.started = False
+                self.progress = self._new()
+                self.tasks.clear()
+                self.done.clear()
 
     def close(self) -> None:
         """Stop drawing."""
