@@ -7,8 +7,9 @@ server; the slot is dropped at teardown so the source database can be dropped la
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -72,6 +73,16 @@ def pair(pg, request: pytest.FixtureRequest) -> Iterator[Pair]:
         with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(
                 sql.Identifier(dbname)))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def table_rows(url: str, schema: str, table: str) -> Counter:

@@ -10,7 +10,7 @@ import psycopg
 
 from contracts import load_contracts
 from ingestion import run
-from tests.ingestion.conftest import Pair
+from tests.ingestion.conftest import Pair, wait_until
 
 CONTRACT = """version: {version}
 primary_key: [id]
@@ -31,15 +31,6 @@ def _count(url: str, query: str) -> int:
             return -1
 
 
-def _wait(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_changed_contract_applies_without_restart(pair: Pair, tmp_path: Path) -> None:
     root = tmp_path / "contracts"
     (root / pair.source).mkdir(parents=True)
@@ -54,13 +45,13 @@ def test_changed_contract_applies_without_restart(pair: Pair, tmp_path: Path) ->
     mirror = f'select count(*) from "{pair.source}".t'
     dead = "select count(*) from tidemark.dead_letters"
     try:
-        assert _wait(lambda: _count(pair.land, mirror) == 1)
+        assert wait_until(lambda: _count(pair.land, mirror) == 1)
         pair.src_exec("insert into t values (2, 'c')")
-        assert _wait(lambda: _count(pair.land, dead) == 1), "'c' breaks version 1"
+        assert wait_until(lambda: _count(pair.land, dead) == 1), "'c' breaks version 1"
         path.write_text(CONTRACT.format(version=2, allowed="a, b, c"))
         time.sleep(3)  # the folder is looked at every 2 s, between transactions
         pair.src_exec("insert into t values (3, 'c')")
-        assert _wait(lambda: _count(pair.land, mirror) == 2), "version 2 allows 'c'"
+        assert wait_until(lambda: _count(pair.land, mirror) == 2), "version 2 allows 'c'"
         assert _count(pair.land, dead) == 1
     finally:
         stop.set()

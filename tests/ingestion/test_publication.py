@@ -12,7 +12,7 @@ import pytest
 
 from ingestion import catch_up, run
 from ingestion.publication import Selection, selected_tables, sync_publication
-from tests.ingestion.conftest import Pair, assert_mirror_equals
+from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
 
 
 def _published(p: Pair) -> set[str]:
@@ -20,15 +20,6 @@ def _published(p: Pair) -> set[str]:
         return {f"{r[0]}.{r[1]}" for r in conn.execute(
             "select schemaname, tablename from pg_publication_tables where pubname = %s",
             (f"tidemark_{p.source}",))}
-
-
-def _wait(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def test_keyless_table_writes_keep_working_while_ingestion_runs(pair: Pair) -> None:
@@ -43,7 +34,7 @@ def test_keyless_table_writes_keep_working_while_ingestion_runs(pair: Pair) -> N
                               kwargs={"stop": stop, "refresh_s": 1.0})
     thread.start()
     try:
-        assert _wait(lambda: "public.orders" in _published(pair))
+        assert wait_until(lambda: "public.orders" in _published(pair))
         # The application's writes on the keyless table succeed (item 3 of issue 10).
         pair.src_exec("update audit_log set what = 'z' where what = 'x'",
                       "delete from audit_log where what = 'y'",
@@ -138,7 +129,7 @@ def test_non_public_schema_lands_and_new_tables_are_picked_up(pair: Pair) -> Non
                                         ).fetchone()[0] == expected
                 except psycopg.errors.UndefinedTable:
                     return False
-            assert _wait(landed), "the new table was not picked up"
+            assert wait_until(landed), "the new table was not picked up"
     finally:
         writing.set()
         if writer is not None:
