@@ -48,3 +48,42 @@ def test_permanent_error_is_reported_once_not_retried(pair: Pair,
         run(missing, pair.land, pair.source, stop=threading.Event())
     assert time.monotonic() - started < 10
     assert "reconnecting" not in caplog.text
+
+
+def test_wrong_password_is_permanent_and_the_right_one_comes_from_the_environment(
+        pair: Pair, pg, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ingestion import catch_up
+    from ingestion.sources import SourceSpec
+
+    role = f"pw_{pair.source}"
+    hba = pg.pgdata / "pg_hba.conf"
+    original = hba.read_text()
+    with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+        conn.execute(f"create role {role} login replication password 'right-one'")
+    pair.src_exec("create table t (id int primary key)", f"grant select on t to {role}")
+    hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+                   f"host replication {role} 127.0.0.1/32 scram-sha-256\n" + original)
+    try:
+        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+            conn.execute("select pg_reload_conf()")
+        spec = SourceSpec(pair.source, url=pair.src.replace("postgres@", f"{role}@", 1),
+                          admin_url=pair.src)
+        monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_PASSWORD", "wrong")
+        monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_ADMIN_PASSWORD", "unused")
+        with pytest.raises(PermanentSourceError) as info:
+            run(spec.dsn(), pair.land, pair.source, setup_dsn=spec.admin_dsn(),
+                stop=threading.Event())
+        assert "password authentication failed" in str(info.value)
+        assert f"TIDEMARK_SOURCE_{pair.source.upper()}_PASSWORD" in str(info.value)
+        assert "wrong" not in str(info.value)
+        monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_PASSWORD", "right-one")
+        stats = catch_up(spec.dsn(), pair.land, pair.source, setup_dsn=spec.admin_dsn())
+        assert stats.lsn
+    finally:
+        hba.write_text(original)
+        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+            conn.execute("select pg_reload_conf()")
+            for url in (pair.src, pair.land):
+                with psycopg.connect(url, autocommit=True) as other:
+                    other.execute(f"drop owned by {role} cascade")
+            conn.execute(f"drop role {role}")
