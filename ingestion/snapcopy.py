@@ -71,6 +71,7 @@ class Job:
         timings: seconds per step (copy, check, dedup, index), for logs and benchmarks.
         dead_rows: dead letters found (in-place copies keep them here until numbered).
         rebuild: statements that rebuild the staging tables' indexes (mirror, changelog).
+        after_load: statements that restore the staging changelog's defaults after the load.
     """
 
     info: TableInfo
@@ -82,6 +83,7 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     dead_rows: list[tuple] = field(default_factory=list)
     rebuild: tuple[list, list] = ([], [])
+    after_load: list[sql.Composable] = field(default_factory=list)
 
     @property
     def idempotency_key(self) -> str | None:
@@ -194,7 +196,8 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     """Create the staging mirror and changelog (same DDL as landing's), without indexes.
 
     The changelog's change columns get defaults for the load: ``_op`` r, ``_lsn`` and
-    ``_commit_lsn`` the snapshot LSN, ``_seq`` a sequence, ``_commit_at`` ``commit_at``.
+    ``_commit_lsn`` the snapshot LSN, ``_seq`` a sequence, ``_commit_at`` and ``_ingested_at``
+    ``commit_at``; ``job.after_load`` puts the table's own defaults back.
 
     Returns:
         The statements that rebuild the mirror's and the changelog's indexes.
@@ -207,12 +210,25 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     rebuild_c = drop_indexes(conn, stg.schema, f"c_{stg.oid}")
     conn.execute(sql.SQL("create sequence {}").format(seq))
     at = lsn_to_str(lsn)
+    # _ingested_at is the load's moment for every row: a constant during the load, not a clock
+    # read per row; its own default (catalog text) comes back afterwards.
+    row = conn.execute(
+        "select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join pg_attribute a on"
+        " a.attrelid = d.adrelid and a.attnum = d.adnum where d.adrelid = %s::regclass and"
+        " a.attname = '_ingested_at'", (c.as_string(conn),)).fetchone()
     conn.execute(sql.SQL(
         "alter table {} alter _op set default 'r', alter _lsn set default {},"
         " alter _commit_lsn set default {}, alter _seq set default nextval({}),"
-        " alter _commit_at set default {}").format(
+        " alter _commit_at set default {}, alter _ingested_at set default {}").format(
             c, sql.Literal(at), sql.Literal(at), sql.Literal(seq.as_string(conn)),
-            sql.Literal(commit_at)))
+            sql.Literal(commit_at), sql.Literal(commit_at)))
+    restore = sql.SQL("set default {}").format(sql.SQL(row[0])) if row and row[0] else \
+        sql.SQL("drop default")
+    job.after_load = [sql.SQL(
+        "alter table {} alter _op drop default, alter _lsn drop default,"
+        " alter _commit_lsn drop default, alter _seq drop default,"
+        " alter _commit_at drop default, alter _ingested_at {}").format(c, restore),
+        sql.SQL("drop sequence {}").format(seq)]
     return rebuild_m, rebuild_c
 
 
@@ -253,10 +269,8 @@ def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Conne
         Sink(m, copy_in_statement(mt, info, job.binary, freeze=True)),
         Sink(c, copy_in_statement(ct, info, job.binary, freeze=True))], on_rows)
     m.commit()
-    c.execute(sql.SQL("alter table {} alter _op drop default, alter _lsn drop default,"
-                      " alter _commit_lsn drop default, alter _seq drop default,"
-                      " alter _commit_at drop default").format(ct))
-    c.execute(sql.SQL("drop sequence {}").format(stg.ident("s")))
+    for statement in job.after_load:
+        c.execute(statement)
     c.commit()
     job.timings["copy"] = time.monotonic() - t
     if job.contract is not None:

@@ -125,6 +125,12 @@ def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
     assert [d[0] for d in dead] == ["r", "r"]
     assert "quantity" in dead[0][1] and "1.x" in dead[1][1]
     assert cl == (18000, 18000), "the changelog holds each kept event once"
+    with psycopg.connect(pair.land) as conn:
+        defaults = dict(conn.execute(
+            "select a.attname, pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join"
+            " pg_attribute a on a.attrelid = d.adrelid and a.attnum = d.adnum where"
+            " d.adrelid = %s::regclass", (f'cdc."{pair.source}__app_events"',)).fetchall())
+    assert defaults == {"_ingested_at": "clock_timestamp()"}, "the load's defaults are gone"
     assert stats.snapshot_rows == 200_000 + 2 + 20 + 20_002
     assert seen[-1].done and seen[-1].rows == stats.snapshot_rows
     assert [p.rows for p in seen] == sorted(p.rows for p in seen)
