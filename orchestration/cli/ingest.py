@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from orchestration.cli.output import console, emit_json, emit_table
 from orchestration.errors import TidemarkError
@@ -93,7 +94,7 @@ def status(source: SourceOpt = "shop", json_out: JsonOpt = False) -> None:
     rows = [(k, v) for k, v in payload.items() if k != "paused_tables"]
     emit_table(f"tidemark ingest status ({source})", ["what", "value"], rows)
     for item in payload["paused_tables"]:
-        console.print(f"[bold yellow]paused[/] {item['table']}: {item['reason']}",
+        console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",
                       highlight=False)
 
 
