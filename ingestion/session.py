@@ -113,7 +113,7 @@ class Session:
         self.pending_since = 0.0
         self.last_end = 0
         self.last_commit_at: datetime | None = None
-        self.seq = 0
+        self.txn_lsn = 0
         self.last_message_at = time.monotonic()
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
@@ -244,6 +244,9 @@ class Session:
                 elif self.future is None and self.applier.in_txn and not self.in_src_txn \
                         and self.ckpt:
                     self.applier.commit(self.ckpt, None)  # DDL of skipped transactions
+                if self.tracker.resync_wanted and self.between_commits():
+                    self.run_resyncs()
+                    continue
                 if not self.in_src_txn and self.future is None and done():
                     return True
                 if deadline is not None and time.monotonic() > deadline:
@@ -260,6 +263,8 @@ class Session:
                 self.commit()
             if self.future is not None and self.future.done():
                 self.wait_worker()
+            if self.tracker.resync_wanted and self.between_commits():
+                self.run_resyncs()
             if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
 
@@ -268,26 +273,26 @@ class Session:
         if isinstance(m, (Insert, Update, Delete)):
             if self.skip:
                 return
-            self.seq += 1
+            seq = self.applier.txn.next_seq()
             info = self.tracker.table(m.relid)
             if isinstance(m, Insert):
-                self.applier.add(info, "c", m.new, None, lsn, self.seq)
+                self.applier.add(info, "c", m.new, None, lsn, seq)
             elif isinstance(m, Update):
-                self.applier.add(info, "u", m.new, m.old, lsn, self.seq, m.old_kind)
+                self.applier.add(info, "u", m.new, m.old, lsn, seq, m.old_kind)
             else:
-                self.applier.add(info, "d", None, m.old, lsn, self.seq, m.old_kind)
+                self.applier.add(info, "d", None, m.old, lsn, seq, m.old_kind)
             self.stats.changes += 1
         elif isinstance(m, Begin):
             self.in_src_txn = True
             self.skip = m.final_lsn < self.ckpt
-            self.seq = 0
+            self.txn_lsn = m.final_lsn
             if not self.skip:
                 if not self.pending:
                     self.pending_since = time.monotonic()
+                self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
                 if not self.applier.in_txn:
                     self.applier.begin()
                     self.tracker.refresh_if_changed()
-                self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
         elif isinstance(m, Commit):
             self.in_src_txn = False
             if self.skip:
@@ -299,12 +304,13 @@ class Session:
             self.last_commit_at = pg_time(m.commit_time)
             self.stats.transactions += 1
         elif isinstance(m, Relation):
-            self.tracker.on_relation(m, lsn)
+            # pgoutput sends Relation messages without an LSN (0/0): the change they announce
+            # takes effect in the transaction being read.
+            self.tracker.on_relation(m, self.txn_lsn if self.in_src_txn else lsn or None)
         elif isinstance(m, Truncate):
             if self.skip:
                 return
-            infos = [self.tracker.table(r) for r in m.relids]
-            self.seq += self.applier.truncate(infos, lsn, self.seq + 1)
+            self.applier.truncate([self.tracker.table(r) for r in m.relids], lsn)
         elif isinstance(m, Message) and m.prefix == HEARTBEAT_PREFIX:
             log.debug("heartbeat at %s", lsn_to_str(m.lsn))
 
@@ -317,7 +323,7 @@ class Session:
         """
         self.wait_worker()
         pending = self.applier.detach()
-        versions = dict(self.tracker._versions)
+        versions = self.tracker.versions
         lsn, commit_at = self.last_end, self.last_commit_at
         self.pending = False
         self.future = self.executor.submit(self._commit_job, pending, lsn, commit_at, versions)
@@ -341,6 +347,28 @@ class Session:
         self.stats.lsn = lsn
         self.stats.landing_commits += 1
         self.ack()
+
+    def between_commits(self) -> bool:
+        """Whether nothing is half-read, buffered or being committed."""
+        return (not self.in_src_txn and not self.pending and self.future is None
+                and not self.applier.in_txn)
+
+    def run_resyncs(self) -> None:
+        """Resync the tables paused for it (a column added with a per-row default).
+
+        Runs between landing transactions: the resync takes the source's landing lock on its
+        own connection, snapshots the table at a new LSN, lands the kept changes, and the
+        stream goes on (changes of the table committed before that LSN reach only its
+        changelog).
+        """
+        from ingestion.resync import resync_table  # resync uses this module's engine
+
+        cfg = self.cfg
+        for name in sorted(self.tracker.resync_wanted):
+            message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
+                                   cfg.contracts)
+            log.info("source %s: automatic resync: %s", cfg.source, message)
+        self.tracker.resync_wanted.clear()
 
     def ack(self) -> None:
         """Tell the slot everything up to the checkpoint is durable in landing."""

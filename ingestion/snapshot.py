@@ -21,7 +21,7 @@ from ingestion.catalog import published_tables
 from ingestion.copytext import parse_lines
 from ingestion.lsn import str_to_lsn
 from ingestion.relations import RelationTracker
-from ingestion.tables import TableInfo
+from ingestion.tables import TableInfo, mark_resnapshot
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -87,6 +87,7 @@ def snapshot_tables(src: psycopg.Connection, applier: Applier, tracker: Relation
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue
         applier.conn.execute(sql.SQL("delete from {}").format(info.mirror))
+        mark_resnapshot(applier.conn, info, lsn)
         rows = copy_table(src, applier, info, lsn)
         applier.flush(info)
         log.info("snapshot: %s rows of %s", rows, info.qualified)

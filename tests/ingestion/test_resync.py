@@ -67,7 +67,7 @@ def test_resync_keeps_dependent_views_and_live_view_maintenance(built_on: Pair) 
 
 def test_resync_blocked_by_a_dependent_view_says_which_and_loses_nothing(built_on: Pair) -> None:
     p = built_on
-    p.src_exec("alter table t alter column grp type bigint", "insert into t values (40, 1, 'x', 1)")
+    p.src_exec("alter table t alter column id type text", "insert into t values ('40', 1, 'x', 1)")
     catch_up(p.src, p.land, p.source)
     assert _paused(p) == {"t"}
     kept = _land(p, "select count(*) from tidemark.paused_changes where table_name = 't'")
@@ -84,3 +84,34 @@ def test_resync_blocked_by_a_dependent_view_says_which_and_loses_nothing(built_o
     resync(p.src, p.land, p.source, "t")
     assert _paused(p) == set()
     assert_mirror_equals(p, "t")
+
+
+def test_resync_of_a_table_first_seen_without_a_key(pair: Pair) -> None:
+    """Issue 10 item 4: `resync x` of a table first seen without a key (it crashed with
+    UndefinedTable cdc.<source>__x) rebuilds it with the key it has now."""
+    pair.src_exec("create table x (id int, v text)",
+                  "insert into x select g, 'v' || g from generate_series(1, 20) g")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("alter table x add primary key (id)", "insert into x values (21, 'new')")
+    catch_up(pair.src, pair.land, pair.source)
+    resync(pair.src, pair.land, pair.source, "x")
+    pair.src_exec("update x set v = 'changed' where id = 3", "delete from x where id = 4")
+    catch_up(pair.src, pair.land, pair.source)
+    assert _paused(pair) == set()
+    assert_mirror_equals(pair, "x")
+
+
+def test_resync_all_rebuilds_paused_tables_too(pair: Pair) -> None:
+    pair.src_exec("create table a (id int primary key, v int)", "insert into a values (1, 1)",
+                  "create table b (id int primary key, v int)", "insert into b values (1, 1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("alter table a alter column v type text", "insert into a values (2, 'two')",
+                  "insert into b values (2, 2)")
+    catch_up(pair.src, pair.land, pair.source)
+    assert _paused(pair) == {"a"}
+    resync(pair.src, pair.land, pair.source, None)
+    assert _paused(pair) == set()
+    pair.src_exec("insert into a values (3, 'three')", "update b set v = 5")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "a")
+    assert_mirror_equals(pair, "b")

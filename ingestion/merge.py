@@ -1,0 +1,134 @@
+"""Set-based SQL that lands one staged batch: unchanged TOAST values from the mirror, duplicate
+outbox events, changelog rows, and the mirror's net change.
+
+Every statement works on whole batches; none runs a correlated scan per staged row: lookups into
+the mirror go through its primary key (or, for the outbox, its idempotency-key index), and
+lookups inside the batch are window functions or hash joins over the staging table.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ingestion.batch import STAGING_META
+from ingestion.tables import TableInfo
+
+
+def create_staging(conn: psycopg.Connection, info: TableInfo, ident: sql.Identifier) -> None:
+    """Create the session-local staging table of ``info`` (rows deleted at each commit)."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql))
+        for c in info.columns)
+    conn.execute(sql.SQL("create temp table {} ({}, {}) on commit delete rows").format(
+        ident, cols, sql.SQL(STAGING_META)))
+
+
+def _columns(info: TableInfo, alias: str | None = None) -> sql.Composable:
+    if alias is None:
+        return sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    return sql.SQL(", ").join(sql.Identifier(alias, c) for c in info.column_names)
+
+
+def _key_match(info: TableInfo) -> sql.Composable:
+    return sql.SQL(" and ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("m", k), sql.Identifier("s", k))
+        for k in info.key)
+
+
+def fill_unchanged(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                   columns: set[str]) -> None:
+    """Fill unchanged TOAST values nothing in the batch resolved from the mirror row they belong
+    to: the row under ``_origin``, the key the row had before this batch (not its new key when
+    an update changed the key)."""
+    if not info.key:
+        return
+    types = {c.name: c.type_sql for c in info.columns}
+    sets = sql.SQL(", ").join(
+        sql.SQL("{} = case when s._unchanged @> array[{}] then m.{} else s.{} end").format(
+            sql.Identifier(c), sql.Literal(c), sql.Identifier(c), sql.Identifier(c))
+        for c in sorted(columns))
+    origin = sql.SQL(" and ").join(
+        sql.SQL("m.{} = (s._origin[{}])::{}").format(sql.Identifier(k), sql.Literal(i + 1),
+                                                     sql.SQL(types[k]))
+        for i, k in enumerate(info.key))
+    cur.execute(sql.SQL("update {} s set {} from {} m where s._unchanged is not null and {}")
+                .format(stg, sets, info.mirror, origin))
+
+
+def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                          idem: str) -> int:
+    """Delete staged inserts whose idempotency key is already in the mirror or earlier in the
+    batch; return how many.
+
+    Within the batch, ``row_number()`` over the key keeps the first copy; against the mirror,
+    a semi-join probes its index on the key. Both are linear in the batch.
+    """
+    col = sql.Identifier(idem)
+    cur.execute(sql.SQL(
+        "with cand as materialized (select ctid as tid, {col} as e, row_number() over"
+        " (partition by {col} order by _ord) as n from {stg} where _op in ('r', 'c') and {col}"
+        " is not null),"
+        " dup as (select tid from cand where n > 1 union all select c.tid from cand c where"
+        " c.n = 1 and exists (select 1 from {mirror} m where m.{col} = c.e)),"
+        " gone as (delete from {stg} where ctid = any(array(select tid from dup)) returning 1)"
+        " select count(*) from gone").format(col=col, stg=stg, mirror=info.mirror))
+    return cur.fetchone()[0]
+
+
+def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier) -> None:
+    """Every staged line into the changelog (a replayed change is there already: skipped)."""
+    cur.execute(sql.SQL(
+        "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
+        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}"
+        " on conflict do nothing").format(info.changelog, _columns(info), _columns(info),
+                                          stg))
+
+
+def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
+                ) -> None:
+    """Apply the last line of each key to the mirror: delete for ``b``/``d``, upsert else."""
+    if removes:
+        cur.execute(sql.SQL(
+            "delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
+        ).format(info.mirror, stg, _key_match(info)))
+    non_key = [c for c in info.column_names if c not in info.key]
+    if non_key:
+        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key))
+    else:
+        action = sql.SQL("do nothing")
+    cur.execute(sql.SQL(
+        "insert into {} ({}) select {} from {} where _last and _op in ('r', 'c', 'u')"
+        " on conflict ({}) {}").format(info.mirror, _columns(info), _columns(info), stg,
+                                       sql.SQL(", ").join(map(sql.Identifier, info.key)),
+                                       action))
+
+
+def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
+              ) -> None:
+    """Apply a keyless table's batch with bag semantics.
+
+    Rows are compared by their text form (every type has one, not every type has equality).
+    The batch nets out per distinct row (+1 for ``r``/``c``/``u``, -1 for ``b``/``d``); a
+    negative count removes exactly that many equal mirror rows, a positive one adds copies.
+    """
+    if not removes:
+        cur.execute(sql.SQL("insert into {} ({}) select {} from {} where _op in ('r', 'c', 'u')"
+                            ).format(info.mirror, _columns(info), _columns(info), stg))
+        return
+    row_s = sql.SQL("row({})::text").format(_columns(info))
+    row_m = sql.SQL("row({})::text").format(_columns(info, "mm"))
+    cur.execute(sql.SQL(
+        "with s as materialized (select {cols}, {row_s} as _t, _ord, case when _op in ('b', 'd')"
+        " then -1 else 1 end as _w from {stg}),"
+        " net as materialized (select _t, sum(_w) as n, min(_ord) as o from s group by _t"
+        " having sum(_w) <> 0),"
+        " gone as (delete from {mirror} where ctid = any(array(select v.tid from (select"
+        " mm.ctid as tid, row_number() over (partition by net._t) as rn, -net.n as want"
+        " from {mirror} mm join net on net.n < 0 and {row_m} = net._t) v where v.rn <= v.want)))"
+        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._ord = net.o"
+        " cross join lateral generate_series(1, net.n) where net.n > 0"
+    ).format(cols=_columns(info), row_s=row_s, stg=stg, mirror=info.mirror, row_m=row_m,
+             s_cols=_columns(info, "s")))
