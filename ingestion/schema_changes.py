@@ -3,8 +3,14 @@ which of those landing can follow by itself.
 
 Safe type changes (:func:`is_widening`) keep every value and its text form: smallint → integer →
 bigint, real → double precision, numeric(p,s) → numeric with at least as many integer digits and
-as large a scale (or unconstrained), varchar(n) → varchar(m ≥ n), varchar or text, and a larger
-(or no) precision of timestamp, timestamptz, time and interval.
+as large a scale (or unconstrained), varchar(n) → varchar(m ≥ n), varchar or text, char(n) →
+char(m ≥ n), varchar(m ≥ n), varchar or text, and a larger (or no) precision of timestamp,
+timestamptz, time and interval. Landing converts its copy with the same cast the source used,
+so both end with the same values (char to varchar drops trailing blanks on both sides).
+
+Logical decoding does not show how the source converted: a ``USING`` expression that changes
+values is invisible. Landing assumes the plain cast; after a ``USING`` conversion, resync the
+table.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from ingestion.tables import ColumnInfo
 
 INT2, INT4, INT8, FLOAT4, FLOAT8, NUMERIC = 21, 23, 20, 700, 701, 1700
-TEXT, VARCHAR = 25, 1043
+TEXT, VARCHAR, BPCHAR = 25, 1043, 1042
 TIMESTAMP, TIMESTAMPTZ, TIME, INTERVAL = 1114, 1184, 1083, 1186
 
 _WIDER_INTEGER = {INT2: {INT4, INT8}, INT4: {INT8}, FLOAT4: {FLOAT8}}
@@ -68,9 +74,10 @@ def is_widening(old: ColumnInfo, new: ColumnInfo) -> bool:
         if was is None:
             return False
         return now[1] >= was[1] and now[0] - now[1] >= was[0] - was[1]
-    if old.type_oid == VARCHAR and new.type_oid == TEXT:
+    if old.type_oid in (VARCHAR, BPCHAR) and new.type_oid == TEXT:
         return True
-    if old.type_oid == VARCHAR and new.type_oid == VARCHAR:
+    if old.type_oid in (VARCHAR, BPCHAR) and new.type_oid in (VARCHAR, BPCHAR) and \
+            not (old.type_oid == VARCHAR and new.type_oid == BPCHAR):
         return new.typmod < 0 or (old.typmod >= 0 and new.typmod >= old.typmod)
     if old.type_oid == new.type_oid and old.type_oid in _PRECISION_TYPES | {INTERVAL}:
         if old.type_oid == INTERVAL:

@@ -115,3 +115,23 @@ def test_resync_all_rebuilds_paused_tables_too(pair: Pair) -> None:
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "a")
     assert_mirror_equals(pair, "b")
+
+
+def test_safe_type_change_blocked_by_a_dependent_view_pauses_naming_it(built_on: Pair) -> None:
+    """A widening flows by itself, unless an object built on the mirror forbids altering the
+    column: then the table pauses with the object's name, and nothing is lost."""
+    p = built_on
+    p.src_exec("alter table t alter column qty type bigint",  # only the live view reads qty
+               "insert into t values (41, 1, 'x', 5000000000)")
+    catch_up(p.src, p.land, p.source)
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
+    p.src_exec("alter table t alter column grp type bigint", "insert into t values (42, 2, 'y', 1)")
+    catch_up(p.src, p.land, p.source)
+    [(reason,)] = _land(p, "select paused_reason from tidemark.replicated_tables"
+                           " where paused_at is not null")
+    assert "stg_t" in reason and "'grp' changed type from integer to bigint" in reason
+    _land(p, "drop view staging.stg_t")
+    resync(p.src, p.land, p.source, "t")
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
