@@ -56,23 +56,29 @@ def fill_unchanged(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
                 .format(stg, sets, info.mirror, origin))
 
 
-def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
-                          idem: str) -> int:
-    """Delete staged inserts whose idempotency key is already in the mirror or earlier in the
-    batch; return how many.
-
-    Within the batch, ``row_number()`` over the key keeps the first copy; against the mirror,
-    a semi-join probes its index on the key. Both are linear in the batch.
-    """
+def duplicate_events_sql(info: TableInfo, stg: sql.Identifier, idem: str) -> sql.Composed:
+    """The statement of :func:`drop_duplicate_events` (returns the count of rows deleted)."""
     col = sql.Identifier(idem)
-    cur.execute(sql.SQL(
+    return sql.SQL(
         "with cand as materialized (select ctid as tid, {col} as e, row_number() over"
         " (partition by {col} order by _ord) as n from {stg} where _op in ('r', 'c') and {col}"
         " is not null),"
         " dup as (select tid from cand where n > 1 union all select c.tid from cand c where"
         " c.n = 1 and exists (select 1 from {mirror} m where m.{col} = c.e)),"
         " gone as (delete from {stg} where ctid = any(array(select tid from dup)) returning 1)"
-        " select count(*) from gone").format(col=col, stg=stg, mirror=info.mirror))
+        " select count(*) from gone").format(col=col, stg=stg, mirror=info.mirror)
+
+
+def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                          idem: str) -> int:
+    """Delete staged inserts whose idempotency key is already in the mirror or earlier in the
+    batch; return how many.
+
+    Within the batch, ``row_number()`` over the key keeps the first copy; against the mirror,
+    a semi-join probes its index on the key (or hashes it). Both are linear in the batch: no
+    correlated scan of the staging table.
+    """
+    cur.execute(duplicate_events_sql(info, stg, idem))
     return cur.fetchone()[0]
 
 
