@@ -1,15 +1,10 @@
 """The applier: writes decoded changes into landing, set-based, one landing transaction at a time.
 
-Changes are buffered per table as COPY text lines (:mod:`ingestion.batch`). A *flush* COPYs a
-table's batch into a session-local staging table and lands it with a few set-based statements
-(:mod:`ingestion.merge`): changelog rows, then the mirror's net change. :meth:`Applier.commit`
-flushes everything, writes the checkpoint and commits, so changes and checkpoint are durable
-together or not at all.
-
-Rows are identified by the table's key. An update that changes the key writes a ``b`` line for
-the old key (the row leaves it) before the new image; an unchanged TOAST value in such an update
-belongs to the row under the old key. A keyless table (``REPLICA IDENTITY FULL``) is a bag: every
-update is a ``b`` line with the whole old row and a ``u`` line with the new one.
+Changes are buffered per table as COPY text lines (:mod:`ingestion.changes`,
+:mod:`ingestion.batch`). A *flush* COPYs a table's batch into a session-local staging table and
+lands it with a few set-based statements (:mod:`ingestion.merge`): changelog rows, then the
+mirror's net change. :meth:`Applier.commit` flushes everything, writes the checkpoint and
+commits, so changes and checkpoint are durable together or not at all.
 """
 
 from __future__ import annotations
@@ -22,10 +17,9 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
-from ingestion.batch import Batch, Image, TxnContext, encode_line, head
-from ingestion.decoder import UNCHANGED, Value
+from ingestion.batch import Batch, TxnContext
+from ingestion.changes import ChangeBuffer
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
@@ -48,29 +42,7 @@ Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
 of paused tables, number of changes."""
 
 
-def _text(v: Value) -> str | None:
-    if v is None or v is UNCHANGED:
-        return None
-    return v.decode("utf-8", "replace")
-
-
-def row_json(info: TableInfo, values: list[Value] | None) -> dict[str, Any] | None:
-    """A row as ``{column: text or null}`` (unchanged TOAST values are left out)."""
-    if values is None:
-        return None
-    return {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
-            if v is not UNCHANGED}
-
-
-def key_row(info: TableInfo, key: tuple) -> list[Value]:
-    """A row with only the key columns set (the old key of a key-changing update)."""
-    row: list[Value] = [None] * len(info.columns)
-    for i, v in zip(info.key_idx, key, strict=True):
-        row[i] = v
-    return row
-
-
-class Applier:
+class Applier(ChangeBuffer):
     """Buffers changes and applies them to landing in set-based statements.
 
     Args:
@@ -101,6 +73,7 @@ class Applier:
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[tuple[str, int]] = set()
         self._contract_cache: dict[str, Any] = {}
+        self._cached: tuple | None = None
         self.wait_hook: Callable[[], None] = lambda: None
         self.pause_hook: Callable[[TableInfo, str, int], None] = self._save_pause
 
@@ -156,6 +129,7 @@ class Applier:
         """Hand over everything buffered since the last commit (for a background commit)."""
         pending = (self.batches, self._dead, self._paused, self.rows_in_txn)
         self.batches, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        self._cached = None
         return pending
 
     def commit_detached(self, pending: Pending, lsn: int, commit_at: datetime | None,
@@ -187,6 +161,7 @@ class Applier:
     def rollback(self) -> None:
         """Abandon the landing transaction and every buffered change."""
         self.batches.clear()
+        self._cached = None
         self._dead.clear()
         self._paused.clear()
         self._staging_dirty.clear()
@@ -207,159 +182,6 @@ class Applier:
             except Exception:
                 self._contract_cache[info.name] = None
         return self._contract_cache[info.name]
-
-    def _batch(self, info: TableInfo) -> Batch:
-        changelog_only = self.txn.commit_lsn < info.snapshot_lsn
-        batch = self.batches.get((info.name, changelog_only))
-        if batch is None:
-            batch = self.batches[(info.name, changelog_only)] = Batch(info, changelog_only)
-        return batch
-
-    def add(self, info: TableInfo, op: str, new: list[Value] | None, old: list[Value] | None,
-            lsn: int, seq: int, old_kind: str | None = None) -> None:
-        """Buffer one change (``op`` r, c, u or d) of the current source transaction.
-
-        Args:
-            info: the table.
-            op: the change kind.
-            new: the new row (r, c, u).
-            old: the old key ('K') or whole old row ('O'), if sent.
-            lsn: the change's LSN.
-            seq: its ``_seq`` (even in the stream; ``seq - 1`` is free for a ``b`` line).
-            old_kind: 'K', 'O' or None.
-        """
-        assert self.txn is not None, "start_source_txn first"
-        if info.stream_positions is not None:
-            new, old = info.project(new), info.project(old)
-        if info.paused_reason is None and not info.key and op in ("u", "d") and old_kind != "O":
-            self._pause(info, f"Table {info.qualified} has no key and its {op!r} change came "
-                              f"without the old row: set REPLICA IDENTITY FULL on the source "
-                              f"table (or add a primary key), then run "
-                              f"`tidemark ingest resync {info.name}`.")
-        if info.paused_reason is not None:
-            self._keep(info, op, new, old, lsn, seq)
-            self.rows_in_txn += 1
-            return
-        batch = self._batch(info)
-        if info.key:
-            accepted = self._add_keyed(info, batch, op, new, old, lsn, seq, old_kind)
-        else:
-            accepted = self._add_keyless(info, batch, op, new, old, lsn, seq)
-        if accepted:
-            self.rows_in_txn += 1
-        if len(batch.lines) >= self.flush_rows:
-            self.flush(info)
-
-    def _add_keyed(self, info: TableInfo, batch: Batch, op: str, new: list[Value] | None,
-                   old: list[Value] | None, lsn: int, seq: int, old_kind: str | None) -> bool:
-        idx = info.key_idx
-        if op == "d":
-            values = old if old is not None else [None] * len(info.columns)
-            self._emit(batch, values, b"d", lsn, seq, tuple([values[i] for i in idx]), None)
-            batch.removes = True
-            return True
-        values = new
-        key = tuple([values[i] for i in idx])
-        okey = key
-        if old is not None:
-            okey = tuple([old[i] for i in idx])
-            if UNCHANGED in okey:
-                okey = key
-        unchanged = origin = None
-        if op == "u" and UNCHANGED in values:
-            unchanged, origin = self._resolve(batch, info, okey, values, old, old_kind)
-        if self._rejected(info, op, values, unchanged, lsn, seq):
-            return False
-        if okey != key:
-            gone = old if old_kind == "O" else key_row(info, okey)
-            self._emit(batch, gone, b"b", lsn, seq - 1, okey, None)
-            batch.removes = True
-        self._emit(batch, values, op.encode(), lsn, seq, key, values, unchanged, origin)
-        return True
-
-    def _add_keyless(self, info: TableInfo, batch: Batch, op: str, new: list[Value] | None,
-                     old: list[Value] | None, lsn: int, seq: int) -> bool:
-        if op == "d":
-            self._emit(batch, old, b"d", lsn, seq, None, None)
-            batch.removes = True
-            return True
-        if op == "u":
-            for i, v in enumerate(new):
-                if v is UNCHANGED:
-                    new[i] = old[i]
-        if self._rejected(info, op, new, None, lsn, seq):
-            return False
-        if op == "u":
-            self._emit(batch, old, b"b", lsn, seq - 1, None, None)
-            batch.removes = True
-        self._emit(batch, new, op.encode(), lsn, seq, None, new)
-        return True
-
-    def _emit(self, batch: Batch, values: list[Value], op: bytes, lsn: int, seq: int,
-              key: tuple | None, image: list[Value] | None, unchanged: list[str] | None = None,
-              origin: tuple | None = None) -> None:
-        self._ord += 1
-        if key is not None:
-            batch.supersede(batch.images.get(key))
-            batch.images[key] = Image(image, origin, len(batch.lines))
-        batch.lines.append(encode_line(values, head(self._ord, op, lsn, seq), unchanged, origin,
-                                       self.txn))
-
-    @staticmethod
-    def _resolve(batch: Batch, info: TableInfo, okey: tuple, values: list[Value],
-                 old: list[Value] | None, old_kind: str | None
-                 ) -> tuple[list[str] | None, tuple | None]:
-        """Carry unchanged TOAST values forward from the row's previous image in the batch (under
-        its old key), else from the old row; return the columns left for the mirror and the
-        mirror key they come from."""
-        prev = batch.images.get(okey)
-        pv = prev.values if prev is not None else None
-        left = []
-        for i, v in enumerate(values):
-            if v is not UNCHANGED:
-                continue
-            if pv is not None and pv[i] is not UNCHANGED:
-                values[i] = pv[i]
-            elif old is not None and old_kind == "O" and old[i] is not UNCHANGED:
-                values[i] = old[i]
-            else:
-                left.append(info.columns[i].name)
-        if not left:
-            return None, None
-        batch.unresolved.update(left)
-        origin = prev.origin if pv is not None and prev.origin is not None else okey
-        return left, origin
-
-    def _rejected(self, info: TableInfo, op: str, values: list[Value],
-                  unchanged: list[str] | None, lsn: int, seq: int) -> bool:
-        contract = self.contract_for(info)
-        if contract is None:
-            return False
-        from contracts import validate_row
-
-        row = {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
-               if v is not UNCHANGED}
-        violations = [v for v in validate_row(contract, row, self.contracts)
-                      if not unchanged or v.column not in unchanged]
-        if not violations:
-            return False
-        txn = self.txn
-        reason = "; ".join(v.message for v in violations)
-        detail = [{"column": v.column, "rule": v.rule, "message": v.message,
-                   "value": None if v.value is None else str(v.value)} for v in violations]
-        self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
-                           seq, op, reason, Jsonb(detail), str(contract.version),
-                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid))
-        return True
-
-    def _keep(self, info: TableInfo, op: str, new: list[Value] | None, old: list[Value] | None,
-              lsn: int, seq: int) -> None:
-        txn = self.txn
-        new_row, old_row = row_json(info, new), row_json(info, old)
-        self._paused.append((self.source, info.name, lsn_to_str(txn.commit_lsn), seq,
-                             lsn_to_str(lsn), op, txn.commit_at, txn.xid,
-                             None if new_row is None else Jsonb(new_row),
-                             None if old_row is None else Jsonb(old_row)))
 
     def _pause(self, info: TableInfo, reason: str) -> None:
         self.begin()
@@ -405,6 +227,7 @@ class Applier:
 
     def flush_all(self) -> None:
         """Apply every buffered change (inside the open landing transaction)."""
+        self._cached = None
         for key in list(self.batches):
             self._flush_batch(self.batches.pop(key))
         self._write_side_tables(self._dead, self._paused)
@@ -412,6 +235,7 @@ class Applier:
 
     def flush(self, info: TableInfo) -> None:
         """COPY one table's batches into staging and apply them."""
+        self._cached = None
         for changelog_only in (True, False):
             batch = self.batches.pop((info.name, changelog_only), None)
             if batch is not None and batch.lines:
@@ -465,7 +289,7 @@ class Applier:
                     copy.write(b"".join(chunk))
             if batch.unresolved:
                 fill_unchanged(cur, info, stg, batch.unresolved)
-            contract = self.contract_for(info)
+            contract = batch.contract
             idem = getattr(contract, "idempotency_key", None) if contract is not None else None
             if idem and idem in info.column_names:
                 dropped = drop_duplicate_events(cur, info, stg, idem)
@@ -473,7 +297,7 @@ class Applier:
                     add_duplicates(self.conn, self.source, info.name, dropped)
                     log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
                              idem)
-            insert_changelog(cur, info, stg)
+            insert_changelog(cur, info, stg, batch.first_commit or 0, batch.last_commit)
             if batch.changelog_only:
                 return
             if info.key:

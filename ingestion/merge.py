@@ -12,6 +12,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.batch import STAGING_META
+from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
 
@@ -61,8 +62,8 @@ def duplicate_events_sql(info: TableInfo, stg: sql.Identifier, idem: str) -> sql
     col = sql.Identifier(idem)
     return sql.SQL(
         "with cand as materialized (select ctid as tid, {col} as e, row_number() over"
-        " (partition by {col} order by _ord) as n from {stg} where _op in ('r', 'c') and {col}"
-        " is not null),"
+        " (partition by {col} order by _commit_lsn, _seq) as n from {stg} where _op in"
+        " ('r', 'c') and {col} is not null),"
         " dup as (select tid from cand where n > 1 union all select c.tid from cand c where"
         " c.n = 1 and exists (select 1 from {mirror} m where m.{col} = c.e)),"
         " gone as (delete from {stg} where ctid = any(array(select tid from dup)) returning 1)"
@@ -82,13 +83,23 @@ def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identif
     return cur.fetchone()[0]
 
 
-def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier) -> None:
-    """Every staged line into the changelog (a replayed change is there already: skipped)."""
+def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                     first_commit: int, last_commit: int) -> None:
+    """Every staged line into the changelog; a change already there is skipped.
+
+    The changelog's unique key ``(_commit_lsn, _seq)`` keeps a replayed change out. Checking it
+    row by row (``ON CONFLICT``) costs a speculative insertion per row, so one index probe first
+    asks whether the changelog has any row of the batch's commit range: usually not (a landing
+    transaction commits its changes with the checkpoint), and the plain insert runs.
+    """
+    overlap = cur.execute(sql.SQL(
+        "select exists (select 1 from {} where _commit_lsn between %s::pg_lsn and %s::pg_lsn)"
+    ).format(info.changelog), (lsn_to_str(first_commit), lsn_to_str(last_commit))).fetchone()[0]
     cur.execute(sql.SQL(
         "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
-        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}"
-        " on conflict do nothing").format(info.changelog, _columns(info), _columns(info),
-                                          stg))
+        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}{}"
+    ).format(info.changelog, _columns(info), _columns(info), stg,
+             sql.SQL(" on conflict do nothing" if overlap else "")))
 
 
 def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
@@ -105,11 +116,12 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, remov
             for c in non_key))
     else:
         action = sql.SQL("do nothing")
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    # In key order: the mirror's index and heap pages are visited in order, not at random.
     cur.execute(sql.SQL(
         "insert into {} ({}) select {} from {} where _last and _op in ('r', 'c', 'u')"
-        " on conflict ({}) {}").format(info.mirror, _columns(info), _columns(info), stg,
-                                       sql.SQL(", ").join(map(sql.Identifier, info.key)),
-                                       action))
+        " order by {} on conflict ({}) {}").format(info.mirror, _columns(info), _columns(info),
+                                                   stg, keys, keys, action))
 
 
 def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
@@ -127,14 +139,14 @@ def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes
     row_s = sql.SQL("row({})::text").format(_columns(info))
     row_m = sql.SQL("row({})::text").format(_columns(info, "mm"))
     cur.execute(sql.SQL(
-        "with s as materialized (select {cols}, {row_s} as _t, _ord, case when _op in ('b', 'd')"
-        " then -1 else 1 end as _w from {stg}),"
-        " net as materialized (select _t, sum(_w) as n, min(_ord) as o from s group by _t"
+        "with s as materialized (select {cols}, {row_s} as _t, ctid as _id, case when _op in"
+        " ('b', 'd') then -1 else 1 end as _w from {stg}),"
+        " net as materialized (select _t, sum(_w) as n, min(_id) as o from s group by _t"
         " having sum(_w) <> 0),"
         " gone as (delete from {mirror} where ctid = any(array(select v.tid from (select"
         " mm.ctid as tid, row_number() over (partition by net._t) as rn, -net.n as want"
         " from {mirror} mm join net on net.n < 0 and {row_m} = net._t) v where v.rn <= v.want)))"
-        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._ord = net.o"
+        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._id = net.o"
         " cross join lateral generate_series(1, net.n) where net.n > 0"
     ).format(cols=_columns(info), row_s=row_s, stg=stg, mirror=info.mirror, row_m=row_m,
              s_cols=_columns(info, "s")))

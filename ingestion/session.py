@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +35,9 @@ from ingestion.decoder import (
     Update,
     decode,
     pg_time,
+    row_change,
 )
-from ingestion.errors import SlotMissingError
+from ingestion.errors import DecodeError, SlotMissingError
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.relations import RelationTracker
@@ -44,6 +46,7 @@ from ingestion.state import ensure_state, load_checkpoint
 
 log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
+_ROW_OPS = {73: "c", 85: "u", 68: "d"}
 
 
 @dataclass
@@ -255,8 +258,13 @@ class Session:
                     idle()
                 select.select([self.repl], [], [], 0.2)
                 continue
+            payload = msg.payload
+            kind = payload[0]
+            if kind == 73 or kind == 85 or kind == 68:  # 'I', 'U', 'D': the hot path
+                self.handle_row(payload, msg.data_start)
+                continue
             self.last_message_at = time.monotonic()
-            self.handle(decode(msg.payload), msg.data_start)
+            self.handle(decode(payload), msg.data_start)
             if self.pending and not self.in_src_txn and (
                     self.applier.rows_in_txn >= self.cfg.group_rows
                     or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
@@ -267,6 +275,21 @@ class Session:
                 self.run_resyncs()
             if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
+
+    def handle_row(self, payload: bytes, lsn: int) -> None:
+        """Apply one Insert, Update or Delete message, decoded without a message object."""
+        if self.skip:
+            return
+        try:
+            kind, relid, old_kind, old, new, unchanged = row_change(payload)
+        except (struct.error, IndexError, ValueError, DecodeError):
+            decode(payload)  # raises the DecodeError that says what is wrong
+            raise
+        txn = self.applier.txn
+        txn.seq += 2
+        self.applier.add(self.tracker.by_oid[relid], _ROW_OPS[kind], new, old, lsn, txn.seq,
+                         old_kind, unchanged)
+        self.stats.changes += 1
 
     def handle(self, m: object, lsn: int) -> None:
         """Apply one decoded message."""

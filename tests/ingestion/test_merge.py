@@ -25,15 +25,15 @@ def test_duplicate_event_check_is_linear_and_exact(module_db: str) -> None:
         stg = sql.Identifier("stg_outbox")
         create_staging(conn, info, stg)
         # 20,000 staged events: every 10th already landed, every 10th (+1) a repeat in the batch.
-        conn.execute("insert into stg_outbox (outbox_id, event_id, _ord, _op, _lsn, _seq,"
+        conn.execute("insert into stg_outbox (outbox_id, event_id, _op, _lsn, _seq,"
                      " _commit_lsn, _last) select 100000 + g, case when g % 10 = 0 then g"
-                     " when g % 10 = 1 then 1000000 + g - 2 else 1000000 + g end, g, 'c', '0/1',"
+                     " when g % 10 = 1 then 1000000 + g - 2 else 1000000 + g end, 'c', '0/1',"
                      " 2 * g, '0/1', true from generate_series(1, 20000) g")
         plan = "\n".join(r[0] for r in conn.execute(
             sql.SQL("explain (costs off) ") + duplicate_events_sql(info, stg, "event_id")))
         assert "SubPlan" not in plan, plan
         with conn.cursor() as cur:
             assert drop_duplicate_events(cur, info, stg, "event_id") == 3999
-        left = conn.execute("select count(*), count(distinct event_id), min(_ord) filter"
+        left = conn.execute("select count(*), count(distinct event_id), min(_seq) filter"
                             " (where event_id = 1000009) from stg_outbox").fetchone()
-        assert left == (16001, 16001, 9)
+        assert left == (16001, 16001, 18)
