@@ -301,6 +301,6 @@ class Applier(ChangeBuffer):
             if batch.changelog_only:
                 return
             if info.key:
-                merge_keyed(cur, info, stg, batch.removes)
+                merge_keyed(cur, info, stg, batch)
             else:
                 merge_bag(cur, info, stg, batch.removes)

@@ -135,6 +135,8 @@ class Batch:
             come from.
         unresolved: columns some line needs from the mirror (unchanged TOAST).
         removes: whether a line removes a mirror row (``b`` or ``d``).
+        updates: whether a line is an update's new image (its key may be in the mirror).
+        reinserts: whether an insert follows an earlier line of its key (a delete, a move).
         first_commit: the lowest ``_commit_lsn`` of its lines.
         last_commit: the highest.
     """
@@ -147,6 +149,8 @@ class Batch:
     origins: dict[Any, tuple] = field(default_factory=dict)
     unresolved: set[str] = field(default_factory=set)
     removes: bool = False
+    updates: bool = False
+    reinserts: bool = False
     first_commit: int | None = None
     last_commit: int = 0
 

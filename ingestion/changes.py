@@ -116,7 +116,8 @@ class ChangeBuffer:
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 return
             if info.key_idx:
-                self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn))
+                self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
+                          None, op == "u")
             else:
                 batch.lines.append(line(new, _OPS[op], lsn, seq, self.txn))
         elif info.key_idx:
@@ -149,12 +150,18 @@ class ChangeBuffer:
                              None if old_row is None else Jsonb(old_row)))
 
     @staticmethod
-    def _put(batch: Batch, key: Any, text: bytes, origin: tuple | None = None) -> None:
-        """Append the line of ``key``, superseding the key's earlier line."""
+    def _put(batch: Batch, key: Any, text: bytes, origin: tuple | None = None,
+             update: bool = False) -> None:
+        """Append the line of ``key`` (an update's new image if ``update``), superseding the
+        key's earlier line."""
         images = batch.images
         number = images.get(key)
         if number is not None:
             batch.supersede(number)
+            if not update:
+                batch.reinserts = True
+        if update:
+            batch.updates = True
         images[key] = len(batch.lines)
         batch.lines.append(text)
         if origin is not None:
@@ -186,7 +193,8 @@ class ChangeBuffer:
             gone = old if old_kind == "O" else key_row(info, okey)
             self._put(batch, okey, line(gone, b"b", lsn, seq - 1, txn))
             batch.removes = True
-        self._put(batch, key, line(new, _OPS[op], lsn, seq, txn, left, origin), origin)
+        self._put(batch, key, line(new, _OPS[op], lsn, seq, txn, left, origin), origin,
+                  op == "u")
         return True
 
     def _add_keyless(self, batch: Batch, op: str, new: list[Value] | None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from ingestion.batch import STAGING_META
+from ingestion.batch import STAGING_META, Batch
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -102,10 +102,17 @@ def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
              sql.SQL(" on conflict do nothing" if overlap else "")))
 
 
-def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
+def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
                 ) -> None:
-    """Apply the last line of each key to the mirror: delete for ``b``/``d``, upsert else."""
-    if removes:
+    """Apply the last line of each key to the mirror: delete for ``b``/``d``, insert for
+    ``r``/``c``, upsert for ``u``, each in key order (index and heap pages visited in order).
+
+    Inserts are plain (an upsert's speculative insertion costs about twice as much) unless an
+    insert follows a delete of its key in the same batch; a key found in the mirror anyway (a
+    replay) makes them upserts, from a savepoint.
+    """
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    if batch.removes:
         cur.execute(sql.SQL(
             "delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
         ).format(info.mirror, stg, _key_match(info)))
@@ -116,12 +123,24 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, remov
             for c in non_key))
     else:
         action = sql.SQL("do nothing")
-    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
-    # In key order: the mirror's index and heap pages are visited in order, not at random.
-    cur.execute(sql.SQL(
-        "insert into {} ({}) select {} from {} where _last and _op in ('r', 'c', 'u')"
-        " order by {} on conflict ({}) {}").format(info.mirror, _columns(info), _columns(info),
-                                                   stg, keys, keys, action))
+    upsert = sql.SQL(" on conflict ({}) {}").format(keys, action)
+
+    def put(ops: str, conflict: sql.Composable) -> None:
+        cur.execute(sql.SQL(
+            "insert into {} ({}) select {} from {} where _last and _op in ({}) order by {}{}"
+        ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys,
+                 conflict))
+
+    if batch.reinserts:
+        put("'r', 'c'", upsert)
+    else:
+        try:
+            with cur.connection.transaction():
+                put("'r', 'c'", sql.SQL(""))
+        except psycopg.errors.UniqueViolation:
+            put("'r', 'c'", upsert)
+    if batch.updates:
+        put("'u'", upsert)
 
 
 def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool

@@ -23,7 +23,8 @@ def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str,
         ``confirmed_flush_lsn``, ``current_wal_lsn``, ``retained_wal_bytes``, ``lag_bytes``,
         ``lag_seconds`` (source commit → landing commit of the last applied transaction),
         ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
-        ``dead_letters`` (not yet replayed), ``duplicate_events`` and ``paused_tables``.
+        ``dead_letters`` (not yet replayed), ``duplicate_events`` and ``paused_tables`` (each
+        with ``table``, ``paused_at``, ``paused_lsn`` and ``reason``).
     """
     slot = slot_name(source)
     out: dict[str, Any] = {"source": source, "slot": slot,
@@ -49,9 +50,11 @@ def status(source_dsn: str, landing_dsn: str, source: str = "shop") -> dict[str,
                             " replayed_at is null", (source,)).fetchone()[0]
         dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
                             " where source = %s", (source,)).fetchone()[0]
-        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2]} for r in conn.execute(
-            "select table_name, paused_at, paused_reason from tidemark.replicated_tables where"
-            " source = %s and paused_at is not null order by table_name", (source,))]
+        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2], "paused_lsn": r[3]}
+                  for r in conn.execute(
+            "select table_name, paused_at, paused_reason, paused_lsn::text from"
+            " tidemark.replicated_tables where source = %s and paused_at is not null"
+            " order by table_name", (source,))]
         tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
                               (source,)).fetchone()[0]
     if ck is None:

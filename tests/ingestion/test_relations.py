@@ -14,6 +14,7 @@ from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.lsn import str_to_lsn
 from ingestion.resync import resync
+from ingestion.status import status
 from tests.ingestion.conftest import (
     Pair,
     Writer,
@@ -248,6 +249,8 @@ def test_a_pause_records_the_real_lsn(pair: Pair) -> None:
     assert str_to_lsn(lsn) > before
     assert paused_lsn == lsn
     assert f"paused at LSN {lsn}" in reason and "0/0" not in reason
+    [shown] = status(pair.src, pair.land, pair.source)["paused_tables"]
+    assert shown["paused_lsn"] == lsn and shown["table"] == name == "t"
 
 
 def test_a_keyless_table_that_gains_a_key_keeps_flowing(pair: Pair) -> None:
