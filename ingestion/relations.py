@@ -297,6 +297,21 @@ class RelationTracker:
                                  lsn or self.applier.txn.commit_lsn)
         return retired
 
+    def resync_failed(self, name: str, error: str) -> None:
+        """An automatic resync could not run: say so in the pause reason, stop retrying."""
+        conn = self.applier.conn
+        self.applier.begin()
+        info = load_tables(conn, self.source)[name]
+        info.auto_resync = False
+        info.paused_reason = (f"{info.paused_reason} The automatic resync failed: {error} "
+                              f"Once resolved, run {resync_hint(self.source, name)}.")
+        info.version += 1
+        save_table(conn, info)
+        conn.commit()
+        self.applier.in_txn = False
+        log.error(info.paused_reason)
+        self.resync_wanted.discard(name)
+
     def _pause_from_applier(self, info: TableInfo, reason: str, lsn: int) -> None:
         self.applier._save_pause(info, reason, lsn)
         self._versions[info.name] = (info.version, True)

@@ -37,7 +37,7 @@ from ingestion.decoder import (
     pg_time,
     row_change,
 )
-from ingestion.errors import DecodeError, SlotMissingError
+from ingestion.errors import DecodeError, IngestionError, SlotMissingError
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.relations import RelationTracker
@@ -388,8 +388,13 @@ class Session:
 
         cfg = self.cfg
         for name in sorted(self.tracker.resync_wanted):
-            message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
-                                   cfg.contracts)
+            try:
+                message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
+                                       cfg.contracts)
+            except IngestionError as exc:
+                # The table stays paused with the reason; the others keep flowing.
+                self.tracker.resync_failed(name, str(exc))
+                continue
             log.info("source %s: automatic resync: %s", cfg.source, message)
         self.tracker.resync_wanted.clear()
 

@@ -135,3 +135,22 @@ def test_safe_type_change_blocked_by_a_dependent_view_pauses_naming_it(built_on:
     resync(p.src, p.land, p.source, "t")
     assert _paused(p) == set()
     assert_mirror_equals(p, "t")
+
+
+def test_a_failed_automatic_resync_leaves_the_table_paused_saying_why(built_on: Pair) -> None:
+    p = built_on
+    # A per-row default pauses t for an automatic resync; by the time it runs, the source also
+    # retyped id, which the dbt view on the mirror forbids: the resync cannot reshape.
+    p.src_exec("alter table t add column token uuid default gen_random_uuid()",
+               "insert into t (id, grp, label, qty) values (50, 1, 'a', 1)",
+               "alter table t alter column id type text",
+               "insert into t (id, grp, label, qty) values ('51', 1, 'b', 1)")
+    catch_up(p.src, p.land, p.source)
+    [(reason,)] = _land(p, "select paused_reason from tidemark.replicated_tables"
+                           " where paused_at is not null")
+    assert "automatic resync failed" in reason and "stg_t" in reason
+    assert "tidemark ingest resync t" in reason
+    _land(p, "drop view staging.stg_t")
+    resync(p.src, p.land, p.source, "t")
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
