@@ -297,7 +297,7 @@ class Applier(ChangeBuffer):
                     add_duplicates(self.conn, self.source, info.name, dropped)
                     log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
                              idem)
-            insert_changelog(cur, info, stg, batch.first_commit or 0, batch.last_commit)
+            insert_changelog(cur, info, stg, batch)
             if batch.changelog_only:
                 return
             if info.key:

@@ -15,6 +15,9 @@ from ingestion.batch import STAGING_META, Batch
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
+BIG_BATCH = 2_000
+"""Lines from which a batch is worth an extra round trip to skip per-row conflict checks."""
+
 
 def create_staging(conn: psycopg.Connection, info: TableInfo, ident: sql.Identifier) -> None:
     """Create the session-local staging table of ``info`` (rows deleted at each commit)."""
@@ -84,17 +87,19 @@ def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identif
 
 
 def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
-                     first_commit: int, last_commit: int) -> None:
+                     batch: Batch) -> None:
     """Every staged line into the changelog; a change already there is skipped.
 
     The changelog's unique key ``(_commit_lsn, _seq)`` keeps a replayed change out. Checking it
-    row by row (``ON CONFLICT``) costs a speculative insertion per row, so one index probe first
-    asks whether the changelog has any row of the batch's commit range: usually not (a landing
-    transaction commits its changes with the checkpoint), and the plain insert runs.
+    row by row (``ON CONFLICT``) costs a speculative insertion per row, so for a large batch one
+    index probe first asks whether the changelog has any row of the batch's commit range:
+    usually not (a landing transaction commits its changes with the checkpoint), and the plain
+    insert runs. A small batch saves the round trip instead.
     """
-    overlap = cur.execute(sql.SQL(
+    overlap = len(batch.lines) < BIG_BATCH or cur.execute(sql.SQL(
         "select exists (select 1 from {} where _commit_lsn between %s::pg_lsn and %s::pg_lsn)"
-    ).format(info.changelog), (lsn_to_str(first_commit), lsn_to_str(last_commit))).fetchone()[0]
+    ).format(info.changelog), (lsn_to_str(batch.first_commit or 0),
+                               lsn_to_str(batch.last_commit))).fetchone()[0]
     cur.execute(sql.SQL(
         "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
         " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}{}"
