@@ -154,3 +154,27 @@ def test_a_failed_automatic_resync_leaves_the_table_paused_saying_why(built_on: 
     resync(p.src, p.land, p.source, "t")
     assert _paused(p) == set()
     assert_mirror_equals(p, "t")
+
+
+def test_resync_of_a_table_paused_by_an_older_version_without_landing_tables(pair: Pair) -> None:
+    """Before keyless tables landed, a table without a key was registered paused and got no
+    mirror or changelog; `resync x` (it crashed with UndefinedTable cdc.<source>__x) and
+    `resync --all` (it skipped the table) rebuild it."""
+    pair.src_exec("create table x (id int, v text)", "alter table x replica identity full",
+                  "create table y (id int, v text)", "alter table y replica identity full",
+                  "insert into x values (1, 'a'), (1, 'a')", "insert into y values (2, 'b')")
+    catch_up(pair.src, pair.land, pair.source)
+    _land(pair, f'drop table "{pair.source}".x, "{pair.source}".y, cdc."{pair.source}__x",'
+                f' cdc."{pair.source}__y"',
+          "update tidemark.replicated_tables set paused_at = now(), paused_reason = 'no key'")
+    pair.src_exec("insert into x values (3, 'c')", "delete from y")
+    catch_up(pair.src, pair.land, pair.source)
+    resync(pair.src, pair.land, pair.source, "x")
+    assert _paused(pair) == {"y"}
+    assert_mirror_equals(pair, "x")
+    resync(pair.src, pair.land, pair.source, None)
+    assert _paused(pair) == set()
+    pair.src_exec("insert into y values (4, 'd')", "delete from x where id = 3")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "x")
+    assert_mirror_equals(pair, "y")
