@@ -35,8 +35,6 @@ from ingestion.tables import TableInfo, save_table, table_versions
 
 log = logging.getLogger("tidemark.ingestion")
 
-COPY_CHUNK = 1 << 20
-
 Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
 """What :meth:`Applier.detach` hands to a background commit: batches, dead letters, kept changes
 of paused tables, number of changes."""
@@ -277,16 +275,8 @@ class Applier(ChangeBuffer):
         self._staging_dirty.add((info.name, info.version))
         with self.conn.cursor() as cur:
             with cur.copy(sql.SQL("copy {} from stdin").format(stg)) as copy:
-                chunk: list[bytes] = []
-                size = 0
-                for line in batch.lines:
-                    chunk.append(line)
-                    size += len(line)
-                    if size >= COPY_CHUNK:
-                        copy.write(b"".join(chunk))
-                        chunk, size = [], 0
-                if chunk:
-                    copy.write(b"".join(chunk))
+                # One join and one write: at most flush_rows lines, a few megabytes.
+                copy.write(b"".join(batch.lines))
             if batch.unresolved:
                 fill_unchanged(cur, info, stg, batch.unresolved)
             contract = batch.contract

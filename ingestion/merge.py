@@ -112,9 +112,10 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch
     """Apply the last line of each key to the mirror: delete for ``b``/``d``, insert for
     ``r``/``c``, upsert for ``u``, each in key order (index and heap pages visited in order).
 
-    Inserts are plain (an upsert's speculative insertion costs about twice as much) unless an
-    insert follows a delete of its key in the same batch; a key found in the mirror anyway (a
-    replay) makes them upserts, from a savepoint.
+    In a large batch inserts are plain (an upsert's speculative insertion costs about twice as
+    much) unless an insert follows a delete of its key in the same batch; a key found in the
+    mirror anyway (a replay) makes them upserts, from a savepoint. A small batch upserts
+    everything in one statement (round trips matter more than rows there).
     """
     keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
     if batch.removes:
@@ -136,6 +137,9 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch
         ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys,
                  conflict))
 
+    if len(batch.lines) < BIG_BATCH:
+        put("'r', 'c', 'u'", upsert)  # one statement: fewer round trips for small batches
+        return
     if batch.reinserts:
         put("'r', 'c'", upsert)
     else:

@@ -21,7 +21,7 @@ from ingestion.catalog import published_tables
 from ingestion.copytext import parse_lines
 from ingestion.lsn import str_to_lsn
 from ingestion.relations import RelationTracker
-from ingestion.tables import TableInfo, mark_resnapshot
+from ingestion.tables import SNAPSHOT_SEQ, TableInfo, mark_resnapshot
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -49,8 +49,12 @@ def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
 
 
 def copy_table(src: psycopg.Connection, applier: Applier, info: TableInfo, lsn: int,
-               seq_start: int = 0) -> int:
+               seq_start: int = SNAPSHOT_SEQ) -> int:
     """COPY one table from the snapshot connection into the applier as ``r`` changes.
+
+    Their ``_seq`` count up from :data:`~ingestion.tables.SNAPSHOT_SEQ` (negative): a source
+    transaction that commits exactly at the snapshot's LSN is streamed with positive ``_seq``
+    values at the same ``_commit_lsn``, after the snapshot's rows and never equal to them.
 
     Returns:
         The number of rows read.

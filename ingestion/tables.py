@@ -19,6 +19,12 @@ from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 
 META_COLUMNS = ("_op", "_lsn", "_commit_lsn", "_seq", "_commit_at", "_txid", "_ingested_at")
 
+RESNAPSHOT_SEQ = -(2**31)
+"""``_seq`` of the ``t`` row before a table's rows are read again (:func:`mark_resnapshot`)."""
+SNAPSHOT_SEQ = RESNAPSHOT_SEQ + 1
+"""``_seq`` before a snapshot's first row: snapshot rows sort before a source transaction
+committed at the snapshot's LSN, whose changes take positive ``_seq`` values."""
+
 
 @dataclass
 class ColumnInfo:
@@ -215,12 +221,13 @@ def set_mirror_key(conn: psycopg.Connection, mirror: sql.Identifier, key: list[s
 
 def mark_resnapshot(conn: psycopg.Connection, info: TableInfo, lsn: int) -> None:
     """Before a table's rows are read again (resync), write a ``t`` changelog row at the snapshot
-    LSN, sequence 0: replaying the changelog then gives the snapshot's rows, not both copies."""
+    LSN, before the snapshot's rows: replaying the changelog then gives the snapshot's rows, not
+    both copies."""
     if conn.execute(sql.SQL("select exists (select 1 from {})").format(info.changelog)
                     ).fetchone()[0]:
         conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq) values"
-                             " ('t', %s, %s, 0) on conflict do nothing").format(info.changelog),
-                     (lsn_to_str(lsn), lsn_to_str(lsn)))
+                             " ('t', %s, %s, %s) on conflict do nothing").format(info.changelog),
+                     (lsn_to_str(lsn), lsn_to_str(lsn), RESNAPSHOT_SEQ))
 
 
 def save_table(conn: psycopg.Connection, info: TableInfo) -> None:
