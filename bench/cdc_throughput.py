@@ -1,6 +1,7 @@
 """CDC throughput: raw slot read rate vs Tidemark's end-to-end apply rate, in the same run.
 
 Usage: python bench/cdc_throughput.py [--workload insert|update] [--rows N] [--table-rows M]
+                                     [--breakdown]
 
 ``insert`` (default): the source inserts N rows into an events table (transactions of 10,000).
 ``update``: a pgbench_accounts-shaped table of M rows (default 1,000,000: aid key, bid,
@@ -9,13 +10,16 @@ random-key updates of abalance (transactions of 10,000), as pgbench does.
 
 Baseline: a second pgoutput slot over the same WAL, consumed with psycopg2 and nothing else (no
 decoding, no apply). Tidemark: ``ingestion.catch_up`` decoding, staging, and applying changelog +
-mirror into landing. Last line: JSON {"bench": "cdc_throughput", "workload", "rows",
-"raw_rows_per_s", "applied_rows_per_s", "ratio"}.
+mirror into landing. ``--breakdown`` also prints where the landing time goes (seconds per
+statement kind, measured around each call on the landing connection; the landing work runs on a
+second thread, overlapping the stream thread's decoding). Last line: JSON {"bench":
+"cdc_throughput", "workload", "rows", "raw_rows_per_s", "applied_rows_per_s", "ratio"}.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import select
 import sys
@@ -98,17 +102,49 @@ def write(src: str, workload: str, rows: int, table_rows: int) -> int:
     return changed
 
 
+def measure_landing() -> collections.Counter:
+    """Time every statement and COPY of the applier's landing connection, by kind."""
+    from psycopg import sql
+
+    import ingestion.applier as applier
+
+    spent: collections.Counter = collections.Counter()
+    execute, flush = psycopg.Cursor.execute, applier.Applier._flush_batch
+
+    def timed_execute(self: psycopg.Cursor, query: object, params: object = None,
+                      **kw: object) -> object:
+        started = time.perf_counter()
+        try:
+            return execute(self, query, params, **kw)
+        finally:
+            text = query.as_string(self.connection) if isinstance(query, sql.Composable) \
+                else str(query)
+            spent[" ".join(text.split()[:3])[:48]] += time.perf_counter() - started
+
+    def timed_flush(self: applier.Applier, batch: object) -> None:
+        started = time.perf_counter()
+        flush(self, batch)
+        spent["(flush of a batch: COPY + statements)"] += time.perf_counter() - started
+
+    psycopg.Cursor.execute = timed_execute
+    applier.Applier._flush_batch = timed_flush
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=("insert", "update"), default="insert")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--table-rows", type=int, default=1_000_000)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print where the landing time goes")
     args = parser.parse_args()
     kind = b"I" if args.workload == "insert" else b"U"
     with bench_server() as (src, land):
         prepare(src, land, args.workload, args.table_rows)
         changes = write(src, args.workload, args.rows, args.table_rows)
         raw_s = raw_read(src, "bench_raw", changes, kind)
+        spent = measure_landing() if args.breakdown else None
         started = time.perf_counter()
         stats = catch_up(src, land, "bench", timeout_s=3600)
         applied_s = time.perf_counter() - started
@@ -117,6 +153,10 @@ def main() -> None:
             with psycopg.connect(land) as conn:
                 landed = conn.execute("select count(*) from bench.events").fetchone()[0]
             assert landed == changes, f"landed {landed} of {changes} rows"
+    if spent is not None:
+        print(f"landing time by statement over {applied_s:.2f}s of catch-up:")
+        for what, seconds in spent.most_common(8):
+            print(f"  {seconds:7.2f}s  {what}")
     raw_rate = changes / raw_s
     applied_rate = stats.changes / applied_s
     print(f"raw slot read: {changes} {args.workload}s in {raw_s:.2f}s = {raw_rate:,.0f} rows/s")

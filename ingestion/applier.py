@@ -22,14 +22,7 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
-from ingestion.merge import (
-    create_staging,
-    drop_duplicate_events,
-    fill_unchanged,
-    insert_changelog,
-    merge_bag,
-    merge_keyed,
-)
+from ingestion.merge import create_staging, drop_duplicate_events, fill_unchanged, land_batch
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
 
@@ -287,10 +280,4 @@ class Applier(ChangeBuffer):
                     add_duplicates(self.conn, self.source, info.name, dropped)
                     log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
                              idem)
-            insert_changelog(cur, info, stg, batch)
-            if batch.changelog_only:
-                return
-            if info.key:
-                merge_keyed(cur, info, stg, batch)
-            else:
-                merge_bag(cur, info, stg, batch.removes)
+            land_batch(cur, info, stg, batch)

@@ -86,87 +86,110 @@ def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identif
     return cur.fetchone()[0]
 
 
+def _changelog_sql(info: TableInfo, stg: sql.Identifier, skip_known: bool) -> sql.Composed:
+    return sql.SQL(
+        "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
+        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}{}"
+    ).format(info.changelog, _columns(info), _columns(info), stg,
+             sql.SQL(" on conflict do nothing" if skip_known else ""))
+
+
 def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
                      batch: Batch) -> None:
     """Every staged line into the changelog; a change already there is skipped.
 
     The changelog's unique key ``(_commit_lsn, _seq)`` keeps a replayed change out. Checking it
-    row by row (``ON CONFLICT``) costs a speculative insertion per row, so for a large batch one
-    index probe first asks whether the changelog has any row of the batch's commit range:
-    usually not (a landing transaction commits its changes with the checkpoint), and the plain
-    insert runs. A small batch saves the round trip instead.
+    row by row (``ON CONFLICT``) costs a speculative insertion per row, so one index probe first
+    asks whether the changelog has any row of the batch's commit range: usually not (a landing
+    transaction commits its changes with the checkpoint), and the plain insert runs.
     """
-    overlap = len(batch.lines) < BIG_BATCH or cur.execute(sql.SQL(
+    overlap = cur.execute(sql.SQL(
         "select exists (select 1 from {} where _commit_lsn between %s::pg_lsn and %s::pg_lsn)"
     ).format(info.changelog), (lsn_to_str(batch.first_commit or 0),
                                lsn_to_str(batch.last_commit))).fetchone()[0]
-    cur.execute(sql.SQL(
-        "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
-        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}{}"
-    ).format(info.changelog, _columns(info), _columns(info), stg,
-             sql.SQL(" on conflict do nothing" if overlap else "")))
+    cur.execute(_changelog_sql(info, stg, overlap))
+
+
+def _delete_sql(info: TableInfo, stg: sql.Identifier) -> sql.Composed:
+    return sql.SQL("delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
+                   ).format(info.mirror, stg, _key_match(info))
+
+
+def _put_sql(info: TableInfo, stg: sql.Identifier, ops: str, upsert: bool) -> sql.Composed:
+    """Insert the last image of keys whose last line is one of ``ops``, in key order (index
+    and heap pages visited in order); as an upsert if ``upsert``."""
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    conflict = sql.SQL("")
+    if upsert:
+        non_key = [c for c in info.column_names if c not in info.key]
+        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key)) if non_key else sql.SQL("do nothing")
+        conflict = sql.SQL(" on conflict ({}) {}").format(keys, action)
+    return sql.SQL(
+        "insert into {} ({}) select {} from {} where _last and _op in ({}) order by {}{}"
+    ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys, conflict)
 
 
 def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
                 ) -> None:
     """Apply the last line of each key to the mirror: delete for ``b``/``d``, insert for
-    ``r``/``c``, upsert for ``u``, each in key order (index and heap pages visited in order).
+    ``r``/``c``, upsert for ``u``.
 
-    In a large batch inserts are plain (an upsert's speculative insertion costs about twice as
-    much) unless an insert follows a delete of its key in the same batch; a key found in the
-    mirror anyway (a replay) makes them upserts, from a savepoint. A small batch upserts
-    everything in one statement (round trips matter more than rows there).
+    Inserts are plain (an upsert's speculative insertion costs about twice as much) unless an
+    insert follows a delete of its key in the same batch; a key found in the mirror anyway (a
+    replay) makes them upserts, from a savepoint.
     """
-    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
     if batch.removes:
-        cur.execute(sql.SQL(
-            "delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
-        ).format(info.mirror, stg, _key_match(info)))
-    non_key = [c for c in info.column_names if c not in info.key]
-    if non_key:
-        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
-            for c in non_key))
-    else:
-        action = sql.SQL("do nothing")
-    upsert = sql.SQL(" on conflict ({}) {}").format(keys, action)
-
-    def put(ops: str, conflict: sql.Composable) -> None:
-        cur.execute(sql.SQL(
-            "insert into {} ({}) select {} from {} where _last and _op in ({}) order by {}{}"
-        ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys,
-                 conflict))
-
-    if len(batch.lines) < BIG_BATCH:
-        put("'r', 'c', 'u'", upsert)  # one statement: fewer round trips for small batches
-        return
+        cur.execute(_delete_sql(info, stg))
     if batch.reinserts:
-        put("'r', 'c'", upsert)
+        cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=True))
     else:
         try:
             with cur.connection.transaction():
-                put("'r', 'c'", sql.SQL(""))
+                cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=False))
         except psycopg.errors.UniqueViolation:
-            put("'r', 'c'", upsert)
+            cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=True))
     if batch.updates:
-        put("'u'", upsert)
+        cur.execute(_put_sql(info, stg, "'u'", upsert=True))
 
 
-def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
-              ) -> None:
-    """Apply a keyless table's batch with bag semantics.
+def land_batch(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
+               ) -> None:
+    """Changelog rows and the mirror's net change of a staged batch.
 
-    Rows are compared by their text form (every type has one, not every type has equality).
-    The batch nets out per distinct row (+1 for ``r``/``c``/``u``, -1 for ``b``/``d``); a
-    negative count removes exactly that many equal mirror rows, a positive one adds copies.
+    A small batch costs its round trips more than its rows: its statements (conflicts checked
+    per row, one upsert for every image) go in one request. A large one checks conflicts once
+    (:func:`insert_changelog`) and inserts without upserting (:func:`merge_keyed`).
     """
-    if not removes:
-        cur.execute(sql.SQL("insert into {} ({}) select {} from {} where _op in ('r', 'c', 'u')"
-                            ).format(info.mirror, _columns(info), _columns(info), stg))
+    if len(batch.lines) >= BIG_BATCH:
+        insert_changelog(cur, info, stg, batch)
+        if batch.changelog_only:
+            return
+        if info.key:
+            merge_keyed(cur, info, stg, batch)
+        else:
+            merge_bag(cur, info, stg, batch.removes)
         return
+    statements = [_changelog_sql(info, stg, skip_known=True)]
+    if not batch.changelog_only:
+        if not info.key:
+            statements.append(bag_sql(info, stg, batch.removes))
+        else:
+            if batch.removes:
+                statements.append(_delete_sql(info, stg))
+            statements.append(_put_sql(info, stg, "'r', 'c', 'u'", upsert=True))
+    cur.execute(sql.SQL("; ").join(statements))
+
+
+def bag_sql(info: TableInfo, stg: sql.Identifier, removes: bool) -> sql.Composed:
+    """The statement of :func:`merge_bag`."""
+    if not removes:
+        return sql.SQL("insert into {} ({}) select {} from {} where _op in ('r', 'c', 'u')"
+                       ).format(info.mirror, _columns(info), _columns(info), stg)
     row_s = sql.SQL("row({})::text").format(_columns(info))
     row_m = sql.SQL("row({})::text").format(_columns(info, "mm"))
-    cur.execute(sql.SQL(
+    return sql.SQL(
         "with s as materialized (select {cols}, {row_s} as _t, ctid as _id, case when _op in"
         " ('b', 'd') then -1 else 1 end as _w from {stg}),"
         " net as materialized (select _t, sum(_w) as n, min(_id) as o from s group by _t"
@@ -177,4 +200,15 @@ def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes
         " insert into {mirror} ({cols}) select {s_cols} from net join s on s._id = net.o"
         " cross join lateral generate_series(1, net.n) where net.n > 0"
     ).format(cols=_columns(info), row_s=row_s, stg=stg, mirror=info.mirror, row_m=row_m,
-             s_cols=_columns(info, "s")))
+             s_cols=_columns(info, "s"))
+
+
+def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
+              ) -> None:
+    """Apply a keyless table's batch with bag semantics.
+
+    Rows are compared by their text form (every type has one, not every type has equality).
+    The batch nets out per distinct row (+1 for ``r``/``c``/``u``, -1 for ``b``/``d``); a
+    negative count removes exactly that many equal mirror rows, a positive one adds copies.
+    """
+    cur.execute(bag_sql(info, stg, removes))

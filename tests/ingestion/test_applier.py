@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from ingestion import catch_up
 from ingestion.applier import Applier
+from ingestion.merge import BIG_BATCH
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.tables import ColumnInfo, TableInfo, create_landing_tables, save_table
 from tests.ingestion.conftest import (
@@ -158,6 +159,34 @@ def test_changes_buffered_during_a_background_commit_are_counted(pair: Pair) -> 
         assert load_checkpoint(conn, pair.source) is not None
         applied = conn.execute("select rows_applied from tidemark.checkpoints").fetchone()[0]
     assert applied == 16
+
+
+def test_large_batches_with_every_kind_of_change(pair: Pair) -> None:
+    """Batches past BIG_BATCH lines take the large-batch statements (plain inserts, a
+    savepoint, one conflict probe): inserts, updates, deletes, a delete then insert of the same
+    key, key changes, all in large transactions, keyed and keyless."""
+    pair.src_exec("create table t (id int primary key, v int, s text)",
+                  "insert into t select g, g, 's' from generate_series(1, 5000) g",
+                  "create table k (a int, v int)", "alter table k replica identity full",
+                  "insert into k select g % 50, g from generate_series(1, 5000) g")
+    catch_up(pair.src, pair.land, pair.source)
+    assert BIG_BATCH < 5000
+    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
+        conn.execute("insert into t select g, g, 'new' from generate_series(5001, 9000) g")
+        conn.execute("update t set v = v + 1 where id % 3 = 0")
+        conn.execute("delete from t where id % 7 = 0")
+        conn.execute("insert into t select g, -g, 'again' from generate_series(7, 700, 7) g")
+        conn.execute("update t set id = id + 100000 where id % 11 = 0")
+        conn.execute("update k set v = v + 1 where v % 2 = 0")
+        conn.execute("delete from k where v % 5 = 0")
+        conn.execute("insert into k select g % 50, 0 from generate_series(1, 3000) g")
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        conn.execute("insert into t select g, g, 'late' from generate_series(200001, 204000) g")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
+    assert_mirror_equals(pair, "k")
+    assert_changelog_replays(pair, "t", ["id"])
+    assert_changelog_replays(pair, "k", None)
 
 
 # ---------------------------------------------------------------- property: any change sequence
