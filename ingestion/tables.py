@@ -225,8 +225,9 @@ def mark_resnapshot(conn: psycopg.Connection, info: TableInfo, lsn: int) -> None
     both copies."""
     if conn.execute(sql.SQL("select exists (select 1 from {})").format(info.changelog)
                     ).fetchone()[0]:
-        conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq) values"
-                             " ('t', %s, %s, %s) on conflict do nothing").format(info.changelog),
+        conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at) values"
+                             " ('t', %s, %s, %s, now()) on conflict do nothing"
+                             ).format(info.changelog),
                      (lsn_to_str(lsn), lsn_to_str(lsn), RESNAPSHOT_SEQ))
 
 
