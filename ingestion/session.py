@@ -27,12 +27,9 @@ from ingestion.catalog import drop_slot, ensure_publication, slot_info, wait_slo
 from ingestion.decoder import (
     Begin,
     Commit,
-    Delete,
-    Insert,
     Message,
     Relation,
     Truncate,
-    Update,
     decode,
     pg_time,
     row_change,
@@ -292,20 +289,8 @@ class Session:
         self.stats.changes += 1
 
     def handle(self, m: object, lsn: int) -> None:
-        """Apply one decoded message."""
-        if isinstance(m, (Insert, Update, Delete)):
-            if self.skip:
-                return
-            seq = self.applier.txn.next_seq()
-            info = self.tracker.table(m.relid)
-            if isinstance(m, Insert):
-                self.applier.add(info, "c", m.new, None, lsn, seq)
-            elif isinstance(m, Update):
-                self.applier.add(info, "u", m.new, m.old, lsn, seq, m.old_kind)
-            else:
-                self.applier.add(info, "d", None, m.old, lsn, seq, m.old_kind)
-            self.stats.changes += 1
-        elif isinstance(m, Begin):
+        """Apply one decoded message other than a row change (see :meth:`handle_row`)."""
+        if isinstance(m, Begin):
             self.in_src_txn = True
             self.skip = m.final_lsn < self.ckpt
             self.txn_lsn = m.final_lsn
