@@ -1,6 +1,6 @@
 """CDC latency: source commit → landing write, under a steady write rate.
 
-Usage: python bench/cdc_latency.py [--rate R] [--seconds S]   (default 5,000 changes/s for 60 s)
+Usage: python bench/cdc_latency.py [--rate R] [--seconds S]   (default 10,000 changes/s for 60 s)
 
 A writer commits transactions of 50 changes (40 inserts, 10 updates) paced to R changes/s while
 ``ingestion.run`` streams into landing. Per change, latency = the changelog's ``_ingested_at``
@@ -64,7 +64,7 @@ def pct(values: list[float], p: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--rate", type=float, default=10000)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     with bench_server() as (src, land):

@@ -1,17 +1,25 @@
 """CDC throughput: raw slot read rate vs Tidemark's end-to-end apply rate, in the same run.
 
-Usage: python bench/cdc_throughput.py [--rows N]   (default 1,000,000 inserted rows)
+Usage: python bench/cdc_throughput.py [--workload insert|update] [--rows N] [--table-rows M]
+                                     [--breakdown]
 
-The source inserts N rows (transactions of 10,000 rows). Baseline: a second pgoutput slot over
-the same WAL, consumed with psycopg2 and nothing else (no decoding, no apply). Tidemark:
-``ingestion.catch_up`` decoding, staging, and applying changelog + mirror into landing.
-Last line: JSON {"bench": "cdc_throughput", "rows", "raw_rows_per_s", "applied_rows_per_s",
-"ratio"}.
+``insert`` (default): the source inserts N rows into an events table (transactions of 10,000).
+``update``: a pgbench_accounts-shaped table of M rows (default 1,000,000: aid key, bid,
+abalance, an 84-character filler) is snapshotted first (untimed), then the source makes N
+random-key updates of abalance (transactions of 10,000), as pgbench does.
+
+Baseline: a second pgoutput slot over the same WAL, consumed with psycopg2 and nothing else (no
+decoding, no apply). Tidemark: ``ingestion.catch_up`` decoding, staging, and applying changelog +
+mirror into landing. ``--breakdown`` also prints where the landing time goes (seconds per
+statement kind, measured around each call on the landing connection; the landing work runs on a
+second thread, overlapping the stream thread's decoding). Last line: JSON {"bench":
+"cdc_throughput", "workload", "rows", "raw_rows_per_s", "applied_rows_per_s", "ratio"}.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import select
 import sys
@@ -27,12 +35,16 @@ from ingestion import catch_up
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cdc_common import bench_server
 
-TABLE = ("create table events (id bigint primary key, account int not null, kind text not null,"
-         " amount numeric(12, 2) not null, created_at timestamptz not null, note text)")
+STEP = 10_000
+EVENTS = ("create table events (id bigint primary key, account int not null, kind text not null,"
+          " amount numeric(12, 2) not null, created_at timestamptz not null, note text)")
+ACCOUNTS = ("create table accounts (aid int primary key, bid int not null, abalance int not null,"
+            " filler char(84))")
 
 
-def raw_read(src: str, slot: str, rows: int) -> float:
-    """Consume ``slot`` without decoding until ``rows`` insert messages were read; return s."""
+def raw_read(src: str, slot: str, rows: int, kind: bytes) -> float:
+    """Consume ``slot`` without decoding until ``rows`` row messages of ``kind`` were read;
+    return seconds."""
     conn = psycopg2.connect(src, connection_factory=psycopg2.extras.LogicalReplicationConnection)
     cur = conn.cursor()
     cur.start_replication(slot_name=slot, decode=False,
@@ -44,44 +56,113 @@ def raw_read(src: str, slot: str, rows: int) -> float:
         if msg is None:
             select.select([conn], [], [], 1.0)
             continue
-        if msg.payload[:1] == b"I":
+        if msg.payload[:1] == kind:
             seen += 1
     elapsed = time.perf_counter() - started
     conn.close()
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    args = parser.parse_args()
-    with bench_server() as (src, land):
-        with psycopg.connect(src, autocommit=True) as conn:
-            conn.execute(TABLE)
-            conn.execute("create publication bench_raw for table events")
-            conn.execute("select pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
-        catch_up(src, land, "bench")  # slot, publication, (empty) snapshot
-        with psycopg.connect(src, autocommit=True) as conn:
-            step = 10_000
-            for start in range(0, args.rows, step):
-                conn.execute(
+def prepare(src: str, land: str, workload: str, table_rows: int) -> None:
+    """Create the table (and for ``update`` fill and snapshot it), then the baseline slot."""
+    with psycopg.connect(src, autocommit=True) as conn:
+        if workload == "insert":
+            conn.execute(EVENTS)
+        else:
+            conn.execute(ACCOUNTS)
+            conn.execute("insert into accounts select g, (g - 1) / 100000 + 1, 0, ''"
+                         " from generate_series(1, %s) g", (table_rows,))
+            conn.execute("vacuum analyze accounts")
+        table = "events" if workload == "insert" else "accounts"
+        conn.execute(f"create publication bench_raw for table {table}")
+    catch_up(src, land, "bench", timeout_s=3600)  # slot, publication, snapshot (untimed)
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("select pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
+
+
+def write(src: str, workload: str, rows: int, table_rows: int) -> int:
+    """The source's changes, in transactions of about STEP rows; return how many rows changed."""
+    changed = 0
+    with psycopg.connect(src, autocommit=True) as conn:
+        for start in range(0, rows, STEP):
+            n = min(STEP, rows - start)
+            if workload == "insert":
+                cur = conn.execute(
                     "insert into events select g, g %% 1000, case when g %% 3 = 0 then 'refund'"
                     " else 'charge' end, (g %% 10000) / 100.0, now(), 'note ' || g"
-                    " from generate_series(%s::bigint, %s::bigint) g",
-                    (start + 1, min(start + step, args.rows)))
-        raw_s = raw_read(src, "bench_raw", args.rows)
+                    " from generate_series(%s::bigint, %s::bigint) g", (start + 1, start + n))
+            else:
+                # n distinct random keys, each updated once (pgbench's -N-like account update).
+                cur = conn.execute(
+                    "update accounts a set abalance = a.abalance + k.delta from (select distinct"
+                    " on (aid) aid, delta from (select (random() * (%s - 1))::int + 1 as aid,"
+                    " (random() * 10000)::int - 5000 as delta from generate_series(1, %s)) r)"
+                    " k where a.aid = k.aid", (table_rows, n + n // 20))
+            changed += cur.rowcount
+    return changed
+
+
+def measure_landing() -> collections.Counter:
+    """Time every statement and COPY of the applier's landing connection, by kind."""
+    from psycopg import sql
+
+    import ingestion.applier as applier
+
+    spent: collections.Counter = collections.Counter()
+    execute, flush = psycopg.Cursor.execute, applier.Applier._flush_batch
+
+    def timed_execute(self: psycopg.Cursor, query: object, params: object = None,
+                      **kw: object) -> object:
+        started = time.perf_counter()
+        try:
+            return execute(self, query, params, **kw)
+        finally:
+            text = query.as_string(self.connection) if isinstance(query, sql.Composable) \
+                else str(query)
+            spent[" ".join(text.split()[:3])[:48]] += time.perf_counter() - started
+
+    def timed_flush(self: applier.Applier, batch: object) -> None:
+        started = time.perf_counter()
+        flush(self, batch)
+        spent["(flush of a batch: COPY + statements)"] += time.perf_counter() - started
+
+    psycopg.Cursor.execute = timed_execute
+    applier.Applier._flush_batch = timed_flush
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=("insert", "update"), default="insert")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--table-rows", type=int, default=1_000_000)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print where the landing time goes")
+    args = parser.parse_args()
+    kind = b"I" if args.workload == "insert" else b"U"
+    with bench_server() as (src, land):
+        prepare(src, land, args.workload, args.table_rows)
+        changes = write(src, args.workload, args.rows, args.table_rows)
+        raw_s = raw_read(src, "bench_raw", changes, kind)
+        spent = measure_landing() if args.breakdown else None
         started = time.perf_counter()
         stats = catch_up(src, land, "bench", timeout_s=3600)
         applied_s = time.perf_counter() - started
-        with psycopg.connect(land) as conn:
-            landed = conn.execute("select count(*) from bench.events").fetchone()[0]
-        assert landed == args.rows, f"landed {landed} of {args.rows} rows"
-    raw_rate = args.rows / raw_s
+        assert stats.changes == changes, f"applied {stats.changes} of {changes} changes"
+        if args.workload == "insert":
+            with psycopg.connect(land) as conn:
+                landed = conn.execute("select count(*) from bench.events").fetchone()[0]
+            assert landed == changes, f"landed {landed} of {changes} rows"
+    if spent is not None:
+        print(f"landing time by statement over {applied_s:.2f}s of catch-up:")
+        for what, seconds in spent.most_common(8):
+            print(f"  {seconds:7.2f}s  {what}")
+    raw_rate = changes / raw_s
     applied_rate = stats.changes / applied_s
-    print(f"raw slot read: {args.rows} rows in {raw_s:.2f}s = {raw_rate:,.0f} rows/s")
+    print(f"raw slot read: {changes} {args.workload}s in {raw_s:.2f}s = {raw_rate:,.0f} rows/s")
     print(f"tidemark apply: {stats.changes} rows in {applied_s:.2f}s = {applied_rate:,.0f} rows/s "
           f"({stats.landing_commits} landing transactions)")
-    print(json.dumps({"bench": "cdc_throughput", "rows": args.rows,
+    print(json.dumps({"bench": "cdc_throughput", "workload": args.workload, "rows": changes,
                       "raw_rows_per_s": round(raw_rate), "applied_rows_per_s": round(applied_rate),
                       "ratio": round(applied_rate / raw_rate, 3)}))
 

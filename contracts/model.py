@@ -20,14 +20,15 @@ if TYPE_CHECKING:
     from contracts.validator import CompiledEvent, CompiledTable
 
 CHANGE_KINDS = ("add_nullable_column", "add_required_column", "drop_column", "rename_column",
-                "change_type")
-"""The schema change kinds ingestion asks :meth:`TableContract.allows` about."""
+                "change_type", "widen_type")
+"""The schema change kinds ingestion asks :meth:`TableContract.allows` about. ``widen_type`` is a
+type change that keeps every value (``integer`` to ``bigint``, ``varchar(n)`` to ``text``...)."""
 
 COMPATIBILITY_MODES = ("none", "backward", "full")
-"""``none``: every change is breaking. ``backward``: only adding a nullable column is allowed.
-``full``: adding a nullable column, and dropping a column the contract declares nullable (readers
-of either shape keep working: a missing nullable column reads as NULL). Renames, type changes and
-new required columns are breaking in every mode."""
+"""``none``: every change is breaking. ``backward``: adding a nullable column and widening a
+column's type are allowed. ``full``: those, and dropping a column the contract declares nullable
+(readers of either shape keep working: a missing nullable column reads as NULL). Renames, other
+type changes and new required columns are breaking in every mode."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ class TableContract:
                 f"unknown schema change kind {change_kind!r}; known: {', '.join(CHANGE_KINDS)}")
         if self.compatibility == "none":
             return False
-        if change_kind == "add_nullable_column":
+        if change_kind in ("add_nullable_column", "widen_type"):
             return True
         if change_kind == "drop_column" and self.compatibility == "full":
             spec = self.columns.get(column) if column is not None else None

@@ -140,9 +140,10 @@ class CompiledTable:
         spec = self.events
         assert spec is not None
         event_type = values.get(spec.type_column)
-        payload = values.get(spec.payload_column)
-        if not isinstance(event_type, str) or payload is None:
+        if not isinstance(event_type, str) or spec.payload_column not in values:
             return  # already reported as a column violation
+        # JSON null (not SQL NULL) is a value: the event contract refuses it as a non-object.
+        payload = values[spec.payload_column]
         if events is not None:
             event = events.find_event(self.contract.source, event_type)
             known = events.event_types(self.contract.source)
@@ -206,7 +207,7 @@ def _json_boolean(value: Any) -> bool:
 
 def _json_kind(value: Any) -> str:
     kinds = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-             Decimal: "a number", dict: "an object", list: "an array"}
+             Decimal: "a number", dict: "an object", list: "an array", type(None): "null"}
     return kinds.get(type(value), type(value).__name__)
 
 

@@ -1,15 +1,10 @@
 """The applier: writes decoded changes into landing, set-based, one landing transaction at a time.
 
-Changes are buffered per table as COPY text lines. A *flush* COPYs a table's buffer into a
-session-local staging table and applies it with one statement per kind of work: changelog rows
-(``INSERT ... SELECT``), mirror deletes and mirror upserts (the net effect per key, by
-``DISTINCT ON`` over the change order). :meth:`Applier.commit` flushes everything, writes the
-checkpoint and commits, so changes and checkpoint are durable together or not at all.
-
-Staging columns: the table's columns, then ``_ord`` (order in the batch), ``_op``, ``_lsn``,
-``_seq``, ``_unchanged`` (columns sent as unchanged TOAST that no earlier change in the batch
-resolves: filled from the mirror), ``_commit_lsn``, ``_commit_at``, ``_txid``. ``_op = 'x'`` marks
-the old key of an update that changed the key: a delete for the mirror, no changelog row.
+Changes are buffered per table as COPY text lines (:mod:`ingestion.changes`,
+:mod:`ingestion.batch`). A *flush* COPYs a table's batch into a session-local staging table and
+lands it with a few set-based statements (:mod:`ingestion.merge`): changelog rows, then the
+mirror's net change. :meth:`Applier.commit` flushes everything, writes the checkpoint and
+commits, so changes and checkpoint are durable together or not at all.
 """
 
 from __future__ import annotations
@@ -17,66 +12,28 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
-from ingestion.copytext import NEEDS_ESCAPE, escape
-from ingestion.decoder import UNCHANGED, Value
+from ingestion.batch import Batch, TxnContext
+from ingestion.changes import ChangeBuffer
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
-from ingestion.state import add_duplicates, save_checkpoint
-from ingestion.tables import TableInfo, table_versions
+from ingestion.merge import create_staging, drop_duplicate_events, fill_unchanged, land_batch
+from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
+from ingestion.tables import TableInfo, save_table, table_versions
 
 log = logging.getLogger("tidemark.ingestion")
 
-COPY_CHUNK = 1 << 20
-_ROW_OPS = ("r", "c", "u")
+Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
+"""What :meth:`Applier.detach` hands to a background commit: batches, dead letters, kept changes
+of paused tables, number of changes."""
 
 
-@dataclass
-class _Buffer:
-    lines: list[bytes] = field(default_factory=list)
-    images: dict[tuple, list[Value] | None] = field(default_factory=dict)
-    unresolved: set[str] = field(default_factory=set)
-    multi: bool = False
-    rows: int = 0
-
-
-@dataclass
-class TxnContext:
-    """The source transaction the next changes belong to."""
-
-    commit_lsn: int
-    commit_at: datetime | None
-    xid: int | None
-    suffix: bytes = b""
-
-    def __post_init__(self) -> None:
-        at = self.commit_at.isoformat().encode() if self.commit_at else b"\\N"
-        xid = str(self.xid).encode() if self.xid is not None else b"\\N"
-        self.suffix = b"\t" + lsn_to_str(self.commit_lsn).encode() + b"\t" + at + b"\t" + xid
-
-
-def _text(v: Value) -> str | None:
-    if v is None or v is UNCHANGED:
-        return None
-    return v.decode("utf-8", "replace")
-
-
-def row_json(info: TableInfo, values: list[Value] | None) -> dict[str, Any] | None:
-    """A row as ``{column: text or null}`` (unchanged TOAST values are left out)."""
-    if values is None:
-        return None
-    return {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
-            if v is not UNCHANGED}
-
-
-class Applier:
+class Applier(ChangeBuffer):
     """Buffers changes and applies them to landing in set-based statements.
 
     Args:
@@ -85,7 +42,7 @@ class Applier:
         slot: replication slot name (recorded in the checkpoint).
         publication: publication name (recorded in the checkpoint).
         contracts: the contract set, or None to apply without validation.
-        flush_rows: buffered rows of one table that trigger a flush inside the transaction.
+        flush_rows: buffered lines of one table that trigger a flush inside the transaction.
     """
 
     def __init__(self, conn: psycopg.Connection, source: str, slot: str, publication: str,
@@ -96,7 +53,7 @@ class Applier:
         self.publication = publication
         self.contracts = contracts
         self.flush_rows = flush_rows
-        self.buffers: dict[str, _Buffer] = {}
+        self.batches: dict[tuple[str, bool], Batch] = {}
         self.tables: dict[str, TableInfo] = {}
         self.txn: TxnContext | None = None
         self.in_txn = False
@@ -105,30 +62,35 @@ class Applier:
         self._dead: list[tuple] = []
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
-        self._staging_dirty: set[str] = set()
+        self._staging_dirty: set[tuple[str, int]] = set()
         self._contract_cache: dict[str, Any] = {}
+        self._cached: tuple | None = None
         self.wait_hook: Callable[[], None] = lambda: None
+        self.pause_hook: Callable[[TableInfo, str, int], None] = self._save_pause
 
     # -- transaction ------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        self.conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                          (f"tidemark:ingest:{self.source}",))
+        self.in_txn = True
 
     def begin(self) -> None:
         """Open the landing transaction if none is open (takes the source's advisory lock).
 
         Waits first for a landing commit still running in the background (see
-        :meth:`detach`): the connection has one user at a time.
+        :meth:`detach`): the connection has one user at a time. Changes buffered meanwhile stay
+        buffered and counted.
         """
         self.wait_hook()
-        if self.in_txn:
-            return
-        self.conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
-                          (f"tidemark:ingest:{self.source}",))
-        self.in_txn = True
-        self.rows_in_txn = 0
+        if not self.in_txn:
+            self._lock()
 
     def start_source_txn(self, commit_lsn: int, commit_at: datetime | None, xid: int | None
-                         ) -> None:
+                         ) -> TxnContext:
         """Set the source transaction of the following changes."""
         self.txn = TxnContext(commit_lsn, commit_at, xid)
+        return self.txn
 
     def commit(self, lsn: int, commit_at: datetime | None, snapshot_lsn: int | None = None
                ) -> int:
@@ -154,33 +116,31 @@ class Applier:
         self.rows_in_txn = 0
         return rows
 
-    def detach(self) -> tuple[dict[str, _Buffer], list[tuple], list[tuple], int]:
+    def detach(self) -> Pending:
         """Hand over everything buffered since the last commit (for a background commit)."""
-        pending = (self.buffers, self._dead, self._paused, self.rows_in_txn)
-        self.buffers, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        pending = (self.batches, self._dead, self._paused, self.rows_in_txn)
+        self.batches, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        self._cached = None
         return pending
 
-    def commit_detached(self, pending: tuple[dict[str, _Buffer], list[tuple], list[tuple], int],
-                        lsn: int, commit_at: datetime | None,
+    def commit_detached(self, pending: Pending, lsn: int, commit_at: datetime | None,
                         versions: dict[str, tuple[int, bool]] | None = None) -> int:
         """Apply what :meth:`detach` returned, write the checkpoint and commit.
 
         Runs on the background thread while the stream thread keeps decoding; the stream thread
         touches the connection again only after this returned (``wait_hook``).
         """
-        buffers, dead, paused, rows = pending
+        batches, dead, paused, rows = pending
         if not self.in_txn:
-            self.conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
-                              (f"tidemark:ingest:{self.source}",))
-            self.in_txn = True
+            self._lock()
         if versions is not None and table_versions(self.conn, self.source) != versions:
             self.conn.rollback()
             self.in_txn = False
             raise TablesChangedError(f"tables of source {self.source!r} changed in landing (a "
                                      f"resync) while changes were in flight; restarting the "
                                      f"session from the checkpoint")
-        for name, buf in buffers.items():
-            self._flush_buffer(self.tables[name], buf)
+        for batch in batches.values():
+            self._flush_batch(batch)
         self._write_side_tables(dead, paused)
         save_checkpoint(self.conn, self.source, self.slot, self.publication, lsn_to_str(lsn),
                         commit_at, rows)
@@ -191,10 +151,12 @@ class Applier:
 
     def rollback(self) -> None:
         """Abandon the landing transaction and every buffered change."""
-        self.buffers.clear()
+        self.batches.clear()
+        self._cached = None
         self._dead.clear()
         self._paused.clear()
         self._staging_dirty.clear()
+        self.rows_in_txn = 0
         self.in_txn = False
         with contextlib.suppress(psycopg.Error):
             self.conn.rollback()
@@ -212,147 +174,64 @@ class Applier:
                 self._contract_cache[info.name] = None
         return self._contract_cache[info.name]
 
-    def add(self, info: TableInfo, op: str, new: list[Value] | None, old: list[Value] | None,
-            lsn: int, seq: int, old_kind: str | None = None) -> None:
-        """Buffer one change (``op`` r, c, u or d) of the current source transaction."""
-        txn = self.txn
-        assert txn is not None, "start_source_txn first"
-        if info.paused_reason is not None:
-            self._paused.append((self.source, info.name, lsn_to_str(txn.commit_lsn), seq,
-                                 lsn_to_str(lsn), op, txn.commit_at, txn.xid,
-                                 Jsonb(row_json(info, new)), Jsonb(row_json(info, old))))
-            self.rows_in_txn += 1
-            return
-        buf = self.buffers.get(info.name)
-        if buf is None:
-            buf = self.buffers[info.name] = _Buffer()
-        key_idx = info.key_idx
-        unchanged: list[str] = []
-        if op == "d":
-            values = old if old is not None else [None] * len(info.columns)
-            key = tuple([values[i] for i in key_idx])
-            buf.images[key] = None
-            buf.multi = True
-        else:
-            values = new
-            key = tuple([values[i] for i in key_idx])
-            if op == "u":
-                if old is not None:
-                    okey = tuple([old[i] for i in key_idx])
-                    if okey != key and UNCHANGED not in okey:
-                        self._line(buf, info, okey_row(info, okey), "x", lsn, seq, [])
-                        buf.images[okey] = None
-                        buf.multi = True
-                if UNCHANGED in values:
-                    unchanged = self._resolve(buf, info, key, values, old, old_kind)
-            if key in buf.images:
-                buf.multi = True
-            buf.images[key] = values
-            contract = self.contract_for(info)
-            if contract is not None and self._rejected(info, contract, op, values, unchanged,
-                                                       lsn, seq):
-                return
-        self._line(buf, info, values, op, lsn, seq, unchanged)
-        self.rows_in_txn += 1
-        if buf.rows >= self.flush_rows:
-            self.flush(info)
+    def _pause(self, info: TableInfo, reason: str) -> None:
+        self.begin()
+        self.flush(info)
+        self.pause_hook(info, reason, self.txn.commit_lsn)
 
-    def _resolve(self, buf: _Buffer, info: TableInfo, key: tuple, values: list[Value],
-                 old: list[Value] | None, old_kind: str | None) -> list[str]:
-        """Carry unchanged TOAST values forward; return the columns left for the mirror."""
-        prev = buf.images.get(key)
-        left = []
-        for i, v in enumerate(values):
-            if v is not UNCHANGED:
-                continue
-            if prev is not None and prev[i] is not UNCHANGED:
-                values[i] = prev[i]
-            elif old is not None and old_kind == "O" and old[i] is not UNCHANGED:
-                values[i] = old[i]
-            else:
-                left.append(info.columns[i].name)
-        buf.unresolved.update(left)
-        return left
+    def _save_pause(self, info: TableInfo, reason: str, lsn: int) -> None:
+        """Pause a table and record why (the relation tracker replaces this to track it)."""
+        info.pause(reason, lsn)
+        info.version += 1
+        save_table(self.conn, info)
+        record_schema_change(self.conn, self.source, info.name, lsn_to_str(lsn), "missing_old_row",
+                             None, reason, "paused")
+        log.error(reason)
 
-    def _rejected(self, info: TableInfo, contract: Any, op: str, values: list[Value],
-                  unchanged: list[str], lsn: int, seq: int) -> bool:
-        from contracts import validate_row
-
-        row = {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
-               if v is not UNCHANGED}
-        violations = [v for v in validate_row(contract, row, self.contracts)
-                      if v.column not in unchanged]
-        if not violations:
-            return False
-        txn = self.txn
-        reason = "; ".join(v.message for v in violations)
-        detail = [{"column": v.column, "rule": v.rule, "message": v.message,
-                   "value": None if v.value is None else str(v.value)} for v in violations]
-        self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
-                           seq, op, reason, Jsonb(detail), str(contract.version),
-                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid))
-        return True
-
-    def _line(self, buf: _Buffer, info: TableInfo, values: list[Value], op: str, lsn: int,
-              seq: int, unchanged: list[str]) -> None:
-        self._ord += 1
-        # Fast path: NUL never occurs in PostgreSQL text, so one search over the joined row
-        # tells whether any value needs COPY escaping.
-        plain = [v if v.__class__ is bytes else b"\\N" for v in values]
-        joined = b"\0".join(plain)
-        if NEEDS_ESCAPE.search(joined) is None:
-            parts = [joined.replace(b"\0", b"\t")]
-        else:
-            parts = [b"\\N" if v is None or v is UNCHANGED else escape(v) for v in values]
-        if unchanged:
-            arr = "{" + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"'
-                                 for c in unchanged) + "}"
-            unch = escape(arr.encode())
-        else:
-            unch = b"\\N"
-        meta = b"%d\t%s\t%X/%X\t%d\t%s" % (self._ord, op.encode(), lsn >> 32,
-                                              lsn & 0xFFFFFFFF, seq, unch)
-        parts.append(meta)
-        buf.lines.append(b"\t".join(parts) + self.txn.suffix + b"\n")
-        buf.rows += 1
-
-    def truncate(self, infos: list[TableInfo], lsn: int, seq: int) -> int:
+    def truncate(self, infos: list[TableInfo], lsn: int, seq: int | None = None) -> None:
         """Apply a TRUNCATE: empty the mirrors and write a ``t`` changelog row per table.
 
-        Returns:
-            How many sequence numbers were used.
+        Args:
+            infos: the tables.
+            lsn: the change's LSN.
+            seq: the first table's ``_seq`` (the next ones follow in steps of two); default
+                taken from the source transaction.
         """
         self.begin()
         self.flush_all()
         txn = self.txn
-        used = 0
-        for info in infos:
+        for n, info in enumerate(infos):
+            this = txn.next_seq() if seq is None else seq + 2 * n
             if info.paused_reason is not None:
-                self._paused.append((self.source, info.name, lsn_to_str(txn.commit_lsn),
-                                     seq + used, lsn_to_str(lsn), "t", txn.commit_at, txn.xid,
-                                     None, None))
+                self._keep(info, "t", None, None, lsn, this)
             else:
                 self.conn.execute(sql.SQL("truncate {}").format(info.mirror))
                 self.conn.execute(
                     sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
                             " values ('t', %s, %s, %s, %s, %s) on conflict do nothing"
                             ).format(info.changelog),
-                    (lsn_to_str(lsn), lsn_to_str(txn.commit_lsn), seq + used, txn.commit_at,
+                    (lsn_to_str(lsn), lsn_to_str(txn.commit_lsn), this, txn.commit_at,
                      txn.xid))
-            used += 1
             self.rows_in_txn += 1
-        return used
 
     # -- flushing ---------------------------------------------------------------------------
 
     def flush_all(self) -> None:
         """Apply every buffered change (inside the open landing transaction)."""
-        for name in list(self.buffers):
-            info = self.tables.get(name)
-            if info is not None:
-                self.flush(info)
+        self._cached = None
+        for key in list(self.batches):
+            self._flush_batch(self.batches.pop(key))
         self._write_side_tables(self._dead, self._paused)
         self._dead, self._paused = [], []
+
+    def flush(self, info: TableInfo) -> None:
+        """COPY one table's batches into staging and apply them."""
+        self._cached = None
+        for changelog_only in (True, False):
+            batch = self.batches.pop((info.name, changelog_only), None)
+            if batch is not None and batch.lines:
+                self.begin()
+                self._flush_batch(batch)
 
     def _write_side_tables(self, dead: list[tuple], paused: list[tuple]) -> None:
         if dead:
@@ -375,105 +254,30 @@ class Applier:
         ident = self._staging.get(key)
         if ident is None:
             ident = sql.Identifier(f"_tidemark_stg_{len(self._staging)}")
-            cols = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql))
-                for c in info.columns)
-            self.conn.execute(sql.SQL(
-                "create temp table {} ({}, _ord bigint, _op text, _lsn pg_lsn, _seq integer,"
-                " _unchanged text[], _commit_lsn pg_lsn, _commit_at timestamptz, _txid bigint)"
-                " on commit delete rows").format(ident, cols))
+            create_staging(self.conn, info, ident)
             self._staging[key] = ident
         return ident
 
-    def flush(self, info: TableInfo) -> None:
-        """COPY one table's buffer into staging and apply it."""
-        buf = self.buffers.pop(info.name, None)
-        if buf is None or not buf.lines:
+    def _flush_batch(self, batch: Batch) -> None:
+        if not batch.lines:
             return
-        self.begin()
-        self._flush_buffer(info, buf)
-
-    def _flush_buffer(self, info: TableInfo, buf: _Buffer) -> None:
-        if not buf.lines:
-            return
+        info = batch.info
         stg = self.staging(info)
-        if info.name in self._staging_dirty:
+        if (info.name, info.version) in self._staging_dirty:
             self.conn.execute(sql.SQL("truncate {}").format(stg))
-        self._staging_dirty.add(info.name)
+        self._staging_dirty.add((info.name, info.version))
         with self.conn.cursor() as cur:
             with cur.copy(sql.SQL("copy {} from stdin").format(stg)) as copy:
-                chunk: list[bytes] = []
-                size = 0
-                for line in buf.lines:
-                    chunk.append(line)
-                    size += len(line)
-                    if size >= COPY_CHUNK:
-                        copy.write(b"".join(chunk))
-                        chunk, size = [], 0
-                if chunk:
-                    copy.write(b"".join(chunk))
-            self._apply_staging(cur, info, stg, buf)
-
-    def _apply_staging(self, cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
-                       buf: _Buffer) -> None:
-        cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
-        scols = sql.SQL(", ").join(sql.Identifier("s", c) for c in info.column_names)
-        key_match = sql.SQL(" and ").join(
-            sql.SQL("{} = {}").format(sql.Identifier("m", k), sql.Identifier("s", k))
-            for k in info.key)
-        for col in sorted(buf.unresolved):
-            cur.execute(sql.SQL(
-                "update {} s set {} = m.{} from {} m where {} and s._unchanged @> array[%s]"
-            ).format(stg, sql.Identifier(col), sql.Identifier(col), info.mirror, key_match),
-                (col,))
-        contract = self.contract_for(info)
-        idem = getattr(contract, "idempotency_key", None) if contract is not None else None
-        if idem and idem in info.column_names:
-            self._dedup(cur, info, stg, idem)
-        cur.execute(sql.SQL(
-            "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
-            " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {} s"
-            " where _op <> 'x' on conflict do nothing"
-        ).format(info.changelog, cols, scols, stg))
-        keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
-        non_key = [c for c in info.column_names if c not in info.key]
-        if non_key:
-            action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
-                sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
-                for c in non_key))
-        else:
-            action = sql.SQL("do nothing")
-        if not buf.multi:
-            cur.execute(sql.SQL(
-                "insert into {} ({}) select {} from {} s where _op in ('r', 'c', 'u')"
-                " on conflict ({}) {}").format(info.mirror, cols, scols, stg, keys, action))
-            return
-        last = sql.SQL("select distinct on ({}) * from {} order by {}, _ord desc").format(
-            keys, stg, keys)
-        cur.execute(sql.SQL(
-            "delete from {} m using ({}) s where s._op in ('d', 'x') and {}"
-        ).format(info.mirror, last, key_match))
-        cur.execute(sql.SQL(
-            "insert into {} ({}) select {} from ({}) s where s._op in ('r', 'c', 'u')"
-            " on conflict ({}) {}").format(info.mirror, cols, scols, last, keys, action))
-
-    def _dedup(self, cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, idem: str
-               ) -> None:
-        col = sql.Identifier(idem)
-        cur.execute(sql.SQL(
-            "with d as (delete from {} s where s._op in ('r', 'c') and s.{} is not null and"
-            " (exists (select 1 from {} m where m.{} = s.{}) or exists (select 1 from {} p"
-            " where p.{} = s.{} and p._op in ('r', 'c') and p._ord < s._ord)) returning 1)"
-            " select count(*) from d").format(stg, col, info.mirror, col, col, stg, col, col))
-        dropped = cur.fetchone()[0]
-        if dropped:
-            add_duplicates(self.conn, self.source, info.name, dropped)
-            log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped, idem)
-
-
-def okey_row(info: TableInfo, key: tuple) -> list[Value]:
-    """A row with only the key columns set (the old key of a key-changing update)."""
-    row: list[Value] = [None] * len(info.columns)
-    for i, v in zip(info.key_idx, key, strict=True):
-        row[i] = v
-    return row
+                # One join and one write: at most flush_rows lines, a few megabytes.
+                copy.write(b"".join(batch.lines))
+            if batch.unresolved:
+                fill_unchanged(cur, info, stg, batch.unresolved)
+            contract = batch.contract
+            idem = getattr(contract, "idempotency_key", None) if contract is not None else None
+            if idem and idem in info.column_names:
+                dropped = drop_duplicate_events(cur, info, stg, idem)
+                if dropped:
+                    add_duplicates(self.conn, self.source, info.name, dropped)
+                    log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
+                             idem)
+            land_batch(cur, info, stg, batch)

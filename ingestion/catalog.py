@@ -7,6 +7,7 @@ runs with the source's admin URL; streaming only needs a role with REPLICATION a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -123,8 +124,15 @@ def type_names(conn: psycopg.Connection,
 
 
 def key_columns(conn: psycopg.Connection, relid: int) -> list[str]:
-    """The primary key columns of a source table, else those of its replica identity index."""
-    for flag in ("indisprimary", "indisreplident"):
+    """The key of a source table as its replica identity sees it.
+
+    ``REPLICA IDENTITY USING INDEX``: that index's columns; otherwise (``DEFAULT``, ``FULL``,
+    ``NOTHING``) the primary key's. Empty for a table without either: a keyless table.
+    """
+    ident = conn.execute("select relreplident from pg_class where oid = %s", (relid,)).fetchone()
+    flags = ("indisreplident", "indisprimary") if ident and ident[0] == "i" else \
+        ("indisprimary",)
+    for flag in flags:
         rows = conn.execute(
             sql.SQL("select a.attname from pg_index i cross join lateral unnest(i.indkey)"
                     " with ordinality k(attnum, ord) join pg_attribute a on a.attrelid ="
@@ -133,6 +141,41 @@ def key_columns(conn: psycopg.Connection, relid: int) -> list[str]:
         if rows:
             return [r[0] for r in rows]
     return []
+
+
+@dataclass(frozen=True)
+class ColumnDefault:
+    """What a source column's existing rows read, as the catalog says now.
+
+    Attributes:
+        missing: the text form of ``pg_attribute.attmissingval`` (the value rows stored before
+            the column was added read: a non-volatile default), or None.
+        expression: the default expression, or None.
+        identity: ``attidentity`` ('' when not an identity column).
+    """
+
+    missing: str | None
+    expression: str | None
+    identity: str
+
+    @property
+    def per_row(self) -> bool:
+        """Whether existing rows may each hold their own value, which only the source knows: a
+        default or identity evaluated per row when the table was rewritten (``random()``,
+        ``gen_random_uuid()``, ``clock_timestamp()``, a sequence)."""
+        return self.missing is None and (self.expression is not None or bool(self.identity))
+
+
+def column_defaults(conn: psycopg.Connection, relid: int, names: list[str]
+                    ) -> dict[str, ColumnDefault]:
+    """The defaults of some columns of a source table (see :class:`ColumnDefault`)."""
+    rows = conn.execute(
+        "select a.attname, case when a.atthasmissing then (a.attmissingval::text::text[])[1]"
+        " end, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text from pg_attribute a"
+        " left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
+        " where a.attrelid = %s and a.attname = any(%s) and not a.attisdropped",
+        (relid, names)).fetchall()
+    return {r[0]: ColumnDefault(r[1], r[2], r[3] or "") for r in rows}
 
 
 def table_columns(conn: psycopg.Connection, relid: int) -> list[tuple[str, int, int, bool]]:

@@ -172,29 +172,60 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode("utf-8"), end + 1
 
 
-def _tuple(buf: bytes, pos: int) -> tuple[list[Value], int]:
-    """Decode TupleData starting at ``pos``; return the values and the next position."""
-    (ncols,) = _I16.unpack_from(buf, pos)
+def tuple_data(buf: bytes, pos: int, _unpack: object = _I32.unpack_from
+               ) -> tuple[list[Value], int, bool]:
+    """Decode TupleData starting at ``pos``.
+
+    Returns:
+        The values, the next position, and whether a value was sent as unchanged TOAST.
+    """
+    ncols = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
     values: list[Value] = []
     append = values.append
-    unpack_len = _I32.unpack_from
+    unchanged = False
     for _ in range(ncols):
         kind = buf[pos]
-        pos += 1
         if kind == 116 or kind == 98:  # 't' text, 'b' binary
-            (length,) = unpack_len(buf, pos)
-            pos += 4
-            append(buf[pos:pos + length])
-            pos += length
+            start = pos + 5
+            pos = start + _unpack(buf, pos + 1)[0]
+            append(buf[start:pos])
         elif kind == 110:  # 'n'
             append(None)
+            pos += 1
         elif kind == 117:  # 'u'
             append(UNCHANGED)
+            unchanged = True
+            pos += 1
         else:
             raise DecodeError(f"pgoutput TupleData: unknown column kind {chr(kind)!r} "
                               f"at byte {pos}")
-    return values, pos
+    if pos > len(buf):
+        raise DecodeError(f"pgoutput TupleData: truncated ({len(buf)} bytes)")
+    return values, pos, unchanged
+
+
+def row_change(buf: bytes) -> tuple[int, int, str | None, list[Value] | None,
+                                   list[Value] | None, bool]:
+    """Decode an Insert, Update or Delete without building a message object (the hot path).
+
+    Returns:
+        (kind byte, relation OID, old kind 'K'/'O'/None, old values, new values, whether the
+        new values hold unchanged TOAST).
+    """
+    kind = buf[0]
+    relid = _U32.unpack_from(buf, 1)[0]
+    tag = buf[5]
+    if kind == 73:  # 'I'
+        return kind, relid, None, None, tuple_data(buf, 6)[0], False
+    if kind == 68:  # 'D'
+        return kind, relid, chr(tag), tuple_data(buf, 6)[0], None, False
+    if tag == 78:  # 'N'
+        new, _, unchanged = tuple_data(buf, 6)
+        return kind, relid, None, None, new, unchanged
+    old, pos, _ = tuple_data(buf, 6)
+    new, _, unchanged = tuple_data(buf, pos + 1)
+    return kind, relid, chr(tag), old, new, unchanged
 
 
 def decode(buf: bytes) -> Decoded:
@@ -211,7 +242,7 @@ def decode(buf: bytes) -> Decoded:
     """
     try:
         return _decode(buf)
-    except (struct.error, IndexError, ValueError) as exc:
+    except (struct.error, IndexError, ValueError, DecodeError) as exc:
         kind = chr(buf[0]) if buf else "?"
         raise DecodeError(f"pgoutput message {kind!r} of {len(buf)} bytes is malformed: {exc}. "
                           f"Is the slot using pgoutput with proto_version 1?") from None
@@ -220,20 +251,12 @@ def decode(buf: bytes) -> Decoded:
 def _decode(buf: bytes) -> Decoded:
     kind = buf[0]
     if kind in (73, 85, 68):  # 'I', 'U', 'D'
-        (relid,) = _U32.unpack_from(buf, 1)
-        tag = buf[5]
+        _, relid, old_kind, old, new, _ = row_change(buf)
         if kind == 73:
-            new, _ = _tuple(buf, 6)
             return Insert(relid, new)
         if kind == 68:
-            old, _ = _tuple(buf, 6)
-            return Delete(relid, chr(tag), old)
-        if tag == 78:  # 'N'
-            new, _ = _tuple(buf, 6)
-            return Update(relid, None, None, new)
-        old, pos = _tuple(buf, 6)
-        new, _ = _tuple(buf, pos + 1)
-        return Update(relid, chr(tag), old, new)
+            return Delete(relid, old_kind, old)
+        return Update(relid, old_kind, old, new)
     if kind == 66:  # 'B'
         final_lsn, ts, xid = _BEGIN.unpack_from(buf, 1)
         return Begin(final_lsn, ts, xid)

@@ -1,33 +1,48 @@
 """Relation tracking: maps the stream's relation OIDs to landing tables and keeps the landing DDL in
-step with Relation messages (new tables, added columns, breaking changes that pause a table).
+step with Relation messages.
+
+New tables get a mirror and changelog (with the table's key, or keyless). Changes landing can
+follow are applied in the landing transaction, at their place in the stream: added columns (with
+the value existing rows have on the source, see :mod:`ingestion.backfill`), safe type changes,
+dropped columns the contract marks optional (kept, NULL from now on), a key gained or lost. Any
+other change pauses the table, at the commit LSN of the first change kept, with a message saying
+what to do; a column added with a per-row default pauses it for an automatic resync.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.catalog import key_columns, table_columns, type_names
+from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
+from ingestion.catalog import column_defaults, key_columns, table_columns, type_names
 from ingestion.decoder import Relation
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name
+from ingestion.schema_changes import SchemaChange, diff_columns
 from ingestion.state import record_schema_change
 from ingestion.tables import (
     ColumnInfo,
     TableInfo,
     add_column,
     create_landing_tables,
-    diff_columns,
     load_tables,
+    retire_column,
     save_table,
+    set_mirror_key,
     table_versions,
+    widen_column,
 )
 
 log = logging.getLogger("tidemark.ingestion")
+
+_BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
+                          psycopg.errors.FeatureNotSupported)
 
 
 def resync_hint(source: str, table: str) -> str:
@@ -42,6 +57,9 @@ class RelationTracker:
         applier: the applier (its connection carries the landing DDL, in its transaction).
         source_conn: an autocommit psycopg connection to the source (catalog look-ups).
         source: source name.
+
+    Attributes:
+        resync_wanted: tables paused for an automatic resync (the session runs it).
     """
 
     def __init__(self, applier: Applier, source_conn: psycopg.Connection, source: str) -> None:
@@ -50,7 +68,9 @@ class RelationTracker:
         self.source = source
         self.by_oid: dict[int, TableInfo] = {}
         self.messages: dict[int, Relation] = {}
+        self.resync_wanted: set[str] = set()
         self._versions: dict[str, tuple[int, bool]] = {}
+        applier.pause_hook = self._pause_from_applier
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -59,6 +79,12 @@ class RelationTracker:
         self.applier.tables = load_tables(self.applier.conn, self.source)
         self._versions = {n: (t.version, t.paused_reason is not None)
                           for n, t in self.applier.tables.items()}
+        self.resync_wanted = {n for n, t in self.applier.tables.items() if t.auto_resync}
+
+    @property
+    def versions(self) -> dict[str, tuple[int, bool]]:
+        """(version, paused) of every table as this tracker knows them."""
+        return dict(self._versions)
 
     def refresh_if_changed(self) -> None:
         """Reload tables that another process (a resync) changed since we read them."""
@@ -72,37 +98,50 @@ class RelationTracker:
 
     # -- building table info ----------------------------------------------------------------
 
-    def _columns(self, cols: list[tuple[str, int, int]]) -> list[ColumnInfo]:
+    def columns(self, cols: list[tuple[str, int, int]]) -> list[ColumnInfo]:
+        """Column infos, with landing type names, for (name, type OID, typmod) triples."""
         names = type_names(self.source_conn, [(t, m) for _, t, m in cols])
         return [ColumnInfo(n, t, m, names[(t, m)]) for n, t, m in cols]
 
-    def register(self, oid: int, namespace: str, table: str,
-                 columns: list[ColumnInfo], lsn: int | None) -> TableInfo:
+    def _key(self, rel: Relation, info: TableInfo | None) -> list[str]:
+        """The key the stream identifies rows by, as of the message.
+
+        ``DEFAULT`` / ``USING INDEX``: the columns the message flags, exact at its point in the
+        stream. ``FULL`` / ``NOTHING`` flag every column or none, so the catalog is asked, but the
+        catalog is *now*, maybe later than the message: a keyless table stays keyless (under
+        ``FULL`` bag semantics are always right), and a key the catalog no longer shows turns
+        the table keyless; a key is taken only for a table seen for the first time.
+        """
+        if rel.replica_identity in ("d", "i"):
+            flagged = [c.name for c in rel.columns if c.is_key]
+            if info is not None and sorted(info.key) == sorted(flagged):
+                return info.key
+            catalog = key_columns(self.source_conn, rel.oid)
+            return catalog if sorted(catalog) == sorted(flagged) else flagged
+        catalog = key_columns(self.source_conn, rel.oid)
+        if info is None:
+            return catalog
+        return info.key if info.key == catalog else []
+
+    def register(self, oid: int, namespace: str, table: str, columns: list[ColumnInfo],
+                 key: list[str], lsn: int | None) -> TableInfo:
         """Create landing tables and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
-        key = key_columns(self.source_conn, oid)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
-        if not key:
-            info.paused_reason = (
-                f"Table {info.qualified} has no primary key or replica identity index, so its "
-                f"mirror cannot be kept; its changes are kept in tidemark.paused_changes. Add a "
-                f"primary key on the source, then run {resync_hint(self.source, name)}.")
-            log.error(info.paused_reason)
-        else:
-            create_landing_tables(self.applier.conn, info)
-            contract = self.applier.contract_for(info)
-            idem = getattr(contract, "idempotency_key", None) if contract is not None else None
-            if idem and idem in info.column_names:
-                self.applier.conn.execute(sql.SQL("create index if not exists {} on {} ({})")
-                                          .format(sql.Identifier(f"{name}__{idem}_idem"[:63]),
-                                                  info.mirror, sql.Identifier(idem)))
+        create_landing_tables(self.applier.conn, info)
+        contract = self.applier.contract_for(info)
+        idem = getattr(contract, "idempotency_key", None) if contract is not None else None
+        if idem and idem in info.column_names:
+            self.applier.conn.execute(sql.SQL("create index if not exists {} on {} ({})")
+                                      .format(sql.Identifier(f"{name}__{idem}_idem"[:63]),
+                                              info.mirror, sql.Identifier(idem)))
         save_table(self.applier.conn, info)
         record_schema_change(self.applier.conn, self.source, name,
                              lsn_to_str(lsn) if lsn is not None else None, "create_table", None,
                              f"landing tables created with {len(columns)} columns, key "
-                             f"{', '.join(key) or 'none'}", "applied")
+                             f"{', '.join(key) or 'none (keyless: bag semantics)'}", "applied")
         self.applier.tables[name] = info
-        self._versions[name] = (info.version, info.paused_reason is not None)
+        self._versions[name] = (info.version, False)
         return info
 
     def from_catalog(self, oid: int, namespace: str, table: str) -> TableInfo:
@@ -111,9 +150,10 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
         if info is None:
-            cols = self._columns([(n, t, m) for n, t, m, _ in table_columns(self.source_conn,
-                                                                               oid)])
-            info = self.register(oid, namespace, table, cols, None)
+            cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(self.source_conn,
+                                                                              oid)])
+            info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
+                                 None)
         return info
 
     # -- stream -----------------------------------------------------------------------------
@@ -123,54 +163,170 @@ class RelationTracker:
         return self.by_oid[relid]
 
     def on_relation(self, rel: Relation, lsn: int | None) -> TableInfo:
-        """Handle a Relation message: map it, create or alter landing tables, or pause."""
+        """Handle a Relation message: map it, create or alter landing tables, or pause.
+
+        Args:
+            rel: the message.
+            lsn: where it takes effect: the commit LSN of the source transaction it came in
+                (pgoutput sends Relation messages without an LSN of their own).
+        """
         self.messages[rel.oid] = rel
         self.applier.begin()
-        cols = self._columns([(c.name, c.type_oid, c.typmod) for c in rel.columns])
+        if lsn is None and self.applier.txn is not None:
+            lsn = self.applier.txn.commit_lsn
         name = landing_table_name(rel.namespace, rel.name)
         info = self.applier.tables.get(name)
+        if info is not None and lsn is not None and lsn < info.snapshot_lsn:
+            # A shape from before the table's resync snapshot: its changes go to the
+            # changelog only, mapped onto the current columns; nothing to follow.
+            view = info.for_stream_shape([c.name for c in rel.columns])
+            self.by_oid[rel.oid] = view
+            return view
+        cols = self.columns([(c.name, c.type_oid, c.typmod) for c in rel.columns])
+        key = self._key(rel, info)
         if info is None:
-            info = self.register(rel.oid, rel.namespace, rel.name, cols, lsn)
+            info = self.register(rel.oid, rel.namespace, rel.name, cols, key, lsn)
         elif info.paused_reason is None:
-            info = self._follow(info, cols, lsn)
+            info = self._follow(info, cols, key, lsn)
         if info.paused_reason is not None and [c.name for c in cols] != info.column_names:
             # Keep the raw changes under the column names the stream uses now.
             info = replace(info, columns=cols)
         self.by_oid[rel.oid] = info
         return info
 
-    def _follow(self, info: TableInfo, cols: list[ColumnInfo], lsn: int | None) -> TableInfo:
+    def _allowed(self, contract: Any, change: SchemaChange) -> bool:
+        if not change.followable:
+            return False
+        if contract is None:
+            return change.kind != "drop_column"  # no contract says the column was optional
+        return contract.allows(change.kind, change.column)
+
+    def _follow(self, info: TableInfo, cols: list[ColumnInfo], key: list[str], lsn: int | None
+                ) -> TableInfo:
         not_null = {n for n, _, _, nn in table_columns(self.source_conn, info.source_oid) if nn}
-        changes = diff_columns(info.columns, cols, not_null)
-        if not changes:
+        changes = diff_columns(info.columns, cols, not_null, info.retired)
+        if not changes and sorted(key) == sorted(info.key):
             return info
         contract = self.applier.contract_for(info)
         at = lsn_to_str(lsn) if lsn is not None else None
-        blocking = [c for c in changes if c.breaking or
-                    (contract is not None and not contract.allows(c.kind, c.column))]
         self.applier.flush(info)
+        blocking = [c for c in changes if not self._allowed(contract, c)]
         if blocking:
             first = blocking[0]
-            info.paused_reason = (
-                f"Table {info.qualified} is paused at LSN {at}: {first.detail} on the source "
-                f"({first.kind}"
-                + ("" if first.breaking else ", not allowed by its contract")
-                + f"). Its other changes are kept in tidemark.paused_changes and other tables keep"
-                f" flowing. Resolve with {resync_hint(self.source, info.name)}, which rebuilds it"
-                f" from a fresh snapshot and loses nothing.")
-            log.error(info.paused_reason)
-            for change in changes:
-                record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
-                                     change.column, change.detail, "paused")
-        else:
-            for change in changes:
-                add_column(self.applier.conn, info, change.new_column)
-                record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
-                                     change.column, change.detail, "applied")
-                log.info("%s: %s; added to mirror and changelog", info.qualified, change.detail)
-            info.columns = cols
-            info.refresh()
+            self._pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"
+                        + (", not allowed by its contract" if first.followable else "") + ")")
+            return info
+        added = [c.column for c in changes if c.kind.startswith("add_")]
+        defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
+        per_row = needs_resync(defaults)
+        if per_row and not mirror_is_empty(self.applier.conn, info):
+            expr = defaults[per_row[0]].expression or "an identity"
+            info.auto_resync = True
+            self.resync_wanted.add(info.name)
+            self._pause(info, changes, lsn,
+                        f"column {per_row[0]!r} was added with default {expr} and the source "
+                        f"table was rewritten (a default evaluated per row, or a later "
+                        f"rewrite), so only the source's rows hold the existing rows' values; "
+                        f"Tidemark resyncs the table by itself, nothing to do")
+            return info
+        try:
+            with self.applier.conn.transaction():
+                retired = self._apply(info, changes, cols, key, defaults, lsn)
+        except _BLOCKED_BY_DEPENDENTS as exc:
+            detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
+            self._pause(info, changes, lsn,
+                        f"{changes[0].detail if changes else 'the key changed'} on the source, "
+                        f"but other objects depend on the landing table ({detail}); update or "
+                        f"drop them first")
+            return info
+        except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
+            self._pause(info, changes, lsn,
+                        f"the key became ({', '.join(key)}), which the mirror's rows do not fit"
+                        f" ({exc.diag.message_primary})")
+            return info
+        info.retired = retired
+        for change in changes:
+            record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
+                                 change.column, change.detail, "applied")
+            log.info("%s: %s; applied to mirror and changelog", info.qualified, change.detail)
+        if sorted(key) != sorted(info.key):
+            record_schema_change(self.applier.conn, self.source, info.name, at, "change_key",
+                                 None, f"key changed from ({', '.join(info.key)}) to "
+                                       f"({', '.join(key)})", "applied")
+        info.key = key
+        info.columns = cols
+        info.refresh()
         info.version += 1
         save_table(self.applier.conn, info)
-        self._versions[info.name] = (info.version, info.paused_reason is not None)
+        self._versions[info.name] = (info.version, False)
         return info
+
+    def _apply(self, info: TableInfo, changes: list[SchemaChange], cols: list[ColumnInfo],
+               key: list[str], defaults: dict, lsn: int | None) -> list[ColumnInfo]:
+        """Apply followable changes to mirror and changelog (inside a savepoint); return the
+        retired columns after them."""
+        conn = self.applier.conn
+        retired = list(info.retired)
+        valued: list[str] = []
+        for change in changes:
+            if change.kind.startswith("add_"):
+                existing = defaults.get(change.column)
+                value = existing.missing if existing is not None else None
+                if any(c.name == change.column for c in retired):
+                    # A retired column comes back (same type): set, not add.
+                    retired = [c for c in retired if c.name != change.column]
+                    if value is not None:
+                        conn.execute(sql.SQL("update {} set {} = {}::{}").format(
+                            info.mirror, sql.Identifier(change.column), sql.Literal(value),
+                            sql.SQL(change.new_column.type_sql)))
+                else:
+                    add_column(conn, info, change.new_column, value)
+                if value is not None:
+                    valued.append(change.column)
+            elif change.kind == "widen_type":
+                widen_column(conn, info, change.new_column)
+            elif change.kind == "drop_column":
+                retire_column(conn, info, change.column)
+                retired.append(next(c for c in info.columns if c.name == change.column))
+        if sorted(key) != sorted(info.key):
+            set_mirror_key(conn, info.mirror, key)
+        if valued and self.applier.txn is not None:
+            shaped = replace(info, columns=cols, key=key)
+            write_changelog_rows(conn, shaped, valued, self.applier.txn,
+                                 lsn or self.applier.txn.commit_lsn)
+        return retired
+
+    def resync_failed(self, name: str, error: str) -> None:
+        """An automatic resync could not run: say so in the pause reason, stop retrying."""
+        conn = self.applier.conn
+        self.applier.begin()
+        info = load_tables(conn, self.source)[name]
+        info.auto_resync = False
+        info.paused_reason = (f"{info.paused_reason} The automatic resync failed: {error} "
+                              f"Once resolved, run {resync_hint(self.source, name)}.")
+        info.version += 1
+        save_table(conn, info)
+        conn.commit()
+        self.applier.in_txn = False
+        log.error(info.paused_reason)
+        self.resync_wanted.discard(name)
+
+    def _pause_from_applier(self, info: TableInfo, reason: str, lsn: int) -> None:
+        self.applier._save_pause(info, reason, lsn)
+        self._versions[info.name] = (info.version, True)
+
+    def _pause(self, info: TableInfo, changes: list[SchemaChange], lsn: int | None,
+               what: str) -> None:
+        at = lsn_to_str(lsn) if lsn is not None else None
+        hint = ("" if info.auto_resync else
+                f" Resolve with {resync_hint(self.source, info.name)}, which rebuilds it from a"
+                f" fresh snapshot and loses nothing.")
+        info.pause(f"Table {info.qualified} is paused at LSN {at}: {what}. Its changes are kept "
+                   f"in tidemark.paused_changes and other tables keep flowing.{hint}", lsn)
+        log.error(info.paused_reason)
+        for change in changes:
+            record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
+                                 change.column, change.detail, "paused")
+        info.version += 1
+        save_table(self.applier.conn, info)
+        self._versions[info.name] = (info.version, True)

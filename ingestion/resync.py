@@ -6,13 +6,19 @@ current shape, the changelog gains any new columns, then the raw changes kept wh
 paused land: those committed before P in the changelog only (the snapshot already holds their
 effect), those from P on through the normal applier (changelog and mirror). The table flows again.
 
-Everything (``--all``): the slot is dropped and the checkpoint cleared; the next catch-up or run
-takes a new initial snapshot of every table.
+While the running ingestion catches up to P, the table's changes committed before P reach its
+changelog only (``snapshot_lsn`` in the registry). The snapshot's rows follow a ``t`` changelog row
+at P, so replaying the changelog gives the snapshot, not the old rows plus the snapshot.
+
+Everything (``--all``): paused tables are reshaped to the source and unpaused (their kept changes
+land in the changelog), the slot is dropped and the checkpoint cleared; the catch-up then takes a
+new initial snapshot of every table.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -22,6 +28,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.catalog import drop_slot, key_columns, table_columns
+from ingestion.decoder import UNCHANGED
 from ingestion.engine import catch_up
 from ingestion.errors import ResyncBlockedError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
@@ -29,7 +36,15 @@ from ingestion.names import publication_name, slot_name
 from ingestion.relations import RelationTracker
 from ingestion.snapshot import create_slot_exporting, open_snapshot, snapshot_tables
 from ingestion.state import ensure_state, record_schema_change
-from ingestion.tables import TableInfo, save_table
+from ingestion.tables import (
+    ColumnInfo,
+    TableInfo,
+    create_landing_tables,
+    save_table,
+    set_mirror_key,
+)
+
+_END = "FFFFFFFF/FFFFFFFF"
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -54,18 +69,59 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
     """
     if table is None:
         drop_slot(setup_dsn or source_dsn, slot_name(source))
-        with psycopg.connect(landing_dsn, autocommit=True) as conn:
-            ensure_state(conn, source)
-            conn.execute("delete from tidemark.checkpoints where source = %s", (source,))
+        reopened = _reopen_paused(source_dsn, landing_dsn, source, contracts)
         stats = catch_up(source_dsn, landing_dsn, source, contracts=contracts,
                          setup_dsn=setup_dsn)
         return (f"Source {source}: new slot and snapshot of {stats.snapshot_rows} rows at "
-                f"{stats.lsn}.")
-    return _resync_table(source_dsn, landing_dsn, source, table, contracts)
+                f"{stats.lsn}" + (f"; paused tables rebuilt: {', '.join(reopened)}."
+                                  if reopened else "."))
+    return resync_table(source_dsn, landing_dsn, source, table, contracts)
 
 
-def _resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
-                  contracts: Any) -> str:
+def _reopen_paused(source_dsn: str, landing_dsn: str, source: str, contracts: Any) -> list[str]:
+    """Before a full re-snapshot: give paused tables the source's shape and unpause them (their
+    kept changes into the changelog), and clear the checkpoint, in one landing transaction."""
+    reopened = []
+    with psycopg.connect(landing_dsn) as land, \
+            psycopg.connect(source_dsn, autocommit=True) as src_cat:
+        ensure_state(land, source)
+        applier = Applier(land, source, slot_name(source), publication_name(source), contracts)
+        tracker = RelationTracker(applier, src_cat, source)
+        applier.begin()
+        tracker.load()
+        for name, info in sorted(applier.tables.items()):
+            if info.paused_reason is None:
+                continue
+            oid = _source_oid(src_cat, info)
+            if oid is None:
+                log.warning("%s: source table gone; left paused", info.qualified)
+                continue
+            _rebuild(applier, tracker, info, oid, 0)
+            kept = _changelog_only(land, info, source, None)
+            land.execute("delete from tidemark.paused_changes where source = %s and"
+                         " table_name = %s", (source, name))
+            record_schema_change(land, source, name, None, "resync", None,
+                                 f"unpaused for a full re-snapshot; {kept} kept changes landed"
+                                 f" in the changelog", "resynced")
+            reopened.append(name)
+        land.execute("delete from tidemark.checkpoints where source = %s", (source,))
+        land.commit()
+    return reopened
+
+
+def _source_oid(src_cat: psycopg.Connection, info: TableInfo) -> int | None:
+    return src_cat.execute("select to_regclass(%s)::oid::int", (
+        sql.Identifier(info.source_schema, info.source_table).as_string(src_cat),)).fetchone()[0]
+
+
+def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
+                 contracts: Any = None) -> str:
+    """Rebuild one table from a fresh snapshot of it (see the module docstring).
+
+    Raises:
+        TableNotFoundError: the table is not replicated for this source, or gone.
+        ResyncBlockedError: objects built on the mirror forbid its new shape.
+    """
     with psycopg.connect(landing_dsn) as land, \
             psycopg.connect(source_dsn, autocommit=True) as src_cat:
         ensure_state(land, source)
@@ -79,9 +135,8 @@ def _resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
             known = ", ".join(sorted(applier.tables)) or "none yet"
             raise TableNotFoundError(f"Table {table!r} is not replicated for source {source!r} "
                                      f"(known: {known}).")
-        oid_row = src_cat.execute("select to_regclass(%s)::oid::int", (
-            sql.Identifier(info.source_schema, info.source_table).as_string(src_cat),)).fetchone()
-        if oid_row[0] is None:
+        oid = _source_oid(src_cat, info)
+        if oid is None:
             raise TableNotFoundError(f"Source table {info.source_schema}.{info.source_table} no "
                                      f"longer exists; nothing to resync.")
         repl = psycopg2.connect(source_dsn,
@@ -91,7 +146,7 @@ def _resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
                                                   temporary=True)
             snap = open_snapshot(source_dsn, snapshot)
             try:
-                _rebuild(applier, tracker, info, oid_row[0])
+                _rebuild(applier, tracker, info, oid, lsn)
                 early = _changelog_only(land, info, source, lsn)
                 rows = snapshot_tables(snap, applier, tracker, publication_name(source), lsn,
                                        only={table})
@@ -112,16 +167,22 @@ def _resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
             f"{early + late} changes kept while paused landed; it flows again.")
 
 
-def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: int) -> None:
-    """Bring the mirror to the source's current shape, emptied; widen the changelog to match."""
+def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: int,
+             lsn: int) -> None:
+    """Bring the mirror to the source's current shape and key, emptied; widen the changelog to
+    match (creating both if the table never had them); unpause the table from ``lsn`` on."""
     conn = applier.conn
-    cols = tracker._columns([(n, t, m) for n, t, m, _ in table_columns(tracker.source_conn, oid)])
+    cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(tracker.source_conn, oid)])
     key = key_columns(tracker.source_conn, oid)
+    names = {c.name for c in cols}
+    retired = [c for c in info.retired if c.name not in names]
+    create_landing_tables(conn, replace(info, columns=cols, key=key, retired=retired))
     have = _column_types(conn, info.changelog)
-    _reshape_mirror(conn, info, cols, key)
-    info.columns, info.key, info.source_oid = cols, key, oid
+    _reshape_mirror(conn, info, cols + retired, key)
+    info.columns, info.key, info.source_oid, info.retired = cols, key, oid, retired
     info.refresh()
-    info.paused_reason = None
+    info.paused_reason, info.paused_lsn, info.auto_resync = None, None, False
+    info.snapshot_lsn = lsn
     info.version += 1
     for col in cols:
         ident = sql.Identifier(col.name)
@@ -136,6 +197,7 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
                 info.changelog, ident, sql.SQL(col.type_sql)))
     save_table(conn, info)
     applier.tables[info.name] = info
+    tracker.resync_wanted.discard(info.name)
 
 
 def _column_types(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, str]:
@@ -145,8 +207,8 @@ def _column_types(conn: psycopg.Connection, table: sql.Identifier) -> dict[str, 
         (table.as_string(conn),))}
 
 
-def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list, key: list[str]
-                    ) -> None:
+def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list[ColumnInfo],
+                    key: list[str]) -> None:
     """Empty the mirror and alter it in place to the source's columns (in order) and key.
 
     In place rather than dropped and re-created, so that what is built on the mirror survives:
@@ -183,7 +245,7 @@ def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list, key: 
                     conn.execute(retype.format(info.mirror, sql.Identifier(name),
                                                sql.SQL(type_sql)))
             if key != info.key:
-                _replace_primary_key(conn, info.mirror, key)
+                set_mirror_key(conn, info.mirror, key)
     except (psycopg.errors.DependentObjectsStillExist, psycopg.errors.FeatureNotSupported) as exc:
         detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
         raise ResyncBlockedError(
@@ -195,18 +257,10 @@ def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list, key: 
         ) from None
 
 
-def _replace_primary_key(conn: psycopg.Connection, table: sql.Identifier, key: list[str]) -> None:
-    name = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and"
-                        " contype = 'p'", (table.as_string(conn),)).fetchone()
-    if name is not None:
-        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
-            table, sql.Identifier(name[0])))
-    conn.execute(sql.SQL("alter table {} add primary key ({})").format(
-        table, sql.SQL(", ").join(map(sql.Identifier, key))))
-
-
-def _changelog_only(conn: psycopg.Connection, info: TableInfo, source: str, lsn: int) -> int:
-    """Kept changes committed before the snapshot: into the changelog only."""
+def _changelog_only(conn: psycopg.Connection, info: TableInfo, source: str, lsn: int | None
+                    ) -> int:
+    """Kept changes committed before the snapshot (all of them when ``lsn`` is None): into the
+    changelog only."""
     cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
     # Fields are named, not expanded with .*: the mirror's column order may differ from the
     # source's after a resync reshaped it in place.
@@ -218,7 +272,8 @@ def _changelog_only(conn: psycopg.Connection, info: TableInfo, source: str, lsn:
         " jsonb_populate_record(null::{}, coalesce(p.row_data, p.old_data)) r"
         " where p.source = %s and p.table_name = %s and p.commit_lsn < %s::pg_lsn"
         " order by p.commit_lsn, p.seq on conflict do nothing"
-    ).format(info.changelog, cols, fields, info.mirror), (source, info.name, lsn_to_str(lsn)))
+    ).format(info.changelog, cols, fields, info.mirror),
+        (source, info.name, _END if lsn is None else lsn_to_str(lsn)))
     return cur.rowcount
 
 
@@ -232,15 +287,17 @@ def _replay_late(applier: Applier, info: TableInfo, source: str, lsn: int) -> in
     names = info.column_names
 
     def values(data: dict | None) -> list | None:
+        # A column missing from the kept row was sent as unchanged TOAST: resolved again.
         if data is None:
             return None
-        return [None if data.get(c) is None else str(data[c]).encode() for c in names]
+        return [UNCHANGED if c not in data else None if data[c] is None else
+                str(data[c]).encode() for c in names]
 
     for commit_lsn, seq, change_lsn, op, commit_at, txid, new, old in rows:
         applier.start_source_txn(str_to_lsn(commit_lsn), commit_at, txid)
         if op == "t":
             applier.truncate([info], str_to_lsn(change_lsn), seq)
-        else:
-            applier.add(info, op, values(new), values(old), str_to_lsn(change_lsn), seq,
-                        "O" if old is not None else None)
+            continue
+        applier.add(info, op, values(new), values(old), str_to_lsn(change_lsn), seq,
+                    "O" if old is not None else None)
     return len(rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -26,16 +27,14 @@ from ingestion.catalog import drop_slot, published_tables, slot_info, wait_slot_
 from ingestion.decoder import (
     Begin,
     Commit,
-    Delete,
-    Insert,
     Message,
     Relation,
     Truncate,
-    Update,
     decode,
     pg_time,
+    row_change,
 )
-from ingestion.errors import SlotMissingError
+from ingestion.errors import DecodeError, IngestionError, SlotMissingError
 from ingestion.failures import check_source
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import HEARTBEAT_PREFIX, landing_table_name, publication_name, slot_name
@@ -48,6 +47,7 @@ from ingestion.state import ensure_state, load_checkpoint
 
 log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
+_ROW_OPS = {73: "c", 85: "u", 68: "d"}
 
 
 @dataclass
@@ -133,11 +133,10 @@ class Session:
         self.pending_since = 0.0
         self.last_end = 0
         self.last_commit_at: datetime | None = None
-        self.seq = 0
+        self.txn_lsn = 0
         self.last_message_at = time.monotonic()
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
-        self.commit_lsn = 0
         self.floors: dict[str, int] = {}
         self.last_report: tuple = ()
 
@@ -363,6 +362,9 @@ class Session:
                 elif self.future is None and self.applier.in_txn and not self.in_src_txn \
                         and self.ckpt:
                     self.applier.commit(self.ckpt, None)  # DDL of skipped transactions
+                if self.tracker.resync_wanted and self.between_commits():
+                    self.run_resyncs()
+                    continue
                 if not self.in_src_txn and self.future is None and done():
                     return True
                 if deadline is not None and time.monotonic() > deadline:
@@ -371,45 +373,54 @@ class Session:
                     idle()
                 select.select([self.repl], [], [], 0.2)
                 continue
+            payload = msg.payload
+            kind = payload[0]
+            if kind == 73 or kind == 85 or kind == 68:  # 'I', 'U', 'D': the hot path
+                self.handle_row(payload, msg.data_start)
+                continue
             self.last_message_at = time.monotonic()
-            self.handle(decode(msg.payload), msg.data_start)
+            self.handle(decode(payload), msg.data_start)
             if self.pending and not self.in_src_txn and (
                     self.applier.rows_in_txn >= self.cfg.group_rows
                     or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
                 self.commit()
             if self.future is not None and self.future.done():
                 self.wait_worker()
+            if self.tracker.resync_wanted and self.between_commits():
+                self.run_resyncs()
             if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
 
+    def handle_row(self, payload: bytes, lsn: int) -> None:
+        """Apply one Insert, Update or Delete message, decoded without a message object."""
+        if self.skip:
+            return
+        try:
+            kind, relid, old_kind, old, new, unchanged = row_change(payload)
+        except (struct.error, IndexError, ValueError, DecodeError):
+            decode(payload)  # raises the DecodeError that says what is wrong
+            raise
+        info = self.tracker.by_oid[relid]
+        if self.floors and self.txn_lsn < self.floors.get(info.name, 0):
+            return  # in the table's latest snapshot already (added or resynced meanwhile)
+        txn = self.applier.txn
+        txn.seq += 2
+        self.applier.add(info, _ROW_OPS[kind], new, old, lsn, txn.seq, old_kind, unchanged)
+        self.stats.changes += 1
+
     def handle(self, m: object, lsn: int) -> None:
-        """Apply one decoded message."""
-        if isinstance(m, (Insert, Update, Delete)):
-            if self.skip:
-                return
-            self.seq += 1
-            info = self.tracker.table(m.relid)
-            if self.floors and self.commit_lsn < self.floors.get(info.name, 0):
-                return  # in the table's snapshot already (added while streaming)
-            if isinstance(m, Insert):
-                self.applier.add(info, "c", m.new, None, lsn, self.seq)
-            elif isinstance(m, Update):
-                self.applier.add(info, "u", m.new, m.old, lsn, self.seq, m.old_kind)
-            else:
-                self.applier.add(info, "d", None, m.old, lsn, self.seq, m.old_kind)
-            self.stats.changes += 1
-        elif isinstance(m, Begin):
+        """Apply one decoded message other than a row change (see :meth:`handle_row`)."""
+        if isinstance(m, Begin):
             self.in_src_txn = True
             self.skip = m.final_lsn < self.ckpt
-            self.commit_lsn = m.final_lsn
-            self.seq = 0
+            self.txn_lsn = m.final_lsn
             if not self.skip:
                 if not self.pending:
                     self.pending_since = time.monotonic()
+                self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
                 if not self.applier.in_txn:
                     self.applier.begin()
                     self.tracker.refresh_if_changed()
-                self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
         elif isinstance(m, Commit):
             self.in_src_txn = False
             if self.skip:
@@ -421,14 +432,17 @@ class Session:
             self.last_commit_at = pg_time(m.commit_time)
             self.stats.transactions += 1
         elif isinstance(m, Relation):
-            self.tracker.on_relation(m, lsn)
+            # pgoutput sends Relation messages without an LSN (0/0): the change they announce
+            # takes effect in the transaction being read.
+            self.tracker.on_relation(m, self.txn_lsn if self.in_src_txn else lsn or None)
         elif isinstance(m, Truncate):
             if self.skip:
                 return
             infos = [self.tracker.table(r) for r in m.relids]
-            infos = [i for i in infos if self.commit_lsn >= self.floors.get(i.name, 0)]
+            if self.floors:
+                infos = [i for i in infos if self.txn_lsn >= self.floors.get(i.name, 0)]
             if infos:
-                self.seq += self.applier.truncate(infos, lsn, self.seq + 1)
+                self.applier.truncate(infos, lsn)
         elif isinstance(m, Message) and m.prefix == HEARTBEAT_PREFIX:
             log.debug("heartbeat at %s", lsn_to_str(m.lsn))
 
@@ -441,7 +455,7 @@ class Session:
         """
         self.wait_worker()
         pending = self.applier.detach()
-        versions = dict(self.tracker._versions)
+        versions = self.tracker.versions
         lsn, commit_at = self.last_end, self.last_commit_at
         self.pending = False
         self.future = self.executor.submit(self._commit_job, pending, lsn, commit_at, versions)
@@ -465,6 +479,33 @@ class Session:
         self.stats.lsn = lsn
         self.stats.landing_commits += 1
         self.ack()
+
+    def between_commits(self) -> bool:
+        """Whether nothing is half-read, buffered or being committed."""
+        return (not self.in_src_txn and not self.pending and self.future is None
+                and not self.applier.in_txn)
+
+    def run_resyncs(self) -> None:
+        """Resync the tables paused for it (a column added with a per-row default).
+
+        Runs between landing transactions: the resync takes the source's landing lock on its
+        own connection, snapshots the table at a new LSN, lands the kept changes, and the
+        stream goes on (changes of the table committed before that LSN reach only its
+        changelog).
+        """
+        from ingestion.resync import resync_table  # resync uses this module's engine
+
+        cfg = self.cfg
+        for name in sorted(self.tracker.resync_wanted):
+            try:
+                message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
+                                       cfg.contracts)
+            except IngestionError as exc:
+                # The table stays paused with the reason; the others keep flowing.
+                self.tracker.resync_failed(name, str(exc))
+                continue
+            log.info("source %s: automatic resync: %s", cfg.source, message)
+        self.tracker.resync_wanted.clear()
 
     def ack(self) -> None:
         """Tell the slot everything up to the checkpoint is durable in landing."""

@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from ingestion.catalog import USER_TYPE_OID
 from ingestion.copypipe import Sink, pipe_copy
 from ingestion.lsn import lsn_to_str
-from ingestion.tables import TableInfo
+from ingestion.tables import SNAPSHOT_SEQ, TableInfo, mark_resnapshot
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -196,7 +196,8 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     """Create the staging mirror and changelog (same DDL as landing's), without indexes.
 
     The changelog's change columns get defaults for the load: ``_op`` r, ``_lsn`` and
-    ``_commit_lsn`` the snapshot LSN, ``_seq`` a sequence, ``_commit_at`` and ``_ingested_at``
+    ``_commit_lsn`` the snapshot LSN, ``_seq`` a sequence from
+    :data:`~ingestion.tables.SNAPSHOT_SEQ` + 1 up, ``_commit_at`` and ``_ingested_at``
     ``commit_at``; ``job.after_load`` puts the table's own defaults back.
 
     Returns:
@@ -208,7 +209,11 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     c, seq = stg.ident("c"), stg.ident("s")
     rebuild_m = drop_indexes(conn, stg.schema, f"m_{stg.oid}")
     rebuild_c = drop_indexes(conn, stg.schema, f"c_{stg.oid}")
-    conn.execute(sql.SQL("create sequence {}").format(seq))
+    # Snapshot rows number their _seq up from SNAPSHOT_SEQ (negative), as every snapshot does:
+    # a source transaction committed exactly at the snapshot's LSN is streamed at the same
+    # _commit_lsn with positive _seq values, after the snapshot's rows and never equal to them.
+    conn.execute(sql.SQL("create sequence {} as integer minvalue {} start with {}").format(
+        seq, sql.Literal(SNAPSHOT_SEQ + 1), sql.Literal(SNAPSHOT_SEQ + 1)))
     at = lsn_to_str(lsn)
     # _ingested_at is the load's moment for every row: a constant during the load, not a clock
     # read per row; its own default (catalog text) comes back afterwards.
@@ -385,10 +390,13 @@ def copy_in_place(src: psycopg.Connection, conn: psycopg.Connection, job: Job, l
 
     The mirror is emptied and loaded by COPY; rows breaking the contract become dead letters
     (written to ``tidemark.dead_letters`` here), duplicates are dropped, then the changelog
-    gains one ``r`` row per mirror row, numbered in ``_seq``.
+    gains a ``t`` row (:func:`~ingestion.tables.mark_resnapshot`, when it holds rows already) and
+    one ``r`` row per mirror row, ``_seq`` numbered up from
+    :data:`~ingestion.tables.SNAPSHOT_SEQ`.
     """
     info = job.info
     conn.execute(sql.SQL("delete from {}").format(info.mirror))
+    mark_resnapshot(conn, info, lsn)
     job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary),
                                 [Sink(conn, copy_in_statement(info.mirror, info, job.binary))],
                                 on_rows)
@@ -410,11 +418,11 @@ def copy_in_place(src: psycopg.Connection, conn: psycopg.Connection, job: Job, l
     at = lsn_to_str(lsn)
     cur = conn.execute(sql.SQL(
         "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
-        " select {}, 'r', %s, %s, row_number() over (), %s, null from {}"
+        " select {}, 'r', %s, %s, %s + row_number() over (), %s, null from {}"
         " on conflict do nothing").format(info.changelog, cols, cols, info.mirror),
-        (at, at, commit_at))
+        (at, at, SNAPSHOT_SEQ, commit_at))
     if job.dead_rows:
-        first = cur.rowcount + 1
+        first = SNAPSHOT_SEQ + cur.rowcount + 1
         with conn.cursor() as c:
             c.executemany(
                 "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"

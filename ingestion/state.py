@@ -44,6 +44,8 @@ _STATE_TABLES = {
         paused_at timestamptz,
         paused_reason text,
         paused_lsn pg_lsn,
+        snapshot_lsn pg_lsn,
+        auto_resync boolean not null default false,
         created_at timestamptz not null default now(),
         updated_at timestamptz not null default now(),
         primary key (source, table_name)""",
@@ -96,6 +98,11 @@ _STATE_TABLES = {
 }
 
 
+_ADDED_COLUMNS = (("replicated_tables", "snapshot_lsn", "pg_lsn"),
+                  ("replicated_tables", "auto_resync", "boolean not null default false"))
+"""Columns added to state tables after their first release: added to older landings."""
+
+
 def ensure_state(conn: psycopg.Connection, source: str) -> None:
     """Create schemas ``tidemark``, ``cdc``, ``<source>`` and the state tables if missing.
 
@@ -105,9 +112,14 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     exists = conn.execute(
         "select count(*) from information_schema.tables where table_schema = %s"
         " and table_name = any(%s)", (STATE_SCHEMA, list(_STATE_TABLES))).fetchone()[0]
+    added = conn.execute(
+        "select count(*) from information_schema.columns where table_schema = %s and"
+        " (table_name, column_name) in (select * from unnest(%s::text[], %s::text[]))",
+        (STATE_SCHEMA, [t for t, _, _ in _ADDED_COLUMNS], [c for _, c, _ in _ADDED_COLUMNS])
+    ).fetchone()[0]
     have_source = conn.execute("select 1 from pg_namespace where nspname = %s",
                                (source,)).fetchone()
-    if exists == len(_STATE_TABLES) and have_source:
+    if exists == len(_STATE_TABLES) and added == len(_ADDED_COLUMNS) and have_source:
         return
     conn.execute("select pg_advisory_xact_lock(hashtext('tidemark:state-ddl'))")
     for schema in (STATE_SCHEMA, CHANGELOG_SCHEMA, source):
@@ -115,6 +127,10 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     for name, body in _STATE_TABLES.items():
         conn.execute(sql.SQL("create table if not exists {}.{} ({})").format(
             sql.Identifier(STATE_SCHEMA), sql.Identifier(name), sql.SQL(body)))
+    for table, column, type_sql in _ADDED_COLUMNS:
+        conn.execute(sql.SQL("alter table {}.{} add column if not exists {} {}").format(
+            sql.Identifier(STATE_SCHEMA), sql.Identifier(table), sql.Identifier(column),
+            sql.SQL(type_sql)))
 
 
 @dataclass

@@ -24,9 +24,10 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         ``confirmed_flush_lsn``, ``current_wal_lsn``, ``retained_wal_bytes``, ``lag_bytes``,
         ``lag_seconds`` (source commit → landing commit of the last applied transaction),
         ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
-        ``dead_letters`` (not yet replayed), ``duplicate_events``, ``paused_tables`` and
-        ``snapshot`` (the latest snapshot: state running/interrupted/failed/done, tables, rows,
-        rows/s, ETA; None before the first).
+        ``dead_letters`` (not yet replayed), ``duplicate_events``, ``paused_tables`` (each
+        with ``table``, ``paused_at``, ``paused_lsn`` and ``reason``) and ``snapshot`` (the
+        latest snapshot: state running/interrupted/failed/done, tables, rows, rows/s, ETA; None
+        before the first).
     """
     slot = slot_name(source)
     out: dict[str, Any] = {"source": source, "slot": slot,
@@ -52,9 +53,11 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                             " replayed_at is null", (source,)).fetchone()[0]
         dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
                             " where source = %s", (source,)).fetchone()[0]
-        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2]} for r in conn.execute(
-            "select table_name, paused_at, paused_reason from tidemark.replicated_tables where"
-            " source = %s and paused_at is not null order by table_name", (source,))]
+        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2], "paused_lsn": r[3]}
+                  for r in conn.execute(
+            "select table_name, paused_at, paused_reason, paused_lsn::text from"
+            " tidemark.replicated_tables where source = %s and paused_at is not null"
+            " order by table_name", (source,))]
         tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
                               (source,)).fetchone()[0]
         snapshot = read_progress(conn, source)

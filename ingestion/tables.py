@@ -1,20 +1,29 @@
 """Replicated tables in landing: their shape, the mirror and changelog DDL, and the registry
 ``tidemark.replicated_tables`` that remembers both across restarts.
 
+A table with a key (primary key, else replica identity index) has a mirror with that primary key;
+a keyless table (``REPLICA IDENTITY FULL``) has a mirror without one, kept with bag semantics.
 Type names come from the source's ``format_type`` (already quoted by PostgreSQL); every identifier
-is composed with ``psycopg.sql.Identifier``.
+is composed with ``psycopg.sql.Identifier``, every value is bound or a ``sql.Literal``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
+from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 
 META_COLUMNS = ("_op", "_lsn", "_commit_lsn", "_seq", "_commit_at", "_txid", "_ingested_at")
+
+RESNAPSHOT_SEQ = -(2**31)
+"""``_seq`` of the ``t`` row before a table's rows are read again (:func:`mark_resnapshot`)."""
+SNAPSHOT_SEQ = RESNAPSHOT_SEQ + 1
+"""``_seq`` before a snapshot's first row: snapshot rows sort before a source transaction
+committed at the snapshot's LSN, whose changes take positive ``_seq`` values."""
 
 
 @dataclass
@@ -33,10 +42,13 @@ class ColumnInfo:
     typmod: int
     type_sql: str
 
-    def as_json(self) -> dict:
+    def as_json(self, retired: bool = False) -> dict:
         """The registry's JSON form."""
-        return {"name": self.name, "type_oid": self.type_oid, "typmod": self.typmod,
-                "type": self.type_sql}
+        out = {"name": self.name, "type_oid": self.type_oid, "typmod": self.typmod,
+               "type": self.type_sql}
+        if retired:
+            out["retired"] = True
+        return out
 
 
 @dataclass
@@ -49,10 +61,19 @@ class TableInfo:
         source_schema: schema on the source.
         source_table: table name on the source.
         source_oid: relation OID on the source.
-        columns: the columns, in source order.
-        key: key column names (primary key, else replica identity index).
+        columns: the columns the stream sends, in source order.
+        key: key column names (primary key, else replica identity index); empty for a keyless
+            table (bag semantics).
         version: bumped at every DDL change of the landing tables.
         paused_reason: why the table is paused, or None when it flows.
+        retired: columns dropped on the source that landing keeps (NULL from the drop on), as
+            a contract with ``full`` compatibility allows.
+        snapshot_lsn: the LSN of the table's last resync snapshot: changes committed before it
+            go to the changelog only (the snapshot holds their effect).
+        paused_lsn: commit LSN of the first change kept while paused.
+        auto_resync: resync the table by itself (a column added with a volatile default).
+        stream_positions: set on a view of the table for a stream shape older than its
+            snapshot: for each column, its position in the stream's rows (-1: not sent).
     """
 
     source: str
@@ -64,6 +85,11 @@ class TableInfo:
     key: list[str]
     version: int = 1
     paused_reason: str | None = None
+    retired: list[ColumnInfo] = field(default_factory=list)
+    snapshot_lsn: int = 0
+    paused_lsn: int | None = None
+    auto_resync: bool = False
+    stream_positions: list[int] | None = None
     key_idx: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -94,6 +120,28 @@ class TableInfo:
         """``source.table`` for messages."""
         return f"{self.source}.{self.name}"
 
+    def for_stream_shape(self, names: list[str]) -> TableInfo:
+        """This table as seen through rows of an older stream shape (columns ``names``): the
+        view maps each row onto the current columns (columns not sent are NULL)."""
+        if names == self.column_names:
+            return self
+        view = replace(self)
+        view.stream_positions = [names.index(c) if c in names else -1
+                                 for c in self.column_names]
+        return view
+
+    def project(self, values: list | None) -> list | None:
+        """A stream row mapped onto the columns (see :meth:`for_stream_shape`)."""
+        if values is None or self.stream_positions is None:
+            return values
+        return [values[i] if i >= 0 else None for i in self.stream_positions]
+
+    def pause(self, reason: str, lsn: int | None) -> None:
+        """Mark the table paused (the caller saves it)."""
+        self.paused_reason = reason
+        if self.paused_lsn is None:
+            self.paused_lsn = lsn
+
 
 def _coldefs(columns: list[ColumnInfo]) -> sql.Composed:
     # type_sql is format_type() output from the source catalog: a type name, not user input.
@@ -102,11 +150,18 @@ def _coldefs(columns: list[ColumnInfo]) -> sql.Composed:
 
 
 def create_landing_tables(conn: psycopg.Connection, info: TableInfo) -> None:
-    """Create the mirror and changelog of a table if missing (in the caller's transaction)."""
+    """Create the mirror and changelog of a table if missing (in the caller's transaction).
+
+    The mirror has the table's primary key; a keyless table's mirror has none.
+    """
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(info.source)))
-    key = sql.SQL(", ").join(map(sql.Identifier, info.key))
-    conn.execute(sql.SQL("create table if not exists {} ({}, primary key ({}))").format(
-        info.mirror, _coldefs(info.columns), key))
+    if info.key:
+        key = sql.SQL(", primary key ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, info.key)))
+    else:
+        key = sql.SQL("")
+    conn.execute(sql.SQL("create table if not exists {} ({}{})").format(
+        info.mirror, _coldefs(info.columns + info.retired), key))
     conn.execute(sql.SQL(
         "create table if not exists {} ({}, _op text not null, _lsn pg_lsn not null,"
         " _commit_lsn pg_lsn not null, _seq integer not null, _commit_at timestamptz,"
@@ -114,33 +169,97 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo) -> None:
         " unique (_commit_lsn, _seq))").format(info.changelog, _coldefs(info.columns)))
 
 
-def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo) -> None:
-    """Add a (nullable) column to mirror and changelog."""
-    for table in (info.mirror, info.changelog):
+def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo,
+               existing_value: str | None = None) -> None:
+    """Add a column to mirror and changelog.
+
+    Args:
+        conn: landing connection (in the caller's transaction).
+        info: the table.
+        column: the new column.
+        existing_value: the text form of the value the mirror's existing rows get (what the
+            source's existing rows read, e.g. a constant default), or None for NULL. Given as a
+            default that is dropped again at once, so the mirror is not rewritten.
+    """
+    ident, type_sql = sql.Identifier(column.name), sql.SQL(column.type_sql)
+    if existing_value is None:
         conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
+            info.mirror, ident, type_sql))
+    else:
+        conn.execute(sql.SQL("alter table {} add column {} {} default {}::{}").format(
+            info.mirror, ident, type_sql, sql.Literal(existing_value), type_sql))
+        conn.execute(sql.SQL("alter table {} alter column {} drop default").format(
+            info.mirror, ident))
+    conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
+        info.changelog, ident, type_sql))
+
+
+def widen_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo) -> None:
+    """Give a column of mirror and changelog a wider type (values convert as on the source)."""
+    for table in (info.mirror, info.changelog):
+        conn.execute(sql.SQL("alter table {} alter column {} type {}").format(
             table, sql.Identifier(column.name), sql.SQL(column.type_sql)))
+
+
+def retire_column(conn: psycopg.Connection, info: TableInfo, name: str) -> None:
+    """Keep a column dropped on the source, NULL in the mirror from now on."""
+    conn.execute(sql.SQL("update {} set {} = null where {} is not null").format(
+        info.mirror, sql.Identifier(name), sql.Identifier(name)))
+
+
+def set_mirror_key(conn: psycopg.Connection, mirror: sql.Identifier, key: list[str]) -> None:
+    """Replace the mirror's primary key by ``key`` (none when empty)."""
+    name = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and"
+                        " contype = 'p'", (mirror.as_string(conn),)).fetchone()
+    if name is not None:
+        conn.execute(sql.SQL("alter table {} drop constraint {}").format(
+            mirror, sql.Identifier(name[0])))
+    if key:
+        conn.execute(sql.SQL("alter table {} add primary key ({})").format(
+            mirror, sql.SQL(", ").join(map(sql.Identifier, key))))
+
+
+def mark_resnapshot(conn: psycopg.Connection, info: TableInfo, lsn: int) -> None:
+    """Before a table's rows are read again (resync), write a ``t`` changelog row at the snapshot
+    LSN, before the snapshot's rows: replaying the changelog then gives the snapshot's rows, not
+    both copies."""
+    if conn.execute(sql.SQL("select exists (select 1 from {})").format(info.changelog)
+                    ).fetchone()[0]:
+        conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at) values"
+                             " ('t', %s, %s, %s, now()) on conflict do nothing"
+                             ).format(info.changelog),
+                     (lsn_to_str(lsn), lsn_to_str(lsn), RESNAPSHOT_SEQ))
 
 
 def save_table(conn: psycopg.Connection, info: TableInfo) -> None:
     """Insert or update the registry row of a table."""
     from psycopg.types.json import Jsonb
 
+    if info.paused_reason is None:
+        info.paused_lsn = None
+        info.auto_resync = False
     conn.execute(
         """
         insert into tidemark.replicated_tables as t (source, table_name, source_schema,
-            source_table, source_oid, columns, key_columns, version, paused_at, paused_reason)
+            source_table, source_oid, columns, key_columns, version, paused_at, paused_reason,
+            paused_lsn, snapshot_lsn, auto_resync)
         values (%s, %s, %s, %s, %s, %s, %s, %s,
-            case when %s::text is null then null else clock_timestamp() end, %s)
+            case when %s::text is null then null else clock_timestamp() end, %s, %s::pg_lsn,
+            %s::pg_lsn, %s)
         on conflict (source, table_name) do update set
             source_oid = excluded.source_oid, columns = excluded.columns,
             key_columns = excluded.key_columns, version = excluded.version,
             paused_at = case when excluded.paused_reason is null then null
                              else coalesce(t.paused_at, excluded.paused_at) end,
-            paused_reason = excluded.paused_reason, updated_at = clock_timestamp()
+            paused_reason = excluded.paused_reason, paused_lsn = excluded.paused_lsn,
+            snapshot_lsn = excluded.snapshot_lsn, auto_resync = excluded.auto_resync,
+            updated_at = clock_timestamp()
         """,
         (info.source, info.name, info.source_schema, info.source_table, info.source_oid,
-         Jsonb([c.as_json() for c in info.columns]), info.key, info.version,
-         info.paused_reason, info.paused_reason))
+         Jsonb([c.as_json() for c in info.columns] + [c.as_json(True) for c in info.retired]),
+         info.key, info.version, info.paused_reason, info.paused_reason,
+         None if info.paused_lsn is None else lsn_to_str(info.paused_lsn),
+         lsn_to_str(info.snapshot_lsn), info.auto_resync))
 
 
 def load_tables(conn: psycopg.Connection, source: str) -> dict[str, TableInfo]:
@@ -148,11 +267,16 @@ def load_tables(conn: psycopg.Connection, source: str) -> dict[str, TableInfo]:
     out = {}
     for row in conn.execute(
             "select table_name, source_schema, source_table, source_oid, columns, key_columns,"
-            " version, paused_reason from tidemark.replicated_tables where source = %s",
-            (source,)):
-        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]]
+            " version, paused_reason, paused_lsn::text, snapshot_lsn::text, auto_resync"
+            " from tidemark.replicated_tables where source = %s", (source,)):
+        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
+                if not c.get("retired")]
+        retired = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
+                   if c.get("retired")]
         out[row[0]] = TableInfo(source, row[0], row[1], row[2], row[3] or 0, cols, list(row[5]),
-                                row[6], row[7])
+                                row[6], row[7], retired,
+                                str_to_lsn(row[9]) if row[9] else 0,
+                                str_to_lsn(row[8]) if row[8] else None, bool(row[10]))
     return out
 
 
@@ -161,67 +285,3 @@ def table_versions(conn: psycopg.Connection, source: str) -> dict[str, tuple[int
     return {r[0]: (r[1], r[2]) for r in conn.execute(
         "select table_name, version, paused_at is not null from tidemark.replicated_tables"
         " where source = %s", (source,))}
-
-
-@dataclass
-class SchemaChange:
-    """One difference between the registered columns and a new Relation message.
-
-    Attributes:
-        kind: a contract change kind: add_nullable_column, add_required_column, drop_column,
-            rename_column or change_type.
-        column: the column concerned (the old name for renames and drops).
-        detail: a sentence saying what changed.
-        new_column: the added column (adds only).
-    """
-
-    kind: str
-    column: str
-    detail: str
-    new_column: ColumnInfo | None = None
-
-    @property
-    def breaking(self) -> bool:
-        """Whether landing cannot follow the change by itself."""
-        return not self.kind.startswith("add_")
-
-
-def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo],
-                 not_null: set[str]) -> list[SchemaChange]:
-    """Compare registered columns with a Relation message's columns.
-
-    Args:
-        old: the registered columns.
-        new: the columns of the Relation message (type names filled in).
-        not_null: names of source columns that are NOT NULL now (for added columns).
-
-    Returns:
-        The changes, empty when the shapes are equal.
-    """
-    old_names = {c.name for c in old}
-    new_by_name = {c.name: c for c in new}
-    renamed_to: set[str] = set()
-    changes: list[SchemaChange] = []
-    for pos, oc in enumerate(old):
-        nc = new_by_name.get(oc.name)
-        if nc is None:
-            cand = new[pos] if pos < len(new) else None
-            if cand is not None and cand.name not in old_names and \
-                    (cand.type_oid, cand.typmod) == (oc.type_oid, oc.typmod):
-                renamed_to.add(cand.name)
-                changes.append(SchemaChange("rename_column", oc.name,
-                                            f"column {oc.name!r} was renamed to {cand.name!r}"))
-            else:
-                changes.append(SchemaChange("drop_column", oc.name,
-                                            f"column {oc.name!r} was dropped"))
-        elif (nc.type_oid, nc.typmod) != (oc.type_oid, oc.typmod):
-            changes.append(SchemaChange(
-                "change_type", oc.name,
-                f"column {oc.name!r} changed type from {oc.type_sql} to {nc.type_sql}"))
-    for nc in new:
-        if nc.name not in old_names and nc.name not in renamed_to:
-            required = nc.name in not_null
-            kind = "add_required_column" if required else "add_nullable_column"
-            changes.append(SchemaChange(kind, nc.name, f"column {nc.name!r} {nc.type_sql} was added"
-                                        + (" (NOT NULL)" if required else ""), nc))
-    return changes

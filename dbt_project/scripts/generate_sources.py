@@ -45,9 +45,10 @@ HEADER = (
 
 CDC_COLUMNS: list[dict[str, Any]] = [
     {"name": "_op", "data_type": "char(1)",
-     "description": "Change kind: r snapshot read, c insert, u update, d delete, t truncate.",
+     "description": "Change kind: r snapshot read, c insert, u update, b old row of an update"
+                    " that moved it (key change, keyless table), d delete, t truncate.",
      "data_tests": ["not_null", {"accepted_values": {"arguments": {
-         "values": ["r", "c", "u", "d", "t"]}}}]},
+         "values": ["r", "c", "u", "b", "d", "t"]}}}]},
     {"name": "_lsn", "data_type": "pg_lsn", "description": "LSN of the change.",
      "data_tests": ["not_null"]},
     {"name": "_commit_lsn", "data_type": "pg_lsn",

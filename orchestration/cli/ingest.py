@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from orchestration.cli.output import console, emit_json, emit_table
 from orchestration.errors import TidemarkError
@@ -173,7 +174,7 @@ def _show_status(payload: dict[str, Any]) -> None:
                       f"tables, {snap['rows']:,}{estimate} rows, {snap['rows_per_s']:,.0f} "
                       f"rows/s{eta}", highlight=False)
     for item in payload["paused_tables"]:
-        console.print(f"[bold yellow]paused[/] {item['table']}: {item['reason']}",
+        console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",
                       highlight=False)
     if payload.get("last_error"):
         console.print(f"[bold red]last error[/]: {payload['last_error']}", highlight=False)

@@ -275,6 +275,14 @@ def test_malformed_payload_json_text(shipped: ContractSet, valid_rows: Any) -> N
     assert "invalid JSON" in violation.message
 
 
+def test_json_null_payload_is_a_violation(shipped: ContractSet, valid_rows: Any) -> None:
+    """A payload that is JSON ``null`` (not SQL NULL) is not an object: it breaks the contract."""
+    row = {**textual(valid_rows["app_events"]), "payload": "null"}
+    [violation] = validate_row(shipped.table("shop", "app_events"), row)
+    assert (violation.column, violation.rule) == ("payload", "type")
+    assert "expected a JSON object, got null" in violation.message
+
+
 def test_array_literal_parser() -> None:
     assert parse_array_literal('{a,"b c","q\\"x",NULL,"NULL"}') == ["a", "b c", 'q"x', None,
                                                                     "NULL"]

@@ -4,7 +4,10 @@ duplicate outbox events are dropped and counted."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -88,3 +91,29 @@ def test_duplicate_outbox_events_are_dropped_and_counted(pair: Pair, tmp_path: P
     assert [e[0] for e in events] == [first, second]
     assert dropped == 2
     assert len(changelog(pair.land, pair.source, "app_events", "event_id")) == 2
+
+
+def test_json_null_payload_is_dead_lettered_and_listed_verbatim(pair: Pair, tmp_path: Path
+                                                                ) -> None:
+    """Issue 10 item 8: a JSON ``null`` payload fails its contract; `tidemark dlq list` shows
+    reasons with brackets (``[a-z]`` in a pattern) as they are, not as rich markup."""
+    apply_schema(pair.src)
+    contracts = contracts_for(pair.source, tmp_path / "c")
+    pair.src_exec("insert into app_events (event_id, event_type, event_time, payload) values"
+                  " (gen_random_uuid(), 'session_started', now(), 'null'::jsonb)",
+                  "insert into products values (1, 'p', 'Not Lower', 1.00, '{}', true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    letters = list_dead_letters(pair.land, pair.source)
+    reasons = {d["table_name"]: d["reason"] for d in letters}
+    assert "expected a JSON object, got null" in reasons["app_events"]
+    assert "[a-z]" in reasons["products"]
+    with psycopg.connect(pair.land) as conn:
+        landed = conn.execute(f"select count(*) from {pair.source}.app_events").fetchone()[0]
+    assert landed == 0
+    env = {**os.environ, "TIDEMARK_SOURCE_URL": pair.src, "TIDEMARK_LANDING_URL": pair.land,
+           "COLUMNS": "400"}
+    out = subprocess.run([sys.executable, "-m", "orchestration.cli.main", "dlq", "list",
+                          "--source", pair.source], env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "[a-z]" in out.stdout

@@ -1,62 +1,58 @@
-"""Schema changes from Relation messages: added columns follow, breaking changes pause only their
-table (with an error naming table, column, change and the resync command), resync loses nothing."""
+"""ingestion/schema_changes.py: which type changes keep every value, and how a Relation message
+differs from the registered shape."""
 
 from __future__ import annotations
 
-import psycopg
+import pytest
 
-from ingestion import catch_up
-from ingestion.resync import resync
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from ingestion.schema_changes import diff_columns, is_widening
+from ingestion.tables import ColumnInfo
 
-
-def paused(p: Pair) -> dict[str, str]:
-    with psycopg.connect(p.land) as conn:
-        return dict(conn.execute("select table_name, paused_reason from"
-                                 " tidemark.replicated_tables where paused_at is not null"))
+VARHDR = 4
 
 
-def test_add_column_follows_and_breaking_changes_pause_then_resync(pair: Pair) -> None:
-    pair.src_exec("create table a (id int primary key, x int)",
-                  "create table b (id int primary key, y text)",
-                  "create table c (id int primary key, n int)",
-                  "insert into a values (1, 1)", "insert into b values (1, 'b')",
-                  "insert into c values (1, 1)")
-    catch_up(pair.src, pair.land, pair.source)
+def col(type_oid: int, typmod: int = -1, name: str = "c", type_sql: str = "t") -> ColumnInfo:
+    return ColumnInfo(name, type_oid, typmod, type_sql)
 
-    pair.src_exec("alter table a add column z text", "insert into a values (2, 2, 'zz')")
-    catch_up(pair.src, pair.land, pair.source)
-    assert_mirror_equals(pair, "a")
-    assert changelog(pair.land, pair.source, "a", "id, z")[-1] == (2, "zz")
-    with psycopg.connect(pair.land) as conn:
-        hist = conn.execute("select change, column_name, action from tidemark.schema_history"
-                            " where table_name = 'a' and change <> 'create_table'").fetchall()
-    assert hist == [("add_nullable_column", "z", "applied")]
 
-    # Rename on a, drop on b, type change on c: each pauses only its own table.
-    pair.src_exec("alter table a rename column x to x2", "insert into a values (3, 3, 'k')",
-                  "update a set z = 'changed' where id = 1",
-                  "alter table b drop column y", "insert into b values (2)",
-                  "alter table c alter column n type bigint", "insert into c values (2, 2)",
-                  "create table d (id int primary key)", "insert into d values (1)")
-    catch_up(pair.src, pair.land, pair.source)
-    reasons = paused(pair)
-    assert set(reasons) == {"a", "b", "c"}
-    assert "'x' was renamed to 'x2'" in reasons["a"]
-    assert "'y' was dropped" in reasons["b"]
-    assert "'n' changed type from integer to bigint" in reasons["c"]
-    assert all("tidemark ingest resync" in r for r in reasons.values())
-    assert_mirror_equals(pair, "d")  # other tables keep flowing
+def numeric(p: int, s: int) -> int:
+    return ((p << 16) | s) + VARHDR
 
-    pair.src_exec("insert into a values (4, 4, 'after')")  # still paused: kept raw
-    catch_up(pair.src, pair.land, pair.source)
-    for table in ("a", "b", "c"):
-        resync(pair.src, pair.land, pair.source, table)
-    assert paused(pair) == {}
-    pair.src_exec("insert into a values (5, 5, 'flows')", "insert into c values (3, 3)")
-    catch_up(pair.src, pair.land, pair.source)
-    for table in ("a", "b", "c", "d"):
-        assert_mirror_equals(pair, table)
-    ops = [r[0] for r in changelog(pair.land, pair.source, "a", "_op")]
-    # 1 snapshot row + c + (paused: c, u, c) + resync snapshot (4 rows) + c
-    assert ops.count("c") == 4 and ops.count("u") == 1
+
+@pytest.mark.parametrize(("old", "new", "safe"), [
+    (col(21), col(23), True), (col(21), col(20), True), (col(23), col(20), True),
+    (col(20), col(23), False), (col(23), col(21), False), (col(700), col(701), True),
+    (col(701), col(700), False), (col(23), col(1700), False), (col(23), col(25), False),
+    (col(1700, numeric(12, 2)), col(1700, numeric(14, 2)), True),
+    (col(1700, numeric(12, 2)), col(1700, numeric(14, 4)), True),
+    (col(1700, numeric(12, 2)), col(1700), True),
+    (col(1700, numeric(12, 2)), col(1700, numeric(12, 3)), False),  # fewer integer digits
+    (col(1700, numeric(12, 2)), col(1700, numeric(12, 1)), False),
+    (col(1700), col(1700, numeric(38, 10)), False),
+    (col(1043, 10 + VARHDR), col(1043, 40 + VARHDR), True),
+    (col(1043, 40 + VARHDR), col(1043, 10 + VARHDR), False),
+    (col(1043, 10 + VARHDR), col(1043), True), (col(1043), col(1043, 10 + VARHDR), False),
+    (col(1043, 10 + VARHDR), col(25), True), (col(25), col(1043), False),
+    (col(1042, 88 + VARHDR), col(1043, 200 + VARHDR), True),
+    (col(1042, 88 + VARHDR), col(25), True), (col(1043, 8 + VARHDR), col(1042, 9 + VARHDR),
+                                              False),
+    (col(1184, 3), col(1184, 6), True), (col(1184, 3), col(1184), True),
+    (col(1184), col(1184, 3), False), (col(1114, 6), col(1184, 6), False),
+    (col(1186, 5), col(1186), True), (col(1186), col(1186, 5), False),
+])
+def test_is_widening(old: ColumnInfo, new: ColumnInfo, safe: bool) -> None:
+    assert is_widening(old, new) is safe
+
+
+def test_diff_columns_kinds() -> None:
+    old = [col(23, name="id"), col(23, name="v"), col(25, name="gone"), col(25, name="x")]
+    new = [col(23, name="id"), col(20, name="v"), col(25, name="x"), col(23, name="added"),
+           col(25, name="back")]
+    changes = diff_columns(old, new, {"added"}, retired=[col(25, name="back")])
+    assert [(c.kind, c.column) for c in changes] == [
+        ("widen_type", "v"), ("drop_column", "gone"), ("add_required_column", "added"),
+        ("add_nullable_column", "back")]
+    renamed = diff_columns([col(23, name="a")], [col(23, name="b")], set())
+    assert [(c.kind, c.column) for c in renamed] == [("rename_column", "a")]
+    retyped_back = diff_columns([], [col(23, name="back")], set(), [col(25, name="back")])
+    assert [c.kind for c in retyped_back] == ["change_type"]

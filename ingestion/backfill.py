@@ -1,0 +1,65 @@
+"""Columns added on the source with a value for existing rows: what landing gives the mirror's
+existing rows, and the changelog rows that record it.
+
+The Relation message carries no defaults, and ``ALTER TABLE ... ADD COLUMN`` decodes to no row
+changes, so the value is read from the source catalog:
+
+- a non-volatile default (a constant, ``now()``) is stored once in ``attmissingval``: every
+  existing row reads it. The mirror gets it the same way (a default added and dropped again, no
+  rewrite), and the changelog gets one ``u`` row per existing row (``b`` + ``u`` for a keyless
+  table), at the position of the change, so replaying the changelog gives the source's rows;
+- a default evaluated per row (``random()``, ``gen_random_uuid()``, ``clock_timestamp()``, an
+  identity or serial column) rewrote the source table with a value per row that only the source
+  knows: the table is paused and resynced automatically (see :mod:`ingestion.resync`).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ingestion.batch import TxnContext
+from ingestion.catalog import ColumnDefault
+from ingestion.lsn import lsn_to_str
+from ingestion.tables import TableInfo
+
+
+def mirror_is_empty(conn: psycopg.Connection, info: TableInfo) -> bool:
+    """Whether the mirror has no rows (then no existing row needs a value)."""
+    return not conn.execute(sql.SQL("select exists (select 1 from {})").format(info.mirror)
+                            ).fetchone()[0]
+
+
+def needs_resync(defaults: dict[str, ColumnDefault]) -> list[str]:
+    """The added columns whose existing values only the source knows."""
+    return [name for name, d in defaults.items() if d.per_row]
+
+
+def write_changelog_rows(conn: psycopg.Connection, info: TableInfo, added: list[str],
+                         txn: TxnContext, lsn: int) -> int:
+    """Record the new values of every existing row in the changelog; return how many rows.
+
+    Keyed tables get a ``u`` row per mirror row; keyless ones a ``b`` row (the row as it was,
+    the new columns NULL) and a ``u`` row. Their ``_seq`` values are taken from the source
+    transaction, before the change that carried the new shape.
+    """
+    count = conn.execute(sql.SQL("select count(*) from {}").format(info.mirror)).fetchone()[0]
+    if not count:
+        return 0
+    base = txn.next_seq(2 * count) - 2 * count
+    cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    before = sql.SQL(", ").join(
+        sql.SQL("null::{}").format(sql.SQL(c.type_sql)) if c.name in added
+        else sql.Identifier(c.name) for c in info.columns)
+    meta = sql.SQL("%(lsn)s::pg_lsn, %(commit_lsn)s::pg_lsn, %(at)s::timestamptz, %(xid)s::bigint")
+    rows = sql.SQL("select {}, 'u', %(base)s + 2 * rn, {} from m").format(cols, meta)
+    if not info.key:
+        rows = sql.SQL("select {}, 'b', %(base)s + 2 * rn - 1, {} from m union all {}").format(
+            before, meta, rows)
+    conn.execute(sql.SQL(
+        "insert into {} ({}, _op, _seq, _lsn, _commit_lsn, _commit_at, _txid)"
+        " with m as (select {}, row_number() over () as rn from {}) {} on conflict do nothing"
+    ).format(info.changelog, cols, cols, info.mirror, rows),
+        {"lsn": lsn_to_str(lsn), "commit_lsn": lsn_to_str(txn.commit_lsn), "at": txn.commit_at,
+         "xid": txn.xid, "base": base})
+    return count * (1 if info.key else 2)

@@ -1,0 +1,185 @@
+"""Batches: the changes of one table inside one landing transaction, as COPY text lines.
+
+A line is one row of the table's staging table (see :data:`STAGING_META`): the table's columns in
+PostgreSQL's text form, then ``_op``, ``_lsn``, ``_seq``, ``_unchanged`` (columns
+sent as unchanged TOAST that nothing in the batch resolves: they are read from the mirror),
+``_origin`` (the key, as text, of the mirror row those values come from), ``_commit_lsn``,
+``_commit_at``, ``_txid`` and last ``_last`` (false once a later line of the batch has the same
+key: the mirror only needs the last image of each key). Lines are ordered by
+``(_commit_lsn, _seq)``.
+
+Operations (``_op``): ``r`` snapshot read, ``c`` insert, ``u`` update (new image), ``b`` the old
+image of an update that moved the row (a key change, or any update of a keyless table), ``d``
+delete (old image). Every line goes to the changelog.
+
+This is the hot path of ingestion: a line is built with a few C-level operations (one join, one
+scan for characters COPY must escape), and a batch remembers only each key's line number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ingestion.copytext import escape, unescape
+from ingestion.decoder import UNCHANGED, Value
+from ingestion.lsn import lsn_to_str
+
+if TYPE_CHECKING:
+    from ingestion.tables import TableInfo
+
+STAGING_META = ("_op text, _lsn pg_lsn, _seq integer, _unchanged text[], _origin text[],"
+                " _commit_lsn pg_lsn, _commit_at timestamptz, _txid bigint, _last boolean")
+"""The staging table's columns after the table's own, in line order."""
+
+SUPERSEDED = b"\tf\n"
+_ESCAPED = re.compile(rb"[\\\n\r]")
+_NO_ARRAYS = b"\t\\N\t\\N"
+
+
+@dataclass
+class TxnContext:
+    """The source transaction the next changes belong to.
+
+    Attributes:
+        commit_lsn: its commit LSN (``_commit_lsn``).
+        commit_at: its commit time.
+        xid: its transaction id.
+        seq: the last ``_seq`` handed out in it (see :meth:`next_seq`).
+        suffix: the line tail shared by its changes.
+    """
+
+    commit_lsn: int
+    commit_at: datetime | None
+    xid: int | None
+    seq: int = 0
+    suffix: bytes = b""
+
+    def __post_init__(self) -> None:
+        at = self.commit_at.isoformat().encode() if self.commit_at else b"\\N"
+        xid = str(self.xid).encode() if self.xid is not None else b"\\N"
+        self.suffix = (b"\t" + lsn_to_str(self.commit_lsn).encode() + b"\t" + at + b"\t" + xid
+                       + b"\tt\n")
+
+    def next_seq(self, count: int = 2) -> int:
+        """Reserve ``count`` sequence numbers; return the last one.
+
+        A stream change takes two: its own (even) and the one before it for the old image a
+        ``b`` line may need, so ``_seq`` orders both inside the transaction.
+        """
+        self.seq += count
+        return self.seq
+
+
+def row_text(values: list[Value]) -> bytes:
+    """The table's columns of a line: values in COPY text form, tab-separated.
+
+    NULL and unresolved unchanged-TOAST values become ``\\N``.
+    """
+    try:
+        row = b"\t".join(values)
+    except TypeError:  # NULL or unchanged values
+        return _row_text_slow(values)
+    if row.count(b"\t") != len(values) - 1 or _ESCAPED.search(row) is not None:
+        return _row_text_slow(values)
+    return row
+
+
+def _row_text_slow(values: list[Value]) -> bytes:
+    plain = [v if v.__class__ is bytes else b"" for v in values]
+    probe = b"\t".join(plain)
+    if probe.count(b"\t") == len(values) - 1 and _ESCAPED.search(probe) is None:
+        return b"\t".join([v if v.__class__ is bytes else b"\\N" for v in values])
+    return b"\t".join([escape(v) if v.__class__ is bytes else b"\\N" for v in values])
+
+
+def array_literal(items: list[str] | tuple) -> bytes:
+    """A text[] literal, escaped for COPY text."""
+    out = []
+    for item in items:
+        text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+        out.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return escape(("{" + ",".join(out) + "}").encode())
+
+
+_ELEMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def parse_array_literal(text: bytes) -> list[str]:
+    """The elements of a literal :func:`array_literal` made (before COPY escaping)."""
+    return [re.sub(r"\\(.)", r"\1", m) for m in _ELEMENT.findall(text.decode())]
+
+
+def line(values: list[Value], op: bytes, lsn: int, seq: int, txn: TxnContext,
+         unchanged: list[str] | None = None, origin: tuple | None = None) -> bytes:
+    """One staging line (see the module docstring)."""
+    arrays = _NO_ARRAYS if not unchanged else (
+        b"\t" + array_literal(unchanged) + b"\t" + array_literal(origin or ()))
+    return b"%b\t%b\t%X/%X\t%d%b%b" % (row_text(values), op, lsn >> 32, lsn & 0xFFFFFFFF, seq,
+                                      arrays, txn.suffix)
+
+
+@dataclass
+class Batch:
+    """Buffered lines of one table.
+
+    Attributes:
+        info: the table (its shape when the lines were made).
+        changelog_only: the lines predate the table's snapshot: changelog, not mirror.
+        contract: the table's contract, or None.
+        lines: COPY text lines for the staging table.
+        images: per key, the number of the key's last line.
+        origins: per key whose last line has unresolved unchanged values, the mirror key they
+            come from.
+        unresolved: columns some line needs from the mirror (unchanged TOAST).
+        removes: whether a line removes a mirror row (``b`` or ``d``).
+        updates: whether a line is an update's new image (its key may be in the mirror).
+        reinserts: whether an insert follows an earlier line of its key (a delete, a move).
+        first_commit: the lowest ``_commit_lsn`` of its lines.
+        last_commit: the highest.
+    """
+
+    info: TableInfo
+    changelog_only: bool = False
+    contract: Any = None
+    lines: list[bytes] = field(default_factory=list)
+    images: dict[Any, int] = field(default_factory=dict)
+    origins: dict[Any, tuple] = field(default_factory=dict)
+    unresolved: set[str] = field(default_factory=set)
+    removes: bool = False
+    updates: bool = False
+    reinserts: bool = False
+    first_commit: int | None = None
+    last_commit: int = 0
+
+    def saw(self, commit_lsn: int) -> None:
+        """Note that lines of the transaction committed at ``commit_lsn`` follow."""
+        if self.first_commit is None or commit_lsn < self.first_commit:
+            self.first_commit = commit_lsn
+        self.last_commit = max(self.last_commit, commit_lsn)
+
+    def supersede(self, number: int) -> None:
+        """Mark line ``number`` as not the last one of its key."""
+        text = self.lines[number]
+        self.lines[number] = text[:-3] + SUPERSEDED
+
+    def previous(self, key: Any) -> tuple[list[Value] | None, tuple | None] | None:
+        """The key's last image in the batch, read back from its line: (values, or None once
+        deleted or moved away; the mirror key its unresolved values come from). None when the
+        batch has no line for the key."""
+        number = self.images.get(key)
+        if number is None:
+            return None
+        fields = self.lines[number].split(b"\t")
+        ncols = len(self.info.columns)
+        if fields[ncols] in (b"b", b"d"):
+            return None, None
+        values: list[Value] = [unescape(f) for f in fields[:ncols]]
+        unchanged = unescape(fields[ncols + 3])
+        if unchanged is not None:
+            names = self.info.column_names
+            for name in parse_array_literal(unchanged):
+                values[names.index(name)] = UNCHANGED
+        return values, self.origins.get(key)

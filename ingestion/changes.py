@@ -1,0 +1,261 @@
+"""Turning decoded changes into batch lines: keys, unchanged TOAST values, contracts, pauses.
+
+:class:`ChangeBuffer` is the change-facing half of :class:`ingestion.applier.Applier` (which adds
+transactions and flushing). Rows are identified by the table's key. An update that changes the
+key writes a ``b`` line for the old key (the row leaves it) before the new image; an unchanged
+TOAST value in such an update belongs to the row under the old key. A keyless table
+(``REPLICA IDENTITY FULL``) is a bag: every update is a ``b`` line with the whole old row and a
+``u`` line with the new one.
+
+Inserts and plain updates take a short path (one line, one dict entry per key); everything else
+the general one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from ingestion.batch import Batch, TxnContext, line
+from ingestion.decoder import UNCHANGED, Value
+from ingestion.lsn import lsn_to_str
+from ingestion.tables import TableInfo
+
+_OPS = {"r": b"r", "c": b"c", "u": b"u", "d": b"d"}
+
+
+def _text(v: Value) -> str | None:
+    if v is None or v is UNCHANGED:
+        return None
+    return v.decode("utf-8", "replace")
+
+
+def row_json(info: TableInfo, values: list[Value] | None) -> dict[str, Any] | None:
+    """A row as ``{column: text or null}`` (unchanged TOAST values are left out)."""
+    if values is None:
+        return None
+    return {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
+            if v is not UNCHANGED}
+
+
+def key_row(info: TableInfo, key: Any) -> list[Value]:
+    """A row with only the key columns set (the old key of a key-changing update)."""
+    row: list[Value] = [None] * len(info.columns)
+    parts = (key,) if len(info.key_idx) == 1 else key
+    for i, v in zip(info.key_idx, parts, strict=True):
+        row[i] = v
+    return row
+
+
+def key_of(info: TableInfo, values: list[Value]) -> Any:
+    """A row's key: the value itself for a one-column key, else a tuple."""
+    idx = info.key_idx
+    return values[idx[0]] if len(idx) == 1 else tuple([values[i] for i in idx])
+
+
+class ChangeBuffer:
+    """Buffers changes as batch lines (the applier's attributes are declared there)."""
+
+    source: str
+    contracts: Any
+    flush_rows: int
+    batches: dict[tuple[str, bool], Batch]
+    txn: TxnContext | None
+    rows_in_txn: int
+    _dead: list[tuple]
+    _paused: list[tuple]
+    _cached: tuple | None
+
+    def contract_for(self, info: TableInfo) -> Any:  # pragma: no cover - Applier's
+        raise NotImplementedError
+
+    def flush(self, info: TableInfo) -> None:  # pragma: no cover - Applier's
+        raise NotImplementedError
+
+    def _pause(self, info: TableInfo, reason: str) -> None:  # pragma: no cover - Applier's
+        raise NotImplementedError
+
+    def _batch(self, info: TableInfo) -> Batch:
+        txn = self.txn
+        cached = self._cached
+        if cached is not None and cached[0] is info and cached[1] is txn:
+            return cached[2]
+        changelog_only = txn.commit_lsn < info.snapshot_lsn
+        batch = self.batches.get((info.name, changelog_only))
+        if batch is None:
+            batch = Batch(info, changelog_only, self.contract_for(info))
+            self.batches[(info.name, changelog_only)] = batch
+        batch.saw(txn.commit_lsn)
+        self._cached = (info, txn, batch)
+        return batch
+
+    def add(self, info: TableInfo, op: str, new: list[Value] | None, old: list[Value] | None,
+            lsn: int, seq: int, old_kind: str | None = None, unchanged: bool | None = None
+            ) -> None:
+        """Buffer one change (``op`` r, c, u or d) of the current source transaction.
+
+        Args:
+            info: the table.
+            op: the change kind.
+            new: the new row (r, c, u).
+            old: the old key ('K') or whole old row ('O'), if sent.
+            lsn: the change's LSN.
+            seq: its ``_seq`` (even in the stream; ``seq - 1`` is free for a ``b`` line).
+            old_kind: 'K', 'O' or None.
+            unchanged: whether ``new`` holds unchanged TOAST values (None: look).
+        """
+        if info.stream_positions is not None:
+            new, old = info.project(new), info.project(old)
+        if info.paused_reason is not None or (
+                not info.key_idx and old_kind != "O" and (op == "u" or op == "d")):
+            self._add_paused(info, op, new, old, lsn, seq)
+            return
+        batch = self._batch(info)
+        if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
+            if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
+                return
+            if info.key_idx:
+                self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
+                          None, op == "u")
+            else:
+                batch.lines.append(line(new, _OPS[op], lsn, seq, self.txn))
+        elif info.key_idx:
+            if not self._add_keyed(info, batch, op, new, old, lsn, seq, old_kind, unchanged):
+                return
+        elif not self._add_keyless(batch, op, new, old, lsn, seq):
+            return
+        self.rows_in_txn += 1
+        if len(batch.lines) >= self.flush_rows:
+            self.flush(info)
+
+    def _add_paused(self, info: TableInfo, op: str, new: list[Value] | None,
+                    old: list[Value] | None, lsn: int, seq: int) -> None:
+        if info.paused_reason is None:
+            self._pause(info, f"Table {info.qualified} has no key and its {op!r} change came "
+                              f"without the old row: set REPLICA IDENTITY FULL on the source "
+                              f"table (or add a primary key), then run "
+                              f"`tidemark ingest resync {info.name}`.")
+        self._keep(info, op, new, old, lsn, seq)
+        self.rows_in_txn += 1
+
+    def _keep(self, info: TableInfo, op: str, new: list[Value] | None, old: list[Value] | None,
+              lsn: int, seq: int) -> None:
+        """Keep a change of a paused table raw (``tidemark.paused_changes``)."""
+        txn = self.txn
+        new_row, old_row = row_json(info, new), row_json(info, old)
+        self._paused.append((self.source, info.name, lsn_to_str(txn.commit_lsn), seq,
+                             lsn_to_str(lsn), op, txn.commit_at, txn.xid,
+                             None if new_row is None else Jsonb(new_row),
+                             None if old_row is None else Jsonb(old_row)))
+
+    @staticmethod
+    def _put(batch: Batch, key: Any, text: bytes, origin: tuple | None = None,
+             update: bool = False) -> None:
+        """Append the line of ``key`` (an update's new image if ``update``), superseding the
+        key's earlier line."""
+        images = batch.images
+        number = images.get(key)
+        if number is not None:
+            batch.supersede(number)
+            if not update:
+                batch.reinserts = True
+        if update:
+            batch.updates = True
+        images[key] = len(batch.lines)
+        batch.lines.append(text)
+        if origin is not None:
+            batch.origins[key] = origin
+        elif batch.origins:
+            batch.origins.pop(key, None)
+
+    def _add_keyed(self, info: TableInfo, batch: Batch, op: str, new: list[Value] | None,
+                   old: list[Value] | None, lsn: int, seq: int, old_kind: str | None,
+                   unchanged: bool | None) -> bool:
+        txn = self.txn
+        if op == "d":
+            values = old if old is not None else [None] * len(info.columns)
+            self._put(batch, key_of(info, values), line(values, b"d", lsn, seq, txn))
+            batch.removes = True
+            return True
+        key = key_of(info, new)
+        okey = key
+        if old is not None:
+            okey = key_of(info, old)
+            if okey is UNCHANGED or (isinstance(okey, tuple) and UNCHANGED in okey):
+                okey = key
+        left = origin = None
+        if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
+            left, origin = self._resolve(batch, info, okey, new, old, old_kind)
+        if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
+            return False
+        if okey != key:
+            gone = old if old_kind == "O" else key_row(info, okey)
+            self._put(batch, okey, line(gone, b"b", lsn, seq - 1, txn))
+            batch.removes = True
+        self._put(batch, key, line(new, _OPS[op], lsn, seq, txn, left, origin), origin,
+                  op == "u")
+        return True
+
+    def _add_keyless(self, batch: Batch, op: str, new: list[Value] | None,
+                     old: list[Value] | None, lsn: int, seq: int) -> bool:
+        txn = self.txn
+        if op == "d":
+            batch.lines.append(line(old, b"d", lsn, seq, txn))
+            batch.removes = True
+            return True
+        for i, v in enumerate(new):
+            if v is UNCHANGED:  # the whole old row came with the change
+                new[i] = old[i]
+        if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
+            return False
+        batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
+        batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
+        batch.removes = True
+        return True
+
+    @staticmethod
+    def _resolve(batch: Batch, info: TableInfo, okey: Any, values: list[Value],
+                 old: list[Value] | None, old_kind: str | None
+                 ) -> tuple[list[str] | None, tuple | None]:
+        """Carry unchanged TOAST values forward from the row's previous image in the batch (under
+        its old key), else from the old row; return the columns left for the mirror and the
+        mirror key they come from."""
+        prev = batch.previous(okey)
+        pv = prev[0] if prev is not None else None
+        left = []
+        for i, v in enumerate(values):
+            if v is not UNCHANGED:
+                continue
+            if pv is not None and pv[i] is not UNCHANGED:
+                values[i] = pv[i]
+            elif old is not None and old_kind == "O" and old[i] is not UNCHANGED:
+                values[i] = old[i]
+            else:
+                left.append(info.columns[i].name)
+        if not left:
+            return None, None
+        batch.unresolved.update(left)
+        if pv is not None and prev[1] is not None:
+            return left, prev[1]
+        return left, (okey,) if len(info.key_idx) == 1 else okey
+
+    def _rejected(self, batch: Batch, op: str, values: list[Value], unresolved: list[str] | None,
+                  lsn: int, seq: int) -> bool:
+        from contracts import validate_row
+
+        info, contract = batch.info, batch.contract
+        row = {c: _text(v) for c, v in zip(info.column_names, values, strict=False)
+               if v is not UNCHANGED}
+        violations = [v for v in validate_row(contract, row, self.contracts)
+                      if not unresolved or v.column not in unresolved]
+        if not violations:
+            return False
+        txn = self.txn
+        reason = "; ".join(v.message for v in violations)
+        detail = [{"column": v.column, "rule": v.rule, "message": v.message,
+                   "value": None if v.value is None else str(v.value)} for v in violations]
+        self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
+                           seq, op, reason, Jsonb(detail), str(contract.version),
+                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid))
+        return True

@@ -1,0 +1,214 @@
+"""Set-based SQL that lands one staged batch: unchanged TOAST values from the mirror, duplicate
+outbox events, changelog rows, and the mirror's net change.
+
+Every statement works on whole batches; none runs a correlated scan per staged row: lookups into
+the mirror go through its primary key (or, for the outbox, its idempotency-key index), and
+lookups inside the batch are window functions or hash joins over the staging table.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ingestion.batch import STAGING_META, Batch
+from ingestion.lsn import lsn_to_str
+from ingestion.tables import TableInfo
+
+BIG_BATCH = 2_000
+"""Lines from which a batch is worth an extra round trip to skip per-row conflict checks."""
+
+
+def create_staging(conn: psycopg.Connection, info: TableInfo, ident: sql.Identifier) -> None:
+    """Create the session-local staging table of ``info`` (rows deleted at each commit)."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql))
+        for c in info.columns)
+    conn.execute(sql.SQL("create temp table {} ({}, {}) on commit delete rows").format(
+        ident, cols, sql.SQL(STAGING_META)))
+
+
+def _columns(info: TableInfo, alias: str | None = None) -> sql.Composable:
+    if alias is None:
+        return sql.SQL(", ").join(map(sql.Identifier, info.column_names))
+    return sql.SQL(", ").join(sql.Identifier(alias, c) for c in info.column_names)
+
+
+def _key_match(info: TableInfo) -> sql.Composable:
+    return sql.SQL(" and ").join(
+        sql.SQL("{} = {}").format(sql.Identifier("m", k), sql.Identifier("s", k))
+        for k in info.key)
+
+
+def fill_unchanged(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                   columns: set[str]) -> None:
+    """Fill unchanged TOAST values nothing in the batch resolved from the mirror row they belong
+    to: the row under ``_origin``, the key the row had before this batch (not its new key when
+    an update changed the key)."""
+    if not info.key:
+        return
+    types = {c.name: c.type_sql for c in info.columns}
+    sets = sql.SQL(", ").join(
+        sql.SQL("{} = case when s._unchanged @> array[{}] then m.{} else s.{} end").format(
+            sql.Identifier(c), sql.Literal(c), sql.Identifier(c), sql.Identifier(c))
+        for c in sorted(columns))
+    origin = sql.SQL(" and ").join(
+        sql.SQL("m.{} = (s._origin[{}])::{}").format(sql.Identifier(k), sql.Literal(i + 1),
+                                                     sql.SQL(types[k]))
+        for i, k in enumerate(info.key))
+    cur.execute(sql.SQL("update {} s set {} from {} m where s._unchanged is not null and {}")
+                .format(stg, sets, info.mirror, origin))
+
+
+def duplicate_events_sql(info: TableInfo, stg: sql.Identifier, idem: str) -> sql.Composed:
+    """The statement of :func:`drop_duplicate_events` (returns the count of rows deleted)."""
+    col = sql.Identifier(idem)
+    return sql.SQL(
+        "with cand as materialized (select ctid as tid, {col} as e, row_number() over"
+        " (partition by {col} order by _commit_lsn, _seq) as n from {stg} where _op in"
+        " ('r', 'c') and {col} is not null),"
+        " dup as (select tid from cand where n > 1 union all select c.tid from cand c where"
+        " c.n = 1 and exists (select 1 from {mirror} m where m.{col} = c.e)),"
+        " gone as (delete from {stg} where ctid = any(array(select tid from dup)) returning 1)"
+        " select count(*) from gone").format(col=col, stg=stg, mirror=info.mirror)
+
+
+def drop_duplicate_events(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                          idem: str) -> int:
+    """Delete staged inserts whose idempotency key is already in the mirror or earlier in the
+    batch; return how many.
+
+    Within the batch, ``row_number()`` over the key keeps the first copy; against the mirror,
+    a semi-join probes its index on the key (or hashes it). Both are linear in the batch: no
+    correlated scan of the staging table.
+    """
+    cur.execute(duplicate_events_sql(info, stg, idem))
+    return cur.fetchone()[0]
+
+
+def _changelog_sql(info: TableInfo, stg: sql.Identifier, skip_known: bool) -> sql.Composed:
+    return sql.SQL(
+        "insert into {} ({}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
+        " select {}, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid from {}{}"
+    ).format(info.changelog, _columns(info), _columns(info), stg,
+             sql.SQL(" on conflict do nothing" if skip_known else ""))
+
+
+def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
+                     batch: Batch) -> None:
+    """Every staged line into the changelog; a change already there is skipped.
+
+    The changelog's unique key ``(_commit_lsn, _seq)`` keeps a replayed change out. Checking it
+    row by row (``ON CONFLICT``) costs a speculative insertion per row, so one index probe first
+    asks whether the changelog has any row of the batch's commit range: usually not (a landing
+    transaction commits its changes with the checkpoint), and the plain insert runs.
+    """
+    overlap = cur.execute(sql.SQL(
+        "select exists (select 1 from {} where _commit_lsn between %s::pg_lsn and %s::pg_lsn)"
+    ).format(info.changelog), (lsn_to_str(batch.first_commit or 0),
+                               lsn_to_str(batch.last_commit))).fetchone()[0]
+    cur.execute(_changelog_sql(info, stg, overlap))
+
+
+def _delete_sql(info: TableInfo, stg: sql.Identifier) -> sql.Composed:
+    return sql.SQL("delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
+                   ).format(info.mirror, stg, _key_match(info))
+
+
+def _put_sql(info: TableInfo, stg: sql.Identifier, ops: str, upsert: bool) -> sql.Composed:
+    """Insert the last image of keys whose last line is one of ``ops``, in key order (index
+    and heap pages visited in order); as an upsert if ``upsert``."""
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    conflict = sql.SQL("")
+    if upsert:
+        non_key = [c for c in info.column_names if c not in info.key]
+        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key)) if non_key else sql.SQL("do nothing")
+        conflict = sql.SQL(" on conflict ({}) {}").format(keys, action)
+    return sql.SQL(
+        "insert into {} ({}) select {} from {} where _last and _op in ({}) order by {}{}"
+    ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys, conflict)
+
+
+def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
+                ) -> None:
+    """Apply the last line of each key to the mirror: delete for ``b``/``d``, insert for
+    ``r``/``c``, upsert for ``u``.
+
+    Inserts are plain (an upsert's speculative insertion costs about twice as much) unless an
+    insert follows a delete of its key in the same batch; a key found in the mirror anyway (a
+    replay) makes them upserts, from a savepoint.
+    """
+    if batch.removes:
+        cur.execute(_delete_sql(info, stg))
+    if batch.reinserts:
+        cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=True))
+    else:
+        try:
+            with cur.connection.transaction():
+                cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=False))
+        except psycopg.errors.UniqueViolation:
+            cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=True))
+    if batch.updates:
+        cur.execute(_put_sql(info, stg, "'u'", upsert=True))
+
+
+def land_batch(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
+               ) -> None:
+    """Changelog rows and the mirror's net change of a staged batch.
+
+    A small batch costs its round trips more than its rows: its statements (conflicts checked
+    per row, one upsert for every image) go in one request. A large one checks conflicts once
+    (:func:`insert_changelog`) and inserts without upserting (:func:`merge_keyed`).
+    """
+    if len(batch.lines) >= BIG_BATCH:
+        insert_changelog(cur, info, stg, batch)
+        if batch.changelog_only:
+            return
+        if info.key:
+            merge_keyed(cur, info, stg, batch)
+        else:
+            merge_bag(cur, info, stg, batch.removes)
+        return
+    statements = [_changelog_sql(info, stg, skip_known=True)]
+    if not batch.changelog_only:
+        if not info.key:
+            statements.append(bag_sql(info, stg, batch.removes))
+        else:
+            if batch.removes:
+                statements.append(_delete_sql(info, stg))
+            statements.append(_put_sql(info, stg, "'r', 'c', 'u'", upsert=True))
+    cur.execute(sql.SQL("; ").join(statements))
+
+
+def bag_sql(info: TableInfo, stg: sql.Identifier, removes: bool) -> sql.Composed:
+    """The statement of :func:`merge_bag`."""
+    if not removes:
+        return sql.SQL("insert into {} ({}) select {} from {} where _op in ('r', 'c', 'u')"
+                       ).format(info.mirror, _columns(info), _columns(info), stg)
+    row_s = sql.SQL("row({})::text").format(_columns(info))
+    row_m = sql.SQL("row({})::text").format(_columns(info, "mm"))
+    return sql.SQL(
+        "with s as materialized (select {cols}, {row_s} as _t, ctid as _id, case when _op in"
+        " ('b', 'd') then -1 else 1 end as _w from {stg}),"
+        " net as materialized (select _t, sum(_w) as n, min(_id) as o from s group by _t"
+        " having sum(_w) <> 0),"
+        " gone as (delete from {mirror} where ctid = any(array(select v.tid from (select"
+        " mm.ctid as tid, row_number() over (partition by net._t) as rn, -net.n as want"
+        " from {mirror} mm join net on net.n < 0 and {row_m} = net._t) v where v.rn <= v.want)))"
+        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._id = net.o"
+        " cross join lateral generate_series(1, net.n) where net.n > 0"
+    ).format(cols=_columns(info), row_s=row_s, stg=stg, mirror=info.mirror, row_m=row_m,
+             s_cols=_columns(info, "s"))
+
+
+def merge_bag(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, removes: bool
+              ) -> None:
+    """Apply a keyless table's batch with bag semantics.
+
+    Rows are compared by their text form (every type has one, not every type has equality).
+    The batch nets out per distinct row (+1 for ``r``/``c``/``u``, -1 for ``b``/``d``); a
+    negative count removes exactly that many equal mirror rows, a positive one adds copies.
+    """
+    cur.execute(bag_sql(info, stg, removes))

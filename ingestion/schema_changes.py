@@ -1,0 +1,139 @@
+"""Schema changes: what differs between a table's registered shape and a new Relation message, and
+which of those landing can follow by itself.
+
+Safe type changes (:func:`is_widening`) keep every value and its text form: smallint → integer →
+bigint, real → double precision, numeric(p,s) → numeric with at least as many integer digits and
+as large a scale (or unconstrained), varchar(n) → varchar(m ≥ n), varchar or text, char(n) →
+char(m ≥ n), varchar(m ≥ n), varchar or text, and a larger (or no) precision of timestamp,
+timestamptz, time and interval. Landing converts its copy with the same cast the source used,
+so both end with the same values (char to varchar drops trailing blanks on both sides).
+
+Logical decoding does not show how the source converted: a ``USING`` expression that changes
+values is invisible. Landing assumes the plain cast; after a ``USING`` conversion, resync the
+table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingestion.tables import ColumnInfo
+
+INT2, INT4, INT8, FLOAT4, FLOAT8, NUMERIC = 21, 23, 20, 700, 701, 1700
+TEXT, VARCHAR, BPCHAR = 25, 1043, 1042
+TIMESTAMP, TIMESTAMPTZ, TIME, INTERVAL = 1114, 1184, 1083, 1186
+
+_WIDER_INTEGER = {INT2: {INT4, INT8}, INT4: {INT8}, FLOAT4: {FLOAT8}}
+_PRECISION_TYPES = {TIMESTAMP, TIMESTAMPTZ, TIME}
+_VARHDRSZ = 4
+
+FOLLOWABLE = ("add_nullable_column", "add_required_column", "widen_type", "drop_column")
+"""Change kinds landing can apply without a resync (if the table's contract allows them)."""
+
+
+@dataclass
+class SchemaChange:
+    """One difference between the registered columns and a new Relation message.
+
+    Attributes:
+        kind: add_nullable_column, add_required_column, drop_column, rename_column,
+            change_type (breaking) or widen_type (safe).
+        column: the column concerned (the old name for renames and drops).
+        detail: a sentence saying what changed.
+        new_column: the column as it is now (adds and type changes).
+    """
+
+    kind: str
+    column: str
+    detail: str
+    new_column: ColumnInfo | None = None
+
+    @property
+    def followable(self) -> bool:
+        """Whether landing can follow the change by itself (the contract may still refuse)."""
+        return self.kind in FOLLOWABLE
+
+
+def _numeric(typmod: int) -> tuple[int, int] | None:
+    if typmod < _VARHDRSZ:
+        return None
+    value = typmod - _VARHDRSZ
+    return (value >> 16) & 0xFFFF, value & 0xFFFF
+
+
+def is_widening(old: ColumnInfo, new: ColumnInfo) -> bool:
+    """Whether changing ``old``'s type to ``new``'s keeps every value (see module docstring)."""
+    if (old.type_oid, old.typmod) == (new.type_oid, new.typmod):
+        return True
+    if new.type_oid in _WIDER_INTEGER.get(old.type_oid, ()):
+        return True
+    if old.type_oid == NUMERIC and new.type_oid == NUMERIC:
+        was, now = _numeric(old.typmod), _numeric(new.typmod)
+        if now is None:
+            return True
+        if was is None:
+            return False
+        return now[1] >= was[1] and now[0] - now[1] >= was[0] - was[1]
+    if old.type_oid in (VARCHAR, BPCHAR) and new.type_oid == TEXT:
+        return True
+    if old.type_oid in (VARCHAR, BPCHAR) and new.type_oid in (VARCHAR, BPCHAR) and \
+            not (old.type_oid == VARCHAR and new.type_oid == BPCHAR):
+        return new.typmod < 0 or (old.typmod >= 0 and new.typmod >= old.typmod)
+    if old.type_oid == new.type_oid and old.type_oid in _PRECISION_TYPES | {INTERVAL}:
+        if old.type_oid == INTERVAL:
+            # interval typmods carry a field mask too: only "no modifier" is surely wider.
+            return new.typmod < 0
+        return new.typmod < 0 or (old.typmod >= 0 and new.typmod >= old.typmod)
+    return False
+
+
+def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo], not_null: set[str],
+                 retired: list[ColumnInfo] | None = None) -> list[SchemaChange]:
+    """Compare registered columns with a Relation message's columns.
+
+    Args:
+        old: the registered columns (those the stream sent so far).
+        new: the columns of the Relation message (type names filled in).
+        not_null: names of source columns that are NOT NULL now (for added columns).
+        retired: columns landing keeps after a drop; one coming back with its old type is an
+            add again.
+
+    Returns:
+        The changes, empty when the shapes are equal.
+    """
+    old_names = {c.name for c in old}
+    new_by_name = {c.name: c for c in new}
+    retired_by_name = {c.name: c for c in retired or []}
+    renamed_to: set[str] = set()
+    changes: list[SchemaChange] = []
+    for pos, oc in enumerate(old):
+        nc = new_by_name.get(oc.name)
+        if nc is None:
+            cand = new[pos] if pos < len(new) else None
+            if cand is not None and cand.name not in old_names and \
+                    (cand.type_oid, cand.typmod) == (oc.type_oid, oc.typmod):
+                renamed_to.add(cand.name)
+                changes.append(SchemaChange("rename_column", oc.name,
+                                            f"column {oc.name!r} was renamed to {cand.name!r}"))
+            else:
+                changes.append(SchemaChange("drop_column", oc.name,
+                                            f"column {oc.name!r} was dropped"))
+        elif (nc.type_oid, nc.typmod) != (oc.type_oid, oc.typmod):
+            kind = "widen_type" if is_widening(oc, nc) else "change_type"
+            changes.append(SchemaChange(
+                kind, oc.name, f"column {oc.name!r} changed type from {oc.type_sql} to "
+                               f"{nc.type_sql}", nc))
+    for nc in new:
+        if nc.name in old_names or nc.name in renamed_to:
+            continue
+        back = retired_by_name.get(nc.name)
+        if back is not None and (back.type_oid, back.typmod) != (nc.type_oid, nc.typmod):
+            changes.append(SchemaChange("change_type", nc.name,
+                                        f"dropped column {nc.name!r} came back as {nc.type_sql}"
+                                        f" (it was {back.type_sql})", nc))
+            continue
+        required = nc.name in not_null
+        kind = "add_required_column" if required else "add_nullable_column"
+        changes.append(SchemaChange(kind, nc.name, f"column {nc.name!r} {nc.type_sql} was added"
+                                    + (" (NOT NULL)" if required else ""), nc))
+    return changes
