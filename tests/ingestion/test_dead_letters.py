@@ -110,6 +110,7 @@ def test_json_null_payload_is_dead_lettered_and_listed_verbatim(pair: Pair, tmp_
     with psycopg.connect(pair.land) as conn:
         landed = conn.execute(f"select count(*) from {pair.source}.app_events").fetchone()[0]
     assert landed == 0
+    pair.register()  # the CLI knows sources from the registry
     env = {**os.environ, "TIDEMARK_SOURCE_URL": pair.src, "TIDEMARK_LANDING_URL": pair.land,
            "COLUMNS": "400"}
     out = subprocess.run([sys.executable, "-m", "orchestration.cli.main", "dlq", "list",
