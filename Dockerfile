@@ -18,6 +18,7 @@ COPY contracts ./contracts
 COPY ingestion ./ingestion
 COPY streaming_views ./streaming_views
 COPY orchestration ./orchestration
+COPY tidemark ./tidemark
 RUN pip install '.[deploy]'
 
 # dbt's project and the container configuration are read from the tree at run time.

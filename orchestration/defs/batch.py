@@ -30,7 +30,7 @@ from orchestration.defs.dbt_setup import (
 from orchestration.defs.errors import DefinitionsError
 from orchestration.defs.freshness import mart_freshness_policy
 from orchestration.defs.resources import TidemarkResource
-from orchestration.stack.dbt import environment
+from tidemark.stack.dbt import environment
 
 SOURCES = ("shop",)
 DAILY_TAG = "daily"

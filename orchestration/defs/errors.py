@@ -1,12 +1,12 @@
 """Errors of the Dagster code location (``orchestration.defs``).
 
 Each says what went wrong, where, and what to do about it; they derive from
-:class:`orchestration.errors.TidemarkError` so the CLI prints them without a traceback.
+:class:`tidemark.errors.TidemarkError` so the CLI prints them without a traceback.
 """
 
 from __future__ import annotations
 
-from orchestration.errors import TidemarkError
+from tidemark.errors import TidemarkError
 
 
 class DefinitionsError(TidemarkError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestration.defs.errors import DefinitionsError
-from orchestration.stack.dbt import dbt_connection_env, environment
+from tidemark.stack.dbt import dbt_connection_env, environment
 
 LIVE_TARGETS = ("embedded", "materialize")
 
@@ -103,8 +103,8 @@ class TidemarkResource(dg.ConfigurableResource):
                     self.landing_app_url)
         if all(explicit):
             return Urls(*explicit)  # type: ignore[arg-type]
-        from orchestration.stack.databases import locate_databases
-        from orchestration.stack.settings import load_settings
+        from tidemark.stack.databases import locate_databases
+        from tidemark.stack.settings import load_settings
 
         dbs = locate_databases(load_settings())
         return Urls(source=self.source_url or dbs.source,

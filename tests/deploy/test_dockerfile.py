@@ -58,7 +58,7 @@ def test_copies_exist_and_cover_the_packages() -> None:
     pip_at = next(i for i, (w, r) in enumerate(steps) if w == "RUN" and "pip install" in r)
     package_copies = [i for i, (w, r) in enumerate(steps) if w == "COPY" and
                       r.split()[0] in ("contracts", "ingestion", "streaming_views",
-                                       "orchestration")]
+                                       "orchestration", "tidemark")]
     assert max(package_copies) < pip_at
 
 

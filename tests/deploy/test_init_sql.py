@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from contracts import load_contracts
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
-from orchestration.demo.seed import seed_history
-from orchestration.stack.bootstrap import ensure_database
-from orchestration.stack.embedded import EmbeddedServer
 from tests.deploy.conftest import DEV_ENV, DOCKER, run_psql_file
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
+from tidemark.demo.seed import seed_history
+from tidemark.stack.bootstrap import ensure_database
+from tidemark.stack.embedded import EmbeddedServer
 
 SOURCE_SCRIPTS = sorted((DOCKER / "source").glob("*.sql"))
 LANDING_SCRIPTS = sorted((DOCKER / "landing").glob("*.sql"))

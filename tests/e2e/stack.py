@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.stack.supervisor import wait_for
+from tidemark.stack.supervisor import wait_for
 
 TIDEMARK = shutil.which("tidemark")
 START_TIMEOUT_S = 300.0  # seed, catch-up, dbt build and Dagster start on a loaded 2-core machine
@@ -152,8 +152,8 @@ def pg_ctl_stop(home: Path, port: int) -> None:
     """Stop the embedded PostgreSQL of ``home`` if it is still running (teardown only)."""
     if not (home / "pgdata" / "postmaster.pid").exists():
         return
-    from orchestration.stack.embedded import EmbeddedServer
-    from orchestration.stack.settings import Settings
+    from tidemark.stack.embedded import EmbeddedServer
+    from tidemark.stack.settings import Settings
 
     EmbeddedServer(Settings(home=home, port=port, source_url=None, landing_url=None)).stop()
 

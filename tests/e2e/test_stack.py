@@ -20,11 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
-from orchestration.stack.supervisor import wait_for
 from tests.e2e import dagster_api as api
 from tests.e2e.stack import RunningStack, run_tidemark
+from tidemark.stack.embedded import EmbeddedServer
+from tidemark.stack.settings import Settings
+from tidemark.stack.supervisor import wait_for
 
 pytestmark = pytest.mark.slow
 

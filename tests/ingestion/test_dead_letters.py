@@ -13,8 +13,8 @@ import psycopg
 from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.dead_letters import list_dead_letters, replay, show_dead_letter
-from orchestration.demo.schema import apply_schema
 from tests.ingestion.conftest import Pair, changelog, table_rows
+from tidemark.demo.schema import apply_schema
 
 SHOP = Path(__file__).resolve().parents[2] / "contracts" / "shop"
 

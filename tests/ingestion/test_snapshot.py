@@ -7,8 +7,8 @@ import threading
 import psycopg
 
 from ingestion import catch_up
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
 
 
 def _writer(url: str, stop: threading.Event, counter: list[int]) -> None:

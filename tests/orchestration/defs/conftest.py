@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestration.stack.embedded import EmbeddedServer
 from tests.support import create_database, start_test_server
+from tidemark.stack.embedded import EmbeddedServer
 
 DAYS = 4
 ORDERS_PER_DAY = 100
@@ -96,7 +96,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     """The seeded, landed stack with the definitions bound to it (see the module docstring)."""
     import dagster as dg
 
-    from orchestration.demo.seed import seed_history
+    from tidemark.demo.seed import seed_history
 
     target = tmp_path_factory.mktemp("dbt-target")
     os.environ["TIDEMARK_DBT_TARGET_PATH"] = str(target)

@@ -7,7 +7,7 @@ import json
 import dagster as dg
 from typer.testing import CliRunner
 
-from orchestration.cli.main import app
+from tidemark.cli.main import app
 
 
 def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
