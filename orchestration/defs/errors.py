@@ -13,9 +13,5 @@ class DefinitionsError(TidemarkError):
     """The code location cannot be built (missing dbt manifest, bad setting, bad pair file)."""
 
 
-class ReconciliationConfigError(DefinitionsError):
-    """``dbt_project/reconciliation.yml`` does not describe usable live view / mart pairs."""
-
-
 class DagsterStartError(TidemarkError):
     """The Dagster webserver or daemon of ``tidemark up`` could not be started."""

@@ -19,17 +19,15 @@ import dagster as dg
 
 from orchestration.defs.batch import daily_marts_job, nightly_batch_job, range_tags
 from orchestration.defs.live_views import view_key
-from orchestration.defs.reconcile import (
-    Comparison,
-    closed_window,
-    compare,
+from orchestration.defs.resources import TidemarkResource
+from tidemark.reconciliation.compare import Comparison, closed_window, compare
+from tidemark.reconciliation.days import (
     contiguous_ranges,
-    load_pairs,
     mark_requested,
     pending_corrections,
     record_days,
 )
-from orchestration.defs.resources import TidemarkResource
+from tidemark.reconciliation.pairs import load_pairs
 
 
 def mart_key(mart: str) -> dg.AssetKey:

@@ -8,66 +8,17 @@ reads ``reconciled_days`` when queried, so it follows every reconciliation witho
 
 
 import dagster as dg
-import psycopg
-from psycopg import sql
 
 from orchestration.defs.live_views import view_key
-from orchestration.defs.reconcile import (
-    DAYS_TABLE,
-    STATE_SCHEMA,
-    Pair,
-    ensure_days_table,
-    load_pairs,
-)
 from orchestration.defs.reconciliation import mart_key
 from orchestration.defs.resources import TidemarkResource
-
-SCHEMA = "serving"
+from tidemark.reconciliation.pairs import load_pairs
+from tidemark.reconciliation.serving import SCHEMA, deploy_serving
 
 
 def serving_key(pair_name: str) -> dg.AssetKey:
     """Asset key of a serving view: ``serving/<pair>``."""
     return dg.AssetKey([SCHEMA, pair_name])
-
-
-def view_sql(pair: Pair) -> sql.Composed:
-    """``create view serving.<pair>`` for ``pair`` (keys, measures, status)."""
-    day = sql.Identifier(pair.day_column)
-    reconciled = sql.SQL(
-        "exists (select from {days} r where r.pair = {name} and r.day = {alias}.{day} and "
-        "r.status = 'reconciled')")
-    days = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
-
-    def columns(alias: str, live: bool) -> sql.Composable:
-        cols = [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(k))
-                for k in pair.keys]
-        cols += [sql.SQL("{}.{} as {}").format(
-            sql.Identifier(alias), sql.Identifier(m.live_column if live else m.mart_column),
-            sql.Identifier(m.name)) for m in pair.measures]
-        return sql.SQL(", ").join(cols)
-
-    return sql.SQL(
-        "create view {view} as select {mcols}, 'final'::text as status from {mart} m where {mok}"
-        " union all select {lcols}, 'provisional'::text as status from {live} l where not {lok}"
-    ).format(
-        view=sql.Identifier(SCHEMA, pair.name), mcols=columns("m", False),
-        lcols=columns("l", True), mart=sql.Identifier("marts", pair.mart),
-        live=sql.Identifier("live", pair.live_view),
-        mok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("m"),
-                              day=day),
-        lok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("l"),
-                              day=day))
-
-
-def deploy_serving(landing_dsn: str, pair: Pair) -> int:
-    """(Re)create ``serving.<pair>`` in one transaction; return its row count."""
-    with psycopg.connect(landing_dsn) as conn:
-        ensure_days_table(conn)
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
-        conn.execute(sql.SQL("drop view if exists {}").format(sql.Identifier(SCHEMA, pair.name)))
-        conn.execute(view_sql(pair))
-        return conn.execute(sql.SQL("select count(*) from {}").format(
-            sql.Identifier(SCHEMA, pair.name))).fetchone()[0]
 
 
 def _specs() -> list[dg.AssetSpec]:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.defs.errors import ReconciliationConfigError
-from orchestration.defs.reconcile import Measure, closed_window, contiguous_ranges, load_pairs
+from tidemark.reconciliation.compare import closed_window
+from tidemark.reconciliation.days import contiguous_ranges
+from tidemark.reconciliation.errors import ReconciliationConfigError
+from tidemark.reconciliation.pairs import Measure, load_pairs
 
 
 def test_tolerances() -> None:
