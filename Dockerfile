@@ -44,7 +44,7 @@ USER tidemark
 
 # The dbt manifest the Dagster code location loads, prepared the way `tidemark up` does it
 # (dbt parse into TIDEMARK_DBT_TARGET_PATH; no database connection needed).
-RUN python -m orchestration.defs.dbt_setup
+RUN python -m orchestration.defs.dbt.project
 
 EXPOSE 3000
 CMD ["tidemark", "--help"]

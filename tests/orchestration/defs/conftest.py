@@ -104,7 +104,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     landing_url = create_database(orch_pg, "orch_landing")
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     seed_history(source_url, days=DAYS, orders_per_day=ORDERS_PER_DAY, seed=11, end=end)
-    from orchestration.defs.dbt_setup import prepare_manifest
+    from orchestration.defs.dbt.project import prepare_manifest
 
     prepare_manifest()
     from orchestration.definitions import build_defs
@@ -125,7 +125,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def built(orch: Orch) -> Orch:
     """Live views deployed and the nightly batch run over the closed seeded days."""
-    from orchestration.defs.batch import range_tags
+    from orchestration.defs.dbt.partitions import range_tags
 
     orch.run_assets(lambda k: k.path[0] == "live")
     first, last = orch.closed_days[0], orch.closed_days[-1]

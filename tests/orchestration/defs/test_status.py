@@ -11,7 +11,7 @@ from tidemark.cli.main import app
 
 
 def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
-    from orchestration.defs.reconciliation import check_name, mart_key
+    from orchestration.defs.keys import check_name, mart_key
 
     built.run_checks([dg.AssetCheckKey(mart_key("fct_daily_store_revenue"),
                                        check_name("daily_store_revenue"))])

@@ -1,24 +1,13 @@
-"""``serving.<metric>``: truth for reconciled days, live numbers otherwise, with a ``status``.
-
-One view per reconciliation pair, named after the pair: the mart's rows for days
-``tidemark.reconciled_days`` marks reconciled (``status = 'final'``), the live view's rows for
-every other day (``'provisional'``: open days, drifting days, days not checked yet). The view
-reads ``reconciled_days`` when queried, so it follows every reconciliation without a redeploy.
-"""
+"""Serving assets: ``serving/<pair>``, the view ``serving.<pair>`` (truth for reconciled days,
+live numbers otherwise, with a ``status``); created by ``tidemark.reconciliation.serving``."""
 
 
 import dagster as dg
 
-from orchestration.defs.live_views import view_key
-from orchestration.defs.reconciliation import mart_key
+from orchestration.defs.keys import mart_key, serving_key, view_key
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.pairs import load_pairs
 from tidemark.reconciliation.serving import SCHEMA, deploy_serving
-
-
-def serving_key(pair_name: str) -> dg.AssetKey:
-    """Asset key of a serving view: ``serving/<pair>``."""
-    return dg.AssetKey([SCHEMA, pair_name])
 
 
 def _specs() -> list[dg.AssetSpec]:
@@ -39,6 +28,3 @@ def serving_views(context: dg.AssetExecutionContext, tidemark: TidemarkResource)
             rows = deploy_serving(landing, pair)
             yield dg.MaterializeResult(asset_key=serving_key(pair.name),
                                        metadata={"rows": rows, "view": f"{SCHEMA}.{pair.name}"})
-
-
-defs = dg.Definitions(assets=[serving_views])

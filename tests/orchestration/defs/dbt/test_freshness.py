@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.freshness import deadline_cron, mart_freshness_policy
+from orchestration.defs.dbt.freshness import deadline_cron, mart_freshness_policy
 from tests.orchestration.defs.conftest import check_results
 
 MART = dg.AssetKey(["marts", "fct_daily_store_revenue"])

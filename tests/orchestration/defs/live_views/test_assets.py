@@ -6,7 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import psycopg
 
-from orchestration.defs.live_views import EMBEDDED_CHECK, base_tables, view_key
+from orchestration.defs.keys import view_key
+from orchestration.defs.live_views.assets import base_tables
+from orchestration.defs.live_views.checks import EMBEDDED_CHECK
 from tests.orchestration.defs.conftest import check_results
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.defs.dbt_setup import clean_invocations, invocation_dir
-from orchestration.defs.ingestion import SOURCE, table_key
-from orchestration.defs.ingestion_state import table_specs
+from orchestration.defs.dbt.project import clean_invocations, invocation_dir
+from orchestration.defs.ingestion.state import table_specs
+from orchestration.defs.keys import SOURCE, table_key
 from orchestration.defs.resources import TidemarkResource
 
 CHECK = "dbt_source_freshness"
@@ -71,6 +71,3 @@ def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliReso
     for table in tables:
         yield freshness_result(table, by_table.get(table))
     clean_invocations()
-
-
-defs = dg.Definitions(asset_checks=[dbt_source_freshness])

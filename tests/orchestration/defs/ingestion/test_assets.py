@@ -9,14 +9,10 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from orchestration.defs.ingestion import (
-    DEAD_LETTER_CHECK,
-    LAG_CHECK,
-    dead_letter_growth,
-    observe_changes,
-    states,
-    table_key,
-)
+from orchestration.defs.ingestion.assets import states
+from orchestration.defs.ingestion.checks import DEAD_LETTER_CHECK, LAG_CHECK
+from orchestration.defs.ingestion.sensors import dead_letter_growth, observe_changes
+from orchestration.defs.keys import table_key
 from tests.orchestration.defs.conftest import check_results
 
 

@@ -1,13 +1,10 @@
-"""Reconciliation in Dagster: a check per (live view, mart) pair, corrections, after-batch runs.
+"""Reconciliation checks: ``reconcile_<pair>`` on ``marts/<mart>`` (with ``live/<view>`` as
+extra dependency).
 
-* ``reconcile_<pair>`` checks on ``marts/<mart>`` (with ``live/<view>`` as extra dependency):
-  every closed day of the window is compared with the pair's tolerances; ERROR when a day
-  drifts. Metadata: a per-day table (groups, drifted groups, live / truth / difference totals
-  per measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted
-  days. The outcome per day goes to ``tidemark.reconciled_days``.
-* ``reconciliation_corrections`` sensor: re-runs the mart for just the drifted days (one run per
-  run of consecutive days, a single dbt invocation each).
-* ``reconcile_after_batch`` sensor: runs the reconciliation job after every successful batch.
+Every closed day of the window is compared with the pair's tolerances; ERROR when a day drifts.
+Metadata: a per-day table (groups, drifted groups, live / truth / difference totals per
+measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted days.
+The outcome per day goes to ``tidemark.reconciled_days``.
 """
 
 
@@ -17,27 +14,11 @@ from typing import Any
 
 import dagster as dg
 
-from orchestration.defs.batch import daily_marts_job, nightly_batch_job, range_tags
-from orchestration.defs.live_views import view_key
+from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
-from tidemark.reconciliation.days import (
-    contiguous_ranges,
-    mark_requested,
-    pending_corrections,
-    record_days,
-)
+from tidemark.reconciliation.days import record_days
 from tidemark.reconciliation.pairs import load_pairs
-
-
-def mart_key(mart: str) -> dg.AssetKey:
-    """Asset key of a dbt mart: ``marts/<mart>``."""
-    return dg.AssetKey(["marts", mart])
-
-
-def check_name(pair_name: str) -> str:
-    """Name of a pair's check: ``reconcile_<pair>``."""
-    return f"reconcile_{pair_name}"
 
 
 def _specs() -> list[dg.AssetCheckSpec]:
@@ -123,58 +104,3 @@ def reconciliation(context: dg.AssetCheckExecutionContext, tidemark: TidemarkRes
     wanted = {k.name.removeprefix("reconcile_") for k in context.selected_asset_check_keys}
     for comparison in reconcile_pairs(tidemark, sorted(wanted)):
         yield check_result(comparison)
-
-
-reconciliation_job = dg.define_asset_job(
-    "reconciliation", selection=dg.AssetSelection.checks(reconciliation),
-    description="Compare every live view with its mart for each closed day.")
-
-
-def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
-                        ) -> list[dg.RunRequest]:
-    """Run requests re-running the drifted marts for just the drifted days.
-
-    Each run of consecutive days of a mart is one run (a single dbt invocation over the range);
-    the days are marked as requested so they are not requested twice.
-    """
-    landing = tidemark.urls().landing_app
-    requests = []
-    for mart, days in pending_corrections(landing).items():
-        kept = [d for d in days if earliest is None or d.isoformat() >= earliest]
-        for first, last in contiguous_ranges(kept):
-            requests.append(dg.RunRequest(
-                run_key=f"correct-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
-                job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
-                tags={**range_tags(first.isoformat(), last.isoformat()),
-                      "tidemark/correction": mart}))
-        if days:
-            mark_requested(landing, mart, days)
-    return requests
-
-
-@dg.sensor(name="reconciliation_corrections", minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING, jobs=[daily_marts_job],
-           description="Re-runs the marts for just the days reconciliation found drifting.")
-def reconciliation_corrections(context: dg.SensorEvaluationContext,
-                               tidemark: TidemarkResource):
-    """Launch a correction run per range of drifted days."""
-    from orchestration.defs.batch import partitions_start
-
-    requests = correction_requests(tidemark, earliest=partitions_start())
-    if not requests:
-        return dg.SkipReason("No drifted days waiting for a correction.")
-    return dg.SensorResult(run_requests=requests)
-
-
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="reconcile_after_batch",
-                      monitored_jobs=[nightly_batch_job, daily_marts_job],
-                      request_job=reconciliation_job,
-                      default_status=dg.DefaultSensorStatus.RUNNING,
-                      description="Reconciles live against truth after every successful batch.")
-def reconcile_after_batch(context: dg.RunStatusSensorContext):
-    """Request the reconciliation job once per successful batch run."""
-    return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
-
-
-defs = dg.Definitions(asset_checks=[reconciliation], jobs=[reconciliation_job],
-                      sensors=[reconciliation_corrections, reconcile_after_batch])

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestration.defs import dbt_setup
+from orchestration.defs.dbt import project as dbt_setup
 from orchestration.defs.errors import DefinitionsError
 
 

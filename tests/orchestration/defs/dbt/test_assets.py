@@ -14,9 +14,21 @@ MART = dg.AssetKey(["marts", "fct_daily_store_revenue"])
 @pytest.fixture(scope="module")
 def batch(orch):
     """The batch module, imported once the manifest is prepared."""
-    from orchestration.defs import batch
+    from types import SimpleNamespace
 
-    return batch
+    from orchestration.defs.dbt.partitions import (
+        PARTITION_RANGE_END,
+        PARTITION_RANGE_START,
+        batch_window,
+        day_vars,
+        range_tags,
+    )
+    from orchestration.defs.dbt.schedules import nightly_batch_schedule
+
+    return SimpleNamespace(batch_window=batch_window, day_vars=day_vars, range_tags=range_tags,
+                           nightly_batch_schedule=nightly_batch_schedule,
+                           PARTITION_RANGE_START=PARTITION_RANGE_START,
+                           PARTITION_RANGE_END=PARTITION_RANGE_END)
 
 
 def test_day_vars_cover_the_window(batch) -> None:

@@ -8,7 +8,7 @@ import dagster as dg
 
 
 def test_serving_final_for_reconciled_days_provisional_otherwise(built) -> None:
-    from orchestration.defs.reconciliation import check_name, mart_key
+    from orchestration.defs.keys import check_name, mart_key
 
     built.run_checks([dg.AssetCheckKey(mart_key("fct_daily_store_revenue"),
                                        check_name("daily_store_revenue"))])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestration.defs.errors import DefinitionsError
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 KEEP_INVOCATIONS = 20
 
 
@@ -73,7 +73,7 @@ def require_manifest(project) -> Path:
     if not path.exists():
         raise DefinitionsError(
             f"No dbt manifest at {path}: the Dagster definitions need one. `tidemark up` "
-            f"prepares it; otherwise run `python -m orchestration.defs.dbt_setup` (dbt parse "
+            f"prepares it; otherwise run `python -m orchestration.defs.dbt.project` (dbt parse "
             f"into {path.parent}) or set TIDEMARK_DBT_TARGET_PATH to a prepared target dir.")
     return path
 

@@ -13,9 +13,18 @@ from tests.orchestration.defs.conftest import check_results
 @pytest.fixture(scope="module")
 def rec(built):
     """The reconciliation module, imported once the manifest is prepared."""
-    from orchestration.defs import reconciliation
+    from types import SimpleNamespace
 
-    return reconciliation
+    from orchestration.defs.keys import check_name, mart_key
+    from orchestration.defs.reconciliation.sensors import (
+        reconcile_after_batch,
+        reconciliation_corrections,
+    )
+    from tidemark.reconciliation.pairs import load_pairs
+
+    return SimpleNamespace(check_name=check_name, mart_key=mart_key, load_pairs=load_pairs,
+                           reconcile_after_batch=reconcile_after_batch,
+                           reconciliation_corrections=reconciliation_corrections)
 
 
 def _key(rec, pair_name: str) -> dg.AssetCheckKey:
