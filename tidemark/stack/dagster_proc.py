@@ -100,7 +100,7 @@ def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90
         DagsterStartError: the port is taken, the manifest cannot be built, or a process died
             while starting (its log is named).
     """
-    from orchestration.defs.dbt_setup import prepare_manifest, tidemark_dbt_project
+    from orchestration.defs.dbt.project import prepare_manifest, tidemark_dbt_project
 
     port = dagster_port()
     check_port_free(port)
