@@ -38,9 +38,9 @@ from tests.dbt_project.dbt_runner import DbtProject
 from tests.support import TEST_CONF, free_port
 from tidemark.demo.schema import DEMO_TABLES
 from tidemark.demo.seed import seed_history
+from tidemark.settings import Settings
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 CDC_COLUMNS = sql.SQL(
     "_op char(1) not null, _lsn pg_lsn not null, _commit_lsn pg_lsn not null, "

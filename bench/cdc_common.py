@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 # Same durability settings as the test server: the benchmark measures Tidemark, not the disk.
 BENCH_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

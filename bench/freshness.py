@@ -54,8 +54,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cdc_common import BENCH_CONF

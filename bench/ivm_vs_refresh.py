@@ -35,8 +35,8 @@ import psycopg
 from streaming_views.deploy import deploy_embedded, rebuild
 from streaming_views.verify import diff_rows
 from streaming_views.viewfile import parse_view_text
+from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
         "shared_buffers": "512MB", "max_wal_size": "4GB", "work_mem": "64MB"}

@@ -37,3 +37,7 @@ class DemoInputError(TidemarkError):
 
 class DemoStateError(TidemarkError):
     """The demo source database is not in a state the demo seed or load can work with."""
+
+
+class DagsterStartError(TidemarkError):
+    """The Dagster webserver or daemon of ``tidemark up`` could not be started."""

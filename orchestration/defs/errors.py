@@ -11,7 +11,3 @@ from tidemark.errors import TidemarkError
 
 class DefinitionsError(TidemarkError):
     """The code location cannot be built (missing dbt manifest, bad setting, bad pair file)."""
-
-
-class DagsterStartError(TidemarkError):
-    """The Dagster webserver or daemon of ``tidemark up`` could not be started."""

@@ -103,8 +103,8 @@ class TidemarkResource(dg.ConfigurableResource):
                     self.landing_app_url)
         if all(explicit):
             return Urls(*explicit)  # type: ignore[arg-type]
+        from tidemark.settings import load_settings
         from tidemark.stack.databases import locate_databases
-        from tidemark.stack.settings import load_settings
 
         dbs = locate_databases(load_settings())
         return Urls(source=self.source_url or dbs.source,

@@ -152,8 +152,8 @@ def pg_ctl_stop(home: Path, port: int) -> None:
     """Stop the embedded PostgreSQL of ``home`` if it is still running (teardown only)."""
     if not (home / "pgdata" / "postmaster.pid").exists():
         return
+    from tidemark.settings import Settings
     from tidemark.stack.embedded import EmbeddedServer
-    from tidemark.stack.settings import Settings
 
     EmbeddedServer(Settings(home=home, port=port, source_url=None, landing_url=None)).stop()
 

@@ -22,8 +22,8 @@ import pytest
 
 from tests.e2e import dagster_api as api
 from tests.e2e.stack import RunningStack, run_tidemark
+from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 from tidemark.stack.supervisor import wait_for
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import psycopg
 
 from ingestion import catch_up
 from tests.ingestion.conftest import Pair, assert_mirror_equals
+from tidemark.settings import APP_ROLE, INGEST_ROLE
 from tidemark.stack.bootstrap import grant_landing, grant_source
-from tidemark.stack.settings import APP_ROLE, INGEST_ROLE
 
 
 def as_role(url: str, role: str) -> str:

@@ -6,9 +6,9 @@ import psycopg
 import pytest
 
 from tests.support import create_database
+from tidemark.settings import INGEST_ROLE, READER_ROLE
 from tidemark.stack.bootstrap import ensure_roles, grant_landing, grant_source
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import INGEST_ROLE, READER_ROLE
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 
-from orchestration.defs.errors import DagsterStartError
 from tests.support import free_port
+from tidemark.errors import DagsterStartError
+from tidemark.settings import Settings
 from tidemark.stack.dagster_proc import dagster_home, start_dagster
-from tidemark.stack.settings import Settings
 from tidemark.stack.supervisor import Supervisor
 
 

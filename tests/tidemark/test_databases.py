@@ -8,9 +8,9 @@ import pytest
 
 from tests.support import create_database, free_port
 from tidemark.errors import ExternalServerError
+from tidemark.settings import Settings
 from tidemark.stack.databases import check_reachable, ensure_databases, locate_databases
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 
 def test_embedded_urls_use_least_privileged_roles(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.support import TEST_CONF, free_port
 from tidemark.errors import DatabaseNotRunningError, PortInUseError
+from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import Settings
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tidemark.errors import SettingsError
-from tidemark.stack.settings import DEFAULT_PORT, load_settings, redact
+from tidemark.settings import DEFAULT_PORT, load_settings, redact
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

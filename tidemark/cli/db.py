@@ -9,9 +9,9 @@ import typer
 
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.errors import SettingsError
+from tidemark.settings import load_settings, redact
 from tidemark.stack.databases import ensure_databases, locate_databases
 from tidemark.stack.embedded import server_binary
-from tidemark.stack.settings import load_settings, redact
 
 app = typer.Typer(help="Run the embedded PostgreSQL server (source 'shop' and landing 'tidemark').",
                   no_args_is_help=True)

@@ -16,8 +16,8 @@ from tidemark.demo.catalog import (
 from tidemark.demo.load import LoadStats, run_load
 from tidemark.demo.schema import apply_schema
 from tidemark.demo.seed import seed_history
+from tidemark.settings import load_settings
 from tidemark.stack.databases import ensure_databases
-from tidemark.stack.settings import load_settings
 
 app = typer.Typer(help="The demo source 'shop': a grocery-delivery OLTP database.",
                   no_args_is_help=True)

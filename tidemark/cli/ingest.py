@@ -14,8 +14,8 @@ import typer
 
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.errors import TidemarkError
+from tidemark.settings import load_settings
 from tidemark.stack.databases import Databases, ensure_databases
-from tidemark.stack.settings import load_settings
 
 app = typer.Typer(help="CDC from the source's logical replication slot into landing.",
                   no_args_is_help=True)

@@ -16,8 +16,8 @@ import typer
 from psycopg import sql
 
 from tidemark.cli.output import console, emit_json, emit_table
+from tidemark.settings import load_settings
 from tidemark.stack.databases import Databases, locate_databases
-from tidemark.stack.settings import load_settings
 
 BATCH_JOBS = ("nightly_batch", "daily_marts", "reconciliation")
 

@@ -8,7 +8,7 @@ import typer
 
 from tidemark.cli.output import console
 from tidemark.errors import SettingsError
-from tidemark.stack.settings import load_settings
+from tidemark.settings import load_settings
 from tidemark.stack.up import UpOptions, run_up
 
 

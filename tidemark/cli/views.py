@@ -11,8 +11,8 @@ import typer
 
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.errors import TidemarkError
+from tidemark.settings import load_settings
 from tidemark.stack.databases import ensure_databases
-from tidemark.stack.settings import load_settings
 
 app = typer.Typer(help="Live SQL views: one SELECT per file, maintained incrementally.",
                   no_args_is_help=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from tidemark.stack.settings import (
+from tidemark.settings import (
     APP_ROLE,
     INGEST_ROLE,
     LANDING_DB,

@@ -18,9 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from orchestration.defs.errors import DagsterStartError
+from tidemark.errors import DagsterStartError
+from tidemark.settings import Settings
 from tidemark.stack.dbt import environment
-from tidemark.stack.settings import Settings
 from tidemark.stack.supervisor import Supervisor
 
 DEFAULT_PORT = 3000

@@ -11,9 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from tidemark.errors import ExternalServerError
-from tidemark.stack.bootstrap import bootstrap_embedded, grant_source
-from tidemark.stack.embedded import EmbeddedServer
-from tidemark.stack.settings import (
+from tidemark.settings import (
     APP_ROLE,
     INGEST_ROLE,
     LANDING_DB,
@@ -21,6 +19,8 @@ from tidemark.stack.settings import (
     Settings,
     redact,
 )
+from tidemark.stack.bootstrap import bootstrap_embedded, grant_source
+from tidemark.stack.embedded import EmbeddedServer
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import psutil
 import psycopg
 
 from tidemark.errors import DatabaseNotRunningError, DatabaseStartError, PortInUseError
-from tidemark.stack.settings import ADMIN_USER, Settings
+from tidemark.settings import ADMIN_USER, Settings
 
 SYSTEM_USER = "embedded_postgres"
 CRASH_GRACE_S = 15.0

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tidemark.settings import Settings, redact
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
-from tidemark.stack.settings import Settings, redact
 from tidemark.stack.supervisor import Supervisor
 
 

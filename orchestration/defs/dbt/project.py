@@ -23,7 +23,7 @@ def dbt_target_dir() -> Path:
     raw = os.environ.get("TIDEMARK_DBT_TARGET_PATH", "").strip()
     if raw:
         return Path(raw).expanduser().resolve()
-    from tidemark.stack.settings import load_settings
+    from tidemark.settings import load_settings
 
     return load_settings().home / "dbt" / "target"
 
