@@ -460,6 +460,12 @@ class Applier:
     def _dedup(self, cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, idem: str
                ) -> None:
         col = sql.Identifier(idem)
+        # INTERIM (branch i12, until i10a/i10b replace the snapshot and outbox dedup): an index
+        # on the staging table's idempotency column turns the correlated EXISTS below from a scan
+        # of the whole staging table per row (quadratic: ~12 min for the default demo snapshot)
+        # into an index probe. Remove together with this query.
+        cur.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+            sql.Identifier(stg.as_string(self.conn).strip('"') + f"_{idem}"), stg, col))
         cur.execute(sql.SQL(
             "with d as (delete from {} s where s._op in ('r', 'c') and s.{} is not null and"
             " (exists (select 1 from {} m where m.{} = s.{}) or exists (select 1 from {} p"
