@@ -119,6 +119,30 @@ def test_same_seed_same_rows(fresh_db: Callable[[str], str]) -> None:
     assert c.transactions > 0
 
 
+def test_a_restart_with_the_same_seed_never_reuses_an_event_id(
+        fresh_db: Callable[[str], str], broken_rules: Callable[[str], dict]) -> None:
+    dsn = fresh_db("load_restart")
+    seed_history(dsn, days=1, orders_per_day=300, seed=42,
+                 end=datetime.now(UTC) - timedelta(seconds=5))
+    run_load(dsn, rate=1500, duration_s=1.0, seed=42)
+    with psycopg.connect(dsn) as conn:
+        seen = {r[0] for r in conn.execute("select event_id from app_events")}
+        top = conn.execute("select max(outbox_id) from app_events").fetchone()[0]
+    run_load(dsn, rate=1500, duration_s=1.0, seed=42)  # `tidemark up` again, same seed
+    with psycopg.connect(dsn) as conn:
+        new = conn.execute("select event_id, count(*) from app_events where outbox_id > %s"
+                           " group by 1", (top,)).fetchall()
+        changed = conn.execute(
+            "select count(*) from app_events a join app_events b on a.event_id = b.event_id"
+            " and a.outbox_id < b.outbox_id where (a.event_type, a.customer_id, a.session_id,"
+            " a.payload) is distinct from (b.event_type, b.customer_id, b.session_id,"
+            " b.payload)").fetchone()[0]
+    assert new, "the second run wrote events"
+    assert not seen & {event_id for event_id, _ in new}, "an event id of the first run came back"
+    assert changed == 0, "an event id carries two different contents"
+    assert broken_rules(dsn) == {}
+
+
 def test_stop_event_ends_the_run_cleanly(fresh_db: Callable[[str], str],
                                          broken_rules: Callable[[str], dict]) -> None:
     dsn = fresh_db("load_stop")

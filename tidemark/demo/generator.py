@@ -122,7 +122,8 @@ class ShopState:
         stores_by_city: store ids per city.
         customers: (customer_id, city) of every customer, ordered by id.
         products: (product_id, price in cents) of the active products, ordered by id.
-        next_ids: first free order, payment and delivery id.
+        next_ids: first free order, payment and delivery id, and (``event``) the first free
+            outbox id: where the database stands, which the random sequence continues from.
         open_orders: orders already placed, paid or dispatched, to carry on with, by stage.
     """
 
@@ -147,7 +148,12 @@ class Workload:
 
     def __init__(self, state: ShopState, seed: int, late_share: float, duplicate_share: float,
                  malformed_share: float) -> None:
-        self.rng = random.Random(seed)
+        # The sequence depends on the seed AND on where the database stands: a restart with the
+        # same seed continues with new ids and new event ids instead of replaying the same
+        # random draws (which gave new contents to event ids already used).
+        position = "/".join(str(state.next_ids.get(k, 0))
+                            for k in ("order", "payment", "delivery", "event"))
+        self.rng = random.Random(f"{seed}/{position}")
         self.seed = seed
         self.late_share, self.duplicate_share = late_share, duplicate_share
         self.malformed_share = malformed_share

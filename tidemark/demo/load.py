@@ -261,10 +261,11 @@ def read_shop_state(conn: psycopg.Connection, seed: int) -> ShopState:
         " order by product_id").fetchall()
     if not stores or not products:
         raise DemoStateError("The demo source has no active store or product to sell.")
-    next_ids = dict(zip(("order", "payment", "delivery"), conn.execute(
+    next_ids = dict(zip(("order", "payment", "delivery", "event"), conn.execute(
         "select (select coalesce(max(order_id), 0) + 1 from orders),"
         " (select coalesce(max(payment_id), 0) + 1 from payments),"
-        " (select coalesce(max(delivery_id), 0) + 1 from deliveries)").fetchone(), strict=True))
+        " (select coalesce(max(delivery_id), 0) + 1 from deliveries),"
+        " (select coalesce(max(outbox_id), 0) + 1 from app_events)").fetchone(), strict=True))
     return ShopState(stores_by_city=stores, customers=customers, products=products,
                      next_ids=next_ids, open_orders=_open_orders(conn))
 
