@@ -1,12 +1,11 @@
 """Ingestion checks per table: ``ingestion_lag`` (paused, or lag over the thresholds) and
 ``dead_letters`` (WARN while unreplayed dead letters exist)."""
 
-
 import dagster as dg
 
 from orchestration.defs.ingestion.assets import states
 from orchestration.defs.ingestion.state import TableState, table_specs
-from orchestration.defs.keys import SOURCE, table_key
+from orchestration.defs.keys import table_key
 from orchestration.defs.resources import TidemarkResource
 
 LAG_CHECK = "ingestion_lag"
@@ -15,11 +14,12 @@ DEAD_LETTER_CHECK = "dead_letters"
 
 def _check_specs() -> list[dg.AssetCheckSpec]:
     out = []
-    for t in table_specs(SOURCE):
-        out.append(dg.AssetCheckSpec(LAG_CHECK, asset=table_key(t.name), description=(
+    for t in table_specs():
+        key = table_key(t.source, t.name)
+        out.append(dg.AssetCheckSpec(LAG_CHECK, asset=key, description=(
             "Fails when the table is paused or ingestion lags more than the error threshold "
             "(the last transaction's lag, or source changes waiting to land).")))
-        out.append(dg.AssetCheckSpec(DEAD_LETTER_CHECK, asset=table_key(t.name), description=(
+        out.append(dg.AssetCheckSpec(DEAD_LETTER_CHECK, asset=key, description=(
             "Warns while the table has dead letters (contract violations) not yet replayed.")))
     return out
 
@@ -27,7 +27,7 @@ def _check_specs() -> list[dg.AssetCheckSpec]:
 def lag_evaluation(state: TableState, warn_s: float, error_s: float) -> dg.AssetCheckEvaluation:
     """The ``ingestion_lag`` outcome of one table, with the reason in the description."""
     meta = {**state.metadata(), "warn_after_s": warn_s, "error_after_s": error_s}
-    key = table_key(state.table)
+    key = table_key(state.source, state.table)
     if state.paused_reason:
         return dg.AssetCheckEvaluation(
             key, LAG_CHECK, passed=False, metadata=meta, severity=dg.AssetCheckSeverity.ERROR,
@@ -50,11 +50,12 @@ def lag_evaluation(state: TableState, warn_s: float, error_s: float) -> dg.Asset
 def dead_letter_evaluation(state: TableState, grew_by: int = 0) -> dg.AssetCheckEvaluation:
     """The ``dead_letters`` outcome of one table (WARN while unreplayed letters exist)."""
     meta = {"dead_letters": state.dead_letters, "new_since_last_check": grew_by}
+    key = table_key(state.source, state.table)
     if state.dead_letters == 0:
-        return dg.AssetCheckEvaluation(table_key(state.table), DEAD_LETTER_CHECK, passed=True,
-                                       metadata=meta, description="No dead letters.")
+        return dg.AssetCheckEvaluation(key, DEAD_LETTER_CHECK, passed=True, metadata=meta,
+                                       description="No dead letters.")
     return dg.AssetCheckEvaluation(
-        table_key(state.table), DEAD_LETTER_CHECK, passed=False, metadata=meta,
+        key, DEAD_LETTER_CHECK, passed=False, metadata=meta,
         severity=dg.AssetCheckSeverity.WARN,
         description=f"{state.dead_letters} dead letters in {state.table}"
                     + (f" ({grew_by} new)" if grew_by else "")
@@ -71,11 +72,11 @@ def _as_result(evaluation: dg.AssetCheckEvaluation) -> dg.AssetCheckResult:
 
 @dg.multi_asset_check(specs=_check_specs(), can_subset=True, name="ingestion_checks")
 def ingestion_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkResource):
-    """Lag and dead-letter checks of every replicated table."""
+    """Lag and dead-letter checks of the selected replicated tables."""
     warn_s, error_s = tidemark.lag_thresholds()
     selected = context.selected_asset_check_keys
-    for name, state in states(tidemark).items():
-        if dg.AssetCheckKey(table_key(name), LAG_CHECK) in selected:
+    for key, state in states(tidemark, {k.asset_key for k in selected}).items():
+        if dg.AssetCheckKey(key, LAG_CHECK) in selected:
             yield _as_result(lag_evaluation(state, warn_s, error_s))
-        if dg.AssetCheckKey(table_key(name), DEAD_LETTER_CHECK) in selected:
+        if dg.AssetCheckKey(key, DEAD_LETTER_CHECK) in selected:
             yield _as_result(dead_letter_evaluation(state))

@@ -1,7 +1,10 @@
-"""Ingestion sensors: ``ingestion_observer`` records an observation only when a table's LSN
-changed and a check evaluation only when its outcome changed, so a quiet stack writes nothing to
-the event log; ``dead_letter_alert`` raises the ``dead_letters`` check when dead letters grow."""
+"""Ingestion sensors (running by default).
 
+``ingestion_observer`` records an observation of a table only when its applied LSN moved and
+its ``ingestion_lag`` evaluation only when the outcome changed, so a quiet stack writes nothing
+to the event log; ``dead_letter_alert`` records the ``dead_letters`` evaluation of a table when
+its dead letters changed.
+"""
 
 import json
 from typing import Any
@@ -10,7 +13,6 @@ import dagster as dg
 
 from orchestration.defs.ingestion.assets import states
 from orchestration.defs.ingestion.checks import dead_letter_evaluation, lag_evaluation
-from orchestration.defs.keys import table_key
 from orchestration.defs.resources import TidemarkResource
 
 
@@ -19,7 +21,7 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[lis
 
     Args:
         tidemark: the resource.
-        cursor: the previous cursor (JSON: table -> [lsn, lag outcome]).
+        cursor: the previous cursor (JSON: table key -> [lsn, lag outcome]).
 
     Returns:
         (asset events, new cursor).
@@ -28,13 +30,14 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[lis
     warn_s, error_s = tidemark.lag_thresholds()
     events: list[Any] = []
     after: dict[str, list] = {}
-    for name, state in states(tidemark).items():
+    for key, state in states(tidemark).items():
+        name = key.to_user_string()
         lsn = state.lsn or "none"
         evaluation = lag_evaluation(state, warn_s, error_s)
         outcome = "pass" if evaluation.passed else evaluation.severity.value
         old = before.get(name, [None, None])
         if lsn != old[0]:
-            events.append(dg.AssetObservation(table_key(name), metadata=state.metadata(),
+            events.append(dg.AssetObservation(key, metadata=state.metadata(),
                                               tags={"dagster/data_version": lsn}))
         if outcome != old[1]:
             events.append(evaluation)
@@ -59,9 +62,10 @@ def dead_letter_growth(tidemark: TidemarkResource, cursor: str | None) -> tuple[
     before: dict[str, int] = json.loads(cursor) if cursor else {}
     events = []
     after = {}
-    for name, state in states(tidemark).items():
+    for key, state in states(tidemark).items():
+        name = key.to_user_string()
         after[name] = state.dead_letters
-        if state.dead_letters != before.get(name, 0):
+        if name not in before or state.dead_letters != before[name]:
             events.append(dead_letter_evaluation(
                 state, max(0, state.dead_letters - before.get(name, 0))))
     return events, json.dumps(after, sort_keys=True)
@@ -69,7 +73,8 @@ def dead_letter_growth(tidemark: TidemarkResource, cursor: str | None) -> tuple[
 
 @dg.sensor(name="dead_letter_alert", minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Alerts (a WARN check on the table) when dead letters grow.")
+           description="Records the dead_letters check of a table when its dead letters change "
+                       "(a WARN while any wait for a replay).")
 def dead_letter_alert(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Raise the ``dead_letters`` check of a table when its dead letters grow."""
     events, cursor = dead_letter_growth(tidemark, context.cursor)

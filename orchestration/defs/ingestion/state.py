@@ -1,10 +1,9 @@
-"""Reading where ingestion of each replicated table stands (no Dagster here).
+"""Where ingestion of each replicated table stands, as the ingestion assets and checks show it.
 
-Per table: the last applied LSN (the newest ``_commit_lsn`` in its changelog, the asset's data
-version), unreplayed dead letters, pause state, and the *pending* lag: how long the oldest source
-change that landing does not have yet has been waiting (from the contract's ``loaded_at``
-column, compared between source and the landing mirror). Source-wide figures (lag of the last
-applied transaction, WAL bytes behind, rows/s) come from :func:`ingestion.status`.
+The figures come from the ingestion part (``ingestion.status.status`` for the source,
+``ingestion.status.table_status`` per table: applied LSN, dead letters, pause, pending lag);
+this module only reads the contracts (which tables, their ``loaded_at``) and shapes the figures
+into Dagster metadata.
 """
 
 from __future__ import annotations
@@ -13,15 +12,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 
 @dataclass(frozen=True)
 class TableSpec:
     """A replicated table as its contract describes it.
 
     Attributes:
+        source: the source's name (mirror schema, asset key prefix).
         name: table name (mirror ``<source>.<name>``, source ``public.<name>``).
         loaded_at: column whose newest value tells how fresh the table is, or None.
         warn_after_s: contract freshness: age that warns (seconds).
@@ -29,6 +26,7 @@ class TableSpec:
         description: the contract's description.
     """
 
+    source: str
     name: str
     loaded_at: str | None
     warn_after_s: float
@@ -41,25 +39,27 @@ class TableState:
     """Where ingestion of one table stands.
 
     Attributes:
+        source: the source's name.
         table: table name.
         lsn: newest applied commit LSN of the table (``X/Y``), or None before any change.
         dead_letters: dead letters of the table not yet replayed.
         paused_reason: why the table is paused, or None.
         pending_s: seconds the oldest not-yet-landed source change has waited (0: none).
-        source: source-wide figures from ``ingestion.status`` (lag, bytes, rows/s).
+        overall: source-wide figures from ``ingestion.status`` (lag, bytes, rows/s).
     """
 
+    source: str
     table: str
     lsn: str | None
     dead_letters: int
     paused_reason: str | None
     pending_s: float | None
-    source: dict[str, Any] = field(default_factory=dict)
+    overall: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lag_s(self) -> float:
         """The larger of the last transaction's lag and the pending lag."""
-        return max(float(self.source.get("lag_seconds") or 0.0), float(self.pending_s or 0.0))
+        return max(float(self.overall.get("lag_seconds") or 0.0), float(self.pending_s or 0.0))
 
     def metadata(self) -> dict[str, Any]:
         """Observation metadata (JSON-able values only)."""
@@ -67,27 +67,28 @@ class TableState:
             "applied_lsn": self.lsn or "none",
             "lag_seconds": round(self.lag_s, 3),
             "pending_seconds": round(float(self.pending_s or 0.0), 3),
-            "lag_bytes": int(self.source.get("lag_bytes") or 0),
-            "rows_per_s": float(self.source.get("rows_per_s") or 0.0),
+            "lag_bytes": int(self.overall.get("lag_bytes") or 0),
+            "rows_per_s": float(self.overall.get("rows_per_s") or 0.0),
             "dead_letters": self.dead_letters,
             "paused": self.paused_reason is not None,
             **({"paused_reason": self.paused_reason} if self.paused_reason else {}),
         }
 
 
-@lru_cache(maxsize=4)
-def table_specs(source: str = "shop") -> tuple[TableSpec, ...]:
-    """The replicated tables of ``source``, one per contract file (no database needed)."""
+@lru_cache(maxsize=1)
+def table_specs() -> tuple[TableSpec, ...]:
+    """Every replicated table of every source, one per contract file (no database needed)."""
     from contracts import load_contracts
 
-    return tuple(TableSpec(c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
+    contracts = load_contracts()
+    return tuple(TableSpec(source, c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
                            c.freshness.error_after.total_seconds(), c.description or "")
-                 for c in load_contracts().tables(source))
+                 for source in contracts.sources() for c in contracts.tables(source))
 
 
 def read_states(source_dsn: str, landing_dsn: str, source: str,
                 tables: list[TableSpec]) -> dict[str, TableState]:
-    """Read the state of ``tables`` of ``source`` (two short connections, read only).
+    """Read the state of ``tables`` of ``source`` (``ingestion.status``, read only).
 
     Args:
         source_dsn: source URL (SELECT on its tables and ``pg_replication_slots``).
@@ -98,41 +99,10 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
     Returns:
         Table name -> its state.
     """
-    import ingestion
+    from ingestion.status import status, table_status
 
-    overall = ingestion.status(source_dsn, landing_dsn, source)
-    paused = {p["table"]: p["reason"] for p in overall.get("paused_tables", [])}
-    out: dict[str, TableState] = {}
-    newest: dict[str, Any] = {}
-    with psycopg.connect(landing_dsn, autocommit=True) as conn:
-        dead = dict(conn.execute(
-            "select table_name, count(*) from tidemark.dead_letters where source = %s and "
-            "replayed_at is null group by table_name", (source,)).fetchall())
-        for spec in tables:
-            lsn = None
-            if _exists(conn, "cdc", f"{source}__{spec.name}"):
-                lsn = conn.execute(sql.SQL("select max(_commit_lsn)::text from {}").format(
-                    sql.Identifier("cdc", f"{source}__{spec.name}"))).fetchone()[0]
-            if spec.loaded_at and _exists(conn, source, spec.name):
-                newest[spec.name] = conn.execute(sql.SQL("select max({}) from {}").format(
-                    sql.Identifier(spec.loaded_at), sql.Identifier(source, spec.name))
-                ).fetchone()[0]
-            out[spec.name] = TableState(spec.name, lsn, int(dead.get(spec.name, 0)),
-                                        paused.get(spec.name), None, overall)
-    with psycopg.connect(source_dsn, autocommit=True) as conn:
-        for spec in tables:
-            if not spec.loaded_at or not _exists(conn, "public", spec.name):
-                continue
-            column = sql.Identifier(spec.loaded_at)
-            query = sql.SQL("select coalesce(extract(epoch from clock_timestamp() - min({c})), 0)"
-                            " from {t} where {c} > %s or %s::timestamptz is null").format(
-                c=column, t=sql.Identifier("public", spec.name))
-            landed = newest.get(spec.name)
-            out[spec.name].pending_s = max(0.0, float(conn.execute(
-                query, (landed, landed)).fetchone()[0]))
-    return out
-
-
-def _exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
-    return conn.execute("select to_regclass(%s) is not null",
-                        (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0]
+    overall = status(source_dsn, landing_dsn, source)
+    per_table = table_status(source_dsn, landing_dsn, source,
+                             [(t.name, t.loaded_at) for t in tables])
+    return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
+                             t["pending_s"], overall) for name, t in per_table.items()}

@@ -56,12 +56,12 @@ def test_lag_check_fails_when_ingestion_stops_and_passes_after_catch_up(orch) ->
     resource = TidemarkResource(source_url=orch.source_url, source_ingest_url=orch.source_url,
                                 landing_url=orch.landing_url, landing_app_url=orch.landing_url,
                                 lag_warn_s=0.5, lag_error_s=1.0)
-    defs_keys = [dg.AssetCheckKey(table_key("orders"), LAG_CHECK)]
+    defs_keys = [dg.AssetCheckKey(table_key("shop", "orders"), LAG_CHECK)]
     with psycopg.connect(orch.source_url, autocommit=True) as conn:
         conn.execute("update public.orders set updated_at = clock_timestamp() where order_id = "
                      "(select max(order_id) from public.orders)")
     time.sleep(1.5)  # the change waits; nothing lands it
-    state = states(resource, ["orders"])["orders"]
+    state = states(resource, [table_key("shop", "orders")])[table_key("shop", "orders")]
     assert state.pending_s >= 1.0
     from orchestration.definitions import build_defs
 
@@ -87,7 +87,7 @@ def test_dead_letters_check_and_growth_alert(orch) -> None:
                     "where replayed_at is null group by 1")
     counts = dict(dead)
     assert counts.get("app_events", 0) > 0  # the seed writes malformed events
-    result = orch.run_checks([dg.AssetCheckKey(table_key("app_events"), DEAD_LETTER_CHECK)])
+    result = orch.run_checks([dg.AssetCheckKey(table_key("shop", "app_events"), DEAD_LETTER_CHECK)])
     evaluation = check_results(result)[("shop/app_events", DEAD_LETTER_CHECK)]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     assert evaluation.metadata["dead_letters"].value == counts["app_events"]
@@ -111,7 +111,7 @@ def test_replay_and_resync_jobs_run(orch) -> None:
         instance=orch.instance, run_config={"ops": {"replay_dead_letters": {"config": {
             "table": "app_events"}}}})
     assert replay.success
-    outcome = replay.output_for_node("replay_dead_letters")
+    outcome = replay.output_for_node("replay_dead_letters")["shop"]
     assert sum(outcome.values()) > 0  # every letter was looked at (they still fail)
     # A table no dbt view reads (ingestion's resync drops and re-creates the mirror table, which
     # PostgreSQL refuses while dbt's staging views depend on it; reported to the ingestion part).
