@@ -259,3 +259,15 @@ cross join lateral (
 where (not d.is_copy or x.kind = 'duplicate') and x.received_at + d.delay <= %(end)s
 order by 1
 """
+
+# Customers who moved during the history (the load's move_customer, spread over the window):
+# a share of the customers gets a city drawn again and updated_at at a moment of the window, so
+# the customers table changes during the seeded days as it does under the load.
+MOVE_CUSTOMERS = """
+update customers as c
+set city = (%(cities)s::text[])[
+      1 + floor(%(n_cities)s * pg_temp.rnd(%(seed)s, c.customer_id, 14))::int],
+    updated_at = %(start)s
+      + pg_temp.rnd(%(seed)s, c.customer_id, 15) * %(span_s)s * interval '1 second'
+where pg_temp.rnd(%(seed)s, c.customer_id, 13) < %(move_share)s
+"""

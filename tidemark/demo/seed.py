@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 
 from tidemark.demo import history_sql
 from tidemark.demo.catalog import (
+    CITIES,
     DEFAULT_DUPLICATE_SHARE,
     DEFAULT_LATE_SHARE,
     DEFAULT_MALFORMED_SHARE,
@@ -40,6 +41,7 @@ from tidemark.demo.sqlrandom import MAX_SEED, install_random_functions
 from tidemark.errors import DemoInputError, DemoStateError
 
 DAILY_AMPLITUDE = 0.5  # orders peak around noon UTC at 3x the night-time rate
+MOVES_PER_DAY = 24  # customers moving to another city per seeded day (updates of customers)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,9 @@ def seed_history(
                 rows[table] += count
             if progress is not None:
                 progress(day + 1, days)
+        conn.execute(history_sql.MOVE_CUSTOMERS, {
+            **params, "cities": [c for c, _ in CITIES], "n_cities": len(CITIES),
+            "move_share": min(1.0, MOVES_PER_DAY * days / sizes.customers)})
         _advance_outbox_identity(conn, schema)
         conn.commit()
         conn.autocommit = True
