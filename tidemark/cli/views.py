@@ -40,13 +40,13 @@ def _dsn(dsn: str | None, target: str = "embedded") -> str:
     if dsn:
         return dsn
     if target == "materialize":
-        import os
-        url = os.environ.get("TIDEMARK_MATERIALIZE_URL")
+        url = load_settings().materialize_url
         if not url:
             raise ViewsCommandError("--target materialize needs --dsn or "
                                     "TIDEMARK_MATERIALIZE_URL.")
         return url
-    return ensure_databases(load_settings()).landing
+    settings = load_settings()
+    return ensure_databases(settings).landing
 
 
 @app.command("deploy")

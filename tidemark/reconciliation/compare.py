@@ -68,7 +68,7 @@ def _numeric_expr(conn: psycopg.Connection, schema: str, relation: str,
         (sql.Identifier(schema, relation).as_string(conn), column)).fetchone()
     if kind is None:
         raise ReconciliationConfigError(f"{schema}.{relation} has no column {column!r}; fix "
-                                        f"{PAIRS_FILE.name} or the relation.")
+                                        f"{PAIRS_FILE} or the relation.")
     col = sql.Identifier(column)
     if kind[0] == "interval":
         return sql.SQL("extract(epoch from {})::numeric").format(col)

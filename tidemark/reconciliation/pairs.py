@@ -14,9 +14,14 @@ from pathlib import Path
 import yaml
 
 from tidemark.reconciliation.errors import ReconciliationConfigError
-from tidemark.stack.dbt import DBT_PROJECT_DIR
+from tidemark.settings import load_settings
 
-PAIRS_FILE = DBT_PROJECT_DIR / "reconciliation.yml"
+PAIRS_FILE = "reconciliation.yml"
+
+
+def pairs_file() -> Path:
+    """The pair file: ``reconciliation.yml`` of the dbt project (``TIDEMARK_DBT_PROJECT_DIR``)."""
+    return load_settings().dbt_project_dir / PAIRS_FILE
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,17 @@ class Pair:
     missing_as_zero: bool
 
 
-@lru_cache(maxsize=4)
-def load_pairs(path: Path = PAIRS_FILE) -> tuple[Pair, ...]:
-    """Read and check the pair file.
+def load_pairs(path: Path | None = None) -> tuple[Pair, ...]:
+    """Read and check the pair file (default: :func:`pairs_file`).
 
     Raises:
         ReconciliationConfigError: the file is missing or a field is wrong (named).
     """
+    return _load_pairs(path or pairs_file())
+
+
+@lru_cache(maxsize=4)
+def _load_pairs(path: Path) -> tuple[Pair, ...]:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
