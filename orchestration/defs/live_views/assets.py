@@ -1,53 +1,70 @@
 """Live views in Dagster: one asset ``live/<name>`` per view file, deployed on materialisation.
 
+The view files are read from ``TIDEMARK_VIEWS_DIR`` (default: the shipped views) when the
+definitions load, so a file added there is an asset (with its check) at the next load. A view's
+upstream tables are those the ``streaming_views`` analyzer finds in its FROM clauses; a view the
+analyzer refuses is still an asset (its materialisation fails with the analyzer's message).
+
 Materialising deploys the selected views on the configured target (``TIDEMARK_LIVE_TARGET``):
 embedded — created, or rebuilt blue/green when the file changed, or rebuilt from the base tables
 when it did not; Materialize — the generated SQL applied and swapped after hydration.
 """
 
-
-import re
 from functools import lru_cache
 
 import dagster as dg
 
 from orchestration.defs.keys import table_key, view_key
 from orchestration.defs.resources import TidemarkResource
+from tidemark.settings import load_settings
 
 GROUP = "live_views"
 
 
-# Base tables of a view, read from its text without parsing it (pglast costs 0.3 s of load time;
-# the deploy parses and checks the view for real). Views name tables as <source>.<table>.
-_TABLE_RE = re.compile(r"\b(?:from|join)\s+([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)", re.I)
-
-
-_COMMENT_RE = re.compile(r"--[^\n]*")
-
-
 @lru_cache(maxsize=1)
 def view_files() -> tuple:
-    """The shipped view files (``streaming_views.load_views``)."""
+    """The view files of the views directory (``streaming_views.load_views``)."""
     from streaming_views.viewfile import load_views
 
-    return tuple(load_views())
+    return tuple(load_views(load_settings().views_dir))
 
 
-def base_tables(text: str) -> list[tuple[str, str]]:
-    """``(schema, table)`` pairs a view file reads, in order of first mention."""
+def base_tables(view) -> tuple[list[tuple[str, str]], str | None]:
+    """``(schema, table)`` pairs a view reads (analyzer order), and the analyzer's refusal.
+
+    Args:
+        view: a ``streaming_views.ViewFile``.
+
+    Returns:
+        The tables (empty when refused) and None, or the refusal message.
+    """
+    from streaming_views.analyzer import analyze
+    from streaming_views.errors import StreamingViewsError
+
+    try:
+        analysis = analyze(view)
+    except StreamingViewsError as exc:
+        return [], str(exc)
     seen: dict[tuple[str, str], None] = {}
-    for match in _TABLE_RE.finditer(_COMMENT_RE.sub(" ", text)):
-        seen.setdefault((match.group(1).lower(), match.group(2).lower()), None)
-    return list(seen)
+    for ref in analysis.tables:
+        seen.setdefault((ref.schema, ref.name), None)
+    return list(seen), None
 
 
 def _specs() -> list[dg.AssetSpec]:
-    return [dg.AssetSpec(view_key(v.name), group_name=GROUP, kinds={"postgres", "sql"},
-                         description=v.description or f"live view {v.name}",
-                         deps=[table_key(t, s) for s, t in base_tables(v.text)],
-                         metadata={"file": str(v.path), "definition_hash": v.definition_hash},
-                         code_version=v.definition_hash[:16])
-            for v in view_files()]
+    out = []
+    for v in view_files():
+        tables, refused = base_tables(v)
+        description = v.description or f"live view {v.name}"
+        if refused:
+            description += f" (not deployable: {refused})"
+        out.append(dg.AssetSpec(view_key(v.name), group_name=GROUP, kinds={"postgres", "sql"},
+                                description=description,
+                                deps=[table_key(s, t) for s, t in tables],
+                                metadata={"file": str(v.path),
+                                          "definition_hash": v.definition_hash},
+                                code_version=v.definition_hash[:16]))
+    return out
 
 
 def deploy_selected(tidemark: TidemarkResource, names: list[str]) -> dict[str, dict]:

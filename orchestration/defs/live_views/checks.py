@@ -1,13 +1,16 @@
-"""Checks of the live views: embedded — ``matches_query`` (the view equals its query,
-``streaming_views.verify``); Materialize — ``hydrated_and_current`` (hydrated, lag under
-``materialize_lag_s``)."""
+"""Checks of the live views, one per view file.
+
+Embedded engine: ``matches_query`` (the view equals its query, ``streaming_views.verify``);
+Materialize: ``hydrated_and_current`` (hydrated, lag under ``TIDEMARK_MATERIALIZE_LAG_S``).
+"""
 
 
 import dagster as dg
 
 from orchestration.defs.keys import view_key
 from orchestration.defs.live_views.assets import view_files
-from orchestration.defs.resources import TidemarkResource, live_target_from_env
+from orchestration.defs.resources import TidemarkResource
+from tidemark.settings import load_settings
 
 EMBEDDED_CHECK = "matches_query"
 MATERIALIZE_CHECK = "hydrated_and_current"
@@ -57,7 +60,7 @@ def materialize_result(tidemark: TidemarkResource, name: str) -> dg.AssetCheckRe
     """Hydration and lag of ``live.<name>`` on Materialize."""
     import psycopg
 
-    limit = tidemark.materialize_lag_s
+    limit = tidemark.mz_lag_limit()
     with psycopg.connect(tidemark.mz_url(), autocommit=True) as conn:
         row = conn.execute(
             "select bool_and(h.hydrated), max(extract(epoch from l.lag)) from mz_catalog.mz_objects"
@@ -75,7 +78,7 @@ def materialize_result(tidemark: TidemarkResource, name: str) -> dg.AssetCheckRe
                      f"live.{name}: hydrated={hydrated}, lag={lag} s (limit {limit} s)"))
 
 
-@dg.multi_asset_check(specs=_check_specs(live_target_from_env()), can_subset=True,
+@dg.multi_asset_check(specs=_check_specs(load_settings().live_target), can_subset=True,
                       name="live_view_checks")
 def live_view_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkResource):
     """The target's check of each selected view (runs after a deploy, or on its own)."""

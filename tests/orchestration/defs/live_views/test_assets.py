@@ -12,10 +12,15 @@ from orchestration.defs.live_views.checks import EMBEDDED_CHECK
 from tests.orchestration.defs.conftest import check_results
 
 
-def test_base_tables_from_view_text() -> None:
-    text = ("-- from shop.fake in a comment\nselect o.a from shop.orders as o\n"
-            "join shop.payments p on p.id = o.id")
-    assert base_tables(text) == [("shop", "orders"), ("shop", "payments")]
+def test_base_tables_from_the_analyzer() -> None:
+    from streaming_views.viewfile import parse_view_text
+
+    text = ("-- from shop.fake in a comment\nselect o.store_id, count(*) as n from shop.orders"
+            " as o\njoin shop.payments p on p.order_id = o.order_id group by o.store_id")
+    assert base_tables(parse_view_text("v", text)) == ([("shop", "orders"),
+                                                        ("shop", "payments")], None)
+    tables, refused = base_tables(parse_view_text("w", "select now() as t from shop.orders"))
+    assert tables == [] and "now" in refused
 
 
 def test_materialise_deploys_and_checks_pass(built) -> None:
