@@ -1,11 +1,11 @@
 """Asset keys shared by the systems' definitions (one place, no cross-system imports)."""
 
+from __future__ import annotations
+
 import dagster as dg
 
-SOURCE = "shop"
 
-
-def table_key(table: str, source: str = SOURCE) -> dg.AssetKey:
+def table_key(source: str, table: str) -> dg.AssetKey:
     """Asset key of a replicated table: ``<source>/<table>``."""
     return dg.AssetKey([source, table])
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -70,6 +71,21 @@ def mark_requested(landing_dsn: str, mart: str, days: list[date]) -> None:
             "update {} set correction_requested_at = now() where mart = %s and day = any(%s) "
             "and status = 'drift'").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
             (mart, days))
+
+
+def summary(landing_dsn: str) -> list[dict[str, Any]]:
+    """Per pair: reconciled days, drifting days, last check, latest reconciled day."""
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        table = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
+        if conn.execute("select to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
+            return []
+        rows = conn.execute(sql.SQL(
+            "select pair, mart, count(*) filter (where status = 'reconciled'),"
+            " coalesce(array_agg(day order by day) filter (where status = 'drift'), '{{}}'),"
+            " max(checked_at), max(day) filter (where status = 'reconciled')"
+            " from {} group by pair, mart order by pair").format(table)).fetchall()
+    return [{"pair": r[0], "mart": r[1], "reconciled_days": r[2], "drifting_days": list(r[3]),
+             "last_checked_at": r[4], "latest_reconciled_day": r[5]} for r in rows]
 
 
 def contiguous_ranges(days: list[date]) -> list[tuple[date, date]]:

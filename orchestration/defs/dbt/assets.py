@@ -6,8 +6,10 @@
   {min_date, max_date}`` over the run's partition window.
 * dbt sources ``shop.<table>`` map to the ingestion assets ``shop/<table>``; models are keyed
   ``<schema>/<model>`` (``staging/stg_shop__orders``, ``marts/fct_daily_store_revenue``).
-* dbt tests are asset checks (dagster-dbt's default).
+* dbt tests are asset checks (dagster-dbt's default), source tests included: they are checks
+  of the ingestion assets and run with the unpartitioned build.
 """
+
 
 
 import json
@@ -28,15 +30,8 @@ from orchestration.defs.dbt.translator import TidemarkTranslator
 from orchestration.defs.resources import TidemarkResource
 from tidemark.stack.dbt import environment
 
-SOURCES = ("shop",)
-
-
 PROJECT = tidemark_dbt_project()
-
-
 MANIFEST = require_manifest(PROJECT)
-
-
 TRANSLATOR = TidemarkTranslator()
 
 
@@ -60,11 +55,11 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
     clean_invocations()
 
 
-@dbt_assets(manifest=MANIFEST, project=PROJECT, select="tag:unpartitioned",
+@dbt_assets(manifest=MANIFEST, project=PROJECT, select="tag:unpartitioned source:*",
             dagster_dbt_translator=TRANSLATOR, name="dbt_unpartitioned")
 def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                       tidemark: TidemarkResource):
-    """Staging and intermediate views and the dimension tables (``dbt build``)."""
+    """Staging and intermediate views, the dimension tables and the source tests (``dbt build``)."""
     yield from run_dbt(context, dbt, tidemark, ["build"])
 
 

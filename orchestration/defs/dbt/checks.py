@@ -1,38 +1,41 @@
-"""``dbt source freshness`` as asset checks on the ingestion assets (dagster-dbt has none).
+"""dbt checks beside dagster-dbt's own (dbt tests, source tests included, are checks already).
 
-One ``dbt_source_freshness`` check per replicated table whose contract names a ``loaded_at``
-column; the check runs ``dbt source freshness`` once for the selected tables and reports each
-table's status (pass / warn / error), newest loaded row and age against the contract's
-``warn_after`` / ``error_after``.
+* ``dbt_source_freshness`` (dagster-dbt has none): one check per replicated table whose contract
+  names a ``loaded_at`` column; ``dbt source freshness`` runs once for the selected tables and
+  each table reports its status (pass / warn / error), newest loaded row and age against the
+  contract's ``warn_after`` / ``error_after``.
+* ``freshness_check`` per daily mart: the partition due by ``TIDEMARK_MART_DEADLINE_CRON`` is
+  materialised (see :mod:`orchestration.defs.dbt.freshness`).
 """
-
 
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from orchestration.defs.dbt.assets import dbt_daily_marts
+from orchestration.defs.dbt.freshness import mart_freshness_checks
 from orchestration.defs.dbt.project import clean_invocations, invocation_dir
 from orchestration.defs.ingestion.state import table_specs
-from orchestration.defs.keys import SOURCE, table_key
+from orchestration.defs.keys import table_key
 from orchestration.defs.resources import TidemarkResource
 
 CHECK = "dbt_source_freshness"
 
 
 def _specs() -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(CHECK, asset=table_key(t.name), description=(
-        f"dbt source freshness of {SOURCE}.{t.name}: newest {t.loaded_at} against the "
+    return [dg.AssetCheckSpec(CHECK, asset=table_key(t.source, t.name), description=(
+        f"dbt source freshness of {t.source}.{t.name}: newest {t.loaded_at} against the "
         f"contract's warn/error ages."))
-        for t in table_specs(SOURCE) if t.loaded_at]
+        for t in table_specs() if t.loaded_at]
 
 
-def freshness_result(table: str, entry: dict[str, Any] | None) -> dg.AssetCheckResult:
-    """Turn one entry of dbt's ``sources.json`` into a check result."""
-    key = table_key(table)
+def freshness_result(key: dg.AssetKey, entry: dict[str, Any] | None) -> dg.AssetCheckResult:
+    """Turn one entry of dbt's ``sources.json`` into the check result of the table ``key``."""
+    name = ".".join(key.path)
     if entry is None:
         return dg.AssetCheckResult(asset_key=key, check_name=CHECK, passed=False,
-                                   description=f"dbt reported nothing for {SOURCE}.{table}.")
+                                   description=f"dbt reported nothing for {name}.")
     status = str(entry.get("status"))
     age = entry.get("max_loaded_at_time_ago_in_s")
     criteria = entry.get("criteria") or {}
@@ -55,8 +58,9 @@ def freshness_result(table: str, entry: dict[str, Any] | None) -> dg.AssetCheckR
 def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource,
                          tidemark: TidemarkResource):
     """Run ``dbt source freshness`` for the selected tables and report each."""
-    tables = sorted({k.asset_key.path[-1] for k in context.selected_asset_check_keys})
-    selection = " ".join(f"source:{SOURCE}.{t}" for t in tables)
+    keys = sorted({k.asset_key for k in context.selected_asset_check_keys},
+                  key=lambda k: k.to_user_string())
+    selection = " ".join(f"source:{k.path[0]}.{k.path[1]}" for k in keys)
     target = invocation_dir("dbt_source_freshness", context.run.run_id)
     with tidemark.dbt_environment():
         invocation = dbt.cli(["source", "freshness", "--select", selection],
@@ -66,8 +70,11 @@ def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliReso
     except FileNotFoundError:
         raise dg.Failure(f"dbt source freshness wrote no sources.json; see "
                          f"{target / 'dbt.log'}.") from None
-    by_table = {r["unique_id"].rsplit(".", 1)[-1]: r for r in results
-                if r["unique_id"].startswith(f"source.tidemark.{SOURCE}.")}
-    for table in tables:
-        yield freshness_result(table, by_table.get(table))
+    by_key = {tuple(r["unique_id"].split(".")[2:4]): r for r in results
+              if r["unique_id"].startswith("source.")}
+    for key in keys:
+        yield freshness_result(key, by_key.get((key.path[0], key.path[1])))
     clean_invocations()
+
+
+mart_freshness = mart_freshness_checks([dbt_daily_marts])

@@ -14,19 +14,19 @@ time-window policy from the contract and the ``ingestion_lag`` check.
 
 from __future__ import annotations
 
-import os
 import warnings
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import lru_cache
 
 import dagster as dg
 
-DEFAULT_DEADLINE_CRON = "0 9 * * *"
+from tidemark.settings import load_settings
 
 
 def deadline_cron() -> str:
-    """The daily marts' deadline as a cron string (UTC)."""
-    return os.environ.get("TIDEMARK_MART_DEADLINE_CRON", "").strip() or DEFAULT_DEADLINE_CRON
+    """The daily marts' deadline as a cron string (UTC, ``TIDEMARK_MART_DEADLINE_CRON``)."""
+    return load_settings().mart_deadline_cron
 
 
 def mart_freshness_policy() -> dg.FreshnessPolicy:
@@ -41,14 +41,20 @@ def _cron_policy(cron: str) -> dg.FreshnessPolicy:
                                    timezone="UTC")
 
 
-def partition_freshness_defs(daily_assets: list[dg.AssetsDefinition]) -> dg.Definitions:
-    """Per-partition freshness checks of ``daily_assets`` and the sensor that runs them."""
+def mart_freshness_checks(daily_assets: list[dg.AssetsDefinition]
+                          ) -> Sequence[dg.AssetChecksDefinition]:
+    """The per-partition ``freshness_check`` of each daily mart."""
     with warnings.catch_warnings():  # deprecated in 1.13 but still the per-partition check
         warnings.simplefilter("ignore")
-        checks = dg.build_time_partition_freshness_checks(
+        return dg.build_time_partition_freshness_checks(
             assets=daily_assets, deadline_cron=deadline_cron(), timezone="UTC",
             severity=dg.AssetCheckSeverity.ERROR)
-        sensor = dg.build_sensor_for_freshness_checks(
+
+
+def mart_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
+    """``mart_freshness_sensor`` (running by default): evaluates the marts' freshness checks."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dg.build_sensor_for_freshness_checks(
             freshness_checks=checks, name="mart_freshness_sensor",
             default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=300)
-    return dg.Definitions(asset_checks=checks, sensors=[sensor])

@@ -1,35 +1,31 @@
-"""The daily partitions of the marts and the day windows of batch runs."""
+"""The daily partitions of the marts and the day windows of batch runs.
 
+Partitions start at ``TIDEMARK_PARTITIONS_START`` if set, else at the first day of data that
+``tidemark up`` recorded in ``$TIDEMARK_HOME/partitions_start``, else (no data seen yet)
+:data:`FALLBACK_DAYS` days before today. They end at the last complete UTC day: today is open
+(provisional, in the live views) until it ends.
+"""
 
-import os
-from datetime import date, timedelta
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from orchestration.defs.errors import DefinitionsError
+from tidemark.settings import load_settings
 
 DAILY_TAG = "daily"
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"
+FALLBACK_DAYS = 30
 
 
 def partitions_start() -> str:
-    """First day of the daily partitions: ``TIDEMARK_PARTITIONS_START`` (default 2026-01-01)."""
-    raw = os.environ.get("TIDEMARK_PARTITIONS_START", "").strip() or "2026-01-01"
-    try:
-        date.fromisoformat(raw)
-    except ValueError:
-        raise DefinitionsError(f"TIDEMARK_PARTITIONS_START must be a date like 2026-01-01; "
-                               f"got {raw!r}.") from None
-    return raw
-
-
-def correction_days() -> int:
-    """Days before yesterday the nightly batch re-runs (``TIDEMARK_CORRECTION_DAYS``, 3)."""
-    raw = os.environ.get("TIDEMARK_CORRECTION_DAYS", "").strip() or "3"
-    if not raw.isdigit():
-        raise DefinitionsError(f"TIDEMARK_CORRECTION_DAYS must be a whole number; got {raw!r}.")
-    return int(raw)
+    """First day of the daily partitions (ISO), see the module docstring."""
+    first = load_settings().first_partition_day()
+    if first is None:
+        first = datetime.now(UTC).date() - timedelta(days=FALLBACK_DAYS)
+    return first.isoformat()
 
 
 DAILY = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
@@ -43,8 +39,8 @@ def day_vars(window: dg.TimeWindow) -> dict[str, str]:
 
 def batch_window(today: date, days_back: int | None = None) -> tuple[str, str]:
     """(first, last) partition keys of the nightly batch: yesterday and the correction window."""
-    days_back = correction_days() if days_back is None else days_back
-    start = date.fromisoformat(partitions_start())
+    days_back = load_settings().correction_days if days_back is None else days_back
+    start = date.fromisoformat(DAILY.start.date().isoformat())
     last = today - timedelta(days=1)
     first = max(start, last - timedelta(days=days_back))
     return first.isoformat(), last.isoformat()

@@ -1,31 +1,33 @@
 """Where the dbt project and its manifest live, preparing the manifest, cleaning ``target/``.
 
-The manifest is built explicitly (``dbt parse``) by ``tidemark up`` before Dagster starts, and by
-the tests once per session; loading the definitions only reads it. Its directory is
-``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each dbt invocation of a run
-writes to ``<target>/runs/<op>-<run>-<uuid>``; :func:`clean_invocations` keeps the newest few.
+The manifest is built with ``dbt parse`` (no database needed): by ``tidemark up`` before Dagster
+starts, by the Dockerfile, by the tests once per session, and otherwise the first time the
+definitions load without one (so ``dagster dev -m orchestration.definitions`` works on a fresh
+clone). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
+dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
+:func:`clean_invocations` keeps the newest few.
 """
 
 from __future__ import annotations
 
-import os
+import fcntl
 import shutil
 from pathlib import Path
 
 from orchestration.defs.errors import DefinitionsError
+from tidemark.settings import load_settings
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
 KEEP_INVOCATIONS = 20
+
+
+def dbt_project_dir() -> Path:
+    """The dbt project (``TIDEMARK_DBT_PROJECT_DIR``, default the shipped ``dbt_project/``)."""
+    return load_settings().dbt_project_dir
 
 
 def dbt_target_dir() -> Path:
     """The dbt target directory holding ``manifest.json`` (absolute)."""
-    raw = os.environ.get("TIDEMARK_DBT_TARGET_PATH", "").strip()
-    if raw:
-        return Path(raw).expanduser().resolve()
-    from tidemark.settings import load_settings
-
-    return load_settings().home / "dbt" / "target"
+    return load_settings().dbt_target_dir
 
 
 def manifest_path() -> Path:
@@ -37,7 +39,7 @@ def tidemark_dbt_project():  # -> dagster_dbt.DbtProject (imported lazily for lo
     """The ``DbtProject`` of ``dbt_project/`` with its target under :func:`dbt_target_dir`."""
     from dagster_dbt import DbtProject
 
-    return DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR,
+    return DbtProject(project_dir=dbt_project_dir(), profiles_dir=dbt_project_dir(),
                       target_path=dbt_target_dir())
 
 
@@ -50,31 +52,32 @@ def prepare_manifest(project=None) -> Path:
         DefinitionsError: dbt could not parse the project.
     """
     project = project or tidemark_dbt_project()
-    Path(project.target_path).mkdir(parents=True, exist_ok=True)
-    try:
-        project.preparer.prepare(project)
-    except Exception as exc:  # dbt's own error types vary by version
-        raise DefinitionsError(f"dbt parse of {DBT_PROJECT_DIR} failed: {exc}. Run "
-                               f"`dbt parse --project-dir dbt_project --profiles-dir dbt_project`"
-                               f" to see dbt's message.") from exc
+    target = Path(project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
+    # One parse at a time per target directory (a webserver and a daemon may load at once).
+    with open(target / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            project.preparer.prepare(project)
+        except Exception as exc:  # dbt's own error types vary by version
+            raise DefinitionsError(
+                f"dbt parse of {project.project_dir} failed: {exc}. Run `dbt parse "
+                f"--project-dir dbt_project --profiles-dir dbt_project` to see dbt's message."
+            ) from exc
     if not project.manifest_path.exists():
         raise DefinitionsError(f"dbt parse wrote no manifest at {project.manifest_path}.")
     return project.manifest_path
 
 
 def require_manifest(project) -> Path:
-    """The manifest path of ``project``, with a clear error when it was never prepared.
+    """The manifest path of ``project``, prepared (``dbt parse``) when there is none yet.
 
     Raises:
-        DefinitionsError: no ``manifest.json`` there.
+        DefinitionsError: dbt could not parse the project (dbt's message included).
     """
-    project.prepare_if_dev()  # only under `dagster dev`
     path = Path(project.manifest_path)
     if not path.exists():
-        raise DefinitionsError(
-            f"No dbt manifest at {path}: the Dagster definitions need one. `tidemark up` "
-            f"prepares it; otherwise run `python -m orchestration.defs.dbt.project` (dbt parse "
-            f"into {path.parent}) or set TIDEMARK_DBT_TARGET_PATH to a prepared target dir.")
+        prepare_manifest(project)
     return path
 
 

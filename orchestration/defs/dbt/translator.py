@@ -5,17 +5,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from orchestration.defs.dbt.freshness import mart_freshness_policy
 from orchestration.defs.dbt.partitions import DAILY_TAG
 
 
 class TidemarkTranslator(DagsterDbtTranslator):
-    """Keys ``<schema>/<model>``, sources onto the ingestion assets, freshness on daily marts."""
+    """Keys ``<schema>/<model>``, sources onto the ingestion assets, freshness on daily marts,
+    dbt tests (source tests included) as asset checks."""
+
+    def __init__(self) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(
+            enable_asset_checks=True, enable_source_tests_as_checks=True))
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        """``shop/<table>`` for sources of the replicated source, else ``<schema>/<name>``."""
+        """``<source>/<table>`` for dbt sources (the ingestion assets), else
+        ``<schema>/<name>``."""
         if dbt_resource_props["resource_type"] == "source":
             return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])

@@ -91,7 +91,7 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         if names is not None and pair.name not in names:
             continue
         retention = pair.live_retention_days if materialize else None
-        first, last = closed_window(today_d, tidemark.reconcile_days, retention)
+        first, last = closed_window(today_d, tidemark.reconcile_window(), retention)
         comparison = compare(landing, pair, first, last)
         record_days(landing, comparison)
         out.append(comparison)

@@ -104,6 +104,8 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     landing_url = create_database(orch_pg, "orch_landing")
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     seed_history(source_url, days=DAYS, orders_per_day=ORDERS_PER_DAY, seed=11, end=end)
+    # Partitions start at the first day of data, as `tidemark up` records it.
+    os.environ["TIDEMARK_PARTITIONS_START"] = (end - timedelta(days=DAYS)).date().isoformat()
     from orchestration.defs.dbt.project import prepare_manifest
 
     prepare_manifest()

@@ -58,9 +58,12 @@ def test_three_day_backfill_is_one_run(built, batch) -> None:
     assert dbt_checks and all(e.passed for e in dbt_checks)  # dbt tests as asset checks
 
 
-def test_nightly_schedule_requests_yesterday_and_correction_window(batch) -> None:
-    when = datetime(2026, 6, 10, 2, 30, tzinfo=UTC)
+def test_nightly_schedule_requests_yesterday_and_correction_window(batch, orch) -> None:
+    today = datetime.now(UTC).date()
+    when = datetime(today.year, today.month, today.day, 2, 30, tzinfo=UTC)
     request = batch.nightly_batch_schedule(dg.build_schedule_context(scheduled_execution_time=when))
-    assert request.tags[batch.PARTITION_RANGE_START] == "2026-06-06"
-    assert request.tags[batch.PARTITION_RANGE_END] == "2026-06-09"
-    assert batch.batch_window(when.date(), 0) == ("2026-06-09", "2026-06-09")
+    yesterday = today - timedelta(days=1)
+    first = max(orch.days[0], yesterday - timedelta(days=3))  # never before the first partition
+    assert request.tags[batch.PARTITION_RANGE_START] == first.isoformat()
+    assert request.tags[batch.PARTITION_RANGE_END] == yesterday.isoformat()
+    assert batch.batch_window(today, 0) == (yesterday.isoformat(), yesterday.isoformat())

@@ -1,4 +1,5 @@
-"""dbt setup: a clear error without a manifest; old invocation directories are cleaned."""
+"""dbt setup: a project dbt cannot parse is a clear error; old invocation directories are
+cleaned. (A missing manifest is prepared: tests/orchestration/defs/test_entry_points.py.)"""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ from orchestration.defs.dbt import project as dbt_setup
 from orchestration.defs.errors import DefinitionsError
 
 
-def test_missing_manifest_is_explained(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "none"))
-    with pytest.raises(DefinitionsError, match="No dbt manifest at .*tidemark up"):
+def test_a_project_dbt_cannot_parse_is_explained(monkeypatch, tmp_path) -> None:
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: broken\nversion: '1'\nconfig-version: 2\n"
+                                             "profile: tidemark\n")
+    (project / "models" / "bad.sql").write_text("select {{ ref( }}\n")
+    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
+                                          .read_text())
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
+    with pytest.raises(DefinitionsError,
+                       match="(?s)dbt parse of .* failed.*dbt parse --project-dir"):
         dbt_setup.require_manifest(dbt_setup.tidemark_dbt_project())
 
 

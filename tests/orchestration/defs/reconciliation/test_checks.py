@@ -91,10 +91,25 @@ def test_reconciliation_drift_and_correction(built, rec) -> None:
         == [("reconciled", None)]
 
 
-def test_reconcile_after_batch_requests_the_reconciliation_job(built, rec) -> None:
-    run = built.instance.get_runs(limit=1)[0]
-    context = dg.build_run_status_sensor_context(
+def _run_status_context(built, run):
+    return dg.build_run_status_sensor_context(
         sensor_name="reconcile_after_batch", dagster_instance=built.instance, dagster_run=run,
         dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=run.job_name))
-    request = rec.reconcile_after_batch(context)
-    assert request.run_key == f"after-{run.run_id}"
+
+
+def test_reconcile_after_batch_requests_the_reconciliation_job(built, rec) -> None:
+    from orchestration.defs.dbt.partitions import range_tags
+
+    day = built.closed_days[-1].isoformat()
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    with_checks = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=range_tags(day, day))
+    skipped = rec.reconcile_after_batch(_run_status_context(built, with_checks.dagster_run))
+    assert isinstance(skipped, dg.SkipReason)  # reconciled in the same run already
+    job = built.defs.get_implicit_global_asset_job_def().get_subset(
+        asset_selection={mart}, asset_check_selection=set())
+    without = job.execute_in_process(instance=built.instance, tags=range_tags(day, day))
+    assert not [e for e in without.get_asset_check_evaluations()
+                if e.check_name.startswith("reconcile_")]
+    request = rec.reconcile_after_batch(_run_status_context(built, without.dagster_run))
+    assert request.run_key == f"after-{without.dagster_run.run_id}"
