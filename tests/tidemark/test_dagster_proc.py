@@ -23,15 +23,15 @@ def test_taken_port_is_named(tmp_path, monkeypatch) -> None:
         port = sock.getsockname()[1]
         monkeypatch.setenv("TIDEMARK_DAGSTER_PORT", str(port))
         with pytest.raises(DagsterStartError, match=f"Port {port} .*TIDEMARK_DAGSTER_PORT"):
-            start_dagster(Supervisor(env={}), Settings(tmp_path, 55432, None, None))
+            start_dagster(Supervisor(env={}), Settings(home=tmp_path, port=55432))
 
 
 def test_dagster_home_keeps_an_edited_yaml(tmp_path) -> None:
-    home = dagster_home(Settings(tmp_path, 55432, None, None))
+    home = dagster_home(Settings(home=tmp_path, port=55432))
     text = (home / "dagster.yaml").read_text()
     assert f"base_dir: {home / 'storage'}" in text
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    dagster_home(Settings(tmp_path, 55432, None, None))
+    dagster_home(Settings(home=tmp_path, port=55432))
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
@@ -45,7 +45,7 @@ def test_webserver_and_daemon_serve_the_code_location(orch, tmp_path, monkeypatc
     env["TIDEMARK_HOME"] = str(tmp_path)
     supervisor = Supervisor(env=env)
     try:
-        url = start_dagster(supervisor, Settings(tmp_path, 55432, None, None), wait_s=120)
+        url = start_dagster(supervisor, Settings(home=tmp_path, port=55432), wait_s=120)
         assert url == f"http://127.0.0.1:{port}"
         assert supervisor.env["DAGSTER_HOME"] == str(tmp_path / "dagster")
         query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()

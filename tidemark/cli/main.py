@@ -31,12 +31,40 @@ app.command("status")(status_cli.status)
 
 
 def main() -> None:
-    """Run the CLI; a :class:`TidemarkError` becomes a clear message and exit code 2."""
+    """Run the CLI; an error becomes a clear message and exit code 2, never a traceback.
+
+    A :class:`TidemarkError` says what went wrong and what to do; anything else is unexpected:
+    its traceback goes to a file whose path the message names.
+    """
     try:
         app()
     except TidemarkError as exc:
         fail(str(exc))
         sys.exit(2)
+    except Exception as exc:  # unexpected: the details go to a file, not to the terminal
+        log = write_traceback(exc)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        fail(f"unexpected {type(exc).__name__}: {reason} (details in {log}). Please report it "
+             f"with that file.")
+        sys.exit(2)
+
+
+def write_traceback(exc: BaseException) -> str:
+    """Append ``exc``'s traceback to ``$TIDEMARK_HOME/logs/cli-error.log`` (or a temp file)."""
+    import tempfile
+    import traceback
+    from pathlib import Path
+
+    try:
+        from tidemark.settings import load_settings
+
+        log = load_settings().log_dir / "cli-error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except (TidemarkError, OSError):
+        log = Path(tempfile.gettempdir()) / "tidemark-cli-error.log"
+    with open(log, "a", encoding="utf-8") as out:
+        out.write("".join(traceback.format_exception(exc)))
+    return str(log)
 
 
 if __name__ == "__main__":

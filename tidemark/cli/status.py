@@ -1,14 +1,14 @@
-"""``tidemark status``: one look at every layer — ingestion, live views, batch, checks, Dagster.
+"""``tidemark status``: one look at every layer — start-up, ingestion, live views, batch, checks.
 
-Starts nothing: it reads the databases where the settings say they are and, when ``tidemark up``
-has run, the Dagster instance under ``$TIDEMARK_HOME/dagster``. A layer that cannot be read is
-reported with the reason instead of failing the whole command.
+Starts nothing: it reads what ``tidemark up`` wrote about its start
+(``$TIDEMARK_HOME/up-progress.json``), the databases where the settings say they are, and the
+Dagster instance under ``$TIDEMARK_HOME/dagster`` (every check's latest result, whoever ran
+it). A layer that cannot be read is reported with the reason instead of failing the command.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
+from collections import Counter
 from typing import Annotated, Any
 
 import psycopg
@@ -16,10 +16,10 @@ import typer
 from psycopg import sql
 
 from tidemark.cli.output import console, emit_json, emit_table
-from tidemark.settings import load_settings
+from tidemark.settings import Settings, load_settings
 from tidemark.stack.databases import Databases, locate_databases
 
-BATCH_JOBS = ("nightly_batch", "daily_marts", "reconciliation")
+SOURCE = "shop"
 
 
 def _guard(fn: Any, *args: Any) -> Any:
@@ -30,14 +30,22 @@ def _guard(fn: Any, *args: Any) -> Any:
         return {"error": message}
 
 
-def ingestion_layer(dbs: Databases, source: str = "shop") -> dict[str, Any]:
-    """Lag, rate, dead letters and paused tables of the source (``ingestion.status``)."""
+def up_layer(settings: Settings) -> dict[str, Any] | None:
+    """``tidemark up``'s own state: starting (with each phase's progress), ready, failed."""
+    from tidemark.stack.display import read_status
+
+    return read_status(settings.home)
+
+
+def ingestion_layer(dbs: Databases, source: str = SOURCE) -> dict[str, Any]:
+    """Lag, rate, dead letters, paused tables and snapshot progress (``ingestion.status``)."""
     import ingestion
 
     s = ingestion.status(dbs.source, dbs.landing, source)
-    return {k: s.get(k) for k in ("source", "slot_active", "checkpoint_lsn", "lag_seconds",
-                                  "lag_bytes", "seconds_since_last_apply", "rows_per_s",
-                                  "dead_letters", "duplicate_events", "paused_tables")}
+    keep = ("source", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
+            "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
+            "paused_tables")
+    return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
@@ -70,55 +78,74 @@ def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
     return out
 
 
-def checks_layer(dbs: Databases) -> list[dict[str, Any]]:
-    """Reconciliation per pair from ``tidemark.reconciled_days``."""
-    with psycopg.connect(dbs.landing, autocommit=True) as conn:
-        if conn.execute("select to_regclass('tidemark.reconciled_days')").fetchone()[0] is None:
-            return []
-        rows = conn.execute(
-            "select pair, mart, count(*) filter (where status = 'reconciled'),"
-            " coalesce(array_agg(day order by day) filter (where status = 'drift'), '{}'),"
-            " max(checked_at), max(day) filter (where status = 'reconciled')"
-            " from tidemark.reconciled_days group by pair, mart order by pair").fetchall()
-    return [{"pair": r[0], "mart": r[1], "reconciled_days": r[2], "drifting_days": list(r[3]),
-             "last_checked_at": r[4], "latest_reconciled_day": r[5]} for r in rows]
+def reconciliation_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """Reconciliation per pair (``tidemark.reconciliation.days.summary``)."""
+    from tidemark.reconciliation.days import summary
+
+    return summary(dbs.landing)
 
 
-def dagster_layer(home: Path) -> dict[str, Any]:
-    """Latest runs of the batch and reconciliation jobs in the Dagster instance at ``home``."""
-    if not (home / "dagster.yaml").exists():
-        return {"error": f"no Dagster instance at {home} (started by `tidemark up`)"}
-    from dagster import DagsterInstance, RunsFilter
-
-    with DagsterInstance.from_config(str(home)) as instance:
-        jobs = {}
-        for job in BATCH_JOBS:
-            runs = instance.get_runs(filters=RunsFilter(job_name=job), limit=1)
-            if runs:
-                run = runs[0]
-                record = instance.get_run_record_by_id(run.run_id)
-                jobs[job] = {"status": run.status.value, "run_id": run.run_id,
-                             "partition_range": [run.tags.get("dagster/asset_partition_range_"
-                                                              "start"),
-                                                 run.tags.get("dagster/asset_partition_range_"
-                                                              "end")],
-                             "started_at": datetime.fromtimestamp(record.start_time, UTC)
-                             if record and record.start_time else None}
-        return {"home": str(home), "latest_runs": jobs}
-
-
-def collect(dbs: Databases, dagster_home: Path | None) -> dict[str, Any]:
+def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[str, Any]:
     """Every layer's summary (a layer that cannot be read carries ``error``)."""
+    from tidemark.stack.dagster_status import dagster_summary
+
     return {
+        "up": up_layer(settings),
         "ingestion": _guard(ingestion_layer, dbs),
         "live_views": _guard(views_layer, dbs),
         "batch": _guard(batch_layer, dbs),
-        "reconciliation": _guard(checks_layer, dbs),
-        "dagster": dagster_layer(dagster_home) if dagster_home is not None else None,
+        "reconciliation": _guard(reconciliation_layer, dbs),
+        "dagster": dagster_summary(settings) if dagster else None,
     }
 
 
+def _show_up(up: dict[str, Any] | None) -> None:
+    if not up:
+        return
+    state = up.get("state")
+    if state == "starting" and up.get("running"):
+        rows = [(p["title"], p["state"], f"{p['done']:,.0f}"
+                 + (f"/{p['total']:,.0f}" if p.get("total") else "") + f" {p['unit']}",
+                 p.get("detail", ""), f"{p['seconds']:.0f} s") for p in up.get("phases", [])]
+        emit_table("tidemark up is starting", ["phase", "state", "progress", "now", "time"],
+                   rows)
+    elif state == "failed":
+        console.print(f"[red]tidemark up failed:[/] {up.get('error')}", highlight=False)
+    elif state == "ready" and up.get("running"):
+        console.print(f"tidemark up is running (ready since {up.get('ready_at')}).")
+
+
+def _show_checks(dag: dict[str, Any]) -> None:
+    checks = dag.get("checks")
+    if checks is None:
+        if dag.get("checks_error"):
+            console.print(f"[red]checks:[/] {dag['checks_error']}", highlight=False)
+        return
+    by_name: dict[str, Counter] = {}
+    for row in checks:
+        name = "dbt tests" if not _platform_check(row["check"]) else row["check"]
+        outcome = ("never" if row["status"] == "never" else "running"
+                   if row["passed"] is None else "passed" if row["passed"] else
+                   (row["severity"] or "error").lower())
+        by_name.setdefault(name, Counter())[outcome] += 1
+    emit_table("checks (latest result of each)", ["check", "passed", "warn", "error", "never",
+                                                   "running"],
+               [(name, c["passed"], c["warn"], c["error"], c["never"], c["running"])
+                for name, c in sorted(by_name.items())])
+    failing = [r for r in checks if r["passed"] is False]
+    if failing:
+        emit_table("failing checks", ["asset", "check", "severity", "evaluated_at", "why"],
+                   [(r["asset"], r["check"], r["severity"], r["evaluated_at"],
+                     r["description"]) for r in failing])
+
+
+def _platform_check(name: str) -> bool:
+    return name in ("ingestion_lag", "dead_letters", "dbt_source_freshness", "matches_query",
+                    "hydrated_and_current", "freshness_check") or name.startswith("reconcile_")
+
+
 def _show(summary: dict[str, Any]) -> None:
+    _show_up(summary.get("up"))
     ing = summary["ingestion"]
     if "error" in ing:
         console.print(f"[red]ingestion:[/] {ing['error']}")
@@ -140,18 +167,20 @@ def _show(summary: dict[str, Any]) -> None:
             emit_table(title, columns, [[row.get(c) for c in columns] for row in layer])
     dag = summary.get("dagster")
     if dag and "error" not in dag:
-        emit_table("dagster", ["job", "status", "days", "started_at"],
+        emit_table("dagster runs (latest per job)", ["job", "status", "days", "trigger",
+                                                      "started_at"],
                    [(j, r["status"], "..".join(d or "" for d in r["partition_range"]) or "-",
-                     r["started_at"]) for j, r in dag["latest_runs"].items()])
+                     r["trigger"], r["started_at"]) for j, r in dag["latest_runs"].items()])
+        _show_checks(dag)
     elif dag:
         console.print(f"dagster: {dag['error']}")
 
 
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
            = False) -> None:
-    """Summarise every layer: ingestion lag, live views, last batch, checks, Dagster runs."""
+    """Summarise every layer: start-up, ingestion lag, live views, batch, every check, runs."""
     settings = load_settings()
-    summary = collect(locate_databases(settings), settings.home / "dagster")
+    summary = collect(settings, locate_databases(settings))
     if json_out:
         emit_json(summary)
     else:

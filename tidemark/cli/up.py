@@ -24,10 +24,11 @@ def up(
                        ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the demo generator.")] = 42,
     dagster: Annotated[bool, typer.Option(
-        help="Run the Dagster UI and daemon (port TIDEMARK_DAGSTER_PORT, default 3000).")
-                       ] = True,
+        help="Run the Dagster UI and daemon (port TIDEMARK_DAGSTER_PORT, default 3000); the "
+             "builds are Dagster runs either way.")] = True,
 ) -> None:
-    """Start PostgreSQL, the demo source and its workload, and print the psql URL."""
+    """Start PostgreSQL, the demo source and its workload, build everything through Dagster,
+    and print the psql URL and the Dagster UI."""
     if rate < 0:
         raise SettingsError(f"--rate must be 0 or more changes per second; got {rate:g}.")
     if seed_days < 0 or orders_per_day < 1:
@@ -36,5 +37,4 @@ def up(
         raise SettingsError(f"--duration must be a positive number of seconds; got {duration:g}.")
     options = UpOptions(seed_days=seed_days, orders_per_day=orders_per_day, rate=rate,
                         duration_s=duration, keep_db=keep_db, seed=seed, dagster=dagster)
-    raise typer.Exit(run_up(load_settings(), options, say=lambda m: console.print(
-        m, highlight=False)))
+    raise typer.Exit(run_up(load_settings(), options, console))

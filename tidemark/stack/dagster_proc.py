@@ -1,15 +1,14 @@
-"""Dagster for ``tidemark up``: webserver and daemon as supervised children.
+"""Dagster for ``tidemark up``: its home, the webserver and the daemon as supervised children.
 
-:func:`start_dagster` sets ``DAGSTER_HOME`` to ``$TIDEMARK_HOME/dagster`` (SQLite storage there,
-so runs, schedules and sensor cursors survive a restart), prepares the dbt manifest once
-(``dbt parse``), and starts ``dagster-webserver`` and ``dagster-daemon`` on the code location
-``orchestration.definitions``. The UI listens on 127.0.0.1 at ``TIDEMARK_DAGSTER_PORT``
-(default 3000).
+``DAGSTER_HOME`` is ``$TIDEMARK_HOME/dagster`` (SQLite storage there, so runs, schedules and
+sensor cursors survive a restart). The storage is created once, before any Dagster process
+starts; ``tidemark up`` then starts the webserver early (it loads the code location while the
+data is built), runs its own builds in process against the same instance, and starts the daemon
+(schedules, sensors, automation) last. The UI listens on 127.0.0.1 at ``TIDEMARK_DAGSTER_PORT``.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import sys
@@ -21,9 +20,8 @@ from pathlib import Path
 from tidemark.errors import DagsterStartError
 from tidemark.settings import Settings
 from tidemark.stack.dbt import environment
-from tidemark.stack.supervisor import Supervisor
+from tidemark.stack.supervisor import Child, Supervisor
 
-DEFAULT_PORT = 3000
 CODE_LOCATION = "orchestration.definitions"
 DAGSTER_YAML = """\
 # Written by `tidemark up`; edit freely, it is not overwritten.
@@ -35,19 +33,6 @@ run_queue:
 telemetry:
   enabled: false
 """
-
-
-def dagster_port() -> int:
-    """``TIDEMARK_DAGSTER_PORT`` (default 3000).
-
-    Raises:
-        DagsterStartError: not a port number.
-    """
-    raw = os.environ.get("TIDEMARK_DAGSTER_PORT", "").strip() or str(DEFAULT_PORT)
-    if not raw.isdigit() or not 1024 <= int(raw) <= 65535:
-        raise DagsterStartError(f"TIDEMARK_DAGSTER_PORT must be a TCP port (1024-65535); "
-                                f"got {raw!r}.")
-    return int(raw)
 
 
 def check_port_free(port: int) -> None:
@@ -66,11 +51,26 @@ def check_port_free(port: int) -> None:
 
 def dagster_home(settings: Settings) -> Path:
     """``$TIDEMARK_HOME/dagster`` with a ``dagster.yaml`` (written once if missing)."""
-    home = settings.home / "dagster"
+    home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML.format(storage=home / "storage"), encoding="utf-8")
+    return home
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """The Dagster home with its storage created (or migrated), before any process starts.
+
+    The webserver and the daemon would otherwise both create a fresh SQLite storage at the same
+    moment and can trip over each other (a table created twice, two migration heads).
+    """
+    from dagster import DagsterInstance
+
+    home = dagster_home(settings)
+    with environment({"DAGSTER_HOME": str(home)}):
+        instance = DagsterInstance.get()
+        instance.dispose()
     return home
 
 
@@ -85,12 +85,62 @@ def _executable(name: str) -> str:
     return found
 
 
+def _child_env(supervisor: Supervisor, settings: Settings) -> None:
+    supervisor.env["DAGSTER_HOME"] = str(settings.dagster_home)
+    supervisor.env["TIDEMARK_DBT_TARGET_PATH"] = str(settings.dbt_target_dir)
+
+
+def start_webserver(supervisor: Supervisor, settings: Settings) -> Child:
+    """Start ``dagster-webserver`` on the code location (the port is checked first).
+
+    Raises:
+        DagsterStartError: the port is taken or the executable is missing.
+    """
+    check_port_free(settings.dagster_port)
+    _child_env(supervisor, settings)
+    return supervisor.start("dagster-webserver", [
+        _executable("dagster-webserver"), "-m", CODE_LOCATION, "-h", "127.0.0.1",
+        "-p", str(settings.dagster_port)], settings.log_dir / "dagster-webserver.log")
+
+
+def start_daemon(supervisor: Supervisor, settings: Settings) -> Child:
+    """Start ``dagster-daemon`` (schedules, sensors, run queue, freshness)."""
+    _child_env(supervisor, settings)
+    return supervisor.start("dagster-daemon", [
+        _executable("dagster-daemon"), "run", "-m", CODE_LOCATION],
+        settings.log_dir / "dagster-daemon.log")
+
+
+def ui_url(settings: Settings) -> str:
+    """The Dagster UI's address."""
+    return f"http://127.0.0.1:{settings.dagster_port}"
+
+
+def wait_for_ui(url: str, children: list[Child], wait_s: float) -> None:
+    """Wait until the UI answers and the code location is loaded.
+
+    Raises:
+        DagsterStartError: a process died (its log is named) or time ran out.
+    """
+    deadline = time.monotonic() + wait_s
+    while not (_answers(url) and _location_loaded(url)):
+        for child in children:
+            if child.process is not None and child.process.poll() is not None:
+                raise DagsterStartError(f"{child.name} exited with "
+                                        f"{child.process.returncode} while starting; see "
+                                        f"{child.log}.")
+        if time.monotonic() > deadline:
+            raise DagsterStartError(f"The Dagster UI did not load the code location on {url} "
+                                    f"within {wait_s:.0f} s; see {children[0].log}.")
+        time.sleep(0.5)
+
+
 def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90.0) -> str:
-    """Start the Dagster webserver and daemon as children of ``supervisor``.
+    """Prepare the home and the dbt manifest, start webserver and daemon, wait for the UI.
 
     Args:
         supervisor: the ``tidemark up`` supervisor (its ``env`` is the children's environment).
-        settings: the stack settings (``home`` holds Dagster's state and the dbt manifest).
+        settings: the stack settings.
         wait_s: wait this long for the UI to answer (0: do not wait).
 
     Returns:
@@ -102,48 +152,16 @@ def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90
     """
     from orchestration.defs.dbt.project import prepare_manifest, tidemark_dbt_project
 
-    port = dagster_port()
-    check_port_free(port)
-    home = dagster_home(settings)
-    target = settings.home / "dbt" / "target"
-    supervisor.env["DAGSTER_HOME"] = str(home)
-    supervisor.env.setdefault("TIDEMARK_DBT_TARGET_PATH", str(target))
-    with environment({"TIDEMARK_DBT_TARGET_PATH": supervisor.env["TIDEMARK_DBT_TARGET_PATH"]}):
+    check_port_free(settings.dagster_port)
+    with environment({"TIDEMARK_DBT_TARGET_PATH": str(settings.dbt_target_dir)}):
         prepare_manifest(tidemark_dbt_project())
-    create_storage(home)
-    logs = settings.log_dir
-    web = supervisor.start("dagster-webserver", [
-        _executable("dagster-webserver"), "-m", CODE_LOCATION, "-h", "127.0.0.1",
-        "-p", str(port)], logs / "dagster-webserver.log")
-    daemon = supervisor.start("dagster-daemon", [
-        _executable("dagster-daemon"), "run", "-m", CODE_LOCATION], logs / "dagster-daemon.log")
-    url = f"http://127.0.0.1:{port}"
+    prepare_dagster_home(settings)
+    web = start_webserver(supervisor, settings)
+    daemon = start_daemon(supervisor, settings)
+    url = ui_url(settings)
     if wait_s > 0:
-        deadline = time.monotonic() + wait_s
-        while not _answers(url):
-            for child in (web, daemon):
-                if child.process is not None and child.process.poll() is not None:
-                    raise DagsterStartError(f"{child.name} exited with "
-                                            f"{child.process.returncode} while starting; see "
-                                            f"{child.log}.")
-            if time.monotonic() > deadline:
-                raise DagsterStartError(f"The Dagster UI did not answer on {url} within "
-                                        f"{wait_s:.0f} s; see {web.log}.")
-            time.sleep(0.5)
+        wait_for_ui(url, [web, daemon], wait_s)
     return url
-
-
-def create_storage(home: Path) -> None:
-    """Create (or migrate) Dagster's storage in ``home`` once, before any Dagster process starts.
-
-    The webserver and the daemon would otherwise both create a fresh SQLite storage at the same
-    moment and can trip over each other (a table created twice, two migration heads).
-    """
-    from dagster import DagsterInstance
-
-    with environment({"DAGSTER_HOME": str(home)}):
-        instance = DagsterInstance.get()
-        instance.dispose()
 
 
 def _answers(url: str) -> bool:
@@ -152,3 +170,19 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _location_loaded(url: str) -> bool:
+    """Whether the webserver's code location has loaded (GraphQL ``repositoriesOrError``)."""
+    import json
+
+    body = json.dumps({"query": "{ repositoriesOrError { __typename } }"}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    data = answer.get("data") or {}
+    return (data.get("repositoriesOrError") or {}).get("__typename") == "RepositoryConnection"

@@ -18,9 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from tidemark.errors import TidemarkError
-
-_REPO = Path(__file__).resolve().parents[2]
-DBT_PROJECT_DIR = Path(os.environ.get("TIDEMARK_DBT_PROJECT_DIR") or _REPO / "dbt_project")
+from tidemark.settings import Settings, load_settings
 
 
 class DbtRunError(TidemarkError):
@@ -94,8 +92,9 @@ def run_dbt(args: list[str], landing_url: str, work_dir: Path,
         DbtRunError: dbt exited non-zero; the message quotes the end of its output.
     """
     dbt = Path(sys.executable).parent / "dbt"
-    argv = [str(dbt), *args, "--project-dir", str(DBT_PROJECT_DIR),
-            "--profiles-dir", str(DBT_PROJECT_DIR), "--no-use-colors"]
+    project = load_settings().dbt_project_dir
+    argv = [str(dbt), *args, "--project-dir", str(project), "--profiles-dir", str(project),
+            "--no-use-colors"]
     if vars:
         argv += ["--vars", json.dumps(vars)]
     log = log or work_dir / "dbt.log"
@@ -108,6 +107,25 @@ def run_dbt(args: list[str], landing_url: str, work_dir: Path,
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise DbtRunError(f"dbt {' '.join(args)} failed (exit {code}); last lines of {log}:\n"
                           f"{tail}")
+
+
+def parse_project(settings: Settings, landing_url: str) -> Path:
+    """``dbt parse`` into the settings' dbt target directory, in a child process; no database.
+
+    The profile is pointed at ``landing_url`` as the Dagster runs point it (the same profile
+    lets their invocations reuse this parse instead of parsing again).
+
+    Returns:
+        The path of ``manifest.json``.
+
+    Raises:
+        DbtRunError: dbt could not parse the project (the end of its output is quoted).
+    """
+    target = settings.dbt_target_dir
+    target.mkdir(parents=True, exist_ok=True)
+    log = settings.log_dir / "dbt.log"
+    run_dbt(["parse", "--target-path", str(target)], landing_url, target.parent, log=log)
+    return target / "manifest.json"
 
 
 def day_range_vars(first: date, last: date) -> dict[str, str]:

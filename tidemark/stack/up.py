@@ -1,8 +1,16 @@
 """``tidemark up``: the whole stack on one machine, in the foreground until Ctrl-C.
 
-Steps: start (or reuse) PostgreSQL, create the demo source and seed its history once, start the
-parts that run as processes, run the demo workload, and on Ctrl-C / SIGTERM stop every process
-cleanly (and the database, if this run started it). A second run reuses all data.
+Start (with progress bars, see :mod:`tidemark.stack.display`): PostgreSQL; the demo source
+and, on first start, its seeded history; ``dbt parse`` (beside the seed); the Dagster webserver
+(it loads while the data is built); then what the stack builds, as Dagster runs recorded in
+``$TIDEMARK_HOME/dagster`` (:mod:`tidemark.stack.build`): the landing catch-up, then the live
+views, dbt models and marts of the closed days, serving views and every check; then the
+continuous ingestion, the Dagster daemon and the demo workload, and the banner.
+
+A failure at any step is one message saying what failed and what to do (the unexpected ones
+with the details in ``$TIDEMARK_HOME/logs/up-error.log``), and everything this run started is
+stopped again — the database too, when this run started it. Ctrl-C or SIGTERM stop every
+process cleanly; a second run reuses all data.
 """
 
 from __future__ import annotations
@@ -12,14 +20,24 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from rich.console import Console
 
+from tidemark import progress
+from tidemark.errors import TidemarkError
 from tidemark.settings import Settings, redact
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
+from tidemark.stack.display import UpDisplay
 from tidemark.stack.supervisor import Supervisor
+
+DEMO_SOURCE = "shop"
+UI_WAIT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +51,7 @@ class UpOptions:
         duration_s: stop by itself after this many seconds (None: until Ctrl-C).
         keep_db: leave the embedded PostgreSQL running on exit.
         seed: seed of the demo generator.
-        dagster: run the Dagster webserver and daemon.
+        dagster: run the Dagster webserver and daemon (the builds are Dagster runs either way).
     """
 
     seed_days: int = 7
@@ -45,7 +63,8 @@ class UpOptions:
     dagster: bool = True
 
 
-Say = Callable[[str], None]
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM while the stack was starting."""
 
 
 def source_is_empty(source_dsn: str) -> bool:
@@ -54,87 +73,17 @@ def source_is_empty(source_dsn: str) -> bool:
         return conn.execute("select not exists (select 1 from orders)").fetchone()[0]
 
 
-def prepare_source(dbs: Databases, options: UpOptions, say: Say) -> None:
-    """Create the demo schema and, on first start, seed its history."""
-    from tidemark.demo.schema import apply_schema
-    from tidemark.demo.seed import seed_history
-
-    apply_schema(dbs.source)
-    if source_is_empty(dbs.source) and options.seed_days > 0:
-        say(f"Seeding {options.seed_days} days of demo history "
-            f"({options.orders_per_day} orders a day)...")
-        seed_history(dbs.source, days=options.seed_days, orders_per_day=options.orders_per_day,
-                     seed=options.seed)
-
-
-def land_source(dbs: Databases, say: Say) -> None:
-    """Snapshot (first time) and catch up the demo source into landing, in this process.
-
-    Done before the long-running stream starts, so that live views and marts are built on a
-    complete landing database.
-    """
-    import ingestion
-    from contracts import load_contracts
-
-    stats = ingestion.catch_up(dbs.source_ingest, dbs.landing_app, "shop",
-                               contracts=load_contracts(), setup_dsn=dbs.source)
-    say(f"Landing caught up with the source: {stats.snapshot_rows:,} snapshot rows and "
-        f"{stats.changes:,} changes in {stats.seconds:.1f} s.")
-
-
-def deploy_live_views(dbs: Databases, say: Say) -> None:
-    """Deploy the shipped live views on the landing mirror (unchanged views are left alone)."""
-    import streaming_views
-
-    results = streaming_views.deploy(dbs.landing_app)
-    changed = [r.name for r in results if r.action != "unchanged"]
-    say(f"Live views: {len(results)} deployed in schema live"
-        + (f" ({', '.join(changed)} built)." if changed else ", all unchanged."))
-
-
-def build_marts(dbs: Databases, settings: Settings, say: Say) -> None:
-    """Build the dbt project once landing is filled.
-
-    The first time, every day landed so far; afterwards dbt's nightly window (today and the
-    correction days before it), which is what the nightly schedule rebuilds too.
-    """
-    from tidemark.stack.dbt import day_range_vars, run_dbt
-
-    with psycopg.connect(dbs.landing) as conn:
-        built = conn.execute("select to_regclass('marts.fct_daily_store_revenue') is not null"
-                             ).fetchone()[0]
-        first, last = conn.execute(
-            "select min(placed_at)::date, max(placed_at)::date from shop.orders").fetchone()
-    work_dir = settings.home / "dbt"
-    # Unit tests are fixtures for CI (pytest runs them); production builds leave them out, as
-    # dbt recommends: their fixed fixture days would fall outside the day window built here.
-    build = ["build", "--exclude-resource-type", "unit_test"]
-    if built or first is None:
-        say("Building daily marts for the correction window (dbt build)...")
-        run_dbt(build, dbs.landing_app, work_dir, log=settings.log_dir / "dbt.log")
-    else:
-        say(f"Building daily marts for {first} to {last} (dbt build)...")
-        run_dbt(build, dbs.landing_app, work_dir, vars=day_range_vars(first, last),
-                log=settings.log_dir / "dbt.log")
-    say("Daily marts are built (schema marts).")
-
-
-def start_ingestion(supervisor: Supervisor, settings: Settings) -> None:
-    """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
-    supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
-                     settings.log_dir / "ingest.log")
-
-
 def tidemark_argv() -> list[str]:
     """How to run the ``tidemark`` CLI in a child process (the same interpreter as this one)."""
     return [sys.executable, "-m", "tidemark.cli.main"]
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """Environment for child processes: the caller's plus the resolved Tidemark settings."""
+    """Environment of this process and its children: the caller's plus the resolved settings."""
     env = dict(os.environ)
-    env["TIDEMARK_HOME"] = str(settings.home)
-    env["TIDEMARK_PG_PORT"] = str(settings.port)
+    env.update(TIDEMARK_HOME=str(settings.home), TIDEMARK_PG_PORT=str(settings.port),
+               TIDEMARK_DBT_TARGET_PATH=str(settings.dbt_target_dir),
+               DAGSTER_HOME=str(settings.dagster_home))
     return env
 
 
@@ -147,81 +96,262 @@ def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
         f"  SQL (read-only):  psql {dbs.reader}",
         f"  source (admin):   {redact(dbs.source)}",
         "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
-        f"  logs:             {settings.log_dir}",
+        f"  status:           tidemark status    logs: {settings.log_dir}",
         "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
     ])
 
 
-def run_up(settings: Settings, options: UpOptions, say: Say = print) -> int:
-    """Run the stack until Ctrl-C, SIGTERM or ``options.duration_s``.
+def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
+    """Start the stack, serve until Ctrl-C, SIGTERM or ``options.duration_s``, stop it.
 
     Returns:
-        The process exit code: 0 on a clean stop, 1 if a component died.
+        The exit code: 0 on a clean stop, 1 if a component died, 130 if interrupted while
+        starting.
+
+    Raises:
+        TidemarkError: the start failed (everything this run started is stopped again).
     """
-    server = locate_databases(settings).server
-    was_running = server is None or server.is_running()
-    dbs = ensure_databases(settings)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    supervisor = Supervisor(env=child_env(settings))
-    load_thread: threading.Thread | None = None
-    code = 0
-    try:
-        prepare_source(dbs, options, say)
-        land_source(dbs, say)
-        deploy_live_views(dbs, say)
-        build_marts(dbs, settings, say)
-        start_ingestion(supervisor, settings)
-        dagster_url = None
-        if options.dagster:
-            from tidemark.stack.dagster_proc import start_dagster
-
-            say("Starting Dagster (webserver and daemon)...")
-            dagster_url = start_dagster(supervisor, settings)
-        say(banner(dbs, settings, dagster_url))
-        load_thread = _start_load(dbs, options, stop, say)
-        deadline = None if options.duration_s is None else time.monotonic() + options.duration_s
-        while not stop.is_set():
-            dead = supervisor.exited()
-            if dead:
-                for child in dead:
-                    say(f"{child.name} exited with {child.process.returncode}; see {child.log}")
-                code = 1
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            stop.wait(0.5)
-    except KeyboardInterrupt:
-        say("Stopping...")
-    finally:
-        stop.set()
-        if load_thread is not None:
-            load_thread.join(timeout=30)
-        supervisor.stop_all()
-        signal.signal(signal.SIGTERM, previous)
-        if not was_running and not options.keep_db and dbs.server is not None:
-            dbs.server.stop()
-            say(f"PostgreSQL stopped; data kept in {settings.pgdata}.")
-    return code
+    return _Up(settings, options, UpDisplay(settings.home, console)).run()
 
 
-def _start_load(dbs: Databases, options: UpOptions, stop: threading.Event,
-                say: Say) -> threading.Thread | None:
-    if options.rate <= 0:
-        return None
-    from tidemark.demo.load import run_load
+class _Up:
+    """One ``tidemark up``: what it started, so that every exit path stops exactly that."""
 
-    def work() -> None:
+    def __init__(self, settings: Settings, options: UpOptions, display: UpDisplay) -> None:
+        self.settings, self.options, self.display = settings, options, display
+        self.supervisor = Supervisor(env=child_env(settings))
+        self.stop = threading.Event()
+        self.server = locate_databases(settings).server
+        self.started_server = False
+        self.load_thread: threading.Thread | None = None
+        self.phase = "starting"
+        self.interrupted = False
+        self.parse: _Background | None = None
+
+    def run(self) -> int:
+        os.environ.update(child_env(self.settings))
         try:
-            stats = run_load(dbs.source, rate=options.rate, duration_s=float("inf"),
-                             seed=options.seed, stop=stop)
-            say(f"Demo workload stopped: {stats.changes:,} changes in {stats.elapsed_s:.0f} s "
-                f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
-        except Exception as exc:  # reported, then the whole stack stops
-            say(f"Demo workload failed: {exc}")
-            stop.set()
+            with self.display, progress.listening(self.display.on_progress), \
+                    self._interruptible():
+                dbs, url = self._start()
+                self.display.ready(banner(dbs, self.settings, url))
+            return self._serve(dbs)
+        except (Interrupted, KeyboardInterrupt):
+            self.display.fail(f"interrupted while {self.phase}")
+            self.display.say(f"Interrupted while {self.phase}; stopping what was started.")
+            return 130
+        except TidemarkError as exc:
+            if self.interrupted:
+                self.display.fail(f"interrupted while {self.phase}")
+                self.display.say(f"Interrupted while {self.phase}; stopping what was started.")
+                return 130
+            self.display.fail(str(exc))
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: one message, details in a file
+            raise self._unexpected(exc) from None
+        finally:
+            self._shutdown()
 
-    thread = threading.Thread(target=work, name="demo-load", daemon=True)
-    thread.start()
-    say(f"Demo workload: {options.rate:g} changes/s on the source.")
-    return thread
+    # -- start --------------------------------------------------------------------------------
+
+    def _start(self) -> tuple[Databases, str | None]:
+        from tidemark.stack import build
+        from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
+        from tidemark.stack.dbt import parse_project
+        from tidemark.stack.partitions import record_partitions_start
+
+        settings, options, display = self.settings, self.options, self.display
+        landing_url = locate_databases(settings).landing_app
+        # dbt parse needs no database: it runs beside the start, the seed and the catch-up.
+        self.parse = _Background(lambda: parse_project(settings, landing_url))
+        self.phase = "starting PostgreSQL"
+        display.begin("database", "PostgreSQL")
+        self.started_server = self.server is not None and not self.server.is_running()
+        dbs = ensure_databases(settings)
+        display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
+                    if self.server else "Using external PostgreSQL servers.")
+        self._prepare_source(dbs)
+        prepare_dagster_home(settings)
+        self.phase = "landing the source"
+        display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
+        build.catch_up(settings)
+        display.end("landing", "Landing caught up with the source (Dagster run "
+                               "ingestion_catch_up).")
+        self.phase = "parsing the dbt project"
+        display.begin("parse", "dbt parse (manifest)")
+        self.parse.wait()
+        display.end("parse", "dbt project parsed.")
+        first_day = record_partitions_start(settings, dbs.source,
+                                            settings.dbt_target_dir / "manifest.json")
+        web = start_webserver(self.supervisor, settings) if options.dagster else None
+        self.phase = "building live views, dbt models and checks"
+        display.begin("build", "Building (Dagster run)", unit="assets+checks")
+        builder = build.DagsterBuild(settings)
+        try:
+            plan = builder.plan()
+            progress.report("build", 0, plan.expected_events, "assets+checks")
+            builder.build(plan)
+        finally:
+            builder.close()
+        days = (f"daily marts {plan.first_day} to {plan.last_day}" if plan.first_day
+                else "no closed day yet")
+        display.end("build", f"Built {len(plan.views)} live view(s), dbt models, {days}, "
+                             f"{len(plan.check_keys)} checks evaluated"
+                             + (f" (partitions from {first_day})." if first_day else "."))
+        self._start_ingestion()
+        url = None
+        if web is not None:
+            from tidemark.stack.dagster_proc import start_daemon, wait_for_ui
+
+            self.phase = "starting Dagster"
+            display.begin("dagster", "Dagster UI and daemon")
+            daemon = start_daemon(self.supervisor, settings)
+            url = ui_url(settings)
+            wait_for_ui(url, [web, daemon], UI_WAIT_S)
+            display.end("dagster", f"Dagster UI is up at {url}.")
+        self.phase = "running"
+        return dbs, url
+
+    def _prepare_source(self, dbs: Databases) -> None:
+        """Create the demo schema and, on first start, seed its history."""
+        from tidemark.demo.schema import apply_schema
+        from tidemark.demo.seed import seed_history
+
+        options, display = self.options, self.display
+        self.phase = "creating the demo source"
+        apply_schema(dbs.source)
+        if not source_is_empty(dbs.source) or options.seed_days <= 0:
+            return
+        self.phase = "seeding the demo history"
+        orders = options.seed_days * options.orders_per_day
+        display.begin("seed", f"Seeding {options.seed_days} days", total=orders, unit="orders")
+
+        def seeded(days_done: int, _days: int) -> None:
+            progress.report("seed", days_done * options.orders_per_day, orders, "orders",
+                            f"day {days_done}")
+
+        stats = seed_history(dbs.source, days=options.seed_days,
+                             orders_per_day=options.orders_per_day, seed=options.seed,
+                             progress=seeded)
+        rows = sum(stats.rows.values())
+        display.end("seed", f"Seeded {options.seed_days} days of demo history: {orders:,} "
+                            f"orders, {rows:,} rows ({rows / max(stats.elapsed_s, 1e-3):,.0f} "
+                            f"rows/s).")
+
+    def _start_ingestion(self) -> None:
+        """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
+        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run", "--source",
+                                         DEMO_SOURCE], self.settings.log_dir / "ingest.log")
+
+    # -- serve and stop -----------------------------------------------------------------------
+
+    def _serve(self, dbs: Databases) -> int:
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        try:
+            self.load_thread = self._start_load(dbs)
+            deadline = (None if self.options.duration_s is None
+                        else time.monotonic() + self.options.duration_s)
+            while not self.stop.is_set():
+                dead = self.supervisor.exited()
+                if dead:
+                    for child in dead:
+                        self.display.say(f"{child.name} exited with "
+                                         f"{child.process.returncode}; see {child.log}")
+                    return 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self.stop.wait(0.5)
+        except KeyboardInterrupt:
+            self.display.say("Stopping...")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+
+    def _start_load(self, dbs: Databases) -> threading.Thread | None:
+        if self.options.rate <= 0:
+            return None
+        from tidemark.demo.load import run_load
+
+        def work() -> None:
+            try:
+                stats = run_load(dbs.source, rate=self.options.rate, duration_s=float("inf"),
+                                 seed=self.options.seed, stop=self.stop)
+                self.display.say(f"Demo workload stopped: {stats.changes:,} changes in "
+                                 f"{stats.elapsed_s:.0f} s "
+                                 f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
+            except Exception as exc:  # reported, then the whole stack stops
+                self.display.say(f"Demo workload failed: {exc}")
+                self.stop.set()
+
+        thread = threading.Thread(target=work, name="demo-load", daemon=True)
+        thread.start()
+        self.display.say(f"Demo workload: {self.options.rate:g} changes/s on the source.")
+        return thread
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        if self.parse is not None:
+            self.parse.thread.join(timeout=120)  # dbt parse writes files: let it finish
+        if self.load_thread is not None:
+            self.load_thread.join(timeout=30)
+        self.supervisor.stop_all()
+        if self.started_server and not self.options.keep_db and self.server is not None:
+            try:
+                self.server.stop()
+                self.display.say(f"PostgreSQL stopped; data kept in {self.settings.pgdata}.")
+            except TidemarkError as exc:
+                self.display.say(f"PostgreSQL did not stop cleanly: {exc}")
+        self.display.stopped()
+
+    def _unexpected(self, exc: BaseException) -> TidemarkError:
+        log = self.settings.log_dir / "up-error.log"
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"--- tidemark up failed while {self.phase} at {time.ctime()}\n")
+                out.write("".join(traceback.format_exception(exc)))
+        except OSError:
+            pass
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = (f"tidemark up failed while {self.phase}: {type(exc).__name__}"
+                   f"{': ' + reason if reason else ''}. The details are in {log}. Everything "
+                   f"this run started was stopped; fix the cause and run `tidemark up` again "
+                   f"(what was built is kept).")
+        self.display.fail(message)
+        return TidemarkError(message)
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """While starting, SIGTERM interrupts like Ctrl-C does."""
+        def interrupt(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            raise Interrupted(signal.Signals(signum).name)
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Background:
+    """Run ``fn`` in a thread; :meth:`wait` returns when it is done (re-raising its error)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the caller's thread by wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
