@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -95,7 +96,7 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
     home, port, ui_port = tmp_path / "home", free_port(), free_port()
     proc, out = _start_up(home, port, "--rate", "20", dagster_port=ui_port)
     try:
-        assert wait_for(lambda: "Dagster UI" in out.read_text() or proc.poll() is not None,
+        assert wait_for(lambda: "Tidemark is up" in out.read_text() or proc.poll() is not None,
                         240), out.read_text()
         assert f"http://127.0.0.1:{ui_port}" in out.read_text(), out.read_text()
         with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/server_info", timeout=10) as r:
@@ -109,3 +110,27 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
     assert code == 0, log
     assert "Traceback" not in log
 
+
+def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
+    import socket
+
+    home, port = tmp_path / "home", free_port()
+    with socket.socket() as taken:  # the Dagster UI's port is taken by another program
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ui_port = taken.getsockname()[1]
+        proc, out = _start_up(home, port, "--rate", "0", dagster_port=ui_port)
+        code = proc.wait(300)
+    log = out.read_text()
+    assert code == 2, log
+    assert f"Port {ui_port}" in log and "TIDEMARK_DAGSTER_PORT" in log, log
+    assert "Traceback" not in log
+    assert "PostgreSQL stopped" in log
+    assert not (home / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was left running"
+    import psutil
+
+    left = [p.info for p in psutil.process_iter(["pid", "cmdline", "environ"])
+            if p.info["environ"] and p.info["environ"].get("TIDEMARK_HOME") == str(home)]
+    assert not left, left  # no child of that start (ingestion, Dagster) survived it
+    status = json.loads((home / "up-progress.json").read_text())
+    assert status["state"] == "failed" and f"Port {ui_port}" in status["error"]

@@ -104,7 +104,7 @@ def _show_up(up: dict[str, Any] | None) -> None:
         return
     state = up.get("state")
     if state == "starting" and up.get("running"):
-        rows = [(p["title"], p["state"], f"{p['done']:,.0f}"
+        rows = [(p["title"], p["state"], "-" if not p.get("unit") else f"{p['done']:,.0f}"
                  + (f"/{p['total']:,.0f}" if p.get("total") else "") + f" {p['unit']}",
                  p.get("detail", ""), f"{p['seconds']:.0f} s") for p in up.get("phases", [])]
         emit_table("tidemark up is starting", ["phase", "state", "progress", "now", "time"],
@@ -124,19 +124,27 @@ def _show_checks(dag: dict[str, Any]) -> None:
     by_name: dict[str, Counter] = {}
     for row in checks:
         name = "dbt tests" if not _platform_check(row["check"]) else row["check"]
-        outcome = ("never" if row["status"] == "never" else "running"
-                   if row["passed"] is None else "passed" if row["passed"] else
-                   (row["severity"] or "error").lower())
+        outcome = _outcome(row)
         by_name.setdefault(name, Counter())[outcome] += 1
-    emit_table("checks (latest result of each)", ["check", "passed", "warn", "error", "never",
-                                                   "running"],
-               [(name, c["passed"], c["warn"], c["error"], c["never"], c["running"])
-                for name, c in sorted(by_name.items())])
+    emit_table("checks (latest result of each)", ["check", *OUTCOMES],
+               [(name, *(c[o] for o in OUTCOMES)) for name, c in sorted(by_name.items())])
     failing = [r for r in checks if r["passed"] is False]
     if failing:
         emit_table("failing checks", ["asset", "check", "severity", "evaluated_at", "why"],
                    [(r["asset"], r["check"], r["severity"], r["evaluated_at"],
                      r["description"]) for r in failing])
+
+
+OUTCOMES = ("passed", "warn", "error", "running", "skipped", "never")
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    """A check's latest result in one word (see :data:`OUTCOMES`)."""
+    if row["status"] in ("never", "skipped"):
+        return row["status"]
+    if row["passed"] is None:
+        return "error" if row["status"] in ("failed", "execution_failed") else "running"
+    return "passed" if row["passed"] else (row["severity"] or "error").lower()
 
 
 def _platform_check(name: str) -> bool:

@@ -94,8 +94,13 @@ class DagsterBuild:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def plan(self, today: date | None = None) -> BuildPlan:
-        """What the build run covers (see the module docstring)."""
+    def plan(self, today: date | None = None, later: frozenset[str] = frozenset()) -> BuildPlan:
+        """What the build run covers (see the module docstring).
+
+        Args:
+            today: the current UTC day (default: now).
+            later: names of checks left out of the run (launched on their own afterwards).
+        """
         from orchestration.defs.live_views.assets import view_files
 
         today = today or datetime.now(UTC).date()
@@ -119,9 +124,9 @@ class DagsterBuild:
             if node.partitions_def is not None and first is None:
                 continue
             keys.add(key)
-        checks = {c for c in self.graph.asset_check_keys
-                  if c.asset_key in keys or self.graph.get(c.asset_key).is_observable
-                  or c.asset_key.path[0] == "live"}
+        checks = {c for c in self.graph.asset_check_keys if c.name not in later and (
+            c.asset_key in keys or self.graph.get(c.asset_key).is_observable
+            or c.asset_key.path[0] == "live")}
         days = 0 if first is None else (last - first).days + 1
         expected = sum(days if self.graph.get(k).partitions_def is not None else 1 for k in keys)
         return BuildPlan(sorted(views), first, last if first else None, keys, checks,

@@ -164,6 +164,45 @@ def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90
     return url
 
 
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def launch_job(url: str, job: str, tags: dict[str, str] | None = None) -> str:
+    """Queue a run of ``job`` through the webserver's GraphQL API (as the UI's Launch does);
+    the daemon starts it. Returns the run id.
+
+    Raises:
+        DagsterStartError: the webserver refused the launch (its answer is quoted).
+    """
+    import json
+
+    params = {"selector": {"repositoryLocationName": CODE_LOCATION,
+                           "repositoryName": "__repository__", "jobName": job},
+              "executionMetadata": {"tags": [{"key": k, "value": v}
+                                             for k, v in (tags or {}).items()]}}
+    body = json.dumps({"query": LAUNCH_RUN, "variables": {"params": params}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DagsterStartError(f"Could not launch {job} through {url}: {exc}") from None
+    launched = (answer.get("data") or {}).get("launchRun") or {}
+    if launched.get("__typename") != "LaunchRunSuccess":
+        raise DagsterStartError(f"The webserver did not launch {job}: {answer}")
+    return launched["run"]["runId"]
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:

@@ -36,17 +36,17 @@ TRANSLATOR = TidemarkTranslator()
 
 
 def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: TidemarkResource,
-            args: list[str], extra_metadata: dict[str, Any] | None = None) -> Iterator[Any]:
+            args: list[str], extra_metadata: dict[str, Any] | None = None,
+            indirect_selection: str = "buildable") -> Iterator[Any]:
     """Run one dbt command for the selected assets and stream its events to Dagster.
 
     The profile is pointed at the resource's landing URL for the invocation; the invocation's
-    directory goes under ``<target>/runs`` and old ones are cleaned afterwards. Tests run with
-    ``buildable`` indirect selection: a test that also reads a model of the other ``@dbt_assets``
-    (e.g. a mart's relationship to a dimension) runs only with the step that builds all its
-    parents, never before they exist. Dagster overrides it when it subsets the checks.
+    directory goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster
+    overrides ``indirect_selection`` when it subsets the checks.
     """
     target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
-    with tidemark.dbt_environment(), environment({"DBT_INDIRECT_SELECTION": "buildable"}):
+    with tidemark.dbt_environment(), \
+            environment({"DBT_INDIRECT_SELECTION": indirect_selection}):
         invocation = dbt.cli(args, context=context, target_path=target)
         for event in invocation.stream():
             if extra_metadata and isinstance(event, dg.Output):
@@ -59,8 +59,13 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
             dagster_dbt_translator=TRANSLATOR, name="dbt_unpartitioned")
 def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                       tidemark: TidemarkResource):
-    """Staging and intermediate views, the dimension tables and the source tests (``dbt build``)."""
-    yield from run_dbt(context, dbt, tidemark, ["build"])
+    """Staging and intermediate views, the dimension tables and the source tests (``dbt build``).
+
+    Tests run with ``buildable`` indirect selection: a test that also reads a daily mart (a
+    mart's relationship to a dimension) waits for the marts' step, where the marts exist. Unit
+    tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
+    """
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"])
 
 
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
@@ -72,10 +77,12 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     dbt_vars = day_vars(context.partition_time_window)
     context.log.info(f"dbt build of the daily marts for {dbt_vars}")
     # Unit tests bring their own fixture days and would see the partition's vars: they run in
-    # dbt's own CI (tests/dbt_project), not in a partition build.
+    # dbt's own CI (tests/dbt_project), not in a partition build. Tests run with ``eager``
+    # indirect selection: every test of a mart, also one reading a dimension (built by the
+    # unpartitioned step before this one).
     yield from run_dbt(context, dbt, tidemark, ["build", "--vars", json.dumps(dbt_vars),
                                                 "--exclude", "test_type:unit"],
-                       {"dbt_vars": dbt_vars})
+                       {"dbt_vars": dbt_vars}, indirect_selection="eager")
 
 
 def daily_mart_keys() -> list[dg.AssetKey]:

@@ -1,8 +1,11 @@
 """Ingestion assets: one observable asset ``<source>/<table>`` per table contract.
 
-Observed, not materialised (ingestion runs as its own process): data version = the table's
-newest applied LSN; metadata lag (seconds, bytes), rows/s, dead letters, paused. A table whose
-contract names a ``loaded_at`` column carries a time-window freshness policy from the contract.
+Observed, not materialised (ingestion runs as its own process): metadata applied LSN, lag
+(seconds, bytes), rows/s, dead letters, paused. The observations carry no data version on
+purpose: the assets directly downstream (the live views, the dbt staging views) are views kept
+current by the database itself, so a moving LSN must not mark them "Upstream data" (stale).
+A table whose contract names a ``loaded_at`` column carries a time-window freshness policy
+from the contract.
 """
 
 from collections.abc import Iterable
@@ -52,7 +55,6 @@ def states(tidemark: TidemarkResource, keys: Iterable[dg.AssetKey] | None = None
 
 @dg.multi_observable_source_asset(specs=_specs(), name="ingestion_tables", can_subset=True)
 def ingestion_tables(context: dg.AssetExecutionContext, tidemark: TidemarkResource):
-    """Observe the replicated tables: data version = newest applied LSN."""
+    """Observe the replicated tables (applied LSN, lag, dead letters in the metadata)."""
     for key, state in states(tidemark, context.selected_asset_keys).items():
-        yield dg.ObserveResult(asset_key=key, metadata=state.metadata(),
-                               data_version=dg.DataVersion(state.lsn or "none"))
+        yield dg.ObserveResult(asset_key=key, metadata=state.metadata())

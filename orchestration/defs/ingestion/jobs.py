@@ -16,9 +16,7 @@ LOG_EVERY_S = 5.0
 
 
 def _observations(tidemark: TidemarkResource) -> list[dg.AssetObservation]:
-    return [dg.AssetObservation(key, metadata=s.metadata(),
-                                tags={"dagster/data_version": s.lsn or "none"})
-            for key, s in states(tidemark).items()]
+    return [dg.AssetObservation(key, metadata=s.metadata()) for key, s in states(tidemark).items()]
 
 
 def _sources(only: str) -> list[str]:

@@ -37,8 +37,7 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[lis
         outcome = "pass" if evaluation.passed else evaluation.severity.value
         old = before.get(name, [None, None])
         if lsn != old[0]:
-            events.append(dg.AssetObservation(key, metadata=state.metadata(),
-                                              tags={"dagster/data_version": lsn}))
+            events.append(dg.AssetObservation(key, metadata=state.metadata()))
         if outcome != old[1]:
             events.append(evaluation)
         after[name] = [lsn, outcome]
