@@ -85,18 +85,21 @@ def test_asset_graph_shows_every_layer_built(stack: RunningStack, chromium,
                           all(g in _text(chromium) for g in groups)), UI_TIMEOUT_S,
                  f"the asset groups {groups} in the global lineage")
     chromium.save_screenshot(str(artifacts / "dagster-lineage.png"))
-    for group, ready in (("marts", "fct_daily_store_revenue"),
-                         ("live_views", "daily_store_revenue"),
-                         ("staging", "stg_shop__orders"), ("ingestion", "orders")):
-        text = _page(chromium, stack, f"/locations/{LOCATION}/asset-groups/{group}", ready,
-                     f"the {group} group's asset graph")
-        time.sleep(2)  # let the asset nodes load their status
-        text = _text(chromium)
+    for group in ("marts", "live_views", "staging", "intermediate", "serving", "ingestion"):
+        base = f"/locations/{LOCATION}/asset-groups/{group}"
+        graph = _page(chromium, stack, base, "Latest event", f"the {group} group's asset graph")
+        time.sleep(2)  # let every node load its status
+        graph = _text(chromium)
         chromium.save_screenshot(str(artifacts / f"dagster-graph-{group}.png"))
-        assert "Never materialized" not in text, f"{group}: {text[:2000]}"
-        assert "Never observed" not in text, f"{group}: {text[:2000]}"
-        if group != "ingestion":  # dead letters warn there on purpose (malformed demo events)
-            assert "Failed" not in text, f"{group}: {text[:2000]}"
+        listed = _page(chromium, stack, f"{base}/list", "Status", f"the {group} group's list")
+        time.sleep(2)
+        listed = _text(chromium)
+        chromium.save_screenshot(str(artifacts / f"dagster-list-{group}.png"))
+        for text in (graph, listed):
+            assert "Never materialized" not in text, f"{group}: {text[:2000]}"
+            assert "Never observed" not in text, f"{group}: {text[:2000]}"
+        expected = "Observed" if group == "ingestion" else "Materialized"
+        assert expected in listed, f"{group}: {listed[:2000]}"
 
 
 def test_a_mart_has_every_partition_and_every_check(stack: RunningStack, chromium,
