@@ -283,6 +283,11 @@ class EmbeddedServer:
         self._chown_for_server(self.settings.log_dir)
 
     def _pg_ctl(self, args: list[str], timeout_s: float, action: str) -> None:
+        if self._run_as is not None and self.pgdata.exists():
+            # The server's own user must traverse the directories above the data directory;
+            # something may have closed one since initdb (pytest makes its temporary root 0700
+            # again whenever a session starts).
+            _wheel()[1].ensure_prefix_permissions(self.pgdata)
         cmd = [str(server_binary("pg_ctl")), "-D", str(self.pgdata), *args]
         self._run(cmd, self.settings.log_dir / "pg_ctl.log", timeout_s, action)
 
