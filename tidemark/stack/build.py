@@ -259,6 +259,8 @@ def failure_message(result: Any, job: str, run_id: str, dagster_home: Path) -> s
     lines = []
     for event in failures[:3]:
         error = getattr(event.event_specific_data, "error", None)
+        while error is not None and getattr(error, "cause", None) is not None:
+            error = error.cause  # Dagster wraps the op's own exception: show that one
         message = (error.message if error is not None else "failed").strip()
         first = "\n".join(message.splitlines()[:6])
         lines.append(f"  step {event.step_key}: {first}")

@@ -64,9 +64,11 @@ def snapshot_progress(context: dg.OpExecutionContext, source: str) -> Callable[.
 
 
 class CatchUpConfig(dg.Config):
-    """Which source to catch up (empty: every source with contracts)."""
+    """Which source to catch up (empty: every source with contracts), and how long it may take
+    (the first catch-up includes the initial snapshot of the whole source)."""
 
     source: str = ""
+    timeout_s: float = 4 * 3600.0
 
 
 @dg.op(description="Bring landing up to the source's current WAL position (ingestion.catch_up).")
@@ -82,7 +84,8 @@ def catch_up_source(context: dg.OpExecutionContext, config: CatchUpConfig,
     for source in _sources(config.source):
         extra = {"on_progress": snapshot_progress(context, source)} if accepts_progress else {}
         stats = ingestion.catch_up(urls.source_ingest, urls.landing_app, source,
-                                   contracts=contracts, setup_dsn=urls.source, **extra)
+                                   contracts=contracts, setup_dsn=urls.source,
+                                   timeout_s=config.timeout_s, **extra)
         progress.report("landing", stats.snapshot_rows + stats.changes, None, "rows", source)
         context.log.info(f"{source}: caught up to {stats.lsn}: {stats.snapshot_rows:,} snapshot "
                          f"rows, {stats.changes:,} changes in {stats.seconds} s")
