@@ -126,3 +126,12 @@ class TidemarkResource(dg.ConfigurableResource):
         with environment({**dbt_connection_env(self.urls().landing_app),
                           "DBT_TARGET_PATH": str(self.settings().dbt_target_dir)}):
             yield
+
+
+def unreachable(exc: Exception) -> str:
+    """A sensor's skip reason when the databases do not answer (e.g. ``dagster dev`` on a fresh
+    clone, before ``tidemark up``): what failed and how to get them."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"The Tidemark databases are not reachable ({reason}). Start them with `tidemark "
+            f"up` (or `tidemark db start`), or point TIDEMARK_SOURCE_URL / TIDEMARK_LANDING_URL "
+            f"at yours.")

@@ -10,10 +10,11 @@ import json
 from typing import Any
 
 import dagster as dg
+import psycopg
 
 from orchestration.defs.ingestion.assets import states
 from orchestration.defs.ingestion.checks import dead_letter_evaluation, lag_evaluation
-from orchestration.defs.resources import TidemarkResource
+from orchestration.defs.resources import TidemarkResource, unreachable
 
 
 def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[list, str]:
@@ -50,7 +51,10 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[lis
                        "moved, and the lag check's outcome when it changed.")
 def ingestion_observer(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Observe ingestion without flooding the event log (only changes are recorded)."""
-    events, cursor = observe_changes(tidemark, context.cursor)
+    try:
+        events, cursor = observe_changes(tidemark, context.cursor)
+    except psycopg.OperationalError as exc:
+        return dg.SkipReason(unreachable(exc))
     if not events:
         return dg.SkipReason("No table moved and no lag outcome changed.")
     return dg.SensorResult(asset_events=events, cursor=cursor)
@@ -76,7 +80,10 @@ def dead_letter_growth(tidemark: TidemarkResource, cursor: str | None) -> tuple[
                        "(a WARN while any wait for a replay).")
 def dead_letter_alert(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Raise the ``dead_letters`` check of a table when its dead letters grow."""
-    events, cursor = dead_letter_growth(tidemark, context.cursor)
+    try:
+        events, cursor = dead_letter_growth(tidemark, context.cursor)
+    except psycopg.OperationalError as exc:
+        return dg.SkipReason(unreachable(exc))
     for event in events:
         if not event.passed:
             context.log.warning(event.description)

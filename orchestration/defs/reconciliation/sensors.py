@@ -8,6 +8,7 @@ daily mart without its reconciliation checks (a run of the marts with their chec
 from datetime import UTC, datetime
 
 import dagster as dg
+import psycopg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts
 from orchestration.defs.dbt.jobs import daily_marts_job
@@ -15,7 +16,7 @@ from orchestration.defs.dbt.partitions import partitions_start, range_tags
 from orchestration.defs.keys import mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
-from orchestration.defs.resources import TidemarkResource
+from orchestration.defs.resources import TidemarkResource, unreachable
 from tidemark.reconciliation.days import contiguous_ranges, mark_requested, pending_corrections
 
 
@@ -47,7 +48,10 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
 def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days."""
-    requests = correction_requests(tidemark, earliest=partitions_start())
+    try:
+        requests = correction_requests(tidemark, earliest=partitions_start())
+    except psycopg.OperationalError as exc:
+        return dg.SkipReason(unreachable(exc))
     if not requests:
         return dg.SkipReason("No drifted days waiting for a correction.")
     return dg.SensorResult(run_requests=requests)
