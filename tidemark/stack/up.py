@@ -316,8 +316,8 @@ class _Up:
         self.supervisor.stop_all()
         if self.started_server and not self.options.keep_db and self.server is not None:
             try:
-                self.server.stop()
-                self.display.say(f"PostgreSQL stopped; data kept in {self.settings.pgdata}.")
+                if self.server.stop():
+                    self.display.say(f"PostgreSQL stopped; data kept in {self.settings.pgdata}.")
             except TidemarkError as exc:
                 self.display.say(f"PostgreSQL did not stop cleanly: {exc}")
         self.display.stopped()
