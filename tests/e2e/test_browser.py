@@ -70,11 +70,16 @@ def _click(driver, xpath: str, what: str) -> None:
 
 
 def _page(driver, stack: RunningStack, path: str, ready: str, what: str) -> str:
-    """Open ``path`` and wait until the page shows ``ready``; return the page's text."""
+    """Open ``path``, wait until the page shows ``ready`` and has loaded every status (no
+    "Loading..." left); return the page's text."""
     driver.get(f"{stack.dagster_url}{path}")
-    return browser.poll(lambda: (_dismiss_welcome(driver) or
-                                 (_text(driver) if ready in _text(driver) else None)),
-                        UI_TIMEOUT_S, what)
+
+    def loaded() -> str | None:
+        _dismiss_welcome(driver)
+        text = _text(driver)
+        return text if ready in text and "Loading" not in text else None
+
+    return browser.poll(loaded, UI_TIMEOUT_S, what)
 
 
 def test_asset_graph_shows_every_layer_built(stack: RunningStack, chromium,
@@ -88,12 +93,8 @@ def test_asset_graph_shows_every_layer_built(stack: RunningStack, chromium,
     for group in ("marts", "live_views", "staging", "intermediate", "serving", "ingestion"):
         base = f"/locations/{LOCATION}/asset-groups/{group}"
         graph = _page(chromium, stack, base, "Latest event", f"the {group} group's asset graph")
-        time.sleep(2)  # let every node load its status
-        graph = _text(chromium)
         chromium.save_screenshot(str(artifacts / f"dagster-graph-{group}.png"))
         listed = _page(chromium, stack, f"{base}/list", "Status", f"the {group} group's list")
-        time.sleep(2)
-        listed = _text(chromium)
         chromium.save_screenshot(str(artifacts / f"dagster-list-{group}.png"))
         for text in (graph, listed):
             assert "Never materialized" not in text, f"{group}: {text[:2000]}"
@@ -106,8 +107,6 @@ def test_a_mart_has_every_partition_and_every_check(stack: RunningStack, chromiu
                                                     artifacts: Path) -> None:
     text = _page(chromium, stack, f"/assets/marts/{MART}?view=partitions", "Materialized (",
                  "the mart's partitions")
-    time.sleep(2)
-    text = _text(chromium)
     chromium.save_screenshot(str(artifacts / "dagster-mart-partitions.png"))
     counts = {k: int(v) for k, v in re.findall(r"(Failed|Materialized|Missing) \((\d+)\)", text)}
     assert counts.get("Missing") == 0 and counts.get("Failed") == 0, counts
@@ -115,8 +114,6 @@ def test_a_mart_has_every_partition_and_every_check(stack: RunningStack, chromiu
 
     text = _page(chromium, stack, f"/assets/marts/{MART}?view=checks",
                  "reconcile_daily_store_revenue", "the mart's checks")
-    time.sleep(2)
-    text = _text(chromium)
     chromium.save_screenshot(str(artifacts / "dagster-mart-checks.png"))
     listed = int(re.search(r"Checks \((\d+)\)", text).group(1))
     assert listed >= 8 and text.count("Succeeded") >= listed, text[:3000]

@@ -10,20 +10,28 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 from orchestration.defs.dbt.freshness import mart_freshness_policy
 from orchestration.defs.dbt.partitions import DAILY_TAG
 
+CHANGELOG_SCHEMA = "cdc"
+
 
 class TidemarkTranslator(DagsterDbtTranslator):
     """Keys ``<schema>/<model>``, sources onto the ingestion assets, freshness on daily marts,
     dbt tests (source tests included) as asset checks."""
 
     def __init__(self) -> None:
+        # A table's mirror (source `shop`) and changelog (source `shop_cdc`) are one ingestion
+        # asset: two dbt sources on one key.
         super().__init__(settings=DagsterDbtTranslatorSettings(
-            enable_asset_checks=True, enable_source_tests_as_checks=True))
+            enable_asset_checks=True, enable_source_tests_as_checks=True,
+            enable_duplicate_source_asset_keys=True))
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
-        """``<source>/<table>`` for dbt sources (the ingestion assets), else
-        ``<schema>/<name>``."""
+        """``<source>/<table>`` for dbt sources (the ingestion assets: a mirror ``<source>.<table>``
+        or a changelog ``cdc.<source>__<table>``), else ``<schema>/<name>``."""
         if dbt_resource_props["resource_type"] == "source":
-            return dg.AssetKey([dbt_resource_props["source_name"], dbt_resource_props["name"]])
+            name = dbt_resource_props["name"]
+            if dbt_resource_props.get("schema") == CHANGELOG_SCHEMA and "__" in name:
+                return dg.AssetKey(name.split("__", 1))
+            return dg.AssetKey([dbt_resource_props["source_name"], name])
         return dg.AssetKey([dbt_resource_props["schema"], dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
