@@ -176,6 +176,8 @@ def test_dagster_yaml_stores_runs_in_the_dagster_database(
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.get_runs() == []
+        run = _one_op_job().execute_in_process(instance=instance)  # events are stored
+        assert run.success and instance.get_run_by_id(run.run_id) is not None
     finally:
         instance.dispose()
     with psycopg.connect(initialised.admin_url("dagster")) as conn:
@@ -183,3 +185,18 @@ def test_dagster_yaml_stores_runs_in_the_dagster_database(
                                    " where schemaname = 'public'").fetchall())
     assert {"runs", "event_logs", "jobs"} <= set(tables)
     assert set(tables.values()) == {"dagster"}
+
+
+def _one_op_job():
+    """A job of one op: its run writes events (and NOTIFYs) to the event log storage."""
+    import dagster as dg
+
+    @dg.op
+    def one() -> int:
+        return 1
+
+    @dg.job
+    def probe() -> None:
+        one()
+
+    return probe

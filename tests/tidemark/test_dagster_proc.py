@@ -36,12 +36,13 @@ def test_dagster_home_keeps_an_edited_yaml(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_webserver_and_daemon_serve_the_code_location(orch, tmp_path, monkeypatch) -> None:
+def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> None:
     import os
 
     port = free_port()
     monkeypatch.setenv("TIDEMARK_DAGSTER_PORT", str(port))
-    env = dict(os.environ)
+    monkeypatch.delenv("TIDEMARK_DBT_TARGET_PATH", raising=False)  # prepared in the home
+    env = {k: v for k, v in os.environ.items() if k != "TIDEMARK_DBT_TARGET_PATH"}
     env["TIDEMARK_HOME"] = str(tmp_path)
     supervisor = Supervisor(env=env)
     try:

@@ -86,8 +86,15 @@ def dagster_summary(settings: Settings) -> dict[str, Any]:
         return {"error": f"no Dagster instance at {home} (`tidemark up` creates it)"}
     from dagster import DagsterInstance
 
-    with DagsterInstance.from_config(str(home)) as instance:
-        summary: dict[str, Any] = {"home": str(home), "latest_runs": latest_runs(instance)}
+    try:
+        instance = DagsterInstance.from_config(str(home))
+        runs = latest_runs(instance)
+    except Exception as exc:  # the storage (the embedded PostgreSQL) is not running
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return {"error": f"Dagster's storage in {home} is not reachable ({reason}); it lives in "
+                         f"the embedded PostgreSQL: `tidemark up` or `tidemark db start`."}
+    with instance:
+        summary: dict[str, Any] = {"home": str(home), "latest_runs": runs}
         try:
             keys = code_location_checks(settings)
         except Exception as exc:  # the code location cannot load: say why, keep the runs

@@ -41,15 +41,15 @@ def test_status_shows_every_check_whoever_ran_it(built, monkeypatch, tmp_path) -
     from tidemark.settings import Settings
     from tidemark.stack.dagster_proc import prepare_dagster_home
 
-    home = prepare_dagster_home(Settings(home=tmp_path))
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", built.source_url)
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", built.landing_url)
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    home = prepare_dagster_home(Settings())  # external servers: SQLite storage in the home
     key = dg.AssetCheckKey(view_key("daily_store_revenue"), "matches_query")
     job = built.defs.get_implicit_global_asset_job_def().get_subset(
         asset_selection=set(), asset_check_selection={key})
     with dg.DagsterInstance.from_config(str(home)) as instance:  # as a run from the UI would
         run = job.execute_in_process(instance=instance)
-    monkeypatch.setenv("TIDEMARK_SOURCE_URL", built.source_url)
-    monkeypatch.setenv("TIDEMARK_LANDING_URL", built.landing_url)
-    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     result = CliRunner().invoke(app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     checks = {(c["asset"], c["check"]): c for c in json.loads(result.output)["dagster"]["checks"]}
