@@ -9,10 +9,10 @@ connects to a database.
 from __future__ import annotations
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from orchestration.defs.dbt import definitions as dbt
 from orchestration.defs.dbt.assets import PROJECT
+from orchestration.defs.dbt.resource import TidemarkDbtResource
 from orchestration.defs.ingestion import definitions as ingestion
 from orchestration.defs.live_views import definitions as live_views
 from orchestration.defs.reconciliation import definitions as reconciliation
@@ -30,7 +30,7 @@ def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
         ingestion.defs, live_views.defs, dbt.defs, reconciliation.defs,
         dg.Definitions(resources={
             "tidemark": tidemark or TidemarkResource(),
-            "dbt": DbtCliResource(project_dir=PROJECT),
+            "dbt": TidemarkDbtResource(project_dir=PROJECT),
         }),
     )
 
