@@ -97,8 +97,9 @@ class UpDisplay:
         self.live = self.console.is_terminal
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"),
                              BarColumn(bar_width=30), _Counts(), TimeRemainingColumn(),
-                             TimeElapsedColumn(), console=self.console, transient=False,
-                             disable=not self.live)
+                             TimeElapsedColumn(), TextColumn("{task.fields[detail]}",
+                                                             style="dim"),
+                             console=self.console, transient=False, disable=not self.live)
         self.phases: dict[str, PhaseState] = {}
         self.tasks: dict[str, TaskID] = {}
         self.status: dict[str, Any] = {"pid": os.getpid(), "state": "starting", "phases": []}
@@ -120,7 +121,7 @@ class UpDisplay:
         """Start a phase (a bar; an indeterminate one when ``total`` is None)."""
         with self._lock:
             self.phases[name] = PhaseState(name, title, total=total, unit=unit)
-            self.tasks[name] = self.bars.add_task(title, total=total, unit=unit)
+            self.tasks[name] = self.bars.add_task(title, total=total, unit=unit, detail="")
         self._write(force=True)
 
     def on_progress(self, report: Report) -> None:
@@ -135,7 +136,7 @@ class UpDisplay:
             phase.seconds = round(time.monotonic() - phase._t0, 1)
             self.bars.update(self.tasks[report.phase], completed=report.done,
                              total=phase.total, unit=report.unit,
-                             description=_describe(phase.title, report.detail))
+                             detail=_short(report.detail))
         self._log_line(phase)
         self._write()
 
@@ -145,8 +146,7 @@ class UpDisplay:
             phase = self.phases[name]
             phase.state, phase.seconds = "done", round(time.monotonic() - phase._t0, 1)
             total = phase.total or phase.done or 1
-            self.bars.update(self.tasks[name], completed=total, total=total,
-                             description=phase.title)
+            self.bars.update(self.tasks[name], completed=total, total=total, detail="")
         self.say(f"{summary} [{phase.seconds:.1f} s]")
         self._write(force=True)
 
@@ -209,11 +209,8 @@ class UpDisplay:
             pass  # the status file is a convenience; never fail the start for it
 
 
-def _describe(title: str, detail: str) -> str:
-    if not detail:
-        return title
-    short = detail if len(detail) <= 24 else "…" + detail[-23:]
-    return f"{title} ({short})"
+def _short(detail: str, width: int = 32) -> str:
+    return detail if len(detail) <= width else "…" + detail[-(width - 1):]
 
 
 def read_status(home: Path) -> dict[str, Any] | None:
