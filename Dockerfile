@@ -18,6 +18,7 @@ COPY contracts ./contracts
 COPY ingestion ./ingestion
 COPY streaming_views ./streaming_views
 COPY orchestration ./orchestration
+COPY tidemark ./tidemark
 RUN pip install '.[deploy]'
 
 # dbt's project and the container configuration are read from the tree at run time.
@@ -43,7 +44,7 @@ USER tidemark
 
 # The dbt manifest the Dagster code location loads, prepared the way `tidemark up` does it
 # (dbt parse into TIDEMARK_DBT_TARGET_PATH; no database connection needed).
-RUN python -m orchestration.defs.dbt_setup
+RUN python -m orchestration.defs.dbt.project
 
 EXPOSE 3000
 CMD ["tidemark", "--help"]

@@ -34,13 +34,13 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, not an old install
-from orchestration.demo.schema import DEMO_TABLES
-from orchestration.demo.seed import seed_history
-from orchestration.stack.bootstrap import ensure_database, ensure_roles
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
 from tests.dbt_project.dbt_runner import DbtProject
 from tests.support import TEST_CONF, free_port
+from tidemark.demo.schema import DEMO_TABLES
+from tidemark.demo.seed import seed_history
+from tidemark.settings import Settings
+from tidemark.stack.bootstrap import ensure_database, ensure_roles
+from tidemark.stack.embedded import EmbeddedServer
 
 CDC_COLUMNS = sql.SQL(
     "_op char(1) not null, _lsn pg_lsn not null, _commit_lsn pg_lsn not null, "

@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
+from tidemark.settings import Settings
+from tidemark.stack.embedded import EmbeddedServer
 
 # Same durability settings as the test server: the benchmark measures Tidemark, not the disk.
 BENCH_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tidemark-bench-dbt-") as target:
         env = dict(os.environ, TIDEMARK_DBT_TARGET_PATH=target)
-        subprocess.run([sys.executable, "-m", "orchestration.defs.dbt_setup"], cwd=ROOT, env=env,
+        subprocess.run([sys.executable, "-m", "orchestration.defs.dbt.project"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL)
         timed(LOAD, env)  # warm the OS file cache and .pyc files: "cold" means a new process
         loads, bases = [], []

@@ -54,8 +54,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
+from tidemark.settings import Settings
+from tidemark.stack.embedded import EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cdc_common import BENCH_CONF
@@ -145,8 +145,8 @@ def prepare(src: str, land: str, seed_orders: int, views: bool, key_indexes: boo
     import ingestion
     import streaming_views
     from contracts import load_contracts
-    from orchestration.demo.schema import apply_schema
-    from orchestration.demo.seed import seed_history
+    from tidemark.demo.schema import apply_schema
+    from tidemark.demo.seed import seed_history
 
     apply_schema(src)
     seed_history(src, days=1, orders_per_day=seed_orders, seed=42)
@@ -173,7 +173,7 @@ def child_env(src: str, land: str, home: str) -> dict[str, str]:
 
 def tidemark(*args: str) -> list[str]:
     """Command line of the ``tidemark`` CLI with this interpreter."""
-    return [sys.executable, "-m", "orchestration.cli.main", *args]
+    return [sys.executable, "-m", "tidemark.cli.main", *args]
 
 
 def write_markers(src: str, markers: Markers, seconds: float, stop: threading.Event) -> None:

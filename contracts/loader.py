@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from contracts.errors import ContractError, ContractNotFoundError
 from contracts.fileformat import EventFile, FieldFile, RuleFile, TableFile, first_error
+from contracts.jsontypes import JSON_CONVERTERS
 from contracts.model import (
     ColumnSpec,
     EventContract,
@@ -32,7 +33,6 @@ from contracts.model import (
     TableContract,
 )
 from contracts.pgtypes import TypeMismatch, parse_type, scalar_converter
-from contracts.validator import JSON_CONVERTERS
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_]*")

@@ -9,15 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contracts.errors import UnknownChangeKindError
 from contracts.pgtypes import PgType
-
-if TYPE_CHECKING:
-    from contracts.validator import CompiledEvent, CompiledTable
 
 CHANGE_KINDS = ("add_nullable_column", "add_required_column", "drop_column", "rename_column",
                 "change_type", "widen_type")
@@ -150,12 +146,6 @@ class EventContract:
         """The event type (same as ``event_type``)."""
         return self.event_type
 
-    @cached_property
-    def compiled(self) -> CompiledEvent:
-        """The precompiled payload validator (built once, on first use)."""
-        from contracts.validator import CompiledEvent
-
-        return CompiledEvent(self)
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,12 +223,6 @@ class TableContract:
             return spec is not None and spec.nullable
         return False
 
-    @cached_property
-    def compiled(self) -> CompiledTable:
-        """The precompiled row validator (built once, on first use)."""
-        from contracts.validator import CompiledTable
-
-        return CompiledTable(self)
 
 
 @dataclass(frozen=True)

@@ -8,23 +8,27 @@ forms a CDC decoder produces — see :mod:`contracts.pgtypes`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from typing import Any, Protocol
 
-from contracts.model import Violation
+from contracts.jsontypes import JSON_CONVERTERS, json_kind
+from contracts.model import ColumnSpec, EventContract, FieldSpec, TableContract, Violation
 from contracts.pgtypes import Converter, TypeMismatch, converter
 
-if TYPE_CHECKING:
-    from contracts.loader import ContractSet
-    from contracts.model import ColumnSpec, EventContract, FieldSpec, TableContract
+
+class EventLookup(Protocol):
+    """Where event contracts are looked up (a ``ContractSet``)."""
+
+    def find_event(self, source: str, event_type: str) -> EventContract | None:
+        """The contract of ``event_type`` of ``source``, or None."""
+
+    def event_types(self, source: str) -> list[str]:
+        """The event types of ``source``."""
 
 Check = tuple[str, Callable[[Any], bool], Callable[[Any], str]]
 _MISSING = object()
-_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 
 def _show(values: tuple[Any, ...]) -> str:
@@ -62,7 +66,7 @@ def compile_checks(allowed: tuple[Any, ...] | None, low: Any, high: Any,
 
 
 class CompiledTable:
-    """A table contract compiled for fast row validation. Build via ``contract.compiled``."""
+    """A table contract compiled for fast row validation. Build via :func:`compiled_table`."""
 
     def __init__(self, contract: TableContract) -> None:
         self.contract = contract
@@ -82,7 +86,7 @@ class CompiledTable:
         checks = compile_checks(spec.allowed_values, low, high, spec.pattern)
         return spec.name, converter(spec.pg_type), spec.nullable, checks, spec.pg_type.is_array
 
-    def validate(self, row: Mapping[str, Any], events: ContractSet | None = None
+    def validate(self, row: Mapping[str, Any], events: EventLookup | None = None
                  ) -> list[Violation]:
         """Validate one row; see :func:`validate_row`."""
         out: list[Violation] = []
@@ -135,7 +139,7 @@ class CompiledTable:
                                          f"{self.prefix}.{col}: must be NULL when {condition} "
                                          f"(rule {rule.name})", row.get(col)))
 
-    def _check_event(self, values: dict[str, Any], events: ContractSet | None,
+    def _check_event(self, values: dict[str, Any], events: EventLookup | None,
                      out: list[Violation]) -> None:
         spec = self.events
         assert spec is not None
@@ -156,7 +160,7 @@ class CompiledTable:
                                  f"{event_type!r}; known: {', '.join(known) or 'none'}",
                                  event_type))
             return
-        event.compiled.validate(payload, f"{self.prefix}.{spec.payload_column}",
+        compiled_event(event).validate(payload, f"{self.prefix}.{spec.payload_column}",
                                 spec.payload_column, out)
 
 
@@ -173,56 +177,8 @@ def _run_checks(checks: tuple[Check, ...], value: Any, is_array: bool) -> tuple[
     return None
 
 
-def _json_string(value: Any) -> str:
-    if type(value) is str:
-        return value
-    raise TypeMismatch(f"expected a string, got {_json_kind(value)}")
-
-
-def _json_uuid(value: Any) -> str:
-    if type(value) is str and _UUID_RE.fullmatch(value):
-        return value
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeMismatch(f"expected a UUID string, got {value!r}")
-
-
-def _json_integer(value: Any) -> int:
-    if type(value) is int:
-        return value
-    raise TypeMismatch(f"expected an integer, got {_json_kind(value)} {value!r}")
-
-
-def _json_number(value: Any) -> Any:
-    if type(value) in (int, float, Decimal) and (type(value) is int or math.isfinite(value)):
-        return value
-    raise TypeMismatch(f"expected a number, got {_json_kind(value)} {value!r}")
-
-
-def _json_boolean(value: Any) -> bool:
-    if value is True or value is False:
-        return value
-    raise TypeMismatch(f"expected true or false, got {_json_kind(value)} {value!r}")
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-             Decimal: "a number", dict: "an object", list: "an array", type(None): "null"}
-    return kinds.get(type(value), type(value).__name__)
-
-
-JSON_CONVERTERS: dict[str, Converter] = {
-    "string": _json_string,
-    "uuid": _json_uuid,
-    "integer": _json_integer,
-    "number": _json_number,
-    "boolean": _json_boolean,
-}
-"""Converters of payload field types (values as ``json.loads`` returns them)."""
-
-
 class CompiledEvent:
-    """An event contract compiled for fast payload validation. Build via ``contract.compiled``."""
+    """An event contract compiled for fast payload validation. Build via :func:`compiled_event`."""
 
     def __init__(self, contract: EventContract) -> None:
         self.contract = contract
@@ -247,7 +203,7 @@ class CompiledEvent:
         tag = f" (event {self.contract.event_type})"
         if not isinstance(payload, dict):
             out.append(Violation(column, "type", f"{prefix}{tag}: expected a JSON object, got "
-                                 f"{_json_kind(payload)}", payload))
+                                 f"{json_kind(payload)}", payload))
             return
         for key, convert, required, nullable, checks in self.fields:
             path = f"{column}.{key}"
@@ -280,7 +236,7 @@ class CompiledEvent:
 
 
 def validate_row(contract: TableContract, row: Mapping[str, Any],
-                 events: ContractSet | None = None) -> list[Violation]:
+                 events: EventLookup | None = None) -> list[Violation]:
     """Validate one row against its table contract.
 
     Checks, per column: present (unless nullable), not NULL (unless nullable), of the declared
@@ -298,4 +254,20 @@ def validate_row(contract: TableContract, row: Mapping[str, Any],
     Returns:
         The violations, empty when the row is valid. At most one per column or payload field.
     """
-    return contract.compiled.validate(row, events)
+    return compiled_table(contract).validate(row, events)
+
+
+def compiled_table(contract: TableContract) -> CompiledTable:
+    """The contract's precompiled row validator (built once, on first use, kept on it)."""
+    compiled = contract.__dict__.get("_compiled")
+    if compiled is None:
+        compiled = contract.__dict__["_compiled"] = CompiledTable(contract)
+    return compiled
+
+
+def compiled_event(contract: EventContract) -> CompiledEvent:
+    """The contract's precompiled payload validator (built once, on first use, kept on it)."""
+    compiled = contract.__dict__.get("_compiled")
+    if compiled is None:
+        compiled = contract.__dict__["_compiled"] = CompiledEvent(contract)
+    return compiled

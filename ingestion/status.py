@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from ingestion.names import publication_name, slot_name
+from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, publication_name, slot_name
 from ingestion.progress import read_progress
 from ingestion.state import ensure_state
 
@@ -80,3 +82,61 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
     for item in paused:
         item["paused_at"] = item["paused_at"].isoformat()
     return out
+
+
+def table_status(source_dsn: str, landing_dsn: str, source: str,
+                 tables: Sequence[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+    """Where ingestion of each table stands (two short read-only connections).
+
+    Args:
+        source_dsn: source URL that may SELECT the replicated tables (``public.<table>``).
+        landing_dsn: landing URL.
+        source: source name.
+        tables: ``(table, loaded_at column or None)`` pairs.
+
+    Returns:
+        Table name -> ``lsn`` (newest applied commit LSN in its changelog, or None),
+        ``dead_letters`` (not replayed), ``paused_reason`` (or None) and ``pending_s``: how
+        long the oldest source change landing does not have yet has been waiting, judged by
+        the ``loaded_at`` column (None without one).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    newest: dict[str, Any] = {}
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_state(conn, source)
+        dead = dict(conn.execute(
+            "select table_name, count(*) from tidemark.dead_letters where source = %s and"
+            " replayed_at is null group by table_name", (source,)).fetchall())
+        paused = dict(conn.execute(
+            "select table_name, paused_reason from tidemark.replicated_tables where source = %s"
+            " and paused_at is not null", (source,)).fetchall())
+        for name, loaded_at in tables:
+            changelog = sql.Identifier(CHANGELOG_SCHEMA, changelog_table_name(source, name))
+            lsn = None
+            if _exists(conn, changelog):
+                lsn = conn.execute(sql.SQL("select max(_commit_lsn)::text from {}").format(
+                    changelog)).fetchone()[0]
+            mirror = sql.Identifier(source, name)
+            if loaded_at and _exists(conn, mirror):
+                newest[name] = conn.execute(sql.SQL("select max({}) from {}").format(
+                    sql.Identifier(loaded_at), mirror)).fetchone()[0]
+            out[name] = {"lsn": lsn, "dead_letters": int(dead.get(name, 0)),
+                         "paused_reason": paused.get(name), "pending_s": None}
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        for name, loaded_at in tables:
+            table = sql.Identifier("public", name)
+            if not loaded_at or not _exists(conn, table):
+                continue
+            column = sql.Identifier(loaded_at)
+            landed = newest.get(name)
+            waited = conn.execute(sql.SQL(
+                "select coalesce(extract(epoch from clock_timestamp() - min({c})), 0) from {t}"
+                " where {c} > %s or %s::timestamptz is null").format(c=column, t=table),
+                (landed, landed)).fetchone()[0]
+            out[name]["pending_s"] = max(0.0, float(waited))
+    return out
+
+
+def _exists(conn: psycopg.Connection, relation: sql.Identifier) -> bool:
+    return conn.execute("select to_regclass(%s) is not null",
+                        (relation.as_string(conn),)).fetchone()[0]

@@ -1,18 +1,21 @@
 """The Dagster code location of Tidemark: ``orchestration.definitions:defs``.
 
-Merges the definitions of each part (``orchestration/defs/``) and binds the resources:
-``tidemark`` (database URLs, resolved at run time) and ``dbt`` (the dbt project). Loading reads
-the prepared dbt manifest (see ``orchestration.defs.dbt_setup``) and never connects to a
-database.
+Merges the definitions of each system (``orchestration/defs/<system>/``) and binds the
+resources: ``tidemark`` (database URLs, resolved at run time) and ``dbt`` (the dbt project).
+Loading reads the prepared dbt manifest (see ``orchestration.defs.dbt.project``) and never
+connects to a database.
 """
 
 from __future__ import annotations
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
-from orchestration.defs import batch, checks, ingestion, live_views, reconciliation, serving
-from orchestration.defs.freshness import partition_freshness_defs
+from orchestration.defs.dbt import definitions as dbt
+from orchestration.defs.dbt.assets import PROJECT
+from orchestration.defs.dbt.resource import TidemarkDbtResource
+from orchestration.defs.ingestion import definitions as ingestion
+from orchestration.defs.live_views import definitions as live_views
+from orchestration.defs.reconciliation import definitions as reconciliation
 from orchestration.defs.resources import TidemarkResource
 
 
@@ -24,11 +27,10 @@ def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
             from the stack settings at run time.
     """
     return dg.Definitions.merge(
-        ingestion.defs, live_views.defs, batch.defs, checks.defs, reconciliation.defs,
-        serving.defs, partition_freshness_defs([batch.dbt_daily_marts]),
+        ingestion.defs, live_views.defs, dbt.defs, reconciliation.defs,
         dg.Definitions(resources={
             "tidemark": tidemark or TidemarkResource(),
-            "dbt": DbtCliResource(project_dir=batch.PROJECT),
+            "dbt": TidemarkDbtResource(project_dir=PROJECT),
         }),
     )
 

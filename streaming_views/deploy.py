@@ -10,7 +10,6 @@ never an empty or half-built one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -25,20 +24,11 @@ from streaming_views.auxiliary import (
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
+from streaming_views.result import DeployResult
 from streaming_views.triggers import state_ddl, trigger_set
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
 
 READER_ROLE = "tidemark_reader"
-
-
-@dataclass(frozen=True)
-class DeployResult:
-    """What deploy did to one view: ``created``, ``replaced``, ``unchanged`` or ``dropped``."""
-
-    name: str
-    action: str
-    target: str
-    definition_hash: str
 
 
 def deploy(dsn: str, views_dir: Path | None = None, target: str = "embedded",

@@ -32,7 +32,8 @@ from streaming_views.analyzer import analyze
 from streaming_views.astutil import column_ref, deparse
 from streaming_views.compiler import q
 from streaming_views.errors import MaterializeError
-from streaming_views.viewfile import ViewFile
+from streaming_views.result import DeployResult
+from streaming_views.viewfile import ViewFile, parse_view_text
 
 DEPLOY_SCHEMA = "live_deploy"
 LIVE_SCHEMA = "live"
@@ -236,8 +237,6 @@ def deploy_materialize(dsn: str, views: list[ViewFile], prune: bool = False,
     Views deployed earlier whose file is gone are kept (rebuilt from the catalog) unless
     ``prune``. ``source_dsn``, when given, receives the ``upstream`` statements.
     """
-    from streaming_views.deploy import DeployResult
-    from streaming_views.viewfile import parse_view_text
     sources = sources or sources_from_env(list(referenced_tables(views)))
     with psycopg.connect(dsn, autocommit=True) as conn:
         plan = generate_sql(views, sources)

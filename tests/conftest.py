@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.stack.embedded import EmbeddedServer
 from tests.support import create_database, start_test_server
+from tidemark.stack.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="session")

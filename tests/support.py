@@ -8,9 +8,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from orchestration.stack.bootstrap import ensure_database, ensure_roles
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
+from tidemark.settings import Settings
+from tidemark.stack.bootstrap import ensure_database, ensure_roles
+from tidemark.stack.embedded import EmbeddedServer
 
 TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 

@@ -2,7 +2,10 @@
     The day window of the daily marts: which UTC days a run (re)builds.
 
     - vars min_date / max_date (ISO dates, inclusive) given: exactly those days; only min_date
-      given: that one day. This is how a backfill (one invocation) or a Dagster partition runs.
+      given: that one day. This is how a backfill (one invocation) runs. Without the vars, the
+      environment variables TIDEMARK_DBT_MIN_DATE / TIDEMARK_DBT_MAX_DATE play the same role:
+      Dagster's partition runs use them, because a change of --vars makes dbt parse the whole
+      project again while a changed environment variable re-parses only the files using it.
     - no vars, incremental run: the nightly correction window, today (UTC) and the
       `reprocess_days` days before it (var, default 3), to absorb late data.
     - no vars, first run or --full-refresh: every day (returns none).
@@ -12,6 +15,10 @@
 {% macro tidemark_day_window(incremental) -%}
     {%- set min_var = var('min_date', none) -%}
     {%- set max_var = var('max_date', none) -%}
+    {%- if min_var is none and max_var is none -%}
+        {%- set min_var = env_var('TIDEMARK_DBT_MIN_DATE', '') or none -%}
+        {%- set max_var = env_var('TIDEMARK_DBT_MAX_DATE', '') or none -%}
+    {%- endif -%}
     {%- if min_var is none and max_var is not none -%}
         {{ exceptions.raise_compiler_error(
             "var max_date=" ~ max_var ~ " is set without min_date: pass both, e.g. "

@@ -1,8 +1,9 @@
-"""Dagster definitions of Tidemark, split per part.
+"""Dagster definitions of Tidemark, split per system (``defs/<system>/``).
 
-``ingestion`` (observed CDC tables and their jobs), ``live_views`` (deploy + verify),
-``batch`` (dbt assets, nightly schedule), ``checks`` (dbt source freshness), ``freshness``
-(mart and ingestion freshness), ``reconciliation`` (live vs truth per day, corrections),
-``serving`` (final / provisional views). ``orchestration.definitions:defs`` merges them.
-Nothing here connects to a database while the definitions load.
+Each system holds ``assets``, ``checks``, ``sensors``, ``schedules``, ``jobs`` modules as it
+needs them and a ``definitions`` module that gathers them: ``ingestion`` (observed CDC tables,
+their checks and jobs), ``live_views`` (deploy + verify), ``dbt`` (dbt assets, batch jobs,
+schedule, source and mart freshness), ``reconciliation`` (live vs truth per day, corrections,
+serving views). ``orchestration.definitions:defs`` merges them. Nothing here connects to a
+database while the definitions load.
 """

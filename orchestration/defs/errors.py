@@ -1,21 +1,13 @@
 """Errors of the Dagster code location (``orchestration.defs``).
 
 Each says what went wrong, where, and what to do about it; they derive from
-:class:`orchestration.errors.TidemarkError` so the CLI prints them without a traceback.
+:class:`tidemark.errors.TidemarkError` so the CLI prints them without a traceback.
 """
 
 from __future__ import annotations
 
-from orchestration.errors import TidemarkError
+from tidemark.errors import TidemarkError
 
 
 class DefinitionsError(TidemarkError):
     """The code location cannot be built (missing dbt manifest, bad setting, bad pair file)."""
-
-
-class ReconciliationConfigError(DefinitionsError):
-    """``dbt_project/reconciliation.yml`` does not describe usable live view / mart pairs."""
-
-
-class DagsterStartError(TidemarkError):
-    """The Dagster webserver or daemon of ``tidemark up`` could not be started."""

@@ -1,13 +1,13 @@
 """The ``tidemark`` resource: where the databases are, resolved when a run starts.
 
-Every URL may be given explicitly (tests point them at their own databases); an unset URL is
-taken from the stack settings (``load_settings`` + ``locate_databases``) when first used, never
-while the definitions load, so loading the code location never connects to a database.
+Every URL may be given explicitly (tests point them at their own databases); an unset URL or
+threshold is taken from the settings (:func:`tidemark.settings.load_settings` and
+``locate_databases``) when first used, never while the definitions load, so loading the code
+location never connects to a database.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,40 +15,8 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestration.defs.errors import DefinitionsError
-from orchestration.stack.dbt import dbt_connection_env, environment
-
-LIVE_TARGETS = ("embedded", "materialize")
-
-
-def live_target_from_env() -> str:
-    """``TIDEMARK_LIVE_TARGET`` (``embedded`` or ``materialize``), default ``embedded``.
-
-    Raises:
-        DefinitionsError: the variable holds another value.
-    """
-    value = os.environ.get("TIDEMARK_LIVE_TARGET", "").strip() or "embedded"
-    if value not in LIVE_TARGETS:
-        raise DefinitionsError(f"TIDEMARK_LIVE_TARGET must be embedded or materialize; got "
-                               f"{value!r}. Unset it to use the embedded engine.")
-    return value
-
-
-def env_float(name: str, default: float) -> float:
-    """A positive number from the environment variable ``name``, or ``default``.
-
-    Raises:
-        DefinitionsError: the value is not a positive number.
-    """
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise DefinitionsError(f"{name} must be a positive number of seconds; got {raw!r}.")
-    return value
+from tidemark.settings import Settings, load_settings
+from tidemark.stack.dbt import dbt_connection_env, environment
 
 
 @dataclass(frozen=True)
@@ -69,16 +37,15 @@ class Urls:
 
 
 class TidemarkResource(dg.ConfigurableResource):
-    """Connections and thresholds of the Tidemark stack.
+    """Connections and thresholds of the Tidemark stack (unset: from the settings).
 
     Attributes:
-        source_url: source admin URL (default: from the stack settings).
-        source_ingest_url: source replication URL (default: from the stack settings).
-        landing_url: landing admin URL (default: from the stack settings).
-        landing_app_url: landing URL for dbt and the platform writes (default: stack settings).
-        source: the replicated source's name (mirror schema, slot, publication).
-        live_target: ``embedded`` or ``materialize`` (default ``TIDEMARK_LIVE_TARGET``).
-        materialize_url: Materialize URL (default ``TIDEMARK_MATERIALIZE_URL``).
+        source_url: source admin URL.
+        source_ingest_url: source replication URL.
+        landing_url: landing admin URL.
+        landing_app_url: landing URL for dbt and the platform writes.
+        live_target: ``embedded`` or ``materialize`` (``TIDEMARK_LIVE_TARGET``).
+        materialize_url: Materialize URL (``TIDEMARK_MATERIALIZE_URL``).
         lag_warn_s: ingestion lag above which the lag check warns.
         lag_error_s: ingestion lag above which the lag check fails.
         materialize_lag_s: largest Materialize lag the live view check accepts.
@@ -89,24 +56,26 @@ class TidemarkResource(dg.ConfigurableResource):
     source_ingest_url: str | None = None
     landing_url: str | None = None
     landing_app_url: str | None = None
-    source: str = "shop"
     live_target: str | None = None
     materialize_url: str | None = None
     lag_warn_s: float | None = None
     lag_error_s: float | None = None
-    materialize_lag_s: float = 5.0
-    reconcile_days: int = 30
+    materialize_lag_s: float | None = None
+    reconcile_days: int | None = None
+
+    def settings(self) -> Settings:
+        """The settings of this process (read from the environment)."""
+        return load_settings()
 
     def urls(self) -> Urls:
-        """The URLs to use: explicit ones, else those of the stack settings."""
+        """The URLs to use: explicit ones, else those of the settings."""
         explicit = (self.source_url, self.source_ingest_url, self.landing_url,
                     self.landing_app_url)
         if all(explicit):
             return Urls(*explicit)  # type: ignore[arg-type]
-        from orchestration.stack.databases import locate_databases
-        from orchestration.stack.settings import load_settings
+        from tidemark.stack.databases import locate_databases
 
-        dbs = locate_databases(load_settings())
+        dbs = locate_databases(self.settings())
         return Urls(source=self.source_url or dbs.source,
                     source_ingest=self.source_ingest_url or dbs.source_ingest,
                     landing=self.landing_url or dbs.landing,
@@ -114,8 +83,8 @@ class TidemarkResource(dg.ConfigurableResource):
 
     def target(self) -> str:
         """The live-view target: ``embedded`` or ``materialize``."""
-        target = self.live_target or live_target_from_env()
-        if target not in LIVE_TARGETS:
+        target = self.live_target or self.settings().live_target
+        if target not in ("embedded", "materialize"):
             raise DefinitionsError(f"live_target must be embedded or materialize; got "
                                    f"{target!r}.")
         return target
@@ -126,25 +95,43 @@ class TidemarkResource(dg.ConfigurableResource):
         Raises:
             DefinitionsError: none is configured.
         """
-        url = self.materialize_url or os.environ.get("TIDEMARK_MATERIALIZE_URL", "").strip()
+        url = self.materialize_url or self.settings().materialize_url
         if not url:
             raise DefinitionsError("the live-view target is materialize but no Materialize is "
                                    "configured: set TIDEMARK_MATERIALIZE_URL.")
         return url
 
     def lag_thresholds(self) -> tuple[float, float]:
-        """(warn, error) ingestion lag in seconds: resource values, else
-        ``TIDEMARK_INGEST_LAG_WARN_S`` / ``TIDEMARK_INGEST_LAG_ERROR_S`` (60 / 300)."""
-        warn = self.lag_warn_s or env_float("TIDEMARK_INGEST_LAG_WARN_S", 60.0)
-        error = self.lag_error_s or env_float("TIDEMARK_INGEST_LAG_ERROR_S", 300.0)
+        """(warn, error) ingestion lag in seconds (resource values, else the settings)."""
+        warn, error = self.settings().lag_thresholds
+        warn, error = self.lag_warn_s or warn, self.lag_error_s or error
         return min(warn, error), error
+
+    def mz_lag_limit(self) -> float:
+        """The largest Materialize lag (seconds) the live view check accepts."""
+        return self.materialize_lag_s or self.settings().materialize_lag_s
+
+    def reconcile_window(self) -> int:
+        """How many closed days back reconciliation compares."""
+        return self.reconcile_days or self.settings().reconcile_days
 
     @contextmanager
     def dbt_environment(self) -> Iterator[None]:
         """Point ``dbt_project/profiles.yml`` at the landing database for the block.
 
         The profile reads only ``TIDEMARK_DBT_*`` variables; they are set from
-        :attr:`Urls.landing_app` and restored afterwards.
+        :attr:`Urls.landing_app` and restored afterwards. ``DBT_TARGET_PATH`` names the prepared
+        target, so each invocation starts from its partial-parse file instead of a full parse.
         """
-        with environment(dbt_connection_env(self.urls().landing_app)):
+        with environment({**dbt_connection_env(self.urls().landing_app),
+                          "DBT_TARGET_PATH": str(self.settings().dbt_target_dir)}):
             yield
+
+
+def unreachable(exc: Exception) -> str:
+    """A sensor's skip reason when the databases do not answer (e.g. ``dagster dev`` on a fresh
+    clone, before ``tidemark up``): what failed and how to get them."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"The Tidemark databases are not reachable ({reason}). Start them with `tidemark "
+            f"up` (or `tidemark db start`), or point TIDEMARK_SOURCE_URL / TIDEMARK_LANDING_URL "
+            f"at yours.")

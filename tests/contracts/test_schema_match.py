@@ -1,4 +1,4 @@
-"""The table contracts match the demo schema (orchestration/demo/schema.sql) exactly: created in a
+"""The table contracts match the demo schema (tidemark/demo/schema.sql) exactly: created in a
 real PostgreSQL and compared with information_schema. Rows read back from that database, as
 psycopg returns them and as text, validate clean."""
 
@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from contracts import ContractSet, validate_row
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
 
 # information_schema.columns.data_type -> the contract's type name (arrays and numeric aside).
 DATA_TYPES = {"timestamp with time zone": "timestamptz", "smallint": "smallint",

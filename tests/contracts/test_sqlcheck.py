@@ -14,8 +14,8 @@ from psycopg import sql
 
 from contracts import ContractSet, load_contracts, validate_row
 from contracts.sqlcheck import family, suspect_predicate, translate_pattern
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
-from orchestration.demo.seed import seed_history
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
+from tidemark.demo.seed import seed_history
 
 POOLS: dict[str, list[Any]] = {
     "int": [None, "0", "-1", "1", "2", "2147483647", "2147483648", "-9223372036854775808",

@@ -1,7 +1,7 @@
 """Fixtures of the dbt project tests: one landed database per session, dbt parsed once.
 
 ``landed`` seeds a demo source database with the real history seeder
-(``orchestration.demo.seed.seed_history``; no malformed events, so every source row lands),
+(``tidemark.demo.seed.seed_history``; no malformed events, so every source row lands),
 lands it with the real ingestion (``ingestion.catch_up``: snapshot, then stream until caught
 up), and parses the dbt project against the landing database. Tests build what they need and
 compare the marts with independent computations over the SOURCE tables (``independent.py``).
@@ -20,10 +20,10 @@ from psycopg import sql
 from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.names import slot_name
-from orchestration.demo.seed import seed_history
-from orchestration.stack.embedded import EmbeddedServer
 from tests.dbt_project.dbt_runner import DbtProject
 from tests.support import create_database
+from tidemark.demo.seed import seed_history
+from tidemark.stack.embedded import EmbeddedServer
 
 DAYS = 5
 ORDERS_PER_DAY = 300

@@ -13,7 +13,7 @@ from typing import Any
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
-from orchestration.stack.dbt import dbt_env, environment
+from tidemark.stack.dbt import dbt_env, environment
 
 DBT_PROJECT = Path(__file__).resolve().parents[2] / "dbt_project"
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestration.stack.embedded import EmbeddedServer, server_binary
 from tests.support import start_test_server
+from tidemark.stack.embedded import EmbeddedServer, server_binary
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

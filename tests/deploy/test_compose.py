@@ -13,9 +13,9 @@ import pytest
 import typer
 import yaml
 
-from orchestration.cli.main import app as cli_app
 from streaming_views import load_views
 from tests.deploy.conftest import DEV_ENV, DOCKER, INTERPOLATION, REPO, interpolate
+from tidemark.cli.main import app as cli_app
 
 APP_SERVICES = ("demo-schema", "ingest", "views-deploy", "dagster-webserver", "dagster-daemon",
                 "loadgen")

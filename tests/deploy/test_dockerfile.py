@@ -58,7 +58,7 @@ def test_copies_exist_and_cover_the_packages() -> None:
     pip_at = next(i for i, (w, r) in enumerate(steps) if w == "RUN" and "pip install" in r)
     package_copies = [i for i, (w, r) in enumerate(steps) if w == "COPY" and
                       r.split()[0] in ("contracts", "ingestion", "streaming_views",
-                                       "orchestration")]
+                                       "orchestration", "tidemark")]
     assert max(package_copies) < pip_at
 
 
@@ -80,7 +80,7 @@ def test_environment_matches_the_compose_file() -> None:
     runs = " ".join(rest for word, rest in instructions() if word == "RUN")
     assert f"docker/dagster.yaml {env['DAGSTER_HOME']}/dagster.yaml" in runs
     # The manifest is prepared where the code location looks for it (TIDEMARK_DBT_TARGET_PATH).
-    assert "python -m orchestration.defs.dbt_setup" in runs
+    assert "python -m orchestration.defs.dbt.project" in runs
     assert env["TIDEMARK_DBT_TARGET_PATH"].startswith("/app/dbt_project/")
     storage = [v for v in compose["services"]["dagster-daemon"]["volumes"]]
     assert any(v.endswith(f":{env['DAGSTER_HOME']}/storage") for v in storage)

@@ -10,11 +10,11 @@ import psycopg
 import pytest
 
 from contracts import load_contracts
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
-from orchestration.demo.seed import seed_history
-from orchestration.stack.bootstrap import ensure_database
-from orchestration.stack.embedded import EmbeddedServer
 from tests.deploy.conftest import DEV_ENV, DOCKER, run_psql_file
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
+from tidemark.demo.seed import seed_history
+from tidemark.stack.bootstrap import ensure_database
+from tidemark.stack.embedded import EmbeddedServer
 
 SOURCE_SCRIPTS = sorted((DOCKER / "source").glob("*.sql"))
 LANDING_SCRIPTS = sorted((DOCKER / "landing").glob("*.sql"))
@@ -176,6 +176,8 @@ def test_dagster_yaml_stores_runs_in_the_dagster_database(
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.get_runs() == []
+        run = _one_op_job().execute_in_process(instance=instance)  # events are stored
+        assert run.success and instance.get_run_by_id(run.run_id) is not None
     finally:
         instance.dispose()
     with psycopg.connect(initialised.admin_url("dagster")) as conn:
@@ -183,3 +185,18 @@ def test_dagster_yaml_stores_runs_in_the_dagster_database(
                                    " where schemaname = 'public'").fetchall())
     assert {"runs", "event_logs", "jobs"} <= set(tables)
     assert set(tables.values()) == {"dagster"}
+
+
+def _one_op_job():
+    """A job of one op: its run writes events (and NOTIFYs) to the event log storage."""
+    import dagster as dg
+
+    @dg.op
+    def one() -> int:
+        return 1
+
+    @dg.job
+    def probe() -> None:
+        one()
+
+    return probe

@@ -23,9 +23,9 @@ def test_workspace_loads_with_the_compose_environment(
         services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     target = tmp_path / "dbt-target"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TIDEMARK_", "DAGSTER_"))}
-    # As the Dockerfile: `RUN python -m orchestration.defs.dbt_setup` with TIDEMARK_DBT_TARGET_PATH.
+    # As the Dockerfile: `RUN python -m orchestration.defs.dbt.project` (target path set).
     prepared = subprocess.run(
-        [sys.executable, "-m", "orchestration.defs.dbt_setup"], cwd=REPO, capture_output=True,
+        [sys.executable, "-m", "orchestration.defs.dbt.project"], cwd=REPO, capture_output=True,
         text=True, timeout=600, check=False,
         env={**base, "TIDEMARK_DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(tmp_path)})
     assert prepared.returncode == 0, prepared.stderr[-2000:]

@@ -1,9 +1,9 @@
 """One running ``tidemark up`` shared by the end-to-end and browser tests of a session.
 
 The stack runs on a fresh ``TIDEMARK_HOME`` in the test's temporary directory with free ports,
-a small seed (2 days x 60 orders) and a low demo load (20 changes/s). ``test_stack.py`` stops
-and restarts it (same home, same ports); whoever uses it last leaves it running, and the
-session's teardown stops it with Ctrl-C.
+at the default scale a new user gets (7 days x 2,000 orders, 158,000 rows) and a demo load of
+100 changes/s. ``test_stack.py`` stops and restarts it (same home, same ports); whoever uses it
+last leaves it running, and the session's teardown stops it with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 from tests.e2e.stack import TIDEMARK, RunningStack
 from tests.support import free_port
 
-SEED_ARGS = ("--seed-days", "2", "--orders-per-day", "60")
-LOAD_RATE = "20"
+SEED_ARGS: tuple[str, ...] = ()  # the defaults: 7 days x 2,000 orders a day
+LOAD_RATE = "100"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 

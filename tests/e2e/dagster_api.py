@@ -117,3 +117,30 @@ def check_executions(url: str, asset_key: list[str], check: str) -> list[dict[st
 def tag(run: dict[str, Any], key: str) -> str | None:
     """A run's tag value, or None."""
     return next((t["value"] for t in run.get("tags", []) if t["key"] == key), None)
+
+
+ASSETS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    isObservable
+    assetMaterializations(limit: 1) { timestamp }
+    assetObservations(limit: 1) { timestamp }
+    partitionKeys
+    partitionStats { numMaterialized numPartitions numFailed }
+    assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
+  }
+}
+"""
+
+
+def asset_nodes(url: str) -> dict[str, dict[str, Any]]:
+    """Every asset the UI shows, by ``a/b`` key: materialised / observed, partitions, checks."""
+    nodes = graphql(url, ASSETS_QUERY, timeout_s=60)["assetNodes"]
+    return {"/".join(n["assetKey"]["path"]): n for n in nodes}
+
+
+def latest_check(url: str, asset_key: list[str], check: str) -> dict[str, Any] | None:
+    """The latest execution of a check (what its row in the UI shows), or None."""
+    found = check_executions(url, asset_key, check)
+    return found[0] if found else None

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestration.stack.supervisor import wait_for
+from tidemark.stack.supervisor import wait_for
 
 TIDEMARK = shutil.which("tidemark")
-START_TIMEOUT_S = 300.0  # seed, catch-up, dbt build and Dagster start on a loaded 2-core machine
+START_TIMEOUT_S = 420.0  # default scale on a loaded 2-core machine (a minute when quiet)
 STOP_TIMEOUT_S = 120.0
 
 
@@ -47,6 +47,7 @@ class RunningStack:
     process: subprocess.Popen | None = None
     output: Path | None = None
     starts: int = field(default=0)
+    time_to_banner_s: float | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -88,11 +89,12 @@ class RunningStack:
             raise StackError("the tidemark console script is not installed (pip install -e .)")
         self.starts += 1
         self.output = self.home.parent / f"tidemark-up-{self.starts}.log"
+        started = time.monotonic()
         with open(self.output, "wb") as sink:
             self.process = subprocess.Popen([TIDEMARK, "up", *self.args, *extra], env=self.env,
                                             stdout=sink, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        up = wait_for(lambda: "Dagster UI" in self.log() or self.process.poll() is not None,
+        up = wait_for(lambda: "Tidemark is up" in self.log() or self.process.poll() is not None,
                       timeout_s, interval_s=0.5)
         if not up or self.process.poll() is not None:
             output = self.log()
@@ -100,6 +102,8 @@ class RunningStack:
             raise StackError(f"tidemark up did not come up (start {self.starts}):\n{output}")
         if not re.search(rf"Dagster UI:\s+{re.escape(self.dagster_url)}", self.log()):
             raise StackError(f"tidemark up printed no UI at {self.dagster_url}:\n{self.log()}")
+        self.time_to_banner_s = time.monotonic() - started
+        print(f"tidemark up start {self.starts}: banner after {self.time_to_banner_s:.1f} s")
         if not wait_for(self._code_location_loaded, 120, interval_s=1.0):
             log = self.home / "logs" / "dagster-webserver.log"
             raise StackError(f"the code location orchestration.definitions did not load in the "
@@ -152,8 +156,8 @@ def pg_ctl_stop(home: Path, port: int) -> None:
     """Stop the embedded PostgreSQL of ``home`` if it is still running (teardown only)."""
     if not (home / "pgdata" / "postmaster.pid").exists():
         return
-    from orchestration.stack.embedded import EmbeddedServer
-    from orchestration.stack.settings import Settings
+    from tidemark.settings import Settings
+    from tidemark.stack.embedded import EmbeddedServer
 
     EmbeddedServer(Settings(home=home, port=port, source_url=None, landing_url=None)).stop()
 

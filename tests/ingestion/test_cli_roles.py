@@ -11,9 +11,9 @@ import sys
 import psycopg
 
 from ingestion import catch_up
-from orchestration.stack.bootstrap import grant_landing, grant_source
-from orchestration.stack.settings import APP_ROLE, INGEST_ROLE
 from tests.ingestion.conftest import Pair, assert_mirror_equals
+from tidemark.settings import APP_ROLE, INGEST_ROLE
+from tidemark.stack.bootstrap import grant_landing, grant_source
 
 
 def as_role(url: str, role: str) -> str:
@@ -22,7 +22,7 @@ def as_role(url: str, role: str) -> str:
 
 def cli(p: Pair, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TIDEMARK_SOURCE_URL": p.src, "TIDEMARK_LANDING_URL": p.land}
-    return subprocess.run([sys.executable, "-m", "orchestration.cli.main", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "tidemark.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -16,8 +16,8 @@ import psycopg
 from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.dead_letters import list_dead_letters, replay, show_dead_letter
-from orchestration.demo.schema import apply_schema
 from tests.ingestion.conftest import Pair, changelog, table_rows
+from tidemark.demo.schema import apply_schema
 
 SHOP = Path(__file__).resolve().parents[2] / "contracts" / "shop"
 
@@ -113,7 +113,7 @@ def test_json_null_payload_is_dead_lettered_and_listed_verbatim(pair: Pair, tmp_
     pair.register()  # the CLI knows sources from the registry
     env = {**os.environ, "TIDEMARK_SOURCE_URL": pair.src, "TIDEMARK_LANDING_URL": pair.land,
            "COLUMNS": "400"}
-    out = subprocess.run([sys.executable, "-m", "orchestration.cli.main", "dlq", "list",
+    out = subprocess.run([sys.executable, "-m", "tidemark.cli.main", "dlq", "list",
                           "--source", pair.source], env=env, capture_output=True, text=True,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr

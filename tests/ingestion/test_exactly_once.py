@@ -47,7 +47,7 @@ def start_ingest(p: Pair, home: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "TIDEMARK_SOURCE_URL": p.src, "TIDEMARK_LANDING_URL": p.land,
            "TIDEMARK_HOME": str(home)}
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli.main", "ingest", "run", "--source", p.source,
+        [sys.executable, "-m", "tidemark.cli.main", "ingest", "run", "--source", p.source,
          "--no-contracts"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -152,9 +152,9 @@ def count_changes(url: str, slot: str, publication: str) -> Counter:
 
 
 def test_sigkill_under_demo_load(pair: Pair, tmp_path: Path) -> None:
-    from orchestration.demo.load import run_load
-    from orchestration.demo.schema import DEMO_TABLES
-    from orchestration.demo.seed import seed_history
+    from tidemark.demo.load import run_load
+    from tidemark.demo.schema import DEMO_TABLES
+    from tidemark.demo.seed import seed_history
 
     seed_history(pair.src, days=1, orders_per_day=100, seed=3)
     catch_up(pair.src, pair.land, pair.source)

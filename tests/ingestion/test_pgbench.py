@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 
 from ingestion import catch_up, resync, run
-from orchestration.stack.embedded import server_binary
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
+from tidemark.stack.embedded import server_binary
 
 TABLES = {"pgbench_accounts": ["aid"], "pgbench_branches": ["bid"],
           "pgbench_tellers": ["tid"], "pgbench_history": None}

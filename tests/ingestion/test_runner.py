@@ -10,9 +10,9 @@ import psycopg
 
 from ingestion.runner import run_sources
 from ingestion.sources import SourceSpec, get_source, save_source
-from orchestration.stack.embedded import EmbeddedServer
 from tests.ingestion.conftest import Pair, drop_slot, table_rows
 from tests.support import create_database
+from tidemark.stack.embedded import EmbeddedServer
 
 
 def test_two_sources_into_one_landing(pair: Pair, pg: EmbeddedServer) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 
 from ingestion import catch_up
-from orchestration.demo.schema import DEMO_TABLES, apply_schema
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, table_rows
+from tidemark.demo.schema import DEMO_TABLES, apply_schema
 
 
 def _writer(url: str, stop: threading.Event, counter: list[int]) -> None:
@@ -98,7 +98,7 @@ def _contracts_for(source: str, tmp_path: Path) -> Path:
 def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
     from contracts import load_contracts
     from ingestion.status import status
-    from orchestration.stack.embedded import server_binary
+    from tidemark.stack.embedded import server_binary
 
     subprocess.run([str(server_binary("pgbench")), "-i", "-q", "-s", "2", pair.src], check=True,
                    capture_output=True)
@@ -145,14 +145,14 @@ def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
 
 
 def test_sigkill_during_snapshot_leaves_nothing(pair: Pair, tmp_path: Path) -> None:
-    from orchestration.stack.embedded import server_binary
+    from tidemark.stack.embedded import server_binary
 
     subprocess.run([str(server_binary("pgbench")), "-i", "-q", "-s", "10", pair.src],
                    check=True, capture_output=True)
     pair.register()
     env = {**os.environ, "TIDEMARK_SOURCE_URL": pair.src, "TIDEMARK_LANDING_URL": pair.land,
            "TIDEMARK_HOME": str(tmp_path / "home")}
-    argv = [sys.executable, "-m", "orchestration.cli.main", "ingest", "run", "--no-contracts"]
+    argv = [sys.executable, "-m", "tidemark.cli.main", "ingest", "run", "--no-contracts"]
     log = (tmp_path / "ingest.log").open("w")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

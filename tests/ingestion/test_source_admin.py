@@ -13,10 +13,10 @@ from ingestion import catch_up
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.source_admin import add_source, describe_sources, remove_source
 from ingestion.sources import SourceSpec, get_source, list_sources
-from orchestration.stack.embedded import EmbeddedServer
-from orchestration.stack.settings import Settings
 from tests.ingestion.conftest import Pair
 from tests.support import TEST_CONF, create_database, free_port
+from tidemark.settings import Settings
+from tidemark.stack.embedded import EmbeddedServer
 
 
 def _slots(url: str) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 from typer.testing import CliRunner
 
-from orchestration.cli.main import app
+from tidemark.cli.main import app
 
 runner = CliRunner()
 

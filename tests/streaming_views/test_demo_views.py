@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from orchestration.demo.load import run_load
-from orchestration.demo.seed import seed_history
 from streaming_views import deploy, load_views, verify
+from tidemark.demo.load import run_load
+from tidemark.demo.seed import seed_history
 
 
 def test_demo_views_follow_seed_and_load(module_db: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from orchestration.stack.bootstrap import grant_landing
 from streaming_views import verify
 from tests.streaming_views.conftest import deploy_text
+from tidemark.stack.bootstrap import grant_landing
 
 
 def as_role(url: str, role: str) -> str:

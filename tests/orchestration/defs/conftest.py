@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from orchestration.stack.embedded import EmbeddedServer
 from tests.support import create_database, start_test_server
+from tidemark.stack.embedded import EmbeddedServer
 
 DAYS = 4
 ORDERS_PER_DAY = 100
@@ -96,7 +96,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     """The seeded, landed stack with the definitions bound to it (see the module docstring)."""
     import dagster as dg
 
-    from orchestration.demo.seed import seed_history
+    from tidemark.demo.seed import seed_history
 
     target = tmp_path_factory.mktemp("dbt-target")
     os.environ["TIDEMARK_DBT_TARGET_PATH"] = str(target)
@@ -104,7 +104,9 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     landing_url = create_database(orch_pg, "orch_landing")
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     seed_history(source_url, days=DAYS, orders_per_day=ORDERS_PER_DAY, seed=11, end=end)
-    from orchestration.defs.dbt_setup import prepare_manifest
+    # Partitions start at the first day of data, as `tidemark up` records it.
+    os.environ["TIDEMARK_PARTITIONS_START"] = (end - timedelta(days=DAYS)).date().isoformat()
+    from orchestration.defs.dbt.project import prepare_manifest
 
     prepare_manifest()
     from orchestration.definitions import build_defs
@@ -125,7 +127,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
 @pytest.fixture(scope="session")
 def built(orch: Orch) -> Orch:
     """Live views deployed and the nightly batch run over the closed seeded days."""
-    from orchestration.defs.batch import range_tags
+    from orchestration.defs.dbt.partitions import range_tags
 
     orch.run_assets(lambda k: k.path[0] == "live")
     first, last = orch.closed_days[0], orch.closed_days[-1]

@@ -30,11 +30,16 @@ def test_definitions_load_and_connect_the_layers(orch) -> None:
 def test_schedules_and_sensors_run_by_default(orch) -> None:
     schedule = orch.defs.resolve_schedule_def("nightly_batch_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    for name in ("verify_live_views_schedule", "source_freshness_schedule"):
+        checks = orch.defs.resolve_schedule_def(name)
+        assert checks.default_status == dg.DefaultScheduleStatus.RUNNING
+        assert checks.cron_schedule == "*/15 * * * *"
     for name in ("ingestion_observer", "dead_letter_alert", "reconciliation_corrections",
                  "reconcile_after_batch", "mart_freshness_sensor"):
         assert orch.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
     for job in ("nightly_batch", "daily_marts", "reconciliation", "ingestion_catch_up",
-                "ingestion_resync", "dead_letter_replay"):
+                "ingestion_resync", "dead_letter_replay", "verify_live_views",
+                "source_freshness"):
         assert orch.defs.resolve_job_def(job) is not None
 
 
@@ -48,3 +53,16 @@ def test_dbt_tests_and_checks_are_asset_checks(orch) -> None:
     assert ("live/daily_store_revenue", "matches_query") in checks
     assert ("marts/fct_daily_store_revenue", "freshness_check") in checks
     assert any(n.startswith("not_null_") for n in names)  # dbt tests
+    # dbt source tests are checks of the ingestion assets, run by the unpartitioned dbt build
+    assert ("shop/orders", "source_not_null_shop_orders_placed_at") in checks
+    # the reconciliation checks run with the marts (a UI materialisation reconciles)
+    job = orch.defs.resolve_job_def("daily_marts")
+    assert dg.AssetCheckKey(dg.AssetKey(["marts", "fct_daily_store_revenue"]),
+                            "reconcile_daily_store_revenue") in job.asset_layer.asset_graph \
+        .asset_check_keys
+
+
+def test_partitions_start_at_the_first_day_of_data(orch) -> None:
+    daily = orch.defs.resolve_asset_graph().get(
+        dg.AssetKey(["marts", "fct_daily_store_revenue"])).partitions_def
+    assert daily.start.date() == orch.days[0]  # TIDEMARK_PARTITIONS_START, as up records it

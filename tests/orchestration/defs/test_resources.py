@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from orchestration.defs.errors import DefinitionsError
-from orchestration.defs.resources import TidemarkResource, live_target_from_env
+from orchestration.defs.resources import TidemarkResource
+from tidemark.errors import SettingsError
 
 
 def test_urls_default_to_the_stack_settings(monkeypatch, tmp_path) -> None:
@@ -25,12 +26,17 @@ def test_thresholds_and_target(monkeypatch) -> None:
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "10")
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "20")
     assert TidemarkResource().lag_thresholds() == (10.0, 20.0)
+    assert TidemarkResource(lag_warn_s=30.0).lag_thresholds() == (20.0, 20.0)
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "soon")
-    with pytest.raises(DefinitionsError, match="TIDEMARK_INGEST_LAG_ERROR_S"):
+    with pytest.raises(SettingsError, match="TIDEMARK_INGEST_LAG_ERROR_S"):
         TidemarkResource().lag_thresholds()
+    monkeypatch.delenv("TIDEMARK_INGEST_LAG_ERROR_S")
     monkeypatch.setenv("TIDEMARK_LIVE_TARGET", "duckdb")
+    with pytest.raises(SettingsError, match="TIDEMARK_LIVE_TARGET"):
+        TidemarkResource().target()
+    monkeypatch.delenv("TIDEMARK_LIVE_TARGET")
     with pytest.raises(DefinitionsError, match="embedded or materialize"):
-        live_target_from_env()
+        TidemarkResource(live_target="duckdb").target()
     monkeypatch.delenv("TIDEMARK_MATERIALIZE_URL", raising=False)
     with pytest.raises(DefinitionsError, match="TIDEMARK_MATERIALIZE_URL"):
         TidemarkResource(live_target="materialize").mz_url()

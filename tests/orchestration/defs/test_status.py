@@ -7,11 +7,11 @@ import json
 import dagster as dg
 from typer.testing import CliRunner
 
-from orchestration.cli.main import app
+from tidemark.cli.main import app
 
 
 def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
-    from orchestration.defs.reconciliation import check_name, mart_key
+    from orchestration.defs.keys import check_name, mart_key
 
     built.run_checks([dg.AssetCheckKey(mart_key("fct_daily_store_revenue"),
                                        check_name("daily_store_revenue"))])
@@ -34,6 +34,31 @@ def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
     human = CliRunner().invoke(app, ["status"])
     assert human.exit_code == 0
     assert "daily marts" in human.output and "fct_daily_store_revenue" in human.output
+
+
+def test_status_shows_every_check_whoever_ran_it(built, monkeypatch, tmp_path) -> None:
+    from orchestration.defs.keys import view_key
+    from tidemark.settings import Settings
+    from tidemark.stack.dagster_proc import prepare_dagster_home
+
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", built.source_url)
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", built.landing_url)
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    home = prepare_dagster_home(Settings())  # external servers: SQLite storage in the home
+    key = dg.AssetCheckKey(view_key("daily_store_revenue"), "matches_query")
+    job = built.defs.get_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={key})
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # as a run from the UI would
+        run = job.execute_in_process(instance=instance)
+    result = CliRunner().invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    checks = {(c["asset"], c["check"]): c for c in json.loads(result.output)["dagster"]["checks"]}
+    assert len(checks) == len(built.defs.resolve_asset_graph().asset_check_keys)
+    mine = checks[("live/daily_store_revenue", "matches_query")]
+    assert mine["passed"] is True and mine["run_id"] == run.run_id
+    assert checks[("shop/orders", "ingestion_lag")]["status"] == "never"
+    human = CliRunner().invoke(app, ["status"])
+    assert "matches_query" in human.output and "dbt tests" in human.output
 
 
 def test_status_reports_an_unreachable_layer(monkeypatch, tmp_path) -> None:

@@ -1,0 +1,1 @@
+"""dbt in Dagster (``definitions.defs`` merges assets, checks, jobs, schedules, sensors)."""

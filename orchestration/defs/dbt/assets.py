@@ -1,0 +1,92 @@
+"""The daily truth in Dagster: the dbt assets.
+
+* ``tag:unpartitioned`` models (staging, intermediate, dims) are one ``@dbt_assets``;
+  ``tag:daily`` marts another, on a :class:`~dagster.DailyPartitionsDefinition` with a
+  single-run backfill policy: a backfill of N days is ONE ``dbt build --vars
+  {min_date, max_date}`` over the run's partition window.
+* dbt sources ``shop.<table>`` map to the ingestion assets ``shop/<table>``; models are keyed
+  ``<schema>/<model>`` (``staging/stg_shop__orders``, ``marts/fct_daily_store_revenue``).
+* dbt tests are asset checks (dagster-dbt's default), source tests included: they are checks
+  of the ingestion assets and run with the unpartitioned build.
+"""
+
+
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, dbt_assets
+
+from orchestration.defs.dbt.partitions import DAILY, DAILY_TAG, day_vars
+from orchestration.defs.dbt.project import (
+    clean_invocations,
+    invocation_dir,
+    require_manifest,
+    tidemark_dbt_project,
+)
+from orchestration.defs.dbt.translator import TidemarkTranslator
+from orchestration.defs.resources import TidemarkResource
+from tidemark.stack.dbt import environment
+
+PROJECT = tidemark_dbt_project()
+MANIFEST = require_manifest(PROJECT)
+TRANSLATOR = TidemarkTranslator()
+
+
+def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: TidemarkResource,
+            args: list[str], extra_metadata: dict[str, Any] | None = None,
+            indirect_selection: str = "buildable") -> Iterator[Any]:
+    """Run one dbt command for the selected assets and stream its events to Dagster.
+
+    The profile is pointed at the resource's landing URL for the invocation; the invocation's
+    directory goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster
+    overrides ``indirect_selection`` when it subsets the checks.
+    """
+    target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
+    with tidemark.dbt_environment(), \
+            environment({"DBT_INDIRECT_SELECTION": indirect_selection}):
+        invocation = dbt.cli(args, context=context, target_path=target)
+        for event in invocation.stream():
+            if extra_metadata and isinstance(event, dg.Output):
+                event = event.with_metadata({**event.metadata, **extra_metadata})
+            yield event
+    clean_invocations()
+
+
+@dbt_assets(manifest=MANIFEST, project=PROJECT, select="tag:unpartitioned source:*",
+            dagster_dbt_translator=TRANSLATOR, name="dbt_unpartitioned")
+def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                      tidemark: TidemarkResource):
+    """Staging and intermediate views, the dimension tables and the source tests (``dbt build``).
+
+    Tests run with ``buildable`` indirect selection: a test that also reads a daily mart (a
+    mart's relationship to a dimension) waits for the marts' step, where the marts exist. Unit
+    tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
+    """
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"])
+
+
+@dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
+            dagster_dbt_translator=TRANSLATOR, name="dbt_daily_marts", partitions_def=DAILY,
+            backfill_policy=dg.BackfillPolicy.single_run())
+def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                    tidemark: TidemarkResource):
+    """Daily marts for the run's days: one ``dbt build`` over the partition window."""
+    dbt_vars = day_vars(context.partition_time_window)
+    context.log.info(f"dbt build of the daily marts for {dbt_vars}")
+    # Unit tests bring their own fixture days and would see the partition's vars: they run in
+    # dbt's own CI (tests/dbt_project), not in a partition build. Tests run with ``eager``
+    # indirect selection: every test of a mart, also one reading a dimension (built by the
+    # unpartitioned step before this one).
+    # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
+    # --vars: dbt then re-parses only the files using it instead of the whole project.
+    with environment({"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
+                      "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]}):
+        yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"],
+                           {"dbt_vars": dbt_vars}, indirect_selection="eager")
+
+
+def daily_mart_keys() -> list[dg.AssetKey]:
+    """Keys of the daily marts."""
+    return sorted(dbt_daily_marts.keys, key=lambda k: k.to_user_string())

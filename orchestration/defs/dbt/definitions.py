@@ -1,0 +1,17 @@
+"""dbt in Dagster: the model assets, their checks, jobs, schedules and the freshness sensor."""
+
+import dagster as dg
+
+from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
+from orchestration.defs.dbt.checks import dbt_source_freshness, mart_freshness
+from orchestration.defs.dbt.jobs import daily_marts_job, nightly_batch_job, source_freshness_job
+from orchestration.defs.dbt.schedules import nightly_batch_schedule, source_freshness_schedule
+from orchestration.defs.dbt.sensors import mart_freshness_sensor_def
+
+defs = dg.Definitions(
+    assets=[dbt_unpartitioned, dbt_daily_marts],
+    asset_checks=[dbt_source_freshness, *mart_freshness],
+    jobs=[nightly_batch_job, daily_marts_job, source_freshness_job],
+    schedules=[nightly_batch_schedule, source_freshness_schedule],
+    sensors=[mart_freshness_sensor_def],
+)

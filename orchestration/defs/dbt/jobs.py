@@ -1,0 +1,19 @@
+"""dbt jobs: ``nightly_batch`` (everything for a range of days), ``daily_marts`` (the marts
+only: backfills, corrections) and ``source_freshness`` (``dbt source freshness`` on its own)."""
+
+import dagster as dg
+
+from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
+from orchestration.defs.dbt.checks import dbt_source_freshness
+
+nightly_batch_job = dg.define_asset_job(
+    "nightly_batch", selection=dg.AssetSelection.assets(dbt_unpartitioned, dbt_daily_marts),
+    description="dbt: staging, dimensions and the daily marts for a range of days (one run).")
+
+daily_marts_job = dg.define_asset_job(
+    "daily_marts", selection=dg.AssetSelection.assets(dbt_daily_marts),
+    description="dbt: the daily marts only, for a range of days (corrections).")
+
+source_freshness_job = dg.define_asset_job(
+    "source_freshness", selection=dg.AssetSelection.checks(dbt_source_freshness),
+    description="dbt source freshness of every replicated table with a loaded_at column.")

@@ -1,0 +1,105 @@
+"""Where the dbt project and its manifest live, preparing the manifest, cleaning ``target/``.
+
+The manifest is built with ``dbt parse`` (no database needed): by ``tidemark up`` before Dagster
+starts, by the Dockerfile, by the tests once per session, and otherwise the first time the
+definitions load without one (so ``dagster dev -m orchestration.definitions`` works on a fresh
+clone). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
+dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
+:func:`clean_invocations` keeps the newest few.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from pathlib import Path
+
+from orchestration.defs.errors import DefinitionsError
+from tidemark.settings import load_settings
+
+KEEP_INVOCATIONS = 20
+
+
+def dbt_project_dir() -> Path:
+    """The dbt project (``TIDEMARK_DBT_PROJECT_DIR``, default the shipped ``dbt_project/``)."""
+    return load_settings().dbt_project_dir
+
+
+def dbt_target_dir() -> Path:
+    """The dbt target directory holding ``manifest.json`` (absolute)."""
+    return load_settings().dbt_target_dir
+
+
+def manifest_path() -> Path:
+    """Path of the prepared ``manifest.json``."""
+    return dbt_target_dir() / "manifest.json"
+
+
+def tidemark_dbt_project():  # -> dagster_dbt.DbtProject (imported lazily for load time)
+    """The ``DbtProject`` of ``dbt_project/`` with its target under :func:`dbt_target_dir`."""
+    from dagster_dbt import DbtProject
+
+    return DbtProject(project_dir=dbt_project_dir(), profiles_dir=dbt_project_dir(),
+                      target_path=dbt_target_dir())
+
+
+def prepare_manifest(project=None) -> Path:
+    """Run ``dbt parse`` into the target directory and return the manifest path.
+
+    dbt needs no database for parsing; the profile's defaults are enough.
+
+    Raises:
+        DefinitionsError: dbt could not parse the project.
+    """
+    project = project or tidemark_dbt_project()
+    target = Path(project.target_path)
+    target.mkdir(parents=True, exist_ok=True)
+    # One parse at a time per target directory (a webserver and a daemon may load at once).
+    with open(target / ".parse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            project.preparer.prepare(project)
+        except Exception as exc:  # dbt's own error types vary by version
+            raise DefinitionsError(
+                f"dbt parse of {project.project_dir} failed: {exc}. Run `dbt parse "
+                f"--project-dir dbt_project --profiles-dir dbt_project` to see dbt's message."
+            ) from exc
+    if not project.manifest_path.exists():
+        raise DefinitionsError(f"dbt parse wrote no manifest at {project.manifest_path}.")
+    return project.manifest_path
+
+
+def require_manifest(project) -> Path:
+    """The manifest path of ``project``, prepared (``dbt parse``) when there is none yet.
+
+    Raises:
+        DefinitionsError: dbt could not parse the project (dbt's message included).
+    """
+    path = Path(project.manifest_path)
+    if not path.exists():
+        prepare_manifest(project)
+    return path
+
+
+def invocation_dir(op_name: str, run_id: str) -> Path:
+    """A fresh directory for one dbt invocation of a run (under ``<target>/runs``)."""
+    import uuid
+
+    return dbt_target_dir() / "runs" / f"{op_name}-{run_id[:8]}-{uuid.uuid4().hex[:7]}"
+
+
+def clean_invocations(keep: int = KEEP_INVOCATIONS) -> list[Path]:
+    """Delete all but the ``keep`` newest invocation directories; return the deleted ones."""
+    runs = dbt_target_dir() / "runs"
+    if not runs.is_dir():
+        return []
+    dirs = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                  reverse=True)
+    removed = dirs[keep:]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+if __name__ == "__main__":
+    print(prepare_manifest())

@@ -1,0 +1,1 @@
+"""Ingestion in Dagster (``definitions.defs`` merges assets, checks, sensors and jobs)."""

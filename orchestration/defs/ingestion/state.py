@@ -1,0 +1,122 @@
+"""Where ingestion of each replicated table stands, as the ingestion assets and checks show it.
+
+The figures come from the ingestion part (``ingestion.status.status`` for the source,
+``ingestion.status.table_status`` per table: applied LSN, dead letters, pause, pending lag);
+this module only reads the contracts (which tables, their ``loaded_at``) and shapes the figures
+into Dagster metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A replicated table as its contract describes it.
+
+    Attributes:
+        source: the source's name (mirror schema, asset key prefix).
+        name: table name (mirror ``<source>.<name>``, source ``public.<name>``).
+        loaded_at: column whose newest value tells how fresh the table is, or None.
+        warn_after_s: contract freshness: age that warns (seconds).
+        error_after_s: contract freshness: age that fails (seconds).
+        description: the contract's description.
+    """
+
+    source: str
+    name: str
+    loaded_at: str | None
+    warn_after_s: float
+    error_after_s: float
+    description: str = ""
+
+
+@dataclass
+class TableState:
+    """Where ingestion of one table stands.
+
+    Attributes:
+        source: the source's name.
+        table: table name.
+        lsn: newest applied commit LSN of the table (``X/Y``), or None before any change.
+        dead_letters: dead letters of the table not yet replayed.
+        paused_reason: why the table is paused, or None.
+        pending_s: seconds the oldest not-yet-landed source change has waited (0: none).
+        overall: source-wide figures from ``ingestion.status`` (lag, bytes, rows/s).
+    """
+
+    source: str
+    table: str
+    lsn: str | None
+    dead_letters: int
+    paused_reason: str | None
+    pending_s: float | None
+    overall: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lag_s(self) -> float:
+        """The larger of the last transaction's lag and the pending lag."""
+        return max(float(self.overall.get("lag_seconds") or 0.0), float(self.pending_s or 0.0))
+
+    def metadata(self) -> dict[str, Any]:
+        """Observation metadata (JSON-able values only)."""
+        return {
+            "applied_lsn": self.lsn or "none",
+            "lag_seconds": round(self.lag_s, 3),
+            "pending_seconds": round(float(self.pending_s or 0.0), 3),
+            "lag_bytes": int(self.overall.get("lag_bytes") or 0),
+            "rows_per_s": float(self.overall.get("rows_per_s") or 0.0),
+            "dead_letters": self.dead_letters,
+            "paused": self.paused_reason is not None,
+            **({"paused_reason": self.paused_reason} if self.paused_reason else {}),
+        }
+
+
+@lru_cache(maxsize=1)
+def table_specs() -> tuple[TableSpec, ...]:
+    """Every replicated table of every source, one per contract file (no database needed)."""
+    from contracts import load_contracts
+
+    contracts = load_contracts()
+    return tuple(TableSpec(source, c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
+                           c.freshness.error_after.total_seconds(), c.description or "")
+                 for source in contracts.sources() for c in contracts.tables(source))
+
+
+def source_urls(tidemark: Any, source: str) -> tuple[str, str, list[str] | None]:
+    """(replication URL, setup URL, schemas) of a source: its registration (``tidemark source
+    add``), else the stack's own source database."""
+    from ingestion.errors import UnknownSourceError
+    from ingestion.sources import get_source
+
+    urls = tidemark.urls()
+    try:
+        spec = get_source(urls.landing_app, source)
+    except UnknownSourceError:
+        return urls.source_ingest, urls.source, None
+    return spec.dsn(), spec.admin_dsn(), list(spec.schemas or []) or None
+
+
+def read_states(source_dsn: str, landing_dsn: str, source: str,
+                tables: list[TableSpec]) -> dict[str, TableState]:
+    """Read the state of ``tables`` of ``source`` (``ingestion.status``, read only).
+
+    Args:
+        source_dsn: source URL (SELECT on its tables and ``pg_replication_slots``).
+        landing_dsn: landing URL.
+        source: source name.
+        tables: the tables to read.
+
+    Returns:
+        Table name -> its state.
+    """
+    from ingestion.status import status, table_status
+
+    overall = status(source_dsn, landing_dsn, source)
+    per_table = table_status(source_dsn, landing_dsn, source,
+                             [(t.name, t.loaded_at) for t in tables])
+    return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
+                             t["pending_s"], overall) for name, t in per_table.items()}

@@ -1,0 +1,30 @@
+"""Asset keys shared by the systems' definitions (one place, no cross-system imports)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+
+def table_key(source: str, table: str) -> dg.AssetKey:
+    """Asset key of a replicated table: ``<source>/<table>``."""
+    return dg.AssetKey([source, table])
+
+
+def view_key(name: str) -> dg.AssetKey:
+    """Asset key of a live view: ``live/<name>``."""
+    return dg.AssetKey(["live", name])
+
+
+def mart_key(mart: str) -> dg.AssetKey:
+    """Asset key of a dbt mart: ``marts/<mart>``."""
+    return dg.AssetKey(["marts", mart])
+
+
+def check_name(pair_name: str) -> str:
+    """Name of a pair's check: ``reconcile_<pair>``."""
+    return f"reconcile_{pair_name}"
+
+
+def serving_key(pair_name: str) -> dg.AssetKey:
+    """Asset key of a serving view: ``serving/<pair>``."""
+    return dg.AssetKey(["serving", pair_name])

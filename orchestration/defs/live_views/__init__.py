@@ -1,0 +1,1 @@
+"""Live views in Dagster (``definitions.defs`` merges the assets and their checks)."""

@@ -1,0 +1,1 @@
+"""Reconciliation and serving in Dagster (``definitions.defs`` merges them)."""

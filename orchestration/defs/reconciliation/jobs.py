@@ -1,0 +1,9 @@
+"""The ``reconciliation`` job: every reconciliation check."""
+
+import dagster as dg
+
+from orchestration.defs.reconciliation.checks import reconciliation
+
+reconciliation_job = dg.define_asset_job(
+    "reconciliation", selection=dg.AssetSelection.checks(reconciliation),
+    description="Compare every live view with its mart for each closed day.")

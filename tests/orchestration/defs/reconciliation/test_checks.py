@@ -1,0 +1,115 @@
+"""Reconciliation: passes on agreeing data; after a mart row is altered it fails with the right
+per-day metadata; the correction sensor asks for just that day and the correction run makes
+the check pass again."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from tests.orchestration.defs.conftest import check_results
+
+
+@pytest.fixture(scope="module")
+def rec(built):
+    """The reconciliation module, imported once the manifest is prepared."""
+    from types import SimpleNamespace
+
+    from orchestration.defs.keys import check_name, mart_key
+    from orchestration.defs.reconciliation.sensors import (
+        reconcile_after_batch,
+        reconciliation_corrections,
+    )
+    from tidemark.reconciliation.pairs import load_pairs
+
+    return SimpleNamespace(check_name=check_name, mart_key=mart_key, load_pairs=load_pairs,
+                           reconcile_after_batch=reconcile_after_batch,
+                           reconciliation_corrections=reconciliation_corrections)
+
+
+def _key(rec, pair_name: str) -> dg.AssetCheckKey:
+    pair = next(p for p in rec.load_pairs() if p.name == pair_name)
+    return dg.AssetCheckKey(rec.mart_key(pair.mart), rec.check_name(pair.name))
+
+
+def test_reconciliation_drift_and_correction(built, rec) -> None:
+    keys = [_key(rec, p.name) for p in rec.load_pairs()]
+    passed = check_results(built.run_checks(keys))
+    assert len(passed) == 3 and all(e.passed for e in passed.values()), \
+        [e.description for e in passed.values()]
+    revenue = passed[("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")]
+    days = [r.data["day"] for r in revenue.metadata["days"].value.records]
+    assert days == [d.isoformat() for d in built.closed_days]
+    assert revenue.metadata["drifted_days"].value == []
+
+    day = built.closed_days[-2]
+    store = built.sql("select min(store_id) from marts.fct_daily_store_revenue where "
+                      "order_date = %s", (day,))[0][0]
+    built.sql("update marts.fct_daily_store_revenue set gross_revenue = gross_revenue + 5, "
+              "net_revenue = net_revenue + 5 where order_date = %s and store_id = %s",
+              (day, store))
+    key = _key(rec, "daily_store_revenue")
+    failed = check_results(built.run_checks([key]))[
+        ("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")]
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert failed.metadata["drifted_days"].value == [day.isoformat()]
+    assert day.isoformat() in failed.description
+    drift = [r.data for r in failed.metadata["drift"].value.records]
+    assert sorted(r["measure"] for r in drift) == ["gross_revenue", "net_revenue"]
+    for row in drift:
+        assert row["order_date"] == day.isoformat() and row["store_id"] == str(store)
+        assert row["live"] - row["truth"] == pytest.approx(-5.0)
+        assert row["difference"] == pytest.approx(-5.0)
+    per_day = {r.data["day"]: r.data for r in failed.metadata["days"].value.records}
+    assert per_day[day.isoformat()]["drifted_groups"] == 1
+    assert per_day[day.isoformat()]["gross_revenue_difference"] == pytest.approx(-5.0)
+    assert all(r["drifted_groups"] == 0 for d, r in per_day.items() if d != day.isoformat())
+    assert built.sql("select status from tidemark.reconciled_days where pair = %s and day = %s",
+                     ("daily_store_revenue", day)) == [("drift",)]
+
+    context = dg.build_sensor_context(instance=built.instance,
+                                      resources={"tidemark": built.resource})
+    result = rec.reconciliation_corrections(context)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.job_name == "daily_marts"
+    assert request.asset_selection == [dg.AssetKey(["marts", "fct_daily_store_revenue"])]
+    assert request.partition_key_range == dg.PartitionKeyRange(day.isoformat(), day.isoformat())
+    assert isinstance(rec.reconciliation_corrections(context), dg.SkipReason)  # asked once
+
+    runs_before = len(built.instance.get_runs())
+    correction = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=request.tags, asset_selection=request.asset_selection)
+    assert correction.success and len(built.instance.get_runs()) == runs_before + 1
+    assert [e.partition for e in correction.get_asset_materialization_events()] \
+        == [day.isoformat()]
+    fixed = check_results(built.run_checks([key]))[
+        ("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")]
+    assert fixed.passed
+    assert built.sql("select status, correction_requested_at from tidemark.reconciled_days "
+                     "where pair = %s and day = %s", ("daily_store_revenue", day)) \
+        == [("reconciled", None)]
+
+
+def _run_status_context(built, run):
+    return dg.build_run_status_sensor_context(
+        sensor_name="reconcile_after_batch", dagster_instance=built.instance, dagster_run=run,
+        dagster_event=dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=run.job_name))
+
+
+def test_reconcile_after_batch_requests_the_reconciliation_job(built, rec) -> None:
+    from orchestration.defs.dbt.partitions import range_tags
+
+    day = built.closed_days[-1].isoformat()
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    with_checks = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=range_tags(day, day))
+    skipped = rec.reconcile_after_batch(_run_status_context(built, with_checks.dagster_run))
+    assert isinstance(skipped, dg.SkipReason)  # reconciled in the same run already
+    job = built.defs.get_implicit_global_asset_job_def().get_subset(
+        asset_selection={mart}, asset_check_selection=set())
+    without = job.execute_in_process(instance=built.instance, tags=range_tags(day, day))
+    assert not [e for e in without.get_asset_check_evaluations()
+                if e.check_name.startswith("reconcile_")]
+    request = rec.reconcile_after_batch(_run_status_context(built, without.dagster_run))
+    assert request.run_key == f"after-{without.dagster_run.run_id}"

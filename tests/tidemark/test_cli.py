@@ -1,0 +1,96 @@
+"""The ``tidemark`` command line, run as a real process against a real embedded server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.support import free_port
+from tidemark.cli.main import app
+
+TIDEMARK = shutil.which("tidemark")
+
+
+def _all_commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    # typer vendors its own click: a group is whatever has sub-commands.
+    found = [prefix]
+    for name, command in group.commands.items():
+        if getattr(command, "commands", None):
+            found += _all_commands(command, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+def test_every_command_has_help() -> None:
+    commands = _all_commands(typer.main.get_command(app))
+    assert ("db", "start") in commands and ("up",) in commands
+    runner = CliRunner()
+    for path in commands:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
+
+
+def _run(home: Path, port: int, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port),
+                **(env or {})}
+    for name in ("TIDEMARK_SOURCE_URL", "TIDEMARK_LANDING_URL"):
+        if env is None or name not in env:
+            full_env.pop(name, None)
+    return subprocess.run([TIDEMARK, *args], env=full_env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.skipif(TIDEMARK is None, reason="the tidemark console script is not installed")
+def test_db_lifecycle_from_the_command_line(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    try:
+        started = _run(home, port, "db", "start", "--json")
+        assert started.returncode == 0, started.stderr
+        info = json.loads(started.stdout)
+        assert info["embedded"] is True and info["port"] == port
+        status = json.loads(_run(home, port, "db", "status", "--json").stdout)
+        assert status["running"] is True and status["version"].startswith("18")
+        url = _run(home, port, "db", "url").stdout.strip()
+        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark"
+        psql = subprocess.run(["psql", url, "-Atc", "select current_user"], capture_output=True,
+                              text=True, check=False) if shutil.which("psql") else None
+        if psql is not None:
+            assert psql.stdout.strip() == "tidemark_reader"
+        assert _run(home, port, "db", "start").returncode == 0  # twice is fine
+    finally:
+        stopped = _run(home, port, "db", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert _run(home, port, "db", "status", "--json").returncode == 1
+
+
+@pytest.mark.skipif(TIDEMARK is None, reason="the tidemark console script is not installed")
+def test_port_taken_is_a_clear_error_without_traceback(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        result = _run(tmp_path / "home", port, "db", "start")
+    assert result.returncode == 2
+    assert f"Port {port}" in result.stderr and "TIDEMARK_PG_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(TIDEMARK is None, reason="the tidemark console script is not installed")
+def test_unreachable_external_server_names_the_variable(tmp_path: Path) -> None:
+    dead = f"postgresql://app:topsecret@127.0.0.1:{free_port()}/shop"
+    result = _run(tmp_path / "home", free_port(), "db", "start",
+                  env={"TIDEMARK_SOURCE_URL": dead, "TIDEMARK_LANDING_URL": dead})
+    assert result.returncode == 2
+    assert "TIDEMARK_SOURCE_URL" in result.stderr
+    assert "topsecret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

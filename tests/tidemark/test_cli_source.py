@@ -1,0 +1,162 @@
+"""`tidemark source add|list|remove`, `tidemark contracts init` and `tidemark ingest run|status`
+as a new user runs them: a password in a URL is refused without being echoed, a wrong --source is
+refused (no stray slot or publication), a permanent error ends `ingest run` with one message and
+a non-zero status, removing a source drops its slot and publication."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.support import create_database
+from tidemark.stack.embedded import EmbeddedServer
+
+_n = itertools.count(1)
+
+
+@dataclass
+class Env:
+    """A user database, a landing database and the environment pointing Tidemark at them."""
+
+    src: str
+    land: str
+    env: dict[str, str]
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tidemark.cli.main", *args],
+                              env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def popen(self, *args: str, log: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tidemark.cli.main", *args],
+                                env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+    def src_exec(self, *statements: str) -> None:
+        with psycopg.connect(self.src, autocommit=True) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def fetch(self, url: str, query: str) -> list[tuple]:
+        with psycopg.connect(url) as conn:
+            return conn.execute(query).fetchall()
+
+
+@pytest.fixture
+def user(pg: EmbeddedServer, tmp_path: Path) -> Iterator[Env]:
+    n = next(_n)
+    src, land = create_database(pg, f"cli_src_{n}"), create_database(pg, f"cli_land_{n}")
+    env = {**os.environ, "TIDEMARK_SOURCE_URL": src, "TIDEMARK_LANDING_URL": land,
+           "TIDEMARK_HOME": str(tmp_path / "home")}
+    yield Env(src, land, env)
+    with psycopg.connect(src, autocommit=True) as conn:
+        for (slot,) in conn.execute("select slot_name from pg_replication_slots where database"
+                                    " = current_database()").fetchall():
+            conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+    with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+        for db in (f"cli_src_{n}", f"cli_land_{n}"):
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
+                sql.Identifier(db)))
+
+
+def _slots_and_pubs(e: Env) -> tuple[list, list]:
+    return (e.fetch(e.src, "select slot_name from pg_replication_slots where database ="
+                           " current_database()"),
+            e.fetch(e.src, "select pubname from pg_publication"))
+
+
+def test_add_list_run_status_remove(user: Env, tmp_path: Path) -> None:
+    e = user
+    e.src_exec("create schema sales",
+               "create table sales.orders (id int primary key, status text not null)",
+               "create table public.audit (at timestamptz, what text)",
+               "insert into sales.orders select g, 'paid' from generate_series(1, 1000) g")
+    url = e.src.replace("postgres@", "postgres:hunter2@", 1)
+    out = e.cli("source", "add", "shopdb", "--url", url)
+    assert out.returncode == 2 and "hunter2" not in out.stdout + out.stderr
+    assert "TIDEMARK_SOURCE_SHOPDB_PASSWORD" in out.stderr
+
+    out = e.cli("source", "add", "shopdb", "--url", e.src, "--schemas", "public,sales",
+                "--json")
+    assert out.returncode == 0, out.stderr
+    added = json.loads(out.stdout)
+    assert added["published"] == ["sales.orders"]
+    assert added["not_published"][0]["table"] == "public.audit"
+    assert "replica identity full" in added["not_published"][0]["fix"]
+
+    # A name that is not registered is refused before anything is created on a server.
+    out = e.cli("ingest", "run", "--source", "shpdb")
+    assert out.returncode == 2 and "No source named 'shpdb'" in out.stderr
+    assert "registered: shopdb" in out.stderr
+    assert _slots_and_pubs(e) == ([], [("tidemark_shopdb",)])
+
+    contracts = tmp_path / "contracts"
+    out = e.cli("contracts", "init", "shopdb", "--contracts", str(contracts), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tables_with_contracts"] == 1
+    assert (contracts / "shopdb" / "sales__orders.yml").exists()
+
+    log = tmp_path / "ingest.log"
+    proc = e.popen("ingest", "run", "--contracts", str(contracts), log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            out = e.cli("ingest", "status", "--source", "shopdb", "--json")
+            status = json.loads(out.stdout) if out.returncode == 0 else {}
+            if (status.get("snapshot") or {}).get("state") == "done" and status["slot_active"]:
+                break
+            time.sleep(0.5)
+        assert status["snapshot"]["rows"] == 1000 and status["snapshot"]["tables_total"] == 1
+        e.src_exec("update public.audit set what = 'x'", "insert into sales.orders values "
+                   "(1001, 'paid')")
+        out = e.cli("source", "remove", "shopdb")
+        assert out.returncode == 2 and "Stop `tidemark ingest run` first" in out.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()
+    out = e.cli("source", "list", "--json")
+    listed = json.loads(out.stdout)
+    assert [(s["name"], s["slot"], s["tables"]) for s in listed] == [("shopdb", "idle", 1)]
+    assert e.fetch(e.land, "select count(*) from shopdb.sales__orders") == [(1001,)]
+
+    out = e.cli("source", "remove", "shopdb")
+    assert out.returncode == 0, out.stderr
+    assert "dropped on the source: replication slot tidemark_shopdb" in out.stdout
+    assert "Left in landing" in out.stdout
+    assert _slots_and_pubs(e) == ([], [])
+    assert json.loads(e.cli("source", "list", "--json").stdout) == []
+
+
+def test_permanent_error_ends_ingest_run_with_one_message(user: Env, pg: EmbeddedServer,
+                                                          tmp_path: Path) -> None:
+    e = user
+    gone = create_database(pg, "cli_gone_db")
+    out = e.cli("source", "add", "gone", "--url", gone)
+    assert out.returncode == 0, out.stderr
+    with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+        conn.execute("drop database cli_gone_db with (force)")
+    log = tmp_path / "ingest.log"
+    proc = e.popen("ingest", "run", log=log)
+    code = proc.wait(60)
+    text = log.read_text()
+    assert code == 2, text
+    assert 'database "cli_gone_db" does not exist' in text
+    assert "Fix the registered URL" in text and "reconnecting" not in text
+    listed = json.loads(e.cli("source", "list", "--json").stdout)
+    assert "does not exist" in listed[0]["last_error"]
+    out = e.cli("source", "remove", "gone")
+    assert out.returncode == 2 and "--force" in out.stderr
+    out = e.cli("source", "remove", "gone", "--force")
+    assert out.returncode == 0 and "pg_drop_replication_slot('tidemark_gone')" in out.stdout

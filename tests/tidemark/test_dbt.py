@@ -1,0 +1,42 @@
+"""Pointing dbt at a landing database, and running it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+from tidemark.stack.dbt import DbtRunError, dbt_connection_env, dbt_env, environment, run_dbt
+
+
+def test_connection_env_from_url() -> None:
+    env = dbt_connection_env("postgresql://tidemark_app:s%40cret@db.example:6543/landing")
+    assert env["TIDEMARK_DBT_HOST"] == "db.example" and env["TIDEMARK_DBT_PORT"] == "6543"
+    assert env["TIDEMARK_DBT_PASSWORD"] == "s@cret" and env["TIDEMARK_DBT_DBNAME"] == "landing"
+    assert env["TIDEMARK_DBT_USER"] == "tidemark_app"
+
+
+def test_env_sends_target_and_logs_to_the_work_dir(tmp_path: Path) -> None:
+    env = dbt_env("postgresql://u@h/d", tmp_path, target="ci")
+    assert env["TIDEMARK_DBT_TARGET"] == "ci"
+    assert env["DBT_TARGET_PATH"] == str(tmp_path / "target")
+    assert env["DBT_LOG_PATH"] == str(tmp_path / "logs")
+
+
+def test_environment_restores_previous_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEMARK_DBT_HOST", "before")
+    monkeypatch.delenv("TIDEMARK_DBT_DBNAME", raising=False)
+    with environment({"TIDEMARK_DBT_HOST": "inside", "TIDEMARK_DBT_DBNAME": "x"}):
+        assert os.environ["TIDEMARK_DBT_HOST"] == "inside"
+    assert os.environ["TIDEMARK_DBT_HOST"] == "before"
+    assert "TIDEMARK_DBT_DBNAME" not in os.environ
+
+
+def test_failed_dbt_run_quotes_its_output(tmp_path: Path) -> None:
+    unreachable = f"postgresql://tidemark_app@127.0.0.1:{free_port()}/tidemark"
+    with pytest.raises(DbtRunError) as info:
+        run_dbt(["debug"], unreachable, tmp_path)
+    assert "dbt debug failed" in str(info.value)
+    assert str(tmp_path / "dbt.log") in str(info.value)

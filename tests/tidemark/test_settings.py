@@ -1,0 +1,85 @@
+"""Settings from the environment: defaults, validation, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tidemark.errors import SettingsError
+from tidemark.settings import DEFAULT_PORT, load_settings, redact
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("TIDEMARK_HOME", "TIDEMARK_PG_PORT", "TIDEMARK_SOURCE_URL",
+                 "TIDEMARK_LANDING_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.home == tmp_path / ".tidemark"
+    assert settings.port == DEFAULT_PORT
+    assert settings.uses_embedded
+    assert settings.reader_dsn() == f"postgresql://tidemark_reader@127.0.0.1:{DEFAULT_PORT}/tidemark"
+    assert settings.source_dsn().endswith(f":{DEFAULT_PORT}/shop")
+
+
+@pytest.mark.parametrize("port", ["abc", "80", "70000"])
+def test_bad_port_is_refused_with_its_name(monkeypatch: pytest.MonkeyPatch, port: str) -> None:
+    monkeypatch.setenv("TIDEMARK_PG_PORT", port)
+    with pytest.raises(SettingsError, match="TIDEMARK_PG_PORT"):
+        load_settings()
+
+
+def test_external_urls_replace_the_embedded_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", "postgresql://app:s3cret@db.example:5432/shop")
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/landing")
+    settings = load_settings()
+    assert not settings.uses_embedded
+    assert settings.source_dsn() == "postgresql://app:s3cret@db.example:5432/shop"
+    assert "s3cret" not in settings.reader_dsn()
+
+
+def test_malformed_external_url_is_refused_without_printing_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", "mysql://root:hunter2@host/db")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "TIDEMARK_SOURCE_URL" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_redact_masks_only_the_password() -> None:
+    assert redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.setenv("TIDEMARK_CORRECTION_DAYS", "5")
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "90")
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "30")
+    monkeypatch.setenv("PORT", "80")  # another program's variable is not ours
+    settings = load_settings()
+    assert settings.correction_days == 5 and settings.port == DEFAULT_PORT
+    assert settings.lag_thresholds == (30.0, 30.0)  # warn never above error
+    assert settings.dbt_target_dir == tmp_path / "dbt" / "target"
+    for name, value in (("TIDEMARK_BATCH_CRON", "nightly"), ("TIDEMARK_CORRECTION_DAYS", "-1"),
+                        ("TIDEMARK_LIVE_TARGET", "duckdb"),
+                        ("TIDEMARK_PARTITIONS_START", "yesterday")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=name):
+            load_settings()
+        monkeypatch.delenv(name)
+
+
+def test_partitions_start_from_the_setting_else_the_recorded_first_day(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.delenv("TIDEMARK_PARTITIONS_START", raising=False)
+    assert load_settings().first_partition_day() is None
+    (tmp_path / "partitions_start").write_text("2026-03-04\n")
+    assert str(load_settings().first_partition_day()) == "2026-03-04"
+    monkeypatch.setenv("TIDEMARK_PARTITIONS_START", "2026-01-02")
+    assert str(load_settings().first_partition_day()) == "2026-01-02"

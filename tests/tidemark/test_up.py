@@ -1,0 +1,140 @@
+"""``tidemark up`` as a person runs it: a real process, a fresh TIDEMARK_HOME, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support import free_port
+from tidemark.stack.supervisor import wait_for
+
+TIDEMARK = shutil.which("tidemark")
+pytestmark = pytest.mark.skipif(TIDEMARK is None, reason="tidemark console script not installed")
+
+
+def _start_up(home: Path, port: int, *args: str,
+              dagster_port: int | None = None) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port),
+           "COLUMNS": "200", "TIDEMARK_DAGSTER_PORT": str(dagster_port or free_port())}
+    if dagster_port is None:
+        args = ("--no-dagster", *args)
+    env.pop("TIDEMARK_SOURCE_URL", None)
+    env.pop("TIDEMARK_LANDING_URL", None)
+    out = home.parent / f"up-{time.monotonic_ns()}.log"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen([TIDEMARK, "up", "--seed-days", "2", "--orders-per-day", "40",
+                                 "--rate", "100", *args], env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, out
+
+
+def _psql_url(out: Path) -> str | None:
+    match = re.search(r"psql (postgresql://\S+)", out.read_text())
+    return match.group(1) if match else None
+
+
+def _orders(source_url: str) -> int:
+    with psycopg.connect(source_url) as conn:
+        return conn.execute("select count(*) from orders").fetchone()[0]
+
+
+def _landed_orders(landing_url: str) -> int:
+    with psycopg.connect(landing_url) as conn:
+        return conn.execute("select count(*) from shop.orders").fetchone()[0]
+
+
+def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    source = f"postgresql://postgres@127.0.0.1:{port}/shop"
+    proc, out = _start_up(home, port)
+    try:
+        assert wait_for(lambda: _psql_url(out) is not None, 120), out.read_text()
+        url = _psql_url(out)
+        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark"
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select current_user").fetchone()[0] == "tidemark_reader"
+        seeded = _orders(source)
+        assert seeded > 0
+        assert wait_for(lambda: _orders(source) > seeded, 30), "the workload adds orders"
+        landing_admin = f"postgresql://postgres@127.0.0.1:{port}/tidemark"
+        assert wait_for(lambda: _landed_orders(landing_admin) > seeded, 30), "ingestion streams"
+        with psycopg.connect(url) as conn:
+            live_orders = conn.execute(
+                "select coalesce(sum(order_count), 0) from live.daily_store_revenue").fetchone()[0]
+            mart_orders = conn.execute(
+                "select sum(order_count) from marts.fct_daily_store_revenue").fetchone()[0]
+        with psycopg.connect(source) as conn:
+            closed = conn.execute(  # the daily partitions are the closed days (before today)
+                "select count(*) from orders where order_id <= %s and (placed_at at time zone"
+                " 'UTC')::date < (now() at time zone 'UTC')::date", (seeded,)).fetchone()[0]
+        assert live_orders >= seeded, "live views are deployed on the landing mirror"
+        assert mart_orders == closed, "the daily marts are built for the seeded closed days"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        code = proc.wait(60)
+    log = out.read_text()
+    assert code == 0, log
+    assert "PostgreSQL stopped" in log and "Traceback" not in log
+    assert not (home / "pgdata" / "postmaster.pid").exists()
+
+    proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
+    try:
+        assert proc.wait(120) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Seeding" not in out.read_text(), "a second run reuses the data"
+
+
+def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
+    home, port, ui_port = tmp_path / "home", free_port(), free_port()
+    proc, out = _start_up(home, port, "--rate", "20", dagster_port=ui_port)
+    try:
+        assert wait_for(lambda: "Tidemark is up" in out.read_text() or proc.poll() is not None,
+                        240), out.read_text()
+        assert f"http://127.0.0.1:{ui_port}" in out.read_text(), out.read_text()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/server_info", timeout=10) as r:
+            assert r.status == 200
+            assert "dagster_webserver_version" in r.read().decode()
+        assert (home / "dagster" / "dagster.yaml").exists(), "DAGSTER_HOME under TIDEMARK_HOME"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(90)
+    log = out.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log
+
+
+def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
+    import socket
+
+    home, port = tmp_path / "home", free_port()
+    with socket.socket() as taken:  # the Dagster UI's port is taken by another program
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ui_port = taken.getsockname()[1]
+        proc, out = _start_up(home, port, "--rate", "0", dagster_port=ui_port)
+        code = proc.wait(300)
+    log = out.read_text()
+    assert code == 2, log
+    assert f"Port {ui_port}" in log and "TIDEMARK_DAGSTER_PORT" in log, log
+    assert "Traceback" not in log
+    assert "PostgreSQL stopped" in log
+    assert not (home / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was left running"
+    import psutil
+
+    left = [p.info for p in psutil.process_iter(["pid", "cmdline", "environ"])
+            if p.info["environ"] and p.info["environ"].get("TIDEMARK_HOME") == str(home)]
+    assert not left, left  # no child of that start (ingestion, Dagster) survived it
+    status = json.loads((home / "up-progress.json").read_text())
+    assert status["state"] == "failed" and f"Port {ui_port}" in status["error"]

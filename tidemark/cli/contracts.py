@@ -1,0 +1,67 @@
+"""``tidemark contracts``: scaffold contracts for a registered source from its catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tidemark.cli.ingest import (
+    ContractsOpt,
+    IngestCommandError,
+    JsonOpt,
+    databases,
+    ingestion_errors,
+    pick_source,
+)
+from tidemark.cli.output import console, emit_json, emit_table
+
+app = typer.Typer(help="Data contracts (contracts/<source>/<table>.yml).", no_args_is_help=True)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="A registered source.")],
+    contracts: ContractsOpt = None,
+    force: Annotated[bool, typer.Option(help="Overwrite contract files that exist.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a contract per replicated table from the source catalog, for you to tighten.
+
+    Keys, columns, types and nullability come from the source; existing files are kept (unless
+    --force). The result is loaded once to prove it is valid. Tables without a contract land
+    anyway; a running ingestion picks new or changed contracts up within seconds.
+    """
+    import psycopg
+
+    from contracts import load_contracts
+    from contracts.loader import PACKAGE_ROOT
+    from contracts.scaffold import write_contracts
+    from ingestion.failures import first_line
+    from ingestion.shapes import table_shapes
+
+    root = Path(contracts) if contracts is not None else PACKAGE_ROOT
+    with ingestion_errors():
+        spec = pick_source(databases(), name)
+        try:
+            with psycopg.connect(spec.dsn(), autocommit=True, connect_timeout=10) as conn:
+                shapes, left_out = table_shapes(conn, spec.selection)
+        except psycopg.Error as exc:
+            raise IngestCommandError(f"Cannot read the catalog of source {name!r}: "
+                                     f"{first_line(exc)}") from None
+        written, skipped = write_contracts(root, spec.name, shapes, overwrite=force)
+        loaded = load_contracts(root)
+    skipped = left_out + skipped
+    if json_out:
+        emit_json({"written": [str(p) for p in written],
+                   "skipped": [{"table": t, "why": w} for t, w in skipped],
+                   "tables_with_contracts": len([c for c in loaded if c.source == spec.name])})
+        return
+    emit_table(f"contracts of {spec.name} ({root / spec.name})", ["file", "table"],
+               [(str(p.relative_to(root)), p.stem) for p in written])
+    for table, why in skipped:
+        console.print(f"[yellow]skipped[/] {table}: {why}", highlight=False)
+    console.print(f"{len(written)} contracts written; all contracts under {root} load. Tighten "
+                  f"them (allowed_values, min/max, pattern, rules, event_time, freshness).",
+                  highlight=False)

@@ -1,0 +1,224 @@
+"""``tidemark ingest``: CDC of the registered sources into landing (run, status, resync)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from tidemark.cli.output import console, emit_json, emit_table
+from tidemark.errors import TidemarkError
+from tidemark.settings import load_settings
+from tidemark.stack.databases import Databases, ensure_databases
+
+if TYPE_CHECKING:
+    from ingestion.sources import SourceSpec
+
+app = typer.Typer(help="CDC from the registered sources' replication slots into landing.",
+                  no_args_is_help=True)
+
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", help="A registered source (default: the only one registered; "
+                     "`tidemark source list`).")]
+SourcesOpt = Annotated[list[str] | None, typer.Option(
+    "--source", help="Only this registered source (repeatable; default: every one).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+ContractsOpt = Annotated[Path | None, typer.Option(
+    "--contracts", help="Contracts folder (default: the shipped contracts/).")]
+NoContractsOpt = Annotated[bool, typer.Option("--no-contracts",
+                                              help="Apply without contract validation.")]
+
+
+class IngestCommandError(TidemarkError):
+    """An ingestion error reported by the CLI (the message says what to do)."""
+
+
+@contextmanager
+def ingestion_errors() -> Iterator[None]:
+    """Turn ingestion and contract errors into a clear CLI message."""
+    from contracts import ContractsError
+    from ingestion.errors import IngestionError
+
+    try:
+        yield
+    except (IngestionError, ContractsError, ValueError) as exc:
+        raise IngestCommandError(str(exc)) from None
+
+
+def databases() -> Databases:
+    """The stack's databases (the embedded server is started if it is used)."""
+    return ensure_databases(load_settings())
+
+
+def load_contract_set(folder: Path | None, disabled: bool) -> Any:
+    """The contract set to validate with, or None."""
+    if disabled:
+        return None
+    from contracts import load_contracts
+
+    return load_contracts(folder)
+
+
+def pick_source(dbs: Databases, name: str | None) -> SourceSpec:
+    """The registered source ``name``, or the only one when no name is given.
+
+    Raises:
+        UnknownSourceError: ``name`` is not registered.
+        IngestCommandError: no name, and none or several sources are registered.
+    """
+    from ingestion.sources import get_source, list_sources
+
+    if name is not None:
+        return get_source(dbs.landing_app, name)
+    specs = list_sources(dbs.landing_app)
+    if len(specs) == 1:
+        return specs[0]
+    if not specs:
+        raise IngestCommandError(
+            "No source is registered. Register one with `tidemark source add NAME --url "
+            "postgresql://USER@HOST:PORT/DBNAME` (or start the demo with `tidemark up`).")
+    raise IngestCommandError(f"Several sources are registered ({', '.join(s.name for s in specs)}"
+                             f"); choose one with --source NAME.")
+
+
+def _logging() -> None:
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
+        no_contracts: NoContractsOpt = False) -> None:
+    """Stream every registered source (or those named) until SIGTERM or Ctrl-C.
+
+    A first run copies each source's tables (progress shown), then streams. A source that fails
+    for good (login refused, wal_level, ...) is reported once and the others go on; the command
+    then exits with status 2. Changed contracts apply without a restart.
+    """
+    from ingestion.runner import run_sources
+    from ingestion.sources import get_source, list_sources
+    from tidemark.cli.progress import SnapshotDisplay
+
+    _logging()
+    with ingestion_errors():
+        contract_set = load_contract_set(contracts, no_contracts)
+        dbs = databases()
+        specs = [get_source(dbs.landing_app, n) for n in source] if source else \
+            list_sources(dbs.landing_app)
+        if not specs:
+            pick_source(dbs, None)  # explains how to register one
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        display = SnapshotDisplay(console) if console.is_terminal else None
+        logging.getLogger("tidemark.ingestion").info(
+            "ingesting %s into landing", ", ".join(s.name for s in specs))
+        try:
+            errors = run_sources(specs, dbs.landing_app, contracts=contract_set, stop=stop,
+                                 on_progress=display)
+        finally:
+            if display is not None:
+                display.close()
+    if errors:
+        raise IngestCommandError("\n".join(errors.values()))
+
+
+def _status_one(dbs: Databases, spec: SourceSpec) -> dict[str, Any]:
+    from ingestion.sources import SourceError
+    from ingestion.status import status as ingest_status
+
+    try:
+        payload = ingest_status(spec.admin_dsn(), dbs.landing_app, spec.name)
+    except (SourceError, OSError) as exc:
+        return {"source": spec.name, "error": str(exc)}
+    except Exception as exc:  # psycopg errors: the source is unreachable, say why
+        import psycopg
+
+        if not isinstance(exc, psycopg.Error):
+            raise
+        from ingestion.failures import first_line
+
+        return {"source": spec.name, "error": f"cannot read the source: {first_line(exc)}"}
+    payload["selection"] = spec.selection.describe()
+    payload["last_error"] = spec.last_error
+    return payload
+
+
+def _show_status(payload: dict[str, Any]) -> None:
+    name = payload["source"]
+    if "error" in payload:
+        console.print(f"[bold red]{name}[/]: {payload['error']}", highlight=False)
+        return
+    snap = payload.get("snapshot")
+    rows = [(k, v) for k, v in payload.items()
+            if k not in ("paused_tables", "snapshot", "last_error")]
+    emit_table(f"tidemark ingest status ({name})", ["what", "value"], rows)
+    if snap is not None:
+        eta = f", ETA {snap['eta_s']:.0f} s" if snap.get("eta_s") is not None else ""
+        estimate = f" of ~{snap['rows_estimate']:,}" if snap.get("rows_estimate") else ""
+        console.print(f"snapshot {snap['state']}: {snap['tables_done']}/{snap['tables_total']} "
+                      f"tables, {snap['rows']:,}{estimate} rows, {snap['rows_per_s']:,.0f} "
+                      f"rows/s{eta}", highlight=False)
+    for item in payload["paused_tables"]:
+        console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",
+                      highlight=False)
+    if payload.get("last_error"):
+        console.print(f"[bold red]last error[/]: {payload['last_error']}", highlight=False)
+
+
+@app.command()
+def status(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
+    """Per source: slot, confirmed LSN, retained WAL, lag, rows/s, snapshot progress (rows,
+    tables, rows/s, ETA), dead letters and paused tables."""
+    from ingestion.sources import get_source, list_sources
+
+    with ingestion_errors():
+        dbs = databases()
+        specs = [get_source(dbs.landing_app, source)] if source else \
+            list_sources(dbs.landing_app)
+        if not specs:
+            pick_source(dbs, None)
+        payloads = [_status_one(dbs, spec) for spec in specs]
+    if json_out:
+        emit_json(payloads[0] if source else payloads)
+        return
+    for payload in payloads:
+        _show_status(payload)
+
+
+@app.command()
+def resync(
+    table: Annotated[str | None, typer.Argument(help="Landing table name to rebuild.")] = None,
+    all_tables: Annotated[bool, typer.Option("--all", help="Re-snapshot every table.")] = False,
+    source: SourceOpt = None, contracts: ContractsOpt = None,
+    no_contracts: NoContractsOpt = False,
+) -> None:
+    """Rebuild a paused (or any) table from a fresh snapshot; changes kept while paused land too.
+
+    With --all: drop the slot, take a new initial snapshot of every table (after a lost slot).
+    """
+    from ingestion.resync import resync as do_resync
+
+    if (table is None) == (not all_tables):
+        raise IngestCommandError("Name one TABLE to resync, or pass --all (not both).")
+    with ingestion_errors():
+        dbs = databases()
+        spec = pick_source(dbs, source)
+        result = do_resync(spec.dsn(), dbs.landing_app, spec.name, table,
+                           contracts=load_contract_set(contracts, no_contracts),
+                           setup_dsn=spec.admin_dsn())
+    console.print(result)

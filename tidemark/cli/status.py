@@ -1,0 +1,195 @@
+"""``tidemark status``: one look at every layer — start-up, ingestion, live views, batch, checks.
+
+Starts nothing: it reads what ``tidemark up`` wrote about its start
+(``$TIDEMARK_HOME/up-progress.json``), the databases where the settings say they are, and the
+Dagster instance under ``$TIDEMARK_HOME/dagster`` (every check's latest result, whoever ran
+it). A layer that cannot be read is reported with the reason instead of failing the command.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from psycopg import sql
+
+from tidemark.cli.output import console, emit_json, emit_table
+from tidemark.settings import Settings, load_settings
+from tidemark.stack.databases import Databases, locate_databases
+
+SOURCE = "shop"
+
+
+def _guard(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (psycopg.Error, OSError) as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return {"error": message}
+
+
+def up_layer(settings: Settings) -> dict[str, Any] | None:
+    """``tidemark up``'s own state: starting (with each phase's progress), ready, failed."""
+    from tidemark.stack.display import read_status
+
+    return read_status(settings.home)
+
+
+def ingestion_layer(dbs: Databases, source: str = SOURCE) -> dict[str, Any]:
+    """Lag, rate, dead letters, paused tables and snapshot progress (``ingestion.status``)."""
+    import ingestion
+
+    s = ingestion.status(dbs.source, dbs.landing, source)
+    keep = ("source", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
+            "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
+            "paused_tables")
+    return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
+
+
+def views_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """Deployed live views (``streaming_views.list_views``)."""
+    from streaming_views.status import list_views
+
+    return [{"name": v.name, "target": v.target, "rows": v.rows,
+             "last_change_at": v.last_change_at, "deployed_at": v.deployed_at}
+            for v in list_views(dbs.landing)]
+
+
+def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """Per daily mart (``marts.fct_daily_*``): its day column, latest day and days built."""
+    out = []
+    with psycopg.connect(dbs.landing, autocommit=True) as conn:
+        marts = conn.execute(
+            "select c.relname, (select a.attname from pg_attribute a where a.attrelid = c.oid"
+            " and a.atttypid = 'date'::regtype and a.attnum > 0 and not a.attisdropped"
+            " order by a.attnum limit 1) from pg_class c join pg_namespace n on"
+            " n.oid = c.relnamespace where n.nspname = 'marts' and c.relkind = 'r'"
+            " and c.relname like 'fct\\_daily\\_%' order by 1").fetchall()
+        for name, day_column in marts:
+            if day_column is None:
+                continue
+            latest, days = conn.execute(sql.SQL(
+                "select max({d}), count(distinct {d}) from {t}").format(
+                d=sql.Identifier(day_column), t=sql.Identifier("marts", name))).fetchone()
+            out.append({"mart": name, "day_column": day_column, "latest_day": latest,
+                        "days": days})
+    return out
+
+
+def reconciliation_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """Reconciliation per pair (``tidemark.reconciliation.days.summary``)."""
+    from tidemark.reconciliation.days import summary
+
+    return summary(dbs.landing)
+
+
+def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[str, Any]:
+    """Every layer's summary (a layer that cannot be read carries ``error``)."""
+    from tidemark.stack.dagster_status import dagster_summary
+
+    return {
+        "up": up_layer(settings),
+        "ingestion": _guard(ingestion_layer, dbs),
+        "live_views": _guard(views_layer, dbs),
+        "batch": _guard(batch_layer, dbs),
+        "reconciliation": _guard(reconciliation_layer, dbs),
+        "dagster": dagster_summary(settings) if dagster else None,
+    }
+
+
+def _show_up(up: dict[str, Any] | None) -> None:
+    if not up:
+        return
+    state = up.get("state")
+    if state == "starting" and up.get("running"):
+        rows = [(p["title"], p["state"], "-" if not p.get("unit") else f"{p['done']:,.0f}"
+                 + (f"/{p['total']:,.0f}" if p.get("total") else "") + f" {p['unit']}",
+                 p.get("detail", ""), f"{p['seconds']:.0f} s") for p in up.get("phases", [])]
+        emit_table("tidemark up is starting", ["phase", "state", "progress", "now", "time"],
+                   rows)
+    elif state == "failed":
+        console.print(f"[red]tidemark up failed:[/] {up.get('error')}", highlight=False)
+    elif state == "ready" and up.get("running"):
+        console.print(f"tidemark up is running (ready since {up.get('ready_at')}).")
+
+
+def _show_checks(dag: dict[str, Any]) -> None:
+    checks = dag.get("checks")
+    if checks is None:
+        if dag.get("checks_error"):
+            console.print(f"[red]checks:[/] {dag['checks_error']}", highlight=False)
+        return
+    by_name: dict[str, Counter] = {}
+    for row in checks:
+        name = "dbt tests" if not _platform_check(row["check"]) else row["check"]
+        outcome = _outcome(row)
+        by_name.setdefault(name, Counter())[outcome] += 1
+    emit_table("checks (latest result of each)", ["check", *OUTCOMES],
+               [(name, *(c[o] for o in OUTCOMES)) for name, c in sorted(by_name.items())])
+    failing = [r for r in checks if r["passed"] is False]
+    if failing:
+        emit_table("failing checks", ["asset", "check", "severity", "evaluated_at", "why"],
+                   [(r["asset"], r["check"], r["severity"], r["evaluated_at"],
+                     r["description"]) for r in failing])
+
+
+OUTCOMES = ("passed", "warn", "error", "running", "skipped", "never")
+
+
+def _outcome(row: dict[str, Any]) -> str:
+    """A check's latest result in one word (see :data:`OUTCOMES`)."""
+    if row["status"] in ("never", "skipped"):
+        return row["status"]
+    if row["passed"] is None:
+        return "error" if row["status"] in ("failed", "execution_failed") else "running"
+    return "passed" if row["passed"] else (row["severity"] or "error").lower()
+
+
+def _platform_check(name: str) -> bool:
+    return name in ("ingestion_lag", "dead_letters", "dbt_source_freshness", "matches_query",
+                    "hydrated_and_current", "freshness_check") or name.startswith("reconcile_")
+
+
+def _show(summary: dict[str, Any]) -> None:
+    _show_up(summary.get("up"))
+    ing = summary["ingestion"]
+    if "error" in ing:
+        console.print(f"[red]ingestion:[/] {ing['error']}")
+    else:
+        emit_table("ingestion", ["source", "streaming", "lag s", "lag bytes", "rows/s",
+                                 "dead letters", "paused"],
+                   [(ing["source"], ing["slot_active"], ing["lag_seconds"], ing["lag_bytes"],
+                     ing["rows_per_s"], ing["dead_letters"],
+                     ", ".join(p["table"] for p in ing["paused_tables"]) or "-")])
+    for key, title, columns in (
+            ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
+            ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
+            ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
+                                                  "drifting_days", "last_checked_at"])):
+        layer = summary[key]
+        if isinstance(layer, dict) and "error" in layer:
+            console.print(f"[red]{title}:[/] {layer['error']}")
+        else:
+            emit_table(title, columns, [[row.get(c) for c in columns] for row in layer])
+    dag = summary.get("dagster")
+    if dag and "error" not in dag:
+        emit_table("dagster runs (latest per job)", ["job", "status", "days", "trigger",
+                                                      "started_at"],
+                   [(j, r["status"], "..".join(d or "" for d in r["partition_range"]) or "-",
+                     r["trigger"], r["started_at"]) for j, r in dag["latest_runs"].items()])
+        _show_checks(dag)
+    elif dag:
+        console.print(f"dagster: {dag['error']}")
+
+
+def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+           = False) -> None:
+    """Summarise every layer: start-up, ingestion lag, live views, batch, every check, runs."""
+    settings = load_settings()
+    summary = collect(settings, locate_databases(settings))
+    if json_out:
+        emit_json(summary)
+    else:
+        _show(summary)

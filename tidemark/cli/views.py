@@ -1,0 +1,146 @@
+"""``tidemark views``: deploy, list, verify and subscribe to live views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tidemark.cli.output import console, emit_json, emit_table
+from tidemark.errors import TidemarkError
+from tidemark.settings import load_settings
+from tidemark.stack.databases import ensure_databases
+
+app = typer.Typer(help="Live SQL views: one SELECT per file, maintained incrementally.",
+                  no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
+DsnOpt = Annotated[str | None, typer.Option(
+    "--dsn", help="Database to use (default: the landing database; for --target materialize "
+                  "TIDEMARK_MATERIALIZE_URL).")]
+
+
+class ViewsCommandError(TidemarkError):
+    """A live-view command failed; the message comes from the streaming_views part."""
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    from streaming_views.errors import StreamingViewsError
+    try:
+        yield
+    except StreamingViewsError as exc:
+        raise ViewsCommandError(str(exc)) from None
+
+
+def _dsn(dsn: str | None, target: str = "embedded") -> str:
+    if dsn:
+        return dsn
+    if target == "materialize":
+        url = load_settings().materialize_url
+        if not url:
+            raise ViewsCommandError("--target materialize needs --dsn or "
+                                    "TIDEMARK_MATERIALIZE_URL.")
+        return url
+    settings = load_settings()
+    return ensure_databases(settings).landing
+
+
+@app.command("deploy")
+def deploy_cmd(
+    target: Annotated[str, typer.Option(help="embedded (inside PostgreSQL) or materialize.")]
+    = "embedded",
+    views_dir: Annotated[Path | None, typer.Option(
+        "--views-dir", help="Directory of <name>.sql view files (default: the shipped ones).")]
+    = None,
+    dsn: DsnOpt = None,
+    prune: Annotated[bool, typer.Option("--prune", help="Drop views whose file is gone.")]
+    = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create new views, rebuild changed ones blue/green, leave unchanged ones alone."""
+    from streaming_views import deploy
+    if target not in {"embedded", "materialize"}:
+        raise ViewsCommandError(f"--target must be embedded or materialize; got {target!r}.")
+    with _reported():
+        results = deploy(_dsn(dsn, target), views_dir, target=target, prune=prune)
+    rows = [(r.name, r.target, r.action, r.definition_hash) for r in results]
+    if json_out:
+        emit_json([dict(zip(("name", "target", "action", "hash"), r, strict=True))
+                   for r in rows])
+    else:
+        emit_table("tidemark views deploy", ["view", "target", "action", "hash"], rows)
+
+
+@app.command("list")
+def list_cmd(dsn: DsnOpt = None, json_out: JsonOpt = False) -> None:
+    """Show deployed views: name, target, rows, last change applied, hash."""
+    from streaming_views.status import list_views
+    with _reported():
+        views = list_views(_dsn(dsn))
+    rows = [(v.name, v.target, v.rows, v.last_change_at, v.definition_hash) for v in views]
+    if json_out:
+        emit_json([dict(zip(("name", "target", "rows", "last_change_at", "hash"), r,
+                            strict=True)) for r in rows])
+    else:
+        emit_table("live views", ["view", "target", "rows", "last change applied", "hash"],
+                   rows)
+
+
+@app.command("verify")
+def verify_cmd(
+    name: Annotated[str | None, typer.Argument(help="One view (default: all).")] = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare each live view with its query (EXCEPT ALL both ways); exit 1 on a difference."""
+    from streaming_views import verify
+    with _reported():
+        results = verify(_dsn(dsn), name)
+    if json_out:
+        emit_json([{"name": r.name, "ok": r.ok, "columns": r.columns,
+                    "extra": [list(x) for x in r.extra],
+                    "missing": [list(x) for x in r.missing]} for r in results])
+    else:
+        for r in results:
+            if r.ok:
+                console.print(f"[green]ok[/] live.{r.name}")
+                continue
+            console.print(f"[red]DIFFERS[/] live.{r.name}")
+            rows: list[tuple[Any, ...]] = [("live only", *x) for x in r.extra]
+            rows += [("query only", *x) for x in r.missing]
+            emit_table(f"live.{r.name}: differing rows", ["side", *r.columns], rows)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("subscribe")
+def subscribe_cmd(
+    name: Annotated[str, typer.Argument(help="The view.")],
+    dsn: DsnOpt = None,
+    snapshot: Annotated[bool, typer.Option(help="Start with the current rows as +1.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+    = False,
+) -> None:
+    """Print each committed change of a view: timestamp, diff, row (Ctrl-C to stop)."""
+    import json
+
+    from streaming_views.subscribe import subscribe
+    show: Callable[[Any], None]
+    if json_out:
+        def show(c: Any) -> None:
+            print(json.dumps({"timestamp": c.timestamp, "diff": c.diff, "row": list(c.row)},
+                             default=str), flush=True)
+    else:
+        def show(c: Any) -> None:
+            print(f"{c.timestamp.isoformat()}\t{c.diff:+d}\t"
+                  + "\t".join("NULL" if v is None else str(v) for v in c.row), flush=True)
+    with _reported():
+        try:
+            for change in subscribe(_dsn(dsn), name, snapshot=snapshot):
+                show(change)
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,9 @@
+"""Errors of the reconciliation part; each says what is wrong, where, and what to do."""
+
+from __future__ import annotations
+
+from tidemark.errors import TidemarkError
+
+
+class ReconciliationConfigError(TidemarkError):
+    """``dbt_project/reconciliation.yml`` does not describe usable live view / mart pairs."""

@@ -1,0 +1,57 @@
+"""``serving.<pair>``: truth for reconciled days, live numbers otherwise, with a ``status``.
+
+One view per reconciliation pair, named after the pair: the mart's rows for days
+``tidemark.reconciled_days`` marks reconciled (``status = 'final'``), the live view's rows for
+every other day (``'provisional'``: open days, drifting days, days not checked yet). The view
+reads ``reconciled_days`` when queried, so it follows every reconciliation without a redeploy.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from tidemark.reconciliation.days import DAYS_TABLE, STATE_SCHEMA, ensure_days_table
+from tidemark.reconciliation.pairs import Pair
+
+SCHEMA = "serving"
+
+
+def view_sql(pair: Pair) -> sql.Composed:
+    """``create view serving.<pair>`` for ``pair`` (keys, measures, status)."""
+    day = sql.Identifier(pair.day_column)
+    reconciled = sql.SQL(
+        "exists (select from {days} r where r.pair = {name} and r.day = {alias}.{day} and "
+        "r.status = 'reconciled')")
+    days = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
+
+    def columns(alias: str, live: bool) -> sql.Composable:
+        cols = [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(k))
+                for k in pair.keys]
+        cols += [sql.SQL("{}.{} as {}").format(
+            sql.Identifier(alias), sql.Identifier(m.live_column if live else m.mart_column),
+            sql.Identifier(m.name)) for m in pair.measures]
+        return sql.SQL(", ").join(cols)
+
+    return sql.SQL(
+        "create view {view} as select {mcols}, 'final'::text as status from {mart} m where {mok}"
+        " union all select {lcols}, 'provisional'::text as status from {live} l where not {lok}"
+    ).format(
+        view=sql.Identifier(SCHEMA, pair.name), mcols=columns("m", False),
+        lcols=columns("l", True), mart=sql.Identifier("marts", pair.mart),
+        live=sql.Identifier("live", pair.live_view),
+        mok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("m"),
+                              day=day),
+        lok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("l"),
+                              day=day))
+
+
+def deploy_serving(landing_dsn: str, pair: Pair) -> int:
+    """(Re)create ``serving.<pair>`` in one transaction; return its row count."""
+    with psycopg.connect(landing_dsn) as conn:
+        ensure_days_table(conn)
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(sql.SQL("drop view if exists {}").format(sql.Identifier(SCHEMA, pair.name)))
+        conn.execute(view_sql(pair))
+        return conn.execute(sql.SQL("select count(*) from {}").format(
+            sql.Identifier(SCHEMA, pair.name))).fetchone()[0]

@@ -1,0 +1,220 @@
+"""Every Tidemark setting in one typed object, read from ``TIDEMARK_*`` environment variables.
+
+:class:`Settings` (pydantic-settings) is the only place an environment variable is parsed: the
+stack, the CLI, the demo and the Dagster code location all call :func:`load_settings`. Every
+setting has a default that works on a fresh clone; an unusable value is refused with the
+variable's name, what it must be and how to fix it (a :class:`~tidemark.errors.SettingsError`,
+printed without a traceback). Secrets are only ever read from the environment and never printed
+(see :func:`redact`).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tidemark.errors import SettingsError
+
+DEFAULT_PORT = 55432
+DEFAULT_DAGSTER_PORT = 3000
+SOURCE_DB = "shop"
+LANDING_DB = "tidemark"
+ADMIN_USER = "postgres"
+APP_ROLE = "tidemark_app"
+INGEST_ROLE = "tidemark_ingest"
+READER_ROLE = "tidemark_reader"
+REPO = Path(__file__).resolve().parents[1]
+PARTITIONS_START_FILE = "partitions_start"
+
+# Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
+_ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
+_URL_FIELDS = ("source_url", "landing_url", "materialize_url")
+
+
+class Settings(BaseSettings):
+    """Where Tidemark keeps its state, how it reaches its databases, and how Dagster runs it.
+
+    Attributes:
+        home: ``TIDEMARK_HOME``: data directory of the embedded server, logs, Dagster home.
+        port: ``TIDEMARK_PG_PORT``: TCP port of the embedded server on 127.0.0.1.
+        source_url: ``TIDEMARK_SOURCE_URL``: an external source server, or None (embedded).
+        landing_url: ``TIDEMARK_LANDING_URL``: an external landing server, or None (embedded).
+        materialize_url: ``TIDEMARK_MATERIALIZE_URL``: Materialize for live views, or None.
+        live_target: ``TIDEMARK_LIVE_TARGET``: where live views deploy (embedded, materialize).
+        dagster_port: ``TIDEMARK_DAGSTER_PORT``: port of the Dagster UI on 127.0.0.1.
+        dbt_project_dir: ``TIDEMARK_DBT_PROJECT_DIR``: the dbt project (default: the shipped one).
+        dbt_target_path: ``TIDEMARK_DBT_TARGET_PATH``: dbt manifest and invocation directories
+            (default ``$TIDEMARK_HOME/dbt/target``).
+        views_dir: ``TIDEMARK_VIEWS_DIR``: live view files (default: the shipped views).
+        partitions_start: ``TIDEMARK_PARTITIONS_START``: first daily partition (default: the
+            first day of data, recorded by ``tidemark up``).
+        batch_cron: ``TIDEMARK_BATCH_CRON``: the nightly batch (UTC).
+        correction_days: ``TIDEMARK_CORRECTION_DAYS``: days before yesterday the nightly batch
+            re-runs.
+        mart_deadline_cron: ``TIDEMARK_MART_DEADLINE_CRON``: yesterday's partition due (UTC).
+        checks_cron: ``TIDEMARK_CHECKS_CRON``: when the live-view and source-freshness checks
+            run on their own (UTC).
+        ingest_lag_warn_s: ``TIDEMARK_INGEST_LAG_WARN_S``: ingestion lag that warns.
+        ingest_lag_error_s: ``TIDEMARK_INGEST_LAG_ERROR_S``: ingestion lag that fails.
+        materialize_lag_s: ``TIDEMARK_MATERIALIZE_LAG_S``: largest Materialize lag accepted.
+        reconcile_days: ``TIDEMARK_RECONCILE_DAYS``: closed days back reconciliation compares.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TIDEMARK_", env_ignore_empty=True,
+                                      extra="ignore", frozen=True, populate_by_name=True)
+
+    home: Path = Path(".tidemark")
+    port: int = Field(DEFAULT_PORT, ge=1024, le=65535, validation_alias="TIDEMARK_PG_PORT")
+    source_url: str | None = None
+    landing_url: str | None = None
+    materialize_url: str | None = None
+    live_target: Literal["embedded", "materialize"] = "embedded"
+    dagster_port: int = Field(DEFAULT_DAGSTER_PORT, ge=1024, le=65535)
+    dbt_project_dir: Path = REPO / "dbt_project"
+    dbt_target_path: Path | None = None
+    views_dir: Path | None = None
+    partitions_start: date | None = None
+    batch_cron: str = "30 2 * * *"
+    correction_days: int = Field(3, ge=0, le=366)
+    mart_deadline_cron: str = "0 9 * * *"
+    checks_cron: str = "*/15 * * * *"
+    ingest_lag_warn_s: float = Field(60.0, gt=0)
+    ingest_lag_error_s: float = Field(300.0, gt=0)
+    materialize_lag_s: float = Field(5.0, gt=0)
+    reconcile_days: int = Field(30, ge=1, le=3660)
+
+    @field_validator("home", "dbt_project_dir", "dbt_target_path", "views_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @field_validator("source_url", "landing_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("must be a URL like postgresql://user@host:5432/dbname")
+        return value.strip()
+
+    @field_validator("batch_cron", "mart_deadline_cron", "checks_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("must be a cron string of five fields, like '30 2 * * *'")
+        return value.strip()
+
+    # -- derived places ----------------------------------------------------------------------
+
+    @property
+    def pgdata(self) -> Path:
+        """Data directory of the embedded PostgreSQL server."""
+        return self.home / "pgdata"
+
+    @property
+    def log_dir(self) -> Path:
+        """Directory for process logs."""
+        return self.home / "logs"
+
+    @property
+    def dagster_home(self) -> Path:
+        """``DAGSTER_HOME`` of ``tidemark up``: Dagster's SQLite storage and ``dagster.yaml``."""
+        return self.home / "dagster"
+
+    @property
+    def dbt_target_dir(self) -> Path:
+        """The dbt target directory holding ``manifest.json`` (absolute)."""
+        return self.dbt_target_path or self.home / "dbt" / "target"
+
+    @property
+    def lag_thresholds(self) -> tuple[float, float]:
+        """(warn, error) ingestion lag in seconds (warn never above error)."""
+        return min(self.ingest_lag_warn_s, self.ingest_lag_error_s), self.ingest_lag_error_s
+
+    def first_partition_day(self) -> date | None:
+        """The first daily partition: the setting, else the first day of data ``tidemark up``
+        recorded in ``$TIDEMARK_HOME/partitions_start``, else None."""
+        if self.partitions_start is not None:
+            return self.partitions_start
+        try:
+            return date.fromisoformat((self.home / PARTITIONS_START_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    # -- databases ---------------------------------------------------------------------------
+
+    @property
+    def uses_embedded(self) -> bool:
+        """True when at least one of source and landing lives on the embedded server."""
+        return self.source_url is None or self.landing_url is None
+
+    def embedded_url(self, database: str, user: str = ADMIN_USER) -> str:
+        """Connection URL of a database on the embedded server."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+
+    def source_dsn(self) -> str:
+        """Admin connection URL of the source database ("shop" when embedded)."""
+        return self.source_url or self.embedded_url(SOURCE_DB)
+
+    def landing_dsn(self) -> str:
+        """Admin connection URL of the landing database ("tidemark" when embedded)."""
+        return self.landing_url or self.embedded_url(LANDING_DB)
+
+    def reader_dsn(self) -> str:
+        """Read-only URL for SQL clients (psql, BI tools) on the landing database."""
+        if self.landing_url is not None:
+            return redact(self.landing_url)
+        return self.embedded_url(LANDING_DB, READER_ROLE)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment (``overrides`` win over it).
+
+    Returns:
+        The settings, with defaults filled in.
+
+    Raises:
+        SettingsError: a variable is set to a value that cannot be used (all of them named).
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = field if field.startswith("TIDEMARK_") else _ENV_NAMES.get(
+            field, f"TIDEMARK_{field.upper()}")
+        value = error.get("input")
+        shown = redact(str(value)) if field in _URL_FIELDS else str(value)
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name} {reason} (got {shown!r})")
+    return ("; ".join(problems) + ". Fix or unset the variable (unset: the default is used; "
+            "the README's Configuration section lists every setting).")
+
+
+def redact(url: str) -> str:
+    """Return a connection URL with its password replaced by ``***``.
+
+    Args:
+        url: a libpq URL, possibly with a password.
+
+    Returns:
+        The same URL, safe to print.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    host = netloc[1] if len(netloc) == 2 else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,119 @@
+"""Databases, roles and schemas of the embedded stack, created idempotently.
+
+Roles (least privilege):
+
+- ``tidemark_app``: owns the landing schemas; ingestion writes landing and dbt builds as it.
+- ``tidemark_ingest``: LOGIN REPLICATION on the source, SELECT on the replicated tables only.
+- ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients.
+
+The embedded server listens on 127.0.0.1 only and trusts loopback connections; against your own
+servers (``TIDEMARK_SOURCE_URL`` / ``TIDEMARK_LANDING_URL``) create these roles with passwords
+yourself (README, "Operations").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from tidemark.settings import (
+    APP_ROLE,
+    INGEST_ROLE,
+    LANDING_DB,
+    READER_ROLE,
+    SOURCE_DB,
+)
+
+LANDING_SCHEMAS = ("tidemark", "cdc", "live", "staging", "intermediate", "marts", "serving")
+
+
+def ensure_roles(admin_dsn: str) -> None:
+    """Create the Tidemark roles if they do not exist.
+
+    Args:
+        admin_dsn: superuser connection to any database of the server.
+    """
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for role, options in (
+            (APP_ROLE, sql.SQL("login nosuperuser nocreaterole")),
+            (INGEST_ROLE, sql.SQL("login replication nosuperuser nocreaterole nocreatedb")),
+            (READER_ROLE, sql.SQL("login nosuperuser nocreaterole nocreatedb")),
+        ):
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), options))
+
+
+def ensure_database(admin_dsn: str, name: str) -> bool:
+    """Create database ``name`` if it does not exist.
+
+    Args:
+        admin_dsn: superuser connection to another database of the same server.
+        name: the database to create.
+
+    Returns:
+        True if it was created by this call.
+    """
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+        return True
+
+
+def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) -> None:
+    """Create the landing schemas owned by ``tidemark_app`` and open them read-only to readers.
+
+    Args:
+        landing_dsn: superuser connection to the landing database.
+        schemas: schema names to create and grant.
+    """
+    app, reader = sql.Identifier(APP_ROLE), sql.Identifier(READER_ROLE)
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        dbname = sql.Identifier(conn.info.dbname)
+        conn.execute(sql.SQL("grant connect, create, temporary on database {} to {}").format(
+            dbname, app))
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(dbname, reader))
+        for schema in schemas:
+            name = sql.Identifier(schema)
+            conn.execute(sql.SQL("create schema if not exists {} authorization {}").format(
+                name, app))
+            conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, reader))
+            conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+                name, reader))
+        for owner in (app, sql.Identifier(conn.info.user)):
+            conn.execute(sql.SQL(
+                "alter default privileges for role {} grant select on tables to {}"
+            ).format(owner, reader))
+
+
+def grant_source(source_dsn: str, schema: str = "public") -> None:
+    """Let the ingestion role read the source tables it replicates.
+
+    Args:
+        source_dsn: superuser connection to the source database.
+        schema: the schema of the replicated tables.
+    """
+    ingest, name = sql.Identifier(INGEST_ROLE), sql.Identifier(schema)
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        dbname = sql.Identifier(conn.info.dbname)
+        conn.execute(sql.SQL("grant connect on database {} to {}").format(dbname, ingest))
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, ingest))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(name, ingest))
+        conn.execute(sql.SQL(
+            "alter default privileges in schema {} grant select on tables to {}"
+        ).format(name, ingest))
+
+
+def bootstrap_embedded(server_admin_url_for: Callable[[str], str]) -> None:
+    """Create roles, the ``shop`` and ``tidemark`` databases and the landing schemas.
+
+    Args:
+        server_admin_url_for: a callable mapping a database name to its superuser URL.
+    """
+    ensure_roles(server_admin_url_for("postgres"))
+    for db in (SOURCE_DB, LANDING_DB):
+        ensure_database(server_admin_url_for("postgres"), db)
+    grant_landing(server_admin_url_for(LANDING_DB))

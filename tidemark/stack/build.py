@@ -1,0 +1,271 @@
+"""What ``tidemark up`` builds, built as Dagster runs of the code location's own assets.
+
+:class:`DagsterBuild` loads ``orchestration.definitions`` in this process and executes runs
+against the Dagster instance of ``$TIDEMARK_HOME/dagster`` — the instance the webserver and
+the daemon of ``tidemark up`` use — so the UI shows every run, materialisation and check
+evaluation, as ``dagster asset materialize`` would record them:
+
+1. ``ingestion_catch_up`` (:func:`catch_up`): the initial snapshot (first start) and the stream
+   up to the source's current position; observations of every replicated table.
+2. one run of the assets and their checks: the live views that are new or changed (all on a
+   first start), the unpartitioned dbt models with the dbt tests (source tests included), the
+   daily marts for the closed days never built plus the correction window (one dbt invocation
+   over the range), the serving views, and every check: ``matches_query``, reconciliation,
+   mart and source freshness, ingestion lag and dead letters.
+
+Progress goes to :func:`tidemark.progress.report` (phases ``landing`` and ``build``).
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tidemark import progress
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings
+
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@contextmanager
+def quiet(log: Path) -> Iterator[None]:
+    """Send this process's stdout, stderr and Python warnings to ``log`` for the block."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out, redirect_stdout(out), redirect_stderr(out), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class BuildError(TidemarkError):
+    """A Dagster run of ``tidemark up`` failed (the failing step and its message are named)."""
+
+
+@dataclass
+class BuildPlan:
+    """The run of assets and checks ``tidemark up`` launches after the catch-up.
+
+    Attributes:
+        views: live views to (re)deploy.
+        first_day: first daily partition of the run (None: no closed day to build).
+        last_day: last daily partition of the run (yesterday).
+        asset_keys: every asset of the run.
+        check_keys: every check of the run.
+        expected_events: materialisations and check evaluations the run should record.
+    """
+
+    views: list[str]
+    first_day: date | None
+    last_day: date | None
+    asset_keys: set = field(default_factory=set)
+    check_keys: set = field(default_factory=set)
+    expected_events: int = 0
+
+
+class DagsterBuild:
+    """Runs of the code location in this process, recorded in ``$TIDEMARK_HOME/dagster``.
+
+    Args:
+        settings: the stack settings (Dagster home, partitions start).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        with quiet(settings.log_dir / "dagster-runs.log"):
+            import dagster as dg
+
+            from orchestration.definitions import defs
+
+            self.defs = defs
+            self.graph = defs.resolve_asset_graph()
+            self.job = defs.get_implicit_global_asset_job_def()
+        self.settings = settings
+        self.instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+
+    def close(self) -> None:
+        """Release the instance."""
+        self.instance.dispose()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def plan(self, today: date | None = None, later: frozenset[str] = frozenset()) -> BuildPlan:
+        """What the build run covers (see the module docstring).
+
+        Args:
+            today: the current UTC day (default: now).
+            later: names of checks left out of the run (launched on their own afterwards).
+        """
+        from orchestration.defs.live_views.assets import view_files
+
+        today = today or datetime.now(UTC).date()
+        views = self._views_to_deploy([v.name for v in view_files()])
+        daily = [k for k in self.graph.get_all_asset_keys()
+                 if self.graph.get(k).partitions_def is not None]
+        first_partition = self.settings.first_partition_day() or today
+        last = today - timedelta(days=1)
+        first: date | None = None
+        if last >= first_partition:
+            window = last - timedelta(days=self.settings.correction_days)
+            missing = self._unbuilt_days(daily, first_partition, last)
+            first = max(first_partition, min([window, *missing]))
+        keys = set()
+        for key in self.graph.get_all_asset_keys():
+            node = self.graph.get(key)
+            if not node.is_executable or node.is_observable:
+                continue
+            if key.path[0] == "live" and key.path[-1] not in views:
+                continue
+            if node.partitions_def is not None and first is None:
+                continue
+            keys.add(key)
+        checks = {c for c in self.graph.asset_check_keys if c.name not in later and (
+            c.asset_key in keys or self.graph.get(c.asset_key).is_observable
+            or c.asset_key.path[0] == "live")}
+        days = 0 if first is None else (last - first).days + 1
+        expected = sum(days if self.graph.get(k).partitions_def is not None else 1 for k in keys)
+        return BuildPlan(sorted(views), first, last if first else None, keys, checks,
+                         expected + len(checks))
+
+    def build(self, plan: BuildPlan) -> str:
+        """Run the planned assets and checks (one run); return the run id.
+
+        Raises:
+            BuildError: the run failed.
+        """
+        from orchestration.defs.dbt.partitions import range_tags
+
+        job = self.job.get_subset(asset_selection=plan.asset_keys,
+                                  asset_check_selection=plan.check_keys)
+        tags = {"tidemark/trigger": "tidemark up"}
+        if plan.first_day is not None and plan.last_day is not None:
+            tags.update(range_tags(plan.first_day.isoformat(), plan.last_day.isoformat()))
+        return self._execute(job, tags, expected=plan.expected_events, phase="build")
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _views_to_deploy(self, names: list[str]) -> set[str]:
+        """Views never materialised in Dagster, not deployed, or deployed from another file."""
+        import dagster as dg
+
+        from orchestration.defs.live_views.assets import view_files
+        from orchestration.defs.resources import TidemarkResource
+
+        deployed: dict[str, str] = {}
+        try:
+            from streaming_views.status import list_views
+
+            dsn = TidemarkResource().urls().landing_app
+            deployed = {v.name: v.definition_hash for v in list_views(dsn)}
+        except Exception:  # no catalog yet: every view is new
+            deployed = {}
+        hashes = {v.name: v.definition_hash for v in view_files()}
+        out = set()
+        for name in names:
+            materialized = self.instance.get_latest_materialization_event(
+                dg.AssetKey(["live", name])) is not None
+            if not materialized or deployed.get(name) != hashes[name]:
+                out.add(name)
+        return out
+
+    def _unbuilt_days(self, keys: list, first: date, last: date) -> list[date]:
+        """Days first..last some daily mart has no Dagster materialisation for."""
+        built: set[str] | None = None
+        for key in keys:
+            parts = set(self.instance.get_materialized_partitions(key))
+            built = parts if built is None else built & parts
+        built = built or set()
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+        return [d for d in days if d.isoformat() not in built]
+
+    def _execute(self, job: Any, tags: dict[str, str], expected: int | None, phase: str) -> str:
+        return execute(job, self.instance, self.settings, tags, expected, phase)
+
+
+def execute(job: Any, instance: Any, settings: Settings, tags: dict[str, str],
+            expected: int | None, phase: str, resources: dict[str, Any] | None = None) -> str:
+    """Execute ``job`` in this process, recorded in ``instance``; return the run id.
+
+    The run's log lines and dbt's output go to the run's record (the UI) and to
+    ``logs/dagster-runs.log``, not to the terminal, where the progress bars are.
+
+    Raises:
+        BuildError: the run failed (the failing steps and their messages are named).
+    """
+    run_id = str(uuid.uuid4())
+    instance.add_event_listener(run_id, _EventCounter(phase, expected))
+    with quiet(settings.log_dir / "dagster-runs.log"):
+        result = job.execute_in_process(instance=instance, run_id=run_id, tags=tags,
+                                        raise_on_error=False, run_config=QUIET_LOGS,
+                                        resources=resources)
+    if not result.success:
+        raise BuildError(failure_message(result, job.name, run_id, settings.dagster_home))
+    return run_id
+
+
+def catch_up(settings: Settings) -> str:
+    """Run the ``ingestion_catch_up`` job; return the run id.
+
+    Only the ingestion system's definitions are loaded (no dbt manifest needed), so the catch-up
+    runs while ``dbt parse`` prepares the manifest the other definitions need.
+
+    Raises:
+        BuildError: the run failed.
+    """
+    with quiet(settings.log_dir / "dagster-runs.log"):
+        import dagster as dg
+
+        from orchestration.defs.ingestion.jobs import catch_up_job
+        from orchestration.defs.resources import TidemarkResource
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
+    try:
+        return execute(catch_up_job, instance, settings, {"tidemark/trigger": "tidemark up"},
+                       None, "landing", resources={"tidemark": TidemarkResource()})
+    finally:
+        instance.dispose()
+
+
+class _EventCounter:
+    """Turns a run's events into progress reports: materialisations and check evaluations
+    recorded out of those expected, and the step running now."""
+
+    def __init__(self, phase: str, expected: int | None) -> None:
+        self.phase, self.expected, self.done = phase, expected, 0
+
+    def __call__(self, entry: Any) -> None:
+        event = getattr(entry, "dagster_event", None)
+        if event is None or self.expected is None:
+            return
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            detail = event.step_key or ""
+        elif kind in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION"):
+            self.done += 1
+            detail = event.asset_key.to_user_string() if event.asset_key else ""
+        else:
+            return
+        progress.report(self.phase, min(self.done, self.expected), self.expected,
+                        "assets+checks", detail)
+
+
+def failure_message(result: Any, job: str, run_id: str, dagster_home: Path) -> str:
+    """What failed in a run, for a person: the step, the error's first lines, where to look."""
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    lines = []
+    for event in failures[:3]:
+        error = getattr(event.event_specific_data, "error", None)
+        while error is not None and getattr(error, "cause", None) is not None:
+            error = error.cause  # Dagster wraps the op's own exception: show that one
+        message = (error.message if error is not None else "failed").strip()
+        first = "\n".join(message.splitlines()[:6])
+        lines.append(f"  step {event.step_key}: {first}")
+    detail = "\n".join(lines) or "  (no step failed; the run did not start)"
+    return (f"The Dagster run {run_id[:8]} of {job} failed:\n{detail}\n"
+            f"The run and its logs are in the Dagster instance {dagster_home} (open the UI with "
+            f"`DAGSTER_HOME={dagster_home} dagster dev -m orchestration.definitions`). Fix the "
+            f"cause and run `tidemark up` again; what was built is kept.")

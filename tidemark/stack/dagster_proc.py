@@ -1,0 +1,227 @@
+"""Dagster for ``tidemark up``: its home, the webserver and the daemon as supervised children.
+
+``DAGSTER_HOME`` is ``$TIDEMARK_HOME/dagster`` (SQLite storage there, so runs, schedules and
+sensor cursors survive a restart). The storage is created once, before any Dagster process
+starts; ``tidemark up`` then starts the webserver early (it loads the code location while the
+data is built), runs its own builds in process against the same instance, and starts the daemon
+(schedules, sensors, automation) last. The UI listens on 127.0.0.1 at ``TIDEMARK_DAGSTER_PORT``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tidemark.errors import DagsterStartError
+from tidemark.settings import Settings
+from tidemark.stack.dbt import environment
+from tidemark.stack.supervisor import Child, Supervisor
+
+CODE_LOCATION = "orchestration.definitions"
+DAGSTER_YAML = """\
+# Written by `tidemark up`; edit freely, it is not overwritten.
+storage:
+  sqlite:
+    base_dir: {storage}
+run_queue:
+  max_concurrent_runs: 2
+telemetry:
+  enabled: false
+"""
+
+
+def check_port_free(port: int) -> None:
+    """Raise a clear error if something listens on 127.0.0.1:``port`` already."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections of a previous run left in TIME_WAIT do not make the port
+        # "taken"; a process listening on it still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise DagsterStartError(
+                f"Port {port} on 127.0.0.1 is taken, so the Dagster UI cannot start there. Stop "
+                f"what uses it or set TIDEMARK_DAGSTER_PORT to a free port.") from None
+
+
+def dagster_home(settings: Settings) -> Path:
+    """``$TIDEMARK_HOME/dagster`` with a ``dagster.yaml`` (written once if missing)."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML.format(storage=home / "storage"), encoding="utf-8")
+    return home
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """The Dagster home with its storage created (or migrated), before any process starts.
+
+    The webserver and the daemon would otherwise both create a fresh SQLite storage at the same
+    moment and can trip over each other (a table created twice, two migration heads).
+    """
+    from dagster import DagsterInstance
+
+    home = dagster_home(settings)
+    with environment({"DAGSTER_HOME": str(home)}):
+        instance = DagsterInstance.get()
+        instance.dispose()
+    return home
+
+
+def _executable(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DagsterStartError(f"{name} is not installed in this environment; run "
+                                f"`pip install -e .` (it comes with dagster-webserver).")
+    return found
+
+
+def _child_env(supervisor: Supervisor, settings: Settings) -> None:
+    supervisor.env["DAGSTER_HOME"] = str(settings.dagster_home)
+    supervisor.env["TIDEMARK_DBT_TARGET_PATH"] = str(settings.dbt_target_dir)
+
+
+def start_webserver(supervisor: Supervisor, settings: Settings) -> Child:
+    """Start ``dagster-webserver`` on the code location (the port is checked first).
+
+    Raises:
+        DagsterStartError: the port is taken or the executable is missing.
+    """
+    check_port_free(settings.dagster_port)
+    _child_env(supervisor, settings)
+    return supervisor.start("dagster-webserver", [
+        _executable("dagster-webserver"), "-m", CODE_LOCATION, "-h", "127.0.0.1",
+        "-p", str(settings.dagster_port)], settings.log_dir / "dagster-webserver.log")
+
+
+def start_daemon(supervisor: Supervisor, settings: Settings) -> Child:
+    """Start ``dagster-daemon`` (schedules, sensors, run queue, freshness)."""
+    _child_env(supervisor, settings)
+    return supervisor.start("dagster-daemon", [
+        _executable("dagster-daemon"), "run", "-m", CODE_LOCATION],
+        settings.log_dir / "dagster-daemon.log")
+
+
+def ui_url(settings: Settings) -> str:
+    """The Dagster UI's address."""
+    return f"http://127.0.0.1:{settings.dagster_port}"
+
+
+def wait_for_ui(url: str, children: list[Child], wait_s: float) -> None:
+    """Wait until the UI answers and the code location is loaded.
+
+    Raises:
+        DagsterStartError: a process died (its log is named) or time ran out.
+    """
+    deadline = time.monotonic() + wait_s
+    while not (_answers(url) and _location_loaded(url)):
+        for child in children:
+            if child.process is not None and child.process.poll() is not None:
+                raise DagsterStartError(f"{child.name} exited with "
+                                        f"{child.process.returncode} while starting; see "
+                                        f"{child.log}.")
+        if time.monotonic() > deadline:
+            raise DagsterStartError(f"The Dagster UI did not load the code location on {url} "
+                                    f"within {wait_s:.0f} s; see {children[0].log}.")
+        time.sleep(0.5)
+
+
+def start_dagster(supervisor: Supervisor, settings: Settings, wait_s: float = 90.0) -> str:
+    """Prepare the home and the dbt manifest, start webserver and daemon, wait for the UI.
+
+    Args:
+        supervisor: the ``tidemark up`` supervisor (its ``env`` is the children's environment).
+        settings: the stack settings.
+        wait_s: wait this long for the UI to answer (0: do not wait).
+
+    Returns:
+        The UI URL, e.g. ``http://127.0.0.1:3000``.
+
+    Raises:
+        DagsterStartError: the port is taken, the manifest cannot be built, or a process died
+            while starting (its log is named).
+    """
+    from orchestration.defs.dbt.project import prepare_manifest, tidemark_dbt_project
+
+    check_port_free(settings.dagster_port)
+    with environment({"TIDEMARK_DBT_TARGET_PATH": str(settings.dbt_target_dir)}):
+        prepare_manifest(tidemark_dbt_project())
+    prepare_dagster_home(settings)
+    web = start_webserver(supervisor, settings)
+    daemon = start_daemon(supervisor, settings)
+    url = ui_url(settings)
+    if wait_s > 0:
+        wait_for_ui(url, [web, daemon], wait_s)
+    return url
+
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+
+def launch_job(url: str, job: str, tags: dict[str, str] | None = None) -> str:
+    """Queue a run of ``job`` through the webserver's GraphQL API (as the UI's Launch does);
+    the daemon starts it. Returns the run id.
+
+    Raises:
+        DagsterStartError: the webserver refused the launch (its answer is quoted).
+    """
+    import json
+
+    params = {"selector": {"repositoryLocationName": CODE_LOCATION,
+                           "repositoryName": "__repository__", "jobName": job},
+              "executionMetadata": {"tags": [{"key": k, "value": v}
+                                             for k, v in (tags or {}).items()]}}
+    body = json.dumps({"query": LAUNCH_RUN, "variables": {"params": params}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DagsterStartError(f"Could not launch {job} through {url}: {exc}") from None
+    launched = (answer.get("data") or {}).get("launchRun") or {}
+    if launched.get("__typename") != "LaunchRunSuccess":
+        raise DagsterStartError(f"The webserver did not launch {job}: {answer}")
+    return launched["run"]["runId"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _location_loaded(url: str) -> bool:
+    """Whether the webserver's code location has loaded (GraphQL ``repositoriesOrError``)."""
+    import json
+
+    body = json.dumps({"query": "{ repositoriesOrError { __typename } }"}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    data = answer.get("data") or {}
+    return (data.get("repositoriesOrError") or {}).get("__typename") == "RepositoryConnection"

@@ -1,0 +1,133 @@
+"""Running the dbt project (``dbt_project/``) against the landing database.
+
+``dbt_project/profiles.yml`` reads its connection from ``TIDEMARK_DBT_*`` variables;
+:func:`dbt_env` derives them from a landing URL, so every caller (``tidemark up``, Dagster, tests,
+benchmarks) points dbt at the same database the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings, load_settings
+
+
+class DbtRunError(TidemarkError):
+    """A dbt command failed."""
+
+
+def dbt_connection_env(landing_url: str) -> dict[str, str]:
+    """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``.
+
+    Args:
+        landing_url: ``postgresql://user[:password]@host:port/dbname``.
+
+    Returns:
+        Connection variables (the password only as the URL gives it), telemetry off.
+    """
+    parts = urlsplit(landing_url)
+    return {
+        "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
+        "TIDEMARK_DBT_PORT": str(parts.port or 5432),
+        "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),
+        "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
+        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/") or "tidemark",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def dbt_env(landing_url: str, work_dir: Path, target: str = "dev") -> dict[str, str]:
+    """:func:`dbt_connection_env` plus the profile target and where dbt writes.
+
+    Args:
+        landing_url: the landing database.
+        work_dir: where dbt writes ``target/`` and its logs.
+        target: the profile's target (``dev`` or ``ci``).
+    """
+    return {
+        **dbt_connection_env(landing_url),
+        "TIDEMARK_DBT_TARGET": target,
+        "DBT_TARGET_PATH": str(work_dir / "target"),
+        "DBT_LOG_PATH": str(work_dir / "logs"),
+    }
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the previous values."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_dbt(args: list[str], landing_url: str, work_dir: Path,
+            vars: dict[str, str] | None = None, log: Path | None = None) -> None:
+    """Run one dbt command in a child process (the ``dbt`` of this interpreter's environment).
+
+    Args:
+        args: the command and its arguments, e.g. ``["build", "--select", "tag:daily"]``.
+        landing_url: the landing database.
+        work_dir: where dbt writes ``target/`` and logs.
+        vars: dbt ``--vars``.
+        log: file receiving dbt's output (default: ``work_dir/dbt.log``).
+
+    Raises:
+        DbtRunError: dbt exited non-zero; the message quotes the end of its output.
+    """
+    dbt = Path(sys.executable).parent / "dbt"
+    project = load_settings().dbt_project_dir
+    argv = [str(dbt), *args, "--project-dir", str(project), "--profiles-dir", str(project),
+            "--no-use-colors"]
+    if vars:
+        argv += ["--vars", json.dumps(vars)]
+    log = log or work_dir / "dbt.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **dbt_env(landing_url, work_dir)},
+                              check=False).returncode
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise DbtRunError(f"dbt {' '.join(args)} failed (exit {code}); last lines of {log}:\n"
+                          f"{tail}")
+
+
+def parse_project(settings: Settings, landing_url: str) -> Path:
+    """``dbt parse`` into the settings' dbt target directory, in a child process; no database.
+
+    The profile is pointed at ``landing_url`` as the Dagster runs point it (the same profile
+    lets their invocations reuse this parse instead of parsing again).
+
+    Returns:
+        The path of ``manifest.json``.
+
+    Raises:
+        DbtRunError: dbt could not parse the project (the end of its output is quoted).
+    """
+    target = settings.dbt_target_dir
+    target.mkdir(parents=True, exist_ok=True)
+    log = settings.log_dir / "dbt.log"
+    run_dbt(["parse", "--target-path", str(target)], landing_url, target.parent, log=log)
+    return target / "manifest.json"
+
+
+def day_range_vars(first: date, last: date) -> dict[str, str]:
+    """dbt vars selecting the days ``first``..``last`` (inclusive) of the daily marts."""
+    return {"min_date": first.isoformat(), "max_date": last.isoformat()}

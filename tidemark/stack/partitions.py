@@ -1,0 +1,90 @@
+"""Where the daily partitions start: the first day of data, recorded once per ``TIDEMARK_HOME``.
+
+The Dagster definitions never connect to a database while they load, so ``tidemark up`` finds
+the first day of data before it starts Dagster and writes it to
+``$TIDEMARK_HOME/partitions_start`` (read by ``Settings.first_partition_day``).
+The first day is the earliest UTC day of the ``event_time`` columns (from the contracts, as the
+dbt sources carry them) of the source tables the daily marts (``tag:daily``) are built from —
+not of every table: a customer who signed up two years ago does not make two years of daily
+partitions. ``TIDEMARK_PARTITIONS_START`` overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from tidemark.settings import PARTITIONS_START_FILE, Settings
+
+
+def first_event_day(source_dsn: str, tables: list[tuple[str, str, str]]) -> date | None:
+    """The earliest UTC day of ``(schema, table, event time column)`` over the given tables.
+
+    Tables that do not exist yet are skipped; None when no table holds a row.
+    """
+    days = []
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        for schema, table, column in tables:
+            exists = conn.execute("select to_regclass(%s) is not null", (
+                sql.Identifier(schema, table).as_string(conn),)).fetchone()[0]
+            if not exists:
+                continue
+            day = conn.execute(sql.SQL(
+                "select (min({c}) at time zone 'UTC')::date from {t}").format(
+                c=sql.Identifier(column), t=sql.Identifier(schema, table))).fetchone()[0]
+            if day is not None:
+                days.append(day)
+    return min(days) if days else None
+
+
+def daily_event_times(manifest_path: Path, daily_tag: str = "daily") -> list[tuple[str, str, str]]:
+    """``(schema, table, event time column)`` in the source database of the dbt sources the
+    daily models are built from (their ``meta.contract.event_time``; source tables live in
+    schema ``public`` of the source database)."""
+    manifest = json.loads(manifest_path.read_text())
+    nodes, sources = manifest.get("nodes", {}), manifest.get("sources", {})
+    wanted: set[str] = set()
+    stack = [uid for uid, node in nodes.items()
+             if node.get("resource_type") == "model" and daily_tag in node.get("tags", [])]
+    seen: set[str] = set()
+    while stack:
+        uid = stack.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        if uid in sources:
+            wanted.add(uid)
+            continue
+        stack.extend(nodes.get(uid, {}).get("depends_on", {}).get("nodes", []))
+    out = []
+    for uid in sorted(wanted):
+        source = sources[uid]
+        meta = source.get("meta") or source.get("config", {}).get("meta") or {}
+        column = (meta.get("contract") or {}).get("event_time")
+        if column:
+            out.append(("public", source["name"], column))
+    return out
+
+
+def record_partitions_start(settings: Settings, source_dsn: str, manifest_path: Path
+                            ) -> date | None:
+    """Write ``$TIDEMARK_HOME/partitions_start`` once, from the first day of data.
+
+    Nothing is written when ``TIDEMARK_PARTITIONS_START`` is set, when the file exists, or when
+    the source holds no data yet.
+
+    Returns:
+        The first partition day in effect (None: none known yet).
+    """
+    current = settings.first_partition_day()
+    if current is not None:
+        return current
+    first = first_event_day(source_dsn, daily_event_times(manifest_path))
+    if first is not None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        (settings.home / PARTITIONS_START_FILE).write_text(first.isoformat() + "\n")
+    return first

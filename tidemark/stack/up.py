@@ -1,0 +1,388 @@
+"""``tidemark up``: the whole stack on one machine, in the foreground until Ctrl-C.
+
+Start (with progress bars, see :mod:`tidemark.stack.display`): PostgreSQL; the demo source
+and, on first start, its seeded history; ``dbt parse`` (beside the seed); the Dagster webserver
+(it loads while the data is built); then what the stack builds, as Dagster runs recorded in
+``$TIDEMARK_HOME/dagster`` (:mod:`tidemark.stack.build`): the landing catch-up, then the live
+views, dbt models and marts of the closed days, serving views and every check; then the
+continuous ingestion, the Dagster daemon and the demo workload, and the banner.
+
+A failure at any step is one message saying what failed and what to do (the unexpected ones
+with the details in ``$TIDEMARK_HOME/logs/up-error.log``), and everything this run started is
+stopped again — the database too, when this run started it. Ctrl-C or SIGTERM stop every
+process cleanly; a second run reuses all data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from rich.console import Console
+
+from tidemark import progress
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings, redact
+from tidemark.stack.databases import Databases, ensure_databases, locate_databases
+from tidemark.stack.display import UpDisplay
+from tidemark.stack.supervisor import Supervisor
+
+DEMO_SOURCE = "shop"
+UI_WAIT_S = 120.0
+# Evaluated by the daemon right after the start instead of inside the build run: with the UI
+# and daemon up, `dbt source freshness` (a dbt process of its own) need not delay the banner.
+LATER_CHECKS = frozenset({"dbt_source_freshness"})
+LATER_JOB = "source_freshness"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What ``tidemark up`` runs.
+
+    Attributes:
+        seed_days: days of history written on first start (when the source is empty).
+        orders_per_day: orders per seeded day.
+        rate: demo workload in row changes per second (0: no workload).
+        duration_s: stop by itself after this many seconds (None: until Ctrl-C).
+        keep_db: leave the embedded PostgreSQL running on exit.
+        seed: seed of the demo generator.
+        dagster: run the Dagster webserver and daemon (the builds are Dagster runs either way).
+    """
+
+    seed_days: int = 7
+    orders_per_day: int = 2000
+    rate: float = 200.0
+    duration_s: float | None = None
+    keep_db: bool = False
+    seed: int = 42
+    dagster: bool = True
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM while the stack was starting."""
+
+
+def source_is_empty(source_dsn: str) -> bool:
+    """Whether the demo source holds no orders yet."""
+    with psycopg.connect(source_dsn) as conn:
+        return conn.execute("select not exists (select 1 from orders)").fetchone()[0]
+
+
+def tidemark_argv() -> list[str]:
+    """How to run the ``tidemark`` CLI in a child process (the same interpreter as this one)."""
+    return [sys.executable, "-m", "tidemark.cli.main"]
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment of this process and its children: the caller's plus the resolved settings."""
+    env = dict(os.environ)
+    env.update(TIDEMARK_HOME=str(settings.home), TIDEMARK_PG_PORT=str(settings.port),
+               TIDEMARK_DBT_TARGET_PATH=str(settings.dbt_target_dir),
+               DAGSTER_HOME=str(settings.dagster_home))
+    return env
+
+
+def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
+    """What to connect to, printed once everything runs."""
+    ui = [f"  Dagster UI:       {dagster_url}"] if dagster_url else []
+    return "\n".join([
+        "Tidemark is up.",
+        *ui,
+        f"  SQL (read-only):  psql {dbs.reader}",
+        f"  source (admin):   {redact(dbs.source)}",
+        "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
+        f"  status:           tidemark status    logs: {settings.log_dir}",
+        "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
+    ])
+
+
+def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
+    """Start the stack, serve until Ctrl-C, SIGTERM or ``options.duration_s``, stop it.
+
+    Returns:
+        The exit code: 0 on a clean stop, 1 if a component died, 130 if interrupted while
+        starting.
+
+    Raises:
+        TidemarkError: the start failed (everything this run started is stopped again).
+    """
+    return _Up(settings, options, UpDisplay(settings.home, console)).run()
+
+
+class _Up:
+    """One ``tidemark up``: what it started, so that every exit path stops exactly that."""
+
+    def __init__(self, settings: Settings, options: UpOptions, display: UpDisplay) -> None:
+        self.settings, self.options, self.display = settings, options, display
+        self.supervisor = Supervisor(env=child_env(settings))
+        self.stop = threading.Event()
+        self.server = locate_databases(settings).server
+        self.started_server = False
+        self.load_thread: threading.Thread | None = None
+        self.phase = "starting"
+        self.interrupted = False
+        self.parse: _Background | None = None
+
+    def run(self) -> int:
+        os.environ.update(child_env(self.settings))
+        try:
+            with self.display, progress.listening(self.display.on_progress), \
+                    self._interruptible():
+                dbs, url = self._start()
+                self.display.ready(banner(dbs, self.settings, url))
+            return self._serve(dbs)
+        except (Interrupted, KeyboardInterrupt):
+            self.display.fail(f"interrupted while {self.phase}")
+            self.display.say(f"Interrupted while {self.phase}; stopping what was started.")
+            return 130
+        except TidemarkError as exc:
+            if self.interrupted:
+                self.display.fail(f"interrupted while {self.phase}")
+                self.display.say(f"Interrupted while {self.phase}; stopping what was started.")
+                return 130
+            self.display.fail(str(exc))
+            raise
+        except Exception as exc:  # a bug or an unforeseen failure: one message, details in a file
+            raise self._unexpected(exc) from None
+        finally:
+            self._shutdown()
+
+    # -- start --------------------------------------------------------------------------------
+
+    def _start(self) -> tuple[Databases, str | None]:
+        from tidemark.stack import build
+        from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
+        from tidemark.stack.dbt import parse_project
+        from tidemark.stack.partitions import record_partitions_start
+
+        settings, options, display = self.settings, self.options, self.display
+        landing_url = locate_databases(settings).landing_app
+        # dbt parse needs no database: it runs beside the start, the seed and the catch-up; so
+        # do the imports of the Dagster and dbt libraries the build needs (seconds of CPU).
+        self.parse = _Background(lambda: parse_project(settings, landing_url))
+        warm = _Background(_import_build_libraries)
+        self.phase = "starting PostgreSQL"
+        display.begin("database", "PostgreSQL")
+        self.started_server = self.server is not None and not self.server.is_running()
+        dbs = ensure_databases(settings)
+        display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
+                    if self.server else "Using external PostgreSQL servers.")
+        self._prepare_source(dbs)
+        prepare_dagster_home(settings)
+        self.phase = "landing the source"
+        display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
+        build.catch_up(settings)
+        display.end("landing", "Landing caught up with the source (Dagster run "
+                               "ingestion_catch_up).")
+        self.phase = "parsing the dbt project"
+        display.begin("parse", "dbt parse (manifest)")
+        self.parse.wait()
+        display.end("parse", "dbt project parsed.")
+        first_day = record_partitions_start(settings, dbs.source,
+                                            settings.dbt_target_dir / "manifest.json")
+        web = start_webserver(self.supervisor, settings) if options.dagster else None
+        self.phase = "building live views, dbt models and checks"
+        display.begin("build", "Building (Dagster run)", unit="assets+checks")
+        warm.wait()
+        builder = build.DagsterBuild(settings)
+        try:
+            plan = builder.plan(later=LATER_CHECKS if options.dagster else frozenset())
+            progress.report("build", 0, plan.expected_events, "assets+checks")
+            builder.build(plan)
+        finally:
+            builder.close()
+        days = (f"daily marts {plan.first_day} to {plan.last_day}" if plan.first_day
+                else "no closed day yet")
+        display.end("build", f"Built {len(plan.views)} live view(s), dbt models, {days}, "
+                             f"{len(plan.check_keys)} checks evaluated"
+                             + (f" (partitions from {first_day})." if first_day else "."))
+        self._start_ingestion()
+        url = None
+        if web is not None:
+            from tidemark.stack.dagster_proc import start_daemon, wait_for_ui
+
+            self.phase = "starting Dagster"
+            display.begin("dagster", "Dagster UI and daemon")
+            daemon = start_daemon(self.supervisor, settings)
+            url = ui_url(settings)
+            wait_for_ui(url, [web, daemon], UI_WAIT_S)
+            self._launch_later_checks(url)
+            display.end("dagster", f"Dagster UI is up at {url}.")
+        self.phase = "running"
+        return dbs, url
+
+    def _launch_later_checks(self, url: str) -> None:
+        """Queue the checks left out of the build (``dbt source freshness``: a dbt process of
+        its own) for the daemon, as its schedule would; a refusal is reported, not fatal."""
+        from tidemark.errors import DagsterStartError
+        from tidemark.stack.dagster_proc import launch_job
+
+        try:
+            launch_job(url, LATER_JOB, {"tidemark/trigger": "tidemark up"})
+        except DagsterStartError as exc:
+            self.display.say(f"{exc} It runs on its schedule instead.")
+
+    def _prepare_source(self, dbs: Databases) -> None:
+        """Create the demo schema, register it as source "shop" and, on first start, seed its
+        history."""
+        from tidemark.demo.schema import apply_schema
+        from tidemark.demo.seed import seed_history
+        from tidemark.demo.source import register_demo_source
+
+        options, display = self.options, self.display
+        self.phase = "creating the demo source"
+        apply_schema(dbs.source)
+        register_demo_source(dbs, self.settings)
+        if not source_is_empty(dbs.source) or options.seed_days <= 0:
+            return
+        self.phase = "seeding the demo history"
+        orders = options.seed_days * options.orders_per_day
+        display.begin("seed", f"Seeding {options.seed_days} days", total=orders, unit="orders")
+
+        def seeded(days_done: int, _days: int) -> None:
+            progress.report("seed", days_done * options.orders_per_day, orders, "orders",
+                            f"day {days_done}")
+
+        stats = seed_history(dbs.source, days=options.seed_days,
+                             orders_per_day=options.orders_per_day, seed=options.seed,
+                             progress=seeded)
+        rows = sum(stats.rows.values())
+        display.end("seed", f"Seeded {options.seed_days} days of demo history: {orders:,} "
+                            f"orders, {rows:,} rows ({rows / max(stats.elapsed_s, 1e-3):,.0f} "
+                            f"rows/s).")
+
+    def _start_ingestion(self) -> None:
+        """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
+        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run", "--source",
+                                         DEMO_SOURCE], self.settings.log_dir / "ingest.log")
+
+    # -- serve and stop -----------------------------------------------------------------------
+
+    def _serve(self, dbs: Databases) -> int:
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        try:
+            self.load_thread = self._start_load(dbs)
+            deadline = (None if self.options.duration_s is None
+                        else time.monotonic() + self.options.duration_s)
+            while not self.stop.is_set():
+                dead = self.supervisor.exited()
+                if dead:
+                    for child in dead:
+                        self.display.say(f"{child.name} exited with "
+                                         f"{child.process.returncode}; see {child.log}")
+                    return 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self.stop.wait(0.5)
+        except KeyboardInterrupt:
+            self.display.say("Stopping...")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return 0
+
+    def _start_load(self, dbs: Databases) -> threading.Thread | None:
+        if self.options.rate <= 0:
+            return None
+        from tidemark.demo.load import run_load
+
+        def work() -> None:
+            try:
+                stats = run_load(dbs.source, rate=self.options.rate, duration_s=float("inf"),
+                                 seed=self.options.seed, stop=self.stop)
+                self.display.say(f"Demo workload stopped: {stats.changes:,} changes in "
+                                 f"{stats.elapsed_s:.0f} s "
+                                 f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
+            except Exception as exc:  # reported, then the whole stack stops
+                self.display.say(f"Demo workload failed: {exc}")
+                self.stop.set()
+
+        thread = threading.Thread(target=work, name="demo-load", daemon=True)
+        thread.start()
+        self.display.say(f"Demo workload: {self.options.rate:g} changes/s on the source.")
+        return thread
+
+    def _shutdown(self) -> None:
+        self.stop.set()
+        if self.parse is not None:
+            self.parse.thread.join(timeout=120)  # dbt parse writes files: let it finish
+        if self.load_thread is not None:
+            self.load_thread.join(timeout=30)
+        self.supervisor.stop_all()
+        if self.started_server and not self.options.keep_db and self.server is not None:
+            try:
+                if self.server.stop():
+                    self.display.say(f"PostgreSQL stopped; data kept in {self.settings.pgdata}.")
+            except TidemarkError as exc:
+                self.display.say(f"PostgreSQL did not stop cleanly: {exc}")
+        self.display.stopped()
+
+    def _unexpected(self, exc: BaseException) -> TidemarkError:
+        log = self.settings.log_dir / "up-error.log"
+        try:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"--- tidemark up failed while {self.phase} at {time.ctime()}\n")
+                out.write("".join(traceback.format_exception(exc)))
+        except OSError:
+            pass
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = (f"tidemark up failed while {self.phase}: {type(exc).__name__}"
+                   f"{': ' + reason if reason else ''}. The details are in {log}. Everything "
+                   f"this run started was stopped; fix the cause and run `tidemark up` again "
+                   f"(what was built is kept).")
+        self.display.fail(message)
+        return TidemarkError(message)
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """While starting, SIGTERM interrupts like Ctrl-C does."""
+        def interrupt(signum: int, frame: Any) -> None:
+            self.interrupted = True
+            raise Interrupted(signal.Signals(signum).name)
+
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _import_build_libraries() -> None:
+    """Import what the build run needs (dagster, dagster-dbt, dbt's adapter) ahead of it."""
+    import dagster  # noqa: F401
+    import dagster_dbt  # noqa: F401
+    import dbt.adapters.factory
+    import dbt.adapters.postgres
+    import dbt.config.runtime  # noqa: F401
+
+
+class _Background:
+    """Run ``fn`` in a thread; :meth:`wait` returns when it is done (re-raising its error)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised in the caller's thread by wait()
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
