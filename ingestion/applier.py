@@ -123,6 +123,10 @@ class Applier(ChangeBuffer):
         self._cached = None
         return pending
 
+    def buffered(self) -> bool:
+        """Whether changes of the open landing transaction wait in memory (not yet written)."""
+        return bool(self.batches or self._dead or self._paused or self.rows_in_txn)
+
     def commit_detached(self, pending: Pending, lsn: int, commit_at: datetime | None,
                         versions: dict[str, tuple[int, bool]] | None = None) -> int:
         """Apply what :meth:`detach` returned, write the checkpoint and commit.

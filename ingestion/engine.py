@@ -78,9 +78,18 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
         PermanentSourceError: the source cannot be used as configured.
     """
     started = time.monotonic()
-    session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
-                                    publication_tables, schemas=schemas,
-                                    on_progress=on_progress))
+    while True:
+        try:
+            return _catch_up_once(started, timeout_s, SessionConfig(
+                source_dsn, landing_dsn, source, setup_dsn, contracts, publication_tables,
+                schemas=schemas, on_progress=on_progress))
+        except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
+            log.info("source %s: %s", source, exc)
+
+
+def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> CatchUpStats:
+    source = cfg.source
+    session = Session(cfg)
     try:
         try:
             session.open()

@@ -22,6 +22,7 @@ from ingestion.applier import Applier
 from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
 from ingestion.catalog import column_defaults, key_columns, table_columns, type_names
 from ingestion.decoder import Relation
+from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name
 from ingestion.schema_changes import SchemaChange, diff_columns
@@ -91,6 +92,12 @@ class RelationTracker:
         current = table_versions(self.applier.conn, self.source)
         if current == self._versions:
             return
+        if self.applier.buffered():
+            # Changes decoded while the previous landing commit ran were sorted with the old
+            # registry (e.g. a resync's snapshot LSN unknown): redo them from the checkpoint.
+            raise TablesChangedError(f"tables of source {self.source!r} changed in landing (a "
+                                     f"resync) while changes were buffered; restarting the "
+                                     f"session from the checkpoint")
         self.load()
         for oid, rel in list(self.messages.items()):
             self.by_oid.pop(oid, None)
