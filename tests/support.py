@@ -12,7 +12,8 @@ from orchestration.stack.bootstrap import ensure_database, ensure_roles
 from orchestration.stack.embedded import EmbeddedServer
 from orchestration.stack.settings import Settings
 
-TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+             "max_prepared_transactions": "10"}
 
 
 def free_port() -> int:

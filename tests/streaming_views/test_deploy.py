@@ -153,16 +153,33 @@ def test_rebuild_repairs_writes_made_without_triggers(db: str, conn: psycopg.Con
     assert verify(db, "per_group")[0].ok
 
 
-def test_generated_maintenance_sql_is_checked_at_deploy(db: str, conn: psycopg.Connection,
-                                                        tmp_path: Path):
+def test_engine_column_names_in_base_tables_and_generated_columns(
+        db: str, conn: psycopg.Connection, tmp_path: Path):
+    """Base tables may have columns named like the engine's own (__sign), identity and
+    generated columns: the change logs keep only the columns a view reads, under their names."""
     conn.execute("create table q.odd (id int generated always as identity, __sign int, "
                  "g int, twice int generated always as (g * 2) stored)")
-    with pytest.raises(DeployError, match="__sign"):
-        deploy(db, write(tmp_path / "o", odd="select o.g, count(*) as n from q.odd o "
-                                             "group by o.g"))
-    assert conn.execute("select to_regclass('live.odd')").fetchone()[0] is None
-    conn.execute("alter table q.odd rename column __sign to sign")
-    assert deploy(db, write(tmp_path / "o", odd="select o.g, max(o.twice) as t from q.odd o "
-                                               "group by o.g"))[0].action == "created"
-    conn.execute("insert into q.odd (sign, g) values (1, 1), (1, 2)")
+    text = ("select o.g, o.__sign as sgn, max(o.twice) as t, count(*) as n from q.odd o "
+            "group by o.g, o.__sign")
+    assert deploy(db, write(tmp_path / "o", odd=text))[0].action == "created"
+    conn.execute("insert into q.odd (__sign, g) values (1, 1), (-1, 2), (1, 2)")
+    conn.execute("update q.odd set g = g + 1 where __sign = 1")
     assert verify(db, "odd")[0].ok
+
+
+def test_raw_postgres_errors_become_positioned_refusals(db: str, conn: psycopg.Connection,
+                                                        tmp_path: Path):
+    """What used to surface as a raw PostgreSQL error keeps the file:line:column form."""
+    deploy(db, write(tmp_path / "vv", per_group=V1))
+    conn.execute("create or replace view q.plain as select id, g from q.t")
+    conn.execute("create materialized view if not exists q.mat as select id, g from q.t")
+    for relation, kind in (("live.per_group", "view"), ("q.plain", "view"),
+                           ("q.mat", "materialized view")):
+        text = f"select x.g, count(*) as n\nfrom {relation} x group by x.g\n"
+        with pytest.raises(UnsupportedViewError) as info:
+            deploy(db, write(tmp_path / "vv", per_group=V1, over=text))
+        err = info.value
+        assert (err.line, err.column) == (2, 6), str(err)
+        assert f"{relation} is a {kind}" in str(err) and "Rewrite:" in str(err)
+    with pytest.raises(ViewDefinitionError, match=r"bad\.sql:2:8: .*nope"):
+        deploy(db, write(tmp_path / "vv", bad="select d.g\n     , d.nope from q.t d\n"))

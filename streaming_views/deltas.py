@@ -1,0 +1,146 @@
+# ruff: noqa: S608 -- this module generates SQL from the view's deparsed syntax tree; identifiers
+# are quoted with psycopg.sql.Identifier (q()).
+"""Change logs, and how a transaction's changes are applied to a view when it commits.
+
+Each base table ``j`` of a view has an UNLOGGED change log ``tidemark_state.<suffix>__l<j>``:
+the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of the table the
+view reads. Statement-level triggers append every statement's transition rows to it (for a
+single-table view, only rows passing the view's WHERE). At commit, one deferred trigger applies
+each view's changes under a per-view lock (see :mod:`streaming_views.triggers`).
+
+A transaction may change several base tables of a join. With ``N_t`` a table now (the
+transaction's changes included) and ``D_t`` its change log, the view's change is the
+inclusion-exclusion sum over the non-empty sets ``S`` of changed tables::
+
+    sum over S: (-1)^(|S|+1) * join(D_t for t in S, N_t for t not in S)
+
+(for one changed table: its log joined to the others as they are). Because the lock serialises
+the views' commits and each statement of the commit-time maintenance sees every transaction
+committed before, the view moves from the query over the committed tables to the query over
+the tables with this transaction's changes — exactly (this replaces pg_ivm's pre-statement
+states and needs no rebuild for writable CTEs or cascades).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from pglast import ast, enums
+
+from streaming_views.astutil import deparse, q, walk
+from streaming_views.auxiliary import delta_statement
+from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+
+BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
+LOG_OPTIONS = ("autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, "
+               "autovacuum_analyze_threshold = 2147483647")
+EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
+
+
+def log_name(cv: CompiledView, j: int) -> str:
+    """The unquoted name of base table ``j``'s change log."""
+    return f"{cv.suffix}__l{j}"
+
+
+def log_table(cv: CompiledView, j: int) -> str:
+    """The quoted change log of base table ``j``."""
+    return f"{q(STATE_SCHEMA)}.{q(log_name(cv, j))}"
+
+
+def log_ddl(cv: CompiledView) -> list[str]:
+    """CREATE the change logs (UNLOGGED, never auto-analysed so that a transaction's rows are
+    always estimated few) and their index on the transaction."""
+    stmts = []
+    for t in cv.resolved.tables:
+        cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
+        cols += [f"{q(c.name)} {c.type}" + (f" COLLATE {c.collation}" if c.collation else "")
+                 for c in t.columns]
+        stmts += [f"CREATE UNLOGGED TABLE {log_table(cv, t.index)} ({', '.join(cols)}) "
+                  f"WITH ({LOG_OPTIONS})",
+                  f"CREATE INDEX {q(log_name(cv, t.index) + '__tx')} ON "
+                  f"{log_table(cv, t.index)} (__tm_tx)"]
+    return stmts
+
+
+def pushed_filter(cv: CompiledView, j: int) -> str | None:
+    """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
+    failing them cannot change the view and are not logged."""
+    an = cv.analysis
+    if an.branches or an.where is None:
+        return None
+    where = an.where
+    if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+        conjuncts = list(where.args)
+    else:
+        conjuncts = [where]
+    ref = cv.tables[j].ref
+    single = len(cv.tables) == 1
+    kept = []
+    for conj in conjuncts:
+        refs = [n for n in walk(conj) if isinstance(n, ast.ColumnRef)]
+        ok = all((len(r.fields) == 2 and getattr(r.fields[0], "sval", None) == ref)
+                 or (len(r.fields) == 1 and single) for r in refs)
+        if ok:
+            kept.append(f"({deparse(conj)})")
+    return " AND ".join(kept) or None
+
+
+def log_insert(cv: CompiledView, j: int, event: str) -> str:
+    """The INSERT appending one statement's transition rows of table ``j`` to its log."""
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    cols = [q(c.name) for c in table.columns]
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
+    values = ", ".join([f"{ref}.{c}" for c in cols])
+    condition = pushed_filter(cv, j)
+    parts = []
+    for sign, relation, wanted in (("1", "__tm_new", {"ins", "upd"}),
+                                   ("-1", "__tm_old", {"del", "upd"})):
+        if event in wanted:
+            select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
+                      + f" FROM {relation} AS {ref}")
+            parts.append(select + (f" WHERE {condition}" if condition else ""))
+    return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
+
+
+def _subsets(items: list[int]) -> list[tuple[int, ...]]:
+    return [c for size in range(1, len(items) + 1) for c in combinations(items, size)]
+
+
+def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
+    """The inclusion-exclusion terms of a transaction that changed base tables ``changed``."""
+    an = cv.analysis
+    if not an.branches:
+        return [Term(None, tuple((j, f"__l{j}") for j in s)) for s in _subsets(list(changed))]
+    out = []
+    for b, branch in enumerate(an.branches):
+        mine = sorted({cv._index(t) for t in branch.tables} & set(changed))
+        out += [Term(b, tuple((j, f"__l{j}") for j in s)) for s in _subsets(mine)]
+    return out
+
+
+def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
+                    arrays: dict[int, str] | None = None) -> str:
+    """The one statement applying the logged changes of tables ``changed`` to the state.
+
+    Args:
+        cv: the view.
+        changed: the base tables whose logs hold rows of this transaction.
+        tx: the transaction id expression.
+        arrays: table -> array expression holding its log rows (large deltas, planned for
+            their real size); None: read (and delete) the logs themselves.
+    """
+    ctes = []
+    for j in changed:
+        if arrays is None:
+            body = f"DELETE FROM {log_table(cv, j)} WHERE __tm_tx = {tx} RETURNING *"
+        else:
+            body = f"SELECT * FROM unnest({arrays[j]})"
+        ctes.append(f"__l{j} AS MATERIALIZED ({body})")
+    flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
+    return delta_statement(cv, flat, ctes)
+
+
+def masks(cv: CompiledView) -> list[tuple[int, ...]]:
+    """Every non-empty set of base tables a transaction can have changed."""
+    return _subsets(list(range(len(cv.tables))))
