@@ -94,11 +94,13 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
 
     Without distinct aggregates: the grouped upsert. With them, one CTE per distinct aggregate
     first updates its multiplicities and returns the crossings (+1: the value appeared in the
-    group, -1: it left it), which the grouped upsert adds to the group's distinct count.
+    group, -1: it left it), which the grouped upsert adds to the group's distinct count. The
+    statement returns one boolean: whether some group's count fell to zero (to be deleted).
     """
+    zero = "SELECT coalesce(bool_or(__count = 0), false) AS __zero FROM __u"
     if not cv.distinct_rules:
-        prefix = f"WITH {', '.join(ctes)} " if ctes else ""
-        return prefix + cv.upsert_sql(cv.aggregate_select(flat, delta=True))
+        upsert = cv.upsert_sql(cv.aggregate_select(flat, delta=True))
+        return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
     keys = [] if cv.analysis.is_global else cv.key_names()
     aux_keys = [q(n) for n, _ in _aux_keys(cv)]
     names = cv.flat_names()
@@ -125,7 +127,7 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
             cols += [expr if j == i else "NULL" for _, _, expr in pairs]
         branches.append(f"SELECT {', '.join(cols)} FROM __c{i}")
     upsert = cv.upsert_sql(cv.aggregate_select(" UNION ALL ".join(branches), delta=True))
-    return f"WITH {', '.join(ctes)} {upsert}"
+    return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
 
 
 # ------------------------------------------------------------------ base-table key indexes

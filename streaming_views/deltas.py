@@ -5,8 +5,10 @@
 Each base table ``j`` of a view has an UNLOGGED change log ``tidemark_state.<suffix>__l<j>``:
 the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of the table the
 view reads. Statement-level triggers append every statement's transition rows to it (for a
-single-table view, only rows passing the view's WHERE). At commit, one deferred trigger applies
-each view's changes under a per-view lock (see :mod:`streaming_views.triggers`).
+single-table view, only rows passing the view's WHERE); the first in a transaction also appends
+a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
+commits: it applies the view's changes under a per-view lock (see
+:mod:`streaming_views.triggers`).
 
 A transaction may change several base tables of a join. With ``N_t`` a table now (the
 transaction's changes included) and ``D_t`` its change log, the view's change is the
@@ -48,8 +50,14 @@ def log_table(cv: CompiledView, j: int) -> str:
 
 
 def log_ddl(cv: CompiledView) -> list[str]:
-    """CREATE the change logs (UNLOGGED, never auto-analysed so that a transaction's rows are
-    always estimated few) and their index on the transaction."""
+    """CREATE the change logs (UNLOGGED) and their index on the transaction.
+
+    The planner must always think a transaction's rows are few (so that they are joined by index
+    probes), whatever the log's physical size — it grows with dead rows between vacuums, and
+    PostgreSQL estimates from the current size. So the log is analysed once, holding one dummy
+    row (transaction 0, which never exists) and with ``n_distinct = -1`` on ``__tm_tx``: an
+    equality on it is then estimated at one row. Auto-analyse is off; vacuum stays on.
+    """
     stmts = []
     for t in cv.resolved.tables:
         cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
@@ -58,8 +66,21 @@ def log_ddl(cv: CompiledView) -> list[str]:
         stmts += [f"CREATE UNLOGGED TABLE {log_table(cv, t.index)} ({', '.join(cols)}) "
                   f"WITH ({LOG_OPTIONS})",
                   f"CREATE INDEX {q(log_name(cv, t.index) + '__tx')} ON "
-                  f"{log_table(cv, t.index)} (__tm_tx)"]
+                  f"{log_table(cv, t.index)} (__tm_tx)",
+                  f"ALTER TABLE {log_table(cv, t.index)} ALTER COLUMN __tm_tx "
+                  f"SET (n_distinct = -1)",
+                  f"INSERT INTO {log_table(cv, t.index)} (__tm_tx, __tm_sign) "
+                  f"VALUES ('0', 0)",
+                  f"ANALYZE {log_table(cv, t.index)}"]
     return stmts
+
+
+def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
+    """The deferred trigger a log's marker row (sign 0) fires at commit: ``apply_function``."""
+    return [f"CREATE CONSTRAINT TRIGGER {q('tm_' + log_name(cv, t.index) + '_apply')} "
+            f"AFTER INSERT ON {log_table(cv, t.index)} DEFERRABLE INITIALLY DEFERRED "
+            f"FOR EACH ROW WHEN (NEW.__tm_sign = 0) EXECUTE FUNCTION {apply_function}()"
+            for t in cv.resolved.tables]
 
 
 def pushed_filter(cv: CompiledView, j: int) -> str | None:
@@ -119,24 +140,20 @@ def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
     return out
 
 
-def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
-                    arrays: dict[int, str] | None = None) -> str:
-    """The one statement applying the logged changes of tables ``changed`` to the state.
+def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx") -> str:
+    """The one statement applying (and deleting) the logged changes of tables ``changed``; it
+    returns whether some group's count fell to zero.
 
     Args:
         cv: the view.
         changed: the base tables whose logs hold rows of this transaction.
         tx: the transaction id expression.
-        arrays: table -> array expression holding its log rows (large deltas, planned for
-            their real size); None: read (and delete) the logs themselves.
     """
     ctes = []
-    for j in changed:
-        if arrays is None:
-            body = f"DELETE FROM {log_table(cv, j)} WHERE __tm_tx = {tx} RETURNING *"
-        else:
-            body = f"SELECT * FROM unnest({arrays[j]})"
-        ctes.append(f"__l{j} AS MATERIALIZED ({body})")
+    for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
+        ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
+                 f"WHERE __tm_tx = {tx} RETURNING *)",
+                 f"__l{j} AS (SELECT * FROM __m{j} WHERE __tm_sign <> 0)"]
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
     return delta_statement(cv, flat, ctes)
 

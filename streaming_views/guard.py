@@ -79,7 +79,7 @@ begin
       if v_problem is not null then
         perform tidemark.live_break(v.name, v_problem);
       elsif v.triggers then  -- a partition or child table was dropped: its rows left the view
-        perform tidemark.live_rebuild_at_commit(v.suffix);
+        perform tidemark.live_rebuild_at_commit(v.suffix, v.name);
       end if;
     end loop;
   exception when others then

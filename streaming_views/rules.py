@@ -223,7 +223,10 @@ class SumRule(Rule):
     kind = "sum"
 
     def special_names(self) -> list[str]:
-        """The special-value counters kept: ``nan``, ``pinf``, ``ninf``."""
+        """The special-value counters kept: ``nan``, ``pinf``, ``ninf`` (a numeric with a
+        declared precision cannot hold an infinity, only NaN)."""
+        if self.specials == "numeric" and self.arg_type.startswith("numeric("):
+            return ["nan"]
         return {"numeric": ["nan", "pinf", "ninf"], "interval": ["pinf", "ninf"]}.get(
             self.specials, [])
 
@@ -327,6 +330,9 @@ class SumRule(Rule):
             value = f"round({p}_s, {scale})" if scale else f"{p}_s"
             if avg:
                 value = f"({value})::numeric / ({count})::numeric"
+            if self.special_names() == ["nan"]:
+                return (f"(CASE WHEN {count} = 0 THEN NULL WHEN {p}_nan > 0 THEN 'NaN'::numeric "
+                        f"ELSE {value} END)::{t}")
             return (f"(CASE WHEN {count} = 0 THEN NULL WHEN {p}_nan > 0 OR ({p}_pinf > 0 AND "
                     f"{p}_ninf > 0) THEN 'NaN'::numeric WHEN {p}_pinf > 0 THEN "
                     f"'Infinity'::numeric WHEN {p}_ninf > 0 THEN '-Infinity'::numeric ELSE "

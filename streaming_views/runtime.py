@@ -4,14 +4,13 @@
 * ``tidemark.live_changes`` — one row per view: ``seq`` (changes applied) and ``changed_at``.
   Updating that row is the view's lock: every transaction that changed a view's base tables
   updates it at commit, before it applies its changes, so commits of one view are applied one
-  after the other (each seeing the others); a REPEATABLE READ writer whose snapshot predates
-  another writer's change gets a serialization failure instead of a wrong view. ``views
-  subscribe`` polls ``seq`` (maintenance sends no NOTIFY, so PREPARE TRANSACTION works).
-* ``tidemark.live_pending`` and its deferred constraint trigger — the commit hook: the first
-  statement of a transaction that logs changes of any view inserts one row, which makes
-  PostgreSQL run ``tidemark.live_commit()`` when the transaction commits (or prepares). It applies
-  the pending views in name order, so locks are always taken in one order: no deadlock between
-  writers, whatever order they wrote their tables in.
+  after the other (each seeing the others), and a transaction that changed several views locks
+  their rows in name order first: no deadlock between writers, whatever order they wrote their
+  tables in. A REPEATABLE READ writer whose snapshot predates another writer's change gets a
+  serialization failure instead of a wrong view. ``views subscribe`` polls ``seq``
+  (maintenance sends no NOTIFY, so PREPARE TRANSACTION works).
+* transaction-local settings ``tidemark.pending`` (the views and tables changed), ``.rebuild``
+  and ``.big``, read by each view's commit-time ``apply`` (:mod:`streaming_views.triggers`).
 * ``tidemark.live_attach_triggers`` — creates a view's statement-level triggers on a base table,
   partition or inheritance child (used by deploy and by the DDL guard).
 * ``tidemark.live_problem`` — why a deployed view no longer follows its base tables (a table
@@ -32,37 +31,12 @@ from streaming_views.session import set_clauses
 
 PENDING = "tidemark.pending"
 REBUILD = "tidemark.rebuild"
+BIG = "tidemark.big"
 GUARD_OFF = "tidemark.deploying"  # set while the engine's own DDL runs: the guard stays out
 
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_changes (
         name text primary key, seq bigint not null default 0, changed_at timestamptz)""",
-    """create unlogged table if not exists tidemark.live_pending (
-        tx xid8 not null default pg_current_xact_id())""",
-    "create index if not exists live_pending_tx on tidemark.live_pending (tx)",
-    f"""create or replace function tidemark.live_commit() returns trigger language plpgsql
-    security definer {set_clauses()} as $f$
-declare v_list text; v_view text;
-begin
-  loop
-    v_list := coalesce(current_setting('{PENDING}', true), '');
-    exit when v_list = '';
-    perform set_config('{PENDING}', '', true);
-    for v_view in select distinct x from unnest(string_to_array(v_list, ' ')) as x
-                  where x <> '' order by 1 loop
-      if to_regproc(format('%I.%I', 'tidemark_state', v_view || '__apply')) is not null then
-        execute format('select %I.%I()', 'tidemark_state', v_view || '__apply');
-      end if;
-    end loop;
-  end loop;
-  delete from tidemark.live_pending where tx = pg_current_xact_id();
-  return null;
-end $f$""",
-    """do $f$ begin
-  create constraint trigger live_commit after insert on tidemark.live_pending
-    deferrable initially deferred for each row execute function tidemark.live_commit();
-exception when duplicate_object then null;
-end $f$""",
     f"""create or replace function tidemark.live_attach_triggers(p_suffix text, p_table int,
     p_rel regclass) returns void language plpgsql {set_clauses()} as $f$
 declare v_tg text := 'tm_' || p_suffix || '_l' || p_table;
@@ -138,16 +112,17 @@ begin
   end loop;
   return null;
 end $f$""",
-    f"""create or replace function tidemark.live_rebuild_at_commit(p_suffix text) returns void
-    language plpgsql {set_clauses()} as $f$
+    f"""create or replace function tidemark.live_rebuild_at_commit(p_suffix text, p_name text)
+    returns void language plpgsql {set_clauses()} as $f$
+declare v_p text := coalesce(current_setting('{PENDING}', true), '');
 begin
   perform set_config('{REBUILD}', coalesce(current_setting('{REBUILD}', true), '')
-                     || ' ' || p_suffix || ' ', true);
-  if coalesce(current_setting('{PENDING}', true), '') = '' then
-    insert into tidemark.live_pending default values;
+                     || ' ' || p_name || ' ', true);
+  if strpos(v_p, ' ' || p_name || '/') = 0 then  -- the marker that fires the view's apply
+    execute format('insert into %I.%I (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
+                   'tidemark_state', p_suffix || '__l0');
+    perform set_config('{PENDING}', v_p || ' ' || p_name || '/0 ', true);
   end if;
-  perform set_config('{PENDING}', coalesce(current_setting('{PENDING}', true), '')
-                     || ' ' || p_suffix || ' ', true);
 end $f$""",
     f"""create or replace function tidemark.live_sync(p_name text) returns void
     language plpgsql {set_clauses()} as $f$
@@ -179,7 +154,7 @@ begin
     end loop;
   end loop;
   if v_rebuild then
-    perform tidemark.live_rebuild_at_commit(v.suffix);
+    perform tidemark.live_rebuild_at_commit(v.suffix, v.name);
   end if;
   perform set_config('{GUARD_OFF}', v_flag, true);
 end $f$""",
@@ -217,6 +192,7 @@ end $f$""",
 
 VERSION = hashlib.sha256("\n".join(RUNTIME_DDL).encode()).hexdigest()[:16]
 MARK = f"tidemark live runtime {VERSION}"
+MARKED = "tidemark.live_attach_triggers(text, integer, regclass)"  # carries MARK
 
 
 def ensure_runtime(conn: psycopg.Connection) -> None:
@@ -225,15 +201,15 @@ def ensure_runtime(conn: psycopg.Connection) -> None:
     Nothing is done when they are current (their version is in the commit hook's comment): a
     later deploy by another role than the one that created them does not need to own them.
     """
-    row = conn.execute("select obj_description(to_regprocedure('tidemark.live_commit()'), "
-                       "'pg_proc')").fetchone()
+    row = conn.execute("select obj_description(to_regprocedure(%s), 'pg_proc')",
+                       (MARKED,)).fetchone()
     if row and row[0] == MARK:
         return
     with conn.cursor() as cur:
         for stmt in RUNTIME_DDL:
             cur.execute(stmt)  # type: ignore[arg-type]
-        cur.execute(sql.SQL("comment on function tidemark.live_commit() is {}").format(
-            sql.Literal(MARK)))
+        cur.execute(sql.SQL("comment on function {} is {}").format(sql.SQL(MARKED),
+                                                                    sql.Literal(MARK)))
 
 
 def problem(conn: psycopg.Connection, name: str, *, strict: bool = True) -> str | None:

@@ -7,14 +7,16 @@ statement-level AFTER triggers (INSERT, UPDATE, DELETE) with transition tables a
 TRUNCATE trigger (created by ``tidemark.live_attach_triggers``, :mod:`streaming_views.runtime`):
 
 1. a statement's trigger appends its transition rows to the table's change log
-   (:mod:`streaming_views.deltas`) — no lock on the view, no read of other tables — and, the
-   first time in the transaction, registers the view with the commit hook; TRUNCATE registers a
-   rebuild;
+   (:mod:`streaming_views.deltas`) — no lock on the view, no read of other tables — and notes
+   the table in the transaction-local ``tidemark.pending``; the first time for the view in the
+   transaction it also appends a marker row, which fires the view's deferred constraint trigger
+   at commit (or PREPARE TRANSACTION); TRUNCATE asks for a rebuild;
 2. at commit, ``<suffix>__apply()`` updates the view's row of ``tidemark.live_changes`` (the
-   view's lock: commits of one view are applied one after the other, in view-name order across
-   views, so writers never deadlock on a view), then applies the logged changes in one statement
-   (or rebuilds after a TRUNCATE), deletes groups whose count fell to zero (and values whose
-   multiplicity did) and recomputes the groups marked dirty.
+   view's lock: commits of one view are applied one after the other; when a transaction changed
+   several views, the first of them to apply locks all their rows in name order, so writers never
+   deadlock on views), then applies the logged changes in one statement (or rebuilds after a
+   TRUNCATE), deletes groups whose count fell to zero (and values whose multiplicity did) and
+   recomputes the groups marked dirty.
 
 Every function runs with the pinned session settings (:mod:`streaming_views.session`) as its
 ``SET`` clauses, so maintenance does not depend on the writer's TimeZone, DateStyle, search_path...
@@ -36,15 +38,17 @@ from streaming_views.deltas import (
     log_ddl,
     log_insert,
     log_table,
+    log_triggers,
     masks,
 )
-from streaming_views.runtime import PENDING, REBUILD
+from streaming_views.runtime import BIG, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
 
 @dataclass(frozen=True)
 class Functions:
-    """The DDL of a view's maintenance functions."""
+    """The DDL of a view's maintenance functions (after its tables), and of the deferred
+    triggers on its change logs (after the functions)."""
 
     create: list[str]
 
@@ -60,26 +64,40 @@ def _function(name: str, returns: str, declare: str, body: str) -> str:
             f"{set_clauses()} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
 
 
-def _register(cv: CompiledView) -> str:
-    """Statements registering the view with the commit hook, once per transaction."""
-    token = sql.Literal(f" {cv.suffix} ").as_string(None)
+def _token(cv: CompiledView, j: int | None = None) -> str:
+    """The view's token in the transaction-local lists (`` name/j `` or `` name ``)."""
+    text = f" {cv.name}/{j} " if j is not None else f" {cv.name} "
+    return sql.Literal(text).as_string(None)
+
+
+def _register(cv: CompiledView, j: int) -> str:
+    """After rows were logged for table ``j``: note the table in ``tidemark.pending``; the
+    first time for the view in the transaction, append the marker row that fires its deferred
+    ``apply`` at commit. A large statement marks the view for a delta planned for its size."""
+    mine = sql.Literal(f" {cv.name}/").as_string(None)
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-            f"IF strpos(v_p, {token}) = 0 THEN\n"
-            f"  IF v_p = '' THEN INSERT INTO tidemark.live_pending DEFAULT VALUES; END IF;\n"
-            f"  PERFORM set_config('{PENDING}', v_p || {token}, true);\nEND IF;")
+            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  IF strpos(v_p, {mine}) = 0 THEN\n"
+            f"    INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
+            f"VALUES (pg_current_xact_id(), 0);\n  END IF;\n"
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
+            f"IF v_n > {BIG_DELTA} THEN\n"
+            f"  v_p := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
+            f"{_token(cv)}, true);\nEND IF;")
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del)."""
     body = (f"{log_insert(cv, j, event)};\nGET DIAGNOSTICS v_n = ROW_COUNT;\n"
-            f"IF v_n > 0 THEN\n{_register(cv)}\nEND IF;")
+            f"IF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;")
     return _function(function_name(cv, f"l{j}_{event}"), "trigger", "v_n bigint; v_p text;",
                      body)
 
 
 def truncate_function(cv: CompiledView) -> str:
     """The TRUNCATE trigger function: rebuild the view when the transaction commits."""
-    body = f"PERFORM tidemark.live_rebuild_at_commit({sql.Literal(cv.suffix).as_string(None)});"
+    body = (f"PERFORM tidemark.live_rebuild_at_commit("
+            f"{sql.Literal(cv.suffix).as_string(None)}, {sql.Literal(cv.name).as_string(None)});")
     return _function(function_name(cv, "truncate"), "trigger", "", body)
 
 
@@ -90,50 +108,67 @@ def rebuild_body(cv: CompiledView) -> str:
 
 
 def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
-    """Apply the logs of ``changed``: one static statement, or for large deltas a statement
-    planned for their real size (the logs read into arrays, whose length the planner sees)."""
-    static = apply_statement(cv, changed)
-    arrays = {j: f"${n}::{log_table(cv, j)}[]" for n, j in enumerate(changed, start=1)}
-    dynamic = sql.Literal(apply_statement(cv, changed, arrays=arrays)).as_string(None)
-    big = " OR ".join(f"EXISTS (SELECT 1 FROM {log_table(cv, j)} WHERE __tm_tx = v_tx "
-                      f"OFFSET {BIG_DELTA})" for j in changed)
-    fill = "".join(f"  v_a{j} := ARRAY(SELECT l FROM {log_table(cv, j)} AS l "
-                   f"WHERE l.__tm_tx = v_tx);\n" for j in changed)
-    using = ", ".join(f"v_a{j}" for j in changed)
-    clear = "".join(f"  DELETE FROM {log_table(cv, j)} WHERE __tm_tx = v_tx;\n" for j in changed)
-    return (f"IF {big} THEN\n{fill}  EXECUTE {dynamic} USING {using};\n{clear}"
+    """Apply the logs of ``changed`` in one statement: as planned once (a transaction's rows are
+    estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
+    afresh with hash joins instead of one index probe per row."""
+    static = apply_statement(cv, changed).replace("AS __zero FROM __u",
+                                                  "AS __zero INTO v_zero FROM __u")
+    dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
+    return ("IF v_big THEN\n"
+            "  v_r := current_setting('enable_nestloop');\n"
+            "  v_p := set_config('enable_nestloop', 'off', true);\n"
+            f"  EXECUTE {dynamic} INTO v_zero USING v_tx;\n"
+            "  v_p := set_config('enable_nestloop', v_r, true);\n"
             f"ELSE\n  {static};\nEND IF;\n")
+
+
+def _lock(cv: CompiledView) -> str:
+    """Take the view's lock (its row of ``tidemark.live_changes``); when other views are
+    pending in the transaction too, first lock all of theirs, in name order."""
+    name = sql.Literal(cv.name).as_string(None)
+    rest = "v_p"
+    for j in range(len(cv.tables)):
+        rest = f"replace({rest}, {_token(cv, j)}, '')"
+    return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+            f"v_rest := {rest};\n"
+            f"IF v_rest <> '' THEN\n"
+            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(array(SELECT DISTINCT "
+            f"split_part(x, '/', 1) FROM unnest(string_to_array(btrim(v_p), ' ')) AS x "
+            f"WHERE x <> '')) ORDER BY name FOR UPDATE;\nEND IF;\n"
+            f"v_rest := set_config('{PENDING}', v_rest, true);\n"
+            f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
+            f"WHERE name = {name};\n"
+            f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
+            f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
+            f"changed_at = now(); END IF;\n")
 
 
 def apply_body(cv: CompiledView) -> str:
     """The commit-time maintenance of the view (see the module docstring)."""
-    name = sql.Literal(cv.name).as_string(None)
-    token = sql.Literal(f" {cv.suffix} ").as_string(None)
+    token = _token(cv)
     clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} WHERE __tm_tx = v_tx;\n"
                         for t in cv.resolved.tables)
-    body = (f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
-            f"WHERE name = {name};\n"
-            f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
-            f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
-            f"changed_at = now(); END IF;\n"
+    body = (f"{_lock(cv)}"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
-            f"  PERFORM set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
-            f"{rebuild_body(cv)}{clear_all}  RETURN;\nEND IF;\n")
+            f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
+            f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
+            f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
+            f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
+            f"{token}, ''), true);\nEND IF;\n")
     if len(cv.tables) == 1:
         body += _apply_changed(cv, (0,))
     else:
-        probes = " + ".join(
-            f"(CASE WHEN EXISTS (SELECT 1 FROM {log_table(cv, j)} WHERE __tm_tx = v_tx) "
-            f"THEN {1 << j} ELSE 0 END)" for j in range(len(cv.tables)))
+        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
+                            f"ELSE 0 END)" for j in range(len(cv.tables)))
         body += f"v_m := {probes};\n"
         for n, changed in enumerate(masks(cv)):
             mask = sum(1 << j for j in changed)
             branch = "IF" if n == 0 else "ELSIF"
             body += f"{branch} v_m = {mask} THEN\n{_apply_changed(cv, changed)}"
-        body += "END IF;\n"
-    if not cv.analysis.is_global:
-        body += f"DELETE FROM {cv.state} WHERE __count = 0;\n"  # partial index: only those
+        body += f"ELSE\n{clear_all}END IF;\n"
+    if not cv.analysis.is_global:  # partial index: only those
+        body += f"IF v_zero THEN\n  DELETE FROM {cv.state} WHERE __count = 0;\nEND IF;\n"
     body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
         body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
@@ -142,17 +177,16 @@ def apply_body(cv: CompiledView) -> str:
 
 def functions(cv: CompiledView) -> Functions:
     """The CREATE FUNCTION statements of the view's maintenance."""
-    arrays = "".join(f"v_a{t.index} {log_table(cv, t.index)}[];" for t in cv.resolved.tables)
     create = [
         _function(function_name(cv, "rebuild"), "void", "", rebuild_body(cv)),
         truncate_function(cv),
-        _function(function_name(cv, "apply"), "void",
-                  f"v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; {arrays}",
-                  apply_body(cv)),
+        _function(function_name(cv, "apply"), "trigger",
+                  "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
+                  "v_rest text; v_big boolean; v_zero boolean := false;", apply_body(cv)),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]
-    return Functions(create)
+    return Functions(create + log_triggers(cv, function_name(cv, "apply")))
 
 
 def state_ddl(cv: CompiledView) -> list[str]:

@@ -95,7 +95,10 @@ def test_rename_and_drop_of_used_columns(module_db: str, conn: psycopg.Connectio
 def test_without_guard_deploy_and_verify_detect(pg: EmbeddedServer, tmp_path: Path) -> None:
     """As the least-privileged app role (no event trigger possible) the guard is absent."""
     admin = create_database(pg, "test_guard_app_role")
-    grant_landing(admin)
+    grant_landing(admin)  # installs the guard (as the stack does): remove it for this test
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute("drop event trigger tidemark_live_ddl_end; "
+                  "drop event trigger tidemark_live_sql_drop")
     app = admin.replace("postgres@", "tidemark_app@", 1)
     with psycopg.connect(app, autocommit=True) as c:
         c.execute("create schema if not exists ng; drop table if exists ng.t; "
