@@ -124,6 +124,53 @@ def log_insert(cv: CompiledView, j: int, event: str) -> str:
     return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
 
 
+IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
+                         "timestamp without time zone", "timestamp with time zone"}
+PAIRED_ROWS = 64  # UPDATEs of at most this many rows have their unchanged rows left out
+
+
+def _same(a: str, b: str, typ: str) -> str:
+    """Condition: values ``a`` and ``b`` cannot be told apart by any expression. Equality is not
+    enough for every type (1.0 = 1.00, '1 day' = '24 hours', -0 = 0, collations): those are
+    compared by their text under the pinned settings."""
+    if typ in IDENTICAL_BY_EQUALITY:
+        return f"{a} IS NOT DISTINCT FROM {b}"
+    return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
+
+
+def log_update_paired(cv: CompiledView, j: int) -> str:
+    """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
+    the view did not change (an update of other columns then logs nothing).
+
+    Old and new rows are paired by their position in the transition tables (PostgreSQL fills
+    them together); whatever the pairing, leaving out a pair of identical rows leaves the change
+    (new rows minus old rows, as multisets) the same, so the view's delta is exact.
+    """
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    cols = [q(c.name) for c in table.columns]
+    condition = pushed_filter(cv, j)
+    ok = f"({condition}) IS TRUE" if condition else "true"
+    named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
+    side = (f"SELECT row_number() OVER () AS __tm_n, {ok} AS __tm_ok"
+            + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
+    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.type)
+                        for k, c in enumerate(table.columns)) or "true"
+    pair = ", ".join([f"o.__c{k} AS __o{k}, w.__c{k} AS __w{k}" for k in range(len(cols))])
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
+    olds = ", ".join(f"__o{k}" for k in range(len(cols)))
+    news = ", ".join(f"__w{k}" for k in range(len(cols)))
+    return (f"INSERT INTO {log_table(cv, j)} ({target}) "
+            f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}), "
+            f"__p AS (SELECT o.__tm_ok AS __ook, w.__tm_ok AS __wok"
+            + (f", {pair}" if pair else "") + " FROM __o AS o JOIN __w AS w USING (__tm_n) "
+            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
+            f"SELECT pg_current_xact_id(), -1" + (f", {olds}" if olds else "")
+            + " FROM __p WHERE __ook UNION ALL "
+            "SELECT pg_current_xact_id(), 1" + (f", {news}" if news else "")
+            + " FROM __p WHERE __wok")
+
+
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:
     return [c for size in range(1, len(items) + 1) for c in combinations(items, size)]
 

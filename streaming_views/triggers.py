@@ -34,11 +34,13 @@ from streaming_views.compiler import STATE_SCHEMA, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
+    PAIRED_ROWS,
     apply_statement,
     log_ddl,
     log_insert,
     log_table,
     log_triggers,
+    log_update_paired,
     masks,
 )
 from streaming_views.runtime import BIG, PENDING, REBUILD
@@ -87,9 +89,13 @@ def _register(cv: CompiledView, j: int) -> str:
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
-    """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del)."""
-    body = (f"{log_insert(cv, j, event)};\nGET DIAGNOSTICS v_n = ROW_COUNT;\n"
-            f"IF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;")
+    """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
+    UPDATE logs only the rows whose columns read by the view changed."""
+    body = f"{log_insert(cv, j, event)};\n"
+    if event == "upd":
+        body = (f"IF EXISTS (SELECT 1 FROM __tm_new OFFSET {PAIRED_ROWS}) THEN\n  {body}"
+                f"ELSE\n  {log_update_paired(cv, j)};\nEND IF;\n")
+    body += f"GET DIAGNOSTICS v_n = ROW_COUNT;\nIF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
     return _function(function_name(cv, f"l{j}_{event}"), "trigger", "v_n bigint; v_p text;",
                      body)
 
