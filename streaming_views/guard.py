@@ -1,4 +1,3 @@
-# ruff: noqa: S608 -- fixed SQL of the engine's own functions; no user input is interpolated.
 """The DDL guard: event triggers that keep live views honest when their base tables change.
 
 Installed by a superuser (event triggers need one): ``tidemark views deploy`` installs it when
@@ -27,17 +26,29 @@ from streaming_views.runtime import GUARD_OFF
 from streaming_views.session import set_clauses
 
 DEPLOYING = GUARD_OFF
-
-GUARD_DDL = [
-    f"""create or replace function tidemark.live_ddl_end() returns event_trigger
-    language plpgsql security definer {set_clauses()} as $f$
-declare v_name text; v_problem text;
-begin
-  if to_regclass('tidemark.views') is null
+# Nothing to do before the first deploy, nor for the engine's own DDL.
+SKIP = f"""  if to_regclass('tidemark.views') is null
      or coalesce(current_setting('{DEPLOYING}', true), '') = 'on' then
     return;
-  end if;
+  end if;"""
+
+def _event_function(name: str, declare: str, body: str) -> str:
+    """An event trigger function that skips the engine's own DDL and never fails the DDL."""
+    return f"""create or replace function tidemark.{name}() returns event_trigger
+    language plpgsql security definer {set_clauses()} as $f$
+declare {declare}
+begin
+{SKIP}
   begin
+{body}
+  exception when others then
+    raise warning 'tidemark: checking live views after % failed: %', tg_tag, sqlerrm;
+  end;
+end $f$"""
+
+
+GUARD_DDL = [
+    _event_function("live_ddl_end", "v_name text; v_problem text;", """
     for v_name in
       with recursive touched(oid) as (
         select objid from pg_event_trigger_ddl_commands()
@@ -51,20 +62,8 @@ begin
       if v_problem is not null then
         perform tidemark.live_break(v_name, v_problem);
       end if;
-    end loop;
-  exception when others then
-    raise warning 'tidemark: checking live views after % failed: %', tg_tag, sqlerrm;
-  end;
-end $f$""",
-    f"""create or replace function tidemark.live_sql_drop() returns event_trigger
-    language plpgsql security definer {set_clauses()} as $f$
-declare v record; v_problem text;
-begin
-  if to_regclass('tidemark.views') is null
-     or coalesce(current_setting('{DEPLOYING}', true), '') = 'on' then
-    return;
-  end if;
-  begin
+    end loop;"""),
+    _event_function("live_sql_drop", "v record; v_problem text;", """
     for v in
       select w.name, w.suffix, bool_or(d.object_type = 'trigger') as triggers
         from tidemark.views w, pg_event_trigger_dropped_objects() d
@@ -81,11 +80,7 @@ begin
       elsif v.triggers then  -- a partition or child table was dropped: its rows left the view
         perform tidemark.live_rebuild_at_commit(v.suffix, v.name);
       end if;
-    end loop;
-  exception when others then
-    raise warning 'tidemark: checking live views after % failed: %', tg_tag, sqlerrm;
-  end;
-end $f$""",
+    end loop;"""),
     """do $f$ begin
   if not exists (select 1 from pg_event_trigger where evtname = 'tidemark_live_ddl_end') then
     create event trigger tidemark_live_ddl_end on ddl_command_end

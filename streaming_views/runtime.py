@@ -33,6 +33,11 @@ PENDING = "tidemark.pending"
 REBUILD = "tidemark.rebuild"
 BIG = "tidemark.big"
 GUARD_OFF = "tidemark.deploying"  # set while the engine's own DDL runs: the guard stays out
+# The healthy view p_name into v (else return), and the guard off for the DDL that follows.
+OWN_DDL = f"""  select * into v from tidemark.views where name = p_name and target = 'embedded'
+    and status = 'ok';
+  if not found then return; end if;
+  perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business"""
 
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_changes (
@@ -129,10 +134,7 @@ end $f$""",
 declare v record; v_j int; v_rel oid; v_prefix text; v_rows boolean; v_rebuild boolean := false;
   v_flag text := coalesce(current_setting('{GUARD_OFF}', true), '');
 begin
-  select * into v from tidemark.views where name = p_name and target = 'embedded'
-    and status = 'ok';
-  if not found then return; end if;
-  perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business
+{OWN_DDL}
   for v_j in 0 .. coalesce(array_length(v.base_oids, 1), 0) - 1 loop
     continue when not exists (select 1 from pg_class where oid = v.base_oids[v_j + 1]);
     v_prefix := 'tm_' || v.suffix || '_l' || v_j || '_';
@@ -169,10 +171,7 @@ end $f$""",
 declare v record; v_fn text; v_def text;
   v_flag text := coalesce(current_setting('{GUARD_OFF}', true), '');
 begin
-  select * into v from tidemark.views where name = p_name and target = 'embedded'
-    and status = 'ok';
-  if not found then return; end if;
-  perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business
+{OWN_DDL}
   for v_fn in select p.oid::regprocedure::text from pg_proc p
               where p.pronamespace = 'tidemark_state'::regnamespace
                 and starts_with(p.proname, v.suffix || '__') loop

@@ -14,21 +14,12 @@ from orchestration.stack.bootstrap import grant_landing
 from orchestration.stack.embedded import EmbeddedServer
 from streaming_views import deploy, verify
 from streaming_views.status import list_views
-from tests.streaming_views.conftest import assert_equal
+from tests.streaming_views.conftest import assert_equal, write_views
 from tests.support import create_database
 
 VIEW = "select t.g, count(*) as n, sum(t.v) as sv from gd.t t group by t.g\n"
 JOIN = ("select d.label, count(*) as n from gd.t t join gd.dim d on d.k = t.g "
         "group by d.label\n")
-
-
-def write(directory: Path, **views: str) -> Path:
-    directory.mkdir(exist_ok=True)
-    for old in directory.glob("*.sql"):
-        old.unlink()
-    for name, text in views.items():
-        (directory / f"{name}.sql").write_text(text)
-    return directory
 
 
 def actions(dsn: str, directory: Path) -> dict[str, str]:
@@ -46,7 +37,7 @@ def make_tables(conn: psycopg.Connection) -> None:
 def test_drop_and_recreate_base_table(module_db: str, conn: psycopg.Connection,
                                       tmp_path: Path) -> None:
     make_tables(conn)
-    views = write(tmp_path / "v", per_g=VIEW, joined=JOIN)
+    views = write_views(tmp_path / "v", per_g=VIEW, joined=JOIN)
     assert actions(module_db, views) == {"per_g": "created", "joined": "created"}
     conn.execute("drop table gd.t")  # the DDL itself succeeds
     conn.execute("create table gd.t (id int primary key, g int, v int, note text)")
@@ -68,7 +59,7 @@ def test_drop_and_recreate_base_table(module_db: str, conn: psycopg.Connection,
 def test_rename_and_drop_of_used_columns(module_db: str, conn: psycopg.Connection,
                                          tmp_path: Path) -> None:
     make_tables(conn)
-    views = write(tmp_path / "c", per_g=VIEW, joined=JOIN)
+    views = write_views(tmp_path / "c", per_g=VIEW, joined=JOIN)
     deploy(module_db, views)
     conn.execute("alter table gd.t rename column note to remark")  # unused: nothing breaks
     conn.execute("insert into gd.t values (100, 1, 1, 'r')")
@@ -83,10 +74,10 @@ def test_rename_and_drop_of_used_columns(module_db: str, conn: psycopg.Connectio
     conn.execute("insert into gd.dim values (9)")
     with pytest.raises(psycopg.Error, match="live view joined"):
         conn.execute("select * from live.joined").fetchall()
-    fixed = write(tmp_path / "c", per_g=VIEW.replace("t.v", "t.amount"), joined=JOIN)
+    fixed = write_views(tmp_path / "c", per_g=VIEW.replace("t.v", "t.amount"), joined=JOIN)
     with pytest.raises(Exception, match="label"):
         deploy(module_db, fixed)  # joined's file still reads d.label: a clear error
-    write(tmp_path / "c", per_g=VIEW.replace("t.v", "t.amount"))
+    write_views(tmp_path / "c", per_g=VIEW.replace("t.v", "t.amount"))
     result = {r.name: r.action for r in deploy(module_db, fixed, prune=True)}
     assert result["per_g"] == "replaced" and result["joined"] == "dropped"
     assert_equal(conn, "per_g", VIEW.replace("t.v", "t.amount"))
@@ -104,7 +95,8 @@ def test_without_guard_deploy_and_verify_detect(pg: EmbeddedServer, tmp_path: Pa
         c.execute("create schema if not exists ng; drop table if exists ng.t; "
                   "create table ng.t (id int primary key, g int)")
         c.execute("insert into ng.t values (1, 1)")
-    views = write(tmp_path / "n", ng_view="select t.g, count(*) as n from ng.t t group by t.g\n")
+    views = write_views(tmp_path / "n",
+                        ng_view="select t.g, count(*) as n from ng.t t group by t.g\n")
     assert actions(app, views) == {"ng_view": "created"}
     with psycopg.connect(app, autocommit=True) as c:
         c.execute("drop table ng.t; create table ng.t (id int primary key, g int)")
