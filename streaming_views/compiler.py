@@ -283,6 +283,12 @@ class CompiledView:
         if an.kind == "bag":
             return (f"SELECT {cols} FROM {self.state} AS s "
                     f"CROSS JOIN LATERAL generate_series(1, s.__count) AS __m")
+        raising = [(cond, r.finalize()) for r in self.rules if (cond := r.raises())]
+        if raising:  # every group's aggregates are finalised (and may raise) before HAVING
+            whens = "" if an.is_global else "WHEN s.__count <= 0 THEN false "
+            whens += "".join(f"WHEN {c} THEN ({f}) IS NULL " for c, f in raising)
+            return (f"SELECT {cols} FROM {self.state} AS s WHERE CASE {whens}"
+                    f"ELSE {self.having_sql or 'true'} END")
         conds = [] if an.is_global else ["s.__count > 0"]
         if self.having_sql:
             conds.append(f"({self.having_sql})")

@@ -124,6 +124,12 @@ class Rule:
         """The aggregate's value from the group's columns (``s.``)."""
         raise NotImplementedError
 
+    def raises(self) -> str | None:
+        """Condition (over ``s.``) under which finalising raises an error, as PostgreSQL's
+        final function does — for every group, HAVING or not (it finalises every aggregate of
+        a group before it evaluates HAVING)."""
+        return None
+
 
 class CountRule(Rule):
     """``count(*)``, ``count(x)`` [FILTER]: a signed count. ``count(*)`` without FILTER reads
@@ -323,6 +329,11 @@ class SumRule(Rule):
         if self.share is not None or not self.scaled:
             return None
         return f"max(__dm{self.index}) IS NOT NULL"
+
+    def raises(self) -> str | None:
+        if self.share is not None or self.specials != "interval":
+            return None
+        return f"s.{self.p}_pinf > 0 AND s.{self.p}_ninf > 0"
 
     def _final(self, p: str, count: str, scale: str | None) -> str:
         avg, t = self.call.func == "avg", self.result_type
