@@ -186,7 +186,7 @@ class Case:
                      [v for row in rows for v in row])
 
     def _ids(self, k: int = 3) -> list[int]:
-        return [self.rng.randrange(self.next_id + 5) for _ in range(self.rng.randint(1, k))]
+        return [self.rng.randrange(self.next_id) for _ in range(self.rng.randint(1, k))]
 
     def _new_rows(self, conn: psycopg.Connection, n: int) -> list[list[str | None]]:
         rows = []
