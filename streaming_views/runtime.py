@@ -124,9 +124,9 @@ begin
   perform set_config('{REBUILD}', coalesce(current_setting('{REBUILD}', true), '')
                      || ' ' || p_name || ' ', true);
   if strpos(v_p, ' ' || p_name || '/') = 0 then  -- the marker that fires the view's apply
+    perform set_config('{PENDING}', v_p || ' ' || p_name || '/0 ', true);
     execute format('insert into %I.%I (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
                    'tidemark_state', p_suffix || '__l0');
-    perform set_config('{PENDING}', v_p || ' ' || p_name || '/0 ', true);
   end if;
 end $f$""",
     f"""create or replace function tidemark.live_sync(p_name text) returns void

@@ -73,19 +73,22 @@ def _token(cv: CompiledView, j: int | None = None) -> str:
 
 
 def _register(cv: CompiledView, j: int) -> str:
-    """After rows were logged for table ``j``: note the table in ``tidemark.pending``; the
-    first time for the view in the transaction, append the marker row that fires its deferred
-    ``apply`` at commit. A large statement marks the view for a delta planned for its size."""
+    """After rows were logged for table ``j``: note the table in ``tidemark.pending`` (and a
+    large statement in ``tidemark.big``: planned for its size); the first time for the view in
+    the transaction, append the marker row that fires its deferred ``apply`` at commit. The
+    settings are written first: after ``SET CONSTRAINTS ALL IMMEDIATE`` the marker fires the
+    apply at once, which must find (and clear) them."""
     mine = sql.Literal(f" {cv.name}/").as_string(None)
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  IF strpos(v_p, {mine}) = 0 THEN\n"
-            f"    INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
-            f"VALUES (pg_current_xact_id(), 0);\n  END IF;\n"
-            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
+            f"v_first := strpos(v_p, {mine}) = 0;\n"
             f"IF v_n > {BIG_DELTA} THEN\n"
-            f"  v_p := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
-            f"{_token(cv)}, true);\nEND IF;")
+            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
+            f"{_token(cv)}, true);\nEND IF;\n"
+            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
+            f"IF v_first THEN\n"
+            f"  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
+            f"VALUES (pg_current_xact_id(), 0);\nEND IF;")
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
@@ -96,8 +99,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         body = (f"IF EXISTS (SELECT 1 FROM __tm_new OFFSET {PAIRED_ROWS}) THEN\n  {body}"
                 f"ELSE\n  {log_update_paired(cv, j)};\nEND IF;\n")
     body += f"GET DIAGNOSTICS v_n = ROW_COUNT;\nIF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
-    return _function(function_name(cv, f"l{j}_{event}"), "trigger", "v_n bigint; v_p text;",
-                     body)
+    return _function(function_name(cv, f"l{j}_{event}"), "trigger",
+                     "v_n bigint; v_p text; v_b text; v_first boolean;", body)
 
 
 def truncate_function(cv: CompiledView) -> str:
