@@ -75,12 +75,17 @@ def log_ddl(cv: CompiledView) -> list[str]:
     return stmts
 
 
+def log_trigger_names(cv: CompiledView) -> list[str]:
+    """The names of the deferred triggers on the view's change logs."""
+    return [f"tm_{log_name(cv, t.index)}_apply" for t in cv.resolved.tables]
+
+
 def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
     """The deferred trigger a log's marker row (sign 0) fires at commit: ``apply_function``."""
-    return [f"CREATE CONSTRAINT TRIGGER {q('tm_' + log_name(cv, t.index) + '_apply')} "
+    return [f"CREATE CONSTRAINT TRIGGER {q(name)} "
             f"AFTER INSERT ON {log_table(cv, t.index)} DEFERRABLE INITIALLY DEFERRED "
             f"FOR EACH ROW WHEN (NEW.__tm_sign = 0) EXECUTE FUNCTION {apply_function}()"
-            for t in cv.resolved.tables]
+            for t, name in zip(cv.resolved.tables, log_trigger_names(cv), strict=True)]
 
 
 def pushed_filter(cv: CompiledView, j: int) -> str | None:

@@ -39,6 +39,7 @@ from streaming_views.deltas import (
     log_ddl,
     log_insert,
     log_table,
+    log_trigger_names,
     log_triggers,
     log_update_paired,
     masks,
@@ -152,12 +153,25 @@ def _lock(cv: CompiledView) -> str:
             f"changed_at = now(); END IF;\n")
 
 
+def _postpone(cv: CompiledView) -> str:
+    """Fired inside a statement (after ``SET CONSTRAINTS ALL IMMEDIATE``, a marker fires the
+    apply at once, from within the statement's triggers): another table the statement changed
+    may not be logged yet, so the view's deferred triggers are made deferred again and a new
+    marker postpones the apply to the commit. (At commit, and at ``SET CONSTRAINTS ... IMMEDIATE``
+    itself, the trigger depth is 1.)"""
+    names = ", ".join(f"{q(STATE_SCHEMA)}.{q(trigger)}" for trigger in log_trigger_names(cv))
+    return ("IF pg_trigger_depth() > 1 THEN\n"
+            f"  SET CONSTRAINTS {names} DEFERRED;\n"
+            f"  INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) VALUES (v_tx, 0);\n"
+            "  RETURN NULL;\nEND IF;\n")
+
+
 def apply_body(cv: CompiledView) -> str:
     """The commit-time maintenance of the view (see the module docstring)."""
     token = _token(cv)
     clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} WHERE __tm_tx = v_tx;\n"
                         for t in cv.resolved.tables)
-    body = (f"{_lock(cv)}"
+    body = (f"{_postpone(cv)}{_lock(cv)}"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
             f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"

@@ -71,3 +71,23 @@ def test_set_constraints_immediate_applies_mid_transaction(module_db: str,
         conn.execute("update im.t set v = v + 1")
     assert_equal(conn, "imm", text)
     assert conn.execute("select sum(sv) from live.imm").fetchone()[0] == 63
+
+
+def test_immediate_constraints_and_a_statement_changing_two_joined_tables(
+        module_db: str, conn: psycopg.Connection) -> None:
+    """With constraints immediate, the first table's marker fires inside the statement, before
+    the other table's changes are logged: the apply waits for the commit (found by the
+    differential generator, seed 400199)."""
+    text = ("select d.label, count(*) as n from im2.f f, im2.d d where d.w > 0 and d.k = f.k "
+            "group by d.label")
+    conn.execute("create schema im2; create table im2.d (k int primary key, label text, w int);"
+                 "create table im2.f (id int primary key, k int, g int)")
+    conn.execute("insert into im2.d values (1, 'a', 0), (2, 'b', 1); "
+                 "insert into im2.f values (1, 1, 0), (2, 2, 0), (3, 1, 0)")
+    deploy_text(module_db, "imm2", text)
+    with conn.transaction():
+        conn.execute("set constraints all immediate")
+        conn.execute("with a as (update im2.d set w = w + 1 where k = 1 returning k) "
+                     "insert into im2.f select 10, k, 0 from a")
+        conn.execute("insert into im2.f values (4, 2, 0)")
+    assert_equal(conn, "imm2", text)
