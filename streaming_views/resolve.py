@@ -419,6 +419,8 @@ class _Resolver:
             return
         rte = rtable[index - 1]
         kind = rte.get("rtekind")
+        if attnum == 0:
+            raise self._whole_row(rte)
         if kind == "0" and int(rte["relid"]) in wanted:
             if attnum < 0:
                 name = SYSTEM_COLUMNS.get(attnum, "a system column")
@@ -440,6 +442,31 @@ class _Resolver:
                 for node in nodetree.walk(alias):
                     if node["_"] == "VAR":
                         self._var(node, rtable, wanted)
+
+    def _whole_row(self, rte: dict[str, Any]) -> UnsupportedViewError:
+        """A whole-row reference (``t``, ``t.*`` in an expression, ``row_to_json(t)``): the
+        row's value changes with every column added to or dropped from the table, which no
+        trigger sees, so it is refused; the rewrite names the columns."""
+        aliases = {t.ref for t in self.an.tables} | {self.an.union_alias} - {None}
+        node = next((n for n in walk(self.an.roots()) if isinstance(n, ast.ColumnRef) and (
+            (len(n.fields) == 1 and getattr(n.fields[0], "sval", None) in aliases)
+            or (len(n.fields) > 1 and isinstance(n.fields[-1], ast.A_Star)))), None)
+        ref = ".".join(getattr(f, "sval", "*") for f in node.fields) if node else "the row"
+        alias = ref.removesuffix(".*")
+        columns, pairs = "...", "..."
+        if rte.get("rtekind") == "0":
+            names = self.conn.execute(
+                "select quote_ident(attname), quote_literal(attname) from pg_attribute where "
+                "attrelid = %s and attnum > 0 and not attisdropped order by attnum",
+                (int(rte["relid"]),)).fetchall()
+            columns = ", ".join(f"{alias}.{n}" for n, _ in names)
+            pairs = ", ".join(f"{lit}, {alias}.{n}" for n, lit in names)
+        return self.refuse(f"whole-row reference {ref}", node, "a row value (a composite of "
+                           "every column of the table) changes when a column is added or "
+                           "dropped, without a write the view could follow.",
+                           f"name the columns: row({columns}) in place of {ref} (the same "
+                           f"text and comparisons for the table's current columns), or "
+                           f"jsonb_build_object({pairs}) in place of to_jsonb({alias}).")
 
     def check_collations(self, typed: list[Typed], nodes: list[Any]) -> None:
         oids = {t.collation_oid for t in typed if t.collation_oid}

@@ -118,7 +118,9 @@ REFUSED = ["select f.g, sum(f.x) as s from gen.f f group by f.g",
            "select f.g, max(f.ts)::date as last_day from gen.f f group by f.g",
            "select f.g, sum(distinct f.n) as s from gen.f f group by f.g",
            "select f.id from gen.f f where f.ts < 'now'",
-           "select f.id, f.ctid as c from gen.f f"]
+           "select f.id, f.ctid as c from gen.f f",
+           "select d.k, d::text as r from gen.d d",
+           "select f.g, count(e) as n from gen.f f join gen.e e on e.k = f.k group by f.g"]
 
 
 def draw_view(rng: random.Random, name: str) -> View:

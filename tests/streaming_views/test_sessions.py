@@ -125,3 +125,37 @@ def test_immutable_overload_and_stable_key_with_min_max(db: str, conn: psycopg.C
                   "'2026-03-01 20:00', 1), (11, '2026-03-01 14:00+00', '2026-03-01 14:00', 2)")
         w.execute("delete from z.t where id = 11")
     assert_equal(conn, "stable_key", text)
+
+
+def test_whole_row_reference_refused_with_an_equivalent_rewrite(db: str,
+                                                                conn: psycopg.Connection):
+    """``t::text``, ``to_jsonb(t)``, ``count(t)`` used to be accepted and maintained from the
+    change log's row (its transaction id and sign included): wrong rows. Refused; the suggested
+    rewrites give the query's values and deploy."""
+    conn.execute("insert into z.t (id, ts, h) values (40, '2026-01-01 10:00+00', 'x') "
+                 "on conflict do nothing")
+    for text, ref in (("select t.id, t::text as r from z.t t", "t"),
+                      ("select t.id, to_jsonb(t) as r from z.t t", "t"),
+                      ("select t.id, row_to_json(t) as r from z.t t", "t"),
+                      ("select t.h, count(t) as n from z.t t group by t.h", "t")):
+        with pytest.raises(UnsupportedViewError) as info:
+            deploy_text(db, "whole_row", text)
+        err = info.value
+        assert err.construct == f"whole-row reference {ref}", str(err)
+        assert err.line == 1 and err.column is not None, str(err)
+        assert conn.execute("select to_regclass('live.whole_row')").fetchone()[0] is None
+    message = str(err)
+    row = message[message.index("row(t.id"):].split(") in place", 1)[0] + ")"
+    pairs = message[message.index("jsonb_build_object("):].split(") in place", 1)[0] + ")"
+    for name, original, rewritten in (
+            ("as_text", "select t.id, t::text as r from z.t t",
+             f"select t.id, {row}::text as r from z.t t"),
+            ("as_jsonb", "select t.id, to_jsonb(t) as r from z.t t",
+             f"select t.id, {pairs} as r from z.t t")):
+        assert deploy_text(db, f"rewritten_{name}", rewritten) == "created"
+        with psycopg.connect(db, autocommit=True) as w:
+            w.execute("set time zone 'Asia/Kolkata'; set datestyle = 'German'")
+            w.execute("update z.t set h = h || '!' where id = 40")
+        assert_equal(conn, f"rewritten_{name}", rewritten)
+        assert sorted(conn.execute(f"select * from live.rewritten_{name}").fetchall()) \
+            == sorted(conn.execute(original).fetchall())
