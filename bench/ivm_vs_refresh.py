@@ -51,15 +51,16 @@ group by s.region, s.store_id"""
 
 
 @contextmanager
-def server() -> Iterator[str]:
-    """A throw-away embedded server; yields the URL of database ``bench``."""
+def server(conf: dict[str, str] | None = None) -> Iterator[str]:
+    """A throw-away embedded server (:data:`CONF` plus ``conf``); yields the URL of database
+    ``bench``."""
     with tempfile.TemporaryDirectory(prefix="tidemark-ivm-bench-") as home:
         Path(home).chmod(0o755)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         srv = EmbeddedServer(Settings(home=Path(home), port=port, source_url=None,
-                                      landing_url=None), extra_conf=CONF)
+                                      landing_url=None), extra_conf={**CONF, **(conf or {})})
         srv.start()
         try:
             with psycopg.connect(srv.admin_url("postgres"), autocommit=True) as conn:

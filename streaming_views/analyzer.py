@@ -24,7 +24,7 @@ NON_DETERMINISTIC = {
     "now", "random", "random_normal", "clock_timestamp", "statement_timestamp",
     "transaction_timestamp", "timeofday", "setseed", "nextval", "currval", "lastval",
     "gen_random_uuid", "uuidv4", "uuidv7", "uuid_generate_v4", "pg_backend_pid",
-    "txid_current", "pg_current_xact_id", "current_setting", "age",
+    "txid_current", "pg_current_xact_id", "current_setting",
 }
 NOW_REWRITE = ("group by the event time instead (date_bin('1 day', placed_at, "
                "'2000-01-01') or (placed_at at time zone 'UTC')::date) and pick today's "
@@ -98,6 +98,11 @@ class Analysis:
     def is_global(self) -> bool:
         """True for an aggregate without GROUP BY: always exactly one row."""
         return self.kind == "aggregate" and not self.group
+
+    def roots(self) -> list[Any]:
+        """Every syntax tree of the statement (outputs, FROM, WHERE, GROUP BY, HAVING)."""
+        nodes = [n for _, n in self.outputs] + [*self.from_clause, *self.group]
+        return nodes + [n for n in (self.where, self.having) if n is not None]
 
 
 class _Checker:
@@ -366,7 +371,7 @@ def _check_function(node: ast.FuncCall, chk: _Checker) -> None:
         reason = (f"{name}() is non-deterministic: its value changes without any write to the "
                   "base tables, so no trigger can keep the view equal to its query.")
         raise chk.refuse(f"{name}()", node, reason,
-                         NOW_REWRITE if name in {"now", "age", "transaction_timestamp",
+                         NOW_REWRITE if name in {"now", "transaction_timestamp",
                                                  "statement_timestamp", "clock_timestamp"}
                          else "compute the value when you write the row, into a column.")
     if node.agg_order or node.agg_within_group:

@@ -9,6 +9,12 @@ from typing import Any
 
 from pglast import ast
 from pglast.stream import RawStream
+from psycopg import sql
+
+
+def q(name: str) -> str:
+    """Quote one identifier (psycopg's quoting)."""
+    return sql.Identifier(name).as_string(None)
 
 
 def deparse(node: Any) -> str:
@@ -88,6 +94,15 @@ def keyword_offset(text: str, word: str) -> int | None:
     """Byte offset of the first ``word`` (case-insensitive, whole word) outside ``--`` comments."""
     blanked = re.sub(r"--[^\n]*", lambda m: " " * len(m.group(0)), text)
     match = re.search(rf"\b{re.escape(word)}\b", blanked, flags=re.IGNORECASE)
+    return len(text[:match.start()].encode("utf-8")) if match else None
+
+
+def literal_offset(text: str, value: str) -> int | None:
+    """Byte offset of the first string literal ``'value'`` outside ``--`` comments (pglast does
+    not keep the position of constants)."""
+    blanked = re.sub(r"--[^\n]*", lambda m: " " * len(m.group(0)), text)
+    quoted = "'" + value.replace("'", "''") + "'"
+    match = re.search(re.escape(quoted), blanked, flags=re.IGNORECASE)
     return len(text[:match.start()].encode("utf-8")) if match else None
 
 

@@ -3,14 +3,14 @@
 """Auxiliary state of a view: distinct-value multiplicities and base-table key indexes.
 
 ``count/sum/avg(DISTINCT x) [FILTER (WHERE ...)]`` keeps, per aggregate, a hidden table
-``tidemark_state.<name>__<hash8>__d<i>`` of (group keys, ``__v`` value, ``__m`` multiplicity) —
-the arrangement Materialize keeps for a distinct aggregate. A statement's delta updates the
-multiplicities set-based (one ``INSERT ... ON CONFLICT DO UPDATE`` per aggregate, in a CTE of
-the maintenance statement) and returns, with PostgreSQL 18's ``RETURNING WITH (OLD AS ...,
-NEW AS ...)``, which values crossed between zero and a positive multiplicity; the group's
-distinct count (and sum) changes by exactly those. Nothing reads the base tables. Rows whose
-multiplicity fell to zero are deleted by the next statement (a partial index holds exactly
-them).
+``tidemark_state.<name>__<hash8>__d<i>`` of (group keys, ``__v`` value, ``__m`` multiplicity,
+``__d`` the last change of ``__m``) — the arrangement Materialize keeps for a distinct aggregate.
+A transaction's delta updates the multiplicities set-based (one ``INSERT ... ON CONFLICT DO
+UPDATE`` per aggregate, in a CTE of the maintenance statement) whose ``RETURNING`` gives the new
+multiplicity and the change just added, hence which values crossed between zero and a positive
+multiplicity (plain ``RETURNING``: PostgreSQL 15 and later); the group's distinct count (and sum)
+changes by exactly those. Nothing reads the base tables. Rows whose multiplicity fell to zero are
+deleted by the next statement (a partial index holds exactly them).
 
 min/max keep their delta rule (``least``/``greatest`` on insert); only a delete or update that
 removes a group's current extreme marks the group dirty, and the dirty groups are recomputed in
@@ -29,15 +29,16 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views.astutil import column_ref, deparse, substitute, walk
-from streaming_views.compiler import STATE_SCHEMA, AggPlan, CompiledView, q
+from streaming_views.astutil import column_ref, deparse, q, substitute, walk
+from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.rules import Rule
 
 INDEX_PREFIX = "tidemark_live_"
 
 
 # ------------------------------------------------------------------ distinct aggregates
-def _aux(cv: CompiledView, a: AggPlan) -> str:
-    return f"{q(STATE_SCHEMA)}.{q(cv.aux_table(a))}"
+def _aux(cv: CompiledView, rule: Rule) -> str:
+    return f"{q(STATE_SCHEMA)}.{q(cv.aux_table(rule))}"
 
 
 def _aux_keys(cv: CompiledView) -> list[tuple[str, str]]:
@@ -48,15 +49,16 @@ def _aux_keys(cv: CompiledView) -> list[tuple[str, str]]:
 def aux_ddl(cv: CompiledView) -> list[str]:
     """CREATE TABLE and indexes of every auxiliary table of ``cv``."""
     stmts = []
-    for a in cv.distinct_aggs:
-        name = cv.aux_table(a)
+    for rule in cv.distinct_rules:
+        name = cv.aux_table(rule)
         cols = [f"{q(n)} {t}" for n, t in _aux_keys(cv)]
-        cols += [f"__v {a.arg_type} NOT NULL", "__m bigint NOT NULL"]
+        cols += [f"__v {rule.arg_type}{rule.collate} NOT NULL", "__m bigint NOT NULL",
+                 "__d bigint NOT NULL DEFAULT 0"]
         unique = ", ".join([*(q(n) for n, _ in _aux_keys(cv)), "__v"])
-        stmts += [f"CREATE TABLE {_aux(cv, a)} ({', '.join(cols)})",
-                  f"CREATE UNIQUE INDEX {q(name + '__keys')} ON {_aux(cv, a)} ({unique}) "
+        stmts += [f"CREATE TABLE {_aux(cv, rule)} ({', '.join(cols)})",
+                  f"CREATE UNIQUE INDEX {q(name + '__keys')} ON {_aux(cv, rule)} ({unique}) "
                   f"NULLS NOT DISTINCT",
-                  f"CREATE INDEX {q(name + '__zero')} ON {_aux(cv, a)} (__m) WHERE __m = 0"]
+                  f"CREATE INDEX {q(name + '__zero')} ON {_aux(cv, rule)} (__m) WHERE __m = 0"]
     return stmts
 
 
@@ -64,72 +66,68 @@ def aux_build_sql(cv: CompiledView) -> list[str]:
     """INSERTs filling every auxiliary table from the base tables."""
     stmts = []
     keys = [] if cv.analysis.is_global else cv.key_names()
-    for a in cv.distinct_aggs:
+    for rule in cv.distinct_rules:
         cols = ", ".join([*(q(n) for n, _ in _aux_keys(cv)), "__v", "__m"])
-        group = ", ".join([*keys, f"__x{a.index}"])
-        stmts.append(f"INSERT INTO {_aux(cv, a)} ({cols}) SELECT {group}, count(*) "
-                     f"FROM ({cv.flat_select(1)}) AS __d WHERE {cv._cond(a, nonnull=True)} "
-                     f"GROUP BY {group}")
+        group = ", ".join([*keys, rule.x])
+        stmts.append(f"INSERT INTO {_aux(cv, rule)} ({cols}) SELECT {group}, count(*) "
+                     f"FROM ({cv.flat_select()}) AS __d WHERE {rule.cond()} GROUP BY {group}")
     return stmts
 
 
 def aux_clear_sql(cv: CompiledView) -> list[str]:
     """DELETEs emptying every auxiliary table (before a rebuild)."""
-    return [f"DELETE FROM {_aux(cv, a)}" for a in cv.distinct_aggs]
+    return [f"DELETE FROM {_aux(cv, rule)}" for rule in cv.distinct_rules]
 
 
 def aux_zero_sql(cv: CompiledView) -> list[str]:
     """DELETEs of the values whose multiplicity fell to zero (partial index: only those)."""
-    return [f"DELETE FROM {_aux(cv, a)} WHERE __m = 0" for a in cv.distinct_aggs]
+    return [f"DELETE FROM {_aux(cv, rule)} WHERE __m = 0" for rule in cv.distinct_rules]
 
 
-def delta_statement(cv: CompiledView, flat: str) -> str:
+def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
     """The one statement adding a delta (flat rows ``flat``) to the state.
+
+    Args:
+        cv: the view.
+        flat: the delta's flat rows.
+        ctes: CTEs ``flat`` reads (the change logs).
 
     Without distinct aggregates: the grouped upsert. With them, one CTE per distinct aggregate
     first updates its multiplicities and returns the crossings (+1: the value appeared in the
-    group, -1: it left it), which the grouped upsert adds to the group's distinct count.
+    group, -1: it left it), which the grouped upsert adds to the group's distinct count. The
+    statement returns one boolean: whether some group's count fell to zero (to be deleted).
     """
-    if not cv.distinct_aggs:
-        return cv.upsert_sql(cv.aggregate_select(flat, delta=True))
+    zero = "SELECT coalesce(bool_or(__count = 0), false) AS __zero FROM __u"
+    if not cv.distinct_rules:
+        upsert = cv.upsert_sql(cv.aggregate_select(flat, delta=True))
+        return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
     keys = [] if cv.analysis.is_global else cv.key_names()
     aux_keys = [q(n) for n, _ in _aux_keys(cv)]
     names = cv.flat_names()
-    extra: dict[int, list[tuple[str, str]]] = {}  # index -> (column, type) of its crossings
-    for a in cv.distinct_aggs:
-        extra[a.index] = [(f"__dc{a.index}", "bigint")]
-        if a.call.func in {"sum", "avg"}:
-            extra[a.index].append((f"__ds{a.index}", a.value_type))
-    ctes = [f"__delta AS MATERIALIZED ({flat})"]
+    crossings = {r.index: r.crossings() for r in cv.distinct_rules}  # type: ignore[attr-defined]
+    ctes = [*ctes, f"__delta AS MATERIALIZED ({flat})"]
     branches = ["SELECT " + ", ".join(
-        names + [f"NULL::{t} AS {c}" for cols in extra.values() for c, t in cols])
+        names + [f"NULL::{t} AS {c}" for cols in crossings.values() for c, t, _ in cols])
         + " FROM __delta"]
-    for a in cv.distinct_aggs:
-        i = a.index
-        group = ", ".join([*keys, f"__x{i}"])
+    for rule in cv.distinct_rules:
+        i = rule.index
+        group = ", ".join([*keys, rule.x])
         conflict = ", ".join([*aux_keys, "__v"])
         returning = ", ".join([*(f"t.{k}" for k in aux_keys), "t.__v"])
         ctes.append(
-            f"__c{i} AS (INSERT INTO {_aux(cv, a)} AS t ({conflict}, __m) "
-            f"SELECT {group}, sum(__sign) FROM __delta WHERE {cv._cond(a, nonnull=True)} "
+            f"__c{i} AS (INSERT INTO {_aux(cv, rule)} AS t ({conflict}, __m, __d) "
+            f"SELECT {group}, sum(__sign), sum(__sign) FROM __delta WHERE {rule.cond()} "
             f"GROUP BY {group} HAVING sum(__sign) <> 0 ORDER BY {group} "
-            f"ON CONFLICT ({conflict}) DO UPDATE SET __m = t.__m + excluded.__m "
-            f"RETURNING WITH (OLD AS __old, NEW AS __new) {returning}, "
-            f"CASE WHEN coalesce(__old.__m, 0) > 0 THEN "
-            f"(CASE WHEN __new.__m > 0 THEN 0 ELSE -1 END) ELSE "
-            f"(CASE WHEN __new.__m > 0 THEN 1 ELSE 0 END) END AS __c)")
-        cols = ["0"] + [f"{k}" for k in aux_keys] + ["NULL"] * (len(names) - 1 - len(keys))
-        for j, pairs in extra.items():
-            for c, t in pairs:
-                if j != i:
-                    cols.append("NULL")
-                elif c.startswith("__dc"):
-                    cols.append("__c::bigint")
-                else:
-                    cols.append(f"CASE __c WHEN 1 THEN (__v)::{t} WHEN -1 THEN -((__v)::{t}) END")
+            f"ON CONFLICT ({conflict}) DO UPDATE SET __m = t.__m + excluded.__m, "
+            f"__d = excluded.__d RETURNING {returning}, "
+            f"CASE WHEN t.__m - t.__d > 0 THEN (CASE WHEN t.__m > 0 THEN 0 ELSE -1 END) "
+            f"ELSE (CASE WHEN t.__m > 0 THEN 1 ELSE 0 END) END AS __c)")
+        cols = ["0", *aux_keys] + ["NULL"] * (len(names) - 1 - len(keys))
+        for j, pairs in crossings.items():
+            cols += [expr if j == i else "NULL" for _, _, expr in pairs]
         branches.append(f"SELECT {', '.join(cols)} FROM __c{i}")
     upsert = cv.upsert_sql(cv.aggregate_select(" UNION ALL ".join(branches), delta=True))
-    return f"WITH {', '.join(ctes)} {upsert}"
+    return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
 
 
 # ------------------------------------------------------------------ base-table key indexes
@@ -161,7 +159,8 @@ def base_indexes(cv: CompiledView) -> list[BaseIndex]:
     Multi-table and UNION ALL views recompute over a join; they get no index here.
     """
     an = cv.analysis
-    if not cv.has_recompute or an.is_global or an.branches or len(an.tables) != 1:
+    if not any(r.kind == "extreme" for r in cv.rules) or an.is_global or an.branches \
+            or len(an.tables) != 1:
         return []
     table = an.tables[0]
     exprs = []
@@ -195,8 +194,11 @@ def ensure_base_indexes(conn: psycopg.Connection, cv: CompiledView) -> list[str]
         try:
             with conn.transaction():
                 conn.execute(index.create_sql())
-        except (psycopg.errors.UndefinedObject, psycopg.errors.InsufficientPrivilege):
-            continue  # no btree operator class, or the deploying role does not own the table
+        except (psycopg.errors.UndefinedObject, psycopg.errors.InsufficientPrivilege,
+                psycopg.errors.InvalidObjectDefinition):
+            # no btree operator class, a role that does not own the table, or a key that is
+            # not immutable (pinned session settings do not apply to an index)
+            continue
         made.append(index.qualified)
     return made
 

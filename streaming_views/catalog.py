@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 CATALOG_DDL = [
     "create schema if not exists tidemark",
@@ -29,6 +31,12 @@ CATALOG_DDL = [
     "alter table tidemark.views add column if not exists aux_tables text[] not null default '{}'",
     "alter table tidemark.views add column if not exists base_indexes text[] not null "
     "default '{}'",
+    # health (see streaming_views.runtime.live_problem and streaming_views.guard)
+    "alter table tidemark.views add column if not exists status text not null default 'ok'",
+    "alter table tidemark.views add column if not exists problem text",
+    "alter table tidemark.views add column if not exists base_oids oid[] not null default '{}'",
+    "alter table tidemark.views add column if not exists used_columns jsonb not null "
+    "default '[]'",
 ]
 
 
@@ -47,14 +55,21 @@ class CatalogEntry:
     deployed_at: datetime
     aux_tables: list[str] = field(default_factory=list)
     base_indexes: list[str] = field(default_factory=list)
+    status: str = "ok"
+    problem: str | None = None
+    base_oids: list[int] = field(default_factory=list)
+    used_columns: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
 def ensure_catalog(conn: psycopg.Connection) -> None:
-    """Create the schemas ``tidemark``, ``tidemark_state``, ``live`` and the catalog table."""
+    """Create the schemas ``tidemark``, ``tidemark_state``, ``live``, the catalog table and the
+    engine's shared runtime objects (:mod:`streaming_views.runtime`)."""
+    from streaming_views.runtime import ensure_runtime
     with conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(7461646)")  # serialise concurrent first deploys
         for stmt in CATALOG_DDL:
             cur.execute(stmt)  # type: ignore[arg-type]
+    ensure_runtime(conn)
 
 
 def read_catalog(conn: psycopg.Connection, target: str | None = None,
@@ -72,7 +87,8 @@ def read_catalog(conn: psycopg.Connection, target: str | None = None,
         conds.append(sql.SQL("name = %s"))
         params.append(name)
     query = sql.SQL("select name, target, definition_hash, suffix, definition, path, base_tables, "
-                    "columns, deployed_at, aux_tables, base_indexes from tidemark.views "
+                    "columns, deployed_at, aux_tables, base_indexes, status, problem, "
+                    "base_oids::bigint[] as base_oids, used_columns from tidemark.views "
                     "where {} order by name, target"
                     ).format(sql.SQL(" and ").join(conds))
     with conn.cursor(row_factory=dict_row) as cur:
@@ -84,17 +100,23 @@ def record(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Insert or replace a catalog entry."""
     conn.execute(
         "insert into tidemark.views (name, target, definition_hash, suffix, definition, path, "
-        "base_tables, columns, deployed_at, aux_tables, base_indexes) "
-        "values (%s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) "
+        "base_tables, columns, deployed_at, aux_tables, base_indexes, status, problem, "
+        "base_oids, used_columns) "
+        "values (%s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s::oid[], %s) "
         "on conflict (name, target) do update set definition_hash = excluded.definition_hash, "
         "suffix = excluded.suffix, definition = excluded.definition, path = excluded.path, "
         "base_tables = excluded.base_tables, columns = excluded.columns, "
         "deployed_at = excluded.deployed_at, aux_tables = excluded.aux_tables, "
-        "base_indexes = excluded.base_indexes",
+        "base_indexes = excluded.base_indexes, status = excluded.status, "
+        "problem = excluded.problem, base_oids = excluded.base_oids, "
+        "used_columns = excluded.used_columns",
         (entry.name, entry.target, entry.definition_hash, entry.suffix, entry.definition,
-         entry.path, entry.base_tables, entry.columns, entry.aux_tables, entry.base_indexes))
+         entry.path, entry.base_tables, entry.columns, entry.aux_tables, entry.base_indexes,
+         entry.status, entry.problem, entry.base_oids, Jsonb(entry.used_columns)))
 
 
 def forget(conn: psycopg.Connection, name: str, target: str) -> None:
-    """Delete a catalog entry."""
+    """Delete a catalog entry (and the embedded engine's change counter of the view)."""
     conn.execute("delete from tidemark.views where name = %s and target = %s", (name, target))
+    if target == "embedded":
+        conn.execute("delete from tidemark.live_changes where name = %s", (name,))

@@ -1,34 +1,48 @@
-"""Deploy view files to the embedded engine: create, blue/green replace, leave alone, prune.
+"""Deploy view files to the embedded engine: create, blue/green replace, repair, leave alone,
+prune.
 
-Every view is deployed in its own transaction, which first locks the view's base tables in
-SHARE ROW EXCLUSIVE mode: writers wait (so no change falls between the build and the triggers),
-readers of the base tables and of ``live.<name>`` go on. A changed view is built beside the old
-one (new state table, new triggers) and ``live.<name>`` is re-pointed, and the old objects are
-dropped, in that same transaction: a reader sees the old view until the commit, then the new one,
-never an empty or half-built one.
+Every view is deployed in its own transaction, under the pinned session settings, which first
+locks the view's base tables in SHARE ROW EXCLUSIVE mode: writers wait (so no change falls
+between the build and the triggers), readers of the base tables and of ``live.<name>`` go on.
+Each table lock is awaited at most ``LOCK_WAIT`` (below PostgreSQL's deadlock_timeout): a deploy
+that would close a lock cycle with writers gives way — it rolls back and tries again — so it is
+never a writer that the deadlock detector cancels. A changed view is built beside the old one
+(new state table, new triggers) and ``live.<name>`` is re-pointed and the old objects dropped in
+that same transaction: a reader sees the old view until the commit, then the new one.
+
+A view whose file is unchanged but that no longer follows its base tables (see
+``tidemark.live_problem``: a table dropped or re-created, a column renamed, triggers missing or
+disabled...) is rebuilt: action ``repaired``.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from streaming_views.auxiliary import (
-    aux_build_sql,
-    aux_clear_sql,
-    ensure_base_indexes,
-    release_base_indexes,
-)
+from streaming_views import guard
+from streaming_views.auxiliary import ensure_base_indexes, release_base_indexes
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
+from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.result import DeployResult
-from streaming_views.triggers import state_ddl, trigger_set
+from streaming_views.runtime import problem
+from streaming_views.session import pin
+from streaming_views.triggers import function_name, functions, state_ddl
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
 
 READER_ROLE = "tidemark_reader"
+LOCK_WAIT = "200ms"       # per base-table lock: below deadlock_timeout (1 s by default)
+OTHER_WAIT = "5s"         # other locks of a deploy (readers of the old live view)
+DEADLINE_S = 120.0        # give up (with a clear error) after this long
+RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
+             psycopg.errors.SerializationFailure)
 
 
 def deploy(dsn: str, views_dir: Path | None = None, target: str = "embedded",
@@ -54,47 +68,88 @@ def deploy(dsn: str, views_dir: Path | None = None, target: str = "embedded",
 
 
 def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> list[DeployResult]:
-    """Deploy ``views`` to the embedded engine in the database at ``dsn``."""
-    results: list[DeployResult] = []
+    """Deploy ``views`` to the embedded engine in the database at ``dsn``.
+
+    Raises:
+        StreamingViewsError: a view is invalid or unsupported, or the deploy fails (never a raw
+            database error).
+    """
     try:
         conn = psycopg.connect(dsn, autocommit=True)
     except psycopg.OperationalError as exc:
         raise DeployError(f"cannot connect to the landing database: {exc}".strip()) from None
     with conn:
-        with conn.transaction():
-            ensure_catalog(conn)
-        deployed = {e.name: e for e in read_catalog(conn, target="embedded")}
-        for view in views:
-            entry = deployed.get(view.name)
-            if entry is not None and entry.definition_hash == view.definition_hash:
+        try:
+            return _deploy(conn, views, prune)
+        except psycopg.Error as exc:
+            raise DeployError(f"deploying live views failed: {str(exc).strip()}") from None
+
+
+def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> list[DeployResult]:
+    results: list[DeployResult] = []
+    _retrying(conn, "the catalog", lambda: _prepare(conn))
+    deployed = {e.name: e for e in read_catalog(conn, target="embedded")}
+    for view in views:
+        entry = deployed.get(view.name)
+        action = "replaced" if entry else "created"
+        if entry is not None and entry.definition_hash == view.definition_hash:
+            if problem(conn, view.name) is None:
                 results.append(DeployResult(view.name, "unchanged", "embedded",
                                             view.definition_hash))
                 continue
-            with conn.transaction():
-                cv = compile_view(conn, view)
-                install(conn, cv, entry)
-            results.append(DeployResult(view.name, "replaced" if entry else "created",
-                                        "embedded", view.definition_hash))
-        if prune:
-            names = {v.name for v in views}
-            for entry in deployed.values():
-                if entry.name not in names:
-                    with conn.transaction():
-                        drop_view(conn, entry)
-                    results.append(DeployResult(entry.name, "dropped", "embedded",
-                                                entry.definition_hash))
+            action = "repaired"
+        _retrying(conn, f"live.{view.name}", lambda v=view, e=entry: install(
+            conn, compile_view(conn, v), e))
+        results.append(DeployResult(view.name, action, "embedded", view.definition_hash))
+    if prune:
+        names = {v.name for v in views}
+        for entry in deployed.values():
+            if entry.name not in names:
+                _retrying(conn, f"live.{entry.name}", lambda e=entry: drop_view(conn, e))
+                results.append(DeployResult(entry.name, "dropped", "embedded",
+                                            entry.definition_hash))
     return results
 
 
+def _prepare(conn: psycopg.Connection) -> None:
+    ensure_catalog(conn)
+    if guard.can_install(conn):
+        guard.install_guard(conn)
+
+
+def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None]) -> None:
+    """Run ``work`` in a transaction (deploy flag and pinned settings set), again after a lock
+    timeout, deadlock or serialization failure, until :data:`DEADLINE_S`."""
+    deadline = time.monotonic() + DEADLINE_S
+    pause = 0.05
+    while True:
+        try:
+            with conn.transaction():
+                conn.execute("select set_config(%s, 'on', true)", (guard.DEPLOYING,))
+                pin(conn)
+                work()
+            return
+        except RETRYABLE as exc:
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    f"could not deploy {what} within {DEADLINE_S:.0f} s: its base tables stay "
+                    f"locked by writers ({str(exc).strip()}); retry when they are quieter."
+                ) from None
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 1.0)
+
+
 def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
+    """SHARE ROW EXCLUSIVE on each existing table (and its partitions), waiting at most
+    :data:`LOCK_WAIT` for each."""
+    conn.execute("select set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
     for table in sorted(set(tables)):
         schema, name = table.split(".", 1)
-        if conn.execute("select to_regclass(%s)", (f"{sql.Identifier(schema).as_string(None)}."
-                                                  f"{sql.Identifier(name).as_string(None)}",)
-                        ).fetchone()[0] is None:
+        rel = sql.Identifier(schema, name)
+        if conn.execute("select to_regclass(%s)", (rel.as_string(None),)).fetchone()[0] is None:
             continue
-        conn.execute(sql.SQL("lock table {}.{} in share row exclusive mode").format(
-            sql.Identifier(schema), sql.Identifier(name)))
+        conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(rel))
+    conn.execute("select set_config('lock_timeout', %s, true)", (OTHER_WAIT,))
 
 
 def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None) -> None:
@@ -103,34 +158,22 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     _lock_tables(conn, tables + (old.base_tables if old else []))
     try:
         with conn.cursor() as cur:
-            _drop_objects(cur, cv.suffix)  # leftovers of an interrupted deploy of this hash
-            for stmt in state_ddl(cv):
+            _drop_objects(cur, cv.suffix)  # leftovers of an interrupted deploy, or a repair
+            for stmt in state_ddl(cv) + functions(cv).create:
                 cur.execute(stmt)  # type: ignore[arg-type]
-            for stmt in trigger_set(cv).create:
-                cur.execute(stmt)  # type: ignore[arg-type]
-            for stmt in [cv.build_sql(), *aux_build_sql(cv)]:
-                cur.execute(stmt)  # type: ignore[arg-type]
+            for t in cv.resolved.tables:
+                for rel in [t.qualified, *t.descendants]:
+                    cur.execute("select tidemark.live_attach_triggers(%s, %s, %s::regclass)",
+                                (cv.suffix, t.index, rel))
+            cur.execute(f"select {function_name(cv, 'rebuild')}()")  # type: ignore[arg-type]
             indexes = ensure_base_indexes(conn, cv)
-            _exercise_triggers(cur, cv)
-            for table in [cv.suffix, *(cv.aux_table(a) for a in cv.distinct_aggs)]:
+            _check_statements(cur, cv)
+            for table in [cv.suffix, *(cv.aux_table(r) for r in cv.distinct_rules)]:
                 cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                               sql.Identifier(table)))
-            # Lock order as readers take it: live view first, then the state behind it.
-            view = sql.Identifier(LIVE_SCHEMA, cv.name)
-            cur.execute(sql.SQL("drop view if exists {}").format(view))
-            if old is not None:
-                _drop_objects(cur, old.suffix)
-            cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(cv.view_select())))  # type: ignore[arg-type]
-            comment = cv.analysis.view.description or f"live view {cv.name}"
-            cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
-                f"{comment} (Tidemark live view, hash {cv.hash})")))
-            role = cur.execute("select 1 from pg_roles where rolname = %s",
-                               (READER_ROLE,)).fetchone()
-            if role:
-                cur.execute(sql.SQL("grant usage on schema {} to {}").format(
-                    sql.Identifier(LIVE_SCHEMA), sql.Identifier(READER_ROLE)))
-                cur.execute(sql.SQL("grant select on {} to {}").format(
-                    view, sql.Identifier(READER_ROLE)))
+            _swap_live_view(cur, cv, old)
+    except RETRYABLE:
+        raise
     except psycopg.Error as exc:
         raise DeployError(f"{cv.analysis.view.path}: deploying live.{cv.name} failed: "
                           f"{str(exc).strip()}") from None
@@ -138,24 +181,43 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
         name=cv.name, target="embedded", definition_hash=cv.hash, suffix=cv.suffix,
         definition=cv.analysis.view.text, path=str(cv.analysis.view.path), base_tables=tables,
         columns=[n for n, _ in cv.outputs], deployed_at=None,  # type: ignore[arg-type]
-        aux_tables=[f"{STATE_SCHEMA}.{cv.aux_table(a)}" for a in cv.distinct_aggs],
-        base_indexes=indexes))
+        aux_tables=[f"{STATE_SCHEMA}.{cv.aux_table(r)}" for r in cv.distinct_rules],
+        base_indexes=indexes, base_oids=[t.oid for t in cv.resolved.tables],
+        used_columns=[[c.record() for c in t.columns] for t in cv.resolved.tables]))
     if old is not None:
         release_base_indexes(conn, old.base_indexes)
 
 
-def _exercise_triggers(cur: psycopg.Cursor, cv: CompiledView) -> None:
-    """Fire every maintenance trigger once with empty transition tables.
+def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | None) -> None:
+    """Point ``live.<name>`` at the new state (readers: the old view until commit)."""
+    view = sql.Identifier(LIVE_SCHEMA, cv.name)
+    cur.execute(sql.SQL("drop view if exists {}").format(view))
+    if old is not None and old.suffix != cv.suffix:
+        _drop_objects(cur, old.suffix)
+    cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(cv.view_select())))  # type: ignore[arg-type]
+    comment = cv.analysis.view.description or f"live view {cv.name}"
+    cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
+        f"{comment} (Tidemark live view, hash {cv.hash})")))
+    cur.execute("insert into tidemark.live_changes (name, seq, changed_at) values (%s, 0, now()) "
+                "on conflict (name) do update set seq = tidemark.live_changes.seq + 1, "
+                "changed_at = now()", (cv.name,))
+    if cur.execute("select 1 from pg_roles where rolname = %s", (READER_ROLE,)).fetchone():
+        reader = sql.Identifier(READER_ROLE)
+        cur.execute(sql.SQL("grant usage on schema {}, tidemark to {}").format(
+            sql.Identifier(LIVE_SCHEMA), reader))
+        cur.execute(sql.SQL("grant select on {}, tidemark.live_changes to {}").format(
+            view, reader))
 
-    PL/pgSQL plans a statement when it first runs, so this makes PostgreSQL check every
-    generated statement now, at deploy time, instead of failing the first real write.
-    """
-    for table in cv.tables:
-        rel = sql.Identifier(table.schema, table.name)
+
+def _check_statements(cur: psycopg.Cursor, cv: CompiledView) -> None:
+    """Make PostgreSQL plan every generated statement now, at deploy, instead of failing the
+    first real write: fire each log trigger with no rows, EXPLAIN each commit-time statement."""
+    for t in cv.resolved.tables:
+        rel = sql.SQL(t.qualified)
         rows = cur.execute(
-            "select attname, attidentity from pg_attribute where attrelid = %s::regclass "
+            "select attname, attidentity from pg_attribute where attrelid = %s "
             "and attnum > 0 and not attisdropped and attgenerated = '' order by attnum",
-            (f"{q(table.schema)}.{q(table.name)}",)).fetchall()
+            (t.oid,)).fetchall()
         cur.execute(sql.SQL("delete from {} where false").format(rel))
         if rows:
             cols = sql.SQL(", ").join(sql.Identifier(r[0]) for r in rows)
@@ -165,11 +227,15 @@ def _exercise_triggers(cur: psycopg.Cursor, cv: CompiledView) -> None:
         if updatable:
             cur.execute(sql.SQL("update {} set {} = {} where false").format(
                 rel, updatable[0], updatable[0]))
+    for changed in masks(cv):
+        cur.execute(f"explain {apply_statement(cv, changed, tx=repr('0') + '::xid8')}")  # type: ignore[arg-type]
+    if cv.has_recompute:
+        cur.execute(f"explain {cv.recompute_sql()}")  # type: ignore[arg-type]
 
 
 def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
-    """Drop the state table, its auxiliary tables and maintenance functions (and so triggers)
-    of ``suffix``."""
+    """Drop the state table, its auxiliary tables and change logs, and its maintenance
+    functions (and so its triggers, on every table) of ``suffix``."""
     cur.execute(
         "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on "
         "n.oid = p.pronamespace where n.nspname = %s and starts_with(p.proname, %s)",
@@ -180,7 +246,7 @@ def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
         sql.Identifier(STATE_SCHEMA), sql.Identifier(suffix)))
     cur.execute("select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
                 "where n.nspname = %s and c.relkind = 'r' and c.relname ~ %s",
-                (STATE_SCHEMA, f"^{suffix}__d[0-9]+$"))
+                (STATE_SCHEMA, f"^{suffix}__[dl][0-9]+$"))
     for (table,) in cur.fetchall():
         cur.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                        sql.Identifier(table)))
@@ -194,24 +260,30 @@ def rebuild(dsn: str, name: str) -> None:
     Raises:
         ViewNotFoundError: the view is not deployed.
     """
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+    with psycopg.connect(dsn, autocommit=True) as conn:
         entries = read_catalog(conn, target="embedded", name=name)
         if not entries:
             raise ViewNotFoundError(f"live view {name!r} is not deployed.")
         entry = entries[0]
-        cv = compile_view(conn, parse_view_text(name, entry.definition, Path(entry.path)))
-        if cv.suffix != entry.suffix:
-            raise DeployError(f"live view {name!r} was deployed by another engine version; "
-                              "run 'tidemark views deploy' to rebuild it.")
-        _lock_tables(conn, entry.base_tables)
-        conn.execute(sql.SQL("delete from {}.{}").format(sql.Identifier(STATE_SCHEMA),
-                                                        sql.Identifier(cv.suffix)))
-        for stmt in [cv.build_sql(), *aux_clear_sql(cv), *aux_build_sql(cv)]:
-            conn.execute(stmt)  # type: ignore[arg-type]
+        view = parse_view_text(name, entry.definition, Path(entry.path))
+
+        def work() -> None:
+            if entry.status != "ok" or compile_view(conn, view).suffix != entry.suffix:
+                raise DeployError(f"live view {name!r} needs a deploy (broken, or deployed by "
+                                  "another engine version); run 'tidemark views deploy'.")
+            _lock_tables(conn, entry.base_tables)
+            conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
+                         "where name = %s", (name,))
+            conn.execute(sql.SQL("select {}.{}()").format(
+                sql.Identifier(STATE_SCHEMA), sql.Identifier(f"{entry.suffix}__rebuild")))
+        try:
+            _retrying(conn, f"live.{name}", work)
+        except psycopg.Error as exc:
+            raise DeployError(f"rebuilding live.{name} failed: {str(exc).strip()}") from None
 
 
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
-    """Drop a deployed view (``live.<name>``, state, triggers) and its catalog row."""
+    """Drop a deployed view (``live.<name>``, state, logs, triggers) and its catalog row."""
     _lock_tables(conn, entry.base_tables)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("drop view if exists {}").format(
@@ -222,4 +294,4 @@ def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
 
 
 __all__ = ["DeployResult", "StreamingViewsError", "deploy", "deploy_embedded", "drop_view",
-           "install", "rebuild"]
+           "install", "q", "rebuild"]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DeployResult:
-    """What deploy did to one view: ``created``, ``replaced``, ``unchanged`` or ``dropped``."""
+    """What deploy did to one view: ``created``, ``replaced``, ``repaired``,
+    ``unchanged`` or ``dropped``."""
 
     name: str
     action: str

@@ -1,4 +1,5 @@
-"""What is deployed: name, target, rows, last change applied, hash (``tidemark views list``)."""
+"""What is deployed: name, target, status, rows, last change applied, hash
+(``tidemark views list``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import psycopg
 from psycopg import sql
 
 from streaming_views.catalog import read_catalog
-from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA
+from streaming_views.compiler import LIVE_SCHEMA
+from streaming_views.runtime import problem
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class ViewStatus:
         last_change_at: when a write last changed the view (embedded engine), else None.
         definition_hash: hash of the deployed file.
         deployed_at: when it was deployed.
+        status: ``ok``, or ``broken: <why>`` (the view no longer follows its base tables;
+            ``tidemark views deploy`` rebuilds it).
     """
 
     name: str
@@ -31,6 +35,7 @@ class ViewStatus:
     last_change_at: datetime | None
     definition_hash: str
     deployed_at: datetime
+    status: str = "ok"
 
 
 def list_views(dsn: str) -> list[ViewStatus]:
@@ -39,11 +44,17 @@ def list_views(dsn: str) -> list[ViewStatus]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for entry in read_catalog(conn):
             rows = last = None
+            status = "ok"
             if entry.target == "embedded":
-                rows = conn.execute(sql.SQL("select count(*) from {}").format(
-                    sql.Identifier(LIVE_SCHEMA, entry.name))).fetchone()[0]
-                last = conn.execute(sql.SQL("select max(__changed_at) from {}").format(
-                    sql.Identifier(STATE_SCHEMA, entry.suffix))).fetchone()[0]
+                broken = problem(conn, entry.name)
+                if broken is not None:
+                    status = f"broken: {broken}"
+                else:
+                    rows = conn.execute(sql.SQL("select count(*) from {}").format(
+                        sql.Identifier(LIVE_SCHEMA, entry.name))).fetchone()[0]
+                row = conn.execute("select changed_at from tidemark.live_changes "
+                                   "where name = %s", (entry.name,)).fetchone()
+                last = row[0] if row else None
             out.append(ViewStatus(entry.name, entry.target, rows, last, entry.definition_hash,
-                                  entry.deployed_at))
+                                  entry.deployed_at, status))
     return out

@@ -1,8 +1,9 @@
 """Push each committed change of a live view, like Materialize's SUBSCRIBE.
 
-The maintenance triggers ``NOTIFY tidemark_views, '<name>'`` when a statement changes a view;
-PostgreSQL delivers notifications only after the writing transaction commits. The subscriber
-LISTENs, and on each notification reads the view and emits the difference from what it read
+Every transaction that changes a view advances the view's counter in ``tidemark.live_changes``
+when it commits (:mod:`streaming_views.runtime`; maintenance sends no NOTIFY, so writers can
+use PREPARE TRANSACTION). The subscriber polls that counter (one index lookup every
+``poll_s``), and when it moved reads the view and emits the difference from what it read
 before: ``(timestamp, diff, row)`` with ``diff`` +n / -n as in SUBSCRIBE. The first read is
 emitted as a snapshot of +1 rows. Changes committed close together may arrive as one batch.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ from psycopg import sql
 from streaming_views.catalog import read_catalog
 from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.errors import ViewNotFoundError
-from streaming_views.triggers import CHANNEL
+
+POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,16 +64,23 @@ def diff(before: Counter, after: Counter, timestamp: datetime) -> list[Change]:
     return sorted(out, key=lambda c: c.diff)
 
 
+def _seq(conn: psycopg.Connection, name: str) -> int:
+    row = conn.execute("select seq from tidemark.live_changes where name = %s",
+                       (name,)).fetchone()
+    return int(row[0]) if row else -1
+
+
 def subscribe(dsn: str, name: str, *, snapshot: bool = True, timeout_s: float | None = None,
-              stop: threading.Event | None = None) -> Iterator[Change]:
+              stop: threading.Event | None = None, poll_s: float = POLL_S) -> Iterator[Change]:
     """Yield the changes of ``live.<name>`` as they are committed.
 
     Args:
         dsn: the landing database.
         name: the view.
         snapshot: first yield the current rows as +1 changes.
-        timeout_s: stop after this many seconds without a notification (None: never).
-        stop: set it to stop (checked about once a second).
+        timeout_s: stop after this many seconds without a change (None: never).
+        stop: set it to stop (checked every ``poll_s``).
+        poll_s: how often the view's change counter is read.
 
     Raises:
         ViewNotFoundError: the view is not deployed.
@@ -79,21 +89,20 @@ def subscribe(dsn: str, name: str, *, snapshot: bool = True, timeout_s: float | 
         if not read_catalog(conn, target="embedded", name=name):
             raise ViewNotFoundError(f"live view {name!r} is not deployed; see "
                                     f"'tidemark views list'.")
-        conn.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
+        seq = _seq(conn, name)
         ts, current = _read(conn, name)
         if snapshot:
             yield from diff(Counter(), current, ts)
         idle = 0.0
         while stop is None or not stop.is_set():
-            seen = False
-            for note in conn.notifies(timeout=1.0, stop_after=1):
-                seen = seen or note.payload == name
-            if not seen:
-                idle += 1.0
+            now = _seq(conn, name)
+            if now == seq:
+                time.sleep(poll_s)
+                idle += poll_s
                 if timeout_s is not None and idle >= timeout_s:
                     return
                 continue
-            idle = 0.0
+            idle, seq = 0.0, now
             ts, new = _read(conn, name)
             yield from diff(current, new, ts)
             current = new

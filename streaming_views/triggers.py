@@ -1,25 +1,25 @@
 # ruff: noqa: S608 -- this module generates SQL: user expressions come deparsed from PostgreSQL's
 # own parse tree (pglast), identifiers are quoted with psycopg.sql.Identifier (see q()).
-"""Generate the maintenance functions and triggers of a compiled view.
+"""Generate the maintenance functions of a compiled view and its state DDL.
 
-Per base table there are three statement-level AFTER triggers (INSERT, UPDATE, DELETE) with
-transition tables and one AFTER TRUNCATE trigger that rebuilds the view. Each trigger function:
+Per base table ``j`` (and every partition or inheritance child of it) there are three
+statement-level AFTER triggers (INSERT, UPDATE, DELETE) with transition tables and one AFTER
+TRUNCATE trigger (created by ``tidemark.live_attach_triggers``, :mod:`streaming_views.runtime`):
 
-1. (multi-table views only) keeps track of statements still open on the view's other tables —
-   a BEFORE STATEMENT trigger notes the table in a transaction-local setting — and when another
-   base table of the view changed in the same statement (a writable CTE, an ON DELETE CASCADE) it
-   defers to the last AFTER trigger, which rebuilds the view (the delta of one table joined with
-   another table's post-statement state would be wrong);
-2. (multi-table views only) takes a transaction-level advisory lock on the view, so concurrent
-   writers maintain it one after the other, each statement reading the others' commits;
-3. groups the transition table's rows (joined to the other base tables) per group key and adds
-   them in one INSERT ... ON CONFLICT DO UPDATE (row locks on the touched groups, in key order);
-   with distinct aggregates the same statement first updates their (group, value,
-   multiplicity) tables (:mod:`streaming_views.auxiliary`, row locks in (group, value) order);
-4. deletes groups whose count fell to zero (and values whose multiplicity did), and recomputes
-   the min/max aggregates of the groups marked dirty — in a new statement, so it sees every
-   commit up to the row locks;
-5. notifies channel ``tidemark_views`` with the view name (for ``views subscribe``).
+1. a statement's trigger appends its transition rows to the table's change log
+   (:mod:`streaming_views.deltas`) — no lock on the view, no read of other tables — and notes
+   the table in the transaction-local ``tidemark.pending``; the first time for the view in the
+   transaction it also appends a marker row, which fires the view's deferred constraint trigger
+   at commit (or PREPARE TRANSACTION); TRUNCATE asks for a rebuild;
+2. at commit, ``<suffix>__apply()`` updates the view's row of ``tidemark.live_changes`` (the
+   view's lock: commits of one view are applied one after the other; when a transaction changed
+   several views, the first of them to apply locks all their rows in name order, so writers never
+   deadlock on views), then applies the logged changes in one statement (or rebuilds after a
+   TRUNCATE), deletes groups whose count fell to zero (and values whose multiplicity did) and
+   recomputes the groups marked dirty.
+
+Every function runs with the pinned session settings (:mod:`streaming_views.session`) as its
+``SET`` clauses, so maintenance does not depend on the writer's TimeZone, DateStyle, search_path...
 """
 
 from __future__ import annotations
@@ -28,154 +28,193 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from streaming_views.auxiliary import (
-    aux_build_sql,
-    aux_clear_sql,
-    aux_ddl,
-    aux_zero_sql,
-    delta_statement,
+from streaming_views.astutil import q
+from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
+from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.deltas import (
+    BIG_DELTA,
+    EVENTS,
+    PAIRED_ROWS,
+    apply_statement,
+    log_ddl,
+    log_insert,
+    log_table,
+    log_trigger_names,
+    log_triggers,
+    log_update_paired,
+    masks,
 )
-from streaming_views.compiler import STATE_SCHEMA, CompiledView, q
-
-CHANNEL = "tidemark_views"
-BIG_DELTA = 1000  # rows in a transition table above which the delta is planned afresh
-EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
+from streaming_views.runtime import BIG, PENDING, REBUILD
+from streaming_views.session import set_clauses
 
 
 @dataclass(frozen=True)
-class TriggerSet:
-    """The DDL of a view's maintenance: functions, triggers, and their drop statements."""
+class Functions:
+    """The DDL of a view's maintenance functions (after its tables), and of the deferred
+    triggers on its change logs (after the functions)."""
 
     create: list[str]
-    drop: list[str]
 
 
-def _fn(cv: CompiledView, what: str) -> str:
+def function_name(cv: CompiledView, what: str) -> str:
+    """The quoted maintenance function ``<suffix>__<what>``."""
     return f"{q(STATE_SCHEMA)}.{q(f'{cv.suffix}__{what}')}"
 
 
-def _trigger_name(cv: CompiledView, what: str) -> str:
-    return q(f"tm_{cv.suffix}_{what}")
+def _function(name: str, returns: str, declare: str, body: str) -> str:
+    tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
+    return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
+            f"{set_clauses()} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
 
 
-def _setting(cv: CompiledView) -> str:
-    return f"tidemark.open_{cv.hash[:12]}"
+def _token(cv: CompiledView, j: int | None = None) -> str:
+    """The view's token in the transaction-local lists (`` name/j `` or `` name ``)."""
+    text = f" {cv.name}/{j} " if j is not None else f" {cv.name} "
+    return sql.Literal(text).as_string(None)
 
 
-def _function(name: str, declare: str, body: str) -> str:
-    return (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-            f"SET search_path = pg_catalog, pg_temp AS $tm$\nDECLARE\n{declare}\nBEGIN\n"
-            f"{body}\nRETURN NULL;\nEND\n$tm$")
+def _register(cv: CompiledView, j: int) -> str:
+    """After rows were logged for table ``j``: note the table in ``tidemark.pending`` (and a
+    large statement in ``tidemark.big``: planned for its size); the first time for the view in
+    the transaction, append the marker row that fires its deferred ``apply`` at commit. The
+    settings are written first: after ``SET CONSTRAINTS ALL IMMEDIATE`` the marker fires the
+    apply at once, which must find (and clear) them."""
+    mine = sql.Literal(f" {cv.name}/").as_string(None)
+    return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+            f"v_first := strpos(v_p, {mine}) = 0;\n"
+            f"IF v_n > {BIG_DELTA} THEN\n"
+            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
+            f"{_token(cv)}, true);\nEND IF;\n"
+            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
+            f"IF v_first THEN\n"
+            f"  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
+            f"VALUES (pg_current_xact_id(), 0);\nEND IF;")
+
+
+def log_function(cv: CompiledView, j: int, event: str) -> str:
+    """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
+    UPDATE logs only the rows whose columns read by the view changed."""
+    body = f"{log_insert(cv, j, event)};\n"
+    if event == "upd":
+        body = (f"IF EXISTS (SELECT 1 FROM __tm_new OFFSET {PAIRED_ROWS}) THEN\n  {body}"
+                f"ELSE\n  {log_update_paired(cv, j)};\nEND IF;\n")
+    body += f"GET DIAGNOSTICS v_n = ROW_COUNT;\nIF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
+    return _function(function_name(cv, f"l{j}_{event}"), "trigger",
+                     "v_n bigint; v_p text; v_b text; v_first boolean;", body)
+
+
+def truncate_function(cv: CompiledView) -> str:
+    """The TRUNCATE trigger function: rebuild the view when the transaction commits."""
+    body = (f"PERFORM tidemark.live_rebuild_at_commit("
+            f"{sql.Literal(cv.suffix).as_string(None)}, {sql.Literal(cv.name).as_string(None)});")
+    return _function(function_name(cv, "truncate"), "trigger", "", body)
 
 
 def rebuild_body(cv: CompiledView) -> str:
     """Statements replacing the state with a full build from the base tables."""
-    lock = (f"PERFORM pg_advisory_xact_lock({cv.lock_key});\n"
-            if len(cv.tables) > 1 else "")
-    aux = "".join(f"{stmt};\n" for stmt in aux_clear_sql(cv) + aux_build_sql(cv))
-    return (f"{lock}DELETE FROM {cv.state};\n{cv.build_sql()};\n{aux}"
-            f"PERFORM pg_notify('{CHANNEL}', '{cv.name}');")
+    stmts = [f"DELETE FROM {cv.state}", cv.build_sql(), *aux_clear_sql(cv), *aux_build_sql(cv)]
+    return "".join(f"{s};\n" for s in stmts)
 
 
-def _guard(cv: CompiledView, index: int) -> str:
-    """Multi-table bookkeeping at the start of an AFTER trigger (see module docstring).
-
-    The transaction-local setting lists the statements still open on the view's tables as
-    ``<table index>;`` entries, prefixed with ``!`` once the view must be rebuilt.
-    """
-    setting = _setting(cv)
-    mark = f"{index};"
-    return f"""v_open := coalesce(current_setting('{setting}', true), '');
-IF v_open = '{mark}' THEN
-  PERFORM set_config('{setting}', '', true);
-ELSE
-  v_stale := starts_with(v_open, '!');
-  v_open := ';' || ltrim(v_open, '!');
-  v_pos := strpos(v_open, ';{mark}');
-  IF v_pos > 0 THEN
-    v_open := overlay(v_open placing ';' from v_pos for {len(mark) + 1});
-  END IF;
-  v_open := ltrim(v_open, ';');
-  IF v_open <> '' AND (v_stale OR EXISTS (
-      SELECT 1 FROM unnest(string_to_array(rtrim(v_open, ';'), ';')) AS t(i)
-      WHERE i <> '{index}')) THEN
-    PERFORM set_config('{setting}', '!' || v_open, true);
-    RETURN NULL;
-  END IF;
-  PERFORM set_config('{setting}', v_open, true);
-  IF v_stale THEN
-    {rebuild_body(cv)}
-    RETURN NULL;
-  END IF;
-END IF;
-IF current_setting('transaction_isolation') <> 'read committed' THEN
-  RAISE EXCEPTION 'live view {cv.name} joins several tables and is maintained only by '
-    'READ COMMITTED writers; this transaction is %', current_setting('transaction_isolation')
-    USING HINT = 'write to its base tables at READ COMMITTED isolation';
-END IF;
-PERFORM pg_advisory_xact_lock({cv.lock_key});
-"""
+def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
+    """Apply the logs of ``changed`` in one statement: as planned once (a transaction's rows are
+    estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
+    afresh with hash joins instead of one index probe per row."""
+    static = apply_statement(cv, changed).replace("AS __zero FROM __u",
+                                                  "AS __zero INTO v_zero FROM __u")
+    dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
+    return ("IF v_big THEN\n"
+            "  v_r := current_setting('enable_nestloop');\n"
+            "  v_p := set_config('enable_nestloop', 'off', true);\n"
+            f"  EXECUTE {dynamic} INTO v_zero USING v_tx;\n"
+            "  v_p := set_config('enable_nestloop', v_r, true);\n"
+            f"ELSE\n  {static};\nEND IF;\n")
 
 
-def delta_body(cv: CompiledView, index: int, event: str) -> str:
-    """Statements applying one statement's transition tables of base table ``index``."""
-    upsert = delta_statement(cv, cv.delta_select(index, event))
-    dynamic = sql.Literal(upsert).as_string(None)
-    # The cached plan is made for the first (usually small) statement; a large one is planned
-    # for its real size (hash joins instead of index probes per row).
-    probe = "__tm_old" if event == "del" else "__tm_new"
-    body = (f"IF EXISTS (SELECT 1 FROM {probe} OFFSET {BIG_DELTA}) THEN\n"
-            f"  EXECUTE {dynamic};\n  GET DIAGNOSTICS v_n = ROW_COUNT;\n"
-            f"ELSE\n  {upsert};\n  GET DIAGNOSTICS v_n = ROW_COUNT;\nEND IF;\n")
-    if not cv.analysis.is_global and event != "ins":
-        # cheap: a partial index holds exactly the groups whose count fell to zero
-        body += f"DELETE FROM {cv.state} WHERE __count = 0;\n"
-    if event != "ins":  # multiplicities only fall on delete or update
-        body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
+def _lock(cv: CompiledView) -> str:
+    """Take the view's lock (its row of ``tidemark.live_changes``); when other views are
+    pending in the transaction too, first lock all of theirs, in name order."""
+    name = sql.Literal(cv.name).as_string(None)
+    rest = "v_p"
+    for j in range(len(cv.tables)):
+        rest = f"replace({rest}, {_token(cv, j)}, '')"
+    return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+            f"v_rest := {rest};\n"
+            f"IF v_rest <> '' THEN\n"
+            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(array(SELECT DISTINCT "
+            f"split_part(x, '/', 1) FROM unnest(string_to_array(btrim(v_p), ' ')) AS x "
+            f"WHERE x <> '')) ORDER BY name FOR UPDATE;\nEND IF;\n"
+            f"v_rest := set_config('{PENDING}', v_rest, true);\n"
+            f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
+            f"WHERE name = {name};\n"
+            f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
+            f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
+            f"changed_at = now(); END IF;\n")
+
+
+def _postpone(cv: CompiledView) -> str:
+    """Fired inside a statement (after ``SET CONSTRAINTS ALL IMMEDIATE``, a marker fires the
+    apply at once, from within the statement's triggers): another table the statement changed
+    may not be logged yet, so the view's deferred triggers are made deferred again and a new
+    marker postpones the apply to the commit. (At commit, and at ``SET CONSTRAINTS ... IMMEDIATE``
+    itself, the trigger depth is 1.)"""
+    names = ", ".join(f"{q(STATE_SCHEMA)}.{q(trigger)}" for trigger in log_trigger_names(cv))
+    return ("IF pg_trigger_depth() > 1 THEN\n"
+            f"  SET CONSTRAINTS {names} DEFERRED;\n"
+            f"  INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) VALUES (v_tx, 0);\n"
+            "  RETURN NULL;\nEND IF;\n")
+
+
+def apply_body(cv: CompiledView) -> str:
+    """The commit-time maintenance of the view (see the module docstring)."""
+    token = _token(cv)
+    clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} WHERE __tm_tx = v_tx;\n"
+                        for t in cv.resolved.tables)
+    body = (f"{_postpone(cv)}{_lock(cv)}"
+            f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
+            f"IF strpos(v_r, {token}) > 0 THEN\n"
+            f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
+            f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
+            f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
+            f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
+            f"{token}, ''), true);\nEND IF;\n")
+    if len(cv.tables) == 1:
+        body += _apply_changed(cv, (0,))
+    else:
+        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
+                            f"ELSE 0 END)" for j in range(len(cv.tables)))
+        body += f"v_m := {probes};\n"
+        for n, changed in enumerate(masks(cv)):
+            mask = sum(1 << j for j in changed)
+            branch = "IF" if n == 0 else "ELSIF"
+            body += f"{branch} v_m = {mask} THEN\n{_apply_changed(cv, changed)}"
+        body += f"ELSE\n{clear_all}END IF;\n"
+    if not cv.analysis.is_global:  # partial index: only those
+        body += f"IF v_zero THEN\n  DELETE FROM {cv.state} WHERE __count = 0;\nEND IF;\n"
+    body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
         body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
-    body += f"IF v_n > 0 THEN PERFORM pg_notify('{CHANNEL}', '{cv.name}'); END IF;"
     return body
 
 
-def trigger_set(cv: CompiledView) -> TriggerSet:
-    """Functions and triggers maintaining ``cv``, and the statements dropping them."""
-    create: list[str] = []
-    drop: list[str] = []
-    multi = len(cv.tables) > 1
-    declare = "v_n bigint; v_open text; v_pos int; v_stale boolean;"
-    rebuild = _fn(cv, "rebuild")
-    create.append(_function(rebuild, "", rebuild_body(cv)))
-    drop.append(f"DROP FUNCTION IF EXISTS {rebuild}() CASCADE")
-    for index, table in enumerate(cv.tables):
-        rel = f"{q(table.schema)}.{q(table.name)}"
-        if multi:
-            fn = _fn(cv, f"t{index}_before")
-            setting = _setting(cv)
-            create.append(_function(fn, "", (
-                f"PERFORM set_config('{setting}', coalesce(current_setting('{setting}', true), "
-                f"'') || '{index};', true);")))
-            drop.append(f"DROP FUNCTION IF EXISTS {fn}() CASCADE")
-            create.append(f"CREATE TRIGGER {_trigger_name(cv, f't{index}_before')} BEFORE "
-                          f"INSERT OR UPDATE OR DELETE ON {rel} FOR EACH STATEMENT EXECUTE "
-                          f"FUNCTION {fn}()")
-        for event, verb in EVENTS.items():
-            fn = _fn(cv, f"t{index}_{event}")
-            body = (_guard(cv, index) if multi else "") + delta_body(cv, index, event)
-            create.append(_function(fn, declare, body))
-            drop.append(f"DROP FUNCTION IF EXISTS {fn}() CASCADE")
-            refs = {"ins": "NEW TABLE AS __tm_new", "del": "OLD TABLE AS __tm_old",
-                    "upd": "OLD TABLE AS __tm_old NEW TABLE AS __tm_new"}[event]
-            create.append(f"CREATE TRIGGER {_trigger_name(cv, f't{index}_{event}')} AFTER "
-                          f"{verb} ON {rel} REFERENCING {refs} FOR EACH STATEMENT EXECUTE "
-                          f"FUNCTION {fn}()")
-        create.append(f"CREATE TRIGGER {_trigger_name(cv, f't{index}_truncate')} AFTER "
-                      f"TRUNCATE ON {rel} FOR EACH STATEMENT EXECUTE FUNCTION {rebuild}()")
-    return TriggerSet(create, drop)
+def functions(cv: CompiledView) -> Functions:
+    """The CREATE FUNCTION statements of the view's maintenance."""
+    create = [
+        _function(function_name(cv, "rebuild"), "void", "", rebuild_body(cv)),
+        truncate_function(cv),
+        _function(function_name(cv, "apply"), "trigger",
+                  "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
+                  "v_rest text; v_big boolean; v_zero boolean := false;", apply_body(cv)),
+    ]
+    for t in cv.resolved.tables:
+        create += [log_function(cv, t.index, event) for event in EVENTS]
+    return Functions(create + log_triggers(cv, function_name(cv, "apply")))
 
 
 def state_ddl(cv: CompiledView) -> list[str]:
-    """CREATE TABLE of the state and its indexes (unique on the keys, NULLs equal)."""
+    """CREATE TABLE of the state and its indexes (unique on the keys, NULLs equal), the
+    auxiliary tables and the change logs."""
     cols = ", ".join(f"{q(n)} {t}" for n, t in cv.state_columns())
     keys = ", ".join(q(n) for n, _ in cv.keys)
     stmts = [f"CREATE TABLE {cv.state} ({cols})",
@@ -187,4 +226,4 @@ def state_ddl(cv: CompiledView) -> list[str]:
     if cv.has_recompute:
         stmts.append(f"CREATE INDEX {q(cv.suffix + '__dirty')} ON {cv.state} (__dirty) "
                      f"WHERE __dirty")
-    return stmts + aux_ddl(cv)
+    return stmts + aux_ddl(cv) + log_ddl(cv)

@@ -1,4 +1,5 @@
-"""Compare each live view with its query: ``EXCEPT ALL`` both ways, in one snapshot."""
+"""Compare each live view with its query: ``EXCEPT ALL`` both ways, in one snapshot, under the
+pinned session settings the view is maintained with (:mod:`streaming_views.session`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from psycopg import sql
 from streaming_views.catalog import read_catalog
 from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.errors import ViewNotFoundError
+from streaming_views.runtime import problem
+from streaming_views.session import pin
 
 MAX_ROWS = 50
 
@@ -21,20 +24,22 @@ class VerifyResult:
 
     Attributes:
         name: the view.
+        columns: the view's column names.
         extra: rows in ``live.<name>`` that the query does not return (with multiplicity).
         missing: rows the query returns that ``live.<name>`` lacks.
-        columns: the view's column names.
+        problem: why the view no longer follows its base tables (broken), or None.
     """
 
     name: str
     columns: list[str]
     extra: list[tuple[Any, ...]] = field(default_factory=list)
     missing: list[tuple[Any, ...]] = field(default_factory=list)
+    problem: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the live view equals its query."""
-        return not self.extra and not self.missing
+        """True when the live view equals its query and follows its base tables."""
+        return not self.extra and not self.missing and self.problem is None
 
 
 def query_text(definition: str) -> str:
@@ -44,15 +49,18 @@ def query_text(definition: str) -> str:
 
 def diff_rows(conn: psycopg.Connection, name: str, definition: str,
               limit: int = MAX_ROWS) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Return (extra, missing) rows of ``live.<name>`` against ``definition``."""
+    """Return (extra, missing) rows of ``live.<name>`` against ``definition``, read under the
+    pinned settings (in a transaction of its own, or a savepoint of the caller's)."""
     view = sql.Identifier(LIVE_SCHEMA, name)
     query = sql.SQL(query_text(definition))  # type: ignore[arg-type]
     out = []
-    for left, right in ((sql.SQL("select * from {}").format(view), query),
-                        (query, sql.SQL("select * from {}").format(view))):
-        stmt = sql.SQL("select * from (({}) except all ({})) as d limit {}").format(
-            left, right, sql.Literal(limit))
-        out.append(conn.execute(stmt).fetchall())
+    with conn.transaction():
+        pin(conn)
+        for left, right in ((sql.SQL("select * from {}").format(view), query),
+                            (query, sql.SQL("select * from {}").format(view))):
+            stmt = sql.SQL("select * from (({}) except all ({})) as d limit {}").format(
+                left, right, sql.Literal(limit))
+            out.append(conn.execute(stmt).fetchall())
     return out[0], out[1]
 
 
@@ -69,6 +77,10 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
                                     f"'tidemark views deploy' or 'tidemark views list'.")
         results = []
         for entry in entries:
+            broken = problem(conn, entry.name)
+            if broken is not None:
+                results.append(VerifyResult(entry.name, entry.columns, problem=broken))
+                continue
             with conn.transaction():
                 conn.execute("set transaction isolation level repeatable read")
                 extra, missing = diff_rows(conn, entry.name, entry.definition)

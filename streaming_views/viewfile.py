@@ -31,7 +31,7 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"
 
 
 @dataclass(frozen=True)

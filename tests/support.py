@@ -12,7 +12,8 @@ from tidemark.settings import Settings
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
 from tidemark.stack.embedded import EmbeddedServer
 
-TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+             "max_prepared_transactions": "10"}
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -15,6 +16,16 @@ from streaming_views.viewfile import parse_view_text
 def deploy_text(dsn: str, name: str, text: str) -> str:
     """Deploy one view from SQL text to the embedded engine; return the action taken."""
     return deploy_embedded(dsn, [parse_view_text(name, text)])[0].action
+
+
+def write_views(directory: Path, **views: str) -> Path:
+    """Make ``directory`` hold exactly the view files ``<name>.sql`` given; return it."""
+    directory.mkdir(exist_ok=True)
+    for old in directory.glob("*.sql"):
+        old.unlink()
+    for name, text in views.items():
+        (directory / f"{name}.sql").write_text(text)
+    return directory
 
 
 def oracle(conn: psycopg.Connection, name: str, text: str) -> tuple[list[Any], list[Any]]:

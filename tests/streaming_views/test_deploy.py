@@ -12,6 +12,7 @@ import pytest
 from streaming_views import deploy, rebuild, verify
 from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.status import list_views
+from tests.streaming_views.conftest import write_views
 
 V1 = ("-- per group\n-- @keys: g\n"
       "select d.g, count(*) as n, sum(d.v) as total from q.t d group by d.g\n")
@@ -27,17 +28,8 @@ def db(module_db: str, conn: psycopg.Connection) -> str:
     return module_db
 
 
-def write(directory: Path, **views: str) -> Path:
-    directory.mkdir(exist_ok=True)
-    for old in directory.glob("*.sql"):
-        old.unlink()
-    for name, text in views.items():
-        (directory / f"{name}.sql").write_text(text)
-    return directory
-
-
 def test_create_unchanged_replace_prune(db: str, conn: psycopg.Connection, tmp_path: Path):
-    d = write(tmp_path / "v", per_group=V1, big_rows=ROWS)
+    d = write_views(tmp_path / "v", per_group=V1, big_rows=ROWS)
     assert {(r.name, r.action) for r in deploy(db, d)} == {("per_group", "created"),
                                                            ("big_rows", "created")}
     assert {(r.name, r.action) for r in deploy(db, d)} == {("per_group", "unchanged"),
@@ -47,7 +39,7 @@ def test_create_unchanged_replace_prune(db: str, conn: psycopg.Connection, tmp_p
     assert status["per_group"].rows == 5 and status["big_rows"].rows == 190
     assert status["per_group"].last_change_at is not None
     old_hash = status["per_group"].definition_hash
-    write(d, per_group=V2)
+    write_views(d, per_group=V2)
     results = {r.name: r.action for r in deploy(db, d)}
     assert results == {"per_group": "replaced"}
     assert conn.execute("select sum(n) from live.per_group").fetchone()[0] == 2 * 201
@@ -67,7 +59,7 @@ def test_create_unchanged_replace_prune(db: str, conn: psycopg.Connection, tmp_p
 
 def test_live_view_has_exactly_the_query_columns(db: str, conn: psycopg.Connection,
                                                  tmp_path: Path):
-    deploy(db, write(tmp_path / "c", per_group=V2))
+    deploy(db, write_views(tmp_path / "c", per_group=V2))
     cols = conn.execute("select column_name, data_type from information_schema.columns where "
                         "table_schema = 'live' and table_name = 'per_group' "
                         "order by ordinal_position").fetchall()
@@ -75,7 +67,7 @@ def test_live_view_has_exactly_the_query_columns(db: str, conn: psycopg.Connecti
 
 
 def test_redeploy_under_concurrent_readers(db: str, conn: psycopg.Connection, tmp_path: Path):
-    d = write(tmp_path / "r", per_group=V1)
+    d = write_views(tmp_path / "r", per_group=V1)
     deploy(db, d)
     total = conn.execute("select count(*) from q.t").fetchone()[0]
     seen: list[int] = []
@@ -95,7 +87,7 @@ def test_redeploy_under_concurrent_readers(db: str, conn: psycopg.Connection, tm
     for t in threads:
         t.start()
     for text in (V2, V1, V2, V1):
-        write(d, per_group=text)
+        write_views(d, per_group=text)
         assert deploy(db, d)[0].action == "replaced"
         time.sleep(0.05)
     stop.set()
@@ -106,7 +98,7 @@ def test_redeploy_under_concurrent_readers(db: str, conn: psycopg.Connection, tm
 
 
 def test_verify_reports_differing_rows(db: str, conn: psycopg.Connection, tmp_path: Path):
-    deploy(db, write(tmp_path / "x", per_group=V1))
+    deploy(db, write_views(tmp_path / "x", per_group=V1))
     suffix = conn.execute("select suffix from tidemark.views where name = 'per_group'"
                           ).fetchone()[0]
     conn.execute(f'update tidemark_state."{suffix}" set __count = __count + 1 where g = 3')
@@ -120,31 +112,31 @@ def test_verify_reports_differing_rows(db: str, conn: psycopg.Connection, tmp_pa
 
 def test_unsupported_and_invalid_views_deploy_nothing(db: str, tmp_path: Path):
     with pytest.raises(UnsupportedViewError, match=r"bad\.sql:1:\d+: now\(\)"):
-        deploy(db, write(tmp_path / "b", bad="select d.g, now() as t from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select d.g, now() as t from q.t d"))
     with pytest.raises(ViewDefinitionError, match="nope"):
-        deploy(db, write(tmp_path / "b", bad="select d.nope from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select d.nope from q.t d"))
     with pytest.raises(UnsupportedViewError, match=r"sum\(\) over double precision.*::numeric"):
-        deploy(db, write(tmp_path / "b", bad="select sum(d.v::float8) as s from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select sum(d.v::float8) as s from q.t d"))
     with pytest.raises(UnsupportedViewError, match=r"clock_timestamp\(\)"):
-        deploy(db, write(tmp_path / "b", bad="select clock_timestamp() as t from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select clock_timestamp() as t from q.t d"))
     with pytest.raises(UnsupportedViewError, match=r"to_regclass\(\) is stable"):
-        deploy(db, write(tmp_path / "b", bad="select to_regclass(d.g::text) as t from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select to_regclass(d.g::text) as t from q.t d"))
     with pytest.raises(ViewDefinitionError, match="specified more than once"):
-        deploy(db, write(tmp_path / "b", bad="select d.g, d.g from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select d.g, d.g from q.t d"))
     with pytest.raises(UnsupportedViewError, match="unique name"):
-        deploy(db, write(tmp_path / "b", bad="select d.g + 1 from q.t d"))
+        deploy(db, write_views(tmp_path / "b", bad="select d.g + 1 from q.t d"))
     with pytest.raises(UnsupportedViewError, match="neither a GROUP BY"):
-        deploy(db, write(tmp_path / "b", bad="select d.g as key, count(*) as n from q.t d "
+        deploy(db, write_views(tmp_path / "b", bad="select d.g as key, count(*) as n from q.t d "
                                              "group by g"))
     with pytest.raises(DeployError, match="unknown target"):
-        deploy(db, write(tmp_path / "b"), target="nowhere")
+        deploy(db, write_views(tmp_path / "b"), target="nowhere")
     with psycopg.connect(db) as c:
         assert c.execute("select to_regclass('live.bad')").fetchone()[0] is None
 
 
 def test_rebuild_repairs_writes_made_without_triggers(db: str, conn: psycopg.Connection,
                                                       tmp_path: Path):
-    deploy(db, write(tmp_path / "rb", per_group=V1))
+    deploy(db, write_views(tmp_path / "rb", per_group=V1))
     conn.execute("alter table q.t disable trigger user")
     conn.execute("insert into q.t values (5000, 4, 1)")
     conn.execute("alter table q.t enable trigger user")
@@ -153,16 +145,33 @@ def test_rebuild_repairs_writes_made_without_triggers(db: str, conn: psycopg.Con
     assert verify(db, "per_group")[0].ok
 
 
-def test_generated_maintenance_sql_is_checked_at_deploy(db: str, conn: psycopg.Connection,
-                                                        tmp_path: Path):
+def test_engine_column_names_in_base_tables_and_generated_columns(
+        db: str, conn: psycopg.Connection, tmp_path: Path):
+    """Base tables may have columns named like the engine's own (__sign), identity and
+    generated columns: the change logs keep only the columns a view reads, under their names."""
     conn.execute("create table q.odd (id int generated always as identity, __sign int, "
                  "g int, twice int generated always as (g * 2) stored)")
-    with pytest.raises(DeployError, match="__sign"):
-        deploy(db, write(tmp_path / "o", odd="select o.g, count(*) as n from q.odd o "
-                                             "group by o.g"))
-    assert conn.execute("select to_regclass('live.odd')").fetchone()[0] is None
-    conn.execute("alter table q.odd rename column __sign to sign")
-    assert deploy(db, write(tmp_path / "o", odd="select o.g, max(o.twice) as t from q.odd o "
-                                               "group by o.g"))[0].action == "created"
-    conn.execute("insert into q.odd (sign, g) values (1, 1), (1, 2)")
+    text = ("select o.g, o.__sign as sgn, max(o.twice) as t, count(*) as n from q.odd o "
+            "group by o.g, o.__sign")
+    assert deploy(db, write_views(tmp_path / "o", odd=text))[0].action == "created"
+    conn.execute("insert into q.odd (__sign, g) values (1, 1), (-1, 2), (1, 2)")
+    conn.execute("update q.odd set g = g + 1 where __sign = 1")
     assert verify(db, "odd")[0].ok
+
+
+def test_raw_postgres_errors_become_positioned_refusals(db: str, conn: psycopg.Connection,
+                                                        tmp_path: Path):
+    """What used to surface as a raw PostgreSQL error keeps the file:line:column form."""
+    deploy(db, write_views(tmp_path / "vv", per_group=V1))
+    conn.execute("create or replace view q.plain as select id, g from q.t")
+    conn.execute("create materialized view if not exists q.mat as select id, g from q.t")
+    for relation, kind in (("live.per_group", "view"), ("q.plain", "view"),
+                           ("q.mat", "materialized view")):
+        text = f"select x.g, count(*) as n\nfrom {relation} x group by x.g\n"
+        with pytest.raises(UnsupportedViewError) as info:
+            deploy(db, write_views(tmp_path / "vv", per_group=V1, over=text))
+        err = info.value
+        assert (err.line, err.column) == (2, 6), str(err)
+        assert f"{relation} is a {kind}" in str(err) and "Rewrite:" in str(err)
+    with pytest.raises(ViewDefinitionError, match=r"bad\.sql:2:8: .*nope"):
+        deploy(db, write_views(tmp_path / "vv", bad="select d.g\n     , d.nope from q.t d\n"))

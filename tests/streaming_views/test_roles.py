@@ -31,3 +31,19 @@ def test_app_role_deploys_writes_and_reader_reads(module_db: str) -> None:
         assert rows == {1: 10, 2: 10, 7: 1}
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("insert into shopx.t values (200, 1)")
+
+
+def test_guard_installed_by_the_stack_protects_app_role_views(module_db: str) -> None:
+    """grant_landing (the stack's bootstrap, as a superuser) installs the DDL guard, so a view
+    the app role deployed is marked broken — not left failing writes — when a column it reads
+    is renamed by the app role."""
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create table shopx.u (id int primary key, g int, v int)")
+    assert deploy_text(app, "u_sum", "select s.g, sum(s.v) as sv from shopx.u s group by s.g") \
+        == "created"
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("alter table shopx.u rename column v to w")
+        conn.execute("insert into shopx.u values (1, 1, 1)")  # the write succeeds
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="u_sum"):
+            conn.execute("select * from live.u_sum").fetchall()

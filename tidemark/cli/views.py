@@ -81,13 +81,14 @@ def list_cmd(dsn: DsnOpt = None, json_out: JsonOpt = False) -> None:
     from streaming_views.status import list_views
     with _reported():
         views = list_views(_dsn(dsn))
-    rows = [(v.name, v.target, v.rows, v.last_change_at, v.definition_hash) for v in views]
+    rows = [(v.name, v.target, v.status, v.rows, v.last_change_at, v.definition_hash)
+            for v in views]
     if json_out:
-        emit_json([dict(zip(("name", "target", "rows", "last_change_at", "hash"), r,
+        emit_json([dict(zip(("name", "target", "status", "rows", "last_change_at", "hash"), r,
                             strict=True)) for r in rows])
     else:
-        emit_table("live views", ["view", "target", "rows", "last change applied", "hash"],
-                   rows)
+        emit_table("live views", ["view", "target", "status", "rows", "last change applied",
+                                  "hash"], rows)
 
 
 @app.command("verify")
@@ -101,13 +102,17 @@ def verify_cmd(
     with _reported():
         results = verify(_dsn(dsn), name)
     if json_out:
-        emit_json([{"name": r.name, "ok": r.ok, "columns": r.columns,
+        emit_json([{"name": r.name, "ok": r.ok, "columns": r.columns, "problem": r.problem,
                     "extra": [list(x) for x in r.extra],
                     "missing": [list(x) for x in r.missing]} for r in results])
     else:
         for r in results:
             if r.ok:
                 console.print(f"[green]ok[/] live.{r.name}")
+                continue
+            if r.problem:
+                console.print(f"[red]BROKEN[/] live.{r.name}: {r.problem}; run 'tidemark "
+                              "views deploy' to rebuild it (after fixing its file if needed).")
                 continue
             console.print(f"[red]DIFFERS[/] live.{r.name}")
             rows: list[tuple[Any, ...]] = [("live only", *x) for x in r.extra]

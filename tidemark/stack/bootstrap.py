@@ -87,6 +87,9 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
             conn.execute(sql.SQL(
                 "alter default privileges for role {} grant select on tables to {}"
             ).format(owner, reader))
+    # Live views' DDL guard: event triggers need a superuser, which this connection is.
+    from streaming_views.guard import install_guard_at
+    install_guard_at(landing_dsn)
 
 
 def grant_source(source_dsn: str, schema: str = "public") -> None:

@@ -1,0 +1,215 @@
+# ruff: noqa: S608 -- this module generates SQL from the view's deparsed syntax tree; identifiers
+# are quoted with psycopg.sql.Identifier (q()).
+"""Change logs, and how a transaction's changes are applied to a view when it commits.
+
+Each base table ``j`` of a view has an UNLOGGED change log ``tidemark_state.<suffix>__l<j>``:
+the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of the table the
+view reads. Statement-level triggers append every statement's transition rows to it (for a
+single-table view, only rows passing the view's WHERE); the first in a transaction also appends
+a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
+commits: it applies the view's changes under a per-view lock (see
+:mod:`streaming_views.triggers`).
+
+A transaction may change several base tables of a join. With ``N_t`` a table now (the
+transaction's changes included) and ``D_t`` its change log, the view's change is the
+inclusion-exclusion sum over the non-empty sets ``S`` of changed tables::
+
+    sum over S: (-1)^(|S|+1) * join(D_t for t in S, N_t for t not in S)
+
+(for one changed table: its log joined to the others as they are). Because the lock serialises
+the views' commits and each statement of the commit-time maintenance sees every transaction
+committed before, the view moves from the query over the committed tables to the query over
+the tables with this transaction's changes — exactly (this replaces pg_ivm's pre-statement
+states and needs no rebuild for writable CTEs or cascades).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from pglast import ast, enums
+
+from streaming_views.astutil import deparse, q, walk
+from streaming_views.auxiliary import delta_statement
+from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+
+BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
+LOG_OPTIONS = ("autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, "
+               "autovacuum_analyze_threshold = 2147483647")
+EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
+
+
+def log_name(cv: CompiledView, j: int) -> str:
+    """The unquoted name of base table ``j``'s change log."""
+    return f"{cv.suffix}__l{j}"
+
+
+def log_table(cv: CompiledView, j: int) -> str:
+    """The quoted change log of base table ``j``."""
+    return f"{q(STATE_SCHEMA)}.{q(log_name(cv, j))}"
+
+
+def log_ddl(cv: CompiledView) -> list[str]:
+    """CREATE the change logs (UNLOGGED) and their index on the transaction.
+
+    The planner must always think a transaction's rows are few (so that they are joined by index
+    probes), whatever the log's physical size — it grows with dead rows between vacuums, and
+    PostgreSQL estimates from the current size. So the log is analysed once, holding one dummy
+    row (transaction 0, which never exists) and with ``n_distinct = -1`` on ``__tm_tx``: an
+    equality on it is then estimated at one row. Auto-analyse is off; vacuum stays on.
+    """
+    stmts = []
+    for t in cv.resolved.tables:
+        cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
+        cols += [f"{q(c.name)} {c.type}" + (f" COLLATE {c.collation}" if c.collation else "")
+                 for c in t.columns]
+        stmts += [f"CREATE UNLOGGED TABLE {log_table(cv, t.index)} ({', '.join(cols)}) "
+                  f"WITH ({LOG_OPTIONS})",
+                  f"CREATE INDEX {q(log_name(cv, t.index) + '__tx')} ON "
+                  f"{log_table(cv, t.index)} (__tm_tx)",
+                  f"ALTER TABLE {log_table(cv, t.index)} ALTER COLUMN __tm_tx "
+                  f"SET (n_distinct = -1)",
+                  f"INSERT INTO {log_table(cv, t.index)} (__tm_tx, __tm_sign) "
+                  f"VALUES ('0', 0)",
+                  f"ANALYZE {log_table(cv, t.index)}"]
+    return stmts
+
+
+def log_trigger_names(cv: CompiledView) -> list[str]:
+    """The names of the deferred triggers on the view's change logs."""
+    return [f"tm_{log_name(cv, t.index)}_apply" for t in cv.resolved.tables]
+
+
+def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
+    """The deferred trigger a log's marker row (sign 0) fires at commit: ``apply_function``."""
+    return [f"CREATE CONSTRAINT TRIGGER {q(name)} "
+            f"AFTER INSERT ON {log_table(cv, t.index)} DEFERRABLE INITIALLY DEFERRED "
+            f"FOR EACH ROW WHEN (NEW.__tm_sign = 0) EXECUTE FUNCTION {apply_function}()"
+            for t, name in zip(cv.resolved.tables, log_trigger_names(cv), strict=True)]
+
+
+def pushed_filter(cv: CompiledView, j: int) -> str | None:
+    """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
+    failing them cannot change the view and are not logged."""
+    an = cv.analysis
+    if an.branches or an.where is None:
+        return None
+    where = an.where
+    if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+        conjuncts = list(where.args)
+    else:
+        conjuncts = [where]
+    ref = cv.tables[j].ref
+    single = len(cv.tables) == 1
+    kept = []
+    for conj in conjuncts:
+        refs = [n for n in walk(conj) if isinstance(n, ast.ColumnRef)]
+        ok = all((len(r.fields) == 2 and getattr(r.fields[0], "sval", None) == ref)
+                 or (len(r.fields) == 1 and single) for r in refs)
+        if ok:
+            kept.append(f"({deparse(conj)})")
+    return " AND ".join(kept) or None
+
+
+def log_insert(cv: CompiledView, j: int, event: str) -> str:
+    """The INSERT appending one statement's transition rows of table ``j`` to its log."""
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    cols = [q(c.name) for c in table.columns]
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
+    values = ", ".join([f"{ref}.{c}" for c in cols])
+    condition = pushed_filter(cv, j)
+    parts = []
+    for sign, relation, wanted in (("1", "__tm_new", {"ins", "upd"}),
+                                   ("-1", "__tm_old", {"del", "upd"})):
+        if event in wanted:
+            select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
+                      + f" FROM {relation} AS {ref}")
+            parts.append(select + (f" WHERE {condition}" if condition else ""))
+    return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
+
+
+IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
+                         "timestamp without time zone", "timestamp with time zone"}
+PAIRED_ROWS = 64  # UPDATEs of at most this many rows have their unchanged rows left out
+
+
+def _same(a: str, b: str, typ: str) -> str:
+    """Condition: values ``a`` and ``b`` cannot be told apart by any expression. Equality is not
+    enough for every type (1.0 = 1.00, '1 day' = '24 hours', -0 = 0, collations): those are
+    compared by their text under the pinned settings."""
+    if typ in IDENTICAL_BY_EQUALITY:
+        return f"{a} IS NOT DISTINCT FROM {b}"
+    return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
+
+
+def log_update_paired(cv: CompiledView, j: int) -> str:
+    """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
+    the view did not change (an update of other columns then logs nothing).
+
+    Old and new rows are paired by their position in the transition tables (PostgreSQL fills
+    them together); whatever the pairing, leaving out a pair of identical rows leaves the change
+    (new rows minus old rows, as multisets) the same, so the view's delta is exact.
+    """
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    cols = [q(c.name) for c in table.columns]
+    condition = pushed_filter(cv, j)
+    ok = f"({condition}) IS TRUE" if condition else "true"
+    named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
+    side = (f"SELECT row_number() OVER () AS __tm_n, {ok} AS __tm_ok"
+            + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
+    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.type)
+                        for k, c in enumerate(table.columns)) or "true"
+    pair = ", ".join([f"o.__c{k} AS __o{k}, w.__c{k} AS __w{k}" for k in range(len(cols))])
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
+    olds = ", ".join(f"__o{k}" for k in range(len(cols)))
+    news = ", ".join(f"__w{k}" for k in range(len(cols)))
+    return (f"INSERT INTO {log_table(cv, j)} ({target}) "
+            f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}), "
+            f"__p AS (SELECT o.__tm_ok AS __ook, w.__tm_ok AS __wok"
+            + (f", {pair}" if pair else "") + " FROM __o AS o JOIN __w AS w USING (__tm_n) "
+            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
+            f"SELECT pg_current_xact_id(), -1" + (f", {olds}" if olds else "")
+            + " FROM __p WHERE __ook UNION ALL "
+            "SELECT pg_current_xact_id(), 1" + (f", {news}" if news else "")
+            + " FROM __p WHERE __wok")
+
+
+def _subsets(items: list[int]) -> list[tuple[int, ...]]:
+    return [c for size in range(1, len(items) + 1) for c in combinations(items, size)]
+
+
+def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
+    """The inclusion-exclusion terms of a transaction that changed base tables ``changed``."""
+    an = cv.analysis
+    if not an.branches:
+        return [Term(None, tuple((j, f"__l{j}") for j in s)) for s in _subsets(list(changed))]
+    out = []
+    for b, branch in enumerate(an.branches):
+        mine = sorted({cv._index(t) for t in branch.tables} & set(changed))
+        out += [Term(b, tuple((j, f"__l{j}") for j in s)) for s in _subsets(mine)]
+    return out
+
+
+def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx") -> str:
+    """The one statement applying (and deleting) the logged changes of tables ``changed``; it
+    returns whether some group's count fell to zero.
+
+    Args:
+        cv: the view.
+        changed: the base tables whose logs hold rows of this transaction.
+        tx: the transaction id expression.
+    """
+    ctes = []
+    for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
+        ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
+                 f"WHERE __tm_tx = {tx} RETURNING *)",
+                 f"__l{j} AS (SELECT * FROM __m{j} WHERE __tm_sign <> 0)"]
+    flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
+    return delta_statement(cv, flat, ctes)
+
+
+def masks(cv: CompiledView) -> list[tuple[int, ...]]:
+    """Every non-empty set of base tables a transaction can have changed."""
+    return _subsets(list(range(len(cv.tables))))

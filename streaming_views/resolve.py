@@ -1,0 +1,522 @@
+# ruff: noqa: S608 -- probe queries are built from the view's own deparsed syntax tree.
+"""Resolve an analysed view against the database, the way PostgreSQL itself resolves it.
+
+Everything the syntax tree cannot tell is asked of PostgreSQL, under the pinned session
+settings (:mod:`streaming_views.session`): the relations in FROM (tables, partitioned tables —
+views and foreign tables are refused), the types and collations of the output columns, group
+keys and aggregate arguments, and — read from the stored tree of temporary probe views
+(:mod:`streaming_views.nodetree`) — which columns of which base table the view reads and which
+functions its expressions run, behind operators and casts included
+(:mod:`streaming_views.volatility`). Refusals keep the ``file:line:column`` form.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from pglast import ast
+from psycopg import sql
+
+from streaming_views import nodetree, volatility
+from streaming_views.analyzer import Analysis, TableRef
+from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
+from streaming_views.errors import UnsupportedViewError, ViewDefinitionError
+
+PROBE = "tidemark_probe"
+PROBE_PREFIX = f'create temp view "{PROBE}" as '
+RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence",
+            "c": "composite type", "i": "index", "I": "partitioned index"}
+CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
+DATETIME_OIDS = {1082, 1083, 1114, 1184, 1266}  # date, time, timestamp, timestamptz, timetz
+SYSTEM_COLUMNS = {-1: "ctid", -2: "xmin", -3: "cmin", -4: "xmax", -5: "cmax", -6: "tableoid"}
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A column of a probe: name, SQL type, collation (SQL name, or None) and its OID."""
+
+    name: str
+    type: str
+    collation: str | None = None
+    collation_oid: int = 0
+
+    @property
+    def collate(self) -> str:
+        """`` COLLATE <collation>`` for DDL, or ``""``."""
+        return f" COLLATE {self.collation}" if self.collation else ""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A base-table column the view reads, as the catalog had it at deploy."""
+
+    attnum: int
+    name: str
+    type: str
+    type_oid: int
+    typmod: int
+    collation: str | None
+    collation_oid: int
+
+    def record(self) -> dict[str, Any]:
+        """What the catalog keeps to notice a later change of this column."""
+        return {"attnum": self.attnum, "name": self.name, "type": self.type_oid,
+                "typmod": self.typmod, "collation": self.collation_oid}
+
+
+@dataclass
+class TableInfo:
+    """A base table: its index in :attr:`Analysis.tables`, OID, kind, used columns, and the
+    partitions and inheritance children (qualified names) whose writes it must follow."""
+
+    index: int
+    schema: str
+    name: str
+    oid: int
+    relkind: str
+    columns: list[Column] = field(default_factory=list)
+    descendants: list[str] = field(default_factory=list)
+
+    @property
+    def qualified(self) -> str:
+        """``"schema"."name"``."""
+        return sql.Identifier(self.schema, self.name).as_string(None)
+
+
+@dataclass
+class Resolved:
+    """What PostgreSQL resolved: output columns, probe columns by name, base tables."""
+
+    outputs: list[Typed]
+    types: dict[str, Typed]
+    tables: list[TableInfo]
+
+
+# ------------------------------------------------------------------------------ probes
+def _error(view_text: str | None, path: str, exc: psycopg.Error, prefix: str) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    position = getattr(exc.diag, "statement_position", None)
+    if view_text is not None and position:
+        chars = int(position) - 1 - len(prefix)
+        if 0 <= chars <= len(view_text):
+            line, col = line_col(view_text, len(view_text[:chars].encode("utf-8")))
+            return f"{path}:{line}:{col}: {message}"
+    return f"{path}: {message}"
+
+
+def describe(conn: psycopg.Connection, select_text: str, *, path: str = "<view>",
+             view_text: str | None = None) -> list[Typed]:
+    """Return the columns of a SELECT as PostgreSQL resolves them (types and collations).
+
+    Args:
+        conn: a connection inside a transaction.
+        select_text: the SELECT.
+        path: the view file, for messages.
+        view_text: when ``select_text`` is the view file's text: error positions become
+            ``path:line:column``.
+
+    Raises:
+        ViewDefinitionError: PostgreSQL rejects the query.
+    """
+    return _probe(conn, select_text, path=path, view_text=view_text)[0]
+
+
+def _probe(conn: psycopg.Connection, select_text: str, *, path: str = "<view>",
+           view_text: str | None = None, tree: bool = False) -> tuple[list[Typed], Any]:
+    statement = PROBE_PREFIX + select_text
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(statement)  # type: ignore[arg-type]
+            rows = cur.execute(
+                "select a.attname, format_type(a.atttypid, a.atttypmod), a.attcollation, "
+                "case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' || "
+                "quote_ident(c.collname) end from pg_attribute a "
+                "left join pg_collation c on c.oid = a.attcollation "
+                "left join pg_namespace n on n.oid = c.collnamespace "
+                "where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped "
+                "order by a.attnum", (f'pg_temp."{PROBE}"',)).fetchall()
+            parsed = None
+            if tree:
+                text = cur.execute("select ev_action::text from pg_rewrite where ev_class = "
+                                   "%s::regclass", (f'pg_temp."{PROBE}"',)).fetchone()[0]
+                parsed = nodetree.parse(text)
+            cur.execute(f'drop view pg_temp."{PROBE}"')  # type: ignore[arg-type]
+    except psycopg.errors.UndefinedTable as exc:
+        raise ViewDefinitionError(
+            f"{_error(view_text, path, exc, PROBE_PREFIX)}\nThe view's base tables must exist "
+            "in this database first (for the landing mirror: start ingestion, e.g. 'tidemark "
+            "ingest run').") from None
+    except psycopg.Error as exc:
+        raise ViewDefinitionError(_error(view_text, path, exc, PROBE_PREFIX)) from None
+    return [Typed(str(n), str(t), c, int(o)) for n, t, o, c in rows], parsed
+
+
+# ------------------------------------------------------------------------------ resolve
+class _Resolver:
+    def __init__(self, conn: psycopg.Connection, an: Analysis) -> None:
+        self.conn = conn
+        self.an = an
+        self.path = str(an.view.path)
+        self.text = an.view.text
+
+    def refuse(self, construct: str, node: Any, reason: str, rewrite: str | None,
+               offset: int | None = None) -> UnsupportedViewError:
+        if offset is None:
+            offset = location(node) if node is not None else None
+        line, col = line_col(self.text, offset)
+        return UnsupportedViewError(construct, reason, path=self.path, line=line, column=col,
+                                    rewrite=rewrite)
+
+    # -------------------------------------------------------------- relations
+    def relations(self) -> list[TableInfo]:
+        infos = []
+        for index, table in enumerate(self.an.tables):
+            row = self.conn.execute(
+                "select c.oid, c.relkind from pg_class c join pg_namespace n on "
+                "n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
+                (table.schema, table.name)).fetchone()
+            if row is None:
+                continue  # describe() reports the missing table with PostgreSQL's words
+            oid, relkind = int(row[0]), str(row[1])
+            if relkind not in {"r", "p"}:
+                self._refuse_relation(table, relkind)
+            infos.append(TableInfo(index, table.schema, table.name, oid, relkind,
+                                   descendants=self._descendants(oid)))
+        return infos
+
+    def _refuse_relation(self, table: TableRef, relkind: str) -> None:
+        kind = RELKINDS.get(relkind, "relation that is not a table")
+        name = f"{table.schema}.{table.name}"
+        if table.schema == "live":
+            rewrite = (f"select from the base tables of live.{table.name} directly: put its "
+                       "file's FROM and WHERE into this query (a live view over a live view is "
+                       "not maintained yet).")
+        elif relkind in {"v", "m"}:
+            rewrite = (f"inline the query of {name} into this one (its FROM, joins and WHERE), "
+                       "so the live view reads base tables.")
+        else:
+            rewrite = None
+        raise self.refuse(f"{name} is a {kind}", table.node, "a live view follows writes to "
+                          "base tables through triggers, which a " + kind + " does not have.",
+                          rewrite)
+
+    def _descendants(self, oid: int) -> list[str]:
+        rows = self.conn.execute(
+            "with recursive d(oid) as (select inhrelid from pg_inherits where inhparent = %s "
+            "union select i.inhrelid from pg_inherits i join d on i.inhparent = d.oid) "
+            "select d.oid::regclass::text from d join pg_class c on c.oid = d.oid "
+            "where c.relkind in ('r', 'p') order by 1", (oid,)).fetchall()
+        return [str(r[0]) for r in rows]
+
+    # -------------------------------------------------------------- probes
+    def from_where(self) -> str:
+        text = " FROM " + ", ".join(deparse(i) for i in self.an.from_clause)
+        if self.an.where is not None:
+            text += f" WHERE {deparse(self.an.where)}"
+        return text
+
+    def row_exprs(self) -> list[tuple[str, Any]]:
+        """(probe column, syntax node) of everything evaluated when the view is maintained."""
+        an = self.an
+        if an.kind != "aggregate":
+            return [(f"o{i}", node) for i, (_, node) in enumerate(an.outputs)]
+        exprs = [(f"k{j}", k) for j, k in enumerate(an.group)]
+        for i, call in enumerate(an.aggs):
+            if call.arg is not None:
+                exprs.append((f"x{i}", call.arg))
+            if call.filter is not None:
+                exprs.append((f"f{i}", call.filter))
+        return exprs
+
+    def final_text(self, types: dict[str, Typed]) -> str | None:
+        """A probe of the expressions computed when the view is read: aggregates and group
+        keys replaced by typed NULLs."""
+        an = self.an
+        if an.kind != "aggregate":
+            return None
+        keys = {deparse(k): types[f"k{j}"].type for j, k in enumerate(an.group)}
+        aggs = {c.text: types[f"r{i}"].type for i, c in enumerate(an.aggs)}
+        holders: dict[str, str] = {}
+
+        def swap(node: ast.Node) -> ast.Node | None:
+            if isinstance(node, ast.String | ast.Integer | ast.Float | ast.Boolean):
+                return None
+            text = deparse(node)
+            typ = aggs.get(text) if isinstance(node, ast.FuncCall) else keys.get(text)
+            if typ is None:
+                return None
+            name = f"__p{len(holders)}"
+            holders[name] = f"(NULL::{typ})"
+            return ast.ColumnRef(fields=(ast.String(sval=name),))
+
+        trees = [substitute(node, swap) for _, node in an.outputs]
+        if an.having is not None:
+            trees.append(substitute(an.having, swap))
+        for ref in walk(trees):
+            if isinstance(ref, ast.ColumnRef) and not str(
+                    getattr(ref.fields[0], "sval", "")).startswith("__p"):
+                return None  # not a key nor an aggregate: the compiler refuses it, clearly
+        parts = [deparse(t) for t in trees]
+        text = "SELECT " + ", ".join(f"{p} AS c{i}" for i, p in enumerate(parts))
+        for name, value in holders.items():
+            text = re.sub(rf"\b{name}\b", value, text)
+        return text
+
+    # -------------------------------------------------------------- checks
+    def check_tree(self, tree: Any, *, final: bool) -> None:
+        """Check every function the tree runs (see :mod:`streaming_views.volatility`)."""
+        calls: list[tuple[int, bool, int | None]] = []  # (function, is a cast, argument type)
+        opnos: set[int] = set()
+        io: list[tuple[int | None, int]] = []  # I/O conversions: (from type, to type)
+        for node in nodetree.walk(tree):
+            kind = node["_"]
+            if kind == "FUNCEXPR":
+                args = node.get("args") or [None]
+                calls.append((int(node["funcid"]), node.get("funcformat") in ("1", "2"),
+                              nodetree.expr_type(args[0])))
+            elif kind in {"OPEXPR", "DISTINCTEXPR", "NULLIFEXPR", "SCALARARRAYOPEXPR"}:
+                opnos.add(int(node["opno"]))
+            elif kind == "ROWCOMPAREEXPR":
+                opnos.update(int(o) for o in node.get("opnos") or [])
+            elif kind == "COERCEVIAIO":
+                io.append((nodetree.expr_type(node.get("arg")), int(node["resulttype"])))
+            elif kind == "NEXTVALUEEXPR":
+                raise self.refuse("nextval()", None, "a sequence's next value changes with "
+                                  "every call.", "compute the value when the row is written.")
+        types = self._type_names({t for _, _, t in calls if t is not None}
+                                 | {t for pair in io for t in pair if t is not None})
+        checks: list[tuple[int, str, str, str]] = []  # (function, what, search kind, name)
+        named = volatility.procs(self.conn, {oid for oid, _, _ in calls})
+        for oid, is_cast, src in calls:
+            proc = named.get(oid)
+            if proc is None:
+                continue
+            if is_cast:
+                checks.append((oid, f"cast from {types.get(src or 0, 'its argument')} to "
+                               f"{self._result_type(oid)}", "cast", ""))
+            else:
+                checks.append((oid, proc.qualified, "func", proc.name))
+        if opnos:
+            for name, code in self.conn.execute(
+                    "select oprname, oprcode::oid from pg_operator where oid = any(%s)",
+                    (sorted(opnos),)).fetchall():
+                checks.append((int(code), f"operator {name}", "op", str(name)))
+        for src, dst in io:
+            for oid in self._io_functions(src, dst):
+                checks.append((oid, f"cast from {types.get(src or 0, 'a value')} to "
+                               f"{types.get(dst)}", "cast", ""))
+        info = volatility.procs(self.conn, {c[0] for c in checks})
+        for oid, what, kind, name in checks:
+            proc = info.get(oid)
+            if proc is None:
+                continue
+            verdict = volatility.judge(proc, what, final=final, view=self.an.view.name)
+            if verdict is not None:
+                raise self.refuse(what, self._locate(kind, name, final), verdict.reason,
+                                  verdict.rewrite)
+
+    def _type_names(self, oids: set[int]) -> dict[int, str]:
+        if not oids:
+            return {}
+        return {int(o): str(n) for o, n in self.conn.execute(
+            "select oid, format_type(oid, null) from pg_type where oid = any(%s)",
+            (sorted(oids),)).fetchall()}
+
+    def _result_type(self, oid: int) -> str:
+        row = self.conn.execute("select format_type(prorettype, null) from pg_proc "
+                                "where oid = %s", (oid,)).fetchone()
+        return str(row[0]) if row else "?"
+
+    def _io_functions(self, src: int | None, dst: int) -> list[int]:
+        """Output function of the source type and input function of the target type (through
+        domains and array elements, whose input functions run too)."""
+        out = []
+        if src is not None:
+            row = self.conn.execute("select typoutput::oid from pg_type where oid = %s",
+                                    (src,)).fetchone()
+            out.append(int(row[0]) if row else 0)
+        seen: set[int] = set()
+        typ: int | None = dst
+        while typ and typ not in seen:
+            seen.add(typ)
+            row = self.conn.execute(
+                "select typinput::oid, case when typtype = 'd' then typbasetype "
+                "when typelem <> 0 and typsubscript = 'array_subscript_handler'::regproc "
+                "then typelem end from pg_type where oid = %s", (typ,)).fetchone()
+            if row is None:
+                break
+            out.append(int(row[0]))
+            typ = int(row[1]) if row[1] else None
+        return [o for o in out if o]
+
+    def _locate(self, kind: str, name: str, final: bool) -> Any:
+        """The syntax node the check is about, for its position: the first call of ``name``,
+        operator ``name`` or cast in the part of the view concerned."""
+        an = self.an
+        roots: list[Any] = [n for _, n in an.outputs]
+        if final:
+            roots += [an.having]
+        else:
+            roots += [an.where, *an.group, *an.from_clause, an.having]
+        nodes = list(walk([r for r in roots if r is not None]))
+        for node in nodes:
+            if kind == "func" and isinstance(node, ast.FuncCall) \
+                    and node.funcname[-1].sval.lower() == name:
+                return node
+            if kind == "op" and isinstance(node, ast.A_Expr) and node.name \
+                    and getattr(node.name[-1], "sval", None) == name:
+                return node
+            if kind == "cast" and isinstance(node, ast.TypeCast):
+                return node
+        return roots[0] if roots else None
+
+    def check_literals(self, tree: Any) -> None:
+        """Refuse 'now', 'today'... read as a date/time: the deploy would fix it once."""
+        if not any(n["_"] == "CONST" and int(n.get("consttype") or 0) in DATETIME_OIDS
+                   for n in nodetree.walk(tree)):
+            return
+        for node in walk(self.an.roots()):
+            if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String) \
+                    and node.val.sval.strip().lower() in CLOCK_WORDS:
+                raise self.refuse(f"'{node.val.sval}'", None, "a date/time literal that reads "
+                                  "the clock is fixed when the view is deployed but means the "
+                                  "time of reading in the query, so they would drift "
+                                  "apart (the time of a write is not the time of a read).",
+                                  "write the date or time itself, or group by the event time "
+                                  "and pick the current row when you read the view.",
+                                  offset=literal_offset(self.text, node.val.sval))
+
+    def used_columns(self, tree: Any, infos: list[TableInfo]) -> None:
+        by_oid = {t.oid: t for t in infos}
+        wanted: dict[int, set[int]] = {t.oid: set() for t in infos}
+        for query in nodetree.queries(tree):
+            rtable = query.get("rtable") or []
+            skip = ("rtable",)
+            for node in nodetree.walk({k: v for k, v in query.items() if k != "rtable"},
+                                      skip=skip):
+                if node["_"] != "VAR" or node.get("varlevelsup") not in ("0", None):
+                    continue
+                self._var(node, rtable, wanted)
+        for oid, attnums in wanted.items():
+            info = by_oid[oid]
+            rows = self.conn.execute(
+                "select a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, "
+                "a.atttypmod, case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' "
+                "|| quote_ident(c.collname) end, a.attcollation from pg_attribute a "
+                "left join pg_collation c on c.oid = a.attcollation left join pg_namespace n "
+                "on n.oid = c.collnamespace where a.attrelid = %s and a.attnum > 0 and not "
+                "a.attisdropped and (a.attnum = any(%s) or 0 = any(%s)) order by a.attnum",
+                (oid, sorted(attnums), sorted(attnums))).fetchall()
+            info.columns = [Column(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), r[5],
+                                   int(r[6])) for r in rows]
+
+    def _var(self, var: dict[str, Any], rtable: list[Any], wanted: dict[int, set[int]]) -> None:
+        index, attnum = int(var["varno"]), int(var["varattno"])
+        if not 1 <= index <= len(rtable):
+            return
+        rte = rtable[index - 1]
+        kind = rte.get("rtekind")
+        if attnum == 0:
+            raise self._whole_row(rte)
+        if kind == "0" and int(rte["relid"]) in wanted:
+            if attnum < 0:
+                name = SYSTEM_COLUMNS.get(attnum, "a system column")
+                node = next((n for n in walk(self.an.roots())
+                             if isinstance(n, ast.ColumnRef)
+                             and getattr(n.fields[-1], "sval", None) == name), None)
+                raise self.refuse(f"system column {name}", node, "system columns change with "
+                                  "every update or vacuum and are not part of the row's value.",
+                                  "use a key column of the table.")
+            wanted[int(rte["relid"])].add(attnum)
+        elif kind == "2" and attnum > 0:  # a join's column: follow it to the base column
+            aliases = rte.get("joinaliasvars") or []
+            if attnum <= len(aliases):
+                for node in nodetree.walk(aliases[attnum - 1]):
+                    if node["_"] == "VAR":
+                        self._var(node, rtable, wanted)
+        elif kind == "2":
+            for alias in rte.get("joinaliasvars") or []:
+                for node in nodetree.walk(alias):
+                    if node["_"] == "VAR":
+                        self._var(node, rtable, wanted)
+
+    def _whole_row(self, rte: dict[str, Any]) -> UnsupportedViewError:
+        """A whole-row reference (``t``, ``t.*`` in an expression, ``row_to_json(t)``): the
+        row's value changes with every column added to or dropped from the table, which no
+        trigger sees, so it is refused; the rewrite names the columns."""
+        aliases = {t.ref for t in self.an.tables} | {self.an.union_alias} - {None}
+        node = next((n for n in walk(self.an.roots()) if isinstance(n, ast.ColumnRef) and (
+            (len(n.fields) == 1 and getattr(n.fields[0], "sval", None) in aliases)
+            or (len(n.fields) > 1 and isinstance(n.fields[-1], ast.A_Star)))), None)
+        ref = ".".join(getattr(f, "sval", "*") for f in node.fields) if node else "the row"
+        alias = ref.removesuffix(".*")
+        columns, pairs = "...", "..."
+        if rte.get("rtekind") == "0":
+            names = self.conn.execute(
+                "select quote_ident(attname), quote_literal(attname) from pg_attribute where "
+                "attrelid = %s and attnum > 0 and not attisdropped order by attnum",
+                (int(rte["relid"]),)).fetchall()
+            columns = ", ".join(f"{alias}.{n}" for n, _ in names)
+            pairs = ", ".join(f"{lit}, {alias}.{n}" for n, lit in names)
+        return self.refuse(f"whole-row reference {ref}", node, "a row value (a composite of "
+                           "every column of the table) changes when a column is added or "
+                           "dropped, without a write the view could follow.",
+                           f"name the columns: row({columns}) in place of {ref} (the same "
+                           f"text and comparisons for the table's current columns), or "
+                           f"jsonb_build_object({pairs}) in place of to_jsonb({alias}).")
+
+    def check_collations(self, typed: list[Typed], nodes: list[Any]) -> None:
+        oids = {t.collation_oid for t in typed if t.collation_oid}
+        if not oids:
+            return
+        bad = {int(o) for (o,) in self.conn.execute(
+            "select oid from pg_collation where oid = any(%s) and not collisdeterministic",
+            (sorted(oids),)).fetchall()}
+        for t, node in zip(typed, nodes, strict=True):
+            if t.collation_oid in bad:
+                raise self.refuse(f"nondeterministic collation {t.collation}", node,
+                                  "values equal under it (e.g. 'a' and 'A') may differ in "
+                                  "text, and which one a group, DISTINCT, min or max shows "
+                                  "is not defined, so the view could not equal its query.",
+                                  f"apply a deterministic collation to the expression: "
+                                  f"({deparse(node)}) COLLATE \"C\" (or lower() it), if that "
+                                  "is what the view should compare by.")
+
+
+def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
+    """Resolve ``an`` against the database behind ``conn`` (inside a pinned transaction).
+
+    Raises:
+        UnsupportedViewError: a relation, function, cast, literal or collation the engine
+            cannot maintain exactly.
+        ViewDefinitionError: PostgreSQL rejects the query.
+    """
+    r = _Resolver(conn, an)
+    tables = r.relations()
+    text = an.view.text.rstrip().rstrip(";")
+    outputs = describe(conn, text, path=r.path, view_text=an.view.text)
+    exprs = r.row_exprs()
+    select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"
+    row_cols, row_tree = _probe(conn, f"SELECT {select}{r.from_where()}", path=r.path,
+                                tree=True)
+    types = {c.name: c for c in row_cols}
+    if an.aggs:
+        probe = ", ".join(f"{c.text} AS r{i}" for i, c in enumerate(an.aggs))
+        types.update({c.name: c for c in describe(conn, f"SELECT {probe}{r.from_where()}",
+                                                  path=r.path)})
+    r.check_tree(row_tree, final=False)
+    r.check_literals(row_tree)
+    final = r.final_text(types)
+    if final is not None:
+        _, final_tree = _probe(conn, final, path=r.path, tree=True)
+        r.check_tree(final_tree, final=True)
+        r.check_literals(final_tree)
+    r.used_columns(row_tree, tables)
+    kept = [(types[name], node) for name, node in exprs if name[0] in "ko"]
+    kept += [(types[f"x{i}"], c.arg) for i, c in enumerate(an.aggs)
+             if c.arg is not None and (c.distinct or c.func in {"min", "max"})]
+    r.check_collations([t for t, _ in kept], [n for _, n in kept])
+    return Resolved(outputs, types, tables)

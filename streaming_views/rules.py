@@ -1,0 +1,433 @@
+"""Aggregate rules: how each kind of aggregate is kept in the state table.
+
+One class per aggregate kind. A rule knows, for its call ``func([DISTINCT] x) [FILTER (WHERE
+f)]`` with flat-row columns ``__x<i>`` / ``__f<i>`` (see :mod:`streaming_views.compiler`):
+
+* :meth:`Rule.columns` — its hidden state columns (``__a<i>_...``);
+* :meth:`Rule.exprs` — the grouped expressions over flat rows (``__sign`` +1 added, -1 removed)
+  giving those columns for a delta or, with every sign +1, for a full build;
+* :meth:`Rule.merge` — the ``SET`` clauses adding a grouped delta (``excluded``) to a group
+  (``s``), and :meth:`Rule.dirty` when that delta leaves the group needing a recompute;
+* :meth:`Rule.recompute` — aggregates over the group's rows for the columns to recompute;
+* :meth:`Rule.finalize` — the value as the query returns it, from the group's columns;
+* :meth:`Rule.windows` — per-group window columns a rule needs over the flat rows.
+
+Exactness notes: sums over ``numeric`` keep NaN/+Infinity/-Infinity counts beside the finite sum
+(as PostgreSQL's own accumulator does), so a special value inserted then deleted leaves no
+trace; over unconstrained ``numeric`` they also keep the largest display scale and how many
+values have it (PostgreSQL's sum has the largest input scale, and avg divides that sum), which
+only a delete of the last value at that scale makes recomputed. ``interval`` sums keep their
++/-infinity counts (PostgreSQL 17+).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streaming_views.analyzer import AggCall
+from streaming_views.astutil import deparse
+
+INFINITE_INTERVALS = 170000  # server_version_num from which intervals can be infinite
+
+
+@dataclass
+class Rule:
+    """Base of the aggregate rules.
+
+    Attributes:
+        index: the aggregate's position among the view's aggregate calls.
+        call: the call as written.
+        result_type: the call's type (as PostgreSQL resolves it).
+        value_type: the type of the kept value (sum or extreme).
+        arg_type: the argument's type.
+        collate: `` COLLATE ...`` of the kept value, or "".
+        share: index of the rule whose columns this one reads (-1: ``__count``), or None.
+    """
+
+    index: int
+    call: AggCall
+    result_type: str
+    value_type: str = ""
+    arg_type: str = ""
+    collate: str = ""
+    share: int | None = None
+
+    kind = "rule"
+    aux = False
+
+    @property
+    def p(self) -> str:
+        """The column prefix of this rule (``__a<i>``)."""
+        return f"__a{self.index}"
+
+    @property
+    def x(self) -> str:
+        """The argument's flat column."""
+        return f"__x{self.index}"
+
+    def cond(self, *, nonnull: bool = True) -> str | None:
+        """The flat-row condition for a row to count: the FILTER, and a non-null argument."""
+        parts = []
+        if self.call.filter is not None:
+            parts.append(f"__f{self.index}")
+        if nonnull and self.call.arg is not None:
+            parts.append(f"{self.x} IS NOT NULL")
+        return " AND ".join(parts) or None
+
+    def _count(self, cond: str | None) -> str:
+        if cond is None:
+            return "coalesce(sum(__sign), 0)::bigint"
+        return f"coalesce(sum(CASE WHEN {cond} THEN __sign ELSE 0 END), 0)::bigint"
+
+    def flat(self) -> list[tuple[str, str]]:
+        """(flat column, expression) this rule reads from each row."""
+        if self.share is not None:
+            return []
+        out = []
+        if self.call.arg is not None:
+            out.append((self.x, deparse(self.call.arg)))
+        if self.call.filter is not None:
+            out.append((f"__f{self.index}", f"({deparse(self.call.filter)})"))
+        return out
+
+    def columns(self) -> list[tuple[str, str]]:
+        """(column, type with collation) of the hidden state columns."""
+        return []
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        """Grouped expressions over flat rows, one per column of :meth:`columns`: of a delta
+        (``delta``), or of a full build (every ``__sign`` +1)."""
+        return []
+
+    def merge(self) -> list[str]:
+        """``SET`` clauses adding ``excluded`` (a grouped delta) to ``s`` (the group)."""
+        return []
+
+    def dirty(self) -> str | None:
+        """Condition (over ``s`` and ``excluded``) under which the group needs a recompute."""
+        return None
+
+    def recompute(self) -> list[tuple[str, str]]:
+        """(column, aggregate over the group's flat rows) recomputed for dirty groups."""
+        return []
+
+    def delta_dirty(self) -> str | None:
+        """Grouped condition over a delta's flat rows under which a group inserted by it (not
+        merged into an existing row) must be recomputed."""
+        return None
+
+    def windows(self) -> list[tuple[str, str]]:
+        """(column, window aggregate over the group's flat rows) this rule needs."""
+        return []
+
+    def finalize(self) -> str:
+        """The aggregate's value from the group's columns (``s.``)."""
+        raise NotImplementedError
+
+    def raises(self) -> str | None:
+        """Condition (over ``s.``) under which finalising raises an error, as PostgreSQL's
+        final function does — for every group, HAVING or not (it finalises every aggregate of
+        a group before it evaluates HAVING)."""
+        return None
+
+
+class CountRule(Rule):
+    """``count(*)``, ``count(x)`` [FILTER]: a signed count. ``count(*)`` without FILTER reads
+    the group's row count ``__count``."""
+
+    kind = "count"
+
+    def columns(self) -> list[tuple[str, str]]:
+        return [] if self.share is not None else [(f"{self.p}_n", "bigint")]
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        return [] if self.share is not None else [self._count(self.cond())]
+
+    def merge(self) -> list[str]:
+        if self.share is not None:
+            return []
+        return [f"{self.p}_n = s.{self.p}_n + excluded.{self.p}_n"]
+
+    def finalize(self) -> str:
+        return "s.__count" if self.share == -1 else f"s.{self.p}_n"
+
+
+class BoolRule(Rule):
+    """``bool_and``/``bool_or``: counts of non-null and of false (and) / true (or) values."""
+
+    kind = "bool"
+
+    def columns(self) -> list[tuple[str, str]]:
+        return [(f"{self.p}_nn", "bigint"), (f"{self.p}_nb", "bigint")]
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        cond = self.cond()
+        test = f"NOT {self.x}" if self.call.func == "bool_and" else self.x
+        return [self._count(cond), self._count(f"{cond} AND {test}")]
+
+    def merge(self) -> list[str]:
+        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in ("nn", "nb")]
+
+    def finalize(self) -> str:
+        test = "= 0" if self.call.func == "bool_and" else "> 0"
+        return f"CASE WHEN s.{self.p}_nn > 0 THEN s.{self.p}_nb {test} END"
+
+
+class ExtremeRule(Rule):
+    """``min``/``max``: the extreme, least/greatest on insert; a delete or update that removes
+    the group's current extreme marks the group dirty and it is recomputed."""
+
+    kind = "extreme"
+
+    def columns(self) -> list[tuple[str, str]]:
+        t = f"{self.value_type}{self.collate}"
+        return [(f"{self.p}_v", t), (f"{self.p}_d", t)]
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        cond = self.cond(nonnull=False)
+        extra = f" AND {cond}" if cond else ""
+        f = self.call.func
+        return [f"{f}(CASE WHEN __sign > 0{extra} THEN {self.x} END)",
+                f"{f}(CASE WHEN __sign < 0{extra} THEN {self.x} END)"]
+
+    def merge(self) -> list[str]:
+        pick = "least" if self.call.func == "min" else "greatest"
+        return [f"{self.p}_v = {pick}(s.{self.p}_v, excluded.{self.p}_v)",
+                f"{self.p}_d = NULL"]
+
+    def dirty(self) -> str:
+        cmp = "<=" if self.call.func == "min" else ">="
+        return (f"(excluded.{self.p}_d IS NOT NULL AND (s.{self.p}_v IS NULL OR "
+                f"excluded.{self.p}_d {cmp} s.{self.p}_v))")
+
+    def recompute(self) -> list[tuple[str, str]]:
+        cond = self.cond(nonnull=False)
+        filt = f" FILTER (WHERE {cond})" if cond else ""
+        return [(f"{self.p}_v", f"{self.call.func}({self.x}){filt}")]
+
+    def delta_dirty(self) -> str:
+        return f"{self.exprs()[1]} IS NOT NULL"
+
+    def finalize(self) -> str:
+        return f"s.{self.p}_v"
+
+
+@dataclass
+class SumRule(Rule):
+    """``sum``/``avg`` (not DISTINCT): non-null count and sum, plus for ``numeric`` the counts of
+    NaN/+Infinity/-Infinity and, when unconstrained, the display scale (module docstring);
+    ``interval`` keeps its +/-infinity counts. avg and sum of the same argument share columns.
+
+    Attributes:
+        specials: ``numeric``, ``interval`` or "" (which special values are counted apart).
+        scaled: the display scale is tracked (unconstrained ``numeric`` argument).
+    """
+
+    specials: str = ""
+    scaled: bool = False
+
+    kind = "sum"
+
+    def special_names(self) -> list[str]:
+        """The special-value counters kept: ``nan``, ``pinf``, ``ninf`` (a numeric with a
+        declared precision cannot hold an infinity, only NaN)."""
+        if self.specials == "numeric" and self.arg_type.startswith("numeric("):
+            return ["nan"]
+        return {"numeric": ["nan", "pinf", "ninf"], "interval": ["pinf", "ninf"]}.get(
+            self.specials, [])
+
+    def finite(self, x: str) -> str:
+        """Condition: value ``x`` is not a special value."""
+        if self.specials == "numeric":
+            return f"scale({x}) IS NOT NULL"
+        if self.specials == "interval":
+            return f"isfinite({x})"
+        return "true"
+
+    def special_test(self, name: str, x: str) -> str:
+        """Condition: value ``x`` is the special value ``name``."""
+        value = {("numeric", "nan"): "'NaN'::numeric", ("numeric", "pinf"): "'Infinity'::numeric",
+                 ("numeric", "ninf"): "'-Infinity'::numeric",
+                 ("interval", "pinf"): "'infinity'::interval",
+                 ("interval", "ninf"): "'-infinity'::interval"}[(self.specials, name)]
+        return f"{x} = {value}"
+
+    def columns(self) -> list[tuple[str, str]]:
+        if self.share is not None:
+            return []
+        cols = [(f"{self.p}_nn", "bigint"), (f"{self.p}_s", self.value_type)]
+        cols += [(f"{self.p}_{n}", "bigint") for n in self.special_names()]
+        if self.scaled:
+            cols += [(f"{self.p}_ms", "integer"), (f"{self.p}_msn", "bigint"),
+                     (f"{self.p}_dms", "integer"), (f"{self.p}_dmn", "bigint")]
+        return cols
+
+    def windows(self) -> list[tuple[str, str]]:
+        if self.share is not None or not self.scaled:
+            return []
+        cond, i = self.cond(), self.index
+        return [(f"__im{i}", f"max(CASE WHEN __sign > 0 AND {cond} THEN scale({self.x}) END)"),
+                (f"__dm{i}", f"max(CASE WHEN __sign < 0 AND {cond} THEN scale({self.x}) END)")]
+
+    def _at_scale(self, sign: str, top: str) -> str:
+        return (f"coalesce(sum(CASE WHEN __sign {sign} 0 AND {self.cond()} AND scale({self.x}) "
+                f"= {top} THEN 1 ELSE 0 END), 0)::bigint")
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        if self.share is not None:
+            return []
+        cond, t = self.cond(), self.value_type
+        out = [self._count(cond),
+               f"coalesce(sum(CASE WHEN {cond} AND {self.finite(self.x)} THEN __sign * "
+               f"({self.x})::{t} END), '0'::{t})::{t}"]
+        out += [self._count(f"{cond} AND {self.special_test(n, self.x)}")
+                for n in self.special_names()]
+        if self.scaled:
+            i = self.index
+            out += [f"max(__im{i})", self._at_scale(">", f"__im{i}"),
+                    f"max(__dm{i})", self._at_scale("<", f"__dm{i}")]
+        return out
+
+    def _after(self, name: str) -> str:
+        return f"(s.{self.p}_{name} + excluded.{self.p}_{name})"
+
+    def _finite_after(self) -> str:
+        return " - ".join([self._after("nn"), *(self._after(n) for n in self.special_names())])
+
+    def _scale_count_after(self) -> str:
+        p, top = self.p, f"greatest(s.{self.p}_ms, excluded.{self.p}_ms)"
+        return (f"(CASE WHEN excluded.{p}_ms = {top} THEN excluded.{p}_msn ELSE 0 END + "
+                f"CASE WHEN s.{p}_ms = {top} THEN s.{p}_msn ELSE 0 END - "
+                f"CASE WHEN excluded.{p}_dms = {top} THEN excluded.{p}_dmn ELSE 0 END)")
+
+    def merge(self) -> list[str]:
+        if self.share is not None:
+            return []
+        p = self.p
+        sets = [f"{p}_{c} = s.{p}_{c} + excluded.{p}_{c}"
+                for c in ["nn", "s", *self.special_names()]]
+        if self.scaled:
+            alive = f"({self._finite_after()}) > 0"
+            sets += [f"{p}_ms = CASE WHEN {alive} THEN greatest(s.{p}_ms, excluded.{p}_ms) END",
+                     f"{p}_msn = CASE WHEN {alive} THEN {self._scale_count_after()} ELSE 0 END",
+                     f"{p}_dms = NULL", f"{p}_dmn = 0"]
+        return sets
+
+    def dirty(self) -> str | None:
+        if self.share is not None or not self.scaled:
+            return None
+        return f"(({self._finite_after()}) > 0 AND {self._scale_count_after()} <= 0)"
+
+    def recompute(self) -> list[tuple[str, str]]:
+        if self.share is not None or not self.scaled:
+            return []
+        i = self.index
+        return [(f"{self.p}_ms", f"max(__im{i})"),
+                (f"{self.p}_msn", self._at_scale(">", f"__im{i}"))]
+
+    def delta_dirty(self) -> str | None:
+        if self.share is not None or not self.scaled:
+            return None
+        return f"max(__dm{self.index}) IS NOT NULL"
+
+    def raises(self) -> str | None:
+        if self.share is not None or self.specials != "interval":
+            return None
+        return f"s.{self.p}_pinf > 0 AND s.{self.p}_ninf > 0"
+
+    def _final(self, p: str, count: str, scale: str | None) -> str:
+        avg, t = self.call.func == "avg", self.result_type
+        if self.specials == "numeric":
+            value = f"round({p}_s, {scale})" if scale else f"{p}_s"
+            if avg:
+                value = f"({value})::numeric / ({count})::numeric"
+            if self.special_names() == ["nan"]:
+                return (f"(CASE WHEN {count} = 0 THEN NULL WHEN {p}_nan > 0 THEN 'NaN'::numeric "
+                        f"ELSE {value} END)::{t}")
+            return (f"(CASE WHEN {count} = 0 THEN NULL WHEN {p}_nan > 0 OR ({p}_pinf > 0 AND "
+                    f"{p}_ninf > 0) THEN 'NaN'::numeric WHEN {p}_pinf > 0 THEN "
+                    f"'Infinity'::numeric WHEN {p}_ninf > 0 THEN '-Infinity'::numeric ELSE "
+                    f"{value} END)::{t}")
+        if self.specials == "interval":
+            value = f"{p}_s / ({count})::float8" if avg else f"{p}_s"
+            return (f"(CASE WHEN {count} = 0 THEN NULL WHEN {p}_pinf > 0 AND {p}_ninf > 0 THEN "
+                    f"({p}_s + 'infinity'::interval) + '-infinity'::interval WHEN {p}_pinf > 0 "
+                    f"THEN 'infinity'::interval WHEN {p}_ninf > 0 THEN '-infinity'::interval "
+                    f"ELSE {value} END)::{t}")
+        if not avg:
+            return f"CASE WHEN {count} > 0 THEN {p}_s END::{t}"
+        if t == "interval":
+            return f"CASE WHEN {count} > 0 THEN {p}_s / ({count})::float8 END"
+        return f"CASE WHEN {count} > 0 THEN ({p}_s)::numeric / ({count})::numeric END::{t}"
+
+    def finalize(self) -> str:
+        p = f"s.__a{self.index if self.share is None else self.share}"
+        return self._final(p, f"{p}_nn", f"{p}_ms" if self.scaled else None)
+
+
+@dataclass
+class DistinctRule(SumRule):
+    """``count/sum/avg(DISTINCT x)`` [FILTER]: the number (and sum, with special values apart)
+    of the distinct values with a positive multiplicity in the group's (group, value,
+    multiplicity) table (:mod:`streaming_views.auxiliary`); a delta moves them by the values
+    whose multiplicity crossed between zero and positive."""
+
+    kind = "distinct"
+    aux = True
+
+    def _sums(self) -> bool:
+        return self.call.func in {"sum", "avg"}
+
+    def columns(self) -> list[tuple[str, str]]:
+        cols = [(f"{self.p}_n", "bigint")]
+        if self._sums():
+            cols.append((f"{self.p}_s", self.value_type))
+            cols += [(f"{self.p}_{n}", "bigint") for n in self.special_names()]
+        return cols
+
+    def windows(self) -> list[tuple[str, str]]:
+        return []
+
+    def crossings(self) -> list[tuple[str, str, str]]:
+        """(flat column, type, expression over the multiplicity upsert's rows ``__c`` crossing
+        and ``__v`` value) of the crossings this rule adds up."""
+        i, t = self.index, self.value_type
+        out = [(f"__dc{i}", "bigint", "__c::bigint")]
+        if self._sums():
+            out.append((f"__ds{i}", t, f"CASE WHEN {self.finite('__v')} THEN CASE __c WHEN 1 "
+                        f"THEN (__v)::{t} WHEN -1 THEN -((__v)::{t}) END END"))
+            out += [(f"__d{n}{i}", "bigint", f"CASE WHEN {self.special_test(n, '__v')} THEN __c "
+                     "ELSE 0 END") for n in self.special_names()]
+        return out
+
+    def exprs(self, delta: bool = True) -> list[str]:
+        t, cond = self.value_type, self.cond()
+        if delta:
+            out = []
+            for name, typ, _ in self.crossings():
+                zero = "0" if typ == "bigint" else f"'0'::{typ}"
+                out.append(f"coalesce(sum({name}), {zero})::{typ}")
+            return out
+        out = [f"count(DISTINCT {self.x}) FILTER (WHERE {cond})"]
+        if self._sums():
+            out.append(f"coalesce(sum(DISTINCT CASE WHEN {self.finite(self.x)} THEN "
+                       f"({self.x})::{t} END) FILTER (WHERE {cond}), '0'::{t})::{t}")
+            out += [f"count(DISTINCT {self.x}) FILTER (WHERE {cond} AND "
+                    f"{self.special_test(n, self.x)})" for n in self.special_names()]
+        return out
+
+    def merge(self) -> list[str]:
+        names = ["n"] + (["s", *self.special_names()] if self._sums() else [])
+        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in names]
+
+    def dirty(self) -> str | None:
+        return None
+
+    def recompute(self) -> list[tuple[str, str]]:
+        return []
+
+    def finalize(self) -> str:
+        p = f"s.{self.p}"
+        if not self._sums():
+            return f"{p}_n"
+        return self._final(p, f"{p}_n", None)

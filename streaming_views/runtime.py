@@ -1,0 +1,217 @@
+# ruff: noqa: S608 -- fixed SQL of the engine's own functions; no user input is interpolated.
+"""Objects the embedded engine keeps in the ``tidemark`` schema, shared by every view.
+
+* ``tidemark.live_changes`` — one row per view: ``seq`` (changes applied) and ``changed_at``.
+  Updating that row is the view's lock: every transaction that changed a view's base tables
+  updates it at commit, before it applies its changes, so commits of one view are applied one
+  after the other (each seeing the others), and a transaction that changed several views locks
+  their rows in name order first: no deadlock between writers, whatever order they wrote their
+  tables in. A REPEATABLE READ writer whose snapshot predates another writer's change gets a
+  serialization failure instead of a wrong view. ``views subscribe`` polls ``seq``
+  (maintenance sends no NOTIFY, so PREPARE TRANSACTION works).
+* transaction-local settings ``tidemark.pending`` (the views and tables changed), ``.rebuild``
+  and ``.big``, read by each view's commit-time ``apply`` (:mod:`streaming_views.triggers`).
+* ``tidemark.live_attach_triggers`` — creates a view's statement-level triggers on a base table,
+  partition or inheritance child (used by deploy and by the DDL guard).
+* ``tidemark.live_problem`` — why a deployed view no longer follows its base tables (a table
+  dropped or re-created, renamed, a column it reads renamed, dropped or retyped, triggers missing
+  or disabled, a partition without triggers), or NULL.
+* ``tidemark.live_sync`` / ``tidemark.live_break`` — what the DDL guard does (see
+  :mod:`streaming_views.guard`): follow new and detached partitions; or mark a view broken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.session import set_clauses
+
+PENDING = "tidemark.pending"
+REBUILD = "tidemark.rebuild"
+BIG = "tidemark.big"
+GUARD_OFF = "tidemark.deploying"  # set while the engine's own DDL runs: the guard stays out
+# The healthy view p_name into v (else return), and the guard off for the DDL that follows.
+OWN_DDL = f"""  select * into v from tidemark.views where name = p_name and target = 'embedded'
+    and status = 'ok';
+  if not found then return; end if;
+  perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business"""
+
+RUNTIME_DDL = [
+    """create table if not exists tidemark.live_changes (
+        name text primary key, seq bigint not null default 0, changed_at timestamptz)""",
+    f"""create or replace function tidemark.live_attach_triggers(p_suffix text, p_table int,
+    p_rel regclass) returns void language plpgsql {set_clauses()} as $f$
+declare v_tg text := 'tm_' || p_suffix || '_l' || p_table;
+  v_fn text := p_suffix || '__l' || p_table;
+begin
+  execute format('create trigger %I after insert on %s referencing new table as __tm_new '
+    'for each statement execute function %I.%I()', v_tg || '_ins', p_rel, 'tidemark_state',
+    v_fn || '_ins');
+  execute format('create trigger %I after update on %s referencing old table as __tm_old '
+    'new table as __tm_new for each statement execute function %I.%I()', v_tg || '_upd', p_rel,
+    'tidemark_state', v_fn || '_upd');
+  execute format('create trigger %I after delete on %s referencing old table as __tm_old '
+    'for each statement execute function %I.%I()', v_tg || '_del', p_rel, 'tidemark_state',
+    v_fn || '_del');
+  execute format('create trigger %I after truncate on %s for each statement execute '
+    'function %I.%I()', v_tg || '_truncate', p_rel, 'tidemark_state', p_suffix || '__truncate');
+end $f$""",
+    f"""create or replace function tidemark.live_family(p_rel oid) returns setof oid
+    language sql stable {set_clauses()} as $f$
+  with recursive d(oid) as (select p_rel union select i.inhrelid from pg_inherits i
+                            join d on i.inhparent = d.oid)
+  select d.oid from d join pg_class c on c.oid = d.oid where c.relkind in ('r', 'p')
+$f$""",
+    f"""create or replace function tidemark.live_problem(p_name text, p_strict boolean default true)
+    returns text language plpgsql stable {set_clauses()} as $f$
+declare v record; v_oid oid; v_col jsonb; v_att record; v_rel oid; v_now text; v_j int;
+  v_prefix text;
+begin
+  select * into v from tidemark.views where name = p_name and target = 'embedded';
+  if not found then return null; end if;
+  if v.status <> 'ok' then return coalesce(v.problem, v.status); end if;
+  for v_j in 0 .. coalesce(array_length(v.base_tables, 1), 0) - 1 loop
+    v_oid := v.base_oids[v_j + 1];
+    select n.nspname || '.' || c.relname into v_now from pg_class c
+      join pg_namespace n on n.oid = c.relnamespace where c.oid = v_oid;
+    if v_now is null then
+      return format('base table %s was dropped or re-created: the view no longer follows '
+                    'its writes', v.base_tables[v_j + 1]);
+    elsif v_now <> v.base_tables[v_j + 1] then
+      return format('base table %s was renamed to %s', v.base_tables[v_j + 1], v_now);
+    end if;
+    for v_col in select * from jsonb_array_elements(v.used_columns -> v_j) loop
+      select attname, atttypid, atttypmod, attcollation, attisdropped into v_att
+        from pg_attribute where attrelid = v_oid and attnum = (v_col ->> 'attnum')::int;
+      if v_att is null or v_att.attisdropped then
+        return format('column %s of %s was dropped', v_col ->> 'name', v_now);
+      elsif v_att.attname <> v_col ->> 'name' then
+        return format('column %s of %s was renamed to %s', v_col ->> 'name', v_now,
+                      v_att.attname);
+      elsif v_att.atttypid <> (v_col ->> 'type')::oid
+            or v_att.atttypmod <> (v_col ->> 'typmod')::int
+            or v_att.attcollation <> (v_col ->> 'collation')::oid then
+        return format('column %s of %s changed its type or collation', v_att.attname, v_now);
+      end if;
+    end loop;
+    v_prefix := 'tm_' || v.suffix || '_l' || v_j || '_';
+    for v_rel in select * from tidemark.live_family(v_oid) loop
+      if (select count(*) from pg_trigger where tgrelid = v_rel
+          and tgname like v_prefix || '%') < 4 then
+        return format('the maintenance triggers of live view %s are missing on %s',
+                      p_name, v_rel::regclass);
+      elsif p_strict and exists (select 1 from pg_trigger where tgrelid = v_rel
+            and tgname like v_prefix || '%' and tgenabled = 'D') then
+        return format('the maintenance triggers of live view %s are disabled on %s',
+                      p_name, v_rel::regclass);
+      end if;
+    end loop;
+    for v_rel in select distinct tgrelid from pg_trigger where tgname like v_prefix || '%'
+                 except select * from tidemark.live_family(v_oid) loop
+      return format('%s left %s (detached or no longer a child): its rows left the view',
+                    v_rel::regclass, v_now);
+    end loop;
+  end loop;
+  return null;
+end $f$""",
+    f"""create or replace function tidemark.live_rebuild_at_commit(p_suffix text, p_name text)
+    returns void language plpgsql {set_clauses()} as $f$
+declare v_p text := coalesce(current_setting('{PENDING}', true), '');
+begin
+  perform set_config('{REBUILD}', coalesce(current_setting('{REBUILD}', true), '')
+                     || ' ' || p_name || ' ', true);
+  if strpos(v_p, ' ' || p_name || '/') = 0 then  -- the marker that fires the view's apply
+    perform set_config('{PENDING}', v_p || ' ' || p_name || '/0 ', true);
+    execute format('insert into %I.%I (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
+                   'tidemark_state', p_suffix || '__l0');
+  end if;
+end $f$""",
+    f"""create or replace function tidemark.live_sync(p_name text) returns void
+    language plpgsql {set_clauses()} as $f$
+declare v record; v_j int; v_rel oid; v_prefix text; v_rows boolean; v_rebuild boolean := false;
+  v_flag text := coalesce(current_setting('{GUARD_OFF}', true), '');
+begin
+{OWN_DDL}
+  for v_j in 0 .. coalesce(array_length(v.base_oids, 1), 0) - 1 loop
+    continue when not exists (select 1 from pg_class where oid = v.base_oids[v_j + 1]);
+    v_prefix := 'tm_' || v.suffix || '_l' || v_j || '_';
+    for v_rel in select * from tidemark.live_family(v.base_oids[v_j + 1]) f
+                 where not exists (select 1 from pg_trigger where tgrelid = f
+                                   and tgname like v_prefix || '%') loop
+      perform tidemark.live_attach_triggers(v.suffix, v_j, v_rel::regclass);
+      execute format('select exists (select 1 from %s)', v_rel::regclass) into v_rows;
+      v_rebuild := v_rebuild or v_rows;
+    end loop;
+    for v_rel in select distinct tgrelid from pg_trigger where tgname like v_prefix || '%'
+                 except select * from tidemark.live_family(v.base_oids[v_j + 1]) loop
+      execute format('drop trigger if exists %I on %s', v_prefix || 'ins', v_rel::regclass);
+      execute format('drop trigger if exists %I on %s', v_prefix || 'upd', v_rel::regclass);
+      execute format('drop trigger if exists %I on %s', v_prefix || 'del', v_rel::regclass);
+      execute format('drop trigger if exists %I on %s', v_prefix || 'truncate',
+                     v_rel::regclass);
+      v_rebuild := true;
+    end loop;
+  end loop;
+  if v_rebuild then
+    perform tidemark.live_rebuild_at_commit(v.suffix, v.name);
+  end if;
+  perform set_config('{GUARD_OFF}', v_flag, true);
+end $f$""",
+    """create or replace function tidemark.live_view_broken(p_view text, p_reason text)
+    returns boolean language plpgsql stable as $f$
+begin
+  raise exception 'live view % is broken: %', p_view, p_reason using errcode = '55000',
+    hint = 'Fix the cause or the view''s file, then run ''tidemark views deploy'' to rebuild it.';
+end $f$""",
+    f"""create or replace function tidemark.live_break(p_name text, p_reason text) returns void
+    language plpgsql {set_clauses()} as $f$
+declare v record; v_fn text; v_def text;
+  v_flag text := coalesce(current_setting('{GUARD_OFF}', true), '');
+begin
+{OWN_DDL}
+  for v_fn in select p.oid::regprocedure::text from pg_proc p
+              where p.pronamespace = 'tidemark_state'::regnamespace
+                and starts_with(p.proname, v.suffix || '__') loop
+    execute format('drop function %s cascade', v_fn);
+  end loop;
+  update tidemark.views set status = 'broken', problem = p_reason
+    where name = p_name and target = 'embedded';
+  v_def := rtrim(pg_get_viewdef(format('%I.%I', 'live', p_name)::regclass), '; ' || chr(10));
+  execute format('create or replace view %I.%I as select * from (%s) as v where '
+                 'tidemark.live_view_broken(%L, %L)', 'live', p_name, v_def, p_name, p_reason);
+  perform set_config('{GUARD_OFF}', v_flag, true);
+  raise warning 'live view % is broken: %', p_name, p_reason
+    using hint = 'Fix the cause or the view''s file, then run ''tidemark views deploy''.';
+end $f$""",
+]
+
+
+VERSION = hashlib.sha256("\n".join(RUNTIME_DDL).encode()).hexdigest()[:16]
+MARK = f"tidemark live runtime {VERSION}"
+MARKED = "tidemark.live_attach_triggers(text, integer, regclass)"  # carries MARK
+
+
+def ensure_runtime(conn: psycopg.Connection) -> None:
+    """Create or update the shared runtime objects (inside the caller's transaction).
+
+    Nothing is done when they are current (their version is in the commit hook's comment): a
+    later deploy by another role than the one that created them does not need to own them.
+    """
+    row = conn.execute("select obj_description(to_regprocedure(%s), 'pg_proc')",
+                       (MARKED,)).fetchone()
+    if row and row[0] == MARK:
+        return
+    with conn.cursor() as cur:
+        for stmt in RUNTIME_DDL:
+            cur.execute(stmt)  # type: ignore[arg-type]
+        cur.execute(sql.SQL("comment on function {} is {}").format(sql.SQL(MARKED),
+                                                                    sql.Literal(MARK)))
+
+
+def problem(conn: psycopg.Connection, name: str, *, strict: bool = True) -> str | None:
+    """Why the deployed view ``name`` no longer follows its base tables, or None."""
+    row = conn.execute("select tidemark.live_problem(%s, %s)", (name, strict)).fetchone()
+    return row[0] if row else None

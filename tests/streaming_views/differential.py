@@ -1,0 +1,426 @@
+"""The differential generator: random views (see :mod:`tests.streaming_views.grammar`), random
+writes by writers with their own session settings, and the oracle after every step.
+
+A *case* (one seed) deploys a few views on fresh tables, then runs steps: multi-row INSERT,
+upserts, UPDATE (keys, unused columns), DELETE, MERGE, COPY, TRUNCATE, dimension writes,
+writable CTEs, savepoints rolled back, whole transactions rolled back, PREPARE TRANSACTION,
+writes straight into partitions, and bursts of concurrent writers. Each writer has a random
+TimeZone, DateStyle, IntervalStyle, extra_float_digits, search_path (one shadows lower() and
+date_trunc()) and isolation level (REPEATABLE READ / SERIALIZABLE writers retry serialization
+failures, as applications must).
+
+The oracle, read under the engine's pinned settings (TimeZone UTC) after every step:
+``(live EXCEPT ALL query)`` and ``(query EXCEPT ALL live)`` empty, the same with the text of
+every sum/avg/count column (display scales), and every view healthy. A refusal must be an
+:class:`UnsupportedViewError` with ``file:line:column``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.deploy import deploy_embedded
+from streaming_views.errors import UnsupportedViewError
+from streaming_views.runtime import problem
+from streaming_views.session import pin
+from streaming_views.verify import diff_rows
+from streaming_views.viewfile import parse_view_text
+from tests.streaming_views.grammar import SCHEMA, VALUES, View, draw_view, fact_values
+
+ZONES = ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham", "Europe/Berlin",
+         "America/Los_Angeles"]
+DATESTYLES = ["ISO, MDY", "SQL, DMY", "German", "Postgres, YMD"]
+INTERVALSTYLES = ["postgres", "iso_8601", "sql_standard", "postgres_verbose"]
+PATHS = ["public", "gen, public", "evil, public"]
+LEVELS = [psycopg.IsolationLevel.READ_COMMITTED] * 3 + [
+    psycopg.IsolationLevel.REPEATABLE_READ, psycopg.IsolationLevel.SERIALIZABLE]
+EXPECTED = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected,
+            psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation,
+            psycopg.errors.CardinalityViolation)
+CAST = ", ".join(f"%s::{t}" for t in ["int", "int", "int", "numeric", "numeric(10,2)", "float8",
+                                       "text", "text", "timestamptz", "date", "interval",
+                                       "jsonb", "boolean", "text"])
+
+
+class EngineFailure(AssertionError):
+    """The engine gave a wrong view, or failed a write it should have maintained."""
+
+
+@dataclass
+class Stats:
+    """What a run did."""
+
+    cases: int = 0
+    steps: int = 0
+    views: int = 0
+    refused: int = 0
+    checks: int = 0
+    rolled_back: int = 0
+    retried: int = 0
+    deadlocks: int = 0
+    kinds: Counter = field(default_factory=Counter)
+
+    def merge(self, other: Stats) -> None:
+        """Add ``other`` to these counts."""
+        for name in ("cases", "steps", "views", "refused", "checks", "rolled_back", "retried",
+                     "deadlocks"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.kinds.update(other.kinds)
+
+
+def open_writer(dsn: str, rng: random.Random) -> tuple[psycopg.Connection, str]:
+    """A connection with random session settings and isolation level."""
+    conn = psycopg.connect(dsn)
+    conn.isolation_level = rng.choice(LEVELS)
+    settings = {"TimeZone": rng.choice(ZONES), "DateStyle": rng.choice(DATESTYLES),
+                "IntervalStyle": rng.choice(INTERVALSTYLES),
+                "extra_float_digits": str(rng.choice([-5, 0, 1, 3])),
+                "search_path": rng.choice(PATHS)}
+    for name, value in settings.items():
+        conn.execute("select set_config(%s, %s, false)", (name, value))
+    conn.commit()
+    return conn, f"{conn.isolation_level.name} {settings}"
+
+
+class Case:
+    """One seed: views, writers, steps, oracle."""
+
+    def __init__(self, dsn: str, seed: int, *, views: int = 4, steps: int = 20) -> None:
+        self.dsn, self.seed, self.n_views, self.n_steps = dsn, seed, views, steps
+        self.rng = random.Random(seed)
+        self.history: list[str] = []
+        self.views: list[View] = []
+        self.stats = Stats(cases=1)
+        self.next_id = 1000
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, admin: psycopg.Connection) -> None:
+        deploy_embedded(self.dsn, [], prune=True)  # drop the previous case's views
+        admin.execute(SCHEMA)
+        admin.execute("insert into gen.d (k, region, w, label) select k, 'r' || (k % 3), k - 1, "
+                      "chr(65 + k) from generate_series(0, 5) k")
+        admin.execute("insert into gen.e select k, 't' || (k % 2) from generate_series(0, 4) k")
+        version = admin.info.server_version
+        for i in range(self.rng.randint(3, 12)):
+            self._insert_facts(admin, [fact_values(self.rng, i, version)])
+        for i in range(self.n_views):
+            view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
+            self._deploy(view)
+
+    def _deploy(self, view: View) -> None:
+        try:
+            deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+        except UnsupportedViewError as exc:
+            if not view.expect_refusal:
+                raise EngineFailure(f"seed {self.seed}: refused a supported view: {exc}\n"
+                                    f"{view.sql}") from None
+            if exc.line is None or f"{view.name}.sql:{exc.line}:{exc.column}:" not in str(exc):
+                raise EngineFailure(f"seed {self.seed}: refusal without position: {exc}") \
+                    from None
+            self.stats.refused += 1
+            return
+        if view.expect_refusal:
+            raise EngineFailure(f"seed {self.seed}: accepted a view it must refuse:\n{view.sql}")
+        self.views.append(view)
+        self.stats.views += 1
+
+    # ------------------------------------------------------------------ oracle
+    def check(self, conn: psycopg.Connection) -> None:
+        for view in self.views:
+            self.stats.checks += 1
+            broken = problem(conn, view.name)
+            if broken is not None:
+                self.fail(view, f"view reported broken: {broken}")
+            try:
+                extra, missing = diff_rows(conn, view.name, view.sql)
+                if not extra and not missing and view.text_exact:
+                    extra, missing = self._text_diff(conn, view)
+            except psycopg.DataError as exc:  # class 22: e.g. infinities summed, x / 0
+                self._same_error(conn, view, exc)
+                continue
+            if extra or missing:
+                self.fail(view, f"live only: {extra[:5]}\nquery only: {missing[:5]}")
+
+    def _text_diff(self, conn: psycopg.Connection, view: View) -> tuple[list, list]:
+        cols = conn.execute("select columns from tidemark.views where name = %s",
+                            (view.name,)).fetchone()[0]
+        picks = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(c)) if c in view.text_exact
+            else sql.Identifier(c) for c in cols)
+        live = sql.SQL("select {} from {}").format(picks, sql.Identifier("live", view.name))
+        query = sql.SQL("select {} from ({}) as q").format(picks, sql.SQL(view.sql))  # type: ignore[arg-type]
+        out = []
+        with conn.transaction():
+            pin(conn)
+            for a, b in ((live, query), (query, live)):
+                out.append(conn.execute(sql.SQL("({}) except all ({})").format(a, b)).fetchall())
+        return out[0], out[1]
+
+    def _same_error(self, conn: psycopg.Connection, view: View, exc: psycopg.Error) -> None:
+        """The query fails (e.g. +infinity and -infinity summed): reading the view must too."""
+        for text in (f"select * from live.{view.name}", view.sql):
+            try:
+                with conn.transaction():
+                    pin(conn)
+                    conn.execute(text).fetchall()  # type: ignore[arg-type]
+            except type(exc):
+                continue
+            self.fail(view, f"one side fails with {exc.sqlstate} and the other does not")
+
+    def fail(self, view: View, what: str) -> None:
+        raise EngineFailure(f"seed {self.seed}, view {view.name}:\n{view.sql}\n{what}\n"
+                            f"last steps:\n" + "\n".join(self.history[-8:]))
+
+    # ------------------------------------------------------------------ writes
+    def _insert_facts(self, conn: psycopg.Connection, rows: list[list[str | None]],
+                      conflict: str = "on conflict (id) do nothing") -> None:
+        values = ", ".join(f"({CAST})" for _ in rows)
+        conn.execute(f"insert into gen.f values {values} {conflict}",  # type: ignore[arg-type]
+                     [v for row in rows for v in row])
+
+    def _ids(self, k: int = 3) -> list[int]:
+        return [self.rng.randrange(self.next_id) for _ in range(self.rng.randint(1, k))]
+
+    def _new_rows(self, conn: psycopg.Connection, n: int) -> list[list[str | None]]:
+        rows = []
+        for _ in range(n):
+            ident = self.rng.randrange(30) if self.rng.random() < 0.5 else self.next_id
+            self.next_id += 1
+            rows.append(fact_values(self.rng, ident, conn.info.server_version))
+        return rows
+
+    def op(self, conn: psycopg.Connection, kind: str) -> str:
+        """Run one write of ``kind`` on ``conn`` (inside the caller's transaction)."""
+        rng = self.rng
+        if kind == "insert":
+            self._insert_facts(conn, self._new_rows(conn, rng.randint(1, 5)))
+        elif kind == "upsert":
+            cols = rng.sample(["k", "g", "n", "c", "s", "sc", "ts", "iv", "b", "note"], 3)
+            sets = ", ".join(f"{c} = excluded.{c}" for c in cols)
+            self._insert_facts(conn, self._new_rows(conn, rng.randint(1, 4)),
+                               f"on conflict (id) do update set {sets}")
+        elif kind == "update":
+            col = rng.choice(["k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b",
+                              "note", "shift"])
+            if col == "shift":
+                conn.execute("update gen.f set k = k + 1, g = (g + 1) %% 4, ts = ts + interval "
+                             "'45 minutes' where id = any(%s)", (self._ids(),))
+            else:
+                conn.execute(sql.SQL("update gen.f set {} = %s where id = any(%s)").format(
+                    sql.Identifier(col)), (rng.choice(VALUES[col]), self._ids()))
+        elif kind == "delete":
+            if rng.random() < 0.3:
+                conn.execute("delete from gen.f where g = %s", (rng.randrange(4),))
+            else:
+                conn.execute("delete from gen.f where id = any(%s)", (self._ids(5),))
+        elif kind == "merge":
+            rows = [(i, rng.choice(VALUES["g"]), rng.choice(VALUES["c"])) for i in self._ids(4)]
+            values = ", ".join("(%s::int, %s::int, %s::numeric)" for _ in rows)
+            conn.execute(f"merge into gen.f t using (values {values}) s(id, g, c) on t.id = s.id "  # type: ignore[arg-type]
+                         "when matched and s.g is null then delete when matched then update set "
+                         "g = s.g, c = s.c when not matched then insert (id, g, c) "
+                         "values (s.id, s.g, s.c)", [v for r in rows for v in r])
+        elif kind == "copy":
+            with conn.cursor().copy("copy gen.f (id, g, c, s, ts) from stdin") as copy:
+                for _ in range(rng.randint(1, 4)):
+                    copy.write_row((self.next_id, rng.choice(VALUES["g"]),
+                                    rng.choice(["1.5", "NaN", None]), rng.choice(VALUES["s"]),
+                                    rng.choice(VALUES["ts"])))
+                    self.next_id += 1
+        elif kind == "truncate":
+            conn.execute(rng.choice(["truncate gen.f", "truncate gen.d", "truncate gen.p"]))
+        elif kind == "dim":
+            k = rng.randrange(7)
+            action = rng.choice(["upsert", "delete", "hits", "e"])
+            if action == "upsert":
+                conn.execute("insert into gen.d (k, region, w, label) values (%s, %s, %s, %s) "
+                             "on conflict (k) do update set region = excluded.region, "
+                             "w = excluded.w", (k, rng.choice(["r0", "r1", None]),
+                                                rng.randrange(-1, 3), rng.choice(["A", "b"])))
+            elif action == "delete":
+                conn.execute("delete from gen.d where k = %s", (k,))
+            elif action == "hits":
+                conn.execute("update gen.d set hits = hits + 1 where k = %s", (k,))
+            else:
+                conn.execute("insert into gen.e values (%s, %s) on conflict (k) do update set "
+                             "tag = excluded.tag", (k, rng.choice(["t0", "t1", "x", None])))
+        elif kind == "cte":
+            conn.execute("with a as (update gen.d set w = w + 1 where k = %s returning k) "
+                         "update gen.f set g = (coalesce(g, 0) + 1) %% 4 where k in "
+                         "(select k from a) or id = any(%s)", (rng.randrange(6), self._ids()))
+        elif kind == "partition":
+            target = rng.choice(["gen.p", "gen.p_jan", "gen.p_feb", "gen.p_feb_a",
+                                 "gen.p_feb_rest", "gen.p_rest"])
+            action = rng.choice(["insert", "insert", "move", "delete"])
+            if action == "insert":
+                day = {"gen.p_jan": "2026-01-0", "gen.p_rest": "2026-05-0"}.get(target,
+                                                                                "2026-02-0")
+                kind_v = "a" if target == "gen.p_feb_a" else rng.choice(["b", "c"]) \
+                    if target == "gen.p_feb_rest" else rng.choice(["a", "b"])
+                conn.execute(sql.SQL("insert into {} values (%s, %s, %s, %s, %s)").format(
+                    sql.SQL(target)), (self.rng.randrange(50), f"{day}{rng.randint(1, 9)}",
+                                       kind_v, rng.randrange(-1, 5), rng.choice(["1.5", "2",
+                                                                                 None])))
+            elif action == "move":
+                conn.execute("update gen.p set day = day + 20 where v = %s", (rng.randrange(5),))
+            else:
+                conn.execute(sql.SQL("delete from {} where v = %s").format(sql.SQL(target)),
+                             (rng.randrange(5),))
+        return kind
+
+    SIMPLE = ["insert", "insert", "upsert", "update", "update", "delete", "merge", "copy",
+              "dim", "dim", "cte", "partition", "partition"]
+
+    def step(self, writers: list[tuple[psycopg.Connection, str]]) -> None:
+        """One step: a transaction of one writer, a savepoint dance, a rollback, a prepared
+        transaction, or a burst of concurrent writers."""
+        rng = self.rng
+        shape = rng.choices(["one", "many", "savepoint", "rollback", "prepare", "burst",
+                             "truncate"], [8, 3, 2, 1, 1, 2, 1])[0]
+        self.stats.kinds[shape] += 1
+        if shape == "burst":
+            self._burst(writers)
+            return
+        conn, settings = rng.choice(writers)
+        kinds = ["truncate"] if shape == "truncate" else \
+            [rng.choice(self.SIMPLE) for _ in range(1 if shape == "one" else rng.randint(2, 4))]
+        self.history.append(f"{shape} {kinds} by {settings}")
+        for attempt in range(6):
+            try:
+                self._transaction(conn, shape, kinds)
+                return
+            except psycopg.errors.SerializationFailure:
+                self.stats.retried += 1
+                conn.rollback()
+                if attempt == 5:
+                    raise
+            except EXPECTED as exc:
+                conn.rollback()
+                self._expected(exc)
+                return
+
+    def _transaction(self, conn: psycopg.Connection, shape: str, kinds: list[str]) -> None:
+        rng = self.rng
+        if shape == "prepare":
+            conn.autocommit = True
+            name = f"gen_{self.seed}_{self.stats.steps}"
+            try:
+                conn.execute("begin")
+                for kind in kinds:
+                    self.op(conn, kind)
+                conn.execute(sql.SQL("prepare transaction {}").format(sql.Literal(name)))
+                conn.execute(sql.SQL("commit prepared {}").format(sql.Literal(name)))
+            except psycopg.Error:
+                conn.execute("rollback")
+                raise
+            finally:
+                conn.autocommit = False
+            return
+        with conn.transaction(force_rollback=shape == "rollback"):
+            for n, kind in enumerate(kinds):
+                if shape == "many" and n == 1 and rng.random() < 0.25:
+                    # maintenance of the statements so far now, mid-transaction
+                    conn.execute("set constraints all immediate")
+                if shape == "savepoint" and n == 1:
+                    try:
+                        with conn.transaction(force_rollback=True):
+                            self.op(conn, kind)
+                            self.op(conn, rng.choice(self.SIMPLE))
+                    except EXPECTED:
+                        pass
+                    continue
+                self.op(conn, kind)
+        if shape == "rollback":
+            self.stats.rolled_back += 1
+
+    def _expected(self, exc: psycopg.Error) -> None:
+        context = str(getattr(exc.diag, "context", "") or "")
+        if "tidemark" in context:
+            raise EngineFailure(f"seed {self.seed}: a write failed inside the engine: {exc}\n"
+                                f"{context}")
+        if isinstance(exc, psycopg.errors.DeadlockDetected):
+            self.stats.deadlocks += 1
+        self.stats.rolled_back += 1
+
+    def _burst(self, writers: list[tuple[psycopg.Connection, str]]) -> None:
+        """Two or three writers at once, each on its own rows (no deadlock of their own)."""
+        errors: list[BaseException] = []
+        base = self.next_id
+        self.next_id += 1000
+        plans = [(random.Random(self.rng.random()), base + 100 * w)
+                 for w in range(self.rng.randint(2, 3))]
+        self.history.append(f"burst of {len(plans)} writers")
+
+        def work(rng: random.Random, first: int) -> None:
+            try:
+                with psycopg.connect(self.dsn) as c:
+                    c.isolation_level = rng.choice(LEVELS)
+                    c.execute("select set_config(%s, %s, false)", ("TimeZone", rng.choice(ZONES)))
+                    c.commit()
+                    for i in range(4):
+                        for attempt in range(20):
+                            try:
+                                self._burst_transaction(c, rng, first, i)
+                                break
+                            except psycopg.errors.SerializationFailure:
+                                self.stats.retried += 1
+                                if attempt == 19:
+                                    raise
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=plan) for plan in plans]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise EngineFailure(f"seed {self.seed}: a concurrent writer failed: {errors[0]!r}")
+
+    def _burst_transaction(self, c: psycopg.Connection, rng: random.Random, first: int,
+                           i: int) -> None:
+        with c.transaction():
+            ident = first + i
+            c.execute(f"insert into gen.f values ({CAST})",  # type: ignore[arg-type]
+                      fact_values(rng, ident, c.info.server_version))
+            c.execute("update gen.f set g = %s, k = %s where id = %s",
+                      (rng.randrange(4), rng.randrange(6), first + rng.randrange(i + 1)))
+            if rng.random() < 0.3:
+                c.execute("delete from gen.f where id = %s", (first,))
+            if rng.random() < 0.3:
+                c.execute("insert into gen.p values (%s, '2026-01-05', 'a', %s, 1)",
+                          (ident, rng.randrange(5)))
+            if rng.random() < 0.3:
+                c.execute("update gen.d set w = w + 1, region = %s where k = %s",
+                          (rng.choice(["r0", "r1"]), rng.randrange(6)))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Stats:
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            self.setup(admin)
+            self.check(admin)
+            writers = [open_writer(self.dsn, self.rng) for _ in range(self.rng.randint(2, 3))]
+            try:
+                for _ in range(self.n_steps):
+                    self.step(writers)
+                    self.stats.steps += 1
+                    self.check(admin)
+            finally:
+                for conn, _ in writers:
+                    conn.close()
+        return self.stats
+
+
+def run_seeds(dsn: str, seeds: Any, **kwargs: Any) -> Stats:
+    """Run one case per seed; return the summed statistics (raises on the first failure)."""
+    total = Stats()
+    for seed in seeds:
+        total.merge(Case(dsn, seed, **kwargs).run())
+    return total

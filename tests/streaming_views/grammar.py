@@ -1,0 +1,194 @@
+"""The differential generator's grammar: base tables, their values, and live views drawn from
+the supported SQL (plus some constructs that must be refused).
+
+Everything is drawn from a ``random.Random`` so a seed reproduces a case. See
+:mod:`tests.streaming_views.differential` for the writes and the oracle.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+SCHEMA = """
+drop schema if exists gen cascade;
+create schema gen;
+create table gen.f (id int primary key, k int, g int, n numeric, c numeric(10, 2), x float8,
+                    s text, sc text collate "C", ts timestamptz, d date, iv interval, j jsonb,
+                    b boolean, note text);
+create table gen.d (k int primary key, region text, w int, label text collate "C",
+                    hits int not null default 0);
+create table gen.e (k int primary key, tag text);
+create table gen.p (id int, day date, kind text, v int, amount numeric) partition by range (day);
+create table gen.p_jan partition of gen.p for values from ('2026-01-01') to ('2026-02-01');
+create table gen.p_feb partition of gen.p for values from ('2026-02-01') to ('2026-03-01')
+    partition by list (kind);
+create table gen.p_feb_a partition of gen.p_feb for values in ('a');
+create table gen.p_feb_rest partition of gen.p_feb default;
+create table gen.p_rest partition of gen.p default;
+drop schema if exists evil cascade;
+create schema evil;
+create function evil.lower(text) returns text language sql immutable as 'select upper($1)';
+create function evil.date_trunc(text, timestamptz) returns timestamptz language sql immutable
+    as 'select $2';
+"""
+
+FACT_COLUMNS = ["id", "k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b", "note"]
+FACT_TYPES = ["int", "int", "int", "numeric", "numeric(10,2)", "float8", "text", "text",
+              "timestamptz", "date", "interval", "jsonb", "boolean", "text"]
+
+VALUES: dict[str, list[str | None]] = {
+    "k": [None, "0", "1", "2", "3", "4", "5"],
+    "g": [None, "0", "1", "2", "3"],
+    "n": [None, "0", "1", "-1", "1.5", "2.25", "0.125", "1.0", "1.00", "100.000", "NaN",
+          "Infinity", "-Infinity", "1e-20", "12345678901234567890.1234", "3.333333333333"],
+    "c": [None, "0", "1.5", "-2.25", "99.99", "0.01", "NaN"],
+    "x": [None, "0", "-0", "1.5", "NaN", "Infinity", "-Infinity", "1e300", "0.1"],
+    "s": [None, "", "a", "A", "b", "B", "é", "É", " a", "a ", "ß", "😀"],
+    "sc": [None, "a", "A", "b", "Z", "é"],
+    "ts": [None, "2026-01-01 00:00:00+00", "2026-01-01 12:00", "2026-03-29 00:30:00+00",
+           "2026-01-01 23:30:00+00", "2025-12-31 18:45:00-05", "2026-03-29 01:30:00+01",
+           "2026-01-02 09:30:00+05:30", "infinity", "-infinity"],
+    "d": [None, "2026-01-01", "2026-02-28", "2025-12-31", "infinity"],
+    "iv": [None, "1 day", "24 hours", "1 mon", "-1 day", "1 day 02:00", "00:00:00.5"],
+    "j": [None, "{}", '{"a": 1}', '{"a": 1.0}', '{"a": "x"}', "[1, 2]", "null",
+          '{"b": {"c": true}}'],
+    "b": [None, "true", "false"],
+    "note": [None, "n1", "n2"],
+}
+INFINITE_INTERVALS = ["infinity", "-infinity"]
+
+
+def fact_values(rng: random.Random, ident: int, server_version: int) -> list[str | None]:
+    """One fact row as text values (cast in SQL): id, then a random value per column."""
+    row: list[str | None] = [str(ident)]
+    for col in FACT_COLUMNS[1:]:
+        choices = VALUES[col]
+        if col == "iv" and server_version >= 170000:
+            choices = choices + INFINITE_INTERVALS
+        row.append(rng.choice(choices))
+    return row
+
+
+@dataclass
+class View:
+    """A generated view: its SQL, output columns whose text is exact (sum/avg/count...),
+    and whether the engine must refuse it."""
+
+    name: str
+    sql: str
+    text_exact: list[str] = field(default_factory=list)
+    expect_refusal: bool = False
+
+
+FROMS = {
+    "f": ("gen.f f", ["f"]),
+    "fd": ("gen.f f join gen.d d on d.k = f.k", ["f", "d"]),
+    "fde": ("gen.f f join gen.d d on d.k = f.k join gen.e e on e.k = d.k", ["f", "d", "e"]),
+    "comma": ("gen.f f, gen.d d", ["f", "d"]),
+    "p": ("gen.p p", ["p"]),
+}
+KEYS = {
+    "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
+          "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
+          "lower(f.s)", "f.c", "f.iv::text", "f.d::text", "f.x::text", "date_bin('2 hours', "
+          "f.ts, timestamptz '2000-01-01 00:00:00+00')"],
+    "d": ["d.region", "d.label", "d.w"],
+    "e": ["e.tag"],
+    "p": ["p.kind", "p.day", "p.v"],
+}
+SUMS = {"f": ["f.g", "f.c", "f.n", "f.iv", "f.n / nullif(f.c, 0)", "f.g * f.c"],
+        "d": ["d.w"], "p": ["p.v", "p.amount"], "e": []}
+EXTREMES = {"f": ["f.s", "f.sc", "f.ts", "f.d", "f.x", "f.n", "f.c", "f.iv", "f.g"],
+            "d": ["d.label", "d.region"], "p": ["p.day", "p.amount"], "e": ["e.tag"]}
+DISTINCTS = {"f": ["f.g", "f.s", "f.sc", "f.c", "f.j"], "d": ["d.region"], "p": ["p.kind"],
+             "e": ["e.tag"]}
+FILTERS = {"f": ["f.b", "f.g > 1", "f.s is not null", "f.c > 0"], "d": ["d.w > 0"],
+           "p": ["p.v > 0"], "e": ["e.tag <> 'x'"]}
+WHERES = {"f": ["f.g > 0", "f.s <> 'a'", "f.ts >= '2026-01-01 12:00'",
+                "f.ts::date > '2025-12-31'", "f.d is not null", "f.c > 0", "f.b",
+                "f.x < 10", "f.iv > interval '1 hour'", "f.j ? 'a'", "f.k is distinct from 3",
+                "f.ts + interval '1 day' > timestamptz '2026-01-02 00:00:00+00'"],
+          "d": ["d.w > 0", "d.region <> 'r1'"], "e": ["e.tag is not null"],
+          "p": ["p.v > 1", "p.kind <> 'b'"]}
+REFUSED = ["select f.g, sum(f.x) as s from gen.f f group by f.g",
+           "select f.id, now() as t from gen.f f",
+           "select f.g, age(f.ts) as a, count(*) as n from gen.f f group by 1, 2",
+           "select f.s::timestamptz as t, count(*) as n from gen.f f group by 1",
+           "select f.g, max(f.ts)::date as last_day from gen.f f group by f.g",
+           "select f.g, sum(distinct f.n) as s from gen.f f group by f.g",
+           "select f.id from gen.f f where f.ts < 'now'",
+           "select f.id, f.ctid as c from gen.f f",
+           "select d.k, d::text as r from gen.d d",
+           "select f.g, count(e) as n from gen.f f join gen.e e on e.k = f.k group by f.g"]
+
+
+def draw_view(rng: random.Random, name: str) -> View:
+    """Draw one view from the grammar (about 1 in 15 from the constructs to refuse)."""
+    if rng.random() < 1 / 15:
+        return View(name, rng.choice(REFUSED), expect_refusal=True)
+    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union"])
+    if shape == "union":
+        return _union_view(rng, name)
+    from_sql, aliases = FROMS[shape]
+    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
+    if shape == "comma":
+        where.append("d.k = f.k")
+    kind = rng.choices(["aggregate", "distinct", "bag"], [7, 1, 2])[0]
+    keys = sorted({rng.choice(KEYS[rng.choice(aliases)]) for _ in range(rng.randint(0, 3))})
+    text_exact: list[str] = []
+    if kind != "aggregate":
+        if not keys:
+            keys = [rng.choice(KEYS[aliases[0]])]
+        if kind == "bag" and rng.random() < 0.5:
+            keys.append(f"{aliases[0]}.{'id' if aliases[0] in 'fp' else 'k'}")
+        cols = [f"{k} as k{i}" for i, k in enumerate(keys)]
+        head = "select distinct" if kind == "distinct" else "select"
+        sql = f"{head} {', '.join(cols)} from {from_sql}"
+    else:
+        cols = [f"{k} as k{i}" for i, k in enumerate(keys)]
+        for i in range(rng.randint(1, 5)):
+            col, exact = _aggregate(rng, aliases, i)
+            cols.append(col)
+            if exact:
+                text_exact.append(f"a{i}")
+        sql = f"select {', '.join(cols)} from {from_sql}"
+    if where:
+        sql += " where " + " and ".join(where)
+    if kind == "aggregate" and keys:
+        sql += " group by " + ", ".join(str(i + 1) for i in range(len(keys)))
+        if rng.random() < 0.3:
+            sql += rng.choice([" having count(*) > 1", " having count(*) filter (where true) "
+                               "<> 2"])
+    return View(name, sql, text_exact)
+
+
+def _aggregate(rng: random.Random, aliases: list[str], i: int) -> tuple[str, bool]:
+    alias = rng.choice(aliases)
+    kind = rng.choice(["count", "count", "sum", "avg", "extreme", "bool", "distinct", "expr"])
+    filt = f" filter (where {rng.choice(FILTERS[alias])})" if rng.random() < 0.25 else ""
+    if kind == "count":
+        arg = "*" if rng.random() < 0.5 else rng.choice(EXTREMES[alias])
+        return f"count({arg}){filt} as a{i}", True
+    if kind in {"sum", "avg"} and SUMS[alias]:
+        return f"{kind}({rng.choice(SUMS[alias])}){filt} as a{i}", True
+    if kind == "bool" and alias == "f":
+        return f"{rng.choice(['bool_and', 'bool_or'])}(f.b){filt} as a{i}", True
+    if kind == "distinct":
+        arg = rng.choice(DISTINCTS[alias])
+        func = "count" if arg not in {"f.g", "f.c"} else rng.choice(["count", "sum", "avg"])
+        return f"{func}(distinct {arg}){filt} as a{i}", func != "count" or True
+    if kind == "expr":
+        return rng.choice([f"count(*) * 2 + 1 as a{i}",
+                           f"round(count(*) filter (where {rng.choice(FILTERS[alias])})::numeric"
+                           f" / count(*), 4) as a{i}"]), True
+    return f"{rng.choice(['min', 'max'])}({rng.choice(EXTREMES[alias])}){filt} as a{i}", False
+
+
+def _union_view(rng: random.Random, name: str) -> View:
+    sql = ("select u.g as k0, count(*) as a0, sum(u.v) as a1, max(u.v) as a2 from ("
+           "select f.g, f.c as v from gen.f f where f.b "
+           "union all select d.w, f.c + 1 from gen.d d join gen.f f on f.k = d.k"
+           + (" union all select p.v, p.amount from gen.p p" if rng.random() < 0.5 else "")
+           + ") as u group by u.g")
+    return View(name, sql, ["a0", "a1"])

@@ -1,0 +1,122 @@
+"""Issue 11, class 2: sum/avg over special values and display scales, exact after deletes.
+
+Checked with the oracle and with the text of every sum/avg (the display scale of a numeric sum
+is the largest scale of its inputs, which EXCEPT ALL's numeric equality would not see)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.streaming_views.conftest import assert_equal, deploy_text
+
+NUMERIC = """select t.g, sum(t.x) as sx, avg(t.x) as ax, sum(t.c) as sc, avg(t.c) as ac,
+       avg(t.a / t.b) as q, sum(distinct t.c) as sdc, avg(distinct t.c) as adc, count(*) as n
+from r.t t group by t.g"""
+
+GLOBAL = "select sum(t.x) as sx, avg(t.x) as ax, count(t.x) as n from r.t t"
+
+
+def text_rows(conn: psycopg.Connection, relation: str) -> list[tuple]:
+    return sorted(conn.execute(f"select g::text, sx::text, ax::text, sc::text, ac::text, q::text,"
+                               f" sdc::text, adc::text from {relation}").fetchall(),
+                  key=repr)
+
+
+@pytest.fixture(scope="module")
+def db(module_db: str, conn: psycopg.Connection) -> str:
+    conn.execute("create schema r; create table r.t (id int primary key, g int, x numeric, "
+                 "c numeric(10, 2), a numeric, b numeric)")
+    assert deploy_text(module_db, "nums", NUMERIC) == "created"
+    assert deploy_text(module_db, "nums_global", GLOBAL) == "created"
+    return module_db
+
+
+def check(conn: psycopg.Connection) -> None:
+    assert_equal(conn, "nums", NUMERIC)
+    assert_equal(conn, "nums_global", GLOBAL)
+    query = f"({NUMERIC}) as q"
+    assert text_rows(conn, "live.nums") == text_rows(conn, query)
+
+
+def test_nan_and_infinity_inserted_then_deleted(db: str, conn: psycopg.Connection) -> None:
+    conn.execute("truncate r.t")
+    conn.execute("insert into r.t values (1, 1, 1, 1, 1, 3), (2, 1, 2, 2, 2, 3)")
+    check(conn)
+    for special in ("NaN", "Infinity", "-Infinity"):
+        conn.execute("insert into r.t values (3, 1, %s, 'NaN', 1, 1)", (special,))
+        check(conn)
+        conn.execute("delete from r.t where id = 3")
+        check(conn)
+        assert conn.execute("select sx from live.nums where g = 1").fetchone()[0] == 3
+    conn.execute("insert into r.t values (4, 1, 'Infinity', 1, 1, 1), (5, 1, '-Infinity', 1, 1, 1)")
+    check(conn)  # +Infinity and -Infinity together: NaN, as the query
+    conn.execute("delete from r.t where id in (4, 5)")
+    check(conn)
+
+
+def test_avg_scale_follows_the_rows_left(db: str, conn: psycopg.Connection) -> None:
+    conn.execute("truncate r.t")
+    conn.execute("insert into r.t values (1, 1, 1, 1, 1, 3), (2, 1, 1, 1, 2, 7), "
+                 "(3, 1, 2.00000000000000000000, 2, 1, 9), (4, 2, 0.5, 0.5, 10, 3)")
+    check(conn)
+    conn.execute("delete from r.t where id = 3")  # the row with 20 decimals leaves group 1
+    check(conn)
+    assert conn.execute("select ax::text from live.nums where g = 1").fetchone()[0] \
+        == "1.00000000000000000000"
+    conn.execute("insert into r.t values (5, 1, 2, 2, 5, 6)")
+    check(conn)
+    assert conn.execute("select ax::text from live.nums where g = 1").fetchone()[0] \
+        == "1.3333333333333333"
+    conn.execute("update r.t set x = x + 0.001 where id = 1")
+    check(conn)
+    conn.execute("update r.t set x = x - 0.001 where id = 1")
+    check(conn)
+    conn.execute("delete from r.t where g = 1")
+    check(conn)
+
+
+INTERVALS = """select t.g, sum(t.iv) as s, avg(t.iv) as a, count(t.iv) as n
+from r.iv t group by t.g"""
+
+
+def test_infinite_intervals(db: str, conn: psycopg.Connection) -> None:
+    if conn.info.server_version < 170000:
+        pytest.skip("infinite intervals exist from PostgreSQL 17")
+    conn.execute("create table r.iv (id int primary key, g int, iv interval)")
+    assert deploy_text(db, "ivs", INTERVALS) == "created"
+    conn.execute("insert into r.iv values (1, 1, '1 day'), (2, 1, '2 hours')")
+    conn.execute("insert into r.iv values (3, 1, 'infinity')")
+    assert_equal(conn, "ivs", INTERVALS)
+    conn.execute("delete from r.iv where id = 3")  # was: 22008 interval out of range
+    assert_equal(conn, "ivs", INTERVALS)
+    conn.execute("insert into r.iv values (4, 1, '-infinity'), (5, 2, 'infinity')")
+    assert_equal(conn, "ivs", INTERVALS)
+    conn.execute("insert into r.iv values (6, 1, 'infinity')")
+    for relation in ("live.ivs", f"({INTERVALS}) as q"):
+        with pytest.raises(psycopg.errors.DatetimeFieldOverflow):
+            conn.execute(f"select * from {relation}").fetchall()
+    conn.execute("delete from r.iv where id in (4, 6)")
+    assert_equal(conn, "ivs", INTERVALS)
+    assert conn.execute("select s::text from live.ivs where g = 1").fetchone()[0] \
+        == "1 day 02:00:00"
+
+
+def test_infinite_interval_error_even_in_a_group_having_excludes(db: str,
+                                                                 conn: psycopg.Connection):
+    """PostgreSQL finalises every aggregate of a group before HAVING: +infinity and -infinity in
+    a group HAVING leaves out still make the query fail; so must reading the view (found by the
+    differential generator, seed 200019)."""
+    if conn.info.server_version < 170000:
+        pytest.skip("infinite intervals exist from PostgreSQL 17")
+    text = ("select t.g, avg(t.iv) as a from r.iv2 t group by t.g "
+            "having count(*) <> 2")
+    conn.execute("create table r.iv2 (id int primary key, g int, iv interval)")
+    assert deploy_text(db, "ivs_having", text) == "created"
+    conn.execute("insert into r.iv2 values (1, 1, '1 day'), (2, 2, 'infinity'), "
+                 "(3, 2, '-infinity')")
+    for relation in ("live.ivs_having", f"({text}) as q"):
+        with pytest.raises(psycopg.errors.DatetimeFieldOverflow):
+            conn.execute(f"select * from {relation}").fetchall()
+    conn.execute("delete from r.iv2 where id = 3")
+    assert_equal(conn, "ivs_having", text)
