@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,8 @@ def test_redact_masks_only_the_password() -> None:
 
 def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("TIDEMARK_")]:
+        monkeypatch.delenv(name)  # e.g. set by a session fixture of another test package
     monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     monkeypatch.setenv("TIDEMARK_CORRECTION_DAYS", "5")
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "90")
