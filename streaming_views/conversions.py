@@ -79,3 +79,18 @@ def printing_checks(conn: psycopg.Connection,
                                "op" if operator else "func",
                                "||" if operator else proc.name))
     return checks
+
+
+def base_type(conn: psycopg.Connection, type_name: str) -> str:
+    """``type_name`` itself, or for a domain (over domains...) its base type with its modifier:
+    a kept sum of a domain ``CHECK (value >= 0)`` goes negative when rows are deleted, and the
+    aggregate PostgreSQL runs is the base type's anyway."""
+    seen = set()
+    while type_name not in seen:
+        seen.add(type_name)
+        row = conn.execute("select typtype, format_type(typbasetype, typtypmod) from pg_type "
+                           "where oid = %s::regtype", (type_name,)).fetchone()
+        if row is None or row[0] != "d":
+            break
+        type_name = str(row[1])
+    return type_name

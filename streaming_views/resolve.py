@@ -13,7 +13,7 @@ functions its expressions run, behind operators and casts included
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -479,6 +479,9 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
         probe = ", ".join(f"{c.text} AS r{i}" for i, c in enumerate(an.aggs))
         types.update({c.name: c for c in describe(conn, f"SELECT {probe}{r.from_where()}",
                                                   path=r.path)})
+    for i in range(len(an.aggs)):  # aggregates work on a domain's base type (sums go negative)
+        if (arg := types.get(f"x{i}")) is not None:
+            types[f"x{i}"] = replace(arg, type=conversions.base_type(conn, arg.type))
     r.check_tree(row_tree, final=False)
     r.check_literals(row_tree)
     final = r.final_text(types)
