@@ -60,6 +60,13 @@ class Column:
     typmod: int
     collation: str | None
     collation_oid: int
+    base_type: str = ""  # a domain's base type: what the change log keeps (no NOT NULL/CHECK)
+
+    @property
+    def log_type(self) -> str:
+        """The column's type in the change log: a domain's base type, since the log's marker
+        rows are NULL in every column and its values were checked by the base table."""
+        return self.base_type or self.type
 
     def record(self) -> dict[str, Any]:
         """What the catalog keeps to notice a later change of this column."""
@@ -383,7 +390,8 @@ class _Resolver:
                 "a.attisdropped and (a.attnum = any(%s) or 0 = any(%s)) order by a.attnum",
                 (oid, sorted(attnums), sorted(attnums))).fetchall()
             info.columns = [Column(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), r[5],
-                                   int(r[6])) for r in rows]
+                                   int(r[6]), conversions.base_type(self.conn, str(r[2])))
+                            for r in rows]
 
     def _var(self, var: dict[str, Any], rtable: list[Any], wanted: dict[int, set[int]]) -> None:
         index, attnum = int(var["varno"]), int(var["varattno"])
