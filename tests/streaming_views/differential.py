@@ -32,7 +32,14 @@ from streaming_views.runtime import problem
 from streaming_views.session import pin
 from streaming_views.verify import diff_rows
 from streaming_views.viewfile import parse_view_text
-from tests.streaming_views.grammar import SCHEMA, VALUES, View, draw_view, fact_values
+from tests.streaming_views.grammar import (
+    FACT_TYPES,
+    SCHEMA,
+    VALUES,
+    View,
+    draw_view,
+    fact_values,
+)
 
 # On a server built with ICU, gen.f.s (values a, A, b, B, é, É, ß...) takes this linguistic
 # collation, so its keys, min/max, DISTINCT and comparisons order unlike "C".
@@ -47,9 +54,7 @@ LEVELS = [psycopg.IsolationLevel.READ_COMMITTED] * 3 + [
 EXPECTED = (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected,
             psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation,
             psycopg.errors.CardinalityViolation)
-CAST = ", ".join(f"%s::{t}" for t in ["int", "int", "int", "numeric", "numeric(10,2)", "float8",
-                                       "text", "text", "timestamptz", "date", "interval",
-                                       "jsonb", "boolean", "text"])
+CAST = ", ".join(f"%s::{t}" for t in FACT_TYPES)
 
 
 class EngineFailure(AssertionError):
@@ -215,7 +220,7 @@ class Case:
                                f"on conflict (id) do update set {sets}")
         elif kind == "update":
             col = rng.choice(["k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b",
-                              "note", "shift"])
+                              "note", "m", "shift"])
             if col == "shift":
                 conn.execute("update gen.f set k = k + 1, g = (g + 1) %% 4, ts = ts + interval "
                              "'45 minutes' where id = any(%s)", (self._ids(),))
