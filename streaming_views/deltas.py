@@ -61,7 +61,7 @@ def log_ddl(cv: CompiledView) -> list[str]:
     stmts = []
     for t in cv.resolved.tables:
         cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
-        cols += [f"{q(c.name)} {c.type}" + (f" COLLATE {c.collation}" if c.collation else "")
+        cols += [f"{q(c.name)} {c.log_type}" + (f" COLLATE {c.collation}" if c.collation else "")
                  for c in t.columns]
         stmts += [f"CREATE UNLOGGED TABLE {log_table(cv, t.index)} ({', '.join(cols)}) "
                   f"WITH ({LOG_OPTIONS})",
@@ -159,7 +159,7 @@ def log_update_paired(cv: CompiledView, j: int) -> str:
     named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
     side = (f"SELECT row_number() OVER () AS __tm_n, {ok} AS __tm_ok"
             + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
-    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.type)
+    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
                         for k, c in enumerate(table.columns)) or "true"
     pair = ", ".join([f"o.__c{k} AS __o{k}, w.__c{k} AS __w{k}" for k in range(len(cols))])
     target = ", ".join(["__tm_tx", "__tm_sign", *cols])

@@ -13,14 +13,14 @@ functions its expressions run, behind operators and casts included
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import nodetree, volatility
+from streaming_views import conversions, nodetree, volatility
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
 from streaming_views.errors import UnsupportedViewError, ViewDefinitionError
@@ -60,6 +60,13 @@ class Column:
     typmod: int
     collation: str | None
     collation_oid: int
+    base_type: str = ""  # a domain's base type: what the change log keeps (no NOT NULL/CHECK)
+
+    @property
+    def log_type(self) -> str:
+        """The column's type in the change log: a domain's base type, since the log's marker
+        rows are NULL in every column and its values were checked by the base table."""
+        return self.base_type or self.type
 
     def record(self) -> dict[str, Any]:
         """What the catalog keeps to notice a later change of this column."""
@@ -271,14 +278,19 @@ class _Resolver:
         calls: list[tuple[int, bool, int | None]] = []  # (function, is a cast, argument type)
         opnos: set[int] = set()
         io: list[tuple[int | None, int]] = []  # I/O conversions: (from type, to type)
+        printed: list[tuple[int, list[int | None]]] = []  # (function, its argument types)
         for node in nodetree.walk(tree):
             kind = node["_"]
             if kind == "FUNCEXPR":
                 args = node.get("args") or [None]
                 calls.append((int(node["funcid"]), node.get("funcformat") in ("1", "2"),
                               nodetree.expr_type(args[0])))
+                printed.append((int(node["funcid"]), [nodetree.expr_type(a) for a in args]))
             elif kind in {"OPEXPR", "DISTINCTEXPR", "NULLIFEXPR", "SCALARARRAYOPEXPR"}:
                 opnos.add(int(node["opno"]))
+                if node.get("opfuncid") not in (None, "0"):
+                    printed.append((int(node["opfuncid"]),
+                                    [nodetree.expr_type(a) for a in node.get("args") or []]))
             elif kind == "ROWCOMPAREEXPR":
                 opnos.update(int(o) for o in node.get("opnos") or [])
             elif kind == "COERCEVIAIO":
@@ -286,7 +298,7 @@ class _Resolver:
             elif kind == "NEXTVALUEEXPR":
                 raise self.refuse("nextval()", None, "a sequence's next value changes with "
                                   "every call.", "compute the value when the row is written.")
-        types = self._type_names({t for _, _, t in calls if t is not None}
+        types = conversions.type_names(self.conn, {t for _, _, t in calls if t is not None}
                                  | {t for pair in io for t in pair if t is not None})
         checks: list[tuple[int, str, str, str]] = []  # (function, what, search kind, name)
         named = volatility.procs(self.conn, {oid for oid, _, _ in calls})
@@ -296,7 +308,7 @@ class _Resolver:
                 continue
             if is_cast:
                 checks.append((oid, f"cast from {types.get(src or 0, 'its argument')} to "
-                               f"{self._result_type(oid)}", "cast", ""))
+                               f"{conversions.result_type(self.conn, oid)}", "cast", ""))
             else:
                 checks.append((oid, proc.qualified, "func", proc.name))
         if opnos:
@@ -305,9 +317,10 @@ class _Resolver:
                     (sorted(opnos),)).fetchall():
                 checks.append((int(code), f"operator {name}", "op", str(name)))
         for src, dst in io:
-            for oid in self._io_functions(src, dst):
+            for oid in conversions.io_functions(self.conn, src, dst):
                 checks.append((oid, f"cast from {types.get(src or 0, 'a value')} to "
                                f"{types.get(dst)}", "cast", ""))
+        checks += conversions.printing_checks(self.conn, printed)
         info = volatility.procs(self.conn, {c[0] for c in checks})
         for oid, what, kind, name in checks:
             proc = info.get(oid)
@@ -317,40 +330,6 @@ class _Resolver:
             if verdict is not None:
                 raise self.refuse(what, self._locate(kind, name, final), verdict.reason,
                                   verdict.rewrite)
-
-    def _type_names(self, oids: set[int]) -> dict[int, str]:
-        if not oids:
-            return {}
-        return {int(o): str(n) for o, n in self.conn.execute(
-            "select oid, format_type(oid, null) from pg_type where oid = any(%s)",
-            (sorted(oids),)).fetchall()}
-
-    def _result_type(self, oid: int) -> str:
-        row = self.conn.execute("select format_type(prorettype, null) from pg_proc "
-                                "where oid = %s", (oid,)).fetchone()
-        return str(row[0]) if row else "?"
-
-    def _io_functions(self, src: int | None, dst: int) -> list[int]:
-        """Output function of the source type and input function of the target type (through
-        domains and array elements, whose input functions run too)."""
-        out = []
-        if src is not None:
-            row = self.conn.execute("select typoutput::oid from pg_type where oid = %s",
-                                    (src,)).fetchone()
-            out.append(int(row[0]) if row else 0)
-        seen: set[int] = set()
-        typ: int | None = dst
-        while typ and typ not in seen:
-            seen.add(typ)
-            row = self.conn.execute(
-                "select typinput::oid, case when typtype = 'd' then typbasetype "
-                "when typelem <> 0 and typsubscript = 'array_subscript_handler'::regproc "
-                "then typelem end from pg_type where oid = %s", (typ,)).fetchone()
-            if row is None:
-                break
-            out.append(int(row[0]))
-            typ = int(row[1]) if row[1] else None
-        return [o for o in out if o]
 
     def _locate(self, kind: str, name: str, final: bool) -> Any:
         """The syntax node the check is about, for its position: the first call of ``name``,
@@ -411,7 +390,8 @@ class _Resolver:
                 "a.attisdropped and (a.attnum = any(%s) or 0 = any(%s)) order by a.attnum",
                 (oid, sorted(attnums), sorted(attnums))).fetchall()
             info.columns = [Column(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), r[5],
-                                   int(r[6])) for r in rows]
+                                   int(r[6]), conversions.base_type(self.conn, str(r[2])))
+                            for r in rows]
 
     def _var(self, var: dict[str, Any], rtable: list[Any], wanted: dict[int, set[int]]) -> None:
         index, attnum = int(var["varno"]), int(var["varattno"])
@@ -507,6 +487,9 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
         probe = ", ".join(f"{c.text} AS r{i}" for i, c in enumerate(an.aggs))
         types.update({c.name: c for c in describe(conn, f"SELECT {probe}{r.from_where()}",
                                                   path=r.path)})
+    for i in range(len(an.aggs)):  # aggregates work on a domain's base type (sums go negative)
+        if (arg := types.get(f"x{i}")) is not None:
+            types[f"x{i}"] = replace(arg, type=conversions.base_type(conn, arg.type))
     r.check_tree(row_tree, final=False)
     r.check_literals(row_tree)
     final = r.final_text(types)

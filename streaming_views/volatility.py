@@ -43,6 +43,11 @@ PINNED_STABLE = {
 }
 DATETIME_COMPARE = re.compile(r"^(date|timestamp|timestamptz)_(cmp|eq|ne|lt|le|gt|ge)_"
                               r"(date|timestamp|timestamptz)$")
+PRINTS_ARGUMENTS = {
+    "anytextcat", "textanycat", "concat", "concat_ws", "format", "to_json", "to_jsonb",
+    "json_build_array", "json_build_object", "jsonb_build_array", "jsonb_build_object",
+    "array_to_string", "array_to_json", "row_to_json", "quote_literal", "quote_nullable",
+}
 CLOCK_INPUT = {"date_in", "timestamp_in", "timestamptz_in", "time_in", "timetz_in"}
 LABELS = {"enum_in", "enum_out", "anyenum_out"}
 TIMETZ = "time with time zone"
@@ -94,6 +99,12 @@ def pinned_stable(proc: Proc) -> bool:
     if proc.name == "timezone":
         return TIMETZ not in proc.args
     return proc.name in PINNED_STABLE or bool(DATETIME_COMPARE.match(proc.name))
+
+
+def prints_arguments(proc: Proc) -> bool:
+    """True for a pg_catalog function that converts its arguments of any type to text
+    (running their output functions): ``text || x``, ``concat``, ``format``, ``to_jsonb``..."""
+    return proc.schema == "pg_catalog" and proc.name in PRINTS_ARGUMENTS
 
 
 def judge(proc: Proc, what: str, *, final: bool, view: str) -> Verdict | None:

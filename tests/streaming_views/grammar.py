@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 SCHEMA = """
 drop schema if exists gen cascade;
 create schema gen;
+create domain gen.amount as numeric(12, 2) check (value >= 0);
 create table gen.f (id int primary key, k int, g int, n numeric, c numeric(10, 2), x float8,
                     s text, sc text collate "C", ts timestamptz, d date, iv interval, j jsonb,
-                    b boolean, note text);
+                    b boolean, note text, m gen.amount);
 create table gen.d (k int primary key, region text, w int, label text collate "C",
                     hits int not null default 0);
 create table gen.e (k int primary key, tag text);
@@ -33,9 +34,10 @@ create function evil.date_trunc(text, timestamptz) returns timestamptz language 
     as 'select $2';
 """
 
-FACT_COLUMNS = ["id", "k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b", "note"]
+FACT_COLUMNS = ["id", "k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b", "note",
+                "m"]
 FACT_TYPES = ["int", "int", "int", "numeric", "numeric(10,2)", "float8", "text", "text",
-              "timestamptz", "date", "interval", "jsonb", "boolean", "text"]
+              "timestamptz", "date", "interval", "jsonb", "boolean", "text", "gen.amount"]
 
 VALUES: dict[str, list[str | None]] = {
     "k": [None, "0", "1", "2", "3", "4", "5"],
@@ -55,6 +57,7 @@ VALUES: dict[str, list[str | None]] = {
           '{"b": {"c": true}}'],
     "b": [None, "true", "false"],
     "note": [None, "n1", "n2"],
+    "m": [None, "0", "1.50", "2.25", "99.99"],
 }
 INFINITE_INTERVALS = ["infinity", "-infinity"]
 
@@ -92,16 +95,16 @@ KEYS = {
     "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
           "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
           "lower(f.s)", "f.c", "f.iv::text", "f.d::text", "f.x::text", "date_bin('2 hours', "
-          "f.ts, timestamptz '2000-01-01 00:00:00+00')"],
+          "f.ts, timestamptz '2000-01-01 00:00:00+00')", "f.m"],
     "d": ["d.region", "d.label", "d.w"],
     "e": ["e.tag"],
     "p": ["p.kind", "p.day", "p.v"],
 }
-SUMS = {"f": ["f.g", "f.c", "f.n", "f.iv", "f.n / nullif(f.c, 0)", "f.g * f.c"],
+SUMS = {"f": ["f.g", "f.c", "f.n", "f.iv", "f.n / nullif(f.c, 0)", "f.g * f.c", "f.m"],
         "d": ["d.w"], "p": ["p.v", "p.amount"], "e": []}
-EXTREMES = {"f": ["f.s", "f.sc", "f.ts", "f.d", "f.x", "f.n", "f.c", "f.iv", "f.g"],
+EXTREMES = {"f": ["f.s", "f.sc", "f.ts", "f.d", "f.x", "f.n", "f.c", "f.iv", "f.g", "f.m"],
             "d": ["d.label", "d.region"], "p": ["p.day", "p.amount"], "e": ["e.tag"]}
-DISTINCTS = {"f": ["f.g", "f.s", "f.sc", "f.c", "f.j"], "d": ["d.region"], "p": ["p.kind"],
+DISTINCTS = {"f": ["f.g", "f.s", "f.sc", "f.c", "f.j", "f.m"], "d": ["d.region"], "p": ["p.kind"],
              "e": ["e.tag"]}
 FILTERS = {"f": ["f.b", "f.g > 1", "f.s is not null", "f.c > 0"], "d": ["d.w > 0"],
            "p": ["p.v > 0"], "e": ["e.tag <> 'x'"]}

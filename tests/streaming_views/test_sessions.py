@@ -159,3 +159,30 @@ def test_whole_row_reference_refused_with_an_equivalent_rewrite(db: str,
         assert_equal(conn, f"rewritten_{name}", rewritten)
         assert sorted(conn.execute(f"select * from live.rewritten_{name}").fetchall()) \
             == sorted(conn.execute(original).fetchall())
+
+
+def test_enum_labels_printed_by_any_function_refused(db: str, conn: psycopg.Connection):
+    """An enum cast to text was refused (a label can be renamed with no write), but ``||``,
+    ``concat()``, ``format()``, ``to_jsonb()`` and an array's text print labels too and were
+    accepted: the view kept the old label after ALTER TYPE ... RENAME VALUE. Now each is refused
+    at its position; the enum itself as a key stays exact through a rename."""
+    conn.execute("create type z.feel as enum ('calm', 'busy'); "
+                 "create table z.e (id int primary key, f z.feel, h text)")
+    for text, construct in (("select e.id, e.h || e.f as x from z.e e", "operator ||"),
+                            ("select e.id, concat(e.f, '!') as x from z.e e", "concat()"),
+                            ("select e.id, format('%s', e.f) as x from z.e e", "format()"),
+                            ("select e.id, to_jsonb(e.f) as x from z.e e", "to_jsonb()"),
+                            ("select e.id, array[e.f]::text as x from z.e e", "cast from")):
+        with pytest.raises(UnsupportedViewError, match="labels") as info:
+            deploy_text(db, "labels", text)
+        assert info.value.construct.startswith(construct), str(info.value)
+        assert info.value.line == 1 and info.value.column is not None, str(info.value)
+        assert text[info.value.column - 1:].startswith(("||", "concat", "format", "to_jsonb",
+                                                        "::")), str(info.value)
+    text = "select e.f, count(*) as n, max(e.h) as h from z.e e group by e.f"
+    assert deploy_text(db, "by_feel", text) == "created"
+    conn.execute("insert into z.e values (1, 'calm', 'a'), (2, 'busy', 'b'), (3, 'calm', 'c')")
+    conn.execute("alter type z.feel rename value 'calm' to 'still'")
+    assert_equal(conn, "by_feel", text)
+    assert conn.execute("select f::text, n from live.by_feel order by n desc").fetchall() \
+        == [("still", 2), ("busy", 1)]
