@@ -67,6 +67,7 @@ def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> lis
         for view in views:
             entry = deployed.get(view.name)
             if entry is not None and entry.definition_hash == view.definition_hash:
+                _add_missing_indexes(conn, view, entry)
                 results.append(DeployResult(view.name, "unchanged", "embedded",
                                             view.definition_hash))
                 continue
@@ -84,6 +85,23 @@ def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> lis
                     results.append(DeployResult(entry.name, "dropped", "embedded",
                                                 entry.definition_hash))
     return results
+
+
+def _add_missing_indexes(conn: psycopg.Connection, view: ViewFile, entry: CatalogEntry) -> None:
+    """Give an unchanged view the base-table indexes it was deployed without (the join-column
+    indexes came later), listed in its catalog entry so that dropping the view drops them.
+
+    Only an optimisation: a view that no longer compiles is left as it is (its own deploy
+    reports that when its file changes)."""
+    try:
+        with conn.transaction():
+            made = [i for i in ensure_base_indexes(conn, compile_view(conn, view))
+                    if i not in entry.base_indexes]
+            if made:
+                conn.execute("update tidemark.views set base_indexes = base_indexes || %s "
+                              "where name = %s and target = 'embedded'", (made, entry.name))
+    except (StreamingViewsError, psycopg.Error):
+        return
 
 
 def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
