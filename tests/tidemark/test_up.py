@@ -138,3 +138,46 @@ def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path
     assert not left, left  # no child of that start (ingestion, Dagster) survived it
     status = json.loads((home / "up-progress.json").read_text())
     assert status["state"] == "failed" and f"Port {ui_port}" in status["error"]
+
+
+def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> None:
+    # README, "Your own database": "`tidemark up` runs every registered source too, beside the
+    # demo" — it ran `tidemark ingest run --source shop` only.
+    home, port = tmp_path / "home", free_port()
+    env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port)}
+    env.pop("TIDEMARK_SOURCE_URL", None)
+    env.pop("TIDEMARK_LANDING_URL", None)
+    subprocess.run([TIDEMARK, "db", "start"], env=env, check=True, capture_output=True)
+    admin = f"postgresql://postgres@127.0.0.1:{port}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute("create database mine")
+        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+            conn.execute("create table items (item_id int primary key, name text);"
+                         "insert into items values (1, 'one');"
+                         "grant select on items to tidemark_ingest")
+        added = subprocess.run(
+            [TIDEMARK, "source", "add", "mine", "--url",
+             f"postgresql://tidemark_ingest@127.0.0.1:{port}/mine", "--admin-url",
+             f"{admin}/mine"], env=env, capture_output=True, text=True)
+        assert added.returncode == 0, added.stdout + added.stderr
+    finally:
+        subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True)
+    proc, out = _start_up(home, port, "--rate", "0")
+    landed = f"{admin}/tidemark"
+
+    def items() -> int:
+        with psycopg.connect(landed) as conn:
+            if conn.execute("select to_regclass('mine.items')").fetchone()[0] is None:
+                return 0
+            return conn.execute("select count(*) from mine.items").fetchone()[0]
+
+    try:
+        assert wait_for(lambda: _psql_url(out) is not None, 180), out.read_text()
+        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+            conn.execute("insert into items values (2, 'two')")
+        assert wait_for(lambda: items() == 2, 60), (home / "logs" / "ingest.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0, out.read_text()

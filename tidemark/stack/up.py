@@ -261,9 +261,10 @@ class _Up:
                             f"rows/s).")
 
     def _start_ingestion(self) -> None:
-        """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
-        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run", "--source",
-                                         DEMO_SOURCE], self.settings.log_dir / "ingest.log")
+        """Start the continuous CDC stream of every registered source, the demo and the
+        user's own (`tidemark ingest run`), as a supervised child."""
+        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
+                              self.settings.log_dir / "ingest.log")
 
     # -- serve and stop -----------------------------------------------------------------------
 
