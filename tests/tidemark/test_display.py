@@ -68,3 +68,18 @@ def test_a_phase_stays_on_one_line_with_its_counts_whole_on_80_columns(tmp_path:
         landing = lines[1]
         assert "5,029,116/6,603,670 rows  4,029,116/s" in landing, landing
         assert re.search(r" \d:\d\d:\d\d \d:\d\d:\d\d ", landing), landing  # ETA, elapsed whole
+
+
+def test_status_ages_a_running_phase_that_reports_nothing(tmp_path: Path) -> None:
+    # At 10x the landing phase built indexes for two minutes without a report: `tidemark
+    # status` kept showing the seconds of its last report.
+    display = UpDisplay(tmp_path, Console(file=io.StringIO(), width=120))
+    with display:
+        display.begin("landing", "Landing (snapshot, catch-up)", total=10, unit="rows")
+        time.sleep(1.2)
+        phase = read_status(tmp_path)["phases"][0]
+        assert phase["state"] == "running" and phase["seconds"] >= 1.0, phase
+        display.end("landing", "Landed.")
+        done = read_status(tmp_path)["phases"][0]["seconds"]
+        time.sleep(0.3)
+        assert read_status(tmp_path)["phases"][0]["seconds"] == done  # a finished phase stays

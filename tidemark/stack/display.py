@@ -247,4 +247,14 @@ def read_status(home: Path) -> dict[str, Any] | None:
         except OSError:
             alive = False
     data["running"] = alive and data.get("state") in ("starting", "ready")
+    if data["running"]:  # a phase that reports nothing for a while (index builds) still ages
+        now = datetime.now(UTC)
+        for phase in data.get("phases", []):
+            if phase.get("state") == "running" and phase.get("started_at"):
+                try:
+                    started = datetime.fromisoformat(phase["started_at"])
+                except ValueError:
+                    continue
+                phase["seconds"] = round(max(phase.get("seconds", 0.0),
+                                             (now - started).total_seconds()), 1)
     return data
