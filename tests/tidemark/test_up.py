@@ -96,6 +96,18 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     assert "Seeding" not in out.read_text(), "a second run reuses the data"
 
 
+def _run_status(ui_port: int, job: str) -> str | None:
+    query = ("query($job: String!) { runsOrError(filter: {pipelineName: $job}) {"
+             " ... on Runs { results { status } } } }")
+    request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
+                                     data=json.dumps({"query": query,
+                                                      "variables": {"job": job}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        runs = json.loads(response.read())["data"]["runsOrError"]["results"]
+    return runs[0]["status"] if runs else None
+
+
 def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
     home, port, ui_port = tmp_path / "home", free_port(), free_port()
     proc, out = _start_up(home, port, "--rate", "20", dagster_port=ui_port)
@@ -107,12 +119,20 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
             assert r.status == 200
             assert "dagster_webserver_version" in r.read().decode()
         assert (home / "dagster" / "dagster.yaml").exists(), "DAGSTER_HOME under TIDEMARK_HOME"
+        assert wait_for(lambda: _run_status(ui_port, "source_freshness") == "STARTED", 120)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(90)
+        os.killpg(proc.pid, signal.SIGINT)  # while the source_freshness run it queued executes
+        code = proc.wait(120)
     log = out.read_text()
     assert code == 0, log
     assert "Traceback" not in log
+    # Ctrl-C cancels the runs in flight: none is left as a FAILURE ("interrupted unexpectedly").
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = {r.job_name: r.status.value for r in instance.get_runs()}
+    assert runs.get("source_freshness") in ("CANCELED", "SUCCESS"), runs
+    assert "FAILURE" not in runs.values(), runs
 
 
 def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
