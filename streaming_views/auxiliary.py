@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import psycopg
 from pglast import ast
+from pglast.enums import A_Expr_Kind
 from psycopg import sql
 
 from streaming_views.astutil import column_ref, deparse, q, substitute, walk
@@ -34,6 +35,7 @@ from streaming_views.compiler import STATE_SCHEMA, CompiledView
 from streaming_views.rules import Rule
 
 INDEX_PREFIX = "tidemark_live_"
+A_EXPR_OP = A_Expr_Kind.AEXPR_OP
 
 
 # ------------------------------------------------------------------ distinct aggregates
@@ -154,10 +156,56 @@ class BaseIndex:
 
 
 def base_indexes(cv: CompiledView) -> list[BaseIndex]:
-    """The base-table indexes the recompute of ``cv`` needs (single-table views with min/max).
+    """The base-table indexes ``cv``'s maintenance needs: the group keys of a single-table
+    view with min/max (its recompute), and the equality-join columns of a view over several
+    tables (each batch joins its changed rows with the other tables on them)."""
+    return _recompute_indexes(cv) + join_indexes(cv)
 
-    Multi-table and UNION ALL views recompute over a join; they get no index here.
+
+def join_indexes(cv: CompiledView) -> list[BaseIndex]:
+    """One single-column index per column of an equality join between two base tables
+    (``o.order_id = p.order_id`` in ``ON`` or ``WHERE``), in every SELECT of the view.
+
+    Without it, the delta of one table is hash-joined with a full scan of the other on every
+    batch (live.daily_store_revenue at 30 days x 20,000 orders: a 0.4 s scan of payments for
+    each batch of orders; with the index, 0.05 ms).
     """
+    an = cv.analysis
+    selects = ([(b.stmt.fromClause, b.stmt.whereClause, b.tables) for b in an.branches]
+               or [(an.from_clause, an.where, tuple(an.tables))])
+    found: dict[tuple[str, str, str], BaseIndex] = {}
+    for from_clause, where, tables in selects:
+        if len(tables) < 2:
+            continue
+        refs = {t.ref: t for t in tables}
+        roots = [j.quals for j in walk(from_clause) if isinstance(j, ast.JoinExpr)] + [where]
+        for node in walk([r for r in roots if r is not None]):
+            if not (isinstance(node, ast.A_Expr) and node.kind == A_EXPR_OP
+                    and [n.sval for n in node.name] == ["="]):
+                continue
+            sides = [_table_column(refs, side) for side in (node.lexpr, node.rexpr)]
+            if None in sides or sides[0][0] is sides[1][0]:  # type: ignore[index]
+                continue
+            for table, column in sides:  # type: ignore[misc]
+                expr = deparse(column_ref(column))
+                digest = hashlib.sha256(
+                    "\n".join([table.schema, table.name, expr]).encode()).hexdigest()[:16]
+                found.setdefault((table.schema, table.name, expr), BaseIndex(
+                    table.schema, table.name, f"{INDEX_PREFIX}{digest}", (expr,)))
+    return list(found.values())
+
+
+def _table_column(refs: dict, node: object) -> tuple | None:
+    """(table, column) of ``alias.column`` naming a base table of ``refs``, else None."""
+    if not (isinstance(node, ast.ColumnRef) and len(node.fields) == 2
+            and all(isinstance(f, ast.String) for f in node.fields)):
+        return None
+    table = refs.get(node.fields[0].sval)
+    return None if table is None else (table, node.fields[1].sval)
+
+
+def _recompute_indexes(cv: CompiledView) -> list[BaseIndex]:
+    """The index the min/max recompute of a single-table view needs (its group keys)."""
     an = cv.analysis
     if not any(r.kind == "extreme" for r in cv.rules) or an.is_global or an.branches \
             or len(an.tables) != 1:

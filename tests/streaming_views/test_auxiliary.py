@@ -227,3 +227,50 @@ def test_shipped_distinct_views_keep_no_recompute(deployed: str) -> None:
         cv = compile_view(c, shipped["active_carts"])
     assert [r.kind for r in cv.rules if r.call.distinct] == ["distinct", "distinct"]
     assert "count(DISTINCT" not in cv.recompute_sql()
+
+
+JOIN_VIEW = """
+    select u.store_id, sum(u.refund) as refunds, count(*) as n
+    from (select o.store_id, 0 as refund from j.orders as o
+          union all
+          select o.store_id, p.amount as refund from j.payments as p
+          join j.orders as o on o.order_id = p.order_id where p.kind = 'refund') as u
+    group by u.store_id"""
+
+
+def test_a_join_view_indexes_the_join_column_each_batch_probes(deployed: str,
+                                                               conn: psycopg.Connection):
+    # live.daily_store_revenue at 30 days x 20,000 orders: each batch of orders was joined
+    # with a full scan of payments (0.4 s a batch); payments(order_id) had no index.
+    conn.execute("create schema j; create table j.orders (order_id int primary key, "
+                 "store_id int); create table j.payments (payment_id int primary key, "
+                 "order_id int, kind text, amount int)")
+    conn.execute("insert into j.orders select i, i % 40 from generate_series(1, 20000) i")
+    conn.execute("insert into j.payments select i, i, case when i % 20 = 0 then 'refund' "
+                 "else 'charge' end, i % 7 from generate_series(1, 20000) i")
+    assert deploy_text(deployed, "join_refunds", JOIN_VIEW) == "created"
+    entry = read_catalog(conn, target="embedded", name="join_refunds")[0]
+    [index] = entry.base_indexes  # orders.order_id is the primary key already
+    assert index.startswith("j.tidemark_live_")
+    assert "(order_id)" in conn.execute("select pg_get_indexdef(%s::regclass)",
+                                        (index,)).fetchone()[0]
+    conn.execute("analyze j.payments")
+    conn.execute("create temp table changed as select * from j.orders where order_id <= 5")
+    conn.execute("analyze changed")
+    plan = "\n".join(r[0] for r in conn.execute(
+        "explain select o.store_id, p.amount from j.payments as p join changed as o"
+        " on o.order_id = p.order_id where p.kind = 'refund'").fetchall())
+    assert index.split(".", 1)[1] in plan, plan
+    conn.execute("update j.orders set store_id = store_id + 1 where order_id <= 100")
+    conn.execute("delete from j.payments where order_id between 50 and 60")
+    assert_equal(conn, "join_refunds", JOIN_VIEW)
+    # deployed by a version without join indexes: the next deploy, unchanged, adds it
+    conn.execute(sql.SQL("drop index {}").format(sql.Identifier(*index.split("."))))
+    conn.execute("update tidemark.views set base_indexes = '{}' where name = 'join_refunds'")
+    assert deploy_text(deployed, "join_refunds", JOIN_VIEW) == "unchanged"
+    assert read_catalog(conn, target="embedded", name="join_refunds")[0].base_indexes == [index]
+    assert conn.execute("select to_regclass(%s)", (index,)).fetchone()[0] is not None
+    actions = {r.name: r.action for r in deploy_embedded(
+        deployed, [parse_view_text(n, t) for n, t in VIEWS.items()], prune=True)}
+    assert actions["join_refunds"] == "dropped"
+    assert conn.execute("select to_regclass(%s)", (index,)).fetchone()[0] is None

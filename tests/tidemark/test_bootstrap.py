@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from tests.support import create_database
-from tidemark.settings import INGEST_ROLE, READER_ROLE
+from tidemark.settings import APP_ROLE, INGEST_ROLE, READER_ROLE
 from tidemark.stack.bootstrap import ensure_roles, grant_landing, grant_source
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -31,6 +31,31 @@ def _as(pg: EmbeddedServer, role: str, database: str) -> str:
 def test_reader_can_read_landing(pg: EmbeddedServer, landing: str) -> None:
     with psycopg.connect(_as(pg, READER_ROLE, "bootstrap_landing")) as conn:
         assert conn.execute("select n from marts.fct_example").fetchall() == [(1,)]
+
+
+def test_reader_reads_a_source_mirror_schema_ingestion_creates(pg: EmbeddedServer,
+                                                              landing: str) -> None:
+    # `psql tidemark_reader ... -c 'select count(*) from mydb.orders'` (README, "Your own
+    # database") was "permission denied for schema mydb": only the fixed schemas were granted.
+    app = _as(pg, APP_ROLE, "bootstrap_landing")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema if not exists mydb")
+        conn.execute("create table mydb.orders (order_id int primary key)")
+        conn.execute("insert into mydb.orders values (1)")
+    with psycopg.connect(landing, autocommit=True) as conn:  # a schema made before the fix
+        conn.execute(f"create schema older authorization {APP_ROLE}")
+        conn.execute(f"revoke usage on schema older from {READER_ROLE}")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create table older.t (n int)")
+    with psycopg.connect(_as(pg, READER_ROLE, "bootstrap_landing")) as conn:
+        assert conn.execute("select count(*) from mydb.orders").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select count(*) from older.t")
+    grant_landing(landing)  # every start runs it: the older schema is opened too
+    with psycopg.connect(_as(pg, READER_ROLE, "bootstrap_landing")) as conn:
+        assert conn.execute("select count(*) from older.t").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("insert into mydb.orders values (2)")
 
 
 def test_reader_cannot_write(pg: EmbeddedServer, landing: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -44,3 +45,41 @@ def test_reports_without_a_listener_cost_nothing() -> None:
         progress.report("landing", 10, None, "rows", "shop.orders")
     progress.report("landing", 11)
     assert [(p.phase, p.done, p.detail) for p in seen] == [("landing", 10, "shop.orders")]
+
+
+def test_a_phase_stays_on_one_line_with_its_counts_whole_on_80_columns(tmp_path: Path) -> None:
+    # On an 80-column terminal the 10x landing bar read "5,0… 0:0…" spread over three lines.
+    clock = [0.0]
+    for width in (80, 120):
+        out = io.StringIO()
+        display = UpDisplay(tmp_path, Console(file=out, width=width, force_terminal=True,
+                                              color_system=None))
+        display.bars.get_time = lambda: clock[0]
+        display.begin("database", "PostgreSQL")
+        display.begin("landing", "Landing (snapshot, catch-up)", total=6_603_670, unit="rows")
+        task = display.tasks["landing"]
+        clock[0] = 1.0
+        display.bars.update(task, completed=1_000_000, detail="shop: app_events, order_items")
+        clock[0] = 2.0
+        display.bars.update(task, completed=5_029_116)
+        display.console.print(display.bars.make_tasks_table(display.bars.tasks))
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        assert len(lines) == 2, out.getvalue()
+        landing = lines[1]
+        assert "5,029,116/6,603,670 rows  4,029,116/s" in landing, landing
+        assert re.search(r" \d:\d\d:\d\d \d:\d\d:\d\d ", landing), landing  # ETA, elapsed whole
+
+
+def test_status_ages_a_running_phase_that_reports_nothing(tmp_path: Path) -> None:
+    # At 10x the landing phase built indexes for two minutes without a report: `tidemark
+    # status` kept showing the seconds of its last report.
+    display = UpDisplay(tmp_path, Console(file=io.StringIO(), width=120))
+    with display:
+        display.begin("landing", "Landing (snapshot, catch-up)", total=10, unit="rows")
+        time.sleep(1.2)
+        phase = read_status(tmp_path)["phases"][0]
+        assert phase["state"] == "running" and phase["seconds"] >= 1.0, phase
+        display.end("landing", "Landed.")
+        done = read_status(tmp_path)["phases"][0]["seconds"]
+        time.sleep(0.3)
+        assert read_status(tmp_path)["phases"][0]["seconds"] == done  # a finished phase stays

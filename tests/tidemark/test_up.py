@@ -96,6 +96,18 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     assert "Seeding" not in out.read_text(), "a second run reuses the data"
 
 
+def _run_status(ui_port: int, job: str) -> str | None:
+    query = ("query($job: String!) { runsOrError(filter: {pipelineName: $job}) {"
+             " ... on Runs { results { status } } } }")
+    request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
+                                     data=json.dumps({"query": query,
+                                                      "variables": {"job": job}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        runs = json.loads(response.read())["data"]["runsOrError"]["results"]
+    return runs[0]["status"] if runs else None
+
+
 def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
     home, port, ui_port = tmp_path / "home", free_port(), free_port()
     proc, out = _start_up(home, port, "--rate", "20", dagster_port=ui_port)
@@ -107,12 +119,20 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
             assert r.status == 200
             assert "dagster_webserver_version" in r.read().decode()
         assert (home / "dagster" / "dagster.yaml").exists(), "DAGSTER_HOME under TIDEMARK_HOME"
+        assert wait_for(lambda: _run_status(ui_port, "source_freshness") == "STARTED", 120)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(90)
+        os.killpg(proc.pid, signal.SIGINT)  # while the source_freshness run it queued executes
+        code = proc.wait(120)
     log = out.read_text()
     assert code == 0, log
     assert "Traceback" not in log
+    # Ctrl-C cancels the runs in flight: none is left as a FAILURE ("interrupted unexpectedly").
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        runs = {r.job_name: r.status.value for r in instance.get_runs()}
+    assert runs.get("source_freshness") in ("CANCELED", "SUCCESS"), runs
+    assert "FAILURE" not in runs.values(), runs
 
 
 def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
@@ -138,3 +158,46 @@ def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path
     assert not left, left  # no child of that start (ingestion, Dagster) survived it
     status = json.loads((home / "up-progress.json").read_text())
     assert status["state"] == "failed" and f"Port {ui_port}" in status["error"]
+
+
+def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> None:
+    # README, "Your own database": "`tidemark up` runs every registered source too, beside the
+    # demo" — it ran `tidemark ingest run --source shop` only.
+    home, port = tmp_path / "home", free_port()
+    env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port)}
+    env.pop("TIDEMARK_SOURCE_URL", None)
+    env.pop("TIDEMARK_LANDING_URL", None)
+    subprocess.run([TIDEMARK, "db", "start"], env=env, check=True, capture_output=True)
+    admin = f"postgresql://postgres@127.0.0.1:{port}"
+    try:
+        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+            conn.execute("create database mine")
+        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+            conn.execute("create table items (item_id int primary key, name text);"
+                         "insert into items values (1, 'one');"
+                         "grant select on items to tidemark_ingest")
+        added = subprocess.run(
+            [TIDEMARK, "source", "add", "mine", "--url",
+             f"postgresql://tidemark_ingest@127.0.0.1:{port}/mine", "--admin-url",
+             f"{admin}/mine"], env=env, capture_output=True, text=True)
+        assert added.returncode == 0, added.stdout + added.stderr
+    finally:
+        subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True)
+    proc, out = _start_up(home, port, "--rate", "0")
+    landed = f"{admin}/tidemark"
+
+    def items() -> int:
+        with psycopg.connect(landed) as conn:
+            if conn.execute("select to_regclass('mine.items')").fetchone()[0] is None:
+                return 0
+            return conn.execute("select count(*) from mine.items").fetchone()[0]
+
+    try:
+        assert wait_for(lambda: _psql_url(out) is not None, 180), out.read_text()
+        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+            conn.execute("insert into items values (2, 'two')")
+        assert wait_for(lambda: items() == 2, 60), (home / "logs" / "ingest.log").read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0, out.read_text()

@@ -64,7 +64,8 @@ def ensure_database(admin_dsn: str, name: str) -> bool:
 
 
 def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) -> None:
-    """Create the landing schemas owned by ``tidemark_app`` and open them read-only to readers.
+    """Create the landing schemas owned by ``tidemark_app`` and open them read-only to readers,
+    with every schema ``tidemark_app`` creates (the sources' mirror schemas).
 
     Args:
         landing_dsn: superuser connection to the landing database.
@@ -87,6 +88,18 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
             conn.execute(sql.SQL(
                 "alter default privileges for role {} grant select on tables to {}"
             ).format(owner, reader))
+        # A source's mirror schema (<source>) is created by ingestion as tidemark_app when it
+        # first lands: readers get its usage from the default privileges, and schemas an
+        # earlier version created without it get it here.
+        conn.execute(sql.SQL(
+            "alter default privileges for role {} grant usage on schemas to {}").format(
+                app, reader))
+        for (schema,) in conn.execute(
+                "select nspname from pg_namespace where nspowner = %s::regrole"
+                " and not has_schema_privilege(%s, oid, 'usage')",
+                (APP_ROLE, READER_ROLE)).fetchall():
+            conn.execute(sql.SQL("grant usage on schema {} to {}").format(
+                sql.Identifier(schema), reader))
     # Live views' DDL guard: event triggers need a superuser, which this connection is.
     from streaming_views.guard import install_guard_at
     install_guard_at(landing_dsn)

@@ -203,6 +203,51 @@ def launch_job(url: str, job: str, tags: dict[str, str] | None = None) -> str:
     return launched["run"]["runId"]
 
 
+ACTIVE_RUNS = """
+query { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+  ... on Runs { results { runId status } } } }
+"""
+TERMINATE_RUNS = """
+mutation($ids: [String!]!) {
+  terminateRuns(runIds: $ids, terminatePolicy: SAFE_TERMINATE) { __typename } }
+"""
+
+
+def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    import json
+
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read()).get("data") or {}
+
+
+def _active_runs(url: str) -> list[str]:
+    runs = (_graphql(url, ACTIVE_RUNS).get("runsOrError") or {}).get("results") or []
+    return [r["runId"] for r in runs]
+
+
+def cancel_active_runs(url: str, wait_s: float = 20.0) -> list[str]:
+    """Cancel the runs still queued or executing (a schedule's, a sensor's, one launched from
+    the UI) before the daemon stops, and wait up to ``wait_s`` for them to end: stopping the
+    daemon under a run left it as a FAILURE ("interrupted unexpectedly") after a plain Ctrl-C.
+
+    Returns the ids asked to cancel. Best effort: a webserver that does not answer is left
+    alone (the runs then end as before).
+    """
+    try:
+        ids = _active_runs(url)
+        if ids:
+            _graphql(url, TERMINATE_RUNS, {"ids": ids})
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and set(ids) & set(_active_runs(url)):
+                time.sleep(0.5)
+        return ids
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:

@@ -27,10 +27,10 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     TaskID,
-    TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 from tidemark.progress import Progress as Report
@@ -81,6 +81,20 @@ class _Counts(ProgressColumn):
         return Text(f"{done}{total} {unit}{speed}")
 
 
+class _Shrinking(ProgressColumn):
+    """A text column that gives way on a narrow terminal: cut with an ellipsis, never wrapped
+    (the counts and times beside it keep their width, and each phase stays on one line)."""
+
+    def __init__(self, field_name: str, style: str = "") -> None:
+        super().__init__()
+        self.field_name, self.style = field_name, style
+
+    def render(self, task: Any) -> Text:
+        value = (task.description if self.field_name == "description"
+                 else task.fields.get(self.field_name, ""))
+        return Text(str(value), style=self.style, no_wrap=True, overflow="ellipsis")
+
+
 class UpDisplay:
     """The progress of ``tidemark up``'s start, on screen and in the status file.
 
@@ -95,10 +109,14 @@ class UpDisplay:
         self.console = Console(file=console.file if console is not None else sys.stdout)
         self.path = home / STATUS_FILE
         self.live = self.console.is_terminal
-        self.bars = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"),
-                             BarColumn(bar_width=30), _Counts(), TimeRemainingColumn(),
-                             TimeElapsedColumn(), TextColumn("{task.fields[detail]}",
-                                                             style="dim"),
+        # Counts and times never wrap; title, bar and current item share what is left (an
+        # 80-column terminal cut the counts to "5,0…" and spread each phase over 3 lines).
+        self.bars = Progress(SpinnerColumn(), _Shrinking("description"),
+                             BarColumn(bar_width=None, table_column=Column(max_width=20)),
+                             _Counts(table_column=Column(no_wrap=True)),
+                             TimeRemainingColumn(table_column=Column(no_wrap=True)),
+                             TimeElapsedColumn(table_column=Column(no_wrap=True)),
+                             _Shrinking("detail", style="dim"),
                              console=self.console, transient=False, disable=not self.live)
         self.phases: dict[str, PhaseState] = {}
         self.tasks: dict[str, TaskID] = {}
@@ -229,4 +247,14 @@ def read_status(home: Path) -> dict[str, Any] | None:
         except OSError:
             alive = False
     data["running"] = alive and data.get("state") in ("starting", "ready")
+    if data["running"]:  # a phase that reports nothing for a while (index builds) still ages
+        now = datetime.now(UTC)
+        for phase in data.get("phases", []):
+            if phase.get("state") == "running" and phase.get("started_at"):
+                try:
+                    started = datetime.fromisoformat(phase["started_at"])
+                except ValueError:
+                    continue
+                phase["seconds"] = round(max(phase.get("seconds", 0.0),
+                                             (now - started).total_seconds()), 1)
     return data

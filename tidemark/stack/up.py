@@ -131,6 +131,7 @@ class _Up:
         self.phase = "starting"
         self.interrupted = False
         self.parse: _Background | None = None
+        self.ui: str | None = None  # the Dagster UI, once it answers
 
     def run(self) -> int:
         os.environ.update(child_env(self.settings))
@@ -215,6 +216,7 @@ class _Up:
             daemon = start_daemon(self.supervisor, settings)
             url = ui_url(settings)
             wait_for_ui(url, [web, daemon], UI_WAIT_S)
+            self.ui = url
             self._launch_later_checks(url)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
@@ -261,9 +263,10 @@ class _Up:
                             f"rows/s).")
 
     def _start_ingestion(self) -> None:
-        """Start the continuous CDC stream (`tidemark ingest run`) as a supervised child."""
-        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run", "--source",
-                                         DEMO_SOURCE], self.settings.log_dir / "ingest.log")
+        """Start the continuous CDC stream of every registered source, the demo and the
+        user's own (`tidemark ingest run`), as a supervised child."""
+        self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
+                              self.settings.log_dir / "ingest.log")
 
     # -- serve and stop -----------------------------------------------------------------------
 
@@ -316,6 +319,10 @@ class _Up:
             self.parse.thread.join(timeout=120)  # dbt parse writes files: let it finish
         if self.load_thread is not None:
             self.load_thread.join(timeout=30)
+        if self.ui is not None:
+            from tidemark.stack.dagster_proc import cancel_active_runs
+
+            cancel_active_runs(self.ui)  # before the daemon goes: canceled, not failed
         self.supervisor.stop_all()
         if self.started_server and not self.options.keep_db and self.server is not None:
             try:
