@@ -135,7 +135,8 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
 # ------------------------------------------------------------------ base-table key indexes
 @dataclass(frozen=True)
 class BaseIndex:
-    """An index on a base table for the group key expressions of recomputed groups."""
+    """An index on a base table: the group key expressions of recomputed groups, or an
+    equality-join column each batch probes."""
 
     schema: str
     table: str
