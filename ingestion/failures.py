@@ -10,6 +10,7 @@ from __future__ import annotations
 import psycopg
 
 from ingestion.errors import PermanentSourceError
+from ingestion.versions import check_source_version
 
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
 # intervention (shutdown, crash, "cannot connect now"), transaction rollback (serialization).
@@ -110,9 +111,10 @@ def check_source(conn: psycopg.Connection, source: str, slot: str) -> None:
         slot: the source's replication slot name.
 
     Raises:
-        PermanentSourceError: ``wal_level`` is not logical, or the slot of this source exists in
-            another database of the server.
+        PermanentSourceError: the server is older than PostgreSQL 12, ``wal_level`` is not
+            logical, or the slot of this source exists in another database of the server.
     """
+    check_source_version(conn, source)
     level = conn.execute("show wal_level").fetchone()[0]
     if level != "logical":
         raise PermanentSourceError(

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
+from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -175,9 +176,10 @@ def missing_schemas(conn: psycopg.Connection, selection: Selection) -> list[str]
 def _published(conn: psycopg.Connection, publication: str
                ) -> tuple[str | None, dict[int, str]] | None:
     """None when missing, else (``"all"``/``"schemas"``/None, the tables listed by OID)."""
+    schemas = ("exists (select 1 from pg_publication_namespace pn where pn.pnpubid = p.oid)"
+               if source_capabilities(conn).schema_publications else "false")  # 15+
     row = conn.execute(
-        "select case when p.puballtables then 'all' when exists (select 1 from"
-        " pg_publication_namespace pn where pn.pnpubid = p.oid) then 'schemas' end"
+        "select case when p.puballtables then 'all' when " + schemas + " then 'schemas' end"
         " from pg_publication p where p.pubname = %s", (publication,)).fetchone()
     if row is None:
         return None

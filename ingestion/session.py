@@ -44,6 +44,7 @@ from ingestion.relations import RelationTracker
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
+from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
@@ -182,8 +183,7 @@ class Session:
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
         self.cur.start_replication(
             slot_name=self.slot, decode=False, start_lsn=lsn_to_str(self.ckpt),
-            options={"proto_version": "1", "publication_names": self.publication,
-                     "messages": "true"})
+            options=source_capabilities(self.source_conn).stream_options(self.publication))
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
                  lsn_to_str(self.ckpt))
 
