@@ -55,23 +55,14 @@ def server(conf: dict[str, str] | None = None, bin_dir: Path | None = None) -> I
     """A throw-away embedded server (:data:`CONF` plus ``conf``); yields the URL of database
     ``bench``. ``bin_dir``: run other PostgreSQL server binaries (e.g. Debian's
     ``/usr/lib/postgresql/15/bin``, built with ICU) the same way instead of the wheel's."""
-    if bin_dir is not None:
-        from orchestration.stack import embedded
-        wheel_binary = embedded.server_binary
-        embedded.server_binary = lambda name: bin_dir / name  # type: ignore[assignment]
-        try:
-            with server(conf) as dsn:
-                yield dsn
-        finally:
-            embedded.server_binary = wheel_binary
-        return
     with tempfile.TemporaryDirectory(prefix="tidemark-ivm-bench-") as home:
         Path(home).chmod(0o755)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         srv = EmbeddedServer(Settings(home=Path(home), port=port, source_url=None,
-                                      landing_url=None), extra_conf={**CONF, **(conf or {})})
+                                      landing_url=None), extra_conf={**CONF, **(conf or {})},
+                             bin_dir=bin_dir)
         srv.start()
         try:
             with psycopg.connect(srv.admin_url("postgres"), autocommit=True) as conn:

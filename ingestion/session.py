@@ -44,7 +44,7 @@ from ingestion.relations import RelationTracker
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
-from ingestion.versions import source_capabilities
+from ingestion.versions import check_landing_version, source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
@@ -147,6 +147,7 @@ class Session:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
         self.landing = psycopg.connect(cfg.landing_dsn)
+        check_landing_version(self.landing)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)
         ensure_progress_table(self.landing)

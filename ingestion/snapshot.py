@@ -51,6 +51,7 @@ from ingestion.snapswap import (
 )
 from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
+from ingestion.versions import SourceCapabilities
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -80,8 +81,9 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
     Returns:
         (consistent point LSN, exported snapshot name).
     """
-    command = sql2.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput (SNAPSHOT 'export')").format(
-        sql2.Identifier(slot), sql2.SQL("TEMPORARY" if temporary else ""))
+    export = SourceCapabilities(repl_cursor.connection.server_version).export_snapshot
+    command = sql2.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput {}").format(
+        sql2.Identifier(slot), sql2.SQL("TEMPORARY" if temporary else ""), sql2.SQL(export))
     repl_cursor.execute(command)
     row = repl_cursor.fetchone()
     return str_to_lsn(row[1]), row[2]

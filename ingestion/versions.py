@@ -15,6 +15,7 @@ pgoutput ``proto_version`` 3, ``two_phase`` 15     no (prepared transactions at 
                                                    PREPARED, like any commit)
 pgoutput ``proto_version`` 4 (parallel)     16     no
 pgoutput ``origin``                         16     no (every origin is replicated)
+``CREATE_REPLICATION_SLOT ... (SNAPSHOT)``  15     ``EXPORT_SNAPSHOT`` before 15
 ``FOR TABLES IN SCHEMA`` publications       15     read (an existing one is respected)
 row filters, column lists in publications   15     no (whole rows of listed tables)
 ``pg_logical_emit_message``                 9.6    heartbeats (on 12/13 the heartbeat's
@@ -92,6 +93,11 @@ class SourceCapabilities:
     def row_filters(self) -> bool:
         """Publication row filters and column lists (15+)."""
         return self.major >= 15
+
+    @property
+    def export_snapshot(self) -> str:
+        """The ``CREATE_REPLICATION_SLOT`` option exporting the snapshot (15+: option list)."""
+        return "(SNAPSHOT 'export')" if self.major >= 15 else "EXPORT_SNAPSHOT"
 
     def stream_options(self, publication: str, *, binary: bool = False) -> dict[str, str]:
         """The options of ``START_REPLICATION`` for pgoutput on this server.

