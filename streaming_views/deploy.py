@@ -35,6 +35,7 @@ from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
 from streaming_views.session import pin
 from streaming_views.triggers import function_name, functions, state_ddl
+from streaming_views.versions import check_engine_version
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
 
 READER_ROLE = "tidemark_reader"
@@ -79,6 +80,7 @@ def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> lis
     except psycopg.OperationalError as exc:
         raise DeployError(f"cannot connect to the landing database: {exc}".strip()) from None
     with conn:
+        check_engine_version(conn)
         try:
             return _deploy(conn, views, prune)
         except psycopg.Error as exc:

@@ -113,3 +113,16 @@ def test_stream_options_follow_the_version(source_server: EmbeddedServer) -> Non
     else:
         with pytest.raises(PermanentSourceError, match="binary mode needs PostgreSQL 14"):
             caps.stream_options("pub", binary=True)
+
+
+def test_landing_older_than_15_refused_at_start(pg: EmbeddedServer,
+                                                tmp_path_factory: pytest.TempPathFactory):
+    server = start_test_server(tmp_path_factory.mktemp("land-pg14"), major=14)
+    try:
+        land = create_database(server, "land")
+        src = create_database(pg, "src_old_landing")
+        with pytest.raises(PermanentSourceError, match=r"runs PostgreSQL 14\.\d+; Tidemark lands "
+                                                       r"data on PostgreSQL 15 to 18"):
+            catch_up(src, land, "oldland")
+    finally:
+        server.stop()
