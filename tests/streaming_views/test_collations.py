@@ -23,8 +23,9 @@ def collations(conn: psycopg.Connection, relation: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def db(module_db: str, conn: psycopg.Connection) -> str:
+    builtin = "pg_c_utf8" if conn.info.server_version >= 170000 else "POSIX"  # builtin: 17+
     conn.execute('create schema co; create table co.t (id int primary key, g int, '
-                 'h text collate "C.utf8", k text collate "pg_c_utf8")')
+                 f'h text collate "C.utf8", k text collate "{builtin}")')
     return module_db
 
 
