@@ -82,11 +82,9 @@ class SessionConfig:
         setup_dsn: source URL allowed to create the publication (default ``source_dsn``).
         contracts: contract set, or None.
         publication_tables: tables to replicate (``schema.table``), instead of schemas.
-        group_rows: close a landing transaction once it holds this many changes, even if
-            the previous one is still committing (the stream then waits for it).
-        group_seconds: ... or once it has been open this long. Otherwise a landing
-            transaction closes at the first source commit that finds the landing free: batches
-            grow with the landing's commit time, and a change waits at most about two commits.
+        group_rows: close a landing transaction once it holds this many changes.
+        group_seconds: ... or once it has been open this long (and whenever the stream has
+            nothing more to read).
         schemas: schemas to replicate when no tables are named (default: the registered
             selection of the source, else ``public``).
         on_progress: called with the progress of a snapshot.
@@ -386,8 +384,7 @@ class Session:
             if self.future is not None and self.future.done():
                 self.wait_worker()
             if self.pending and not self.in_src_txn and (
-                    self.future is None
-                    or self.applier.rows_in_txn >= self.cfg.group_rows
+                    self.applier.rows_in_txn >= self.cfg.group_rows
                     or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
                 self.commit()
             if self.tracker.resync_wanted and self.between_commits():
