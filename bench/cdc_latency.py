@@ -1,12 +1,20 @@
 """CDC latency: source commit → landing write, under a steady write rate.
 
-Usage: python bench/cdc_latency.py [--rate R] [--seconds S]   (default 10,000 changes/s for 60 s)
+Usage: python bench/cdc_latency.py [--rate R] [--seconds S] [--source-sync-commit]
+       (default 10,000 changes/s for 60 s)
 
 A writer commits transactions of 50 changes (40 inserts, 10 updates) paced to R changes/s while
 ``ingestion.run`` streams into landing. Per change, latency = the changelog's ``_ingested_at``
 (landing clock, inside the landing transaction) − ``_commit_at`` (source commit time); both
 clocks are this machine's. Baseline for comparison: the writer's own commit round-trip time.
 Last line: JSON {"bench": "cdc_latency", "p50_ms", "p95_ms", "p99_ms", "achieved_rate", ...}.
+
+The benchmark server runs with ``synchronous_commit = off`` (as the test server), so a source
+commit returns before its WAL is flushed, and a logical walsender sends only flushed WAL: a
+change then waits for the WAL writer (``wal_writer_delay``, 200 ms by default) before Tidemark
+can see it. ``--source-sync-commit`` makes the writer commit with ``synchronous_commit = on``
+(PostgreSQL's default; with ``fsync = off`` the flush costs no disk wait), so the figure is the
+time Tidemark itself adds.
 """
 
 from __future__ import annotations
@@ -29,11 +37,14 @@ from cdc_common import bench_server
 PER_TXN = 50
 
 
-def write(src: str, rate: float, seconds: float) -> tuple[int, float, list[float]]:
+def write(src: str, rate: float, seconds: float, sync_commit: bool = False
+          ) -> tuple[int, float, list[float]]:
     """Commit paced transactions; return (changes, elapsed seconds, commit round trips in ms)."""
     txns_per_s = rate / PER_TXN
     changes, next_id, rtts = 0, 1, []
     with psycopg.connect(src, autocommit=True) as conn:
+        if sync_commit:
+            conn.execute("set synchronous_commit = on")
         started = time.perf_counter()
         n = 0
         while (now := time.perf_counter()) - started < seconds:
@@ -66,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=10000)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--source-sync-commit", action="store_true",
+                        help="the writer commits with synchronous_commit = on (see above)")
     args = parser.parse_args()
     with bench_server() as (src, land):
         with psycopg.connect(src, autocommit=True) as conn:
@@ -76,7 +89,8 @@ def main() -> None:
         runner = threading.Thread(target=run, args=(src, land, "bench"), kwargs={"stop": stop})
         runner.start()
         try:
-            changes, elapsed, rtts = write(src, args.rate, args.seconds)
+            changes, elapsed, rtts = write(src, args.rate, args.seconds,
+                                          args.source_sync_commit)
             catch_up_deadline = time.monotonic() + 120
             while time.monotonic() < catch_up_deadline:
                 with psycopg.connect(land) as conn:
@@ -96,6 +110,7 @@ def main() -> None:
               "achieved_rate": round(changes / elapsed), "p50_ms": round(pct(lat, 50), 1),
               "p95_ms": round(pct(lat, 95), 1), "p99_ms": round(pct(lat, 99), 1),
               "max_ms": round(max(lat), 1),
+              "source_synchronous_commit": "on" if args.source_sync_commit else "off",
               "baseline_source_commit_p50_ms": round(statistics.median(rtts), 2)}
     print(f"{changes} changes at {result['achieved_rate']}/s; latency p50 {result['p50_ms']} ms,"
           f" p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms")

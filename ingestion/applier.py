@@ -22,7 +22,13 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
-from ingestion.merge import create_staging, drop_duplicate_events, fill_unchanged, land_batch
+from ingestion.merge import (
+    BIG_BATCH,
+    create_staging,
+    drop_duplicate_events,
+    fill_unchanged,
+    land_batch,
+)
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
 
@@ -135,20 +141,34 @@ class Applier(ChangeBuffer):
         touches the connection again only after this returned (``wait_hook``).
         """
         batches, dead, paused, rows = pending
-        if not self.in_txn:
-            self._lock()
-        if versions is not None and table_versions(self.conn, self.source) != versions:
-            self.conn.rollback()
+        conn = self.conn
+        # Round trips, not rows, are most of a small commit's time: the lock and the version
+        # check go in one pipeline, and the last batch's statements, the checkpoint and the
+        # commit in another (COPY cannot be pipelined).
+        with conn.pipeline():
+            if not self.in_txn:
+                self._lock()
+            current = table_versions(conn, self.source) if versions is not None else None
+        if versions is not None and current != versions:
+            conn.rollback()
             self.in_txn = False
             raise TablesChangedError(f"tables of source {self.source!r} changed in landing (a "
                                      f"resync) while changes were in flight; restarting the "
                                      f"session from the checkpoint")
-        for batch in batches.values():
+        todo = [batch for batch in batches.values() if batch.lines]
+        last = todo.pop() if todo and len(todo[-1].lines) < BIG_BATCH else None
+        for batch in todo:
             self._flush_batch(batch)
-        self._write_side_tables(dead, paused)
-        save_checkpoint(self.conn, self.source, self.slot, self.publication, lsn_to_str(lsn),
-                        commit_at, rows)
-        self.conn.commit()
+        with conn.cursor() as cur:
+            if last is not None:
+                stg = self._stage_batch(cur, last)
+            with conn.pipeline():
+                if last is not None:
+                    land_batch(cur, last.info, stg, last, pipelined=True)
+                self._write_side_tables(dead, paused)
+                save_checkpoint(conn, self.source, self.slot, self.publication,
+                                lsn_to_str(lsn), commit_at, rows)
+                conn.commit()
         self.in_txn = False
         self._staging_dirty.clear()
         return rows
@@ -265,23 +285,29 @@ class Applier(ChangeBuffer):
     def _flush_batch(self, batch: Batch) -> None:
         if not batch.lines:
             return
+        with self.conn.cursor() as cur:
+            stg = self._stage_batch(cur, batch)
+            land_batch(cur, batch.info, stg, batch)
+
+    def _stage_batch(self, cur: psycopg.Cursor, batch: Batch) -> sql.Identifier:
+        """COPY a batch into its staging table, fill unchanged TOAST values and drop duplicate
+        events; return the staging table."""
         info = batch.info
         stg = self.staging(info)
         if (info.name, info.version) in self._staging_dirty:
-            self.conn.execute(sql.SQL("truncate {}").format(stg))
+            cur.execute(sql.SQL("truncate {}").format(stg))
         self._staging_dirty.add((info.name, info.version))
-        with self.conn.cursor() as cur:
-            with cur.copy(sql.SQL("copy {} from stdin").format(stg)) as copy:
-                # One join and one write: at most flush_rows lines, a few megabytes.
-                copy.write(b"".join(batch.lines))
-            if batch.unresolved:
-                fill_unchanged(cur, info, stg, batch.unresolved)
-            contract = batch.contract
-            idem = getattr(contract, "idempotency_key", None) if contract is not None else None
-            if idem and idem in info.column_names:
-                dropped = drop_duplicate_events(cur, info, stg, idem)
-                if dropped:
-                    add_duplicates(self.conn, self.source, info.name, dropped)
-                    log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
-                             idem)
-            land_batch(cur, info, stg, batch)
+        with cur.copy(sql.SQL("copy {} from stdin").format(stg)) as copy:
+            # One join and one write: at most flush_rows lines, a few megabytes.
+            copy.write(b"".join(batch.lines))
+        if batch.unresolved:
+            fill_unchanged(cur, info, stg, batch.unresolved)
+        contract = batch.contract
+        idem = getattr(contract, "idempotency_key", None) if contract is not None else None
+        if idem and idem in info.column_names:
+            dropped = drop_duplicate_events(cur, info, stg, idem)
+            if dropped:
+                add_duplicates(self.conn, self.source, info.name, dropped)
+                log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
+                         idem)
+        return stg

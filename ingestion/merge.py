@@ -154,15 +154,18 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch
         cur.execute(_put_sql(info, stg, "'u'", upsert=True))
 
 
-def land_batch(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch
-               ) -> None:
+def land_batch(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch: Batch,
+               pipelined: bool = False) -> None:
     """Changelog rows and the mirror's net change of a staged batch.
 
     A small batch costs its round trips more than its rows: its statements (conflicts checked
-    per row, one upsert for every image) go in one request. A large one checks conflicts once
-    (:func:`insert_changelog`) and inserts without upserting (:func:`merge_keyed`).
+    per row, one upsert for every image) go in one request, or one by one into the caller's
+    pipeline if ``pipelined`` (a pipeline takes one statement per query). A large one checks
+    conflicts once (:func:`insert_changelog`) and inserts without upserting
+    (:func:`merge_keyed`).
     """
     if len(batch.lines) >= BIG_BATCH:
+        assert not pipelined, "a large batch reads results between its statements"
         insert_changelog(cur, info, stg, batch)
         if batch.changelog_only:
             return
@@ -179,7 +182,11 @@ def land_batch(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch:
             if batch.removes:
                 statements.append(_delete_sql(info, stg))
             statements.append(_put_sql(info, stg, "'r', 'c', 'u'", upsert=True))
-    cur.execute(sql.SQL("; ").join(statements))
+    if pipelined:
+        for statement in statements:
+            cur.execute(statement)
+    else:
+        cur.execute(sql.SQL("; ").join(statements))
 
 
 def bag_sql(info: TableInfo, stg: sql.Identifier, removes: bool) -> sql.Composed:

@@ -84,7 +84,8 @@ class SessionConfig:
         contracts: contract set, or None.
         publication_tables: tables to replicate (``schema.table``), instead of schemas.
         group_rows: close a landing transaction once it holds this many changes.
-        group_seconds: ... or once it has been open this long.
+        group_seconds: ... or once it has been open this long (and whenever the stream has
+            nothing more to read).
         schemas: schemas to replicate when no tables are named (default: the registered
             selection of the source, else ``public``).
         on_progress: called with the progress of a snapshot.
@@ -381,12 +382,12 @@ class Session:
                 continue
             self.last_message_at = time.monotonic()
             self.handle(decode(payload), msg.data_start)
+            if self.future is not None and self.future.done():
+                self.wait_worker()
             if self.pending and not self.in_src_txn and (
                     self.applier.rows_in_txn >= self.cfg.group_rows
                     or time.monotonic() - self.pending_since >= self.cfg.group_seconds):
                 self.commit()
-            if self.future is not None and self.future.done():
-                self.wait_worker()
             if self.tracker.resync_wanted and self.between_commits():
                 self.run_resyncs()
             if not self.in_src_txn and not self.pending and self.future is None and done():
@@ -419,7 +420,10 @@ class Session:
                 if not self.pending:
                     self.pending_since = time.monotonic()
                 self.applier.start_source_txn(m.final_lsn, pg_time(m.commit_time), m.xid)
-                if not self.applier.in_txn:
+                if not self.applier.in_txn and (self.future is None or self.future.done()):
+                    # While a landing commit runs, the stream goes on decoding without waiting
+                    # for it: the commit of these changes re-checks the table versions
+                    # (TablesChangedError), and a flush that needs the connection waits then.
                     self.applier.begin()
                     self.tracker.refresh_if_changed()
         elif isinstance(m, Commit):
