@@ -18,7 +18,8 @@ group by d.region, f.g"""
 ROWS = ("select i, 'g' || (i %% 7), case when i %% 11 = 0 then null when i %% 13 = 0 then 'NaN' "
         "when i %% 17 = 0 then 0 else (i %% 97) / 7.0 end, "
         "case when i %% 5 = 0 then null "
-        "else timestamptz '2026-01-01 00:00Z' + i * interval '1 min' end, date '2026-01-01' + i %% 40, (i %% 9) * interval '1 hour', "
+        "else timestamptz '2026-01-01 00:00Z' + i * interval '1 min' end, "
+        "date '2026-01-01' + i %% 40, (i %% 9) * interval '1 hour', "
         "case when i %% 3 = 0 then null else jsonb_build_object('i', i) end "
         "from generate_series(%s::int, %s::int) i")
 
