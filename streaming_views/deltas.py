@@ -186,13 +186,14 @@ def _same(a: str, b: str, typ: str) -> str:
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 
-def log_update_paired(cv: CompiledView, j: int) -> str:
+def log_update_paired(cv: CompiledView, j: int, *, single: bool = False) -> str:
     """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
     the view did not change (an update of other columns then logs nothing).
 
     Old and new rows are paired by their position in the transition tables (PostgreSQL fills
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
-    (new rows minus old rows, as multisets) the same, so the view's delta is exact.
+    (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
+    ``single`` (the statement changed one row) the two rows are compared without numbering.
     """
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
@@ -200,7 +201,8 @@ def log_update_paired(cv: CompiledView, j: int) -> str:
     condition = pushed_filter(cv, j)
     ok = f"({condition}) IS TRUE" if condition else "true"
     named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
-    side = (f"SELECT row_number() OVER () AS __tm_n, {ok} AS __tm_ok"
+    number = "" if single else "row_number() OVER () AS __tm_n, "
+    side = (f"SELECT {number}{ok} AS __tm_ok"
             + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
     same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
                         for k, c in enumerate(table.columns)) or "true"
@@ -211,8 +213,10 @@ def log_update_paired(cv: CompiledView, j: int) -> str:
     return (f"INSERT INTO {log_table(cv, j)} ({target}) "
             f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}), "
             f"__p AS (SELECT o.__tm_ok AS __ook, w.__tm_ok AS __wok"
-            + (f", {pair}" if pair else "") + " FROM __o AS o JOIN __w AS w USING (__tm_n) "
-            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
+            + (f", {pair}" if pair else "")
+            + (" FROM __o AS o CROSS JOIN __w AS w " if single
+               else " FROM __o AS o JOIN __w AS w USING (__tm_n) ")
+            + f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
             f"SELECT pg_current_xact_id(), -1" + (f", {olds}" if olds else "")
             + " FROM __p WHERE __ook UNION ALL "
             "SELECT pg_current_xact_id(), 1" + (f", {news}" if news else "")
