@@ -5,8 +5,9 @@
 Each base table ``j`` of a view has an UNLOGGED change log ``tidemark_state.<suffix>__l<j>``:
 the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of the table the
 view reads. Statement-level triggers append every statement's transition rows to it (for a
-single-table view, only rows passing the view's WHERE); the first in a transaction also appends
-a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
+single-table view, only rows passing the view's WHERE; a statement of more than
+:data:`BIG_DELTA` rows as one batch row of arrays, see :func:`log_batch`); the first in a
+transaction also appends a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
 commits: it applies the view's changes under a per-view lock (see
 :mod:`streaming_views.triggers`).
 
