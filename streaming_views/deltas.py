@@ -5,8 +5,9 @@
 Each base table ``j`` of a view has an UNLOGGED change log ``tidemark_state.<suffix>__l<j>``:
 the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of the table the
 view reads. Statement-level triggers append every statement's transition rows to it (for a
-single-table view, only rows passing the view's WHERE); the first in a transaction also appends
-a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
+single-table view, only rows passing the view's WHERE; a statement of more than
+:data:`BIG_DELTA` rows as one batch row of arrays, see :func:`log_batch`); the first in a
+transaction also appends a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
 commits: it applies the view's changes under a per-view lock (see
 :mod:`streaming_views.triggers`).
 
@@ -34,6 +35,7 @@ from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
+BATCH_SIGN = 2  # a log row holding a large statement's rows as one array per column
 LOG_OPTIONS = ("autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, "
                "autovacuum_analyze_threshold = 2147483647")
 EVENTS = {"ins": "INSERT", "upd": "UPDATE", "del": "DELETE"}
@@ -63,8 +65,15 @@ def log_ddl(cv: CompiledView) -> list[str]:
         cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
         cols += [f"{q(c.name)} {c.log_type}" + (f" COLLATE {c.collation}" if c.collation else "")
                  for c in t.columns]
+        storage = []
+        if batchable(cv, t.index):
+            cols += ["__tm_bs smallint[]"]
+            cols += [f"__tm_b{k} {c.log_type}[]" + (f" COLLATE {c.collation}" if c.collation
+                                                      else "") for k, c in enumerate(t.columns)]
+            storage = [f"ALTER TABLE {log_table(cv, t.index)} ALTER COLUMN {name} SET STORAGE "
+                       f"EXTERNAL" for name in _batch_columns(cv, t.index)]
         stmts += [f"CREATE UNLOGGED TABLE {log_table(cv, t.index)} ({', '.join(cols)}) "
-                  f"WITH ({LOG_OPTIONS})",
+                  f"WITH ({LOG_OPTIONS})", *storage,
                   f"CREATE INDEX {q(log_name(cv, t.index) + '__tx')} ON "
                   f"{log_table(cv, t.index)} (__tm_tx)",
                   f"ALTER TABLE {log_table(cv, t.index)} ALTER COLUMN __tm_tx "
@@ -111,6 +120,41 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
     return " AND ".join(kept) or None
 
 
+def batchable(cv: CompiledView, j: int) -> bool:
+    """Whether table ``j``'s log can keep a large statement as one row of arrays (a column that
+    is an array itself cannot: ``unnest`` would flatten it)."""
+    return not any(c.log_type.rstrip().endswith("]") for c in cv.resolved.tables[j].columns)
+
+
+def _batch_columns(cv: CompiledView, j: int) -> list[str]:
+    return ["__tm_bs", *(f"__tm_b{k}" for k in range(len(cv.resolved.tables[j].columns)))]
+
+
+def log_batch(cv: CompiledView, j: int, event: str) -> str:
+    """The INSERT appending a large statement's transition rows of table ``j`` to its log as ONE
+    row (sign :data:`BATCH_SIGN`) holding an array per column, returning how many rows it holds
+    (none inserted when no row passed the view's filter). Writing, and at commit deleting, one
+    row instead of thousands (each with its index entry) is most of a bulk statement's cost of
+    maintenance; the apply unnests the arrays (see :func:`apply_statement`). Each array is kept
+    uncompressed out of line (``STORAGE EXTERNAL``): compressing costs more than it saves."""
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    condition = pushed_filter(cv, j)
+    named = "".join(f", {ref}.{q(c.name)} AS __x{k}" for k, c in enumerate(table.columns))
+    parts = []
+    for sign, relation, wanted in (("1", "__tm_new", {"ins", "upd"}),
+                                   ("-1", "__tm_old", {"del", "upd"})):
+        if event in wanted:
+            parts.append(f"SELECT {sign}::smallint AS __tm_sign{named} FROM {relation} AS {ref}"
+                         + (f" WHERE {condition}" if condition else ""))
+    aggs = ", ".join(["array_agg(__tm_sign)",
+                      *(f"array_agg(__x{k})" for k in range(len(table.columns)))])
+    target = ", ".join(["__tm_tx", "__tm_sign", *_batch_columns(cv, j)])
+    return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
+            f"{BATCH_SIGN}, {aggs} FROM ({' UNION ALL '.join(parts)}) AS __r "
+            f"HAVING count(*) > 0 RETURNING cardinality(__tm_bs)")
+
+
 def log_insert(cv: CompiledView, j: int, event: str) -> str:
     """The INSERT appending one statement's transition rows of table ``j`` to its log."""
     table = cv.resolved.tables[j]
@@ -143,13 +187,14 @@ def _same(a: str, b: str, typ: str) -> str:
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 
-def log_update_paired(cv: CompiledView, j: int) -> str:
+def log_update_paired(cv: CompiledView, j: int, *, single: bool = False) -> str:
     """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
     the view did not change (an update of other columns then logs nothing).
 
     Old and new rows are paired by their position in the transition tables (PostgreSQL fills
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
-    (new rows minus old rows, as multisets) the same, so the view's delta is exact.
+    (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
+    ``single`` (the statement changed one row) the two rows are compared without numbering.
     """
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
@@ -157,7 +202,8 @@ def log_update_paired(cv: CompiledView, j: int) -> str:
     condition = pushed_filter(cv, j)
     ok = f"({condition}) IS TRUE" if condition else "true"
     named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
-    side = (f"SELECT row_number() OVER () AS __tm_n, {ok} AS __tm_ok"
+    number = "" if single else "row_number() OVER () AS __tm_n, "
+    side = (f"SELECT {number}{ok} AS __tm_ok"
             + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
     same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
                         for k, c in enumerate(table.columns)) or "true"
@@ -168,8 +214,10 @@ def log_update_paired(cv: CompiledView, j: int) -> str:
     return (f"INSERT INTO {log_table(cv, j)} ({target}) "
             f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}), "
             f"__p AS (SELECT o.__tm_ok AS __ook, w.__tm_ok AS __wok"
-            + (f", {pair}" if pair else "") + " FROM __o AS o JOIN __w AS w USING (__tm_n) "
-            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
+            + (f", {pair}" if pair else "")
+            + (" FROM __o AS o CROSS JOIN __w AS w " if single
+               else " FROM __o AS o JOIN __w AS w USING (__tm_n) ")
+            + f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
             f"SELECT pg_current_xact_id(), -1" + (f", {olds}" if olds else "")
             + " FROM __p WHERE __ook UNION ALL "
             "SELECT pg_current_xact_id(), 1" + (f", {news}" if news else "")
@@ -192,7 +240,8 @@ def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
     return out
 
 
-def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx") -> str:
+def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
+                    batches: bool = True) -> str:
     """The one statement applying (and deleting) the logged changes of tables ``changed``; it
     returns whether some group's count fell to zero.
 
@@ -200,12 +249,22 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         cv: the view.
         changed: the base tables whose logs hold rows of this transaction.
         tx: the transaction id expression.
+        batches: whether the logs may hold batch rows (only after a large statement, which
+            marks the transaction's delta large: the statement planned for small deltas
+            leaves them out).
     """
     ctes = []
     for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
+        cols = ", ".join(["__tm_tx", "__tm_sign", *(q(c.name) for c in
+                                                    cv.resolved.tables[j].columns)])
+        rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign IN (-1, 1)"
+        if batches and batchable(cv, j):
+            arrays = ", ".join(f"m.{c}" for c in _batch_columns(cv, j))
+            rows += (f" UNION ALL SELECT m.__tm_tx, u.* FROM __m{j} AS m CROSS JOIN LATERAL "
+                     f"unnest({arrays}) AS u WHERE m.__tm_sign = {BATCH_SIGN}")
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
-                 f"__l{j} AS (SELECT * FROM __m{j} WHERE __tm_sign <> 0)"]
+                 f"__l{j} AS ({rows})"]
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
     return delta_statement(cv, flat, ctes)
 

@@ -36,6 +36,8 @@ from streaming_views.deltas import (
     EVENTS,
     PAIRED_ROWS,
     apply_statement,
+    batchable,
+    log_batch,
     log_ddl,
     log_insert,
     log_table,
@@ -95,11 +97,28 @@ def _register(cv: CompiledView, j: int) -> str:
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
     UPDATE logs only the rows whose columns read by the view changed."""
-    body = f"{log_insert(cv, j, event)};\n"
+    rel = "__tm_old" if event == "del" else "__tm_new"
+    branches = []  # (condition, statement, sets v_n); the first whose condition holds runs
+    if event == "upd":  # one row (the commonest UPDATE): compared without a pairing
+        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
+                         log_update_paired(cv, j, single=True), False))
+    if batchable(cv, j):  # a large statement: one batch row, applied as a large delta
+        branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
+                         f"{log_batch(cv, j, event)} INTO v_n;\n"
+                         f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END", True))
     if event == "upd":
-        body = (f"IF EXISTS (SELECT 1 FROM __tm_new OFFSET {PAIRED_ROWS}) THEN\n  {body}"
-                f"ELSE\n  {log_update_paired(cv, j)};\nEND IF;\n")
-    body += f"GET DIAGNOSTICS v_n = ROW_COUNT;\nIF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
+        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
+                         log_update_paired(cv, j), False))
+    count = "GET DIAGNOSTICS v_n = ROW_COUNT"
+    plain = f"{log_insert(cv, j, event)};\n  {count}"
+    if not branches:
+        body = f"{plain};\n"
+    else:
+        body = "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}"
+                       + ("" if counted else f";\n  {count}") + ";\n"
+                       for n, (condition, statement, counted) in enumerate(branches))
+        body += f"ELSE\n  {plain};\nEND IF;\n"
+    body += f"IF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text; v_first boolean;", body)
 
@@ -121,7 +140,7 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     """Apply the logs of ``changed`` in one statement: as planned once (a transaction's rows are
     estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
     afresh with hash joins instead of one index probe per row."""
-    static = apply_statement(cv, changed).replace("AS __zero FROM __u",
+    static = apply_statement(cv, changed, batches=False).replace("AS __zero FROM __u",
                                                   "AS __zero INTO v_zero FROM __u")
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
