@@ -14,6 +14,7 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
+from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile
@@ -93,6 +94,7 @@ class Analysis:
     having: Any | None = None
     union_alias: str | None = None
     branches: list[Branch] = field(default_factory=list)
+    outer: outer_joins.OuterJoin | None = None  # FROM with outer joins: its partition key
 
     @property
     def is_global(self) -> bool:
@@ -168,6 +170,7 @@ def analyze(view: ViewFile) -> Analysis:
     else:
         for item in from_items:
             _collect_tables(item, tables, chk)
+    outer = None if branches else outer_joins.find(view, tuple(from_items), tables)
     if not tables:
         raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
                          "select from at least one <source>.<table>.")
@@ -194,7 +197,7 @@ def analyze(view: ViewFile) -> Analysis:
     return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
                     where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
                     outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
-                    branches=branches)
+                    branches=branches, outer=outer)
 
 
 def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
@@ -230,6 +233,10 @@ def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, li
                 raise chk.refuse("nested subquery in FROM", from_item, "one level only.",
                                  "join the base tables directly.")
             _collect_tables(from_item, tables, chk)
+        if (join := outer_joins.has_outer(sub.fromClause)) is not None:
+            raise chk.refuse(outer_joins.OUTER[join.jointype] + " inside UNION ALL", join,
+                             "outer joins are maintained in the main FROM only.",
+                             "put the outer join in the outer query's FROM.")
         if not tables:
             raise chk.refuse("SELECT without FROM", sub, "every branch needs base tables.")
         _check_expressions(sub, chk)
@@ -309,7 +316,7 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
                                  "deploy a view per role of the table, or join a copy.")
         out.append(TableRef(item.schemaname, item.relname, ref, item))
     elif isinstance(item, ast.JoinExpr):
-        if item.jointype != enums.JoinType.JOIN_INNER:
+        if item.jointype not in (enums.JoinType.JOIN_INNER, *outer_joins.OUTER):
             name = {enums.JoinType.JOIN_LEFT: "LEFT JOIN", enums.JoinType.JOIN_RIGHT:
                     "RIGHT JOIN", enums.JoinType.JOIN_FULL: "FULL JOIN"}.get(
                         item.jointype, str(item.jointype))

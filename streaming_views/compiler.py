@@ -22,6 +22,7 @@ import psycopg
 from pglast import ast
 
 from streaming_views.analyzer import Analysis, TableRef, analyze
+from streaming_views import outer
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
@@ -313,5 +314,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]
                          if an.branches else [])
     p = plan(an, resolved, conn.info.server_version)
-    return CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
-                        union_columns)
+    cv = CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
+                      union_columns)
+    outer.check_types(conn, cv)
+    return cv

@@ -32,6 +32,7 @@ from pglast import ast, enums
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+from streaming_views.outer import delta as outer_delta
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 LOG_OPTIONS = ("autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, "
@@ -92,7 +93,7 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
     failing them cannot change the view and are not logged."""
     an = cv.analysis
-    if an.branches or an.where is None:
+    if an.branches or an.where is None or an.outer is not None:  # outer: NULL rows pass WHERE
         return None
     where = an.where
     if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
@@ -206,6 +207,9 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
                  f"__l{j} AS (SELECT * FROM __m{j} WHERE __tm_sign <> 0)"]
+    if cv.analysis.outer is not None:  # outer joins: see streaming_views.outer
+        more, flat = outer_delta(cv, changed)
+        return delta_statement(cv, flat, ctes + more)
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
     return delta_statement(cv, flat, ctes)
 

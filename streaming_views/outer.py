@@ -1,0 +1,294 @@
+# ruff: noqa: S608 -- this module generates SQL from the view's deparsed syntax tree; identifiers
+# are quoted with psycopg.sql.Identifier (q()).
+"""Outer joins (LEFT, RIGHT, FULL) in a live view: check, and the delta of a transaction.
+
+An outer join is not linear in its inputs: a payment inserted for an order removes the order's
+NULL-extended row and adds the matched one, so the inclusion-exclusion of
+:mod:`streaming_views.deltas` (a sum of joins of change logs) does not give its change.
+
+**Design — partition by the join key.** The engine maintains a FROM that is one tree of joins
+(inner and outer) in which every join's ``ON`` equates, between its two sides, the columns of a
+common *join key* (``o.order_id = p.order_id``; several such classes make a composite key).
+Then every row of the join — matched or NULL-extended — is made of base rows with one same key
+value, and which rows a key value yields depends only on the base rows with that key value:
+the query's rows are partitioned by the key. A transaction's change of the view is therefore
+
+    Q(new tables restricted to V) - Q(old tables restricted to V)
+
+where ``V`` is the set of key values of the transaction's logged rows (old and new versions).
+The new tables are the tables as they are now; the old ones are reconstructed from them and the
+change logs, restricted to ``V`` (an index probe per key, on the join-column indexes deploy
+creates): ``now EXCEPT ALL net added rows UNION ALL net removed rows``, compared by value and
+by text (so ``1.0``/``1.00`` or ``-0``/``0`` are told apart). Rows whose key is NULL never
+match: each contributes alone, so only the changed ones are evaluated (their net added rows
+count as new, their net removed rows as old). Both sides are evaluated by the view's own query
+(its ON and WHERE untouched) and the difference — signed flat rows — goes through the
+engine's ordinary grouped upsert, so every aggregate rule (count, sum, avg, min/max with its
+recompute, DISTINCT aggregates), HAVING, SELECT DISTINCT and plain bag views work unchanged on
+top of outer joins. The cost of a transaction is that of evaluating the query twice on the
+affected key values, not on the whole tables.
+
+Refused with a reason and a rewrite: outer joins in a comma list or inside ``UNION ALL``,
+``USING``/``NATURAL`` outer joins, and trees where some join does not equate the common key
+between its two sides (e.g. ``a LEFT JOIN b ON a.x = b.x LEFT JOIN c ON c.y = b.y``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pglast import ast, enums
+
+from streaming_views.astutil import deparse, line_col, location, q, substitute, walk
+from streaming_views.errors import UnsupportedViewError
+
+OUTER = {enums.JoinType.JOIN_LEFT: "LEFT JOIN", enums.JoinType.JOIN_RIGHT: "RIGHT JOIN",
+         enums.JoinType.JOIN_FULL: "FULL JOIN"}
+# Types whose equality is identity (no two equal values print differently).
+IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
+                         "timestamp without time zone", "timestamp with time zone"}
+REWRITE = ("write the FROM as one join tree whose every ON equates the same key between its "
+           "two sides, e.g. 'from shop.orders o left join shop.payments p on p.order_id = "
+           "o.order_id', or deploy the unmatched side as a view of its own.")
+
+
+@dataclass(frozen=True)
+class OuterJoin:
+    """The partition key of a FROM with outer joins.
+
+    Attributes:
+        keys: per base table (index in :attr:`Analysis.tables`), its key column names, one per
+            key class, in class order.
+    """
+
+    keys: dict[int, tuple[str, ...]]
+
+
+def _refuse(view: Any, construct: str, node: Any, reason: str) -> UnsupportedViewError:
+    line, col = line_col(view.text, location(node))
+    return UnsupportedViewError(construct, reason, path=str(view.path), line=line, column=col,
+                                rewrite=REWRITE)
+
+
+def has_outer(from_clause: Any) -> Any | None:
+    """The first outer ``JoinExpr`` in ``from_clause`` (syntax), or None."""
+    return next((j for j in walk(from_clause, into_subqueries=False)
+                 if isinstance(j, ast.JoinExpr) and j.jointype in OUTER), None)
+
+
+def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any]) -> OuterJoin | None:
+    """Check a FROM with outer joins and return its partition key (None: no outer join).
+
+    Args:
+        view: the view file (for positions).
+        from_clause: the FROM items.
+        tables: the base tables (:class:`streaming_views.analyzer.TableRef`), in FROM order.
+
+    Raises:
+        UnsupportedViewError: an outer join the engine cannot keep exactly.
+    """
+    first = has_outer(from_clause)
+    if first is None:
+        return None
+    name = OUTER[first.jointype]
+    if len(from_clause) != 1:
+        raise _refuse(view, f"{name} in a comma-separated FROM", first.rarg, "the outer join's "
+                      "partners must all be in one join tree.")
+    index = {t.ref: j for j, t in enumerate(tables)}
+    parent: dict[tuple[int, str], tuple[int, str]] = {}
+
+    def root(x: tuple[int, str]) -> tuple[int, str]:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    joins: list[tuple[Any, set[int], set[int], list[tuple[tuple[int, str], ...]]]] = []
+
+    def refs_of(node: Any) -> set[int]:
+        return {index[n.relname if n.alias is None else n.alias.aliasname]
+                for n in walk(node) if isinstance(n, ast.RangeVar)}
+
+    for join in walk(from_clause, into_subqueries=False):
+        if not isinstance(join, ast.JoinExpr):
+            continue
+        kind = OUTER.get(join.jointype, "JOIN")
+        if join.usingClause or join.isNatural:
+            raise _refuse(view, f"{kind} with USING/NATURAL", join.rarg, "in a view with outer "
+                          "joins every join names its key columns in ON.")
+        if join.quals is None:
+            raise _refuse(view, "CROSS JOIN beside an outer join", join.rarg, "every join of a view "
+                          "with outer joins equates a key.")
+        left, right = refs_of(join.larg), refs_of(join.rarg)
+        pairs = []
+        for conj in _conjuncts(join.quals):
+            pair = _column_equality(conj, index)
+            if pair is None:
+                continue
+            a, b = pair
+            if (a[0] in left and b[0] in right) or (a[0] in right and b[0] in left):
+                pairs.append((a, b))
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[ra] = rb
+        joins.append((join, left, right, pairs))
+    common: set[tuple[int, str]] | None = None
+    for join, _, _, pairs in joins:
+        classes = {root(a) for a, _ in pairs}
+        common = classes if common is None else common & classes
+        if not common:
+            raise _refuse(view, f"{OUTER.get(join.jointype, 'JOIN')} on another key", join.rarg,
+                          "in a view with outer joins, every join must equate one same key "
+                          "between its two sides (the engine keeps the view per key value).")
+    classes = sorted(common or set())
+    columns = {x for _, _, _, pairs in joins for pair in pairs for x in pair}
+    keys: dict[int, tuple[str, ...]] = {}
+    for j in range(len(tables)):
+        cols = []
+        for cls in classes:
+            mine = sorted(c for t, c in columns if t == j and root((t, c)) == cls)
+            if not mine:
+                raise _refuse(view, f"{name} on another key", first.rarg,
+                              f"table {tables[j].ref} has no column of the join key.")
+            cols.append(mine[0])
+        keys[j] = tuple(cols)
+    return OuterJoin(keys)
+
+
+def _conjuncts(node: Any) -> list[Any]:
+    if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
+        return [c for arg in node.args for c in _conjuncts(arg)]
+    return [node]
+
+
+def _column_equality(node: Any, index: dict[str, int]) -> tuple[tuple[int, str], ...] | None:
+    if not (isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP
+            and [n.sval for n in node.name] == ["="]):
+        return None
+    sides = []
+    for side in (node.lexpr, node.rexpr):
+        if not (isinstance(side, ast.ColumnRef) and len(side.fields) == 2
+                and all(isinstance(f, ast.String) for f in side.fields)
+                and side.fields[0].sval in index):
+            return None
+        sides.append((index[side.fields[0].sval], side.fields[1].sval))
+    return tuple(sides) if sides[0][0] != sides[1][0] else None
+
+
+def check_types(conn: psycopg.Connection, cv: Any) -> None:
+    """Refuse a column the old tables cannot be reconstructed with: no equality (json, xml).
+
+    Raises:
+        UnsupportedViewError: such a column is read by a view with outer joins.
+    """
+    if cv.analysis.outer is None:
+        return
+    oids = sorted({c.type_oid for t in cv.resolved.tables for c in t.columns})
+    bad = {int(o): str(n) for o, n in conn.execute(
+        "select t.oid, format_type(t.oid, null) from pg_type t where t.oid = any(%s) and "
+        "not exists (select 1 from pg_opclass c join pg_am a on a.oid = c.opcmethod where "
+        "a.amname = 'btree' and c.opcdefault and c.opcintype in (t.oid, t.typbasetype, "
+        "case when t.typcategory = 'A' then 'anyarray'::regtype::oid end, "
+        "case when t.typtype = 'e' then 'anyenum'::regtype::oid end))", (oids,)).fetchall()}
+    for t in cv.resolved.tables:
+        for c in t.columns:
+            if c.type_oid in bad:
+                table = cv.tables[t.index]
+                raise _refuse(cv.analysis.view, f"column {table.ref}.{c.name} of type "
+                              f"{bad[c.type_oid]} in a view with outer joins", table.node,
+                              "the engine rebuilds the tables' previous rows by comparing "
+                              "values, and this type has no equality. Cast it in the query "
+                              "(e.g. ::jsonb) from a column of a comparable type.")
+
+
+# ------------------------------------------------------------------ the delta
+def _cols(cv: Any, j: int) -> list[str]:
+    return [q(c.name) for c in cv.resolved.tables[j].columns]
+
+
+def _texts(cv: Any, j: int, alias: str) -> list[str]:
+    """Text forms of the columns whose equality is not identity (for an exact EXCEPT ALL)."""
+    return [f'({alias}.{q(c.name)})::text COLLATE "C" AS __t{k}'
+            for k, c in enumerate(cv.resolved.tables[j].columns)
+            if c.log_type not in IDENTICAL_BY_EQUALITY]
+
+
+def _keyed(cv: Any, j: int, alias: str) -> str:
+    keys = cv.analysis.outer.keys[j]
+    return " AND ".join(f"{alias}.{q(k)} IS NOT NULL" for k in keys)
+
+
+def _in_v(cv: Any, j: int, alias: str) -> str:
+    keys = cv.analysis.outer.keys[j]
+    cols = ", ".join(f"{alias}.{q(k)}" for k in keys)
+    names = ", ".join(f"__v.__k{i}" for i in range(len(keys)))
+    return f"({cols}) IN (SELECT {names} FROM __v)"
+
+
+def _net(cv: Any, j: int, sign: int) -> str:
+    """The log's net added (``sign`` 1) or removed (-1) rows of table ``j``."""
+    cols = ", ".join(_cols(cv, j))
+    plain = ", ".join(f"__x.{c}" for c in _cols(cv, j))
+
+    def side(s: int) -> str:
+        return (f"SELECT {', '.join([plain, *_texts(cv, j, '__x')])} FROM __l{j} AS __x "
+                f"WHERE __x.__tm_sign = {s}")
+    return f"SELECT {cols} FROM ({side(sign)} EXCEPT ALL {side(-sign)}) AS __e"
+
+
+def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
+    """CTEs (after the logs ``__l<j>``) and the flat rows of the view's change.
+
+    Args:
+        cv: the compiled view (with outer joins).
+        changed: the base tables whose logs hold this transaction's rows.
+    """
+    oj = cv.analysis.outer
+    width = len(next(iter(oj.keys.values())))
+    parts = []
+    for j in changed:
+        keys = ", ".join(f"__x.{q(k)}" for k in oj.keys[j])
+        parts.append(f"SELECT {keys} FROM __l{j} AS __x WHERE {_keyed(cv, j, '__x')}")
+    names = ", ".join(f"__k{i}" for i in range(width))
+    ctes = [f"__v({names}) AS MATERIALIZED (SELECT DISTINCT * FROM "
+            f"({' UNION ALL '.join(parts)}) AS __a)"]
+    new, old = {}, {}
+    for j, table in enumerate(cv.resolved.tables):
+        cols = ", ".join(f"__b.{c}" for c in _cols(cv, j))
+        ctes.append(f"__r{j} AS MATERIALIZED (SELECT {cols} FROM {table.qualified} AS __b "
+                    f"WHERE {_in_v(cv, j, '__b')})")
+        if j not in changed:
+            new[j] = old[j] = f"__r{j}"
+            continue
+        plain = ", ".join(_cols(cv, j))
+        ctes += [f"__p{j} AS MATERIALIZED ({_net(cv, j, 1)})",
+                 f"__q{j} AS MATERIALIZED ({_net(cv, j, -1)})",
+                 f"__n{j} AS (SELECT {plain} FROM __r{j} UNION ALL SELECT {plain} FROM "
+                 f"__p{j} AS __x WHERE NOT ({_keyed(cv, j, '__x')}))"]
+        kept = ", ".join(f"__x.{c}" for c in _cols(cv, j))
+        texts = ", ".join([kept, *_texts(cv, j, "__x")])
+        ctes.append(f"__o{j} AS (SELECT {plain} FROM (SELECT {texts} FROM __r{j} AS __x "
+                    f"EXCEPT ALL SELECT {texts} FROM __p{j} AS __x WHERE "
+                    f"{_keyed(cv, j, '__x')}) AS __e UNION ALL SELECT {plain} FROM __q{j})")
+        new[j], old[j] = f"__n{j}", f"__o{j}"
+    flat = f"{_flat(cv, new, '1')} UNION ALL {_flat(cv, old, '-1')}"
+    return ctes, flat
+
+
+def _flat(cv: Any, relations: dict[int, str], sign: str) -> str:
+    """The view's flat rows over ``relations`` (table index -> CTE), each with ``sign``."""
+    an = cv.analysis
+
+    def swap(node: ast.Node) -> ast.Node | None:
+        for j, table in enumerate(cv.tables):
+            if node is table.node:
+                return ast.RangeVar(relname=relations[j], inh=True, relpersistence="p",
+                                    alias=ast.Alias(aliasname=table.ref))
+        return None
+    from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
+    cols = [f"{e} AS {n}" for n, e in cv.flat_columns()]
+    text = f"SELECT {', '.join([f'{sign} AS __sign', *cols])} FROM {from_sql}"
+    if an.where is not None:
+        text += f" WHERE {deparse(an.where)}"
+    return text
