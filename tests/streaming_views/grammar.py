@@ -91,6 +91,18 @@ FROMS = {
     "comma": ("gen.f f, gen.d d", ["f", "d"]),
     "p": ("gen.p p", ["p"]),
 }
+# Outer joins (streaming_views/outer.py): every join equates the key k between its sides.
+OUTER_FROMS = {
+    "f_left_d": ("gen.f f left join gen.d d on d.k = f.k", ["f", "d"]),
+    "d_left_f": ("gen.d d left join gen.f f on f.k = d.k", ["d", "f"]),
+    "f_right_d": ("gen.f f right join gen.d d on d.k = f.k and d.w > 1", ["f", "d"]),
+    "f_full_d": ("gen.f f full join gen.d d on d.k = f.k", ["f", "d"]),
+    "f_full_d_left_e": ("gen.f f full join gen.d d on d.k = f.k left join gen.e e "
+                        "on e.k = f.k and e.k = d.k", ["f", "d", "e"]),
+    "e_left_fd": ("gen.e e left join (gen.f f join gen.d d on d.k = f.k and f.g > 0) "
+                  "on f.k = e.k", ["e", "f", "d"]),
+}
+FROMS.update(OUTER_FROMS)
 KEYS = {
     "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
           "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
@@ -130,9 +142,11 @@ def draw_view(rng: random.Random, name: str) -> View:
     """Draw one view from the grammar (about 1 in 15 from the constructs to refuse)."""
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
-    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union"])
+    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer"])
     if shape == "union":
         return _union_view(rng, name)
+    if shape == "outer":
+        shape = rng.choice(sorted(OUTER_FROMS))
     from_sql, aliases = FROMS[shape]
     where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
     if shape == "comma":
