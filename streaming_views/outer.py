@@ -28,6 +28,12 @@ recompute, DISTINCT aggregates), HAVING, SELECT DISTINCT and plain bag views wor
 top of outer joins. The cost of a transaction is that of evaluating the query twice on the
 affected key values, not on the whole tables.
 
+**Fast path.** The query is linear in a table on no NULL-extended side (``orders`` in ``orders
+LEFT JOIN payments``): each of its rows yields its matches, or itself NULL-extended, whatever
+the other rows of that table are. A transaction that changed only such tables is therefore
+applied like an inner join — its change logs joined to the other tables as they are, by the
+inclusion-exclusion of :mod:`streaming_views.deltas` — with the outer joins left as written.
+
 Refused with a reason and a rewrite: outer joins in a comma list or inside ``UNION ALL``,
 ``USING``/``NATURAL`` outer joins, and trees where some join does not equate the common key
 between its two sides (e.g. ``a LEFT JOIN b ON a.x = b.x LEFT JOIN c ON c.y = b.y``).
@@ -35,6 +41,7 @@ between its two sides (e.g. ``a LEFT JOIN b ON a.x = b.x LEFT JOIN c ON c.y = b.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +71,12 @@ class OuterJoin:
     """
 
     keys: dict[int, tuple[str, ...]]
+    linear: frozenset[int] = frozenset()
+
+    def partitioned(self, changed: tuple[int, ...]) -> bool:
+        """True when a transaction that changed ``changed`` needs the per-key evaluation: it
+        changed a table on the NULL-extended side of some outer join."""
+        return not set(changed) <= self.linear
 
 
 def _refuse(view: Any, construct: str, node: Any, reason: str) -> UnsupportedViewError:
@@ -153,7 +166,23 @@ def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any]) -> OuterJoi
                               f"table {tables[j].ref} has no column of the join key.")
             cols.append(mine[0])
         keys[j] = tuple(cols)
-    return OuterJoin(keys)
+    linear: set[int] = set()
+    _preserved(from_clause[0], True, index, linear)
+    return OuterJoin(keys, frozenset(linear))
+
+
+def _preserved(node: Any, ok: bool, index: dict[str, int], out: set[int]) -> None:
+    """Collect the tables on no NULL-extended side: the query is linear in each of them (each
+    of their rows yields its matches, or itself NULL-extended, whatever the others do)."""
+    if isinstance(node, ast.RangeVar):
+        if ok:
+            out.add(index[node.relname if node.alias is None else node.alias.aliasname])
+        return
+    kind = node.jointype
+    _preserved(node.larg, ok and kind in (enums.JoinType.JOIN_INNER, enums.JoinType.JOIN_LEFT),
+               index, out)
+    _preserved(node.rarg, ok and kind in (enums.JoinType.JOIN_INNER,
+                                          enums.JoinType.JOIN_RIGHT), index, out)
 
 
 def _conjuncts(node: Any) -> list[Any]:
@@ -207,11 +236,24 @@ def _cols(cv: Any, j: int) -> list[str]:
     return [q(c.name) for c in cv.resolved.tables[j].columns]
 
 
-def _texts(cv: Any, j: int, alias: str) -> list[str]:
-    """Text forms of the columns whose equality is not identity (for an exact EXCEPT ALL)."""
-    return [f'({alias}.{q(c.name)})::text COLLATE "C" AS __t{k}'
-            for k, c in enumerate(cv.resolved.tables[j].columns)
-            if c.log_type not in IDENTICAL_BY_EQUALITY]
+def _identical(column: Any) -> bool:
+    """True when equal values of the column cannot print differently (no text form needed):
+    integers, dates, timestamps, numeric with a fixed scale, text under a deterministic
+    collation of the C library (equality is then byte equality)."""
+    typ = column.log_type
+    if typ in IDENTICAL_BY_EQUALITY or re.fullmatch(r"numeric\(\d+,\d+\)", typ):
+        return True
+    return (typ in {"text", "character varying"} or typ.startswith("character varying(")) \
+        and column.collation in (None, 'pg_catalog."default"', 'pg_catalog."C"',
+                                 'pg_catalog."POSIX"')
+
+
+def _forms(cv: Any, j: int, alias: str) -> list[str]:
+    """The columns, then the text forms of those whose equality is not identity: what tells
+    two rows apart exactly."""
+    columns = cv.resolved.tables[j].columns
+    return [f"{alias}.{q(c.name)}" for c in columns] + [
+        f'({alias}.{q(c.name)})::text COLLATE "C"' for c in columns if not _identical(c)]
 
 
 def _keyed(cv: Any, j: int, alias: str) -> str:
@@ -220,25 +262,25 @@ def _keyed(cv: Any, j: int, alias: str) -> str:
 
 
 def _in_v(cv: Any, j: int, alias: str) -> str:
+    """The rows of table ``j`` whose key is in ``__v``: an index probe per key value on the
+    first key column (an array, so even a large delta is probed, not hash-joined with a scan
+    of the table), then the whole key."""
     keys = cv.analysis.outer.keys[j]
+    probe = f"{alias}.{q(keys[0])} = ANY (ARRAY(SELECT __v.__k0 FROM __v))"
+    if len(keys) == 1:
+        return probe
     cols = ", ".join(f"{alias}.{q(k)}" for k in keys)
     names = ", ".join(f"__v.__k{i}" for i in range(len(keys)))
-    return f"({cols}) IN (SELECT {names} FROM __v)"
-
-
-def _net(cv: Any, j: int, sign: int) -> str:
-    """The log's net added (``sign`` 1) or removed (-1) rows of table ``j``."""
-    cols = ", ".join(_cols(cv, j))
-    plain = ", ".join(f"__x.{c}" for c in _cols(cv, j))
-
-    def side(s: int) -> str:
-        return (f"SELECT {', '.join([plain, *_texts(cv, j, '__x')])} FROM __l{j} AS __x "
-                f"WHERE __x.__tm_sign = {s}")
-    return f"SELECT {cols} FROM ({side(sign)} EXCEPT ALL {side(-sign)}) AS __e"
+    return f"{probe} AND ({cols}) IN (SELECT {names} FROM __v)"
 
 
 def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
     """CTEs (after the logs ``__l<j>``) and the flat rows of the view's change.
+
+    Per changed table ``j``: ``__c<j>`` its net change (rows with their net multiplicity
+    ``__s``, zero left out); ``__r<j>`` the rows now whose key is in ``__v``; new rows
+    ``__r<j>`` plus the net added rows with a NULL key; old rows: the multiplicity now minus
+    the net change, per distinct row, where positive.
 
     Args:
         cv: the compiled view (with outer joins).
@@ -262,15 +304,26 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
             new[j] = old[j] = f"__r{j}"
             continue
         plain = ", ".join(_cols(cv, j))
-        ctes += [f"__p{j} AS MATERIALIZED ({_net(cv, j, 1)})",
-                 f"__q{j} AS MATERIALIZED ({_net(cv, j, -1)})",
-                 f"__n{j} AS (SELECT {plain} FROM __r{j} UNION ALL SELECT {plain} FROM "
-                 f"__p{j} AS __x WHERE NOT ({_keyed(cv, j, '__x')}))"]
-        kept = ", ".join(f"__x.{c}" for c in _cols(cv, j))
-        texts = ", ".join([kept, *_texts(cv, j, "__x")])
-        ctes.append(f"__o{j} AS (SELECT {plain} FROM (SELECT {texts} FROM __r{j} AS __x "
-                    f"EXCEPT ALL SELECT {texts} FROM __p{j} AS __x WHERE "
-                    f"{_keyed(cv, j, '__x')}) AS __e UNION ALL SELECT {plain} FROM __q{j})")
+        forms = _forms(cv, j, "__x")
+        n = len(cv.resolved.tables[j].columns)
+        group = ", ".join(str(i + 1) for i in range(len(forms)))
+        outs = ", ".join(f"{f} AS __f{i}" for i, f in enumerate(forms))
+        picked = ", ".join(f"__f{i} AS {c}" for i, c in enumerate(_cols(cv, j)))
+        fs = ", ".join(f"__f{i}" for i in range(len(forms)))
+        named = ", ".join(f"{f} AS {c}" for f, c in zip(
+            forms, [*_cols(cv, j), *(f"__f{i}" for i in range(n, len(forms)))], strict=True))
+        ctes += [
+            f"__c{j} AS MATERIALIZED (SELECT {named}, sum(__x.__tm_sign) AS __s "
+            f"FROM __l{j} AS __x GROUP BY {group} HAVING sum(__x.__tm_sign) <> 0)",
+            f"__n{j} AS (SELECT {plain} FROM __r{j} UNION ALL SELECT {plain} FROM "
+            f"__c{j} AS __x CROSS JOIN generate_series(1, __x.__s) AS __g WHERE NOT "
+            f"({_keyed(cv, j, '__x')}))",
+            f"__o{j} AS (SELECT {picked} FROM (SELECT {fs}, sum(__s) AS __s FROM ("
+            f"SELECT {outs}, 1 AS __s FROM __r{j} AS __x UNION ALL SELECT "
+            + ", ".join(f"__x.__f{i}" if i >= n else f"__x.{c}"
+                        for i, c in enumerate([*_cols(cv, j)] + [""] * (len(forms) - n)))
+            + f", -__x.__s FROM __c{j} AS __x) AS __a GROUP BY {fs} HAVING sum(__s) > 0) "
+            f"AS __e CROSS JOIN generate_series(1, __e.__s) AS __g)"]
         new[j], old[j] = f"__n{j}", f"__o{j}"
     flat = f"{_flat(cv, new, '1')} UNION ALL {_flat(cv, old, '-1')}"
     return ctes, flat
