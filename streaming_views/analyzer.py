@@ -233,6 +233,12 @@ def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, li
                 raise chk.refuse("nested subquery in FROM", from_item, "one level only.",
                                  "join the base tables directly.")
             _collect_tables(from_item, tables, chk)
+        names = [(t.schema, t.name) for t in tables]
+        if len(set(names)) < len(names):
+            twice = next(t for i, t in enumerate(tables) if (t.schema, t.name) in names[:i])
+            raise chk.refuse(f"table {twice.schema}.{twice.name} used twice in a UNION ALL "
+                             "branch", twice.node, "self-joins are maintained in the main FROM "
+                             "only.", "move the self-join into the outer query's FROM.")
         if (join := outer_joins.has_outer(sub.fromClause)) is not None:
             raise chk.refuse(outer_joins.OUTER[join.jointype] + " inside UNION ALL", join,
                              "outer joins are maintained in the main FROM only.",
@@ -309,11 +315,12 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
             raise chk.refuse("column aliases on a table", item,
                              "renaming columns in FROM is not supported.",
                              "alias the columns in the SELECT list.")
-        for other in out:
-            if (other.schema, other.name) == (item.schemaname, item.relname):
+        for other in out:  # a self-join: each role is a table of its own (see selfjoin.py)
+            if (other.schema, other.name, other.ref) == (item.schemaname, item.relname, ref):
                 raise chk.refuse(f"table {item.schemaname}.{item.relname} used twice", item,
-                                 "self-joins are not maintained by this engine.",
-                                 "deploy a view per role of the table, or join a copy.")
+                                 "each role of a table joined to itself needs its own alias.",
+                                 f"alias each: {item.schemaname}.{item.relname} AS a ... JOIN "
+                                 f"{item.schemaname}.{item.relname} AS b ON ...")
         out.append(TableRef(item.schemaname, item.relname, ref, item))
     elif isinstance(item, ast.JoinExpr):
         if item.jointype not in (enums.JoinType.JOIN_INNER, *outer_joins.OUTER):

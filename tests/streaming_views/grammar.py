@@ -103,6 +103,14 @@ OUTER_FROMS = {
                   "on f.k = e.k", ["e", "f", "d"]),
 }
 FROMS.update(OUTER_FROMS)
+# Self-joins (streaming_views/selfjoin.py): gen.f in a second role f2 (read in ON only).
+SELF_FROMS = {
+    "f_self": ("gen.f f join gen.f f2 on f2.g = f.k and f2.id <> f.id", ["f"]),
+    "f_self_left": ("gen.f f left join gen.f f2 on f2.k = f.g", ["f"]),
+    "f_self_full": ("gen.f f full join gen.f f2 on f2.k = f.g and f2.b", ["f"]),
+    "f_self_d": ("gen.f f join gen.d d on d.k = f.k join gen.f f2 on f2.g = d.w", ["f", "d"]),
+}
+FROMS.update(SELF_FROMS)
 KEYS = {
     "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
           "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
@@ -142,11 +150,14 @@ def draw_view(rng: random.Random, name: str) -> View:
     """Draw one view from the grammar (about 1 in 15 from the constructs to refuse)."""
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
-    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer"])
+    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer",
+                        "self"])
     if shape == "union":
         return _union_view(rng, name)
     if shape == "outer":
         shape = rng.choice(sorted(OUTER_FROMS))
+    if shape == "self":
+        shape = rng.choice(sorted(SELF_FROMS))
     from_sql, aliases = FROMS[shape]
     where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
     if shape == "comma":
