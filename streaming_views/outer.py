@@ -262,24 +262,24 @@ def _keyed(cv: Any, j: int, alias: str) -> str:
 
 
 def _in_v(cv: Any, j: int, alias: str) -> str:
-    """The rows of table ``j`` whose key is in ``__v``: an index probe per key value on the
+    """The rows of table ``j`` whose key is in ``__ojv``: an index probe per key value on the
     first key column (an array, so even a large delta is probed, not hash-joined with a scan
     of the table), then the whole key."""
     keys = cv.analysis.outer.keys[j]
-    probe = f"{alias}.{q(keys[0])} = ANY (ARRAY(SELECT __v.__k0 FROM __v))"
+    probe = f"{alias}.{q(keys[0])} = ANY (ARRAY(SELECT __ojv.__k0 FROM __ojv))"
     if len(keys) == 1:
         return probe
     cols = ", ".join(f"{alias}.{q(k)}" for k in keys)
-    names = ", ".join(f"__v.__k{i}" for i in range(len(keys)))
-    return f"{probe} AND ({cols}) IN (SELECT {names} FROM __v)"
+    names = ", ".join(f"__ojv.__k{i}" for i in range(len(keys)))
+    return f"{probe} AND ({cols}) IN (SELECT {names} FROM __ojv)"
 
 
 def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
     """CTEs (after the logs ``__l<j>``) and the flat rows of the view's change.
 
-    Per changed table ``j``: ``__c<j>`` its net change (rows with their net multiplicity
-    ``__s``, zero left out); ``__r<j>`` the rows now whose key is in ``__v``; new rows
-    ``__r<j>`` plus the net added rows with a NULL key; old rows: the multiplicity now minus
+    ``__ojv``: the key values of the logged rows. Per table ``j``: ``__ojr<j>`` its rows now
+    whose key is in ``__ojv``; if changed, ``__ojc<j>`` its net change (rows with their net
+    multiplicity ``__s``, zero left out); new rows ``__ojr<j>`` plus the net added rows with a NULL key; old rows: the multiplicity now minus
     the net change, per distinct row, where positive.
 
     Args:
@@ -293,15 +293,15 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
         keys = ", ".join(f"__x.{q(k)}" for k in oj.keys[j])
         parts.append(f"SELECT {keys} FROM __l{j} AS __x WHERE {_keyed(cv, j, '__x')}")
     names = ", ".join(f"__k{i}" for i in range(width))
-    ctes = [f"__v({names}) AS MATERIALIZED (SELECT DISTINCT * FROM "
+    ctes = [f"__ojv({names}) AS MATERIALIZED (SELECT DISTINCT * FROM "
             f"({' UNION ALL '.join(parts)}) AS __a)"]
     new, old = {}, {}
     for j, table in enumerate(cv.resolved.tables):
         cols = ", ".join(f"__b.{c}" for c in _cols(cv, j))
-        ctes.append(f"__r{j} AS MATERIALIZED (SELECT {cols} FROM {table.qualified} AS __b "
+        ctes.append(f"__ojr{j} AS MATERIALIZED (SELECT {cols} FROM {table.qualified} AS __b "
                     f"WHERE {_in_v(cv, j, '__b')})")
         if j not in changed:
-            new[j] = old[j] = f"__r{j}"
+            new[j] = old[j] = f"__ojr{j}"
             continue
         plain = ", ".join(_cols(cv, j))
         forms = _forms(cv, j, "__x")
@@ -313,18 +313,18 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
         named = ", ".join(f"{f} AS {c}" for f, c in zip(
             forms, [*_cols(cv, j), *(f"__f{i}" for i in range(n, len(forms)))], strict=True))
         ctes += [
-            f"__c{j} AS MATERIALIZED (SELECT {named}, sum(__x.__tm_sign) AS __s "
+            f"__ojc{j} AS MATERIALIZED (SELECT {named}, sum(__x.__tm_sign) AS __s "
             f"FROM __l{j} AS __x GROUP BY {group} HAVING sum(__x.__tm_sign) <> 0)",
-            f"__n{j} AS (SELECT {plain} FROM __r{j} UNION ALL SELECT {plain} FROM "
-            f"__c{j} AS __x CROSS JOIN generate_series(1, __x.__s) AS __g WHERE NOT "
+            f"__ojn{j} AS (SELECT {plain} FROM __ojr{j} UNION ALL SELECT {plain} FROM "
+            f"__ojc{j} AS __x CROSS JOIN generate_series(1, __x.__s) AS __g WHERE NOT "
             f"({_keyed(cv, j, '__x')}))",
-            f"__o{j} AS (SELECT {picked} FROM (SELECT {fs}, sum(__s) AS __s FROM ("
-            f"SELECT {outs}, 1 AS __s FROM __r{j} AS __x UNION ALL SELECT "
+            f"__ojo{j} AS (SELECT {picked} FROM (SELECT {fs}, sum(__s) AS __s FROM ("
+            f"SELECT {outs}, 1 AS __s FROM __ojr{j} AS __x UNION ALL SELECT "
             + ", ".join(f"__x.__f{i}" if i >= n else f"__x.{c}"
                         for i, c in enumerate([*_cols(cv, j)] + [""] * (len(forms) - n)))
-            + f", -__x.__s FROM __c{j} AS __x) AS __a GROUP BY {fs} HAVING sum(__s) > 0) "
+            + f", -__x.__s FROM __ojc{j} AS __x) AS __a GROUP BY {fs} HAVING sum(__s) > 0) "
             f"AS __e CROSS JOIN generate_series(1, __e.__s) AS __g)"]
-        new[j], old[j] = f"__n{j}", f"__o{j}"
+        new[j], old[j] = f"__ojn{j}", f"__ojo{j}"
     flat = f"{_flat(cv, new, '1')} UNION ALL {_flat(cv, old, '-1')}"
     return ctes, flat
 

@@ -30,6 +30,8 @@ ROWS = {
                  "payments, count(*) as n from oj.orders o left join oj.payments p on "
                  "p.order_id = o.order_id full join oj.refunds r on r.order_id = o.order_id "
                  "where o.store_id is distinct from 3 group by 1",
+    "full_distinct": "select o.store_id, count(distinct p.amount) as amounts from oj.orders o "
+                     "full join oj.payments p on p.order_id = o.order_id group by 1",
     "distinct_unpaid": "select distinct o.store_id from oj.orders o left join oj.payments p "
                        "on p.order_id = o.order_id where p.payment_id is null",
 }
