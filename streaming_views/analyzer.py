@@ -15,6 +15,7 @@ import pglast
 from pglast import ast, enums
 
 from streaming_views import outer as outer_joins
+from streaming_views import semijoin
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile
@@ -95,6 +96,7 @@ class Analysis:
     union_alias: str | None = None
     branches: list[Branch] = field(default_factory=list)
     outer: outer_joins.OuterJoin | None = None  # FROM with outer joins: its partition key
+    semijoins: list[semijoin.SemiJoin] = field(default_factory=list)  # [NOT] EXISTS / IN
 
     @property
     def is_global(self) -> bool:
@@ -170,11 +172,15 @@ def analyze(view: ViewFile) -> Analysis:
     else:
         for item in from_items:
             _collect_tables(item, tables, chk)
-    outer = None if branches else outer_joins.find(view, tuple(from_items), tables)
+    semis = [] if branches else semijoin.collect(view, stmt.whereClause,
+                                                 {t.ref for t in tables})
+    for semi in semis:
+        _collect_tables(semi.table, tables, chk)
+    outer = None if branches else outer_joins.find(view, tuple(from_items), tables, semis)
     if not tables:
         raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
                          "select from at least one <source>.<table>.")
-    _check_expressions(stmt, chk)
+    _check_expressions(stmt, chk, {id(s.node) for s in semis})
     outputs = [(t.name, t.val) for t in stmt.targetList]
     aggs = _collect_aggs(stmt, chk)
     if stmt.distinctClause is not None:
@@ -197,7 +203,7 @@ def analyze(view: ViewFile) -> Analysis:
     return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
                     where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
                     outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
-                    branches=branches, outer=outer)
+                    branches=branches, outer=outer, semijoins=semis)
 
 
 def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
@@ -346,12 +352,13 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
         raise chk.refuse(type(item).__name__, item, "not a base table.")
 
 
-def _check_expressions(stmt: ast.SelectStmt, chk: _Checker) -> None:
+def _check_expressions(stmt: ast.SelectStmt, chk: _Checker,
+                       allowed: set[int] | frozenset[int] = frozenset()) -> None:
     roots: list[Any] = [t.val for t in stmt.targetList]
     roots += [stmt.whereClause, stmt.havingClause, *(stmt.groupClause or ())]
     roots += [i.quals for i in walk(stmt.fromClause) if isinstance(i, ast.JoinExpr)]
     for node in walk([r for r in roots if r is not None]):
-        if isinstance(node, ast.SubLink):
+        if isinstance(node, ast.SubLink) and id(node) not in allowed:
             raise chk.refuse("subquery in an expression", node,
                              "a subquery's result may change without a write to this view's "
                              "tables in FROM.", "rewrite it as an inner JOIN.")

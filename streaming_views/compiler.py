@@ -22,7 +22,7 @@ import psycopg
 from pglast import ast
 
 from streaming_views.analyzer import Analysis, TableRef, analyze
-from streaming_views import outer, selfjoin
+from streaming_views import outer, selfjoin, semijoin
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
@@ -321,4 +321,5 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     cv = CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
                       union_columns)
     outer.check_types(conn, cv)
+    semijoin.check_not_in(conn, cv)
     return cv

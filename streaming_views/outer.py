@@ -91,22 +91,27 @@ def has_outer(from_clause: Any) -> Any | None:
                  if isinstance(j, ast.JoinExpr) and j.jointype in OUTER), None)
 
 
-def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any]) -> OuterJoin | None:
-    """Check a FROM with outer joins and return its partition key (None: no outer join).
+def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any],
+         semis: list[Any] = ()) -> OuterJoin | None:  # type: ignore[assignment]
+    """Check a FROM with outer joins (or a WHERE with semi- and anti-joins, see
+    :mod:`streaming_views.semijoin`) and return its partition key (None: neither).
 
     Args:
         view: the view file (for positions).
         from_clause: the FROM items.
-        tables: the base tables (:class:`streaming_views.analyzer.TableRef`), in FROM order.
+        tables: the base tables (:class:`streaming_views.analyzer.TableRef`), in FROM order,
+            then the semi-joins' tables.
+        semis: the semi- and anti-joins of WHERE.
 
     Raises:
         UnsupportedViewError: an outer join the engine cannot keep exactly.
     """
     first = has_outer(from_clause)
-    if first is None:
+    if first is None and not semis:
         return None
-    name = OUTER[first.jointype]
+    name = OUTER[first.jointype] if first is not None else semis[0].construct
     if len(from_clause) != 1:
+        first = first if first is not None else semis[0].node
         raise _refuse(view, f"{name} in a comma-separated FROM", first.rarg, "the outer join's "
                       "partners must all be in one join tree.")
     index = {t.ref: j for j, t in enumerate(tables)}
@@ -146,12 +151,22 @@ def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any]) -> OuterJoi
                 if ra != rb:
                     parent[ra] = rb
         joins.append((join, left, right, pairs))
+    outer_tables = refs_of(from_clause)
+    for semi in semis:
+        pairs = [((index[a[0]], a[1]), (index[b[0]], b[1])) for a, b in semi.pairs]
+        for a, b in pairs:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[ra] = rb
+        joins.append((semi.node, outer_tables, {pairs[0][1][0]}, pairs))
     common: set[tuple[int, str]] | None = None
     for join, _, _, pairs in joins:
         classes = {root(a) for a, _ in pairs}
         common = classes if common is None else common & classes
         if not common:
-            raise _refuse(view, f"{OUTER.get(join.jointype, 'JOIN')} on another key", join.rarg,
+            kind = (next(s.construct for s in semis if s.node is join)
+                    if isinstance(join, ast.SubLink) else OUTER.get(join.jointype, "JOIN"))
+            raise _refuse(view, f"{kind} on another key", getattr(join, "rarg", join),
                           "in a view with outer joins, every join must equate one same key "
                           "between its two sides (the engine keeps the view per key value).")
     classes = sorted(common or set())
@@ -162,12 +177,12 @@ def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any]) -> OuterJoi
         for cls in classes:
             mine = sorted(c for t, c in columns if t == j and root((t, c)) == cls)
             if not mine:
-                raise _refuse(view, f"{name} on another key", first.rarg,
+                raise _refuse(view, f"{name} on another key", tables[j].node,
                               f"table {tables[j].ref} has no column of the join key.")
             cols.append(mine[0])
         keys[j] = tuple(cols)
     linear: set[int] = set()
-    _preserved(from_clause[0], True, index, linear)
+    _preserved(from_clause[0], True, index, linear)  # semi-joins' tables: not linear
     return OuterJoin(keys, frozenset(linear))
 
 
@@ -213,6 +228,7 @@ def check_types(conn: psycopg.Connection, cv: Any) -> None:
     """
     if cv.analysis.outer is None:
         return
+    _add_key_columns(conn, cv)
     oids = sorted({c.type_oid for t in cv.resolved.tables for c in t.columns})
     bad = {int(o): str(n) for o, n in conn.execute(
         "select t.oid, format_type(t.oid, null) from pg_type t where t.oid = any(%s) and "
@@ -229,6 +245,29 @@ def check_types(conn: psycopg.Connection, cv: Any) -> None:
                               "the engine rebuilds the tables' previous rows by comparing "
                               "values, and this type has no equality. Cast it in the query "
                               "(e.g. ::jsonb) from a column of a comparable type.")
+
+
+def _add_key_columns(conn: psycopg.Connection, cv: Any) -> None:
+    """Log the key columns too: a correlated column read only inside an EXISTS subquery is
+    not among the columns PostgreSQL reports the outer query reads."""
+    from streaming_views.conversions import base_type
+    from streaming_views.resolve import Column
+    for info in cv.resolved.tables:
+        have = {c.name for c in info.columns}
+        for name in cv.analysis.outer.keys[info.index]:
+            if name in have:
+                continue
+            r = conn.execute(
+                "select a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, "
+                "a.atttypmod, case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' "
+                "|| quote_ident(c.collname) end, a.attcollation from pg_attribute a "
+                "left join pg_collation c on c.oid = a.attcollation "
+                "left join pg_namespace n on n.oid = c.collnamespace where a.attrelid = %s "
+                "and a.attname = %s", (info.oid, name)).fetchone()
+            if r is not None:
+                info.columns.append(Column(int(r[0]), name, str(r[1]), int(r[2]), int(r[3]),
+                                           r[4], int(r[5]), base_type(conn, str(r[1]))))
+                info.columns.sort(key=lambda c: c.attnum)
 
 
 # ------------------------------------------------------------------ the delta
@@ -342,6 +381,6 @@ def _flat(cv: Any, relations: dict[int, str], sign: str) -> str:
     from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
     cols = [f"{e} AS {n}" for n, e in cv.flat_columns()]
     text = f"SELECT {', '.join([f'{sign} AS __sign', *cols])} FROM {from_sql}"
-    if an.where is not None:
-        text += f" WHERE {deparse(an.where)}"
+    if an.where is not None:  # the semi-joins' tables are inside WHERE
+        text += f" WHERE {deparse(substitute(an.where, swap))}"
     return text
