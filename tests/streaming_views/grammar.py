@@ -111,6 +111,12 @@ SELF_FROMS = {
     "f_self_d": ("gen.f f join gen.d d on d.k = f.k join gen.f f2 on f2.g = d.w", ["f", "d"]),
 }
 FROMS.update(SELF_FROMS)
+# Semi- and anti-joins (streaming_views/semijoin.py), added to WHERE of a view over gen.f.
+SEMI_WHERES = ["exists (select 1 from gen.d d2 where d2.k = f.k and d2.w > 0)",
+               "not exists (select 1 from gen.e e2 where e2.k = f.k)",
+               "f.k in (select e2.k from gen.e e2 where e2.tag <> 't0')",
+               "f.id not in (select d2.k from gen.d d2)",
+               "not exists (select 1 from gen.f f3 where f3.g = f.g and f3.id < f.id)"]
 KEYS = {
     "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
           "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
@@ -151,15 +157,17 @@ def draw_view(rng: random.Random, name: str) -> View:
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
     shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer",
-                        "self"])
+                        "self", "semi"])
     if shape == "union":
         return _union_view(rng, name)
     if shape == "outer":
         shape = rng.choice(sorted(OUTER_FROMS))
     if shape == "self":
         shape = rng.choice(sorted(SELF_FROMS))
+    semi = [rng.choice(SEMI_WHERES)] if shape == "semi" else []
+    shape = "f" if shape == "semi" else shape
     from_sql, aliases = FROMS[shape]
-    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
+    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4] + semi
     if shape == "comma":
         where.append("d.k = f.k")
     kind = rng.choices(["aggregate", "distinct", "bag"], [7, 1, 2])[0]
