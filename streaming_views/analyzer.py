@@ -15,7 +15,7 @@ import pglast
 from pglast import ast, enums
 
 from streaming_views import outer as outer_joins
-from streaming_views import semijoin
+from streaming_views import inline, semijoin
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile
@@ -156,8 +156,8 @@ def analyze(view: ViewFile) -> Analysis:
         UnsupportedViewError: the view uses a construct outside the supported subset.
         ViewFileError: the file does not parse.
     """
-    stmt = parse_select(view)
     chk = _Checker(view)
+    stmt = inline.rewrite(parse_select(view), chk.refuse)  # WITH, FROM subqueries
     _check_statement_shape(stmt, chk)
     tables: list[TableRef] = []
     branches: list[Branch] = []
