@@ -231,8 +231,11 @@ def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, li
                 isinstance(n, ast.FuncCall) and _is_aggregate(n)
                 for t in sub.targetList for n in walk(t.val)):
             raise chk.refuse("aggregation inside a subquery", sub.targetList[0],
-                             "only the outer query may group.",
-                             "aggregate in the outer query; keep the subquery row by row.")
+                             "only the outer query may group (a two-level aggregation, e.g. a "
+                             "distribution of per-customer counts, is not maintained).",
+                             "aggregate in the outer query; keep the subquery row by row. For "
+                             "two levels, deploy the inner aggregate as its own live view and "
+                             "aggregate live.<inner> when you read it.")
         tables: list[TableRef] = []
         for from_item in sub.fromClause or ():
             if isinstance(from_item, ast.RangeSubselect):

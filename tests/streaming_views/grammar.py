@@ -111,6 +111,18 @@ SELF_FROMS = {
     "f_self_d": ("gen.f f join gen.d d on d.k = f.k join gen.f f2 on f2.g = d.w", ["f", "d"]),
 }
 FROMS.update(SELF_FROMS)
+# FROM subqueries and WITH (streaming_views/inline.py): gen.f behind a subquery named f.
+_F_ALL = ", ".join(f"f.{c}" for c in FACT_COLUMNS)
+INLINE_FROMS = {
+    "sub_fd": (f"(select {_F_ALL} from gen.f f where f.k is not null) f join gen.d d "
+               "on d.k = f.k", ["f", "d"]),
+    "sub_d_left_f": (f"gen.d d left join (select {_F_ALL} from gen.f f where f.g > 0) f "
+                     "on f.k = d.k", ["d", "f"]),
+    "with_fd": ("w f join gen.d d on d.k = f.k", ["f", "d"]),
+    "with_f": ("w f", ["f"]),
+}
+WITH_PREFIX = f"with w as (select {_F_ALL} from gen.f f where f.s is distinct from 'a') "
+FROMS.update(INLINE_FROMS)
 # Semi- and anti-joins (streaming_views/semijoin.py), added to WHERE of a view over gen.f.
 SEMI_WHERES = ["exists (select 1 from gen.d d2 where d2.k = f.k and d2.w > 0)",
                "not exists (select 1 from gen.e e2 where e2.k = f.k)",
@@ -157,13 +169,16 @@ def draw_view(rng: random.Random, name: str) -> View:
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
     shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer",
-                        "self", "semi"])
+                        "self", "semi", "inline"])
     if shape == "union":
         return _union_view(rng, name)
     if shape == "outer":
         shape = rng.choice(sorted(OUTER_FROMS))
     if shape == "self":
         shape = rng.choice(sorted(SELF_FROMS))
+    if shape == "inline":
+        shape = rng.choice(sorted(INLINE_FROMS))
+    prefix = WITH_PREFIX if shape.startswith("with_") else ""
     semi = [rng.choice(SEMI_WHERES)] if shape == "semi" else []
     shape = "f" if shape == "semi" else shape
     from_sql, aliases = FROMS[shape]
@@ -196,7 +211,7 @@ def draw_view(rng: random.Random, name: str) -> View:
         if rng.random() < 0.3:
             sql += rng.choice([" having count(*) > 1", " having count(*) filter (where true) "
                                "<> 2"])
-    return View(name, sql, text_exact)
+    return View(name, prefix + sql, text_exact)
 
 
 def _aggregate(rng: random.Random, aliases: list[str], i: int) -> tuple[str, bool]:
