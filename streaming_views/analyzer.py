@@ -14,8 +14,8 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views import outer as outer_joins
 from streaming_views import inline, semijoin
+from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile

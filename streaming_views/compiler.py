@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import psycopg
 from pglast import ast
 
-from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views import outer, selfjoin, semijoin
+from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve

@@ -53,9 +53,6 @@ from streaming_views.errors import UnsupportedViewError
 
 OUTER = {enums.JoinType.JOIN_LEFT: "LEFT JOIN", enums.JoinType.JOIN_RIGHT: "RIGHT JOIN",
          enums.JoinType.JOIN_FULL: "FULL JOIN"}
-# Types whose equality is identity (no two equal values print differently).
-IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
-                         "timestamp without time zone", "timestamp with time zone"}
 REWRITE = ("write the FROM as one join tree whose every ON equates the same key between its "
            "two sides, e.g. 'from shop.orders o left join shop.payments p on p.order_id = "
            "o.order_id', or deploy the unmatched side as a view of its own.")
@@ -136,11 +133,11 @@ def find(view: Any, from_clause: tuple[Any, ...], tables: list[Any],
             raise _refuse(view, f"{kind} with USING/NATURAL", join.rarg, "in a view with outer "
                           "joins every join names its key columns in ON.")
         if join.quals is None:
-            raise _refuse(view, "CROSS JOIN beside an outer join", join.rarg, "every join of a view "
-                          "with outer joins equates a key.")
+            raise _refuse(view, "CROSS JOIN beside an outer join", join.rarg,
+                          "every join of a view with outer joins equates a key.")
         left, right = refs_of(join.larg), refs_of(join.rarg)
         pairs = []
-        for conj in _conjuncts(join.quals):
+        for conj in conjuncts(join.quals):
             pair = _column_equality(conj, index)
             if pair is None:
                 continue
@@ -200,10 +197,11 @@ def _preserved(node: Any, ok: bool, index: dict[str, int], out: set[int]) -> Non
                                           enums.JoinType.JOIN_RIGHT), index, out)
 
 
-def _conjuncts(node: Any) -> list[Any]:
+def conjuncts(node: Any) -> list[Any]:
+    """The top-level AND-ed conditions of ``node`` (none for None)."""
     if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
-        return [c for arg in node.args for c in _conjuncts(arg)]
-    return [node]
+        return [c for arg in node.args for c in conjuncts(arg)]
+    return [] if node is None else [node]
 
 
 def _column_equality(node: Any, index: dict[str, int]) -> tuple[tuple[int, str], ...] | None:
@@ -279,6 +277,7 @@ def _identical(column: Any) -> bool:
     """True when equal values of the column cannot print differently (no text form needed):
     integers, dates, timestamps, numeric with a fixed scale, text under a deterministic
     collation of the C library (equality is then byte equality)."""
+    from streaming_views.deltas import IDENTICAL_BY_EQUALITY  # deltas imports this module
     typ = column.log_type
     if typ in IDENTICAL_BY_EQUALITY or re.fullmatch(r"numeric\(\d+,\d+\)", typ):
         return True
@@ -318,8 +317,9 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
 
     ``__ojv``: the key values of the logged rows. Per table ``j``: ``__ojr<j>`` its rows now
     whose key is in ``__ojv``; if changed, ``__ojc<j>`` its net change (rows with their net
-    multiplicity ``__s``, zero left out); new rows ``__ojr<j>`` plus the net added rows with a NULL key; old rows: the multiplicity now minus
-    the net change, per distinct row, where positive.
+    multiplicity ``__s``, zero left out); new rows ``__ojr<j>`` plus the net added rows with a
+    NULL key; old rows: the multiplicity now minus the net change, per distinct row, where
+    positive.
 
     Args:
         cv: the compiled view (with outer joins).

@@ -1,3 +1,4 @@
+# ruff: noqa: S608 -- the rewrite offered in a refusal is text for the user, not a query run.
 """EXISTS, NOT EXISTS, IN (subquery) and NOT IN as semi- and anti-joins.
 
 A top-level conjunct of WHERE of one of the forms
@@ -32,6 +33,7 @@ from pglast import ast, enums
 
 from streaming_views.astutil import deparse, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError
+from streaming_views.outer import conjuncts
 
 AGGREGATES = {"count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg",
               "string_agg", "json_agg", "jsonb_agg"}
@@ -58,12 +60,6 @@ def _refuse(view: Any, construct: str, node: Any, reason: str,
                                 rewrite=rewrite)
 
 
-def _conjuncts(node: Any) -> list[Any]:
-    if isinstance(node, ast.BoolExpr) and node.boolop == enums.BoolExprType.AND_EXPR:
-        return [c for arg in node.args for c in _conjuncts(arg)]
-    return [] if node is None else [node]
-
-
 def collect(view: Any, where: Any, outer_refs: set[str]) -> list[SemiJoin]:
     """The semi- and anti-joins of WHERE.
 
@@ -76,7 +72,7 @@ def collect(view: Any, where: Any, outer_refs: set[str]) -> list[SemiJoin]:
         UnsupportedViewError: a subquery the engine cannot keep as a semi- or anti-join.
     """
     found = []
-    for conj in _conjuncts(where):
+    for conj in conjuncts(where):
         negated = isinstance(conj, ast.BoolExpr) and conj.boolop == enums.BoolExprType.NOT_EXPR
         link = conj.args[0] if negated else conj
         if isinstance(link, ast.SubLink):
@@ -116,7 +112,7 @@ def _semijoin(view: Any, link: ast.SubLink, negated: bool, outer: set[str]) -> S
         if isinstance(node, ast.SubLink):
             raise _refuse(view, f"nested subquery in {construct}", node, "one level only.")
     pairs = []
-    for conj in _conjuncts(sub.whereClause):
+    for conj in conjuncts(sub.whereClause):
         pair = _equality(conj, ref, outer)
         if pair is not None:
             pairs.append(pair)
