@@ -14,7 +14,7 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views import inline, semijoin
+from streaming_views import inline, semijoin, twolevel
 from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
@@ -163,7 +163,12 @@ def analyze(view: ViewFile) -> Analysis:
     branches: list[Branch] = []
     union_alias = None
     from_items = stmt.fromClause or ()
-    if len(from_items) == 1 and isinstance(from_items[0], ast.RangeSubselect):
+    grouped = None  # a two-level aggregation: its inner group key
+    if len(from_items) == 1 and twolevel.is_grouped(from_items[0]):
+        tables, grouped = twolevel.analyze_inner(from_items[0], chk, _collect_tables,
+                                                 _check_statement_shape, _check_expressions,
+                                                 _collect_aggs)
+    elif len(from_items) == 1 and isinstance(from_items[0], ast.RangeSubselect):
         union_alias, branches = _subquery_branches(from_items[0], chk)
         for branch in branches:
             for table in branch.tables:
@@ -172,11 +177,12 @@ def analyze(view: ViewFile) -> Analysis:
     else:
         for item in from_items:
             _collect_tables(item, tables, chk)
-    semis = [] if branches else semijoin.collect(view, stmt.whereClause,
-                                                 {t.ref for t in tables})
+    semis = [] if branches or grouped else semijoin.collect(view, stmt.whereClause,
+                                                            {t.ref for t in tables})
     for semi in semis:
         _collect_tables(semi.table, tables, chk)
-    outer = None if branches else outer_joins.find(view, tuple(from_items), tables, semis)
+    outer = grouped or (None if branches else
+                        outer_joins.find(view, tuple(from_items), tables, semis))
     if not tables:
         raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
                          "select from at least one <source>.<table>.")

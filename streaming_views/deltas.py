@@ -207,7 +207,7 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
                  f"__l{j} AS (SELECT * FROM __m{j} WHERE __tm_sign <> 0)"]
-    if cv.analysis.outer is not None and cv.analysis.outer.partitioned(changed):  # see outer.py
+    if cv.analysis.outer is not None:  # outer/semi-joins, two levels: see outer.py
         more, flat = outer_delta(cv, changed)
         return delta_statement(cv, flat, ctes + more)
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))

@@ -69,6 +69,7 @@ class OuterJoin:
 
     keys: dict[int, tuple[str, ...]]
     linear: frozenset[int] = frozenset()
+    grouped: bool = False  # a two-level aggregation's inner key: NULL is a key like others
 
     def partitioned(self, changed: tuple[int, ...]) -> bool:
         """True when a transaction that changed ``changed`` needs the per-key evaluation: it
@@ -295,6 +296,9 @@ def _forms(cv: Any, j: int, alias: str) -> list[str]:
 
 
 def _keyed(cv: Any, j: int, alias: str) -> str:
+    """Condition: the row's key has no NULL (for a grouped key: always true)."""
+    if cv.analysis.outer.grouped:
+        return "true"
     keys = cv.analysis.outer.keys[j]
     return " AND ".join(f"{alias}.{q(k)} IS NOT NULL" for k in keys)
 
@@ -302,14 +306,19 @@ def _keyed(cv: Any, j: int, alias: str) -> str:
 def _in_v(cv: Any, j: int, alias: str) -> str:
     """The rows of table ``j`` whose key is in ``__ojv``: an index probe per key value on the
     first key column (an array, so even a large delta is probed, not hash-joined with a scan
-    of the table), then the whole key."""
+    of the table), then the whole key; for a grouped key, NULL matches NULL."""
     keys = cv.analysis.outer.keys[j]
     probe = f"{alias}.{q(keys[0])} = ANY (ARRAY(SELECT __ojv.__k0 FROM __ojv))"
-    if len(keys) == 1:
+    if len(keys) > 1:
+        cols = ", ".join(f"{alias}.{q(k)}" for k in keys)
+        names = ", ".join(f"__ojv.__k{i}" for i in range(len(keys)))
+        probe += f" AND ({cols}) IN (SELECT {names} FROM __ojv)"
+    if not cv.analysis.outer.grouped:
         return probe
-    cols = ", ".join(f"{alias}.{q(k)}" for k in keys)
-    names = ", ".join(f"__ojv.__k{i}" for i in range(len(keys)))
-    return f"{probe} AND ({cols}) IN (SELECT {names} FROM __ojv)"
+    nulls = " OR ".join(f"{alias}.{q(k)} IS NULL" for k in keys)
+    same = " AND ".join(f"__ojv.__k{i} IS NOT DISTINCT FROM {alias}.{q(k)}"
+                        for i, k in enumerate(keys))
+    return f"(({probe}) OR (({nulls}) AND EXISTS (SELECT 1 FROM __ojv WHERE {same})))"
 
 
 def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
@@ -326,19 +335,12 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
         changed: the base tables whose logs hold this transaction's rows.
     """
     oj = cv.analysis.outer
-    width = len(next(iter(oj.keys.values())))
-    parts = []
-    for j in changed:
-        keys = ", ".join(f"__x.{q(k)}" for k in oj.keys[j])
-        parts.append(f"SELECT {keys} FROM __l{j} AS __x WHERE {_keyed(cv, j, '__x')}")
-    names = ", ".join(f"__k{i}" for i in range(width))
-    ctes = [f"__ojv({names}) AS MATERIALIZED (SELECT DISTINCT * FROM "
-            f"({' UNION ALL '.join(parts)}) AS __a)"]
+    if not oj.partitioned(changed):
+        return _linear(cv, changed)
+    ctes = [_keys_cte(cv, changed)]
     new, old = {}, {}
-    for j, table in enumerate(cv.resolved.tables):
-        cols = ", ".join(f"__b.{c}" for c in _cols(cv, j))
-        ctes.append(f"__ojr{j} AS MATERIALIZED (SELECT {cols} FROM {table.qualified} AS __b "
-                    f"WHERE {_in_v(cv, j, '__b')})")
+    for j in range(len(cv.tables)):
+        ctes.append(_restricted(cv, j))
         if j not in changed:
             new[j] = old[j] = f"__ojr{j}"
             continue
@@ -366,6 +368,43 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
         new[j], old[j] = f"__ojn{j}", f"__ojo{j}"
     flat = f"{_flat(cv, new, '1')} UNION ALL {_flat(cv, old, '-1')}"
     return ctes, flat
+
+
+def _keys_cte(cv: Any, changed: tuple[int, ...]) -> str:
+    """``__ojv``: the distinct key values of the transaction's logged rows."""
+    oj = cv.analysis.outer
+    parts = []
+    for j in changed:
+        keys = ", ".join(f"__x.{q(k)}" for k in oj.keys[j])
+        parts.append(f"SELECT {keys} FROM __l{j} AS __x WHERE {_keyed(cv, j, '__x')}")
+    names = ", ".join(f"__k{i}" for i in range(len(oj.keys[0])))
+    return (f"__ojv({names}) AS MATERIALIZED (SELECT DISTINCT * FROM "
+            f"({' UNION ALL '.join(parts)}) AS __a)")
+
+
+def _restricted(cv: Any, j: int) -> str:
+    """``__ojr<j>``: the rows of table ``j`` now whose key is in ``__ojv`` (index probes)."""
+    table = cv.resolved.tables[j]
+    cols = ", ".join(f"__b.{c}" for c in _cols(cv, j))
+    return (f"__ojr{j} AS MATERIALIZED (SELECT {cols} FROM {table.qualified} AS __b "
+            f"WHERE {_in_v(cv, j, '__b')})")
+
+
+def _linear(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
+    """The fast path (only tables on no NULL-extended side changed): the inclusion-exclusion
+    terms of :mod:`streaming_views.deltas`, the change logs joined to the other tables as they
+    are now — restricted to the logged keys (every row of a term holds a logged row, whose
+    matches share its key), so that a large delta probes the join-column index instead of
+    hash-joining a scan of the whole table."""
+    from streaming_views.deltas import terms
+    ctes = [_keys_cte(cv, changed)] + [_restricted(cv, j) for j in range(len(cv.tables))]
+    refs = cv.refs()
+    flats = []
+    for term in terms(cv, changed):
+        logs = dict(term.logs)
+        relations = {j: logs.get(j, f"__ojr{j}") for j in range(len(cv.tables))}
+        flats.append(_flat(cv, relations, term.sign(refs)))
+    return ctes, " UNION ALL ".join(flats)
 
 
 def _flat(cv: Any, relations: dict[int, str], sign: str) -> str:

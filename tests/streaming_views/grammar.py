@@ -123,6 +123,15 @@ INLINE_FROMS = {
 }
 WITH_PREFIX = f"with w as (select {_F_ALL} from gen.f f where f.s is distinct from 'a') "
 FROMS.update(INLINE_FROMS)
+# Two-level aggregation (streaming_views/twolevel.py): an aggregate over gen.f grouped by a key.
+TWO_LEVEL = [
+    "select c.n as k0, count(*) as a0, sum(c.s) as a1 from (select f.k, count(*) as n, "
+    "sum(f.c) as s from gen.f f group by f.k) c group by c.n",
+    "select count(*) as a0, max(c.s) as a1, sum(c.n) as a2 from (select f.g, f.b, count(*) as "
+    "n, sum(f.c) as s from gen.f f where f.b is not null group by f.g, f.b having count(*) > 1) c",
+    "select c.m as k0, c.g as k1 from (select f.g, min(f.s) as m, count(distinct f.k) as n "
+    "from gen.f f group by f.g) c where c.n > 1",
+]
 # Semi- and anti-joins (streaming_views/semijoin.py), added to WHERE of a view over gen.f.
 SEMI_WHERES = ["exists (select 1 from gen.d d2 where d2.k = f.k and d2.w > 0)",
                "not exists (select 1 from gen.e e2 where e2.k = f.k)",
@@ -169,13 +178,15 @@ def draw_view(rng: random.Random, name: str) -> View:
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
     shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer",
-                        "self", "semi", "inline"])
+                        "self", "semi", "inline", "two_level"])
     if shape == "union":
         return _union_view(rng, name)
     if shape == "outer":
         shape = rng.choice(sorted(OUTER_FROMS))
     if shape == "self":
         shape = rng.choice(sorted(SELF_FROMS))
+    if shape == "two_level":
+        return View(name, rng.choice(TWO_LEVEL), ["a0", "a2"])
     if shape == "inline":
         shape = rng.choice(sorted(INLINE_FROMS))
     prefix = WITH_PREFIX if shape.startswith("with_") else ""

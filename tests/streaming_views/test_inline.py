@@ -1,5 +1,6 @@
 """Non-recursive WITH (inlined) and FROM subqueries joined to tables (pulled up), by
-streaming_views/inline.py, on a real server; two-level aggregation is refused with a reason."""
+streaming_views/inline.py, and two-level aggregation (streaming_views/twolevel.py), on a real
+server; the refusals name the construct."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ VIEWS = {
     "cte_exists": "with paid as (select p.order_id from il.payments p where p.amount > 0) "
                   "select o.store_id, count(*) as n from il.orders o where exists (select 1 "
                   "from il.payments p2 where p2.order_id = o.order_id) group by 1",
+    "distribution": "select c.n, count(*) as stores from (select o.store_id, count(*) as n "
+                    "from il.orders o group by o.store_id) c group by c.n",
+    "two_level_global": "select count(*) as groups, sum(c.total) as total, max(c.total) as top "
+                        "from (select o.store_id, sum(o.total) as total from il.orders o "
+                        "where o.total > 2 group by 1 having count(*) > 1) c",
+    "two_level_rows": "select c.store_id, c.n, c.big from (select o.store_id, count(*) as n, "
+                      "bool_or(o.total > 30) as big from il.orders o group by o.store_id) c "
+                      "where c.n > 3",
     "nested": "select y.store_id, y.t from (select x.store_id, x.t from (select o.store_id, "
               "o.total as t from il.orders o) x where x.t < 40) y",
 }
@@ -49,6 +58,8 @@ def db(module_db: str, conn: psycopg.Connection) -> str:
 
 WRITES = [
     "insert into il.orders values (100, 2, 50), (101, 9, 3)",
+    "insert into il.orders values (102, null, 4), (103, null, 5), (104, 7, 1)",
+    "update il.orders set store_id = null where order_id in (1, 104)",
     "update il.orders set total = total + 7 where order_id % 3 = 0",
     "update il.orders set store_id = 1 where order_id between 5 and 9",
     "insert into il.payments values (100, 100, 9), (101, 1, 0.5)",
@@ -77,7 +88,10 @@ def test_live_view_keeps_the_subquery_column_names(db: str, conn: psycopg.Connec
 
 @pytest.mark.parametrize(("text", "construct"), [
     ("select c.n, count(*) as customers from (select o.store_id, count(*) as n from il.orders o "
-     "group by o.store_id) c group by c.n", "aggregation inside a subquery"),
+     "join il.stores s on s.store_id = o.store_id group by o.store_id) c group by c.n",
+     "two-level aggregation over several tables"),
+    ("select c.n, count(*) as customers from (select o.total > 5 as big, count(*) as n from "
+     "il.orders o group by 1) c group by c.n", "two-level aggregation grouped by an expression"),
     ("with recursive r as (select o.order_id from il.orders o) select r.order_id from r",
      "WITH RECURSIVE"),
 ])
