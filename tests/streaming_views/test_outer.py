@@ -143,3 +143,34 @@ def test_refusals_name_the_construct(db: str, text: str, construct: str) -> None
     assert info.value.construct == construct
     assert info.value.rewrite and "left join" in info.value.rewrite
     assert info.value.line == 1
+
+
+ACCEPTANCE = """
+select o.store_id, (o.placed_at at time zone 'UTC')::date as order_date,
+       count(distinct o.order_id) as orders, count(p.payment_id) as payments,
+       count(*) filter (where p.payment_id is null) as unpaid_orders,
+       coalesce(sum(p.amount) filter (where p.payment_kind = 'charge'
+                                      and p.status <> 'failed'), 0) as charged
+from shop.orders o left join shop.payments p on p.order_id = o.order_id
+group by 1, 2
+"""
+
+
+def test_demo_orders_left_join_payments_per_store_per_day(module_db: str,
+                                                          conn: psycopg.Connection) -> None:
+    """Issue 13's acceptance example on the demo schema, under the demo's own write load
+    (orders placed, paid, refunded, cancelled by concurrent transactions)."""
+    from datetime import UTC, datetime
+
+    from tidemark.demo.load import run_load
+    from tidemark.demo.seed import seed_history
+    seed_history(module_db, days=2, orders_per_day=150, seed=7,
+                 end=datetime(2026, 3, 1, tzinfo=UTC), schema="shop")
+    deploy_text(module_db, "orders_payments_daily", ACCEPTANCE)
+    assert_equal(conn, "orders_payments_daily", ACCEPTANCE)
+    stats = run_load(module_db + "?options=-csearch_path%3Dshop", rate=300, duration_s=3,
+                     seed=8)
+    assert stats.transactions > 0
+    assert_equal(conn, "orders_payments_daily", ACCEPTANCE)
+    unpaid = conn.execute("select sum(unpaid_orders) from live.orders_payments_daily").fetchone()
+    assert unpaid[0] is not None
