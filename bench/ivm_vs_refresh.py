@@ -13,7 +13,11 @@ embedded PostgreSQL (fsync off for every case alike):
 
 The live view is verified equal to its query at the end. Last line: JSON.
 
+``--view left_join`` (issue 13): ``orders LEFT JOIN payments`` (a payment for 4 orders in 5)
+per store per UTC day instead, maintained by :mod:`streaming_views.outer`.
+
 Usage: python bench/ivm_vs_refresh.py [--rows N] [--updates K] [--dsn URL]
+       [--view inner_join|left_join]
 """
 
 from __future__ import annotations
@@ -48,6 +52,15 @@ select s.region, s.store_id, count(*) as order_count, sum(o.amount) as revenue,
 from bench.orders o join bench.stores s on s.store_id = o.store_id
 where o.status <> 'cancelled'
 group by s.region, s.store_id"""
+LEFT_JOIN = """-- @keys: store_id, order_date
+select o.store_id, (o.placed_at at time zone 'UTC')::date as order_date,
+       count(*) as order_rows, sum(o.amount) as order_amount,
+       count(p.payment_id) as payments, sum(p.amount) as paid,
+       count(*) filter (where p.payment_id is null) as unpaid_orders
+from bench.orders o left join bench.payments p on p.order_id = o.order_id
+where o.status <> 'cancelled'
+group by 1, 2"""
+VIEWS = {"inner_join": VIEW, "left_join": LEFT_JOIN}
 
 
 @contextmanager
@@ -72,7 +85,7 @@ def server(conf: dict[str, str] | None = None, bin_dir: Path | None = None) -> I
             srv.stop()
 
 
-def load(conn: psycopg.Connection, rows: int) -> None:
+def load(conn: psycopg.Connection, rows: int, payments: bool = False) -> None:
     conn.execute("drop schema if exists bench cascade; create schema bench")
     conn.execute("create table bench.stores (store_id int primary key, region text not null, "
                  "store_name text not null)")
@@ -89,6 +102,13 @@ def load(conn: psycopg.Connection, rows: int) -> None:
             " case when i %% 20 = 0 then 'cancelled' else 'paid' end, "
             "timestamptz '2026-01-01' + i * interval '1 second' "
             "from generate_series(%s::bigint, %s::bigint) i", (STORES, lo, hi))
+    if payments:
+        conn.execute("create table bench.payments (payment_id bigint primary key, "
+                     "order_id bigint not null, amount numeric(12, 2) not null)")
+        conn.execute("insert into bench.payments select i, i, ((i * 17) %% 10000) / 100.0 "
+                     "from generate_series(1, %s) i where i %% 5 <> 0", (rows,))
+        conn.execute("create index on bench.payments (order_id)")
+        conn.execute("vacuum analyze bench.payments")
     conn.execute("vacuum analyze bench.orders")
     conn.execute("vacuum analyze bench.stores")
 
@@ -112,6 +132,7 @@ def _triggers(conn: psycopg.Connection, on: bool) -> None:
     verb = "enable" if on else "disable"
     conn.execute(f"alter table bench.orders {verb} trigger user")
     conn.execute(f"alter table bench.stores {verb} trigger user")
+    conn.execute(f"alter table if exists bench.payments {verb} trigger user")
 
 
 def interleaved(conn: psycopg.Connection, rows: int, updates: int, rounds: int = 6,
@@ -139,8 +160,8 @@ def interleaved(conn: psycopg.Connection, rows: int, updates: int, rounds: int =
             "bulk_live": statistics.median(bulk[True])}
 
 
-def refresh(conn: psycopg.Connection, repeats: int = 3) -> float:
-    query = VIEW.split("\n", 1)[1]
+def refresh(conn: psycopg.Connection, repeats: int = 3, view: str = VIEW) -> float:
+    query = view.split("\n", 1)[1]
     conn.execute("drop materialized view if exists bench.mv")
     conn.execute(f"create materialized view bench.mv as {query}")
     times = []
@@ -175,28 +196,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--updates", type=int, default=600, help="single-row UPDATEs per case")
     parser.add_argument("--dsn", help="use this database (its schema 'bench' is replaced)")
+    parser.add_argument("--view", choices=sorted(VIEWS), default="inner_join")
     args = parser.parse_args(argv)
+    view = VIEWS[args.view]
+    name = "bench_orders_by_store" if args.view == "inner_join" else f"bench_{args.view}"
     with (server() if args.dsn is None else _given(args.dsn)) as dsn, \
             psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
-        load(conn, args.rows)
+        load(conn, args.rows, payments=args.view == "left_join")
         print(f"loaded {args.rows:,} orders in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-        refresh_ms = refresh(conn)
+        refresh_ms = refresh(conn, view=view)
         t0 = time.perf_counter()
-        deploy_embedded(dsn, [parse_view_text("bench_orders_by_store", VIEW)])
+        deploy_embedded(dsn, [parse_view_text(name, view)])
         build_s = time.perf_counter() - t0
         m = interleaved(conn, args.rows, args.updates)
         no_view_ms, live_ms = m["no_view_ms"], m["live_ms"]
         bulk_no_view, bulk_live = m["bulk_no_view"], m["bulk_live"]
-        rebuild(dsn, "bench_orders_by_store")  # writes made with the triggers off
-        extra, missing = diff_rows(conn, "bench_orders_by_store", VIEW)
+        rebuild(dsn, name)  # writes made with the triggers off
+        extra, missing = diff_rows(conn, name, view)
         if extra or missing:
             print(f"live view differs from its query: {extra[:3]} {missing[:3]}",
                   file=sys.stderr)
             return 1
-        ivm = pg_ivm(conn, args.rows, args.updates)
+        ivm = pg_ivm(conn, args.rows, args.updates) if args.view == "inner_join" else None
     result = {
-        "bench": "ivm_vs_refresh", "rows": args.rows,
+        "bench": "ivm_vs_refresh", "view": args.view, "rows": args.rows,
         "update_no_view_ms": round(no_view_ms, 4), "update_live_ms": round(live_ms, 4),
         "refresh_ms": round(refresh_ms, 1),
         "refresh_over_live": round(refresh_ms / live_ms, 1),

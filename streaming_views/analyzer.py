@@ -14,6 +14,8 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
+from streaming_views import inline, semijoin, twolevel
+from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.viewfile import ViewFile
@@ -93,6 +95,8 @@ class Analysis:
     having: Any | None = None
     union_alias: str | None = None
     branches: list[Branch] = field(default_factory=list)
+    outer: outer_joins.OuterJoin | None = None  # FROM with outer joins: its partition key
+    semijoins: list[semijoin.SemiJoin] = field(default_factory=list)  # [NOT] EXISTS / IN
 
     @property
     def is_global(self) -> bool:
@@ -152,14 +156,19 @@ def analyze(view: ViewFile) -> Analysis:
         UnsupportedViewError: the view uses a construct outside the supported subset.
         ViewFileError: the file does not parse.
     """
-    stmt = parse_select(view)
     chk = _Checker(view)
+    stmt = inline.rewrite(parse_select(view), chk.refuse)  # WITH, FROM subqueries
     _check_statement_shape(stmt, chk)
     tables: list[TableRef] = []
     branches: list[Branch] = []
     union_alias = None
     from_items = stmt.fromClause or ()
-    if len(from_items) == 1 and isinstance(from_items[0], ast.RangeSubselect):
+    grouped = None  # a two-level aggregation: its inner group key
+    if len(from_items) == 1 and twolevel.is_grouped(from_items[0]):
+        tables, grouped = twolevel.analyze_inner(from_items[0], chk, _collect_tables,
+                                                 _check_statement_shape, _check_expressions,
+                                                 _collect_aggs)
+    elif len(from_items) == 1 and isinstance(from_items[0], ast.RangeSubselect):
         union_alias, branches = _subquery_branches(from_items[0], chk)
         for branch in branches:
             for table in branch.tables:
@@ -168,10 +177,16 @@ def analyze(view: ViewFile) -> Analysis:
     else:
         for item in from_items:
             _collect_tables(item, tables, chk)
+    semis = [] if branches or grouped else semijoin.collect(view, stmt.whereClause,
+                                                            {t.ref for t in tables})
+    for semi in semis:
+        _collect_tables(semi.table, tables, chk)
+    outer = grouped or (None if branches else
+                        outer_joins.find(view, tuple(from_items), tables, semis))
     if not tables:
         raise chk.refuse("SELECT without FROM", stmt, "a live view needs base tables to follow.",
                          "select from at least one <source>.<table>.")
-    _check_expressions(stmt, chk)
+    _check_expressions(stmt, chk, {id(s.node) for s in semis})
     outputs = [(t.name, t.val) for t in stmt.targetList]
     aggs = _collect_aggs(stmt, chk)
     if stmt.distinctClause is not None:
@@ -194,7 +209,7 @@ def analyze(view: ViewFile) -> Analysis:
     return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
                     where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
                     outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
-                    branches=branches)
+                    branches=branches, outer=outer, semijoins=semis)
 
 
 def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
@@ -222,14 +237,27 @@ def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, li
                 isinstance(n, ast.FuncCall) and _is_aggregate(n)
                 for t in sub.targetList for n in walk(t.val)):
             raise chk.refuse("aggregation inside a subquery", sub.targetList[0],
-                             "only the outer query may group.",
-                             "aggregate in the outer query; keep the subquery row by row.")
+                             "only the outer query may group (a two-level aggregation, e.g. a "
+                             "distribution of per-customer counts, is not maintained).",
+                             "aggregate in the outer query; keep the subquery row by row. For "
+                             "two levels, deploy the inner aggregate as its own live view and "
+                             "aggregate live.<inner> when you read it.")
         tables: list[TableRef] = []
         for from_item in sub.fromClause or ():
             if isinstance(from_item, ast.RangeSubselect):
                 raise chk.refuse("nested subquery in FROM", from_item, "one level only.",
                                  "join the base tables directly.")
             _collect_tables(from_item, tables, chk)
+        names = [(t.schema, t.name) for t in tables]
+        if len(set(names)) < len(names):
+            twice = next(t for i, t in enumerate(tables) if (t.schema, t.name) in names[:i])
+            raise chk.refuse(f"table {twice.schema}.{twice.name} used twice in a UNION ALL "
+                             "branch", twice.node, "self-joins are maintained in the main FROM "
+                             "only.", "move the self-join into the outer query's FROM.")
+        if (join := outer_joins.has_outer(sub.fromClause)) is not None:
+            raise chk.refuse(outer_joins.OUTER[join.jointype] + " inside UNION ALL", join,
+                             "outer joins are maintained in the main FROM only.",
+                             "put the outer join in the outer query's FROM.")
         if not tables:
             raise chk.refuse("SELECT without FROM", sub, "every branch needs base tables.")
         _check_expressions(sub, chk)
@@ -302,14 +330,15 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
             raise chk.refuse("column aliases on a table", item,
                              "renaming columns in FROM is not supported.",
                              "alias the columns in the SELECT list.")
-        for other in out:
-            if (other.schema, other.name) == (item.schemaname, item.relname):
+        for other in out:  # a self-join: each role is a table of its own (see selfjoin.py)
+            if (other.schema, other.name, other.ref) == (item.schemaname, item.relname, ref):
                 raise chk.refuse(f"table {item.schemaname}.{item.relname} used twice", item,
-                                 "self-joins are not maintained by this engine.",
-                                 "deploy a view per role of the table, or join a copy.")
+                                 "each role of a table joined to itself needs its own alias.",
+                                 f"alias each: {item.schemaname}.{item.relname} AS a ... JOIN "
+                                 f"{item.schemaname}.{item.relname} AS b ON ...")
         out.append(TableRef(item.schemaname, item.relname, ref, item))
     elif isinstance(item, ast.JoinExpr):
-        if item.jointype != enums.JoinType.JOIN_INNER:
+        if item.jointype not in (enums.JoinType.JOIN_INNER, *outer_joins.OUTER):
             name = {enums.JoinType.JOIN_LEFT: "LEFT JOIN", enums.JoinType.JOIN_RIGHT:
                     "RIGHT JOIN", enums.JoinType.JOIN_FULL: "FULL JOIN"}.get(
                         item.jointype, str(item.jointype))
@@ -332,12 +361,13 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
         raise chk.refuse(type(item).__name__, item, "not a base table.")
 
 
-def _check_expressions(stmt: ast.SelectStmt, chk: _Checker) -> None:
+def _check_expressions(stmt: ast.SelectStmt, chk: _Checker,
+                       allowed: set[int] | frozenset[int] = frozenset()) -> None:
     roots: list[Any] = [t.val for t in stmt.targetList]
     roots += [stmt.whereClause, stmt.havingClause, *(stmt.groupClause or ())]
     roots += [i.quals for i in walk(stmt.fromClause) if isinstance(i, ast.JoinExpr)]
     for node in walk([r for r in roots if r is not None]):
-        if isinstance(node, ast.SubLink):
+        if isinstance(node, ast.SubLink) and id(node) not in allowed:
             raise chk.refuse("subquery in an expression", node,
                              "a subquery's result may change without a write to this view's "
                              "tables in FROM.", "rewrite it as an inner JOIN.")

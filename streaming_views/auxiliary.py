@@ -160,7 +160,23 @@ def base_indexes(cv: CompiledView) -> list[BaseIndex]:
     """The base-table indexes ``cv``'s maintenance needs: the group keys of a single-table
     view with min/max (its recompute), and the equality-join columns of a view over several
     tables (each batch joins its changed rows with the other tables on them)."""
-    return _recompute_indexes(cv) + join_indexes(cv)
+    found = _recompute_indexes(cv) + join_indexes(cv) + _partition_indexes(cv)
+    return list({i.qualified: i for i in found}.values())
+
+
+def _partition_indexes(cv: CompiledView) -> list[BaseIndex]:
+    """The first key column of each table of a view kept per key (streaming_views.outer:
+    outer joins, semi-joins, two-level aggregation): each transaction probes it."""
+    oj = cv.analysis.outer
+    if oj is None:
+        return []
+    found = []
+    for j, table in enumerate(cv.tables):
+        expr = deparse(column_ref(oj.keys[j][0]))
+        digest = hashlib.sha256(
+            "\n".join([table.schema, table.name, expr]).encode()).hexdigest()[:16]
+        found.append(BaseIndex(table.schema, table.name, f"{INDEX_PREFIX}{digest}", (expr,)))
+    return list({i.name: i for i in found}.values())
 
 
 def join_indexes(cv: CompiledView) -> list[BaseIndex]:

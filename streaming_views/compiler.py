@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 from pglast import ast
 
+from streaming_views import outer, selfjoin, semijoin
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.plan import plan
@@ -137,6 +138,9 @@ class CompiledView:
         return {j: t.ref for j, t in enumerate(self.tables)}
 
     def _index(self, table: TableRef) -> int:
+        for j, t in enumerate(self.tables):  # the role itself (a self-join has several)
+            if t is table:
+                return j
         return next(j for j, t in enumerate(self.tables)
                     if (t.schema, t.name) == (table.schema, table.name))
 
@@ -310,8 +314,12 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     with conn.transaction():
         pin(conn)
         resolved = resolve(conn, an)
+        selfjoin.share_columns(resolved)
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]
                          if an.branches else [])
     p = plan(an, resolved, conn.info.server_version)
-    return CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
-                        union_columns)
+    cv = CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
+                      union_columns)
+    outer.check_types(conn, cv)
+    semijoin.check_not_in(conn, cv)
+    return cv

@@ -33,6 +33,7 @@ from pglast import ast, enums
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+from streaming_views.outer import delta as outer_delta
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 BATCH_SIGN = 2  # a log row holding a large statement's rows as one array per column
@@ -101,7 +102,7 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
     failing them cannot change the view and are not logged."""
     an = cv.analysis
-    if an.branches or an.where is None:
+    if an.branches or an.where is None or an.outer is not None:  # outer: NULL rows pass WHERE
         return None
     where = an.where
     if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
@@ -265,6 +266,9 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
                  f"__l{j} AS ({rows})"]
+    if cv.analysis.outer is not None:  # outer/semi-joins, two levels: see outer.py
+        more, flat = outer_delta(cv, changed)
+        return delta_statement(cv, flat, ctes + more)
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
     return delta_statement(cv, flat, ctes)
 

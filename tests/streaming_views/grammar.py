@@ -91,6 +91,53 @@ FROMS = {
     "comma": ("gen.f f, gen.d d", ["f", "d"]),
     "p": ("gen.p p", ["p"]),
 }
+# Outer joins (streaming_views/outer.py): every join equates the key k between its sides.
+OUTER_FROMS = {
+    "f_left_d": ("gen.f f left join gen.d d on d.k = f.k", ["f", "d"]),
+    "d_left_f": ("gen.d d left join gen.f f on f.k = d.k", ["d", "f"]),
+    "f_right_d": ("gen.f f right join gen.d d on d.k = f.k and d.w > 1", ["f", "d"]),
+    "f_full_d": ("gen.f f full join gen.d d on d.k = f.k", ["f", "d"]),
+    "f_full_d_left_e": ("gen.f f full join gen.d d on d.k = f.k left join gen.e e "
+                        "on e.k = f.k and e.k = d.k", ["f", "d", "e"]),
+    "e_left_fd": ("gen.e e left join (gen.f f join gen.d d on d.k = f.k and f.g > 0) "
+                  "on f.k = e.k", ["e", "f", "d"]),
+}
+FROMS.update(OUTER_FROMS)
+# Self-joins (streaming_views/selfjoin.py): gen.f in a second role f2 (read in ON only).
+SELF_FROMS = {
+    "f_self": ("gen.f f join gen.f f2 on f2.g = f.k and f2.id <> f.id", ["f"]),
+    "f_self_left": ("gen.f f left join gen.f f2 on f2.k = f.g", ["f"]),
+    "f_self_full": ("gen.f f full join gen.f f2 on f2.k = f.g and f2.b", ["f"]),
+    "f_self_d": ("gen.f f join gen.d d on d.k = f.k join gen.f f2 on f2.g = d.w", ["f", "d"]),
+}
+FROMS.update(SELF_FROMS)
+# FROM subqueries and WITH (streaming_views/inline.py): gen.f behind a subquery named f.
+_F_ALL = ", ".join(f"f.{c}" for c in FACT_COLUMNS)
+INLINE_FROMS = {
+    "sub_fd": (f"(select {_F_ALL} from gen.f f where f.k is not null) f join gen.d d "
+               "on d.k = f.k", ["f", "d"]),
+    "sub_d_left_f": (f"gen.d d left join (select {_F_ALL} from gen.f f where f.g > 0) f "
+                     "on f.k = d.k", ["d", "f"]),
+    "with_fd": ("w f join gen.d d on d.k = f.k", ["f", "d"]),
+    "with_f": ("w f", ["f"]),
+}
+WITH_PREFIX = f"with w as (select {_F_ALL} from gen.f f where f.s is distinct from 'a') "
+FROMS.update(INLINE_FROMS)
+# Two-level aggregation (streaming_views/twolevel.py): an aggregate over gen.f grouped by a key.
+TWO_LEVEL = [
+    "select c.n as k0, count(*) as a0, sum(c.s) as a1 from (select f.k, count(*) as n, "
+    "sum(f.c) as s from gen.f f group by f.k) c group by c.n",
+    "select count(*) as a0, max(c.s) as a1, sum(c.n) as a2 from (select f.g, f.b, count(*) as "
+    "n, sum(f.c) as s from gen.f f where f.b is not null group by f.g, f.b having count(*) > 1) c",
+    "select c.m as k0, c.g as k1 from (select f.g, min(f.s) as m, count(distinct f.k) as n "
+    "from gen.f f group by f.g) c where c.n > 1",
+]
+# Semi- and anti-joins (streaming_views/semijoin.py), added to WHERE of a view over gen.f.
+SEMI_WHERES = ["exists (select 1 from gen.d d2 where d2.k = f.k and d2.w > 0)",
+               "not exists (select 1 from gen.e e2 where e2.k = f.k)",
+               "f.k in (select e2.k from gen.e e2 where e2.tag <> 't0')",
+               "f.id not in (select d2.k from gen.d d2)",
+               "not exists (select 1 from gen.f f3 where f3.g = f.g and f3.id < f.id)"]
 KEYS = {
     "f": ["f.g", "f.k", "f.s", "f.sc", "f.b", "f.d", "date_trunc('hour', f.ts)", "f.ts::date",
           "extract(hour from f.ts)", "(f.ts at time zone 'UTC')::date", "f.j ->> 'a'",
@@ -130,11 +177,23 @@ def draw_view(rng: random.Random, name: str) -> View:
     """Draw one view from the grammar (about 1 in 15 from the constructs to refuse)."""
     if rng.random() < 1 / 15:
         return View(name, rng.choice(REFUSED), expect_refusal=True)
-    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union"])
+    shape = rng.choice(["f", "f", "fd", "fd", "fde", "comma", "p", "union", "outer", "outer",
+                        "self", "semi", "inline", "two_level"])
     if shape == "union":
         return _union_view(rng, name)
+    if shape == "outer":
+        shape = rng.choice(sorted(OUTER_FROMS))
+    if shape == "self":
+        shape = rng.choice(sorted(SELF_FROMS))
+    if shape == "two_level":
+        return View(name, rng.choice(TWO_LEVEL), ["a0", "a2"])
+    if shape == "inline":
+        shape = rng.choice(sorted(INLINE_FROMS))
+    prefix = WITH_PREFIX if shape.startswith("with_") else ""
+    semi = [rng.choice(SEMI_WHERES)] if shape == "semi" else []
+    shape = "f" if shape == "semi" else shape
     from_sql, aliases = FROMS[shape]
-    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
+    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4] + semi
     if shape == "comma":
         where.append("d.k = f.k")
     kind = rng.choices(["aggregate", "distinct", "bag"], [7, 1, 2])[0]
@@ -163,7 +222,7 @@ def draw_view(rng: random.Random, name: str) -> View:
         if rng.random() < 0.3:
             sql += rng.choice([" having count(*) > 1", " having count(*) filter (where true) "
                                "<> 2"])
-    return View(name, sql, text_exact)
+    return View(name, prefix + sql, text_exact)
 
 
 def _aggregate(rng: random.Random, aliases: list[str], i: int) -> tuple[str, bool]:
