@@ -16,6 +16,7 @@ from pglast import ast, enums
 
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
+from streaming_views.temporal import Temporal, extract, is_mz_now
 from streaming_views.viewfile import ViewFile
 
 AGGREGATES = {"count", "sum", "avg", "min", "max", "bool_and", "bool_or"}
@@ -28,8 +29,9 @@ NON_DETERMINISTIC = {
 }
 NOW_REWRITE = ("group by the event time instead (date_bin('1 day', placed_at, "
                "'2000-01-01') or (placed_at at time zone 'UTC')::date) and pick today's "
-               "row when you read the view; for Materialize add '-- @retention: "
-               "<column> <n> days' to keep only recent rows.")
+               "row when you read the view; to keep only recent rows add a temporal "
+               "filter (where mz_now() <= placed_at + interval '1 day') or '-- @retention: "
+               "<column> <n> days'.")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class Analysis:
     having: Any | None = None
     union_alias: str | None = None
     branches: list[Branch] = field(default_factory=list)
+    temporal: Temporal | None = None
 
     @property
     def is_global(self) -> bool:
@@ -191,10 +194,11 @@ def analyze(view: ViewFile) -> Analysis:
     if stmt.havingClause is not None and kind != "aggregate":
         raise chk.refuse("HAVING without aggregates", stmt.havingClause,
                          "HAVING filters groups.", "use WHERE.")
-    return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
-                    where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
+    where, tables, from_clause, temporal = extract(view, stmt, tables, chk)
+    return Analysis(view=view, tables=tables, from_clause=from_clause,
+                    where=where, kind=kind, group=group, aggs=aggs,
                     outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
-                    branches=branches)
+                    branches=branches, temporal=temporal)
 
 
 def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
@@ -363,10 +367,8 @@ def _check_function(node: ast.FuncCall, chk: _Checker) -> None:
         raise chk.refuse(f"window function {name}() OVER", node,
                          "window functions have no incremental rule here.",
                          "aggregate with GROUP BY, or compute the window when you read.")
-    if name == "mz_now":
-        raise chk.refuse("mz_now()", node, "temporal filters are Materialize-only.",
-                         "declare '-- @retention: <column> <n> days' in the header instead: "
-                         "Materialize applies it, the embedded engine keeps all rows.")
+    if is_mz_now(node):
+        return  # a temporal filter: checked by streaming_views.temporal.extract
     if name in NON_DETERMINISTIC:
         reason = (f"{name}() is non-deterministic: its value changes without any write to the "
                   "base tables, so no trigger can keep the view equal to its query.")
