@@ -98,6 +98,14 @@ class Analysis:
     temporal: Temporal | None = None
 
     @property
+    def source_tables(self) -> list[TableRef]:
+        """The base tables as written (a temporal filter's timed table, not the visible-rows
+        table the embedded engine reads instead)."""
+        t = self.temporal
+        return [TableRef(t.schema, t.name, x.ref, x.node) if t and x.name == t.visible else x
+                for x in self.tables]
+
+    @property
     def is_global(self) -> bool:
         """True for an aggregate without GROUP BY: always exactly one row."""
         return self.kind == "aggregate" and not self.group
@@ -330,8 +338,10 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
                          "join the base tables directly, or deploy the subquery as its own "
                          "view and read both.")
     elif isinstance(item, ast.RangeFunction):
-        raise chk.refuse("function in FROM", item, "only base tables are maintained.",
-                         "join a table holding the values instead.")
+        raise chk.refuse("function in FROM", item, "only base tables are maintained (so is "
+                         "a hopping window over generate_series: not on the embedded engine).",
+                         "join a table holding the values instead; for hopping windows, "
+                         "group by date_bin of the hop with a temporal filter in WHERE.")
     else:
         raise chk.refuse(type(item).__name__, item, "not a base table.")
 

@@ -41,7 +41,7 @@ REFUSALS = [
     ("select distinct on (t.g) t.g, t.h from s.t t", "DISTINCT ON", 3, 21, "min()/max()"),
     ("select g from t", "unqualified table t", 3, 15, "<schema>.t"),
     ("select a.g from s.t a join s.t b on a.g = b.g", "table s.t used twice", 3, 28, None),
-    ("select t.g from s.t t where mz_now() <= t.ts", "mz_now()", 3, 29, "@retention"),
+    ("select t.g, mz_now() as n from s.t t", "mz_now() in the SELECT list", 3, 13, "WHERE"),
     ("select * from s.t t", "SELECT *", 3, 8, "list the columns"),
     ("select t.g, count(*) as n from s.t t group by rollup (t.g)",
      "GROUPING SETS/ROLLUP/CUBE", 3, 47, "one view per grouping"),
