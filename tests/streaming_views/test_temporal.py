@@ -158,3 +158,41 @@ def test_redeploy_and_drop_remove_the_inputs(module_db: str, tm: psycopg.Connect
         drop_view(other, read_catalog(other, target="embedded", name="gone")[0])
     assert tm.execute("select count(*) from pg_class where relname ~ '^gone__'").fetchone()[0] == 0
     assert tm.execute("select count(*) from pg_trigger where tgname ~ '^gone__'").fetchone()[0] == 0
+
+
+def test_tick_command_once_and_every_second(module_db: str, tm: psycopg.Connection) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+    result = CliRunner().invoke(app, ["views", "tick", "--dsn", module_db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["at"] is not None  # the clock is ahead: it stays there
+    tm.execute("update tidemark.live_clock set now = clock_timestamp() - interval '1 minute'")
+    child = subprocess.Popen([sys.executable, "-m", "tidemark.cli.main", "views", "tick",
+                              "--every", "1", "--dsn", module_db],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        lag = None
+        while time.monotonic() < deadline:
+            lag = tm.execute("select extract(epoch from clock_timestamp() - now) from "
+                             "tidemark.live_clock").fetchone()[0]
+            if lag < 1.5:
+                break
+            time.sleep(0.2)
+        assert lag is not None and lag < 1.5, f"clock {lag} s behind"
+        time.sleep(1.2)
+        lag = tm.execute("select extract(epoch from clock_timestamp() - now) from "
+                         "tidemark.live_clock").fetchone()[0]
+        assert lag <= 1.2, f"clock {lag} s behind"
+    finally:
+        child.send_signal(signal.SIGTERM)
+        out = child.communicate(timeout=10)[0].decode()
+    assert child.returncode == 0, out
+    assert "Traceback" not in out
