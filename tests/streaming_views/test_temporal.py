@@ -196,3 +196,33 @@ def test_tick_command_once_and_every_second(module_db: str, tm: psycopg.Connecti
         out = child.communicate(timeout=10)[0].decode()
     assert child.returncode == 0, out
     assert "Traceback" not in out
+
+
+def test_demo_windows_stay_bounded(module_db: str, tm: psycopg.Connection) -> None:
+    from streaming_views import deploy, load_views, verify
+    from tidemark.demo.seed import seed_history
+    end = (datetime.now(UTC) + timedelta(days=60)).replace(second=0, microsecond=0)
+    seed_history(module_db, days=1, orders_per_day=2000, seed=5, end=end, schema="shop")
+    tick(module_db, end - timedelta(hours=3))
+    deploy(module_db)
+    names = {v.name for v in load_views()}
+    assert "store_orders_last_5_minutes" in names
+    name = tm.execute("select visible from tidemark.live_temporal where view_name = "
+                      "'store_orders_last_5_minutes'").fetchone()[0]
+    at = end - timedelta(hours=3)
+    for _ in range(6):
+        at += timedelta(minutes=17, seconds=3)
+        tick(module_db, at)
+        bad = [v for v in verify(module_db) if not v.ok]
+        assert not bad, bad
+        held = tm.execute(f'select count(*) from tidemark_state."{name}"').fetchone()[0]
+        window = tm.execute("select count(*) from shop.orders where "
+                            "placed_at <= %s and placed_at > %s",
+                            (at, at - timedelta(minutes=5))).fetchone()[0]
+        assert held == window  # the visible rows are the window's, no more
+    tick(module_db, end + timedelta(days=8))
+    for view in ("store_orders_last_5_minutes", "store_revenue_per_minute",
+                 "card_payments_recent", "store_cancellation_rate", "late_deliveries_daily",
+                 "active_carts"):
+        assert tm.execute(f"select count(*) from live.{view}").fetchone()[0] == 0, view
+    assert all(v.ok for v in verify(module_db))
