@@ -31,7 +31,7 @@ from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_c
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
-from streaming_views.expiry import drop_inputs, install_inputs
+from streaming_views.expiry import drop_inputs, install_inputs, refill_inputs
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
 from streaming_views.session import pin
@@ -293,10 +293,12 @@ def rebuild(dsn: str, name: str) -> None:
         view = parse_view_text(name, entry.definition, Path(entry.path))
 
         def work() -> None:
-            if entry.status != "ok" or compile_view(conn, view).suffix != entry.suffix:
+            cv = compile_view(conn, view)
+            if entry.status != "ok" or cv.suffix != entry.suffix:
                 raise DeployError(f"live view {name!r} needs a deploy (broken, or deployed by "
                                   "another engine version); run 'tidemark views deploy'.")
             _lock_tables(conn, entry.base_tables)
+            refill_inputs(conn, cv.analysis.temporal, entry.path)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
                          "where name = %s", (name,))
             conn.execute(sql.SQL("select {}.{}()").format(

@@ -206,10 +206,7 @@ def install_inputs(conn: psycopg.Connection, suffix: str, view_name: str,
     forget = [f"delete from {t} as s using __tm_old as o where {match}"
               for t in (visible, pending)]
     fn = sql.Identifier(TEMPORAL_SCHEMA, f"{suffix}__tm_follow").as_string(conn)
-    conn.execute(sql.SQL("truncate {}, {}").format(_rel(temporal.visible),
-                                                   _rel(temporal.pending)))
-    for stmt in fill(rel.as_string(conn), now):
-        conn.execute(stmt)  # type: ignore[arg-type]
+    _refill(conn, temporal, fill(rel.as_string(conn), now))
     body = "\n".join([
         "declare v_now timestamptz;",
         "begin",
@@ -242,6 +239,39 @@ def install_inputs(conn: psycopg.Connection, suffix: str, view_name: str,
                  "view_name = excluded.view_name, visible = excluded.visible, "
                  "pending = excluded.pending",
                  (suffix, view_name, temporal.visible, temporal.pending))
+
+
+def _refill(conn: psycopg.Connection, temporal: Temporal, statements: list[str]) -> None:
+    """Empty and refill the visible-rows and pending tables with the view's triggers on them
+    disabled (the caller rebuilds the view's state from them)."""
+    tables = [_rel(temporal.visible), _rel(temporal.pending)]
+    for table in tables:
+        conn.execute(sql.SQL("alter table {} disable trigger user").format(table))
+    conn.execute(sql.SQL("delete from {}; delete from {}").format(*tables))
+    for stmt in statements:
+        conn.execute(stmt)  # type: ignore[arg-type]
+    for table in tables:
+        conn.execute(sql.SQL("alter table {} enable trigger user").format(table))
+
+
+def refill_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
+    """Copy the timed table's rows valid at the clock's time again (for ``rebuild``: after
+    writes made with the triggers disabled)."""
+    if temporal is None:
+        return
+    conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(
+        sql.Identifier(temporal.schema, temporal.name)))
+    low, high = bound_sql(conn, temporal, path)
+    cols = ", ".join(q(c) for c in _columns(conn, temporal))
+    ref = q(temporal.ref)
+    src = sql.Identifier(temporal.schema, temporal.name).as_string(conn)
+    rows = (f"select {cols}, __tm_from, __tm_until from (select {ref}.*, {low} as __tm_from, "
+            f"{high} as __tm_until from {src} as {ref}) as x, tidemark.live_clock c where c.id")
+    _refill(conn, temporal, [
+        f"insert into {_rel(temporal.visible).as_string(conn)} ({cols}, __tm_from, __tm_until)"
+        f" {rows} and x.__tm_from <= c.now and x.__tm_until >= c.now",
+        f"insert into {_rel(temporal.pending).as_string(conn)} ({cols}, __tm_from, __tm_until)"
+        f" {rows} and x.__tm_from > c.now and x.__tm_until >= x.__tm_from"])
 
 
 def drop_inputs(cur: psycopg.Cursor, suffix: str) -> None:

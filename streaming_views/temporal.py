@@ -32,7 +32,7 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views.astutil import deparse, location, substitute, walk
+from streaming_views.astutil import deparse, substitute, walk
 
 TEMPORAL_SCHEMA = "tidemark_state"
 OPS = {"<": ("until", True), "<=": ("until", False), ">": ("from", True),
@@ -268,20 +268,12 @@ def extract(view: Any, stmt: ast.SelectStmt, tables: list[Any], chk: Any
     stem = f"{view.name}__{view.definition_hash[:8]}"
     temporal = Temporal(timed.schema, timed.name, timed.ref, tuple(bounds),
                         f"{stem}__tv", f"{stem}__tp")
+    node = timed.node  # swapped in place: the engine finds tables by their FROM node
+    node.schemaname, node.relname = TEMPORAL_SCHEMA, temporal.visible
+    node.alias = ast.Alias(aliasname=timed.ref)
     swapped = dataclasses.replace(timed, schema=TEMPORAL_SCHEMA, name=temporal.visible)
-
-    def swap(node: ast.Node) -> ast.Node | None:
-        if node is timed.node:
-            return ast.RangeVar(schemaname=TEMPORAL_SCHEMA, relname=temporal.visible, inh=True,
-                                relpersistence="p", alias=ast.Alias(aliasname=timed.ref),
-                                location=location(node))
-        return None
-    new_from = tuple(substitute(list(from_clause), swap))
-    new_node = next(n for n in walk(list(new_from)) if isinstance(n, ast.RangeVar)
-                    and n.relname == temporal.visible)
-    swapped = dataclasses.replace(swapped, node=new_node)
     new_tables = [swapped if t is timed else t for t in tables]
-    return _and(kept), new_tables, new_from, temporal
+    return _and(kept), new_tables, from_clause, temporal
 
 
 def oracle_query(definition: str, at: datetime) -> str:
