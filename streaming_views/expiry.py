@@ -202,26 +202,11 @@ def install_inputs(conn: psycopg.Connection, suffix: str, view_name: str,
                 f"insert into {pending} ({listed}, __tm_from, __tm_until) select * from "
                 f"({rows.format(src=src)}) as x where x.__tm_from > {clock} "
                 f"and x.__tm_until >= x.__tm_from"]
-    match = " and ".join(f"s.{q(k)} = o.{q(k)}" for k in key)
-    forget = [f"delete from {t} as s using __tm_old as o where {match}"
-              for t in (visible, pending)]
     fn = sql.Identifier(TEMPORAL_SCHEMA, f"{suffix}__tm_follow").as_string(conn)
     _refill(conn, temporal, fill(rel.as_string(conn), now))
-    body = "\n".join([
-        "declare v_now timestamptz;",
-        "begin",
-        f"  v_now := {now};",
-        "  if tg_op = 'TRUNCATE' then",
-        f"    delete from {visible}; delete from {pending}; return null;",
-        "  end if;",
-        "  if tg_op in ('DELETE', 'UPDATE') then",
-        *[f"    {s};" for s in forget],
-        "  end if;",
-        "  if tg_op in ('INSERT', 'UPDATE') then",
-        *[f"    {s};" for s in fill("__tm_new", "v_now")],
-        "  end if;",
-        "  return null;",
-        "end"])
+    body = _follow_body(visible, pending, f"({rows.format(src='__tm_new')})",
+                        f"({rows.format(src='__tm_old')})", listed, cols, key,
+                        "(select now from tidemark.live_clock where id for key share)")
     conn.execute(f"create function {fn}() returns trigger language plpgsql {set_clauses()} "  # type: ignore[arg-type]
                  f"as $f$\n{body}\n$f$")
     for tag, event, refs in (("i", "insert", "new table as __tm_new"),
@@ -239,6 +224,75 @@ def install_inputs(conn: psycopg.Connection, suffix: str, view_name: str,
                  "view_name = excluded.view_name, visible = excluded.visible, "
                  "pending = excluded.pending",
                  (suffix, view_name, temporal.visible, temporal.pending))
+
+
+def _follow_body(visible: str, pending: str, new_rows: str, old_rows: str, listed: str,
+                 cols: list[str], key: list[str], now: str) -> str:
+    """The body of the trigger function following the timed table's writes.
+
+    The visible-rows table holds exactly the rows valid at the clock's time, so which copies a
+    statement removes, updates or adds follows from the transition tables alone (no probe of the
+    copies). Each write to the copies fires the view's maintenance, so only statements with rows
+    run: an UPDATE of a row that stays valid is one UPDATE of its copy. The clock row is read
+    FOR KEY SHARE: a tick waits for the writes in flight, a write for the tick in flight."""
+    def match(a: str, b: str) -> str:
+        return " and ".join(f"{a}.{q(k)} = {b}.{q(k)}" for k in key)
+
+    def valid(a: str) -> str:
+        return f"{a}.__tm_from <= v_now and {a}.__tm_until >= v_now"
+    later = "x.__tm_from > v_now and x.__tm_until >= x.__tm_from"
+    old, new = f"{old_rows} as o", f"{new_rows} as x"
+    leaving = (f"from {old} where {valid('o')} and not exists (select 1 from {new} where "
+               f"{match('x', 'o')} and {valid('x')})")
+    staying = f"from {new} where {valid('x')} and exists (select 1 from {old} where " \
+              f"{match('x', 'o')} and {valid('o')})"
+    entering = f"from {new} where {valid('x')} and not exists (select 1 from {old} where " \
+               f"{match('x', 'o')} and {valid('o')})"
+    sets = ", ".join(f"{q(c)} = x.{q(c)}" for c in [*cols, "__tm_from", "__tm_until"])
+    keys = ", ".join(q(k) for k in key)
+    return "\n".join([
+        "declare v_now timestamptz;",
+        "begin",
+        f"  v_now := {now};",
+        "  if tg_op = 'TRUNCATE' then",
+        f"    delete from {visible}; delete from {pending}; return null;",
+        "  end if;",
+        "  if tg_op in ('DELETE', 'UPDATE') then",
+        f"    delete from {pending} as s using __tm_old as o where {match('s', 'o')};",
+        "  end if;",
+        "  if tg_op = 'DELETE' then",
+        f"    if exists (select 1 from {old} where {valid('o')}) then",
+        f"      delete from {visible} as s where ({', '.join(f's.{q(k)}' for k in key)}) in "
+        f"(select {', '.join(f'o.{q(k)}' for k in key)} from {old} where {valid('o')});",
+        "    end if;",
+        "  elsif tg_op = 'UPDATE' then",
+        f"    if exists (select 1 {leaving}) then",
+        f"      delete from {visible} as s where ({', '.join(f's.{q(k)}' for k in key)}) in "
+        f"(select {', '.join(f'o.{q(k)}' for k in key)} {leaving});",
+        "    end if;",
+        "  end if;",
+        "  if tg_op = 'UPDATE' then",
+        f"    if exists (select 1 {staying}) then",
+        f"      update {visible} as s set {sets} from (select x.* {staying}) as x "
+        f"where {match('s', 'x')};",
+        "    end if;",
+        "  end if;",
+        "  if tg_op in ('INSERT', 'UPDATE') then",
+        f"    insert into {pending} ({listed}, __tm_from, __tm_until) select * from {new} "
+        f"where {later};",
+        "  end if;",
+        "  if tg_op = 'INSERT' then",
+        f"    if exists (select 1 from {new} where {valid('x')}) then",
+        f"      insert into {visible} ({listed}, __tm_from, __tm_until) select x.* from {new} "
+        f"where {valid('x')};",
+        "    end if;",
+        "  elsif tg_op = 'UPDATE' then",
+        f"    if exists (select 1 {entering}) then",
+        f"      insert into {visible} ({listed}, __tm_from, __tm_until) select x.* {entering};",
+        "    end if;",
+        "  end if;",
+        "  return null;",
+        "end"]) if keys else ""
 
 
 def _refill(conn: psycopg.Connection, temporal: Temporal, statements: list[str]) -> None:
