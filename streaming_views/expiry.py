@@ -306,6 +306,7 @@ def _refill(conn: psycopg.Connection, temporal: Temporal, statements: list[str])
         conn.execute(stmt)  # type: ignore[arg-type]
     for table in tables:
         conn.execute(sql.SQL("alter table {} enable trigger user").format(table))
+        conn.execute(sql.SQL("analyze {}").format(table))  # plans probe the copies by key
 
 
 def refill_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
