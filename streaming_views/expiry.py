@@ -54,6 +54,7 @@ declare
   r record;
   v_rows bigint := 0;
   v_k bigint;
+  v_due boolean;
 begin
   insert into tidemark.live_clock (id, now) values (true, v_at) on conflict (id) do nothing;
   select now into v_prev from tidemark.live_clock where id for update;
@@ -63,15 +64,24 @@ begin
   update tidemark.live_clock set now = v_at where id;
   for r in select visible, pending from tidemark.live_temporal order by suffix loop
     continue when to_regclass(format('{TEMPORAL_SCHEMA}.%I', r.visible)) is null;
-    execute format('delete from {TEMPORAL_SCHEMA}.%I where __tm_until < $1', r.visible)
-      using v_at;
-    get diagnostics v_k = row_count;
-    v_rows := v_rows + v_k;
-    execute format('with m as (delete from {TEMPORAL_SCHEMA}.%I where __tm_from <= $1 '
-                   'returning *) insert into {TEMPORAL_SCHEMA}.%I select * from m '
-                   'where __tm_until >= $1', r.pending, r.visible) using v_at;
-    get diagnostics v_k = row_count;
-    v_rows := v_rows + v_k;
+    -- only statements with rows: each write to the copies fires the view's maintenance
+    execute format('select exists (select 1 from {TEMPORAL_SCHEMA}.%I where __tm_until < $1)',
+                   r.visible) into v_due using v_at;
+    if v_due then
+      execute format('delete from {TEMPORAL_SCHEMA}.%I where __tm_until < $1', r.visible)
+        using v_at;
+      get diagnostics v_k = row_count;
+      v_rows := v_rows + v_k;
+    end if;
+    execute format('select exists (select 1 from {TEMPORAL_SCHEMA}.%I where __tm_from <= $1)',
+                   r.pending) into v_due using v_at;
+    if v_due then
+      execute format('with m as (delete from {TEMPORAL_SCHEMA}.%I where __tm_from <= $1 '
+                     'returning *) insert into {TEMPORAL_SCHEMA}.%I select * from m '
+                     'where __tm_until >= $1', r.pending, r.visible) using v_at;
+      get diagnostics v_k = row_count;
+      v_rows := v_rows + v_k;
+    end if;
   end loop;
   return v_rows;
 end $f$""",
