@@ -61,3 +61,11 @@ def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> No
                                             ("store_revenue_per_minute", "daily_store_revenue",
                                              "store_cancellation_rate")]))
     assert len(again) == 3 and all(e.passed for e in again.values())
+
+
+def test_a_temporal_view_depends_on_its_timed_table() -> None:
+    from streaming_views.viewfile import parse_view_text
+
+    text = ("select o.store_id, count(*) as n from shop.orders as o where mz_now() >= "
+            "o.placed_at and mz_now() < o.placed_at + interval '5 minutes' group by 1")
+    assert base_tables(parse_view_text("v", text)) == ([("shop", "orders")], None)
