@@ -7,9 +7,9 @@ import dagster as dg
 import psycopg
 
 from orchestration.defs.keys import view_key
-from streaming_views.viewfile import load_views
 from orchestration.defs.live_views.assets import base_tables
 from orchestration.defs.live_views.checks import EMBEDDED_CHECK
+from streaming_views.viewfile import load_views
 from tests.orchestration.defs.conftest import check_results
 
 
