@@ -17,7 +17,7 @@ The live view is verified equal to its query at the end. Last line: JSON.
 per store per UTC day instead, maintained by :mod:`streaming_views.outer`.
 
 Usage: python bench/ivm_vs_refresh.py [--rows N] [--updates K] [--dsn URL]
-       [--view inner_join|left_join]
+       [--view inner_join|left_join|sliding_5min [--spacing-ms MS]]
 """
 
 from __future__ import annotations
@@ -196,8 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--updates", type=int, default=600, help="single-row UPDATEs per case")
     parser.add_argument("--dsn", help="use this database (its schema 'bench' is replaced)")
-    parser.add_argument("--view", choices=sorted(VIEWS), default="inner_join")
+    parser.add_argument("--view", choices=[*sorted(VIEWS), "sliding_5min"], default="inner_join",
+                        help="sliding_5min: a five-minute temporal filter (bench/ivm_sliding.py)")
+    parser.add_argument("--spacing-ms", type=float, default=2.0,
+                        help="sliding_5min: milliseconds between orders (window = 300000/this)")
     args = parser.parse_args(argv)
+    if args.view == "sliding_5min":
+        import ivm_sliding
+        with (server() if args.dsn is None else _given(args.dsn)) as dsn, \
+                psycopg.connect(dsn, autocommit=True) as conn:
+            result = ivm_sliding.run(dsn, conn, args.rows, args.updates, args.spacing_ms, load)
+        ivm_sliding.report(result)
+        return 0
     view = VIEWS[args.view]
     name = "bench_orders_by_store" if args.view == "inner_join" else f"bench_{args.view}"
     with (server() if args.dsn is None else _given(args.dsn)) as dsn, \

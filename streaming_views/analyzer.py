@@ -18,6 +18,7 @@ from streaming_views import inline, semijoin, twolevel
 from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
+from streaming_views.temporal import Temporal, extract, is_mz_now
 from streaming_views.viewfile import ViewFile
 
 AGGREGATES = {"count", "sum", "avg", "min", "max", "bool_and", "bool_or"}
@@ -30,8 +31,9 @@ NON_DETERMINISTIC = {
 }
 NOW_REWRITE = ("group by the event time instead (date_bin('1 day', placed_at, "
                "'2000-01-01') or (placed_at at time zone 'UTC')::date) and pick today's "
-               "row when you read the view; for Materialize add '-- @retention: "
-               "<column> <n> days' to keep only recent rows.")
+               "row when you read the view; to keep only recent rows add a temporal "
+               "filter (where mz_now() <= placed_at + interval '1 day') or '-- @retention: "
+               "<column> <n> days'.")
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,15 @@ class Analysis:
     branches: list[Branch] = field(default_factory=list)
     outer: outer_joins.OuterJoin | None = None  # FROM with outer joins: its partition key
     semijoins: list[semijoin.SemiJoin] = field(default_factory=list)  # [NOT] EXISTS / IN
+    temporal: Temporal | None = None
+
+    @property
+    def source_tables(self) -> list[TableRef]:
+        """The base tables as written (a temporal filter's timed table, not the visible-rows
+        table the embedded engine reads instead)."""
+        t = self.temporal
+        return [TableRef(t.schema, t.name, x.ref, x.node) if t and x.name == t.visible else x
+                for x in self.tables]
 
     @property
     def is_global(self) -> bool:
@@ -206,10 +217,16 @@ def analyze(view: ViewFile) -> Analysis:
     if stmt.havingClause is not None and kind != "aggregate":
         raise chk.refuse("HAVING without aggregates", stmt.havingClause,
                          "HAVING filters groups.", "use WHERE.")
-    return Analysis(view=view, tables=tables, from_clause=tuple(stmt.fromClause),
-                    where=stmt.whereClause, kind=kind, group=group, aggs=aggs,
+    where, tables, from_clause, temporal = extract(view, stmt, tables, chk)
+    if temporal is not None and (outer is not None or semis):
+        raise chk.refuse("temporal filter with an outer join, EXISTS/IN or two-level "
+                         "aggregation", None, "the two are not maintained together yet.",
+                         "keep the time window in a view of its own over the table.",
+                         keyword="where")
+    return Analysis(view=view, tables=tables, from_clause=from_clause,
+                    where=where, kind=kind, group=group, aggs=aggs,
                     outputs=outputs, having=stmt.havingClause, union_alias=union_alias,
-                    branches=branches, outer=outer, semijoins=semis)
+                    branches=branches, outer=outer, semijoins=semis, temporal=temporal)
 
 
 def _subquery_branches(item: ast.RangeSubselect, chk: _Checker) -> tuple[str, list[Branch]]:
@@ -355,8 +372,10 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
                          "join the base tables directly, or deploy the subquery as its own "
                          "view and read both.")
     elif isinstance(item, ast.RangeFunction):
-        raise chk.refuse("function in FROM", item, "only base tables are maintained.",
-                         "join a table holding the values instead.")
+        raise chk.refuse("function in FROM", item, "only base tables are maintained (so is "
+                         "a hopping window over generate_series: not on the embedded engine).",
+                         "join a table holding the values instead; for hopping windows, "
+                         "group by date_bin of the hop with a temporal filter in WHERE.")
     else:
         raise chk.refuse(type(item).__name__, item, "not a base table.")
 
@@ -393,10 +412,8 @@ def _check_function(node: ast.FuncCall, chk: _Checker) -> None:
         raise chk.refuse(f"window function {name}() OVER", node,
                          "window functions have no incremental rule here.",
                          "aggregate with GROUP BY, or compute the window when you read.")
-    if name == "mz_now":
-        raise chk.refuse("mz_now()", node, "temporal filters are Materialize-only.",
-                         "declare '-- @retention: <column> <n> days' in the header instead: "
-                         "Materialize applies it, the embedded engine keeps all rows.")
+    if is_mz_now(node):
+        return  # a temporal filter: checked by streaming_views.temporal.extract
     if name in NON_DETERMINISTIC:
         reason = (f"{name}() is non-deterministic: its value changes without any write to the "
                   "base tables, so no trigger can keep the view equal to its query.")

@@ -24,6 +24,7 @@ from pglast import ast
 from streaming_views import outer, selfjoin, semijoin
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
+from streaming_views.expiry import ensure_inputs
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
 from streaming_views.rules import Rule
@@ -313,6 +314,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     an = analyze(view)
     with conn.transaction():
         pin(conn)
+        ensure_inputs(conn, an.temporal, str(view.path))
         resolved = resolve(conn, an)
         selfjoin.share_columns(resolved)
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]

@@ -31,6 +31,7 @@ from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_c
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
+from streaming_views.expiry import drop_inputs, install_inputs, refill_inputs
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
 from streaming_views.session import pin
@@ -179,7 +180,9 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     _lock_tables(conn, tables + (old.base_tables if old else []))
     try:
         with conn.cursor() as cur:
-            _drop_objects(cur, cv.suffix)  # leftovers of an interrupted deploy, or a repair
+            _drop_objects(cur, cv.suffix, inputs=False)  # leftovers, or a repair
+            install_inputs(conn, cv.suffix, cv.name, cv.analysis.temporal,
+                           str(cv.analysis.view.path))
             for stmt in state_ddl(cv) + functions(cv).create:
                 cur.execute(stmt)  # type: ignore[arg-type]
             for t in cv.resolved.tables:
@@ -254,9 +257,10 @@ def _check_statements(cur: psycopg.Cursor, cv: CompiledView) -> None:
         cur.execute(f"explain {cv.recompute_sql()}")  # type: ignore[arg-type]
 
 
-def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
+def _drop_objects(cur: psycopg.Cursor, suffix: str, inputs: bool = True) -> None:
     """Drop the state table, its auxiliary tables and change logs, and its maintenance
-    functions (and so its triggers, on every table) of ``suffix``."""
+    functions (and so its triggers, on every table) of ``suffix`` (and with ``inputs`` its
+    temporal filter's tables, :mod:`streaming_views.expiry`)."""
     cur.execute(
         "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on "
         "n.oid = p.pronamespace where n.nspname = %s and starts_with(p.proname, %s)",
@@ -271,6 +275,8 @@ def _drop_objects(cur: psycopg.Cursor, suffix: str) -> None:
     for (table,) in cur.fetchall():
         cur.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                        sql.Identifier(table)))
+    if inputs:
+        drop_inputs(cur, suffix)
 
 
 def rebuild(dsn: str, name: str) -> None:
@@ -289,10 +295,12 @@ def rebuild(dsn: str, name: str) -> None:
         view = parse_view_text(name, entry.definition, Path(entry.path))
 
         def work() -> None:
-            if entry.status != "ok" or compile_view(conn, view).suffix != entry.suffix:
+            cv = compile_view(conn, view)
+            if entry.status != "ok" or cv.suffix != entry.suffix:
                 raise DeployError(f"live view {name!r} needs a deploy (broken, or deployed by "
                                   "another engine version); run 'tidemark views deploy'.")
             _lock_tables(conn, entry.base_tables)
+            refill_inputs(conn, cv.analysis.temporal, entry.path)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
                          "where name = %s", (name,))
             conn.execute(sql.SQL("select {}.{}()").format(

@@ -124,7 +124,7 @@ def referenced_tables(views: list[ViewFile]) -> dict[str, list[str]]:
     """``{source: [table, ...]}`` of every base table the views read."""
     out: dict[str, set[str]] = {}
     for view in views:
-        for table in analyze(view).tables:
+        for table in analyze(view).source_tables:
             out.setdefault(table.schema, set()).add(table.name)
     return {k: sorted(v) for k, v in sorted(out.items())}
 

@@ -20,7 +20,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import conversions, nodetree, volatility
+from streaming_views import conversions, nodetree, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
 from streaming_views.errors import UnsupportedViewError, ViewDefinitionError
@@ -476,7 +476,7 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     """
     r = _Resolver(conn, an)
     tables = r.relations()
-    text = an.view.text.rstrip().rstrip(";")
+    text = temporal.probe_text(an.view.text).rstrip().rstrip(";")
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
     exprs = r.row_exprs()
     select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"

@@ -14,6 +14,7 @@ from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.errors import ViewNotFoundError
 from streaming_views.runtime import problem
 from streaming_views.session import pin
+from streaming_views.temporal import has_temporal, oracle_query
 
 MAX_ROWS = 50
 
@@ -52,10 +53,13 @@ def diff_rows(conn: psycopg.Connection, name: str, definition: str,
     """Return (extra, missing) rows of ``live.<name>`` against ``definition``, read under the
     pinned settings (in a transaction of its own, or a savepoint of the caller's)."""
     view = sql.Identifier(LIVE_SCHEMA, name)
-    query = sql.SQL(query_text(definition))  # type: ignore[arg-type]
     out = []
     with conn.transaction():
         pin(conn)
+        if has_temporal(definition):  # the query at the clock's time (the last tick)
+            from streaming_views.expiry import clock
+            definition = oracle_query(definition, clock(conn))  # type: ignore[arg-type]
+        query = sql.SQL(query_text(definition))  # type: ignore[arg-type]
         for left, right in ((sql.SQL("select * from {}").format(view), query),
                             (query, sql.SQL("select * from {}").format(view))):
             stmt = sql.SQL("select * from (({}) except all ({})) as d limit {}").format(

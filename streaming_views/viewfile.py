@@ -5,7 +5,7 @@ File format::
     -- Revenue and order count per store per minute.          (free text: the description)
     -- @keys: store_id, window_start                            (columns to index)
     -- @cluster: live_views                                     (Materialize cluster)
-    -- @retention: placed_at 2 days                             (Materialize temporal filter)
+    -- @retention: placed_at 2 days                             (temporal filter, both engines)
     select ...
 
 Settings are comment lines of the form ``-- @name: value`` before the SELECT. Every setting is
@@ -31,7 +31,7 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "3"
+ENGINE_VERSION = "4"  # 4: @retention applies on the embedded engine too
 
 
 @dataclass(frozen=True)

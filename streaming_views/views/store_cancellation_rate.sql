@@ -1,8 +1,8 @@
 -- Cancellation rate per store per UTC day. "Today's" rate is the row of today:
 --   select * from live.store_cancellation_rate
 --   where order_date = (now() at time zone 'UTC')::date;
--- now() is non-deterministic and cannot be inside a maintained view; the view keeps every day
--- (embedded engine) or the last two days (Materialize, via the @retention temporal filter).
+-- now() is non-deterministic and cannot be inside a maintained view; the view keeps the orders
+-- of the last two days (the @retention temporal filter, on both engines).
 -- cancellation_rate = cancelled orders / orders placed that day, rounded to 4 decimals.
 -- @keys: store_id, order_date
 -- @cluster: live_views

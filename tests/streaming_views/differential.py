@@ -21,6 +21,7 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from psycopg import sql
 
 from streaming_views.deploy import deploy_embedded
 from streaming_views.errors import UnsupportedViewError
+from streaming_views.expiry import clock, tick
 from streaming_views.runtime import problem
 from streaming_views.session import pin
 from streaming_views.verify import diff_rows
@@ -37,6 +39,7 @@ from tests.streaming_views.grammar import (
     SCHEMA,
     VALUES,
     View,
+    draw_temporal_view,
     draw_view,
     fact_values,
 )
@@ -125,6 +128,7 @@ class Case:
         for i in range(self.n_views):
             view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
             self._deploy(view)
+        self._deploy_temporal()
 
     def _deploy(self, view: View) -> None:
         try:
@@ -413,6 +417,30 @@ class Case:
                 c.execute("update gen.d set w = w + 1, region = %s where k = %s",
                           (rng.choice(["r0", "r1"]), rng.randrange(6)))
 
+    # ------------------------------------------------------------------ temporal filters
+    def _clock_days(self) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            at = clock(conn)
+        now = at or datetime.now(UTC)
+        return (now - datetime(2026, 1, 1, tzinfo=UTC)).days
+
+    def _deploy_temporal(self) -> None:
+        """Half the cases also get a view with a temporal filter (its own random stream, so
+        the other draws of a seed stay as they were)."""
+        self.trng = random.Random(self.seed * 7919 + 13)
+        if self.trng.random() < 0.5:
+            self._deploy(draw_temporal_view(self.trng, f"gen{self.seed % 1000}_t",
+                                            self._clock_days()))
+
+    def _tick(self) -> None:
+        """Sometimes move the clock 0-15 days on: rows expire and get admitted."""
+        if self.trng.random() < 0.4:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                at = clock(conn) or datetime.now(UTC)
+                step = timedelta(days=self.trng.randint(0, 15), hours=self.trng.randint(0, 23))
+                tick(conn, at + step)
+            self.history.append(f"tick +{step}")
+
     # ------------------------------------------------------------------ run
     def run(self) -> Stats:
         with psycopg.connect(self.dsn, autocommit=True) as admin:
@@ -422,6 +450,7 @@ class Case:
             try:
                 for _ in range(self.n_steps):
                     self.step(writers)
+                    self._tick()
                     self.stats.steps += 1
                     self.check(admin)
             finally:

@@ -254,3 +254,45 @@ def _union_view(rng: random.Random, name: str) -> View:
            + (" union all select p.v, p.amount from gen.p p" if rng.random() < 0.5 else "")
            + ") as u group by u.g")
     return View(name, sql, ["a0", "a1"])
+
+
+# ---------------------------------------------------------------- temporal filters (mz_now())
+TEMPORAL_REFUSED = [
+    "select f.id, mz_now() as t from gen.f f",
+    "select f.id from gen.f f where mz_now() <= f.ts or f.g = 1",
+    "select f.id from gen.f f where mz_now() - interval '1 day' <= f.ts",
+    "select f.g, count(*) as n from gen.f f group by f.g having mz_now() <= max(f.ts)",
+    "select f.id from gen.f f join gen.d d on d.k = f.k where mz_now() <= f.ts + d.w * "
+    "interval '1 day'",
+    "select f.id from gen.f f where mz_now() <> f.ts",
+]
+
+
+def draw_temporal_view(rng: random.Random, name: str, clock_days: int) -> View:
+    """A view with a temporal filter whose rows expire and get admitted while the clock moves
+    on (``clock_days``: the clock's days after 2026-01-01, where gen.f's times lie); about 1 in
+    6 from the forms to refuse. Aggregates only where the text is exact and no data error."""
+    if rng.random() < 1 / 6:
+        return View(name, rng.choice(TEMPORAL_REFUSED), expect_refusal=True)
+    until = clock_days + rng.randint(0, 60)
+    since = clock_days + rng.randint(-30, 40)
+    bound = rng.choice([
+        f"mz_now() <= f.ts + interval '{until} days'",
+        f"mz_now() < f.ts + interval '{until} days' and f.ts + interval '{since} days' <= mz_now()",
+        f"mz_now() between f.ts + interval '{since} days' and f.ts + interval '{until} days'",
+        f"mz_now() >= f.ts + interval '{since} days'",
+        f"mz_now() < f.d + {until}",
+        f"mz_now() > f.ts + interval '{since} days' and mz_now() <= f.d + {until}",
+    ])
+    header = f"-- @retention: f.ts {until + 20} days\n" if rng.random() < 0.2 else ""
+    shape = rng.choice(["f", "f", "fd", "bag"])
+    extra = f" and {rng.choice(WHERES['f'][:7])}" if rng.random() < 0.4 else ""
+    if shape == "bag":
+        sql = f"select f.id as k0, f.g as k1 from gen.f f where {bound}{extra}"
+    elif shape == "fd":
+        sql = (f"select d.region as k0, count(*) as a0, sum(f.g) as a1, max(f.ts) as a2 "
+               f"from gen.f f join gen.d d on d.k = f.k where {bound}{extra} group by 1")
+    else:
+        sql = (f"select f.g as k0, count(*) as a0, count(f.s) as a1, min(f.ts) as a2, "
+               f"bool_or(f.b) as a3 from gen.f f where {bound}{extra} group by 1")
+    return View(name, header + sql)

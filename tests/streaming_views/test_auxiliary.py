@@ -222,8 +222,9 @@ def test_shipped_distinct_views_keep_no_recompute(deployed: str) -> None:
     shipped = {v.name: v for v in load_views()}
     with psycopg.connect(deployed, autocommit=True) as c:
         c.execute("create schema if not exists shop")
-        c.execute("create table if not exists shop.app_events (event_id uuid, event_type text, "
-                  "customer_id bigint, payload jsonb, event_time timestamptz)")
+        c.execute("create table if not exists shop.app_events (outbox_id bigint primary key, "
+                  "event_id uuid, event_type text, customer_id bigint, payload jsonb, "
+                  "event_time timestamptz)")  # keyed like the demo's: @retention needs a key
         cv = compile_view(c, shipped["active_carts"])
     assert [r.kind for r in cv.rules if r.call.distinct] == ["distinct", "distinct"]
     assert "count(DISTINCT" not in cv.recompute_sql()

@@ -68,6 +68,10 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
         assert wait_for(lambda: _orders(source) > seeded, 30), "the workload adds orders"
         landing_admin = f"postgresql://postgres@127.0.0.1:{port}/tidemark"
         assert wait_for(lambda: _landed_orders(landing_admin) > seeded, 30), "ingestion streams"
+        with psycopg.connect(landing_admin, autocommit=True) as conn:  # `views tick` child
+            assert wait_for(lambda: conn.execute(
+                "select extract(epoch from clock_timestamp() - now) from tidemark.live_clock"
+            ).fetchone()[0] < 2.5, 15), "the clock of temporal filters ticks every second"
         with psycopg.connect(url) as conn:
             live_orders = conn.execute(
                 "select coalesce(sum(order_count), 0) from live.daily_store_revenue").fetchone()[0]

@@ -1,4 +1,4 @@
-"""``tidemark views``: deploy, list, verify and subscribe to live views."""
+"""``tidemark views``: deploy, list, verify, tick and subscribe to live views."""
 
 from __future__ import annotations
 
@@ -120,6 +120,59 @@ def verify_cmd(
             emit_table(f"live.{r.name}: differing rows", ["side", *r.columns], rows)
     if not all(r.ok for r in results):
         raise typer.Exit(1)
+
+
+@app.command("tick")
+def tick_cmd(
+    every: Annotated[float | None, typer.Option(
+        "--every", help="Tick every SECONDS until stopped (what 'tidemark up' runs); default: "
+                        "once.", min=0.1)] = None,
+    dsn: DsnOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move the live views' clock to now: expire and admit the rows of temporal filters
+    (mz_now() in WHERE, @retention)."""
+    from streaming_views.expiry import tick
+    with _reported():
+        target = _dsn(dsn)
+        if every is None:
+            result = tick(target)
+            if json_out:
+                emit_json({"at": result.at.isoformat() if result else None,
+                           "rows": result.rows if result else 0})
+            elif result is None:
+                console.print("No live view is deployed here: nothing to tick.")
+            else:
+                console.print(f"Clock at {result.at.isoformat()}: {result.rows} row(s) "
+                              "expired or admitted.")
+            return
+    _tick_forever(target, every)
+
+
+def _tick_forever(dsn: str, every: float) -> None:
+    """Tick at each multiple of ``every`` seconds until SIGTERM/Ctrl-C; a failed tick is
+    reported and the next one tried (the next tick catches up: it applies everything due)."""
+    import signal
+    import threading
+    import time
+
+    from streaming_views.errors import StreamingViewsError
+    from streaming_views.expiry import tick
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    console.print(f"Ticking the live views' clock every {every:g} s.")
+    try:
+        while not stop.is_set():
+            try:
+                result = tick(dsn)
+                if result is not None and result.rows:
+                    console.print(f"{result.at.isoformat()}: {result.rows} row(s) expired or "
+                                  "admitted.")
+            except StreamingViewsError as exc:
+                console.print(f"[red]tick failed[/]: {exc}; trying again.")
+            stop.wait(every - time.time() % every)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command("subscribe")

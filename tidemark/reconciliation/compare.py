@@ -87,8 +87,10 @@ def _side(conn: psycopg.Connection, pair: Pair, schema: str, relation: str,
 
 
 def closed_window(today: date, lookback_days: int, retention_days: int | None) -> tuple[date, date]:
-    """(first, last) closed days to compare: yesterday back ``lookback_days`` (or retention)."""
-    back = lookback_days if retention_days is None else min(lookback_days, retention_days)
+    """(first, last) closed days to compare: yesterday back ``lookback_days``, or only the days
+    a live view with a retention of ``retention_days`` still holds whole: rows older than
+    ``retention_days`` from now are gone, so the oldest whole day is ``today - retention + 1``."""
+    back = lookback_days if retention_days is None else min(lookback_days, retention_days - 1)
     last = today - timedelta(days=1)
     return last - timedelta(days=max(back, 1) - 1), last
 

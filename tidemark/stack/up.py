@@ -264,9 +264,13 @@ class _Up:
 
     def _start_ingestion(self) -> None:
         """Start the continuous CDC stream of every registered source, the demo and the
-        user's own (`tidemark ingest run`), as a supervised child."""
+        user's own (`tidemark ingest run`), and the live views' clock (`tidemark views tick
+        --every 1`), as supervised children."""
         self.supervisor.start("ingest", [*tidemark_argv(), "ingest", "run"],
                               self.settings.log_dir / "ingest.log")
+        # the clock of temporal filters (mz_now(), @retention): expire and admit rows each second
+        self.supervisor.start("tick", [*tidemark_argv(), "views", "tick", "--every", "1"],
+                              self.settings.log_dir / "tick.log")
 
     # -- serve and stop -----------------------------------------------------------------------
 

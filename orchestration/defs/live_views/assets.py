@@ -46,7 +46,7 @@ def base_tables(view) -> tuple[list[tuple[str, str]], str | None]:
     except StreamingViewsError as exc:
         return [], str(exc)
     seen: dict[tuple[str, str], None] = {}
-    for ref in analysis.tables:
+    for ref in analysis.source_tables:
         seen.setdefault((ref.schema, ref.name), None)
     return list(seen), None
 

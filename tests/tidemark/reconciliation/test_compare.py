@@ -31,7 +31,8 @@ def test_contiguous_ranges_and_window() -> None:
     assert contiguous_ranges(days) == [(d, d + timedelta(days=2)),
                                        (d + timedelta(days=5), d + timedelta(days=5))]
     assert closed_window(date(2026, 3, 10), 30, None) == (date(2026, 2, 8), date(2026, 3, 9))
-    assert closed_window(date(2026, 3, 10), 30, 2) == (date(2026, 3, 8), date(2026, 3, 9))
+    assert closed_window(date(2026, 3, 10), 30, 2) == (date(2026, 3, 9), date(2026, 3, 9))
+    assert closed_window(date(2026, 3, 10), 30, 7) == (date(2026, 3, 4), date(2026, 3, 9))
 
 
 def test_shipped_pairs_load() -> None:

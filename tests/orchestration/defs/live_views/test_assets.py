@@ -9,6 +9,7 @@ import psycopg
 from orchestration.defs.keys import view_key
 from orchestration.defs.live_views.assets import base_tables
 from orchestration.defs.live_views.checks import EMBEDDED_CHECK
+from streaming_views.viewfile import load_views
 from tests.orchestration.defs.conftest import check_results
 
 
@@ -33,7 +34,7 @@ def test_materialise_deploys_and_checks_pass(built) -> None:
     checks = check_results(result, EMBEDDED_CHECK)
     assert checks[("live/daily_store_revenue", EMBEDDED_CHECK)].passed
     names = built.sql("select name from tidemark.views order by 1")
-    assert ("daily_store_revenue",) in names and len(names) == 6
+    assert ("daily_store_revenue",) in names and len(names) == len(load_views())
 
 
 def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> None:
@@ -61,3 +62,11 @@ def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> No
                                             ("store_revenue_per_minute", "daily_store_revenue",
                                              "store_cancellation_rate")]))
     assert len(again) == 3 and all(e.passed for e in again.values())
+
+
+def test_a_temporal_view_depends_on_its_timed_table() -> None:
+    from streaming_views.viewfile import parse_view_text
+
+    text = ("select o.store_id, count(*) as n from shop.orders as o where mz_now() >= "
+            "o.placed_at and mz_now() < o.placed_at + interval '5 minutes' group by 1")
+    assert base_tables(parse_view_text("v", text)) == ([("shop", "orders")], None)

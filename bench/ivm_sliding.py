@@ -1,0 +1,158 @@
+"""``ivm_vs_refresh.py --view sliding_5min``: a five-minute sliding window (temporal filter).
+
+Workload: ``bench.orders`` (N rows, one every ``--spacing-ms``, so the window holds
+300,000 / spacing rows) joined to ``bench.stores`` (1,000 rows), per (region, store), with
+``mz_now() >= placed_at and mz_now() < placed_at + interval '5 minutes'``. The clock stands at
+the newest order. In one run, on one throw-away embedded PostgreSQL:
+
+* median single-row UPDATE of an order inside the window, triggers off (no view) / on (live
+  view), alternating in blocks; a 10,000-row UPDATE inside the window (rows/s) likewise;
+* median ``REFRESH MATERIALIZED VIEW`` of the same query at the clock's time;
+* the tick: ``tidemark.live_tick()`` moving the clock so that 0, 1k, 10k and 100k rows expire
+  (ms, and µs per expired row), with the visible-rows table's size before each tick;
+* the live view is verified equal to its query at the clock's time after the updates and after
+  every tick. Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from streaming_views.deploy import deploy_embedded, rebuild
+from streaming_views.expiry import tick
+from streaming_views.temporal import oracle_query
+from streaming_views.verify import diff_rows
+from streaming_views.viewfile import parse_view_text
+
+BULK = 10_000
+VIEW = """-- @keys: region, store_id
+select s.region, s.store_id, count(*) as order_count, sum(o.amount) as revenue,
+       avg(o.amount) as avg_amount
+from bench.orders o join bench.stores s on s.store_id = o.store_id
+where o.status <> 'cancelled'
+  and mz_now() >= o.placed_at and mz_now() < o.placed_at + interval '5 minutes'
+group by s.region, s.store_id"""
+NAME = "bench_sliding_5min"
+EXPIRING = (0, 1_000, 10_000, 100_000)
+
+
+def _place(conn: psycopg.Connection, base: datetime, spacing_ms: float) -> None:
+    conn.execute("update bench.orders set placed_at = %s + order_id * %s * interval "
+                 "'1 millisecond'", (base, spacing_ms))
+    conn.execute("vacuum analyze bench.orders")
+
+
+def _single(conn: psycopg.Connection, rng: random.Random, lo: int, hi: int) -> float:
+    start = time.perf_counter()
+    conn.execute("update bench.orders set amount = amount + 0.01 where order_id = %s",
+                 (rng.randint(lo, hi),), prepare=True)
+    return time.perf_counter() - start
+
+
+def _bulk(conn: psycopg.Connection, lo: int) -> float:
+    start = time.perf_counter()
+    cur = conn.execute("update bench.orders set amount = amount + 0.01 "
+                       "where order_id between %s and %s", (lo, lo + BULK - 1))
+    return cur.rowcount / (time.perf_counter() - start)
+
+
+def _triggers(conn: psycopg.Connection, on: bool) -> None:
+    verb = "enable" if on else "disable"
+    conn.execute(f"alter table bench.orders {verb} trigger user")
+
+
+def _check(conn: psycopg.Connection) -> None:
+    extra, missing = diff_rows(conn, NAME, VIEW)
+    if extra or missing:
+        raise SystemExit(f"live view differs from its query: {extra[:3]} {missing[:3]}")
+
+
+def run(dsn: str, conn: psycopg.Connection, rows: int, updates: int, spacing_ms: float,
+        load: Any, rounds: int = 6) -> dict[str, Any]:
+    """The measurements (see the module docstring); ``load`` fills bench.orders/stores."""
+    t0 = time.perf_counter()
+    load(conn, rows)
+    base = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    _place(conn, base, spacing_ms)
+    print(f"loaded {rows:,} orders in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    clock = base + timedelta(milliseconds=rows * spacing_ms)
+    deploy_embedded(dsn, [parse_view_text("bench_clock", "select s.store_id from "
+                                          "bench.stores s where s.store_id = 0")])
+    tick(dsn, clock)
+    window = int(300_000 / spacing_ms)
+    lo, hi = rows - window + 1, rows
+    query = oracle_query(VIEW, clock)
+    conn.execute("drop materialized view if exists bench.mv")
+    conn.execute(f"create materialized view bench.mv as {query}")  # type: ignore[arg-type]
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        conn.execute("refresh materialized view bench.mv")
+        times.append(time.perf_counter() - start)
+    conn.execute("drop materialized view bench.mv")
+    refresh_ms = statistics.median(times) * 1000
+    t0 = time.perf_counter()
+    deploy_embedded(dsn, [parse_view_text(NAME, VIEW)])
+    build_s = time.perf_counter() - t0
+    rng = random.Random(1)
+    single: dict[bool, list[float]] = {False: [], True: []}
+    bulk: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            _triggers(conn, on)
+            for _ in range(10):
+                _single(conn, rng, lo, hi)
+            single[on] += [_single(conn, rng, lo, hi) for _ in range(updates // rounds)]
+    for _ in range(3):
+        for on in (False, True):
+            _triggers(conn, on)
+            bulk[on].append(_bulk(conn, rng.randint(lo, hi - BULK)))
+    _triggers(conn, True)
+    rebuild(dsn, NAME)  # writes made with the triggers off
+    _check(conn)
+    ticks = []
+    visible = conn.execute("select visible from tidemark.live_temporal where view_name = %s",
+                           (NAME,)).fetchone()[0]
+    at = clock
+    for k in EXPIRING:
+        held = conn.execute(f'select count(*) from tidemark_state."{visible}"').fetchone()[0]  # type: ignore[arg-type]
+        at += timedelta(milliseconds=k * spacing_ms)
+        start = time.perf_counter()
+        result = tick(conn, at)
+        elapsed = time.perf_counter() - start
+        assert result is not None
+        _check(conn)
+        ticks.append({"expiring": result.rows, "visible_before": held,
+                      "tick_ms": round(elapsed * 1000, 2),
+                      "us_per_row": round(elapsed * 1e6 / result.rows, 2) if result.rows
+                      else None})
+    no_view_ms = statistics.median(single[False]) * 1000
+    live_ms = statistics.median(single[True]) * 1000
+    return {
+        "bench": "ivm_vs_refresh", "view": "sliding_5min", "rows": rows, "window_rows": window,
+        "update_no_view_ms": round(no_view_ms, 4), "update_live_ms": round(live_ms, 4),
+        "refresh_ms": round(refresh_ms, 1), "refresh_over_live": round(refresh_ms / live_ms, 1),
+        "live_over_no_view": round(live_ms / no_view_ms, 2),
+        "bulk_no_view_rows_per_s": round(statistics.median(bulk[False])),
+        "bulk_live_rows_per_s": round(statistics.median(bulk[True])),
+        "initial_build_s": round(build_s, 2), "ticks": ticks,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the figures (stderr) and the JSON line (stdout)."""
+    for key, value in result.items():
+        if key != "ticks":
+            print(f"{key:>26}: {value}", file=sys.stderr)
+    for t in result["ticks"]:
+        print(f"{'tick':>26}: {t['expiring']:>7,} rows expiring of {t['visible_before']:,} "
+              f"visible: {t['tick_ms']} ms ({t['us_per_row']} us/row)", file=sys.stderr)
+    print(json.dumps(result))

@@ -1,0 +1,305 @@
+"""Temporal filters (``mz_now()`` in WHERE, and ``@retention``) on the embedded engine: check.
+
+A temporal filter keeps a row of one base table (the *timed table*) while the clock ``t`` is
+inside the row's validity interval::
+
+    where mz_now() >= o.placed_at                              -- admitted at placed_at
+      and mz_now() <= o.placed_at + interval '5 minutes'       -- expired 5 minutes later
+
+Materialize's forms are accepted: ``mz_now()`` alone on one side of ``=``, ``<``, ``<=``,
+``>``, ``>=`` or ``BETWEEN ... AND ...``, compared with an expression of the timed table's
+columns (timestamp, timestamptz or date), in top-level ``AND`` conjuncts of WHERE. ``@retention:
+<column> <n> <unit>s`` is the conjunct ``mz_now() <= <column> + interval '<n> <unit>s'``.
+Everything else with ``mz_now()`` is refused with a reason: in the SELECT list, HAVING, GROUP BY,
+a join condition, an aggregate FILTER, under OR/NOT or inside another expression, arithmetic on
+``mz_now()``, ``<>``, bounds over two tables, and hopping windows.
+
+The view is then compiled over the *visible-rows table* of the timed table (see
+:mod:`streaming_views.expiry`): a copy of the timed table's rows valid at the clock's time, kept
+by triggers on the timed table and by the tick (``tidemark.live_tick()``), which deletes expired
+rows and moves admitted ones in. The engine maintains the view over that table like over any
+base table, so a tick costs O(rows expiring or admitted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pglast
+from pglast import ast, enums
+
+from streaming_views.astutil import deparse, substitute, walk
+
+TEMPORAL_SCHEMA = "tidemark_state"
+OPS = {"<": ("until", True), "<=": ("until", False), ">": ("from", True),
+       ">=": ("from", False), "=": ("both", False)}
+FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
+FORM = ("write it as a conjunct of WHERE with mz_now() alone on one side, e.g. "
+        "'where mz_now() <= e.ts + interval '5 minutes' and mz_now() >= e.ts'.")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One side of a row's validity interval.
+
+    Attributes:
+        kind: ``from`` (admitted when the clock reaches it) or ``until`` (expired after it).
+        expr: the bounding expression, over the timed table's columns.
+        strict: ``<``/``>`` (the bound itself is outside the interval).
+    """
+
+    kind: str
+    expr: Any
+    strict: bool
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """The temporal filter of a view.
+
+    Attributes:
+        schema, name, ref: the timed table and the name its columns use in the query.
+        bounds: the interval's bounds (at least one).
+        visible: the unquoted name of the visible-rows table (in :data:`TEMPORAL_SCHEMA`).
+        pending: the unquoted name of the table of rows admitted later (same schema).
+    """
+
+    schema: str
+    name: str
+    ref: str
+    bounds: tuple[Bound, ...]
+    visible: str
+    pending: str
+
+    @property
+    def qualified(self) -> str:
+        """The timed table as ``schema.name`` (unquoted)."""
+        return f"{self.schema}.{self.name}"
+
+
+def is_mz_now(node: Any) -> bool:
+    """True for a call of ``mz_now()`` (possibly cast)."""
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    return isinstance(node, ast.FuncCall) and node.funcname[-1].sval.lower() == "mz_now"
+
+
+def _calls(node: Any) -> list[ast.FuncCall]:
+    return [n for n in walk(node) if isinstance(n, ast.FuncCall) and is_mz_now(n)]
+
+
+def conjuncts(where: Any) -> list[Any]:
+    """The top-level AND conjuncts of a condition."""
+    if where is None:
+        return []
+    if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
+        return [c for arg in where.args for c in conjuncts(arg)]
+    return [where]
+
+
+def _and(parts: list[Any]) -> Any:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return ast.BoolExpr(boolop=enums.BoolExprType.AND_EXPR, args=tuple(parts))
+
+
+def _op(node: ast.A_Expr) -> str:
+    return node.name[-1].sval
+
+
+def _bounds_of(node: Any, chk: Any) -> list[Bound] | None:
+    """The bounds a conjunct sets, None if it has no ``mz_now()``; refuses bad forms."""
+    if not _calls(node):
+        return None
+    if isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP \
+            and _op(node) in OPS:
+        op, mine, other = _op(node), node.lexpr, node.rexpr
+        if not is_mz_now(mine):
+            op, mine, other = FLIP[op], node.rexpr, node.lexpr
+        if not is_mz_now(mine):
+            raise chk.refuse("arithmetic on mz_now()", node, "mz_now() must stand alone on one "
+                             "side of the comparison (Materialize refuses this form too).",
+                             "move the arithmetic to the other side: 'mz_now() <= e.ts + "
+                             "interval '5 minutes'' instead of 'mz_now() - interval '5 minutes'"
+                             " <= e.ts'.")
+        if _calls(other):
+            raise chk.refuse("mz_now() on both sides", node, "a temporal filter compares "
+                             "mz_now() with an expression of a table's columns.", FORM)
+        kind, strict = OPS[op]
+        if kind == "both":
+            return [Bound("from", other, False), Bound("until", other, False)]
+        return [Bound(kind, other, strict)]
+    if isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_BETWEEN \
+            and is_mz_now(node.lexpr) and not _calls(node.rexpr):
+        low, high = node.rexpr
+        return [Bound("from", low, False), Bound("until", high, False)]
+    if isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP \
+            and _op(node) in {"<>", "!="}:
+        raise chk.refuse("mz_now() <>", node, "a row valid at every time but one has no "
+                         "expiry (Materialize refuses '<>' with mz_now() too).", FORM)
+    if isinstance(node, ast.BoolExpr):
+        which = {enums.BoolExprType.OR_EXPR: "OR", enums.BoolExprType.NOT_EXPR: "NOT"}
+        name = which.get(node.boolop, "a boolean expression")
+        raise chk.refuse(f"mz_now() under {name}", node, "a temporal filter must be a "
+                         "conjunct of WHERE: each row then has one validity interval "
+                         "(Materialize refuses OR with mz_now() too).", "split the view in "
+                         "two (one per disjunct), or " + FORM)
+    raise chk.refuse("mz_now() inside an expression", node, "only a comparison of mz_now() "
+                     "with an expression, as a conjunct of WHERE, is a temporal filter.", FORM)
+
+
+def _elsewhere(stmt: ast.SelectStmt, chk: Any) -> None:
+    """Refuse ``mz_now()`` anywhere but the top-level WHERE conjuncts."""
+    places = [("the SELECT list", [t.val for t in stmt.targetList],
+               "mz_now() is not a value a view can hold: it changes every millisecond.",
+               "filter with it in WHERE, or read the clock when you query the view.")]
+    places.append(("HAVING", [stmt.havingClause], "the embedded engine filters rows by time, "
+                   "not groups.", "move the comparison into WHERE on the row's time column."))
+    places.append(("GROUP BY", list(stmt.groupClause or ()), "a group key cannot move with "
+                   "time.", "group by the event time (date_bin) and filter in WHERE."))
+    places.append(("a join condition", [j.quals for j in walk(stmt.fromClause)
+                                        if isinstance(j, ast.JoinExpr)],
+                   "a temporal filter belongs to WHERE.", "move it into WHERE."))
+    places.append(("a subquery in FROM", [s for s in walk(stmt.fromClause)
+                                          if isinstance(s, ast.RangeSubselect)],
+                   "temporal filters inside UNION ALL branches are not maintained yet.",
+                   "put one view per branch, each with its temporal filter."))
+    for where, roots, reason, rewrite in places:
+        for root in roots:
+            found = _calls(root) if root is not None else []
+            if found:
+                if where == "the SELECT list" and any(
+                        isinstance(n, ast.FuncCall) and n.agg_filter is not None
+                        and _calls(n.agg_filter) for n in walk(root)):
+                    where, reason = "an aggregate FILTER", "Materialize refuses it too."
+                    rewrite = "filter rows in WHERE."
+                if any(isinstance(n, ast.RangeFunction) for n in walk(stmt.fromClause)):
+                    where = "a hopping window (generate_series over window starts)"
+                raise chk.refuse(f"mz_now() in {where}", found[0], reason, rewrite)
+    for node in walk(stmt.whereClause):
+        if isinstance(node, ast.SubLink) and _calls(node):
+            raise chk.refuse("mz_now() in a subquery", node, "not maintained.", FORM)
+
+
+def _table_of(expr: Any, tables: list[Any], chk: Any, what: Any) -> Any:
+    """The one table whose columns ``expr`` reads; refuse otherwise."""
+    refs = [n for n in walk(expr) if isinstance(n, ast.ColumnRef)]
+    found = []
+    for ref in refs:
+        names = [f.sval for f in ref.fields if isinstance(f, ast.String)]
+        if len(names) == 2:
+            match = [t for t in tables if t.ref == names[0]]
+        elif len(tables) == 1:
+            match = tables
+        else:
+            raise chk.refuse(f"unqualified column {names[-1]} in a temporal filter", ref,
+                             "with several tables the bound must name its table.",
+                             f"write <alias>.{names[-1]}.")
+        for t in match:
+            if t not in found:
+                found.append(t)
+    if not found:
+        raise chk.refuse("temporal filter without a column", what, "mz_now() must be "
+                         "compared with a row's time (a constant bound expires no row).",
+                         "compare with a column: mz_now() <= e.ts + interval '5 minutes'.")
+    if len(found) > 1:
+        raise chk.refuse("temporal filter over two tables", what, "a row's validity interval "
+                         "must come from one table's columns.", "bound each table's time "
+                         "column separately: mz_now() <= a.ts + ... and mz_now() <= b.ts + ...")
+    return found[0]
+
+
+def _retention_bound(view: Any) -> tuple[Bound, Any] | None:
+    if view.retention is None:
+        return None
+    expr = pglast.parse_sql(f"select {view.retention.column} + interval "
+                            f"'{view.retention.interval}'")[0].stmt.targetList[0].val
+    return Bound("until", expr, False), expr
+
+
+def extract(view: Any, stmt: ast.SelectStmt, tables: list[Any], chk: Any
+            ) -> tuple[Any, list[Any], tuple[Any, ...], Temporal | None]:
+    """Take the temporal filter (and ``@retention``) out of ``stmt``'s WHERE.
+
+    Returns:
+        (WHERE without the temporal conjuncts, the tables with the timed table replaced by its
+        visible-rows table, the FROM list likewise, the :class:`Temporal` or None).
+
+    Raises:
+        UnsupportedViewError: through ``chk.refuse``, for a form that is not maintained.
+    """
+    from_clause = tuple(stmt.fromClause or ())
+    _elsewhere(stmt, chk)
+    kept, bounds, timed = [], [], None
+    for part in conjuncts(stmt.whereClause):
+        found = _bounds_of(part, chk)
+        if found is None:
+            kept.append(part)
+            continue
+        for bound in found:
+            table = _table_of(bound.expr, tables, chk, part)
+            if timed is not None and table is not timed:
+                raise chk.refuse("temporal filter over two tables", part, "every bound must "
+                                 "come from the same table's columns (one expiry per row).",
+                                 "keep the time bounds on one table.")
+            timed = table
+            bounds.append(bound)
+    retention = _retention_bound(view)
+    if retention is not None:
+        if any(isinstance(i, ast.RangeSubselect) for i in from_clause):
+            raise chk.refuse("@retention on a UNION ALL view", None, "temporal filters inside "
+                             "UNION ALL branches are not maintained yet.", "put one view per "
+                             "branch.", keyword="from")
+        table = _table_of(retention[1], tables, chk, None)
+        if timed is not None and table is not timed:
+            raise chk.refuse("@retention and mz_now() on two tables", None, "every bound must "
+                             "come from the same table's columns.", "keep the time bounds on "
+                             "one table.", keyword="where")
+        timed = table
+        bounds.append(retention[0])
+    if timed is None:
+        return stmt.whereClause, tables, from_clause, None
+    stem = f"{view.name}__{view.definition_hash[:8]}"
+    temporal = Temporal(timed.schema, timed.name, timed.ref, tuple(bounds),
+                        f"{stem}__tv", f"{stem}__tp")
+    node = timed.node  # swapped in place: the engine finds tables by their FROM node
+    node.schemaname, node.relname = TEMPORAL_SCHEMA, temporal.visible
+    node.alias = ast.Alias(aliasname=timed.ref)
+    swapped = dataclasses.replace(timed, schema=TEMPORAL_SCHEMA, name=temporal.visible)
+    new_tables = [swapped if t is timed else t for t in tables]
+    return _and(kept), new_tables, from_clause, temporal
+
+
+def oracle_query(definition: str, at: datetime) -> str:
+    """The view's query with ``mz_now()`` (and ``@retention``) evaluated at ``at``: what the
+    live view must equal after the tick of time ``at``."""
+    from streaming_views.viewfile import parse_view_text
+    view = parse_view_text("v", definition)
+    stmt = pglast.parse_sql(definition)[0].stmt
+    clock = f"'{at.isoformat()}'::timestamptz"
+    now = pglast.parse_sql(f"select {clock}")[0].stmt.targetList[0].val
+    stmt = substitute(stmt, lambda n: now if isinstance(n, ast.FuncCall) and is_mz_now(n)
+                      else None)
+    retention = _retention_bound(view)
+    if retention is not None:
+        bound = pglast.parse_sql(f"select {clock} <= {deparse(retention[1])}"
+                                 )[0].stmt.targetList[0].val
+        stmt.whereClause = _and([*conjuncts(stmt.whereClause), bound])
+    return deparse(stmt)
+
+
+def probe_text(text: str) -> str:
+    """``text`` with each ``mz_now()`` call replaced by ``now()`` padded to the same length
+    (offsets kept for error positions): for describing the view's columns."""
+    return re.sub(r"(?i)\bmz_now\s*\(\s*\)", lambda m: "now()".ljust(len(m.group(0))), text)
+
+
+def has_temporal(definition: str) -> bool:
+    """True when a view definition has a temporal filter or ``@retention``."""
+    return "mz_now" in definition.lower() or "@retention" in definition
