@@ -160,7 +160,7 @@ def base_indexes(cv: CompiledView) -> list[BaseIndex]:
     """The base-table indexes ``cv``'s maintenance needs: the group keys of a single-table
     view with min/max (its recompute), and the equality-join columns of a view over several
     tables (each batch joins its changed rows with the other tables on them)."""
-    return _recompute_indexes(cv) + join_indexes(cv)
+    return [i for i in _recompute_indexes(cv) + join_indexes(cv) if i.schema != "live"]
 
 
 def join_indexes(cv: CompiledView) -> list[BaseIndex]:

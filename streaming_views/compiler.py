@@ -23,6 +23,7 @@ from pglast import ast
 
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
+from streaming_views.layers import retarget
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
 from streaming_views.rules import Rule
@@ -78,6 +79,7 @@ class CompiledView:
     output_exprs: list[str] = field(default_factory=list)
     having_sql: str | None = None
     union_columns: list[str] = field(default_factory=list)
+    readers: tuple[str, ...] = ()  # the live views reading this one, transitively (layers.py)
 
     # ----------------------------------------------------------------- names
     @property
@@ -310,6 +312,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     with conn.transaction():
         pin(conn)
         resolved = resolve(conn, an)
+        resolved.tables = retarget(resolved.tables)  # live.<inner>: its state table
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]
                          if an.branches else [])
     p = plan(an, resolved, conn.info.server_version)

@@ -32,6 +32,7 @@ from pglast import ast, enums
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+from streaming_views.layers import transition
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 LOG_OPTIONS = ("autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0, "
@@ -124,7 +125,7 @@ def log_insert(cv: CompiledView, j: int, event: str) -> str:
                                    ("-1", "__tm_old", {"del", "upd"})):
         if event in wanted:
             select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
-                      + f" FROM {relation} AS {ref}")
+                      + f" FROM {transition(table, relation)} AS {ref}")
             parts.append(select + (f" WHERE {condition}" if condition else ""))
     return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
 
