@@ -118,9 +118,10 @@ def register(conn: psycopg.Connection, entry: CatalogEntry) -> tuple[int, int]:
 
 def acknowledge(conn: psycopg.Connection, entry: CatalogEntry, sub: int, seq: int) -> None:
     """Note that subscriber ``sub`` read everything up to ``seq``; delete what all read."""
-    conn.execute(f"update {SUBSCRIPTIONS} set seq = %s where id = %s", (seq, sub))  # type: ignore[arg-type]
-    conn.execute(f"delete from {LOG} where name = %s and seq <= (select min(seq) from "  # type: ignore[arg-type]
-                 f"{SUBSCRIPTIONS} where name = %s)", (entry.name, entry.name))
+    conn.execute(f"with a as (update {SUBSCRIPTIONS} set seq = %s where id = %s) "  # type: ignore[arg-type]
+                 f"delete from {LOG} where name = %s and seq <= (select least(min(seq), %s) "
+                 f"from {SUBSCRIPTIONS} where name = %s and id <> %s)",
+                 (seq, sub, entry.name, seq, entry.name, sub))
 
 
 def unregister(conn: psycopg.Connection, entry: CatalogEntry, sub: int) -> None:

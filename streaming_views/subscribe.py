@@ -27,9 +27,12 @@ from streaming_views import sublog
 from streaming_views.catalog import CatalogEntry, read_catalog
 from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.errors import ViewNotFoundError
-from streaming_views.session import pin
+from streaming_views.session import PINNED
 
 POLL_S = 0.1
+PIN = "select " + ", ".join(  # the pinned settings in one round trip
+    f"set_config({sql.Literal(k).as_string(None)}, {sql.Literal(v).as_string(None)}, true)"
+    for k, v in PINNED.items())
 
 
 class SubscriptionEnded(ViewNotFoundError):
@@ -82,11 +85,11 @@ def _changes(conn: psycopg.Connection, entry: CatalogEntry, after: int,
     """The logged changes of commits ``after < seq <= upto``, one batch per commit."""
     view = sql.Identifier(LIVE_SCHEMA, entry.name)
     with conn.transaction():
-        pin(conn)  # rows were printed under the pinned settings: read back the same way
-        rows = conn.execute(sql.SQL(
-            "select l.seq, l.diff, (l.row::{}).* from (select seq, row, sum(diff) as diff "
-            "from {} where name = %s and seq > %s and seq <= %s group by seq, row "
-            "having sum(diff) <> 0) as l order by l.seq, l.diff, l.row").format(
+        conn.execute(PIN)  # rows were printed under the pinned settings: read back the same way
+        rows = conn.execute(sql.SQL(  # offset 0: each row's text is parsed once
+            "select l.seq, l.diff, (l.v).* from (select seq, sum(diff)::bigint as diff, "
+            "row::{} as v from {} where name = %s and seq > %s and seq <= %s group by seq, row "
+            "having sum(diff) <> 0 offset 0) as l order by l.seq, l.diff").format(
                 view, sql.SQL(sublog.LOG)), (entry.name, after, upto)).fetchall()
     batches: dict[int, list[tuple[tuple[Any, ...], int]]] = {}
     for seq, diff, *row in rows:
