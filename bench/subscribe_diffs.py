@@ -34,11 +34,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ivm_vs_refresh import server  # noqa: E402
+from ivm_vs_refresh import server
 
-from streaming_views.deploy import deploy_embedded  # noqa: E402
-from streaming_views.subscribe import Batch, Progress, subscribe_batches  # noqa: E402
-from streaming_views.viewfile import parse_view_text  # noqa: E402
+from streaming_views.deploy import deploy_embedded
+from streaming_views.subscribe import Batch, Progress, subscribe_batches
+from streaming_views.viewfile import parse_view_text
 
 VIEW = "select i.k, count(*) as n, sum(i.v) as total from bench.items i group by i.k"
 BULK = 10_000

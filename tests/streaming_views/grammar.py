@@ -195,3 +195,16 @@ def _union_view(rng: random.Random, name: str) -> View:
            + (" union all select p.v, p.amount from gen.p p" if rng.random() < 0.5 else "")
            + ") as u group by u.g")
     return View(name, sql, ["a0", "a1"])
+
+
+def draw_view_over(rng: random.Random, name: str, inner: str, columns: list[str]) -> View:
+    """Draw a view over the live view ``live.<inner>`` (columns ``columns``): a count, a
+    regrouping by one of its columns, or its rows filtered, joined to ``gen.d`` when it has a
+    numeric ``k0`` (issue 13 item 4)."""
+    pick = rng.choice(columns)
+    shapes = [f"select count(*) as a0, count(x.{pick}) as a1 from live.{inner} x",
+              f"select x.{pick} as k0, count(*) as a0 from live.{inner} x group by 1",
+              f"select x.{pick} as k0 from live.{inner} x where x.{pick} is not null"]
+    exact = [["a0", "a1"], ["a0"], []]
+    i = rng.randrange(len(shapes))
+    return View(name, shapes[i], exact[i])
