@@ -122,3 +122,42 @@ def test_reading_a_view_that_is_not_a_live_view_is_refused(stack: str,
     with pytest.raises(UnsupportedViewError, match=r"live\.plain \(not a healthy deployed live "
                        r"view\) is not supported"):
         compile_view(conn, parse_view_text("bad", "select x.a from live.plain x"))
+
+
+def test_concurrent_writers_never_deadlock(stack: str, conn: psycopg.Connection) -> None:
+    """The reader's name sorts before the inner view's: a transaction changing only the inner
+    view's table reaches the reader after the inner view, one changing both tables has both
+    pending at once — the readers noted by the log functions keep one lock order."""
+    import random
+    import threading
+
+    deploy_text(stack, "z_inner", "select o.store, count(*) as n from l.orders o group by 1")
+    outer = ("select s.region, sum(z.n) as n from live.z_inner z join l.stores s "
+             "on s.store = z.store group by s.region")
+    deploy_text(stack, "a_outer", outer)
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with psycopg.connect(stack, autocommit=True) as w:
+                for _ in range(25):
+                    with w.transaction():
+                        work = [("update l.orders set store = %s where id = %s",
+                                 (rng.randint(0, 5), rng.randint(1, 50))),
+                                ("update l.stores set region = %s where store = %s",
+                                 (f"r{rng.randint(0, 2)}", rng.randint(0, 5)))]
+                        rng.shuffle(work)
+                        for stmt, args in work[:rng.randint(1, 2)]:
+                            w.execute(stmt, args)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert_equal(conn, "z_inner", "select o.store, count(*) as n from l.orders o group by 1")
+    assert_equal(conn, "a_outer", outer)
