@@ -31,6 +31,19 @@ from streaming_views.triggers import log_function
 from streaming_views.viewfile import ViewFile, parse_view_text
 
 
+def dependency_order(views: list[ViewFile]) -> list[ViewFile]:
+    """``views`` with the live views they read first (by name among equals), for a target that
+    builds them all at once (Materialize).
+
+    Raises:
+        DeployError: views read each other in a cycle.
+    """
+    graph = Graph({v.name: v for v in views}, {v.name for v in views})
+    for view in views:
+        graph.reads[view.name] = set(inner_names(analyze(view).tables))
+    return [graph.views[n] for n in graph.order()]
+
+
 def _where(view: ViewFile) -> str:
     return f"{view.name} ({view.path})"
 
