@@ -27,6 +27,7 @@ from psycopg import sql
 from streaming_views.catalog import CatalogEntry
 from streaming_views.compiler import STATE_SCHEMA, compile_view
 from streaming_views.errors import DeployError
+from streaming_views.guard import DEPLOYING
 from streaming_views.session import pin, set_clauses
 from streaming_views.viewfile import parse_view_text
 
@@ -99,6 +100,7 @@ def register(conn: psycopg.Connection, entry: CatalogEntry) -> tuple[int, int]:
     after ``seq`` will be logged for it, and a read of the view in this transaction shows the
     view at ``seq``."""
     pin(conn)
+    conn.execute("select set_config(%s, 'on', true)", (DEPLOYING,))  # the engine's own DDL
     conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     for stmt in DDL:
         conn.execute(stmt)  # type: ignore[arg-type]
@@ -128,6 +130,7 @@ def unregister(conn: psycopg.Connection, entry: CatalogEntry, sub: int) -> None:
     """Remove subscriber ``sub``; the last one drops the triggers and the view's log rows
     (waiting at most a second for the view's maintenance; else a later subscriber cleans up)."""
     with conn.transaction():
+        conn.execute("select set_config(%s, 'on', true)", (DEPLOYING,))  # not a table's DDL
         conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         conn.execute(f"delete from {SUBSCRIPTIONS} where id = %s or pid not in "  # type: ignore[arg-type]
                      "(select pid from pg_stat_activity)", (sub,))

@@ -130,3 +130,27 @@ def test_two_subscribers_and_a_view_over_a_view(module_db: str,
         assert batches[0].changes == []  # empty snapshot
         assert sorted(batches[1].changes) == [((1, 1), 1), ((2, 1), 1)]
     assert conn.execute("select count(*) from tidemark.live_sub_log").fetchone()[0] == 0
+
+
+def test_bag_multiplicities_redeploy_and_no_rebuild_on_leaving(module_db: str,
+                                                               conn: psycopg.Connection) -> None:
+    from streaming_views.subscribe import Batch, SubscriptionEnded, subscribe_batches
+    conn.execute("create schema e; create table e.t (id int primary key, g int)")
+    deploy_text(module_db, "bag", "select s.g from e.t s")
+    deploy_text(module_db, "bag_n", "select b.g, count(*) as n from live.bag b group by b.g")
+    seq = "select seq from tidemark.live_changes where name = 'bag'"
+    items = subscribe_batches(module_db, "bag", poll_s=0.01)
+    assert next(items) == Batch(conn.execute(seq).fetchone()[0], [])
+    next(items)  # progress
+    conn.execute("insert into e.t values (1, 7), (2, 7), (3, 8)")
+    batch = next(items)
+    assert isinstance(batch, Batch) and sorted(batch.changes) == [((7,), 2), ((8,), 1)]
+    before = conn.execute(seq).fetchone()[0]
+    items.close()  # the guard must not take dropping the triggers for a change of the table
+    assert conn.execute(seq).fetchone()[0] == before
+    items = subscribe_batches(module_db, "bag", poll_s=0.01)
+    next(items)
+    next(items)
+    deploy_text(module_db, "bag", "select s.g, s.id from e.t s")
+    with pytest.raises(SubscriptionEnded, match="redeployed"):
+        next(items)
