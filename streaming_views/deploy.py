@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from streaming_views import guard
+from streaming_views.analyzer import analyze
 from streaming_views.auxiliary import ensure_base_indexes, release_base_indexes
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
@@ -308,6 +309,7 @@ def rebuild(dsn: str, name: str) -> None:
             if entry.status != "ok" or compile_view(conn, view).suffix != entry.suffix:
                 raise DeployError(f"live view {name!r} needs a deploy (broken, or deployed by "
                                   "another engine version); run 'tidemark views deploy'.")
+            _lock_tables(conn, upstream_tables(conn, analyze(view).tables))  # under live.<x>
             _lock_tables(conn, entry.base_tables)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
                          "where name = %s", (name,))

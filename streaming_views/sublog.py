@@ -64,6 +64,10 @@ def trigger_ddl(conn: psycopg.Connection, entry: CatalogEntry) -> list[str]:
     if cv.suffix != entry.suffix:
         raise DeployError(f"live view {entry.name!r} was deployed by another engine version; "
                           "run 'tidemark views deploy' before subscribing.")
+    if any(r.raises() for r in cv.rules):
+        raise DeployError(f"live.{entry.name} can fail when read (an interval sum of +infinity "
+                          "and -infinity): its changes cannot be computed in writers' commits; "
+                          "poll it with SELECT instead.")
     view, state, name = cv.view_select(), cv.state, sql.Literal(entry.name).as_string(None)
     stmts = []
     for event, (op, referencing, sides) in EVENTS.items():

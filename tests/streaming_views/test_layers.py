@@ -161,3 +161,11 @@ def test_concurrent_writers_never_deadlock(stack: str, conn: psycopg.Connection)
     assert not errors, errors
     assert_equal(conn, "z_inner", "select o.store, count(*) as n from l.orders o group by 1")
     assert_equal(conn, "a_outer", outer)
+
+
+def test_rebuild_of_an_outer_view(stack: str, conn: psycopg.Connection) -> None:
+    from streaming_views.deploy import rebuild
+    suffix = conn.execute("select suffix from tidemark.views where name = 'per_store'")
+    conn.execute(f'delete from tidemark_state."{suffix.fetchone()[0]}"')  # damaged
+    rebuild(stack, "per_store")
+    _check(conn)
