@@ -1,4 +1,3 @@
-# ruff: noqa: S608 -- probe queries are built from the view's own deparsed syntax tree.
 """Resolve an analysed view against the database, the way PostgreSQL itself resolves it.
 
 Everything the syntax tree cannot tell is asked of PostgreSQL, under the pinned session
