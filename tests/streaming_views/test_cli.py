@@ -88,3 +88,23 @@ def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connect
 def test_subscribe_json_and_unknown_view(module_db: str) -> None:
     result = runner.invoke(app, ["views", "subscribe", "nope", "--dsn", module_db, "--json"])
     assert result.exit_code != 0 and "not deployed" in (result.output + str(result.exception))
+
+
+def test_prune_refusal_names_the_readers(module_db: str, conn: psycopg.Connection,
+                                         tmp_path: Path) -> None:
+    conn.execute("create schema pr; create table pr.t (id int primary key, g int)")
+    views = tmp_path / "pv"
+    views.mkdir()
+    (views / "pr_inner.sql").write_text("select s.g, count(*) as n from pr.t s group by s.g\n")
+    (views / "pr_outer.sql").write_text("select i.n, count(*) as c from live.pr_inner i "
+                                        "group by i.n\n")
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(result.output)] == ["pr_inner", "pr_outer"]
+    (views / "pr_inner.sql").unlink()
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--prune"])
+    assert result.exit_code != 0
+    message = result.output + str(result.exception)
+    assert "cannot prune live.pr_inner: read by pr_outer" in message and "Traceback" not in message
