@@ -61,3 +61,18 @@ def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> No
                                             ("store_revenue_per_minute", "daily_store_revenue",
                                              "store_cancellation_rate")]))
     assert len(again) == 3 and all(e.passed for e in again.values())
+
+
+def test_a_view_over_a_live_view_depends_on_that_view(tmp_path, monkeypatch) -> None:
+    from orchestration.defs.keys import table_key, view_key
+    from orchestration.defs.live_views import assets
+
+    (tmp_path / "inner.sql").write_text("select o.store_id, count(*) as n from shop.orders o "
+                                        "group by 1\n")
+    (tmp_path / "outer.sql").write_text("select i.n, count(*) as c from live.inner i "
+                                        "group by 1\n")
+    from streaming_views.viewfile import load_views
+    monkeypatch.setattr(assets, "view_files", lambda: tuple(load_views(tmp_path)))
+    deps = {s.key: {d.asset_key for d in s.deps} for s in assets._specs()}
+    assert deps[view_key("outer")] == {view_key("inner")}
+    assert deps[view_key("inner")] == {table_key("shop", "orders")}
