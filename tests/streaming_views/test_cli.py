@@ -83,6 +83,17 @@ def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connect
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    proc = subprocess.Popen([tidemark, "views", "subscribe", "sub_g", "--dsn", module_db,
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first == {"mz_timestamp": first["mz_timestamp"], "mz_progressed": False,
+                         "mz_diff": 1, "g": 1, "n": 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_subscribe_json_and_unknown_view(module_db: str) -> None:
