@@ -26,7 +26,7 @@ from psycopg import sql
 from streaming_views import sublog
 from streaming_views.catalog import CatalogEntry, read_catalog
 from streaming_views.compiler import LIVE_SCHEMA
-from streaming_views.errors import ViewNotFoundError
+from streaming_views.errors import DeployError, ViewNotFoundError
 from streaming_views.session import PINNED
 
 POLL_S = 0.1
@@ -119,10 +119,15 @@ def subscribe_batches(dsn: str, name: str, *, snapshot: bool = True,
         if entry is None:
             raise ViewNotFoundError(f"live view {name!r} is not deployed; see "
                                     f"'tidemark views list'.")
-        with conn.transaction():
-            sub, seq = sublog.register(conn, entry)
-            rows = conn.execute(sql.SQL("select * from {}").format(
-                sql.Identifier(LIVE_SCHEMA, name))).fetchall() if snapshot else []
+        try:
+            with conn.transaction():
+                sub, seq = sublog.register(conn, entry)
+                rows = conn.execute(sql.SQL("select * from {}").format(
+                    sql.Identifier(LIVE_SCHEMA, name))).fetchall() if snapshot else []
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise DeployError(f"cannot subscribe to live.{name}: {str(exc).strip()}; subscribing "
+                              "creates triggers on the view's state: connect as the role that "
+                              "deploys the views.") from None
         try:
             if snapshot:
                 yield Batch(seq, [(tuple(r), 1) for r in rows])
