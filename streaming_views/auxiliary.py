@@ -161,7 +161,7 @@ def base_indexes(cv: CompiledView) -> list[BaseIndex]:
     view with min/max (its recompute), and the equality-join columns of a view over several
     tables (each batch joins its changed rows with the other tables on them)."""
     found = _recompute_indexes(cv) + join_indexes(cv) + _partition_indexes(cv)
-    return list({i.qualified: i for i in found}.values())
+    return list({i.qualified: i for i in found if i.schema != "live"}.values())
 
 
 def _partition_indexes(cv: CompiledView) -> list[BaseIndex]:

@@ -25,6 +25,7 @@ from streaming_views import outer, selfjoin, semijoin
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.expiry import ensure_inputs
+from streaming_views.layers import retarget
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
 from streaming_views.rules import Rule
@@ -80,6 +81,7 @@ class CompiledView:
     output_exprs: list[str] = field(default_factory=list)
     having_sql: str | None = None
     union_columns: list[str] = field(default_factory=list)
+    readers: tuple[str, ...] = ()  # the live views reading this one, transitively (layers.py)
 
     # ----------------------------------------------------------------- names
     @property
@@ -316,6 +318,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
         pin(conn)
         ensure_inputs(conn, an.temporal, str(view.path))
         resolved = resolve(conn, an)
+        resolved.tables = retarget(resolved.tables)  # live.<inner>: its state table
         selfjoin.share_columns(resolved)
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]
                          if an.branches else [])

@@ -34,6 +34,7 @@ from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
 from streaming_views.outer import delta as outer_delta
+from streaming_views.layers import is_live, transition
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 BATCH_SIGN = 2  # a log row holding a large statement's rows as one array per column
@@ -124,7 +125,9 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
 def batchable(cv: CompiledView, j: int) -> bool:
     """Whether table ``j``'s log can keep a large statement as one row of arrays (a column that
     is an array itself cannot: ``unnest`` would flatten it)."""
-    return not any(c.log_type.rstrip().endswith("]") for c in cv.resolved.tables[j].columns)
+    table = cv.resolved.tables[j]  # a live view's log holds rows of its SELECT (layers.py)
+    return not is_live(table) and not any(c.log_type.rstrip().endswith("]")
+                                          for c in table.columns)
 
 
 def _batch_columns(cv: CompiledView, j: int) -> list[str]:
@@ -169,7 +172,7 @@ def log_insert(cv: CompiledView, j: int, event: str) -> str:
                                    ("-1", "__tm_old", {"del", "upd"})):
         if event in wanted:
             select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
-                      + f" FROM {relation} AS {ref}")
+                      + f" FROM {transition(table, relation)} AS {ref}")
             parts.append(select + (f" WHERE {condition}" if condition else ""))
     return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
 

@@ -26,15 +26,18 @@ import psycopg
 from psycopg import sql
 
 from streaming_views import guard
+from streaming_views.analyzer import analyze
 from streaming_views.auxiliary import ensure_base_indexes, release_base_indexes
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.expiry import drop_inputs, install_inputs, refill_inputs
+from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
 from streaming_views.session import pin
+from streaming_views.stacked import Graph
 from streaming_views.triggers import function_name, functions, state_ddl
 from streaming_views.versions import check_engine_version
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
@@ -92,7 +95,11 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
     results: list[DeployResult] = []
     _retrying(conn, "the catalog", lambda: _prepare(conn))
     deployed = {e.name: e for e in read_catalog(conn, target="embedded")}
-    for view in views:
+    graph = Graph.build(views, deployed, prune)  # views over views: order, cycles, prune
+    by_name, done = {v.name: v for v in views}, set()
+    for view in [by_name[n] for n in graph.order() if n in by_name]:
+        if view.name in done:
+            continue  # rebuilt with a view it reads
         entry = deployed.get(view.name)
         action = "replaced" if entry else "created"
         if entry is not None and entry.definition_hash == view.definition_hash:
@@ -103,9 +110,12 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
                                             view.definition_hash))
                 continue
             action = "repaired"
-        _retrying(conn, f"live.{view.name}", lambda v=view, e=entry: install(
-            conn, compile_view(conn, v), e))
+        chain = graph.readers(view.name) if entry is not None else []
+        _retrying(conn, f"live.{view.name}", lambda v=view, c=chain: _install_chain(
+            conn, graph, [v.name, *c]))
         results.append(DeployResult(view.name, action, "embedded", view.definition_hash))
+        results += [graph.result(n, deployed.get(n)) for n in chain]
+        done.update(chain)
     if prune:
         names = {v.name for v in views}
         for entry in deployed.values():
@@ -114,6 +124,14 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
                 results.append(DeployResult(entry.name, "dropped", "embedded",
                                             entry.definition_hash))
     return results
+
+
+def _install_chain(conn: psycopg.Connection, graph: Graph, names: list[str]) -> None:
+    """Install ``names`` (a view, then the views reading it) in one transaction."""
+    for name in names:
+        old = read_catalog(conn, target="embedded", name=name)
+        install(conn, graph.compiled(conn, name), old[0] if old else None)
+    graph.refresh_inners(conn, names)
 
 
 def _prepare(conn: psycopg.Connection) -> None:
@@ -176,7 +194,8 @@ def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
 
 def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None) -> None:
     """Build ``cv`` and point ``live.<name>`` at it, replacing ``old``; inside a transaction."""
-    tables = [f"{t.schema}.{t.name}" for t in cv.tables]
+    tables = [f"{t.schema}.{t.name}" for t in cv.resolved.tables]  # live.<x>: its state
+    _lock_tables(conn, upstream_tables(conn, cv.tables))  # under live.<x>: before its state
     _lock_tables(conn, tables + (old.base_tables if old else []))
     try:
         with conn.cursor() as cur:
@@ -207,7 +226,7 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
         columns=[n for n, _ in cv.outputs], deployed_at=None,  # type: ignore[arg-type]
         aux_tables=[f"{STATE_SCHEMA}.{cv.aux_table(r)}" for r in cv.distinct_rules],
         base_indexes=indexes, base_oids=[t.oid for t in cv.resolved.tables],
-        used_columns=[[c.record() for c in t.columns] for t in cv.resolved.tables]))
+        used_columns=[used_record(t) for t in cv.resolved.tables]))
     if old is not None:
         release_base_indexes(conn, old.base_indexes)
 
@@ -299,6 +318,7 @@ def rebuild(dsn: str, name: str) -> None:
             if entry.status != "ok" or cv.suffix != entry.suffix:
                 raise DeployError(f"live view {name!r} needs a deploy (broken, or deployed by "
                                   "another engine version); run 'tidemark views deploy'.")
+            _lock_tables(conn, upstream_tables(conn, analyze(view).tables))  # under live.<x>
             _lock_tables(conn, entry.base_tables)
             refill_inputs(conn, cv.analysis.temporal, entry.path)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "

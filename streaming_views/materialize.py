@@ -29,10 +29,11 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.analyzer import analyze
-from streaming_views.astutil import column_ref, deparse
+from streaming_views.astutil import column_ref, deparse, walk
 from streaming_views.compiler import q
 from streaming_views.errors import MaterializeError
 from streaming_views.result import DeployResult
+from streaming_views.stacked import dependency_order
 from streaming_views.viewfile import ViewFile, parse_view_text
 
 DEPLOY_SCHEMA = "live_deploy"
@@ -107,6 +108,9 @@ def view_query(view: ViewFile) -> str:
     """The view's SELECT for Materialize, with the ``@retention`` temporal filter added."""
     analyze(view)  # the same supported subset as the embedded engine
     stmt = pglast.parse_sql(view.text)[0].stmt
+    for node in walk(stmt):  # a view over live views reads the new ones, built beside it
+        if isinstance(node, ast.RangeVar) and node.schemaname == LIVE_SCHEMA:
+            node.schemaname = DEPLOY_SCHEMA
     if view.retention is not None:
         col = column_ref(*view.retention.column.split("."))
         interval = ast.TypeCast(arg=ast.A_Const(val=ast.String(sval=view.retention.interval)),
@@ -125,7 +129,8 @@ def referenced_tables(views: list[ViewFile]) -> dict[str, list[str]]:
     out: dict[str, set[str]] = {}
     for view in views:
         for table in analyze(view).source_tables:
-            out.setdefault(table.schema, set()).add(table.name)
+            if table.schema != LIVE_SCHEMA:  # live.<view>: another view, not a source
+                out.setdefault(table.schema, set()).add(table.name)
     return {k: sorted(v) for k, v in sorted(out.items())}
 
 
@@ -173,7 +178,7 @@ def generate_sql(views: list[ViewFile], sources: list[MaterializeSource]) -> Mat
         "NOT NULL)"))
     plan.build.append(Statement(f"DROP SCHEMA IF EXISTS {q(DEPLOY_SCHEMA)} CASCADE"))
     plan.build.append(Statement(f"CREATE SCHEMA {q(DEPLOY_SCHEMA)}"))
-    for view in sorted(views, key=lambda v: v.name):
+    for view in dependency_order(views):
         rel = f"{q(DEPLOY_SCHEMA)}.{q(view.name)}"
         plan.build.append(Statement(f"CREATE MATERIALIZED VIEW {rel} IN CLUSTER "
                                     f"{q(view.cluster)} AS {view_query(view)}"))

@@ -1,4 +1,3 @@
-# ruff: noqa: S608 -- probe queries are built from the view's own deparsed syntax tree.
 """Resolve an analysed view against the database, the way PostgreSQL itself resolves it.
 
 Everything the syntax tree cannot tell is asked of PostgreSQL, under the pinned session
@@ -179,6 +178,7 @@ class _Resolver:
 
     # -------------------------------------------------------------- relations
     def relations(self) -> list[TableInfo]:
+        from streaming_views import layers  # it extends TableInfo: imported once both exist
         infos = []
         for index, table in enumerate(self.an.tables):
             row = self.conn.execute(
@@ -188,20 +188,17 @@ class _Resolver:
             if row is None:
                 continue  # describe() reports the missing table with PostgreSQL's words
             oid, relkind = int(row[0]), str(row[1])
-            if relkind not in {"r", "p"}:
+            live = layers.live_table(self.conn, index, table, oid, relkind, self.refuse)
+            if relkind not in {"r", "p"} and live is None:
                 self._refuse_relation(table, relkind)
-            infos.append(TableInfo(index, table.schema, table.name, oid, relkind,
-                                   descendants=self._descendants(oid)))
+            infos.append(live or TableInfo(index, table.schema, table.name, oid, relkind,
+                                           descendants=self._descendants(oid)))
         return infos
 
     def _refuse_relation(self, table: TableRef, relkind: str) -> None:
         kind = RELKINDS.get(relkind, "relation that is not a table")
         name = f"{table.schema}.{table.name}"
-        if table.schema == "live":
-            rewrite = (f"select from the base tables of live.{table.name} directly: put its "
-                       "file's FROM and WHERE into this query (a live view over a live view is "
-                       "not maintained yet).")
-        elif relkind in {"v", "m"}:
+        if relkind in {"v", "m"}:
             rewrite = (f"inline the query of {name} into this one (its FROM, joins and WHERE), "
                        "so the live view reads base tables.")
         else:

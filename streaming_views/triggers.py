@@ -46,6 +46,7 @@ from streaming_views.deltas import (
     log_update_paired,
     masks,
 )
+from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -91,22 +92,23 @@ def _register(cv: CompiledView, j: int) -> str:
             f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
             f"IF v_first THEN\n"
             f"  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
-            f"VALUES (pg_current_xact_id(), 0);\nEND IF;")
+            f"VALUES (pg_current_xact_id(), 0);{readers_sql(cv.readers)}\nEND IF;")
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
     UPDATE logs only the rows whose columns read by the view changed."""
     rel = "__tm_old" if event == "del" else "__tm_new"
+    live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
     branches = []  # (condition, statement, sets v_n); the first whose condition holds runs
-    if event == "upd":  # one row (the commonest UPDATE): compared without a pairing
+    if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
                          log_update_paired(cv, j, single=True), False))
-    if batchable(cv, j):  # a large statement: one batch row, applied as a large delta
+    if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event)} INTO v_n;\n"
                          f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END", True))
-    if event == "upd":
+    if event == "upd" and not live:
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
                          log_update_paired(cv, j), False))
     count = "GET DIAGNOSTICS v_n = ROW_COUNT"
@@ -160,9 +162,10 @@ def _lock(cv: CompiledView) -> str:
         rest = f"replace({rest}, {_token(cv, j)}, '')"
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
             f"v_rest := {rest};\n"
-            f"IF v_rest <> '' THEN\n"
+            f"v_r := coalesce(current_setting('{READERS}', true), '');\n"
+            f"IF v_rest <> '' OR v_r <> '' THEN\n"
             f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(array(SELECT DISTINCT "
-            f"split_part(x, '/', 1) FROM unnest(string_to_array(btrim(v_p), ' ')) AS x "
+            f"split_part(x, '/', 1) FROM unnest(string_to_array(btrim(v_p || v_r), ' ')) AS x "
             f"WHERE x <> '')) ORDER BY name FOR UPDATE;\nEND IF;\n"
             f"v_rest := set_config('{PENDING}', v_rest, true);\n"
             f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "

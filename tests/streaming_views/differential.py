@@ -41,6 +41,7 @@ from tests.streaming_views.grammar import (
     View,
     draw_temporal_view,
     draw_view,
+    draw_view_over,
     fact_values,
 )
 
@@ -129,6 +130,28 @@ class Case:
             view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
             self._deploy(view)
         self._deploy_temporal()
+        self._deploy_over()
+
+    def _deploy_over(self) -> None:
+        """Half the cases: a view over one of the case's live views (deployed or refused for
+        the reason the engine gives: an inner aggregate that may raise when finalised)."""
+        if not self.views or self.rng.random() < 0.5:
+            return
+        inner = self.rng.choice(self.views)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            columns = conn.execute("select columns from tidemark.views where name = %s",
+                                   (inner.name,)).fetchone()[0]
+        view = draw_view_over(self.rng, f"gen{self.seed % 1000}_over", inner.name, columns)
+        try:
+            deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+        except UnsupportedViewError as exc:
+            if "may raise when finalised" not in str(exc):
+                raise EngineFailure(f"seed {self.seed}: refused a view over a view: {exc}\n"
+                                    f"{view.sql}") from None
+            self.stats.refused += 1
+            return
+        self.views.append(view)
+        self.stats.views += 1
 
     def _deploy(self, view: View) -> None:
         try:

@@ -296,3 +296,16 @@ def draw_temporal_view(rng: random.Random, name: str, clock_days: int) -> View:
         sql = (f"select f.g as k0, count(*) as a0, count(f.s) as a1, min(f.ts) as a2, "
                f"bool_or(f.b) as a3 from gen.f f where {bound}{extra} group by 1")
     return View(name, header + sql)
+
+
+def draw_view_over(rng: random.Random, name: str, inner: str, columns: list[str]) -> View:
+    """Draw a view over the live view ``live.<inner>`` (columns ``columns``): a count, a
+    regrouping by one of its columns, or its rows filtered, joined to ``gen.d`` when it has a
+    numeric ``k0`` (issue 13 item 4)."""
+    pick = rng.choice(columns)
+    shapes = [f"select count(*) as a0, count(x.{pick}) as a1 from live.{inner} x",
+              f"select x.{pick} as k0, count(*) as a0 from live.{inner} x group by 1",
+              f"select x.{pick} as k0 from live.{inner} x where x.{pick} is not null"]
+    exact = [["a0", "a1"], ["a0"], []]
+    i = rng.randrange(len(shapes))
+    return View(name, shapes[i], exact[i])

@@ -49,3 +49,73 @@ def test_unsupported_view_is_a_clear_error(module_db: str, tmp_path: Path) -> No
     assert result.exit_code != 0
     assert "ORDER BY is not supported" in str(result.exception)
     assert "bad.sql:1:" in str(result.exception)
+
+
+def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connection,
+                                           tmp_path: Path) -> None:
+    """The real command in a process of its own: header, snapshot, each commit's rows."""
+    import os
+    import subprocess
+    import sys
+
+    conn.execute("create schema sub; create table sub.t (id int primary key, g int)")
+    conn.execute("insert into sub.t values (1, 1)")
+    views = tmp_path / "sv"
+    views.mkdir()
+    (views / "sub_g.sql").write_text("select s.g, count(*) as n from sub.t s group by s.g\n")
+    assert runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                               module_db]).exit_code == 0
+    tidemark = str(Path(sys.executable).parent / "tidemark")
+    proc = subprocess.Popen([tidemark, "views", "subscribe", "sub_g", "--dsn", module_db,
+                             "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "COLUMNS": "120"})
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].split() == ["mz_timestamp", "mz_progressed", "mz_diff", "g", "n"]
+        assert lines[1].split()[1:] == ["false", "1", "1", "1"]  # the snapshot
+        assert lines[2].split()[1:] == ["true", "NULL", "NULL", "NULL"]
+        conn.execute("insert into sub.t values (2, 1)")
+        rows = [proc.stdout.readline().split() for _ in range(3)]
+        assert [r[1:] for r in rows] == [["false", "-1", "1", "1"], ["false", "1", "1", "2"],
+                                         ["true", "NULL", "NULL", "NULL"]]
+        assert int(rows[0][0]) == int(lines[1].split()[0]) + 1  # the next commit
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    proc = subprocess.Popen([tidemark, "views", "subscribe", "sub_g", "--dsn", module_db,
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first == {"mz_timestamp": first["mz_timestamp"], "mz_progressed": False,
+                         "mz_diff": 1, "g": 1, "n": 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_subscribe_json_and_unknown_view(module_db: str) -> None:
+    result = runner.invoke(app, ["views", "subscribe", "nope", "--dsn", module_db, "--json"])
+    assert result.exit_code != 0 and "not deployed" in (result.output + str(result.exception))
+
+
+def test_prune_refusal_names_the_readers(module_db: str, conn: psycopg.Connection,
+                                         tmp_path: Path) -> None:
+    conn.execute("create schema pr; create table pr.t (id int primary key, g int)")
+    views = tmp_path / "pv"
+    views.mkdir()
+    (views / "pr_inner.sql").write_text("select s.g, count(*) as n from pr.t s group by s.g\n")
+    (views / "pr_outer.sql").write_text("select i.n, count(*) as c from live.pr_inner i "
+                                        "group by i.n\n")
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(result.output)] == ["pr_inner", "pr_outer"]
+    (views / "pr_inner.sql").unlink()
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--prune"])
+    assert result.exit_code != 0
+    message = result.output + str(result.exception)
+    assert "cannot prune live.pr_inner: read by pr_outer" in message and "Traceback" not in message

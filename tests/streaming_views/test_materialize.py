@@ -13,7 +13,12 @@ import pytest
 
 from streaming_views import load_views
 from streaming_views.errors import MaterializeError
-from streaming_views.materialize import MaterializeSource, generate_sql, view_query
+from streaming_views.materialize import (
+    MaterializeSource,
+    generate_sql,
+    referenced_tables,
+    view_query,
+)
 from streaming_views.viewfile import parse_view_text
 
 GOLDEN = Path(__file__).parent / "golden" / "materialize_demo.sql"
@@ -67,3 +72,15 @@ def test_deploy_against_materialize() -> None:  # pragma: no cover - needs Mater
         for view in load_views():
             conn.execute(f'select count(*) from live."{view.name}"').fetchone()
     assert all(r.action == "unchanged" for r in deploy(url, target="materialize"))
+
+
+def test_a_view_over_a_live_view_reads_the_new_one_built_before_it() -> None:
+    views = [parse_view_text("a_outer", "select x.g, count(*) as n from live.z_inner x "
+                                        "group by x.g"),
+             parse_view_text("z_inner", "select t.g, t.h from shop.t t")]
+    build = [s.text for s in generate_sql(views, [SOURCE]).build]
+    creates = [s for s in build if s.startswith("CREATE MATERIALIZED VIEW")]
+    assert [c.split()[3] for c in creates] == ['"live_deploy"."z_inner"',
+                                               '"live_deploy"."a_outer"']
+    assert creates[1].endswith("FROM live_deploy.z_inner AS x GROUP BY x.g")
+    assert "live" not in referenced_tables(views)

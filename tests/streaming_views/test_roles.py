@@ -47,3 +47,29 @@ def test_guard_installed_by_the_stack_protects_app_role_views(module_db: str) ->
         conn.execute("insert into shopx.u values (1, 1, 1)")  # the write succeeds
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState, match="u_sum"):
             conn.execute("select * from live.u_sum").fetchall()
+
+
+def test_app_role_stacks_views_and_subscribes_reader_gets_a_clear_error(module_db: str) -> None:
+    """Views over views and subscriptions work for the least-privileged deploying role."""
+    from streaming_views.errors import DeployError
+    from streaming_views.subscribe import Batch, subscribe_batches
+    from tests.streaming_views.conftest import assert_equal
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create table shopx.s (id int primary key, g int)")
+    deploy_text(app, "s_g", "select s.g, count(*) as n from shopx.s s group by s.g")
+    outer = "select x.n, count(*) as groups from live.s_g x group by x.n"
+    deploy_text(app, "s_n", outer)
+    items = subscribe_batches(app, "s_n", poll_s=0.01)
+    snapshot = next(items)
+    assert isinstance(snapshot, Batch) and snapshot.changes == []
+    next(items)  # progress
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("insert into shopx.s values (1, 1), (2, 1), (3, 2)")
+        batch = next(items)
+        assert isinstance(batch, Batch) and sorted(batch.changes) == [((1, 1), 1), ((2, 1), 1)]
+        assert_equal(conn, "s_n", outer)
+    items.close()
+    with pytest.raises(DeployError, match="cannot subscribe to live.s_n"):
+        next(subscribe_batches(as_role(module_db, "tidemark_reader"), "s_n"))

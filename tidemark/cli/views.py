@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -180,25 +180,39 @@ def subscribe_cmd(
     name: Annotated[str, typer.Argument(help="The view.")],
     dsn: DsnOpt = None,
     snapshot: Annotated[bool, typer.Option(help="Start with the current rows as +1.")] = True,
+    progress: Annotated[bool, typer.Option(
+        "--progress", help="Also print progress rows (mz_progressed = true).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
     = False,
 ) -> None:
-    """Print each committed change of a view: timestamp, diff, row (Ctrl-C to stop)."""
+    """Print each committed change of a view like Materialize's SUBSCRIBE: mz_timestamp (the
+    view's commit sequence), mz_diff, then the columns (Ctrl-C to stop)."""
     import json
 
-    from streaming_views.subscribe import subscribe
-    show: Callable[[Any], None]
-    if json_out:
-        def show(c: Any) -> None:
-            print(json.dumps({"timestamp": c.timestamp, "diff": c.diff, "row": list(c.row)},
-                             default=str), flush=True)
-    else:
-        def show(c: Any) -> None:
-            print(f"{c.timestamp.isoformat()}\t{c.diff:+d}\t"
-                  + "\t".join("NULL" if v is None else str(v) for v in c.row), flush=True)
+    from streaming_views.subscribe import Batch, columns, subscribe_batches
+
+    def text(v: Any) -> str:
+        return "NULL" if v is None else str(v)
+
     with _reported():
+        cols = columns(_dsn(dsn), name)
+        if not json_out:
+            print("\t".join(["mz_timestamp", *(["mz_progressed"] if progress else []),
+                             "mz_diff", *cols]), flush=True)
         try:
-            for change in subscribe(_dsn(dsn), name, snapshot=snapshot):
-                show(change)
+            for item in subscribe_batches(_dsn(dsn), name, snapshot=snapshot):
+                done = not isinstance(item, Batch)
+                if done and not progress:
+                    continue
+                rows = [((None,) * len(cols), None)] if done else item.changes  # type: ignore[union-attr]
+                for row, diff in rows:
+                    if json_out:
+                        record = {"mz_timestamp": item.seq, "mz_progressed": done,
+                                  "mz_diff": diff, **dict(zip(cols, row, strict=True))}
+                        print(json.dumps(record, default=str), flush=True)
+                    else:
+                        flag = [("true" if done else "false")] if progress else []
+                        print("\t".join([str(item.seq), *flag, text(diff),
+                                         *(text(v) for v in row)]), flush=True)
         except KeyboardInterrupt:
             return

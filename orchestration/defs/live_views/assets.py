@@ -60,7 +60,8 @@ def _specs() -> list[dg.AssetSpec]:
             description += f" (not deployable: {refused})"
         out.append(dg.AssetSpec(view_key(v.name), group_name=GROUP, kinds={"postgres", "sql"},
                                 description=description,
-                                deps=[table_key(s, t) for s, t in tables],
+                                deps=[view_key(t) if s == "live" else table_key(s, t)
+                                      for s, t in tables],  # live.<x>: the view x
                                 metadata={"file": str(v.path),
                                           "definition_hash": v.definition_hash},
                                 code_version=v.definition_hash[:16]))

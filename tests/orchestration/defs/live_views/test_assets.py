@@ -70,3 +70,18 @@ def test_a_temporal_view_depends_on_its_timed_table() -> None:
     text = ("select o.store_id, count(*) as n from shop.orders as o where mz_now() >= "
             "o.placed_at and mz_now() < o.placed_at + interval '5 minutes' group by 1")
     assert base_tables(parse_view_text("v", text)) == ([("shop", "orders")], None)
+
+
+def test_a_view_over_a_live_view_depends_on_that_view(tmp_path, monkeypatch) -> None:
+    from orchestration.defs.keys import table_key, view_key
+    from orchestration.defs.live_views import assets
+
+    (tmp_path / "inner.sql").write_text("select o.store_id, count(*) as n from shop.orders o "
+                                        "group by 1\n")
+    (tmp_path / "outer.sql").write_text("select i.n, count(*) as c from live.inner i "
+                                        "group by 1\n")
+    from streaming_views.viewfile import load_views
+    monkeypatch.setattr(assets, "view_files", lambda: tuple(load_views(tmp_path)))
+    deps = {s.key: {d.asset_key for d in s.deps} for s in assets._specs()}
+    assert deps[view_key("outer")] == {view_key("inner")}
+    assert deps[view_key("inner")] == {table_key("shop", "orders")}

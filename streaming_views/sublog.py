@@ -1,0 +1,152 @@
+# ruff: noqa: S608 -- generated SQL: the view's SELECT is the engine's own, identifiers quoted.
+"""The subscription log: the changed rows of a live view, taken from its maintenance.
+
+While someone subscribes to ``live.<name>`` (a row in ``tidemark.live_subscriptions``), the
+view's state table carries three statement-level triggers (INSERT, UPDATE, DELETE) with
+transition tables. Every statement of the view's commit-time ``apply`` (or of a rebuild) fires
+them; they turn the old and new state rows into rows of ``live.<name>`` with the view's own
+SELECT (over the transition tables instead of the state table) and append
+``(name, seq, diff, row)`` to ``tidemark.live_sub_log``: ``seq`` is the view's counter in
+``tidemark.live_changes``, which the apply advances under the view's lock before it changes
+anything — so ``seq`` numbers the view's commits in commit order, without gaps among the
+committed ones, and a reader that sees ``seq = N`` committed sees every row logged up to ``N``.
+``row`` is the row's text form (the view's composite type), read back with
+``row::live.<name>`` under the pinned settings.
+
+With no subscriber the triggers are dropped: maintenance does no extra work. Subscribers
+acknowledge what they read; rows every subscriber has read are deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from streaming_views.catalog import CatalogEntry
+from streaming_views.compiler import STATE_SCHEMA, compile_view
+from streaming_views.errors import DeployError
+from streaming_views.guard import DEPLOYING
+from streaming_views.session import pin, set_clauses
+from streaming_views.viewfile import parse_view_text
+
+LOG = "tidemark.live_sub_log"
+SUBSCRIPTIONS = "tidemark.live_subscriptions"
+LOCK_KEY = 7_411_301  # advisory lock serialising trigger set-up and tear-down
+DDL = [
+    f"""create table if not exists {SUBSCRIPTIONS} (
+        id bigserial primary key, name text not null, pid int not null,
+        seq bigint not null, since timestamptz not null default now())""",
+    f"create unlogged table if not exists {LOG} (name text not null, seq bigint not null, "
+    "diff bigint not null, row text not null)",
+    f"create index if not exists live_sub_log_name_seq on {LOG} (name, seq)",
+]
+EVENTS = {"ins": ("INSERT", "NEW TABLE AS __tm_new", [("__tm_new", "1")]),
+          "upd": ("UPDATE", "OLD TABLE AS __tm_old NEW TABLE AS __tm_new",
+                  [("__tm_new", "1"), ("__tm_old", "-1")]),
+          "del": ("DELETE", "OLD TABLE AS __tm_old", [("__tm_old", "-1")])}
+
+
+def _names(entry: CatalogEntry, event: str) -> tuple[str, str]:
+    """(quoted function, unquoted trigger name) of ``event``'s subscription trigger."""
+    function = sql.Identifier(STATE_SCHEMA, f"{entry.suffix}__sub_{event}").as_string(None)
+    return function, f"tm_{entry.suffix}_sub_{event}"
+
+
+def _state(entry: CatalogEntry) -> str:
+    return sql.Identifier(STATE_SCHEMA, entry.suffix).as_string(None)
+
+
+def trigger_ddl(conn: psycopg.Connection, entry: CatalogEntry) -> list[str]:
+    """The functions and triggers logging the view's changed rows."""
+    cv = compile_view(conn, parse_view_text(entry.name, entry.definition, Path(entry.path)))
+    if cv.suffix != entry.suffix:
+        raise DeployError(f"live view {entry.name!r} was deployed by another engine version; "
+                          "run 'tidemark views deploy' before subscribing.")
+    if any(r.raises() for r in cv.rules):
+        raise DeployError(f"live.{entry.name} can fail when read (an interval sum of +infinity "
+                          "and -infinity): its changes cannot be computed in writers' commits; "
+                          "poll it with SELECT instead.")
+    view, state, name = cv.view_select(), cv.state, sql.Literal(entry.name).as_string(None)
+    stmts = []
+    for event, (op, referencing, sides) in EVENTS.items():
+        function, trigger = _names(entry, event)
+        rows = " UNION ALL ".join(
+            f"SELECT ROW(v.*)::text AS r, {sign} AS d FROM ({_over(view, state, rel)}) AS v"
+            for rel, sign in sides)
+        body = (f"INSERT INTO {LOG} (name, seq, diff, row) SELECT {name}, (SELECT seq FROM "
+                f"tidemark.live_changes WHERE name = {name}), sum(d), r FROM ({rows}) AS x "
+                "GROUP BY r HAVING sum(d) <> 0;")
+        stmts += [f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY "
+                  f"DEFINER {set_clauses()} AS $tm$\nBEGIN\n{body}\nRETURN NULL;\nEND\n$tm$",
+                  f"CREATE TRIGGER {sql.Identifier(trigger).as_string(None)} AFTER {op} ON "
+                  f"{state} REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION "
+                  f"{function}()"]
+    return stmts
+
+
+def _over(view: str, state: str, relation: str) -> str:
+    """The view's SELECT reading ``relation`` instead of the state table."""
+    return view.replace(state, relation)
+
+
+def installed(conn: psycopg.Connection, entry: CatalogEntry) -> bool:
+    """True when the view's subscription triggers exist."""
+    row = conn.execute("select count(*) from pg_trigger where tgrelid = to_regclass(%s) and "
+                       "tgname like %s", (_state(entry), f"tm_{entry.suffix}_sub_%")).fetchone()
+    return bool(row and row[0] == len(EVENTS))
+
+
+def register(conn: psycopg.Connection, entry: CatalogEntry) -> tuple[int, int]:
+    """Register a subscriber of ``entry`` (inside a transaction): install the triggers when
+    missing, fence the view's maintenance, and return ``(subscription id, seq)``: every commit
+    after ``seq`` will be logged for it, and a read of the view in this transaction shows the
+    view at ``seq``."""
+    pin(conn)
+    conn.execute("select set_config(%s, 'on', true)", (DEPLOYING,))  # the engine's own DDL
+    conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+    for stmt in DDL:
+        conn.execute(stmt)  # type: ignore[arg-type]
+    conn.execute(f"delete from {SUBSCRIPTIONS} where pid not in "  # type: ignore[arg-type]
+                 "(select pid from pg_stat_activity)")
+    if installed(conn, entry):  # wait for the applies in flight; later ones wait for us
+        conn.execute(f"lock table {_state(entry)} in share row exclusive mode")  # type: ignore[arg-type]
+    else:
+        for stmt in trigger_ddl(conn, entry):  # CREATE TRIGGER takes the same lock
+            conn.execute(stmt)  # type: ignore[arg-type]
+    seq = conn.execute("select coalesce((select seq from tidemark.live_changes where name = "
+                       "%s), 0)", (entry.name,)).fetchone()[0]
+    sub = conn.execute(f"insert into {SUBSCRIPTIONS} (name, pid, seq) values "  # type: ignore[arg-type]
+                       "(%s, pg_backend_pid(), %s) returning id", (entry.name, seq)).fetchone()[0]
+    return int(sub), int(seq)
+
+
+def acknowledge(conn: psycopg.Connection, entry: CatalogEntry, sub: int, seq: int) -> None:
+    """Note that subscriber ``sub`` read everything up to ``seq``; delete what all read."""
+    conn.execute(f"with a as (update {SUBSCRIPTIONS} set seq = %s where id = %s) "  # type: ignore[arg-type]
+                 f"delete from {LOG} where name = %s and seq <= (select least(min(seq), %s) "
+                 f"from {SUBSCRIPTIONS} where name = %s and id <> %s)",
+                 (seq, sub, entry.name, seq, entry.name, sub))
+
+
+def unregister(conn: psycopg.Connection, entry: CatalogEntry, sub: int) -> None:
+    """Remove subscriber ``sub``; the last one drops the triggers and the view's log rows
+    (waiting at most a second for the view's maintenance; else a later subscriber cleans up)."""
+    with conn.transaction():
+        conn.execute("select set_config(%s, 'on', true)", (DEPLOYING,))  # not a table's DDL
+        conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute(f"delete from {SUBSCRIPTIONS} where id = %s or pid not in "  # type: ignore[arg-type]
+                     "(select pid from pg_stat_activity)", (sub,))
+        if conn.execute(f"select exists (select 1 from {SUBSCRIPTIONS} where name = %s)",  # type: ignore[arg-type]
+                        (entry.name,)).fetchone()[0]:
+            return
+        conn.execute("select set_config('lock_timeout', '1s', true)")
+        try:
+            with conn.transaction():
+                for event in EVENTS:
+                    function, _ = _names(entry, event)
+                    conn.execute(f"drop function if exists {function}() cascade")  # type: ignore[arg-type]
+                conn.execute(f"delete from {LOG} where name = %s", (entry.name,))  # type: ignore[arg-type]
+        except psycopg.errors.LockNotAvailable:
+            return
