@@ -300,7 +300,16 @@ def deploy_materialize(dsn: str, views: list[ViewFile], prune: bool = False,
             for stmt in bg.init + bg.build:
                 _execute(conn, stmt)
             wait_ready(lambda: probe(conn, bg.swapped_clusters), lag_threshold_s, timeout_s)
-            for stmt in bg.promote + bg.cleanup:
+            try:
+                for stmt in bg.promote:
+                    _execute(conn, stmt)
+            except psycopg.Error as exc:
+                conn.execute("ROLLBACK")
+                raise MaterializeError(f"the swap of {LIVE_SCHEMA} and {DEPLOY_SCHEMA} failed "
+                                       f"({exc}); it was rolled back and live views are as they "
+                                       "were. Check that the deploying role owns the schema and "
+                                       "the clusters, then deploy again.") from None
+            for stmt in bg.cleanup:
                 _execute(conn, stmt)
             conn.execute(plan.catalog[0].text)
             with conn.cursor() as cur:

@@ -239,7 +239,7 @@ from hydration h left join mz_internal.mz_wallclock_global_lag l on l.object_id 
 
 NO_REPLICA_SQL = """\
 select c.name from mz_catalog.mz_clusters c
-where c.name = any(%(clusters)s)
+where c.name = any(%(clusters)s::text[])
   and not exists (select 1 from mz_catalog.mz_cluster_replicas r where r.cluster_id = c.id)"""
 
 
@@ -272,7 +272,8 @@ def probe(conn, clusters: list[str]) -> Readiness:
     """Poll once: hydration and lag of the deploy schema's objects."""
     total, hydrated, lag = conn.execute(READINESS_SQL, {"schema": DEPLOY_SCHEMA}).fetchone()
     empty = tuple(r[0] for r in conn.execute(
-        NO_REPLICA_SQL, {"clusters": [deploy_name(c) for c in clusters]}).fetchall())
+        NO_REPLICA_SQL, {"clusters": [deploy_name(c) for c in clusters]}).fetchall()
+    ) if clusters else ()
     return Readiness(int(total), int(hydrated), float(lag or 0.0), empty)
 
 
