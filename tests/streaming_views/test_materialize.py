@@ -208,3 +208,26 @@ def test_wait_times_out_with_what_is_missing(state: Readiness, message: str) -> 
 def test_wait_fails_fast_without_replicas() -> None:
     with pytest.raises(MaterializeError, match="live_views_dbt_deploy have no replica"):
         wait_ready(lambda: Readiness(3, 0, 0.0, ("live_views_dbt_deploy",)))
+
+
+@pytest.mark.materialize
+@pytest.mark.skipif(not os.environ.get("TIDEMARK_MATERIALIZE_URL"),
+                    reason="needs TIDEMARK_MATERIALIZE_URL (a running Materialize)")
+def test_blue_green_redeploy_against_materialize(tmp_path: Path) -> None:  # pragma: no cover
+    """A changed view is replaced through the deploy schema and cluster; the others report
+    unchanged; no ``_dbt_deploy`` schema or cluster is left behind."""
+    from streaming_views import deploy
+    url = os.environ["TIDEMARK_MATERIALIZE_URL"]
+    for view in load_views():
+        (tmp_path / f"{view.name}.sql").write_text(view.text)
+    deploy(url, tmp_path, target="materialize")
+    changed = tmp_path / "store_revenue_per_minute.sql"
+    changed.write_text(changed.read_text() + "\n-- changed by the blue/green test\n")
+    actions = {r.name: r.action for r in deploy(url, tmp_path, target="materialize")}
+    assert actions.pop("store_revenue_per_minute") == "replaced"
+    assert set(actions.values()) == {"unchanged"}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for catalog in ("mz_schemas", "mz_clusters"):
+            assert not conn.execute(f"select name from mz_catalog.{catalog} "
+                                    "where name like '%\\_dbt\\_deploy'").fetchall()
+        conn.execute("select count(*) from live.store_revenue_per_minute").fetchone()
