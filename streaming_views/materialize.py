@@ -298,7 +298,13 @@ def deploy_materialize(dsn: str, views: list[ViewFile], prune: bool = False,
         bg = plan.deploy
         if bg.changed:
             for stmt in bg.init + bg.build:
-                _execute(conn, stmt)
+                try:
+                    _execute(conn, stmt)
+                except psycopg.Error as exc:
+                    raise MaterializeError(
+                        f"Materialize refused `{stmt.text[:120]}...`: {exc}; nothing was "
+                        f"swapped, live views are as they were ({DEPLOY_SCHEMA} is kept for "
+                        "inspection; the next deploy drops it).") from None
             wait_ready(lambda: probe(conn, bg.swapped_clusters), lag_threshold_s, timeout_s)
             try:
                 for stmt in bg.promote:
