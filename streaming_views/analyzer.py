@@ -218,6 +218,12 @@ def analyze(view: ViewFile) -> Analysis:
         raise chk.refuse("HAVING without aggregates", stmt.havingClause,
                          "HAVING filters groups.", "use WHERE.")
     where, tables, from_clause, temporal = extract(view, stmt, tables, chk)
+    live = [(t.schema, t.name) for t in tables if t.schema == "live"]
+    if live and (outer is not None or semis or temporal is not None or len(set(live)) < len(live)):
+        raise chk.refuse("a live view read with an outer join, EXISTS/IN, two-level aggregation, "
+                         "a temporal filter or in several roles", None, "these are not maintained "
+                         "over another live view yet.", "read the inner view's base tables "
+                         "instead, or keep the inner view in plain joins.", keyword="from")
     if temporal is not None and (outer is not None or semis):
         raise chk.refuse("temporal filter with an outer join, EXISTS/IN or two-level "
                          "aggregation", None, "the two are not maintained together yet.",

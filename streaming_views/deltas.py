@@ -7,8 +7,8 @@ the transaction (``__tm_tx``), a sign (+1 added, -1 removed) and the columns of 
 view reads. Statement-level triggers append every statement's transition rows to it (for a
 single-table view, only rows passing the view's WHERE; a statement of more than
 :data:`BIG_DELTA` rows as one batch row of arrays, see :func:`log_batch`); the first in a
-transaction also appends a marker row (sign 0), which fires the view's deferred constraint trigger when the transaction
-commits: it applies the view's changes under a per-view lock (see
+transaction also appends a marker row (sign 0), which fires the view's deferred constraint
+trigger when the transaction commits: it applies the view's changes under a per-view lock (see
 :mod:`streaming_views.triggers`).
 
 A transaction may change several base tables of a join. With ``N_t`` a table now (the
@@ -33,8 +33,8 @@ from pglast import ast, enums
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
-from streaming_views.outer import delta as outer_delta
 from streaming_views.layers import is_live, transition
+from streaming_views.outer import delta as outer_delta
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 BATCH_SIGN = 2  # a log row holding a large statement's rows as one array per column

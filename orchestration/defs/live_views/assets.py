@@ -29,19 +29,24 @@ def view_files() -> tuple:
     return tuple(load_views(load_settings().views_dir))
 
 
-def base_tables(view) -> tuple[list[tuple[str, str]], str | None]:
-    """``(schema, table)`` pairs a view reads (analyzer order), and the analyzer's refusal.
+def base_tables(view, target: str | None = None) -> tuple[list[tuple[str, str]], str | None]:
+    """``(schema, table)`` pairs a view reads, and the target's refusal.
 
     Args:
         view: a ``streaming_views.ViewFile``.
+        target: ``embedded`` (the analyzer) or ``materialize`` (``streaming_views.mzcheck``:
+            what Materialize supports); default: ``TIDEMARK_LIVE_TARGET``.
 
     Returns:
         The tables (empty when refused) and None, or the refusal message.
     """
     from streaming_views.analyzer import analyze
     from streaming_views.errors import StreamingViewsError
+    from streaming_views.mzcheck import check_materialize
 
     try:
+        if (target or load_settings().live_target) == "materialize":
+            return list(check_materialize(view).tables), None
         analysis = analyze(view)
     except StreamingViewsError as exc:
         return [], str(exc)

@@ -24,6 +24,19 @@ def test_base_tables_from_the_analyzer() -> None:
     assert tables == [] and "now" in refused
 
 
+def test_base_tables_for_materialize_follow_what_materialize_supports() -> None:
+    from streaming_views.viewfile import parse_view_text
+
+    outer = parse_view_text("v", "select o.store_id, count(p.payment_id) as n from shop.orders o"
+                                 " left join shop.payments p on p.order_id = o.order_id group by 1")
+    assert base_tables(outer, "embedded")[0] == []  # the embedded engine refuses it today
+    tables, refused = base_tables(outer, "materialize")
+    assert refused is None and set(tables) == {("shop", "orders"), ("shop", "payments")}
+    tables, refused = base_tables(parse_view_text("w", "select now() as t from shop.orders o"),
+                                  "materialize")
+    assert tables == [] and "now() is not supported: Materialize" in refused
+
+
 def test_materialise_deploys_and_checks_pass(built) -> None:
     result = built.run_assets(lambda k: k == view_key("daily_store_revenue"))
     assert result.success
