@@ -12,14 +12,13 @@ deploy with their position.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from streaming_views.errors import UnsupportedViewError
-from tests.streaming_views.conftest import assert_equal, deploy_text
 from tests.pgversions import DEBIAN
+from tests.streaming_views.conftest import assert_equal, deploy_text
 from tests.support import create_database, start_test_server
 
 PG15 = DEBIAN[15]
