@@ -176,11 +176,14 @@ def missing_schemas(conn: psycopg.Connection, selection: Selection) -> list[str]
 def _published(conn: psycopg.Connection, publication: str
                ) -> tuple[str | None, dict[int, str]] | None:
     """None when missing, else (``"all"``/``"schemas"``/None, the tables listed by OID)."""
-    schemas = ("exists (select 1 from pg_publication_namespace pn where pn.pnpubid = p.oid)"
-               if source_capabilities(conn).schema_publications else "false")  # 15+
-    row = conn.execute(
-        "select case when p.puballtables then 'all' when " + schemas + " then 'schemas' end"
-        " from pg_publication p where p.pubname = %s", (publication,)).fetchone()
+    if source_capabilities(conn).schema_publications:  # pg_publication_namespace: 15+
+        query = ("select case when p.puballtables then 'all' when exists (select 1 from"
+                 " pg_publication_namespace pn where pn.pnpubid = p.oid) then 'schemas' end"
+                 " from pg_publication p where p.pubname = %s")
+    else:
+        query = ("select case when p.puballtables then 'all' end"
+                 " from pg_publication p where p.pubname = %s")
+    row = conn.execute(query, (publication,)).fetchone()
     if row is None:
         return None
     rels = {r[0]: r[1] for r in conn.execute(
