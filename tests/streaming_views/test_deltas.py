@@ -109,3 +109,29 @@ def test_array_columns_are_logged_row_by_row(module_db: str, conn: psycopg.Conne
     conn.execute("update b.a set tags = tags || 7 where id > 100")
     conn.execute("delete from b.a where id %% 3 = 0", ())
     assert_equal(conn, "array_view", ARRAYS)
+
+
+PARTS = "select e.day, count(*) as n, sum(e.v) as sv from b.e e group by e.day"
+
+
+def test_batches_through_partitions_and_prepare_transaction(module_db: str,
+                                                            conn: psycopg.Connection) -> None:
+    """A large statement into the parent and into a partition straight, and one in a prepared
+    transaction (its batch row applied at PREPARE, under the view's lock)."""
+    conn.execute("create table b.e (id int, day date, v int) partition by range (day);"
+                 "create table b.e1 partition of b.e for values from ('2026-01-01') to "
+                 "('2026-02-01'); create table b.e2 partition of b.e for values from "
+                 "('2026-02-01') to ('2026-03-01')")
+    deploy_text(module_db, "parts_view", PARTS)
+    conn.execute("insert into b.e select i, date '2026-01-01' + i %% 59, i "
+                 "from generate_series(1, 3000) i", ())
+    conn.execute("insert into b.e2 select i, date '2026-02-01' + i %% 28, -i "
+                 "from generate_series(1, 2000) i", ())
+    assert_equal(conn, "parts_view", PARTS)
+    conn.execute("begin")
+    conn.execute("update b.e1 set v = v + 1")
+    conn.execute("prepare transaction 'p11_batch'")
+    conn.execute("commit prepared 'p11_batch'")
+    assert_equal(conn, "parts_view", PARTS)
+    conn.execute("delete from b.e where v < 0")
+    assert_equal(conn, "parts_view", PARTS)
