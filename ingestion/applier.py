@@ -25,6 +25,7 @@ from ingestion.lsn import lsn_to_str
 from ingestion.merge import create_staging, drop_duplicate_events, fill_unchanged, land_batch
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
+from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -285,3 +286,7 @@ class Applier(ChangeBuffer):
                     log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
                              idem)
             land_batch(cur, info, stg, batch)
+            event_time = getattr(contract, "event_time", None) if contract is not None else None
+            if event_time and event_time in info.column_names:
+                advance_watermark(cur, self.source, info.name, stg, event_time,
+                                  contract.allowed_lateness)

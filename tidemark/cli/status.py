@@ -48,6 +48,14 @@ def ingestion_layer(dbs: Databases, source: str = SOURCE) -> dict[str, Any]:
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
+def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any]]:
+    """Per event-time table: watermark, delay and its state, late rows
+    (``ingestion.watermarks``)."""
+    from ingestion.watermarks import watermark_status
+
+    return watermark_status(dbs.landing, source)
+
+
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Deployed live views (``streaming_views.list_views``)."""
     from streaming_views.status import list_views
@@ -92,6 +100,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     return {
         "up": up_layer(settings),
         "ingestion": _guard(ingestion_layer, dbs),
+        "watermarks": _guard(watermarks_layer, dbs),
         "live_views": _guard(views_layer, dbs),
         "batch": _guard(batch_layer, dbs),
         "reconciliation": _guard(reconciliation_layer, dbs),
@@ -164,6 +173,8 @@ def _show(summary: dict[str, Any]) -> None:
                      ing["rows_per_s"], ing["dead_letters"],
                      ", ".join(p["table"] for p in ing["paused_tables"]) or "-")])
     for key, title, columns in (
+            ("watermarks", "watermarks (event time − allowed lateness)",
+             ["table", "watermark", "delay_s", "state", "idle", "late_rows", "late_days"]),
             ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
