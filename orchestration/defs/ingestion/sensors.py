@@ -2,8 +2,8 @@
 
 ``ingestion_observer`` records an observation of a table only when its applied LSN moved and
 its ``ingestion_lag`` and ``watermark_delay`` evaluations only when the outcome changed, so a
-quiet stack writes nothing to the event log; ``dead_letter_alert`` records the ``dead_letters`` evaluation of a table when
-its dead letters changed.
+quiet stack writes nothing to the event log; ``dead_letter_alert`` records the ``dead_letters``
+evaluation of a table when its dead letters changed.
 """
 
 import json
