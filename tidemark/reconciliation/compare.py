@@ -86,10 +86,24 @@ def _side(conn: psycopg.Connection, pair: Pair, schema: str, relation: str,
         sql.Identifier(pair.day_column), sql.Identifier(pair.day_column))
 
 
-def closed_window(today: date, lookback_days: int, retention_days: int | None) -> tuple[date, date]:
-    """(first, last) closed days to compare: yesterday back ``lookback_days`` (or retention)."""
+def closed_window(today: date, lookback_days: int, retention_days: int | None,
+                  closed_through: date | None | bool = True) -> tuple[date, date]:
+    """(first, last) closed days to compare: back ``lookback_days`` (or retention) from the last
+    closed day.
+
+    Args:
+        today: today (UTC).
+        lookback_days: how many days to compare.
+        retention_days: the live view's retention, if it keeps fewer days.
+        closed_through: the mart's last closed day (``tidemark.reconciliation.finality``); None
+            when no day is closed (the window is empty: first > last); True: yesterday.
+    """
     back = lookback_days if retention_days is None else min(lookback_days, retention_days)
     last = today - timedelta(days=1)
+    if closed_through is None:
+        return last + timedelta(days=1), last
+    if closed_through is not True:
+        last = min(last, closed_through)
     return last - timedelta(days=max(back, 1) - 1), last
 
 
