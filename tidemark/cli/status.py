@@ -53,7 +53,39 @@ def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any
     (``ingestion.watermarks``)."""
     from ingestion.watermarks import watermark_status
 
-    return watermark_status(dbs.landing, source)
+    rows = watermark_status(dbs.landing, source)
+    for row in rows:
+        for key in ("watermark", "max_event_at"):
+            if row[key] is not None:
+                row[key] = row[key].strftime("%Y-%m-%d %H:%M:%S")
+    return rows
+
+
+def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
+    """Per daily mart: last closed day, whether yesterday is closed and reconciled (final), the
+    table holding the next day open (``tidemark.reconciliation.finality``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tidemark.reconciliation.days import summary
+    from tidemark.reconciliation.finality import read_finality
+
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    reconciled: dict[str, Any] = {}
+    for row in summary(dbs.landing):
+        latest = row.get("latest_reconciled_day")
+        if latest is not None and (reconciled.get(row["mart"]) is None
+                                   or latest < reconciled[row["mart"]]):
+            reconciled[row["mart"]] = latest
+    out = []
+    for mart, f in sorted(read_finality(dbs.landing,
+                                        settings.dbt_target_dir / "manifest.json").items()):
+        closed = f.is_closed(yesterday)
+        final = closed and reconciled.get(mart) is not None and reconciled[mart] >= yesterday
+        out.append({"mart": mart, "closed_through": f.closed_through,
+                    "yesterday": "final" if final else "closed" if closed else "open",
+                    "held_by": f.blocking or "-",
+                    "watermark": f.watermark.strftime("%Y-%m-%d %H:%M") if f.watermark else "-"})
+    return out
 
 
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
@@ -101,6 +133,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "up": up_layer(settings),
         "ingestion": _guard(ingestion_layer, dbs),
         "watermarks": _guard(watermarks_layer, dbs),
+        "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
         "batch": _guard(batch_layer, dbs),
         "reconciliation": _guard(reconciliation_layer, dbs),
@@ -175,6 +208,8 @@ def _show(summary: dict[str, Any]) -> None:
     for key, title, columns in (
             ("watermarks", "watermarks (event time − allowed lateness)",
              ["table", "watermark", "delay_s", "state", "idle", "late_rows", "late_days"]),
+            ("finality", "finality (a day is final once closed by the watermarks and "
+             "reconciled)", ["mart", "closed_through", "yesterday", "held_by", "watermark"]),
             ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
