@@ -190,7 +190,8 @@ def _outcome(row: dict[str, Any]) -> str:
 
 
 def _platform_check(name: str) -> bool:
-    return name in ("ingestion_lag", "dead_letters", "dbt_source_freshness", "matches_query",
+    return name in ("ingestion_lag", "dead_letters", "watermark_delay", "dbt_source_freshness",
+                    "matches_query",
                     "hydrated_and_current", "freshness_check") or name.startswith("reconcile_")
 
 
