@@ -12,7 +12,8 @@ every event of the table with an earlier event time counts as late. Two state ta
 
 The applier runs :func:`advance` once per flushed batch: one set-based statement over the batch's
 staging table plus primary-key lookups into the two state rows and the checkpoint — never a scan
-of the mirror or the changelog.
+of the mirror or the changelog. The batch is read once (max event time, whether any insert is
+behind the watermark); a second pass groups the late inserts by day only when there are some.
 
 **Idle advance.** A table that has landed nothing for :data:`IDLE_AFTER` (or never, since its
 snapshot) while its source keeps committing — heartbeats are transactions too, so an idle source
@@ -93,21 +94,26 @@ def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
     prev = effective_sql("w", "c", sql.SQL("%(lateness)s::interval"))
     day_end = sql.SQL("((e at time zone 'UTC')::date + 1)::timestamp at time zone 'UTC'")
     return sql.SQL("""
-        with b as materialized (
-            select {col} as e, _op, coalesce(_commit_at, clock_timestamp()) as at from {stg}
-            where {col} is not null and _op in ('r', 'c', 'u')),
-        agg as (select max(e) as max_e, max(at) as max_at from b),
-        prev as (
+        with prev as (
             select {prev} as wm
             from (select %(source)s as source) s
             left join {ck} c on c.source = s.source
             left join {wm} w on w.source = s.source and w.table_name = %(table)s),
+        agg as (
+            select max(e) as max_e, max(coalesce(_commit_at, clock_timestamp())) as max_at,
+                   coalesce(bool_or(_op = 'c' and e < (select wm from prev)), false) as any_late
+            from (select {col} as e, _op, _commit_at from {stg}
+                  where {col} is not null and _op in ('r', 'c', 'u')) b),
         late as (
             insert into {late} as l (source, table_name, day, late_rows, worst_lateness,
                                      first_landed_at, last_landed_at)
             select %(source)s, %(table)s, (e at time zone 'UTC')::date, count(*),
-                   max(at - e), clock_timestamp(), clock_timestamp()
-            from b, prev where b._op = 'c' and {day_end} <= prev.wm
+                   max(coalesce(_commit_at, clock_timestamp()) - e), clock_timestamp(),
+                   clock_timestamp()
+            from (select {col} as e, _commit_at from {stg}
+                  where (select any_late from agg) and _op = 'c'
+                    and {col} < (select wm from prev)) b
+            where {day_end} <= (select wm from prev)
             group by 3
             on conflict (source, table_name, day) do update set
                 late_rows = l.late_rows + excluded.late_rows,
