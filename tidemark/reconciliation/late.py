@@ -42,7 +42,12 @@ class LateDay:
 
 
 def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[LateDay]]:
-    """Per mart, the reconciled days late rows touched since, with no correction requested since.
+    """Per mart, the reconciled days late rows touched since, with no correction pending.
+
+    One correction per day at a time: rows landing while one is pending wait for the
+    reconciliation after it (it sees them in the live view: drift, or ``checked_at`` before them
+    asks again), so a steady trickle of late rows costs one mart run per day and round, not one
+    per sensor tick.
 
     Args:
         landing_dsn: landing URL.
@@ -63,8 +68,7 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
                 " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
                 " on l.source = t.source and l.table_name = t.name"
                 " where exists (select from {days} r where r.mart = %s and r.day = l.day and"
-                "  r.checked_at < l.last_landed_at and (r.correction_requested_at is null or"
-                "  r.correction_requested_at < l.last_landed_at))"
+                "  r.checked_at < l.last_landed_at and r.correction_requested_at is null)"
                 " group by l.day order by l.day").format(
                 late=sql.Identifier(STATE_SCHEMA, LATE_TABLE),
                 days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
