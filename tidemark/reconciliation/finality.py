@@ -20,6 +20,29 @@ MartTables = dict[str, list[tuple[str, str]]]
 """Mart name -> the ``(source, table)`` pairs with an event-time column it reads."""
 
 
+def upstream_sources(manifest: dict[str, Any], uid: str) -> set[str]:
+    """The unique ids of the dbt sources node ``uid`` is built from (its whole lineage)."""
+    nodes, sources = manifest.get("nodes", {}), manifest.get("sources", {})
+    found: set[str] = set()
+    stack, seen = [uid], set()
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in sources:
+            found.add(current)
+        else:
+            stack.extend(nodes.get(current, {}).get("depends_on", {}).get("nodes", []))
+    return found
+
+
+def source_event_time(source: dict[str, Any]) -> str | None:
+    """The contract's ``event_time`` column a dbt source carries in ``meta.contract``."""
+    meta = source.get("meta") or source.get("config", {}).get("meta") or {}
+    return (meta.get("contract") or {}).get("event_time")
+
+
 def mart_event_tables(manifest_path: Path, daily_tag: str = "daily") -> MartTables:
     """The event-time source tables each daily mart (``tag:daily``) is built from.
 
@@ -28,26 +51,14 @@ def mart_event_tables(manifest_path: Path, daily_tag: str = "daily") -> MartTabl
         daily_tag: the tag of the daily marts.
     """
     manifest = json.loads(manifest_path.read_text())
-    nodes, sources = manifest.get("nodes", {}), manifest.get("sources", {})
+    sources = manifest.get("sources", {})
     out: MartTables = {}
-    for uid, node in nodes.items():
+    for uid, node in manifest.get("nodes", {}).items():
         if node.get("resource_type") != "model" or daily_tag not in node.get("tags", []):
             continue
-        found: set[tuple[str, str]] = set()
-        stack, seen = [uid], set()
-        while stack:
-            current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            if current in sources:
-                src = sources[current]
-                meta = src.get("meta") or src.get("config", {}).get("meta") or {}
-                if (meta.get("contract") or {}).get("event_time"):
-                    found.add((src["source_name"], src["name"]))
-                continue
-            stack.extend(nodes.get(current, {}).get("depends_on", {}).get("nodes", []))
-        out[node["name"]] = sorted(found)
+        out[node["name"]] = sorted(
+            (sources[s]["source_name"], sources[s]["name"])
+            for s in upstream_sources(manifest, uid) if source_event_time(sources[s]))
     return out
 
 
