@@ -31,6 +31,7 @@ from ingestion.merge import (
 )
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
+from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -164,7 +165,7 @@ class Applier(ChangeBuffer):
                 stg = self._stage_batch(cur, last)
             with conn.pipeline():
                 if last is not None:
-                    land_batch(cur, last.info, stg, last, pipelined=True)
+                    self._land(cur, last, stg, pipelined=True)
                 self._write_side_tables(dead, paused)
                 save_checkpoint(conn, self.source, self.slot, self.publication,
                                 lsn_to_str(lsn), commit_at, rows)
@@ -287,7 +288,18 @@ class Applier(ChangeBuffer):
             return
         with self.conn.cursor() as cur:
             stg = self._stage_batch(cur, batch)
-            land_batch(cur, batch.info, stg, batch)
+            self._land(cur, batch, stg)
+
+    def _land(self, cur: psycopg.Cursor, batch: Batch, stg: sql.Identifier,
+              pipelined: bool = False) -> None:
+        """Land a staged batch, then advance its table's watermark (when its contract has an
+        event-time column: :mod:`ingestion.watermarks`)."""
+        land_batch(cur, batch.info, stg, batch, pipelined=pipelined)
+        contract = batch.contract
+        event_time = getattr(contract, "event_time", None) if contract is not None else None
+        if event_time and event_time in batch.info.column_names:
+            advance_watermark(cur, self.source, batch.info.name, stg, event_time,
+                              contract.allowed_lateness)
 
     def _stage_batch(self, cur: psycopg.Cursor, batch: Batch) -> sql.Identifier:
         """COPY a batch into its staging table, fill unchanged TOAST values and drop duplicate

@@ -7,6 +7,7 @@ a replayed or superseded letter is marked and never applied twice.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -71,7 +72,8 @@ def show_dead_letter(landing_dsn: str, letter_id: int) -> dict[str, Any]:
 
 
 def replay(landing_dsn: str, source: str, *, contracts: Any = None,
-           ids: list[int] | None = None, table: str | None = None) -> dict[str, int]:
+           ids: list[int] | None = None, table: str | None = None,
+           since: timedelta | None = None) -> dict[str, int]:
     """Re-validate dead letters and apply those that pass and are not superseded.
 
     Args:
@@ -80,6 +82,8 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         contracts: the current contract set (None applies without validation).
         ids: only these dead letters (default: every letter not yet replayed).
         table: only this table's letters.
+        since: only letters of changes committed on the source (or, without a commit time,
+            first seen) within this long before now — a bad window, e.g. the last six hours.
 
     Returns:
         Counts: ``applied``, ``superseded`` (a newer change for the key landed), ``invalid``
@@ -99,6 +103,9 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         if table is not None:
             conds.append(sql.SQL("table_name = %s"))
             params.append(table)
+        if since is not None:
+            conds.append(sql.SQL("coalesce(commit_at, first_seen_at) >= clock_timestamp() - %s"))
+            params.append(since)
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
             " txid, replayed_at is not null from tidemark.dead_letters where {} order by"

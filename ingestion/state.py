@@ -17,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
+from ingestion.watermarks import TABLES as WATERMARK_TABLES
 
 _STATE_TABLES = {
     "checkpoints": """
@@ -95,6 +96,7 @@ _STATE_TABLES = {
         dropped bigint not null default 0,
         last_dropped_at timestamptz,
         primary key (source, table_name)""",
+    **WATERMARK_TABLES,
 }
 
 

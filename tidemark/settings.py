@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         ingest_lag_error_s: ``TIDEMARK_INGEST_LAG_ERROR_S``: ingestion lag that fails.
         materialize_lag_s: ``TIDEMARK_MATERIALIZE_LAG_S``: largest Materialize lag accepted.
         reconcile_days: ``TIDEMARK_RECONCILE_DAYS``: closed days back reconciliation compares.
+        demo_beyond_lateness_share: ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``: share of the demo
+            load's orders placed on an earlier, already closed day (beyond the orders'
+            allowed lateness), so late-data accounting and corrections run all the time.
     """
 
     model_config = SettingsConfigDict(env_prefix="TIDEMARK_", env_ignore_empty=True,
@@ -87,6 +90,7 @@ class Settings(BaseSettings):
     ingest_lag_error_s: float = Field(300.0, gt=0)
     materialize_lag_s: float = Field(5.0, gt=0)
     reconcile_days: int = Field(30, ge=1, le=3660)
+    demo_beyond_lateness_share: float = Field(0.01, ge=0, le=1)
 
     @field_validator("home", "dbt_project_dir", "dbt_target_path", "views_dir")
     @classmethod

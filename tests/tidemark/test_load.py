@@ -212,3 +212,16 @@ def test_load_from_the_command_line(fresh_db: Callable[[str], str]) -> None:
                           (("--late-share", "0.7", "--malformed-share", "0.7"), "add up to")):
         bad = tidemark("--duration", "1", *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_orders_beyond_allowed_lateness_land_on_yesterday(fresh_db) -> None:
+    """A share of the load's orders is placed on yesterday, before today's midnight (UTC)."""
+    dsn = fresh_db("late_orders")
+    stats = run_load(dsn, rate=400, duration_s=3, seed=5, beyond_lateness_share=0.5)
+    assert 0 < stats.late_orders < stats.orders
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    with psycopg.connect(dsn) as conn:
+        early = conn.execute("select count(*) from orders where placed_at < %s and"
+                             " placed_at >= %s - interval '6 hours'",
+                             (midnight, midnight)).fetchone()[0]
+    assert early == stats.late_orders

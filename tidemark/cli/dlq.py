@@ -62,16 +62,26 @@ def show(letter_id: Annotated[int, typer.Argument(help="Dead letter id (from `dl
 def replay(source: SourceOpt = None,
            ids: Annotated[list[int] | None, typer.Argument(help="Ids (default: all).")] = None,
            table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
+           since: Annotated[str | None, typer.Option(
+               help="Only letters of changes committed within this window before now, e.g. "
+                    "6h, 30m, 1d12h (a bad window: see the README's runbook).")] = None,
            contracts: ContractsOpt = None, no_contracts: NoContractsOpt = False,
            json_out: JsonOpt = False) -> None:
     """Re-validate against the current contract; apply unless a newer change for the key landed."""
+    from contracts.fileformat import parse_duration
     from ingestion.dead_letters import replay as do_replay
 
+    window = None
+    if since is not None:
+        try:
+            window = parse_duration(since)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--since") from None
     with ingestion_errors():
         dbs = databases()
         counts = do_replay(dbs.landing_app, pick_source(dbs, source).name,
                            contracts=load_contract_set(contracts, no_contracts), ids=ids,
-                           table=table)
+                           table=table, since=window)
     if json_out:
         emit_json(counts)
     else:

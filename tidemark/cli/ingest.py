@@ -153,6 +153,9 @@ def _status_one(dbs: Databases, spec: SourceSpec) -> dict[str, Any]:
         from ingestion.failures import first_line
 
         return {"source": spec.name, "error": f"cannot read the source: {first_line(exc)}"}
+    from ingestion.watermarks import watermark_status
+
+    payload["watermarks"] = watermark_status(dbs.landing_app, spec.name)
     payload["selection"] = spec.selection.describe()
     payload["last_error"] = spec.last_error
     return payload
@@ -165,8 +168,12 @@ def _show_status(payload: dict[str, Any]) -> None:
         return
     snap = payload.get("snapshot")
     rows = [(k, v) for k, v in payload.items()
-            if k not in ("paused_tables", "snapshot", "last_error")]
+            if k not in ("paused_tables", "snapshot", "last_error", "watermarks")]
     emit_table(f"tidemark ingest status ({name})", ["what", "value"], rows)
+    marks = payload.get("watermarks") or []
+    if marks:
+        columns = ["table", "watermark", "delay_s", "state", "late_rows"]
+        emit_table(f"watermarks ({name})", columns, [[m[c] for c in columns] for m in marks])
     if snap is not None:
         eta = f", ETA {snap['eta_s']:.0f} s" if snap.get("eta_s") is not None else ""
         estimate = f" of ~{snap['rows_estimate']:,}" if snap.get("rows_estimate") else ""

@@ -48,6 +48,46 @@ def ingestion_layer(dbs: Databases, source: str = SOURCE) -> dict[str, Any]:
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
+def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any]]:
+    """Per event-time table: watermark, delay and its state, late rows
+    (``ingestion.watermarks``)."""
+    from ingestion.watermarks import watermark_status
+
+    rows = watermark_status(dbs.landing, source)
+    for row in rows:
+        for key in ("watermark", "max_event_at"):
+            if row[key] is not None:
+                row[key] = row[key].strftime("%Y-%m-%d %H:%M:%S")
+    return rows
+
+
+def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
+    """Per daily mart: last closed day, whether yesterday is closed and reconciled (final), the
+    table holding the next day open (``tidemark.reconciliation.finality``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tidemark.reconciliation.days import summary
+    from tidemark.reconciliation.finality import read_finality
+
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    reconciled: dict[str, Any] = {}
+    for row in summary(dbs.landing):
+        latest = row.get("latest_reconciled_day")
+        if latest is not None and (reconciled.get(row["mart"]) is None
+                                   or latest < reconciled[row["mart"]]):
+            reconciled[row["mart"]] = latest
+    out = []
+    for mart, f in sorted(read_finality(dbs.landing,
+                                        settings.dbt_target_dir / "manifest.json").items()):
+        closed = f.is_closed(yesterday)
+        final = closed and reconciled.get(mart) is not None and reconciled[mart] >= yesterday
+        out.append({"mart": mart, "closed_through": f.closed_through,
+                    "yesterday": "final" if final else "closed" if closed else "open",
+                    "held_by": f.blocking or "-",
+                    "watermark": f.watermark.strftime("%Y-%m-%d %H:%M") if f.watermark else "-"})
+    return out
+
+
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Deployed live views (``streaming_views.list_views``)."""
     from streaming_views.status import list_views
@@ -92,6 +132,8 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     return {
         "up": up_layer(settings),
         "ingestion": _guard(ingestion_layer, dbs),
+        "watermarks": _guard(watermarks_layer, dbs),
+        "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
         "batch": _guard(batch_layer, dbs),
         "reconciliation": _guard(reconciliation_layer, dbs),
@@ -148,7 +190,8 @@ def _outcome(row: dict[str, Any]) -> str:
 
 
 def _platform_check(name: str) -> bool:
-    return name in ("ingestion_lag", "dead_letters", "dbt_source_freshness", "matches_query",
+    return name in ("ingestion_lag", "dead_letters", "watermark_delay", "dbt_source_freshness",
+                    "matches_query",
                     "hydrated_and_current", "freshness_check") or name.startswith("reconcile_")
 
 
@@ -164,6 +207,10 @@ def _show(summary: dict[str, Any]) -> None:
                      ing["rows_per_s"], ing["dead_letters"],
                      ", ".join(p["table"] for p in ing["paused_tables"]) or "-")])
     for key, title, columns in (
+            ("watermarks", "watermarks (event time − allowed lateness)",
+             ["table", "watermark", "delay_s", "state", "idle", "late_rows", "late_days"]),
+            ("finality", "finality (a day is final once closed by the watermarks and "
+             "reconciled)", ["mart", "closed_through", "yesterday", "held_by", "watermark"]),
             ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",

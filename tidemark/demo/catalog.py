@@ -12,6 +12,11 @@ EVENT_TYPES = ("session_started", "cart_item_added", "checkout_started")
 PLATFORMS = ("ios", "android", "web")
 
 DEFAULT_LATE_SHARE = 0.1
+# Share of orders placed on an earlier day, after its end plus the orders' allowed lateness
+# (2 h): late data beyond allowed lateness, recorded and corrected (issue 14).
+DEFAULT_BEYOND_LATENESS_SHARE = 0.01
+# Such an order's placed_at lies this far before today's midnight (UTC), uniform in between.
+BEYOND_LATENESS_BEFORE_MIDNIGHT_S = (600.0, 6 * 3600.0)
 DEFAULT_DUPLICATE_SHARE = 0.02
 DEFAULT_MALFORMED_SHARE = 0.02
 

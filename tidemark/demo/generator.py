@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from tidemark.demo import generator_sql as q
 from tidemark.demo.catalog import (
+    BEYOND_LATENESS_BEFORE_MIDNIGHT_S,
     DELIVERY_NOTES,
     LATE_MAX_S,
     LATE_MIN_S,
@@ -47,8 +48,8 @@ WEIGHTS = {
     "partial_refund": 0.5, "move_customer": 1.0,
 }
 
-COUNTERS = ("orders", "status_changes", "payments", "refunds", "deletes", "events", "late",
-            "duplicates", "malformed", "customer_updates")
+COUNTERS = ("orders", "late_orders", "status_changes", "payments", "refunds", "deletes", "events",
+            "late", "duplicates", "malformed", "customer_updates")
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Workload:
         self.seed = seed
         self.late_share, self.duplicate_share = late_share, duplicate_share
         self.malformed_share = malformed_share
+        self.beyond_lateness_share = 0.0  # orders placed on a closed day (set by run_load)
         self.stores_by_city = state.stores_by_city
         self.all_stores = sorted(s for ids in state.stores_by_city.values() for s in ids)
         self.cities = sorted(state.stores_by_city)
@@ -292,8 +294,14 @@ class Workload:
         local = self.stores_by_city.get(city) or self.all_stores
         store_id = self.rng.choice(local if self.rng.random() < 0.9 else self.all_stores)
         notes = self.rng.choice(DELIVERY_NOTES) if self.rng.random() < 0.1 else None
-        op.add(q.INSERT_ORDER, (order.order_id, store_id, order.customer_id, order.total_cents,
-                                notes), orders=1)
+        back = 0.0
+        counts = {"orders": 1}
+        if self.beyond_lateness_share and self.rng.random() < self.beyond_lateness_share:
+            low, high = BEYOND_LATENESS_BEFORE_MIDNIGHT_S
+            back = round(low + (high - low) * self.rng.random(), 3)
+            counts["late_orders"] = 1
+        op.add(q.INSERT_ORDER, (order.order_id, store_id, order.customer_id, back, back,
+                                order.total_cents, notes), **counts)
         op.add(q.INSERT_ITEMS, (order.order_id, [ln.line_number for ln in lines],
                                 [ln.product_id for ln in lines], [ln.quantity for ln in lines],
                                 [ln.price_cents for ln in lines]), rows=len(lines))

@@ -21,7 +21,11 @@ REEMIT_EVENT = (
 INSERT_ORDER = (
     "insert into orders (order_id, store_id, customer_id, status, placed_at, updated_at,"
     " total_amount, delivery_notes)"
-    " values (%s, %s, %s, 'placed', now(), now(), %s::bigint / 100.0, %s)")
+    " values (%s, %s, %s, 'placed', case when %s::float8 > 0 then (date_trunc('day', now() at"
+    " time zone 'UTC') at time zone 'UTC') - %s::float8 * interval '1 second' else now() end,"
+    " now(), %s::bigint / 100.0, %s)")
+"""``placed_at`` is now, or (a late order, the 4th and 5th parameters > 0) that many seconds
+before today's midnight UTC: on yesterday, beyond the allowed lateness once it is past 02:00."""
 INSERT_ITEMS = (
     "insert into order_items (order_id, line_number, product_id, quantity, unit_price)"
     " select %s, l, p, q, c / 100.0"

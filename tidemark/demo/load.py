@@ -55,6 +55,7 @@ class LoadStats:
         changes: rows inserted, updated or deleted (committed at the last sync).
         transactions: source transactions committed.
         orders: orders placed.
+        late_orders: of those, orders placed on yesterday beyond the allowed lateness.
         status_changes: status updates of orders, payments and deliveries.
         payments: charges inserted (including failed attempts).
         refunds: refunds inserted.
@@ -74,6 +75,7 @@ class LoadStats:
     changes: int = 0
     transactions: int = 0
     orders: int = 0
+    late_orders: int = 0
     status_changes: int = 0
     payments: int = 0
     refunds: int = 0
@@ -110,6 +112,7 @@ def run_load(
     late_share: float = DEFAULT_LATE_SHARE,
     duplicate_share: float = DEFAULT_DUPLICATE_SHARE,
     malformed_share: float = DEFAULT_MALFORMED_SHARE,
+    beyond_lateness_share: float = 0.0,
     progress: Callable[[LoadStats], None] | None = None,
     stop: threading.Event | None = None,
 ) -> LoadStats:
@@ -126,6 +129,9 @@ def run_load(
         late_share: share of outbox events whose event_time is minutes to hours in the past.
         duplicate_share: share of outbox events re-emitted by a later transaction.
         malformed_share: share of outbox events whose payload breaks its contract.
+        beyond_lateness_share: share of orders placed on yesterday, beyond the orders' allowed
+            lateness (late data after the day closed; ``tidemark up`` sets it from
+            ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``).
         progress: called with the running :class:`LoadStats` about twice a second and at the end.
         stop: set it to stop the run early (Ctrl-C does the same in the main thread).
 
@@ -144,6 +150,7 @@ def run_load(
         conn.execute("set synchronous_commit = off")
         workload = Workload(read_shop_state(conn, seed), seed, late_share, duplicate_share,
                             malformed_share)
+        workload.beyond_lateness_share = beyond_lateness_share
         try:
             _drive(conn, workload, stats, stop, progress)
         except psycopg.Error as exc:

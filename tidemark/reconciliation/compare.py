@@ -86,13 +86,30 @@ def _side(conn: psycopg.Connection, pair: Pair, schema: str, relation: str,
         sql.Identifier(pair.day_column), sql.Identifier(pair.day_column))
 
 
-def closed_window(today: date, lookback_days: int, retention_days: int | None) -> tuple[date, date]:
-    """(first, last) closed days to compare: yesterday back ``lookback_days``, or only the days
-    a live view with a retention of ``retention_days`` still holds whole: rows older than
-    ``retention_days`` from now are gone, so the oldest whole day is ``today - retention + 1``."""
+def closed_window(today: date, lookback_days: int, retention_days: int | None,
+                  closed_through: date | None | bool = True) -> tuple[date, date]:
+    """(first, last) closed days to compare: back ``lookback_days`` (or retention) from the last
+    closed day.
+
+    Args:
+        today: today (UTC).
+        lookback_days: how many days to compare.
+        retention_days: the live view's retention, if it keeps fewer days: rows older than
+            ``retention_days`` from now are gone, so the oldest whole day is
+            ``today - retention + 1``.
+        closed_through: the mart's last closed day (``tidemark.reconciliation.finality``); None
+            when no day is closed (the window is empty: first > last); True: yesterday.
+    """
     back = lookback_days if retention_days is None else min(lookback_days, retention_days - 1)
     last = today - timedelta(days=1)
-    return last - timedelta(days=max(back, 1) - 1), last
+    if closed_through is None:
+        return last + timedelta(days=1), last
+    if closed_through is not True:
+        last = min(last, closed_through)
+    first = last - timedelta(days=max(back, 1) - 1)
+    if retention_days is not None:  # a day closed long ago may be older than the view keeps
+        first = max(first, today - timedelta(days=max(retention_days - 1, 1)))
+    return first, last
 
 
 def compare(landing_dsn: str, pair: Pair, first: date, last: date,

@@ -27,13 +27,17 @@ def ensure_days_table(conn: psycopg.Connection) -> None:
         "not null, drifted_groups integer not null, checked_at timestamptz not null default "
         "now(), correction_requested_at timestamptz, primary key (pair, day))").format(
         sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
+    # Added with finality (issue 14): when a correction re-ran the day and it reconciled again.
+    conn.execute(sql.SQL("alter table {} add column if not exists corrected_at timestamptz"
+                         ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
 
 
 def record_days(landing_dsn: str, comparison: Comparison) -> None:
     """Upsert the per-day outcome of ``comparison`` into ``tidemark.reconciled_days``.
 
     A day that drifts again keeps its ``correction_requested_at`` (one correction per drift);
-    a reconciled day clears it.
+    a reconciled day clears it, and when a correction had been requested (drift or late data)
+    it becomes *corrected* (``corrected_at``).
     """
     table = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
     with psycopg.connect(landing_dsn) as conn:
@@ -44,6 +48,8 @@ def record_days(landing_dsn: str, comparison: Comparison) -> None:
                 "(%s, %s, %s, %s, %s, %s) on conflict (pair, day) do update set status = "
                 "excluded.status, mart = excluded.mart, groups = excluded.groups, "
                 "drifted_groups = excluded.drifted_groups, checked_at = now(), "
+                "corrected_at = case when excluded.status = 'reconciled' and "
+                "r.correction_requested_at is not null then now() else r.corrected_at end, "
                 "correction_requested_at = case when excluded.status = 'drift' and r.status = "
                 "'drift' then r.correction_requested_at end").format(t=table),
                 (comparison.pair.name, comparison.pair.mart, d.day,

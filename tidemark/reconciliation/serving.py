@@ -1,8 +1,10 @@
 """``serving.<pair>``: truth for reconciled days, live numbers otherwise, with a ``status``.
 
 One view per reconciliation pair, named after the pair: the mart's rows for days
-``tidemark.reconciled_days`` marks reconciled (``status = 'final'``), the live view's rows for
-every other day (``'provisional'``: open days, drifting days, days not checked yet). The view
+``tidemark.reconciled_days`` marks reconciled (``status = 'final'``, or ``'corrected'`` once a
+correction — late data or drift — re-ran the day and it reconciled again), the live view's rows
+for every other day (``'provisional'``: days not closed by the watermarks yet, drifting days,
+days not checked yet). Only closed days are ever reconciled (``finality``). The view
 reads ``reconciled_days`` when queried, so it follows every reconciliation without a redeploy.
 """
 
@@ -34,11 +36,14 @@ def view_sql(pair: Pair) -> sql.Composed:
         return sql.SQL(", ").join(cols)
 
     return sql.SQL(
-        "create view {view} as select {mcols}, 'final'::text as status from {mart} m where {mok}"
+        "create view {view} as select {mcols}, case when (select r.corrected_at from {days} r"
+        " where r.pair = {name} and r.day = m.{day}) is not null then 'corrected' else 'final'"
+        " end::text as status from {mart} m where {mok}"
         " union all select {lcols}, 'provisional'::text as status from {live} l where not {lok}"
     ).format(
         view=sql.Identifier(SCHEMA, pair.name), mcols=columns("m", False),
-        lcols=columns("l", True), mart=sql.Identifier("marts", pair.mart),
+        lcols=columns("l", True), mart=sql.Identifier("marts", pair.mart), days=days,
+        name=sql.Literal(pair.name), day=day,
         live=sql.Identifier("live", pair.live_view),
         mok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("m"),
                               day=day),

@@ -45,28 +45,19 @@ def daily_event_times(manifest_path: Path, daily_tag: str = "daily") -> list[tup
     """``(schema, table, event time column)`` in the source database of the dbt sources the
     daily models are built from (their ``meta.contract.event_time``; source tables live in
     schema ``public`` of the source database)."""
+    from tidemark.reconciliation.finality import source_event_time, upstream_sources
+
     manifest = json.loads(manifest_path.read_text())
     nodes, sources = manifest.get("nodes", {}), manifest.get("sources", {})
     wanted: set[str] = set()
-    stack = [uid for uid, node in nodes.items()
-             if node.get("resource_type") == "model" and daily_tag in node.get("tags", [])]
-    seen: set[str] = set()
-    while stack:
-        uid = stack.pop()
-        if uid in seen:
-            continue
-        seen.add(uid)
-        if uid in sources:
-            wanted.add(uid)
-            continue
-        stack.extend(nodes.get(uid, {}).get("depends_on", {}).get("nodes", []))
+    for uid, node in nodes.items():
+        if node.get("resource_type") == "model" and daily_tag in node.get("tags", []):
+            wanted |= upstream_sources(manifest, uid)
     out = []
     for uid in sorted(wanted):
-        source = sources[uid]
-        meta = source.get("meta") or source.get("config", {}).get("meta") or {}
-        column = (meta.get("contract") or {}).get("event_time")
+        column = source_event_time(sources[uid])
         if column:
-            out.append(("public", source["name"], column))
+            out.append(("public", sources[uid]["name"], column))
     return out
 
 

@@ -304,7 +304,8 @@ class _Up:
         def work() -> None:
             try:
                 stats = run_load(dbs.source, rate=self.options.rate, duration_s=float("inf"),
-                                 seed=self.options.seed, stop=self.stop)
+                                 seed=self.options.seed, stop=self.stop,
+                                 beyond_lateness_share=self.settings.demo_beyond_lateness_share)
                 self.display.say(f"Demo workload stopped: {stats.changes:,} changes in "
                                  f"{stats.elapsed_s:.0f} s "
                                  f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")

@@ -1,9 +1,11 @@
-"""dbt in Dagster: the model assets, their checks, jobs, schedules and the freshness sensor."""
+"""dbt in Dagster: the model assets, their checks, jobs, schedules and sensors (mart freshness,
+closed days)."""
 
 import dagster as dg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
 from orchestration.defs.dbt.checks import dbt_source_freshness, mart_freshness
+from orchestration.defs.dbt.closure import closed_days_sensor
 from orchestration.defs.dbt.jobs import daily_marts_job, nightly_batch_job, source_freshness_job
 from orchestration.defs.dbt.schedules import nightly_batch_schedule, source_freshness_schedule
 from orchestration.defs.dbt.sensors import mart_freshness_sensor_def
@@ -13,5 +15,5 @@ defs = dg.Definitions(
     asset_checks=[dbt_source_freshness, *mart_freshness],
     jobs=[nightly_batch_job, daily_marts_job, source_freshness_job],
     schedules=[nightly_batch_schedule, source_freshness_schedule],
-    sensors=[mart_freshness_sensor_def],
+    sensors=[mart_freshness_sensor_def, closed_days_sensor],
 )

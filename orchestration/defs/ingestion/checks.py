@@ -1,5 +1,6 @@
-"""Ingestion checks per table: ``ingestion_lag`` (paused, or lag over the thresholds) and
-``dead_letters`` (WARN while unreplayed dead letters exist)."""
+"""Ingestion checks per table: ``ingestion_lag`` (paused, or lag over the thresholds),
+``dead_letters`` (WARN while unreplayed dead letters exist) and, for tables with an event-time
+column, ``watermark_delay`` (the watermark's delay over the contract's thresholds)."""
 
 import dagster as dg
 
@@ -10,6 +11,7 @@ from orchestration.defs.resources import TidemarkResource
 
 LAG_CHECK = "ingestion_lag"
 DEAD_LETTER_CHECK = "dead_letters"
+WATERMARK_CHECK = "watermark_delay"
 
 
 def _check_specs() -> list[dg.AssetCheckSpec]:
@@ -21,7 +23,39 @@ def _check_specs() -> list[dg.AssetCheckSpec]:
             "(the last transaction's lag, or source changes waiting to land).")))
         out.append(dg.AssetCheckSpec(DEAD_LETTER_CHECK, asset=key, description=(
             "Warns while the table has dead letters (contract violations) not yet replayed.")))
+        if t.event_time:
+            out.append(dg.AssetCheckSpec(WATERMARK_CHECK, asset=key, description=(
+                f"Watermark delay (now − (max {t.event_time} landed − allowed lateness)): warns "
+                f"or fails when it exceeds the lateness by the contract's freshness "
+                f"thresholds. Days close only when watermarks pass their end.")))
     return out
+
+
+def watermark_evaluation(state: TableState) -> dg.AssetCheckEvaluation:
+    """The ``watermark_delay`` outcome of one table (see ``ingestion.watermarks``)."""
+    key = table_key(state.source, state.table)
+    w = state.watermark or {}
+    meta = {k: v for k, v in state.metadata().items() if k.startswith(("watermark", "late"))}
+    outcome = w.get("state", "unknown")
+    if outcome == "ok":
+        return dg.AssetCheckEvaluation(
+            key, WATERMARK_CHECK, passed=True, metadata=meta,
+            description=f"{state.table}: watermark {w['watermark']:%Y-%m-%d %H:%M:%S} UTC, "
+                        f"{w['delay_s']:.0f} s behind now.")
+    if outcome == "unknown":
+        return dg.AssetCheckEvaluation(
+            key, WATERMARK_CHECK, passed=False, metadata=meta,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"{state.table} has no watermark yet: no event landed since the "
+                        f"snapshot and the source has not committed since. Is ingestion "
+                        f"running?")
+    severity = dg.AssetCheckSeverity.ERROR if outcome == "error" else \
+        dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckEvaluation(
+        key, WATERMARK_CHECK, passed=False, metadata=meta, severity=severity,
+        description=f"{state.table}'s watermark is {w['delay_s']:.0f} s behind now (allowed "
+                    f"lateness {w['allowed_lateness_s']:.0f} s): days stay open. Is ingestion "
+                    f"running, does the source still produce {w['event_column']}?")
 
 
 def lag_evaluation(state: TableState, warn_s: float, error_s: float) -> dg.AssetCheckEvaluation:
@@ -80,3 +114,5 @@ def ingestion_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkR
             yield _as_result(lag_evaluation(state, warn_s, error_s))
         if dg.AssetCheckKey(key, DEAD_LETTER_CHECK) in selected:
             yield _as_result(dead_letter_evaluation(state))
+        if dg.AssetCheckKey(key, WATERMARK_CHECK) in selected:
+            yield _as_result(watermark_evaluation(state))

@@ -1,9 +1,9 @@
 """Ingestion sensors (running by default).
 
 ``ingestion_observer`` records an observation of a table only when its applied LSN moved and
-its ``ingestion_lag`` evaluation only when the outcome changed, so a quiet stack writes nothing
-to the event log; ``dead_letter_alert`` records the ``dead_letters`` evaluation of a table when
-its dead letters changed.
+its ``ingestion_lag`` and ``watermark_delay`` evaluations only when the outcome changed, so a
+quiet stack writes nothing to the event log; ``dead_letter_alert`` records the ``dead_letters``
+evaluation of a table when its dead letters changed.
 """
 
 import json
@@ -13,7 +13,11 @@ import dagster as dg
 import psycopg
 
 from orchestration.defs.ingestion.assets import states
-from orchestration.defs.ingestion.checks import dead_letter_evaluation, lag_evaluation
+from orchestration.defs.ingestion.checks import (
+    dead_letter_evaluation,
+    lag_evaluation,
+    watermark_evaluation,
+)
 from orchestration.defs.resources import TidemarkResource, unreachable
 
 
@@ -36,12 +40,18 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None) -> tuple[lis
         lsn = state.lsn or "none"
         evaluation = lag_evaluation(state, warn_s, error_s)
         outcome = "pass" if evaluation.passed else evaluation.severity.value
-        old = before.get(name, [None, None])
+        old = before.get(name, [None, None]) + [None]
         if lsn != old[0]:
             events.append(dg.AssetObservation(key, metadata=state.metadata()))
         if outcome != old[1]:
             events.append(evaluation)
         after[name] = [lsn, outcome]
+        if state.watermark is not None:
+            marked = watermark_evaluation(state)
+            mark_outcome = "pass" if marked.passed else marked.severity.value
+            if mark_outcome != old[2]:
+                events.append(marked)
+            after[name].append(mark_outcome)
     return events, json.dumps(after, sort_keys=True)
 
 

@@ -24,6 +24,7 @@ class TableSpec:
         warn_after_s: contract freshness: age that warns (seconds).
         error_after_s: contract freshness: age that fails (seconds).
         description: the contract's description.
+        event_time: the contract's event-time column (the table has a watermark), or None.
     """
 
     source: str
@@ -32,6 +33,7 @@ class TableSpec:
     warn_after_s: float
     error_after_s: float
     description: str = ""
+    event_time: str | None = None
 
 
 @dataclass
@@ -46,6 +48,8 @@ class TableState:
         paused_reason: why the table is paused, or None.
         pending_s: seconds the oldest not-yet-landed source change has waited (0: none).
         overall: source-wide figures from ``ingestion.status`` (lag, bytes, rows/s).
+        watermark: the table's watermark row (``ingestion.watermarks.read_watermarks``), or
+            None for a table without an event-time column.
     """
 
     source: str
@@ -55,6 +59,7 @@ class TableState:
     paused_reason: str | None
     pending_s: float | None
     overall: dict[str, Any] = field(default_factory=dict)
+    watermark: dict[str, Any] | None = None
 
     @property
     def lag_s(self) -> float:
@@ -72,7 +77,19 @@ class TableState:
             "dead_letters": self.dead_letters,
             "paused": self.paused_reason is not None,
             **({"paused_reason": self.paused_reason} if self.paused_reason else {}),
+            **self._watermark_metadata(),
         }
+
+    def _watermark_metadata(self) -> dict[str, Any]:
+        """Watermark (epoch seconds: a number, so the UI plots it), its delay, late rows."""
+        w = self.watermark
+        if not w or w.get("watermark") is None:
+            return {}
+        return {"watermark": w["watermark"].isoformat(),
+                "watermark_epoch_s": round(w["watermark"].timestamp(), 1),
+                "watermark_delay_s": float(w["delay_s"]),
+                "watermark_state": w["state"],
+                "late_rows": int(w["late_rows"])}
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +99,8 @@ def table_specs() -> tuple[TableSpec, ...]:
 
     contracts = load_contracts()
     return tuple(TableSpec(source, c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
-                           c.freshness.error_after.total_seconds(), c.description or "")
+                           c.freshness.error_after.total_seconds(), c.description or "",
+                           c.event_time)
                  for source in contracts.sources() for c in contracts.tables(source))
 
 
@@ -114,9 +132,12 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
         Table name -> its state.
     """
     from ingestion.status import status, table_status
+    from ingestion.watermarks import watermark_status
 
     overall = status(source_dsn, landing_dsn, source)
     per_table = table_status(source_dsn, landing_dsn, source,
                              [(t.name, t.loaded_at) for t in tables])
+    marks = {w["table"]: w for w in watermark_status(landing_dsn, source)}
     return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
-                             t["pending_s"], overall) for name, t in per_table.items()}
+                             t["pending_s"], overall, marks.get(name))
+            for name, t in per_table.items()}

@@ -1,7 +1,9 @@
 """Reconciliation checks: ``reconcile_<pair>`` on ``marts/<mart>`` (with ``live/<view>`` as
 extra dependency).
 
-Every closed day of the window is compared with the pair's tolerances; ERROR when a day drifts.
+Every closed day of the window (closed: the watermarks of every table the mart reads passed the
+day's end, ``tidemark.reconciliation.finality``) is compared with the pair's tolerances; ERROR
+when a day drifts.
 Metadata: a per-day table (groups, drifted groups, live / truth / difference totals per
 measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted days.
 The outcome per day goes to ``tidemark.reconciled_days``.
@@ -18,6 +20,7 @@ from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
 from tidemark.reconciliation.days import record_days
+from tidemark.reconciliation.finality import read_finality
 from tidemark.reconciliation.pairs import load_pairs
 
 
@@ -86,12 +89,16 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
     materialize = tidemark.target() == "materialize"
+    from orchestration.defs.dbt.project import manifest_path
+
+    final = read_finality(landing, manifest_path())
     out = []
     for pair in load_pairs():
         if names is not None and pair.name not in names:
             continue
         retention = pair.live_retention_days if materialize else None
-        first, last = closed_window(today_d, tidemark.reconcile_window(), retention)
+        closed = final[pair.mart].closed_through if pair.mart in final else None
+        first, last = closed_window(today_d, tidemark.reconcile_window(), retention, closed)
         comparison = compare(landing, pair, first, last)
         record_days(landing, comparison)
         out.append(comparison)

@@ -1,5 +1,6 @@
 """Reconciliation sensors: ``reconciliation_corrections`` re-runs the mart for just the drifted
-days (one run per run of consecutive days, a single dbt invocation each);
+days and the reconciled days late data touched (one run per run of consecutive days, a single
+dbt invocation each; late rows absorbed are recorded on each mart partition);
 ``reconcile_after_batch`` runs the reconciliation job after every successful run that built a
 daily mart without its reconciliation checks (a run of the marts with their checks, as the
 ``daily_marts`` job and the UI's Materialize do, reconciles in the same run)."""
@@ -18,6 +19,7 @@ from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
 from orchestration.defs.resources import TidemarkResource, unreachable
 from tidemark.reconciliation.days import contiguous_ranges, mark_requested, pending_corrections
+from tidemark.reconciliation.late import late_corrections, request_late_corrections
 
 
 def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
@@ -42,19 +44,50 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
     return requests
 
 
+def late_requests(tidemark: TidemarkResource, earliest: str | None = None
+                  ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
+    """Run requests re-running the marts for the reconciled days late rows touched since, and an
+    observation per mart partition: late rows absorbed, worst lateness, when they landed."""
+    from orchestration.defs.dbt.project import manifest_path
+    from tidemark.reconciliation.finality import mart_event_tables
+
+    landing = tidemark.urls().landing_app
+    requests, observations = [], []
+    for mart, late in late_corrections(landing, mart_event_tables(manifest_path())).items():
+        kept = [d for d in late if earliest is None or d.day.isoformat() >= earliest]
+        for item in kept:
+            observations.append(dg.AssetObservation(
+                mart_key(mart), partition=item.day.isoformat(), metadata={
+                    "late_rows_absorbed": item.late_rows,
+                    "worst_lateness_s": round(item.worst_lateness.total_seconds(), 1),
+                    "late_rows_landed_at": item.last_landed_at.isoformat(),
+                    "late_tables": ", ".join(item.tables)}))
+        for first, last in contiguous_ranges([d.day for d in kept]):
+            requests.append(dg.RunRequest(
+                run_key=f"late-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
+                job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
+                tags={**range_tags(first.isoformat(), last.isoformat()),
+                      "tidemark/correction": mart, "tidemark/reason": "late data"}))
+        if late:
+            request_late_corrections(landing, mart, [d.day for d in late])
+    return requests, observations
+
+
 @dg.sensor(name="reconciliation_corrections", minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING, jobs=[daily_marts_job],
-           description="Re-runs the marts for just the days reconciliation found drifting.")
+           description="Re-runs the marts for just the days reconciliation found drifting "
+                       "and the final days late data touched.")
 def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days."""
     try:
         requests = correction_requests(tidemark, earliest=partitions_start())
+        late, observations = late_requests(tidemark, earliest=partitions_start())
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
-    if not requests:
-        return dg.SkipReason("No drifted days waiting for a correction.")
-    return dg.SensorResult(run_requests=requests)
+    if not requests and not late:
+        return dg.SkipReason("No drifted days and no late data waiting for a correction.")
+    return dg.SensorResult(run_requests=requests + late, asset_events=observations)
 
 
 def needs_reconciliation(instance: dg.DagsterInstance, run_id: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 from typer.testing import CliRunner
@@ -30,10 +31,19 @@ def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
     assert pairs["daily_store_revenue"]["reconciled_days"] == len(built.closed_days)
     assert pairs["daily_store_revenue"]["drifting_days"] == []
     assert "no Dagster instance" in summary["dagster"]["error"]
+    marks = {w["table"]: w for w in summary["watermarks"]}
+    assert set(marks) == {"app_events", "customers", "deliveries", "orders", "payments"}
+    assert marks["orders"]["state"] == "ok" and marks["orders"]["watermark"]
+    final = {f["mart"]: f for f in summary["finality"]}
+    revenue = final["fct_daily_store_revenue"]
+    if datetime.now(UTC).hour >= 3:  # orders may arrive 2 h late: yesterday closes after 02:00
+        assert revenue["yesterday"] == "final", revenue
+        assert revenue["closed_through"] == built.closed_days[-1].isoformat()
 
     human = CliRunner().invoke(app, ["status"])
     assert human.exit_code == 0
     assert "daily marts" in human.output and "fct_daily_store_revenue" in human.output
+    assert "watermarks" in human.output and "finality" in human.output
 
 
 def test_status_shows_every_check_whoever_ran_it(built, monkeypatch, tmp_path) -> None:

@@ -133,3 +133,22 @@ def test_replay_and_resync_jobs_run(orch) -> None:
     refused = orch.job("ingestion_resync").execute_in_process(instance=orch.instance,
                                                               raise_on_error=False)
     assert not refused.success
+
+
+def test_watermark_metadata_and_delay_check(orch) -> None:
+    """Tables with an event-time column carry their watermark as a number (the UI plots it) and
+    a ``watermark_delay`` check; tables without one (stores) have neither."""
+    from orchestration.defs.ingestion.checks import WATERMARK_CHECK
+
+    result = orch.run_assets(lambda k: k.path[0] == "shop")
+    observations = {e.asset_key.path[-1]: e.metadata for e in
+                    (ev.event_specific_data.asset_observation for ev in
+                     result.get_asset_observation_events())}
+    orders = observations["orders"]
+    assert isinstance(orders["watermark_epoch_s"].value, float)
+    assert orders["watermark_delay_s"].value >= 2 * 3600  # allowed lateness of orders: 2 h
+    assert "watermark_epoch_s" not in observations["stores"]
+    key = dg.AssetCheckKey(table_key("shop", "orders"), WATERMARK_CHECK)
+    evaluation = check_results(orch.run_checks([key]))[("shop/orders", WATERMARK_CHECK)]
+    assert evaluation.passed, evaluation.description
+    assert "watermark" in evaluation.description

@@ -4,7 +4,10 @@ the check pass again."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time, timedelta
+
 import dagster as dg
+import psycopg
 import pytest
 
 from tests.orchestration.defs.conftest import check_results
@@ -113,3 +116,83 @@ def test_reconcile_after_batch_requests_the_reconciliation_job(built, rec) -> No
                 if e.check_name.startswith("reconcile_")]
     request = rec.reconcile_after_batch(_run_status_context(built, without.dagster_run))
     assert request.run_key == f"after-{without.dagster_run.run_id}"
+
+
+def _revenue_check(built, rec):
+    key = _key(rec, "daily_store_revenue")
+    return check_results(built.run_checks([key]))[
+        ("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")]
+
+
+def test_only_days_closed_by_the_watermarks_are_reconciled(built, rec) -> None:
+    """Hold the orders watermark inside the last seeded day but one: that day and the next are
+    open, so reconciliation stops the day before."""
+    days = built.closed_days
+    held = datetime.combine(days[-2], time(12), tzinfo=UTC)
+    saved = built.sql("select watermark, last_change_at from tidemark.watermarks where"
+                      " table_name = 'orders'")
+    # last_change_at in the future: the table is not idle, the source's progress cannot advance it
+    built.sql("insert into tidemark.watermarks (source, table_name, event_column,"
+              " allowed_lateness, watermark, last_change_at) values ('shop', 'orders',"
+              " 'placed_at', '2 hours', %s, now() + interval '1 day') on conflict (source,"
+              " table_name) do update set watermark = excluded.watermark, last_change_at ="
+              " excluded.last_change_at", (held,))
+    try:
+        partial = _revenue_check(built, rec)
+        compared = [r.data["day"] for r in partial.metadata["days"].value.records]
+        assert compared and compared[-1] == (days[-2] - timedelta(days=1)).isoformat()
+    finally:
+        if saved:
+            built.sql("update tidemark.watermarks set watermark = %s, last_change_at = %s"
+                      " where table_name = 'orders'", saved[0])
+        else:
+            built.sql("delete from tidemark.watermarks where table_name = 'orders'")
+    full = _revenue_check(built, rec)
+    assert [r.data["day"] for r in full.metadata["days"].value.records][-1] \
+        == days[-1].isoformat()
+
+
+def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
+    """An order for a closed, reconciled day lands: recorded as late, the live view has it, the
+    correction sensor re-runs just that mart day, reconciliation passes, serving says
+    ``corrected``."""
+    from tidemark.reconciliation.serving import deploy_serving
+
+    pair = next(p for p in rec.load_pairs() if p.name == "daily_store_revenue")
+    assert _revenue_check(built, rec).passed
+    deploy_serving(built.landing_url, pair)
+    day = built.closed_days[-2]
+    assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
+                         (day,))) == {("final",)}
+    placed = datetime.combine(day, time(18), tzinfo=UTC)
+    with psycopg.connect(built.source_url, autocommit=True) as conn:
+        conn.execute("insert into public.orders (order_id, store_id, customer_id, status,"
+                     " placed_at, updated_at, total_amount) select max(order_id) + 1, 1,"
+                     " min(customer_id), 'placed', %s, now(), 12.34 from public.orders",
+                     (placed,))
+    built.catch_up()
+    late = built.sql("select late_rows, worst_lateness from tidemark.late_events where"
+                     " table_name = 'orders' and day = %s", (day,))
+    assert late and late[0][0] == 1 and late[0][1] > timedelta(hours=2)
+
+    context = dg.build_sensor_context(instance=built.instance,
+                                      resources={"tidemark": built.resource})
+    result = rec.reconciliation_corrections(context)
+    late_runs = [r for r in result.run_requests if r.tags.get("tidemark/reason") == "late data"]
+    assert len(late_runs) == 1
+    request = late_runs[0]
+    assert request.asset_selection == [dg.AssetKey(["marts", "fct_daily_store_revenue"])]
+    assert request.partition_key_range == dg.PartitionKeyRange(day.isoformat(), day.isoformat())
+    absorbed = [e for e in result.asset_events if e.partition == day.isoformat()]
+    assert absorbed and absorbed[0].metadata["late_rows_absorbed"].value == 1
+    again = rec.reconciliation_corrections(context)
+    assert isinstance(again, dg.SkipReason) or not [
+        r for r in again.run_requests if r.tags.get("tidemark/reason") == "late data"]
+
+    correction = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=request.tags, asset_selection=request.asset_selection)
+    assert correction.success
+    assert _revenue_check(built, rec).passed
+    statuses = set(built.sql("select status from serving.daily_store_revenue where order_date"
+                             " = %s", (day,)))
+    assert statuses == {("corrected",)}
