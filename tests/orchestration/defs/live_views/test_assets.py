@@ -27,10 +27,11 @@ def test_base_tables_from_the_analyzer() -> None:
 def test_base_tables_for_materialize_follow_what_materialize_supports() -> None:
     from streaming_views.viewfile import parse_view_text
 
-    outer = parse_view_text("v", "select o.store_id, count(p.payment_id) as n from shop.orders o"
-                                 " left join shop.payments p on p.order_id = o.order_id group by 1")
-    assert base_tables(outer, "embedded")[0] == []  # the embedded engine refuses it today
-    tables, refused = base_tables(outer, "materialize")
+    ranked = parse_view_text("v", "select o.order_id, p.payment_id, row_number() over "
+                                  "(partition by o.store_id order by o.placed_at) as nth from "
+                                  "shop.orders o join shop.payments p on p.order_id = o.order_id")
+    assert base_tables(ranked, "embedded")[0] == []  # window functions: embedded refuses them
+    tables, refused = base_tables(ranked, "materialize")
     assert refused is None and set(tables) == {("shop", "orders"), ("shop", "payments")}
     tables, refused = base_tables(parse_view_text("w", "select now() as t from shop.orders o"),
                                   "materialize")
@@ -55,7 +56,7 @@ def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> No
     with psycopg.connect(built.landing_url, autocommit=True) as conn:
         conn.execute("set session_replication_role = replica")  # the view's triggers skip
         order = conn.execute("update shop.orders set total_amount = total_amount + 1 where "
-                             "status <> 'cancelled' and order_id = (select min(order_id) from "
+                             "status <> 'cancelled' and order_id = (select max(order_id) from "
                              "shop.orders where status <> 'cancelled') returning order_id"
                              ).fetchone()[0]
     try:
