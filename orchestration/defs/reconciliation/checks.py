@@ -85,12 +85,11 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     """Compare and record every pair (or ``names``) over its closed-day window."""
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
-    materialize = tidemark.target() == "materialize"
     out = []
     for pair in load_pairs():
         if names is not None and pair.name not in names:
             continue
-        retention = pair.live_retention_days if materialize else None
+        retention = pair.live_retention_days  # @retention applies on both engines
         first, last = closed_window(today_d, tidemark.reconcile_window(), retention)
         comparison = compare(landing, pair, first, last)
         record_days(landing, comparison)
