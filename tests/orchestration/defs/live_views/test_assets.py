@@ -55,10 +55,10 @@ def test_check_fails_on_a_stale_view_and_rematerialising_repairs_it(built) -> No
     key = dg.AssetCheckKey(view_key("store_revenue_per_minute"), EMBEDDED_CHECK)
     with psycopg.connect(built.landing_url, autocommit=True) as conn:
         conn.execute("set session_replication_role = replica")  # the view's triggers skip
-        order = conn.execute("update shop.orders set total_amount = total_amount + 1 where "
-                             "status <> 'cancelled' and order_id = (select max(order_id) from "
-                             "shop.orders where status <> 'cancelled') returning order_id"
-                             ).fetchone()[0]
+        order = conn.execute(  # the newest order: inside the view's @retention window
+            "update shop.orders set total_amount = total_amount + 1 where order_id = (select "
+            "order_id from shop.orders where status <> 'cancelled' order by placed_at desc "
+            "limit 1) returning order_id").fetchone()[0]
     try:
         failed = check_results(built.run_checks([key]))[
             ("live/store_revenue_per_minute", EMBEDDED_CHECK)]
