@@ -13,7 +13,6 @@ from streaming_views import load_views
 from streaming_views.materialize import view_query
 from tidemark.demo.seed import seed_history
 
-
 CLOCK = "CAST('2026-03-01 00:00:00+00' AS TIMESTAMPTZ)"
 
 
