@@ -364,6 +364,10 @@ class Session:
                 elif self.future is None and self.applier.in_txn and not self.in_src_txn \
                         and self.ckpt:
                     self.applier.commit(self.ckpt, None)  # DDL of skipped transactions
+                if self.future is not None and not self.in_src_txn:
+                    # Nothing to read: see the commit through now, so that resyncs and done()
+                    # can run even when the source never pauses for two reads in a row.
+                    self.wait_worker()
                 if self.tracker.resync_wanted and self.between_commits():
                     self.run_resyncs()
                     continue
