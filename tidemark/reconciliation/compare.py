@@ -48,16 +48,24 @@ class Comparison:
         pair: the pair.
         days: per-day results, oldest first.
         drift: drifted rows: day, key values, measure, live, truth, difference.
+        late: drifted days late rows explain (``late.explain_late_drift``): day -> its
+            ``LateDay``; a correction is pending for them.
     """
 
     pair: Pair
     days: list[DayResult]
     drift: list[dict[str, Any]]
+    late: dict[date, Any] = field(default_factory=dict)
 
     @property
     def drifted_days(self) -> list[date]:
         """Days with at least one drifted group."""
         return [d.day for d in self.days if not d.reconciled]
+
+    @property
+    def unexplained_days(self) -> list[date]:
+        """Drifted days late data does not explain (an error)."""
+        return [d for d in self.drifted_days if d not in self.late]
 
 
 def _numeric_expr(conn: psycopg.Connection, schema: str, relation: str,

@@ -30,30 +30,38 @@ def ensure_days_table(conn: psycopg.Connection) -> None:
     # Added with finality (issue 14): when a correction re-ran the day and it reconciled again.
     conn.execute(sql.SQL("alter table {} add column if not exists corrected_at timestamptz"
                          ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
+    # When the day last reconciled (late rows landed after it explain a drift: ``late``).
+    conn.execute(sql.SQL("alter table {} add column if not exists reconciled_at timestamptz"
+                         ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
 
 
 def record_days(landing_dsn: str, comparison: Comparison) -> None:
     """Upsert the per-day outcome of ``comparison`` into ``tidemark.reconciled_days``.
 
-    A day that drifts again keeps its ``correction_requested_at`` (one correction per drift);
-    a reconciled day clears it, and when a correction had been requested (drift or late data)
-    it becomes *corrected* (``corrected_at``).
+    A day that drifts keeps its ``correction_requested_at`` (one correction per drift; a
+    correction requested for late data before this drift is the one that fixes it); a reconciled
+    day clears it, records ``reconciled_at``, and when a correction had been requested (drift or
+    late data) it becomes *corrected* (``corrected_at``).
     """
     table = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
         for d in comparison.days:
             conn.execute(sql.SQL(
-                "insert into {t} as r (pair, mart, day, status, groups, drifted_groups) values "
-                "(%s, %s, %s, %s, %s, %s) on conflict (pair, day) do update set status = "
+                "insert into {t} as r (pair, mart, day, status, groups, drifted_groups, "
+                "reconciled_at) values (%s, %s, %s, %s, %s, %s, case when %s::text = 'reconciled' "
+                "then now() end) on conflict (pair, day) do update set status = "
                 "excluded.status, mart = excluded.mart, groups = excluded.groups, "
                 "drifted_groups = excluded.drifted_groups, checked_at = now(), "
                 "corrected_at = case when excluded.status = 'reconciled' and "
                 "r.correction_requested_at is not null then now() else r.corrected_at end, "
-                "correction_requested_at = case when excluded.status = 'drift' and r.status = "
-                "'drift' then r.correction_requested_at end").format(t=table),
+                "reconciled_at = case when excluded.status = 'reconciled' then now() else "
+                "r.reconciled_at end, "
+                "correction_requested_at = case when excluded.status = 'drift' then "
+                "r.correction_requested_at end").format(t=table),
                 (comparison.pair.name, comparison.pair.mart, d.day,
-                 "reconciled" if d.reconciled else "drift", d.groups, d.drifted_groups))
+                 "reconciled" if d.reconciled else "drift", d.groups, d.drifted_groups,
+                 "reconciled" if d.reconciled else "drift"))
 
 
 def pending_corrections(landing_dsn: str) -> dict[str, list[date]]:
