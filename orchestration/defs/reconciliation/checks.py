@@ -102,7 +102,6 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     """Compare and record every pair (or ``names``) over its closed-day window."""
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
-    materialize = tidemark.target() == "materialize"
     from orchestration.defs.dbt.project import manifest_path
 
     final = read_finality(landing, manifest_path())
@@ -111,7 +110,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     for pair in load_pairs():
         if names is not None and pair.name not in names:
             continue
-        retention = pair.live_retention_days if materialize else None
+        # both engines keep only the view's @retention days (embedded too, since issue 13)
+        retention = pair.live_retention_days
         closed = final[pair.mart].closed_through if pair.mart in final else None
         first, last = closed_window(today_d, tidemark.reconcile_window(), retention, closed)
         comparison = compare(landing, pair, first, last)
