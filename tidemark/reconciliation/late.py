@@ -46,6 +46,21 @@ class LateDay:
     tables: tuple[str, ...]
 
 
+def _late_days(conn: psycopg.Connection, tables: list[tuple[str, str]], where: sql.Composable,
+               params: tuple) -> list[LateDay]:
+    """Late rows of ``tables`` per day, filtered by ``where`` (joins and WHERE on ``l``)."""
+    rows = conn.execute(sql.SQL(
+        "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
+        " array_agg(distinct l.source || '.' || l.table_name order by"
+        " l.source || '.' || l.table_name)"
+        " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
+        " on l.source = t.source and l.table_name = t.name{where}"
+        " group by l.day order by l.day").format(
+        late=sql.Identifier(STATE_SCHEMA, LATE_TABLE), where=where),
+        ([s for s, _ in tables], [t for _, t in tables], *params)).fetchall()
+    return [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows]
+
+
 def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[LateDay]]:
     """Per mart, the days late rows touched since they last reconciled, with no correction
     pending for those rows.
@@ -68,22 +83,14 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
         for mart, tables in sorted(marts.items()):
             if not tables:
                 continue
-            rows = conn.execute(sql.SQL(
-                "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
-                " array_agg(distinct l.source || '.' || l.table_name order by"
-                " l.source || '.' || l.table_name)"
-                " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
-                " on l.source = t.source and l.table_name = t.name"
+            rows = _late_days(conn, tables, sql.SQL(
                 " where exists (select from {days} r where r.mart = %s and r.day = l.day and"
                 "  coalesce(r.reconciled_at, r.checked_at) < l.last_landed_at and"
                 "  (r.correction_requested_at is null or"
                 "   r.correction_requested_at < least(r.checked_at, l.last_landed_at)))"
-                " group by l.day order by l.day").format(
-                late=sql.Identifier(STATE_SCHEMA, LATE_TABLE),
-                days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
-                ([s for s, _ in tables], [t for _, t in tables], mart)).fetchall()
+            ).format(days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (mart,))
             if rows:
-                out[mart] = [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows]
+                out[mart] = rows
     return out
 
 
@@ -124,21 +131,12 @@ def explain_late_drift(landing_dsn: str, comparison: Comparison,
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_days_table(conn)
         ensure_late_table(conn)
-        rows = conn.execute(sql.SQL(
-            "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
-            " array_agg(distinct l.source || '.' || l.table_name order by"
-            " l.source || '.' || l.table_name)"
-            " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
-            " on l.source = t.source and l.table_name = t.name"
+        rows = _late_days(conn, tables, sql.SQL(
             " left join {days} r on r.pair = %s and r.day = l.day"
             " where l.day = any(%s) and (r.reconciled_at is null or"
-            "  l.last_landed_at > r.reconciled_at)"
-            " group by l.day order by l.day").format(
-            late=sql.Identifier(STATE_SCHEMA, LATE_TABLE),
-            days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
-            ([s for s, _ in tables], [t for _, t in tables], comparison.pair.name, days)
-        ).fetchall()
-    comparison.late = {r[0]: LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows}
+            "  l.last_landed_at > r.reconciled_at)").format(
+            days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (comparison.pair.name, days))
+    comparison.late = {d.day: d for d in rows}
     return comparison.late
 
 

@@ -212,3 +212,30 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     statuses = set(built.sql("select status from serving.daily_store_revenue where order_date"
                              " = %s", (day,)))
     assert statuses == {("corrected",)}
+
+
+def test_at_one_utc_yesterday_is_not_reconciled(built, rec) -> None:
+    """At 01:00 UTC (``today`` given to the reconciliation, the watermark where it would be then:
+    the latest order at 00:55 minus 2 h of allowed lateness) yesterday is still open: the
+    reconciliation stops the day before, and yesterday is not recorded as checked."""
+    from orchestration.defs.reconciliation.checks import reconcile_pairs
+
+    today = datetime.now(UTC).date()
+    one_am = datetime.combine(today, time(1), tzinfo=UTC)
+    held = one_am - timedelta(minutes=5) - timedelta(hours=2)
+    saved = built.sql("select watermark, last_change_at from tidemark.watermarks where"
+                      " table_name = 'orders'")
+    before = set(built.sql("select day, checked_at from tidemark.reconciled_days where pair ="
+                           " 'daily_store_revenue' and day >= %s", (today - timedelta(days=1),)))
+    built.sql("update tidemark.watermarks set watermark = %s, last_change_at = now() +"
+              " interval '1 day' where table_name = 'orders'", (held,))
+    try:
+        (revenue,) = reconcile_pairs(built.resource, ["daily_store_revenue"], today=one_am)
+    finally:
+        built.sql("update tidemark.watermarks set watermark = %s, last_change_at = %s"
+                  " where table_name = 'orders'", saved[0])
+    assert revenue.days and revenue.days[-1].day == today - timedelta(days=2)
+    assert all(d.reconciled for d in revenue.days)
+    assert set(built.sql("select day, checked_at from tidemark.reconciled_days where pair ="
+                         " 'daily_store_revenue' and day >= %s",
+                         (today - timedelta(days=1),))) == before
