@@ -112,9 +112,12 @@ def install_guard(conn: psycopg.Connection) -> None:
     """Create (or update) the guard's functions and event triggers; needs a superuser.
 
     The functions it calls (``tidemark.live_*``) are created by the first deploy; until then the
-    guard does nothing.
+    guard does nothing. Processes starting together (``tidemark up`` starts ingestion and the
+    view ticker at once) take turns: concurrent ``create or replace`` of one function fails with
+    "tuple concurrently updated", so the installation holds a transaction-level advisory lock.
     """
     with conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(hashtext('tidemark.live_guard'))")
         cur.execute("create schema if not exists tidemark")
         for stmt in GUARD_DDL:
             cur.execute(stmt)  # type: ignore[arg-type]

@@ -102,7 +102,7 @@ CHECKS_QUERY = """
 query Checks($key: AssetKeyInput!, $check: String!) {
   assetCheckExecutions(assetKey: $key, checkName: $check, limit: 10) {
     runId status timestamp
-    evaluation { success description }
+    evaluation { success severity description }
   }
 }
 """

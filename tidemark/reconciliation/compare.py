@@ -7,7 +7,7 @@ pair's tolerances (both sides read in one snapshot); :func:`closed_window` is th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -48,16 +48,27 @@ class Comparison:
         pair: the pair.
         days: per-day results, oldest first.
         drift: drifted rows: day, key values, measure, live, truth, difference.
+        late: drifted days late rows explain (``late.explain_late_drift``): day -> its
+            ``LateDay``; a correction is pending for them.
+        as_of: the start of the snapshot both sides were read in (rows landed later are not
+            in this comparison; None: unknown, the time it is recorded is used).
     """
 
     pair: Pair
     days: list[DayResult]
     drift: list[dict[str, Any]]
+    late: dict[date, Any] = field(default_factory=dict)
+    as_of: datetime | None = None
 
     @property
     def drifted_days(self) -> list[date]:
         """Days with at least one drifted group."""
         return [d.day for d in self.days if not d.reconciled]
+
+    @property
+    def unexplained_days(self) -> list[date]:
+        """Drifted days late data does not explain (an error)."""
+        return [d for d in self.drifted_days if d not in self.late]
 
 
 def _numeric_expr(conn: psycopg.Connection, schema: str, relation: str,
@@ -122,6 +133,8 @@ def compare(landing_dsn: str, pair: Pair, first: date, last: date,
     keys = [sql.Identifier(k) for k in pair.keys]
     with psycopg.connect(landing_dsn) as conn:
         conn.execute("set transaction isolation level repeatable read")
+        # the snapshot is taken by this first statement: now() (transaction start) is not later
+        as_of = conn.execute("select now()").fetchone()[0]
         live = _side(conn, pair, "live", pair.live_view, live=True)
         mart = _side(conn, pair, "marts", pair.mart, live=False)
         query = sql.SQL(
@@ -161,4 +174,4 @@ def compare(landing_dsn: str, pair: Pair, first: date, last: date,
                         "truth": None if not in_mart else tv,
                         "difference": None if lv is None or tv is None else lv - tv})
         result.drifted_groups += drifted
-    return Comparison(pair, [days[d] for d in sorted(days)], drift)
+    return Comparison(pair, [days[d] for d in sorted(days)], drift, as_of=as_of)

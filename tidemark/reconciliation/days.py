@@ -30,30 +30,46 @@ def ensure_days_table(conn: psycopg.Connection) -> None:
     # Added with finality (issue 14): when a correction re-ran the day and it reconciled again.
     conn.execute(sql.SQL("alter table {} add column if not exists corrected_at timestamptz"
                          ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
+    # When the day last reconciled (late rows landed after it explain a drift: ``late``).
+    conn.execute(sql.SQL("alter table {} add column if not exists reconciled_at timestamptz"
+                         ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
 
 
 def record_days(landing_dsn: str, comparison: Comparison) -> None:
     """Upsert the per-day outcome of ``comparison`` into ``tidemark.reconciled_days``.
 
-    A day that drifts again keeps its ``correction_requested_at`` (one correction per drift);
-    a reconciled day clears it, and when a correction had been requested (drift or late data)
-    it becomes *corrected* (``corrected_at``).
+    ``checked_at`` / ``reconciled_at`` are the comparison's snapshot time (``as_of``): late rows
+    landed after it are not in it, even if they landed before this call.
+
+    A day that drifts keeps its ``correction_requested_at`` (one correction per drift; a
+    correction requested for late data before this drift is the one that fixes it); a reconciled
+    day clears it (unless requested after the snapshot: that request is still to run), records
+    ``reconciled_at``, and when a correction had been requested (drift or late data) it becomes
+    *corrected* (``corrected_at``).
     """
     table = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
         for d in comparison.days:
             conn.execute(sql.SQL(
-                "insert into {t} as r (pair, mart, day, status, groups, drifted_groups) values "
-                "(%s, %s, %s, %s, %s, %s) on conflict (pair, day) do update set status = "
+                "insert into {t} as r (pair, mart, day, status, groups, drifted_groups, "
+                "checked_at, reconciled_at) values (%(pair)s, %(mart)s, %(day)s, %(status)s, "
+                "%(groups)s, %(drifted)s, coalesce(%(as_of)s, now()), case when "
+                "%(status)s::text = 'reconciled' then coalesce(%(as_of)s, now()) end) "
+                "on conflict (pair, day) do update set status = "
                 "excluded.status, mart = excluded.mart, groups = excluded.groups, "
-                "drifted_groups = excluded.drifted_groups, checked_at = now(), "
+                "drifted_groups = excluded.drifted_groups, checked_at = excluded.checked_at, "
                 "corrected_at = case when excluded.status = 'reconciled' and "
-                "r.correction_requested_at is not null then now() else r.corrected_at end, "
-                "correction_requested_at = case when excluded.status = 'drift' and r.status = "
-                "'drift' then r.correction_requested_at end").format(t=table),
-                (comparison.pair.name, comparison.pair.mart, d.day,
-                 "reconciled" if d.reconciled else "drift", d.groups, d.drifted_groups))
+                "r.correction_requested_at <= excluded.checked_at then now() "
+                "else r.corrected_at end, "
+                "reconciled_at = case when excluded.status = 'reconciled' then "
+                "excluded.reconciled_at else r.reconciled_at end, "
+                "correction_requested_at = case when excluded.status = 'drift' or "
+                "r.correction_requested_at > excluded.checked_at then "
+                "r.correction_requested_at end").format(t=table),
+                {"pair": comparison.pair.name, "mart": comparison.pair.mart, "day": d.day,
+                 "status": "reconciled" if d.reconciled else "drift", "groups": d.groups,
+                 "drifted": d.drifted_groups, "as_of": comparison.as_of})
 
 
 def pending_corrections(landing_dsn: str) -> dict[str, list[date]]:

@@ -6,6 +6,10 @@ reconciled (served final) before such rows landed is stale: :func:`late_correcti
 days — per mart, through the tables the mart reads (:mod:`tidemark.reconciliation.finality`) —
 and :func:`request_late_corrections` marks them requested, so the correction sensor re-runs each
 day once; when it reconciles again it is served ``corrected`` (:mod:`.serving`).
+
+A drift such rows explain is expected, not an error: :func:`explain_late_drift` finds, among a
+comparison's drifted days, those with late rows landed after the day last reconciled (or on a
+day never reconciled): the check reports them as a warning, *correction pending*.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import date, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from tidemark.reconciliation.compare import Comparison
 from tidemark.reconciliation.days import DAYS_TABLE, STATE_SCHEMA, ensure_days_table
 from tidemark.reconciliation.finality import MartTables
 
@@ -41,13 +46,30 @@ class LateDay:
     tables: tuple[str, ...]
 
 
-def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[LateDay]]:
-    """Per mart, the reconciled days late rows touched since, with no correction pending.
+def _late_days(conn: psycopg.Connection, tables: list[tuple[str, str]], where: sql.Composable,
+               params: tuple) -> list[LateDay]:
+    """Late rows of ``tables`` per day, filtered by ``where`` (joins and WHERE on ``l``)."""
+    rows = conn.execute(sql.SQL(
+        "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
+        " array_agg(distinct l.source || '.' || l.table_name order by"
+        " l.source || '.' || l.table_name)"
+        " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
+        " on l.source = t.source and l.table_name = t.name{where}"
+        " group by l.day order by l.day").format(
+        late=sql.Identifier(STATE_SCHEMA, LATE_TABLE), where=where),
+        ([s for s, _ in tables], [t for _, t in tables], *params)).fetchall()
+    return [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows]
 
-    One correction per day at a time: rows landing while one is pending wait for the
-    reconciliation after it (it sees them in the live view: drift, or ``checked_at`` before them
-    asks again), so a steady trickle of late rows costs one mart run per day and round, not one
-    per sensor tick.
+
+def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[LateDay]]:
+    """Per mart, the days late rows touched since they last reconciled, with no correction
+    pending for those rows.
+
+    One correction per day at a time: rows landing while one is pending wait for the next
+    reconciliation (it sees them in the live view: drift, explained by them); if that one was
+    still not reconciled and rows landed after the pending request, it is asked again — so a
+    steady trickle of late rows costs at most one mart run per day and reconciliation, not one
+    per sensor tick, and a correction overtaken by newer late rows is never left pending.
 
     Args:
         landing_dsn: landing URL.
@@ -61,20 +83,14 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
         for mart, tables in sorted(marts.items()):
             if not tables:
                 continue
-            rows = conn.execute(sql.SQL(
-                "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
-                " array_agg(distinct l.source || '.' || l.table_name order by"
-                " l.source || '.' || l.table_name)"
-                " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
-                " on l.source = t.source and l.table_name = t.name"
+            rows = _late_days(conn, tables, sql.SQL(
                 " where exists (select from {days} r where r.mart = %s and r.day = l.day and"
-                "  r.checked_at < l.last_landed_at and r.correction_requested_at is null)"
-                " group by l.day order by l.day").format(
-                late=sql.Identifier(STATE_SCHEMA, LATE_TABLE),
-                days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
-                ([s for s, _ in tables], [t for _, t in tables], mart)).fetchall()
+                "  coalesce(r.reconciled_at, r.checked_at) < l.last_landed_at and"
+                "  (r.correction_requested_at is null or"
+                "   r.correction_requested_at < least(r.checked_at, l.last_landed_at)))"
+            ).format(days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (mart,))
             if rows:
-                out[mart] = [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows]
+                out[mart] = rows
     return out
 
 
@@ -84,3 +100,54 @@ def request_late_corrections(landing_dsn: str, mart: str, days: list[date]) -> N
         conn.execute(sql.SQL(
             "update {} set correction_requested_at = clock_timestamp() where mart = %s and"
             " day = any(%s)").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (mart, days))
+
+
+def ensure_late_table(conn: psycopg.Connection) -> None:
+    """Create ``tidemark.late_events`` if ingestion has not yet (its DDL is ingestion's)."""
+    from ingestion.watermarks import LATE_EVENTS, TABLES
+
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
+    conn.execute(sql.SQL("create table if not exists {} ({})").format(
+        sql.Identifier(STATE_SCHEMA, LATE_TABLE), sql.SQL(TABLES[LATE_EVENTS])))
+
+
+def explain_late_drift(landing_dsn: str, comparison: Comparison,
+                       tables: list[tuple[str, str]]) -> dict[date, LateDay]:
+    """The drifted days of ``comparison`` late rows explain; also kept in ``comparison.late``.
+
+    A drifted day is explained when rows of a table the mart reads landed late for it after the
+    day last reconciled (``reconciled_days.reconciled_at``; any time when it never did): the
+    mart was built before them, the correction (:func:`late_corrections` or the drift's own)
+    rebuilds it. Call it before :func:`~tidemark.reconciliation.days.record_days`.
+
+    Args:
+        landing_dsn: landing URL.
+        comparison: the pair's comparison.
+        tables: the event-time tables the pair's mart reads (``finality.mart_event_tables``).
+    """
+    days = comparison.drifted_days
+    if not days or not tables:
+        return {}
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_days_table(conn)
+        ensure_late_table(conn)
+        rows = _late_days(conn, tables, sql.SQL(
+            " left join {days} r on r.pair = %s and r.day = l.day"
+            " where l.day = any(%s) and (r.reconciled_at is null or"
+            "  l.last_landed_at > r.reconciled_at)").format(
+            days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (comparison.pair.name, days))
+    comparison.late = {d.day: d for d in rows}
+    return comparison.late
+
+
+def stale_final_sql(tables: list[tuple[str, str]], days: sql.Composable) -> sql.Composable:
+    """SQL: late rows of ``tables`` landed for the day of ``days`` (a ``reconciled_days`` row)
+    after it was last checked — served final no more until it is reconciled again."""
+    if not tables:
+        return sql.SQL("false")
+    return sql.SQL(
+        "exists (select from {late} le where le.day = {r}.day and le.last_landed_at >"
+        " {r}.checked_at and (le.source, le.table_name) in ({pairs}))").format(
+        late=sql.Identifier(STATE_SCHEMA, LATE_TABLE), r=days,
+        pairs=sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(s), sql.Literal(t))
+                                 for s, t in tables))

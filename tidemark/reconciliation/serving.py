@@ -4,8 +4,10 @@ One view per reconciliation pair, named after the pair: the mart's rows for days
 ``tidemark.reconciled_days`` marks reconciled (``status = 'final'``, or ``'corrected'`` once a
 correction — late data or drift — re-ran the day and it reconciled again), the live view's rows
 for every other day (``'provisional'``: days not closed by the watermarks yet, drifting days,
-days not checked yet). Only closed days are ever reconciled (``finality``). The view
-reads ``reconciled_days`` when queried, so it follows every reconciliation without a redeploy.
+days not checked yet, and reconciled days late rows landed for since their last check — until
+the correction re-reconciles them). Only closed days are ever reconciled (``finality``). The
+view reads ``reconciled_days`` and ``late_events`` when queried, so it follows every
+reconciliation and every late row without a redeploy.
 """
 
 from __future__ import annotations
@@ -14,18 +16,30 @@ import psycopg
 from psycopg import sql
 
 from tidemark.reconciliation.days import DAYS_TABLE, STATE_SCHEMA, ensure_days_table
+from tidemark.reconciliation.late import ensure_late_table, stale_final_sql
 from tidemark.reconciliation.pairs import Pair
 
 SCHEMA = "serving"
 
 
-def view_sql(pair: Pair) -> sql.Composed:
-    """``create view serving.<pair>`` for ``pair`` (keys, measures, status)."""
+def view_sql(pair: Pair, tables: list[tuple[str, str]] | None = None) -> sql.Composed:
+    """``create view serving.<pair>`` for ``pair`` (keys, measures, status).
+
+    Args:
+        pair: the pair.
+        tables: the event-time ``(source, table)`` its mart reads (late rows of them landed
+            after a day's last check make it provisional again).
+    """
     day = sql.Identifier(pair.day_column)
-    reconciled = sql.SQL(
-        "exists (select from {days} r where r.pair = {name} and r.day = {alias}.{day} and "
-        "r.status = 'reconciled')")
     days = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
+    stale = stale_final_sql(tables or [], sql.Identifier("r"))
+
+    def reconciled(alias: str) -> sql.Composable:
+        return sql.SQL(
+            "exists (select from {days} r where r.pair = {name} and r.day = {alias}.{day} and "
+            "r.status = 'reconciled' and not {stale})").format(
+            days=days, name=sql.Literal(pair.name), alias=sql.Identifier(alias), day=day,
+            stale=stale)
 
     def columns(alias: str, live: bool) -> sql.Composable:
         cols = [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(k))
@@ -45,18 +59,23 @@ def view_sql(pair: Pair) -> sql.Composed:
         lcols=columns("l", True), mart=sql.Identifier("marts", pair.mart), days=days,
         name=sql.Literal(pair.name), day=day,
         live=sql.Identifier("live", pair.live_view),
-        mok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("m"),
-                              day=day),
-        lok=reconciled.format(days=days, name=sql.Literal(pair.name), alias=sql.Identifier("l"),
-                              day=day))
+        mok=reconciled("m"), lok=reconciled("l"))
 
 
-def deploy_serving(landing_dsn: str, pair: Pair) -> int:
-    """(Re)create ``serving.<pair>`` in one transaction; return its row count."""
+def deploy_serving(landing_dsn: str, pair: Pair,
+                   tables: list[tuple[str, str]] | None = None) -> int:
+    """(Re)create ``serving.<pair>`` in one transaction; return its row count.
+
+    Args:
+        landing_dsn: landing URL.
+        pair: the pair.
+        tables: the event-time tables its mart reads (``finality.mart_event_tables``).
+    """
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
+        ensure_late_table(conn)
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
         conn.execute(sql.SQL("drop view if exists {}").format(sql.Identifier(SCHEMA, pair.name)))
-        conn.execute(view_sql(pair))
+        conn.execute(view_sql(pair, tables))
         return conn.execute(sql.SQL("select count(*) from {}").format(
             sql.Identifier(SCHEMA, pair.name))).fetchone()[0]

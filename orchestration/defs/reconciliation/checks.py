@@ -3,7 +3,9 @@ extra dependency).
 
 Every closed day of the window (closed: the watermarks of every table the mart reads passed the
 day's end, ``tidemark.reconciliation.finality``) is compared with the pair's tolerances; ERROR
-when a day drifts.
+when a day drifts, WARN ("correction pending") when every drifted day is explained by late rows
+landed after the day's reconciliation (``tidemark.reconciliation.late``): the correction sensor
+re-runs those days.
 Metadata: a per-day table (groups, drifted groups, live / truth / difference totals per
 measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted days.
 The outcome per day goes to ``tidemark.reconciled_days``.
@@ -20,7 +22,8 @@ from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
 from tidemark.reconciliation.days import record_days
-from tidemark.reconciliation.finality import read_finality
+from tidemark.reconciliation.finality import mart_event_tables, read_finality
+from tidemark.reconciliation.late import explain_late_drift
 from tidemark.reconciliation.pairs import load_pairs
 
 
@@ -49,9 +52,10 @@ def check_result(comparison: Comparison) -> dg.AssetCheckResult:
                         dg.TableColumn(f"{m}_difference", "float")]
     day_rows = []
     for d in comparison.days:
+        status = ("reconciled" if d.reconciled else "late: correction pending"
+                  if d.day in comparison.late else "drift")
         values: dict[str, Any] = {"day": d.day.isoformat(), "groups": d.groups,
-                                  "drifted_groups": d.drifted_groups,
-                                  "status": "reconciled" if d.reconciled else "drift"}
+                                  "drifted_groups": d.drifted_groups, "status": status}
         for m in measures:
             live, truth = d.totals[m]
             values.update({f"{m}_live": float(live), f"{m}_truth": float(truth),
@@ -65,22 +69,32 @@ def check_result(comparison: Comparison) -> dg.AssetCheckResult:
                                   "difference": _num(r["difference"])})
                   for r in comparison.drift]
     drifted = [d.isoformat() for d in comparison.drifted_days]
+    unexplained = [d.isoformat() for d in comparison.unexplained_days]
+    late = {d.isoformat(): v.late_rows for d, v in sorted(comparison.late.items())}
     metadata = {
         "days": dg.TableMetadataValue(day_rows, dg.TableSchema(columns=day_columns)),
         "drift": dg.TableMetadataValue(drift_rows, dg.TableSchema(columns=drift_columns)),
         "drifted_days": dg.JsonMetadataValue(drifted),
+        "late_days": dg.JsonMetadataValue(late),
         "days_compared": len(comparison.days),
     }
-    if drifted:
-        description = (f"live.{pair.live_view} and marts.{pair.mart} differ beyond tolerance on "
-                       f"{len(drifted)} day(s): {', '.join(drifted)}; the correction sensor "
-                       f"re-runs the mart for those days.")
-    else:
-        description = (f"{len(comparison.days)} closed day(s) agree within tolerance."
-                       if comparison.days else "no closed days to compare yet.")
+    parts = []
+    if unexplained:
+        parts.append(f"live.{pair.live_view} and marts.{pair.mart} differ beyond tolerance on "
+                     f"{len(unexplained)} day(s): {', '.join(unexplained)}; the correction "
+                     f"sensor re-runs the mart for those days.")
+    if late:
+        counts = ", ".join(f"{d}: {n} late row(s)" for d, n in late.items())
+        parts.append(f"{len(late)} day(s) differ because late rows landed after their "
+                     f"reconciliation ({counts}): correction pending, the correction sensor "
+                     f"re-runs the mart for them.")
+    if not drifted:
+        parts.append(f"{len(comparison.days)} closed day(s) agree within tolerance."
+                     if comparison.days else "no closed days to compare yet.")
+    severity = dg.AssetCheckSeverity.ERROR if unexplained else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(asset_key=mart_key(pair.mart), check_name=check_name(pair.name),
-                               passed=not drifted, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata=metadata, description=description)
+                               passed=not drifted, severity=severity,
+                               metadata=metadata, description=" ".join(parts))
 
 
 def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
@@ -91,6 +105,7 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     from orchestration.defs.dbt.project import manifest_path
 
     final = read_finality(landing, manifest_path())
+    tables = mart_event_tables(manifest_path())
     out = []
     for pair in load_pairs():
         if names is not None and pair.name not in names:
@@ -99,6 +114,7 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         closed = final[pair.mart].closed_through if pair.mart in final else None
         first, last = closed_window(today_d, tidemark.reconcile_window(), retention, closed)
         comparison = compare(landing, pair, first, last)
+        explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         record_days(landing, comparison)
         out.append(comparison)
     return out

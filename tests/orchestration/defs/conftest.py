@@ -39,9 +39,16 @@ class Orch:
 
     @property
     def closed_days(self) -> list[date]:
-        """Seeded days before today (UTC)."""
-        today = datetime.now(UTC).date()
-        return [d for d in self.days if d < today]
+        """Seeded days closed by the watermarks (``tidemark.reconciliation.finality``).
+
+        Not "the days before today": orders may arrive 2 h late, so between 00:00 and ~02:00
+        UTC yesterday is still open and the last closed day is the day before.
+        """
+        from orchestration.defs.dbt.project import manifest_path
+        from tidemark.reconciliation.finality import read_finality
+
+        final = read_finality(self.landing_url, manifest_path())["fct_daily_store_revenue"]
+        return [d for d in self.days if final.is_closed(d)]
 
     def catch_up(self) -> None:
         """Land the source's latest changes."""

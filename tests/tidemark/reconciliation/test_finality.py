@@ -78,3 +78,20 @@ def test_marts_read_their_event_time_tables_from_the_manifest(manifest: Path) ->
     assert ("shop", "app_events") in marts["fct_daily_funnel"]
     assert all(table not in ("stores", "products") for tables in marts.values()
                for _, table in tables), "reference tables have no event time"
+
+
+def test_at_one_utc_yesterday_is_still_open() -> None:
+    """At 01:00 UTC the latest order is at most an hour old: with 2 h of allowed lateness the
+    watermark is still inside yesterday, so the last closed day is the day before and the
+    reconciliation window ends there (nothing of yesterday is compared or served final)."""
+    today = date(2026, 12, 2)
+    now = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)
+    mark = now - timedelta(minutes=5) - timedelta(hours=2)  # latest event 00:55, lateness 2 h
+    final = finality(MARTS, _marks(mark, mark), now)["fct_daily_store_revenue"]
+    assert final.closed_through == date(2026, 11, 30)
+    assert not final.is_closed(today - timedelta(days=1))
+    assert closed_window(today, 3, None, final.closed_through) == (date(2026, 11, 28),
+                                                                    date(2026, 11, 30))
+    at_three = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
+    later = finality(MARTS, _marks(at_three - timedelta(hours=2), at_three), at_three)
+    assert later["fct_daily_store_revenue"].closed_through == date(2026, 12, 1)

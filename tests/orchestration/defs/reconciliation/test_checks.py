@@ -153,15 +153,18 @@ def test_only_days_closed_by_the_watermarks_are_reconciled(built, rec) -> None:
 
 
 def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
-    """An order for a closed, reconciled day lands: recorded as late, the live view has it, the
-    correction sensor re-runs just that mart day, reconciliation passes, serving says
-    ``corrected``."""
+    """An order for a closed, reconciled day lands: recorded as late, the live view has it,
+    serving stops saying ``final`` for that day at once; a reconciliation before the correction
+    warns (correction pending) instead of failing; the correction sensor re-runs just that mart
+    day once, reconciliation passes, serving says ``corrected``."""
+    from orchestration.defs.dbt.project import manifest_path
+    from tidemark.reconciliation.finality import mart_event_tables
     from tidemark.reconciliation.serving import deploy_serving
 
     pair = next(p for p in rec.load_pairs() if p.name == "daily_store_revenue")
     assert _revenue_check(built, rec).passed
-    deploy_serving(built.landing_url, pair)
-    day = built.closed_days[-2]
+    deploy_serving(built.landing_url, pair, mart_event_tables(manifest_path())[pair.mart])
+    day = built.closed_days[-3]  # not the day the drift test corrected (served 'corrected')
     assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
                          (day,))) == {("final",)}
     placed = datetime.combine(day, time(18), tzinfo=UTC)
@@ -174,6 +177,8 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     late = built.sql("select late_rows, worst_lateness from tidemark.late_events where"
                      " table_name = 'orders' and day = %s", (day,))
     assert late and late[0][0] == 1 and late[0][1] > timedelta(hours=2)
+    assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
+                         (day,))) == {("provisional",)}, "a day late rows touched is not final"
 
     context = dg.build_sensor_context(instance=built.instance,
                                       resources={"tidemark": built.resource})
@@ -185,9 +190,20 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     assert request.partition_key_range == dg.PartitionKeyRange(day.isoformat(), day.isoformat())
     absorbed = [e for e in result.asset_events if e.partition == day.isoformat()]
     assert absorbed and absorbed[0].metadata["late_rows_absorbed"].value == 1
-    again = rec.reconciliation_corrections(context)
-    assert isinstance(again, dg.SkipReason) or not [
-        r for r in again.run_requests if r.tags.get("tidemark/reason") == "late data"]
+    assert isinstance(rec.reconciliation_corrections(context), dg.SkipReason)  # asked once
+
+    # Reconciled before the correction ran: the day differs by the late order, which explains
+    # it — a warning, correction pending, not an error; still provisional; nothing asked again.
+    pending = _revenue_check(built, rec)
+    assert not pending.passed and pending.severity == dg.AssetCheckSeverity.WARN
+    assert "correction pending" in pending.description and day.isoformat() in pending.description
+    assert pending.metadata["late_days"].value == {day.isoformat(): 1}
+    per_day = {r.data["day"]: r.data for r in pending.metadata["days"].value.records}
+    assert per_day[day.isoformat()]["status"] == "late: correction pending"
+    assert per_day[day.isoformat()]["gross_revenue_difference"] == pytest.approx(12.34)
+    assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
+                         (day,))) == {("provisional",)}
+    assert isinstance(rec.reconciliation_corrections(context), dg.SkipReason)
 
     correction = built.job("daily_marts").execute_in_process(
         instance=built.instance, tags=request.tags, asset_selection=request.asset_selection)
@@ -196,3 +212,30 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     statuses = set(built.sql("select status from serving.daily_store_revenue where order_date"
                              " = %s", (day,)))
     assert statuses == {("corrected",)}
+
+
+def test_at_one_utc_yesterday_is_not_reconciled(built, rec) -> None:
+    """At 01:00 UTC (``today`` given to the reconciliation, the watermark where it would be then:
+    the latest order at 00:55 minus 2 h of allowed lateness) yesterday is still open: the
+    reconciliation stops the day before, and yesterday is not recorded as checked."""
+    from orchestration.defs.reconciliation.checks import reconcile_pairs
+
+    today = datetime.now(UTC).date()
+    one_am = datetime.combine(today, time(1), tzinfo=UTC)
+    held = one_am - timedelta(minutes=5) - timedelta(hours=2)
+    saved = built.sql("select watermark, last_change_at from tidemark.watermarks where"
+                      " table_name = 'orders'")
+    before = set(built.sql("select day, checked_at from tidemark.reconciled_days where pair ="
+                           " 'daily_store_revenue' and day >= %s", (today - timedelta(days=1),)))
+    built.sql("update tidemark.watermarks set watermark = %s, last_change_at = now() +"
+              " interval '1 day' where table_name = 'orders'", (held,))
+    try:
+        (revenue,) = reconcile_pairs(built.resource, ["daily_store_revenue"], today=one_am)
+    finally:
+        built.sql("update tidemark.watermarks set watermark = %s, last_change_at = %s"
+                  " where table_name = 'orders'", saved[0])
+    assert revenue.days and revenue.days[-1].day == today - timedelta(days=2)
+    assert all(d.reconciled for d in revenue.days)
+    assert set(built.sql("select day, checked_at from tidemark.reconciled_days where pair ="
+                         " 'daily_store_revenue' and day >= %s",
+                         (today - timedelta(days=1),))) == before
