@@ -232,20 +232,27 @@ def cancel_active_runs(url: str, wait_s: float = 20.0) -> list[str]:
     """Cancel the runs still queued or executing (a schedule's, a sensor's, one launched from
     the UI) before the daemon stops, and wait up to ``wait_s`` for them to end: stopping the
     daemon under a run left it as a FAILURE ("interrupted unexpectedly") after a plain Ctrl-C.
+    A sensor may launch a run while this waits (the closed-days and correction sensors fire
+    right after a start): runs are asked again until none is active twice a second apart.
 
     Returns the ids asked to cancel. Best effort: a webserver that does not answer is left
     alone (the runs then end as before).
     """
+    asked: list[str] = []
+    deadline = time.monotonic() + wait_s
     try:
-        ids = _active_runs(url)
-        if ids:
-            _graphql(url, TERMINATE_RUNS, {"ids": ids})
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and set(ids) & set(_active_runs(url)):
-                time.sleep(0.5)
-        return ids
+        quiet = 0
+        while quiet < 2 and time.monotonic() < deadline:
+            ids = _active_runs(url)
+            new = [i for i in ids if i not in asked]
+            if new:
+                _graphql(url, TERMINATE_RUNS, {"ids": new})
+                asked += new
+            quiet = 0 if ids else quiet + 1
+            time.sleep(0.5 if ids else 1.0)
+        return asked
     except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
-        return []
+        return asked
 
 
 def _answers(url: str) -> bool:

@@ -7,8 +7,16 @@ from datetime import date
 
 import dagster as dg
 
-from orchestration.defs.dbt.closure import closure_requests
 from tidemark.reconciliation.finality import Finality
+
+
+def closure_requests(*args):  # imported late, see the docstring
+    """``orchestration.defs.dbt.closure.closure_requests``, imported when a test runs: its
+    module fixes the daily partitions' start at import, which must follow the session's
+    ``TIDEMARK_PARTITIONS_START`` (set by the ``orch`` fixture), not collection time."""
+    from orchestration.defs.dbt.closure import closure_requests as requests
+
+    return requests(*args)
 
 
 def _final(closed: date | None) -> dict[str, Finality]:
