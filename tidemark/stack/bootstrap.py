@@ -128,8 +128,14 @@ def bootstrap_embedded(server_admin_url_for: Callable[[str], str]) -> None:
 
     Args:
         server_admin_url_for: a callable mapping a database name to its superuser URL.
+
+    Processes starting together take turns (``tidemark up`` starts ingestion and the view
+    ticker at once, and each bootstraps): concurrent GRANTs on one object fail with "tuple
+    concurrently updated", so the whole bootstrap holds a session-level advisory lock.
     """
-    ensure_roles(server_admin_url_for("postgres"))
-    for db in (SOURCE_DB, LANDING_DB):
-        ensure_database(server_admin_url_for("postgres"), db)
-    grant_landing(server_admin_url_for(LANDING_DB))
+    with psycopg.connect(server_admin_url_for("postgres"), autocommit=True) as lock:
+        lock.execute("select pg_advisory_lock(hashtext('tidemark.bootstrap'))")
+        ensure_roles(server_admin_url_for("postgres"))
+        for db in (SOURCE_DB, LANDING_DB):
+            ensure_database(server_admin_url_for("postgres"), db)
+        grant_landing(server_admin_url_for(LANDING_DB))

@@ -10,13 +10,13 @@ import dagster as dg
 from tidemark.reconciliation.finality import Finality
 
 
-def closure_requests(*args):  # imported late, see the docstring
+def closure_requests(*args, **kwargs):  # imported late, see the docstring
     """``orchestration.defs.dbt.closure.closure_requests``, imported when a test runs: its
     module fixes the daily partitions' start at import, which must follow the session's
     ``TIDEMARK_PARTITIONS_START`` (set by the ``orch`` fixture), not collection time."""
     from orchestration.defs.dbt.closure import closure_requests as requests
 
-    return requests(*args)
+    return requests(*args, **kwargs)
 
 
 def _final(closed: date | None) -> dict[str, Finality]:
