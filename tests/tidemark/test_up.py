@@ -95,7 +95,7 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
 
     proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
     try:
-        assert proc.wait(120) == 0, out.read_text()
+        assert proc.wait(300) == 0, out.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

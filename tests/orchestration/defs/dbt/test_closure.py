@@ -6,8 +6,13 @@ import json
 from datetime import date
 
 import dagster as dg
+import pytest
 
 from tidemark.reconciliation.finality import Finality
+
+# The session's stack first: it sets TIDEMARK_PARTITIONS_START, which the closure sensor's module
+# reads once, at import (through the daily partitions).
+pytestmark = pytest.mark.usefixtures("orch")
 
 
 def closure_requests(*args, **kwargs):  # imported late, see the docstring
