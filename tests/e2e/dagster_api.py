@@ -127,7 +127,7 @@ ASSETS_QUERY = """
     assetMaterializations(limit: 1) { timestamp }
     assetObservations(limit: 1) { timestamp }
     partitionKeys
-    partitionStats { numMaterialized numPartitions numFailed }
+    partitionStats { numMaterialized numMaterializing numPartitions numFailed }
     assetChecksOrError { __typename ... on AssetChecks { checks { name } } }
   }
 }

@@ -165,7 +165,10 @@ def test_first_start_shows_every_layer_built_and_every_check_evaluated(
         assert node["partitionKeys"][0] == first.isoformat(), (key, node["partitionKeys"][:3])
         assert node["partitionKeys"][-1] == yesterday.isoformat()
         stats = node["partitionStats"]
-        assert stats["numMaterialized"] == stats["numPartitions"] == (yesterday - first).days + 1
+        days = (yesterday - first).days + 1
+        assert stats["numPartitions"] == days, (key, stats)
+        # the demo's late orders may have a correction run re-building a day right now
+        assert stats["numMaterialized"] + stats["numMaterializing"] >= days, (key, stats)
         assert stats["numFailed"] == 0, key
 
     checks = [(key.split("/"), c["name"]) for key, node in nodes.items()
