@@ -23,7 +23,7 @@ import psycopg2
 import psycopg2.extras
 
 from ingestion.applier import Applier
-from ingestion.catalog import drop_slot, published_tables, slot_info, wait_slot_free
+from ingestion.catalog import slot_info, wait_slot_free
 from ingestion.decoder import (
     Begin,
     Commit,
@@ -36,14 +36,14 @@ from ingestion.decoder import (
 )
 from ingestion.errors import DecodeError, IngestionError, SlotMissingError
 from ingestion.failures import check_source
-from ingestion.lsn import lsn_to_str, str_to_lsn
-from ingestion.names import HEARTBEAT_PREFIX, landing_table_name, publication_name, slot_name
+from ingestion.lsn import lsn_to_str
+from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
-from ingestion.publication import PublicationReport, Selection, log_report, sync_publication
+from ingestion.publication import PublicationReport, Selection, log_report
 from ingestion.relations import RelationTracker
-from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
+from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
 from ingestion.versions import check_landing_version, source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -169,7 +169,7 @@ class Session:
                                      connection_factory=psycopg2.extras.LogicalReplicationConnection)
         self.cur = self.repl.cursor()
         if ckpt is None or not ckpt.snapshot_done:
-            self._initial_snapshot()
+            initial_snapshot(self)
         else:
             if slot_info(self.source_conn, self.slot) is None:
                 raise SlotMissingError(
@@ -179,7 +179,7 @@ class Session:
                     f"since then cannot be streamed: run `tidemark ingest resync --all` to take "
                     f"a fresh snapshot.")
             self.ckpt = ckpt.lsn or 0
-            self.floors = self._load_floors()
+            self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()
         self.stats.lsn = self.ckpt
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
@@ -189,72 +189,6 @@ class Session:
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
                  lsn_to_str(self.ckpt))
 
-    def _initial_snapshot(self) -> None:
-        cfg = self.cfg
-        report = sync_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
-                                  cfg.selection)
-        self._log_report(report)
-        if slot_info(self.source_conn, self.slot) is not None:
-            log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
-                        cfg.source, self.slot)
-            drop_slot(cfg.setup_dsn or cfg.source_dsn, self.slot)
-        lsn, snapshot = create_slot_exporting(self.cur, self.slot)
-        log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, self.slot,
-                 lsn_to_str(lsn), snapshot)
-        rows = self._snapshot(snapshot, lsn, published_tables(self.source_conn, self.publication),
-                              checkpoint=lsn)
-        self.stats.snapshot_rows = rows
-        self.ckpt = lsn
-        self.floors = {}
-
-    def _snapshot(self, snapshot: str, lsn: int, tables: list[tuple[int, str, str]],
-                  checkpoint: int | None) -> int:
-        """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
-
-        Args:
-            snapshot: the exported snapshot's name.
-            lsn: its consistent point.
-            tables: (oid, schema, table) to copy.
-            checkpoint: the initial snapshot's LSN; None for tables added while streaming
-                (the checkpoint stays where the stream is).
-
-        Returns:
-            Rows copied.
-        """
-        cfg = self.cfg
-        self.applier.begin()
-        task = SnapshotTask(
-            cfg.source, cfg.source_dsn, cfg.landing_dsn, snapshot, lsn, final=self.landing,
-            catalog=self.source_conn, register=self.tracker.from_catalog,
-            contract_for=self.applier.contract_for, contracts=cfg.contracts,
-            known=set(self.applier.tables), replace_all=checkpoint is not None,
-            on_progress=cfg.on_progress)
-        result = take_snapshot(task, tables)
-        committed = False
-        try:
-            if checkpoint is not None:
-                self.applier.rows_in_txn += result.rows  # counted in rows_applied
-                self.applier.commit(checkpoint, None, snapshot_lsn=checkpoint)
-            else:
-                self.applier.commit(self.ckpt, self.last_commit_at)
-            committed = True
-        finally:
-            result.finish(committed)
-        log.info("source %s: snapshot of %d tables, %d rows in %.1f s (%.0f rows/s); %d dead "
-                 "letters, %d duplicate events dropped", cfg.source, result.tables, result.rows,
-                 result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
-                 result.duplicates)
-        return result.rows
-
-    def _load_floors(self) -> dict[str, int]:
-        """Tables snapshotted after the checkpoint: the stream skips their older changes."""
-        rows = self.landing.execute(
-            "select table_name, snapshot_lsn::text from tidemark.snapshot_progress where"
-            " source = %s and state = 'done' and snapshot_lsn > %s::pg_lsn",
-            (self.cfg.source, lsn_to_str(self.ckpt))).fetchall()
-        self.landing.rollback()
-        return {name: str_to_lsn(lsn) for name, lsn in rows}
-
     def _log_report(self, report: PublicationReport) -> None:
         signature = (tuple(report.published), tuple(t.qualified for t in report.unpublishable),
                      tuple(report.missing), tuple(report.pending), report.managed)
@@ -263,36 +197,13 @@ class Session:
         self.last_report = signature
 
     def refresh_publication(self) -> int:
-        """Bring the publication up to date and snapshot tables that joined it.
-
-        Runs between transactions (nothing pending). New publishable tables of the selected
-        schemas are added to the publication, then copied as of a temporary slot's snapshot;
-        the stream skips their changes older than that snapshot.
+        """Bring the publication up to date and snapshot tables that joined it (between
+        transactions; :func:`ingestion.stream_snapshots.snapshot_new_tables`).
 
         Returns:
             Rows copied from new tables.
         """
-        cfg = self.cfg
-        report = sync_publication(cfg.setup_dsn or cfg.source_dsn, self.publication,
-                                  cfg.selection, must_exist=False)
-        self._log_report(report)
-        new = [t for t in published_tables(self.source_conn, self.publication)
-               if landing_table_name(t[1], t[2]) not in self.applier.tables]
-        if not new:
-            return 0
-        log.info("source %s: new tables %s; copying them", cfg.source,
-                 ", ".join(f"{s}.{t}" for _, s, t in new))
-        repl = psycopg2.connect(cfg.source_dsn,
-                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
-        try:
-            lsn, snapshot = create_slot_exporting(repl.cursor(), f"{self.slot}_add",
-                                                  temporary=True)
-            rows = self._snapshot(snapshot, lsn, new, checkpoint=None)
-        finally:
-            repl.close()
-        for _, schema, table in new:
-            self.floors[landing_table_name(schema, table)] = lsn
-        return rows
+        return snapshot_new_tables(self)
 
     def set_contracts(self, contracts: object) -> None:
         """Validate with ``contracts`` from the next transaction on (call between transactions)."""

@@ -1,0 +1,136 @@
+"""The snapshots a streaming session takes: the initial one, and of tables that join later.
+
+The initial snapshot copies every published table as of the slot's exported snapshot and commits
+it with the first checkpoint. A table that joins the publication while the session streams is
+copied as of a temporary slot's snapshot; the stream then skips the table's changes older than
+that snapshot (its *floor*). Both run between landing transactions, on the session's
+connections (:class:`ingestion.session.Session`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import psycopg
+import psycopg2
+import psycopg2.extras
+
+from ingestion.catalog import drop_slot, published_tables, slot_info
+from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.names import landing_table_name
+from ingestion.publication import sync_publication
+from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
+
+if TYPE_CHECKING:
+    from ingestion.session import Session
+
+log = logging.getLogger("tidemark.ingestion")
+
+
+def initial_snapshot(session: Session) -> None:
+    """Publish the selection, create the slot and copy every published table as of its snapshot.
+
+    A slot left from an earlier attempt without a landed snapshot is dropped and recreated.
+    """
+    cfg = session.cfg
+    report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
+                              cfg.selection)
+    session._log_report(report)
+    if slot_info(session.source_conn, session.slot) is not None:
+        log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
+                    cfg.source, session.slot)
+        drop_slot(cfg.setup_dsn or cfg.source_dsn, session.slot)
+    lsn, snapshot = create_slot_exporting(session.cur, session.slot)
+    log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
+             lsn_to_str(lsn), snapshot)
+    rows = snapshot_tables(session, snapshot, lsn,
+                           published_tables(session.source_conn, session.publication),
+                           checkpoint=lsn)
+    session.stats.snapshot_rows = rows
+    session.ckpt = lsn
+    session.floors = {}
+
+
+def snapshot_tables(session: Session, snapshot: str, lsn: int,
+                    tables: list[tuple[int, str, str]], checkpoint: int | None) -> int:
+    """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
+
+    Args:
+        session: the streaming session (between landing transactions).
+        snapshot: the exported snapshot's name.
+        lsn: its consistent point.
+        tables: (oid, schema, table) to copy.
+        checkpoint: the initial snapshot's LSN; None for tables added while streaming
+            (the checkpoint stays where the stream is).
+
+    Returns:
+        Rows copied.
+    """
+    cfg, applier = session.cfg, session.applier
+    applier.begin()
+    task = SnapshotTask(
+        cfg.source, cfg.source_dsn, cfg.landing_dsn, snapshot, lsn, final=session.landing,
+        catalog=session.source_conn, register=session.tracker.from_catalog,
+        contract_for=applier.contract_for, contracts=cfg.contracts,
+        known=set(applier.tables), replace_all=checkpoint is not None,
+        on_progress=cfg.on_progress)
+    result = take_snapshot(task, tables)
+    committed = False
+    try:
+        if checkpoint is not None:
+            applier.rows_in_txn += result.rows  # counted in rows_applied
+            applier.commit(checkpoint, None, snapshot_lsn=checkpoint)
+        else:
+            applier.commit(session.ckpt, session.last_commit_at)
+        committed = True
+    finally:
+        result.finish(committed)
+    log.info("source %s: snapshot of %d tables, %d rows in %.1f s (%.0f rows/s); %d dead "
+             "letters, %d duplicate events dropped", cfg.source, result.tables, result.rows,
+             result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
+             result.duplicates)
+    return result.rows
+
+
+def load_floors(landing: psycopg.Connection, source: str, ckpt: int) -> dict[str, int]:
+    """Tables snapshotted after the checkpoint ``ckpt``: the stream skips their older changes."""
+    rows = landing.execute(
+        "select table_name, snapshot_lsn::text from tidemark.snapshot_progress where"
+        " source = %s and state = 'done' and snapshot_lsn > %s::pg_lsn",
+        (source, lsn_to_str(ckpt))).fetchall()
+    landing.rollback()
+    return {name: str_to_lsn(lsn) for name, lsn in rows}
+
+
+def snapshot_new_tables(session: Session) -> int:
+    """Bring the publication up to date and snapshot tables that joined it.
+
+    Runs between transactions (nothing pending). New publishable tables of the selected
+    schemas are added to the publication, then copied as of a temporary slot's snapshot;
+    the stream skips their changes older than that snapshot.
+
+    Returns:
+        Rows copied from new tables.
+    """
+    cfg = session.cfg
+    report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
+                              cfg.selection, must_exist=False)
+    session._log_report(report)
+    new = [t for t in published_tables(session.source_conn, session.publication)
+           if landing_table_name(t[1], t[2]) not in session.applier.tables]
+    if not new:
+        return 0
+    log.info("source %s: new tables %s; copying them", cfg.source,
+             ", ".join(f"{s}.{t}" for _, s, t in new))
+    repl = psycopg2.connect(cfg.source_dsn,
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
+                                              temporary=True)
+        rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None)
+    finally:
+        repl.close()
+    for _, schema, table in new:
+        session.floors[landing_table_name(schema, table)] = lsn
+    return rows
