@@ -27,6 +27,7 @@ from ingestion.merge import (
     create_staging,
     drop_duplicate_events,
     fill_unchanged,
+    land_appends,
     land_batch,
 )
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
@@ -287,6 +288,8 @@ class Applier(ChangeBuffer):
         if not batch.lines:
             return
         with self.conn.cursor() as cur:
+            if _unstaged(batch) and land_appends(cur, batch.info, batch):
+                return
             stg = self._stage_batch(cur, batch)
             self._land(cur, batch, stg)
 
@@ -323,3 +326,14 @@ class Applier(ChangeBuffer):
                 log.info("%s: dropped %d duplicate event(s) by %s", info.qualified, dropped,
                          idem)
         return stg
+
+
+def _unstaged(batch: Batch) -> bool:
+    """Whether a batch can land without a staging table (:func:`ingestion.merge.land_appends`):
+    a large batch of new rows only, whose contract (if any) neither drops duplicate events nor
+    advances a watermark (both read the staging table)."""
+    if len(batch.lines) < BIG_BATCH or not batch.appends_only():
+        return False
+    contract = batch.contract
+    return contract is None or not (getattr(contract, "idempotency_key", None)
+                                    or getattr(contract, "event_time", None))

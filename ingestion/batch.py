@@ -1,12 +1,12 @@
 """Batches: the changes of one table inside one landing transaction, as COPY text lines.
 
 A line is one row of the table's staging table (see :data:`STAGING_META`): the table's columns in
-PostgreSQL's text form, then ``_op``, ``_lsn``, ``_seq``, ``_unchanged`` (columns
-sent as unchanged TOAST that nothing in the batch resolves: they are read from the mirror),
-``_origin`` (the key, as text, of the mirror row those values come from), ``_commit_lsn``,
-``_commit_at``, ``_txid`` and last ``_last`` (false once a later line of the batch has the same
-key: the mirror only needs the last image of each key). Lines are ordered by
-``(_commit_lsn, _seq)``.
+PostgreSQL's text form, then ``_op``, ``_lsn``, ``_seq``, ``_commit_lsn``, ``_commit_at``,
+``_txid`` (up to here a line is also a changelog row, see :data:`CHANGELOG_FIELDS`), then
+``_unchanged`` (columns sent as unchanged TOAST that nothing in the batch resolves: they are read
+from the mirror), ``_origin`` (the key, as text, of the mirror row those values come from) and
+last ``_last`` (false once a later line of the batch has the same key: the mirror only needs the
+last image of each key). Lines are ordered by ``(_commit_lsn, _seq)``.
 
 Operations (``_op``): ``r`` snapshot read, ``c`` insert, ``u`` update (new image), ``b`` the old
 image of an update that moved the row (a key change, or any update of a keyless table), ``d``
@@ -30,13 +30,20 @@ from ingestion.lsn import lsn_to_str
 if TYPE_CHECKING:
     from ingestion.tables import TableInfo
 
-STAGING_META = ("_op text, _lsn pg_lsn, _seq integer, _unchanged text[], _origin text[],"
-                " _commit_lsn pg_lsn, _commit_at timestamptz, _txid bigint, _last boolean")
+STAGING_META = ("_op text, _lsn pg_lsn, _seq integer, _commit_lsn pg_lsn,"
+                " _commit_at timestamptz, _txid bigint, _unchanged text[], _origin text[],"
+                " _last boolean")
 """The staging table's columns after the table's own, in line order."""
+
+CHANGELOG_FIELDS = ("_op", "_lsn", "_seq", "_commit_lsn", "_commit_at", "_txid")
+"""The changelog's columns after the table's own, in line order (a line's first fields)."""
+
+PLAIN_END = b"\t\\N\t\\N\tt\n"
+"""How a line with no unresolved values that is its key's last ends: cut it, and the line is a
+changelog row (see :func:`changelog_rows`)."""
 
 SUPERSEDED = b"\tf\n"
 _ESCAPED = re.compile(rb"[\\\n\r]")
-_NO_ARRAYS = b"\t\\N\t\\N"
 
 
 @dataclass
@@ -48,7 +55,9 @@ class TxnContext:
         commit_at: its commit time.
         xid: its transaction id.
         seq: the last ``_seq`` handed out in it (see :meth:`next_seq`).
-        suffix: the line tail shared by its changes.
+        suffix: ``_commit_lsn``, ``_commit_at`` and ``_txid``, shared by its lines.
+        tail: ``suffix`` followed by :data:`PLAIN_END`: the tail of a line with no unresolved
+            unchanged values.
     """
 
     commit_lsn: int
@@ -56,12 +65,13 @@ class TxnContext:
     xid: int | None
     seq: int = 0
     suffix: bytes = b""
+    tail: bytes = b""
 
     def __post_init__(self) -> None:
         at = self.commit_at.isoformat().encode() if self.commit_at else b"\\N"
         xid = str(self.xid).encode() if self.xid is not None else b"\\N"
-        self.suffix = (b"\t" + lsn_to_str(self.commit_lsn).encode() + b"\t" + at + b"\t" + xid
-                       + b"\tt\n")
+        self.suffix = b"\t" + lsn_to_str(self.commit_lsn).encode() + b"\t" + at + b"\t" + xid
+        self.tail = self.suffix + PLAIN_END
 
     def next_seq(self, count: int = 2) -> int:
         """Reserve ``count`` sequence numbers; return the last one.
@@ -115,10 +125,10 @@ def parse_array_literal(text: bytes) -> list[str]:
 def line(values: list[Value], op: bytes, lsn: int, seq: int, txn: TxnContext,
          unchanged: list[str] | None = None, origin: tuple | None = None) -> bytes:
     """One staging line (see the module docstring)."""
-    arrays = _NO_ARRAYS if not unchanged else (
-        b"\t" + array_literal(unchanged) + b"\t" + array_literal(origin or ()))
+    end = PLAIN_END if not unchanged else (
+        b"\t" + array_literal(unchanged) + b"\t" + array_literal(origin or ()) + b"\tt\n")
     return b"%b\t%b\t%X/%X\t%d%b%b" % (row_text(values), op, lsn >> 32, lsn & 0xFFFFFFFF, seq,
-                                      arrays, txn.suffix)
+                                      txn.suffix, end)
 
 
 @dataclass
@@ -177,9 +187,29 @@ class Batch:
         if fields[ncols] in (b"b", b"d"):
             return None, None
         values: list[Value] = [unescape(f) for f in fields[:ncols]]
-        unchanged = unescape(fields[ncols + 3])
+        unchanged = unescape(fields[ncols + 6])
         if unchanged is not None:
             names = self.info.column_names
             for name in parse_array_literal(unchanged):
                 values[names.index(name)] = UNCHANGED
         return values, self.origins.get(key)
+
+    def appends_only(self) -> bool:
+        """Whether every line is a new key's only image with nothing left to the mirror: then
+        the lines, cut at :data:`PLAIN_END`, are the changelog's new rows and the mirror's."""
+        return not (self.removes or self.updates or self.reinserts or self.unresolved
+                    or self.origins)
+
+
+def changelog_rows(lines: list[bytes]) -> bytes | None:
+    """The COPY text of ``lines`` as changelog rows (:data:`CHANGELOG_FIELDS`), or None when a
+    line does not end in :data:`PLAIN_END`.
+
+    A raw newline ends a line and nowhere else (values are escaped), so the replacement cuts
+    exactly one ending per line, or the lengths say otherwise.
+    """
+    data = b"".join(lines)
+    rows = data.replace(PLAIN_END, b"\n")
+    if len(data) - len(rows) != len(lines) * (len(PLAIN_END) - 1):
+        return None
+    return rows

@@ -13,12 +13,14 @@ the general one.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from ingestion.batch import Batch, TxnContext, line
 from ingestion.decoder import UNCHANGED, Value
+from ingestion.insert_lines import insert_line
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -128,6 +130,44 @@ class ChangeBuffer:
         self.rows_in_txn += 1
         if len(batch.lines) >= self.flush_rows:
             self.flush(info)
+
+    def add_insert(self, info: TableInfo, buf: bytes, lsn: int, seq: int) -> bool:
+        """Buffer the Insert message ``buf`` of the current source transaction, if it can take
+        the hot path (:mod:`ingestion.insert_lines`); False leaves it to :meth:`add`.
+
+        Args:
+            info: the table.
+            buf: the pgoutput Insert message.
+            lsn: its LSN.
+            seq: its ``_seq``.
+        """
+        if info.paused_reason is not None or info.stream_positions is not None:
+            return False
+        batch = self._batch(info)
+        if batch.contract is not None:
+            return False
+        try:
+            made = insert_line(buf, lsn, seq, self.txn.tail)
+        except (IndexError, struct.error):
+            return False  # the general path says what is wrong
+        if made is None:
+            return False
+        text, values = made
+        idx = info.key_idx
+        if not idx:
+            batch.lines.append(text)
+        else:
+            key = values[idx[0]] if len(idx) == 1 else tuple([values[i] for i in idx])
+            images = batch.images
+            if key in images or batch.origins:
+                self._put(batch, key, text)
+            else:
+                images[key] = len(batch.lines)
+                batch.lines.append(text)
+        self.rows_in_txn += 1
+        if len(batch.lines) >= self.flush_rows:
+            self.flush(info)
+        return True
 
     def _add_paused(self, info: TableInfo, op: str, new: list[Value] | None,
                     old: list[Value] | None, lsn: int, seq: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from ingestion.batch import STAGING_META, Batch
+from ingestion.batch import CHANGELOG_FIELDS, STAGING_META, Batch, changelog_rows
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -103,11 +103,55 @@ def insert_changelog(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
     asks whether the changelog has any row of the batch's commit range: usually not (a landing
     transaction commits its changes with the checkpoint), and the plain insert runs.
     """
-    overlap = cur.execute(sql.SQL(
+    cur.execute(_changelog_sql(info, stg, _overlaps(cur, info, batch)))
+
+
+def land_appends(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
+    """Land a batch of new rows only (:meth:`ingestion.batch.Batch.appends_only`) without a
+    staging table: its lines COPY straight into the changelog, and the mirror's new rows are
+    read back from there (through the changelog's ``(_commit_lsn, _seq)`` index).
+
+    Returns:
+        False, having written nothing, when the changelog already has rows of the batch's
+        commit range (a replay, or an earlier part of the same transactions): the caller then
+        stages the batch, whose statements skip what is known.
+    """
+    rows = changelog_rows(batch.lines)
+    if rows is None or _overlaps(cur, info, batch):
+        return False
+    fields = sql.SQL(", ").join(map(sql.Identifier, [*info.column_names, *CHANGELOG_FIELDS]))
+    with cur.copy(sql.SQL("copy {} ({}) from stdin").format(info.changelog, fields)) as copy:
+        copy.write(rows)
+    if batch.changelog_only:
+        return True
+    window = (lsn_to_str(batch.first_commit or 0), lsn_to_str(batch.last_commit))
+    mirror = sql.SQL("insert into {} ({}) select {} from {} where _commit_lsn between"
+                     " %s::pg_lsn and %s::pg_lsn and _op in ('r', 'c')").format(
+        info.mirror, _columns(info), _columns(info), info.changelog)
+    if not info.key:
+        cur.execute(mirror, window)
+        return True
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    try:
+        with cur.connection.transaction():
+            cur.execute(mirror + sql.SQL(" order by {}").format(keys), window)
+    except psycopg.errors.UniqueViolation:
+        # A key the mirror has already (a replay after a resync): take the last image.
+        non_key = [c for c in info.column_names if c not in info.key]
+        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in non_key)) if non_key else sql.SQL("do nothing")
+        cur.execute(mirror + sql.SQL(" order by {} on conflict ({}) {}").format(
+            keys, keys, action), window)
+    return True
+
+
+def _overlaps(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
+    """Whether the changelog has a row of the batch's commit range (one index probe)."""
+    return cur.execute(sql.SQL(
         "select exists (select 1 from {} where _commit_lsn between %s::pg_lsn and %s::pg_lsn)"
     ).format(info.changelog), (lsn_to_str(batch.first_commit or 0),
                                lsn_to_str(batch.last_commit))).fetchone()[0]
-    cur.execute(_changelog_sql(info, stg, overlap))
 
 
 def _delete_sql(info: TableInfo, stg: sql.Identifier) -> sql.Composed:

@@ -49,6 +49,7 @@ from ingestion.versions import check_landing_version, source_capabilities
 log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
 _ROW_OPS = {73: "c", 85: "u", 68: "d"}
+_U32 = struct.Struct(">I")
 
 
 @dataclass
@@ -292,7 +293,10 @@ class Session:
                 continue
             payload = msg.payload
             kind = payload[0]
-            if kind == 73 or kind == 85 or kind == 68:  # 'I', 'U', 'D': the hot path
+            if kind == 73:  # 'I': the hot path
+                self.handle_insert(payload, msg.data_start)
+                continue
+            if kind == 85 or kind == 68:  # 'U', 'D': the warm path
                 self.handle_row(payload, msg.data_start)
                 continue
             self.last_message_at = time.monotonic()
@@ -307,6 +311,26 @@ class Session:
                 self.run_resyncs()
             if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
+
+    def handle_insert(self, payload: bytes, lsn: int) -> None:
+        """Apply one Insert message, straight to its line when it can (see
+        :meth:`ingestion.changes.ChangeBuffer.add_insert`), else as :meth:`handle_row` does."""
+        if self.skip:
+            return
+        try:
+            info = self.tracker.by_oid[_U32.unpack_from(payload, 1)[0]]
+        except (KeyError, struct.error):
+            self.handle_row(payload, lsn)  # says what is wrong
+            return
+        if self.floors and self.txn_lsn < self.floors.get(info.name, 0):
+            return  # in the table's latest snapshot already (added or resynced meanwhile)
+        txn = self.applier.txn
+        txn.seq += 2
+        if self.applier.add_insert(info, payload, lsn, txn.seq):
+            self.stats.changes += 1
+            return
+        txn.seq -= 2
+        self.handle_row(payload, lsn)
 
     def handle_row(self, payload: bytes, lsn: int) -> None:
         """Apply one Insert, Update or Delete message, decoded without a message object."""

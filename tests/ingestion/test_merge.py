@@ -5,9 +5,12 @@ inserts fall back to upserts when a key is there already."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 from psycopg import sql
 
+from ingestion.applier import Applier
 from ingestion.batch import Batch
 from ingestion.merge import (
     BIG_BATCH,
@@ -70,3 +73,94 @@ def test_large_insert_batch_whose_keys_are_in_the_mirror_falls_back_to_upserts(
         assert conn.execute("select count(*), sum(v) from f.t").fetchone() == (
             BIG_BATCH + 10, BIG_BATCH + 10)
         assert conn.execute('select count(*) from cdc."f__t"').fetchone()[0] == BIG_BATCH + 10
+
+
+def _appends(conn: psycopg.Connection, schema: str, key: list[str], rows: int, first: int = 1
+             ) -> tuple[Applier, TableInfo]:
+    """An applier holding ``rows`` inserts (values COPY must escape, NULLs) of one source
+    transaction committed at 0/500."""
+    ensure_state(conn, schema)
+    info = TableInfo(schema, "t", "public", "t", 1, [ColumnInfo("id", 23, -1, "integer"),
+                                                     ColumnInfo("note", 25, -1, "text")], key)
+    if not conn.execute("select to_regclass(%s)", (f"{schema}.t",)).fetchone()[0]:
+        create_landing_tables(conn, info)
+    conn.commit()
+    applier = Applier(conn, schema, "slot", "pub")
+    applier.begin()
+    applier.start_source_txn(0x500, datetime(2026, 12, 2, 21, 0, tzinfo=UTC), 7)
+    for i in range(first, first + rows):
+        note = None if i % 7 == 0 else b"n\t%d\\x\ny" % i if i % 5 == 0 else b"n%d" % i
+        applier.add(info, "c", [str(i).encode(), note], None, 0x400 + i, 2 * i)
+    return applier, info
+
+
+def _expected_note(i: int) -> str | None:
+    return None if i % 7 == 0 else f"n\t{i}\\x\ny" if i % 5 == 0 else f"n{i}"
+
+
+def test_large_batch_of_new_rows_lands_without_staging(module_db: str) -> None:
+    """A large batch of inserts is COPYed straight into the changelog and the mirror filled from
+    there: no staging table, every value (escapes, NULLs) and every meta column as staged."""
+    with psycopg.connect(module_db) as conn:
+        applier, info = _appends(conn, "ap", ["id"], BIG_BATCH + 10)
+        assert applier.batches[(info.name, False)].appends_only()
+        applier.commit(0x600, None)
+        assert applier._staging == {}, "the batch went through a staging table"
+        assert conn.execute("select count(*) from ap.t").fetchone()[0] == BIG_BATCH + 10
+        bad = conn.execute(
+            "select count(*) from ap.t m join cdc.ap__t c using (id) where m.note is distinct"
+            " from c.note or c._op <> 'c' or c._seq <> 2 * id or c._lsn <> ('0/'"
+            " || to_hex(1024 + id))::pg_lsn or c._commit_lsn <> '0/500' or c._txid <> 7"
+            " or c._commit_at <> '2026-12-02 21:00+00'").fetchone()[0]
+        assert bad == 0
+        for i in (5, 7, 35, 36):
+            assert conn.execute("select note from ap.t where id = %s", (i,)).fetchone()[0] \
+                == _expected_note(i)
+
+
+def test_replayed_batch_of_new_rows_takes_the_staged_path(module_db: str) -> None:
+    """When the changelog has rows of the batch's commit range already (a replay), the direct
+    COPY would fail on the changelog's unique key: nothing is written and the staged path skips
+    the known changes; keys already in the mirror become upserts."""
+    with psycopg.connect(module_db) as conn:
+        applier, info = _appends(conn, "rp", ["id"], BIG_BATCH + 10)
+        applier.commit(0x600, None)
+        conn.execute("update rp.t set note = 'stale' where id <= 100")
+        conn.commit()
+        applier, info = _appends(conn, "rp", ["id"], BIG_BATCH + 20)  # the same and 10 more
+        applier.commit(0x600, None)
+        assert applier._staging != {}, "the replay did not take the staged path"
+        assert conn.execute("select count(*), count(*) filter (where note = 'stale')"
+                            " from rp.t").fetchone() == (BIG_BATCH + 20, 0)
+        assert conn.execute("select count(*), count(distinct (_commit_lsn, _seq))"
+                            " from cdc.rp__t").fetchone() == (BIG_BATCH + 20, BIG_BATCH + 20)
+
+
+def test_new_rows_whose_keys_are_in_the_mirror_become_upserts(module_db: str) -> None:
+    """Keys in the mirror but not in the changelog's range (landed by a resync snapshot): the
+    plain insert from the changelog falls back to an upsert, nothing fails."""
+    with psycopg.connect(module_db) as conn:
+        applier, info = _appends(conn, "up", ["id"], 1)
+        applier.rollback()
+        conn.execute("insert into up.t select g, 'old' from generate_series(1, 10) g")
+        conn.commit()
+        applier, info = _appends(conn, "up", ["id"], BIG_BATCH + 10)
+        applier.commit(0x600, None)
+        assert applier._staging == {}
+        assert conn.execute("select count(*), count(*) filter (where note = 'old')"
+                            " from up.t").fetchone() == (BIG_BATCH + 10, 0)
+
+
+def test_keyless_batch_of_new_rows_lands_every_copy(module_db: str) -> None:
+    with psycopg.connect(module_db) as conn:
+        applier, info = _appends(conn, "kl", [], BIG_BATCH)
+        applier.start_source_txn(0x501, None, 8)
+        for i in range(1, 11):  # equal rows again: a bag keeps both copies
+            note = _expected_note(i)
+            applier.add(info, "c", [str(i).encode(), None if note is None else note.encode()],
+                        None, 0x5000 + i, 2 * i)
+        applier.commit(0x600, None)
+        assert applier._staging == {}
+        assert conn.execute("select count(*), count(distinct (id, note)) from kl.t"
+                            ).fetchone() == (BIG_BATCH + 10, BIG_BATCH)
+        assert conn.execute("select count(*) from cdc.kl__t").fetchone()[0] == BIG_BATCH + 10
