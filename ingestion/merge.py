@@ -125,9 +125,7 @@ def land_appends(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
     if batch.changelog_only:
         return True
     window = (lsn_to_str(batch.first_commit or 0), lsn_to_str(batch.last_commit))
-    mirror = sql.SQL("insert into {} ({}) select {} from {} where _commit_lsn between"
-                     " %s::pg_lsn and %s::pg_lsn and _op in ('r', 'c')").format(
-        info.mirror, _columns(info), _columns(info), info.changelog)
+    mirror = appended_rows_sql(info)
     if not info.key:
         cur.execute(mirror, window)
         return True
@@ -144,6 +142,14 @@ def land_appends(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
         cur.execute(mirror + sql.SQL(" order by {} on conflict ({}) {}").format(
             keys, keys, action), window)
     return True
+
+
+def appended_rows_sql(info: TableInfo) -> sql.Composed:
+    """The mirror's insert of :func:`land_appends`: the changelog's new rows of a commit range
+    (two parameters), read through its ``(_commit_lsn, _seq)`` index."""
+    return sql.SQL("insert into {} ({}) select {} from {} where _commit_lsn between"
+                   " %s::pg_lsn and %s::pg_lsn and _op in ('r', 'c')").format(
+        info.mirror, _columns(info), _columns(info), info.changelog)
 
 
 def _overlaps(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
