@@ -23,6 +23,7 @@ The last line is JSON: ``{"bench": "snapshot", "rows": N, "snapshot_rows_per_s":
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 import psycopg
 from psycopg import sql
 
@@ -127,6 +129,43 @@ def raw_copy(src: str, land: str, tables: list[str]) -> float:
     return time.monotonic() - started
 
 
+class CpuMeter:
+    """CPU seconds spent by the whole server (every backend, worker and walsender) and by this
+    process (the relay threads) between :meth:`start` and :meth:`stop`.
+
+    A backend that exits is reaped by the postmaster, so its time moves into the postmaster's
+    children times: postmaster (own + children) plus the live children covers everything.
+    """
+
+    def __init__(self, url: str) -> None:
+        with psycopg.connect(url) as conn:
+            data_dir = conn.execute("show data_directory").fetchone()[0]
+        pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        self.postmaster = psutil.Process(pid)
+        self.server = self.relay = 0.0
+
+    def _server(self) -> float:
+        t = self.postmaster.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in self.postmaster.children():
+            with contextlib.suppress(psutil.Error):  # a backend that just exited
+                total += sum(child.cpu_times()[:2])
+        return total
+
+    def start(self) -> None:
+        """Start counting."""
+        self._s0, self._r0 = self._server(), sum(os.times()[:2])
+
+    def stop(self) -> dict[str, float]:
+        """Stop; return {"server": s, "relay": s} CPU seconds."""
+        # Backends of closed connections exit asynchronously: give the postmaster time to reap
+        # them (their time then moves into its children times; a zombie's is not readable).
+        time.sleep(1.0)
+        self.server = self._server() - self._s0
+        self.relay = sum(os.times()[:2]) - self._r0
+        return {"server": round(self.server, 2), "relay": round(self.relay, 2)}
+
+
 def check_landing(land: str, counts: dict[str, int]) -> dict[str, int]:
     """Compare landing with the source's row counts; return landing's duplicate count."""
     with psycopg.connect(land) as conn:
@@ -177,23 +216,33 @@ def main() -> None:
               f" built in {time.monotonic() - t:.1f} s", flush=True)
         raws: list[float] = []
         runs: list[float] = []
+        meter = CpuMeter(src)
+        cpu: dict[str, list] = {"raw": [], "snapshot": []}
         for rep in range(args.repeat):
+            meter.start()
             raws.append(raw_copy(src, land, sorted(counts)))
-            print(f"raw COPY relay: {raws[-1]:.2f} s = {total / raws[-1]:,.0f} rows/s", flush=True)
+            cpu["raw"].append(meter.stop())
+            print(f"raw COPY relay: {raws[-1]:.2f} s = {total / raws[-1]:,.0f} rows/s; cpu "
+                  f"{cpu['raw'][-1]}", flush=True)
             target = land if rep == 0 else fresh_landing(src, land, rep)
             last: list = []
             t = time.monotonic()
+            meter.start()
             stats = ingestion.catch_up(src, target, "shop", contracts=load_contracts(),
                                        timeout_s=3600, on_progress=last.append)
             runs.append(time.monotonic() - t)
+            cpu["snapshot"].append(meter.stop())
             copy_s = last[-1].elapsed_s if last else runs[-1]
             print(f"tidemark catch_up: {stats.snapshot_rows:,} rows in {runs[-1]:.2f} s "
-                  f"(snapshot copy {copy_s:.2f} s, workers {snapshot_workers()})", flush=True)
+                  f"(snapshot copy {copy_s:.2f} s, workers {snapshot_workers()}); cpu "
+                  f"{cpu['snapshot'][-1]}", flush=True)
             checked = check_landing(target, counts)
             print(f"landing equals source; {checked['duplicates']:,} duplicate events dropped, "
                   f"{checked['dead_letters']} dead letters", flush=True)
+        meter.start()
         raws.append(raw_copy(src, land, sorted(counts)))
-        print(f"raw COPY relay: {raws[-1]:.2f} s", flush=True)
+        cpu["raw"].append(meter.stop())
+        print(f"raw COPY relay: {raws[-1]:.2f} s; cpu {cpu['raw'][-1]}", flush=True)
         raw, seconds = min(raws), min(runs)
         result = {"bench": "snapshot", "rows": total,
                   "snapshot_rows_per_s": round(total / seconds),
@@ -202,7 +251,8 @@ def main() -> None:
                   "snapshot_seconds": round(seconds, 2), "raw_copy_seconds": round(raw, 2),
                   "snapshot_runs": [round(r, 2) for r in runs],
                   "raw_runs": [round(r, 2) for r in raws],
-                  "duplicates": checked["duplicates"], "workers": snapshot_workers()}
+                  "duplicates": checked["duplicates"], "workers": snapshot_workers(),
+                  "cpu_s": cpu}
         print(json.dumps(result))
 
 

@@ -40,6 +40,7 @@ from ingestion.tables import SNAPSHOT_SEQ, TableInfo, mark_resnapshot
 log = logging.getLogger("tidemark.ingestion")
 
 SUSPECT_BATCH = 5_000
+SEQ_CACHE = 100_000
 
 
 @dataclass
@@ -212,8 +213,11 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     # Snapshot rows number their _seq up from SNAPSHOT_SEQ (negative), as every snapshot does:
     # a source transaction committed exactly at the snapshot's LSN is streamed at the same
     # _commit_lsn with positive _seq values, after the snapshot's rows and never equal to them.
-    conn.execute(sql.SQL("create sequence {} as integer minvalue {} start with {}").format(
-        seq, sql.Literal(SNAPSHOT_SEQ + 1), sql.Literal(SNAPSHOT_SEQ + 1)))
+    # One backend draws every value (the table's one COPY), so a large cache keeps them
+    # contiguous while nextval stops locking and WAL-logging the sequence every few rows.
+    conn.execute(sql.SQL("create sequence {} as integer minvalue {} start with {} cache {}").format(
+        seq, sql.Literal(SNAPSHOT_SEQ + 1), sql.Literal(SNAPSHOT_SEQ + 1),
+        sql.Literal(SEQ_CACHE)))
     at = lsn_to_str(lsn)
     # _ingested_at is the load's moment for every row: a constant during the load, not a clock
     # read per row; its own default (catalog text) comes back afterwards.

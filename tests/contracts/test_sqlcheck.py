@@ -168,3 +168,45 @@ def test_unknown_types_fall_back_to_python(demo: str) -> None:
     pred = suspect_predicate(orders, types, contracts)
     assert not pred.exact
     assert json.dumps([str(p) for p in pred.params])  # parameters are plain values
+
+
+CART_IDS = [
+    "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a10", "2B7C1F7E-9A55-4F63-8D0E-3C1B9E4D2A10",
+    "2b7C1f7E-9a55-4F63-8d0e-3C1b9E4d2A10", "00000000-0000-0000-0000-000000000000",
+    "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d-a10",  # a fifth hyphen where a digit belongs
+    "2b7c1f7e-9a55-4f63-8d0e--c1b9e4d2a10", "2b7c1f7g-9a55-4f63-8d0e-3c1b9e4d2a10",
+    "2b7c1f7e9a554f638d0e3c1b9e4d2a10", "{2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a10}",
+    "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a1", "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a100",
+    " b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a10", "2b7c1f7e_9a55-4f63-8d0e-3c1b9e4d2a10",
+    "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a1٣", "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2aＡ",
+    "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2aİ", "2b7c1f7e-9a55-4f63-8d0e-3c1b9e4d2a%",
+    "", "not-a-uuid",
+]
+
+
+def test_uuid_field_check_is_exact(demo: str) -> None:
+    """The payload uuid check (LIKE shape + one-class expression + no fifth hyphen) selects
+    exactly the cart ids the validator rejects: every odd one, no valid one in any case."""
+    contracts = load_contracts()
+    with psycopg.connect(demo, autocommit=True) as conn:
+        conn.execute("set timezone = 'UTC'")
+        conn.execute("create temp table u_events as select * from app_events limit 0")
+        conn.execute("alter table u_events add column _rid serial")
+        types = _types(conn, "u_events")
+        cols = [c for c in types if c != "_rid"]
+        base = dict(zip(cols, conn.execute(sql.SQL(
+            "select {} from app_events where event_type = 'cart_item_added' limit 1").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
+                                   for c in cols))).fetchone(), strict=True))
+        for cart_id in CART_IDS:
+            row = {**base, "payload": json.dumps({"cart_id": cart_id, "product_id": 3,
+                                                  "quantity": 2})}
+            conn.execute(sql.SQL("insert into u_events ({}) values ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, cols)),
+                sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(types[c])) for c in cols)),
+                [row[c] for c in cols])
+        violating = _violating(conn, "u_events", contracts, "app_events")
+        suspects, exact = _suspects(conn, "u_events", contracts, "app_events")
+        assert exact
+        assert violating == set(range(5, len(CART_IDS) + 1))  # the four valid ids come first
+        assert suspects == violating
