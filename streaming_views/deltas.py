@@ -30,6 +30,7 @@ from itertools import combinations
 
 from pglast import ast, enums
 
+from streaming_views import pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
@@ -271,6 +272,10 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
                  f"__l{j} AS ({rows})"]
+    if batches and len(changed) == 1:  # a large delta of one table: grouped first
+        grouped = pregroup.statement(cv, changed[0], ctes)
+        if grouped is not None:
+            return grouped
     if cv.analysis.outer is not None:  # outer/semi-joins, two levels: see outer.py
         more, flat = outer_delta(cv, changed, restrict=batches)
         return delta_statement(cv, flat, ctes + more)
