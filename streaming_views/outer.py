@@ -274,7 +274,7 @@ def _cols(cv: Any, j: int) -> list[str]:
     return [q(c.name) for c in cv.resolved.tables[j].columns]
 
 
-def _identical(column: Any) -> bool:
+def identical(column: Any) -> bool:
     """True when equal values of the column cannot print differently (no text form needed):
     integers, dates, timestamps, numeric with a fixed scale, text under a deterministic
     collation of the C library (equality is then byte equality)."""
@@ -292,7 +292,7 @@ def _forms(cv: Any, j: int, alias: str) -> list[str]:
     two rows apart exactly."""
     columns = cv.resolved.tables[j].columns
     return [f"{alias}.{q(c.name)}" for c in columns] + [
-        f'({alias}.{q(c.name)})::text COLLATE "C"' for c in columns if not _identical(c)]
+        f'({alias}.{q(c.name)})::text COLLATE "C"' for c in columns if not identical(c)]
 
 
 def _keyed(cv: Any, j: int, alias: str) -> str:

@@ -17,7 +17,9 @@ Exact: each of the view's hidden columns of such rules is a sum over the group's
 the log's own sign. Used only for the plan of large deltas (the one planned afresh); a view
 outside that shape (min/max, DISTINCT aggregates, tracked display scales, outer joins, UNION
 ALL, temporal filters, views over views, self-joins, unqualified column names) keeps the
-plain statement.
+plain statement, and so does one whose grouping columns have values equal but not identical
+(unconstrained ``numeric``, ``float``, text under a nondeterministic collation...): grouping
+would merge ``1.0`` and ``1.00``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pglast import ast
 
 from streaming_views.astutil import deparse, q, substitute, walk
 from streaming_views.layers import is_live
-from streaming_views.outer import conjuncts
+from streaming_views.outer import conjuncts, identical
 
 ADDITIVE = {"count", "bool", "sum"}  # rules whose every column is a sum over the rows
 
@@ -103,8 +105,9 @@ def statement(cv: Any, j: int, ctes: list[str]) -> str | None:
             refs = [] if node is None else _refs(node)
             if refs is None or any(r.fields[0].sval != ref for r in refs):
                 return None
-    if not needed:
-        return None
+    columns = {c.name: c for c in cv.resolved.tables[j].columns}
+    if not needed or not all(c in columns and identical(columns[c]) for c in needed):
+        return None  # rows equal but told apart (1.0 and 1.00) must not be merged
     keep = sorted(needed)
     exprs = ["coalesce(sum(__sign), 0)::bigint"]
     types = ["bigint"]

@@ -27,7 +27,11 @@ EXTREME = """select d.region, count(*) as n, min(f.x) as mx, sum(f.k) as sk, avg
 from p.f f join p.d d on d.g = f.g
 group by d.region"""
 
-VIEWS = {"pg_grouped": GROUPED, "pg_comma": COMMA, "pg_extreme": EXTREME}
+TEXT_KEY = """select d.region, f.y::text as yt, count(*) as n, sum(f.k) as sk
+from p.f f join p.d d on d.g = f.g
+group by d.region, f.y::text"""
+
+VIEWS = {"pg_grouped": GROUPED, "pg_comma": COMMA, "pg_extreme": EXTREME, "pg_text_key": TEXT_KEY}
 
 ROWS = ("select i, 'g' || (i %% 9), case when i %% 11 = 0 then null when i %% 13 = 0 then 'NaN' "
         "when i %% 17 = 0 then 0 else (i %% 97) / 7.0 end, (i %% 9) * interval '1 hour', "
@@ -66,6 +70,8 @@ def test_the_grouped_path_is_used_where_it_applies(conn: psycopg.Connection,
     assert "__pg1" not in _apply_source(conn, "pg_grouped")  # d: the sums read f
     # min, and avg over an unconstrained numeric (its display scale): not sums of rows
     assert "__pg" not in _apply_source(conn, "pg_extreme")
+    # grouping by an unconstrained numeric would merge 1.0 and 1.00 (its text differs)
+    assert "__pg" not in _apply_source(conn, "pg_text_key")
 
 
 def test_large_statements_of_one_table(conn: psycopg.Connection, views: None) -> None:
@@ -76,6 +82,8 @@ def test_large_statements_of_one_table(conn: psycopg.Connection, views: None) ->
                  "where id <= 3000", ())
     _check(conn)
     conn.execute("update p.f set ok = not ok, iv = iv * 2, y = y * 10 where id %% 3 = 0", ())
+    _check(conn)
+    conn.execute("update p.f set y = round(y, 1) * 1.00 where id %% 5 = 1", ())
     _check(conn)
     conn.execute("delete from p.f where id %% 2 = 0", ())
     _check(conn)
