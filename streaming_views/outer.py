@@ -402,8 +402,7 @@ def _linear(cv: Any, changed: tuple[int, ...], restrict: bool = True
     index instead of hash-joining a scan of the whole table. The plan for small deltas
     (``restrict`` off) joins the logs to the tables as written: the planner, which estimates
     a transaction's log rows few, probes the same index per row, without the key list, its
-    array and the materialised copies of the matching rows (two single-row statements in
-    three were spent on them)."""
+    array and the materialised copies of the matching rows."""
     from streaming_views.deltas import terms
     ctes = [_keys_cte(cv, changed)] + [_restricted(cv, j) for j in range(len(cv.tables))]
     if not restrict:
