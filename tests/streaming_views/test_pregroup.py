@@ -5,6 +5,8 @@ plain statement and stay exact too."""
 
 from __future__ import annotations
 
+import random
+
 import psycopg
 import pytest
 
@@ -110,3 +112,31 @@ def test_grouped_delta_beside_other_changes_in_one_transaction(conn: psycopg.Con
     _check(conn)
     rows = conn.execute("select count(*) from live.pg_grouped").fetchone()
     assert rows == (0,)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_large_statements(conn: psycopg.Connection, views: None, seed: int) -> None:
+    """Seeded random large statements (more rows than a batch's threshold) on either table,
+    alone or two in a transaction, the oracle after each transaction."""
+    rng = random.Random(seed)
+    base = 100_000 * seed
+    conn.execute(f"insert into p.f {ROWS}", (base, base + 2999))
+    updates = {"x": ["x * -1", "null"], "g": ["'g' || ((id + {n}) %% 10)", "null"],
+               "k": ["(k + {n}) %% 12"], "ok": ["not ok"], "iv": ["iv + interval '{n} min'"],
+               "y": ["y + 0.5"]}
+    for _ in range(6):
+        with conn.transaction():
+            for _ in range(rng.choice([1, 1, 2])):
+                lo = base + rng.randrange(0, 1500)
+                if rng.random() < 0.15:
+                    conn.execute("update p.d set limit_k = %s, active = not active "
+                                 "where g = %s", (rng.randrange(10), f"g{rng.randrange(9)}"))
+                elif rng.random() < 0.2:
+                    conn.execute("delete from p.f where id between %s and %s",
+                                 (lo, lo + 1200))
+                else:
+                    sets = ", ".join(f"{c} = {rng.choice(updates[c])}" for c in rng.sample(
+                        sorted(updates), 2)).format(n=rng.randrange(1, 9))
+                    conn.execute(f"update p.f set {sets} where id between %s and %s",
+                                 (lo, lo + 1400))
+        _check(conn)
