@@ -30,6 +30,7 @@ from itertools import combinations
 
 from pglast import ast, enums
 
+from streaming_views import pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
@@ -262,15 +263,21 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         cols = ", ".join(["__tm_tx", "__tm_sign", *(q(c.name) for c in
                                                     cv.resolved.tables[j].columns)])
         rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign IN (-1, 1)"
-        if batches and batchable(cv, j):
-            arrays = ", ".join(f"m.{c}" for c in _batch_columns(cv, j))
-            rows += (f" UNION ALL SELECT m.__tm_tx, u.* FROM __m{j} AS m CROSS JOIN LATERAL "
-                     f"unnest({arrays}) AS u WHERE m.__tm_sign = {BATCH_SIGN}")
+        if batches and batchable(cv, j):  # set-returning functions in the SELECT list (one
+            # ProjectSet, zipped element by element) cost less than ROWS FROM (unnest(...)),
+            # which copies every column into a tuplestore first
+            arrays = ", ".join(f"unnest(m.{c})" for c in _batch_columns(cv, j))
+            rows += (f" UNION ALL SELECT m.__tm_tx, {arrays} FROM __m{j} AS m "
+                     f"WHERE m.__tm_sign = {BATCH_SIGN}")
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING *)",
                  f"__l{j} AS ({rows})"]
+    if batches and len(changed) == 1:  # a large delta of one table: grouped first
+        grouped = pregroup.statement(cv, changed[0], ctes)
+        if grouped is not None:
+            return grouped
     if cv.analysis.outer is not None:  # outer/semi-joins, two levels: see outer.py
-        more, flat = outer_delta(cv, changed)
+        more, flat = outer_delta(cv, changed, restrict=batches)
         return delta_statement(cv, flat, ctes + more)
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
     return delta_statement(cv, flat, ctes)

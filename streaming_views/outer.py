@@ -274,7 +274,7 @@ def _cols(cv: Any, j: int) -> list[str]:
     return [q(c.name) for c in cv.resolved.tables[j].columns]
 
 
-def _identical(column: Any) -> bool:
+def identical(column: Any) -> bool:
     """True when equal values of the column cannot print differently (no text form needed):
     integers, dates, timestamps, numeric with a fixed scale, text under a deterministic
     collation of the C library (equality is then byte equality)."""
@@ -292,7 +292,7 @@ def _forms(cv: Any, j: int, alias: str) -> list[str]:
     two rows apart exactly."""
     columns = cv.resolved.tables[j].columns
     return [f"{alias}.{q(c.name)}" for c in columns] + [
-        f'({alias}.{q(c.name)})::text COLLATE "C"' for c in columns if not _identical(c)]
+        f'({alias}.{q(c.name)})::text COLLATE "C"' for c in columns if not identical(c)]
 
 
 def _keyed(cv: Any, j: int, alias: str) -> str:
@@ -321,7 +321,7 @@ def _in_v(cv: Any, j: int, alias: str) -> str:
     return f"(({probe}) OR (({nulls}) AND EXISTS (SELECT 1 FROM __ojv WHERE {same})))"
 
 
-def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
+def delta(cv: Any, changed: tuple[int, ...], *, restrict: bool = True) -> tuple[list[str], str]:
     """CTEs (after the logs ``__l<j>``) and the flat rows of the view's change.
 
     ``__ojv``: the key values of the logged rows. Per table ``j``: ``__ojr<j>`` its rows now
@@ -333,10 +333,13 @@ def delta(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
     Args:
         cv: the compiled view (with outer joins).
         changed: the base tables whose logs hold this transaction's rows.
+        restrict: on the fast path, restrict the unchanged tables to the logged keys first
+            (for a large delta); without it (the plan for small deltas), the logs are joined
+            to the tables as written, by index probes.
     """
     oj = cv.analysis.outer
     if not oj.partitioned(changed):
-        return _linear(cv, changed)
+        return _linear(cv, changed, restrict)
     ctes = [_keys_cte(cv, changed)]
     new, old = {}, {}
     for j in range(len(cv.tables)):
@@ -390,19 +393,26 @@ def _restricted(cv: Any, j: int) -> str:
             f"WHERE {_in_v(cv, j, '__b')})")
 
 
-def _linear(cv: Any, changed: tuple[int, ...]) -> tuple[list[str], str]:
+def _linear(cv: Any, changed: tuple[int, ...], restrict: bool = True
+            ) -> tuple[list[str], str]:
     """The fast path (only tables on no NULL-extended side changed): the inclusion-exclusion
     terms of :mod:`streaming_views.deltas`, the change logs joined to the other tables as they
-    are now — restricted to the logged keys (every row of a term holds a logged row, whose
-    matches share its key), so that a large delta probes the join-column index instead of
-    hash-joining a scan of the whole table."""
+    are now — with ``restrict``, restricted to the logged keys (every row of a term holds a
+    logged row, whose matches share its key), so that a large delta probes the join-column
+    index instead of hash-joining a scan of the whole table. The plan for small deltas
+    (``restrict`` off) joins the logs to the tables as written: the planner, which estimates
+    a transaction's log rows few, probes the same index per row, without the key list, its
+    array and the materialised copies of the matching rows."""
     from streaming_views.deltas import terms
     ctes = [_keys_cte(cv, changed)] + [_restricted(cv, j) for j in range(len(cv.tables))]
+    if not restrict:
+        ctes = []
     refs = cv.refs()
     flats = []
     for term in terms(cv, changed):
         logs = dict(term.logs)
-        relations = {j: logs.get(j, f"__ojr{j}") for j in range(len(cv.tables))}
+        relations = {j: logs.get(j, f"__ojr{j}") for j in range(len(cv.tables))
+                     if restrict or j in logs}
         flats.append(_flat(cv, relations, term.sign(refs)))
     return ctes, " UNION ALL ".join(flats)
 
@@ -413,7 +423,7 @@ def _flat(cv: Any, relations: dict[int, str], sign: str) -> str:
 
     def swap(node: ast.Node) -> ast.Node | None:
         for j, table in enumerate(cv.tables):
-            if node is table.node:
+            if node is table.node and j in relations:  # else: the table as written
                 return ast.RangeVar(relname=relations[j], inh=True, relpersistence="p",
                                     alias=ast.Alias(aliasname=table.ref))
         return None
