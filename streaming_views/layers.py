@@ -39,6 +39,7 @@ import psycopg
 from psycopg import sql
 
 from streaming_views.errors import UnsupportedViewError
+from streaming_views.readers import READERS
 from streaming_views.resolve import TableInfo
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 LIVE = "live"
 STATE = "tidemark_state"
-READERS = "tidemark.readers"  # transaction-local: the readers of the views pending
 
 
 def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
