@@ -36,8 +36,9 @@ PIN = "select " + ", ".join(  # the pinned settings in one round trip
     for k, v in PINNED.items())
 
 
-FOLLOW = sql.SQL(  # the view's seq and suffix, and the subscription's end (if it ended)
-    "select c.seq, v.suffix, s.ended from tidemark.live_changes c left join tidemark.views v "
+FOLLOW = sql.SQL(  # the view's seq, suffix and health, and the subscription's end (if ended)
+    "select c.seq, v.suffix, s.ended, v.status, v.problem from tidemark.live_changes c "
+    "left join tidemark.views v "
     "on v.name = c.name and v.target = 'embedded' left join {} s on s.id = %s "
     "where c.name = %s").format(sql.SQL(sublog.SUBSCRIPTIONS))
 
@@ -169,6 +170,10 @@ def _follow(conn: psycopg.Connection, entry: CatalogEntry, sub: int, state: dict
                                     "subscribe again once it is deployed.")
         if row[2] is not None:
             raise SubscriptionEnded(f"{row[2]} (changes after seq {seq} were not sent).")
+        if row[3] != "ok":  # the DDL guard broke it: it no longer changes, nor logs
+            raise SubscriptionEnded(f"live view {entry.name!r} is broken ({row[4]}) after seq "
+                                    f"{seq}: subscribe again once 'tidemark views deploy' has "
+                                    "repaired it.")
         if row[1] != entry.suffix:  # redeployed, same columns: read its rows as the new view's
             entry = _entry(conn, entry.name) or entry
         now = int(row[0])

@@ -142,6 +142,24 @@ def test_a_redeploy_that_changes_the_columns_ends_the_subscription(
         sub.close()
 
 
+def test_a_view_broken_by_the_guard_ends_its_subscriptions(
+        module_db: str, tables: None, conn: psycopg.Connection) -> None:
+    deploy_text(module_db, "sr_daily", INNER)
+    deploy_text(module_db, "sr_stores", OUTER)
+    sub = Subscriber(module_db, "sr_stores")
+    try:
+        sub.assert_has(conn, "sr_stores")
+        conn.execute("alter table sr.orders rename column day to day_of")  # breaks both views
+        sub.thread.join(10)
+        assert isinstance(sub.error, SubscriptionEnded)
+        assert str(sub.error).startswith(
+            "live view 'sr_stores' is broken (it reads live view sr_daily, which is broken "
+            "(column day of sr.orders was renamed to day_of)")
+        assert "subscribe again once 'tidemark views deploy' has repaired it" in str(sub.error)
+    finally:
+        sub.close()
+
+
 def test_after_a_crash_the_subscriber_is_told_and_subscribes_again(tmp_path: Path) -> None:
     """The subscription log is UNLOGGED: a crash empties it. The subscriber's session ends
     with the crash, so it is told (never a silent gap), and a new subscription starts with a
