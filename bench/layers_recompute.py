@@ -66,7 +66,7 @@ def main() -> None:
         conn.execute("create schema bench; create table bench.orders (id int primary key, "
                      "store int not null, day int not null, amount int not null)")
         conn.execute("insert into bench.orders select g, g %% 1000, g / 1000, "
-                     "(g * 7919) %% 100003 from generate_series(0, %s - 1) g", (args.rows,))
+                     "(g::bigint * 7919) %% 100003 from generate_series(0, %s - 1) g", (args.rows,))
         conn.execute("vacuum analyze bench.orders")
         started = time.perf_counter()
         deploy_embedded(dsn, [parse_view_text("daily", INNER), parse_view_text("by_day", OUTER)])
