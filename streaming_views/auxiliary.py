@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
-from pglast import ast
+from pglast import ast, parse_sql
 from pglast.enums import A_Expr_Kind
 from psycopg import sql
 
@@ -222,23 +223,32 @@ def _table_column(refs: dict, node: object) -> tuple | None:
 
 
 def _recompute_indexes(cv: CompiledView) -> list[BaseIndex]:
-    """The index the min/max recompute of a single-table view needs (its group keys)."""
+    """The index the min/max recompute of a single-table view needs (its group keys); for a
+    view over one live view, on the inner view's state table (the keys' expressions over it)."""
     an = cv.analysis
     if not any(r.kind == "extreme" for r in cv.rules) or an.is_global or an.branches \
             or len(an.tables) != 1:
         return []
-    table = an.tables[0]
+    table: Any = an.tables[0]
+    inner = getattr(cv.resolved.tables[0], "column_exprs", None)  # a live view read as a table
     exprs = []
     for key in an.group:
         refs = [n for n in walk(key) if isinstance(n, ast.ColumnRef)]
-        if not refs:
+        if not refs or (inner is not None and any(
+                getattr(r.fields[-1], "sval", None) not in inner for r in refs)):
             return []
 
         def strip(node: ast.Node) -> ast.Node | None:
+            if isinstance(node, ast.ColumnRef) and inner is not None:
+                # a column of live.<inner>: its expression over the inner view's state
+                expr = inner[node.fields[-1].sval]
+                return parse_sql(f"SELECT {expr}")[0].stmt.targetList[0].val
             if isinstance(node, ast.ColumnRef) and len(node.fields) == 2:
                 return column_ref(node.fields[1].sval)
             return None
         exprs.append(deparse(substitute(key, strip)))
+    if inner is not None:  # the index goes on the inner view's state table
+        table = cv.resolved.tables[0]
     digest = hashlib.sha256(
         "\n".join([table.schema, table.name, *exprs]).encode()).hexdigest()[:16]
     return [BaseIndex(table.schema, table.name, f"{INDEX_PREFIX}{digest}", tuple(exprs))]

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from streaming_views import guard
+from streaming_views import guard, sublog
 from streaming_views.analyzer import analyze
 from streaming_views.auxiliary import ensure_base_indexes, release_base_indexes
 from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_catalog, record
@@ -197,6 +197,7 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     tables = [f"{t.schema}.{t.name}" for t in cv.resolved.tables]  # live.<x>: its state
     _lock_tables(conn, upstream_tables(conn, cv.tables))  # under live.<x>: before its state
     _lock_tables(conn, tables + (old.base_tables if old else []))
+    subscribed = sublog.before_redeploy(conn, cv.name) if old is not None else None
     try:
         with conn.cursor() as cur:
             _drop_objects(cur, cv.suffix, inputs=False)  # leftovers, or a repair
@@ -215,6 +216,7 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
                 cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                               sql.Identifier(table)))
             _swap_live_view(cur, cv, old)
+            sublog.after_redeploy(conn, cv, subscribed)  # subscribers follow, or are ended
     except RETRYABLE:
         raise
     except psycopg.Error as exc:

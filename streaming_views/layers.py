@@ -30,23 +30,26 @@ Deploy order, blue/green redeploys of an inner view and pruning: :mod:`streaming
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 
+from streaming_views.astutil import q
 from streaming_views.errors import UnsupportedViewError
+from streaming_views.readers import READERS
 from streaming_views.resolve import TableInfo
 
 if TYPE_CHECKING:
     from streaming_views.analyzer import TableRef
+    from streaming_views.compiler import CompiledView
 
 LIVE = "live"
 STATE = "tidemark_state"
-READERS = "tidemark.readers"  # transaction-local: the readers of the views pending
 
 
 def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
@@ -89,7 +92,25 @@ def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
                      f"read the base tables of {name} directly.")
     return LiveTableInfo(index, table.schema, table.name, oid, relkind, inner=table.name,
                          state_name=inner.suffix, state_oid=int(state_oid),
-                         select_sql=inner.view_select().replace(inner.state, "{rel}"))
+                         select_sql=inner.view_select().replace(inner.state, "{rel}"),
+                         column_exprs=state_expressions(inner))
+
+
+def state_expressions(inner: CompiledView) -> dict[str, str]:
+    """Each column of ``live.<inner>`` as an expression over the bare columns of its state
+    table (no alias): what an index on the state table is built on, so that a reader's lookup
+    by that column, once PostgreSQL has expanded ``live.<inner>``, is an index scan."""
+    types = dict(inner.state_columns())
+    names = "|".join(re.escape(q(n)) + "|" + re.escape(n) for n, _ in sorted(
+        types.items(), key=lambda c: -len(c[0])))
+    column = re.compile(rf"\bs\.({names})(?![A-Za-z0-9_$])")
+    found = {}
+    for expr, (name, typ) in zip(inner.output_exprs, inner.outputs, strict=True):
+        bare = column.sub(lambda m: m.group(1), expr)
+        plain = column.fullmatch(expr)
+        same = plain is not None and types.get(plain.group(1).strip('"')) == typ
+        found[name] = bare if same else f"({bare})::{typ}"
+    return found
 
 
 @dataclass
@@ -101,6 +122,7 @@ class LiveTableInfo(TableInfo):
     state_name: str = ""
     state_oid: int = 0
     select_sql: str = ""
+    column_exprs: dict[str, str] = field(default_factory=dict)
 
 
 def is_live(table: Any) -> bool:

@@ -6,7 +6,8 @@ views and foreign tables are refused), the types and collations of the output co
 keys and aggregate arguments, and — read from the stored tree of temporary probe views
 (:mod:`streaming_views.nodetree`) — which columns of which base table the view reads and which
 functions its expressions run, behind operators and casts included
-(:mod:`streaming_views.volatility`). Refusals keep the ``file:line:column`` form.
+(:mod:`streaming_views.volatility`); the probes themselves: :mod:`streaming_views.probes`.
+Refusals keep the ``file:line:column`` form.
 """
 
 from __future__ import annotations
@@ -22,30 +23,14 @@ from psycopg import sql
 from streaming_views import conversions, nodetree, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
-from streaming_views.errors import UnsupportedViewError, ViewDefinitionError
+from streaming_views.errors import UnsupportedViewError
+from streaming_views.probes import Typed, describe, run_probe
 
-PROBE = "tidemark_probe"
-PROBE_PREFIX = f'create temp view "{PROBE}" as '
 RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence",
             "c": "composite type", "i": "index", "I": "partitioned index"}
 CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
 DATETIME_OIDS = {1082, 1083, 1114, 1184, 1266}  # date, time, timestamp, timestamptz, timetz
 SYSTEM_COLUMNS = {-1: "ctid", -2: "xmin", -3: "cmin", -4: "xmax", -5: "cmax", -6: "tableoid"}
-
-
-@dataclass(frozen=True)
-class Typed:
-    """A column of a probe: name, SQL type, collation (SQL name, or None) and its OID."""
-
-    name: str
-    type: str
-    collation: str | None = None
-    collation_oid: int = 0
-
-    @property
-    def collate(self) -> str:
-        """`` COLLATE <collation>`` for DDL, or ``""``."""
-        return f" COLLATE {self.collation}" if self.collation else ""
 
 
 @dataclass(frozen=True)
@@ -99,65 +84,6 @@ class Resolved:
     outputs: list[Typed]
     types: dict[str, Typed]
     tables: list[TableInfo]
-
-
-# ------------------------------------------------------------------------------ probes
-def _error(view_text: str | None, path: str, exc: psycopg.Error, prefix: str) -> str:
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    position = getattr(exc.diag, "statement_position", None)
-    if view_text is not None and position:
-        chars = int(position) - 1 - len(prefix)
-        if 0 <= chars <= len(view_text):
-            line, col = line_col(view_text, len(view_text[:chars].encode("utf-8")))
-            return f"{path}:{line}:{col}: {message}"
-    return f"{path}: {message}"
-
-
-def describe(conn: psycopg.Connection, select_text: str, *, path: str = "<view>",
-             view_text: str | None = None) -> list[Typed]:
-    """Return the columns of a SELECT as PostgreSQL resolves them (types and collations).
-
-    Args:
-        conn: a connection inside a transaction.
-        select_text: the SELECT.
-        path: the view file, for messages.
-        view_text: when ``select_text`` is the view file's text: error positions become
-            ``path:line:column``.
-
-    Raises:
-        ViewDefinitionError: PostgreSQL rejects the query.
-    """
-    return _probe(conn, select_text, path=path, view_text=view_text)[0]
-
-
-def _probe(conn: psycopg.Connection, select_text: str, *, path: str = "<view>",
-           view_text: str | None = None, tree: bool = False) -> tuple[list[Typed], Any]:
-    statement = PROBE_PREFIX + select_text
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(statement)  # type: ignore[arg-type]
-            rows = cur.execute(
-                "select a.attname, format_type(a.atttypid, a.atttypmod), a.attcollation, "
-                "case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' || "
-                "quote_ident(c.collname) end from pg_attribute a "
-                "left join pg_collation c on c.oid = a.attcollation "
-                "left join pg_namespace n on n.oid = c.collnamespace "
-                "where a.attrelid = %s::regclass and a.attnum > 0 and not a.attisdropped "
-                "order by a.attnum", (f'pg_temp."{PROBE}"',)).fetchall()
-            parsed = None
-            if tree:
-                text = cur.execute("select ev_action::text from pg_rewrite where ev_class = "
-                                   "%s::regclass", (f'pg_temp."{PROBE}"',)).fetchone()[0]
-                parsed = nodetree.parse(text)
-            cur.execute(f'drop view pg_temp."{PROBE}"')  # type: ignore[arg-type]
-    except psycopg.errors.UndefinedTable as exc:
-        raise ViewDefinitionError(
-            f"{_error(view_text, path, exc, PROBE_PREFIX)}\nThe view's base tables must exist "
-            "in this database first (for the landing mirror: start ingestion, e.g. 'tidemark "
-            "ingest run').") from None
-    except psycopg.Error as exc:
-        raise ViewDefinitionError(_error(view_text, path, exc, PROBE_PREFIX)) from None
-    return [Typed(str(n), str(t), c, int(o)) for n, t, o, c in rows], parsed
 
 
 # ------------------------------------------------------------------------------ resolve
@@ -477,7 +403,7 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
     exprs = r.row_exprs()
     select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"
-    row_cols, row_tree = _probe(conn, f"SELECT {select}{r.from_where()}", path=r.path,
+    row_cols, row_tree = run_probe(conn, f"SELECT {select}{r.from_where()}", path=r.path,
                                 tree=True)
     types = {c.name: c for c in row_cols}
     if an.aggs:
@@ -491,7 +417,7 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     r.check_literals(row_tree)
     final = r.final_text(types)
     if final is not None:
-        _, final_tree = _probe(conn, final, path=r.path, tree=True)
+        _, final_tree = run_probe(conn, final, path=r.path, tree=True)
         r.check_tree(final_tree, final=True)
         r.check_literals(final_tree)
     r.used_columns(row_tree, tables)

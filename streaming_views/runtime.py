@@ -27,6 +27,7 @@ import hashlib
 import psycopg
 from psycopg import sql
 
+from streaming_views.readers import BREAK_READERS, INNER_PROBLEM, LIVE_READERS_DDL, NOTE_READERS
 from streaming_views.session import set_clauses
 
 PENDING = "tidemark.pending"
@@ -65,16 +66,18 @@ end $f$""",
                             join d on i.inhparent = d.oid)
   select d.oid from d join pg_class c on c.oid = d.oid where c.relkind in ('r', 'p')
 $f$""",
+    LIVE_READERS_DDL,
     f"""create or replace function tidemark.live_problem(p_name text, p_strict boolean default true)
     returns text language plpgsql stable {set_clauses()} as $f$
 declare v record; v_oid oid; v_col jsonb; v_att record; v_rel oid; v_now text; v_j int;
-  v_prefix text;
+  v_prefix text; v_iname text; v_iproblem text;
 begin
   select * into v from tidemark.views where name = p_name and target = 'embedded';
   if not found then return null; end if;
   if v.status <> 'ok' then return coalesce(v.problem, v.status); end if;
   for v_j in 0 .. coalesce(array_length(v.base_tables, 1), 0) - 1 loop
     v_oid := v.base_oids[v_j + 1];
+{INNER_PROBLEM}
     select n.nspname || '.' || c.relname into v_now from pg_class c
       join pg_namespace n on n.oid = c.relnamespace where c.oid = v_oid;
     if v_now is null then
@@ -128,6 +131,7 @@ begin
     execute format('insert into %I.%I (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
                    'tidemark_state', p_suffix || '__l0');
   end if;
+{NOTE_READERS}
 end $f$""",
     f"""create or replace function tidemark.live_sync(p_name text) returns void
     language plpgsql {set_clauses()} as $f$
@@ -168,7 +172,7 @@ begin
 end $f$""",
     f"""create or replace function tidemark.live_break(p_name text, p_reason text) returns void
     language plpgsql {set_clauses()} as $f$
-declare v record; v_fn text; v_def text;
+declare v record; v_fn text; v_def text; v_reader text;
   v_flag text := coalesce(current_setting('{GUARD_OFF}', true), '');
 begin
 {OWN_DDL}
@@ -179,6 +183,7 @@ begin
   end loop;
   update tidemark.views set status = 'broken', problem = p_reason
     where name = p_name and target = 'embedded';
+{BREAK_READERS}
   v_def := rtrim(pg_get_viewdef(format('%I.%I', 'live', p_name)::regclass), '; ' || chr(10));
   execute format('create or replace view %I.%I as select * from (%s) as v where '
                  'tidemark.live_view_broken(%L, %L)', 'live', p_name, v_def, p_name, p_reason);

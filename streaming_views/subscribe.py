@@ -14,6 +14,7 @@ consolidated ``(row, diff)`` pairs, removals first) and a :class:`Progress` afte
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -35,8 +36,17 @@ PIN = "select " + ", ".join(  # the pinned settings in one round trip
     for k, v in PINNED.items())
 
 
+FOLLOW = sql.SQL(  # the view's seq, suffix and health, and the subscription's end (if ended)
+    "select c.seq, v.suffix, s.ended, v.status, v.problem from tidemark.live_changes c "
+    "left join tidemark.views v "
+    "on v.name = c.name and v.target = 'embedded' left join {} s on s.id = %s "
+    "where c.name = %s").format(sql.SQL(sublog.SUBSCRIPTIONS))
+
+
 class SubscriptionEnded(ViewNotFoundError):
-    """The view was dropped or redeployed while subscribed (subscribe again)."""
+    """The subscription cannot go on (subscribe again: a new snapshot follows): the view was
+    dropped, or redeployed with other columns, or the connection to the server was lost (a
+    crash or restart empties the unlogged subscription log)."""
 
 
 @dataclass(frozen=True)
@@ -128,28 +138,44 @@ def subscribe_batches(dsn: str, name: str, *, snapshot: bool = True,
             raise DeployError(f"cannot subscribe to live.{name}: {str(exc).strip()}; subscribing "
                               "creates triggers on the view's state: connect as the role that "
                               "deploys the views.") from None
+        state = {"seq": seq}
         try:
             if snapshot:
                 yield Batch(seq, [(tuple(r), 1) for r in rows])
             yield Progress(seq)
-            yield from _follow(conn, entry, sub, seq, timeout_s, stop, poll_s)
+            yield from _follow(conn, entry, sub, state, timeout_s, stop, poll_s)
+        except psycopg.OperationalError as exc:
+            raise SubscriptionEnded(
+                f"subscription to live.{name} lost its connection after seq {state['seq']} "
+                f"({str(exc).strip() or type(exc).__name__}); the changes of a server that "
+                "crashed or restarted are not kept (the subscription log is unlogged): "
+                "subscribe again, which starts with a snapshot.") from None
         finally:
-            if not conn.closed:
-                sublog.unregister(conn, entry, sub)
+            if not conn.closed and not conn.broken:
+                with contextlib.suppress(psycopg.OperationalError):  # the server went away
+                    sublog.unregister(conn, entry, sub)
 
 
-def _follow(conn: psycopg.Connection, entry: CatalogEntry, sub: int, seq: int,
+def _follow(conn: psycopg.Connection, entry: CatalogEntry, sub: int, state: dict[str, int],
             timeout_s: float | None, stop: threading.Event | None,
             poll_s: float) -> Iterator[Batch | Progress]:
-    idle = 0.0
+    """Poll the view's ``seq``; emit the logged changes up to it. A redeploy that kept the
+    columns logged its difference and moved the triggers (:func:`sublog.after_redeploy`): the
+    subscription follows the new state; one that changed them ended it (``ended``)."""
+    idle, seq = 0.0, state["seq"]
     while stop is None or not stop.is_set():
-        row = conn.execute(
-            "select c.seq, v.suffix from tidemark.live_changes c left join tidemark.views v "
-            "on v.name = c.name and v.target = 'embedded' where c.name = %s",
-            (entry.name,)).fetchone()
-        if row is None or row[1] != entry.suffix:
-            raise SubscriptionEnded(f"live view {entry.name!r} was dropped or redeployed; "
-                                    "subscribe again for its new definition.")
+        row = conn.execute(FOLLOW, (sub, entry.name)).fetchone()
+        if row is None or row[1] is None:
+            raise SubscriptionEnded(f"live view {entry.name!r} was dropped after seq {seq}; "
+                                    "subscribe again once it is deployed.")
+        if row[2] is not None:
+            raise SubscriptionEnded(f"{row[2]} (changes after seq {seq} were not sent).")
+        if row[3] != "ok":  # the DDL guard broke it: it no longer changes, nor logs
+            raise SubscriptionEnded(f"live view {entry.name!r} is broken ({row[4]}) after seq "
+                                    f"{seq}: subscribe again once 'tidemark views deploy' has "
+                                    "repaired it.")
+        if row[1] != entry.suffix:  # redeployed, same columns: read its rows as the new view's
+            entry = _entry(conn, entry.name) or entry
         now = int(row[0])
         if now == seq:
             time.sleep(poll_s)
@@ -159,7 +185,7 @@ def _follow(conn: psycopg.Connection, entry: CatalogEntry, sub: int, seq: int,
             continue
         idle = 0.0
         yield from _changes(conn, entry, seq, now)
-        seq = now
+        seq = state["seq"] = now
         sublog.acknowledge(conn, entry, sub, seq)
         yield Progress(seq)
 
