@@ -9,7 +9,7 @@ the newest order. In one run, on one throw-away embedded PostgreSQL:
   view), alternating in blocks; a 10,000-row UPDATE inside the window (rows/s) likewise;
 * median ``REFRESH MATERIALIZED VIEW`` of the same query at the clock's time;
 * the tick: ``tidemark.live_tick()`` moving the clock so that 0, 1k, 10k and 100k rows expire
-  (ms, and µs per expired row), with the visible-rows table's size before each tick;
+  (ms, and µs per expired row), with the window's size (rows valid) before each tick;
 * the live view is verified equal to its query at the clock's time after the updates and after
   every tick. Last line: JSON.
 """

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import psycopg
 from pglast import ast
 
-from streaming_views import outer, selfjoin, semijoin
+from streaming_views import outer, selfjoin, semijoin, temporal
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.expiry import ensure_inputs
@@ -317,7 +317,9 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     with conn.transaction():
         pin(conn)
         ensure_inputs(conn, an.temporal, str(view.path))
-        resolved = resolve(conn, an)
+        with temporal.bounds_in_where(an):
+            resolved = resolve(conn, an)
+        temporal.read_through_window(an)
         resolved.tables = retarget(resolved.tables)  # live.<inner>: its state table
         selfjoin.share_columns(resolved)
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]
