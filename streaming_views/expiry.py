@@ -24,7 +24,8 @@ timed table, with the validity interval ``[from, until]`` of a row evaluated aga
   still exact, through a scan of the timed table per tick.
 
 The one-machine stack ticks every second; ``tidemark views tick`` ticks by hand. A view is its
-query with ``mz_now()`` replaced by the clock's time (:func:`streaming_views.temporal.oracle_query`).
+query with ``mz_now()`` replaced by the clock's time
+(:func:`streaming_views.temporal.oracle_query`).
 """
 
 from __future__ import annotations
@@ -293,14 +294,13 @@ def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, 
     """CREATE FUNCTION ``<suffix>__tm_tick(p_prev, p_at)``: log the rows of the timed table
     crossing the window's edges between the two times into the view's change log (and register
     the view's maintenance at commit, as a write does); return how many."""
-    from streaming_views.deltas import log_table
+    from streaming_views.deltas import BATCH_SIGN, BIG_DELTA, batchable, log_table
     from streaming_views.triggers import function_name, register
     j = next(i for i, table in enumerate(cv.tables) if _is_timed(t, table))
     ref = q(t.ref)
     rel = sql.Identifier(t.schema, t.name).as_string(conn)
     cols = [q(c.name) for c in cv.resolved.tables[j].columns]
-    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
-    values = "".join(f", {ref}.{c}" for c in cols)
+    named = "".join(f", {ref}.{c} AS __x{k}" for k, c in enumerate(cols))
     low, high = interval_sql(t)
     edges = {kind: [_edge(conn, t, b) for b in t.bounds if b.kind == kind]
              for kind in ("from", "until")}
@@ -308,18 +308,31 @@ def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, 
     if edges["until"]:  # valid at p_prev, not at p_at (p_at > p_prev)
         cond = f"{low} <= p_prev AND {high} >= p_prev AND {high} < p_at"
         rng = _range(edges["until"], ref, "p_prev", "p_at")
-        parts.append(f"SELECT pg_current_xact_id(), -1{values} FROM {rel} AS {ref} WHERE "
+        parts.append(f"SELECT -1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
                      + (f"{rng} AND " if rng else "") + cond)
     if edges["from"]:  # valid at p_at, not at p_prev
         cond = f"{low} > p_prev AND {low} <= p_at AND {high} >= p_at"
         rng = _range(edges["from"], ref, "p_prev", "p_at")
-        parts.append(f"SELECT pg_current_xact_id(), 1{values} FROM {rel} AS {ref} WHERE "
+        parts.append(f"SELECT 1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
                      + (f"{rng} AND " if rng else "") + cond)
+    xs = [f"__x{k}" for k in range(len(cols))]
+    plain = (f"INSERT INTO {log_table(cv, j)} ({', '.join(['__tm_tx', '__tm_sign', *cols])}) "
+             f"SELECT pg_current_xact_id(), __tm_sign{''.join(f', {x}' for x in xs)} FROM __e")
+    if batchable(cv, j):  # many rows: one batch row of arrays, applied as a large delta
+        arrays = ", ".join(["array_agg(__tm_sign)", *(f"array_agg({x})" for x in xs)])
+        target = ", ".join(["__tm_tx", "__tm_sign", "__tm_bs",
+                            *(f"__tm_b{k}" for k in range(len(cols)))])
+        writes = (f"__plain AS ({plain} WHERE (SELECT n FROM __n) <= {BIG_DELTA}), "
+                  f"__batch AS (INSERT INTO {log_table(cv, j)} ({target}) SELECT "
+                  f"pg_current_xact_id(), {BATCH_SIGN}, {arrays} FROM __e "
+                  f"HAVING count(*) > {BIG_DELTA})")
+    else:
+        writes = f"__plain AS ({plain})"
     body = "v_n := 0;\n"
     if parts:
-        body = (f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)};\n"
-                f"GET DIAGNOSTICS v_n = ROW_COUNT;\nIF v_n > 0 THEN\n{register(cv, j)}\n"
-                f"END IF;\n")
+        body = (f"WITH __e AS MATERIALIZED ({' UNION ALL '.join(parts)}), "
+                f"__n AS (SELECT count(*) AS n FROM __e), {writes} "
+                f"SELECT n INTO v_n FROM __n;\nIF v_n > 0 THEN\n{register(cv, j)}\nEND IF;\n")
     name = function_name(cv, "tm_tick")
     create = (f"CREATE FUNCTION {name}(p_prev timestamptz, p_at timestamptz) RETURNS bigint "
               f"LANGUAGE plpgsql SECURITY DEFINER {set_clauses()} AS $tm$\nDECLARE\n"
