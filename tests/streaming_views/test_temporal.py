@@ -230,3 +230,21 @@ def test_demo_windows_stay_bounded(module_db: str, tm: psycopg.Connection) -> No
                  "active_carts"):
         assert tm.execute(f"select count(*) from live.{view}").fetchone()[0] == 0, view
     assert all(v.ok for v in verify(module_db))
+
+
+@pytest.mark.parametrize("text", [
+    # Materialize's documented hopping window: each row in every window starting in the last 5
+    # minutes, a window start per hop from generate_series in FROM
+    "select w.window_start, count(*) as n from tm.events e, generate_series(date_bin("
+    "'1 minute', e.ts, timestamptz '2000-01-01'), e.ts, interval '-1 minute') as "
+    "w(window_start) where mz_now() >= w.window_start and mz_now() < w.window_start + "
+    "interval '5 minutes' group by 1",
+    "select w.s, count(*) as n from tm.events e cross join lateral generate_series(e.ts - "
+    "interval '4 minutes', e.ts, interval '1 minute') as w(s) where mz_now() <= e.ts + "
+    "interval '10 minutes' group by 1",
+])
+def test_hopping_windows_are_refused_with_a_rewrite(text: str) -> None:
+    err = _refusal(text)
+    assert err.construct == "function in FROM", str(err)
+    assert "hopping window over generate_series" in str(err)
+    assert "date_bin" in str(err)  # the rewrite: per-hop buckets with a temporal filter
