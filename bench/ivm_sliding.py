@@ -127,11 +127,11 @@ def run(dsn: str, conn: psycopg.Connection, rows: int, updates: int, spacing_ms:
     rebuild(dsn, NAME)  # writes made with the triggers off
     _check(conn, view)
     ticks = []
-    visible = conn.execute("select visible from tidemark.live_temporal where view_name = %s",
-                           (NAME,)).fetchone()[0]
     at = clock
     for k in EXPIRING:
-        held = conn.execute(f'select count(*) from tidemark_state."{visible}"').fetchone()[0]  # type: ignore[arg-type]
+        held = conn.execute("select count(*) from bench.orders where placed_at <= %s and "
+                            "placed_at + %s * interval '1 minute' > %s",
+                            (at, window_minutes, at)).fetchone()[0]
         at += timedelta(milliseconds=k * spacing_ms)
         start = time.perf_counter()
         result = tick(conn, at)

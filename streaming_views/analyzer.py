@@ -104,7 +104,7 @@ class Analysis:
     @property
     def source_tables(self) -> list[TableRef]:
         """The base tables as written (a temporal filter's timed table among them: the engine
-        reads it through its window view, see :mod:`streaming_views.temporal`)."""
+        reads it through its window, see :mod:`streaming_views.temporal`)."""
         return list(self.tables)
 
     @property

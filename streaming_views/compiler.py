@@ -24,7 +24,7 @@ from pglast import ast
 from streaming_views import outer, selfjoin, semijoin, temporal
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
-from streaming_views.expiry import ensure_inputs
+from streaming_views.expiry import ensure_inputs, inline_window
 from streaming_views.layers import retarget
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
@@ -179,6 +179,7 @@ class CompiledView:
         else:
             swap = self._swap(term, list(self.tables))
             from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
+            from_sql = inline_window(from_sql, an.temporal)  # a temporal filter's timed table
             sign = term.sign(self.refs()) if term else "1"
         text = f"SELECT {', '.join([f'{sign} AS __sign', *cols])} FROM {from_sql}"
         if an.where is not None:

@@ -1,6 +1,6 @@
 # ruff: noqa: S608 -- generated SQL: identifiers quoted with psycopg.sql / q(), user expressions
 # come deparsed from PostgreSQL's own parse tree (pglast).
-"""Temporal filters on the embedded engine: the clock, the window view, the edges and the tick.
+"""Temporal filters on the embedded engine: the clock, the window, the edges and the tick.
 
 A view with a temporal filter (:mod:`streaming_views.temporal`) is maintained straight from its
 timed table, with the validity interval ``[from, until]`` of a row evaluated against the clock:
@@ -11,8 +11,9 @@ timed table, with the validity interval ``[from, until]`` of a row evaluated aga
   the clock row is read ``FOR KEY SHARE``, so a tick waits for the writes in flight and a write
   for the tick in flight;
 * everywhere else (the build, the recompute of a group, the other tables' deltas) the view reads
-  the timed table through its *window view* ``tidemark_state.<view>__<hash8>__tv``, a plain SQL
-  view of the rows valid at the clock's time — nothing is copied;
+  the timed table through its *window*, a subquery of the rows valid at the clock's time written
+  into the generated SQL (:func:`inline_window`; not a SQL view, which would make PostgreSQL
+  refuse to drop or retype the table's columns) — nothing is copied;
 * ``tidemark.live_clock`` holds the clock (one row). ``tidemark.live_tick([at])`` moves it forward
   (to ``clock_timestamp()`` by default; never backwards) and calls each temporal view's
   ``<suffix>__tm_tick(prev, at)``, which logs the rows crossing the window's edges — valid at
@@ -159,18 +160,27 @@ def _check_bounds(conn: psycopg.Connection, t: Temporal, path: str) -> None:
                 rewrite="convert it, e.g. to_timestamp(ms / 1000.0) for epoch milliseconds.")
 
 
-def _window_view(conn: psycopg.Connection, t: Temporal) -> None:
-    """(Re)create the window view: the timed table's rows valid at the clock's time."""
-    rel = sql.Identifier(t.schema, t.name).as_string(conn)
-    ref = q(t.ref)
-    conn.execute(sql.SQL("drop view if exists {}").format(_rel(t.visible)))
-    conn.execute(f"create view {_rel(t.visible).as_string(conn)} as select {ref}.* "  # type: ignore[arg-type]
-                 f"from {rel} as {ref} where {valid_sql(t, CLOCK)}")
+def window_marker(t: Temporal) -> str:
+    """How the timed table's FROM item deparses once :func:`streaming_views.temporal.
+    read_through_window` swapped it (a name no relation has)."""
+    return deparse(ast.RangeVar(schemaname=TEMPORAL_SCHEMA, relname=t.visible, inh=True,
+                                relpersistence="p"))
+
+
+def inline_window(from_sql: str, t: Temporal | None) -> str:
+    """``from_sql`` (a deparsed FROM list) reading the timed table through its *window*: a
+    subquery of the rows valid at the clock's time, written out in place (not a SQL view: a
+    view would make PostgreSQL refuse to drop or retype the table's columns)."""
+    if t is None:
+        return from_sql
+    rel = sql.Identifier(t.schema, t.name).as_string(None)
+    window = (f"(SELECT {q(t.ref)}.* FROM {rel} AS {q(t.ref)} WHERE {valid_sql(t, CLOCK)})")
+    return from_sql.replace(window_marker(t), window)
 
 
 def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
-    """Create the clock and the window view of ``temporal`` so the view compiles over them;
-    called by the compiler before it resolves the view.
+    """Check the timed table and the bounds of ``temporal``; called by the compiler before it
+    resolves the view.
 
     Raises:
         ViewDefinitionError: the timed table does not exist.
@@ -184,9 +194,6 @@ def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str
         raise ViewDefinitionError(f"{path}: relation {temporal.qualified} does not exist; "
                                   "load the source table first.")
     _check_bounds(conn, temporal, path)
-    for stmt in RUNTIME_DDL:
-        conn.execute(stmt)  # type: ignore[arg-type]
-    _window_view(conn, temporal)
 
 
 @dataclass(frozen=True)
@@ -342,7 +349,7 @@ def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, 
 
 
 def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
-    """Create the window view, the expiry indexes and the tick function of ``cv``'s temporal
+    """Create the clock, the expiry indexes and the tick function of ``cv``'s temporal
     filter and register it with the tick; inside the deploy's transaction, before the view's
     state is built (the timed table is locked)."""
     t = cv.analysis.temporal
@@ -350,7 +357,6 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
         return
     for stmt in RUNTIME_DDL:
         conn.execute(stmt)  # type: ignore[arg-type]
-    _window_view(conn, t)
     create, edges = tick_function(conn, cv, t)
     conn.execute(create)  # type: ignore[arg-type]
     indexes = _expiry_indexes(conn, t, edges)
@@ -361,7 +367,7 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
 
 
 def drop_inputs(cur: psycopg.Cursor, suffix: str) -> None:
-    """Drop the window view of ``suffix`` (or engine 4's copies), forget it, and drop the
+    """Drop engine 4's copies of ``suffix`` (if any), forget it, and drop the
     expiry indexes no other temporal view relies on (its tick function goes with the view's
     other ``<suffix>__`` functions)."""
     if cur.execute("select to_regclass('tidemark.live_temporal')").fetchone()[0] is None:

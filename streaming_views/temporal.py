@@ -15,13 +15,13 @@ a join condition, an aggregate FILTER, under OR/NOT or inside another expression
 ``mz_now()``, ``<>``, bounds over two tables, and hopping windows.
 
 The view is then maintained straight from the timed table's writes (see
-:mod:`streaming_views.expiry`): its FROM reads the timed table through the *window view*
-``tidemark_state.<view>__<hash8>__tv`` (a plain SQL view: the timed table's rows valid at the
-clock's time, evaluated when read), its change-log triggers sit on the timed table itself and log
-only the rows valid at the clock's time, and the tick (``tidemark.live_tick()``) logs the rows
-crossing the window's edges (expired: -1, admitted: +1), found through an index on the bound's
-column, into the same change log and maintenance. A write pays one trigger level, like any view;
-a tick costs O(rows expiring or admitted).
+:mod:`streaming_views.expiry`): its FROM reads the timed table through its *window* (a subquery
+of the timed table's rows valid at the clock's time, written into the generated SQL where the
+FROM item names ``tidemark_state.<view>__<hash8>__tv``), its change-log triggers sit on the
+timed table itself and log only the rows valid at the clock's time, and the tick
+(``tidemark.live_tick()``) logs the rows crossing the window's edges (expired: -1, admitted: +1),
+found through an index on the bound's column, into the same change log and maintenance. A write
+pays one trigger level, like any view; a tick costs O(rows expiring or admitted).
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class Temporal:
     Attributes:
         schema, name, ref: the timed table and the name its columns use in the query.
         bounds: the interval's bounds (at least one).
-        visible: the unquoted name of the window view (in :data:`TEMPORAL_SCHEMA`): the timed
-            table's rows valid at the clock's time.
+        visible: the name the timed table's FROM item takes in the generated SQL, where it is
+            replaced by the window (:func:`streaming_views.expiry.inline_window`).
     """
 
     schema: str
@@ -233,7 +233,7 @@ def extract(view: Any, stmt: ast.SelectStmt, tables: list[Any], chk: Any
     Returns:
         (WHERE without the temporal conjuncts, the tables (the timed table kept: its triggers
         and the DDL guard follow it), the FROM list with the timed table read through its
-        window view, the :class:`Temporal` or None).
+        window, the :class:`Temporal` or None).
 
     Raises:
         UnsupportedViewError: through ``chk.refuse``, for a form that is not maintained.
@@ -291,7 +291,7 @@ def bounds_in_where(an: Any) -> Iterator[None]:
 
 
 def read_through_window(an: Any) -> None:
-    """After resolving: the FROM node of the timed table reads its window view instead (the
+    """After resolving: the FROM node of the timed table reads its window instead (the
     build, recompute and the other tables' deltas then see only the rows valid at the clock's
     time; its own delta comes from its change log)."""
     t = an.temporal

@@ -142,6 +142,12 @@ def test_ddl_guard_follows_the_timed_table(module_db: str, sw: psycopg.Connectio
                                            tmp_path: Path) -> None:
     views = write_views(tmp_path / "g", joined=JOINED)
     deploy(module_db, views)
+    # DDL on columns the view does not read is not held back by the view (nothing depends on them)
+    sw.execute("alter table sw.orders add column note text")
+    sw.execute("alter table sw.orders alter column note type varchar(20)")
+    sw.execute("alter table sw.orders drop column note")
+    sw.execute("insert into sw.orders values (909999, 2, 1, 'ok', %s)", (_now(module_db),))
+    assert_equal(sw, "joined", JOINED)
     sw.execute("alter table sw.orders rename column placed_at to ordered_at")
     at = _now(module_db)
     sw.execute("insert into sw.orders values (910000, 1, 1, 'ok', %s)", (at,))  # still writes
