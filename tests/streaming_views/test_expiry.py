@@ -17,6 +17,7 @@ import pytest
 from streaming_views import deploy
 from streaming_views.expiry import clock, tick
 from tests.streaming_views.conftest import assert_equal, deploy_text, write_views
+from tidemark.stack.embedded import EmbeddedServer
 
 T0 = (datetime.now(UTC) + timedelta(days=90)).replace(microsecond=0)  # ahead of the wall clock
 
@@ -157,3 +158,36 @@ def test_ddl_guard_follows_the_timed_table(module_db: str, sw: psycopg.Connectio
     sw.execute("alter table sw.orders rename column ordered_at to placed_at")
     assert {r.name: r.action for r in deploy(module_db, views)}["joined"] == "repaired"
     assert_equal(sw, "joined", JOINED)
+
+
+def test_engine_4_catalog_is_upgraded(pg: EmbeddedServer) -> None:
+    """A landing database whose temporal views were deployed by engine 4 (copies of the timed
+    table, ``live_temporal.pending`` NOT NULL): the next deploy migrates the catalog, drops the
+    old copies with the old view, and ticks the new one."""
+    from streaming_views.expiry import drop_inputs
+    from tests.support import create_database
+    dsn = create_database(pg, "test_expiry_upgrade")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("create schema tidemark; create schema tidemark_state; create schema sw; "
+                  "create table sw.stores (store_id int primary key, region text); "
+                  "create table sw.orders (order_id int primary key, store_id int, "
+                  "amount numeric, status text, placed_at timestamptz)")
+        c.execute("create table tidemark.live_temporal (suffix text primary key, view_name text "
+                  "not null, visible text not null, pending text not null)")
+        c.execute("create table tidemark_state.old__00000000__tv (like sw.orders); "
+                  "create table tidemark_state.old__00000000__tp (like sw.orders); "
+                  "insert into tidemark.live_temporal values ('old__00000000', 'old', "
+                  "'old__00000000__tv', 'old__00000000__tp')")
+        c.execute("insert into sw.stores values (1, 'r1')")
+        c.execute("insert into sw.orders values (1, 1, 5, 'ok', %s)", (T0,))
+        tick(dsn, T0)  # engine 4's rows are left alone by the new tick
+        assert deploy_text(dsn, "joined", JOINED) == "created"
+        assert_equal(c, "joined", JOINED)
+        tick(dsn, T0 + timedelta(minutes=10))
+        assert_equal(c, "joined", JOINED)
+        with c.cursor() as cur:
+            drop_inputs(cur, "old__00000000")  # what deploy does when it drops the old view
+        assert c.execute("select count(*) from pg_class where relname ~ '^old__'"
+                         ).fetchone()[0] == 0
+        assert c.execute("select view_name from tidemark.live_temporal").fetchall() == [
+            ("joined",)]
