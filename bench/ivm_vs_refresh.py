@@ -17,7 +17,7 @@ The live view is verified equal to its query at the end. Last line: JSON.
 per store per UTC day instead, maintained by :mod:`streaming_views.outer`.
 
 Usage: python bench/ivm_vs_refresh.py [--rows N] [--updates K] [--dsn URL]
-       [--view inner_join|left_join|sliding_5min [--spacing-ms MS]]
+       [--view inner_join|left_join|sliding_5min [--spacing-ms MS] [--window-minutes M]]
 """
 
 from __future__ import annotations
@@ -200,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="sliding_5min: a five-minute temporal filter (bench/ivm_sliding.py)")
     parser.add_argument("--spacing-ms", type=float, default=2.0,
                         help="sliding_5min: milliseconds between orders (window = 300000/this)")
+    parser.add_argument("--window-minutes", type=float, default=5.0,
+                        help="sliding_5min: the window's length (5: the five-minute view)")
     args = parser.parse_args(argv)
     if args.view == "sliding_5min":
         import ivm_sliding
         with (server() if args.dsn is None else _given(args.dsn)) as dsn, \
                 psycopg.connect(dsn, autocommit=True) as conn:
-            result = ivm_sliding.run(dsn, conn, args.rows, args.updates, args.spacing_ms, load)
+            result = ivm_sliding.run(dsn, conn, args.rows, args.updates, args.spacing_ms, load,
+                                     window_minutes=args.window_minutes)
         ivm_sliding.report(result)
         return 0
     view = VIEWS[args.view]

@@ -103,11 +103,9 @@ class Analysis:
 
     @property
     def source_tables(self) -> list[TableRef]:
-        """The base tables as written (a temporal filter's timed table, not the visible-rows
-        table the embedded engine reads instead)."""
-        t = self.temporal
-        return [TableRef(t.schema, t.name, x.ref, x.node) if t and x.name == t.visible else x
-                for x in self.tables]
+        """The base tables as written (a temporal filter's timed table among them: the engine
+        reads it through its window, see :mod:`streaming_views.temporal`)."""
+        return list(self.tables)
 
     @property
     def is_global(self) -> bool:

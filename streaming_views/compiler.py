@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import psycopg
 from pglast import ast
 
-from streaming_views import outer, selfjoin, semijoin
+from streaming_views import outer, selfjoin, semijoin, temporal
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
-from streaming_views.expiry import ensure_inputs
+from streaming_views.expiry import ensure_inputs, inline_window
 from streaming_views.layers import retarget
 from streaming_views.plan import plan
 from streaming_views.resolve import Resolved, describe, resolve
@@ -179,6 +179,7 @@ class CompiledView:
         else:
             swap = self._swap(term, list(self.tables))
             from_sql = ", ".join(deparse(substitute(item, swap)) for item in an.from_clause)
+            from_sql = inline_window(from_sql, an.temporal)  # a temporal filter's timed table
             sign = term.sign(self.refs()) if term else "1"
         text = f"SELECT {', '.join([f'{sign} AS __sign', *cols])} FROM {from_sql}"
         if an.where is not None:
@@ -317,7 +318,9 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     with conn.transaction():
         pin(conn)
         ensure_inputs(conn, an.temporal, str(view.path))
-        resolved = resolve(conn, an)
+        with temporal.bounds_in_where(an):
+            resolved = resolve(conn, an)
+        temporal.read_through_window(an)
         resolved.tables = retarget(resolved.tables)  # live.<inner>: its state table
         selfjoin.share_columns(resolved)
         union_columns = ([c.name for c in describe(conn, deparse(an.branches[0].stmt))]

@@ -34,6 +34,7 @@ from streaming_views import pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+from streaming_views.expiry import log_filter
 from streaming_views.layers import is_live, transition
 from streaming_views.outer import delta as outer_delta
 
@@ -104,8 +105,9 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
     failing them cannot change the view and are not logged."""
     an = cv.analysis
+    timed = log_filter(cv, j)  # a temporal filter's timed table: rows valid at the clock
     if an.branches or an.where is None or an.outer is not None:  # outer: NULL rows pass WHERE
-        return None
+        return timed
     where = an.where
     if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
         conjuncts = list(where.args)
@@ -120,6 +122,8 @@ def pushed_filter(cv: CompiledView, j: int) -> str | None:
                  or (len(r.fields) == 1 and single) for r in refs)
         if ok:
             kept.append(f"({deparse(conj)})")
+    if timed is not None:
+        kept.append(timed)
     return " AND ".join(kept) or None
 
 

@@ -32,7 +32,7 @@ from streaming_views.catalog import CatalogEntry, ensure_catalog, forget, read_c
 from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, compile_view, q
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
-from streaming_views.expiry import drop_inputs, install_inputs, refill_inputs
+from streaming_views.expiry import drop_inputs, install_inputs
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
@@ -201,8 +201,7 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     try:
         with conn.cursor() as cur:
             _drop_objects(cur, cv.suffix, inputs=False)  # leftovers, or a repair
-            install_inputs(conn, cv.suffix, cv.name, cv.analysis.temporal,
-                           str(cv.analysis.view.path))
+            install_inputs(conn, cv)
             for stmt in state_ddl(cv) + functions(cv).create:
                 cur.execute(stmt)  # type: ignore[arg-type]
             for t in cv.resolved.tables:
@@ -322,7 +321,6 @@ def rebuild(dsn: str, name: str) -> None:
                                   "another engine version); run 'tidemark views deploy'.")
             _lock_tables(conn, upstream_tables(conn, analyze(view).tables))  # under live.<x>
             _lock_tables(conn, entry.base_tables)
-            refill_inputs(conn, cv.analysis.temporal, entry.path)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
                          "where name = %s", (name,))
             conn.execute(sql.SQL("select {}.{}()").format(

@@ -1,39 +1,55 @@
 # ruff: noqa: S608 -- generated SQL: identifiers quoted with psycopg.sql / q(), user expressions
 # come deparsed from PostgreSQL's own parse tree (pglast).
-"""Temporal filters on the embedded engine: the clock, the expiry index and the tick.
+"""Temporal filters on the embedded engine: the clock, the window, the edges and the tick.
 
-A view with a temporal filter (:mod:`streaming_views.temporal`) reads, instead of its timed
-table, the *visible-rows table* ``tidemark_state.<view>__<hash8>__tv``: a copy of the timed
-table's rows whose validity interval ``[__tm_from, __tm_until]`` holds the clock's time, with an
-index on ``__tm_until`` (the expiry index). Rows valid later wait in ``<...>__tp`` with an index
-on ``__tm_from`` (the admission index). Statement-level triggers on the timed table keep both
-in step with its writes; the engine maintains the view over the visible-rows table like over
-any base table.
+A view with a temporal filter (:mod:`streaming_views.temporal`) is maintained straight from its
+timed table, with the validity interval ``[from, until]`` of a row evaluated against the clock:
 
-``tidemark.live_clock`` holds the clock (one row). ``tidemark.live_tick([at])`` moves it forward
-(to ``clock_timestamp()`` by default; never backwards) and, set-based, deletes the rows that
-expired and moves in the rows admitted since the last tick: O(rows expiring or admitted) through
-the two indexes, plus the engine's maintenance of those rows. The one-machine stack calls it
-every second; ``tidemark views tick`` calls it by hand. A view is its query with ``mz_now()``
-replaced by the clock's time (:func:`streaming_views.temporal.oracle_query`).
+* its change-log triggers sit on the timed table (like any base table's) and log only the rows
+  valid at the clock's time (:func:`log_filter`, pushed into the log statements by
+  :func:`streaming_views.deltas.pushed_filter`): a write pays one trigger level, as for any view;
+  the clock row is read ``FOR KEY SHARE``, so a tick waits for the writes in flight and a write
+  for the tick in flight;
+* everywhere else (the build, the recompute of a group, the other tables' deltas) the view reads
+  the timed table through its *window*, a subquery of the rows valid at the clock's time written
+  into the generated SQL (:func:`inline_window`; not a SQL view, which would make PostgreSQL
+  refuse to drop or retype the table's columns) — nothing is copied;
+* ``tidemark.live_clock`` holds the clock (one row). ``tidemark.live_tick([at])`` moves it forward
+  (to ``clock_timestamp()`` by default; never backwards) and calls each temporal view's
+  ``<suffix>__tm_tick(prev, at)``, which logs the rows crossing the window's edges — valid at
+  ``prev`` but not at ``at`` (sign -1) and valid at ``at`` but not at ``prev`` (sign +1) — into
+  the view's change log, so the view's own commit-time maintenance applies them as a delta.
+  The edges are found through a B-tree index on the bound's column (the *expiry index*, created
+  at deploy when the table has none; a bound ``col``, ``col + <interval>`` or ``col - <interval>``
+  is inverted to a range of ``col``): O(rows expiring or admitted). Another bound expression is
+  still exact, through a scan of the timed table per tick.
+
+The one-machine stack ticks every second; ``tidemark views tick`` ticks by hand. A view is its
+query with ``mz_now()`` replaced by the clock's time
+(:func:`streaming_views.temporal.oracle_query`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
+from pglast import ast
 from psycopg import sql
 
-from streaming_views.astutil import deparse, q
+from streaming_views.astutil import deparse, q, walk
 from streaming_views.errors import DeployError, UnsupportedViewError
 from streaming_views.session import set_clauses
 from streaming_views.temporal import TEMPORAL_SCHEMA, Temporal
 
-TIME_TYPES = {1184: "{}", 1114: "({}) at time zone 'UTC'",
-              1082: "(({})::timestamp at time zone 'UTC')"}
+TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
 EPSILON = "interval '1 microsecond'"
+CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id)"
+LOCKED_CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id FOR KEY SHARE)"
+INDEX_PREFIX = "tidemark_expiry__"
 
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_clock (
@@ -45,7 +61,11 @@ RUNTIME_DDL = [
         suffix text primary key,
         view_name text not null,
         visible text not null,
-        pending text not null)""",
+        pending text)""",
+    # engine 4 kept copies (pending: their admission table); engine 5 reads the timed table
+    "alter table tidemark.live_temporal alter column pending drop not null",
+    "alter table tidemark.live_temporal add column if not exists indexes text[] not null "
+    "default '{}'",
     f"""create or replace function tidemark.live_tick(p_at timestamptz default null)
     returns bigint language plpgsql {set_clauses()} as $f$
 declare
@@ -54,34 +74,20 @@ declare
   r record;
   v_rows bigint := 0;
   v_k bigint;
-  v_due boolean;
 begin
   insert into tidemark.live_clock (id, now) values (true, v_at) on conflict (id) do nothing;
+  -- FOR UPDATE: waits for the writes in flight (their log statements read the clock FOR KEY
+  -- SHARE), so the edges below see every row logged at the old time
   select now into v_prev from tidemark.live_clock where id for update;
-  if v_at < v_prev then
+  if v_at <= v_prev then
     return 0;  -- time never moves backwards
   end if;
   update tidemark.live_clock set now = v_at where id;
-  for r in select visible, pending from tidemark.live_temporal order by suffix loop
-    continue when to_regclass(format('{TEMPORAL_SCHEMA}.%I', r.visible)) is null;
-    -- only statements with rows: each write to the copies fires the view's maintenance
-    execute format('select exists (select 1 from {TEMPORAL_SCHEMA}.%I where __tm_until < $1)',
-                   r.visible) into v_due using v_at;
-    if v_due then
-      execute format('delete from {TEMPORAL_SCHEMA}.%I where __tm_until < $1', r.visible)
-        using v_at;
-      get diagnostics v_k = row_count;
-      v_rows := v_rows + v_k;
-    end if;
-    execute format('select exists (select 1 from {TEMPORAL_SCHEMA}.%I where __tm_from <= $1)',
-                   r.pending) into v_due using v_at;
-    if v_due then
-      execute format('with m as (delete from {TEMPORAL_SCHEMA}.%I where __tm_from <= $1 '
-                     'returning *) insert into {TEMPORAL_SCHEMA}.%I select * from m '
-                     'where __tm_until >= $1', r.pending, r.visible) using v_at;
-      get diagnostics v_k = row_count;
-      v_rows := v_rows + v_k;
-    end if;
+  for r in select suffix from tidemark.live_temporal where pending is null order by suffix loop
+    continue when to_regproc(format('{TEMPORAL_SCHEMA}.%I', r.suffix || '__tm_tick')) is null;
+    execute format('select {TEMPORAL_SCHEMA}.%I($1, $2)', r.suffix || '__tm_tick')
+      into v_k using v_prev, v_at;
+    v_rows := v_rows + v_k;
   end loop;
   return v_rows;
 end $f$""",
@@ -100,34 +106,48 @@ def _rel(name: str) -> sql.Composable:
     return sql.Identifier(TEMPORAL_SCHEMA, name)
 
 
-def _key(conn: psycopg.Connection, t: Temporal) -> list[str]:
-    """The timed table's primary key (or replica identity index) columns."""
-    rows = conn.execute(
-        "select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
-        "and a.attnum = any(i.indkey) where i.indrelid = %s::regclass "
-        "and (i.indisprimary or i.indisreplident) order by i.indisprimary desc, "
-        "array_position(i.indkey::int2[], a.attnum)",
-        (sql.Identifier(t.schema, t.name).as_string(None),)).fetchall()
-    return list(dict.fromkeys(r[0] for r in rows))
-
-
-def _columns(conn: psycopg.Connection, t: Temporal) -> list[str]:
-    rows = conn.execute(
-        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
-        "and not attisdropped order by attnum",
-        (sql.Identifier(t.schema, t.name).as_string(None),)).fetchall()
-    return [r[0] for r in rows]
-
-
-def bound_sql(conn: psycopg.Connection, t: Temporal, path: str) -> tuple[str, str]:
-    """(``__tm_from``, ``__tm_until``) as SQL over the timed table aliased ``t.ref``; NULL when
-    a bound is NULL (the row is never valid, as ``mz_now() <= NULL`` is never true).
-
-    Raises:
-        UnsupportedViewError: a bound is not a timestamp, timestamptz or date.
-    """
+def interval_sql(t: Temporal) -> tuple[str, str]:
+    """(from, until) of a row as timestamptz SQL over the timed table aliased ``t.ref``; NULL
+    when a bound is NULL (the row is never valid, as ``mz_now() <= NULL`` is never true). A
+    timestamp or date bound is read as UTC (the maintenance runs with TimeZone UTC pinned)."""
     parts: dict[str, list[str]] = {"from": [], "until": []}
     nulls = []
+    for bound in t.bounds:
+        expr = deparse(bound.expr)
+        value = f"({expr})::timestamptz"
+        nulls.append(f"({expr}) IS NULL")
+        if bound.strict:
+            value = f"({value} {'+' if bound.kind == 'from' else '-'} {EPSILON})"
+        parts[bound.kind].append(value)
+    low = f"greatest({', '.join(parts['from'])})" if parts["from"] else "'-infinity'::timestamptz"
+    high = f"least({', '.join(parts['until'])})" if parts["until"] else "'infinity'::timestamptz"
+    guard = " OR ".join(nulls)
+    return (f"(CASE WHEN {guard} THEN NULL ELSE {low} END)",
+            f"(CASE WHEN {guard} THEN NULL ELSE {high} END)")
+
+
+def valid_sql(t: Temporal, at: str) -> str:
+    """Condition: the row (aliased ``t.ref``) is valid at time ``at``."""
+    low, high = interval_sql(t)
+    return f"({low} <= {at} AND {high} >= {at})"
+
+
+def log_filter(cv: Any, j: int) -> str | None:
+    """For :func:`streaming_views.deltas.pushed_filter`: when base table ``j`` is the view's
+    timed table, the condition its change-log triggers add — valid at the clock's time, the
+    clock read ``FOR KEY SHARE`` (see the module docstring)."""
+    t = cv.analysis.temporal
+    if t is None or not _is_timed(t, cv.tables[j]):
+        return None
+    return valid_sql(t, LOCKED_CLOCK)
+
+
+def _is_timed(t: Temporal, table: Any) -> bool:
+    return table.ref == t.ref and (table.schema, table.name) == (t.schema, t.name)
+
+
+def _check_bounds(conn: psycopg.Connection, t: Temporal, path: str) -> None:
+    """Refuse a bound that is not a timestamp, timestamptz or date."""
     for bound in t.bounds:
         expr = deparse(bound.expr)
         cur = conn.execute(sql.SQL("select {} from {} as {} limit 0").format(
@@ -138,24 +158,33 @@ def bound_sql(conn: psycopg.Connection, t: Temporal, path: str) -> tuple[str, st
                 f"mz_now() compared with {expr}", "the embedded engine's clock is a "
                 "timestamptz: the bound must be a timestamp, timestamptz or date.", path=path,
                 rewrite="convert it, e.g. to_timestamp(ms / 1000.0) for epoch milliseconds.")
-        value = TIME_TYPES[oid].format(expr)
-        nulls.append(f"({expr}) is null")
-        if bound.strict:
-            value = f"({value} {'+' if bound.kind == 'from' else '-'} {EPSILON})"
-        parts[bound.kind].append(value)
-    low = f"greatest({', '.join(parts['from'])})" if parts["from"] else "'-infinity'::timestamptz"
-    high = f"least({', '.join(parts['until'])})" if parts["until"] else "'infinity'::timestamptz"
-    guard = " or ".join(nulls)
-    return (f"(case when {guard} then null else {low} end)",
-            f"(case when {guard} then null else {high} end)")
+
+
+def window_marker(t: Temporal) -> str:
+    """How the timed table's FROM item deparses once :func:`streaming_views.temporal.
+    read_through_window` swapped it (a name no relation has)."""
+    return deparse(ast.RangeVar(schemaname=TEMPORAL_SCHEMA, relname=t.visible, inh=True,
+                                relpersistence="p"))
+
+
+def inline_window(from_sql: str, t: Temporal | None) -> str:
+    """``from_sql`` (a deparsed FROM list) reading the timed table through its *window*: a
+    subquery of the rows valid at the clock's time, written out in place (not a SQL view: a
+    view would make PostgreSQL refuse to drop or retype the table's columns)."""
+    if t is None:
+        return from_sql
+    rel = sql.Identifier(t.schema, t.name).as_string(None)
+    window = (f"(SELECT {q(t.ref)}.* FROM {rel} AS {q(t.ref)} WHERE {valid_sql(t, CLOCK)})")
+    return from_sql.replace(window_marker(t), window)
 
 
 def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
-    """Create (empty, if missing) the visible-rows and pending tables of ``temporal`` so the view
-    compiles over them; called by the compiler before it resolves the view.
+    """Check the timed table and the bounds of ``temporal``; called by the compiler before it
+    resolves the view.
 
     Raises:
-        UnsupportedViewError: the timed table has no primary key, or a bound has a wrong type.
+        ViewDefinitionError: the timed table does not exist.
+        UnsupportedViewError: a bound has a wrong type.
     """
     if temporal is None:
         return
@@ -164,189 +193,199 @@ def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str
         from streaming_views.errors import ViewDefinitionError
         raise ViewDefinitionError(f"{path}: relation {temporal.qualified} does not exist; "
                                   "load the source table first.")
-    key = _key(conn, temporal)
-    if not key:
-        raise UnsupportedViewError(
-            f"temporal filter on keyless table {temporal.qualified}", "rows are expired and "
-            "admitted by key, and the table has no primary key or replica identity index.",
-            path=path, rewrite=f"add a primary key to {temporal.qualified}.")
-    bound_sql(conn, temporal, path)
-    for name, col in ((temporal.visible, "__tm_until"), (temporal.pending, "__tm_from")):
-        conn.execute(sql.SQL("create table if not exists {} (like {})").format(_rel(name), rel))
-        conn.execute(sql.SQL("alter table {} add column if not exists __tm_from timestamptz, "
-                             "add column if not exists __tm_until timestamptz").format(_rel(name)))
-        conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
-            sql.Identifier(f"{name}_t"), _rel(name), sql.Identifier(col)))
-        conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
-            sql.Identifier(f"{name}_k"), _rel(name),
-            sql.SQL(", ").join(sql.Identifier(k) for k in key)))
+    _check_bounds(conn, temporal, path)
 
 
-def install_inputs(conn: psycopg.Connection, suffix: str, view_name: str,
-                   temporal: Temporal | None, path: str) -> None:
-    """Fill the visible-rows and pending tables from the timed table at the clock's time and
-    create the triggers that follow its writes; inside the deploy's transaction, before the
-    view's state is built."""
-    if temporal is None:
+@dataclass(frozen=True)
+class _Edge:
+    """A bound ``col``, ``col + k`` or ``col - k`` of the timed table: inverted to a range of
+    ``col`` (answered by a B-tree index on it)."""
+
+    column: str
+    typ: str  # timestamptz, timestamp or date
+    inverse: str  # SQL turning a bound value {} (timestamptz) back into col's value
+    slack: str  # widening of the range: strict bounds, day rounding, months of unequal length
+
+
+def _edge(conn: psycopg.Connection, t: Temporal, bound: Any) -> _Edge | None:
+    """The bound as an :class:`_Edge`, or None when its expression is not invertible."""
+    expr, offset, sign = bound.expr, None, "+"
+    if isinstance(expr, ast.A_Expr) and expr.name[-1].sval in {"+", "-"} and expr.lexpr is not None:
+        sign = expr.name[-1].sval
+        expr, offset = expr.lexpr, expr.rexpr
+        if any(isinstance(n, ast.ColumnRef | ast.FuncCall | ast.SubLink) for n in walk(offset)):
+            return None
+    if not isinstance(expr, ast.ColumnRef):
+        return None
+    names = [f.sval for f in expr.fields if isinstance(f, ast.String)]
+    if len(names) != len(expr.fields) or (len(names) == 2 and names[0] != t.ref):
+        return None
+    row = conn.execute(
+        "select atttypid from pg_attribute where attrelid = %s::regclass and attname = %s "
+        "and not attisdropped", (sql.Identifier(t.schema, t.name).as_string(None), names[-1])
+    ).fetchone()
+    if row is None or row[0] not in TIME_TYPES:
+        return None
+    typ = TIME_TYPES[row[0]]
+    slack = "interval '1 second'" + (" + interval '1 day'" if typ == "date" else "")
+    inverse = "({})"
+    if offset is not None:
+        text = deparse(offset)
+        kind = conn.execute(f"select pg_typeof({text})::text").fetchone()[0]  # type: ignore[arg-type]
+        if kind in {"integer", "smallint", "bigint"} and typ == "date":
+            step = f"(({text}) * interval '1 day')"
+        elif kind == "interval":
+            step = f"({text})::interval"
+            months = conn.execute(f"select extract(year from {step}) * 12 + "  # type: ignore[arg-type]
+                                  f"extract(month from {step})").fetchone()[0]
+            if months:  # x + 1 month is within 3 days of (x - 1 month) + 1 month...
+                slack += " + interval '4 days'"
+        else:
+            return None
+        inverse = f"(({{}}) {'-' if sign == '+' else '+'} {step})"
+    return _Edge(names[-1], typ, inverse, slack)
+
+
+def _as_column(edge: _Edge, value: str) -> str:
+    if edge.typ == "timestamptz":
+        return value
+    local = f"(({value}) AT TIME ZONE 'UTC')"
+    return local if edge.typ == "timestamp" else f"({local})::date"
+
+
+def _range(edges: list[_Edge | None], ref: str, lo: str, hi: str) -> str | None:
+    """Condition on the bounds' columns holding every row whose bound (one of ``edges``) lies in
+    ``[lo, hi]``; None when some bound is not invertible (then every row is checked)."""
+    if not edges or any(e is None for e in edges):
+        return None
+    parts = []
+    for e in edges:
+        assert e is not None
+        low = _as_column(e, f"{e.inverse.format(lo)} - ({e.slack})")
+        high = _as_column(e, f"{e.inverse.format(hi)} + ({e.slack})")
+        parts.append(f"({ref}.{q(e.column)} >= {low} AND {ref}.{q(e.column)} <= {high})")
+    return f"({' OR '.join(parts)})"
+
+
+def _index_name(t: Temporal, column: str) -> str:
+    stem = f"{INDEX_PREFIX}{t.name}__{column}"
+    if len(stem) <= 63:
+        return stem
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
+    return f"{stem[:54]}_{digest}"
+
+
+def _expiry_indexes(conn: psycopg.Connection, t: Temporal, edges: list[_Edge]) -> list[str]:
+    """Make sure each bound's column leads a B-tree index of the timed table (created when
+    none does); return the qualified names of the engine's own ones this view relies on."""
+    mine = []
+    rel = sql.Identifier(t.schema, t.name).as_string(None)
+    for column in sorted({e.column for e in edges}):
+        found = conn.execute(
+            "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
+            "join pg_am a on a.oid = c.relam join pg_attribute t on t.attrelid = i.indrelid "
+            "and t.attnum = i.indkey[0] where i.indrelid = %s::regclass and t.attname = %s "
+            "and a.amname = 'btree' and i.indpred is null and i.indexprs is null "
+            "order by starts_with(c.relname, %s) limit 1",
+            (rel, column, INDEX_PREFIX)).fetchone()
+        name = found[0] if found else _index_name(t, column)
+        if found is None:
+            conn.execute(sql.SQL("create index {} on {} ({})").format(
+                sql.Identifier(name), sql.Identifier(t.schema, t.name), sql.Identifier(column)))
+        if name.startswith(INDEX_PREFIX):
+            mine.append(sql.Identifier(t.schema, name).as_string(None))
+    return mine
+
+
+def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, list[_Edge]]:
+    """CREATE FUNCTION ``<suffix>__tm_tick(p_prev, p_at)``: log the rows of the timed table
+    crossing the window's edges between the two times into the view's change log (and register
+    the view's maintenance at commit, as a write does); return how many."""
+    from streaming_views.deltas import BATCH_SIGN, BIG_DELTA, batchable, log_table
+    from streaming_views.triggers import function_name, register
+    j = next(i for i, table in enumerate(cv.tables) if _is_timed(t, table))
+    ref = q(t.ref)
+    rel = sql.Identifier(t.schema, t.name).as_string(conn)
+    cols = [q(c.name) for c in cv.resolved.tables[j].columns]
+    named = "".join(f", {ref}.{c} AS __x{k}" for k, c in enumerate(cols))
+    low, high = interval_sql(t)
+    edges = {kind: [_edge(conn, t, b) for b in t.bounds if b.kind == kind]
+             for kind in ("from", "until")}
+    parts = []
+    if edges["until"]:  # valid at p_prev, not at p_at (p_at > p_prev)
+        cond = f"{low} <= p_prev AND {high} >= p_prev AND {high} < p_at"
+        rng = _range(edges["until"], ref, "p_prev", "p_at")
+        parts.append(f"SELECT -1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
+                     + (f"{rng} AND " if rng else "") + cond)
+    if edges["from"]:  # valid at p_at, not at p_prev
+        cond = f"{low} > p_prev AND {low} <= p_at AND {high} >= p_at"
+        rng = _range(edges["from"], ref, "p_prev", "p_at")
+        parts.append(f"SELECT 1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
+                     + (f"{rng} AND " if rng else "") + cond)
+    xs = [f"__x{k}" for k in range(len(cols))]
+    plain = (f"INSERT INTO {log_table(cv, j)} ({', '.join(['__tm_tx', '__tm_sign', *cols])}) "
+             f"SELECT pg_current_xact_id(), __tm_sign{''.join(f', {x}' for x in xs)} FROM __e")
+    if batchable(cv, j):  # many rows: one batch row of arrays, applied as a large delta
+        arrays = ", ".join(["array_agg(__tm_sign)", *(f"array_agg({x})" for x in xs)])
+        target = ", ".join(["__tm_tx", "__tm_sign", "__tm_bs",
+                            *(f"__tm_b{k}" for k in range(len(cols)))])
+        writes = (f"__plain AS ({plain} WHERE (SELECT n FROM __n) <= {BIG_DELTA}), "
+                  f"__batch AS (INSERT INTO {log_table(cv, j)} ({target}) SELECT "
+                  f"pg_current_xact_id(), {BATCH_SIGN}, {arrays} FROM __e "
+                  f"HAVING count(*) > {BIG_DELTA})")
+    else:
+        writes = f"__plain AS ({plain})"
+    body = "v_n := 0;\n"
+    if parts:
+        body = (f"WITH __e AS MATERIALIZED ({' UNION ALL '.join(parts)}), "
+                f"__n AS (SELECT count(*) AS n FROM __e), {writes} "
+                f"SELECT n INTO v_n FROM __n;\nIF v_n > 0 THEN\n{register(cv, j)}\nEND IF;\n")
+    name = function_name(cv, "tm_tick")
+    create = (f"CREATE FUNCTION {name}(p_prev timestamptz, p_at timestamptz) RETURNS bigint "
+              f"LANGUAGE plpgsql SECURITY DEFINER {set_clauses()} AS $tm$\nDECLARE\n"
+              f"v_n bigint; v_p text; v_b text; v_first boolean;\nBEGIN\n{body}RETURN v_n;\n"
+              f"END\n$tm$")
+    return create, [e for es in edges.values() for e in es if e is not None]
+
+
+def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
+    """Create the clock, the expiry indexes and the tick function of ``cv``'s temporal
+    filter and register it with the tick; inside the deploy's transaction, before the view's
+    state is built (the timed table is locked)."""
+    t = cv.analysis.temporal
+    if t is None:
         return
     for stmt in RUNTIME_DDL:
         conn.execute(stmt)  # type: ignore[arg-type]
-    rel = sql.Identifier(temporal.schema, temporal.name)
-    conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(rel))
-    ensure_inputs(conn, temporal, path)
-    low, high = bound_sql(conn, temporal, path)
-    cols = _columns(conn, temporal)
-    key = _key(conn, temporal)
-    visible, pending = (_rel(temporal.visible).as_string(conn),
-                        _rel(temporal.pending).as_string(conn))
-    ref = q(temporal.ref)
-    listed = ", ".join(q(c) for c in cols)
-    picked = ", ".join(f"{ref}.{q(c)}" for c in cols)
-    rows = (f"select {picked}, {low} as __tm_from, {high} as __tm_until from {{src}} as {ref}")
-    now = "(select now from tidemark.live_clock where id)"
-
-    def fill(src: str, clock: str) -> list[str]:
-        return [f"insert into {visible} ({listed}, __tm_from, __tm_until) select * from "
-                f"({rows.format(src=src)}) as x where x.__tm_from <= {clock} "
-                f"and x.__tm_until >= {clock}",
-                f"insert into {pending} ({listed}, __tm_from, __tm_until) select * from "
-                f"({rows.format(src=src)}) as x where x.__tm_from > {clock} "
-                f"and x.__tm_until >= x.__tm_from"]
-    fn = sql.Identifier(TEMPORAL_SCHEMA, f"{suffix}__tm_follow").as_string(conn)
-    _refill(conn, temporal, fill(rel.as_string(conn), now))
-    body = _follow_body(visible, pending, f"({rows.format(src='__tm_new')})",
-                        f"({rows.format(src='__tm_old')})", listed, cols, key,
-                        "(select now from tidemark.live_clock where id for key share)")
-    conn.execute(f"create function {fn}() returns trigger language plpgsql {set_clauses()} "  # type: ignore[arg-type]
-                 f"as $f$\n{body}\n$f$")
-    for tag, event, refs in (("i", "insert", "new table as __tm_new"),
-                             ("u", "update", "old table as __tm_old new table as __tm_new"),
-                             ("d", "delete", "old table as __tm_old")):
-        conn.execute(sql.SQL("create trigger {} after {} on {} referencing {} for each "
-                             "statement execute function {}()").format(
-            sql.Identifier(f"{suffix}__tm_{tag}"), sql.SQL(event), rel, sql.SQL(refs),
-            sql.SQL(fn)))
-    conn.execute(sql.SQL("create trigger {} after truncate on {} for each statement execute "
-                         "function {}()").format(sql.Identifier(f"{suffix}__tm_t"), rel,
-                                                 sql.SQL(fn)))
-    conn.execute("insert into tidemark.live_temporal (suffix, view_name, visible, pending) "
-                 "values (%s, %s, %s, %s) on conflict (suffix) do update set "
-                 "view_name = excluded.view_name, visible = excluded.visible, "
-                 "pending = excluded.pending",
-                 (suffix, view_name, temporal.visible, temporal.pending))
-
-
-def _follow_body(visible: str, pending: str, new_rows: str, old_rows: str, listed: str,
-                 cols: list[str], key: list[str], now: str) -> str:
-    """The body of the trigger function following the timed table's writes.
-
-    The visible-rows table holds exactly the rows valid at the clock's time, so which copies a
-    statement removes, updates or adds follows from the transition tables alone (no probe of the
-    copies). Each write to the copies fires the view's maintenance, so only statements with rows
-    run: an UPDATE of a row that stays valid is one UPDATE of its copy. The clock row is read
-    FOR KEY SHARE: a tick waits for the writes in flight, a write for the tick in flight."""
-    def match(a: str, b: str) -> str:
-        return " and ".join(f"{a}.{q(k)} = {b}.{q(k)}" for k in key)
-
-    def valid(a: str) -> str:
-        return f"{a}.__tm_from <= v_now and {a}.__tm_until >= v_now"
-    later = "x.__tm_from > v_now and x.__tm_until >= x.__tm_from"
-    old, new = f"{old_rows} as o", f"{new_rows} as x"
-    leaving = (f"from {old} where {valid('o')} and not exists (select 1 from {new} where "
-               f"{match('x', 'o')} and {valid('x')})")
-    staying = f"from {new} where {valid('x')} and exists (select 1 from {old} where " \
-              f"{match('x', 'o')} and {valid('o')})"
-    entering = f"from {new} where {valid('x')} and not exists (select 1 from {old} where " \
-               f"{match('x', 'o')} and {valid('o')})"
-    sets = ", ".join(f"{q(c)} = x.{q(c)}" for c in [*cols, "__tm_from", "__tm_until"])
-    keys = ", ".join(q(k) for k in key)
-    return "\n".join([
-        "declare v_now timestamptz;",
-        "begin",
-        f"  v_now := {now};",
-        "  if tg_op = 'TRUNCATE' then",
-        f"    delete from {visible}; delete from {pending}; return null;",
-        "  end if;",
-        "  if tg_op in ('DELETE', 'UPDATE') then",
-        f"    delete from {pending} as s using __tm_old as o where {match('s', 'o')};",
-        "  end if;",
-        "  if tg_op = 'DELETE' then",
-        f"    if exists (select 1 from {old} where {valid('o')}) then",
-        f"      delete from {visible} as s where ({', '.join(f's.{q(k)}' for k in key)}) in "
-        f"(select {', '.join(f'o.{q(k)}' for k in key)} from {old} where {valid('o')});",
-        "    end if;",
-        "  elsif tg_op = 'UPDATE' then",
-        f"    if exists (select 1 {leaving}) then",
-        f"      delete from {visible} as s where ({', '.join(f's.{q(k)}' for k in key)}) in "
-        f"(select {', '.join(f'o.{q(k)}' for k in key)} {leaving});",
-        "    end if;",
-        "  end if;",
-        "  if tg_op = 'UPDATE' then",
-        f"    if exists (select 1 {staying}) then",
-        f"      update {visible} as s set {sets} from (select x.* {staying}) as x "
-        f"where {match('s', 'x')};",
-        "    end if;",
-        "  end if;",
-        "  if tg_op in ('INSERT', 'UPDATE') then",
-        f"    insert into {pending} ({listed}, __tm_from, __tm_until) select * from {new} "
-        f"where {later};",
-        "  end if;",
-        "  if tg_op = 'INSERT' then",
-        f"    if exists (select 1 from {new} where {valid('x')}) then",
-        f"      insert into {visible} ({listed}, __tm_from, __tm_until) select x.* from {new} "
-        f"where {valid('x')};",
-        "    end if;",
-        "  elsif tg_op = 'UPDATE' then",
-        f"    if exists (select 1 {entering}) then",
-        f"      insert into {visible} ({listed}, __tm_from, __tm_until) select x.* {entering};",
-        "    end if;",
-        "  end if;",
-        "  return null;",
-        "end"]) if keys else ""
-
-
-def _refill(conn: psycopg.Connection, temporal: Temporal, statements: list[str]) -> None:
-    """Empty and refill the visible-rows and pending tables with the view's triggers on them
-    disabled (the caller rebuilds the view's state from them)."""
-    tables = [_rel(temporal.visible), _rel(temporal.pending)]
-    for table in tables:
-        conn.execute(sql.SQL("alter table {} disable trigger user").format(table))
-    conn.execute(sql.SQL("delete from {}; delete from {}").format(*tables))
-    for stmt in statements:
-        conn.execute(stmt)  # type: ignore[arg-type]
-    for table in tables:
-        conn.execute(sql.SQL("alter table {} enable trigger user").format(table))
-        conn.execute(sql.SQL("analyze {}").format(table))  # plans probe the copies by key
-
-
-def refill_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
-    """Copy the timed table's rows valid at the clock's time again (for ``rebuild``: after
-    writes made with the triggers disabled)."""
-    if temporal is None:
-        return
-    conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(
-        sql.Identifier(temporal.schema, temporal.name)))
-    low, high = bound_sql(conn, temporal, path)
-    cols = ", ".join(q(c) for c in _columns(conn, temporal))
-    ref = q(temporal.ref)
-    src = sql.Identifier(temporal.schema, temporal.name).as_string(conn)
-    rows = (f"select {cols}, __tm_from, __tm_until from (select {ref}.*, {low} as __tm_from, "
-            f"{high} as __tm_until from {src} as {ref}) as x, tidemark.live_clock c where c.id")
-    _refill(conn, temporal, [
-        f"insert into {_rel(temporal.visible).as_string(conn)} ({cols}, __tm_from, __tm_until)"
-        f" {rows} and x.__tm_from <= c.now and x.__tm_until >= c.now",
-        f"insert into {_rel(temporal.pending).as_string(conn)} ({cols}, __tm_from, __tm_until)"
-        f" {rows} and x.__tm_from > c.now and x.__tm_until >= x.__tm_from"])
+    create, edges = tick_function(conn, cv, t)
+    conn.execute(create)  # type: ignore[arg-type]
+    indexes = _expiry_indexes(conn, t, edges)
+    conn.execute("insert into tidemark.live_temporal (suffix, view_name, visible, pending, "
+                 "indexes) values (%s, %s, %s, null, %s) on conflict (suffix) do update set "
+                 "view_name = excluded.view_name, visible = excluded.visible, pending = null, "
+                 "indexes = excluded.indexes", (cv.suffix, cv.name, t.visible, indexes))
 
 
 def drop_inputs(cur: psycopg.Cursor, suffix: str) -> None:
-    """Drop the visible-rows and pending tables of ``suffix`` and forget them (the triggers on
-    the timed table go with the ``<suffix>__tm_follow`` function)."""
+    """Drop engine 4's copies of ``suffix`` (if any), forget it, and drop the
+    expiry indexes no other temporal view relies on (its tick function goes with the view's
+    other ``<suffix>__`` functions)."""
     if cur.execute("select to_regclass('tidemark.live_temporal')").fetchone()[0] is None:
         return
     for name in (f"{suffix}__tv", f"{suffix}__tp"):
-        cur.execute(sql.SQL("drop table if exists {}").format(_rel(name)))
-    cur.execute("delete from tidemark.live_temporal where suffix = %s", (suffix,))
+        kind = cur.execute("select c.relkind from pg_class c join pg_namespace n on n.oid = "
+                           "c.relnamespace where n.nspname = %s and c.relname = %s",
+                           (TEMPORAL_SCHEMA, name)).fetchone()
+        if kind is not None:
+            what = "view" if kind[0] == "v" else "table"
+            cur.execute(sql.SQL(f"drop {what} {{}}").format(_rel(name)))  # type: ignore[arg-type]
+    row = cur.execute("delete from tidemark.live_temporal where suffix = %s returning indexes",
+                      (suffix,)).fetchone()
+    for index in (row[0] if row else []) or []:
+        used = cur.execute("select 1 from tidemark.live_temporal where %s = any(indexes)",
+                           (index,)).fetchone()
+        if used is None:
+            cur.execute(f"drop index if exists {index}")  # type: ignore[arg-type]
 
 
 def clock(conn: psycopg.Connection) -> datetime | None:

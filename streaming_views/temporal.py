@@ -14,17 +14,21 @@ Everything else with ``mz_now()`` is refused with a reason: in the SELECT list, 
 a join condition, an aggregate FILTER, under OR/NOT or inside another expression, arithmetic on
 ``mz_now()``, ``<>``, bounds over two tables, and hopping windows.
 
-The view is then compiled over the *visible-rows table* of the timed table (see
-:mod:`streaming_views.expiry`): a copy of the timed table's rows valid at the clock's time, kept
-by triggers on the timed table and by the tick (``tidemark.live_tick()``), which deletes expired
-rows and moves admitted ones in. The engine maintains the view over that table like over any
-base table, so a tick costs O(rows expiring or admitted).
+The view is then maintained straight from the timed table's writes (see
+:mod:`streaming_views.expiry`): its FROM reads the timed table through its *window* (a subquery
+of the timed table's rows valid at the clock's time, written into the generated SQL where the
+FROM item names ``tidemark_state.<view>__<hash8>__tv``), its change-log triggers sit on the
+timed table itself and log only the rows valid at the clock's time, and the tick
+(``tidemark.live_tick()``) logs the rows crossing the window's edges (expired: -1, admitted: +1),
+found through an index on the bound's column, into the same change log and maintenance. A write
+pays one trigger level, like any view; a tick costs O(rows expiring or admitted).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,8 +68,8 @@ class Temporal:
     Attributes:
         schema, name, ref: the timed table and the name its columns use in the query.
         bounds: the interval's bounds (at least one).
-        visible: the unquoted name of the visible-rows table (in :data:`TEMPORAL_SCHEMA`).
-        pending: the unquoted name of the table of rows admitted later (same schema).
+        visible: the name the timed table's FROM item takes in the generated SQL, where it is
+            replaced by the window (:func:`streaming_views.expiry.inline_window`).
     """
 
     schema: str
@@ -73,7 +77,6 @@ class Temporal:
     ref: str
     bounds: tuple[Bound, ...]
     visible: str
-    pending: str
 
     @property
     def qualified(self) -> str:
@@ -228,8 +231,9 @@ def extract(view: Any, stmt: ast.SelectStmt, tables: list[Any], chk: Any
     """Take the temporal filter (and ``@retention``) out of ``stmt``'s WHERE.
 
     Returns:
-        (WHERE without the temporal conjuncts, the tables with the timed table replaced by its
-        visible-rows table, the FROM list likewise, the :class:`Temporal` or None).
+        (WHERE without the temporal conjuncts, the tables (the timed table kept: its triggers
+        and the DDL guard follow it), the FROM list with the timed table read through its
+        window, the :class:`Temporal` or None).
 
     Raises:
         UnsupportedViewError: through ``chk.refuse``, for a form that is not maintained.
@@ -266,14 +270,38 @@ def extract(view: Any, stmt: ast.SelectStmt, tables: list[Any], chk: Any
     if timed is None:
         return stmt.whereClause, tables, from_clause, None
     stem = f"{view.name}__{view.definition_hash[:8]}"
-    temporal = Temporal(timed.schema, timed.name, timed.ref, tuple(bounds),
-                        f"{stem}__tv", f"{stem}__tp")
-    node = timed.node  # swapped in place: the engine finds tables by their FROM node
-    node.schemaname, node.relname = TEMPORAL_SCHEMA, temporal.visible
-    node.alias = ast.Alias(aliasname=timed.ref)
-    swapped = dataclasses.replace(timed, schema=TEMPORAL_SCHEMA, name=temporal.visible)
-    new_tables = [swapped if t is timed else t for t in tables]
-    return _and(kept), new_tables, from_clause, temporal
+    temporal = Temporal(timed.schema, timed.name, timed.ref, tuple(bounds), f"{stem}__tv")
+    return _and(kept), tables, from_clause, temporal
+
+
+@contextmanager
+def bounds_in_where(an: Any) -> Iterator[None]:
+    """While resolving: the analysis's WHERE also reads the bounds' columns (``<bound> IS NOT
+    NULL``, no clock), so they are logged and followed by the DDL guard like any column the
+    view reads."""
+    t, where = an.temporal, an.where
+    if t is not None:
+        an.where = _and([*conjuncts(where), *(ast.NullTest(arg=b.expr, nulltesttype=enums.
+                                                           NullTestType.IS_NOT_NULL)
+                                              for b in t.bounds)])
+    try:
+        yield
+    finally:
+        an.where = where
+
+
+def read_through_window(an: Any) -> None:
+    """After resolving: the FROM node of the timed table reads its window instead (the
+    build, recompute and the other tables' deltas then see only the rows valid at the clock's
+    time; its own delta comes from its change log)."""
+    t = an.temporal
+    if t is None:
+        return
+    for table in an.tables:
+        if table.ref == t.ref and (table.schema, table.name) == (t.schema, t.name):
+            node = table.node  # swapped in place: the engine finds tables by their FROM node
+            node.schemaname, node.relname = TEMPORAL_SCHEMA, t.visible
+            node.alias = ast.Alias(aliasname=t.ref)
 
 
 def oracle_query(definition: str, at: datetime) -> str:

@@ -95,6 +95,9 @@ def _register(cv: CompiledView, j: int) -> str:
             f"VALUES (pg_current_xact_id(), 0);{readers_sql(cv.readers)}\nEND IF;")
 
 
+register = _register  # a temporal view's tick logs rows like a write (streaming_views.expiry)
+
+
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
     UPDATE logs only the rows whose columns read by the view changed."""

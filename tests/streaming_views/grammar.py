@@ -283,7 +283,16 @@ def draw_temporal_view(rng: random.Random, name: str, clock_days: int) -> View:
         f"mz_now() >= f.ts + interval '{since} days'",
         f"mz_now() < f.d + {until}",
         f"mz_now() > f.ts + interval '{since} days' and mz_now() <= f.d + {until}",
+        # engine 5: edges found by inverting the bound to a range of its column (expiry.py)
+        f"mz_now() >= f.ts - interval '{-since} days' and mz_now() < f.ts + interval "
+        f"'{until // 30 + 1} months'",
+        f"mz_now() >= f.d and mz_now() < f.d + {until}",
+        "mz_now() <= f.ts + f.iv and mz_now() >= f.ts",  # not invertible: a scan per tick
     ])
+    if rng.random() < 0.15:  # a keyless, partitioned timed table (its partitions' triggers)
+        return View(name, f"select p.kind as k0, count(*) as a0, sum(p.v) as a1 from gen.p p "
+                          f"where mz_now() <= p.day + {until} and mz_now() >= p.day + "
+                          f"{since - 10} group by 1")
     header = f"-- @retention: f.ts {until + 20} days\n" if rng.random() < 0.2 else ""
     shape = rng.choice(["f", "f", "fd", "bag"])
     extra = f" and {rng.choice(WHERES['f'][:7])}" if rng.random() < 0.4 else ""
