@@ -59,8 +59,27 @@ def _wait_for(built, passed: bool, timeout: float) -> dict:
         time.sleep(1.0)
 
 
+def _slo_page(human: bool = False):
+    """``tidemark status --slo`` (JSON, or the text a person reads)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+
+    result = CliRunner().invoke(app, ["status", "--slo"] + ([] if human else ["--json"]))
+    assert result.exit_code == 0, result.output
+    if human:
+        return result.output
+    page = json.loads(result.output)
+    return page, {f["view"]: f for f in page["freshness"]}
+
+
 @pytest.fixture
-def fast_slo(monkeypatch: pytest.MonkeyPatch) -> None:
+def fast_slo(built, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", built.source_url)
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", built.landing_url)
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     monkeypatch.setenv("TIDEMARK_HEARTBEAT_S", str(HEARTBEAT_S))
     monkeypatch.setenv("TIDEMARK_FRESHNESS_WINDOW_S", "10")
     monkeypatch.setenv("TIDEMARK_FRESHNESS_OBJECTIVE", "p95 2s")
@@ -85,6 +104,8 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         observed = [e for e in events if isinstance(e, dg.AssetObservation)
                     and e.asset_key == view_key(VIEWS[0])]
         assert observed and observed[0].metadata["p95_s_5min"].value >= 0
+        page, views = _slo_page()
+        assert views[VIEWS[0]]["state"] == "ok" and views[VIEWS[0]]["samples_5min"] >= 1
 
         ingestion.pause()
         with psycopg.connect(built.source_url, autocommit=True) as conn:
@@ -103,6 +124,11 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         assert not any(e.passed for e in changed)
         events, cursor = observe_freshness(built.resource, cursor)
         assert not [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]  # unchanged
+        page, views = _slo_page()
+        assert page["verdict"] == "missed" and page["missed"] >= len(VIEWS)
+        assert all(views[v]["state"] == "missed" for v in VIEWS)
+        text = _slo_page(human=True)
+        assert "freshness promise: MISSED" in text and "live.store_revenue_per_minute" in text
 
         ingestion.start()
         recovered = _wait_for(built, passed=True, timeout=90)
@@ -118,6 +144,9 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         assert slow > 2000
         events, _ = observe_freshness(built.resource, cursor)
         assert any(isinstance(e, dg.AssetCheckEvaluation) and e.passed for e in events)
+        page, views = _slo_page()
+        assert all(views[v]["state"] == "ok" for v in VIEWS), views
+        assert views[VIEWS[0]]["p99_1h"] > 2.0  # the change that waited is in the hour
     finally:
         if ingestion.thread is not None and ingestion.thread.is_alive():
             ingestion.pause()
