@@ -206,6 +206,9 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment (``overrides`` win over it).
 
+    Also sets the watermark policy of this process (``ingestion.watermarks.configure``) from
+    ``TIDEMARK_WATERMARK_IDLE_AFTER_S`` and ``TIDEMARK_WATERMARK_FUTURE_SKEW_S``.
+
     Returns:
         The settings, with defaults filled in.
 
@@ -213,9 +216,17 @@ def load_settings(**overrides: Any) -> Settings:
         SettingsError: a variable is set to a value that cannot be used (all of them named).
     """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from None
+    from datetime import timedelta
+
+    from ingestion.watermarks import configure
+
+    # One policy per process: the ingesting process and every reader of the same settings agree.
+    configure(timedelta(seconds=settings.watermark_idle_after_s),
+              timedelta(seconds=settings.watermark_future_skew_s))
+    return settings
 
 
 def _explain(exc: ValidationError) -> str:
