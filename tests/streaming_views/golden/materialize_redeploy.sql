@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts b0f0e02029193b60, card_payments_recent 0f25f712f67fc892, daily_store_revenue 768678b7cc587da5, late_deliveries_daily 932104cea836d37a, store_cancellation_rate 315a7bef2a16f601, store_orders_last_5_minutes 674c5989afa95574, store_revenue_per_minute fe6ec46df05254be)
+-- phase: catalog (one row per view: active_carts b0f0e02029193b60, card_payments_recent 0f25f712f67fc892, daily_store_revenue dbb3a1cdc3996667, late_deliveries_daily 932104cea836d37a, store_cancellation_rate 315a7bef2a16f601, store_orders_last_5_minutes 674c5989afa95574, store_revenue_per_minute fe6ec46df05254be)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
