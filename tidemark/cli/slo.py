@@ -79,12 +79,17 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
             "promises": promises, "freshness": fresh}
 
 
-def show(slo: dict[str, Any]) -> None:
-    """Print the SLO page for a person."""
+def show_verdict(slo: dict[str, Any], hint: str = "") -> None:
+    """The page's one-line verdict (``hint``: appended, e.g. where the details are)."""
     colour = {"kept": "green", "at risk": "yellow", "missed": "red"}[slo["verdict"]]
     console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
                   f"({slo['missed']} missed, {slo['at_risk']} at risk, "
-                  f"{len(slo['promises'])} promises)", highlight=False)
+                  f"{len(slo['promises'])} promises){hint}", highlight=False)
+
+
+def show(slo: dict[str, Any]) -> None:
+    """Print the SLO page for a person."""
+    show_verdict(slo)
     show_freshness(slo["freshness"])
     emit_table("every promise", ["promise", "state", "why"],
                [(p["promise"], p["state"], p["why"]) for p in slo["promises"]])

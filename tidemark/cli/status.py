@@ -16,7 +16,7 @@ import typer
 from psycopg import sql
 
 from tidemark.cli.output import console, emit_json, emit_table
-from tidemark.cli.slo import freshness_layer, page, show_freshness
+from tidemark.cli.slo import freshness_layer, page, show_freshness, show_verdict
 from tidemark.cli.slo import show as show_slo
 from tidemark.settings import Settings, load_settings
 from tidemark.stack.databases import Databases, locate_databases
@@ -254,12 +254,5 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON for
         show_slo(summary["slo"])
     else:
         _show(summary)
-        show_slo_verdict(summary["slo"])
+        show_verdict(summary["slo"], "; details: `tidemark status --slo`.")
 
-
-def show_slo_verdict(slo: dict[str, Any]) -> None:
-    """The SLO page's one-line verdict (``--slo`` shows the page)."""
-    colour = {"kept": "green", "at risk": "yellow", "missed": "red"}[slo["verdict"]]
-    console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
-                  f"({slo['missed']} missed, {slo['at_risk']} at risk); details: "
-                  f"`tidemark status --slo`.", highlight=False)
