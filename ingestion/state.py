@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.freshness import TABLES as FRESHNESS_TABLES
+from ingestion.freshness import record_sample
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
 from ingestion.watermarks import TABLES as WATERMARK_TABLES
@@ -97,6 +99,7 @@ _STATE_TABLES = {
         last_dropped_at timestamptz,
         primary key (source, table_name)""",
     **WATERMARK_TABLES,
+    **FRESHNESS_TABLES,
 }
 
 
@@ -216,6 +219,7 @@ def save_checkpoint(conn: psycopg.Connection, source: str, slot: str, publicatio
         {"source": source, "slot": slot, "pub": publication, "lsn": lsn, "snap": snapshot_lsn,
          "commit_at": commit_at, "rows": rows},
     )
+    record_sample(conn, source, commit_at)
 
 
 def record_schema_change(conn: psycopg.Connection, source: str, table: str, lsn: str | None,

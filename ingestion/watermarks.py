@@ -15,7 +15,7 @@ staging table plus primary-key lookups into the two state rows and the checkpoin
 of the mirror or the changelog. The batch is read once (max event time, whether any insert is
 behind the watermark); a second pass groups the late inserts by day only when there are some.
 
-**Idle advance.** A table that has landed nothing for :data:`IDLE_AFTER` (or never, since its
+**Idle advance.** A table that has landed nothing for ``policy().idle_after`` (or never, since its
 snapshot) while its source keeps committing — heartbeats are transactions too, so an idle source
 commits every heartbeat — takes the source's progress as its event-time bound: its watermark is
 at least ``checkpoint.last_commit_at − allowed_lateness``. Readers compute that advance on the fly
@@ -23,7 +23,12 @@ at least ``checkpoint.last_commit_at − allowed_lateness``. Readers compute tha
 watermark never moves back.
 
 **Future event times** are capped: a batch advances the watermark by at most its latest source
-commit time plus :data:`FUTURE_SKEW`, so one row dated 2099 cannot close every day.
+commit time plus ``policy().future_skew``, so one row dated 2099 cannot close every day.
+
+Both are settings (``TIDEMARK_WATERMARK_IDLE_AFTER_S``, ``TIDEMARK_WATERMARK_FUTURE_SKEW_S``):
+:func:`tidemark.settings.load_settings` passes them to :func:`configure`, so the ingesting
+process and every reader (status, Dagster, finality) of one stack use the same values; used on
+its own, this module keeps the defaults :data:`IDLE_AFTER` and :data:`FUTURE_SKEW`.
 """
 
 from __future__ import annotations
@@ -42,6 +47,40 @@ IDLE_AFTER = timedelta(minutes=1)
 
 FUTURE_SKEW = timedelta(minutes=5)
 """How far past its source commit time an event time may advance a watermark."""
+
+
+
+@dataclass(frozen=True)
+class WatermarkPolicy:
+    """How watermarks treat idle tables and future event times.
+
+    Attributes:
+        idle_after: a table with no change landed for this long, while its source commits, is
+            idle (its watermark follows the source's progress).
+        future_skew: how far past its source commit time an event time may advance a
+            watermark.
+    """
+
+    idle_after: timedelta = IDLE_AFTER
+    future_skew: timedelta = FUTURE_SKEW
+
+
+_policy = WatermarkPolicy()
+
+
+def configure(idle_after: timedelta | None = None, future_skew: timedelta | None = None
+              ) -> WatermarkPolicy:
+    """Set the policy of this process (None: keep the current value); return it."""
+    global _policy
+    _policy = WatermarkPolicy(idle_after if idle_after is not None else _policy.idle_after,
+                              future_skew if future_skew is not None else _policy.future_skew)
+    return _policy
+
+
+def policy() -> WatermarkPolicy:
+    """The policy in force in this process (:func:`configure`)."""
+    return _policy
+
 
 WATERMARKS = "watermarks"
 LATE_EVENTS = "late_events"
@@ -82,7 +121,7 @@ def effective_sql(w: str, c: str, lateness: sql.Composable) -> sql.Composed:
     return sql.SQL(
         "greatest({w}.watermark, case when coalesce({w}.last_change_at, '-infinity')"
         " < {c}.last_commit_at - {idle} then {c}.last_commit_at - {late} end)").format(
-        w=wi, c=ci, idle=sql.Literal(IDLE_AFTER), late=lateness)
+        w=wi, c=ci, idle=sql.Literal(policy().idle_after), late=lateness)
 
 
 def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
@@ -134,7 +173,7 @@ def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
             last_change_at = greatest(w.last_change_at, excluded.last_change_at),
             updated_at = excluded.updated_at
     """).format(col=col, stg=stg, prev=prev, ck=ck, wm=wm, late=late, day_end=day_end,
-                skew=sql.Literal(FUTURE_SKEW))
+                skew=sql.Literal(policy().future_skew))
 
 
 def advance(cur: psycopg.Cursor, source: str, table: str, stg: sql.Identifier, column: str,

@@ -6,6 +6,7 @@ File format::
     -- @keys: store_id, window_start                            (columns to index)
     -- @cluster: live_views                                     (Materialize cluster)
     -- @retention: placed_at 2 days                             (temporal filter, both engines)
+    -- @freshness: p95 2s                                       (freshness objective)
     select ...
 
 Settings are comment lines of the form ``-- @name: value`` before the SELECT. Every setting is
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streaming_views.errors import ViewFileError
+from streaming_views.objective import Objective, parse_objective
 
 DEFAULT_VIEWS_DIR = Path(__file__).parent / "views"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -27,7 +29,7 @@ SETTING_RE = re.compile(r"^--\s*@(\w+)\s*:\s*(.*?)\s*$")
 RETENTION_RE = re.compile(
     r"^(?P<column>[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)?)\s+"
     r"(?P<amount>\d+)\s+(?P<unit>second|minute|hour|day)s?$")
-KNOWN_SETTINGS = ("keys", "cluster", "retention")
+KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
@@ -53,6 +55,8 @@ class ViewFile:
         keys: columns to index (``@keys``).
         cluster: Materialize cluster (``@cluster``).
         retention: Materialize temporal filter (``@retention``), or None.
+        freshness: the declared freshness objective (``@freshness``), or None (the setting's
+            default applies).
         description: the free-text header lines.
     """
 
@@ -63,6 +67,7 @@ class ViewFile:
     cluster: str = DEFAULT_CLUSTER
     retention: Retention | None = None
     description: str = ""
+    freshness: Objective | None = None
     settings: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,12 +115,16 @@ def parse_view_text(name: str, text: str, path: Path | None = None) -> ViewFile:
                 f"{where}: @retention {settings['retention']!r} must read '<column> <n> "
                 f"<second|minute|hour|day>s', e.g. '@retention: placed_at 2 days'.")
         retention = Retention(match["column"], f"{match['amount']} {match['unit']}s")
+    freshness = None
+    if "freshness" in settings:
+        freshness = parse_objective(settings["freshness"], f"{where}: @freshness")
     cluster = settings.get("cluster", DEFAULT_CLUSTER)
     if not NAME_RE.match(cluster):
         raise ViewFileError(f"{where}: @cluster {cluster!r} is not a plain lower-case name.")
     return ViewFile(name=name, path=path or Path(f"{name}.sql"), text=text, keys=keys,
                     cluster=cluster, retention=retention,
-                    description=" ".join(d for d in description if d), settings=settings)
+                    description=" ".join(d for d in description if d), settings=settings,
+                    freshness=freshness)
 
 
 def load_views(views_dir: Path | None = None) -> list[ViewFile]:

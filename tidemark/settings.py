@@ -66,6 +66,16 @@ class Settings(BaseSettings):
         demo_beyond_lateness_share: ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``: share of the demo
             load's orders placed on an earlier, already closed day (beyond the orders'
             allowed lateness), so late-data accounting and corrections run all the time.
+        heartbeat_s: ``TIDEMARK_HEARTBEAT_S``: an idle source gets a heartbeat (a logical
+            message through its slot, and so a freshness sample) after this many seconds.
+        freshness_objective: ``TIDEMARK_FRESHNESS_OBJECTIVE``: the freshness objective of a
+            live view whose file declares no ``@freshness`` (``p95 2s``).
+        freshness_window_s: ``TIDEMARK_FRESHNESS_WINDOW_S``: the sliding window (seconds)
+            the freshness check judges the objective over.
+        watermark_idle_after_s: ``TIDEMARK_WATERMARK_IDLE_AFTER_S``: a table with no change
+            for this long while its source commits is idle; its watermark follows the source.
+        watermark_future_skew_s: ``TIDEMARK_WATERMARK_FUTURE_SKEW_S``: how far past its
+            source commit time an event time may advance a watermark.
     """
 
     model_config = SettingsConfigDict(env_prefix="TIDEMARK_", env_ignore_empty=True,
@@ -91,6 +101,11 @@ class Settings(BaseSettings):
     materialize_lag_s: float = Field(5.0, gt=0)
     reconcile_days: int = Field(30, ge=1, le=3660)
     demo_beyond_lateness_share: float = Field(0.01, ge=0, le=1)
+    heartbeat_s: float = Field(10.0, gt=0, le=3600)
+    freshness_objective: str = "p95 2s"
+    freshness_window_s: int = Field(300, ge=10, le=3600)
+    watermark_idle_after_s: float = Field(60.0, gt=0)
+    watermark_future_skew_s: float = Field(300.0, ge=0)
 
     @field_validator("home", "dbt_project_dir", "dbt_target_path", "views_dir")
     @classmethod
@@ -113,6 +128,17 @@ class Settings(BaseSettings):
         if len(value.split()) != 5:
             raise ValueError("must be a cron string of five fields, like '30 2 * * *'")
         return value.strip()
+
+    @field_validator("freshness_objective")
+    @classmethod
+    def _objective(cls, value: str) -> str:
+        from streaming_views.errors import ViewFileError
+        from streaming_views.objective import parse_objective
+
+        try:
+            return parse_objective(value).text
+        except ViewFileError as exc:
+            raise ValueError(str(exc).split(": ", 2)[-1]) from None
 
     # -- derived places ----------------------------------------------------------------------
 
@@ -180,6 +206,9 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings from the environment (``overrides`` win over it).
 
+    Also sets the watermark policy of this process (``ingestion.watermarks.configure``) from
+    ``TIDEMARK_WATERMARK_IDLE_AFTER_S`` and ``TIDEMARK_WATERMARK_FUTURE_SKEW_S``.
+
     Returns:
         The settings, with defaults filled in.
 
@@ -187,9 +216,17 @@ def load_settings(**overrides: Any) -> Settings:
         SettingsError: a variable is set to a value that cannot be used (all of them named).
     """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from None
+    from datetime import timedelta
+
+    from ingestion.watermarks import configure
+
+    # One policy per process: the ingesting process and every reader of the same settings agree.
+    configure(timedelta(seconds=settings.watermark_idle_after_s),
+              timedelta(seconds=settings.watermark_future_skew_s))
+    return settings
 
 
 def _explain(exc: ValidationError) -> str:

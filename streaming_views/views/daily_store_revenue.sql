@@ -9,6 +9,7 @@
 --   net_revenue:            gross_revenue - refund_amount
 -- @keys: store_id, order_date
 -- @cluster: live_views
+-- @freshness: p99 10s
 select
     u.store_id,
     u.order_date,

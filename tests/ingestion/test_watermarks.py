@@ -195,3 +195,45 @@ def test_per_batch_statement_never_reads_the_mirror(pair: Pair, tmp_path: Path,
         scans = [line for line in plan.splitlines() if "Seq Scan" in line]
         assert all("stg" in line or "watermarks" in line or "checkpoints" in line
                    for line in scans), plan
+
+
+def test_idle_threshold_and_future_cap_are_settings(pair: Pair, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """TIDEMARK_WATERMARK_IDLE_AFTER_S / _FUTURE_SKEW_S set the policy of the process that
+    loads the settings: a 1 s idle threshold advances a table idle for 2 s (the default needs a
+    minute), a 0 s cap keeps a future event time from moving the watermark past the commit."""
+    from ingestion.watermarks import policy
+    from tidemark.settings import load_settings
+
+    monkeypatch.setenv("TIDEMARK_WATERMARK_IDLE_AFTER_S", "1")
+    monkeypatch.setenv("TIDEMARK_WATERMARK_FUTURE_SKEW_S", "0")
+    try:
+        load_settings()
+        assert policy().idle_after == timedelta(seconds=1)
+        assert policy().future_skew == timedelta(0)
+        contracts = _setup(pair, tmp_path / "c")
+        pair.src_exec("create table other (id int primary key)")
+        _insert(pair, (1, datetime.now(UTC) + timedelta(hours=1)))  # an hour in the future
+        catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+        _insert(pair, (2, datetime.now(UTC) + timedelta(hours=1)))
+        catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+        with psycopg.connect(pair.land) as conn:
+            commit_at = conn.execute(sql.SQL("select _commit_at from {} where click_id = 2")
+                                     .format(sql.Identifier("cdc", f"{pair.source}__clicks"))
+                                     ).fetchone()[0]
+        assert _state(pair)[1] == commit_at - LATENESS, "capped at the insert's commit time"
+        import time
+
+        time.sleep(2.0)  # longer than the 1 s idle threshold
+        pair.src_exec("insert into other values (1)")
+        catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+        with psycopg.connect(pair.land) as conn:
+            later = conn.execute("select last_commit_at from tidemark.checkpoints where"
+                                 " source = %s", (pair.source,)).fetchone()[0]
+        row = _read(pair, contracts)
+        assert row["idle"] and row["watermark"] == later - LATENESS > commit_at - LATENESS
+    finally:
+        monkeypatch.delenv("TIDEMARK_WATERMARK_IDLE_AFTER_S")
+        monkeypatch.delenv("TIDEMARK_WATERMARK_FUTURE_SKEW_S")
+        load_settings()
+    assert policy().idle_after == IDLE_AFTER and policy().future_skew == FUTURE_SKEW

@@ -129,7 +129,8 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
             "ingesting %s into landing", ", ".join(s.name for s in specs))
         try:
             errors = run_sources(specs, dbs.landing_app, contracts=contract_set, stop=stop,
-                                 on_progress=display)
+                                 on_progress=display,
+                                 heartbeat_s=load_settings().heartbeat_s)
         finally:
             if display is not None:
                 display.close()

@@ -16,6 +16,8 @@ import typer
 from psycopg import sql
 
 from tidemark.cli.output import console, emit_json, emit_table
+from tidemark.cli.slo import freshness_layer, page, show_freshness, show_verdict
+from tidemark.cli.slo import show as show_slo
 from tidemark.settings import Settings, load_settings
 from tidemark.stack.databases import Databases, locate_databases
 
@@ -135,6 +137,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "watermarks": _guard(watermarks_layer, dbs),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
+        "freshness": _guard(freshness_layer, settings, dbs),
         "batch": _guard(batch_layer, dbs),
         "reconciliation": _guard(reconciliation_layer, dbs),
         "dagster": dagster_summary(settings) if dagster else None,
@@ -192,7 +195,8 @@ def _outcome(row: dict[str, Any]) -> str:
 def _platform_check(name: str) -> bool:
     return name in ("ingestion_lag", "dead_letters", "watermark_delay", "dbt_source_freshness",
                     "matches_query",
-                    "hydrated_and_current", "freshness_check") or name.startswith("reconcile_")
+                    "hydrated_and_current", "freshness_check",
+                    "freshness_slo") or name.startswith("reconcile_")
 
 
 def _show(summary: dict[str, Any]) -> None:
@@ -212,11 +216,14 @@ def _show(summary: dict[str, Any]) -> None:
             ("finality", "finality (a day is final once closed by the watermarks and "
              "reconciled)", ["mart", "closed_through", "yesterday", "held_by", "watermark"]),
             ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
+            ("freshness", None, None),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
                                                   "drifting_days", "last_checked_at"])):
         layer = summary[key]
-        if isinstance(layer, dict) and "error" in layer:
+        if title is None:
+            show_freshness(layer)
+        elif isinstance(layer, dict) and "error" in layer:
             console.print(f"[red]{title}:[/] {layer['error']}")
         else:
             emit_table(title, columns, [[row.get(c) for c in columns] for row in layer])
@@ -232,11 +239,20 @@ def _show(summary: dict[str, Any]) -> None:
 
 
 def status(json_out: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
-           = False) -> None:
+           = False,
+           slo: Annotated[bool, typer.Option("--slo", help="Only the SLO page: is the "
+                                             "freshness promise kept (live views, ingestion "
+                                             "lag, watermarks, mart deadlines).")] = False
+           ) -> None:
     """Summarise every layer: start-up, ingestion lag, live views, batch, every check, runs."""
     settings = load_settings()
     summary = collect(settings, locate_databases(settings))
+    summary["slo"] = page(summary, settings)
     if json_out:
-        emit_json(summary)
+        emit_json(summary["slo"] if slo else summary)
+    elif slo:
+        show_slo(summary["slo"])
     else:
         _show(summary)
+        show_verdict(summary["slo"], "; details: `tidemark status --slo`.")
+

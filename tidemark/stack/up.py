@@ -42,6 +42,9 @@ UI_WAIT_S = 120.0
 # and daemon up, `dbt source freshness` (a dbt process of its own) need not delay the banner.
 LATER_CHECKS = frozenset({"dbt_source_freshness"})
 LATER_JOB = "source_freshness"
+# Never in the build: ingestion streams only after it, so a live view's freshness cannot be
+# measured yet; the freshness_observer sensor judges it once ingestion runs.
+MEASURED_CHECKS = frozenset({"freshness_slo"})
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,8 @@ class _Up:
         warm.wait()
         builder = build.DagsterBuild(settings)
         try:
-            plan = builder.plan(later=LATER_CHECKS if options.dagster else frozenset())
+            plan = builder.plan(later=(LATER_CHECKS if options.dagster else frozenset())
+                                | MEASURED_CHECKS)
             progress.report("build", 0, plan.expected_events, "assets+checks")
             builder.build(plan)
         finally:

@@ -2,6 +2,8 @@
 
 Embedded engine: ``matches_query`` (the view equals its query, ``streaming_views.verify``);
 Materialize: ``hydrated_and_current`` (hydrated, lag under ``TIDEMARK_MATERIALIZE_LAG_S``).
+Embedded engine, also: ``freshness_slo`` (the view's freshness objective is kept,
+``tidemark.slo.freshness``).
 """
 
 
@@ -14,6 +16,7 @@ from tidemark.settings import load_settings
 
 EMBEDDED_CHECK = "matches_query"
 MATERIALIZE_CHECK = "hydrated_and_current"
+FRESHNESS_CHECK = "freshness_slo"
 
 
 def _check_specs(target: str) -> list[dg.AssetCheckSpec]:
@@ -86,3 +89,60 @@ def live_view_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkR
     """The target's check of each selected view (runs after a deploy, or on its own)."""
     names = sorted({k.asset_key.path[-1] for k in context.selected_asset_check_keys})
     yield from evaluate(tidemark, names)
+
+
+def _freshness_specs() -> list[dg.AssetCheckSpec]:
+    default = load_settings().freshness_objective
+    return [dg.AssetCheckSpec(FRESHNESS_CHECK, asset=view_key(v.name), description=(
+        f"Freshness objective {(v.freshness.text if v.freshness else default)} (source commit "
+        f"→ visible in the view) over the last TIDEMARK_FRESHNESS_WINDOW_S seconds, and no "
+        f"source silent for longer than a heartbeat plus the objective."))
+        for v in view_files()]
+
+
+def freshness_states(tidemark: TidemarkResource, names: list[str] | None = None) -> list:
+    """``tidemark.slo.freshness.ViewFreshness`` of the named views (default: all)."""
+    from tidemark.slo.freshness import evaluate as evaluate_freshness
+
+    s = tidemark.settings()
+    states = evaluate_freshness(tidemark.urls().landing_app, list(view_files()),
+                                default_objective=s.freshness_objective,
+                                window_s=s.freshness_window_s, heartbeat_s=s.heartbeat_s)
+    return [f for f in states if names is None or f.view in names]
+
+
+def freshness_metadata(f) -> dict:
+    """The numbers of one view's freshness, as Dagster metadata (seconds; -1: no sample)."""
+    meta: dict = {"objective": f.objective.text, "objective_declared": f.declared,
+                  "sources": ", ".join(f.sources) or "-", "window_s": f.window_s,
+                  "judged_samples": f.judged_samples,
+                  f"{f.objective.label}_s_judged": _num(f.judged_s),
+                  "silent_s": _num(f.silent_s)}
+    for key, value in f.as_dict().items():
+        if key.startswith(("p50_", "p95_", "p99_", "samples_")):
+            meta[key if key.startswith("samples") else key.replace("_", "_s_", 1)] = _num(value)
+    return meta
+
+
+def _num(value) -> float:
+    return -1.0 if value is None else float(value)
+
+
+def freshness_evaluation(f) -> dg.AssetCheckEvaluation:
+    """The ``freshness_slo`` outcome of one view (ERROR when missed, WARN when unknown)."""
+    severity = dg.AssetCheckSeverity.WARN if f.state == "unknown" else \
+        dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckEvaluation(view_key(f.view), FRESHNESS_CHECK, passed=f.state == "ok",
+                                   severity=severity, metadata=freshness_metadata(f),
+                                   description=f"live.{f.view}: {f.reason}")
+
+
+@dg.multi_asset_check(specs=_freshness_specs(), can_subset=True, name="freshness_checks")
+def freshness_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkResource):
+    """Whether each selected view keeps its freshness objective (embedded engine)."""
+    names = sorted({k.asset_key.path[-1] for k in context.selected_asset_check_keys})
+    for f in freshness_states(tidemark, names):
+        e = freshness_evaluation(f)
+        yield dg.AssetCheckResult(asset_key=e.asset_key, check_name=e.check_name,
+                                  passed=e.passed, severity=e.severity,
+                                  description=e.description, metadata=e.metadata)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.live_views.checks import live_view_checks
+from orchestration.defs.live_views.checks import freshness_checks, live_view_checks
+from tidemark.settings import load_settings
+
+_CHECKS = [live_view_checks] + ([freshness_checks] if load_settings().live_target == "embedded"
+                                else [])
 
 verify_live_views_job = dg.define_asset_job(
-    "verify_live_views", selection=dg.AssetSelection.checks(live_view_checks),
-    description="Evaluate every live view's check: on the embedded engine the view equals its "
-                "query; on Materialize it is hydrated and current.")
+    "verify_live_views", selection=dg.AssetSelection.checks(*_CHECKS),
+    description="Evaluate every live view's checks: on the embedded engine the view equals its "
+                "query and keeps its freshness objective; on Materialize it is hydrated and "
+                "current.")

@@ -51,6 +51,11 @@ def test_dbt_tests_and_checks_are_asset_checks(orch) -> None:
     assert ("shop/orders", "ingestion_lag") in checks
     assert ("shop/orders", "dbt_source_freshness") in checks
     assert ("live/daily_store_revenue", "matches_query") in checks
+    assert ("live/daily_store_revenue", "freshness_slo") in checks
+    assert orch.defs.resolve_sensor_def("freshness_observer") is not None
+    verify = orch.defs.resolve_job_def("verify_live_views")
+    assert dg.AssetCheckKey(dg.AssetKey(["live", "daily_store_revenue"]), "freshness_slo") in \
+        verify.asset_layer.asset_graph.asset_check_keys
     assert ("marts/fct_daily_store_revenue", "freshness_check") in checks
     assert any(n.startswith("not_null_") for n in names)  # dbt tests
     # dbt source tests are checks of the ingestion assets, run by the unpartitioned dbt build

@@ -60,7 +60,8 @@ def test_a_view_file_added_is_an_asset_with_its_check(tmp_path: Path, orch) -> N
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
-    assert found == {"deps": ["shop/orders", "shop/stores"], "checks": ["matches_query"]}
+    assert found == {"deps": ["shop/orders", "shop/stores"],
+                     "checks": ["freshness_slo", "matches_query"]}
 
 
 def test_a_bad_setting_is_named_without_a_traceback(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""The SLO page of ``tidemark status`` (``--slo``): is the freshness promise kept, at a glance.
+
+One verdict, then the promises it is made of:
+
+- **live views** — each view's freshness objective (``@freshness``, else
+  ``TIDEMARK_FRESHNESS_OBJECTIVE``) against the source commit → visible-in-view latency measured
+  all the time (``tidemark.slo.freshness``): p50/p95/p99 over 5 min and 1 h;
+- **ingestion lag** — the last transaction's lag and the silence since the last landing,
+  against ``TIDEMARK_INGEST_LAG_WARN_S`` / ``_ERROR_S``;
+- **watermarks** — each event-time table's watermark delay against its contract;
+- **daily marts** — whether yesterday is final, and the mart deadline checks' latest result
+  (``freshness_check``, evaluated by Dagster).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tidemark.cli.output import console, emit_table
+from tidemark.settings import Settings
+from tidemark.stack.databases import Databases
+
+
+def freshness_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
+    """Each live view against its freshness objective (``tidemark.slo.freshness``)."""
+    from streaming_views.viewfile import load_views
+    from tidemark.slo.freshness import evaluate
+
+    return [f.as_dict() for f in evaluate(
+        dbs.landing, load_views(settings.views_dir),
+        default_objective=settings.freshness_objective,
+        window_s=settings.freshness_window_s, heartbeat_s=settings.heartbeat_s)]
+
+
+def _lag_state(ing: dict[str, Any], settings: Settings) -> str:
+    warn, error = settings.lag_thresholds
+    lag = max(float(ing.get("lag_seconds") or 0), 0.0)
+    if ing.get("checkpoint_lsn") is None:
+        return "unknown"
+    silent = float(ing.get("seconds_since_last_apply") or 0)
+    worst = max(lag, silent - settings.heartbeat_s)
+    return "error" if worst > error else "warn" if worst > warn else "ok"
+
+
+def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The SLO page from ``tidemark status``'s layers: a verdict and the rows behind it."""
+    promises: list[dict[str, Any]] = []
+    fresh = summary.get("freshness")
+    if isinstance(fresh, list):
+        for f in fresh:
+            promises.append({"promise": f"live.{f['view']} {f['objective']}",
+                             "state": f["state"], "why": f["reason"]})
+    ing = summary.get("ingestion") or {}
+    if "error" not in ing:
+        state = _lag_state(ing, settings)
+        promises.append({"promise": f"ingestion lag of {ing.get('source')}", "state": state,
+                         "why": f"lag {ing.get('lag_seconds')} s, last landing "
+                                f"{ing.get('seconds_since_last_apply')} s ago (warn "
+                                f"{settings.lag_thresholds[0]:g} s, error "
+                                f"{settings.lag_thresholds[1]:g} s)"})
+    for w in summary.get("watermarks") if isinstance(summary.get("watermarks"), list) else []:
+        promises.append({"promise": f"watermark of {w['table']}", "state": w["state"],
+                         "why": f"{w['delay_s']} s behind now"})
+    for f in summary.get("finality") if isinstance(summary.get("finality"), list) else []:
+        promises.append({"promise": f"{f['mart']}: yesterday", "state":
+                         "ok" if f["yesterday"] == "final" else "open",
+                         "why": f"yesterday is {f['yesterday']}; closed through "
+                                f"{f['closed_through']} (held by {f['held_by']})"})
+    dag = summary.get("dagster") or {}
+    for row in dag.get("checks") or []:
+        if row["check"] == "freshness_check":
+            state = "unknown" if row["passed"] is None else "ok" if row["passed"] else "missed"
+            promises.append({"promise": f"{row['asset']} deadline", "state": state,
+                             "why": row["description"] or row["status"]})
+    bad = [p for p in promises if p["state"] in ("missed", "error")]
+    warn = [p for p in promises if p["state"] in ("warn", "unknown", "open")]
+    verdict = "missed" if bad else "at risk" if warn else "kept"
+    return {"verdict": verdict, "missed": len(bad), "at_risk": len(warn),
+            "promises": promises, "freshness": fresh}
+
+
+def show_verdict(slo: dict[str, Any], hint: str = "") -> None:
+    """The page's one-line verdict (``hint``: appended, e.g. where the details are)."""
+    colour = {"kept": "green", "at risk": "yellow", "missed": "red"}[slo["verdict"]]
+    console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
+                  f"({slo['missed']} missed, {slo['at_risk']} at risk, "
+                  f"{len(slo['promises'])} promises){hint}", highlight=False)
+
+
+def show(slo: dict[str, Any]) -> None:
+    """Print the SLO page for a person."""
+    show_verdict(slo)
+    show_freshness(slo["freshness"])
+    emit_table("every promise", ["promise", "state", "why"],
+               [(p["promise"], p["state"], p["why"]) for p in slo["promises"]])
+
+
+def show_freshness(fresh: Any) -> None:
+    """The live views' freshness table (source commit → visible in the view, seconds)."""
+    if isinstance(fresh, dict) and "error" in fresh:
+        console.print(f"[red]freshness:[/] {fresh['error']}", highlight=False)
+        return
+    emit_table("live view freshness (source commit → visible in view, s)",
+               ["view", "objective", "p50 5m", "p95 5m", "p99 5m", "p95 1h", "samples 5m",
+                "silent s", "state"],
+               [(f["view"], f["objective"] + ("" if f["declared"] else " (default)"),
+                 f.get("p50_5min"), f.get("p95_5min"), f.get("p99_5min"), f.get("p95_1h"),
+                 f.get("samples_5min"), f["silent_s"], f["state"]) for f in fresh or []])

@@ -1,0 +1,1 @@
+"""Service-level objectives: is the freshness promise kept (``tidemark.slo.freshness``)."""
