@@ -38,6 +38,7 @@ class RunningStack:
         args: extra ``tidemark up`` arguments used on every start (seed size...).
         process: the running ``tidemark up``, if any.
         output: the file receiving the current run's stdout and stderr.
+        settings: extra ``TIDEMARK_*`` variables of every ``tidemark`` command of this stack.
     """
 
     home: Path
@@ -48,12 +49,14 @@ class RunningStack:
     output: Path | None = None
     starts: int = field(default=0)
     time_to_banner_s: float | None = None
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         """Environment of ``tidemark`` commands against this stack."""
         env = {**os.environ, "TIDEMARK_HOME": str(self.home), "TIDEMARK_PG_PORT": str(self.pg_port),
-               "TIDEMARK_DAGSTER_PORT": str(self.dagster_port), "COLUMNS": "200"}
+               "TIDEMARK_DAGSTER_PORT": str(self.dagster_port), "COLUMNS": "200",
+               **self.settings}
         for name in ("TIDEMARK_SOURCE_URL", "TIDEMARK_LANDING_URL", "DAGSTER_HOME"):
             env.pop(name, None)
         return env
