@@ -144,3 +144,13 @@ def latest_check(url: str, asset_key: list[str], check: str) -> dict[str, Any] |
     """The latest execution of a check (what its row in the UI shows), or None."""
     found = check_executions(url, asset_key, check)
     return found[0] if found else None
+
+
+def latest_evaluated_check(url: str, asset_key: list[str], check: str) -> dict[str, Any] | None:
+    """The latest execution of a check that has an evaluation, else the latest, else None.
+
+    A run re-evaluating a check (a correction, the observer's next pass) has no evaluation while
+    in flight; the check was evaluated all the same by the execution before it.
+    """
+    found = check_executions(url, asset_key, check)
+    return next((e for e in found if e["evaluation"] is not None), found[0] if found else None)

@@ -177,7 +177,8 @@ def test_first_start_shows_every_layer_built_and_every_check_evaluated(
     deadline = time.monotonic() + CHECKS_TIMEOUT_S
     latest: dict[tuple[str, str], dict[str, Any] | None] = {}
     while True:  # dbt source freshness is queued for the daemon at the banner
-        latest = {("/".join(k), c): api.latest_check(stack.dagster_url, k, c) for k, c in checks}
+        latest = {("/".join(k), c): api.latest_evaluated_check(stack.dagster_url, k, c)
+                  for k, c in checks}
         pending = [k for k, e in latest.items() if e is None or e["evaluation"] is None]
         if not pending or time.monotonic() > deadline:
             break
