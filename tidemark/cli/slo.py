@@ -42,6 +42,24 @@ def _lag_state(ing: dict[str, Any], settings: Settings) -> str:
     return "error" if worst > error else "warn" if worst > warn else "ok"
 
 
+def _yesterday(f: dict[str, Any]) -> dict[str, str]:
+    """State and reason of a mart's yesterday (a row of ``status``'s finality layer)."""
+    pairs = ", ".join(f.get("reconciled_by") or [])
+    if f["yesterday"] == "final":
+        return {"state": "ok", "why": f"yesterday is final: closed by the watermarks and "
+                                      f"reconciled ({pairs})"}
+    if f["yesterday"] == "closed" and not pairs:
+        return {"state": "ok", "why": "yesterday is closed by the watermarks (no live view "
+                                      "reconciles this mart)"}
+    if f["yesterday"] == "closed":
+        return {"state": "pending", "why": f"yesterday is closed by the watermarks, not "
+                                           f"reconciled yet ({pairs}): the nightly batch or "
+                                           f"closed_days_sensor builds and checks it"}
+    return {"state": "open", "why": f"yesterday is still open: closed through "
+                                    f"{f['closed_through']}, held by the watermark of "
+                                    f"{f['held_by']} ({f.get('watermark', '-')})"}
+
+
 def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The SLO page from ``tidemark status``'s layers: a verdict and the rows behind it."""
     promises: list[dict[str, Any]] = []
@@ -62,10 +80,7 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
         promises.append({"promise": f"watermark of {w['table']}", "state": w["state"],
                          "why": f"{w['delay_s']} s behind now"})
     for f in summary.get("finality") if isinstance(summary.get("finality"), list) else []:
-        promises.append({"promise": f"{f['mart']}: yesterday", "state":
-                         "ok" if f["yesterday"] == "final" else "open",
-                         "why": f"yesterday is {f['yesterday']}; closed through "
-                                f"{f['closed_through']} (held by {f['held_by']})"})
+        promises.append({"promise": f"{f['mart']}: yesterday", **_yesterday(f)})
     dag = summary.get("dagster") or {}
     for row in dag.get("checks") or []:
         if row["check"] == "freshness_check":
@@ -73,7 +88,7 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
             promises.append({"promise": f"{row['asset']} deadline", "state": state,
                              "why": row["description"] or row["status"]})
     bad = [p for p in promises if p["state"] in ("missed", "error")]
-    warn = [p for p in promises if p["state"] in ("warn", "unknown", "open")]
+    warn = [p for p in promises if p["state"] in ("warn", "unknown", "open", "pending")]
     verdict = "missed" if bad else "at risk" if warn else "kept"
     return {"verdict": verdict, "missed": len(bad), "at_risk": len(warn),
             "promises": promises, "freshness": fresh}

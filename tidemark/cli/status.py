@@ -69,9 +69,17 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
     from datetime import UTC, datetime, timedelta
 
     from tidemark.reconciliation.days import summary
+    from tidemark.reconciliation.errors import ReconciliationConfigError
     from tidemark.reconciliation.finality import read_finality
+    from tidemark.reconciliation.pairs import PAIRS_FILE, load_pairs
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    paired: dict[str, list[str]] = {}
+    try:
+        for pair in load_pairs(settings.dbt_project_dir / PAIRS_FILE):
+            paired.setdefault(pair.mart, []).append(pair.name)
+    except ReconciliationConfigError:
+        pass  # the reconciliation layer of the status names the broken pair file
     reconciled: dict[str, Any] = {}
     for row in summary(dbs.landing):
         latest = row.get("latest_reconciled_day")
@@ -85,6 +93,7 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
         final = closed and reconciled.get(mart) is not None and reconciled[mart] >= yesterday
         out.append({"mart": mart, "closed_through": f.closed_through,
                     "yesterday": "final" if final else "closed" if closed else "open",
+                    "reconciled_by": paired.get(mart, []),
                     "held_by": f.blocking or "-",
                     "watermark": f.watermark.strftime("%Y-%m-%d %H:%M") if f.watermark else "-"})
     return out
@@ -214,7 +223,8 @@ def _show(summary: dict[str, Any]) -> None:
             ("watermarks", "watermarks (event time − allowed lateness)",
              ["table", "watermark", "delay_s", "state", "idle", "late_rows", "late_days"]),
             ("finality", "finality (a day is final once closed by the watermarks and "
-             "reconciled)", ["mart", "closed_through", "yesterday", "held_by", "watermark"]),
+             "reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
+                   "watermark"]),
             ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
             ("freshness", None, None),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),

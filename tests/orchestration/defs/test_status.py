@@ -36,6 +36,9 @@ def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
     assert marks["orders"]["state"] == "ok" and marks["orders"]["watermark"]
     final = {f["mart"]: f for f in summary["finality"]}
     revenue = final["fct_daily_store_revenue"]
+    assert "daily_store_revenue" in revenue["reconciled_by"]
+    assert all(f["reconciled_by"] == [] for m, f in final.items()
+               if m in ("fct_daily_funnel", "fct_daily_payments")), final
     if datetime.now(UTC).hour >= 3:  # orders may arrive 2 h late: yesterday closes after 02:00
         assert revenue["yesterday"] == "final", revenue
         assert revenue["closed_through"] == built.closed_days[-1].isoformat()
