@@ -91,8 +91,9 @@ def test_truncate_of_an_inner_base_table_under_concurrent_writers(
                                 ("insert into rt.stores values (%s, 'r') on conflict (store) "
                                  "do update set region = 'r' || %s",
                                  (rng.randint(0, 6), rng.randint(0, 3)))]
-                        rng.shuffle(work)
-                        for stmt, args in work[:rng.randint(1, 2)]:
+                        # orders before stores, as the TRUNCATE of orders: in the other order
+                        # the writers deadlock among themselves, view or not (seen on 15)
+                        for stmt, args in rng.choice([work, work[:1], work[1:]]):
                             w.execute(stmt, args)
         except BaseException as exc:
             errors.append(exc)
