@@ -51,6 +51,32 @@ def test_unsupported_view_is_a_clear_error(module_db: str, tmp_path: Path) -> No
     assert "bad.sql:1:" in str(result.exception)
 
 
+def _as_in_a_terminal() -> None:
+    """In the child: no blocked signal, SIGINT/SIGTERM at their defaults (whatever the test
+    process inherited or blocked, e.g. SIGINT ignored under a background CI job)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _stop(proc) -> None:
+    """SIGTERM, as a supervisor stops it; say what the process's signal state was if it stays."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        proc.kill()
+        proc.wait(timeout=10)
+        raise AssertionError("subscribe did not stop on SIGTERM within 10 s: "
+                             + " ".join(line for line in status.splitlines()
+                                        if line.startswith(("State", "Sig")))) from None
+
+
 def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connection,
                                            tmp_path: Path) -> None:
     """The real command in a process of its own: header, snapshot, each commit's rows."""
@@ -68,7 +94,8 @@ def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connect
     tidemark = str(Path(sys.executable).parent / "tidemark")
     proc = subprocess.Popen([tidemark, "views", "subscribe", "sub_g", "--dsn", module_db,
                              "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "COLUMNS": "120"})
+                            text=True, env={**os.environ, "COLUMNS": "120"},
+                            preexec_fn=_as_in_a_terminal)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(3)]
@@ -81,19 +108,17 @@ def test_subscribe_prints_like_materialize(module_db: str, conn: psycopg.Connect
                                          ["true", "NULL", "NULL", "NULL"]]
         assert int(rows[0][0]) == int(lines[1].split()[0]) + 1  # the next commit
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        _stop(proc)
     proc = subprocess.Popen([tidemark, "views", "subscribe", "sub_g", "--dsn", module_db,
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_as_in_a_terminal)
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
         assert first == {"mz_timestamp": first["mz_timestamp"], "mz_progressed": False,
                          "mz_diff": 1, "g": 1, "n": 2}
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        _stop(proc)
 
 
 def test_subscribe_json_and_unknown_view(module_db: str) -> None:
