@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,24 @@ from streaming_views.viewfile import parse_view_text
 def deploy_text(dsn: str, name: str, text: str) -> str:
     """Deploy one view from SQL text to the embedded engine; return the action taken."""
     return deploy_embedded(dsn, [parse_view_text(name, text)])[0].action
+
+
+def run_writers(writer: Callable[[int], None], count: int = 4) -> list[BaseException]:
+    """Run ``writer(seed)`` for seeds ``0..count-1`` in threads at once; the errors they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(seed: int) -> None:
+        try:
+            writer(seed)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(s,)) for s in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def write_views(directory: Path, **views: str) -> Path:

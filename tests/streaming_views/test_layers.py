@@ -9,7 +9,7 @@ from streaming_views.compiler import compile_view
 from streaming_views.errors import UnsupportedViewError
 from streaming_views.verify import verify
 from streaming_views.viewfile import parse_view_text
-from tests.streaming_views.conftest import assert_equal, deploy_text
+from tests.streaming_views.conftest import assert_equal, deploy_text, run_writers
 
 INNER = "select o.store, o.day, count(*) as n, sum(o.amount) as total from l.orders o " \
         "group by o.store, o.day"
@@ -129,35 +129,26 @@ def test_concurrent_writers_never_deadlock(stack: str, conn: psycopg.Connection)
     view's table reaches the reader after the inner view, one changing both tables has both
     pending at once — the readers noted by the log functions keep one lock order."""
     import random
-    import threading
 
     deploy_text(stack, "z_inner", "select o.store, count(*) as n from l.orders o group by 1")
     outer = ("select s.region, sum(z.n) as n from live.z_inner z join l.stores s "
              "on s.store = z.store group by s.region")
     deploy_text(stack, "a_outer", outer)
-    errors: list[BaseException] = []
 
     def writer(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            with psycopg.connect(stack, autocommit=True) as w:
-                for _ in range(25):
-                    with w.transaction():
-                        work = [("update l.orders set store = %s where id = %s",
-                                 (rng.randint(0, 5), rng.randint(1, 50))),
-                                ("update l.stores set region = %s where store = %s",
-                                 (f"r{rng.randint(0, 2)}", rng.randint(0, 5)))]
-                        rng.shuffle(work)
-                        for stmt, args in work[:rng.randint(1, 2)]:
-                            w.execute(stmt, args)
-        except BaseException as exc:
-            errors.append(exc)
+        with psycopg.connect(stack, autocommit=True) as w:
+            for _ in range(25):
+                with w.transaction():
+                    work = [("update l.orders set store = %s where id = %s",
+                             (rng.randint(0, 5), rng.randint(1, 50))),
+                            ("update l.stores set region = %s where store = %s",
+                             (f"r{rng.randint(0, 2)}", rng.randint(0, 5)))]
+                    rng.shuffle(work)
+                    for stmt, args in work[:rng.randint(1, 2)]:
+                        w.execute(stmt, args)
 
-    threads = [threading.Thread(target=writer, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_writers(writer)
     assert not errors, errors
     assert_equal(conn, "z_inner", "select o.store, count(*) as n from l.orders o group by 1")
     assert_equal(conn, "a_outer", outer)

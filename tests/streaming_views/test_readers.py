@@ -14,7 +14,7 @@ import pytest
 
 from streaming_views import deploy
 from streaming_views.status import list_views
-from tests.streaming_views.conftest import assert_equal, deploy_text, write_views
+from tests.streaming_views.conftest import assert_equal, deploy_text, run_writers, write_views
 
 # The reader's name sorts before the inner view's: name order is reader, then inner.
 INNER = ("select o.store, count(*) as n, sum(o.amount) as total from rt.orders o "
@@ -75,46 +75,38 @@ def test_truncate_of_an_inner_base_table_under_concurrent_writers(
         module_db: str, tables: None, conn: psycopg.Connection) -> None:
     deploy_text(module_db, "z_inner", INNER)
     deploy_text(module_db, "a_outer", OUTER)
-    errors: list[BaseException] = []
     retried: list[psycopg.Error] = []
 
     def writer(seed: int) -> None:
         rng = random.Random(seed)
-        try:
-            with psycopg.connect(module_db, autocommit=True) as w:
-                for i in range(30):
-                    truncate = seed == 0 and i % 6 == 5
-                    work = [("insert into rt.orders values (%s, %s, %s) on conflict (id) do "
-                             "update set store = excluded.store",
-                             (rng.randint(1, 300), rng.randint(0, 6), rng.randint(1, 9))),
-                            ("insert into rt.stores values (%s, 'r') on conflict (store) "
-                             "do update set region = 'r' || %s",
-                             (rng.randint(0, 6), rng.randint(0, 3)))]
-                    # orders before stores, as the TRUNCATE of orders: in the other order
-                    # the writers deadlock among themselves, view or not (seen on 15)
-                    chosen = rng.choice([work, work[:1], work[1:]])
-                    for _attempt in range(3):
-                        try:
-                            with w.transaction():
-                                if truncate:
-                                    w.execute("truncate rt.orders")
-                                for stmt, args in chosen:
-                                    w.execute(stmt, args)
-                            break
-                        except psycopg.errors.DeadlockDetected as exc:
-                            # Known gap (README, views over views): TRUNCATE takes its table's
-                            # lock before the commit-time sweep of the views' locks, so a
-                            # writer already in the sweep that reads that table can deadlock
-                            # with it; PostgreSQL rolls one back and the application retries.
-                            retried.append(exc)
-        except BaseException as exc:
-            errors.append(exc)
+        with psycopg.connect(module_db, autocommit=True) as w:
+            for i in range(30):
+                truncate = seed == 0 and i % 6 == 5
+                work = [("insert into rt.orders values (%s, %s, %s) on conflict (id) do "
+                         "update set store = excluded.store",
+                         (rng.randint(1, 300), rng.randint(0, 6), rng.randint(1, 9))),
+                        ("insert into rt.stores values (%s, 'r') on conflict (store) "
+                         "do update set region = 'r' || %s",
+                         (rng.randint(0, 6), rng.randint(0, 3)))]
+                # orders before stores, as the TRUNCATE of orders: in the other order
+                # the writers deadlock among themselves, view or not (seen on 15)
+                chosen = rng.choice([work, work[:1], work[1:]])
+                for _attempt in range(3):
+                    try:
+                        with w.transaction():
+                            if truncate:
+                                w.execute("truncate rt.orders")
+                            for stmt, args in chosen:
+                                w.execute(stmt, args)
+                        break
+                    except psycopg.errors.DeadlockDetected as exc:
+                        # Known gap (README, views over views): TRUNCATE takes its table's
+                        # lock before the commit-time sweep of the views' locks, so a
+                        # writer already in the sweep that reads that table can deadlock
+                        # with it; PostgreSQL rolls one back and the application retries.
+                        retried.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_writers(writer)
     assert not errors, errors
     assert len(retried) <= 6, retried  # rare: a retried transaction succeeds
     _check(conn)
