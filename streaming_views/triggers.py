@@ -30,7 +30,7 @@ from psycopg import sql
 
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
-from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
@@ -167,13 +167,13 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     session, and made while a log holds a page or two it would read the log by a sequential
     scan — which then visits every page the log has grown to (dead rows of committed
     transactions, until the next vacuum) instead of the transaction's index entries."""
-    static = apply_statement(cv, changed, batches=False).replace("AS __zero FROM __u",
-                                                  "AS __zero INTO v_zero FROM __u")
+    static = apply_statement(cv, changed, batches=False).replace(
+        SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
-            f"  EXECUTE {dynamic} INTO v_zero USING v_tx;\n"
+            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING v_tx;\n"
             "  v_p := set_config('enable_nestloop', v_r, true);\n"
             "ELSE\n"
             "  v_r := current_setting('enable_seqscan');\n"
@@ -246,7 +246,9 @@ def apply_body(cv: CompiledView) -> str:
         body += f"IF v_zero THEN\n  DELETE FROM {cv.state} WHERE __count = 0;\nEND IF;\n"
     body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
-        body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
+        # partial index on __dirty: only marked groups; none marked (the apply's upsert
+        # returned none: an insert, or a delete of no group's extreme): not run at all
+        body += f"IF v_dirty THEN\n  {cv.recompute_sql()};\nEND IF;\n"
     return body
 
 
@@ -257,7 +259,8 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
-                  "v_rest text; v_big boolean; v_zero boolean := false;", apply_body(cv)),
+                  "v_rest text; v_big boolean; v_zero boolean := false; "
+                  "v_dirty boolean := false;", apply_body(cv)),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]
