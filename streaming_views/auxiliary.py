@@ -32,7 +32,7 @@ from pglast.enums import A_Expr_Kind
 from psycopg import sql
 
 from streaming_views.astutil import column_ref, deparse, q, substitute, walk
-from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, CompiledView, with_upsert
 from streaming_views.rules import Rule
 
 INDEX_PREFIX = "tidemark_live_"
@@ -98,12 +98,10 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
     Without distinct aggregates: the grouped upsert. With them, one CTE per distinct aggregate
     first updates its multiplicities and returns the crossings (+1: the value appeared in the
     group, -1: it left it), which the grouped upsert adds to the group's distinct count. The
-    statement returns one boolean: whether some group's count fell to zero (to be deleted).
+    statement returns :data:`streaming_views.compiler.SUMMARY`.
     """
-    zero = "SELECT coalesce(bool_or(__count = 0), false) AS __zero FROM __u"
     if not cv.distinct_rules:
-        upsert = cv.upsert_sql(cv.aggregate_select(flat, delta=True))
-        return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
+        return with_upsert(ctes, cv.upsert_sql(cv.aggregate_select(flat, delta=True)))
     keys = [] if cv.analysis.is_global else cv.key_names()
     aux_keys = [q(n) for n, _ in _aux_keys(cv)]
     names = cv.flat_names()
@@ -130,7 +128,7 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
             cols += [expr if j == i else "NULL" for _, _, expr in pairs]
         branches.append(f"SELECT {', '.join(cols)} FROM __c{i}")
     upsert = cv.upsert_sql(cv.aggregate_select(" UNION ALL ".join(branches), delta=True))
-    return f"WITH {', '.join([*ctes, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
+    return with_upsert(ctes, upsert)
 
 
 # ------------------------------------------------------------------ base-table key indexes

@@ -39,6 +39,19 @@ SIGN_MARK = "__tm_sign_mark"
 __all__ = ["LIVE_SCHEMA", "STATE_SCHEMA", "CompiledView", "Term", "compile_view", "describe",
            "q"]
 
+# What the statement applying a delta returns (one row): whether some group's count fell to
+# zero (to be deleted) and whether some group is marked for recompute (else the recompute
+# statement is not run).
+SUMMARY = ("SELECT coalesce(bool_or(__count = 0), false) AS __zero, "
+           "coalesce(bool_or(__dirty), false) AS __dirty FROM __u")
+
+
+def with_upsert(ctes: list[str], upsert: str) -> str:
+    """The statement of ``ctes`` then the state's ``upsert`` (as ``__u``), returning
+    :data:`SUMMARY`."""
+    upserted = f"__u AS ({upsert} RETURNING s.__count, s.__dirty)"
+    return f"WITH {', '.join([*ctes, upserted])} {SUMMARY}"
+
 
 @dataclass(frozen=True)
 class Term:

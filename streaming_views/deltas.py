@@ -164,12 +164,27 @@ def log_batch(cv: CompiledView, j: int, event: str) -> str:
             f"HAVING count(*) > 0 RETURNING cardinality(__tm_bs)")
 
 
-def log_insert(cv: CompiledView, j: int, event: str) -> str:
-    """The INSERT appending one statement's transition rows of table ``j`` to its log."""
+def appending(cv: CompiledView, j: int, target: list[str], query: str,
+              marker: str | None) -> str:
+    """The INSERT of ``query``'s rows into table ``j``'s log (columns ``target``); with
+    ``marker`` (a PL/pgSQL condition), the same statement also appends the transaction's marker
+    row (sign 0, which fires the view's deferred apply) when the condition holds and some row
+    was logged — one statement instead of two (its ROW_COUNT then counts the marker)."""
+    head = f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) "
+    if marker is None:
+        return head + query
+    nulls = "".join(", NULL" for _ in target[2:])
+    return (f"{head}WITH __r AS MATERIALIZED ({query}) SELECT * FROM __r UNION ALL "
+            f"SELECT pg_current_xact_id(), 0{nulls} WHERE {marker} "
+            f"AND EXISTS (SELECT FROM __r)")
+
+
+def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) -> str:
+    """The INSERT appending one statement's transition rows of table ``j`` to its log (and with
+    ``marker``, the marker row: see :func:`appending`)."""
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
     cols = [q(c.name) for c in table.columns]
-    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
     values = ", ".join([f"{ref}.{c}" for c in cols])
     condition = pushed_filter(cv, j)
     parts = []
@@ -179,7 +194,7 @@ def log_insert(cv: CompiledView, j: int, event: str) -> str:
             select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
                       + f" FROM {transition(table, relation)} AS {ref}")
             parts.append(select + (f" WHERE {condition}" if condition else ""))
-    return f"INSERT INTO {log_table(cv, j)} ({target}) {' UNION ALL '.join(parts)}"
+    return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], " UNION ALL ".join(parts), marker)
 
 
 IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
@@ -196,7 +211,8 @@ def _same(a: str, b: str, typ: str) -> str:
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 
-def log_update_paired(cv: CompiledView, j: int, *, single: bool = False) -> str:
+def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
+                      marker: str | None = None) -> str:
     """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
     the view did not change (an update of other columns then logs nothing).
 
@@ -204,6 +220,7 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False) -> str:
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
     (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
     ``single`` (the statement changed one row) the two rows are compared without numbering.
+    With ``marker``, the marker row too (see :func:`appending`).
     """
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
@@ -216,21 +233,18 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False) -> str:
             + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
     same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
                         for k, c in enumerate(table.columns)) or "true"
-    pair = ", ".join([f"o.__c{k} AS __o{k}, w.__c{k} AS __w{k}" for k in range(len(cols))])
-    target = ", ".join(["__tm_tx", "__tm_sign", *cols])
-    olds = ", ".join(f"__o{k}" for k in range(len(cols)))
-    news = ", ".join(f"__w{k}" for k in range(len(cols)))
-    return (f"INSERT INTO {log_table(cv, j)} ({target}) "
-            f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}), "
-            f"__p AS (SELECT o.__tm_ok AS __ook, w.__tm_ok AS __wok"
-            + (f", {pair}" if pair else "")
-            + (" FROM __o AS o CROSS JOIN __w AS w " if single
-               else " FROM __o AS o JOIN __w AS w USING (__tm_n) ")
-            + f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same})) "
-            f"SELECT pg_current_xact_id(), -1" + (f", {olds}" if olds else "")
-            + " FROM __p WHERE __ook UNION ALL "
-            "SELECT pg_current_xact_id(), 1" + (f", {news}" if news else "")
-            + " FROM __p WHERE __wok")
+    values = "".join(f", {{side}}.__c{k}" for k in range(len(cols)))
+    outs = "".join(f", x.__v{k}" for k in range(len(cols)))
+    names = "".join(f", __v{k}" for k in range(len(cols)))
+    # each changed pair gives its old row (sign -1) and its new row (+1), those passing the
+    # filter, from one scan of the pairs (no materialised pair list read twice)
+    return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], (
+            f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}) "
+            f"SELECT pg_current_xact_id(), x.__s{outs} FROM __o AS o "
+            + ("CROSS JOIN __w AS w " if single else "JOIN __w AS w USING (__tm_n) ")
+            + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok{values.format(side='o')}), "
+            f"(1, w.__tm_ok{values.format(side='w')})) AS x(__s, __ok{names}) "
+            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok"), marker)
 
 
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:

@@ -29,6 +29,7 @@ from typing import Any
 from pglast import ast
 
 from streaming_views.astutil import deparse, q, substitute, walk
+from streaming_views.compiler import with_upsert
 from streaming_views.layers import is_live
 from streaming_views.outer import conjuncts, identical
 
@@ -140,6 +141,4 @@ def statement(cv: Any, j: int, ctes: list[str]) -> str | None:
     sums = [f"coalesce(sum({p}), '0'::{t})::{t}" for p, t in zip(partials, types, strict=True)]
     source = (f"SELECT {names}, {', '.join(sums)}, false, now() FROM ({rows}) AS __d "
               f"GROUP BY {names} ORDER BY {names}")
-    upsert = cv.upsert_sql(source)
-    zero = "SELECT coalesce(bool_or(__count = 0), false) AS __zero FROM __u"
-    return f"WITH {', '.join([*ctes, grouped, f'__u AS ({upsert} RETURNING s.__count)'])} {zero}"
+    return with_upsert([*ctes, grouped], cv.upsert_sql(source))

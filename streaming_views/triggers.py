@@ -30,7 +30,7 @@ from psycopg import sql
 
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
-from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
@@ -76,54 +76,71 @@ def _token(cv: CompiledView, j: int | None = None) -> str:
     return sql.Literal(text).as_string(None)
 
 
-def _register(cv: CompiledView, j: int) -> str:
+def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
     """After rows were logged for table ``j``: note the table in ``tidemark.pending`` (and a
     large statement in ``tidemark.big``: planned for its size); the first time for the view in
-    the transaction, append the marker row that fires its deferred ``apply`` at commit. The
-    settings are written first: after ``SET CONSTRAINTS ALL IMMEDIATE`` the marker fires the
-    apply at once, which must find (and clear) them."""
-    mine = sql.Literal(f" {cv.name}/").as_string(None)
-    return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-            f"v_first := strpos(v_p, {mine}) = 0;\n"
-            f"IF v_n > {BIG_DELTA} THEN\n"
+    the transaction, append the marker row that fires its deferred ``apply`` at commit (unless
+    ``marker`` is false: the statement that logged the rows appended it, see
+    :func:`streaming_views.deltas.appending`). With ``read`` false, ``v_p`` and ``v_first``
+    were read before the rows were logged. (After ``SET CONSTRAINTS ALL IMMEDIATE`` a marker
+    appended inside a statement's trigger fires the apply at once, at trigger depth 2: the apply
+    postpones itself to the commit, where it finds these settings.)"""
+    first = _first(cv) if read else ""
+    tail = ""
+    if marker or cv.readers:
+        insert = (f"\n  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
+                  f"VALUES (pg_current_xact_id(), 0);") if marker else ""
+        tail = f"\nIF v_first THEN{insert}{readers_sql(cv.readers)}\nEND IF;"
+    return (f"{first}IF v_n > {BIG_DELTA} THEN\n"
             f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
             f"{_token(cv)}, true);\nEND IF;\n"
             f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;\n"
-            f"IF v_first THEN\n"
-            f"  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
-            f"VALUES (pg_current_xact_id(), 0);{readers_sql(cv.readers)}\nEND IF;")
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;{tail}")
 
 
 register = _register  # a temporal view's tick logs rows like a write (streaming_views.expiry)
 
 
+def _first(cv: CompiledView) -> str:
+    """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
+    mine = sql.Literal(f" {cv.name}/").as_string(None)
+    return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+            f"v_first := strpos(v_p, {mine}) = 0;\n")
+
+
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
-    UPDATE logs only the rows whose columns read by the view changed."""
+    UPDATE logs only the rows whose columns read by the view changed. The statement logging
+    the rows also appends the transaction's marker row (one statement, not two), except for a
+    large statement's batch row."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
-    branches = []  # (condition, statement, sets v_n); the first whose condition holds runs
+    marker = f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) VALUES (pg_current_xact_id(), 0)"
+    # ROW_COUNT counts the marker the statement appended (only when it logged rows)
+    count = ("GET DIAGNOSTICS v_n = ROW_COUNT;\n"
+             "  IF v_first AND v_n > 0 THEN\n    v_n := v_n - 1;\n  END IF")
+    branches = []  # (condition, statement); the first whose condition holds runs
     if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
-                         log_update_paired(cv, j, single=True), False))
+                         f"{log_update_paired(cv, j, single=True, marker='v_first')};\n"
+                         f"  {count}"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event)} INTO v_n;\n"
-                         f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END", True))
+                         f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END;\n"
+                         f"  IF v_first AND v_n > 0 THEN\n    {marker};\n  END IF"))
     if event == "upd" and not live:
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
-                         log_update_paired(cv, j), False))
-    count = "GET DIAGNOSTICS v_n = ROW_COUNT"
-    plain = f"{log_insert(cv, j, event)};\n  {count}"
+                         f"{log_update_paired(cv, j, marker='v_first')};\n  {count}"))
+    plain = f"{log_insert(cv, j, event, marker='v_first')};\n  {count}"
+    body = _first(cv)
     if not branches:
-        body = f"{plain};\n"
+        body += f"{plain};\n"
     else:
-        body = "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}"
-                       + ("" if counted else f";\n  {count}") + ";\n"
-                       for n, (condition, statement, counted) in enumerate(branches))
+        body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement};\n"
+                        for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain};\nEND IF;\n"
-    body += f"IF v_n > 0 THEN\n{_register(cv, j)}\nEND IF;"
+    body += f"IF v_n > 0 THEN\n{_register(cv, j, read=False, marker=False)}\nEND IF;"
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text; v_first boolean;", body)
 
@@ -144,16 +161,26 @@ def rebuild_body(cv: CompiledView) -> str:
 def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     """Apply the logs of ``changed`` in one statement: as planned once (a transaction's rows are
     estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
-    afresh with hash joins instead of one index probe per row."""
-    static = apply_statement(cv, changed, batches=False).replace("AS __zero FROM __u",
-                                                  "AS __zero INTO v_zero FROM __u")
+    afresh with hash joins instead of one index probe per row.
+
+    The statement planned once is planned without sequential scans: its plan is cached for the
+    session, and made while a log holds a page or two it would read the log by a sequential
+    scan — which then visits every page the log has grown to (dead rows of committed
+    transactions, until the next vacuum) instead of the transaction's index entries."""
+    static = apply_statement(cv, changed, batches=False).replace(
+        SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
-            f"  EXECUTE {dynamic} INTO v_zero USING v_tx;\n"
+            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING v_tx;\n"
             "  v_p := set_config('enable_nestloop', v_r, true);\n"
-            f"ELSE\n  {static};\nEND IF;\n")
+            "ELSE\n"
+            "  v_r := current_setting('enable_seqscan');\n"
+            "  v_rest := set_config('enable_seqscan', 'off', true);\n"
+            f"  {static};\n"
+            "  v_rest := set_config('enable_seqscan', v_r, true);\n"
+            "END IF;\n")
 
 
 def _lock(cv: CompiledView) -> str:
@@ -219,7 +246,9 @@ def apply_body(cv: CompiledView) -> str:
         body += f"IF v_zero THEN\n  DELETE FROM {cv.state} WHERE __count = 0;\nEND IF;\n"
     body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
-        body += f"{cv.recompute_sql()};\n"  # partial index on __dirty: only marked groups
+        # partial index on __dirty: only marked groups; none marked (the apply's upsert
+        # returned none: an insert, or a delete of no group's extreme): not run at all
+        body += f"IF v_dirty THEN\n  {cv.recompute_sql()};\nEND IF;\n"
     return body
 
 
@@ -230,7 +259,8 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
-                  "v_rest text; v_big boolean; v_zero boolean := false;", apply_body(cv)),
+                  "v_rest text; v_big boolean; v_zero boolean := false; "
+                  "v_dirty boolean := false;", apply_body(cv)),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]
