@@ -372,8 +372,15 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
 
 
 def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
-                  table: sql.Identifier | None = None) -> None:
-    """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too."""
+                  table: sql.Identifier | None = None, workers: int | None = None) -> None:
+    """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too.
+
+    ``workers`` caps the parallel workers of each build
+    (``max_parallel_maintenance_workers``); None keeps the server's setting.
+    """
+    if workers is not None:
+        conn.execute(sql.SQL("set local max_parallel_maintenance_workers = {}").format(
+            sql.Literal(workers)))
     for statement in statements:
         conn.execute(statement)
     conn.commit()
