@@ -4,8 +4,11 @@ on the demo's history selects exactly its malformed events."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -210,3 +213,50 @@ def test_uuid_field_check_is_exact(demo: str) -> None:
         assert exact
         assert violating == set(range(5, len(CART_IDS) + 1))  # the four valid ids come first
         assert suspects == violating
+
+
+OPTIONAL_EVENT = """version: 1
+description: Every presence and null combination of a payload field.
+payload:
+  platform: {type: string, required: true, nullable: true}
+  app_version: {type: string, required: false}
+  build: {type: integer, required: false, nullable: true}
+  beta: {type: boolean}
+"""
+OPTIONAL_VALUES: dict[str, list[Any]] = {
+    "platform": ["ios", None, 3, True], "app_version": ["4.1.0", None, 4.1],
+    "build": [7, None, 7.5, "7"], "beta": [True, None, "true", 0]}
+
+
+def test_payload_presence_and_null_checks_are_exact(demo: str, tmp_path: Path) -> None:
+    """The one type test per payload field (presence, JSON null and kind) selects exactly the
+    payloads the validator rejects, for required/optional and nullable/not fields alike."""
+    from contracts.loader import PACKAGE_ROOT
+
+    shutil.copytree(PACKAGE_ROOT / "shop", tmp_path / "shop")
+    (tmp_path / "shop" / "events" / "session_started.yml").write_text(OPTIONAL_EVENT)
+    contracts = load_contracts(tmp_path)
+    missing = object()
+    payloads = [{k: v for k, v in zip(OPTIONAL_VALUES, combo, strict=True) if v is not missing}
+                for combo in itertools.product(*([*vs, missing] for vs in
+                                                 OPTIONAL_VALUES.values()))]
+    with psycopg.connect(demo, autocommit=True) as conn:
+        conn.execute("set timezone = 'UTC'")
+        conn.execute("create temp table o_events as select * from app_events limit 0")
+        conn.execute("alter table o_events add column _rid serial")
+        types = _types(conn, "o_events")
+        cols = [c for c in types if c != "_rid"]
+        base = dict(zip(cols, conn.execute(sql.SQL(
+            "select {} from app_events where event_type = 'session_started' limit 1").format(
+                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
+                                   for c in cols))).fetchone(), strict=True))
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL("insert into o_events ({}) values ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, cols)),
+                sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(types[c])) for c in cols)),
+                [[json.dumps(p) if c == "payload" else base[c] for c in cols] for p in payloads])
+        violating = _violating(conn, "o_events", contracts, "app_events")
+        suspects, exact = _suspects(conn, "o_events", contracts, "app_events")
+    assert exact
+    assert 0 < len(violating) < len(payloads)
+    assert suspects == violating
