@@ -1,9 +1,8 @@
 """Staging tables of a snapshot: their schema, cleanup, and swapping them in.
 
 Each source loads into its own schema ``_tidemark_snap_<source>`` (``m_<oid>`` mirror,
-``c_<oid>`` changelog, whose ``_seq`` is an identity during the load, ``d_<oid>`` dead letters,
-``x_<oid>`` dropped duplicates; ``s_<oid>``, the load's sequence of earlier versions, is still
-cleaned up). The final snapshot transaction replaces the (new, empty) landing tables
+``c_<oid>`` changelog, ``d_<oid>`` dead letters, ``x_<oid>`` dropped duplicates, ``s_<oid>``
+the load's sequence). The final snapshot transaction replaces the (new, empty) landing tables
 with the staging tables: drop, ``SET SCHEMA``, rename, and the index names of the replaced
 tables given to the matching indexes (an index only landing had is created). Until that
 transaction commits, nothing in the mirror or changelog schemas changed; a crash leaves only the
