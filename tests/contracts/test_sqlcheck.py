@@ -187,20 +187,29 @@ CART_IDS = [
 ]
 
 
+def _event_table(conn: psycopg.Connection, table: str, event_type: str
+                 ) -> tuple[dict[str, str], list[str], dict[str, Any]]:
+    """An empty copy of app_events (plus ``_rid``): its types, its columns and one stored row of
+    ``event_type`` as text, to vary."""
+    conn.execute("set timezone = 'UTC'")
+    conn.execute(sql.SQL("create temp table {} as select * from app_events limit 0").format(
+        sql.Identifier(table)))
+    conn.execute(sql.SQL("alter table {} add column _rid serial").format(sql.Identifier(table)))
+    types = _types(conn, table)
+    cols = [c for c in types if c != "_rid"]
+    base = dict(zip(cols, conn.execute(sql.SQL(
+        "select {} from app_events where event_type = %s limit 1").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols)),
+        (event_type,)).fetchone(), strict=True))
+    return types, cols, base
+
+
 def test_uuid_field_check_is_exact(demo: str) -> None:
     """The payload uuid check (LIKE shape + one-class expression + no fifth hyphen) selects
     exactly the cart ids the validator rejects: every odd one, no valid one in any case."""
     contracts = load_contracts()
     with psycopg.connect(demo, autocommit=True) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute("create temp table u_events as select * from app_events limit 0")
-        conn.execute("alter table u_events add column _rid serial")
-        types = _types(conn, "u_events")
-        cols = [c for c in types if c != "_rid"]
-        base = dict(zip(cols, conn.execute(sql.SQL(
-            "select {} from app_events where event_type = 'cart_item_added' limit 1").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
-                                   for c in cols))).fetchone(), strict=True))
+        types, cols, base = _event_table(conn, "u_events", "cart_item_added")
         for cart_id in CART_IDS:
             row = {**base, "payload": json.dumps({"cart_id": cart_id, "product_id": 3,
                                                   "quantity": 2})}
@@ -241,15 +250,7 @@ def test_payload_presence_and_null_checks_are_exact(demo: str, tmp_path: Path) -
                 for combo in itertools.product(*([*vs, missing] for vs in
                                                  OPTIONAL_VALUES.values()))]
     with psycopg.connect(demo, autocommit=True) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute("create temp table o_events as select * from app_events limit 0")
-        conn.execute("alter table o_events add column _rid serial")
-        types = _types(conn, "o_events")
-        cols = [c for c in types if c != "_rid"]
-        base = dict(zip(cols, conn.execute(sql.SQL(
-            "select {} from app_events where event_type = 'session_started' limit 1").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
-                                   for c in cols))).fetchone(), strict=True))
+        types, cols, base = _event_table(conn, "o_events", "session_started")
         with conn.cursor() as cur:
             cur.executemany(sql.SQL("insert into o_events ({}) values ({})").format(
                 sql.SQL(", ").join(map(sql.Identifier, cols)),
