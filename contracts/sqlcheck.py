@@ -312,13 +312,14 @@ def _field(b: _Builder, p: sql.Composable, key: str, spec: FieldSpec) -> None:
     """Suspect conditions of one payload field (``p`` is the payload, an object)."""
     value = sql.SQL("({} -> %s::text)").format(p)
     text = sql.SQL("({} ->> %s::text)").format(p)
-    if spec.required:
-        b.add(sql.SQL("not ({} ? %s::text)").format(p), key)
-    if not spec.nullable:
-        b.add(sql.SQL("{} = 'null'::jsonb").format(value), key)
     kind = {"string": "string", "uuid": "string", "integer": "number", "number": "number",
             "boolean": "boolean"}[spec.type]
-    b.add(sql.SQL("jsonb_typeof({}) not in (%s, 'null')").format(value), key, kind)
+    # Presence, JSON null and kind in one test of the value's type: NULL when the key is
+    # missing (a violation when it is required), 'null' for a JSON null. (Three separate
+    # terms each extracted the value again: ~18 % of the outbox predicate.)
+    allowed = sql.SQL("%s") if not spec.nullable else sql.SQL("%s, 'null'")
+    b.add(sql.SQL("coalesce(jsonb_typeof({}) not in ({}), {})").format(
+        value, allowed, sql.SQL("true" if spec.required else "false")), key, kind)
     if spec.type == "uuid":
         # 8-4-4-4-12 hex digits, any case: the LIKE fixes the length and the four hyphens, a
         # one-class regular expression the characters, the last LIKE refuses a fifth hyphen.

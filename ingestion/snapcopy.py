@@ -208,6 +208,14 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
 
     create_landing_tables(conn, staged_info(job.info, stg))
     c, seq = stg.ident("c"), stg.ident("s")
+    # No autovacuum while the staging tables load: a vacuum right after COPY FREEZE skips every
+    # all-frozen page and records reltuples = 0 for thousands of pages, and the checks and the
+    # dedup planned after it join as if the table were empty (a nested loop over 200,000 rows:
+    # minutes). Its work would be wasted anyway (the dedup deletes after it). swap_in turns it
+    # back on for the landing tables.
+    for prefix in ("m", "c"):
+        conn.execute(sql.SQL("alter table {} set (autovacuum_enabled = false)").format(
+            stg.ident(prefix)))
     rebuild_m = drop_indexes(conn, stg.schema, f"m_{stg.oid}")
     rebuild_c = drop_indexes(conn, stg.schema, f"c_{stg.oid}")
     # Snapshot rows number their _seq up from SNAPSHOT_SEQ (negative), as every snapshot does:
@@ -292,6 +300,13 @@ def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Conne
         job.timings["dedup"] = time.monotonic() - t
 
 
+def _hash_joins(*conns: psycopg.Connection) -> None:
+    """No nested loop in the connections' open transactions: the staging tables have no
+    statistics yet, and a join of two of them misestimated as tiny must not become quadratic."""
+    for conn in conns:
+        conn.execute("set local enable_nestloop = off")
+
+
 def _check_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: Staging) -> None:
     """Dead letters out of both staging tables (the same rows: same data, same verdict)."""
     dead = stg.ident("d")
@@ -315,6 +330,7 @@ def _check_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
         return
     info = job.info
     # Joined on the dead letters' seq (a hash join), never a list scanned per row.
+    _hash_joins(c, m)
     if info.key:
         # The dead rows' keys, read before they leave the changelog, remove them from the mirror.
         keys = sql.SQL(", ").join(sql.Identifier("c", k) for k in info.key)
@@ -346,6 +362,7 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
     ct, mt, dups = stg.ident("c"), stg.ident("m"), stg.ident("x")
     keys = info.key or info.column_names
     key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
+    _hash_joins(c)
     c.execute(sql.SQL("create table {} as select {} from {} limit 0").format(dups, key_list, ct))
     c.execute(sql.SQL(
         "with firsts as (select {idem} k, min(_seq) s from {ct} where {idem} is not null"
@@ -358,6 +375,7 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
     c.commit()
     if not job.result.duplicates:
         return
+    _hash_joins(m)
     if info.key:
         match = sql.SQL(" and ").join(sql.SQL("m.{} = x.{}").format(sql.Identifier(k),
                                                                       sql.Identifier(k))
@@ -372,8 +390,15 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
 
 
 def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
-                  table: sql.Identifier | None = None) -> None:
-    """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too."""
+                  table: sql.Identifier | None = None, workers: int | None = None) -> None:
+    """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too.
+
+    ``workers`` caps the parallel workers of each build
+    (``max_parallel_maintenance_workers``); None keeps the server's setting.
+    """
+    if workers is not None:
+        conn.execute(sql.SQL("set local max_parallel_maintenance_workers = {}").format(
+            sql.Literal(workers)))
     for statement in statements:
         conn.execute(statement)
     conn.commit()

@@ -69,6 +69,7 @@ def _replace(conn: psycopg.Connection, real: sql.Identifier, staged: sql.Identif
     moved = sql.Identifier(schema, staged.as_string(conn).rsplit(".", 1)[1].strip('"'))
     conn.execute(sql.SQL("alter table {} rename to {}").format(moved, sql.Identifier(name)))
     target = sql.Identifier(schema, name)
+    conn.execute(sql.SQL("alter table {} reset (autovacuum_enabled)").format(target))
     after = _indexes(conn, target)
     used: set[str] = set()
     for index, conname, tail, full in before:

@@ -4,8 +4,11 @@ on the demo's history selects exactly its malformed events."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -184,20 +187,29 @@ CART_IDS = [
 ]
 
 
+def _event_table(conn: psycopg.Connection, table: str, event_type: str
+                 ) -> tuple[dict[str, str], list[str], dict[str, Any]]:
+    """An empty copy of app_events (plus ``_rid``): its types, its columns and one stored row of
+    ``event_type`` as text, to vary."""
+    conn.execute("set timezone = 'UTC'")
+    conn.execute(sql.SQL("create temp table {} as select * from app_events limit 0").format(
+        sql.Identifier(table)))
+    conn.execute(sql.SQL("alter table {} add column _rid serial").format(sql.Identifier(table)))
+    types = _types(conn, table)
+    cols = [c for c in types if c != "_rid"]
+    base = dict(zip(cols, conn.execute(sql.SQL(
+        "select {} from app_events where event_type = %s limit 1").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in cols)),
+        (event_type,)).fetchone(), strict=True))
+    return types, cols, base
+
+
 def test_uuid_field_check_is_exact(demo: str) -> None:
     """The payload uuid check (LIKE shape + one-class expression + no fifth hyphen) selects
     exactly the cart ids the validator rejects: every odd one, no valid one in any case."""
     contracts = load_contracts()
     with psycopg.connect(demo, autocommit=True) as conn:
-        conn.execute("set timezone = 'UTC'")
-        conn.execute("create temp table u_events as select * from app_events limit 0")
-        conn.execute("alter table u_events add column _rid serial")
-        types = _types(conn, "u_events")
-        cols = [c for c in types if c != "_rid"]
-        base = dict(zip(cols, conn.execute(sql.SQL(
-            "select {} from app_events where event_type = 'cart_item_added' limit 1").format(
-                sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c))
-                                   for c in cols))).fetchone(), strict=True))
+        types, cols, base = _event_table(conn, "u_events", "cart_item_added")
         for cart_id in CART_IDS:
             row = {**base, "payload": json.dumps({"cart_id": cart_id, "product_id": 3,
                                                   "quantity": 2})}
@@ -210,3 +222,42 @@ def test_uuid_field_check_is_exact(demo: str) -> None:
         assert exact
         assert violating == set(range(5, len(CART_IDS) + 1))  # the four valid ids come first
         assert suspects == violating
+
+
+OPTIONAL_EVENT = """version: 1
+description: Every presence and null combination of a payload field.
+payload:
+  platform: {type: string, required: true, nullable: true}
+  app_version: {type: string, required: false}
+  build: {type: integer, required: false, nullable: true}
+  beta: {type: boolean}
+"""
+OPTIONAL_VALUES: dict[str, list[Any]] = {
+    "platform": ["ios", None, 3, True], "app_version": ["4.1.0", None, 4.1],
+    "build": [7, None, 7.5, "7"], "beta": [True, None, "true", 0]}
+
+
+def test_payload_presence_and_null_checks_are_exact(demo: str, tmp_path: Path) -> None:
+    """The one type test per payload field (presence, JSON null and kind) selects exactly the
+    payloads the validator rejects, for required/optional and nullable/not fields alike."""
+    from contracts.loader import PACKAGE_ROOT
+
+    shutil.copytree(PACKAGE_ROOT / "shop", tmp_path / "shop")
+    (tmp_path / "shop" / "events" / "session_started.yml").write_text(OPTIONAL_EVENT)
+    contracts = load_contracts(tmp_path)
+    missing = object()
+    payloads = [{k: v for k, v in zip(OPTIONAL_VALUES, combo, strict=True) if v is not missing}
+                for combo in itertools.product(*([*vs, missing] for vs in
+                                                 OPTIONAL_VALUES.values()))]
+    with psycopg.connect(demo, autocommit=True) as conn:
+        types, cols, base = _event_table(conn, "o_events", "session_started")
+        with conn.cursor() as cur:
+            cur.executemany(sql.SQL("insert into o_events ({}) values ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, cols)),
+                sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(types[c])) for c in cols)),
+                [[json.dumps(p) if c == "payload" else base[c] for c in cols] for p in payloads])
+        violating = _violating(conn, "o_events", contracts, "app_events")
+        suspects, exact = _suspects(conn, "o_events", contracts, "app_events")
+    assert exact
+    assert 0 < len(violating) < len(payloads)
+    assert suspects == violating
