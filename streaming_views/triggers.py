@@ -11,12 +11,13 @@ TRUNCATE trigger (created by ``tidemark.live_attach_triggers``, :mod:`streaming_
    the table in the transaction-local ``tidemark.pending``; the first time for the view in the
    transaction it also appends a marker row, which fires the view's deferred constraint trigger
    at commit (or PREPARE TRANSACTION); TRUNCATE asks for a rebuild;
-2. at commit, ``<suffix>__apply()`` updates the view's row of ``tidemark.live_changes`` (the
-   view's lock: commits of one view are applied one after the other; when a transaction changed
-   several views, the first of them to apply locks all their rows in name order, so writers never
-   deadlock on views), then applies the logged changes in one statement (or rebuilds after a
-   TRUNCATE), deletes groups whose count fell to zero (and values whose multiplicity did) and
-   recomputes the groups marked dirty.
+2. at commit, ``<suffix>__apply()`` locks the base tables its apply reads (ACCESS SHARE, by
+   OID, :mod:`streaming_views.lockorder`), then updates the view's row of
+   ``tidemark.live_changes`` (the view's lock: commits of one view are applied one after the
+   other; when a transaction changed several views, the first of them to apply locks all their
+   rows in name order, so writers never deadlock on views), then applies the logged changes in
+   one statement (or rebuilds after a TRUNCATE), deletes groups whose count fell to zero (and
+   values whose multiplicity did) and recomputes the groups marked dirty.
 
 Every function runs with the pinned session settings (:mod:`streaming_views.session`) as its
 ``SET`` clauses, so maintenance does not depend on the writer's TimeZone, DateStyle, search_path...
@@ -47,6 +48,7 @@ from streaming_views.deltas import (
     masks,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
+from streaming_views.lockorder import lock_tables_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -185,7 +187,8 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
 
 def _lock(cv: CompiledView) -> str:
     """Take the view's lock (its row of ``tidemark.live_changes``); when other views are
-    pending in the transaction too, first lock all of theirs, in name order."""
+    pending in the transaction too, first lock all of theirs, in name order. Before any row:
+    the base tables the applies read (:mod:`streaming_views.lockorder`)."""
     name = sql.Literal(cv.name).as_string(None)
     rest = "v_p"
     for j in range(len(cv.tables)):
@@ -194,9 +197,11 @@ def _lock(cv: CompiledView) -> str:
             f"v_rest := {rest};\n"
             f"v_r := coalesce(current_setting('{READERS}', true), '');\n"
             f"IF v_rest <> '' OR v_r <> '' THEN\n"
-            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(array(SELECT DISTINCT "
-            f"split_part(x, '/', 1) FROM unnest(string_to_array(btrim(v_p || v_r), ' ')) AS x "
-            f"WHERE x <> '')) ORDER BY name FOR UPDATE;\nEND IF;\n"
+            f"  v_names := array(SELECT DISTINCT split_part(x, '/', 1) FROM "
+            f"unnest(string_to_array(btrim(v_p || v_r), ' ')) AS x WHERE x <> '');\n"
+            f"  PERFORM tidemark.live_lock_tables(v_names);\n"
+            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(v_names) "
+            f"ORDER BY name FOR UPDATE;\nELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
             f"v_rest := set_config('{PENDING}', v_rest, true);\n"
             f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
             f"WHERE name = {name};\n"
@@ -259,7 +264,7 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
-                  "v_rest text; v_big boolean; v_zero boolean := false; "
+                  "v_rest text; v_names text[]; v_big boolean; v_zero boolean := false; "
                   "v_dirty boolean := false;", apply_body(cv)),
     ]
     for t in cv.resolved.tables:

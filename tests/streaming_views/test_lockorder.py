@@ -1,7 +1,7 @@
 """Issue 11: DDL that takes a base table's lock before its commit's sweep (TRUNCATE, a partition
-detached, dropped or attached) never deadlocks with a writer already committing
-(streaming_views/lockorder.py: the sweep locks the tables its applies read before any row of
-``tidemark.live_changes``).
+detached, dropped or attached beside a default partition) never deadlocks with a writer already
+committing (streaming_views/lockorder.py: the sweep locks the tables its applies read before any
+row of ``tidemark.live_changes``).
 
 Each case forces the interleaving that used to deadlock, without sleeps: the DDL runs first
 and keeps its lock; a writer of *another* base table of the view commits, and the test waits
@@ -29,6 +29,7 @@ PLAIN = ("create table {s}.orders (id int primary key, store int, amount int); "
 PARTITIONED = ("create table {s}.orders (id int, store int, amount int) partition by range (id); "
                "create table {s}.o1 partition of {s}.orders for values from (0) to (50); "
                "create table {s}.o2 partition of {s}.orders for values from (50) to (1000); "
+               "create table {s}.od partition of {s}.orders default; "
                "create table {s}.o3 (id int, store int, amount int); "
                "insert into {s}.o3 select g, g % 5, g from generate_series(1000, 1010) g; "
                "insert into {s}.orders select g, g % 5, g from generate_series(1, 100) g")
@@ -41,6 +42,10 @@ CASES = {
     "detach_partition": (PARTITIONED, "alter table {s}.orders detach partition {s}.o2",
                          "{s}.orders", False),
     "drop_partition": (PARTITIONED, "drop table {s}.o2", "{s}.orders", False),
+    # ATTACH locks the parent in SHARE UPDATE EXCLUSIVE mode (readers pass), the default
+    # partition in ACCESS EXCLUSIVE mode (its rows are checked against the new bound)
+    "attach_partition": (PARTITIONED, "alter table {s}.orders attach partition {s}.o3 "
+                         "for values from (1000) to (2000)", "{s}.od", False),
 }
 
 
