@@ -71,6 +71,29 @@ def test_writers_in_other_sessions_keep_views_equal_to_query(db: str, conn: psyc
     assert [int(h) for h, _ in hours] == [12, 9, 11, 23]
 
 
+
+def test_the_writers_own_settings_are_put_back(db: str, conn: psycopg.Connection) -> None:
+    """The maintenance functions pin the settings only while they run (set in their body when
+    the session differs): the writer's session sees its own values again after each write, in
+    the transaction and after its commit (the apply), also after a SET LOCAL."""
+    expected = ("Asia/Kolkata", "German, DMY", "iso_8601", "0")
+    show = ("select current_setting('TimeZone'), current_setting('DateStyle'), "
+            "current_setting('IntervalStyle'), current_setting('extra_float_digits')")
+    with psycopg.connect(db) as w:
+        w.execute("set time zone 'Asia/Kolkata'; set datestyle = 'German'; "
+                  "set intervalstyle = 'iso_8601'; set extra_float_digits = 0")
+        w.commit()
+        w.execute("insert into z.t values (100, '2026-03-01 10:00+00', '2026-03-01', "
+                  "'1 hour', 0.5, 'x', null)")
+        assert w.execute(show).fetchone() == expected
+        w.execute("set local time zone 'America/St_Johns'")
+        w.execute("update z.t set f = 0.25 where id = 100")
+        assert w.execute(show).fetchone() == ("America/St_Johns", *expected[1:])
+        w.commit()  # the apply runs here
+        assert w.execute(show).fetchone() == expected
+    for name, text in (("by_time", BY_TIME), ("as_text", AS_TEXT), ("time_rows", ROWS)):
+        assert_equal(conn, name, text)
+
 REFUSED = [
     # a user function whose text overload is volatile (another overload is immutable)
     ("select z.pick(t.h) as p, count(*) as n from z.t t group by 1", "z.pick()", "volatile"),
