@@ -37,43 +37,6 @@ def set_clauses() -> str:
                     for name, value in PINNED.items())
 
 
-PATH = "search_path"
-# PL/pgSQL of a hot maintenance function (a statement's log trigger, the commit's apply): the
-# pinned settings other than search_path are checked in the body and set (SET LOCAL) only when
-# the session differs, then put back; see pinned_body().
-PIN_DECLARE = "v_pin boolean; v_saved text[];"
-
-
-def path_clause() -> str:
-    """The ``SET search_path = ...`` clause alone (a SECURITY DEFINER function keeps it)."""
-    return f"SET {PATH} = {sql.Literal(PINNED[PATH]).as_string(None)}"
-
-
-def pinned_body(body: str) -> str:
-    """``body`` (PL/pgSQL statements; ``EXIT tm_body`` leaves it) run under :data:`PINNED`.
-
-    A function's ``SET`` clause sets its value on every call and restores it on return, which
-    cost a one-row transaction's log and apply functions a large share of their CPU (the locale
-    settings call ``setlocale``), though a session almost always has those values already. Here
-    the function keeps ``SET search_path`` (it is SECURITY DEFINER: its statements are parsed
-    and planned under the pinned path) and compares the others in one expression: only a
-    setting that differs is set with ``set_config(..., true)`` before the body and set back
-    after it. An error in the body aborts the (sub)transaction, which undoes the change, as for
-    a ``SET`` clause."""
-    others = [(n, sql.Literal(v).as_string(None)) for n, v in PINNED.items() if n != PATH]
-    differs = " OR ".join(f"current_setting('{n}') <> {v}" for n, v in others)
-    save = "".join(f"  IF current_setting('{n}') <> {v} THEN\n"
-                   f"    v_saved[{i}] := current_setting('{n}');\n"
-                   f"    PERFORM set_config('{n}', {v}, true);\n  END IF;\n"
-                   for i, (n, v) in enumerate(others, 1))
-    restore = "".join(f"  IF v_saved[{i}] IS NOT NULL THEN\n"
-                      f"    PERFORM set_config('{n}', v_saved[{i}], true);\n  END IF;\n"
-                      for i, (n, _) in enumerate(others, 1))
-    return (f"v_pin := {differs};\nIF v_pin THEN\n{save}END IF;\n"
-            f"<<tm_body>>\nBEGIN\n{body}\nEND tm_body;\n"
-            f"IF v_pin THEN\n{restore}END IF;\n")
-
-
 def pin(conn: psycopg.Connection) -> None:
     """Apply :data:`PINNED` to the current transaction (``SET LOCAL``); call inside one."""
     for name, value in PINNED.items():

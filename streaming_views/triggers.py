@@ -50,7 +50,7 @@ from streaming_views.deltas import (
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
-from streaming_views.session import PIN_DECLARE, path_clause, pinned_body, set_clauses
+from streaming_views.session import set_clauses
 
 
 @dataclass(frozen=True)
@@ -67,16 +67,9 @@ def function_name(cv: CompiledView, what: str) -> str:
 
 
 def _function(name: str, returns: str, declare: str, body: str) -> str:
-    """A maintenance function; a trigger function (run for every write) checks the pinned
-    settings in its body instead of ``SET`` clauses (:func:`session.pinned_body`): ``body``
-    leaves with ``EXIT tm_body``, never ``RETURN``."""
     tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
-    if returns == "trigger":
-        clauses, declare, body = path_clause(), f"{declare} {PIN_DECLARE}", pinned_body(body)
-    else:
-        clauses = set_clauses()
     return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
-            f"{clauses} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
+            f"{set_clauses()} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
 
 
 def _token(cv: CompiledView, j: int | None = None) -> str:
@@ -227,7 +220,7 @@ def _postpone(cv: CompiledView) -> str:
     return ("IF pg_trigger_depth() > 1 THEN\n"
             f"  SET CONSTRAINTS {names} DEFERRED;\n"
             f"  INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) VALUES (v_tx, 0);\n"
-            "  EXIT tm_body;\nEND IF;\n")
+            "  RETURN NULL;\nEND IF;\n")
 
 
 def apply_body(cv: CompiledView) -> str:
@@ -239,7 +232,7 @@ def apply_body(cv: CompiledView) -> str:
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
             f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
-            f"{rebuild_body(cv)}{clear_all}  EXIT tm_body;\nEND IF;\n"
+            f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
             f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
             f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
             f"{token}, ''), true);\nEND IF;\n")
