@@ -86,8 +86,9 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
         committed = True
     finally:
         result.finish(committed)
-    log.info("source %s: snapshot of %d tables, %d rows in %.1f s (%.0f rows/s); %d dead "
-             "letters, %d duplicate events dropped", cfg.source, result.tables, result.rows,
+    log.info("source %s: snapshot of %d table%s, %s rows in %.1f s (%.0f rows/s); %d dead "
+             "letters, %d duplicate events dropped", cfg.source, result.tables,
+             "" if result.tables == 1 else "s", f"{result.rows:,}",
              result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
              result.duplicates)
     return result.rows

@@ -40,3 +40,14 @@ def test_an_open_day_names_the_table_holding_it() -> None:
     got = _promise(_mart("open", ["x_pair"]))
     assert (got["state"], got["verdict"]) == ("open", "at risk")
     assert "held by the watermark of shop.orders (2026-12-02 00:10)" in got["why"]
+
+
+def test_the_verdict_names_the_states_it_counts_as_at_risk(capsys) -> None:
+    """The verdict's 'at risk' count is spelled out in the words the table uses (pending,
+    unknown...), so a reader can find those promises."""
+    from tidemark.cli.slo import show_verdict
+
+    rows = [_mart("closed", ["x_pair"]), _mart("closed", ["y_pair"]), _mart("open", ["z"])]
+    show_verdict(page({"ingestion": {"error": "not asked"}, "finality": rows}, Settings()))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "AT RISK (0 missed, 3 at risk: 1 open, 2 pending, 3 promises)" in out

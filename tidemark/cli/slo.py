@@ -14,6 +14,7 @@ One verdict, then the promises it is made of:
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from tidemark.cli.output import console, emit_table
@@ -98,8 +99,16 @@ def show_verdict(slo: dict[str, Any], hint: str = "") -> None:
     """The page's one-line verdict (``hint``: appended, e.g. where the details are)."""
     colour = {"kept": "green", "at risk": "yellow", "missed": "red"}[slo["verdict"]]
     console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
-                  f"({slo['missed']} missed, {slo['at_risk']} at risk, "
+                  f"({slo['missed']} missed, {slo['at_risk']} at risk{_states(slo)}, "
                   f"{len(slo['promises'])} promises){hint}", highlight=False)
+
+
+def _states(slo: dict[str, Any]) -> str:
+    """The at-risk promises by the state the table shows them in, e.g. ``: 2 pending, 1 unknown``
+    (the verdict counts them; the reader looks for these words in the table)."""
+    counts = Counter(p["state"] for p in slo["promises"]
+                     if p["state"] in ("warn", "unknown", "open", "pending"))
+    return ": " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) if counts else ""
 
 
 def show(slo: dict[str, Any]) -> None:

@@ -6,14 +6,19 @@ daily mart without its reconciliation checks (a run of the marts with their chec
 ``daily_marts`` job and the UI's Materialize do, reconciles in the same run)."""
 
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import psycopg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts
 from orchestration.defs.dbt.jobs import daily_marts_job
-from orchestration.defs.dbt.partitions import partitions_start, range_tags
+from orchestration.defs.dbt.partitions import (
+    PARTITION_RANGE_END,
+    PARTITION_RANGE_START,
+    partitions_start,
+    range_tags,
+)
 from orchestration.defs.keys import mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
@@ -21,18 +26,46 @@ from orchestration.defs.resources import TidemarkResource, unreachable
 from tidemark.reconciliation.days import contiguous_ranges, mark_requested, pending_corrections
 from tidemark.reconciliation.late import late_corrections, request_late_corrections
 
+QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 
-def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
-                        ) -> list[dg.RunRequest]:
+
+def queued_days(instance: dg.DagsterInstance | None, mart: str) -> set[str]:
+    """Days (ISO) a correction run of ``mart`` that has not started yet will rebuild.
+
+    Such a run reads landing when it starts, so it absorbs every row landed before then: a new
+    request for one of its days would only queue a second run behind it (with late rows landing
+    every minute, the queue would grow without bound on a busy machine).
+    """
+    if instance is None:
+        return set()
+    days: set[str] = set()
+    for run in instance.get_runs(dg.RunsFilter(statuses=QUEUED,
+                                               tags={"tidemark/correction": mart})):
+        first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
+        if first and last:
+            days.update(d.isoformat() for d in _days(first, last))
+    return days
+
+
+def _days(first: str, last: str) -> list[date]:
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
+                        instance: dg.DagsterInstance | None = None) -> list[dg.RunRequest]:
     """Run requests re-running the drifted marts for just the drifted days.
 
     Each run of consecutive days of a mart is one run (a single dbt invocation over the range);
-    the days are marked as requested so they are not requested twice.
+    the days are marked as requested so they are not requested twice. A day a queued correction
+    of the same mart covers is left to that run (:func:`queued_days`).
     """
     landing = tidemark.urls().landing_app
     requests = []
     for mart, days in pending_corrections(landing).items():
-        kept = [d for d in days if earliest is None or d.isoformat() >= earliest]
+        queued = queued_days(instance, mart)
+        kept = [d for d in days if (earliest is None or d.isoformat() >= earliest)
+                and d.isoformat() not in queued]
         for first, last in contiguous_ranges(kept):
             requests.append(dg.RunRequest(
                 run_key=f"correct-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
@@ -44,10 +77,12 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None
     return requests
 
 
-def late_requests(tidemark: TidemarkResource, earliest: str | None = None
+def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
+                  instance: dg.DagsterInstance | None = None
                   ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
     """Run requests re-running the marts for the reconciled days late rows touched since, and an
-    observation per mart partition: late rows absorbed, worst lateness, when they landed."""
+    observation per mart partition: late rows absorbed, worst lateness, when they landed. A day
+    a queued correction of the same mart covers is left to that run (:func:`queued_days`)."""
     from orchestration.defs.dbt.project import manifest_path
     from tidemark.reconciliation.finality import mart_event_tables
 
@@ -62,7 +97,9 @@ def late_requests(tidemark: TidemarkResource, earliest: str | None = None
                     "worst_lateness_s": round(item.worst_lateness.total_seconds(), 1),
                     "late_rows_landed_at": item.last_landed_at.isoformat(),
                     "late_tables": ", ".join(item.tables)}))
-        for first, last in contiguous_ranges([d.day for d in kept]):
+        queued = queued_days(instance, mart)
+        for first, last in contiguous_ranges([d.day for d in kept
+                                              if d.day.isoformat() not in queued]):
             requests.append(dg.RunRequest(
                 run_key=f"late-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
                 job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
@@ -81,18 +118,18 @@ def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days."""
     try:
-        requests = correction_requests(tidemark, earliest=partitions_start())
-        late, observations = late_requests(tidemark, earliest=partitions_start())
+        requests = correction_requests(tidemark, partitions_start(), context.instance)
+        late, observations = late_requests(tidemark, partitions_start(), context.instance)
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
-    if not requests and not late:
+    if not requests and not late and not observations:
         return dg.SkipReason("No drifted days and no late data waiting for a correction.")
     return dg.SensorResult(run_requests=requests + late, asset_events=observations)
 
 
 def needs_reconciliation(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether a run built a daily mart without evaluating every reconciliation check (a run
-    that selected the marts' checks reconciled already)."""
+    """Whether a run built a daily mart without evaluating that mart's reconciliation checks (a
+    run that selected the marts' checks reconciled already)."""
     events = instance.get_records_for_run(run_id, of_type={
         dg.DagsterEventType.ASSET_MATERIALIZATION,
         dg.DagsterEventType.ASSET_CHECK_EVALUATION}).records
@@ -104,7 +141,8 @@ def needs_reconciliation(instance: dg.DagsterInstance, run_id: str) -> bool:
         else:
             data = event.event_specific_data
             checked.add(dg.AssetCheckKey(data.asset_key, data.check_name))
-    return bool(built & set(dbt_daily_marts.keys)) and not reconciliation.check_keys <= checked
+    needed = {key for key in reconciliation.check_keys if key.asset_key in built}
+    return bool(built & set(dbt_daily_marts.keys)) and not needed <= checked
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="reconcile_after_batch",
@@ -118,4 +156,8 @@ def reconcile_after_batch(context: dg.RunStatusSensorContext):
     if run.job_name == reconciliation_job.name or not needs_reconciliation(context.instance,
                                                                             run.run_id):
         return dg.SkipReason(f"run {run.run_id[:8]} built no daily mart or reconciled already")
+    if context.instance.get_runs_count(dg.RunsFilter(job_name=reconciliation_job.name,
+                                                     statuses=QUEUED)):
+        return dg.SkipReason(f"run {run.run_id[:8]}: a reconciliation run is queued already and"
+                             " reconciles its marts when it starts")
     return dg.RunRequest(run_key=f"after-{run.run_id}")
