@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts a11a513d7ed85ed2, card_payments_recent 95bb78345c43dd3a, daily_store_revenue f07115d33ac88ed6, late_deliveries_daily e53598ba459e97ca, store_cancellation_rate 05d9c38ea1845001, store_orders_last_5_minutes 94253f1b9648c139, store_revenue_per_minute c44f54d556920f27)
+-- phase: catalog (one row per view: active_carts 121f904d64464936, card_payments_recent 734d9d22b206bd13, daily_store_revenue e2db1bffaf4150f5, late_deliveries_daily da01aa5dad358b81, store_cancellation_rate a5dea73539a42666, store_orders_last_5_minutes 485127bfce2f4408, store_revenue_per_minute a73cc04a28bce35d)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
