@@ -235,10 +235,14 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
 def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | None) -> None:
     """Point ``live.<name>`` at the new state (readers: the old view until commit)."""
     view = sql.Identifier(LIVE_SCHEMA, cv.name)
-    cur.execute(sql.SQL("drop view if exists {}").format(view))
+    select = sql.SQL(cv.view_select())  # type: ignore[arg-type]
+    try:
+        with cur.connection.transaction():  # a savepoint: same columns (or more at the end)
+            cur.execute(sql.SQL("create or replace view {} as {}").format(view, select))
+    except psycopg.errors.InvalidTableDefinition:  # a column renamed, retyped or dropped
+        _recreate_live_view(cur, view, select, cv.name)
     if old is not None and old.suffix != cv.suffix:
         _drop_objects(cur, old.suffix)
-    cur.execute(sql.SQL("create view {} as {}").format(view, sql.SQL(cv.view_select())))  # type: ignore[arg-type]
     comment = cv.analysis.view.description or f"live view {cv.name}"
     cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
         f"{comment} (Tidemark live view, hash {cv.hash})")))
@@ -251,6 +255,31 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
             sql.Identifier(LIVE_SCHEMA), reader))
         cur.execute(sql.SQL("grant select on {}, tidemark.live_changes to {}").format(
             view, reader))
+
+
+def _recreate_live_view(cur: psycopg.Cursor, view: sql.Identifier, select: sql.Composable,
+                        name: str) -> None:
+    """Drop and re-create ``live.<name>`` whose columns changed; other objects reading it (a
+    BI view, Tidemark's ``serving`` views) would be dropped with it, so they are named instead.
+
+    Raises:
+        DeployError: other objects depend on ``live.<name>``.
+    """
+    try:
+        with cur.connection.transaction():
+            cur.execute(sql.SQL("drop view if exists {}").format(view))
+    except psycopg.errors.DependentObjectsStillExist:
+        readers = [r for (r,) in cur.execute(
+            "select distinct c.oid::regclass::text from pg_depend d join pg_rewrite w on"
+            " w.oid = d.objid join pg_class c on c.oid = w.ev_class where d.refobjid ="
+            " %s::regclass and c.oid <> d.refobjid order by 1", (f"live.{name}",))]
+        raise DeployError(
+            f"live.{name}: its columns changed, and {', '.join(readers)} read it: PostgreSQL "
+            f"cannot change a view's columns under views that read it. Drop those first (a "
+            f"serving.<pair> view is re-created by `tidemark up` or the reconciliation's "
+            f"serving deploy), or keep the old columns and add new ones after them; then "
+            f"deploy again.") from None
+    cur.execute(sql.SQL("create view {} as {}").format(view, select))
 
 
 def _check_statements(cur: psycopg.Cursor, cv: CompiledView) -> None:

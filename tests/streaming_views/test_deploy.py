@@ -174,3 +174,26 @@ def test_raw_postgres_errors_become_positioned_refusals(db: str, conn: psycopg.C
         assert f"{relation} is a {kind}" in str(err) and "Rewrite:" in str(err)
     with pytest.raises(ViewDefinitionError, match=r"bad\.sql:2:8: .*nope"):
         deploy(db, write_views(tmp_path / "vv", bad="select d.g\n     , d.nope from q.t d\n"))
+
+
+def test_redeploy_keeps_the_views_that_read_a_live_view(db: str, conn: psycopg.Connection,
+                                                         tmp_path: Path):
+    """A view reading ``live.<name>`` (a BI view, Tidemark's ``serving.<pair>``) survives a
+    redeploy with the same columns; a redeploy that renames a column names the readers instead
+    of failing with PostgreSQL's DROP ... CASCADE hint, and changes nothing."""
+    d = write_views(tmp_path / "r", per_group_r=V1)
+    deploy(db, d)
+    conn.execute("create view public.dash_r as select g, n from live.per_group_r")
+    write_views(d, per_group_r=V2)  # same columns, other numbers: replaced in place
+    assert {r.name: r.action for r in deploy(db, d)} == {"per_group_r": "replaced"}
+    rows = conn.execute("select count(*) from q.t").fetchone()[0]
+    assert conn.execute("select sum(n) from public.dash_r").fetchone()[0] == 2 * rows
+    write_views(d, per_group_r=V1.replace("count(*) as n", "count(*) as orders"))
+    with pytest.raises(DeployError, match=r"live\.per_group_r: its columns changed, and "
+                                          r"public\.dash_r read it") as err:
+        deploy(db, d)
+    assert "CASCADE" not in str(err.value)
+    assert conn.execute("select sum(n) from public.dash_r").fetchone()[0] == 2 * rows
+    conn.execute("drop view public.dash_r")
+    assert {r.name: r.action for r in deploy(db, d)} == {"per_group_r": "replaced"}
+    assert conn.execute("select sum(orders) from live.per_group_r").fetchone()[0] == rows
