@@ -56,7 +56,8 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
 
     Creates the publication and slot if missing, takes the initial snapshot if landing has none,
     then streams and applies until everything committed on the source before this call is in
-    landing, and acknowledges the slot.
+    landing, and acknowledges the slot. The target is taken first (:func:`start_target`), so a
+    first call returns as soon as its snapshot commits.
 
     Args:
         source_dsn: source URL (REPLICATION + SELECT; also manages the publication unless
