@@ -227,3 +227,41 @@ def test_full_resnapshot_reloads_existing_tables_in_place(pair: Pair) -> None:
             f'select _commit_lsn, count(*) from cdc."{pair.source}__t" where _op = \'r\''
             f' group by 1 order by 1').fetchall()
     assert [n for _, n in snapshots] == [5000, 4901], "each snapshot's rows, once"
+
+
+def test_outbox_dedup_keeps_each_first_valid_event(pair: Pair, tmp_path: Path) -> None:
+    """Events sent 1, 2, 3 or 5 times, some first copies breaking the contract: the snapshot
+    keeps exactly the first valid copy of each event id, counts the others as duplicates and
+    dead-letters the invalid ones (the dedup's hash holds only the duplicated keys)."""
+    from contracts import load_contracts
+
+    pair.src_exec(OUTBOX.split("insert into")[0], """
+        insert into app_events (event_id, event_type, event_time, customer_id, payload)
+        select md5(k::text)::uuid, 'cart_item_added', timestamptz '2026-01-01' + g * interval '1 s',
+               k, jsonb_build_object('cart_id', md5('c' || k)::uuid, 'product_id', g,
+                                     'quantity', case when c = 1 and k % 10 = 0 then 99 else c end)
+        from (select k, c, row_number() over (order by k, c) g
+              from generate_series(1, 400) k,
+                   generate_series(1, (array[1, 2, 3, 5])[k % 4 + 1]) c) s
+        order by g""")
+    catch_up(pair.src, pair.land, pair.source,
+             contracts=load_contracts(_contracts_for(pair.source, tmp_path)))
+    with psycopg.connect(pair.src) as conn:
+        valid = "(payload ->> 'quantity')::int <= 50"
+        kept = Counter(r[0] for r in conn.execute(
+            "select t::text from (select distinct on (event_id) * from app_events"
+            f" where {valid} order by event_id, outbox_id) t"))
+        expected_dups, expected_dead = conn.execute(
+            f"select count(*) filter (where {valid}) - count(distinct event_id) filter (where"
+            f" {valid}), count(*) filter (where not {valid}) from app_events").fetchone()
+    assert expected_dups > 0 and expected_dead > 0
+    assert table_rows(pair.land, pair.source, "app_events") == kept
+    with psycopg.connect(pair.land) as conn:
+        dups = conn.execute("select dropped from tidemark.duplicate_events where source = %s"
+                            " and table_name = 'app_events'", (pair.source,)).fetchone()[0]
+        dead = conn.execute("select count(*) from tidemark.dead_letters where source = %s",
+                            (pair.source,)).fetchone()[0]
+        cl = conn.execute(f'select count(*), count(distinct event_id) from'
+                          f' cdc."{pair.source}__app_events"').fetchone()
+    assert (dups, dead) == (expected_dups, expected_dead)
+    assert cl == (len(kept), len(kept)), "the changelog holds each kept event once"
