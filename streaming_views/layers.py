@@ -92,7 +92,7 @@ def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
                      f"read the base tables of {name} directly.")
     return LiveTableInfo(index, table.schema, table.name, oid, relkind, inner=table.name,
                          state_name=inner.suffix, state_oid=int(state_oid),
-                         select_sql=inner.view_select().replace(inner.state, "{rel}"),
+                         select_sql=inner.state_select().replace(inner.state, "{rel}"),
                          column_exprs=state_expressions(inner))
 
 
