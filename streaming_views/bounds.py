@@ -32,6 +32,7 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.astutil import deparse, q, walk
+from streaming_views.session import set_clauses
 
 STATE = "tidemark_state"
 TIME = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
@@ -186,9 +187,10 @@ def count_sql(t: Any) -> str:
             f"WHERE suffix = {suffix}")
 
 
-CHECK_FUNCTION = """create or replace function tidemark.live_temporal_check(
+# SECURITY DEFINER: readers of live.<view> (the reader role) need not read the catalog table
+CHECK_FUNCTION = f"""create or replace function tidemark.live_temporal_check(
     p_suffix text, p_view text, p_table text, p_bounds text) returns boolean
-    language plpgsql stable as $f$
+    language plpgsql stable security definer {set_clauses()} as $f$
 declare v_bad bigint;
 begin
   select bad into v_bad from tidemark.live_temporal where suffix = p_suffix;

@@ -111,7 +111,14 @@ def test_deploy_counts_rows_already_there(tb: psycopg.Connection, module_db: str
     tb.execute(f"insert into tb.f values (3000, 2, {FINITE[1:]}")
     assert deploy_text(module_db, "nv2", NOT_INVERTIBLE) == "created"
     _raises(tb, "nv2")
+    if tb.execute("select 1 from pg_roles where rolname = 'tidemark_reader'").fetchone():
+        with tb.transaction(force_rollback=True):  # the reader role gets the same error
+            tb.execute("set local role tidemark_reader")
+            _raises(tb, "nv2")
     tb.execute("update tb.f set iv = '1 second' where id = 3000")
     assert_equal(tb, "nv2", NOT_INVERTIBLE)
     tb.execute("delete from tb.f where id = 3000")
     assert_equal(tb, "nv2", NOT_INVERTIBLE)
+    with tb.transaction(force_rollback=True):
+        tb.execute("set local role tidemark_reader")
+        tb.execute("select * from live.nv2").fetchall()
