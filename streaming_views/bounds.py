@@ -32,7 +32,6 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.astutil import deparse, q, walk
-from streaming_views.session import set_clauses
 
 STATE = "tidemark_state"
 TIME = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
@@ -187,12 +186,19 @@ def count_sql(t: Any) -> str:
             f"WHERE suffix = {suffix}")
 
 
-# SECURITY DEFINER: readers of live.<view> (the reader role) need not read the catalog table
-CHECK_FUNCTION = f"""create or replace function tidemark.live_temporal_check(
+# SECURITY DEFINER: readers of live.<view> (the reader role) need not read the catalog table.
+# The engine's own reads of live.<inner> (a view over a live view: its build, its deltas) run
+# in functions SET tidemark.maintaining (session.set_clauses) and are not stopped: the outer
+# view's state leaves the rows out, and reading live.<outer> raises too (its checks include
+# its inner views').
+CHECK_FUNCTION = """create or replace function tidemark.live_temporal_check(
     p_suffix text, p_view text, p_table text, p_bounds text) returns boolean
-    language plpgsql stable security definer {set_clauses()} as $f$
+    language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $f$
 declare v_bad bigint;
 begin
+  if current_setting('tidemark.maintaining', true) = 'on' then
+    return true;
+  end if;
   select bad into v_bad from tidemark.live_temporal where suffix = p_suffix;
   if coalesce(v_bad, 0) > 0 then
     raise exception 'live view % cannot be computed: % row(s) of % have a temporal-filter '
@@ -204,10 +210,21 @@ begin
 end $f$"""
 
 
-def check_sql(t: Any, view: str, select: str) -> str:
-    """``live.<view>``'s SELECT raising while the timed table holds rows whose bound cannot be
-    computed (a one-time filter: checked once per read)."""
-    args = ", ".join(sql.Literal(v).as_string(None) for v in (
-        t.owner, view, t.qualified, ", ".join(deparse(b.expr) for b in t.bounds)))
-    return (f"SELECT * FROM ({select}) AS __v "
-            f"WHERE (SELECT tidemark.live_temporal_check({args}))")
+def check_calls(cv: Any) -> tuple[str, ...]:
+    """The checks reading ``live.<view>`` makes: its own temporal filter's, and those of the
+    live views it reads (transitively)."""
+    calls = []
+    t = cv.analysis.temporal
+    if t is not None and t.guard is not None:
+        args = ", ".join(sql.Literal(v).as_string(None) for v in (
+            t.owner, cv.name, t.qualified, ", ".join(deparse(b.expr) for b in t.bounds)))
+        calls.append(f"tidemark.live_temporal_check({args})")
+    for table in cv.resolved.tables:
+        calls += [c for c in getattr(table, "checks", ()) if c not in calls]
+    return tuple(calls)
+
+
+def check_sql(calls: tuple[str, ...], select: str) -> str:
+    """``live.<view>``'s SELECT raising while a timed table it depends on holds rows whose
+    bound cannot be computed (a one-time filter: checked once per read)."""
+    return f"SELECT * FROM ({select}) AS __v WHERE (SELECT {' AND '.join(calls)})"

@@ -318,12 +318,11 @@ class CompiledView:
         return f"SELECT {cols} FROM {self.state} AS s{where}"
 
     def view_select(self) -> str:
-        """The SELECT of ``live.<name>`` over the state table (with a temporal filter: raising
-        while the timed table holds rows whose bound cannot be computed)."""
-        t = self.analysis.temporal
-        if t is None or t.guard is None:
-            return self.state_select()
-        return bounds.check_sql(t, self.name, self.state_select())
+        """The SELECT of ``live.<name>`` over the state table (with a temporal filter, its own
+        or an inner live view's: raising while the timed table holds rows whose bound cannot
+        be computed)."""
+        calls = bounds.check_calls(self)
+        return bounds.check_sql(calls, self.state_select()) if calls else self.state_select()
 
 
 def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:

@@ -122,3 +122,20 @@ def test_deploy_counts_rows_already_there(tb: psycopg.Connection, module_db: str
     with tb.transaction(force_rollback=True):
         tb.execute("set local role tidemark_reader")
         tb.execute("select * from live.nv2").fetchall()
+
+
+OVER = "select x.n, count(*) as c from live.nv x group by x.n\n"
+
+
+def test_views_over_the_view_raise_too(tb: psycopg.Connection, module_db: str) -> None:
+    """A view over ``live.nv``: deployed while a bad row is there, its writes go on (the
+    engine's own reads of live.nv are not stopped), and reading it raises as its query does."""
+    tb.execute(f"insert into tb.f values (4000, 1, {FINITE[1:]}")
+    assert deploy_text(module_db, "over", OVER) == "created"
+    _raises(tb, "nv")
+    with pytest.raises(psycopg.errors.DatetimeFieldOverflow, match="live view nv"):
+        tb.execute("select * from live.over").fetchall()
+    tb.execute("update tb.f set g = (g + 1) % 3 where id < 40")  # the inner view changes
+    tb.execute("delete from tb.f where id = 4000")
+    _check_ok(tb)
+    assert_equal(tb, "over", OVER)
