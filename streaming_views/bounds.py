@@ -32,6 +32,7 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.astutil import deparse, q, walk
+from streaming_views.guard import DEPLOYING
 
 STATE = "tidemark_state"
 TIME = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
@@ -187,16 +188,16 @@ def count_sql(t: Any) -> str:
 
 
 # SECURITY DEFINER: readers of live.<view> (the reader role) need not read the catalog table.
-# The engine's own reads of live.<inner> (a view over a live view: its build, its deltas) run
-# in functions SET tidemark.maintaining (session.set_clauses) and are not stopped: the outer
+# The engine's own reads of live.<inner> (a view over a live view: its deltas and rebuilds run
+# in triggers, its deploy's build with the deploy's setting on) are not stopped: the outer
 # view's state leaves the rows out, and reading live.<outer> raises too (its checks include
 # its inner views').
-CHECK_FUNCTION = """create or replace function tidemark.live_temporal_check(
+CHECK_FUNCTION = f"""create or replace function tidemark.live_temporal_check(
     p_suffix text, p_view text, p_table text, p_bounds text) returns boolean
     language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $f$
 declare v_bad bigint;
 begin
-  if current_setting('tidemark.maintaining', true) = 'on' then
+  if pg_trigger_depth() > 0 or current_setting('{DEPLOYING}', true) = 'on' then
     return true;
   end if;
   select bad into v_bad from tidemark.live_temporal where suffix = p_suffix;

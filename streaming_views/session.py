@@ -33,10 +33,8 @@ PINNED: dict[str, str] = {
 
 def set_clauses() -> str:
     """The ``SET name = value ...`` clauses of a generated function's ``CREATE FUNCTION``."""
-    pinned = " ".join(f"SET {name} = {sql.Literal(value).as_string(None)}"
-                      for name, value in PINNED.items())
-    # the engine's own reads of live views (streaming_views.bounds.CHECK_FUNCTION)
-    return f"{pinned} SET tidemark.maintaining = 'on'"
+    return " ".join(f"SET {name} = {sql.Literal(value).as_string(None)}"
+                    for name, value in PINNED.items())
 
 
 def pin(conn: psycopg.Connection) -> None:
