@@ -30,7 +30,7 @@ from psycopg import sql
 from streaming_views.analyzer import analyze
 from streaming_views.astutil import deparse
 from streaming_views.deploy import deploy_embedded
-from streaming_views.errors import UnsupportedViewError
+from streaming_views.errors import DeployError, UnsupportedViewError
 from streaming_views.expiry import clock, tick
 from streaming_views.runtime import problem
 from streaming_views.session import pin
@@ -510,7 +510,11 @@ class Case:
             with psycopg.connect(self.dsn, autocommit=True) as conn:
                 at = clock(conn) or datetime.now(UTC)
                 step = timedelta(days=self.trng.randint(0, 15), hours=self.trng.randint(0, 23))
-                tick(conn, at + step)
+                try:
+                    tick(conn, at + step)
+                except DeployError as exc:  # a tick must never fail: with the seed
+                    raise EngineFailure(f"seed {self.seed}: a tick failed: {exc}\nlast steps:\n"
+                                        + "\n".join(self.history[-8:])) from None
             self.history.append(f"tick +{step}")
 
     # ------------------------------------------------------------------ run
