@@ -187,27 +187,22 @@ def count_sql(t: Any) -> str:
             f"WHERE suffix = {suffix}")
 
 
-# SECURITY DEFINER: readers of live.<view> (the reader role) need not read the catalog table.
-# The engine's own reads of live.<inner> (a view over a live view: its deltas and rebuilds run
-# in triggers, its deploy's build with the deploy's setting on) are not stopped: the outer
-# view's state leaves the rows out, and reading live.<outer> raises too (its checks include
-# its inner views').
-CHECK_FUNCTION = f"""create or replace function tidemark.live_temporal_check(
-    p_suffix text, p_view text, p_table text, p_bounds text) returns boolean
-    language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $f$
-declare v_bad bigint;
+# Called by live.<view>'s read only when the view's count is above zero (the count is read by
+# the view itself, as its owner: ordinary reads call no function). The engine's own reads of
+# live.<inner> (a view over a live view: its deltas and rebuilds run in triggers, its deploy's
+# build with the deploy's setting on) are not stopped: the outer view's state leaves the rows
+# out, and reading live.<outer> raises too (its checks include its inner views').
+CHECK_FUNCTION = f"""create or replace function tidemark.live_temporal_raise(
+    p_view text, p_table text, p_bounds text, p_bad bigint) returns boolean
+    language plpgsql stable set search_path = pg_catalog, pg_temp as $f$
 begin
   if pg_trigger_depth() > 0 or current_setting('{DEPLOYING}', true) = 'on' then
     return true;
   end if;
-  select bad into v_bad from tidemark.live_temporal where suffix = p_suffix;
-  if coalesce(v_bad, 0) > 0 then
-    raise exception 'live view % cannot be computed: % row(s) of % have a temporal-filter '
-      'bound out of range (%)', p_view, v_bad, p_table, p_bounds using errcode = '22008',
-      hint = 'Fix or delete those rows (the query raises on them too); the view reads again '
-             'once they are gone.';
-  end if;
-  return true;
+  raise exception 'live view % cannot be computed: % row(s) of % have a temporal-filter '
+    'bound out of range (%)', p_view, p_bad, p_table, p_bounds using errcode = '22008',
+    hint = 'Fix or delete those rows (the query raises on them too); the view reads again '
+           'once they are gone.';
 end $f$"""
 
 
@@ -218,8 +213,11 @@ def check_calls(cv: Any) -> tuple[str, ...]:
     t = cv.analysis.temporal
     if t is not None and t.guard is not None:
         args = ", ".join(sql.Literal(v).as_string(None) for v in (
-            t.owner, cv.name, t.qualified, ", ".join(deparse(b.expr) for b in t.bounds)))
-        calls.append(f"tidemark.live_temporal_check({args})")
+            cv.name, t.qualified, ", ".join(deparse(b.expr) for b in t.bounds)))
+        calls.append(f"coalesce((SELECT CASE WHEN l.bad = 0 THEN true ELSE "
+                     f"tidemark.live_temporal_raise({args}, l.bad) END FROM "
+                     f"tidemark.live_temporal AS l WHERE l.suffix = "
+                     f"{sql.Literal(t.owner).as_string(None)}), true)")
     for table in cv.resolved.tables:
         calls += [c for c in getattr(table, "checks", ()) if c not in calls]
     return tuple(calls)
@@ -228,4 +226,4 @@ def check_calls(cv: Any) -> tuple[str, ...]:
 def check_sql(calls: tuple[str, ...], select: str) -> str:
     """``live.<view>``'s SELECT raising while a timed table it depends on holds rows whose
     bound cannot be computed (a one-time filter: checked once per read)."""
-    return f"SELECT * FROM ({select}) AS __v WHERE (SELECT {' AND '.join(calls)})"
+    return f"SELECT * FROM ({select}) AS __v WHERE {' AND '.join(calls)}"

@@ -139,3 +139,9 @@ def test_views_over_the_view_raise_too(tb: psycopg.Connection, module_db: str) -
     tb.execute("delete from tb.f where id = 4000")
     _check_ok(tb)
     assert_equal(tb, "over", OVER)
+
+
+def test_the_check_is_once_per_read(tb: psycopg.Connection) -> None:
+    """Reading live.<view> checks the count once (a one-time filter), not per row."""
+    plan = "\n".join(r[0] for r in tb.execute("explain select * from live.nv").fetchall())
+    assert "One-Time Filter" in plan and "live_temporal" in plan
