@@ -5,7 +5,8 @@ view, not to the writer).
 
 A bound such as ``f.ts + f.iv`` raises for some rows (``timestamp out of range``, SQLSTATE
 22008: ``'infinity' + '-infinity'::interval``, a finite sum past 294276 AD, a date past the
-timestamp range). The query raises then too; the write must not. So:
+timestamp range). The query raises then too (when its plan computes that bound); the write
+must not. So:
 
 * a cheap *guard* (:func:`guard_sql`, built at compile time from the bound's operands' types)
   holds for every row whose bounds cannot overflow: every time operand finite and between the
@@ -13,14 +14,15 @@ timestamp range). The query raises then too; the write must not. So:
   most one time operand in a bound made of ``+``, ``-`` and casts. Ordinary rows take the
   expressions as they are — no subtransaction;
 * the other rows (the guard fails, or a bound of another shape) go to the view's
-  ``<suffix>__tm_bad(sign, row)``, which evaluates the bounds in an exception block (class 22
-  only). A row whose bound raises is never valid (not logged, not in the window, never an edge
-  of a tick) and is counted in ``tidemark.live_temporal.bad`` (+1 inserted, -1 deleted; a
-  TRUNCATE's rebuild and a deploy count the table again);
+  ``<suffix>__tm_bad(sign, <the bounds' columns>)``, which evaluates the bounds in an
+  exception block (class 22 only). A row whose bound raises is never valid (not logged, not
+  in the window, never an edge of a tick) and is counted in ``tidemark.live_temporal.bad``
+  (+1 inserted, -1 deleted; a TRUNCATE's rebuild and a deploy count the table again);
 * reading ``live.<view>`` while the count is above zero raises SQLSTATE 22008 naming the view,
-  the table and the bound (:func:`check_sql`): as the query would, until the rows are fixed or
-  deleted. The window and the tick evaluate such a row's bounds through
-  ``<suffix>__tm_bound(k, row)`` (NULL when it raises).
+  the table and the bound (:func:`check_sql`; the view reads the count itself, once per read,
+  and calls ``tidemark.live_temporal_raise`` only when it is above zero), until the rows are
+  fixed or deleted; so does a view over it. The window and the tick evaluate such a row's
+  bounds through ``<suffix>__tm_bound(k, <columns>)`` (NULL when it raises).
 """
 
 from __future__ import annotations
