@@ -16,12 +16,13 @@ exclusion over the tables a transaction changed, see :mod:`streaming_views.delta
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import psycopg
 from pglast import ast
 
-from streaming_views import outer, selfjoin, semijoin, temporal
+from streaming_views import bounds, outer, selfjoin, semijoin, temporal
 from streaming_views.analyzer import Analysis, TableRef, analyze
 from streaming_views.astutil import deparse, q, substitute
 from streaming_views.expiry import ensure_inputs, inline_window
@@ -296,7 +297,7 @@ class CompiledView:
         return (f"UPDATE {self.state} AS s SET ({', '.join(cols)}) = (SELECT "
                 f"{', '.join(exprs)} FROM ({self.windowed(rows)}) AS __d) WHERE s.__dirty")
 
-    def view_select(self) -> str:
+    def state_select(self) -> str:
         """The SELECT of ``live.<name>`` over the state table."""
         cols = ", ".join(f"({e})::{t} AS {q(n)}"
                          for e, (n, t) in zip(self.output_exprs, self.outputs, strict=True))
@@ -316,6 +317,13 @@ class CompiledView:
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         return f"SELECT {cols} FROM {self.state} AS s{where}"
 
+    def view_select(self) -> str:
+        """The SELECT of ``live.<name>`` over the state table (with a temporal filter, its own
+        or an inner live view's: raising while the timed table holds rows whose bound cannot
+        be computed)."""
+        calls = bounds.check_calls(self)
+        return bounds.check_sql(calls, self.state_select()) if calls else self.state_select()
+
 
 def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     """Analyse ``view`` and resolve it against the database behind ``conn``.
@@ -330,7 +338,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     an = analyze(view)
     with conn.transaction():
         pin(conn)
-        ensure_inputs(conn, an.temporal, str(view.path))
+        guard = ensure_inputs(conn, an.temporal, str(view.path))
         with temporal.bounds_in_where(an):
             resolved = resolve(conn, an)
         temporal.read_through_window(an)
@@ -341,6 +349,9 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     p = plan(an, resolved, conn.info.server_version)
     cv = CompiledView(an, resolved, p.keys, p.outputs, p.rules, p.output_exprs, p.having_sql,
                       union_columns)
+    if an.temporal is not None:  # rows whose bound cannot be computed: streaming_views.bounds
+        an.temporal = dataclasses.replace(an.temporal, guard=guard, owner=cv.suffix,
+                                          columns=bounds.columns(an.temporal))
     outer.check_types(conn, cv)
     semijoin.check_not_in(conn, cv)
     return cv

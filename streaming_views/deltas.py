@@ -101,11 +101,13 @@ def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
             for t, name in zip(cv.resolved.tables, log_trigger_names(cv), strict=True)]
 
 
-def pushed_filter(cv: CompiledView, j: int) -> str | None:
+def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
-    failing them cannot change the view and are not logged."""
+    failing them cannot change the view and are not logged. ``sign``: of the transition table
+    filtered (1: new rows, -1: old ones), for the temporal filter's count of rows whose bound
+    cannot be computed (:mod:`streaming_views.bounds`)."""
     an = cv.analysis
-    timed = log_filter(cv, j)  # a temporal filter's timed table: rows valid at the clock
+    timed = log_filter(cv, j, sign)  # a temporal filter's timed table: rows valid at the clock
     if an.branches or an.where is None or an.outer is not None:  # outer: NULL rows pass WHERE
         return timed
     where = an.where
@@ -148,12 +150,12 @@ def log_batch(cv: CompiledView, j: int, event: str) -> str:
     uncompressed out of line (``STORAGE EXTERNAL``): compressing costs more than it saves."""
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
-    condition = pushed_filter(cv, j)
     named = "".join(f", {ref}.{q(c.name)} AS __x{k}" for k, c in enumerate(table.columns))
     parts = []
     for sign, relation, wanted in (("1", "__tm_new", {"ins", "upd"}),
                                    ("-1", "__tm_old", {"del", "upd"})):
         if event in wanted:
+            condition = pushed_filter(cv, j, sign)
             parts.append(f"SELECT {sign}::smallint AS __tm_sign{named} FROM {relation} AS {ref}"
                          + (f" WHERE {condition}" if condition else ""))
     aggs = ", ".join(["array_agg(__tm_sign)",
@@ -186,11 +188,11 @@ def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) 
     ref = q(cv.tables[j].ref)
     cols = [q(c.name) for c in table.columns]
     values = ", ".join([f"{ref}.{c}" for c in cols])
-    condition = pushed_filter(cv, j)
     parts = []
     for sign, relation, wanted in (("1", "__tm_new", {"ins", "upd"}),
                                    ("-1", "__tm_old", {"del", "upd"})):
         if event in wanted:
+            condition = pushed_filter(cv, j, sign)
             select = (f"SELECT pg_current_xact_id(), {sign}" + (f", {values}" if values else "")
                       + f" FROM {transition(table, relation)} AS {ref}")
             parts.append(select + (f" WHERE {condition}" if condition else ""))
@@ -225,12 +227,14 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
     cols = [q(c.name) for c in table.columns]
-    condition = pushed_filter(cv, j)
-    ok = f"({condition}) IS TRUE" if condition else "true"
     named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
     number = "" if single else "row_number() OVER () AS __tm_n, "
-    side = (f"SELECT {number}{ok} AS __tm_ok"
-            + (f", {named}" if named else "") + " FROM {rel} AS " + ref)
+
+    def side(rel: str, sign: str) -> str:
+        condition = pushed_filter(cv, j, sign)
+        ok = f"({condition}) IS TRUE" if condition else "true"
+        return (f"SELECT {number}{ok} AS __tm_ok" + (f", {named}" if named else "")
+                + f" FROM {rel} AS {ref}")
     same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
                         for k, c in enumerate(table.columns)) or "true"
     values = "".join(f", {{side}}.__c{k}" for k in range(len(cols)))
@@ -239,7 +243,7 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
     # each changed pair gives its old row (sign -1) and its new row (+1), those passing the
     # filter, from one scan of the pairs (no materialised pair list read twice)
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], (
-            f"WITH __o AS ({side.format(rel='__tm_old')}), __w AS ({side.format(rel='__tm_new')}) "
+            f"WITH __o AS ({side('__tm_old', '-1')}), __w AS ({side('__tm_new', '1')}) "
             f"SELECT pg_current_xact_id(), x.__s{outs} FROM __o AS o "
             + ("CROSS JOIN __w AS w " if single else "JOIN __w AS w USING (__tm_n) ")
             + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok{values.format(side='o')}), "

@@ -41,6 +41,15 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.astutil import deparse, q, walk
+from streaming_views.bounds import (
+    CHECK_FUNCTION,
+    bound_value,
+    count_sql,
+    guard_sql,
+    logged,
+    safe_value,
+)
+from streaming_views.bounds import functions as bound_functions
 from streaming_views.errors import DeployError, UnsupportedViewError
 from streaming_views.session import set_clauses
 from streaming_views.temporal import TEMPORAL_SCHEMA, Temporal
@@ -66,6 +75,9 @@ RUNTIME_DDL = [
     "alter table tidemark.live_temporal alter column pending drop not null",
     "alter table tidemark.live_temporal add column if not exists indexes text[] not null "
     "default '{}'",
+    # rows of the timed table whose bound cannot be computed (streaming_views.bounds)
+    "alter table tidemark.live_temporal add column if not exists bad bigint not null default 0",
+    CHECK_FUNCTION,
     f"""create or replace function tidemark.live_tick(p_at timestamptz default null)
     returns bigint language plpgsql {set_clauses()} as $f$
 declare
@@ -106,18 +118,22 @@ def _rel(name: str) -> sql.Composable:
     return sql.Identifier(TEMPORAL_SCHEMA, name)
 
 
-def interval_sql(t: Temporal) -> tuple[str, str]:
+def interval_sql(t: Temporal, *, safe: bool = True) -> tuple[str, str]:
     """(from, until) of a row as timestamptz SQL over the timed table aliased ``t.ref``; NULL
     when a bound is NULL (the row is never valid, as ``mz_now() <= NULL`` is never true). A
-    timestamp or date bound is read as UTC (the maintenance runs with TimeZone UTC pinned)."""
+    timestamp or date bound is read as UTC (the maintenance runs with TimeZone UTC pinned).
+    With ``safe`` (and a compiled guard), a bound that cannot be computed is NULL too
+    (:mod:`streaming_views.bounds`) instead of raising."""
     parts: dict[str, list[str]] = {"from": [], "until": []}
     nulls = []
-    for bound in t.bounds:
+    for k, bound in enumerate(t.bounds):
         expr = deparse(bound.expr)
-        value = f"({expr})::timestamptz"
-        nulls.append(f"({expr}) IS NULL")
-        if bound.strict:
-            value = f"({value} {'+' if bound.kind == 'from' else '-'} {EPSILON})"
+        value = bound_value(expr, bound.kind, bound.strict)
+        if safe and t.guard is not None:
+            value = safe_value(t, k, value)
+            nulls.append(f"{value} IS NULL")
+        else:
+            nulls.append(f"({expr}) IS NULL")
         parts[bound.kind].append(value)
     low = f"greatest({', '.join(parts['from'])})" if parts["from"] else "'-infinity'::timestamptz"
     high = f"least({', '.join(parts['until'])})" if parts["until"] else "'infinity'::timestamptz"
@@ -126,20 +142,22 @@ def interval_sql(t: Temporal) -> tuple[str, str]:
             f"(CASE WHEN {guard} THEN NULL ELSE {high} END)")
 
 
-def valid_sql(t: Temporal, at: str) -> str:
+def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
     """Condition: the row (aliased ``t.ref``) is valid at time ``at``."""
-    low, high = interval_sql(t)
+    low, high = interval_sql(t, safe=safe)
     return f"({low} <= {at} AND {high} >= {at})"
 
 
-def log_filter(cv: Any, j: int) -> str | None:
+def log_filter(cv: Any, j: int, sign: str = "1") -> str | None:
     """For :func:`streaming_views.deltas.pushed_filter`: when base table ``j`` is the view's
     timed table, the condition its change-log triggers add — valid at the clock's time, the
-    clock read ``FOR KEY SHARE`` (see the module docstring)."""
+    clock read ``FOR KEY SHARE`` (see the module docstring); rows of the transition table of
+    ``sign`` (1: new, -1: old) whose bound cannot be computed are counted and left out."""
     t = cv.analysis.temporal
     if t is None or not _is_timed(t, cv.tables[j]):
         return None
-    return valid_sql(t, LOCKED_CLOCK)
+    valid = valid_sql(t, LOCKED_CLOCK, safe=False)
+    return valid if t.guard is None else logged(t, valid, sign)
 
 
 def _is_timed(t: Temporal, table: Any) -> bool:
@@ -178,22 +196,24 @@ def inline_window(from_sql: str, t: Temporal | None) -> str:
     return from_sql.replace(window_marker(t), window)
 
 
-def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> None:
+def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> str | None:
     """Check the timed table and the bounds of ``temporal``; called by the compiler before it
-    resolves the view.
+    resolves the view. Returns the guard of rows whose bounds cannot raise
+    (:func:`streaming_views.bounds.guard_sql`), None without a temporal filter.
 
     Raises:
         ViewDefinitionError: the timed table does not exist.
         UnsupportedViewError: a bound has a wrong type.
     """
     if temporal is None:
-        return
+        return None
     rel = sql.Identifier(temporal.schema, temporal.name)
     if conn.execute("select to_regclass(%s)", (rel.as_string(None),)).fetchone()[0] is None:
         from streaming_views.errors import ViewDefinitionError
         raise ViewDefinitionError(f"{path}: relation {temporal.qualified} does not exist; "
                                   "load the source table first.")
     _check_bounds(conn, temporal, path)
+    return guard_sql(conn, temporal)
 
 
 @dataclass(frozen=True)
@@ -357,6 +377,9 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
         return
     for stmt in RUNTIME_DDL:
         conn.execute(stmt)  # type: ignore[arg-type]
+    if t.guard is not None:
+        for stmt in bound_functions(conn, t, set_clauses()):
+            conn.execute(stmt)  # type: ignore[arg-type]
     create, edges = tick_function(conn, cv, t)
     conn.execute(create)  # type: ignore[arg-type]
     indexes = _expiry_indexes(conn, t, edges)
@@ -364,6 +387,8 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
                  "indexes) values (%s, %s, %s, null, %s) on conflict (suffix) do update set "
                  "view_name = excluded.view_name, visible = excluded.visible, pending = null, "
                  "indexes = excluded.indexes", (cv.suffix, cv.name, t.visible, indexes))
+    if t.guard is not None:
+        conn.execute(count_sql(t))  # type: ignore[arg-type]
 
 
 def drop_inputs(cur: psycopg.Cursor, suffix: str) -> None:

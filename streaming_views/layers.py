@@ -40,6 +40,7 @@ import psycopg
 from psycopg import sql
 
 from streaming_views.astutil import q
+from streaming_views.bounds import check_calls
 from streaming_views.errors import UnsupportedViewError
 from streaming_views.readers import READERS
 from streaming_views.resolve import TableInfo
@@ -92,8 +93,8 @@ def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
                      f"read the base tables of {name} directly.")
     return LiveTableInfo(index, table.schema, table.name, oid, relkind, inner=table.name,
                          state_name=inner.suffix, state_oid=int(state_oid),
-                         select_sql=inner.view_select().replace(inner.state, "{rel}"),
-                         column_exprs=state_expressions(inner))
+                         select_sql=inner.state_select().replace(inner.state, "{rel}"),
+                         column_exprs=state_expressions(inner), checks=check_calls(inner))
 
 
 def state_expressions(inner: CompiledView) -> dict[str, str]:
@@ -123,6 +124,7 @@ class LiveTableInfo(TableInfo):
     state_oid: int = 0
     select_sql: str = ""
     column_exprs: dict[str, str] = field(default_factory=dict)
+    checks: tuple[str, ...] = ()  # reading live.<inner> raises: streaming_views.bounds
 
 
 def is_live(table: Any) -> bool:

@@ -91,7 +91,7 @@ def trigger_ddl(conn: psycopg.Connection, entry: CatalogEntry) -> list[str]:
 
 
 def _trigger_sql(cv: CompiledView) -> list[str]:
-    view, state, name = cv.view_select(), cv.state, sql.Literal(cv.name).as_string(None)
+    view, state, name = cv.state_select(), cv.state, sql.Literal(cv.name).as_string(None)
     stmts = []
     for event, (op, referencing, sides) in EVENTS.items():
         function, trigger = _names(cv.suffix, event)

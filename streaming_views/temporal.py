@@ -70,6 +70,10 @@ class Temporal:
         bounds: the interval's bounds (at least one).
         visible: the name the timed table's FROM item takes in the generated SQL, where it is
             replaced by the window (:func:`streaming_views.expiry.inline_window`).
+        guard: the condition of rows whose bounds cannot raise (:mod:`streaming_views.bounds`),
+            set by the compiler; None: the bounds are used as they are.
+        owner: the suffix of the view (its ``<suffix>__tm_*`` functions), set with ``guard``.
+        columns: the timed table's columns the bounds read, set with ``guard``.
     """
 
     schema: str
@@ -77,6 +81,9 @@ class Temporal:
     ref: str
     bounds: tuple[Bound, ...]
     visible: str
+    guard: str | None = None
+    owner: str | None = None
+    columns: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
+from streaming_views.bounds import count_sql
 from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
@@ -157,6 +158,9 @@ def truncate_function(cv: CompiledView) -> str:
 def rebuild_body(cv: CompiledView) -> str:
     """Statements replacing the state with a full build from the base tables."""
     stmts = [f"DELETE FROM {cv.state}", cv.build_sql(), *aux_clear_sql(cv), *aux_build_sql(cv)]
+    t = cv.analysis.temporal
+    if t is not None and t.guard is not None:  # after a TRUNCATE: count the table again
+        stmts.append(count_sql(t))
     return "".join(f"{s};\n" for s in stmts)
 
 
