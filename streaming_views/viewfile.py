@@ -33,8 +33,8 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "6"  # 6: the commit-time apply reads its logs by index and locks base tables
-#    before the views (w11, e20): views deployed by 5 are rebuilt, not left with the old apply
+ENGINE_VERSION = "6"  # 6: the commit-time apply reads its logs by index, locks base tables
+#    before the views, guards temporal bounds (w11, e20, t20): views of 5 are rebuilt
 
 
 @dataclass(frozen=True)
