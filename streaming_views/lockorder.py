@@ -24,8 +24,12 @@ cannot take the sweep earlier instead: PostgreSQL locks the tables before it fir
 
 from __future__ import annotations
 
-from streaming_views.compiler import CompiledView
+from typing import TYPE_CHECKING
+
 from streaming_views.session import set_clauses
+
+if TYPE_CHECKING:  # a type only: compiler imports bounds, which imports guard -> runtime -> here
+    from streaming_views.compiler import CompiledView
 
 LOCK_TABLES_DDL = f"""create or replace function tidemark.live_lock_tables(p_names text[])
     returns void language plpgsql {set_clauses()} as $f$
