@@ -134,13 +134,7 @@ def test_late_data_for_a_day_a_queued_correction_covers_is_left_to_it(built, rec
 
     day = built.closed_days[-4]
     mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
-    placed = datetime.combine(day, time(19), tzinfo=UTC)
-    with psycopg.connect(built.source_url, autocommit=True) as conn:
-        conn.execute("insert into public.orders (order_id, store_id, customer_id, status,"
-                     " placed_at, updated_at, total_amount) select max(order_id) + 1, 2,"
-                     " min(customer_id), 'placed', %s, now(), 5.00 from public.orders",
-                     (placed,))
-    built.catch_up()
+    _late_order(built, datetime.combine(day, time(19), tzinfo=UTC), store=2, amount=5.00)
     context = dg.build_sensor_context(instance=built.instance,
                                       resources={"tidemark": built.resource})
     tags = {**range_tags(day.isoformat(), day.isoformat()),
@@ -158,6 +152,16 @@ def test_late_data_for_a_day_a_queued_correction_covers_is_left_to_it(built, rec
     run = built.job("daily_marts").execute_in_process(
         instance=built.instance, tags=tags, asset_selection=[mart])
     assert run.success and _revenue_check(built, rec).passed
+
+
+def _late_order(built, placed: datetime, store: int, amount: float) -> None:
+    """A new order placed at ``placed`` (a closed day) lands now: late data."""
+    with psycopg.connect(built.source_url, autocommit=True) as conn:
+        conn.execute("insert into public.orders (order_id, store_id, customer_id, status,"
+                     " placed_at, updated_at, total_amount) select max(order_id) + 1, %s,"
+                     " min(customer_id), 'placed', %s, now(), %s from public.orders",
+                     (store, placed, amount))
+    built.catch_up()
 
 
 @contextmanager
@@ -223,13 +227,7 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     day = built.closed_days[-3]  # not the day the drift test corrected (served 'corrected')
     assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
                          (day,))) == {("final",)}
-    placed = datetime.combine(day, time(18), tzinfo=UTC)
-    with psycopg.connect(built.source_url, autocommit=True) as conn:
-        conn.execute("insert into public.orders (order_id, store_id, customer_id, status,"
-                     " placed_at, updated_at, total_amount) select max(order_id) + 1, 1,"
-                     " min(customer_id), 'placed', %s, now(), 12.34 from public.orders",
-                     (placed,))
-    built.catch_up()
+    _late_order(built, datetime.combine(day, time(18), tzinfo=UTC), store=1, amount=12.34)
     late = built.sql("select late_rows, worst_lateness from tidemark.late_events where"
                      " table_name = 'orders' and day = %s", (day,))
     assert late and late[0][0] == 1 and late[0][1] > timedelta(hours=2)
