@@ -14,9 +14,9 @@ import psycopg2
 
 from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
 from ingestion.failures import first_line, is_transient, permanent
-from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
-from ingestion.session import Session, SessionConfig, emit_heartbeat
+from ingestion.session import Session, SessionConfig
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -56,8 +56,7 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
 
     Creates the publication and slot if missing, takes the initial snapshot if landing has none,
     then streams and applies until everything committed on the source before this call is in
-    landing, and acknowledges the slot. The target is taken first (:func:`start_target`), so a
-    first call returns as soon as its snapshot commits.
+    landing, and acknowledges the slot.
 
     Args:
         source_dsn: source URL (REPLICATION + SELECT; also manages the publication unless
@@ -79,43 +78,16 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
         PermanentSourceError: the source cannot be used as configured.
     """
     started = time.monotonic()
-    try:
-        target = start_target(source_dsn, setup_dsn)
-    except CONNECTION_ERRORS as exc:
-        if is_transient(exc):
-            raise
-        raise permanent(source, exc) from None
     while True:
         try:
-            return _catch_up_once(started, timeout_s, target, SessionConfig(
+            return _catch_up_once(started, timeout_s, SessionConfig(
                 source_dsn, landing_dsn, source, setup_dsn, contracts, publication_tables,
                 schemas=schemas, on_progress=on_progress))
         except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
             log.info("source %s: %s", source, exc)
 
 
-def start_target(source_dsn: str, setup_dsn: str | None = None) -> int:
-    """The WAL position :func:`catch_up` must reach, taken when the call starts.
-
-    A heartbeat (a transactional logical message, so the stream's checkpoint passes it even on
-    an idle source) when the setup role may emit one, else the source's current WAL position.
-    Every transaction committed on the source before the call ends in the WAL before it.
-
-    Taken before the slot and the snapshot, not after: the snapshot's consistent point is past
-    it, so a first ``catch_up`` returns as soon as the snapshot commits. A target taken after
-    the snapshot would make the stream decode everything written to the server meanwhile —
-    when landing shares the source's server (the default ``tidemark up``), the landing's own
-    WAL of the snapshot, hundreds of MB, before the call could return.
-    """
-    target = emit_heartbeat(setup_dsn or source_dsn)
-    if target is not None:
-        return target
-    with psycopg.connect(source_dsn, autocommit=True, connect_timeout=5) as conn:
-        return str_to_lsn(conn.execute("select pg_current_wal_lsn()::text").fetchone()[0])
-
-
-def _catch_up_once(started: float, timeout_s: float, target: int,
-                   cfg: SessionConfig) -> CatchUpStats:
+def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> CatchUpStats:
     source = cfg.source
     session = Session(cfg)
     try:
@@ -125,6 +97,9 @@ def _catch_up_once(started: float, timeout_s: float, target: int,
             if is_transient(exc):
                 raise
             raise permanent(source, exc) from None
+        target = session.emit_heartbeat()
+        if target is None:
+            target = session.current_wal_lsn()
         reached = session.pump(lambda: session.ckpt >= target,
                                deadline=started + timeout_s,
                                idle=lambda: _request_reply(session))

@@ -36,7 +36,7 @@ from ingestion.decoder import (
 )
 from ingestion.errors import DecodeError, IngestionError, SlotMissingError
 from ingestion.failures import check_source
-from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
 from ingestion.publication import PublicationReport, Selection, log_report
@@ -228,8 +228,28 @@ class Session:
     # -- heartbeat --------------------------------------------------------------------------
 
     def emit_heartbeat(self) -> int | None:
-        """Emit a heartbeat on the source (:func:`emit_heartbeat`); its LSN, None if refused."""
-        return emit_heartbeat(self.cfg.setup_dsn or self.cfg.source_dsn)
+        """Write a transactional logical message on the source; return its LSN, None if refused.
+
+        The message travels through the slot like a transaction, so an idle source still
+        advances the checkpoint and the slot's confirmed LSN (and the WAL it retains).
+        """
+        dsn = self.cfg.setup_dsn or self.cfg.source_dsn
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
+                                   (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return None
+        from ingestion.lsn import str_to_lsn
+
+        return str_to_lsn(row[0])
+
+    def current_wal_lsn(self) -> int:
+        """The source's current WAL write position."""
+        from ingestion.lsn import str_to_lsn
+
+        row = self.source_conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        return str_to_lsn(row[0])
 
     # -- streaming --------------------------------------------------------------------------
 
@@ -435,18 +455,3 @@ class Session:
         """Tell the slot everything up to the checkpoint is durable in landing."""
         if self.ckpt:
             self.cur.send_feedback(write_lsn=self.ckpt, flush_lsn=self.ckpt, force=True)
-
-
-def emit_heartbeat(dsn: str) -> int | None:
-    """Write a transactional logical message on the source; return its LSN, None if refused.
-
-    The message travels through the slot like a transaction, so an idle source still
-    advances the checkpoint and the slot's confirmed LSN (and the WAL it retains).
-    """
-    try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
-                               (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
-    except psycopg.errors.InsufficientPrivilege:
-        return None
-    return str_to_lsn(row[0])

@@ -1,5 +1,4 @@
-"""A running ingestion picks changed contracts up without a restart (between transactions);
-catch_up's target is taken when the call starts (with and without heartbeat rights)."""
+"""A running ingestion picks changed contracts up without a restart (between transactions)."""
 
 from __future__ import annotations
 
@@ -8,12 +7,10 @@ import time
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from contracts import load_contracts
-from ingestion import catch_up, run
-from ingestion.lsn import str_to_lsn
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, wait_until
+from ingestion import run
+from tests.ingestion.conftest import Pair, wait_until
 
 CONTRACT = """version: {version}
 primary_key: [id]
@@ -63,52 +60,3 @@ def test_changed_contract_applies_without_restart(pair: Pair, tmp_path: Path) ->
     with psycopg.connect(pair.land) as conn:
         assert conn.execute("select contract_version from tidemark.dead_letters").fetchone() \
             == ("1",)
-
-
-def test_first_catch_up_returns_at_the_snapshot(pair: Pair) -> None:
-    """catch_up's target is taken when the call starts, before the slot and the snapshot: the
-    first call returns once the snapshot has committed (nothing streamed, so none of the WAL the
-    snapshot wrote into landing — same server here, as in the default `tidemark up` — is decoded
-    first), and a later call still lands everything committed before it."""
-    pair.src_exec("create table t (id int primary key, v text)",
-                  "insert into t select g, 'v' || g from generate_series(1, 5000) g")
-    first = catch_up(pair.src, pair.land, pair.source)
-    assert first.snapshot_rows == 5000
-    assert str_to_lsn(first.target_lsn) <= str_to_lsn(first.lsn)
-    assert (first.transactions, first.changes) == (0, 0), "the stream was read after the snapshot"
-    assert_mirror_equals(pair, "t")
-    assert [r[0] for r in changelog(pair.land, pair.source, "t", "_op")] == ["r"] * 5000
-    pair.src_exec("insert into t values (5001, 'new')", "update t set v = 'w' where id = 1")
-    second = catch_up(pair.src, pair.land, pair.source)
-    assert second.snapshot_rows == 0 and second.changes == 2
-    assert str_to_lsn(first.lsn) < str_to_lsn(second.target_lsn) <= str_to_lsn(second.lsn)
-    assert_mirror_equals(pair, "t")
-
-
-def test_catch_up_without_heartbeat_rights_targets_the_wal_position(pair: Pair) -> None:
-    """A role refused pg_logical_emit_message (revoked from PUBLIC in the source database):
-    the target is the source's WAL position when the call starts, and the first call returns at
-    the snapshot too."""
-    role = f"own_{pair.source}"
-    owner = pair.src.replace("postgres@", f"{role}@", 1)
-    with psycopg.connect(pair.src, autocommit=True) as conn:
-        dbname = conn.info.dbname
-    pair.src_exec(f"drop role if exists {role}", f"create role {role} login replication",
-                  f'grant create on database "{dbname}" to {role}',
-                  f"grant create on schema public to {role}",
-                  "do $$ declare f regprocedure; begin for f in select oid::regprocedure from"
-                  " pg_proc where proname = 'pg_logical_emit_message' loop execute format("
-                  "'revoke execute on function %s from public', f); end loop; end $$")
-    try:
-        with psycopg.connect(owner, autocommit=True) as conn:
-            conn.execute("create table t (id int primary key, v text)")
-            conn.execute("insert into t select g, 'v' || g from generate_series(1, 3000) g")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                conn.execute("select pg_logical_emit_message(true, 'x', 'y')")
-        first = catch_up(owner, pair.land, pair.source, timeout_s=60)
-        assert first.snapshot_rows == 3000 and first.transactions == 0
-        assert str_to_lsn(first.target_lsn) <= str_to_lsn(first.lsn)
-        assert_mirror_equals(pair, "t")
-    finally:
-        pair.src_exec(f"reassign owned by {role} to postgres", f"drop owned by {role}")
-        pair.src_exec(f"drop role if exists {role}")
