@@ -29,21 +29,22 @@ from tidemark.reconciliation.late import late_corrections, request_late_correcti
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 
 
-def queued_days(instance: dg.DagsterInstance | None, mart: str) -> set[str]:
-    """Days (ISO) a correction run of ``mart`` that has not started yet will rebuild.
+def queued_days(instance: dg.DagsterInstance | None) -> dict[str, set[str]]:
+    """Per mart, the days (ISO) a correction run that has not started yet will rebuild (one
+    query for every mart).
 
     Such a run reads landing when it starts, so it absorbs every row landed before then: a new
     request for one of its days would only queue a second run behind it (with late rows landing
     every minute, the queue would grow without bound on a busy machine).
     """
+    days: dict[str, set[str]] = {}
     if instance is None:
-        return set()
-    days: set[str] = set()
-    for run in instance.get_runs(dg.RunsFilter(statuses=QUEUED,
-                                               tags={"tidemark/correction": mart})):
+        return days
+    for run in instance.get_runs(dg.RunsFilter(job_name=daily_marts_job.name, statuses=QUEUED)):
+        mart = run.tags.get("tidemark/correction")
         first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
-        if first and last:
-            days.update(d.isoformat() for d in _days(first, last))
+        if mart and first and last:
+            days.setdefault(mart, set()).update(d.isoformat() for d in _days(first, last))
     return days
 
 
@@ -53,7 +54,7 @@ def _days(first: str, last: str) -> list[date]:
 
 
 def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
-                        instance: dg.DagsterInstance | None = None) -> list[dg.RunRequest]:
+                        queued: dict[str, set[str]] | None = None) -> list[dg.RunRequest]:
     """Run requests re-running the drifted marts for just the drifted days.
 
     Each run of consecutive days of a mart is one run (a single dbt invocation over the range);
@@ -63,9 +64,9 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
     landing = tidemark.urls().landing_app
     requests = []
     for mart, days in pending_corrections(landing).items():
-        queued = queued_days(instance, mart)
+        waiting = (queued or {}).get(mart, set())
         kept = [d for d in days if (earliest is None or d.isoformat() >= earliest)
-                and d.isoformat() not in queued]
+                and d.isoformat() not in waiting]
         for first, last in contiguous_ranges(kept):
             requests.append(dg.RunRequest(
                 run_key=f"correct-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
@@ -78,7 +79,7 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
 
 
 def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
-                  instance: dg.DagsterInstance | None = None
+                  queued: dict[str, set[str]] | None = None
                   ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
     """Run requests re-running the marts for the reconciled days late rows touched since, and an
     observation per mart partition: late rows absorbed, worst lateness, when they landed. A day
@@ -97,9 +98,9 @@ def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
                     "worst_lateness_s": round(item.worst_lateness.total_seconds(), 1),
                     "late_rows_landed_at": item.last_landed_at.isoformat(),
                     "late_tables": ", ".join(item.tables)}))
-        queued = queued_days(instance, mart)
+        waiting = (queued or {}).get(mart, set())
         for first, last in contiguous_ranges([d.day for d in kept
-                                              if d.day.isoformat() not in queued]):
+                                              if d.day.isoformat() not in waiting]):
             requests.append(dg.RunRequest(
                 run_key=f"late-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
                 job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
@@ -118,8 +119,9 @@ def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days."""
     try:
-        requests = correction_requests(tidemark, partitions_start(), context.instance)
-        late, observations = late_requests(tidemark, partitions_start(), context.instance)
+        queued = queued_days(context.instance)
+        requests = correction_requests(tidemark, partitions_start(), queued)
+        late, observations = late_requests(tidemark, partitions_start(), queued)
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
     if not requests and not late and not observations:
