@@ -17,6 +17,7 @@ from ingestion.failures import first_line, is_transient, permanent
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
+from ingestion.target import CatchUpTarget
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -97,30 +98,32 @@ def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> Catc
             if is_transient(exc):
                 raise
             raise permanent(source, exc) from None
-        target = session.emit_heartbeat()
-        if target is None:
-            target = session.current_wal_lsn()
-        reached = session.pump(lambda: session.ckpt >= target,
+        beat = session.emit_heartbeat()
+        target = CatchUpTarget.of_heartbeat(beat) if beat is not None \
+            else CatchUpTarget.of_wal(session.source_conn)
+        reached = session.pump(lambda: target.reached(session.ckpt, session.cur.wal_end),
                                deadline=started + timeout_s,
-                               idle=lambda: _request_reply(session))
+                               idle=lambda: _request_reply(session, target))
         if not reached:
             raise CatchUpTimeoutError(
                 f"catch_up of source {source!r} reached {lsn_to_str(session.ckpt)} but not "
-                f"{lsn_to_str(target)} within {timeout_s:.0f}s; run it again (progress is kept) "
-                f"or raise timeout_s.")
+                f"{lsn_to_str(target.lsn)} within {timeout_s:.0f}s; run it again (progress is "
+                f"kept) or raise timeout_s.")
         st = session.stats
         return CatchUpStats(source, st.snapshot_rows, st.changes, st.transactions,
-                            st.landing_commits, lsn_to_str(session.ckpt), lsn_to_str(target),
-                            round(time.monotonic() - started, 3))
+                            st.landing_commits, lsn_to_str(session.ckpt),
+                            lsn_to_str(target.lsn), round(time.monotonic() - started, 3))
     finally:
         session.close()
 
 
-def _request_reply(session: Session) -> None:
-    """Without heartbeat rights, follow the server's WAL end from keepalives."""
-    wal_end = session.cur.wal_end
-    if wal_end and not session.pending and not session.in_src_txn and wal_end > session.ckpt \
-            and time.monotonic() - session.last_message_at > 1.0:
+def _request_reply(session: Session, target: CatchUpTarget) -> None:
+    """Without heartbeat rights, ask the walsender for its decoded position (a keepalive) until
+    the stream reports one past the target (:class:`ingestion.target.CatchUpTarget`)."""
+    if target.heartbeat or session.pending or session.in_src_txn:
+        return
+    target.settle(session.source_conn)
+    if time.monotonic() - session.last_message_at > 0.5:
         session.last_message_at = time.monotonic()
         session.cur.send_feedback(reply=True)
 

@@ -244,13 +244,6 @@ class Session:
 
         return str_to_lsn(row[0])
 
-    def current_wal_lsn(self) -> int:
-        """The source's current WAL write position."""
-        from ingestion.lsn import str_to_lsn
-
-        row = self.source_conn.execute("select pg_current_wal_lsn()::text").fetchone()
-        return str_to_lsn(row[0])
-
     # -- streaming --------------------------------------------------------------------------
 
     def pump(self, done: Callable[[], bool], deadline: float | None = None,

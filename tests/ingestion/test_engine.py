@@ -1,4 +1,5 @@
-"""A running ingestion picks changed contracts up without a restart (between transactions)."""
+"""A running ingestion picks changed contracts up without a restart (between transactions);
+catch_up returns on a source whose role is refused heartbeats."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from contracts import load_contracts
-from ingestion import run
-from tests.ingestion.conftest import Pair, wait_until
+from ingestion import catch_up, run
+from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
 
 CONTRACT = """version: {version}
 primary_key: [id]
@@ -60,3 +62,50 @@ def test_changed_contract_applies_without_restart(pair: Pair, tmp_path: Path) ->
     with psycopg.connect(pair.land) as conn:
         assert conn.execute("select contract_version from tidemark.dead_letters").fetchone() \
             == ("1",)
+
+
+def _role_refused_heartbeats(pair: Pair) -> str:
+    """A LOGIN REPLICATION role owning schema public's tables, in a source database where
+    EXECUTE on pg_logical_emit_message is revoked from PUBLIC; its URL."""
+    role = f"own_{pair.source}"
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        dbname = conn.info.dbname
+    pair.src_exec(f"drop role if exists {role}", f"create role {role} login replication",
+                  f'grant create on database "{dbname}" to {role}',
+                  f"grant create on schema public to {role}",
+                  "do $$ declare f regprocedure; begin for f in select oid::regprocedure from"
+                  " pg_proc where proname = 'pg_logical_emit_message' loop execute format("
+                  "'revoke execute on function %s from public', f); end loop; end $$")
+    url = pair.src.replace("postgres@", f"{role}@", 1)
+    with psycopg.connect(url, autocommit=True) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("select pg_logical_emit_message(true, 'x', 'y')")
+    return url
+
+
+def test_catch_up_without_heartbeat_rights_returns_when_idle(pair: Pair) -> None:
+    """A role refused heartbeats: the target is the source's WAL position, past the last commit
+    (and past the snapshot's consistent point), which no streamed commit reaches on an idle
+    source. catch_up returns once the stream has decoded past it, first call or not, and lands
+    every commit made before the call."""
+    owner = _role_refused_heartbeats(pair)
+    role = owner.split("://", 1)[1].split("@", 1)[0].split(":", 1)[0]
+    try:
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute("create table t (id int primary key, v text)")
+            conn.execute("insert into t select g, 'v' || g from generate_series(1, 3000) g")
+        first = catch_up(owner, pair.land, pair.source, timeout_s=20)
+        assert first.snapshot_rows == 3000
+        assert first.seconds < 10
+        assert_mirror_equals(pair, "t")
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute("insert into t values (3001, 'new')")
+            conn.execute("update t set v = 'w' where id = 1")
+        second = catch_up(owner, pair.land, pair.source, timeout_s=20)
+        assert (second.snapshot_rows, second.transactions, second.changes) == (0, 2, 2)
+        assert_mirror_equals(pair, "t")
+        idle = catch_up(owner, pair.land, pair.source, timeout_s=20)
+        assert (idle.transactions, idle.changes) == (0, 0) and idle.seconds < 5
+    finally:
+        pair.src_exec(f"reassign owned by {role} to postgres", f"drop owned by {role}")
+        pair.src_exec(f"drop role if exists {role}")
