@@ -53,10 +53,12 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
              publication_tables: list[str] | None = None, timeout_s: float = 300,
              setup_dsn: str | None = None, schemas: list[str] | None = None,
              on_progress: ProgressCallback | None = None) -> CatchUpStats:
-    """Bring landing up to the source's current WAL position, then return.
+    """Bring landing up to the source's WAL position when the call starts, then return.
 
-    Creates the publication and slot if missing, takes the initial snapshot if landing has none,
-    then streams and applies until everything committed on the source before this call is in
+    Takes the target first (:class:`ingestion.target.CatchUpTarget`), then creates the
+    publication and slot if missing, takes the initial snapshot if landing has none (its
+    consistent point is past the target: a first call returns when the snapshot commits), then
+    streams and applies until everything committed on the source before this call is in
     landing, and acknowledges the slot.
 
     Args:
@@ -79,16 +81,23 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
         PermanentSourceError: the source cannot be used as configured.
     """
     started = time.monotonic()
+    try:
+        target = CatchUpTarget.take(source_dsn, setup_dsn)
+    except CONNECTION_ERRORS as exc:
+        if is_transient(exc):
+            raise
+        raise permanent(source, exc) from None
     while True:
         try:
-            return _catch_up_once(started, timeout_s, SessionConfig(
+            return _catch_up_once(started, timeout_s, target, SessionConfig(
                 source_dsn, landing_dsn, source, setup_dsn, contracts, publication_tables,
                 schemas=schemas, on_progress=on_progress))
         except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
             log.info("source %s: %s", source, exc)
 
 
-def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> CatchUpStats:
+def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
+                   cfg: SessionConfig) -> CatchUpStats:
     source = cfg.source
     session = Session(cfg)
     try:
@@ -98,9 +107,6 @@ def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> Catc
             if is_transient(exc):
                 raise
             raise permanent(source, exc) from None
-        beat = session.emit_heartbeat()
-        target = CatchUpTarget.of_heartbeat(beat) if beat is not None \
-            else CatchUpTarget.of_wal(session.source_conn)
         reached = session.pump(lambda: target.reached(session.ckpt, session.cur.wal_end),
                                deadline=started + timeout_s,
                                idle=lambda: _request_reply(session, target))

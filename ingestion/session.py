@@ -44,6 +44,7 @@ from ingestion.relations import RelationTracker
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
+from ingestion.target import emit_heartbeat
 from ingestion.versions import check_landing_version, source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -228,21 +229,9 @@ class Session:
     # -- heartbeat --------------------------------------------------------------------------
 
     def emit_heartbeat(self) -> int | None:
-        """Write a transactional logical message on the source; return its LSN, None if refused.
-
-        The message travels through the slot like a transaction, so an idle source still
-        advances the checkpoint and the slot's confirmed LSN (and the WAL it retains).
-        """
-        dsn = self.cfg.setup_dsn or self.cfg.source_dsn
-        try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-                row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
-                                   (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
-        except psycopg.errors.InsufficientPrivilege:
-            return None
-        from ingestion.lsn import str_to_lsn
-
-        return str_to_lsn(row[0])
+        """Emit a heartbeat on the source (:func:`ingestion.target.emit_heartbeat`); its LSN,
+        None if refused."""
+        return emit_heartbeat(self.cfg.setup_dsn or self.cfg.source_dsn)
 
     # -- streaming --------------------------------------------------------------------------
 

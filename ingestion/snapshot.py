@@ -52,6 +52,7 @@ from ingestion.snapswap import (
 from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
+from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -245,6 +246,9 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         if staged:
             task.final.execute(sql.SQL("drop schema if exists {} cascade").format(
                 sql.Identifier(staging_schema(task.source))))
+        for job in jobs:
+            if job.info.name not in task.known:
+                _advance_watermark(task, job)
         # Done in the same transaction as the data: the LSN below which the stream skips a
         # table's changes (its snapshot holds them) is durable exactly when the rows are.
         task.final.execute(
@@ -265,6 +269,22 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
     finally:
         if not ok:
             tracker.close(done=False)
+
+
+def _advance_watermark(task: SnapshotTask, job: Job) -> None:
+    """Advance a new table's watermark by its snapshot rows, as a streamed batch of them would
+    (:func:`ingestion.watermarks.advance`), in the snapshot's landing transaction: its
+    changelog holds exactly them (``_op = 'r'``, none of them late). No change time is
+    recorded: the table stays idle since its snapshot.
+
+    A first ``catch_up`` returns when the snapshot commits, before any streamed transaction:
+    without this (and the checkpoint's source progress), no watermark would close a seeded day
+    until ingestion ran."""
+    column = getattr(job.contract, "event_time", None)
+    if column and column in job.info.column_names:
+        with task.final.cursor() as cur:
+            advance_watermark(cur, task.source, job.info.name, job.info.changelog, column,
+                              job.contract.allowed_lateness, streamed=False)
 
 
 def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:

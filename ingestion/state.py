@@ -184,7 +184,8 @@ def save_checkpoint(conn: psycopg.Connection, source: str, slot: str, publicatio
         slot: replication slot name.
         publication: publication name.
         lsn: end LSN of the last source transaction applied by this landing transaction.
-        commit_at: its source commit time.
+        commit_at: its source commit time (with ``snapshot_lsn``: a source time every
+            transaction committed before is in the snapshot; no lag, no freshness sample).
         rows: how many changes this landing transaction applied.
         snapshot_lsn: set when this transaction completes the initial snapshot.
     """
@@ -195,8 +196,8 @@ def save_checkpoint(conn: psycopg.Connection, source: str, slot: str, publicatio
             rows_per_s, updated_at)
         values (%(source)s, %(slot)s, %(pub)s, %(lsn)s::pg_lsn, %(snap)s::pg_lsn,
             case when %(snap)s::text is not null then clock_timestamp() end, %(commit_at)s,
-            clock_timestamp(),
-            extract(epoch from clock_timestamp() - %(commit_at)s) * 1000, %(rows)s, null,
+            clock_timestamp(), case when %(snap)s::text is null then
+            extract(epoch from clock_timestamp() - %(commit_at)s) * 1000 end, %(rows)s, null,
             clock_timestamp())
         on conflict (source) do update set
             lsn = excluded.lsn,
@@ -219,7 +220,8 @@ def save_checkpoint(conn: psycopg.Connection, source: str, slot: str, publicatio
         {"source": source, "slot": slot, "pub": publication, "lsn": lsn, "snap": snapshot_lsn,
          "commit_at": commit_at, "rows": rows},
     )
-    record_sample(conn, source, commit_at)
+    if snapshot_lsn is None:
+        record_sample(conn, source, commit_at)
 
 
 def record_schema_change(conn: psycopg.Connection, source: str, table: str, lsn: str | None,

@@ -10,6 +10,7 @@ connections (:class:`ingestion.session.Session`).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -41,19 +42,23 @@ def initial_snapshot(session: Session) -> None:
         log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
                     cfg.source, session.slot)
         drop_slot(cfg.setup_dsn or cfg.source_dsn, session.slot)
+    # Every transaction committed on the source before this instant is in the slot's snapshot:
+    # the checkpoint's source progress (last_commit_at), which idle tables' watermarks follow.
+    as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
     lsn, snapshot = create_slot_exporting(session.cur, session.slot)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn,
                            published_tables(session.source_conn, session.publication),
-                           checkpoint=lsn)
+                           checkpoint=lsn, as_of=as_of)
     session.stats.snapshot_rows = rows
     session.ckpt = lsn
     session.floors = {}
 
 
 def snapshot_tables(session: Session, snapshot: str, lsn: int,
-                    tables: list[tuple[int, str, str]], checkpoint: int | None) -> int:
+                    tables: list[tuple[int, str, str]], checkpoint: int | None,
+                    as_of: datetime | None = None) -> int:
     """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
 
     Args:
@@ -63,6 +68,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
         tables: (oid, schema, table) to copy.
         checkpoint: the initial snapshot's LSN; None for tables added while streaming
             (the checkpoint stays where the stream is).
+        as_of: (initial snapshot) a source time before the slot was created: the
+            checkpoint's ``last_commit_at``.
 
     Returns:
         Rows copied.
@@ -80,7 +87,7 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
     try:
         if checkpoint is not None:
             applier.rows_in_txn += result.rows  # counted in rows_applied
-            applier.commit(checkpoint, None, snapshot_lsn=checkpoint)
+            applier.commit(checkpoint, as_of, snapshot_lsn=checkpoint)
         else:
             applier.commit(session.ckpt, session.last_commit_at)
         committed = True

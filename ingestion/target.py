@@ -1,6 +1,13 @@
 """What :func:`ingestion.engine.catch_up` waits for: a source WAL position, and how to tell the
 stream has passed it.
 
+The target is taken when the call starts, before the slot and the snapshot: every transaction
+committed before the call is then either in the snapshot (whose consistent point is past the
+target, so a first catch_up returns as soon as the snapshot commits) or streamed. Taken after
+the snapshot instead, it would make the stream decode everything written to the server
+meanwhile — when landing shares the source's server (the default ``tidemark up``), the snapshot's
+own landing WAL, hundreds of MB — before the call could return.
+
 With heartbeat rights the target is a heartbeat's LSN: a transactional logical message, so a
 streamed commit — the heartbeat's own — moves the checkpoint past it even on an idle source.
 
@@ -20,10 +27,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
 from ingestion.lsn import str_to_lsn
+from ingestion.names import HEARTBEAT_PREFIX
+
+
+def emit_heartbeat(dsn: str) -> int | None:
+    """Write a transactional logical message on the source; return its LSN, None if refused.
+
+    The message travels through the slot like a transaction, so an idle source still advances
+    the checkpoint and the slot's confirmed LSN (and the WAL it retains).
+    """
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
+                               (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return str_to_lsn(row[0])
 
 
 @dataclass
@@ -44,9 +68,14 @@ class CatchUpTarget:
     flushed: int | None = None
 
     @classmethod
-    def of_heartbeat(cls, lsn: int) -> CatchUpTarget:
-        """The target of a heartbeat at ``lsn``."""
-        return cls(lsn, heartbeat=True)
+    def take(cls, source_dsn: str, setup_dsn: str | None = None) -> CatchUpTarget:
+        """A heartbeat when the setup role (else the source role) may emit one, else the
+        source's WAL position (:meth:`of_wal`)."""
+        beat = emit_heartbeat(setup_dsn or source_dsn)
+        if beat is not None:
+            return cls(beat, heartbeat=True)
+        with psycopg.connect(source_dsn, autocommit=True, connect_timeout=5) as conn:
+            return cls.of_wal(conn)
 
     @classmethod
     def of_wal(cls, conn: psycopg.Connection) -> CatchUpTarget:

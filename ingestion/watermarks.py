@@ -15,6 +15,12 @@ staging table plus primary-key lookups into the two state rows and the checkpoin
 of the mirror or the changelog. The batch is read once (max event time, whether any insert is
 behind the watermark); a second pass groups the late inserts by day only when there are some.
 
+**Snapshots.** A snapshot's landing transaction advances the watermark of each table it lands
+by the snapshot's rows, as a batch would, but records no change time: until a change of it is
+streamed, the table is idle since its snapshot. The initial snapshot also sets the checkpoint's
+``last_commit_at`` (a source time before the slot was created), so a first ``catch_up``, which
+returns when the snapshot commits, leaves every event-time table with a watermark.
+
 **Idle advance.** A table that has landed nothing for ``policy().idle_after`` (or never, since its
 snapshot) while its source keeps committing — heartbeats are transactions too, so an idle source
 commits every heartbeat — takes the source's progress as its event-time bound: its watermark is
@@ -124,7 +130,7 @@ def effective_sql(w: str, c: str, lateness: sql.Composable) -> sql.Composed:
         w=wi, c=ci, idle=sql.Literal(policy().idle_after), late=lateness)
 
 
-def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
+def advance_sql(stg: sql.Identifier, column: str, streamed: bool = True) -> sql.Composed:
     """The one statement :func:`advance` runs per batch (parameters named, see there)."""
     col = sql.Identifier(column)
     wm = sql.Identifier(STATE_SCHEMA, WATERMARKS)
@@ -163,7 +169,7 @@ def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
                                max_event_at, watermark, last_change_at, updated_at)
         select %(source)s, %(table)s, %(column)s, %(lateness)s::interval, agg.max_e,
                greatest(prev.wm, least(agg.max_e, agg.max_at + {skew}) - %(lateness)s::interval),
-               agg.max_at, clock_timestamp()
+               {changed}, clock_timestamp()
         from agg, prev where agg.max_e is not null
         on conflict (source, table_name) do update set
             event_column = excluded.event_column,
@@ -173,11 +179,12 @@ def advance_sql(stg: sql.Identifier, column: str) -> sql.Composed:
             last_change_at = greatest(w.last_change_at, excluded.last_change_at),
             updated_at = excluded.updated_at
     """).format(col=col, stg=stg, prev=prev, ck=ck, wm=wm, late=late, day_end=day_end,
-                skew=sql.Literal(policy().future_skew))
+                skew=sql.Literal(policy().future_skew),
+                changed=sql.SQL("agg.max_at" if streamed else "null::timestamptz"))
 
 
 def advance(cur: psycopg.Cursor, source: str, table: str, stg: sql.Identifier, column: str,
-            lateness: timedelta) -> None:
+            lateness: timedelta, streamed: bool = True) -> None:
     """Advance ``table``'s watermark by one staged batch and record its late inserts.
 
     Runs in the applier's landing transaction, after the batch landed.
@@ -189,8 +196,10 @@ def advance(cur: psycopg.Cursor, source: str, table: str, stg: sql.Identifier, c
         stg: the batch's staging table.
         column: the contract's event-time column.
         lateness: the contract's allowed lateness.
+        streamed: False for a snapshot's rows (``_op = 'r'``): ``last_change_at`` is left as
+            it was, None for a new table, which stays idle since its snapshot.
     """
-    cur.execute(advance_sql(stg, column),
+    cur.execute(advance_sql(stg, column, streamed),
                 {"source": source, "table": table, "column": column, "lateness": lateness})
 
 

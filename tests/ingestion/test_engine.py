@@ -1,5 +1,6 @@
 """A running ingestion picks changed contracts up without a restart (between transactions);
-catch_up returns on a source whose role is refused heartbeats."""
+catch_up's target is taken when the call starts (a first call returns at the snapshot), and it
+returns on a source whose role is refused heartbeats."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 from contracts import load_contracts
 from ingestion import catch_up, run
-from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
+from ingestion.lsn import str_to_lsn
+from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, wait_until
 
 CONTRACT = """version: {version}
 primary_key: [id]
@@ -109,3 +111,23 @@ def test_catch_up_without_heartbeat_rights_returns_when_idle(pair: Pair) -> None
     finally:
         pair.src_exec(f"reassign owned by {role} to postgres", f"drop owned by {role}")
         pair.src_exec(f"drop role if exists {role}")
+
+
+def test_first_catch_up_returns_at_the_snapshot(pair: Pair) -> None:
+    """catch_up's target is taken when the call starts, before the slot and the snapshot: the
+    first call returns once the snapshot has committed (nothing streamed, so none of the WAL the
+    snapshot wrote into landing — same server here, as in the default `tidemark up` — is decoded
+    first), and a later call still lands everything committed before it."""
+    pair.src_exec("create table t (id int primary key, v text)",
+                  "insert into t select g, 'v' || g from generate_series(1, 5000) g")
+    first = catch_up(pair.src, pair.land, pair.source)
+    assert first.snapshot_rows == 5000
+    assert str_to_lsn(first.target_lsn) <= str_to_lsn(first.lsn)
+    assert (first.transactions, first.changes) == (0, 0), "the stream was read after the snapshot"
+    assert_mirror_equals(pair, "t")
+    assert [r[0] for r in changelog(pair.land, pair.source, "t", "_op")] == ["r"] * 5000
+    pair.src_exec("insert into t values (5001, 'new')", "update t set v = 'w' where id = 1")
+    second = catch_up(pair.src, pair.land, pair.source)
+    assert second.snapshot_rows == 0 and second.changes == 2
+    assert str_to_lsn(first.lsn) < str_to_lsn(second.target_lsn) <= str_to_lsn(second.lsn)
+    assert_mirror_equals(pair, "t")

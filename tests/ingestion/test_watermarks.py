@@ -1,6 +1,7 @@
 """Watermarks on a real server: the arithmetic (max event time − allowed lateness), monotone,
-capped for future event times, advanced for idle tables, late inserts recorded per day, and a
-per-batch statement that never reads the mirror (EXPLAIN at 10× a default batch over a big mirror).
+capped for future event times, set by the snapshot, advanced for idle tables, late inserts
+recorded per day, and a per-batch statement that never reads the mirror (EXPLAIN at 10× a default
+batch over a big mirror).
 """
 
 from __future__ import annotations
@@ -93,6 +94,38 @@ def test_watermark_is_max_event_time_minus_lateness_and_never_moves_back(
     assert row["watermark"] == top - LATENESS
     assert row["state"] == "ok" and not row["idle"]
     assert 2 * 3600 - 120 - 5 <= row["delay_s"] < 2 * 3600
+
+
+def test_snapshot_sets_the_watermark_and_the_sources_progress(pair: Pair,
+                                                             tmp_path: Path) -> None:
+    """A first catch_up returns when the snapshot commits, before any streamed transaction:
+    the snapshot's landing transaction advances the watermark by the snapshot rows, as a batch
+    would, records no late event and no change time (the table is idle since its snapshot), and
+    sets the checkpoint's source progress (a source time before the slot): every event-time
+    table, one without rows too, has a watermark."""
+    _setup(pair, tmp_path / "c")
+    (tmp_path / "c" / pair.source / "taps.yml").write_text(
+        CONTRACT.replace("click", "tap").replace("clicked_at", "tapped_at"))
+    contracts = load_contracts(tmp_path / "c")
+    pair.src_exec("create table taps (tap_id bigint primary key, tapped_at timestamptz)")
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = now + FUTURE_SKEW / 2  # beats the source's progress: the rows' bound shows
+    _insert(pair, (1, now - timedelta(days=3)), (2, ahead), (3, None))
+    before = datetime.now(UTC)
+    stats = catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    assert stats.transactions == 0 and stats.snapshot_rows == 3
+    assert _state(pair) == (ahead, ahead - LATENESS)
+    assert _late(pair) == []
+    with psycopg.connect(pair.land) as conn:
+        last_commit_at, lag, changed = conn.execute(
+            "select c.last_commit_at, c.last_lag_ms, w.last_change_at from"
+            " tidemark.checkpoints c join tidemark.watermarks w using (source)"
+            " where source = %s", (pair.source,)).fetchone()
+        marks = read_watermarks(conn, pair.source, event_tables(contracts, pair.source))
+    assert before - timedelta(seconds=5) < last_commit_at < datetime.now(UTC)
+    assert lag is None and changed is None
+    assert [(m["table"], m["watermark"], m["idle"]) for m in marks] == [
+        ("clicks", ahead - LATENESS, False), ("taps", last_commit_at - LATENESS, True)]
 
 
 def test_future_event_time_is_capped(pair: Pair, tmp_path: Path) -> None:
