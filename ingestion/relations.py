@@ -31,6 +31,7 @@ from ingestion.tables import (
     ColumnInfo,
     TableInfo,
     add_column,
+    create_idempotency_index,
     create_landing_tables,
     load_tables,
     retire_column,
@@ -139,9 +140,7 @@ class RelationTracker:
         contract = self.applier.contract_for(info)
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:
-            self.applier.conn.execute(sql.SQL("create index if not exists {} on {} ({})")
-                                      .format(sql.Identifier(f"{name}__{idem}_idem"[:63]),
-                                              info.mirror, sql.Identifier(idem)))
+            create_idempotency_index(self.applier.conn, info, idem)
         save_table(self.applier.conn, info)
         record_schema_change(self.applier.conn, self.source, name,
                              lsn_to_str(lsn) if lsn is not None else None, "create_table", None,

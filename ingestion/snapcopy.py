@@ -204,9 +204,14 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     Returns:
         The statements that rebuild the mirror's and the changelog's indexes.
     """
-    from ingestion.tables import create_landing_tables
+    from ingestion.tables import create_idempotency_index, create_landing_tables
 
-    create_landing_tables(conn, staged_info(job.info, stg))
+    staged = staged_info(job.info, stg)
+    create_landing_tables(conn, staged)
+    if job.idempotency_key is not None:
+        # Built with the staged mirror's other indexes, in the table's worker, instead of by
+        # the swap in the final, serial transaction (the landing mirror has it).
+        create_idempotency_index(conn, staged, job.idempotency_key)
     c, seq = stg.ident("c"), stg.ident("s")
     # No autovacuum while the staging tables load: a vacuum right after COPY FREEZE skips every
     # all-frozen page and records reltuples = 0 for thousands of pages, and the checks and the

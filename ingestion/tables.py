@@ -169,6 +169,13 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo) -> None:
         " unique (_commit_lsn, _seq))").format(info.changelog, _coldefs(info.columns)))
 
 
+def create_idempotency_index(conn: psycopg.Connection, info: TableInfo, column: str) -> None:
+    """Index the mirror on a contract's idempotency key, if missing (the dedup of streamed
+    events looks keys up in it). Named ``<table>__<column>_idem``, in the mirror's schema."""
+    conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+        sql.Identifier(f"{info.name}__{column}_idem"[:63]), info.mirror, sql.Identifier(column)))
+
+
 def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo,
                existing_value: str | None = None) -> None:
     """Add a column to mirror and changelog.
