@@ -164,7 +164,7 @@ class Staging:
 
     def ident(self, prefix: str) -> sql.Identifier:
         """``<schema>.<prefix>_<oid>``: m mirror, c changelog, s sequence, d dead letters,
-        k their keys, x dropped duplicates."""
+        k their keys, x dropped duplicates, w the rows' latest event time."""
         return sql.Identifier(self.schema, f"{prefix}_{self.oid}")
 
 

@@ -1,12 +1,12 @@
 """Staging tables of a snapshot: their schema, cleanup, and swapping them in.
 
 Each source loads into its own schema ``_tidemark_snap_<source>`` (``m_<oid>`` mirror,
-``c_<oid>`` changelog, ``d_<oid>`` dead letters, ``x_<oid>`` dropped duplicates, ``s_<oid>``
-the load's sequence). The final snapshot transaction replaces the (new, empty) landing tables
-with the staging tables: drop, ``SET SCHEMA``, rename, and the index names of the replaced
-tables given to the matching indexes (an index only landing had is created). Until that
-transaction commits, nothing in the mirror or changelog schemas changed; a crash leaves only the
-staging schema, which the next snapshot drops first.
+``c_<oid>`` changelog, ``d_<oid>`` dead letters, ``x_<oid>`` dropped duplicates, ``w_<oid>``
+the rows' latest event time, ``s_<oid>`` the load's sequence). The final snapshot transaction
+replaces the (new, empty) landing tables with the staging tables: drop, ``SET SCHEMA``, rename,
+and the index names of the replaced tables given to the matching indexes (an index only landing
+had is created). Until that transaction commits, nothing in the mirror or changelog schemas
+changed; a crash leaves only the staging schema, which the next snapshot drops first.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def reset_staging(conn: psycopg.Connection, source: str) -> None:
 def clear_table(conn: psycopg.Connection, stg: Staging) -> None:
     """Drop one table's staging objects if an earlier attempt left them."""
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(stg.schema)))
-    for prefix in ("m", "c", "d", "k", "x"):
+    for prefix in ("m", "c", "d", "k", "x", "w"):
         conn.execute(sql.SQL("drop table if exists {}").format(stg.ident(prefix)))
     conn.execute(sql.SQL("drop sequence if exists {}").format(stg.ident("s")))
 
