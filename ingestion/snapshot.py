@@ -42,6 +42,7 @@ from ingestion.snapcopy import (
     stage_tables,
     wants_binary,
 )
+from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapswap import (
     clear_table,
     land_side_tables,
@@ -89,9 +90,17 @@ def index_build_workers() -> int | None:
     return 0 if (os.cpu_count() or 2) <= 4 else None
 
 
-def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
-                          ) -> tuple[int, str]:
+def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, *,
+                          watch_dsn: str | None = None, source: str = "") -> tuple[int, str]:
     """Create a pgoutput slot on a psycopg2 replication cursor, exporting its snapshot.
+
+    Args:
+        repl_cursor: a cursor of a ``LogicalReplicationConnection``.
+        slot: the slot's name.
+        temporary: a temporary slot (dropped with the connection).
+        watch_dsn: a source URL from which, if the creation waits on open transactions, the
+            log says which ones (:mod:`ingestion.slotwait`); None says nothing.
+        source: the source's name, for that message.
 
     Returns:
         (consistent point LSN, exported snapshot name).
@@ -99,8 +108,9 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
     export = SourceCapabilities(repl_cursor.connection.server_version).export_snapshot
     command = sql2.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput {}").format(
         sql2.Identifier(slot), sql2.SQL("TEMPORARY" if temporary else ""), sql2.SQL(export))
-    repl_cursor.execute(command)
-    row = repl_cursor.fetchone()
+    with reporting_slot_wait(watch_dsn, source, slot):
+        repl_cursor.execute(command)
+        row = repl_cursor.fetchone()
     return str_to_lsn(row[1]), row[2]
 
 

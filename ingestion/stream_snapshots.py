@@ -41,7 +41,8 @@ def initial_snapshot(session: Session) -> None:
         log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
                     cfg.source, session.slot)
         drop_slot(cfg.setup_dsn or cfg.source_dsn, session.slot)
-    lsn, snapshot = create_slot_exporting(session.cur, session.slot)
+    lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
+                                          source=cfg.source)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn,
@@ -128,7 +129,8 @@ def snapshot_new_tables(session: Session) -> int:
                             connection_factory=psycopg2.extras.LogicalReplicationConnection)
     try:
         lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
-                                              temporary=True)
+                                              temporary=True, watch_dsn=cfg.source_dsn,
+                                              source=cfg.source)
         rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None)
     finally:
         repl.close()
