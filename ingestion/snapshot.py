@@ -33,6 +33,7 @@ from ingestion.catalog import published_tables
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
+from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
     Staging,
@@ -42,7 +43,6 @@ from ingestion.snapcopy import (
     stage_tables,
     wants_binary,
 )
-from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapswap import (
     clear_table,
     land_side_tables,
