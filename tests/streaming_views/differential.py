@@ -141,7 +141,7 @@ class Case:
                                    (inner.name,)).fetchone()[0]
         view = draw_view_over(self.rng, f"gen{self.seed % 1000}_over", inner.name, columns)
         try:
-            deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+            self._install(view)
         except UnsupportedViewError as exc:
             if "may raise when finalised" not in str(exc):
                 raise EngineFailure(f"seed {self.seed}: refused a view over a view: {exc}\n"
@@ -151,9 +151,18 @@ class Case:
         self.views.append(view)
         self.stats.views += 1
 
-    def _deploy(self, view: View) -> None:
+    def _install(self, view: View) -> None:
+        """Deploy ``view``: maintained, or refused (:class:`UnsupportedViewError`); a raw
+        error of the deploy (a :class:`DeployError`) is the engine's failure."""
         try:
             deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+        except DeployError as exc:
+            raise EngineFailure(f"seed {self.seed}: deploying {view.name} failed instead of "
+                                f"being maintained or refused: {exc}\n{view.sql}") from None
+
+    def _deploy(self, view: View) -> None:
+        try:
+            self._install(view)
         except UnsupportedViewError as exc:
             if not view.expect_refusal:
                 raise EngineFailure(f"seed {self.seed}: refused a supported view: {exc}\n"
