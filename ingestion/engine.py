@@ -17,6 +17,7 @@ from ingestion.failures import first_line, is_transient, permanent
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
+from ingestion.viewfailure import ViewBrokenError, break_failing_view
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -85,6 +86,9 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
                 schemas=schemas, on_progress=on_progress))
         except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
             log.info("source %s: %s", source, exc)
+        except psycopg.Error as exc:  # a live view failed on a row: broken, again without it
+            if break_failing_view(landing_dsn, source, exc) is None:
+                raise
 
 
 def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> CatchUpStats:
@@ -96,6 +100,10 @@ def _catch_up_once(started: float, timeout_s: float, cfg: SessionConfig) -> Catc
         except CONNECTION_ERRORS as exc:
             if is_transient(exc):
                 raise
+            session.close()  # rolled back first: marking a view broken locks its tables
+            view = break_failing_view(cfg.landing_dsn, source, exc)
+            if view is not None:
+                raise ViewBrokenError(f"live view {view} is broken; applying again") from None
             raise permanent(source, exc) from None
         target = session.emit_heartbeat()
         if target is None:
@@ -212,6 +220,9 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:
+            session.close()  # rolled back first: marking a view broken locks its tables
+            if break_failing_view(landing_dsn, source, exc):
+                continue  # the view is broken: apply again from the checkpoint, without it
             if not is_transient(exc):
                 raise permanent(source, exc) from None
             log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source,
