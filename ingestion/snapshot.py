@@ -134,7 +134,8 @@ class SnapshotResult:
         tables: tables copied.
         dead: rows that broke their contract.
         duplicates: duplicate events dropped.
-        seconds: wall time of the copy.
+        seconds: wall time of the copy (after :meth:`finish`: as ``ingest status`` counts).
+        rows_per_s: (after :meth:`finish`) the rate ``ingest status`` shows.
         jobs: the per-table jobs.
         progress: reports the snapshot's progress; :meth:`finish` after the landing commit.
     """
@@ -144,13 +145,19 @@ class SnapshotResult:
     dead: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    rows_per_s: float | None = None
     jobs: list[Job] = field(default_factory=list)
     progress: ProgressTracker | None = None
 
     def finish(self, committed: bool) -> None:
-        """Mark the progress rows done (the landing transaction committed) or failed."""
+        """Mark the progress rows done (the landing transaction committed) or failed; from
+        then on :attr:`seconds` and :attr:`rows_per_s` are what ``tidemark ingest status``
+        shows (the first progress row to the landing commit)."""
         if self.progress is not None:
             self.progress.close(done=committed)
+            shown = self.progress.shown
+            if shown is not None:
+                self.seconds, self.rows_per_s = shown["elapsed_s"], shown["rows_per_s"]
             self.progress = None
 
 

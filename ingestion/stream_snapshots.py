@@ -90,7 +90,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
     log.info("source %s: snapshot of %d table%s, %s rows in %.1f s (%.0f rows/s); %d dead "
              "letters, %d duplicate events dropped", cfg.source, result.tables,
              "" if result.tables == 1 else "s", f"{result.rows:,}",
-             result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
+             result.seconds, result.rows_per_s if result.rows_per_s is not None else
+             result.rows / max(result.seconds, 1e-6), result.dead,
              result.duplicates)
     return result.rows
 
