@@ -16,6 +16,8 @@ from ingestion import catch_up, run
 from streaming_views.deploy import deploy_embedded
 from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import Pair, wait_until
+from tidemark.cli.status import views_layer
+from tidemark.stack.databases import Databases
 
 CASTS = "select t.id, t.s::int as n from {source}.t t"
 TOTAL = "select count(*) as n from {source}.t t"
@@ -50,6 +52,11 @@ def test_catch_up_breaks_the_failing_view_and_lands_the_row(
             conn.execute("select * from live.casts").fetchall()
         # The other view of the same table follows on.
         assert conn.execute("select n from live.total").fetchone() == (4,)
+    # What `tidemark status` shows in its live views table.
+    shown = {v["name"]: v for v in views_layer(
+        Databases(pair.src, pair.land, pair.src, pair.land, pair.land, None))}
+    assert shown["casts"]["status"].startswith("broken: ") and shown["casts"]["rows"] is None
+    assert shown["total"]["status"] == "ok" and shown["total"]["rows"] == 1
 
 
 def test_a_running_ingestion_goes_on_after_a_view_fails(pair: Pair) -> None:
