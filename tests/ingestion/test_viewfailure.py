@@ -14,6 +14,7 @@ import pytest
 
 from ingestion import catch_up, run
 from streaming_views.deploy import deploy_embedded
+from streaming_views.errors import DeployError
 from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import Pair, wait_until
 from tidemark.cli.status import views_layer
@@ -57,6 +58,21 @@ def test_catch_up_breaks_the_failing_view_and_lands_the_row(
         Databases(pair.src, pair.land, pair.src, pair.land, pair.land, None))}
     assert shown["casts"]["status"].startswith("broken: ") and shown["casts"]["rows"] is None
     assert shown["total"]["status"] == "ok" and shown["total"]["rows"] == 1
+    # Redeploying while the row is there says what is wrong, in the user's terms.
+    with pytest.raises(DeployError, match=r"casts\.sql: deploying live\.casts failed: its query "
+                       r"cannot be computed over the rows its tables hold now: invalid input "
+                       r"syntax for type integer: \"x\" \(SQLSTATE 22P02") as refused:
+        _deploy(pair)
+    assert "tidemark_state" not in str(refused.value)
+    # Once the row is fixed on the source and landed, the view is rebuilt and exact again.
+    pair.src_exec("update t set s = '2' where id = 2")
+    catch_up(pair.src, pair.land, pair.source, timeout_s=60)
+    _deploy(pair)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        assert conn.execute("select status from tidemark.views where name = 'casts'").fetchone() \
+            == ("ok",)
+        assert sorted(conn.execute("select * from live.casts").fetchall()) == \
+            [(1, 5), (2, 2), (3, 7), (4, 8)]
 
 
 def test_a_running_ingestion_goes_on_after_a_view_fails(pair: Pair) -> None:
