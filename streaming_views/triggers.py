@@ -79,6 +79,21 @@ def _token(cv: CompiledView, j: int | None = None) -> str:
     return sql.Literal(text).as_string(None)
 
 
+def _noted_big(cv: CompiledView) -> str:
+    """Note a statement that logged more than :data:`BIG_DELTA` rows (``v_n``) in
+    ``tidemark.big``: the view's delta is then planned for its size."""
+    return (f"IF v_n > {BIG_DELTA} THEN\n"
+            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
+            f"{_token(cv)}, true);\nEND IF;\n")
+
+
+def _noted_pending(cv: CompiledView, j: int, guard: str = "") -> str:
+    """Note table ``j`` in ``tidemark.pending`` (read into ``v_p``) unless it is there; with
+    ``guard`` (a condition and ``AND``), only when that holds too."""
+    return (f"IF {guard}strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;")
+
+
 def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
     """After rows were logged for table ``j``: note the table in ``tidemark.pending`` (and a
     large statement in ``tidemark.big``: planned for its size); the first time for the view in
@@ -94,58 +109,68 @@ def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = Tru
         insert = (f"\n  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
                   f"VALUES (pg_current_xact_id(), 0);") if marker else ""
         tail = f"\nIF v_first THEN{insert}{readers_sql(cv.readers)}\nEND IF;"
-    return (f"{first}IF v_n > {BIG_DELTA} THEN\n"
-            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
-            f"{_token(cv)}, true);\nEND IF;\n"
-            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;{tail}")
+    return f"{first}{_noted_big(cv)}{_noted_pending(cv, j)}{tail}"
 
 
 register = _register  # a temporal view's tick logs rows like a write (streaming_views.expiry)
 
 
+def _new_view(cv: CompiledView) -> str:
+    """Condition: the view is not in ``tidemark.pending`` (read into ``v_p``) yet."""
+    return f"strpos(v_p, {sql.Literal(f' {cv.name}/').as_string(None)}) = 0"
+
+
 def _first(cv: CompiledView) -> str:
     """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
-    mine = sql.Literal(f" {cv.name}/").as_string(None)
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-            f"v_first := strpos(v_p, {mine}) = 0;\n")
+            f"v_first := {_new_view(cv)};\n")
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
     UPDATE logs only the rows whose columns read by the view changed. The statement logging
     the rows also appends the transaction's marker row (one statement, not two), except for a
-    large statement's batch row."""
+    large statement's batch row.
+
+    Few PL/pgSQL expressions run per statement (each is set up again in every transaction):
+    whether the view is new in the transaction is tested where it is used, and only the
+    branches that can log more than :data:`BIG_DELTA` rows count them exactly (the marker left
+    out); the others only tell whether they logged any."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
+    first = _new_view(cv)
     marker = f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) VALUES (pg_current_xact_id(), 0)"
-    # ROW_COUNT counts the marker the statement appended (only when it logged rows)
-    count = ("GET DIAGNOSTICS v_n = ROW_COUNT;\n"
-             "  IF v_first AND v_n > 0 THEN\n    v_n := v_n - 1;\n  END IF")
+    count = "GET DIAGNOSTICS v_n = ROW_COUNT;"  # counts the marker the statement appended
+    exact = (f"{count}\n  IF v_n > 0 AND {first} THEN\n    v_n := v_n - 1;\n  END IF;\n"
+             f"  {_noted_big(cv).rstrip()}")
     branches = []  # (condition, statement); the first whose condition holds runs
     if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
-                         f"{log_update_paired(cv, j, single=True, marker='v_first')};\n"
-                         f"  {count}"))
+                         f"{log_update_paired(cv, j, single=True, marker=first)};\n  {count}"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event)} INTO v_n;\n"
                          f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END;\n"
-                         f"  IF v_first AND v_n > 0 THEN\n    {marker};\n  END IF"))
-    if event == "upd" and not live:
+                         f"  IF v_n > 0 AND {first} THEN\n    {marker};\n  END IF;\n"
+                         f"  {_noted_big(cv).rstrip()}"))
+    if event == "upd" and not live:  # at most 2 * PAIRED_ROWS rows: never a large delta
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
-                         f"{log_update_paired(cv, j, marker='v_first')};\n  {count}"))
-    plain = f"{log_insert(cv, j, event, marker='v_first')};\n  {count}"
-    body = _first(cv)
+                         f"{log_update_paired(cv, j, marker=first)};\n  {count}"))
+    # after the batch branch an INSERT or DELETE logs at most BIG_DELTA rows: never large
+    small = batchable(cv, j) and not live and event != "upd"
+    plain = f"{log_insert(cv, j, event, marker=first)};\n  {count if small else exact}"
+    body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     if not branches:
-        body += f"{plain};\n"
+        body += f"{plain}\n"
     else:
-        body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement};\n"
+        body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}\n"
                         for n, (condition, statement) in enumerate(branches))
-        body += f"ELSE\n  {plain};\nEND IF;\n"
-    body += f"IF v_n > 0 THEN\n{_register(cv, j, read=False, marker=False)}\nEND IF;"
+        body += f"ELSE\n  {plain}\nEND IF;\n"
+    if cv.readers:  # before the view is noted in tidemark.pending
+        body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    body += _noted_pending(cv, j, "v_n > 0 AND ")
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
-                     "v_n bigint; v_p text; v_b text; v_first boolean;", body)
+                     "v_n bigint; v_p text; v_b text;", body)
 
 
 def truncate_function(cv: CompiledView) -> str:
