@@ -26,6 +26,7 @@ Every function runs with the pinned session settings (:mod:`streaming_views.sess
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import permutations
 
 from psycopg import sql
 
@@ -62,15 +63,21 @@ class Functions:
     create: list[str]
 
 
+# The apply plans its statements without sequential scans (see _apply_changed); the function's
+# SET clause restores the writer's value when it returns (no save and restore per commit).
+APPLY_SETTINGS = " SET enable_seqscan = off"
+
+
 def function_name(cv: CompiledView, what: str) -> str:
     """The quoted maintenance function ``<suffix>__<what>``."""
     return f"{q(STATE_SCHEMA)}.{q(f'{cv.suffix}__{what}')}"
 
 
-def _function(name: str, returns: str, declare: str, body: str) -> str:
+def _function(name: str, returns: str, declare: str, body: str, settings: str = "") -> str:
     tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
     return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
-            f"{set_clauses()} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
+            f"{set_clauses()}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\n"
+            f"END\n$tm$")
 
 
 def _token(cv: CompiledView, j: int | None = None) -> str:
@@ -194,31 +201,32 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
     afresh with hash joins instead of one index probe per row.
 
-    The statement planned once is planned without sequential scans: its plan is cached for the
+    The statement planned once is planned without sequential scans (the ``apply`` function's
+    ``SET enable_seqscan = off``, see :data:`APPLY_SETTINGS`): its plan is cached for the
     session, and made while a log holds a page or two it would read the log by a sequential
     scan — which then visits every page the log has grown to (dead rows of committed
-    transactions, until the next vacuum) instead of the transaction's index entries."""
-    static = apply_statement(cv, changed, batches=False).replace(
+    transactions, until the next vacuum) instead of the transaction's index entries. It reads
+    the transaction id from ``pg_current_xact_id()`` (stable: an index condition), not from a
+    variable: the plan has no parameter."""
+    static = apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()").replace(
         SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
-            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING v_tx;\n"
+            f"  v_p := set_config('enable_seqscan', 'on', true);\n"
+            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING pg_current_xact_id();\n"
             "  v_p := set_config('enable_nestloop', v_r, true);\n"
             "ELSE\n"
-            "  v_r := current_setting('enable_seqscan');\n"
-            "  v_rest := set_config('enable_seqscan', 'off', true);\n"
             f"  {static};\n"
-            "  v_rest := set_config('enable_seqscan', v_r, true);\n"
             "END IF;\n")
 
 
-def _lock(cv: CompiledView) -> str:
-    """Take the view's lock (its row of ``tidemark.live_changes``); when other views are
-    pending in the transaction too, first lock all of theirs, in name order. Before any row:
-    the base tables the applies read (:mod:`streaming_views.lockorder`)."""
-    name = sql.Literal(cv.name).as_string(None)
+def _lock_views(cv: CompiledView) -> str:
+    """When other views (or readers) are pending in the transaction too: lock the base tables
+    of all of them (:mod:`streaming_views.lockorder`), then their rows of
+    ``tidemark.live_changes`` in name order; else the view's own base tables. Its tables are
+    left out of ``tidemark.pending`` (read into ``v_p``)."""
     rest = "v_p"
     for j in range(len(cv.tables)):
         rest = f"replace({rest}, {_token(cv, j)}, '')"
@@ -231,12 +239,32 @@ def _lock(cv: CompiledView) -> str:
             f"  PERFORM tidemark.live_lock_tables(v_names);\n"
             f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(v_names) "
             f"ORDER BY name FOR UPDATE;\nELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
-            f"v_rest := set_config('{PENDING}', v_rest, true);\n"
-            f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
+            f"v_rest := set_config('{PENDING}', v_rest, true);\n")
+
+
+def _lock_row(cv: CompiledView) -> str:
+    """Take the view's lock: update its row of ``tidemark.live_changes`` (after the base
+    tables, see :func:`_lock_views`)."""
+    name = sql.Literal(cv.name).as_string(None)
+    return (f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
             f"WHERE name = {name};\n"
             f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
             f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
             f"changed_at = now(); END IF;\n")
+
+
+def _alone(cv: CompiledView) -> str:
+    """``v_m``: -1 when fired inside a statement (see :func:`_postpone`); the set of tables
+    changed (bit ``j``: table ``j``) when the transaction changed one or two of the view's
+    tables and nothing else — no other view pending, no reader, no rebuild, no large
+    statement: the common case, told by ONE expression; else 0 (read the lists one by one)."""
+    lists = " || ".join(f"coalesce(current_setting('{name}', true), '')"
+                        for name in (PENDING, READERS, REBUILD, BIG))
+    orders = [o for size in (1, 2) for o in permutations(range(len(cv.tables)), size)]
+    whens = "".join(f" WHEN {sql.Literal(''.join(f' {cv.name}/{j} ' for j in o)).as_string(None)}"
+                    f" THEN {sum(1 << j for j in o)}" for o in orders)
+    return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE CASE {lists}{whens} "
+            f"ELSE 0 END END;\n")
 
 
 def _postpone(cv: CompiledView) -> str:
@@ -246,31 +274,37 @@ def _postpone(cv: CompiledView) -> str:
     marker postpones the apply to the commit. (At commit, and at ``SET CONSTRAINTS ... IMMEDIATE``
     itself, the trigger depth is 1.)"""
     names = ", ".join(f"{q(STATE_SCHEMA)}.{q(trigger)}" for trigger in log_trigger_names(cv))
-    return ("IF pg_trigger_depth() > 1 THEN\n"
-            f"  SET CONSTRAINTS {names} DEFERRED;\n"
-            f"  INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) VALUES (v_tx, 0);\n"
-            "  RETURN NULL;\nEND IF;\n")
+    return ("  IF v_m < 0 THEN\n"
+            f"    SET CONSTRAINTS {names} DEFERRED;\n"
+            f"    INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) "
+            f"VALUES (pg_current_xact_id(), 0);\n"
+            "    RETURN NULL;\n  END IF;\n")
 
 
 def apply_body(cv: CompiledView) -> str:
-    """The commit-time maintenance of the view (see the module docstring)."""
+    """The commit-time maintenance of the view (see the module docstring). The common case
+    (:func:`_alone`) skips the bookkeeping of the others: few statements and expressions."""
     token = _token(cv)
-    clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} WHERE __tm_tx = v_tx;\n"
-                        for t in cv.resolved.tables)
-    body = (f"{_postpone(cv)}{_lock(cv)}"
+    clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} "
+                        f"WHERE __tm_tx = pg_current_xact_id();\n" for t in cv.resolved.tables)
+    body = (f"{_alone(cv)}IF v_m <= 0 THEN\n{_postpone(cv)}{_lock_views(cv)}"
+            f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
+            f"END IF;\n{_lock_row(cv)}"
+            f"IF v_m = 0 THEN\n"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
             f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
+            f"  v_r := set_config('enable_seqscan', 'on', true);\n"
             f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
             f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
             f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
             f"{token}, ''), true);\nEND IF;\n")
     if len(cv.tables) == 1:
-        body += _apply_changed(cv, (0,))
+        body += f"END IF;\n{_apply_changed(cv, (0,))}"
     else:
         probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
                             f"ELSE 0 END)" for j in range(len(cv.tables)))
-        body += f"v_m := {probes};\n"
+        body += f"v_m := {probes};\nEND IF;\n"
         for n, changed in enumerate(masks(cv)):
             mask = sum(1 << j for j in changed)
             branch = "IF" if n == 0 else "ELSIF"
@@ -292,9 +326,8 @@ def functions(cv: CompiledView) -> Functions:
         _function(function_name(cv, "rebuild"), "void", "", rebuild_body(cv)),
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
-                  "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
-                  "v_rest text; v_names text[]; v_big boolean; v_zero boolean := false; "
-                  "v_dirty boolean := false;", apply_body(cv)),
+                  "v_m int; v_r text; v_p text; v_rest text; v_names text[]; v_big boolean; "
+                  "v_zero boolean; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]
