@@ -135,30 +135,26 @@ def _first(cv: CompiledView) -> str:
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
-    UPDATE logs only the rows whose columns read by the view changed. The statement logging
-    the rows also appends the transaction's marker row (one statement, not two), except for a
-    large statement's batch row.
+    UPDATE logs only the rows whose columns read by the view changed. When the view is new in
+    the transaction, the first row the statement logs is the transaction's marker (it fires the
+    deferred apply at commit, see :func:`streaming_views.deltas.appending`): no row of its own.
 
     Few PL/pgSQL expressions run per statement (each is set up again in every transaction):
     whether the view is new in the transaction is tested where it is used, and only the
-    branches that can log more than :data:`BIG_DELTA` rows count them exactly (the marker left
-    out); the others only tell whether they logged any."""
+    branches that can log more than :data:`BIG_DELTA` rows test the count for a large delta."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
     first = _new_view(cv)
-    marker = f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) VALUES (pg_current_xact_id(), 0)"
-    count = "GET DIAGNOSTICS v_n = ROW_COUNT;"  # counts the marker the statement appended
-    exact = (f"{count}\n  IF v_n > 0 AND {first} THEN\n    v_n := v_n - 1;\n  END IF;\n"
-             f"  {_noted_big(cv).rstrip()}")
+    count = "GET DIAGNOSTICS v_n = ROW_COUNT;"
+    exact = f"{count}\n  {_noted_big(cv).rstrip()}"
     branches = []  # (condition, statement); the first whose condition holds runs
     if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
                          f"{log_update_paired(cv, j, single=True, marker=first)};\n  {count}"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
-                         f"{log_batch(cv, j, event)} INTO v_n;\n"
+                         f"{log_batch(cv, j, event, first)} INTO v_n;\n"
                          f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END;\n"
-                         f"  IF v_n > 0 AND {first} THEN\n    {marker};\n  END IF;\n"
                          f"  {_noted_big(cv).rstrip()}"))
     if event == "upd" and not live:  # at most 2 * PAIRED_ROWS rows: never a large delta
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
