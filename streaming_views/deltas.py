@@ -94,14 +94,21 @@ def log_trigger_names(cv: CompiledView) -> list[str]:
 
 
 def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
-    """The deferred trigger a log's marker row fires at commit: ``apply_function``. A marker
-    is a row of sign 0, or the first row a transaction logged for the view (``__tm_first``: no
-    row of its own, see :func:`appending`)."""
+    """The deferred trigger a log's marker fires at commit: ``apply_function``. The marker is
+    the first row a transaction logged for the view (``__tm_first``: no row of its own, see
+    :func:`appending`), or a row of sign 0 (:func:`marker_row`). The WHEN clause is a column,
+    not an expression: PostgreSQL parses and prepares it again in every logging statement."""
     return [f"CREATE CONSTRAINT TRIGGER {q(name)} "
             f"AFTER INSERT ON {log_table(cv, t.index)} DEFERRABLE INITIALLY DEFERRED "
-            f"FOR EACH ROW WHEN (NEW.__tm_sign = 0 OR NEW.__tm_first) "
-            f"EXECUTE FUNCTION {apply_function}()"
+            f"FOR EACH ROW WHEN (NEW.__tm_first) EXECUTE FUNCTION {apply_function}()"
             for t, name in zip(cv.resolved.tables, log_trigger_names(cv), strict=True)]
+
+
+def marker_row(cv: CompiledView, j: int) -> str:
+    """The INSERT of a marker row (sign 0) into table ``j``'s log: it fires the view's apply
+    at commit without logging a change (a postponed apply, a temporal tick)."""
+    return (f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign, __tm_first) "
+            f"VALUES (pg_current_xact_id(), 0, true)")
 
 
 def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:

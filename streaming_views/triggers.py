@@ -47,6 +47,7 @@ from streaming_views.deltas import (
     log_trigger_names,
     log_triggers,
     log_update_paired,
+    marker_row,
     masks,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
@@ -113,8 +114,7 @@ def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = Tru
     first = _first(cv) if read else ""
     tail = ""
     if marker or cv.readers:
-        insert = (f"\n  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
-                  f"VALUES (pg_current_xact_id(), 0);") if marker else ""
+        insert = f"\n  {marker_row(cv, j)};" if marker else ""
         tail = f"\nIF v_first THEN{insert}{readers_sql(cv.readers)}\nEND IF;"
     return f"{first}{_noted_big(cv)}{_noted_pending(cv, j)}{tail}"
 
@@ -272,8 +272,7 @@ def _postpone(cv: CompiledView) -> str:
     names = ", ".join(f"{q(STATE_SCHEMA)}.{q(trigger)}" for trigger in log_trigger_names(cv))
     return ("  IF v_m < 0 THEN\n"
             f"    SET CONSTRAINTS {names} DEFERRED;\n"
-            f"    INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) "
-            f"VALUES (pg_current_xact_id(), 0);\n"
+            f"    {marker_row(cv, 0)};\n"
             "    RETURN NULL;\n  END IF;\n")
 
 
