@@ -18,6 +18,7 @@ from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
 from ingestion.target import CatchUpTarget
+from ingestion.viewfailure import ViewBrokenError, break_failing_view
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -94,6 +95,9 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
                 schemas=schemas, on_progress=on_progress))
         except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
             log.info("source %s: %s", source, exc)
+        except psycopg.Error as exc:  # a live view failed on a row: broken, again without it
+            if break_failing_view(landing_dsn, source, exc) is None:
+                raise
 
 
 def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
@@ -106,6 +110,10 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
         except CONNECTION_ERRORS as exc:
             if is_transient(exc):
                 raise
+            session.close()  # rolled back first: marking a view broken locks its tables
+            view = break_failing_view(cfg.landing_dsn, source, exc)
+            if view is not None:
+                raise ViewBrokenError(f"live view {view} is broken; applying again") from None
             raise permanent(source, exc) from None
         reached = session.pump(lambda: target.reached(session.ckpt, session.cur.wal_end),
                                deadline=started + timeout_s,
@@ -221,6 +229,9 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:
+            session.close()  # rolled back first: marking a view broken locks its tables
+            if break_failing_view(landing_dsn, source, exc):
+                continue  # the view is broken: apply again from the checkpoint, without it
             if not is_transient(exc):
                 raise permanent(source, exc) from None
             log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source,

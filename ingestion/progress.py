@@ -117,6 +117,7 @@ class ProgressTracker:
                  tables: list[tuple[str, int | None]], callback: ProgressCallback | None = None,
                  replace_all: bool = True, interval_s: float = 1.0) -> None:
         known = [n for _, n in tables if n is not None]
+        self.shown: dict[str, Any] | None = None  # set by close(): what `ingest status` shows
         self.progress = SnapshotProgress(source, len(tables),
                                          rows_estimate=sum(known) if known else None)
         self.callback = callback
@@ -196,7 +197,9 @@ class ProgressTracker:
             log.debug("snapshot progress not recorded: %s", exc)
 
     def close(self, done: bool) -> None:
-        """Report the end: ``done`` after the landing commit, else the snapshot failed."""
+        """Report the end: ``done`` after the landing commit, else the snapshot failed; then
+        :attr:`shown` holds the snapshot as ``tidemark ingest status`` shows it (its rows/s
+        and elapsed time are what the log line says too)."""
         with self.lock:
             self.progress.done = done
             self.progress.current = ()
@@ -209,6 +212,7 @@ class ProgressTracker:
                 "update tidemark.snapshot_progress set state = %s, finished_at = now(),"
                 " updated_at = now() where source = %s and table_name = any(%s)",
                 ("done" if done else "failed", self.progress.source, list(self.rows_by_table)))
+            self.shown = read_progress(self.conn, self.progress.source)
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
 

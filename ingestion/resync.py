@@ -143,7 +143,8 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
                                 connection_factory=psycopg2.extras.LogicalReplicationConnection)
         try:
             lsn, snapshot = create_slot_exporting(repl.cursor(), f"{slot_name(source)}_resync",
-                                                  temporary=True)
+                                                  temporary=True, watch_dsn=source_dsn,
+                                                  source=source)
             snap = open_snapshot(source_dsn, snapshot)
             try:
                 _rebuild(applier, tracker, info, oid, lsn)

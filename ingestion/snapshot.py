@@ -33,6 +33,7 @@ from ingestion.catalog import published_tables
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
+from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
     Staging,
@@ -90,9 +91,17 @@ def index_build_workers() -> int | None:
     return 0 if (os.cpu_count() or 2) <= 4 else None
 
 
-def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
-                          ) -> tuple[int, str]:
+def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, *,
+                          watch_dsn: str | None = None, source: str = "") -> tuple[int, str]:
     """Create a pgoutput slot on a psycopg2 replication cursor, exporting its snapshot.
+
+    Args:
+        repl_cursor: a cursor of a ``LogicalReplicationConnection``.
+        slot: the slot's name.
+        temporary: a temporary slot (dropped with the connection).
+        watch_dsn: a source URL from which, if the creation waits on open transactions, the
+            log says which ones (:mod:`ingestion.slotwait`); None says nothing.
+        source: the source's name, for that message.
 
     Returns:
         (consistent point LSN, exported snapshot name).
@@ -100,8 +109,9 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False
     export = SourceCapabilities(repl_cursor.connection.server_version).export_snapshot
     command = sql2.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput {}").format(
         sql2.Identifier(slot), sql2.SQL("TEMPORARY" if temporary else ""), sql2.SQL(export))
-    repl_cursor.execute(command)
-    row = repl_cursor.fetchone()
+    with reporting_slot_wait(watch_dsn, source, slot):
+        repl_cursor.execute(command)
+        row = repl_cursor.fetchone()
     return str_to_lsn(row[1]), row[2]
 
 
@@ -125,7 +135,8 @@ class SnapshotResult:
         tables: tables copied.
         dead: rows that broke their contract.
         duplicates: duplicate events dropped.
-        seconds: wall time of the copy.
+        seconds: wall time of the copy (after :meth:`finish`: as ``ingest status`` counts).
+        rows_per_s: (after :meth:`finish`) the rate ``ingest status`` shows.
         jobs: the per-table jobs.
         progress: reports the snapshot's progress; :meth:`finish` after the landing commit.
     """
@@ -135,13 +146,19 @@ class SnapshotResult:
     dead: int = 0
     duplicates: int = 0
     seconds: float = 0.0
+    rows_per_s: float | None = None
     jobs: list[Job] = field(default_factory=list)
     progress: ProgressTracker | None = None
 
     def finish(self, committed: bool) -> None:
-        """Mark the progress rows done (the landing transaction committed) or failed."""
+        """Mark the progress rows done (the landing transaction committed) or failed; from
+        then on :attr:`seconds` and :attr:`rows_per_s` are what ``tidemark ingest status``
+        shows (the first progress row to the landing commit)."""
         if self.progress is not None:
             self.progress.close(done=committed)
+            shown = self.progress.shown
+            if shown is not None:
+                self.seconds, self.rows_per_s = shown["elapsed_s"], shown["rows_per_s"]
             self.progress = None
 
 

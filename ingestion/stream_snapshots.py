@@ -45,7 +45,8 @@ def initial_snapshot(session: Session) -> None:
     # Every transaction committed on the source before this instant is in the slot's snapshot:
     # the checkpoint's source progress (last_commit_at), which idle tables' watermarks follow.
     as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
-    lsn, snapshot = create_slot_exporting(session.cur, session.slot)
+    lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
+                                          source=cfg.source)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn,
@@ -96,7 +97,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
     log.info("source %s: snapshot of %d table%s, %s rows in %.1f s (%.0f rows/s); %d dead "
              "letters, %d duplicate events dropped", cfg.source, result.tables,
              "" if result.tables == 1 else "s", f"{result.rows:,}",
-             result.seconds, result.rows / max(result.seconds, 1e-6), result.dead,
+             result.seconds, result.rows_per_s if result.rows_per_s is not None else
+             result.rows / max(result.seconds, 1e-6), result.dead,
              result.duplicates)
     return result.rows
 
@@ -135,7 +137,8 @@ def snapshot_new_tables(session: Session) -> int:
                             connection_factory=psycopg2.extras.LogicalReplicationConnection)
     try:
         lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
-                                              temporary=True)
+                                              temporary=True, watch_dsn=cfg.source_dsn,
+                                              source=cfg.source)
         rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None)
     finally:
         repl.close()

@@ -14,7 +14,7 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views import inline, semijoin, twolevel
+from streaming_views import inline, raising, semijoin, twolevel
 from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
@@ -215,6 +215,7 @@ def analyze(view: ViewFile) -> Analysis:
     if stmt.havingClause is not None and kind != "aggregate":
         raise chk.refuse("HAVING without aggregates", stmt.havingClause,
                          "HAVING filters groups.", "use WHERE.")
+    raising.refuse_row_divisions(stmt, kind, group, aggs, chk.refuse)
     where, tables, from_clause, temporal = extract(view, stmt, tables, chk)
     live = [(t.schema, t.name) for t in tables if t.schema == "live"]
     if live and (outer is not None or semis or temporal is not None or len(set(live)) < len(live)):

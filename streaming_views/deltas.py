@@ -66,7 +66,7 @@ def log_ddl(cv: CompiledView) -> list[str]:
     """
     stmts = []
     for t in cv.resolved.tables:
-        cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL"]
+        cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL", "__tm_first boolean"]
         cols += [f"{q(c.name)} {c.log_type}" + (f" COLLATE {c.collation}" if c.collation else "")
                  for c in t.columns]
         storage = []
@@ -94,11 +94,21 @@ def log_trigger_names(cv: CompiledView) -> list[str]:
 
 
 def log_triggers(cv: CompiledView, apply_function: str) -> list[str]:
-    """The deferred trigger a log's marker row (sign 0) fires at commit: ``apply_function``."""
+    """The deferred trigger a log's marker fires at commit: ``apply_function``. The marker is
+    the first row a transaction logged for the view (``__tm_first``: no row of its own, see
+    :func:`appending`), or a row of sign 0 (:func:`marker_row`). The WHEN clause is a column,
+    not an expression: PostgreSQL parses and prepares it again in every logging statement."""
     return [f"CREATE CONSTRAINT TRIGGER {q(name)} "
             f"AFTER INSERT ON {log_table(cv, t.index)} DEFERRABLE INITIALLY DEFERRED "
-            f"FOR EACH ROW WHEN (NEW.__tm_sign = 0) EXECUTE FUNCTION {apply_function}()"
+            f"FOR EACH ROW WHEN (NEW.__tm_first) EXECUTE FUNCTION {apply_function}()"
             for t, name in zip(cv.resolved.tables, log_trigger_names(cv), strict=True)]
+
+
+def marker_row(cv: CompiledView, j: int) -> str:
+    """The INSERT of a marker row (sign 0) into table ``j``'s log: it fires the view's apply
+    at commit without logging a change (a postponed apply, a temporal tick)."""
+    return (f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign, __tm_first) "
+            f"VALUES (pg_current_xact_id(), 0, true)")
 
 
 def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:
@@ -141,13 +151,14 @@ def _batch_columns(cv: CompiledView, j: int) -> list[str]:
     return ["__tm_bs", *(f"__tm_b{k}" for k in range(len(cv.resolved.tables[j].columns)))]
 
 
-def log_batch(cv: CompiledView, j: int, event: str) -> str:
+def log_batch(cv: CompiledView, j: int, event: str, marker: str = "false") -> str:
     """The INSERT appending a large statement's transition rows of table ``j`` to its log as ONE
     row (sign :data:`BATCH_SIGN`) holding an array per column, returning how many rows it holds
     (none inserted when no row passed the view's filter). Writing, and at commit deleting, one
     row instead of thousands (each with its index entry) is most of a bulk statement's cost of
     maintenance; the apply unnests the arrays (see :func:`apply_statement`). Each array is kept
-    uncompressed out of line (``STORAGE EXTERNAL``): compressing costs more than it saves."""
+    uncompressed out of line (``STORAGE EXTERNAL``): compressing costs more than it saves.
+    When the PL/pgSQL condition ``marker`` holds, the batch row is the transaction's marker."""
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
     named = "".join(f", {ref}.{q(c.name)} AS __x{k}" for k, c in enumerate(table.columns))
@@ -160,25 +171,22 @@ def log_batch(cv: CompiledView, j: int, event: str) -> str:
                          + (f" WHERE {condition}" if condition else ""))
     aggs = ", ".join(["array_agg(__tm_sign)",
                       *(f"array_agg(__x{k})" for k in range(len(table.columns)))])
-    target = ", ".join(["__tm_tx", "__tm_sign", *_batch_columns(cv, j)])
+    target = ", ".join(["__tm_tx", "__tm_sign", "__tm_first", *_batch_columns(cv, j)])
     return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
-            f"{BATCH_SIGN}, {aggs} FROM ({' UNION ALL '.join(parts)}) AS __r "
+            f"{BATCH_SIGN}, {marker}, {aggs} FROM ({' UNION ALL '.join(parts)}) AS __r "
             f"HAVING count(*) > 0 RETURNING cardinality(__tm_bs)")
 
 
 def appending(cv: CompiledView, j: int, target: list[str], query: str,
               marker: str | None) -> str:
     """The INSERT of ``query``'s rows into table ``j``'s log (columns ``target``); with
-    ``marker`` (a PL/pgSQL condition), the same statement also appends the transaction's marker
-    row (sign 0, which fires the view's deferred apply) when the condition holds and some row
-    was logged — one statement instead of two (its ROW_COUNT then counts the marker)."""
-    head = f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) "
+    ``marker`` (a PL/pgSQL condition), the first row logged is the transaction's marker (its
+    ``__tm_first`` fires the view's deferred apply) when the condition holds — no marker row of
+    its own to write and delete."""
     if marker is None:
-        return head + query
-    nulls = "".join(", NULL" for _ in target[2:])
-    return (f"{head}WITH __r AS MATERIALIZED ({query}) SELECT * FROM __r UNION ALL "
-            f"SELECT pg_current_xact_id(), 0{nulls} WHERE {marker} "
-            f"AND EXISTS (SELECT FROM __r)")
+        return f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) {query}"
+    return (f"INSERT INTO {log_table(cv, j)} ({', '.join([*target, '__tm_first'])}) "
+            f"SELECT *, {marker} AND row_number() OVER () = 1 FROM ({query}) AS __r")
 
 
 def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) -> str:
@@ -222,7 +230,8 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
     (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
     ``single`` (the statement changed one row) the two rows are compared without numbering.
-    With ``marker``, the marker row too (see :func:`appending`).
+    With ``marker``, the first row logged is the marker when the condition holds (see
+    :func:`appending`; for ``single``, flagged in the pair's VALUES: no window function).
     """
     table = cv.resolved.tables[j]
     ref = q(cv.tables[j].ref)
@@ -240,15 +249,23 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
     values = "".join(f", {{side}}.__c{k}" for k in range(len(cols)))
     outs = "".join(f", x.__v{k}" for k in range(len(cols)))
     names = "".join(f", __v{k}" for k in range(len(cols)))
+    target = ["__tm_tx", "__tm_sign", *cols]
+    flagged = single and marker is not None  # the new row is first when the old is not logged
+    if flagged:
+        values += ", {first}"
+        outs, names, target = f"{outs}, x.__f", f"{names}, __f", [*target, "__tm_first"]
     # each changed pair gives its old row (sign -1) and its new row (+1), those passing the
     # filter, from one scan of the pairs (no materialised pair list read twice)
-    return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], (
-            f"WITH __o AS ({side('__tm_old', '-1')}), __w AS ({side('__tm_new', '1')}) "
-            f"SELECT pg_current_xact_id(), x.__s{outs} FROM __o AS o "
-            + ("CROSS JOIN __w AS w " if single else "JOIN __w AS w USING (__tm_n) ")
-            + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok{values.format(side='o')}), "
-            f"(1, w.__tm_ok{values.format(side='w')})) AS x(__s, __ok{names}) "
-            f"WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok"), marker)
+    query = (f"WITH __o AS ({side('__tm_old', '-1')}), __w AS ({side('__tm_new', '1')}) "
+             f"SELECT pg_current_xact_id(), x.__s{outs} FROM __o AS o "
+             + ("CROSS JOIN __w AS w " if single else "JOIN __w AS w USING (__tm_n) ")
+             + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok"
+             f"{values.format(side='o', first=marker)}), (1, w.__tm_ok"
+             f"{values.format(side='w', first=f'{marker} AND NOT o.__tm_ok')})) "
+             f"AS x(__s, __ok{names}) WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok")
+    if flagged:
+        return f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) {query}"
+    return appending(cv, j, target, query, marker)
 
 
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:

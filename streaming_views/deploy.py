@@ -219,6 +219,13 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     except RETRYABLE:
         raise
     except psycopg.Error as exc:
+        if (exc.sqlstate or "")[:2] == "22":  # data exception: the rows, not the engine
+            raise DeployError(
+                f"{cv.analysis.view.path}: deploying live.{cv.name} failed: its query cannot be "
+                f"computed over the rows its tables hold now: {exc.diag.message_primary} "
+                f"(SQLSTATE {exc.sqlstate}; the query alone raises it too). Fix those rows, or "
+                f"the view's file (e.g. guard the cast or the division), then deploy again."
+            ) from None
         raise DeployError(f"{cv.analysis.view.path}: deploying live.{cv.name} failed: "
                           f"{str(exc).strip()}") from None
     record(conn, CatalogEntry(

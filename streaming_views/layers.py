@@ -42,6 +42,7 @@ from psycopg import sql
 from streaming_views.astutil import q
 from streaming_views.bounds import check_calls
 from streaming_views.errors import UnsupportedViewError
+from streaming_views.raising import finaliser_division
 from streaming_views.readers import READERS
 from streaming_views.resolve import TableInfo
 
@@ -91,6 +92,16 @@ def live_table(conn: psycopg.Connection, index: int, table: TableRef, oid: int,
                      "its rows are computed in the writer's commit for this view, and an "
                      "interval sum of +infinity and -infinity raises there.",
                      f"read the base tables of {name} directly.")
+    an = inner.analysis
+    division = finaliser_division(an.outputs, an.having, grouped=bool(an.group)) \
+        if an.kind == "aggregate" else None
+    if division is not None:
+        raise refuse(f"{name} (an aggregate that may raise when finalised: {division[0]})",
+                     table.node, f"its rows are computed in the writer's commit for this view, "
+                     f"and {division[0]} raises there (division by zero) when {division[1]} is "
+                     f"0 — a failed write instead of a view that raises when read.",
+                     f"read the base tables of {name} directly, or guard the divisor in "
+                     f"{name}: nullif({division[1]}, 0).")
     return LiveTableInfo(index, table.schema, table.name, oid, relkind, inner=table.name,
                          state_name=inner.suffix, state_oid=int(state_oid),
                          select_sql=inner.state_select().replace(inner.state, "{rel}"),

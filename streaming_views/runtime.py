@@ -125,13 +125,20 @@ end $f$""",
     f"""create or replace function tidemark.live_rebuild_at_commit(p_suffix text, p_name text)
     returns void language plpgsql {set_clauses()} as $f$
 declare v_p text := coalesce(current_setting('{PENDING}', true), '');
+  v_log text := format('%I.%I', 'tidemark_state', p_suffix || '__l0');
 begin
   perform set_config('{REBUILD}', coalesce(current_setting('{REBUILD}', true), '')
                      || ' ' || p_name || ' ', true);
   if strpos(v_p, ' ' || p_name || '/') = 0 then  -- the marker that fires the view's apply
     perform set_config('{PENDING}', v_p || ' ' || p_name || '/0 ', true);
-    execute format('insert into %I.%I (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
-                   'tidemark_state', p_suffix || '__l0');
+    if exists (select 1 from pg_attribute where attrelid = v_log::regclass
+               and attname = '__tm_first' and not attisdropped) then
+      execute format('insert into %s (__tm_tx, __tm_sign, __tm_first) '
+                     'values (pg_current_xact_id(), 0, true)', v_log);
+    else  -- the log of a view built by an engine before 7: its trigger fires on sign 0
+      execute format('insert into %s (__tm_tx, __tm_sign) values (pg_current_xact_id(), 0)',
+                     v_log);
+    end if;
   end if;
 {NOTE_READERS}
 end $f$""",

@@ -26,6 +26,7 @@ Every function runs with the pinned session settings (:mod:`streaming_views.sess
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import permutations
 
 from psycopg import sql
 
@@ -46,6 +47,7 @@ from streaming_views.deltas import (
     log_trigger_names,
     log_triggers,
     log_update_paired,
+    marker_row,
     masks,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
@@ -62,21 +64,42 @@ class Functions:
     create: list[str]
 
 
+# The apply plans its statements without sequential scans (see _apply_changed); the function's
+# SET clause restores the writer's value when it returns (no save and restore per commit).
+APPLY_SETTINGS = " SET enable_seqscan = off"
+
+
 def function_name(cv: CompiledView, what: str) -> str:
     """The quoted maintenance function ``<suffix>__<what>``."""
     return f"{q(STATE_SCHEMA)}.{q(f'{cv.suffix}__{what}')}"
 
 
-def _function(name: str, returns: str, declare: str, body: str) -> str:
+def _function(name: str, returns: str, declare: str, body: str, settings: str = "") -> str:
     tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
     return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
-            f"{set_clauses()} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\nEND\n$tm$")
+            f"{set_clauses()}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\n"
+            f"END\n$tm$")
 
 
 def _token(cv: CompiledView, j: int | None = None) -> str:
     """The view's token in the transaction-local lists (`` name/j `` or `` name ``)."""
     text = f" {cv.name}/{j} " if j is not None else f" {cv.name} "
     return sql.Literal(text).as_string(None)
+
+
+def _noted_big(cv: CompiledView) -> str:
+    """Note a statement that logged more than :data:`BIG_DELTA` rows (``v_n``) in
+    ``tidemark.big``: the view's delta is then planned for its size."""
+    return (f"IF v_n > {BIG_DELTA} THEN\n"
+            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
+            f"{_token(cv)}, true);\nEND IF;\n")
+
+
+def _noted_pending(cv: CompiledView, j: int, guard: str = "") -> str:
+    """Note table ``j`` in ``tidemark.pending`` (read into ``v_p``) unless it is there; with
+    ``guard`` (a condition and ``AND``), only when that holds too."""
+    return (f"IF {guard}strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;")
 
 
 def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
@@ -91,61 +114,66 @@ def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = Tru
     first = _first(cv) if read else ""
     tail = ""
     if marker or cv.readers:
-        insert = (f"\n  INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) "
-                  f"VALUES (pg_current_xact_id(), 0);") if marker else ""
+        insert = f"\n  {marker_row(cv, j)};" if marker else ""
         tail = f"\nIF v_first THEN{insert}{readers_sql(cv.readers)}\nEND IF;"
-    return (f"{first}IF v_n > {BIG_DELTA} THEN\n"
-            f"  v_b := set_config('{BIG}', coalesce(current_setting('{BIG}', true), '') || "
-            f"{_token(cv)}, true);\nEND IF;\n"
-            f"IF strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;{tail}")
+    return f"{first}{_noted_big(cv)}{_noted_pending(cv, j)}{tail}"
 
 
 register = _register  # a temporal view's tick logs rows like a write (streaming_views.expiry)
 
 
+def _new_view(cv: CompiledView) -> str:
+    """Condition: the view is not in ``tidemark.pending`` (read into ``v_p``) yet."""
+    return f"strpos(v_p, {sql.Literal(f' {cv.name}/').as_string(None)}) = 0"
+
+
 def _first(cv: CompiledView) -> str:
     """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
-    mine = sql.Literal(f" {cv.name}/").as_string(None)
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-            f"v_first := strpos(v_p, {mine}) = 0;\n")
+            f"v_first := {_new_view(cv)};\n")
 
 
 def log_function(cv: CompiledView, j: int, event: str) -> str:
     """The statement trigger function of base table ``j`` for ``event`` (ins, upd, del); a small
-    UPDATE logs only the rows whose columns read by the view changed. The statement logging
-    the rows also appends the transaction's marker row (one statement, not two), except for a
-    large statement's batch row."""
+    UPDATE logs only the rows whose columns read by the view changed. When the view is new in
+    the transaction, the first row the statement logs is the transaction's marker (it fires the
+    deferred apply at commit, see :func:`streaming_views.deltas.appending`): no row of its own.
+
+    Few PL/pgSQL expressions run per statement (each is set up again in every transaction):
+    whether the view is new in the transaction is tested where it is used, and only the
+    branches that can log more than :data:`BIG_DELTA` rows test the count for a large delta."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
-    marker = f"INSERT INTO {log_table(cv, j)} (__tm_tx, __tm_sign) VALUES (pg_current_xact_id(), 0)"
-    # ROW_COUNT counts the marker the statement appended (only when it logged rows)
-    count = ("GET DIAGNOSTICS v_n = ROW_COUNT;\n"
-             "  IF v_first AND v_n > 0 THEN\n    v_n := v_n - 1;\n  END IF")
+    first = _new_view(cv)
+    count = "GET DIAGNOSTICS v_n = ROW_COUNT;"
+    exact = f"{count}\n  {_noted_big(cv).rstrip()}"
     branches = []  # (condition, statement); the first whose condition holds runs
     if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
-                         f"{log_update_paired(cv, j, single=True, marker='v_first')};\n"
-                         f"  {count}"))
+                         f"{log_update_paired(cv, j, single=True, marker=first)};\n  {count}"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
-                         f"{log_batch(cv, j, event)} INTO v_n;\n"
+                         f"{log_batch(cv, j, event, first)} INTO v_n;\n"
                          f"  v_n := CASE WHEN v_n IS NULL THEN 0 ELSE {BIG_DELTA + 1} END;\n"
-                         f"  IF v_first AND v_n > 0 THEN\n    {marker};\n  END IF"))
-    if event == "upd" and not live:
+                         f"  {_noted_big(cv).rstrip()}"))
+    if event == "upd" and not live:  # at most 2 * PAIRED_ROWS rows: never a large delta
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET {PAIRED_ROWS})",
-                         f"{log_update_paired(cv, j, marker='v_first')};\n  {count}"))
-    plain = f"{log_insert(cv, j, event, marker='v_first')};\n  {count}"
-    body = _first(cv)
+                         f"{log_update_paired(cv, j, marker=first)};\n  {count}"))
+    # after the batch branch an INSERT or DELETE logs at most BIG_DELTA rows: never large
+    small = batchable(cv, j) and not live and event != "upd"
+    plain = f"{log_insert(cv, j, event, marker=first)};\n  {count if small else exact}"
+    body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     if not branches:
-        body += f"{plain};\n"
+        body += f"{plain}\n"
     else:
-        body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement};\n"
+        body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}\n"
                         for n, (condition, statement) in enumerate(branches))
-        body += f"ELSE\n  {plain};\nEND IF;\n"
-    body += f"IF v_n > 0 THEN\n{_register(cv, j, read=False, marker=False)}\nEND IF;"
+        body += f"ELSE\n  {plain}\nEND IF;\n"
+    if cv.readers:  # before the view is noted in tidemark.pending
+        body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    body += _noted_pending(cv, j, "v_n > 0 AND ")
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
-                     "v_n bigint; v_p text; v_b text; v_first boolean;", body)
+                     "v_n bigint; v_p text; v_b text;", body)
 
 
 def truncate_function(cv: CompiledView) -> str:
@@ -169,31 +197,32 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
     afresh with hash joins instead of one index probe per row.
 
-    The statement planned once is planned without sequential scans: its plan is cached for the
+    The statement planned once is planned without sequential scans (the ``apply`` function's
+    ``SET enable_seqscan = off``, see :data:`APPLY_SETTINGS`): its plan is cached for the
     session, and made while a log holds a page or two it would read the log by a sequential
     scan — which then visits every page the log has grown to (dead rows of committed
-    transactions, until the next vacuum) instead of the transaction's index entries."""
-    static = apply_statement(cv, changed, batches=False).replace(
+    transactions, until the next vacuum) instead of the transaction's index entries. It reads
+    the transaction id from ``pg_current_xact_id()`` (stable: an index condition), not from a
+    variable: the plan has no parameter."""
+    static = apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()").replace(
         SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
-            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING v_tx;\n"
+            f"  v_p := set_config('enable_seqscan', 'on', true);\n"
+            f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING pg_current_xact_id();\n"
             "  v_p := set_config('enable_nestloop', v_r, true);\n"
             "ELSE\n"
-            "  v_r := current_setting('enable_seqscan');\n"
-            "  v_rest := set_config('enable_seqscan', 'off', true);\n"
             f"  {static};\n"
-            "  v_rest := set_config('enable_seqscan', v_r, true);\n"
             "END IF;\n")
 
 
-def _lock(cv: CompiledView) -> str:
-    """Take the view's lock (its row of ``tidemark.live_changes``); when other views are
-    pending in the transaction too, first lock all of theirs, in name order. Before any row:
-    the base tables the applies read (:mod:`streaming_views.lockorder`)."""
-    name = sql.Literal(cv.name).as_string(None)
+def _lock_views(cv: CompiledView) -> str:
+    """When other views (or readers) are pending in the transaction too: lock the base tables
+    of all of them (:mod:`streaming_views.lockorder`), then their rows of
+    ``tidemark.live_changes`` in name order; else the view's own base tables. Its tables are
+    left out of ``tidemark.pending`` (read into ``v_p``)."""
     rest = "v_p"
     for j in range(len(cv.tables)):
         rest = f"replace({rest}, {_token(cv, j)}, '')"
@@ -206,12 +235,32 @@ def _lock(cv: CompiledView) -> str:
             f"  PERFORM tidemark.live_lock_tables(v_names);\n"
             f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(v_names) "
             f"ORDER BY name FOR UPDATE;\nELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
-            f"v_rest := set_config('{PENDING}', v_rest, true);\n"
-            f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
+            f"v_rest := set_config('{PENDING}', v_rest, true);\n")
+
+
+def _lock_row(cv: CompiledView) -> str:
+    """Take the view's lock: update its row of ``tidemark.live_changes`` (after the base
+    tables, see :func:`_lock_views`)."""
+    name = sql.Literal(cv.name).as_string(None)
+    return (f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
             f"WHERE name = {name};\n"
             f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
             f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
             f"changed_at = now(); END IF;\n")
+
+
+def _alone(cv: CompiledView) -> str:
+    """``v_m``: -1 when fired inside a statement (see :func:`_postpone`); the set of tables
+    changed (bit ``j``: table ``j``) when the transaction changed one or two of the view's
+    tables and nothing else — no other view pending, no reader, no rebuild, no large
+    statement: the common case, told by ONE expression; else 0 (read the lists one by one)."""
+    lists = " || ".join(f"coalesce(current_setting('{name}', true), '')"
+                        for name in (PENDING, READERS, REBUILD, BIG))
+    orders = [o for size in (1, 2) for o in permutations(range(len(cv.tables)), size)]
+    whens = "".join(f" WHEN {sql.Literal(''.join(f' {cv.name}/{j} ' for j in o)).as_string(None)}"
+                    f" THEN {sum(1 << j for j in o)}" for o in orders)
+    return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE CASE {lists}{whens} "
+            f"ELSE 0 END END;\n")
 
 
 def _postpone(cv: CompiledView) -> str:
@@ -221,31 +270,36 @@ def _postpone(cv: CompiledView) -> str:
     marker postpones the apply to the commit. (At commit, and at ``SET CONSTRAINTS ... IMMEDIATE``
     itself, the trigger depth is 1.)"""
     names = ", ".join(f"{q(STATE_SCHEMA)}.{q(trigger)}" for trigger in log_trigger_names(cv))
-    return ("IF pg_trigger_depth() > 1 THEN\n"
-            f"  SET CONSTRAINTS {names} DEFERRED;\n"
-            f"  INSERT INTO {log_table(cv, 0)} (__tm_tx, __tm_sign) VALUES (v_tx, 0);\n"
-            "  RETURN NULL;\nEND IF;\n")
+    return ("  IF v_m < 0 THEN\n"
+            f"    SET CONSTRAINTS {names} DEFERRED;\n"
+            f"    {marker_row(cv, 0)};\n"
+            "    RETURN NULL;\n  END IF;\n")
 
 
 def apply_body(cv: CompiledView) -> str:
-    """The commit-time maintenance of the view (see the module docstring)."""
+    """The commit-time maintenance of the view (see the module docstring). The common case
+    (:func:`_alone`) skips the bookkeeping of the others: few statements and expressions."""
     token = _token(cv)
-    clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} WHERE __tm_tx = v_tx;\n"
-                        for t in cv.resolved.tables)
-    body = (f"{_postpone(cv)}{_lock(cv)}"
+    clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} "
+                        f"WHERE __tm_tx = pg_current_xact_id();\n" for t in cv.resolved.tables)
+    body = (f"{_alone(cv)}IF v_m <= 0 THEN\n{_postpone(cv)}{_lock_views(cv)}"
+            f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
+            f"END IF;\n{_lock_row(cv)}"
+            f"IF v_m = 0 THEN\n"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
             f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
+            f"  v_r := set_config('enable_seqscan', 'on', true);\n"
             f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
             f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
             f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
             f"{token}, ''), true);\nEND IF;\n")
     if len(cv.tables) == 1:
-        body += _apply_changed(cv, (0,))
+        body += f"END IF;\n{_apply_changed(cv, (0,))}"
     else:
         probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
                             f"ELSE 0 END)" for j in range(len(cv.tables)))
-        body += f"v_m := {probes};\n"
+        body += f"v_m := {probes};\nEND IF;\n"
         for n, changed in enumerate(masks(cv)):
             mask = sum(1 << j for j in changed)
             branch = "IF" if n == 0 else "ELSIF"
@@ -267,9 +321,8 @@ def functions(cv: CompiledView) -> Functions:
         _function(function_name(cv, "rebuild"), "void", "", rebuild_body(cv)),
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
-                  "v_tx xid8 := pg_current_xact_id(); v_m int; v_r text; v_p text; "
-                  "v_rest text; v_names text[]; v_big boolean; v_zero boolean := false; "
-                  "v_dirty boolean := false;", apply_body(cv)),
+                  "v_m int; v_r text; v_p text; v_rest text; v_names text[]; v_big boolean; "
+                  "v_zero boolean; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]

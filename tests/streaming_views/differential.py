@@ -27,15 +27,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from streaming_views.analyzer import analyze
-from streaming_views.astutil import deparse
 from streaming_views.deploy import deploy_embedded
 from streaming_views.errors import DeployError, UnsupportedViewError
 from streaming_views.expiry import clock, tick
-from streaming_views.runtime import problem
-from streaming_views.session import pin
-from streaming_views.temporal import has_temporal, oracle_query
-from streaming_views.verify import diff_rows, query_text
 from streaming_views.viewfile import parse_view_text
 from tests.streaming_views.grammar import (
     FACT_TYPES,
@@ -47,6 +41,7 @@ from tests.streaming_views.grammar import (
     draw_view_over,
     fact_values,
 )
+from tests.streaming_views.oracle import mismatch
 
 # On a server built with ICU, gen.f.s (values a, A, b, B, é, É, ß...) takes this linguistic
 # collation, so its keys, min/max, DISTINCT and comparisons order unlike "C".
@@ -146,7 +141,7 @@ class Case:
                                    (inner.name,)).fetchone()[0]
         view = draw_view_over(self.rng, f"gen{self.seed % 1000}_over", inner.name, columns)
         try:
-            deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+            self._install(view)
         except UnsupportedViewError as exc:
             if "may raise when finalised" not in str(exc):
                 raise EngineFailure(f"seed {self.seed}: refused a view over a view: {exc}\n"
@@ -156,9 +151,18 @@ class Case:
         self.views.append(view)
         self.stats.views += 1
 
-    def _deploy(self, view: View) -> None:
+    def _install(self, view: View) -> None:
+        """Deploy ``view``: maintained, or refused (:class:`UnsupportedViewError`); a raw
+        error of the deploy (a :class:`DeployError`) is the engine's failure."""
         try:
             deploy_embedded(self.dsn, [parse_view_text(view.name, view.sql)])
+        except DeployError as exc:
+            raise EngineFailure(f"seed {self.seed}: deploying {view.name} failed instead of "
+                                f"being maintained or refused: {exc}\n{view.sql}") from None
+
+    def _deploy(self, view: View) -> None:
+        try:
+            self._install(view)
         except UnsupportedViewError as exc:
             if not view.expect_refusal:
                 raise EngineFailure(f"seed {self.seed}: refused a supported view: {exc}\n"
@@ -177,81 +181,9 @@ class Case:
     def check(self, conn: psycopg.Connection) -> None:
         for view in self.views:
             self.stats.checks += 1
-            broken = problem(conn, view.name)
-            if broken is not None:
-                self.fail(view, f"view reported broken: {broken}")
-            try:
-                extra, missing = diff_rows(conn, view.name, view.sql)
-                if not extra and not missing and view.text_exact:
-                    extra, missing = self._text_diff(conn, view)
-            except psycopg.DataError as exc:  # class 22: e.g. infinities summed, x / 0
-                self._same_error(conn, view, exc)
-                continue
-            if extra or missing:
-                self.fail(view, f"live only: {extra[:5]}\nquery only: {missing[:5]}")
-
-    def _text_diff(self, conn: psycopg.Connection, view: View) -> tuple[list, list]:
-        cols = conn.execute("select columns from tidemark.views where name = %s",
-                            (view.name,)).fetchone()[0]
-        picks = sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(c)) if c in view.text_exact
-            else sql.Identifier(c) for c in cols)
-        live = sql.SQL("select {} from {}").format(picks, sql.Identifier("live", view.name))
-        query = sql.SQL("select {} from ({}) as q").format(picks, sql.SQL(view.sql))  # type: ignore[arg-type]
-        out = []
-        with conn.transaction():
-            pin(conn)
-            for a, b in ((live, query), (query, live)):
-                out.append(conn.execute(sql.SQL("({}) except all ({})").format(a, b)).fetchall())
-        return out[0], out[1]
-
-    def _same_error(self, conn: psycopg.Connection, view: View, exc: psycopg.Error) -> None:
-        """The query fails (e.g. +infinity and -infinity summed, a temporal bound out of
-        range): reading the view must fail too, with an error of the same class (22, data
-        exception; the view's message names the view, not the query's operator). One
-        exception: a temporal bound that cannot be computed for some row makes the view raise
-        (as Materialize's does) even when PostgreSQL's plan never computes it (a cheaper
-        conjunct, ``mz_now() >= f.ts`` with ``ts = 'infinity'``, already left the row out)."""
-        query = view.sql
-        if has_temporal(query):  # the query at the clock's time, as diff_rows reads it
-            query = query_text(oracle_query(query, clock(conn)))  # type: ignore[arg-type]
-        live = f"select * from live.{view.name}"
-        raised = {}
-        for text in (live, query):
-            try:
-                with conn.transaction():
-                    pin(conn)
-                    conn.execute(text).fetchall()  # type: ignore[arg-type]
-                raised[text] = False
-            except psycopg.Error as other:
-                if (other.sqlstate or "")[:2] != "22" or (exc.sqlstate or "")[:2] != "22":
-                    self.fail(view, f"one side fails with {exc.sqlstate}, the other with "
-                                    f"{other.sqlstate}: {other}")
-                raised[text] = True
-        if raised[live] == raised[query]:
-            return
-        if raised[live] and self._uncomputable_bound(conn, view):
-            return
-        self.fail(view, f"one side fails with {exc.sqlstate} ({exc}) and the other does not: "
-                        f"live raises: {raised[live]}, query raises: {raised[query]}")
-
-    @staticmethod
-    def _uncomputable_bound(conn: psycopg.Connection, view: View) -> bool:
-        """Whether computing the view's temporal bounds for every row of its timed table
-        raises a data exception (class 22)."""
-        t = analyze(parse_view_text(view.name, view.sql)).temporal
-        if t is None:
-            return False
-        exprs = sql.SQL(", ").join(sql.SQL(f"({deparse(b.expr)})::timestamptz")  # type: ignore[arg-type]
-                                   for b in t.bounds)
-        try:
-            with conn.transaction():
-                pin(conn)
-                conn.execute(sql.SQL("select {} from {} as {}").format(
-                    exprs, sql.Identifier(t.schema, t.name), sql.Identifier(t.ref))).fetchall()
-        except psycopg.DataError:
-            return True
-        return False
+            what = mismatch(conn, view)
+            if what is not None:
+                self.fail(view, what)
 
     def fail(self, view: View, what: str) -> None:
         raise EngineFailure(f"seed {self.seed}, view {view.name}:\n{view.sql}\n{what}\n"

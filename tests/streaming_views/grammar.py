@@ -158,7 +158,8 @@ FILTERS = {"f": ["f.b", "f.g > 1", "f.s is not null", "f.c > 0"], "d": ["d.w > 0
 WHERES = {"f": ["f.g > 0", "f.s <> 'a'", "f.ts >= '2026-01-01 12:00'",
                 "f.ts::date > '2025-12-31'", "f.d is not null", "f.c > 0", "f.b",
                 "f.x < 10", "f.iv > interval '1 hour'", "f.j ? 'a'", "f.k is distinct from 3",
-                "f.ts + interval '1 day' > timestamptz '2026-01-02 00:00:00+00'"],
+                "f.ts + interval '1 day' > timestamptz '2026-01-02 00:00:00+00'",
+                "f.n / nullif(f.c, 0) > 1", "f.g % 3 = 1"],
           "d": ["d.w > 0", "d.region <> 'r1'"], "e": ["e.tag is not null"],
           "p": ["p.v > 1", "p.kind <> 'b'"]}
 REFUSED = ["select f.g, sum(f.x) as s from gen.f f group by f.g",
@@ -170,7 +171,9 @@ REFUSED = ["select f.g, sum(f.x) as s from gen.f f group by f.g",
            "select f.id from gen.f f where f.ts < 'now'",
            "select f.id, f.ctid as c from gen.f f",
            "select d.k, d::text as r from gen.d d",
-           "select f.g, count(e) as n from gen.f f join gen.e e on e.k = f.k group by f.g"]
+           "select f.g, count(e) as n from gen.f f join gen.e e on e.k = f.k group by f.g",
+           "select f.id, f.n / f.c as r from gen.f f",
+           "select f.g, count(*) filter (where f.n % f.g > 0) as n from gen.f f group by f.g"]
 
 
 def draw_view(rng: random.Random, name: str) -> View:

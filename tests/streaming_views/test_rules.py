@@ -12,7 +12,8 @@ from streaming_views.errors import UnsupportedViewError
 from tests.streaming_views.conftest import assert_equal, deploy_text
 
 NUMERIC = """select t.g, sum(t.x) as sx, avg(t.x) as ax, sum(t.c) as sc, avg(t.c) as ac,
-       avg(t.a / t.b) as q, sum(distinct t.c) as sdc, avg(distinct t.c) as adc, count(*) as n
+       avg(t.a / nullif(t.b, 0)) as q, sum(distinct t.c) as sdc, avg(distinct t.c) as adc,
+       count(*) as n
 from r.t t group by t.g"""
 
 GLOBAL = "select sum(t.x) as sx, avg(t.x) as ax, count(t.x) as n from r.t t"

@@ -91,3 +91,39 @@ def test_immediate_constraints_and_a_statement_changing_two_joined_tables(
                      "insert into im2.f select 10, k, 0 from a")
         conn.execute("insert into im2.f values (4, 2, 0)")
     assert_equal(conn, "imm2", text)
+
+
+FIRST = """select p.region, count(*) as n, sum(c.qty) as qty
+from fr.parent p join fr.child c on c.parent_id = p.id group by p.region"""
+
+
+def test_the_first_row_logged_is_the_marker(module_db: str, conn: psycopg.Connection) -> None:
+    """A transaction's marker (it fires the view's apply at commit) is the first row it logs for
+    the view: no row of its own to write and delete; a one-table commit (the apply's common
+    case) and a commit changing both tables and another view (its general case) stay exact."""
+    conn.execute("create schema fr; create table fr.parent (id int primary key, region text);"
+                 "create table fr.child (id int primary key, parent_id int, qty int)")
+    conn.execute("insert into fr.parent select i, 'r' || (i % 3) from generate_series(1, 9) i")
+    conn.execute("insert into fr.child select i, 1 + i % 9, i from generate_series(1, 40) i")
+    deploy_text(module_db, "fr_view", FIRST)
+    deploy_text(module_db, "fr_other", "select c.parent_id, sum(c.qty) as qty from fr.child c "
+                "group by c.parent_id")
+    suffix = conn.execute("select suffix from tidemark.views where name = 'fr_view'").fetchone()
+    log = f'tidemark_state."{suffix[0]}__l1"'
+    rows = f"select __tm_sign, __tm_first from {log} where __tm_tx = pg_current_xact_id()"
+    with conn.transaction():
+        conn.execute("update fr.child set qty = qty + 1 where id = 3")
+        assert sorted(conn.execute(rows).fetchall()) == [(-1, True), (1, False)]
+        conn.execute("insert into fr.child values (100, 1, 5), (101, 2, 6)")
+        logged = conn.execute(rows).fetchall()
+        assert len(logged) == 4 and sum(1 for _, first in logged if first) == 1
+    assert_equal(conn, "fr_view", FIRST)
+    for _ in range(3):  # one table, one view: the common case, several times in a session
+        conn.execute("update fr.child set qty = qty * 2 where id = 5")
+        conn.execute("delete from fr.child where id = (select min(id) from fr.child)")
+        assert_equal(conn, "fr_view", FIRST)
+    with conn.transaction():  # both tables and two views: the general case
+        conn.execute("update fr.parent set region = 'moved' where id = 2")
+        conn.execute("update fr.child set qty = 0 where parent_id = 2")
+    assert_equal(conn, "fr_view", FIRST)
+    assert conn.execute(f"select count(*) from {log} where __tm_tx <> '0'").fetchone() == (0,)

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,21 @@ def test_unreachable_external_server_names_the_variable(tmp_path: Path) -> None:
     assert "TIDEMARK_SOURCE_URL" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("columns", [None, "50"])
+def test_piped_tables_cut_nothing(columns: str | None) -> None:
+    """`tidemark status | less` or a CI log: Rich laid tables out for 80 columns and cut cells
+    with an ellipsis ("fct_daily…", which mart?). Now a pipe gets a wide page, and a narrow
+    COLUMNS folds long cells instead of cutting them."""
+    mart, long = "fct_daily_store_revenue_and_more", "z" * 90
+    code = ("from tidemark.cli.output import emit_table; emit_table('finality', "
+            f"['mart', 'held_by', 'note'], [[{mart!r}, 'shop.deliveries', {long!r}]])")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns:
+        env["COLUMNS"] = columns
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert "…" not in out and out.count("z") == 90  # folded over several lines, none cut
+    if columns is None:
+        assert mart in out and "shop.deliveries" in out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +12,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-console = Console()
+# Piped into a file, a pager or a CI log, Rich would lay tables out for 80 columns and cut long
+# cells with an ellipsis ("fct_daily…"): without a terminal (and without COLUMNS), lay them out
+# for a wide page instead; cells too long for the width wrap (fold), nothing is cut.
+PIPED_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 
@@ -23,7 +29,7 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     """Print rows as a table for a person (cells verbatim: ``[a-z]`` is text, not markup)."""
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(table)

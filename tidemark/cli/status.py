@@ -103,7 +103,7 @@ def views_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Deployed live views (``streaming_views.list_views``)."""
     from streaming_views.status import list_views
 
-    return [{"name": v.name, "target": v.target, "rows": v.rows,
+    return [{"name": v.name, "target": v.target, "status": v.status, "rows": v.rows,
              "last_change_at": v.last_change_at, "deployed_at": v.deployed_at}
             for v in list_views(dbs.landing)]
 
@@ -225,7 +225,8 @@ def _show(summary: dict[str, Any]) -> None:
             ("finality", "finality (a day is final once closed by the watermarks and "
              "reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
                    "watermark"]),
-            ("live_views", "live views", ["name", "target", "rows", "last_change_at"]),
+            ("live_views", "live views", ["name", "target", "status", "rows",
+                                          "last_change_at"]),
             ("freshness", None, None),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",

@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 121f904d64464936, card_payments_recent 734d9d22b206bd13, daily_store_revenue e2db1bffaf4150f5, late_deliveries_daily da01aa5dad358b81, store_cancellation_rate a5dea73539a42666, store_orders_last_5_minutes 485127bfce2f4408, store_revenue_per_minute a73cc04a28bce35d)
+-- phase: catalog (one row per view: active_carts 5f56d949fcaa550b, card_payments_recent 9849ecf5106b3138, daily_store_revenue 7be85ac5459217d3, late_deliveries_daily ac672acc12fea0a0, store_cancellation_rate c80731df4ca3b897, store_orders_last_5_minutes 3f99f6b9d3e1b35e, store_revenue_per_minute 026c29e7eae75b94)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
