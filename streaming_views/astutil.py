@@ -36,19 +36,26 @@ def _nodes(value: Any) -> Iterator[ast.Node]:
             yield from _nodes(item)
 
 
-def walk(node: Any, *, into_subqueries: bool = True) -> Iterator[ast.Node]:
-    """Yield ``node`` and every node below it, depth first, in source order."""
+def walk(node: Any, *, into_subqueries: bool = True,
+         skip: Callable[[ast.Node], bool] | None = None) -> Iterator[ast.Node]:
+    """Yield ``node`` and every node below it, depth first, in source order.
+
+    Args:
+        node: a node, or a list or tuple of nodes.
+        into_subqueries: whether to descend into sublinks and FROM subqueries.
+        skip: a node for which it returns True is neither yielded nor descended into.
+    """
     if isinstance(node, list | tuple):
         for item in node:
-            yield from walk(item, into_subqueries=into_subqueries)
+            yield from walk(item, into_subqueries=into_subqueries, skip=skip)
         return
-    if not isinstance(node, ast.Node):
+    if not isinstance(node, ast.Node) or (skip is not None and skip(node)):
         return
     yield node
     if not into_subqueries and isinstance(node, ast.SubLink | ast.RangeSubselect):
         return
     for child in children(node):
-        yield from walk(child, into_subqueries=into_subqueries)
+        yield from walk(child, into_subqueries=into_subqueries, skip=skip)
 
 
 def location(node: Any) -> int | None:

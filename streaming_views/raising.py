@@ -23,7 +23,7 @@ from typing import Any
 from pglast import ast
 from pglast.enums import A_Expr_Kind
 
-from streaming_views.astutil import children, deparse, walk
+from streaming_views.astutil import deparse, walk
 
 # Every aggregate the engine maintains (streaming_views.analyzer.AGGREGATES) and the ones it
 # names in a refusal: their arguments are row-level.
@@ -95,22 +95,13 @@ def _divisions(roots: list[Any], skip_aggregates: bool = False) -> Iterator[tupl
 
 
 def _walk(roots: list[Any], skip_aggregates: bool) -> Iterator[Any]:
-    if not skip_aggregates:
-        yield from walk(roots)
-        return
-    stack = list(reversed(roots))
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list | tuple):
-            stack.extend(reversed(node))
-            continue
-        if not isinstance(node, ast.Node):
-            continue
-        if isinstance(node, ast.FuncCall) and (node.agg_star or node.agg_filter is not None
-                                               or node.funcname[-1].sval.lower() in AGGREGATES):
-            continue  # computed per row into the state: refuse_row_divisions looks inside
-        yield node
-        stack.extend(reversed(list(children(node))))
+    return walk(roots, skip=_is_aggregate if skip_aggregates else None)
+
+
+def _is_aggregate(node: ast.Node) -> bool:
+    """An aggregate call: computed per row into the state, so refuse_row_divisions looks inside."""
+    return isinstance(node, ast.FuncCall) and (node.agg_star or node.agg_filter is not None
+                                               or node.funcname[-1].sval.lower() in AGGREGATES)
 
 
 def _safe_divisor(divisor: Any, *, count_star_safe: bool) -> bool:
