@@ -5,10 +5,10 @@ Two ways, chosen per table by :mod:`ingestion.snapshot`:
 - **staged** (a table new to landing): one ``COPY ... TO STDOUT`` from the source feeds two
   ``COPY ... FROM STDIN`` at once, into a staging mirror and a staging changelog (whose rows
   carry only ``_seq`` beside the source's columns: the other change columns, the same for every
-  snapshot row, are added after the load as catalog-held values), both without indexes; then checks, deduplication and the index builds, each table in its own
-  landing transactions. The final snapshot transaction swaps the staging tables in
-  (:mod:`ingestion.snapswap`), so several tables load in parallel and nothing is visible before
-  the checkpoint commits.
+  snapshot row, are added after the load as catalog-held values), both without indexes; then
+  checks, deduplication and the index builds, each table in its own landing transactions. The
+  final snapshot transaction swaps the staging tables in (:mod:`ingestion.snapswap`), so
+  several tables load in parallel and nothing is visible before the checkpoint commits.
 - **in place** (a table landing already has, e.g. ``resync``): ``COPY`` into the emptied mirror
   in the caller's transaction, checks, deduplication, then the changelog rows from the mirror.
 
@@ -35,7 +35,18 @@ from psycopg.types.json import Jsonb
 from ingestion.catalog import USER_TYPE_OID
 from ingestion.copypipe import Sink, pipe_copy
 from ingestion.lsn import lsn_to_str
-from ingestion.tables import SNAPSHOT_SEQ, TableInfo, mark_resnapshot
+from ingestion.tables import (
+    CHANGE_COLUMNS,
+    CHANGE_DEFAULTS,
+    SNAPSHOT_SEQ,
+    TableInfo,
+    change_column_def,
+    changelog_unique,
+    column_defs,
+    create_idempotency_index,
+    create_landing_tables,
+    mark_resnapshot,
+)
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -211,16 +222,6 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     Returns:
         The statements that rebuild the mirror's and the changelog's indexes.
     """
-    from ingestion.tables import (
-        CHANGE_COLUMNS,
-        CHANGE_DEFAULTS,
-        change_column_def,
-        changelog_unique,
-        column_defs,
-        create_idempotency_index,
-        create_landing_tables,
-    )
-
     staged = staged_info(job.info, stg)
     create_landing_tables(conn, staged, changelog=False)
     if job.idempotency_key is not None:
