@@ -143,16 +143,45 @@ class TableInfo:
             self.paused_lsn = lsn
 
 
-def _coldefs(columns: list[ColumnInfo]) -> sql.Composed:
+CHANGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("_op", "text not null"), ("_lsn", "pg_lsn not null"), ("_commit_lsn", "pg_lsn not null"),
+    ("_seq", "integer not null"), ("_commit_at", "timestamptz"), ("_txid", "bigint"),
+    ("_ingested_at", "timestamptz not null"))
+"""The changelog's change columns after the source's: (name, type and constraint)."""
+CHANGE_DEFAULTS = {"_ingested_at": "clock_timestamp()"}
+"""The change columns' own defaults (SQL)."""
+
+
+def column_defs(columns: list[ColumnInfo]) -> sql.Composed:
+    """``<name> <type>, ...`` of columns, for a CREATE TABLE."""
     # type_sql is format_type() output from the source catalog: a type name, not user input.
     return sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type_sql)) for c in columns)
 
 
-def create_landing_tables(conn: psycopg.Connection, info: TableInfo) -> None:
+def change_column_def(name: str, default: sql.Composable | None = None) -> sql.Composed:
+    """``<name> <type> [not null] [default ...]`` of a change column: ``default``, else its
+    own default (:data:`CHANGE_DEFAULTS`), else none."""
+    decl = dict(CHANGE_COLUMNS)[name]
+    if default is None and name in CHANGE_DEFAULTS:
+        default = sql.SQL(CHANGE_DEFAULTS[name])
+    tail = sql.SQL("") if default is None else sql.SQL(" default {}").format(default)
+    return sql.SQL("{} {}{}").format(sql.Identifier(name), sql.SQL(decl), tail)
+
+
+def changelog_unique(table: sql.Identifier) -> sql.Composed:
+    """The statement that adds a changelog's ``unique (_commit_lsn, _seq)``: a replayed change
+    never produces a second changelog row."""
+    return sql.SQL("alter table {} add unique (_commit_lsn, _seq)").format(table)
+
+
+def create_landing_tables(conn: psycopg.Connection, info: TableInfo,
+                          changelog: bool = True) -> None:
     """Create the mirror and changelog of a table if missing (in the caller's transaction).
 
-    The mirror has the table's primary key; a keyless table's mirror has none.
+    The mirror has the table's primary key; a keyless table's mirror has none. With
+    ``changelog=False`` only the mirror (a snapshot stages its changelog narrower:
+    :func:`ingestion.snapcopy.stage_tables`).
     """
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(info.source)))
     if info.key:
@@ -161,12 +190,12 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo) -> None:
     else:
         key = sql.SQL("")
     conn.execute(sql.SQL("create table if not exists {} ({}{})").format(
-        info.mirror, _coldefs(info.columns + info.retired), key))
-    conn.execute(sql.SQL(
-        "create table if not exists {} ({}, _op text not null, _lsn pg_lsn not null,"
-        " _commit_lsn pg_lsn not null, _seq integer not null, _commit_at timestamptz,"
-        " _txid bigint, _ingested_at timestamptz not null default clock_timestamp(),"
-        " unique (_commit_lsn, _seq))").format(info.changelog, _coldefs(info.columns)))
+        info.mirror, column_defs(info.columns + info.retired), key))
+    if changelog:
+        conn.execute(sql.SQL("create table if not exists {} ({}, {}, unique (_commit_lsn, _seq))"
+                             ).format(info.changelog, column_defs(info.columns),
+                                      sql.SQL(", ").join(change_column_def(name)
+                                                         for name, _ in CHANGE_COLUMNS)))
 
 
 def create_idempotency_index(conn: psycopg.Connection, info: TableInfo, column: str) -> None:

@@ -5,6 +5,7 @@ contract violations dead-lettered); killed with SIGKILL half-way (nothing left b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from ingestion import catch_up
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, table_rows
@@ -293,3 +295,59 @@ def test_log_and_status_report_the_same_snapshot_rate(pair: Pair, caplog) -> Non
                                      r.getMessage())))
     shown = status(pair.src, pair.land, pair.source)["snapshot"]["rows_per_s"]
     assert round(shown) == logged, (logged, shown)
+
+
+def _column_shapes(conn: psycopg.Connection, table: str) -> set[tuple]:
+    """(name, type, NOT NULL, default) of each column of ``table`` (a regclass text)."""
+    return set(conn.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,"
+        " pg_get_expr(d.adbin, d.adrelid) from pg_attribute a left join pg_attrdef d on"
+        " d.adrelid = a.attrelid and d.adnum = a.attnum where a.attrelid = %s::regclass"
+        " and a.attnum > 0 and not a.attisdropped", (table,)).fetchall())
+
+
+def test_snapshot_changelog_rows_are_as_narrow_as_the_mirrors(pair: Pair) -> None:
+    """A snapshot's changelog rows store the source's columns and ``_seq`` only: the change
+    columns that are the same for every snapshot row are held once in the catalog. They read
+    as before, the changelog has the landing DDL (names, types, NOT NULL, defaults, unique
+    key), and streamed rows carry their own values."""
+    from ingestion.tables import create_landing_tables, load_tables
+
+    pair.src_exec("create table t (id int primary key, n int, pad text)",
+                  "insert into t select g, g % 7, repeat('x', 40) from generate_series(1, 20000) g")
+    catch_up(pair.src, pair.land, pair.source)
+    table = f'cdc."{pair.source}__t"'
+    with psycopg.connect(pair.land) as conn:
+        missing = {r[0] for r in conn.execute(
+            "select attname from pg_attribute where attrelid = %s::regclass and atthasmissing",
+            (table,))}
+        sizes = conn.execute("select pg_relation_size(%s::regclass), pg_relation_size(%s)",
+                             (table, f'"{pair.source}".t')).fetchone()
+        snap = conn.execute(
+            f"select count(*), count(distinct _seq), min(_seq) > -2147483648, bool_and(_op = 'r'"
+            f" and _lsn = _commit_lsn and _txid is null and _ingested_at = _commit_at),"
+            f" count(distinct _commit_lsn), count(distinct _commit_at) from {table}").fetchone()
+        shape = _column_shapes(conn, table)
+        unique = conn.execute("select pg_get_indexdef(indexrelid) like '%%UNIQUE%%(_commit_lsn,"
+                              " _seq)' from pg_index where indrelid = %s::regclass",
+                              (table,)).fetchall()
+        info = load_tables(conn, pair.source)["t"]
+        conn.execute("create schema fresh")
+        create_landing_tables(conn, dataclasses.replace(info, source="fresh", name="t"))
+        want = _column_shapes(conn, "cdc.fresh__t")
+    assert missing == {"_op", "_lsn", "_commit_lsn", "_commit_at", "_ingested_at"}
+    assert sizes[0] <= sizes[1] * 1.05, f"changelog {sizes[0]} bytes, mirror {sizes[1]}"
+    assert snap == (20000, 20000, True, True, 1, 1)
+    assert shape == want, "the changelog's columns are the landing DDL's"
+    assert unique == [(True,)]
+    pair.src_exec("update t set n = -1 where id <= 3", "insert into t values (0, 0, 'new')")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
+    with psycopg.connect(pair.land) as conn:
+        streamed = conn.execute(
+            f"select _op, _txid is not null, _ingested_at > _commit_at, _lsn <> _commit_lsn"
+            f" or _seq > 0 from {table} where _op <> 'r' order by _commit_lsn, _seq").fetchall()
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute(f"insert into {table} (id, _op, _lsn, _commit_lsn, _seq) values"
+                         f" (1, null, '0/1', '0/1', 1)")
+    assert streamed == [("u", True, True, True)] * 3 + [("c", True, True, True)]
