@@ -146,9 +146,11 @@ def safe_value(t: Any, k: int, value: str) -> str:
 
 def logged(t: Any, valid: str, sign: str) -> str:
     """The change-log filter: ``valid`` (over the raw bounds) for rows passing the guard, the
-    slow path (counting rows whose bound raises, with ``sign``) for the others."""
-    return (f"(CASE WHEN {t.guard} THEN {valid} WHEN {function(t, 'bad')}({sign}{_args(t)}) "
-            f"THEN false ELSE {valid} END)")
+    slow path (counting rows whose bound raises, with ``sign``) for the others. ``valid`` is
+    written once (each copy is set up, and its clock subqueries locked and read, per statement):
+    evaluated when the guard holds or, after it, when the bound does not raise."""
+    return (f"(CASE WHEN (CASE WHEN {t.guard} THEN true ELSE {function(t, 'bad')}({sign}"
+            f"{_args(t)}) IS NOT TRUE END) THEN {valid} ELSE false END)")
 
 
 def _row_query(t: Any, select: str) -> str:

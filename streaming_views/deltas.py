@@ -34,7 +34,7 @@ from streaming_views import pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
-from streaming_views.expiry import log_filter
+from streaming_views.expiry import CLOCK_CTE, is_timed, log_filter
 from streaming_views.layers import is_live, transition
 from streaming_views.outer import delta as outer_delta
 
@@ -53,6 +53,12 @@ def log_name(cv: CompiledView, j: int) -> str:
 def log_table(cv: CompiledView, j: int) -> str:
     """The quoted change log of base table ``j``."""
     return f"{q(STATE_SCHEMA)}.{q(log_name(cv, j))}"
+
+
+def _into(cv: CompiledView, j: int) -> str:
+    """``INSERT INTO`` table ``j``'s log, after the clock's CTE for a temporal filter's timed
+    table (its filter reads the clock from it: see :func:`streaming_views.expiry.is_timed`)."""
+    return f"{CLOCK_CTE if is_timed(cv, j) else ''}INSERT INTO {log_table(cv, j)}"
 
 
 def log_ddl(cv: CompiledView) -> list[str]:
@@ -172,7 +178,7 @@ def log_batch(cv: CompiledView, j: int, event: str, marker: str = "false") -> st
     aggs = ", ".join(["array_agg(__tm_sign)",
                       *(f"array_agg(__x{k})" for k in range(len(table.columns)))])
     target = ", ".join(["__tm_tx", "__tm_sign", "__tm_first", *_batch_columns(cv, j)])
-    return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
+    return (f"{_into(cv, j)} ({target}) SELECT pg_current_xact_id(), "
             f"{BATCH_SIGN}, {marker}, {aggs} FROM ({' UNION ALL '.join(parts)}) AS __r "
             f"HAVING count(*) > 0 RETURNING cardinality(__tm_bs)")
 
@@ -184,8 +190,8 @@ def appending(cv: CompiledView, j: int, target: list[str], query: str,
     ``__tm_first`` fires the view's deferred apply) when the condition holds — no marker row of
     its own to write and delete."""
     if marker is None:
-        return f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) {query}"
-    return (f"INSERT INTO {log_table(cv, j)} ({', '.join([*target, '__tm_first'])}) "
+        return f"{_into(cv, j)} ({', '.join(target)}) {query}"
+    return (f"{_into(cv, j)} ({', '.join([*target, '__tm_first'])}) "
             f"SELECT *, {marker} AND row_number() OVER () = 1 FROM ({query}) AS __r")
 
 
@@ -212,6 +218,25 @@ IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uu
 PAIRED_ROWS = 64  # UPDATEs of at most this many rows have their unchanged rows left out
 
 
+# Types whose text (what _same compares for types outside IDENTICAL_BY_EQUALITY) reads no
+# session setting: no TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output, lc_*
+PRINTED_ALIKE = {"numeric", "text", "character varying", "character", "name"}
+
+
+def reads_settings(cv: CompiledView, j: int) -> bool:
+    """Whether the log triggers of table ``j`` evaluate an expression whose value can depend on
+    a session setting: a filter pushed from WHERE (or a temporal filter), a live view's SELECT,
+    or a column compared by its text (:func:`_same`) printed according to a setting (floats,
+    intervals, bytea, money, arrays, records...). When not, they copy and compare values only."""
+    if is_live(cv.resolved.tables[j]) or any(pushed_filter(cv, j, sign) is not None
+                                              for sign in ("1", "-1")):
+        return True
+    return not all(c.log_type in IDENTICAL_BY_EQUALITY
+                   or (not c.log_type.rstrip().endswith("]")
+                       and c.log_type.split("(", 1)[0].strip() in PRINTED_ALIKE)
+                   for c in cv.resolved.tables[j].columns)
+
+
 def _same(a: str, b: str, typ: str) -> str:
     """Condition: values ``a`` and ``b`` cannot be told apart by any expression. Equality is not
     enough for every type (1.0 = 1.00, '1 day' = '24 hours', -0 = 0, collations): those are
@@ -229,7 +254,8 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
     Old and new rows are paired by their position in the transition tables (PostgreSQL fills
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
     (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
-    ``single`` (the statement changed one row) the two rows are compared without numbering.
+    ``single`` the two rows are compared without numbering, and nothing is logged unless the
+    statement changed exactly one row (a one-time filter: no probe of its own before it).
     With ``marker``, the first row logged is the marker when the condition holds (see
     :func:`appending`; for ``single``, flagged in the pair's VALUES: no window function).
     """
@@ -262,9 +288,11 @@ def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
              + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok"
              f"{values.format(side='o', first=marker)}), (1, w.__tm_ok"
              f"{values.format(side='w', first=f'{marker} AND NOT o.__tm_ok')})) "
-             f"AS x(__s, __ok{names}) WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok")
+             f"AS x(__s, __ok{names}) WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok"
+             # single: nothing unless the statement changed exactly one row (a one-time filter)
+             + (" AND NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)" if single else ""))
     if flagged:
-        return f"INSERT INTO {log_table(cv, j)} ({', '.join(target)}) {query}"
+        return f"{_into(cv, j)} ({', '.join(target)}) {query}"
     return appending(cv, j, target, query, marker)
 
 
@@ -302,14 +330,16 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         cols = ", ".join(["__tm_tx", "__tm_sign", *(q(c.name) for c in
                                                     cv.resolved.tables[j].columns)])
         rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign IN (-1, 1)"
+        returned = cols  # only what is read (not the batch arrays a small delta has not)
         if batches and batchable(cv, j):  # set-returning functions in the SELECT list (one
             # ProjectSet, zipped element by element) cost less than ROWS FROM (unnest(...)),
             # which copies every column into a tuplestore first
             arrays = ", ".join(f"unnest(m.{c})" for c in _batch_columns(cv, j))
             rows += (f" UNION ALL SELECT m.__tm_tx, {arrays} FROM __m{j} AS m "
                      f"WHERE m.__tm_sign = {BATCH_SIGN}")
+            returned += ", " + ", ".join(_batch_columns(cv, j))
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
-                 f"WHERE __tm_tx = {tx} RETURNING *)",
+                 f"WHERE __tm_tx = {tx} RETURNING {returned})",
                  f"__l{j} AS ({rows})"]
     if batches and len(changed) == 1:  # a large delta of one table: grouped first
         grouped = pregroup.statement(cv, changed[0], ctes)

@@ -58,6 +58,10 @@ TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
 EPSILON = "interval '1 microsecond'"
 CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id)"
 LOCKED_CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id FOR KEY SHARE)"
+# A log statement of the timed table reads the clock (and locks it) once, when the first row
+# reaches the comparison: a CTE read on demand, instead of a locking subquery per comparison
+LOGGED_CLOCK = "(SELECT now FROM __tm_clock)"
+CLOCK_CTE = f"WITH __tm_clock AS MATERIALIZED {LOCKED_CLOCK} "
 INDEX_PREFIX = "tidemark_expiry__"
 
 RUNTIME_DDL = [
@@ -151,13 +155,21 @@ def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
 def log_filter(cv: Any, j: int, sign: str = "1") -> str | None:
     """For :func:`streaming_views.deltas.pushed_filter`: when base table ``j`` is the view's
     timed table, the condition its change-log triggers add — valid at the clock's time, the
-    clock read ``FOR KEY SHARE`` (see the module docstring); rows of the transition table of
+    clock read ``FOR KEY SHARE`` (see the module docstring) once per statement (from
+    :data:`CLOCK_CTE`, see :func:`is_timed`); rows of the transition table of
     ``sign`` (1: new, -1: old) whose bound cannot be computed are counted and left out."""
-    t = cv.analysis.temporal
-    if t is None or not _is_timed(t, cv.tables[j]):
+    if not is_timed(cv, j):
         return None
-    valid = valid_sql(t, LOCKED_CLOCK, safe=False)
+    t = cv.analysis.temporal
+    valid = valid_sql(t, LOGGED_CLOCK, safe=False)
     return valid if t.guard is None else logged(t, valid, sign)
+
+
+def is_timed(cv: Any, j: int) -> bool:
+    """Whether base table ``j`` is the view's timed table: its log statements filter with
+    :func:`log_filter`, reading the clock from the CTE :data:`CLOCK_CTE` they begin with."""
+    t = cv.analysis.temporal
+    return t is not None and _is_timed(t, cv.tables[j])
 
 
 def _is_timed(t: Temporal, table: Any) -> bool:

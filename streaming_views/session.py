@@ -31,10 +31,18 @@ PINNED: dict[str, str] = {
 }
 
 
-def set_clauses() -> str:
-    """The ``SET name = value ...`` clauses of a generated function's ``CREATE FUNCTION``."""
+# What a function needs pinned when none of its expressions depends on the value settings
+# (TimeZone, DateStyle, ..., lc_time): the names it resolves, the literals it parses.
+NAMES_ONLY = ("search_path", "standard_conforming_strings")
+
+
+def set_clauses(names: tuple[str, ...] | None = None) -> str:
+    """The ``SET name = value ...`` clauses of a generated function's ``CREATE FUNCTION``:
+    every pinned setting, or only ``names`` (PostgreSQL applies each clause on every call and
+    restores it on return: a log trigger whose expressions read no setting keeps
+    :data:`NAMES_ONLY`, see :func:`streaming_views.triggers.log_function`)."""
     return " ".join(f"SET {name} = {sql.Literal(value).as_string(None)}"
-                    for name, value in PINNED.items())
+                    for name, value in PINNED.items() if names is None or name in names)
 
 
 def pin(conn: psycopg.Connection) -> None:

@@ -33,7 +33,7 @@ from psycopg import sql
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
 from streaming_views.bounds import count_sql
-from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
@@ -49,11 +49,12 @@ from streaming_views.deltas import (
     log_update_paired,
     marker_row,
     masks,
+    reads_settings,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
-from streaming_views.session import set_clauses
+from streaming_views.session import NAMES_ONLY, set_clauses
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,12 @@ def function_name(cv: CompiledView, what: str) -> str:
     return f"{q(STATE_SCHEMA)}.{q(f'{cv.suffix}__{what}')}"
 
 
-def _function(name: str, returns: str, declare: str, body: str, settings: str = "") -> str:
+def _function(name: str, returns: str, declare: str, body: str, settings: str = "",
+              pinned: tuple[str, ...] | None = None) -> str:
     tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
     return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
-            f"{set_clauses()}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n{tail}\n"
-            f"END\n$tm$")
+            f"{set_clauses(pinned)}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n"
+            f"{tail}\nEND\n$tm$")
 
 
 def _token(cv: CompiledView, j: int | None = None) -> str:
@@ -139,18 +141,22 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     the transaction, the first row the statement logs is the transaction's marker (it fires the
     deferred apply at commit, see :func:`streaming_views.deltas.appending`): no row of its own.
 
-    Few PL/pgSQL expressions run per statement (each is set up again in every transaction):
-    whether the view is new in the transaction is tested where it is used, and only the
-    branches that can log more than :data:`BIG_DELTA` rows test the count for a large delta."""
+    Few statements and PL/pgSQL expressions run per statement (each is set up again in every
+    transaction): an UPDATE first runs the INSERT of one changed row, which logs nothing unless
+    the statement changed exactly one row (its own one-time test, no probe of its own); whether
+    the view is new in the transaction is tested where it is used, and only the branches that can
+    log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
+    expressions read no session setting (:func:`streaming_views.deltas.reads_settings`) pins
+    only :data:`streaming_views.session.NAMES_ONLY`."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
     first = _new_view(cv)
     count = "GET DIAGNOSTICS v_n = ROW_COUNT;"
     exact = f"{count}\n  {_noted_big(cv).rstrip()}"
+    single = event == "upd" and not live  # one row (the commonest UPDATE), tried first
     branches = []  # (condition, statement); the first whose condition holds runs
-    if event == "upd" and not live:  # one row (the commonest UPDATE): compared without a pairing
-        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)",
-                         f"{log_update_paired(cv, j, single=True, marker=first)};\n  {count}"))
+    if single:  # it logged nothing: no row changed, or more than one row
+        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event, first)} INTO v_n;\n"
@@ -163,17 +169,23 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     small = batchable(cv, j) and not live and event != "upd"
     plain = f"{log_insert(cv, j, event, marker=first)};\n  {count if small else exact}"
     body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+    if single:
+        body += (f"{log_update_paired(cv, j, single=True, marker=first)};\n{count}\n"
+                 "IF v_n = 0 THEN\n")
     if not branches:
         body += f"{plain}\n"
     else:
         body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}\n"
                         for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain}\nEND IF;\n"
+    if single:
+        body += "END IF;\n"
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
-                     "v_n bigint; v_p text; v_b text;", body)
+                     "v_n bigint; v_p text; v_b text;", body,
+                     pinned=None if reads_settings(cv, j) else NAMES_ONLY)
 
 
 def truncate_function(cv: CompiledView) -> str:
@@ -204,8 +216,9 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     transactions, until the next vacuum) instead of the transaction's index entries. It reads
     the transaction id from ``pg_current_xact_id()`` (stable: an index condition), not from a
     variable: the plan has no parameter."""
-    static = apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()").replace(
-        SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
+    head, _, tail = apply_statement(cv, changed, batches=False,
+                                    tx="pg_current_xact_id()").rpartition(" FROM __u")
+    static = f"{head} INTO v_zero, v_dirty FROM __u{tail}"  # the summary ends the statement
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"

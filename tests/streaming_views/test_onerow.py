@@ -1,0 +1,159 @@
+"""The one-row write's maintenance: the statements it runs, and exactness where they were cut.
+
+The statements a write runs in its triggers are counted with ``auto_explain`` (every nested
+statement's plan sent to the client as a NOTICE), not timed.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from streaming_views.expiry import tick
+from streaming_views.session import NAMES_ONLY, PINNED
+from tests.streaming_views.conftest import assert_equal, deploy_text
+
+LEFT = """select o.store_id, count(*) as n, sum(o.amount) as amount, count(p.id) as paid,
+       count(o.note) as notes, count(o.at) as dated
+from one.orders o left join one.payments p on p.order_id = o.id
+group by o.store_id"""
+FLOATS = "select f.k, count(*) as n, max(f.x) as x from one.floats f group by f.k"
+SLIDING = """select e.kind, count(*) as n, sum(e.amount) as amount from one.events e
+where e.amount > 0 and mz_now() >= e.ts and mz_now() < e.ts + interval '5 minutes'
+group by e.kind"""
+T0 = datetime(2031, 5, 1, 12, tzinfo=UTC)
+
+
+def _plans(conn: psycopg.Connection, statement: str) -> list[str]:
+    """The plans of every statement ``statement`` runs, its triggers' and its commit's."""
+    plans: list[str] = []
+
+    def keep(diag: psycopg.errors.Diagnostic) -> None:
+        plans.append(diag.message_primary or "")
+
+    conn.add_notice_handler(keep)
+    conn.execute("load 'auto_explain'")
+    conn.execute("set auto_explain.log_min_duration = 0; set auto_explain.log_level = notice;"
+                 "set auto_explain.log_nested_statements = on")
+    try:
+        conn.execute(statement)
+    finally:
+        conn.execute("reset auto_explain.log_min_duration")
+        conn.remove_notice_handler(keep)
+    return [p for p in plans if "plan:" in p]
+
+
+@pytest.fixture(scope="module")
+def orders(module_db: str, conn: psycopg.Connection) -> psycopg.Connection:
+    """``one.orders`` LEFT JOIN ``one.payments`` and the live view ``one_left`` over them."""
+    conn.execute("create schema one; create table one.orders (id int primary key, store_id int "
+                 "not null, amount numeric(10, 2) not null, note text, at timestamptz, "
+                 "other int); create table one.payments (id int primary key, order_id int)")
+    conn.execute("insert into one.orders select i, i % 4, i, 'n' || i, timestamptz "
+                 "'2030-01-01' + i * interval '1 hour', 0 from generate_series(1, 40) i")
+    conn.execute("insert into one.payments select i, i from generate_series(1, 40, 3) i")
+    deploy_text(module_db, "one_left", LEFT)
+    return conn
+
+
+def _proconfig(conn: psycopg.Connection, view: str, function: str) -> list[str]:
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (view,)).fetchone()[0]
+    row = conn.execute("select proconfig from pg_proc where proname = %s",
+                       (f"{suffix}__{function}",)).fetchone()
+    return sorted(s.split("=", 1)[0] for s in row[0])
+
+
+def test_a_one_row_update_runs_no_probe(orders: psycopg.Connection) -> None:
+    """A one-row UPDATE runs its own statement, the log INSERT (which tells one row from several
+    itself), the view's lock and the apply: no probe of the transition table before the log
+    INSERT. UPDATEs of several rows, of no row, and of no column the view reads stay exact."""
+    conn = orders
+    for _ in range(3):  # plans cached: what every commit runs
+        conn.execute("update one.orders set amount = amount + 1 where id = 7")
+    plans = _plans(conn, "update one.orders set amount = amount + 1 where id = 8")
+    # the UPDATE, the log INSERT, the view's lock, the apply
+    assert len(plans) == 4, [p[:160] for p in plans]
+    assert_equal(conn, "one_left", LEFT)
+    for update in ("update one.orders set amount = amount * 2 where id between 3 and 9",
+                   "update one.orders set amount = amount where id = 10",
+                   "update one.orders set other = 5 where id = 11",
+                   "update one.orders set amount = 1 where id < 0",
+                   "update one.orders set store_id = 3, note = null where id = 12",
+                   "update one.orders set at = null where id in (13, 14)"):
+        conn.execute(update)
+        assert_equal(conn, "one_left", LEFT)
+
+
+def test_log_functions_pin_only_the_settings_they_read(module_db: str,
+                                                      orders: psycopg.Connection) -> None:
+    """A log function that copies and compares values printed alike under every setting (int,
+    numeric, text, timestamptz...) pins only the names it resolves; one comparing floats by their
+    text keeps every pinned setting: a writer with ``extra_float_digits = -15`` still logs a
+    change in the last digit."""
+    conn = orders
+    conn.execute("create table one.floats (k int, x float8)")
+    conn.execute("insert into one.floats values (1, 1.0), (2, 2.0)")
+    deploy_text(module_db, "one_floats", FLOATS)
+    for event in ("ins", "upd", "del"):
+        assert _proconfig(conn, "one_left", f"l0_{event}") == sorted(NAMES_ONLY)
+        assert _proconfig(conn, "one_floats", f"l0_{event}") == sorted(PINNED)
+    assert _proconfig(conn, "one_left", "apply") == sorted([*PINNED, "enable_seqscan"])
+    with psycopg.connect(module_db, autocommit=True) as writer:
+        writer.execute("set extra_float_digits = -15; set TimeZone = 'America/St_Johns';"
+                       "set DateStyle = 'SQL, DMY'; set IntervalStyle = 'sql_standard';"
+                       "set search_path = public")
+        writer.execute("update one.floats set x = 1.0000000000000002 where k = 1")
+        writer.execute("update one.orders set at = at + interval '1 day', amount = 0.5 "
+                       "where id = 15")
+    assert_equal(conn, "one_floats", FLOATS)
+    assert conn.execute("select x::text from live.one_floats where k = 1").fetchone() == (
+        "1.0000000000000002",)
+    assert_equal(conn, "one_left", LEFT)
+
+
+def test_the_timed_table_log_reads_the_clock_once(module_db: str,
+                                                   orders: psycopg.Connection) -> None:
+    """A log statement of a temporal filter's timed table reads (and locks) the clock once, and
+    only when a row reaches the comparison: a write whose rows all fail the rest of the filter
+    leaves the clock unlocked, so a tick does not wait for it."""
+    conn = orders
+    conn.execute("create table one.events (id int primary key, kind text, amount int, "
+                 "ts timestamptz)")
+    deploy_text(module_db, "one_first", "select e.kind from one.events e")  # tidemark schema
+    tick(module_db, T0)
+    conn.cursor().executemany("insert into one.events values (%s, %s, %s, %s)",
+                              [(i, "ab"[i % 2], i % 5, T0 - timedelta(seconds=20 * i))
+                               for i in range(30)])
+    deploy_text(module_db, "one_sliding", SLIDING)
+    for _ in range(3):
+        conn.execute("update one.events set amount = amount + 1 where id = 3")
+    plans = _plans(conn, "update one.events set amount = amount + 1 where id = 4")
+    log = [p for p in plans if re.search(r"Insert on one_sliding_\w+__l0\b", p)]
+    assert len(log) == 1 and log[0].count("LockRows") == 1, log
+    assert_equal(conn, "one_sliding", SLIDING)
+    with psycopg.connect(module_db) as writer:
+        writer.execute("update one.events set amount = 0 where id = 5")  # fails amount > 0
+        writer.execute("update one.events set kind = 'c' where id = 30")  # no such row
+        with psycopg.connect(module_db, autocommit=True) as ticker:
+            ticker.execute("set lock_timeout = '2s'")
+            ticker.execute("select now from tidemark.live_clock for update")  # not blocked
+        writer.execute("update one.events set amount = 9 where id = 6")  # passes: locks it
+        with psycopg.connect(module_db, autocommit=True) as ticker:
+            ticker.execute("set lock_timeout = '100ms'")
+            try:
+                ticker.execute("select now from tidemark.live_clock for update")
+                blocked = False
+            except psycopg.errors.LockNotAvailable:
+                blocked = True
+        assert blocked
+        writer.commit()
+    for step in range(1, 6):
+        tick(module_db, T0 + timedelta(seconds=45 * step))
+        conn.execute("update one.events set amount = amount + 1, ts = ts + interval '10 "
+                     "seconds' where id = %s", (step,))
+        conn.execute("update one.events set amount = amount - 1 where id between 10 and 14")
+        assert_equal(conn, "one_sliding", SLIDING)
