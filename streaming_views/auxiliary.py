@@ -101,8 +101,7 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
     statement returns :data:`streaming_views.compiler.SUMMARY`.
     """
     if not cv.distinct_rules:
-        return with_upsert(ctes, cv.upsert_sql(cv.aggregate_select(flat, delta=True)),
-                           cv.has_recompute)
+        return with_upsert(ctes, cv.upsert_sql(cv.aggregate_select(flat, delta=True)))
     keys = [] if cv.analysis.is_global else cv.key_names()
     aux_keys = [q(n) for n, _ in _aux_keys(cv)]
     names = cv.flat_names()
@@ -129,7 +128,7 @@ def delta_statement(cv: CompiledView, flat: str, ctes: list[str]) -> str:
             cols += [expr if j == i else "NULL" for _, _, expr in pairs]
         branches.append(f"SELECT {', '.join(cols)} FROM __c{i}")
     upsert = cv.upsert_sql(cv.aggregate_select(" UNION ALL ".join(branches), delta=True))
-    return with_upsert(ctes, upsert, cv.has_recompute)
+    return with_upsert(ctes, upsert)
 
 
 # ------------------------------------------------------------------ base-table key indexes

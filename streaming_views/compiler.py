@@ -40,20 +40,18 @@ SIGN_MARK = "__tm_sign_mark"
 __all__ = ["LIVE_SCHEMA", "STATE_SCHEMA", "CompiledView", "Term", "compile_view", "describe",
            "q"]
 
-# What the statement applying a delta returns (at most one row, read INTO v_zero, v_dirty):
-# whether some group's count fell to zero (to be deleted) and, for a view with groups to
-# recompute, whether some group is marked (else the recompute statement is not run). Without
-# groups to recompute, a Limit over the upserted rows: no aggregate for every commit to set up.
+# What the statement applying a delta returns (one row): whether some group's count fell to
+# zero (to be deleted) and whether some group is marked for recompute (else the recompute
+# statement is not run).
 SUMMARY = ("SELECT coalesce(bool_or(__count = 0), false) AS __zero, "
            "coalesce(bool_or(__dirty), false) AS __dirty FROM __u")
-SUMMARY_ZERO = "SELECT true AS __zero, false AS __dirty FROM __u WHERE __count = 0 LIMIT 1"
 
 
-def with_upsert(ctes: list[str], upsert: str, dirty: bool = True) -> str:
+def with_upsert(ctes: list[str], upsert: str) -> str:
     """The statement of ``ctes`` then the state's ``upsert`` (as ``__u``), returning
-    :data:`SUMMARY`, or :data:`SUMMARY_ZERO` when no group can be marked (not ``dirty``)."""
+    :data:`SUMMARY`."""
     upserted = f"__u AS ({upsert} RETURNING s.__count, s.__dirty)"
-    return f"WITH {', '.join([*ctes, upserted])} {SUMMARY if dirty else SUMMARY_ZERO}"
+    return f"WITH {', '.join([*ctes, upserted])} {SUMMARY}"
 
 
 @dataclass(frozen=True)

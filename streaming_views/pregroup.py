@@ -141,4 +141,4 @@ def statement(cv: Any, j: int, ctes: list[str]) -> str | None:
     sums = [f"coalesce(sum({p}), '0'::{t})::{t}" for p, t in zip(partials, types, strict=True)]
     source = (f"SELECT {names}, {', '.join(sums)}, false, now() FROM ({rows}) AS __d "
               f"GROUP BY {names} ORDER BY {names}")
-    return with_upsert([*ctes, grouped], cv.upsert_sql(source), cv.has_recompute)
+    return with_upsert([*ctes, grouped], cv.upsert_sql(source))

@@ -33,7 +33,7 @@ from psycopg import sql
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
 from streaming_views.bounds import count_sql
-from streaming_views.compiler import STATE_SCHEMA, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
@@ -216,9 +216,8 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     transactions, until the next vacuum) instead of the transaction's index entries. It reads
     the transaction id from ``pg_current_xact_id()`` (stable: an index condition), not from a
     variable: the plan has no parameter."""
-    head, _, tail = apply_statement(cv, changed, batches=False,
-                                    tx="pg_current_xact_id()").rpartition(" FROM __u")
-    static = f"{head} INTO v_zero, v_dirty FROM __u{tail}"  # the summary ends the statement
+    static = apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()").replace(
+        SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
     return ("IF v_big THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
