@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 5f56d949fcaa550b, card_payments_recent 9849ecf5106b3138, daily_store_revenue 7be85ac5459217d3, late_deliveries_daily ac672acc12fea0a0, store_cancellation_rate c80731df4ca3b897, store_orders_last_5_minutes 3f99f6b9d3e1b35e, store_revenue_per_minute 026c29e7eae75b94)
+-- phase: catalog (one row per view: active_carts 499c9c3ed684b52a, card_payments_recent a307acacc597a521, daily_store_revenue 7054a4fc1ae25fab, late_deliveries_daily 3905bf5dd60555ac, store_cancellation_rate 648bf8f346659b44, store_orders_last_5_minutes 86b068e9a5c053cd, store_revenue_per_minute 9e894553e64a4660)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
