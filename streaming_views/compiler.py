@@ -40,17 +40,18 @@ SIGN_MARK = "__tm_sign_mark"
 __all__ = ["LIVE_SCHEMA", "STATE_SCHEMA", "CompiledView", "Term", "compile_view", "describe",
            "q"]
 
-# What the statement applying a delta returns (one row): whether some group's count fell to
-# zero (to be deleted) and whether some group is marked for recompute (else the recompute
-# statement is not run).
-SUMMARY = ("SELECT coalesce(bool_or(__count = 0), false) AS __zero, "
+# What the statement applying a delta returns (one row): the row ids of the groups whose count
+# fell to zero (NULL if none: they are deleted by id, so the state needs no index on __count
+# and a group's update is HOT, see streaming_views.triggers.state_ddl) and whether some group
+# is marked for recompute (else the recompute statement is not run).
+SUMMARY = ("SELECT array_agg(__tid) FILTER (WHERE __count = 0) AS __zero, "
            "coalesce(bool_or(__dirty), false) AS __dirty FROM __u")
 
 
 def with_upsert(ctes: list[str], upsert: str) -> str:
     """The statement of ``ctes`` then the state's ``upsert`` (as ``__u``), returning
     :data:`SUMMARY`."""
-    upserted = f"__u AS ({upsert} RETURNING s.__count, s.__dirty)"
+    upserted = f"__u AS ({upsert} RETURNING s.ctid AS __tid, s.__count, s.__dirty)"
     return f"WITH {', '.join([*ctes, upserted])} {SUMMARY}"
 
 

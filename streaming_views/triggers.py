@@ -317,8 +317,9 @@ def apply_body(cv: CompiledView) -> str:
             branch = "IF" if n == 0 else "ELSIF"
             body += f"{branch} v_m = {mask} THEN\n{_apply_changed(cv, changed)}"
         body += f"ELSE\n{clear_all}END IF;\n"
-    if not cv.analysis.is_global:  # partial index: only those
-        body += f"IF v_zero THEN\n  DELETE FROM {cv.state} WHERE __count = 0;\nEND IF;\n"
+    if not cv.analysis.is_global:  # by row id (the apply returned them; its row locks hold)
+        body += (f"IF v_zero IS NOT NULL THEN\n  DELETE FROM {cv.state} "
+                 f"WHERE ctid = ANY(v_zero) AND __count = 0;\nEND IF;\n")
     body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
         # partial index on __dirty: only marked groups; none marked (the apply's upsert
@@ -334,7 +335,7 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_m int; v_r text; v_p text; v_rest text; v_names text[]; v_big boolean; "
-                  "v_zero boolean; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS),
+                  "v_zero tid[]; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]
@@ -343,15 +344,19 @@ def functions(cv: CompiledView) -> Functions:
 
 def state_ddl(cv: CompiledView) -> list[str]:
     """CREATE TABLE of the state and its indexes (unique on the keys, NULLs equal), the
-    auxiliary tables and the change logs."""
+    auxiliary tables and the change logs.
+
+    No index reads ``__count`` (nor any other aggregate column): every commit updates its
+    groups' counts, and an update that changes no indexed column is HOT — no new index entries
+    in the keys index, the old version pruned in its page. Under 4 writers on 20 hot groups a
+    partial index ``(__count) WHERE __count = 0`` made every such update non-HOT (the state of
+    20 rows grew to 40 pages in 11,000 commits). Groups whose count fell to zero are deleted
+    by the row ids the apply returns (:data:`streaming_views.compiler.SUMMARY`)."""
     cols = ", ".join(f"{q(n)} {t}" for n, t in cv.state_columns())
     keys = ", ".join(q(n) for n, _ in cv.keys)
     stmts = [f"CREATE TABLE {cv.state} ({cols})",
              f"CREATE UNIQUE INDEX {q(cv.suffix + '__keys')} ON {cv.state} ({keys}) "
              f"NULLS NOT DISTINCT"]
-    if not cv.analysis.is_global:
-        stmts.append(f"CREATE INDEX {q(cv.suffix + '__zero')} ON {cv.state} (__count) "
-                     f"WHERE __count = 0")
     if cv.has_recompute:
         stmts.append(f"CREATE INDEX {q(cv.suffix + '__dirty')} ON {cv.state} (__dirty) "
                      f"WHERE __dirty")

@@ -127,3 +127,38 @@ def test_the_first_row_logged_is_the_marker(module_db: str, conn: psycopg.Connec
         conn.execute("update fr.child set qty = 0 where parent_id = 2")
     assert_equal(conn, "fr_view", FIRST)
     assert conn.execute(f"select count(*) from {log} where __tm_tx <> '0'").fetchone() == (0,)
+
+
+HOT = """select p.region, count(*) as n, sum(c.qty) as qty, max(c.qty) as top
+from hot.parent p join hot.child c on c.parent_id = p.id group by p.region"""
+
+
+def test_a_group_update_is_hot_and_empty_groups_go(module_db: str,
+                                                   conn: psycopg.Connection) -> None:
+    """A commit's update of its group changes no indexed column of the state, so it is HOT (no
+    index on ``__count``: under contention every commit updated a hot group non-HOT, each
+    version a new entry in the keys index); groups whose count falls to zero are still
+    deleted, by the row ids the apply returns (also in a statement that empties some groups
+    and changes others, and in a large one)."""
+    conn.execute("create schema hot; create table hot.parent (id int primary key, region text);"
+                 "create table hot.child (id int primary key, parent_id int, qty int)")
+    conn.execute("insert into hot.parent select i, 'r' || (i % 4) from generate_series(1, 8) i")
+    conn.execute("insert into hot.child select i, 1 + i % 8, i from generate_series(1, 40) i")
+    deploy_text(module_db, "hot_view", HOT)
+    suffix = conn.execute("select suffix from tidemark.views where name = 'hot_view'").fetchone()
+    state = f'tidemark_state."{suffix[0]}"'
+    counts = (f"select pg_stat_get_xact_tuples_updated('{state}'::regclass), "
+              f"pg_stat_get_xact_tuples_hot_updated('{state}'::regclass)")
+    with conn.transaction():  # SET CONSTRAINTS ... IMMEDIATE runs the apply now: its counts
+        conn.execute("insert into hot.child values (100, 1, 5)")
+        conn.execute("set constraints all immediate")
+        assert conn.execute(counts).fetchone() == (1, 1)
+    assert_equal(conn, "hot_view", HOT)
+    conn.execute("delete from hot.child where parent_id in (1, 5)")  # r1 empties
+    conn.execute("update hot.child set parent_id = 3 where parent_id in (2, 6)")  # r2 empties
+    assert conn.execute("select count(*) from live.hot_view").fetchone() == (2,)
+    assert_equal(conn, "hot_view", HOT)
+    conn.execute("insert into hot.child select i, 4, i from generate_series(1000, 3500) i")
+    conn.execute("delete from hot.child where parent_id in (4, 8)")  # large: planned afresh
+    assert conn.execute("select count(*) from live.hot_view").fetchone() == (1,)
+    assert_equal(conn, "hot_view", HOT)
