@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import free_port
-from tidemark.stack.dbt import DbtRunError, dbt_connection_env, dbt_env, environment, run_dbt
+from tidemark.stack.dbt import (
+    DbtRunError,
+    dbt_connection_env,
+    dbt_env,
+    dbt_executable,
+    environment,
+    installed_executable,
+    path_with_scripts,
+    run_dbt,
+)
+
+SCRIPTS = str(Path(sys.executable).parent)  # this environment's bin/, where pip put dbt
 
 
 def test_connection_env_from_url() -> None:
@@ -40,3 +53,31 @@ def test_failed_dbt_run_quotes_its_output(tmp_path: Path) -> None:
         run_dbt(["debug"], unreachable, tmp_path)
     assert "dbt debug failed" in str(info.value)
     assert str(tmp_path / "dbt.log") in str(info.value)
+
+
+def test_path_with_scripts_puts_the_environments_scripts_first() -> None:
+    path = path_with_scripts("/usr/bin:/bin")
+    assert path.split(os.pathsep) == [SCRIPTS, "/usr/bin", "/bin"]
+    assert path_with_scripts(path) == path
+    assert path_with_scripts("") == SCRIPTS
+
+
+def test_the_environments_dbt_is_found_without_it_on_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert installed_executable("dbt") == dbt_executable() == os.path.join(SCRIPTS, "dbt")
+    assert installed_executable("no-such-tool-for-tidemark") is None
+
+
+def test_definitions_load_when_the_environment_is_not_activated(tmp_path: Path) -> None:
+    """`.venv/bin/tidemark up` without activating the venv: dagster-dbt's resource and its
+    manifest parse ran `dbt` from PATH and stopped with "The dbt executable 'dbt' was not
+    found on PATH" (seen on a fresh clone)."""
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "TIDEMARK_HOME": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    code = ("from orchestration.definitions import defs; "
+            "print(defs.resources['dbt'].dbt_executable)")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == os.path.join(SCRIPTS, "dbt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -15,6 +16,7 @@ from tidemark.cli import status as status_cli
 from tidemark.cli import views as views_cli
 from tidemark.cli.output import fail
 from tidemark.errors import TidemarkError
+from tidemark.stack.dbt import path_with_scripts
 
 app = typer.Typer(
     name="tidemark",
@@ -40,6 +42,9 @@ def main() -> None:
     A :class:`TidemarkError` says what went wrong and what to do; anything else is unexpected:
     its traceback goes to a file whose path the message names.
     """
+    # As activating the environment would: `.venv/bin/tidemark up` runs without it, and the
+    # processes it starts run dbt and dagster-* from PATH.
+    os.environ["PATH"] = path_with_scripts(os.environ.get("PATH", ""))
     try:
         app()
     except TidemarkError as exc:

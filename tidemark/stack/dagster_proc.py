@@ -9,9 +9,7 @@ data is built), runs its own builds in process against the same instance, and st
 
 from __future__ import annotations
 
-import shutil
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +17,7 @@ from pathlib import Path
 
 from tidemark.errors import DagsterStartError
 from tidemark.settings import Settings
-from tidemark.stack.dbt import environment
+from tidemark.stack.dbt import environment, installed_executable
 from tidemark.stack.supervisor import Child, Supervisor
 
 CODE_LOCATION = "orchestration.definitions"
@@ -75,10 +73,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def _executable(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = installed_executable(name)
     if found is None:
         raise DagsterStartError(f"{name} is not installed in this environment; run "
                                 f"`pip install -e .` (it comes with dagster-webserver).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -77,6 +78,34 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def installed_executable(name: str) -> str | None:
+    """A console script of the environment Tidemark runs in, or None.
+
+    ``pip install`` puts the scripts beside the interpreter (a virtualenv's ``bin/``), which
+    need not be on PATH: ``.venv/bin/tidemark up`` runs without activating the environment.
+    That one when it exists, else the one on PATH.
+    """
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name)
+
+
+def path_with_scripts(path: str) -> str:
+    """``path`` (a PATH value) with this environment's scripts directory first, as activating
+    the environment would; unchanged when it is there already."""
+    scripts = str(Path(sys.executable).parent)
+    if scripts in path.split(os.pathsep):
+        return path
+    return os.pathsep.join([scripts, path]) if path else scripts
+
+
+def dbt_executable() -> str:
+    """The ``dbt`` of the environment Tidemark runs in (:func:`installed_executable`), else
+    ``dbt`` (whose absence dbt's callers report)."""
+    return installed_executable("dbt") or "dbt"
+
+
 def run_dbt(args: list[str], landing_url: str, work_dir: Path,
             vars: dict[str, str] | None = None, log: Path | None = None) -> None:
     """Run one dbt command in a child process (the ``dbt`` of this interpreter's environment).
@@ -91,9 +120,9 @@ def run_dbt(args: list[str], landing_url: str, work_dir: Path,
     Raises:
         DbtRunError: dbt exited non-zero; the message quotes the end of its output.
     """
-    dbt = Path(sys.executable).parent / "dbt"
+    dbt = dbt_executable()
     project = load_settings().dbt_project_dir
-    argv = [str(dbt), *args, "--project-dir", str(project), "--profiles-dir", str(project),
+    argv = [dbt, *args, "--project-dir", str(project), "--profiles-dir", str(project),
             "--no-use-colors"]
     if vars:
         argv += ["--vars", json.dumps(vars)]

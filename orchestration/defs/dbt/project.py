@@ -11,11 +11,13 @@ dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 from pathlib import Path
 
 from orchestration.defs.errors import DefinitionsError
 from tidemark.settings import load_settings
+from tidemark.stack.dbt import environment, path_with_scripts
 
 KEEP_INVOCATIONS = 20
 
@@ -57,8 +59,9 @@ def prepare_manifest(project=None) -> Path:
     # One parse at a time per target directory (a webserver and a daemon may load at once).
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            project.preparer.prepare(project)
+        try:  # dagster-dbt's preparer runs `dbt` from PATH
+            with environment({"PATH": path_with_scripts(os.environ.get("PATH", ""))}):
+                project.preparer.prepare(project)
         except Exception as exc:  # dbt's own error types vary by version
             raise DefinitionsError(
                 f"dbt parse of {project.project_dir} failed: {exc}. Run `dbt parse "

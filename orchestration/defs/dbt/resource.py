@@ -2,8 +2,9 @@
 
 dagster-dbt asks the dbt executable for its version (a ``dbt --version`` child process, ~3 s of
 CPU) once per run before the first dbt command, to tell dbt-core from dbt Fusion. The ``dbt``
-on this environment's path is the installed dbt-core, whose version the package metadata gives
-at once; an explicitly configured other executable is still asked.
+of this environment (:func:`tidemark.stack.dbt.dbt_executable`) is the installed dbt-core,
+whose version the package metadata gives at once; an explicitly configured other executable is
+still asked.
 """
 
 from functools import cached_property
@@ -13,13 +14,15 @@ from importlib.metadata import version as installed_version
 from dagster_dbt import DbtCliResource
 from packaging import version
 
+from tidemark.stack.dbt import dbt_executable
+
 
 class TidemarkDbtResource(DbtCliResource):
     """``DbtCliResource`` that reads the version of the installed dbt-core."""
 
     @cached_property
     def _cli_version(self) -> version.Version:
-        if self.dbt_executable == "dbt":
+        if self.dbt_executable in ("dbt", dbt_executable()):
             try:
                 return version.parse(installed_version("dbt-core"))
             except PackageNotFoundError:
