@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from orchestration.defs.errors import DefinitionsError
+from tidemark.session_env import unpinned
 from tidemark.settings import Settings, load_settings
 from tidemark.stack.dbt import dbt_connection_env, environment
 
@@ -90,7 +91,7 @@ class TidemarkResource(dg.ConfigurableResource):
         return target
 
     def mz_url(self) -> str:
-        """The Materialize URL.
+        """The Materialize URL, without Tidemark's PostgreSQL session settings.
 
         Raises:
             DefinitionsError: none is configured.
@@ -99,7 +100,7 @@ class TidemarkResource(dg.ConfigurableResource):
         if not url:
             raise DefinitionsError("the live-view target is materialize but no Materialize is "
                                    "configured: set TIDEMARK_MATERIALIZE_URL.")
-        return url
+        return unpinned(url)
 
     def lag_thresholds(self) -> tuple[float, float]:
         """(warn, error) ingestion lag in seconds (resource values, else the settings)."""

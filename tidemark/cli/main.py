@@ -16,6 +16,7 @@ from tidemark.cli import status as status_cli
 from tidemark.cli import views as views_cli
 from tidemark.cli.output import fail
 from tidemark.errors import TidemarkError
+from tidemark.session_env import pin_session_environment
 from tidemark.stack.dbt import path_with_scripts
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ def main() -> None:
     # As activating the environment would: `.venv/bin/tidemark up` runs without it, and the
     # processes it starts run dbt and dagster-* from PATH.
     os.environ["PATH"] = path_with_scripts(os.environ.get("PATH", ""))
+    pin_session_environment()  # the user's PGDATESTYLE, PGTZ, PGOPTIONS are not Tidemark's
     try:
         app()
     except TidemarkError as exc:

@@ -11,6 +11,7 @@ import typer
 
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.errors import TidemarkError
+from tidemark.session_env import unpinned
 from tidemark.settings import load_settings
 from tidemark.stack.databases import ensure_databases
 
@@ -37,14 +38,14 @@ def _reported() -> Iterator[None]:
 
 
 def _dsn(dsn: str | None, target: str = "embedded") -> str:
-    if dsn:
-        return dsn
     if target == "materialize":
-        url = load_settings().materialize_url
+        url = dsn or load_settings().materialize_url
         if not url:
             raise ViewsCommandError("--target materialize needs --dsn or "
                                     "TIDEMARK_MATERIALIZE_URL.")
-        return url
+        return unpinned(url)  # Materialize is not PostgreSQL: no pinned session settings
+    if dsn:
+        return dsn
     settings = load_settings()
     return ensure_databases(settings).landing
 

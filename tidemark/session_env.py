@@ -1,0 +1,75 @@
+"""The session settings of Tidemark's own PostgreSQL connections, pinned in libpq's environment.
+
+A user's shell or server may change how a session prints and reads values: ``PGDATESTYLE``,
+``PGTZ`` and ``PGOPTIONS`` in the environment, or ``ALTER DATABASE/ROLE ... SET`` on their
+server (``DateStyle = 'SQL, DMY'``, ``extra_float_digits = 0``, ``statement_timeout = '30s'``).
+Tidemark's sessions must not depend on them: a timestamp printed as ``03/12/2026 21:20 IST``
+cannot be parsed back, a float printed with fewer digits is a different value, a day boundary in
+another zone puts rows in another partition, and a timeout cuts a snapshot's ``COPY`` short.
+
+:func:`pin_session_environment` makes every libpq connection the process and its children open
+(psycopg 3, psycopg2's replication stream, dbt, ``psql``) start with :data:`SESSION_SETTINGS`:
+``PGOPTIONS`` carries them (startup options come before any database or role setting) and the
+variables libpq sends after them (``PGDATESTYLE``, ``PGTZ``, ``PGGEQO``) are removed. A URL
+that names its own ``options`` keeps them: libpq then ignores ``PGOPTIONS``. The ``tidemark``
+command and the Dagster code location call it when they start; a user's own sessions (``psql``
+in their shell) keep their settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+import psycopg.conninfo
+
+SESSION_SETTINGS: dict[str, str] = {
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "default_transaction_isolation": "read committed",
+    "default_transaction_read_only": "off",
+    "statement_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+}
+"""Every setting exists on PostgreSQL 10 and later (an unknown one would refuse the connection)."""
+
+AFTER_OPTIONS = ("PGDATESTYLE", "PGTZ", "PGGEQO")
+"""libpq variables sent as startup settings after ``PGOPTIONS``'s, so they would win."""
+
+
+def session_options() -> str:
+    """:data:`SESSION_SETTINGS` as a libpq ``options`` value (spaces escaped)."""
+    return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}"
+                    for name, value in SESSION_SETTINGS.items())
+
+
+def pin_session_environment(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """Pin the session settings of every libpq connection made with ``env`` (default: this process).
+
+    Args:
+        env: the environment to change.
+
+    Returns:
+        The variables that were set and are replaced or removed (names only: values may hold
+        anything).
+    """
+    env = os.environ if env is None else env
+    changed = [name for name in AFTER_OPTIONS if env.pop(name, None) is not None]
+    options = session_options()
+    if env.get("PGOPTIONS", options) != options:
+        changed.append("PGOPTIONS")
+    env["PGOPTIONS"] = options
+    return changed
+
+
+def unpinned(url: str) -> str:
+    """``url`` with its own ``options`` (or none), not :data:`SESSION_SETTINGS`.
+
+    For servers that are not PostgreSQL (Materialize accepts few of these settings).
+    """
+    return psycopg.conninfo.make_conninfo(
+        url, options=psycopg.conninfo.conninfo_to_dict(url).get("options") or "")
