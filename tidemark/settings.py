@@ -186,7 +186,7 @@ class Settings(BaseSettings):
 
     def embedded_url(self, database: str, user: str = ADMIN_USER) -> str:
         """Connection URL of a database on the embedded server."""
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
+        return embedded_server_url(self.port, database, user)
 
     def source_dsn(self) -> str:
         """Admin connection URL of the source database ("shop" when embedded)."""
@@ -241,6 +241,16 @@ def _explain(exc: ValidationError) -> str:
         problems.append(f"{name} {reason} (got {shown!r})")
     return ("; ".join(problems) + ". Fix or unset the variable (unset: the default is used; "
             "the README's Configuration section lists every setting).")
+
+
+def embedded_server_url(port: int, database: str, user: str = ADMIN_USER) -> str:
+    """URL of a database on an embedded server (127.0.0.1, no TLS).
+
+    ``sslmode=disable`` because the embedded server has no certificate: a ``PGSSLMODE=require``
+    in the user's shell (right for their cloud databases) would otherwise refuse every
+    connection to it.
+    """
+    return f"postgresql://{user}@127.0.0.1:{port}/{database}?sslmode=disable"
 
 
 def redact(url: str) -> str:

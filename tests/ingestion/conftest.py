@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ingestion.names import slot_name
 from tests.support import create_database
@@ -70,7 +71,7 @@ def pair(pg, request: pytest.FixtureRequest) -> Iterator[Pair]:
     yield p
     drop_slot(p.src, slot_name(source))
     for url in (p.src, p.land):
-        dbname = url.rsplit("/", 1)[1]
+        dbname = conninfo_to_dict(url)["dbname"]
         with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(
                 sql.Identifier(dbname)))

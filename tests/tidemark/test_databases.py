@@ -16,9 +16,9 @@ from tidemark.stack.embedded import EmbeddedServer
 def test_embedded_urls_use_least_privileged_roles(tmp_path: Path) -> None:
     dbs = locate_databases(Settings(home=tmp_path, port=50001, source_url=None, landing_url=None))
     assert dbs.server is not None
-    assert dbs.source_ingest == "postgresql://tidemark_ingest@127.0.0.1:50001/shop"
-    assert dbs.landing_app == "postgresql://tidemark_app@127.0.0.1:50001/tidemark"
-    assert dbs.reader == "postgresql://tidemark_reader@127.0.0.1:50001/tidemark"
+    assert dbs.source_ingest == "postgresql://tidemark_ingest@127.0.0.1:50001/shop?sslmode=disable"
+    assert dbs.landing_app == "postgresql://tidemark_app@127.0.0.1:50001/tidemark?sslmode=disable"
+    assert dbs.reader == "postgresql://tidemark_reader@127.0.0.1:50001/tidemark?sslmode=disable"
 
 
 def test_external_servers_are_used_and_nothing_is_started(pg: EmbeddedServer,

@@ -28,7 +28,10 @@ def test_connection_env_from_url() -> None:
     env = dbt_connection_env("postgresql://tidemark_app:s%40cret@db.example:6543/landing")
     assert env["TIDEMARK_DBT_HOST"] == "db.example" and env["TIDEMARK_DBT_PORT"] == "6543"
     assert env["TIDEMARK_DBT_PASSWORD"] == "s@cret" and env["TIDEMARK_DBT_DBNAME"] == "landing"
-    assert env["TIDEMARK_DBT_USER"] == "tidemark_app"
+    assert env["TIDEMARK_DBT_USER"] == "tidemark_app" and env["TIDEMARK_DBT_SSLMODE"] == ""
+    tls = dbt_connection_env("postgresql://u@db.example/landing?sslmode=verify-full")
+    assert tls["TIDEMARK_DBT_SSLMODE"] == "verify-full"
+    assert tls["TIDEMARK_DBT_DBNAME"] == "landing"
 
 
 def test_env_sends_target_and_logs_to_the_work_dir(tmp_path: Path) -> None:

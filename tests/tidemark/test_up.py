@@ -62,7 +62,7 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     try:
         assert wait_for(lambda: _psql_url(out) is not None, 240), out.read_text()
         url = _psql_url(out)
-        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark"
+        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark?sslmode=disable"
         with psycopg.connect(url) as conn:
             assert conn.execute("select current_user").fetchone()[0] == "tidemark_reader"
         seeded = _orders(source)

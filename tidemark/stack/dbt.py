@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tidemark.errors import TidemarkError
 from tidemark.settings import Settings, load_settings
@@ -30,13 +30,15 @@ def dbt_connection_env(landing_url: str) -> dict[str, str]:
     """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``.
 
     Args:
-        landing_url: ``postgresql://user[:password]@host:port/dbname``.
+        landing_url: ``postgresql://user[:password]@host:port/dbname[?sslmode=...]``.
 
     Returns:
-        Connection variables (the password only as the URL gives it), telemetry off.
+        Connection variables (the password only as the URL gives it; the URL's ``sslmode``,
+        else empty: libpq's ``PGSSLMODE`` or default), telemetry off.
     """
     parts = urlsplit(landing_url)
     return {
+        "TIDEMARK_DBT_SSLMODE": parse_qs(parts.query).get("sslmode", [""])[-1],
         "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
         "TIDEMARK_DBT_PORT": str(parts.port or 5432),
         "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),

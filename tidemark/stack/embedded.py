@@ -21,7 +21,7 @@ import psutil
 import psycopg
 
 from tidemark.errors import DatabaseNotRunningError, DatabaseStartError, PortInUseError
-from tidemark.settings import ADMIN_USER, Settings
+from tidemark.settings import ADMIN_USER, Settings, embedded_server_url
 
 SYSTEM_USER = "embedded_postgres"
 CRASH_GRACE_S = 15.0
@@ -143,7 +143,7 @@ class EmbeddedServer:
 
     def admin_url(self, database: str) -> str:
         """Superuser connection URL of ``database`` on this server."""
-        return f"postgresql://{ADMIN_USER}@127.0.0.1:{self.port}/{database}"
+        return embedded_server_url(self.port, database, ADMIN_USER)
 
     def status(self) -> ServerStatus:
         """Report whether the server runs, its pid, port and version."""
