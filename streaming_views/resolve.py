@@ -20,12 +20,13 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import conversions, nodetree, temporal, volatility
+from streaming_views import conversions, nodetree, refusals, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
 from streaming_views.errors import UnsupportedViewError
-from streaming_views.probes import Typed, describe, run_probe
+from streaming_views.probes import Typed, describe, result_columns, run_probe
 
+SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
 RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence",
             "c": "composite type", "i": "index", "I": "partitioned index"}
 CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
@@ -107,6 +108,11 @@ class _Resolver:
         from streaming_views import layers  # it extends TableInfo: imported once both exist
         infos = []
         for index, table in enumerate(self.an.tables):
+            if table.schema in SYSTEM_SCHEMAS:
+                raise self.refuse(f"system catalog {table.schema}.{table.name}", table.node,
+                                  "PostgreSQL fires no triggers on its catalogs, so no live view "
+                                  "can follow them.", "read your own tables; to watch catalog "
+                                  "state, query it when you read (it is always current).")
             row = self.conn.execute(
                 "select c.oid, c.relkind from pg_class c join pg_namespace n on "
                 "n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
@@ -196,6 +202,25 @@ class _Resolver:
         return text
 
     # -------------------------------------------------------------- checks
+    def check_columns(self, select_text: str, nodes: list[Any], what: str) -> None:
+        """Refuse, at the expression, two outputs of one name and a column of a pseudo-type
+        (``row(a, b)``: a live view stores typed columns) — which PostgreSQL reports only when
+        the view is created, without a position."""
+        columns = result_columns(self.conn, select_text)
+        for i, (name, pseudo) in enumerate(columns or ()):
+            node = nodes[i] if i < len(nodes) else None
+            if pseudo:
+                fields = ", ".join(deparse(a) for a in getattr(node, "args", None) or ())
+                rewrite = f"one column per field ({fields or '...'})"
+                if name.startswith("x"):  # an aggregate's argument
+                    rewrite = refusals.two_level_count(fields or "a, b")
+                raise self.refuse(f"{what} of type {pseudo}", node, "a live view keeps typed "
+                                  "columns; an anonymous row has no column type.", rewrite)
+            if what == "output column" and [n for n, _ in columns or ()][:i].count(name):
+                raise self.refuse(f"output column {name!r} twice", node, "every column of a "
+                                  "live view needs a unique name.", f"name it: "
+                                  f"{deparse(node)} AS {name}_2")
+
     def check_tree(self, tree: Any, *, final: bool) -> None:
         """Check every function the tree runs (see :mod:`streaming_views.volatility`)."""
         calls: list[tuple[int, bool, int | None]] = []  # (function, is a cast, argument type)
@@ -400,9 +425,11 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     r = _Resolver(conn, an)
     tables = r.relations()
     text = temporal.probe_text(an.view.text).rstrip().rstrip(";")
+    r.check_columns(text, [node for _, node in an.outputs], "output column")
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
     exprs = r.row_exprs()
     select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"
+    r.check_columns(f"SELECT {select}{r.from_where()}", [n for _, n in exprs], "expression")
     row_cols, row_tree = run_probe(conn, f"SELECT {select}{r.from_where()}", path=r.path,
                                 tree=True)
     types = {c.name: c for c in row_cols}
