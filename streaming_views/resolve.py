@@ -22,7 +22,15 @@ from psycopg import sql
 
 from streaming_views import conversions, nodetree, refusals, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
-from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
+from streaming_views.astutil import (
+    deparse,
+    line_col,
+    literal_offset,
+    location,
+    query_text,
+    substitute,
+    walk,
+)
 from streaming_views.errors import UnsupportedViewError
 from streaming_views.probes import Typed, describe, result_columns, run_probe
 
@@ -329,6 +337,7 @@ class _Resolver:
                 self._var(node, rtable, wanted)
         for oid, attnums in wanted.items():
             info = by_oid[oid]
+            self._refuse_virtual(info, attnums)
             rows = self.conn.execute(
                 "select a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, "
                 "a.atttypmod, case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' "
@@ -340,6 +349,27 @@ class _Resolver:
             info.columns = [Column(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), r[5],
                                    int(r[6]), conversions.base_type(self.conn, str(r[2])))
                             for r in rows]
+
+    def _refuse_virtual(self, info: TableInfo, attnums: set[int]) -> None:
+        """A virtual generated column (PostgreSQL 18) has no value in a trigger's transition
+        table: every write to the table would fail in the view's trigger ("unexpected virtual
+        generated column reference"). Its expression, written in the view, is the same value."""
+        row = self.conn.execute(
+            "select a.attname, pg_get_expr(d.adbin, d.adrelid) from pg_attribute a join "
+            "pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum where a.attrelid = %s"
+            " and a.attgenerated = 'v' and (a.attnum = any(%s) or 0 = any(%s)) order by a.attnum",
+            (info.oid, sorted(attnums), sorted(attnums))).fetchone()
+        if row is None:
+            return
+        name, expression = str(row[0]), str(row[1])
+        node = next((n for n in walk(self.an.roots()) if isinstance(n, ast.ColumnRef)
+                     and getattr(n.fields[-1], "sval", None) == name), None)
+        raise self.refuse(f"virtual generated column {info.schema}.{info.name}.{name}", node,
+                          "PostgreSQL computes it when it is read, and a trigger's transition "
+                          "table does not: every write to the table would fail in the view's "
+                          "trigger.", f"write its expression, {expression}, in its place (its "
+                          "columns qualified by the table's alias) — the same value — or make "
+                          "the column STORED.")
 
     def _var(self, var: dict[str, Any], rtable: list[Any], wanted: dict[int, set[int]]) -> None:
         index, attnum = int(var["varno"]), int(var["varattno"])
@@ -424,7 +454,7 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     """
     r = _Resolver(conn, an)
     tables = r.relations()
-    text = temporal.probe_text(an.view.text).rstrip().rstrip(";")
+    text = query_text(temporal.probe_text(an.view.text))
     r.check_columns(text, [node for _, node in an.outputs], "output column")
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
     exprs = r.row_exprs()
