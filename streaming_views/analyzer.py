@@ -402,7 +402,8 @@ def _check_expressions(stmt: ast.SelectStmt, chk: _Checker,
             name = node.op.name.removeprefix("SVFOP_").lower()
             raise chk.refuse(name, node, f"{name} is non-deterministic: its value changes "
                              "without any write to the base tables, so no trigger can keep "
-                             "the view equal to its query.", NOW_REWRITE)
+                             "the view equal to its query.",
+                             refusals.temporal_filter(stmt.whereClause, node) or NOW_REWRITE)
         if isinstance(node, ast.ColumnRef) and len(node.fields) > 2:
             raise chk.refuse(deparse(node), node, "three-part column names are not "
                              "supported.", "alias the table and write alias.column.")
@@ -426,9 +427,8 @@ def _check_function(node: ast.FuncCall, chk: _Checker, stmt: ast.SelectStmt) -> 
     if name in NON_DETERMINISTIC:
         reason = (f"{name}() is non-deterministic: its value changes without any write to the "
                   "base tables, so no trigger can keep the view equal to its query.")
-        raise chk.refuse(f"{name}()", node, reason,
-                         NOW_REWRITE if name in {"now", "transaction_timestamp",
-                                                 "statement_timestamp", "clock_timestamp"}
+        raise chk.refuse(f"{name}()", node, reason, (refusals.temporal_filter(
+            stmt.whereClause, node) or NOW_REWRITE) if name in refusals.CLOCKS
                          else "compute the value when you write the row, into a column.")
     if node.agg_order or node.agg_within_group:
         raise refusals.aggregate(node, name, chk.refuse, chk.top if stmt is chk.top else None,

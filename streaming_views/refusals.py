@@ -173,3 +173,57 @@ def statements(stmts: list[Any], text: str, path: str) -> str:
             f"{len(stmts)} statements (the second starts here). Rewrite: one view per file "
             "(<name>.sql each); keep only the SELECT in this one.")
 
+
+
+FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+CLOCKS = {"now", "transaction_timestamp", "statement_timestamp", "clock_timestamp"}
+
+
+def _is_clock(node: Any) -> bool:
+    if isinstance(node, ast.FuncCall):
+        return node.funcname[-1].sval.lower() in CLOCKS and not node.args
+    return isinstance(node, ast.SQLValueFunction) and \
+        node.op == enums.SQLValueFunctionOp.SVFOP_CURRENT_TIMESTAMP
+
+
+def _op(node: Any) -> str | None:
+    if isinstance(node, ast.A_Expr) and node.kind == enums.A_Expr_Kind.AEXPR_OP \
+            and len(node.name) == 1:
+        return node.name[0].sval
+    return None
+
+
+def _clock_side(node: Any) -> tuple[str, Any] | None:
+    """``now()`` -> ('', None); ``now() +/- x`` -> ('+'/'-', x); else None."""
+    if _is_clock(node):
+        return "", None
+    if _op(node) in {"+", "-"} and _is_clock(node.lexpr) and not any(
+            _is_clock(n) for n in walk(node.rexpr)):
+        return _op(node), node.rexpr
+    return None
+
+
+def temporal_filter(where: Any, clock: Any) -> str | None:
+    """The temporal filter equal to the comparison of WHERE that holds ``clock`` (``t.ts >
+    now() - interval '1 day'`` -> ``mz_now() < t.ts + interval '1 day'``), or None."""
+    for node in walk(where):
+        op = _op(node)
+        if op not in FLIP or not any(n is clock for n in walk(node)):
+            continue
+        for mine, other, flip in ((node.rexpr, node.lexpr, FLIP[op]),
+                                  (node.lexpr, node.rexpr, op)):
+            side = _clock_side(mine)
+            if side is None or any(_is_clock(n) for n in walk(other)):
+                continue
+            sign, shift = side
+            bound = other if shift is None else ast.A_Expr(
+                kind=enums.A_Expr_Kind.AEXPR_OP, name=(ast.String(sval="-" if sign == "+"
+                                                                  else "+"),),
+                lexpr=other, rexpr=shift)
+            cmp = ast.A_Expr(kind=enums.A_Expr_Kind.AEXPR_OP, name=(ast.String(sval=flip),),
+                             lexpr=ast.FuncCall(funcname=(ast.String(sval="mz_now"),)),
+                             rexpr=bound)
+            return (f"a temporal filter, the same rows as of the clock's last tick (at most "
+                    f"a second late) and maintained as time passes: write {deparse(cmp)} "
+                    f"instead of {deparse(node)}")
+    return None

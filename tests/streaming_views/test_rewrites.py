@@ -178,3 +178,28 @@ def test_second_statement_is_pointed_at(db: str) -> None:
     with pytest.raises(ViewFileError, match=r"two\.sql:3:1: a view file holds exactly one "
                        r"SELECT; found 2 statements \(the second starts here\)"):
         deploy_text(db, "two", "-- two\nselect t.id from rw.t t;\nselect t.g from rw.t t;\n")
+
+
+def test_now_in_a_comparison_is_refused_with_its_temporal_filter(db: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from streaming_views.expiry import tick
+    query = ("select t.g, count(*) as n from rw.t t where t.b and t.ts > now() - interval "
+             "'1 day' group by t.g")
+    err = _refusal(db, "recent", query)
+    assert (err.construct, err.column) == ("now()", 60), str(err)
+    bound = "mz_now() < t.ts + CAST('1 day' AS interval)"
+    assert f"write {bound} instead of t.ts > now() - CAST('1 day' AS interval)" in str(err)
+    at = datetime.now(UTC)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("update rw.t set ts = %s - id * interval '5 hours'", (at,))
+    deploy_text(db, "recent", query.replace("t.ts > now() - interval '1 day'", bound))
+    tick(db, at)
+    with psycopg.connect(db, autocommit=True) as conn:
+        at_query = query.replace("now()", f"'{at.isoformat()}'::timestamptz")
+        _same_rows(conn, at_query, "select * from live.recent")
+        later = at + timedelta(hours=6)
+        tick(db, later)
+        _same_rows(conn, at_query.replace(at.isoformat(), later.isoformat()),
+                   "select * from live.recent")
+        conn.execute(SETUP)
