@@ -31,7 +31,7 @@ from streaming_views.astutil import (
     substitute,
     walk,
 )
-from streaming_views.errors import UnsupportedViewError
+from streaming_views.errors import UnsupportedViewError, ViewFileError
 from streaming_views.probes import Typed, describe, result_columns, run_probe
 
 SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
@@ -457,6 +457,10 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     text = query_text(temporal.probe_text(an.view.text))
     r.check_columns(text, [node for _, node in an.outputs], "output column")
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
+    unknown = [k for k in an.view.keys if k not in {o.name for o in outputs}]
+    if unknown:
+        raise ViewFileError(f"{r.path}: @keys names {unknown[0]}, which is not a column of the "
+                            f"view (its columns: {', '.join(o.name for o in outputs)}).")
     exprs = r.row_exprs()
     select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"
     r.check_columns(f"SELECT {select}{r.from_where()}", [n for _, n in exprs], "expression")
