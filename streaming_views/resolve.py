@@ -130,17 +130,22 @@ class _Resolver:
             oid, relkind = int(row[0]), str(row[1])
             live = layers.live_table(self.conn, index, table, oid, relkind, self.refuse)
             if relkind not in {"r", "p"} and live is None:
-                self._refuse_relation(table, relkind)
+                self._refuse_relation(table, relkind, oid)
             infos.append(live or TableInfo(index, table.schema, table.name, oid, relkind,
                                            descendants=self._descendants(oid)))
         return infos
 
-    def _refuse_relation(self, table: TableRef, relkind: str) -> None:
+    def _refuse_relation(self, table: TableRef, relkind: str, oid: int) -> None:
         kind = RELKINDS.get(relkind, "relation that is not a table")
         name = f"{table.schema}.{table.name}"
         if relkind in {"v", "m"}:
+            body = self.conn.execute("select pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0]
+            body = " ".join(str(body or "").split()).rstrip(";")
             rewrite = (f"inline the query of {name} into this one (its FROM, joins and WHERE), "
-                       "so the live view reads base tables.")
+                       f"so the live view reads base tables: ({body}) AS {table.ref} is "
+                       + ("its query (what REFRESH would store)" if relkind == "m" else
+                          "the same rows") + " as a FROM subquery, which is maintained when "
+                       "it does not aggregate.")
         else:
             rewrite = None
         raise self.refuse(f"{name} is a {kind}", table.node, "a live view follows writes to "

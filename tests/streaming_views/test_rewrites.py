@@ -203,3 +203,20 @@ def test_now_in_a_comparison_is_refused_with_its_temporal_filter(db: str) -> Non
         _same_rows(conn, at_query.replace(at.isoformat(), later.isoformat()),
                    "select * from live.recent")
         conn.execute(SETUP)
+
+
+def test_a_view_in_from_is_refused_with_its_query_inlined(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("create or replace view rw.pv as select t.id, t.g, t.v from rw.t t "
+                     "where t.v > 1")
+    query = "select p.g, count(*) as n, sum(p.v) as sv from rw.pv p group by p.g"
+    err = _refusal(db, "inlined", query)
+    assert err.construct == "rw.pv is a view", str(err)
+    match = re.search(r"reads base tables: (\(.+\) AS p) is the same rows", str(err))
+    assert match, str(err)
+    assert deploy_text(db, "inlined", query.replace("rw.pv p", match.group(1))) == "created"
+    with psycopg.connect(db, autocommit=True) as conn:
+        for write in WRITES:
+            conn.execute(write)
+            _same_rows(conn, query, "select * from live.inlined")
+        conn.execute(SETUP)
