@@ -18,7 +18,12 @@ from pglast import ast
 
 from streaming_views.astutil import deparse, substitute, walk
 
-VIEW_PLACEHOLDER = "<name>"
+AGGREGATE_NAMES = {"count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every",
+                   "string_agg", "array_agg", "json_agg", "jsonb_agg", "json_object_agg",
+                   "jsonb_object_agg", "xmlagg", "stddev", "stddev_pop", "stddev_samp",
+                   "variance", "var_pop", "var_samp", "percentile_cont", "percentile_disc",
+                   "mode", "bit_and", "bit_or", "bit_xor", "corr", "covar_pop", "covar_samp",
+                   "regr_count", "any_value", "range_agg", "range_intersect_agg", "grouping"}
 
 
 def _keys(stmt: ast.SelectStmt) -> list[Any]:
@@ -65,14 +70,50 @@ class _Columns:
         self.items[text] = (unique, node)
 
     def swap(self, node: ast.Node) -> ast.Node | None:
-        if isinstance(node, ast.SubLink):
-            return None
-        entry = self.items.get(deparse(node)) if isinstance(
-            node, ast.ColumnRef | ast.FuncCall | ast.TypeCast | ast.A_Expr | ast.CaseExpr
-            | ast.CoalesceExpr) else None
+        entry = self.items.get(deparse(node)) if _is_expression(node) else None
         if entry is None:
             return None
         return ast.ColumnRef(fields=(ast.String(sval=entry[0]),))
+
+
+def _is_expression(node: Any) -> bool:
+    return isinstance(node, ast.Node) and not isinstance(
+        node, ast.SubLink | ast.String | ast.Integer | ast.Float | ast.Boolean | ast.SortBy
+        | ast.WindowDef | ast.ResTarget | ast.TypeName | ast.A_Star | ast.GroupingSet)
+
+
+def _computed_later(node: Any) -> bool:
+    """Whether ``node`` holds what only the whole set of rows gives: an aggregate or a window
+    function (``count(*)``, ``rank() over (...)``), or an output's alias."""
+    for n in walk(node):
+        if isinstance(n, ast.FuncCall) and (
+                n.over is not None or n.agg_star or n.agg_distinct or n.agg_order
+                or n.agg_filter is not None or n.agg_within_group
+                or n.funcname[-1].sval.lower() in AGGREGATE_NAMES):
+            return True
+    return False
+
+
+def _carry(nodes: Any, cols: _Columns, aliases: set[str], outputs: dict[str, Any]) -> None:
+    """Add to the row view the largest expressions of ``nodes`` over the rows alone (neither
+    an aggregate nor a window in them), so they are computed by the view under its pinned
+    session settings (``t.ts::date`` means the same for every reader)."""
+    if isinstance(nodes, list | tuple):
+        for node in nodes:
+            _carry(node, cols, aliases, outputs)
+        return
+    if not isinstance(nodes, ast.Node):
+        return
+    if _is_expression(nodes) and deparse(nodes) in cols.items:
+        return  # a group key
+    refs = [n for n in walk(nodes) if isinstance(n, ast.ColumnRef)
+            and not (len(n.fields) == 1 and _name_of(n) in aliases)]
+    if _is_expression(nodes) and refs and not _computed_later(nodes):
+        cols.add(nodes, outputs.get(deparse(nodes)) if not isinstance(nodes, ast.ColumnRef)
+                 else _name_of(nodes))
+        return
+    for name in type(nodes).__slots__:
+        _carry(getattr(nodes, name, None), cols, aliases, outputs)
 
 
 def split(stmt: ast.SelectStmt, name: str) -> tuple[str, str] | None:
@@ -90,15 +131,10 @@ def split(stmt: ast.SelectStmt, name: str) -> tuple[str, str] | None:
     outputs = {deparse(t.val): t.name or _name_of(t.val) for t in stmt.targetList}
     for key in _keys(stmt):
         cols.add(key, outputs.get(deparse(key)) or _name_of(key))
+    aliases = {t.name for t in stmt.targetList if t.name}
     later = [t.val for t in stmt.targetList] + [stmt.havingClause, stmt.sortClause,
                                                  stmt.distinctClause, stmt.windowClause]
-    skip_keys = {deparse(k) for k in _keys(stmt)}
-    for node in walk([n for n in later if n is not None],
-                     skip=lambda n: deparse(n) in skip_keys if isinstance(
-                         n, ast.ColumnRef | ast.FuncCall | ast.TypeCast | ast.A_Expr) else False):
-        if isinstance(node, ast.ColumnRef) and not (
-                len(node.fields) == 1 and _name_of(node) in {t.name for t in stmt.targetList}):
-            cols.add(node, _name_of(node))
+    _carry([n for n in later if n is not None], cols, aliases, outputs)
     rows = ast.SelectStmt(targetList=tuple(_target(v, n) for n, v in cols.items.values()),
                           fromClause=stmt.fromClause, whereClause=stmt.whereClause)
     read = _over_live(stmt, name)
