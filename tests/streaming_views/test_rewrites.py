@@ -137,6 +137,8 @@ def test_postgresql_errors_become_refusals_at_the_expression(db: str) -> None:
     assert "t.id AS id_2" in (err.rewrite or "")
     err = _refusal(db, "dup2", "select t.g, count(*) as g from rw.t t group by t.g")
     assert (err.line, err.column) == (1, 13) and "count(*) AS g_2" in str(err)
+    err = _refusal(db, "hidden", "select t.g as __count, count(*) as n from rw.t t group by t.g")
+    assert (err.column, err.rewrite) == (8, "name it: t.g AS count"), str(err)
     err = _refusal(db, "rec", "select t.id, row(t.h, t.v) as r from rw.t t")
     assert (err.line, err.column) == (1, 14), str(err)
     assert err.construct == "output column of type record" and "t.h, t.v" in str(err)
