@@ -14,10 +14,11 @@ from typing import Any
 import pglast
 from pglast import ast, enums
 
-from streaming_views import inline, raising, semijoin, twolevel
+from streaming_views import inline, raising, refusals, semijoin, twolevel
 from streaming_views import outer as outer_joins
 from streaming_views.astutil import deparse, keyword_offset, line_col, location, walk
 from streaming_views.errors import UnsupportedViewError, ViewFileError
+from streaming_views.readtime import rewrite_text
 from streaming_views.temporal import Temporal, extract, is_mz_now
 from streaming_views.viewfile import ViewFile
 
@@ -123,6 +124,12 @@ class _Checker:
 
     def __init__(self, view: ViewFile) -> None:
         self.view = view
+        self.top: ast.SelectStmt | None = None  # the outer query (rewrites split it)
+
+    def later(self, stmt: ast.SelectStmt, what: str, fallback: str, sort: bool = False) -> str:
+        """An equivalent rewrite computing ``what`` when the view is read (outer query only)."""
+        text = rewrite_text(stmt, self.view.name, what, sort) if stmt is self.top else None
+        return text or fallback
 
     def refuse(self, construct: str, node: Any, reason: str, rewrite: str | None = None,
                offset: int | None = None, keyword: str | None = None) -> UnsupportedViewError:
@@ -148,8 +155,7 @@ def parse_select(view: ViewFile) -> ast.SelectStmt:
         line, column = line_col(view.text, len(view.text[:exc.args[1]].encode("utf-8")))
         raise ViewFileError(f"{view.path}:{line}:{column}: syntax error: {exc.args[0]}") from None
     if len(stmts) != 1:
-        raise ViewFileError(f"{view.path}: a view file holds exactly one SELECT; found "
-                            f"{len(stmts)} statements.")
+        raise ViewFileError(refusals.statements(stmts, view.text, str(view.path)))
     stmt = stmts[0].stmt
     if not isinstance(stmt, ast.SelectStmt):
         raise _Checker(view).refuse(type(stmt).__name__, None,
@@ -167,6 +173,7 @@ def analyze(view: ViewFile) -> Analysis:
     """
     chk = _Checker(view)
     stmt = inline.rewrite(parse_select(view), chk.refuse)  # WITH, FROM subqueries
+    chk.top = stmt
     _check_statement_shape(stmt, chk)
     tables: list[TableRef] = []
     branches: list[Branch] = []
@@ -199,10 +206,6 @@ def analyze(view: ViewFile) -> Analysis:
     outputs = [(t.name, t.val) for t in stmt.targetList]
     aggs = _collect_aggs(stmt, chk)
     if stmt.distinctClause is not None:
-        if stmt.distinctClause and stmt.distinctClause[0] is not None:
-            raise chk.refuse("DISTINCT ON", stmt.distinctClause[0],
-                             "which row survives depends on ordering.",
-                             "use GROUP BY with min()/max() of the columns you want.")
         if aggs or stmt.groupClause:
             raise chk.refuse("DISTINCT with GROUP BY", None,
                              "an aggregate view has one row per group already.",
@@ -309,24 +312,30 @@ def _check_statement_shape(stmt: ast.SelectStmt, chk: _Checker) -> None:
         raise chk.refuse("WITH (common table expression)", stmt.withClause,
                          "the engine maintains one query block.",
                          "join the base tables directly in FROM.")
+    if stmt.distinctClause and stmt.distinctClause[0] is not None:
+        raise chk.refuse("DISTINCT ON", stmt.distinctClause[0],
+                         "which row survives depends on ordering.", chk.later(
+                             stmt, "DISTINCT ON", "use GROUP BY with min()/max() of the "
+                             "columns you want."))
     if stmt.sortClause:
         raise chk.refuse("ORDER BY", stmt.sortClause[0],
-                         "a view is a set of rows; order is not maintained.",
-                         "sort when you read: select ... from live.<name> order by ...")
+                         "a view is a set of rows; order is not maintained.", chk.later(
+                             stmt, "the ORDER BY", "sort when you read: select ... from "
+                             "live.<name> order by ...", sort=True))
     if stmt.limitCount is not None or stmt.limitOffset is not None:
         raise chk.refuse("LIMIT/OFFSET", None, "which rows are kept depends on ordering.",
-                         "apply LIMIT when you read: select ... from live.<name> limit n",
+                         chk.later(stmt, "the LIMIT", "apply LIMIT when you read: select ... "
+                                   "from live.<name> limit n", sort=True),
                          keyword="limit" if stmt.limitCount is not None else "offset")
     if stmt.lockingClause:
-        raise chk.refuse("FOR UPDATE/SHARE", stmt.lockingClause[0], "a view does not lock.",
-                         "remove the locking clause.")
+        raise refusals.locking(stmt, chk.view.text, chk.refuse)
     if stmt.intoClause is not None:
         raise chk.refuse("SELECT INTO", stmt.intoClause, "a view does not create tables.",
                          "remove INTO.")
     if stmt.windowClause:
         raise chk.refuse("WINDOW clause", stmt.windowClause[0],
                          "window functions have no incremental rule here.",
-                         "aggregate with GROUP BY instead.")
+                         chk.later(stmt, "the window", "aggregate with GROUP BY instead."))
     for target in stmt.targetList:
         if any(isinstance(n, ast.A_Star) for n in walk(target.val)):
             raise chk.refuse("SELECT *", target, "the view's columns must be explicit so a new "
@@ -372,17 +381,12 @@ def _collect_tables(item: Any, out: list[TableRef], chk: _Checker) -> None:
                              "alias the tables instead.")
         _collect_tables(item.larg, out, chk)
         _collect_tables(item.rarg, out, chk)
-    elif isinstance(item, ast.RangeSubselect):
+    elif isinstance(item, ast.RangeSubselect) and not item.lateral:
         raise chk.refuse("subquery in FROM", item, "only base tables are maintained.",
                          "join the base tables directly, or deploy the subquery as its own "
                          "view and read both.")
-    elif isinstance(item, ast.RangeFunction):
-        raise chk.refuse("function in FROM", item, "only base tables are maintained (so is "
-                         "a hopping window over generate_series: not on the embedded engine).",
-                         "join a table holding the values instead; for hopping windows, "
-                         "group by date_bin of the hop with a temporal filter in WHERE.")
     else:
-        raise chk.refuse(type(item).__name__, item, "not a base table.")
+        raise refusals.from_item(item, chk.refuse, chk.view.text)
 
 
 def _check_expressions(stmt: ast.SelectStmt, chk: _Checker,
@@ -390,57 +394,50 @@ def _check_expressions(stmt: ast.SelectStmt, chk: _Checker,
     roots: list[Any] = [t.val for t in stmt.targetList]
     roots += [stmt.whereClause, stmt.havingClause, *(stmt.groupClause or ())]
     roots += [i.quals for i in walk(stmt.fromClause) if isinstance(i, ast.JoinExpr)]
+    selected = {id(n) for t in stmt.targetList for n in walk(t.val)}
     for node in walk([r for r in roots if r is not None]):
         if isinstance(node, ast.SubLink) and id(node) not in allowed:
-            raise chk.refuse("subquery in an expression", node,
-                             "a subquery's result may change without a write to this view's "
-                             "tables in FROM.", "rewrite it as an inner JOIN.")
+            raise refusals.scalar_subquery(node, chk.refuse, id(node) in selected)
         if isinstance(node, ast.SQLValueFunction):
             name = node.op.name.removeprefix("SVFOP_").lower()
             raise chk.refuse(name, node, f"{name} is non-deterministic: its value changes "
                              "without any write to the base tables, so no trigger can keep "
-                             "the view equal to its query.", NOW_REWRITE)
+                             "the view equal to its query.",
+                             refusals.temporal_filter(stmt.whereClause, node) or NOW_REWRITE)
         if isinstance(node, ast.ColumnRef) and len(node.fields) > 2:
             raise chk.refuse(deparse(node), node, "three-part column names are not "
                              "supported.", "alias the table and write alias.column.")
         if isinstance(node, ast.GroupingSet | ast.GroupingFunc):
             raise chk.refuse("GROUPING SETS/ROLLUP/CUBE", node,
-                             "only plain GROUP BY is maintained.",
-                             "deploy one view per grouping.")
+                             "only plain GROUP BY is maintained.", chk.later(
+                                 stmt, "the grouping sets", "deploy one view per grouping."))
         if isinstance(node, ast.FuncCall):
-            _check_function(node, chk)
+            _check_function(node, chk, stmt)
 
 
-def _check_function(node: ast.FuncCall, chk: _Checker) -> None:
+def _check_function(node: ast.FuncCall, chk: _Checker, stmt: ast.SelectStmt) -> None:
     name = node.funcname[-1].sval.lower()
     if node.over is not None:
         raise chk.refuse(f"window function {name}() OVER", node,
-                         "window functions have no incremental rule here.",
-                         "aggregate with GROUP BY, or compute the window when you read.")
+                         "window functions have no incremental rule here.", chk.later(
+                             stmt, "the window", "aggregate with GROUP BY, or compute the "
+                             "window when you read."))
     if is_mz_now(node):
         return  # a temporal filter: checked by streaming_views.temporal.extract
     if name in NON_DETERMINISTIC:
         reason = (f"{name}() is non-deterministic: its value changes without any write to the "
                   "base tables, so no trigger can keep the view equal to its query.")
-        raise chk.refuse(f"{name}()", node, reason,
-                         NOW_REWRITE if name in {"now", "transaction_timestamp",
-                                                 "statement_timestamp", "clock_timestamp"}
+        raise chk.refuse(f"{name}()", node, reason, (refusals.temporal_filter(
+            stmt.whereClause, node) or NOW_REWRITE) if name in refusals.CLOCKS
                          else "compute the value when you write the row, into a column.")
     if node.agg_order or node.agg_within_group:
-        raise chk.refuse(f"{name}() with ORDER BY", node, "ordered aggregates are not "
-                         "maintained.", "drop the ORDER BY inside the aggregate.")
+        raise refusals.aggregate(node, name, chk.refuse, chk.top if stmt is chk.top else None,
+                                 chk.view.name)
 
 
 def _is_aggregate(node: ast.FuncCall) -> bool:
     names = [s.sval.lower() for s in node.funcname]
     return names[-1] in AGGREGATES and (len(names) == 1 or names[0] == "pg_catalog")
-
-
-KNOWN_AGGREGATES = {"string_agg", "array_agg", "json_agg", "jsonb_agg", "json_object_agg",
-                    "jsonb_object_agg", "xmlagg", "stddev", "stddev_pop", "stddev_samp",
-                    "variance", "var_pop", "var_samp", "percentile_cont", "percentile_disc",
-                    "mode", "every", "bit_and", "bit_or", "bit_xor", "corr", "covar_pop",
-                    "covar_samp", "regr_count", "any_value", "range_agg", "range_intersect_agg"}
 
 
 def _collect_aggs(stmt: ast.SelectStmt, chk: _Checker) -> list[AggCall]:
@@ -450,18 +447,16 @@ def _collect_aggs(stmt: ast.SelectStmt, chk: _Checker) -> list[AggCall]:
         if not isinstance(node, ast.FuncCall):
             continue
         name = node.funcname[-1].sval.lower()
-        if name in KNOWN_AGGREGATES:
-            raise chk.refuse(f"aggregate {name}()", node, "it has no incremental rule here "
-                             "(and order-dependent aggregates are not deterministic).",
-                             "use count, sum, avg, min, max, bool_and or bool_or.")
+        if name in refusals.KNOWN_AGGREGATES:
+            raise refusals.aggregate(node, name, chk.refuse,
+                                     chk.top if stmt is chk.top else None, chk.view.name)
         if not _is_aggregate(node):
             continue
         if node.agg_star and name != "count":
             raise chk.refuse(f"{name}(*)", node, "only count takes *.")
         arg = None if node.agg_star else node.args[0] if node.args else None
         if not node.agg_star and (not node.args or len(node.args) != 1):
-            raise chk.refuse(f"{name}() with {len(node.args or ())} arguments", node,
-                             "aggregates take one argument here.")
+            raise refusals.arguments(node, name, chk.refuse)
         if arg is not None and any(isinstance(n, ast.FuncCall) and _is_aggregate(n)
                                    for n in walk(arg)):
             raise chk.refuse("nested aggregate", node, "aggregates cannot be nested.")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pglast
 from pglast import ast
 from pglast.stream import RawStream
 from psycopg import sql
@@ -121,3 +122,16 @@ def line_col(text: str, offset: int | None) -> tuple[int | None, int | None]:
     line = prefix.count("\n") + 1
     column = len(prefix) - (prefix.rfind("\n") + 1) + 1
     return line, column
+
+
+def query_text(definition: str) -> str:
+    """The view file's SELECT without a trailing semicolon (nor the comments after it), ending
+    in a newline so that a trailing ``--`` comment cannot swallow what a caller appends (the
+    closing parenthesis of a subquery)."""
+    try:
+        stmt = pglast.parse_sql(definition)[0]
+    except pglast.parser.ParseError:
+        return definition.rstrip().rstrip(";") + "\n"
+    raw = definition.encode("utf-8")
+    end = stmt.stmt_location + stmt.stmt_len if stmt.stmt_len else len(raw)
+    return raw[:end].decode("utf-8").rstrip().rstrip(";") + "\n"

@@ -50,7 +50,7 @@ from streaming_views.bounds import (
     safe_value,
 )
 from streaming_views.bounds import functions as bound_functions
-from streaming_views.errors import DeployError, UnsupportedViewError
+from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.session import set_clauses
 from streaming_views.temporal import TEMPORAL_SCHEMA, Temporal
 
@@ -180,8 +180,15 @@ def _check_bounds(conn: psycopg.Connection, t: Temporal, path: str) -> None:
     """Refuse a bound that is not a timestamp, timestamptz or date."""
     for bound in t.bounds:
         expr = deparse(bound.expr)
-        cur = conn.execute(sql.SQL("select {} from {} as {} limit 0").format(
-            sql.SQL(expr), sql.Identifier(t.schema, t.name), sql.Identifier(t.ref)))
+        try:
+            with conn.transaction():
+                cur = conn.execute(sql.SQL("select {} from {} as {} limit 0").format(
+                    sql.SQL(expr), sql.Identifier(t.schema, t.name), sql.Identifier(t.ref)))
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ViewDefinitionError(f"{path}: the temporal filter's bound {expr} (mz_now() "
+                                      f"or @retention) over {t.schema}.{t.name}: {first}"
+                                      ) from None
         oid = cur.description[0].type_code if cur.description else 0
         if oid not in TIME_TYPES:
             raise UnsupportedViewError(

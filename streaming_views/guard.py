@@ -1,3 +1,4 @@
+# ruff: noqa: S608 -- fixed SQL of the engine's own event trigger functions; no user input.
 """The DDL guard: event triggers that keep live views honest when their base tables change.
 
 Installed by a superuser (event triggers need one): ``tidemark views deploy`` installs it when
@@ -7,6 +8,9 @@ or their partitions and inheritance children — the statement touched, and:
 
 * a partition created or attached, or a child added, gets the view's triggers; one detached
   loses them; when rows came or went with it, the view is rebuilt when the transaction commits;
+* a base table rewritten by ALTER TABLE (a stored generated column's ``SET EXPRESSION``, ``ALTER
+  COLUMN ... TYPE ... USING``), whose rows changed without firing a trigger, is rebuilt when
+  the transaction commits, unless the change breaks the view (below);
 * anything else that stops the view following its tables — a base table dropped, renamed or
   moved to another schema, a column the view reads renamed, dropped or retyped, its triggers
   dropped — marks the view broken: its maintenance functions and triggers are dropped (so
@@ -26,6 +30,7 @@ from streaming_views.runtime import GUARD_OFF
 from streaming_views.session import set_clauses
 
 DEPLOYING = GUARD_OFF
+REWRITTEN = "tidemark.live_rewritten"  # the tables ALTER rewrote in this transaction: ' oid '
 # Nothing to do before the first deploy, nor for the engine's own DDL.
 SKIP = f"""  if to_regclass('tidemark.views') is null
      or coalesce(current_setting('{DEPLOYING}', true), '') = 'on' then
@@ -48,21 +53,30 @@ end $f$"""
 
 
 GUARD_DDL = [
-    _event_function("live_ddl_end", "v_name text; v_problem text;", """
-    for v_name in
+    _event_function("live_ddl_end", "v record; v_problem text;", f"""
+    for v in
       with recursive touched(oid) as (
         select objid from pg_event_trigger_ddl_commands()
           where classid = 'pg_class'::regclass
         union select i.inhparent from pg_inherits i join touched t on t.oid = i.inhrelid)
-      select distinct w.name from tidemark.views w join touched t on t.oid = any(w.base_oids)
+      select distinct w.name, w.suffix, exists (
+          select 1 from unnest(w.base_oids) b, tidemark.live_family(b) f
+          where strpos(coalesce(current_setting('{REWRITTEN}', true), ''),
+                       ' ' || f::oid || ' ') > 0) as rewritten
+        from tidemark.views w join touched t on t.oid = any(w.base_oids)
         where w.target = 'embedded' and w.status = 'ok' order by 1
     loop
-      perform tidemark.live_sync(v_name);
-      v_problem := tidemark.live_problem(v_name, false);
+      perform tidemark.live_sync(v.name);
+      v_problem := tidemark.live_problem(v.name, false);
       if v_problem is not null then
-        perform tidemark.live_break(v_name, v_problem);
+        perform tidemark.live_break(v.name, v_problem);
+      elsif v.rewritten then  -- values changed with no trigger (SET EXPRESSION, TYPE ... USING)
+        perform tidemark.live_rebuild_at_commit(v.suffix, v.name);
       end if;
     end loop;"""),
+    _event_function("live_table_rewrite", "", f"""
+    perform set_config('{REWRITTEN}', coalesce(current_setting('{REWRITTEN}', true), '')
+                       || ' ' || pg_event_trigger_table_rewrite_oid() || ' ', true);"""),
     _event_function("live_sql_drop", "v record; v_problem text;", """
     for v in
       select w.name, w.suffix, bool_or(d.object_type = 'trigger') as triggers
@@ -90,6 +104,10 @@ GUARD_DDL = [
     create event trigger tidemark_live_sql_drop on sql_drop
       execute function tidemark.live_sql_drop();
   end if;
+  if not exists (select 1 from pg_event_trigger where evtname = 'tidemark_live_rewrite') then
+    create event trigger tidemark_live_rewrite on table_rewrite
+      execute function tidemark.live_table_rewrite();
+  end if;
 end $f$""",
 ]
 
@@ -101,11 +119,11 @@ def can_install(conn: psycopg.Connection) -> bool:
 
 
 def installed(conn: psycopg.Connection) -> bool:
-    """True when both event triggers of the guard exist and are enabled."""
+    """True when the event triggers of the guard exist and are enabled."""
     row = conn.execute("select count(*) from pg_event_trigger where evtname in "
-                       "('tidemark_live_ddl_end', 'tidemark_live_sql_drop') "
-                       "and evtenabled <> 'D'").fetchone()
-    return bool(row and row[0] == 2)
+                       "('tidemark_live_ddl_end', 'tidemark_live_sql_drop', "
+                       "'tidemark_live_rewrite') and evtenabled <> 'D'").fetchone()
+    return bool(row and row[0] == 3)
 
 
 def install_guard(conn: psycopg.Connection) -> None:

@@ -185,9 +185,11 @@ def plan(an: Analysis, resolved: Resolved, server_version: int) -> Plan:
     for out, (_, node) in zip(resolved.outputs, an.outputs, strict=True):
         if out.name.startswith("__") or out.name == "?column?" or sum(
                 o.name == out.name for o in resolved.outputs) > 1:
+            plain = out.name.lstrip("_") or "value"
             raise _refuse(an, f"output column {out.name!r}", node, "every column of a live view "
                           "needs a unique name (not starting with __).",
-                          "name it: <expression> AS <name>.")
+                          f"name it: {deparse(node)} AS "
+                          f"{plain if out.name.startswith('__') else '<name>'}")
     rules = plan_rules(an, resolved.types, server_version)
     keys = key_columns(an, resolved)
     outputs = [(o.name, o.type) for o in resolved.outputs]

@@ -94,3 +94,20 @@ def run_probe(conn: psycopg.Connection, select_text: str, *, path: str = "<view>
         raise ViewDefinitionError(_error(view_text, path, exc, PROBE_PREFIX)) from None
     return [Typed(str(n), str(t), c, int(o)) for n, t, o, c in rows], parsed
 
+
+
+def result_columns(conn: psycopg.Connection, select_text: str) -> list[tuple[str, str]] | None:
+    """(name, type name) of each column a SELECT returns, as a query (not a view: duplicate
+    names and record columns are allowed there); None when PostgreSQL rejects the query (the
+    probe then reports why)."""
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            query = f"select * from ({select_text}\n) as q limit 0"  # noqa: S608 -- the view's
+            cur.execute(query)  # type: ignore[arg-type]  # own SELECT, as the probes run it
+            oids = [c.type_code for c in cur.description or ()]
+            names = [c.name for c in cur.description or ()]
+            kinds = dict(cur.execute("select oid::int, case when typtype = 'p' then typname end"
+                                     " from pg_type where oid = any(%s)", (oids,)).fetchall())
+    except psycopg.Error:
+        return None
+    return [(n, kinds.get(o) or "") for n, o in zip(names, oids, strict=True)]

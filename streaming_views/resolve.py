@@ -20,12 +20,21 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import conversions, nodetree, temporal, volatility
+from streaming_views import conversions, nodetree, refusals, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
-from streaming_views.astutil import deparse, line_col, literal_offset, location, substitute, walk
-from streaming_views.errors import UnsupportedViewError
-from streaming_views.probes import Typed, describe, run_probe
+from streaming_views.astutil import (
+    deparse,
+    line_col,
+    literal_offset,
+    location,
+    query_text,
+    substitute,
+    walk,
+)
+from streaming_views.errors import UnsupportedViewError, ViewFileError
+from streaming_views.probes import Typed, describe, result_columns, run_probe
 
+SYSTEM_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
 RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence",
             "c": "composite type", "i": "index", "I": "partitioned index"}
 CLOCK_WORDS = {"now", "today", "tomorrow", "yesterday"}
@@ -107,6 +116,11 @@ class _Resolver:
         from streaming_views import layers  # it extends TableInfo: imported once both exist
         infos = []
         for index, table in enumerate(self.an.tables):
+            if table.schema in SYSTEM_SCHEMAS:
+                raise self.refuse(f"system catalog {table.schema}.{table.name}", table.node,
+                                  "PostgreSQL fires no triggers on its catalogs, so no live view "
+                                  "can follow them.", "read your own tables; to watch catalog "
+                                  "state, query it when you read (it is always current).")
             row = self.conn.execute(
                 "select c.oid, c.relkind from pg_class c join pg_namespace n on "
                 "n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
@@ -116,17 +130,22 @@ class _Resolver:
             oid, relkind = int(row[0]), str(row[1])
             live = layers.live_table(self.conn, index, table, oid, relkind, self.refuse)
             if relkind not in {"r", "p"} and live is None:
-                self._refuse_relation(table, relkind)
+                self._refuse_relation(table, relkind, oid)
             infos.append(live or TableInfo(index, table.schema, table.name, oid, relkind,
                                            descendants=self._descendants(oid)))
         return infos
 
-    def _refuse_relation(self, table: TableRef, relkind: str) -> None:
+    def _refuse_relation(self, table: TableRef, relkind: str, oid: int) -> None:
         kind = RELKINDS.get(relkind, "relation that is not a table")
         name = f"{table.schema}.{table.name}"
         if relkind in {"v", "m"}:
+            body = self.conn.execute("select pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0]
+            body = " ".join(str(body or "").split()).rstrip(";")
             rewrite = (f"inline the query of {name} into this one (its FROM, joins and WHERE), "
-                       "so the live view reads base tables.")
+                       f"so the live view reads base tables: ({body}) AS {table.ref} is "
+                       + ("its query (what REFRESH would store)" if relkind == "m" else
+                          "the same rows") + " as a FROM subquery, which is maintained when "
+                       "it does not aggregate.")
         else:
             rewrite = None
         raise self.refuse(f"{name} is a {kind}", table.node, "a live view follows writes to "
@@ -196,6 +215,25 @@ class _Resolver:
         return text
 
     # -------------------------------------------------------------- checks
+    def check_columns(self, select_text: str, nodes: list[Any], what: str) -> None:
+        """Refuse, at the expression, two outputs of one name and a column of a pseudo-type
+        (``row(a, b)``: a live view stores typed columns) — which PostgreSQL reports only when
+        the view is created, without a position."""
+        columns = result_columns(self.conn, select_text)
+        for i, (name, pseudo) in enumerate(columns or ()):
+            node = nodes[i] if i < len(nodes) else None
+            if pseudo:
+                fields = ", ".join(deparse(a) for a in getattr(node, "args", None) or ())
+                rewrite = f"one column per field ({fields or '...'})"
+                if name.startswith("x"):  # an aggregate's argument
+                    rewrite = refusals.two_level_count(fields or "a, b")
+                raise self.refuse(f"{what} of type {pseudo}", node, "a live view keeps typed "
+                                  "columns; an anonymous row has no column type.", rewrite)
+            if what == "output column" and [n for n, _ in columns or ()][:i].count(name):
+                raise self.refuse(f"output column {name!r} twice", node, "every column of a "
+                                  "live view needs a unique name.", f"name it: "
+                                  f"{deparse(node)} AS {name}_2")
+
     def check_tree(self, tree: Any, *, final: bool) -> None:
         """Check every function the tree runs (see :mod:`streaming_views.volatility`)."""
         calls: list[tuple[int, bool, int | None]] = []  # (function, is a cast, argument type)
@@ -304,6 +342,7 @@ class _Resolver:
                 self._var(node, rtable, wanted)
         for oid, attnums in wanted.items():
             info = by_oid[oid]
+            self._refuse_virtual(info, attnums)
             rows = self.conn.execute(
                 "select a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid, "
                 "a.atttypmod, case when a.attcollation <> 0 then quote_ident(n.nspname) || '.' "
@@ -315,6 +354,27 @@ class _Resolver:
             info.columns = [Column(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), r[5],
                                    int(r[6]), conversions.base_type(self.conn, str(r[2])))
                             for r in rows]
+
+    def _refuse_virtual(self, info: TableInfo, attnums: set[int]) -> None:
+        """A virtual generated column (PostgreSQL 18) has no value in a trigger's transition
+        table: every write to the table would fail in the view's trigger ("unexpected virtual
+        generated column reference"). Its expression, written in the view, is the same value."""
+        row = self.conn.execute(
+            "select a.attname, pg_get_expr(d.adbin, d.adrelid) from pg_attribute a join "
+            "pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum where a.attrelid = %s"
+            " and a.attgenerated = 'v' and (a.attnum = any(%s) or 0 = any(%s)) order by a.attnum",
+            (info.oid, sorted(attnums), sorted(attnums))).fetchone()
+        if row is None:
+            return
+        name, expression = str(row[0]), str(row[1])
+        node = next((n for n in walk(self.an.roots()) if isinstance(n, ast.ColumnRef)
+                     and getattr(n.fields[-1], "sval", None) == name), None)
+        raise self.refuse(f"virtual generated column {info.schema}.{info.name}.{name}", node,
+                          "PostgreSQL computes it when it is read, and a trigger's transition "
+                          "table does not: every write to the table would fail in the view's "
+                          "trigger.", f"write its expression, {expression}, in its place (its "
+                          "columns qualified by the table's alias) — the same value — or make "
+                          "the column STORED.")
 
     def _var(self, var: dict[str, Any], rtable: list[Any], wanted: dict[int, set[int]]) -> None:
         index, attnum = int(var["varno"]), int(var["varattno"])
@@ -399,10 +459,16 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     """
     r = _Resolver(conn, an)
     tables = r.relations()
-    text = temporal.probe_text(an.view.text).rstrip().rstrip(";")
+    text = query_text(temporal.probe_text(an.view.text))
+    r.check_columns(text, [node for _, node in an.outputs], "output column")
     outputs = describe(conn, text, path=r.path, view_text=an.view.text)
+    unknown = [k for k in an.view.keys if k not in {o.name for o in outputs}]
+    if unknown:
+        raise ViewFileError(f"{r.path}: @keys names {unknown[0]}, which is not a column of the "
+                            f"view (its columns: {', '.join(o.name for o in outputs)}).")
     exprs = r.row_exprs()
     select = ", ".join(f"{deparse(node)} AS {name}" for name, node in exprs) or "1 AS c"
+    r.check_columns(f"SELECT {select}{r.from_where()}", [n for _, n in exprs], "expression")
     row_cols, row_tree = run_probe(conn, f"SELECT {select}{r.from_where()}", path=r.path,
                                 tree=True)
     types = {c.name: c for c in row_cols}

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from streaming_views.astutil import query_text
 from streaming_views.catalog import read_catalog
 from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.errors import ViewNotFoundError
@@ -41,11 +42,6 @@ class VerifyResult:
     def ok(self) -> bool:
         """True when the live view equals its query and follows its base tables."""
         return not self.extra and not self.missing and self.problem is None
-
-
-def query_text(definition: str) -> str:
-    """The view file's SELECT without a trailing semicolon."""
-    return definition.strip().rstrip(";").strip()
 
 
 def diff_rows(conn: psycopg.Connection, name: str, definition: str,

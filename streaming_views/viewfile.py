@@ -140,5 +140,19 @@ def load_views(views_dir: Path | None = None) -> list[ViewFile]:
     directory = Path(views_dir) if views_dir is not None else DEFAULT_VIEWS_DIR
     if not directory.is_dir():
         raise ViewFileError(f"views directory {directory} does not exist; pass --views-dir.")
-    return [parse_view_text(p.stem, p.read_text(encoding="utf-8"), p)
-            for p in sorted(directory.glob("*.sql"))]
+    return [parse_view_text(p.stem, _read(p), p) for p in sorted(directory.glob("*.sql"))]
+
+
+def _read(path: Path) -> str:
+    """The text of view file ``path``; a directory or text that is not UTF-8 is refused."""
+    if not path.is_file():
+        raise ViewFileError(f"{path}: not a file; a view is one <name>.sql file holding its "
+                            "SELECT (rename or move this entry).")
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start].decode("utf-8", errors="replace")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        raise ViewFileError(f"{path}:{line}:{column}: the file is not UTF-8 (byte "
+                            f"0x{raw[exc.start]:02x}); save it as UTF-8.") from None

@@ -89,7 +89,8 @@ def test_without_guard_deploy_and_verify_detect(pg: EmbeddedServer, tmp_path: Pa
     grant_landing(admin)  # installs the guard (as the stack does): remove it for this test
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute("drop event trigger tidemark_live_ddl_end; "
-                  "drop event trigger tidemark_live_sql_drop")
+                  "drop event trigger tidemark_live_sql_drop; "
+                  "drop event trigger tidemark_live_rewrite")
     app = admin.replace("postgres@", "tidemark_app@", 1)
     with psycopg.connect(app, autocommit=True) as c:
         c.execute("create schema if not exists ng; drop table if exists ng.t; "
