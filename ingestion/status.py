@@ -85,25 +85,43 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
 
 
 def table_status(source_dsn: str, landing_dsn: str, source: str,
-                 tables: Sequence[tuple[str, str | None]]) -> dict[str, dict[str, Any]]:
+                 tables: Sequence[tuple[str, str | None]],
+                 measure_after_s: float | None = None) -> dict[str, dict[str, Any]]:
     """Where ingestion of each table stands (two short read-only connections).
+
+    Measuring ``pending_s`` reads ``max(loaded_at)`` of each mirror and the source rows newer
+    than it: without an index on ``loaded_at`` — the demo has none, a user's database may not —
+    both are scans of tables that grow with history, the source one in the user's database. They
+    run only when they can change a verdict: changes land in source commit order, so when the
+    last landed source commit is under ``measure_after_s`` old, every change committed before it
+    has landed and none has waited longer than that (a source transaction's own duration aside).
+    The running stack lands a heartbeat at least every ``TIDEMARK_HEARTBEAT_S`` on an idle
+    source, so a lag check with ``measure_after_s`` = its warning threshold scans nothing while
+    ingestion keeps up, and measures exactly once it falls behind or stops.
 
     Args:
         source_dsn: source URL that may SELECT the replicated tables (``public.<table>``).
         landing_dsn: landing URL.
         source: source name.
         tables: ``(table, loaded_at column or None)`` pairs.
+        measure_after_s: measure ``pending_s`` only when the last landed source commit is at
+            least this many seconds old (None: always).
 
     Returns:
         Table name -> ``lsn`` (newest applied commit LSN in its changelog, or None),
         ``dead_letters`` (not replayed), ``paused_reason`` (or None) and ``pending_s``: how
         long the oldest source change landing does not have yet has been waiting, judged by
-        the ``loaded_at`` column (None without one).
+        the ``loaded_at`` column (None without one, or when not measured).
     """
     out: dict[str, dict[str, Any]] = {}
     newest: dict[str, Any] = {}
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)
+        since = conn.execute(
+            "select extract(epoch from clock_timestamp() - last_commit_at)::float8"
+            " from tidemark.checkpoints where source = %s", (source,)).fetchone()
+        measure = (measure_after_s is None or since is None or since[0] is None
+                   or since[0] >= measure_after_s)
         dead = dict(conn.execute(
             "select table_name, count(*) from tidemark.dead_letters where source = %s and"
             " replayed_at is null group by table_name", (source,)).fetchall())
@@ -117,11 +135,13 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
                 lsn = conn.execute(sql.SQL("select max(_commit_lsn)::text from {}").format(
                     changelog)).fetchone()[0]
             mirror = sql.Identifier(source, name)
-            if loaded_at and _exists(conn, mirror):
+            if measure and loaded_at and _exists(conn, mirror):
                 newest[name] = conn.execute(sql.SQL("select max({}) from {}").format(
                     sql.Identifier(loaded_at), mirror)).fetchone()[0]
             out[name] = {"lsn": lsn, "dead_letters": int(dead.get(name, 0)),
                          "paused_reason": paused.get(name), "pending_s": None}
+    if not measure:
+        return out
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         for name, loaded_at in tables:
             table = sql.Identifier("public", name)

@@ -339,7 +339,7 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
     an = analyze(view)
     with conn.transaction():
         pin(conn)
-        guard = ensure_inputs(conn, an.temporal, str(view.path))
+        guard, window = ensure_inputs(conn, an.temporal, str(view.path))
         with temporal.bounds_in_where(an):
             resolved = resolve(conn, an)
         temporal.read_through_window(an)
@@ -352,7 +352,8 @@ def compile_view(conn: psycopg.Connection, view: ViewFile) -> CompiledView:
                       union_columns)
     if an.temporal is not None:  # rows whose bound cannot be computed: streaming_views.bounds
         an.temporal = dataclasses.replace(an.temporal, guard=guard, owner=cv.suffix,
-                                          columns=bounds.columns(an.temporal))
+                                          columns=bounds.columns(an.temporal),
+                                          window_range=window)
     outer.check_types(conn, cv)
     semijoin.check_not_in(conn, cv)
     return cv

@@ -211,28 +211,51 @@ def inline_window(from_sql: str, t: Temporal | None) -> str:
     if t is None:
         return from_sql
     rel = sql.Identifier(t.schema, t.name).as_string(None)
-    window = (f"(SELECT {q(t.ref)}.* FROM {rel} AS {q(t.ref)} WHERE {valid_sql(t, CLOCK)})")
+    ranged = f"{t.window_range} AND " if t.window_range else ""
+    window = (f"(SELECT {q(t.ref)}.* FROM {rel} AS {q(t.ref)} WHERE {ranged}"
+              f"{valid_sql(t, CLOCK)})")
     return from_sql.replace(window_marker(t), window)
 
 
-def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str) -> str | None:
+def window_range(conn: psycopg.Connection, t: Temporal) -> str | None:
+    """A condition on the bounds' columns every row valid at the clock's time meets: each
+    invertible bound (:class:`_Edge`) turned into a one-sided range of its column — an
+    ``until`` bound ``col + k`` gives ``col >= clock - k``, a ``from`` bound ``col - k`` gives
+    ``col <= clock + k``, each widened by the edge's slack. The window adds it to the exact
+    validity test, so a group's recompute or a join's read of the timed table takes the
+    expiry index to the rows near the window instead of reading the group's (or the join
+    key's) whole history; None when no bound is invertible."""
+    parts = []
+    for bound in t.bounds:
+        edge = _edge(conn, t, bound)
+        if edge is None:
+            continue
+        op, widen = (">=", "-") if bound.kind == "until" else ("<=", "+")
+        limit = _as_column(edge, f"{edge.inverse.format(CLOCK)} {widen} ({edge.slack})")
+        parts.append(f"{q(t.ref)}.{q(edge.column)} {op} {limit}")
+    return f"({' AND '.join(parts)})" if parts else None
+
+
+def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str
+                  ) -> tuple[str | None, str | None]:
     """Check the timed table and the bounds of ``temporal``; called by the compiler before it
     resolves the view. Returns the guard of rows whose bounds cannot raise
-    (:func:`streaming_views.bounds.guard_sql`), None without a temporal filter.
+    (:func:`streaming_views.bounds.guard_sql`) and the window's index range
+    (:func:`window_range`); (None, None) without a temporal filter.
 
     Raises:
         ViewDefinitionError: the timed table does not exist.
         UnsupportedViewError: a bound has a wrong type.
     """
     if temporal is None:
-        return None
+        return None, None
     rel = sql.Identifier(temporal.schema, temporal.name)
     if conn.execute("select to_regclass(%s)", (rel.as_string(None),)).fetchone()[0] is None:
         from streaming_views.errors import ViewDefinitionError
         raise ViewDefinitionError(f"{path}: relation {temporal.qualified} does not exist; "
                                   "load the source table first.")
     _check_bounds(conn, temporal, path)
-    return guard_sql(conn, temporal)
+    return guard_sql(conn, temporal), window_range(conn, temporal)
 
 
 @dataclass(frozen=True)

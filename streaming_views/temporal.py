@@ -74,6 +74,9 @@ class Temporal:
             set by the compiler; None: the bounds are used as they are.
         owner: the suffix of the view (its ``<suffix>__tm_*`` functions), set with ``guard``.
         columns: the timed table's columns the bounds read, set with ``guard``.
+        window_range: a condition on the bounds' columns that every row valid at the clock's
+            time meets (:func:`streaming_views.expiry.window_range`), set with ``guard``; the
+            window adds it so that its reads take the expiry index. None: no invertible bound.
     """
 
     schema: str
@@ -84,6 +87,7 @@ class Temporal:
     guard: str | None = None
     owner: str | None = None
     columns: tuple[str, ...] = ()
+    window_range: str | None = None
 
     @property
     def qualified(self) -> str:

@@ -113,3 +113,16 @@ def test_piped_tables_cut_nothing(columns: str | None) -> None:
     assert "…" not in out and out.count("z") == 90  # folded over several lines, none cut
     if columns is None:
         assert mart in out and "shop.deliveries" in out
+
+
+def test_table_cells_show_lists_as_a_person_reads_them() -> None:
+    """`tidemark status` printed reconciliation's drifting days as
+    `[datetime.date(2026, 12, 2)]` and finality's reconciled_by as `['daily_store_revenue']`."""
+    from datetime import date
+
+    from tidemark.cli.output import cell
+
+    assert cell([date(2026, 12, 2), date(2026, 12, 3)]) == "2026-12-02, 2026-12-03"
+    assert cell(["daily_store_revenue", "store_cancellation_rate"]) \
+        == "daily_store_revenue, store_cancellation_rate"
+    assert cell([]) == "-" and cell(None) == "" and cell(3) == "3"

@@ -31,8 +31,18 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+        table.add_row(*(Text(cell(v)) for v in row))
     console.print(table)
+
+
+def cell(value: Any) -> str:
+    """A value as a person reads it in a table: a list as its items joined by commas (``-``
+    when empty), never Python's repr (``[datetime.date(2026, 12, 2)]``, ``['a']``)."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(v) for v in value) or "-"
+    return str(value)
 
 
 def fail(message: str) -> None:

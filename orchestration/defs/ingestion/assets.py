@@ -52,10 +52,12 @@ def states(tidemark: TidemarkResource, keys: Iterable[dg.AssetKey] | None = None
         if wanted is None or table_key(spec.source, spec.name) in wanted:
             by_source.setdefault(spec.source, []).append(spec)
     urls = tidemark.urls()
+    warn_s = tidemark.lag_thresholds()[0]
     out: dict[dg.AssetKey, TableState] = {}
     for source, specs in by_source.items():
         source_dsn = source_urls(tidemark, source)[1]
-        for name, state in read_states(source_dsn, urls.landing, source, specs).items():
+        for name, state in read_states(source_dsn, urls.landing, source, specs,
+                                       warn_s).items():
             out[table_key(source, name)] = state
     return out
 

@@ -119,7 +119,8 @@ def source_urls(tidemark: Any, source: str) -> tuple[str, str, list[str] | None]
 
 
 def read_states(source_dsn: str, landing_dsn: str, source: str,
-                tables: list[TableSpec]) -> dict[str, TableState]:
+                tables: list[TableSpec], measure_after_s: float | None = None
+                ) -> dict[str, TableState]:
     """Read the state of ``tables`` of ``source`` (``ingestion.status``, read only).
 
     Args:
@@ -127,6 +128,8 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
         landing_dsn: landing URL.
         source: source name.
         tables: the tables to read.
+        measure_after_s: measure how long source changes have waited only when the last
+            landed source commit is at least this old (``ingestion.status.table_status``).
 
     Returns:
         Table name -> its state.
@@ -136,7 +139,7 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
 
     overall = status(source_dsn, landing_dsn, source)
     per_table = table_status(source_dsn, landing_dsn, source,
-                             [(t.name, t.loaded_at) for t in tables])
+                             [(t.name, t.loaded_at) for t in tables], measure_after_s)
     marks = {w["table"]: w for w in watermark_status(landing_dsn, source)}
     return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
                              t["pending_s"], overall, marks.get(name))

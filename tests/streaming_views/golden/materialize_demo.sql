@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 499c9c3ed684b52a, card_payments_recent a307acacc597a521, daily_store_revenue 7054a4fc1ae25fab, late_deliveries_daily 3905bf5dd60555ac, store_cancellation_rate 648bf8f346659b44, store_orders_last_5_minutes 86b068e9a5c053cd, store_revenue_per_minute 9e894553e64a4660)
+-- phase: catalog (one row per view: active_carts 2473239014c03f5d, card_payments_recent 3ea7dc33aa8fb203, daily_store_revenue 9cc9456ba692cbcd, late_deliveries_daily 938fccd6256155e5, store_cancellation_rate cab0a4005152dfc5, store_orders_last_5_minutes 8706d9eb1334e1ee, store_revenue_per_minute e22974b8a6005898)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
