@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from streaming_views import deploy, load_views, verify
 from tidemark.demo.load import run_load
@@ -21,7 +22,7 @@ def test_demo_views_follow_seed_and_load(module_db: str) -> None:
     with psycopg.connect(module_db) as conn:
         before = conn.execute("select sum(order_count) from live.daily_store_revenue").fetchone()
         assert before[0] == 300
-    load_dsn = module_db + "?options=-csearch_path%3Dshop"
+    load_dsn = make_conninfo(module_db, options="-csearch_path=shop")
     stats = run_load(load_dsn, rate=300, duration_s=3, seed=8)
     assert stats.transactions > 0
     failures = [v for v in verify(module_db) if not v.ok]

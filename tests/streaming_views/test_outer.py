@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from streaming_views.errors import UnsupportedViewError
 from tests.streaming_views.conftest import assert_equal, deploy_text
@@ -168,7 +169,7 @@ def test_demo_orders_left_join_payments_per_store_per_day(module_db: str,
                  end=datetime(2026, 3, 1, tzinfo=UTC), schema="shop")
     deploy_text(module_db, "orders_payments_daily", ACCEPTANCE)
     assert_equal(conn, "orders_payments_daily", ACCEPTANCE)
-    stats = run_load(module_db + "?options=-csearch_path%3Dshop", rate=300, duration_s=3,
+    stats = run_load(make_conninfo(module_db, options="-csearch_path=shop"), rate=300, duration_s=3,
                      seed=8)
     assert stats.transactions > 0
     assert_equal(conn, "orders_payments_daily", ACCEPTANCE)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tidemark.demo.schema import DEMO_TABLES
 from tidemark.demo.seed import SeedStats, seed_history
@@ -129,7 +130,7 @@ def test_seed_into_another_schema(fresh_db: Callable[[str], str],
             "select count(*) from pg_tables where schemaname = 'public'").fetchone()[0]
         orders = conn.execute('select count(*) from "ShopLand".orders').fetchone()[0]
     assert public_tables == 0 and orders == stats.rows["orders"] == 50
-    assert broken_rules(dsn + "?options=-csearch_path%3D%22ShopLand%22") == {}
+    assert broken_rules(make_conninfo(dsn, options='-csearch_path="ShopLand"')) == {}
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
