@@ -191,7 +191,16 @@ class RelationTracker:
         cols = self.columns([(c.name, c.type_oid, c.typmod) for c in rel.columns])
         key = self._key(rel, info)
         if info is None:
+            renamed = next((t for t in self.applier.tables.values() if t.source_oid == rel.oid),
+                           None)
             info = self.register(rel.oid, rel.namespace, rel.name, cols, key, lsn)
+            if renamed is not None:
+                self.recopy(info, lsn, f"it is {renamed.source_schema}.{renamed.source_table} "
+                            f"renamed, whose rows are in {renamed.qualified} (which stops "
+                            f"changing; drop it when you no longer need it), not yet in "
+                            f"{info.qualified}", "rename_table")
+        elif info.paused_reason is None and info.source_oid and rel.oid != info.source_oid:
+            self.recreated(info, rel.oid, lsn)
         elif info.paused_reason is None:
             info = self._follow(info, cols, key, lsn)
         if info.paused_reason is not None and [c.name for c in cols] != info.column_names:
@@ -301,6 +310,25 @@ class RelationTracker:
             write_changelog_rows(conn, shaped, valued, self.applier.txn,
                                  lsn or self.applier.txn.commit_lsn)
         return retired
+
+    def recopy(self, info: TableInfo, lsn: int | None, what: str, kind: str) -> None:
+        """Pause a table whose landing rows are not the source table's (``what`` says why) and
+        have the session resync it by itself: a fresh copy, then its kept changes."""
+        self.applier.flush(info)
+        info.auto_resync = True
+        self.resync_wanted.add(info.name)
+        self._pause(info, [], lsn, f"{what}; Tidemark copies the table again by itself, "
+                    f"nothing to do")
+        record_schema_change(self.applier.conn, self.source, info.name,
+                             lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
+                             "paused")
+
+    def recreated(self, info: TableInfo, oid: int, lsn: int | None) -> None:
+        """A table dropped and re-created on the source under the same name (now ``oid``):
+        copied again (:meth:`recopy`)."""
+        self.recopy(info, lsn, f"it was dropped and re-created on the source (relation OID "
+                    f"{info.source_oid} is now {oid}): the mirror holds the old table's rows",
+                    "recreate_table")
 
     def resync_failed(self, name: str, error: str) -> None:
         """An automatic resync could not run: say so in the pause reason, stop retrying."""

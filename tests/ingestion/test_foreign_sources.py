@@ -3,14 +3,22 @@ ingestion runs. Each test snapshots, streams, then compares mirror and changelog
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import psycopg
 from psycopg import sql
 
-from ingestion import catch_up
+from ingestion import catch_up, run
 from ingestion.names import changelog_table_name, landing_table_name
-from tests.ingestion.conftest import Pair, source_columns, table_rows
+from tests.ingestion.conftest import (
+    Pair,
+    assert_changelog_replays,
+    assert_mirror_equals,
+    source_columns,
+    table_rows,
+    wait_until,
+)
 
 LONG = "a" * 63
 LONG2 = "a" * 60 + "bbb"
@@ -31,9 +39,17 @@ def assert_lands(p: Pair, schema: str, table: str) -> None:
     assert logged == src, f"changelog of {schema}.{table}"
 
 
+def mirrored(p: Pair, table: str) -> bool:
+    """Whether the mirror of a public table exists and equals the source."""
+    try:
+        return table_rows(p.land, p.source, table) == table_rows(p.src, "public", table)
+    except psycopg.errors.UndefinedTable:
+        return False
+
+
 def test_long_names_keep_their_own_changelog_and_mirror(pair: Pair) -> None:
-    # Names PostgreSQL would cut to the same 63 bytes: before, both tables of a pair shared one
-    # changelog (snapshot rows of one lost, changes of both mixed), and two schema tables one mirror.
+    # Names PostgreSQL cuts to the same 63 bytes: before, both tables of a pair shared one
+    # changelog (snapshot rows of one lost, changes of both mixed); two schema tables one mirror.
     pair.src_exec("create schema sales",
                   *(f'create table {s}."{t}" ("{LONG}" int primary key, v text)'
                     for s in ("public", "sales") for t in (LONG, LONG2)),
@@ -48,3 +64,49 @@ def test_long_names_keep_their_own_changelog_and_mirror(pair: Pair) -> None:
     for schema in ("public", "sales"):
         for table in (LONG, LONG2):
             assert_lands(pair, schema, table)
+
+
+def test_table_dropped_and_recreated_is_copied_again(pair: Pair) -> None:
+    # Before: the old table's rows stayed in the mirror and the new table's rows written before
+    # its first streamed change were never copied.
+    pair.src_exec("create table t3 (id int primary key, v text)",
+                  "insert into t3 values (1, 'old'), (2, 'old')")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into t3 values (3, 'old')", "drop table t3",
+                  "create table t3 (id int primary key, v text, extra int)",
+                  "insert into t3 values (10, 'new', 1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into t3 values (11, 'new', 2)", "update t3 set v = 'upd' where id = 10")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t3")
+    assert_changelog_replays(pair, "t3", ["id"])
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select paused_reason from tidemark.replicated_tables where"
+                            " table_name = 't3'").fetchone()[0] is None
+        kinds = [r[0] for r in conn.execute("select change from tidemark.schema_history")]
+    assert "recreate_table" in kinds
+
+
+def test_table_renamed_while_streaming_is_copied_under_its_new_name(pair: Pair) -> None:
+    # The stream meets the new name first (no publication refresh in between): before, the
+    # table was registered empty and only changes after the rename reached it.
+    pair.src_exec("create table t2 (id int primary key, v text)",
+                  "insert into t2 values (1, 'a'), (2, 'b')")
+    catch_up(pair.src, pair.land, pair.source)
+    stop = threading.Event()
+    runner = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                              kwargs={"stop": stop, "refresh_s": 3600}, daemon=True)
+    runner.start()
+    try:
+        pair.src_exec("insert into t2 values (0, 'streamed')")  # the session is streaming
+        assert wait_until(lambda: mirrored(pair, "t2"), 60)
+        pair.src_exec("alter table t2 rename to t2_new", "insert into t2_new values (3, 'c')",
+                      "update t2_new set v = 'x' where id = 1")
+        assert wait_until(lambda: mirrored(pair, "t2_new"), 60)
+        pair.src_exec("delete from t2_new where id = 2")
+        assert wait_until(lambda: mirrored(pair, "t2_new"), 60)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert_mirror_equals(pair, "t2_new")
+    assert_changelog_replays(pair, "t2_new", ["id"])
