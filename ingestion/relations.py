@@ -34,6 +34,7 @@ from ingestion.tables import (
     create_idempotency_index,
     create_landing_tables,
     load_tables,
+    reserved_columns,
     retire_column,
     save_table,
     set_mirror_key,
@@ -136,6 +137,11 @@ class RelationTracker:
         """Create landing tables and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
+        self.applier.tables[name] = info
+        reserved = reserved_columns(info)
+        if reserved is not None:  # landing tables once renamed on the source, by a resync
+            self._pause(info, [], lsn, reserved)
+            return info
         create_landing_tables(self.applier.conn, info)
         contract = self.applier.contract_for(info)
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
@@ -150,8 +156,10 @@ class RelationTracker:
         self._versions[name] = (info.version, False)
         return info
 
-    def from_catalog(self, oid: int, namespace: str, table: str) -> TableInfo:
-        """The table as the source catalog shows it now (registering it if new)."""
+    def from_catalog(self, oid: int, namespace: str, table: str,
+                     lsn: int | None = None) -> TableInfo:
+        """The table as the source catalog shows it now (registering it if new, as of the
+        snapshot at ``lsn``)."""
         self.applier.begin()
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
@@ -159,7 +167,7 @@ class RelationTracker:
             cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(self.source_conn,
                                                                               oid)])
             info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
-                                 None)
+                                 lsn)
         return info
 
     # -- stream -----------------------------------------------------------------------------
@@ -226,6 +234,10 @@ class RelationTracker:
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
         blocking = [c for c in changes if not self._allowed(contract, c)]
+        reserved = reserved_columns(replace(info, columns=cols))
+        if reserved is not None:
+            self._pause(info, changes, lsn, reserved)
+            return info
         if blocking:
             first = blocking[0]
             self._pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"

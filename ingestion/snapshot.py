@@ -191,7 +191,7 @@ class SnapshotTask:
     lsn: int
     final: psycopg.Connection
     catalog: psycopg.Connection
-    register: Callable[[int, str, str], TableInfo]
+    register: Callable[[int, str, str, int], TableInfo]
     contract_for: Callable[[TableInfo], Any]
     contracts: Any = None
     known: set[str] = field(default_factory=set)
@@ -223,7 +223,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
     in_place: list[Job] = []
     for oid, namespace, table in tables:
         new = landing_table_name(namespace, table) not in task.known
-        info = task.register(oid, namespace, table)
+        info = task.register(oid, namespace, table, task.lsn)
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue
@@ -396,7 +396,7 @@ def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publica
     for oid, namespace, table in published_tables(src, publication):
         if only is not None and landing_table_name(namespace, table) not in only:
             continue
-        info = tracker.from_catalog(oid, namespace, table)
+        info = tracker.from_catalog(oid, namespace, table, lsn)
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue

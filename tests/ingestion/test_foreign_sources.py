@@ -9,7 +9,7 @@ from collections import Counter
 import psycopg
 from psycopg import sql
 
-from ingestion import catch_up, run
+from ingestion import catch_up, resync, run
 from ingestion.names import changelog_table_name, landing_table_name
 from tests.ingestion.conftest import (
     Pair,
@@ -110,3 +110,42 @@ def test_table_renamed_while_streaming_is_copied_under_its_new_name(pair: Pair) 
         runner.join(60)
     assert_mirror_equals(pair, "t2_new")
     assert_changelog_replays(pair, "t2_new", ["id"])
+
+
+def test_columns_named_like_landings_own(pair: Pair) -> None:
+    # Before: a column named _op failed the whole source for good ("column _op specified more
+    # than once"); a keyless table with a column _t, or any table with _last, failed every batch.
+    pair.src_exec("create table meta (id int primary key, _op text, _seq int, _txid bigint)",
+                  "insert into meta values (1, 'x', 1, 1)",
+                  "create table kl (_t text, _id int, _w int)",
+                  "alter table kl replica identity full",
+                  "insert into kl values ('a', 1, 1), ('a', 1, 1), ('b', 2, 2)",
+                  "create table st (id int primary key, _last bool, _origin text,"
+                  " _unchanged text, big text)",
+                  "alter table st alter column big set storage external",
+                  "insert into st values (1, true, 'o', 'u', repeat('x', 300000)),"
+                  " (2, false, 'p', 'v', 'small')")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into kl values ('a', 1, 1)",
+                  "delete from kl where ctid = (select min(ctid) from kl where _t = 'a')",
+                  "update kl set _w = 5 where _t = 'b'",
+                  "update st set _last = false, _origin = 'O' where id = 1",
+                  "update st set id = 3 where id = 2", "insert into meta values (2, 'y', 2, 2)")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "kl")
+    assert_changelog_replays(pair, "kl", None)
+    assert_mirror_equals(pair, "st")
+    assert_changelog_replays(pair, "st", ["id"])
+    with psycopg.connect(pair.land) as conn:
+        reason = conn.execute("select paused_reason from tidemark.replicated_tables where"
+                              " table_name = 'meta'").fetchone()[0]
+    assert "'_op', '_seq', '_txid'" in reason and "rename column \"_op\"" in reason
+    assert "LSN None" not in reason and "resync meta" in reason
+    pair.src_exec("alter table meta rename column _op to op",
+                  "alter table meta rename column _seq to seq",
+                  "alter table meta rename column _txid to txid")
+    resync(pair.src, pair.land, pair.source, "meta")
+    pair.src_exec("insert into meta values (3, 'z', 3, 3)")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "meta")
+    assert_changelog_replays(pair, "meta", ["id"])
