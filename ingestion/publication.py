@@ -239,6 +239,9 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             statement = sql.SQL("create publication {}").format(sql.Identifier(publication))
             if wanted:
                 statement = sql.SQL("{} for table {}").format(statement, _idents(wanted))
+            if source_capabilities(conn).generated_columns:
+                statement = sql.SQL("{} with (publish_generated_columns = stored)").format(
+                    statement)
             if not _run(conn, statement, report):
                 if must_exist:
                     raise SetupError(
@@ -250,6 +253,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             report.added = [t.qualified for t in wanted]
             report.published = [t.qualified for t in wanted]
             return report
+        _publish_generated(conn, publication, report)
         have = current[1]
         add = [t for t in wanted if t.oid not in have]
         wanted_oids = {t.oid for t in wanted}
@@ -266,6 +270,17 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
         now = _published(conn, publication)
         report.published = sorted(now[1].values()) if now else []
     return report
+
+
+def _publish_generated(conn: psycopg.Connection, publication: str,
+                       report: PublicationReport) -> None:
+    """Have a publication made before Tidemark asked for it send stored generated columns
+    (PostgreSQL 18+), as the snapshot copies them (:func:`ingestion.catalog.table_columns`)."""
+    if source_capabilities(conn).generated_columns and conn.execute(
+            "select pubgencols = 'n' from pg_publication where pubname = %s",
+            (publication,)).fetchone()[0]:
+        _run(conn, sql.SQL("alter publication {} set (publish_generated_columns = stored)"
+                           ).format(sql.Identifier(publication)), report)
 
 
 def _run(conn: psycopg.Connection, statement: sql.Composable, report: PublicationReport) -> bool:
