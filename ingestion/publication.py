@@ -12,12 +12,13 @@ them. Tables created later in a selected schema are added when the publication i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
+from ingestion.names import landing_table_name
 from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -68,6 +69,8 @@ class SourceTable:
         has_key: whether it has a primary key.
         has_identity_index: whether an index is marked as its replica identity.
         unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
+        clash: another selected table (``schema.table``) with the same landing table name
+            (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name.
     """
 
     oid: int
@@ -77,6 +80,7 @@ class SourceTable:
     has_key: bool
     has_identity_index: bool
     unlogged: bool
+    clash: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -84,9 +88,14 @@ class SourceTable:
         return f"{self.schema}.{self.name}"
 
     @property
+    def landing_name(self) -> str:
+        """Its landing table name (:func:`ingestion.names.landing_table_name`)."""
+        return landing_table_name(self.schema, self.name)
+
+    @property
     def publishable(self) -> bool:
         """Whether publishing the table leaves the source application's writes working."""
-        if self.unlogged:
+        if self.unlogged or self.clash:
             return False
         return self.identity == "f" or (self.identity == "d" and self.has_key) or (
             self.identity == "i" and self.has_identity_index)
@@ -94,6 +103,10 @@ class SourceTable:
     def advice(self) -> str:
         """Why the table is left out and the statement that makes it publishable."""
         ident = sql.Identifier(self.schema, self.name).as_string()
+        if self.clash:
+            return (f"{self.qualified} would land as {self.landing_name!r}, the landing "
+                    f"table of {self.clash}: rename one of them on the source, or leave one "
+                    f"out of the selection (--tables)")
         if self.unlogged:
             return (f"{self.qualified} is UNLOGGED, so PostgreSQL cannot replicate it: "
                     f"alter table {ident} set logged;")
@@ -160,7 +173,11 @@ def selected_tables(conn: psycopg.Connection, selection: Selection
         where = sql.SQL("n.nspname = any(%s)")
         params = (list(selection.schemas),)
     rows = conn.execute(sql.SQL(_CATALOG).format(where), params).fetchall()
-    tables = [SourceTable(*r) for r in rows]
+    tables, owners = [], {}
+    for row in rows:
+        table = SourceTable(*row)
+        owner = owners.setdefault(table.landing_name, table.qualified)
+        tables.append(table if owner == table.qualified else replace(table, clash=owner))
     found = {t.qualified for t in tables}
     missing = [t for t in (selection.tables or ()) if t not in found]
     return tables, missing
