@@ -208,6 +208,10 @@ class RelationTracker:
                             f"changing; drop it when you no longer need it), not yet in "
                             f"{info.qualified}", "rename_table")
         elif info.paused_reason is None and info.source_oid and rel.oid != info.source_oid:
+            if self._oid_now(rel) != rel.oid:  # the dropped table's, replayed from the cache
+                view = info.for_stream_shape([c.name for c in rel.columns])
+                self.by_oid[rel.oid] = view
+                return view
             self.recreated(info, rel.oid, lsn)
         elif info.paused_reason is None:
             info = self._follow(info, cols, key, lsn)
@@ -334,6 +338,11 @@ class RelationTracker:
         record_schema_change(self.applier.conn, self.source, info.name,
                              lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
                              "paused")
+
+    def _oid_now(self, rel: Relation) -> int | None:
+        """The OID the relation's name has on the source now (None: no such table)."""
+        return self.source_conn.execute("select to_regclass(%s)::oid::int", (
+            sql.Identifier(rel.namespace, rel.name).as_string(self.source_conn),)).fetchone()[0]
 
     def recreated(self, info: TableInfo, oid: int, lsn: int | None) -> None:
         """A table dropped and re-created on the source under the same name (now ``oid``):
