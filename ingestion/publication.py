@@ -131,6 +131,7 @@ class PublicationReport:
         managed: False when the publication was made by someone else for all tables or whole
             schemas; it is then used as it is.
         pending: changes the sync had no right to make (with the statements to run).
+        denied: PostgreSQL's message when it refused one, with the grant it needs.
     """
 
     publication: str
@@ -141,6 +142,7 @@ class PublicationReport:
     missing: list[str] = field(default_factory=list)
     managed: bool = True
     pending: list[str] = field(default_factory=list)
+    denied: str = ""
 
 
 _CATALOG = """
@@ -262,8 +264,8 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             if not _run(conn, statement, report):
                 if must_exist:
                     raise SetupError(
-                        f"Cannot create publication {publication!r} on the source: this role "
-                        f"does not own the tables. Run as their owner (or a superuser):\n  "
+                        f"Cannot create publication {publication!r} on the source: "
+                        f"{report.denied}. Run as the tables' owner (or a superuser):\n  "
                         f"{report.pending[-1]}\nor register the source with --admin-url of "
                         f"such a role.")
                 return report
@@ -305,8 +307,14 @@ def _run(conn: psycopg.Connection, statement: sql.Composable, report: Publicatio
     try:
         conn.execute(statement)
         return True
-    except psycopg.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege as exc:
         report.pending.append(statement.as_string(conn) + ";")
+        report.denied = exc.diag.message_primary or str(exc)
+        if "for database" in report.denied:  # CREATE PUBLICATION needs CREATE on the database
+            grant = sql.SQL("grant create on database {} to {}").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(conn.info.user))
+            report.denied += (f" (creating a publication needs CREATE on the database: "
+                              f"{grant.as_string(conn)};)")
         return False
 
 

@@ -12,6 +12,7 @@ what to do; a column added with a per-row default pauses it for an automatic res
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import replace
 from typing import Any
 
@@ -49,8 +50,8 @@ _BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
 
 
 def resync_hint(source: str, table: str) -> str:
-    """The command that rebuilds a paused table."""
-    return f"`tidemark ingest resync {table} --source {source}`"
+    """The command that rebuilds a paused table (the name quoted for the shell if needed)."""
+    return f"`tidemark ingest resync {shlex.quote(table)} --source {source}`"
 
 
 class RelationTracker:

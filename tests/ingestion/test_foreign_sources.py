@@ -7,9 +7,11 @@ import threading
 from collections import Counter
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from ingestion import catch_up, resync, run
+from ingestion.errors import SetupError
 from ingestion.names import changelog_table_name, landing_table_name, publication_name
 from ingestion.publication import Selection, sync_publication
 from tests.ingestion.conftest import (
@@ -200,3 +202,22 @@ def test_table_recreated_while_streaming_is_copied_once(pair: Pair) -> None:
         kinds = [r[0] for r in conn.execute("select change from tidemark.schema_history")]
     assert kinds.count("recreate_table") == 1
     assert_changelog_replays(pair, "t3", ["id"])
+
+
+def test_owner_without_create_on_database_is_told_the_grant(pair: Pair) -> None:
+    # The README's owner role owns the tables but not the database: creating the publication
+    # failed with "this role does not own the tables", which was not the cause.
+    owner = f"{pair.source}_owner"
+    pair.src_exec(f"drop role if exists {owner}", f"create role {owner} login",
+                  f"grant create on schema public to {owner}",
+                  f"set role {owner}", "create table owned (id int primary key)")
+    dbname = pair.src.rsplit("/", 1)[1]
+    url = pair.src.replace("//postgres@", f"//{owner}@")
+    try:
+        with pytest.raises(SetupError, match=rf'permission denied for database {dbname} \('
+                                             rf'creating a publication needs CREATE on the '
+                                             rf'database: grant create on database "{dbname}" '
+                                             rf'to "{owner}";\)'):
+            sync_publication(url, publication_name(pair.source), Selection.of(["public"]))
+    finally:
+        pair.src_exec(f"drop owned by {owner}", f"drop role {owner}")
