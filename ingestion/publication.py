@@ -69,6 +69,7 @@ class SourceTable:
         has_key: whether it has a primary key.
         has_identity_index: whether an index is marked as its replica identity.
         unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
+        has_columns: whether it has a column (``create table t ()`` has none: nothing to land).
         clash: another selected table (``schema.table``) with the same landing table name
             (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name.
     """
@@ -80,6 +81,7 @@ class SourceTable:
     has_key: bool
     has_identity_index: bool
     unlogged: bool
+    has_columns: bool = True
     clash: str | None = None
 
     @property
@@ -95,7 +97,7 @@ class SourceTable:
     @property
     def publishable(self) -> bool:
         """Whether publishing the table leaves the source application's writes working."""
-        if self.unlogged or self.clash:
+        if self.unlogged or self.clash or not self.has_columns:
             return False
         return self.identity == "f" or (self.identity == "d" and self.has_key) or (
             self.identity == "i" and self.has_identity_index)
@@ -107,6 +109,9 @@ class SourceTable:
             return (f"{self.qualified} would land as {self.landing_name!r}, the landing "
                     f"table of {self.clash}: rename one of them on the source, or leave one "
                     f"out of the selection (--tables)")
+        if not self.has_columns:
+            return (f"{self.qualified} has no columns: nothing to replicate (it is picked up "
+                    f"once it has one)")
         if self.unlogged:
             return (f"{self.qualified} is UNLOGGED, so PostgreSQL cannot replicate it: "
                     f"alter table {ident} set logged;")
@@ -149,7 +154,8 @@ _CATALOG = """
     select c.oid::int, n.nspname, c.relname, c.relreplident::text,
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident),
-        c.relpersistence = 'u'
+        c.relpersistence = 'u', exists (select 1 from pg_attribute a where a.attrelid = c.oid
+            and a.attnum > 0 and not a.attisdropped)
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.relkind = 'r' and c.relpersistence <> 't' and {}
     order by n.nspname, c.relname

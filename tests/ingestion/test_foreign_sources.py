@@ -221,3 +221,17 @@ def test_owner_without_create_on_database_is_told_the_grant(pair: Pair) -> None:
             sync_publication(url, publication_name(pair.source), Selection.of(["public"]))
     finally:
         pair.src_exec(f"drop owned by {owner}", f"drop role {owner}")
+
+
+def test_table_without_columns_waits_for_one(pair: Pair) -> None:
+    # create table t () with REPLICA IDENTITY FULL was published: its landing DDL was a syntax
+    # error that stopped the whole source for good.
+    pair.src_exec("create table empty ()", "alter table empty replica identity full",
+                  "insert into empty default values", "create table other (id int primary key)",
+                  "insert into other values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into other values (2)", "alter table empty add column n int",
+                  "insert into empty values (5)")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "other")
+    assert_mirror_equals(pair, "empty")
