@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
@@ -57,10 +58,22 @@ from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
-# Text forms every PostgreSQL reads back exactly, whatever the source's defaults are.
-SESSION_SETTINGS = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
-                    "set extra_float_digits = 3", "set bytea_output = 'hex'",
-                    "set timezone = 'UTC'")
+TEXT_FORMS = {"datestyle": "ISO", "intervalstyle": "postgres", "extra_float_digits": "3",
+              "bytea_output": "hex", "timezone": "UTC"}
+"""Settings under which values print in text forms every PostgreSQL reads back exactly,
+whatever the source's defaults are (a ``datestyle`` of ``SQL, DMY`` prints ``03/12/2026``)."""
+SESSION_SETTINGS = tuple(f"set {name} = '{value}'" for name, value in TEXT_FORMS.items())
+
+
+def text_form_dsn(dsn: str) -> str:
+    """``dsn`` with :data:`TEXT_FORMS` as startup options: every session on it, the walsender
+    that decodes the stream too, prints values in those forms."""
+    params = conninfo_to_dict(dsn)
+    forms = " ".join(f"-c {name}={value}" for name, value in TEXT_FORMS.items())
+    if forms in params.get("options", ""):
+        return dsn
+    params["options"] = f"{params.get('options', '')} {forms}".strip()
+    return make_conninfo("", **params)
 
 
 def snapshot_workers() -> int:

@@ -235,3 +235,37 @@ def test_table_without_columns_waits_for_one(pair: Pair) -> None:
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "other")
     assert_mirror_equals(pair, "empty")
+
+
+def test_source_with_its_own_date_and_number_styles(pair: Pair) -> None:
+    # A source database whose defaults print dates as 12/03/2024 (DMY), intervals in SQL
+    # style, floats rounded, bytea escaped and times in IST: before, ingestion crashed at its
+    # first catalog read (NotImplementedError parsing 'SQL, DMY'); the walsender would have
+    # printed the stream's values in those forms too.
+    dbname = pair.src.rsplit("/", 1)[1]
+    pair.src_exec(*(sql.SQL("alter database {} set {} = {}").format(
+        sql.Identifier(dbname), sql.Identifier(name), sql.Literal(value)).as_string()
+        for name, value in (("datestyle", "SQL, DMY"), ("intervalstyle", "sql_standard"),
+                            ("extra_float_digits", "0"), ("bytea_output", "escape"),
+                            ("timezone", "Asia/Kolkata"))))
+    pair.src_exec("create table dt (id int primary key, d date, ts timestamp, tz timestamptz,"
+                  " iv interval, f8 float8, f4 float4, b bytea, ttz timetz)",
+                  "insert into dt values (1, '2024-03-12', '2024-03-12 13:14:15.123456',"
+                  " '2024-03-12 13:14:15.5+02', '1 year 2 mons -3 days 04:05:06.7', 0.1, 0.1,"
+                  " '\\x00ff5c', '13:14+05')")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into dt select id + 1, d, ts, tz, iv, f8 * 3, f4 * 3, b, ttz from dt",
+                  "insert into dt values (5, '2024-01-02', '2024-01-02 03:04:05',"
+                  " '2024-01-02 03:04:05+00', '-1 year -2 mons +3 days -04:05:06', 1e-300,"
+                  " 3.4e38, '\\x0a0d', '00:00-08')")
+    catch_up(pair.src, pair.land, pair.source)
+    query = "select id, d, ts, tz, iv, f8, f4, b, ttz from {} order by id"
+    settings = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
+                "set extra_float_digits = 3", "set bytea_output = 'hex'", "set timezone = 'UTC'")
+    with psycopg.connect(pair.src) as src, psycopg.connect(pair.land) as land:
+        for conn in (src, land):
+            for statement in settings:
+                conn.execute(statement)
+        source_rows = src.execute(sql.SQL(query).format(sql.Identifier("public", "dt")))
+        mirror_rows = land.execute(sql.SQL(query).format(sql.Identifier(pair.source, "dt")))
+        assert mirror_rows.fetchall() == source_rows.fetchall()
