@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -48,6 +50,20 @@ def mirrored(p: Pair, table: str) -> bool:
         return table_rows(p.land, p.source, table) == table_rows(p.src, "public", table)
     except psycopg.errors.UndefinedTable:
         return False
+
+
+@contextmanager
+def streaming(p: Pair, **options: object) -> Iterator[None]:
+    """``ingestion.run`` on a thread for the ``with`` block, stopped cleanly after it."""
+    stop = threading.Event()
+    runner = threading.Thread(target=run, args=(p.src, p.land, p.source),
+                              kwargs={"stop": stop, **options}, daemon=True)
+    runner.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        runner.join(60)
 
 
 def test_long_names_keep_their_own_changelog_and_mirror(pair: Pair) -> None:
@@ -96,11 +112,7 @@ def test_table_renamed_while_streaming_is_copied_under_its_new_name(pair: Pair) 
     pair.src_exec("create table t2 (id int primary key, v text)",
                   "insert into t2 values (1, 'a'), (2, 'b')")
     catch_up(pair.src, pair.land, pair.source)
-    stop = threading.Event()
-    runner = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
-                              kwargs={"stop": stop, "refresh_s": 3600}, daemon=True)
-    runner.start()
-    try:
+    with streaming(pair, refresh_s=3600):
         pair.src_exec("insert into t2 values (0, 'streamed')")  # the session is streaming
         assert wait_until(lambda: mirrored(pair, "t2"), 60)
         pair.src_exec("alter table t2 rename to t2_new", "insert into t2_new values (3, 'c')",
@@ -108,9 +120,6 @@ def test_table_renamed_while_streaming_is_copied_under_its_new_name(pair: Pair) 
         assert wait_until(lambda: mirrored(pair, "t2_new"), 60)
         pair.src_exec("delete from t2_new where id = 2")
         assert wait_until(lambda: mirrored(pair, "t2_new"), 60)
-    finally:
-        stop.set()
-        runner.join(60)
     assert_mirror_equals(pair, "t2_new")
     assert_changelog_replays(pair, "t2_new", ["id"])
 
@@ -183,11 +192,7 @@ def test_table_recreated_while_streaming_is_copied_once(pair: Pair) -> None:
     pair.src_exec("create table t3 (id int primary key, v text)",
                   "insert into t3 select g, 'old' from generate_series(1, 20) g")
     catch_up(pair.src, pair.land, pair.source)
-    stop = threading.Event()
-    runner = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
-                              kwargs={"stop": stop}, daemon=True)
-    runner.start()
-    try:
+    with streaming(pair):
         pair.src_exec("insert into t3 values (100, 'streamed')")
         assert wait_until(lambda: mirrored(pair, "t3"), 60)
         pair.src_exec("begin; drop table t3; create table t3 (id int primary key, v text);"
@@ -195,9 +200,6 @@ def test_table_recreated_while_streaming_is_copied_once(pair: Pair) -> None:
         for i in range(10):
             pair.src_exec(f"insert into t3 values ({200 + i}, 'after')")
             assert wait_until(lambda: mirrored(pair, "t3"), 60)
-    finally:
-        stop.set()
-        runner.join(60)
     with psycopg.connect(pair.land) as conn:
         kinds = [r[0] for r in conn.execute("select change from tidemark.schema_history")]
     assert kinds.count("recreate_table") == 1
