@@ -59,7 +59,7 @@ from ingestion.watermarks import advance as advance_watermark
 log = logging.getLogger("tidemark.ingestion")
 
 TEXT_FORMS = {"datestyle": "ISO", "intervalstyle": "postgres", "extra_float_digits": "3",
-              "bytea_output": "hex", "timezone": "UTC"}
+              "bytea_output": "hex", "timezone": "UTC", "lc_monetary": "C"}
 """Settings under which values print in text forms every PostgreSQL reads back exactly,
 whatever the source's defaults are (a ``datestyle`` of ``SQL, DMY`` prints ``03/12/2026``)."""
 SESSION_SETTINGS = tuple(f"set {name} = '{value}'" for name, value in TEXT_FORMS.items())
