@@ -139,9 +139,9 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
-        reserved = reserved_columns(info)
-        if reserved is not None:  # landing tables once renamed on the source, by a resync
-            self._pause(info, [], lsn, reserved)
+        cannot = reserved_columns(info) or self._unreadable(info)
+        if cannot is not None:  # landing tables once that is fixed, by a resync
+            self._pause(info, [], lsn, cannot)
             return info
         create_landing_tables(self.applier.conn, info)
         contract = self.applier.contract_for(info)
@@ -339,6 +339,18 @@ class RelationTracker:
         record_schema_change(self.applier.conn, self.source, info.name,
                              lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
                              "paused")
+
+    def _unreadable(self, info: TableInfo) -> str | None:
+        """Why the source role cannot copy the table (no SELECT on it), or None."""
+        if self.source_conn.execute("select has_table_privilege(%s::oid, 'select')",
+                                    (info.source_oid,)).fetchone()[0]:
+            return None
+        grant = sql.SQL("grant select on {} to {}").format(
+            sql.Identifier(info.source_schema, info.source_table),
+            sql.Identifier(self.source_conn.info.user)).as_string(self.source_conn)
+        return (f"the source role may not read {info.source_schema}.{info.source_table}, so "
+                f"it cannot be copied: run `{grant};` on the source (and `alter default "
+                f"privileges` for its owner, README \"Your own database\")")
 
     def _oid_now(self, rel: Relation) -> int | None:
         """The OID the relation's name has on the source now (None: no such table)."""
