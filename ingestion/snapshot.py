@@ -55,24 +55,27 @@ from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
 from ingestion.watermarks import advance as advance_watermark
+from tidemark.session_env import session_options
 
 log = logging.getLogger("tidemark.ingestion")
 
-TEXT_FORMS = {"datestyle": "ISO", "intervalstyle": "postgres", "extra_float_digits": "3",
-              "bytea_output": "hex", "timezone": "UTC", "lc_monetary": "C"}
-"""Settings under which values print in text forms every PostgreSQL reads back exactly,
-whatever the source's defaults are (a ``datestyle`` of ``SQL, DMY`` prints ``03/12/2026``)."""
-SESSION_SETTINGS = tuple(f"set {name} = '{value}'" for name, value in TEXT_FORMS.items())
+# Text forms every PostgreSQL reads back exactly, whatever the source's defaults are.
+SESSION_SETTINGS = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
+                    "set extra_float_digits = 3", "set bytea_output = 'hex'",
+                    "set timezone = 'UTC'")
 
 
 def text_form_dsn(dsn: str) -> str:
-    """``dsn`` with :data:`TEXT_FORMS` as startup options: every session on it, the walsender
-    that decodes the stream too, prints values in those forms."""
+    """``dsn`` with Tidemark's pinned session settings (:mod:`tidemark.session_env`) as its
+    startup options, after its own: every session on it, the walsender that decodes the stream
+    too, prints values in forms landing reads back exactly. ``PGOPTIONS`` alone does not do it
+    for a URL that names its own ``options`` (libpq then ignores it), nor for a caller of the
+    Python API that did not pin its environment."""
     params = conninfo_to_dict(dsn)
-    forms = " ".join(f"-c {name}={value}" for name, value in TEXT_FORMS.items())
-    if forms in params.get("options", ""):
+    pinned = session_options()
+    if pinned in params.get("options", ""):
         return dsn
-    params["options"] = f"{params.get('options', '')} {forms}".strip()
+    params["options"] = f"{params.get('options', '')} {pinned}".strip()
     return make_conninfo("", **params)
 
 

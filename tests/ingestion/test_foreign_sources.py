@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ingestion import catch_up, resync, run
 from ingestion.errors import SetupError
@@ -219,7 +220,7 @@ def test_owner_without_create_on_database_is_told_the_grant(pair: Pair) -> None:
     pair.src_exec(f"drop role if exists {owner}", f"create role {owner} login",
                   f"grant create on schema public to {owner}",
                   f"set role {owner}", "create table owned (id int primary key)")
-    dbname = pair.src.rsplit("/", 1)[1]
+    dbname = conninfo_to_dict(pair.src)["dbname"]
     url = pair.src.replace("//postgres@", f"//{owner}@")
     try:
         with pytest.raises(SetupError, match=rf'permission denied for database {dbname} \('
@@ -250,7 +251,7 @@ def test_source_with_its_own_date_and_number_styles(pair: Pair) -> None:
     # style, floats rounded, bytea escaped and times in IST: before, ingestion crashed at its
     # first catalog read (NotImplementedError parsing 'SQL, DMY'); the walsender would have
     # printed the stream's values in those forms too.
-    dbname = pair.src.rsplit("/", 1)[1]
+    dbname = conninfo_to_dict(pair.src)["dbname"]
     pair.src_exec(*(sql.SQL("alter database {} set {} = {}").format(
         sql.Identifier(dbname), sql.Identifier(name), sql.Literal(value)).as_string()
         for name, value in (("datestyle", "SQL, DMY"), ("intervalstyle", "sql_standard"),
