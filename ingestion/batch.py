@@ -3,10 +3,10 @@
 A line is one row of the table's staging table (see :data:`STAGING_META`): the table's columns in
 PostgreSQL's text form, then ``_op``, ``_lsn``, ``_seq``, ``_commit_lsn``, ``_commit_at``,
 ``_txid`` (up to here a line is also a changelog row, see :data:`CHANGELOG_FIELDS`), then
-``_unchanged`` (columns sent as unchanged TOAST that nothing in the batch resolves: they are read
-from the mirror), ``_origin`` (the key, as text, of the mirror row those values come from) and
-last ``_last`` (false once a later line of the batch has the same key: the mirror only needs the
-last image of each key). Lines are ordered by ``(_commit_lsn, _seq)``.
+``_tidemark_unchanged`` (columns sent as unchanged TOAST that nothing in the batch resolves: they
+are read from the mirror), ``_tidemark_origin`` (the key, as text, of the mirror row those values
+come from) and last ``_tidemark_last`` (false once a later line of the batch has the same key: the
+mirror only needs the last image of each key). Lines are ordered by ``(_commit_lsn, _seq)``.
 
 Operations (``_op``): ``r`` snapshot read, ``c`` insert, ``u`` update (new image), ``b`` the old
 image of an update that moved the row (a key change, or any update of a keyless table), ``d``
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from ingestion.tables import TableInfo
 
 STAGING_META = ("_op text, _lsn pg_lsn, _seq integer, _commit_lsn pg_lsn,"
-                " _commit_at timestamptz, _txid bigint, _unchanged text[], _origin text[],"
-                " _last boolean")
+                " _commit_at timestamptz, _txid bigint, _tidemark_unchanged text[],"
+                " _tidemark_origin text[], _tidemark_last boolean")
 """The staging table's columns after the table's own, in line order."""
 
 CHANGELOG_FIELDS = ("_op", "_lsn", "_seq", "_commit_lsn", "_commit_at", "_txid")

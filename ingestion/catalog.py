@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
+from ingestion.versions import source_capabilities
 
 USER_TYPE_OID = 16384
 
@@ -179,10 +180,12 @@ def column_defaults(conn: psycopg.Connection, relid: int, names: list[str]
 
 
 def table_columns(conn: psycopg.Connection, relid: int) -> list[tuple[str, int, int, bool]]:
-    """(name, type OID, typmod, not null) of a source table's live columns, in order."""
+    """(name, type OID, typmod, not null) of a source table's live columns, in order: the
+    columns the stream sends (stored generated columns only from PostgreSQL 18 on)."""
     return [tuple(r) for r in conn.execute(
         "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
-        " = %s and attnum > 0 and not attisdropped order by attnum", (relid,))]
+        " = %s and attnum > 0 and not attisdropped and (attgenerated = '' or %s)"
+        " order by attnum", (relid, source_capabilities(conn).generated_columns))]
 
 
 def published_tables(conn: psycopg.Connection, publication: str) -> list[tuple[int, str, str]]:

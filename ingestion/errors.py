@@ -60,3 +60,7 @@ class PermanentSourceError(IngestionError):
 
 class SourceBusyError(SourceError):
     """A source cannot be removed while ingestion streams from its slot."""
+
+
+class ReservedColumnError(IngestionError):
+    """A source column has the name of a column landing adds (``_op``, ``_lsn``, ...)."""

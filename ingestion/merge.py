@@ -43,20 +43,23 @@ def _key_match(info: TableInfo) -> sql.Composable:
 def fill_unchanged(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier,
                    columns: set[str]) -> None:
     """Fill unchanged TOAST values nothing in the batch resolved from the mirror row they belong
-    to: the row under ``_origin``, the key the row had before this batch (not its new key when
-    an update changed the key)."""
+    to: the row under ``_tidemark_origin``, the key the row had before this batch (not its new
+    key when an update changed the key)."""
     if not info.key:
         return
     types = {c.name: c.type_sql for c in info.columns}
     sets = sql.SQL(", ").join(
-        sql.SQL("{} = case when s._unchanged @> array[{}] then m.{} else s.{} end").format(
+        sql.SQL("{} = case when s._tidemark_unchanged @> array[{}] then m.{} else s.{} end"
+                ).format(
             sql.Identifier(c), sql.Literal(c), sql.Identifier(c), sql.Identifier(c))
         for c in sorted(columns))
     origin = sql.SQL(" and ").join(
-        sql.SQL("m.{} = (s._origin[{}])::{}").format(sql.Identifier(k), sql.Literal(i + 1),
+        sql.SQL("m.{} = (s._tidemark_origin[{}])::{}").format(sql.Identifier(k),
+                                                               sql.Literal(i + 1),
                                                      sql.SQL(types[k]))
         for i, k in enumerate(info.key))
-    cur.execute(sql.SQL("update {} s set {} from {} m where s._unchanged is not null and {}")
+    cur.execute(sql.SQL("update {} s set {} from {} m where s._tidemark_unchanged is not null"
+                        " and {}")
                 .format(stg, sets, info.mirror, origin))
 
 
@@ -161,7 +164,8 @@ def _overlaps(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
 
 
 def _delete_sql(info: TableInfo, stg: sql.Identifier) -> sql.Composed:
-    return sql.SQL("delete from {} m using {} s where s._last and s._op in ('b', 'd') and {}"
+    return sql.SQL("delete from {} m using {} s where s._tidemark_last and s._op in ('b', 'd')"
+                   " and {}"
                    ).format(info.mirror, stg, _key_match(info))
 
 
@@ -177,7 +181,8 @@ def _put_sql(info: TableInfo, stg: sql.Identifier, ops: str, upsert: bool) -> sq
             for c in non_key)) if non_key else sql.SQL("do nothing")
         conflict = sql.SQL(" on conflict ({}) {}").format(keys, action)
     return sql.SQL(
-        "insert into {} ({}) select {} from {} where _last and _op in ({}) order by {}{}"
+        "insert into {} ({}) select {} from {} where _tidemark_last and _op in ({})"
+        " order by {}{}"
     ).format(info.mirror, _columns(info), _columns(info), stg, sql.SQL(ops), keys, conflict)
 
 
@@ -247,14 +252,17 @@ def bag_sql(info: TableInfo, stg: sql.Identifier, removes: bool) -> sql.Composed
     row_s = sql.SQL("row({})::text").format(_columns(info))
     row_m = sql.SQL("row({})::text").format(_columns(info, "mm"))
     return sql.SQL(
-        "with s as materialized (select {cols}, {row_s} as _t, ctid as _id, case when _op in"
-        " ('b', 'd') then -1 else 1 end as _w from {stg}),"
-        " net as materialized (select _t, sum(_w) as n, min(_id) as o from s group by _t"
-        " having sum(_w) <> 0),"
+        "with s as materialized (select {cols}, {row_s} as _tidemark_row, ctid as"
+        " _tidemark_ctid, case when _op in ('b', 'd') then -1 else 1 end as _tidemark_sign"
+        " from {stg}),"
+        " net as materialized (select _tidemark_row, sum(_tidemark_sign) as n,"
+        " min(_tidemark_ctid) as o from s group by _tidemark_row"
+        " having sum(_tidemark_sign) <> 0),"
         " gone as (delete from {mirror} where ctid = any(array(select v.tid from (select"
-        " mm.ctid as tid, row_number() over (partition by net._t) as rn, -net.n as want"
-        " from {mirror} mm join net on net.n < 0 and {row_m} = net._t) v where v.rn <= v.want)))"
-        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._id = net.o"
+        " mm.ctid as tid, row_number() over (partition by net._tidemark_row) as rn,"
+        " -net.n as want from {mirror} mm join net on net.n < 0 and {row_m} ="
+        " net._tidemark_row) v where v.rn <= v.want)))"
+        " insert into {mirror} ({cols}) select {s_cols} from net join s on s._tidemark_ctid = net.o"
         " cross join lateral generate_series(1, net.n) where net.n > 0"
     ).format(cols=_columns(info), row_s=row_s, stg=stg, mirror=info.mirror, row_m=row_m,
              s_cols=_columns(info, "s"))

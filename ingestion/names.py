@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 STATE_SCHEMA = "tidemark"
 CHANGELOG_SCHEMA = "cdc"
 HEARTBEAT_PREFIX = "tidemark_heartbeat"
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are cut silently
 
 _SOURCE_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
@@ -33,11 +35,28 @@ def publication_name(source: str) -> str:
     return f"tidemark_{check_source_name(source)}"
 
 
+def fit_identifier(name: str) -> str:
+    """``name`` if PostgreSQL keeps it whole (63 bytes), else its first bytes and a hash of the
+    whole name: two long names that share their first 63 bytes stay two tables.
+
+    PostgreSQL cuts a longer identifier to 63 bytes without an error, so e.g. the changelogs of
+    two 63-character tables of one source would silently be one table.
+    """
+    raw = name.encode()
+    if len(raw) <= MAX_IDENTIFIER_BYTES:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:10]
+    head = raw[:MAX_IDENTIFIER_BYTES - len(digest) - 1].decode(errors="ignore")
+    return f"{head}_{digest}"
+
+
 def landing_table_name(namespace: str, table: str) -> str:
-    """Name of a source table in landing: the table name, prefixed by its schema unless public."""
-    return table if namespace == "public" else f"{namespace}__{table}"
+    """Name of a source table in landing: the table name, prefixed by its schema unless public
+    (:func:`fit_identifier` when that is longer than PostgreSQL keeps)."""
+    return table if namespace == "public" else fit_identifier(f"{namespace}__{table}")
 
 
 def changelog_table_name(source: str, table: str) -> str:
-    """Name of a table's changelog in schema ``cdc``: ``<source>__<table>``."""
-    return f"{source}__{table}"
+    """Name of a table's changelog in schema ``cdc``: ``<source>__<table>``
+    (:func:`fit_identifier` when that is longer than PostgreSQL keeps)."""
+    return fit_identifier(f"{source}__{table}")

@@ -12,12 +12,13 @@ them. Tables created later in a selected schema are added when the publication i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
+from ingestion.names import landing_table_name
 from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -68,6 +69,9 @@ class SourceTable:
         has_key: whether it has a primary key.
         has_identity_index: whether an index is marked as its replica identity.
         unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
+        has_columns: whether it has a column (``create table t ()`` has none: nothing to land).
+        clash: another selected table (``schema.table``) with the same landing table name
+            (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name.
     """
 
     oid: int
@@ -77,6 +81,8 @@ class SourceTable:
     has_key: bool
     has_identity_index: bool
     unlogged: bool
+    has_columns: bool = True
+    clash: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -84,9 +90,14 @@ class SourceTable:
         return f"{self.schema}.{self.name}"
 
     @property
+    def landing_name(self) -> str:
+        """Its landing table name (:func:`ingestion.names.landing_table_name`)."""
+        return landing_table_name(self.schema, self.name)
+
+    @property
     def publishable(self) -> bool:
         """Whether publishing the table leaves the source application's writes working."""
-        if self.unlogged:
+        if self.unlogged or self.clash or not self.has_columns:
             return False
         return self.identity == "f" or (self.identity == "d" and self.has_key) or (
             self.identity == "i" and self.has_identity_index)
@@ -94,6 +105,13 @@ class SourceTable:
     def advice(self) -> str:
         """Why the table is left out and the statement that makes it publishable."""
         ident = sql.Identifier(self.schema, self.name).as_string()
+        if self.clash:
+            return (f"{self.qualified} would land as {self.landing_name!r}, the landing "
+                    f"table of {self.clash}: rename one of them on the source, or leave one "
+                    f"out of the selection (--tables)")
+        if not self.has_columns:
+            return (f"{self.qualified} has no columns: nothing to replicate (it is picked up "
+                    f"once it has one)")
         if self.unlogged:
             return (f"{self.qualified} is UNLOGGED, so PostgreSQL cannot replicate it: "
                     f"alter table {ident} set logged;")
@@ -118,6 +136,7 @@ class PublicationReport:
         managed: False when the publication was made by someone else for all tables or whole
             schemas; it is then used as it is.
         pending: changes the sync had no right to make (with the statements to run).
+        denied: PostgreSQL's message when it refused one, with the grant it needs.
     """
 
     publication: str
@@ -128,13 +147,15 @@ class PublicationReport:
     missing: list[str] = field(default_factory=list)
     managed: bool = True
     pending: list[str] = field(default_factory=list)
+    denied: str = ""
 
 
 _CATALOG = """
     select c.oid::int, n.nspname, c.relname, c.relreplident::text,
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident),
-        c.relpersistence = 'u'
+        c.relpersistence = 'u', exists (select 1 from pg_attribute a where a.attrelid = c.oid
+            and a.attnum > 0 and not a.attisdropped)
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.relkind = 'r' and c.relpersistence <> 't' and {}
     order by n.nspname, c.relname
@@ -160,7 +181,11 @@ def selected_tables(conn: psycopg.Connection, selection: Selection
         where = sql.SQL("n.nspname = any(%s)")
         params = (list(selection.schemas),)
     rows = conn.execute(sql.SQL(_CATALOG).format(where), params).fetchall()
-    tables = [SourceTable(*r) for r in rows]
+    tables, owners = [], {}
+    for row in rows:
+        table = SourceTable(*row)
+        owner = owners.setdefault(table.landing_name, table.qualified)
+        tables.append(table if owner == table.qualified else replace(table, clash=owner))
     found = {t.qualified for t in tables}
     missing = [t for t in (selection.tables or ()) if t not in found]
     return tables, missing
@@ -239,17 +264,21 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             statement = sql.SQL("create publication {}").format(sql.Identifier(publication))
             if wanted:
                 statement = sql.SQL("{} for table {}").format(statement, _idents(wanted))
+            if source_capabilities(conn).generated_columns:
+                statement = sql.SQL("{} with (publish_generated_columns = stored)").format(
+                    statement)
             if not _run(conn, statement, report):
                 if must_exist:
                     raise SetupError(
-                        f"Cannot create publication {publication!r} on the source: this role "
-                        f"does not own the tables. Run as their owner (or a superuser):\n  "
+                        f"Cannot create publication {publication!r} on the source: "
+                        f"{report.denied}. Run as the tables' owner (or a superuser):\n  "
                         f"{report.pending[-1]}\nor register the source with --admin-url of "
                         f"such a role.")
                 return report
             report.added = [t.qualified for t in wanted]
             report.published = [t.qualified for t in wanted]
             return report
+        _publish_generated(conn, publication, report)
         have = current[1]
         add = [t for t in wanted if t.oid not in have]
         wanted_oids = {t.oid for t in wanted}
@@ -268,13 +297,30 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
     return report
 
 
+def _publish_generated(conn: psycopg.Connection, publication: str,
+                       report: PublicationReport) -> None:
+    """Have a publication made before Tidemark asked for it send stored generated columns
+    (PostgreSQL 18+), as the snapshot copies them (:func:`ingestion.catalog.table_columns`)."""
+    if source_capabilities(conn).generated_columns and conn.execute(
+            "select pubgencols = 'n' from pg_publication where pubname = %s",
+            (publication,)).fetchone()[0]:
+        _run(conn, sql.SQL("alter publication {} set (publish_generated_columns = stored)"
+                           ).format(sql.Identifier(publication)), report)
+
+
 def _run(conn: psycopg.Connection, statement: sql.Composable, report: PublicationReport) -> bool:
     """Run a publication statement; without the rights, keep it in ``report.pending``."""
     try:
         conn.execute(statement)
         return True
-    except psycopg.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege as exc:
         report.pending.append(statement.as_string(conn) + ";")
+        report.denied = exc.diag.message_primary or str(exc)
+        if "for database" in report.denied:  # CREATE PUBLICATION needs CREATE on the database
+            grant = sql.SQL("grant create on database {} to {}").format(
+                sql.Identifier(conn.info.dbname), sql.Identifier(conn.info.user))
+            report.denied += (f" (creating a publication needs CREATE on the database: "
+                              f"{grant.as_string(conn)};)")
         return False
 
 

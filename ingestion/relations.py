@@ -12,6 +12,7 @@ what to do; a column added with a per-row default pauses it for an automatic res
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +35,7 @@ from ingestion.tables import (
     create_idempotency_index,
     create_landing_tables,
     load_tables,
+    reserved_columns,
     retire_column,
     save_table,
     set_mirror_key,
@@ -48,8 +50,8 @@ _BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
 
 
 def resync_hint(source: str, table: str) -> str:
-    """The command that rebuilds a paused table."""
-    return f"`tidemark ingest resync {table} --source {source}`"
+    """The command that rebuilds a paused table (the name quoted for the shell if needed)."""
+    return f"`tidemark ingest resync {shlex.quote(table)} --source {source}`"
 
 
 class RelationTracker:
@@ -136,6 +138,11 @@ class RelationTracker:
         """Create landing tables and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
+        self.applier.tables[name] = info
+        cannot = reserved_columns(info) or self._unreadable(info)
+        if cannot is not None:  # landing tables once that is fixed, by a resync
+            self._pause(info, [], lsn, cannot)
+            return info
         create_landing_tables(self.applier.conn, info)
         contract = self.applier.contract_for(info)
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
@@ -150,8 +157,10 @@ class RelationTracker:
         self._versions[name] = (info.version, False)
         return info
 
-    def from_catalog(self, oid: int, namespace: str, table: str) -> TableInfo:
-        """The table as the source catalog shows it now (registering it if new)."""
+    def from_catalog(self, oid: int, namespace: str, table: str,
+                     lsn: int | None = None) -> TableInfo:
+        """The table as the source catalog shows it now (registering it if new, as of the
+        snapshot at ``lsn``)."""
         self.applier.begin()
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
@@ -159,7 +168,7 @@ class RelationTracker:
             cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(self.source_conn,
                                                                               oid)])
             info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
-                                 None)
+                                 lsn)
         return info
 
     # -- stream -----------------------------------------------------------------------------
@@ -191,7 +200,20 @@ class RelationTracker:
         cols = self.columns([(c.name, c.type_oid, c.typmod) for c in rel.columns])
         key = self._key(rel, info)
         if info is None:
+            renamed = next((t for t in self.applier.tables.values() if t.source_oid == rel.oid),
+                           None)
             info = self.register(rel.oid, rel.namespace, rel.name, cols, key, lsn)
+            if renamed is not None:
+                self.recopy(info, lsn, f"it is {renamed.source_schema}.{renamed.source_table} "
+                            f"renamed, whose rows are in {renamed.qualified} (which stops "
+                            f"changing; drop it when you no longer need it), not yet in "
+                            f"{info.qualified}", "rename_table")
+        elif info.paused_reason is None and info.source_oid and rel.oid != info.source_oid:
+            if self._oid_now(rel) != rel.oid:  # the dropped table's, replayed from the cache
+                view = info.for_stream_shape([c.name for c in rel.columns])
+                self.by_oid[rel.oid] = view
+                return view
+            self.recreated(info, rel.oid, lsn)
         elif info.paused_reason is None:
             info = self._follow(info, cols, key, lsn)
         if info.paused_reason is not None and [c.name for c in cols] != info.column_names:
@@ -217,6 +239,10 @@ class RelationTracker:
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
         blocking = [c for c in changes if not self._allowed(contract, c)]
+        reserved = reserved_columns(replace(info, columns=cols))
+        if reserved is not None:
+            self._pause(info, changes, lsn, reserved)
+            return info
         if blocking:
             first = blocking[0]
             self._pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"
@@ -301,6 +327,42 @@ class RelationTracker:
             write_changelog_rows(conn, shaped, valued, self.applier.txn,
                                  lsn or self.applier.txn.commit_lsn)
         return retired
+
+    def recopy(self, info: TableInfo, lsn: int | None, what: str, kind: str) -> None:
+        """Pause a table whose landing rows are not the source table's (``what`` says why) and
+        have the session resync it by itself: a fresh copy, then its kept changes."""
+        self.applier.flush(info)
+        info.auto_resync = True
+        self.resync_wanted.add(info.name)
+        self._pause(info, [], lsn, f"{what}; Tidemark copies the table again by itself, "
+                    f"nothing to do")
+        record_schema_change(self.applier.conn, self.source, info.name,
+                             lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
+                             "paused")
+
+    def _unreadable(self, info: TableInfo) -> str | None:
+        """Why the source role cannot copy the table (no SELECT on it), or None."""
+        if self.source_conn.execute("select has_table_privilege(%s::oid, 'select')",
+                                    (info.source_oid,)).fetchone()[0]:
+            return None
+        grant = sql.SQL("grant select on {} to {}").format(
+            sql.Identifier(info.source_schema, info.source_table),
+            sql.Identifier(self.source_conn.info.user)).as_string(self.source_conn)
+        return (f"the source role may not read {info.source_schema}.{info.source_table}, so "
+                f"it cannot be copied: run `{grant};` on the source (and `alter default "
+                f"privileges` for its owner, README \"Your own database\")")
+
+    def _oid_now(self, rel: Relation) -> int | None:
+        """The OID the relation's name has on the source now (None: no such table)."""
+        return self.source_conn.execute("select to_regclass(%s)::oid::int", (
+            sql.Identifier(rel.namespace, rel.name).as_string(self.source_conn),)).fetchone()[0]
+
+    def recreated(self, info: TableInfo, oid: int, lsn: int | None) -> None:
+        """A table dropped and re-created on the source under the same name (now ``oid``):
+        copied again (:meth:`recopy`)."""
+        self.recopy(info, lsn, f"it was dropped and re-created on the source (relation OID "
+                    f"{info.source_oid} is now {oid}): the mirror holds the old table's rows",
+                    "recreate_table")
 
     def resync_failed(self, name: str, error: str) -> None:
         """An automatic resync could not run: say so in the pause reason, stop retrying."""

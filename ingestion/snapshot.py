@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
@@ -54,6 +55,7 @@ from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
 from ingestion.watermarks import advance as advance_watermark
+from tidemark.session_env import session_options
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -61,6 +63,20 @@ log = logging.getLogger("tidemark.ingestion")
 SESSION_SETTINGS = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
                     "set extra_float_digits = 3", "set bytea_output = 'hex'",
                     "set timezone = 'UTC'")
+
+
+def text_form_dsn(dsn: str) -> str:
+    """``dsn`` with Tidemark's pinned session settings (:mod:`tidemark.session_env`) as its
+    startup options, after its own: every session on it, the walsender that decodes the stream
+    too, prints values in forms landing reads back exactly. ``PGOPTIONS`` alone does not do it
+    for a URL that names its own ``options`` (libpq then ignores it), nor for a caller of the
+    Python API that did not pin its environment."""
+    params = conninfo_to_dict(dsn)
+    pinned = session_options()
+    if pinned in params.get("options", ""):
+        return dsn
+    params["options"] = f"{params.get('options', '')} {pinned}".strip()
+    return make_conninfo("", **params)
 
 
 def snapshot_workers() -> int:
@@ -191,7 +207,7 @@ class SnapshotTask:
     lsn: int
     final: psycopg.Connection
     catalog: psycopg.Connection
-    register: Callable[[int, str, str], TableInfo]
+    register: Callable[[int, str, str, int], TableInfo]
     contract_for: Callable[[TableInfo], Any]
     contracts: Any = None
     known: set[str] = field(default_factory=set)
@@ -223,7 +239,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
     in_place: list[Job] = []
     for oid, namespace, table in tables:
         new = landing_table_name(namespace, table) not in task.known
-        info = task.register(oid, namespace, table)
+        info = task.register(oid, namespace, table, task.lsn)
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue
@@ -396,7 +412,7 @@ def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publica
     for oid, namespace, table in published_tables(src, publication):
         if only is not None and landing_table_name(namespace, table) not in only:
             continue
-        info = tracker.from_catalog(oid, namespace, table)
+        info = tracker.from_catalog(oid, namespace, table, lsn)
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue

@@ -127,8 +127,26 @@ def snapshot_new_tables(session: Session) -> int:
     report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
                               cfg.selection, must_exist=False)
     session._log_report(report)
-    new = [t for t in published_tables(session.source_conn, session.publication)
-           if landing_table_name(t[1], t[2]) not in session.applier.tables]
+    tables = session.applier.tables
+    published = [(t, tables.get(landing_table_name(t[1], t[2])))
+                 for t in published_tables(session.source_conn, session.publication)]
+    known = [(t, info) for t, info in published if info is not None and info.source_oid
+             and info.paused_reason is None]
+    recreated = [(t, info) for t, info in known if info.source_oid != t[0]]
+    # Back in the publication (it had lost its key, say): its changes in between never came.
+    rejoined = [info for t, info in known if info.source_oid == t[0]
+                and f"{t[1]}.{t[2]}" in report.added]
+    if recreated or rejoined:
+        session.applier.begin()
+        for (oid, _, _), info in recreated:
+            session.tracker.recreated(info, oid, session.ckpt)
+        for info in rejoined:
+            session.tracker.recopy(info, session.ckpt, "it is back in the publication after "
+                                   "it could not be published (no key or replica identity), "
+                                   "so its changes in between were not streamed",
+                                   "rejoin_publication")
+        session.applier.commit(session.ckpt, session.last_commit_at)
+    new = [t for t, info in published if info is None]
     if not new:
         return 0
     log.info("source %s: new tables %s; copying them", cfg.source,

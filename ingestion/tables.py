@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import psycopg
 from psycopg import sql
 
+from ingestion.errors import ReservedColumnError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 
@@ -152,6 +153,28 @@ CHANGE_DEFAULTS = {"_ingested_at": "clock_timestamp()"}
 """The change columns' own defaults (SQL)."""
 
 
+RESERVED_PREFIX = "_tidemark_"
+"""Names landing's staging tables use for their own columns start with this."""
+
+
+def reserved_columns(info: TableInfo) -> str | None:
+    """Why landing cannot hold a table's columns (names it uses itself), or None."""
+    taken = [c.name for c in info.columns
+             if c.name in META_COLUMNS or c.name.startswith(RESERVED_PREFIX)]
+    if not taken:
+        return None
+    first = taken[0]
+    table = ".".join('"' + n.replace('"', '""') + '"' for n in (info.source_schema,
+                                                              info.source_table))
+    return (f"source column{'s' if len(taken) > 1 else ''} {', '.join(map(repr, taken))} of "
+            f"{info.source_schema}.{info.source_table} {'have' if len(taken) > 1 else 'has'} "
+            f"the name of a column landing adds to the changelog ({', '.join(META_COLUMNS)}, "
+            f"{RESERVED_PREFIX}*), so mirror and changelog cannot hold the table; rename it on "
+            f"the source (alter table {table} rename column \"{first}\" to "
+            f"\"{first.lstrip('_')}\") or leave the table out of the source's selection "
+            f"(`tidemark source add ... --tables`)")
+
+
 def column_defs(columns: list[ColumnInfo]) -> sql.Composed:
     """``<name> <type>, ...`` of columns, for a CREATE TABLE."""
     # type_sql is format_type() output from the source catalog: a type name, not user input.
@@ -183,6 +206,10 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo,
     ``changelog=False`` only the mirror (a snapshot stages its changelog narrower:
     :func:`ingestion.snapcopy.stage_tables`).
     """
+    reason = reserved_columns(info)
+    if reason is not None:
+        raise ReservedColumnError(f"Cannot create the landing tables of {info.qualified}: "
+                                  f"{reason}.")
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(info.source)))
     if info.key:
         key = sql.SQL(", primary key ({})").format(

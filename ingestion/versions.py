@@ -21,6 +21,8 @@ row filters, column lists in publications   15     no (whole rows of listed tabl
 ``pg_logical_emit_message``                 9.6    heartbeats (on 12/13 the heartbeat's
                                                    empty transaction still moves the slot)
 ``MERGE`` on landing                        15     landing needs 15
+``publish_generated_columns = stored``      18     yes: stored generated columns land;
+                                                   before 18 they are not replicated
 ==========================================  =====  =====================================
 """
 
@@ -93,6 +95,12 @@ class SourceCapabilities:
     def row_filters(self) -> bool:
         """Publication row filters and column lists (15+)."""
         return self.major >= 15
+
+    @property
+    def generated_columns(self) -> bool:
+        """Publications can send stored generated columns (``publish_generated_columns``, 18+);
+        before, pgoutput never sends them, so Tidemark does not replicate them."""
+        return self.major >= 18
 
     @property
     def export_snapshot(self) -> str:

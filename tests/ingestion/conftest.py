@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from ingestion.names import slot_name
+from ingestion.names import changelog_table_name, slot_name
 from tests.support import create_database
 
 _counter = itertools.count(1)
@@ -133,7 +133,7 @@ def replayed_changelog(p: Pair, table: str, key: list[str] | None,
             sql.SQL(", ").join(map(sql.Identifier, columns)),
             sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key or [])
             if key else sql.SQL("null"),
-            sql.Identifier("cdc", f"{p.source}__{table}"))
+            sql.Identifier("cdc", changelog_table_name(p.source, table)))
         rows = conn.execute(query).fetchall()
     keyed: dict[tuple, str] = {}
     bag: Counter = Counter()
@@ -203,5 +203,5 @@ def changelog(url: str, source: str, table: str, columns: str = "*") -> list[tup
     with psycopg.connect(url) as conn:
         # columns is a literal list written by the test itself.
         query = sql.SQL("select " + columns + " from {} order by _commit_lsn, _seq").format(
-            sql.Identifier("cdc", f"{source}__{table}"))
+            sql.Identifier("cdc", changelog_table_name(source, table)))
         return conn.execute(query).fetchall()

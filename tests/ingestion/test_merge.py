@@ -38,7 +38,7 @@ def test_duplicate_event_check_is_linear_and_exact(module_db: str) -> None:
         create_staging(conn, info, stg)
         # 20,000 staged events: every 10th already landed, every 10th (+1) a repeat in the batch.
         conn.execute("insert into stg_outbox (outbox_id, event_id, _op, _lsn, _seq,"
-                     " _commit_lsn, _last) select 100000 + g, case when g % 10 = 0 then g"
+                     " _commit_lsn, _tidemark_last) select 100000 + g, case when g % 10 = 0 then g"
                      " when g % 10 = 1 then 1000000 + g - 2 else 1000000 + g end, 'c', '0/1',"
                      " 2 * g, '0/1', true from generate_series(1, 20000) g")
         plan = "\n".join(r[0] for r in conn.execute(
@@ -64,8 +64,8 @@ def test_large_insert_batch_whose_keys_are_in_the_mirror_falls_back_to_upserts(
         conn.execute("insert into f.t select g, 0 from generate_series(1, 10) g")
         stg = sql.Identifier("stg_t")
         create_staging(conn, info, stg)
-        conn.execute("insert into stg_t (id, v, _op, _lsn, _seq, _commit_lsn, _last) select g,"
-                     " 1, 'c', '0/1', 2 * g, '0/5', true from generate_series(1, %s) g",
+        conn.execute("insert into stg_t (id, v, _op, _lsn, _seq, _commit_lsn, _tidemark_last)"
+                     " select g, 1, 'c', '0/1', 2 * g, '0/5', true from generate_series(1, %s) g",
                      (BIG_BATCH + 10,))
         batch = Batch(info, lines=[b""] * (BIG_BATCH + 10))
         batch.saw(5)

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from ingestion.names import changelog_table_name
 from orchestration.defs.ingestion.state import (
     TableSpec,
     TableState,
@@ -37,7 +38,8 @@ def _specs() -> list[dg.AssetSpec]:
         out.append(dg.AssetSpec(
             table_key(t.source, t.name), group_name=GROUP, kinds={"postgres"},
             description=(t.description or f"Replicated table {t.name}") +
-            f" Landing mirror {t.source}.{t.name}, changelog cdc.{t.source}__{t.name}.",
+            f" Landing mirror {t.source}.{t.name},"
+            f" changelog cdc.{changelog_table_name(t.source, t.name)}.",
             metadata={"loaded_at": t.loaded_at or "none"},
             freshness_policy=policy))
     return out
