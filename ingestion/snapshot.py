@@ -34,6 +34,7 @@ from ingestion.catalog import published_tables
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
+from ingestion.session_settings import session_options
 from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
@@ -55,7 +56,6 @@ from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
 from ingestion.watermarks import advance as advance_watermark
-from tidemark.session_env import session_options
 
 log = logging.getLogger("tidemark.ingestion")
 

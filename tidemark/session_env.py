@@ -23,28 +23,12 @@ from collections.abc import MutableMapping
 
 import psycopg.conninfo
 
-SESSION_SETTINGS: dict[str, str] = {
-    "DateStyle": "ISO, MDY",
-    "IntervalStyle": "postgres",
-    "TimeZone": "UTC",
-    "extra_float_digits": "3",
-    "bytea_output": "hex",
-    "lc_monetary": "C",
-    "default_transaction_isolation": "read committed",
-    "default_transaction_read_only": "off",
-    "statement_timeout": "0",
-    "idle_in_transaction_session_timeout": "0",
-}
-"""Every setting exists on PostgreSQL 10 and later (an unknown one would refuse the connection)."""
+from ingestion.session_settings import SESSION_SETTINGS, session_options
+
+__all__ = ["SESSION_SETTINGS", "pin_session_environment", "session_options", "unpinned"]
 
 AFTER_OPTIONS = ("PGDATESTYLE", "PGTZ", "PGGEQO")
 """libpq variables sent as startup settings after ``PGOPTIONS``'s, so they would win."""
-
-
-def session_options() -> str:
-    """:data:`SESSION_SETTINGS` as a libpq ``options`` value (spaces escaped)."""
-    return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}"
-                    for name, value in SESSION_SETTINGS.items())
 
 
 def pin_session_environment(env: MutableMapping[str, str] | None = None) -> list[str]:
