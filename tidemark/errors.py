@@ -41,3 +41,7 @@ class DemoStateError(TidemarkError):
 
 class DagsterStartError(TidemarkError):
     """The Dagster webserver or daemon of ``tidemark up`` could not be started."""
+
+
+class AlreadyRunningError(TidemarkError):
+    """Another ``tidemark up`` runs on the same ``TIDEMARK_HOME``."""

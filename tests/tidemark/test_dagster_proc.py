@@ -68,3 +68,48 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         codes = supervisor.stop_all(grace_s=30)
     assert set(codes) == {"dagster-webserver", "dagster-daemon"}
     assert (tmp_path / "dagster" / "storage").is_dir()
+
+
+def test_runs_a_stopped_up_left_executing_or_cancelling_end_at_the_next_start(tmp_path) -> None:
+    # Two runs stuck in CANCELING (a stop that outwaited their cancel) filled the run queue's
+    # two slots: every later run stayed QUEUED, schedules and backfills included.
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from tidemark.stack.dagster_proc import prepare_dagster_home
+    from tidemark.stack.dbt import environment
+
+    settings = Settings(home=tmp_path, port=55432)
+    home = dagster_home(settings)
+    states = {"cancelling": DagsterRunStatus.CANCELING, "started": DagsterRunStatus.STARTED,
+              "starting": DagsterRunStatus.STARTING, "new": DagsterRunStatus.NOT_STARTED,
+              "done": DagsterRunStatus.SUCCESS}
+    with environment({"DAGSTER_HOME": str(home)}), DagsterInstance.get() as instance:
+        for name, status in states.items():
+            instance.add_run(DagsterRun(job_name=f"job_{name}", run_id=f"run-{name}",
+                                        status=status))
+    prepare_dagster_home(settings)  # what `tidemark up` does before Dagster starts
+    with environment({"DAGSTER_HOME": str(home)}), DagsterInstance.get() as instance:
+        after = {name: instance.get_run_by_id(f"run-{name}").status for name in states}
+    assert after == {"cancelling": DagsterRunStatus.CANCELED,
+                     "started": DagsterRunStatus.FAILURE, "starting": DagsterRunStatus.FAILURE,
+                     "new": DagsterRunStatus.NOT_STARTED, "done": DagsterRunStatus.SUCCESS}
+
+
+def test_a_second_up_on_the_same_home_is_refused(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from tidemark.errors import AlreadyRunningError
+    from tidemark.stack.display import STATUS_FILE
+    from tidemark.stack.up import refuse_second_up
+
+    settings = Settings(home=tmp_path, port=55432)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "tidemark"])
+    try:
+        (tmp_path / STATUS_FILE).write_text(json.dumps({"pid": other.pid, "state": "ready"}))
+        with pytest.raises(AlreadyRunningError, match=f"already running .*pid {other.pid}"):
+            refuse_second_up(settings)
+    finally:
+        other.kill()
+        other.wait()
+    refuse_second_up(settings)  # its process is gone: a stale status file does not block

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tidemark.errors import DagsterStartError
 from tidemark.settings import Settings
@@ -68,8 +69,36 @@ def prepare_dagster_home(settings: Settings) -> Path:
     home = dagster_home(settings)
     with environment({"DAGSTER_HOME": str(home)}):
         instance = DagsterInstance.get()
-        instance.dispose()
+        try:
+            end_interrupted_runs(instance)
+        finally:
+            instance.dispose()
     return home
+
+
+def end_interrupted_runs(instance: Any) -> list[str]:
+    """End the runs an earlier ``tidemark up`` left executing or cancelling; return their ids.
+
+    Its processes are gone (``tidemark up`` runs one at a time per home), yet such a run counts
+    against ``max_concurrent_runs``: two runs stuck in CANCELING (a stop that outwaited their
+    cancel) kept every later run QUEUED, so schedules, sensors and backfills never ran again.
+    A cancelling run becomes CANCELED, a starting or started one FAILURE, each with a message
+    in its log. Queued runs stay queued: the daemon starts them.
+    """
+    from dagster import DagsterRunStatus, RunsFilter
+
+    ended = []
+    stuck = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+    for record in instance.get_run_records(filters=RunsFilter(statuses=stuck)):
+        run = record.dagster_run
+        if run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message="Canceled: the tidemark up that was "
+                                                      "cancelling it stopped before it ended.")
+        else:
+            instance.report_run_failed(run, message="Interrupted: the tidemark up that ran it "
+                                                    "stopped; its process is gone.")
+        ended.append(run.run_id)
+    return ended
 
 
 def _executable(name: str) -> str:

@@ -89,10 +89,10 @@ def dagster_summary(settings: Settings) -> dict[str, Any]:
     try:
         instance = DagsterInstance.from_config(str(home))
         runs = latest_runs(instance)
-    except Exception as exc:  # the storage (the embedded PostgreSQL) is not running
+    except Exception as exc:  # the SQLite storage under home cannot be read
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"error": f"Dagster's storage in {home} is not reachable ({reason}); it lives in "
-                         f"the embedded PostgreSQL: `tidemark up` or `tidemark db start`."}
+        return {"error": f"Dagster's storage in {home} cannot be read ({reason}); it is SQLite "
+                         f"under that directory, created and migrated by `tidemark up`."}
     with instance:
         summary: dict[str, Any] = {"home": str(home), "latest_runs": runs}
         try:

@@ -30,10 +30,10 @@ import psycopg
 from rich.console import Console
 
 from tidemark import progress
-from tidemark.errors import TidemarkError
+from tidemark.errors import AlreadyRunningError, TidemarkError
 from tidemark.settings import Settings, redact
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
-from tidemark.stack.display import UpDisplay
+from tidemark.stack.display import UpDisplay, read_status
 from tidemark.stack.supervisor import Supervisor
 
 DEMO_SOURCE = "shop"
@@ -108,6 +108,31 @@ def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
     ])
 
 
+def refuse_second_up(settings: Settings) -> None:
+    """Refuse to start beside a ``tidemark up`` that still runs on the same home.
+
+    Two would share the database and Dagster's run storage: the second's start ends the
+    first's runs (see :func:`tidemark.stack.dagster_proc.end_interrupted_runs`).
+
+    Raises:
+        AlreadyRunningError: the status file names a live ``tidemark`` process.
+    """
+    import psutil
+
+    status = read_status(settings.home)
+    if not status or not status["running"] or status.get("pid") == os.getpid():
+        return
+    try:
+        command = " ".join(psutil.Process(status["pid"]).cmdline())
+    except psutil.Error:
+        return  # gone since, or not ours to see
+    if "tidemark" in command:
+        raise AlreadyRunningError(
+            f"tidemark up is already running in {settings.home} (pid {status['pid']}); "
+            f"`tidemark status` shows it. Stop it (Ctrl-C in its terminal, or "
+            f"`kill {status['pid']}`) or use another TIDEMARK_HOME.")
+
+
 def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
     """Start the stack, serve until Ctrl-C, SIGTERM or ``options.duration_s``, stop it.
 
@@ -137,6 +162,7 @@ class _Up:
         self.ui: str | None = None  # the Dagster UI, once it answers
 
     def run(self) -> int:
+        refuse_second_up(self.settings)
         os.environ.update(child_env(self.settings))
         try:
             with self.display, progress.listening(self.display.on_progress), \
