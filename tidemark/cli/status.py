@@ -220,8 +220,10 @@ def _show(summary: dict[str, Any]) -> None:
                      ing["rows_per_s"], ing["dead_letters"],
                      ", ".join(p["table"] for p in ing["paused_tables"]) or "-")])
     for key, title, columns in (
-            ("watermarks", "watermarks (event time − allowed lateness)",
-             ["table", "watermark", "delay_s", "state", "idle", "late_rows", "late_days"]),
+            ("watermarks", "watermarks (event time − allowed lateness; delay_s = now − "
+             "watermark, so it counts the lateness)",
+             ["table", "watermark", "allowed_lateness_s", "delay_s", "state", "idle",
+              "late_rows", "late_days"]),
             ("finality", "finality (a day is final once closed by the watermarks and "
              "reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
                    "watermark"]),

@@ -43,10 +43,12 @@ def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
         assert revenue["yesterday"] == "final", revenue
         assert revenue["closed_through"] == built.closed_days[-1].isoformat()
 
-    human = CliRunner().invoke(app, ["status"])
+    human = CliRunner().invoke(app, ["status"], env={"COLUMNS": "220"})
     assert human.exit_code == 0
     assert "daily marts" in human.output and "fct_daily_store_revenue" in human.output
     assert "watermarks" in human.output and "finality" in human.output
+    # a delay of hours reads as "ok" only beside the lateness it counts
+    assert "allowed_lateness_s" in human.output
 
 
 def test_status_shows_every_check_whoever_ran_it(built, monkeypatch, tmp_path) -> None:
