@@ -59,14 +59,8 @@ from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
-# Text forms every PostgreSQL reads back exactly, whatever the source's defaults are.
-SESSION_SETTINGS = ("set datestyle = 'ISO'", "set intervalstyle = 'postgres'",
-                    "set extra_float_digits = 3", "set bytea_output = 'hex'",
-                    "set timezone = 'UTC'")
-
-
 def text_form_dsn(dsn: str) -> str:
-    """``dsn`` with Tidemark's pinned session settings (:mod:`tidemark.session_env`) as its
+    """``dsn`` with Tidemark's pinned session settings (:mod:`ingestion.session_settings`) as its
     startup options, after its own: every session on it, the walsender that decodes the stream
     too, prints values in forms landing reads back exactly. ``PGOPTIONS`` alone does not do it
     for a URL that names its own ``options`` (libpq then ignores it), nor for a caller of the
@@ -133,12 +127,10 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
 
 def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     """A source connection whose transaction sees exactly the exported snapshot."""
-    conn = psycopg.connect(source_dsn)
+    conn = psycopg.connect(text_form_dsn(source_dsn))  # the settings at startup, not SETs
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))
-    for statement in SESSION_SETTINGS:
-        conn.execute(statement)
     return conn
 
 
