@@ -297,6 +297,33 @@ def test_log_and_status_report_the_same_snapshot_rate(pair: Pair, caplog) -> Non
     assert round(shown) == logged, (logged, shown)
 
 
+def test_a_table_joining_later_logs_its_own_snapshot_time(pair: Pair, caplog) -> None:
+    """A table created while streaming is copied alone; its log line said "0 tables, 0 rows in
+    1074.5 s": the time and rate were read over every progress row of the source, the initial
+    snapshot's an hour earlier too. They are now this snapshot's own."""
+    import logging
+    import re
+
+    pair.src_exec("create table first (id int primary key)",
+                  "insert into first select generate_series(1, 1000)")
+    catch_up(pair.src, pair.land, pair.source, timeout_s=120)
+    with psycopg.connect(pair.land, autocommit=True) as conn:  # the initial snapshot, long ago
+        conn.execute("update tidemark.snapshot_progress set started_at = started_at - interval"
+                     " '1 hour', finished_at = finished_at - interval '1 hour'"
+                     " where source = %s", (pair.source,))
+    pair.src_exec("create table later (id int primary key)",
+                  "insert into later select generate_series(1, 500)")
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    catch_up(pair.src, pair.land, pair.source, timeout_s=120)
+    lines = [m for r in caplog.records
+             if (m := re.search(r"snapshot of (\d+) tables?, ([\d,]+) rows in ([\d.]+) s",
+                                r.getMessage()))]
+    assert [(m.group(1), m.group(2)) for m in lines] == [("1", "500")], caplog.text
+    assert float(lines[0].group(3)) < 600, lines[0].group(0)
+    assert_mirror_equals(pair, "later")
+
+
 def _column_shapes(conn: psycopg.Connection, table: str) -> set[tuple]:
     """(name, type, NOT NULL, default) of each column of ``table`` (a regclass text)."""
     return set(conn.execute(
