@@ -34,11 +34,11 @@ from ingestion.errors import ResyncBlockedError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.relations import RelationTracker
+from ingestion.session_settings import pinned_dsn
 from ingestion.snapshot import (
     create_slot_exporting,
     open_snapshot,
     snapshot_tables,
-    text_form_dsn,
 )
 from ingestion.state import ensure_state, record_schema_change
 from ingestion.tables import (
@@ -72,7 +72,7 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
     Raises:
         TableNotFoundError: the table is not replicated for this source.
     """
-    source_dsn = text_form_dsn(source_dsn)
+    source_dsn = pinned_dsn(source_dsn)
     if table is None:
         drop_slot(setup_dsn or source_dsn, slot_name(source))
         reopened = _reopen_paused(source_dsn, landing_dsn, source, contracts)
@@ -128,7 +128,7 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
         TableNotFoundError: the table is not replicated for this source, or gone.
         ResyncBlockedError: objects built on the mirror forbid its new shape.
     """
-    source_dsn = text_form_dsn(source_dsn)
+    source_dsn = pinned_dsn(source_dsn)
     with psycopg.connect(landing_dsn) as land, \
             psycopg.connect(source_dsn, autocommit=True) as src_cat:
         ensure_state(land, source)

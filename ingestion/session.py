@@ -41,7 +41,7 @@ from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
 from ingestion.publication import PublicationReport, Selection, log_report
 from ingestion.relations import RelationTracker
-from ingestion.snapshot import text_form_dsn
+from ingestion.session_settings import pinned_dsn
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
@@ -109,7 +109,7 @@ class SessionConfig:
     registered: Selection | None = None
 
     def __post_init__(self) -> None:
-        self.source_dsn = text_form_dsn(self.source_dsn)
+        self.source_dsn = pinned_dsn(self.source_dsn)
 
     @property
     def selection(self) -> Selection:

@@ -2,12 +2,17 @@
 
 Values must print in forms any PostgreSQL reads back exactly, and Tidemark's own long
 statements and idle snapshot transactions must not be cut short, whatever a server's
-``ALTER DATABASE/ROLE ... SET`` or a user's environment says. :mod:`ingestion.snapshot` adds
-them to every source URL (the walsender's too); :mod:`tidemark.session_env` puts them in
-``PGOPTIONS`` for every connection of the ``tidemark`` command and the Dagster code location.
+``ALTER DATABASE/ROLE ... SET`` or a user's environment says. :func:`pinned_dsn` adds them to
+every source URL (the walsender's too) and to a landing URL that names its own ``options``;
+:mod:`tidemark.session_env` puts them in ``PGOPTIONS`` for every other connection of the
+``tidemark`` command and the Dagster code location.
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 SESSION_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, MDY",
@@ -28,3 +33,31 @@ def session_options() -> str:
     """:data:`SESSION_SETTINGS` as a libpq ``options`` value (spaces escaped)."""
     return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}"
                     for name, value in SESSION_SETTINGS.items())
+
+
+def pinned_dsn(dsn: str) -> str:
+    """``dsn`` with :data:`SESSION_SETTINGS` as its startup options, after its own.
+
+    ``PGOPTIONS`` alone does not reach a connection whose URL names its own ``options`` (libpq
+    then ignores the variable), nor one made through the Python API by a caller that did not pin
+    its environment. The user's own options stay (a ``search_path``, an ``application_name``);
+    the pinned settings come after them, so they win. A URL stays a URL (other code reads its
+    parts), a ``key=value`` string stays one. Idempotent.
+
+    Args:
+        dsn: a libpq URL or ``key=value`` connection string.
+
+    Returns:
+        The connection string with the pinned settings.
+    """
+    own = conninfo_to_dict(dsn).get("options") or ""
+    pinned = session_options()
+    if pinned in own:
+        return dsn
+    options = f"{own} {pinned}".strip()
+    if "://" not in dsn:
+        return make_conninfo(dsn, options=options)
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", options))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))

@@ -27,14 +27,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
-from ingestion.session_settings import session_options
+from ingestion.session_settings import pinned_dsn
 from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
@@ -58,20 +57,6 @@ from ingestion.versions import SourceCapabilities
 from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
-
-def text_form_dsn(dsn: str) -> str:
-    """``dsn`` with Tidemark's pinned session settings (:mod:`ingestion.session_settings`) as its
-    startup options, after its own: every session on it, the walsender that decodes the stream
-    too, prints values in forms landing reads back exactly. ``PGOPTIONS`` alone does not do it
-    for a URL that names its own ``options`` (libpq then ignores it), nor for a caller of the
-    Python API that did not pin its environment."""
-    params = conninfo_to_dict(dsn)
-    pinned = session_options()
-    if pinned in params.get("options", ""):
-        return dsn
-    params["options"] = f"{params.get('options', '')} {pinned}".strip()
-    return make_conninfo("", **params)
-
 
 def snapshot_workers() -> int:
     """Tables copied at once: ``TIDEMARK_SNAPSHOT_WORKERS``, else half the cores (2 to 4).
@@ -127,7 +112,7 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
 
 def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     """A source connection whose transaction sees exactly the exported snapshot."""
-    conn = psycopg.connect(text_form_dsn(source_dsn))  # the settings at startup, not SETs
+    conn = psycopg.connect(pinned_dsn(source_dsn))  # the settings at startup, not SETs
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))

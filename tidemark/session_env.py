@@ -10,8 +10,9 @@ another zone puts rows in another partition, and a timeout cuts a snapshot's ``C
 :func:`pin_session_environment` makes every libpq connection the process and its children open
 (psycopg 3, psycopg2's replication stream, dbt, ``psql``) start with :data:`SESSION_SETTINGS`:
 ``PGOPTIONS`` carries them (startup options come before any database or role setting) and the
-variables libpq sends after them (``PGDATESTYLE``, ``PGTZ``, ``PGGEQO``) are removed. A URL
-that names its own ``options`` keeps them: libpq then ignores ``PGOPTIONS``. The ``tidemark``
+variables libpq sends after them (``PGDATESTYLE``, ``PGTZ``, ``PGGEQO``) are removed. libpq
+ignores ``PGOPTIONS`` for a URL that names its own ``options``: :func:`pin_url` gives such a
+source or landing URL the settings after its own options. The ``tidemark``
 command and the Dagster code location call it when they start; a user's own sessions (``psql``
 in their shell) keep their settings.
 """
@@ -23,9 +24,9 @@ from collections.abc import MutableMapping
 
 import psycopg.conninfo
 
-from ingestion.session_settings import SESSION_SETTINGS, session_options
+from ingestion.session_settings import SESSION_SETTINGS, pinned_dsn, session_options
 
-__all__ = ["SESSION_SETTINGS", "pin_session_environment", "session_options", "unpinned"]
+__all__ = ["SESSION_SETTINGS", "pin_session_environment", "pin_url", "session_options", "unpinned"]
 
 AFTER_OPTIONS = ("PGDATESTYLE", "PGTZ", "PGGEQO")
 """libpq variables sent as startup settings after ``PGOPTIONS``'s, so they would win."""
@@ -48,6 +49,18 @@ def pin_session_environment(env: MutableMapping[str, str] | None = None) -> list
         changed.append("PGOPTIONS")
     env["PGOPTIONS"] = options
     return changed
+
+
+def pin_url(url: str | None) -> str | None:
+    """``url`` with :data:`SESSION_SETTINGS` after its own ``options``, if it names any.
+
+    libpq ignores ``PGOPTIONS`` for a URL with ``options`` of its own, so such a URL carries the
+    settings itself (:func:`ingestion.session_settings.pinned_dsn`). Any other URL (and None)
+    is returned as it is: ``PGOPTIONS`` reaches it.
+    """
+    if url is None or "options" not in psycopg.conninfo.conninfo_to_dict(url):
+        return url
+    return pinned_dsn(url)
 
 
 def unpinned(url: str) -> str:

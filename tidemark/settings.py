@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidemark.errors import SettingsError
+from tidemark.session_env import pin_url
 
 DEFAULT_PORT = 55432
 DEFAULT_DAGSTER_PORT = 3000
@@ -189,12 +190,14 @@ class Settings(BaseSettings):
         return embedded_server_url(self.port, database, user)
 
     def source_dsn(self) -> str:
-        """Admin connection URL of the source database ("shop" when embedded)."""
-        return self.source_url or self.embedded_url(SOURCE_DB)
+        """Admin connection URL of the source database ("shop" when embedded); a URL with its
+        own ``options`` gets the pinned session settings after them (:func:`_own_options`)."""
+        return pin_url(self.source_url) or self.embedded_url(SOURCE_DB)
 
     def landing_dsn(self) -> str:
-        """Admin connection URL of the landing database ("tidemark" when embedded)."""
-        return self.landing_url or self.embedded_url(LANDING_DB)
+        """Admin connection URL of the landing database ("tidemark" when embedded); a URL with
+        its own ``options`` gets the pinned session settings after them (:func:`_own_options`)."""
+        return pin_url(self.landing_url) or self.embedded_url(LANDING_DB)
 
     def reader_dsn(self) -> str:
         """Read-only URL for SQL clients (psql, BI tools) on the landing database."""

@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from urllib.parse import quote
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from ingestion.session_settings import pinned_dsn
 from tests.support import create_database
 from tidemark.session_env import (
     SESSION_SETTINGS,
     pin_session_environment,
+    pin_url,
     session_options,
     unpinned,
 )
+from tidemark.settings import load_settings
+from tidemark.stack.databases import locate_databases
 
 
 def test_pin_replaces_the_variables_that_change_a_session() -> None:
@@ -67,3 +72,37 @@ def test_every_pinned_setting_is_known_to_the_server(pg, name: str) -> None:
     with psycopg.connect(pg.admin_url("postgres")) as conn:
         assert conn.execute("select count(*) from pg_settings where lower(name) = lower(%s)",
                             (name,)).fetchone()[0] == 1
+
+
+def test_a_url_with_its_own_options_keeps_them_and_stays_a_url() -> None:
+    url = "postgresql://u:p%40ss@db.example:5433/land?sslmode=require&options=-c%20search_path%3Dx"
+    pinned = pin_url(url)
+    assert pinned.startswith("postgresql://u:p%40ss@db.example:5433/land?sslmode=require&")
+    params = psycopg.conninfo.conninfo_to_dict(pinned)
+    assert params["options"] == f"-c search_path=x {session_options()}"
+    assert params["sslmode"] == "require" and params["password"] == "p@ss"
+    assert pin_url(pinned) == pinned  # idempotent
+    assert pin_url("postgresql://u@db/land") == "postgresql://u@db/land"  # PGOPTIONS reaches it
+    assert pin_url(None) is None
+    kv = pinned_dsn("host=db dbname=land options='-c search_path=x'")
+    assert psycopg.conninfo.conninfo_to_dict(kv)["options"].endswith(session_options())
+
+
+def test_a_landing_url_with_its_own_options_still_gets_the_pinned_settings(pg, monkeypatch) -> None:
+    # libpq ignores PGOPTIONS for a URL that names `options`: before pin_url, the stack's landing
+    # sessions on such a URL took the database's DateStyle and time zone (seen: 'SQL, DMY').
+    url = create_database(pg, "session_env_own_options")
+    with psycopg.connect(url, autocommit=True) as conn:
+        db = sql.Identifier(conn.execute("select current_database()").fetchone()[0])
+        conn.execute(sql.SQL("alter database {} set datestyle = 'SQL, DMY'").format(db))
+        conn.execute(sql.SQL("alter database {} set timezone = 'Asia/Kolkata'").format(db))
+    own = f"{url}{'&' if '?' in url else '?'}options={quote('-c application_name=mine')}"
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", own)
+    monkeypatch.setenv("PGOPTIONS", session_options())
+    dbs = locate_databases(load_settings())
+    for dsn in (dbs.landing, dbs.landing_app):
+        with psycopg.connect(dsn) as conn:
+            shown = [conn.execute(f"show {n}").fetchone()[0]
+                     for n in ("DateStyle", "TimeZone", "application_name")]
+        assert shown == ["ISO, MDY", "UTC", "mine"]
+

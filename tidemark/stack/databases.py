@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psycopg
 
 from tidemark.errors import ExternalServerError
+from tidemark.session_env import pin_url
 from tidemark.settings import (
     APP_ROLE,
     INGEST_ROLE,
@@ -50,8 +51,8 @@ def locate_databases(settings: Settings) -> Databases:
     return Databases(
         source=settings.source_dsn(),
         landing=settings.landing_dsn(),
-        source_ingest=settings.source_url or settings.embedded_url(SOURCE_DB, INGEST_ROLE),
-        landing_app=settings.landing_url or settings.embedded_url(LANDING_DB, APP_ROLE),
+        source_ingest=pin_url(settings.source_url) or settings.embedded_url(SOURCE_DB, INGEST_ROLE),
+        landing_app=pin_url(settings.landing_url) or settings.embedded_url(LANDING_DB, APP_ROLE),
         reader=settings.reader_dsn(),
         server=server,
     )
