@@ -212,23 +212,18 @@ class ProgressTracker:
                 "update tidemark.snapshot_progress set state = %s, finished_at = now(),"
                 " updated_at = now() where source = %s and table_name = any(%s)",
                 ("done" if done else "failed", self.progress.source, list(self.rows_by_table)))
-            self.shown = read_progress(self.conn, self.progress.source, list(self.rows_by_table))
+            self.shown = read_progress(self.conn, self.progress.source)
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
 
 
-def read_progress(conn: psycopg.Connection, source: str,
-                  tables: list[str] | None = None) -> dict[str, Any] | None:
+def read_progress(conn: psycopg.Connection, source: str) -> dict[str, Any] | None:
     """The latest snapshot of ``source`` as ``tidemark ingest status`` shows it, or None.
 
     ``state`` is ``running``, ``interrupted`` (no progress for a minute: the process died; the
-    next start begins again), ``failed`` or ``done``.
-
-    Args:
-        conn: landing connection.
-        source: the source's name.
-        tables: only these tables' rows (one snapshot's: a table that joined later has its own
-            start time, rows and rate), else every table of the source.
+    next start begins again), ``failed`` or ``done``. The latest snapshot is the rows of the
+    latest snapshot LSN: a table that joined while streaming, or a resync, is copied alone, with
+    its own start, rows and rate (the initial snapshot's rows stay, with their older LSN).
     """
     if conn.execute("select to_regclass('tidemark.snapshot_progress')").fetchone()[0] is None:
         return None
@@ -238,9 +233,9 @@ def read_progress(conn: psycopg.Connection, source: str,
         " 'copied')), bool_or(state = 'failed'),"
         " extract(epoch from max(coalesce(finished_at, now())) - min(started_at)),"
         " extract(epoch from now() - max(updated_at)), max(snapshot_lsn)::text"
-        " from tidemark.snapshot_progress where source = %s"
-        " and (%s::text[] is null or table_name = any(%s::text[]))",
-        (source, tables, tables)).fetchone()
+        " from tidemark.snapshot_progress where source = %s and snapshot_lsn ="
+        " (select max(snapshot_lsn) from tidemark.snapshot_progress where source = %s)",
+        (source, source)).fetchone()
     if not row[0]:
         return None
     total, done, rows, estimate, running, failed, elapsed, idle, lsn = row

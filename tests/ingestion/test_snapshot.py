@@ -300,9 +300,11 @@ def test_log_and_status_report_the_same_snapshot_rate(pair: Pair, caplog) -> Non
 def test_a_table_joining_later_logs_its_own_snapshot_time(pair: Pair, caplog) -> None:
     """A table created while streaming is copied alone; its log line said "0 tables, 0 rows in
     1074.5 s": the time and rate were read over every progress row of the source, the initial
-    snapshot's an hour earlier too. They are now this snapshot's own."""
+    snapshot's an hour earlier too. They are now this snapshot's own, in `ingest status` too."""
     import logging
     import re
+
+    from ingestion.status import status
 
     pair.src_exec("create table first (id int primary key)",
                   "insert into first select generate_series(1, 1000)")
@@ -321,6 +323,8 @@ def test_a_table_joining_later_logs_its_own_snapshot_time(pair: Pair, caplog) ->
                                 r.getMessage()))]
     assert [(m.group(1), m.group(2)) for m in lines] == [("1", "500")], caplog.text
     assert float(lines[0].group(3)) < 600, lines[0].group(0)
+    shown = status(pair.src, pair.land, pair.source)["snapshot"]  # the latest snapshot
+    assert (shown["tables_total"], shown["rows"]) == (1, 500) and shown["elapsed_s"] < 600
     assert_mirror_equals(pair, "later")
 
 
