@@ -17,6 +17,7 @@ from ingestion.failures import first_line, is_transient, permanent
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
+from ingestion.session_settings import pinned_dsn
 from ingestion.target import CatchUpTarget
 from ingestion.viewfailure import ViewBrokenError, break_failing_view
 
@@ -83,7 +84,8 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
     """
     started = time.monotonic()
     try:
-        target = CatchUpTarget.take(source_dsn, setup_dsn)
+        target = CatchUpTarget.take(pinned_dsn(source_dsn),
+                                    None if setup_dsn is None else pinned_dsn(setup_dsn))
     except CONNECTION_ERRORS as exc:
         if is_transient(exc):
             raise

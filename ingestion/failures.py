@@ -53,6 +53,14 @@ _ADVICE = (
     ("does not exist",
      "Fix the registered URL (`tidemark source remove NAME`, then `tidemark source add` again) "
      "or create what is missing on the source."),
+    ("invalid byte sequence for encoding",
+     "A source row holds text that is not valid in the source database's encoding: a "
+     "SQL_ASCII database stores bytes unchecked, and Tidemark reads every source as UTF-8 "
+     "(PostgreSQL converts any declared encoding). Fix the rows on the source, or move the "
+     "database to the encoding its text is really in (pg_dump, then restore into a database "
+     "created with that ENCODING); a change already in the stream stays in the slot: drop the "
+     "source (`tidemark source remove <name_lower>`) and add it again to start from a new "
+     "snapshot."),
     ("could not translate host name",
      "The host name in the registered URL does not resolve: fix the URL."),
     ("invalid", "Fix the registered URL."),
@@ -98,8 +106,8 @@ def permanent(source: str, exc: BaseException, where: str = "source") -> Permane
     if advice is None:
         advice = ("Retrying will not fix this; fix the cause, then start ingestion again "
                   "(`tidemark ingest status` shows where it stands).")
-    return PermanentSourceError(f"Source {source!r}: {where} error: {first_line(exc)}. "
-                                f"{advice.replace('<NAME>', source.upper())}")
+    advice = advice.replace("<NAME>", source.upper()).replace("<name_lower>", source)
+    return PermanentSourceError(f"Source {source!r}: {where} error: {first_line(exc)}. {advice}")
 
 
 def check_source(conn: psycopg.Connection, source: str, slot: str) -> None:

@@ -110,6 +110,8 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         self.source_dsn = pinned_dsn(self.source_dsn)
+        if self.setup_dsn is not None:
+            self.setup_dsn = pinned_dsn(self.setup_dsn)
 
     @property
     def selection(self) -> Selection:

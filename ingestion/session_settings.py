@@ -20,6 +20,7 @@ SESSION_SETTINGS: dict[str, str] = {
     "TimeZone": "UTC",
     "extra_float_digits": "3",
     "bytea_output": "hex",
+    "client_encoding": "UTF8",
     "lc_monetary": "C",
     "default_transaction_isolation": "read committed",
     "default_transaction_read_only": "off",

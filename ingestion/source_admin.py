@@ -26,6 +26,7 @@ from ingestion.publication import (
     selected_tables,
     sync_publication,
 )
+from ingestion.session_settings import pinned_dsn
 from ingestion.sources import (
     SourceSpec,
     delete_source,
@@ -53,10 +54,12 @@ class AddReport:
 
 
 def _connect(spec: SourceSpec, admin: bool = False) -> psycopg.Connection:
-    """An autocommit connection to the source; failures worded for a person."""
+    """An autocommit connection to the source, with the pinned session settings (UTF8 text from
+    a SQL_ASCII database too: its catalog would otherwise come back as bytes); failures worded
+    for a person."""
     try:
-        return psycopg.connect(spec.admin_dsn() if admin else spec.dsn(), autocommit=True,
-                               connect_timeout=10)
+        return psycopg.connect(pinned_dsn(spec.admin_dsn() if admin else spec.dsn()),
+                               autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         if is_transient(exc):
             raise SourceError(f"Source {spec.name!r}: cannot reach {spec.shown_url()} now "
@@ -110,6 +113,12 @@ def add_source(landing_dsn: str, spec: SourceSpec) -> AddReport:
             warnings.append(f"role {conn.info.user!r} has no REPLICATION attribute; the stream "
                             f"will be refused unless your provider grants it otherwise "
                             f"(alter role {conn.info.user} replication;).")
+        encoding = conn.execute("select pg_encoding_to_char(encoding) from pg_database"
+                                " where datname = current_database()").fetchone()[0]
+        if encoding == "SQL_ASCII":
+            warnings.append(f"database {conn.info.dbname!r} has encoding SQL_ASCII: PostgreSQL "
+                            f"stores its text unchecked, and ingestion stops at the first text "
+                            f"value that is not valid UTF-8 (README, \"Your own database\").")
         key = _database_key(conn)
     for other in taken.values():
         try:

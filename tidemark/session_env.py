@@ -10,7 +10,8 @@ another zone puts rows in another partition, and a timeout cuts a snapshot's ``C
 :func:`pin_session_environment` makes every libpq connection the process and its children open
 (psycopg 3, psycopg2's replication stream, dbt, ``psql``) start with :data:`SESSION_SETTINGS`:
 ``PGOPTIONS`` carries them (startup options come before any database or role setting) and the
-variables libpq sends after them (``PGDATESTYLE``, ``PGTZ``, ``PGGEQO``) are removed. libpq
+variables libpq sends after them (``PGCLIENTENCODING``, ``PGDATESTYLE``, ``PGTZ``, ``PGGEQO``)
+are removed. libpq
 ignores ``PGOPTIONS`` for a URL that names its own ``options``: :func:`pin_url` gives such a
 source or landing URL the settings after its own options. The ``tidemark``
 command and the Dagster code location call it when they start; a user's own sessions (``psql``
@@ -28,7 +29,7 @@ from ingestion.session_settings import SESSION_SETTINGS, pinned_dsn, session_opt
 
 __all__ = ["SESSION_SETTINGS", "pin_session_environment", "pin_url", "session_options", "unpinned"]
 
-AFTER_OPTIONS = ("PGDATESTYLE", "PGTZ", "PGGEQO")
+AFTER_OPTIONS = ("PGCLIENTENCODING", "PGDATESTYLE", "PGTZ", "PGGEQO")
 """libpq variables sent as startup settings after ``PGOPTIONS``'s, so they would win."""
 
 

@@ -325,3 +325,54 @@ def test_table_the_source_role_may_not_read_pauses_alone(pair: Pair) -> None:
     finally:
         drop_slot(pair.src, slot_name(pair.source))
         pair.src_exec(f"drop owned by {reader}", f"drop role {reader}")
+
+
+def _recreate_with_encoding(pg, url: str, encoding: str) -> None:
+    """Drop the database of ``url`` and create it again with ``encoding`` (locale C)."""
+    dbname = conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("create database {} encoding {} template template0 lc_collate 'C'"
+                             " lc_ctype 'C'").format(sql.Identifier(dbname),
+                                                     sql.Literal(encoding)))
+
+
+def test_source_database_in_latin1_lands_its_text(pg, pair: Pair) -> None:
+    # A LATIN1 source stopped at its snapshot: "invalid byte sequence for encoding "UTF8":
+    # 0xe9 0x20 0x6e. Fix the registered URL." Its sessions used the database's encoding, and
+    # the bytes went into landing (UTF8) as they were. Sessions now ask for UTF8.
+    _recreate_with_encoding(pg, pair.src, "LATIN1")
+    pair.src_exec("create table t (id int primary key, v text, c char(4), j jsonb, a text[])",
+                  "insert into t values (1, 'café naïve £', 'ñçé', '{\"k\": \"é\"}',"
+                  " '{Zürich,ÿ}')")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into t values (2, 'øå ½ ¿', 'ß', '{\"é\": [\"à\"]}', '{}')",
+                  "update t set v = v || ' ©' where id = 1")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
+    assert_changelog_replays(pair, "t", ["id"])
+    with psycopg.connect(pair.land) as land:
+        assert land.execute(sql.SQL("select v from {} where id = 1").format(
+            sql.Identifier(pair.source, "t"))).fetchone()[0] == "café naïve £ ©"
+
+
+def test_sql_ascii_source_with_bytes_that_are_not_utf8_is_told_what_to_do(pg, pair: Pair) -> None:
+    # A SQL_ASCII database stores any bytes: before, a value that is not UTF-8 stopped the
+    # source with "Fix the registered URL", which was not the cause.
+    from ingestion.errors import PermanentSourceError
+    from ingestion.source_admin import add_source
+    from ingestion.sources import SourceSpec
+
+    _recreate_with_encoding(pg, pair.src, "SQL_ASCII")
+    report = add_source(pair.land, SourceSpec(pair.source, url=pair.src, schemas=("public",)))
+    assert any("SQL_ASCII" in w for w in report.warnings), report.warnings
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        conn.execute("set client_encoding = 'SQL_ASCII'")
+        conn.execute("create table t (id int primary key, v text)")
+        conn.execute(b"insert into t values (1, 'caf\xe9')")
+    with pytest.raises(PermanentSourceError) as caught:
+        catch_up(pair.src, pair.land, pair.source, timeout_s=60)
+    message = str(caught.value)
+    assert "invalid byte sequence" in message and "SQL_ASCII" in message
+    assert f"tidemark source remove {pair.source}" in message
+    assert "Fix the registered URL" not in message

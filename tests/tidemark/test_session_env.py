@@ -27,8 +27,10 @@ from tidemark.stack.databases import locate_databases
 
 def test_pin_replaces_the_variables_that_change_a_session() -> None:
     env = {"PGDATESTYLE": "German", "PGTZ": "Asia/Kolkata", "PGGEQO": "off",
+           "PGCLIENTENCODING": "LATIN1",
            "PGOPTIONS": "-c statement_timeout=1s", "PGHOST": "db.example", "PATH": "/bin"}
-    assert sorted(pin_session_environment(env)) == ["PGDATESTYLE", "PGGEQO", "PGOPTIONS", "PGTZ"]
+    assert sorted(pin_session_environment(env)) == ["PGCLIENTENCODING", "PGDATESTYLE", "PGGEQO",
+                                                    "PGOPTIONS", "PGTZ"]
     assert env == {"PGOPTIONS": session_options(), "PGHOST": "db.example", "PATH": "/bin"}
     assert pin_session_environment(env) == []  # pinning twice changes nothing
 
