@@ -26,6 +26,12 @@ _TRANSIENT_TEXT = (
     "network is unreachable", "the connection is lost", "closed unexpectedly",
     "connection has been lost", "connection was lost",
 )
+_LOST_SLOT = (
+    "The source invalidated this source's replication slot (it held back more WAL than "
+    "max_slot_wal_keep_size allows, while ingestion was stopped or behind): the changes since "
+    "are gone from the source's WAL. Run `tidemark ingest resync --all --source <name_lower>` "
+    "(a new slot and a new snapshot of every table), and raise max_slot_wal_keep_size if "
+    "ingestion may stop for that long again.")
 _ADVICE = (
     ("password authentication failed",
      "The source refused the login. Check the user in the registered URL and its password in "
@@ -53,6 +59,8 @@ _ADVICE = (
     ("does not exist",
      "Fix the registered URL (`tidemark source remove NAME`, then `tidemark source add` again) "
      "or create what is missing on the source."),
+    ("can no longer", _LOST_SLOT),                 # PostgreSQL 17+
+    ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)
     ("invalid byte sequence for encoding",
      "A source row holds text that is not valid in the source database's encoding: a "
      "SQL_ASCII database stores bytes unchecked, and Tidemark reads every source as UTF-8 "

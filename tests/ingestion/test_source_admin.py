@@ -116,6 +116,49 @@ def test_add_refuses_what_cannot_work(pair: Pair, pg: EmbeddedServer) -> None:
     assert f"tidemark_{pair.source}" not in _slots(pair.src)
 
 
+def test_a_lost_slot_says_to_resync_all_and_resync_all_recovers(tmp_path: Path) -> None:
+    # A slot invalidated by max_slot_wal_keep_size stopped ingestion with "can no longer access
+    # replication slot ... Fix the registered URL.": the URL was fine; the README's remedy is
+    # `tidemark ingest resync --all`.
+    from ingestion import resync
+    from tests.pgversions import WHEEL_MAJOR, require, session_major
+
+    major = session_major()  # the messages differ: 17+ and 13 to 16
+    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                                     landing_url=None),
+                            extra_conf={**TEST_CONF, "max_slot_wal_keep_size": "16MB"},
+                            bin_dir=None if major == WHEEL_MAJOR else require(major))
+    server.start()
+    try:
+        src, land = create_database(server, "src"), create_database(server, "land")
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("create table t (id int primary key, v text)")
+            conn.execute("insert into t select g, 'x' from generate_series(1, 100) g")
+        catch_up(src, land, "lostslot", timeout_s=60)
+        with psycopg.connect(src, autocommit=True) as conn:  # more WAL than the slot may keep
+            conn.execute("insert into t select g, 'y' from generate_series(101, 200) g")
+            conn.execute("create table filler (id int primary key, v text)")
+            for n in range(6):
+                conn.execute("insert into filler select g, repeat('z', 1000) from"
+                             " generate_series(%s::int, %s::int) g", (n * 20000, n * 20000 + 19999))
+                conn.execute("checkpoint")
+            conn.execute("select pg_switch_wal()")
+            conn.execute("checkpoint")
+            assert conn.execute("select wal_status from pg_replication_slots").fetchone() == (
+                "lost",)
+        with pytest.raises(PermanentSourceError) as caught:
+            catch_up(src, land, "lostslot", timeout_s=60)
+        message = str(caught.value)
+        assert "tidemark ingest resync --all --source lostslot" in message, message
+        assert "Fix the registered URL" not in message
+        resync(src, land, "lostslot")
+        catch_up(src, land, "lostslot", timeout_s=60)
+        with psycopg.connect(land) as conn:
+            assert conn.execute("select count(*) from lostslot.t").fetchone() == (200,)
+    finally:
+        server.stop()
+
+
 def test_wal_level_not_logical_is_refused(tmp_path: Path) -> None:
     server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
                                      landing_url=None),
