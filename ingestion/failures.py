@@ -71,7 +71,10 @@ _ADVICE = (
      "snapshot."),
     ("could not translate host name",
      "The host name in the registered URL does not resolve: fix the URL."),
-    ("invalid", "Fix the registered URL."),
+    *((marker, "Fix the registered URL (`tidemark source remove <name_lower>`, then "
+               "`tidemark source add` again).")
+      for marker in ("invalid connection option", "for connection option", "invalid sslmode",
+                     "invalid uri", "invalid percent-encoded", "missing \"=\" after")),
     ("replication slots are in use",
      "All replication slots of the source are in use: raise max_replication_slots (restart) "
      "or drop unused slots."),
