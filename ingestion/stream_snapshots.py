@@ -142,9 +142,10 @@ def snapshot_new_tables(session: Session) -> int:
             session.tracker.recreated(info, oid, session.ckpt)
         for info in rejoined:
             session.tracker.recopy(info, session.ckpt, "it is back in the publication after "
-                                   "it could not be published (no key or replica identity), "
-                                   "so its changes in between were not streamed",
-                                   "rejoin_publication")
+                                   "being out of it (it could not be published without a key "
+                                   "or replica identity, or the publication was dropped or "
+                                   "changed on the source), so its changes in between were "
+                                   "not streamed", "rejoin_publication")
         session.applier.commit(session.ckpt, session.last_commit_at)
     new = [t for t, info in published if info is None]
     if not new:

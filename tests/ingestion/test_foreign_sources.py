@@ -376,3 +376,23 @@ def test_sql_ascii_source_with_bytes_that_are_not_utf8_is_told_what_to_do(pg, pa
     assert "invalid byte sequence" in message and "SQL_ASCII" in message
     assert f"tidemark source remove {pair.source}" in message
     assert "Fix the registered URL" not in message
+
+
+def test_publication_dropped_on_the_source_is_made_again_and_nothing_is_lost(
+        pair: Pair, caplog) -> None:
+    # A DBA drops the publication while ingestion is stopped: the next start makes it again and
+    # copies the tables again (their changes in between were not published). The message said
+    # the table "could not be published (no key or replica identity)"; it had a key.
+    import logging
+
+    pair.src_exec("create table t (id int primary key, v text)",
+                  "insert into t select g, 'x' from generate_series(1, 10) g")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec(f"drop publication {publication_name(pair.source)}",
+                  "insert into t values (11, 'unpublished')", "update t set v = 'u' where id = 1")
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into t values (12, 'after')")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
+    assert "the publication was dropped or changed on the source" in caplog.text
