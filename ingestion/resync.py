@@ -27,7 +27,7 @@ import psycopg2.extras
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.catalog import drop_slot, key_columns, table_columns
+from ingestion.catalog import drop_slot, key_columns, published_tables, table_columns
 from ingestion.decoder import UNCHANGED
 from ingestion.engine import catch_up
 from ingestion.errors import ResyncBlockedError, TableNotFoundError
@@ -146,6 +146,15 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
         if oid is None:
             raise TableNotFoundError(f"Source table {info.source_schema}.{info.source_table} no "
                                      f"longer exists; nothing to resync.")
+        if oid not in {t[0] for t in published_tables(src_cat, publication_name(source))}:
+            # Its copy would be empty and look healthy (seen: a table moved out of the
+            # selected schemas by `alter table ... set schema`).
+            raise TableNotFoundError(
+                f"Source table {info.source_schema}.{info.source_table} is not in publication "
+                f"{publication_name(source)}: it is outside the source's selected schemas or "
+                f"tables, or has no key or replica identity (`tidemark source list` shows the "
+                f"selection, the ingestion log why a table was left out); nothing to copy. "
+                f"Select it and make it publishable first.")
         repl = psycopg2.connect(source_dsn,
                                 connection_factory=psycopg2.extras.LogicalReplicationConnection)
         try:
