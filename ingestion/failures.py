@@ -57,7 +57,8 @@ _ADVICE = (
      "The source's publication is missing or unusable: run `tidemark source add` again with an "
      "admin URL (it creates the publication), or create it as the tables' owner."),
     ("does not exist",
-     "Fix the registered URL (`tidemark source remove NAME`, then `tidemark source add` again) "
+     "Fix the registered URL (`tidemark source remove <name_lower>`, then `tidemark source add` "
+     "again) "
      "or create what is missing on the source."),
     ("can no longer", _LOST_SLOT),                 # PostgreSQL 17+
     ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)

@@ -34,10 +34,11 @@ class Env:
     land: str
     env: dict[str, str]
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 120,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "tidemark.cli.main", *args],
-                              env=self.env, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              env={**self.env, **(env_extra or {})}, capture_output=True,
+                              text=True, timeout=timeout, check=False)
 
     def popen(self, *args: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "tidemark.cli.main", *args],
@@ -134,6 +135,11 @@ def test_add_list_run_status_remove(user: Env, tmp_path: Path) -> None:
     listed = json.loads(out.stdout)
     assert [(s["name"], s["slot"], s["tables"]) for s in listed] == [("shopdb", "idle", 1)]
     assert e.fetch(e.land, "select count(*) from shopdb.sales__orders") == [(1001,)]
+    # `tidemark status` shows every registered source, not only the demo's (it showed none)
+    out = e.cli("status", "--json")
+    others = json.loads(out.stdout)["sources"]
+    assert [(o["source"], o["slot_active"], o["dead_letters"]) for o in others] == [
+        ("shopdb", False, 0)], others
 
     out = e.cli("source", "remove", "shopdb")
     assert out.returncode == 0, out.stderr
@@ -160,6 +166,10 @@ def test_permanent_error_ends_ingest_run_with_one_message(user: Env, pg: Embedde
     assert "Fix the registered URL" in text and "reconnecting" not in text
     listed = json.loads(e.cli("source", "list", "--json").stdout)
     assert "does not exist" in listed[0]["last_error"]
+    assert "`tidemark source remove gone`" in listed[0]["last_error"]
+    # `tidemark status` says which source stopped and why (it listed only the demo's)
+    status = e.cli("status", env_extra={"COLUMNS": "400"})
+    assert "source gone:" in status.stdout and "cli_gone_db" in status.stdout, status.stdout
     out = e.cli("source", "remove", "gone")
     assert out.returncode == 2 and "--force" in out.stderr
     out = e.cli("source", "remove", "gone", "--force")

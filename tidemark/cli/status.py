@@ -39,15 +39,40 @@ def up_layer(settings: Settings) -> dict[str, Any] | None:
     return read_status(settings.home)
 
 
-def ingestion_layer(dbs: Databases, source: str = SOURCE) -> dict[str, Any]:
-    """Lag, rate, dead letters, paused tables and snapshot progress (``ingestion.status``)."""
+def ingestion_layer(dbs: Databases, source: str = SOURCE,
+                    source_dsn: str | None = None) -> dict[str, Any]:
+    """Lag, rate, dead letters, paused tables and snapshot progress (``ingestion.status``) of
+    ``source`` (the demo's by default), read through ``source_dsn`` (default the demo's)."""
     import ingestion
 
-    s = ingestion.status(dbs.source, dbs.landing, source)
+    s = ingestion.status(source_dsn or dbs.source, dbs.landing, source)
     keep = ("source", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
             "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
             "paused_tables")
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
+
+
+def sources_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """The registered sources other than the demo's, each as :func:`ingestion_layer` reads it
+    (with ``problem``: the last error of a source whose stream is not running), or with
+    ``error`` when it cannot be read."""
+    from ingestion.errors import IngestionError
+    from ingestion.failures import first_line
+    from ingestion.session_settings import pinned_dsn
+    from ingestion.sources import list_sources
+
+    out: list[dict[str, Any]] = []
+    for spec in list_sources(dbs.landing):
+        if spec.name == SOURCE:
+            continue
+        try:
+            item = ingestion_layer(dbs, spec.name, pinned_dsn(spec.dsn()))
+        except (psycopg.Error, OSError, IngestionError) as exc:
+            item = {"source": spec.name, "error": spec.last_error or first_line(exc)}
+        if spec.last_error and "error" not in item and not item["slot_active"]:
+            item["problem"] = spec.last_error
+        out.append(item)
+    return out
 
 
 def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any]]:
@@ -143,6 +168,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     return {
         "up": up_layer(settings),
         "ingestion": _guard(ingestion_layer, dbs),
+        "sources": _guard(sources_layer, dbs),
         "watermarks": _guard(watermarks_layer, dbs),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
@@ -214,11 +240,20 @@ def _show(summary: dict[str, Any]) -> None:
     if "error" in ing:
         console.print(f"[red]ingestion:[/] {ing['error']}")
     else:
+        others = summary.get("sources")
+        others = others if isinstance(others, list) else []
         emit_table("ingestion", ["source", "streaming", "lag s", "lag bytes", "rows/s",
                                  "dead letters", "paused"],
-                   [(ing["source"], ing["slot_active"], ing["lag_seconds"], ing["lag_bytes"],
-                     ing["rows_per_s"], ing["dead_letters"],
-                     ", ".join(p["table"] for p in ing["paused_tables"]) or "-")])
+                   [(row["source"], row["slot_active"], row["lag_seconds"], row["lag_bytes"],
+                     row["rows_per_s"], row["dead_letters"],
+                     ", ".join(p["table"] for p in row["paused_tables"]) or "-")
+                    for row in [ing, *others] if "error" not in row])
+        for row in others:
+            if "error" in row or "problem" in row:
+                console.print(f"[red]source {row['source']}:[/] "
+                              f"{row.get('error') or row['problem']}")
+    if isinstance(summary.get("sources"), dict):
+        console.print(f"[red]sources:[/] {summary['sources']['error']}")
     for key, title, columns in (
             ("watermarks", "watermarks (event time − allowed lateness; delay_s = now − "
              "watermark, so it counts the lateness)",
