@@ -64,10 +64,34 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         assert {"shop/orders", "live/daily_store_revenue", "marts/fct_daily_store_revenue",
                 "serving/daily_store_revenue"} <= paths
         assert [c.process.poll() for c in supervisor.children] == [None, None]
+        served = _status_checks(env)
+        assert not served["loaded_definitions"]  # main loaded them here: 3-12 s of the 9-25 s
+        loaded = _status_checks({**env, "TIDEMARK_DAGSTER_PORT": str(free_port())})
+        assert loaded["loaded_definitions"]  # no UI answers: the definitions are loaded here
+        assert served["checks"] == loaded["checks"] and len(served["checks"]) > 100
     finally:
         codes = supervisor.stop_all(grace_s=30)
     assert set(codes) == {"dagster-webserver", "dagster-daemon"}
     assert (tmp_path / "dagster" / "storage").is_dir()
+
+
+def _status_checks(env: dict[str, str]) -> dict:
+    """``tidemark status``'s Dagster layer in a fresh process: its check rows and whether it
+    imported the code location (dagster-dbt and the dbt manifest) to list them."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from tidemark.settings import load_settings\n"
+            "from tidemark.stack.dagster_status import dagster_summary\n"
+            "summary = dagster_summary(load_settings())\n"
+            "print(json.dumps({'checks': [(r['asset'], r['check'], r['status'])"
+            " for r in summary['checks']],"
+            " 'loaded_definitions': 'orchestration.definitions' in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_runs_a_stopped_up_left_executing_or_cancelling_end_at_the_next_start(tmp_path) -> None:

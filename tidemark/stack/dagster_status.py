@@ -68,8 +68,42 @@ def check_results(instance: Any, check_keys: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+SERVED_CHECKS = """
+{ assetNodes { assetKey { path }
+  assetChecksOrError { __typename ... on AssetChecks { checks { name } } } } }
+"""
+
+
+def served_checks(settings: Settings) -> list[Any] | None:
+    """Every asset check key of the code location the running Dagster UI serves (GraphQL), or
+    None when no UI answers at ``TIDEMARK_DAGSTER_PORT`` or its location is not loaded.
+
+    The UI has the definitions loaded already; asking it takes a fraction of a second where
+    loading them here (dbt's and dagster-dbt's modules, the manifest) takes 3–12 s.
+    """
+    import urllib.error
+
+    from tidemark.stack.dagster_proc import _graphql, ui_url
+
+    try:
+        nodes = _graphql(ui_url(settings), SERVED_CHECKS).get("assetNodes") or []
+        answers = [n["assetChecksOrError"] for n in nodes]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return None
+    if not nodes or any(a.get("__typename") != "AssetChecks" for a in answers):
+        return None
+    from dagster import AssetCheckKey, AssetKey
+
+    return [AssetCheckKey(AssetKey(n["assetKey"]["path"]), c["name"])
+            for n, a in zip(nodes, answers, strict=True) for c in a["checks"]]
+
+
 def code_location_checks(settings: Settings) -> list[Any]:
-    """Every asset check key of ``orchestration.definitions`` (loads the definitions)."""
+    """Every asset check key of ``orchestration.definitions``: asked of the running Dagster UI
+    (:func:`served_checks`), else from the definitions loaded here."""
+    served = served_checks(settings)
+    if served is not None:
+        return served
     import warnings
 
     with warnings.catch_warnings():
