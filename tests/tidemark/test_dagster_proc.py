@@ -35,6 +35,20 @@ def test_dagster_home_keeps_an_edited_yaml(tmp_path) -> None:
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
+def test_dagster_home_purges_old_sensor_ticks(tmp_path) -> None:
+    # Dagster keeps every sensor tick that recorded something unless told otherwise
+    from dagster import DagsterInstance
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    home = dagster_home(Settings(home=tmp_path, port=55432))
+    with DagsterInstance.from_config(str(home)) as instance:
+        sensor = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+        schedule = instance.get_tick_retention_settings(InstigatorType.SCHEDULE)
+    assert sensor[TickStatus.SUCCESS] == 30 and sensor[TickStatus.SKIPPED] == 7
+    assert schedule[TickStatus.SUCCESS] == 90
+
+
 @pytest.mark.slow
 def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> None:
     import os
