@@ -16,10 +16,11 @@ Freshness reads the changelog's newest changes, never a whole table: the contrac
 ``loaded_at_field`` becomes a ``loaded_at_query`` (dbt 1.10+) that takes the largest loaded-at
 value among the newest 1,000 inserted, updated or snapshot rows of ``cdc.shop__<table>`` (a
 backward scan of its unique ``(_commit_lsn, _seq)`` index: 1,000 rows at any history), and
-the changelog's own freshness the largest ``_ingested_at`` of its newest 1,000 changes. ``max(loaded_at_field)`` over a mirror was a full scan every
-15 minutes (3.4 s for ``app_events`` at 100 times the demo's week). Changes land in commit
-order, so this is the loaded-at of the newest change landed: the mirror's maximum whenever the
-application stamps the column as it writes (``updated_at = now()``).
+the changelog's own freshness the largest ``_ingested_at`` of its newest 1,000 changes.
+``max(loaded_at_field)`` over a mirror was a full scan every 15 minutes (3.4 s for
+``app_events`` at 100 times the demo's week). Changes land in commit order, so this is the
+loaded-at of the newest changes landed: the mirror's maximum whenever the application stamps
+the column as it writes (``updated_at = now()``).
 
 Usage (from the repository root)::
 

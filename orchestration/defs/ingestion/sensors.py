@@ -25,7 +25,6 @@ from orchestration.defs.ingestion.checks import (
 )
 from orchestration.defs.resources import TidemarkResource, unreachable
 
-
 RECORD_EVERY_S = 300.0
 
 
