@@ -45,9 +45,27 @@ def latest_runs(instance: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _resolved(instance: Any, record: Any, runs: dict[str, Any]) -> str:
+    """A check execution's status as the UI shows it: a ``planned`` one whose run has ended
+    is ``execution_failed`` (the run failed, e.g. its code server did not start) or
+    ``skipped`` (the run ended without evaluating it), never "running" forever."""
+    status = record.status.value.lower()
+    if status != "planned" or not record.run_id:
+        return status
+    if record.run_id not in runs:
+        runs[record.run_id] = instance.get_run_by_id(record.run_id)
+    run = runs[record.run_id]
+    if run is None:
+        return "skipped"
+    if not run.is_finished:
+        return status
+    return "execution_failed" if run.status.value == "FAILURE" else "skipped"
+
+
 def check_results(instance: Any, check_keys: list[Any]) -> list[dict[str, Any]]:
     """The latest execution of every check in ``check_keys`` (``never`` when none yet)."""
     latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+    runs: dict[str, Any] = {}
     out = []
     for key in sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
         record = latest.get(key)
@@ -55,7 +73,7 @@ def check_results(instance: Any, check_keys: list[Any]) -> list[dict[str, Any]]:
                                "status": "never", "passed": None, "severity": None,
                                "description": None, "evaluated_at": None, "run_id": None}
         if record is not None:
-            row.update(status=record.status.value.lower(), run_id=record.run_id or None,
+            row.update(status=_resolved(instance, record, runs), run_id=record.run_id or None,
                        evaluated_at=_when(record.create_timestamp))
             event = getattr(record.event, "dagster_event", None) if record.event else None
             evaluation = getattr(event, "event_specific_data", None)
