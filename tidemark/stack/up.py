@@ -335,7 +335,14 @@ class _Up:
     def _start_load(self, dbs: Databases) -> threading.Thread | None:
         if self.options.rate <= 0:
             return None
+        from tidemark.demo.catalog import DEFAULT_MALFORMED_SHARE
         from tidemark.demo.load import run_load
+
+        self.display.note("demo", {"source": "shop", "table": "app_events",
+                                   "rate": self.options.rate,
+                                   "malformed_share": DEFAULT_MALFORMED_SHARE,
+                                   "beyond_lateness_share":
+                                       self.settings.demo_beyond_lateness_share})
 
         def work() -> None:
             try:
