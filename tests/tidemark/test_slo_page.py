@@ -84,6 +84,14 @@ def test_a_day_a_correction_run_rebuilds_is_correcting_not_at_risk(capsys) -> No
     assert states["marts/fct_daily_x deadline"]["state"] == "checking"
     show_verdict(slo)
     assert "in progress, not at risk: 1 checking, 1 correcting" in capsys.readouterr().out
+    # a planned evaluation of another run in flight (not the job's latest) is checking too
+    summary["dagster"]["checks"].append({**summary["dagster"]["checks"][0],
+                                         "asset": "marts/fct_daily_y", "run_id": "older-run"})
+    slo = page(summary, Settings())
+    states = {p["promise"]: p for p in slo["promises"]}
+    assert states["marts/fct_daily_y deadline"]["state"] == "checking"
+    assert "older-ru" in states["marts/fct_daily_y deadline"]["why"]
+    summary["dagster"]["checks"].pop()
 
     # the same day with the run ended (or failed) and nothing rebuilding it: pending, at risk
     summary["dagster"]["latest_runs"] = {"daily_marts": _run("FAILURE")}

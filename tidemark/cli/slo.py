@@ -128,10 +128,11 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if row["status"] == "execution_failed":
                 why = (f"not evaluated: its run {row['run_id'][:8]} failed before it ran; the "
                        f"next run evaluates it")
-            if row["passed"] is None and row.get("run_id") in runs:
-                run = runs[row["run_id"]]
-                state, why = "checking", (f"evaluated by {run['job']} run {run['run_id'][:8]}, "
-                                          f"{run['status'].lower()} at {run['started_at']}")
+            if row["status"] == "planned" and row.get("run_id"):  # its run is still going
+                run = runs.get(row["run_id"])
+                state, why = "checking", (f"evaluated by run {row['run_id'][:8]}" + (
+                    f" ({run['job']}, {run['status'].lower()} at {run['started_at']})"
+                    if run else ", in progress"))
             promises.append({"promise": f"{row['asset']} deadline", "state": state,
                              "why": why})
     bad = [p for p in promises if p["state"] in ("missed", "error")]
