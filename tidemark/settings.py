@@ -77,6 +77,12 @@ class Settings(BaseSettings):
             for this long while its source commits is idle; its watermark follows the source.
         watermark_future_skew_s: ``TIDEMARK_WATERMARK_FUTURE_SKEW_S``: how far past its
             source commit time an event time may advance a watermark.
+        verify_share: ``TIDEMARK_VERIFY_SHARE``: the share of one core each live view's
+            periodic comparison with its query (``matches_query``) may take; it runs again
+            once its last duration divided by this has passed.
+        log_max_mb: ``TIDEMARK_LOG_MAX_MB``: a log of ``$TIDEMARK_HOME/logs`` larger than this
+            is rotated by ``tidemark up``.
+        log_keep: ``TIDEMARK_LOG_KEEP``: rotated files kept per log (``x.log.1`` ...).
     """
 
     model_config = SettingsConfigDict(env_prefix="TIDEMARK_", env_ignore_empty=True,
@@ -107,6 +113,9 @@ class Settings(BaseSettings):
     freshness_window_s: int = Field(300, ge=10, le=3600)
     watermark_idle_after_s: float = Field(60.0, gt=0)
     watermark_future_skew_s: float = Field(300.0, ge=0)
+    verify_share: float = Field(0.01, gt=0, le=1)
+    log_max_mb: float = Field(10.0, gt=0)
+    log_keep: int = Field(3, ge=0, le=100)
 
     @field_validator("home", "dbt_project_dir", "dbt_target_path", "views_dir")
     @classmethod

@@ -35,6 +35,20 @@ def test_dagster_home_keeps_an_edited_yaml(tmp_path) -> None:
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
+def test_dagster_home_purges_old_sensor_ticks(tmp_path) -> None:
+    # Dagster keeps every sensor tick that recorded something unless told otherwise
+    from dagster import DagsterInstance
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
+
+    home = dagster_home(Settings(home=tmp_path, port=55432))
+    with DagsterInstance.from_config(str(home)) as instance:
+        sensor = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+        schedule = instance.get_tick_retention_settings(InstigatorType.SCHEDULE)
+    assert sensor[TickStatus.SUCCESS] == 30 and sensor[TickStatus.SKIPPED] == 7
+    assert schedule[TickStatus.SUCCESS] == 90
+
+
 @pytest.mark.slow
 def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> None:
     import os
@@ -64,10 +78,36 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         assert {"shop/orders", "live/daily_store_revenue", "marts/fct_daily_store_revenue",
                 "serving/daily_store_revenue"} <= paths
         assert [c.process.poll() for c in supervisor.children] == [None, None]
+        served = _status_checks(env)
+        # main imported Dagster, opened the instance and loaded the code location here: 5-15 s
+        # of a 9-25 s status; the running UI answers the same over GraphQL
+        assert not served["imported_dagster"] and not served["loaded_definitions"]
+        loaded = _status_checks({**env, "TIDEMARK_DAGSTER_PORT": str(free_port())})
+        assert loaded["loaded_definitions"]  # no UI answers: the instance and definitions
+        assert served["summary"] == loaded["summary"] and len(served["summary"]["checks"]) > 100
     finally:
         codes = supervisor.stop_all(grace_s=30)
     assert set(codes) == {"dagster-webserver", "dagster-daemon"}
     assert (tmp_path / "dagster" / "storage").is_dir()
+
+
+def _status_checks(env: dict[str, str]) -> dict:
+    """``tidemark status``'s Dagster layer in a fresh process: its summary, and whether it
+    imported Dagster and the code location (dagster-dbt and the dbt manifest) for it."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from tidemark.settings import load_settings\n"
+            "from tidemark.stack.dagster_status import dagster_summary\n"
+            "summary = dagster_summary(load_settings())\n"
+            "print(json.dumps({'summary': summary,"
+            " 'imported_dagster': 'dagster' in sys.modules,"
+            " 'loaded_definitions': 'orchestration.definitions' in sys.modules}))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_runs_a_stopped_up_left_executing_or_cancelling_end_at_the_next_start(tmp_path) -> None:

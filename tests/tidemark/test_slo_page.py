@@ -51,3 +51,65 @@ def test_the_verdict_names_the_states_it_counts_as_at_risk(capsys) -> None:
     show_verdict(page({"ingestion": {"error": "not asked"}, "finality": rows}, Settings()))
     out = " ".join(capsys.readouterr().out.split())
     assert "AT RISK (0 missed, 3 at risk: 1 open, 2 pending, 3 promises)" in out
+
+
+def _yesterday_iso() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+
+
+def _run(status: str, trigger: str = "reconciliation_corrections") -> dict:
+    day = _yesterday_iso()
+    return {"status": status, "run_id": "c0ffee00-1234", "partition_range": [day, day],
+            "started_at": "2026-12-03T19:18:12+00:00", "trigger": trigger}
+
+
+def test_a_day_a_correction_run_rebuilds_is_correcting_not_at_risk(capsys) -> None:
+    # the demo's late orders start a correction every 1-3 minutes: the verdict read AT RISK
+    # ("2 pending") most of the time on a stack doing what it should
+    from tidemark.cli.slo import show_verdict
+
+    summary = {"ingestion": {"error": "not asked"}, "finality": [_mart("closed", ["x_pair"])],
+               "up": {"demo": {"beyond_lateness_share": 0.01}},
+               "dagster": {"latest_runs": {"daily_marts": _run("STARTED")},
+                           "checks": [{"asset": "marts/fct_daily_x", "check": "freshness_check",
+                                       "status": "planned", "passed": None,
+                                       "description": None, "run_id": "c0ffee00-1234"}]}}
+    slo = page(summary, Settings())
+    states = {p["promise"]: p for p in slo["promises"]}
+    day = states["fct_daily_x: yesterday"]
+    assert (day["state"], slo["verdict"]) == ("correcting", "kept")
+    assert "c0ffee00" in day["why"] and "expected in the demo" in day["why"]
+    assert states["marts/fct_daily_x deadline"]["state"] == "checking"
+    show_verdict(slo)
+    assert "in progress, not at risk: 1 checking, 1 correcting" in capsys.readouterr().out
+    # a planned evaluation of another run in flight (not the job's latest) is checking too
+    summary["dagster"]["checks"].append({**summary["dagster"]["checks"][0],
+                                         "asset": "marts/fct_daily_y", "run_id": "older-run"})
+    slo = page(summary, Settings())
+    states = {p["promise"]: p for p in slo["promises"]}
+    assert states["marts/fct_daily_y deadline"]["state"] == "checking"
+    assert "older-ru" in states["marts/fct_daily_y deadline"]["why"]
+    summary["dagster"]["checks"].pop()
+
+    # the same day with the run ended (or failed) and nothing rebuilding it: pending, at risk
+    summary["dagster"]["latest_runs"] = {"daily_marts": _run("FAILURE")}
+    summary["dagster"]["checks"][0]["status"] = "execution_failed"
+    slo = page(summary, Settings())
+    states = {p["promise"]: p for p in slo["promises"]}
+    assert states["fct_daily_x: yesterday"]["state"] == "pending"
+    assert states["marts/fct_daily_x deadline"]["state"] == "unknown"
+    assert "failed before it ran" in states["marts/fct_daily_x deadline"]["why"]
+    assert slo["verdict"] == "at risk"
+
+
+def test_only_the_demo_outbox_dead_letters_are_called_expected() -> None:
+    from tidemark.cli.status import expected_in_demo
+
+    demo = {"source": "shop", "table": "app_events", "malformed_share": 0.02}
+    row = {"asset": "shop/app_events", "check": "dead_letters", "severity": "WARN"}
+    assert "2% of the app_events events malformed on purpose" in expected_in_demo(row, demo)
+    assert expected_in_demo(row, None) is None  # no demo load: needs action
+    assert expected_in_demo({**row, "asset": "shop/orders"}, demo) is None
+    assert expected_in_demo({**row, "check": "ingestion_lag"}, demo) is None

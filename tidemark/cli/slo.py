@@ -43,9 +43,45 @@ def _lag_state(ing: dict[str, Any], settings: Settings) -> str:
     return "error" if worst > error else "warn" if worst > warn else "ok"
 
 
-def _yesterday(f: dict[str, Any]) -> dict[str, str]:
-    """State and reason of a mart's yesterday (a row of ``status``'s finality layer)."""
+ACTIVE_RUN = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+IN_PROGRESS = ("correcting", "checking")
+
+
+def _active_runs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The runs in flight among the latest run of each job (run id -> run, with its job)."""
+    latest = (summary.get("dagster") or {}).get("latest_runs") or {}
+    return {r["run_id"]: {**r, "job": job} for job, r in latest.items()
+            if r.get("status") in ACTIVE_RUN}
+
+
+def _rebuilding(runs: dict[str, dict[str, Any]], day: str) -> dict[str, Any] | None:
+    """The run in flight that builds the marts' partition ``day`` (ISO), if any."""
+    for run in runs.values():
+        first, last = (run.get("partition_range") or [None, None])[:2]
+        if run["job"] in ("daily_marts", "nightly_batch") and first and last \
+                and first <= day <= last:
+            return run
+    return None
+
+
+def _yesterday(f: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None,
+               demo: dict[str, Any] | None = None) -> dict[str, str]:
+    """State and reason of a mart's yesterday (a row of ``status``'s finality layer); a day
+    waiting for its reconciliation while a run in flight rebuilds it is ``correcting``."""
+    from datetime import UTC, datetime, timedelta
+
     pairs = ", ".join(f.get("reconciled_by") or [])
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    run = _rebuilding(runs or {}, yesterday) if f["yesterday"] == "closed" and pairs else None
+    if run is not None:
+        why = (f"yesterday is closed by the watermarks; {run['job']} run {run['run_id'][:8]} "
+               f"({run['trigger']}, {run['status'].lower()} at {run['started_at']}) rebuilds it, "
+               f"then {pairs} reconcile it")
+        if demo and run["trigger"] == "reconciliation_corrections":
+            why += (f" (expected in the demo: its load places "
+                    f"{demo.get('beyond_lateness_share', 0):.0%} of orders on days already "
+                    f"closed, so late rows start a correction every few minutes)")
+        return {"state": "correcting", "why": why}
     if f["yesterday"] == "final":
         return {"state": "ok", "why": f"yesterday is final: closed by the watermarks and "
                                       f"reconciled ({pairs})"}
@@ -80,14 +116,25 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for w in summary.get("watermarks") if isinstance(summary.get("watermarks"), list) else []:
         promises.append({"promise": f"watermark of {w['table']}", "state": w["state"],
                          "why": f"{w['delay_s']} s behind now"})
+    runs = _active_runs(summary)
+    demo = (summary.get("up") or {}).get("demo")
     for f in summary.get("finality") if isinstance(summary.get("finality"), list) else []:
-        promises.append({"promise": f"{f['mart']}: yesterday", **_yesterday(f)})
+        promises.append({"promise": f"{f['mart']}: yesterday", **_yesterday(f, runs, demo)})
     dag = summary.get("dagster") or {}
     for row in dag.get("checks") or []:
         if row["check"] == "freshness_check":
             state = "unknown" if row["passed"] is None else "ok" if row["passed"] else "missed"
+            why = row["description"] or row["status"]
+            if row["status"] == "execution_failed":
+                why = (f"not evaluated: its run {row['run_id'][:8]} failed before it ran; the "
+                       f"next run evaluates it")
+            if row["status"] == "planned" and row.get("run_id"):  # its run is still going
+                run = runs.get(row["run_id"])
+                state, why = "checking", (f"evaluated by run {row['run_id'][:8]}" + (
+                    f" ({run['job']}, {run['status'].lower()} at {run['started_at']})"
+                    if run else ", in progress"))
             promises.append({"promise": f"{row['asset']} deadline", "state": state,
-                             "why": row["description"] or row["status"]})
+                             "why": why})
     bad = [p for p in promises if p["state"] in ("missed", "error")]
     warn = [p for p in promises if p["state"] in ("warn", "unknown", "open", "pending")]
     verdict = "missed" if bad else "at risk" if warn else "kept"
@@ -98,9 +145,12 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
 def show_verdict(slo: dict[str, Any], hint: str = "") -> None:
     """The page's one-line verdict (``hint``: appended, e.g. where the details are)."""
     colour = {"kept": "green", "at risk": "yellow", "missed": "red"}[slo["verdict"]]
+    busy = Counter(p["state"] for p in slo["promises"] if p["state"] in IN_PROGRESS)
+    doing = ("; in progress, not at risk: " + ", ".join(
+        f"{n} {state}" for state, n in sorted(busy.items()))) if busy else ""
     console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
                   f"({slo['missed']} missed, {slo['at_risk']} at risk{_states(slo)}, "
-                  f"{len(slo['promises'])} promises){hint}", highlight=False)
+                  f"{len(slo['promises'])} promises{doing}){hint}", highlight=False)
 
 
 def _states(slo: dict[str, Any]) -> str:

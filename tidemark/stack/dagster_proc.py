@@ -31,6 +31,15 @@ run_queue:
   max_concurrent_runs: 2
 telemetry:
   enabled: false
+# Sensor and schedule tick history (Dagster's default keeps every tick that did something):
+retention:
+  schedule:
+    purge_after_days: 90
+  sensor:
+    purge_after_days:
+      skipped: 7
+      success: 30
+      failure: 30
 """
 
 

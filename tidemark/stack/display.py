@@ -192,6 +192,13 @@ class UpDisplay:
                 self.status["state"] = "stopped"
         self._write(force=True)
 
+    def note(self, key: str, value: Any) -> None:
+        """Record ``key`` in the status file (e.g. ``demo``: what the demo load does on
+        purpose, so ``tidemark status`` can say which warnings it expects)."""
+        with self._lock:
+            self.status[key] = value
+        self._write(force=True)
+
     def say(self, message: str) -> None:
         """Print a line for the person (above the live bars on a terminal)."""
         self.console.print(message, highlight=False)

@@ -34,6 +34,7 @@ from tidemark.errors import AlreadyRunningError, TidemarkError
 from tidemark.settings import Settings, redact
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
 from tidemark.stack.display import UpDisplay, read_status
+from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
 from tidemark.stack.supervisor import Supervisor
 
 DEMO_SOURCE = "shop"
@@ -310,7 +311,12 @@ class _Up:
             self.load_thread = self._start_load(dbs)
             deadline = (None if self.options.duration_s is None
                         else time.monotonic() + self.options.duration_s)
+            next_rotation = time.monotonic()
             while not self.stop.is_set():
+                if time.monotonic() >= next_rotation:
+                    rotate_logs(self.settings.log_dir, int(self.settings.log_max_mb * 2**20),
+                                self.settings.log_keep)
+                    next_rotation = time.monotonic() + CHECK_EVERY_S
                 dead = self.supervisor.exited()
                 if dead:
                     for child in dead:
@@ -329,7 +335,14 @@ class _Up:
     def _start_load(self, dbs: Databases) -> threading.Thread | None:
         if self.options.rate <= 0:
             return None
+        from tidemark.demo.catalog import DEFAULT_MALFORMED_SHARE
         from tidemark.demo.load import run_load
+
+        self.display.note("demo", {"source": "shop", "table": "app_events",
+                                   "rate": self.options.rate,
+                                   "malformed_share": DEFAULT_MALFORMED_SHARE,
+                                   "beyond_lateness_share":
+                                       self.settings.demo_beyond_lateness_share})
 
         def work() -> None:
             try:

@@ -17,11 +17,12 @@ def test_source_freshness_pass_and_error(orch) -> None:
     orch.catch_up()
     orders = dg.AssetCheckKey(dg.AssetKey(["shop", "orders"]), CHECK)
     deliveries = dg.AssetCheckKey(dg.AssetKey(["shop", "deliveries"]), CHECK)
-    orch.sql("update shop.deliveries set updated_at = updated_at - interval '3 days'")
+    # freshness reads the changelog's newest changes (not the mirror): age those
+    orch.sql("update cdc.shop__deliveries set updated_at = updated_at - interval '3 days'")
     try:
         results = check_results(orch.run_checks([orders, deliveries]))
     finally:
-        orch.sql("update shop.deliveries set updated_at = updated_at + interval '3 days'")
+        orch.sql("update cdc.shop__deliveries set updated_at = updated_at + interval '3 days'")
     fresh = results[("shop/orders", CHECK)]
     assert fresh.passed, fresh.description
     assert fresh.metadata["status"].value == "pass"

@@ -46,7 +46,11 @@ def test_observer_records_only_changes(orch) -> None:
         conn.execute("update public.stores set store_name = store_name || '' "
                      "where store_id = 1")
     orch.catch_up()
-    moved, _ = observe_changes(orch.resource, cursor)
+    # within RECORD_EVERY_S of the last observation a moved LSN waits (a table under load
+    # moved every 30 s: an observation of every table every 30 s, ~290 MB/day of event log)
+    soon, cursor3 = observe_changes(orch.resource, cursor, now=time.time() + 60)
+    assert soon == [] and cursor3 == cursor
+    moved, _ = observe_changes(orch.resource, cursor, now=time.time() + 301)
     assert [e.asset_key.path[-1] for e in moved if isinstance(e, dg.AssetObservation)] \
         == ["stores"]
 
@@ -102,7 +106,8 @@ def test_dead_letters_check_and_growth_alert(orch) -> None:
             " now(), now(), customer_id, gen_random_uuid(), '{\"quantity\": \"three\"}'"
             " from public.customers limit 1")
     orch.catch_up()
-    grown, _ = dead_letter_growth(orch.resource, cursor)
+    assert dead_letter_growth(orch.resource, cursor, now=time.time() + 60)[0] == []  # waits
+    grown, _ = dead_letter_growth(orch.resource, cursor, now=time.time() + 301)
     assert [(e.asset_key.path[-1], e.metadata["new_since_last_check"].value) for e in grown] \
         == [("app_events", 1)]
 
