@@ -62,7 +62,8 @@ def check_results(instance: Any, check_keys: list[Any]) -> list[dict[str, Any]]:
             if evaluation is not None and hasattr(evaluation, "passed"):
                 row.update(passed=evaluation.passed,
                            severity=getattr(evaluation.severity, "value", None),
-                           description=(evaluation.description or "").splitlines()[0][:200]
+                           # whole: the end of a reason says what to do
+                           description=(evaluation.description or "").splitlines()[0]
                            if evaluation.description else None)
         out.append(row)
     return out

@@ -67,8 +67,10 @@ def _way_forward(comparison: Comparison) -> str:
     redone = [d for d in days if d in comparison.requested and d not in comparison.queued]
     out = []
     if fresh:
-        out.append(f"the correction sensor re-runs marts.{pair.mart} for "
-                   f"{_iso(fresh)} (usually late data the mart has not absorbed).")
+        checked = f" (live.{view} equals its query there)" if comparison.live_wrong == "" \
+            else ""
+        out.append(f"the correction sensor re-runs marts.{pair.mart} for {_iso(fresh)}, "
+                   f"rebuilding those days from landing{checked}.")
     if queued:
         out.append(f"a correction run of marts.{pair.mart} for {_iso(queued)} is queued or "
                    f"running.")

@@ -46,6 +46,12 @@ def test_a_wrong_live_view_is_named_with_its_repair(built) -> None:
     assert "live.daily_store_revenue itself is wrong" in text, text
     assert "tidemark views rebuild daily_store_revenue" in text, text
     assert failed.metadata["live_view_matches_query"].value is False
+    from orchestration.defs.keys import check_name, mart_key
+    from tidemark.stack.dagster_status import check_results as status_checks
+
+    key = dg.AssetCheckKey(mart_key("fct_daily_store_revenue"), check_name(PAIR))
+    [shown] = status_checks(built.instance, [key])  # what `tidemark status` prints
+    assert shown["description"].endswith("then run the reconciliation job."), shown
 
     # The correction sensor re-runs the mart anyway; the day still drifts, and the check keeps
     # naming the live view, not "the correction sensor re-runs the mart".
