@@ -22,16 +22,22 @@ def write(url: str, start: int, count: int) -> None:
             conn.execute("insert into r values (%s, 'x')", (i,))
 
 
+def landed_pair(server, source: str, rows: int) -> Pair:
+    """Source and landing databases on ``server``, table ``r`` with ``rows`` rows, landed."""
+    pair = Pair(source, create_database(server, "src"), create_database(server, "land"))
+    pair.src_exec("create table r (id int primary key, v text)")
+    write(pair.src, 0, rows)
+    catch_up(pair.src, pair.land, pair.source)
+    return pair
+
+
 def test_server_restart_and_dropped_connections(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     server = start_test_server(tmp_path / "home")
     stop = threading.Event()
     thread = None
     try:
-        pair = Pair("res", create_database(server, "src"), create_database(server, "land"))
-        pair.src_exec("create table r (id int primary key, v text)")
-        write(pair.src, 0, 50)
-        catch_up(pair.src, pair.land, pair.source)
+        pair = landed_pair(server, "res", 50)
         caplog.set_level(logging.INFO, logger="tidemark.ingestion")
         thread = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
                                   kwargs={"stop": stop, "max_backoff_s": 1.0})
@@ -87,10 +93,7 @@ def test_a_paused_process_reconnects_after_the_walsender_timed_out(tmp_path: Pat
     server = start_test_server(tmp_path / "home")
     proc = None
     try:
-        pair = Pair("pz", create_database(server, "src"), create_database(server, "land"))
-        pair.src_exec("create table r (id int primary key, v text)")
-        write(pair.src, 0, 10)
-        catch_up(pair.src, pair.land, pair.source)
+        pair = landed_pair(server, "pz", 10)
         with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
             conn.execute("alter system set wal_sender_timeout = '2s'")
             conn.execute("select pg_reload_conf()")
