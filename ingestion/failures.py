@@ -25,6 +25,9 @@ _TRANSIENT_TEXT = (
     "too many clients", "remaining connection slots", "no route to host",
     "network is unreachable", "the connection is lost", "closed unexpectedly",
     "connection has been lost", "connection was lost",
+    # libpq returned an error without a message: the server ended the connection in the middle
+    # of the replication stream (e.g. wal_sender_timeout passed while this process was paused)
+    "no message from the libpq",
 )
 _LOST_SLOT = (
     "The source invalidated this source's replication slot (it held back more WAL than "

@@ -38,6 +38,12 @@ def test_deploy_list_verify(module_db: str, conn: psycopg.Connection, tmp_path: 
     assert bad["missing"] == [[2, 10]] and bad["extra"] == []
     result = runner.invoke(app, ["views", "verify", "by_g", "--dsn", module_db])
     assert result.exit_code == 1 and "query only" in result.output
+    # the way forward is printed, and it works (deploy leaves an unchanged file alone)
+    assert "tidemark views rebuild by_g" in " ".join(result.output.split())
+    result = runner.invoke(app, ["views", "rebuild", "by_g", "--dsn", module_db])
+    assert result.exit_code == 0 and "equals its query" in result.output, result.output
+    result = runner.invoke(app, ["views", "verify", "by_g", "--dsn", module_db])
+    assert result.exit_code == 0, result.output
 
 
 def test_unsupported_view_is_a_clear_error(module_db: str, tmp_path: Path) -> None:

@@ -52,6 +52,13 @@ class Comparison:
             ``LateDay``; a correction is pending for them.
         as_of: the start of the snapshot both sides were read in (rows landed later are not
             in this comparison; None: unknown, the time it is recorded is used).
+        live_wrong: why the live view is wrong on the drifted days, when it differs there from
+            its own query over the landed tables (e.g. "3 row(s) differ from its query"):
+            re-running the mart cannot fix that, rebuilding the view does; "" when it agrees
+            with its query there; None when not checked.
+        requested: drifted days a correction (a re-run of the mart) had been requested for
+            before this comparison: day -> when (``days.requested_corrections``).
+        queued: drifted days a correction run that has not finished yet will rebuild.
     """
 
     pair: Pair
@@ -59,6 +66,9 @@ class Comparison:
     drift: list[dict[str, Any]]
     late: dict[date, Any] = field(default_factory=dict)
     as_of: datetime | None = None
+    live_wrong: str | None = None
+    requested: dict[date, datetime] = field(default_factory=dict)
+    queued: set[date] = field(default_factory=set)
 
     @property
     def drifted_days(self) -> list[date]:

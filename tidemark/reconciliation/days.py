@@ -1,12 +1,13 @@
 """The outcome per pair and day in ``tidemark.reconciled_days`` (what serving and corrections read).
 
 :func:`record_days` keeps each comparison's per-day outcome; :func:`pending_corrections` and
-:func:`mark_requested` drive the correction runs; :func:`contiguous_ranges` groups days.
+:func:`mark_requested` drive the correction runs (:func:`requested_corrections`: which drifted
+days had one already); :func:`contiguous_ranges` groups days.
 """
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -84,6 +85,27 @@ def pending_corrections(landing_dsn: str) -> dict[str, list[date]]:
     for mart, day in rows:
         out.setdefault(mart, []).append(day)
     return out
+
+
+def requested_corrections(landing_dsn: str, comparison: Comparison) -> dict[date, datetime]:
+    """The drifted days of ``comparison`` a correction was requested for before its snapshot
+    (day -> when); also kept in ``comparison.requested``. Call it before :func:`record_days`.
+
+    Such a day drifting again after its correction ran is not late data: re-running the mart
+    did not fix it.
+    """
+    days = comparison.drifted_days
+    if not days:
+        return {}
+    with psycopg.connect(landing_dsn) as conn:
+        ensure_days_table(conn)
+        rows = conn.execute(sql.SQL(
+            "select day, correction_requested_at from {} where pair = %s and day = any(%s) and "
+            "correction_requested_at <= coalesce(%s, now())").format(
+            sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+            (comparison.pair.name, days, comparison.as_of)).fetchall()
+    comparison.requested = dict(rows)
+    return comparison.requested
 
 
 def mark_requested(landing_dsn: str, mart: str, days: list[date]) -> None:

@@ -42,7 +42,8 @@ def check_row(asset: str, check: str, status: str = "never", run_id: str | None 
     """A check's latest execution as ``status`` shows it (``never`` when none yet)."""
     return {"asset": asset, "check": check, "status": status, "passed": passed,
             "severity": severity,
-            "description": description.splitlines()[0][:200] if description else None,
+            # whole: the end of a reason says what to do
+            "description": description.splitlines()[0] if description else None,
             "evaluated_at": _when(timestamp), "run_id": run_id or None}
 
 

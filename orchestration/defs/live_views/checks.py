@@ -63,10 +63,13 @@ def evaluate(tidemark: TidemarkResource, names: list[str]) -> list[dg.AssetCheck
         out.append(dg.AssetCheckResult(
             asset_key=view_key(name), check_name=EMBEDDED_CHECK, passed=r.ok, metadata=meta,
             description=f"live view equals its query ({seconds:.1f} s)" if r.ok else
-            f"live.{name} is broken: {r.problem}; materialise live/{name} to rebuild it."
+            f"live.{name} is broken: {r.problem}; materialise live/{name} (or run `tidemark "
+            f"views deploy`) to repair it."
             if r.problem else
             f"live.{name} differs from its query: {len(r.extra)} rows only in the view, "
-            f"{len(r.missing)} only in the query; materialise live/{name} to rebuild it."))
+            f"{len(r.missing)} only in the query (the rows: `tidemark views verify {name}`); "
+            f"materialise live/{name} (or run `tidemark views rebuild {name}`) to rebuild it "
+            f"from its tables."))
     return out
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import dagster as dg
 
 from orchestration.defs.keys import check_name, mart_key, view_key
+from orchestration.defs.reconciliation.runs import UNFINISHED, queued_days
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
-from tidemark.reconciliation.days import record_days
+from tidemark.reconciliation.days import record_days, requested_corrections
 from tidemark.reconciliation.finality import mart_event_tables, read_finality
 from tidemark.reconciliation.late import explain_late_drift
 from tidemark.reconciliation.pairs import load_pairs
@@ -38,6 +39,54 @@ def _specs() -> list[dg.AssetCheckSpec]:
 
 def _num(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _stores(comparison: Comparison) -> str:
+    """Where: the keys (other than the day) of the first drifted rows, e.g. " (store_id 3)"."""
+    pair, shown = comparison.pair, []
+    for row in comparison.drift:
+        key = ", ".join(f"{k} {row[k]}" for k in pair.keys if k != pair.day_column)
+        if key and row[pair.day_column] in {d.isoformat() for d in comparison.unexplained_days} \
+                and key not in shown:
+            shown.append(key)
+    more = " ..." if len(shown) > 5 else ""
+    return f" ({'; '.join(shown[:5])}{more}; rows in the drift table)" if shown else ""
+
+
+def _way_forward(comparison: Comparison) -> str:
+    """What to do about the unexplained drifted days: which side is wrong, what repairs it."""
+    pair, days = comparison.pair, comparison.unexplained_days
+    view = pair.live_view
+    if comparison.live_wrong:
+        return (f"live.{view} itself is wrong there: {comparison.live_wrong} (`tidemark views "
+                f"verify {view}` shows them). Re-running the mart cannot fix that: rebuild the "
+                f"view with `tidemark views rebuild {view}` (or materialise live/{view} in "
+                f"Dagster), then run the reconciliation job.")
+    fresh = [d for d in days if d not in comparison.requested]
+    queued = [d for d in days if d in comparison.requested and d in comparison.queued]
+    redone = [d for d in days if d in comparison.requested and d not in comparison.queued]
+    out = []
+    if fresh:
+        checked = f" (live.{view} equals its query there)" if comparison.live_wrong == "" \
+            else ""
+        out.append(f"the correction sensor re-runs marts.{pair.mart} for {_iso(fresh)}, "
+                   f"rebuilding those days from landing{checked}.")
+    if queued:
+        out.append(f"a correction run of marts.{pair.mart} for {_iso(queued)} is queued or "
+                   f"running.")
+    if redone:
+        since = min(comparison.requested[d] for d in redone)
+        checked = f", and live.{view} equals its query" if comparison.live_wrong == "" else ""
+        out.append(f"{_iso(redone)} still differ after marts.{pair.mart} was re-run for them "
+                   f"(correction requested {since:%Y-%m-%d %H:%M} UTC){checked}: re-running "
+                   f"does not fix it. Compare the view's file with the mart's SQL (a definition "
+                   f"differs) and `tidemark views verify {view}`; after the fix re-run those "
+                   f"days (the daily_marts job or a backfill of the partitions).")
+    return " ".join(out)
+
+
+def _iso(days: list) -> str:
+    return ", ".join(d.isoformat() for d in days)
 
 
 def check_result(comparison: Comparison) -> dg.AssetCheckResult:
@@ -78,11 +127,13 @@ def check_result(comparison: Comparison) -> dg.AssetCheckResult:
         "late_days": dg.JsonMetadataValue(late),
         "days_compared": len(comparison.days),
     }
+    if comparison.live_wrong is not None:
+        metadata["live_view_matches_query"] = not comparison.live_wrong
     parts = []
     if unexplained:
         parts.append(f"live.{pair.live_view} and marts.{pair.mart} differ beyond tolerance on "
-                     f"{len(unexplained)} day(s): {', '.join(unexplained)}; the correction "
-                     f"sensor re-runs the mart for those days.")
+                     f"{len(unexplained)} day(s): {', '.join(unexplained)}"
+                     f"{_stores(comparison)}; {_way_forward(comparison)}")
     if late:
         counts = ", ".join(f"{d}: {n} late row(s)" for d, n in late.items())
         parts.append(f"{len(late)} day(s) differ because late rows landed after their "
@@ -97,9 +148,42 @@ def check_result(comparison: Comparison) -> dg.AssetCheckResult:
                                metadata=metadata, description=" ".join(parts))
 
 
+def live_side(tidemark: TidemarkResource, comparison: Comparison) -> None:
+    """Whether the live view is wrong on the unexplained drifted days (embedded engine): its
+    rows there that differ from its own query (``streaming_views.verify``), kept in
+    ``comparison.live_wrong``."""
+    days = set(comparison.unexplained_days)
+    if not days or tidemark.target() != "embedded":
+        return
+    from streaming_views import verify
+    from streaming_views.errors import ViewNotFoundError
+
+    view = comparison.pair.live_view
+    try:
+        [result] = verify(tidemark.urls().landing_app, view)
+    except ViewNotFoundError:
+        comparison.live_wrong = f"live.{view} is not deployed"
+        return
+    if result.problem:
+        comparison.live_wrong = f"it no longer follows its tables ({result.problem})"
+        return
+    at = result.columns.index(comparison.pair.day_column)
+    extra = sum(row[at] in days for row in result.extra)
+    missing = sum(row[at] in days for row in result.missing)
+    comparison.live_wrong = "" if not extra + missing else (
+        f"{extra} row(s) of those days are only in the view and {missing} only in its query "
+        f"over the landed tables")
+
+
 def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
-                    today: datetime | None = None) -> list[Comparison]:
-    """Compare and record every pair (or ``names``) over its closed-day window."""
+                    today: datetime | None = None, instance: dg.DagsterInstance | None = None,
+                    run_id: str | None = None) -> list[Comparison]:
+    """Compare and record every pair (or ``names``) over its closed-day window.
+
+    For drift late data does not explain, also: which days had a correction already
+    (``tidemark.reconciled_days``), which a correction run not finished yet (other than
+    ``run_id``) of ``instance`` will rebuild, and whether the live view is wrong there.
+    """
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
     from orchestration.defs.dbt.project import manifest_path
@@ -115,6 +199,11 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         first, last = closed_window(today_d, tidemark.reconcile_window(), retention, closed)
         comparison = compare(landing, pair, first, last)
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
+        if comparison.unexplained_days:
+            requested_corrections(landing, comparison)
+            waiting = queued_days(instance, UNFINISHED, run_id).get(pair.mart, set())
+            comparison.queued = {d for d in comparison.drifted_days if d.isoformat() in waiting}
+            live_side(tidemark, comparison)
         record_days(landing, comparison)
         out.append(comparison)
     return out
@@ -124,5 +213,6 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
 def reconciliation(context: dg.AssetCheckExecutionContext, tidemark: TidemarkResource):
     """Reconcile the selected pairs, live against truth, for every closed day."""
     wanted = {k.name.removeprefix("reconcile_") for k in context.selected_asset_check_keys}
-    for comparison in reconcile_pairs(tidemark, sorted(wanted)):
+    for comparison in reconcile_pairs(tidemark, sorted(wanted), instance=context.instance,
+                                      run_id=context.run.run_id):
         yield check_result(comparison)

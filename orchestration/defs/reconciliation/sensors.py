@@ -6,51 +6,21 @@ daily mart without its reconciliation checks (a run of the marts with their chec
 ``daily_marts`` job and the UI's Materialize do, reconciles in the same run)."""
 
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 import psycopg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts
 from orchestration.defs.dbt.jobs import daily_marts_job
-from orchestration.defs.dbt.partitions import (
-    PARTITION_RANGE_END,
-    PARTITION_RANGE_START,
-    partitions_start,
-    range_tags,
-)
+from orchestration.defs.dbt.partitions import partitions_start, range_tags
 from orchestration.defs.keys import mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
+from orchestration.defs.reconciliation.runs import QUEUED, queued_days
 from orchestration.defs.resources import TidemarkResource, unreachable
 from tidemark.reconciliation.days import contiguous_ranges, mark_requested, pending_corrections
 from tidemark.reconciliation.late import late_corrections, request_late_corrections
-
-QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
-
-
-def queued_days(instance: dg.DagsterInstance | None) -> dict[str, set[str]]:
-    """Per mart, the days (ISO) a correction run that has not started yet will rebuild (one
-    query for every mart).
-
-    Such a run reads landing when it starts, so it absorbs every row landed before then: a new
-    request for one of its days would only queue a second run behind it (with late rows landing
-    every minute, the queue would grow without bound on a busy machine).
-    """
-    days: dict[str, set[str]] = {}
-    if instance is None:
-        return days
-    for run in instance.get_runs(dg.RunsFilter(job_name=daily_marts_job.name, statuses=QUEUED)):
-        mart = run.tags.get("tidemark/correction")
-        first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
-        if mart and first and last:
-            days.setdefault(mart, set()).update(d.isoformat() for d in _days(first, last))
-    return days
-
-
-def _days(first: str, last: str) -> list[date]:
-    start, end = date.fromisoformat(first), date.fromisoformat(last)
-    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
 def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
