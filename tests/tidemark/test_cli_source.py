@@ -140,6 +140,11 @@ def test_add_list_run_status_remove(user: Env, tmp_path: Path) -> None:
     others = json.loads(out.stdout)["sources"]
     assert [(o["source"], o["slot_active"], o["dead_letters"]) for o in others] == [
         ("shopdb", False, 0)], others
+    # stopped: its lag and rate are the last transaction's, and status says so (it showed a
+    # lag of 0.1 s and 215 rows/s for an ingestion stopped 10 minutes before)
+    human = e.cli("status", env_extra={"COLUMNS": "400", "TIDEMARK_INGEST_LAG_WARN_S": "1",
+                                       "TIDEMARK_HEARTBEAT_S": "0.1"})
+    assert "source shopdb: nothing applied for" in human.stdout, human.stdout
 
     out = e.cli("source", "remove", "shopdb")
     assert out.returncode == 0, out.stderr

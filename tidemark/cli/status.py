@@ -167,6 +167,8 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
 
     return {
         "up": up_layer(settings),
+        # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
+        "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": _guard(ingestion_layer, dbs),
         "sources": _guard(sources_layer, dbs),
         "watermarks": _guard(watermarks_layer, dbs),
@@ -261,12 +263,22 @@ def _show(summary: dict[str, Any]) -> None:
     else:
         others = summary.get("sources")
         others = others if isinstance(others, list) else []
+        rows = [row for row in [ing, *others] if "error" not in row]
         emit_table("ingestion", ["source", "streaming", "lag s", "lag bytes", "rows/s",
-                                 "dead letters", "paused"],
+                                 "applied s ago", "dead letters", "paused"],
                    [(row["source"], row["slot_active"], row["lag_seconds"], row["lag_bytes"],
-                     row["rows_per_s"], row["dead_letters"],
+                     row["rows_per_s"], row.get("seconds_since_last_apply"),
+                     row["dead_letters"],
                      ", ".join(p["table"] for p in row["paused_tables"]) or "-")
-                    for row in [ing, *others] if "error" not in row])
+                    for row in rows])
+        for row in rows:
+            idle = row.get("seconds_since_last_apply")
+            if idle is not None and idle > summary.get("stalled_after_s", 60.0) \
+                    and "problem" not in row:
+                console.print(f"[red]source {row['source']}:[/] nothing applied for {idle:.0f} "
+                              f"s (a running ingestion lands a heartbeat on an idle source): "
+                              f"its lag s and rows/s are the last transaction's. Is ingestion "
+                              f"running? `tidemark ingest status`, logs/ingest.log")
         for row in others:
             if "error" in row or "problem" in row:
                 console.print(f"[red]source {row['source']}:[/] "
