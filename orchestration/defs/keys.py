@@ -28,3 +28,9 @@ def check_name(pair_name: str) -> str:
 def serving_key(pair_name: str) -> dg.AssetKey:
     """Asset key of a serving view: ``serving/<pair>``."""
     return dg.AssetKey(["serving", pair_name])
+
+
+CHECK_RUN_TAGS = {"dagster/priority": "10"}
+"""Tags of the jobs that only evaluate checks (live views, dbt source freshness,
+reconciliation): the run queue (2 runs at a time) starts them before queued mart runs, so a
+check is not held back for minutes behind the demo's corrections (queued runs of priority 0)."""

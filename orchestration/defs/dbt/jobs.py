@@ -5,6 +5,7 @@ import dagster as dg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
 from orchestration.defs.dbt.checks import dbt_source_freshness
+from orchestration.defs.keys import CHECK_RUN_TAGS
 
 nightly_batch_job = dg.define_asset_job(
     "nightly_batch", selection=dg.AssetSelection.assets(dbt_unpartitioned, dbt_daily_marts),
@@ -15,5 +16,6 @@ daily_marts_job = dg.define_asset_job(
     description="dbt: the daily marts only, for a range of days (corrections).")
 
 source_freshness_job = dg.define_asset_job(
-    "source_freshness", selection=dg.AssetSelection.checks(dbt_source_freshness),
+    "source_freshness", tags=CHECK_RUN_TAGS,
+    selection=dg.AssetSelection.checks(dbt_source_freshness),
     description="dbt source freshness of every replicated table with a loaded_at column.")

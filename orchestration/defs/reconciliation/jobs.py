@@ -2,8 +2,9 @@
 
 import dagster as dg
 
+from orchestration.defs.keys import CHECK_RUN_TAGS
 from orchestration.defs.reconciliation.checks import reconciliation
 
 reconciliation_job = dg.define_asset_job(
-    "reconciliation", selection=dg.AssetSelection.checks(reconciliation),
+    "reconciliation", tags=CHECK_RUN_TAGS, selection=dg.AssetSelection.checks(reconciliation),
     description="Compare every live view with its mart for each closed day.")

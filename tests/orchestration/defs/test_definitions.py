@@ -43,6 +43,17 @@ def test_schedules_and_sensors_run_by_default(orch) -> None:
         assert orch.defs.resolve_job_def(job) is not None
 
 
+def test_check_runs_start_before_queued_mart_runs(orch) -> None:
+    # With 2 runs at a time, the demo's corrections queued verify_live_views behind them for
+    # 12 minutes (d25): a check run has the higher queue priority.
+    def priority(job: str) -> int:
+        return int(orch.defs.resolve_job_def(job).tags.get("dagster/priority", 0))
+
+    for checks in ("verify_live_views", "source_freshness", "reconciliation"):
+        for marts in ("daily_marts", "nightly_batch"):
+            assert priority(checks) > priority(marts), (checks, marts)
+
+
 def test_dbt_tests_and_checks_are_asset_checks(orch) -> None:
     graph = orch.defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
