@@ -55,6 +55,9 @@ class ViewFreshness:
             ``samples`` and ``p50``/``p95``/``p99`` (seconds, None without samples).
         silent_s: seconds since the least recent of its sources last landed a transaction.
         state: ``ok``, ``missed`` or ``unknown``.
+        cause: which test decided the state (``silent``: nothing landed; ``slow``: the
+            percentile is over the objective; ``within``, ``no_sample``, ``never_landed``,
+            ``no_source``, ``unanalysable``): a change of cause changes the reason.
         reason: one sentence: why, and what to do when it is not ``ok``.
     """
 
@@ -68,6 +71,7 @@ class ViewFreshness:
     windows: dict[float, dict[str, Any]] = field(default_factory=dict)
     silent_s: float | None = None
     state: str = UNKNOWN
+    cause: str = ""
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -171,7 +175,7 @@ def evaluate(landing_dsn: str, views: Sequence[Any], *, default_objective: str,
                 f.windows[w] = stats
         ages = [landed[s][0] for s in sources]
         f.silent_s = None if not ages or None in ages else round(max(ages), 1)  # type: ignore
-        f.state, f.reason = _verdict(f, problem, heartbeat_s)
+        f.state, f.cause, f.reason = _verdict(f, problem, heartbeat_s)
         out.append(f)
     return out
 
@@ -184,31 +188,36 @@ def _stats(buckets: list[Bucket]) -> dict[str, Any]:
     return stats
 
 
-def _verdict(f: ViewFreshness, problem: str | None, heartbeat_s: float) -> tuple[str, str]:
+def _verdict(f: ViewFreshness, problem: str | None,
+             heartbeat_s: float) -> tuple[str, str, str]:
+    """(state, cause, reason) of one view (:class:`ViewFreshness`)."""
     window = _window_name(f.window_s)
     label, limit = f.objective.label, f.objective.seconds
     if problem:
-        return UNKNOWN, f"live.{f.view} cannot be analysed, so its sources are unknown: {problem}"
+        return UNKNOWN, "unanalysable", (f"live.{f.view} cannot be analysed, so its sources are "
+                                         f"unknown: {problem}")
     if not f.sources:
-        return UNKNOWN, f"live.{f.view} reads no replicated table: nothing to measure."
+        return UNKNOWN, "no_source", f"live.{f.view} reads no replicated table: nothing to measure."
     if f.silent_s is None:
-        return MISSED, (f"source {', '.join(f.sources)} has not landed any transaction yet: "
-                        f"start ingestion (`tidemark ingest run`, or `tidemark up`).")
+        return MISSED, "never_landed", (
+            f"source {', '.join(f.sources)} has not landed any transaction yet: start ingestion "
+            f"(`tidemark ingest run`, or `tidemark up`).")
     if f.silent_s > heartbeat_s + limit:
-        return MISSED, (
+        return MISSED, "silent", (
             f"nothing from source {', '.join(f.sources)} has landed for {f.silent_s:.0f} s "
             f"(a heartbeat is due every {heartbeat_s:g} s, objective {label} {limit:g} s): "
             f"ingestion is stopped, stuck or cannot reach the source. Check `tidemark ingest "
             f"status` and the ingest log; if heartbeats are refused, grant EXECUTE on "
             f"pg_logical_emit_message to the source's setup role.")
     if f.judged_s is None:
-        return UNKNOWN, (f"no sample in the last {window} yet (ingestion just started?); the "
-                         f"next heartbeat brings one.")
+        return UNKNOWN, "no_sample", (
+            f"no sample in the last {window} yet (ingestion just started?); the next heartbeat "
+            f"brings one.")
     if f.judged_s > limit:
-        return MISSED, (
+        return MISSED, "slow", (
             f"{label} over the last {window} is {f.judged_s:g} s, over the objective "
             f"{limit:g} s ({f.judged_samples} samples): ingestion or the live view's "
             f"maintenance is too slow. Check `tidemark ingest status` (lag, rows/s) and the "
             f"landing server's load.")
-    return OK, (f"{label} over the last {window} is {f.judged_s:g} s (objective {limit:g} s, "
-                f"{f.judged_samples} samples).")
+    return OK, "within", (f"{label} over the last {window} is {f.judged_s:g} s (objective "
+                          f"{limit:g} s, {f.judged_samples} samples).")

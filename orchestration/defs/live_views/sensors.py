@@ -1,7 +1,9 @@
 """``freshness_observer`` (running by default): the live views' freshness, all the time.
 
 Every 30 s it judges each view against its freshness objective (``tidemark.slo.freshness``)
-and records the ``freshness_slo`` evaluation when its outcome changed, and an observation of
+and records the ``freshness_slo`` evaluation when its outcome or the outcome's cause changed (a
+view missing its objective because nothing lands, then because landing is slow, says so), and
+an observation of
 the view with its p50/p95/p99 (5 min, 1 h) when the outcome changed or every
 :data:`OBSERVE_EVERY_S` — the asset's metadata plots the view's p95 over time, and a quiet
 stack writes little to the event log.
@@ -30,7 +32,7 @@ def observe_freshness(tidemark: TidemarkResource, cursor: str | None,
 
     Args:
         tidemark: the resource.
-        cursor: the previous cursor (JSON: view -> [outcome, last observation time]).
+        cursor: the previous cursor (JSON: view -> [outcome/cause, last observation time]).
         now: the time (``time.time()``), for tests.
 
     Returns:
@@ -42,13 +44,14 @@ def observe_freshness(tidemark: TidemarkResource, cursor: str | None,
     after: dict[str, list] = {}
     for f in freshness_states(tidemark):
         outcome, observed = before.get(f.view, [None, 0.0])
-        changed = f.state != outcome
+        now_outcome = f"{f.state}/{f.cause}"
+        changed = now_outcome != outcome
         if changed:
             events.append(freshness_evaluation(f))
         if changed or now - observed >= OBSERVE_EVERY_S:
             events.append(dg.AssetObservation(view_key(f.view), metadata=freshness_metadata(f)))
             observed = now
-        after[f.view] = [f.state, observed]
+        after[f.view] = [now_outcome, observed]
     return events, json.dumps(after, sort_keys=True)
 
 

@@ -5,6 +5,7 @@ freshness observer records the outcome changes and the views' p95 as asset metad
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -126,6 +127,14 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         assert not any(e.passed for e in changed)
         events, cursor = observe_freshness(built.resource, cursor)
         assert not [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]  # unchanged
+        # the same state for another cause is recorded again: the check's reason said "nothing
+        # has landed" while the view missed its objective because landing was slow (d25)
+        moved = json.loads(cursor)
+        moved[VIEWS[0]][0] = "missed/slow"
+        events, cursor = observe_freshness(built.resource, json.dumps(moved))
+        again = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]
+        assert [e.asset_key for e in again] == [view_key(VIEWS[0])], again
+        assert "has landed for" in again[0].description
         page, views = _slo_page()
         assert page["verdict"] == "missed" and page["missed"] >= len(VIEWS)
         assert all(views[v]["state"] == "missed" for v in VIEWS)
