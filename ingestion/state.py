@@ -120,7 +120,8 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     """Create schemas ``tidemark``, ``cdc``, ``<source>`` and the state tables if missing.
 
     Runs in its own short transaction when the connection is in autocommit mode, otherwise in the
-    caller's transaction.
+    caller's transaction (a savepoint), under an advisory lock that serialises concurrent
+    callers.
     """
     exists = conn.execute(
         "select count(*) from information_schema.tables where table_schema = %s"
@@ -138,20 +139,25 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     if (exists == len(_STATE_TABLES) and added == len(_ADDED_COLUMNS)
             and indexed == len(_INDEXES) and have_source):
         return
-    conn.execute("select pg_advisory_xact_lock(hashtext('tidemark:state-ddl'))")
-    for schema in (STATE_SCHEMA, CHANGELOG_SCHEMA, source):
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-    for name, body in _STATE_TABLES.items():
-        conn.execute(sql.SQL("create table if not exists {}.{} ({})").format(
-            sql.Identifier(STATE_SCHEMA), sql.Identifier(name), sql.SQL(body)))
-    for table, column, type_sql in _ADDED_COLUMNS:
-        conn.execute(sql.SQL("alter table {}.{} add column if not exists {} {}").format(
-            sql.Identifier(STATE_SCHEMA), sql.Identifier(table), sql.Identifier(column),
-            sql.SQL(type_sql)))
-    for name, table, definition in _INDEXES:
-        conn.execute(sql.SQL("create index if not exists {} on {}.{} {}").format(
-            sql.Identifier(name), sql.Identifier(STATE_SCHEMA), sql.Identifier(table),
-            sql.SQL(definition)))
+    # One transaction (a savepoint in the caller's): on an autocommit connection the lock
+    # would end with its own statement, and two processes starting at once (`ingest run` and
+    # `ingest status`) raced into "duplicate key ... pg_type_typname_nsp_index".
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('tidemark:state-ddl'))")
+        for schema in (STATE_SCHEMA, CHANGELOG_SCHEMA, source):
+            conn.execute(sql.SQL("create schema if not exists {}").format(
+                sql.Identifier(schema)))
+        for name, body in _STATE_TABLES.items():
+            conn.execute(sql.SQL("create table if not exists {}.{} ({})").format(
+                sql.Identifier(STATE_SCHEMA), sql.Identifier(name), sql.SQL(body)))
+        for table, column, type_sql in _ADDED_COLUMNS:
+            conn.execute(sql.SQL("alter table {}.{} add column if not exists {} {}").format(
+                sql.Identifier(STATE_SCHEMA), sql.Identifier(table), sql.Identifier(column),
+                sql.SQL(type_sql)))
+        for name, table, definition in _INDEXES:
+            conn.execute(sql.SQL("create index if not exists {} on {}.{} {}").format(
+                sql.Identifier(name), sql.Identifier(STATE_SCHEMA), sql.Identifier(table),
+                sql.SQL(definition)))
 
 
 @dataclass
