@@ -100,6 +100,10 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
         except psycopg.Error as exc:  # a live view failed on a row: broken, again without it
             if break_failing_view(landing_dsn, source, exc) is None:
                 raise
+        except psycopg2.Error as exc:  # the stream: said as `run` says it, or retried by the caller
+            if is_transient(exc):
+                raise
+            raise permanent(source, exc) from None
 
 
 def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,

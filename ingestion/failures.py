@@ -36,6 +36,24 @@ _LOST_SLOT = (
     "(a new slot and a new snapshot of every table), and raise max_slot_wal_keep_size if "
     "ingestion may stop for that long again.")
 _ADVICE = (
+    ("can no longer", _LOST_SLOT),                 # PostgreSQL 17+
+    ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)
+    ("invalid byte sequence for encoding",
+     "A source row holds text that is not valid in the source database's encoding: a "
+     "SQL_ASCII database stores bytes unchecked, and Tidemark reads every source as UTF-8 "
+     "(PostgreSQL converts any declared encoding). Fix the rows on the source, or move the "
+     "database to the encoding its text is really in (pg_dump, then restore into a database "
+     "created with that ENCODING); a change already in the stream stays in the slot: drop the "
+     "source (`tidemark source remove <name_lower>`) and add it again to start from a new "
+     "snapshot."),
+    # the slot holds a change it cannot decode: before PostgreSQL 18 a publication dropped
+    # while changes were made is an error in the walsender for each of them, for good
+    # (libpq's text: 'publication "x" does not exist\nCONTEXT:  slot "x", output plugin ...')
+    ('does not exist\ncontext:  slot',
+     "The source's replication slot holds changes it cannot decode (e.g. the publication "
+     "was dropped while they were made: PostgreSQL before 18 cannot skip them). Run "
+     "`tidemark ingest resync --all --source <name_lower>`: a new slot, and every table "
+     "copied again."),
     ("password authentication failed",
      "The source refused the login. Check the user in the registered URL and its password in "
      "TIDEMARK_SOURCE_<NAME>_PASSWORD (or ~/.pgpass / PGPASSWORD)."),
@@ -63,16 +81,6 @@ _ADVICE = (
      "Fix the registered URL (`tidemark source remove <name_lower>`, then `tidemark source add` "
      "again) "
      "or create what is missing on the source."),
-    ("can no longer", _LOST_SLOT),                 # PostgreSQL 17+
-    ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)
-    ("invalid byte sequence for encoding",
-     "A source row holds text that is not valid in the source database's encoding: a "
-     "SQL_ASCII database stores bytes unchecked, and Tidemark reads every source as UTF-8 "
-     "(PostgreSQL converts any declared encoding). Fix the rows on the source, or move the "
-     "database to the encoding its text is really in (pg_dump, then restore into a database "
-     "created with that ENCODING); a change already in the stream stays in the slot: drop the "
-     "source (`tidemark source remove <name_lower>`) and add it again to start from a new "
-     "snapshot."),
     ("could not translate host name",
      "The host name in the registered URL does not resolve: fix the URL."),
     *((marker, "Fix the registered URL (`tidemark source remove <name_lower>`, then "

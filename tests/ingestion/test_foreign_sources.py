@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ingestion import catch_up, resync, run
-from ingestion.errors import SetupError
+from ingestion.errors import PermanentSourceError, SetupError
 from ingestion.names import (
     changelog_table_name,
     landing_table_name,
@@ -31,6 +31,7 @@ from tests.ingestion.conftest import (
     table_rows,
     wait_until,
 )
+from tests.pgversions import session_major
 
 LONG = "a" * 63
 LONG2 = "a" * 60 + "bbb"
@@ -359,7 +360,6 @@ def test_source_database_in_latin1_lands_its_text(pg, pair: Pair) -> None:
 def test_sql_ascii_source_with_bytes_that_are_not_utf8_is_told_what_to_do(pg, pair: Pair) -> None:
     # A SQL_ASCII database stores any bytes: before, a value that is not UTF-8 stopped the
     # source with "Fix the registered URL", which was not the cause.
-    from ingestion.errors import PermanentSourceError
     from ingestion.source_admin import add_source
     from ingestion.sources import SourceSpec
 
@@ -391,11 +391,20 @@ def test_publication_dropped_on_the_source_is_made_again_and_nothing_is_lost(
     pair.src_exec(f"drop publication {publication_name(pair.source)}",
                   "insert into t values (11, 'unpublished')", "update t set v = 'u' where id = 1")
     caplog.set_level(logging.INFO, logger="tidemark.ingestion")
-    catch_up(pair.src, pair.land, pair.source)
+    if session_major() < 18:
+        # PostgreSQL before 18 cannot decode the changes made while the publication was gone
+        # ('publication ... does not exist' in the change callback, for good): the message
+        # says to start over (it said to run `source add` again, which cannot help)
+        with pytest.raises(PermanentSourceError,
+                           match=rf"resync --all --source {pair.source}"):
+            catch_up(pair.src, pair.land, pair.source)
+        resync(pair.src, pair.land, pair.source)
+    else:
+        catch_up(pair.src, pair.land, pair.source)
+        assert "the publication was dropped or changed on the source" in caplog.text
     pair.src_exec("insert into t values (12, 'after')")
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "t")
-    assert "the publication was dropped or changed on the source" in caplog.text
 
 
 def test_table_moved_out_of_the_selected_schemas_is_not_an_empty_healthy_copy(
