@@ -59,6 +59,7 @@ class BuildPlan:
         asset_keys: every asset of the run.
         check_keys: every check of the run.
         expected_events: materialisations and check evaluations the run should record.
+        unchanged_views: live views already deployed from their current file (left alone).
     """
 
     views: list[str]
@@ -67,6 +68,7 @@ class BuildPlan:
     asset_keys: set = field(default_factory=set)
     check_keys: set = field(default_factory=set)
     expected_events: int = 0
+    unchanged_views: int = 0
 
 
 class DagsterBuild:
@@ -104,7 +106,8 @@ class DagsterBuild:
         from orchestration.defs.live_views.assets import view_files
 
         today = today or datetime.now(UTC).date()
-        views = self._views_to_deploy([v.name for v in view_files()])
+        names = [v.name for v in view_files()]
+        views = self._views_to_deploy(names)
         daily = [k for k in self.graph.get_all_asset_keys()
                  if self.graph.get(k).partitions_def is not None]
         first_partition = self.settings.first_partition_day() or today
@@ -130,7 +133,7 @@ class DagsterBuild:
         days = 0 if first is None else (last - first).days + 1
         expected = sum(days if self.graph.get(k).partitions_def is not None else 1 for k in keys)
         return BuildPlan(sorted(views), first, last if first else None, keys, checks,
-                         expected + len(checks))
+                         expected + len(checks), len(set(names) - views))
 
     def build(self, plan: BuildPlan) -> str:
         """Run the planned assets and checks (one run); return the run id.

@@ -234,7 +234,8 @@ class _Up:
             builder.close()
         days = (f"daily marts {plan.first_day} to {plan.last_day}" if plan.first_day
                 else "no closed day yet")
-        display.end("build", f"Built {len(plan.views)} live view(s), dbt models, {days}, "
+        kept = f" ({plan.unchanged_views} unchanged)" if plan.unchanged_views else ""
+        display.end("build", f"Built {len(plan.views)} live view(s){kept}, dbt models, {days}, "
                              f"{len(plan.check_keys)} checks evaluated"
                              + (f" (partitions from {first_day})." if first_day else "."))
         self._start_ingestion()
