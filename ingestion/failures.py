@@ -36,7 +36,8 @@ _LOST_SLOT = (
     "(a new slot and a new snapshot of every table), and raise max_slot_wal_keep_size if "
     "ingestion may stop for that long again.")
 _ADVICE = (
-    ("can no longer", _LOST_SLOT),                 # PostgreSQL 17+
+    ("can no longer get changes from replication slot", _LOST_SLOT),  # PostgreSQL 17
+    ("can no longer access replication slot", _LOST_SLOT),             # 18+
     ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)
     ("invalid byte sequence for encoding",
      "A source row holds text that is not valid in the source database's encoding: a "
