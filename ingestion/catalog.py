@@ -67,6 +67,55 @@ def ensure_publication(admin_dsn: str, publication: str, tables: list[str] | Non
                          ) from None
 
 
+def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
+    """Why this source role cannot copy a table whole, or None when it can.
+
+    The copy reads the table with the role's rights, so it needs SELECT on every column, and no
+    row-level security policy may apply to it: under a policy ``COPY`` silently reads only the
+    rows the policy shows, while the stream (PostgreSQL applies no policy to replication) sends
+    changes of every row, so landing would miss rows for good. Like PostgreSQL's own subscriber
+    (``row_security = off``, see :mod:`ingestion.session_settings`), Tidemark refuses such a
+    table rather than copy a part of it.
+
+    Args:
+        conn: a source connection of the role that copies (the stream's).
+        oid: the table's OID.
+
+    Returns:
+        A sentence that names the table, what is missing and the statement that fixes it.
+    """
+    row = conn.execute(
+        "select n.nspname, c.relname, has_table_privilege(c.oid, 'select'),"
+        " has_any_column_privilege(c.oid, 'select'),"
+        " row_security_active(c.oid), c.relforcerowsecurity, array(select a.attname from"
+        " pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
+        " and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum)"
+        " from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = %s",
+        (oid,)).fetchone()
+    if row is None:
+        return None
+    schema, table, readable, some, rls, forced, hidden = row
+    ident = sql.Identifier(schema, table).as_string(conn)
+    user = sql.Identifier(conn.info.user).as_string(conn)
+    if not readable and some and hidden:
+        columns = sql.SQL(", ").join(map(sql.Identifier, hidden)).as_string(conn)
+        what = f"column{'s' if len(hidden) > 1 else ''} {', '.join(hidden)}"
+        return (f"the source role {conn.info.user!r} may not read {what} of {schema}.{table}, "
+                f"so it cannot be copied: run `grant select ({columns}) on {ident} to {user};` "
+                f"on the source, or leave the table out of the selection (--tables)")
+    if not readable:
+        return (f"the source role {conn.info.user!r} may not read {schema}.{table}, so it "
+                f"cannot be copied: run `grant select on {ident} to {user};` on the source "
+                f"(and `alter default privileges` for its owner, README \"Your own database\")")
+    if rls:
+        return (f"{schema}.{table} has row-level security{' (forced)' if forced else ''} and "
+                f"its policies apply to the source role {conn.info.user!r}: a copy would hold "
+                f"only the rows they show while the stream sends changes of every row. Let the "
+                f"role bypass them: run `alter role {user} bypassrls;` as a superuser on the "
+                f"source (or leave the table out of the selection, --tables)")
+    return None
+
+
 def _table_ident(name: str) -> sql.Identifier:
     schema, _, table = name.rpartition(".")
     return sql.Identifier(schema or "public", table)

@@ -72,6 +72,10 @@ _ADVICE = (
      "The source role needs the REPLICATION attribute: alter role <user> replication;"),
     ("permission to use replication slots",
      "The source role needs the REPLICATION attribute: alter role <user> replication;"),
+    ("row-level security policy",
+     "A row-level security policy applies to the source role, so a copy would miss the rows "
+     "it hides (the stream applies none): as a superuser on the source run "
+     "`alter role <user> bypassrls;`, or leave the table out of the selection."),
     ("permission denied",
      "The source role lacks a right (SELECT on the replicated tables, CONNECT on the database, "
      "USAGE on their schemas); see the README, \"Your own database\", for the grants."),

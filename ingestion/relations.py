@@ -21,7 +21,13 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
-from ingestion.catalog import column_defaults, key_columns, table_columns, type_names
+from ingestion.catalog import (
+    column_defaults,
+    copy_blocker,
+    key_columns,
+    table_columns,
+    type_names,
+)
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
@@ -341,16 +347,8 @@ class RelationTracker:
                              "paused")
 
     def _unreadable(self, info: TableInfo) -> str | None:
-        """Why the source role cannot copy the table (no SELECT on it), or None."""
-        if self.source_conn.execute("select has_table_privilege(%s::oid, 'select')",
-                                    (info.source_oid,)).fetchone()[0]:
-            return None
-        grant = sql.SQL("grant select on {} to {}").format(
-            sql.Identifier(info.source_schema, info.source_table),
-            sql.Identifier(self.source_conn.info.user)).as_string(self.source_conn)
-        return (f"the source role may not read {info.source_schema}.{info.source_table}, so "
-                f"it cannot be copied: run `{grant};` on the source (and `alter default "
-                f"privileges` for its owner, README \"Your own database\")")
+        """Why the source role cannot copy the table whole (:func:`copy_blocker`), or None."""
+        return copy_blocker(self.source_conn, info.source_oid)
 
     def _oid_now(self, rel: Relation) -> int | None:
         """The OID the relation's name has on the source now (None: no such table)."""

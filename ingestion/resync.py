@@ -22,19 +22,17 @@ from dataclasses import replace
 from typing import Any
 
 import psycopg
-import psycopg2
-import psycopg2.extras
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.catalog import drop_slot, key_columns, published_tables, table_columns
+from ingestion.catalog import copy_blocker, drop_slot, key_columns, published_tables, table_columns
 from ingestion.decoder import UNCHANGED
 from ingestion.engine import catch_up
-from ingestion.errors import ResyncBlockedError, TableNotFoundError
+from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
-from ingestion.relations import RelationTracker
-from ingestion.session_settings import pinned_dsn
+from ingestion.relations import RelationTracker, resync_hint
+from ingestion.session_settings import pinned_dsn, replication_connection
 from ingestion.snapshot import (
     create_slot_exporting,
     open_snapshot,
@@ -155,8 +153,11 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
                 f"tables, or has no key or replica identity (`tidemark source list` shows the "
                 f"selection, the ingestion log why a table was left out); nothing to copy. "
                 f"Select it and make it publishable first.")
-        repl = psycopg2.connect(source_dsn,
-                                connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        blocked = copy_blocker(src_cat, oid)
+        if blocked is not None:
+            raise SetupError(f"Cannot resync {source}.{table}: {blocked}; then run "
+                             f"{resync_hint(source, table)} again.")
+        repl = replication_connection(source_dsn)
         try:
             lsn, snapshot = create_slot_exporting(repl.cursor(), f"{slot_name(source)}_resync",
                                                   temporary=True, watch_dsn=source_dsn,

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-import psycopg2
-import psycopg2.extras
 
 from ingestion.applier import Applier
 from ingestion.catalog import slot_info, wait_slot_free
@@ -41,7 +39,7 @@ from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
 from ingestion.publication import PublicationReport, Selection, log_report
 from ingestion.relations import RelationTracker
-from ingestion.session_settings import pinned_dsn
+from ingestion.session_settings import pin_later_settings, pinned_dsn, replication_connection
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
@@ -162,7 +160,7 @@ class Session:
         ensure_progress_table(self.landing)
         cfg.registered = registered_selection(self.landing, cfg.source)
         self.landing.commit()
-        self.source_conn = psycopg.connect(cfg.source_dsn, autocommit=True)
+        self.source_conn = pin_later_settings(psycopg.connect(cfg.source_dsn, autocommit=True))
         check_source(self.source_conn, cfg.source, self.slot)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
                                cfg.contracts)
@@ -173,8 +171,7 @@ class Session:
         ckpt = load_checkpoint(self.landing, cfg.source)
         self.landing.rollback()
         self.applier.in_txn = False
-        self.repl = psycopg2.connect(cfg.source_dsn,
-                                     connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        self.repl = replication_connection(cfg.source_dsn)
         self.cur = self.repl.cursor()
         if ckpt is None or not ckpt.snapshot_done:
             initial_snapshot(self)

@@ -10,8 +10,12 @@ every source URL (the walsender's too) and to a landing URL that names its own `
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import psycopg
+import psycopg2
+import psycopg2.extras
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 SESSION_SETTINGS: dict[str, str] = {
@@ -26,8 +30,54 @@ SESSION_SETTINGS: dict[str, str] = {
     "default_transaction_read_only": "off",
     "statement_timeout": "0",
     "idle_in_transaction_session_timeout": "0",
+    "lock_timeout": "0",
+    "row_security": "off",
 }
 """Every setting exists on PostgreSQL 10 and later (an unknown one would refuse the connection)."""
+
+LATER_SETTINGS: dict[str, tuple[int, str]] = {
+    "idle_session_timeout": (140000, "0"),
+    "transaction_timeout": (170000, "0"),
+}
+"""Settings newer than PostgreSQL 10, by the server version that has them: an unknown name in
+the startup options would refuse the connection, so :func:`pin_later_settings` SETs them once
+connected. A DBA's ``transaction_timeout`` (17+) on the role or database would end a snapshot's
+copy transaction; an ``idle_session_timeout`` (14+) the catalog connection of a streaming
+session."""
+
+
+def _later_statements(version: int) -> list[str]:
+    return [f"set {name} = {value}" for name, (since, value) in LATER_SETTINGS.items()
+            if version >= since]
+
+
+def pin_later_settings(conn: psycopg.Connection) -> psycopg.Connection:
+    """SET :data:`LATER_SETTINGS` the server has on a fresh connection (outside a transaction).
+
+    Args:
+        conn: a psycopg 3 connection, just opened (autocommit or idle).
+
+    Returns:
+        ``conn``.
+    """
+    for statement in _later_statements(conn.info.server_version):
+        conn.execute(statement)
+    if not conn.autocommit:
+        conn.commit()
+    return conn
+
+
+def replication_connection(dsn: str) -> Any:
+    """A psycopg2 ``LogicalReplicationConnection`` to ``dsn`` with :data:`LATER_SETTINGS`
+    (a logical walsender takes SQL too): the one that exports a snapshot keeps a transaction
+    open until the copy is done."""
+    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    statements = _later_statements(conn.server_version)
+    if statements:
+        with conn.cursor() as cur:
+            for statement in statements:
+                cur.execute(statement)
+    return conn
 
 
 def session_options() -> str:

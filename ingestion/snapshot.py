@@ -33,7 +33,7 @@ from ingestion.catalog import published_tables
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
-from ingestion.session_settings import pinned_dsn
+from ingestion.session_settings import pin_later_settings, pinned_dsn
 from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
@@ -112,7 +112,7 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
 
 def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     """A source connection whose transaction sees exactly the exported snapshot."""
-    conn = psycopg.connect(pinned_dsn(source_dsn))  # the settings at startup, not SETs
+    conn = pin_later_settings(psycopg.connect(pinned_dsn(source_dsn)))  # startup options, SETs
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingestion.catalog import copy_blocker
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.failures import check_source, first_line, is_transient, permanent
 from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
@@ -98,14 +99,10 @@ def add_source(landing_dsn: str, spec: SourceSpec) -> AddReport:
         if missing:
             raise SourceError(f"Source {spec.name!r}: table(s) {', '.join(missing)} do not "
                               f"exist in database {conn.info.dbname!r}.")
-        unreadable = [t.qualified for t in tables if t.publishable and not conn.execute(
-            "select has_table_privilege(%s, 'select')", (t.oid,)).fetchone()[0]]
-        if unreadable:
-            user = conn.info.user
-            grants = "; ".join(f"grant select on {sql.Identifier(*t.split('.', 1)).as_string()}"
-                               f" to {sql.Identifier(user).as_string()}" for t in unreadable)
-            raise SourceError(f"Source {spec.name!r}: role {user!r} may not read "
-                              f"{', '.join(unreadable)}. As the tables' owner run: {grants};")
+        blocked = [reason for t in tables if t.publishable
+                   and (reason := copy_blocker(conn, t.oid)) is not None]
+        if blocked:
+            raise SourceError(f"Source {spec.name!r}: " + "; ".join(blocked) + ".")
         replication = conn.execute(
             "select rolreplication or rolsuper from pg_roles where rolname = current_user"
             ).fetchone()

@@ -14,13 +14,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg
-import psycopg2
-import psycopg2.extras
 
 from ingestion.catalog import drop_slot, published_tables, slot_info
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.publication import sync_publication
+from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 
 if TYPE_CHECKING:
@@ -152,8 +151,7 @@ def snapshot_new_tables(session: Session) -> int:
         return 0
     log.info("source %s: new tables %s; copying them", cfg.source,
              ", ".join(f"{s}.{t}" for _, s, t in new))
-    repl = psycopg2.connect(cfg.source_dsn,
-                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    repl = replication_connection(cfg.source_dsn)
     try:
         lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
                                               temporary=True, watch_dsn=cfg.source_dsn,
