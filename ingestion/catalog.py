@@ -228,13 +228,21 @@ def column_defaults(conn: psycopg.Connection, relid: int, names: list[str]
     return {r[0]: ColumnDefault(r[1], r[2], r[3] or "") for r in rows}
 
 
-def table_columns(conn: psycopg.Connection, relid: int) -> list[tuple[str, int, int, bool]]:
+def table_columns(conn: psycopg.Connection, relid: int, publication: str | None = None
+                  ) -> list[tuple[str, int, int, bool]]:
     """(name, type OID, typmod, not null) of a source table's live columns, in order: the
-    columns the stream sends (stored generated columns only from PostgreSQL 18 on)."""
+    columns the stream sends. Stored generated columns only from PostgreSQL 18 on, and only when
+    ``publication`` (if it exists) publishes them: one a DBA made without
+    ``publish_generated_columns = stored`` sends none, as before 18."""
+    generated = source_capabilities(conn).generated_columns
+    if generated and publication is not None:
+        row = conn.execute("select pubgencols = 's' from pg_publication where pubname = %s",
+                           (publication,)).fetchone()
+        generated = row is None or row[0]
     return [tuple(r) for r in conn.execute(
         "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
         " = %s and attnum > 0 and not attisdropped and (attgenerated = '' or %s)"
-        " order by attnum", (relid, source_capabilities(conn).generated_columns))]
+        " order by attnum", (relid, generated))]
 
 
 def published_tables(conn: psycopg.Connection, publication: str) -> list[tuple[int, str, str]]:

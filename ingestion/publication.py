@@ -269,11 +269,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
                     statement)
             if not _run(conn, statement, report):
                 if must_exist:
-                    raise SetupError(
-                        f"Cannot create publication {publication!r} on the source: "
-                        f"{report.denied}. Run as the tables' owner (or a superuser):\n  "
-                        f"{report.pending[-1]}\nor register the source with --admin-url of "
-                        f"such a role.")
+                    raise SetupError(_cannot_create(conn, publication, wanted, report))
                 return report
             report.added = [t.qualified for t in wanted]
             report.published = [t.qualified for t in wanted]
@@ -295,6 +291,26 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
         now = _published(conn, publication)
         report.published = sorted(now[1].values()) if now else []
     return report
+
+
+def _cannot_create(conn: psycopg.Connection, publication: str, wanted: list[SourceTable],
+                   report: PublicationReport) -> str:
+    """Why this role may not create the publication, and the two ways forward."""
+    user = conn.info.user
+    owns = conn.execute(
+        "select coalesce(bool_and(pg_has_role(relowner, 'usage')), true) or (select rolsuper"
+        " from pg_roles where rolname = current_user) from pg_class where oid = any(%s)",
+        ([t.oid for t in wanted],)).fetchone()[0]
+    why = report.denied
+    if not owns:  # a grant of CREATE alone would only lead to "must be owner of table"
+        why = (f"role {user!r} is not the owner of the tables (only their owner or a "
+               f"superuser may publish them) and PostgreSQL says: "
+               f"{why.split(' (creating a publication', 1)[0]}")
+    return (f"Cannot create publication {publication!r} on the source: {why}. Either a DBA "
+            f"creates it, as the tables' owner (with CREATE on the database) or a superuser:\n"
+            f"  {report.pending[-1]}\nand Tidemark uses it as it is (tables created later are "
+            f"added by the DBA too: the ingestion log says what to run); or register the "
+            f"source with --admin-url of such a role.")
 
 
 def _publish_generated(conn: psycopg.Connection, publication: str,

@@ -31,7 +31,7 @@ from ingestion.catalog import (
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
-from ingestion.names import landing_table_name
+from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import SchemaChange, diff_columns
 from ingestion.state import record_schema_change
 from ingestion.tables import (
@@ -171,8 +171,8 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
         if info is None:
-            cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(self.source_conn,
-                                                                              oid)])
+            cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(
+                self.source_conn, oid, publication_name(self.source))])
             info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
                                  lsn)
         return info
@@ -237,7 +237,8 @@ class RelationTracker:
 
     def _follow(self, info: TableInfo, cols: list[ColumnInfo], key: list[str], lsn: int | None
                 ) -> TableInfo:
-        not_null = {n for n, _, _, nn in table_columns(self.source_conn, info.source_oid) if nn}
+        not_null = {n for n, _, _, nn in table_columns(
+            self.source_conn, info.source_oid, publication_name(self.source)) if nn}
         changes = diff_columns(info.columns, cols, not_null, info.retired)
         if not changes and sorted(key) == sorted(info.key):
             return info

@@ -190,7 +190,8 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     """Bring the mirror to the source's current shape and key, emptied; widen the changelog to
     match (creating both if the table never had them); unpause the table from ``lsn`` on."""
     conn = applier.conn
-    cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(tracker.source_conn, oid)])
+    cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(
+        tracker.source_conn, oid, publication_name(applier.source))])
     key = key_columns(tracker.source_conn, oid)
     names = {c.name for c in cols}
     retired = [c for c in info.retired if c.name not in names]

@@ -15,7 +15,14 @@ from ingestion.errors import SetupError, SourceError
 from ingestion.names import slot_name
 from ingestion.source_admin import add_source
 from ingestion.sources import SourceSpec
-from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals, drop_slot
+from tests.ingestion.conftest import (
+    Pair,
+    assert_changelog_replays,
+    assert_mirror_equals,
+    drop_slot,
+    table_rows,
+)
+from tests.ingestion.test_cli_roles import cli
 
 
 @pytest.fixture
@@ -38,6 +45,13 @@ def reader(pair: Pair) -> Iterator[str]:
 def url_of(pair: Pair, role: str) -> str:
     """The source URL as ``role``."""
     return pair.src.replace("//postgres@", f"//{role}@", 1)
+
+
+def _source_objects(pair: Pair) -> tuple[list, list]:
+    with psycopg.connect(pair.src) as conn:
+        return (conn.execute("select pubname from pg_publication").fetchall(),
+                conn.execute("select slot_name from pg_replication_slots where database ="
+                             " current_database()").fetchall())
 
 
 def _paused_reason(pair: Pair, table: str) -> str | None:
@@ -137,3 +151,44 @@ def test_a_column_the_role_may_not_read_is_named_with_its_grant(pair: Pair, read
     pair.src_exec(grant.replace('("salary")', ""))
     resync(url, pair.land, pair.source, "people")
     assert_mirror_equals(pair, "people")
+
+
+def test_a_role_that_may_not_publish_is_told_what_the_dba_runs(pair: Pair, reader: str) -> None:
+    # Before: "permission denied for database ... grant create on database ... to <reader>",
+    # a grant that only leads to "must be owner of table t".
+    pair.src_exec("create table t (id int primary key, v int)", "insert into t values (1, 1)",
+                  f"grant select on t to {reader}")
+    url = url_of(pair, reader)
+    with pytest.raises(SetupError) as caught:
+        add_source(pair.land, SourceSpec(pair.source, url=url))
+    message = str(caught.value)
+    assert f"role '{reader}' is not the owner of the tables" in message, message
+    assert f'create publication "tidemark_{pair.source}" for table "public"."t"' in message
+    assert "grant create on database" not in message
+    with pytest.raises(SetupError, match="not the owner of the tables"):
+        catch_up(url, pair.land, pair.source, timeout_s=30)
+    assert _source_objects(pair) == ([], []), "nothing half-made on the source"
+
+
+def test_a_publication_the_dba_made_is_used_as_it_is(pair: Pair, reader: str) -> None:
+    # Before (PostgreSQL 18): a publication made without publish_generated_columns (what a DBA
+    # types) paused the table at its first change: "column 'g' was dropped on the source".
+    pair.src_exec("create table t (id int primary key, v int,"
+                  " g int generated always as (v * 2) stored)", "insert into t values (1, 1)",
+                  f"grant select on t to {reader}",
+                  f"create publication tidemark_{pair.source} for table t")
+    url = url_of(pair, reader)
+    out = cli(pair, "source", "add", pair.source, "--url", url)
+    assert out.returncode == 0, out.stderr
+    pair.src_exec("create table later (id int primary key)", f"grant select on later to {reader}")
+    catch_up(url, pair.land, pair.source)
+    pair.src_exec("update t set v = 5", "insert into t values (2, 7)")
+    catch_up(url, pair.land, pair.source)
+    assert _paused_reason(pair, "t") is None
+    assert table_rows(pair.src, "public", "t", ["id", "v"]) == \
+        table_rows(pair.land, pair.source, "t", ["id", "v"])
+    out = cli(pair, "source", "remove", pair.source)
+    out = cli(pair, "source", "add", pair.source, "--url", url)
+    assert out.returncode == 0, out.stderr
+    assert "to run on the source" in out.stdout, out.stdout
+    assert f'alter publication "tidemark_{pair.source}" add table "public"."later";' in out.stdout

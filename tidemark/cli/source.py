@@ -64,7 +64,8 @@ def add(
         emit_json({**spec.as_dict(), "published": pub.published,
                    "not_published": [{"table": t.qualified, "fix": t.advice()}
                                      for t in pub.unpublishable],
-                   "publication_managed": pub.managed, "warnings": report.warnings})
+                   "publication_managed": pub.managed, "warnings": report.warnings,
+                   "to_run_on_source": pub.pending})
         return
     console.print(f"Source [bold]{name}[/] registered ({spec.shown_url()}, "
                   f"{spec.selection.describe()}).", highlight=False)
@@ -78,6 +79,12 @@ def add(
         console.print(f"[yellow]not replicated[/] {table.advice()}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
+    if pub.pending:
+        console.print(f"[yellow]to run on the source[/] as the owner of the tables and of "
+                      f"{pub.publication} (or a superuser); this role may not ({pub.denied}):",
+                      highlight=False)
+        for statement in pub.pending:
+            console.print(f"  {statement}", highlight=False, markup=False)
     console.print(f"Next: `tidemark contracts init {name}` (optional), then "
                   f"`tidemark ingest run --source {name}`.", highlight=False)
 
