@@ -92,6 +92,11 @@ _ADVICE = (
                "`tidemark source add` again).")
       for marker in ("invalid connection option", "for connection option", "invalid sslmode",
                      "invalid uri", "invalid percent-encoded", "missing \"=\" after")),
+    ("max_wal_senders",
+     "All WAL senders of the source server are in use: raise max_wal_senders in its "
+     "postgresql.conf (restart), or stop a replication client it no longer needs "
+     "(`select pid, usename, application_name from pg_stat_replication`). Each Tidemark source "
+     "streams through one, and a second one for a moment while a table is added or resynced."),
     ("replication slots are in use",
      "All replication slots of the source are in use: raise max_replication_slots (restart) "
      "or drop unused slots."),
@@ -166,3 +171,53 @@ def check_source(conn: psycopg.Connection, source: str, slot: str) -> None:
             f"with the same name, or a stray slot? If it is unused, drop it: "
             f"select pg_drop_replication_slot('{slot}');  or register this database under "
             f"another source name.")
+
+
+_CAPACITY = """
+    select current_setting('max_replication_slots')::int, array(select slot_name::text from
+        pg_replication_slots order by slot_name), current_setting('max_wal_senders')::int,
+        (select count(*) from pg_stat_activity where backend_type = 'walsender')::int,
+        exists (select 1 from pg_replication_slots where slot_name = %s)
+"""
+
+
+def check_capacity(conn: psycopg.Connection, source: str, slot: str, held_senders: int = 0
+                   ) -> list[str]:
+    """Refuse a source whose server has no replication slot or WAL sender left for it.
+
+    A streaming source holds one slot and one WAL sender, and a second of each for a moment
+    while a table is added or resynced.
+
+    Args:
+        conn: a connection to the source database.
+        source: the source name.
+        slot: the source's replication slot name.
+        held_senders: WAL senders the caller holds already (its replication connection).
+
+    Returns:
+        Warnings (only one slot left: tables added later cannot be copied until one is free).
+
+    Raises:
+        PermanentSourceError: every slot or every WAL sender is in use.
+    """
+    max_slots, slots, max_senders, senders, have = conn.execute(_CAPACITY, (slot,)).fetchone()
+    free = max_slots - len(slots) + (1 if have else 0)
+    if free < 1:
+        listed = ", ".join(slots[:10]) + (", ..." if len(slots) > 10 else "")
+        raise PermanentSourceError(
+            f"Source {source!r}: all {max_slots} replication slots of the source server are in "
+            f"use ({listed}), and ingestion needs one. Drop one nobody uses (`select "
+            f"pg_drop_replication_slot('<name>');`, as a superuser or its role), or raise "
+            f"max_replication_slots in postgresql.conf and restart the server. Nothing was "
+            f"created on the source.")
+    if senders - held_senders >= max_senders:
+        raise PermanentSourceError(
+            f"Source {source!r}: all {max_senders} WAL senders of the source server are in use, "
+            f"and ingestion streams through one. Raise max_wal_senders in postgresql.conf "
+            f"(restart), or stop a replication client nobody needs (view pg_stat_replication "
+            f"lists them). Nothing was created on the source.")
+    if free < 2:
+        return [f"only one replication slot of the source server is free (max_replication_slots"
+                f" = {max_slots}): ingestion takes it, and a table created later or resynced "
+                f"waits until a second one is free for a moment."]
+    return []

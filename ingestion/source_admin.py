@@ -18,7 +18,7 @@ from psycopg import sql
 
 from ingestion.catalog import copy_blocker
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
-from ingestion.failures import check_source, first_line, is_transient, permanent
+from ingestion.failures import check_capacity, check_source, first_line, is_transient, permanent
 from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
 from ingestion.progress import read_progress
 from ingestion.publication import (
@@ -90,6 +90,7 @@ def add_source(landing_dsn: str, spec: SourceSpec) -> AddReport:
     warnings: list[str] = []
     with _connect(spec) as conn:
         check_source(conn, spec.name, slot_name(spec.name))
+        warnings += check_capacity(conn, spec.name, slot_name(spec.name))
         selection = spec.selection
         gone = missing_schemas(conn, selection) if selection.tables is None else []
         if gone:

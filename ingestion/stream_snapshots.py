@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from ingestion.catalog import drop_slot, published_tables, slot_info
+from ingestion.failures import check_capacity
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.publication import sync_publication
@@ -34,6 +35,9 @@ def initial_snapshot(session: Session) -> None:
     A slot left from an earlier attempt without a landed snapshot is dropped and recreated.
     """
     cfg = session.cfg
+    for warning in check_capacity(session.source_conn, cfg.source, session.slot,
+                                  held_senders=1):  # before anything is created
+        log.warning("source %s: %s", cfg.source, warning)
     report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
                               cfg.selection)
     session._log_report(report)

@@ -5,14 +5,16 @@ source, or the table (or source) is refused with what to run."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from ingestion import catch_up, resync
-from ingestion.errors import SetupError, SourceError
+from ingestion.errors import PermanentSourceError, SetupError, SourceError
 from ingestion.names import slot_name
+from ingestion.session_settings import replication_connection
 from ingestion.source_admin import add_source
 from ingestion.sources import SourceSpec
 from tests.ingestion.conftest import (
@@ -23,6 +25,10 @@ from tests.ingestion.conftest import (
     table_rows,
 )
 from tests.ingestion.test_cli_roles import cli
+from tests.pgversions import WHEEL_MAJOR, require, session_major
+from tests.support import TEST_CONF, create_database, free_port
+from tidemark.settings import Settings
+from tidemark.stack.embedded import EmbeddedServer
 
 
 @pytest.fixture
@@ -192,3 +198,55 @@ def test_a_publication_the_dba_made_is_used_as_it_is(pair: Pair, reader: str) ->
     assert out.returncode == 0, out.stderr
     assert "to run on the source" in out.stdout, out.stdout
     assert f'alter publication "tidemark_{pair.source}" add table "public"."later";' in out.stdout
+
+
+def test_no_replication_slot_or_wal_sender_left_is_refused_and_nothing_made(
+        tmp_path: Path) -> None:
+    # Before: `source add` took a server whose slots were all in use without a word (and made
+    # the publication); with every WAL sender in use ingestion stopped with "Retrying will not
+    # fix this; fix the cause".
+    major = session_major()
+    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                                     landing_url=None),
+                            extra_conf={**TEST_CONF, "max_replication_slots": "2",
+                                        "max_wal_senders": "2"},
+                            bin_dir=None if major == WHEEL_MAJOR else require(major))
+    server.start()
+    try:
+        src, land = create_database(server, "src"), create_database(server, "land")
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("create table t (id int primary key)")
+            for name in ("other1", "other2"):
+                conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')",
+                             (name,))
+        spec = SourceSpec("lim", url=src)
+        with pytest.raises(PermanentSourceError,
+                           match=r"all 2 replication slots .* \(other1, other2\).*"
+                                 r"max_replication_slots"):
+            add_source(land, spec)
+        with pytest.raises(PermanentSourceError, match="max_replication_slots"):
+            catch_up(src, land, "lim", timeout_s=30)
+        assert _objects(src) == ([], ["other1", "other2"]), "nothing half-made on the source"
+
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("select pg_drop_replication_slot('other2')")
+        report = add_source(land, spec)
+        assert any("only one replication slot" in w for w in report.warnings), report.warnings
+        held = [replication_connection(src) for _ in range(2)]
+        try:
+            with pytest.raises(PermanentSourceError, match="WAL senders.*max_wal_senders"):
+                catch_up(src, land, "lim", timeout_s=30)
+        finally:
+            for conn in held:
+                conn.close()
+        catch_up(src, land, "lim", timeout_s=30)
+        assert _objects(src) == (["tidemark_lim"], ["other1", "tidemark_lim"])
+    finally:
+        server.stop()
+
+
+def _objects(url: str) -> tuple[list[str], list[str]]:
+    with psycopg.connect(url) as conn:
+        return ([r[0] for r in conn.execute("select pubname from pg_publication order by 1")],
+                [r[0] for r in conn.execute("select slot_name from pg_replication_slots"
+                                            " order by 1")])
