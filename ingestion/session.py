@@ -50,6 +50,7 @@ log = logging.getLogger("tidemark.ingestion")
 _worker = threading.local()
 _ROW_OPS = {73: "c", 85: "u", 68: "d"}
 _U32 = struct.Struct(">I")
+_KEEPALIVE_S = 0.5
 
 
 @dataclass
@@ -403,7 +404,14 @@ class Session:
         if getattr(_worker, "active", False) or self.future is None:
             return
         future, self.future = self.future, None
-        lsn = future.result()
+        while True:
+            try:
+                lsn = future.result(timeout=_KEEPALIVE_S)
+                break
+            except TimeoutError:
+                # A slow landing commit: tell the walsender this end is alive, else a small
+                # wal_sender_timeout (a DBA may set one second) ends the stream meanwhile.
+                self.cur.send_feedback(force=True)
         self.ckpt = lsn
         self.stats.lsn = lsn
         self.stats.landing_commits += 1

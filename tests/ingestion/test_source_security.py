@@ -4,6 +4,8 @@ source, or the table (or source) is refused with what to run."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -250,3 +252,35 @@ def _objects(url: str) -> tuple[list[str], list[str]]:
         return ([r[0] for r in conn.execute("select pubname from pg_publication order by 1")],
                 [r[0] for r in conn.execute("select slot_name from pg_replication_slots"
                                             " order by 1")])
+
+
+def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout(
+        pair: Pair, reader: str) -> None:
+    # Before: while the stream waited for a landing commit held up longer than the role's
+    # wal_sender_timeout, it answered no keepalive and the source ended the stream ("error with
+    # status PGRES_COPY_BOTH and no message from the libpq").
+    pair.src_exec("create table t (id int primary key, v int)", "insert into t values (1, 1)",
+                  f"grant select on t to {reader}",
+                  f"alter role {reader} set wal_sender_timeout = '1s'")
+    url = url_of(pair, reader)
+    catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
+    pair.src_exec(*[f"insert into t select g, g from generate_series({n * 100 + 2},"
+                    f" {n * 100 + 101}) g" for n in range(10)])
+    locked = threading.Event()
+
+    def hold_mirror() -> None:
+        with psycopg.connect(pair.land) as conn:
+            conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
+                sql.Identifier(pair.source, "t")))
+            locked.set()
+            time.sleep(4)
+
+    holder = threading.Thread(target=hold_mirror)
+    holder.start()
+    locked.wait(10)
+    try:
+        stats = catch_up(url, pair.land, pair.source, setup_dsn=pair.src, timeout_s=60)
+    finally:
+        holder.join()
+    assert stats.changes == 1000
+    assert_mirror_equals(pair, "t")
