@@ -15,6 +15,11 @@ snapshot with contract checks, dedup and indexes, checkpoint), best of ``--repea
 Usage::
 
     python bench/snapshot.py [--rows 2000000] [--repeat 1] [--workers N]
+        [--source-setting statement_timeout=1s ...]
+
+``--source-setting NAME=VALUE`` (repeatable) is set on the source database (``ALTER DATABASE
+... SET``) for each Tidemark run only, as a careful DBA might: the snapshot must not be cut
+short by ``statement_timeout``, ``transaction_timeout`` or ``idle_in_transaction_session_timeout``.
 
 The last line is JSON: ``{"bench": "snapshot", "rows": N, "snapshot_rows_per_s": ...,
 "raw_copy_rows_per_s": ..., "ratio": ...}``.
@@ -30,6 +35,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -199,6 +205,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="tables copied at once (default: TIDEMARK_SNAPSHOT_WORKERS or "
                              "half the cores)")
+    parser.add_argument("--source-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="ALTER DATABASE src SET NAME = VALUE during each Tidemark run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tidemark.ingestion").setLevel(logging.INFO)
@@ -228,8 +236,9 @@ def main() -> None:
             last: list = []
             t = time.monotonic()
             meter.start()
-            stats = ingestion.catch_up(src, target, "shop", contracts=load_contracts(),
-                                       timeout_s=3600, on_progress=last.append)
+            with source_settings(src, args.source_setting):
+                stats = ingestion.catch_up(src, target, "shop", contracts=load_contracts(),
+                                           timeout_s=3600, on_progress=last.append)
             runs.append(time.monotonic() - t)
             cpu["snapshot"].append(meter.stop())
             copy_s = last[-1].elapsed_s if last else runs[-1]
@@ -254,6 +263,21 @@ def main() -> None:
                   "duplicates": checked["duplicates"], "workers": snapshot_workers(),
                   "cpu_s": cpu}
         print(json.dumps(result))
+
+
+@contextlib.contextmanager
+def source_settings(src: str, settings: list[str]) -> Iterator[None]:
+    """``ALTER DATABASE src SET`` each ``NAME=VALUE`` for the block (new sessions get them)."""
+    pairs = [item.split("=", 1) for item in settings]
+    with psycopg.connect(src, autocommit=True) as conn:
+        for name, value in pairs:
+            conn.execute(sql.SQL("alter database src set {} = {}").format(
+                sql.Identifier(name), sql.Literal(value)))
+    try:
+        yield
+    finally:
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("alter database src reset all")
 
 
 def fresh_landing(src: str, land: str, rep: int) -> str:
