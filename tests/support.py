@@ -34,8 +34,8 @@ def create_database(pg: EmbeddedServer, name: str) -> str:
     return pg.admin_url(name)
 
 
-def start_test_server(home: Path, roles: bool = True,
-                      major: int | None = None) -> EmbeddedServer:
+def start_test_server(home: Path, roles: bool = True, major: int | None = None,
+                      conf: dict[str, str] | None = None) -> EmbeddedServer:
     """Start an embedded server for tests in ``home`` (a free port, fsync off).
 
     Args:
@@ -43,13 +43,15 @@ def start_test_server(home: Path, roles: bool = True,
         roles: create the Tidemark roles (False: a brand-new cluster, as a container starts).
         major: the PostgreSQL major version to run (tests/pgversions.py; the test is skipped
             when it is not available here); None: the wheel's 18.
+        conf: server settings beside :data:`TEST_CONF`.
 
     Replication slot names are cluster-wide: tests that keep a slot for a whole session take a
     server of their own from here rather than share the session server.
     """
     bin_dir = None if major is None else require(major)
     server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
-                                     landing_url=None), extra_conf=TEST_CONF, bin_dir=bin_dir)
+                                     landing_url=None), extra_conf={**TEST_CONF, **(conf or {})},
+                            bin_dir=bin_dir)
     server.start()
     if roles:
         ensure_roles(server.admin_url("postgres"))

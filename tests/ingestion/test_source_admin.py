@@ -121,14 +121,12 @@ def test_a_lost_slot_says_to_resync_all_and_resync_all_recovers(tmp_path: Path) 
     # replication slot ... Fix the registered URL.": the URL was fine; the README's remedy is
     # `tidemark ingest resync --all`.
     from ingestion import resync
-    from tests.pgversions import WHEEL_MAJOR, require, session_major
+    from tests.pgversions import WHEEL_MAJOR, session_major
+    from tests.support import start_test_server
 
     major = session_major()  # the messages differ: 17+ and 13 to 16
-    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
-                                     landing_url=None),
-                            extra_conf={**TEST_CONF, "max_slot_wal_keep_size": "16MB"},
-                            bin_dir=None if major == WHEEL_MAJOR else require(major))
-    server.start()
+    server = start_test_server(tmp_path / "home", major=None if major == WHEEL_MAJOR else major,
+                               conf={"max_slot_wal_keep_size": "16MB"})
     try:
         src, land = create_database(server, "src"), create_database(server, "land")
         with psycopg.connect(src, autocommit=True) as conn:

@@ -27,10 +27,8 @@ from tests.ingestion.conftest import (
     table_rows,
 )
 from tests.ingestion.test_cli_roles import cli
-from tests.pgversions import WHEEL_MAJOR, require, session_major
-from tests.support import TEST_CONF, create_database, free_port
-from tidemark.settings import Settings
-from tidemark.stack.embedded import EmbeddedServer
+from tests.pgversions import WHEEL_MAJOR, session_major
+from tests.support import create_database, start_test_server
 
 
 @pytest.fixture
@@ -208,12 +206,8 @@ def test_no_replication_slot_or_wal_sender_left_is_refused_and_nothing_made(
     # the publication); with every WAL sender in use ingestion stopped with "Retrying will not
     # fix this; fix the cause".
     major = session_major()
-    server = EmbeddedServer(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
-                                     landing_url=None),
-                            extra_conf={**TEST_CONF, "max_replication_slots": "2",
-                                        "max_wal_senders": "2"},
-                            bin_dir=None if major == WHEEL_MAJOR else require(major))
-    server.start()
+    server = start_test_server(tmp_path / "home", major=None if major == WHEEL_MAJOR else major,
+                               conf={"max_replication_slots": "2", "max_wal_senders": "2"})
     try:
         src, land = create_database(server, "src"), create_database(server, "land")
         with psycopg.connect(src, autocommit=True) as conn:
