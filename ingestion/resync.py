@@ -32,7 +32,11 @@ from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.relations import RelationTracker, resync_hint
-from ingestion.session_settings import pinned_dsn, replication_connection
+from ingestion.session_settings import (
+    check_landing_triggers,
+    pinned_dsn,
+    replication_connection,
+)
 from ingestion.snapshot import (
     create_slot_exporting,
     open_snapshot,
@@ -129,6 +133,7 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
     source_dsn = pinned_dsn(source_dsn)
     with psycopg.connect(landing_dsn) as land, \
             psycopg.connect(source_dsn, autocommit=True) as src_cat:
+        check_landing_triggers(land)
         ensure_state(land, source)
         land.commit()
         applier = Applier(land, source, slot_name(source), publication_name(source), contracts)

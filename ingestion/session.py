@@ -39,7 +39,12 @@ from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
 from ingestion.publication import PublicationReport, Selection, log_report
 from ingestion.relations import RelationTracker
-from ingestion.session_settings import pin_later_settings, pinned_dsn, replication_connection
+from ingestion.session_settings import (
+    check_landing_triggers,
+    pin_later_settings,
+    pinned_dsn,
+    replication_connection,
+)
 from ingestion.sources import registered_selection
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
@@ -156,6 +161,7 @@ class Session:
         cfg = self.cfg
         self.landing = psycopg.connect(cfg.landing_dsn)
         check_landing_version(self.landing)
+        check_landing_triggers(self.landing)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)
         ensure_progress_table(self.landing)

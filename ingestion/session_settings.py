@@ -16,7 +16,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 import psycopg2
 import psycopg2.extras
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ingestion.errors import SetupError
 
 SESSION_SETTINGS: dict[str, str] = {
     "DateStyle": "ISO, MDY",
@@ -112,3 +115,27 @@ def pinned_dsn(dsn: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
     query.append(("options", options))
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def check_landing_triggers(conn: psycopg.Connection) -> None:
+    """Refuse a landing session in which triggers do not fire.
+
+    ``session_replication_role = replica`` (a superuser's ``ALTER ROLE/DATABASE ... SET`` on
+    landing; only a superuser may change it, so it cannot be pinned at startup) silences the
+    statement triggers that keep the embedded live views equal to their queries: the views would
+    stop following the tables without a word.
+
+    Raises:
+        SetupError: the session runs as a replica.
+    """
+    if conn.execute("select current_setting('session_replication_role')").fetchone()[0] \
+            != "replica":
+        return
+    role = sql.Identifier(conn.info.user).as_string(conn)
+    database = sql.Identifier(conn.info.dbname).as_string(conn)
+    raise SetupError(
+        f"Landing sessions of role {conn.info.user!r} run with session_replication_role = "
+        f"replica (set on the role or database), so no trigger fires and the live views would "
+        f"silently stop following the tables. As a superuser on landing run `alter role {role} "
+        f"reset session_replication_role;` or `alter database {database} reset "
+        f"session_replication_role;` (whichever set it), then start ingestion again.")

@@ -19,6 +19,8 @@ from ingestion.names import slot_name
 from ingestion.session_settings import replication_connection
 from ingestion.source_admin import add_source
 from ingestion.sources import SourceSpec
+from streaming_views.deploy import deploy_embedded
+from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import (
     Pair,
     assert_changelog_replays,
@@ -278,3 +280,25 @@ def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout
         holder.join()
     assert stats.changes == 1000
     assert_mirror_equals(pair, "t")
+
+
+def test_landing_sessions_as_a_replica_are_refused(pair: Pair) -> None:
+    # Before: with session_replication_role = replica on the landing database, changes landed
+    # but no trigger fired: live.total said 1 where the mirror had 2 rows, without a word.
+    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    deploy_embedded(pair.land, [parse_view_text(
+        "total", f"select count(*) as n from {pair.source}.t t")])
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter database {} set session_replication_role = replica").format(
+            sql.Identifier(conn.info.dbname)))
+    pair.src_exec("insert into t values (2)")
+    with pytest.raises(SetupError, match="session_replication_role = replica.*live views.*"
+                                         "reset session_replication_role"):
+        catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter database {} reset session_replication_role").format(
+            sql.Identifier(conn.info.dbname)))
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select n from live.total").fetchone() == (2,)
