@@ -1,7 +1,8 @@
 """Source-side catalog: publication, slot, type names and keys of replicated tables.
 
-Creating a publication needs ownership of the tables (or superuser): :func:`ensure_publication`
-runs with the source's admin URL; streaming only needs a role with REPLICATION and SELECT.
+The publication itself is kept by :mod:`ingestion.publication` (with the source's admin URL);
+streaming only needs a role with REPLICATION and SELECT on every column, which
+:func:`copy_blocker` checks.
 """
 
 from __future__ import annotations
@@ -16,55 +17,6 @@ from ingestion.errors import SetupError
 from ingestion.versions import source_capabilities
 
 USER_TYPE_OID = 16384
-
-
-def ensure_publication(admin_dsn: str, publication: str, tables: list[str] | None) -> None:
-    """Create the source's publication if missing, or add tables missing from it.
-
-    Args:
-        admin_dsn: source URL of a role owning the tables (or a superuser).
-        publication: publication name.
-        tables: table names (optionally ``schema.table``) to publish; None publishes every table
-            of schema ``public``, including tables created later.
-
-    Raises:
-        SetupError: the role may not create the publication, or a table does not exist.
-    """
-    try:
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            exists = conn.execute("select puballtables, exists (select 1 from"
-                                  " pg_publication_namespace pn where pn.pnpubid = p.oid)"
-                                  " from pg_publication p where pubname = %s",
-                                  (publication,)).fetchone()
-            if tables is None:
-                if exists is None:
-                    conn.execute(sql.SQL("create publication {} for tables in schema public")
-                                 .format(sql.Identifier(publication)))
-                return
-            idents = [_table_ident(t) for t in tables]
-            if exists is None:
-                conn.execute(sql.SQL("create publication {} for table {}").format(
-                    sql.Identifier(publication), sql.SQL(", ").join(idents)))
-                return
-            if exists[0] or exists[1]:
-                return
-            published = {
-                (r[0], r[1]) for r in conn.execute(
-                    "select schemaname, tablename from pg_publication_tables where pubname = %s",
-                    (publication,))}
-            for name, ident in zip(tables, idents, strict=True):
-                schema, _, table = name.rpartition(".")
-                if (schema or "public", table) not in published:
-                    conn.execute(sql.SQL("alter publication {} add table {}").format(
-                        sql.Identifier(publication), ident))
-    except psycopg.errors.InsufficientPrivilege as exc:
-        raise SetupError(
-            f"Cannot create publication {publication!r}: {exc.diag.message_primary}. Run ingestion"
-            f" setup with the source's admin URL (a superuser or the tables' owner)."
-        ) from None
-    except psycopg.errors.UndefinedTable as exc:
-        raise SetupError(f"Cannot publish: {exc.diag.message_primary}. Check publication_tables."
-                         ) from None
 
 
 def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
@@ -114,11 +66,6 @@ def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
                 f"role bypass them: run `alter role {user} bypassrls;` as a superuser on the "
                 f"source (or leave the table out of the selection, --tables)")
     return None
-
-
-def _table_ident(name: str) -> sql.Identifier:
-    schema, _, table = name.rpartition(".")
-    return sql.Identifier(schema or "public", table)
 
 
 def slot_info(conn: psycopg.Connection, slot: str) -> tuple[bool, int | None] | None:
