@@ -55,11 +55,66 @@ def url_of(pair: Pair, role: str) -> str:
     return pair.src.replace("//postgres@", f"//{role}@", 1)
 
 
-def _source_objects(pair: Pair) -> tuple[list, list]:
-    with psycopg.connect(pair.src) as conn:
-        return (conn.execute("select pubname from pg_publication").fetchall(),
-                conn.execute("select slot_name from pg_replication_slots where database ="
-                             " current_database()").fetchall())
+def _objects(url: str) -> tuple[list[str], list[str]]:
+    """(publications, replication slots) of the database at ``url``."""
+    with psycopg.connect(url) as conn:
+        return ([r[0] for r in conn.execute("select pubname from pg_publication order by 1")],
+                [r[0] for r in conn.execute("select slot_name from pg_replication_slots where"
+                                            " database = current_database() order by 1")])
+
+
+def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout(
+        pair: Pair, reader: str) -> None:
+    # Before: while the stream waited for a landing commit held up longer than the role's
+    # wal_sender_timeout, it answered no keepalive and the source ended the stream ("error with
+    # status PGRES_COPY_BOTH and no message from the libpq").
+    pair.src_exec("create table t (id int primary key, v int)", "insert into t values (1, 1)",
+                  f"grant select on t to {reader}",
+                  f"alter role {reader} set wal_sender_timeout = '1s'")
+    url = url_of(pair, reader)
+    catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
+    pair.src_exec(*[f"insert into t select g, g from generate_series({n * 100 + 2},"
+                    f" {n * 100 + 101}) g" for n in range(10)])
+    locked = threading.Event()
+
+    def hold_mirror() -> None:
+        with psycopg.connect(pair.land) as conn:
+            conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
+                sql.Identifier(pair.source, "t")))
+            locked.set()
+            time.sleep(4)
+
+    holder = threading.Thread(target=hold_mirror)
+    holder.start()
+    locked.wait(10)
+    try:
+        stats = catch_up(url, pair.land, pair.source, setup_dsn=pair.src, timeout_s=60)
+    finally:
+        holder.join()
+    assert stats.changes == 1000
+    assert_mirror_equals(pair, "t")
+
+
+def test_landing_sessions_as_a_replica_are_refused(pair: Pair) -> None:
+    # Before: with session_replication_role = replica on the landing database, changes landed
+    # but no trigger fired: live.total said 1 where the mirror had 2 rows, without a word.
+    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    deploy_embedded(pair.land, [parse_view_text(
+        "total", f"select count(*) as n from {pair.source}.t t")])
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter database {} set session_replication_role = replica").format(
+            sql.Identifier(conn.info.dbname)))
+    pair.src_exec("insert into t values (2)")
+    with pytest.raises(SetupError, match="session_replication_role = replica.*live views.*"
+                                         "reset session_replication_role"):
+        catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(sql.SQL("alter database {} reset session_replication_role").format(
+            sql.Identifier(conn.info.dbname)))
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select n from live.total").fetchone() == (2,)
 
 
 def _paused_reason(pair: Pair, table: str) -> str | None:
@@ -175,7 +230,7 @@ def test_a_role_that_may_not_publish_is_told_what_the_dba_runs(pair: Pair, reade
     assert "grant create on database" not in message
     with pytest.raises(SetupError, match="not the owner of the tables"):
         catch_up(url, pair.land, pair.source, timeout_s=30)
-    assert _source_objects(pair) == ([], []), "nothing half-made on the source"
+    assert _objects(pair.src) == ([], []), "nothing half-made on the source"
 
 
 def test_a_publication_the_dba_made_is_used_as_it_is(pair: Pair, reader: str) -> None:
@@ -242,63 +297,3 @@ def test_no_replication_slot_or_wal_sender_left_is_refused_and_nothing_made(
     finally:
         server.stop()
 
-
-def _objects(url: str) -> tuple[list[str], list[str]]:
-    with psycopg.connect(url) as conn:
-        return ([r[0] for r in conn.execute("select pubname from pg_publication order by 1")],
-                [r[0] for r in conn.execute("select slot_name from pg_replication_slots"
-                                            " order by 1")])
-
-
-def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout(
-        pair: Pair, reader: str) -> None:
-    # Before: while the stream waited for a landing commit held up longer than the role's
-    # wal_sender_timeout, it answered no keepalive and the source ended the stream ("error with
-    # status PGRES_COPY_BOTH and no message from the libpq").
-    pair.src_exec("create table t (id int primary key, v int)", "insert into t values (1, 1)",
-                  f"grant select on t to {reader}",
-                  f"alter role {reader} set wal_sender_timeout = '1s'")
-    url = url_of(pair, reader)
-    catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
-    pair.src_exec(*[f"insert into t select g, g from generate_series({n * 100 + 2},"
-                    f" {n * 100 + 101}) g" for n in range(10)])
-    locked = threading.Event()
-
-    def hold_mirror() -> None:
-        with psycopg.connect(pair.land) as conn:
-            conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
-                sql.Identifier(pair.source, "t")))
-            locked.set()
-            time.sleep(4)
-
-    holder = threading.Thread(target=hold_mirror)
-    holder.start()
-    locked.wait(10)
-    try:
-        stats = catch_up(url, pair.land, pair.source, setup_dsn=pair.src, timeout_s=60)
-    finally:
-        holder.join()
-    assert stats.changes == 1000
-    assert_mirror_equals(pair, "t")
-
-
-def test_landing_sessions_as_a_replica_are_refused(pair: Pair) -> None:
-    # Before: with session_replication_role = replica on the landing database, changes landed
-    # but no trigger fired: live.total said 1 where the mirror had 2 rows, without a word.
-    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
-    catch_up(pair.src, pair.land, pair.source)
-    deploy_embedded(pair.land, [parse_view_text(
-        "total", f"select count(*) as n from {pair.source}.t t")])
-    with psycopg.connect(pair.land, autocommit=True) as conn:
-        conn.execute(sql.SQL("alter database {} set session_replication_role = replica").format(
-            sql.Identifier(conn.info.dbname)))
-    pair.src_exec("insert into t values (2)")
-    with pytest.raises(SetupError, match="session_replication_role = replica.*live views.*"
-                                         "reset session_replication_role"):
-        catch_up(pair.src, pair.land, pair.source)
-    with psycopg.connect(pair.land, autocommit=True) as conn:
-        conn.execute(sql.SQL("alter database {} reset session_replication_role").format(
-            sql.Identifier(conn.info.dbname)))
-    catch_up(pair.src, pair.land, pair.source)
-    with psycopg.connect(pair.land) as conn:
-        assert conn.execute("select n from live.total").fetchone() == (2,)
