@@ -22,10 +22,10 @@ USER_TYPE_OID = 16384
 def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
     """Why this source role cannot copy a table whole, or None when it can.
 
-    The copy reads the table with the role's rights, so it needs SELECT on every column, and no
-    row-level security policy may apply to it: under a policy ``COPY`` silently reads only the
-    rows the policy shows, while the stream (PostgreSQL applies no policy to replication) sends
-    changes of every row, so landing would miss rows for good. Like PostgreSQL's own subscriber
+    The copy reads the table with the role's rights, so it needs USAGE on its schema and SELECT
+    on every column, and no row-level security policy may apply to it: under a policy ``COPY``
+    silently reads only the rows the policy shows, while the stream (PostgreSQL applies no
+    policy to replication) sends changes of every row, so landing would miss rows for good. Like PostgreSQL's own subscriber
     (``row_security = off``, see :mod:`ingestion.session_settings`), Tidemark refuses such a
     table rather than copy a part of it.
 
@@ -38,7 +38,7 @@ def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
     """
     row = conn.execute(
         "select n.nspname, c.relname, has_table_privilege(c.oid, 'select'),"
-        " has_any_column_privilege(c.oid, 'select'),"
+        " has_any_column_privilege(c.oid, 'select'), has_schema_privilege(n.oid, 'usage'),"
         " row_security_active(c.oid), c.relforcerowsecurity, array(select a.attname from"
         " pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
         " and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum)"
@@ -46,9 +46,13 @@ def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
         (oid,)).fetchone()
     if row is None:
         return None
-    schema, table, readable, some, rls, forced, hidden = row
+    schema, table, readable, some, usage, rls, forced, hidden = row
     ident = sql.Identifier(schema, table).as_string(conn)
     user = sql.Identifier(conn.info.user).as_string(conn)
+    if not usage:
+        return (f"the source role {conn.info.user!r} may not use schema {schema}, so "
+                f"{schema}.{table} cannot be copied: run `grant usage on schema "
+                f"{sql.Identifier(schema).as_string(conn)} to {user};` on the source")
     if not readable and some and hidden:
         columns = sql.SQL(", ").join(map(sql.Identifier, hidden)).as_string(conn)
         what = f"column{'s' if len(hidden) > 1 else ''} {', '.join(hidden)}"

@@ -297,3 +297,25 @@ def test_no_replication_slot_or_wal_sender_left_is_refused_and_nothing_made(
     finally:
         server.stop()
 
+
+
+def test_a_schema_the_role_may_not_use_pauses_its_tables_alone(pair: Pair, reader: str) -> None:
+    # Before: `source add` passed (SELECT was granted) and the snapshot then failed the whole
+    # source for good: "permission denied for schema sales", with no statement to run.
+    pair.src_exec("create schema sales", "create table sales.orders (id int primary key)",
+                  "insert into sales.orders values (1)", "create table t (id int primary key)",
+                  "insert into t values (1)", f"grant select on t, sales.orders to {reader}")
+    url = url_of(pair, reader)
+    spec = SourceSpec(pair.source, url=url, admin_url=pair.src, schemas=("public", "sales"))
+    grant = f'grant usage on schema "sales" to "{reader}";'
+    with pytest.raises(SourceError, match="may not use schema sales") as caught:
+        add_source(pair.land, spec)
+    assert grant in str(caught.value)
+    catch_up(url, pair.land, pair.source, setup_dsn=pair.src, schemas=["public", "sales"])
+    assert_mirror_equals(pair, "t")
+    assert grant in (_paused_reason(pair, "sales__orders") or "")
+    pair.src_exec("insert into sales.orders values (2)", grant)
+    resync(url, pair.land, pair.source, "sales__orders")
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute(sql.SQL("select count(*) from {}").format(
+            sql.Identifier(pair.source, "sales__orders"))).fetchone() == (2,)
