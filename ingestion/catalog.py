@@ -25,9 +25,9 @@ def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
     The copy reads the table with the role's rights, so it needs USAGE on its schema and SELECT
     on every column, and no row-level security policy may apply to it: under a policy ``COPY``
     silently reads only the rows the policy shows, while the stream (PostgreSQL applies no
-    policy to replication) sends changes of every row, so landing would miss rows for good. Like PostgreSQL's own subscriber
-    (``row_security = off``, see :mod:`ingestion.session_settings`), Tidemark refuses such a
-    table rather than copy a part of it.
+    policy to replication) sends changes of every row, so landing would miss rows for good.
+    Like PostgreSQL's own subscriber (``row_security = off``, see
+    :mod:`ingestion.session_settings`), Tidemark refuses such a table rather than copy a part.
 
     Args:
         conn: a source connection of the role that copies (the stream's).

@@ -76,6 +76,12 @@ _ADVICE = (
      "A row-level security policy applies to the source role, so a copy would miss the rows "
      "it hides (the stream applies none): as a superuser on the source run "
      "`alter role <user> bypassrls;`, or leave the table out of the selection."),
+    ("permission denied for database",
+     "The source role may not connect to that database: as its owner run "
+     "`grant connect on database <database> to <user>;` (README, \"Your own database\")."),
+    ("permission denied for schema",
+     "The source role may not use that schema: as its owner run "
+     "`grant usage on schema <schema> to <user>;` (README, \"Your own database\")."),
     ("permission denied",
      "The source role lacks a right (SELECT on the replicated tables, CONNECT on the database, "
      "USAGE on their schemas); see the README, \"Your own database\", for the grants."),

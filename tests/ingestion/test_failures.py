@@ -34,6 +34,19 @@ def test_classification(message: str, transient: bool) -> None:
     assert is_transient(psycopg.OperationalError(message)) is transient
 
 
+@pytest.mark.parametrize("message, advice", [
+    ('connection failed: FATAL:  permission denied for database "mydb"\nDETAIL:  User does not '
+     'have CONNECT privilege.', "grant connect on database"),
+    ("permission denied for schema sales", "grant usage on schema"),
+    ('FATAL:  number of requested standby connections exceeds "max_wal_senders" (currently 2)',
+     "raise max_wal_senders"),
+    ('query would be affected by row-level security policy for table "t"', "bypassrls"),
+])
+def test_advice_names_the_statement(message: str, advice: str) -> None:
+    assert advice in str(permanent("mydb", psycopg.OperationalError(message)))
+    assert not is_transient(psycopg.OperationalError(message))
+
+
 def test_advice_names_the_password_variable() -> None:
     err = permanent("mydb", psycopg.OperationalError("password authentication failed for user x"))
     assert "TIDEMARK_SOURCE_MYDB_PASSWORD" in str(err)
