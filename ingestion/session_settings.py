@@ -5,7 +5,10 @@ statements and idle snapshot transactions must not be cut short, whatever a serv
 ``ALTER DATABASE/ROLE ... SET`` or a user's environment says. :func:`pinned_dsn` adds them to
 every source URL (the walsender's too) and to a landing URL that names its own ``options``;
 :mod:`tidemark.session_env` puts them in ``PGOPTIONS`` for every other connection of the
-``tidemark`` command and the Dagster code location.
+``tidemark`` command and the Dagster code location. Settings newer than PostgreSQL 10 are SET
+once connected instead (:func:`pin_later_settings`, :func:`replication_connection`), and a
+setting only a superuser may change, ``session_replication_role``, is checked on landing
+(:func:`check_landing_triggers`).
 """
 
 from __future__ import annotations

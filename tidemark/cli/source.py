@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tidemark.cli.ingest import JsonOpt, databases, ingestion_errors
 from tidemark.cli.output import console, emit_json, emit_table
@@ -81,7 +82,8 @@ def add(
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
     if pub.pending:
         console.print(f"[yellow]to run on the source[/] as the owner of the tables and of "
-                      f"{pub.publication} (or a superuser); this role may not ({pub.denied}):",
+                      f"{pub.publication} (or a superuser); this role may not "
+                      f"({escape(pub.denied)}):",
                       highlight=False)
         for statement in pub.pending:
             console.print(f"  {statement}", highlight=False, markup=False)
