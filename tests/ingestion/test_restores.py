@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ingestion import catch_up, resync
@@ -23,7 +24,13 @@ from ingestion.errors import (
     SourceBehindError,
 )
 from ingestion.names import slot_name
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, drop_slot
+from tests.ingestion.conftest import (
+    Pair,
+    assert_mirror_equals,
+    changelog,
+    drop_slot,
+    wait_until,
+)
 from tests.pgversions import WHEEL_MAJOR, session_major
 from tests.support import create_database, start_test_server
 from tidemark.stack.embedded import EmbeddedServer, server_binary
@@ -49,6 +56,12 @@ def _restore(pg: EmbeddedServer, url: str, dump: bytes) -> None:
 def _insert(p: Pair, start: int, count: int) -> None:
     p.src_exec(f"insert into r select g, 'v' || g from generate_series({start},"
                f" {start + count - 1}) g")
+
+
+def _landed(p: Pair) -> int:
+    with psycopg.connect(p.land) as conn:
+        return conn.execute(sql.SQL("select count(*) from {}").format(
+            sql.Identifier(p.source, "r"))).fetchone()[0]
 
 
 def _assert_once(p: Pair) -> None:
@@ -178,13 +191,7 @@ def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
                                  stderr=subprocess.STDOUT)
     try:
         _insert(pair, 10, 10)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with psycopg.connect(pair.land) as conn:
-                if conn.execute("select count(*) from " + pair.source + ".r").fetchone()[0] \
-                        == 20:
-                    break
-            time.sleep(0.2)
+        assert wait_until(lambda: _landed(pair) == 20, 30), log.read_text()
         started = time.monotonic()
         with pytest.raises(IngestionRunningError) as info:
             catch_up(pair.src, pair.land, pair.source)
@@ -192,13 +199,7 @@ def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
         assert f"pid {first.pid}" in str(info.value) and "since" in str(info.value)
         assert first.poll() is None, log.read_text()
         _insert(pair, 20, 10)  # the first one streams on, alone
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with psycopg.connect(pair.land) as conn:
-                if conn.execute("select count(*) from " + pair.source + ".r").fetchone()[0] \
-                        == 30:
-                    break
-            time.sleep(0.2)
+        assert wait_until(lambda: _landed(pair) == 30, 30), log.read_text()
     finally:
         first.terminate()
         first.wait(30)
