@@ -6,8 +6,10 @@ with changes missing, and never twice."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -204,4 +206,39 @@ def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
         first.terminate()
         first.wait(30)
     catch_up(pair.src, pair.land, pair.source)  # the lock went with the first process
+    _assert_once(pair)
+
+
+def test_the_landing_session_of_a_killed_ingestion_does_not_block_a_restart(
+        pair: Pair) -> None:
+    """An ingestion killed in a long landing statement leaves its backend, and the lock, until
+    that statement ends: the restarted process ends that session instead of being refused."""
+    pair.src_exec("create table r (id int primary key, v text)")
+    _insert(pair, 0, 10)
+    catch_up(pair.src, pair.land, pair.source)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    name = f"tidemark ingest (pid {gone.pid} on {socket.gethostname()}) {pair.source}"
+    locked = threading.Event()
+    errors: list[str] = []
+
+    def long_statement() -> None:
+        with psycopg.connect(pair.land, autocommit=True, application_name=name) as conn:
+            conn.execute("select pg_advisory_lock(hashtext('tidemark:ingest-process'),"
+                         " hashtext(%s))", (pair.source,))
+            locked.set()
+            try:
+                conn.execute("select pg_sleep(120)")
+            except psycopg.Error as exc:
+                errors.append(type(exc).__name__)
+
+    holder = threading.Thread(target=long_statement, daemon=True)
+    holder.start()
+    assert locked.wait(10)
+    _insert(pair, 10, 10)
+    started = time.monotonic()
+    catch_up(pair.src, pair.land, pair.source)
+    assert time.monotonic() - started < 30
+    holder.join(10)
+    assert errors == ["AdminShutdown"]
     _assert_once(pair)
