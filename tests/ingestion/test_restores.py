@@ -26,6 +26,8 @@ from ingestion.errors import (
     SourceBehindError,
 )
 from ingestion.names import slot_name
+from streaming_views.deploy import deploy_embedded
+from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import (
     Pair,
     assert_mirror_equals,
@@ -80,6 +82,8 @@ def test_landing_restored_from_an_older_dump_is_refused_then_resynced(pg, pair: 
     pair.src_exec("create table r (id int primary key, v text)")
     _insert(pair, 0, 10)
     catch_up(pair.src, pair.land, pair.source)
+    view = f"select left(r.v, 2) as head, count(*) as n from {pair.source}.r r group by 1"
+    deploy_embedded(pair.land, [parse_view_text("heads", view)])
     backup = _dump(pg, pair.land)
     _insert(pair, 10, 10)
     pair.src_exec("update r set v = 'changed' where id < 5")
@@ -91,8 +95,13 @@ def test_landing_restored_from_an_older_dump_is_refused_then_resynced(pg, pair: 
     assert "restored from a backup" in str(info.value)
     resync(pair.src, pair.land, pair.source)
     _insert(pair, 30, 10)
+    pair.src_exec("update r set v = 'later' where id % 4 = 0")
     catch_up(pair.src, pair.land, pair.source)
     _assert_once(pair)
+    with psycopg.connect(pair.land) as conn:  # the live view equals its query again
+        diff = conn.execute(f"(select * from live.heads except all ({view})) union all"
+                            f" (({view}) except all select * from live.heads)").fetchall()
+        assert diff == [] and conn.execute("select count(*) from live.heads").fetchone()[0] > 1
 
 
 def test_an_ordinary_restart_after_idle_wal_streams_on(pair: Pair) -> None:
