@@ -1,7 +1,8 @@
 """Servers that die under ingestion: the landing server killed (``kill -9`` of the postmaster
 and its children, as the OOM killer or a power cut does) in the middle of a large applied
-transaction, and the source server restarted in the middle of the initial snapshot. ``run``
-recovers by itself: landing equals the source, and no change lands twice."""
+transaction, the source server restarted in the middle of the initial snapshot, the source
+server killed while streaming. ``run`` recovers by itself: landing equals the source, and no
+change lands twice."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 import psycopg
+from psycopg import sql
 
 from ingestion import catch_up, run
+from ingestion.names import slot_name
 from tests.ingestion.conftest import (
     Pair,
     assert_mirror_equals,
@@ -27,11 +32,6 @@ from tests.support import create_database, start_test_server
 from tidemark.stack.embedded import EmbeddedServer
 
 
-def _server(home: Path) -> EmbeddedServer:
-    major = session_major()
-    return start_test_server(home, major=None if major == WHEEL_MAJOR else major)
-
-
 def _kill9(server: EmbeddedServer) -> None:
     """SIGKILL the postmaster and every process of it at once."""
     master = psutil.Process(server._postmaster_pid())
@@ -42,80 +42,101 @@ def _kill9(server: EmbeddedServer) -> None:
     psutil.wait_procs([master, *children], timeout=10)
 
 
-def _count(url: str, table: str) -> int:
-    with psycopg.connect(url) as conn:
-        try:
-            return conn.execute(f"select count(*) from {table}").fetchone()[0]
-        except psycopg.Error:
-            return -1
+@dataclass
+class Case:
+    """A source and a landing, one of them on a server of the test's own (``server``), and
+    ``run`` streaming in a thread once :meth:`stream` is called."""
+
+    pair: Pair
+    server: EmbeddedServer
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def stream(self) -> None:
+        p = self.pair
+        self.thread = threading.Thread(target=run, args=(p.src, p.land, p.source),
+                                       kwargs={"stop": self.stop, "max_backoff_s": 1.0},
+                                       daemon=True)
+        self.thread.start()
+
+    def landed(self) -> int:
+        with psycopg.connect(self.pair.land) as conn:
+            try:
+                return conn.execute(sql.SQL("select count(*) from {}").format(
+                    sql.Identifier(self.pair.source, "r"))).fetchone()[0]
+            except psycopg.Error:
+                return -1
+
+    def crash(self, kill: bool = True) -> None:
+        """The own server killed (or stopped), and started again a second later."""
+        if kill:
+            _kill9(self.server)
+        else:
+            self.server.stop()
+        time.sleep(1.0)
+        self.server.start()
+
+    def recovers(self, rows: int) -> None:
+        """More changes; ``run`` lands them by itself and stops cleanly; landing equals the
+        source with no change twice."""
+        p = self.pair
+        p.src_exec("update r set v = 'after' where id % 1000 = 0", "delete from r where id < 6")
+        assert wait_until(lambda: self.landed() == rows - 5, 120), self.landed()
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive()
+        catch_up(p.src, p.land, p.source)
+        assert_mirror_equals(p, "r")
+        changes = changelog(p.land, p.source, "r", "_commit_lsn, _seq")
+        assert len(changes) == len(set(changes)), "a change landed twice"
 
 
-def _streaming(pair: Pair, stop: threading.Event) -> threading.Thread:
-    thread = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
-                              kwargs={"stop": stop, "max_backoff_s": 1.0}, daemon=True)
-    thread.start()
-    return thread
-
-
-def _recovers(pair: Pair, stop: threading.Event, thread: threading.Thread, rows: int) -> None:
-    """After the crash: more changes; ``run`` lands them by itself, stops cleanly, and landing
-    equals the source with no change twice."""
-    pair.src_exec("update r set v = 'after' where id % 1000 = 0", "delete from r where id < 6")
-    table = f"{pair.source}.r"
-    assert wait_until(lambda: _count(pair.land, table) == rows - 5, 120), \
-        _count(pair.land, table)
-    stop.set()
-    thread.join(60)
-    assert not thread.is_alive()
-    catch_up(pair.src, pair.land, pair.source)
-    assert_mirror_equals(pair, "r")
-    changes = changelog(pair.land, pair.source, "r", "_commit_lsn, _seq")
-    assert len(changes) == len(set(changes)), "a change landed twice"
+@contextlib.contextmanager
+def _case(pg: EmbeddedServer, home: Path, source: str, own: str) -> Iterator[Case]:
+    """A :class:`Case` with the ``own`` side ("source" or "landing") on a server of its own."""
+    major = session_major()
+    server = start_test_server(home, major=None if major == WHEEL_MAJOR else major)
+    mine, shared = create_database(server, own), create_database(pg, f"{own}_{source}")
+    case = Case(Pair(source, *((mine, shared) if own == "source" else (shared, mine))), server)
+    try:
+        case.pair.src_exec("create table r (id int primary key, v text)")
+        yield case
+    finally:
+        case.stop.set()
+        if case.thread is not None:
+            case.thread.join(60)
+        with contextlib.suppress(psycopg.Error):
+            drop_slot(case.pair.src, slot_name(source))
+        server.stop()
 
 
 def test_landing_killed_in_a_large_applied_transaction(pg, tmp_path: Path) -> None:
-    landing = _server(tmp_path / "landhome")
-    stop = threading.Event()
-    thread = None
-    pair = Pair("k9", create_database(pg, "src_kill9"), create_database(landing, "land"))
-    try:
-        pair.src_exec("create table r (id int primary key, v text)",
-                      "insert into r select g, 'seed' from generate_series(1, 10) g")
-        catch_up(pair.src, pair.land, pair.source)
-        thread = _streaming(pair, stop)
-        pair.src_exec("insert into r select g, repeat('x', 40) from generate_series(11, 300000) g")
+    with _case(pg, tmp_path / "home", "k9", own="landing") as case:
+        case.pair.src_exec("insert into r select g, 'seed' from generate_series(1, 10) g")
+        catch_up(case.pair.src, case.pair.land, case.pair.source)
+        case.stream()
+        case.pair.src_exec("insert into r select g, repeat('x', 40) from"
+                           " generate_series(11, 300000) g")
 
         def applying() -> bool:
-            with psycopg.connect(landing.admin_url("postgres")) as conn:
+            with psycopg.connect(case.server.admin_url("postgres")) as conn:
                 return conn.execute(
                     "select count(*) from pg_stat_activity where state = 'active' and"
-                    " datname = 'land' and backend_xid is not null").fetchone()[0] > 0
+                    " datname = 'landing' and backend_xid is not null").fetchone()[0] > 0
 
         assert wait_until(applying, 30), "the landing never applied the large transaction"
-        _kill9(landing)
-        time.sleep(1.0)
-        landing.start()
-        _recovers(pair, stop, thread, 300000)
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join(60)
-        drop_slot(pair.src, "tidemark_k9")
-        landing.stop()
+        case.crash()
+        case.recovers(300000)
 
 
 def test_source_restarted_in_the_middle_of_the_snapshot(pg, tmp_path: Path) -> None:
-    source = _server(tmp_path / "srchome")
-    stop = threading.Event()
-    thread = None
-    pair = Pair("rs", create_database(source, "src"), create_database(pg, "land_midsnap"))
-    try:
-        pair.src_exec("create table r (id int primary key, v text)",
-                      "insert into r select g, repeat('y', 60) from generate_series(1, 400000) g")
-        thread = _streaming(pair, stop)
+    with _case(pg, tmp_path / "home", "rs", own="source") as case:
+        case.pair.src_exec("insert into r select g, repeat('y', 60) from"
+                           " generate_series(1, 400000) g")
+        case.stream()
 
         def copying() -> bool:
-            with psycopg.connect(pair.land) as conn:
+            with psycopg.connect(case.pair.land) as conn:
                 try:
                     return conn.execute("select count(*) from tidemark.snapshot_progress where"
                                         " state in ('copying', 'copied')").fetchone()[0] > 0
@@ -123,12 +144,21 @@ def test_source_restarted_in_the_middle_of_the_snapshot(pg, tmp_path: Path) -> N
                     return False
 
         assert wait_until(copying, 60), "the snapshot never started"
-        source.stop()
-        time.sleep(1.0)
-        source.start()
-        _recovers(pair, stop, thread, 400000)
-    finally:
-        stop.set()
-        if thread is not None:
-            thread.join(60)
-        source.stop()
+        case.crash(kill=False)
+        case.recovers(400000)
+
+
+def test_source_killed_while_streaming_is_not_taken_for_a_restore(pg, tmp_path: Path) -> None:
+    """A source server killed while its changes stream comes back with its slot behind what
+    landing acknowledged (slot state is saved at checkpoints) but its WAL past the checkpoint:
+    an ordinary crash, streamed on (the restore checks do not refuse it)."""
+    with _case(pg, tmp_path / "home", "sk", own="source") as case:
+        case.pair.src_exec("insert into r select g, 'seed' from generate_series(1, 1000) g")
+        catch_up(case.pair.src, case.pair.land, case.pair.source)
+        case.stream()
+        for start in range(1001, 51001, 5000):
+            case.pair.src_exec(f"insert into r select g, 'x' from generate_series({start},"
+                               f" {start + 4999}) g")
+        assert wait_until(lambda: case.landed() == 51000, 60)
+        case.crash()
+        case.recovers(51000)

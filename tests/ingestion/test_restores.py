@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from tests.ingestion.conftest import (
     assert_mirror_equals,
     changelog,
     drop_slot,
+    spawn_run,
     wait_until,
 )
 from tests.pgversions import WHEEL_MAJOR, session_major
@@ -194,12 +194,8 @@ def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
     pair.src_exec("create table r (id int primary key, v text)")
     _insert(pair, 0, 10)
     catch_up(pair.src, pair.land, pair.source)
-    code = (f"from ingestion import run; run({pair.src!r}, {pair.land!r}, {pair.source!r},"
-            f" max_backoff_s=1.0)")
     log = tmp_path / "first.log"
-    with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-c", code], stdout=out,
-                                 stderr=subprocess.STDOUT)
+    first = spawn_run(pair, log)
     try:
         _insert(pair, 10, 10)
         assert wait_until(lambda: _landed(pair) == 20, 30), log.read_text()
