@@ -18,11 +18,14 @@ ones. A restored landing whose slot is past its checkpoint has lost changes.
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
 from ingestion.errors import LandingRestoredError, SlotMissingError, SourceBehindError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 
+log = logging.getLogger("tidemark.ingestion")
 _IDENTITY = ("select (select oid from pg_database where datname = current_database())::text"
              " || ':' || 'tidemark.checkpoints'::regclass::oid::text")
 
@@ -70,6 +73,13 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"received them): landing holds changes the source no longer has, and new ones "
             f"would reuse their WAL positions and be skipped. Nothing was streamed. "
             f"{_remedy(source)}, which makes landing equal the source again.")
+    if confirmed and confirmed < ckpt:
+        log.warning(
+            "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
+            "checkpoint %s: normal after the source server crashed (a slot's position is saved "
+            "at checkpoints); if the source was restored from a backup instead, changes it made "
+            "since below %s are skipped: then run `tidemark ingest resync --all --source %s`",
+            source, slot, lsn_to_str(confirmed), at, at, source)
     stored = landing.execute("select landing_identity from tidemark.checkpoints where"
                              " source = %s", (source,)).fetchone()
     identity = _identity(landing)

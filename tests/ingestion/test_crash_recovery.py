@@ -7,6 +7,7 @@ change lands twice."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 from psycopg import sql
 
 from ingestion import catch_up, run
@@ -148,7 +150,8 @@ def test_source_restarted_in_the_middle_of_the_snapshot(pg, tmp_path: Path) -> N
         case.recovers(400000)
 
 
-def test_source_killed_while_streaming_is_not_taken_for_a_restore(pg, tmp_path: Path) -> None:
+def test_source_killed_while_streaming_is_not_taken_for_a_restore(
+        pg, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A source server killed while its changes stream comes back with its slot behind what
     landing acknowledged (slot state is saved at checkpoints) but its WAL past the checkpoint:
     an ordinary crash, streamed on (the restore checks do not refuse it)."""
@@ -160,5 +163,8 @@ def test_source_killed_while_streaming_is_not_taken_for_a_restore(pg, tmp_path: 
             case.pair.src_exec(f"insert into r select g, 'x' from generate_series({start},"
                                f" {start + 4999}) g")
         assert wait_until(lambda: case.landed() == 51000, 60)
+        caplog.set_level(logging.WARNING, logger="tidemark.ingestion")
         case.crash()
         case.recovers(51000)
+        assert "behind landing's checkpoint" in caplog.text  # the case it is about
+        assert "normal after the source server crashed" in caplog.text
