@@ -77,7 +77,8 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
         log.warning(
             "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
             "checkpoint %s: normal after the source server crashed (a slot's position is saved "
-            "at checkpoints); if the source was restored from a backup instead, changes it made "
+            "at checkpoints) or ingestion was killed between a landing commit and its "
+            "acknowledgement; if the source was restored from a backup instead, changes it made "
             "since below %s are skipped: then run `tidemark ingest resync --all --source %s`",
             source, slot, lsn_to_str(confirmed), at, at, source)
     stored = landing.execute("select landing_identity from tidemark.checkpoints where"
