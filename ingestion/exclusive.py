@@ -6,7 +6,7 @@ ingesting into the same landing database — a terminal forgotten open, a Dagste
 minute later naming a server process, at worst the two take turns dropping and re-creating the
 slot. Each session holds a session-level advisory lock on its landing connection, named after
 the source, for as long as it lives (released with the connection, also when the process is
-killed); a second session is refused at once with who holds it and since when.
+killed); a second session is refused within seconds, saying who holds it and since when.
 """
 
 from __future__ import annotations

@@ -189,8 +189,9 @@ def test_source_server_restored_from_a_base_backup_is_refused_then_resynced(
 
 def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
                                                                      tmp_path: Path) -> None:
-    """A forgotten `ingest run` in another terminal: a second one is refused at once, with the
-    first's process id and since when (it waited half a minute and named a server process)."""
+    """A forgotten `ingest run` in another terminal: a second one is refused within seconds,
+    with the first's process id and since when (it waited half a minute and named a server
+    process)."""
     pair.src_exec("create table r (id int primary key, v text)")
     _insert(pair, 0, 10)
     catch_up(pair.src, pair.land, pair.source)
