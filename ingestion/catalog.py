@@ -92,9 +92,17 @@ def wait_slot_free(dsn: str, slot: str, timeout_s: float = 30.0) -> None:
             if info is None or not info[0]:
                 return
             if time.monotonic() > deadline:
+                who = conn.execute(
+                    "select coalesce(nullif(application_name, ''), 'a client'),"
+                    " to_char(backend_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),"
+                    " coalesce(host(client_addr), 'local socket') from pg_stat_activity"
+                    " where pid = %s", (info[1],)).fetchone()
+                holder = "" if who is None else \
+                    f" ({who[0]}, from {who[2]}, streaming since {who[1]} UTC)"
                 raise SetupError(
-                    f"Replication slot {slot!r} is in use by server process {info[1]}: another"
-                    f" `tidemark ingest run` for this source is running. Stop it first.")
+                    f"Replication slot {slot!r} is in use by server process {info[1]}{holder}:"
+                    f" another `tidemark ingest run` for this source is running (into this or"
+                    f" another landing database). Stop it first.")
             time.sleep(0.2)
 
 

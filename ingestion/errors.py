@@ -23,6 +23,19 @@ class SlotMissingError(SetupError):
     """Landing has a checkpoint for a source whose replication slot no longer exists."""
 
 
+class LandingRestoredError(SetupError):
+    """Landing was restored from an older backup: the slot is past its checkpoint, changes are
+    missing."""
+
+
+class SourceBehindError(SetupError):
+    """The source's WAL is behind the landing checkpoint: restored from a backup."""
+
+
+class IngestionRunningError(SetupError):
+    """Another process is ingesting the same source into the same landing database."""
+
+
 class TableNotFoundError(IngestionError):
     """A table named on the command line is not replicated for this source."""
 

@@ -21,7 +21,8 @@ from datetime import datetime
 import psycopg
 
 from ingestion.applier import Applier
-from ingestion.catalog import slot_info, wait_slot_free
+from ingestion.catalog import wait_slot_free
+from ingestion.continuity import check_continuity, record_identity
 from ingestion.decoder import (
     Begin,
     Commit,
@@ -32,7 +33,8 @@ from ingestion.decoder import (
     pg_time,
     row_change,
 )
-from ingestion.errors import DecodeError, IngestionError, SlotMissingError
+from ingestion.errors import DecodeError, IngestionError
+from ingestion.exclusive import hold_source_lock, named
 from ingestion.failures import check_source
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
@@ -159,9 +161,10 @@ class Session:
     def open(self) -> None:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
-        self.landing = psycopg.connect(cfg.landing_dsn)
+        self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source))
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
+        hold_source_lock(self.landing, cfg.source)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)
         ensure_progress_table(self.landing)
@@ -178,18 +181,14 @@ class Session:
         ckpt = load_checkpoint(self.landing, cfg.source)
         self.landing.rollback()
         self.applier.in_txn = False
-        self.repl = replication_connection(cfg.source_dsn)
+        self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source))
         self.cur = self.repl.cursor()
         if ckpt is None or not ckpt.snapshot_done:
             initial_snapshot(self)
+            record_identity(self.landing, cfg.source)
         else:
-            if slot_info(self.source_conn, self.slot) is None:
-                raise SlotMissingError(
-                    f"Landing has a checkpoint for source {cfg.source!r} at "
-                    f"{lsn_to_str(ckpt.lsn or 0)}, but replication slot {self.slot!r} does not "
-                    f"exist on the source (dropped, or a different source database). Changes "
-                    f"since then cannot be streamed: run `tidemark ingest resync --all` to take "
-                    f"a fresh snapshot.")
+            check_continuity(self.landing, self.source_conn, cfg.source, self.slot,
+                             ckpt.lsn or 0)
             self.ckpt = ckpt.lsn or 0
             self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()

@@ -73,11 +73,12 @@ def pin_later_settings(conn: psycopg.Connection) -> psycopg.Connection:
     return conn
 
 
-def replication_connection(dsn: str) -> Any:
-    """A psycopg2 ``LogicalReplicationConnection`` to ``dsn`` with :data:`LATER_SETTINGS`
-    (a logical walsender takes SQL too): the one that exports a snapshot keeps a transaction
-    open until the copy is done."""
-    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+def replication_connection(dsn: str, **options: str) -> Any:
+    """A psycopg2 ``LogicalReplicationConnection`` to ``dsn`` (plus connection ``options``, e.g.
+    an ``application_name``) with :data:`LATER_SETTINGS` (a logical walsender takes SQL too):
+    the one that exports a snapshot keeps a transaction open until the copy is done."""
+    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                            **options)
     statements = _later_statements(conn.server_version)
     if statements:
         with conn.cursor() as cur:

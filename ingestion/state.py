@@ -104,7 +104,8 @@ _STATE_TABLES = {
 
 
 _ADDED_COLUMNS = (("replicated_tables", "snapshot_lsn", "pg_lsn"),
-                  ("replicated_tables", "auto_resync", "boolean not null default false"))
+                  ("replicated_tables", "auto_resync", "boolean not null default false"),
+                  ("checkpoints", "landing_identity", "text"))
 """Columns added to state tables after their first release: added to older landings."""
 
 _INDEXES = (("dead_letters_waiting", "dead_letters",

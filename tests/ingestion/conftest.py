@@ -7,11 +7,14 @@ server; the slot is dropped at teardown so the source database can be dropped la
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -75,6 +78,16 @@ def pair(pg, request: pytest.FixtureRequest) -> Iterator[Pair]:
         with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(
                 sql.Identifier(dbname)))
+
+
+def spawn_run(p: Pair, log: Path) -> subprocess.Popen:
+    """``ingestion.run`` of the pair in a process of its own (1 s longest backoff), its output
+    to ``log``."""
+    code = (f"from ingestion import run; run({p.src!r}, {p.land!r}, {p.source!r},"
+            f" max_backoff_s=1.0)")
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:

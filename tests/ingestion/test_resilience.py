@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ingestion import catch_up, run
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, spawn_run
 from tests.support import create_database, start_test_server
 
 
@@ -87,8 +87,6 @@ def test_a_paused_process_reconnects_after_the_walsender_timed_out(tmp_path: Pat
     """
     import os
     import signal
-    import subprocess
-    import sys
 
     server = start_test_server(tmp_path / "home")
     proc = None
@@ -97,12 +95,8 @@ def test_a_paused_process_reconnects_after_the_walsender_timed_out(tmp_path: Pat
         with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
             conn.execute("alter system set wal_sender_timeout = '2s'")
             conn.execute("select pg_reload_conf()")
-        code = (f"from ingestion import run; run({pair.src!r}, {pair.land!r}, {pair.source!r},"
-                f" max_backoff_s=1.0)")
         log = tmp_path / "run.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-c", code], stdout=out,
-                                    stderr=subprocess.STDOUT)
+        proc = spawn_run(pair, log)
         write(pair.src, 100, 1)
         _wait_rows(pair, 11)
         os.kill(proc.pid, signal.SIGSTOP)

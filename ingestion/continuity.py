@@ -1,0 +1,108 @@
+"""Before streaming from a checkpoint: is the slot's stream still the continuation of landing?
+
+Operations break that silently: a landing database restored from an older backup (its
+checkpoint is behind what the slot was already acknowledged for: those changes are gone from
+the slot), a source restored from a base backup (its WAL is behind landing's checkpoint:
+landing holds changes the source no longer has, and new ones may reuse their positions), a
+source restored from a dump (no slot). Streaming on would leave a hole in landing for ever, so
+:func:`check_continuity` refuses with what happened and the remedy, a full resync.
+
+The slot's ``confirmed_flush_lsn`` alone cannot tell a restored landing: psycopg2 moves the
+acknowledged position to the end of the WAL the server reports in its keepalives once every
+message received is acknowledged (unpublished WAL, other databases, shutdown checkpoints), so
+after an ordinary restart the slot is often past the checkpoint with nothing missing. What
+tells is landing's identity: the OIDs of the landing database and of ``tidemark.checkpoints``
+are recorded with the checkpoint; a restore (``pg_dump``/``pg_restore``, a copy) gives new
+ones. A restored landing whose slot is past its checkpoint has lost changes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from ingestion.errors import LandingRestoredError, SlotMissingError, SourceBehindError
+from ingestion.lsn import lsn_to_str, str_to_lsn
+
+log = logging.getLogger("tidemark.ingestion")
+_IDENTITY = ("select (select oid from pg_database where datname = current_database())::text"
+             " || ':' || 'tidemark.checkpoints'::regclass::oid::text")
+
+
+def _remedy(source: str) -> str:
+    return (f"Run `tidemark ingest resync --all --source {source}` (Python: "
+            f"`ingestion.resync(source_url, landing_url, {source!r})`) to take a fresh "
+            f"snapshot of every table; the slot is re-created")
+
+
+def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connection,
+                     source: str, slot: str, ckpt: int) -> None:
+    """Refuse to stream from ``ckpt`` when changes would be missing (see module docstring).
+
+    Args:
+        landing: landing connection (its transaction is committed: the identity is recorded).
+        source_conn: autocommit source connection.
+        source: source name.
+        slot: the source's replication slot.
+        ckpt: the landing checkpoint (the snapshot is done).
+
+    Raises:
+        SlotMissingError: the slot does not exist.
+        SourceBehindError: the source's WAL is behind the checkpoint.
+        LandingRestoredError: landing was restored and the slot is past its checkpoint.
+    """
+    row = source_conn.execute(
+        "select s.confirmed_flush_lsn::text, (case when pg_is_in_recovery() then"
+        " pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text"
+        " from pg_replication_slots s where s.slot_name = %s", (slot,)).fetchone()
+    at = lsn_to_str(ckpt)
+    if row is None:
+        raise SlotMissingError(
+            f"Landing has a checkpoint for source {source!r} at {at}, but replication slot "
+            f"{slot!r} does not exist on the source (dropped, the source database restored "
+            f"from a dump or re-created, or a different source database). Changes since then "
+            f"cannot be streamed. {_remedy(source)}.")
+    confirmed = str_to_lsn(row[0]) if row[0] else 0
+    position = str_to_lsn(row[1]) if row[1] else ckpt
+    if position < ckpt:
+        raise SourceBehindError(
+            f"Source {source!r} is behind landing: its WAL ends at {lsn_to_str(position)}, but "
+            f"landing already holds its changes up to {at}. The source was restored from a "
+            f"backup (or its server from a base backup, or a standby promoted that had not "
+            f"received them): landing holds changes the source no longer has, and new ones "
+            f"would reuse their WAL positions and be skipped. Nothing was streamed. "
+            f"{_remedy(source)}, which makes landing equal the source again.")
+    if confirmed and confirmed < ckpt:
+        log.warning(
+            "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
+            "checkpoint %s: normal after the source server crashed (a slot's position is saved "
+            "at checkpoints) or ingestion was killed between a landing commit and its "
+            "acknowledgement; if the source was restored from a backup instead, changes it made "
+            "since below %s are skipped: then run `tidemark ingest resync --all --source %s`",
+            source, slot, lsn_to_str(confirmed), at, at, source)
+    stored = landing.execute("select landing_identity from tidemark.checkpoints where"
+                             " source = %s", (source,)).fetchone()
+    identity = _identity(landing)
+    if stored is not None and stored[0] is not None and stored[0] != identity \
+            and confirmed > ckpt:
+        landing.rollback()
+        raise LandingRestoredError(
+            f"Landing was restored from a backup (or copied): its checkpoint for source "
+            f"{source!r} is at {at}, but replication slot {slot!r} was already acknowledged up "
+            f"to {lsn_to_str(confirmed)} — by the landing database the backup was taken from. "
+            f"The changes committed on the source between are gone from the slot and not in "
+            f"landing; streaming on would leave them out for ever, so nothing was streamed. "
+            f"{_remedy(source)}.")
+    record_identity(landing, source)
+
+
+def _identity(landing: psycopg.Connection) -> str:
+    return landing.execute(_IDENTITY).fetchone()[0]
+
+
+def record_identity(landing: psycopg.Connection, source: str) -> None:
+    """Record which landing database holds the checkpoint of ``source`` (and commit)."""
+    landing.execute("update tidemark.checkpoints set landing_identity = %s where source = %s",
+                    (_identity(landing), source))
+    landing.commit()
