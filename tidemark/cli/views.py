@@ -20,7 +20,8 @@ app = typer.Typer(help="Live SQL views: one SELECT per file, maintained incremen
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 DsnOpt = Annotated[str | None, typer.Option(
-    "--dsn", help="Database to use (default: the landing database; for --target materialize "
+    "--dsn", help="Database to use (default: the landing database as its owner role, "
+                  "tidemark_app on the embedded server; for --target materialize "
                   "TIDEMARK_MATERIALIZE_URL).")]
 
 
@@ -46,8 +47,10 @@ def _dsn(dsn: str | None, target: str = "embedded") -> str:
         return unpinned(url)  # Materialize is not PostgreSQL: no pinned session settings
     if dsn:
         return dsn
-    settings = load_settings()
-    return ensure_databases(settings).landing
+    # As the role `tidemark up` and Dagster deploy and maintain live views with (tidemark_app
+    # on the embedded server, which owns landing): a view this command created as the
+    # superuser made every later Dagster deploy fail with "permission denied for view".
+    return ensure_databases(load_settings()).landing_app
 
 
 @app.command("deploy")
