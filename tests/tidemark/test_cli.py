@@ -130,8 +130,8 @@ def test_table_cells_show_lists_as_a_person_reads_them() -> None:
 
 def test_status_shows_the_other_layers_when_a_contract_does_not_load(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A contract file broken while the stack runs (the README's "a contract that does not
-    parse"): `tidemark status` used to end in "unexpected ContractError ... Please report it";
+    """A contract file broken while the stack runs: `tidemark status` used to end in
+    "unexpected ContractError ... Please report it";
     now the layer that reads contracts says which file and why, and the others are shown."""
     import contracts.loader
     from tidemark.cli.status import collect
