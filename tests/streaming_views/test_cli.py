@@ -46,6 +46,31 @@ def test_deploy_list_verify(module_db: str, conn: psycopg.Connection, tmp_path: 
     assert result.exit_code == 0, result.output
 
 
+def test_deploy_says_which_views_stay_deployed_without_a_file(module_db: str,
+                                                              tmp_path: Path) -> None:
+    """A renamed view file is a new view; the old one used to stay deployed and maintained
+    with no word from `tidemark views deploy` (only --prune showed it)."""
+    conn = psycopg.connect(module_db, autocommit=True)
+    conn.execute("create schema if not exists kk; create table if not exists kk.t "
+                 "(id int primary key, g int)")
+    views = tmp_path / "renamed"
+    views.mkdir()
+    (views / "kk_old.sql").write_text("select s.g, count(*) as n from kk.t s group by s.g\n")
+    assert runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                               module_db]).exit_code == 0
+    (views / "kk_old.sql").rename(views / "kk_new.sql")
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--json"])
+    assert result.exit_code == 0, result.output
+    actions = {r["name"]: r["action"] for r in json.loads(result.output)}
+    assert actions["kk_new"] == "created"
+    assert actions["kk_old"] == "kept: no file (--prune drops it)"
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--prune", "--json"])
+    assert {r["name"]: r["action"] for r in json.loads(result.output)}["kk_old"] == "dropped"
+    conn.close()
+
+
 def test_unsupported_view_is_a_clear_error(module_db: str, tmp_path: Path) -> None:
     views = tmp_path / "bad"
     views.mkdir()
@@ -143,7 +168,8 @@ def test_prune_refusal_names_the_readers(module_db: str, conn: psycopg.Connectio
     result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
                                  module_db, "--json"])
     assert result.exit_code == 0, result.output
-    assert [r["name"] for r in json.loads(result.output)] == ["pr_inner", "pr_outer"]
+    assert [r["name"] for r in json.loads(result.output)
+            if not r["action"].startswith("kept")] == ["pr_inner", "pr_outer"]
     (views / "pr_inner.sql").unlink()
     result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
                                  module_db, "--prune"])

@@ -70,13 +70,27 @@ def deploy_cmd(
     if target not in {"embedded", "materialize"}:
         raise ViewsCommandError(f"--target must be embedded or materialize; got {target!r}.")
     with _reported():
-        results = deploy(_dsn(dsn, target), views_dir, target=target, prune=prune)
+        url = _dsn(dsn, target)
+        results = deploy(url, views_dir, target=target, prune=prune)
     rows = [(r.name, r.target, r.action, r.definition_hash) for r in results]
+    if target == "embedded" and not prune:  # a renamed or removed file: say what stays
+        rows += [(e.name, e.target, "kept: no file (--prune drops it)", e.definition_hash)
+                 for e in _deployed_without_file(url, {r.name for r in results})]
     if json_out:
         emit_json([dict(zip(("name", "target", "action", "hash"), r, strict=True))
                    for r in rows])
     else:
         emit_table("tidemark views deploy", ["view", "target", "action", "hash"], rows)
+
+
+def _deployed_without_file(dsn: str, names: set[str]) -> list[Any]:
+    """Catalog entries of embedded views deployed at ``dsn`` that are not in ``names``: their
+    file was renamed or removed, and they stay deployed and maintained until ``--prune``."""
+    import psycopg
+
+    from streaming_views.catalog import read_catalog
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [e for e in read_catalog(conn, target="embedded") if e.name not in names]
 
 
 @app.command("list")
