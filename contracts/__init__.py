@@ -20,7 +20,7 @@ from contracts.errors import (
     ContractsError,
     UnknownChangeKindError,
 )
-from contracts.loader import ContractSet, load_contracts
+from contracts.loader import ContractSet, load_contracts, load_table_contracts
 from contracts.model import (
     CHANGE_KINDS,
     COMPATIBILITY_MODES,
@@ -52,6 +52,7 @@ __all__ = [
     "UnknownChangeKindError",
     "Violation",
     "load_contracts",
+    "load_table_contracts",
     "to_dbt_source_yaml",
     "validate_row",
 ]

@@ -156,6 +156,27 @@ def load_contracts(root: Path | None = None) -> ContractSet:
     return ContractSet(root, tables, events)
 
 
+def load_table_contracts(root: Path | None = None
+                         ) -> tuple[list[TableContract], dict[tuple[str, str], ContractError]]:
+    """Every table contract under ``root`` that loads on its own, and the error of each one that
+    does not, by ``(source, table)`` — for readers that must go on while a file is being edited
+    (the Dagster definitions); :func:`load_contracts` refuses the whole folder instead.
+
+    Event contracts are not read (a table's ``event_contracts`` stay empty).
+    """
+    root = Path(root) if root is not None else PACKAGE_ROOT
+    loaded: list[TableContract] = []
+    broken: dict[tuple[str, str], ContractError] = {}
+    for path in sorted(root.glob("*/*.y*ml")) if root.is_dir() else []:
+        if path.suffix not in {".yml", ".yaml"} or not path.is_file():
+            continue
+        try:
+            loaded.append(_load_table(path, path.parent.name, path.stem))
+        except ContractError as exc:
+            broken[(path.parent.name, path.stem)] = exc
+    return loaded, broken
+
+
 # libyaml's loader when PyYAML has it (its wheels do): the same safe subset, several times faster.
 # A file it rejects is parsed again by the pure-Python loader, whose error wording (line, column,
 # problem) is what the messages below are built from.

@@ -272,21 +272,30 @@ def _recreate_live_view(cur: psycopg.Cursor, view: sql.Identifier, select: sql.C
     Raises:
         DeployError: other objects depend on ``live.<name>``.
     """
-    try:
-        with cur.connection.transaction():
-            cur.execute(sql.SQL("drop view if exists {}").format(view))
-    except psycopg.errors.DependentObjectsStillExist:
-        readers = [r for (r,) in cur.execute(
-            "select distinct c.oid::regclass::text from pg_depend d join pg_rewrite w on"
-            " w.oid = d.objid join pg_class c on c.oid = w.ev_class where d.refobjid ="
-            " %s::regclass and c.oid <> d.refobjid order by 1", (f"live.{name}",))]
+    readers = _drop_live_view(cur, name)
+    if readers:
         raise DeployError(
             f"live.{name}: its columns changed, and {', '.join(readers)} read it: PostgreSQL "
             f"cannot change a view's columns under views that read it. Drop those first (a "
             f"serving.<pair> view is re-created by `tidemark up` or the reconciliation's "
             f"serving deploy), or keep the old columns and add new ones after them; then "
-            f"deploy again.") from None
+            f"deploy again.")
     cur.execute(sql.SQL("create view {} as {}").format(view, select))
+
+
+def _drop_live_view(cur: psycopg.Cursor, name: str) -> list[str]:
+    """Drop ``live.<name>`` unless other views (a BI tool's, Tidemark's ``serving`` views)
+    read it; return those readers' names then (nothing is dropped), else ``[]``."""
+    try:
+        with cur.connection.transaction():
+            cur.execute(sql.SQL("drop view if exists {}").format(
+                sql.Identifier(LIVE_SCHEMA, name)))
+        return []
+    except psycopg.errors.DependentObjectsStillExist:
+        return [r for (r,) in cur.execute(
+            "select distinct c.oid::regclass::text from pg_depend d join pg_rewrite w on"
+            " w.oid = d.objid join pg_class c on c.oid = w.ev_class where d.refobjid ="
+            " %s::regclass and c.oid <> d.refobjid order by 1", (f"{LIVE_SCHEMA}.{name}",))]
 
 
 def _check_statements(cur: psycopg.Cursor, cv: CompiledView) -> None:
@@ -371,8 +380,14 @@ def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Drop a deployed view (``live.<name>``, state, logs, triggers) and its catalog row."""
     _lock_tables(conn, entry.base_tables)
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("drop view if exists {}").format(
-            sql.Identifier(LIVE_SCHEMA, entry.name)))
+        readers = _drop_live_view(cur, entry.name)
+        if readers:
+            raise DeployError(
+                f"live.{entry.name}: its file is gone, but {', '.join(readers)} read it, so it "
+                f"is not dropped. A serving.<pair> view belongs to a pair of "
+                f"dbt_project/reconciliation.yml: remove the pair there, then drop the view "
+                f"(`tidemark db psql -- -c 'drop view serving.<pair>'`); drop your own views "
+                f"reading it; then deploy --prune again. Or put the file back.")
         _drop_objects(cur, entry.suffix)
     forget(conn, entry.name, entry.target)
     release_base_indexes(conn, entry.base_indexes)

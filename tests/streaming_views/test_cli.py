@@ -46,6 +46,31 @@ def test_deploy_list_verify(module_db: str, conn: psycopg.Connection, tmp_path: 
     assert result.exit_code == 0, result.output
 
 
+def test_deploy_says_which_views_stay_deployed_without_a_file(module_db: str,
+                                                              tmp_path: Path) -> None:
+    """A renamed view file is a new view; the old one used to stay deployed and maintained
+    with no word from `tidemark views deploy` (only --prune showed it)."""
+    conn = psycopg.connect(module_db, autocommit=True)
+    conn.execute("create schema if not exists kk; create table if not exists kk.t "
+                 "(id int primary key, g int)")
+    views = tmp_path / "renamed"
+    views.mkdir()
+    (views / "kk_old.sql").write_text("select s.g, count(*) as n from kk.t s group by s.g\n")
+    assert runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                               module_db]).exit_code == 0
+    (views / "kk_old.sql").rename(views / "kk_new.sql")
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--json"])
+    assert result.exit_code == 0, result.output
+    actions = {r["name"]: r["action"] for r in json.loads(result.output)}
+    assert actions["kk_new"] == "created"
+    assert actions["kk_old"] == "kept: no file (--prune drops it)"
+    result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
+                                 module_db, "--prune", "--json"])
+    assert {r["name"]: r["action"] for r in json.loads(result.output)}["kk_old"] == "dropped"
+    conn.close()
+
+
 def test_unsupported_view_is_a_clear_error(module_db: str, tmp_path: Path) -> None:
     views = tmp_path / "bad"
     views.mkdir()
@@ -143,10 +168,49 @@ def test_prune_refusal_names_the_readers(module_db: str, conn: psycopg.Connectio
     result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
                                  module_db, "--json"])
     assert result.exit_code == 0, result.output
-    assert [r["name"] for r in json.loads(result.output)] == ["pr_inner", "pr_outer"]
+    assert [r["name"] for r in json.loads(result.output)
+            if not r["action"].startswith("kept")] == ["pr_inner", "pr_outer"]
     (views / "pr_inner.sql").unlink()
     result = runner.invoke(app, ["views", "deploy", "--views-dir", str(views), "--dsn",
                                  module_db, "--prune"])
     assert result.exit_code != 0
     message = result.output + str(result.exception)
     assert "cannot prune live.pr_inner: read by pr_outer" in message and "Traceback" not in message
+
+
+def test_a_view_the_cli_deploys_stays_deployable_by_dagster(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """`tidemark views deploy` without --dsn on the embedded stack deploys as the role Dagster
+    deploys with: a `tidemark up` after it used to fail ("permission denied for view ...")
+    because the CLI had created the view as the superuser."""
+    from streaming_views import deploy
+    from streaming_views.status import list_views
+    from tests.support import start_test_server
+    from tidemark.settings import Settings
+    from tidemark.stack.databases import ensure_databases
+
+    server = start_test_server(tmp_path / "home")
+    try:
+        dbs = ensure_databases(Settings(home=tmp_path / "home", port=server.port,
+                                        source_url=None, landing_url=None))
+        with psycopg.connect(dbs.landing_app, autocommit=True) as app_conn:
+            app_conn.execute("create schema k; create table k.t (id int primary key, g int);"
+                             "insert into k.t select i, i % 3 from generate_series(1, 30) i")
+        views = tmp_path / "views"
+        views.mkdir()
+        (views / "by_g.sql").write_text("select s.g, count(*) as n from k.t s group by s.g\n")
+        for name in ("TIDEMARK_SOURCE_URL", "TIDEMARK_LANDING_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("TIDEMARK_PG_PORT", str(server.port))
+        for args in (["deploy"], ["rebuild", "by_g"]):
+            result = runner.invoke(app, ["views", *args, "--views-dir", str(views)]
+                                   if args == ["deploy"] else ["views", *args])
+            assert result.exit_code == 0, result.output
+            # what Dagster's live_views asset then does, as tidemark_app
+            assert [r.action for r in deploy(dbs.landing_app, views)] == ["unchanged"]
+            assert [(v.name, v.rows) for v in list_views(dbs.landing_app)] == [("by_g", 3)]
+        (views / "by_g.sql").write_text("select s.g, sum(s.id) as n from k.t s group by s.g\n")
+        assert [r.action for r in deploy(dbs.landing_app, views)] == ["replaced"]
+    finally:
+        server.stop()

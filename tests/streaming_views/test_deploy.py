@@ -197,3 +197,23 @@ def test_redeploy_keeps_the_views_that_read_a_live_view(db: str, conn: psycopg.C
     conn.execute("drop view public.dash_r")
     assert {r.name: r.action for r in deploy(db, d)} == {"per_group_r": "replaced"}
     assert conn.execute("select sum(orders) from live.per_group_r").fetchone()[0] == rows
+
+
+def test_prune_names_the_views_that_read_a_live_view_whose_file_is_gone(
+        db: str, conn: psycopg.Connection, tmp_path: Path):
+    """`deploy --prune` of a view a ``serving.<pair>`` (or a BI view) reads used to stop with
+    PostgreSQL's "cannot drop view ... Use DROP ... CASCADE"; it now names the readers and the
+    way out, and drops nothing."""
+    d = write_views(tmp_path / "p", per_group_p=V1)
+    deploy(db, d)
+    conn.execute("create view public.dash_p as select g, n from live.per_group_p")
+    (d / "per_group_p.sql").unlink()
+    with pytest.raises(DeployError, match=r"live\.per_group_p: its file is gone, but "
+                                          r"public\.dash_p read it") as err:
+        deploy(db, d, prune=True)
+    assert "CASCADE" not in str(err.value) and "reconciliation.yml" in str(err.value)
+    assert conn.execute("select count(*) from public.dash_p").fetchone()[0] > 0
+    conn.execute("drop view public.dash_p")
+    actions = {r.name: r.action for r in deploy(db, d, prune=True)}  # (others' views too)
+    assert actions["per_group_p"] == "dropped"
+    assert conn.execute("select to_regclass('live.per_group_p')").fetchone()[0] is None

@@ -126,3 +126,26 @@ def test_table_cells_show_lists_as_a_person_reads_them() -> None:
     assert cell(["daily_store_revenue", "store_cancellation_rate"]) \
         == "daily_store_revenue, store_cancellation_rate"
     assert cell([]) == "-" and cell(None) == "" and cell(3) == "3"
+
+
+def test_status_shows_the_other_layers_when_a_contract_does_not_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A contract file broken while the stack runs: `tidemark status` used to end in
+    "unexpected ContractError ... Please report it";
+    now the layer that reads contracts says which file and why, and the others are shown."""
+    import contracts.loader
+    from tidemark.cli.status import collect
+    from tidemark.settings import Settings
+    from tidemark.stack.databases import Databases
+
+    folder = tmp_path / "contracts" / "shop"
+    folder.mkdir(parents=True)
+    (folder / "refunds.yml").write_text("version: 1\ncolumns:\n  reason: {allowed_values: [a\n")
+    monkeypatch.setattr(contracts.loader, "PACKAGE_ROOT", tmp_path / "contracts")
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+    summary = collect(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                               landing_url=None), Databases(url, url, url, url, url, None),
+                      dagster=False)
+    error = summary["watermarks"]["error"]
+    assert "contracts/shop/refunds.yml" in error and "invalid YAML" in error, error
+    assert "error" in summary["live_views"]  # no database here: said per layer, not raised

@@ -154,9 +154,15 @@ def _status_one(dbs: Databases, spec: SourceSpec) -> dict[str, Any]:
         from ingestion.failures import first_line
 
         return {"source": spec.name, "error": f"cannot read the source: {first_line(exc)}"}
+    from contracts.errors import ContractsError
     from ingestion.watermarks import watermark_status
 
-    payload["watermarks"] = watermark_status(dbs.landing_app, spec.name)
+    try:
+        payload["watermarks"] = watermark_status(dbs.landing_app, spec.name)
+    except ContractsError as exc:  # the stream's own figures are still worth showing
+        payload["watermarks"] = []
+        payload["contracts_error"] = (f"a contract does not load, fix it: {exc} (a running "
+                                      "ingestion keeps the contracts it had until then)")
     payload["selection"] = spec.selection.describe()
     payload["last_error"] = spec.last_error
     return payload
@@ -169,7 +175,8 @@ def _show_status(payload: dict[str, Any]) -> None:
         return
     snap = payload.get("snapshot")
     rows = [(k, v) for k, v in payload.items()
-            if k not in ("paused_tables", "snapshot", "last_error", "watermarks")]
+            if k not in ("paused_tables", "snapshot", "last_error", "watermarks",
+                         "contracts_error")]
     emit_table(f"tidemark ingest status ({name})", ["what", "value"], rows)
     marks = payload.get("watermarks") or []
     if marks:
@@ -186,6 +193,9 @@ def _show_status(payload: dict[str, Any]) -> None:
                       highlight=False)
     if payload.get("last_error"):
         console.print(f"[bold red]last error[/]: {payload['last_error']}", highlight=False)
+    if payload.get("contracts_error"):
+        console.print(f"[bold red]contracts[/]: {escape(payload['contracts_error'])}",
+                      highlight=False)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from psycopg import sql
+from rich.markup import escape
 
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.cli.slo import freshness_layer, page, show_freshness, show_verdict
@@ -25,8 +26,15 @@ SOURCE = "shop"
 
 
 def _guard(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, or ``{"error": why}`` when its layer cannot be read: a database that does
+    not answer, or a contract file that does not load (the other layers are still shown)."""
+    from contracts.errors import ContractsError
+
     try:
         return fn(*args)
+    except ContractsError as exc:
+        return {"error": f"a contract does not load, fix it: {exc} (a running ingestion keeps "
+                         "the contracts it had until the folder loads again)"}
     except (psycopg.Error, OSError) as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return {"error": message}
@@ -303,7 +311,7 @@ def _show(summary: dict[str, Any]) -> None:
         if title is None:
             show_freshness(layer)
         elif isinstance(layer, dict) and "error" in layer:
-            console.print(f"[red]{title}:[/] {layer['error']}")
+            console.print(f"[red]{title}:[/] {escape(str(layer['error']))}", highlight=False)
         else:
             emit_table(title, columns, [[row.get(c) for c in columns] for row in layer])
     dag = summary.get("dagster")

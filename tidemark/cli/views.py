@@ -20,7 +20,8 @@ app = typer.Typer(help="Live SQL views: one SELECT per file, maintained incremen
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
 DsnOpt = Annotated[str | None, typer.Option(
-    "--dsn", help="Database to use (default: the landing database; for --target materialize "
+    "--dsn", help="Database to use (default: the landing database as its owner role, "
+                  "tidemark_app on the embedded server; for --target materialize "
                   "TIDEMARK_MATERIALIZE_URL).")]
 
 
@@ -46,8 +47,10 @@ def _dsn(dsn: str | None, target: str = "embedded") -> str:
         return unpinned(url)  # Materialize is not PostgreSQL: no pinned session settings
     if dsn:
         return dsn
-    settings = load_settings()
-    return ensure_databases(settings).landing
+    # As the role `tidemark up` and Dagster deploy and maintain live views with (tidemark_app
+    # on the embedded server, which owns landing): a view this command created as the
+    # superuser made every later Dagster deploy fail with "permission denied for view".
+    return ensure_databases(load_settings()).landing_app
 
 
 @app.command("deploy")
@@ -67,13 +70,27 @@ def deploy_cmd(
     if target not in {"embedded", "materialize"}:
         raise ViewsCommandError(f"--target must be embedded or materialize; got {target!r}.")
     with _reported():
-        results = deploy(_dsn(dsn, target), views_dir, target=target, prune=prune)
+        url = _dsn(dsn, target)
+        results = deploy(url, views_dir, target=target, prune=prune)
     rows = [(r.name, r.target, r.action, r.definition_hash) for r in results]
+    if target == "embedded" and not prune:  # a renamed or removed file: say what stays
+        rows += [(e.name, e.target, "kept: no file (--prune drops it)", e.definition_hash)
+                 for e in _deployed_without_file(url, {r.name for r in results})]
     if json_out:
         emit_json([dict(zip(("name", "target", "action", "hash"), r, strict=True))
                    for r in rows])
     else:
         emit_table("tidemark views deploy", ["view", "target", "action", "hash"], rows)
+
+
+def _deployed_without_file(dsn: str, names: set[str]) -> list[Any]:
+    """Catalog entries of embedded views deployed at ``dsn`` that are not in ``names``: their
+    file was renamed or removed, and they stay deployed and maintained until ``--prune``."""
+    import psycopg
+
+    from streaming_views.catalog import read_catalog
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [e for e in read_catalog(conn, target="embedded") if e.name not in names]
 
 
 @app.command("list")

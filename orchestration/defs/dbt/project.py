@@ -1,9 +1,10 @@
 """Where the dbt project and its manifest live, preparing the manifest, cleaning ``target/``.
 
 The manifest is built with ``dbt parse`` (no database needed): by ``tidemark up`` before Dagster
-starts, by the Dockerfile, by the tests once per session, and otherwise the first time the
-definitions load without one (so ``dagster dev -m orchestration.definitions`` works on a fresh
-clone). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
+starts, by the Dockerfile, by the tests once per session, and otherwise whenever the
+definitions load without one or with one older than a file of the project (so ``dagster dev -m
+orchestration.definitions`` works on a fresh clone, and "Reload definitions" shows a model just
+added). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
 dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
 :func:`clean_invocations` keeps the newest few.
 """
@@ -45,10 +46,45 @@ def tidemark_dbt_project():  # -> dagster_dbt.DbtProject (imported lazily for lo
                       target_path=dbt_target_dir())
 
 
-def prepare_manifest(project=None) -> Path:
+#: Directories of a dbt project that hold what dbt writes or installs, not what it parses.
+NOT_PARSED = frozenset({"target", "logs", "dbt_packages", ".venv", ".git"})
+
+
+def manifest_is_stale(project) -> bool:
+    """Whether a file of the dbt project (models, tests, macros, YAML, ``dbt_project.yml``...)
+    changed after ``project``'s manifest was written (or there is no manifest).
+
+    A stat of each file, no parse: a few milliseconds for the shipped project.
+    """
+    manifest = Path(project.manifest_path)
+    try:
+        written = manifest.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    target = Path(project.target_path).resolve()
+    for folder, dirs, files in os.walk(project.project_dir):
+        dirs[:] = [d for d in dirs if d not in NOT_PARSED and not d.startswith(".")
+                   and Path(folder, d).resolve() != target]
+        for name in files:
+            if name.startswith("."):  # dbt's .user.yml, editors' swap files
+                continue
+            try:
+                if Path(folder, name).stat().st_mtime > written:
+                    return True
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return False
+
+
+def prepare_manifest(project=None, only_if_stale: bool = False) -> Path:
     """Run ``dbt parse`` into the target directory and return the manifest path.
 
     dbt needs no database for parsing; the profile's defaults are enough.
+
+    Args:
+        project: the dbt project (default :func:`tidemark_dbt_project`).
+        only_if_stale: parse only when :func:`manifest_is_stale` still holds once the parse
+            lock is taken (another process may have just parsed).
 
     Raises:
         DefinitionsError: dbt could not parse the project.
@@ -59,6 +95,8 @@ def prepare_manifest(project=None) -> Path:
     # One parse at a time per target directory (a webserver and a daemon may load at once).
     with open(target / ".parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if only_if_stale and not manifest_is_stale(project):
+            return project.manifest_path
         try:  # dagster-dbt's preparer runs `dbt` from PATH
             with environment({"PATH": path_with_scripts(os.environ.get("PATH", ""))}):
                 project.preparer.prepare(project)
@@ -73,14 +111,16 @@ def prepare_manifest(project=None) -> Path:
 
 
 def require_manifest(project) -> Path:
-    """The manifest path of ``project``, prepared (``dbt parse``) when there is none yet.
+    """The manifest path of ``project``, prepared (``dbt parse``) when there is none yet or a
+    file of the project changed since it was written — so a model added or edited shows in the
+    UI after "Reload definitions" (or any new load), not only after ``tidemark up`` parsed.
 
     Raises:
         DefinitionsError: dbt could not parse the project (dbt's message included).
     """
     path = Path(project.manifest_path)
-    if not path.exists():
-        prepare_manifest(project)
+    if manifest_is_stale(project):
+        prepare_manifest(project, only_if_stale=True)
     return path
 
 

@@ -94,14 +94,22 @@ class TableState:
 
 @lru_cache(maxsize=1)
 def table_specs() -> tuple[TableSpec, ...]:
-    """Every replicated table of every source, one per contract file (no database needed)."""
-    from contracts import load_contracts
+    """Every replicated table of every source, one per contract file (no database needed).
 
-    contracts = load_contracts()
-    return tuple(TableSpec(source, c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
-                           c.freshness.error_after.total_seconds(), c.description or "",
-                           c.event_time)
-                 for source in contracts.sources() for c in contracts.tables(source))
+    A contract file that does not load (a user editing it) still gives its table, with the
+    error as its description and no freshness: the definitions load, so the UI, the daemon's
+    sensors and the runs in flight go on, as ingestion does with its previous contracts.
+    """
+    from contracts import load_table_contracts
+
+    loaded, broken = load_table_contracts()
+    specs = [TableSpec(c.source, c.name, c.loaded_at, c.freshness.warn_after.total_seconds(),
+                       c.freshness.error_after.total_seconds(), c.description or "",
+                       c.event_time) for c in loaded]
+    specs += [TableSpec(source, name, None, 3600.0, 86400.0,
+                        f"Its contract does not load, fix it: {error}.", None)
+              for (source, name), error in broken.items()]
+    return tuple(sorted(specs, key=lambda t: (t.source, t.name)))
 
 
 def source_urls(tidemark: Any, source: str) -> tuple[str, str, list[str] | None]:

@@ -38,3 +38,32 @@ def test_clean_invocations_keeps_the_newest(monkeypatch, tmp_path) -> None:
     removed = dbt_setup.clean_invocations(keep=2)
     assert sorted(removed) == sorted(made[:3])
     assert sorted(p for p in (tmp_path / "runs").iterdir()) == sorted(made[3:])
+
+
+def test_a_model_added_after_the_manifest_is_parsed_at_the_next_load(monkeypatch,
+                                                                      tmp_path) -> None:
+    """The README's "Reload definitions" re-imports the definitions, which used to keep the
+    manifest `tidemark up` had parsed: a new dbt model never appeared in the UI until the next
+    `tidemark up`. A manifest older than a file of the project is parsed again."""
+    import json
+
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: extended\nversion: '1.0.0'\n"
+                                             "config-version: 2\nprofile: tidemark\n")
+    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
+                                          .read_text())
+    (project / "models" / "stg_a.sql").write_text("select 1 as a_id\n")
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
+
+    def models() -> set[str]:
+        path = dbt_setup.require_manifest(dbt_setup.tidemark_dbt_project())
+        return {n["name"] for n in json.loads(path.read_text())["nodes"].values()}
+
+    assert models() == {"stg_a"}
+    written = (tmp_path / "target" / "manifest.json").stat().st_mtime
+    (project / "models" / "fct_b.sql").write_text("select a_id from {{ ref('stg_a') }}\n")
+    os.utime(project / "models" / "fct_b.sql", (written + 2, written + 2))
+    assert models() == {"stg_a", "fct_b"}
+    assert not dbt_setup.manifest_is_stale(dbt_setup.tidemark_dbt_project())
