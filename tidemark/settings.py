@@ -10,6 +10,7 @@ printed without a traceback). Secrets are only ever read from the environment an
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,9 @@ PARTITIONS_START_FILE = "partitions_start"
 # Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
 _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
 _URL_FIELDS = ("source_url", "landing_url", "materialize_url")
+# A password in a URL's query, and in a key=value connection string ('quoted' or bare).
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -266,18 +270,26 @@ def embedded_server_url(port: int, database: str, user: str = ADMIN_USER) -> str
 
 
 def redact(url: str) -> str:
-    """Return a connection URL with its password replaced by ``***``.
+    """Return a connection string with every password in it replaced by ``***``.
+
+    The one place Tidemark masks a secret before printing a connection string. It covers each
+    way libpq accepts a password: ``user:password@`` in a URL, a ``password=`` parameter in a
+    URL's query (``?password=...``), and ``password=...`` in a ``key=value`` connection string
+    (quoted or not). Everything else is kept as written.
 
     Args:
-        url: a libpq URL, possibly with a password.
+        url: a libpq URL or ``key=value`` connection string, possibly with a password.
 
     Returns:
-        The same URL, safe to print.
+        The same string, safe to print.
     """
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     parts = urlsplit(url)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts._replace(query=query))
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     host = netloc[1] if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=query))

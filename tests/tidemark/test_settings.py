@@ -56,6 +56,41 @@ def test_redact_masks_only_the_password() -> None:
     assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
 
 
+@pytest.mark.parametrize(("given", "shown"), [
+    ("postgresql://u@h/d?sslmode=disable&password=Q1&x=1",
+     "postgresql://u@h/d?sslmode=disable&password=***&x=1"),
+    ("postgresql://u:pw@h/d?password=Q1", "postgresql://u:***@h/d?password=***"),
+    ("host=h password=Q1 dbname=d", "host=h password=*** dbname=d"),
+    ("host=h password = 'Q1 \\' Q1' dbname=d", "host=h password = *** dbname=d"),
+])
+def test_redact_masks_a_password_in_every_form_libpq_takes(given: str, shown: str) -> None:
+    assert redact(given) == shown  # on main: the query and key=value forms came back unmasked
+
+
+def test_a_password_in_the_url_query_is_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", "postgresql://app@db.example/shop?password=Q1zz")
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/t?password=Q2zz")
+    result = CliRunner().invoke(app, ["db", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "lake.example" in result.output
+    assert "Q1zz" not in result.output and "Q2zz" not in result.output
+    assert "Q2zz" not in load_settings().reader_dsn()
+
+
+def test_a_refused_key_value_url_is_not_echoed_with_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", "host=lake.example user=app password=Q3zz")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "TIDEMARK_LANDING_URL" in str(info.value) and "lake.example" in str(info.value)
+    assert "Q3zz" not in str(info.value)
+
+
 def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path) -> None:
     for name in [n for n in os.environ if n.startswith("TIDEMARK_")]:
