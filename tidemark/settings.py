@@ -213,9 +213,14 @@ class Settings(BaseSettings):
         return pin_url(self.landing_url) or self.embedded_url(LANDING_DB)
 
     def reader_dsn(self) -> str:
-        """Read-only URL for SQL clients (psql, BI tools) on the landing database."""
+        """Read-only URL for SQL clients (psql, BI tools) on the landing database.
+
+        On your own landing server it is ``TIDEMARK_LANDING_URL`` with the user replaced by
+        ``tidemark_reader`` and no password (the README's landing grants create that role):
+        never the landing URL's own, writing role.
+        """
         if self.landing_url is not None:
-            return redact(self.landing_url)
+            return reader_url(self.landing_url)
         return self.embedded_url(LANDING_DB, READER_ROLE)
 
 
@@ -267,6 +272,25 @@ def embedded_server_url(port: int, database: str, user: str = ADMIN_USER) -> str
     connection to it.
     """
     return f"postgresql://{user}@127.0.0.1:{port}/{database}?sslmode=disable"
+
+
+def reader_url(url: str) -> str:
+    """The URL of ``url``'s server and database for the read-only role ``tidemark_reader``.
+
+    Args:
+        url: a landing URL (``postgresql://user[:password]@host:port/db?...``).
+
+    Returns:
+        The same URL with user ``tidemark_reader``, without a password (user and password
+        query parameters dropped too); a string that is not a URL is returned masked.
+    """
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return redact(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(pair for pair in parts.query.split("&")
+                     if pair and pair.split("=", 1)[0].lower() not in ("user", "password"))
+    return urlunsplit(parts._replace(netloc=f"{READER_ROLE}@{host}", query=query))
 
 
 def redact(url: str) -> str:

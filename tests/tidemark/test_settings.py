@@ -41,6 +41,18 @@ def test_external_urls_replace_the_embedded_server(monkeypatch: pytest.MonkeyPat
     assert "s3cret" not in settings.reader_dsn()
 
 
+def test_the_read_only_url_of_an_own_landing_server_is_the_reader_role(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On main it was the landing URL's own (writing, often superuser) role, masked, printed as
+    # "SQL (read-only)" by `tidemark up` and as the reader URL by `tidemark db url`.
+    monkeypatch.setenv("TIDEMARK_LANDING_URL",
+                       "postgresql://admin:pw@lake.example:6432/landing?sslmode=require"
+                       "&password=pw2&user=admin")
+    assert load_settings().reader_dsn() == (
+        "postgresql://tidemark_reader@lake.example:6432/landing?sslmode=require")
+
+
 def test_malformed_external_url_is_refused_without_printing_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
