@@ -43,8 +43,9 @@ def test_url_with_password_is_refused_and_not_echoed() -> None:
 def test_bad_registrations(kwargs: dict, message: str) -> None:
     with pytest.raises(SourceError, match=message):
         SourceSpec("mydb", **kwargs)
-    with pytest.raises(ValueError, match="lower-case"):
-        SourceSpec("My-DB", url="postgresql://a@h/db")
+    for name in ("My-DB", "mydb\n", "my\"db;--"):  # "mydb\n" was accepted on main
+        with pytest.raises(ValueError, match="lower-case"):
+            SourceSpec(name, url="postgresql://a@h/db")
 
 
 def test_passwords_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
