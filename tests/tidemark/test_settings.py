@@ -99,3 +99,35 @@ def test_a_password_in_the_url_query_is_never_printed(monkeypatch: pytest.Monkey
         shown = CliRunner().invoke(app, ["db", "url", "--database", which]).output
         assert "Q1zz" not in shown and "Q2zz" not in shown and "example" in shown
 
+
+def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("TIDEMARK_")]:
+        monkeypatch.delenv(name)  # e.g. set by a session fixture of another test package
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.setenv("TIDEMARK_CORRECTION_DAYS", "5")
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "90")
+    monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "30")
+    monkeypatch.setenv("PORT", "80")  # another program's variable is not ours
+    settings = load_settings()
+    assert settings.correction_days == 5 and settings.port == DEFAULT_PORT
+    assert settings.lag_thresholds == (30.0, 30.0)  # warn never above error
+    assert settings.dbt_target_dir == tmp_path / "dbt" / "target"
+    for name, value in (("TIDEMARK_BATCH_CRON", "nightly"), ("TIDEMARK_CORRECTION_DAYS", "-1"),
+                        ("TIDEMARK_LIVE_TARGET", "duckdb"),
+                        ("TIDEMARK_PARTITIONS_START", "yesterday")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError, match=name):
+            load_settings()
+        monkeypatch.delenv(name)
+
+
+def test_partitions_start_from_the_setting_else_the_recorded_first_day(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.delenv("TIDEMARK_PARTITIONS_START", raising=False)
+    assert load_settings().first_partition_day() is None
+    (tmp_path / "partitions_start").write_text("2026-03-04\n")
+    assert str(load_settings().first_partition_day()) == "2026-03-04"
+    monkeypatch.setenv("TIDEMARK_PARTITIONS_START", "2026-01-02")
+    assert str(load_settings().first_partition_day()) == "2026-01-02"
