@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,7 +40,9 @@ _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
 _URL_FIELDS = ("source_url", "landing_url", "materialize_url")
 # A password in a URL's query, and in a key=value connection string ('quoted' or bare).
 _QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|\S*)", re.IGNORECASE)
+# (a bare value runs to the next `key=`: a malformed one may hold spaces, all of it is masked)
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|.*?(?=\s+\w+\s*=|\s*$))",
+                               re.IGNORECASE | re.DOTALL)
 
 
 class Settings(BaseSettings):
@@ -134,6 +138,11 @@ class Settings(BaseSettings):
         parts = urlsplit(value.strip())
         if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
             raise ValueError("must be a URL like postgresql://user@host:5432/dbname")
+        try:  # libpq's own message quotes the bad part, which may be the password
+            conninfo_to_dict(value.strip())
+        except ProgrammingError:
+            raise ValueError("cannot be read by libpq (a '%' in a password is written '%25', "
+                             "a space '%20')") from None
         return value.strip()
 
     @field_validator("batch_cron", "mart_deadline_cron", "checks_cron")

@@ -48,6 +48,19 @@ def test_bad_registrations(kwargs: dict, message: str) -> None:
             SourceSpec(name, url="postgresql://a@h/db")
 
 
+def test_an_unreadable_url_in_the_environment_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On main libpq's message ('missing "=" after "Q6zz"') reached `tidemark source add`.
+    spec = SourceSpec("mydb", url_env="MYDB_URL")
+    for value in ("host=db dbname=app user=u password=a Q6zz",
+                  "postgresql://u@db/app?password=%zzQ6zz"):
+        monkeypatch.setenv("MYDB_URL", value)
+        with pytest.raises(SourceError, match="MYDB_URL cannot be read") as info:
+            spec.dsn()
+        assert "Q6zz" not in str(info.value)
+
+
 def test_passwords_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SourceSpec("mydb", url="postgresql://app@db.example/app",
                       admin_url="postgresql://owner@db.example/app")

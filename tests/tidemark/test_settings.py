@@ -57,6 +57,10 @@ def test_the_read_only_url_of_an_own_landing_server_is_the_reader_role(
     ("TIDEMARK_SOURCE_URL", "mysql://root:hunter2@host/db"),
     # a key=value string is refused too; on main its password was echoed in the message
     ("TIDEMARK_LANDING_URL", "host=lake.example user=app password=hunter2"),
+    ("TIDEMARK_LANDING_URL", "host=lake.example user=app password=a b hunter2"),
+    # libpq cannot read it and its message quotes the token; on main it loaded, and then
+    # `tidemark status` printed 'invalid percent-encoded token: "%zzhunter2"'
+    ("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/t?password=%zzhunter2"),
 ])
 def test_malformed_external_url_is_refused_without_printing_the_password(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str,
@@ -64,7 +68,7 @@ def test_malformed_external_url_is_refused_without_printing_the_password(
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as info:
         load_settings()
-    assert name in str(info.value) and "host" in str(info.value)
+    assert name in str(info.value)
     assert "hunter2" not in str(info.value)
 
 
@@ -79,6 +83,7 @@ def test_redact_masks_only_the_password() -> None:
     ("postgresql://u:pw@h/d?password=Q1", "postgresql://u:***@h/d?password=***"),
     ("host=h password=Q1 dbname=d", "host=h password=*** dbname=d"),
     ("host=h password = 'Q1 \\' Q1' dbname=d", "host=h password = *** dbname=d"),
+    ("host=h password=Q1 Q1tail dbname=d", "host=h password=*** dbname=d"),  # malformed: all
 ])
 def test_redact_masks_a_password_in_every_form_libpq_takes(given: str, shown: str) -> None:
     assert redact(given) == shown  # on main: the query and key=value forms came back unmasked
