@@ -136,13 +136,18 @@ class Settings(BaseSettings):
         if value is None:
             return None
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-            raise ValueError("must be a URL like postgresql://user@host:5432/dbname")
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # e.g. postgresql://u:pa/ss@h/db: libpq reads host u, port "pa"
+            port_ok = False
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not port_ok:
+            raise ValueError("must be a URL like postgresql://user@host:5432/dbname (in a "
+                             "password, write '/' as '%2F', '@' as '%40', '%' as '%25')")
         try:  # libpq's own message quotes the bad part, which may be the password
             conninfo_to_dict(value.strip())
         except ProgrammingError:
-            raise ValueError("cannot be read by libpq (a '%' in a password is written '%25', "
-                             "a space '%20')") from None
+            raise ValueError("cannot be read by libpq (in a password, write '%' as '%25', "
+                             "a space as '%20')") from None
         return value.strip()
 
     @field_validator("batch_cron", "mart_deadline_cron", "checks_cron")
@@ -266,9 +271,12 @@ def _explain(exc: ValidationError) -> str:
         name = field if field.startswith("TIDEMARK_") else _ENV_NAMES.get(
             field, f"TIDEMARK_{field.upper()}")
         value = error.get("input")
-        shown = redact(str(value)) if field in _URL_FIELDS else str(value)
         reason = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name} {reason} (got {shown!r})")
+        # A URL that failed is not echoed at all: where libpq misreads it (a '/' or '@' in its
+        # password unencoded), redact cannot tell the password from the rest either.
+        shown = "value not shown: it may hold a password" if field in _URL_FIELDS else (
+            f"got {str(value)!r}")
+        problems.append(f"{name} {reason} ({shown})")
     return ("; ".join(problems) + ". Fix or unset the variable (unset: the default is used; "
             "the README's Configuration section lists every setting).")
 

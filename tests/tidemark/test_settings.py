@@ -61,6 +61,7 @@ def test_the_read_only_url_of_an_own_landing_server_is_the_reader_role(
     # libpq cannot read it and its message quotes the token; on main it loaded, and then
     # `tidemark status` printed 'invalid percent-encoded token: "%zzhunter2"'
     ("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/t?password=%zzhunter2"),
+    ("TIDEMARK_LANDING_URL", "postgresql://app:x/hunter2@lake.example/t"),  # '/' unencoded
 ])
 def test_malformed_external_url_is_refused_without_printing_the_password(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str,
