@@ -19,7 +19,7 @@ def check_source_name(source: str) -> str:
     A source name becomes part of slot and publication names, which PostgreSQL restricts to
     lower-case letters, digits and underscores.
     """
-    if not _SOURCE_RE.match(source):
+    if not _SOURCE_RE.fullmatch(source):  # `$` alone lets "shop\n" through
         raise ValueError(f"source name {source!r} must be lower-case letters, digits and '_', "
                          f"start with a letter and have at most 40 characters (e.g. 'shop')")
     return source

@@ -147,6 +147,12 @@ def _resolve(name: str, url: str | None, url_env: str | None, admin: bool) -> st
         if not value:
             raise SourceError(f"Source {name!r} reads its {'admin ' if admin else ''}URL from "
                               f"the environment variable {url_env}, which is not set.")
+        try:  # libpq's own message quotes the bad part, which may be the password
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            raise SourceError(f"Source {name!r}: the URL in {url_env} cannot be read by libpq "
+                              f"(not shown: it holds the password); check its quoting, and "
+                              f"write a '%' in a URL's password as '%25'.") from None
         return value
     assert url is not None
     password = os.environ.get(password_variable(name, admin))

@@ -90,7 +90,7 @@ def parse_view_text(name: str, text: str, path: Path | None = None) -> ViewFile:
         ViewFileError: bad name or bad setting.
     """
     where = str(path) if path else name
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # fullmatch: `$` alone lets "name\n" through
         raise ViewFileError(
             f"{where}: view name {name!r} must be lower case letters, digits and _ "
             f"(start with a letter, at most 40 characters); rename the file.")
@@ -125,7 +125,7 @@ def parse_view_text(name: str, text: str, path: Path | None = None) -> ViewFile:
     if "freshness" in settings:
         freshness = parse_objective(settings["freshness"], f"{where}: @freshness")
     cluster = settings.get("cluster", DEFAULT_CLUSTER)
-    if not NAME_RE.match(cluster):
+    if not NAME_RE.fullmatch(cluster):
         raise ViewFileError(f"{where}: @cluster {cluster!r} is not a plain lower-case name.")
     return ViewFile(name=name, path=path or Path(f"{name}.sql"), text=text, keys=keys,
                     cluster=cluster, retention=retention,

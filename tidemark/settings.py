@@ -10,11 +10,14 @@ printed without a traceback). Secrets are only ever read from the environment an
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,6 +38,11 @@ PARTITIONS_START_FILE = "partitions_start"
 # Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
 _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
 _URL_FIELDS = ("source_url", "landing_url", "materialize_url")
+# A password in a URL's query, and in a key=value connection string ('quoted' or bare).
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
+# (a bare value runs to the next `key=`: a malformed one may hold spaces, all of it is masked)
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|.*?(?=\s+\w+\s*=|\s*$))",
+                               re.IGNORECASE | re.DOTALL)
 
 
 class Settings(BaseSettings):
@@ -128,8 +136,18 @@ class Settings(BaseSettings):
         if value is None:
             return None
         parts = urlsplit(value.strip())
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-            raise ValueError("must be a URL like postgresql://user@host:5432/dbname")
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:  # e.g. postgresql://u:pa/ss@h/db: libpq reads host u, port "pa"
+            port_ok = False
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not port_ok:
+            raise ValueError("must be a URL like postgresql://user@host:5432/dbname (in a "
+                             "password, write '/' as '%2F', '@' as '%40', '%' as '%25')")
+        try:  # libpq's own message quotes the bad part, which may be the password
+            conninfo_to_dict(value.strip())
+        except ProgrammingError:
+            raise ValueError("cannot be read by libpq (in a password, write '%' as '%25', "
+                             "a space as '%20')") from None
         return value.strip()
 
     @field_validator("batch_cron", "mart_deadline_cron", "checks_cron")
@@ -209,9 +227,14 @@ class Settings(BaseSettings):
         return pin_url(self.landing_url) or self.embedded_url(LANDING_DB)
 
     def reader_dsn(self) -> str:
-        """Read-only URL for SQL clients (psql, BI tools) on the landing database."""
+        """Read-only URL for SQL clients (psql, BI tools) on the landing database.
+
+        On your own landing server it is ``TIDEMARK_LANDING_URL`` with the user replaced by
+        ``tidemark_reader`` and no password (the README's landing grants create that role):
+        never the landing URL's own, writing role.
+        """
         if self.landing_url is not None:
-            return redact(self.landing_url)
+            return reader_url(self.landing_url)
         return self.embedded_url(LANDING_DB, READER_ROLE)
 
 
@@ -248,9 +271,12 @@ def _explain(exc: ValidationError) -> str:
         name = field if field.startswith("TIDEMARK_") else _ENV_NAMES.get(
             field, f"TIDEMARK_{field.upper()}")
         value = error.get("input")
-        shown = redact(str(value)) if field in _URL_FIELDS else str(value)
         reason = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name} {reason} (got {shown!r})")
+        # A URL that failed is not echoed at all: where libpq misreads it (a '/' or '@' in its
+        # password unencoded), redact cannot tell the password from the rest either.
+        shown = "value not shown: it may hold a password" if field in _URL_FIELDS else (
+            f"got {str(value)!r}")
+        problems.append(f"{name} {reason} ({shown})")
     return ("; ".join(problems) + ". Fix or unset the variable (unset: the default is used; "
             "the README's Configuration section lists every setting).")
 
@@ -265,19 +291,46 @@ def embedded_server_url(port: int, database: str, user: str = ADMIN_USER) -> str
     return f"postgresql://{user}@127.0.0.1:{port}/{database}?sslmode=disable"
 
 
-def redact(url: str) -> str:
-    """Return a connection URL with its password replaced by ``***``.
+def reader_url(url: str) -> str:
+    """The URL of ``url``'s server and database for the read-only role ``tidemark_reader``.
 
     Args:
-        url: a libpq URL, possibly with a password.
+        url: a landing URL (``postgresql://user[:password]@host:port/db?...``).
 
     Returns:
-        The same URL, safe to print.
+        The same URL with user ``tidemark_reader``, without a password (user and password
+        query parameters dropped too); a string that is not a URL is returned masked.
     """
     parts = urlsplit(url)
+    if not parts.netloc:
+        return redact(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(pair for pair in parts.query.split("&")
+                     if pair and pair.split("=", 1)[0].lower() not in ("user", "password"))
+    return urlunsplit(parts._replace(netloc=f"{READER_ROLE}@{host}", query=query))
+
+
+def redact(url: str) -> str:
+    """Return a connection string with every password in it replaced by ``***``.
+
+    The one place Tidemark masks a secret before printing a connection string. It covers each
+    way libpq accepts a password: ``user:password@`` in a URL, a ``password=`` parameter in a
+    URL's query (``?password=...``), and ``password=...`` in a ``key=value`` connection string
+    (quoted or not). Everything else is kept as written.
+
+    Args:
+        url: a libpq URL or ``key=value`` connection string, possibly with a password.
+
+    Returns:
+        The same string, safe to print.
+    """
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
+    parts = urlsplit(url)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts._replace(query=query))
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     host = netloc[1] if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=query))

@@ -43,8 +43,22 @@ def test_url_with_password_is_refused_and_not_echoed() -> None:
 def test_bad_registrations(kwargs: dict, message: str) -> None:
     with pytest.raises(SourceError, match=message):
         SourceSpec("mydb", **kwargs)
-    with pytest.raises(ValueError, match="lower-case"):
-        SourceSpec("My-DB", url="postgresql://a@h/db")
+    for name in ("My-DB", "mydb\n", "my\"db;--"):  # "mydb\n" was accepted on main
+        with pytest.raises(ValueError, match="lower-case"):
+            SourceSpec(name, url="postgresql://a@h/db")
+
+
+def test_an_unreadable_url_in_the_environment_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On main libpq's message ('missing "=" after "Q6zz"') reached `tidemark source add`.
+    spec = SourceSpec("mydb", url_env="MYDB_URL")
+    for value in ("host=db dbname=app user=u password=a Q6zz",
+                  "postgresql://u@db/app?password=%zzQ6zz"):
+        monkeypatch.setenv("MYDB_URL", value)
+        with pytest.raises(SourceError, match="MYDB_URL cannot be read") as info:
+            spec.dsn()
+        assert "Q6zz" not in str(info.value)
 
 
 def test_passwords_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

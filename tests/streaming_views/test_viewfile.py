@@ -27,6 +27,8 @@ def test_hash_changes_with_text_only():
 
 @pytest.mark.parametrize(("name", "text", "message"), [
     ("Bad-Name", "select 1", "must be lower case"),
+    ('v";drop table s.t;--', "select 1", "must be lower case"),
+    ("v\n", "select 1", "must be lower case"),  # on main: accepted, created live."v<newline>"
     ("v", "-- @kyes: a\nselect 1", "unknown setting @kyes"),
     ("v", "-- @retention: forever\nselect 1", "must read '<column> <n>"),
     ("v", "-- @freshness: 2s\nselect 1", r"v: @freshness: freshness objective '2s' must read"),

@@ -32,6 +32,9 @@ def test_connection_env_from_url() -> None:
     tls = dbt_connection_env("postgresql://u@db.example/landing?sslmode=verify-full")
     assert tls["TIDEMARK_DBT_SSLMODE"] == "verify-full"
     assert tls["TIDEMARK_DBT_DBNAME"] == "landing"
+    # libpq takes the password from the query too; on main dbt got none and failed to log in
+    query = dbt_connection_env("postgresql://u@db.example/landing?password=p%40ss&sslmode=require")
+    assert query["TIDEMARK_DBT_PASSWORD"] == "p@ss" and query["TIDEMARK_DBT_SSLMODE"] == "require"
 
 
 def test_env_sends_target_and_logs_to_the_work_dir(tmp_path: Path) -> None:

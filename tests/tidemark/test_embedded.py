@@ -40,6 +40,21 @@ def test_start_configures_logical_replication_on_loopback(server: EmbeddedServer
     assert server.log_file.exists()
 
 
+def test_no_secret_of_the_caller_reaches_the_server(server: EmbeddedServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server trusts loopback, so any local user is its superuser and can read the
+    # postmaster's environment; on main it held every secret of the shell that started it.
+    for name in ("TIDEMARK_SOURCE_MYDB_PASSWORD", "PGPASSWORD", "TIDEMARK_LANDING_URL"):
+        monkeypatch.setenv(name, f"Sekr3t-{name}")
+    monkeypatch.setenv("LC_MESSAGES", "C")
+    server.start()
+    with psycopg.connect(server.admin_url("postgres")) as conn:
+        environ = conn.execute("select pg_read_binary_file('/proc/' || %s || '/environ')",
+                               (str(server.status().pid),)).fetchone()[0]
+    assert b"Sekr3t" not in environ
+    assert b"PATH=" in environ and b"LC_MESSAGES=C" in environ
+
+
 def test_start_twice_is_harmless(server: EmbeddedServer) -> None:
     assert server.start() is True
     pid = server.status().pid

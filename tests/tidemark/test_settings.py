@@ -41,19 +41,69 @@ def test_external_urls_replace_the_embedded_server(monkeypatch: pytest.MonkeyPat
     assert "s3cret" not in settings.reader_dsn()
 
 
-def test_malformed_external_url_is_refused_without_printing_the_password(
+def test_the_read_only_url_of_an_own_landing_server_is_the_reader_role(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TIDEMARK_SOURCE_URL", "mysql://root:hunter2@host/db")
+    # On main it was the landing URL's own (writing, often superuser) role, masked, printed as
+    # "SQL (read-only)" by `tidemark up` and as the reader URL by `tidemark db url`.
+    monkeypatch.setenv("TIDEMARK_LANDING_URL",
+                       "postgresql://admin:pw@lake.example:6432/landing?sslmode=require"
+                       "&password=pw2&user=admin")
+    assert load_settings().reader_dsn() == (
+        "postgresql://tidemark_reader@lake.example:6432/landing?sslmode=require")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("TIDEMARK_SOURCE_URL", "mysql://root:hunter2@host/db"),
+    # a key=value string is refused too; on main its password was echoed in the message
+    ("TIDEMARK_LANDING_URL", "host=lake.example user=app password=hunter2"),
+    ("TIDEMARK_LANDING_URL", "host=lake.example user=app password=a b hunter2"),
+    # libpq cannot read it and its message quotes the token; on main it loaded, and then
+    # `tidemark status` printed 'invalid percent-encoded token: "%zzhunter2"'
+    ("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/t?password=%zzhunter2"),
+    ("TIDEMARK_LANDING_URL", "postgresql://app:x/hunter2@lake.example/t"),  # '/' unencoded
+])
+def test_malformed_external_url_is_refused_without_printing_the_password(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+) -> None:
+    monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError) as info:
         load_settings()
-    assert "TIDEMARK_SOURCE_URL" in str(info.value)
+    assert name in str(info.value)
     assert "hunter2" not in str(info.value)
 
 
 def test_redact_masks_only_the_password() -> None:
     assert redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    ("postgresql://u@h/d?sslmode=disable&password=Q1&x=1",
+     "postgresql://u@h/d?sslmode=disable&password=***&x=1"),
+    ("postgresql://u:pw@h/d?password=Q1", "postgresql://u:***@h/d?password=***"),
+    ("host=h password=Q1 dbname=d", "host=h password=*** dbname=d"),
+    ("host=h password = 'Q1 \\' Q1' dbname=d", "host=h password = *** dbname=d"),
+    ("host=h password=Q1 Q1tail dbname=d", "host=h password=*** dbname=d"),  # malformed: all
+])
+def test_redact_masks_a_password_in_every_form_libpq_takes(given: str, shown: str) -> None:
+    assert redact(given) == shown  # on main: the query and key=value forms came back unmasked
+
+
+def test_a_password_in_the_url_query_is_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+
+    monkeypatch.setenv("TIDEMARK_SOURCE_URL", "postgresql://app@db.example/shop?password=Q1zz")
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", "postgresql://app@lake.example/t?password=Q2zz")
+    result = CliRunner().invoke(app, ["db", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "lake.example" in result.output
+    assert "Q1zz" not in result.output and "Q2zz" not in result.output
+    for which in ("reader", "landing", "source"):  # on main `tidemark db url` printed Q2zz
+        shown = CliRunner().invoke(app, ["db", "url", "--database", which]).output
+        assert "Q1zz" not in shown and "Q2zz" not in shown and "example" in shown
 
 
 def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyPatch,

