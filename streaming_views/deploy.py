@@ -385,8 +385,9 @@ def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
             raise DeployError(
                 f"live.{entry.name}: its file is gone, but {', '.join(readers)} read it, so it "
                 f"is not dropped. A serving.<pair> view belongs to a pair of "
-                f"dbt_project/reconciliation.yml: remove the pair there, then drop the view "
-                f"(`tidemark db psql -- -c 'drop view serving.<pair>'`); drop your own views "
+                f"dbt_project/reconciliation.yml: remove the pair there (the next serving run, "
+                f"e.g. `tidemark up`, drops its view; or `tidemark db psql -c 'drop view "
+                f"serving.<pair>'`); drop your own views "
                 f"reading it; then deploy --prune again. Or put the file back.")
         _drop_objects(cur, entry.suffix)
     forget(conn, entry.name, entry.target)

@@ -81,3 +81,39 @@ def test_ingest_role_replicates_and_reads_the_source(pg: EmbeddedServer) -> None
         assert conn.execute("select count(*) from orders").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("delete from orders")
+
+
+def test_live_views_a_superuser_deployed_are_handed_to_the_app_role(pg: EmbeddedServer,
+                                                                    tmp_path) -> None:
+    """Before `tidemark views` deployed as tidemark_app, `tidemark views deploy` on the embedded
+    stack ran as the superuser: its views, state tables, trigger functions and the engine's
+    catalog were the superuser's, and every later deploy by Dagster (tidemark_app) failed with
+    "permission denied" / "must be owner". The bootstrap every start runs hands them over; the
+    DDL guard's event-trigger functions stay the superuser's (they must)."""
+    from streaming_views import deploy
+    from streaming_views.status import list_views
+
+    url = create_database(pg, "bootstrap_owned")
+    ensure_roles(pg.admin_url("postgres"))
+    grant_landing(url)
+    app = _as(pg, APP_ROLE, "bootstrap_owned")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema k; create table k.t (id int primary key, g int);"
+                     "insert into k.t select i, i % 3 from generate_series(1, 30) i")
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "by_g.sql").write_text("select s.g, count(*) as n from k.t s group by s.g\n")
+    assert [r.action for r in deploy(url, views)] == ["created"]  # as the superuser (old CLI)
+    (views / "by_g.sql").write_text("select s.g, sum(s.id) as n from k.t s group by s.g\n")
+    grant_landing(url)  # what the next `tidemark up` runs first
+    assert [r.action for r in deploy(app, views)] == ["replaced"]
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("insert into k.t values (31, 1)")
+        assert conn.execute("select n from live.by_g where g = 1").fetchone() == (
+            sum(i for i in range(1, 32) if i % 3 == 1),)
+    assert [(v.name, v.rows) for v in list_views(app)] == [("by_g", 3)]
+    with psycopg.connect(url) as conn:
+        guard_owners = conn.execute(
+            "select distinct r.rolsuper from pg_event_trigger e join pg_proc p"
+            " on p.oid = e.evtfoid join pg_roles r on r.oid = p.proowner").fetchall()
+    assert guard_owners == [(True,)]

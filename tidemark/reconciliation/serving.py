@@ -12,6 +12,8 @@ reconciliation and every late row without a redeploy.
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 from psycopg import sql
 
@@ -20,6 +22,7 @@ from tidemark.reconciliation.late import ensure_late_table, stale_final_sql
 from tidemark.reconciliation.pairs import Pair
 
 SCHEMA = "serving"
+log = logging.getLogger("tidemark.reconciliation")
 
 
 def view_sql(pair: Pair, tables: list[tuple[str, str]] | None = None) -> sql.Composed:
@@ -79,3 +82,48 @@ def deploy_serving(landing_dsn: str, pair: Pair,
         conn.execute(view_sql(pair, tables))
         return conn.execute(sql.SQL("select count(*) from {}").format(
             sql.Identifier(SCHEMA, pair.name))).fetchone()[0]
+
+
+def drop_orphans(landing_dsn: str, pairs: set[str]) -> tuple[list[str], list[str]]:
+    """Drop the ``serving.<pair>`` views of pairs no longer in ``reconciliation.yml``.
+
+    A serving view is Tidemark's when it reads ``tidemark.reconciled_days`` (every one
+    :func:`view_sql` makes does); a user's own view in the schema is left alone, and so is a
+    serving view other views read (named, with how to drop it).
+
+    Args:
+        landing_dsn: landing URL.
+        pairs: the names of the current pairs.
+
+    Returns:
+        (the views dropped, messages for those kept because other views read them).
+    """
+    dropped: list[str] = []
+    kept: list[str] = []
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        orphans = [name for (name,) in conn.execute(
+            "select distinct v.relname from pg_class v"
+            " join pg_rewrite w on w.ev_class = v.oid"
+            " join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = w.oid"
+            " where v.relkind = 'v' and v.relnamespace = %s::regnamespace"
+            " and d.refobjid = to_regclass(%s) and not (v.relname = any(%s)) order by 1",
+            (SCHEMA, f"{STATE_SCHEMA}.{DAYS_TABLE}", sorted(pairs))).fetchall()]
+        for name in orphans:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("drop view {}").format(sql.Identifier(SCHEMA, name)))
+                dropped.append(name)
+            except psycopg.errors.DependentObjectsStillExist:
+                readers = ", ".join(r for (r,) in conn.execute(
+                    "select distinct format('%%I.%%I', n.nspname, c.relname) from pg_depend d"
+                    " join pg_rewrite w on w.oid = d.objid join pg_class c on c.oid = w.ev_class"
+                    " join pg_namespace n on n.oid = c.relnamespace where d.classid ="
+                    " 'pg_rewrite'::regclass and d.refobjid = %s::regclass"
+                    " and w.ev_class <> d.refobjid order by 1",
+                    (f"{SCHEMA}.{name}",)).fetchall())
+                kept.append(f"{SCHEMA}.{name} (its pair is no longer in reconciliation.yml) is "
+                            f"kept: other views read it ({readers}). Drop them, or run "
+                            f"`tidemark db psql -c 'drop view {SCHEMA}.{name} cascade'`.")
+    for message in kept:
+        log.warning(message)
+    return dropped, kept

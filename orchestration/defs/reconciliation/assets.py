@@ -9,7 +9,7 @@ from orchestration.defs.keys import mart_key, serving_key, view_key
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.finality import mart_event_tables
 from tidemark.reconciliation.pairs import load_pairs
-from tidemark.reconciliation.serving import SCHEMA, deploy_serving
+from tidemark.reconciliation.serving import SCHEMA, deploy_serving, drop_orphans
 
 
 def _specs() -> list[dg.AssetSpec]:
@@ -28,6 +28,11 @@ def serving_views(context: dg.AssetExecutionContext, tidemark: TidemarkResource)
     landing = tidemark.urls().landing_app
     wanted = {k.path[-1] for k in context.selected_asset_keys}
     tables = mart_event_tables(manifest_path())
+    dropped, kept = drop_orphans(landing, {p.name for p in load_pairs()})
+    for name in dropped:
+        context.log.info(f"dropped {SCHEMA}.{name}: its pair is no longer in reconciliation.yml")
+    for message in kept:
+        context.log.warning(message)
     for pair in load_pairs():
         if pair.name in wanted:
             rows = deploy_serving(landing, pair, tables.get(pair.mart, []))
