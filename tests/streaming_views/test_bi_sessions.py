@@ -1,0 +1,110 @@
+"""Live views read as a BI tool reads them: sessions that hold a live view open (idle in
+transaction, a WITH HOLD cursor) never stall writers, and a redeploy waits for them politely."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.streaming_views.conftest import assert_equal, deploy_text
+
+V1 = "select t.g, count(*) as n, sum(t.v) as sv from bi.t t group by t.g"
+V2 = "select t.g, count(*) as n, sum(t.v) as sv, max(t.v) as mx from bi.t t group by t.g"
+
+
+@pytest.fixture(scope="module")
+def db(module_db: str, conn: psycopg.Connection) -> str:
+    conn.execute("create schema bi; create table bi.t (id bigserial primary key, g int, v int)")
+    conn.execute("insert into bi.t (g, v) select i % 5, i from generate_series(1, 200) i")
+    deploy_text(module_db, "bi_v", V1)
+    return module_db
+
+
+def _write_latencies(dsn: str, seconds: float) -> list[float]:
+    """Insert one row at a time for ``seconds``; the latency of each insert."""
+    out: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as c:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            c.execute("insert into bi.t (g, v) values (1, 1)")
+            out.append(time.monotonic() - t0)
+            time.sleep(0.02)
+    return out
+
+
+def test_redeploy_under_idle_in_transaction_reader_never_stalls_writers(
+        db: str, conn: psycopg.Connection) -> None:
+    with psycopg.connect(db, application_name="bi-tab") as reader:
+        reader.execute("select * from live.bi_v").fetchall()  # idle in transaction from here
+        done: list[str] = []
+        deployer = threading.Thread(target=lambda: done.append(deploy_text(db, "bi_v", V2)))
+        deployer.start()
+        time.sleep(0.3)
+        latencies = _write_latencies(db, 4.0)
+        assert max(latencies) < 1.0, f"writers stalled {max(latencies):.2f} s behind the deploy"
+        with psycopg.connect(db, autocommit=True) as other:
+            t0 = time.monotonic()
+            other.execute("select * from live.bi_v").fetchall()
+            assert time.monotonic() - t0 < 1.0, "a new reader queued behind the deploy"
+        assert not done, "the deploy cannot swap the view while the reader holds it"
+    deployer.join(30)
+    assert done == ["replaced"]
+    assert_equal(conn, "bi_v", V2)
+
+
+def test_truncate_and_ddl_under_reader_do_not_wait(db: str, conn: psycopg.Connection) -> None:
+    """A TRUNCATE of a base table (the view rebuilt at commit) and an added column (DDL that
+    arrives via CDC) do not wait for a session holding the live view open."""
+    with psycopg.connect(db, application_name="bi-tab") as reader:
+        reader.execute("set transaction isolation level repeatable read")
+        reader.execute("select * from live.bi_v").fetchall()
+        with psycopg.connect(db, autocommit=True) as w:
+            w.execute("set lock_timeout = '2s'")
+            w.execute("begin; truncate bi.t; insert into bi.t (g, v) values (3, 7); commit")
+            w.execute("alter table bi.t add column if not exists note text")
+            w.execute("insert into bi.t (g, v) values (3, 8)")
+        assert reader.execute("select count(*) from live.bi_v").fetchone()[0] > 1  # its snapshot
+    assert_equal(conn, "bi_v", V2)
+
+
+def test_status_names_holders_and_waits(db: str, conn: psycopg.Connection) -> None:
+    from streaming_views.holders import lock_waits, long_holders
+
+    with psycopg.connect(db, application_name="bi-tab") as reader, \
+            psycopg.connect(db, application_name="slow-writer") as holder:
+        reader.execute("select * from live.bi_v").fetchall()
+        pid = reader.info.backend_pid
+        held = long_holders(conn, 0.0)["bi_v"]
+        assert [(h.pid, h.application_name, h.state) for h in held] == [
+            (pid, "bi-tab", "idle in transaction")]
+        holder_pid = holder.info.backend_pid
+        holder.execute("lock table bi.t in exclusive mode")
+        waiting = threading.Thread(target=_write_latencies, args=(db, 0.1))
+        waiting.start()
+        time.sleep(0.5)
+        waits = lock_waits(conn)
+        holder.rollback()
+        waiting.join()
+    assert waits and f"pid {holder_pid} (application_name 'slow-writer', idle in " \
+        "transaction since" in waits[0]["blocked_by"], waits
+
+
+def test_deploy_gives_up_naming_the_reader(db: str, conn: psycopg.Connection,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from streaming_views.errors import DeployError
+
+    deploy_module = importlib.import_module("streaming_views.deploy")  # not the function
+    monkeypatch.setattr(deploy_module, "DEADLINE_S", 1.0)
+    with psycopg.connect(db, application_name="bi-tab") as reader:
+        reader.execute("select * from live.bi_v").fetchall()
+        t0 = time.monotonic()
+        with pytest.raises(DeployError, match=rf"pid {reader.info.backend_pid} \(application_"
+                                              r"name 'bi-tab', idle in transaction since"):
+            deploy_text(db, "bi_v", V1)
+        assert time.monotonic() - t0 < 5
+    assert_equal(conn, "bi_v", V2)
