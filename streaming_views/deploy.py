@@ -299,6 +299,11 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
             sql.Identifier(LIVE_SCHEMA), reader))
         cur.execute(sql.SQL("grant select on {}, tidemark.live_changes to {}").format(
             view, reader))
+        # the engine's state and logs are not the reader's (live.<name> reads them with its
+        # owner's rights): a BI tool's schema sync offers live.<name> only
+        cur.execute(sql.SQL("revoke all on all tables in schema {s} from {r}; "
+                            "revoke usage on schema {s} from {r}").format(
+            s=sql.Identifier(STATE_SCHEMA), r=reader))
 
 
 def _recreate_live_view(cur: psycopg.Cursor, view: sql.Identifier, select: sql.Composable,

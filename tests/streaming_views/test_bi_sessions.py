@@ -108,3 +108,20 @@ def test_deploy_gives_up_naming_the_reader(db: str, conn: psycopg.Connection,
             deploy_text(db, "bi_v", V1)
         assert time.monotonic() - t0 < 5
     assert_equal(conn, "bi_v", V2)
+
+
+def test_prepared_binary_statements_survive_a_redeploy_keeping_columns(
+        db: str, conn: psycopg.Connection) -> None:
+    """Extended protocol as a BI driver uses it: prepared at once, binary, with parameters, in
+    another TimeZone/DateStyle; a redeploy that keeps the columns re-plans, it does not fail."""
+    v3 = V2.replace("group by", "where t.v > -1000000 group by")
+    with psycopg.connect(db, autocommit=True, prepare_threshold=0) as bi:
+        bi.execute("set timezone = 'Asia/Kolkata'")
+        bi.execute("set datestyle = 'SQL, DMY'")
+        query = "select * from live.bi_v where g = %s"
+        before = bi.execute(query, (3,), binary=True).fetchall()
+        assert deploy_text(db, "bi_v", v3) == "replaced"
+        assert bi.execute(query, (3,), binary=True).fetchall() == before
+        bi.execute("insert into bi.t (g, v) values (3, 100)")
+        assert bi.execute(query, (3,), binary=True).fetchall()[0][3] == 100
+    assert_equal(conn, "bi_v", v3)
