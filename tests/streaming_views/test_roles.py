@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import psycopg
-from psycopg import sql
 import pytest
+from psycopg import sql
 
 from streaming_views import verify
 from tests.streaming_views.conftest import deploy_text
