@@ -287,6 +287,7 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
         _recreate_live_view(cur, view, select, cv.name)
     if old is not None and old.suffix != cv.suffix:
         _drop_objects(cur, old.suffix)
+    _grant_view_owner(cur, cv)
     comment = cv.analysis.view.description or f"live view {cv.name}"
     cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
         f"{comment} (Tidemark live view, hash {cv.hash})")))
@@ -304,6 +305,20 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
         cur.execute(sql.SQL("revoke all on all tables in schema {s} from {r}; "
                             "revoke usage on schema {s} from {r}").format(
             s=sql.Identifier(STATE_SCHEMA), r=reader))
+
+
+def _grant_view_owner(cur: psycopg.Cursor, cv: CompiledView) -> None:
+    """``CREATE OR REPLACE VIEW`` keeps the view's owner, whose rights read the state: when
+    another role deploys (``tidemark views deploy`` as the superuser over a view the stack built
+    as tidemark_app), grant it the new state, or every reader gets ``permission denied``."""
+    owner = cur.execute("select pg_get_userbyid(relowner) from pg_class where oid = %s::regclass"
+                        " and relowner <> (select oid from pg_roles where rolname = current_user)",
+                        (f"{LIVE_SCHEMA}.{cv.name}",)).fetchone()
+    if owner is None:
+        return
+    cur.execute(sql.SQL("grant select on {} to {}").format(sql.SQL(", ").join(
+        sql.Identifier(STATE_SCHEMA, t) for t in [cv.suffix, *(
+            cv.aux_table(r) for r in cv.distinct_rules)]), sql.Identifier(owner[0])))
 
 
 def _recreate_live_view(cur: psycopg.Cursor, view: sql.Identifier, select: sql.Composable,

@@ -104,3 +104,24 @@ def test_reader_sees_live_views_not_engine_state(module_db: str) -> None:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL("select * from {}").format(
                 sql.Identifier("tidemark_state", suffix)))
+
+
+def test_superuser_redeploy_of_app_view_stays_readable(module_db: str) -> None:
+    """``tidemark views deploy`` connected as the superuser redeploys a view the stack built as
+    tidemark_app: the view keeps its owner, whose rights read the new state — readers (a BI
+    tool) must not get ``permission denied for table <state>``."""
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema if not exists shopz; create table if not exists shopz.t "
+                     "(id int primary key, g int)")
+        conn.execute("insert into shopz.t select i, i % 2 from generate_series(1, 6) i")
+    text = "select s.g, count(*) as n from shopz.t s group by s.g"
+    assert deploy_text(app, "owned", text) == "created"
+    assert deploy_text(module_db, "owned", f"-- changed\n{text}") == "replaced"  # superuser
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("insert into shopz.t values (7, 1)")
+    for role in ("tidemark_reader", "tidemark_app"):
+        with psycopg.connect(as_role(module_db, role), autocommit=True) as conn:
+            assert sorted(conn.execute("select g, n from live.owned").fetchall()) == [
+                (0, 3), (1, 4)], role
