@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=1.0)
     args = parser.parse_args()
     dbs = locate_databases(load_settings())
+    dsn = dbs.landing_app  # as `tidemark up` deploys (the views' owner)
     shipped = {v.name: v for v in load_views(None)}[args.view]
     text = f"-- bench {time.time()}\n{shipped.text}"
     outcome: dict[str, object] = {}
@@ -45,13 +46,13 @@ def main() -> None:
         t0 = time.monotonic()
         try:
             view = parse_view_text(args.view, text, Path(tempfile.gettempdir()) / "v.sql")
-            outcome["action"] = deploy_embedded(dbs.landing, [view])[0].action
+            outcome["action"] = deploy_embedded(dsn, [view])[0].action
         except Exception as exc:  # noqa: BLE001 -- reported, not raised
             outcome["action"] = f"error: {str(exc)[:200]}"
         outcome["deploy_s"] = round(time.monotonic() - t0, 2)
 
     samples: list[tuple[float, float | None, float | None]] = []
-    with psycopg.connect(dbs.landing, application_name="bench-bi-tab") as reader:
+    with psycopg.connect(dsn, application_name="bench-bi-tab") as reader:
         reader.execute(f"select * from live.{args.view}").fetchall()  # noqa: S608 -- bench
         start = time.monotonic()
         worker = threading.Thread(target=redeploy)
