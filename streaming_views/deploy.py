@@ -143,15 +143,17 @@ def _prepare(conn: psycopg.Connection) -> None:
         guard.install_guard(conn)
 
 
-def _replaced(deployed: dict[str, CatalogEntry], names: list[str]) -> list[str]:
+def _replaced(deployed: dict[str, CatalogEntry], names: list[str]) -> tuple[list[str], list[str]]:
     """The relations a deploy of ``names`` takes ACCESS EXCLUSIVE on: ``live.<name>`` and the
-    deployed state table of each."""
-    return [f"{LIVE_SCHEMA}.{n}" for n in names] + [
-        f"{STATE_SCHEMA}.{deployed[n].suffix}" for n in names if n in deployed]
+    deployed state table of each; and the base tables of the deployed ones (their old triggers
+    are dropped)."""
+    old = [deployed[n] for n in names if n in deployed]
+    return ([f"{LIVE_SCHEMA}.{n}" for n in names] + [f"{STATE_SCHEMA}.{e.suffix}" for e in old],
+            sorted({t for e in old for t in e.base_tables}))
 
 
 def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
-              replaced: list[str] | None = None) -> None:
+              replaced: tuple[list[str], list[str]] = ([], [])) -> None:
     """Run ``work`` in a transaction (deploy flag and pinned settings set), again after a lock
     timeout, deadlock or serialization failure, until :data:`DEADLINE_S`.
 
@@ -165,7 +167,7 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
     deadline = time.monotonic() + DEADLINE_S
     pause = 0.05
     while True:
-        held = await_free(conn, replaced or [], deadline)
+        held = await_free(conn, replaced[0], deadline, replaced[1])
         if held:
             raise DeployError(_held_message(what, [h.describe() for h in held]))
         try:
@@ -176,7 +178,7 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
             return
         except RETRYABLE as exc:
             if time.monotonic() > deadline:
-                held = holders(conn, replaced or [])
+                held = holders(conn, *replaced)
                 if held:
                     raise DeployError(_held_message(what, [h.describe() for h in held])) from None
                 raise DeployError(
@@ -233,7 +235,8 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     _lock_tables(conn, tables + (old.base_tables if old else []))
     subscribed = sublog.before_redeploy(conn, cv.name) if old is not None else None
     try:
-        _lock_tables(conn, [f"{STATE_SCHEMA}.{cv.suffix}"], "access exclusive")  # a repair
+        if conn.execute("select to_regclass(%s)", (f"{STATE_SCHEMA}.{cv.suffix}",)).fetchone()[0]:
+            _lock_tables(conn, [f"{STATE_SCHEMA}.{cv.suffix}", *tables], "access exclusive")
         with conn.cursor() as cur:
             _drop_objects(cur, cv.suffix, inputs=False)  # leftovers, or a repair
             install_inputs(conn, cv)
@@ -249,8 +252,9 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
             for table in [cv.suffix, *(cv.aux_table(r) for r in cv.distinct_rules)]:
                 cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                               sql.Identifier(table)))
-            _lock_tables(conn, [f"{LIVE_SCHEMA}.{cv.name}", *(
-                [f"{STATE_SCHEMA}.{old.suffix}"] if old is not None else [])], "access exclusive")
+            _lock_tables(conn, [f"{LIVE_SCHEMA}.{cv.name}", *(  # the old triggers: base tables
+                [f"{STATE_SCHEMA}.{old.suffix}", *old.base_tables] if old is not None and
+                old.suffix != cv.suffix else [])], "access exclusive")
             _swap_live_view(cur, cv, old)
             sublog.after_redeploy(conn, cv, subscribed)  # subscribers follow, or are ended
     except RETRYABLE:
@@ -426,9 +430,8 @@ def rebuild(dsn: str, name: str) -> None:
 
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Drop a deployed view (``live.<name>``, state, logs, triggers) and its catalog row."""
-    _lock_tables(conn, entry.base_tables)
-    _lock_tables(conn, [f"{LIVE_SCHEMA}.{entry.name}", f"{STATE_SCHEMA}.{entry.suffix}"],
-                 "access exclusive")
+    _lock_tables(conn, [f"{LIVE_SCHEMA}.{entry.name}", f"{STATE_SCHEMA}.{entry.suffix}",
+                        *entry.base_tables], "access exclusive")  # its triggers are dropped
     with conn.cursor() as cur:
         cur.execute(sql.SQL("drop view if exists {}").format(
             sql.Identifier(LIVE_SCHEMA, entry.name)))

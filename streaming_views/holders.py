@@ -9,8 +9,11 @@ them while holding its base tables' SHARE ROW EXCLUSIVE locks, every writer of t
 (ingestion) and every later reader of the view would queue behind it. So a deploy:
 
 * waits *before* its transaction, holding no lock, until no other client session holds a lock
-  on the relations it will replace (:func:`await_free`, polling ``pg_locks``);
-* takes those ACCESS EXCLUSIVE locks with ``lock_timeout`` at most ``LOCK_WAIT``; a session
+  on the relations it will replace, nor idles in a transaction holding one of the view's base
+  tables, on which dropping the old triggers takes ACCESS EXCLUSIVE too (:func:`await_free`,
+  polling ``pg_locks``);
+* takes those ACCESS EXCLUSIVE locks (base tables: just before the swap, when the old
+  triggers go) with ``lock_timeout`` at most ``LOCK_WAIT``; a session
   that began reading meanwhile makes it roll back and wait again (see
   :mod:`streaming_views.deploy`);
 * past its deadline, fails with an error naming the sessions (pid, application_name, state and
@@ -33,7 +36,9 @@ HOLDERS_SQL = """select distinct on (a.pid) a.pid, coalesce(a.application_name, 
   join pg_class c on c.oid = l.relation
   join pg_stat_activity a on a.pid = l.pid
  where l.granted and l.pid <> pg_backend_pid() and a.backend_type = 'client backend'
-   and l.relation = any(array(select to_regclass(r) from unnest(%s::text[]) r))
+   and (l.relation = any(array(select to_regclass(r) from unnest(%s::text[]) r))
+        or (a.state like 'idle in transaction%%'
+            and l.relation = any(array(select to_regclass(r) from unnest(%s::text[]) r))))
  order by a.pid, c.oid::regclass::text"""
 
 
@@ -66,22 +71,26 @@ class Holder:
         return f"{self.session()} holds {self.relation}"
 
 
-def holders(conn: psycopg.Connection, relations: list[str]) -> list[Holder]:
-    """The other client sessions holding a lock on any of ``relations`` (missing ones
-    skipped)."""
-    rows = conn.execute(HOLDERS_SQL, (relations,)).fetchall()
+def holders(conn: psycopg.Connection, relations: list[str],
+            idle: list[str] | None = None) -> list[Holder]:
+    """The other client sessions holding a lock on any of ``relations``, or idle in a
+    transaction that holds one of ``idle`` (missing relations skipped)."""
+    rows = conn.execute(HOLDERS_SQL, (relations, idle or [])).fetchall()
     return [Holder(*row) for row in rows]
 
 
-def await_free(conn: psycopg.Connection, relations: list[str], deadline: float) -> list[Holder]:
+def await_free(conn: psycopg.Connection, relations: list[str], deadline: float,
+               idle: list[str] | None = None) -> list[Holder]:
     """Wait (outside any transaction, holding no lock) until no other client session holds a
-    lock on ``relations``, or until ``deadline`` (``time.monotonic()``).
+    lock on ``relations`` nor idles in a transaction holding one of ``idle`` (base tables:
+    dropping the old triggers takes ACCESS EXCLUSIVE on them, while their writers come and go),
+    or until ``deadline`` (``time.monotonic()``).
 
     Returns:
         The sessions still holding them at the deadline (empty when free).
     """
     while True:
-        held = holders(conn, relations)
+        held = holders(conn, relations, idle)
         if not held or time.monotonic() > deadline:
             return held
         time.sleep(POLL_S)

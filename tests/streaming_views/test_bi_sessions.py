@@ -57,6 +57,26 @@ def test_redeploy_under_idle_in_transaction_reader_never_stalls_writers(
     assert_equal(conn, "bi_v", V2)
 
 
+def test_redeploy_under_idle_reader_of_a_base_table_never_stalls_writers(
+        db: str, conn: psycopg.Connection) -> None:
+    """A BI tab idle in transaction after reading a base table (a landing mirror): dropping the
+    old view's triggers needs ACCESS EXCLUSIVE on that table, so the redeploy waits for the tab
+    (holding nothing), not the writers behind its locks."""
+    with psycopg.connect(db, application_name="bi-tab") as reader:
+        reader.execute("select count(*) from bi.t").fetchall()
+        done: list[str] = []
+        deployer = threading.Thread(target=lambda: done.append(deploy_text(
+            db, "bi_v", f"-- base reader\n{V2}")))
+        deployer.start()
+        time.sleep(0.3)
+        latencies = _write_latencies(db, 4.0)
+        assert max(latencies) < 1.0, f"writers stalled {max(latencies):.2f} s behind the deploy"
+        assert not done
+    deployer.join(30)
+    assert done == ["replaced"]
+    assert_equal(conn, "bi_v", V2)
+
+
 def test_truncate_and_ddl_under_reader_do_not_wait(db: str, conn: psycopg.Connection) -> None:
     """A TRUNCATE of a base table (the view rebuilt at commit) and an added column (DDL that
     arrives via CDC) do not wait for a session holding the live view open."""
