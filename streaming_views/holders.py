@@ -29,6 +29,8 @@ from datetime import datetime
 import psycopg
 
 POLL_S = 0.1
+IDLE_FOR = "1s"  # a writer between its statements (ingestion decoding the next change) is idle
+#                  in transaction for milliseconds: only a longer idle holds a deploy back
 
 HOLDERS_SQL = """select distinct on (a.pid) a.pid, coalesce(a.application_name, ''), a.state,
        coalesce(a.xact_start, a.backend_start), c.oid::regclass::text
@@ -37,7 +39,7 @@ HOLDERS_SQL = """select distinct on (a.pid) a.pid, coalesce(a.application_name, 
   join pg_stat_activity a on a.pid = l.pid
  where l.granted and l.pid <> pg_backend_pid() and a.backend_type = 'client backend'
    and (l.relation = any(array(select to_regclass(r) from unnest(%s::text[]) r))
-        or (a.state like 'idle in transaction%%'
+        or (a.state like 'idle in transaction%%' and a.state_change < now() - %s::interval
             and l.relation = any(array(select to_regclass(r) from unnest(%s::text[]) r))))
  order by a.pid, c.oid::regclass::text"""
 
@@ -73,9 +75,10 @@ class Holder:
 
 def holders(conn: psycopg.Connection, relations: list[str],
             idle: list[str] | None = None) -> list[Holder]:
-    """The other client sessions holding a lock on any of ``relations``, or idle in a
-    transaction that holds one of ``idle`` (missing relations skipped)."""
-    rows = conn.execute(HOLDERS_SQL, (relations, idle or [])).fetchall()
+    """The other client sessions holding a lock on any of ``relations``, or idle (for over
+    :data:`IDLE_FOR`) in a transaction that holds one of ``idle`` (missing relations
+    skipped)."""
+    rows = conn.execute(HOLDERS_SQL, (relations, IDLE_FOR, idle or [])).fetchall()
     return [Holder(*row) for row in rows]
 
 
