@@ -9,6 +9,7 @@ the last apply. Printed: the samples, then one JSON line (max/mean lag while hel
 deploy outcome). Run it once per tree with that tree on PYTHONPATH (the deploy is what differs).
 
 Usage: python bench/bi_sessions.py [--view daily_store_revenue] [--hold 30] [--every 1]
+       [--read shop.orders]
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--view", default="daily_store_revenue")
     parser.add_argument("--hold", type=float, default=30.0)
     parser.add_argument("--every", type=float, default=1.0)
+    parser.add_argument("--read", default=None, help="what the reader reads (schema.table; "
+                        "default live.<view>), e.g. shop.orders: a base table of the view")
     args = parser.parse_args()
     dbs = locate_databases(load_settings())
     dsn = dbs.landing_app  # as `tidemark up` deploys (the views' owner)
@@ -54,8 +57,8 @@ def main() -> None:
 
     samples: list[tuple[float, float | None, float | None]] = []
     with psycopg.connect(dsn, application_name="bench-bi-tab") as reader:
-        reader.execute(sql.SQL("select * from {}").format(
-            sql.Identifier("live", args.view))).fetchall()
+        reader.execute(sql.SQL("select count(*) from {}").format(
+            sql.Identifier(*(args.read or f"live.{args.view}").split(".", 1)))).fetchall()
         start = time.monotonic()
         worker = threading.Thread(target=redeploy)
         worker.start()
@@ -68,7 +71,8 @@ def main() -> None:
     worker.join()
     lags = [lag for _, lag, _ in samples if lag is not None]
     idle = [i for _, _, i in samples if i is not None]
-    print(json.dumps({"view": args.view, "hold_s": args.hold, "samples": len(samples),
+    print(json.dumps({"view": args.view, "read": args.read or f"live.{args.view}",
+                      "hold_s": args.hold, "samples": len(samples),
                       "max_lag_s": max(lags, default=None),
                       "mean_lag_s": round(statistics.mean(lags), 2) if lags else None,
                       "max_since_last_apply_s": max(idle, default=None), **outcome}))
