@@ -33,7 +33,7 @@ from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, co
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.expiry import drop_inputs, install_inputs
-from streaming_views.holders import await_free, holders
+from streaming_views.holders import await_free, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
@@ -283,7 +283,8 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
 def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | None) -> None:
     """Point ``live.<name>`` at the new state (readers: the old view until commit)."""
     view = sql.Identifier(LIVE_SCHEMA, cv.name)
-    select = sql.SQL(cv.view_select())  # type: ignore[arg-type]
+    xid = cur.execute("select pg_current_xact_id()::text").fetchone()[0]  # type: ignore[index]
+    select = snapshot_guarded(cv.view_select(), cv.name, xid)
     try:
         with cur.connection.transaction():  # a savepoint: same columns (or more at the end)
             cur.execute(sql.SQL("create or replace view {} as {}").format(view, select))

@@ -27,8 +27,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 POLL_S = 0.1
+SNAPSHOT_GUARD = "tidemark.live_snapshot_ok"
+# A redeploy builds a new state table: a REPEATABLE READ / SERIALIZABLE transaction whose
+# snapshot predates it would read it empty. live.<name> calls this once per query (a one-time
+# filter) with the deploying transaction's id and raises 40001 (retry) instead.
+SNAPSHOT_DDL = f"""create or replace function {SNAPSHOT_GUARD}(p_xid xid8, p_name text)
+    returns boolean language plpgsql stable as $f$
+begin
+  if p_xid = pg_current_xact_id_if_assigned()  -- the deploy itself reads it
+     or pg_visible_in_snapshot(p_xid, pg_current_snapshot()) then
+    return true;
+  end if;
+  raise exception 'live.% was redeployed after this transaction took its snapshot', p_name
+    using errcode = '40001', hint = 'A REPEATABLE READ or SERIALIZABLE transaction cannot see '
+      'the rows of a view deployed after it began: read it in a new transaction.';
+end $f$"""
 IDLE_FOR = "1s"  # a writer between its statements (ingestion decoding the next change) is idle
 #                  in transaction for milliseconds: only a longer idle holds a deploy back
 
@@ -135,3 +151,10 @@ def lock_waits(conn: psycopg.Connection) -> list[dict[str, object]]:
     return [{"waiting_pid": w, "waiting_application": wa, "waiting_s": round(s, 1),
              "query": q, "blocked_by": Holder(b, ba, bs, since, "").session()}
             for w, wa, s, q, b, ba, bs, since in conn.execute(WAITS_SQL)]
+
+
+def snapshot_guarded(select: str, name: str, xid: str) -> sql.Composed:
+    """``select`` (of ``live.<name>``) read only by snapshots that see the deploying
+    transaction ``xid`` (see :data:`SNAPSHOT_DDL`)."""
+    return sql.SQL("SELECT * FROM ({}) AS __tm_v WHERE {}({}::xid8, {})").format(
+        sql.SQL(select), sql.SQL(SNAPSHOT_GUARD), sql.Literal(xid), sql.Literal(name))  # type: ignore[arg-type]

@@ -145,3 +145,22 @@ def test_prepared_binary_statements_survive_a_redeploy_keeping_columns(
         bi.execute("insert into bi.t (g, v) values (3, 100)")
         assert bi.execute(query, (3,), binary=True).fetchall()[0][3] == 100
     assert_equal(conn, "bi_v", v3)
+
+
+def test_repeatable_read_snapshot_older_than_a_redeploy_gets_40001_not_empty(
+        db: str, conn: psycopg.Connection) -> None:
+    """A REPEATABLE READ report whose snapshot predates a redeploy read the new state table as
+    empty (its rows were written after the snapshot): it now gets a serialization failure
+    (40001: retry), and a new transaction reads the view."""
+    conn.execute("create table if not exists bi.other (x int)")
+    with psycopg.connect(db) as report:
+        report.execute("set transaction isolation level repeatable read")
+        report.execute("select * from bi.other").fetchall()  # the snapshot is taken
+        assert deploy_text(db, "bi_v", f"-- rr\n{V2}") == "replaced"
+        with pytest.raises(psycopg.errors.SerializationFailure, match="redeployed after"):
+            report.execute("select * from live.bi_v").fetchall()
+        report.rollback()
+        report.execute("set transaction isolation level repeatable read")
+        assert report.execute("select count(*) from live.bi_v").fetchone() == conn.execute(
+            "select count(distinct g) from bi.t").fetchone()
+    assert_equal(conn, "bi_v", V2)
