@@ -33,6 +33,7 @@ from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, co
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.expiry import drop_inputs, install_inputs
+from streaming_views.holders import await_free, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
@@ -43,8 +44,9 @@ from streaming_views.versions import check_engine_version
 from streaming_views.viewfile import ViewFile, load_views, parse_view_text
 
 READER_ROLE = "tidemark_reader"
-LOCK_WAIT = "200ms"       # per base-table lock: below deadlock_timeout (1 s by default)
-OTHER_WAIT = "5s"         # other locks of a deploy (readers of the old live view)
+LOCK_WAIT = "200ms"       # per table lock (base tables; the old view and state, from its
+#                           readers): below deadlock_timeout (1 s by default)
+OTHER_WAIT = "5s"         # other locks of a deploy (rows of the catalog)
 DEADLINE_S = 120.0        # give up (with a clear error) after this long
 RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
              psycopg.errors.SerializationFailure)
@@ -112,7 +114,7 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
             action = "repaired"
         chain = graph.readers(view.name) if entry is not None else []
         _retrying(conn, f"live.{view.name}", lambda v=view, c=chain: _install_chain(
-            conn, graph, [v.name, *c]))
+            conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain]))
         results.append(DeployResult(view.name, action, "embedded", view.definition_hash))
         results += [graph.result(n, deployed.get(n)) for n in chain]
         done.update(chain)
@@ -120,7 +122,8 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
         names = {v.name for v in views}
         for entry in deployed.values():
             if entry.name not in names:
-                _retrying(conn, f"live.{entry.name}", lambda e=entry: drop_view(conn, e))
+                _retrying(conn, f"live.{entry.name}", lambda e=entry: drop_view(conn, e),
+                          _replaced(deployed, [entry.name]))
                 results.append(DeployResult(entry.name, "dropped", "embedded",
                                             entry.definition_hash))
     return results
@@ -140,12 +143,33 @@ def _prepare(conn: psycopg.Connection) -> None:
         guard.install_guard(conn)
 
 
-def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None]) -> None:
+def _replaced(deployed: dict[str, CatalogEntry], names: list[str]) -> tuple[list[str], list[str]]:
+    """The relations a deploy of ``names`` takes ACCESS EXCLUSIVE on: ``live.<name>`` and the
+    deployed state table of each; and the base tables of the deployed ones (their old triggers
+    are dropped)."""
+    old = [deployed[n] for n in names if n in deployed]
+    return ([f"{LIVE_SCHEMA}.{n}" for n in names] + [f"{STATE_SCHEMA}.{e.suffix}" for e in old],
+            sorted({t for e in old for t in e.base_tables}))
+
+
+def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
+              replaced: tuple[list[str], list[str]] = ([], [])) -> None:
     """Run ``work`` in a transaction (deploy flag and pinned settings set), again after a lock
-    timeout, deadlock or serialization failure, until :data:`DEADLINE_S`."""
+    timeout, deadlock or serialization failure, until :data:`DEADLINE_S`.
+
+    Before each try, holding no lock, wait until no other session holds ``replaced`` (see
+    :mod:`streaming_views.holders`): writers never queue behind a deploy that waits for a
+    reader.
+
+    Raises:
+        DeployError: still locked at the deadline (naming the sessions that hold the view).
+    """
     deadline = time.monotonic() + DEADLINE_S
     pause = 0.05
     while True:
+        held = await_free(conn, replaced[0], deadline, replaced[1])
+        if held:
+            raise DeployError(_held_message(what, [h.describe() for h in held]))
         try:
             with conn.transaction():
                 conn.execute("select set_config(%s, 'on', true)", (guard.DEPLOYING,))
@@ -154,12 +178,22 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None]) -> 
             return
         except RETRYABLE as exc:
             if time.monotonic() > deadline:
+                held = holders(conn, *replaced)
+                if held:
+                    raise DeployError(_held_message(what, [h.describe() for h in held])) from None
                 raise DeployError(
                     f"could not deploy {what} within {DEADLINE_S:.0f} s: its base tables stay "
                     f"locked by writers ({str(exc).strip()}); retry when they are quieter."
                 ) from None
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 1.0)
+
+
+def _held_message(what: str, held: list[str]) -> str:
+    return (f"could not deploy {what} within {DEADLINE_S:.0f} s: other sessions keep it open "
+            f"({'; '.join(held)}). Writers were not held up meanwhile. End those transactions "
+            f"(commit, or pg_terminate_backend(pid)), or give the readers' role an "
+            f"idle_in_transaction_session_timeout; then deploy again.")
 
 
 def _add_missing_indexes(conn: psycopg.Connection, view: ViewFile, entry: CatalogEntry) -> None:
@@ -179,8 +213,10 @@ def _add_missing_indexes(conn: psycopg.Connection, view: ViewFile, entry: Catalo
         return
 
 
-def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
-    """SHARE ROW EXCLUSIVE on each existing table (and its partitions), waiting at most
+def _lock_tables(conn: psycopg.Connection, tables: list[str],
+                 mode: str = "share row exclusive") -> None:
+    """``mode`` (SHARE ROW EXCLUSIVE: base tables; ACCESS EXCLUSIVE: a view and state to
+    replace) on each existing relation (and a table's partitions), waiting at most
     :data:`LOCK_WAIT` for each."""
     conn.execute("select set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
     for table in sorted(set(tables)):
@@ -188,7 +224,7 @@ def _lock_tables(conn: psycopg.Connection, tables: list[str]) -> None:
         rel = sql.Identifier(schema, name)
         if conn.execute("select to_regclass(%s)", (rel.as_string(None),)).fetchone()[0] is None:
             continue
-        conn.execute(sql.SQL("lock table {} in share row exclusive mode").format(rel))
+        conn.execute(sql.SQL("lock table {} in {} mode").format(rel, sql.SQL(mode)))  # type: ignore[arg-type]
     conn.execute("select set_config('lock_timeout', %s, true)", (OTHER_WAIT,))
 
 
@@ -199,6 +235,8 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
     _lock_tables(conn, tables + (old.base_tables if old else []))
     subscribed = sublog.before_redeploy(conn, cv.name) if old is not None else None
     try:
+        if conn.execute("select to_regclass(%s)", (f"{STATE_SCHEMA}.{cv.suffix}",)).fetchone()[0]:
+            _lock_tables(conn, [f"{STATE_SCHEMA}.{cv.suffix}", *tables], "access exclusive")
         with conn.cursor() as cur:
             _drop_objects(cur, cv.suffix, inputs=False)  # leftovers, or a repair
             install_inputs(conn, cv)
@@ -214,6 +252,9 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
             for table in [cv.suffix, *(cv.aux_table(r) for r in cv.distinct_rules)]:
                 cur.execute(sql.SQL("analyze {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                               sql.Identifier(table)))
+            _lock_tables(conn, [f"{LIVE_SCHEMA}.{cv.name}", *(  # the old triggers: base tables
+                [f"{STATE_SCHEMA}.{old.suffix}", *old.base_tables] if old is not None and
+                old.suffix != cv.suffix else [])], "access exclusive")
             _swap_live_view(cur, cv, old)
             sublog.after_redeploy(conn, cv, subscribed)  # subscribers follow, or are ended
     except RETRYABLE:
@@ -242,7 +283,8 @@ def install(conn: psycopg.Connection, cv: CompiledView, old: CatalogEntry | None
 def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | None) -> None:
     """Point ``live.<name>`` at the new state (readers: the old view until commit)."""
     view = sql.Identifier(LIVE_SCHEMA, cv.name)
-    select = sql.SQL(cv.view_select())  # type: ignore[arg-type]
+    xid = cur.execute("select pg_current_xact_id()::text").fetchone()[0]  # type: ignore[index]
+    select = snapshot_guarded(cv.view_select(), cv.name, xid)
     try:
         with cur.connection.transaction():  # a savepoint: same columns (or more at the end)
             cur.execute(sql.SQL("create or replace view {} as {}").format(view, select))
@@ -250,6 +292,7 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
         _recreate_live_view(cur, view, select, cv.name)
     if old is not None and old.suffix != cv.suffix:
         _drop_objects(cur, old.suffix)
+    _grant_view_owner(cur, cv)
     comment = cv.analysis.view.description or f"live view {cv.name}"
     cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
         f"{comment} (Tidemark live view, hash {cv.hash})")))
@@ -262,6 +305,25 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
             sql.Identifier(LIVE_SCHEMA), reader))
         cur.execute(sql.SQL("grant select on {}, tidemark.live_changes to {}").format(
             view, reader))
+        # the engine's state and logs are not the reader's (live.<name> reads them with its
+        # owner's rights): a BI tool's schema sync offers live.<name> only
+        cur.execute(sql.SQL("revoke all on all tables in schema {s} from {r}; "
+                            "revoke usage on schema {s} from {r}").format(
+            s=sql.Identifier(STATE_SCHEMA), r=reader))
+
+
+def _grant_view_owner(cur: psycopg.Cursor, cv: CompiledView) -> None:
+    """``CREATE OR REPLACE VIEW`` keeps the view's owner, whose rights read the state: when
+    another role deploys (``tidemark views deploy`` as the superuser over a view the stack built
+    as tidemark_app), grant it the new state, or every reader gets ``permission denied``."""
+    owner = cur.execute("select pg_get_userbyid(relowner) from pg_class where oid = %s::regclass"
+                        " and relowner <> (select oid from pg_roles where rolname = current_user)",
+                        (f"{LIVE_SCHEMA}.{cv.name}",)).fetchone()
+    if owner is None:
+        return
+    cur.execute(sql.SQL("grant select on {} to {}").format(sql.SQL(", ").join(
+        sql.Identifier(STATE_SCHEMA, t) for t in [cv.suffix, *(
+            cv.aux_table(r) for r in cv.distinct_rules)]), sql.Identifier(owner[0])))
 
 
 def _recreate_live_view(cur: psycopg.Cursor, view: sql.Identifier, select: sql.Composable,
@@ -378,7 +440,8 @@ def rebuild(dsn: str, name: str) -> None:
 
 def drop_view(conn: psycopg.Connection, entry: CatalogEntry) -> None:
     """Drop a deployed view (``live.<name>``, state, logs, triggers) and its catalog row."""
-    _lock_tables(conn, entry.base_tables)
+    _lock_tables(conn, [f"{LIVE_SCHEMA}.{entry.name}", f"{STATE_SCHEMA}.{entry.suffix}",
+                        *entry.base_tables], "access exclusive")  # its triggers are dropped
     with conn.cursor() as cur:
         readers = _drop_live_view(cur, entry.name)
         if readers:

@@ -27,6 +27,7 @@ import hashlib
 import psycopg
 from psycopg import sql
 
+from streaming_views.holders import SNAPSHOT_DDL
 from streaming_views.lockorder import LOCK_TABLES_DDL
 from streaming_views.readers import BREAK_READERS, INNER_PROBLEM, LIVE_READERS_DDL, NOTE_READERS
 from streaming_views.session import set_clauses
@@ -69,6 +70,7 @@ end $f$""",
 $f$""",
     LIVE_READERS_DDL,
     LOCK_TABLES_DDL,
+    SNAPSHOT_DDL,
     f"""create or replace function tidemark.live_problem(p_name text, p_strict boolean default true)
     returns text language plpgsql stable {set_clauses()} as $f$
 declare v record; v_oid oid; v_col jsonb; v_att record; v_rel oid; v_now text; v_j int;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from streaming_views import verify
 from tests.streaming_views.conftest import deploy_text
@@ -73,3 +74,54 @@ def test_app_role_stacks_views_and_subscribes_reader_gets_a_clear_error(module_d
     items.close()
     with pytest.raises(DeployError, match="cannot subscribe to live.s_n"):
         next(subscribe_batches(as_role(module_db, "tidemark_reader"), "s_n"))
+
+
+def test_reader_sees_live_views_not_engine_state(module_db: str) -> None:
+    """A BI tool's schema sync as the reader role offers ``live.<name>`` (with its file's
+    description as the view's comment), not the engine's state tables and change logs, which
+    the reader cannot read either (a live view reads them with its owner's rights)."""
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema if not exists shopy; create table if not exists shopy.t "
+                     "(id int primary key, g int)")
+        conn.execute("insert into shopy.t select i, i % 3 from generate_series(1, 9) i")
+    deploy_text(app, "bi_sync", "-- Rows per g.\nselect s.g, count(*) as n from shopy.t s "
+                                "group by s.g")
+    grant_landing(module_db)  # `tidemark up` again: does not give the state back
+    with psycopg.connect(as_role(module_db, "tidemark_reader"), autocommit=True) as conn:
+        tables = conn.execute("select table_schema || '.' || table_name from "
+                              "information_schema.tables where table_schema like 'tidemark%'"
+                              " or table_schema = 'live'").fetchall()
+        assert not [t for (t,) in tables if t.startswith("tidemark_state.")], tables
+        assert ("live.bi_sync",) in tables
+        assert conn.execute("select obj_description('live.bi_sync'::regclass, 'pg_class')"
+                            ).fetchone()[0].startswith("Rows per g.")
+        assert sorted(conn.execute("select g, n from live.bi_sync").fetchall()) == [
+            (0, 3), (1, 3), (2, 3)]
+        suffix = conn.execute("select suffix from tidemark.views where name = 'bi_sync'"
+                              ).fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(sql.SQL("select * from {}").format(
+                sql.Identifier("tidemark_state", suffix)))
+
+
+def test_superuser_redeploy_of_app_view_stays_readable(module_db: str) -> None:
+    """``tidemark views deploy`` connected as the superuser redeploys a view the stack built as
+    tidemark_app: the view keeps its owner, whose rights read the new state — readers (a BI
+    tool) must not get ``permission denied for table <state>``."""
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("create schema if not exists shopz; create table if not exists shopz.t "
+                     "(id int primary key, g int)")
+        conn.execute("insert into shopz.t select i, i % 2 from generate_series(1, 6) i")
+    text = "select s.g, count(*) as n from shopz.t s group by s.g"
+    assert deploy_text(app, "owned", text) == "created"
+    assert deploy_text(module_db, "owned", f"-- changed\n{text}") == "replaced"  # superuser
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute("insert into shopz.t values (7, 1)")
+    for role in ("tidemark_reader", "tidemark_app"):
+        with psycopg.connect(as_role(module_db, role), autocommit=True) as conn:
+            assert sorted(conn.execute("select g, n from live.owned").fetchall()) == [
+                (0, 3), (1, 4)], role

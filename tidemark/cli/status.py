@@ -133,12 +133,25 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
 
 
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
-    """Deployed live views (``streaming_views.list_views``)."""
+    """Deployed live views (``streaming_views.list_views``), each with the client sessions
+    holding it open in a transaction for over a minute (a redeploy waits for them)."""
+    from streaming_views.holders import long_holders
     from streaming_views.status import list_views
 
+    with psycopg.connect(dbs.landing, autocommit=True) as conn:
+        held = long_holders(conn)
     return [{"name": v.name, "target": v.target, "status": v.status, "rows": v.rows,
-             "last_change_at": v.last_change_at, "deployed_at": v.deployed_at}
+             "last_change_at": v.last_change_at, "deployed_at": v.deployed_at,
+             "held_open_by": "; ".join(h.session() for h in held.get(v.name, [])) or "-"}
             for v in list_views(dbs.landing)]
+
+
+def lock_waits_layer(dbs: Databases) -> list[dict[str, Any]]:
+    """Sessions of the landing database waiting for a lock, and who blocks them."""
+    from streaming_views.holders import lock_waits
+
+    with psycopg.connect(dbs.landing, autocommit=True) as conn:
+        return lock_waits(conn)
 
 
 def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
@@ -182,6 +195,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "watermarks": _guard(watermarks_layer, dbs),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
+        "lock_waits": _guard(lock_waits_layer, dbs),
         "freshness": _guard(freshness_layer, settings, dbs),
         "batch": _guard(batch_layer, dbs),
         "reconciliation": _guard(reconciliation_layer, dbs),
@@ -302,12 +316,16 @@ def _show(summary: dict[str, Any]) -> None:
              "reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
                    "watermark"]),
             ("live_views", "live views", ["name", "target", "status", "rows",
-                                          "last_change_at"]),
+                                          "last_change_at", "held_open_by"]),
+            ("lock_waits", "lock waits (landing: who blocks whom)", [
+                "waiting_pid", "waiting_application", "waiting_s", "query", "blocked_by"]),
             ("freshness", None, None),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
             ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
                                                   "drifting_days", "last_checked_at"])):
         layer = summary[key]
+        if key == "lock_waits" and not layer:
+            continue  # nobody waits: nothing to say
         if title is None:
             show_freshness(layer)
         elif isinstance(layer, dict) and "error" in layer:

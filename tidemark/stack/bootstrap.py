@@ -96,7 +96,8 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
                 app, reader))
         for (schema,) in conn.execute(
                 "select nspname from pg_namespace where nspowner = %s::regrole"
-                " and not has_schema_privilege(%s, oid, 'usage')",
+                " and not has_schema_privilege(%s, oid, 'usage')"
+                " and nspname <> 'tidemark_state'",  # the live views' engine: not readers'
                 (APP_ROLE, READER_ROLE)).fetchall():
             conn.execute(sql.SQL("grant usage on schema {} to {}").format(
                 sql.Identifier(schema), reader))

@@ -25,6 +25,8 @@ def test_status_json_covers_every_layer(built, monkeypatch, tmp_path) -> None:
     assert summary["ingestion"]["source"] == "shop"
     assert summary["ingestion"]["dead_letters"] >= 0
     assert {v["name"] for v in summary["live_views"]} >= {"daily_store_revenue"}
+    assert {v["held_open_by"] for v in summary["live_views"]} == {"-"}  # no BI tab open
+    assert isinstance(summary["lock_waits"], list)
     marts = {m["mart"]: m for m in summary["batch"]}
     assert marts["fct_daily_store_revenue"]["latest_day"] == built.closed_days[-1].isoformat()
     pairs = {p["pair"]: p for p in summary["reconciliation"]}

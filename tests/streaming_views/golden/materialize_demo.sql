@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 2473239014c03f5d, card_payments_recent 3ea7dc33aa8fb203, daily_store_revenue 9cc9456ba692cbcd, late_deliveries_daily 938fccd6256155e5, store_cancellation_rate cab0a4005152dfc5, store_orders_last_5_minutes 8706d9eb1334e1ee, store_revenue_per_minute e22974b8a6005898)
+-- phase: catalog (one row per view: active_carts fce44903f3c5c1a0, card_payments_recent 58e3afac1066442e, daily_store_revenue cb1c831a3c80ae0d, late_deliveries_daily 78892348d146d1da, store_cancellation_rate c60b45c53e8e7256, store_orders_last_5_minutes 4264116737d69fa4, store_revenue_per_minute 175c8f34efc36d5d)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
