@@ -76,16 +76,25 @@ def test_app_role_stacks_views_and_subscribes_reader_gets_a_clear_error(module_d
         next(subscribe_batches(as_role(module_db, "tidemark_reader"), "s_n"))
 
 
+def _app_table(module_db: str, schema: str, groups: int, rows: int) -> str:
+    """The landing grants, and ``<schema>.t (id, g)`` with ``rows`` rows in ``groups`` groups
+    made by tidemark_app; returns tidemark_app's URL."""
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(app, autocommit=True) as conn:
+        conn.execute(sql.SQL("create schema if not exists {s}; create table if not exists {t}"
+                             " (id int primary key, g int)").format(
+            s=sql.Identifier(schema), t=sql.Identifier(schema, "t")))
+        conn.execute(sql.SQL("insert into {} select i, i %% %s from generate_series(1, %s) i"
+                             ).format(sql.Identifier(schema, "t")), (groups, rows))
+    return app
+
+
 def test_reader_sees_live_views_not_engine_state(module_db: str) -> None:
     """A BI tool's schema sync as the reader role offers ``live.<name>`` (with its file's
     description as the view's comment), not the engine's state tables and change logs, which
     the reader cannot read either (a live view reads them with its owner's rights)."""
-    grant_landing(module_db)
-    app = as_role(module_db, "tidemark_app")
-    with psycopg.connect(app, autocommit=True) as conn:
-        conn.execute("create schema if not exists shopy; create table if not exists shopy.t "
-                     "(id int primary key, g int)")
-        conn.execute("insert into shopy.t select i, i % 3 from generate_series(1, 9) i")
+    app = _app_table(module_db, "shopy", 3, 9)
     deploy_text(app, "bi_sync", "-- Rows per g.\nselect s.g, count(*) as n from shopy.t s "
                                 "group by s.g")
     grant_landing(module_db)  # `tidemark up` again: does not give the state back
@@ -110,12 +119,7 @@ def test_superuser_redeploy_of_app_view_stays_readable(module_db: str) -> None:
     """``tidemark views deploy`` connected as the superuser redeploys a view the stack built as
     tidemark_app: the view keeps its owner, whose rights read the new state — readers (a BI
     tool) must not get ``permission denied for table <state>``."""
-    grant_landing(module_db)
-    app = as_role(module_db, "tidemark_app")
-    with psycopg.connect(app, autocommit=True) as conn:
-        conn.execute("create schema if not exists shopz; create table if not exists shopz.t "
-                     "(id int primary key, g int)")
-        conn.execute("insert into shopz.t select i, i % 2 from generate_series(1, 6) i")
+    app = _app_table(module_db, "shopz", 2, 6)
     text = "select s.g, count(*) as n from shopz.t s group by s.g"
     assert deploy_text(app, "owned", text) == "created"
     assert deploy_text(module_db, "owned", f"-- changed\n{text}") == "replaced"  # superuser
