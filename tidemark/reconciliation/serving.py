@@ -103,9 +103,10 @@ def drop_orphans(landing_dsn: str, pairs: set[str]) -> tuple[list[str], list[str
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         orphans = [name for (name,) in conn.execute(
             "select distinct v.relname from pg_class v"
+            " join pg_namespace n on n.oid = v.relnamespace"
             " join pg_rewrite w on w.ev_class = v.oid"
             " join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = w.oid"
-            " where v.relkind = 'v' and v.relnamespace = %s::regnamespace"
+            " where v.relkind = 'v' and n.nspname = %s"
             " and d.refobjid = to_regclass(%s) and not (v.relname = any(%s)) order by 1",
             (SCHEMA, f"{STATE_SCHEMA}.{DAYS_TABLE}", sorted(pairs))).fetchall()]
         for name in orphans:
