@@ -7,7 +7,8 @@ source the tests seed has no such table. On a copy of the repository with those 
 from the manifest, the contracts and the view files cover the user's models too (their
 daily-mart shape, primary key, sources, live/mart columns), the demo-only checks keep
 comparing the shipped marts with independent computations, and the reconciliation of a pair
-over a table the demo leaves empty is skipped with its reason.
+over a table the demo leaves empty is skipped with its reason; every view file, the user's
+too, deploys on the seeded demo and stays equal to its query under the demo load.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import pytest
 from tests.dbt_project.extension import copy_env, extended_copy
 
 TESTS = ["tests/dbt_project/test_project.py", "tests/dbt_project/test_marts.py",
-         "tests/dbt_project/test_reconciliation.py", "tests/dbt_project/test_lint.py"]
+         "tests/dbt_project/test_reconciliation.py", "tests/dbt_project/test_lint.py",
+         "tests/streaming_views/test_demo_views.py"]
 
 
 @pytest.mark.slow
