@@ -8,7 +8,8 @@ from the manifest, the contracts and the view files cover the user's models too 
 daily-mart shape, primary key, sources, live/mart columns), the demo-only checks keep
 comparing the shipped marts with independent computations, and the reconciliation of a pair
 over a table the demo leaves empty is skipped with its reason; every view file, the user's
-too, deploys on the seeded demo and stays equal to its query under the demo load.
+too, deploys on the seeded demo and stays equal to its query under the demo load; every
+contract file loads and each demo table keeps its contract.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from tests.dbt_project.extension import copy_env, extended_copy
 
 TESTS = ["tests/dbt_project/test_project.py", "tests/dbt_project/test_marts.py",
          "tests/dbt_project/test_reconciliation.py", "tests/dbt_project/test_lint.py",
-         "tests/streaming_views/test_demo_views.py"]
+         "tests/streaming_views/test_demo_views.py", "tests/contracts/test_loader.py",
+         "tests/contracts/test_schema_match.py"]
 
 
 @pytest.mark.slow
