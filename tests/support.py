@@ -11,6 +11,7 @@ from psycopg import sql
 
 from contracts import ContractSet
 from tests.pgversions import require
+from tidemark.demo import schema as demo_schema
 from tidemark.settings import Settings
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
 from tidemark.stack.embedded import EmbeddedServer
@@ -63,12 +64,10 @@ def create_contracted_tables(source_url: str, contracts: ContractSet, source: st
                              schema: str = "public") -> list[str]:
     """Create, empty, every contracted table of ``source`` that the seeded database lacks.
 
-    The demo seeder creates the demo's tables only. A user who adds a table to their source
-    adds its contract (``tidemark contracts init``), a staging model, marts and live views
-    reading it; tests that seed the demo and build the project need that table to exist, in
-    the source (so ingestion lands ``<source>.<table>`` and ``cdc.<source>__<table>``) with
-    the contract's columns, types, nullability and primary key. It stays empty: the demo
-    generates no rows for it.
+    The demo seeder creates the demo's tables only; tests that seed it and build the project
+    need a user's own tables too (README "Extending"), as ``tidemark up`` creates them
+    (:func:`tidemark.demo.schema.create_contracted_tables`). A table that cannot be created
+    fails the test.
 
     Args:
         source_url: the seeded source database (a role that may create tables in ``schema``).
@@ -79,24 +78,7 @@ def create_contracted_tables(source_url: str, contracts: ContractSet, source: st
     Returns:
         The names of the tables created, sorted (none when the contracts are the demo's).
     """
-    created = []
-    with psycopg.connect(source_url, autocommit=True) as conn:
-        present = {row[0] for row in conn.execute(
-            "select table_name from information_schema.tables where table_schema = %s",
-            (schema,))}
-        for table in sorted(contracts.tables(source), key=lambda t: t.name):
-            if table.name in present:
-                continue
-            columns = [sql.SQL("{} {}{}").format(
-                sql.Identifier(spec.name), sql.SQL(spec.type),  # a type the contract validated
-                sql.SQL("" if spec.nullable else " not null")) for spec in table.columns.values()]
-            if table.primary_key:
-                columns.append(sql.SQL("primary key ({})").format(
-                    sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
-            conn.execute(sql.SQL("create table {} ({})").format(
-                sql.Identifier(schema, table.name), sql.SQL(", ").join(columns)))
-            if not table.primary_key:
-                conn.execute(sql.SQL("alter table {} replica identity full").format(
-                    sql.Identifier(schema, table.name)))
-            created.append(table.name)
+    created, failed = demo_schema.create_contracted_tables(source_url, contracts.tables(source),
+                                                           schema)
+    assert not failed, failed
     return created
