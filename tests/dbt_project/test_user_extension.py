@@ -9,7 +9,8 @@ daily-mart shape, primary key, sources, live/mart columns), the demo-only checks
 comparing the shipped marts with independent computations, and the reconciliation of a pair
 over a table the demo leaves empty is skipped with its reason; every view file, the user's
 too, deploys on the seeded demo and stays equal to its query under the demo load; every
-contract file loads and each demo table keeps its contract.
+contract file loads and each demo table keeps its contract; ``tidemark up`` on a fresh home
+creates the user's table from its contract and starts with the user's view.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tests.dbt_project.extension import copy_env, extended_copy
 TESTS = ["tests/dbt_project/test_project.py", "tests/dbt_project/test_marts.py",
          "tests/dbt_project/test_reconciliation.py", "tests/dbt_project/test_lint.py",
          "tests/streaming_views/test_demo_views.py", "tests/contracts/test_loader.py",
-         "tests/contracts/test_schema_match.py"]
+         "tests/contracts/test_schema_match.py",
+         "tests/tidemark/test_up.py::test_up_serves_sql_stops_on_ctrl_c_and_resumes"]
 
 
 @pytest.mark.slow
@@ -41,7 +43,8 @@ def test_the_dbt_project_tests_pass_with_a_users_table_model_and_view(tmp_path: 
     for test_id in ("test_daily_marts_are_tagged_partitioned_by_their_day_column PASSED",
                     "test_pair_names_real_columns[store_refunds_daily] PASSED",
                     "test_mart_contracts_are_enforced_as_constraints PASSED",
-                    "test_only_staging_models_read_sources_one_per_mirror_table PASSED"):
+                    "test_only_staging_models_read_sources_one_per_mirror_table PASSED",
+                    "test_up_serves_sql_stops_on_ctrl_c_and_resumes PASSED"):
         assert test_id in output, output[-6000:]
     assert "SKIPPED" in output and "fct_daily_refunds reads refunds" in output, output[-6000:]
     with (root / "dbt_project" / "models" / "marts" / "daily" / "_daily__models.yml").open() as f:
