@@ -77,8 +77,8 @@ def create_contracted_tables(source_dsn: str, tables: Iterable[TableContract],
         schema: the schema of the demo tables.
 
     Returns:
-        The tables created (sorted), and the reason of each one that could not be (a type the
-        database does not have, say), by name.
+        The tables created (sorted), and the reason of each one that could not be (its name
+        taken by a sequence or a type, say), by name.
     """
     created: list[str] = []
     failed: dict[str, str] = {}

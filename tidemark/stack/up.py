@@ -266,8 +266,8 @@ class _Up:
             self.display.say(f"{exc} It runs on its schedule instead.")
 
     def _prepare_source(self, dbs: Databases) -> None:
-        """Create the demo schema, register it as source "shop" and, on first start, seed its
-        history."""
+        """Create the demo schema (and a user's own tables of it, from their contracts),
+        register it as source "shop" and, on first start, seed its history."""
         from contracts import load_table_contracts
         from tidemark.demo.schema import apply_schema, create_contracted_tables
         from tidemark.demo.seed import seed_history
