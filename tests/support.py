@@ -1,4 +1,5 @@
-"""Plain helpers for tests (no fixtures): free ports, fresh databases, test server settings."""
+"""Plain helpers for tests (no fixtures): free ports, fresh databases, test server settings,
+the user's own contracted tables on a seeded demo source."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from contracts import ContractSet
 from tests.pgversions import require
+from tidemark.demo import schema as demo_schema
 from tidemark.settings import Settings
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
 from tidemark.stack.embedded import EmbeddedServer
@@ -57,3 +60,27 @@ def start_test_server(home: Path, roles: bool = True, major: int | None = None,
         ensure_roles(server.admin_url("postgres"))
     return server
 
+
+
+def create_contracted_tables(source_url: str, contracts: ContractSet, source: str = "shop",
+                             schema: str = "public") -> list[str]:
+    """Create, empty, every contracted table of ``source`` that the seeded database lacks.
+
+    The demo seeder creates the demo's tables only; tests that seed it and build the project
+    need a user's own tables too (README "Extending"), as ``tidemark up`` creates them
+    (:func:`tidemark.demo.schema.create_contracted_tables`). A table that cannot be created
+    fails the test.
+
+    Args:
+        source_url: the seeded source database (a role that may create tables in ``schema``).
+        contracts: the contracts (``contracts.load_contracts()``).
+        source: the source name of the contracts to follow.
+        schema: the source schema the demo seeds (``public``).
+
+    Returns:
+        The names of the tables created, sorted (none when the contracts are the demo's).
+    """
+    created, failed = demo_schema.create_contracted_tables(source_url, contracts.tables(source),
+                                                           schema)
+    assert not failed, failed
+    return created

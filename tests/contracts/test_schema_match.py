@@ -68,7 +68,9 @@ def test_one_contract_per_demo_table(shipped: ContractSet, source: str) -> None:
         in_db = {name for (name,) in conn.execute(
             "select table_name from information_schema.tables where table_schema = 'public'")}
     assert in_db == set(DEMO_TABLES)
-    assert {t.name for t in shipped.tables("shop")} == in_db
+    # every demo table has its contract; other contracts are a user's own tables (README
+    # "Extending"), which the demo schema does not create
+    assert {t.name for t in shipped.tables("shop")} >= in_db
 
 
 @pytest.mark.parametrize("table", DEMO_TABLES)

@@ -5,6 +5,11 @@
 lands it with the real ingestion (``ingestion.catch_up``: snapshot, then stream until caught
 up), and parses the dbt project against the landing database. Tests build what they need and
 compare the marts with independent computations over the SOURCE tables (``independent.py``).
+
+A contracted table the demo does not create (a user's own table, README "Extending") is created
+empty in the source from its contract before landing (``tests.support.create_contracted_tables``),
+so the user's staging models, marts and live views build over no rows; ``Landed.added_tables``
+names those tables, for the checks that need the demo's data.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.names import slot_name
 from tests.dbt_project.dbt_runner import DbtProject
-from tests.support import create_database
+from tests.support import create_contracted_tables, create_database
 from tidemark.demo.seed import seed_history
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -40,6 +45,8 @@ class Landed:
         dbt: the parsed dbt project.
         sync: land the source's latest changes (``catch_up`` again).
         days: the UTC days that hold orders, oldest first.
+        added_tables: contracted tables the demo does not create, created empty (source
+            ``shop``).
     """
 
     source_url: str
@@ -48,6 +55,31 @@ class Landed:
     dbt: DbtProject
     sync: Callable[[], None]
     days: list
+    added_tables: list[str]
+
+
+def added_tables_read(landed: Landed, model: str) -> set[str]:
+    """The tables of ``landed.added_tables`` that dbt model ``model`` reads, at any depth.
+
+    Args:
+        landed: the landed project.
+        model: a model name (``fct_daily_store_revenue``).
+
+    Returns:
+        Table names (``refunds``); empty for a model over the demo's tables only.
+    """
+    nodes = landed.dbt.manifest.nodes
+    seen, todo, tables = set(), [f"model.tidemark.{model}"], set()
+    while todo:
+        unique_id = todo.pop()
+        if unique_id in seen:
+            continue
+        seen.add(unique_id)
+        if unique_id.startswith("source."):
+            tables.add(unique_id.rsplit(".", 1)[1].removeprefix("shop__"))
+        elif unique_id in nodes:
+            todo.extend(nodes[unique_id].depends_on.nodes)
+    return tables & set(landed.added_tables)
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +92,7 @@ def landed(pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
                  malformed_share=0.0)
 
     contracts = load_contracts()
+    added = create_contracted_tables(source_url, contracts)
 
     def sync() -> None:
         catch_up(source_url, landing_url, source="shop", contracts=contracts)
@@ -70,7 +103,7 @@ def landed(pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "select distinct (placed_at at time zone 'UTC')::date from {} order by 1").format(
             sql.Identifier("public", "orders"))).fetchall()]
     project = DbtProject(landing_url, tmp_path_factory.mktemp("dbt"))
-    yield Landed(source_url, "public", landing_url, project, sync, days)
+    yield Landed(source_url, "public", landing_url, project, sync, days, added)
     with psycopg.connect(source_url, autocommit=True) as conn:  # slots are server-wide
         conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots "
                      "where slot_name = %s and database = current_database()",

@@ -74,7 +74,7 @@ def test_dbt_build_passes_while_the_demo_load_runs(tmp_path: Path) -> None:
     from contracts import load_contracts
     from ingestion import catch_up
     from tests.dbt_project.dbt_runner import DbtProject
-    from tests.support import create_database, start_test_server
+    from tests.support import create_contracted_tables, create_database, start_test_server
     from tidemark.demo.load import run_load
     from tidemark.demo.seed import seed_history
 
@@ -87,6 +87,7 @@ def test_dbt_build_passes_while_the_demo_load_runs(tmp_path: Path) -> None:
         seed_history(source, days=3, orders_per_day=400, seed=3,
                      end=datetime.now(UTC) - timedelta(seconds=30))
         contracts = load_contracts()
+        create_contracted_tables(source, contracts)  # a user's own tables, empty
         catch_up(source, landing, "shop", contracts=contracts)
         env = {**os.environ, **DbtProject(landing, tmp_path / "dbt").env}
         first = run("dbt build --project-dir dbt_project --profiles-dir dbt_project", env)

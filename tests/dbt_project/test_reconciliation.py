@@ -17,7 +17,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from tests.dbt_project.conftest import Landed
+from tests.dbt_project.conftest import Landed, added_tables_read
 from tests.dbt_project.dbt_runner import DBT_PROJECT
 
 VIEWS_DIR = Path(__file__).resolve().parents[2] / "streaming_views" / "views"
@@ -26,7 +26,8 @@ PAIRS = yaml.safe_load((DBT_PROJECT / "reconciliation.yml").read_text())["pairs"
 
 @pytest.fixture(scope="module")
 def built(landed: Landed) -> Landed:
-    landed.dbt.invoke("run", "-s", "+fct_daily_store_revenue", "+fct_daily_delivery_sla",
+    """Every paired mart and what it reads, built from scratch."""
+    landed.dbt.invoke("run", "-s", *sorted({f"+{pair['mart']}" for pair in PAIRS}),
                       "--full-refresh")
     return landed
 
@@ -87,6 +88,11 @@ def test_live_definition_and_mart_agree_on_every_day(built: Landed, pair: dict) 
         mart = fetch(conn, sql.SQL("select * from {}").format(
             sql.Identifier("marts", pair["mart"])), mart_cols, pair["keys"])
     assert live.keys() == mart.keys()
+    empty = added_tables_read(built, pair["mart"])
+    if empty:  # a user's table the demo seeder does not fill (tests.support)
+        assert not mart, (pair["name"], len(mart))
+        pytest.skip(f"{pair['mart']} reads {', '.join(sorted(empty))}, a table the demo "
+                    "source leaves empty: live view and mart agree on no rows only")
     assert len({key[pair["keys"].index(pair["day_column"])] for key in mart}) >= 4
     for key, live_row in live.items():
         for measure, live_col, mart_col in zip(measures, live_cols, mart_cols, strict=True):

@@ -266,15 +266,26 @@ class _Up:
             self.display.say(f"{exc} It runs on its schedule instead.")
 
     def _prepare_source(self, dbs: Databases) -> None:
-        """Create the demo schema, register it as source "shop" and, on first start, seed its
-        history."""
-        from tidemark.demo.schema import apply_schema
+        """Create the demo schema (and a user's own tables of it, from their contracts),
+        register it as source "shop" and, on first start, seed its history."""
+        from contracts import load_table_contracts
+        from tidemark.demo.schema import apply_schema, create_contracted_tables
         from tidemark.demo.seed import seed_history
         from tidemark.demo.source import register_demo_source
 
         options, display = self.options, self.display
         self.phase = "creating the demo source"
         apply_schema(dbs.source)
+        # A user's own tables of the demo source (contracts/shop/<table>.yml, README
+        # "Extending"), created empty on a fresh source so the views and models reading them
+        # build; a contract that does not load is reported by the ingestion step.
+        created, failed = create_contracted_tables(
+            dbs.source, [t for t in load_table_contracts()[0] if t.source == "shop"])
+        if created:
+            display.say(f"Created {', '.join(created)} in the demo source from contracts/shop "
+                        "(empty: the demo generates rows for its own tables only).")
+        for name, why in failed.items():
+            display.say(f"Could not create {name} from contracts/shop/{name}.yml: {why}")
         register_demo_source(dbs, self.settings)
         if not source_is_empty(dbs.source) or options.seed_days <= 0:
             return

@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support import create_database, start_test_server
+from contracts import load_contracts
+from tests.support import create_contracted_tables, create_database, start_test_server
 from tidemark.stack.embedded import EmbeddedServer
 
 DAYS = 4
@@ -52,7 +53,6 @@ class Orch:
 
     def catch_up(self) -> None:
         """Land the source's latest changes."""
-        from contracts import load_contracts
         from ingestion import catch_up
 
         catch_up(self.source_url, self.landing_url, "shop", contracts=load_contracts())
@@ -111,6 +111,7 @@ def orch(orch_pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> I
     landing_url = create_database(orch_pg, "orch_landing")
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     seed_history(source_url, days=DAYS, orders_per_day=ORDERS_PER_DAY, seed=11, end=end)
+    create_contracted_tables(source_url, load_contracts())  # a user's own tables, empty
     # Partitions start at the first day of data, as `tidemark up` records it.
     os.environ["TIDEMARK_PARTITIONS_START"] = (end - timedelta(days=DAYS)).date().isoformat()
     from orchestration.defs.dbt.project import prepare_manifest
