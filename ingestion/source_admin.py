@@ -10,6 +10,7 @@ slot and the publication and says what stays in landing.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class AddReport:
     spec: SourceSpec
     publication: PublicationReport
     warnings: list[str] = field(default_factory=list)
+
+
+SLOT_GRACE_S = 5.0
 
 
 def _connect(spec: SourceSpec, admin: bool = False) -> psycopg.Connection:
@@ -159,8 +163,15 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
     drop_slot = f"select pg_drop_replication_slot('{slot}');"
     drop_pub = f"drop publication if exists {sql.Identifier(pub).as_string()};"
     with _connect(spec, admin=True) as conn:
-        row = conn.execute("select active_pid, database = current_database() from"
-                           " pg_replication_slots where slot_name = %s", (slot,)).fetchone()
+        # a walsender outlives its client by a moment (an `ingest catch-up` that just ended):
+        # only a slot still held after SLOT_GRACE_S is a running ingestion
+        deadline = time.monotonic() + SLOT_GRACE_S
+        while True:
+            row = conn.execute("select active_pid, database = current_database() from"
+                               " pg_replication_slots where slot_name = %s", (slot,)).fetchone()
+            if row is None or row[0] is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         if row is not None and row[0] is not None:
             raise SourceBusyError(f"Source {spec.name!r} is streaming right now (server process "
                               f"{row[0]} holds slot {slot!r}). Stop `tidemark ingest run` "

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from ingestion import catch_up
+from ingestion.catalog import wait_slot_free
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.source_admin import add_source, describe_sources, remove_source
 from ingestion.sources import SourceSpec, get_source, list_sources
@@ -77,6 +78,8 @@ def test_remove_refuses_while_streaming(pair: Pair) -> None:
     pair.src_exec("create table t (id int primary key)")
     add_source(pair.land, SourceSpec(pair.source, url=pair.src))
     catch_up(pair.src, pair.land, pair.source)
+    # catch_up's walsender may hold the slot a moment longer (CI at load: "slot is active")
+    wait_slot_free(pair.src, f"tidemark_{pair.source}")
     repl = psycopg2.connect(pair.src,
                             connection_factory=psycopg2.extras.LogicalReplicationConnection)
     try:
@@ -88,6 +91,33 @@ def test_remove_refuses_while_streaming(pair: Pair) -> None:
     finally:
         repl.close()
     assert [s.name for s in list_sources(pair.land)] == [pair.source]
+
+
+def test_remove_right_after_the_stream_ended_waits_for_its_walsender(pair: Pair) -> None:
+    """A walsender outlives its client by a moment: a `source remove` right after an ingestion
+    ended is not refused as "streaming right now" (on main it was, when the walsender lingered)."""
+    import threading
+
+    import psycopg2
+    import psycopg2.extras
+
+    pair.src_exec("create table t (id int primary key)")
+    add_source(pair.land, SourceSpec(pair.source, url=pair.src))
+    catch_up(pair.src, pair.land, pair.source)
+    wait_slot_free(pair.src, f"tidemark_{pair.source}")
+    repl = psycopg2.connect(pair.src,
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    repl.cursor().start_replication(slot_name=f"tidemark_{pair.source}", decode=False,
+                                    options={"proto_version": "1", "publication_names":
+                                             f"tidemark_{pair.source}"})
+    closer = threading.Timer(1.0, repl.close)  # the stream ends while remove is looking
+    closer.start()
+    try:
+        report = remove_source(pair.land, pair.source)
+    finally:
+        closer.join()
+    assert f"replication slot tidemark_{pair.source}" in report.dropped
+    assert list_sources(pair.land) == []
 
 
 def test_add_refuses_what_cannot_work(pair: Pair, pg: EmbeddedServer) -> None:
