@@ -17,7 +17,10 @@ must not. So:
   ``<suffix>__tm_bad(sign, <the bounds' columns>)``, which evaluates the bounds in an
   exception block (class 22 only). A row whose bound raises is never valid (not logged, not
   in the window, never an edge of a tick) and is counted in ``tidemark.live_temporal.bad``
-  (+1 inserted, -1 deleted; a TRUNCATE's rebuild and a deploy count the table again);
+  (+1 inserted, -1 deleted; a TRUNCATE's rebuild and a deploy count the table again) when the
+  other conjuncts of WHERE over the timed table alone hold for it — tested first: a row they
+  leave out never reaches the view, and the query need not compute its bound (``... and f.b``
+  with ``b`` false). Joins are not followed: a row no other table's row joins still counts;
 * reading ``live.<view>`` while the count is above zero raises SQLSTATE 22008 naming the view,
   the table and the bound (:func:`check_sql`; the view reads the count itself, once per read,
   and calls ``tidemark.live_temporal_raise`` only when it is above zero), until the rows are
@@ -182,12 +185,15 @@ def functions(conn: psycopg.Connection, t: Any, set_clauses: str) -> list[str]:
     return [bound, bad]
 
 
-def count_sql(t: Any) -> str:
-    """The statement counting the timed table's rows whose bound cannot be computed."""
+def count_sql(t: Any, reach: str | None = None) -> str:
+    """The statement counting the timed table's rows whose bound cannot be computed, among
+    those passing ``reach`` (the other conjuncts of WHERE over the timed table alone: a row
+    failing them never reaches the view, and the query need not compute its bound)."""
     rel = sql.Identifier(t.schema, t.name).as_string(None)
     suffix = sql.Literal(t.owner).as_string(None)
+    where = f"({reach}) AND " if reach else ""
     return (f"UPDATE tidemark.live_temporal SET bad = (SELECT count(*) FROM {rel} AS {q(t.ref)} "
-            f"WHERE NOT {t.guard} AND {function(t, 'bad')}(0{_args(t)})) "
+            f"WHERE {where}NOT {t.guard} AND {function(t, 'bad')}(0{_args(t)})) "
             f"WHERE suffix = {suffix}")
 
 

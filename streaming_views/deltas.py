@@ -121,11 +121,24 @@ def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
     failing them cannot change the view and are not logged. ``sign``: of the transition table
     filtered (1: new rows, -1: old ones), for the temporal filter's count of rows whose bound
-    cannot be computed (:mod:`streaming_views.bounds`)."""
-    an = cv.analysis
+    cannot be computed (:mod:`streaming_views.bounds`): a row is counted only when those
+    conjuncts hold for it (tested first, in a CASE: the count has a side effect, and the
+    planner may reorder the conjuncts of an AND) — as :func:`own_conjuncts` for the count
+    of a deploy or a TRUNCATE's rebuild."""
     timed = log_filter(cv, j, sign)  # a temporal filter's timed table: rows valid at the clock
-    if an.branches or an.where is None or an.outer is not None:  # outer: NULL rows pass WHERE
-        return timed
+    own = own_conjuncts(cv, j)
+    if timed is None:
+        return own
+    return timed if own is None else f"(CASE WHEN {own} THEN {timed} ELSE false END)"
+
+
+def own_conjuncts(cv: CompiledView, j: int) -> str | None:
+    """The conjuncts of WHERE (temporal filter left out) that read only base table ``j``, AND-ed;
+    None when there are none, or for views with UNION ALL or an outer join (NULL-extended rows
+    pass WHERE)."""
+    an = cv.analysis
+    if an.branches or an.where is None or an.outer is not None:
+        return None
     where = an.where
     if isinstance(where, ast.BoolExpr) and where.boolop == enums.BoolExprType.AND_EXPR:
         conjuncts = list(where.args)
@@ -140,9 +153,13 @@ def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:
                  or (len(r.fields) == 1 and single) for r in refs)
         if ok:
             kept.append(f"({deparse(conj)})")
-    if timed is not None:
-        kept.append(timed)
     return " AND ".join(kept) or None
+
+
+def timed_conjuncts(cv: CompiledView) -> str | None:
+    """:func:`own_conjuncts` of the view's timed table (a temporal filter's): only the rows
+    passing them count as rows whose bound cannot be computed."""
+    return next(own_conjuncts(cv, j) for j in range(len(cv.tables)) if is_timed(cv, j))
 
 
 def batchable(cv: CompiledView, j: int) -> bool:

@@ -430,7 +430,8 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
                  "view_name = excluded.view_name, visible = excluded.visible, pending = null, "
                  "indexes = excluded.indexes", (cv.suffix, cv.name, t.visible, indexes))
     if t.guard is not None:
-        conn.execute(count_sql(t))  # type: ignore[arg-type]
+        from streaming_views.deltas import timed_conjuncts
+        conn.execute(count_sql(t, timed_conjuncts(cv)))  # type: ignore[arg-type]
 
 
 def drop_inputs(cur: psycopg.Cursor, suffix: str) -> None:

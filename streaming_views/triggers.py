@@ -50,6 +50,7 @@ from streaming_views.deltas import (
     marker_row,
     masks,
     reads_settings,
+    timed_conjuncts,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
@@ -200,7 +201,7 @@ def rebuild_body(cv: CompiledView) -> str:
     stmts = [f"DELETE FROM {cv.state}", cv.build_sql(), *aux_clear_sql(cv), *aux_build_sql(cv)]
     t = cv.analysis.temporal
     if t is not None and t.guard is not None:  # after a TRUNCATE: count the table again
-        stmts.append(count_sql(t))
+        stmts.append(count_sql(t, timed_conjuncts(cv)))
     return "".join(f"{s};\n" for s in stmts)
 
 

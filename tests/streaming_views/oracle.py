@@ -3,20 +3,23 @@
 Read under the engine's pinned settings (TimeZone UTC): the view is healthy,
 ``(live EXCEPT ALL query)`` and ``(query EXCEPT ALL live)`` are empty, the same with the text of
 every column whose display scale must match (sum/avg/count), and where the query raises a data
-exception the view raises one of the same class.
+exception the view raises one of the same class — but for temporal-filter bounds that cannot be
+computed, where the view raises exactly while such a row passes the other conjuncts of WHERE
+over its table (see :func:`_same_error`).
 """
 
 from __future__ import annotations
 
 import psycopg
+from pglast import ast
 from psycopg import sql
 
 from streaming_views.analyzer import analyze
-from streaming_views.astutil import deparse
+from streaming_views.astutil import deparse, walk
 from streaming_views.expiry import clock
 from streaming_views.runtime import problem
 from streaming_views.session import pin
-from streaming_views.temporal import has_temporal, oracle_query
+from streaming_views.temporal import conjuncts, has_temporal, oracle_query
 from streaming_views.verify import diff_rows, query_text
 from streaming_views.viewfile import parse_view_text
 from tests.streaming_views.grammar import View
@@ -40,6 +43,8 @@ def mismatch(conn: psycopg.Connection, view: View) -> str | None:
         extra, missing = diff_rows(conn, view.name, view.sql)
         if not extra and not missing and view.text_exact:
             extra, missing = _text_diff(conn, view)
+        if _uncomputable_bound(conn, view, reaching=True):
+            return _unraised(view)
     except psycopg.DataError as exc:  # class 22: e.g. infinities summed, x / 0
         return _same_error(conn, view, exc)
     if extra or missing:
@@ -66,10 +71,12 @@ def _text_diff(conn: psycopg.Connection, view: View) -> tuple[list, list]:
 def _same_error(conn: psycopg.Connection, view: View, exc: psycopg.Error) -> str | None:
     """The query fails (e.g. +infinity and -infinity summed, a temporal bound out of range):
     reading the view must fail too, with an error of the same class (22, data exception; the
-    view's message names the view, not the query's operator). One exception: a temporal bound
-    that cannot be computed for some row makes the view raise (as Materialize's does) even when
-    PostgreSQL's plan never computes it (a cheaper conjunct, ``mz_now() >= f.ts`` with
-    ``ts = 'infinity'``, already left the row out)."""
+    view's message names the view, not the query's operator). Temporal bounds are the
+    exception, both ways around: the view raises exactly while a row of its timed table whose
+    bound cannot be computed passes the other conjuncts of WHERE over that table alone
+    (:func:`_uncomputable_bound`), whether or not the join keeps it — PostgreSQL's plan may
+    compute that bound or not (a cheaper conjunct or the join leaves the row out first), and
+    may compute it for a row failing another conjunct (the query raises, the view need not)."""
     query = view.sql
     if has_temporal(query):  # the query at the clock's time, as diff_rows reads it
         query = query_text(oracle_query(query, clock(conn)))  # type: ignore[arg-type]
@@ -86,27 +93,29 @@ def _same_error(conn: psycopg.Connection, view: View, exc: psycopg.Error) -> str
                 return f"one side fails with {exc.sqlstate}, the other with {other.sqlstate}: " \
                        f"{other}"
             raised[text] = True
-    if raised[live] == raised[query]:
+    reaching = _uncomputable_bound(conn, view, reaching=True)
+    if reaching and not raised[live]:
+        return _unraised(view)
+    if raised[live] == raised[query] or (raised[live] and reaching):
         return None
-    if raised[live] and _uncomputable_bound(conn, view):
-        return None
-    if raised[query] and not _uncomputable_bound(conn, view, filtered=True):
+    if raised[query] and _uncomputable_bound(conn, view):
         return None
     return (f"one side fails with {exc.sqlstate} ({exc}) and the other does not: "
             f"live raises: {raised[live]}, query raises: {raised[query]}")
 
 
-def _uncomputable_bound(conn: psycopg.Connection, view: View, filtered: bool = False) -> bool:
-    """Whether computing the view's temporal bounds raises a data exception (class 22) for a
-    row of its timed table (``filtered``: for a row of the view's FROM that passes the rest of
-    its WHERE, which the engine tests first; PostgreSQL computes a target list only for the
-    rows that pass WHERE).
+def _unraised(view: View) -> str:
+    return (f"live.{view.name} reads while a row of its timed table whose temporal bound "
+            "cannot be computed passes the other conjuncts of WHERE over that table")
 
-    Both ways around, a difference is the order in which the conjuncts of WHERE are evaluated,
-    which SQL leaves open: the engine raises for a row whose bound cannot be computed among the
-    rows that pass the rest of WHERE (other temporal conjuncts not tested), while PostgreSQL's
-    plan may compute the bound for a row that fails another conjunct (and raise), or not for a
-    row that fails another temporal conjunct (and not raise)."""
+
+def _uncomputable_bound(conn: psycopg.Connection, view: View, reaching: bool = False) -> bool:
+    """Whether computing the view's temporal bounds raises a data exception (class 22) for a
+    row of its timed table (``reaching``: for a row passing the conjuncts of WHERE that read
+    that table alone, the temporal ones left out; PostgreSQL computes a target list only for
+    the rows that pass WHERE)."""
+    if not has_temporal(view.sql):
+        return False
     an = analyze(parse_view_text(view.name, view.sql))
     t = an.temporal
     if t is None:
@@ -115,10 +124,11 @@ def _uncomputable_bound(conn: psycopg.Connection, view: View, filtered: bool = F
     exprs = sql.SQL(", ").join(sql.SQL(f"(({deparse(b.expr)})::timestamptz)::text")  # type: ignore[arg-type]
                                for b in t.bounds)
     source = sql.SQL("{} as {}").format(sql.Identifier(t.schema, t.name), sql.Identifier(t.ref))
-    if filtered:
-        source = sql.SQL(", ".join(deparse(item) for item in an.from_clause))  # type: ignore[arg-type]
-        if an.where is not None:
-            source = sql.SQL("{} where {}").format(source, sql.SQL(deparse(an.where)))  # type: ignore[arg-type]
+    alone = [deparse(c) for c in conjuncts(an.where) if all(
+        getattr(r.fields[0], "sval", None) == t.ref if len(r.fields) == 2 else len(an.tables) == 1
+        for r in walk(c) if isinstance(r, ast.ColumnRef))] if reaching and not an.branches else []
+    if alone:
+        source = sql.SQL("{} where {}").format(source, sql.SQL(" and ".join(alone)))  # type: ignore[arg-type]
     try:
         with conn.transaction():
             pin(conn)

@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts fce44903f3c5c1a0, card_payments_recent 58e3afac1066442e, daily_store_revenue cb1c831a3c80ae0d, late_deliveries_daily 78892348d146d1da, store_cancellation_rate c60b45c53e8e7256, store_orders_last_5_minutes 4264116737d69fa4, store_revenue_per_minute 175c8f34efc36d5d)
+-- phase: catalog (one row per view: active_carts fefc420e6fc71e25, card_payments_recent 247d3a0143a57072, daily_store_revenue a410f20d00e0eaab, late_deliveries_daily b456f3addb846d87, store_cancellation_rate eeb33312946f008a, store_orders_last_5_minutes 65153d2bfb8dabe2, store_revenue_per_minute 398af44947838d16)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
