@@ -33,7 +33,7 @@ from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, co
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.expiry import drop_inputs, install_inputs
-from streaming_views.holders import await_free, holders, snapshot_guarded
+from streaming_views.holders import Holder, Wait, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
@@ -47,7 +47,8 @@ READER_ROLE = "tidemark_reader"
 LOCK_WAIT = "200ms"       # per table lock (base tables; the old view and state, from its
 #                           readers): below deadlock_timeout (1 s by default)
 OTHER_WAIT = "5s"         # other locks of a deploy (rows of the catalog)
-DEADLINE_S = 120.0        # give up (with a clear error) after this long
+DEADLINE_S = 120.0        # give up (with a clear error) after this long (waiting for
+#                           ingestion's transaction: this long after its last progress)
 RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
              psycopg.errors.SerializationFailure)
 
@@ -159,17 +160,19 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
 
     Before each try, holding no lock, wait until no other session holds ``replaced`` (see
     :mod:`streaming_views.holders`): writers never queue behind a deploy that waits for a
-    reader.
+    reader. Ingestion's transactions are waited for as long as they make progress
+    (:class:`~streaming_views.holders.Wait`): one source transaction is one landing transaction,
+    for minutes when the source's is large.
 
     Raises:
         DeployError: still locked at the deadline (naming the sessions that hold the view).
     """
-    deadline = time.monotonic() + DEADLINE_S
+    wait = Wait(what, DEADLINE_S)
     pause = 0.05
     while True:
-        held = await_free(conn, replaced[0], deadline, replaced[1])
+        held = wait.until_free(conn, replaced[0], replaced[1])
         if held:
-            raise DeployError(_held_message(what, [h.describe() for h in held]))
+            raise DeployError(_held_message(what, held))
         try:
             with conn.transaction():
                 conn.execute("select set_config(%s, 'on', true)", (guard.DEPLOYING,))
@@ -177,10 +180,13 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
                 work()
             return
         except RETRYABLE as exc:
-            if time.monotonic() > deadline:
+            # An ingestion transaction that began after the wait (or too short to be waited
+            # for) holds a base table: progress of ingestion, so a retry, not a failure.
+            wait.observe(holders(conn, *replaced, ingest_for="0s"))
+            if wait.expired():
                 held = holders(conn, *replaced)
                 if held:
-                    raise DeployError(_held_message(what, [h.describe() for h in held])) from None
+                    raise DeployError(_held_message(what, held)) from None
                 raise DeployError(
                     f"could not deploy {what} within {DEADLINE_S:.0f} s: its base tables stay "
                     f"locked by writers ({str(exc).strip()}); retry when they are quieter."
@@ -189,11 +195,13 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
             pause = min(pause * 2, 1.0)
 
 
-def _held_message(what: str, held: list[str]) -> str:
+def _held_message(what: str, held: list[Holder]) -> str:
+    stuck = (" An ingestion idle in its transaction that long is stuck: restart it (`tidemark "
+             "ingest run`)." if any(h.source is not None for h in held) else "")
     return (f"could not deploy {what} within {DEADLINE_S:.0f} s: other sessions keep it open "
-            f"({'; '.join(held)}). Writers were not held up meanwhile. End those transactions "
-            f"(commit, or pg_terminate_backend(pid)), or give the readers' role an "
-            f"idle_in_transaction_session_timeout; then deploy again.")
+            f"({'; '.join(h.describe() for h in held)}). Writers were not held up meanwhile. "
+            f"End those transactions (commit, or pg_terminate_backend(pid)), or give the "
+            f"readers' role an idle_in_transaction_session_timeout; then deploy again.{stuck}")
 
 
 def _add_missing_indexes(conn: psycopg.Connection, view: ViewFile, entry: CatalogEntry) -> None:
