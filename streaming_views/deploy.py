@@ -115,7 +115,8 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
             action = "repaired"
         chain = graph.readers(view.name) if entry is not None else []
         _retrying(conn, f"live.{view.name}", lambda v=view, c=chain: _install_chain(
-            conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain]))
+            conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain], [
+                by_name[n] for n in [view.name, *chain] if n in by_name]))
         results.append(DeployResult(view.name, action, "embedded", view.definition_hash))
         results += [graph.result(n, deployed.get(n)) for n in chain]
         done.update(chain)
@@ -124,7 +125,7 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
         for entry in deployed.values():
             if entry.name not in names:
                 _retrying(conn, f"live.{entry.name}", lambda e=entry: drop_view(conn, e),
-                          _replaced(deployed, [entry.name]))
+                          _replaced(deployed, [entry.name], []))
                 results.append(DeployResult(entry.name, "dropped", "embedded",
                                             entry.definition_hash))
     return results
@@ -144,17 +145,24 @@ def _prepare(conn: psycopg.Connection) -> None:
         guard.install_guard(conn)
 
 
-def _replaced(deployed: dict[str, CatalogEntry], names: list[str]) -> tuple[list[str], list[str]]:
+Waited = tuple[list[str], list[str], list[str]]  # see holders.holders: relations, idle, written
+
+
+def _replaced(deployed: dict[str, CatalogEntry], names: list[str],
+              files: list[ViewFile]) -> Waited:
     """The relations a deploy of ``names`` takes ACCESS EXCLUSIVE on: ``live.<name>`` and the
     deployed state table of each; and the base tables of the deployed ones (their old triggers
-    are dropped)."""
+    are dropped); and with those, the base tables of the new ``files`` (SHARE ROW EXCLUSIVE:
+    a long ingestion transaction on them is waited for too)."""
     old = [deployed[n] for n in names if n in deployed]
+    idle = sorted({t for e in old for t in e.base_tables})
     return ([f"{LIVE_SCHEMA}.{n}" for n in names] + [f"{STATE_SCHEMA}.{e.suffix}" for e in old],
-            sorted({t for e in old for t in e.base_tables}))
+            idle, sorted({f"{t.schema}.{t.name}" for f in files for t in analyze(f).tables
+                          if t.schema != LIVE_SCHEMA} | set(idle)))
 
 
 def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
-              replaced: tuple[list[str], list[str]] = ([], [])) -> None:
+              replaced: Waited = ([], [], [])) -> None:
     """Run ``work`` in a transaction (deploy flag and pinned settings set), again after a lock
     timeout, deadlock or serialization failure, until :data:`DEADLINE_S`.
 
@@ -170,7 +178,7 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
     wait = Wait(what, DEADLINE_S)
     pause = 0.05
     while True:
-        held = wait.until_free(conn, replaced[0], replaced[1])
+        held = wait.until_free(conn, *replaced)
         if held:
             raise DeployError(_held_message(what, held))
         try:
@@ -441,7 +449,7 @@ def rebuild(dsn: str, name: str) -> None:
             conn.execute(sql.SQL("select {}.{}()").format(
                 sql.Identifier(STATE_SCHEMA), sql.Identifier(f"{entry.suffix}__rebuild")))
         try:
-            _retrying(conn, f"live.{name}", work)
+            _retrying(conn, f"live.{name}", work, ([], [], entry.base_tables))
         except psycopg.Error as exc:
             raise DeployError(f"rebuilding live.{name} failed: {str(exc).strip()}") from None
 

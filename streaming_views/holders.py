@@ -80,10 +80,12 @@ HOLDERS_SQL = f"""select distinct on (a.pid) {_HOLDER}
   {_FROM}
  {_WHERE}
    and (l.relation = any(array(select to_regclass(r) from unnest(%(relations)s::text[]) r))
-        or ((a.state like 'idle in transaction%%'
-             and a.state_change < now() - %(idle_for)s::interval
-             or i.source is not null and a.xact_start <= now() - %(ingest_for)s::interval)
-            and l.relation = any(array(select to_regclass(r) from unnest(%(idle)s::text[]) r))))
+        or (a.state like 'idle in transaction%%'
+            and a.state_change < now() - %(idle_for)s::interval
+            and l.relation = any(array(select to_regclass(r) from unnest(%(idle)s::text[]) r)))
+        or (i.source is not null and a.xact_start <= now() - %(ingest_for)s::interval
+            and l.relation = any(array(select to_regclass(r)
+                                         from unnest(%(written)s::text[]) r))))
  order by a.pid, c.oid::regclass::text"""
 
 
@@ -144,12 +146,14 @@ def _params(**more: object) -> dict[str, object]:
 
 
 def holders(conn: psycopg.Connection, relations: list[str], idle: list[str] | None = None,
-            ingest_for: str = IDLE_FOR) -> list[Holder]:
+            written: list[str] | None = None, ingest_for: str = IDLE_FOR) -> list[Holder]:
     """The other client sessions holding a lock on any of ``relations``, or idle (for over
     :data:`IDLE_FOR`) in a transaction that holds one of ``idle`` — or, for ingestion's landing
-    session, in a transaction open for ``ingest_for`` (missing relations skipped)."""
-    rows = conn.execute(HOLDERS_SQL, _params(relations=relations, idle_for=IDLE_FOR,
-                                             idle=idle or [], ingest_for=ingest_for)).fetchall()
+    session, in a transaction open for ``ingest_for`` that holds one of ``written`` (missing
+    relations skipped)."""
+    rows = conn.execute(HOLDERS_SQL, _params(
+        relations=relations, idle_for=IDLE_FOR, idle=idle or [], written=written or [],
+        ingest_for=ingest_for)).fetchall()
     return [Holder(*row) for row in rows]
 
 
@@ -178,7 +182,8 @@ class Wait:
         return time.monotonic() > self.deadline
 
     def until_free(self, conn: psycopg.Connection, relations: list[str],
-                   idle: list[str] | None = None) -> list[Holder]:
+                   idle: list[str] | None = None,
+                   written: list[str] | None = None) -> list[Holder]:
         """Wait (outside any transaction, holding no lock) until no session holds what
         :func:`holders` looks for, or until the deadline.
 
@@ -186,7 +191,7 @@ class Wait:
             The sessions still holding them at the deadline (empty when free).
         """
         while True:
-            held = holders(conn, relations, idle)
+            held = holders(conn, relations, idle, written)
             self.observe(held)
             if not held or self.expired():
                 return held

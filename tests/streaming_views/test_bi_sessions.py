@@ -242,6 +242,24 @@ def test_redeploy_waits_for_a_progressing_ingestion_transaction(
     assert_equal(conn, "ing_v", V2)
 
 
+def test_create_and_rebuild_wait_for_ingestions_transaction(
+        ing: str, conn: psycopg.Connection, short_limit: float) -> None:
+    """A new view on a table that ingestion's long transaction writes (the deploy's SHARE ROW
+    EXCLUSIVE lock waits for it), and a rebuild: both wait for it, neither fails."""
+    from streaming_views.deploy import rebuild
+
+    with _landing(ing) as landing:
+        landing.execute("insert into bi.t (g, v) values (2, 5)")
+        done: list[object] = []
+        worker = threading.Thread(target=lambda: done.extend([
+            deploy_text(ing, "ing_new", V1), rebuild(ing, "ing_new")]))
+        worker.start()
+        _ingest(landing, [2.5 * short_limit, 0.5, 2.5 * short_limit], [])
+        worker.join(30)
+    assert done[:1] == ["created"] and len(done) == 2, done
+    assert_equal(conn, "ing_new", V1)
+
+
 def test_redeploy_fails_for_a_stuck_ingestion_naming_it(
         ing: str, conn: psycopg.Connection, short_limit: float) -> None:
     """An ingestion idle in its transaction (no statement, no progress) for the limit: the
