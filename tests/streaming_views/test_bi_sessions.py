@@ -303,3 +303,20 @@ def test_status_tells_an_applying_ingestion_from_a_stuck_one(ing: str,
         landing.rollback()
     assert len(held) == 1 and held[0].session().startswith(
         f"pid {held[0].pid} (ingestion of source '{SOURCE}': applying a transaction open since")
+
+
+def test_deploy_does_not_queue_behind_a_transaction_reading_the_catalog(
+        ing: str, conn: psycopg.Connection) -> None:
+    """Ingestion's apply reads ``tidemark.views`` in its (long) transaction. A deploy took
+    ACCESS EXCLUSIVE on it every time (``add column if not exists`` with nothing to add), so it
+    waited for that transaction with no limit, and every later reader of the catalog behind
+    it."""
+    with _landing(ing) as landing:
+        landing.execute("select count(*) from tidemark.views").fetchone()
+        done: list[str] = []
+        worker = threading.Thread(target=lambda: done.append(deploy_text(
+            ing, "cat_v", "select t.g, count(*) as n from bi.t t group by t.g")))
+        worker.start()
+        worker.join(5)
+        assert done == ["created"], "the deploy queued behind a reader of the catalog"
+    worker.join(30)
