@@ -7,14 +7,16 @@ sum per account over ``bench.events``) is deployed. The source then commits ONE 
 of ``--rows`` inserts, followed by ``--after`` one-row transactions. ``catch_up`` applies them
 (the big one as one landing transaction, exactly-once); once its landing transaction has been
 open ``--start-after`` seconds, a thread redeploys ``bench_v`` changed (``max(amount)`` added),
-while a reader selects ``live.bench_v`` every 0.1 s. ``--deadline`` sets the deploy's limit
-(``DEADLINE_S``, default its own: 120 s); ``--no-deploy`` measures the same without one.
+while a reader selects ``live.bench_v`` every 0.1 s, and another ``tidemark.views`` (the
+catalog, which ingestion's apply of other sources and ``tidemark status`` read).
+``--deadline`` sets the deploy's limit (``DEADLINE_S``, default its own: 120 s);
+``--no-deploy`` measures the same without one.
 
 Printed: one JSON line {"bench": "ingest_redeploy", rows, ingest_s (catch_up of all),
 landing_txn_s (the big landing transaction, as pg_stat_activity saw it), deploy_start_s and
 deploy_s (from the ingestion transaction's start; the deploy's own duration), deploy (action or
 error), deploy_after_commit_s (deploy end minus the big transaction's end), reader_max_ms,
-reads}.
+reads, catalog_max_ms}.
 
 Usage: python bench/ingest_redeploy.py [--rows 1000000] [--after 50] [--deadline S]
        [--start-after 2] [--no-deploy]
@@ -81,6 +83,7 @@ def main() -> None:
         stop = threading.Event()
         marks: dict[str, float] = {}
         reads: list[float] = []
+        catalog: list[float] = []
 
         def ingest() -> None:
             catch_up(src, land, "bench", timeout_s=3600)
@@ -110,15 +113,17 @@ def main() -> None:
                 out["deploy"] = f"error: {str(exc)[:300]}"
             marks["deploy_end"] = time.monotonic()
 
-        def read() -> None:
+        def read(query: str, into: list[float]) -> None:
             with psycopg.connect(land, autocommit=True) as conn:
                 while not stop.is_set():
                     t0 = time.monotonic()
-                    conn.execute("select count(*) from live.bench_v").fetchone()
-                    reads.append(time.monotonic() - t0)
+                    conn.execute(query).fetchone()
+                    into.append(time.monotonic() - t0)
                     time.sleep(0.1)
 
-        threads = [threading.Thread(target=f) for f in (watch, read)]
+        threads = [threading.Thread(target=watch), threading.Thread(target=read, args=(
+            "select count(*) from live.bench_v", reads)), threading.Thread(target=read, args=(
+                "select count(*) from tidemark.views", catalog))]
         for t in threads:
             t.start()
         t0 = time.monotonic()
@@ -139,7 +144,8 @@ def main() -> None:
                 "deploy_s": round(marks["deploy_end"] - marks["deploy_start"], 2),
                 "deploy_after_commit_s": round(marks["deploy_end"] - marks.get(
                     "txn_end", marks["ingested"]), 2)}
-    out |= {"reader_max_ms": round(max(reads, default=0) * 1000, 1), "reads": len(reads)}
+    out |= {"reader_max_ms": round(max(reads, default=0) * 1000, 1), "reads": len(reads),
+            "catalog_max_ms": round(max(catalog, default=0) * 1000, 1)}
     print(json.dumps(out))
 
 
