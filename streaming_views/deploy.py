@@ -205,7 +205,7 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
 
 def _held_message(what: str, held: list[Holder]) -> str:
     stuck = (" An ingestion idle in its transaction that long is stuck: restart it (`tidemark "
-             "ingest run`)." if any(h.source is not None for h in held) else "")
+             "ingest run`)." if any(h.stuck for h in held) else "")
     return (f"could not deploy {what} within {DEADLINE_S:.0f} s: other sessions keep it open "
             f"({'; '.join(h.describe() for h in held)}). Writers were not held up meanwhile. "
             f"End those transactions (commit, or pg_terminate_backend(pid)), or give the "

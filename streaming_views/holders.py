@@ -126,11 +126,16 @@ class Holder:
                    f"{self.state} since {_local(self.since)})"
         what = f"ingestion of source {self.source!r}" if self.source else \
             f"ingestion (application_name {self.application_name!r})"
-        if self.busy or self.idle_s <= IDLE_S:
+        if not self.stuck:
             return f"pid {self.pid} ({what}: applying a transaction open since " \
                    f"{_local(self.since)})"
         return f"pid {self.pid} ({what}: stuck, {self.state} for {self.idle_s:.0f} s; its " \
                f"transaction open since {_local(self.since)})"
+
+    @property
+    def stuck(self) -> bool:
+        """Whether it is ingestion's session, idle in its transaction for over :data:`IDLE_S`."""
+        return self.source is not None and not self.busy and self.idle_s > IDLE_S
 
     def describe(self) -> str:
         """:meth:`session`, then ``holds <relation>``."""
@@ -163,10 +168,11 @@ class Wait:
     transaction that makes progress, plus ``limit_s`` after the least recent progress.
 
     Ingestion applies a source transaction in one landing transaction (exactly-once), holding
-    the views' state tables throughout: a 10M-row source transaction takes minutes. Progress:
-    a statement running (not waiting for a lock: the deploy holds none while it waits), or its
-    state changed since the last poll (statements between idle moments). An ingestion idle in
-    its transaction without progress for ``limit_s`` is stuck, and fails the deploy.
+    the views' base tables and change logs throughout: a 10M-row source transaction takes
+    minutes. Progress: a statement running (not waiting for a lock: the deploy holds none while
+    it waits), or its state changed since the last poll (statements between idle moments). An
+    ingestion idle in its transaction without progress for ``limit_s`` is stuck, and fails the
+    deploy.
     """
 
     def __init__(self, what: str, limit_s: float) -> None:
@@ -210,8 +216,8 @@ class Wait:
                     and (h.pid, h.since) not in self._told:
                 self._told.add((h.pid, h.since))
                 log.warning("deploying %s: waiting for ingestion's transaction of source %r "
-                         "(landing pid %s, open since %s) to commit; holding no lock meanwhile",
-                         self.what, h.source, h.pid, _local(h.since))
+                            "(landing pid %s, open since %s) to commit; holding no lock "
+                            "meanwhile", self.what, h.source, h.pid, _local(h.since))
         if held and all(h.source is not None for h in held):
             self.deadline = max(self.deadline, min(self._progress[h.pid] for h in held)
                                 + self.limit_s)
