@@ -65,8 +65,9 @@ _FROM = """from pg_locks l
   join pg_stat_activity a on a.pid = l.pid
   cross join lateral (select case
     when a.application_name ~ %(name)s then substring(a.application_name from %(name)s)
-    when exists (select from pg_locks al where al.pid = a.pid and al.locktype = 'advisory'
-                 and al.granted and al.objsubid = 2 and al.classid = hashtext(%(key)s)::oid)
+    when a.pid = any(array(select al.pid from pg_locks al where al.locktype = 'advisory'
+                           and al.granted and al.objsubid = 2
+                           and al.classid = hashtext(%(key)s)::oid))  -- once a query
     then '' end as source) i"""
 _WHERE = """where l.granted and l.pid <> pg_backend_pid() and a.backend_type = 'client backend'"""
 _HOLDER = """a.pid, coalesce(a.application_name, ''), a.state,
