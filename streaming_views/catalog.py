@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -61,14 +62,29 @@ class CatalogEntry:
     used_columns: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
+CATALOG_COLUMNS = [m.group(1) for m in (re.search(r"add column if not exists (\w+)", s)
+                                         for s in CATALOG_DDL) if m]
+
+
 def ensure_catalog(conn: psycopg.Connection) -> None:
     """Create the schemas ``tidemark``, ``tidemark_state``, ``live``, the catalog table and the
-    engine's shared runtime objects (:mod:`streaming_views.runtime`)."""
+    engine's shared runtime objects (:mod:`streaming_views.runtime`).
+
+    A catalog that has every column already is left alone: ``alter table ... add column if
+    not exists`` takes ACCESS EXCLUSIVE even when there is nothing to add, so it waited for
+    ingestion's transaction (whose apply reads the catalog) — for minutes, when a large source
+    transaction is applied — and every session reading the catalog queued behind it.
+    """
     from streaming_views.runtime import ensure_runtime
     with conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(7461646)")  # serialise concurrent first deploys
+        current = cur.execute(
+            "select count(*) = %s from pg_attribute where attrelid = to_regclass("
+            "'tidemark.views') and attname = any(%s) and not attisdropped",
+            (len(CATALOG_COLUMNS), CATALOG_COLUMNS)).fetchone()
         for stmt in CATALOG_DDL:
-            cur.execute(stmt)  # type: ignore[arg-type]
+            if not (current and current[0]) or stmt.startswith("create schema"):
+                cur.execute(stmt)  # type: ignore[arg-type]
     ensure_runtime(conn)
 
 

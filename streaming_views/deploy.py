@@ -33,7 +33,7 @@ from streaming_views.compiler import LIVE_SCHEMA, STATE_SCHEMA, CompiledView, co
 from streaming_views.deltas import apply_statement, masks
 from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoundError
 from streaming_views.expiry import drop_inputs, install_inputs
-from streaming_views.holders import await_free, holders, snapshot_guarded
+from streaming_views.holders import Holder, Wait, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.runtime import problem
@@ -47,7 +47,8 @@ READER_ROLE = "tidemark_reader"
 LOCK_WAIT = "200ms"       # per table lock (base tables; the old view and state, from its
 #                           readers): below deadlock_timeout (1 s by default)
 OTHER_WAIT = "5s"         # other locks of a deploy (rows of the catalog)
-DEADLINE_S = 120.0        # give up (with a clear error) after this long
+DEADLINE_S = 120.0        # give up (with a clear error) after this long (waiting for
+#                           ingestion's transaction: this long after its last progress)
 RETRYABLE = (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected,
              psycopg.errors.SerializationFailure)
 
@@ -114,7 +115,8 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
             action = "repaired"
         chain = graph.readers(view.name) if entry is not None else []
         _retrying(conn, f"live.{view.name}", lambda v=view, c=chain: _install_chain(
-            conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain]))
+            conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain], [
+                by_name[n] for n in [view.name, *chain] if n in by_name]))
         results.append(DeployResult(view.name, action, "embedded", view.definition_hash))
         results += [graph.result(n, deployed.get(n)) for n in chain]
         done.update(chain)
@@ -123,7 +125,7 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
         for entry in deployed.values():
             if entry.name not in names:
                 _retrying(conn, f"live.{entry.name}", lambda e=entry: drop_view(conn, e),
-                          _replaced(deployed, [entry.name]))
+                          _replaced(deployed, [entry.name], []))
                 results.append(DeployResult(entry.name, "dropped", "embedded",
                                             entry.definition_hash))
     return results
@@ -143,33 +145,42 @@ def _prepare(conn: psycopg.Connection) -> None:
         guard.install_guard(conn)
 
 
-def _replaced(deployed: dict[str, CatalogEntry], names: list[str]) -> tuple[list[str], list[str]]:
+Waited = tuple[list[str], list[str], list[str]]  # see holders.holders: relations, idle, written
+
+
+def _replaced(deployed: dict[str, CatalogEntry], names: list[str],
+              files: list[ViewFile]) -> Waited:
     """The relations a deploy of ``names`` takes ACCESS EXCLUSIVE on: ``live.<name>`` and the
     deployed state table of each; and the base tables of the deployed ones (their old triggers
-    are dropped)."""
+    are dropped); and with those, the base tables of the new ``files`` (SHARE ROW EXCLUSIVE:
+    a long ingestion transaction on them is waited for too)."""
     old = [deployed[n] for n in names if n in deployed]
+    idle = sorted({t for e in old for t in e.base_tables})
     return ([f"{LIVE_SCHEMA}.{n}" for n in names] + [f"{STATE_SCHEMA}.{e.suffix}" for e in old],
-            sorted({t for e in old for t in e.base_tables}))
+            idle, sorted({f"{t.schema}.{t.name}" for f in files for t in analyze(f).tables
+                          if t.schema != LIVE_SCHEMA} | set(idle)))
 
 
 def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
-              replaced: tuple[list[str], list[str]] = ([], [])) -> None:
+              replaced: Waited = ([], [], [])) -> None:
     """Run ``work`` in a transaction (deploy flag and pinned settings set), again after a lock
     timeout, deadlock or serialization failure, until :data:`DEADLINE_S`.
 
     Before each try, holding no lock, wait until no other session holds ``replaced`` (see
     :mod:`streaming_views.holders`): writers never queue behind a deploy that waits for a
-    reader.
+    reader. Ingestion's transactions are waited for as long as they make progress
+    (:class:`~streaming_views.holders.Wait`): one source transaction is one landing transaction,
+    for minutes when the source's is large.
 
     Raises:
         DeployError: still locked at the deadline (naming the sessions that hold the view).
     """
-    deadline = time.monotonic() + DEADLINE_S
+    wait = Wait(what, DEADLINE_S)
     pause = 0.05
     while True:
-        held = await_free(conn, replaced[0], deadline, replaced[1])
+        held = wait.until_free(conn, *replaced)
         if held:
-            raise DeployError(_held_message(what, [h.describe() for h in held]))
+            raise DeployError(_held_message(what, held))
         try:
             with conn.transaction():
                 conn.execute("select set_config(%s, 'on', true)", (guard.DEPLOYING,))
@@ -177,10 +188,13 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
                 work()
             return
         except RETRYABLE as exc:
-            if time.monotonic() > deadline:
+            # An ingestion transaction that began after the wait (or too short to be waited
+            # for) holds a base table: progress of ingestion, so a retry, not a failure.
+            wait.observe(holders(conn, *replaced, ingest_for="0s"))
+            if wait.expired():
                 held = holders(conn, *replaced)
                 if held:
-                    raise DeployError(_held_message(what, [h.describe() for h in held])) from None
+                    raise DeployError(_held_message(what, held)) from None
                 raise DeployError(
                     f"could not deploy {what} within {DEADLINE_S:.0f} s: its base tables stay "
                     f"locked by writers ({str(exc).strip()}); retry when they are quieter."
@@ -189,11 +203,13 @@ def _retrying(conn: psycopg.Connection, what: str, work: Callable[[], None],
             pause = min(pause * 2, 1.0)
 
 
-def _held_message(what: str, held: list[str]) -> str:
+def _held_message(what: str, held: list[Holder]) -> str:
+    stuck = (" An ingestion idle in its transaction that long is stuck: restart it (`tidemark "
+             "ingest run`)." if any(h.stuck for h in held) else "")
     return (f"could not deploy {what} within {DEADLINE_S:.0f} s: other sessions keep it open "
-            f"({'; '.join(held)}). Writers were not held up meanwhile. End those transactions "
-            f"(commit, or pg_terminate_backend(pid)), or give the readers' role an "
-            f"idle_in_transaction_session_timeout; then deploy again.")
+            f"({'; '.join(h.describe() for h in held)}). Writers were not held up meanwhile. "
+            f"End those transactions (commit, or pg_terminate_backend(pid)), or give the "
+            f"readers' role an idle_in_transaction_session_timeout; then deploy again.{stuck}")
 
 
 def _add_missing_indexes(conn: psycopg.Connection, view: ViewFile, entry: CatalogEntry) -> None:
@@ -433,7 +449,7 @@ def rebuild(dsn: str, name: str) -> None:
             conn.execute(sql.SQL("select {}.{}()").format(
                 sql.Identifier(STATE_SCHEMA), sql.Identifier(f"{entry.suffix}__rebuild")))
         try:
-            _retrying(conn, f"live.{name}", work)
+            _retrying(conn, f"live.{name}", work, ([], [], entry.base_tables))
         except psycopg.Error as exc:
             raise DeployError(f"rebuilding live.{name} failed: {str(exc).strip()}") from None
 

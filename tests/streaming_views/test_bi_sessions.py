@@ -4,12 +4,14 @@ transaction, a WITH HOLD cursor) never stall writers, and a redeploy waits for t
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 
 import psycopg
 import pytest
 
+from ingestion.exclusive import hold_source_lock, named
 from tests.streaming_views.conftest import assert_equal, deploy_text
 
 V1 = "select t.g, count(*) as n, sum(t.v) as sv from bi.t t group by t.g"
@@ -28,13 +30,19 @@ def _write_latencies(dsn: str, seconds: float) -> list[float]:
     """Insert one row at a time for ``seconds``; the latency of each insert."""
     out: list[float] = []
     with psycopg.connect(dsn, autocommit=True) as c:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            t0 = time.monotonic()
-            c.execute("insert into bi.t (g, v) values (1, 1)")
-            out.append(time.monotonic() - t0)
-            time.sleep(0.02)
+        _timed_inserts(c, seconds, out, 0.02)
     return out
+
+
+def _timed_inserts(c: psycopg.Connection, seconds: float, out: list[float],
+                   pause: float) -> None:
+    """Insert a row into ``bi.t`` every ``pause`` s for ``seconds``; each latency to ``out``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        c.execute("insert into bi.t (g, v) values (1, 1)")
+        out.append(time.monotonic() - t0)
+        time.sleep(pause)
 
 
 def test_redeploy_under_idle_in_transaction_reader_never_stalls_writers(
@@ -164,3 +172,151 @@ def test_repeatable_read_snapshot_older_than_a_redeploy_gets_40001_not_empty(
         assert report.execute("select count(*) from live.bi_v").fetchone() == conn.execute(
             "select count(distinct g) from bi.t").fetchone()
     assert_equal(conn, "bi_v", V2)
+
+
+# A redeploy during ingestion's long transaction: ingestion applies one source transaction in
+# one landing transaction (a 10M-row source transaction: minutes). The deploy waits for it as
+# long as it makes progress, holding no lock (its writes never queue behind the deploy), and
+# fails only for an ingestion that is stuck.
+SOURCE = "ing_src"
+
+
+@pytest.fixture(scope="module")
+def ing(db: str) -> str:
+    """``db`` with a second view ``live.ing_v`` over ``bi.t``, for ingestion's sessions."""
+    deploy_text(db, "ing_v", V1)
+    return db
+
+
+@pytest.fixture()
+def short_limit(monkeypatch: pytest.MonkeyPatch) -> float:
+    """The deploy's limit (``DEADLINE_S``) made 1 s: ingestion's transactions below outlast it."""
+    monkeypatch.setattr(importlib.import_module("streaming_views.deploy"), "DEADLINE_S", 1.0)
+    return 1.0
+
+
+def _landing(dsn: str) -> psycopg.Connection:
+    """A landing session opened as ingestion/session.py opens it: its name, the source's lock."""
+    landing = psycopg.connect(dsn, **named(dsn, SOURCE))
+    hold_source_lock(landing, SOURCE)
+    return landing
+
+
+def _ingest(landing: psycopg.Connection, seconds: list[float], latencies: list[float]) -> None:
+    """One landing transaction per entry of ``seconds``, one after the other with no pause:
+    each writes a row every 50 ms for that long (the live view maintained in it), then commits.
+    The latency of every write goes to ``latencies``."""
+    for length in seconds:
+        _timed_inserts(landing, length, latencies, 0.05)
+        landing.commit()
+
+
+def test_redeploy_waits_for_a_progressing_ingestion_transaction(
+        ing: str, conn: psycopg.Connection, short_limit: float,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Twice the limit of ingestion's transaction, then at once a fresh one (the window between
+    the wait's end and the deploy's lock attempt): the deploy waits, retries, succeeds; the
+    writes never wait for it beyond its own swap."""
+    latencies: list[float] = []
+    with _landing(ing) as landing, caplog.at_level(logging.INFO, "tidemark.streaming_views"):
+        landing.execute("insert into bi.t (g, v) values (2, 5)")  # holds the state from here
+        done: list[str] = []
+        errors: list[BaseException] = []
+
+        def redeploy() -> None:
+            try:
+                done.append(deploy_text(ing, "ing_v", V2))
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        deployer = threading.Thread(target=redeploy)
+        t0 = time.monotonic()
+        deployer.start()
+        _ingest(landing, [3 * short_limit, 1.0, 1.0], latencies)
+        deployer.join(30)
+        waited = time.monotonic() - t0
+    assert not errors, f"the deploy failed during ingestion's transaction: {errors[0]}"
+    assert done == ["replaced"] and waited > 3 * short_limit
+    assert max(latencies) < 1.0, f"ingestion's writes stalled {max(latencies):.2f} s"
+    assert f"waiting for ingestion's transaction of source '{SOURCE}'" in caplog.text
+    assert_equal(conn, "ing_v", V2)
+
+
+def test_create_and_rebuild_wait_for_ingestions_transaction(
+        ing: str, conn: psycopg.Connection, short_limit: float) -> None:
+    """A new view on a table that ingestion's long transaction writes (the deploy's SHARE ROW
+    EXCLUSIVE lock waits for it), and a rebuild: both wait for it, neither fails."""
+    from streaming_views.deploy import rebuild
+
+    with _landing(ing) as landing:
+        landing.execute("insert into bi.t (g, v) values (2, 5)")
+        done: list[object] = []
+        worker = threading.Thread(target=lambda: done.extend([
+            deploy_text(ing, "ing_new", V1), rebuild(ing, "ing_new")]))
+        worker.start()
+        _ingest(landing, [2.5 * short_limit, 0.5, 2.5 * short_limit], [])
+        worker.join(30)
+    assert done[:1] == ["created"] and len(done) == 2, done
+    assert_equal(conn, "ing_new", V1)
+
+
+def test_redeploy_fails_for_a_stuck_ingestion_naming_it(
+        ing: str, conn: psycopg.Connection, short_limit: float) -> None:
+    """An ingestion idle in its transaction (no statement, no progress) for the limit: the
+    deploy fails, naming it as a stuck ingestion, not a BI session; so does ``tidemark
+    status``'s ``held_open_by``."""
+    from streaming_views.errors import DeployError
+    from streaming_views.holders import long_holders
+
+    deploy_text(ing, "ing_v", V2)
+    with _landing(ing) as landing:
+        landing.execute("insert into bi.t (g, v) values (3, 7)")
+        pid = landing.info.backend_pid
+        t0 = time.monotonic()
+        with pytest.raises(DeployError, match=rf"pid {pid} \(ingestion of source '{SOURCE}': "
+                                              r"stuck, idle in transaction for .*\) holds"):
+            deploy_text(ing, "ing_v", f"-- stuck\n{V1}")
+        assert time.monotonic() - t0 < 3 * short_limit + 2
+        held = long_holders(conn, 0.0)["ing_v"]
+        assert [h.pid for h in held] == [pid]
+        assert held[0].session().startswith(f"pid {pid} (ingestion of source '{SOURCE}': "
+                                            "stuck, idle in transaction for")
+        landing.execute("insert into bi.t (g, v) values (3, 8)")
+        time.sleep(0.05)
+        assert "ingestion of source" in long_holders(conn, 0.0)["ing_v"][0].session()
+    assert_equal(conn, "ing_v", V2)
+
+
+def test_status_tells_an_applying_ingestion_from_a_stuck_one(ing: str,
+                                                             conn: psycopg.Connection) -> None:
+    """While ingestion's statement runs, ``held_open_by`` says it is applying."""
+    from streaming_views.holders import long_holders
+
+    with _landing(ing) as landing:
+        landing.execute("insert into bi.t (g, v) values (4, 1)")  # holds the state from here
+        worker = threading.Thread(target=landing.execute, args=(
+            "insert into bi.t (g, v) select 4, 1 from generate_series(1, 3), pg_sleep(1.5)",))
+        worker.start()
+        time.sleep(1.2)
+        held = long_holders(conn, 0.0)["ing_v"]
+        worker.join()
+        landing.rollback()
+    assert len(held) == 1 and held[0].session().startswith(
+        f"pid {held[0].pid} (ingestion of source '{SOURCE}': applying a transaction open since")
+
+
+def test_deploy_does_not_queue_behind_a_transaction_reading_the_catalog(
+        ing: str, conn: psycopg.Connection) -> None:
+    """Ingestion's apply reads ``tidemark.views`` in its (long) transaction. A deploy took
+    ACCESS EXCLUSIVE on it every time (``add column if not exists`` with nothing to add), so it
+    waited for that transaction with no limit, and every later reader of the catalog behind
+    it."""
+    with _landing(ing) as landing:
+        landing.execute("select count(*) from tidemark.views").fetchone()
+        done: list[str] = []
+        worker = threading.Thread(target=lambda: done.append(deploy_text(
+            ing, "cat_v", "select t.g, count(*) as n from bi.t t group by t.g")))
+        worker.start()
+        worker.join(5)
+        assert done == ["created"], "the deploy queued behind a reader of the catalog"
+    worker.join(30)

@@ -134,7 +134,8 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
 
 def views_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Deployed live views (``streaming_views.list_views``), each with the client sessions
-    holding it open in a transaction for over a minute (a redeploy waits for them)."""
+    holding it (or its state) open in a transaction for over a minute (a redeploy waits for
+    them): a BI tab, or ingestion applying a large source transaction — or stuck in one."""
     from streaming_views.holders import long_holders
     from streaming_views.status import list_views
 
