@@ -71,21 +71,27 @@ def test_add_list_remove(pair: Pair) -> None:
         assert conn.execute("select to_regnamespace(%s)", (pair.source,)).fetchone()[0] is None
 
 
-def test_remove_refuses_while_streaming(pair: Pair) -> None:
+def _stream(pair: Pair):
+    """A replication connection streaming from the source's slot (as `ingest run` does)."""
     import psycopg2
     import psycopg2.extras
 
+    repl = psycopg2.connect(pair.src,
+                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    repl.cursor().start_replication(slot_name=f"tidemark_{pair.source}", decode=False,
+                                    options={"proto_version": "1", "publication_names":
+                                             f"tidemark_{pair.source}"})
+    return repl
+
+
+def test_remove_refuses_while_streaming(pair: Pair) -> None:
     pair.src_exec("create table t (id int primary key)")
     add_source(pair.land, SourceSpec(pair.source, url=pair.src))
     catch_up(pair.src, pair.land, pair.source)
     # catch_up's walsender may hold the slot a moment longer (CI at load: "slot is active")
     wait_slot_free(pair.src, f"tidemark_{pair.source}")
-    repl = psycopg2.connect(pair.src,
-                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    repl = _stream(pair)
     try:
-        repl.cursor().start_replication(slot_name=f"tidemark_{pair.source}", decode=False,
-                                        options={"proto_version": "1", "publication_names":
-                                                 f"tidemark_{pair.source}"})
         with pytest.raises(SourceBusyError, match="Stop `tidemark ingest run` first"):
             remove_source(pair.land, pair.source)
     finally:
@@ -98,18 +104,11 @@ def test_remove_right_after_the_stream_ended_waits_for_its_walsender(pair: Pair)
     ended is not refused as "streaming right now" (on main it was, when the walsender lingered)."""
     import threading
 
-    import psycopg2
-    import psycopg2.extras
-
     pair.src_exec("create table t (id int primary key)")
     add_source(pair.land, SourceSpec(pair.source, url=pair.src))
     catch_up(pair.src, pair.land, pair.source)
     wait_slot_free(pair.src, f"tidemark_{pair.source}")
-    repl = psycopg2.connect(pair.src,
-                            connection_factory=psycopg2.extras.LogicalReplicationConnection)
-    repl.cursor().start_replication(slot_name=f"tidemark_{pair.source}", decode=False,
-                                    options={"proto_version": "1", "publication_names":
-                                             f"tidemark_{pair.source}"})
+    repl = _stream(pair)
     closer = threading.Timer(1.0, repl.close)  # the stream ends while remove is looking
     closer.start()
     try:
