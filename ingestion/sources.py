@@ -61,7 +61,7 @@ def check_url(url: str, what: str = "--url", name: str = "<name>") -> str:
     except psycopg.ProgrammingError:
         raise SourceError(f"{what} is not a PostgreSQL connection URL; expected e.g. "
                           f"postgresql://user@host:5432/dbname.") from None
-    if "password" in params:
+    if params.get("password"):  # an empty one (embedded URLs) keeps PGPASSWORD out: no secret
         raise SourceError(
             f"{what} holds a password; Tidemark never stores one. Remove it from the URL and "
             f"export it in {password_variable(name, what == '--admin-url')} (or use "
