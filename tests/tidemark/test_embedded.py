@@ -42,8 +42,8 @@ def test_start_configures_logical_replication_on_loopback(server: EmbeddedServer
 
 def test_no_secret_of_the_caller_reaches_the_server(server: EmbeddedServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # The server trusts loopback, so any local user is its superuser and can read the
-    # postmaster's environment; on main it held every secret of the shell that started it.
+    # A superuser can read the postmaster's environment (and the server trusted loopback, so
+    # any local user was one); on main it held every secret of the shell that started it.
     for name in ("TIDEMARK_SOURCE_MYDB_PASSWORD", "PGPASSWORD", "TIDEMARK_LANDING_URL"):
         monkeypatch.setenv(name, f"Sekr3t-{name}")
     monkeypatch.setenv("LC_MESSAGES", "C")

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.support import embedded_url, free_port
+from tidemark.stack.credentials import read_passwords
 from tidemark.stack.supervisor import wait_for
 
 TIDEMARK = shutil.which("tidemark")
@@ -92,6 +93,10 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     assert code == 0, log
     assert "PostgreSQL stopped" in log and "Traceback" not in log
     assert not (home / "pgdata" / "postmaster.pid").exists()
+    passwords = read_passwords(home / "pgpass").values()  # every role's, in no output or log
+    assert passwords and not any(p in log for p in passwords)
+    for path in (home / "logs").rglob("*.log"):
+        assert not any(p in path.read_text(errors="replace") for p in passwords), path
 
     proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
     try:

@@ -207,8 +207,8 @@ class EmbeddedServer:
             DatabaseStartError: initdb or pg_ctl failed; the message quotes the server log.
         """
         if self._postmaster_pid() is not None:
-            self._secure_running()
             self._wait_ready(timeout_s)
+            self._secure_running()
             return False
         crashed = self._remove_stale_pid_file()
         # After a crash, the dead postmaster's children need a moment to notice and exit; until
