@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -50,6 +51,11 @@ def give_password(admin_url: str, role: str) -> None:
     kept = [line for line in passfile.read_text().splitlines()
             if line.split(":")[3:4] != [role]]
     passfile.write_text("\n".join([*kept, f"127.0.0.1:*:*:{role}:{password}"]) + "\n")
+
+
+def other_database(url: str, database: str) -> str:
+    """``url`` with another database (its query, e.g. the pgpass file, kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
 def create_database(pg: EmbeddedServer, name: str) -> str:
