@@ -9,12 +9,14 @@ import pwd
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support import TEST_CONF, free_port
+from tidemark.errors import DatabaseStartError
 from tidemark.settings import ADMIN_USER, APP_ROLE, INGEST_ROLE, READER_ROLE, Settings
 from tidemark.stack.bootstrap import ensure_roles
 from tidemark.stack.credentials import ROLES, ensure_passfile, read_passwords
@@ -158,6 +160,24 @@ def test_a_trusting_server_still_running_is_upgraded(tmp_path: Path) -> None:
             pass  # trusted, as on main
         assert server.start() is False
         assert "password" in _refused(_bare(server, ADMIN_USER))
+        with psycopg.connect(server.admin_url("postgres")):
+            pass
+    finally:
+        server.stop()
+
+
+def test_a_pgpass_lost_while_running_is_named_and_a_restart_recovers(tmp_path: Path) -> None:
+    server = _server(tmp_path / "home")
+    server.start()
+    try:
+        server.passfile.unlink()
+        ensure_passfile(server.settings.home)  # new passwords the server does not know
+        started = time.monotonic()
+        with pytest.raises(DatabaseStartError, match="refuses the admin password.*db stop"):
+            server.start()
+        assert time.monotonic() - started < 10, "said at once, not after the start timeout"
+        server.stop()
+        assert server.start() is True
         with psycopg.connect(server.admin_url("postgres")):
             pass
     finally:

@@ -164,7 +164,15 @@ class EmbeddedServer:
         try:
             with psycopg.connect(self.admin_url("postgres"), connect_timeout=2):
                 return True
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            # (no SQLSTATE on a failed connection; the server's messages are in English: lc C)
+            if any(m in str(exc) for m in ("password authentication failed",
+                                           "no password supplied")):
+                raise DatabaseStartError(
+                    f"The embedded PostgreSQL server of {self.settings.home} (port {self.port}) "
+                    f"refuses the admin password of {self.passfile} (the file was deleted or "
+                    f"replaced while the server ran). Run `tidemark db stop`, then `tidemark db "
+                    f"start`: a start sets the passwords of that file again.") from None
             return False
 
     def admin_url(self, database: str) -> str:
@@ -324,9 +332,13 @@ class EmbeddedServer:
         self._chown_for_server(target)
 
     def _hba_current(self) -> bool:
-        """Whether pg_hba.conf is :data:`HBA` (else: new, or written when loopback was trusted)."""
+        """Whether pg_hba.conf is :data:`HBA`, written after the pgpass file (else: a new data
+        directory, one of when loopback was trusted, or a pgpass file replaced since: its admin
+        password is set again)."""
+        hba = self.pgdata / "pg_hba.conf"
         try:
-            return (self.pgdata / "pg_hba.conf").read_text() == HBA
+            return (hba.read_text() == HBA
+                    and hba.stat().st_mtime_ns >= self.passfile.stat().st_mtime_ns)
         except FileNotFoundError:
             return False
 
