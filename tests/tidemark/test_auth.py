@@ -121,21 +121,22 @@ def test_a_passfile_others_can_read_is_replaced(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "pgpass").stat().st_mode) == 0o600
 
 
-def _make_trusting(server: EmbeddedServer) -> None:
-    """Turn the stopped server's home into one main made: trust, no password, no pgpass."""
+def _trusting_home(home: Path) -> EmbeddedServer:
+    """A stopped server whose home is one main made: trust, no password, no pgpass."""
+    server = _server(home)
+    server.start()
+    ensure_roles(server.admin_url("postgres"))
     with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
         for role in ROLES:
             conn.execute(f"alter role {role} password null")
     server.stop()
     (server.pgdata / "pg_hba.conf").write_text(TRUST_HBA)
     server.passfile.unlink()
+    return server
 
 
 def test_a_trusting_home_is_upgraded_on_start(tmp_path: Path) -> None:
-    server = _server(tmp_path / "home")
-    server.start()
-    ensure_roles(server.admin_url("postgres"))
-    _make_trusting(server)
+    server = _trusting_home(tmp_path / "home")
     try:
         assert server.start() is True
         assert "password" in _refused(_bare(server, ADMIN_USER))
@@ -150,10 +151,7 @@ def test_a_trusting_home_is_upgraded_on_start(tmp_path: Path) -> None:
 
 def test_a_trusting_server_still_running_is_upgraded(tmp_path: Path) -> None:
     # `tidemark up` of the new version while the old one's server runs (trusting loopback)
-    server = _server(tmp_path / "home")
-    server.start()
-    ensure_roles(server.admin_url("postgres"))
-    _make_trusting(server)
+    server = _trusting_home(tmp_path / "home")
     server._pg_ctl(["-l", str(server.log_file), "-w", "start"], 70, "start")  # as main did
     try:
         with psycopg.connect(_bare(server, ADMIN_USER)):
