@@ -55,6 +55,19 @@ def test_no_secret_of_the_caller_reaches_the_server(server: EmbeddedServer,
     assert b"PATH=" in environ and b"LC_MESSAGES=C" in environ
 
 
+def test_every_connection_needs_a_password(server: EmbeddedServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # main's pg_hba.conf trusted 127.0.0.1: any local OS user logged in as the superuser.
+    server.start()
+    with psycopg.connect(server.admin_url("postgres")) as conn:
+        rules = conn.execute("select type, auth_method from pg_hba_file_rules").fetchall()
+    assert rules and all(method == "scram-sha-256" for _, method in rules), rules
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    bare = f"postgresql://postgres@127.0.0.1:{server.port}/postgres?sslmode=disable"
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(bare, connect_timeout=5)
+
+
 def test_start_twice_is_harmless(server: EmbeddedServer) -> None:
     assert server.start() is True
     pid = server.status().pid
