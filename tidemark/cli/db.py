@@ -35,7 +35,8 @@ def start(json_out: JsonOpt = False) -> None:
     else:
         console.print(f"PostgreSQL is running on 127.0.0.1:{settings.port} "
                       f"(data in {settings.pgdata}).")
-    console.print(f"psql {shlex.quote(dbs.reader)}", markup=False, highlight=False)
+    console.print(f"psql {shlex.quote(dbs.reader)}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
