@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -289,7 +290,7 @@ def fresh_landing(src: str, land: str, rep: int) -> str:
     name = f"land_{rep}"
     with psycopg.connect(land, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    return land.rsplit("/", 1)[0] + "/" + name
+    return urlunsplit(urlsplit(land)._replace(path=f"/{name}"))  # the query (pgpass) kept
 
 
 if __name__ == "__main__":

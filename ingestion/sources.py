@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -61,7 +62,9 @@ def check_url(url: str, what: str = "--url", name: str = "<name>") -> str:
     except psycopg.ProgrammingError:
         raise SourceError(f"{what} is not a PostgreSQL connection URL; expected e.g. "
                           f"postgresql://user@host:5432/dbname.") from None
-    if "password" in params:
+    # An empty password= (the embedded server's URLs: it keeps PGPASSWORD out) is no secret;
+    # one in user:password@ is, even where a later password= overrides it for libpq.
+    if params.get("password") or ("://" in url and urlsplit(url).password):
         raise SourceError(
             f"{what} holds a password; Tidemark never stores one. Remove it from the URL and "
             f"export it in {password_variable(name, what == '--admin-url')} (or use "

@@ -3,17 +3,21 @@ the user's own contracted tables on a seeded demo source."""
 
 from __future__ import annotations
 
+import secrets
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from contracts import ContractSet
 from tests.pgversions import require
 from tidemark.demo import schema as demo_schema
-from tidemark.settings import Settings
+from tidemark.settings import ADMIN_USER, PASSFILE, Settings, embedded_server_url
 from tidemark.stack.bootstrap import ensure_database, ensure_roles
+from tidemark.stack.credentials import password_statement
 from tidemark.stack.embedded import EmbeddedServer
 
 TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
@@ -25,6 +29,33 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def embedded_url(home: Path, port: int, database: str, user: str = ADMIN_USER) -> str:
+    """The URL ``tidemark`` gives ``database`` of the embedded server of ``home`` as ``user``
+    (the password in the home's pgpass file, which the URL names)."""
+    return embedded_server_url(port, database, user, home / PASSFILE)
+
+
+def give_password(admin_url: str, role: str) -> None:
+    """Let ``role`` (made by a test) log in: a password set, and kept in the pgpass file that
+    ``admin_url`` (an embedded server's URL) names, where every URL of that server finds it.
+
+    The embedded server asks every role for a password; the test roles' URLs are the admin's
+    with another user, so they name the same file.
+    """
+    passfile = Path(conninfo_to_dict(admin_url)["passfile"])
+    password = secrets.token_urlsafe(24)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(password_statement(role, password))
+    kept = [line for line in passfile.read_text().splitlines()
+            if line.split(":")[3:4] != [role]]
+    passfile.write_text("\n".join([*kept, f"127.0.0.1:*:*:{role}:{password}"]) + "\n")
+
+
+def other_database(url: str, database: str) -> str:
+    """``url`` with another database (its query, e.g. the pgpass file, kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
 def create_database(pg: EmbeddedServer, name: str) -> str:

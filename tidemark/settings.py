@@ -14,7 +14,7 @@ import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
@@ -34,12 +34,13 @@ INGEST_ROLE = "tidemark_ingest"
 READER_ROLE = "tidemark_reader"
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS_START_FILE = "partitions_start"
+PASSFILE = "pgpass"  # $TIDEMARK_HOME/pgpass: the embedded roles' passwords (stack/credentials.py)
 
 # Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
 _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
 _URL_FIELDS = ("source_url", "landing_url", "materialize_url")
 # A password in a URL's query, and in a key=value connection string ('quoted' or bare).
-_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]+", re.IGNORECASE)  # empty: no secret
 # (a bare value runs to the next `key=`: a malformed one may hold spaces, all of it is masked)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|.*?(?=\s+\w+\s*=|\s*$))",
                                re.IGNORECASE | re.DOTALL)
@@ -213,8 +214,9 @@ class Settings(BaseSettings):
         return self.source_url is None or self.landing_url is None
 
     def embedded_url(self, database: str, user: str = ADMIN_USER) -> str:
-        """Connection URL of a database on the embedded server."""
-        return embedded_server_url(self.port, database, user)
+        """Connection URL of a database on the embedded server (its password in the home's
+        pgpass file, which the URL names)."""
+        return embedded_server_url(self.port, database, user, self.home / PASSFILE)
 
     def source_dsn(self) -> str:
         """Admin connection URL of the source database ("shop" when embedded); a URL with its
@@ -281,14 +283,22 @@ def _explain(exc: ValidationError) -> str:
             "the README's Configuration section lists every setting).")
 
 
-def embedded_server_url(port: int, database: str, user: str = ADMIN_USER) -> str:
+def embedded_server_url(port: int, database: str, user: str = ADMIN_USER,
+                        passfile: Path | None = None) -> str:
     """URL of a database on an embedded server (127.0.0.1, no TLS).
 
     ``sslmode=disable`` because the embedded server has no certificate: a ``PGSSLMODE=require``
     in the user's shell (right for their cloud databases) would otherwise refuse every
-    connection to it.
+    connection to it. ``passfile`` names the pgpass file holding the role's password (the
+    server asks every connection for one): libpq reads it, the URL never holds the password.
+    With it comes an empty ``password=``, so that a ``PGPASSWORD`` in the user's shell (meant
+    for their own servers) does not win over the file (libpq reads the file only when no
+    password is given, and the URL's empty one keeps ``PGPASSWORD`` out).
     """
-    return f"postgresql://{user}@127.0.0.1:{port}/{database}?sslmode=disable"
+    url = f"postgresql://{user}@127.0.0.1:{port}/{database}?sslmode=disable"
+    if passfile is None:
+        return url
+    return f"{url}&password=&passfile={quote(str(passfile), safe='/')}"
 
 
 def reader_url(url: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from contracts import load_contracts
 from tests.deploy.conftest import DEV_ENV, DOCKER, run_psql_file
@@ -20,9 +21,17 @@ SOURCE_SCRIPTS = sorted((DOCKER / "source").glob("*.sql"))
 LANDING_SCRIPTS = sorted((DOCKER / "landing").glob("*.sql"))
 
 
+# the docker/dev.env variable holding each role's password (the init scripts set them)
+ROLE_PASSWORDS = {"shop_app": "SHOP_APP_PASSWORD", "tidemark_ingest": "TIDEMARK_INGEST_PASSWORD",
+                  "tidemark_materialize": "TIDEMARK_MZ_SOURCE_PASSWORD",
+                  "tidemark_app": "TIDEMARK_APP_PASSWORD",
+                  "tidemark_reader": "TIDEMARK_READER_PASSWORD",
+                  "dagster": "DAGSTER_POSTGRES_PASSWORD"}
+
+
 def role_url(server: EmbeddedServer, role: str, database: str) -> str:
-    """URL of ``role`` on the fresh server (it trusts loopback: passwords are not checked here)."""
-    return f"postgresql://{role}@127.0.0.1:{server.port}/{database}"
+    """URL of ``role`` on the fresh server, with its password of docker/dev.env."""
+    return make_conninfo(server.url(database, role), password=DEV_ENV[ROLE_PASSWORDS[role]])
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import embedded_url
 from tidemark.stack.supervisor import wait_for
 
 TIDEMARK = shutil.which("tidemark")
@@ -64,12 +65,12 @@ class RunningStack:
     @property
     def source_url(self) -> str:
         """Superuser URL of the demo source database."""
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/shop"
+        return embedded_url(self.home, self.pg_port, "shop")
 
     @property
     def landing_url(self) -> str:
         """Superuser URL of the landing database."""
-        return f"postgresql://postgres@127.0.0.1:{self.pg_port}/tidemark"
+        return embedded_url(self.home, self.pg_port, "tidemark")
 
     @property
     def dagster_url(self) -> str:

@@ -15,6 +15,7 @@ from contracts import load_contracts
 from ingestion import catch_up, run
 from ingestion.lsn import str_to_lsn
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, wait_until
+from tests.support import give_password
 
 CONTRACT = """version: {version}
 primary_key: [id]
@@ -78,6 +79,7 @@ def _role_refused_heartbeats(pair: Pair) -> str:
                   "do $$ declare f regprocedure; begin for f in select oid::regprocedure from"
                   " pg_proc where proname = 'pg_logical_emit_message' loop execute format("
                   "'revoke execute on function %s from public', f); end loop; end $$")
+    give_password(pair.src, role)
     url = pair.src.replace("postgres@", f"{role}@", 1)
     with psycopg.connect(url, autocommit=True) as conn, \
             pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -13,6 +13,8 @@ from ingestion import run
 from ingestion.errors import PermanentSourceError
 from ingestion.failures import is_transient, permanent
 from tests.ingestion.conftest import Pair
+from tests.support import other_database
+from tidemark.stack.credentials import read_passwords
 
 
 @pytest.mark.parametrize("message, transient", [
@@ -55,7 +57,7 @@ def test_advice_names_the_password_variable() -> None:
 def test_permanent_error_is_reported_once_not_retried(pair: Pair,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tidemark.ingestion")
-    missing = pair.src.rsplit("/", 1)[0] + f"/absent_{pair.source}"
+    missing = other_database(pair.src, f"absent_{pair.source}")
     started = time.monotonic()
     with pytest.raises(PermanentSourceError, match="does not exist.*Fix the registered URL"):
         run(missing, pair.land, pair.source, stop=threading.Event())
@@ -82,7 +84,9 @@ def test_wrong_password_is_permanent_and_the_right_one_comes_from_the_environmen
         spec = SourceSpec(pair.source, url=pair.src.replace("postgres@", f"{role}@", 1),
                           admin_url=pair.src)
         monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_PASSWORD", "wrong")
-        monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_ADMIN_PASSWORD", "unused")
+        # the admin URL's password (the server asks every role for its own)
+        monkeypatch.setenv(f"TIDEMARK_SOURCE_{pair.source.upper()}_ADMIN_PASSWORD",
+                           read_passwords(pg.passfile)["postgres"])
         with pytest.raises(PermanentSourceError) as info:
             run(spec.dsn(), pair.land, pair.source, setup_dsn=spec.admin_dsn(),
                 stop=threading.Event())

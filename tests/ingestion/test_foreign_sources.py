@@ -32,6 +32,7 @@ from tests.ingestion.conftest import (
     wait_until,
 )
 from tests.pgversions import session_major
+from tests.support import give_password
 
 LONG = "a" * 63
 LONG2 = "a" * 60 + "bbb"
@@ -221,6 +222,7 @@ def test_owner_without_create_on_database_is_told_the_grant(pair: Pair) -> None:
     pair.src_exec(f"drop role if exists {owner}", f"create role {owner} login",
                   f"grant create on schema public to {owner}",
                   f"set role {owner}", "create table owned (id int primary key)")
+    give_password(pair.src, owner)
     dbname = conninfo_to_dict(pair.src)["dbname"]
     url = pair.src.replace("//postgres@", f"//{owner}@")
     try:
@@ -306,6 +308,7 @@ def test_table_the_source_role_may_not_read_pauses_alone(pair: Pair) -> None:
                   f"grant usage on schema public to {reader}",
                   "create table open (id int primary key)", "insert into open values (1)",
                   f"grant select on open to {reader}")
+    give_password(pair.src, reader)
     url = pair.src.replace("//postgres@", f"//{reader}@")
     try:
         catch_up(url, pair.land, pair.source, setup_dsn=pair.src)

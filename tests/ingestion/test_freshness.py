@@ -25,6 +25,7 @@ from ingestion.freshness import (
 )
 from ingestion.state import ensure_state
 from tests.ingestion.conftest import Pair, wait_until
+from tests.support import give_password
 
 
 def histogram(latencies_ms: list[float]) -> list[Bucket]:
@@ -143,6 +144,7 @@ def test_least_privileged_role_may_emit_heartbeats(pair: Pair) -> None:
     REPLICATION only — what `tidemark source add` asks for — can send heartbeats."""
     role = f"hb_{pair.source}"
     pair.src_exec(f"drop role if exists {role}", f"create role {role} login replication")
+    give_password(pair.src, role)
     try:
         url = pair.src.replace("postgres@", f"{role}@", 1)
         with psycopg.connect(url, autocommit=True) as conn:

@@ -11,7 +11,7 @@ import psycopg
 from ingestion.runner import run_sources
 from ingestion.sources import SourceSpec, get_source, save_source
 from tests.ingestion.conftest import Pair, drop_slot, table_rows
-from tests.support import create_database
+from tests.support import create_database, other_database
 from tidemark.stack.embedded import EmbeddedServer
 
 
@@ -27,7 +27,7 @@ def test_two_sources_into_one_landing(pair: Pair, pg: EmbeddedServer) -> None:
             conn.execute("insert into crm.contacts values (1, 'x@y')")
         save_source(pair.land, SourceSpec(pair.source, url=pair.src))
         save_source(pair.land, SourceSpec(other, url=second, schemas=("crm",)))
-        broken = pair.src.rsplit("/", 1)[0] + f"/gone_{pair.source}"
+        broken = other_database(pair.src, f"gone_{pair.source}")
         save_source(pair.land, SourceSpec(f"{pair.source}x", url=broken))
         specs = [get_source(pair.land, n) for n in (pair.source, other, f"{pair.source}x")]
         stop = threading.Event()

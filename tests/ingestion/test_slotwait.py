@@ -10,6 +10,7 @@ import pytest
 
 from ingestion import catch_up, slotwait
 from tests.ingestion.conftest import Pair, wait_until
+from tests.support import give_password
 
 
 def test_slot_creation_names_the_open_transaction_it_waits_for(
@@ -54,6 +55,7 @@ def test_a_quick_slot_creation_reports_nothing(pair: Pair,
 def test_an_unprivileged_role_still_sees_which_pid_holds_a_transaction(pair: Pair) -> None:
     pair.src_exec("create table other (id int)", "drop role if exists tm_slotwait_watcher",
                   "create role tm_slotwait_watcher login")
+    give_password(pair.src, "tm_slotwait_watcher")
     blocker = psycopg.connect(pair.src)
     try:
         blocker.execute("insert into other values (1)")

@@ -15,7 +15,7 @@ from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.source_admin import add_source, describe_sources, remove_source
 from ingestion.sources import SourceSpec, get_source, list_sources
 from tests.ingestion.conftest import Pair
-from tests.support import TEST_CONF, create_database, free_port
+from tests.support import TEST_CONF, create_database, free_port, other_database
 from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -125,7 +125,7 @@ def test_add_refuses_what_cannot_work(pair: Pair, pg: EmbeddedServer) -> None:
         add_source(pair.land, SourceSpec(pair.source, url=pair.src, schemas=("nope",)))
     with pytest.raises(SourceError, match="public.missing"):
         add_source(pair.land, SourceSpec(pair.source, url=pair.src, tables=("missing",)))
-    missing_db = pair.src.rsplit("/", 1)[0] + "/no_such_database"
+    missing_db = other_database(pair.src, "no_such_database")
     with pytest.raises(PermanentSourceError, match="does not exist"):
         add_source(pair.land, SourceSpec(pair.source, url=missing_db))
     # The source's slot name is taken in another database of the same server.

@@ -30,7 +30,7 @@ from tests.ingestion.conftest import (
 )
 from tests.ingestion.test_cli_roles import cli
 from tests.pgversions import WHEEL_MAJOR, session_major
-from tests.support import create_database, start_test_server
+from tests.support import create_database, give_password, start_test_server
 
 
 @pytest.fixture
@@ -45,6 +45,7 @@ def reader(pair: Pair) -> Iterator[str]:
         conn.execute(sql.SQL("grant connect on database {} to {}").format(
             sql.Identifier(conn.info.dbname), sql.Identifier(name)))
         conn.execute(f"grant usage on schema public to {role}")
+    give_password(pair.src, name)
     yield name
     drop_slot(pair.src, slot_name(pair.source))
     pair.src_exec(f"drop owned by {role}", f"drop role {role}")

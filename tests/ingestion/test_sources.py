@@ -31,6 +31,12 @@ def test_url_with_password_is_refused_and_not_echoed() -> None:
     with pytest.raises(SourceError, match="ADMIN_PASSWORD"):
         SourceSpec("mydb", url="postgresql://app@db/app",
                    admin_url="postgresql://owner:pw@db/app")
+    # an empty password= (the embedded server's URLs) is no secret; it hides none either
+    embedded = "postgresql://app@127.0.0.1:55432/app?sslmode=disable&password=&passfile=/h/pgpass"
+    assert SourceSpec("mydb", url=embedded).url == embedded
+    with pytest.raises(SourceError) as info:
+        SourceSpec("mydb", url=embedded.replace("app@", "app:hidden-pw@", 1))
+    assert "hidden-pw" not in str(info.value)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -25,7 +25,7 @@ def landing(pg: EmbeddedServer) -> str:
 
 
 def _as(pg: EmbeddedServer, role: str, database: str) -> str:
-    return f"postgresql://{role}@127.0.0.1:{pg.port}/{database}"
+    return pg.url(database, role)
 
 
 def test_reader_can_read_landing(pg: EmbeddedServer, landing: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.support import free_port
+from tests.support import embedded_url, free_port
 from tidemark.cli.main import app
 
 TIDEMARK = shutil.which("tidemark")
@@ -62,7 +62,7 @@ def test_db_lifecycle_from_the_command_line(tmp_path: Path) -> None:
         status = json.loads(_run(home, port, "db", "status", "--json").stdout)
         assert status["running"] is True and status["version"].startswith("18")
         url = _run(home, port, "db", "url").stdout.strip()
-        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark?sslmode=disable"
+        assert url == embedded_url(home, port, "tidemark", "tidemark_reader")
         psql = subprocess.run(["psql", url, "-Atc", "select current_user"], capture_output=True,
                               text=True, check=False) if shutil.which("psql") else None
         if psql is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import create_database, free_port
+from tests.support import create_database, embedded_url, free_port
 from tidemark.errors import ExternalServerError
 from tidemark.settings import Settings
 from tidemark.stack.databases import check_reachable, ensure_databases, locate_databases
@@ -16,9 +16,10 @@ from tidemark.stack.embedded import EmbeddedServer
 def test_embedded_urls_use_least_privileged_roles(tmp_path: Path) -> None:
     dbs = locate_databases(Settings(home=tmp_path, port=50001, source_url=None, landing_url=None))
     assert dbs.server is not None
-    assert dbs.source_ingest == "postgresql://tidemark_ingest@127.0.0.1:50001/shop?sslmode=disable"
-    assert dbs.landing_app == "postgresql://tidemark_app@127.0.0.1:50001/tidemark?sslmode=disable"
-    assert dbs.reader == "postgresql://tidemark_reader@127.0.0.1:50001/tidemark?sslmode=disable"
+    assert dbs.source_ingest == embedded_url(tmp_path, 50001, "shop", "tidemark_ingest")
+    assert dbs.landing_app == embedded_url(tmp_path, 50001, "tidemark", "tidemark_app")
+    assert dbs.reader == embedded_url(tmp_path, 50001, "tidemark", "tidemark_reader")
+    assert dbs.reader.endswith(f"?sslmode=disable&password=&passfile={tmp_path}/pgpass")
 
 
 def test_external_servers_are_used_and_nothing_is_started(pg: EmbeddedServer,

@@ -83,3 +83,14 @@ def test_status_ages_a_running_phase_that_reports_nothing(tmp_path: Path) -> Non
         done = read_status(tmp_path)["phases"][0]["seconds"]
         time.sleep(0.3)
         assert read_status(tmp_path)["phases"][0]["seconds"] == done  # a finished phase stays
+
+
+def test_the_banner_keeps_each_url_on_one_line(tmp_path: Path) -> None:
+    # The embedded URLs name the home's pgpass file: Rich wrapped the psql URL at the console's
+    # width (80 in a pipe), and a copied line or a script reading it got half a URL.
+    out = io.StringIO()
+    url = ("'postgresql://tidemark_reader@127.0.0.1:55432/tidemark?sslmode=disable&password="
+           f"&passfile={tmp_path}/{'deep/' * 12}pgpass'")
+    with UpDisplay(tmp_path, Console(file=out, width=80)) as display:
+        display.ready(f"Tidemark is up.\n  SQL (read-only):  psql {url}")
+    assert f"  SQL (read-only):  psql {url}\n" in out.getvalue()

@@ -42,8 +42,8 @@ def test_start_configures_logical_replication_on_loopback(server: EmbeddedServer
 
 def test_no_secret_of_the_caller_reaches_the_server(server: EmbeddedServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    # The server trusts loopback, so any local user is its superuser and can read the
-    # postmaster's environment; on main it held every secret of the shell that started it.
+    # A superuser can read the postmaster's environment (and the server trusted loopback, so
+    # any local user was one); on main it held every secret of the shell that started it.
     for name in ("TIDEMARK_SOURCE_MYDB_PASSWORD", "PGPASSWORD", "TIDEMARK_LANDING_URL"):
         monkeypatch.setenv(name, f"Sekr3t-{name}")
     monkeypatch.setenv("LC_MESSAGES", "C")
@@ -53,6 +53,19 @@ def test_no_secret_of_the_caller_reaches_the_server(server: EmbeddedServer,
                                (str(server.status().pid),)).fetchone()[0]
     assert b"Sekr3t" not in environ
     assert b"PATH=" in environ and b"LC_MESSAGES=C" in environ
+
+
+def test_every_connection_needs_a_password(server: EmbeddedServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # main's pg_hba.conf trusted 127.0.0.1: any local OS user logged in as the superuser.
+    server.start()
+    with psycopg.connect(server.admin_url("postgres")) as conn:
+        rules = conn.execute("select type, auth_method from pg_hba_file_rules").fetchall()
+    assert rules and all(method == "scram-sha-256" for _, method in rules), rules
+    monkeypatch.setenv("PGPASSFILE", "/nonexistent")
+    bare = f"postgresql://postgres@127.0.0.1:{server.port}/postgres?sslmode=disable"
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(bare, connect_timeout=5)
 
 
 def test_start_twice_is_harmless(server: EmbeddedServer) -> None:

@@ -9,12 +9,15 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from tidemark.stack.embedded import EmbeddedServer
 
 TIDEMARK = shutil.which("tidemark")
 MARK = "Sekr3tMark"
+ROLE = "secrets_admin"  # a superuser whose password the test sets to the form's
 COMMANDS = (("status", "--json"), ("ingest", "status"), ("source", "list"), ("db", "url"),
             ("db", "status", "--json"))
 
@@ -23,7 +26,7 @@ def _forms(url: str) -> dict[str, str]:
     """The session server's URL of this module's database, with a password three ways."""
     parts = urlsplit(url)
     host = parts.netloc.rsplit("@", 1)[-1]
-    base = f"{parts.scheme}://postgres{{pw}}@{host}{parts.path}?sslmode=disable"
+    base = f"{parts.scheme}://{ROLE}{{pw}}@{host}{parts.path}?sslmode=disable"
     return {"netloc": base.format(pw=f":{MARK}1"),
             "query": base.format(pw="") + f"&password={MARK}2",
             "unreadable": base.format(pw="") + f"&password=%zz{MARK}3"}
@@ -35,7 +38,12 @@ def test_no_command_prints_or_writes_the_password(pg: EmbeddedServer, module_db:
                                                   tmp_path: Path, form: str) -> None:
     # On main `db url` and `db status` printed the query form, every command the unreadable
     # one (libpq's 'invalid percent-encoded token: "%zz..."', also into cli-error.log).
-    url = _forms(module_db)[form]  # the server trusts loopback: any password logs in
+    url = _forms(module_db)[form]
+    with psycopg.connect(module_db, autocommit=True) as conn:  # the form's password logs in
+        if not conn.execute("select 1 from pg_roles where rolname = %s", (ROLE,)).fetchone():
+            conn.execute(sql.SQL("create role {} login superuser").format(sql.Identifier(ROLE)))
+        conn.execute(sql.SQL("alter role {} password {}").format(
+            sql.Identifier(ROLE), sql.Literal(f"{MARK}{form == 'query' and 2 or 1}")))
     env = {**os.environ, "TIDEMARK_HOME": str(tmp_path / "home"),
            "TIDEMARK_SOURCE_URL": url, "TIDEMARK_LANDING_URL": url,
            "TIDEMARK_SOURCE_MYDB_PASSWORD": f"{MARK}4", "PGPASSWORD": f"{MARK}5"}

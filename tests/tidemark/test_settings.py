@@ -21,8 +21,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.port == DEFAULT_PORT
     assert settings.uses_embedded
     assert settings.reader_dsn() == (f"postgresql://tidemark_reader@127.0.0.1:{DEFAULT_PORT}"
-                                     "/tidemark?sslmode=disable")  # no TLS on loopback
-    assert settings.source_dsn().endswith(f":{DEFAULT_PORT}/shop?sslmode=disable")
+                                     "/tidemark?sslmode=disable"  # no TLS on loopback
+                                     f"&password=&passfile={tmp_path}/.tidemark/pgpass")
+    assert f":{DEFAULT_PORT}/shop?sslmode=disable&" in settings.source_dsn()
 
 
 @pytest.mark.parametrize("port", ["abc", "80", "70000"])

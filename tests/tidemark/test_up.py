@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support import free_port
+from tests.support import embedded_url, free_port
+from tidemark.stack.credentials import read_passwords
 from tidemark.stack.supervisor import wait_for
 
 TIDEMARK = shutil.which("tidemark")
@@ -41,7 +42,7 @@ def _start_up(home: Path, port: int, *args: str, dagster_port: int | None = None
 
 
 def _psql_url(out: Path) -> str | None:
-    match = re.search(r"psql (postgresql://\S+)", out.read_text())
+    match = re.search(r"psql '(postgresql://[^'\s]+)'", out.read_text())
     return match.group(1) if match else None
 
 
@@ -57,18 +58,18 @@ def _landed_orders(landing_url: str) -> int:
 
 def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     home, port = tmp_path / "home", free_port()
-    source = f"postgresql://postgres@127.0.0.1:{port}/shop"
+    source = embedded_url(home, port, "shop")
     proc, out = _start_up(home, port)
     try:
         assert wait_for(lambda: _psql_url(out) is not None, 240), out.read_text()
         url = _psql_url(out)
-        assert url == f"postgresql://tidemark_reader@127.0.0.1:{port}/tidemark?sslmode=disable"
+        assert url == embedded_url(home, port, "tidemark", "tidemark_reader")
         with psycopg.connect(url) as conn:
             assert conn.execute("select current_user").fetchone()[0] == "tidemark_reader"
         seeded = _orders(source)
         assert seeded > 0
         assert wait_for(lambda: _orders(source) > seeded, 30), "the workload adds orders"
-        landing_admin = f"postgresql://postgres@127.0.0.1:{port}/tidemark"
+        landing_admin = embedded_url(home, port, "tidemark")
         assert wait_for(lambda: _landed_orders(landing_admin) > seeded, 30), "ingestion streams"
         with psycopg.connect(landing_admin, autocommit=True) as conn:  # `views tick` child
             assert wait_for(lambda: conn.execute(
@@ -92,6 +93,10 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
     assert code == 0, log
     assert "PostgreSQL stopped" in log and "Traceback" not in log
     assert not (home / "pgdata" / "postmaster.pid").exists()
+    passwords = read_passwords(home / "pgpass").values()  # every role's, in no output or log
+    assert passwords and not any(p in log for p in passwords)
+    for path in (home / "logs").rglob("*.log"):
+        assert not any(p in path.read_text(errors="replace") for p in passwords), path
 
     proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
     try:
@@ -176,23 +181,26 @@ def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> N
     env.pop("TIDEMARK_SOURCE_URL", None)
     env.pop("TIDEMARK_LANDING_URL", None)
     subprocess.run([TIDEMARK, "db", "start"], env=env, check=True, capture_output=True)
-    admin = f"postgresql://postgres@127.0.0.1:{port}"
+
+    def admin(database: str, user: str = "postgres") -> str:
+        return embedded_url(home, port, database, user)
+
     try:
-        with psycopg.connect(f"{admin}/postgres", autocommit=True) as conn:
+        with psycopg.connect(admin("postgres"), autocommit=True) as conn:
             conn.execute("create database mine")
-        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+        with psycopg.connect(admin("mine"), autocommit=True) as conn:
             conn.execute("create table items (item_id int primary key, name text);"
                          "insert into items values (1, 'one');"
                          "grant select on items to tidemark_ingest")
         added = subprocess.run(
             [TIDEMARK, "source", "add", "mine", "--url",
-             f"postgresql://tidemark_ingest@127.0.0.1:{port}/mine", "--admin-url",
-             f"{admin}/mine"], env=env, capture_output=True, text=True)
+             admin("mine", "tidemark_ingest"), "--admin-url",
+             admin("mine")], env=env, capture_output=True, text=True)
         assert added.returncode == 0, added.stdout + added.stderr
     finally:
         subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True)
     proc, out = _start_up(home, port, "--rate", "0")
-    landed = f"{admin}/tidemark"
+    landed = admin("tidemark")
 
     def items() -> int:
         with psycopg.connect(landed) as conn:
@@ -202,7 +210,7 @@ def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> N
 
     try:
         assert wait_for(lambda: _psql_url(out) is not None, 180), out.read_text()
-        with psycopg.connect(f"{admin}/mine", autocommit=True) as conn:
+        with psycopg.connect(admin("mine"), autocommit=True) as conn:
             conn.execute("insert into items values (2, 'two')")
         assert wait_for(lambda: items() == 2, 60), (home / "logs" / "ingest.log").read_text()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from typing import Annotated
 
 import typer
@@ -34,7 +35,8 @@ def start(json_out: JsonOpt = False) -> None:
     else:
         console.print(f"PostgreSQL is running on 127.0.0.1:{settings.port} "
                       f"(data in {settings.pgdata}).")
-    console.print(f"psql {dbs.reader}")
+    console.print(f"psql {shlex.quote(dbs.reader)}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

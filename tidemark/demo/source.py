@@ -1,9 +1,9 @@
 """Registering the demo database "shop" as a source, like any other (``tidemark source``).
 
-With the embedded server the URLs are stored as they are (loopback, no password: the embedded
-server trusts 127.0.0.1); with an external source (``TIDEMARK_SOURCE_URL``) the registration
-names that variable, so the URL and its password are read from each process's environment and
-never stored.
+With the embedded server the URLs are stored as they are (loopback, no password: they name the
+home's pgpass file, which holds it); with an external source (``TIDEMARK_SOURCE_URL``) the
+registration names that variable, so the URL and its password are read from each process's
+environment and never stored.
 """
 
 from __future__ import annotations

@@ -6,17 +6,21 @@ Roles (least privilege):
 - ``tidemark_ingest``: LOGIN REPLICATION on the source, SELECT on the replicated tables only.
 - ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients.
 
-The embedded server listens on 127.0.0.1 only and trusts loopback connections; against your own
-servers (``TIDEMARK_SOURCE_URL`` / ``TIDEMARK_LANDING_URL``) create these roles with passwords
-yourself (README, "Operations").
+The embedded server listens on 127.0.0.1 only and asks every connection for its role's password
+(``$TIDEMARK_HOME/pgpass``, :mod:`tidemark.stack.credentials`); against your own servers
+(``TIDEMARK_SOURCE_URL`` / ``TIDEMARK_LANDING_URL``) create these roles with passwords yourself
+(README, "Operations").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import hmac
+from collections.abc import Callable, Mapping
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.settings import (
     APP_ROLE,
@@ -25,16 +29,21 @@ from tidemark.settings import (
     READER_ROLE,
     SOURCE_DB,
 )
+from tidemark.stack.credentials import password_statement, role_passwords, scram_verifier
 
 LANDING_SCHEMAS = ("tidemark", "cdc", "live", "staging", "intermediate", "marts", "serving")
 
 
-def ensure_roles(admin_dsn: str) -> None:
-    """Create the Tidemark roles if they do not exist.
+def ensure_roles(admin_dsn: str, passwords: Mapping[str, str] | None = None) -> None:
+    """Create the Tidemark roles if they do not exist, and give them their passwords.
 
     Args:
         admin_dsn: superuser connection to any database of the server.
+        passwords: role name to password; by default those of the pgpass file ``admin_dsn``
+            names (``passfile=``: the embedded server's URLs), else none (your own servers).
     """
+    if passwords is None:
+        passwords = role_passwords(conninfo_to_dict(admin_dsn).get("passfile"))
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for role, options in (
             (APP_ROLE, sql.SQL("login nosuperuser nocreaterole")),
@@ -44,6 +53,35 @@ def ensure_roles(admin_dsn: str) -> None:
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), options))
+        set_passwords(conn, passwords)
+
+
+def set_passwords(conn: psycopg.Connection, passwords: Mapping[str, str]) -> None:
+    """Give each role of ``passwords`` its password, unless its stored verifier already matches.
+
+    Only the SCRAM verifier reaches the server (:func:`scram_verifier`); a verifier is
+    replaced only when it is not the password's, so starts do not rewrite the catalog.
+
+    Args:
+        conn: autocommit superuser connection.
+        passwords: role name to password.
+    """
+    stored = dict(conn.execute("select rolname, rolpassword from pg_authid where rolname = any(%s)",
+                               (list(passwords),)).fetchall())
+    for role, password in passwords.items():
+        if role not in stored or _matches(stored[role], password):
+            continue
+        conn.execute(password_statement(role, password))
+
+
+def _matches(verifier: str | None, password: str) -> bool:
+    """Whether ``verifier`` (``pg_authid.rolpassword``) is the SCRAM verifier of ``password``."""
+    try:
+        salt = base64.b64decode(verifier.split("$")[1].split(":")[1]) if verifier else None
+    except (IndexError, ValueError):
+        return False
+    return salt is not None and verifier.startswith("SCRAM-SHA-256$") and hmac.compare_digest(
+        scram_verifier(password, salt), verifier)
 
 
 def ensure_database(admin_dsn: str, name: str) -> bool:

@@ -35,11 +35,16 @@ def dbt_connection_env(landing_url: str) -> dict[str, str]:
             reads it: a ``?password=`` or ``?user=`` in the query counts as well).
 
     Returns:
-        Connection variables (the password only as the URL gives it; the URL's ``sslmode``,
-        else empty: libpq's ``PGSSLMODE`` or default), telemetry off.
+        Connection variables (the password only as the URL gives it, the URL's ``passfile`` as
+        ``PGPASSFILE``; the URL's ``sslmode``, else empty: libpq's ``PGSSLMODE`` or default),
+        telemetry off.
     """
     params = conninfo_to_dict(landing_url)
+    # dbt's profile has no passfile: the embedded server's URL names its pgpass file, which
+    # libpq in dbt reads from PGPASSFILE (the password never enters the environment)
+    passfile = {"PGPASSFILE": params["passfile"]} if params.get("passfile") else {}
     return {
+        **passfile,
         "TIDEMARK_DBT_SSLMODE": params.get("sslmode") or "",
         "TIDEMARK_DBT_HOST": params.get("host") or "127.0.0.1",
         "TIDEMARK_DBT_PORT": params.get("port") or "5432",

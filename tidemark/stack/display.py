@@ -183,7 +183,8 @@ class UpDisplay:
             self.status.update(state="ready", ready_at=datetime.now(UTC).isoformat())
         self._write(force=True)
         self.bars.stop()
-        self.say(banner)
+        # not wrapped by Rich: the URLs (long with the pgpass path) stay one line to copy
+        self.console.print(banner, highlight=False, markup=False, soft_wrap=True)
 
     def stopped(self) -> None:
         """``tidemark up`` ended: the status file says so."""

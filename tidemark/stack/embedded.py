@@ -4,6 +4,12 @@ The server listens on TCP 127.0.0.1 only (no Unix socket), with ``wal_level=logi
 replication slots and WAL senders for ingestion, Materialize-style sources and tests. When this
 process runs as root, PostgreSQL (which refuses to run as root) runs as the wheel's own system user.
 
+Every connection, replication too, authenticates with ``scram-sha-256``: the roles' passwords are
+in the home's pgpass file (:mod:`tidemark.stack.credentials`), which every URL of the server
+names. The admin password is set in single-user mode before the first start that needs it (a
+new data directory, a home made when the server trusted loopback, a lost pgpass file), so no
+server ever listens without a password in between.
+
 ``pg_ctl`` is always started with its output sent to files: with captured pipes it can hang,
 because the postmaster it forks inherits them.
 """
@@ -21,7 +27,8 @@ import psutil
 import psycopg
 
 from tidemark.errors import DatabaseNotRunningError, DatabaseStartError, PortInUseError
-from tidemark.settings import ADMIN_USER, Settings, embedded_server_url
+from tidemark.settings import ADMIN_USER, PASSFILE, Settings, embedded_server_url
+from tidemark.stack.credentials import ensure_passfile, password_statement
 
 SYSTEM_USER = "embedded_postgres"
 # The only variables initdb, pg_ctl and the server get. The postmaster keeps its environment
@@ -31,6 +38,13 @@ SYSTEM_USER = "embedded_postgres"
 SERVER_ENV = ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "LD_LIBRARY_PATH")
 CRASH_GRACE_S = 15.0
 CONF_FILE = "tidemark.conf"
+# pg_hba.conf: a password for every role and database, replication included; no trust anywhere
+# (no Unix socket is opened, and one configured by hand would ask for the password as well).
+HBA = ("# Written by Tidemark at every start: 127.0.0.1 only, every connection with its password\n"
+       "# (in $TIDEMARK_HOME/pgpass; `tidemark db psql` reads it).\n"
+       "local all all scram-sha-256\n"
+       "host all all 127.0.0.1/32 scram-sha-256\n"
+       "host replication all 127.0.0.1/32 scram-sha-256\n")
 
 BASE_CONF: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
@@ -118,6 +132,7 @@ class EmbeddedServer:
         self.port = settings.port
         self.conf = {**BASE_CONF, "port": str(self.port), **(extra_conf or {})}
         self.log_file = settings.log_dir / "postgresql.log"
+        self.passfile = settings.home / PASSFILE
         self._run_as = SYSTEM_USER if os.geteuid() == 0 else None
 
     # -- inspection -------------------------------------------------------------------------
@@ -149,12 +164,25 @@ class EmbeddedServer:
         try:
             with psycopg.connect(self.admin_url("postgres"), connect_timeout=2):
                 return True
-        except psycopg.OperationalError:
+        except psycopg.OperationalError as exc:
+            # (no SQLSTATE on a failed connection; the server's messages are in English: lc C)
+            if any(m in str(exc) for m in ("password authentication failed",
+                                           "no password supplied")):
+                raise DatabaseStartError(
+                    f"The embedded PostgreSQL server of {self.settings.home} (port {self.port}) "
+                    f"refuses the admin password of {self.passfile} (the file was deleted or "
+                    f"replaced while the server ran). Run `tidemark db stop`, then `tidemark db "
+                    f"start`: a start sets the passwords of that file again.") from None
             return False
 
     def admin_url(self, database: str) -> str:
         """Superuser connection URL of ``database`` on this server."""
-        return embedded_server_url(self.port, database, ADMIN_USER)
+        return self.url(database, ADMIN_USER)
+
+    def url(self, database: str, user: str) -> str:
+        """Connection URL of ``database`` on this server as ``user`` (password: the pgpass file
+        the URL names)."""
+        return embedded_server_url(self.port, database, user, self.passfile)
 
     def status(self) -> ServerStatus:
         """Report whether the server runs, its pid, port and version."""
@@ -188,6 +216,7 @@ class EmbeddedServer:
         """
         if self._postmaster_pid() is not None:
             self._wait_ready(timeout_s)
+            self._secure_running()
             return False
         crashed = self._remove_stale_pid_file()
         # After a crash, the dead postmaster's children need a moment to notice and exit; until
@@ -195,9 +224,13 @@ class EmbeddedServer:
         self._check_port_free(wait_s=CRASH_GRACE_S if crashed else 0.0)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        passwords, new = ensure_passfile(self.settings.home)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
         self._write_conf()
+        if ADMIN_USER in new or not self._hba_current():
+            self._set_admin_password(passwords[ADMIN_USER])
+        self._write_hba()
         self._prepare_log_file()
         self._pg_ctl(["-l", str(self.log_file), "-w", "-t", str(int(timeout_s)), "start"],
                      timeout_s=timeout_s + 10, action="start")
@@ -278,8 +311,9 @@ class EmbeddedServer:
             utils.ensure_prefix_permissions(self.pgdata)
             self._chown_for_server(self.pgdata)
         self.pgdata.chmod(0o700)
+        # reject until start() has set the admin password and written pg_hba.conf
         args = [str(self._binary("initdb")), "-D", str(self.pgdata), "-U", ADMIN_USER,
-                "--auth-host=trust", "--auth-local=trust", "--encoding=UTF8", "--locale=C"]
+                "--auth-host=reject", "--auth-local=reject", "--encoding=UTF8", "--locale=C"]
         log = self.settings.log_dir / "initdb.log"
         self._run(args, log, timeout_s=300, action="initdb")
 
@@ -296,13 +330,44 @@ class EmbeddedServer:
         target = self.pgdata / CONF_FILE
         target.write_text("\n".join(lines) + "\n")
         self._chown_for_server(target)
+
+    def _hba_current(self) -> bool:
+        """Whether pg_hba.conf is :data:`HBA`, written after the pgpass file (else: a new data
+        directory, one of when loopback was trusted, or a pgpass file replaced since: its admin
+        password is set again)."""
         hba = self.pgdata / "pg_hba.conf"
-        hba.write_text(
-            "# Written by Tidemark: the embedded server listens on 127.0.0.1 only.\n"
-            "host all all 127.0.0.1/32 trust\n"
-            "host replication all 127.0.0.1/32 trust\n"
-        )
+        try:
+            return (hba.read_text() == HBA
+                    and hba.stat().st_mtime_ns >= self.passfile.stat().st_mtime_ns)
+        except FileNotFoundError:
+            return False
+
+    def _write_hba(self) -> None:
+        hba = self.pgdata / "pg_hba.conf"
+        hba.write_text(HBA)
         self._chown_for_server(hba)
+
+    def _set_admin_password(self, password: str) -> None:
+        """Store the admin password's SCRAM verifier, the server stopped (single-user mode: no
+        connection is possible meanwhile). The statement goes through stdin, never argv."""
+        statement = password_statement(ADMIN_USER, password).as_string(None)
+        cmd = [str(self._binary("postgres")), "--single", "-D", str(self.pgdata), "postgres"]
+        self._run(cmd, self.settings.log_dir / "pg_ctl.log", timeout_s=120,
+                  action="setting the admin password (single-user mode)",
+                  stdin=statement.encode() + b"\n")
+
+    def _secure_running(self) -> None:
+        """Upgrade a server that runs with a pg_hba.conf of before passwords (it trusts
+        loopback, so the admin URL connects without one): set the passwords, rewrite
+        pg_hba.conf, reload. Nothing to do when it is current."""
+        if self._hba_current():
+            return
+        passwords, _ = ensure_passfile(self.settings.home)
+        with psycopg.connect(self.admin_url("postgres"), autocommit=True,
+                             connect_timeout=5) as conn:
+            conn.execute(password_statement(ADMIN_USER, passwords[ADMIN_USER]))
+            self._write_hba()
+            conn.execute("select pg_reload_conf()")
 
     def _prepare_log_file(self) -> None:
         self.log_file.touch(exist_ok=True)
@@ -318,12 +383,13 @@ class EmbeddedServer:
         cmd = [str(self._binary("pg_ctl")), "-D", str(self.pgdata), *args]
         self._run(cmd, self.settings.log_dir / "pg_ctl.log", timeout_s, action)
 
-    def _run(self, cmd: list[str], log: Path, timeout_s: float, action: str) -> None:
+    def _run(self, cmd: list[str], log: Path, timeout_s: float, action: str,
+             stdin: bytes = b"") -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
             try:
                 result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, timeout=timeout_s,
+                                        input=stdin, timeout=timeout_s,
                                         user=self._run_as, env=server_env(), check=False)
             except subprocess.TimeoutExpired:
                 raise DatabaseStartError(self._failure(f"{action} timed out after {timeout_s:.0f}s",

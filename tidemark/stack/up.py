@@ -16,6 +16,7 @@ process cleanly; a second run reuses all data.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -101,7 +102,7 @@ def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
     return "\n".join([
         "Tidemark is up.",
         *ui,
-        f"  SQL (read-only):  psql {dbs.reader}",
+        f"  SQL (read-only):  psql {shlex.quote(dbs.reader)}",
         f"  source (admin):   {redact(dbs.source)}",
         "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
         f"  status:           tidemark status    logs: {settings.log_dir}",

@@ -6,6 +6,7 @@ import pytest
 
 from orchestration.defs.errors import DefinitionsError
 from orchestration.defs.resources import TidemarkResource
+from tests.support import embedded_url
 from tidemark.errors import SettingsError
 
 
@@ -15,11 +16,11 @@ def test_urls_default_to_the_stack_settings(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("TIDEMARK_SOURCE_URL", raising=False)
     monkeypatch.delenv("TIDEMARK_LANDING_URL", raising=False)
     urls = TidemarkResource().urls()  # no connection is made
-    assert urls.landing_app == "postgresql://tidemark_app@127.0.0.1:56789/tidemark?sslmode=disable"
-    assert urls.source_ingest == "postgresql://tidemark_ingest@127.0.0.1:56789/shop?sslmode=disable"
+    assert urls.landing_app == embedded_url(tmp_path, 56789, "tidemark", "tidemark_app")
+    assert urls.source_ingest == embedded_url(tmp_path, 56789, "shop", "tidemark_ingest")
     explicit = TidemarkResource(landing_app_url="postgresql://u@h:1/x").urls()
     assert explicit.landing_app == "postgresql://u@h:1/x"
-    assert explicit.source == "postgresql://postgres@127.0.0.1:56789/shop?sslmode=disable"
+    assert explicit.source == embedded_url(tmp_path, 56789, "shop")
 
 
 def test_thresholds_and_target(monkeypatch) -> None:
