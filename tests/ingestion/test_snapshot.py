@@ -107,11 +107,16 @@ def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
     pair.src_exec("alter table pgbench_history replica identity full", OUTBOX)
     seen: list = []
     staged: list = []
+    once = threading.Lock()  # the snapshot's copy threads report progress concurrently
 
     def progress(report: object) -> None:
         seen.append(report)
-        if getattr(report, "rows", 0) and not staged:  # copying: the staging tables exist
-            with psycopg.connect(pair.land) as conn:
+        if not getattr(report, "rows", 0):
+            return
+        with once:
+            if staged:
+                return
+            with psycopg.connect(pair.land) as conn:  # copying: the staging tables exist
                 staged.extend(conn.execute(
                     "select relname, reloptions from pg_class where relkind = 'r' and"
                     " relnamespace = to_regnamespace(%s) and relname ~ '^[mc]_'",
