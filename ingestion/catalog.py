@@ -79,31 +79,51 @@ def slot_info(conn: psycopg.Connection, slot: str) -> tuple[bool, int | None] | 
     return None if row is None else (row[0], row[1])
 
 
+def slot_holder(conn: psycopg.Connection, slot: str, timeout_s: float) -> int | None:
+    """Wait up to ``timeout_s`` for ``slot`` to be free; return the server process still holding it.
+
+    A walsender outlives its client by a moment (an ingestion that just ended or was killed), so
+    only a slot still held after the wait is taken as a running ingestion.
+
+    Args:
+        conn: an autocommit connection to the source database.
+        slot: the replication slot's name.
+        timeout_s: how long to wait for the holder to go away.
+
+    Returns:
+        The holder's process id, or None if the slot is free or does not exist.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = slot_info(conn, slot)
+        if info is None or not info[0]:
+            return None
+        if time.monotonic() > deadline:
+            return info[1]
+        time.sleep(0.1)
+
+
 def wait_slot_free(dsn: str, slot: str, timeout_s: float = 30.0) -> None:
     """Wait until no walsender holds ``slot`` (a killed ingestion leaves one for a moment).
 
     Raises:
         SetupError: the slot stayed active, i.e. another ingestion process streams from it.
     """
-    deadline = time.monotonic() + timeout_s
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while True:
-            info = slot_info(conn, slot)
-            if info is None or not info[0]:
-                return
-            if time.monotonic() > deadline:
-                who = conn.execute(
-                    "select coalesce(nullif(application_name, ''), 'a client'),"
-                    " to_char(backend_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),"
-                    " coalesce(host(client_addr), 'local socket') from pg_stat_activity"
-                    " where pid = %s", (info[1],)).fetchone()
-                holder = "" if who is None else \
-                    f" ({who[0]}, from {who[2]}, streaming since {who[1]} UTC)"
-                raise SetupError(
-                    f"Replication slot {slot!r} is in use by server process {info[1]}{holder}:"
-                    f" another `tidemark ingest run` for this source is running (into this or"
-                    f" another landing database). Stop it first.")
-            time.sleep(0.2)
+        pid = slot_holder(conn, slot, timeout_s)
+        if pid is None:
+            return
+        who = conn.execute(
+            "select coalesce(nullif(application_name, ''), 'a client'),"
+            " to_char(backend_start at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS'),"
+            " coalesce(host(client_addr), 'local socket') from pg_stat_activity"
+            " where pid = %s", (pid,)).fetchone()
+        holder = "" if who is None else \
+            f" ({who[0]}, from {who[2]}, streaming since {who[1]} UTC)"
+        raise SetupError(
+            f"Replication slot {slot!r} is in use by server process {pid}{holder}:"
+            f" another `tidemark ingest run` for this source is running (into this or"
+            f" another landing database). Stop it first.")
 
 
 def drop_slot(dsn: str, slot: str) -> None:

@@ -10,14 +10,13 @@ slot and the publication and says what stays in landing.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ingestion.catalog import copy_blocker
+from ingestion.catalog import copy_blocker, slot_holder
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.failures import check_capacity, check_source, first_line, is_transient, permanent
 from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
@@ -165,18 +164,14 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
     with _connect(spec, admin=True) as conn:
         # a walsender outlives its client by a moment (an `ingest catch-up` that just ended):
         # only a slot still held after SLOT_GRACE_S is a running ingestion
-        deadline = time.monotonic() + SLOT_GRACE_S
-        while True:
-            row = conn.execute("select active_pid, database = current_database() from"
-                               " pg_replication_slots where slot_name = %s", (slot,)).fetchone()
-            if row is None or row[0] is None or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        if row is not None and row[0] is not None:
+        pid = slot_holder(conn, slot, SLOT_GRACE_S)
+        if pid is not None:
             raise SourceBusyError(f"Source {spec.name!r} is streaming right now (server process "
-                              f"{row[0]} holds slot {slot!r}). Stop `tidemark ingest run` "
-                              f"first, then remove the source.")
-        if row is not None and not row[1]:
+                                  f"{pid} holds slot {slot!r}). Stop `tidemark ingest run` "
+                                  f"first, then remove the source.")
+        row = conn.execute("select database = current_database() from pg_replication_slots"
+                           " where slot_name = %s", (slot,)).fetchone()
+        if row is not None and not row[0]:
             report.pending.append(f"(slot {slot!r} is in another database of that server; "
                                   f"left alone)")
         elif row is not None:
