@@ -2,9 +2,12 @@
 
 Roles (least privilege):
 
-- ``tidemark_app``: owns the landing schemas; ingestion writes landing and dbt builds as it.
+- ``tidemark_app``: owns the landing schemas but dbt's; ingestion writes landing as it.
+- ``tidemark_dbt``: owns dbt's schemas (staging, intermediate, marts), reads as a reader; dbt
+  builds as it (:mod:`tidemark.stack.privileges`).
 - ``tidemark_ingest``: LOGIN REPLICATION on the source, SELECT on the replicated tables only.
-- ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients.
+- ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients;
+  of Tidemark's internal schema only ``tidemark.views`` and ``tidemark.live_changes``.
 
 The embedded server listens on 127.0.0.1 only and asks every connection for its role's password
 (``$TIDEMARK_HOME/pgpass``, :mod:`tidemark.stack.credentials`); against your own servers
@@ -24,12 +27,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.settings import (
     APP_ROLE,
+    DBT_ROLE,
     INGEST_ROLE,
     LANDING_DB,
     READER_ROLE,
     SOURCE_DB,
 )
 from tidemark.stack.credentials import password_statement, role_passwords, scram_verifier
+from tidemark.stack.privileges import DBT_SCHEMAS, ensure_dbt_role, grant_dbt, keep_private
 
 LANDING_SCHEMAS = ("tidemark", "cdc", "live", "staging", "intermediate", "marts", "serving")
 
@@ -53,6 +58,7 @@ def ensure_roles(admin_dsn: str, passwords: Mapping[str, str] | None = None) -> 
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), options))
+        ensure_dbt_role(conn)
         set_passwords(conn, passwords)
 
 
@@ -102,8 +108,9 @@ def ensure_database(admin_dsn: str, name: str) -> bool:
 
 
 def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) -> None:
-    """Create the landing schemas owned by ``tidemark_app`` and open them read-only to readers,
-    with every schema ``tidemark_app`` creates (the sources' mirror schemas).
+    """Create the landing schemas owned by ``tidemark_app`` (dbt's by ``tidemark_dbt``) and open
+    them read-only to readers, with every schema ``tidemark_app`` creates (the sources' mirror
+    schemas); of ``tidemark`` readers get only what :func:`keep_private` leaves them.
 
     Args:
         landing_dsn: superuser connection to the landing database.
@@ -117,11 +124,13 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
         conn.execute(sql.SQL("grant connect on database {} to {}").format(dbname, reader))
         for schema in schemas:
             name = sql.Identifier(schema)
+            owner = sql.Identifier(DBT_ROLE) if schema in DBT_SCHEMAS else app
             conn.execute(sql.SQL("create schema if not exists {} authorization {}").format(
-                name, app))
+                name, owner))
             conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, reader))
-            conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
-                name, reader))
+            if schema != "tidemark":
+                conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+                    name, reader))
         for owner in (app, sql.Identifier(conn.info.user)):
             conn.execute(sql.SQL(
                 "alter default privileges for role {} grant select on tables to {}"
@@ -139,6 +148,8 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
                 (APP_ROLE, READER_ROLE)).fetchall():
             conn.execute(sql.SQL("grant usage on schema {} to {}").format(
                 sql.Identifier(schema), reader))
+        grant_dbt(conn)
+        keep_private(conn)
         hand_over_engine_objects(conn)
     # Live views' DDL guard: event triggers need a superuser, which this connection is.
     from streaming_views.guard import install_guard_at
