@@ -34,7 +34,13 @@ from tidemark.settings import (
     SOURCE_DB,
 )
 from tidemark.stack.credentials import password_statement, role_passwords, scram_verifier
-from tidemark.stack.privileges import DBT_SCHEMAS, ensure_dbt_role, grant_dbt, keep_private
+from tidemark.stack.privileges import (
+    DBT_SCHEMAS,
+    ensure_dbt_role,
+    grant_dbt,
+    hand_over,
+    keep_private,
+)
 
 LANDING_SCHEMAS = ("tidemark", "cdc", "live", "staging", "intermediate", "marts", "serving")
 
@@ -159,55 +165,6 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
 ENGINE_SCHEMAS = ("tidemark", "tidemark_state", "live")
 """Schemas whose objects the live-view engine and ingestion create as ``tidemark_app``."""
 
-# Server-side, so each name is quoted by PostgreSQL itself (%I, regclass, regprocedure). The
-# event-trigger functions of the DDL guard stay the superuser's: event triggers need one.
-_HAND_OVER = """
-do $hand_over$
-declare
-    item record;
-    app constant text := {app};
-    schemas constant text[] := {schemas};
-begin
-    for item in select n.nspname from pg_namespace n join pg_roles r on r.oid = n.nspowner
-                where r.rolsuper and n.nspname = any (schemas) loop
-        execute format('alter schema %I owner to %I', item.nspname, app);
-    end loop;
-    for item in select c.oid::regclass as rel, c.relkind from pg_class c
-                join pg_namespace n on n.oid = c.relnamespace
-                join pg_roles r on r.oid = c.relowner
-                where r.rolsuper and n.nspname = any (schemas)
-                  and c.relkind in ('r', 'p', 'v', 'm', 'f')
-                order by c.relkind loop
-        execute format('alter %s %s owner to %I', case item.relkind
-            when 'v' then 'view' when 'm' then 'materialized view'
-            when 'f' then 'foreign table' else 'table' end, item.rel, app);
-    end loop;
-    for item in select c.oid::regclass as rel from pg_class c
-                join pg_namespace n on n.oid = c.relnamespace
-                join pg_roles r on r.oid = c.relowner
-                where r.rolsuper and n.nspname = any (schemas) and c.relkind = 'S'
-                  and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
-                                  and d.objid = c.oid and d.deptype in ('a', 'i')) loop
-        execute format('alter sequence %s owner to %I', item.rel, app);
-    end loop;
-    for item in select p.oid::regprocedure as fn from pg_proc p
-                join pg_namespace n on n.oid = p.pronamespace
-                join pg_roles r on r.oid = p.proowner
-                where r.rolsuper and n.nspname = any (schemas)
-                  and not exists (select from pg_event_trigger e where e.evtfoid = p.oid) loop
-        execute format('alter routine %s owner to %I', item.fn, app);
-    end loop;
-    for item in select t.oid::regtype as typ from pg_type t
-                join pg_namespace n on n.oid = t.typnamespace
-                join pg_roles r on r.oid = t.typowner
-                where r.rolsuper and n.nspname = any (schemas) and t.typtype in ('c', 'd', 'e', 'r')
-                  and (t.typrelid = 0 or exists (select from pg_class c where c.oid = t.typrelid
-                                                 and c.relkind = 'c')) loop
-        execute format('alter type %s owner to %I', item.typ, app);
-    end loop;
-end
-$hand_over$"""
-
 
 def hand_over_engine_objects(conn: psycopg.Connection) -> None:
     """Give ``tidemark_app`` what a superuser created in :data:`ENGINE_SCHEMAS`.
@@ -220,8 +177,7 @@ def hand_over_engine_objects(conn: psycopg.Connection) -> None:
     Args:
         conn: autocommit superuser connection to the landing database.
     """
-    conn.execute(sql.SQL(_HAND_OVER).format(app=sql.Literal(APP_ROLE),
-                                            schemas=sql.Literal(list(ENGINE_SCHEMAS))))
+    hand_over(conn, APP_ROLE, ENGINE_SCHEMAS, sql.SQL("r.rolsuper"))
 
 
 def grant_source(source_dsn: str, schema: str = "public") -> None:

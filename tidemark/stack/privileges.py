@@ -29,30 +29,55 @@ PRIVATE_SCHEMAS = ("tidemark", "tidemark_state")
 READER_TABLES = ("tidemark.views", "tidemark.live_changes")
 """The internal relations readers may read: the live views' catalog and change counters."""
 
-# Server-side so that names are quoted by PostgreSQL (%I, regclass). Relations of dbt's
-# schemas that tidemark_app (or a superuser) created become tidemark_dbt's.
-_HAND_OVER_DBT = """
-do $hand_over_dbt$
+# Server-side, so each name is quoted by PostgreSQL itself (%I, regclass, regprocedure). Event
+# trigger functions stay their owner's (the superuser's: event triggers need one).
+_HAND_OVER = """
+do $hand_over$
 declare
     item record;
-    dbt constant text := {dbt};
+    new_owner constant text := {role};
     schemas constant text[] := {schemas};
 begin
-    for item in select n.nspname from pg_namespace n
-                where n.nspname = any (schemas) and n.nspowner <> dbt::regrole loop
-        execute format('alter schema %I owner to %I', item.nspname, dbt);
+    for item in select n.nspname from pg_namespace n join pg_roles r on r.oid = n.nspowner
+                where {taken} and n.nspname = any (schemas) loop
+        execute format('alter schema %I owner to %I', item.nspname, new_owner);
     end loop;
     for item in select c.oid::regclass as rel, c.relkind from pg_class c
                 join pg_namespace n on n.oid = c.relnamespace
-                where n.nspname = any (schemas) and c.relowner <> dbt::regrole
+                join pg_roles r on r.oid = c.relowner
+                where {taken} and n.nspname = any (schemas)
                   and c.relkind in ('r', 'p', 'v', 'm', 'f')
                 order by c.relkind loop
         execute format('alter %s %s owner to %I', case item.relkind
             when 'v' then 'view' when 'm' then 'materialized view'
-            when 'f' then 'foreign table' else 'table' end, item.rel, dbt);
+            when 'f' then 'foreign table' else 'table' end, item.rel, new_owner);
+    end loop;
+    for item in select c.oid::regclass as rel from pg_class c
+                join pg_namespace n on n.oid = c.relnamespace
+                join pg_roles r on r.oid = c.relowner
+                where {taken} and n.nspname = any (schemas) and c.relkind = 'S'
+                  and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
+                                  and d.objid = c.oid and d.deptype in ('a', 'i')) loop
+        execute format('alter sequence %s owner to %I', item.rel, new_owner);
+    end loop;
+    for item in select p.oid::regprocedure as fn from pg_proc p
+                join pg_namespace n on n.oid = p.pronamespace
+                join pg_roles r on r.oid = p.proowner
+                where {taken} and n.nspname = any (schemas)
+                  and not exists (select from pg_event_trigger e where e.evtfoid = p.oid) loop
+        execute format('alter routine %s owner to %I', item.fn, new_owner);
+    end loop;
+    for item in select t.oid::regtype as typ from pg_type t
+                join pg_namespace n on n.oid = t.typnamespace
+                join pg_roles r on r.oid = t.typowner
+                where {taken} and n.nspname = any (schemas) and t.typtype in ('c', 'd', 'e', 'r')
+                  and (t.typrelid = 0 or exists (select from pg_class c where c.oid = t.typrelid
+                                                 and c.relkind = 'c')) loop
+        execute format('alter type %s owner to %I', item.typ, new_owner);
     end loop;
 end
-$hand_over_dbt$"""
+$hand_over$"""
+
 
 _KEEP_PRIVATE_FUNCTION = """
 create or replace function tidemark.keep_private() returns event_trigger
@@ -84,6 +109,22 @@ _KEEP_PRIVATE_TAGS = ("CREATE SCHEMA", "CREATE TABLE", "CREATE TABLE AS", "SELEC
 (``SET SCHEMA``)."""
 
 
+def hand_over(conn: psycopg.Connection, role: str, schemas: tuple[str, ...],
+              taken: sql.Composable) -> None:
+    """Make ``role`` the owner of ``schemas`` and of the relations, sequences (but those owned
+    by a column), routines (but event trigger functions) and types in them whose owner ``r``
+    matches ``taken`` (a condition on ``pg_roles r``, e.g. ``r.rolsuper``).
+
+    Args:
+        conn: autocommit superuser connection to the landing database.
+        role: the new owner.
+        schemas: the schemas handed over, with what is in them.
+        taken: which owners lose their objects.
+    """
+    conn.execute(sql.SQL(_HAND_OVER).format(role=sql.Literal(role), taken=taken,
+                                            schemas=sql.Literal(list(schemas))))
+
+
 def ensure_dbt_role(conn: psycopg.Connection) -> None:
     """Create ``tidemark_dbt`` (LOGIN, no other attribute) if it does not exist.
 
@@ -110,8 +151,8 @@ def grant_dbt(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("grant {} to {}").format(reader, dbt))
     conn.execute(sql.SQL("revoke create on database {} from {}").format(dbname, dbt))
     conn.execute(sql.SQL("grant connect, temporary on database {} to {}").format(dbname, dbt))
-    conn.execute(sql.SQL(_HAND_OVER_DBT).format(dbt=sql.Literal(DBT_ROLE),
-                                                schemas=sql.Literal(list(DBT_SCHEMAS))))
+    hand_over(conn, DBT_ROLE, DBT_SCHEMAS, sql.SQL("r.rolname <> {}").format(
+        sql.Literal(DBT_ROLE)))
     schemas = sql.SQL(", ").join(sql.Identifier(s) for s in DBT_SCHEMAS)
     conn.execute(sql.SQL("grant usage on schema {} to {}, {}").format(schemas, app, reader))
     conn.execute(sql.SQL("grant select on all tables in schema {} to {}, {}").format(
