@@ -32,13 +32,14 @@ ADMIN_USER = "postgres"
 APP_ROLE = "tidemark_app"
 INGEST_ROLE = "tidemark_ingest"
 READER_ROLE = "tidemark_reader"
+DBT_ROLE = "tidemark_dbt"
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS_START_FILE = "partitions_start"
 PASSFILE = "pgpass"  # $TIDEMARK_HOME/pgpass: the embedded roles' passwords (stack/credentials.py)
 
 # Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
 _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
-_URL_FIELDS = ("source_url", "landing_url", "materialize_url")
+_URL_FIELDS = ("source_url", "landing_url", "landing_dbt_url", "materialize_url")
 # A password in a URL's query, and in a key=value connection string ('quoted' or bare).
 _QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]+", re.IGNORECASE)  # empty: no secret
 # (a bare value runs to the next `key=`: a malformed one may hold spaces, all of it is masked)
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
         port: ``TIDEMARK_PG_PORT``: TCP port of the embedded server on 127.0.0.1.
         source_url: ``TIDEMARK_SOURCE_URL``: an external source server, or None (embedded).
         landing_url: ``TIDEMARK_LANDING_URL``: an external landing server, or None (embedded).
+        landing_dbt_url: ``TIDEMARK_LANDING_DBT_URL``: the URL dbt builds with on that external
+            landing server (as ``tidemark_dbt``); None: dbt uses ``TIDEMARK_LANDING_URL`` and
+            Tidemark warns (on the embedded server dbt always runs as ``tidemark_dbt``).
         materialize_url: ``TIDEMARK_MATERIALIZE_URL``: Materialize for live views, or None.
         live_target: ``TIDEMARK_LIVE_TARGET``: where live views deploy (embedded, materialize).
         dagster_port: ``TIDEMARK_DAGSTER_PORT``: port of the Dagster UI on 127.0.0.1.
@@ -101,6 +105,7 @@ class Settings(BaseSettings):
     port: int = Field(DEFAULT_PORT, ge=1024, le=65535, validation_alias="TIDEMARK_PG_PORT")
     source_url: str | None = None
     landing_url: str | None = None
+    landing_dbt_url: str | None = None
     materialize_url: str | None = None
     live_target: Literal["embedded", "materialize"] = "embedded"
     dagster_port: int = Field(DEFAULT_DAGSTER_PORT, ge=1024, le=65535)
@@ -131,7 +136,7 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
 
-    @field_validator("source_url", "landing_url")
+    @field_validator("source_url", "landing_url", "landing_dbt_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None:

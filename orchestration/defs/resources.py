@@ -17,7 +17,7 @@ import dagster as dg
 from orchestration.defs.errors import DefinitionsError
 from tidemark.session_env import unpinned
 from tidemark.settings import Settings, load_settings
-from tidemark.stack.dbt import dbt_connection_env, environment
+from tidemark.stack.dbt import dbt_connection_env, scrubbed_environment
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,15 @@ class Urls:
         source: source admin URL (publication, heartbeats, resync setup).
         source_ingest: source URL the replication stream reads with.
         landing: landing admin URL.
-        landing_app: landing URL that writes (dbt, live views, reconciliation).
+        landing_app: landing URL that writes (live views, reconciliation).
+        landing_dbt: landing URL dbt builds with (``tidemark_dbt`` when embedded).
     """
 
     source: str
     source_ingest: str
     landing: str
     landing_app: str
+    landing_dbt: str
 
 
 class TidemarkResource(dg.ConfigurableResource):
@@ -44,7 +46,9 @@ class TidemarkResource(dg.ConfigurableResource):
         source_url: source admin URL.
         source_ingest_url: source replication URL.
         landing_url: landing admin URL.
-        landing_app_url: landing URL for dbt and the platform writes.
+        landing_app_url: landing URL for the platform writes.
+        landing_dbt_url: landing URL for dbt (unset: the settings', or with explicit URLs
+            ``landing_app_url``).
         live_target: ``embedded`` or ``materialize`` (``TIDEMARK_LIVE_TARGET``).
         materialize_url: Materialize URL (``TIDEMARK_MATERIALIZE_URL``).
         lag_warn_s: ingestion lag above which the lag check warns.
@@ -57,6 +61,7 @@ class TidemarkResource(dg.ConfigurableResource):
     source_ingest_url: str | None = None
     landing_url: str | None = None
     landing_app_url: str | None = None
+    landing_dbt_url: str | None = None
     live_target: str | None = None
     materialize_url: str | None = None
     lag_warn_s: float | None = None
@@ -73,14 +78,16 @@ class TidemarkResource(dg.ConfigurableResource):
         explicit = (self.source_url, self.source_ingest_url, self.landing_url,
                     self.landing_app_url)
         if all(explicit):
-            return Urls(*explicit)  # type: ignore[arg-type]
+            return Urls(*explicit, landing_dbt=self.landing_dbt_url  # type: ignore[arg-type]
+                        or self.landing_app_url)
         from tidemark.stack.databases import locate_databases
 
         dbs = locate_databases(self.settings())
         return Urls(source=self.source_url or dbs.source,
                     source_ingest=self.source_ingest_url or dbs.source_ingest,
                     landing=self.landing_url or dbs.landing,
-                    landing_app=self.landing_app_url or dbs.landing_app)
+                    landing_app=self.landing_app_url or dbs.landing_app,
+                    landing_dbt=self.landing_dbt_url or dbs.landing_dbt)
 
     def target(self) -> str:
         """The live-view target: ``embedded`` or ``materialize``."""
@@ -121,10 +128,13 @@ class TidemarkResource(dg.ConfigurableResource):
         """Point ``dbt_project/profiles.yml`` at the landing database for the block.
 
         The profile reads only ``TIDEMARK_DBT_*`` variables; they are set from
-        :attr:`Urls.landing_app` and restored afterwards. ``DBT_TARGET_PATH`` names the prepared
-        target, so each invocation starts from its partial-parse file instead of a full parse.
+        :attr:`Urls.landing_dbt` and restored afterwards, and the environment's secrets
+        (``PGPASSWORD``, ``TIDEMARK_SOURCE_*``, URLs with a password) are out of it meanwhile:
+        dagster-dbt gives the dbt child a copy of ``os.environ``. ``DBT_TARGET_PATH`` names the
+        prepared target, so each invocation starts from its partial-parse file instead of a
+        full parse.
         """
-        with environment({**dbt_connection_env(self.urls().landing_app),
+        with scrubbed_environment({**dbt_connection_env(self.urls().landing_dbt),
                           "DBT_TARGET_PATH": str(self.settings().dbt_target_dir)}):
             yield
 

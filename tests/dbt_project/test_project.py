@@ -168,7 +168,7 @@ def test_profiles_default_to_the_embedded_stack_and_both_targets_connect(landed:
     assert set(profile["outputs"]) == {"dev", "ci"}
     for output in profile["outputs"].values():
         assert "'127.0.0.1'" in output["host"] and "'55432'" in output["port"]
-        assert "'tidemark_app'" in output["user"] and "'tidemark'" in output["dbname"]
+        assert "'tidemark_dbt'" in output["user"] and "'tidemark'" in output["dbname"]
     for target in ("dev", "ci"):
         result = landed.dbt.invoke("debug", "--target", target, check=False)
         assert result.success, target

@@ -25,6 +25,7 @@ LANDING_SCRIPTS = sorted((DOCKER / "landing").glob("*.sql"))
 ROLE_PASSWORDS = {"shop_app": "SHOP_APP_PASSWORD", "tidemark_ingest": "TIDEMARK_INGEST_PASSWORD",
                   "tidemark_materialize": "TIDEMARK_MZ_SOURCE_PASSWORD",
                   "tidemark_app": "TIDEMARK_APP_PASSWORD",
+                  "tidemark_dbt": "TIDEMARK_DBT_PASSWORD",
                   "tidemark_reader": "TIDEMARK_READER_PASSWORD",
                   "dagster": "DAGSTER_POSTGRES_PASSWORD"}
 
@@ -79,12 +80,14 @@ def test_passwords_come_from_the_environment(initialised: EmbeddedServer) -> Non
         ok = conn.execute(
             "select rolname, rolpassword is not null and rolpassword not like %s"
             " from pg_authid where rolname in ('shop_app', 'tidemark_ingest',"
-            " 'tidemark_materialize', 'tidemark_app', 'tidemark_reader', 'dagster')",
+            " 'tidemark_materialize', 'tidemark_app', 'tidemark_dbt', 'tidemark_reader',"
+            " 'dagster')",
             ("%dev-only%",)).fetchall()
     # Stored hashed (SCRAM), never as the plain text of docker/dev.env.
     assert sorted(ok) == sorted((r, True) for r in ("shop_app", "tidemark_ingest",
                                                     "tidemark_materialize", "tidemark_app",
-                                                    "tidemark_reader", "dagster"))
+                                                    "tidemark_dbt", "tidemark_reader",
+                                                    "dagster"))
 
 
 def test_demo_tables_are_owned_by_the_app_and_published(landed: EmbeddedServer) -> None:
@@ -209,3 +212,19 @@ def _one_op_job():
         one()
 
     return probe
+
+
+def test_dbt_role_builds_in_its_schemas_only(landed: EmbeddedServer) -> None:
+    dbt = role_url(landed, "tidemark_dbt", "tidemark")
+    with psycopg.connect(dbt, autocommit=True) as conn:
+        conn.execute("create or replace view staging.stg_check as select count(*) n"
+                     " from shop.orders")
+        conn.execute("create table marts.fct_check as select * from staging.stg_check")
+        conn.execute("create temporary table scratch (n int)")
+        for statement in ("create table tidemark.sneaky (n int)", "create schema sneaky",
+                          "create table shop.sneaky (n int)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    for role in ("tidemark_reader", "tidemark_app"):
+        with psycopg.connect(role_url(landed, role, "tidemark")) as conn:
+            assert conn.execute("select count(*) from marts.fct_check").fetchone() == (1,)

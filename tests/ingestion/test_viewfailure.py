@@ -55,7 +55,7 @@ def test_catch_up_breaks_the_failing_view_and_lands_the_row(
         assert conn.execute("select n from live.total").fetchone() == (4,)
     # What `tidemark status` shows in its live views table.
     shown = {v["name"]: v for v in views_layer(
-        Databases(pair.src, pair.land, pair.src, pair.land, pair.land, None))}
+        Databases(pair.src, pair.land, pair.src, pair.land, pair.land, pair.land, None))}
     assert shown["casts"]["status"].startswith("broken: ") and shown["casts"]["rows"] is None
     assert shown["total"]["status"] == "ok" and shown["total"]["rows"] == 1
     # Redeploying while the row is there says what is wrong, in the user's terms.

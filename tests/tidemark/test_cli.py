@@ -151,7 +151,7 @@ def test_status_shows_the_other_layers_when_a_contract_does_not_load(
     monkeypatch.setattr(contracts.loader, "PACKAGE_ROOT", tmp_path / "contracts")
     url = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
     summary = collect(Settings(home=tmp_path / "home", port=free_port(), source_url=None,
-                               landing_url=None), Databases(url, url, url, url, url, None),
+                               landing_url=None), Databases(url, url, url, url, url, url, None),
                       dagster=False)
     error = summary["watermarks"]["error"]
     assert "contracts/shop/refunds.yml" in error and "invalid YAML" in error, error

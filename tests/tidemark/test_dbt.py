@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,33 @@ def test_definitions_load_when_the_environment_is_not_activated(tmp_path: Path) 
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == os.path.join(SCRIPTS, "dbt")
+
+
+SECRETS = {"PGPASSWORD": "pg-secret", "TIDEMARK_SOURCE_SHOP_PASSWORD": "source-secret",
+           "TIDEMARK_SOURCE_URL": "postgresql://admin@src/shop",
+           "BI_URL": "postgresql://bi:url-secret@h/db"}
+
+
+def test_dbt_child_gets_no_secret_of_the_environment(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # dbt ran with the whole environment of `tidemark up` / Dagster: a model, macro or package
+    # could read PGPASSWORD, the sources' passwords and any URL holding one (env_var()).
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        "name: envcheck\nversion: '1.0'\nconfig-version: 2\nprofile: tidemark\n")
+    (project / "profiles.yml").write_text(
+        (Path(__file__).parents[2] / "dbt_project" / "profiles.yml").read_text())
+    names = [*SECRETS, "TIDEMARK_DBT_PASSWORD", "KEPT"]
+    meta = ", ".join(f"'{n}': env_var('{n}', 'absent')" for n in names)
+    (project / "models" / "shown.sql").write_text(
+        f"{{{{ config(meta={{{meta}}}) }}}}\nselect 1 as n\n")
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("KEPT", "ordinary")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    run_dbt(["parse"], "postgresql://tidemark_dbt:dbt-pw@127.0.0.1:1/x", tmp_path)
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    shown = manifest["nodes"]["model.envcheck.shown"]["config"]["meta"]
+    assert shown == {**dict.fromkeys(SECRETS, "absent"), "TIDEMARK_DBT_PASSWORD": "dbt-pw",
+                     "KEPT": "ordinary"}

@@ -2,9 +2,12 @@
 
 Roles (least privilege):
 
-- ``tidemark_app``: owns the landing schemas; ingestion writes landing and dbt builds as it.
+- ``tidemark_app``: owns the landing schemas but dbt's; ingestion writes landing as it.
+- ``tidemark_dbt``: owns dbt's schemas (staging, intermediate, marts), reads as a reader; dbt
+  builds as it (:mod:`tidemark.stack.privileges`).
 - ``tidemark_ingest``: LOGIN REPLICATION on the source, SELECT on the replicated tables only.
-- ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients.
+- ``tidemark_reader``: read-only on landing (mirror, live views, marts, serving) for SQL clients;
+  of Tidemark's internal schema only ``tidemark.views`` and ``tidemark.live_changes``.
 
 The embedded server listens on 127.0.0.1 only and asks every connection for its role's password
 (``$TIDEMARK_HOME/pgpass``, :mod:`tidemark.stack.credentials`); against your own servers
@@ -24,12 +27,20 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.settings import (
     APP_ROLE,
+    DBT_ROLE,
     INGEST_ROLE,
     LANDING_DB,
     READER_ROLE,
     SOURCE_DB,
 )
 from tidemark.stack.credentials import password_statement, role_passwords, scram_verifier
+from tidemark.stack.privileges import (
+    DBT_SCHEMAS,
+    ensure_dbt_role,
+    grant_dbt,
+    hand_over,
+    keep_private,
+)
 
 LANDING_SCHEMAS = ("tidemark", "cdc", "live", "staging", "intermediate", "marts", "serving")
 
@@ -53,6 +64,7 @@ def ensure_roles(admin_dsn: str, passwords: Mapping[str, str] | None = None) -> 
             exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
             if not exists:
                 conn.execute(sql.SQL("create role {} {}").format(sql.Identifier(role), options))
+        ensure_dbt_role(conn)
         set_passwords(conn, passwords)
 
 
@@ -102,8 +114,9 @@ def ensure_database(admin_dsn: str, name: str) -> bool:
 
 
 def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) -> None:
-    """Create the landing schemas owned by ``tidemark_app`` and open them read-only to readers,
-    with every schema ``tidemark_app`` creates (the sources' mirror schemas).
+    """Create the landing schemas owned by ``tidemark_app`` (dbt's by ``tidemark_dbt``) and open
+    them read-only to readers, with every schema ``tidemark_app`` creates (the sources' mirror
+    schemas); of ``tidemark`` readers get only what :func:`keep_private` leaves them.
 
     Args:
         landing_dsn: superuser connection to the landing database.
@@ -117,11 +130,13 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
         conn.execute(sql.SQL("grant connect on database {} to {}").format(dbname, reader))
         for schema in schemas:
             name = sql.Identifier(schema)
+            owner = sql.Identifier(DBT_ROLE) if schema in DBT_SCHEMAS else app
             conn.execute(sql.SQL("create schema if not exists {} authorization {}").format(
-                name, app))
+                name, owner))
             conn.execute(sql.SQL("grant usage on schema {} to {}").format(name, reader))
-            conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
-                name, reader))
+            if schema != "tidemark":
+                conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(
+                    name, reader))
         for owner in (app, sql.Identifier(conn.info.user)):
             conn.execute(sql.SQL(
                 "alter default privileges for role {} grant select on tables to {}"
@@ -139,6 +154,8 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
                 (APP_ROLE, READER_ROLE)).fetchall():
             conn.execute(sql.SQL("grant usage on schema {} to {}").format(
                 sql.Identifier(schema), reader))
+        grant_dbt(conn)
+        keep_private(conn)
         hand_over_engine_objects(conn)
     # Live views' DDL guard: event triggers need a superuser, which this connection is.
     from streaming_views.guard import install_guard_at
@@ -147,55 +164,6 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
 
 ENGINE_SCHEMAS = ("tidemark", "tidemark_state", "live")
 """Schemas whose objects the live-view engine and ingestion create as ``tidemark_app``."""
-
-# Server-side, so each name is quoted by PostgreSQL itself (%I, regclass, regprocedure). The
-# event-trigger functions of the DDL guard stay the superuser's: event triggers need one.
-_HAND_OVER = """
-do $hand_over$
-declare
-    item record;
-    app constant text := {app};
-    schemas constant text[] := {schemas};
-begin
-    for item in select n.nspname from pg_namespace n join pg_roles r on r.oid = n.nspowner
-                where r.rolsuper and n.nspname = any (schemas) loop
-        execute format('alter schema %I owner to %I', item.nspname, app);
-    end loop;
-    for item in select c.oid::regclass as rel, c.relkind from pg_class c
-                join pg_namespace n on n.oid = c.relnamespace
-                join pg_roles r on r.oid = c.relowner
-                where r.rolsuper and n.nspname = any (schemas)
-                  and c.relkind in ('r', 'p', 'v', 'm', 'f')
-                order by c.relkind loop
-        execute format('alter %s %s owner to %I', case item.relkind
-            when 'v' then 'view' when 'm' then 'materialized view'
-            when 'f' then 'foreign table' else 'table' end, item.rel, app);
-    end loop;
-    for item in select c.oid::regclass as rel from pg_class c
-                join pg_namespace n on n.oid = c.relnamespace
-                join pg_roles r on r.oid = c.relowner
-                where r.rolsuper and n.nspname = any (schemas) and c.relkind = 'S'
-                  and not exists (select from pg_depend d where d.classid = 'pg_class'::regclass
-                                  and d.objid = c.oid and d.deptype in ('a', 'i')) loop
-        execute format('alter sequence %s owner to %I', item.rel, app);
-    end loop;
-    for item in select p.oid::regprocedure as fn from pg_proc p
-                join pg_namespace n on n.oid = p.pronamespace
-                join pg_roles r on r.oid = p.proowner
-                where r.rolsuper and n.nspname = any (schemas)
-                  and not exists (select from pg_event_trigger e where e.evtfoid = p.oid) loop
-        execute format('alter routine %s owner to %I', item.fn, app);
-    end loop;
-    for item in select t.oid::regtype as typ from pg_type t
-                join pg_namespace n on n.oid = t.typnamespace
-                join pg_roles r on r.oid = t.typowner
-                where r.rolsuper and n.nspname = any (schemas) and t.typtype in ('c', 'd', 'e', 'r')
-                  and (t.typrelid = 0 or exists (select from pg_class c where c.oid = t.typrelid
-                                                 and c.relkind = 'c')) loop
-        execute format('alter type %s owner to %I', item.typ, app);
-    end loop;
-end
-$hand_over$"""
 
 
 def hand_over_engine_objects(conn: psycopg.Connection) -> None:
@@ -209,8 +177,7 @@ def hand_over_engine_objects(conn: psycopg.Connection) -> None:
     Args:
         conn: autocommit superuser connection to the landing database.
     """
-    conn.execute(sql.SQL(_HAND_OVER).format(app=sql.Literal(APP_ROLE),
-                                            schemas=sql.Literal(list(ENGINE_SCHEMAS))))
+    hand_over(conn, APP_ROLE, ENGINE_SCHEMAS, sql.SQL("r.rolsuper"))
 
 
 def grant_source(source_dsn: str, schema: str = "public") -> None:

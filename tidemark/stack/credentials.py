@@ -2,7 +2,8 @@
 
 The embedded server authenticates every TCP connection with ``scram-sha-256`` (no ``trust``:
 any local user could otherwise be its superuser). Each Tidemark home has one password per role
-(the admin ``postgres``, ``tidemark_app``, ``tidemark_ingest``, ``tidemark_reader``), generated
+(the admin ``postgres``, ``tidemark_app``, ``tidemark_dbt``, ``tidemark_ingest``,
+``tidemark_reader``), generated
 on first use and kept in ``$TIDEMARK_HOME/pgpass`` (mode 0600, libpq's pgpass format). Every
 embedded URL names that file (``passfile=...``), so psycopg 3, psycopg2, ``psql`` and, through
 ``PGPASSFILE``, dbt read the password themselves: it is never in a URL, an argument, a log or
@@ -22,9 +23,16 @@ from pathlib import Path
 
 from psycopg import sql
 
-from tidemark.settings import ADMIN_USER, APP_ROLE, INGEST_ROLE, PASSFILE, READER_ROLE
+from tidemark.settings import (
+    ADMIN_USER,
+    APP_ROLE,
+    DBT_ROLE,
+    INGEST_ROLE,
+    PASSFILE,
+    READER_ROLE,
+)
 
-ROLES = (ADMIN_USER, APP_ROLE, INGEST_ROLE, READER_ROLE)
+ROLES = (ADMIN_USER, APP_ROLE, DBT_ROLE, INGEST_ROLE, READER_ROLE)
 """The roles of the embedded server that log in with a password of :func:`ensure_passfile`."""
 
 HOST = "127.0.0.1"

@@ -6,6 +6,7 @@ Every command that needs a database calls :func:`ensure_databases` (start if nee
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import psycopg
@@ -14,6 +15,7 @@ from tidemark.errors import ExternalServerError
 from tidemark.session_env import pin_url
 from tidemark.settings import (
     APP_ROLE,
+    DBT_ROLE,
     INGEST_ROLE,
     LANDING_DB,
     SOURCE_DB,
@@ -32,7 +34,10 @@ class Databases:
         source: superuser (or owner) URL of the source database.
         landing: superuser (or owner) URL of the landing database.
         source_ingest: URL ingestion uses to read the source (replication role when embedded).
-        landing_app: URL ingestion and dbt use to write landing (``tidemark_app`` when embedded).
+        landing_app: URL ingestion and the platform write landing with (``tidemark_app`` when
+            embedded).
+        landing_dbt: URL dbt builds with (``tidemark_dbt`` when embedded; on your own landing
+            server ``TIDEMARK_LANDING_DBT_URL``, else ``TIDEMARK_LANDING_URL`` with a warning).
         reader: read-only URL for SQL clients.
         server: the embedded server, when one is used.
     """
@@ -41,6 +46,7 @@ class Databases:
     landing: str
     source_ingest: str
     landing_app: str
+    landing_dbt: str
     reader: str
     server: EmbeddedServer | None
 
@@ -53,9 +59,30 @@ def locate_databases(settings: Settings) -> Databases:
         landing=settings.landing_dsn(),
         source_ingest=pin_url(settings.source_url) or settings.embedded_url(SOURCE_DB, INGEST_ROLE),
         landing_app=pin_url(settings.landing_url) or settings.embedded_url(LANDING_DB, APP_ROLE),
+        landing_dbt=dbt_url(settings),
         reader=settings.reader_dsn(),
         server=server,
     )
+
+
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def dbt_url(settings: Settings) -> str:
+    """The landing URL dbt builds with: ``tidemark_dbt`` on the embedded server; on your own
+    landing server ``TIDEMARK_LANDING_DBT_URL``, else (warned once per process)
+    ``TIDEMARK_LANDING_URL``, whose role owns far more than dbt needs."""
+    if settings.landing_url is None:
+        return settings.embedded_url(LANDING_DB, DBT_ROLE)
+    if settings.landing_dbt_url is not None:
+        return pin_url(settings.landing_dbt_url)  # type: ignore[return-value]
+    if "TIDEMARK_LANDING_DBT_URL" not in _warned:
+        _warned.add("TIDEMARK_LANDING_DBT_URL")
+        _log.warning("TIDEMARK_LANDING_DBT_URL is not set: dbt builds with TIDEMARK_LANDING_URL's "
+                     "role. Create the role tidemark_dbt (README, \"Roles\") and set "
+                     "TIDEMARK_LANDING_DBT_URL to its URL.")
+    return pin_url(settings.landing_url)  # type: ignore[return-value]
 
 
 def ensure_databases(settings: Settings) -> Databases:

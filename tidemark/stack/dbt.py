@@ -2,13 +2,16 @@
 
 ``dbt_project/profiles.yml`` reads its connection from ``TIDEMARK_DBT_*`` variables;
 :func:`dbt_env` derives them from a landing URL, so every caller (``tidemark up``, Dagster, tests,
-benchmarks) points dbt at the same database the same way.
+benchmarks) points dbt at the same database the same way. That URL is the one of ``tidemark_dbt``
+(``Databases.landing_dbt``), and the dbt child process gets none of the other secrets of the
+environment (:func:`child_environment`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.errors import TidemarkError
-from tidemark.settings import Settings, load_settings
+from tidemark.settings import Settings, load_settings, redact
 
 
 class DbtRunError(TidemarkError):
@@ -72,6 +75,58 @@ def dbt_env(landing_url: str, work_dir: Path, target: str = "dev") -> dict[str, 
     }
 
 
+KEPT_SECRETS = frozenset({"TIDEMARK_DBT_PASSWORD"})
+"""The one secret a dbt child keeps: its own role's password, from its URL."""
+
+_SECRET_NAME = re.compile(r"^(PGPASSWORD$|TIDEMARK_SOURCE_|.*PASSWORD$)", re.IGNORECASE)
+
+
+def is_secret(name: str, value: str) -> bool:
+    """Whether the environment variable ``name`` is a secret a dbt child must not get.
+
+    ``PGPASSWORD``, every ``TIDEMARK_SOURCE_*`` (a source's URL and its
+    ``TIDEMARK_SOURCE_<NAME>_PASSWORD``), any other ``*PASSWORD`` variable, and any variable whose
+    value holds a password (a URL or connection string :func:`~tidemark.settings.redact` masks)
+    — but :data:`KEPT_SECRETS`.
+    """
+    if name in KEPT_SECRETS:
+        return False
+    if _SECRET_NAME.match(name):
+        return True
+    try:
+        return redact(value).count("***") > value.count("***")
+    except ValueError:  # unreadable as a URL (e.g. a bad IPv6 host): may hold user:password@
+        return "@" in value
+
+
+def child_environment(base: dict[str, str] | os._Environ[str], values: dict[str, str]
+                      ) -> dict[str, str]:
+    """The environment of a dbt child process: ``base`` without its secrets, plus ``values``.
+
+    Args:
+        base: the parent's environment (``os.environ``).
+        values: what dbt needs (:func:`dbt_env`), kept as they are.
+    """
+    return {**{k: v for k, v in base.items() if not is_secret(k, v)}, **values}
+
+
+@contextmanager
+def scrubbed_environment(values: dict[str, str]) -> Iterator[None]:
+    """:func:`environment` for the block, with the secrets of :func:`is_secret` removed.
+
+    For dbt children started by a library that copies ``os.environ`` (dagster-dbt): the
+    removed variables are restored afterwards.
+    """
+    removed = {k: v for k, v in os.environ.items() if is_secret(k, v) and k not in values}
+    for name in removed:
+        del os.environ[name]
+    try:
+        with environment(values):
+            yield
+    finally:
+        os.environ.update(removed)
+
+
 @contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the block, then restore the previous values."""
@@ -121,7 +176,7 @@ def run_dbt(args: list[str], landing_url: str, work_dir: Path,
 
     Args:
         args: the command and its arguments, e.g. ``["build", "--select", "tag:daily"]``.
-        landing_url: the landing database.
+        landing_url: the landing database, as dbt's role (``Databases.landing_dbt``).
         work_dir: where dbt writes ``target/`` and logs.
         vars: dbt ``--vars``.
         log: file receiving dbt's output (default: ``work_dir/dbt.log``).
@@ -139,7 +194,8 @@ def run_dbt(args: list[str], landing_url: str, work_dir: Path,
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, **dbt_env(landing_url, work_dir)},
+                              env=child_environment(os.environ,
+                                                    dbt_env(landing_url, work_dir)),
                               check=False).returncode
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])

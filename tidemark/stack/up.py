@@ -197,7 +197,7 @@ class _Up:
         from tidemark.stack.partitions import record_partitions_start
 
         settings, options, display = self.settings, self.options, self.display
-        landing_url = locate_databases(settings).landing_app
+        landing_url = locate_databases(settings).landing_dbt
         # dbt parse needs no database: it runs beside the start, the seed and the catch-up; so
         # do the imports of the Dagster and dbt libraries the build needs (seconds of CPU).
         self.parse = _Background(lambda: parse_project(settings, landing_url))

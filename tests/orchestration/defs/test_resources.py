@@ -41,3 +41,39 @@ def test_thresholds_and_target(monkeypatch) -> None:
     monkeypatch.delenv("TIDEMARK_MATERIALIZE_URL", raising=False)
     with pytest.raises(DefinitionsError, match="TIDEMARK_MATERIALIZE_URL"):
         TidemarkResource(live_target="materialize").mz_url()
+
+
+def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
+                                                                   tmp_path) -> None:
+    # dagster-dbt gives its dbt child a copy of os.environ: on main that held PGPASSWORD,
+    # the sources' URLs and passwords, and dbt logged in as tidemark_app.
+    import os
+
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    monkeypatch.setenv("TIDEMARK_PG_PORT", "56789")
+    monkeypatch.delenv("TIDEMARK_LANDING_URL", raising=False)
+    monkeypatch.setenv("PGPASSWORD", "pg-secret")
+    monkeypatch.setenv("TIDEMARK_SOURCE_CRM_PASSWORD", "source-secret")
+    monkeypatch.setenv("TIDEMARK_MATERIALIZE_URL", "postgresql://mz:mz-secret@h:6875/mz")
+    with TidemarkResource().dbt_environment():
+        assert os.environ["TIDEMARK_DBT_USER"] == "tidemark_dbt"
+        assert os.environ["TIDEMARK_DBT_PASSWORD"] == ""  # libpq reads PGPASSFILE
+        for name in ("PGPASSWORD", "TIDEMARK_SOURCE_CRM_PASSWORD", "TIDEMARK_MATERIALIZE_URL"):
+            assert name not in os.environ
+    assert os.environ["PGPASSWORD"] == "pg-secret"  # restored for the rest of the run
+    assert os.environ["TIDEMARK_MATERIALIZE_URL"].startswith("postgresql://mz:")
+
+
+def test_dbt_url_on_your_own_landing_server(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("TIDEMARK_LANDING_URL", "postgresql://owner:pw@landing.example/tidemark")
+    monkeypatch.delenv("TIDEMARK_LANDING_DBT_URL", raising=False)
+    from tidemark.stack import databases
+
+    monkeypatch.setattr(databases, "_warned", set())  # once per process: this test's turn
+    with caplog.at_level("WARNING"):
+        urls = TidemarkResource().urls()  # falls back, with a warning, never fails
+    assert "TIDEMARK_LANDING_DBT_URL is not set" in caplog.text
+    assert urls.landing_dbt.startswith("postgresql://owner:pw@landing.example/tidemark")
+    monkeypatch.setenv("TIDEMARK_LANDING_DBT_URL", "postgresql://tidemark_dbt@landing.example/t")
+    assert TidemarkResource().urls().landing_dbt.startswith(
+        "postgresql://tidemark_dbt@landing.example/t")
