@@ -134,11 +134,15 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         if since is not None:
             conds.append(sql.SQL("coalesce(commit_at, first_seen_at) >= clock_timestamp() - %s"))
             params.append(since)
+        where = sql.SQL(" and ").join(conds)
+        # letters replayed before are counted, not read and locked: they pile up with history
+        counts["skipped"] = conn.execute(sql.SQL(
+            "select count(*) from tidemark.dead_letters where {} and replayed_at is not null"
+        ).format(where), tuple(params)).fetchone()[0]
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
-            " txid, replayed_at is not null from tidemark.dead_letters where {} order by"
-            " commit_lsn, seq for update").format(sql.SQL(" and ").join(conds)),
-            tuple(params)).fetchall()
+            " txid, false from tidemark.dead_letters where {} and replayed_at is null order by"
+            " commit_lsn, seq for update").format(where), tuple(params)).fetchall()
         superseded = _superseded(conn, applier.tables, letters)
         for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid, done in letters:
             info = applier.tables.get(name)
@@ -227,10 +231,10 @@ def purge_dead_letters(landing_dsn: str, source: str, older_than: timedelta, *,
     """
     state = sql.SQL("") if waiting else sql.SQL(" and replayed_at is not null")
     step = sql.SQL(
-        "with doomed as (select id from tidemark.dead_letters where source = %s"
-        " and first_seen_at < %s and (first_seen_at, id) > (%s, %s){} order by first_seen_at,"
-        " id limit %s) delete from tidemark.dead_letters d using doomed where d.id = doomed.id"
-        " returning d.first_seen_at, d.id").format(state)
+        "delete from tidemark.dead_letters where id = any(array(select id from"
+        " tidemark.dead_letters where source = %s and first_seen_at < %s and (first_seen_at, id)"
+        " > (%s, %s){} order by first_seen_at, id limit %s)) returning first_seen_at, id"
+    ).format(state)
     deleted = 0
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)

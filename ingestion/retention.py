@@ -35,13 +35,13 @@ from ingestion.tables import TableInfo, load_tables
 BATCH_ROWS = 50_000
 """Changelog rows deleted per landing transaction."""
 
-_BOUNDARY = sql.SQL("select _commit_lsn::text, _seq from {} where _ingested_at >= %s"
+_BOUNDARY = sql.SQL("select _commit_lsn::text as lsn, _seq from {} where _ingested_at >= %s"
                     " order by _commit_lsn, _seq limit 1")
 """The first row in commit order that is not old (an index scan in commit order that stops at
-it: it reads the old rows once)."""
+it: it reads the old rows once). Ordered by the column, not by its text (``lsn``)."""
 
-_BATCH_END = sql.SQL("select _commit_lsn::text, _seq from {} where {} order by _commit_lsn, _seq"
-                     " offset %s limit 1")
+_BATCH_END = sql.SQL("select _commit_lsn::text as lsn, _seq from {} c where {} order by"
+                     " c._commit_lsn, c._seq offset %s limit 1")
 _DELETE = sql.SQL("delete from {} where {}")
 
 
@@ -83,13 +83,14 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
     if not conn.execute("select to_regclass(%s) is not null",
                         (info.changelog.as_string(conn),)).fetchone()[0]:
         return {"deleted": 0, "kept_for": None}
-    bound = conn.execute(_BOUNDARY.format(info.changelog), (cutoff,)).fetchone()
+    bound = conn.execute(_BOUNDARY.format(info.changelog), (cutoff,)
+                         ).fetchone()
     letter = conn.execute(
         "select min(commit_lsn)::text from tidemark.dead_letters where source = %s and"
         " table_name = %s and replayed_at is null", (info.source, info.name)).fetchone()[0]
     if bound is None:  # every row is old: up to the newest now, not rows landing meanwhile
-        bound = conn.execute(sql.SQL("select _commit_lsn::text, _seq + 1 from {} order by"
-                                     " _commit_lsn desc, _seq desc limit 1").format(
+        bound = conn.execute(sql.SQL("select _commit_lsn::text as lsn, _seq + 1 from {} c"
+                                     " order by c._commit_lsn desc, c._seq desc limit 1").format(
             info.changelog)).fetchone()
         if bound is None:
             return {"deleted": 0, "kept_for": None}
