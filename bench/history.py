@@ -3,8 +3,9 @@ bound them (`dlq list`, `dlq purge`, `dlq replay`'s superseded check, `ingest pr
 
 Seeds, by SQL, ``--changelog`` rows of one table's changelog (keys among ``--keys``, landed
 over the last 180 days in commit order) and ``--letters`` dead letters (every tenth waiting, the
-rest replayed, first seen over the last 60 days; the newest 200 waiting letters are of the
-table, with keys of it). Then prints the plan (EXPLAIN ANALYZE) and time of each statement the
+rest replayed, first seen over the last 60 days; 200 waiting letters spread over the whole
+history are of the table, with keys of it: the superseded check's worst case, its range is the
+whole changelog). Then prints the plan (EXPLAIN ANALYZE) and time of each statement the
 commands run per page or batch, and each command's time. Runs against the tree on PYTHONPATH:
 on main (no limit, no purge, no prune) it times what main has (every letter listed, the
 per-letter superseded check).
@@ -35,25 +36,26 @@ def seed(src: str, land: str, source: str, rows: int, keys: int, letters: int) -
     with psycopg.connect(src, autocommit=True) as conn:
         conn.execute("create table t (id int primary key, v text)")
     catch_up(src, land, source)
+    spread = max(1, letters // 200)  # every spread-th letter is of the table, and waiting
     with psycopg.connect(land, autocommit=True) as conn:
         conn.execute(sql.SQL(
             "insert into {} (id, v, _op, _lsn, _commit_lsn, _seq, _commit_at, _txid, _ingested_at)"
-            " select (i * 7919) %% %s, 'value ' || i, 'u', lsn, lsn, 0, ts, i, ts from"
+            " select ((i::bigint * 7919) %% %s)::int, 'value ' || i, 'u', lsn, lsn, 0, ts, i,"
+            " ts from"
             " (select i, ('1/0'::pg_lsn + i * 100) lsn, now() - interval '180 days'"
             " + (i::float8 / %s) * interval '180 days' ts from generate_series(1, %s) i) g"
         ).format(sql.Identifier("cdc", f"{source}__t")), (keys, rows, rows))
         conn.execute(
             "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
             " reason, raw_row, first_seen_at, replayed_at, replay_result)"
-            " select %s, case when i > %s then 't' else 'other' end, lsn, lsn, 1, 'u',"
+            " select %s, case when i %% %s = 0 then 't' else 'other' end, lsn, lsn, 1, 'u',"
             " 'region not allowed', jsonb_build_object('id', ((i * 31) %% %s)::text, 'v', 'x'),"
             " now() - interval '60 days' + (i::float8 / %s) * interval '60 days',"
-            " case when i %% 10 <> 0 and i <= %s then now() end,"
-            " case when i %% 10 <> 0 and i <= %s then 'superseded' end"
+            " case when i %% 10 <> 0 and i %% %s <> 0 then now() end,"
+            " case when i %% 10 <> 0 and i %% %s <> 0 then 'superseded' end"
             " from (select i, ('1/0'::pg_lsn + (i::float8 / %s * %s)::bigint * 100) lsn"
             " from generate_series(1, %s) i) g",
-            (source, letters - 200, keys, letters, letters - 200, letters - 200, letters, rows,
-             letters))
+            (source, spread, keys, letters, spread, spread, letters, rows, letters))
         conn.execute("vacuum analyze tidemark.dead_letters")
         conn.execute(sql.SQL("vacuum analyze {}").format(sql.Identifier("cdc", f"{source}__t")))
 

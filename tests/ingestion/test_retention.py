@@ -157,3 +157,25 @@ def test_prune_keeps_what_a_waiting_dead_letter_needs(pair: Pair, tmp_path: Path
     # once the letter is replayed (resolved), nothing holds the old rows back
     result = prune_changelog(pair.land, pair.source, timedelta(days=90), table="stores")
     assert result["stores"] == {"deleted": 1, "kept_for": None}
+
+
+def test_status_names_a_slot_that_retains_wal(pair: Pair) -> None:
+    """On main `tidemark status` said nothing of a slot holding WAL back (a stopped ingestion, a
+    slot nobody reads); now it names the slot, the size and the fix."""
+    from tidemark.cli.status import wal_layer, wal_warnings
+    from tidemark.stack.databases import Databases
+
+    pair.src_exec("create table t (id int primary key, v text)")
+    catch_up(pair.src, pair.land, pair.source)  # the slot, then nobody reads it
+    pair.src_exec("insert into t select i, repeat('x', 200) from generate_series(1, 20000) i")
+    pair.register()
+    dbs = Databases(pair.src, pair.land, pair.src, pair.land, pair.land, None)
+    found = wal_layer(dbs, min_bytes=0)
+    rows = [r for r in found if r["slot"] == f"tidemark_{pair.source}"]
+    assert len(rows) == 1 and rows[0]["retained_wal_bytes"] > 0, found
+    assert not rows[0]["active"]
+    text = wal_warnings(rows)[0]
+    assert f"replication slot tidemark_{pair.source}" in text and "GB of WAL" in text
+    assert f"pg_drop_replication_slot('tidemark_{pair.source}')" in text
+    assert "max_slot_wal_keep_size" in text
+    assert not [r for r in wal_layer(dbs) if r["slot"] == f"tidemark_{pair.source}"]  # < 5 GB
