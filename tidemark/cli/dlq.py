@@ -15,6 +15,7 @@ from tidemark.cli.ingest import (
     databases,
     ingestion_errors,
     load_contract_set,
+    on_landing,
     parse_age,
     pick_source,
 )
@@ -84,10 +85,8 @@ def purge(older_than: Annotated[str, typer.Option(
     from ingestion.dead_letters import purge_dead_letters
 
     age = parse_age(older_than, "--older-than")
-    with ingestion_errors():
-        dbs = databases()
-        source = pick_source(dbs, source).name
-        deleted = purge_dead_letters(dbs.landing_app, source, age, waiting=waiting)
+    source, deleted = on_landing(source, lambda url, src: purge_dead_letters(
+        url, src, age, waiting=waiting))
     if json_out:
         emit_json({"deleted": deleted})
     else:

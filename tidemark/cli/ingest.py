@@ -6,11 +6,11 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -22,6 +22,8 @@ from tidemark.stack.databases import Databases, ensure_databases
 
 if TYPE_CHECKING:
     from ingestion.sources import SourceSpec
+
+T = TypeVar("T")
 
 app = typer.Typer(help="CDC from the registered sources' replication slots into landing.",
                   no_args_is_help=True)
@@ -98,6 +100,15 @@ def parse_age(value: str, option: str) -> timedelta:
         return parse_duration(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def on_landing(source: str | None, action: Callable[[str, str], T]) -> tuple[str, T]:
+    """``action(landing_app_url, source_name)`` for a registered source (``source``, or the only
+    one), ingestion errors as clear messages; returns the source name and the action's result."""
+    with ingestion_errors():
+        dbs = databases()
+        name = pick_source(dbs, source).name
+        return name, action(dbs.landing_app, name)
 
 
 def _logging() -> None:
@@ -266,10 +277,8 @@ def prune(older_than: Annotated[str, typer.Option(
     from ingestion.retention import prune_changelog
 
     age = parse_age(older_than, "--older-than")
-    with ingestion_errors():
-        dbs = databases()
-        name = pick_source(dbs, source).name
-        result = prune_changelog(dbs.landing_app, name, age, table=table)
+    name, result = on_landing(source, lambda url, src: prune_changelog(url, src, age,
+                                                                       table=table))
     if json_out:
         emit_json(result)
         return
