@@ -2,7 +2,8 @@
 
 :func:`replay` re-validates a dead letter against the current contract and applies it (changelog
 and mirror, through the normal applier) only if no newer change for the same key has landed since;
-a replayed or superseded letter is marked and never applied twice.
+a replayed or superseded letter is marked and never applied twice. :func:`list_dead_letters`
+reads a page of the oldest (index-backed), :func:`purge_dead_letters` deletes old ones in batches.
 """
 
 from __future__ import annotations
@@ -141,12 +142,12 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         ).format(where), tuple(params)).fetchone()[0]
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
-            " txid, false from tidemark.dead_letters where {} and replayed_at is null order by"
+            " txid from tidemark.dead_letters where {} and replayed_at is null order by"
             " commit_lsn, seq for update").format(where), tuple(params)).fetchall()
         superseded = _superseded(conn, applier.tables, letters)
-        for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid, done in letters:
+        for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid in letters:
             info = applier.tables.get(name)
-            if done or info is None or info.paused_reason is not None:
+            if info is None or info.paused_reason is not None:
                 counts["skipped"] += 1
                 continue
             if lid in superseded:
@@ -181,9 +182,9 @@ def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[
     recent) and matches keys by hashing, not one scan of the changelog per letter.
     """
     waiting: dict[str, list[int]] = {}
-    for lid, name, *_, done in letters:
+    for lid, name, *_ in letters:
         info = tables.get(name)
-        if not done and info is not None and info.paused_reason is None and info.key:
+        if info is not None and info.paused_reason is None and info.key:
             waiting.setdefault(name, []).append(lid)
     out: set[int] = set()
     for name, ids in waiting.items():
