@@ -2,7 +2,8 @@
 
 :func:`replay` re-validates a dead letter against the current contract and applies it (changelog
 and mirror, through the normal applier) only if no newer change for the same key has landed since;
-a replayed or superseded letter is marked and never applied twice.
+a replayed or superseded letter is marked and never applied twice. :func:`list_dead_letters`
+reads a page of the oldest (index-backed), :func:`purge_dead_letters` deletes old ones in batches.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ _COLUMNS = ("id", "source", "table_name", "lsn", "commit_lsn", "seq", "op", "rea
             "contract_version", "first_seen_at", "replayed_at", "replay_result")
 
 
-def _fetch(conn: psycopg.Connection, where: sql.Composable, params: tuple) -> list[dict]:
+def _fetch(conn: psycopg.Connection, where: sql.Composable, params: tuple,
+           limit: int | None = None) -> list[dict]:
     query = sql.SQL("select {}, raw_row, violations from tidemark.dead_letters where {}"
-                    " order by id").format(
+                    " order by first_seen_at, id{}").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) if c in
-                           ("lsn", "commit_lsn") else sql.Identifier(c) for c in _COLUMNS), where)
+                           ("lsn", "commit_lsn") else sql.Identifier(c) for c in _COLUMNS), where,
+        sql.SQL("") if limit is None else sql.SQL(" limit {}").format(sql.Literal(limit)))
     out = []
     for row in conn.execute(query, params):
         item = dict(zip((*_COLUMNS, "raw_row", "violations"), row, strict=True))
@@ -39,19 +42,45 @@ def _fetch(conn: psycopg.Connection, where: sql.Composable, params: tuple) -> li
     return out
 
 
+def _letters_where(source: str, table: str | None, include_replayed: bool
+                   ) -> tuple[sql.Composable, tuple]:
+    conds = [sql.SQL("source = %s")]
+    params: list[Any] = [source]
+    if table is not None:
+        conds.append(sql.SQL("table_name = %s"))
+        params.append(table)
+    if not include_replayed:
+        conds.append(sql.SQL("replayed_at is null"))
+    return sql.SQL(" and ").join(conds), tuple(params)
+
+
 def list_dead_letters(landing_dsn: str, source: str, *, table: str | None = None,
-                      include_replayed: bool = False) -> list[dict[str, Any]]:
-    """Dead letters of a source (oldest first), optionally of one table and replayed ones too."""
+                      include_replayed: bool = False, limit: int | None = None
+                      ) -> list[dict[str, Any]]:
+    """Dead letters of a source, oldest first (by ``first_seen_at``, then id).
+
+    Args:
+        landing_dsn: landing URL.
+        source: source name.
+        table: only this table's letters.
+        include_replayed: also the letters already replayed (applied or superseded).
+        limit: at most this many, the oldest (None: every one). An index range scan that stops
+            after ``limit`` rows, however many letters there are.
+    """
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)
-        conds = [sql.SQL("source = %s")]
-        params: list[Any] = [source]
-        if table is not None:
-            conds.append(sql.SQL("table_name = %s"))
-            params.append(table)
-        if not include_replayed:
-            conds.append(sql.SQL("replayed_at is null"))
-        return _fetch(conn, sql.SQL(" and ").join(conds), tuple(params))
+        where, params = _letters_where(source, table, include_replayed)
+        return _fetch(conn, where, params, limit)
+
+
+def count_dead_letters(landing_dsn: str, source: str, *, table: str | None = None,
+                       include_replayed: bool = False) -> int:
+    """How many dead letters :func:`list_dead_letters` would list without a limit."""
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_state(conn, source)
+        where, params = _letters_where(source, table, include_replayed)
+        return conn.execute(sql.SQL("select count(*) from tidemark.dead_letters where {}"
+                                    ).format(where), params).fetchone()[0]
 
 
 def show_dead_letter(landing_dsn: str, letter_id: int) -> dict[str, Any]:
@@ -106,17 +135,22 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         if since is not None:
             conds.append(sql.SQL("coalesce(commit_at, first_seen_at) >= clock_timestamp() - %s"))
             params.append(since)
+        where = sql.SQL(" and ").join(conds)
+        # letters replayed before are counted, not read and locked: they pile up with history
+        counts["skipped"] = conn.execute(sql.SQL(
+            "select count(*) from tidemark.dead_letters where {} and replayed_at is not null"
+        ).format(where), tuple(params)).fetchone()[0]
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
-            " txid, replayed_at is not null from tidemark.dead_letters where {} order by"
-            " commit_lsn, seq for update").format(sql.SQL(" and ").join(conds)),
-            tuple(params)).fetchall()
-        for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid, done in letters:
+            " txid from tidemark.dead_letters where {} and replayed_at is null order by"
+            " commit_lsn, seq for update").format(where), tuple(params)).fetchall()
+        superseded = _superseded(conn, applier.tables, letters)
+        for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid in letters:
             info = applier.tables.get(name)
-            if done or info is None or info.paused_reason is not None:
+            if info is None or info.paused_reason is not None:
                 counts["skipped"] += 1
                 continue
-            if _superseded(conn, info, raw, commit_lsn, seq):
+            if lid in superseded:
                 result = "superseded"
             else:
                 values = [None if raw.get(c) is None else str(raw[c]).encode()
@@ -137,13 +171,79 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
     return counts
 
 
-def _superseded(conn: psycopg.Connection, info: Any, raw: dict, commit_lsn: str, seq: int
-                ) -> bool:
-    """Whether the changelog has a change of the same key newer than the dead letter."""
-    if any(raw.get(k) is None for k in info.key):
-        return False
-    match = sql.SQL(" and ").join(
-        sql.SQL("{}::text = %s").format(sql.Identifier(k)) for k in info.key)
-    query = sql.SQL("select exists (select 1 from {} where (_commit_lsn, _seq) > (%s::pg_lsn, %s)"
-                    " and {})").format(info.changelog, match)
-    return conn.execute(query, (commit_lsn, seq, *[str(raw[k]) for k in info.key])).fetchone()[0]
+def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[tuple]
+                ) -> set[int]:
+    """Ids of the letters whose key has a newer change in the changelog: one query per table.
+
+    Replaying letters in commit order adds changelog rows only at each letter's own position,
+    never after a later letter's, so deciding every letter before applying any gives the same
+    answer as asking before each. The query reads the changelog from the oldest letter's commit
+    LSN on (a range scan of its ``unique (_commit_lsn, _seq)`` index: letters of a bad window are
+    recent) and matches keys by hashing, not one scan of the changelog per letter.
+    """
+    waiting: dict[str, list[int]] = {}
+    for lid, name, *_ in letters:
+        info = tables.get(name)
+        if info is not None and info.paused_reason is None and info.key:
+            waiting.setdefault(name, []).append(lid)
+    out: set[int] = set()
+    for name, ids in waiting.items():
+        out.update(r[0] for r in conn.execute(*superseded_query(tables[name], ids)))
+    return out
+
+
+def superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tuple]:
+    """The statement (and its parameters) of :func:`_superseded` for one table's letters."""
+    keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+    picked = sql.SQL(", ").join(sql.SQL("raw_row ->> %s as {}").format(k) for k in keys)
+    match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
+                                  for col, k in zip(info.key, keys, strict=True))
+    query = sql.SQL(
+        "with l as materialized (select id, commit_lsn, seq, {picked} from tidemark.dead_letters"
+        " where id = any(%s)) select distinct l.id from l join {changelog} c on {match}"
+        " and (c._commit_lsn, c._seq) > (l.commit_lsn, l.seq)"
+        " where c._commit_lsn >= (select min(commit_lsn) from l)"
+    ).format(picked=picked, changelog=info.changelog, match=match)
+    return query, (*info.key, ids)
+
+
+PURGE_BATCH = 10_000
+"""Dead letters deleted per transaction by :func:`purge_dead_letters`."""
+
+
+def purge_dead_letters(landing_dsn: str, source: str, older_than: timedelta, *,
+                       waiting: bool = False, batch: int = PURGE_BATCH) -> int:
+    """Delete the dead letters first seen longer than ``older_than`` ago, in batches.
+
+    A letter is *waiting* (``replayed_at`` null: never replayed, or replayed and still invalid
+    under the contract) or *resolved* (``replayed_at`` set; ``replay_result`` ``applied`` or
+    ``superseded``). By default only resolved letters go; ``waiting=True`` deletes waiting ones
+    too (their changes are then lost for good).
+
+    Args:
+        landing_dsn: landing URL.
+        source: source name.
+        older_than: delete letters whose ``first_seen_at`` is before now minus this.
+        waiting: also delete waiting letters.
+        batch: letters per transaction (each a range of index ``dead_letters_seen``).
+
+    Returns:
+        How many letters were deleted.
+    """
+    state = sql.SQL("") if waiting else sql.SQL(" and replayed_at is not null")
+    step = sql.SQL(
+        "delete from tidemark.dead_letters where id = any(array(select id from"
+        " tidemark.dead_letters where source = %s and first_seen_at < %s and (first_seen_at, id)"
+        " > (%s, %s){} order by first_seen_at, id limit %s)) returning first_seen_at, id"
+    ).format(state)
+    deleted = 0
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_state(conn, source)
+        cutoff = conn.execute("select clock_timestamp() - %s", (older_than,)).fetchone()[0]
+        last: tuple[Any, int] = ("-infinity", 0)
+        while True:
+            gone = conn.execute(step, (source, cutoff, *last, batch)).fetchall()
+            deleted += len(gone)
+            if len(gone) < batch:
+                return deleted
+            last = max(gone)

@@ -109,12 +109,18 @@ _ADDED_COLUMNS = (("replicated_tables", "snapshot_lsn", "pg_lsn"),
 """Columns added to state tables after their first release: added to older landings."""
 
 _INDEXES = (("dead_letters_waiting", "dead_letters",
-             "(source, table_name) where replayed_at is null"),)
+             "(source, table_name) where replayed_at is null"),
+            ("dead_letters_waiting_seen", "dead_letters",
+             "(source, first_seen_at, id) where replayed_at is null"),
+            ("dead_letters_seen", "dead_letters", "(source, first_seen_at, id)"))
 """Indexes of the state tables (name, table, definition): created with them and added to older
 landings. ``dead_letters_waiting`` lets the dead-letter counts that status, the ``dead_letters``
 check and its sensor read every minute scan only the letters not yet replayed, in a small index,
 not the whole queue with its raw rows, which grows with history (measured in
-bench/RESULTS.md, "running stack at scale")."""
+bench/RESULTS.md, "running stack at scale"). ``dead_letters_waiting_seen`` and
+``dead_letters_seen`` give `tidemark dlq list` its oldest letters (waiting, or all) and
+`tidemark dlq purge` the letters older than a time, as index range scans that stop after a page
+or a batch, however long the queue."""
 
 
 def ensure_state(conn: psycopg.Connection, source: str) -> None:

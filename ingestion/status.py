@@ -160,3 +160,27 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
 def _exists(conn: psycopg.Connection, relation: sql.Identifier) -> bool:
     return conn.execute("select to_regclass(%s) is not null",
                         (relation.as_string(conn),)).fetchone()[0]
+
+
+def slots_retaining(source_dsn: str, min_bytes: int) -> list[dict[str, Any]]:
+    """Replication slots of the source's server holding back at least ``min_bytes`` of WAL.
+
+    Every slot of the server counts, not only Tidemark's: a slot nobody reads any more holds
+    WAL as surely as a stopped ingestion.
+
+    Args:
+        source_dsn: any URL of the source server (``pg_replication_slots`` is readable by all).
+        min_bytes: report slots retaining at least this much WAL.
+
+    Returns:
+        ``slot``, ``database``, ``active`` and ``retained_wal_bytes`` (``pg_wal_lsn_diff`` of
+        the current WAL position and the slot's ``restart_lsn``), most first.
+    """
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select slot_name::text, database::text, active, retained from (select slot_name,"
+            " database, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+            " as retained from pg_replication_slots where restart_lsn is not null) s"
+            " where retained >= %s order by retained desc, slot_name", (min_bytes,)).fetchall()
+    return [{"slot": r[0], "database": r[1], "active": r[2], "retained_wal_bytes": r[3]}
+            for r in rows]

@@ -89,7 +89,9 @@ def test_dead_letter_counts_read_only_the_letters_waiting(pair: Pair) -> None:
             plan = conn.execute("explain (analyze, format json) " + query,
                                 (pair.source,)).fetchone()[0][0]["Plan"]
             scans = _scans(plan)
-            assert scans == [("Index Only Scan", "dead_letters_waiting", 50)], scans
+            # either partial index of the waiting letters (dead_letters_waiting[_seen])
+            assert [(kind, name.startswith("dead_letters_waiting"), rows)
+                    for kind, name, rows in scans] == [("Index Only Scan", True, 50)], scans
         assert table_status(pair.src, pair.land, pair.source, [("events", None)],
                             measure_after_s=60)["events"]["dead_letters"] == 50
 

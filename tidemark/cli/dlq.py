@@ -1,4 +1,4 @@
-"""``tidemark dlq``: dead letters of ingestion (list, show, replay)."""
+"""``tidemark dlq``: dead letters of ingestion (list, show, replay, purge)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from tidemark.cli.ingest import (
     databases,
     ingestion_errors,
     load_contract_set,
+    on_landing,
+    parse_age,
     pick_source,
 )
 from tidemark.cli.output import console, emit_json, emit_table
@@ -23,25 +25,74 @@ app = typer.Typer(help="Changes that broke their contract (tidemark.dead_letters
                   no_args_is_help=True)
 
 
+LIST_LIMIT = 100
+"""Letters `tidemark dlq list` shows unless ``--limit`` says otherwise."""
+
+
+def parse_limit(value: str) -> int | None:
+    """``--limit``: a positive number of letters, or ``all`` (or 0) for every one (None)."""
+    text = value.strip().lower()
+    if text in ("all", "0"):
+        return None
+    if not text.isdigit():
+        raise typer.BadParameter(f"expected a number of letters or 'all', got {value!r}",
+                                 param_hint="--limit")
+    return int(text)
+
+
 @app.command("list")
 def list_(source: SourceOpt = None,
           table: Annotated[str | None, typer.Option(help="Only this table.")] = None,
           all_: Annotated[bool, typer.Option("--all", help="Include replayed letters.")] = False,
+          limit: Annotated[str, typer.Option(
+              help="Show at most this many letters, the oldest; 'all' (or 0) shows every "
+                   "one.")] = str(LIST_LIMIT),
           json_out: JsonOpt = False) -> None:
-    """List dead letters not yet replayed (oldest first)."""
-    from ingestion.dead_letters import list_dead_letters
+    """List dead letters not yet replayed, the 100 oldest first (--limit for more)."""
+    from ingestion.dead_letters import count_dead_letters, list_dead_letters
 
+    most = parse_limit(limit)
     with ingestion_errors():
         dbs = databases()
         source = pick_source(dbs, source).name
         letters = list_dead_letters(dbs.landing_app, source, table=table,
-                                    include_replayed=all_)
+                                    include_replayed=all_, limit=most)
+        total = len(letters)
+        if most is not None and total >= most:
+            total = count_dead_letters(dbs.landing_app, source, table=table,
+                                       include_replayed=all_)
     if json_out:
         emit_json(letters)
         return
     emit_table(f"dead letters of {source}", ["id", "table", "op", "lsn", "first seen", "reason"],
                [(d["id"], d["table_name"], d["op"], d["lsn"], d["first_seen_at"], d["reason"])
                 for d in letters])
+    if total > len(letters):
+        console.print(f"The {len(letters)} oldest of {total} dead letters; --limit N shows more "
+                      f"(--limit all: every one).", highlight=False)
+
+
+@app.command()
+def purge(older_than: Annotated[str, typer.Option(
+              "--older-than", help="Delete letters first seen longer ago than this, e.g. 30d, "
+                                   "12h, 90m.")],
+          source: SourceOpt = None,
+          waiting: Annotated[bool, typer.Option(
+              "--waiting", help="Also letters still waiting (never replayed, or still invalid):"
+                                " their changes are lost for good.")] = False,
+          json_out: JsonOpt = False) -> None:
+    """Delete old dead letters: replayed ones (applied or superseded), --waiting also the rest."""
+    from ingestion.dead_letters import purge_dead_letters
+
+    age = parse_age(older_than, "--older-than")
+    source, deleted = on_landing(source, lambda url, src: purge_dead_letters(
+        url, src, age, waiting=waiting))
+    if json_out:
+        emit_json({"deleted": deleted})
+    else:
+        kind = "dead letters" if waiting else "replayed dead letters"
+        console.print(f"Deleted {deleted} {kind} of {source} first seen more than "
+                      f"{older_than} ago.", highlight=False)
 
 
 @app.command()
@@ -68,15 +119,9 @@ def replay(source: SourceOpt = None,
            contracts: ContractsOpt = None, no_contracts: NoContractsOpt = False,
            json_out: JsonOpt = False) -> None:
     """Re-validate against the current contract; apply unless a newer change for the key landed."""
-    from contracts.fileformat import parse_duration
     from ingestion.dead_letters import replay as do_replay
 
-    window = None
-    if since is not None:
-        try:
-            window = parse_duration(since)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--since") from None
+    window = None if since is None else parse_age(since, "--since")
     with ingestion_errors():
         dbs = databases()
         counts = do_replay(dbs.landing_app, pick_source(dbs, source).name,

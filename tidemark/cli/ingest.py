@@ -6,10 +6,11 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -21,6 +22,8 @@ from tidemark.stack.databases import Databases, ensure_databases
 
 if TYPE_CHECKING:
     from ingestion.sources import SourceSpec
+
+T = TypeVar("T")
 
 app = typer.Typer(help="CDC from the registered sources' replication slots into landing.",
                   no_args_is_help=True)
@@ -87,6 +90,25 @@ def pick_source(dbs: Databases, name: str | None) -> SourceSpec:
             "postgresql://USER@HOST:PORT/DBNAME` (or start the demo with `tidemark up`).")
     raise IngestCommandError(f"Several sources are registered ({', '.join(s.name for s in specs)}"
                              f"); choose one with --source NAME.")
+
+
+def parse_age(value: str, option: str) -> timedelta:
+    """A duration option (``30d``, ``12h``, ``90m``, ``1d12h``) as a timedelta."""
+    from contracts.fileformat import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def on_landing(source: str | None, action: Callable[[str, str], T]) -> tuple[str, T]:
+    """``action(landing_app_url, source_name)`` for a registered source (``source``, or the only
+    one), ingestion errors as clear messages; returns the source name and the action's result."""
+    with ingestion_errors():
+        dbs = databases()
+        name = pick_source(dbs, source).name
+        return name, action(dbs.landing_app, name)
 
 
 def _logging() -> None:
@@ -240,3 +262,31 @@ def resync(
                            contracts=load_contract_set(contracts, no_contracts),
                            setup_dsn=spec.admin_dsn())
     console.print(result)
+
+
+@app.command()
+def prune(older_than: Annotated[str, typer.Option(
+              "--older-than", help="Delete changelog rows landed longer ago than this, e.g. "
+                                   "90d, 12h, 90m.")],
+          table: Annotated[str | None, typer.Option(help="Only this table's changelog.")] = None,
+          source: SourceOpt = None, json_out: JsonOpt = False) -> None:
+    """Delete old changelog rows (cdc.<source>__<table>) in batches of 50,000.
+
+    Rows after a waiting dead letter stay (replay needs them to tell a superseded letter).
+    """
+    from ingestion.retention import prune_changelog
+
+    age = parse_age(older_than, "--older-than")
+    name, result = on_landing(source, lambda url, src: prune_changelog(url, src, age,
+                                                                       table=table))
+    if json_out:
+        emit_json(result)
+        return
+    total = sum(r["deleted"] for r in result.values())
+    console.print(f"Deleted {total} changelog rows of {name} landed more than {older_than} ago"
+                  f" ({len(result)} tables).", highlight=False)
+    for table_name, item in result.items():
+        if item["kept_for"]:
+            console.print(f"{escape(table_name)}: kept the rows from {item['kept_for']} on; "
+                          f"replay or purge it (`tidemark dlq`) to prune further.",
+                          highlight=False)

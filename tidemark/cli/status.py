@@ -60,6 +60,50 @@ def ingestion_layer(dbs: Databases, source: str = SOURCE,
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
+WAL_WARN_BYTES = 5 * 1024**3
+"""`tidemark status` warns about a replication slot retaining more WAL than this."""
+
+
+def wal_layer(dbs: Databases, min_bytes: int = WAL_WARN_BYTES) -> list[dict[str, Any]]:
+    """Replication slots retaining at least ``min_bytes`` of WAL, on the server of each source
+    (the demo's and the registered ones; a server shared by several is read once)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from ingestion.session_settings import pinned_dsn
+    from ingestion.sources import list_sources
+    from ingestion.status import slots_retaining
+
+    servers = {SOURCE: dbs.source}
+    for spec in list_sources(dbs.landing):
+        servers.setdefault(spec.name, pinned_dsn(spec.dsn()))
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for name, dsn in servers.items():
+        info = conninfo_to_dict(dsn)
+        server = (info.get("host"), info.get("port"))
+        if server in seen:
+            continue
+        seen.add(server)
+        out.extend({"source": name, **row} for row in slots_retaining(dsn, min_bytes))
+    return out
+
+
+def wal_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """What to tell a person about each slot of :func:`wal_layer` (name, size, the fix)."""
+    out = []
+    for row in rows:
+        size = row["retained_wal_bytes"] / 1024**3
+        state = "active" if row["active"] else "inactive: nobody reads it"
+        out.append(
+            f"replication slot {row['slot']} (database {row['database']}, on the server of "
+            f"source {row['source']}) retains {size:.1f} GB of WAL ({state}). If it is "
+            f"Tidemark's (tidemark_<source>), start ingestion (`tidemark ingest run`) or remove "
+            f"a source you no longer use (`tidemark source remove NAME`); a slot nobody uses: "
+            f"select pg_drop_replication_slot('{row['slot']}'); cap the worst case with "
+            f"max_slot_wal_keep_size (README, \"What grows with history\").")
+    return out
+
+
 def sources_layer(dbs: Databases) -> list[dict[str, Any]]:
     """The registered sources other than the demo's, each as :func:`ingestion_layer` reads it
     (with ``problem``: the last error of a source whose stream is not running), or with
@@ -193,6 +237,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": _guard(ingestion_layer, dbs),
         "sources": _guard(sources_layer, dbs),
+        "wal": _guard(wal_layer, dbs),
         "watermarks": _guard(watermarks_layer, dbs),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
@@ -306,6 +351,9 @@ def _show(summary: dict[str, Any]) -> None:
             if "error" in row or "problem" in row:
                 console.print(f"[red]source {row['source']}:[/] "
                               f"{row.get('error') or row['problem']}")
+    wal = summary.get("wal")
+    for line in wal_warnings(wal if isinstance(wal, list) else []):
+        console.print(f"[bold yellow]WAL:[/] {escape(line)}", highlight=False)
     if isinstance(summary.get("sources"), dict):
         console.print(f"[red]sources:[/] {summary['sources']['error']}")
     for key, title, columns in (

@@ -1,0 +1,137 @@
+"""Changelog retention: delete ``cdc.<source>__<table>`` rows older than a duration, in batches.
+
+The changelog is append-only and grows with history. What reads it:
+
+- ``tidemark dlq replay`` asks whether a newer change of a dead letter's key landed (superseded);
+  a waiting letter needs every changelog row after its own commit LSN, or it could overwrite
+  newer state. Pruning therefore stops before the commit LSN of the table's oldest waiting dead
+  letter (replay or purge such letters, `tidemark dlq`, to prune further).
+- dbt's ``<source>_cdc`` sources read only the newest rows (their freshness query); staging
+  models read the mirrors, not the changelog.
+- Live views (embedded engine) follow the mirrors through triggers, their subscribers
+  ``tidemark.live_changes``; Materialize reads the source itself; reconciliation compares live
+  views with marts. None of them reads old changelog rows.
+- Ingestion skips a change already in the changelog by ``(_commit_lsn, _seq)``; a restart
+  resumes after the checkpoint, never before it, so a pruned position is never received again.
+
+A row is old when it landed (``_ingested_at``) longer ago than the duration. Rows land in commit
+order, mostly: to delete by index ranges of ``unique (_commit_lsn, _seq)``, the boundary is the
+first row in commit order that is not old, and only the rows before it go (a row landed late at an
+old position, e.g. a change kept while its table was paused, keeps the rows after it).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ingestion.errors import TableNotFoundError
+from ingestion.state import ensure_state
+from ingestion.tables import TableInfo, load_tables
+
+BATCH_ROWS = 50_000
+"""Changelog rows deleted per landing transaction."""
+
+_BOUNDARY = sql.SQL("select _commit_lsn::text as lsn, _seq from {} where _ingested_at >= %s"
+                    " order by _commit_lsn, _seq limit 1")
+"""The first row in commit order that is not old (an index scan in commit order that stops at
+it: it reads the old rows once). Ordered by the column, not by its text (``lsn``)."""
+
+_BATCH_END = sql.SQL("select _commit_lsn::text as lsn, _seq from {} c where {} order by"
+                     " c._commit_lsn, c._seq offset %s limit 1")
+_DELETE = sql.SQL("delete from {} where {}")
+
+
+def prune_changelog(landing_dsn: str, source: str, older_than: timedelta, *,
+                    table: str | None = None, batch_rows: int = BATCH_ROWS
+                    ) -> dict[str, dict[str, Any]]:
+    """Delete changelog rows older than ``older_than`` of every table of a source (or one).
+
+    Args:
+        landing_dsn: landing URL.
+        source: source name.
+        older_than: delete rows landed longer ago than this.
+        table: only this table's changelog.
+        batch_rows: rows per transaction (each batch is a range of the ``(_commit_lsn, _seq)``
+            index, deleted and committed on its own: ingestion keeps landing meanwhile).
+
+    Returns:
+        Table name -> ``deleted`` (rows), ``kept_for`` (None, or why pruning stopped earlier
+        than the age alone allows: the oldest waiting dead letter's commit LSN).
+
+    Raises:
+        TableNotFoundError: ``table`` is not replicated for this source.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_state(conn, source)
+        tables = load_tables(conn, source)
+        if table is not None and table not in tables:
+            raise TableNotFoundError(f"Table {table!r} is not replicated for source {source!r}"
+                                     f" (`tidemark ingest status` lists its tables).")
+        cutoff = conn.execute("select clock_timestamp() - %s", (older_than,)).fetchone()[0]
+        for name in sorted(tables) if table is None else [table]:
+            out[name] = _prune_table(conn, tables[name], cutoff, batch_rows)
+    return out
+
+
+def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_rows: int
+                 ) -> dict[str, Any]:
+    if not conn.execute("select to_regclass(%s) is not null",
+                        (info.changelog.as_string(conn),)).fetchone()[0]:
+        return {"deleted": 0, "kept_for": None}
+    bound = conn.execute(_BOUNDARY.format(info.changelog), (cutoff,)
+                         ).fetchone()
+    letter = conn.execute(
+        "select min(commit_lsn)::text from tidemark.dead_letters where source = %s and"
+        " table_name = %s and replayed_at is null", (info.source, info.name)).fetchone()[0]
+    if bound is None:  # every row is old: up to the newest now, not rows landing meanwhile
+        bound = conn.execute(sql.SQL("select _commit_lsn::text as lsn, _seq + 1 from {} c"
+                                     " order by c._commit_lsn desc, c._seq desc limit 1").format(
+            info.changelog)).fetchone()
+        if bound is None:
+            return {"deleted": 0, "kept_for": None}
+    kept_for = None
+    if letter is not None and _lsn_le(conn, letter, bound[0]):
+        bound = (letter, None)  # strictly before the letter's commit
+        kept_for = f"a waiting dead letter at commit LSN {letter}"
+    deleted = 0
+    last: tuple[str, int] | None = None
+    while True:
+        where, params = _range(last, bound)
+        end = conn.execute(_BATCH_END.format(info.changelog, where),
+                           (*params, batch_rows - 1)).fetchone()
+        upto = (sql.SQL("(_commit_lsn, _seq) <= (%s::pg_lsn, %s)"), end) if end else None
+        if upto is not None:
+            where = sql.SQL("{} and {}").format(where, upto[0])
+            params = (*params, *end)
+        with conn.transaction():
+            deleted += conn.execute(_DELETE.format(info.changelog, where), params).rowcount
+        if end is None:
+            return {"deleted": deleted, "kept_for": kept_for}
+        last = end
+
+
+def _range(last: tuple[str, int] | None, bound: tuple[str, int | None]
+           ) -> tuple[sql.Composable, tuple]:
+    """The condition of rows after ``last`` (None: from the start) and before ``bound`` (a
+    bound without a seq: before its commit LSN)."""
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if last is not None:
+        conds.append(sql.SQL("(_commit_lsn, _seq) > (%s::pg_lsn, %s)"))
+        params.extend(last)
+    if bound[1] is None:
+        conds.append(sql.SQL("_commit_lsn < %s::pg_lsn"))
+        params.append(bound[0])
+    else:
+        conds.append(sql.SQL("(_commit_lsn, _seq) < (%s::pg_lsn, %s)"))
+        params.extend(bound)
+    return sql.SQL(" and ").join(conds), tuple(params)
+
+
+def _lsn_le(conn: psycopg.Connection, a: str, b: str) -> bool:
+    return conn.execute("select %s::pg_lsn <= %s::pg_lsn", (a, b)).fetchone()[0]
