@@ -401,6 +401,11 @@ def _events(b: _Builder, contract: TableContract, types: dict[str, str],
     t = sql.Identifier(spec.type_column)
     b.add(sql.SQL("jsonb_typeof({}) <> 'object'").format(p))
     b.add(sql.SQL("{} <> all(%s::text[])").format(t), sorted(events))
+    # One CASE on the event type: each row tests the payload's kind once and compares its type
+    # once, then evaluates its own type's terms (an OR of one "type = x and (...)" term per
+    # type repeated both for every row).
+    whens: list[sql.Composable] = []
+    params: list[Any] = []
     for name, event in sorted(events.items()):
         inner = _Builder()
         for key, field_spec in event.payload.items():
@@ -411,5 +416,8 @@ def _events(b: _Builder, contract: TableContract, types: dict[str, str],
             continue
         sub = inner.result()
         b.exact = b.exact and sub.exact
-        b.add(sql.SQL("jsonb_typeof({}) = 'object' and {} = %s and ({})").format(p, t, sub.text),
-              name, *sub.params)
+        whens.append(sql.SQL("when %s then ({})").format(sub.text))
+        params.extend([name, *sub.params])
+    if whens:
+        b.add(sql.SQL("jsonb_typeof({}) = 'object' and case {} {} else false end").format(
+            p, t, sql.SQL(" ").join(whens)), *params)

@@ -1,10 +1,10 @@
 """Stream ``COPY ... TO STDOUT`` from one connection into ``COPY ... FROM STDIN`` on others.
 
-The rows are never parsed: libpq hands over one COPY data message per row and the relay joins
-them into chunks of about a megabyte for the receiving connections (one or several: the same
-stream can feed a mirror and a changelog at once). Everything runs on psycopg's libpq wrapper
-in non-blocking mode; waiting for a socket goes through ``select``, which releases the GIL, so
-several relays in threads of one process overlap.
+The rows are never parsed: libpq hands over one COPY data message per row and the relay copies
+it into one buffer, sent in chunks of about a megabyte to the receiving connections (one or
+several: the same stream can feed a mirror and a changelog at once). Everything runs on
+psycopg's libpq wrapper in non-blocking mode; waiting for a socket goes through ``select``,
+which releases the GIL, so several relays in threads of one process overlap.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _drain(pgconns: list[pq.abc.PGconn]) -> None:
         pending = [p for p in pending if p.flush() == 1]
 
 
-def _put(sinks: list[pq.abc.PGconn], data: bytes) -> None:
+def _put(sinks: list[pq.abc.PGconn], data: bytes | bytearray) -> None:
     for pgconn in sinks:
         while (sent := pgconn.put_copy_data(data)) == 0:
             _drain([pgconn])
@@ -116,20 +116,24 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
     pgconns = [c.pgconn for c in started]
     spg = source.pgconn
     get = spg.get_copy_data
-    chunk: list[bytes] = []
-    append = chunk.append
-    size = rows = reported = 0
+    # One buffer for the whole chunk: each row's bytes are copied into it and the row's libpq
+    # buffer is freed at once, so no per-row object outlives its loop turn. (A list of rows
+    # kept ~20,000 objects alive per chunk; the cyclic GC rescanning them, and the join, cost
+    # 1.4-1.6 relay CPU-s for 1.8M pgbench rows against 0.35-0.38 now.)
+    chunk = bytearray()
+    extend = chunk.extend
+    rows = reported = held = 0
     try:
-        while True:  # the one loop per row: no parsing, a libpq call and an append
+        while True:  # the one loop per row: no parsing, a libpq call and a copy
             nbytes, data = get(1)
             if nbytes > 0:
-                append(data)
-                size += nbytes
-                if size >= CHUNK_BYTES:
-                    _put(pgconns, b"".join(chunk))
-                    rows += len(chunk)
-                    chunk.clear()
-                    size = 0
+                extend(data)
+                held += 1
+                if len(chunk) >= CHUNK_BYTES:
+                    _put(pgconns, chunk)
+                    del chunk[:]
+                    rows += held
+                    held = 0
                     if on_rows is not None and rows - reported >= REPORT_ROWS:
                         on_rows(rows - reported)
                         reported = rows
@@ -141,8 +145,8 @@ def pipe_copy(source: psycopg.Connection, copy_out: sql.Composable, sinks: list[
             else:
                 raise psycopg.OperationalError(spg.get_error_message().decode(errors="replace"))
         if chunk:
-            _put(pgconns, b"".join(chunk))
-            rows += len(chunk)
+            _put(pgconns, chunk)
+            rows += held
         _finish(source)
     except BaseException:
         _abort(started, "the copy was interrupted")
