@@ -167,7 +167,8 @@ def test_status_names_a_slot_that_retains_wal(pair: Pair) -> None:
     catch_up(pair.src, pair.land, pair.source)  # the slot, then nobody reads it
     pair.src_exec("insert into t select i, repeat('x', 200) from generate_series(1, 20000) i")
     pair.register()
-    dbs = Databases(pair.src, pair.land, pair.src, pair.land, pair.land, None)
+    dbs = Databases(source=pair.src, landing=pair.land, source_ingest=pair.src,
+                    landing_app=pair.land, landing_dbt=pair.land, reader=pair.land, server=None)
     found = wal_layer(dbs, min_bytes=0)
     rows = [r for r in found if r["slot"] == f"tidemark_{pair.source}"]
     assert len(rows) == 1 and rows[0]["retained_wal_bytes"] > 0, found
