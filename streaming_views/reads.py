@@ -43,6 +43,9 @@ INFINITIES = {2**63 - 1, -2**63}  # a timestamp's 'infinity' and '-infinity'
 TIMESTAMPS = {1114, 1184}
 INTERVAL = 1186
 INTERVAL_STYLES = ("postgres", "postgres_verbose", "sql_standard", "iso_8601")
+FIELDS = ("select extract(year from i), extract(month from i), extract(day from i), "
+          "extract(hour from i), extract(minute from i), extract(microseconds from i) "
+          "from (select %s::interval as i) as x")
 WHOLE = {"SQLVALUEFUNCTION", "COERCETODOMAIN", "XMLEXPR", "NEXTVALUEEXPR", "PARAM"}
 
 
@@ -103,21 +106,19 @@ def _infinite(node: dict[str, Any]) -> bool:
 
 
 def _styled(conn: psycopg.Connection, strings: list[str]) -> bool:
-    """Whether one of ``strings`` parses to different intervals under different styles."""
+    """Whether one of ``strings`` is read as an interval differently (or only) under some
+    IntervalStyle: a string no style reads is not an interval literal."""
     for text in strings:
         seen = set()
         for style in INTERVAL_STYLES:
             try:
                 with conn.transaction():
                     conn.execute("select set_config('IntervalStyle', %s, true)", (style,))
-                    row = conn.execute("select extract(epoch from %s::interval)::text, "
-                                       "%s::interval = %s::interval",
-                                       (text, text, text)).fetchone()
+                    row = conn.execute(FIELDS, (text,)).fetchone()
+                    seen.add(tuple(str(v) for v in row) if row else None)
             except psycopg.Error:
-                seen.add(None)  # not an interval literal (or not under this style)
-                continue
-            seen.add(row[0] if row else None)
-        if len(seen - {None}) > 1:
+                seen.add(None)  # not an interval literal under this style
+        if len(seen) > 1:
             return True
     return False
 
