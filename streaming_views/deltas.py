@@ -37,6 +37,8 @@ from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
 from streaming_views.expiry import CLOCK_CTE, is_timed, log_filter
 from streaming_views.layers import is_live, transition
 from streaming_views.outer import delta as outer_delta
+from streaming_views.reads import ALL
+from streaming_views.session import NAMES_ONLY
 
 BIG_DELTA = 1000  # logged rows above which a delta is planned for its real size
 BATCH_SIGN = 2  # a log row holding a large statement's rows as one array per column
@@ -240,18 +242,36 @@ PAIRED_ROWS = 64  # UPDATEs of at most this many rows have their unchanged rows 
 PRINTED_ALIKE = {"numeric", "text", "character varying", "character", "name"}
 
 
-def reads_settings(cv: CompiledView, j: int) -> bool:
-    """Whether the log triggers of table ``j`` evaluate an expression whose value can depend on
-    a session setting: a filter pushed from WHERE (or a temporal filter), a live view's SELECT,
-    or a column compared by its text (:func:`_same`) printed according to a setting (floats,
-    intervals, bytea, money, arrays, records...). When not, they copy and compare values only."""
-    if is_live(cv.resolved.tables[j]) or any(pushed_filter(cv, j, sign) is not None
-                                              for sign in ("1", "-1")):
-        return True
-    return not all(c.log_type in IDENTICAL_BY_EQUALITY
-                   or (not c.log_type.rstrip().endswith("]")
-                       and c.log_type.split("(", 1)[0].strip() in PRINTED_ALIKE)
-                   for c in cv.resolved.tables[j].columns)
+def _pins(cv: CompiledView, *, live: bool) -> tuple[str, ...] | None:
+    """The settings a generated function pins: None (every pinned setting) when it reads a
+    live view or the view's expressions read every setting, else
+    :data:`streaming_views.session.NAMES_ONLY` and those they read
+    (:attr:`streaming_views.resolve.Resolved.settings`)."""
+    if live or cv.resolved.settings >= ALL:
+        return None
+    return (*NAMES_ONLY, *sorted(cv.resolved.settings))
+
+
+def log_settings(cv: CompiledView, j: int) -> tuple[str, ...] | None:
+    """The settings the log triggers of table ``j`` pin (see :func:`_pins`): a filter pushed
+    from WHERE (or a temporal filter) reads what the view's expressions read, a live view's
+    SELECT or a column compared by its text (:func:`_same`) printed according to a setting
+    (floats, intervals, bytea, money, arrays, records...) every setting; otherwise they copy and
+    compare values only: :data:`streaming_views.session.NAMES_ONLY`."""
+    if not all(c.log_type in IDENTICAL_BY_EQUALITY
+               or (not c.log_type.rstrip().endswith("]")
+                   and c.log_type.split("(", 1)[0].strip() in PRINTED_ALIKE)
+               for c in cv.resolved.tables[j].columns):
+        return None
+    if any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1")):
+        return _pins(cv, live=is_live(cv.resolved.tables[j]))
+    return None if is_live(cv.resolved.tables[j]) else NAMES_ONLY
+
+
+def apply_settings(cv: CompiledView) -> tuple[str, ...] | None:
+    """The settings the commit-time ``apply`` pins (see :func:`_pins`): it evaluates the view's
+    expressions (and its temporal filter's bounds) over the logs and the base tables."""
+    return _pins(cv, live=any(is_live(t) for t in cv.resolved.tables))
 
 
 def _same(a: str, b: str, typ: str) -> str:

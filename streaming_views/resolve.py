@@ -20,13 +20,14 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import conversions, nodetree, refusals, temporal, volatility
+from streaming_views import conversions, expiry, nodetree, reads, refusals, temporal, volatility
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import (
     deparse,
     line_col,
     literal_offset,
     location,
+    q,
     query_text,
     substitute,
     walk,
@@ -93,6 +94,7 @@ class Resolved:
     outputs: list[Typed]
     types: dict[str, Typed]
     tables: list[TableInfo]
+    settings: frozenset[str] = reads.ALL  # the pinned settings maintenance reads (reads.py)
 
 
 # ------------------------------------------------------------------------------ resolve
@@ -313,6 +315,22 @@ class _Resolver:
                 return node
         return roots[0] if roots else None
 
+    def settings(self, row_tree: Any) -> frozenset[str]:
+        """The pinned settings the maintenance's expressions read (:mod:`streaming_views.reads`):
+        the view's (``row_tree``) and its temporal filter's bounds compared to the clock."""
+        strings = [n.val.sval for n in walk(self.an.roots())
+                   if isinstance(n, ast.A_Const) and isinstance(n.val, ast.String)]
+        found = reads.settings_read(self.conn, row_tree, strings)
+        t = self.an.temporal
+        if t is not None and found != reads.ALL:
+            strings += [n.val.sval for n in walk([b.expr for b in t.bounds])
+                        if isinstance(n, ast.A_Const) and isinstance(n.val, ast.String)]
+            _, tree = run_probe(self.conn, f"SELECT {expiry.valid_sql(t, 'now()', safe=False)} "  # noqa: S608
+                                f"AS c FROM {sql.Identifier(t.schema, t.name).as_string(None)} "
+                                f"AS {q(t.ref)}", path=self.path, tree=True)
+            found |= reads.settings_read(self.conn, tree, strings, ignore=frozenset({"now"}))
+        return found
+
     def check_literals(self, tree: Any) -> None:
         """Refuse 'now', 'today'... read as a date/time: the deploy would fix it once."""
         if not any(n["_"] == "CONST" and int(n.get("consttype") or 0) in DATETIME_OIDS
@@ -491,4 +509,4 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     kept += [(types[f"x{i}"], c.arg) for i, c in enumerate(an.aggs)
              if c.arg is not None and (c.distinct or c.func in {"min", "max"})]
     r.check_collations([t for t, _ in kept], [n for _, n in kept])
-    return Resolved(outputs, types, tables)
+    return Resolved(outputs, types, tables, r.settings(row_tree))

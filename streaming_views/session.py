@@ -9,7 +9,10 @@ a live view is its query evaluated under :data:`PINNED` — the values Materiali
 
 They are applied as ``SET`` clauses of every generated maintenance function (so a writer in
 another zone or datestyle maintains the view exactly as the deploy built it), with ``SET LOCAL``
-in the deploy, rebuild and verify transactions, and by ``verify`` when it runs the query.
+in the deploy, rebuild and verify transactions, and by ``verify`` when it runs the query. The
+functions run on every write (the log triggers, the commit-time apply) pin only
+:data:`NAMES_ONLY` and the settings the view's expressions read (:mod:`streaming_views.reads`):
+PostgreSQL saves, sets and restores each clause on every call.
 """
 
 from __future__ import annotations

@@ -38,24 +38,25 @@ from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
     PAIRED_ROWS,
+    apply_settings,
     apply_statement,
     batchable,
     log_batch,
     log_ddl,
     log_insert,
+    log_settings,
     log_table,
     log_trigger_names,
     log_triggers,
     log_update_paired,
     marker_row,
     masks,
-    reads_settings,
     timed_conjuncts,
 )
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
-from streaming_views.session import NAMES_ONLY, set_clauses
+from streaming_views.session import set_clauses
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     the statement changed exactly one row (its own one-time test, no probe of its own); whether
     the view is new in the transaction is tested where it is used, and only the branches that can
     log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
-    expressions read no session setting (:func:`streaming_views.deltas.reads_settings`) pins
-    only :data:`streaming_views.session.NAMES_ONLY`."""
+    expressions read no session setting pins only :data:`streaming_views.session.NAMES_ONLY`
+    (and those its filters read: :func:`streaming_views.deltas.log_settings`)."""
     rel = "__tm_old" if event == "del" else "__tm_new"
     live = is_live(cv.resolved.tables[j])  # live view: its rows come from the inner's SELECT
     first = _new_view(cv)
@@ -186,7 +187,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     body += _noted_pending(cv, j, "v_n > 0 AND ")
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text;", body,
-                     pinned=None if reads_settings(cv, j) else NAMES_ONLY)
+                     pinned=log_settings(cv, j))
 
 
 def truncate_function(cv: CompiledView) -> str:
@@ -336,7 +337,8 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_m int; v_r text; v_p text; v_rest text; v_names text[]; v_big boolean; "
-                  "v_zero tid[]; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS),
+                  "v_zero tid[]; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS,
+                  apply_settings(cv)),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]

@@ -101,7 +101,6 @@ def test_log_functions_pin_only_the_settings_they_read(module_db: str,
     for event in ("ins", "upd", "del"):
         assert _proconfig(conn, "one_left", f"l0_{event}") == sorted(NAMES_ONLY)
         assert _proconfig(conn, "one_floats", f"l0_{event}") == sorted(PINNED)
-    assert _proconfig(conn, "one_left", "apply") == sorted([*PINNED, "enable_seqscan"])
     with psycopg.connect(module_db, autocommit=True) as writer:
         writer.execute("set extra_float_digits = -15; set TimeZone = 'America/St_Johns';"
                        "set DateStyle = 'SQL, DMY'; set IntervalStyle = 'sql_standard';"
@@ -157,3 +156,76 @@ def test_the_timed_table_log_reads_the_clock_once(module_db: str,
                      "seconds' where id = %s", (step,))
         conn.execute("update one.events set amount = amount - 1 where id between 10 and 14")
         assert_equal(conn, "one_sliding", SLIDING)
+
+
+ZONED = """select o.store_id, o.at::date as day, count(*) as n, sum(o.amount) as amount
+from one.orders o group by 1, 2"""
+DAYS = """select e.kind, count(*) as n from one.events e
+where mz_now() >= e.ts and mz_now() < e.ts + interval '1 day' group by e.kind"""
+STYLED = """select e.kind, count(*) as n from one.events e
+where mz_now() >= e.ts + interval '-0 1:00' and mz_now() < e.ts + interval '5 minutes'
+group by e.kind"""
+OTHER_SESSION = ("set extra_float_digits = -15; set TimeZone = 'America/St_Johns';"
+                 "set DateStyle = 'SQL, DMY'; set IntervalStyle = 'sql_standard';"
+                 "set bytea_output = 'escape'; set search_path = public")
+
+
+def test_the_apply_pins_only_the_names_when_the_view_reads_no_setting(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """The commit-time apply of a view whose expressions read no session setting pins only the
+    names it resolves (and its planner setting); ``timestamptz::date`` reads TimeZone only, and
+    the views stay equal to their queries when written from a session with other settings."""
+    conn = orders
+    names = sorted([*NAMES_ONLY, "enable_seqscan"])
+    assert _proconfig(conn, "one_left", "apply") == names
+    deploy_text(module_db, "one_zoned", ZONED)
+    assert _proconfig(conn, "one_zoned", "apply") == sorted([*names, "TimeZone"])
+    with psycopg.connect(module_db, autocommit=True) as writer:
+        writer.execute(OTHER_SESSION)
+        writer.execute("update one.orders set at = at + interval '20 hours', amount = 0.25 "
+                       "where id between 16 and 18")
+        writer.execute("insert into one.payments values (1000, 17)")
+        writer.execute("insert into one.orders values (41, 1, 3.5, 'x', "
+                       "'2030-03-10 03:30:00+00', 0)")
+    assert_equal(conn, "one_left", LEFT)
+    assert_equal(conn, "one_zoned", ZONED)
+
+
+def test_a_temporal_filter_pins_time_zone_only_for_days_and_months(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """``ts + interval '5 minutes'`` reads no setting (the sliding view's functions pin only the
+    names); ``ts + interval '1 day'`` reads TimeZone (a day across a DST change is 23 or 25
+    hours), an interval literal that another IntervalStyle reads otherwise IntervalStyle. A
+    writer under America/New_York and sql_standard keeps every view equal to its query."""
+    conn = orders
+    if conn.execute("select to_regclass('one.events')").fetchone()[0] is None:
+        conn.execute("create table one.events (id int primary key, kind text, amount int, "
+                     "ts timestamptz)")
+        deploy_text(module_db, "one_first", "select e.kind from one.events e")
+        conn.execute("insert into one.events select i, 'ab', i, null from "
+                     "generate_series(1, 3) i")
+        deploy_text(module_db, "one_sliding", SLIDING)
+    names = sorted([*NAMES_ONLY, "enable_seqscan"])
+    assert _proconfig(conn, "one_sliding", "apply") == names
+    assert _proconfig(conn, "one_sliding", "l0_upd") == sorted(NAMES_ONLY)
+    deploy_text(module_db, "one_days", DAYS)
+    assert _proconfig(conn, "one_days", "apply") == sorted([*names, "TimeZone"])
+    assert _proconfig(conn, "one_days", "l0_ins") == sorted([*NAMES_ONLY, "TimeZone"])
+    deploy_text(module_db, "one_styled", STYLED)
+    assert _proconfig(conn, "one_styled", "l0_ins") == sorted([*NAMES_ONLY, "IntervalStyle"])
+    dst = datetime(2031, 3, 9, 12, tzinfo=UTC)  # New York's clocks go forward that night
+    tick(module_db, dst)
+    with psycopg.connect(module_db, autocommit=True) as writer:
+        writer.execute(OTHER_SESSION.replace("America/St_Johns", "America/New_York"))
+        writer.execute("insert into one.events select 100 + i, 'c', i, "
+                       "%s - i * interval '23 hours 10 minutes' - interval '20 minutes' "
+                       "from generate_series(0, 2) i", (dst,))
+        writer.execute("insert into one.events values (110, 'd', 1, %s), (111, 'd', 1, %s)",
+                       (dst + timedelta(minutes=30), dst - timedelta(minutes=2)))
+        writer.execute("update one.events set ts = %s where id = 1", (dst - timedelta(hours=23,
+                                                                              minutes=30),))
+    for view, query in (("one_sliding", SLIDING), ("one_days", DAYS), ("one_styled", STYLED)):
+        assert_equal(conn, view, query)
+    tick(module_db, dst + timedelta(minutes=40))
+    for view, query in (("one_sliding", SLIDING), ("one_days", DAYS), ("one_styled", STYLED)):
+        assert_equal(conn, view, query)

@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts fefc420e6fc71e25, card_payments_recent 247d3a0143a57072, daily_store_revenue a410f20d00e0eaab, late_deliveries_daily b456f3addb846d87, store_cancellation_rate eeb33312946f008a, store_orders_last_5_minutes 65153d2bfb8dabe2, store_revenue_per_minute 398af44947838d16)
+-- phase: catalog (one row per view: active_carts 75521eb3a6a846c0, card_payments_recent bb17af2b211cd5eb, daily_store_revenue 592431c3b975c5f7, late_deliveries_daily 1b0e847d32b77779, store_cancellation_rate add281ab64e2c289, store_orders_last_5_minutes 8316f2be559778c4, store_revenue_per_minute cb38856f1d1358e4)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());

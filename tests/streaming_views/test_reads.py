@@ -1,0 +1,71 @@
+"""Which pinned settings a view's maintenance expressions read (streaming_views.reads), told
+from the trees PostgreSQL builds: each verdict checked against PostgreSQL itself."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from streaming_views import reads
+from streaming_views.probes import run_probe
+
+
+@pytest.fixture(scope="module")
+def tables(conn: psycopg.Connection) -> psycopg.Connection:
+    """``r.t`` with a column of each kind the expressions read."""
+    conn.execute("create schema r; create table r.t (ts timestamptz, d date, n numeric, "
+                 "f float8, b bytea, s text, iv interval, ldt timestamp)")
+    return conn
+
+
+def _read(conn: psycopg.Connection, expr: str, strings: tuple[str, ...] = ()) -> frozenset[str]:
+    with conn.transaction():
+        _, tree = run_probe(conn, f"SELECT {expr} AS c FROM r.t AS t", tree=True)
+        return reads.settings_read(conn, tree, list(strings))
+
+
+@pytest.mark.parametrize(("expr", "strings", "expected"), [
+    ("t.n * 2 + 1", (), set()),
+    ("t.s = 'cancelled'", ("cancelled",), set()),
+    ("(t.ts AT TIME ZONE 'UTC')::date", ("UTC",), set()),
+    ("t.ts + interval '5 minutes' > t.ts", ("5 minutes",), set()),
+    ("t.ts + interval '1 day' > t.ts", ("1 day",), {"TimeZone"}),
+    ("t.ts + interval '1 month'", ("1 month",), {"TimeZone"}),
+    ("t.ts + t.iv", (), {"TimeZone"}),
+    ("t.ts::date", (), {"TimeZone"}),
+    ("t.d < t.ts", (), {"TimeZone"}),
+    ("t.ts > '2030-01-02 03:00'", ("2030-01-02 03:00",), {"TimeZone", "DateStyle"}),
+    ("t.ts + interval '-0 1:00'", ("-0 1:00",), {"IntervalStyle"}),
+    ("t.f::text", (), {"extra_float_digits"}),
+    ("t.b::text", (), {"bytea_output"}),
+    ("date_trunc('day', t.ts)", ("day",), reads.ALL),
+    ("t.iv::text", (), reads.ALL),
+    ("t.n::money", (), reads.ALL),
+])
+def test_the_settings_an_expression_reads(tables: psycopg.Connection, expr: str,
+                                         strings: tuple[str, ...], expected: set[str]) -> None:
+    assert _read(tables, expr, strings) == frozenset(expected)
+
+
+@pytest.mark.parametrize("setting", [("TimeZone", "America/New_York"), ("DateStyle", "SQL, DMY"),
+                                     ("IntervalStyle", "sql_standard"),
+                                     ("extra_float_digits", "-15"), ("bytea_output", "escape")])
+def test_an_expression_said_to_read_no_setting_gives_the_same_value_under_other_settings(
+        tables: psycopg.Connection, setting: tuple[str, str]) -> None:
+    """The expressions said to read no setting (above) give the same values under another
+    setting, on times across New York's DST change (values compared, not their text)."""
+    conn = tables
+    conn.execute("truncate r.t; insert into r.t select timestamptz '2031-03-09 06:00+00' + "
+                 "k * interval '20 minutes', date '2031-03-09', k / 7.0, k / 3.0, "
+                 "'\\x0102'::bytea, 'x', k * interval '1 hour', timestamp '2031-03-09' "
+                 "from generate_series(0, 40) k")
+    query = ("select t.n * 2 + 1, (t.ts AT TIME ZONE 'UTC')::date - date '2000-01-01', "
+             "extract(epoch from t.ts + interval '5 minutes'), t.s = 'cancelled' "
+             "from r.t as t order by t.ts")
+    values = []
+    for name, value in (("TimeZone", "UTC"), setting):
+        with conn.transaction():
+            conn.execute("select set_config('TimeZone', 'UTC', true), "
+                         "set_config(%s, %s, true)", (name, value))
+            values.append(conn.execute(query).fetchall())
+    assert len(values[0]) == 41 and values[0] == values[1]
