@@ -16,7 +16,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.errors import DeadLetterNotFoundError
-from ingestion.lsn import str_to_lsn
+from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.state import ensure_state
 from ingestion.tables import load_tables
@@ -115,8 +115,9 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
             first seen) within this long before now — a bad window, e.g. the last six hours.
 
     Returns:
-        Counts: ``applied``, ``superseded`` (a newer change for the key landed), ``invalid``
-        (still breaks the contract; kept), ``skipped`` (already replayed).
+        Counts: ``applied``, ``superseded`` (a newer change for the key, or a later truncate or
+        resync of the table, landed), ``invalid`` (still breaks the contract; kept), ``skipped``
+        (already replayed).
     """
     counts = {"applied": 0, "superseded": 0, "invalid": 0, "skipped": 0}
     with psycopg.connect(landing_dsn) as conn:
@@ -173,18 +174,22 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
 
 def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[tuple]
                 ) -> set[int]:
-    """Ids of the letters whose key has a newer change in the changelog: one query per table.
+    """Ids of the letters overtaken by a newer change in the changelog: one query per table.
 
-    Replaying letters in commit order adds changelog rows only at each letter's own position,
-    never after a later letter's, so deciding every letter before applying any gives the same
-    answer as asking before each. The query reads the changelog from the oldest letter's commit
-    LSN on (a range scan of its ``unique (_commit_lsn, _seq)`` index: letters of a bad window are
-    recent) and matches keys by hashing, not one scan of the changelog per letter.
+    A letter is superseded by a later change of its key (insert, update or delete), by a later
+    TRUNCATE of its table (a ``t`` changelog row: a truncate on the source, or the one a resync
+    writes before its snapshot's rows), or when it was committed before the table's last resync
+    snapshot (``snapshot_lsn``: the snapshot holds its effect). Replaying letters in commit order
+    adds changelog rows only at each letter's own position, never after a later letter's, so
+    deciding every letter before applying any gives the same answer as asking before each. The
+    query reads the changelog from the oldest letter's commit LSN on (range scans of its
+    ``unique (_commit_lsn, _seq)`` index: letters of a bad window are recent) and matches keys by
+    hashing, not one scan of the changelog per letter.
     """
     waiting: dict[str, list[int]] = {}
     for lid, name, *_ in letters:
         info = tables.get(name)
-        if info is not None and info.paused_reason is None and info.key:
+        if info is not None and info.paused_reason is None:
             waiting.setdefault(name, []).append(lid)
     out: set[int] = set()
     for name, ids in waiting.items():
@@ -193,18 +198,33 @@ def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[
 
 
 def superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tuple]:
-    """The statement (and its parameters) of :func:`_superseded` for one table's letters."""
+    """The statement (and its parameters) of :func:`_superseded` for one table's letters.
+
+    The latest truncate is found by walking the changelog's index backwards from its end down to
+    the oldest letter at most; a keyless table's letters are checked against truncates and the
+    snapshot only (its rows have no key to be overtaken by).
+    """
     keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
-    picked = sql.SQL(", ").join(sql.SQL("raw_row ->> %s as {}").format(k) for k in keys)
-    match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
-                                  for col, k in zip(info.key, keys, strict=True))
+    picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
+    truncated = sql.SQL(
+        "select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
+        " (select t._commit_lsn, t._seq from {changelog} t where t._op = 't' and"
+        " t._commit_lsn >= (select min(commit_lsn) from l)"
+        " order by t._commit_lsn desc, t._seq desc limit 1)").format(changelog=info.changelog)
+    parts = [truncated]
+    if info.key:
+        match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
+                                      for col, k in zip(info.key, keys, strict=True))
+        parts.append(sql.SQL(
+            "select l.id from l join {changelog} c on {match}"
+            " and (c._commit_lsn, c._seq) > (l.commit_lsn, l.seq)"
+            " where c._commit_lsn >= (select min(commit_lsn) from l)"
+        ).format(changelog=info.changelog, match=match))
     query = sql.SQL(
-        "with l as materialized (select id, commit_lsn, seq, {picked} from tidemark.dead_letters"
-        " where id = any(%s)) select distinct l.id from l join {changelog} c on {match}"
-        " and (c._commit_lsn, c._seq) > (l.commit_lsn, l.seq)"
-        " where c._commit_lsn >= (select min(commit_lsn) from l)"
-    ).format(picked=picked, changelog=info.changelog, match=match)
-    return query, (*info.key, ids)
+        "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
+        " where id = any(%s)) {parts}"
+    ).format(picked=picked, parts=sql.SQL(" union ").join(parts))
+    return query, (*info.key, ids, lsn_to_str(info.snapshot_lsn))
 
 
 PURGE_BATCH = 10_000

@@ -141,3 +141,60 @@ def test_replay_of_a_window_and_a_table(pair: Pair, tmp_path: Path) -> None:
     assert counts == {"applied": 1, "superseded": 0, "invalid": 0, "skipped": 0}
     assert mirror_ids(pair, "stores", "store_id") == {2}
     assert [d["raw_row"]["store_id"] for d in list_dead_letters(pair.land, pair.source)] == ["1"]
+
+
+def letter_then(pair: Pair, tmp_path: Path, *statements: str) -> dict[str, int]:
+    """Store 2 breaks the contract (a dead letter), then ``statements`` run on the source; the
+    letter is replayed under a contract allowing it. Returns replay's counts."""
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    pair.src_exec("insert into stores values (1, 'ok', 'c', 'north', now(), true)",
+                  "insert into stores values (2, 'bad', 'c', 'atlantis', now(), true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert mirror_ids(pair, "stores", "store_id") == {1}
+    pair.src_exec(*statements)
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    relaxed = contracts_for(pair.source, tmp_path / "v2", extra_regions="atlantis")
+    return replay(pair.land, pair.source, contracts=relaxed)
+
+
+def test_replay_after_a_truncate_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """On m29 the letter was applied over the later TRUNCATE (its ``t`` changelog row has no
+    key): the mirror held store 2, which the source no longer has."""
+    counts = letter_then(pair, tmp_path, "truncate stores cascade",
+                         "insert into stores values (3, 'ok', 'c', 'north', now(), true)")
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert mirror_ids(pair, "stores", "store_id") == {3}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_after_a_delete_of_the_key_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """A later DELETE of the letter's key supersedes it (already so on m29)."""
+    counts = letter_then(pair, tmp_path, "delete from stores where store_id = 2")
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_after_a_resync_of_the_table_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """Landing missed the delete of store 2 (the publication did not publish deletes then); a
+    resync of the table repairs the mirror. On m29 the older letter was then applied over the
+    resync's snapshot, bringing store 2 back."""
+    from ingestion import resync
+    from ingestion.names import publication_name
+
+    pub = publication_name(pair.source)
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    pair.src_exec("insert into stores values (1, 'ok', 'c', 'north', now(), true)",
+                  "insert into stores values (2, 'bad', 'c', 'atlantis', now(), true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec(f"alter publication {pub} set (publish = 'insert, update, truncate')",
+                  "delete from stores where store_id = 2",
+                  "update stores set store_name = 'still ok' where store_id = 1",
+                  f"alter publication {pub} set (publish = 'insert, update, delete, truncate')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    resync(pair.src, pair.land, pair.source, "stores", contracts=strict)
+    relaxed = contracts_for(pair.source, tmp_path / "v2", extra_regions="atlantis")
+    counts = replay(pair.land, pair.source, contracts=relaxed)
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
