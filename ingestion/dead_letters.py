@@ -183,48 +183,58 @@ def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[
     adds changelog rows only at each letter's own position, never after a later letter's, so
     deciding every letter before applying any gives the same answer as asking before each. The
     query reads the changelog from the oldest letter's commit LSN on (range scans of its
-    ``unique (_commit_lsn, _seq)`` index: letters of a bad window are recent) and matches keys by
-    hashing, not one scan of the changelog per letter.
+    ``unique (_commit_lsn, _seq)`` index: letters of a bad window are recent; the bound is a
+    parameter, so the planner sees how short the range is) and matches keys by hashing, not one
+    scan of the changelog per letter.
     """
     waiting: dict[str, list[int]] = {}
-    for lid, name, *_ in letters:
+    oldest: dict[str, int] = {}
+    for lid, name, _lsn, commit_lsn, *_ in letters:
         info = tables.get(name)
         if info is not None and info.paused_reason is None:
             waiting.setdefault(name, []).append(lid)
+            at = str_to_lsn(commit_lsn)
+            oldest[name] = min(oldest.get(name, at), at)
     out: set[int] = set()
     for name, ids in waiting.items():
-        out.update(r[0] for r in conn.execute(*superseded_query(tables[name], ids)))
+        out.update(r[0] for r in conn.execute(*superseded_query(tables[name], ids,
+                                                                oldest[name])))
     return out
 
 
-def superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tuple]:
+def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Composed, tuple]:
     """The statement (and its parameters) of :func:`_superseded` for one table's letters.
 
-    The latest truncate is found by walking the changelog's index backwards from its end down to
-    the oldest letter at most; a keyless table's letters are checked against truncates and the
+    Args:
+        info: the table.
+        ids: its letters.
+        oldest: the smallest commit LSN of these letters: the changelog is read from there on.
+
+    The latest truncate is the first ``t`` row met walking the changelog's index backwards, down
+    to ``oldest`` at most; a keyless table's letters are checked against truncates and the
     snapshot only (its rows have no key to be overtaken by).
     """
     keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
     picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
     truncated = sql.SQL(
         "select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
-        " (select t._commit_lsn, t._seq from {changelog} t where t._op = 't' and"
-        " t._commit_lsn >= (select min(commit_lsn) from l)"
-        " order by t._commit_lsn desc, t._seq desc limit 1)").format(changelog=info.changelog)
+        " (select t._commit_lsn, t._seq from {} t where t._op = 't' and"
+        " t._commit_lsn >= %s::pg_lsn order by t._commit_lsn desc, t._seq desc limit 1)"
+    ).format(info.changelog)
     parts = [truncated]
+    params: list[Any] = [*info.key, ids, lsn_to_str(info.snapshot_lsn), lsn_to_str(oldest)]
     if info.key:
         match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
                                       for col, k in zip(info.key, keys, strict=True))
         parts.append(sql.SQL(
-            "select l.id from l join {changelog} c on {match}"
-            " and (c._commit_lsn, c._seq) > (l.commit_lsn, l.seq)"
-            " where c._commit_lsn >= (select min(commit_lsn) from l)"
-        ).format(changelog=info.changelog, match=match))
+            "select l.id from l join {} c on {} and (c._commit_lsn, c._seq) >"
+            " (l.commit_lsn, l.seq) where c._commit_lsn >= %s::pg_lsn"
+        ).format(info.changelog, match))
+        params.append(lsn_to_str(oldest))
     query = sql.SQL(
-        "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
-        " where id = any(%s)) {parts}"
-    ).format(picked=picked, parts=sql.SQL(" union ").join(parts))
-    return query, (*info.key, ids, lsn_to_str(info.snapshot_lsn))
+        "with l as materialized (select id, commit_lsn, seq{} from tidemark.dead_letters"
+        " where id = any(%s)) {}").format(picked, sql.SQL(" union ").join(parts))
+    return query, tuple(params)
 
 
 PURGE_BATCH = 10_000
