@@ -182,7 +182,7 @@ def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[
     snapshot (``snapshot_lsn``: the snapshot holds its effect). Replaying letters in commit order
     adds changelog rows only at each letter's own position, never after a later letter's, so
     deciding every letter before applying any gives the same answer as asking before each. The
-    query reads the changelog from the oldest letter's commit LSN on (range scans of its
+    query reads the changelog once from the oldest letter's commit LSN on (a range scan of its
     ``unique (_commit_lsn, _seq)`` index: letters of a bad window are recent; the bound is a
     parameter, so the planner sees how short the range is) and matches keys by hashing, not one
     scan of the changelog per letter.
@@ -210,31 +210,33 @@ def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Compos
         ids: its letters.
         oldest: the smallest commit LSN of these letters: the changelog is read from there on.
 
-    The latest truncate is the first ``t`` row met walking the changelog's index backwards, down
-    to ``oldest`` at most; a keyless table's letters are checked against truncates and the
-    snapshot only (its rows have no key to be overtaken by).
+    The changelog's range from ``oldest`` on is read once: its rows of the letters' keys (a
+    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table's
+    letters are checked against truncates and the snapshot only (no key to be overtaken by).
     """
     keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
     picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
-    truncated = sql.SQL(
-        "select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
-        " (select t._commit_lsn, t._seq from {} t where t._op = 't' and"
-        " t._commit_lsn >= %s::pg_lsn order by t._commit_lsn desc, t._seq desc limit 1)"
-    ).format(info.changelog)
-    parts = [truncated]
-    params: list[Any] = [*info.key, ids, lsn_to_str(info.snapshot_lsn), lsn_to_str(oldest)]
+    kept = sql.SQL("c._op = 't'")
     if info.key:
-        match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
-                                      for col, k in zip(info.key, keys, strict=True))
-        parts.append(sql.SQL(
-            "select l.id from l join {} c on {} and (c._commit_lsn, c._seq) >"
-            " (l.commit_lsn, l.seq) where c._commit_lsn >= %s::pg_lsn"
-        ).format(info.changelog, match))
-        params.append(lsn_to_str(oldest))
+        kept = sql.SQL("{} or ({}) in (select {} from l)").format(
+            kept, sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
+                                     for col in info.key), sql.SQL(", ").join(keys))
     query = sql.SQL(
-        "with l as materialized (select id, commit_lsn, seq{} from tidemark.dead_letters"
-        " where id = any(%s)) {}").format(picked, sql.SQL(" union ").join(parts))
-    return query, tuple(params)
+        "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
+        " where id = any(%s)), c as materialized (select {cols}_op, _commit_lsn, _seq"
+        " from {changelog} c where c._commit_lsn >= %s::pg_lsn and ({kept}))"
+        " select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
+        " (select _commit_lsn, _seq from c where _op = 't'"
+        " order by _commit_lsn desc, _seq desc limit 1)"
+    ).format(picked=picked, changelog=info.changelog, kept=kept, cols=sql.SQL("").join(
+        sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
+        for col, k in zip(info.key, keys, strict=True)))
+    if info.key:
+        query += sql.SQL(
+            " union select l.id from l join c on {} and (c._commit_lsn, c._seq) >"
+            " (l.commit_lsn, l.seq)").format(sql.SQL(" and ").join(
+                sql.SQL("c.{} = l.{}").format(k, k) for k in keys))
+    return query, (*info.key, ids, lsn_to_str(oldest), lsn_to_str(info.snapshot_lsn))
 
 
 PURGE_BATCH = 10_000
