@@ -198,3 +198,22 @@ def test_replay_after_a_resync_of_the_table_is_superseded(pair: Pair, tmp_path: 
     counts = replay(pair.land, pair.source, contracts=relaxed)
     assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
     assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_of_a_keyless_table_after_a_truncate_is_superseded(pair: Pair) -> None:
+    """A keyless table's letter has no key to be overtaken by, but a later TRUNCATE still
+    supersedes it (on m29 keyless letters were never checked, and landed over the truncate)."""
+    pair.src_exec("create table k (v text)", "alter table k replica identity full")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into k values ('a')")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:  # a letter of that transaction
+        conn.execute(
+            "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
+            " reason, raw_row) select %s, 'k', _lsn, _commit_lsn, _seq + 1, 'c', 'bad',"
+            " '{\"v\": \"ghost\"}' from " + f"cdc.{pair.source}__k", (pair.source,))
+    pair.src_exec("truncate k", "insert into k values ('b')")
+    catch_up(pair.src, pair.land, pair.source)
+    counts = replay(pair.land, pair.source)
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "k") == table_rows(pair.land, pair.source, "k")
