@@ -141,10 +141,11 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         counts["skipped"] = conn.execute(sql.SQL(
             "select count(*) from tidemark.dead_letters where {} and replayed_at is not null"
         ).format(where), tuple(params)).fetchone()[0]
+        # in commit order: qualified, or the order would be of the text the list selects
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
-            " txid from tidemark.dead_letters where {} and replayed_at is null order by"
-            " commit_lsn, seq for update").format(where), tuple(params)).fetchall()
+            " txid from tidemark.dead_letters d where {} and replayed_at is null order by"
+            " d.commit_lsn, d.seq for update").format(where), tuple(params)).fetchall()
         superseded = _superseded(conn, applier.tables, letters)
         for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid in letters:
             info = applier.tables.get(name)

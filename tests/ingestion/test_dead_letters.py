@@ -217,3 +217,20 @@ def test_replay_of_a_keyless_table_after_a_truncate_is_superseded(pair: Pair) ->
     counts = replay(pair.land, pair.source)
     assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
     assert table_rows(pair.src, "public", "k") == table_rows(pair.land, pair.source, "k")
+
+
+def test_replay_applies_letters_in_commit_order_not_text_order(pair: Pair) -> None:
+    """Two letters of one key at commit LSNs 5/FFFFFF0 and 5/10000000: as text the later one
+    sorts first. On m29 replay ordered by the ``commit_lsn::text`` it selected, applied the
+    newer image first and left the older one in the mirror."""
+    pair.src_exec("create table t (id int primary key, v text)")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(
+            "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
+            " reason, raw_row) values (%s, 't', '5/FFFFFF0', '5/FFFFFF0', 1, 'c', 'bad',"
+            " '{\"id\": \"1\", \"v\": \"old\"}'), (%s, 't', '5/10000000', '5/10000000', 1, 'u',"
+            " 'bad', '{\"id\": \"1\", \"v\": \"new\"}')", (pair.source, pair.source))
+    assert replay(pair.land, pair.source)["applied"] == 2
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute(f"select v from {pair.source}.t").fetchall() == [("new",)]
