@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion import catch_up
+from ingestion.lsn import str_to_lsn
 from ingestion.tables import load_tables
 from tests.support import create_database, start_test_server
 
@@ -134,8 +135,13 @@ def main() -> None:
                     plans["dlq list"] = explain(conn, sql.SQL(
                         "select id from tidemark.dead_letters where source = 'h' and replayed_at"
                         " is null order by first_seen_at, id limit 100"), ())
-                    plans["superseded (200 letters)"] = explain(
-                        conn, *dl.superseded_query(info, ids))
+                    # the whole history, and a recent window (the last 10% of the changelog)
+                    for label, some in (("200 letters", ids), ("20 recent letters", ids[-20:])):
+                        oldest = conn.execute(
+                            "select min(commit_lsn)::text from tidemark.dead_letters where"
+                            " id = any(%s)", (some,)).fetchone()[0]
+                        plans[f"superseded ({label})"] = explain(
+                            conn, *dl.superseded_query(info, some, str_to_lsn(oldest)))
                     plans["dlq purge batch"] = explain(conn, sql.SQL(
                         "delete from tidemark.dead_letters where id = any(array(select id from"
                         " tidemark.dead_letters where source = 'h' and first_seen_at < now() -"

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.errors import DeadLetterNotFoundError
-from ingestion.lsn import str_to_lsn
+from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.state import ensure_state
 from ingestion.tables import load_tables
@@ -115,8 +115,9 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
             first seen) within this long before now — a bad window, e.g. the last six hours.
 
     Returns:
-        Counts: ``applied``, ``superseded`` (a newer change for the key landed), ``invalid``
-        (still breaks the contract; kept), ``skipped`` (already replayed).
+        Counts: ``applied``, ``superseded`` (a newer change for the key, or a later truncate or
+        resync of the table, landed), ``invalid`` (still breaks the contract; kept), ``skipped``
+        (already replayed).
     """
     counts = {"applied": 0, "superseded": 0, "invalid": 0, "skipped": 0}
     with psycopg.connect(landing_dsn) as conn:
@@ -140,10 +141,11 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         counts["skipped"] = conn.execute(sql.SQL(
             "select count(*) from tidemark.dead_letters where {} and replayed_at is not null"
         ).format(where), tuple(params)).fetchone()[0]
+        # in commit order: qualified, or the order would be of the text the list selects
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"
-            " txid from tidemark.dead_letters where {} and replayed_at is null order by"
-            " commit_lsn, seq for update").format(where), tuple(params)).fetchall()
+            " txid from tidemark.dead_letters d where {} and replayed_at is null order by"
+            " d.commit_lsn, d.seq for update").format(where), tuple(params)).fetchall()
         superseded = _superseded(conn, applier.tables, letters)
         for lid, name, lsn, commit_lsn, seq, op, raw, commit_at, txid in letters:
             info = applier.tables.get(name)
@@ -173,38 +175,69 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
 
 def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[tuple]
                 ) -> set[int]:
-    """Ids of the letters whose key has a newer change in the changelog: one query per table.
+    """Ids of the letters overtaken by a newer change in the changelog: one query per table.
 
-    Replaying letters in commit order adds changelog rows only at each letter's own position,
-    never after a later letter's, so deciding every letter before applying any gives the same
-    answer as asking before each. The query reads the changelog from the oldest letter's commit
-    LSN on (a range scan of its ``unique (_commit_lsn, _seq)`` index: letters of a bad window are
-    recent) and matches keys by hashing, not one scan of the changelog per letter.
+    A letter is superseded by a later change of its key (insert, update or delete), by a later
+    TRUNCATE of its table (a ``t`` changelog row: a truncate on the source, or the one a resync
+    writes before its snapshot's rows), or when it was committed before the table's last resync
+    snapshot (``snapshot_lsn``: the snapshot holds its effect). Replaying letters in commit order
+    adds changelog rows only at each letter's own position, never after a later letter's, so
+    deciding every letter before applying any gives the same answer as asking before each. The
+    query reads the changelog once from the oldest letter's commit LSN on (a range scan of its
+    ``unique (_commit_lsn, _seq)`` index: letters of a bad window are recent; the bound is a
+    parameter, so the planner sees how short the range is) and matches keys by hashing, not one
+    scan of the changelog per letter.
     """
     waiting: dict[str, list[int]] = {}
-    for lid, name, *_ in letters:
+    oldest: dict[str, int] = {}
+    for lid, name, _lsn, commit_lsn, *_ in letters:
         info = tables.get(name)
-        if info is not None and info.paused_reason is None and info.key:
+        if info is not None and info.paused_reason is None:
             waiting.setdefault(name, []).append(lid)
+            at = str_to_lsn(commit_lsn)
+            oldest[name] = min(oldest.get(name, at), at)
     out: set[int] = set()
     for name, ids in waiting.items():
-        out.update(r[0] for r in conn.execute(*superseded_query(tables[name], ids)))
+        out.update(r[0] for r in conn.execute(*superseded_query(tables[name], ids,
+                                                                oldest[name])))
     return out
 
 
-def superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tuple]:
-    """The statement (and its parameters) of :func:`_superseded` for one table's letters."""
+def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Composed, tuple]:
+    """The statement (and its parameters) of :func:`_superseded` for one table's letters.
+
+    Args:
+        info: the table.
+        ids: its letters.
+        oldest: the smallest commit LSN of these letters: the changelog is read from there on.
+
+    The changelog's range from ``oldest`` on is read once: its rows of the letters' keys (a
+    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table's
+    letters are checked against truncates and the snapshot only (no key to be overtaken by).
+    """
     keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
-    picked = sql.SQL(", ").join(sql.SQL("raw_row ->> %s as {}").format(k) for k in keys)
-    match = sql.SQL(" and ").join(sql.SQL("c.{}::text = l.{}").format(sql.Identifier(col), k)
-                                  for col, k in zip(info.key, keys, strict=True))
+    picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
+    kept = sql.SQL("c._op = 't'")
+    if info.key:
+        kept = sql.SQL("{} or ({}) in (select {} from l)").format(
+            kept, sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
+                                     for col in info.key), sql.SQL(", ").join(keys))
     query = sql.SQL(
-        "with l as materialized (select id, commit_lsn, seq, {picked} from tidemark.dead_letters"
-        " where id = any(%s)) select distinct l.id from l join {changelog} c on {match}"
-        " and (c._commit_lsn, c._seq) > (l.commit_lsn, l.seq)"
-        " where c._commit_lsn >= (select min(commit_lsn) from l)"
-    ).format(picked=picked, changelog=info.changelog, match=match)
-    return query, (*info.key, ids)
+        "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
+        " where id = any(%s)), c as materialized (select {cols}_op, _commit_lsn, _seq"
+        " from {changelog} c where c._commit_lsn >= %s::pg_lsn and ({kept}))"
+        " select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
+        " (select _commit_lsn, _seq from c where _op = 't'"
+        " order by _commit_lsn desc, _seq desc limit 1)"
+    ).format(picked=picked, changelog=info.changelog, kept=kept, cols=sql.SQL("").join(
+        sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
+        for col, k in zip(info.key, keys, strict=True)))
+    if info.key:
+        query += sql.SQL(
+            " union select l.id from l join c on {} and (c._commit_lsn, c._seq) >"
+            " (l.commit_lsn, l.seq)").format(sql.SQL(" and ").join(
+                sql.SQL("c.{} = l.{}").format(k, k) for k in keys))
+    return query, (*info.key, ids, lsn_to_str(oldest), lsn_to_str(info.snapshot_lsn))
 
 
 PURGE_BATCH = 10_000

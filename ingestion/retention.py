@@ -2,7 +2,8 @@
 
 The changelog is append-only and grows with history. What reads it:
 
-- ``tidemark dlq replay`` asks whether a newer change of a dead letter's key landed (superseded);
+- ``tidemark dlq replay`` asks whether a newer change of a dead letter's key, or a truncate of its
+  table (a ``t`` row), landed (superseded);
   a waiting letter needs every changelog row after its own commit LSN, or it could overwrite
   newer state. Pruning therefore stops before the commit LSN of the table's oldest waiting dead
   letter (replay or purge such letters, `tidemark dlq`, to prune further).

@@ -141,3 +141,96 @@ def test_replay_of_a_window_and_a_table(pair: Pair, tmp_path: Path) -> None:
     assert counts == {"applied": 1, "superseded": 0, "invalid": 0, "skipped": 0}
     assert mirror_ids(pair, "stores", "store_id") == {2}
     assert [d["raw_row"]["store_id"] for d in list_dead_letters(pair.land, pair.source)] == ["1"]
+
+
+def letter_then(pair: Pair, tmp_path: Path, *statements: str) -> dict[str, int]:
+    """Store 2 breaks the contract (a dead letter), then ``statements`` run on the source; the
+    letter is replayed under a contract allowing it. Returns replay's counts."""
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    pair.src_exec("insert into stores values (1, 'ok', 'c', 'north', now(), true)",
+                  "insert into stores values (2, 'bad', 'c', 'atlantis', now(), true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert mirror_ids(pair, "stores", "store_id") == {1}
+    pair.src_exec(*statements)
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    relaxed = contracts_for(pair.source, tmp_path / "v2", extra_regions="atlantis")
+    return replay(pair.land, pair.source, contracts=relaxed)
+
+
+def test_replay_after_a_truncate_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """On m29 the letter was applied over the later TRUNCATE (its ``t`` changelog row has no
+    key): the mirror held store 2, which the source no longer has."""
+    counts = letter_then(pair, tmp_path, "truncate stores cascade",
+                         "insert into stores values (3, 'ok', 'c', 'north', now(), true)")
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert mirror_ids(pair, "stores", "store_id") == {3}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_after_a_delete_of_the_key_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """A later DELETE of the letter's key supersedes it (already so on m29)."""
+    counts = letter_then(pair, tmp_path, "delete from stores where store_id = 2")
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_after_a_resync_of_the_table_is_superseded(pair: Pair, tmp_path: Path) -> None:
+    """Landing missed the delete of store 2 (the publication did not publish deletes then); a
+    resync of the table repairs the mirror. On m29 the older letter was then applied over the
+    resync's snapshot, bringing store 2 back."""
+    from ingestion import resync
+    from ingestion.names import publication_name
+
+    pub = publication_name(pair.source)
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    pair.src_exec("insert into stores values (1, 'ok', 'c', 'north', now(), true)",
+                  "insert into stores values (2, 'bad', 'c', 'atlantis', now(), true)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec(f"alter publication {pub} set (publish = 'insert, update, truncate')",
+                  "delete from stores where store_id = 2",
+                  "update stores set store_name = 'still ok' where store_id = 1",
+                  f"alter publication {pub} set (publish = 'insert, update, delete, truncate')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    resync(pair.src, pair.land, pair.source, "stores", contracts=strict)
+    relaxed = contracts_for(pair.source, tmp_path / "v2", extra_regions="atlantis")
+    counts = replay(pair.land, pair.source, contracts=relaxed)
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
+
+
+def test_replay_of_a_keyless_table_after_a_truncate_is_superseded(pair: Pair) -> None:
+    """A keyless table's letter has no key to be overtaken by, but a later TRUNCATE still
+    supersedes it (on m29 keyless letters were never checked, and landed over the truncate)."""
+    pair.src_exec("create table k (v text)", "alter table k replica identity full")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into k values ('a')")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:  # a letter of that transaction
+        conn.execute(
+            "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
+            " reason, raw_row) select %s, 'k', _lsn, _commit_lsn, _seq + 1, 'c', 'bad',"
+            " '{\"v\": \"ghost\"}' from " + f"cdc.{pair.source}__k", (pair.source,))
+    pair.src_exec("truncate k", "insert into k values ('b')")
+    catch_up(pair.src, pair.land, pair.source)
+    counts = replay(pair.land, pair.source)
+    assert counts == {"applied": 0, "superseded": 1, "invalid": 0, "skipped": 0}
+    assert table_rows(pair.src, "public", "k") == table_rows(pair.land, pair.source, "k")
+
+
+def test_replay_applies_letters_in_commit_order_not_text_order(pair: Pair) -> None:
+    """Two letters of one key at commit LSNs 5/FFFFFF0 and 5/10000000: as text the later one
+    sorts first. On m29 replay ordered by the ``commit_lsn::text`` it selected, applied the
+    newer image first and left the older one in the mirror."""
+    pair.src_exec("create table t (id int primary key, v text)")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(
+            "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
+            " reason, raw_row) values (%s, 't', '5/FFFFFF0', '5/FFFFFF0', 1, 'c', 'bad',"
+            " '{\"id\": \"1\", \"v\": \"old\"}'), (%s, 't', '5/10000000', '5/10000000', 1, 'u',"
+            " 'bad', '{\"id\": \"1\", \"v\": \"new\"}')", (pair.source, pair.source))
+    assert replay(pair.land, pair.source)["applied"] == 2
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute(f"select v from {pair.source}.t").fetchall() == [("new",)]
