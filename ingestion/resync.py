@@ -306,7 +306,7 @@ def _replay_late(applier: Applier, info: TableInfo, source: str, lsn: int) -> in
     rows = applier.conn.execute(
         "select commit_lsn::text, seq, lsn::text, op, commit_at, txid, row_data, old_data"
         " from tidemark.paused_changes where source = %s and table_name = %s and"
-        " commit_lsn >= %s::pg_lsn order by commit_lsn, seq",
+        " commit_lsn >= %s::pg_lsn order by paused_changes.commit_lsn, seq",
         (source, info.name, lsn_to_str(lsn))).fetchall()
     names = info.column_names
 

@@ -178,3 +178,22 @@ def test_resync_of_a_table_paused_by_an_older_version_without_landing_tables(pai
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "x")
     assert_mirror_equals(pair, "y")
+
+
+def test_resync_replays_kept_changes_in_commit_order_not_text_order(pair: Pair) -> None:
+    """A paused table's kept changes at commit LSNs 5/FFFFFF0 and 5/10000000: as text the later
+    one sorts first. Resync ordered by the ``commit_lsn::text`` it selected, applied the newer
+    image first and left the older one in the mirror."""
+    pair.src_exec("create table a (id int primary key, v int)", "insert into a values (1, 1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("alter table a alter column v type text", "insert into a values (2, 'two')")
+    catch_up(pair.src, pair.land, pair.source)
+    assert _paused(pair) == {"a"}
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(
+            "insert into tidemark.paused_changes (source, table_name, commit_lsn, seq, lsn, op,"
+            " row_data) values (%s, 'a', '5/FFFFFF0', 1, '5/FFFFFF0', 'c',"
+            " '{\"id\": 9, \"v\": \"old\"}'), (%s, 'a', '5/10000000', 1, '5/10000000', 'u',"
+            " '{\"id\": 9, \"v\": \"new\"}')", (pair.source, pair.source))
+    resync(pair.src, pair.land, pair.source, "a")
+    assert _land(pair, f'select v from "{pair.source}".a where id = 9') == [("new",)]
