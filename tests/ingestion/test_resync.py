@@ -190,10 +190,10 @@ def test_resync_replays_kept_changes_in_commit_order_not_text_order(pair: Pair) 
     catch_up(pair.src, pair.land, pair.source)
     assert _paused(pair) == {"a"}
     with psycopg.connect(pair.land, autocommit=True) as conn:
-        conn.execute(
-            "insert into tidemark.paused_changes (source, table_name, commit_lsn, seq, lsn, op,"
-            " row_data) values (%s, 'a', '5/FFFFFF0', 1, '5/FFFFFF0', 'c',"
-            " '{\"id\": 9, \"v\": \"old\"}'), (%s, 'a', '5/10000000', 1, '5/10000000', 'u',"
-            " '{\"id\": 9, \"v\": \"new\"}')", (pair.source, pair.source))
+        for lsn, op, v in (("5/FFFFFF0", "c", "old"), ("5/10000000", "u", "new")):
+            conn.execute("insert into tidemark.paused_changes (source, table_name, commit_lsn,"
+                         " seq, lsn, op, row_data) values (%s, 'a', %s, 1, %s, %s,"
+                         " jsonb_build_object('id', 9, 'v', %s::text))",
+                         (pair.source, lsn, lsn, op, v))
     resync(pair.src, pair.land, pair.source, "a")
     assert _land(pair, f'select v from "{pair.source}".a where id = 9') == [("new",)]
