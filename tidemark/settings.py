@@ -75,6 +75,8 @@ class Settings(BaseSettings):
             run on their own (UTC).
         ingest_lag_warn_s: ``TIDEMARK_INGEST_LAG_WARN_S``: ingestion lag that warns.
         ingest_lag_error_s: ``TIDEMARK_INGEST_LAG_ERROR_S``: ingestion lag that fails.
+        slot_wal_warn_gb: ``TIDEMARK_SLOT_WAL_WARN_GB``: WAL (GiB) a replication slot may retain
+            before `tidemark status` warns about it.
         materialize_lag_s: ``TIDEMARK_MATERIALIZE_LAG_S``: largest Materialize lag accepted.
         reconcile_days: ``TIDEMARK_RECONCILE_DAYS``: closed days back reconciliation compares.
         demo_beyond_lateness_share: ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``: share of the demo
@@ -119,6 +121,7 @@ class Settings(BaseSettings):
     checks_cron: str = "*/15 * * * *"
     ingest_lag_warn_s: float = Field(60.0, gt=0)
     ingest_lag_error_s: float = Field(300.0, gt=0)
+    slot_wal_warn_gb: float = Field(5.0, gt=0)
     materialize_lag_s: float = Field(5.0, gt=0)
     reconcile_days: int = Field(30, ge=1, le=3660)
     demo_beyond_lateness_share: float = Field(0.01, ge=0, le=1)

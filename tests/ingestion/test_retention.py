@@ -177,4 +177,5 @@ def test_status_names_a_slot_that_retains_wal(pair: Pair) -> None:
     assert f"replication slot tidemark_{pair.source}" in text and "GB of WAL" in text
     assert f"pg_drop_replication_slot('tidemark_{pair.source}')" in text
     assert "max_slot_wal_keep_size" in text
-    assert not [r for r in wal_layer(dbs) if r["slot"] == f"tidemark_{pair.source}"]  # < 5 GB
+    default = 5 * 1024**3  # TIDEMARK_SLOT_WAL_WARN_GB's default
+    assert not [r for r in wal_layer(dbs, default) if r["slot"] == f"tidemark_{pair.source}"]

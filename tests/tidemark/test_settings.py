@@ -115,14 +115,17 @@ def test_every_setting_is_typed_and_named_when_wrong(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("TIDEMARK_CORRECTION_DAYS", "5")
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_WARN_S", "90")
     monkeypatch.setenv("TIDEMARK_INGEST_LAG_ERROR_S", "30")
+    monkeypatch.setenv("TIDEMARK_SLOT_WAL_WARN_GB", "0.5")
     monkeypatch.setenv("PORT", "80")  # another program's variable is not ours
     settings = load_settings()
     assert settings.correction_days == 5 and settings.port == DEFAULT_PORT
     assert settings.lag_thresholds == (30.0, 30.0)  # warn never above error
+    assert settings.slot_wal_warn_gb == 0.5
     assert settings.dbt_target_dir == tmp_path / "dbt" / "target"
     for name, value in (("TIDEMARK_BATCH_CRON", "nightly"), ("TIDEMARK_CORRECTION_DAYS", "-1"),
                         ("TIDEMARK_LIVE_TARGET", "duckdb"),
-                        ("TIDEMARK_PARTITIONS_START", "yesterday")):
+                        ("TIDEMARK_PARTITIONS_START", "yesterday"),
+                        ("TIDEMARK_SLOT_WAL_WARN_GB", "0"), ("TIDEMARK_SLOT_WAL_WARN_GB", "5GB")):
         monkeypatch.setenv(name, value)
         with pytest.raises(SettingsError, match=name):
             load_settings()

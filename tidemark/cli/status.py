@@ -60,11 +60,7 @@ def ingestion_layer(dbs: Databases, source: str = SOURCE,
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
-WAL_WARN_BYTES = 5 * 1024**3
-"""`tidemark status` warns about a replication slot retaining more WAL than this."""
-
-
-def wal_layer(dbs: Databases, min_bytes: int = WAL_WARN_BYTES) -> list[dict[str, Any]]:
+def wal_layer(dbs: Databases, min_bytes: int) -> list[dict[str, Any]]:
     """Replication slots retaining at least ``min_bytes`` of WAL, on the server of each source
     (the demo's and the registered ones; a server shared by several is read once)."""
     from psycopg.conninfo import conninfo_to_dict
@@ -237,7 +233,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": _guard(ingestion_layer, dbs),
         "sources": _guard(sources_layer, dbs),
-        "wal": _guard(wal_layer, dbs),
+        "wal": _guard(wal_layer, dbs, int(settings.slot_wal_warn_gb * 1024**3)),
         "watermarks": _guard(watermarks_layer, dbs),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
