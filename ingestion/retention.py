@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.errors import TableNotFoundError
+from ingestion.lsn import str_to_lsn
 from ingestion.state import ensure_state
 from ingestion.tables import TableInfo, load_tables
 
@@ -96,7 +97,7 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
         if bound is None:
             return {"deleted": 0, "kept_for": None}
     kept_for = None
-    if letter is not None and _lsn_le(conn, letter, bound[0]):
+    if letter is not None and str_to_lsn(letter) <= str_to_lsn(bound[0]):
         bound = (letter, None)  # strictly before the letter's commit
         kept_for = f"a waiting dead letter at commit LSN {letter}"
     deleted = 0
@@ -133,6 +134,3 @@ def _range(last: tuple[str, int] | None, bound: tuple[str, int | None]
         params.extend(bound)
     return sql.SQL(" and ").join(conds), tuple(params)
 
-
-def _lsn_le(conn: psycopg.Connection, a: str, b: str) -> bool:
-    return conn.execute("select %s::pg_lsn <= %s::pg_lsn", (a, b)).fetchone()[0]
