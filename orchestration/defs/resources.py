@@ -8,9 +8,8 @@ location never connects to a database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -123,20 +122,32 @@ class TidemarkResource(dg.ConfigurableResource):
         """How many closed days back reconciliation compares."""
         return self.reconcile_days or self.settings().reconcile_days
 
-    @contextmanager
-    def dbt_environment(self) -> Iterator[None]:
-        """Point ``dbt_project/profiles.yml`` at the landing database for the block.
+    def dbt_cli(self, dbt: Any, args: list[str], env: dict[str, str] | None = None,
+                **kwargs: Any) -> Any:
+        """Start ``dbt.cli(args, **kwargs)`` with the profile pointed at the landing database.
 
-        The profile reads only ``TIDEMARK_DBT_*`` variables; they are set from
-        :attr:`Urls.landing_dbt` and restored afterwards, and the environment's secrets
-        (``PGPASSWORD``, ``TIDEMARK_SOURCE_*``, URLs with a password) are out of it meanwhile:
-        dagster-dbt gives the dbt child a copy of ``os.environ``. ``DBT_TARGET_PATH`` names the
-        prepared target, so each invocation starts from its partial-parse file instead of a
-        full parse.
+        The profile reads only ``TIDEMARK_DBT_*`` variables, set from :attr:`Urls.landing_dbt`;
+        ``DBT_TARGET_PATH`` names the prepared target, so each invocation starts from its
+        partial-parse file instead of a full parse. dagster-dbt 0.29 gives the dbt child a copy
+        of ``os.environ`` and takes no environment of its own, so these (and ``env``) are set,
+        and the environment's secrets (``PGPASSWORD``, ``TIDEMARK_SOURCE_*``, URLs with a
+        password) removed, only while the child is started
+        (:func:`~tidemark.stack.dbt.scrubbed_environment`, one thread at a time): the rest of
+        the run, and its other threads while dbt works, see the environment unchanged.
+
+        Args:
+            dbt: the ``DbtCliResource``.
+            args: dbt's command line.
+            env: more variables for the child (e.g. ``DBT_INDIRECT_SELECTION``).
+            **kwargs: passed to ``DbtCliResource.cli``.
+
+        Returns:
+            The started ``DbtCliInvocation``.
         """
-        with scrubbed_environment({**dbt_connection_env(self.urls().landing_dbt),
-                          "DBT_TARGET_PATH": str(self.settings().dbt_target_dir)}):
-            yield
+        values = {**dbt_connection_env(self.urls().landing_dbt),
+                  "DBT_TARGET_PATH": str(self.settings().dbt_target_dir), **(env or {})}
+        with scrubbed_environment(values):
+            return dbt.cli(args, **kwargs)
 
 
 def unreachable(exc: Exception) -> str:

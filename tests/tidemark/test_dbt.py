@@ -118,3 +118,37 @@ def test_dbt_child_gets_no_secret_of_the_environment(tmp_path: Path,
     shown = manifest["nodes"]["model.envcheck.shown"]["config"]["meta"]
     assert shown == {**dict.fromkeys(SECRETS, "absent"), "TIDEMARK_DBT_PASSWORD": "dbt-pw",
                      "KEPT": "ordinary"}
+
+
+def test_overlapping_scrubbed_environments_of_two_threads(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # On main the two blocks interleaved: the first to leave put PGPASSWORD back while the
+    # other was still starting its dbt child, and the last restored the other's HOST as "before".
+    import threading
+    import time
+
+    from tidemark.stack.dbt import scrubbed_environment
+
+    monkeypatch.setenv("PGPASSWORD", "pg-secret")
+    monkeypatch.delenv("TIDEMARK_DBT_HOST", raising=False)
+    seen: dict[str, list[tuple[str | None, str | None]]] = {}
+    first_inside = threading.Event()
+
+    def child(name: str, delay: float) -> None:
+        with scrubbed_environment({"TIDEMARK_DBT_HOST": name}):
+            first_inside.set()
+            for _ in range(5):
+                seen.setdefault(name, []).append((os.environ.get("PGPASSWORD"),
+                                                  os.environ.get("TIDEMARK_DBT_HOST")))
+                time.sleep(delay)
+
+    one = threading.Thread(target=child, args=("one", 0.05))
+    one.start()
+    first_inside.wait(5)
+    two = threading.Thread(target=child, args=("two", 0.01))
+    two.start()
+    one.join(10)
+    two.join(10)
+    assert seen["one"] == [(None, "one")] * 5 and seen["two"] == [(None, "two")] * 5
+    assert os.environ["PGPASSWORD"] == "pg-secret"
+    assert "TIDEMARK_DBT_HOST" not in os.environ

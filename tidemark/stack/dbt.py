@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -110,36 +111,49 @@ def child_environment(base: dict[str, str] | os._Environ[str], values: dict[str,
     return {**{k: v for k, v in base.items() if not is_secret(k, v)}, **values}
 
 
+_ENVIRONMENT_LOCK = threading.RLock()
+"""Held while :func:`environment` or :func:`scrubbed_environment` has ``os.environ`` changed:
+two threads' blocks never interleave, so each restores exactly what it found."""
+
+
 @contextmanager
 def scrubbed_environment(values: dict[str, str]) -> Iterator[None]:
     """:func:`environment` for the block, with the secrets of :func:`is_secret` removed.
 
-    For dbt children started by a library that copies ``os.environ`` (dagster-dbt): the
-    removed variables are restored afterwards.
+    For dbt children started by a library that copies ``os.environ`` (dagster-dbt 0.29's
+    ``DbtCliResource.cli`` takes no environment): keep the block to the call that starts the
+    child (the secrets are out of ``os.environ`` for every thread meanwhile). The removed
+    variables are restored afterwards; blocks of other threads wait (:data:`_ENVIRONMENT_LOCK`).
     """
-    removed = {k: v for k, v in os.environ.items() if is_secret(k, v) and k not in values}
-    for name in removed:
-        del os.environ[name]
-    try:
-        with environment(values):
-            yield
-    finally:
-        os.environ.update(removed)
+    with _ENVIRONMENT_LOCK:
+        removed = {k: v for k, v in os.environ.items() if is_secret(k, v) and k not in values}
+        for name in removed:
+            del os.environ[name]
+        try:
+            with environment(values):
+                yield
+        finally:
+            os.environ.update(removed)
 
 
 @contextmanager
 def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the previous values."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    """Set environment variables for the block, then restore the previous values.
+
+    Blocks of different threads run one after the other (:data:`_ENVIRONMENT_LOCK`); nested
+    blocks of one thread are fine.
+    """
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def installed_executable(name: str) -> str | None:

@@ -27,7 +27,6 @@ from orchestration.defs.dbt.project import (
 )
 from orchestration.defs.dbt.translator import TidemarkTranslator
 from orchestration.defs.resources import TidemarkResource
-from tidemark.stack.dbt import environment
 
 PROJECT = tidemark_dbt_project()
 MANIFEST = require_manifest(PROJECT)
@@ -36,21 +35,23 @@ TRANSLATOR = TidemarkTranslator()
 
 def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: TidemarkResource,
             args: list[str], extra_metadata: dict[str, Any] | None = None,
-            indirect_selection: str = "buildable") -> Iterator[Any]:
+            indirect_selection: str = "buildable", env: dict[str, str] | None = None
+            ) -> Iterator[Any]:
     """Run one dbt command for the selected assets and stream its events to Dagster.
 
-    The profile is pointed at the resource's landing URL for the invocation; the invocation's
-    directory goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster
-    overrides ``indirect_selection`` when it subsets the checks.
+    The profile is pointed at the resource's landing URL for the invocation
+    (:meth:`TidemarkResource.dbt_cli`, with ``env`` for the child); the invocation's directory
+    goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster overrides
+    ``indirect_selection`` when it subsets the checks.
     """
     target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
-    with tidemark.dbt_environment(), \
-            environment({"DBT_INDIRECT_SELECTION": indirect_selection}):
-        invocation = dbt.cli(args, context=context, target_path=target)
-        for event in invocation.stream():
-            if extra_metadata and isinstance(event, dg.Output):
-                event = event.with_metadata({**event.metadata, **extra_metadata})
-            yield event
+    invocation = tidemark.dbt_cli(dbt, args, {"DBT_INDIRECT_SELECTION": indirect_selection,
+                                              **(env or {})},
+                                  context=context, target_path=target)
+    for event in invocation.stream():
+        if extra_metadata and isinstance(event, dg.Output):
+            event = event.with_metadata({**event.metadata, **extra_metadata})
+        yield event
     clean_invocations()
 
 
@@ -81,10 +82,10 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
     # --vars: dbt then re-parses only the files using it instead of the whole project.
-    with environment({"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
-                      "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]}):
-        yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"],
-                           {"dbt_vars": dbt_vars}, indirect_selection="eager")
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"],
+                       {"dbt_vars": dbt_vars}, indirect_selection="eager",
+                       env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
+                            "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})
 
 
 def daily_mart_keys() -> list[dg.AssetKey]:

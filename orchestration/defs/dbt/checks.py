@@ -62,9 +62,8 @@ def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliReso
                   key=lambda k: k.to_user_string())
     selection = " ".join(f"source:{k.path[0]}.{k.path[1]}" for k in keys)
     target = invocation_dir("dbt_source_freshness", context.run.run_id)
-    with tidemark.dbt_environment():
-        invocation = dbt.cli(["source", "freshness", "--select", selection],
-                             target_path=target, raise_on_error=False).wait()
+    invocation = tidemark.dbt_cli(dbt, ["source", "freshness", "--select", selection],
+                                  target_path=target, raise_on_error=False).wait()
     try:
         results = invocation.get_artifact("sources.json").get("results", [])
     except FileNotFoundError:

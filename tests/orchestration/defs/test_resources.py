@@ -46,8 +46,15 @@ def test_thresholds_and_target(monkeypatch) -> None:
 def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
                                                                    tmp_path) -> None:
     # dagster-dbt gives its dbt child a copy of os.environ: on main that held PGPASSWORD,
-    # the sources' URLs and passwords, and dbt logged in as tidemark_app.
+    # the sources' URLs and passwords, and dbt logged in as tidemark_app. Round 30: the
+    # secrets are out of os.environ only while the child starts, not while dbt runs.
     import os
+    import time
+    from pathlib import Path
+
+    from orchestration.defs.dbt.project import tidemark_dbt_project
+    from orchestration.defs.dbt.resource import TidemarkDbtResource
+    from tidemark.stack.dbt import dbt_executable
 
     monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     monkeypatch.setenv("TIDEMARK_PG_PORT", "56789")
@@ -55,13 +62,24 @@ def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
     monkeypatch.setenv("PGPASSWORD", "pg-secret")
     monkeypatch.setenv("TIDEMARK_SOURCE_CRM_PASSWORD", "source-secret")
     monkeypatch.setenv("TIDEMARK_MATERIALIZE_URL", "postgresql://mz:mz-secret@h:6875/mz")
-    with TidemarkResource().dbt_environment():
-        assert os.environ["TIDEMARK_DBT_USER"] == "tidemark_dbt"
-        assert os.environ["TIDEMARK_DBT_PASSWORD"] == ""  # libpq reads PGPASSFILE
-        for name in ("PGPASSWORD", "TIDEMARK_SOURCE_CRM_PASSWORD", "TIDEMARK_MATERIALIZE_URL"):
-            assert name not in os.environ
-    assert os.environ["PGPASSWORD"] == "pg-secret"  # restored for the rest of the run
+    dbt = TidemarkDbtResource(project_dir=tidemark_dbt_project(),
+                              dbt_executable=dbt_executable())
+    invocation = TidemarkResource().dbt_cli(dbt, ["debug", "--config-dir"],
+                                            {"DBT_INDIRECT_SELECTION": "eager"},
+                                            target_path=tmp_path / "run", raise_on_error=False)
+    # while dbt runs, this process's environment is whole again
+    assert os.environ["PGPASSWORD"] == "pg-secret"
     assert os.environ["TIDEMARK_MATERIALIZE_URL"].startswith("postgresql://mz:")
+    assert "TIDEMARK_DBT_USER" not in os.environ
+    time.sleep(0.2)  # the child has exec'd dbt (a Python start-up takes seconds)
+    raw = Path(f"/proc/{invocation.process.pid}/environ").read_bytes().split(b"\0")
+    child = dict(v.decode().split("=", 1) for v in raw if b"=" in v)
+    invocation.wait()
+    assert child["TIDEMARK_DBT_USER"] == "tidemark_dbt"
+    assert child["TIDEMARK_DBT_PASSWORD"] == ""  # libpq reads PGPASSFILE
+    assert child["DBT_INDIRECT_SELECTION"] == "eager"
+    for name in ("PGPASSWORD", "TIDEMARK_SOURCE_CRM_PASSWORD", "TIDEMARK_MATERIALIZE_URL"):
+        assert name not in child
 
 
 def test_dbt_url_on_your_own_landing_server(monkeypatch, caplog) -> None:
