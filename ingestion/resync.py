@@ -26,6 +26,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.catalog import copy_blocker, drop_slot, key_columns, published_tables, table_columns
+from ingestion.changelog_lock import lock_for_resync
 from ingestion.decoder import UNCHANGED
 from ingestion.engine import catch_up
 from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
@@ -195,6 +196,8 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     """Bring the mirror to the source's current shape and key, emptied; widen the changelog to
     match (creating both if the table never had them); unpause the table from ``lsn`` on."""
     conn = applier.conn
+    # before the mirror is emptied and the changelog altered: a prune batch finishes first
+    lock_for_resync(conn, info.source, info.name)
     cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(
         tracker.source_conn, oid, publication_name(applier.source))])
     key = key_columns(tracker.source_conn, oid)

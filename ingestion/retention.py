@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingestion.changelog_lock import resync_running, try_lock_for_prune
 from ingestion.errors import TableNotFoundError
 from ingestion.lsn import str_to_lsn
 from ingestion.state import ensure_state
@@ -82,11 +83,42 @@ def prune_changelog(landing_dsn: str, source: str, older_than: timedelta, *,
 
 def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_rows: int
                  ) -> dict[str, Any]:
+    out: dict[str, Any] = {"deleted": 0, "kept_for": None, "stopped": None}
     if not conn.execute("select to_regclass(%s) is not null",
                         (info.changelog.as_string(conn),)).fetchone()[0]:
-        return {"deleted": 0, "kept_for": None}
-    bound = conn.execute(_BOUNDARY.format(info.changelog), (cutoff,)
-                         ).fetchone()
+        return out
+    with conn.transaction():
+        if not try_lock_for_prune(conn, info.source, info.name):
+            return {**out, "stopped": resync_running(info.source, info.name)}
+        bound, letter = _bounds(conn, info, cutoff)
+    if bound is None:
+        return out
+    if letter is not None and str_to_lsn(letter) <= str_to_lsn(bound[0]):
+        bound = (letter, None)  # strictly before the letter's commit
+        out["kept_for"] = f"a waiting dead letter at commit LSN {letter}"
+    last: tuple[str, int] | None = None
+    while True:
+        where, params = _range(last, bound)
+        with conn.transaction():  # one batch; a resync started meanwhile stops the prune
+            if not try_lock_for_prune(conn, info.source, info.name):
+                return {**out, "stopped": resync_running(info.source, info.name)}
+            end = conn.execute(_BATCH_END.format(info.changelog, where),
+                               (*params, batch_rows - 1)).fetchone()
+            if end is not None:
+                where = sql.SQL("{} and (_commit_lsn, _seq) <= (%s::pg_lsn, %s)").format(where)
+                params = (*params, *end)
+            out["deleted"] += conn.execute(_DELETE.format(info.changelog, where),
+                                           params).rowcount
+        if end is None:
+            return out
+        last = end
+
+
+def _bounds(conn: psycopg.Connection, info: TableInfo, cutoff: Any
+            ) -> tuple[tuple[str, int] | None, str | None]:
+    """(the first row in commit order that is not old, else just after the newest row; None
+    when the changelog is empty) and the commit LSN of the table's oldest waiting dead letter."""
+    bound = conn.execute(_BOUNDARY.format(info.changelog), (cutoff,)).fetchone()
     letter = conn.execute(
         "select min(commit_lsn)::text from tidemark.dead_letters where source = %s and"
         " table_name = %s and replayed_at is null", (info.source, info.name)).fetchone()[0]
@@ -94,27 +126,7 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
         bound = conn.execute(sql.SQL("select _commit_lsn::text as lsn, _seq + 1 from {} c"
                                      " order by c._commit_lsn desc, c._seq desc limit 1").format(
             info.changelog)).fetchone()
-        if bound is None:
-            return {"deleted": 0, "kept_for": None}
-    kept_for = None
-    if letter is not None and str_to_lsn(letter) <= str_to_lsn(bound[0]):
-        bound = (letter, None)  # strictly before the letter's commit
-        kept_for = f"a waiting dead letter at commit LSN {letter}"
-    deleted = 0
-    last: tuple[str, int] | None = None
-    while True:
-        where, params = _range(last, bound)
-        end = conn.execute(_BATCH_END.format(info.changelog, where),
-                           (*params, batch_rows - 1)).fetchone()
-        upto = (sql.SQL("(_commit_lsn, _seq) <= (%s::pg_lsn, %s)"), end) if end else None
-        if upto is not None:
-            where = sql.SQL("{} and {}").format(where, upto[0])
-            params = (*params, *end)
-        with conn.transaction():
-            deleted += conn.execute(_DELETE.format(info.changelog, where), params).rowcount
-        if end is None:
-            return {"deleted": deleted, "kept_for": kept_for}
-        last = end
+    return bound, letter
 
 
 def _range(last: tuple[str, int] | None, bound: tuple[str, int | None]

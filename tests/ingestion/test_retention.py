@@ -8,13 +8,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingestion import catch_up
 from ingestion.dead_letters import list_dead_letters, purge_dead_letters, replay
+from ingestion.resync import resync
 from ingestion.retention import prune_changelog
 from tests.ingestion.conftest import Pair, changelog, table_rows
 from tests.ingestion.test_dead_letters import contracts_for
@@ -120,7 +124,7 @@ def test_ingest_prune_deletes_old_changelog_rows_in_batches(pair: Pair) -> None:
     # the old inserts go (in batches of 50), the five recent updates stay
     result = prune_changelog(pair.land, pair.source, timedelta(days=90), table="t",
                              batch_rows=50)
-    assert result == {"t": {"deleted": 120, "kept_for": None}}
+    assert result == {"t": {"deleted": 120, "kept_for": None, "stopped": None}}
     assert [r[0] for r in changelog(pair.land, pair.source, "t", "_op")] == ["u"] * 5
     assert table_rows(pair.src, "public", "t") == table_rows(pair.land, pair.source, "t")
     pair.register()
@@ -154,7 +158,7 @@ def test_prune_keeps_what_a_waiting_dead_letter_needs(pair: Pair, tmp_path: Path
     assert table_rows(pair.src, "public", "stores") == table_rows(pair.land, pair.source, "stores")
     # once the letter is replayed (resolved), nothing holds the old rows back
     result = prune_changelog(pair.land, pair.source, timedelta(days=90), table="stores")
-    assert result["stores"] == {"deleted": 1, "kept_for": None}
+    assert result["stores"] == {"deleted": 1, "kept_for": None, "stopped": None}
 
 
 def test_status_names_a_slot_that_retains_wal(pair: Pair) -> None:
@@ -179,3 +183,91 @@ def test_status_names_a_slot_that_retains_wal(pair: Pair) -> None:
     assert "max_slot_wal_keep_size" in text
     default = 5 * 1024**3  # TIDEMARK_SLOT_WAL_WARN_GB's default
     assert not [r for r in wal_layer(dbs, default) if r["slot"] == f"tidemark_{pair.source}"]
+
+
+def _paused_with_old_changelog(p: Pair) -> None:
+    """Table a: 40 changelog rows landed 100 days ago, then paused by a type change (the
+    resync alters its changelog)."""
+    p.src_exec("create table a (id int primary key, v int)")
+    catch_up(p.src, p.land, p.source)
+    p.src_exec("insert into a select g, g from generate_series(1, 40) g")
+    catch_up(p.src, p.land, p.source)
+    age_changelog(p, "a", 100)
+    p.src_exec("alter table a alter column v type text", "insert into a values (41, 'x')")
+    catch_up(p.src, p.land, p.source)
+
+
+def _waiting_on(p: Pair, relation: str, timeout_s: float = 30.0) -> None:
+    """Until another session waits for a lock on ``relation``."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(p.land, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("select exists (select 1 from pg_locks where not granted and"
+                            " relation = to_regclass(%s))", (relation,)).fetchone()[0]:
+                return
+            time.sleep(0.1)
+    raise AssertionError(f"nothing waited for {relation}")
+
+
+def test_prune_during_a_resync_of_the_table_stops_saying_why(pair: Pair) -> None:
+    """On main the prune waited, saying nothing, until the resync's transaction ended (the
+    resync had altered the changelog): here, with a lock timeout, it failed with
+    LockNotAvailable."""
+    _paused_with_old_changelog(pair)
+    blocker = psycopg.connect(pair.land)
+    # the resync's last step writes tidemark.schema_history: it stops there, its locks held
+    blocker.execute("lock table tidemark.schema_history in share mode")
+    resync_errors: list[BaseException] = []
+
+    def run_resync() -> None:
+        try:
+            resync(pair.src, pair.land, pair.source, "a")
+        except BaseException as exc:  # reported by the test thread
+            resync_errors.append(exc)
+
+    worker = threading.Thread(target=run_resync)
+    worker.start()
+    try:
+        _waiting_on(pair, "tidemark.schema_history")
+        options = conninfo_to_dict(pair.land).get("options") or ""
+        impatient = make_conninfo(pair.land, options=f"{options} -c lock_timeout=3000".strip())
+        started = time.monotonic()
+        result = prune_changelog(impatient, pair.source, timedelta(days=90), table="a")
+        assert time.monotonic() - started < 3
+        assert result == {"a": {"deleted": 0, "kept_for": None, "stopped": (
+            f"a resync of {pair.source}.a is running; prune it again when the resync has "
+            f"finished")}}
+    finally:
+        blocker.rollback()
+        blocker.close()
+        worker.join(60)
+    assert not resync_errors
+    result = prune_changelog(pair.land, pair.source, timedelta(days=90), table="a")
+    assert result == {"a": {"deleted": 40, "kept_for": None, "stopped": None}}
+    catch_up(pair.src, pair.land, pair.source)
+    assert table_rows(pair.src, "public", "a") == table_rows(pair.land, pair.source, "a")
+
+
+def test_resync_waits_for_a_prune_batch_before_locking_the_mirror(pair: Pair) -> None:
+    """A prune batch running (its shared lock held): the resync waits for it before it empties
+    the mirror, which readers meanwhile still read; then it finishes."""
+    _paused_with_old_changelog(pair)
+    batch = psycopg.connect(pair.land)
+    batch.execute("select pg_advisory_xact_lock_shared(hashtext('tidemark:changelog'),"
+                  " hashtext(%s))", (f"{pair.source}.a",))
+    worker = threading.Thread(target=resync, args=(pair.src, pair.land, pair.source, "a"))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(pair.land, autocommit=True) as conn:
+            while not conn.execute("select exists (select 1 from pg_locks where not granted"
+                                   " and locktype = 'advisory')").fetchone()[0]:
+                assert time.monotonic() < deadline, "the resync never waited"
+                time.sleep(0.1)
+            conn.execute("set lock_timeout = 2000")
+            assert conn.execute(f'select count(*) from "{pair.source}".a').fetchone()[0] == 40
+    finally:
+        batch.rollback()
+        batch.close()
+        worker.join(60)
+    assert table_rows(pair.src, "public", "a") == table_rows(pair.land, pair.source, "a")

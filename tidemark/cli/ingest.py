@@ -290,3 +290,6 @@ def prune(older_than: Annotated[str, typer.Option(
             console.print(f"{escape(table_name)}: kept the rows from {item['kept_for']} on; "
                           f"replay or purge it (`tidemark dlq`) to prune further.",
                           highlight=False)
+        if item.get("stopped"):
+            console.print(f"{escape(table_name)}: not pruned further: {item['stopped']}.",
+                          highlight=False)
