@@ -439,18 +439,20 @@ def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
 # -- in place --------------------------------------------------------------------------------
 
 def copy_in_place(src: psycopg.Connection, conn: psycopg.Connection, job: Job, lsn: int,
-                  commit_at: datetime, on_rows: Callable[[int], None] | None = None) -> None:
+                  commit_at: datetime, on_rows: Callable[[int], None] | None = None,
+                  first: bool = False) -> None:
     """Replace a landing table's rows with the snapshot's, in the caller's transaction.
 
     The mirror is emptied and loaded by COPY; rows breaking the contract become dead letters
     (written to ``tidemark.dead_letters`` here), duplicates are dropped, then the changelog
-    gains a ``t`` row (:func:`~ingestion.tables.mark_resnapshot`, when it holds rows already) and
-    one ``r`` row per mirror row, ``_seq`` numbered up from
+    gains a ``t`` row (:func:`~ingestion.tables.mark_resnapshot`, unless this is the table's
+    ``first`` snapshot) and one ``r`` row per mirror row, ``_seq`` numbered up from
     :data:`~ingestion.tables.SNAPSHOT_SEQ`.
     """
     info = job.info
     conn.execute(sql.SQL("delete from {}").format(info.mirror))
-    mark_resnapshot(conn, info, lsn)
+    if not first:
+        mark_resnapshot(conn, info, lsn)
     job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary),
                                 [Sink(conn, copy_in_statement(info.mirror, info, job.binary))],
                                 on_rows)

@@ -242,7 +242,8 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
                     for job in in_place:
                         tracker.start(job.info.name)
                         copy_in_place(src, task.final, job, task.lsn, commit_at,
-                                      lambda n, t=job.info.name: tracker.add(t, n))
+                                      lambda n, t=job.info.name: tracker.add(t, n),
+                                      first=job.info.name not in task.known)
                         tracker.finish(job.info.name, job.result.rows)
                 finally:
                     src.close()

@@ -285,13 +285,16 @@ def set_mirror_key(conn: psycopg.Connection, mirror: sql.Identifier, key: list[s
 def mark_resnapshot(conn: psycopg.Connection, info: TableInfo, lsn: int) -> None:
     """Before a table's rows are read again (resync), write a ``t`` changelog row at the snapshot
     LSN, before the snapshot's rows: replaying the changelog then gives the snapshot's rows, not
-    both copies."""
-    if conn.execute(sql.SQL("select exists (select 1 from {})").format(info.changelog)
-                    ).fetchone()[0]:
-        conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at) values"
-                             " ('t', %s, %s, %s, now()) on conflict do nothing"
-                             ).format(info.changelog),
-                     (lsn_to_str(lsn), lsn_to_str(lsn), RESNAPSHOT_SEQ))
+    both copies.
+
+    Written also when the changelog holds no rows (pruned, or every row a dead letter), as a
+    source TRUNCATE's ``t`` row is: a reader that kept the rows it read earlier (a consumer of
+    the changelog, replay's superseded check) learns the table was read again.
+    """
+    conn.execute(sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at) values"
+                         " ('t', %s, %s, %s, now()) on conflict do nothing"
+                         ).format(info.changelog),
+                 (lsn_to_str(lsn), lsn_to_str(lsn), RESNAPSHOT_SEQ))
 
 
 def save_table(conn: psycopg.Connection, info: TableInfo) -> None:

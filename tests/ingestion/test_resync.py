@@ -197,3 +197,25 @@ def test_resync_replays_kept_changes_in_commit_order_not_text_order(pair: Pair) 
                          (pair.source, lsn, lsn, op, v))
     resync(pair.src, pair.land, pair.source, "a")
     assert _land(pair, f'select v from "{pair.source}".a where id = 9') == [("new",)]
+
+
+def test_resync_of_a_table_with_an_empty_changelog_writes_its_t_row(pair: Pair) -> None:
+    """On main a resync wrote its ``t`` row only when the changelog held rows: after a prune
+    emptied it, the re-read rows followed nothing that said the table was read again."""
+    from datetime import timedelta
+
+    from ingestion.retention import prune_changelog
+
+    pair.src_exec("create table e (id int primary key, v int)",
+                  "insert into e select g, g from generate_series(1, 5) g")
+    catch_up(pair.src, pair.land, pair.source)
+    ops = f'select _op from cdc."{pair.source}__e" order by _commit_lsn, _seq'
+    assert {r[0] for r in _land(pair, ops)} == {"r"}  # a first snapshot: no t row
+    _land(pair, f"update cdc.\"{pair.source}__e\" set _ingested_at = now() - interval '9 days'")
+    assert prune_changelog(pair.land, pair.source, timedelta(days=1))["e"]["deleted"] == 5
+    resync(pair.src, pair.land, pair.source, "e")
+    assert [r[0] for r in _land(pair, ops)] == ["t"] + ["r"] * 5
+    [(snapshot,)] = _land(pair, "select snapshot_lsn::text from tidemark.replicated_tables"
+                                " where table_name = 'e'")
+    assert _land(pair, f"select _commit_lsn::text from cdc.\"{pair.source}__e\""
+                       f" where _op = 't'") == [(snapshot,)]
