@@ -13,6 +13,10 @@ plus what its expressions do read, as told here from the expression trees Postgr
   hours, minutes and seconds (a day or a month is added on the local calendar: DST);
 * a date/time comparison across ``date``, ``timestamp`` and ``timestamptz`` reads
   ``TimeZone``;
+* ``date_trunc(unit, timestamptz)`` reads ``TimeZone`` (it truncates the local time: an hour
+  in a zone half an hour off UTC), ``date_trunc(unit, timestamptz, zone)`` none (its zone is
+  an argument; PostgreSQL 18 marks it immutable, a server marking it stable gets the same
+  verdict);
 * any other stable function, a domain check, an SQL value function: every setting;
 * a constant is parsed again by the generated SQL: a date/time literal reads ``TimeZone`` and
   ``DateStyle``, an interval literal ``IntervalStyle`` when a string of the view parses to
@@ -39,6 +43,7 @@ LITERALS = {"date_in", "time_in", "timetz_in", "timestamp_in", "timestamptz_in"}
 DATETIMES = {"date", "time without time zone", "time with time zone",
              "timestamp without time zone", "timestamp with time zone"}
 ZONED_CASTS = {"date", "time", "timetz", "timestamp", "timestamptz"}  # across the zone
+ZONED_TRUNC = ("text", "timestamp with time zone")  # date_trunc's first arguments
 INFINITIES = {2**63 - 1, -2**63}  # a timestamp's 'infinity' and '-infinity'
 TIMESTAMPS = {1114, 1184}
 INTERVAL = 1186
@@ -171,6 +176,9 @@ def settings_read(conn: psycopg.Connection, tree: Any, strings: list[str], *,
         elif proc.name in ZONED_ARITHMETIC:
             fields = [f for f in map(_interval_fields, args) if f is not None]
             if len(fields) != 1 or fields[0][1] or fields[0][2]:
+                needed.add("TimeZone")
+        elif proc.name == "date_trunc" and proc.args[:2] == ZONED_TRUNC:
+            if len(proc.args) == 2:  # else the zone is its third argument
                 needed.add("TimeZone")
         elif volatility.DATETIME_COMPARE.match(proc.name) or (
                 proc.name in ZONED_CASTS and proc.args and set(proc.args) <= DATETIMES):

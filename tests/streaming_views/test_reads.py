@@ -38,7 +38,14 @@ def _read(conn: psycopg.Connection, expr: str, strings: tuple[str, ...] = ()) ->
     ("t.ts + interval '-0 1:00'", ("-0 1:00",), {"IntervalStyle"}),
     ("t.f::text", (), {"extra_float_digits"}),
     ("t.b::text", (), {"bytea_output"}),
-    ("date_trunc('day', t.ts)", ("day",), reads.ALL),
+    ("date_trunc('day', t.ts)", ("day",), {"TimeZone"}),
+    ("date_trunc('hour', t.ts)", ("hour",), {"TimeZone"}),
+    ("date_trunc(t.s, t.ts)", (), {"TimeZone"}),
+    ("date_trunc('hour', t.ts, 'UTC')", ("hour", "UTC"), set()),
+    ("date_trunc('day', t.ts, t.s)", ("day",), set()),
+    ("date_trunc('hour', t.ldt)", ("hour",), set()),
+    ("date_trunc('hour', t.ts) > '2030-01-02'", ("hour", "2030-01-02"),
+     {"TimeZone", "DateStyle"}),
     ("t.iv::text", (), reads.ALL),
     ("t.n::money", (), reads.ALL),
 ])
@@ -60,7 +67,9 @@ def test_an_expression_said_to_read_no_setting_gives_the_same_value_under_other_
                  "'\\x0102'::bytea, 'x', k * interval '1 hour', timestamp '2031-03-09' "
                  "from generate_series(0, 40) k")
     query = ("select t.n * 2 + 1, (t.ts AT TIME ZONE 'UTC')::date - date '2000-01-01', "
-             "extract(epoch from t.ts + interval '5 minutes'), t.s = 'cancelled' "
+             "extract(epoch from t.ts + interval '5 minutes'), t.s = 'cancelled', "
+             "extract(epoch from date_trunc('hour', t.ts, 'UTC')), "
+             "extract(epoch from date_trunc('day', t.ts, 'Asia/Kolkata')) "
              "from r.t as t order by t.ts")
     values = []
     for name, value in (("TimeZone", "UTC"), setting):
@@ -69,3 +78,25 @@ def test_an_expression_said_to_read_no_setting_gives_the_same_value_under_other_
                          "set_config(%s, %s, true)", (name, value))
             values.append(conn.execute(query).fetchall())
     assert len(values[0]) == 41 and values[0] == values[1]
+
+
+@pytest.mark.parametrize("setting", [("DateStyle", "SQL, DMY"), ("IntervalStyle", "sql_standard"),
+                                     ("extra_float_digits", "-15"), ("bytea_output", "escape"),
+                                     ("lc_time", "C"), ("TimeZone", "Asia/Kolkata")])
+def test_date_trunc_of_a_timestamptz_reads_only_the_time_zone(
+        tables: psycopg.Connection, setting: tuple[str, str]) -> None:
+    """``date_trunc('hour', ts)`` (said to read TimeZone only, above) gives the same values
+    under every other pinned setting, and other values under a zone half an hour off UTC."""
+    conn = tables
+    conn.execute("truncate r.t; insert into r.t (ts) select timestamptz '2031-03-09 06:10+00' "
+                 "+ k * interval '20 minutes' from generate_series(0, 40) k")
+    query = ("select extract(epoch from date_trunc('hour', t.ts)), "
+             "extract(epoch from date_trunc('day', t.ts)) from r.t as t order by t.ts")
+    values = []
+    for name, value in (("TimeZone", "UTC"), setting):
+        with conn.transaction():
+            conn.execute("select set_config('TimeZone', 'UTC', true), "
+                         "set_config(%s, %s, true)", (name, value))
+            values.append(conn.execute(query).fetchall())
+    assert len(values[0]) == 41
+    assert (values[0] == values[1]) == (setting[0] != "TimeZone")
