@@ -5,7 +5,8 @@ transaction that lasts as long as the snapshot's copy. A prune overlapping it us
 silently, until that transaction ended; a resync arriving while a prune batch ran waited behind
 the batch while holding the emptied mirror's ``ACCESS EXCLUSIVE`` lock. They now share an
 advisory lock per changelog, on landing: a resync takes it exclusively for its transaction
-(waiting at most one prune batch, before it locks anything else of the table); a prune takes it
+(waiting at most one prune batch, before it empties the mirror or alters the changelog; the
+source's ingestion, whose lock the resync holds by then, waits as long); a prune takes it
 shared, and only if it is free, for each of its transactions, and otherwise stops pruning that
 table with a message saying why.
 """
