@@ -49,6 +49,15 @@ def test_dagster_home_purges_old_sensor_ticks(tmp_path) -> None:
     assert schedule[TickStatus.SUCCESS] == 90
 
 
+def test_dagster_home_shows_no_sign_up_dialog(tmp_path) -> None:
+    # a new user's first look at the UI is the asset catalog, not Dagster's newsletter dialog
+    from dagster import DagsterInstance
+
+    home = dagster_home(Settings(home=tmp_path, port=55432))
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.nux_enabled is False
+
+
 @pytest.mark.slow
 def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> None:
     import os

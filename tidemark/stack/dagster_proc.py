@@ -31,6 +31,9 @@ run_queue:
   max_concurrent_runs: 2
 telemetry:
   enabled: false
+# No "Join the Dagster community" sign-up dialog over the asset catalog at the first visit:
+nux:
+  enabled: false
 # Sensor and schedule tick history (Dagster's default keeps every tick that did something):
 retention:
   schedule:
