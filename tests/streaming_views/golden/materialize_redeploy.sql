@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 75521eb3a6a846c0, card_payments_recent bb17af2b211cd5eb, daily_store_revenue 592431c3b975c5f7, late_deliveries_daily 1b0e847d32b77779, store_cancellation_rate add281ab64e2c289, store_orders_last_5_minutes 8316f2be559778c4, store_revenue_per_minute cb38856f1d1358e4)
+-- phase: catalog (one row per view: active_carts 23f4552da89e2d16, card_payments_recent 25d021e804640215, daily_store_revenue 11034b27daddd79d, late_deliveries_daily 069267b4eee37377, store_cancellation_rate 84e2b3f4fdf8ac7c, store_orders_last_5_minutes d6f0c1ebc089ad92, store_revenue_per_minute 40f3c0e10e9d3668)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
