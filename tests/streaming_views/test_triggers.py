@@ -130,6 +130,23 @@ def test_the_first_row_logged_is_the_marker(module_db: str, conn: psycopg.Connec
     assert conn.execute(f"select count(*) from {log} where __tm_tx <> '0'").fetchone() == (0,)
 
 
+def _parents_and_children(module_db: str, conn: psycopg.Connection, schema: str, region: str,
+                          parents: int, children: int, view: str) -> str:
+    """Tables ``<schema>.parent`` (region ``'r' || <region>`` of ``i``) and ``.child`` (spread
+    over the parents, ``qty`` = ``id``) and the view ``<schema>_view``; its state table."""
+    conn.execute(f"create schema {schema}; create table {schema}.parent (id int primary key, "
+                 f"region text); create table {schema}.child (id int primary key, "
+                 "parent_id int, qty int)")
+    conn.execute(f"insert into {schema}.parent select i, 'r' || ({region}) "
+                 f"from generate_series(1, {parents}) i")
+    conn.execute(f"insert into {schema}.child select i, 1 + i % {parents}, i "
+                 f"from generate_series(1, {children}) i")
+    deploy_text(module_db, f"{schema}_view", view)
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (f"{schema}_view",)).fetchone()
+    return f'tidemark_state."{suffix[0]}"'
+
+
 HOT = """select p.region, count(*) as n, sum(c.qty) as qty, max(c.qty) as top
 from hot.parent p join hot.child c on c.parent_id = p.id group by p.region"""
 
@@ -141,13 +158,7 @@ def test_a_group_update_is_hot_and_empty_groups_go(module_db: str,
     version a new entry in the keys index); groups whose count falls to zero are still
     deleted, by the row ids the apply returns (also in a statement that empties some groups
     and changes others, and in a large one)."""
-    conn.execute("create schema hot; create table hot.parent (id int primary key, region text);"
-                 "create table hot.child (id int primary key, parent_id int, qty int)")
-    conn.execute("insert into hot.parent select i, 'r' || (i % 4) from generate_series(1, 8) i")
-    conn.execute("insert into hot.child select i, 1 + i % 8, i from generate_series(1, 40) i")
-    deploy_text(module_db, "hot_view", HOT)
-    suffix = conn.execute("select suffix from tidemark.views where name = 'hot_view'").fetchone()
-    state = f'tidemark_state."{suffix[0]}"'
+    state = _parents_and_children(module_db, conn, "hot", "i % 4", 8, 40, HOT)
     counts = (f"select pg_stat_get_xact_tuples_updated('{state}'::regclass), "
               f"pg_stat_get_xact_tuples_hot_updated('{state}'::regclass)")
     with conn.transaction():  # SET CONSTRAINTS ... IMMEDIATE runs the apply now: its counts
@@ -175,13 +186,7 @@ def test_the_apply_loop_deletes_empty_groups_and_recomputes(module_db: str,
     count fell to zero leave the state table itself (not only ``live.<name>``, which hides
     them), in one transaction emptying several groups of one or two tables, and a group whose
     max left is recomputed; a large delta does the same from its summary."""
-    conn.execute("create schema lp; create table lp.parent (id int primary key, region text);"
-                 "create table lp.child (id int primary key, parent_id int, qty int)")
-    conn.execute("insert into lp.parent select i, 'r' || i from generate_series(1, 6) i")
-    conn.execute("insert into lp.child select i, 1 + i % 6, i from generate_series(1, 30) i")
-    deploy_text(module_db, "lp_view", LOOP)
-    suffix = conn.execute("select suffix from tidemark.views where name = 'lp_view'").fetchone()
-    state = f'tidemark_state."{suffix[0]}"'
+    state = _parents_and_children(module_db, conn, "lp", "i", 6, 30, LOOP)
     groups = f"select count(*), count(*) filter (where __count <= 0) from {state}"
     assert conn.execute(groups).fetchone() == (6, 0)
     conn.execute("delete from lp.child where parent_id in (1, 2)")  # two groups empty
