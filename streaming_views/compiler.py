@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import psycopg
-from pglast import ast
+from pglast import ast, parse_sql
 
 from streaming_views import bounds, outer, selfjoin, semijoin, temporal
 from streaming_views.analyzer import Analysis, TableRef, analyze
@@ -53,6 +53,25 @@ def with_upsert(ctes: list[str], upsert: str) -> str:
     :data:`SUMMARY`."""
     upserted = f"__u AS ({upsert} RETURNING s.ctid AS __tid, s.__count, s.__dirty)"
     return f"WITH {', '.join([*ctes, upserted])} {SUMMARY}"
+
+
+def looped(statement: str, dirty: bool) -> str:
+    """A statement of :func:`with_upsert` as its upsert itself (the other CTEs its own WITH),
+    returning the rows ``__u`` held: the row id and count of each group it touched (and with
+    ``dirty``, its ``__dirty``), for a PL/pgSQL ``FOR`` loop. No CTE scan nor aggregate over
+    them: a commit's few groups are looked at one by one (the ``apply`` of a small delta, see
+    :func:`streaming_views.triggers._apply_changed`). Rebuilt from the statement's syntax tree,
+    so no text of a view's expressions can be taken for the statement's structure."""
+    stmt = parse_sql(statement)[0].stmt
+    *ctes, last = stmt.withClause.ctes
+    upsert = last.ctequery
+    if last.ctename != "__u" or not isinstance(upsert, ast.InsertStmt):
+        raise ValueError("not a statement of with_upsert")
+    returned = "s.ctid, s.__count" + (", s.__dirty" if dirty else "")
+    clause = parse_sql(f"INSERT INTO t VALUES (1) RETURNING {returned}")[0].stmt.returningClause
+    upsert.returningClause = clause
+    upsert.withClause = ast.WithClause(ctes=tuple(ctes), recursive=False)
+    return deparse(upsert)
 
 
 @dataclass(frozen=True)

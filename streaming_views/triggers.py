@@ -33,7 +33,7 @@ from psycopg import sql
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
 from streaming_views.bounds import count_sql
-from streaming_views.compiler import STATE_SCHEMA, SUMMARY, CompiledView
+from streaming_views.compiler import STATE_SCHEMA, CompiledView, looped
 from streaming_views.deltas import (
     BIG_DELTA,
     EVENTS,
@@ -206,10 +206,16 @@ def rebuild_body(cv: CompiledView) -> str:
     return "".join(f"{s};\n" for s in stmts)
 
 
-def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
-    """Apply the logs of ``changed`` in one statement: as planned once (a transaction's rows are
-    estimated few, see :func:`streaming_views.deltas.log_ddl`), or for a large delta planned
-    afresh with hash joins instead of one index probe per row.
+def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> str:
+    """The branches applying the logs of ``changed`` in one statement: when ``v_m`` is their
+    mask, as planned once (a transaction's rows are estimated few, see
+    :func:`streaming_views.deltas.log_ddl`); when it is their mask plus :func:`_big_bit` (a large
+    delta), planned afresh with hash joins instead of one index probe per row. ``first``: the
+    first branch (``IF``, else ``ELSIF``). Both delete the groups whose count fell to zero by
+    their row ids, which the upsert returned: the small delta's statement returns the rows it
+    upserted, looked at one by one (:func:`streaming_views.compiler.looped`: no CTE scan nor
+    aggregate over them; PL/pgSQL runs the statement to its end before the loop's first row),
+    the large one's the summary of them (:data:`streaming_views.compiler.SUMMARY`).
 
     The statement planned once is planned without sequential scans (the ``apply`` function's
     ``SET enable_seqscan = off``, see :data:`APPLY_SETTINGS`): its plan is cached for the
@@ -218,18 +224,31 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...]) -> str:
     transactions, until the next vacuum) instead of the transaction's index entries. It reads
     the transaction id from ``pg_current_xact_id()`` (stable: an index condition), not from a
     variable: the plan has no parameter."""
-    static = apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()").replace(
-        SUMMARY, SUMMARY.replace(" FROM __u", " INTO v_zero, v_dirty FROM __u"))
+    static = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()"),
+                    cv.has_recompute)
     dynamic = sql.Literal(apply_statement(cv, changed, tx="$1")).as_string(None)
-    return ("IF v_big THEN\n"
+    into, dirty = ("v_tid, v_cnt, v_d", " IF v_d THEN v_dirty := true; END IF;") \
+        if cv.has_recompute else ("v_tid, v_cnt", "")
+    zero, zeros = "", ""
+    if not cv.analysis.is_global:  # by row id (the apply returned them; its row locks hold)
+        zero = (f" IF v_cnt = 0 THEN DELETE FROM {cv.state} WHERE ctid = v_tid AND "
+                f"__count = 0; END IF;")
+        zeros = (f"  IF v_zero IS NOT NULL THEN\n    DELETE FROM {cv.state} "
+                 f"WHERE ctid = ANY(v_zero) AND __count = 0;\n  END IF;\n")
+    mask = sum(1 << j for j in changed)
+    return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
+            f"  FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+            f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
-            f"  v_p := set_config('enable_seqscan', 'on', true);\n"
+            "  v_p := set_config('enable_seqscan', 'on', true);\n"
             f"  EXECUTE {dynamic} INTO v_zero, v_dirty USING pg_current_xact_id();\n"
-            "  v_p := set_config('enable_nestloop', v_r, true);\n"
-            "ELSE\n"
-            f"  {static};\n"
-            "END IF;\n")
+            f"  v_p := set_config('enable_nestloop', v_r, true);\n{zeros}")
+
+
+def _big_bit(cv: CompiledView) -> int:
+    """The bit of ``v_m`` telling a large delta (above the bits of the tables changed)."""
+    return 1 << len(cv.tables)
 
 
 def _lock_views(cv: CompiledView) -> str:
@@ -268,8 +287,10 @@ def _alone(cv: CompiledView) -> str:
     changed (bit ``j``: table ``j``) when the transaction changed one or two of the view's
     tables and nothing else — no other view pending, no reader, no rebuild, no large
     statement: the common case, told by ONE expression; else 0 (read the lists one by one)."""
-    lists = " || ".join(f"coalesce(current_setting('{name}', true), '')"
-                        for name in (PENDING, READERS, REBUILD, BIG))
+    # concat(): one call (NULL: empty) for four coalesce() and three ||, in an expression set
+    # up again in every transaction
+    lists = "concat(" + ", ".join(f"current_setting('{name}', true)"
+                                  for name in (PENDING, READERS, REBUILD, BIG)) + ")"
     orders = [o for size in (1, 2) for o in permutations(range(len(cv.tables)), size)]
     whens = "".join(f" WHEN {sql.Literal(''.join(f' {cv.name}/{j} ' for j in o)).as_string(None)}"
                     f" THEN {sum(1 << j for j in o)}" for o in orders)
@@ -292,14 +313,22 @@ def _postpone(cv: CompiledView) -> str:
 
 def apply_body(cv: CompiledView) -> str:
     """The commit-time maintenance of the view (see the module docstring). The common case
-    (:func:`_alone`) skips the bookkeeping of the others: few statements and expressions."""
+    (:func:`_alone`) skips the bookkeeping of the others: few statements and expressions — each
+    PL/pgSQL expression is set up again in every transaction (its evaluation state lives for
+    the transaction), so the common case evaluates three (``v_m``, ``v_m <= 0``, the branch)
+    besides its statements. ``v_m`` then selects the branch applying the changed tables: their
+    mask, plus :func:`_big_bit` for a large delta."""
     token = _token(cv)
     clear_all = "".join(f"DELETE FROM {log_table(cv, t.index)} "
                         f"WHERE __tm_tx = pg_current_xact_id();\n" for t in cv.resolved.tables)
-    body = (f"{_alone(cv)}IF v_m <= 0 THEN\n{_postpone(cv)}{_lock_views(cv)}"
-            f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
-            f"END IF;\n{_lock_row(cv)}"
-            f"IF v_m = 0 THEN\n"
+    big = f"CASE WHEN v_big THEN {_big_bit(cv)} ELSE 0 END"
+    if len(cv.tables) == 1:
+        changed = f"1 + {big}"  # applied even if only a marker was logged: an empty delta
+    else:
+        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
+                            f"ELSE 0 END)" for j in range(len(cv.tables)))
+        changed = f"{probes} + {big}"
+    body = (f"{_alone(cv)}IF v_m <= 0 THEN\n{_postpone(cv)}{_lock_views(cv)}{_lock_row(cv)}"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"
             f"IF strpos(v_r, {token}) > 0 THEN\n"
             f"  v_r := set_config('{REBUILD}', replace(v_r, {token}, ''), true);\n"
@@ -307,21 +336,13 @@ def apply_body(cv: CompiledView) -> str:
             f"{rebuild_body(cv)}{clear_all}  RETURN NULL;\nEND IF;\n"
             f"v_big := strpos(coalesce(current_setting('{BIG}', true), ''), {token}) > 0;\n"
             f"IF v_big THEN\n  v_r := set_config('{BIG}', replace(current_setting('{BIG}'), "
-            f"{token}, ''), true);\nEND IF;\n")
-    if len(cv.tables) == 1:
-        body += f"END IF;\n{_apply_changed(cv, (0,))}"
-    else:
-        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
-                            f"ELSE 0 END)" for j in range(len(cv.tables)))
-        body += f"v_m := {probes};\nEND IF;\n"
-        for n, changed in enumerate(masks(cv)):
-            mask = sum(1 << j for j in changed)
-            branch = "IF" if n == 0 else "ELSIF"
-            body += f"{branch} v_m = {mask} THEN\n{_apply_changed(cv, changed)}"
-        body += f"ELSE\n{clear_all}END IF;\n"
-    if not cv.analysis.is_global:  # by row id (the apply returned them; its row locks hold)
-        body += (f"IF v_zero IS NOT NULL THEN\n  DELETE FROM {cv.state} "
-                 f"WHERE ctid = ANY(v_zero) AND __count = 0;\nEND IF;\n")
+            f"{token}, ''), true);\nEND IF;\n"
+            f"v_m := {changed};\n"
+            f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
+            f"{_lock_row(cv)}END IF;\n")
+    for n, changed_tables in enumerate(masks(cv)):
+        body += _apply_changed(cv, changed_tables, n == 0)
+    body += f"ELSE\n{clear_all}END IF;\n" if len(cv.tables) > 1 else "END IF;\n"
     body += "".join(f"{stmt};\n" for stmt in aux_zero_sql(cv))
     if cv.has_recompute:
         # partial index on __dirty: only marked groups; none marked (the apply's upsert
@@ -337,8 +358,8 @@ def functions(cv: CompiledView) -> Functions:
         truncate_function(cv),
         _function(function_name(cv, "apply"), "trigger",
                   "v_m int; v_r text; v_p text; v_rest text; v_names text[]; v_big boolean; "
-                  "v_zero tid[]; v_dirty boolean;", apply_body(cv), APPLY_SETTINGS,
-                  apply_settings(cv)),
+                  "v_zero tid[]; v_dirty boolean; v_tid tid; v_cnt bigint; v_d boolean;",
+                  apply_body(cv), APPLY_SETTINGS, apply_settings(cv)),
     ]
     for t in cv.resolved.tables:
         create += [log_function(cv, t.index, event) for event in EVENTS]

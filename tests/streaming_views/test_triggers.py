@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
+from streaming_views.compiler import looped, with_upsert
 from tests.streaming_views.conftest import assert_equal, deploy_text
 
 VIEW = """select p.region, count(*) as items, sum(c.qty) as qty, max(c.qty) as top
@@ -129,6 +130,23 @@ def test_the_first_row_logged_is_the_marker(module_db: str, conn: psycopg.Connec
     assert conn.execute(f"select count(*) from {log} where __tm_tx <> '0'").fetchone() == (0,)
 
 
+def _parents_and_children(module_db: str, conn: psycopg.Connection, schema: str, region: str,
+                          parents: int, children: int, view: str) -> str:
+    """Tables ``<schema>.parent`` (region ``'r' || <region>`` of ``i``) and ``.child`` (spread
+    over the parents, ``qty`` = ``id``) and the view ``<schema>_view``; its state table."""
+    conn.execute(f"create schema {schema}; create table {schema}.parent (id int primary key, "
+                 f"region text); create table {schema}.child (id int primary key, "
+                 "parent_id int, qty int)")
+    conn.execute(f"insert into {schema}.parent select i, 'r' || ({region}) "
+                 f"from generate_series(1, {parents}) i")
+    conn.execute(f"insert into {schema}.child select i, 1 + i % {parents}, i "
+                 f"from generate_series(1, {children}) i")
+    deploy_text(module_db, f"{schema}_view", view)
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (f"{schema}_view",)).fetchone()
+    return f'tidemark_state."{suffix[0]}"'
+
+
 HOT = """select p.region, count(*) as n, sum(c.qty) as qty, max(c.qty) as top
 from hot.parent p join hot.child c on c.parent_id = p.id group by p.region"""
 
@@ -140,13 +158,7 @@ def test_a_group_update_is_hot_and_empty_groups_go(module_db: str,
     version a new entry in the keys index); groups whose count falls to zero are still
     deleted, by the row ids the apply returns (also in a statement that empties some groups
     and changes others, and in a large one)."""
-    conn.execute("create schema hot; create table hot.parent (id int primary key, region text);"
-                 "create table hot.child (id int primary key, parent_id int, qty int)")
-    conn.execute("insert into hot.parent select i, 'r' || (i % 4) from generate_series(1, 8) i")
-    conn.execute("insert into hot.child select i, 1 + i % 8, i from generate_series(1, 40) i")
-    deploy_text(module_db, "hot_view", HOT)
-    suffix = conn.execute("select suffix from tidemark.views where name = 'hot_view'").fetchone()
-    state = f'tidemark_state."{suffix[0]}"'
+    state = _parents_and_children(module_db, conn, "hot", "i % 4", 8, 40, HOT)
     counts = (f"select pg_stat_get_xact_tuples_updated('{state}'::regclass), "
               f"pg_stat_get_xact_tuples_hot_updated('{state}'::regclass)")
     with conn.transaction():  # SET CONSTRAINTS ... IMMEDIATE runs the apply now: its counts
@@ -162,3 +174,49 @@ def test_a_group_update_is_hot_and_empty_groups_go(module_db: str,
     conn.execute("delete from hot.child where parent_id in (4, 8)")  # large: planned afresh
     assert conn.execute("select count(*) from live.hot_view").fetchone() == (1,)
     assert_equal(conn, "hot_view", HOT)
+
+
+LOOP = """select p.region, count(*) as n, sum(c.qty) as qty, max(c.qty) as top
+from lp.parent p join lp.child c on c.parent_id = p.id group by p.region"""
+
+
+def test_the_apply_loop_deletes_empty_groups_and_recomputes(module_db: str,
+                                                            conn: psycopg.Connection) -> None:
+    """The apply of a small delta loops over the groups its upsert returned: the groups whose
+    count fell to zero leave the state table itself (not only ``live.<name>``, which hides
+    them), in one transaction emptying several groups of one or two tables, and a group whose
+    max left is recomputed; a large delta does the same from its summary."""
+    state = _parents_and_children(module_db, conn, "lp", "i", 6, 30, LOOP)
+    groups = f"select count(*), count(*) filter (where __count <= 0) from {state}"
+    assert conn.execute(groups).fetchone() == (6, 0)
+    conn.execute("delete from lp.child where parent_id in (1, 2)")  # two groups empty
+    assert conn.execute(groups).fetchone() == (4, 0)
+    assert_equal(conn, "lp_view", LOOP)
+    with conn.transaction():  # both tables: one group moves away, one empties
+        conn.execute("update lp.parent set region = 'r4' where id = 3")
+        conn.execute("delete from lp.child where parent_id = 5")
+    assert conn.execute(groups).fetchone() == (2, 0)
+    assert_equal(conn, "lp_view", LOOP)
+    conn.execute("delete from lp.child where id = (select max(id) from lp.child "
+                 "where parent_id = 4)")  # the group's max leaves: recomputed
+    assert_equal(conn, "lp_view", LOOP)
+    conn.execute("insert into lp.child select i, 6, i from generate_series(1000, 3500) i")
+    conn.execute("delete from lp.child where parent_id in (4, 6)")  # large: from the summary
+    assert conn.execute(groups).fetchone() == (1, 0)
+    assert_equal(conn, "lp_view", LOOP)
+
+
+def test_looped_is_the_upsert_of_the_statement_returning_its_rows() -> None:
+    """:func:`looped` rebuilds a :func:`with_upsert` statement from its syntax tree: the other
+    CTEs become the upsert's own WITH, which returns the rows ``__u`` held; a string literal
+    holding the statement's own structure is left as it is."""
+    upsert = ("INSERT INTO st AS s (k, __count, __dirty) SELECT k, count(*), false FROM __l0 "
+              "WHERE k <> ', __u AS (INSERT' GROUP BY k ON CONFLICT (k) DO UPDATE SET "
+              "__count = s.__count + excluded.__count")
+    statement = with_upsert(["__m0 AS MATERIALIZED (DELETE FROM lg RETURNING k)",
+                             "__l0 AS (SELECT k FROM __m0)"], upsert)
+    plain = looped(statement, dirty=False)
+    assert plain.startswith("WITH __m0 AS MATERIALIZED (DELETE FROM lg RETURNING k), __l0 AS ")
+    assert "', __u AS (INSERT'" in plain and "array_agg" not in plain
+    assert plain.endswith("RETURNING s.ctid, s.__count")
+    assert looped(statement, dirty=True).endswith("RETURNING s.ctid, s.__count, s.__dirty")

@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 23f4552da89e2d16, card_payments_recent 25d021e804640215, daily_store_revenue 11034b27daddd79d, late_deliveries_daily 069267b4eee37377, store_cancellation_rate 84e2b3f4fdf8ac7c, store_orders_last_5_minutes d6f0c1ebc089ad92, store_revenue_per_minute 40f3c0e10e9d3668)
+-- phase: catalog (one row per view: active_carts e6ed05d427ae5f22, card_payments_recent 5786a8932ec0717b, daily_store_revenue d762d142f96f739e, late_deliveries_daily acf618138d156581, store_cancellation_rate 903b11a133b08ba9, store_orders_last_5_minutes 9c9d697c2ef9c617, store_revenue_per_minute 65dfcecb45db42c5)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());

@@ -1,0 +1,112 @@
+"""Instructions per single-row UPDATE (callgrind): no view, the live view, a hand-written ideal.
+
+Why instructions: on the shared 2-core machine the timings of ``ivm_pgbench.py`` and
+``ivm_vs_refresh.py`` move by tens of µs with the other processes' load, more than most changes
+of the generated SQL are worth. The instructions one backend executes for the same statements
+on the same data are the same from run to run (to a few hundred per UPDATE), whatever the
+load: an A/B of two trees shows a change of 0.5 % of the maintenance's cost.
+
+Workload: ``ivm_pgbench.py``'s (``ivm_vs_refresh.load``'s tables, ``--view``'s view, for
+``--ideal`` its hand-written floor). Each case is a copy of the loaded database (``CREATE
+DATABASE ... TEMPLATE``); the server is then stopped and each case runs ``--warmup`` and then
+``--warmup + --updates`` single-row UPDATEs of fixed random orders (each its own transaction)
+in a single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``; the
+difference of the two totals over ``--updates`` is the case's instructions per UPDATE (the
+backend's start, its first plans and caches cancel out). Needs valgrind on PATH.
+
+Usage: python bench/ivm_instructions.py [--view inner_join|left_join] [--ideal] [--rows N]
+       [--updates K]. Last line: JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ivm_pgbench import IDEAL
+from ivm_vs_refresh import VIEWS, load, server
+
+from streaming_views.deploy import deploy_embedded
+from streaming_views.viewfile import parse_view_text
+from tidemark.stack.embedded import SYSTEM_USER, server_binary, server_env
+
+
+def _pg_ctl(pgdata: str, *args: str) -> None:
+    subprocess.run([str(server_binary("pg_ctl")), "-D", pgdata, "-w", *args], check=True,
+                   capture_output=True, user=SYSTEM_USER, env=server_env())
+
+
+def instructions(pgdata: str, db: str, ids: list[int], out: Path) -> int:
+    """The instructions a single-user backend of ``db`` executes for the UPDATEs of ``ids``."""
+    stmts = "".join(f"update bench.orders set amount = amount + 0.01 where order_id = {i};\n"
+                    for i in ids)
+    run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                          str(server_binary("postgres")), "--single", "-D", pgdata,
+                          "-c", "autovacuum=off", db],
+                         input=stmts.encode(), capture_output=True, user=SYSTEM_USER,
+                         env={**server_env(), "PATH": "/usr/bin:/bin"}, check=False)
+    found = re.search(rb"Collected : (\d+)", run.stderr)
+    if found is None or b"ERROR:" in run.stdout + run.stderr:
+        raise RuntimeError(f"callgrind run failed:\n{run.stdout[-2000:]!r}\n{run.stderr[-2000:]!r}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--view", choices=sorted(VIEWS), default="left_join")
+    parser.add_argument("--ideal", action="store_true", help="also the hand-written floor")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--updates", type=int, default=200)
+    args = parser.parse_args()
+    if args.ideal and args.view != "left_join":
+        parser.error("--ideal is written for --view left_join")
+    cases = ["none", "live", *(["ideal"] if args.ideal else [])]
+    rng = random.Random(5)
+    ids = [rng.randint(1, args.rows) for _ in range(args.warmup + args.updates)]
+    per_update: dict[str, float] = {}
+    with server({"autovacuum": "off"}) as url, tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o777)  # callgrind's output, written by the server's user
+        with psycopg.connect(url, autocommit=True) as conn:
+            load(conn, args.rows, payments=args.view == "left_join")
+            pgdata = conn.execute("show data_directory").fetchone()[0]
+            for case in cases:
+                conn.execute(f"create database case_{case} template bench")
+        case_url = url.replace("/bench?", "/case_{}?")
+        deploy_embedded(case_url.format("live"),
+                        [parse_view_text("bench_view", VIEWS[args.view], "bench_view.sql")])
+        if args.ideal:
+            with psycopg.connect(case_url.format("ideal"), autocommit=True) as conn:
+                conn.execute(IDEAL)
+        for case in cases:
+            with psycopg.connect(case_url.format(case), autocommit=True) as conn:
+                conn.execute("vacuum analyze")
+        _pg_ctl(pgdata, "stop", "-m", "fast")
+        try:
+            for case in cases:
+                short = instructions(pgdata, f"case_{case}", ids[:args.warmup],
+                                     Path(tmp) / f"{case}.short")
+                full = instructions(pgdata, f"case_{case}", ids, Path(tmp) / f"{case}.full")
+                per_update[case] = (full - short) / args.updates
+        finally:  # server() stops it
+            _pg_ctl(pgdata, "start", "-l", str(Path(tmp) / "restart.log"))
+    none = per_update["none"]
+    for case in cases:
+        over = per_update[case] - none
+        print(f"{case:6s} instructions per UPDATE {per_update[case]:10.0f}  over none {over:9.0f}")
+    print(json.dumps({"view": args.view, "rows": args.rows, "updates": args.updates,
+                      "instructions": {c: round(v) for c, v in per_update.items()},
+                      "over_none": {c: round(v - none) for c, v in per_update.items()}}))
+
+
+if __name__ == "__main__":
+    main()
