@@ -24,6 +24,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
     args = parser.parse_args()
+    if shutil.which("valgrind", path="/usr/bin:/bin") is None:
+        sys.exit("bench/ivm_instructions.py counts instructions with valgrind, which is not in "
+                 "/usr/bin: install it (Debian: apt-get install valgrind) and run it again.")
     if args.ideal and args.view != "left_join":
         parser.error("--ideal is written for --view left_join")
     cases = ["none", "live", *(["ideal"] if args.ideal else [])]
