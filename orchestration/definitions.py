@@ -17,7 +17,7 @@ from orchestration.defs.ingestion import definitions as ingestion
 from orchestration.defs.live_views import definitions as live_views
 from orchestration.defs.reconciliation import definitions as reconciliation
 from orchestration.defs.resources import TidemarkResource
-from tidemark.stack.dbt import dbt_executable
+from tidemark.stack.dbt import dbt_child_executable
 
 
 def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
@@ -31,7 +31,7 @@ def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
         ingestion.defs, live_views.defs, dbt.defs, reconciliation.defs,
         dg.Definitions(resources={
             "tidemark": tidemark or TidemarkResource(),
-            "dbt": TidemarkDbtResource(project_dir=PROJECT, dbt_executable=dbt_executable()),
+            "dbt": TidemarkDbtResource(project_dir=PROJECT, dbt_executable=dbt_child_executable()),
         }),
     )
 

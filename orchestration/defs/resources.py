@@ -8,6 +8,7 @@ location never connects to a database.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import dagster as dg
 from orchestration.defs.errors import DefinitionsError
 from tidemark.session_env import unpinned
 from tidemark.settings import Settings, load_settings
-from tidemark.stack.dbt import dbt_connection_env, scrubbed_environment
+from tidemark.stack.dbt import dbt_child_executable, dbt_connection_env, environment
 
 
 @dataclass(frozen=True)
@@ -129,24 +130,35 @@ class TidemarkResource(dg.ConfigurableResource):
         The profile reads only ``TIDEMARK_DBT_*`` variables, set from :attr:`Urls.landing_dbt`;
         ``DBT_TARGET_PATH`` names the prepared target, so each invocation starts from its
         partial-parse file instead of a full parse. dagster-dbt 0.29 gives the dbt child a copy
-        of ``os.environ`` and takes no environment of its own, so these (and ``env``) are set,
-        and the environment's secrets (``PGPASSWORD``, ``TIDEMARK_SOURCE_*``, URLs with a
-        password) removed, only while the child is started
-        (:func:`~tidemark.stack.dbt.scrubbed_environment`, one thread at a time): the rest of
-        the run, and its other threads while dbt works, see the environment unchanged.
+        of ``os.environ`` and takes no environment of its own, so these (and ``env``) are added
+        to ``os.environ`` while the child is started (the adapter dagster-dbt prepares in this
+        process reads the profile too). Nothing is removed: the ``dbt`` resource's executable
+        is ``dbt-child`` (:func:`~tidemark.stack.dbt.dbt_child_executable`), which starts dbt
+        without the environment's secrets (``PGPASSWORD``, ``TIDEMARK_SOURCE_*``, URLs with a
+        password), so the other threads of this process never see them missing.
 
         Args:
-            dbt: the ``DbtCliResource``.
+            dbt: the ``DbtCliResource``; its ``dbt_executable`` must be ``dbt-child``.
             args: dbt's command line.
             env: more variables for the child (e.g. ``DBT_INDIRECT_SELECTION``).
             **kwargs: passed to ``DbtCliResource.cli``.
 
         Returns:
             The started ``DbtCliInvocation``.
+
+        Raises:
+            DefinitionsError: the resource would start dbt with the environment's secrets.
         """
+        if dbt.dbt_executable != dbt_child_executable():
+            raise DefinitionsError(
+                f"The dbt resource runs {dbt.dbt_executable!r}, which would give dbt every "
+                f"secret of this environment. Configure it with dbt_executable="
+                f"tidemark.stack.dbt.dbt_child_executable() (orchestration/definitions.py "
+                f"does).")
         values = {**dbt_connection_env(self.urls().landing_dbt),
-                  "DBT_TARGET_PATH": str(self.settings().dbt_target_dir), **(env or {})}
-        with scrubbed_environment(values):
+                  "DBT_TARGET_PATH": str(self.settings().dbt_target_dir),
+                  "TIDEMARK_PYTHON": sys.executable, **(env or {})}
+        with environment(values):
             return dbt.cli(args, **kwargs)
 
 

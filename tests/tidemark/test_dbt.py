@@ -13,6 +13,7 @@ import pytest
 from tests.support import free_port
 from tidemark.stack.dbt import (
     DbtRunError,
+    dbt_child_executable,
     dbt_connection_env,
     dbt_env,
     dbt_executable,
@@ -87,7 +88,7 @@ def test_definitions_load_when_the_environment_is_not_activated(tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == os.path.join(SCRIPTS, "dbt")
+    assert done.stdout.strip().splitlines()[-1] == dbt_child_executable()
 
 
 SECRETS = {"PGPASSWORD": "pg-secret", "TIDEMARK_SOURCE_SHOP_PASSWORD": "source-secret",
@@ -118,37 +119,3 @@ def test_dbt_child_gets_no_secret_of_the_environment(tmp_path: Path,
     shown = manifest["nodes"]["model.envcheck.shown"]["config"]["meta"]
     assert shown == {**dict.fromkeys(SECRETS, "absent"), "TIDEMARK_DBT_PASSWORD": "dbt-pw",
                      "KEPT": "ordinary"}
-
-
-def test_overlapping_scrubbed_environments_of_two_threads(monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
-    # On main the two blocks interleaved: the first to leave put PGPASSWORD back while the
-    # other was still starting its dbt child, and the last restored the other's HOST as "before".
-    import threading
-    import time
-
-    from tidemark.stack.dbt import scrubbed_environment
-
-    monkeypatch.setenv("PGPASSWORD", "pg-secret")
-    monkeypatch.delenv("TIDEMARK_DBT_HOST", raising=False)
-    seen: dict[str, list[tuple[str | None, str | None]]] = {}
-    first_inside = threading.Event()
-
-    def child(name: str, delay: float) -> None:
-        with scrubbed_environment({"TIDEMARK_DBT_HOST": name}):
-            first_inside.set()
-            for _ in range(5):
-                seen.setdefault(name, []).append((os.environ.get("PGPASSWORD"),
-                                                  os.environ.get("TIDEMARK_DBT_HOST")))
-                time.sleep(delay)
-
-    one = threading.Thread(target=child, args=("one", 0.05))
-    one.start()
-    first_inside.wait(5)
-    two = threading.Thread(target=child, args=("two", 0.01))
-    two.start()
-    one.join(10)
-    two.join(10)
-    assert seen["one"] == [(None, "one")] * 5 and seen["two"] == [(None, "two")] * 5
-    assert os.environ["PGPASSWORD"] == "pg-secret"
-    assert "TIDEMARK_DBT_HOST" not in os.environ

@@ -112,28 +112,8 @@ def child_environment(base: dict[str, str] | os._Environ[str], values: dict[str,
 
 
 _ENVIRONMENT_LOCK = threading.RLock()
-"""Held while :func:`environment` or :func:`scrubbed_environment` has ``os.environ`` changed:
-two threads' blocks never interleave, so each restores exactly what it found."""
-
-
-@contextmanager
-def scrubbed_environment(values: dict[str, str]) -> Iterator[None]:
-    """:func:`environment` for the block, with the secrets of :func:`is_secret` removed.
-
-    For dbt children started by a library that copies ``os.environ`` (dagster-dbt 0.29's
-    ``DbtCliResource.cli`` takes no environment): keep the block to the call that starts the
-    child (the secrets are out of ``os.environ`` for every thread meanwhile). The removed
-    variables are restored afterwards; blocks of other threads wait (:data:`_ENVIRONMENT_LOCK`).
-    """
-    with _ENVIRONMENT_LOCK:
-        removed = {k: v for k, v in os.environ.items() if is_secret(k, v) and k not in values}
-        for name in removed:
-            del os.environ[name]
-        try:
-            with environment(values):
-                yield
-        finally:
-            os.environ.update(removed)
+"""Held while :func:`environment` has ``os.environ`` changed: two threads' blocks never
+interleave, so each restores exactly what it found."""
 
 
 @contextmanager
@@ -182,6 +162,12 @@ def dbt_executable() -> str:
     """The ``dbt`` of the environment Tidemark runs in (:func:`installed_executable`), else
     ``dbt`` (whose absence dbt's callers report)."""
     return installed_executable("dbt") or "dbt"
+
+
+def dbt_child_executable() -> str:
+    """The ``dbt_executable`` for dagster-dbt: ``dbt-child`` beside this module, which starts
+    the environment's ``dbt`` without the parent's secrets (:mod:`tidemark.stack.dbtchild`)."""
+    return str(Path(__file__).with_name("dbt-child"))
 
 
 def run_dbt(args: list[str], landing_url: str, work_dir: Path,

@@ -2,7 +2,8 @@
 
 dagster-dbt asks the dbt executable for its version (a ``dbt --version`` child process, ~3 s of
 CPU) once per run before the first dbt command, to tell dbt-core from dbt Fusion. The ``dbt``
-of this environment (:func:`tidemark.stack.dbt.dbt_executable`) is the installed dbt-core,
+of this environment (:func:`tidemark.stack.dbt.dbt_executable`, or ``dbt-child`` which starts
+it) is the installed dbt-core,
 whose version the package metadata gives at once; an explicitly configured other executable is
 still asked.
 """
@@ -14,7 +15,7 @@ from importlib.metadata import version as installed_version
 from dagster_dbt import DbtCliResource
 from packaging import version
 
-from tidemark.stack.dbt import dbt_executable
+from tidemark.stack.dbt import dbt_child_executable, dbt_executable
 
 
 class TidemarkDbtResource(DbtCliResource):
@@ -22,7 +23,7 @@ class TidemarkDbtResource(DbtCliResource):
 
     @cached_property
     def _cli_version(self) -> version.Version:
-        if self.dbt_executable in ("dbt", dbt_executable()):
+        if self.dbt_executable in ("dbt", dbt_executable(), dbt_child_executable()):
             try:
                 return version.parse(installed_version("dbt-core"))
             except PackageNotFoundError:

@@ -46,15 +46,18 @@ def test_thresholds_and_target(monkeypatch) -> None:
 def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
                                                                    tmp_path) -> None:
     # dagster-dbt gives its dbt child a copy of os.environ: on main that held PGPASSWORD,
-    # the sources' URLs and passwords, and dbt logged in as tidemark_app. Round 30: the
-    # secrets are out of os.environ only while the child starts, not while dbt runs.
+    # the sources' URLs and passwords, and dbt logged in as tidemark_app. Round 30 took the
+    # secrets out of os.environ while the child started: every other thread of the process
+    # saw them missing meanwhile. Round 31: dbt-child starts dbt without them, and this
+    # process's environment is never without them.
     import os
+    import threading
     import time
     from pathlib import Path
 
     from orchestration.defs.dbt.project import tidemark_dbt_project
     from orchestration.defs.dbt.resource import TidemarkDbtResource
-    from tidemark.stack.dbt import dbt_executable
+    from tidemark.stack.dbt import dbt_child_executable, dbt_executable
 
     monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     monkeypatch.setenv("TIDEMARK_PG_PORT", "56789")
@@ -62,17 +65,37 @@ def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
     monkeypatch.setenv("PGPASSWORD", "pg-secret")
     monkeypatch.setenv("TIDEMARK_SOURCE_CRM_PASSWORD", "source-secret")
     monkeypatch.setenv("TIDEMARK_MATERIALIZE_URL", "postgresql://mz:mz-secret@h:6875/mz")
+    missing: list[str] = []
+    starting = threading.Event()
+
+    def other_thread() -> None:  # e.g. a sensor or a log handler of the same process
+        while starting.is_set():
+            if os.environ.get("PGPASSWORD") != "pg-secret":
+                missing.append("PGPASSWORD")
+            time.sleep(0.0005)
+
     dbt = TidemarkDbtResource(project_dir=tidemark_dbt_project(),
-                              dbt_executable=dbt_executable())
-    invocation = TidemarkResource().dbt_cli(dbt, ["debug", "--config-dir"],
-                                            {"DBT_INDIRECT_SELECTION": "eager"},
-                                            target_path=tmp_path / "run", raise_on_error=False)
-    # while dbt runs, this process's environment is whole again
-    assert os.environ["PGPASSWORD"] == "pg-secret"
+                              dbt_executable=dbt_child_executable())
+    starting.set()
+    watcher = threading.Thread(target=other_thread)
+    watcher.start()
+    try:
+        invocation = TidemarkResource().dbt_cli(dbt, ["debug", "--config-dir"],
+                                                {"DBT_INDIRECT_SELECTION": "eager"},
+                                                target_path=tmp_path / "run",
+                                                raise_on_error=False)
+    finally:
+        starting.clear()
+        watcher.join(5)
+    assert missing == []
     assert os.environ["TIDEMARK_MATERIALIZE_URL"].startswith("postgresql://mz:")
     assert "TIDEMARK_DBT_USER" not in os.environ
-    time.sleep(0.2)  # the child has exec'd dbt (a Python start-up takes seconds)
-    raw = Path(f"/proc/{invocation.process.pid}/environ").read_bytes().split(b"\0")
+    proc = Path(f"/proc/{invocation.process.pid}")
+    deadline = time.monotonic() + 60
+    while dbt_executable() not in (proc / "cmdline").read_bytes().decode().split("\0"):
+        assert time.monotonic() < deadline, "dbt-child did not exec dbt"
+        time.sleep(0.01)  # the shell, then python -m tidemark.stack.dbtchild, then dbt
+    raw = (proc / "environ").read_bytes().split(b"\0")  # dbt's environment from its start
     child = dict(v.decode().split("=", 1) for v in raw if b"=" in v)
     invocation.wait()
     assert child["TIDEMARK_DBT_USER"] == "tidemark_dbt"
@@ -80,6 +103,10 @@ def test_dbt_runs_as_the_dbt_role_without_the_environments_secrets(monkeypatch,
     assert child["DBT_INDIRECT_SELECTION"] == "eager"
     for name in ("PGPASSWORD", "TIDEMARK_SOURCE_CRM_PASSWORD", "TIDEMARK_MATERIALIZE_URL"):
         assert name not in child
+    with pytest.raises(DefinitionsError, match="dbt_child_executable"):
+        TidemarkResource().dbt_cli(
+            TidemarkDbtResource(project_dir=tidemark_dbt_project(),
+                                dbt_executable=dbt_executable()), ["debug"])
 
 
 def test_dbt_url_on_your_own_landing_server(monkeypatch, caplog) -> None:
