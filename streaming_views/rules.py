@@ -30,6 +30,11 @@ from streaming_views.astutil import deparse
 INFINITE_INTERVALS = 170000  # server_version_num from which intervals can be infinite
 
 
+def both(*conds: str | None) -> str:
+    """The conjunction of the conditions given (None: none)."""
+    return " AND ".join(c for c in conds if c and c != "true") or "true"
+
+
 @dataclass
 class Rule:
     """Base of the aggregate rules.
@@ -42,6 +47,7 @@ class Rule:
         arg_type: the argument's type.
         collate: `` COLLATE ...`` of the kept value, or "".
         share: index of the rule whose columns this one reads (-1: ``__count``), or None.
+        notnull: the argument is never NULL (a NOT NULL column, :mod:`streaming_views.notnull`).
     """
 
     index: int
@@ -51,6 +57,7 @@ class Rule:
     arg_type: str = ""
     collate: str = ""
     share: int | None = None
+    notnull: bool = False
 
     kind = "rule"
     aux = False
@@ -70,9 +77,19 @@ class Rule:
         parts = []
         if self.call.filter is not None:
             parts.append(f"__f{self.index}")
-        if nonnull and self.call.arg is not None:
+        if nonnull and self.call.arg is not None and not self.notnull:
             parts.append(f"{self.x} IS NOT NULL")
         return " AND ".join(parts) or None
+
+    @property
+    def counted(self) -> bool:
+        """The rows that count are all the group's rows (no FILTER, an argument never NULL):
+        the rule's not-null count is the group's ``__count``, kept once."""
+        return self.notnull and self.call.filter is None
+
+    def nonnull_count(self, at: str) -> str:
+        """The column of the rule's not-null count in ``at`` (``s``, ``excluded``)."""
+        return f"{at}.__count" if self.counted else f"{at}.{self.p}_nn"
 
     def _count(self, cond: str | None) -> str:
         if cond is None:
@@ -157,20 +174,24 @@ class BoolRule(Rule):
 
     kind = "bool"
 
+    def _kept(self) -> list[str]:
+        return ["nb"] if self.counted else ["nn", "nb"]
+
     def columns(self) -> list[tuple[str, str]]:
-        return [(f"{self.p}_nn", "bigint"), (f"{self.p}_nb", "bigint")]
+        return [(f"{self.p}_{c}", "bigint") for c in self._kept()]
 
     def exprs(self, delta: bool = True) -> list[str]:
         cond = self.cond()
         test = f"NOT {self.x}" if self.call.func == "bool_and" else self.x
-        return [self._count(cond), self._count(f"{cond} AND {test}")]
+        nb = self._count(both(cond, test))
+        return [nb] if self.counted else [self._count(cond), nb]
 
     def merge(self) -> list[str]:
-        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in ("nn", "nb")]
+        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in self._kept()]
 
     def finalize(self) -> str:
         test = "= 0" if self.call.func == "bool_and" else "> 0"
-        return f"CASE WHEN s.{self.p}_nn > 0 THEN s.{self.p}_nb {test} END"
+        return f"CASE WHEN {self.nonnull_count('s')} > 0 THEN s.{self.p}_nb {test} END"
 
 
 class ExtremeRule(Rule):
@@ -255,7 +276,8 @@ class SumRule(Rule):
     def columns(self) -> list[tuple[str, str]]:
         if self.share is not None:
             return []
-        cols = [(f"{self.p}_nn", "bigint"), (f"{self.p}_s", self.value_type)]
+        cols = [] if self.counted else [(f"{self.p}_nn", "bigint")]
+        cols += [(f"{self.p}_s", self.value_type)]
         cols += [(f"{self.p}_{n}", "bigint") for n in self.special_names()]
         if self.scaled:
             cols += [(f"{self.p}_ms", "integer"), (f"{self.p}_msn", "bigint"),
@@ -266,21 +288,23 @@ class SumRule(Rule):
         if self.share is not None or not self.scaled:
             return []
         cond, i = self.cond(), self.index
-        return [(f"__im{i}", f"max(CASE WHEN __sign > 0 AND {cond} THEN scale({self.x}) END)"),
-                (f"__dm{i}", f"max(CASE WHEN __sign < 0 AND {cond} THEN scale({self.x}) END)")]
+        return [(f"__im{i}", f"max(CASE WHEN {both('__sign > 0', cond)} THEN scale({self.x}) "
+                 "END)"),
+                (f"__dm{i}", f"max(CASE WHEN {both('__sign < 0', cond)} THEN scale({self.x}) "
+                 "END)")]
 
     def _at_scale(self, sign: str, top: str) -> str:
-        return (f"coalesce(sum(CASE WHEN __sign {sign} 0 AND {self.cond()} AND scale({self.x}) "
-                f"= {top} THEN 1 ELSE 0 END), 0)::bigint")
+        test = both(f"__sign {sign} 0", self.cond(), f"scale({self.x}) = {top}")
+        return f"coalesce(sum(CASE WHEN {test} THEN 1 ELSE 0 END), 0)::bigint"
 
     def exprs(self, delta: bool = True) -> list[str]:
         if self.share is not None:
             return []
         cond, t = self.cond(), self.value_type
-        out = [self._count(cond),
-               f"coalesce(sum(CASE WHEN {cond} AND {self.finite(self.x)} THEN __sign * "
-               f"({self.x})::{t} END), '0'::{t})::{t}"]
-        out += [self._count(f"{cond} AND {self.special_test(n, self.x)}")
+        out = [] if self.counted else [self._count(cond)]
+        out += [f"coalesce(sum(CASE WHEN {both(cond, self.finite(self.x))} THEN __sign * "
+                f"({self.x})::{t} END), '0'::{t})::{t}"]
+        out += [self._count(both(cond, self.special_test(n, self.x)))
                 for n in self.special_names()]
         if self.scaled:
             i = self.index
@@ -289,6 +313,8 @@ class SumRule(Rule):
         return out
 
     def _after(self, name: str) -> str:
+        if name == "nn":
+            return f"({self.nonnull_count('s')} + {self.nonnull_count('excluded')})"
         return f"(s.{self.p}_{name} + excluded.{self.p}_{name})"
 
     def _finite_after(self) -> str:
@@ -305,7 +331,7 @@ class SumRule(Rule):
             return []
         p = self.p
         sets = [f"{p}_{c} = s.{p}_{c} + excluded.{p}_{c}"
-                for c in ["nn", "s", *self.special_names()]]
+                for c in [*([] if self.counted else ["nn"]), "s", *self.special_names()]]
         if self.scaled:
             alive = f"({self._finite_after()}) > 0"
             sets += [f"{p}_ms = CASE WHEN {alive} THEN greatest(s.{p}_ms, excluded.{p}_ms) END",
@@ -362,7 +388,8 @@ class SumRule(Rule):
 
     def finalize(self) -> str:
         p = f"s.__a{self.index if self.share is None else self.share}"
-        return self._final(p, f"{p}_nn", f"{p}_ms" if self.scaled else None)
+        count = "s.__count" if self.counted else f"{p}_nn"
+        return self._final(p, count, f"{p}_ms" if self.scaled else None)
 
 
 @dataclass
