@@ -259,3 +259,27 @@ def test_a_backslash_in_the_view_keeps_standard_conforming_strings(
     assert conn.execute("select marked from live.one_backslash where store_id = 1"
                         ).fetchone()[0] == 2
     assert_equal(conn, "one_backslash", BACKSLASH)
+
+
+SCALED = "select s.k, sum(s.x) as sx, max(s.x) as mx, sum(s.y) as sy from one.scaled s group by s.k"
+
+
+def test_a_one_row_update_to_an_equal_numeric_of_another_scale_is_logged(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """1.0 -> 1.00 (equal, another display scale) changes sum's and max's text: the update
+    is logged; NaN -> NaN and 2.50 -> 2.50 in numeric(6, 2) are not changes."""
+    conn = orders
+    conn.execute("create table one.scaled (id int primary key, k int, x numeric, "
+                 "y numeric(6, 2))")
+    conn.execute("insert into one.scaled values (1, 1, 1.0, 2.5), (2, 2, 'NaN', 'NaN')")
+    deploy_text(module_db, "one_scaled", SCALED)
+    for update in ("update one.scaled set x = 1.00 where id = 1",
+                   "update one.scaled set x = 1.0, y = 2.500 where id = 1",
+                   "update one.scaled set x = 'NaN', y = 'NaN' where id = 2",
+                   "update one.scaled set x = 'Infinity' where id = 2",
+                   "update one.scaled set x = 3 where id = 2"):
+        conn.execute(update)
+        assert_equal(conn, "one_scaled", SCALED)
+        texts = "select k, sx::text, mx::text, sy::text from {} order by k"
+        assert conn.execute(texts.format("live.one_scaled")).fetchall() == conn.execute(
+            texts.format(f"({SCALED}) as q")).fetchall()
