@@ -133,6 +133,11 @@ class Rule:
         merged into an existing row) must be recomputed."""
         return None
 
+    def grouped_dirty(self, grouped: dict[str, str]) -> str | None:
+        """:meth:`delta_dirty` from ``grouped``, the delta's value of each of the rule's
+        columns (by name), for a rule whose condition reads only those (else None)."""
+        return None
+
     def windows(self) -> list[tuple[str, str]]:
         """(column, window aggregate over the group's flat rows) this rule needs."""
         return []
@@ -249,16 +254,29 @@ class SumRule(Rule):
 
     kind = "sum"
 
+    @property
+    def nan_recomputed(self) -> bool:
+        """A sum of ``numeric(p, s)``: NaN is its one special value (no infinity), kept in the
+        sum itself (NaN plus anything is NaN) instead of a counter; a delta whose sum is NaN
+        (a NaN row added or removed) marks its group for recompute, so the common write
+        carries no special-value bookkeeping. Not for DISTINCT (its own columns)."""
+        return (self.kind == "sum" and self.specials == "numeric"
+                and self.arg_type.startswith("numeric("))
+
     def special_names(self) -> list[str]:
         """The special-value counters kept: ``nan``, ``pinf``, ``ninf`` (a numeric with a
         declared precision cannot hold an infinity, only NaN)."""
+        if self.nan_recomputed:
+            return []
         if self.specials == "numeric" and self.arg_type.startswith("numeric("):
             return ["nan"]
         return {"numeric": ["nan", "pinf", "ninf"], "interval": ["pinf", "ninf"]}.get(
             self.specials, [])
 
     def finite(self, x: str) -> str:
-        """Condition: value ``x`` is not a special value."""
+        """Condition: value ``x`` is not a special value (is counted in the sum)."""
+        if self.nan_recomputed:
+            return "true"
         if self.specials == "numeric":
             return f"scale({x}) IS NOT NULL"
         if self.specials == "interval":
@@ -340,18 +358,32 @@ class SumRule(Rule):
         return sets
 
     def dirty(self) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return f"scale(excluded.{self.p}_s) IS NULL"
         if self.share is not None or not self.scaled:
             return None
         return f"(({self._finite_after()}) > 0 AND {self._scale_count_after()} <= 0)"
 
     def recompute(self) -> list[tuple[str, str]]:
+        if self.share is None and self.nan_recomputed:
+            cond, t = self.cond(), self.value_type
+            filt = f" FILTER (WHERE {cond})" if cond else ""
+            return [(f"{self.p}_s", f"coalesce(sum(({self.x})::{t}){filt}, '0'::{t})::{t}")]
         if self.share is not None or not self.scaled:
             return []
         i = self.index
         return [(f"{self.p}_ms", f"max(__im{i})"),
                 (f"{self.p}_msn", self._at_scale(">", f"__im{i}"))]
 
+    def grouped_dirty(self, grouped: dict[str, str]) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return f"scale({grouped[f'{self.p}_s']}) IS NULL"
+        return None
+
     def delta_dirty(self) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return self.grouped_dirty(dict(zip([c for c, _ in self.columns()], self.exprs(),
+                                               strict=True)))
         if self.share is not None or not self.scaled:
             return None
         return f"max(__dm{self.index}) IS NOT NULL"
@@ -363,7 +395,7 @@ class SumRule(Rule):
 
     def _final(self, p: str, count: str, scale: str | None) -> str:
         avg, t = self.call.func == "avg", self.result_type
-        if self.specials == "numeric":
+        if self.specials == "numeric" and not self.nan_recomputed:
             value = f"round({p}_s, {scale})" if scale else f"{p}_s"
             if avg:
                 value = f"({value})::numeric / ({count})::numeric"
