@@ -8,7 +8,7 @@ import pytest
 
 from streaming_views import verify
 from streaming_views.status import list_views
-from tests.streaming_views.conftest import assert_equal, deploy_text
+from tests.streaming_views.conftest import assert_all_equal, assert_equal, deploy_text
 
 JOINED = """select o.g, count(*) as n, sum(o.amt) as so, avg(o.amt) as ao, count(o.amt) as co,
        sum(p.amt) as sp, count(p.amt) as cp, bool_and(o.flag) as ba, bool_or(o.flag) as bo,
@@ -31,11 +31,6 @@ def state_columns(conn: psycopg.Connection, name: str) -> set[str]:
                         "attnum > 0 and not attisdropped",
                         (f'tidemark_state."{suffix}"',)).fetchall()
     return {r[0] for r in rows}
-
-
-def check(conn: psycopg.Connection) -> None:
-    for name, text in VIEWS.items():
-        assert_equal(conn, name, text)
 
 
 @pytest.fixture(scope="module")
@@ -66,28 +61,28 @@ def test_not_null_columns_keep_no_counter(db: str, conn: psycopg.Connection) -> 
     assert "__a1_nn" in state_columns(conn, "nn_right")
     assert "__a0_nn" not in state_columns(conn, "nn_global")
     assert "__a0_nn" not in state_columns(conn, "nn_parted")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
 
 
 def test_writes_stay_exact(db: str, conn: psycopg.Connection) -> None:
     conn.execute("insert into nn.o values (100, 7, 'NaN', true, null, 5), "
                  "(101, 7, 2.5, false, 1, 6)")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     conn.execute("delete from nn.o where id = 100")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     conn.execute("update nn.o set amt = amt + 1, g = 8 where id % 5 = 0")
     conn.execute("insert into nn.p values (200, 101, 4), (201, 2, 'NaN')")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     conn.execute("delete from nn.p where id in (200, 201)")
     conn.execute("delete from nn.o where g = 7")  # a group emptied
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     conn.execute("delete from nn.o")  # the global view's one row: NULL sums, count 0
     conn.execute("update nn.e set x = x + 1 where k = 1")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     assert conn.execute("select s, a, c from live.nn_global").fetchone() == (None, None, 0)
     conn.execute("insert into nn.o select i, i % 3, i / 4.0, i % 2 = 0, nullif(i % 4, 0), i "
                  "from generate_series(1, 30) i")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
 
 
 def test_drop_not_null_breaks_the_view(db: str, conn: psycopg.Connection) -> None:
@@ -107,10 +102,10 @@ def test_drop_not_null_breaks_the_view(db: str, conn: psycopg.Connection) -> Non
     for name in ("nn_joined", "nn_right", "nn_global"):
         assert deploy_text(db, name, VIEWS[name]) == "repaired"
     assert "__a1_nn" in state_columns(conn, "nn_joined")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
     conn.execute("insert into nn.o values (301, 1, null, false, 2, 2)")
     conn.execute("delete from nn.o where id = 300")
-    check(conn)
+    assert_all_equal(conn, VIEWS)
 
 
 def test_without_the_guard_verify_finds_it(db: str, conn: psycopg.Connection) -> None:
