@@ -26,6 +26,7 @@ states and needs no rebuild for writable CTEs or cascades).
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 
 from pglast import ast, enums
@@ -234,6 +235,9 @@ def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) 
 
 IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
                          "timestamp without time zone", "timestamp with time zone"}
+# A numeric with a declared scale: its values all have that display scale (NaN and the
+# infinities none), so equal ones print alike.
+FIXED_SCALE = re.compile(r"numeric\(\d+,\s*-?\d+\)")
 PAIRED_ROWS = 64  # UPDATEs of at most this many rows have their unchanged rows left out
 
 
@@ -277,9 +281,11 @@ def apply_settings(cv: CompiledView) -> tuple[str, ...] | None:
 def _same(a: str, b: str, typ: str) -> str:
     """Condition: values ``a`` and ``b`` cannot be told apart by any expression. Equality is not
     enough for every type (1.0 = 1.00, '1 day' = '24 hours', -0 = 0, collations): those are
-    compared by their text under the pinned settings."""
-    if typ in IDENTICAL_BY_EQUALITY:
+    compared by their text under the pinned settings, a numeric by its value and scale."""
+    if typ in IDENTICAL_BY_EQUALITY or FIXED_SCALE.fullmatch(typ):
         return f"{a} IS NOT DISTINCT FROM {b}"
+    if typ == "numeric":  # a numeric's text is its value and its display scale
+        return f"{a} IS NOT DISTINCT FROM {b} AND scale({a}) IS NOT DISTINCT FROM scale({b})"
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 

@@ -49,8 +49,11 @@ def _refuse(an: Analysis, construct: str, node: ast.Node, reason: str,
                                 rewrite=rewrite)
 
 
-def plan_rules(an: Analysis, types: dict[str, Typed], server_version: int) -> list[Rule]:
+def plan_rules(an: Analysis, types: dict[str, Typed], server_version: int,
+               notnull: frozenset[str] = frozenset()) -> list[Rule]:
     """One rule per aggregate call (sum and avg of the same argument share columns).
+
+    ``notnull``: the arguments (``x<i>``) that are never NULL (their rules count no NULLs).
 
     Raises:
         UnsupportedViewError: a sum or avg the engine cannot keep exactly.
@@ -82,18 +85,20 @@ def plan_rules(an: Analysis, types: dict[str, Typed], server_version: int) -> li
             rule: Rule = DistinctRule(i, call, result.type, value, arg_type,
                                       arg.collate if arg else "",
                                       specials=specials if call.func != "count" else "")
-        elif call.func == "count":
-            share = -1 if call.arg is None and call.filter is None else None
-            rule = CountRule(i, call, result.type, share=share)
+        elif call.func == "count":  # count(x) of an x never NULL: count(*)
+            share = (-1 if (call.arg is None or f"x{i}" in notnull) and call.filter is None
+                     else None)
+            rule = CountRule(i, call, result.type, share=share, notnull=f"x{i}" in notnull)
         elif call.func in {"sum", "avg"}:
             key = (deparse(call.arg), deparse(call.filter) if call.filter is not None else "")
             rule = SumRule(i, call, result.type, value, arg_type, share=sums.get(key),
-                           specials=specials, scaled=arg_type == "numeric")
+                           specials=specials, scaled=arg_type == "numeric",
+                           notnull=f"x{i}" in notnull)
             sums.setdefault(key, i)
         elif call.func in {"min", "max"}:
             rule = ExtremeRule(i, call, result.type, result.type, arg_type, result.collate)
         else:
-            rule = BoolRule(i, call, result.type)
+            rule = BoolRule(i, call, result.type, notnull=f"x{i}" in notnull)
         rules.append(rule)
     return rules
 
@@ -190,7 +195,7 @@ def plan(an: Analysis, resolved: Resolved, server_version: int) -> Plan:
                           "needs a unique name (not starting with __).",
                           f"name it: {deparse(node)} AS "
                           f"{plain if out.name.startswith('__') else '<name>'}")
-    rules = plan_rules(an, resolved.types, server_version)
+    rules = plan_rules(an, resolved.types, server_version, resolved.notnull)
     keys = key_columns(an, resolved)
     outputs = [(o.name, o.type) for o in resolved.outputs]
     exprs, having = output_expressions(an, keys, rules)

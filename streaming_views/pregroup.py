@@ -139,6 +139,11 @@ def statement(cv: Any, j: int, ctes: list[str]) -> str | None:
         rows += " WHERE " + " AND ".join(f"({deparse(c)})" for c in outer_conds)
     names = ", ".join(cv.key_names())
     sums = [f"coalesce(sum({p}), '0'::{t})::{t}" for p, t in zip(partials, types, strict=True)]
-    source = (f"SELECT {names}, {', '.join(sums)}, false, now() FROM ({rows}) AS __d "
+    # a group new to the state is recomputed when a rule says so from its summed columns
+    # (a numeric(p, s) sum that is NaN: streaming_views.rules.SumRule.nan_recomputed)
+    summed = dict(zip(["__count", *(c for r in cv.rules for c, _ in r.columns())], sums,
+                      strict=True))
+    dirty = " OR ".join(d for r in cv.rules if (d := r.grouped_dirty(summed))) or "false"
+    source = (f"SELECT {names}, {', '.join(sums)}, {dirty}, now() FROM ({rows}) AS __d "
               f"GROUP BY {names} ORDER BY {names}")
     return with_upsert([*ctes, grouped], cv.upsert_sql(source))

@@ -20,7 +20,16 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views import conversions, expiry, nodetree, reads, refusals, temporal, volatility
+from streaming_views import (
+    conversions,
+    expiry,
+    nodetree,
+    notnull,
+    reads,
+    refusals,
+    temporal,
+    volatility,
+)
 from streaming_views.analyzer import Analysis, TableRef
 from streaming_views.astutil import (
     deparse,
@@ -55,6 +64,7 @@ class Column:
     collation: str | None
     collation_oid: int
     base_type: str = ""  # a domain's base type: what the change log keeps (no NOT NULL/CHECK)
+    notnull: bool = False  # the view's state relies on its NOT NULL (no not-null counter)
 
     @property
     def log_type(self) -> str:
@@ -64,8 +74,9 @@ class Column:
 
     def record(self) -> dict[str, Any]:
         """What the catalog keeps to notice a later change of this column."""
-        return {"attnum": self.attnum, "name": self.name, "type": self.type_oid,
+        kept = {"attnum": self.attnum, "name": self.name, "type": self.type_oid,
                 "typmod": self.typmod, "collation": self.collation_oid}
+        return {**kept, "notnull": True} if self.notnull else kept
 
 
 @dataclass
@@ -95,6 +106,7 @@ class Resolved:
     types: dict[str, Typed]
     tables: list[TableInfo]
     settings: frozenset[str] = reads.ALL  # the pinned settings maintenance reads (reads.py)
+    notnull: frozenset[str] = frozenset()  # probe columns (x<i>) that are never NULL
 
 
 # ------------------------------------------------------------------------------ resolve
@@ -509,4 +521,5 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     kept += [(types[f"x{i}"], c.arg) for i, c in enumerate(an.aggs)
              if c.arg is not None and (c.distinct or c.func in {"min", "max"})]
     r.check_collations([t for t, _ in kept], [n for _, n in kept])
-    return Resolved(outputs, types, tables, r.settings(row_tree))
+    return Resolved(outputs, types, tables, r.settings(row_tree),
+                    notnull.never_null(conn, an, row_tree, tables))

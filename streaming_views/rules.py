@@ -30,6 +30,11 @@ from streaming_views.astutil import deparse
 INFINITE_INTERVALS = 170000  # server_version_num from which intervals can be infinite
 
 
+def both(*conds: str | None) -> str:
+    """The conjunction of the conditions given (None: none)."""
+    return " AND ".join(c for c in conds if c and c != "true") or "true"
+
+
 @dataclass
 class Rule:
     """Base of the aggregate rules.
@@ -42,6 +47,7 @@ class Rule:
         arg_type: the argument's type.
         collate: `` COLLATE ...`` of the kept value, or "".
         share: index of the rule whose columns this one reads (-1: ``__count``), or None.
+        notnull: the argument is never NULL (a NOT NULL column, :mod:`streaming_views.notnull`).
     """
 
     index: int
@@ -51,6 +57,7 @@ class Rule:
     arg_type: str = ""
     collate: str = ""
     share: int | None = None
+    notnull: bool = False
 
     kind = "rule"
     aux = False
@@ -70,9 +77,19 @@ class Rule:
         parts = []
         if self.call.filter is not None:
             parts.append(f"__f{self.index}")
-        if nonnull and self.call.arg is not None:
+        if nonnull and self.call.arg is not None and not self.notnull:
             parts.append(f"{self.x} IS NOT NULL")
         return " AND ".join(parts) or None
+
+    @property
+    def counted(self) -> bool:
+        """The rows that count are all the group's rows (no FILTER, an argument never NULL):
+        the rule's not-null count is the group's ``__count``, kept once."""
+        return self.notnull and self.call.filter is None
+
+    def nonnull_count(self, at: str) -> str:
+        """The column of the rule's not-null count in ``at`` (``s``, ``excluded``)."""
+        return f"{at}.__count" if self.counted else f"{at}.{self.p}_nn"
 
     def _count(self, cond: str | None) -> str:
         if cond is None:
@@ -116,6 +133,11 @@ class Rule:
         merged into an existing row) must be recomputed."""
         return None
 
+    def grouped_dirty(self, grouped: dict[str, str]) -> str | None:
+        """:meth:`delta_dirty` from ``grouped``, the delta's value of each of the rule's
+        columns (by name), for a rule whose condition reads only those (else None)."""
+        return None
+
     def windows(self) -> list[tuple[str, str]]:
         """(column, window aggregate over the group's flat rows) this rule needs."""
         return []
@@ -157,20 +179,24 @@ class BoolRule(Rule):
 
     kind = "bool"
 
+    def _kept(self) -> list[str]:
+        return ["nb"] if self.counted else ["nn", "nb"]
+
     def columns(self) -> list[tuple[str, str]]:
-        return [(f"{self.p}_nn", "bigint"), (f"{self.p}_nb", "bigint")]
+        return [(f"{self.p}_{c}", "bigint") for c in self._kept()]
 
     def exprs(self, delta: bool = True) -> list[str]:
         cond = self.cond()
         test = f"NOT {self.x}" if self.call.func == "bool_and" else self.x
-        return [self._count(cond), self._count(f"{cond} AND {test}")]
+        nb = self._count(both(cond, test))
+        return [nb] if self.counted else [self._count(cond), nb]
 
     def merge(self) -> list[str]:
-        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in ("nn", "nb")]
+        return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in self._kept()]
 
     def finalize(self) -> str:
         test = "= 0" if self.call.func == "bool_and" else "> 0"
-        return f"CASE WHEN s.{self.p}_nn > 0 THEN s.{self.p}_nb {test} END"
+        return f"CASE WHEN {self.nonnull_count('s')} > 0 THEN s.{self.p}_nb {test} END"
 
 
 class ExtremeRule(Rule):
@@ -228,16 +254,29 @@ class SumRule(Rule):
 
     kind = "sum"
 
+    @property
+    def nan_recomputed(self) -> bool:
+        """A sum of ``numeric(p, s)``: NaN is its one special value (no infinity), kept in the
+        sum itself (NaN plus anything is NaN) instead of a counter; a delta whose sum is NaN
+        (a NaN row added or removed) marks its group for recompute, so the common write
+        carries no special-value bookkeeping. Not for DISTINCT (its own columns)."""
+        return (self.kind == "sum" and self.specials == "numeric"
+                and self.arg_type.startswith("numeric("))
+
     def special_names(self) -> list[str]:
         """The special-value counters kept: ``nan``, ``pinf``, ``ninf`` (a numeric with a
         declared precision cannot hold an infinity, only NaN)."""
+        if self.nan_recomputed:
+            return []
         if self.specials == "numeric" and self.arg_type.startswith("numeric("):
             return ["nan"]
         return {"numeric": ["nan", "pinf", "ninf"], "interval": ["pinf", "ninf"]}.get(
             self.specials, [])
 
     def finite(self, x: str) -> str:
-        """Condition: value ``x`` is not a special value."""
+        """Condition: value ``x`` is not a special value (is counted in the sum)."""
+        if self.nan_recomputed:
+            return "true"
         if self.specials == "numeric":
             return f"scale({x}) IS NOT NULL"
         if self.specials == "interval":
@@ -255,7 +294,8 @@ class SumRule(Rule):
     def columns(self) -> list[tuple[str, str]]:
         if self.share is not None:
             return []
-        cols = [(f"{self.p}_nn", "bigint"), (f"{self.p}_s", self.value_type)]
+        cols = [] if self.counted else [(f"{self.p}_nn", "bigint")]
+        cols += [(f"{self.p}_s", self.value_type)]
         cols += [(f"{self.p}_{n}", "bigint") for n in self.special_names()]
         if self.scaled:
             cols += [(f"{self.p}_ms", "integer"), (f"{self.p}_msn", "bigint"),
@@ -266,21 +306,23 @@ class SumRule(Rule):
         if self.share is not None or not self.scaled:
             return []
         cond, i = self.cond(), self.index
-        return [(f"__im{i}", f"max(CASE WHEN __sign > 0 AND {cond} THEN scale({self.x}) END)"),
-                (f"__dm{i}", f"max(CASE WHEN __sign < 0 AND {cond} THEN scale({self.x}) END)")]
+        return [(f"__im{i}", f"max(CASE WHEN {both('__sign > 0', cond)} THEN scale({self.x}) "
+                 "END)"),
+                (f"__dm{i}", f"max(CASE WHEN {both('__sign < 0', cond)} THEN scale({self.x}) "
+                 "END)")]
 
     def _at_scale(self, sign: str, top: str) -> str:
-        return (f"coalesce(sum(CASE WHEN __sign {sign} 0 AND {self.cond()} AND scale({self.x}) "
-                f"= {top} THEN 1 ELSE 0 END), 0)::bigint")
+        test = both(f"__sign {sign} 0", self.cond(), f"scale({self.x}) = {top}")
+        return f"coalesce(sum(CASE WHEN {test} THEN 1 ELSE 0 END), 0)::bigint"
 
     def exprs(self, delta: bool = True) -> list[str]:
         if self.share is not None:
             return []
         cond, t = self.cond(), self.value_type
-        out = [self._count(cond),
-               f"coalesce(sum(CASE WHEN {cond} AND {self.finite(self.x)} THEN __sign * "
-               f"({self.x})::{t} END), '0'::{t})::{t}"]
-        out += [self._count(f"{cond} AND {self.special_test(n, self.x)}")
+        out = [] if self.counted else [self._count(cond)]
+        out += [f"coalesce(sum(CASE WHEN {both(cond, self.finite(self.x))} THEN __sign * "
+                f"({self.x})::{t} END), '0'::{t})::{t}"]
+        out += [self._count(both(cond, self.special_test(n, self.x)))
                 for n in self.special_names()]
         if self.scaled:
             i = self.index
@@ -289,6 +331,8 @@ class SumRule(Rule):
         return out
 
     def _after(self, name: str) -> str:
+        if name == "nn":
+            return f"({self.nonnull_count('s')} + {self.nonnull_count('excluded')})"
         return f"(s.{self.p}_{name} + excluded.{self.p}_{name})"
 
     def _finite_after(self) -> str:
@@ -305,7 +349,7 @@ class SumRule(Rule):
             return []
         p = self.p
         sets = [f"{p}_{c} = s.{p}_{c} + excluded.{p}_{c}"
-                for c in ["nn", "s", *self.special_names()]]
+                for c in [*([] if self.counted else ["nn"]), "s", *self.special_names()]]
         if self.scaled:
             alive = f"({self._finite_after()}) > 0"
             sets += [f"{p}_ms = CASE WHEN {alive} THEN greatest(s.{p}_ms, excluded.{p}_ms) END",
@@ -314,18 +358,32 @@ class SumRule(Rule):
         return sets
 
     def dirty(self) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return f"scale(excluded.{self.p}_s) IS NULL"
         if self.share is not None or not self.scaled:
             return None
         return f"(({self._finite_after()}) > 0 AND {self._scale_count_after()} <= 0)"
 
     def recompute(self) -> list[tuple[str, str]]:
+        if self.share is None and self.nan_recomputed:
+            cond, t = self.cond(), self.value_type
+            filt = f" FILTER (WHERE {cond})" if cond else ""
+            return [(f"{self.p}_s", f"coalesce(sum(({self.x})::{t}){filt}, '0'::{t})::{t}")]
         if self.share is not None or not self.scaled:
             return []
         i = self.index
         return [(f"{self.p}_ms", f"max(__im{i})"),
                 (f"{self.p}_msn", self._at_scale(">", f"__im{i}"))]
 
+    def grouped_dirty(self, grouped: dict[str, str]) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return f"scale({grouped[f'{self.p}_s']}) IS NULL"
+        return None
+
     def delta_dirty(self) -> str | None:
+        if self.share is None and self.nan_recomputed:
+            return self.grouped_dirty(dict(zip([c for c, _ in self.columns()], self.exprs(),
+                                               strict=True)))
         if self.share is not None or not self.scaled:
             return None
         return f"max(__dm{self.index}) IS NOT NULL"
@@ -337,7 +395,7 @@ class SumRule(Rule):
 
     def _final(self, p: str, count: str, scale: str | None) -> str:
         avg, t = self.call.func == "avg", self.result_type
-        if self.specials == "numeric":
+        if self.specials == "numeric" and not self.nan_recomputed:
             value = f"round({p}_s, {scale})" if scale else f"{p}_s"
             if avg:
                 value = f"({value})::numeric / ({count})::numeric"
@@ -362,7 +420,8 @@ class SumRule(Rule):
 
     def finalize(self) -> str:
         p = f"s.__a{self.index if self.share is None else self.share}"
-        return self._final(p, f"{p}_nn", f"{p}_ms" if self.scaled else None)
+        count = "s.__count" if self.counted else f"{p}_nn"
+        return self._final(p, count, f"{p}_ms" if self.scaled else None)
 
 
 @dataclass

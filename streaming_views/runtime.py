@@ -29,6 +29,7 @@ from psycopg import sql
 
 from streaming_views.holders import SNAPSHOT_DDL
 from streaming_views.lockorder import LOCK_TABLES_DDL
+from streaming_views.notnull import VALID_NOT_NULL
 from streaming_views.readers import BREAK_READERS, INNER_PROBLEM, LIVE_READERS_DDL, NOTE_READERS
 from streaming_views.session import set_clauses
 
@@ -102,6 +103,11 @@ begin
             or v_att.atttypmod <> (v_col ->> 'typmod')::int
             or v_att.attcollation <> (v_col ->> 'collation')::oid then
         return format('column %s of %s changed its type or collation', v_att.attname, v_now);
+      elsif (v_col ->> 'notnull')::boolean and not coalesce((select bool_and({VALID_NOT_NULL})
+              from tidemark.live_family(v_oid) f join pg_attribute a on a.attrelid = f
+              and a.attname = v_att.attname and not a.attisdropped), false) then
+        return format('column %s of %s is no longer NOT NULL (the view relies on it: its '
+                      'sums count no NULLs)', v_att.attname, v_now);
       end if;
     end loop;
     v_prefix := 'tm_' || v.suffix || '_l' || v_j || '_';

@@ -29,5 +29,7 @@ def share_columns(resolved: Any) -> None:
         if len(infos) < 2:
             continue
         columns = {c.attnum: c for info in infos for c in info.columns}
+        for info in infos:  # a column one role relies on being NOT NULL: every role records it
+            columns.update({c.attnum: c for c in info.columns if c.notnull})
         for info in infos:
             info.columns = [columns[a] for a in sorted(columns)]

@@ -37,15 +37,22 @@ PINNED: dict[str, str] = {
 # What a function needs pinned when none of its expressions depends on the value settings
 # (TimeZone, DateStyle, ..., lc_time): the names it resolves, the literals it parses.
 NAMES_ONLY = ("search_path", "standard_conforming_strings")
+SCS = "standard_conforming_strings"
 
 
-def set_clauses(names: tuple[str, ...] | None = None) -> str:
+def set_clauses(names: tuple[str, ...] | None = None, text: str | None = None) -> str:
     """The ``SET name = value ...`` clauses of a generated function's ``CREATE FUNCTION``:
     every pinned setting, or only ``names`` (PostgreSQL applies each clause on every call and
     restores it on return: a log trigger whose expressions read no setting keeps
-    :data:`NAMES_ONLY`, see :func:`streaming_views.triggers.log_function`)."""
+    :data:`NAMES_ONLY`, see :func:`streaming_views.triggers.log_function`).
+
+    With ``text``, the function's own text: no ``standard_conforming_strings`` when it holds
+    no backslash — the setting only changes how a ``'...'`` literal reads one, and values
+    quoted at run time (``format('%L')``, ``quote_literal``) read alike under both."""
+    skip = {SCS} if text is not None and "\\" not in text and SCS not in text else set()
     return " ".join(f"SET {name} = {sql.Literal(value).as_string(None)}"
-                    for name, value in PINNED.items() if names is None or name in names)
+                    for name, value in PINNED.items()
+                    if (names is None or name in names) and name not in skip)
 
 
 def pin(conn: psycopg.Connection) -> None:

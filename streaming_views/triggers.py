@@ -80,8 +80,9 @@ def function_name(cv: CompiledView, what: str) -> str:
 def _function(name: str, returns: str, declare: str, body: str, settings: str = "",
               pinned: tuple[str, ...] | None = None) -> str:
     tail = "RETURN NULL;" if returns == "trigger" else "RETURN;"
+    clauses = set_clauses(pinned, declare + body)  # (no backslash: no standard_conforming_strings)
     return (f"CREATE FUNCTION {name}() RETURNS {returns} LANGUAGE plpgsql SECURITY DEFINER "
-            f"{set_clauses(pinned)}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n"
+            f"{clauses}{settings} AS $tm$\nDECLARE\n{declare}\nBEGIN\n{body}\n"
             f"{tail}\nEND\n$tm$")
 
 

@@ -59,6 +59,12 @@ def assert_equal(conn: psycopg.Connection, name: str, text: str) -> None:
     assert not extra and not missing, f"live.{name}: extra={extra} missing={missing}"
 
 
+def assert_all_equal(conn: psycopg.Connection, views: dict[str, str]) -> None:
+    """:func:`assert_equal` for every view of ``views`` (name -> query)."""
+    for name, text in views.items():
+        assert_equal(conn, name, text)
+
+
 @pytest.fixture(scope="module")
 def conn(module_db: str):
     """An autocommit connection to this module's database."""

@@ -13,8 +13,14 @@ import psycopg
 import pytest
 
 from streaming_views.expiry import tick
-from streaming_views.session import NAMES_ONLY, PINNED
+from streaming_views.session import NAMES_ONLY as ALL_NAMES
+from streaming_views.session import PINNED as ALL_PINNED
+from streaming_views.session import SCS
 from tests.streaming_views.conftest import assert_equal, deploy_text
+
+# What a function whose text holds no backslash pins: no standard_conforming_strings.
+NAMES_ONLY = tuple(n for n in ALL_NAMES if n != SCS)
+PINNED = {n: v for n, v in ALL_PINNED.items() if n != SCS}
 
 LEFT = """select o.store_id, count(*) as n, sum(o.amount) as amount, count(p.id) as paid,
        count(o.note) as notes, count(o.at) as dated
@@ -229,3 +235,51 @@ def test_a_temporal_filter_pins_time_zone_only_for_days_and_months(
     tick(module_db, dst + timedelta(minutes=40))
     for view, query in (("one_sliding", SLIDING), ("one_days", DAYS), ("one_styled", STYLED)):
         assert_equal(conn, view, query)
+
+
+BACKSLASH = r"""select o.store_id, count(*) filter (where o.note = 'a\b') as marked
+from one.orders o where o.note <> 'x\y' group by o.store_id"""
+
+
+def test_a_backslash_in_the_view_keeps_standard_conforming_strings(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """A function whose text holds a backslash (a literal of the view) still pins
+    standard_conforming_strings: a writer with it off maintains the view as the deploy read it."""
+    conn = orders
+    deploy_text(module_db, "one_backslash", BACKSLASH)
+    assert SCS in _proconfig(conn, "one_backslash", "apply")
+    assert SCS in _proconfig(conn, "one_backslash", "l0_ins")  # the WHERE, pushed to the log
+    assert SCS not in _proconfig(conn, "one_left", "apply")
+    with psycopg.connect(module_db, autocommit=True) as writer:
+        writer.execute("set standard_conforming_strings = off")
+        writer.execute("insert into one.orders values (90, 1, 1, %s, null, 0), "
+                       "(91, 1, 1, %s, null, 0), (92, 1, 1, %s, null, 0)",
+                       ("a\\b", "x\\y", "ab"))
+        writer.execute("update one.orders set note = %s where id = 92", ("a\\b",))
+    assert conn.execute("select marked from live.one_backslash where store_id = 1"
+                        ).fetchone()[0] == 2
+    assert_equal(conn, "one_backslash", BACKSLASH)
+
+
+SCALED = "select s.k, sum(s.x) as sx, max(s.x) as mx, sum(s.y) as sy from one.scaled s group by s.k"
+
+
+def test_a_one_row_update_to_an_equal_numeric_of_another_scale_is_logged(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """1.0 -> 1.00 (equal, another display scale) changes sum's and max's text: the update
+    is logged; NaN -> NaN and 2.50 -> 2.50 in numeric(6, 2) are not changes."""
+    conn = orders
+    conn.execute("create table one.scaled (id int primary key, k int, x numeric, "
+                 "y numeric(6, 2))")
+    conn.execute("insert into one.scaled values (1, 1, 1.0, 2.5), (2, 2, 'NaN', 'NaN')")
+    deploy_text(module_db, "one_scaled", SCALED)
+    for update in ("update one.scaled set x = 1.00 where id = 1",
+                   "update one.scaled set x = 1.0, y = 2.500 where id = 1",
+                   "update one.scaled set x = 'NaN', y = 'NaN' where id = 2",
+                   "update one.scaled set x = 'Infinity' where id = 2",
+                   "update one.scaled set x = 3 where id = 2"):
+        conn.execute(update)
+        assert_equal(conn, "one_scaled", SCALED)
+        texts = "select k, sx::text, mx::text, sy::text from {} order by k"
+        assert conn.execute(texts.format("live.one_scaled")).fetchall() == conn.execute(
+            texts.format(f"({SCALED}) as q")).fetchall()

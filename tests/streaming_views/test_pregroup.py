@@ -114,6 +114,25 @@ def test_grouped_delta_beside_other_changes_in_one_transaction(conn: psycopg.Con
     assert rows == (0,)
 
 
+def test_a_nan_added_and_removed_in_a_new_group_of_a_large_delta(conn: psycopg.Connection,
+                                                                 views: None) -> None:
+    """A numeric(p, s) sum keeps NaN in the sum (no counter): a group new to the state whose
+    partial sums are NaN is recomputed (the NaN row was added and removed)."""
+    conn.execute("delete from p.f where g = 'g7'")
+    conn.execute("update p.d set active = true where g = 'g7'")  # (earlier tests flip it)
+    _check(conn)
+    with conn.transaction():
+        conn.execute("insert into p.f select 200000 + i, 'g7', case when i = 1 then 'NaN' "
+                     "else i / 8.0 end, null, i %% 10, true, null "
+                     "from generate_series(1, 3000) i", ())
+        conn.execute("delete from p.f where id = 200001")
+    assert "__pg0" in _apply_source(conn, "pg_grouped")
+    assert conn.execute("select sx from live.pg_grouped where g = 'g7'").fetchone()[0] > 0
+    _check(conn)
+    conn.execute("delete from p.f where g = 'g7'")
+    _check(conn)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_large_statements(conn: psycopg.Connection, views: None, seed: int) -> None:
     """Seeded random large statements (more rows than a batch's threshold) on either table,

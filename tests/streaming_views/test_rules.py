@@ -78,6 +78,60 @@ def test_avg_scale_follows_the_rows_left(db: str, conn: psycopg.Connection) -> N
     check(conn)
 
 
+FIXED = """select t.g, sum(t.c) as sc, avg(t.c) as ac, count(t.c) as n, sum(t.c) filter
+       (where t.b > 0) as sf
+from r.t t group by t.g"""
+
+
+def test_nan_of_a_fixed_scale_numeric_is_kept_in_the_sum(db: str,
+                                                         conn: psycopg.Connection) -> None:
+    """numeric(10, 2) keeps no NaN counter: the sum holds the NaN, and a delta whose sum is NaN
+    (a NaN row added or removed, in a group new to the state too) recomputes the group."""
+    conn.execute("truncate r.t")
+    assert deploy_text(db, "fixed", FIXED) in {"created", "unchanged"}
+    cols = {r[0] for r in conn.execute(
+        "select attname from pg_attribute a join tidemark.views v on a.attrelid = "
+        "('tidemark_state.' || quote_ident(v.suffix))::regclass where v.name = 'fixed' "
+        "and a.attnum > 0").fetchall()}
+    assert not any(c.endswith("_nan") for c in cols), cols
+
+    def fixed() -> None:
+        assert_equal(conn, "fixed", FIXED)
+        rows = "select g, sc::text, ac::text, n, sf::text from {} order by g"
+        assert conn.execute(rows.format("live.fixed")).fetchall() == conn.execute(
+            rows.format(f"({FIXED}) as q")).fetchall()
+
+    conn.execute("insert into r.t values (1, 1, 0, 1.5, 0, 1), (2, 1, 0, 2.25, 0, 0)")
+    fixed()
+    conn.execute("insert into r.t values (3, 1, 0, 'NaN', 0, 1)")
+    fixed()
+    conn.execute("update r.t set c = c + 1 where id = 1")  # the group stays NaN
+    fixed()
+    conn.execute("delete from r.t where id = 3")  # finite again
+    fixed()
+    with conn.transaction():  # a new group: NaN added and removed in one transaction
+        conn.execute("insert into r.t values (4, 2, 0, 'NaN', 0, 1), (5, 2, 0, 7, 0, 1)")
+        conn.execute("delete from r.t where id = 4")
+    fixed()
+    with conn.transaction():
+        conn.execute("insert into r.t values (6, 3, 0, 'NaN', 0, 1), (7, 3, 0, 'NaN', 0, -1)")
+        conn.execute("update r.t set c = 1 where id = 6")
+    fixed()
+    conn.execute("update r.t set c = 'NaN' where g = 3")
+    fixed()
+    conn.execute("update r.t set g = 1 where g = 3")  # NaN rows move group
+    fixed()
+    conn.execute("delete from r.t where c = 'NaN'")
+    fixed()
+    conn.execute("insert into r.t select i, i % 4, 0, case when i % 50 = 0 then 'NaN' else "
+                 "i / 8.0 end, 0, i % 3 - 1 from generate_series(100, 3100) i")  # a large one
+    fixed()
+    conn.execute("delete from r.t where id between 100 and 3100 and c <> 'NaN'")
+    fixed()
+    conn.execute("delete from r.t")
+    fixed()
+
+
 INTERVALS = """select t.g, sum(t.iv) as s, avg(t.iv) as a, count(t.iv) as n
 from r.iv t group by t.g"""
 
