@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts e6ed05d427ae5f22, card_payments_recent 5786a8932ec0717b, daily_store_revenue d762d142f96f739e, late_deliveries_daily acf618138d156581, store_cancellation_rate 903b11a133b08ba9, store_orders_last_5_minutes 9c9d697c2ef9c617, store_revenue_per_minute 65dfcecb45db42c5)
+-- phase: catalog (one row per view: active_carts 971e8efed13480d4, card_payments_recent 5d76b6b769a5fb63, daily_store_revenue da00c5795300f729, late_deliveries_daily 1ff1c5dbef56ed59, store_cancellation_rate b6b2ce1b5c2c7b7e, store_orders_last_5_minutes 1eda5e97d7dd9a07, store_revenue_per_minute e40597c1a4098a99)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
