@@ -48,8 +48,13 @@ def _pg_ctl(pgdata: str, *args: str) -> None:
 
 def instructions(pgdata: str, db: str, ids: list[int], out: Path) -> int:
     """The instructions a single-user backend of ``db`` executes for the UPDATEs of ``ids``."""
-    stmts = "".join(f"update bench.orders set amount = amount + 0.01 where order_id = {i};\n"
-                    for i in ids)
+    return executed(pgdata, db, "".join(
+        f"update bench.orders set amount = amount + 0.01 where order_id = {i};\n" for i in ids),
+        out)
+
+
+def executed(pgdata: str, db: str, stmts: str, out: Path) -> int:
+    """The instructions a single-user backend of ``db`` executes for ``stmts`` (one a line)."""
     run = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                           str(server_binary("postgres")), "--single", "-D", pgdata,
                           "-c", "autovacuum=off", db],

@@ -289,54 +289,88 @@ def _same(a: str, b: str, typ: str) -> str:
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 
-def log_update_paired(cv: CompiledView, j: int, *, single: bool = False,
-                      marker: str | None = None) -> str:
+def _side(cv: CompiledView, j: int, rel: str, sign: str, number: bool = False) -> str:
+    """SELECT over transition table ``rel`` of table ``j``: ``__tm_ok`` (the row passes the
+    filter pushed to the table for ``sign``) and the columns the view reads as ``__c<k>``
+    (numbered ``__tm_n`` with ``number``)."""
+    ref = q(cv.tables[j].ref)
+    named = "".join(f", {ref}.{q(c.name)} AS __c{k}"
+                    for k, c in enumerate(cv.resolved.tables[j].columns))
+    condition = pushed_filter(cv, j, sign)
+    ok = f"({condition}) IS TRUE" if condition else "true"
+    return (f"SELECT {'row_number() OVER () AS __tm_n, ' if number else ''}{ok} AS __tm_ok"
+            f"{named} FROM {rel} AS {ref}")
+
+
+def _changed(cv: CompiledView, j: int) -> str:
+    """Condition on a pair ``o`` (old), ``w`` (new) of :func:`_side` rows: the view can tell
+    them apart (either fails the filter, or a column it reads changed)."""
+    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
+                        for k, c in enumerate(cv.resolved.tables[j].columns)) or "true"
+    return f"NOT (o.__tm_ok AND w.__tm_ok AND {same})"
+
+
+def log_update_paired(cv: CompiledView, j: int, *, marker: str | None = None) -> str:
     """The INSERT logging a small UPDATE of table ``j`` without the rows whose columns read by
     the view did not change (an update of other columns then logs nothing).
 
     Old and new rows are paired by their position in the transition tables (PostgreSQL fills
     them together); whatever the pairing, leaving out a pair of identical rows leaves the change
     (new rows minus old rows, as multisets) the same, so the view's delta is exact. With
-    ``single`` the two rows are compared without numbering, and nothing is logged unless the
-    statement changed exactly one row (a one-time filter: no probe of its own before it).
-    With ``marker``, the first row logged is the marker when the condition holds (see
-    :func:`appending`; for ``single``, flagged in the pair's VALUES: no window function).
+    ``marker``, the first row logged is the marker when the condition holds (see
+    :func:`appending`). A one-row UPDATE is logged by :func:`log_update_single` instead.
     """
-    table = cv.resolved.tables[j]
-    ref = q(cv.tables[j].ref)
-    cols = [q(c.name) for c in table.columns]
-    named = ", ".join([f"{ref}.{c} AS __c{k}" for k, c in enumerate(cols)])
-    number = "" if single else "row_number() OVER () AS __tm_n, "
-
-    def side(rel: str, sign: str) -> str:
-        condition = pushed_filter(cv, j, sign)
-        ok = f"({condition}) IS TRUE" if condition else "true"
-        return (f"SELECT {number}{ok} AS __tm_ok" + (f", {named}" if named else "")
-                + f" FROM {rel} AS {ref}")
-    same = " AND ".join(_same(f"o.__c{k}", f"w.__c{k}", c.log_type)
-                        for k, c in enumerate(table.columns)) or "true"
+    cols = [q(c.name) for c in cv.resolved.tables[j].columns]
     values = "".join(f", {{side}}.__c{k}" for k in range(len(cols)))
     outs = "".join(f", x.__v{k}" for k in range(len(cols)))
     names = "".join(f", __v{k}" for k in range(len(cols)))
-    target = ["__tm_tx", "__tm_sign", *cols]
-    flagged = single and marker is not None  # the new row is first when the old is not logged
-    if flagged:
-        values += ", {first}"
-        outs, names, target = f"{outs}, x.__f", f"{names}, __f", [*target, "__tm_first"]
     # each changed pair gives its old row (sign -1) and its new row (+1), those passing the
     # filter, from one scan of the pairs (no materialised pair list read twice)
-    query = (f"WITH __o AS ({side('__tm_old', '-1')}), __w AS ({side('__tm_new', '1')}) "
+    query = (f"WITH __o AS ({_side(cv, j, '__tm_old', '-1', number=True)}), "
+             f"__w AS ({_side(cv, j, '__tm_new', '1', number=True)}) "
              f"SELECT pg_current_xact_id(), x.__s{outs} FROM __o AS o "
-             + ("CROSS JOIN __w AS w " if single else "JOIN __w AS w USING (__tm_n) ")
-             + f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok"
-             f"{values.format(side='o', first=marker)}), (1, w.__tm_ok"
-             f"{values.format(side='w', first=f'{marker} AND NOT o.__tm_ok')})) "
-             f"AS x(__s, __ok{names}) WHERE NOT (o.__tm_ok AND w.__tm_ok AND {same}) AND x.__ok"
-             # single: nothing unless the statement changed exactly one row (a one-time filter)
-             + (" AND NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)" if single else ""))
-    if flagged:
-        return f"{_into(cv, j)} ({', '.join(target)}) {query}"
-    return appending(cv, j, target, query, marker)
+             "JOIN __w AS w USING (__tm_n) "
+             f"CROSS JOIN LATERAL (VALUES (-1, o.__tm_ok{values.format(side='o')}), "
+             f"(1, w.__tm_ok{values.format(side='w')})) "
+             f"AS x(__s, __ok{names}) WHERE {_changed(cv, j)} AND x.__ok")
+    return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], query, marker)
+
+
+def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
+    """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
+    the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
+    with ``v_x.__ch`` true when the view can tell the rows apart; and the INSERT logging them
+    from ``v_x`` (run only then; the old row is the marker when ``marker`` holds, else the new
+    row when the old one fails the filter).
+
+    An UPDATE of columns the view does not read (the commonest write to a dimension row) then
+    runs one SELECT and no INSERT; one that changes them runs a plain VALUES insert. Both cost
+    fewer instructions than one INSERT ... SELECT of the pair whose plan is set up in every
+    transaction (``bench/ivm_instructions.py``: the INSERT's set-up dominates either way)."""
+    cols = [q(c.name) for c in cv.resolved.tables[j].columns]
+    olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
+    news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
+    clock = CLOCK_CTE if is_timed(cv, j) else ""  # its filter reads the clock
+    probe = (f"{clock}SELECT {_changed(cv, j)} AS __ch, o.__tm_ok AS __ook, w.__tm_ok AS __wok"
+             f"{olds}{news} INTO v_x FROM ({_side(cv, j, '__tm_old', '-1')}) AS o, "
+             f"({_side(cv, j, '__tm_new', '1')}) AS w "
+             "WHERE NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)")
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
+    old = "".join(f", v_x.__o{k}" for k in range(len(cols)))
+    new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
+    filtered = any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
+    if not filtered:  # both rows pass: the old one is logged, and the marker when it is one
+        insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
+                  f"(pg_current_xact_id(), -1{old}, {marker}), "
+                  f"(pg_current_xact_id(), 1{new}, false)")
+    else:
+        outs = "".join(f", x.__v{k}" for k in range(len(cols)))
+        names = "".join(f", __v{k}" for k in range(len(cols)))
+        insert = (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
+                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, {marker}), "
+                  f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook)) "
+                  f"AS x(__s, __ok{names}, __f) WHERE x.__ok")
+    return probe, insert
 
 
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:

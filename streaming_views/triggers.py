@@ -49,6 +49,7 @@ from streaming_views.deltas import (
     log_trigger_names,
     log_triggers,
     log_update_paired,
+    log_update_single,
     marker_row,
     masks,
     timed_conjuncts,
@@ -145,8 +146,10 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     deferred apply at commit, see :func:`streaming_views.deltas.appending`): no row of its own.
 
     Few statements and PL/pgSQL expressions run per statement (each is set up again in every
-    transaction): an UPDATE first runs the INSERT of one changed row, which logs nothing unless
-    the statement changed exactly one row (its own one-time test, no probe of its own); whether
+    transaction): an UPDATE first reads its pair of rows when it changed exactly one row (a
+    one-time test in the same SELECT) and logs them only when the view can tell them apart
+    (:func:`streaming_views.deltas.log_update_single`: an UPDATE of columns the view does not
+    read runs no INSERT); whether
     the view is new in the transaction is tested where it is used, and only the branches that can
     log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
     expressions read no session setting pins only :data:`streaming_views.session.NAMES_ONLY`
@@ -158,8 +161,10 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     exact = f"{count}\n  {_noted_big(cv).rstrip()}"
     single = event == "upd" and not live  # one row (the commonest UPDATE), tried first
     branches = []  # (condition, statement); the first whose condition holds runs
-    if single:  # it logged nothing: no row changed, or more than one row
-        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
+    if single:  # the statement changed one row (read into v_x), else none or several
+        probe, insert = log_update_single(cv, j, first)
+        branches += [("FOUND", f"IF v_x.__ch THEN\n    {insert};\n    {count}\n  END IF;"),
+                     (f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;")]
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event, first)} INTO v_n;\n"
@@ -173,21 +178,19 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     plain = f"{log_insert(cv, j, event, marker=first)};\n  {count if small else exact}"
     body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     if single:
-        body += (f"{log_update_paired(cv, j, single=True, marker=first)};\n{count}\n"
-                 "IF v_n = 0 THEN\n")
+        body += f"{probe};\n"
     if not branches:
         body += f"{plain}\n"
     else:
         body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}\n"
                         for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain}\nEND IF;\n"
-    if single:
-        body += "END IF;\n"
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")
+    # v_n: the rows logged (NULL when the one-row path logged none)
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
-                     "v_n bigint; v_p text; v_b text;", body,
+                     "v_n bigint; v_p text; v_b text;" + (" v_x record;" if single else ""), body,
                      pinned=log_settings(cv, j))
 
 

@@ -33,11 +33,13 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "15"  # 15: sums, counts and bool aggregates of a NOT NULL column keep no
-#    not-null counter (streaming_views.notnull), a numeric(p, s) sum keeps NaN in the sum
-#    (no counter: a NaN delta recomputes the group), a one-row UPDATE's log compares numeric by
-#    value and scale, functions without a backslash pin no standard_conforming_strings (n31):
-#    views of 14 are redeployed.
+ENGINE_VERSION = "16"  # 16: both of round 31's changes (n31 and c31, each 15 on its branch;
+#    15 never landed): sums, counts and bool aggregates of a NOT NULL column keep no not-null
+#    counter (streaming_views.notnull), a numeric(p, s) sum keeps NaN in the sum (no counter: a
+#    NaN delta recomputes the group), a one-row UPDATE's log compares numeric by value and
+#    scale, functions without a backslash pin no standard_conforming_strings (n31); a one-row
+#    UPDATE reads its pair of rows, then logs them only when the view can tell them apart (no
+#    INSERT for columns it does not read; c31): views of 14 are redeployed.
 #    14: the apply of a small delta loops over its upsert's rows (no
 #    CTE scan nor aggregate) and tests fewer PL/pgSQL expressions (l30): views of 13 are
 #    redeployed. 13: date_trunc(unit, timestamptz) pins TimeZone only,

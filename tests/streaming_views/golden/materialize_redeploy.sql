@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 971e8efed13480d4, card_payments_recent 5d76b6b769a5fb63, daily_store_revenue da00c5795300f729, late_deliveries_daily 1ff1c5dbef56ed59, store_cancellation_rate b6b2ce1b5c2c7b7e, store_orders_last_5_minutes 1eda5e97d7dd9a07, store_revenue_per_minute e40597c1a4098a99)
+-- phase: catalog (one row per view: active_carts 3294217037688cbb, card_payments_recent 14d1f1bd319a98c1, daily_store_revenue ddc2b74ea5a6dc61, late_deliveries_daily 5959c1ba1ad7f483, store_cancellation_rate 575877d985de8fc6, store_orders_last_5_minutes 590b0b476d858f9c, store_revenue_per_minute 40d1faacfbe9aa6c)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
