@@ -219,7 +219,7 @@ class Case:
                                f"on conflict (id) do update set {sets}")
         elif kind == "update":
             col = rng.choice(["k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b",
-                              "note", "m", "shift"])
+                              "note", "m", "q", "q", "shift"])
             if col == "shift":
                 conn.execute("update gen.f set k = k + 1, g = (g + 1) %% 4, ts = ts + interval "
                              "'45 minutes' where id = any(%s)", (self._ids(),))

@@ -16,7 +16,8 @@ create schema gen;
 create domain gen.amount as numeric(12, 2) check (value >= 0);
 create table gen.f (id int primary key, k int, g int, n numeric, c numeric(10, 2), x float8,
                     s text, sc text collate "C", ts timestamptz, d date, iv interval, j jsonb,
-                    b boolean, note text, m gen.amount);
+                    b boolean, note text, m gen.amount,
+                    q numeric(12, 2) not null default 0);
 create table gen.d (k int primary key, region text, w int, label text collate "C",
                     hits int not null default 0);
 create table gen.e (k int primary key, tag text);
@@ -35,9 +36,10 @@ create function evil.date_trunc(text, timestamptz) returns timestamptz language 
 """
 
 FACT_COLUMNS = ["id", "k", "g", "n", "c", "x", "s", "sc", "ts", "d", "iv", "j", "b", "note",
-                "m"]
+                "m", "q"]
 FACT_TYPES = ["int", "int", "int", "numeric", "numeric(10,2)", "float8", "text", "text",
-              "timestamptz", "date", "interval", "jsonb", "boolean", "text", "gen.amount"]
+              "timestamptz", "date", "interval", "jsonb", "boolean", "text", "gen.amount",
+              "numeric(12,2)"]
 
 VALUES: dict[str, list[str | None]] = {
     "k": [None, "0", "1", "2", "3", "4", "5"],
@@ -58,6 +60,8 @@ VALUES: dict[str, list[str | None]] = {
     "b": [None, "true", "false"],
     "note": [None, "n1", "n2"],
     "m": [None, "0", "1.50", "2.25", "99.99"],
+    # NOT NULL: its sums keep no not-null counter, and NaN stays in them (streaming_views.notnull)
+    "q": ["0", "1.50", "-2.25", "99.99", "NaN"],
 }
 INFINITE_INTERVALS = ["infinity", "-infinity"]
 
@@ -147,9 +151,11 @@ KEYS = {
     "e": ["e.tag"],
     "p": ["p.kind", "p.day", "p.v"],
 }
-SUMS = {"f": ["f.g", "f.c", "f.n", "f.iv", "f.n / nullif(f.c, 0)", "f.g * f.c", "f.m"],
+SUMS = {"f": ["f.g", "f.c", "f.n", "f.iv", "f.n / nullif(f.c, 0)", "f.g * f.c", "f.m", "f.q",
+              "f.q"],
         "d": ["d.w"], "p": ["p.v", "p.amount"], "e": []}
-EXTREMES = {"f": ["f.s", "f.sc", "f.ts", "f.d", "f.x", "f.n", "f.c", "f.iv", "f.g", "f.m"],
+EXTREMES = {"f": ["f.s", "f.sc", "f.ts", "f.d", "f.x", "f.n", "f.c", "f.iv", "f.g", "f.m",
+                  "f.q"],
             "d": ["d.label", "d.region"], "p": ["p.day", "p.amount"], "e": ["e.tag"]}
 DISTINCTS = {"f": ["f.g", "f.s", "f.sc", "f.c", "f.j", "f.m"], "d": ["d.region"], "p": ["p.kind"],
              "e": ["e.tag"]}
