@@ -167,8 +167,9 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
         pid = slot_holder(conn, slot, SLOT_GRACE_S)
         if pid is not None:
             raise SourceBusyError(f"Source {spec.name!r} is streaming right now (server process "
-                                  f"{pid} holds slot {slot!r}). Stop `tidemark ingest run` "
-                                  f"first, then remove the source.")
+                                  f"{pid} holds slot {slot!r}). Stop what streams it first "
+                                  f"— `tidemark ingest run`, or `tidemark up`, which streams "
+                                  f"every registered source (Ctrl-C) — then remove the source.")
         row = conn.execute("select database = current_database() from pg_replication_slots"
                            " where slot_name = %s", (slot,)).fetchone()
         if row is not None and not row[0]:
