@@ -61,15 +61,20 @@ def _refused(conn: psycopg.Connection, schema: str, table: str,
     return {name: check[1] for (name, check), found in zip(checks, row, strict=True) if found}
 
 
-def table_shapes(conn: psycopg.Connection, selection: Selection
+def table_shapes(conn: psycopg.Connection, selection: Selection, publication: str | None = None
                  ) -> tuple[list[TableShape], list[tuple[str, str]]]:
     """Shapes of the publishable tables a selection covers, and the tables left out (why).
 
     Args:
         conn: a source connection.
         selection: the source's schemas or tables.
+        publication: the source's publication: of two tables with one landing name, the one it
+            lists is the one that lands (and gets the contract), as in ingestion.
     """
-    tables, missing = selected_tables(conn, selection)
+    published = [r[0] for r in conn.execute(
+        "select pr.prrelid::int from pg_publication_rel pr join pg_publication p"
+        " on p.oid = pr.prpubid where p.pubname = %s", (publication,))] if publication else []
+    tables, missing = selected_tables(conn, selection, keep=published)
     shapes: list[TableShape] = []
     skipped = [(name, "does not exist") for name in missing]
     for table in tables:

@@ -10,6 +10,7 @@ import psycopg
 from contracts import load_contracts
 from contracts.scaffold import write_contracts
 from ingestion import catch_up
+from ingestion.names import publication_name
 from ingestion.publication import Selection
 from ingestion.shapes import table_shapes
 from tests.ingestion.conftest import Pair, assert_mirror_equals
@@ -99,3 +100,18 @@ def test_scaffolded_contracts_accept_the_special_values_the_table_holds(pair: Pa
     with psycopg.connect(pair.land) as conn:
         assert conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0] == 0
     assert_mirror_equals(pair, "odd")
+
+
+def test_the_replicated_table_of_two_with_one_landing_name_gets_the_contract(pair: Pair) -> None:
+    # sales.orders lands as sales__orders; public."sales__orders", created later, would too and
+    # sorts first. Ingestion keeps landing sales.orders, so its shape must be the one scaffolded
+    # as sales__orders (before, `contracts init` took the newcomer's columns: every change of
+    # sales.orders would then have broken that contract).
+    pair.src_exec("create schema sales", "create table sales.orders (id int primary key, w text)")
+    catch_up(pair.src, pair.land, pair.source, schemas=["public", "sales"])
+    pair.src_exec('create table public."sales__orders" (k int primary key)')
+    with psycopg.connect(pair.src) as conn:
+        shapes, skipped = table_shapes(conn, Selection.of(["public", "sales"]),
+                                       publication_name(pair.source))
+    assert [(s.qualified, s.name) for s in shapes] == [("sales.orders", "sales__orders")]
+    assert [t for t, _ in skipped] == ["public.sales__orders"]
