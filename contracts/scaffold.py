@@ -4,7 +4,9 @@ Each table becomes ``<source>/<table>.yml`` with its key, its columns in order, 
 nullability as the catalog says, and the other fields at permissive defaults for the user to
 tighten (allowed values, ranges, patterns, rules, event time, freshness). A column type contracts
 have no name for (``timestamp``, ``interval``, ``bytea``, enums...) is declared ``text``, which
-checks presence only, and its description names the source type.
+checks presence only, and its description names the source type. So is a column whose rows hold
+values its contract type refuses (``NaN`` or infinite numbers, infinite or BC dates, NULL array
+elements: :attr:`ColumnShape.refused`), so that the scaffolded contract accepts the table's rows.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ _ALIASES = {"timestamp with time zone": "timestamptz", "json": "jsonb",
 
 @dataclass(frozen=True)
 class ColumnShape:
-    """A source column: name, type as ``format_type`` prints it, and NOT NULL."""
+    """A source column: name, type as ``format_type`` prints it, and NOT NULL.
+
+    Attributes:
+        name: column name.
+        type_sql: its type as ``format_type`` prints it.
+        not_null: whether it is NOT NULL.
+        refused: the kinds of values it holds that its contract type would refuse (e.g.
+            ``"NaN or infinite numbers"``); empty when none.
+    """
 
     name: str
     type_sql: str
     not_null: bool
+    refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,11 +87,15 @@ def render(shape: TableShape, source: str) -> str:
     columns = {}
     for col in shape.columns:
         ctype, exact = contract_type(col.type_sql)
+        refused = f"; its rows hold {col.refused}, which type {ctype} refuses" \
+            if col.refused and exact else ""
+        if refused:
+            ctype, exact = "text", False
         spec: dict = {"type": ctype}
         if not col.not_null and col.name not in shape.key:
             spec["nullable"] = True
         if not exact or ctype.startswith("text") and col.type_sql.lower() != "text":
-            spec["description"] = f"source type: {col.type_sql}" + (
+            spec["description"] = f"source type: {col.type_sql}{refused}" + (
                 "" if exact else " (checked as text: present or not)")
         columns[col.name] = spec
     body = {

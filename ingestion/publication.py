@@ -12,6 +12,7 @@ them. Tables created later in a selected schema are added when the publication i
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -71,7 +72,8 @@ class SourceTable:
         unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
         has_columns: whether it has a column (``create table t ()`` has none: nothing to land).
         clash: another selected table (``schema.table``) with the same landing table name
-            (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name.
+            (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name: the one
+            already published, else the first in schema and name order.
     """
 
     oid: int
@@ -162,13 +164,16 @@ _CATALOG = """
 """
 
 
-def selected_tables(conn: psycopg.Connection, selection: Selection
-                    ) -> tuple[list[SourceTable], list[str]]:
+def selected_tables(conn: psycopg.Connection, selection: Selection,
+                    keep: Collection[int] = ()) -> tuple[list[SourceTable], list[str]]:
     """The source tables a selection covers, and the named tables that do not exist.
 
     Args:
         conn: a source connection.
         selection: schemas or tables.
+        keep: OIDs of the tables published now: where two tables would land under one name,
+            the published one keeps it (a table created later never takes over the landing
+            table of one already replicated); among the others, the first in order does.
 
     Returns:
         (tables in schema and name order, missing ``schema.table`` names).
@@ -181,11 +186,12 @@ def selected_tables(conn: psycopg.Connection, selection: Selection
         where = sql.SQL("n.nspname = any(%s)")
         params = (list(selection.schemas),)
     rows = conn.execute(sql.SQL(_CATALOG).format(where), params).fetchall()
-    tables, owners = [], {}
-    for row in rows:
-        table = SourceTable(*row)
-        owner = owners.setdefault(table.landing_name, table.qualified)
-        tables.append(table if owner == table.qualified else replace(table, clash=owner))
+    found_tables = [SourceTable(*row) for row in rows]
+    owners: dict[str, str] = {}
+    for table in sorted(found_tables, key=lambda t: t.oid not in keep):  # stable sort
+        owners.setdefault(table.landing_name, table.qualified)
+    tables = [t if (owner := owners[t.landing_name]) == t.qualified else replace(t, clash=owner)
+              for t in found_tables]
     found = {t.qualified for t in tables}
     missing = [t for t in (selection.tables or ()) if t not in found]
     return tables, missing
@@ -242,10 +248,11 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
     """
     report = PublicationReport(publication)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        tables, report.missing = selected_tables(conn, selection)
+        current = _published(conn, publication)
+        tables, report.missing = selected_tables(conn, selection,
+                                                 keep=current[1] if current else ())
         wanted = [t for t in tables if t.publishable]
         report.unpublishable = [t for t in tables if not t.publishable]
-        current = _published(conn, publication)
         if current is not None and current[0]:
             # Made for all tables or whole schemas (by an administrator, or an older Tidemark):
             # turn it into the table list when this role may, else use it as it is.

@@ -167,18 +167,19 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
         pid = slot_holder(conn, slot, SLOT_GRACE_S)
         if pid is not None:
             raise SourceBusyError(f"Source {spec.name!r} is streaming right now (server process "
-                                  f"{pid} holds slot {slot!r}). Stop `tidemark ingest run` "
-                                  f"first, then remove the source.")
+                                  f"{pid} holds slot {slot!r}). Stop what streams it first "
+                                  f"— `tidemark ingest run`, or `tidemark up`, which streams "
+                                  f"every registered source (Ctrl-C) — then remove the source.")
         row = conn.execute("select database = current_database() from pg_replication_slots"
                            " where slot_name = %s", (slot,)).fetchone()
         if row is not None and not row[0]:
             report.pending.append(f"(slot {slot!r} is in another database of that server; "
                                   f"left alone)")
         elif row is not None:
-            try:
-                conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+            if _drop_slot(conn, slot) or (spec.admin_dsn() != spec.dsn() and _drop_slot_as_stream(
+                    spec, slot)):
                 report.dropped.append(f"replication slot {slot}")
-            except psycopg.errors.InsufficientPrivilege:
+            else:
                 report.pending.append(drop_slot)
         if conn.execute("select 1 from pg_publication where pubname = %s", (pub,)).fetchone():
             try:
@@ -186,6 +187,25 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
                 report.dropped.append(f"publication {pub}")
             except psycopg.errors.InsufficientPrivilege:
                 report.pending.append(drop_pub)
+
+
+def _drop_slot(conn: psycopg.Connection, slot: str) -> bool:
+    """Drop a replication slot; False when this role may not (no REPLICATION)."""
+    try:
+        conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+        return True
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+
+
+def _drop_slot_as_stream(spec: SourceSpec, slot: str) -> bool:
+    """Drop the slot as the stream's role (it has REPLICATION; the tables' owner of
+    ``--admin-url`` often has not)."""
+    try:
+        with _connect(spec) as conn:
+            return _drop_slot(conn, slot)
+    except (PermanentSourceError, SourceError):
+        return False
 
 
 def remove_source(landing_dsn: str, name: str, *, drop_landing: bool = False,

@@ -10,6 +10,7 @@ import psycopg
 from contracts import load_contracts
 from contracts.scaffold import write_contracts
 from ingestion import catch_up
+from ingestion.names import publication_name
 from ingestion.publication import Selection
 from ingestion.shapes import table_shapes
 from tests.ingestion.conftest import Pair, assert_mirror_equals
@@ -62,3 +63,55 @@ def test_scaffolded_contracts_load_and_ingestion_accepts_them(pair: Pair, tmp_pa
     with psycopg.connect(pair.land) as conn:
         assert conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0] == 0
     assert_mirror_equals(pair, "customers")
+
+
+def test_scaffolded_contracts_accept_the_special_values_the_table_holds(pair: Pair,
+                                                                       tmp_path: Path) -> None:
+    # NaN and infinite numbers, infinite and BC dates, NULL array elements are values of their
+    # PostgreSQL types that the contract types refuse. Before, `contracts init` declared such
+    # columns numeric, date, timestamptz, text[]: the next change of every row holding one went
+    # to the dead letters (the mirror kept the old row). Now those columns are declared text.
+    pair.src_exec(
+        "create table public.odd (id int primary key, n numeric, n2 numeric(6,2), r real,"
+        " d date, ts timestamptz, tags text[], nums numeric[], ok_d date, ok_n numeric,"
+        " ok_tags text[])",
+        "insert into public.odd values"
+        " (1, 'NaN', 'NaN', 'Infinity', 'infinity', '-infinity', '{a,NULL}', '{1,NaN}',"
+        "  '2026-01-01', 1.5, '{a}'),"
+        " (2, 1, 1, 1, '0044-03-15 BC', '0001-01-01 00:00:00+00 BC', '{b}', '{2}',"
+        "  '2026-01-02', 2, '{b}'),"
+        " (3, 2, 2, 2, '2026-01-01', '2026-01-01 10:00+05:30', '{}', null, null, null, null)")
+    with psycopg.connect(pair.src) as conn:
+        shapes, _ = table_shapes(conn, Selection.of(["public"]))
+    root = tmp_path / "contracts"
+    write_contracts(root, pair.source, shapes)
+    odd = load_contracts(root).table(pair.source, "odd")
+    assert {c: odd.columns[c].type for c in odd.columns} == {
+        "id": "integer", "n": "text", "n2": "text", "r": "text", "d": "text", "ts": "text",
+        "tags": "text", "nums": "text", "ok_d": "date", "ok_n": "numeric", "ok_tags": "text[]"}
+    assert "NaN or infinite numbers, which type numeric refuses" in odd.columns["n"].description
+    assert "NULL elements" in odd.columns["tags"].description
+    contracts = load_contracts(root)
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    pair.src_exec("update public.odd set id = id + 10",
+                  "insert into public.odd values (4, '-Infinity', 3, 'NaN', '-infinity',"
+                  " 'infinity', '{NULL}', '{Infinity}', '2026-01-03', 3, '{c}')")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0] == 0
+    assert_mirror_equals(pair, "odd")
+
+
+def test_the_replicated_table_of_two_with_one_landing_name_gets_the_contract(pair: Pair) -> None:
+    # sales.orders lands as sales__orders; public."sales__orders", created later, would too and
+    # sorts first. Ingestion keeps landing sales.orders, so its shape must be the one scaffolded
+    # as sales__orders (before, `contracts init` took the newcomer's columns: every change of
+    # sales.orders would then have broken that contract).
+    pair.src_exec("create schema sales", "create table sales.orders (id int primary key, w text)")
+    catch_up(pair.src, pair.land, pair.source, schemas=["public", "sales"])
+    pair.src_exec('create table public."sales__orders" (k int primary key)')
+    with psycopg.connect(pair.src) as conn:
+        shapes, skipped = table_shapes(conn, Selection.of(["public", "sales"]),
+                                       publication_name(pair.source))
+    assert [(s.qualified, s.name) for s in shapes] == [("sales.orders", "sales__orders")]
+    assert [t for t, _ in skipped] == ["public.sales__orders"]

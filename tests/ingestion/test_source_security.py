@@ -17,7 +17,7 @@ from ingestion import catch_up, resync
 from ingestion.errors import PermanentSourceError, SetupError, SourceError
 from ingestion.names import slot_name
 from ingestion.session_settings import replication_connection
-from ingestion.source_admin import add_source
+from ingestion.source_admin import add_source, remove_source
 from ingestion.sources import SourceSpec
 from streaming_views.deploy import deploy_embedded
 from streaming_views.viewfile import parse_view_text
@@ -320,3 +320,38 @@ def test_a_schema_the_role_may_not_use_pauses_its_tables_alone(pair: Pair, reade
     with psycopg.connect(pair.land) as conn:
         assert conn.execute(sql.SQL("select count(*) from {}").format(
             sql.Identifier(pair.source, "sales__orders"))).fetchone() == (2,)
+
+
+def test_remove_drops_the_slot_with_the_stream_role_when_the_admin_role_may_not(
+        pair: Pair, reader: str) -> None:
+    # README's roles: the tables' owner (--admin-url) creates the publication, tidemark_ingest
+    # (REPLICATION) streams. Before, `source remove` dropped the slot with the owner's URL only,
+    # which has no REPLICATION: the slot was left behind ("run on the source: select
+    # pg_drop_replication_slot(...)"), keeping WAL on the source for nobody.
+    owner = f"{pair.source}_app_owner"
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(owner)))
+        conn.execute(sql.SQL("create role {} login").format(sql.Identifier(owner)))
+        conn.execute(sql.SQL("grant create on database {} to {}").format(
+            sql.Identifier(conn.info.dbname), sql.Identifier(owner)))
+        conn.execute(sql.SQL("grant create, usage on schema public to {}").format(
+            sql.Identifier(owner)))
+    give_password(pair.src, owner)
+    owner_url = url_of(pair, owner)
+    try:
+        with psycopg.connect(owner_url, autocommit=True) as conn:
+            conn.execute("create table owned (id int primary key)")
+            conn.execute(sql.SQL("grant select on owned to {}").format(sql.Identifier(reader)))
+        url = url_of(pair, reader)
+        add_source(pair.land, SourceSpec(pair.source, url=url, admin_url=owner_url))
+        catch_up(url, pair.land, pair.source, setup_dsn=owner_url)
+        slot = slot_name(pair.source)
+        assert _objects(pair.src) == ([slot], [slot])
+        report = remove_source(pair.land, pair.source)
+        assert report.pending == []
+        assert report.dropped == [f"replication slot {slot}", f"publication {slot}"]
+        assert _objects(pair.src) == ([], [])
+    finally:
+        pair.src_exec("drop table if exists owned",
+                      sql.SQL("drop owned by {}; drop role {}").format(
+                          sql.Identifier(owner), sql.Identifier(owner)).as_string(None))

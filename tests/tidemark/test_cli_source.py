@@ -126,7 +126,7 @@ def test_add_list_run_status_remove(user: Env, tmp_path: Path) -> None:
         e.src_exec("update public.audit set what = 'x'", "insert into sales.orders values "
                    "(1001, 'paid')")
         out = e.cli("source", "remove", "shopdb")
-        assert out.returncode == 2 and "Stop `tidemark ingest run` first" in out.stderr
+        assert out.returncode == 2 and "`tidemark ingest run`, or `tidemark up`" in out.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -197,8 +197,10 @@ def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> N
              admin("mine", "tidemark_ingest"), "--admin-url",
              admin("mine")], env=env, capture_output=True, text=True)
         assert added.returncode == 0, added.stdout + added.stderr
-    finally:
+    except BaseException:
         subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True)
+        raise
+    # The README's order: the server `db start` (or `source add`) started is still running.
     proc, out = _start_up(home, port, "--rate", "0")
     landed = admin("tidemark")
 
@@ -216,4 +218,9 @@ def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> N
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(60)
+        running = subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True,
+                                 text=True)
     assert code == 0, out.read_text()
+    # Before, `tidemark up` left the server it had not started running and said nothing.
+    assert "PostgreSQL left running" in out.read_text(), out.read_text()
+    assert "PostgreSQL stopped" in running.stdout + running.stderr

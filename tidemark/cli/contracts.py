@@ -39,6 +39,7 @@ def init(
     from contracts.loader import PACKAGE_ROOT
     from contracts.scaffold import write_contracts
     from ingestion.failures import first_line
+    from ingestion.names import publication_name
     from ingestion.shapes import table_shapes
 
     root = Path(contracts) if contracts is not None else PACKAGE_ROOT
@@ -46,7 +47,8 @@ def init(
         spec = pick_source(databases(), name)
         try:
             with psycopg.connect(spec.dsn(), autocommit=True, connect_timeout=10) as conn:
-                shapes, left_out = table_shapes(conn, spec.selection)
+                shapes, left_out = table_shapes(conn, spec.selection,
+                                                publication_name(spec.name))
         except psycopg.Error as exc:
             raise IngestCommandError(f"Cannot read the catalog of source {name!r}: "
                                      f"{first_line(exc)}") from None

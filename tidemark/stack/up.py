@@ -391,6 +391,11 @@ class _Up:
                     self.display.say(f"PostgreSQL stopped; data kept in {self.settings.pgdata}.")
             except TidemarkError as exc:
                 self.display.say(f"PostgreSQL did not stop cleanly: {exc}")
+        elif self.server is not None and not self.options.keep_db and \
+                self.server.is_running():
+            self.display.say("PostgreSQL left running: it was running before `tidemark up` "
+                             "started (e.g. started by `tidemark source add` or `tidemark db "
+                             "start`); `tidemark db stop` stops it.")
         self.display.stopped()
 
     def _unexpected(self, exc: BaseException) -> TidemarkError:
