@@ -119,3 +119,55 @@ def test_dbt_child_gets_no_secret_of_the_environment(tmp_path: Path,
     shown = manifest["nodes"]["model.envcheck.shown"]["config"]["meta"]
     assert shown == {**dict.fromkeys(SECRETS, "absent"), "TIDEMARK_DBT_PASSWORD": "dbt-pw",
                      "KEPT": "ordinary"}
+
+
+def _python_wrapper(path: Path) -> Path:
+    """``path``: an executable that runs this interpreter (a stand-in for an environment's
+    ``bin/python``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def _run_dbt_child(script: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    empty = tmp_path / "empty-bin"  # PATH holds no python: not the one of this environment
+    empty.mkdir(exist_ok=True)
+    keep = {k: v for k, v in os.environ.items()
+            if k not in ("TIDEMARK_PYTHON", "VIRTUAL_ENV", "PATH")}
+    return subprocess.run([script, "--version"], capture_output=True, text=True, cwd=tmp_path,
+                          env={**keep, "PATH": str(empty), **env}, timeout=120, check=False)
+
+
+def test_dbt_child_finds_the_environments_python_without_tidemark_python(
+        tmp_path: Path) -> None:
+    # dbt-child ran `python3` when TIDEMARK_PYTHON was unset (a DbtCliResource used outside
+    # TidemarkResource.dbt_cli): the first python3 on PATH, often one without Tidemark
+    # ("No module named tidemark") or without dbt.
+    venv = tmp_path / "venv"
+    _python_wrapper(venv / "bin" / "python")
+    done = _run_dbt_child(dbt_child_executable(), tmp_path, VIRTUAL_ENV=str(venv))
+    assert done.returncode == 0, done.stderr
+    assert "Core" in done.stdout + done.stderr  # dbt --version ran
+    # installed (not editable): the interpreter of the prefix it is installed under
+    prefix = tmp_path / "prefix"
+    stack = prefix / "lib" / "python3.11" / "site-packages" / "tidemark" / "stack"
+    stack.mkdir(parents=True)
+    script = stack / "dbt-child"
+    script.write_bytes(Path(dbt_child_executable()).read_bytes())
+    script.chmod(0o755)
+    _python_wrapper(prefix / "bin" / "python")
+    done = _run_dbt_child(str(script), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Core" in done.stdout + done.stderr
+
+
+def test_dbt_child_without_a_usable_python_says_what_to_set(tmp_path: Path) -> None:
+    done = _run_dbt_child(dbt_child_executable(), tmp_path)
+    assert done.returncode == 127
+    assert "no Python that imports Tidemark" in done.stderr
+    assert "Set TIDEMARK_PYTHON" in done.stderr
+    done = _run_dbt_child(dbt_child_executable(), tmp_path,
+                          TIDEMARK_PYTHON=str(tmp_path / "nope" / "python"))
+    assert done.returncode == 127
+    assert "is not an executable" in done.stderr
