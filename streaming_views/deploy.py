@@ -36,6 +36,7 @@ from streaming_views.expiry import drop_inputs, install_inputs
 from streaming_views.holders import Holder, Wait, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
+from streaming_views.rights import check_rights
 from streaming_views.runtime import problem
 from streaming_views.session import pin
 from streaming_views.stacked import Graph
@@ -113,6 +114,8 @@ def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> lis
                                             view.definition_hash))
                 continue
             action = "repaired"
+        check_rights(conn, view.name, str(view.path), [
+            (t.schema, t.name) for t in analyze(view).tables if t.schema != LIVE_SCHEMA])
         chain = graph.readers(view.name) if entry is not None else []
         _retrying(conn, f"live.{view.name}", lambda v=view, c=chain: _install_chain(
             conn, graph, [v.name, *c]), _replaced(deployed, [view.name, *chain], [

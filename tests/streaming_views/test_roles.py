@@ -129,3 +129,37 @@ def test_superuser_redeploy_of_app_view_stays_readable(module_db: str) -> None:
         with psycopg.connect(as_role(module_db, role), autocommit=True) as conn:
             assert sorted(conn.execute("select g, n from live.owned").fetchall()) == [
                 (0, 3), (1, 4)], role
+
+
+def test_app_role_deploy_over_a_table_it_may_not_use_says_what_to_grant(
+        module_db: str) -> None:
+    # A view over a table of the user's own (public.x or a new schema, created as a superuser)
+    # failed with a bare "permission denied for table targets" / "... for schema ...": no
+    # view, no right, no way forward.
+    from streaming_views.errors import DeployError
+    grant_landing(module_db)
+    app = as_role(module_db, "tidemark_app")
+    with psycopg.connect(module_db, autocommit=True) as conn:  # the superuser
+        conn.execute("create table public.targets (store_id int primary key, target int)")
+        conn.execute("create schema plans; create table plans.goals (id int primary key, g int)")
+        conn.execute("insert into public.targets values (1, 10), (2, 20)")
+    text = ("select t.store_id, sum(t.target) as total from public.targets t "
+            "group by t.store_id")
+    with pytest.raises(DeployError) as caught:
+        deploy_text(app, "store_targets", text)
+    message = str(caught.value)
+    assert "cannot deploy live.store_targets: role tidemark_app lacks SELECT, INSERT, UPDATE, " \
+           "DELETE, TRIGGER on \"public\".\"targets\"" in message
+    grants = message.split("(`tidemark db psql`): ")[1].split(" Then deploy again.")[0]
+    assert grants == ('grant select, insert, update, delete, trigger on "public"."targets" to '
+                      '"tidemark_app";')
+    with psycopg.connect(module_db, autocommit=True) as conn:
+        conn.execute(grants)  # what the message says to run, as the owner
+    assert deploy_text(app, "store_targets", text) == "created"
+    with psycopg.connect(module_db, autocommit=True) as conn:
+        conn.execute("insert into public.targets values (3, 5)")  # another writer: maintained
+    assert all(r.ok for r in verify(app, "store_targets"))
+    with pytest.raises(DeployError, match=r'lacks USAGE on schema "plans" and SELECT, INSERT, '
+                                          r'UPDATE, DELETE, TRIGGER on "plans"\."goals".*grant '
+                                          r'usage on schema "plans" to "tidemark_app";'):
+        deploy_text(app, "goals", "select p.g, count(*) as n from plans.goals p group by p.g")
