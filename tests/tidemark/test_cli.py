@@ -156,3 +156,35 @@ def test_status_shows_the_other_layers_when_a_contract_does_not_load(
     error = summary["watermarks"]["error"]
     assert "contracts/shop/refunds.yml" in error and "invalid YAML" in error, error
     assert "error" in summary["live_views"]  # no database here: said per layer, not raised
+
+
+def _ragged_lines(output: str) -> list[str]:
+    """Lines of the help panels (``│ name  text │``) that end a description early: the next
+    line continues the same entry (its name column blank) with a word that would have fitted
+    on them. A ``[default: ...]`` line is typer's own, on a line of its own."""
+    rows = [line[1:-1] for line in output.splitlines()
+            if line.startswith("│") and line.endswith("│")]
+    ragged = []
+    for line, following in zip(rows, rows[1:], strict=False):
+        words = following.split()
+        if not words or len(following) - len(following.lstrip()) < 8 \
+                or words[0].startswith("["):
+            continue  # a new entry (its name within the first columns), or typer's default
+        room = len(line) - len(line.rstrip()) - 1  # the panel's right padding is one space
+        if room >= len(words[0]) + 1:
+            ragged.append(f"│{line}│\n│{following}│")
+    return ragged
+
+
+def test_help_wraps_evenly_at_80_columns() -> None:
+    # A command's summary in the command lists kept its docstring's line breaks: at 80
+    # columns "build everything through Dagster," then "and print the psql URL..." on the next
+    # line, half empty (tidemark --help, tidemark views --help).
+    runner = CliRunner()
+    ragged = []
+    for path in _all_commands(typer.main.get_command(app)):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (path, result.output)
+        assert max(len(line) for line in result.output.splitlines()) <= 80, path
+        ragged += [f"tidemark {' '.join(path)} --help:\n{r}" for r in _ragged_lines(result.output)]
+    assert not ragged, "\n".join(ragged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -35,6 +36,27 @@ app.add_typer(ingest_cli.app, name="ingest")
 app.add_typer(dlq_cli.app, name="dlq")
 app.command("up")(up.up)
 app.command("status")(status_cli.status)
+
+
+def one_line_summaries(typer_app: typer.Typer) -> None:
+    """Give each command of ``typer_app`` (and of its groups) a one-line summary.
+
+    The command lists of ``--help`` show a command's first docstring paragraph, and typer's
+    rich mode keeps that paragraph's line breaks: a docstring wrapped at 100 columns came out
+    at 80 as a full line, a short one and a full one. The summary is that paragraph with its
+    line breaks made spaces, which rich wraps to the terminal's width. A summary set with
+    ``short_help=`` is kept.
+    """
+    for info in typer_app.registered_commands:
+        if info.short_help is None:
+            doc = info.help or inspect.getdoc(info.callback) or ""
+            info.short_help = " ".join(doc.split("\n\n")[0].split()) or None
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            one_line_summaries(group.typer_instance)
+
+
+one_line_summaries(app)
 
 
 def main() -> None:
