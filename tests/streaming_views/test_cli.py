@@ -214,3 +214,29 @@ def test_a_view_the_cli_deploys_stays_deployable_by_dagster(tmp_path: Path,
         assert [r.action for r in deploy(dbs.landing_app, views)] == ["replaced"]
     finally:
         server.stop()
+
+
+def test_tick_every_keeps_one_session(module_db: str, conn: psycopg.Connection) -> None:
+    # `tidemark up` runs `views tick --every 1`: it connected anew for every tick, a backend
+    # forked, authenticated and its caches filled each second for as long as the stack runs.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def sessions() -> int:
+        time.sleep(1.2)  # ended sessions report their statistics as they exit
+        conn.execute("select pg_stat_clear_snapshot()")
+        return conn.execute("select sessions from pg_stat_database where datname = "
+                            "current_database()").fetchone()[0]
+
+    before = sessions()
+    child = subprocess.Popen([sys.executable, "-m", "tidemark.cli.main", "views", "tick",
+                              "--every", "0.2", "--dsn", module_db],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(4)  # about 20 ticks
+    child.send_signal(signal.SIGTERM)
+    out = child.communicate(timeout=10)[0].decode()
+    assert child.returncode == 0, out
+    assert "tick failed" not in out, out
+    assert sessions() - before <= 2, out  # the tick's one session (and this test's own)

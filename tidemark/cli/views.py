@@ -12,7 +12,7 @@ import typer
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.errors import TidemarkError
 from tidemark.session_env import unpinned
-from tidemark.settings import load_settings
+from tidemark.settings import load_settings, redact
 from tidemark.stack.databases import ensure_databases
 
 app = typer.Typer(help="Live SQL views: one SELECT per file, maintained incrementally.",
@@ -204,28 +204,44 @@ def tick_cmd(
 
 def _tick_forever(dsn: str, every: float) -> None:
     """Tick at each multiple of ``every`` seconds until SIGTERM/Ctrl-C; a failed tick is
-    reported and the next one tried (the next tick catches up: it applies everything due)."""
+    reported and the next one tried (the next tick catches up: it applies everything due).
+
+    One connection serves every tick (`tidemark up` ticks each second: a new session per tick
+    was a backend started, authenticated and its caches filled each second); after a failure
+    the next tick connects again."""
     import signal
     import threading
     import time
+
+    import psycopg
 
     from streaming_views.errors import StreamingViewsError
     from streaming_views.expiry import tick
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     console.print(f"Ticking the live views' clock every {every:g} s.")
+    conn: psycopg.Connection | None = None
     try:
         while not stop.is_set():
             try:
-                result = tick(dsn)
+                if conn is None:
+                    conn = psycopg.connect(dsn, autocommit=True)
+                result = tick(conn)
                 if result is not None and result.rows:
                     console.print(f"{result.at.isoformat()}: {result.rows} row(s) expired or "
                                   "admitted.")
-            except StreamingViewsError as exc:
-                console.print(f"[red]tick failed[/]: {exc}; trying again.")
+            except (StreamingViewsError, psycopg.Error) as exc:
+                reason = str(exc).strip() or type(exc).__name__
+                console.print(f"[red]tick failed[/]: {redact(reason)}; trying again.")
+                if conn is not None:
+                    conn.close()
+                conn = None
             stop.wait(every - time.time() % every)
     except KeyboardInterrupt:
         pass
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 @app.command("subscribe")
