@@ -188,3 +188,21 @@ def test_help_wraps_evenly_at_80_columns() -> None:
         assert max(len(line) for line in result.output.splitlines()) <= 80, path
         ragged += [f"tidemark {' '.join(path)} --help:\n{r}" for r in _ragged_lines(result.output)]
     assert not ragged, "\n".join(ragged)
+
+
+def test_a_table_too_wide_for_the_terminal_breaks_no_word() -> None:
+    # `tidemark status` at 80 columns squeezed every table: headers broken mid-word
+    # ("streamin" / "g"), a timestamp over four lines ("2026-12" / "-04" / "15:31:1" / "3").
+    columns = ["table", "watermark", "allowed_lateness_s", "delay_s", "state", "idle",
+               "late_rows", "late_days"]
+    code = ("from tidemark.cli.output import emit_table; emit_table('watermarks', "
+            f"{columns!r}, [['app_events', '2026-12-04 15:31:13', 21600.0, 21600.3, 'ok', "
+            "False, 0, 0], ['customers', '2026-12-04 20:26:43', 3600.0, 3870.3, 'ok', False, "
+            "0, 0]]); emit_table('daily marts', ['mart', 'days'], [['fct_daily_funnel', 70]])")
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for word in [*columns, "app_events", "customers", "2026-12-04 15:31:13", "21600.3"]:
+        assert word in out, out
+    assert "┃ mart " in out and "fct_daily_funnel" in out  # a narrow table stays a table

@@ -25,14 +25,45 @@ def emit_json(payload: Any) -> None:
     print(json.dumps(payload, default=str, indent=2, sort_keys=True))
 
 
+LONGEST_WORD = 30  # a longer word (a URL, a path) is folded wherever it is shown
+
+
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print rows as a table for a person (cells verbatim: ``[a-z]`` is text, not markup)."""
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(cell(v)) for v in row))
+    """Print rows as a table for a person (cells verbatim: ``[a-z]`` is text, not markup).
+
+    A table whose words do not fit the terminal side by side (``tidemark status`` at 80
+    columns: "streamin/g", a timestamp over four lines) is printed one block per row instead,
+    a field and its value per line.
+    """
+    texts = [[cell(v) for v in row] for row in rows]
+    if fits(columns, texts, console.width):
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in texts:
+            table.add_row(*(Text(v) for v in row))
+    else:
+        table = Table(title=f"{title} (one block per row)", title_justify="left",
+                      show_header=False)
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column(overflow="fold")
+        for i, row in enumerate(texts):
+            if i:
+                table.add_section()
+            for column, value in zip(columns, row, strict=True):
+                table.add_row(Text(column), Text(value))
     console.print(table)
+
+
+def fits(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> bool:
+    """Whether a table of ``rows`` under ``columns`` fits ``width`` without breaking a word
+    (of up to :data:`LONGEST_WORD` characters) of a header or a cell: each column one space
+    of padding either side and a rule."""
+    need = 1
+    for i, column in enumerate(columns):
+        words = [w for text in [column, *(row[i] for row in rows)] for w in text.split()]
+        need += min(max((len(w) for w in words), default=1), LONGEST_WORD) + 3
+    return need <= width
 
 
 def cell(value: Any) -> str:
