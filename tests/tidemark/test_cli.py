@@ -198,11 +198,17 @@ def test_a_table_too_wide_for_the_terminal_breaks_no_word() -> None:
     code = ("from tidemark.cli.output import emit_table; emit_table('watermarks', "
             f"{columns!r}, [['app_events', '2026-12-04 15:31:13', 21600.0, 21600.3, 'ok', "
             "False, 0, 0], ['customers', '2026-12-04 20:26:43', 3600.0, 3870.3, 'ok', False, "
-            "0, 0]]); emit_table('daily marts', ['mart', 'days'], [['fct_daily_funnel', 70]])")
+            "0, 0]]); emit_table('daily marts', ['mart', 'days'], [['fct_daily_funnel', 70]]); "
+            "emit_table('ingestion', ['source', 'streaming', 'lag s', 'lag bytes', 'rows/s', "
+            "'applied s ago', 'dead letters', 'paused'], [['shop', True, 0.149, 2295224, 2431.5, "
+            "0.146, 23580, '-']])")
     env = {**os.environ, "COLUMNS": "80"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
     assert max(len(line) for line in out.splitlines()) <= 80
-    for word in [*columns, "app_events", "customers", "2026-12-04 15:31:13", "21600.3"]:
+    for line in out.splitlines():  # no table cut at the terminal's edge
+        assert line[:1] not in "│┃┏┡└┌├" or line.rstrip()[-1:] in "│┃┓┩┘┐┤", out
+    for word in [*columns, "app_events", "customers", "2026-12-04 15:31:13", "21600.3",
+                 "streaming", "2295224", "letters"]:
         assert word in out, out
     assert "┃ mart " in out and "fct_daily_funnel" in out  # a narrow table stays a table

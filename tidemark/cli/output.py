@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -31,20 +32,21 @@ LONGEST_WORD = 30  # a longer word (a URL, a path) is folded wherever it is show
 def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows as a table for a person (cells verbatim: ``[a-z]`` is text, not markup).
 
-    A table whose words do not fit the terminal side by side (``tidemark status`` at 80
-    columns: "streamin/g", a timestamp over four lines) is printed one block per row instead,
-    a field and its value per line.
+    No column is narrower than its longest word (of up to :data:`LONGEST_WORD` characters). A
+    table whose words do not fit the terminal side by side (``tidemark status`` at 80 columns:
+    "streamin/g", a timestamp over four lines) is printed one block per row instead, a field
+    and its value per line.
     """
     texts = [[cell(v) for v in row] for row in rows]
-    if fits(columns, texts, console.width):
-        table = Table(title=title, title_justify="left")
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in texts:
-            table.add_row(*(Text(v) for v in row))
-    else:
-        table = Table(title=f"{title} (one block per row)", title_justify="left",
-                      show_header=False)
+    table = Table(title=title, title_justify="left")
+    for column, width in zip(columns, word_widths(columns, texts), strict=True):
+        table.add_column(column, overflow="fold", min_width=width)
+    for row in texts:
+        table.add_row(*(Text(v) for v in row))
+    # rich keeps each column's minimum width even where the sum overflows the terminal
+    lines = Segment.split_lines(console.render(table, console.options))
+    if max((Segment.get_line_length(line) for line in lines), default=0) > console.width:
+        table = Table(title=title, title_justify="left", show_header=False)
         table.add_column(no_wrap=True, style="bold")
         table.add_column(overflow="fold")
         for i, row in enumerate(texts):
@@ -55,15 +57,14 @@ def emit_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     console.print(table)
 
 
-def fits(columns: Sequence[str], rows: Sequence[Sequence[str]], width: int) -> bool:
-    """Whether a table of ``rows`` under ``columns`` fits ``width`` without breaking a word
-    (of up to :data:`LONGEST_WORD` characters) of a header or a cell: each column one space
-    of padding either side and a rule."""
-    need = 1
+def word_widths(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
+    """Per column, the longest word of its header and cells (at most :data:`LONGEST_WORD`): the
+    narrowest it can be without breaking one."""
+    widths = []
     for i, column in enumerate(columns):
         words = [w for text in [column, *(row[i] for row in rows)] for w in text.split()]
-        need += min(max((len(w) for w in words), default=1), LONGEST_WORD) + 3
-    return need <= width
+        widths.append(min(max((len(w) for w in words), default=1), LONGEST_WORD))
+    return widths
 
 
 def cell(value: Any) -> str:
