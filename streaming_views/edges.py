@@ -7,9 +7,10 @@ old and new time, and the window states every bound as a one-sided range at the 
 both take a B-tree index when the bound is inverted here (:class:`Edge`):
 
 * ``col``, ``col::timestamptz``, ``col::timestamp``, ``col::date`` (a cast between time types:
-  monotone under the pinned TimeZone UTC, within a day of ``col``): a range of ``col``, widened
-  by the rounding (a day when a date is involved), answered by an index on ``col`` (an
-  existing one is used);
+  monotone under the pinned TimeZone UTC, within a day of ``col``), ``date_trunc('<unit>',
+  col)`` (monotone, within a unit below ``col``): a range of ``col``, widened by the rounding
+  (a day when a date is involved, a unit), answered by an index on ``col`` (an existing one is
+  used);
 * ``col AT TIME ZONE '<constant zone>'`` (timestamp -> timestamptz or timestamptz -> timestamp):
   local -> UTC is not monotone around DST changes (a gap and a fold), so no range of ``col``
   is exact without the zone's transitions. The range is taken of the expression itself
@@ -39,6 +40,11 @@ from streaming_views.astutil import deparse, q, walk
 TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
 INDEX_PREFIX = "tidemark_expiry__"
 CAST_TYPES = {"timestamptz", "timestamp", "date"}
+# date_trunc's units (singular, lower case): how far below its argument it moves a time
+TRUNC_UNITS = {"microsecond": "1 microsecond", "millisecond": "1 millisecond",
+               "second": "1 second", "minute": "1 minute", "hour": "1 hour", "day": "1 day",
+               "week": "7 days", "month": "1 month", "quarter": "3 months", "year": "1 year",
+               "decade": "10 years", "century": "100 years", "millennium": "1000 years"}
 # the clamp of a zone conversion's column, and the values of the converted expression inside
 # which a range is taken as it is (a day inside: a zone's offset is less than a day)
 CLAMP = ("1000-01-01", "200000-01-01")
@@ -123,15 +129,41 @@ def valid_zone(conn: psycopg.Connection, zone: str) -> bool:
     return True
 
 
+def trunc_of(node: Any) -> tuple[str, Any] | None:
+    """(unit, argument) of ``date_trunc('<constant unit>', arg)`` (two arguments)."""
+    names = [n.sval for n in node.funcname] if isinstance(node, ast.FuncCall) else []
+    if names in (["date_trunc"], ["pg_catalog", "date_trunc"]) and len(node.args or ()) == 2 \
+            and isinstance(node.args[0], ast.A_Const) \
+            and isinstance(node.args[0].val, ast.String):
+        return node.args[0].val.sval, node.args[1]
+    return None
+
+
+def valid_unit(conn: psycopg.Connection, unit: str) -> bool:
+    """Whether ``date_trunc`` knows unit ``unit``."""
+    try:
+        with conn.transaction():
+            conn.execute("select date_trunc(%s::text, now())", (unit,))
+    except psycopg.Error:
+        return False
+    return True
+
+
 def _base(conn: psycopg.Connection, t: Any, expr: Any
-          ) -> tuple[str, str, str | None, str] | None:
-    """(column, its type, zone, the indexed value's type) of a bound without its offset."""
-    zone, cast = None, None
-    found = zone_of(expr)
+          ) -> tuple[str, str, str | None, str, str] | None:
+    """(column, its type, zone, the indexed value's type, extra slack) of a bound without its
+    offset."""
+    zone, cast, extra = None, None, ""
+    found, trunc = zone_of(expr), trunc_of(expr)
     if found is not None:
         zone, expr = found
         if not valid_zone(conn, zone):
             return None
+    elif trunc is not None:  # date_trunc(unit, col): col's range widened by a unit
+        unit = TRUNC_UNITS.get(trunc[0].lower().rstrip("s"))
+        if unit is None or not valid_unit(conn, trunc[0]):
+            return None
+        cast, extra, expr = "timestamptz", f" + interval '{unit}'", trunc[1]
     elif isinstance(expr, ast.TypeCast) and expr.typeName.arrayBounds is None:
         cast = expr.typeName.names[-1].sval
         if cast not in CAST_TYPES:
@@ -150,8 +182,8 @@ def _base(conn: psycopg.Connection, t: Any, expr: Any
     if zone is not None:
         if typ == "date":
             return None  # date AT TIME ZONE: through the session's TimeZone, not immutable
-        return column, typ, zone, "timestamp" if typ == "timestamptz" else "timestamptz"
-    return column, typ, None, cast or typ
+        return column, typ, zone, "timestamp" if typ == "timestamptz" else "timestamptz", ""
+    return column, typ, None, cast or typ, extra
 
 
 def edge(conn: psycopg.Connection, t: Any, bound: Any) -> Edge | None:
@@ -165,10 +197,10 @@ def edge(conn: psycopg.Connection, t: Any, bound: Any) -> Edge | None:
     base = _base(conn, t, expr)
     if base is None:
         return None
-    column, col_typ, zone, value_typ = base
+    column, col_typ, zone, value_typ, extra = base
     # the range is of the column (a cast: of the column's type), or of the zone's expression
     typ = value_typ if zone is not None else col_typ
-    slack = "interval '1 second'"
+    slack = "interval '1 second'" + extra
     if "date" in {col_typ, value_typ}:
         slack += " + interval '1 day'"
     inverse = "({})"

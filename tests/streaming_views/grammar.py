@@ -303,6 +303,8 @@ def draw_temporal_view(rng: random.Random, name: str, clock_days: int) -> View:
         f"mz_now() < (f.ts::timestamp at time zone 'Australia/Lord_Howe') + interval '{until} "
         f"days'",  # not invertible (a cast inside), computed in SQL
         f"mz_now() <= f.ts::date + {until} and mz_now() >= f.d::timestamp",
+        f"mz_now() < date_trunc('day', f.ts) + interval '{until} days' and mz_now() >= "
+        f"date_trunc('month', f.d)",
     ])
     if rng.random() < 0.15:  # a keyless, partitioned timed table (its partitions' triggers)
         return View(name, f"select p.kind as k0, count(*) as a0, sum(p.v) as a1 from gen.p p "

@@ -1,5 +1,6 @@
 """Bounds inverted to a range of an index (:mod:`streaming_views.edges`): ``col AT TIME ZONE
-'<zone>'`` (both ways, with or without an interval) and casts between time types stay exact
+'<zone>'`` (both ways, with or without an interval), casts between time types and
+``date_trunc`` stay exact
 across DST changes (America/Los_Angeles: an hour; Australia/Lord_Howe: half an hour) while the
 tick reads the expiry index; a tick over 200,000 rows with such a bound is O(rows crossing the
 edge) and a writer's commit is not held for a scan of the table. The oracle: the view equals
@@ -39,6 +40,9 @@ and mz_now() <= (e.ts at time zone '{LH}') + interval '47 minutes'
 group by e.zone""",
     "casts": """select e.id from dst.ev e where mz_now() >= e.mtime::timestamptz
 and mz_now() < e.ts::date + 1 and mz_now() <= e.ts::timestamp + interval '9 hours'""",
+    "truncs": """select e.id from dst.ev e where mz_now() >= date_trunc('hour', e.ts)
+and mz_now() < date_trunc('minute', e.mtime) + interval '2 hours'
+and mz_now() < date_trunc('week', e.ts) + interval '7 days'""",
 }
 
 
@@ -136,6 +140,12 @@ def test_a_tick_over_200k_rows_reads_only_its_edge(module_db: str, dst: psycopg.
                 waits.append(time.perf_counter() - start)
                 time.sleep(0.005)
 
+    def read() -> int:  # rows of dst.hist read by sequential scans so far
+        time.sleep(0.5)  # the ticks' sessions flush their counts when they end
+        return dst.execute("select seq_tup_read from pg_stat_user_tables where relid = "
+                           "'dst.hist'::regclass").fetchone()[0]
+
+    before = read()
     writer = threading.Thread(target=write)
     writer.start()
     try:
@@ -147,6 +157,8 @@ def test_a_tick_over_200k_rows_reads_only_its_edge(module_db: str, dst: psycopg.
     finally:
         stop.set()
         writer.join()
+    scanned = read() - before
     assert_equal(dst, "hist", text)
-    assert max(durations) < 1.0, durations  # 100 rows cross each edge; main: 4-5 s
-    assert waits and max(waits) < 1.0, max(waits)
+    assert scanned < 20_000, scanned  # 100 rows cross each edge; main: 400,000 a tick
+    assert sorted(durations)[2] < 1.0, durations  # main: 4.3-6.9 s a tick
+    assert waits and sorted(waits)[-2] < 1.0, sorted(waits)[-3:]  # main: the tick's duration
