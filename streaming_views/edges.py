@@ -109,44 +109,45 @@ def _column(t: Any, node: Any) -> str | None:
     return names[-1]
 
 
-def zone_of(node: Any) -> tuple[str, Any] | None:
-    """(zone, argument) of ``arg AT TIME ZONE '<constant>'`` (``timezone('<zone>', arg)``)."""
+def _call(node: Any, name: str) -> tuple[str, Any] | None:
+    """(the constant, the argument) of ``<name>('<constant>', arg)``."""
     names = [n.sval for n in node.funcname] if isinstance(node, ast.FuncCall) else []
-    if names in (["timezone"], ["pg_catalog", "timezone"]) and len(node.args or ()) == 2 \
+    if names in ([name], ["pg_catalog", name]) and len(node.args or ()) == 2 \
             and isinstance(node.args[0], ast.A_Const) \
             and isinstance(node.args[0].val, ast.String):
         return node.args[0].val.sval, node.args[1]
     return None
 
 
-def valid_zone(conn: psycopg.Connection, zone: str) -> bool:
-    """Whether PostgreSQL knows time zone ``zone``."""
-    try:
-        with conn.transaction():
-            conn.execute("select timezone(%s::text, now())", (zone,))
-    except psycopg.Error:
-        return False
-    return True
+def zone_of(node: Any) -> tuple[str, Any] | None:
+    """(zone, argument) of ``arg AT TIME ZONE '<constant>'`` (``timezone('<zone>', arg)``)."""
+    return _call(node, "timezone")
 
 
 def trunc_of(node: Any) -> tuple[str, Any] | None:
     """(unit, argument) of ``date_trunc('<constant unit>', arg)`` (two arguments)."""
-    names = [n.sval for n in node.funcname] if isinstance(node, ast.FuncCall) else []
-    if names in (["date_trunc"], ["pg_catalog", "date_trunc"]) and len(node.args or ()) == 2 \
-            and isinstance(node.args[0], ast.A_Const) \
-            and isinstance(node.args[0].val, ast.String):
-        return node.args[0].val.sval, node.args[1]
-    return None
+    return _call(node, "date_trunc")
+
+
+def _known(conn: psycopg.Connection, function: str, constant: str) -> bool:
+    """Whether ``<function>(constant, now())`` runs (a zone or unit PostgreSQL knows)."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("select {}(%s::text, now())").format(sql.Identifier(function)),
+                         (constant,))
+    except psycopg.Error:
+        return False
+    return True
+
+
+def valid_zone(conn: psycopg.Connection, zone: str) -> bool:
+    """Whether PostgreSQL knows time zone ``zone``."""
+    return _known(conn, "timezone", zone)
 
 
 def valid_unit(conn: psycopg.Connection, unit: str) -> bool:
     """Whether ``date_trunc`` knows unit ``unit``."""
-    try:
-        with conn.transaction():
-            conn.execute("select date_trunc(%s::text, now())", (unit,))
-    except psycopg.Error:
-        return False
-    return True
+    return _known(conn, "date_trunc", unit)
 
 
 def _base(conn: psycopg.Connection, t: Any, expr: Any
