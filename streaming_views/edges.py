@@ -16,7 +16,9 @@ both take a B-tree index when the bound is inverted here (:class:`Edge`):
   is exact without the zone's transitions. The range is taken of the expression itself
   instead, through an expression index on it (``timezone()`` of a constant zone is immutable):
   exact whatever the zone does. ``col`` is clamped into the years 1000..200000 in the indexed
-  expression (beyond, ``timezone()`` can overflow, and the index would make the write raise);
+  expression, ``tidemark.live_zone_time(zone, col)`` (beyond, ``timezone()`` can overflow, and
+  the index would make the write raise; a function per time type, so that retyping the column
+  rebuilds the index);
   a range reaching the clamped years is opened (every row a candidate), which only a clock
   outside those years does;
 * each with ``+`` or ``-`` a constant interval (or days, for a date), turned back on the range.
@@ -51,6 +53,25 @@ CLAMP = ("1000-01-01", "200000-01-01")
 INSIDE = ("1000-01-03", "199999-12-29")
 
 
+def zone_functions() -> list[str]:
+    """``tidemark.live_zone_time(zone, col)``: ``col AT TIME ZONE zone`` with ``col`` clamped
+    into :data:`CLAMP` (immutable: the expression indexes' value), one per time type — so that
+    retyping the column between time types rebuilds the index instead of failing the ALTER
+    (a typed constant in the index would leave a stable cast in it)."""
+    types = {"timestamp": "timestamptz", "timestamptz": "timestamp", "date": "timestamptz"}
+    stmts = []
+    for arg, result in types.items():
+        col = "p_t::pg_catalog.timestamp" if arg == "date" else "p_t"
+        typ = "timestamp" if arg == "date" else arg
+        lo, hi = (_literal(typ, v).replace(f"{typ} ", "", 1) + f"::pg_catalog.{typ}"
+                  for v in CLAMP)
+        stmts.append(f"create or replace function tidemark.live_zone_time(p_zone text, p_t "
+                     f"{arg}) returns {result} language sql immutable parallel safe as "
+                     f"$f$ select pg_catalog.timezone(p_zone, least(greatest({col}, {lo}), "
+                     f"{hi})) $f$")
+    return stmts
+
+
 def _literal(typ: str, day: str) -> str:
     """A constant of time type ``typ`` at midnight (UTC) of ``day``."""
     return f"{typ} '{day} 00:00:00{'+00' if typ == 'timestamptz' else ''}'"
@@ -83,10 +104,7 @@ class Edge:
         col = f"{ref}.{q(self.column)}" if ref else q(self.column)
         if self.zone is None:
             return col
-        lo, hi = (_literal(self.col_typ, v)
-                  for v in CLAMP)
-        zone = sql.Literal(self.zone).as_string(None)
-        return f"timezone({zone}::text, least(greatest({col}, {lo}), {hi}))"
+        return f"tidemark.live_zone_time({sql.Literal(self.zone).as_string(None)}::text, {col})"
 
     def opened(self, value: str, ends: tuple[str, ...], infinite: str) -> str:
         """``value`` (a range end, of :attr:`typ`), or ``infinite`` when one of ``ends`` (the

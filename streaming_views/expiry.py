@@ -57,6 +57,7 @@ from streaming_views.edges import (
     expiry_indexes,
     tick_range,
     window_range,
+    zone_functions,
 )
 from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.session import set_clauses
@@ -88,6 +89,7 @@ RUNTIME_DDL = [
     # rows of the timed table whose bound cannot be computed (streaming_views.bounds)
     "alter table tidemark.live_temporal add column if not exists bad bigint not null default 0",
     CHECK_FUNCTION,
+    *zone_functions(),
     f"""create or replace function tidemark.live_tick(p_at timestamptz default null)
     returns bigint language plpgsql {set_clauses()} as $f$
 declare

@@ -19,6 +19,8 @@ import pytest
 
 from streaming_views.expiry import tick
 from tests.streaming_views.conftest import assert_equal, deploy_text
+from tests.support import create_database
+from tidemark.stack.embedded import EmbeddedServer
 
 LA, LH = "America/Los_Angeles", "Australia/Lord_Howe"
 # (zone, a local time just before the change): spring and autumn changes of 2030
@@ -162,3 +164,29 @@ def test_a_tick_over_200k_rows_reads_only_its_edge(module_db: str, dst: psycopg.
     assert scanned < 20_000, scanned  # 100 rows cross each edge; main: 400,000 a tick
     assert sorted(durations)[2] < 1.0, durations  # main: 4.3-6.9 s a tick
     assert waits and sorted(waits)[-2] < 1.0, sorted(waits)[-3:]  # main: the tick's duration
+
+
+def test_retyping_the_column_rebuilds_the_zone_index(pg: EmbeddedServer) -> None:
+    """The expression index of ``col AT TIME ZONE`` is a call of ``tidemark.live_zone_time``
+    (one per time type): retyping ``col`` between time types rebuilds it (a typed constant in
+    the index made the ALTER fail: "functions in index expression must be marked IMMUTABLE")
+    and the view, broken by the guard, is repaired by a deploy. The first view of a fresh
+    database may be such a view."""
+    dsn = create_database(pg, "edges_retype")
+    text = (f"select r.id from rt.r r where mz_now() >= (r.t at time zone '{LA}') and "
+            f"mz_now() < (r.t at time zone '{LA}') + interval '1 hour'")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("create schema rt; create table rt.r (id int primary key, t timestamp)")
+        at = datetime(2031, 3, 9, 9, 30, tzinfo=UTC)
+        c.execute("insert into rt.r select i, %s::timestamp + i * interval '1 minute' "
+                  "from generate_series(-300, 300) i", (at.astimezone(ZoneInfo(LA)).replace(
+                      tzinfo=None),))
+        assert deploy_text(dsn, "rt", text) == "created"
+        tick(dsn, at)
+        assert_equal(c, "rt", text)
+        c.execute("alter table rt.r alter column t type timestamptz")
+        c.execute("alter table rt.r alter column t type timestamp")
+        c.execute("insert into rt.r values (1000, %s)", (at.replace(tzinfo=None),))
+        assert deploy_text(dsn, "rt", text) == "repaired"
+        tick(dsn, at + timedelta(minutes=30))
+        assert_equal(c, "rt", text)
