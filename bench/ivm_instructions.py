@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind outputs into this folder "
+                        "(callgrind_annotate --inclusive=yes <case>.full)")
     args = parser.parse_args()
     if shutil.which("valgrind", path="/usr/bin:/bin") is None:
         sys.exit("bench/ivm_instructions.py counts instructions with valgrind, which is not in "
@@ -125,6 +127,10 @@ def main() -> None:
                                      Path(tmp) / f"{case}.short")
                 full = instructions(pgdata, f"case_{case}", ids, Path(tmp) / f"{case}.full")
                 per_update[case] = (full - short) / args.updates
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for out in Path(tmp).glob("*.*"):
+                    shutil.copy(out, args.keep / out.name)
         finally:  # server() stops it
             _pg_ctl(pgdata, "start", "-l", str(Path(tmp) / "restart.log"))
     none = per_update["none"]
