@@ -155,9 +155,17 @@ def interval_sql(t: Temporal, *, safe: bool = True) -> tuple[str, str]:
 
 
 def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
-    """Condition: the row (aliased ``t.ref``) is valid at time ``at``."""
-    low, high = interval_sql(t, safe=safe)
-    return f"({low} <= {at} AND {high} >= {at})"
+    """Condition: the row (aliased ``t.ref``) is valid at time ``at`` — each bound compared
+    with ``at``, not the interval of :func:`interval_sql`: the same rows are TRUE (a NULL
+    bound makes the conjunction NULL or false, never valid), with a shorter expression for
+    every statement that starts (a log statement compiles it for the old and the new row)."""
+    parts = []
+    for k, bound in enumerate(t.bounds):
+        value = bound_value(deparse(bound.expr), bound.kind, bound.strict)
+        if safe and t.guard is not None:
+            value = safe_value(t, k, value)
+        parts.append(f"{value} {'<=' if bound.kind == 'from' else '>='} {at}")
+    return f"({' AND '.join(parts)})"
 
 
 def log_filter(cv: Any, j: int, sign: str = "1") -> str | None:
