@@ -14,8 +14,11 @@ in a single-user backend (``postgres --single``) under ``valgrind --tool=callgri
 difference of the two totals over ``--updates`` is the case's instructions per UPDATE (the
 backend's start, its first plans and caches cancel out). Needs valgrind on PATH.
 
-Usage: python bench/ivm_instructions.py [--view inner_join|left_join] [--ideal] [--rows N]
-       [--updates K]. Last line: JSON.
+``--view sliding_5min``: ``ivm_sliding.py``'s five-minute window (orders every 2 ms, the clock at
+the newest; the UPDATEs hit orders inside the window).
+
+Usage: python bench/ivm_instructions.py [--view inner_join|left_join|sliding_5min] [--ideal]
+       [--rows N] [--updates K]. Last line: JSON.
 """
 
 from __future__ import annotations
@@ -28,17 +31,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ivm_pgbench import IDEAL
+from ivm_sliding import VIEW as SLIDING
+from ivm_sliding import _place
 from ivm_vs_refresh import VIEWS, load, server
 
 from streaming_views.deploy import deploy_embedded
+from streaming_views.expiry import tick
 from streaming_views.viewfile import parse_view_text
 from tidemark.stack.embedded import SYSTEM_USER, server_binary, server_env
+
+SPACING_MS = 2.0  # --view sliding_5min: ivm_sliding.py's default (150,000 orders in the window)
+BASE = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def _pg_ctl(pgdata: str, *args: str) -> None:
@@ -68,11 +78,13 @@ def executed(pgdata: str, db: str, stmts: str, out: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--view", choices=sorted(VIEWS), default="left_join")
+    parser.add_argument("--view", choices=[*sorted(VIEWS), "sliding_5min"], default="left_join")
     parser.add_argument("--ideal", action="store_true", help="also the hand-written floor")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind outputs into this folder "
+                        "(callgrind_annotate --inclusive=yes <case>.full)")
     args = parser.parse_args()
     if shutil.which("valgrind", path="/usr/bin:/bin") is None:
         sys.exit("bench/ivm_instructions.py counts instructions with valgrind, which is not in "
@@ -81,18 +93,27 @@ def main() -> None:
         parser.error("--ideal is written for --view left_join")
     cases = ["none", "live", *(["ideal"] if args.ideal else [])]
     rng = random.Random(5)
-    ids = [rng.randint(1, args.rows) for _ in range(args.warmup + args.updates)]
+    sliding = args.view == "sliding_5min"
+    low = args.rows - int(300_000 / SPACING_MS) + 1 if sliding else 1
+    ids = [rng.randint(max(low, 1), args.rows) for _ in range(args.warmup + args.updates)]
     per_update: dict[str, float] = {}
     with server({"autovacuum": "off"}) as url, tempfile.TemporaryDirectory() as tmp:
         Path(tmp).chmod(0o777)  # callgrind's output, written by the server's user
         with psycopg.connect(url, autocommit=True) as conn:
             load(conn, args.rows, payments=args.view == "left_join")
+            if sliding:
+                _place(conn, BASE, SPACING_MS)
             pgdata = conn.execute("show data_directory").fetchone()[0]
             for case in cases:
                 conn.execute(f"create database case_{case} template bench")
         case_url = url.replace("/bench?", "/case_{}?")
+        if sliding:  # the clock at the newest order
+            deploy_embedded(case_url.format("live"), [parse_view_text(
+                "bench_clock", "select s.store_id from bench.stores s where s.store_id = 0")])
+            tick(case_url.format("live"), BASE + timedelta(milliseconds=args.rows * SPACING_MS))
+        view = SLIDING if sliding else VIEWS[args.view]
         deploy_embedded(case_url.format("live"),
-                        [parse_view_text("bench_view", VIEWS[args.view], "bench_view.sql")])
+                        [parse_view_text("bench_view", view, "bench_view.sql")])
         if args.ideal:
             with psycopg.connect(case_url.format("ideal"), autocommit=True) as conn:
                 conn.execute(IDEAL)
@@ -106,6 +127,10 @@ def main() -> None:
                                      Path(tmp) / f"{case}.short")
                 full = instructions(pgdata, f"case_{case}", ids, Path(tmp) / f"{case}.full")
                 per_update[case] = (full - short) / args.updates
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for out in Path(tmp).glob("*.*"):
+                    shutil.copy(out, args.keep / out.name)
         finally:  # server() stops it
             _pg_ctl(pgdata, "start", "-l", str(Path(tmp) / "restart.log"))
     none = per_update["none"]

@@ -11,8 +11,9 @@ must not. So:
 * a cheap *guard* (:func:`guard_sql`, built at compile time from the bound's operands' types)
   holds for every row whose bounds cannot overflow: every time operand finite and between the
   years 1000 and 200000, every interval or day-count operand within about a hundred years, at
-  most one time operand in a bound made of ``+``, ``-`` and casts. Ordinary rows take the
-  expressions as they are — no subtransaction;
+  most one time operand in a bound made of ``+``, ``-``, casts, ``AT TIME ZONE '<a known
+  zone>'`` (which moves a time by less than a day) and ``date_trunc('<a known unit>', x)``.
+  Ordinary rows take the expressions as they are — no subtransaction;
 * the other rows (the guard fails, or a bound of another shape) go to the view's
   ``<suffix>__tm_bad(sign, <the bounds' columns>)``, which evaluates the bounds in an
   exception block (class 22 only). A row whose bound raises is never valid (not logged, not
@@ -37,6 +38,7 @@ from pglast import ast
 from psycopg import sql
 
 from streaming_views.astutil import deparse, q, walk
+from streaming_views.edges import trunc_of, valid_unit, valid_zone, zone_of
 from streaming_views.guard import DEPLOYING
 
 STATE = "tidemark_state"
@@ -64,8 +66,14 @@ def _leaves(node: Any) -> list[Any] | None:
                 return None
             found += more
         return found
+    # AT TIME ZONE '<zone>' moves a time by less than a day, date_trunc('<unit>', x) by less
+    # than a unit (at most a millennium: still inside the range from the year 1000 on)
+    wrapped = zone_of(node) or trunc_of(node)
+    if wrapped is not None:
+        return _leaves(wrapped[1])
     if isinstance(node, ast.TypeCast) and not isinstance(node.arg, ast.A_Const):
-        return _leaves(node.arg) if isinstance(node.arg, ast.A_Expr | ast.ColumnRef) else None
+        return (_leaves(node.arg) if isinstance(node.arg, ast.A_Expr | ast.ColumnRef)
+                or (zone_of(node.arg) or trunc_of(node.arg)) is not None else None)
     if isinstance(node, ast.ColumnRef | ast.A_Const | ast.TypeCast):
         return [node]
     return None
@@ -76,6 +84,11 @@ def guard_sql(conn: psycopg.Connection, t: Any) -> str:
     cannot raise; ``false`` when a bound has another shape (every row takes the slow path)."""
     leaves: dict[str, Any] = {}
     for bound in t.bounds:
+        nodes = list(walk(bound.expr))
+        if not all(valid_zone(conn, z[0]) for n in nodes if (z := zone_of(n)) is not None) \
+                or not all(valid_unit(conn, u[0]) for n in nodes
+                           if (u := trunc_of(n)) is not None):
+            return "false"
         found = _leaves(bound.expr)
         if found is None or len(found) > MAX_LEAVES + 1:
             return "false"

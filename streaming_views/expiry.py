@@ -19,9 +19,10 @@ timed table, with the validity interval ``[from, until]`` of a row evaluated aga
   ``<suffix>__tm_tick(prev, at)``, which logs the rows crossing the window's edges — valid at
   ``prev`` but not at ``at`` (sign -1) and valid at ``at`` but not at ``prev`` (sign +1) — into
   the view's change log, so the view's own commit-time maintenance applies them as a delta.
-  The edges are found through a B-tree index on the bound's column (the *expiry index*, created
-  at deploy when the table has none; a bound ``col``, ``col + <interval>`` or ``col - <interval>``
-  is inverted to a range of ``col``): O(rows expiring or admitted). Another bound expression is
+  The edges are found through a B-tree index (the *expiry index*, created at deploy when the
+  table has none): a bound ``col``, a cast of it, or ``col AT TIME ZONE '<zone>'``, with or
+  without ``+``/``- <interval>``, is inverted to a range of ``col`` or of that expression
+  (:mod:`streaming_views.edges`): O(rows expiring or admitted). Another bound expression is
   still exact, through a scan of the timed table per tick.
 
 The one-machine stack ticks every second; ``tidemark views tick`` ticks by hand. A view is its
@@ -31,7 +32,6 @@ query with ``mz_now()`` replaced by the clock's time
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql
 
-from streaming_views.astutil import deparse, q, walk
+from streaming_views.astutil import deparse, q
 from streaming_views.bounds import (
     CHECK_FUNCTION,
     bound_value,
@@ -50,11 +50,19 @@ from streaming_views.bounds import (
     safe_value,
 )
 from streaming_views.bounds import functions as bound_functions
+from streaming_views.edges import (
+    TIME_TYPES,
+    Edge,
+    edge,
+    expiry_indexes,
+    tick_range,
+    window_range,
+    zone_functions,
+)
 from streaming_views.errors import DeployError, UnsupportedViewError, ViewDefinitionError
 from streaming_views.session import set_clauses
 from streaming_views.temporal import TEMPORAL_SCHEMA, Temporal
 
-TIME_TYPES = {1184: "timestamptz", 1114: "timestamp", 1082: "date"}
 EPSILON = "interval '1 microsecond'"
 CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id)"
 LOCKED_CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id FOR KEY SHARE)"
@@ -62,7 +70,6 @@ LOCKED_CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id FOR KEY SHARE)"
 # reaches the comparison: a CTE read on demand, instead of a locking subquery per comparison
 LOGGED_CLOCK = "(SELECT now FROM __tm_clock)"
 CLOCK_CTE = f"WITH __tm_clock AS MATERIALIZED {LOCKED_CLOCK} "
-INDEX_PREFIX = "tidemark_expiry__"
 
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_clock (
@@ -82,6 +89,7 @@ RUNTIME_DDL = [
     # rows of the timed table whose bound cannot be computed (streaming_views.bounds)
     "alter table tidemark.live_temporal add column if not exists bad bigint not null default 0",
     CHECK_FUNCTION,
+    *zone_functions(),
     f"""create or replace function tidemark.live_tick(p_at timestamptz default null)
     returns bigint language plpgsql {set_clauses()} as $f$
 declare
@@ -147,9 +155,17 @@ def interval_sql(t: Temporal, *, safe: bool = True) -> tuple[str, str]:
 
 
 def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
-    """Condition: the row (aliased ``t.ref``) is valid at time ``at``."""
-    low, high = interval_sql(t, safe=safe)
-    return f"({low} <= {at} AND {high} >= {at})"
+    """Condition: the row (aliased ``t.ref``) is valid at time ``at`` — each bound compared
+    with ``at``, not the interval of :func:`interval_sql`: the same rows are TRUE (a NULL
+    bound makes the conjunction NULL or false, never valid), with a shorter expression for
+    every statement that starts (a log statement compiles it for the old and the new row)."""
+    parts = []
+    for k, bound in enumerate(t.bounds):
+        value = bound_value(deparse(bound.expr), bound.kind, bound.strict)
+        if safe and t.guard is not None:
+            value = safe_value(t, k, value)
+        parts.append(f"{value} {'<=' if bound.kind == 'from' else '>='} {at}")
+    return f"({' AND '.join(parts)})"
 
 
 def log_filter(cv: Any, j: int, sign: str = "1") -> str | None:
@@ -217,31 +233,12 @@ def inline_window(from_sql: str, t: Temporal | None) -> str:
     return from_sql.replace(window_marker(t), window)
 
 
-def window_range(conn: psycopg.Connection, t: Temporal) -> str | None:
-    """A condition on the bounds' columns every row valid at the clock's time meets: each
-    invertible bound (:class:`_Edge`) turned into a one-sided range of its column — an
-    ``until`` bound ``col + k`` gives ``col >= clock - k``, a ``from`` bound ``col - k`` gives
-    ``col <= clock + k``, each widened by the edge's slack. The window adds it to the exact
-    validity test, so a group's recompute or a join's read of the timed table takes the
-    expiry index to the rows near the window instead of reading the group's (or the join
-    key's) whole history; None when no bound is invertible."""
-    parts = []
-    for bound in t.bounds:
-        edge = _edge(conn, t, bound)
-        if edge is None:
-            continue
-        op, widen = (">=", "-") if bound.kind == "until" else ("<=", "+")
-        limit = _as_column(edge, f"{edge.inverse.format(CLOCK)} {widen} ({edge.slack})")
-        parts.append(f"{q(t.ref)}.{q(edge.column)} {op} {limit}")
-    return f"({' AND '.join(parts)})" if parts else None
-
-
 def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str
                   ) -> tuple[str | None, str | None]:
     """Check the timed table and the bounds of ``temporal``; called by the compiler before it
     resolves the view. Returns the guard of rows whose bounds cannot raise
     (:func:`streaming_views.bounds.guard_sql`) and the window's index range
-    (:func:`window_range`); (None, None) without a temporal filter.
+    (:func:`streaming_views.edges.window_range`); (None, None) without a temporal filter.
 
     Raises:
         ViewDefinitionError: the timed table does not exist.
@@ -255,111 +252,10 @@ def ensure_inputs(conn: psycopg.Connection, temporal: Temporal | None, path: str
         raise ViewDefinitionError(f"{path}: relation {temporal.qualified} does not exist; "
                                   "load the source table first.")
     _check_bounds(conn, temporal, path)
-    return guard_sql(conn, temporal), window_range(conn, temporal)
+    return guard_sql(conn, temporal), window_range(conn, temporal, CLOCK)
 
 
-@dataclass(frozen=True)
-class _Edge:
-    """A bound ``col``, ``col + k`` or ``col - k`` of the timed table: inverted to a range of
-    ``col`` (answered by a B-tree index on it)."""
-
-    column: str
-    typ: str  # timestamptz, timestamp or date
-    inverse: str  # SQL turning a bound value {} (timestamptz) back into col's value
-    slack: str  # widening of the range: strict bounds, day rounding, months of unequal length
-
-
-def _edge(conn: psycopg.Connection, t: Temporal, bound: Any) -> _Edge | None:
-    """The bound as an :class:`_Edge`, or None when its expression is not invertible."""
-    expr, offset, sign = bound.expr, None, "+"
-    if isinstance(expr, ast.A_Expr) and expr.name[-1].sval in {"+", "-"} and expr.lexpr is not None:
-        sign = expr.name[-1].sval
-        expr, offset = expr.lexpr, expr.rexpr
-        if any(isinstance(n, ast.ColumnRef | ast.FuncCall | ast.SubLink) for n in walk(offset)):
-            return None
-    if not isinstance(expr, ast.ColumnRef):
-        return None
-    names = [f.sval for f in expr.fields if isinstance(f, ast.String)]
-    if len(names) != len(expr.fields) or (len(names) == 2 and names[0] != t.ref):
-        return None
-    row = conn.execute(
-        "select atttypid from pg_attribute where attrelid = %s::regclass and attname = %s "
-        "and not attisdropped", (sql.Identifier(t.schema, t.name).as_string(None), names[-1])
-    ).fetchone()
-    if row is None or row[0] not in TIME_TYPES:
-        return None
-    typ = TIME_TYPES[row[0]]
-    slack = "interval '1 second'" + (" + interval '1 day'" if typ == "date" else "")
-    inverse = "({})"
-    if offset is not None:
-        text = deparse(offset)
-        kind = conn.execute(f"select pg_typeof({text})::text").fetchone()[0]  # type: ignore[arg-type]
-        if kind in {"integer", "smallint", "bigint"} and typ == "date":
-            step = f"(({text}) * interval '1 day')"
-        elif kind == "interval":
-            step = f"({text})::interval"
-            months = conn.execute(f"select extract(year from {step}) * 12 + "  # type: ignore[arg-type]
-                                  f"extract(month from {step})").fetchone()[0]
-            if months:  # x + 1 month is within 3 days of (x - 1 month) + 1 month...
-                slack += " + interval '4 days'"
-        else:
-            return None
-        inverse = f"(({{}}) {'-' if sign == '+' else '+'} {step})"
-    return _Edge(names[-1], typ, inverse, slack)
-
-
-def _as_column(edge: _Edge, value: str) -> str:
-    if edge.typ == "timestamptz":
-        return value
-    local = f"(({value}) AT TIME ZONE 'UTC')"
-    return local if edge.typ == "timestamp" else f"({local})::date"
-
-
-def _range(edges: list[_Edge | None], ref: str, lo: str, hi: str) -> str | None:
-    """Condition on the bounds' columns holding every row whose bound (one of ``edges``) lies in
-    ``[lo, hi]``; None when some bound is not invertible (then every row is checked)."""
-    if not edges or any(e is None for e in edges):
-        return None
-    parts = []
-    for e in edges:
-        assert e is not None
-        low = _as_column(e, f"{e.inverse.format(lo)} - ({e.slack})")
-        high = _as_column(e, f"{e.inverse.format(hi)} + ({e.slack})")
-        parts.append(f"({ref}.{q(e.column)} >= {low} AND {ref}.{q(e.column)} <= {high})")
-    return f"({' OR '.join(parts)})"
-
-
-def _index_name(t: Temporal, column: str) -> str:
-    stem = f"{INDEX_PREFIX}{t.name}__{column}"
-    if len(stem) <= 63:
-        return stem
-    digest = hashlib.sha256(stem.encode()).hexdigest()[:8]
-    return f"{stem[:54]}_{digest}"
-
-
-def _expiry_indexes(conn: psycopg.Connection, t: Temporal, edges: list[_Edge]) -> list[str]:
-    """Make sure each bound's column leads a B-tree index of the timed table (created when
-    none does); return the qualified names of the engine's own ones this view relies on."""
-    mine = []
-    rel = sql.Identifier(t.schema, t.name).as_string(None)
-    for column in sorted({e.column for e in edges}):
-        found = conn.execute(
-            "select c.relname from pg_index i join pg_class c on c.oid = i.indexrelid "
-            "join pg_am a on a.oid = c.relam join pg_attribute t on t.attrelid = i.indrelid "
-            "and t.attnum = i.indkey[0] where i.indrelid = %s::regclass and t.attname = %s "
-            "and a.amname = 'btree' and i.indpred is null and i.indexprs is null "
-            "order by starts_with(c.relname, %s) limit 1",
-            (rel, column, INDEX_PREFIX)).fetchone()
-        name = found[0] if found else _index_name(t, column)
-        if found is None:
-            conn.execute(sql.SQL("create index {} on {} ({})").format(
-                sql.Identifier(name), sql.Identifier(t.schema, t.name), sql.Identifier(column)))
-        if name.startswith(INDEX_PREFIX):
-            mine.append(sql.Identifier(t.schema, name).as_string(None))
-    return mine
-
-
-def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, list[_Edge]]:
+def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, list[Edge]]:
     """CREATE FUNCTION ``<suffix>__tm_tick(p_prev, p_at)``: log the rows of the timed table
     crossing the window's edges between the two times into the view's change log (and register
     the view's maintenance at commit, as a write does); return how many."""
@@ -371,17 +267,17 @@ def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, 
     cols = [q(c.name) for c in cv.resolved.tables[j].columns]
     named = "".join(f", {ref}.{c} AS __x{k}" for k, c in enumerate(cols))
     low, high = interval_sql(t)
-    edges = {kind: [_edge(conn, t, b) for b in t.bounds if b.kind == kind]
+    edges = {kind: [edge(conn, t, b) for b in t.bounds if b.kind == kind]
              for kind in ("from", "until")}
     parts = []
     if edges["until"]:  # valid at p_prev, not at p_at (p_at > p_prev)
         cond = f"{low} <= p_prev AND {high} >= p_prev AND {high} < p_at"
-        rng = _range(edges["until"], ref, "p_prev", "p_at")
+        rng = tick_range(edges["until"], ref, "p_prev", "p_at")
         parts.append(f"SELECT -1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
                      + (f"{rng} AND " if rng else "") + cond)
     if edges["from"]:  # valid at p_at, not at p_prev
         cond = f"{low} > p_prev AND {low} <= p_at AND {high} >= p_at"
-        rng = _range(edges["from"], ref, "p_prev", "p_at")
+        rng = tick_range(edges["from"], ref, "p_prev", "p_at")
         parts.append(f"SELECT 1::smallint AS __tm_sign{named} FROM {rel} AS {ref} WHERE "
                      + (f"{rng} AND " if rng else "") + cond)
     xs = [f"__x{k}" for k in range(len(cols))]
@@ -424,7 +320,7 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
             conn.execute(stmt)  # type: ignore[arg-type]
     create, edges = tick_function(conn, cv, t)
     conn.execute(create)  # type: ignore[arg-type]
-    indexes = _expiry_indexes(conn, t, edges)
+    indexes = expiry_indexes(conn, t, edges)
     conn.execute("insert into tidemark.live_temporal (suffix, view_name, visible, pending, "
                  "indexes) values (%s, %s, %s, null, %s) on conflict (suffix) do update set "
                  "view_name = excluded.view_name, visible = excluded.visible, pending = null, "

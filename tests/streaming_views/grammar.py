@@ -297,6 +297,14 @@ def draw_temporal_view(rng: random.Random, name: str, clock_days: int) -> View:
         f"'{until // 30 + 1} months'",
         f"mz_now() >= f.d and mz_now() < f.d + {until}",
         "mz_now() <= f.ts + f.iv and mz_now() >= f.ts",  # not invertible: a scan per tick
+        # engine 17: AT TIME ZONE through an expression index, casts through the column's
+        f"mz_now() >= (f.ts at time zone 'Australia/Lord_Howe') - interval '{-since} days' "
+        f"and mz_now() < (f.ts at time zone 'America/Los_Angeles') + interval '{until} days'",
+        f"mz_now() < (f.ts::timestamp at time zone 'Australia/Lord_Howe') + interval '{until} "
+        f"days'",  # not invertible (a cast inside), computed in SQL
+        f"mz_now() <= f.ts::date + {until} and mz_now() >= f.d::timestamp",
+        f"mz_now() < date_trunc('day', f.ts) + interval '{until} days' and mz_now() >= "
+        f"date_trunc('month', f.d)",
     ])
     if rng.random() < 0.15:  # a keyless, partitioned timed table (its partitions' triggers)
         return View(name, f"select p.kind as k0, count(*) as a0, sum(p.v) as a1 from gen.p p "
