@@ -44,6 +44,7 @@ from streaming_views.deltas import (
     log_batch,
     log_ddl,
     log_insert,
+    log_one_row,
     log_settings,
     log_table,
     log_trigger_names,
@@ -54,6 +55,7 @@ from streaming_views.deltas import (
     masks,
     timed_conjuncts,
 )
+from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
 from streaming_views.runtime import BIG, PENDING, REBUILD
@@ -160,6 +162,9 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     count = "GET DIAGNOSTICS v_n = ROW_COUNT;"
     exact = f"{count}\n  {_noted_big(cv).rstrip()}"
     single = event == "upd" and not live  # one row (the commonest UPDATE), tried first
+    # a one-row INSERT or DELETE: logged first, as the marker when the view is new (no probe,
+    # no numbering); any other size finds v_n = 0 (none logged) and takes the branches below
+    one = event != "upd" and not live and not is_timed(cv, j)
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
         probe, insert = log_update_single(cv, j, first)
@@ -179,12 +184,16 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     if single:
         body += f"{probe};\n"
+    if one:
+        body += f"{log_one_row(cv, j, event, first)};\n{count}\nIF v_n = 0 THEN\n"
     if not branches:
         body += f"{plain}\n"
     else:
         body += "".join(f"{'IF' if n == 0 else 'ELSIF'} {condition} THEN\n  {statement}\n"
                         for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain}\nEND IF;\n"
+    if one:
+        body += "END IF;\n"
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")

@@ -33,7 +33,9 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "16"  # 16: both of round 31's changes (n31 and c31, each 15 on its branch;
+ENGINE_VERSION = "17"  # 17: a one-row INSERT or DELETE is logged by one INSERT ... SELECT,
+#    its row the marker (no size probe, no row numbering; c32): views of 16 are redeployed.
+#    16: both of round 31's changes (n31 and c31, each 15 on its branch;
 #    15 never landed): sums, counts and bool aggregates of a NOT NULL column keep no not-null
 #    counter (streaming_views.notnull), a numeric(p, s) sum keeps NaN in the sum (no counter: a
 #    NaN delta recomputes the group), a one-row UPDATE's log compares numeric by value and

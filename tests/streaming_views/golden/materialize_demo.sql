@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 3294217037688cbb, card_payments_recent 14d1f1bd319a98c1, daily_store_revenue ddc2b74ea5a6dc61, late_deliveries_daily 5959c1ba1ad7f483, store_cancellation_rate 575877d985de8fc6, store_orders_last_5_minutes 590b0b476d858f9c, store_revenue_per_minute 40d1faacfbe9aa6c)
+-- phase: catalog (one row per view: active_carts 9a5906c4bfd5254b, card_payments_recent 74fb2cffcf9850bf, daily_store_revenue 37cda13b3b18e876, late_deliveries_daily 4e1d5ccb282946e6, store_cancellation_rate 9858ade0109c70c7, store_orders_last_5_minutes c0d21d789c457f79, store_revenue_per_minute 5cae3c38787f8fc1)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
