@@ -151,7 +151,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     transaction): an UPDATE first reads its pair of rows when it changed exactly one row (a
     one-time test in the same SELECT) and logs them only when the view can tell them apart
     (:func:`streaming_views.deltas.log_update_single`: an UPDATE of columns the view does not
-    read runs no INSERT); whether
+    read runs no INSERT, and returns before it reads ``tidemark.pending``), a one-row INSERT or
+    DELETE is logged by one statement (:func:`streaming_views.deltas.log_one_row`); whether
     the view is new in the transaction is tested where it is used, and only the branches that can
     log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
     expressions read no session setting pins only :data:`streaming_views.session.NAMES_ONLY`
@@ -168,8 +169,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
         probe, insert = log_update_single(cv, j, first)
-        branches += [("FOUND", f"IF v_x.__ch THEN\n    {insert};\n    {count}\n  END IF;"),
-                     (f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;")]
+        branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
                          f"{log_batch(cv, j, event, first)} INTO v_n;\n"
@@ -181,9 +181,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # after the batch branch an INSERT or DELETE logs at most BIG_DELTA rows: never large
     small = batchable(cv, j) and not live and event != "upd"
     plain = f"{log_insert(cv, j, event, marker=first)};\n  {count if small else exact}"
-    body = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
-    if single:
-        body += f"{probe};\n"
+    read = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
+    body = "" if single else read
     if one:
         body += f"{log_one_row(cv, j, event, first)};\n{count}\nIF v_n = 0 THEN\n"
     if not branches:
@@ -194,10 +193,13 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         body += f"ELSE\n  {plain}\nEND IF;\n"
     if one:
         body += "END IF;\n"
+    if single:  # the pair of one row the view cannot tell apart: nothing to read nor note
+        body = (f"{probe};\nIF FOUND THEN\n  IF NOT v_x.__ch THEN\n    RETURN NULL;\n  END IF;\n"
+                f"  {read}  {insert};\n  {count}\nELSE\n{read}{body}END IF;\n")
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")
-    # v_n: the rows logged (NULL when the one-row path logged none)
+    # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text;" + (" v_x record;" if single else ""), body,
                      pinned=log_settings(cv, j))

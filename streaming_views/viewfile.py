@@ -35,7 +35,8 @@ DEFAULT_CLUSTER = "quickstart"
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
 ENGINE_VERSION = "17"  # 17: a one-row INSERT or DELETE is logged by one INSERT ... SELECT,
 #    its row the marker (no size probe, no row numbering); the apply tells the common case
-#    by one array_position() instead of a CASE (c32): views of 16 are redeployed.
+#    by one array_position() instead of a CASE; a one-row UPDATE of columns the view does
+#    not read returns before it reads tidemark.pending (c32): views of 16 are redeployed.
 #    16: both of round 31's changes (n31 and c31, each 15 on its branch;
 #    15 never landed): sums, counts and bool aggregates of a NOT NULL column keep no not-null
 #    counter (streaming_views.notnull), a numeric(p, s) sum keeps NaN in the sum (no counter: a
