@@ -233,6 +233,29 @@ def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) 
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], " UNION ALL ".join(parts), marker)
 
 
+def log_one_row(cv: CompiledView, j: int, event: str, marker: str) -> str:
+    """The INSERT logging a one-row INSERT or DELETE (``event``) of table ``j``: its row, when
+    it passes the filter pushed to the table, with ``__tm_first`` = ``marker`` (the row is the
+    transaction's marker when the condition holds: no row numbering); nothing unless the
+    statement changed exactly one row (a one-time filter). A plain ``INSERT ... SELECT`` with
+    no window aggregate and no separate size probe: the commonest write's log costs one
+    statement (``bench/ivm_contention_cost.py``: the probe and the numbering of the general
+    form cost ~17k instructions per statement). Not for a live view's rows nor a temporal
+    filter's timed table (their filter reads the clock and counts rows: see
+    :func:`pushed_filter`); those log through :func:`log_insert` only."""
+    table = cv.resolved.tables[j]
+    ref = q(cv.tables[j].ref)
+    rel, sign = ("__tm_old", "-1") if event == "del" else ("__tm_new", "1")
+    cols = [q(c.name) for c in table.columns]
+    values = "".join(f", {ref}.{c}" for c in cols)
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
+    condition = pushed_filter(cv, j, sign)
+    where = f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)" + (f" AND ({condition}) IS TRUE"
+                                                              if condition else "")
+    return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), {sign}"
+            f"{values}, {marker} FROM {rel} AS {ref} WHERE {where}")
+
+
 IDENTICAL_BY_EQUALITY = {"smallint", "integer", "bigint", "boolean", "date", "uuid", "oid",
                          "timestamp without time zone", "timestamp with time zone"}
 # A numeric with a declared scale: its values all have that display scale (NaN and the

@@ -33,10 +33,14 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "17"  # 17: a temporal bound col AT TIME ZONE '<zone>' (+/- interval) is
-#    inverted to a range of an expression index on it, casts between time types to a range of
-#    the column, and such a bound is computed in SQL (no PL/pgSQL per row) when it cannot raise
-#    (streaming_views.edges; t32): views of 16 are redeployed.
+ENGINE_VERSION = "18"  # 18: both of round 32's changes (t32 and c32, each 17 on its branch;
+#    17 never landed): a temporal bound col AT TIME ZONE '<zone>' (+/- interval) is inverted
+#    to a range of an expression index on it, casts between time types to a range of the
+#    column, and such a bound is computed in SQL (no PL/pgSQL per row) when it cannot raise
+#    (streaming_views.edges; t32); a one-row INSERT or DELETE is logged by one INSERT ...
+#    SELECT, its row the marker (no size probe, no row numbering); the apply tells the common
+#    case by one array_position() instead of a CASE; a one-row UPDATE of columns the view does
+#    not read returns before it reads tidemark.pending (c32): views of 16 are redeployed.
 #    16: both of round 31's changes (n31 and c31, each 15 on its branch;
 #    15 never landed): sums, counts and bool aggregates of a NOT NULL column keep no not-null
 #    counter (streaming_views.notnull), a numeric(p, s) sum keeps NaN in the sum (no counter: a

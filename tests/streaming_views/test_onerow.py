@@ -111,6 +111,55 @@ def test_an_update_of_columns_the_view_does_not_read_inserts_nothing(
     assert_equal(conn, "one_left", LEFT)
 
 
+FILTERED = """select o.store_id, count(*) as n, sum(o.amount) as amount from one.orders o
+where o.amount > 20 group by o.store_id"""
+
+
+def test_a_one_row_insert_or_delete_is_logged_by_one_statement(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """A one-row INSERT (or DELETE) runs its own statement, one log INSERT (its row, as the
+    transaction's marker: no size probe of the transition table, no row numbering), the view's
+    lock and the apply. Statements of no row, of several rows, rows failing a filter pushed to
+    the table, and mixes of them in one transaction stay exact."""
+    conn = orders
+    for i in range(3):  # plans cached: what every commit runs
+        conn.execute("insert into one.payments values (%s, 1)", (1000 + i,))
+        conn.execute("delete from one.payments where id = %s", (1000 + i,))
+    for statement in ("insert into one.payments values (1100, 2)",
+                      "delete from one.payments where id = 1100"):
+        plans = _plans(conn, statement)
+        # the statement, the log INSERT, the view's lock, the apply
+        assert len(plans) == 4, [p[:160] for p in plans]
+        assert not [p for p in plans if "WindowAgg" in p], [p[:160] for p in plans]
+        assert_equal(conn, "one_left", LEFT)
+    deploy_text(module_db, "one_filtered", FILTERED)
+    steps = [
+        ["insert into one.orders values (101, 1, 50, null, null, 0)"],  # passes the filter
+        ["insert into one.orders values (102, 1, 5, null, null, 0)"],  # fails it
+        ["insert into one.orders select i, i % 3, i, null, null, 0 "
+         "from generate_series(103, 110) i"],  # several rows
+        ["insert into one.orders select 1, 1, 1, null, null, 0 where false"],  # none
+        ["delete from one.orders where id = 101"], ["delete from one.orders where id = 102"],
+        ["delete from one.orders where id = -1"], ["delete from one.orders where id > 105"],
+        # in one transaction: a row failing the filter first (not the marker), then one passing
+        ["insert into one.orders values (111, 2, 1, null, null, 0)",
+         "insert into one.orders values (112, 2, 70, null, null, 0)"],
+        # several rows first (the marker), then one row; one row, then several
+        ["insert into one.orders select i, 0, i, null, null, 0 from generate_series(113, 115) i",
+         "insert into one.orders values (116, 0, 30, null, null, 0)",
+         "delete from one.orders where id = 113"],
+        ["delete from one.orders where id = 116",
+         "delete from one.orders where id in (114, 115)",
+         "insert into one.orders values (117, 3, 90, null, null, 0)"],
+    ]
+    for step in steps:
+        with conn.transaction():
+            for statement in step:
+                conn.execute(statement)
+        assert_equal(conn, "one_filtered", FILTERED)
+        assert_equal(conn, "one_left", LEFT)
+
+
 def test_log_functions_pin_only_the_settings_they_read(module_db: str,
                                                       orders: psycopg.Connection) -> None:
     """A log function that copies and compares values printed alike under every setting (int,

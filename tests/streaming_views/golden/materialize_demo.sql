@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 9a5906c4bfd5254b, card_payments_recent 74fb2cffcf9850bf, daily_store_revenue 37cda13b3b18e876, late_deliveries_daily 4e1d5ccb282946e6, store_cancellation_rate 9858ade0109c70c7, store_orders_last_5_minutes c0d21d789c457f79, store_revenue_per_minute 5cae3c38787f8fc1)
+-- phase: catalog (one row per view: active_carts da56809e43c82655, card_payments_recent 89f25e694cd273c9, daily_store_revenue e235850aafbd7de3, late_deliveries_daily 2241599a7376a405, store_cancellation_rate 14215fb05bb390ec, store_orders_last_5_minutes 2b4cf517f1fac61b, store_revenue_per_minute 9856c1b412477166)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
