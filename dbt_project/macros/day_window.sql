@@ -106,3 +106,18 @@
         and {{ column }} < '{{ after.isoformat() }} 00:00:00+00'::timestamptz
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+    SQL predicate keeping the rows whose `column` is among the keys `keys_query` returns (a
+    select of the window's keys, e.g. `select orders.order_id from orders`) when a day window is
+    set, so a one-day build reads only the rows of its day's keys; `true` without a window (a
+    full build joins everything anyway, and the semi-join would only add work).
+-#}
+{% macro day_window_keys(column, keys_query) -%}
+    {%- if tidemark_day_window(is_incremental()) is none -%}
+        true
+    {%- else -%}
+        {{ column }} in ({{ keys_query }})
+    {%- endif -%}
+{%- endmacro %}

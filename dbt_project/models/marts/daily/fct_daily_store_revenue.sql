@@ -15,7 +15,7 @@ orders as (
 
 window_refunds as (
     select * from {{ ref('int_refund_payments') }}
-    where order_id in (select orders.order_id from orders)
+    where {{ day_window_keys('order_id', 'select orders.order_id from orders') }}
 ),
 
 order_refunds as (
