@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+# The tag of every correction run (its value: the mart), set by the reconciliation_corrections
+# sensor. The run queue lets runs with this tag take at most one of its slots
+# (tag_concurrency_limits in the dagster.yaml `tidemark up` writes, README "Daily truth").
+CORRECTION_TAG = "tidemark/correction"
+
 
 def table_key(source: str, table: str) -> dg.AssetKey:
     """Asset key of a replicated table: ``<source>/<table>``."""

@@ -285,6 +285,8 @@ def test_dagster_instance_config_uses_postgres_from_the_environment(
     assert set(env_vars.values()) <= set(env)
     assert env["DAGSTER_POSTGRES_HOST"] in services
     assert "'dagster'" in script_text(env["DAGSTER_POSTGRES_HOST"])
+    queue = config["run_coordinator"]["config"]
+    assert queue["tag_concurrency_limits"] == [{"key": "tidemark/correction", "limit": 1}]
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     location = workspace["load_from"][0]["python_module"]
     assert (location["module_name"], location["attribute"]) == ("orchestration.definitions",

@@ -8,11 +8,17 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 
 from tests.support import free_port
 from tidemark.errors import DagsterStartError
 from tidemark.settings import Settings
-from tidemark.stack.dagster_proc import dagster_home, start_dagster
+from tidemark.stack.dagster_proc import (
+    CORRECTION_LIMIT,
+    DAGSTER_YAML,
+    dagster_home,
+    start_dagster,
+)
 from tidemark.stack.supervisor import Supervisor
 
 
@@ -33,6 +39,55 @@ def test_dagster_home_keeps_an_edited_yaml(tmp_path) -> None:
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     dagster_home(Settings(home=tmp_path, port=55432))
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_correction_runs_take_at_most_one_run_slot(tmp_path) -> None:
+    # The run queue of the instance `tidemark up` writes: with a correction running, a queued
+    # user run starts at once while a second correction waits (the daemon's own choice of the
+    # runs to dequeue, on that instance: its private _get_runs_to_dequeue, since launching
+    # needs a code location).
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.test_utils import create_run_for_test
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
+        QueuedRunCoordinatorDaemon,
+    )
+
+    from orchestration.defs.keys import CORRECTION_TAG
+
+    home = dagster_home(Settings(home=tmp_path, port=55432))
+    queue = yaml.safe_load((home / "dagster.yaml").read_text())["run_queue"]
+    assert queue == {"max_concurrent_runs": 2,
+                     "tag_concurrency_limits": [{"key": CORRECTION_TAG, "limit": 1}]}
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(
+        RegisteredCodeLocationOrigin("orchestration.definitions"), "__repository__"),
+        "daily_marts")
+    with DagsterInstance.from_config(str(home)) as instance:
+        def run(status: DagsterRunStatus, tags: dict[str, str]) -> str:
+            return create_run_for_test(instance, job_name="daily_marts", status=status,
+                                       tags=tags, remote_job_origin=origin).run_id
+
+        run(DagsterRunStatus.STARTED, {CORRECTION_TAG: "fct_daily_store_revenue"})
+        run(DagsterRunStatus.QUEUED, {CORRECTION_TAG: "fct_daily_delivery_sla"})
+        user = run(DagsterRunStatus.QUEUED, {})
+        daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
+        chosen = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(),
+                                             fixed_iteration_time=None)
+        assert [r.run_id for r in chosen] == [user]
+
+
+def test_dagster_home_adds_the_correction_limit_to_an_untouched_yaml(tmp_path) -> None:
+    # A home an earlier `tidemark up` wrote (no limit, not edited since) gets the limit.
+    home = tmp_path / "dagster"
+    home.mkdir()
+    earlier = DAGSTER_YAML.format(storage=home / "storage").replace(CORRECTION_LIMIT, "")
+    (home / "dagster.yaml").write_text(earlier)
+    dagster_home(Settings(home=tmp_path, port=55432))
+    assert "tag_concurrency_limits" in (home / "dagster.yaml").read_text()
 
 
 def test_dagster_home_purges_old_sensor_ticks(tmp_path) -> None:

@@ -22,6 +22,15 @@ from tidemark.stack.dbt import environment, installed_executable
 from tidemark.stack.supervisor import Child, Supervisor
 
 CODE_LOCATION = "orchestration.definitions"
+# The correction runs (tag tidemark/correction, orchestration.defs.reconciliation.runs.
+# CORRECTION_TAG, set by the reconciliation_corrections sensor) share one of the run slots, so
+# a user's run or backfill always finds the other (README "Daily truth").
+CORRECTION_LIMIT = """\
+  # Late-data and drift corrections take at most one slot (README "Daily truth"):
+  tag_concurrency_limits:
+    - key: tidemark/correction
+      limit: 1
+"""
 DAGSTER_YAML = """\
 # Written by `tidemark up`; edit freely, it is not overwritten.
 storage:
@@ -29,6 +38,7 @@ storage:
     base_dir: {storage}
 run_queue:
   max_concurrent_runs: 2
+""" + CORRECTION_LIMIT + """\
 telemetry:
   enabled: false
 # No "Join the Dagster community" sign-up dialog over the asset catalog at the first visit:
@@ -65,8 +75,12 @@ def dagster_home(settings: Settings) -> Path:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML.format(storage=home / "storage"), encoding="utf-8")
+    text = DAGSTER_YAML.format(storage=home / "storage")
+    # A file still as an earlier `tidemark up` wrote it (without the correction limit) gets
+    # the limit; a file the user edited is theirs.
+    if not config.exists() or config.read_text(encoding="utf-8") == text.replace(
+            CORRECTION_LIMIT, ""):
+        config.write_text(text, encoding="utf-8")
     return home
 
 

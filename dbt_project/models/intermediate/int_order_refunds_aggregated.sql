@@ -1,16 +1,8 @@
--- Refunds per order: refund payments that did not fail (authorized, captured or settled).
+-- Refunds per order: refund payments that did not fail (int_refund_payments), summed.
 with
 
-payments as (
-    select * from {{ ref('stg_shop__payments') }}
-),
-
 refunds as (
-    select
-        order_id,
-        amount
-    from payments
-    where is_refund and not is_failed
+    select * from {{ ref('int_refund_payments') }}
 ),
 
 final as (

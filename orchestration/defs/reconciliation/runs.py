@@ -8,6 +8,7 @@ import dagster as dg
 
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
+from orchestration.defs.keys import CORRECTION_TAG
 
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 UNFINISHED = [*QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -27,7 +28,7 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
         return days
     for run in instance.get_runs(dg.RunsFilter(job_name=daily_marts_job.name,
                                                statuses=statuses or QUEUED)):
-        mart = run.tags.get("tidemark/correction")
+        mart = run.tags.get(CORRECTION_TAG)
         first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
         if mart and first and last and run.run_id != exclude_run_id:
             days.setdefault(mart, set()).update(d.isoformat() for d in _days(first, last))

@@ -14,7 +14,7 @@ import psycopg
 from orchestration.defs.dbt.assets import dbt_daily_marts
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import partitions_start, range_tags
-from orchestration.defs.keys import mart_key
+from orchestration.defs.keys import CORRECTION_TAG, mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
 from orchestration.defs.reconciliation.runs import QUEUED, queued_days
@@ -42,7 +42,7 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
                 run_key=f"correct-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
                 job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
                 tags={**range_tags(first.isoformat(), last.isoformat()),
-                      "tidemark/correction": mart}))
+                      CORRECTION_TAG: mart}))
         if days:
             mark_requested(landing, mart, days)
     return requests
@@ -75,7 +75,7 @@ def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
                 run_key=f"late-{mart}-{first}-{last}-{datetime.now(UTC):%Y%m%dT%H%M%S}",
                 job_name=daily_marts_job.name, asset_selection=[mart_key(mart)],
                 tags={**range_tags(first.isoformat(), last.isoformat()),
-                      "tidemark/correction": mart, "tidemark/reason": "late data"}))
+                      CORRECTION_TAG: mart, "tidemark/reason": "late data"}))
         if late:
             request_late_corrections(landing, mart, [d.day for d in late])
     return requests, observations

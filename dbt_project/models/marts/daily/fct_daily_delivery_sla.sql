@@ -5,7 +5,9 @@ with
 
 deliveries as (
     select * from {{ ref('int_deliveries_timed') }}
-    where {{ day_window_filter('promised_date') }}
+    where
+        {{ day_window_range('promised_at') }}
+        and {{ day_window_filter('promised_date') }}
 ),
 
 daily as (

@@ -5,7 +5,9 @@ with
 
 app_events as (
     select * from {{ ref('int_app_events_deduplicated') }}
-    where {{ day_window_filter('event_date') }}
+    where
+        {{ day_window_range('event_time') }}
+        and {{ day_window_filter('event_date') }}
 ),
 
 final as (

@@ -82,6 +82,8 @@ def test_reconciliation_drift_and_correction(built, rec) -> None:
     assert request.job_name == "daily_marts"
     assert request.asset_selection == [dg.AssetKey(["marts", "fct_daily_store_revenue"])]
     assert request.partition_key_range == dg.PartitionKeyRange(day.isoformat(), day.isoformat())
+    # the tag the run queue limits to one slot (dagster.yaml tag_concurrency_limits)
+    assert request.tags["tidemark/correction"] == "fct_daily_store_revenue"
     assert isinstance(rec.reconciliation_corrections(context), dg.SkipReason)  # asked once
 
 
@@ -243,6 +245,7 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     request = late_runs[0]
     assert request.asset_selection == [dg.AssetKey(["marts", "fct_daily_store_revenue"])]
     assert request.partition_key_range == dg.PartitionKeyRange(day.isoformat(), day.isoformat())
+    assert request.tags["tidemark/correction"] == "fct_daily_store_revenue"  # one run slot
     absorbed = [e for e in result.asset_events if e.partition == day.isoformat()]
     assert absorbed and absorbed[0].metadata["late_rows_absorbed"].value == 1
     assert isinstance(rec.reconciliation_corrections(context), dg.SkipReason)  # asked once

@@ -1,0 +1,83 @@
+"""A one-day build of a daily mart (a partition, a late-data correction) reads only its day.
+
+The compiled SQL of each daily mart for one day is EXPLAINed on the landed database with the
+indexes a landing mirror can have on the event-time columns (the stack's live view
+store_orders_last_5_minutes creates the one on orders.placed_at) and on payments.order_id, with
+sequential scans priced out (``enable_seqscan = off``: the test's tables are small, so the
+planner would otherwise scan them whole whatever the SQL): every scan of a source table must be
+bounded by an index condition. A day filter on a derived date (``(placed_at at time zone
+'UTC')::date = ...``) cannot use an index, and refunds aggregated for every order before the
+join read every payment ever: either scans the whole table, so its cost grows with history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.dbt_project.conftest import Landed
+from tests.dbt_project.marts import MARTS, read_mart
+
+DAILY = sorted(name for name, (_, _, day) in MARTS.items() if day)
+INDEXES = {"orders": "placed_at", "payments": "created_at", "deliveries": "promised_at",
+           "app_events": "event_time"}
+TABLES = {*INDEXES, "payments"}
+SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+
+
+@pytest.fixture(scope="module")
+def indexed(landed: Landed) -> Landed:
+    """The landed data with the indexes a one-day build can use, and every daily mart built."""
+    with psycopg.connect(landed.landing_url, autocommit=True) as conn:
+        for table, column in [*INDEXES.items(), ("payments", "order_id")]:
+            conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(f"test_day_cost__{table}__{column}"),
+                sql.Identifier("shop", table), sql.Identifier(column)))
+            conn.execute(sql.SQL("analyze {}").format(sql.Identifier("shop", table)))
+    landed.dbt.invoke("run", "-s", "+tag:daily", "--full-refresh")
+    return landed
+
+
+def _compiled(landed: Landed, mart: str, day: Any) -> str:
+    landed.dbt.invoke("compile", "-s", mart, vars={"min_date": day})
+    path = next(landed.dbt.target_path.glob(f"compiled/**/{mart}.sql"))
+    return path.read_text()
+
+
+def _scans(plan: dict) -> Iterator[dict]:
+    if plan.get("Node Type") in SCANS:
+        yield plan
+    for child in plan.get("Plans", []):
+        yield from _scans(child)
+
+
+def _unbounded_scans(landing_url: str, query: str) -> list[str]:
+    """The source tables the plan of ``query`` reads without an index condition."""
+    with psycopg.connect(landing_url) as conn:
+        conn.execute("set local enable_seqscan = off")
+        plan = conn.execute(sql.SQL("explain (format json, verbose) {}").format(
+            sql.SQL(query))).fetchone()[0][0]["Plan"]
+    found = []
+    for node in _scans(plan):
+        bound = node.get("Index Cond") or node.get("Recheck Cond")
+        if node.get("Schema") == "shop" and node["Relation Name"] in TABLES and not bound:
+            found.append(f'{node["Node Type"]} on {node["Relation Name"]}')
+    return found
+
+
+@pytest.mark.parametrize("mart", DAILY)
+def test_a_one_day_build_reads_only_its_day(indexed: Landed, mart: str) -> None:
+    day = indexed.days[2]
+    query = _compiled(indexed, mart, day)
+    assert _unbounded_scans(indexed.landing_url, query) == [], query
+
+
+def test_a_one_day_build_gives_the_rows_of_a_full_build(indexed: Landed) -> None:
+    full = {mart: read_mart(indexed.landing_url, mart) for mart in DAILY}
+    for day in (indexed.days[0], indexed.days[2], indexed.days[-1]):
+        indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})
+    assert {mart: read_mart(indexed.landing_url, mart) for mart in DAILY} == full
