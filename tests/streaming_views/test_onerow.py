@@ -160,6 +160,35 @@ def test_a_one_row_insert_or_delete_is_logged_by_one_statement(
         assert_equal(conn, "one_left", LEFT)
 
 
+def _function(conn: psycopg.Connection, view: str, function: str) -> str:
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (view,)).fetchone()[0]
+    return conn.execute("select prosrc from pg_proc where proname = %s",
+                        (f"{suffix}__{function}",)).fetchone()[0]
+
+
+def test_a_one_row_update_reads_whether_rows_pass_only_with_a_filter(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """The pair SELECT of a one-row UPDATE reads whether each row passes the filter pushed to
+    the table (``__ook``, ``__wok``: record columns, each a type lookup per transaction) only
+    when there is such a filter. Without one both rows pass and are logged; with one, rows
+    crossing the filter either way stay exact."""
+    conn = orders
+    deploy_text(module_db, "one_filtered", FILTERED)
+    assert "__ook" not in _function(conn, "one_left", "l0_upd")  # l0: one.orders
+    assert "__ook" in _function(conn, "one_filtered", "l0_upd")
+    conn.execute("insert into one.orders values (201, 1, 10, null, null, 0)")
+    for update in ("update one.orders set amount = 30 where id = 201",  # comes in
+                   "update one.orders set amount = 40 where id = 201",  # stays in
+                   "update one.orders set store_id = 2 where id = 201",  # moves group
+                   "update one.orders set amount = 3 where id = 201",  # goes out
+                   "update one.orders set amount = 4 where id = 201",  # stays out
+                   "update one.orders set other = 9 where id = 201"):  # unread column
+        conn.execute(update)
+        assert_equal(conn, "one_filtered", FILTERED)
+        assert_equal(conn, "one_left", LEFT)
+
+
 def test_log_functions_pin_only_the_settings_they_read(module_db: str,
                                                       orders: psycopg.Connection) -> None:
     """A log function that copies and compares values printed alike under every setting (int,
