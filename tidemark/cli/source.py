@@ -88,7 +88,9 @@ def add(
         for statement in pub.pending:
             console.print(f"  {statement}", highlight=False, markup=False)
     console.print(f"Next: `tidemark contracts init {name}` (optional), then "
-                  f"`tidemark ingest run --source {name}`.", highlight=False)
+                  f"`tidemark ingest run --source {name}`; a running `tidemark up` (or "
+                  f"`tidemark ingest run` of every source) streams it within 30 seconds by "
+                  f"itself.", highlight=False)
 
 
 @app.command("list")
