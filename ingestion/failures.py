@@ -123,7 +123,25 @@ def first_line(exc: BaseException) -> str:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether retrying later may succeed."""
+    """Whether retrying later may succeed.
+
+    An error raised while cleaning up after another one (psycopg's ``cannot exit pipeline mode
+    while busy`` when the server died in the middle of a pipeline) is judged by the one that
+    caused it: a connection lost is retried, whatever the clean-up then said.
+    """
+    if any(marker in str(exc).lower() for marker, _ in _ADVICE):
+        return False  # a cause named with its fix is one, whatever came before
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if link is not exc and _is_transient_one(link):
+            return True
+        link = link.__cause__ or link.__context__
+    return _is_transient_one(exc)
+
+
+def _is_transient_one(exc: BaseException) -> bool:
     text = str(exc).lower()
     state = _state(exc)
     if any(marker in text for marker, _ in _ADVICE):

@@ -36,6 +36,28 @@ def test_classification(message: str, transient: bool) -> None:
     assert is_transient(psycopg.OperationalError(message)) is transient
 
 
+def test_a_clean_up_error_after_a_lost_connection_is_retried() -> None:
+    # kill -9 of the embedded PostgreSQL under `tidemark up` at 10x rate: the landing commit's
+    # pipeline lost its connection, psycopg's Pipeline.__exit__ then raised "cannot exit
+    # pipeline mode while busy" from its `finally` (the lost connection as its __context__),
+    # and ingestion stopped the source for good: "Retrying will not fix this".
+    with pytest.raises(psycopg.OperationalError) as caught:
+        try:
+            raise psycopg.OperationalError("consuming input failed: server closed the connection"
+                                           " unexpectedly")
+        finally:
+            raise psycopg.OperationalError("cannot exit pipeline mode while busy")
+    assert str(caught.value) == "cannot exit pipeline mode while busy"
+    assert is_transient(caught.value)
+    # a cause named with its fix stays permanent, whatever it interrupted
+    with pytest.raises(psycopg.OperationalError) as caught:
+        try:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        finally:
+            raise psycopg.OperationalError('FATAL:  database "nope" does not exist')
+    assert not is_transient(caught.value)
+
+
 @pytest.mark.parametrize("message, advice", [
     ('connection failed: FATAL:  permission denied for database "mydb"\nDETAIL:  User does not '
      'have CONNECT privilege.', "grant connect on database"),

@@ -9,7 +9,7 @@ import time
 import psycopg
 
 from ingestion.runner import run_sources
-from ingestion.sources import SourceSpec, get_source, save_source
+from ingestion.sources import SourceSpec, get_source, list_sources, save_source
 from tests.ingestion.conftest import Pair, drop_slot, table_rows
 from tests.support import create_database, other_database
 from tidemark.stack.embedded import EmbeddedServer
@@ -63,3 +63,63 @@ def test_two_sources_into_one_landing(pair: Pair, pg: EmbeddedServer) -> None:
         drop_slot(second, f"tidemark_{other}")
         with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
             conn.execute(f'drop database if exists "second_{pair.source}" with (force)')
+
+
+def test_a_source_registered_while_running_is_streamed(pair: Pair, pg: EmbeddedServer) -> None:
+    # `tidemark up` (its `ingest run` of every source) read the registry once at its start: a
+    # source added while it ran (README: "`tidemark up` runs every registered source too") was
+    # not streamed until a restart, or a second `ingest run --source` in another terminal.
+    second = create_database(pg, f"later_{pair.source}")
+    other = f"{pair.source}l"
+    holder = psycopg.connect(pair.land, autocommit=True)
+    try:
+        pair.src_exec("create table orders (id int primary key, v text)",
+                      "insert into orders values (1, 'a')")
+        with psycopg.connect(second, autocommit=True) as conn:
+            conn.execute("create table items (id int primary key, v text);"
+                         "insert into items values (1, 'x')")
+        save_source(pair.land, SourceSpec(pair.source, url=pair.src))
+        ours = (pair.source, other)
+        stop = threading.Event()
+        result: dict = {}
+        thread = threading.Thread(target=lambda: result.update(run_sources(
+            [get_source(pair.land, pair.source)], pair.land, stop=stop,
+            discover=lambda: [s for s in list_sources(pair.land) if s.name in ours],
+            discover_every_s=0.5)))
+        thread.start()
+        try:
+            # another process streams the new source (`ingest run --source` in a terminal)
+            holder.execute("select pg_advisory_lock(hashtext('tidemark:ingest-process'),"
+                           " hashtext(%s))", (other,))
+            save_source(pair.land, SourceSpec(other, url=second))
+            time.sleep(8)  # refused once (5 s wait): left to the other, not failed
+            assert get_source(pair.land, other).last_error is None
+            assert thread.is_alive()
+            holder.close()  # the other stops: taken over at the next look
+            with psycopg.connect(second, autocommit=True) as conn:
+                conn.execute("insert into items values (2, 'y')")
+            assert _wait_rows(pair.land, other, "items", 2, 90)
+            pair.src_exec("insert into orders values (2, 'b')")
+            assert _wait_rows(pair.land, pair.source, "orders", 2, 60)
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive() and result == {}
+        assert table_rows(pair.land, other, "items") == table_rows(second, "public", "items")
+    finally:
+        holder.close()
+        drop_slot(second, f"tidemark_{other}")
+        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "later_{pair.source}" with (force)')
+
+
+def _wait_rows(landing: str, schema: str, table: str, n: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len(table_rows(landing, schema, table)) == n:
+                return True
+        except psycopg.errors.UndefinedTable:
+            pass
+        time.sleep(0.3)
+    return False

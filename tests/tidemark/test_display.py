@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,3 +96,19 @@ def test_the_banner_keeps_each_url_on_one_line(tmp_path: Path) -> None:
     with UpDisplay(tmp_path, Console(file=out, width=80)) as display:
         display.ready(f"Tidemark is up.\n  SQL (read-only):  psql {url}")
     assert f"  SQL (read-only):  psql {url}\n" in out.getvalue()
+
+
+def test_status_says_when_tidemark_up_was_killed(tmp_path: Path, capsys) -> None:
+    # After kill -9 of `tidemark up`, `tidemark status` said nothing about it at all (neither
+    # running nor stopped), while its children and database could still be running.
+    from tidemark.cli.status import _show_up
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "up-progress.json").write_text(json.dumps(
+        {"pid": dead.pid, "state": "ready", "ready_at": "2026-12-05T00:11:48+00:00",
+         "phases": []}))
+    _show_up(read_status(tmp_path))
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"tidemark up (pid {dead.pid}) is not running" in out, out
+    assert "ready since 2026-12-05T00:11:48+00:00" in out and "`tidemark up` starts" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -224,3 +226,55 @@ def test_up_streams_every_registered_source_beside_the_demo(tmp_path: Path) -> N
     # Before, `tidemark up` left the server it had not started running and said nothing.
     assert "PostgreSQL left running" in out.read_text(), out.read_text()
     assert "PostgreSQL stopped" in running.stdout + running.stderr
+
+
+def _child(up: subprocess.Popen, *words: str) -> psutil.Process | None:
+    for child in psutil.Process(up.pid).children():
+        with contextlib.suppress(psutil.Error):
+            if all(w in child.cmdline() for w in words):
+                return child
+    return None
+
+
+def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
+        tmp_path: Path) -> None:
+    # kill -9 of the ingestion child (the OOM killer) used to stop the whole stack ("ingest
+    # exited with -9"), and kill -9 of `tidemark up` left every child running: the next start
+    # was refused by the orphaned ingestion ("already being ingested"), then by the orphaned
+    # webserver's port, and called the server it had left "running before tidemark up started".
+    home, port = tmp_path / "home", free_port()
+    landing = embedded_url(home, port, "tidemark")
+    proc, out = _start_up(home, port)
+    try:
+        assert wait_for(lambda: _psql_url(out) is not None, 240), out.read_text()
+        ingest = _child(proc, "ingest", "run")
+        assert ingest is not None
+        ingest.kill()
+        assert wait_for(lambda: "ingest was killed by SIGKILL; restarting it" in
+                        out.read_text(), 30), out.read_text()
+        assert wait_for(lambda: (c := _child(proc, "ingest", "run")) is not None
+                        and c.pid != ingest.pid, 30), out.read_text()
+        assert proc.poll() is None, out.read_text()
+        landed = _landed_orders(landing)
+        assert wait_for(lambda: _landed_orders(landing) > landed, 60), "ingestion streams again"
+        children = psutil.Process(proc.pid).children()
+        assert len(children) >= 2  # ingest, tick
+    finally:
+        proc.kill()  # kill -9 of tidemark up itself
+        proc.wait(30)
+    try:
+        assert wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+                                        for c in children), 30), "children outlived tidemark up"
+        assert (home / "pgdata" / "postmaster.pid").exists()  # the server cannot follow it
+        proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
+        assert proc.wait(300) == 0, out.read_text()
+        log = out.read_text()
+        assert "ended without stopping what it started" in log, log
+        assert "PostgreSQL stopped" in log and "it was running before" not in log, log
+        assert not (home / "pgdata" / "postmaster.pid").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if (home / "pgdata" / "postmaster.pid").exists():
+            env = {**os.environ, "TIDEMARK_HOME": str(home), "TIDEMARK_PG_PORT": str(port)}
+            subprocess.run([TIDEMARK, "db", "stop"], env=env, capture_output=True)

@@ -129,7 +129,8 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
 
     A first run copies each source's tables (progress shown), then streams. A source that fails
     for good (login refused, wal_level, ...) is reported once and the others go on; the command
-    then exits with status 2. Changed contracts apply without a restart.
+    then exits with status 2. Changed contracts apply without a restart; without --source, a
+    source registered meanwhile (`tidemark source add`) is streamed within 30 seconds.
     """
     from ingestion.runner import run_sources
     from ingestion.sources import get_source, list_sources
@@ -152,6 +153,8 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
         try:
             errors = run_sources(specs, dbs.landing_app, contracts=contract_set, stop=stop,
                                  on_progress=display,
+                                 discover=None if source else
+                                 (lambda: list_sources(dbs.landing_app)),
                                  heartbeat_s=load_settings().heartbeat_s)
         finally:
             if display is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -88,7 +89,9 @@ def add(
         for statement in pub.pending:
             console.print(f"  {statement}", highlight=False, markup=False)
     console.print(f"Next: `tidemark contracts init {name}` (optional), then "
-                  f"`tidemark ingest run --source {name}`.", highlight=False)
+                  f"`tidemark ingest run --source {name}`; a running `tidemark up` (or "
+                  f"`tidemark ingest run` of every source) streams it within 30 seconds by "
+                  f"itself.", highlight=False)
 
 
 @app.command("list")
@@ -141,3 +144,17 @@ def remove(
     if report.landing_left:
         console.print("Left in landing (drop with --drop-landing): "
                       + "; ".join(report.landing_left) + ".", highlight=False)
+    kept = _contracts_left(name)
+    if kept is not None:
+        console.print(f"[yellow]Remove {kept} too[/] (`tidemark contracts init` wrote it): "
+                      f"Dagster defines the source's assets and catch-up from the contracts, "
+                      f"and the next `tidemark up` would catch up a source {name!r} without "
+                      f"its registration, from the demo database.", highlight=False)
+
+
+def _contracts_left(name: str) -> Path | None:
+    """The contracts directory of a source (``contracts/<name>/``), if it is still there."""
+    from contracts.loader import PACKAGE_ROOT
+
+    folder = Path(PACKAGE_ROOT) / name
+    return folder if folder.is_dir() and any(folder.glob("*.yml")) else None

@@ -259,6 +259,13 @@ def _show_up(up: dict[str, Any] | None) -> None:
         console.print(f"[red]tidemark up failed:[/] {up.get('error')}", highlight=False)
     elif state == "ready" and up.get("running"):
         console.print(f"tidemark up is running (ready since {up.get('ready_at')}).")
+    elif state in ("starting", "ready"):  # its process is gone without saying it stopped
+        console.print(f"[yellow]tidemark up (pid {up.get('pid')}) is not running:[/] it ended "
+                      f"without stopping (killed?) while {state}"
+                      + (f", ready since {up['ready_at']}" if up.get("ready_at") else "")
+                      + ". What it started may still run (the database, as `tidemark db "
+                      "status` shows); `tidemark up` starts everything again and takes over "
+                      "the database.", highlight=False)
 
 
 def expected_in_demo(row: dict[str, Any], demo: dict[str, Any] | None) -> str | None:

@@ -36,7 +36,7 @@ from tidemark.settings import Settings, redact
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
 from tidemark.stack.display import UpDisplay, read_status
 from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
-from tidemark.stack.supervisor import Supervisor
+from tidemark.stack.supervisor import Child, Restarts, Supervisor, describe_exit
 
 DEMO_SOURCE = "shop"
 UI_WAIT_S = 120.0
@@ -44,6 +44,8 @@ UI_WAIT_S = 120.0
 # and daemon up, `dbt source freshness` (a dbt process of its own) need not delay the banner.
 LATER_CHECKS = frozenset({"dbt_source_freshness"})
 LATER_JOB = "source_freshness"
+# Children started again when a signal kills them: they resume from their own state.
+RESTARTED = frozenset({"ingest", "tick"})
 # Never in the build: ingestion streams only after it, so a live view's freshness cannot be
 # measured yet; the freshness_observer sensor judges it once ingestion runs.
 MEASURED_CHECKS = frozenset({"freshness_slo"})
@@ -154,6 +156,7 @@ class _Up:
     def __init__(self, settings: Settings, options: UpOptions, display: UpDisplay) -> None:
         self.settings, self.options, self.display = settings, options, display
         self.supervisor = Supervisor(env=child_env(settings))
+        self.restarts = Restarts(RESTARTED)
         self.stop = threading.Event()
         self.server = locate_databases(settings).server
         self.started_server = False
@@ -161,10 +164,12 @@ class _Up:
         self.phase = "starting"
         self.interrupted = False
         self.parse: _Background | None = None
+        self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
 
     def run(self) -> int:
         refuse_second_up(self.settings)
+        self.previous = read_status(self.settings.home)
         os.environ.update(child_env(self.settings))
         try:
             with self.display, progress.listening(self.display.on_progress), \
@@ -205,6 +210,9 @@ class _Up:
         self.phase = "starting PostgreSQL"
         display.begin("database", "PostgreSQL")
         self.started_server = self.server is not None and not self.server.is_running()
+        if self.server is not None and not self.started_server:
+            self.started_server = self._adopt_server()
+        display.note("started_server", self.started_server)
         dbs = ensure_databases(settings)
         display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
                     if self.server else "Using external PostgreSQL servers.")
@@ -254,6 +262,18 @@ class _Up:
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
+
+    def _adopt_server(self) -> bool:
+        """True when the running server is the one a ``tidemark up`` started and did not stop
+        (it was killed): this run then stops it at its end, as that one would have."""
+        prev = self.previous or {}
+        if prev.get("running") or not prev.get("started_server") or \
+                prev.get("state") not in ("starting", "ready"):
+            return False
+        self.display.say(f"The last `tidemark up` (pid {prev.get('pid')}) ended without "
+                         "stopping what it started; using the PostgreSQL it left running "
+                         "(stopped at the end as usual).")
+        return True
 
     def _launch_later_checks(self, url: str) -> None:
         """Queue the checks left out of the build (``dbt source freshness``: a dbt process of
@@ -331,10 +351,7 @@ class _Up:
                                 self.settings.log_keep)
                     next_rotation = time.monotonic() + CHECK_EVERY_S
                 dead = self.supervisor.exited()
-                if dead:
-                    for child in dead:
-                        self.display.say(f"{child.name} exited with "
-                                         f"{child.process.returncode}; see {child.log}")
+                if dead and not self._restart(dead):
                     return 1
                 if deadline is not None and time.monotonic() >= deadline:
                     break
@@ -344,6 +361,27 @@ class _Up:
         finally:
             signal.signal(signal.SIGTERM, previous)
         return 0
+
+    def _restart(self, dead: list[Child]) -> bool:
+        """Start again the children a signal killed (the ingestion and the clock resume from
+        their own state); False, after saying why, when one may not be restarted."""
+        delays = {child.name: self.restarts.delay(child) for child in dead}
+        for child in dead:
+            what = f"{child.name} {describe_exit(child.process.returncode)}"
+            if delays[child.name] is None:
+                self.display.say(f"{what}; see {child.log}")
+                continue
+            self.display.say(f"{what}; restarting it in {delays[child.name]:g} s (restart "
+                             f"{self.restarts.count(child.name)} of at most "
+                             f"{self.restarts.limit} in {self.restarts.window_s / 60:g} "
+                             f"minutes; it resumes where it stopped). See {child.log}")
+        if any(delay is None for delay in delays.values()):
+            return False
+        if self.stop.wait(max(d for d in delays.values() if d is not None)):
+            return True  # Ctrl-C meanwhile: _serve's loop ends
+        for child in dead:
+            self.supervisor.restart(child)
+        return True
 
     def _start_load(self, dbs: Databases) -> threading.Thread | None:
         if self.options.rate <= 0:
