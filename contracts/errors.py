@@ -27,19 +27,22 @@ class ContractError(ContractsError):
     """A contract file is broken: bad YAML, a missing or mistyped field, an unknown name.
 
     The message names the file and the field, e.g.
-    ``contracts/shop/orders.yml: columns.status.allowed_values: expected a list, got 'x'``.
+    ``contracts/shop/orders.yml: columns.status.allowed_values: expected a list, got 'x'``, and
+    the line when it is known (``contracts/shop/payments.yml:30: indexes[0]: ...``).
 
     Attributes:
         path: the contract file.
         field: the dotted path of the offending field ("" for the file as a whole).
         problem: what is wrong with it.
+        line: the field's line in the file (1-based), or None.
     """
 
-    def __init__(self, path: object, field: str, problem: str) -> None:
+    def __init__(self, path: object, field: str, problem: str, line: int | None = None) -> None:
         self.path = path
         self.field = field
         self.problem = problem
-        shown = display_path(path)
+        self.line = line
+        shown = display_path(path) + (f":{line}" if line is not None else "")
         where = f"{shown}: {field}" if field else shown
         super().__init__(f"{where}: {problem}")
 

@@ -103,6 +103,7 @@ class TableFile(_Strict):
     columns: dict[str, ColumnFile] = Field(min_length=1)
     rules: list[RuleFile] = Field(default_factory=list)
     events: EventsFile | None = None
+    indexes: list[str | list[str]] = Field(default_factory=list)
 
 
 class FieldFile(_ValueRules):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from contracts.errors import ContractError, ContractNotFoundError
 from contracts.fileformat import EventFile, FieldFile, RuleFile, TableFile, first_error
+from contracts.indexes import parse_indexes
 from contracts.jsontypes import JSON_CONVERTERS
 from contracts.model import (
     ColumnSpec,
@@ -271,7 +272,8 @@ def _load_table(path: Path, source: str, name: str) -> TableContract:
         allowed_lateness=spec.allowed_lateness,
         freshness=Freshness(fresh.warn_after, fresh.error_after), event_time=spec.event_time,
         idempotency_key=spec.idempotency_key, loaded_at=loaded_at, rules=rules, events=events,
-        description=spec.description, path=path)
+        description=spec.description, path=path,
+        indexes=parse_indexes(path, spec.indexes, columns, spec.primary_key))
 
 
 def _rule(path: Path, index: int, rfile: RuleFile, columns: dict[str, ColumnSpec],

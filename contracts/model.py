@@ -172,6 +172,9 @@ class TableContract:
         description: free text, passed to dbt.
         path: the contract file.
         event_contracts: event type -> contract, for the outbox's payloads (set by the loader).
+        indexes: the B-tree indexes ingestion creates on the landing mirror, each the columns
+            of one index in order (``(("order_id",), ("created_at",))``), so the day-bounded
+            reads of dbt and live views are served by an index.
     """
 
     source: str
@@ -191,6 +194,7 @@ class TableContract:
     path: Path = Path()
     event_contracts: Mapping[str, EventContract] = field(default_factory=dict, repr=False,
                                                          compare=False)
+    indexes: tuple[tuple[str, ...], ...] = ()
 
     @property
     def qualified_name(self) -> str:

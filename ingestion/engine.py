@@ -14,6 +14,7 @@ import psycopg2
 
 from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
 from ingestion.failures import first_line, is_transient, permanent
+from ingestion.landing_indexes import IndexKeeper
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
 from ingestion.session import Session, SessionConfig
@@ -149,7 +150,8 @@ def _request_reply(session: Session, target: CatchUpTarget) -> None:
 
 
 class _Housekeeping:
-    """Work done between transactions of a running stream: contract reload, new tables."""
+    """Work done between transactions of a running stream: contract reload, new tables, the
+    contracts' indexes on existing mirrors (in a thread of their own)."""
 
     def __init__(self, contracts: Any, refresh_s: float) -> None:
         from contracts.watch import ContractWatcher
@@ -158,12 +160,14 @@ class _Housekeeping:
         self.watcher = ContractWatcher(Path(root)) if root is not None else None
         self.refresh_s = refresh_s
         self.refreshed_at = time.monotonic()
+        self.indexes = IndexKeeper()
 
     def __call__(self, session: Session) -> None:
         if self.watcher is not None:
             fresh = self.watcher.poll()
             if fresh is not None:
                 session.set_contracts(fresh)
+        self.indexes.poll(session.cfg.landing_dsn, session.cfg.source, session.cfg.contracts)
         if time.monotonic() - self.refreshed_at >= self.refresh_s:
             self.refreshed_at = time.monotonic()
             session.refresh_publication()

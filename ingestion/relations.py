@@ -30,6 +30,7 @@ from ingestion.catalog import (
 )
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
+from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import SchemaChange, diff_columns
@@ -154,6 +155,7 @@ class RelationTracker:
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:
             create_idempotency_index(self.applier.conn, info, idem)
+        create_declared_indexes(self.applier.conn, info, contract)
         save_table(self.applier.conn, info)
         record_schema_change(self.applier.conn, self.source, name,
                              lsn_to_str(lsn) if lsn is not None else None, "create_table", None,

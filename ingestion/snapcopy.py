@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 
 from ingestion.catalog import USER_TYPE_OID
 from ingestion.copypipe import Sink, pipe_copy
+from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import (
     CHANGE_COLUMNS,
@@ -228,6 +229,7 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
         # Built with the staged mirror's other indexes, in the table's worker, instead of by
         # the swap in the final, serial transaction (the landing mirror has it).
         create_idempotency_index(conn, staged, job.idempotency_key)
+    create_declared_indexes(conn, staged, job.contract)  # built after the load, with the rest
     c, seq = stg.ident("c"), stg.ident("s")
     # Snapshot rows number their _seq up from SNAPSHOT_SEQ (negative), as every snapshot does:
     # a source transaction committed exactly at the snapshot's LSN is streamed at the same

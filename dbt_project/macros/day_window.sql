@@ -91,9 +91,11 @@
     SQL predicate keeping the rows whose timestamptz `column` falls on the day window's UTC
     days, as a half-open range `column >= <first day> 00:00 UTC and column < <day after the
     last> 00:00 UTC`: a form an index on the column serves (sargable), unlike a filter on the
-    derived date `(column at time zone 'UTC')::date`, which reads every row of history. Put it
-    beside the exact day_window_filter on that date column (the two keep the same rows). `true`
-    without a window (a full build).
+    derived date `(column at time zone 'UTC')::date`, which reads every row of history. For a
+    timestamptz column it keeps exactly the rows day_window_filter keeps on that derived date
+    (a timestamptz lies on UTC day D exactly when it is >= D 00:00+00 and < D+1 00:00+00), so use
+    it instead of that filter, not beside it: the two together make the planner multiply their
+    selectivities (a day's 3,000 orders estimated as 16). `true` without a window (a full build).
 -#}
 {% macro day_window_range(column) -%}
     {%- set window = tidemark_day_window(is_incremental()) -%}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from tidemark.reconciliation.tags import CORRECTION_TAG as _CORRECTION_TAG
+
 # The tag of every correction run (its value: the mart), set by the reconciliation_corrections
 # sensor. The run queue lets runs with this tag take at most one of its slots
 # (tag_concurrency_limits in the dagster.yaml `tidemark up` writes, README "Daily truth").
-CORRECTION_TAG = "tidemark/correction"
+# Defined once, in tidemark.reconciliation.tags.
+CORRECTION_TAG = _CORRECTION_TAG
 
 
 def table_key(source: str, table: str) -> dg.AssetKey:

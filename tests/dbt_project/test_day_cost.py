@@ -1,13 +1,15 @@
 """A one-day build of a daily mart (a partition, a late-data correction) reads only its day.
 
 The compiled SQL of each daily mart for one day is EXPLAINed on the landed database with the
-indexes a landing mirror can have on the event-time columns (the stack's live view
-store_orders_last_5_minutes creates the one on orders.placed_at) and on payments.order_id, with
-sequential scans priced out (``enable_seqscan = off``: the test's tables are small, so the
-planner would otherwise scan them whole whatever the SQL): every scan of a source table must be
-bounded by an index condition. A day filter on a derived date (``(placed_at at time zone
-'UTC')::date = ...``) cannot use an index, and refunds aggregated for every order before the
-join read every payment ever: either scans the whole table, so its cost grows with history.
+indexes ingestion built from the contracts' ``indexes:`` lists (on the event-time columns of
+orders, payments, deliveries and app_events, and on payments.order_id; none created here), with
+the daily marts' pre-hook applied and sequential scans, hash and merge joins priced out
+(``enable_seqscan = off``...: the test's tables are small, so the planner would otherwise read
+them whole whatever the SQL): every scan of a source table must be bounded by an index
+condition. A day filter on a derived date (``(placed_at at time zone
+'UTC')::date = ...``) cannot use an index, refunds aggregated for every order before the join
+read every payment ever, and a mirror without the index is read whole: each scans the whole
+table, so its cost grows with history.
 """
 
 from __future__ import annotations
@@ -17,26 +19,23 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 
 from tests.dbt_project.conftest import Landed
+from tests.dbt_project.dbt_runner import DBT_PROJECT
 from tests.dbt_project.marts import MARTS, read_mart
 
 DAILY = sorted(name for name, (_, _, day) in MARTS.items() if day)
-INDEXES = {"orders": "placed_at", "payments": "created_at", "deliveries": "promised_at",
-           "app_events": "event_time"}
-TABLES = {*INDEXES, "payments"}
+TABLES = {"orders", "payments", "deliveries", "app_events"}
 SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
 
 
 @pytest.fixture(scope="module")
 def indexed(landed: Landed) -> Landed:
-    """The landed data with the indexes a one-day build can use, and every daily mart built."""
+    """The landed data (with the indexes ingestion built) analyzed, every daily mart built."""
     with psycopg.connect(landed.landing_url, autocommit=True) as conn:
-        for table, column in [*INDEXES.items(), ("payments", "order_id")]:
-            conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
-                sql.Identifier(f"test_day_cost__{table}__{column}"),
-                sql.Identifier("shop", table), sql.Identifier(column)))
+        for table in TABLES:
             conn.execute(sql.SQL("analyze {}").format(sql.Identifier("shop", table)))
     landed.dbt.invoke("run", "-s", "+tag:daily", "--full-refresh")
     return landed
@@ -55,10 +54,19 @@ def _scans(plan: dict) -> Iterator[dict]:
         yield from _scans(child)
 
 
+def _pre_hook() -> str:
+    """The daily marts' pre-hook (dbt_project.yml): the planner settings of a day's build."""
+    config = yaml.safe_load((DBT_PROJECT / "dbt_project.yml").read_text())
+    return config["models"]["tidemark"]["marts"]["daily"]["+pre-hook"]
+
+
 def _unbounded_scans(landing_url: str, query: str) -> list[str]:
     """The source tables the plan of ``query`` reads without an index condition."""
     with psycopg.connect(landing_url) as conn:
-        conn.execute("set local enable_seqscan = off")
+        conn.execute(_pre_hook())
+        # small tables: priced out too, a whole-table read under a hash or merge join
+        for setting in ("enable_seqscan", "enable_hashjoin", "enable_mergejoin"):
+            conn.execute(sql.SQL("set local {} = off").format(sql.Identifier(setting)))
         plan = conn.execute(sql.SQL("explain (format json, verbose) {}").format(
             sql.SQL(query))).fetchone()[0][0]["Plan"]
     found = []

@@ -16,6 +16,8 @@ import yaml
 from streaming_views import load_views
 from tests.deploy.conftest import DEV_ENV, DOCKER, INTERPOLATION, REPO, interpolate
 from tidemark.cli.main import app as cli_app
+from tidemark.reconciliation.tags import CORRECTION_SLOTS, CORRECTION_TAG
+from tidemark.stack.dagster_proc import DAGSTER_YAML
 
 APP_SERVICES = ("demo-schema", "ingest", "views-deploy", "dagster-webserver", "dagster-daemon",
                 "loadgen")
@@ -286,8 +288,23 @@ def test_dagster_instance_config_uses_postgres_from_the_environment(
     assert env["DAGSTER_POSTGRES_HOST"] in services
     assert "'dagster'" in script_text(env["DAGSTER_POSTGRES_HOST"])
     queue = config["run_coordinator"]["config"]
-    assert queue["tag_concurrency_limits"] == [{"key": "tidemark/correction", "limit": 1}]
+    # the same tag and limit as the sensor's runs and `tidemark up`'s dagster.yaml (one source)
+    assert queue["tag_concurrency_limits"] == [{"key": CORRECTION_TAG,
+                                                "limit": CORRECTION_SLOTS}]
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     location = workspace["load_from"][0]["python_module"]
     assert (location["module_name"], location["attribute"]) == ("orchestration.definitions",
                                                                 "defs")
+
+
+def test_the_correction_limit_is_the_same_in_both_stacks(tmp_path: Path) -> None:
+    # docker/dagster.yaml is a static file: it must name the tag the sensor sets on correction
+    # runs (orchestration.defs.keys.CORRECTION_TAG) with the limit `tidemark up` writes
+    from orchestration.defs.keys import CORRECTION_TAG as sensor_tag
+
+    docker = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
+    up = yaml.safe_load(DAGSTER_YAML.format(storage=tmp_path))
+    limits = docker["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert limits == up["run_queue"]["tag_concurrency_limits"]
+    assert limits == [{"key": sensor_tag, "limit": CORRECTION_SLOTS}]
+    assert sensor_tag == CORRECTION_TAG

@@ -163,10 +163,12 @@ def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
         indexes = dict(conn.execute(
             "select indexname, indexdef from pg_indexes where schemaname = %s and"
             " tablename = 'app_events'", (pair.source,)).fetchall())
-    # The idempotency key's index is built with the staged mirror's primary key, and keeps
-    # the name the streaming applier gives it.
-    assert sorted(indexes) == ["app_events__event_id_idem", "app_events_pkey"], indexes
+    # The idempotency key's index and the contract's declared ones are built with the staged
+    # mirror's primary key, and keep the names the streaming applier gives them.
+    assert sorted(indexes) == ["app_events__event_id_idem", "app_events__event_time_idx",
+                               "app_events_pkey"], indexes
     assert indexes["app_events__event_id_idem"].endswith("USING btree (event_id)")
+    assert indexes["app_events__event_time_idx"].endswith("USING btree (event_time)")
     assert stats.snapshot_rows == 200_000 + 2 + 20 + 20_002
     assert seen[-1].done and seen[-1].rows == stats.snapshot_rows
     assert [p.rows for p in seen] == sorted(p.rows for p in seen)

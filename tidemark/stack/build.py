@@ -143,12 +143,11 @@ class DagsterBuild:
         """
         from orchestration.defs.dbt.partitions import range_tags
 
-        job = self.job.get_subset(asset_selection=plan.asset_keys,
-                                  asset_check_selection=plan.check_keys)
         tags = {"tidemark/trigger": "tidemark up"}
         if plan.first_day is not None and plan.last_day is not None:
             tags.update(range_tags(plan.first_day.isoformat(), plan.last_day.isoformat()))
-        return self._execute(job, tags, expected=plan.expected_events, phase="build")
+        return execute(self.job, self.instance, self.settings, tags, plan.expected_events,
+                       "build", selection=(plan.asset_keys, plan.check_keys))
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -186,16 +185,25 @@ class DagsterBuild:
         days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
         return [d for d in days if d.isoformat() not in built]
 
-    def _execute(self, job: Any, tags: dict[str, str], expected: int | None, phase: str) -> str:
-        return execute(job, self.instance, self.settings, tags, expected, phase)
-
 
 def execute(job: Any, instance: Any, settings: Settings, tags: dict[str, str],
-            expected: int | None, phase: str, resources: dict[str, Any] | None = None) -> str:
-    """Execute ``job`` in this process, recorded in ``instance``; return the run id.
+            expected: int | None, phase: str, resources: dict[str, Any] | None = None,
+            selection: tuple[set, set] | None = None) -> str:
+    """Execute ``job`` in this process, recorded in ``instance`` as a run of the code location
+    the webserver loads; return the run id.
 
     The run's log lines and dbt's output go to the run's record (the UI) and to
     ``logs/dagster-runs.log``, not to the terminal, where the progress bars are.
+
+    Args:
+        job: the job (for an asset run, the code location's whole implicit asset job).
+        instance: the Dagster instance of ``tidemark up``.
+        settings: the stack settings.
+        tags: the run's tags.
+        expected: materialisations and check evaluations expected (progress), or None.
+        phase: the progress phase.
+        resources: resources to bind (a job loaded without the full definitions).
+        selection: (asset keys, check keys) the run executes, or None for the whole job.
 
     Raises:
         BuildError: the run failed (the failing steps and their messages are named).
@@ -203,12 +211,67 @@ def execute(job: Any, instance: Any, settings: Settings, tags: dict[str, str],
     run_id = str(uuid.uuid4())
     instance.add_event_listener(run_id, _EventCounter(phase, expected))
     with quiet(settings.log_dir / "dagster-runs.log"):
-        result = job.execute_in_process(instance=instance, run_id=run_id, tags=tags,
-                                        raise_on_error=False, run_config=QUIET_LOGS,
-                                        resources=resources)
+        result = run_in_process(job, instance, run_id, tags, resources, selection)
     if not result.success:
         raise BuildError(failure_message(result, job.name, run_id, settings.dagster_home))
     return run_id
+
+
+def job_origin(job_name: str) -> Any:
+    """Where the webserver and the daemon of ``tidemark up`` find ``job_name``: the code
+    location ``orchestration.definitions`` (``-m``), its one repository."""
+    import sys
+
+    from dagster._core.remote_origin import (
+        ManagedGrpcPythonEnvCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from tidemark.stack.dagster_proc import CODE_LOCATION
+
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name=CODE_LOCATION),
+        CODE_LOCATION)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+
+
+def run_in_process(job: Any, instance: Any, run_id: str, tags: dict[str, str],
+                   resources: dict[str, Any] | None, selection: tuple[set, set] | None) -> Any:
+    """``job.execute_in_process``, but the run it records names its code location and, for an
+    asset run, the assets and checks it executes.
+
+    ``execute_in_process`` records neither: the Runs page then shows no target for the run and
+    the Overview timeline (which groups runs by code location) leaves it out. Here the run is
+    created with both, as a launch from the UI would, and executed in this process with the
+    in-process executor (events reach this process's listeners: the progress bars).
+    """
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run
+    from dagster._core.execution.execute_in_process import type_check_and_normalize_args
+    from dagster._core.snap import snapshot_from_execution_plan
+
+    resource_defs = type_check_and_normalize_args(run_config=QUIET_LOGS, resources=resources)[3]
+    ephemeral = job.as_ephemeral_job(resource_defs=resource_defs, input_values={})
+    assets, checks = (None, None) if selection is None else map(frozenset, selection)
+    chosen = ephemeral if selection is None else ephemeral.get_subset(
+        asset_selection=assets, asset_check_selection=checks)
+    plan = create_execution_plan(InMemoryJob(chosen), run_config=QUIET_LOGS,
+                                 instance_ref=instance.get_ref() if instance.is_persistent
+                                 else None, tags=tags)
+    run = instance.create_run(
+        job_name=chosen.name, run_id=run_id, run_config=QUIET_LOGS, status=None,
+        tags={**chosen.run_tags, **tags}, root_run_id=None, parent_run_id=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        execution_plan_snapshot=snapshot_from_execution_plan(plan,
+                                                             chosen.get_job_snapshot_id()),
+        job_snapshot=chosen.get_job_snapshot(),
+        parent_job_snapshot=chosen.get_parent_job_snapshot(), asset_selection=assets,
+        asset_check_selection=checks, resolved_op_selection=None, op_selection=None,
+        remote_job_origin=job_origin(job.name), job_code_origin=None,
+        asset_graph=chosen.asset_layer.asset_graph)
+    return execute_run(InMemoryJob(ephemeral), run, instance)
 
 
 def catch_up(settings: Settings) -> str:

@@ -17,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from tidemark.errors import DagsterStartError
+from tidemark.reconciliation.tags import CORRECTION_SLOTS, CORRECTION_TAG
 from tidemark.settings import Settings
 from tidemark.stack.dbt import environment, installed_executable
 from tidemark.stack.supervisor import Child, Supervisor
 
 CODE_LOCATION = "orchestration.definitions"
-# The correction runs (tag tidemark/correction, orchestration.defs.reconciliation.runs.
-# CORRECTION_TAG, set by the reconciliation_corrections sensor) share one of the run slots, so
-# a user's run or backfill always finds the other (README "Daily truth").
-CORRECTION_LIMIT = """\
+# The correction runs (tag CORRECTION_TAG, set by the reconciliation_corrections sensor) share
+# CORRECTION_SLOTS of the run slots, so a user's run or backfill always finds the other (README
+# "Daily truth"). Tag and limit come from tidemark.reconciliation.tags.
+CORRECTION_LIMIT = f"""\
   # Late-data and drift corrections take at most one slot (README "Daily truth"):
   tag_concurrency_limits:
-    - key: tidemark/correction
-      limit: 1
+    - key: {CORRECTION_TAG}
+      limit: {CORRECTION_SLOTS}
 """
 DAGSTER_YAML = """\
 # Written by `tidemark up`; edit freely, it is not overwritten.

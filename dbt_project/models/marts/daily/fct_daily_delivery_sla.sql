@@ -5,9 +5,7 @@ with
 
 deliveries as (
     select * from {{ ref('int_deliveries_timed') }}
-    where
-        {{ day_window_range('promised_at') }}
-        and {{ day_window_filter('promised_date') }}
+    where {{ day_window_range('promised_at') }}
 ),
 
 daily as (

@@ -5,9 +5,7 @@ with
 
 app_events as (
     select * from {{ ref('int_app_events_deduplicated') }}
-    where
-        {{ day_window_range('event_time') }}
-        and {{ day_window_filter('event_date') }}
+    where {{ day_window_range('event_time') }}
 ),
 
 final as (

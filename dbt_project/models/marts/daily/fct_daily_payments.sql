@@ -4,9 +4,7 @@ with
 
 payments as (
     select * from {{ ref('stg_shop__payments') }}
-    where
-        {{ day_window_range('created_at') }}
-        and {{ day_window_filter('payment_date') }}
+    where {{ day_window_range('created_at') }}
 ),
 
 final as (

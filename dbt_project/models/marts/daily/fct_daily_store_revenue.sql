@@ -8,9 +8,7 @@ with
 
 orders as (
     select * from {{ ref('stg_shop__orders') }}
-    where
-        {{ day_window_range('placed_at') }}
-        and {{ day_window_filter('order_date') }}
+    where {{ day_window_range('placed_at') }}
 ),
 
 window_refunds as (
