@@ -30,6 +30,7 @@ from itertools import permutations
 
 from psycopg import sql
 
+from streaming_views import onkept
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
 from streaming_views.bounds import count_sql
@@ -251,8 +252,15 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         zeros = (f"  IF v_zero IS NOT NULL THEN\n    DELETE FROM {cv.state} "
                  f"WHERE ctid = ANY(v_zero) AND __count = 0;\n  END IF;\n")
     mask = sum(1 << j for j in changed)
+    loop = f"FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;"
+    if onkept.kept(cv, changed):  # an outer join's NULL-extended table, its ON kept: no recount
+        fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
+                                      kept=True), cv.has_recompute)
+        loop = (f"IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
+                f"    FOR {into} IN {fast} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+                f"  ELSE\n    {loop}\n  END IF;")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
-            f"  FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+            f"  {loop}\n"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"

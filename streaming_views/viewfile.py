@@ -33,7 +33,10 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "18"  # 18: both of round 32's changes (t32 and c32, each 17 on its branch;
+ENGINE_VERSION = "19"  # 19 (j33): a transaction that changed only the NULL-extended table of
+#    a two-table outer join and left its ON columns as they were (an UPDATE of a payment's
+#    amount) is applied like an inner join, without the recount (streaming_views.onkept).
+#    18: both of round 32's changes (t32 and c32, each 17 on its branch;
 #    17 never landed): a temporal bound col AT TIME ZONE '<zone>' (+/- interval) is inverted
 #    to a range of an expression index on it, casts between time types to a range of the
 #    column, and such a bound is computed in SQL (no PL/pgSQL per row) when it cannot raise

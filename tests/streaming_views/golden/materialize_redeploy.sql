@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts da56809e43c82655, card_payments_recent 89f25e694cd273c9, daily_store_revenue e235850aafbd7de3, late_deliveries_daily 2241599a7376a405, store_cancellation_rate 14215fb05bb390ec, store_orders_last_5_minutes 2b4cf517f1fac61b, store_revenue_per_minute 9856c1b412477166)
+-- phase: catalog (one row per view: active_carts 791cc1e30a6fa99a, card_payments_recent 3055f37dd94166f9, daily_store_revenue 3a71760eba74a966, late_deliveries_daily ff196ca61b9fcee5, store_cancellation_rate 98286a78e95e71b7, store_orders_last_5_minutes a9a5aa936c33d95a, store_revenue_per_minute 28894ce0814b28e0)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
