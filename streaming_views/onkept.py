@@ -22,9 +22,12 @@ join made inner on ``A``'s side: ``A JOIN ΔJ`` for LEFT and RIGHT joins, ``A RI
 
 The apply tests the condition at commit on the transaction's log, grouped by the ON projection
 compared by identity (values, and the text of those whose equality is not identity): the net
-count of each projection is zero. The test is one more statement in every transaction that
-changed only ``J`` (an INSERT or DELETE of ``J`` fails it, and takes the recount as before);
-an UPDATE of ``J`` that changes no column the ON reads passes it and skips the recount.
+count of each projection is zero. That test is one more statement, so it runs only when an
+UPDATE of ``J`` logged rows in the transaction (it sets the transaction-local :data:`HINT`; a
+transaction of INSERTs and DELETEs only, which can hardly pass it, takes the recount at no
+extra cost). The hint only saves the test: the delta is chosen by the test alone, so a hint
+left by an earlier apply of the same transaction or lost with a savepoint costs a test or a
+recount, never exactness.
 
 Only for the shape above: two base tables (no views over views), no semi-joins, no UNION ALL,
 no temporal filter, no two-level aggregation, ON columns written ``alias.column``. Anything else
@@ -41,6 +44,7 @@ from streaming_views.astutil import deparse, q, substitute, walk
 from streaming_views.layers import is_live
 from streaming_views.outer import OUTER, identical
 
+HINT = "tidemark.kept"  # 'on' once an UPDATE of such a table logged rows in the transaction
 # the join type of ``A ⋈ ΔJ``, by the outer join's type and whether ``J`` is its right side
 _KEPT = {(enums.JoinType.JOIN_LEFT, True): enums.JoinType.JOIN_INNER,
          (enums.JoinType.JOIN_RIGHT, False): enums.JoinType.JOIN_INNER,

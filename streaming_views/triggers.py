@@ -199,6 +199,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
                 f"  {read}  {insert};\n  {count}\nELSE\n{read}{body}END IF;\n")
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    if event == "upd" and onkept.kept(cv, (j,)):  # the apply's hint (streaming_views.onkept)
+        body += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")
     # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
@@ -256,9 +258,10 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
     if onkept.kept(cv, changed):  # an outer join's NULL-extended table, its ON kept: no recount
         fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
                                       kept=True), cv.has_recompute)
-        loop = (f"IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
+        loop = (f"IF current_setting('{onkept.HINT}', true) = 'on' THEN\n"
+                f"  IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
                 f"    FOR {into} IN {fast} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
-                f"  ELSE\n    {loop}\n  END IF;")
+                f"  ELSE\n    {loop}\n  END IF;\n  ELSE\n    {loop}\n  END IF;")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
             f"  {loop}\n"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"

@@ -85,6 +85,13 @@ STEPS = [
     # an amount update and an insert in one transaction (the insert fails the test: recount)
     ["update ok.payments set amount = 4 where payment_id = 11",
      "insert into ok.payments values (20, 3, 1.5, null)"],
+    # the hint of an UPDATE left by an apply run before commit, then an insert (recount)
+    ["update ok.payments set amount = 3.5 where payment_id = 13",
+     "set constraints all immediate",
+     "insert into ok.payments values (21, 13, 2.5, null)"],
+    # an UPDATE rolled back to a savepoint (its hint and rows gone), then a key change
+    ["savepoint a", "update ok.payments set amount = 6 where payment_id = 14",
+     "rollback to savepoint a", "update ok.payments set order_id = 1 where payment_id = 14"],
     # an update that changes nothing, and one of a payment of no order
     ["update ok.payments set amount = amount where payment_id = 12"],
     ["update ok.payments set amount = 2 where order_id is null"],
