@@ -17,8 +17,12 @@ backend's start, its first plans and caches cancel out). Needs valgrind on PATH.
 ``--view sliding_5min``: ``ivm_sliding.py``'s five-minute window (orders every 2 ms, the clock at
 the newest; the UPDATEs hit orders inside the window).
 
+``--write payments`` / ``payments-insert`` (``--view left_join``): the single-row statement is an
+UPDATE of a payment's amount / an INSERT of a payment (the NULL-extended side of the outer join)
+instead of the UPDATE of an order's amount.
+
 Usage: python bench/ivm_instructions.py [--view inner_join|left_join|sliding_5min] [--ideal]
-       [--rows N] [--updates K]. Last line: JSON.
+       [--write orders|payments|payments-insert] [--rows N] [--updates K]. Last line: JSON.
 """
 
 from __future__ import annotations
@@ -56,11 +60,18 @@ def _pg_ctl(pgdata: str, *args: str) -> None:
                    capture_output=True, user=SYSTEM_USER, env=server_env())
 
 
-def instructions(pgdata: str, db: str, ids: list[int], out: Path) -> int:
-    """The instructions a single-user backend of ``db`` executes for the UPDATEs of ``ids``."""
-    return executed(pgdata, db, "".join(
-        f"update bench.orders set amount = amount + 0.01 where order_id = {i};\n" for i in ids),
-        out)
+WRITES = {  # --write: the single-row statement of each id
+    "orders": "update bench.orders set amount = amount + 0.01 where order_id = {0};",
+    "payments": "update bench.payments set amount = amount + 0.01 where payment_id = {0};",
+    "payments-insert": "insert into bench.payments values (1000000 + {0}, {0}, 1.5) "
+                       "on conflict do nothing;",
+}
+
+
+def instructions(pgdata: str, db: str, ids: list[int], out: Path, write: str = "orders") -> int:
+    """The instructions a single-user backend of ``db`` executes for the single-row statements
+    (:data:`WRITES`) of ``ids``."""
+    return executed(pgdata, db, "".join(WRITES[write].format(i) + "\n" for i in ids), out)
 
 
 def executed(pgdata: str, db: str, stmts: str, out: Path) -> int:
@@ -83,6 +94,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--updates", type=int, default=200)
+    parser.add_argument("--write", choices=sorted(WRITES), default="orders",
+                        help="the single-row statement (payments: --view left_join only)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind outputs into this folder "
                         "(callgrind_annotate --inclusive=yes <case>.full)")
     args = parser.parse_args()
@@ -91,6 +104,8 @@ def main() -> None:
                  "/usr/bin: install it (Debian: apt-get install valgrind) and run it again.")
     if args.ideal and args.view != "left_join":
         parser.error("--ideal is written for --view left_join")
+    if args.write != "orders" and (args.view != "left_join" or args.ideal):
+        parser.error("--write payments* is for --view left_join (without --ideal)")
     cases = ["none", "live", *(["ideal"] if args.ideal else [])]
     rng = random.Random(5)
     sliding = args.view == "sliding_5min"
@@ -124,8 +139,9 @@ def main() -> None:
         try:
             for case in cases:
                 short = instructions(pgdata, f"case_{case}", ids[:args.warmup],
-                                     Path(tmp) / f"{case}.short")
-                full = instructions(pgdata, f"case_{case}", ids, Path(tmp) / f"{case}.full")
+                                     Path(tmp) / f"{case}.short", args.write)
+                full = instructions(pgdata, f"case_{case}", ids, Path(tmp) / f"{case}.full",
+                                    args.write)
                 per_update[case] = (full - short) / args.updates
             if args.keep is not None:
                 args.keep.mkdir(parents=True, exist_ok=True)
@@ -137,7 +153,8 @@ def main() -> None:
     for case in cases:
         over = per_update[case] - none
         print(f"{case:6s} instructions per UPDATE {per_update[case]:10.0f}  over none {over:9.0f}")
-    print(json.dumps({"view": args.view, "rows": args.rows, "updates": args.updates,
+    print(json.dumps({"view": args.view, "write": args.write, "rows": args.rows,
+                      "updates": args.updates,
                       "instructions": {c: round(v) for c, v in per_update.items()},
                       "over_none": {c: round(v - none) for c, v in per_update.items()}}))
 

@@ -31,7 +31,7 @@ from itertools import combinations
 
 from pglast import ast, enums
 
-from streaming_views import pregroup
+from streaming_views import onkept, pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
@@ -416,7 +416,7 @@ def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
 
 
 def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
-                    batches: bool = True) -> str:
+                    batches: bool = True, kept: bool = False) -> str:
     """The one statement applying (and deleting) the logged changes of tables ``changed``; it
     returns whether some group's count fell to zero.
 
@@ -427,6 +427,7 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         batches: whether the logs may hold batch rows (only after a large statement, which
             marks the transaction's delta large: the statement planned for small deltas
             leaves them out).
+        kept: the outer join's kept-ON delta (:mod:`streaming_views.onkept`).
     """
     ctes = []
     for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
@@ -448,6 +449,8 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         grouped = pregroup.statement(cv, changed[0], ctes)
         if grouped is not None:
             return grouped
+    if kept:
+        return delta_statement(cv, onkept.delta(cv, changed[0]), ctes)
     if cv.analysis.outer is not None:  # outer/semi-joins, two levels: see outer.py
         more, flat = outer_delta(cv, changed, restrict=batches)
         return delta_statement(cv, flat, ctes + more)

@@ -30,6 +30,7 @@ from itertools import permutations
 
 from psycopg import sql
 
+from streaming_views import onkept
 from streaming_views.astutil import q
 from streaming_views.auxiliary import aux_build_sql, aux_clear_sql, aux_ddl, aux_zero_sql
 from streaming_views.bounds import count_sql
@@ -198,6 +199,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
                 f"  {read}  {insert};\n  {count}\nELSE\n{read}{body}END IF;\n")
     if cv.readers:  # before the view is noted in tidemark.pending
         body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    if event == "upd" and onkept.kept(cv, (j,)):  # the apply's hint (streaming_views.onkept)
+        body += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
     body += _noted_pending(cv, j, "v_n > 0 AND ")
     # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
@@ -251,8 +254,16 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         zeros = (f"  IF v_zero IS NOT NULL THEN\n    DELETE FROM {cv.state} "
                  f"WHERE ctid = ANY(v_zero) AND __count = 0;\n  END IF;\n")
     mask = sum(1 << j for j in changed)
+    loop = f"FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;"
+    if onkept.kept(cv, changed):  # an outer join's NULL-extended table, its ON kept: no recount
+        fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
+                                      kept=True), cv.has_recompute)
+        loop = (f"IF current_setting('{onkept.HINT}', true) = 'on' THEN\n"
+                f"  IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
+                f"    FOR {into} IN {fast} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+                f"  ELSE\n    {loop}\n  END IF;\n  ELSE\n    {loop}\n  END IF;")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
-            f"  FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+            f"  {loop}\n"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"

@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 791cc1e30a6fa99a, card_payments_recent 3055f37dd94166f9, daily_store_revenue 3a71760eba74a966, late_deliveries_daily ff196ca61b9fcee5, store_cancellation_rate 98286a78e95e71b7, store_orders_last_5_minutes a9a5aa936c33d95a, store_revenue_per_minute 28894ce0814b28e0)
+-- phase: catalog (one row per view: active_carts 61e015fc9c9709bb, card_payments_recent c36fec1fcdc31807, daily_store_revenue 7b7c7359c02b165b, late_deliveries_daily 37ed20ff30e1aca0, store_cancellation_rate 39dbb1e5313308c5, store_orders_last_5_minutes c20ad8f291865704, store_revenue_per_minute 529f1b92d507c8a3)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
