@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,41 @@ def test_a_table_too_wide_for_the_terminal_breaks_no_word() -> None:
                  "streaming", "2295224", "letters"]:
         assert word in out, out
     assert "┃ mart " in out and "fct_daily_funnel" in out  # a narrow table stays a table
+
+
+def test_status_says_which_days_a_pair_can_compare(
+        tmp_path: Path, fresh_db: Callable[[str], str]) -> None:
+    """`tidemark status` showed `store_cancellation_rate` with `reconciled_days 0` and no reason
+    (its live view keeps 2 days, so only yesterday is compared, and it drifts until its
+    correction). The layer now carries each pair's `live_keeps` from the pair file; a broken
+    pair file is named in the layer instead of raised."""
+    import psycopg
+
+    from tidemark.cli.status import collect
+    from tidemark.reconciliation.days import ensure_days_table
+    from tidemark.settings import Settings
+    from tidemark.stack.databases import Databases
+
+    url = fresh_db("keeps")
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_days_table(conn)
+        conn.execute("insert into tidemark.reconciled_days (pair, mart, day, status, groups, "
+                     "drifted_groups) values ('store_cancellation_rate', "
+                     "'fct_daily_store_revenue', current_date - 1, 'drift', 3, 1), "
+                     "('daily_store_revenue', 'fct_daily_store_revenue', current_date - 1, "
+                     "'reconciled', 3, 0)")
+    settings = Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                        landing_url=None)
+    dbs = Databases(url, url, url, url, url, url, None)
+    rows = {r["pair"]: r for r in collect(settings, dbs, dagster=False)["reconciliation"]}
+    assert rows["store_cancellation_rate"]["live_keeps"] == "2 days"
+    assert rows["store_cancellation_rate"]["reconciled_days"] == 0
+    assert rows["daily_store_revenue"]["live_keeps"] == "all"
+
+    project = tmp_path / "dbt_project"
+    project.mkdir()
+    (project / "reconciliation.yml").write_text("version: 1\npairs: [{name: x}]\n")
+    broken = Settings(home=tmp_path / "home", port=free_port(), source_url=None,
+                      landing_url=None, dbt_project_dir=project)
+    error = collect(broken, dbs, dagster=False)["reconciliation"]["error"]
+    assert "reconciliation.yml" in error, error

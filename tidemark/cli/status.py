@@ -29,9 +29,12 @@ def _guard(fn: Any, *args: Any) -> Any:
     """``fn(*args)``, or ``{"error": why}`` when its layer cannot be read: a database that does
     not answer, or a contract file that does not load (the other layers are still shown)."""
     from contracts.errors import ContractsError
+    from tidemark.reconciliation.errors import ReconciliationConfigError
 
     try:
         return fn(*args)
+    except ReconciliationConfigError as exc:
+        return {"error": f"the reconciliation pair file does not load, fix it: {exc}"}
     except ContractsError as exc:
         return {"error": f"a contract does not load, fix it: {exc} (a running ingestion keeps "
                          "the contracts it had until the folder loads again)"}
@@ -216,11 +219,21 @@ def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
     return out
 
 
-def reconciliation_layer(dbs: Databases) -> list[dict[str, Any]]:
-    """Reconciliation per pair (``tidemark.reconciliation.days.summary``)."""
+def reconciliation_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
+    """Reconciliation per pair (``tidemark.reconciliation.days.summary``), with the days each
+    pair can compare: ``live_keeps`` is the live view's ``live_retention_days`` from the pair
+    file (``all`` without one). A view keeping 2 days compares only yesterday, which drifts
+    until its correction: ``reconciled_days 0`` is then expected, and this column says why."""
     from tidemark.reconciliation.days import summary
+    from tidemark.reconciliation.pairs import PAIRS_FILE, load_pairs
 
-    return summary(dbs.landing)
+    keeps = {pair.name: pair.live_retention_days
+             for pair in load_pairs(settings.dbt_project_dir / PAIRS_FILE)}
+    rows = summary(dbs.landing)
+    for row in rows:
+        days = keeps.get(row["pair"])
+        row["live_keeps"] = "all" if days is None else f"{days} days"
+    return rows
 
 
 def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[str, Any]:
@@ -240,7 +253,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "lock_waits": _guard(lock_waits_layer, dbs),
         "freshness": _guard(freshness_layer, settings, dbs),
         "batch": _guard(batch_layer, dbs),
-        "reconciliation": _guard(reconciliation_layer, dbs),
+        "reconciliation": _guard(reconciliation_layer, settings, dbs),
         "dagster": dagster_summary(settings) if dagster else None,
     }
 
@@ -373,8 +386,9 @@ def _show(summary: dict[str, Any]) -> None:
                 "waiting_pid", "waiting_application", "waiting_s", "query", "blocked_by"]),
             ("freshness", None, None),
             ("batch", "daily marts", ["mart", "day_column", "latest_day", "days"]),
-            ("reconciliation", "reconciliation", ["pair", "mart", "reconciled_days",
-                                                  "drifting_days", "last_checked_at"])):
+            ("reconciliation", "reconciliation (a live view keeping N days compares only the"
+             " closed days it still holds)", ["pair", "mart", "live_keeps", "reconciled_days",
+                                              "drifting_days", "last_checked_at"])):
         layer = summary[key]
         if key == "lock_waits" and not layer:
             continue  # nobody waits: nothing to say
