@@ -243,6 +243,9 @@ def test_status_says_which_days_a_pair_can_compare(
     assert rows["store_cancellation_rate"]["live_keeps"] == "2 days"
     assert rows["store_cancellation_rate"]["reconciled_days"] == 0
     assert rows["daily_store_revenue"]["live_keeps"] == "all"
+    # a pair with no day recorded yet is listed (it was left out, as if it did not exist)
+    assert rows["late_deliveries_daily"]["reconciled_days"] == 0
+    assert rows["late_deliveries_daily"]["mart"] == "fct_daily_delivery_sla"
 
     project = tmp_path / "dbt_project"
     project.mkdir()

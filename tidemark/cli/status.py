@@ -227,13 +227,17 @@ def reconciliation_layer(settings: Settings, dbs: Databases) -> list[dict[str, A
     from tidemark.reconciliation.days import summary
     from tidemark.reconciliation.pairs import PAIRS_FILE, load_pairs
 
-    keeps = {pair.name: pair.live_retention_days
-             for pair in load_pairs(settings.dbt_project_dir / PAIRS_FILE)}
-    rows = summary(dbs.landing)
-    for row in rows:
+    pairs = load_pairs(settings.dbt_project_dir / PAIRS_FILE)
+    rows = {row["pair"]: row for row in summary(dbs.landing)}
+    for pair in pairs:  # a pair not compared yet (no closed day it holds) is listed too
+        rows.setdefault(pair.name, {"pair": pair.name, "mart": pair.mart, "reconciled_days": 0,
+                                    "drifting_days": [], "last_checked_at": None,
+                                    "latest_reconciled_day": None})
+    keeps = {pair.name: pair.live_retention_days for pair in pairs}
+    for row in rows.values():
         days = keeps.get(row["pair"])
         row["live_keeps"] = "all" if days is None else f"{days} days"
-    return rows
+    return sorted(rows.values(), key=lambda row: row["pair"])
 
 
 def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[str, Any]:
