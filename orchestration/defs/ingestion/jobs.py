@@ -2,13 +2,14 @@
 process), ``ingestion_resync`` (one table or all from a fresh snapshot), ``dead_letter_replay``."""
 
 import time
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from ingestion.progress import ProgressCallback, SnapshotProgress
 from orchestration.defs.ingestion.assets import states
-from orchestration.defs.ingestion.state import source_urls
+from orchestration.defs.ingestion.state import ingestible_sources, source_urls
 from orchestration.defs.resources import TidemarkResource
 from tidemark import progress
 
@@ -19,14 +20,30 @@ def _observations(tidemark: TidemarkResource) -> list[dg.AssetObservation]:
     return [dg.AssetObservation(key, metadata=s.metadata()) for key, s in states(tidemark).items()]
 
 
-def _sources(only: str) -> list[str]:
+def _sources(tidemark: TidemarkResource, only: str,
+             log: dg.DagsterLogManager | None = None) -> list[str]:
+    """The sources to work on: ``only``, else every registered source with contracts (and the
+    demo source); contracts of a source not registered are reported in ``log``, not used."""
     from contracts import load_contracts
 
-    sources = load_contracts().sources()
+    contracts = load_contracts()
+    sources, unregistered = ingestible_sources(tidemark, contracts.sources())
+    if only and only in unregistered:
+        raise dg.Failure(unregistered_message(contracts.root, only))
     if only and only not in sources:
         raise dg.Failure(f"No contracts for source {only!r}; known sources: "
                          f"{', '.join(sources) or 'none'} (contracts/<source>/).")
+    if not only and log is not None:
+        for name in unregistered:
+            log.warning(unregistered_message(contracts.root, name))
     return [only] if only else sources
+
+
+def unregistered_message(root: Path, source: str) -> str:
+    """What to say about contracts of a source that is not registered."""
+    return (f"{root / source} holds contracts of source {source!r}, which is not registered "
+            f"(removed with tidemark source remove?): it is not ingested. Register it "
+            f"(tidemark source add {source} ...) or remove that directory.")
 
 
 def snapshot_progress(context: dg.OpExecutionContext, source: str) -> ProgressCallback:
@@ -46,7 +63,8 @@ def snapshot_progress(context: dg.OpExecutionContext, source: str) -> ProgressCa
 
 
 class CatchUpConfig(dg.Config):
-    """Which source to catch up (empty: every source with contracts), and how long it may take
+    """Which source to catch up (empty: every registered source with contracts, and the demo
+    source), and how long it may take
     (the first catch-up includes the initial snapshot of the whole source)."""
 
     source: str = ""
@@ -61,7 +79,7 @@ def catch_up_source(context: dg.OpExecutionContext, config: CatchUpConfig,
     from contracts import load_contracts
 
     contracts = load_contracts()
-    for source in _sources(config.source):
+    for source in _sources(tidemark, config.source, context.log):
         dsn, setup_dsn, schemas = source_urls(tidemark, source)
         stats = ingestion.catch_up(dsn, tidemark.urls().landing_app, source, contracts=contracts,
                                    setup_dsn=setup_dsn, schemas=schemas,
@@ -91,7 +109,7 @@ def resync_table(context: dg.OpExecutionContext, config: ResyncConfig,
 
     if not config.table and not config.all_tables:
         raise dg.Failure("Set `table` (e.g. orders) or `all_tables: true` in the run config.")
-    sources = _sources(config.source)
+    sources = _sources(tidemark, config.source)
     if len(sources) > 1:
         raise dg.Failure(f"Several sources have contracts ({', '.join(sources)}): set `source`.")
     dsn, setup_dsn, _ = source_urls(tidemark, sources[0])
@@ -119,7 +137,7 @@ def replay_dead_letters(context: dg.OpExecutionContext, config: ReplayConfig,
     from contracts import load_contracts
 
     outcome: dict[str, Any] = {}
-    for source in _sources(config.source):
+    for source in _sources(tidemark, config.source, context.log):
         outcome[source] = ingestion.replay(tidemark.urls().landing_app, source,
                                            contracts=load_contracts(), ids=config.ids or None,
                                            table=config.table or None)

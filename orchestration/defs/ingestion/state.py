@@ -114,16 +114,44 @@ def table_specs() -> tuple[TableSpec, ...]:
 
 def source_urls(tidemark: Any, source: str) -> tuple[str, str, list[str] | None]:
     """(replication URL, setup URL, schemas) of a source: its registration (``tidemark source
-    add``), else the stack's own source database."""
+    add``); for the demo source "shop" not registered (a stack that did not register it), the
+    stack's own source database.
+
+    Raises:
+        UnknownSourceError: ``source`` is neither registered nor the demo source. Never the
+            demo database under another name: that would create a slot there nobody reads
+            (contracts left behind by ``tidemark source remove``).
+    """
     from ingestion.errors import UnknownSourceError
     from ingestion.sources import get_source
+    from tidemark.demo.source import DEMO_SOURCE
 
     urls = tidemark.urls()
     try:
         spec = get_source(urls.landing_app, source)
     except UnknownSourceError:
+        if source != DEMO_SOURCE:
+            raise
         return urls.source_ingest, urls.source, None
     return spec.dsn(), spec.admin_dsn(), list(spec.schemas or []) or None
+
+
+def ingestible_sources(tidemark: Any, with_contracts: list[str]) -> tuple[list[str], list[str]]:
+    """Split the sources that have contracts into (registered or the demo source, the others).
+
+    Args:
+        tidemark: the resource (its landing URL holds the registrations).
+        with_contracts: the sources that have contracts.
+
+    Returns:
+        (the sources ingestion may catch up, those whose contracts have no registration).
+    """
+    from ingestion.sources import list_sources
+    from tidemark.demo.source import DEMO_SOURCE
+
+    known = {s.name for s in list_sources(tidemark.urls().landing_app)} | {DEMO_SOURCE}
+    return ([s for s in with_contracts if s in known],
+            [s for s in with_contracts if s not in known])
 
 
 def read_states(source_dsn: str, landing_dsn: str, source: str,

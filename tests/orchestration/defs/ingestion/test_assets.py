@@ -157,3 +157,42 @@ def test_watermark_metadata_and_delay_check(orch) -> None:
     evaluation = check_results(orch.run_checks([key]))[("shop/orders", WATERMARK_CHECK)]
     assert evaluation.passed, evaluation.description
     assert "watermark" in evaluation.description
+
+
+def test_catch_up_skips_contracts_of_a_source_not_registered(orch, tmp_path, monkeypatch) -> None:
+    """Contracts left by ``tidemark source remove`` (here ``contracts/gone``) are reported, never
+    caught up from the demo database: no slot ``tidemark_gone`` (it would hold WAL forever)."""
+    import shutil
+
+    import contracts.loader
+    from contracts.loader import PACKAGE_ROOT
+
+    root = tmp_path / "contracts"
+    shutil.copytree(PACKAGE_ROOT / "shop", root / "shop")
+    (root / "gone").mkdir()
+    shutil.copy(PACKAGE_ROOT / "shop" / "stores.yml", root / "gone")
+    monkeypatch.setattr(contracts.loader, "PACKAGE_ROOT", root)
+
+    result = orch.job("ingestion_catch_up").execute_in_process(instance=orch.instance)
+    assert result.success
+    slots = [r[0] for r in orch.sql("select slot_name from pg_replication_slots")]
+    assert "tidemark_gone" not in slots and "tidemark_shop" in slots
+    logs = [r.dagster_event.message if r.dagster_event else r.user_message
+            for r in orch.instance.all_logs(result.run_id)]
+    assert any("caught up" in m for m in logs if m and m.startswith("shop:"))
+    assert not any(m and m.startswith("gone:") for m in logs)
+    warning = next(m for m in logs if m and "not registered" in m)
+    assert str(root / "gone") in warning and "tidemark source add gone" in warning
+
+
+def test_ingestible_sources_are_the_registered_ones_and_the_demo(orch) -> None:
+    """Registered sources and the demo "shop" are caught up; other contracts are not."""
+    from ingestion.sources import SourceSpec, delete_source, save_source
+    from orchestration.defs.ingestion.state import ingestible_sources
+
+    assert ingestible_sources(orch.resource, ["gone", "shop"]) == (["shop"], ["gone"])
+    save_source(orch.landing_url, SourceSpec("gone", url=orch.source_url))
+    try:
+        assert ingestible_sources(orch.resource, ["gone", "shop"]) == (["gone", "shop"], [])
+    finally:
+        delete_source(orch.landing_url, "gone")
