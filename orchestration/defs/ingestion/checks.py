@@ -109,10 +109,19 @@ def ingestion_checks(context: dg.AssetCheckExecutionContext, tidemark: TidemarkR
     """Lag and dead-letter checks of the selected replicated tables."""
     warn_s, error_s = tidemark.lag_thresholds()
     selected = context.selected_asset_check_keys
-    for key, state in states(tidemark, {k.asset_key for k in selected}).items():
+    read = states(tidemark, {k.asset_key for k in selected})
+    for key, state in read.items():
         if dg.AssetCheckKey(key, LAG_CHECK) in selected:
             yield _as_result(lag_evaluation(state, warn_s, error_s))
         if dg.AssetCheckKey(key, DEAD_LETTER_CHECK) in selected:
             yield _as_result(dead_letter_evaluation(state))
         if dg.AssetCheckKey(key, WATERMARK_CHECK) in selected:
             yield _as_result(watermark_evaluation(state))
+    for check in sorted(selected, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        if check.asset_key not in read:  # contracts of a source that is not registered
+            yield dg.AssetCheckResult(
+                asset_key=check.asset_key, check_name=check.name, passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"Source {check.asset_key.path[0]!r} is not registered: its "
+                            f"contracts are not ingested. Register it (tidemark source add) "
+                            f"or remove its contracts directory.")

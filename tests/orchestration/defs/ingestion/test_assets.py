@@ -196,3 +196,35 @@ def test_ingestible_sources_are_the_registered_ones_and_the_demo(orch) -> None:
         assert ingestible_sources(orch.resource, ["gone", "shop"]) == (["gone", "shop"], [])
     finally:
         delete_source(orch.landing_url, "gone")
+
+
+def test_tables_of_a_source_not_registered_are_not_read_and_their_checks_say_why(
+        orch, tmp_path, monkeypatch) -> None:
+    """Their state is not read from the demo database; their checks warn with what to do."""
+    import shutil
+    from types import SimpleNamespace
+
+    import contracts.loader
+    from contracts.loader import PACKAGE_ROOT
+    from orchestration.defs.ingestion.checks import ingestion_checks
+    from orchestration.defs.ingestion.state import table_specs
+
+    root = tmp_path / "contracts"
+    shutil.copytree(PACKAGE_ROOT / "shop", root / "shop")
+    (root / "gone").mkdir()
+    shutil.copy(PACKAGE_ROOT / "shop" / "stores.yml", root / "gone")
+    monkeypatch.setattr(contracts.loader, "PACKAGE_ROOT", root)
+    table_specs.cache_clear()
+    try:
+        read = states(orch.resource)
+        assert table_key("shop", "stores") in read and table_key("gone", "stores") not in read
+        selected = {dg.AssetCheckKey(table_key(s, "stores"), LAG_CHECK) for s in ("gone", "shop")}
+        run = ingestion_checks.op.compute_fn.decorated_fn  # the check's own function
+        results = {r.asset_key.path[0]: r for r in run(
+            SimpleNamespace(selected_asset_check_keys=selected), orch.resource)}
+    finally:
+        table_specs.cache_clear()
+    assert results["shop"].passed
+    gone = results["gone"]
+    assert not gone.passed and gone.severity == dg.AssetCheckSeverity.WARN
+    assert "'gone' is not registered" in gone.description
