@@ -147,9 +147,9 @@ def remove(
     kept = _contracts_left(name)
     if kept is not None:
         console.print(f"[yellow]Remove {kept} too[/] (`tidemark contracts init` wrote it): "
-                      f"Dagster defines the source's assets and catch-up from the contracts, "
-                      f"and the next `tidemark up` would catch up a source {name!r} without "
-                      f"its registration, from the demo database.", highlight=False)
+                      f"Dagster still defines assets for the source's tables from the "
+                      f"contracts, and warns on each that {name!r} is not registered.",
+                      highlight=False)
 
 
 def _contracts_left(name: str) -> Path | None:
