@@ -130,6 +130,7 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
                 f"catch_up of source {source!r} reached {lsn_to_str(session.ckpt)} but not "
                 f"{lsn_to_str(target.lsn)} within {timeout_s:.0f}s; run it again (progress is "
                 f"kept) or raise timeout_s.")
+        session.await_acknowledged()  # the promise: the slot is acknowledged on return
         st = session.stats
         return CatchUpStats(source, st.snapshot_rows, st.changes, st.transactions,
                             st.landing_commits, lsn_to_str(session.ckpt),

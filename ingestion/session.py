@@ -453,3 +453,31 @@ class Session:
         """Tell the slot everything up to the checkpoint is durable in landing."""
         if self.ckpt:
             self.cur.send_feedback(write_lsn=self.ckpt, flush_lsn=self.ckpt, force=True)
+
+    def await_acknowledged(self, timeout_s: float = 5.0) -> bool:
+        """Wait until the slot's confirmed position covers the checkpoint.
+
+        The walsender reads an acknowledgement asynchronously: right after :meth:`ack` the slot
+        (and the WAL it retains) can still be behind, and a reader of ``pg_replication_slots``
+        sees the old position. The acknowledgement is sent again every 50 ms meanwhile.
+
+        Args:
+            timeout_s: give up after this long (the next session acknowledges it anyway).
+
+        Returns:
+            Whether the slot covers the checkpoint.
+        """
+        if not self.ckpt:
+            return True
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = self.source_conn.execute(
+                "select confirmed_flush_lsn >= %s::pg_lsn from pg_replication_slots"
+                " where slot_name = %s", (lsn_to_str(self.ckpt), self.slot)).fetchone()
+            if row is None or row[0]:
+                return True
+            if time.monotonic() >= deadline:
+                log.debug("slot %s not yet confirmed at %s", self.slot, lsn_to_str(self.ckpt))
+                return False
+            self.ack()
+            time.sleep(0.05)

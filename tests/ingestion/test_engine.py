@@ -14,6 +14,7 @@ import pytest
 from contracts import load_contracts
 from ingestion import catch_up, run
 from ingestion.lsn import str_to_lsn
+from ingestion.names import slot_name
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, wait_until
 from tests.support import give_password
 
@@ -133,3 +134,20 @@ def test_first_catch_up_returns_at_the_snapshot(pair: Pair) -> None:
     assert second.snapshot_rows == 0 and second.changes == 2
     assert str_to_lsn(first.lsn) < str_to_lsn(second.target_lsn) <= str_to_lsn(second.lsn)
     assert_mirror_equals(pair, "t")
+
+
+def test_catch_up_returns_with_the_slot_acknowledged(pair: Pair) -> None:
+    """The walsender reads an acknowledgement asynchronously; catch_up returns only once the
+    slot's confirmed position covers the checkpoint it reports (a CI run read the old position
+    right after the call, on an idle source's heartbeat catch-up)."""
+    pair.src_exec("create table t (id int primary key, v text)")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        for i in range(40):  # idle catch-ups (heartbeat only) and ones with a change
+            if i % 2:
+                conn.execute("insert into t values (%s, 'x')", (i,))
+            stats = catch_up(pair.src, pair.land, pair.source)
+            confirmed = conn.execute(
+                "select confirmed_flush_lsn::text from pg_replication_slots"
+                " where slot_name = %s", (slot_name(pair.source),)).fetchone()[0]
+            assert str_to_lsn(confirmed) >= str_to_lsn(stats.lsn), (i, confirmed, stats.lsn)
