@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from dbt.cli.main import dbtRunner
 
@@ -48,13 +49,19 @@ def _generate(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
 
 
-def test_a_users_source_gets_dbt_sources_its_models_parse_over(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
+def _copy_with_a_users_source(root: Path) -> Path:
+    """A copy of the repository with contracts/mydb/accounts.yml and a staging model over it."""
     shutil.copytree(REPO, root, ignore=SKIP)
     (root / "contracts" / "mydb").mkdir()
     (root / "contracts" / "mydb" / "accounts.yml").write_text(CONTRACT)
     staging = root / "dbt_project" / "models" / "staging"
     (staging / "stg_mydb__accounts.sql").write_text(MODEL)
+    return staging
+
+
+def test_a_users_source_gets_dbt_sources_its_models_parse_over(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    staging = _copy_with_a_users_source(root)
 
     generated = _generate(root)
     assert generated.returncode == 0, generated.stderr
@@ -88,6 +95,26 @@ def test_a_users_source_gets_dbt_sources_its_models_parse_over(tmp_path: Path) -
     keys = {tuple(translator.get_asset_key(source.to_dict()).path)
             for name, source in result.result.sources.items() if ".mydb" in name}
     assert keys == {("mydb", "accounts")}
+
+
+@pytest.mark.slow
+def test_the_projects_tests_build_a_users_source_model(tmp_path: Path) -> None:
+    # The user's CI (pytest) with a model over their own source: the project's tests landed
+    # the demo only (relation "mydb.accounts" does not exist when staging was built) and
+    # required every model reading a source to be a stg_shop__ model.
+    root = tmp_path / "repo"
+    _copy_with_a_users_source(root)
+    assert _generate(root).returncode == 0
+    tests = [f"tests/dbt_project/test_project.py::{name}" for name in (
+        "test_only_staging_models_read_sources_one_per_mirror_table",
+        "test_marts_enforce_contracts_and_other_layers_are_views",
+        "test_metric_logic_has_unit_tests")]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", *tests, "-v", "-p", "no:cacheprovider",
+         "--basetemp", str(tmp_path / "inner")],
+        cwd=root, env=copy_env(root), capture_output=True, text=True, timeout=1500, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and output.count(" PASSED") == 3, output[-6000:]
 
 
 def test_a_source_without_contracts_is_refused_with_what_to_do(tmp_path: Path) -> None:
