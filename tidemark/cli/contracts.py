@@ -79,7 +79,8 @@ def init(
                       f" written to {dbt_sources}: read them in your models with "
                       f"{{{{ source('{spec.name}', '<table>') }}}} (tables with a contract only); "
                       "after changing a contract run python dbt_project/scripts/"
-                      f"generate_sources.py --source {spec.name}.", highlight=False)
+                      f"generate_sources.py --source {spec.name}.", highlight=False,
+                      soft_wrap=True)
 
 
 GENERATOR = Path("dbt_project") / "scripts" / "generate_sources.py"
