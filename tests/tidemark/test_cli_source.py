@@ -195,6 +195,18 @@ def test_remove_names_the_contracts_left_behind(tmp_path: Path, monkeypatch) -> 
     assert _contracts_left("pgb") == tmp_path / "pgb"
 
 
+def test_remove_names_the_dbt_sources_left_behind(tmp_path: Path) -> None:
+    # `tidemark contracts init pgb` writes dbt_project/models/staging/_pgb__sources.yml beside
+    # the contracts; `source remove` named only contracts/pgb/.
+    from tidemark.cli.source import _dbt_sources_left
+
+    staging = tmp_path / "dbt_project" / "models" / "staging"
+    staging.mkdir(parents=True)
+    assert _dbt_sources_left(tmp_path / "contracts" / "pgb", "pgb") is None
+    (staging / "_pgb__sources.yml").write_text("version: 2\n")
+    assert _dbt_sources_left(tmp_path / "contracts" / "pgb", "pgb") == staging / "_pgb__sources.yml"
+
+
 def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: Path) -> None:
     # A data engineer's own source got contracts but no dbt source: a model reading
     # {{ source('mydb', 'accounts') }} failed "depends on a source named 'mydb.accounts' which
