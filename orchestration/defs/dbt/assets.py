@@ -66,10 +66,10 @@ def manifest_sources(manifest: Path = MANIFEST) -> list[str]:
     return sorted({name.removesuffix("_cdc") for name in names})
 
 
-def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkResource
-                          ) -> list[str]:
-    """dbt ``--exclude`` arguments for the sources of the project not registered in this
-    landing, with a warning naming them.
+def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkResource,
+                          sources: list[str] | None = None) -> list[str]:
+    """dbt ``--exclude`` arguments for the sources of the project (``sources``, default
+    :func:`manifest_sources`) not registered in this landing, with a warning naming them.
 
     A clone carries ``_mydb__sources.yml`` (``tidemark contracts init mydb``) and models over
     it; a stack where ``mydb`` is not registered (a colleague's fresh ``tidemark up``, CI) has
@@ -78,7 +78,8 @@ def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkR
     """
     from orchestration.defs.ingestion.state import ingestible_sources
 
-    _, unregistered = ingestible_sources(tidemark, manifest_sources())
+    _, unregistered = ingestible_sources(tidemark, manifest_sources() if sources is None
+                                         else sources)
     if not unregistered:
         return []
     context.log.warning(
