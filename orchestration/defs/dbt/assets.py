@@ -100,8 +100,9 @@ def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     mart's relationship to a dimension) waits for the marts' step, where the marts exist. Unit
     tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
     """
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit",
-                                                *unregistered_excludes(context, tidemark)])
+    # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded])
 
 
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
@@ -118,8 +119,8 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
     # --vars: dbt then re-parses only the files using it instead of the whole project.
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit",
-                                                *unregistered_excludes(context, tidemark)],
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded],
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
                             "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})
