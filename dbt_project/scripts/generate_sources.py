@@ -1,8 +1,14 @@
-"""Generate ``models/staging/_shop__sources.yml`` from the contracts (contracts/shop/*.yml).
+"""Generate ``models/staging/_<source>__sources.yml`` from the contracts (contracts/<source>/*.yml).
 
-The mirror source ``shop`` is exactly :func:`contracts.to_dbt_source_yaml` (columns, types,
-not_null / unique / accepted_values tests, ``loaded_at_field`` and freshness), plus the tests dbt
-core lacks, built from the contract metadata it carries:
+One file per source with contracts: the demo's ``shop`` (committed) and every source of your own
+(``tidemark contracts init mydb`` → ``_mydb__sources.yml``, sources ``mydb`` and ``mydb_cdc``), so a
+model of yours reads ``{{ source('mydb', 'orders') }}`` and Dagster draws it downstream of the
+ingestion asset ``mydb/orders``. A table without a contract (one without a primary key) is not in
+it: only contracts are read, never a database.
+
+The mirror source ``<source>`` (``shop`` below) is exactly :func:`contracts.to_dbt_source_yaml`
+(columns, types, not_null / unique / accepted_values tests, ``loaded_at_field`` and freshness),
+plus the tests dbt core lacks, built from the contract metadata it carries:
 
 - ``min`` / ``max`` of a column -> ``accepted_range`` (tests/generic/accepted_range.sql);
 - ``pattern`` of a column -> ``matches_pattern`` (tests/generic/matches_pattern.sql);
@@ -24,10 +30,11 @@ the column as it writes (``updated_at = now()``).
 
 Usage (from the repository root)::
 
-    python dbt_project/scripts/generate_sources.py           # rewrite the file
-    python dbt_project/scripts/generate_sources.py --check   # exit 1 if it is out of date
+    python dbt_project/scripts/generate_sources.py                 # every source's file
+    python dbt_project/scripts/generate_sources.py --source mydb   # one source's
+    python dbt_project/scripts/generate_sources.py --check         # exit 1 if one is out of date
 
-``tests/dbt_project/test_sources.py`` fails when the committed file is out of date.
+``tests/dbt_project/test_project.py`` fails when the committed file is out of date.
 """
 
 from __future__ import annotations
@@ -44,15 +51,26 @@ from psycopg import sql
 # Run as a script from a clone: make the repository's own packages importable first.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from contracts import load_contracts, to_dbt_source_yaml
+from contracts import ContractSet, load_contracts, to_dbt_source_yaml
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 
 SOURCE = "shop"
-SOURCES_FILE = Path(__file__).resolve().parents[1] / "models" / "staging" / "_shop__sources.yml"
-HEADER = (
-    "# GENERATED from contracts/shop/*.yml by dbt_project/scripts/generate_sources.py.\n"
-    "# Do not edit: change the contract and run the script again.\n"
-)
+STAGING = Path(__file__).resolve().parents[1] / "models" / "staging"
+
+
+def sources_file(source: str) -> Path:
+    """The generated sources file of ``source``: ``models/staging/_<source>__sources.yml``."""
+    return STAGING / f"_{source}__sources.yml"
+
+
+SOURCES_FILE = sources_file(SOURCE)
+
+
+def header(source: str) -> str:
+    """The generated file's first lines: where it comes from, how to change it."""
+    return (f"# GENERATED from contracts/{source}/*.yml by dbt_project/scripts/"
+            "generate_sources.py.\n"
+            "# Do not edit: change the contract and run the script again.\n")
 
 CDC_COLUMNS: list[dict[str, Any]] = [
     {"name": "_op", "data_type": "char(1)",
@@ -97,7 +115,8 @@ def _add_contract_tests(table: dict[str, Any]) -> None:
 NEWEST_CHANGES = 1000
 
 
-def newest_change_query(table: str, column: str, rows_only: bool = True) -> str:
+def newest_change_query(table: str, column: str, rows_only: bool = True,
+                        source: str = SOURCE) -> str:
     """dbt's ``loaded_at_query``: the largest ``column`` among the newest
     :data:`NEWEST_CHANGES` changes of ``table``'s changelog (a backward scan of its
     ``(_commit_lsn, _seq)`` index that stops there, at any history).
@@ -107,8 +126,9 @@ def newest_change_query(table: str, column: str, rows_only: bool = True) -> str:
         column: the loaded-at column.
         rows_only: only inserted, updated or snapshot rows with a value count (a delete
             carries only the key), else every change.
+        source: the source the table belongs to.
     """
-    changelog = sql.Identifier(CHANGELOG_SCHEMA, changelog_table_name(SOURCE, table))
+    changelog = sql.Identifier(CHANGELOG_SCHEMA, changelog_table_name(source, table))
     rows = sql.SQL(" where _op in ('r', 'c', 'u') and {c} is not null" if rows_only else ""
                    ).format(c=sql.Identifier(column))
     return sql.SQL(
@@ -117,72 +137,97 @@ def newest_change_query(table: str, column: str, rows_only: bool = True) -> str:
                                      n=sql.Literal(NEWEST_CHANGES)).as_string()
 
 
-def _mirror_freshness(mirror_table: dict[str, Any]) -> None:
+def _mirror_freshness(mirror_table: dict[str, Any], source: str) -> None:
     """Measure the mirror's freshness on its changelog's newest change, in place."""
     config = mirror_table["config"]
     column = config.pop("loaded_at_field", None)
     if column is not None:
-        config["loaded_at_query"] = newest_change_query(mirror_table["name"], column)
+        config["loaded_at_query"] = newest_change_query(mirror_table["name"], column,
+                                                        source=source)
 
 
-def _changelog_table(mirror_table: dict[str, Any]) -> dict[str, Any]:
-    """The changelog ``cdc.shop__<table>`` of one mirror table."""
+def _changelog_table(mirror_table: dict[str, Any], source: str) -> dict[str, Any]:
+    """The changelog ``cdc.<source>__<table>`` of one mirror table."""
     freshness = mirror_table["config"]["freshness"]
     config: dict[str, Any] = {"freshness": copy.deepcopy(freshness)}
     if freshness is not None:
         config["loaded_at_query"] = newest_change_query(mirror_table["name"], "_ingested_at",
-                                                       rows_only=False)
+                                                       rows_only=False, source=source)
     columns = [{"name": c["name"], "data_type": c["data_type"],
                 "description": c.get("description", "")} for c in mirror_table["columns"]]
-    return {
-        "name": f"{SOURCE}__{mirror_table['name']}",
-        "description": f"Changelog of {SOURCE}.{mirror_table['name']}: every change, "
+    name = f"{source}__{mirror_table['name']}"
+    table = {
+        "name": name,
+        "description": f"Changelog of {source}.{mirror_table['name']}: every change, "
                        "append-only, with the change metadata.",
         "config": config,
         "columns": columns + copy.deepcopy(CDC_COLUMNS),
     }
+    if changelog_table_name(source, mirror_table["name"]) != name:  # cut to 63 bytes in landing
+        table["identifier"] = changelog_table_name(source, mirror_table["name"])
+    return table
 
 
-def build_sources() -> dict[str, Any]:
-    """Return the sources file content (mirror and changelog) as a dict."""
-    document = to_dbt_source_yaml(load_contracts(), SOURCE)
+def build_sources(source: str = SOURCE, contracts: ContractSet | None = None
+                  ) -> dict[str, Any]:
+    """Return one source's sources file content (mirror and changelog) as a dict.
+
+    Args:
+        source: the source (a directory of ``contracts/``).
+        contracts: the loaded contracts (default: the repository's).
+    """
+    document = to_dbt_source_yaml(contracts or load_contracts(), source)
     mirror = document["sources"][0]
     changelog = {
-        "name": f"{SOURCE}_cdc",
+        "name": f"{source}_cdc",
         "schema": CHANGELOG_SCHEMA,
-        "description": f"Landing changelog of the {SOURCE!r} source (cdc.{SOURCE}__<table>).",
-        "tables": [_changelog_table(table) for table in mirror["tables"]],
+        "description": f"Landing changelog of the {source!r} source (cdc.{source}__<table>).",
+        "tables": [_changelog_table(table, source) for table in mirror["tables"]],
     }
     for table in mirror["tables"]:
         _add_contract_tests(table)
-        _mirror_freshness(table)
+        _mirror_freshness(table, source)
     document["sources"].append(changelog)
     return document
 
 
-def render() -> str:
-    """Return the sources file text."""
-    return HEADER + yaml.safe_dump(build_sources(), sort_keys=False, width=100,
-                                   allow_unicode=True)
+def render(source: str = SOURCE, contracts: ContractSet | None = None) -> str:
+    """Return the sources file text of ``source``."""
+    return header(source) + yaml.safe_dump(build_sources(source, contracts), sort_keys=False,
+                                           width=100, allow_unicode=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write (or with ``--check`` compare) the generated sources file; return the exit code."""
+    """Write (or with ``--check`` compare) the generated sources files; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the committed file is out of date")
+                        help="do not write; exit 1 if a generated file is out of date")
+    parser.add_argument("--source", action="append", metavar="NAME",
+                        help="only this source (repeatable); default: every source with "
+                             "contracts under contracts/")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        current = SOURCES_FILE.read_text() if SOURCES_FILE.exists() else ""
-        if current != text:
-            print(f"{SOURCES_FILE} is out of date with contracts/; run "
-                  "python dbt_project/scripts/generate_sources.py", file=sys.stderr)
-            return 1
-        return 0
-    SOURCES_FILE.write_text(text)
-    print(f"wrote {SOURCES_FILE}")
-    return 0
+    contracts = load_contracts()
+    known = [source for source in contracts.sources()
+             if any(table.source == source for table in contracts)]
+    unknown = sorted(set(args.source or []) - set(known))
+    if unknown:
+        print(f"no contracts for source(s) {', '.join(unknown)} under contracts/ (there are: "
+              f"{', '.join(known) or 'none'}); write them with `tidemark contracts init NAME`",
+              file=sys.stderr)
+        return 2
+    status = 0
+    for source in args.source or known:
+        path, text = sources_file(source), render(source, contracts)
+        if args.check:
+            if (path.read_text() if path.exists() else "") != text:
+                print(f"{path} is out of date with contracts/{source}/; run python "
+                      f"dbt_project/scripts/generate_sources.py --source {source}",
+                      file=sys.stderr)
+                status = 1
+            continue
+        path.write_text(text)
+        print(f"wrote {path} (dbt sources {source!r} and {source + '_cdc'!r})")
+    return status
 
 
 if __name__ == "__main__":

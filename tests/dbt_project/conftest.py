@@ -9,7 +9,9 @@ compare the marts with independent computations over the SOURCE tables (``indepe
 A contracted table the demo does not create (a user's own table, README "Extending") is created
 empty in the source from its contract before landing (``tests.support.create_contracted_tables``),
 so the user's staging models, marts and live views build over no rows; ``Landed.added_tables``
-names those tables, for the checks that need the demo's data.
+names those tables, for the checks that need the demo's data. A source of the user's own
+(``contracts/mydb/``, README "Your own database") gets a database of its own with its contracted
+tables, empty, landed as ``mydb`` the same way, so models reading ``source('mydb', ...)`` build.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from contracts import load_contracts
+from contracts import ContractSet, load_contracts
 from ingestion import catch_up
 from ingestion.names import slot_name
 from tests.dbt_project.dbt_runner import DbtProject
@@ -98,13 +100,26 @@ def landed(pg: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Iter
         catch_up(source_url, landing_url, source="shop", contracts=contracts)
 
     sync()
+    others = {name: _land_empty(pg, name, landing_url, contracts) for name in contracts.sources()
+              if name != "shop" and any(t.source == name for t in contracts)}
     with psycopg.connect(source_url) as conn:
         days = [row[0] for row in conn.execute(sql.SQL(
             "select distinct (placed_at at time zone 'UTC')::date from {} order by 1").format(
             sql.Identifier("public", "orders"))).fetchall()]
     project = DbtProject(landing_url, tmp_path_factory.mktemp("dbt"))
     yield Landed(source_url, "public", landing_url, project, sync, days, added)
-    with psycopg.connect(source_url, autocommit=True) as conn:  # slots are server-wide
-        conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots "
-                     "where slot_name = %s and database = current_database()",
-                     (slot_name("shop"),))
+    for name, url in [("shop", source_url), *others.items()]:
+        with psycopg.connect(url, autocommit=True) as conn:  # slots are server-wide
+            conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots "
+                         "where slot_name = %s and database = current_database()",
+                         (slot_name(name),))
+
+
+def _land_empty(pg: EmbeddedServer, source: str, landing_url: str, contracts: ContractSet
+                ) -> str:
+    """Create database ``dbt_src_<source>`` with the source's contracted tables, empty, and land it
+    as ``source`` (mirror ``<source>.*``, changelog ``cdc.<source>__*``); return its URL."""
+    url = create_database(pg, f"dbt_src_{source}")
+    create_contracted_tables(url, contracts, source=source)
+    catch_up(url, landing_url, source=source, contracts=contracts)
+    return url

@@ -193,3 +193,43 @@ def test_remove_names_the_contracts_left_behind(tmp_path: Path, monkeypatch) -> 
     (tmp_path / "pgb").mkdir()
     (tmp_path / "pgb" / "pgbench_accounts.yml").write_text("version: 1\n")
     assert _contracts_left("pgb") == tmp_path / "pgb"
+
+
+def test_remove_names_the_dbt_sources_left_behind(tmp_path: Path) -> None:
+    # `tidemark contracts init pgb` writes dbt_project/models/staging/_pgb__sources.yml beside
+    # the contracts; `source remove` named only contracts/pgb/.
+    from tidemark.cli.source import _dbt_sources_left
+
+    staging = tmp_path / "dbt_project" / "models" / "staging"
+    staging.mkdir(parents=True)
+    assert _dbt_sources_left(tmp_path / "contracts" / "pgb", "pgb") is None
+    (staging / "_pgb__sources.yml").write_text("version: 2\n")
+    assert _dbt_sources_left(tmp_path / "contracts" / "pgb", "pgb") == staging / "_pgb__sources.yml"
+
+
+def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: Path) -> None:
+    # A data engineer's own source got contracts but no dbt source: a model reading
+    # {{ source('mydb', 'accounts') }} failed "depends on a source named 'mydb.accounts' which
+    # was not found", while the demo's shop has its generated _shop__sources.yml.
+    import shutil
+
+    e = user
+    e.src_exec("create table public.accounts (aid int primary key, abalance int)",
+               "create table public.history (tid int, delta int)")
+    assert e.cli("source", "add", "mydb", "--url", e.src).returncode == 0
+    repo = tmp_path / "clone"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "dbt_project", repo / "dbt_project",
+                    ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    out = e.cli("contracts", "init", "mydb", "--contracts", str(repo / "contracts"),
+                env_extra={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr
+    written = repo / "dbt_project" / "models" / "staging" / "_mydb__sources.yml"
+    assert f"written to {written}" in out.stdout, out.stdout
+    assert "{{ source('mydb', '<table>') }}" in out.stdout
+    import yaml
+    sources = yaml.safe_load(written.read_text())["sources"]
+    assert [(s["name"], [t["name"] for t in s["tables"]]) for s in sources] == [
+        ("mydb", ["accounts"]), ("mydb_cdc", ["mydb__accounts"])]
+    out = e.cli("contracts", "init", "mydb", "--contracts", str(tmp_path / "elsewhere"),
+                "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["dbt_sources"] is None

@@ -112,3 +112,17 @@ def test_status_says_when_tidemark_up_was_killed(tmp_path: Path, capsys) -> None
     out = " ".join(capsys.readouterr().out.split())
     assert f"tidemark up (pid {dead.pid}) is not running" in out, out
     assert "ready since 2026-12-05T00:11:48+00:00" in out and "`tidemark up` starts" in out
+
+
+def test_a_phase_line_in_a_log_file_is_never_cut_in_two(tmp_path: Path) -> None:
+    # `tidemark up > up.log` (no terminal: Rich's width is 80) wrapped the phase lines, e.g.
+    # "Seeded 7 days of demo history: ... (31,842 rows/s). [5.0" / "s]", and the progress
+    # lines "... (live/store_revenue_per_minute)" / "after 83 s": a grep found half a line.
+    out = io.StringIO()
+    with UpDisplay(tmp_path, Console(file=out, width=80)) as display:
+        display.begin("seed", "Seeding the demo history", total=10, unit="rows")
+        display.end("seed", "Seeded 7 days of demo history: 14,000 orders, 158,002 rows "
+                            "(31,842 rows/s).")
+    lines = out.getvalue().splitlines()
+    assert any(re.fullmatch(r"Seeded 7 days .*\(31,842 rows/s\)\. \[\d+\.\d s\]", line)
+               for line in lines), lines

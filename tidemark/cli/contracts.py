@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +16,9 @@ from tidemark.cli.ingest import (
     pick_source,
 )
 from tidemark.cli.output import console, emit_json, emit_table
+
+if TYPE_CHECKING:
+    from contracts import ContractSet
 
 app = typer.Typer(help="Data contracts (contracts/<source>/<table>.yml).", no_args_is_help=True)
 
@@ -31,7 +34,9 @@ def init(
 
     Keys, columns, types and nullability come from the source; existing files are kept (unless
     --force). The result is loaded once to prove it is valid. Tables without a contract land
-    anyway; a running ingestion picks new or changed contracts up within seconds.
+    anyway; a running ingestion picks new or changed contracts up within seconds. The dbt
+    sources of the source (NAME and NAME_cdc) are written beside, in
+    dbt_project/models/staging/_NAME__sources.yml.
     """
     import psycopg
 
@@ -54,11 +59,13 @@ def init(
                                      f"{first_line(exc)}") from None
         written, skipped = write_contracts(root, spec.name, shapes, overwrite=force)
         loaded = load_contracts(root)
+        dbt_sources = write_dbt_sources(root, spec.name, loaded)
     skipped = left_out + skipped
     if json_out:
         emit_json({"written": [str(p) for p in written],
                    "skipped": [{"table": t, "why": w} for t, w in skipped],
-                   "tables_with_contracts": len([c for c in loaded if c.source == spec.name])})
+                   "tables_with_contracts": len([c for c in loaded if c.source == spec.name]),
+                   "dbt_sources": str(dbt_sources) if dbt_sources else None})
         return
     emit_table(f"contracts of {spec.name} ({root / spec.name})", ["file", "table"],
                [(str(p.relative_to(root)), p.stem) for p in written])
@@ -67,3 +74,40 @@ def init(
     console.print(f"{len(written)} contracts written; all contracts under {root} load. Tighten "
                   f"them (allowed_values, min/max, pattern, rules, event_time, freshness).",
                   highlight=False)
+    if dbt_sources is not None:
+        console.print(f"dbt sources {spec.name!r} (mirror) and {spec.name + '_cdc'!r} (changelog)"
+                      f" written to {dbt_sources}: read them in your models with "
+                      f"{{{{ source('{spec.name}', '<table>') }}}} (tables with a contract only); "
+                      "after changing a contract run python dbt_project/scripts/"
+                      f"generate_sources.py --source {spec.name}.", highlight=False,
+                      soft_wrap=True)
+
+
+GENERATOR = Path("dbt_project") / "scripts" / "generate_sources.py"
+
+
+def write_dbt_sources(root: Path, source: str, loaded: ContractSet) -> Path | None:
+    """Write the dbt sources file of ``source`` from its contracts, as
+    ``dbt_project/scripts/generate_sources.py --source`` does.
+
+    Args:
+        root: the contracts directory; the dbt project is looked for beside it (a clone's
+            ``contracts/`` and ``dbt_project/``).
+        source: the source name.
+        loaded: the contracts loaded from ``root``.
+
+    Returns:
+        The file written, or None when there is no dbt project beside ``root`` or the source
+        has no table contract.
+    """
+    import importlib.util
+
+    script = root.resolve().parent / GENERATOR
+    if not script.is_file() or not any(table.source == source for table in loaded):
+        return None
+    spec = importlib.util.spec_from_file_location("tidemark_generate_sources", script)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    path = generator.sources_file(source)
+    path.write_text(generator.render(source, loaded))
+    return path

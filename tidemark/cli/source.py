@@ -146,10 +146,19 @@ def remove(
                       + "; ".join(report.landing_left) + ".", highlight=False)
     kept = _contracts_left(name)
     if kept is not None:
-        console.print(f"[yellow]Remove {kept} too[/] (`tidemark contracts init` wrote it): "
-                      f"Dagster still defines assets for the source's tables from the "
-                      f"contracts, and warns on each that {name!r} is not registered.",
-                      highlight=False)
+        sources = _dbt_sources_left(kept, name)
+        also = f" and {sources}" if sources is not None else ""
+        console.print(f"[yellow]Remove {kept}{also} too[/] (`tidemark contracts init` wrote "
+                      f"{'them' if also else 'it'}): Dagster still defines assets for the "
+                      f"source's tables from the contracts, and warns on each that {name!r} is "
+                      "not registered.", highlight=False, soft_wrap=True)
+
+
+def _dbt_sources_left(contracts_dir: Path, name: str) -> Path | None:
+    """The dbt sources file ``contracts init`` wrote beside the contracts, if it is there."""
+    path = (contracts_dir.parent.parent / "dbt_project" / "models" / "staging"
+            / f"_{name}__sources.yml")
+    return path if path.is_file() else None
 
 
 def _contracts_left(name: str) -> Path | None:

@@ -201,8 +201,9 @@ class UpDisplay:
         self._write(force=True)
 
     def say(self, message: str) -> None:
-        """Print a line for the person (above the live bars on a terminal)."""
-        self.console.print(message, highlight=False)
+        """Print a line for the person (above the live bars on a terminal; whole, never
+        wrapped at Rich's 80 columns, when the output is a file or a pipe)."""
+        self.console.print(message, highlight=False, soft_wrap=not self.live)
 
     # -- helpers ------------------------------------------------------------------------------
 

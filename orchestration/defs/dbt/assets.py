@@ -13,6 +13,7 @@
 
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -55,6 +56,40 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
     clean_invocations()
 
 
+def manifest_sources(manifest: Path = MANIFEST) -> list[str]:
+    """The Tidemark sources the dbt project reads: ``mydb`` for dbt sources ``mydb`` and
+    ``mydb_cdc`` (``_mydb__sources.yml``)."""
+    import json
+
+    names = {source["source_name"] for source in
+             json.loads(Path(manifest).read_text()).get("sources", {}).values()}
+    return sorted({name.removesuffix("_cdc") for name in names})
+
+
+def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkResource,
+                          sources: list[str] | None = None) -> list[str]:
+    """dbt ``--exclude`` arguments for the sources of the project (``sources``, default
+    :func:`manifest_sources`) not registered in this landing, with a warning naming them.
+
+    A clone carries ``_mydb__sources.yml`` (``tidemark contracts init mydb``) and models over
+    it; a stack where ``mydb`` is not registered (a colleague's fresh ``tidemark up``, CI) has
+    no ``mydb.*`` or ``cdc.mydb__*``, so their source tests and models would fail the build
+    ("relation ... does not exist"). They are left out of it instead.
+    """
+    from orchestration.defs.ingestion.state import ingestible_sources
+
+    _, unregistered = ingestible_sources(tidemark, manifest_sources() if sources is None
+                                         else sources)
+    if not unregistered:
+        return []
+    context.log.warning(
+        f"Not built: the dbt sources, source tests and models over {', '.join(unregistered)}, "
+        "not registered in this landing (`tidemark source add NAME`, README \"Your own "
+        "database\"); they build once it is registered and landed.")
+    return [f"source:{name}+" for name in unregistered] + [
+        f"source:{name}_cdc+" for name in unregistered]
+
+
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select="tag:unpartitioned source:*",
             dagster_dbt_translator=TRANSLATOR, name="dbt_unpartitioned")
 def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
@@ -65,7 +100,9 @@ def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     mart's relationship to a dimension) waits for the marts' step, where the marts exist. Unit
     tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
     """
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"])
+    # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded])
 
 
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
@@ -82,7 +119,8 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
     # --vars: dbt then re-parses only the files using it instead of the whole project.
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", "test_type:unit"],
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded],
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
                             "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})

@@ -67,3 +67,30 @@ def test_nightly_schedule_requests_yesterday_and_correction_window(batch, orch) 
     assert request.tags[batch.PARTITION_RANGE_START] == first.isoformat()
     assert request.tags[batch.PARTITION_RANGE_END] == yesterday.isoformat()
     assert batch.batch_window(today, 0) == (yesterday.isoformat(), yesterday.isoformat())
+
+
+def test_a_clones_source_not_registered_here_is_left_out_of_the_dbt_build(orch, tmp_path
+                                                                         ) -> None:
+    """A clone with ``_mydb__sources.yml`` (``tidemark contracts init mydb``) and models over
+    it, on a stack where mydb is not registered (a colleague's fresh ``tidemark up``): the
+    build failed on 32 source tests, "relation mydb.pgbench_accounts does not exist". Its
+    sources, tests and models are excluded, with a warning naming it; registered ones are not."""
+    import json
+
+    from ingestion.sources import SourceSpec, delete_source, save_source
+    from orchestration.defs.dbt.assets import manifest_sources, unregistered_excludes
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"sources": {
+        f"source.tidemark.{s}.t": {"source_name": s} for s in ("shop", "shop_cdc", "mydb",
+                                                               "mydb_cdc")}}))
+    assert manifest_sources(manifest) == ["mydb", "shop"]
+    context = dg.build_asset_context()
+    assert unregistered_excludes(context, orch.resource, ["mydb", "shop"]) == [
+        "source:mydb+", "source:mydb_cdc+"]
+    save_source(orch.landing_url, SourceSpec("mydb", url=orch.source_url))
+    try:
+        assert unregistered_excludes(context, orch.resource, ["mydb", "shop"]) == []
+    finally:
+        delete_source(orch.landing_url, "mydb")
+    assert unregistered_excludes(context, orch.resource) == []  # the repository: shop only
