@@ -91,6 +91,12 @@ def test_counts_are_folded_and_stay_exact(pair: Pair) -> None:
                             " source = %s", (pair.source,)).fetchall() == [
             (0, _truth(conn, pair.source)["orders"])]
         assert waiting_counts(conn, pair.source) == _truth(conn, pair.source)
+        for i in range(COMPACT_AT + 1):  # folded again: into the row of the last fold
+            _letters(conn, pair.source, "orders", 10_000 + 10 * i, 2)
+        assert waiting_counts(conn, pair.source) == _truth(conn, pair.source)
+        assert conn.execute("select xid, waiting from tidemark.dead_letter_counts where"
+                            " source = %s", (pair.source,)).fetchall() == [
+            (0, _truth(conn, pair.source)["orders"])]
 
 
 def test_writers_and_a_fold_do_not_wait_for_each_other(pair: Pair) -> None:
