@@ -7,13 +7,15 @@ replayed, or replayed and still invalid) every minute: counting them, even in th
 of waiting letters, reads every one (4 s a count at 30 days of the 10x demo, bench/RESULTS.md).
 
 So the number is kept as it changes. ``tidemark.dead_letter_counts`` holds signed deltas of the
-waiting letters per (source, table), one row per writing transaction: statement triggers on
-``dead_letters`` (transition tables; INSERT, UPDATE, DELETE) add each statement's net change to
-the row of their own transaction (``txid_current()``), so writers never wait for each other on
-it — the stream's landing transactions, a long ``dlq replay`` and a purge each touch only
-their own row. TRUNCATE empties it. A reader sums the rows of a source (:func:`waiting_counts`),
-and folds them into one row per table (``xid`` 0) when they have piled up (:func:`compact`), so a
-read costs the transactions since the last fold, not the letters.
+waiting letters per (source, table): statement triggers on ``dead_letters`` (transition tables;
+INSERT, UPDATE, DELETE) insert each statement's net change as a row of its own. Only inserts:
+writers never wait for each other on it (the stream's landing transactions, a long ``dlq
+replay`` and a purge), and a transaction writing many letters one statement at a time (the
+applier's) adds rows instead of updating one row again and again, whose versions every later
+update of the same transaction would walk (measured: quadratic). TRUNCATE empties it. A reader
+sums the rows of a source (:func:`waiting_counts`) and folds them into one row per table when
+they have piled up (:func:`compact`), so a read costs the statements since the last fold, not
+the letters.
 
 Created, and filled once from the letters already there, by :func:`ensure_counts` (called by
 ``ingestion.state.ensure_state``, in its DDL transaction: the trigger's lock holds writers off
@@ -39,9 +41,7 @@ TABLES = {
     COUNTS: """
         source text not null,
         table_name text not null,
-        xid bigint not null,
-        waiting bigint not null,
-        primary key (source, table_name, xid)""",
+        waiting bigint not null""",
 }
 """State tables created by :func:`ingestion.state.ensure_state` (after ``dead_letters``)."""
 
@@ -56,19 +56,18 @@ _TRIGGERS = (  # event, transition tables, new rows, old rows
 
 
 def _function(event: str, new_rows: str, old_rows: str) -> sql.Composable:
-    """The statement trigger function of ``event``: adds the statement's net change of waiting
-    letters per (source, table) to the row of its transaction."""
+    """The statement trigger function of ``event``: inserts the statement's net change of
+    waiting letters per (source, table)."""
     return sql.SQL("""
 create or replace function tidemark.{name}() returns trigger language plpgsql as $fn$
 begin
-    insert into tidemark.dead_letter_counts as c (source, table_name, xid, waiting)
-    select d.source, d.table_name, txid_current(), sum(d.n)
+    insert into tidemark.dead_letter_counts (source, table_name, waiting)
+    select d.source, d.table_name, sum(d.n)
       from (select source, table_name, 1 as n from {new_rows} n where replayed_at is null
             union all
             select source, table_name, -1 from {old_rows} o where replayed_at is null) d
      group by d.source, d.table_name
-    having sum(d.n) <> 0
-    on conflict (source, table_name, xid) do update set waiting = c.waiting + excluded.waiting;
+    having sum(d.n) <> 0;
     return null;
 end
 $fn$""").format(name=sql.Identifier(f"{FUNCTION}_{event}"), new_rows=sql.SQL(new_rows),
@@ -116,9 +115,11 @@ def ensure_counts(conn: psycopg.Connection) -> None:
             "create trigger {} {} on tidemark.dead_letters {} for each statement"
             " execute function tidemark.{}()").format(
             name, sql.SQL(when), sql.SQL(referencing), sql.Identifier(f"{FUNCTION}_{event}")))
+    conn.execute("create index if not exists dead_letter_counts_source"
+                 " on tidemark.dead_letter_counts (source)")
     conn.execute("delete from tidemark.dead_letter_counts")
-    conn.execute("insert into tidemark.dead_letter_counts (source, table_name, xid, waiting)"
-                 " select source, table_name, 0, count(*) from tidemark.dead_letters"
+    conn.execute("insert into tidemark.dead_letter_counts (source, table_name, waiting)"
+                 " select source, table_name, count(*) from tidemark.dead_letters"
                  " where replayed_at is null group by source, table_name")
 
 
@@ -144,11 +145,11 @@ def waiting_counts(conn: psycopg.Connection, source: str) -> dict[str, int]:
 
 
 def compact(conn: psycopg.Connection, source: str) -> None:
-    """Fold the delta rows of ``source`` into one row per table (``xid`` 0).
+    """Fold the delta rows of ``source`` into one row per table.
 
     Read committed, in one statement: rows of transactions still running are not visible and
     stay; two folds at once delete each row once (the second skips what the first deleted) and
-    add their sums to the same ``xid`` 0 row. A landing role that may not write here (a reader)
+    each inserts the sums of what it deleted. A landing role that may not write here (a reader)
     leaves the rows as they are: the sum is the same.
 
     Args:
@@ -161,10 +162,8 @@ def compact(conn: psycopg.Connection, source: str) -> None:
             conn.execute(
                 "with gone as (delete from tidemark.dead_letter_counts where source = %(s)s"
                 " returning table_name, waiting)"
-                " insert into tidemark.dead_letter_counts as c (source, table_name, xid, waiting)"
-                " select %(s)s, table_name, 0, sum(waiting) from gone group by table_name"
-                " having sum(waiting) <> 0"
-                " on conflict (source, table_name, xid) do update"
-                " set waiting = c.waiting + excluded.waiting", {"s": source})
+                " insert into tidemark.dead_letter_counts (source, table_name, waiting)"
+                " select %(s)s, table_name, sum(waiting) from gone group by table_name"
+                " having sum(waiting) <> 0", {"s": source})
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as exc:
         log.debug("dead-letter counts of %s not folded: %s", source, exc)
