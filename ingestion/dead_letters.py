@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.applier import Applier
+from ingestion.dead_letter_counts import waiting_counts
 from ingestion.errors import DeadLetterNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
@@ -75,9 +76,17 @@ def list_dead_letters(landing_dsn: str, source: str, *, table: str | None = None
 
 def count_dead_letters(landing_dsn: str, source: str, *, table: str | None = None,
                        include_replayed: bool = False) -> int:
-    """How many dead letters :func:`list_dead_letters` would list without a limit."""
+    """How many dead letters :func:`list_dead_letters` would list without a limit.
+
+    The letters waiting are counted as they change (``ingestion.dead_letter_counts``): that
+    count reads no letter. With ``include_replayed`` every letter of the source (or table) is
+    counted, in an index.
+    """
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)
+        if not include_replayed:
+            waiting = waiting_counts(conn, source)
+            return sum(waiting.values()) if table is None else waiting.get(table, 0)
         where, params = _letters_where(source, table, include_replayed)
         return conn.execute(sql.SQL("select count(*) from tidemark.dead_letters where {}"
                                     ).format(where), params).fetchone()[0]

@@ -62,7 +62,9 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
     publication and slot if missing, takes the initial snapshot if landing has none (its
     consistent point is past the target: a first call returns when the snapshot commits), then
     streams and applies until everything committed on the source before this call is in
-    landing, and acknowledges the slot.
+    landing, and acknowledges the slot. Last, builds the contracts' indexes that existing
+    mirrors miss (:func:`ingestion.landing_indexes.ensure_declared_indexes`; an upgraded
+    landing), so the dbt builds that follow a catch-up read them by index.
 
     Args:
         source_dsn: source URL (REPLICATION + SELECT; also manages the publication unless
@@ -93,9 +95,13 @@ def catch_up(source_dsn: str, landing_dsn: str, source: str, *, contracts: objec
         raise permanent(source, exc) from None
     while True:
         try:
-            return _catch_up_once(started, timeout_s, target, SessionConfig(
+            stats = _catch_up_once(started, timeout_s, target, SessionConfig(
                 source_dsn, landing_dsn, source, setup_dsn, contracts, publication_tables,
                 schemas=schemas, on_progress=on_progress))
+            # an upgraded landing's mirrors get the contracts' indexes before the builds that
+            # follow a catch-up read them (a stream builds them in the background)
+            IndexKeeper.build(landing_dsn, source, contracts)
+            return stats
         except TablesChangedError as exc:  # a resync ran meanwhile: again from the checkpoint
             log.info("source %s: %s", source, exc)
         except psycopg.Error as exc:  # a live view failed on a row: broken, again without it

@@ -161,7 +161,7 @@ class IndexKeeper:
         if self._thread is not None and self._thread.is_alive():
             return
         self._done_for = contracts
-        self._thread = threading.Thread(target=self._run, args=(landing_dsn, source, contracts),
+        self._thread = threading.Thread(target=self.build, args=(landing_dsn, source, contracts),
                                         name=f"tidemark-indexes-{source}", daemon=True)
         self._thread.start()
 
@@ -171,7 +171,9 @@ class IndexKeeper:
             self._thread.join(timeout)
 
     @staticmethod
-    def _run(landing_dsn: str, source: str, contracts: Any) -> None:
+    def build(landing_dsn: str, source: str, contracts: Any) -> None:
+        """One pass of :func:`ensure_declared_indexes`, in the caller's thread; a failure is
+        logged (the next pass tries again), not raised."""
         try:
             built = ensure_declared_indexes(landing_dsn, source, contracts)
         except psycopg.Error as exc:

@@ -15,6 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.dead_letter_counts import TABLES as DEAD_LETTER_COUNT_TABLES
+from ingestion.dead_letter_counts import counts_installed, ensure_counts
 from ingestion.freshness import TABLES as FRESHNESS_TABLES
 from ingestion.freshness import record_sample
 from ingestion.lsn import str_to_lsn
@@ -98,6 +100,7 @@ _STATE_TABLES = {
         dropped bigint not null default 0,
         last_dropped_at timestamptz,
         primary key (source, table_name)""",
+    **DEAD_LETTER_COUNT_TABLES,
     **WATERMARK_TABLES,
     **FRESHNESS_TABLES,
 }
@@ -114,10 +117,10 @@ _INDEXES = (("dead_letters_waiting", "dead_letters",
              "(source, first_seen_at, id) where replayed_at is null"),
             ("dead_letters_seen", "dead_letters", "(source, first_seen_at, id)"))
 """Indexes of the state tables (name, table, definition): created with them and added to older
-landings. ``dead_letters_waiting`` lets the dead-letter counts that status, the ``dead_letters``
-check and its sensor read every minute scan only the letters not yet replayed, in a small index,
-not the whole queue with its raw rows, which grows with history (measured in
-bench/RESULTS.md, "running stack at scale"). ``dead_letters_waiting_seen`` and
+landings. ``dead_letters_waiting`` lets a replay find the letters not yet replayed of a source or
+table in a small index, not in the whole queue with its raw rows, which grows with history (the
+counts status, the ``dead_letters`` check and its sensors read every minute are kept as they
+change: ``ingestion.dead_letter_counts``). ``dead_letters_waiting_seen`` and
 ``dead_letters_seen`` give `tidemark dlq list` its oldest letters (waiting, or all) and
 `tidemark dlq purge` the letters older than a time, as index range scans that stop after a page
 or a batch, however long the queue."""
@@ -144,7 +147,7 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     have_source = conn.execute("select 1 from pg_namespace where nspname = %s",
                                (source,)).fetchone()
     if (exists == len(_STATE_TABLES) and added == len(_ADDED_COLUMNS)
-            and indexed == len(_INDEXES) and have_source):
+            and indexed == len(_INDEXES) and have_source and counts_installed(conn)):
         return
     # One transaction (a savepoint in the caller's): on an autocommit connection the lock
     # would end with its own statement, and two processes starting at once (`ingest run` and
@@ -165,6 +168,7 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
             conn.execute(sql.SQL("create index if not exists {} on {}.{} {}").format(
                 sql.Identifier(name), sql.Identifier(STATE_SCHEMA), sql.Identifier(table),
                 sql.SQL(definition)))
+        ensure_counts(conn)
 
 
 @dataclass

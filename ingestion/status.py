@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingestion.dead_letter_counts import waiting_counts
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, publication_name, slot_name
 from ingestion.progress import read_progress
 from ingestion.state import ensure_state
@@ -51,8 +52,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
             " last_lag_ms, rows_applied, rows_per_s,"
             " extract(epoch from clock_timestamp() - last_applied_at)"
             " from tidemark.checkpoints where source = %s", (source,)).fetchone()
-        dead = conn.execute("select count(*) from tidemark.dead_letters where source = %s and"
-                            " replayed_at is null", (source,)).fetchone()[0]
+        dead = sum(waiting_counts(conn, source).values())
         dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
                             " where source = %s", (source,)).fetchone()[0]
         paused = [{"table": r[0], "paused_at": r[1], "reason": r[2], "paused_lsn": r[3]}
@@ -122,9 +122,7 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
             " from tidemark.checkpoints where source = %s", (source,)).fetchone()
         measure = (measure_after_s is None or since is None or since[0] is None
                    or since[0] >= measure_after_s)
-        dead = dict(conn.execute(
-            "select table_name, count(*) from tidemark.dead_letters where source = %s and"
-            " replayed_at is null group by table_name", (source,)).fetchall())
+        dead = waiting_counts(conn, source)
         paused = dict(conn.execute(
             "select table_name, paused_reason from tidemark.replicated_tables where source = %s"
             " and paused_at is not null", (source,)).fetchall())

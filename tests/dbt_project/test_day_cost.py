@@ -41,6 +41,15 @@ def indexed(landed: Landed) -> Landed:
     return landed
 
 
+DAY_TESTS = {"assert_funnel_counts_each_event_once": ("fct_daily_funnel", "event_date",
+                                                     "event_count"),
+             "assert_store_revenue_adds_up": ("fct_daily_store_revenue", "order_date",
+                                              "order_count")}
+"""The daily marts' singular tests that compare a built day with the staged rows: they run with
+every partition run and correction, so they must read only the run's days too (mart, day
+column, a measure the test checks)."""
+
+
 def _compiled(landed: Landed, mart: str, day: Any) -> str:
     landed.dbt.invoke("compile", "-s", mart, vars={"min_date": day})
     path = next(landed.dbt.target_path.glob(f"compiled/**/{mart}.sql"))
@@ -89,3 +98,30 @@ def test_a_one_day_build_gives_the_rows_of_a_full_build(indexed: Landed) -> None
     for day in (indexed.days[0], indexed.days[2], indexed.days[-1]):
         indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})
     assert {mart: read_mart(indexed.landing_url, mart) for mart in DAILY} == full
+
+
+@pytest.mark.parametrize("test", sorted(DAY_TESTS))
+def test_the_day_tests_of_a_one_day_run_read_only_its_day(indexed: Landed, test: str) -> None:
+    """main read the whole outbox (the day derived from event_time), every order and refund."""
+    query = _compiled(indexed, test, indexed.days[2])
+    assert _unbounded_scans(indexed.landing_url, query) == [], query
+
+
+def test_the_day_tests_still_catch_a_wrong_day(indexed: Landed) -> None:
+    day = indexed.days[2]
+    tests = sorted(DAY_TESTS)
+    # settled: every change landed before the run started (the fixture's rows are recent)
+    vars = {"min_date": day, "settle_minutes": 0}
+    indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})
+    indexed.dbt.invoke("test", "-s", *tests, vars=vars)
+    with psycopg.connect(indexed.landing_url, autocommit=True) as conn:
+        for mart, column, measure in DAY_TESTS.values():
+            conn.execute(sql.SQL("update {} set {} = {} + 1 where {} = %s").format(
+                sql.Identifier("marts", mart), sql.Identifier(measure), sql.Identifier(measure),
+                sql.Identifier(column)), (day,))
+    try:
+        result = indexed.dbt.invoke("test", "-s", *tests, vars=vars, check=False)
+        assert sorted((r.node.name, r.status) for r in result.result.results) == [
+            (name, "fail") for name in tests]
+    finally:
+        indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})

@@ -90,6 +90,24 @@ def test_an_existing_mirror_gets_them_concurrently_once(pair: Pair, tmp_path: Pa
     assert ensure_declared_indexes(pair.land, pair.source, contracts) == []
 
 
+def test_a_catch_up_builds_them_on_an_upgraded_landing_before_it_returns(
+        pair: Pair, tmp_path: Path) -> None:
+    """A landing of an older version (mirrors without the declared indexes): the catch-up that
+    `tidemark up` runs before its dbt build leaves the indexes built, so that first build reads
+    one day by index, not every row (main built them only once a stream started, after it)."""
+    seed(pair)
+    catch_up(pair.src, pair.land, pair.source,
+             contracts=contracts_for(pair.source, tmp_path / "old", indexes=False))
+    assert set(mirror_indexes(pair, "payments")) == {"payments_pkey"}
+    pair.src_exec("insert into payments values (51, 1, 'charge', 'wallet', null, 10,"
+                  " 'captured', now(), now())")
+    catch_up(pair.src, pair.land, pair.source,
+             contracts=contracts_for(pair.source, tmp_path / "new"))
+    payments = mirror_indexes(pair, "payments")
+    assert payments["payments__created_at_idx"][1] and payments["payments__order_id_idx"][1]
+    assert mirror_indexes(pair, "orders")["orders__placed_at_idx"][1]
+
+
 def test_the_keeper_runs_once_per_contract_set(pair: Pair, tmp_path: Path) -> None:
     seed(pair)
     catch_up(pair.src, pair.land, pair.source,
