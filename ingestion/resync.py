@@ -28,6 +28,7 @@ from ingestion.applier import Applier
 from ingestion.catalog import copy_blocker, drop_slot, key_columns, published_tables, table_columns
 from ingestion.changelog_lock import lock_for_resync
 from ingestion.decoder import UNCHANGED
+from ingestion.dependents import drop_advice, drop_statements
 from ingestion.engine import catch_up
 from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
@@ -248,18 +249,22 @@ def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list[Column
     """
     have = _column_types(conn, info.mirror)
     wanted = {c.name: c.type_sql for c in cols}
+    changing: list[str] = []  # columns dropped or retyped, by their names before the resync
     conn.execute(sql.SQL("truncate {}").format(info.mirror))
     try:
         with conn.transaction():
             # A column gone and a column new at the same position is a rename (as the relation
             # tracker reads it): renaming keeps the column order and dependent views follow it.
+            renamed: dict[str, str] = {}
             for old, new in zip(list(have), list(wanted), strict=False):
                 if old != new and old not in wanted and new not in have:
                     conn.execute(sql.SQL("alter table {} rename column {} to {}").format(
                         info.mirror, sql.Identifier(old), sql.Identifier(new)))
                     have = {new if k == old else k: v for k, v in have.items()}
+                    renamed[new] = old
             for name in have:
                 if name not in wanted:
+                    changing.append(name)
                     conn.execute(sql.SQL("alter table {} drop column {}").format(
                         info.mirror, sql.Identifier(name)))
             for name, type_sql in wanted.items():
@@ -267,6 +272,7 @@ def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list[Column
                     conn.execute(sql.SQL("alter table {} add column {} {}").format(
                         info.mirror, sql.Identifier(name), sql.SQL(type_sql)))
                 elif have[name] != type_sql:
+                    changing.append(renamed.get(name, name))
                     # The table is empty: no value needs converting.
                     retype = sql.SQL("alter table {} alter column {} type {} using null")
                     conn.execute(retype.format(info.mirror, sql.Identifier(name),
@@ -275,11 +281,15 @@ def _reshape_mirror(conn: psycopg.Connection, info: TableInfo, cols: list[Column
                 set_mirror_key(conn, info.mirror, key)
     except (psycopg.errors.DependentObjectsStillExist, psycopg.errors.FeatureNotSupported) as exc:
         detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
+        drops = drop_statements(conn, info.mirror, changing)
+        todo = (drop_advice(drops) + "For a dbt model, change it if it needs to and run `dbt "
+                "build` after the resync to re-create it; then run" if drops else
+                "Update or drop those objects (for a dbt model, change it and run `dbt build` "
+                "after the resync), then run")
         raise ResyncBlockedError(
             f"Cannot resync {info.source}.{info.name}: the mirror must change shape to match the "
-            f"source, but other objects depend on it ({detail}). Update or drop those objects "
-            f"(for a dbt model, change it and run `dbt build` after the resync), then run "
-            f"`tidemark ingest resync {info.name}` again. Nothing was lost: the kept changes "
+            f"source, but other objects depend on it ({detail}). {todo} "
+            f"{resync_hint(info.source, info.name)} again. Nothing was lost: the kept changes "
             f"stay in tidemark.paused_changes."
         ) from None
 

@@ -219,3 +219,26 @@ def test_resync_of_a_table_with_an_empty_changelog_writes_its_t_row(pair: Pair) 
                                 " where table_name = 'e'")
     assert _land(pair, f"select _commit_lsn::text from cdc.\"{pair.source}__e\""
                        f" where _op = 't'") == [(snapshot,)]
+
+
+def test_resync_blocked_by_views_gives_each_drop_statement_in_order(built_on: Pair) -> None:
+    """Round 34 (g34's user check): the message named the dbt view but not the statement to run,
+    nor where. It now gives one quoted ``drop view`` per view in the way (a view over that view
+    first) and ``tidemark db psql``; running those statements lets the resync through."""
+    p = built_on
+    _land(p, 'create schema "Marts"',
+          'create view "Marts"."ids by grp" as select grp, count(id) from staging.stg_t group by 1',
+          f'create view staging.untouched as select label from "{p.source}".t')
+    p.src_exec("alter table t alter column grp type text", "insert into t values (43, 'a', 'x', 1)")
+    catch_up(p.src, p.land, p.source)
+    with pytest.raises(ResyncBlockedError) as info:
+        resync(p.src, p.land, p.source, "t")
+    message = str(info.value)
+    drops = ['drop view "Marts"."ids by grp";', 'drop view "staging"."stg_t";']
+    assert "\n".join(f"    {d}" for d in drops) in message, message
+    assert "tidemark db psql" in message and "untouched" not in message, message
+    _land(p, *drops)
+    resync(p.src, p.land, p.source, "t")
+    assert _paused(p) == set()
+    assert_mirror_equals(p, "t")
+    assert _land(p, "select count(*) from staging.untouched") == [(31,)]
