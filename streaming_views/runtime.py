@@ -43,9 +43,18 @@ OWN_DDL = f"""  select * into v from tidemark.views where name = p_name and targ
   if not found then return; end if;
   perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business"""
 
+# Every commit of a view updates its row (a HOT update: a new version in the same page), and
+# PostgreSQL prunes a page's dead versions only once its free space falls below the fillfactor's
+# target (at least 10 % of the page): at 100 the view's row grew a chain of up to ~100 dead
+# versions, which every apply's index lookup of the row walked (a chain 50 long on average).
+# At 10 a page is pruned once it holds ~800 bytes, so the chain stays a few versions long:
+# ivm_contention's transaction costs ~15k fewer instructions (bench/RESULTS.md, c34).
+LOCK_ROW_FILLFACTOR = 10
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_changes (
         name text primary key, seq bigint not null default 0, changed_at timestamptz)""",
+    # (also for a table created by an older runtime: no rewrite, a lock that applies pass)
+    f"alter table tidemark.live_changes set (fillfactor = {LOCK_ROW_FILLFACTOR})",
     f"""create or replace function tidemark.live_attach_triggers(p_suffix text, p_table int,
     p_rel regclass) returns void language plpgsql {set_clauses()} as $f$
 declare v_tg text := 'tm_' || p_suffix || '_l' || p_table;

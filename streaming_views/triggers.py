@@ -59,7 +59,7 @@ from streaming_views.deltas import (
 from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
-from streaming_views.runtime import BIG, PENDING, REBUILD
+from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
 
@@ -408,7 +408,11 @@ def state_ddl(cv: CompiledView) -> list[str]:
     by the row ids the apply returns (:data:`streaming_views.compiler.SUMMARY`)."""
     cols = ", ".join(f"{q(n)} {t}" for n, t in cv.state_columns())
     keys = ", ".join(q(n) for n, _ in cv.keys)
-    stmts = [f"CREATE TABLE {cv.state} ({cols})",
+    # a view without GROUP BY keeps one row, updated by every commit: pruned early, its chain
+    # of dead versions stays short (streaming_views.runtime.LOCK_ROW_FILLFACTOR); not for
+    # groups, whose rows share a page: one pruned at every access cost more than it saved
+    fill = f" WITH (fillfactor = {LOCK_ROW_FILLFACTOR})" if cv.analysis.is_global else ""
+    stmts = [f"CREATE TABLE {cv.state} ({cols}){fill}",
              f"CREATE UNIQUE INDEX {q(cv.suffix + '__keys')} ON {cv.state} ({keys}) "
              f"NULLS NOT DISTINCT"]
     if cv.has_recompute:

@@ -65,6 +65,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 61e015fc9c9709bb, card_payments_recent c36fec1fcdc31807, daily_store_revenue 7b7c7359c02b165b, late_deliveries_daily 37ed20ff30e1aca0, store_cancellation_rate 39dbb1e5313308c5, store_orders_last_5_minutes c20ad8f291865704, store_revenue_per_minute 529f1b92d507c8a3)
+-- phase: catalog (one row per view: active_carts 6934635b24362c93, card_payments_recent f6ed7ecd18147c77, daily_store_revenue 3f4c699fdf0a396d, late_deliveries_daily 0b899b3b5eae40dd, store_cancellation_rate 71aebeea45481d1e, store_orders_last_5_minutes b5d15c40fc44124d, store_revenue_per_minute 2cb5001b13d880e6)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
