@@ -19,7 +19,7 @@ import pytest
 
 from streaming_views.expiry import tick
 from tests.streaming_views.conftest import assert_equal, deploy_text
-from tests.support import create_database
+from tests.support import await_ended_sessions, create_database
 from tidemark.stack.embedded import EmbeddedServer
 
 LA, LH = "America/Los_Angeles", "Australia/Lord_Howe"
@@ -143,7 +143,7 @@ def test_a_tick_over_200k_rows_reads_only_its_edge(module_db: str, dst: psycopg.
                 time.sleep(0.005)
 
     def read() -> int:  # rows of dst.hist read by sequential scans so far
-        time.sleep(0.5)  # the ticks' sessions flush their counts when they end
+        await_ended_sessions(dst)  # the ticks' sessions flush their counts when they end
         return dst.execute("select seq_tup_read from pg_stat_user_tables where relid = "
                            "'dst.hist'::regclass").fetchone()[0]
 
