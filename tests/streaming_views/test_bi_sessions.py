@@ -7,6 +7,8 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from ingestion.exclusive import hold_source_lock, named
 from tests.streaming_views.conftest import assert_equal, deploy_text
 
+T = TypeVar("T")
 V1 = "select t.g, count(*) as n, sum(t.v) as sv from bi.t t group by t.g"
 V2 = "select t.g, count(*) as n, sum(t.v) as sv, max(t.v) as mx from bi.t t group by t.g"
 
@@ -43,6 +46,16 @@ def _timed_inserts(c: psycopg.Connection, seconds: float, out: list[float],
         c.execute("insert into bi.t (g, v) values (1, 1)")
         out.append(time.monotonic() - t0)
         time.sleep(pause)
+
+
+def _until(probe: Callable[[], T], timeout_s: float = 60.0) -> T:
+    """``probe()``'s first true answer, polled (a thread's session connects and starts its
+    statement when the machine lets it: a fixed sleep is too short under load)."""
+    deadline = time.monotonic() + timeout_s
+    while not (got := probe()):
+        assert time.monotonic() < deadline, f"not seen within {timeout_s:.0f} s"
+        time.sleep(0.05)
+    return got
 
 
 def test_redeploy_under_idle_in_transaction_reader_never_stalls_writers(
@@ -114,8 +127,7 @@ def test_status_names_holders_and_waits(db: str, conn: psycopg.Connection) -> No
         holder.execute("lock table bi.t in exclusive mode")
         waiting = threading.Thread(target=_write_latencies, args=(db, 0.1))
         waiting.start()
-        time.sleep(0.5)
-        waits = lock_waits(conn)
+        waits = _until(lambda: lock_waits(conn))  # the writer connected and now waits
         holder.rollback()
         waiting.join()
     assert waits and f"pid {holder_pid} (application_name 'slow-writer', idle in " \
@@ -295,9 +307,12 @@ def test_status_tells_an_applying_ingestion_from_a_stuck_one(ing: str,
     with _landing(ing) as landing:
         landing.execute("insert into bi.t (g, v) values (4, 1)")  # holds the state from here
         worker = threading.Thread(target=landing.execute, args=(
-            "insert into bi.t (g, v) select 4, 1 from generate_series(1, 3), pg_sleep(1.5)",))
+            "insert into bi.t (g, v) select 4, 1 from generate_series(1, 3), pg_sleep(4)",))
+        idle_since = time.monotonic()
         worker.start()
-        time.sleep(1.2)
+        _until(lambda: conn.execute("select state = 'active' from pg_stat_activity where pid"
+                                    " = %s", (landing.info.backend_pid,)).fetchone()[0])
+        time.sleep(max(0.0, idle_since + 1.2 - time.monotonic()))  # idle this long: stuck
         held = long_holders(conn, 0.0)["ing_v"]
         worker.join()
         landing.rollback()
