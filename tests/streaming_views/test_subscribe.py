@@ -26,16 +26,18 @@ def test_subscribe_streams_committed_changes(module_db: str, conn: psycopg.Conne
 
     thread = threading.Thread(target=run)
     thread.start()
-    _wait(changes, bool)  # the snapshot: subscribed
-    with psycopg.connect(module_db) as writer:
-        writer.execute("insert into w.t values (2, 1)")
-        time.sleep(0.3)
-        assert [(c.diff, c.row) for c in changes] == [(1, (1, 1))]  # not yet committed
-    _wait(changes, lambda c: len(c) >= 3)
-    conn.execute("delete from w.t where g = 1")
-    _wait(changes, lambda c: len(c) >= 4)
-    stop.set()
-    thread.join()
+    try:  # the subscription ends whatever fails: a leftover one fails the next tests
+        _wait(changes, bool)  # the snapshot: subscribed
+        with psycopg.connect(module_db) as writer:
+            writer.execute("insert into w.t values (2, 1)")
+            time.sleep(0.3)
+            assert [(c.diff, c.row) for c in changes] == [(1, (1, 1))]  # not yet committed
+        _wait(changes, lambda c: len(c) >= 3)
+        conn.execute("delete from w.t where g = 1")
+        _wait(changes, lambda c: len(c) >= 4)
+    finally:
+        stop.set()
+        thread.join()
     assert [(c.diff, c.row) for c in changes] == [(1, (1, 1)), (-1, (1, 1)), (1, (1, 2)),
                                                   (-1, (1, 2))]
     assert all(c.timestamp is not None for c in changes)
