@@ -65,6 +65,15 @@ def _wait_for(built, passed: bool, timeout: float) -> dict:
         time.sleep(1.0)
 
 
+def _evaluations_of_views(events: list) -> list:
+    """The check evaluations among ``events`` of :data:`VIEWS` (judged by the objective set
+    here). The other shipped views can change state at their own objective's moment while
+    ingestion is paused (``daily_store_revenue``: p99 10 s, so "missed" once nothing has
+    landed for 10.5 s), between any two observations of this test."""
+    keys = {view_key(v) for v in VIEWS}
+    return [e for e in events if isinstance(e, dg.AssetCheckEvaluation) and e.asset_key in keys]
+
+
 def _slo_page(human: bool = False):
     """``tidemark status --slo`` (JSON, or the text a person reads)."""
     import json
@@ -131,13 +140,13 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         assert {e.asset_key for e in changed} >= {view_key(v) for v in VIEWS}
         assert not any(e.passed for e in changed)
         events, cursor = observe_freshness(built.resource, cursor)
-        assert not [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]  # unchanged
+        assert not _evaluations_of_views(events)  # unchanged
         # the same state for another cause is recorded again: the check's reason said "nothing
         # has landed" while the view missed its objective because landing was slow (d25)
         moved = json.loads(cursor)
         moved[VIEWS[0]][0] = "missed/slow"
         events, cursor = observe_freshness(built.resource, json.dumps(moved))
-        again = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]
+        again = _evaluations_of_views(events)
         assert [e.asset_key for e in again] == [view_key(VIEWS[0])], again
         assert "has landed for" in again[0].description
         page, views = _slo_page()
