@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -115,3 +117,35 @@ def create_contracted_tables(source_url: str, contracts: ContractSet, source: st
                                                            schema)
     assert not failed, failed
     return created
+
+
+def await_ended_sessions(conn: psycopg.Connection, keep: Iterable[int] = (),
+                         timeout_s: float = 120.0) -> None:
+    """Wait until every other session of ``conn``'s database (but ``keep``) has ended.
+
+    A session reports its statistics (``pg_stat_user_tables``, ``pg_stat_database``) as it
+    exits, a moment after its client closed it, and leaves ``pg_stat_activity`` only after that
+    report (PostgreSQL 15+): once the sessions a test's action opened are gone, the counters
+    hold all they did. A fixed sleep instead is too short on a loaded machine.
+
+    Args:
+        conn: an autocommit connection to the database (its own session is not waited for).
+        keep: pids of sessions the test holds open on purpose.
+        timeout_s: how long to wait before failing, naming the sessions still there.
+
+    Raises:
+        AssertionError: sessions were still there after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = conn.execute(
+            "select pid, backend_type, application_name, state from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+            " and backend_type in ('client backend', 'walsender', 'parallel worker')"
+            " and pid <> all(%s)", (list(keep),)).fetchall()
+        if not left:
+            conn.execute("select pg_stat_clear_snapshot()")
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sessions still open after {timeout_s:.0f} s: {left}")
+        time.sleep(0.05)

@@ -83,7 +83,7 @@ def test_permanent_error_is_reported_once_not_retried(pair: Pair,
     started = time.monotonic()
     with pytest.raises(PermanentSourceError, match="does not exist.*Fix the registered URL"):
         run(missing, pair.land, pair.source, stop=threading.Event())
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # once: retries would back off 0.5, 1, 2 ... 30 s
     assert "reconnecting" not in caplog.text
 
 

@@ -244,7 +244,7 @@ def test_the_landing_session_of_a_killed_ingestion_does_not_block_a_restart(
     _insert(pair, 10, 10)
     started = time.monotonic()
     catch_up(pair.src, pair.land, pair.source)
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60  # not after the 120 s statement
     holder.join(10)
     assert errors == ["AdminShutdown"]
     _assert_once(pair)

@@ -231,9 +231,9 @@ def test_prune_during_a_resync_of_the_table_stops_saying_why(pair: Pair) -> None
         _waiting_on(pair, "tidemark.schema_history")
         options = conninfo_to_dict(pair.land).get("options") or ""
         impatient = make_conninfo(pair.land, options=f"{options} -c lock_timeout=3000".strip())
-        started = time.monotonic()
+        # a prune that waited for the resync's lock would raise LockNotAvailable after 3 s (its
+        # seconds are not asserted: a loaded CI machine takes seconds for the call itself)
         result = prune_changelog(impatient, pair.source, timedelta(days=90), table="a")
-        assert time.monotonic() - started < 3
         assert result == {"a": {"deleted": 0, "kept_for": None, "stopped": (
             f"a resync of {pair.source}.a is running; prune it again when the resync has "
             f"finished")}}

@@ -26,20 +26,18 @@ def test_subscribe_streams_committed_changes(module_db: str, conn: psycopg.Conne
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(0.5)
-    with psycopg.connect(module_db) as writer:
-        writer.execute("insert into w.t values (2, 1)")
-        time.sleep(0.3)
-        assert [(c.diff, c.row) for c in changes] == [(1, (1, 1))]  # not yet committed
-    deadline = time.monotonic() + 5
-    while len(changes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    conn.execute("delete from w.t where g = 1")
-    deadline = time.monotonic() + 5
-    while len(changes) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join()
+    try:  # the subscription ends whatever fails: a leftover one fails the next tests
+        _wait(changes, bool)  # the snapshot: subscribed
+        with psycopg.connect(module_db) as writer:
+            writer.execute("insert into w.t values (2, 1)")
+            time.sleep(0.3)
+            assert [(c.diff, c.row) for c in changes] == [(1, (1, 1))]  # not yet committed
+        _wait(changes, lambda c: len(c) >= 3)
+        conn.execute("delete from w.t where g = 1")
+        _wait(changes, lambda c: len(c) >= 4)
+    finally:
+        stop.set()
+        thread.join()
     assert [(c.diff, c.row) for c in changes] == [(1, (1, 1)), (-1, (1, 1)), (1, (1, 2)),
                                                   (-1, (1, 2))]
     assert all(c.timestamp is not None for c in changes)
@@ -61,7 +59,9 @@ def _collect(dsn: str, name: str, stop: threading.Event, out: list) -> threading
     return thread
 
 
-def _wait(out: list, predicate, timeout: float = 5.0) -> None:
+def _wait(out: list, predicate, timeout: float = 60.0) -> None:
+    """Until ``predicate(out)`` holds, or ``timeout`` s (then the caller's assertion says what
+    is missing): the subscriber's thread runs when a loaded machine lets it."""
     deadline = time.monotonic() + timeout
     while not predicate(out) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -51,7 +51,7 @@ class Subscriber:
         except BaseException as exc:
             self.error = exc
 
-    def wait(self, conn: psycopg.Connection, name: str, timeout: float = 10.0) -> None:
+    def wait(self, conn: psycopg.Connection, name: str, timeout: float = 60.0) -> None:
         """Until everything committed to ``live.<name>`` so far was received (or it ended)."""
         target = conn.execute("select seq from tidemark.live_changes where name = %s",
                               (name,)).fetchone()[0]

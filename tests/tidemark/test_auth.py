@@ -173,7 +173,9 @@ def test_a_pgpass_lost_while_running_is_named_and_a_restart_recovers(tmp_path: P
         started = time.monotonic()
         with pytest.raises(DatabaseStartError, match="refuses the admin password.*db stop"):
             server.start()
-        assert time.monotonic() - started < 10, "said at once, not after the start timeout"
+        # at once: well under the 60 s start timeout it would otherwise wait out (a loaded CI
+        # machine takes seconds for what is instant on a quiet one)
+        assert time.monotonic() - started < 30, "said at once, not after the start timeout"
         server.stop()
         assert server.start() is True
         with psycopg.connect(server.admin_url("postgres")):

@@ -22,6 +22,7 @@ from psycopg import sql
 
 from tests.support import create_database
 from tidemark.stack.embedded import EmbeddedServer
+from tidemark.stack.supervisor import wait_for
 
 _n = itertools.count(1)
 
@@ -127,10 +128,19 @@ def test_add_list_run_status_remove(user: Env, tmp_path: Path) -> None:
                    "(1001, 'paid')")
         out = e.cli("source", "remove", "shopdb")
         assert out.returncode == 2 and "`tidemark ingest run`, or `tidemark up`" in out.stderr
+        # SIGTERM finishes the transaction in hand, not what the stream has not read yet: the
+        # insert above lands first (how soon is the machine's load's)
+        assert wait_for(lambda: e.fetch(e.land, "select count(*) from shopdb.sales__orders")
+                        == [(1001,)], 120), log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     assert code == 0, log.read_text()
+    # the walsender ends a moment after the process that streamed: until then the slot is
+    # active, and `source list` and `status` say so (as they should)
+    assert wait_for(lambda: e.fetch(e.src, "select count(*) from pg_replication_slots where"
+                                           " active and database = current_database()")
+                    == [(0,)], 60)
     out = e.cli("source", "list", "--json")
     listed = json.loads(out.stdout)
     assert [(s["name"], s["slot"], s["tables"]) for s in listed] == [("shopdb", "idle", 1)]

@@ -18,6 +18,11 @@ from tests.orchestration.defs.conftest import check_results
 
 VIEWS = ("store_revenue_per_minute", "active_carts")
 HEARTBEAT_S = 0.5
+# The objective the views are judged by here. A streaming ingestion meets it with room to
+# spare on a loaded CI machine (two shards on two cores, load up to ~29): with 2 s, one
+# heartbeat landing late (its thread shares the test's process with Dagster's check runs)
+# turned p95 over a 10 s window, or the silence over heartbeat + objective, into "missed".
+OBJECTIVE_S = 5
 
 
 class Ingestion:
@@ -60,6 +65,15 @@ def _wait_for(built, passed: bool, timeout: float) -> dict:
         time.sleep(1.0)
 
 
+def _evaluations_of_views(events: list) -> list:
+    """The check evaluations among ``events`` of :data:`VIEWS` (judged by the objective set
+    here). The other shipped views can change state at their own objective's moment while
+    ingestion is paused (``daily_store_revenue``: p99 10 s, so "missed" once nothing has
+    landed for 10.5 s), between any two observations of this test."""
+    keys = {view_key(v) for v in VIEWS}
+    return [e for e in events if isinstance(e, dg.AssetCheckEvaluation) and e.asset_key in keys]
+
+
 def _slo_page(human: bool = False):
     """``tidemark status --slo`` (JSON, or the text a person reads)."""
     import json
@@ -83,7 +97,7 @@ def fast_slo(built, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
     monkeypatch.setenv("TIDEMARK_HEARTBEAT_S", str(HEARTBEAT_S))
     monkeypatch.setenv("TIDEMARK_FRESHNESS_WINDOW_S", "10")
-    monkeypatch.setenv("TIDEMARK_FRESHNESS_OBJECTIVE", "p95 2s")
+    monkeypatch.setenv("TIDEMARK_FRESHNESS_OBJECTIVE", f"p95 {OBJECTIVE_S}s")
 
 
 def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fast_slo) -> None:
@@ -98,11 +112,11 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
             assert e.passed, e.description
             assert e.metadata["sources"].value == "shop"
             assert e.metadata["judged_samples"].value >= 1
-            assert 0 <= e.metadata["p95_s_judged"].value <= 2.0
+            assert 0 <= e.metadata["p95_s_judged"].value <= OBJECTIVE_S
             # the 5 min window also holds the session's earlier changes, landed late when
             # ingestion started: only the judged window must meet the objective
             assert e.metadata["p95_s_5min"].value >= 0
-            assert "objective 2 s" in e.description
+            assert f"objective {OBJECTIVE_S} s" in e.description
         events, cursor = observe_freshness(built.resource, None)
         observed = [e for e in events if isinstance(e, dg.AssetObservation)
                     and e.asset_key == view_key(VIEWS[0])]
@@ -115,24 +129,24 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
             conn.execute("update public.orders set delivery_notes = 'slo test: waits while "
                          "ingestion is paused' where order_id = (select min(order_id) from "
                          "public.orders)")
-        time.sleep(HEARTBEAT_S + 2.0 + 1.5)  # a heartbeat is due, plus the objective
+        time.sleep(HEARTBEAT_S + OBJECTIVE_S + 1.5)  # a heartbeat is due, plus the objective
         failed = _evaluate(built)
         for e in failed.values():
             assert not e.passed and e.severity == dg.AssetCheckSeverity.ERROR, e.description
             assert "has landed for" in e.description and "ingestion" in e.description
-            assert e.metadata["silent_s"].value > HEARTBEAT_S + 2.0
+            assert e.metadata["silent_s"].value > HEARTBEAT_S + OBJECTIVE_S
         events, cursor = observe_freshness(built.resource, cursor)
         changed = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]
         assert {e.asset_key for e in changed} >= {view_key(v) for v in VIEWS}
         assert not any(e.passed for e in changed)
         events, cursor = observe_freshness(built.resource, cursor)
-        assert not [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]  # unchanged
+        assert not _evaluations_of_views(events)  # unchanged
         # the same state for another cause is recorded again: the check's reason said "nothing
         # has landed" while the view missed its objective because landing was slow (d25)
         moved = json.loads(cursor)
         moved[VIEWS[0]][0] = "missed/slow"
         events, cursor = observe_freshness(built.resource, json.dumps(moved))
-        again = [e for e in events if isinstance(e, dg.AssetCheckEvaluation)]
+        again = _evaluations_of_views(events)
         assert [e.asset_key for e in again] == [view_key(VIEWS[0])], again
         assert "has landed for" in again[0].description
         page, views = _slo_page()
@@ -152,12 +166,12 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
             slow = conn.execute("select max(max_ms) from tidemark.freshness_histogram where "
                                 "source = 'shop'").fetchone()[0]
         assert notes.startswith("slo test")
-        assert slow > 2000
+        assert slow > OBJECTIVE_S * 1000
         events, _ = observe_freshness(built.resource, cursor)
         assert any(isinstance(e, dg.AssetCheckEvaluation) and e.passed for e in events)
         page, views = _slo_page()
         assert all(views[v]["state"] == "ok" for v in VIEWS), views
-        assert views[VIEWS[0]]["p99_1h"] > 2.0  # the change that waited is in the hour
+        assert views[VIEWS[0]]["p99_1h"] > OBJECTIVE_S  # the change that waited is in the hour
     finally:
         if ingestion.thread is not None and ingestion.thread.is_alive():
             ingestion.pause()
