@@ -37,7 +37,7 @@ from streaming_views.holders import Holder, Wait, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
 from streaming_views.result import DeployResult
 from streaming_views.rights import check_rights
-from streaming_views.runtime import problem
+from streaming_views.runtime import problem, repack_lock_rows
 from streaming_views.session import pin
 from streaming_views.stacked import Graph
 from streaming_views.triggers import function_name, functions, state_ddl
@@ -98,6 +98,7 @@ def deploy_embedded(dsn: str, views: list[ViewFile], prune: bool = False) -> lis
 def _deploy(conn: psycopg.Connection, views: list[ViewFile], prune: bool) -> list[DeployResult]:
     results: list[DeployResult] = []
     _retrying(conn, "the catalog", lambda: _prepare(conn))
+    repack_lock_rows(conn)  # an upgraded table's rows, packed at the old fillfactor
     deployed = {e.name: e for e in read_catalog(conn, target="embedded")}
     graph = Graph.build(views, deployed, prune)  # views over views: order, cycles, prune
     by_name, done = {v.name: v for v in views}, set()

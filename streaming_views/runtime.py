@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import psycopg
 from psycopg import sql
@@ -240,6 +241,59 @@ def ensure_runtime(conn: psycopg.Connection) -> None:
             cur.execute(stmt)  # type: ignore[arg-type]
         cur.execute(sql.SQL("comment on function {} is {}").format(sql.SQL(MARKED),
                                                                     sql.Literal(MARK)))
+
+
+# A table rewrite of the lock rows waits this long for its lock, then gives up (the next deploy
+# tries again): writers queue behind the waiting rewrite for no longer than that.
+REPACK_LOCK_TIMEOUT = "200ms"
+REPACK_TRIES = 3
+# The rows on its fullest page, of those with the fields ``live_changes``' page may hold at
+# LOCK_ROW_FILLFACTOR (each row's width plus its line pointer).
+_PACKING = f"""select coalesce(max(n), 0),
+    coalesce(max(n) / greatest(1, floor(current_setting('block_size')::int
+                                        * {LOCK_ROW_FILLFACTOR} / 100.0 / (max(w) + 4))), 0)
+  from (select count(*) as n, avg(pg_column_size(c.*)) as w from tidemark.live_changes c
+        group by (c.ctid::text::point)[0]) p"""
+
+
+def repack_lock_rows(conn: psycopg.Connection) -> bool:
+    """Rewrite ``tidemark.live_changes`` at :data:`LOCK_ROW_FILLFACTOR` when its rows are packed.
+
+    A table made by an engine before round 34 (fillfactor 100) keeps its rows in one page after
+    ``alter table ... set (fillfactor)``, which changes only later inserts; with many views
+    that page is pruned at nearly every commit (+11k instructions a commit at ~50 views,
+    bench/RESULTS.md c34). ``VACUUM FULL`` rewrites it at the fillfactor: a table of one row per
+    view, done in milliseconds, under ACCESS EXCLUSIVE taken with a short ``lock_timeout`` (a
+    busy table is left for the next deploy). Nothing is done when no page holds more than twice
+    the rows the fillfactor leaves room for, or when the role does not own the table.
+
+    Args:
+        conn: an autocommit connection, outside a transaction (``VACUUM`` runs in none).
+
+    Returns:
+        True when the table was rewritten.
+    """
+    if not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    owned = conn.execute("select pg_has_role(relowner, 'USAGE') from pg_class where oid = "
+                         "to_regclass('tidemark.live_changes')").fetchone()
+    if not (owned and owned[0]):
+        return False
+    rows, ratio = conn.execute(_PACKING).fetchone()  # type: ignore[misc]
+    if rows <= 1 or ratio <= 2:
+        return False
+    previous = conn.execute("select current_setting('lock_timeout')").fetchone()[0]  # type: ignore[index]
+    conn.execute("select set_config('lock_timeout', %s, false)", (REPACK_LOCK_TIMEOUT,))
+    try:
+        for attempt in range(REPACK_TRIES):
+            try:
+                conn.execute("vacuum full tidemark.live_changes")
+                return True
+            except psycopg.errors.LockNotAvailable:
+                time.sleep(0.2 * (attempt + 1))
+        return False
+    finally:
+        conn.execute("select set_config('lock_timeout', %s, false)", (previous,))
 
 
 def problem(conn: psycopg.Connection, name: str, *, strict: bool = True) -> str | None:

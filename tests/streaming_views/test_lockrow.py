@@ -62,3 +62,40 @@ def test_the_lock_rows_page_is_pruned_while_commits_update_it(module_db: str,
     assert max(state_offsets) <= 24, state_offsets
     assert _state_row(conn, "lr_grouped")[0] is None
     assert_equal(conn, "lr_sum", VIEW)
+
+
+def _pages(conn: psycopg.Connection) -> tuple[int, int]:
+    """The pages of ``tidemark.live_changes`` holding rows, and the most rows one page holds."""
+    return conn.execute("select count(*), max(n) from (select count(*) as n from "
+                        "tidemark.live_changes group by (ctid::text::point)[0]) p").fetchone()
+
+
+def test_an_upgraded_lock_table_packed_at_fillfactor_100_is_rewritten(
+        module_db: str, conn: psycopg.Connection) -> None:
+    """An install made before round 34 has its lock rows packed in one page (fillfactor 100):
+    the next deploy rewrites them at the fillfactor, and not while a reader holds the table."""
+    conn.execute("drop schema if exists lu cascade; create schema lu; "
+                 "create table lu.t (k int primary key, v int not null)")
+    assert deploy_text(module_db, "lu_first", VIEW.replace("lr.", "lu.")) == "created"
+    # as an engine of round 33 left it: ~60 views' rows in one page, an older runtime
+    conn.execute("alter table tidemark.live_changes reset (fillfactor)")
+    conn.execute("vacuum full tidemark.live_changes")
+    conn.execute("insert into tidemark.live_changes select format('lu_view_%s', i), i, now() "
+                 "from generate_series(1, 60) i")
+    conn.execute("comment on function tidemark.live_attach_triggers(text, integer, regclass) "
+                 "is 'tidemark live runtime 0000000000000000'")
+    assert _pages(conn)[0] == 1 and _pages(conn)[1] > 60
+    with psycopg.connect(module_db) as reader:  # a BI session idle in its transaction
+        reader.execute("select count(*) from tidemark.live_changes")
+        assert deploy_text(module_db, "lu_second", "select count(*) as n from lu.t") == "created"
+        assert _pages(conn)[1] > 60  # left for a later deploy; the deploy did not wait
+    assert deploy_text(module_db, "lu_second", "select count(*) as n from lu.t") == "unchanged"
+    pages, fullest = _pages(conn)
+    assert pages >= 5 and fullest <= 16, (pages, fullest)
+    assert conn.execute("select reloptions from pg_class where oid = "
+                        "'tidemark.live_changes'::regclass").fetchone()[0] == ["fillfactor=10"]
+    conn.execute("insert into lu.t values (1, 5), (2, 7)")
+    assert_equal(conn, "lu_first", VIEW.replace("lr.", "lu."))
+    assert conn.execute("select seq from tidemark.live_changes where name = 'lu_view_7'"
+                        ).fetchone()[0] == 7
+    conn.execute("delete from tidemark.live_changes where name like 'lu_view_%'")
