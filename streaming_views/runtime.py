@@ -247,8 +247,8 @@ def ensure_runtime(conn: psycopg.Connection) -> None:
 # tries again): writers queue behind the waiting rewrite for no longer than that.
 REPACK_LOCK_TIMEOUT = "200ms"
 REPACK_TRIES = 3
-# The rows on its fullest page, of those with the fields ``live_changes``' page may hold at
-# LOCK_ROW_FILLFACTOR (each row's width plus its line pointer).
+# The most rows one page of ``live_changes`` holds, and that number over the rows a page takes
+# at LOCK_ROW_FILLFACTOR (a row's width plus its 4-byte line pointer).
 _PACKING = f"""select coalesce(max(n), 0),
     coalesce(max(n) / greatest(1, floor(current_setting('block_size')::int
                                         * {LOCK_ROW_FILLFACTOR} / 100.0 / (max(w) + 4))), 0)
