@@ -127,7 +127,7 @@ KEYLESS_NOTE = (
     "# No key: the source table has no primary key (REPLICA IDENTITY FULL), so it lands as a\n"
     "# bag (equal rows kept apart; a delete or an update removes one equal row). Its rows are\n"
     "# checked like any other's, nothing checks they are unique. Once the source table has a\n"
-    "# primary key, name its columns here and bump `version`.\n")
+    "# primary key (and REPLICA IDENTITY DEFAULT), name its columns here, bump `version`.\n")
 """The comment a keyless table's scaffolded contract carries under ``primary_key: []``."""
 
 
@@ -149,10 +149,13 @@ def _kept(path: Path, shape: TableShape) -> str:
     if declared is None or declared == list(shape.key):
         return why
     now = f"primary key ({', '.join(shape.key)})" if shape.key else "no key (keyless)"
+    identity = (f" (and, if {shape.qualified} still has REPLICA IDENTITY FULL, alter it to "
+                "DEFAULT on the source: under FULL the landing mirror stays keyless)"
+                ) if shape.key else ""
     return (f"{why}; the source table now has {now} but the contract says primary_key: "
             f"[{', '.join(declared)}]: set primary_key: [{', '.join(shape.key)}] in it and bump "
-            "its version, then run python dbt_project/scripts/generate_sources.py --source "
-            f"{path.parent.name}")
+            f"its version{identity}, then run python dbt_project/scripts/generate_sources.py "
+            f"--source {path.parent.name}")
 
 
 def write_contracts(root: Path, source: str, shapes: list[TableShape], overwrite: bool = False
