@@ -79,8 +79,17 @@ def test_contracts_init_scaffolds_a_keyless_table_and_dbt_sources_follow(pair: P
     aid = next(c for c in tables["pgbench_accounts"]["columns"] if c["name"] == "aid")
     assert aid["data_tests"] == ["not_null", "unique"]
 
-    # The scaffolded contract accepts every row the table holds, through snapshot and stream.
+    # The scaffolded contract accepts every row the table holds, through snapshot and stream;
+    # the indexes a keyless contract declares are built on its mirror as on any other.
+    path = root / pair.source / "pgbench_history.yml"
+    path.write_text(path.read_text() + "indexes:\n- mtime\n- [bid, aid]\n")
+    contracts = load_contracts(root)
     catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    with psycopg.connect(pair.land) as conn:
+        indexes = [r[0] for r in conn.execute(
+            "select indexname from pg_indexes where schemaname = %s and tablename ="
+            " 'pgbench_history' order by 1", (pair.source,))]
+    assert indexes == ["pgbench_history__bid__aid_idx", "pgbench_history__mtime_idx"]
     pair.src_exec("update pgbench_history set delta = delta + 1 where aid <= 4",
                   "delete from pgbench_history where ctid = (select ctid from pgbench_history"
                   " where aid = 5 limit 1)")
