@@ -242,6 +242,14 @@ def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: 
     sources = yaml.safe_load(written.read_text())["sources"]
     assert [(s["name"], [t["name"] for t in s["tables"]]) for s in sources] == [
         ("mydb", ["accounts", "log"]), ("mydb_cdc", ["mydb__accounts", "mydb__log"])]
+    # The keyless table gets a key: the kept contract is named with the key to set (the
+    # brackets are text, not console markup, which printed "set primary_key:  in it").
+    e.src_exec("alter table public.log add column id int generated always as identity"
+               " primary key")
+    out = e.cli("contracts", "init", "mydb", "--contracts", str(repo / "contracts"),
+                env_extra={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr
+    assert "but the contract says primary_key: []: set primary_key: [id] in it" in out.stdout
     out = e.cli("contracts", "init", "mydb", "--contracts", str(tmp_path / "elsewhere"),
                 "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["dbt_sources"] is None
