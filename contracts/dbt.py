@@ -24,7 +24,8 @@ single-column ``primary_key``                  ``unique`` test
 =============================================  =============================================
 
 A composite primary key gets no uniqueness test (dbt core has none built in); it is listed in the
-table's meta.
+table's meta. A keyless table (``primary_key: []``, a bag) gets no uniqueness test at all: equal
+rows are legitimate there; its columns get the other tests as any table's.
 """
 
 from __future__ import annotations

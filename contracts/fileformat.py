@@ -94,7 +94,7 @@ class TableFile(_Strict):
 
     version: int
     description: str | None = None
-    primary_key: list[str] = Field(min_length=1)
+    primary_key: list[str]
     event_time: str | None = None
     idempotency_key: str | None = None
     compatibility: Literal["none", "backward", "full"]

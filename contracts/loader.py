@@ -243,8 +243,10 @@ def _load_table(path: Path, source: str, name: str) -> TableContract:
         if not_null and columns[col].nullable:
             raise ContractError(path, field, f"column {col!r} is nullable; it must not be")
 
-    for i, col in enumerate(spec.primary_key):
+    for i, col in enumerate(spec.primary_key):  # [] declares a keyless table (a bag)
         column(f"primary_key[{i}]", col, not_null=True)
+        if col in spec.primary_key[:i]:
+            raise ContractError(path, f"primary_key[{i}]", f"column {col!r} is listed twice")
     column("event_time", spec.event_time, types={"timestamptz"})
     column("idempotency_key", spec.idempotency_key, not_null=True)
     fresh = spec.freshness

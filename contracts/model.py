@@ -159,7 +159,8 @@ class TableContract:
         source: the source name (``shop``); the landing mirror lives in schema ``<source>``.
         name: the table name.
         version: the contract's version (from the file; ingestion records it in dead letters).
-        primary_key: the key columns, in order.
+        primary_key: the key columns, in order; empty for a keyless table (see
+            :attr:`keyless`).
         event_time: the column holding when the business event happened (or None).
         idempotency_key: the column whose value identifies a duplicate delivery (or None).
         columns: column name -> spec, in the file's order.
@@ -200,6 +201,15 @@ class TableContract:
     def qualified_name(self) -> str:
         """``<source>.<table>``, as in messages and the landing mirror."""
         return f"{self.source}.{self.name}"
+
+    @property
+    def keyless(self) -> bool:
+        """Whether the table has no key (``primary_key: []``): a source table with ``REPLICA
+        IDENTITY FULL`` and no primary key, such as ``pgbench_history``. Its mirror is a bag
+        (equal rows kept apart; a delete removes one equal row), so its rows are checked like
+        any other's (types, not null, allowed values, ranges, patterns, rules) but nothing
+        checks that they are unique."""
+        return not self.primary_key
 
     def allows(self, change_kind: str, column: str | None = None) -> bool:
         """Whether this contract's compatibility mode accepts a schema change.

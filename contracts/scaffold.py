@@ -7,6 +7,8 @@ have no name for (``timestamp``, ``interval``, ``bytea``, enums...) is declared 
 checks presence only, and its description names the source type. So is a column whose rows hold
 values its contract type refuses (``NaN`` or infinite numbers, infinite or BC dates, NULL array
 elements: :attr:`ColumnShape.refused`), so that the scaffolded contract accepts the table's rows.
+A keyless table (``REPLICA IDENTITY FULL``, no primary key) gets ``primary_key: []`` and a comment
+on its bag semantics: its rows are checked like any other's, its dbt source has no unique test.
 """
 
 from __future__ import annotations
@@ -115,7 +117,45 @@ def render(shape: TableShape, source: str) -> str:
               "# allowed_values, min/max, pattern and rules where you know them, name the\n"
               "# event_time column, set freshness; bump `version` on every change. A running\n"
               "# ingestion picks changed contracts up within seconds.\n")
-    return header + yaml.safe_dump(body, sort_keys=False, width=100, allow_unicode=True)
+    text = yaml.safe_dump(body, sort_keys=False, width=100, allow_unicode=True)
+    if not shape.key:
+        text = text.replace("\nprimary_key: []\n", "\nprimary_key: []\n" + KEYLESS_NOTE, 1)
+    return header + text
+
+
+KEYLESS_NOTE = (
+    "# No key: the source table has no primary key (REPLICA IDENTITY FULL), so it lands as a\n"
+    "# bag (equal rows kept apart; a delete or an update removes one equal row). Its rows are\n"
+    "# checked like any other's, nothing checks they are unique. Once the source table has a\n"
+    "# primary key (and REPLICA IDENTITY DEFAULT), name its columns here, bump `version`.\n")
+"""The comment a keyless table's scaffolded contract carries under ``primary_key: []``."""
+
+
+def _declared_key(path: Path) -> list[str] | None:
+    """The ``primary_key`` list of an existing contract file, or None if it has none."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    key = data.get("primary_key") if isinstance(data, dict) else None
+    return [str(col) for col in key] if isinstance(key, list) else None
+
+
+def _kept(path: Path, shape: TableShape) -> str:
+    """Why an existing contract file is kept, and what to change in it when its key is no
+    longer the source table's (a keyless table that gained a primary key, say)."""
+    why = f"{path} exists (--force overwrites it)"
+    declared = _declared_key(path)
+    if declared is None or declared == list(shape.key):
+        return why
+    now = f"primary key ({', '.join(shape.key)})" if shape.key else "no key (keyless)"
+    identity = (f" (and, if {shape.qualified} still has REPLICA IDENTITY FULL, alter it to "
+                "DEFAULT on the source: under FULL the landing mirror stays keyless)"
+                ) if shape.key else ""
+    return (f"{why}; the source table now has {now} but the contract says primary_key: "
+            f"[{', '.join(declared)}]: set primary_key: [{', '.join(shape.key)}] in it and bump "
+            f"its version{identity}, then run python dbt_project/scripts/generate_sources.py "
+            f"--source {path.parent.name}")
 
 
 def write_contracts(root: Path, source: str, shapes: list[TableShape], overwrite: bool = False
@@ -133,13 +173,9 @@ def write_contracts(root: Path, source: str, shapes: list[TableShape], overwrite
             skipped.append((shape.qualified, f"its name {shape.name!r} cannot be a contract file "
                             "name (lower-case letters, digits, _); it lands without a contract"))
             continue
-        if not shape.key:
-            skipped.append((shape.qualified, "it has no primary key, which a contract needs; "
-                            "it lands without a contract"))
-            continue
         path = folder / f"{shape.name}.yml"
         if path.exists() and not overwrite:
-            skipped.append((shape.qualified, f"{path} exists (--force overwrites it)"))
+            skipped.append((shape.qualified, _kept(path, shape)))
             continue
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(render(shape, source), encoding="utf-8")

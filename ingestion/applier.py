@@ -30,11 +30,15 @@ from ingestion.merge import (
     land_appends,
     land_batch,
 )
+from ingestion.side_tables import DEAD_LETTER_COLUMNS, PAUSED_COLUMNS, insert_rows
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
 from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
+
+_LETTER_CONFLICT = sql.SQL("on conflict (source, table_name, commit_lsn, seq) do nothing")
+_PAUSED_CONFLICT = sql.SQL("on conflict do nothing")
 
 Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
 """What :meth:`Applier.detach` hands to a background commit: batches, dead letters, kept changes
@@ -260,19 +264,11 @@ class Applier(ChangeBuffer):
                 self._flush_batch(batch)
 
     def _write_side_tables(self, dead: list[tuple], paused: list[tuple]) -> None:
-        if dead:
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq,"
-                    " op, reason, violations, contract_version, raw_row, commit_at, txid) values"
-                    " (%s, %s, %s::pg_lsn, %s::pg_lsn, %s, %s, %s, %s, %s, %s, %s, %s)"
-                    " on conflict (source, table_name, commit_lsn, seq) do nothing", dead)
-        if paused:
-            with self.conn.cursor() as cur:
-                cur.executemany(
-                    "insert into tidemark.paused_changes (source, table_name, commit_lsn, seq,"
-                    " lsn, op, commit_at, txid, row_data, old_data) values (%s, %s, %s::pg_lsn,"
-                    " %s, %s::pg_lsn, %s, %s, %s, %s, %s) on conflict do nothing", paused)
+        """Dead letters and kept changes of paused tables, one statement each
+        (:mod:`ingestion.side_tables`)."""
+        with self.conn.cursor() as cur:
+            insert_rows(cur, "dead_letters", DEAD_LETTER_COLUMNS, dead, _LETTER_CONFLICT)
+            insert_rows(cur, "paused_changes", PAUSED_COLUMNS, paused, _PAUSED_CONFLICT)
 
     def staging(self, info: TableInfo) -> sql.Identifier:
         """The session's staging table for ``info``'s current version (created on first use)."""

@@ -5,7 +5,9 @@ transactions and flushing). Rows are identified by the table's key. An update th
 key writes a ``b`` line for the old key (the row leaves it) before the new image; an unchanged
 TOAST value in such an update belongs to the row under the old key. A keyless table
 (``REPLICA IDENTITY FULL``) is a bag: every update is a ``b`` line with the whole old row and a
-``u`` line with the new one.
+``u`` line with the new one; when the new row breaks the table's contract, the ``b`` line lands
+and the new row goes to the dead letters (:mod:`ingestion.dead_letters` replays it as that ``u``
+line).
 
 Inserts and plain updates take a short path (one line, one dict entry per key); everything else
 the general one.
@@ -247,11 +249,13 @@ class ChangeBuffer:
         for i, v in enumerate(new):
             if v is UNCHANGED:  # the whole old row came with the change
                 new[i] = old[i]
-        if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
-            return False
         batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
-        batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
         batch.removes = True
+        if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
+            # The old row leaves the bag all the same: the dead letter is the new row alone,
+            # which a replay adds (a keyless row has no key a letter could keep the old one by).
+            return True
+        batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
         return True
 
     @staticmethod

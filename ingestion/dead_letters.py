@@ -168,7 +168,11 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
                           for c in info.column_names]
                 applier.start_source_txn(str_to_lsn(commit_lsn), commit_at, txid)
                 before = len(applier._dead)
-                applier.add(info, op, values, None, str_to_lsn(lsn), seq)
+                if info.key or op != "u":
+                    applier.add(info, op, values, None, str_to_lsn(lsn), seq)
+                else:  # a keyless update: its old row left the bag when the letter was written
+                    applier.add(info, op, values, None, str_to_lsn(lsn), seq, old_kind="O",
+                                unchanged=False)
                 if len(applier._dead) > before:
                     applier._dead.pop()
                     counts["invalid"] += 1
@@ -221,16 +225,33 @@ def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Compos
         oldest: the smallest commit LSN of these letters: the changelog is read from there on.
 
     The changelog's range from ``oldest`` on is read once: its rows of the letters' keys (a
-    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table's
-    letters are checked against truncates and the snapshot only (no key to be overtaken by).
+    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table has
+    no key: a letter's row is its identity, and a later change that removed an equal row (a
+    ``d``, or the ``b`` of an update) supersedes it — the source took that row away, so a replay
+    must not add it. Rows are compared by their text form after casting the letter's values to
+    the column types, as the bag's mirror compares them; one removal supersedes every earlier
+    letter of an equal row.
     """
-    keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
-    picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
-    kept = sql.SQL("c._op = 't'")
     if info.key:
-        kept = sql.SQL("{} or ({}) in (select {} from l)").format(
-            kept, sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
-                                     for col in info.key), sql.SQL(", ").join(keys))
+        keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+        picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
+        cols = sql.SQL("").join(sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
+                                for col, k in zip(info.key, keys, strict=True))
+        kept = sql.SQL("c._op = 't' or ({}) in (select {} from l)").format(
+            sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
+                               for col in info.key), sql.SQL(", ").join(keys))
+        named: tuple[str, ...] = tuple(info.key)
+    else:
+        keys = [sql.Identifier("k0")]
+        picked = sql.SQL(", row({})::text as k0").format(sql.SQL(", ").join(
+            sql.SQL("(raw_row ->> %s)::{}").format(sql.SQL(col.type_sql))  # landing's own
+            for col in info.columns))
+        row = sql.SQL("row({})::text").format(sql.SQL(", ").join(
+            sql.SQL("c.{}").format(sql.Identifier(name)) for name in info.column_names))
+        cols = sql.SQL("{} as k0, ").format(row)
+        kept = sql.SQL("c._op = 't' or (c._op in ('b', 'd') and {} in (select k0 from l))"
+                       ).format(row)
+        named = tuple(info.column_names)
     query = sql.SQL(
         "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
         " where id = any(%s)), c as materialized (select {cols}_op, _commit_lsn, _seq"
@@ -238,15 +259,12 @@ def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Compos
         " select l.id from l where l.commit_lsn < %s::pg_lsn or (l.commit_lsn, l.seq) <"
         " (select _commit_lsn, _seq from c where _op = 't'"
         " order by _commit_lsn desc, _seq desc limit 1)"
-    ).format(picked=picked, changelog=info.changelog, kept=kept, cols=sql.SQL("").join(
-        sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
-        for col, k in zip(info.key, keys, strict=True)))
-    if info.key:
-        query += sql.SQL(
-            " union select l.id from l join c on {} and (c._commit_lsn, c._seq) >"
-            " (l.commit_lsn, l.seq)").format(sql.SQL(" and ").join(
-                sql.SQL("c.{} = l.{}").format(k, k) for k in keys))
-    return query, (*info.key, ids, lsn_to_str(oldest), lsn_to_str(info.snapshot_lsn))
+        " union select l.id from l join c on {match} and (c._commit_lsn, c._seq) >"
+        " (l.commit_lsn, l.seq)"
+    ).format(picked=picked, changelog=info.changelog, kept=kept, cols=cols,
+             match=sql.SQL(" and ").join([sql.SQL("c.{} = l.{}").format(k, k) for k in keys]
+                                         + ([] if info.key else [sql.SQL("c._op <> 't'")])))
+    return query, (*named, ids, lsn_to_str(oldest), lsn_to_str(info.snapshot_lsn))
 
 
 PURGE_BATCH = 10_000

@@ -3,8 +3,9 @@
 One file per source with contracts: the demo's ``shop`` (committed) and every source of your own
 (``tidemark contracts init mydb`` → ``_mydb__sources.yml``, sources ``mydb`` and ``mydb_cdc``), so a
 model of yours reads ``{{ source('mydb', 'orders') }}`` and Dagster draws it downstream of the
-ingestion asset ``mydb/orders``. A table without a contract (one without a primary key) is not in
-it: only contracts are read, never a database.
+ingestion asset ``mydb/orders``. Every table ``contracts init`` scaffolds is in it, keyless ones
+(``primary_key: []``, e.g. ``pgbench_history``) too; a table without a contract file is not: only
+contracts are read, never a database.
 
 The mirror source ``<source>`` (``shop`` below) is exactly :func:`contracts.to_dbt_source_yaml`
 (columns, types, not_null / unique / accepted_values tests, ``loaded_at_field`` and freshness),
@@ -12,7 +13,8 @@ plus the tests dbt core lacks, built from the contract metadata it carries:
 
 - ``min`` / ``max`` of a column -> ``accepted_range`` (tests/generic/accepted_range.sql);
 - ``pattern`` of a column -> ``matches_pattern`` (tests/generic/matches_pattern.sql);
-- a composite primary key -> ``unique_combination_of_columns`` on the table.
+- a composite primary key -> ``unique_combination_of_columns`` on the table (a keyless table, a
+  bag, gets no uniqueness test of either kind).
 
 The changelog source ``shop_cdc`` (schema ``cdc``, tables ``shop__<table>``) lists the same
 columns plus the change metadata, with the contract's freshness thresholds (null where the

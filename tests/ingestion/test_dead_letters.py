@@ -234,3 +234,23 @@ def test_replay_applies_letters_in_commit_order_not_text_order(pair: Pair) -> No
     assert replay(pair.land, pair.source)["applied"] == 2
     with psycopg.connect(pair.land) as conn:
         assert conn.execute(f"select v from {pair.source}.t").fetchall() == [("new",)]
+
+
+def test_a_batchs_dead_letters_are_written_in_one_statement(pair: Pair, tmp_path: Path) -> None:
+    # The applier wrote a batch's letters one INSERT each (executemany): 300 bad rows of one
+    # transaction were 300 statements, 300 runs of the trigger keeping the waiting count and
+    # 300 rows in tidemark.dead_letter_counts. Now one statement: one run, one count row.
+    apply_schema(pair.src)
+    strict = contracts_for(pair.source, tmp_path / "v1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("insert into stores select g, 'bad', 'c', 'atlantis', now(), true"
+                  " from generate_series(1, 300) g")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    with psycopg.connect(pair.land) as conn:
+        rows = conn.execute("select waiting from tidemark.dead_letter_counts where source = %s",
+                            (pair.source,)).fetchall()
+        ids = [r[0] for r in conn.execute(
+            "select (raw_row ->> 'store_id')::int from tidemark.dead_letters where source = %s"
+            " order by id", (pair.source,))]
+    assert rows == [(300,)]
+    assert ids == list(range(1, 301))  # in change order

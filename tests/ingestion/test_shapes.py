@@ -42,10 +42,10 @@ def test_scaffolded_contracts_load_and_ingestion_accepts_them(pair: Pair, tmp_pa
         shapes, skipped = table_shapes(conn, Selection.of(["public", "sales"]))
     root = tmp_path / "contracts"
     written, left_out = write_contracts(root, pair.source, shapes)
-    assert sorted(p.name for p in written) == ["customers.yml", "sales__orders.yml"]
+    assert sorted(p.name for p in written) == ["customers.yml", "keyless.yml",
+                                               "sales__orders.yml"]
     reasons = dict(left_out)
-    assert "primary key" in reasons["public.keyless"]
-    assert "contract file" in reasons["public.MixedCase"]
+    assert list(reasons) == ["public.MixedCase"] and "contract file" in reasons["public.MixedCase"]
     assert skipped == []
     contracts = load_contracts(root)
     customers = contracts.table(pair.source, "customers")
@@ -54,6 +54,7 @@ def test_scaffolded_contracts_load_and_ingestion_accepts_them(pair: Pair, tmp_pa
     assert customers.columns["amount"].type == "numeric(12,2)"
     assert "timestamp without time zone" in customers.columns["seen"].description
     assert contracts.table(pair.source, "sales__orders").primary_key == ["order_id", "line"]
+    assert contracts.table(pair.source, "keyless").keyless
     again, kept = write_contracts(root, pair.source, shapes)
     assert again == [] and all("exists" in why for _, why in kept if "customers" in _)
 

@@ -225,7 +225,9 @@ def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: 
 
     e = user
     e.src_exec("create table public.accounts (aid int primary key, abalance int)",
-               "create table public.history (tid int, delta int)")
+               "create table public.history (tid int, delta int)",  # not published
+               "create table public.log (tid int, delta int)",  # keyless, published
+               "alter table public.log replica identity full")
     assert e.cli("source", "add", "mydb", "--url", e.src).returncode == 0
     repo = tmp_path / "clone"
     shutil.copytree(Path(__file__).resolve().parents[2] / "dbt_project", repo / "dbt_project",
@@ -239,7 +241,15 @@ def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: 
     import yaml
     sources = yaml.safe_load(written.read_text())["sources"]
     assert [(s["name"], [t["name"] for t in s["tables"]]) for s in sources] == [
-        ("mydb", ["accounts"]), ("mydb_cdc", ["mydb__accounts"])]
+        ("mydb", ["accounts", "log"]), ("mydb_cdc", ["mydb__accounts", "mydb__log"])]
+    # The keyless table gets a key: the kept contract is named with the key to set (the
+    # brackets are text, not console markup, which printed "set primary_key:  in it").
+    e.src_exec("alter table public.log add column id int generated always as identity"
+               " primary key")
+    out = e.cli("contracts", "init", "mydb", "--contracts", str(repo / "contracts"),
+                env_extra={"COLUMNS": "400"})
+    assert out.returncode == 0, out.stderr
+    assert "but the contract says primary_key: []: set primary_key: [id] in it" in out.stdout
     out = e.cli("contracts", "init", "mydb", "--contracts", str(tmp_path / "elsewhere"),
                 "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["dbt_sources"] is None

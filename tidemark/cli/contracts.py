@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from tidemark.cli.ingest import (
     ContractsOpt,
@@ -70,7 +71,8 @@ def init(
     emit_table(f"contracts of {spec.name} ({root / spec.name})", ["file", "table"],
                [(str(p.relative_to(root)), p.stem) for p in written])
     for table, why in skipped:
-        console.print(f"[yellow]skipped[/] {table}: {why}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(f'{table}: {why}')}", highlight=False,
+                      soft_wrap=True)  # "set primary_key: [id]": text, not markup
     console.print(f"{len(written)} contracts written; all contracts under {root} load. Tighten "
                   f"them (allowed_values, min/max, pattern, rules, event_time, freshness).",
                   highlight=False)

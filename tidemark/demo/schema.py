@@ -67,8 +67,9 @@ def create_contracted_tables(source_dsn: str, tables: Iterable[TableContract],
     The demo schema has the demo's tables only. A user who adds a table to the demo source
     writes its contract (README "Extending") and models and live views reading it; on a fresh
     demo source (a new ``TIDEMARK_HOME``, a colleague's clone, the tests) the table is created
-    from the contract: its columns, types, nullability and primary key. The demo generates no
-    rows for it.
+    from the contract: its columns, types, nullability and primary key (a keyless contract's
+    table gets ``REPLICA IDENTITY FULL`` instead, so that it is published). The demo generates
+    no rows for it.
 
     Args:
         source_dsn: URL of the source database, as a role allowed to create tables.
@@ -92,12 +93,17 @@ def create_contracted_tables(source_dsn: str, tables: Iterable[TableContract],
             columns = [sql.SQL("{} {}{}").format(
                 sql.Identifier(spec.name), sql.SQL(spec.type),  # a type the contract validated
                 sql.SQL("" if spec.nullable else " not null")) for spec in table.columns.values()]
-            columns.append(sql.SQL("primary key ({})").format(  # a contract always has one
-                sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
+            if table.primary_key:
+                columns.append(sql.SQL("primary key ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
+            target = sql.Identifier(schema, table.name)
             try:
                 with conn.transaction():
                     conn.execute(sql.SQL("create table {} ({})").format(
-                        sql.Identifier(schema, table.name), sql.SQL(", ").join(columns)))
+                        target, sql.SQL(", ").join(columns)))
+                    if not table.primary_key:  # keyless: published (and landed) as a bag
+                        conn.execute(sql.SQL("alter table {} replica identity full"
+                                             ).format(target))
             except psycopg.Error as exc:
                 failed[table.name] = str(exc).strip().splitlines()[0]
                 continue
