@@ -11,6 +11,9 @@ Raw limit: every source table streamed with ``COPY (select ...) TO STDOUT (forma
 after the other, best of the runs (one before each Tidemark run and one after the last).
 Tidemark: ``ingestion.catch_up`` from nothing into a fresh landing database (publication, slot,
 snapshot with contract checks, dedup and indexes, checkpoint), best of ``--repeat`` runs.
+Every run starts from the same state (:func:`settle`: the other runs' tables, landing database,
+slot and publication dropped, then a ``CHECKPOINT``, none of it timed), so no run pays for the
+one before it. Server CPU is reported whole and as user and system time.
 
 Usage::
 
@@ -113,9 +116,11 @@ def build_source(src: str, rows: int) -> dict[str, int]:
 
 
 def raw_copy(src: str, land: str, tables: list[str]) -> float:
-    """Seconds to relay every table into index-less copies in landing (binary COPY)."""
+    """Seconds to relay every table into index-less copies in landing (binary COPY).
+
+    The copies go to schema ``raw`` of ``land`` (created here; :func:`settle` drops it).
+    """
     with psycopg.connect(land, autocommit=True) as conn:
-        conn.execute("drop schema if exists raw cascade")
         conn.execute("create schema raw")
     with psycopg.connect(src) as s:
         ddl = {t: s.execute("select string_agg(quote_ident(attname) || ' ' || format_type("
@@ -151,26 +156,37 @@ class CpuMeter:
         self.postmaster = psutil.Process(pid)
         self.server = self.relay = 0.0
 
-    def _server(self) -> float:
+    def _server(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the whole server so far."""
         t = self.postmaster.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
+        user, system = t.user + t.children_user, t.system + t.children_system
         for child in self.postmaster.children():
             with contextlib.suppress(psutil.Error):  # a backend that just exited
-                total += sum(child.cpu_times()[:2])
-        return total
+                times = child.cpu_times()
+                user, system = user + times.user, system + times.system
+        return user, system
 
     def start(self) -> None:
         """Start counting."""
         self._s0, self._r0 = self._server(), sum(os.times()[:2])
 
     def stop(self) -> dict[str, float]:
-        """Stop; return {"server": s, "relay": s} CPU seconds."""
+        """Stop; return {"server": s, "server_user": s, "server_sys": s, "relay": s} CPU
+        seconds (``server`` = user + system).
+
+        The system part is mostly the kernel copying pages into the page cache (heap, index
+        and WAL writes); on a virtual machine whose free memory the host takes back it varies
+        several-fold with the memory's state, so the user part is the steadier figure.
+        """
         # Backends of closed connections exit asynchronously: give the postmaster time to reap
         # them (their time then moves into its children times; a zombie's is not readable).
         time.sleep(1.0)
-        self.server = self._server() - self._s0
+        user, system = self._server()
+        user, system = user - self._s0[0], system - self._s0[1]
+        self.server = user + system
         self.relay = sum(os.times()[:2]) - self._r0
-        return {"server": round(self.server, 2), "relay": round(self.relay, 2)}
+        return {"server": round(self.server, 2), "server_user": round(user, 2),
+                "server_sys": round(system, 2), "relay": round(self.relay, 2)}
 
 
 def check_landing(land: str, counts: dict[str, int]) -> dict[str, int]:
@@ -228,12 +244,14 @@ def main() -> None:
         meter = CpuMeter(src)
         cpu: dict[str, list] = {"raw": [], "snapshot": []}
         for rep in range(args.repeat):
+            settle(src, land)
             meter.start()
             raws.append(raw_copy(src, land, sorted(counts)))
             cpu["raw"].append(meter.stop())
             print(f"raw COPY relay: {raws[-1]:.2f} s = {total / raws[-1]:,.0f} rows/s; cpu "
                   f"{cpu['raw'][-1]}", flush=True)
-            target = land if rep == 0 else fresh_landing(src, land, rep)
+            settle(src, land)
+            target = fresh_landing(land, rep)
             last: list = []
             t = time.monotonic()
             meter.start()
@@ -249,6 +267,7 @@ def main() -> None:
             checked = check_landing(target, counts)
             print(f"landing equals source; {checked['duplicates']:,} duplicate events dropped, "
                   f"{checked['dead_letters']} dead letters", flush=True)
+        settle(src, land)
         meter.start()
         raws.append(raw_copy(src, land, sorted(counts)))
         cpu["raw"].append(meter.stop())
@@ -281,12 +300,32 @@ def source_settings(src: str, settings: list[str]) -> Iterator[None]:
             conn.execute("alter database src reset all")
 
 
-def fresh_landing(src: str, land: str, rep: int) -> str:
-    """A new landing database for another run (the slot and publication dropped first)."""
+def settle(src: str, land: str) -> None:
+    """Before each measured run: remove what the runs before it left, then ``CHECKPOINT``.
+
+    Without it each run measured the one before it as well: the second raw copy ran next to
+    the Tidemark run's landing database (1.5 GB more of page cache and dirty buffers) and
+    behind its replication slot, which holds back every WAL segment written since it was
+    created, so the copy wrote into new WAL files instead of recycled ones. Measured at 2M
+    rows: the same raw copy took 1.2 s of server CPU after the source was built and 4.4 s
+    after a Tidemark run (bench/RESULTS.md, s35). Now every run, raw or Tidemark, starts
+    with landing as the source build left it, no slot or publication, and a checkpoint done
+    (old WAL recyclable, shared buffers clean); the drops and the checkpoint are not timed.
+    """
     with psycopg.connect(src, autocommit=True) as conn:
         conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots"
                      " where slot_name = 'tidemark_shop'")
         conn.execute("drop publication if exists tidemark_shop")
+    with psycopg.connect(land, autocommit=True) as conn:
+        conn.execute("drop schema if exists raw cascade")
+        for (name,) in conn.execute("select datname from pg_database where datname like"
+                                    " 'land\\_%'").fetchall():
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
+        conn.execute("checkpoint")
+
+
+def fresh_landing(land: str, rep: int) -> str:
+    """A new, empty landing database for a Tidemark run (:func:`settle` drops it later)."""
     name = f"land_{rep}"
     with psycopg.connect(land, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))

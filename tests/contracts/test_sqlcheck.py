@@ -261,3 +261,30 @@ def test_payload_presence_and_null_checks_are_exact(demo: str, tmp_path: Path) -
     assert exact
     assert 0 < len(violating) < len(payloads)
     assert suspects == violating
+
+
+def test_payload_checks_ignore_columns_named_like_their_subquery(demo: str) -> None:
+    """The payload terms read each field from a subquery (``v0``, ``t0``, ``k0``, ``extra``,
+    ``e``, ``s``); table columns of those names, holding values that would pass or fail the
+    terms, change nothing: the suspects are still exactly the violating rows."""
+    contracts = load_contracts()
+    with psycopg.connect(demo, autocommit=True) as conn:
+        types, cols, base = _event_table(conn, "n_events", "cart_item_added")
+        conn.execute("alter table n_events add column v0 jsonb default '\"x\"',"
+                     " add column t0 text default 'not-a-uuid', add column k0 text"
+                     " default 'number', add column extra boolean default true,"
+                     " add column e text default 'e', add column s text default 's'")
+        for cart_id in CART_IDS:
+            for quantity in (2, 51):
+                row = {**base, "payload": json.dumps({"cart_id": cart_id, "product_id": 3,
+                                                      "quantity": quantity})}
+                conn.execute(sql.SQL("insert into n_events ({}) values ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(types[c]))
+                                       for c in cols)), [row[c] for c in cols])
+        events = conn.execute("select _rid, payload from n_events").fetchall()
+        violating = _violating(conn, "n_events", contracts, "app_events")
+        suspects, exact = _suspects(conn, "n_events", contracts, "app_events")
+    assert exact
+    assert 0 < len(violating) < len(events)
+    assert suspects == violating
