@@ -205,6 +205,10 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     names = {c.name for c in cols}
     retired = [c for c in info.retired if c.name not in names]
     create_landing_tables(conn, replace(info, columns=cols, key=key, retired=retired))
+    # Emptying and altering them takes ACCESS EXCLUSIVE: had without queueing their readers
+    # while a reader holds them, then kept until the resync commits.
+    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog], "a resync",
+                          lambda: None)
     have = _column_types(conn, info.changelog)
     _reshape_mirror(conn, info, cols + retired, key)
     info.columns, info.key, info.source_oid, info.retired = cols, key, oid, retired
