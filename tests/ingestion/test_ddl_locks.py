@@ -1,6 +1,7 @@
-"""Ingestion's schema-change DDL against readers of the mirror (ingestion/ddl_locks.py): it never
-queues other readers behind its lock request, lands once the reader ends, says who holds the
-lock (``tidemark ingest status``), and interrupts only Tidemark's own verify, which reports so."""
+"""Ingestion's DDL on a mirror (an added column, a source TRUNCATE, a resync) against a reader of
+the mirror (ingestion/ddl_locks.py): it never queues other readers behind its lock request,
+lands once the reader ends, says who holds the lock (``tidemark ingest status``), and interrupts
+only Tidemark's own verify, which reports the view as interrupted."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import pytest
 
 import streaming_views
 from ingestion import catch_up
+from ingestion.resync import resync
 from ingestion.status import status
 from streaming_views.deploy import deploy_embedded
 from streaming_views.viewfile import parse_view_text
@@ -47,7 +50,19 @@ def _ingestion_waits(p: Pair, mirror: str) -> bool:
             is not None and conn.execute(RECORDED, (p.source,)).fetchone()[0]
 
 
-def test_add_column_waits_for_a_reader_without_blocking_other_readers(pair: Pair) -> None:
+def _start(p: Pair, action: str) -> tuple[threading.Thread, dict[str, Any]]:
+    """Make ingestion run ``action``'s DDL on the mirror of ``t`` (in a thread)."""
+    if action == "resync":
+        return _in_thread(lambda: resync(p.src, p.land, p.source, "t"))
+    if action == "add column":
+        p.src_exec("alter table t add column y text", "insert into t values (101, 1, 'new')")
+    else:
+        p.src_exec("truncate t", "insert into t values (101, 1)")
+    return _in_thread(lambda: catch_up(p.src, p.land, p.source, timeout_s=120))
+
+
+@pytest.mark.parametrize("action", ["add column", "truncate", "resync"])
+def test_ddl_waits_for_a_reader_without_blocking_other_readers(pair: Pair, action: str) -> None:
     pair.src_exec("create table t (id int primary key, x int)",
                   "insert into t select g, g from generate_series(1, 100) g")
     catch_up(pair.src, pair.land, pair.source)
@@ -57,9 +72,7 @@ def test_add_column_waits_for_a_reader_without_blocking_other_readers(pair: Pair
     try:
         # A BI tab left idle in its transaction, holding ACCESS SHARE on the mirror.
         reader.execute(f"select count(*) from {mirror}").fetchone()
-        pair.src_exec("alter table t add column y text", "insert into t values (101, 1, 'new')")
-        ingest, result = _in_thread(lambda: catch_up(pair.src, pair.land, pair.source,
-                                                     timeout_s=120))
+        ingest, result = _start(pair, action)
         assert wait_until(lambda: _ingestion_waits(pair, mirror), timeout=60)
         # (a) other readers of the mirror go on: a queued ALTER would block them all.
         with psycopg.connect(pair.land, autocommit=True) as other:
@@ -89,8 +102,8 @@ def test_add_column_waits_for_a_reader_without_blocking_other_readers(pair: Pair
             ingest.join(timeout=120)
     # (b) the change lands once the reader is gone.
     assert not ingest.is_alive() and "error" not in result, result.get("error")
-    assert "y" in source_columns(pair.land, "t", pair.source)
     assert_mirror_equals(pair, "t")
+    assert source_columns(pair.land, "t", pair.source) == source_columns(pair.src, "t")
     assert status(pair.src, pair.land, pair.source)["lock_wait"] is None
 
 
