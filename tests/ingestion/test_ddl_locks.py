@@ -19,6 +19,7 @@ from ingestion.status import status
 from streaming_views.deploy import deploy_embedded
 from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import Pair, assert_mirror_equals, source_columns, wait_until
+from tidemark.cli.ingest import _show_status
 
 QUEUED = ("select exists (select 1 from pg_locks where relation = to_regclass(%s)"
           " and mode = 'AccessExclusiveLock' and not granted)")
@@ -62,7 +63,8 @@ def _start(p: Pair, action: str) -> tuple[threading.Thread, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("action", ["add column", "truncate", "resync"])
-def test_ddl_waits_for_a_reader_without_blocking_other_readers(pair: Pair, action: str) -> None:
+def test_ddl_waits_for_a_reader_without_blocking_other_readers(
+        pair: Pair, action: str, capsys: pytest.CaptureFixture[str]) -> None:
     pair.src_exec("create table t (id int primary key, x int)",
                   "insert into t select g, g from generate_series(1, 100) g")
     catch_up(pair.src, pair.land, pair.source)
@@ -82,7 +84,8 @@ def test_ddl_waits_for_a_reader_without_blocking_other_readers(pair: Pair, actio
         # (c) status names the holder, and what to do.
         assert wait_until(lambda: status(pair.src, pair.land, pair.source)["lock_wait"]
                           is not None, timeout=30)
-        wait = status(pair.src, pair.land, pair.source)["lock_wait"]
+        payload = status(pair.src, pair.land, pair.source)
+        wait = payload["lock_wait"]
         assert wait["table"] == mirror
         [holder] = wait["holders"]
         assert holder["pid"] == reader.info.backend_pid
@@ -92,6 +95,11 @@ def test_ddl_waits_for_a_reader_without_blocking_other_readers(pair: Pair, actio
         assert f"waiting for a lock on {mirror}" in wait["message"]
         assert f"pid {reader.info.backend_pid}" in wait["message"]
         assert f"pg_terminate_backend({reader.info.backend_pid})" in wait["message"]
+        capsys.readouterr()
+        _show_status(payload)  # `tidemark ingest status`
+        shown = " ".join(capsys.readouterr().out.split())
+        assert f"waiting source {pair.source}: waiting for a lock on {mirror}" in shown
+        assert f"pid {reader.info.backend_pid} (application_name 'bi tool'" in shown
         # A user's session is never cancelled: its transaction is still there.
         assert reader.execute("select 1").fetchone() == (1,)
         assert ingest.is_alive()
