@@ -118,7 +118,11 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
 def cancelled_by_ingestion(conn: psycopg.Connection) -> str | None:
     """The table whose schema change made ingestion cancel this session's statement, or None
     (cancelled otherwise)."""
-    if conn.execute("select to_regclass('tidemark.lock_waits')").fetchone()[0] is None:
+    try:
+        if not conn.execute("select coalesce(has_table_privilege(to_regclass("
+                            "'tidemark.lock_waits')::oid, 'select'), false)").fetchone()[0]:
+            return None
+        row = conn.execute(CANCELLED_BY_INGESTION).fetchone()
+    except psycopg.Error:  # cannot tell: the cancel is reported as it came
         return None
-    row = conn.execute(CANCELLED_BY_INGESTION).fetchone()
     return None if row is None else row[0]
