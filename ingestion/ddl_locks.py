@@ -215,6 +215,7 @@ class _Wait:
         self.started = time.monotonic()
         self.attempts = 0
         self.told = False
+        self.cancelled: set[int] = set()
         self.side: psycopg.Connection | None = None
         try:  # its own connection: the landing transaction's writes show only at its commit
             self.side = psycopg.connect(conn.info.dsn, password=conn.info.password,
@@ -264,11 +265,14 @@ class _Wait:
         """Cancel Tidemark's own readers' statements, recorded first (the verify looks)."""
         if not readers or self.side is None:
             return
-        pids = [h.pid for h in readers]
-        self.side.execute(_CANCELLED, (pids, self.source))
-        for h in readers:
+        new = [h for h in readers if h.pid not in self.cancelled]
+        if new:
+            self.side.execute(_CANCELLED, ([h.pid for h in new], self.source))
+        for h in readers:  # again at each attempt: a cancel between its statements is lost
             with contextlib.suppress(psycopg.Error):  # another role's, gone meanwhile
                 self.side.execute("select pg_cancel_backend(%s)", (h.pid,))
+        for h in new:
+            self.cancelled.add(h.pid)
             log.info("source %s: interrupted %s (pid %s) holding %s, for %s: it checks again at"
                      " its next run", self.source, h.application_name, h.pid, h.relation,
                      self.what)

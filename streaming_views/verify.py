@@ -11,6 +11,7 @@ reported ``interrupted`` (not a failure), and checked again at the next run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -29,8 +30,9 @@ APPLICATION_NAME = "tidemark verify"
 """The verify's connections call themselves so: ingestion may interrupt them (and only them)."""
 CANCELLED_BY_INGESTION = """select w.relation from tidemark.lock_waits w
   join pg_stat_activity a on a.pid = pg_backend_pid()
- where w.cancelled @> jsonb_build_array(jsonb_build_object(
-         'pid', a.pid, 'backend_start', extract(epoch from a.backend_start)))
+  cross join lateral jsonb_array_elements(w.cancelled) c
+ where c @> jsonb_build_object('pid', a.pid, 'backend_start', extract(epoch from a.backend_start))
+   and (c->>'at')::timestamptz >= %s
  order by w.updated_at desc limit 1"""
 
 
@@ -100,12 +102,13 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
             if broken is not None:
                 results.append(VerifyResult(entry.name, entry.columns, problem=broken))
                 continue
+            since = conn.execute("select clock_timestamp()").fetchone()[0]
             try:
                 with conn.transaction():
                     conn.execute("set transaction isolation level repeatable read")
                     extra, missing = diff_rows(conn, entry.name, entry.definition)
             except psycopg.errors.QueryCanceled:
-                table = cancelled_by_ingestion(conn)
+                table = cancelled_by_ingestion(conn, since)
                 if table is None:  # a user's cancel, a statement_timeout
                     raise
                 results.append(VerifyResult(entry.name, entry.columns,
@@ -115,14 +118,14 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
         return results
 
 
-def cancelled_by_ingestion(conn: psycopg.Connection) -> str | None:
-    """The table whose schema change made ingestion cancel this session's statement, or None
-    (cancelled otherwise)."""
+def cancelled_by_ingestion(conn: psycopg.Connection, since: datetime) -> str | None:
+    """The table whose schema change made ingestion cancel this session's statement (recorded
+    at or after ``since``, the comparison's start), or None (cancelled otherwise)."""
     try:
         if not conn.execute("select coalesce(has_table_privilege(to_regclass("
                             "'tidemark.lock_waits')::oid, 'select'), false)").fetchone()[0]:
             return None
-        row = conn.execute(CANCELLED_BY_INGESTION).fetchone()
+        row = conn.execute(CANCELLED_BY_INGESTION, (since,)).fetchone()
     except psycopg.Error:  # cannot tell: the cancel is reported as it came
         return None
     return None if row is None else row[0]
