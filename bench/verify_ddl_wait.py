@@ -15,6 +15,8 @@ applies it to the mirror (``alter table ... add column``) and the changelog:
   ``streaming_views.verify`` runs in a thread; the column is added once its comparison query
   (``except all``) runs; ``landed_s``: until the column is in the mirror.
 
+* ``lockcost`` (only when asked): the DDL path's own cost without a reader, plain savepoint
+  against ``ingestion.ddl_locks.DdlLocks.run``, alternating in one session (branch trees).
 * ``ddl``: ``--ddl`` source transactions, each adding a column and changing one row, landed
   by one ``catch_up`` with nothing else running (the normal path's cost of the DDL).
 
@@ -33,19 +35,21 @@ the source's commit of the add column to the catch-up's end; ``landed_after_clos
 catch-up's end minus the verify transaction's end; ``outcome``: ``ok`` or what interrupted it).
 
 Usage: python bench/verify_ddl_wait.py [--rows 1000000] [--hold 5] [--ddl 20]
-       [--rounds none,held,verify,ddl]
+       [--rounds none,held,verify,ddl,lockcost] [--lockcost 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 import streaming_views
 from ingestion import catch_up, run
@@ -225,11 +229,47 @@ def ddl_round(src: str, land: str, columns: int) -> dict[str, float]:
     return {"columns": columns, "ddl_s": round(time.monotonic() - start, 3)}
 
 
+def lockcost_round(land: str, n: int) -> dict[str, object]:
+    """The DDL path's own cost, no reader: ``n`` times, an add column on two tables in a plain
+    savepoint (main's path) and through ``DdlLocks.run`` (round 35's), alternating in one
+    session; median milliseconds of each."""
+    try:
+        from ingestion.ddl_locks import DdlLocks
+    except ImportError:
+        return {"skipped": "this tree has no ingestion.ddl_locks"}
+    tables = [sql.Identifier("bench", "cost"), sql.Identifier("bench", "cost_log")]
+    locks = DdlLocks("bench")
+    times: dict[str, list[float]] = {"savepoint_ms": [], "ddl_locks_ms": []}
+    with psycopg.connect(land) as conn:
+        for table in tables:
+            conn.execute(sql.SQL("create table {} (id int primary key)").format(table))
+        conn.commit()
+        for i in range(n):
+            for way in times:
+                column = sql.Identifier(f"{way[0]}{i}")
+
+                def alter(column: sql.Identifier = column) -> None:
+                    for table in tables:
+                        conn.execute(sql.SQL("alter table {} add column {} int").format(
+                            table, column))
+
+                start = time.perf_counter()
+                if way == "savepoint_ms":
+                    with conn.transaction():
+                        alter()
+                else:
+                    locks.run(conn, "bench.cost", tables, "bench", alter)
+                times[way].append((time.perf_counter() - start) * 1000)
+                conn.commit()
+    return {"n": n, **{way: round(statistics.median(t), 3) for way, t in times.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--hold", type=float, default=5.0)
     parser.add_argument("--ddl", type=int, default=20)
+    parser.add_argument("--lockcost", type=int, default=300)
     parser.add_argument("--rounds", default="none,held,verify,ddl",
                         help="which rounds to run (comma-separated)")
     args = parser.parse_args()
@@ -254,6 +294,8 @@ def main() -> None:
             out["verify"] = verify_round(src, land)
         if "ddl" in rounds:
             out["ddl"] = ddl_round(src, land, args.ddl)
+        if "lockcost" in rounds:
+            out["lockcost"] = lockcost_round(land, args.lockcost)
     print(json.dumps(out))
 
 
