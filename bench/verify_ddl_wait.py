@@ -81,51 +81,68 @@ def add_column(src: str, name: str) -> float:
     return time.monotonic()
 
 
-class DdlWatch:
+class _Poller:
+    """A thread polling landing until stopped (``_poll(conn)`` once per round)."""
+
+    def __init__(self, land: str, every_s: float) -> None:
+        self.every_s = every_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(land,))
+        self.thread.start()
+
+    def _run(self, land: str) -> None:
+        with psycopg.connect(land, autocommit=True) as conn:
+            self._setup(conn)
+            while not self.stop.is_set():
+                self._poll(conn)
+                self.stop.wait(self.every_s)
+
+    def _setup(self, conn: psycopg.Connection) -> None:
+        """Prepare the polling session."""
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class DdlWatch(_Poller):
     """Polls landing every 20 ms: for how long an ``alter table`` waited for a lock."""
 
     def __init__(self, land: str) -> None:
         self.seen: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(land,))
-        self.thread.start()
+        super().__init__(land, 0.02)
 
-    def _run(self, land: str) -> None:
-        with psycopg.connect(land, autocommit=True) as conn:
-            while not self.stop.is_set():
-                if conn.execute(WAITING_DDL).fetchone():
-                    self.seen.append(time.monotonic())
-                time.sleep(0.02)
+    def _poll(self, conn: psycopg.Connection) -> None:
+        if conn.execute(WAITING_DDL).fetchone():
+            self.seen.append(time.monotonic())
 
     def waited(self) -> float:
         """Stop watching; the seconds between the first and last sight of a waiting ALTER."""
-        self.stop.set()
-        self.thread.join()
+        self._end()
         return round(self.seen[-1] - self.seen[0], 3) if self.seen else 0.0
 
 
-class Reader:
+class Reader(_Poller):
     """A dashboard reading the mirror every 100 ms: how long each read took."""
 
     def __init__(self, land: str) -> None:
         self.durations: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(land,))
-        self.thread.start()
+        super().__init__(land, 0.1)
 
-    def _run(self, land: str) -> None:
-        with psycopg.connect(land, autocommit=True) as conn:
-            conn.execute("set lock_timeout = '60s'")
-            while not self.stop.is_set():
-                start = time.monotonic()
-                conn.execute("select count(*) from bench.acc").fetchone()
-                self.durations.append(time.monotonic() - start)
-                self.stop.wait(0.1)
+    def _setup(self, conn: psycopg.Connection) -> None:
+        conn.execute("set lock_timeout = '60s'")
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        start = time.monotonic()
+        conn.execute("select count(*) from bench.acc").fetchone()
+        self.durations.append(time.monotonic() - start)
 
     def result(self) -> dict[str, float]:
         """Stop reading; the slowest read and the number of reads."""
-        self.stop.set()
-        self.thread.join()
+        self._end()
         return {"reader_max_s": round(max(self.durations, default=0.0), 3),
                 "reads": len(self.durations)}
 

@@ -245,7 +245,8 @@ class Applier(ChangeBuffer):
 
         if emptied:  # TRUNCATE takes ACCESS EXCLUSIVE: waited for without queueing readers
             self.ddl_locks.run(self.conn, ", ".join(i.qualified for i in emptied),
-                               [i.mirror for i in emptied], "a TRUNCATE from the source", empty)
+                               [i.mirror for i in emptied], "apply a TRUNCATE from the source",
+                               empty)
         for info, this in zip(infos, seqs, strict=True):
             if info.paused_reason is not None:
                 self._keep(info, "t", None, None, lsn, this)

@@ -141,13 +141,13 @@ def describe_wait(source: str, relation: str, what: str, waited_s: float,
                   holders: list[dict[str, Any]]) -> str:
     """What status and the log say of a waiting DDL: who holds the lock, what to do."""
     held = "; ".join(map(describe_holder, holders)) or \
-        "a session that has just ended (it tries again at once)"
+        "no session now (one has just ended, or another object it needs is held)"
     pids = [h["pid"] for h in holders if h["application_name"] not in RETRYABLE_READERS]
     todo = (f" To let it through, end that transaction: commit or close it in its client, or "
             f"on landing (`tidemark db psql`) run "
             f"{'; '.join(f'select pg_terminate_backend({p})' for p in pids)}."
             if pids else "")
-    return (f"source {source}: waiting for a lock on {relation} for {waited_s:.0f} s, to apply "
+    return (f"source {source}: waiting {waited_s:.0f} s so far for a lock on {relation}, to "
             f"{what}; held by {held}. No change of source {source} lands meanwhile; readers of "
             f"{relation} are not held up.{todo} A Tidemark verify holding it is interrupted and "
             f"checks the view again at its next run.")
@@ -176,7 +176,8 @@ class DdlLocks:
             conn: the landing connection, in its transaction.
             table: the table, as messages name it (``source.table``).
             relations: the tables to lock (none: ``fn`` alone, in the savepoint).
-            what: what the DDL does, for status and the log (``a schema change (...)``).
+            what: what the DDL does, for status and the log, after "to" (``apply a schema
+                change (...)``, ``resync it``).
             fn: the DDL.
 
         Returns:
@@ -184,6 +185,7 @@ class DdlLocks:
         """
         wait: _Wait | None = None
         timeout = LOCK_WAIT
+        done = False
         try:
             while True:
                 try:
@@ -194,6 +196,7 @@ class DdlLocks:
                                 sql.SQL(", ").join(relations)))
                         result = fn()
                         conn.execute("select set_config('lock_timeout', '0', true)")
+                    done = True
                     return result
                 except psycopg.errors.LockNotAvailable:
                     if wait is None:
@@ -201,7 +204,7 @@ class DdlLocks:
                     timeout = wait.after_timeout(self.keepalive)
         finally:
             if wait is not None:
-                wait.end()
+                wait.end(done)
 
 
 class _Wait:
@@ -221,8 +224,8 @@ class _Wait:
             self.side = psycopg.connect(conn.info.dsn, password=conn.info.password,
                                         autocommit=True)
         except psycopg.Error as exc:
-            log.warning("source %s: %s waits for a lock on %s; cannot say so in status (%s)",
-                        source, what, self.relation, str(exc).strip())
+            log.warning("source %s: waiting for a lock on %s to %s; cannot say so in status "
+                        "(%s)", source, self.relation, what, str(exc).strip())
 
     def holders(self) -> list[LockHolder]:
         """The other sessions holding a lock on the tables now."""
@@ -273,7 +276,7 @@ class _Wait:
                 self.side.execute("select pg_cancel_backend(%s)", (h.pid,))
         for h in new:
             self.cancelled.add(h.pid)
-            log.info("source %s: interrupted %s (pid %s) holding %s, for %s: it checks again at"
+            log.info("source %s: interrupted %s (pid %s) holding %s, to %s: it checks again at"
                      " its next run", self.source, h.application_name, h.pid, h.relation,
                      self.what)
 
@@ -297,12 +300,12 @@ class _Wait:
                 continue
         keepalive()
 
-    def end(self) -> None:
-        """The DDL got its locks (or failed): the wait is over."""
+    def end(self, done: bool) -> None:
+        """The wait is over: the DDL got its locks and ran (``done``), or failed."""
         waited = time.monotonic() - self.started
-        if self.told:
-            log.warning("source %s: %s applied to %s after waiting %.0f s for its lock",
-                        self.source, self.what, self.relation, waited)
+        if self.told and done:
+            log.warning("source %s: got the lock on %s after waiting %.0f s, to %s",
+                        self.source, self.relation, waited, self.what)
         if self.side is None:
             return
         with contextlib.suppress(psycopg.Error):

@@ -283,7 +283,7 @@ class RelationTracker:
                         f"rewrite), so only the source's rows hold the existing rows' values; "
                         f"Tidemark resyncs the table by itself, nothing to do")
             return info
-        what = "a schema change (" + "; ".join(
+        what = "apply a schema change (" + "; ".join(
             [c.detail for c in changes] + (["key changed"] if sorted(key) != sorted(info.key)
                                            else [])) + ")"
         try:

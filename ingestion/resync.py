@@ -207,7 +207,7 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     create_landing_tables(conn, replace(info, columns=cols, key=key, retired=retired))
     # Emptying and altering them takes ACCESS EXCLUSIVE: had without queueing their readers
     # while a reader holds them, then kept until the resync commits.
-    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog], "a resync",
+    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog], "resync it",
                           lambda: None)
     have = _column_types(conn, info.changelog)
     _reshape_mirror(conn, info, cols + retired, key)

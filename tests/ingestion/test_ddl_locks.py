@@ -92,13 +92,14 @@ def test_ddl_waits_for_a_reader_without_blocking_other_readers(
         assert holder["application_name"] == "bi tool"
         assert holder["state"] == "idle in transaction"
         assert holder["query"] == f"select count(*) from {mirror}"
-        assert f"waiting for a lock on {mirror}" in wait["message"]
+        assert f"so far for a lock on {mirror}, to " in wait["message"]
         assert f"pid {reader.info.backend_pid}" in wait["message"]
         assert f"pg_terminate_backend({reader.info.backend_pid})" in wait["message"]
         capsys.readouterr()
         _show_status(payload)  # `tidemark ingest status`
         shown = " ".join(capsys.readouterr().out.split())
-        assert f"waiting source {pair.source}: waiting for a lock on {mirror}" in shown
+        assert f"stalled source {pair.source}: waiting" in shown
+        assert f"for a lock on {mirror}" in shown
         assert f"pid {reader.info.backend_pid} (application_name 'bi tool'" in shown
         # A user's session is never cancelled: its transaction is still there.
         assert reader.execute("select 1").fetchone() == (1,)

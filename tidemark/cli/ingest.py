@@ -214,7 +214,7 @@ def _show_status(payload: dict[str, Any]) -> None:
                       f"tables, {snap['rows']:,}{estimate} rows, {snap['rows_per_s']:,.0f} "
                       f"rows/s{eta}", highlight=False)
     if payload.get("lock_wait"):
-        console.print(f"[bold yellow]waiting[/] {escape(payload['lock_wait']['message'])}",
+        console.print(f"[bold yellow]stalled[/] {escape(payload['lock_wait']['message'])}",
                       highlight=False)
     for item in payload["paused_tables"]:
         console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",

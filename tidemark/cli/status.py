@@ -363,7 +363,7 @@ def _show(summary: dict[str, Any]) -> None:
         for row in rows:
             idle = row.get("seconds_since_last_apply")
             if row.get("lock_wait"):  # why nothing lands: said with what to do
-                console.print(f"[yellow]waiting:[/] {escape(row['lock_wait']['message'])}",
+                console.print(f"[yellow]stalled:[/] {escape(row['lock_wait']['message'])}",
                               highlight=False)
             elif idle is not None and idle > summary.get("stalled_after_s", 60.0) \
                     and "problem" not in row:
