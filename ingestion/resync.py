@@ -18,6 +18,7 @@ new initial snapshot of every table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -125,8 +126,11 @@ def _source_oid(src_cat: psycopg.Connection, info: TableInfo) -> int | None:
 
 
 def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
-                 contracts: Any = None) -> str:
+                 contracts: Any = None, keepalive: Callable[[], None] | None = None) -> str:
     """Rebuild one table from a fresh snapshot of it (see the module docstring).
+
+    ``keepalive``: called while it waits for the mirror's lock (a streaming session that runs
+    it keeps its stream alive: :class:`ingestion.ddl_locks.DdlLocks`).
 
     Raises:
         TableNotFoundError: the table is not replicated for this source, or gone.
@@ -139,6 +143,8 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
         ensure_state(land, source)
         land.commit()
         applier = Applier(land, source, slot_name(source), publication_name(source), contracts)
+        if keepalive is not None:
+            applier.ddl_locks.keepalive = keepalive
         tracker = RelationTracker(applier, src_cat, source)
         applier.begin()
         tracker.load()

@@ -451,7 +451,7 @@ class Session:
         for name in sorted(self.tracker.resync_wanted):
             try:
                 message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
-                                       cfg.contracts)
+                                       cfg.contracts, self.keep_alive)
             except IngestionError as exc:
                 # The table stays paused with the reason; the others keep flowing.
                 self.tracker.resync_failed(name, str(exc))
