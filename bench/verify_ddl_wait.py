@@ -10,34 +10,49 @@ applies it to the mirror (``alter table ... add column``) and the changelog:
   ``streaming_views.verify`` runs it) done, its transaction kept open ``--hold`` seconds. One
   second in, ``pg_locks`` on the mirror is sampled and a plain reader of the mirror tries
   ``select count(*)`` with ``lock_timeout`` 500 ms.
-* ``verify``: ``streaming_views.verify`` runs in a thread; the column is added once its
-  comparison query (``except all``) runs.
+* ``verify``: ingestion streams (``ingestion.run``, round 35: before, a ``catch_up`` started
+  after the change, whose start-up and WAL decoding took ~1 s of the verify's ~2 s);
+  ``streaming_views.verify`` runs in a thread; the column is added once its comparison query
+  (``except all``) runs; ``landed_s``: until the column is in the mirror.
 
-A watcher polls ``pg_stat_activity`` every 20 ms for an ``alter table`` waiting on a lock
-(``alter_waited_s``: first to last sight).
+* ``lockcost`` (only when asked): the DDL path's own cost without a reader, plain savepoint
+  against ``ingestion.ddl_locks.DdlLocks.run``, alternating in one session (branch trees).
+* ``ddl``: ``--ddl`` source transactions, each adding a column and changing one row, landed
+  by one ``catch_up`` with nothing else running (the normal path's cost of the DDL).
 
-Printed: one JSON line {"bench": "verify_ddl_wait", rows, none_s, held: {hold_s, locks
-[[is_verify, mode, granted, query]], reader ("ok" or "blocked"), landed_after_close_s,
-alter_waited_s}, verify: {verify_s, added_at_s, landed_s, alter_waited_s}} (``none_s`` and
-``landed_s``: from the source's commit of the add column to the catch-up's end;
-``landed_after_close_s``: the catch-up's end minus the verify transaction's end).
+A watcher polls ``pg_stat_activity`` every 20 ms for an ``alter table`` or ``lock table``
+(round 35: the DDL's lock attempt) waiting on a lock (``alter_waited_s``: first to last sight).
+In ``held`` and ``verify`` a dashboard-like reader runs ``select count(*)`` of the mirror every
+100 ms (``lock_timeout`` 60 s) from the column's commit until it has landed: ``reader_max_s`` is
+its slowest read (a read queued behind the ALTER waits as long as the ALTER does),
+``reader_base_s`` the slowest of ten reads before (the count itself).
 
-Usage: python bench/verify_ddl_wait.py [--rows 1000000] [--hold 5]
+Printed: one JSON line {"bench": "verify_ddl_wait", rows, none_s, reader_base_s, held: {hold_s,
+locks [[is_verify, mode, granted, query]], reader ("ok" or "blocked"), reader_max_s, reads,
+landed_after_close_s, alter_waited_s}, verify: {verify_s, outcome, added_at_s, landed_s,
+alter_waited_s, reader_max_s, reads}, ddl: {columns, ddl_s}} (``none_s`` and ``landed_s``: from
+the source's commit of the add column to the catch-up's end; ``landed_after_close_s``: the
+catch-up's end minus the verify transaction's end; ``outcome``: ``ok`` or what interrupted it).
+
+Usage: python bench/verify_ddl_wait.py [--rows 1000000] [--hold 5] [--ddl 20]
+       [--rounds none,held,verify,ddl,lockcost] [--lockcost 300]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 import streaming_views
-from ingestion import catch_up
+from ingestion import catch_up, run
 from streaming_views.deploy import deploy_embedded
 from streaming_views.verify import diff_rows
 from streaming_views.viewfile import parse_view_text
@@ -47,9 +62,12 @@ from cdc_common import bench_server
 
 VIEW = "select a.aid, a.bid, a.abalance from bench.acc a"
 WAITING_DDL = ("select 1 from pg_stat_activity where wait_event_type = 'Lock' and datname ="
-               " current_database() and query ilike 'alter table%%'")
+               " current_database() and (query ilike 'alter table%%'"
+               " or query ilike 'lock table%%')")
 COMPARING = ("select 1 from pg_stat_activity where datname = current_database() and state ="
              " 'active' and query ilike '%%except all%%' and pid <> pg_backend_pid()")
+LANDED = ("select 1 from pg_attribute where attrelid = 'bench.acc'::regclass and attname = %s"
+          " and not attisdropped")
 LOCKS = ("select l.pid = %s, l.mode, l.granted, left(a.query, 60) from pg_locks l"
          " join pg_stat_activity a on a.pid = l.pid"
          " where l.relation = 'bench.acc'::regclass order by l.granted desc, l.pid")
@@ -63,27 +81,81 @@ def add_column(src: str, name: str) -> float:
     return time.monotonic()
 
 
-class DdlWatch:
-    """Polls landing every 20 ms: for how long an ``alter table`` waited for a lock."""
+class _Poller:
+    """A thread polling landing until stopped (``_poll(conn)`` once per round)."""
 
-    def __init__(self, land: str) -> None:
-        self.seen: list[float] = []
+    def __init__(self, land: str, every_s: float) -> None:
+        self.every_s = every_s
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(land,))
         self.thread.start()
 
     def _run(self, land: str) -> None:
         with psycopg.connect(land, autocommit=True) as conn:
+            self._setup(conn)
             while not self.stop.is_set():
-                if conn.execute(WAITING_DDL).fetchone():
-                    self.seen.append(time.monotonic())
-                time.sleep(0.02)
+                self._poll(conn)
+                self.stop.wait(self.every_s)
+
+    def _setup(self, conn: psycopg.Connection) -> None:
+        """Prepare the polling session."""
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+    def _end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class DdlWatch(_Poller):
+    """Polls landing every 20 ms: for how long an ``alter table`` waited for a lock."""
+
+    def __init__(self, land: str) -> None:
+        self.seen: list[float] = []
+        super().__init__(land, 0.02)
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        if conn.execute(WAITING_DDL).fetchone():
+            self.seen.append(time.monotonic())
 
     def waited(self) -> float:
         """Stop watching; the seconds between the first and last sight of a waiting ALTER."""
-        self.stop.set()
-        self.thread.join()
+        self._end()
         return round(self.seen[-1] - self.seen[0], 3) if self.seen else 0.0
+
+
+class Reader(_Poller):
+    """A dashboard reading the mirror every 100 ms: how long each read took."""
+
+    def __init__(self, land: str) -> None:
+        self.durations: list[float] = []
+        super().__init__(land, 0.1)
+
+    def _setup(self, conn: psycopg.Connection) -> None:
+        conn.execute("set lock_timeout = '60s'")
+
+    def _poll(self, conn: psycopg.Connection) -> None:
+        start = time.monotonic()
+        conn.execute("select count(*) from bench.acc").fetchone()
+        self.durations.append(time.monotonic() - start)
+
+    def result(self) -> dict[str, float]:
+        """Stop reading; the slowest read and the number of reads."""
+        self._end()
+        return {"reader_max_s": round(max(self.durations, default=0.0), 3),
+                "reads": len(self.durations)}
+
+
+def reader_base(land: str) -> float:
+    """The slowest of ten reads of the mirror with nothing else running."""
+    with psycopg.connect(land, autocommit=True) as conn:
+        times = []
+        for _ in range(10):
+            start = time.monotonic()
+            conn.execute("select count(*) from bench.acc").fetchone()
+            times.append(time.monotonic() - start)
+    return round(max(times), 3)
 
 
 def held_round(src: str, land: str, hold: float) -> dict[str, object]:
@@ -100,6 +172,7 @@ def held_round(src: str, land: str, hold: float) -> dict[str, object]:
                 catch_up(src, land, "bench", timeout_s=600),
                 landed.setdefault("t", time.monotonic())))
             ingest.start()
+            reader = Reader(land)
             time.sleep(hold - 0.7)
             with psycopg.connect(land, autocommit=True) as obs:
                 out["locks"] = [list(r) for r in obs.execute(
@@ -113,34 +186,109 @@ def held_round(src: str, land: str, hold: float) -> dict[str, object]:
             time.sleep(max(0.0, t0 + hold - time.monotonic()))
         closed = time.monotonic()
     ingest.join()
+    out.update(reader.result())
     out["landed_after_close_s"] = round(landed["t"] - closed, 3)
     out["alter_waited_s"] = watch.waited()
     return out
 
 
-def verify_round(src: str, land: str) -> dict[str, float]:
+def verify_round(src: str, land: str) -> dict[str, object]:
     """A real ``streaming_views.verify`` running when the column is added."""
     marks: dict[str, float] = {}
+    outcome: list[str] = []
     start = time.monotonic()
-    check = threading.Thread(target=lambda: (streaming_views.verify(land, "accounts"),
-                                             marks.setdefault("verify", time.monotonic())))
-    check.start()
+
+    def check_it() -> None:
+        [result] = streaming_views.verify(land, "accounts")
+        marks["verify"] = time.monotonic()
+        interrupted = getattr(result, "interrupted", None)
+        outcome.append(f"interrupted by {interrupted}" if interrupted else
+                       "ok" if result.ok else "differs")
+
+    stop = threading.Event()  # ingestion streams all along, as in production
+    stream = threading.Thread(target=run, args=(src, land, "bench"), kwargs={"stop": stop})
+    stream.start()
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("update acc set abalance = -1 where aid = 2")
     with psycopg.connect(land, autocommit=True) as conn:
+        while conn.execute("select abalance from bench.acc where aid = 2").fetchone()[0] != -1:
+            time.sleep(0.01)  # streaming
+        start = time.monotonic()
+        check = threading.Thread(target=check_it)
+        check.start()
         while not conn.execute(COMPARING).fetchone():
+            if not check.is_alive():
+                raise SystemExit("the verify ended before its comparison was seen: raise --rows")
             time.sleep(0.01)
-    watch = DdlWatch(land)
-    t0 = add_column(src, "c_verify")
-    catch_up(src, land, "bench", timeout_s=600)
-    landed = time.monotonic()
+        watch = DdlWatch(land)
+        t0 = add_column(src, "c_verify")
+        reader = Reader(land)
+        while not conn.execute(LANDED, ("c_verify",)).fetchone():
+            time.sleep(0.01)
+        landed = time.monotonic()
+    read = reader.result()
     check.join()
-    return {"verify_s": round(marks["verify"] - start, 3), "added_at_s": round(t0 - start, 3),
-            "landed_s": round(landed - t0, 3), "alter_waited_s": watch.waited()}
+    stop.set()
+    stream.join()
+    return {"verify_s": round(marks["verify"] - start, 3), "outcome": outcome[0],
+            "added_at_s": round(t0 - start, 3), "landed_s": round(landed - t0, 3),
+            "alter_waited_s": watch.waited(), **read}
+
+
+def ddl_round(src: str, land: str, columns: int) -> dict[str, float]:
+    """``columns`` source transactions adding a column and changing a row, one catch-up."""
+    with psycopg.connect(src, autocommit=True) as conn:
+        for n in range(columns):
+            conn.execute(f"alter table acc add column d{n} int")
+            conn.execute(f"update acc set d{n} = {n} where aid = {n + 1}")
+    start = time.monotonic()
+    catch_up(src, land, "bench", timeout_s=600)
+    return {"columns": columns, "ddl_s": round(time.monotonic() - start, 3)}
+
+
+def lockcost_round(land: str, n: int) -> dict[str, object]:
+    """The DDL path's own cost, no reader: ``n`` times, an add column on two tables in a plain
+    savepoint (main's path) and through ``DdlLocks.run`` (round 35's), alternating in one
+    session; median milliseconds of each."""
+    try:
+        from ingestion.ddl_locks import DdlLocks
+    except ImportError:
+        return {"skipped": "this tree has no ingestion.ddl_locks"}
+    tables = [sql.Identifier("bench", "cost"), sql.Identifier("bench", "cost_log")]
+    locks = DdlLocks("bench")
+    times: dict[str, list[float]] = {"savepoint_ms": [], "ddl_locks_ms": []}
+    with psycopg.connect(land) as conn:
+        for table in tables:
+            conn.execute(sql.SQL("create table {} (id int primary key)").format(table))
+        conn.commit()
+        for i in range(n):
+            for way in times:
+                column = sql.Identifier(f"{way[0]}{i}")
+
+                def alter(column: sql.Identifier = column) -> None:
+                    for table in tables:
+                        conn.execute(sql.SQL("alter table {} add column {} int").format(
+                            table, column))
+
+                start = time.perf_counter()
+                if way == "savepoint_ms":
+                    with conn.transaction():
+                        alter()
+                else:
+                    locks.run(conn, "bench.cost", tables, "bench", alter)
+                times[way].append((time.perf_counter() - start) * 1000)
+                conn.commit()
+    return {"n": n, **{way: round(statistics.median(t), 3) for way, t in times.items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--hold", type=float, default=5.0)
+    parser.add_argument("--ddl", type=int, default=20)
+    parser.add_argument("--lockcost", type=int, default=300)
+    parser.add_argument("--rounds", default="none,held,verify,ddl",
+                        help="which rounds to run (comma-separated)")
     args = parser.parse_args()
     out: dict[str, object] = {"bench": "verify_ddl_wait", "rows": args.rows}
     with bench_server() as (src, land):
@@ -151,11 +299,20 @@ def main() -> None:
                          " generate_series(1, %s) g", (args.rows,))
         catch_up(src, land, "bench", timeout_s=600)
         deploy_embedded(land, [parse_view_text("accounts", VIEW)])
-        t0 = add_column(src, "c_none")
-        catch_up(src, land, "bench", timeout_s=600)
-        out["none_s"] = round(time.monotonic() - t0, 3)
-        out["held"] = held_round(src, land, args.hold)
-        out["verify"] = verify_round(src, land)
+        rounds = args.rounds.split(",")
+        if "none" in rounds:
+            t0 = add_column(src, "c_none")
+            catch_up(src, land, "bench", timeout_s=600)
+            out["none_s"] = round(time.monotonic() - t0, 3)
+            out["reader_base_s"] = reader_base(land)
+        if "held" in rounds:
+            out["held"] = held_round(src, land, args.hold)
+        if "verify" in rounds:
+            out["verify"] = verify_round(src, land)
+        if "ddl" in rounds:
+            out["ddl"] = ddl_round(src, land, args.ddl)
+        if "lockcost" in rounds:
+            out["lockcost"] = lockcost_round(land, args.lockcost)
     print(json.dumps(out))
 
 

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
+from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
@@ -79,6 +80,7 @@ class Applier(ChangeBuffer):
         self._cached: tuple | None = None
         self.wait_hook: Callable[[], None] = lambda: None
         self.pause_hook: Callable[[TableInfo, str, int], None] = self._save_pause
+        self.ddl_locks = DdlLocks(source)
 
     # -- transaction ------------------------------------------------------------------------
 
@@ -230,11 +232,13 @@ class Applier(ChangeBuffer):
         self.begin()
         self.flush_all()
         txn = self.txn
-        for n, info in enumerate(infos):
-            this = txn.next_seq() if seq is None else seq + 2 * n
-            if info.paused_reason is not None:
-                self._keep(info, "t", None, None, lsn, this)
-            else:
+        seqs = [txn.next_seq() if seq is None else seq + 2 * n for n in range(len(infos))]
+        emptied = [info for info in infos if info.paused_reason is None]
+
+        def empty() -> None:
+            for info, this in zip(infos, seqs, strict=True):
+                if info.paused_reason is not None:
+                    continue
                 self.conn.execute(sql.SQL("truncate {}").format(info.mirror))
                 self.conn.execute(
                     sql.SQL("insert into {} (_op, _lsn, _commit_lsn, _seq, _commit_at, _txid)"
@@ -242,6 +246,14 @@ class Applier(ChangeBuffer):
                             ).format(info.changelog),
                     (lsn_to_str(lsn), lsn_to_str(txn.commit_lsn), this, txn.commit_at,
                      txn.xid))
+
+        if emptied:  # TRUNCATE takes ACCESS EXCLUSIVE: waited for without queueing readers
+            self.ddl_locks.run(self.conn, ", ".join(i.qualified for i in emptied),
+                               [i.mirror for i in emptied], "apply a TRUNCATE from the source",
+                               empty)
+        for info, this in zip(infos, seqs, strict=True):
+            if info.paused_reason is not None:
+                self._keep(info, "t", None, None, lsn, this)
             self.rows_in_txn += 1
 
     # -- flushing ---------------------------------------------------------------------------

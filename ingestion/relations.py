@@ -56,6 +56,19 @@ _BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
                           psycopg.errors.FeatureNotSupported)
 
 
+def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str]
+               ) -> list[sql.Identifier]:
+    """The tables :meth:`RelationTracker._apply` alters (ACCESS EXCLUSIVE): mirror and changelog
+    for an added column (not a retired one back: an UPDATE), a wider type or a new key; none
+    for a column retired (an UPDATE)."""
+    retired = {c.name for c in info.retired}
+    if sorted(key) != sorted(info.key) or any(
+            c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
+            for c in changes):
+        return [info.mirror, info.changelog]
+    return []
+
+
 def resync_hint(source: str, table: str) -> str:
     """The command that rebuilds a paused table (the name quoted for the shell if needed)."""
     return f"`tidemark ingest resync {shlex.quote(table)} --source {source}`"
@@ -270,9 +283,14 @@ class RelationTracker:
                         f"rewrite), so only the source's rows hold the existing rows' values; "
                         f"Tidemark resyncs the table by itself, nothing to do")
             return info
+        what = "apply a schema change (" + "; ".join(
+            [c.detail for c in changes] + (["key changed"] if sorted(key) != sorted(info.key)
+                                           else [])) + ")"
         try:
-            with self.applier.conn.transaction():
-                retired = self._apply(info, changes, cols, key, defaults, lsn)
+            # ALTER TABLE takes ACCESS EXCLUSIVE: waited for without queueing readers
+            retired = self.applier.ddl_locks.run(
+                self.applier.conn, info.qualified, _exclusive(info, changes, key), what,
+                lambda: self._apply(info, changes, cols, key, defaults, lsn))
         except _BLOCKED_BY_DEPENDENTS as exc:
             detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
             self._pause(info, changes, lsn,

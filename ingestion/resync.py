@@ -18,6 +18,7 @@ new initial snapshot of every table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -125,8 +126,11 @@ def _source_oid(src_cat: psycopg.Connection, info: TableInfo) -> int | None:
 
 
 def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
-                 contracts: Any = None) -> str:
+                 contracts: Any = None, keepalive: Callable[[], None] | None = None) -> str:
     """Rebuild one table from a fresh snapshot of it (see the module docstring).
+
+    ``keepalive``: called while it waits for the mirror's lock (a streaming session that runs
+    it keeps its stream alive: :class:`ingestion.ddl_locks.DdlLocks`).
 
     Raises:
         TableNotFoundError: the table is not replicated for this source, or gone.
@@ -139,6 +143,8 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
         ensure_state(land, source)
         land.commit()
         applier = Applier(land, source, slot_name(source), publication_name(source), contracts)
+        if keepalive is not None:
+            applier.ddl_locks.keepalive = keepalive
         tracker = RelationTracker(applier, src_cat, source)
         applier.begin()
         tracker.load()
@@ -205,6 +211,10 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     names = {c.name for c in cols}
     retired = [c for c in info.retired if c.name not in names]
     create_landing_tables(conn, replace(info, columns=cols, key=key, retired=retired))
+    # Emptying and altering them takes ACCESS EXCLUSIVE: had without queueing their readers
+    # while a reader holds them, then kept until the resync commits.
+    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog], "resync it",
+                          lambda: None)
     have = _column_types(conn, info.changelog)
     _reshape_mirror(conn, info, cols + retired, key)
     info.columns, info.key, info.source_oid, info.retired = cols, key, oid, retired

@@ -155,6 +155,7 @@ class Session:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
         self.floors: dict[str, int] = {}
         self.last_report: tuple = ()
+        self.streaming = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -175,6 +176,7 @@ class Session:
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
                                cfg.contracts)
         self.applier.wait_hook = self.wait_worker
+        self.applier.ddl_locks.keepalive = self.keep_alive
         self.tracker = RelationTracker(self.applier, self.source_conn, cfg.source)
         self.applier.begin()
         self.tracker.load()
@@ -197,6 +199,7 @@ class Session:
         self.cur.start_replication(
             slot_name=self.slot, decode=False, start_lsn=lsn_to_str(self.ckpt),
             options=source_capabilities(self.source_conn).stream_options(self.publication))
+        self.streaming = True
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
                  lsn_to_str(self.ckpt))
 
@@ -422,6 +425,13 @@ class Session:
         self.stats.landing_commits += 1
         self.ack()
 
+    def keep_alive(self) -> None:
+        """Tell the walsender this end is alive while the stream thread waits (for a landing
+        table's lock: :mod:`ingestion.ddl_locks`), else a small wal_sender_timeout ends the
+        stream meanwhile."""
+        if self.streaming and self.cur is not None:
+            self.cur.send_feedback(force=True)
+
     def between_commits(self) -> bool:
         """Whether nothing is half-read, buffered or being committed."""
         return (not self.in_src_txn and not self.pending and self.future is None
@@ -441,7 +451,7 @@ class Session:
         for name in sorted(self.tracker.resync_wanted):
             try:
                 message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
-                                       cfg.contracts)
+                                       cfg.contracts, self.keep_alive)
             except IngestionError as exc:
                 # The table stays paused with the reason; the others keep flowing.
                 self.tracker.resync_failed(name, str(exc))

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.ddl_locks import TABLES as LOCK_WAIT_TABLES
 from ingestion.dead_letter_counts import TABLES as DEAD_LETTER_COUNT_TABLES
 from ingestion.dead_letter_counts import counts_installed, ensure_counts
 from ingestion.freshness import TABLES as FRESHNESS_TABLES
@@ -103,6 +104,7 @@ _STATE_TABLES = {
     **DEAD_LETTER_COUNT_TABLES,
     **WATERMARK_TABLES,
     **FRESHNESS_TABLES,
+    **LOCK_WAIT_TABLES,
 }
 
 

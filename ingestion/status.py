@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingestion.ddl_locks import current_wait
 from ingestion.dead_letter_counts import waiting_counts
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, publication_name, slot_name
 from ingestion.progress import read_progress
@@ -28,9 +29,10 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         ``lag_seconds`` (source commit → landing commit of the last applied transaction),
         ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
         ``dead_letters`` (not yet replayed), ``duplicate_events``, ``paused_tables`` (each
-        with ``table``, ``paused_at``, ``paused_lsn`` and ``reason``) and ``snapshot`` (the
+        with ``table``, ``paused_at``, ``paused_lsn`` and ``reason``), ``snapshot`` (the
         latest snapshot: state running/interrupted/failed/done, tables, rows, rows/s, ETA; None
-        before the first).
+        before the first) and ``lock_wait``: the DDL the stream waits to apply, who holds the
+        lock and what to do (:func:`ingestion.ddl_locks.current_wait`), or None.
     """
     slot = slot_name(source)
     out: dict[str, Any] = {"source": source, "slot": slot,
@@ -63,6 +65,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
                               (source,)).fetchone()[0]
         snapshot = read_progress(conn, source)
+        lock_wait = current_wait(conn, source)
     if ck is None:
         out.update(checkpoint_lsn=None, snapshot_lsn=None, last_commit_at=None,
                    last_applied_at=None, lag_seconds=None, seconds_since_last_apply=None,
@@ -75,7 +78,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                    rows_applied=ck[5],
                    rows_per_s=None if ck[6] is None else round(float(ck[6]), 1))
     out.update(tables=tables, dead_letters=dead, duplicate_events=int(dups),
-               paused_tables=paused, snapshot=snapshot)
+               paused_tables=paused, snapshot=snapshot, lock_wait=lock_wait)
     for key in ("last_commit_at", "last_applied_at"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()

@@ -1,9 +1,17 @@
 """Compare each live view with its query: ``EXCEPT ALL`` both ways, in one snapshot, under the
-pinned session settings the view is maintained with (:mod:`streaming_views.session`)."""
+pinned session settings the view is maintained with (:mod:`streaming_views.session`).
+
+A comparison reads the view's base tables (the ingestion's mirrors) in one transaction, holding
+their ACCESS SHARE lock for as long as it runs. Ingestion, to apply a schema change to a mirror
+(``ingestion/ddl_locks.py``), cancels the statement of a session named :data:`APPLICATION_NAME`
+that holds the mirror, after recording it in ``tidemark.lock_waits.cancelled``: the view is then
+reported ``interrupted`` (not a failure), and checked again at the next run.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -18,6 +26,14 @@ from streaming_views.session import pin
 from streaming_views.temporal import has_temporal, oracle_query
 
 MAX_ROWS = 50
+APPLICATION_NAME = "tidemark verify"
+"""The verify's connections call themselves so: ingestion may interrupt them (and only them)."""
+CANCELLED_BY_INGESTION = """select w.relation from tidemark.lock_waits w
+  join pg_stat_activity a on a.pid = pg_backend_pid()
+  cross join lateral jsonb_array_elements(w.cancelled) c
+ where c @> jsonb_build_object('pid', a.pid, 'backend_start', extract(epoch from a.backend_start))
+   and (c->>'at')::timestamptz >= %s
+ order by w.updated_at desc limit 1"""
 
 
 @dataclass
@@ -30,6 +46,9 @@ class VerifyResult:
         extra: rows in ``live.<name>`` that the query does not return (with multiplicity).
         missing: rows the query returns that ``live.<name>`` lacks.
         problem: why the view no longer follows its base tables (broken), or None.
+        interrupted: what interrupted the comparison (``a schema change on shop.orders``:
+            ingestion needed the table), or None; the view was not checked, which is not a
+            failure, and is checked again at the next run.
     """
 
     name: str
@@ -37,10 +56,12 @@ class VerifyResult:
     extra: list[tuple[Any, ...]] = field(default_factory=list)
     missing: list[tuple[Any, ...]] = field(default_factory=list)
     problem: str | None = None
+    interrupted: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the live view equals its query and follows its base tables."""
+        """True when no difference was found and the view follows its base tables (also when
+        the comparison was ``interrupted``)."""
         return not self.extra and not self.missing and self.problem is None
 
 
@@ -70,7 +91,7 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
     Raises:
         ViewNotFoundError: ``name`` is not deployed.
     """
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
         entries = read_catalog(conn, target="embedded", name=name)
         if name is not None and not entries:
             raise ViewNotFoundError(f"live view {name!r} is not deployed; run "
@@ -81,8 +102,30 @@ def verify(dsn: str, name: str | None = None) -> list[VerifyResult]:
             if broken is not None:
                 results.append(VerifyResult(entry.name, entry.columns, problem=broken))
                 continue
-            with conn.transaction():
-                conn.execute("set transaction isolation level repeatable read")
-                extra, missing = diff_rows(conn, entry.name, entry.definition)
+            since = conn.execute("select clock_timestamp()").fetchone()[0]
+            try:
+                with conn.transaction():
+                    conn.execute("set transaction isolation level repeatable read")
+                    extra, missing = diff_rows(conn, entry.name, entry.definition)
+            except psycopg.errors.QueryCanceled:
+                table = cancelled_by_ingestion(conn, since)
+                if table is None:  # a user's cancel, a statement_timeout
+                    raise
+                results.append(VerifyResult(entry.name, entry.columns,
+                                            interrupted=f"a schema change on {table}"))
+                continue
             results.append(VerifyResult(entry.name, entry.columns, extra, missing))
         return results
+
+
+def cancelled_by_ingestion(conn: psycopg.Connection, since: datetime) -> str | None:
+    """The table whose schema change made ingestion cancel this session's statement (recorded
+    at or after ``since``, the comparison's start), or None (cancelled otherwise)."""
+    try:
+        if not conn.execute("select coalesce(has_table_privilege(to_regclass("
+                            "'tidemark.lock_waits')::oid, 'select'), false)").fetchone()[0]:
+            return None
+        row = conn.execute(CANCELLED_BY_INGESTION, (since,)).fetchone()
+    except psycopg.Error:  # cannot tell: the cancel is reported as it came
+        return None
+    return None if row is None else row[0]

@@ -201,7 +201,7 @@ def _show_status(payload: dict[str, Any]) -> None:
     snap = payload.get("snapshot")
     rows = [(k, v) for k, v in payload.items()
             if k not in ("paused_tables", "snapshot", "last_error", "watermarks",
-                         "contracts_error")]
+                         "contracts_error", "lock_wait")]
     emit_table(f"tidemark ingest status ({name})", ["what", "value"], rows)
     marks = payload.get("watermarks") or []
     if marks:
@@ -213,6 +213,9 @@ def _show_status(payload: dict[str, Any]) -> None:
         console.print(f"snapshot {snap['state']}: {snap['tables_done']}/{snap['tables_total']} "
                       f"tables, {snap['rows']:,}{estimate} rows, {snap['rows_per_s']:,.0f} "
                       f"rows/s{eta}", highlight=False)
+    if payload.get("lock_wait"):
+        console.print(f"[bold yellow]stalled[/] {escape(payload['lock_wait']['message'])}",
+                      highlight=False)
     for item in payload["paused_tables"]:
         console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",
                       highlight=False)
@@ -226,7 +229,8 @@ def _show_status(payload: dict[str, Any]) -> None:
 @app.command()
 def status(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
     """Per source: slot, confirmed LSN, retained WAL, lag, rows/s, snapshot progress (rows,
-    tables, rows/s, ETA), dead letters and paused tables."""
+    tables, rows/s, ETA), dead letters, paused tables, and a lock the stream waits for (who
+    holds it, what to do)."""
     from ingestion.sources import get_source, list_sources
 
     with ingestion_errors():

@@ -112,7 +112,9 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
                          "why": f"lag {ing.get('lag_seconds')} s, last landing "
                                 f"{ing.get('seconds_since_last_apply')} s ago (warn "
                                 f"{settings.lag_thresholds[0]:g} s, error "
-                                f"{settings.lag_thresholds[1]:g} s)"})
+                                f"{settings.lag_thresholds[1]:g} s)"
+                                + (f"; {ing['lock_wait']['message']}" if ing.get("lock_wait")
+                                   else "")})
     for w in summary.get("watermarks") if isinstance(summary.get("watermarks"), list) else []:
         promises.append({"promise": f"watermark of {w['table']}", "state": w["state"],
                          "why": f"{w['delay_s']} s behind now"})

@@ -52,14 +52,15 @@ def up_layer(settings: Settings) -> dict[str, Any] | None:
 
 def ingestion_layer(dbs: Databases, source: str = SOURCE,
                     source_dsn: str | None = None) -> dict[str, Any]:
-    """Lag, rate, dead letters, paused tables and snapshot progress (``ingestion.status``) of
-    ``source`` (the demo's by default), read through ``source_dsn`` (default the demo's)."""
+    """Lag, rate, dead letters, paused tables, snapshot progress and the lock the stream waits
+    for (``ingestion.status``) of ``source`` (the demo's by default), read through
+    ``source_dsn`` (default the demo's)."""
     import ingestion
 
     s = ingestion.status(source_dsn or dbs.source, dbs.landing, source)
     keep = ("source", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
             "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
-            "paused_tables")
+            "paused_tables", "lock_wait")
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
@@ -361,7 +362,10 @@ def _show(summary: dict[str, Any]) -> None:
                     for row in rows])
         for row in rows:
             idle = row.get("seconds_since_last_apply")
-            if idle is not None and idle > summary.get("stalled_after_s", 60.0) \
+            if row.get("lock_wait"):  # why nothing lands: said with what to do
+                console.print(f"[yellow]stalled:[/] {escape(row['lock_wait']['message'])}",
+                              highlight=False)
+            elif idle is not None and idle > summary.get("stalled_after_s", 60.0) \
                     and "problem" not in row:
                 console.print(f"[red]source {row['source']}:[/] nothing applied for {idle:.0f} "
                               f"s (a running ingestion lands a heartbeat on an idle source): "

@@ -121,10 +121,14 @@ def verify_cmd(
         results = verify(_dsn(dsn), name)
     if json_out:
         emit_json([{"name": r.name, "ok": r.ok, "columns": r.columns, "problem": r.problem,
-                    "extra": [list(x) for x in r.extra],
+                    "interrupted": r.interrupted, "extra": [list(x) for x in r.extra],
                     "missing": [list(x) for x in r.missing]} for r in results])
     else:
         for r in results:
+            if r.interrupted:
+                console.print(f"[yellow]interrupted[/] live.{r.name}: by {r.interrupted} (its "
+                              "check gave way to ingestion); checked again at the next run.")
+                continue
             if r.ok:
                 console.print(f"[green]ok[/] live.{r.name}")
                 continue

@@ -62,7 +62,10 @@ def evaluate(tidemark: TidemarkResource, names: list[str]) -> list[dg.AssetCheck
                 columns=[dg.TableColumn("side"), dg.TableColumn("row")]))
         out.append(dg.AssetCheckResult(
             asset_key=view_key(name), check_name=EMBEDDED_CHECK, passed=r.ok, metadata=meta,
-            description=f"live view equals its query ({seconds:.1f} s)" if r.ok else
+            description=f"live.{name} not checked this time: its comparison was interrupted by "
+            f"{r.interrupted} (it gave way to ingestion); checked again at the next run."
+            if r.interrupted else
+            f"live view equals its query ({seconds:.1f} s)" if r.ok else
             f"live.{name} is broken: {r.problem}; materialise live/{name} (or run `tidemark "
             f"views deploy`) to repair it."
             if r.problem else
