@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from orchestration.defs.dbt import project as dbt_setup
 from orchestration.defs.errors import DefinitionsError
+
+
+def small_project(root: Path, models: dict[str, str]) -> Path:
+    """A dbt project ``root/project`` with the shipped profile and ``models`` (file -> SQL)."""
+    project = root / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: small\nversion: '1.0.0'\n"
+                                             "config-version: 2\nprofile: tidemark\n")
+    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
+                                          .read_text())
+    for name, sql in models.items():
+        (project / "models" / name).write_text(sql)
+    return project
 
 
 def test_a_project_dbt_cannot_parse_is_explained(monkeypatch, tmp_path) -> None:
@@ -47,13 +61,7 @@ def test_a_model_added_after_the_manifest_is_parsed_at_the_next_load(monkeypatch
     `tidemark up`. A manifest older than a file of the project is parsed again."""
     import json
 
-    project = tmp_path / "project"
-    (project / "models").mkdir(parents=True)
-    (project / "dbt_project.yml").write_text("name: extended\nversion: '1.0.0'\n"
-                                             "config-version: 2\nprofile: tidemark\n")
-    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
-                                          .read_text())
-    (project / "models" / "stg_a.sql").write_text("select 1 as a_id\n")
+    project = small_project(tmp_path, {"stg_a.sql": "select 1 as a_id\n"})
     monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
     monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
 
