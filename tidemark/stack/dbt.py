@@ -238,6 +238,7 @@ def parse_outcome(settings: Settings, started: float, error: DbtRunError | None)
         return None, ""
     log = settings.log_dir / "dbt.log"  # the whole message: the error's text is its tail
     output = log.read_text(errors="replace") if log.exists() else str(error)
+    output = output[max(output.rfind("Running with dbt="), 0):]  # this parse's, not an older
     failure = ParseFailure.from_output(output, settings.dbt_project_dir, started)
     record_failure(target, failure, started)
     kept = ("Dagster loads the dbt assets of the last manifest that parsed, marked with this "

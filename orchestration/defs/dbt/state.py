@@ -137,12 +137,18 @@ class DbtState:
 
 
 def changed_after(project_dir: Path, target: Path, when: float) -> bool:
-    """Whether a parsed file of the project (models, tests, macros, YAML...) changed after
-    ``when`` (a stat of each file, no parse: a few milliseconds for the shipped project)."""
+    """Whether a parsed file of the project (models, tests, macros, YAML...) changed, or one was
+    added, removed or renamed (its folder's time), after ``when`` (a stat of each file and
+    folder, no parse: a few milliseconds for the shipped project)."""
     from orchestration.defs.dbt.project import NOT_PARSED
 
     target = target.resolve()
     for folder, dirs, files in os.walk(project_dir):
+        try:
+            if Path(folder).stat().st_mtime > when:
+                return True
+        except FileNotFoundError:
+            continue
         dirs[:] = [d for d in dirs if d not in NOT_PARSED and not d.startswith(".")
                    and Path(folder, d).resolve() != target]
         for name in files:

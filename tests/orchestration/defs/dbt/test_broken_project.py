@@ -84,6 +84,12 @@ def test_a_broken_model_keeps_the_last_manifest_and_names_file_and_line(monkeypa
 
     written_before(target / "parse_failure.json")
     broken.write_text("select a_id from {{ ref('stg_a') }}\n")
+    (project / "models" / "schema.yml").write_text("models:\n  - name: [stg_a\n  - name: b\n")
+    state = load_dbt_state(dbt)  # dbt names YAML "schema.yml", under its resource folder
+    assert (state.failure.file, state.failure.line) == ("models/schema.yml", 3)
+
+    written_before(target / "parse_failure.json")
+    (project / "models" / "schema.yml").unlink()
     assert load_dbt_state(dbt).failure is None
     assert not (target / "parse_failure.json").exists()
     assert project_status(project, target)["parses"] is True

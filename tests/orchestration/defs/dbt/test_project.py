@@ -75,3 +75,23 @@ def test_a_model_added_after_the_manifest_is_parsed_at_the_next_load(monkeypatch
     os.utime(project / "models" / "fct_b.sql", (written + 2, written + 2))
     assert models() == {"stg_a", "fct_b"}
     assert not dbt_setup.manifest_is_stale(dbt_setup.tidemark_dbt_project())
+
+
+def test_a_model_removed_after_the_manifest_leaves_at_the_next_load(monkeypatch,
+                                                                    tmp_path) -> None:
+    """Removing a file changes no file's time, only its folder's: the manifest kept the removed
+    model (and a broken file deleted as the fix was never parsed again)."""
+    import json
+
+    project = small_project(tmp_path, {"stg_a.sql": "select 1 as a_id\n",
+                                       "fct_b.sql": "select a_id from {{ ref('stg_a') }}\n"})
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
+    dbt = dbt_setup.tidemark_dbt_project()
+    dbt_setup.require_manifest(dbt)
+    earlier = time.time() - 10
+    os.utime(dbt.manifest_path, (earlier, earlier))
+    (project / "models" / "fct_b.sql").unlink()
+    assert dbt_setup.manifest_is_stale(dbt)
+    path = dbt_setup.require_manifest(dbt)
+    assert {n["name"] for n in json.loads(path.read_text())["nodes"].values()} == {"stg_a"}
