@@ -33,6 +33,8 @@ def test_up_starts_without_dbt_and_status_says_where_it_fails(tmp_path: Path,
     model.write_text(model.read_text().replace("{{ source('shop', 'stores') }}",
                                                "{{ source('shop', 'stores') }"))
     monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    for name in ("TIDEMARK_DBT_TARGET_PATH", "TIDEMARK_PARTITIONS_START"):  # other tests' set
+        monkeypatch.delenv(name, raising=False)  # their manifest: a user's home has none
     home, port = tmp_path / "home", free_port()
     proc, out = _start_up(home, port, "--duration", "2", "--rate", "0")
     try:

@@ -6,7 +6,8 @@ definitions load without one or with one older than a file of the project (so ``
 orchestration.definitions`` works on a fresh clone, and "Reload definitions" shows a model just
 added). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
 dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
-:func:`clean_invocations` keeps the newest few.
+:func:`clean_invocations` keeps the newest few. A project that does not parse keeps the last
+manifest that did (:mod:`orchestration.defs.dbt.state`).
 """
 
 from __future__ import annotations
