@@ -238,9 +238,14 @@ def load_dbt_state(project: Any) -> DbtState:
 @cache
 def current_state() -> DbtState:
     """This process's :func:`load_dbt_state` of the configured project (one parse per load)."""
+    import logging
+
     from orchestration.defs.dbt.project import tidemark_dbt_project
 
-    return load_dbt_state(tidemark_dbt_project())
+    state = load_dbt_state(tidemark_dbt_project())
+    if state.failure is not None:  # in the webserver's, daemon's and `definitions validate` logs
+        logging.getLogger("tidemark").warning("%s\n%s", state.warning(), state.failure.explain())
+    return state
 
 
 def project_status(project_dir: Path, target: Path) -> dict[str, Any]:
