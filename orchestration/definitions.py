@@ -2,22 +2,40 @@
 
 Merges the definitions of each system (``orchestration/defs/<system>/``) and binds the
 resources: ``tidemark`` (database URLs, resolved at run time) and ``dbt`` (the dbt project).
-Loading reads the prepared dbt manifest (see ``orchestration.defs.dbt.project``) and never
-connects to a database.
+Loading reads the dbt manifest (see ``orchestration.defs.dbt.state``) and never connects to a
+database. A dbt project that does not parse never stops the ingestion and live-view systems:
+the dbt assets load from the last manifest that parsed, with the failure shown on each of them
+and in the definitions' metadata; with no manifest at all, dbt and what reads the marts
+(reconciliation, serving) are left out and one ``dbt/project`` asset says why.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.defs.dbt import definitions as dbt
-from orchestration.defs.dbt.assets import PROJECT
+from orchestration.defs.dbt.project import tidemark_dbt_project
 from orchestration.defs.dbt.resource import TidemarkDbtResource
+from orchestration.defs.dbt.state import DbtState, current_state
 from orchestration.defs.ingestion import definitions as ingestion
 from orchestration.defs.live_views import definitions as live_views
-from orchestration.defs.reconciliation import definitions as reconciliation
 from orchestration.defs.resources import TidemarkResource
 from tidemark.stack.dbt import dbt_child_executable
+
+#: The placeholder asset shown instead of the dbt assets when no manifest ever parsed.
+DBT_PROJECT_KEY = dg.AssetKey(["dbt", "project"])
+
+
+def dbt_defs(state: DbtState) -> list[dg.Definitions]:
+    """The definitions that need dbt's manifest, or the ``dbt/project`` placeholder saying why
+    there is none."""
+    if state.manifest is not None:
+        from orchestration.defs.dbt import definitions as dbt
+        from orchestration.defs.reconciliation import definitions as reconciliation
+
+        return [dbt.defs, reconciliation.defs]
+    return [dg.Definitions(assets=[dg.AssetSpec(
+        DBT_PROJECT_KEY, group_name="dbt", description=f"⚠ {state.warning()}",
+        metadata=state.metadata())])]
 
 
 def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
@@ -27,12 +45,14 @@ def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
         tidemark: the resource to bind (tests point it at their databases); default: URLs
             from the stack settings at run time.
     """
+    state = current_state()
     return dg.Definitions.merge(
-        ingestion.defs, live_views.defs, dbt.defs, reconciliation.defs,
+        ingestion.defs, live_views.defs, *dbt_defs(state),
         dg.Definitions(resources={
             "tidemark": tidemark or TidemarkResource(),
-            "dbt": TidemarkDbtResource(project_dir=PROJECT, dbt_executable=dbt_child_executable()),
-        }),
+            "dbt": TidemarkDbtResource(project_dir=tidemark_dbt_project(),
+                                       dbt_executable=dbt_child_executable()),
+        }, metadata=state.metadata()),
     )
 
 

@@ -140,7 +140,7 @@ def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any
     return rows
 
 
-def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
+def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]] | dict[str, str]:
     """Per daily mart: last closed day, whether yesterday is closed and reconciled (final), the
     table holding the next day open (``tidemark.reconciliation.finality``)."""
     from datetime import UTC, datetime, timedelta
@@ -157,6 +157,9 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
             paired.setdefault(pair.mart, []).append(pair.name)
     except ReconciliationConfigError:
         pass  # the reconciliation layer of the status names the broken pair file
+    manifest = settings.dbt_target_dir / "manifest.json"
+    if not manifest.exists():
+        return {"error": "no dbt manifest: the dbt project has not parsed yet (see dbt above)"}
     reconciled: dict[str, Any] = {}
     for row in summary(dbs.landing):
         latest = row.get("latest_reconciled_day")
@@ -164,8 +167,7 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
                                    or latest < reconciled[row["mart"]]):
             reconciled[row["mart"]] = latest
     out = []
-    for mart, f in sorted(read_finality(dbs.landing,
-                                        settings.dbt_target_dir / "manifest.json").items()):
+    for mart, f in sorted(read_finality(dbs.landing, manifest).items()):
         closed = f.is_closed(yesterday)
         final = closed and reconciled.get(mart) is not None and reconciled[mart] >= yesterday
         out.append({"mart": mart, "closed_through": f.closed_through,
@@ -247,6 +249,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
 
     return {
         "up": up_layer(settings),
+        "dbt": _guard(dbt_layer, settings),
         # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": _guard(ingestion_layer, dbs),
@@ -261,6 +264,26 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "reconciliation": _guard(reconciliation_layer, settings, dbs),
         "dagster": dagster_summary(settings) if dagster else None,
     }
+
+
+def dbt_layer(settings: Settings) -> dict[str, Any]:
+    """Whether the dbt project parses (``orchestration.defs.dbt.state``; no parse here)."""
+    from orchestration.defs.dbt.state import project_status
+
+    return project_status(settings.dbt_project_dir, settings.dbt_target_dir)
+
+
+def _show_dbt(layer: dict[str, Any] | None) -> None:
+    if not layer or "error" in layer:
+        return
+    if layer.get("failure"):
+        failure = layer["failure"]
+        message = "\n".join(f"    {line}" for line in failure["message"].splitlines())
+        console.print(f"[bold red]dbt project does not parse[/] at {failure['where']} (parse "
+                      f"of {failure['at']}):\n{escape(message)}\n  {layer['advice']}",
+                      highlight=False)
+    elif layer.get("advice"):
+        console.print(f"[yellow]dbt:[/] {layer['advice']}", highlight=False)
 
 
 def _show_up(up: dict[str, Any] | None) -> None:
@@ -346,6 +369,7 @@ def _platform_check(name: str) -> bool:
 
 def _show(summary: dict[str, Any]) -> None:
     _show_up(summary.get("up"))
+    _show_dbt(summary.get("dbt"))
     ing = summary["ingestion"]
     if "error" in ing:
         console.print(f"[red]ingestion:[/] {ing['error']}")

@@ -96,12 +96,15 @@ class DagsterBuild:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def plan(self, today: date | None = None, later: frozenset[str] = frozenset()) -> BuildPlan:
+    def plan(self, today: date | None = None, later: frozenset[str] = frozenset(),
+             without_dbt: bool = False) -> BuildPlan:
         """What the build run covers (see the module docstring).
 
         Args:
             today: the current UTC day (default: now).
             later: names of checks left out of the run (launched on their own afterwards).
+            without_dbt: leave out what runs dbt and what reads its models (the dbt project
+                does not parse: the dbt assets are the last manifest that parsed).
         """
         from orchestration.defs.live_views.assets import view_files
 
@@ -117,17 +120,19 @@ class DagsterBuild:
             window = last - timedelta(days=self.settings.correction_days)
             missing = self._unbuilt_days(daily, first_partition, last)
             first = max(first_partition, min([window, *missing]))
+        skipped, skipped_checks = self.dbt_dependent() if without_dbt else (set(), set())
         keys = set()
         for key in self.graph.get_all_asset_keys():
             node = self.graph.get(key)
-            if not node.is_executable or node.is_observable:
+            if not node.is_executable or node.is_observable or key in skipped:
                 continue
             if key.path[0] == "live" and key.path[-1] not in views:
                 continue
             if node.partitions_def is not None and first is None:
                 continue
             keys.add(key)
-        checks = {c for c in self.graph.asset_check_keys if c.name not in later and (
+        checks = {c for c in self.graph.asset_check_keys if c.name not in later
+                  and c not in skipped_checks and c.asset_key not in skipped and (
             c.asset_key in keys or self.graph.get(c.asset_key).is_observable
             or c.asset_key.path[0] == "live")}
         days = 0 if first is None else (last - first).days + 1
@@ -150,6 +155,28 @@ class DagsterBuild:
                        "build", selection=(plan.asset_keys, plan.check_keys))
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def dbt_dependent(self) -> tuple[set, set]:
+        """(asset keys, check keys) that run dbt, or read what dbt builds (serving views,
+        reconciliation): left out of a build while the dbt project does not parse."""
+        import dagster as dg
+
+        from orchestration.defs.dbt.state import current_state
+
+        if current_state().manifest is None:  # no dbt asset was loaded
+            return set(), set()
+        from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
+        from orchestration.defs.dbt.checks import dbt_source_freshness
+
+        ops = {d.node_def.name for d in (dbt_unpartitioned, dbt_daily_marts,
+                                         dbt_source_freshness)}
+        models = {k for k in self.graph.get_all_asset_keys()
+                  if self.graph.get(k).is_executable
+                  and self.graph.assets_def_for_key(k).node_def.name in ops}
+        keys = dg.AssetSelection.assets(*models).downstream().resolve(self.graph)
+        checks = {c for c in self.graph.asset_check_keys
+                  if self.graph.assets_def_for_key(c).node_def.name in ops}
+        return set(keys), checks
 
     def _views_to_deploy(self, names: list[str]) -> set[str]:
         """Views never materialised in Dagster, not deployed, or deployed from another file."""

@@ -222,6 +222,33 @@ def parse_project(settings: Settings, landing_url: str) -> Path:
     return target / "manifest.json"
 
 
+def parse_outcome(settings: Settings, started: float, error: DbtRunError | None) -> tuple:
+    """Record how ``tidemark up``'s ``dbt parse`` (started at ``started``) ended, for the code
+    location (:mod:`orchestration.defs.dbt.state`) and ``tidemark status``.
+
+    Returns:
+        (None, "") after a success; else (the :class:`ParseFailure`, what the stack does about
+        it, for the user).
+    """
+    from orchestration.defs.dbt.state import ParseFailure, clear_failure, record_failure
+
+    target = settings.dbt_target_dir
+    if error is None:
+        clear_failure(target)
+        return None, ""
+    log = settings.log_dir / "dbt.log"  # the whole message: the error's text is its tail
+    output = log.read_text(errors="replace") if log.exists() else str(error)
+    output = output[max(output.rfind("Running with dbt="), 0):]  # this parse's, not an older
+    failure = ParseFailure.from_output(output, settings.dbt_project_dir, started)
+    record_failure(target, failure, started)
+    kept = ("Dagster loads the dbt assets of the last manifest that parsed, marked with this "
+            "failure" if (target / "manifest.json").exists() else
+            "Dagster starts without dbt assets (no manifest has parsed yet)")
+    return failure, (f"{kept}; ingestion and live views run as usual. Fix the file, then "
+                     "Reload the code location in the UI (Deployment) or run `tidemark up` "
+                     "again; `tidemark status` shows dbt's message.")
+
+
 def day_range_vars(first: date, last: date) -> dict[str, str]:
     """dbt vars selecting the days ``first``..``last`` (inclusive) of the daily marts."""
     return {"min_date": first.isoformat(), "max_date": last.isoformat()}

@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from rich.console import Console
@@ -37,6 +37,9 @@ from tidemark.stack.databases import Databases, ensure_databases, locate_databas
 from tidemark.stack.display import UpDisplay, read_status
 from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
 from tidemark.stack.supervisor import Child, Restarts, Supervisor, describe_exit
+
+if TYPE_CHECKING:
+    from orchestration.defs.dbt.state import ParseFailure
 
 DEMO_SOURCE = "shop"
 UI_WAIT_S = 120.0
@@ -205,6 +208,7 @@ class _Up:
         landing_url = locate_databases(settings).landing_dbt
         # dbt parse needs no database: it runs beside the start, the seed and the catch-up; so
         # do the imports of the Dagster and dbt libraries the build needs (seconds of CPU).
+        parse_started = time.time()
         self.parse = _Background(lambda: parse_project(settings, landing_url))
         warm = _Background(_import_build_libraries)
         self.phase = "starting PostgreSQL"
@@ -225,10 +229,10 @@ class _Up:
                                "ingestion_catch_up).")
         self.phase = "parsing the dbt project"
         display.begin("parse", "dbt parse (manifest)")
-        self.parse.wait()
-        display.end("parse", "dbt project parsed.")
-        first_day = record_partitions_start(settings, dbs.source,
-                                            settings.dbt_target_dir / "manifest.json")
+        dbt_failure = self._parsed(parse_started)
+        manifest = settings.dbt_target_dir / "manifest.json"
+        first_day = (record_partitions_start(settings, dbs.source, manifest)
+                     if manifest.exists() else None)
         web = start_webserver(self.supervisor, settings) if options.dagster else None
         self.phase = "building live views, dbt models and checks"
         display.begin("build", "Building (Dagster run)", unit="assets+checks")
@@ -236,15 +240,16 @@ class _Up:
         builder = build.DagsterBuild(settings)
         try:
             plan = builder.plan(later=(LATER_CHECKS if options.dagster else frozenset())
-                                | MEASURED_CHECKS)
+                                | MEASURED_CHECKS, without_dbt=dbt_failure is not None)
             progress.report("build", 0, plan.expected_events, "assets+checks")
             builder.build(plan)
         finally:
             builder.close()
-        days = (f"daily marts {plan.first_day} to {plan.last_day}" if plan.first_day
-                else "no closed day yet")
+        days = ("dbt models, " + (f"daily marts {plan.first_day} to {plan.last_day}"
+                                  if plan.first_day else "no closed day yet")
+                if dbt_failure is None else "no dbt model (the project does not parse)")
         kept = f" ({plan.unchanged_views} unchanged)" if plan.unchanged_views else ""
-        display.end("build", f"Built {len(plan.views)} live view(s){kept}, dbt models, {days}, "
+        display.end("build", f"Built {len(plan.views)} live view(s){kept}, {days}, "
                              f"{len(plan.check_keys)} checks evaluated"
                              + (f" (partitions from {first_day})." if first_day else "."))
         self._start_ingestion()
@@ -258,10 +263,27 @@ class _Up:
             url = ui_url(settings)
             wait_for_ui(url, [web, daemon], UI_WAIT_S)
             self.ui = url
-            self._launch_later_checks(url)
+            if dbt_failure is None:
+                self._launch_later_checks(url)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
+
+    def _parsed(self, started: float) -> ParseFailure | None:
+        """Wait for ``dbt parse``; a project that does not parse is recorded and said (the
+        stack starts without building dbt), not fatal."""
+        from tidemark.stack.dbt import DbtRunError, parse_outcome
+
+        try:
+            self.parse.wait()
+        except DbtRunError as exc:
+            failure, kept = parse_outcome(self.settings, started, exc)
+            self.display.end("parse", f"dbt parse FAILED at {failure.headline()}")
+            self.display.say(f"  {kept}")
+            return failure
+        parse_outcome(self.settings, started, None)
+        self.display.end("parse", "dbt project parsed.")
+        return None
 
     def _adopt_server(self) -> bool:
         """True when the running server is the one a ``tidemark up`` started and did not stop

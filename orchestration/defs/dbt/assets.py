@@ -23,15 +23,20 @@ from orchestration.defs.dbt.partitions import DAILY, DAILY_TAG, day_vars
 from orchestration.defs.dbt.project import (
     clean_invocations,
     invocation_dir,
-    require_manifest,
     tidemark_dbt_project,
 )
+from orchestration.defs.dbt.state import current_state
 from orchestration.defs.dbt.translator import TidemarkTranslator
+from orchestration.defs.errors import DefinitionsError
 from orchestration.defs.resources import TidemarkResource
 
 PROJECT = tidemark_dbt_project()
-MANIFEST = require_manifest(PROJECT)
-TRANSLATOR = TidemarkTranslator()
+STATE = current_state()
+if STATE.manifest is None:  # orchestration.definitions leaves dbt out then
+    raise DefinitionsError(STATE.failure.explain() if STATE.failure else
+                           f"No dbt manifest at {PROJECT.manifest_path}.")
+MANIFEST = STATE.manifest
+TRANSLATOR = TidemarkTranslator(STATE.warning(), STATE.metadata())
 
 
 def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: TidemarkResource,
@@ -45,6 +50,8 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
     goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster overrides
     ``indirect_selection`` when it subsets the checks.
     """
+    if STATE.failure is not None:  # dbt would stop at the same parse error
+        raise dg.Failure(STATE.failure.explain(), metadata=STATE.metadata())
     target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
     invocation = tidemark.dbt_cli(dbt, args, {"DBT_INDIRECT_SELECTION": indirect_selection,
                                               **(env or {})},

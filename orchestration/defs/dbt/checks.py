@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.defs.dbt.assets import dbt_daily_marts
+from orchestration.defs.dbt.assets import STATE, dbt_daily_marts
 from orchestration.defs.dbt.freshness import mart_freshness_checks
 from orchestration.defs.dbt.project import clean_invocations, invocation_dir
 from orchestration.defs.ingestion.state import table_specs
@@ -58,6 +58,8 @@ def freshness_result(key: dg.AssetKey, entry: dict[str, Any] | None) -> dg.Asset
 def dbt_source_freshness(context: dg.AssetCheckExecutionContext, dbt: DbtCliResource,
                          tidemark: TidemarkResource):
     """Run ``dbt source freshness`` for the selected tables and report each."""
+    if STATE.failure is not None:  # dbt would stop at the same parse error
+        raise dg.Failure(STATE.failure.explain(), metadata=STATE.metadata())
     keys = sorted({k.asset_key for k in context.selected_asset_check_keys},
                   key=lambda k: k.to_user_string())
     selection = " ".join(f"source:{k.path[0]}.{k.path[1]}" for k in keys)

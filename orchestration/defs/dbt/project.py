@@ -6,16 +6,22 @@ definitions load without one or with one older than a file of the project (so ``
 orchestration.definitions`` works on a fresh clone, and "Reload definitions" shows a model just
 added). Its directory is ``TIDEMARK_DBT_TARGET_PATH``, else ``$TIDEMARK_HOME/dbt/target``. Each
 dbt invocation of a run writes to ``<target>/runs/<op>-<run>-<uuid>``;
-:func:`clean_invocations` keeps the newest few.
+:func:`clean_invocations` keeps the newest few. A project that does not parse keeps the last
+manifest that did (:mod:`orchestration.defs.dbt.state`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 from pathlib import Path
 
+from orchestration.defs.dbt.state import (
+    changed_after,
+    clear_failure,
+    load_dbt_state,
+    parse_lock,
+)
 from orchestration.defs.errors import DefinitionsError
 from tidemark.settings import load_settings
 from tidemark.stack.dbt import environment, path_with_scripts
@@ -52,28 +58,34 @@ NOT_PARSED = frozenset({"target", "logs", "dbt_packages", ".venv", ".git"})
 
 def manifest_is_stale(project) -> bool:
     """Whether a file of the dbt project (models, tests, macros, YAML, ``dbt_project.yml``...)
-    changed after ``project``'s manifest was written (or there is no manifest).
-
-    A stat of each file, no parse: a few milliseconds for the shipped project.
-    """
+    changed after ``project``'s manifest was written (or there is no manifest)."""
     manifest = Path(project.manifest_path)
     try:
         written = manifest.stat().st_mtime
     except FileNotFoundError:
         return True
-    target = Path(project.target_path).resolve()
-    for folder, dirs, files in os.walk(project.project_dir):
-        dirs[:] = [d for d in dirs if d not in NOT_PARSED and not d.startswith(".")
-                   and Path(folder, d).resolve() != target]
-        for name in files:
-            if name.startswith("."):  # dbt's .user.yml, editors' swap files
-                continue
-            try:
-                if Path(folder, name).stat().st_mtime > written:
-                    return True
-            except FileNotFoundError:  # removed meanwhile
-                continue
-    return False
+    return changed_after(Path(project.project_dir), Path(project.target_path), written)
+
+
+def run_parse(project) -> Path:
+    """``dbt parse`` of ``project`` into its target directory (the caller holds
+    :func:`~orchestration.defs.dbt.state.parse_lock`); a success forgets a recorded failure.
+
+    Raises:
+        DefinitionsError: dbt could not parse the project (the dbt error is its cause).
+    """
+    try:  # dagster-dbt's preparer runs `dbt` from PATH
+        with environment({"PATH": path_with_scripts(os.environ.get("PATH", ""))}):
+            project.preparer.prepare(project)
+    except Exception as exc:  # dbt's own error types vary by version
+        raise DefinitionsError(
+            f"dbt parse of {project.project_dir} failed: {exc}. Run `dbt parse "
+            f"--project-dir dbt_project --profiles-dir dbt_project` to see dbt's message."
+        ) from exc
+    if not project.manifest_path.exists():
+        raise DefinitionsError(f"dbt parse wrote no manifest at {project.manifest_path}.")
+    clear_failure(Path(project.target_path))
+    return project.manifest_path
 
 
 def prepare_manifest(project=None, only_if_stale: bool = False) -> Path:
@@ -90,24 +102,10 @@ def prepare_manifest(project=None, only_if_stale: bool = False) -> Path:
         DefinitionsError: dbt could not parse the project.
     """
     project = project or tidemark_dbt_project()
-    target = Path(project.target_path)
-    target.mkdir(parents=True, exist_ok=True)
-    # One parse at a time per target directory (a webserver and a daemon may load at once).
-    with open(target / ".parse.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with parse_lock(Path(project.target_path)):
         if only_if_stale and not manifest_is_stale(project):
             return project.manifest_path
-        try:  # dagster-dbt's preparer runs `dbt` from PATH
-            with environment({"PATH": path_with_scripts(os.environ.get("PATH", ""))}):
-                project.preparer.prepare(project)
-        except Exception as exc:  # dbt's own error types vary by version
-            raise DefinitionsError(
-                f"dbt parse of {project.project_dir} failed: {exc}. Run `dbt parse "
-                f"--project-dir dbt_project --profiles-dir dbt_project` to see dbt's message."
-            ) from exc
-    if not project.manifest_path.exists():
-        raise DefinitionsError(f"dbt parse wrote no manifest at {project.manifest_path}.")
-    return project.manifest_path
+        return run_parse(project)
 
 
 def require_manifest(project) -> Path:
@@ -116,12 +114,12 @@ def require_manifest(project) -> Path:
     UI after "Reload definitions" (or any new load), not only after ``tidemark up`` parsed.
 
     Raises:
-        DefinitionsError: dbt could not parse the project (dbt's message included).
+        DefinitionsError: dbt could not parse the project (dbt's message, file and line).
     """
-    path = Path(project.manifest_path)
-    if manifest_is_stale(project):
-        prepare_manifest(project, only_if_stale=True)
-    return path
+    state = load_dbt_state(project)
+    if state.failure is not None:
+        raise DefinitionsError(state.failure.explain())
+    return Path(project.manifest_path)
 
 
 def invocation_dir(op_name: str, run_id: str) -> Path:

@@ -17,7 +17,12 @@ class TidemarkTranslator(DagsterDbtTranslator):
     """Keys ``<schema>/<model>``, sources onto the ingestion assets, freshness on daily marts,
     dbt tests (source tests included) as asset checks."""
 
-    def __init__(self) -> None:
+    def __init__(self, warning: str | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        """``warning`` (and ``metadata``): shown on every model while the project does not parse
+        (:meth:`~orchestration.defs.dbt.state.DbtState.warning`)."""
+        self.warning = warning
+        self.extra_metadata = dict(metadata or {})
         # A table's mirror (source `shop`) and changelog (source `shop_cdc`) are one ingestion
         # asset: two dbt sources on one key.
         super().__init__(settings=DagsterDbtTranslatorSettings(
@@ -42,9 +47,14 @@ class TidemarkTranslator(DagsterDbtTranslator):
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str,
                        project: Any) -> dg.AssetSpec:
-        """dagster-dbt's spec plus the mart freshness policy on daily models."""
+        """dagster-dbt's spec plus the mart freshness policy on daily models, and the parse
+        failure's warning while the project does not parse."""
         spec = super().get_asset_spec(manifest, unique_id, project)
         props = self.get_resource_props(manifest, unique_id)
+        if self.warning and props["resource_type"] != "source":
+            spec = spec.replace_attributes(
+                description=f"⚠ {self.warning}\n\n{spec.description or ''}".rstrip(),
+                metadata={**spec.metadata, **self.extra_metadata})
         if props["resource_type"] == "model" and DAILY_TAG in props.get("tags", []):
             spec = spec.replace_attributes(freshness_policy=mart_freshness_policy())
         return spec

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from orchestration.defs.dbt import project as dbt_setup
 from orchestration.defs.errors import DefinitionsError
+
+
+def small_project(root: Path, models: dict[str, str]) -> Path:
+    """A dbt project ``root/project`` with the shipped profile and ``models`` (file -> SQL)."""
+    project = root / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: small\nversion: '1.0.0'\n"
+                                             "config-version: 2\nprofile: tidemark\n")
+    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
+                                          .read_text())
+    for name, sql in models.items():
+        (project / "models" / name).write_text(sql)
+    return project
 
 
 def test_a_project_dbt_cannot_parse_is_explained(monkeypatch, tmp_path) -> None:
@@ -47,13 +61,7 @@ def test_a_model_added_after_the_manifest_is_parsed_at_the_next_load(monkeypatch
     `tidemark up`. A manifest older than a file of the project is parsed again."""
     import json
 
-    project = tmp_path / "project"
-    (project / "models").mkdir(parents=True)
-    (project / "dbt_project.yml").write_text("name: extended\nversion: '1.0.0'\n"
-                                             "config-version: 2\nprofile: tidemark\n")
-    (project / "profiles.yml").write_text((dbt_setup.dbt_project_dir() / "profiles.yml")
-                                          .read_text())
-    (project / "models" / "stg_a.sql").write_text("select 1 as a_id\n")
+    project = small_project(tmp_path, {"stg_a.sql": "select 1 as a_id\n"})
     monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
     monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
 
@@ -67,3 +75,23 @@ def test_a_model_added_after_the_manifest_is_parsed_at_the_next_load(monkeypatch
     os.utime(project / "models" / "fct_b.sql", (written + 2, written + 2))
     assert models() == {"stg_a", "fct_b"}
     assert not dbt_setup.manifest_is_stale(dbt_setup.tidemark_dbt_project())
+
+
+def test_a_model_removed_after_the_manifest_leaves_at_the_next_load(monkeypatch,
+                                                                    tmp_path) -> None:
+    """Removing a file changes no file's time, only its folder's: the manifest kept the removed
+    model (and a broken file deleted as the fix was never parsed again)."""
+    import json
+
+    project = small_project(tmp_path, {"stg_a.sql": "select 1 as a_id\n",
+                                       "fct_b.sql": "select a_id from {{ ref('stg_a') }}\n"})
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
+    dbt = dbt_setup.tidemark_dbt_project()
+    dbt_setup.require_manifest(dbt)
+    earlier = time.time() - 10
+    os.utime(dbt.manifest_path, (earlier, earlier))
+    (project / "models" / "fct_b.sql").unlink()
+    assert dbt_setup.manifest_is_stale(dbt)
+    path = dbt_setup.require_manifest(dbt)
+    assert {n["name"] for n in json.loads(path.read_text())["nodes"].values()} == {"stg_a"}
