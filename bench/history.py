@@ -175,9 +175,9 @@ def main() -> None:
         if isinstance(value, float):
             report[key] = round(value, 3)
     plans = report.pop("plans", {})
-    print(json.dumps(report, indent=2, default=str))
     for name, plan in plans.items():
-        print(f"\n--- {name}\n{plan}")
+        print(f"--- {name}\n{plan}\n")
+    print(json.dumps({"bench": "history", **report}, default=str))  # last line: JSON
 
 
 if __name__ == "__main__":
