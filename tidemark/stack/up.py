@@ -166,6 +166,7 @@ class _Up:
         self.parse: _Background | None = None
         self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
+        self.interrupted: list = []  # UI backfills the last stop interrupted (stack.backfills)
 
     def run(self) -> int:
         refuse_second_up(self.settings)
@@ -197,6 +198,7 @@ class _Up:
 
     def _start(self) -> tuple[Databases, str | None]:
         from tidemark.stack import build
+        from tidemark.stack.backfills import find_interrupted, resume_in_background
         from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
         from tidemark.stack.dbt import parse_project
         from tidemark.stack.partitions import record_partitions_start
@@ -217,7 +219,7 @@ class _Up:
         display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
                     if self.server else "Using external PostgreSQL servers.")
         self._prepare_source(dbs)
-        prepare_dagster_home(settings)
+        self.interrupted = find_interrupted(prepare_dagster_home(settings))
         self.phase = "landing the source"
         display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
         build.catch_up(settings)
@@ -259,6 +261,7 @@ class _Up:
             wait_for_ui(url, [web, daemon], UI_WAIT_S)
             self.ui = url
             self._launch_later_checks(url)
+            resume_in_background(url, self.interrupted, self.display.say, self.stop)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
@@ -419,9 +422,11 @@ class _Up:
         if self.load_thread is not None:
             self.load_thread.join(timeout=30)
         if self.ui is not None:
-            from tidemark.stack.dagster_proc import cancel_active_runs
+            from tidemark.stack.backfills import remember_stopped
+            from tidemark.stack.dagster_proc import cancel_active_runs, dagster_home
 
-            cancel_active_runs(self.ui)  # before the daemon goes: canceled, not failed
+            # before the daemon goes: canceled, not failed; a backfill's resumed at the next start
+            remember_stopped(dagster_home(self.settings), cancel_active_runs(self.ui))
         self.supervisor.stop_all()
         if self.started_server and not self.options.keep_db and self.server is not None:
             try:
