@@ -79,4 +79,11 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SystemExit(f"bench/bi_sessions.py measures a running stack and could not reach "
+                         f"its landing database ({first}). Start one with `tidemark up` (the "
+                         f"same TIDEMARK_HOME / TIDEMARK_PG_PORT in this shell), let the demo "
+                         f"load run, then run this again.") from None

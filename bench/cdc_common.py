@@ -25,17 +25,27 @@ def _free_port() -> int:
 
 
 @contextmanager
-def bench_server() -> Iterator[tuple[str, str]]:
-    """Start a throw-away server with databases ``src`` and ``land``; yield their URLs."""
+def bench_cluster(extra_conf: dict[str, str] | None = None
+                  ) -> Iterator[tuple[str, str, EmbeddedServer]]:
+    """Start a throw-away server (:data:`BENCH_CONF` plus ``extra_conf``) with databases ``src``
+    and ``land``; yield their superuser URLs and the server."""
     with tempfile.TemporaryDirectory(prefix="tidemark-bench-") as home:
         Path(home).chmod(0o755)
         server = EmbeddedServer(Settings(home=Path(home), port=_free_port(), source_url=None,
-                                         landing_url=None), extra_conf=BENCH_CONF)
+                                         landing_url=None),
+                                extra_conf={**BENCH_CONF, **(extra_conf or {})})
         server.start()
         try:
             with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
                 for db in ("src", "land"):
                     conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
-            yield server.admin_url("src"), server.admin_url("land")
+            yield server.admin_url("src"), server.admin_url("land"), server
         finally:
             server.stop()
+
+
+@contextmanager
+def bench_server() -> Iterator[tuple[str, str]]:
+    """Start a throw-away server with databases ``src`` and ``land``; yield their URLs."""
+    with bench_cluster() as (src, land, _):
+        yield src, land

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +26,9 @@ import psycopg
 
 from ingestion.state import ensure_state
 from ingestion.status import status, table_status
-from tests.support import create_database, start_test_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cdc_common import bench_server
 
 SOURCE = "h"
 
@@ -69,48 +71,42 @@ def main() -> None:
         tree = "main"
     report: dict[str, object] = {"tree": tree, "letters": args.letters,
                                  "waiting": args.waiting}
-    with tempfile.TemporaryDirectory(prefix="tidemark-dlcounts-") as home:
-        server = start_test_server(Path(home))
-        try:
-            src = create_database(server, "src")
-            land = create_database(server, "land")
-            started = time.perf_counter()
-            seed(land, args.letters, args.waiting, args.tables)
-            report["seed_s"] = round(time.perf_counter() - started, 1)
-            tables = [(f"t{i}", None) for i in range(args.tables)]
-            for name, call in (
-                    ("table_status_s", lambda: table_status(src, land, SOURCE, tables, 3600)),
-                    ("status_s", lambda: status(src, land, SOURCE))):
-                times = []
-                for _ in range(args.repeat):
-                    t = time.perf_counter()
-                    out = call()  # the last: status
-                    times.append(time.perf_counter() - t)
-                report[name] = round(statistics.median(times), 4)
-            report["counted"] = out["dead_letters"]
-            with psycopg.connect(land, autocommit=True) as conn:
-                query = WAITING.as_string(conn) if WAITING is not None else (
-                    "select table_name, count(*) from tidemark.dead_letters where source = %s"
-                    " and replayed_at is null group by table_name")
-                plan = explain(conn, query, (SOURCE,))
-                conn.execute("truncate tidemark.dead_letters")
-            with psycopg.connect(land) as conn:
+    with bench_server() as (src, land):
+        started = time.perf_counter()
+        seed(land, args.letters, args.waiting, args.tables)
+        report["seed_s"] = round(time.perf_counter() - started, 1)
+        tables = [(f"t{i}", None) for i in range(args.tables)]
+        for name, call in (
+                ("table_status_s", lambda: table_status(src, land, SOURCE, tables, 3600)),
+                ("status_s", lambda: status(src, land, SOURCE))):
+            times = []
+            for _ in range(args.repeat):
                 t = time.perf_counter()
-                for start in range(0, args.inserts, 10):
-                    with conn.cursor() as cur:
-                        cur.executemany(
-                            "insert into tidemark.dead_letters (source, table_name, lsn,"
-                            " commit_lsn, seq, op, reason, violations, contract_version,"
-                            " raw_row) values (%s, 't0', '2/0', '2/0', %s, 'c', 'x', '[]', '1',"
-                            " '{\"id\": 1}') on conflict (source, table_name, commit_lsn, seq)"
-                            " do nothing", [(SOURCE, start + i) for i in range(10)])
-                    conn.commit()
-                report["insert_us_per_letter"] = round(
-                    (time.perf_counter() - t) / args.inserts * 1e6, 1)
-        finally:
-            server.stop()
-    print(json.dumps(report, indent=2))
-    print(f"\n--- the count status and the check read\n{plan}")
+                out = call()  # the last: status
+                times.append(time.perf_counter() - t)
+            report[name] = round(statistics.median(times), 4)
+        report["counted"] = out["dead_letters"]
+        with psycopg.connect(land, autocommit=True) as conn:
+            query = WAITING.as_string(conn) if WAITING is not None else (
+                "select table_name, count(*) from tidemark.dead_letters where source = %s"
+                " and replayed_at is null group by table_name")
+            plan = explain(conn, query, (SOURCE,))
+            conn.execute("truncate tidemark.dead_letters")
+        with psycopg.connect(land) as conn:
+            t = time.perf_counter()
+            for start in range(0, args.inserts, 10):
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "insert into tidemark.dead_letters (source, table_name, lsn,"
+                        " commit_lsn, seq, op, reason, violations, contract_version,"
+                        " raw_row) values (%s, 't0', '2/0', '2/0', %s, 'c', 'x', '[]', '1',"
+                        " '{\"id\": 1}') on conflict (source, table_name, commit_lsn, seq)"
+                        " do nothing", [(SOURCE, start + i) for i in range(10)])
+                conn.commit()
+            report["insert_us_per_letter"] = round(
+                (time.perf_counter() - t) / args.inserts * 1e6, 1)
+    print(f"--- the count status and the check read\n{plan}\n")
+    print(json.dumps({"bench": "dead_letter_counts", **report}))  # last line: JSON
 
 
 if __name__ == "__main__":

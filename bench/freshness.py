@@ -52,13 +52,9 @@ from pathlib import Path
 
 import psutil
 import psycopg
-from psycopg import sql
-
-from tidemark.settings import Settings
-from tidemark.stack.embedded import EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cdc_common import BENCH_CONF
+from cdc_common import bench_cluster
 
 # Indexes on the landing mirror matching the group keys of active_carts and card_payments_recent
 # (the experiment of the engine version that recomputed count(DISTINCT ...) per affected group).
@@ -83,25 +79,8 @@ DRAIN_TIMEOUT_S = 120.0
 def bench_databases(profile: bool) -> Iterator[tuple[str, str, int]]:
     """A throw-away server (durability off, profiling extensions with ``profile``) with
     databases ``src`` and ``land``; yields their superuser URLs and the postmaster's pid."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory(prefix="tidemark-fresh-") as home:
-        Path(home).chmod(0o755)
-        conf = {**BENCH_CONF, **(PROFILE_CONF if profile else {})}
-        server = EmbeddedServer(Settings(home=Path(home), port=port, source_url=None,
-                                         landing_url=None), extra_conf=conf)
-        server.start()
-        try:
-            with psycopg.connect(server.admin_url("postgres"), autocommit=True) as conn:
-                for db in ("src", "land"):
-                    conn.execute(sql.SQL("create database {}").format(sql.Identifier(db)))
-            pid = int((server.pgdata / "postmaster.pid").read_text().split()[0])
-            yield server.admin_url("src"), server.admin_url("land"), pid
-        finally:
-            server.stop()
+    with bench_cluster(PROFILE_CONF if profile else None) as (src, land, server):
+        yield src, land, int((server.pgdata / "postmaster.pid").read_text().split()[0])
 
 
 @dataclass
@@ -145,6 +124,7 @@ def prepare(src: str, land: str, seed_orders: int, views: bool, key_indexes: boo
     import ingestion
     import streaming_views
     from contracts import load_contracts
+    from ingestion.sources import SourceSpec, save_source
     from tidemark.demo.schema import apply_schema
     from tidemark.demo.seed import seed_history
 
@@ -154,6 +134,9 @@ def prepare(src: str, land: str, seed_orders: int, views: bool, key_indexes: boo
         conn.execute("insert into stores (store_id, store_name, city, region, opened_at,"
                      " is_active) values (%s, 'Freshness marker', 'Benchmark', 'central',"
                      " now(), false)", (MARKER_STORE,))
+    # registered as `tidemark demo schema` registers it against an external source: the
+    # children's `tidemark ingest run` reads the URL from TIDEMARK_SOURCE_URL
+    save_source(land, SourceSpec("shop", url_env="TIDEMARK_SOURCE_URL"))
     stats = ingestion.catch_up(src, land, "shop", contracts=load_contracts(), setup_dsn=src)
     results = streaming_views.deploy(land) if views else []
     if key_indexes:
@@ -174,6 +157,35 @@ def child_env(src: str, land: str, home: str) -> dict[str, str]:
 def tidemark(*args: str) -> list[str]:
     """Command line of the ``tidemark`` CLI with this interpreter."""
     return [sys.executable, "-m", "tidemark.cli.main", *args]
+
+
+def outbox_high(src: str) -> int:
+    """The source's highest outbox id (0 when empty)."""
+    with psycopg.connect(src, autocommit=True) as conn:
+        return int(conn.execute("select coalesce(max(outbox_id), 0) from app_events"
+                                ).fetchone()[0])
+
+
+def await_load_started(src: str, before: int, load: subprocess.Popen, log: Path,
+                       timeout_s: float = 300.0) -> None:
+    """Wait until the demo load has committed an outbox event past ``before``.
+
+    The load reads ``max(order_id) + 1`` once as it starts; a marker order committed before
+    that read would become its next order id, and the load's insert of it would fail. On a
+    loaded machine the load's process can take longer than ``WARMUP_S`` to start.
+
+    Raises:
+        RuntimeError: the load exited, or did not start within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while outbox_high(src) <= before:
+        if load.poll() is not None:
+            raise RuntimeError(f"the demo load exited with {load.returncode} before its first "
+                               f"transaction: {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the demo load made no transaction in {timeout_s:.0f} s "
+                               f"(its log: {log})")
+        time.sleep(0.1)
 
 
 def write_markers(src: str, markers: Markers, seconds: float, stop: threading.Event) -> None:
@@ -225,6 +237,7 @@ def run_phase(rate: float, seconds: float, seed_orders: int, views: bool,
                 conn.execute("create extension if not exists pg_stat_statements")
                 conn.execute("select pg_stat_statements_reset(), pg_stat_reset()")
         env = child_env(src, land, home)
+        outbox_before = outbox_high(src)
         logs = Path(home)
         with open(logs / "ingest.log", "wb") as ingest_log, \
                 open(logs / "load.log", "wb") as load_log:
@@ -244,6 +257,7 @@ def run_phase(rate: float, seconds: float, seed_orders: int, views: bool,
             try:
                 poller.start()
                 time.sleep(WARMUP_S)
+                await_load_started(src, outbox_before, load, logs / "load.log")
                 write_markers(src, markers, seconds, stop)
                 load_out, _ = load.communicate(timeout=seconds + 120)
                 deadline = time.monotonic() + DRAIN_TIMEOUT_S

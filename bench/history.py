@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +31,9 @@ from psycopg import sql
 from ingestion import catch_up
 from ingestion.lsn import str_to_lsn
 from ingestion.tables import load_tables
-from tests.support import create_database, start_test_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cdc_common import bench_server
 
 
 def seed(src: str, land: str, source: str, rows: int, keys: int, letters: int) -> None:
@@ -100,89 +101,83 @@ def main() -> None:
     import ingestion.dead_letters as dl
 
     report: dict[str, object] = {"changelog_rows": args.changelog, "letters": args.letters}
-    with tempfile.TemporaryDirectory(prefix="tidemark-history-") as home:
-        server = start_test_server(Path(home))
-        try:
-            src = create_database(server, "src")
-            land = create_database(server, "land")
-            started = time.perf_counter()
-            seed(src, land, "h", args.changelog, args.keys, args.letters)
-            report["seed_s"] = round(time.perf_counter() - started, 1)
-            on_main = not hasattr(dl, "purge_dead_letters")
-            report["cli_dlq_list_s"] = cli_list(src, land, "h")
-            report["tree"] = "main" if on_main else "branch"
-            if on_main:
-                report["list_all_s"], letters = timed(dl.list_dead_letters, land, "h")
-                report["listed"] = len(letters)
+    with bench_server() as (src, land):
+        started = time.perf_counter()
+        seed(src, land, "h", args.changelog, args.keys, args.letters)
+        report["seed_s"] = round(time.perf_counter() - started, 1)
+        on_main = not hasattr(dl, "purge_dead_letters")
+        report["cli_dlq_list_s"] = cli_list(src, land, "h")
+        report["tree"] = "main" if on_main else "branch"
+        if on_main:
+            report["list_all_s"], letters = timed(dl.list_dead_letters, land, "h")
+            report["listed"] = len(letters)
+        else:
+            report["list_100_s"], letters = timed(dl.list_dead_letters, land, "h", limit=100)
+            report["count_s"], report["waiting"] = timed(dl.count_dead_letters, land, "h")
+        with psycopg.connect(land, autocommit=True) as conn:
+            info = load_tables(conn, "h")["t"]
+            ids = [r[0] for r in conn.execute(
+                "select id from tidemark.dead_letters where table_name = 't' and"
+                " replayed_at is null order by id")]
+            if on_main:  # its check, one letter at a time, as its replay runs it
+                started = time.perf_counter()
+                for lid in ids:
+                    raw = conn.execute("select raw_row, commit_lsn::text, seq from"
+                                       " tidemark.dead_letters where id = %s", (lid,)
+                                       ).fetchone()
+                    dl._superseded(conn, info, *raw)
+                report["superseded_200_letters_s"] = time.perf_counter() - started
             else:
-                report["list_100_s"], letters = timed(dl.list_dead_letters, land, "h", limit=100)
-                report["count_s"], report["waiting"] = timed(dl.count_dead_letters, land, "h")
-            with psycopg.connect(land, autocommit=True) as conn:
-                info = load_tables(conn, "h")["t"]
-                ids = [r[0] for r in conn.execute(
-                    "select id from tidemark.dead_letters where table_name = 't' and"
-                    " replayed_at is null order by id")]
-                if on_main:  # its check, one letter at a time, as its replay runs it
-                    started = time.perf_counter()
-                    for lid in ids:
-                        raw = conn.execute("select raw_row, commit_lsn::text, seq from"
-                                           " tidemark.dead_letters where id = %s", (lid,)
-                                           ).fetchone()
-                        dl._superseded(conn, info, *raw)
-                    report["superseded_200_letters_s"] = time.perf_counter() - started
-                else:
-                    plans = report.setdefault("plans", {})
-                    plans["dlq list"] = explain(conn, sql.SQL(
-                        "select id from tidemark.dead_letters where source = 'h' and replayed_at"
-                        " is null order by first_seen_at, id limit 100"), ())
-                    # the whole history, and a recent window (the last 10% of the changelog)
-                    for label, some in (("200 letters", ids), ("20 recent letters", ids[-20:])):
-                        oldest = conn.execute(
-                            "select min(commit_lsn)::text from tidemark.dead_letters where"
-                            " id = any(%s)", (some,)).fetchone()[0]
-                        plans[f"superseded ({label})"] = explain(
-                            conn, *dl.superseded_query(info, some, str_to_lsn(oldest)))
-                    plans["dlq purge batch"] = explain(conn, sql.SQL(
-                        "delete from tidemark.dead_letters where id = any(array(select id from"
-                        " tidemark.dead_letters where source = 'h' and first_seen_at < now() -"
-                        " interval '30 days' and (first_seen_at, id) > ('-infinity', 0) and"
-                        " replayed_at is not null order by first_seen_at, id limit 10000))"
-                        " returning first_seen_at, id"), ())
-                    import ingestion.retention as rt
+                plans = report.setdefault("plans", {})
+                plans["dlq list"] = explain(conn, sql.SQL(
+                    "select id from tidemark.dead_letters where source = 'h' and replayed_at"
+                    " is null order by first_seen_at, id limit 100"), ())
+                # the whole history, and a recent window (the last 10% of the changelog)
+                for label, some in (("200 letters", ids), ("20 recent letters", ids[-20:])):
+                    oldest = conn.execute(
+                        "select min(commit_lsn)::text from tidemark.dead_letters where"
+                        " id = any(%s)", (some,)).fetchone()[0]
+                    plans[f"superseded ({label})"] = explain(
+                        conn, *dl.superseded_query(info, some, str_to_lsn(oldest)))
+                plans["dlq purge batch"] = explain(conn, sql.SQL(
+                    "delete from tidemark.dead_letters where id = any(array(select id from"
+                    " tidemark.dead_letters where source = 'h' and first_seen_at < now() -"
+                    " interval '30 days' and (first_seen_at, id) > ('-infinity', 0) and"
+                    " replayed_at is not null order by first_seen_at, id limit 10000))"
+                    " returning first_seen_at, id"), ())
+                import ingestion.retention as rt
 
-                    cutoff = conn.execute("select now() - interval '90 days'").fetchone()[0]
-                    plans["prune boundary"] = explain(conn, rt._BOUNDARY.format(info.changelog),
-                                                      (cutoff,))
-                    bound = conn.execute(rt._BOUNDARY.format(info.changelog),
-                                         (cutoff,)).fetchone()
-                    where, params = rt._range(None, bound)
-                    plans["prune batch end"] = explain(conn, rt._BATCH_END.format(
-                        info.changelog, where), (*params, rt.BATCH_ROWS - 1))
-                    end = conn.execute(rt._BATCH_END.format(info.changelog, where),
-                                       (*params, rt.BATCH_ROWS - 1)).fetchone()
-                    if end is not None:
-                        where = sql.SQL("{} and (_commit_lsn, _seq) <= (%s::pg_lsn, %s)"
-                                        ).format(where)
-                        params = (*params, *end)
-                    plans["prune batch delete"] = explain(
-                        conn, rt._DELETE.format(info.changelog, where), params)
-            if not on_main:  # main: 200 letters x one changelog scan each
-                report["replay_200_s"], report["replay"] = timed(dl.replay, land, "h")
-                report["purge_30d_s"], report["purged"] = timed(
-                    dl.purge_dead_letters, land, "h", timedelta(days=30))
-                from ingestion.retention import prune_changelog
+                cutoff = conn.execute("select now() - interval '90 days'").fetchone()[0]
+                plans["prune boundary"] = explain(conn, rt._BOUNDARY.format(info.changelog),
+                                                  (cutoff,))
+                bound = conn.execute(rt._BOUNDARY.format(info.changelog),
+                                     (cutoff,)).fetchone()
+                where, params = rt._range(None, bound)
+                plans["prune batch end"] = explain(conn, rt._BATCH_END.format(
+                    info.changelog, where), (*params, rt.BATCH_ROWS - 1))
+                end = conn.execute(rt._BATCH_END.format(info.changelog, where),
+                                   (*params, rt.BATCH_ROWS - 1)).fetchone()
+                if end is not None:
+                    where = sql.SQL("{} and (_commit_lsn, _seq) <= (%s::pg_lsn, %s)"
+                                    ).format(where)
+                    params = (*params, *end)
+                plans["prune batch delete"] = explain(
+                    conn, rt._DELETE.format(info.changelog, where), params)
+        if not on_main:  # main: 200 letters x one changelog scan each
+            report["replay_200_s"], report["replay"] = timed(dl.replay, land, "h")
+            report["purge_30d_s"], report["purged"] = timed(
+                dl.purge_dead_letters, land, "h", timedelta(days=30))
+            from ingestion.retention import prune_changelog
 
-                report["prune_90d_s"], report["pruned"] = timed(
-                    prune_changelog, land, "h", timedelta(days=90))
-        finally:
-            server.stop()
+            report["prune_90d_s"], report["pruned"] = timed(
+                prune_changelog, land, "h", timedelta(days=90))
     for key, value in report.items():
         if isinstance(value, float):
             report[key] = round(value, 3)
     plans = report.pop("plans", {})
-    print(json.dumps(report, indent=2, default=str))
     for name, plan in plans.items():
-        print(f"\n--- {name}\n{plan}")
+        print(f"--- {name}\n{plan}\n")
+    print(json.dumps({"bench": "history", **report}, default=str))  # last line: JSON
 
 
 if __name__ == "__main__":

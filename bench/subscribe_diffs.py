@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk", type=int, default=3, help="10,000-row commits")
     parser.add_argument("--dsn", help="an existing database (default: a throw-away server)")
     args = parser.parse_args(argv)
+    if args.rows <= BULK:
+        parser.error(f"--rows must be above {BULK:,} (the bulk commits change {BULK:,} rows of "
+                     f"the view's table); got {args.rows:,}")
     load_before = os.getloadavg()
     if args.dsn:
         result = run(args.dsn, args.rows, args.single, args.bulk)

@@ -9,10 +9,12 @@ location never connects to a database.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import psycopg
 
 from orchestration.defs.errors import DefinitionsError
 from tidemark.session_env import unpinned
@@ -169,3 +171,31 @@ def unreachable(exc: Exception) -> str:
     return (f"The Tidemark databases are not reachable ({reason}). Start them with `tidemark "
             f"up` (or `tidemark db start`), or point TIDEMARK_SOURCE_URL / TIDEMARK_LANDING_URL "
             f"at yours.")
+
+
+def observe(context: dg.SensorEvaluationContext, compute: Callable[[], tuple[list, str]],
+            idle: str) -> dg.SensorResult | dg.SkipReason:
+    """The result of an observing sensor: ``compute()`` gives its asset events and new cursor.
+
+    Failing check evaluations are also logged as warnings (the sensor's log is where an
+    operator looks first).
+
+    Args:
+        context: the sensor's context.
+        compute: reads the databases; returns (asset events, cursor).
+        idle: the skip reason when nothing changed.
+
+    Returns:
+        The events and cursor; ``idle`` when there are none; why the databases do not answer
+        (:func:`unreachable`) when they do not.
+    """
+    try:
+        events, cursor = compute()
+    except psycopg.OperationalError as exc:
+        return dg.SkipReason(unreachable(exc))
+    for event in events:
+        if isinstance(event, dg.AssetCheckEvaluation) and not event.passed:
+            context.log.warning(event.description)
+    if not events:
+        return dg.SkipReason(idle)
+    return dg.SensorResult(asset_events=events, cursor=cursor)

@@ -165,6 +165,70 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
     assert "FAILURE" not in runs.values(), runs
 
 
+def _graphql(ui_port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
+                                     data=json.dumps({"query": query,
+                                                      "variables": variables or {}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]
+
+
+LAUNCH_BACKFILL = """
+mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }
+"""
+DAILY_MARTS = ["fct_daily_delivery_sla", "fct_daily_funnel", "fct_daily_payments",
+               "fct_daily_store_revenue"]
+
+
+def _backfill_run_started(ui_port: int, backfill_id: str) -> bool:
+    runs = _graphql(ui_port, "query($t: [ExecutionTag!]) { runsOrError(filter: {tags: $t}) {"
+                             " ... on Runs { results { status } } } }",
+                    {"t": [{"key": "dagster/backfill", "value": backfill_id}]})
+    return any(r["status"] == "STARTED" for r in runs["runsOrError"]["results"])
+
+
+def test_a_ui_backfill_interrupted_by_a_stop_is_relaunched_at_the_next_start(
+        tmp_path: Path) -> None:
+    """A user backfills a day of the daily marts from the UI and presses Ctrl-C while it runs:
+    the stop cancels its run, and the next start's daemon ended the backfill COMPLETED_FAILED
+    with the day unbuilt, for the user to notice and re-launch by hand. Now the next
+    ``tidemark up`` re-executes it from failure once it has ended, and says so."""
+    home, port, ui_port = tmp_path / "home", free_port(), free_port()
+    proc, out = _start_up(home, port, "--rate", "10", dagster_port=ui_port, late_share=0)
+    try:
+        assert wait_for(lambda: "Tidemark is up" in out.read_text() or proc.poll() is not None,
+                        UP_S), out.read_text()
+        first_day = (datetime.now(UTC).date() - timedelta(days=2)).isoformat()
+        launched = _graphql(ui_port, LAUNCH_BACKFILL, {"p": {
+            "assetSelection": [{"path": ["marts", m]} for m in DAILY_MARTS],
+            "partitionNames": [first_day], "title": "user backfill"}})
+        backfill_id = launched["launchPartitionBackfill"]["backfillId"]
+        assert wait_for(lambda: _backfill_run_started(ui_port, backfill_id), 300), \
+            f"the backfill's run never started: {out.read_text()}"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C while the backfill's run executes
+        code = proc.wait(STOP_S)
+    assert code == 0, out.read_text()
+
+    ui_port = free_port()
+    proc, out = _start_up(home, port, "--rate", "0", dagster_port=ui_port, late_share=0)
+    try:
+        assert wait_for(lambda: f"Backfill {backfill_id}" in out.read_text()
+                        or proc.poll() is not None, UP_S + 300), out.read_text()
+        log = out.read_text()
+        assert "re-launched what it had not built as backfill" in log, log
+        new_id = re.search(rf"Backfill {backfill_id} .*? as backfill (\w+)", log).group(1)
+        found = _graphql(ui_port, "query($id: String!) { partitionBackfillOrError(backfillId:"
+                                  " $id) { ... on PartitionBackfill { status tags { key value"
+                                  " } } } }", {"id": new_id})["partitionBackfillOrError"]
+        assert {"key": "dagster/parent_backfill_id", "value": backfill_id} in found["tags"]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(STOP_S) == 0, out.read_text()
+
+
 def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
     import socket
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -33,7 +34,12 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
+from tidemark.errors import AlreadyRunningError
 from tidemark.progress import Progress as Report
+from tidemark.settings import Settings, redact
+
+if TYPE_CHECKING:
+    from tidemark.stack.databases import Databases
 
 STATUS_FILE = "up-progress.json"
 LOG_EVERY_S = 10.0
@@ -267,3 +273,42 @@ def read_status(home: Path) -> dict[str, Any] | None:
                 phase["seconds"] = round(max(phase.get("seconds", 0.0),
                                              (now - started).total_seconds()), 1)
     return data
+
+
+def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
+    """What to connect to, printed once everything runs."""
+    ui = [f"  Dagster UI:       {dagster_url}"] if dagster_url else []
+    return "\n".join([
+        "Tidemark is up.",
+        *ui,
+        f"  SQL (read-only):  psql {shlex.quote(dbs.reader)}",
+        f"  source (admin):   {redact(dbs.source)}",
+        "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
+        f"  status:           tidemark status    logs: {settings.log_dir}",
+        "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
+    ])
+
+
+def refuse_second_up(settings: Settings) -> None:
+    """Refuse to start beside a ``tidemark up`` that still runs on the same home.
+
+    Two would share the database and Dagster's run storage: the second's start ends the
+    first's runs (see :func:`tidemark.stack.dagster_proc.end_interrupted_runs`).
+
+    Raises:
+        AlreadyRunningError: the status file names a live ``tidemark`` process.
+    """
+    import psutil
+
+    status = read_status(settings.home)
+    if not status or not status["running"] or status.get("pid") == os.getpid():
+        return
+    try:
+        command = " ".join(psutil.Process(status["pid"]).cmdline())
+    except psutil.Error:
+        return  # gone since, or not ours to see
+    if "tidemark" in command:
+        raise AlreadyRunningError(
+            f"tidemark up is already running in {settings.home} (pid {status['pid']}); "
+            f"`tidemark status` shows it. Stop it (Ctrl-C in its terminal, or "
+            f"`kill {status['pid']}`) or use another TIDEMARK_HOME.")

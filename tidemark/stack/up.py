@@ -16,7 +16,6 @@ process cleanly; a second run reuses all data.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -31,10 +30,10 @@ import psycopg
 from rich.console import Console
 
 from tidemark import progress
-from tidemark.errors import AlreadyRunningError, TidemarkError
-from tidemark.settings import Settings, redact
+from tidemark.errors import TidemarkError
+from tidemark.settings import Settings
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
-from tidemark.stack.display import UpDisplay, read_status
+from tidemark.stack.display import UpDisplay, banner, read_status, refuse_second_up
 from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
 from tidemark.stack.supervisor import Child, Restarts, Supervisor, describe_exit
 
@@ -101,45 +100,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def banner(dbs: Databases, settings: Settings, dagster_url: str | None) -> str:
-    """What to connect to, printed once everything runs."""
-    ui = [f"  Dagster UI:       {dagster_url}"] if dagster_url else []
-    return "\n".join([
-        "Tidemark is up.",
-        *ui,
-        f"  SQL (read-only):  psql {shlex.quote(dbs.reader)}",
-        f"  source (admin):   {redact(dbs.source)}",
-        "  try:  select * from live.daily_store_revenue order by order_date desc limit 5;",
-        f"  status:           tidemark status    logs: {settings.log_dir}",
-        "Ctrl-C stops everything; `tidemark up` again resumes where it left off.",
-    ])
-
-
-def refuse_second_up(settings: Settings) -> None:
-    """Refuse to start beside a ``tidemark up`` that still runs on the same home.
-
-    Two would share the database and Dagster's run storage: the second's start ends the
-    first's runs (see :func:`tidemark.stack.dagster_proc.end_interrupted_runs`).
-
-    Raises:
-        AlreadyRunningError: the status file names a live ``tidemark`` process.
-    """
-    import psutil
-
-    status = read_status(settings.home)
-    if not status or not status["running"] or status.get("pid") == os.getpid():
-        return
-    try:
-        command = " ".join(psutil.Process(status["pid"]).cmdline())
-    except psutil.Error:
-        return  # gone since, or not ours to see
-    if "tidemark" in command:
-        raise AlreadyRunningError(
-            f"tidemark up is already running in {settings.home} (pid {status['pid']}); "
-            f"`tidemark status` shows it. Stop it (Ctrl-C in its terminal, or "
-            f"`kill {status['pid']}`) or use another TIDEMARK_HOME.")
-
-
 def run_up(settings: Settings, options: UpOptions, console: Console | None = None) -> int:
     """Start the stack, serve until Ctrl-C, SIGTERM or ``options.duration_s``, stop it.
 
@@ -169,6 +129,7 @@ class _Up:
         self.parse: _Background | None = None
         self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
+        self.interrupted: list = []  # UI backfills the last stop interrupted (stack.backfills)
 
     def run(self) -> int:
         refuse_second_up(self.settings)
@@ -200,6 +161,7 @@ class _Up:
 
     def _start(self) -> tuple[Databases, str | None]:
         from tidemark.stack import build
+        from tidemark.stack.backfills import find_interrupted, resume_in_background
         from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
         from tidemark.stack.dbt import parse_project
         from tidemark.stack.partitions import record_partitions_start
@@ -221,7 +183,7 @@ class _Up:
         display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
                     if self.server else "Using external PostgreSQL servers.")
         self._prepare_source(dbs)
-        prepare_dagster_home(settings)
+        self.interrupted = find_interrupted(prepare_dagster_home(settings))
         self.phase = "landing the source"
         display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
         build.catch_up(settings)
@@ -265,6 +227,7 @@ class _Up:
             self.ui = url
             if dbt_failure is None:
                 self._launch_later_checks(url)
+            resume_in_background(url, self.interrupted, self.display.say, self.stop)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
@@ -441,9 +404,11 @@ class _Up:
         if self.load_thread is not None:
             self.load_thread.join(timeout=30)
         if self.ui is not None:
-            from tidemark.stack.dagster_proc import cancel_active_runs
+            from tidemark.stack.backfills import remember_stopped
+            from tidemark.stack.dagster_proc import cancel_active_runs, dagster_home
 
-            cancel_active_runs(self.ui)  # before the daemon goes: canceled, not failed
+            # before the daemon goes: canceled, not failed; a backfill's resumed at the next start
+            remember_stopped(dagster_home(self.settings), cancel_active_runs(self.ui))
         self.supervisor.stop_all()
         if self.started_server and not self.options.keep_db and self.server is not None:
             try:

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import dagster as dg
-import psycopg
 
 from orchestration.defs.ingestion.assets import states
 from orchestration.defs.ingestion.checks import (
@@ -23,7 +22,7 @@ from orchestration.defs.ingestion.checks import (
     lag_evaluation,
     watermark_evaluation,
 )
-from orchestration.defs.resources import TidemarkResource, unreachable
+from orchestration.defs.resources import TidemarkResource, observe
 
 RECORD_EVERY_S = 300.0
 
@@ -80,13 +79,8 @@ def observe_changes(tidemark: TidemarkResource, cursor: str | None, now: float |
                        "moved, and the lag check's outcome when it changed.")
 def ingestion_observer(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Observe ingestion without flooding the event log (only changes are recorded)."""
-    try:
-        events, cursor = observe_changes(tidemark, context.cursor)
-    except psycopg.OperationalError as exc:
-        return dg.SkipReason(unreachable(exc))
-    if not events:
-        return dg.SkipReason("No table moved and no lag outcome changed.")
-    return dg.SensorResult(asset_events=events, cursor=cursor)
+    return observe(context, lambda: observe_changes(tidemark, context.cursor),
+                   "No table moved and no lag outcome changed.")
 
 
 def dead_letter_growth(tidemark: TidemarkResource, cursor: str | None, now: float | None = None,
@@ -118,13 +112,5 @@ def dead_letter_growth(tidemark: TidemarkResource, cursor: str | None, now: floa
                        "(a WARN while any wait for a replay).")
 def dead_letter_alert(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Raise the ``dead_letters`` check of a table when its dead letters grow."""
-    try:
-        events, cursor = dead_letter_growth(tidemark, context.cursor)
-    except psycopg.OperationalError as exc:
-        return dg.SkipReason(unreachable(exc))
-    for event in events:
-        if not event.passed:
-            context.log.warning(event.description)
-    if not events:
-        return dg.SkipReason("Dead letters unchanged.")
-    return dg.SensorResult(asset_events=events, cursor=cursor)
+    return observe(context, lambda: dead_letter_growth(tidemark, context.cursor),
+                   "Dead letters unchanged.")

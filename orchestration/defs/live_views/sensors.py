@@ -13,7 +13,6 @@ import json
 import time
 
 import dagster as dg
-import psycopg
 
 from orchestration.defs.keys import view_key
 from orchestration.defs.live_views.checks import (
@@ -21,7 +20,7 @@ from orchestration.defs.live_views.checks import (
     freshness_metadata,
     freshness_states,
 )
-from orchestration.defs.resources import TidemarkResource, unreachable
+from orchestration.defs.resources import TidemarkResource, observe
 
 OBSERVE_EVERY_S = 300
 
@@ -62,13 +61,5 @@ def observe_freshness(tidemark: TidemarkResource, cursor: str | None,
                        "and the view's p50/p95/p99 every 5 minutes.")
 def freshness_observer(context: dg.SensorEvaluationContext, tidemark: TidemarkResource):
     """Keep the ``freshness_slo`` checks and the views' latency metadata current."""
-    try:
-        events, cursor = observe_freshness(tidemark, context.cursor)
-    except psycopg.OperationalError as exc:
-        return dg.SkipReason(unreachable(exc))
-    for event in events:
-        if isinstance(event, dg.AssetCheckEvaluation) and not event.passed:
-            context.log.warning(event.description)
-    if not events:
-        return dg.SkipReason("No freshness outcome changed.")
-    return dg.SensorResult(asset_events=events, cursor=cursor)
+    return observe(context, lambda: observe_freshness(tidemark, context.cursor),
+                   "No freshness outcome changed.")

@@ -122,3 +122,40 @@ def test_dbt_url_on_your_own_landing_server(monkeypatch, caplog) -> None:
     monkeypatch.setenv("TIDEMARK_LANDING_DBT_URL", "postgresql://tidemark_dbt@landing.example/t")
     assert TidemarkResource().urls().landing_dbt.startswith(
         "postgresql://tidemark_dbt@landing.example/t")
+
+
+def test_observing_sensors_skip_with_a_way_forward_when_the_databases_do_not_answer(
+        monkeypatch, tmp_path) -> None:
+    import dagster as dg
+
+    from orchestration.defs.ingestion.sensors import dead_letter_alert, ingestion_observer
+    from orchestration.defs.live_views.sensors import freshness_observer
+    from tests.support import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    monkeypatch.setenv("TIDEMARK_HOME", str(tmp_path))
+    resource = TidemarkResource(source_url=url, source_ingest_url=url, landing_url=url,
+                                landing_app_url=url)
+    for sensor in (ingestion_observer, dead_letter_alert, freshness_observer):
+        context = dg.build_sensor_context(resources={"tidemark": resource})
+        result = sensor(context)
+        assert isinstance(result, dg.SkipReason), (sensor.name, result)
+        assert "not reachable" in result.skip_message, result.skip_message
+        assert "tidemark up" in result.skip_message, result.skip_message
+
+
+def test_observe_warns_of_failing_checks_and_keeps_the_cursor_only_with_events(capfd) -> None:
+    import dagster as dg
+
+    from orchestration.defs.resources import observe
+
+    failing = dg.AssetCheckEvaluation(asset_key=dg.AssetKey("t"), check_name="c", passed=False,
+                                      description="t is 5 minutes behind")
+    context = dg.build_sensor_context()
+    result = observe(context, lambda: ([failing], '{"t": 1}'), "nothing changed")
+    assert isinstance(result, dg.SensorResult)
+    assert result.cursor == '{"t": 1}' and result.asset_events == [failing]
+    logged = capfd.readouterr()
+    assert "WARNING - t is 5 minutes behind" in logged.err + logged.out
+    idle = observe(context, lambda: ([], '{"t": 2}'), "nothing changed")
+    assert isinstance(idle, dg.SkipReason) and idle.skip_message == "nothing changed"
