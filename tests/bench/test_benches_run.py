@@ -43,6 +43,7 @@ RUNS = [
     ("snapshot.py", ["--rows", "20000"], "ratio"),
     ("subscribe_diffs.py", ["--rows", "20000", "--single", "5", "--bulk", "1"], "single"),
     ("tick_lock.py", ["--rows", "5000", "--ticks", "3"], "tick_ms_median"),
+    ("verify_ddl_wait.py", ["--rows", "5000", "--hold", "1"], "held"),
     ("freshness.py", ["--rate", "200", "--seconds", "3", "--seed-orders", "200"], "p99_ms"),
 ]
 CALLGRIND = [
