@@ -27,6 +27,7 @@ states and needs no rebuild for writable CTEs or cascades).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from itertools import combinations
 
 from pglast import ast, enums
@@ -359,12 +360,14 @@ def log_update_paired(cv: CompiledView, j: int, *, marker: str | None = None) ->
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], query, marker)
 
 
-def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
+def log_update_single(cv: CompiledView, j: int,
+                      marker: Callable[[str | None], str]) -> tuple[str, str]:
     """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
     the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
     with ``v_x.__ch`` true when the view can tell the rows apart; and the INSERT logging them
-    from ``v_x`` (run only then; the old row is the marker when ``marker`` holds, else the new
-    row when the old one fails the filter).
+    from ``v_x`` (run only then). ``marker(only)`` is the ``__tm_first`` of a row of it, with
+    ``only`` (None: always) the condition under which that row is the first one logged: the old
+    row when it passes the filter, else the new one when it does.
 
     An UPDATE of columns the view does not read (the commonest write to a dimension row) then
     runs one SELECT and no INSERT; one that changes them runs a plain VALUES insert. Both cost
@@ -387,14 +390,15 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
     if not filtered:  # both rows pass: the old one is logged, and the marker when it is one
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
-                  f"(pg_current_xact_id(), -1{old}, {marker}), "
+                  f"(pg_current_xact_id(), -1{old}, {marker(None)}), "
                   f"(pg_current_xact_id(), 1{new}, false)")
     else:
         outs = "".join(f", x.__v{k}" for k in range(len(cols)))
         names = "".join(f", __v{k}" for k in range(len(cols)))
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
-                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, {marker}), "
-                  f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook)) "
+                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, "
+                  f"{marker('v_x.__ook')}), (1, v_x.__wok{new}, "
+                  f"{marker('v_x.__wok AND NOT v_x.__ook')})) "
                   f"AS x(__s, __ok{names}, __f) WHERE x.__ok")
     return probe, insert
 

@@ -26,6 +26,7 @@ Every function runs with the pinned session settings (:mod:`streaming_views.sess
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from itertools import permutations
 
 from psycopg import sql
@@ -136,6 +137,22 @@ def _new_view(cv: CompiledView) -> str:
     return f"strpos(v_p, {sql.Literal(f' {cv.name}/').as_string(None)}) = 0"
 
 
+def _noting(cv: CompiledView, j: int, only: str | None = None) -> str:
+    """SQL condition: the view is new in ``tidemark.pending`` (read into ``v_p``) — the
+    ``__tm_first`` of the first row a statement logs for table ``j`` (the marker) — which also
+    notes the table there unless it is noted already. The ``set_config`` runs inside the
+    statement that logs the row: no PL/pgSQL ``IF`` nor assignment after it (each is set up
+    again in every transaction, and a volatile one takes a new snapshot). ``v_p`` is a
+    parameter, read before the statement: the note does not change what the condition reads
+    (reading the setting in the statement instead costs more: each function call of an
+    expression is set up again in every execution). With ``only``, the row is the first one
+    logged only when ``only`` holds (else false, and nothing is noted)."""
+    skip = f"NOT ({only}) OR " if only else ""
+    return (f"CASE WHEN {skip}strpos(v_p, {_token(cv, j)}) > 0 THEN false "
+            f"WHEN set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL THEN false "
+            f"ELSE {_new_view(cv)} END")
+
+
 def _first(cv: CompiledView) -> str:
     """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
@@ -167,9 +184,22 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # a one-row INSERT or DELETE: logged first, as the marker when the view is new (no probe,
     # no numbering); any other size finds v_n = 0 (none logged) and takes the branches below
     one = event != "upd" and not live and not is_timed(cv, j)
+    kept = event == "upd" and onkept.kept(cv, (j,))
+    # after a statement logged v_n rows: its readers, the apply's hint, the note of the table
+    tail = ""
+    if cv.readers:  # before the view is noted in tidemark.pending
+        tail += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    if kept:  # the apply's hint (streaming_views.onkept)
+        tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
+    tail += _noted_pending(cv, j, "v_n > 0 AND ")
+    # the tail only notes the table: the one-row paths note it in the statement that logs the
+    # row (_noting) and skip the tail
+    folded = not cv.readers and not kept
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
-        probe, insert = log_update_single(cv, j, first)
+        probe, insert = log_update_single(
+            cv, j, partial(_noting, cv, j) if folded
+            else lambda only: first if only is None else f"{first} AND {only}")
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
@@ -185,7 +215,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     read = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     body = "" if single else read
     if one:
-        body += f"{log_one_row(cv, j, event, first)};\n{count}\nIF v_n = 0 THEN\n"
+        body += (f"{log_one_row(cv, j, event, _noting(cv, j) if folded else first)};\n"
+                 f"{count}\nIF v_n = 0 THEN\n")
     if not branches:
         body += f"{plain}\n"
     else:
@@ -193,15 +224,18 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
                         for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain}\nEND IF;\n"
     if one:
-        body += "END IF;\n"
-    if single:  # the pair of one row the view cannot tell apart: nothing to read nor note
-        body = (f"{probe};\nIF FOUND THEN\n  IF NOT v_x.__ch THEN\n    RETURN NULL;\n  END IF;\n"
-                f"  {read}  {insert};\n  {count}\nELSE\n{read}{body}END IF;\n")
-    if cv.readers:  # before the view is noted in tidemark.pending
-        body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
-    if event == "upd" and onkept.kept(cv, (j,)):  # the apply's hint (streaming_views.onkept)
-        body += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
-    body += _noted_pending(cv, j, "v_n > 0 AND ")
+        body += f"{tail if folded else ''}\nEND IF;\n"
+    # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
+    # cannot (nothing to read nor note), NULL when the statement changed no row or several
+    # (v_x is then a row of NULLs, and FOUND false)
+    if single and folded:
+        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
+                f"IF FOUND THEN\n  RETURN NULL;\nEND IF;\n{read}{body}")
+    elif single:
+        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  {count}\n"
+                f"ELSIF FOUND THEN\n  RETURN NULL;\nELSE\n{read}{body}END IF;\n")
+    if not (one and folded):
+        body += tail
     # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text;" + (" v_x record;" if single else ""), body,
