@@ -234,11 +234,16 @@ def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) 
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], " UNION ALL ".join(parts), marker)
 
 
-def log_one_row(cv: CompiledView, j: int, event: str, marker: str) -> str:
+def log_one_row(cv: CompiledView, j: int, event: str, marker: str,
+                noted: Callable[[str | None], str] | None = None) -> str:
     """The INSERT logging a one-row INSERT or DELETE (``event``) of table ``j``: its row, when
     it passes the filter pushed to the table, with ``__tm_first`` = ``marker`` (the row is the
     transaction's marker when the condition holds: no row numbering); nothing unless the
-    statement changed exactly one row (a one-time filter). A plain ``INSERT ... SELECT`` with
+    statement changed exactly one row (a one-time filter). With ``noted``, ``noted(only)`` is
+    its row condition instead of the filter (``only``, None when there is none): a condition
+    that holds when ``only`` does and notes the logged row's table (a side effect in WHERE,
+    not in the SELECT list: a volatile function there would keep the planner from flattening
+    the INSERT's SELECT, ~12k instructions more per statement). A plain ``INSERT ... SELECT`` with
     no window aggregate and no separate size probe: the commonest write's log costs one
     statement (``bench/ivm_contention_cost.py``: the probe and the numbering of the general
     form cost ~17k instructions per statement). Not for a live view's rows nor a temporal
@@ -251,8 +256,10 @@ def log_one_row(cv: CompiledView, j: int, event: str, marker: str) -> str:
     values = "".join(f", {ref}.{c}" for c in cols)
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     condition = pushed_filter(cv, j, sign)
-    where = f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)" + (f" AND ({condition}) IS TRUE"
-                                                              if condition else "")
+    passes = f"({condition}) IS TRUE" if condition else None
+    if noted is not None:
+        passes = noted(passes)
+    where = f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)" + (f" AND {passes}" if passes else "")
     return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), {sign}"
             f"{values}, {marker} FROM {rel} AS {ref} WHERE {where}")
 
@@ -360,14 +367,17 @@ def log_update_paired(cv: CompiledView, j: int, *, marker: str | None = None) ->
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], query, marker)
 
 
-def log_update_single(cv: CompiledView, j: int,
-                      marker: Callable[[str | None], str]) -> tuple[str, str]:
+def filtered(cv: CompiledView, j: int) -> bool:
+    """Whether a filter is pushed to the log of table ``j`` (its old or its new rows)."""
+    return any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
+
+
+def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
     the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
     with ``v_x.__ch`` true when the view can tell the rows apart; and the INSERT logging them
-    from ``v_x`` (run only then). ``marker(only)`` is the ``__tm_first`` of a row of it, with
-    ``only`` (None: always) the condition under which that row is the first one logged: the old
-    row when it passes the filter, else the new one when it does.
+    from ``v_x`` (run only then; the old row is the marker when ``marker`` holds, else the new
+    row when the old one fails the filter).
 
     An UPDATE of columns the view does not read (the commonest write to a dimension row) then
     runs one SELECT and no INSERT; one that changes them runs a plain VALUES insert. Both cost
@@ -377,10 +387,10 @@ def log_update_single(cv: CompiledView, j: int,
     olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
     news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
     clock = CLOCK_CTE if is_timed(cv, j) else ""  # its filter reads the clock
-    filtered = any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
+    pushed = filtered(cv, j)
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
-    passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if filtered else ""
+    passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
     probe = (f"{clock}SELECT {_changed(cv, j)} AS __ch{passes}"
              f"{olds}{news} INTO v_x FROM ({_side(cv, j, '__tm_old', '-1')}) AS o, "
              f"({_side(cv, j, '__tm_new', '1')}) AS w "
@@ -388,17 +398,16 @@ def log_update_single(cv: CompiledView, j: int,
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     old = "".join(f", v_x.__o{k}" for k in range(len(cols)))
     new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
-    if not filtered:  # both rows pass: the old one is logged, and the marker when it is one
+    if not pushed:  # both rows pass: the old one is logged, and the marker when it is one
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
-                  f"(pg_current_xact_id(), -1{old}, {marker(None)}), "
+                  f"(pg_current_xact_id(), -1{old}, {marker}), "
                   f"(pg_current_xact_id(), 1{new}, false)")
     else:
         outs = "".join(f", x.__v{k}" for k in range(len(cols)))
         names = "".join(f", __v{k}" for k in range(len(cols)))
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
-                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, "
-                  f"{marker('v_x.__ook')}), (1, v_x.__wok{new}, "
-                  f"{marker('v_x.__wok AND NOT v_x.__ook')})) "
+                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, {marker}), "
+                  f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook)) "
                   f"AS x(__s, __ok{names}, __f) WHERE x.__ok")
     return probe, insert
 

@@ -43,6 +43,7 @@ from streaming_views.deltas import (
     apply_settings,
     apply_statement,
     batchable,
+    filtered,
     log_batch,
     log_ddl,
     log_insert,
@@ -137,20 +138,28 @@ def _new_view(cv: CompiledView) -> str:
     return f"strpos(v_p, {sql.Literal(f' {cv.name}/').as_string(None)}) = 0"
 
 
-def _noting(cv: CompiledView, j: int, only: str | None = None) -> str:
+def _noting(cv: CompiledView, j: int) -> str:
     """SQL condition: the view is new in ``tidemark.pending`` (read into ``v_p``) — the
-    ``__tm_first`` of the first row a statement logs for table ``j`` (the marker) — which also
-    notes the table there unless it is noted already. The ``set_config`` runs inside the
-    statement that logs the row: no PL/pgSQL ``IF`` nor assignment after it (each is set up
-    again in every transaction, and a volatile one takes a new snapshot). ``v_p`` is a
-    parameter, read before the statement: the note does not change what the condition reads
-    (reading the setting in the statement instead costs more: each function call of an
-    expression is set up again in every execution). With ``only``, the row is the first one
-    logged only when ``only`` holds (else false, and nothing is noted)."""
-    skip = f"NOT ({only}) OR " if only else ""
-    return (f"CASE WHEN {skip}strpos(v_p, {_token(cv, j)}) > 0 THEN false "
+    ``__tm_first`` of the first row a one-row UPDATE's VALUES logs for table ``j`` (the
+    marker) — which also notes the table there unless it is noted already. The ``set_config``
+    runs inside the statement that logs the rows: no PL/pgSQL ``IF`` nor assignment after it
+    (each is set up again in every transaction, and a volatile one takes a new snapshot).
+    ``v_p`` is a parameter, read before the statement: the note does not change what the
+    condition reads (reading the setting in the statement instead costs more: each function
+    call of an expression is set up again in every execution)."""
+    return (f"CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN false "
             f"WHEN set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL THEN false "
             f"ELSE {_new_view(cv)} END")
+
+
+def _noted_in(cv: CompiledView, j: int, only: str | None) -> str:
+    """SQL row condition of a one-row INSERT or DELETE's log: ``only`` (the filter, None: none),
+    and when it holds the row is logged and table ``j`` noted in ``tidemark.pending`` (read
+    into ``v_p``) unless it is noted already: what :func:`_noting` does in a VALUES list, in
+    WHERE (the CASE fixes the order: the filter first)."""
+    skip = f"WHEN NOT ({only}) THEN false " if only else ""
+    return (f"CASE {skip}WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN true "
+            f"ELSE set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NOT NULL END")
 
 
 def _first(cv: CompiledView) -> str:
@@ -193,13 +202,13 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
     tail += _noted_pending(cv, j, "v_n > 0 AND ")
     # the tail only notes the table: the one-row paths note it in the statement that logs the
-    # row (_noting) and skip the tail
+    # row (_noting, _noted_in) and skip the tail; a one-row UPDATE of a table with a filter
+    # pushed to its log keeps it (its rows are logged from VALUES through a WHERE)
     folded = not cv.readers and not kept
+    folded_pair = single and folded and not filtered(cv, j)
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
-        probe, insert = log_update_single(
-            cv, j, partial(_noting, cv, j) if folded
-            else lambda only: first if only is None else f"{first} AND {only}")
+        probe, insert = log_update_single(cv, j, _noting(cv, j) if folded_pair else first)
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
@@ -215,8 +224,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     read = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     body = "" if single else read
     if one:
-        body += (f"{log_one_row(cv, j, event, _noting(cv, j) if folded else first)};\n"
-                 f"{count}\nIF v_n = 0 THEN\n")
+        noted = partial(_noted_in, cv, j) if folded else None
+        body += f"{log_one_row(cv, j, event, first, noted)};\n{count}\nIF v_n = 0 THEN\n"
     if not branches:
         body += f"{plain}\n"
     else:
@@ -228,7 +237,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
     # cannot (nothing to read nor note), NULL when the statement changed no row or several
     # (v_x is then a row of NULLs, and FOUND false)
-    if single and folded:
+    if folded_pair:
         body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
                 f"IF FOUND THEN\n  RETURN NULL;\nEND IF;\n{read}{body}")
     elif single:
@@ -288,13 +297,16 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         zeros = (f"  IF v_zero IS NOT NULL THEN\n    DELETE FROM {cv.state} "
                  f"WHERE ctid = ANY(v_zero) AND __count = 0;\n  END IF;\n")
     mask = sum(1 << j for j in changed)
-    loop = f"FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;"
+    each = f"{zero}{dirty}" or " NULL;"
+    if zero and dirty:  # one IF per row returned in the common case (count > 0, not dirty)
+        each = f" IF v_cnt = 0 OR v_d THEN{each} END IF;"
+    loop = f"FOR {into} IN {static} LOOP{each} END LOOP;"
     if onkept.kept(cv, changed):  # an outer join's NULL-extended table, its ON kept: no recount
         fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
                                       kept=True), cv.has_recompute)
         loop = (f"IF current_setting('{onkept.HINT}', true) = 'on' THEN\n"
                 f"  IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
-                f"    FOR {into} IN {fast} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+                f"    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
                 f"  ELSE\n    {loop}\n  END IF;\n  ELSE\n    {loop}\n  END IF;")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
             f"  {loop}\n"
