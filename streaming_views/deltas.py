@@ -27,7 +27,6 @@ states and needs no rebuild for writable CTEs or cascades).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from itertools import combinations
 
 from pglast import ast, enums
@@ -234,16 +233,11 @@ def log_insert(cv: CompiledView, j: int, event: str, marker: str | None = None) 
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], " UNION ALL ".join(parts), marker)
 
 
-def log_one_row(cv: CompiledView, j: int, event: str, marker: str,
-                noted: Callable[[str | None], str] | None = None) -> str:
+def log_one_row(cv: CompiledView, j: int, event: str, marker: str) -> str:
     """The INSERT logging a one-row INSERT or DELETE (``event``) of table ``j``: its row, when
     it passes the filter pushed to the table, with ``__tm_first`` = ``marker`` (the row is the
     transaction's marker when the condition holds: no row numbering); nothing unless the
-    statement changed exactly one row (a one-time filter). With ``noted``, ``noted(only)`` is
-    its row condition instead of the filter (``only``, None when there is none): a condition
-    that holds when ``only`` does and notes the logged row's table (a side effect in WHERE,
-    not in the SELECT list: a volatile function there would keep the planner from flattening
-    the INSERT's SELECT, ~12k instructions more per statement). A plain ``INSERT ... SELECT`` with
+    statement changed exactly one row (a one-time filter). A plain ``INSERT ... SELECT`` with
     no window aggregate and no separate size probe: the commonest write's log costs one
     statement (``bench/ivm_contention_cost.py``: the probe and the numbering of the general
     form cost ~17k instructions per statement). Not for a live view's rows nor a temporal
@@ -256,10 +250,8 @@ def log_one_row(cv: CompiledView, j: int, event: str, marker: str,
     values = "".join(f", {ref}.{c}" for c in cols)
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     condition = pushed_filter(cv, j, sign)
-    passes = f"({condition}) IS TRUE" if condition else None
-    if noted is not None:
-        passes = noted(passes)
-    where = f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)" + (f" AND {passes}" if passes else "")
+    where = f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)" + (f" AND ({condition}) IS TRUE"
+                                                              if condition else "")
     return (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), {sign}"
             f"{values}, {marker} FROM {rel} AS {ref} WHERE {where}")
 

@@ -26,7 +26,6 @@ Every function runs with the pinned session settings (:mod:`streaming_views.sess
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from itertools import permutations
 
 from psycopg import sql
@@ -152,16 +151,6 @@ def _noting(cv: CompiledView, j: int) -> str:
             f"ELSE {_new_view(cv)} END")
 
 
-def _noted_in(cv: CompiledView, j: int, only: str | None) -> str:
-    """SQL row condition of a one-row INSERT or DELETE's log: ``only`` (the filter, None: none),
-    and when it holds the row is logged and table ``j`` noted in ``tidemark.pending`` (read
-    into ``v_p``) unless it is noted already: what :func:`_noting` does in a VALUES list, in
-    WHERE (the CASE fixes the order: the filter first)."""
-    skip = f"WHEN NOT ({only}) THEN false " if only else ""
-    return (f"CASE {skip}WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN true "
-            f"ELSE set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NOT NULL END")
-
-
 def _first(cv: CompiledView) -> str:
     """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
@@ -201,11 +190,12 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     if kept:  # the apply's hint (streaming_views.onkept)
         tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
     tail += _noted_pending(cv, j, "v_n > 0 AND ")
-    # the tail only notes the table: the one-row paths note it in the statement that logs the
-    # row (_noting, _noted_in) and skip the tail; a one-row UPDATE of a table with a filter
-    # pushed to its log keeps it (its rows are logged from VALUES through a WHERE)
-    folded = not cv.readers and not kept
-    folded_pair = single and folded and not filtered(cv, j)
+    # the tail only notes the table: a one-row UPDATE's VALUES notes it in the statement that
+    # logs the pair (_noting) and skips the tail. Not where the pair is logged through a
+    # WHERE (a filter pushed to the log), nor by a one-row INSERT or DELETE's INSERT ...
+    # SELECT: a volatile call in a SELECT list keeps the planner from flattening the
+    # INSERT's SELECT (+12k instructions a statement, +2.5k with the note in WHERE instead)
+    folded_pair = single and not cv.readers and not kept and not filtered(cv, j)
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
         probe, insert = log_update_single(cv, j, _noting(cv, j) if folded_pair else first)
@@ -224,8 +214,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     read = f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
     body = "" if single else read
     if one:
-        noted = partial(_noted_in, cv, j) if folded else None
-        body += f"{log_one_row(cv, j, event, first, noted)};\n{count}\nIF v_n = 0 THEN\n"
+        body += f"{log_one_row(cv, j, event, first)};\n{count}\nIF v_n = 0 THEN\n"
     if not branches:
         body += f"{plain}\n"
     else:
@@ -233,7 +222,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
                         for n, (condition, statement) in enumerate(branches))
         body += f"ELSE\n  {plain}\nEND IF;\n"
     if one:
-        body += f"{tail if folded else ''}\nEND IF;\n"
+        body += "END IF;\n"
     # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
     # cannot (nothing to read nor note), NULL when the statement changed no row or several
     # (v_x is then a row of NULLs, and FOUND false)
@@ -243,8 +232,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     elif single:
         body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  {count}\n"
                 f"ELSIF FOUND THEN\n  RETURN NULL;\nELSE\n{read}{body}END IF;\n")
-    if not (one and folded):
-        body += tail
+    body += tail
     # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text;" + (" v_x record;" if single else ""), body,

@@ -399,12 +399,13 @@ def _noted(conn: psycopg.Connection, view: str, tables: int = 2) -> tuple[str, i
 
 def test_a_one_row_write_notes_its_table_in_the_statement_that_logs_it(
         module_db: str, orders: psycopg.Connection) -> None:
-    """A one-row write logs its rows and notes its table in ``tidemark.pending`` in one
-    statement (no PL/pgSQL expression reads or sets the setting): each table is noted once, the
-    first row logged in the transaction is its only marker, a write that logs nothing notes
-    nothing, and after ``SET CONSTRAINTS ALL IMMEDIATE`` has applied the view, the next write
-    logs a new marker (the apply emptied the list). A session whose first UPDATE changed several
-    rows or none (the pair's record then holds NULLs) stays exact."""
+    """A one-row UPDATE logs its pair and notes its table in ``tidemark.pending`` in one
+    statement (no PL/pgSQL IF nor set_config after it), beside one-row INSERTs and DELETEs
+    (noted after their statement): each table is noted once, the first row logged in the
+    transaction is its only marker, a write that logs nothing notes nothing, and after ``SET
+    CONSTRAINTS ALL IMMEDIATE`` has applied the view, the next write logs a new marker (the
+    apply emptied the list). A session whose first UPDATE changed several rows or none (the
+    pair's record then holds NULLs) stays exact."""
     with psycopg.connect(module_db, autocommit=True) as fresh:  # a new session: no plan yet
         fresh.execute("update one.orders set amount = amount + 1 where id between 20 and 22")
         fresh.execute("update one.orders set amount = amount + 1 where id < 0")
