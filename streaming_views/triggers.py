@@ -167,8 +167,10 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     transaction): an UPDATE first reads its pair of rows when it changed exactly one row (a
     one-time test in the same SELECT) and logs them only when the view can tell them apart
     (:func:`streaming_views.deltas.log_update_single`: an UPDATE of columns the view does not
-    read runs no INSERT, and returns before it reads ``tidemark.pending``), a one-row INSERT or
-    DELETE is logged by one statement (:func:`streaming_views.deltas.log_one_row`); whether
+    read runs no INSERT, and returns before it reads ``tidemark.pending``; one it can tell
+    apart notes its table in the statement that logs the pair, :func:`_noting`, and returns),
+    a one-row INSERT or DELETE is logged by one statement
+    (:func:`streaming_views.deltas.log_one_row`); whether
     the view is new in the transaction is tested where it is used, and only the branches that can
     log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
     expressions read no session setting pins only :data:`streaming_views.session.NAMES_ONLY`
