@@ -359,6 +359,11 @@ def log_update_paired(cv: CompiledView, j: int, *, marker: str | None = None) ->
     return appending(cv, j, ["__tm_tx", "__tm_sign", *cols], query, marker)
 
 
+def filtered(cv: CompiledView, j: int) -> bool:
+    """Whether a filter is pushed to the log of table ``j`` (its old or its new rows)."""
+    return any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
+
+
 def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
     the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
@@ -374,10 +379,10 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
     news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
     clock = CLOCK_CTE if is_timed(cv, j) else ""  # its filter reads the clock
-    filtered = any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
+    pushed = filtered(cv, j)
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
-    passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if filtered else ""
+    passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
     probe = (f"{clock}SELECT {_changed(cv, j)} AS __ch{passes}"
              f"{olds}{news} INTO v_x FROM ({_side(cv, j, '__tm_old', '-1')}) AS o, "
              f"({_side(cv, j, '__tm_new', '1')}) AS w "
@@ -385,7 +390,7 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     old = "".join(f", v_x.__o{k}" for k in range(len(cols)))
     new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
-    if not filtered:  # both rows pass: the old one is logged, and the marker when it is one
+    if not pushed:  # both rows pass: the old one is logged, and the marker when it is one
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
                   f"(pg_current_xact_id(), -1{old}, {marker}), "
                   f"(pg_current_xact_id(), 1{new}, false)")

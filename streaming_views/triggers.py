@@ -42,6 +42,7 @@ from streaming_views.deltas import (
     apply_settings,
     apply_statement,
     batchable,
+    filtered,
     log_batch,
     log_ddl,
     log_insert,
@@ -136,6 +137,20 @@ def _new_view(cv: CompiledView) -> str:
     return f"strpos(v_p, {sql.Literal(f' {cv.name}/').as_string(None)}) = 0"
 
 
+def _noting(cv: CompiledView, j: int) -> str:
+    """SQL condition: the view is new in ``tidemark.pending`` (read into ``v_p``) — the
+    ``__tm_first`` of the first row a one-row UPDATE's VALUES logs for table ``j`` (the
+    marker) — which also notes the table there unless it is noted already. The ``set_config``
+    runs inside the statement that logs the rows: no PL/pgSQL ``IF`` nor assignment after it
+    (each is set up again in every transaction, and a volatile one takes a new snapshot).
+    ``v_p`` is a parameter, read before the statement: the note does not change what the
+    condition reads (reading the setting in the statement instead costs more: each function
+    call of an expression is set up again in every execution)."""
+    return (f"CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN false "
+            f"WHEN set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL THEN false "
+            f"ELSE {_new_view(cv)} END")
+
+
 def _first(cv: CompiledView) -> str:
     """Read ``tidemark.pending`` into ``v_p`` and whether the view is new in it into ``v_first``."""
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
@@ -152,8 +167,10 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     transaction): an UPDATE first reads its pair of rows when it changed exactly one row (a
     one-time test in the same SELECT) and logs them only when the view can tell them apart
     (:func:`streaming_views.deltas.log_update_single`: an UPDATE of columns the view does not
-    read runs no INSERT, and returns before it reads ``tidemark.pending``), a one-row INSERT or
-    DELETE is logged by one statement (:func:`streaming_views.deltas.log_one_row`); whether
+    read runs no INSERT, and returns before it reads ``tidemark.pending``; one it can tell
+    apart notes its table in the statement that logs the pair, :func:`_noting`, and returns),
+    a one-row INSERT or DELETE is logged by one statement
+    (:func:`streaming_views.deltas.log_one_row`); whether
     the view is new in the transaction is tested where it is used, and only the branches that can
     log more than :data:`BIG_DELTA` rows test the count for a large delta. A function whose
     expressions read no session setting pins only :data:`streaming_views.session.NAMES_ONLY`
@@ -167,9 +184,23 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # a one-row INSERT or DELETE: logged first, as the marker when the view is new (no probe,
     # no numbering); any other size finds v_n = 0 (none logged) and takes the branches below
     one = event != "upd" and not live and not is_timed(cv, j)
+    kept = event == "upd" and onkept.kept(cv, (j,))
+    # after a statement logged v_n rows: its readers, the apply's hint, the note of the table
+    tail = ""
+    if cv.readers:  # before the view is noted in tidemark.pending
+        tail += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
+    if kept:  # the apply's hint (streaming_views.onkept)
+        tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
+    tail += _noted_pending(cv, j, "v_n > 0 AND ")
+    # the tail only notes the table: a one-row UPDATE's VALUES notes it in the statement that
+    # logs the pair (_noting) and skips the tail. Not where the pair is logged through a
+    # WHERE (a filter pushed to the log), nor by a one-row INSERT or DELETE's INSERT ...
+    # SELECT: a volatile call in a SELECT list keeps the planner from flattening the
+    # INSERT's SELECT (+12k instructions a statement, +2.5k with the note in WHERE instead)
+    folded_pair = single and not cv.readers and not kept and not filtered(cv, j)
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
-        probe, insert = log_update_single(cv, j, first)
+        probe, insert = log_update_single(cv, j, _noting(cv, j) if folded_pair else first)
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
@@ -194,14 +225,16 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         body += f"ELSE\n  {plain}\nEND IF;\n"
     if one:
         body += "END IF;\n"
-    if single:  # the pair of one row the view cannot tell apart: nothing to read nor note
-        body = (f"{probe};\nIF FOUND THEN\n  IF NOT v_x.__ch THEN\n    RETURN NULL;\n  END IF;\n"
-                f"  {read}  {insert};\n  {count}\nELSE\n{read}{body}END IF;\n")
-    if cv.readers:  # before the view is noted in tidemark.pending
-        body += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
-    if event == "upd" and onkept.kept(cv, (j,)):  # the apply's hint (streaming_views.onkept)
-        body += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
-    body += _noted_pending(cv, j, "v_n > 0 AND ")
+    # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
+    # cannot (nothing to read nor note), NULL when the statement changed no row or several
+    # (v_x is then a row of NULLs, and FOUND false)
+    if folded_pair:
+        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
+                f"IF FOUND THEN\n  RETURN NULL;\nEND IF;\n{read}{body}")
+    elif single:
+        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  {count}\n"
+                f"ELSIF FOUND THEN\n  RETURN NULL;\nELSE\n{read}{body}END IF;\n")
+    body += tail
     # v_n: the rows logged
     return _function(function_name(cv, f"l{j}_{event}"), "trigger",
                      "v_n bigint; v_p text; v_b text;" + (" v_x record;" if single else ""), body,
@@ -254,13 +287,16 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         zeros = (f"  IF v_zero IS NOT NULL THEN\n    DELETE FROM {cv.state} "
                  f"WHERE ctid = ANY(v_zero) AND __count = 0;\n  END IF;\n")
     mask = sum(1 << j for j in changed)
-    loop = f"FOR {into} IN {static} LOOP{zero or ' NULL;'}{dirty} END LOOP;"
+    each = f"{zero}{dirty}" or " NULL;"
+    if zero and dirty:  # one IF per row returned in the common case (count > 0, not dirty)
+        each = f" IF v_cnt = 0 OR v_d THEN{each} END IF;"
+    loop = f"FOR {into} IN {static} LOOP{each} END LOOP;"
     if onkept.kept(cv, changed):  # an outer join's NULL-extended table, its ON kept: no recount
         fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
                                       kept=True), cv.has_recompute)
         loop = (f"IF current_setting('{onkept.HINT}', true) = 'on' THEN\n"
                 f"  IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
-                f"    FOR {into} IN {fast} LOOP{zero or ' NULL;'}{dirty} END LOOP;\n"
+                f"    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
                 f"  ELSE\n    {loop}\n  END IF;\n  ELSE\n    {loop}\n  END IF;")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
             f"  {loop}\n"

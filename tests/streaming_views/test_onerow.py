@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from streaming_views.expiry import tick
 from streaming_views.session import NAMES_ONLY as ALL_NAMES
@@ -378,3 +379,66 @@ def test_a_one_row_update_to_an_equal_numeric_of_another_scale_is_logged(
         texts = "select k, sx::text, mx::text, sy::text from {} order by k"
         assert conn.execute(texts.format("live.one_scaled")).fetchall() == conn.execute(
             texts.format(f"({SCALED}) as q")).fetchall()
+
+
+def _noted(conn: psycopg.Connection, view: str, tables: int = 2) -> tuple[str, int]:
+    """In the open transaction: the view's tokens in ``tidemark.pending`` (other views over the
+    same tables left out), and how many rows of the logs of the view (of ``tables`` base
+    tables) are the transaction's marker (``__tm_first``)."""
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (view,)).fetchone()[0]
+    listed = conn.execute("select coalesce(current_setting('tidemark.pending', true), '')"
+                          ).fetchone()[0]
+    pending = "".join(f" {t} " for t in listed.split() if t.startswith(f"{view}/"))
+    count = sql.SQL("select count(*) from {} where __tm_first and __tm_tx = "
+                    "pg_current_xact_id()")
+    markers = sum(conn.execute(count.format(sql.Identifier("tidemark_state", f"{suffix}__l{j}"))
+                               ).fetchone()[0] for j in range(tables))
+    return pending, markers
+
+
+def test_a_one_row_write_notes_its_table_in_the_statement_that_logs_it(
+        module_db: str, orders: psycopg.Connection) -> None:
+    """A one-row UPDATE logs its pair and notes its table in ``tidemark.pending`` in one
+    statement (no PL/pgSQL IF nor set_config after it), beside one-row INSERTs and DELETEs
+    (noted after their statement): each table is noted once, the first row logged in the
+    transaction is its only marker, a write that logs nothing notes nothing, and after ``SET
+    CONSTRAINTS ALL IMMEDIATE`` has applied the view, the next write logs a new marker (the
+    apply emptied the list). A session whose first UPDATE changed several rows or none (the
+    pair's record then holds NULLs) stays exact."""
+    with psycopg.connect(module_db, autocommit=True) as fresh:  # a new session: no plan yet
+        fresh.execute("update one.orders set amount = amount + 1 where id between 20 and 22")
+        fresh.execute("update one.orders set amount = amount + 1 where id < 0")
+        fresh.execute("update one.orders set amount = amount + 1 where id = 23")
+        assert_equal(fresh, "one_left", LEFT)
+    conn = orders
+    with conn.transaction():
+        conn.execute("update one.orders set other = other + 1 where id = 24")  # unread column
+        assert _noted(conn, "one_left") == ("", 0)
+        conn.execute("update one.orders set amount = amount + 1 where id = 24")
+        assert _noted(conn, "one_left") == (" one_left/0 ", 1)
+        conn.execute("insert into one.payments values (2400, 24)")
+        conn.execute("delete from one.orders where id = 25")
+        conn.execute("update one.payments set order_id = 26 where id = 2400")
+        assert _noted(conn, "one_left") == (" one_left/0  one_left/1 ", 1)
+        conn.execute("set constraints all immediate")  # applies the view now
+        conn.execute("set constraints all deferred")
+        assert _noted(conn, "one_left") == ("", 0)
+        conn.execute("delete from one.payments where id = 2400")
+        assert _noted(conn, "one_left") == (" one_left/1 ", 1)
+        conn.execute("insert into one.orders values (25, 1, 7, null, null, 0)")
+        assert _noted(conn, "one_left") == (" one_left/1  one_left/0 ", 1)
+    assert_equal(conn, "one_left", LEFT)
+    deploy_text(module_db, "one_filtered", FILTERED)  # amount > 20 is pushed to the log
+    conn.execute("insert into one.orders values (301, 1, 10, null, null, 0)")
+    for update, noted in (("update one.orders set amount = 11 where id = 301", False),  # out
+                          ("update one.orders set amount = 31 where id = 301", True),  # in
+                          ("update one.orders set amount = 32 where id = 301", True),
+                          ("update one.orders set amount = 5 where id = 301", True)):  # out
+        with conn.transaction():
+            conn.execute("update one.payments set order_id = order_id where id = 1")  # unread
+            conn.execute(update)
+            pending, markers = _noted(conn, "one_filtered", tables=1)
+            assert (" one_filtered/0 " in pending, markers) == (noted, int(noted)), update
+        assert_equal(conn, "one_filtered", FILTERED)
+        assert_equal(conn, "one_left", LEFT)

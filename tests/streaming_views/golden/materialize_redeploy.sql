@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 6934635b24362c93, card_payments_recent f6ed7ecd18147c77, daily_store_revenue 3f4c699fdf0a396d, late_deliveries_daily 0b899b3b5eae40dd, store_cancellation_rate 71aebeea45481d1e, store_orders_last_5_minutes b5d15c40fc44124d, store_revenue_per_minute 2cb5001b13d880e6)
+-- phase: catalog (one row per view: active_carts 6a14737697473847, card_payments_recent 02b9bb32d0c68bc6, daily_store_revenue 3e083aa029efa29b, late_deliveries_daily 4224f86b63c1f787, store_cancellation_rate 07dffd5363b4ec2a, store_orders_last_5_minutes c7993bb7eace8a37, store_revenue_per_minute 6c7de0609949d9c3)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
