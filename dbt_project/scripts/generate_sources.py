@@ -20,7 +20,9 @@ plus the tests dbt core lacks, built from the contract metadata it carries:
 
 The changelog source ``shop_cdc`` (schema ``cdc``, tables ``shop__<table>``) lists the same
 columns plus the change metadata, with the contract's freshness thresholds (null where the
-contract has no loaded-at column).
+contract has no loaded-at column). A change column landing declares NOT NULL
+(``ingestion.tables.CHANGE_COLUMNS``) gets ``not_null_constraint`` (tests/generic/
+not_null_constraint.sql, a catalog check) instead of ``not_null`` (a scan of the changelog).
 
 Freshness reads the changelog's newest changes, never a whole table: the contract's
 ``loaded_at_field`` becomes a ``loaded_at_query`` (dbt 1.10+) that takes the largest loaded-at
@@ -57,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from contracts import ContractSet, load_contracts, to_dbt_source_yaml
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
+from ingestion.tables import CHANGE_COLUMNS
 
 SOURCE = "shop"
 STAGING = Path(__file__).resolve().parents[1] / "models" / "staging"
@@ -93,6 +96,10 @@ CDC_COLUMNS: list[dict[str, Any]] = [
      "description": "When ingestion wrote the change to landing (UTC).",
      "data_tests": ["not_null"]},
 ]
+for _column in CDC_COLUMNS:  # declared NOT NULL by landing: checked in the catalog, O(1)
+    if "not null" in dict(CHANGE_COLUMNS)[_column["name"]]:
+        _column["data_tests"] = ["not_null_constraint" if test == "not_null" else test
+                                 for test in _column["data_tests"]]
 
 
 def _add_contract_tests(table: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@ a projection of one mirror: the ``unique`` / ``not_null`` (and a composite key's
 ``unique_combination_of_columns``) tests of those keys could never fail, and each read every
 row of its table (4.1 s for ``stg_shop__app_events.outbox_id`` at 10 times the demo's history).
 ``primary_key_constraint`` (tests/generic/primary_key_constraint.sql) replaces them: it fails
-when the mirror's key is dropped or differs, or when the view reads another relation.
+when the mirror's key is dropped or differs, or when the view reads another relation. The
+same for the change columns every changelog declares NOT NULL: ``not_null_constraint``.
 """
 
 from __future__ import annotations
@@ -116,3 +117,20 @@ def test_the_staging_views_that_rely_on_the_key_are_projections_of_their_mirror(
         text = re.sub(r"--[^\n]*", "", (DBT_PROJECT / model.original_file_path).read_text())
         assert not re.search(r"\b(join|union|distinct|unnest|generate_series|lateral)\b", text,
                              re.IGNORECASE), model.name
+
+
+def test_the_changelogs_not_null_change_columns_are_checked_in_the_catalog(staged: Landed
+                                                                           ) -> None:
+    statuses = _statuses(staged, "source:shop_cdc.shop__stores,test_name:not_null_constraint")
+    assert sorted(statuses) == [f"source_not_null_constraint_shop_cdc_shop__stores_{column}"
+                                for column in ("_commit_lsn", "_ingested_at", "_lsn", "_op")]
+    assert set(statuses.values()) == {"pass"}
+    with psycopg.connect(staged.landing_url, autocommit=True) as conn:
+        conn.execute("alter table cdc.shop__stores alter column _ingested_at drop not null")
+        try:
+            statuses = _statuses(staged, "source:shop_cdc.shop__stores,"
+                                         "test_name:not_null_constraint")
+        finally:
+            conn.execute("alter table cdc.shop__stores alter column _ingested_at set not null")
+    assert statuses.pop("source_not_null_constraint_shop_cdc_shop__stores__ingested_at") == "fail"
+    assert set(statuses.values()) == {"pass"}
