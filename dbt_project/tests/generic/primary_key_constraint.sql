@@ -4,17 +4,19 @@
     - the table (a mirror, or with of=, the mirror a staging view projects) has no primary key
       on exactly `columns`: its unique / not_null tests are this check, so a dropped or changed
       key fails here;
-    - with of=: the view reads a relation other than that mirror (a join or union may repeat a
-      key), or lacks a key column.
+    - with of=: the view (or a view it reads, down to the mirror) reads more than one relation,
+      or a table other than that mirror (a join or union may repeat a key), or lacks a key
+      column.
     What the catalog cannot see: a view that computes its key column or multiplies rows from the
     one mirror (a set-returning function, a self-union). A staging model is a projection of its
-    mirror (tests/dbt_project/test_key_constraints.py reads their SQL).
+    mirror (tests/dbt_project/test_key_constraints.py reads their SQL). A view of a view of the
+    mirror (a projection or filter of a staging view) keeps the key too.
 -#}
 {% test primary_key_constraint(model, columns, of=none) %}
 
 {%- set table = (of if of is not none else model).include(database=false) %}
 
-with
+with recursive
 
 expected as (
     select
@@ -57,26 +59,55 @@ missing_key as (
 
 {%- set view = model.include(database=false) %}
 
+views as (
+    -- The view and the views it reads, down to the tables: each must read one relation.
+    select
+        to_regclass('{{ view }}') as relation,
+        0 as depth
+    union
+    select
+        dependency.refobjid as relation,
+        views.depth + 1 as depth
+    from views
+    inner join pg_catalog.pg_rewrite as rewrite on views.relation = rewrite.ev_class
+    inner join pg_catalog.pg_depend as dependency
+        on
+            dependency.classid = 'pg_catalog.pg_rewrite'::regclass
+            and rewrite.oid = dependency.objid
+            and dependency.refclassid = 'pg_catalog.pg_class'::regclass
+            and rewrite.ev_class != dependency.refobjid
+    where views.depth < 8
+),
+
 view_reads as (
-    select distinct dependency.refobjid
+    select
+        rewrite.ev_class as reader,
+        dependency.refobjid
     from pg_catalog.pg_rewrite as rewrite
     inner join pg_catalog.pg_depend as dependency
         on
             dependency.classid = 'pg_catalog.pg_rewrite'::regclass
-            and dependency.objid = rewrite.oid
+            and rewrite.oid = dependency.objid
             and dependency.refclassid = 'pg_catalog.pg_class'::regclass
-    where
-        rewrite.ev_class = to_regclass('{{ view }}')
-        and dependency.refobjid != rewrite.ev_class
+            and rewrite.ev_class != dependency.refobjid
+    where rewrite.ev_class in (select views.relation from views)
+    group by rewrite.ev_class, dependency.refobjid
 ),
 
 other_reads as (
     select
-        '{{ view }} reads ' || view_reads.refobjid::regclass::text
-        || ', not only {{ table }}: the mirror''s key no longer makes its key unique;'
-        || ' test the key with unique / not_null instead' as problem
+        view_reads.reader::regclass::text || ' reads ' || view_reads.refobjid::regclass::text
+        || ', not only {{ table }} (through one view after another): the mirror''s key no'
+        || ' longer makes the key of {{ view }} unique; test it with unique / not_null'
+        || ' instead' as problem
     from view_reads
-    where view_reads.refobjid != to_regclass('{{ table }}')
+    inner join pg_catalog.pg_class as relation on view_reads.refobjid = relation.oid
+    where
+        (relation.relkind not in ('v', 'm') and view_reads.refobjid != to_regclass('{{ table }}'))
+        or view_reads.reader in (
+            select multiple.reader from view_reads as multiple
+            group by multiple.reader having count(*) > 1
+        )
 ),
 
 missing_columns as (
@@ -96,7 +127,7 @@ missing_columns as (
 
 not_a_view as (
     select '{{ view }} does not exist or is not a view over {{ table }}' as problem
-    where not exists (select 1 from view_reads)
+    where not exists (select 1 from views where views.relation = to_regclass('{{ table }}'))
 )
 
 {%- endif %}
