@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +29,25 @@ def _free_port() -> int:
 def bench_cluster(extra_conf: dict[str, str] | None = None
                   ) -> Iterator[tuple[str, str, EmbeddedServer]]:
     """Start a throw-away server (:data:`BENCH_CONF` plus ``extra_conf``) with databases ``src``
-    and ``land``; yield their superuser URLs and the server."""
+    and ``land``; yield their superuser URLs and the server.
+
+    SIGTERM (a ``timeout``, a ``kill``) ends the bench through its ``finally``, so the server
+    stops with it: before, a killed bench left its server running.
+    """
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        with _cluster(extra_conf) as yielded:
+            yield yielded
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _cluster(extra_conf: dict[str, str] | None) -> Iterator[tuple[str, str, EmbeddedServer]]:
     with tempfile.TemporaryDirectory(prefix="tidemark-bench-") as home:
         Path(home).chmod(0o755)
         server = EmbeddedServer(Settings(home=Path(home), port=_free_port(), source_url=None,
