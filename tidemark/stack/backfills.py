@@ -45,11 +45,12 @@ class Interrupted:
 
     Attributes:
         backfill_id: its id (Dagster UI: Overview → Backfills).
-        canceled: how many of its runs the stop canceled.
+        unfinished: how many of its runs the stop ended unfinished (canceled, or failed by a
+            killed ``tidemark up``).
     """
 
     backfill_id: str
-    canceled: int
+    unfinished: int
 
 
 STOPPED_RUNS = "tidemark-stopped-runs.json"  # in the Dagster home: the runs a stop canceled
@@ -153,7 +154,7 @@ def resume_backfills(url: str, interrupted: list[Interrupted], say: Callable[[st
             name = f"{backfill_id} ({title})" if title else backfill_id
             if answer.get("__typename") == "LaunchBackfillSuccess":
                 launched.append(answer["backfillId"])
-                say(f"Backfill {name} was interrupted by the last stop ({item.canceled} "
+                say(f"Backfill {name} was interrupted by the last stop ({item.unfinished} "
                     f"run(s) ended unfinished): re-launched what it had not built as backfill "
                     f"{answer['backfillId']} (Dagster UI: Overview → Backfills).")
             else:
