@@ -14,8 +14,9 @@ from tests.support import free_port
 from tidemark.errors import DagsterStartError
 from tidemark.settings import Settings
 from tidemark.stack.dagster_proc import (
-    CORRECTION_LIMIT,
     DAGSTER_YAML,
+    _child_env,
+    _earlier,
     dagster_home,
     start_dagster,
 )
@@ -62,7 +63,8 @@ def test_correction_runs_take_at_most_one_run_slot(tmp_path) -> None:
     home = dagster_home(Settings(home=tmp_path, port=55432))
     queue = yaml.safe_load((home / "dagster.yaml").read_text())["run_queue"]
     assert queue == {"max_concurrent_runs": 2,
-                     "tag_concurrency_limits": [{"key": CORRECTION_TAG, "limit": 1}]}
+                     "tag_concurrency_limits": [{"key": CORRECTION_TAG, "limit": 1}],
+                     "max_user_code_failure_retries": 5, "user_code_failure_retry_delay": 30}
     origin = RemoteJobOrigin(RemoteRepositoryOrigin(
         RegisteredCodeLocationOrigin("orchestration.definitions"), "__repository__"),
         "daily_marts")
@@ -78,16 +80,6 @@ def test_correction_runs_take_at_most_one_run_slot(tmp_path) -> None:
         chosen = daemon._get_runs_to_dequeue(instance, instance.get_concurrency_config(),
                                              fixed_iteration_time=None)
         assert [r.run_id for r in chosen] == [user]
-
-
-def test_dagster_home_adds_the_correction_limit_to_an_untouched_yaml(tmp_path) -> None:
-    # A home an earlier `tidemark up` wrote (no limit, not edited since) gets the limit.
-    home = tmp_path / "dagster"
-    home.mkdir()
-    earlier = DAGSTER_YAML.format(storage=home / "storage").replace(CORRECTION_LIMIT, "")
-    (home / "dagster.yaml").write_text(earlier)
-    dagster_home(Settings(home=tmp_path, port=55432))
-    assert "tag_concurrency_limits" in (home / "dagster.yaml").read_text()
 
 
 def test_dagster_home_purges_old_sensor_ticks(tmp_path) -> None:
@@ -234,3 +226,33 @@ def test_a_second_up_on_the_same_home_is_refused(tmp_path) -> None:
         other.kill()
         other.wait()
     refuse_second_up(settings)  # its process is gone: a stale status file does not block
+
+
+def test_a_slow_code_server_is_waited_for_not_failed(tmp_path) -> None:
+    # At load 18 on 2 cores the code location took over 60 s to import: the daemon failed the
+    # sensors' runs at dequeue ("Failed to start", their checks "not evaluated") and gave up
+    # on its code server after 180 s. The instance `tidemark up` writes retries the dequeue
+    # and waits 600 s for a code server; the children wait 300 s for an answer.
+    from dagster import DagsterInstance
+
+    home = dagster_home(Settings(home=tmp_path, port=55432))
+    with DagsterInstance.from_config(str(home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert (queue.max_user_code_failure_retries, queue.user_code_failure_retry_delay) == (
+            5, 30)
+        assert instance.code_server_process_startup_timeout == 600
+    supervisor = Supervisor(env={})
+    _child_env(supervisor, Settings(home=tmp_path, port=55432))
+    assert supervisor.env["DAGSTER_GRPC_TIMEOUT_SECONDS"] == "300"
+
+
+def test_dagster_home_upgrades_each_untouched_earlier_yaml(tmp_path) -> None:
+    # Both texts earlier versions wrote (before the correction limit, before the slow code
+    # server's settings), not edited since, become today's.
+    for n, earlier in enumerate(sorted(_earlier(DAGSTER_YAML))):
+        home = tmp_path / str(n) / "dagster"
+        home.mkdir(parents=True)
+        (home / "dagster.yaml").write_text(earlier.format(storage=home / "storage"))
+        dagster_home(Settings(home=tmp_path / str(n), port=55432))
+        text = (home / "dagster.yaml").read_text()
+        assert "tag_concurrency_limits" in text and "max_user_code_failure_retries: 5" in text

@@ -23,6 +23,7 @@ from tidemark.stack.dbt import environment, installed_executable
 from tidemark.stack.supervisor import Child, Supervisor
 
 CODE_LOCATION = "orchestration.definitions"
+GRPC_TIMEOUT_S = 300
 # The correction runs (tag CORRECTION_TAG, set by the reconciliation_corrections sensor) share
 # CORRECTION_SLOTS of the run slots, so a user's run or backfill always finds the other (README
 # "Daily truth"). Tag and limit come from tidemark.reconciliation.tags.
@@ -32,6 +33,20 @@ CORRECTION_LIMIT = f"""\
     - key: {CORRECTION_TAG}
       limit: {CORRECTION_SLOTS}
 """
+# A loaded machine can take minutes to import the code location (Dagster, dbt): a run the
+# daemon could not hand to the code server in time used to fail at once ("Failed to start",
+# its checks "not evaluated"), and the daemon gave up on a code server after 180 s.
+SLOW_CODE_SERVER = """\
+  # A run whose code server does not answer yet (a loaded machine) is tried again, 5 times
+  # 30 s apart, instead of failing at once:
+  max_user_code_failure_retries: 5
+  user_code_failure_retry_delay: 30
+"""
+CODE_SERVER_STARTUP = """\
+# The daemon's and the UI's code server may take this long to start (Dagster's default: 180 s):
+code_servers:
+  local_startup_timeout: 600
+"""
 DAGSTER_YAML = """\
 # Written by `tidemark up`; edit freely, it is not overwritten.
 storage:
@@ -39,7 +54,7 @@ storage:
     base_dir: {storage}
 run_queue:
   max_concurrent_runs: 2
-""" + CORRECTION_LIMIT + """\
+""" + CORRECTION_LIMIT + SLOW_CODE_SERVER + CODE_SERVER_STARTUP + """\
 telemetry:
   enabled: false
 # No "Join the Dagster community" sign-up dialog over the asset catalog at the first visit:
@@ -77,12 +92,17 @@ def dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     text = DAGSTER_YAML.format(storage=home / "storage")
-    # A file still as an earlier `tidemark up` wrote it (without the correction limit) gets
-    # the limit; a file the user edited is theirs.
-    if not config.exists() or config.read_text(encoding="utf-8") == text.replace(
-            CORRECTION_LIMIT, ""):
+    # A file still as an earlier `tidemark up` wrote it (without the correction limit, or
+    # without the slow code server's settings) gets today's; a file the user edited is theirs.
+    if not config.exists() or config.read_text(encoding="utf-8") in _earlier(text):
         config.write_text(text, encoding="utf-8")
     return home
+
+
+def _earlier(text: str) -> set[str]:
+    """The texts earlier versions of ``tidemark up`` wrote where today's writes ``text``."""
+    without_slow = text.replace(SLOW_CODE_SERVER + CODE_SERVER_STARTUP, "")
+    return {without_slow, without_slow.replace(CORRECTION_LIMIT, "")}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -138,6 +158,9 @@ def _executable(name: str) -> str:
 
 def _child_env(supervisor: Supervisor, settings: Settings) -> None:
     supervisor.env["DAGSTER_HOME"] = str(settings.dagster_home)
+    # Dagster waits 60 s for a code server's answer; on a loaded machine the first answer
+    # (after importing the code location) can take longer. A user's own value wins.
+    supervisor.env.setdefault("DAGSTER_GRPC_TIMEOUT_SECONDS", str(GRPC_TIMEOUT_S))
     supervisor.env["TIDEMARK_DBT_TARGET_PATH"] = str(settings.dbt_target_dir)
 
 
