@@ -308,3 +308,7 @@ def test_the_correction_limit_is_the_same_in_both_stacks(tmp_path: Path) -> None
     assert limits == up["run_queue"]["tag_concurrency_limits"]
     assert limits == [{"key": sensor_tag, "limit": CORRECTION_SLOTS}]
     assert sensor_tag == CORRECTION_TAG
+    # and both retry a run whose code server does not answer yet
+    retries = ("max_user_code_failure_retries", "user_code_failure_retry_delay")
+    assert [docker["run_coordinator"]["config"][k] for k in retries] == [
+        up["run_queue"][k] for k in retries] == [5, 30]
