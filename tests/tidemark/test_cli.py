@@ -254,3 +254,39 @@ def test_status_says_which_days_a_pair_can_compare(
                       landing_url=None, dbt_project_dir=project)
     error = collect(broken, dbs, dagster=False)["reconciliation"]["error"]
     assert "reconciliation.yml" in error, error
+
+
+def test_status_shows_only_the_lock_waits_that_last(module_db: str) -> None:
+    """`tidemark status` listed every lock wait of the moment: on a healthy stack, the live
+    views' clock waiting 0.1 s for ingestion's transaction showed as a "lock waits" table. The
+    waits shown are those of a second or more; the others are counted in the title."""
+    import threading
+    import time
+
+    import psycopg
+
+    from streaming_views.holders import lock_waits
+    from tidemark.cli.status import long_waits
+
+    def wait_for_lock(name: str) -> None:
+        with psycopg.connect(module_db, application_name=name) as conn:
+            conn.execute("set lock_timeout = '20s'")
+            conn.execute("lock table status_locked in access share mode")
+
+    with psycopg.connect(module_db, autocommit=True) as conn:
+        conn.execute("create table status_locked (id int)")
+        with psycopg.connect(module_db) as holder:
+            holder.execute("lock table status_locked in access exclusive mode")
+            waiters = [threading.Thread(target=wait_for_lock, args=("long",))]
+            waiters[0].start()
+            time.sleep(1.5)
+            waiters.append(threading.Thread(target=wait_for_lock, args=("short",)))
+            waiters[1].start()
+            while len(waits := lock_waits(conn)) < 2:
+                time.sleep(0.01)
+            holder.rollback()
+        for waiter in waiters:
+            waiter.join()
+    shown, short = long_waits(waits)
+    assert [w["waiting_application"] for w in shown] == ["long"] and short == 1, waits
+    assert long_waits({"error": "unreachable"}) == ({"error": "unreachable"}, 0)

@@ -193,6 +193,22 @@ def views_layer(dbs: Databases) -> list[dict[str, Any]]:
             for v in list_views(dbs.landing)]
 
 
+SHORT_WAIT_S = 1.0
+
+
+def long_waits(waits: Any) -> tuple[Any, int]:
+    """The lock waits worth showing, and how many were left out.
+
+    A live view's clock or a writer waits for ingestion's transaction a few hundred ms at a
+    time on a healthy stack; only a wait of :data:`SHORT_WAIT_S` or more is shown (``--json``
+    keeps every wait). An error (a dict) is shown as it is.
+    """
+    if not isinstance(waits, list):
+        return waits, 0
+    kept = [w for w in waits if (w.get("waiting_s") or 0) >= SHORT_WAIT_S]
+    return kept, len(waits) - len(kept)
+
+
 def lock_waits_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Sessions of the landing database waiting for a lock, and who blocks them."""
     from streaming_views.holders import lock_waits
@@ -422,8 +438,12 @@ def _show(summary: dict[str, Any]) -> None:
              " closed days it still holds)", ["pair", "mart", "live_keeps", "reconciled_days",
                                               "drifting_days", "last_checked_at"])):
         layer = summary[key]
-        if key == "lock_waits" and not layer:
-            continue  # nobody waits: nothing to say
+        if key == "lock_waits":
+            layer, short = long_waits(layer)
+            if not layer:
+                continue  # nobody waits, or only for a moment: nothing to say
+            if short:
+                title += f"; {short} shorter than {SHORT_WAIT_S:g} s not shown"
         if title is None:
             show_freshness(layer)
         elif isinstance(layer, dict) and "error" in layer:
