@@ -113,19 +113,25 @@ _ADDED_COLUMNS = (("replicated_tables", "snapshot_lsn", "pg_lsn"),
                   ("checkpoints", "landing_identity", "text"))
 """Columns added to state tables after their first release: added to older landings."""
 
-_INDEXES = (("dead_letters_waiting", "dead_letters",
-             "(source, table_name) where replayed_at is null"),
+_INDEXES = (("dead_letters_waiting_lsn", "dead_letters",
+             "(source, table_name, commit_lsn, seq) where replayed_at is null"),
             ("dead_letters_waiting_seen", "dead_letters",
              "(source, first_seen_at, id) where replayed_at is null"),
             ("dead_letters_seen", "dead_letters", "(source, first_seen_at, id)"))
 """Indexes of the state tables (name, table, definition): created with them and added to older
-landings. ``dead_letters_waiting`` lets a replay find the letters not yet replayed of a source or
-table in a small index, not in the whole queue with its raw rows, which grows with history (the
-counts status, the ``dead_letters`` check and its sensors read every minute are kept as they
-change: ``ingestion.dead_letter_counts``). ``dead_letters_waiting_seen`` and
-``dead_letters_seen`` give `tidemark dlq list` its oldest letters (waiting, or all) and
-`tidemark dlq purge` the letters older than a time, as index range scans that stop after a page
-or a batch, however long the queue."""
+landings. ``dead_letters_waiting_lsn`` lets a replay find the letters not yet replayed of a
+source or table in a small index, not in the whole queue with its raw rows, which grows with
+history (the counts status, the ``dead_letters`` check and its sensors read every minute are
+kept as they change: ``ingestion.dead_letter_counts``); in commit order, it gives `tidemark
+ingest prune` a table's oldest waiting letter as its first entry (the unique index of every
+letter walked past the resolved ones first: 2 s a table at a week of the 10x demo's letters,
+bench/RESULTS.md e36). ``dead_letters_waiting_seen`` and ``dead_letters_seen`` give `tidemark
+dlq list` its oldest letters (waiting, or all) and `tidemark dlq purge` the letters older than
+a time, as index range scans that stop after a page or a batch, however long the queue."""
+
+_DROPPED_INDEXES = ("dead_letters_waiting",)
+"""Indexes of older landings that one of :data:`_INDEXES` replaces (``dead_letters_waiting``:
+``(source, table_name)`` of the waiting letters, before round 36)."""
 
 
 def ensure_state(conn: psycopg.Connection, source: str) -> None:
@@ -166,6 +172,9 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
             conn.execute(sql.SQL("alter table {}.{} add column if not exists {} {}").format(
                 sql.Identifier(STATE_SCHEMA), sql.Identifier(table), sql.Identifier(column),
                 sql.SQL(type_sql)))
+        for name in _DROPPED_INDEXES:
+            conn.execute(sql.SQL("drop index if exists {}.{}").format(
+                sql.Identifier(STATE_SCHEMA), sql.Identifier(name)))
         for name, table, definition in _INDEXES:
             conn.execute(sql.SQL("create index if not exists {} on {}.{} {}").format(
                 sql.Identifier(name), sql.Identifier(STATE_SCHEMA), sql.Identifier(table),

@@ -38,3 +38,22 @@ def test_processes_starting_at_once_create_the_state_once(pg) -> None:
         with psycopg.connect(url) as conn:
             assert conn.execute(sql.SQL("select count(*) from {}").format(
                 sql.Identifier("tidemark", "checkpoints"))).fetchone() == (0,)
+
+
+def test_an_older_landing_gets_the_waiting_letters_index_in_commit_order(pg) -> None:
+    # Before round 36 the waiting letters' index was (source, table_name): `ingest prune`'s
+    # oldest waiting letter then read every waiting letter, or walked the unique index past the
+    # resolved ones. An older landing gets the index in commit order and loses the old one.
+    url = create_database(pg, "state_upgrade")
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_state(conn, "s")
+        conn.execute("drop index tidemark.dead_letters_waiting_lsn")
+        conn.execute("create index dead_letters_waiting on tidemark.dead_letters"
+                     " (source, table_name) where replayed_at is null")
+        ensure_state(conn, "s")
+        indexes = dict(conn.execute(
+            "select indexname, indexdef from pg_indexes where schemaname = 'tidemark' and"
+            " tablename = 'dead_letters' and indexname like 'dead_letters_waiting%'").fetchall())
+    assert sorted(indexes) == ["dead_letters_waiting_lsn", "dead_letters_waiting_seen"]
+    assert "(source, table_name, commit_lsn, seq) WHERE (replayed_at IS NULL)" in indexes[
+        "dead_letters_waiting_lsn"]

@@ -287,13 +287,14 @@ mutation($ids: [String!]!) {
 """
 
 
-def _graphql(url: str, query: str, variables: dict | None = None) -> dict:
+def _graphql(url: str, query: str, variables: dict | None = None,
+             timeout_s: float = 10.0) -> dict:
     import json
 
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"{url}/graphql", data=body,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read()).get("data") or {}
 
 

@@ -30,6 +30,11 @@ EXECUTION = ('{alias}: assetCheckExecutions(assetKey: {{path: {path}}}, checkNam
 STATUS = {"IN_PROGRESS": "planned", "SUCCEEDED": "succeeded", "FAILED": "failed",
           "EXECUTION_FAILED": "execution_failed", "SKIPPED": "skipped"}
 ERRORS = (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError)
+SUMMARY_TIMEOUT_S = 120.0
+"""How long the summary may take once the UI has answered the check keys: it resolves the
+latest execution of every check one by one (~160 at the demo), 13-17 s on two cores at a load of
+50 (bench/RESULTS.md e36), whatever the history. At the 10 s of the first request it timed out,
+and the status then read the same from the instance after importing Dagster: 57 s in all."""
 
 
 def served_checks(settings: Settings) -> list[tuple[list[str], str]] | None:
@@ -59,7 +64,8 @@ def served_summary(settings: Settings) -> dict[str, Any] | None:
     parts += [EXECUTION.format(alias=f"c{i}", path=json.dumps(path), name=json.dumps(name))
               for i, (path, name) in enumerate(keys)]
     try:
-        data = _graphql(ui_url(settings), "{ " + "\n".join(parts) + " }")
+        data = _graphql(ui_url(settings), "{ " + "\n".join(parts) + " }",
+                        timeout_s=SUMMARY_TIMEOUT_S)
         runs = {}
         for i, job in enumerate(JOBS):
             results = data[f"r{i}"]["results"]
