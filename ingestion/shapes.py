@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from contracts.scaffold import ColumnShape, TableShape, contract_type
-from ingestion.catalog import key_columns
+from ingestion.catalog import key_columns, sends_generated
 from ingestion.names import landing_table_name
 from ingestion.publication import Selection, selected_tables
 
@@ -69,22 +69,25 @@ def table_shapes(conn: psycopg.Connection, selection: Selection, publication: st
         conn: a source connection.
         selection: the source's schemas or tables.
         publication: the source's publication: of two tables with one landing name, the one it
-            lists is the one that lands (and gets the contract), as in ingestion.
+            lists is the one that lands (and gets the contract), as in ingestion; and whether
+            stored generated columns land (:func:`~ingestion.catalog.sends_generated`: on 12
+            to 17 they never do, and a contract requiring one dead-lettered every change).
     """
     published = [r[0] for r in conn.execute(
         "select pr.prrelid::int from pg_publication_rel pr join pg_publication p"
         " on p.oid = pr.prpubid where p.pubname = %s", (publication,))] if publication else []
     tables, missing = selected_tables(conn, selection, keep=published)
+    generated = sends_generated(conn, publication)
     shapes: list[TableShape] = []
     skipped = [(name, "does not exist") for name in missing]
     for table in tables:
         if not table.publishable:
             skipped.append((table.qualified, "not replicated: " + table.advice()))
             continue
-        rows = conn.execute(
+        rows = conn.execute(  # the columns that land: no generated one the stream never sends
             "select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute"
-            " where attrelid = %s and attnum > 0 and not attisdropped order by attnum",
-            (table.oid,)).fetchall()
+            " where attrelid = %s and attnum > 0 and not attisdropped"
+            " and (attgenerated = '' or %s) order by attnum", (table.oid, generated)).fetchall()
         refused = _refused(conn, table.schema, table.name, rows)
         columns = tuple(ColumnShape(r[0], r[1], r[2], refused.get(r[0], "")) for r in rows)
         shapes.append(TableShape(table.qualified, landing_table_name(table.schema, table.name),
