@@ -55,6 +55,7 @@ print(json.dumps({"success": result.success, "failures": failures, "built": buil
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the demo landed, the project parsed twice and one whole dbt build
 def test_a_model_saved_after_the_definitions_loaded_waits_for_the_next_load(
         orch, shipped, tmp_path: Path) -> None:  # noqa: F811 (fixture)
     source, manifest = shipped
@@ -67,7 +68,7 @@ def test_a_model_saved_after_the_definitions_loaded_waits_for_the_next_load(
                     TIDEMARK_DBT_TARGET_PATH=str(target), G_SOURCE_URL=orch.source_url,
                     G_LANDING_URL=orch.landing_url)
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", RUN], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=900, check=False)
+                            capture_output=True, text=True, timeout=1500, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     ran = json.loads(result.stdout.strip().splitlines()[-1])
     assert ran["failures"] == [] and ran["success"], ran["failures"]
