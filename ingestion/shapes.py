@@ -84,10 +84,14 @@ def table_shapes(conn: psycopg.Connection, selection: Selection, publication: st
         if not table.publishable:
             skipped.append((table.qualified, "not replicated: " + table.advice()))
             continue
-        rows = conn.execute(  # the columns that land: no generated one the stream never sends
-            "select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute"
-            " where attrelid = %s and attnum > 0 and not attisdropped"
-            " and (attgenerated = '' or %s) order by attnum", (table.oid, generated)).fetchall()
+        rows = conn.execute(  # the columns that land: no generated one the stream never sends;
+            # a domain as its base type, NOT NULL when the domain is (`qty` over integer)
+            "select a.attname, case when t.typtype = 'd' then format_type(t.typbasetype,"
+            " t.typtypmod) else format_type(a.atttypid, a.atttypmod) end, a.attnotnull or"
+            " (t.typtype = 'd' and t.typnotnull) from pg_attribute a join pg_type t on t.oid ="
+            " a.atttypid where a.attrelid = %s and a.attnum > 0 and not a.attisdropped"
+            " and (a.attgenerated = '' or %s) order by a.attnum",
+            (table.oid, generated)).fetchall()
         refused = _refused(conn, table.schema, table.name, rows)
         columns = tuple(ColumnShape(r[0], r[1], r[2], refused.get(r[0], "")) for r in rows)
         shapes.append(TableShape(table.qualified, landing_table_name(table.schema, table.name),
