@@ -213,15 +213,21 @@ def table_columns(conn: psycopg.Connection, relid: int, publication: str | None 
     columns the stream sends. Stored generated columns only from PostgreSQL 18 on, and only when
     ``publication`` (if it exists) publishes them: one a DBA made without
     ``publish_generated_columns = stored`` sends none, as before 18."""
+    return [tuple(r) for r in conn.execute(
+        "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
+        " = %s and attnum > 0 and not attisdropped and (attgenerated = '' or %s)"
+        " order by attnum", (relid, sends_generated(conn, publication)))]
+
+
+def sends_generated(conn: psycopg.Connection, publication: str | None = None) -> bool:
+    """Whether the stream sends stored generated columns: PostgreSQL 18 on, and ``publication``
+    (if it exists) made with ``publish_generated_columns = stored``."""
     generated = source_capabilities(conn).generated_columns
     if generated and publication is not None:
         row = conn.execute("select pubgencols = 's' from pg_publication where pubname = %s",
                            (publication,)).fetchone()
         generated = row is None or row[0]
-    return [tuple(r) for r in conn.execute(
-        "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
-        " = %s and attnum > 0 and not attisdropped and (attgenerated = '' or %s)"
-        " order by attnum", (relid, generated))]
+    return generated
 
 
 def published_tables(conn: psycopg.Connection, publication: str) -> list[tuple[int, str, str]]:

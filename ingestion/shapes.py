@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 
 from contracts.scaffold import ColumnShape, TableShape, contract_type
-from ingestion.catalog import key_columns
+from ingestion.catalog import key_columns, sends_generated
 from ingestion.names import landing_table_name
 from ingestion.publication import Selection, selected_tables
 
@@ -69,22 +69,29 @@ def table_shapes(conn: psycopg.Connection, selection: Selection, publication: st
         conn: a source connection.
         selection: the source's schemas or tables.
         publication: the source's publication: of two tables with one landing name, the one it
-            lists is the one that lands (and gets the contract), as in ingestion.
+            lists is the one that lands (and gets the contract), as in ingestion; and whether
+            stored generated columns land (:func:`~ingestion.catalog.sends_generated`: on 12
+            to 17 they never do, and a contract requiring one dead-lettered every change).
     """
     published = [r[0] for r in conn.execute(
         "select pr.prrelid::int from pg_publication_rel pr join pg_publication p"
         " on p.oid = pr.prpubid where p.pubname = %s", (publication,))] if publication else []
     tables, missing = selected_tables(conn, selection, keep=published)
+    generated = sends_generated(conn, publication)
     shapes: list[TableShape] = []
     skipped = [(name, "does not exist") for name in missing]
     for table in tables:
         if not table.publishable:
             skipped.append((table.qualified, "not replicated: " + table.advice()))
             continue
-        rows = conn.execute(
-            "select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute"
-            " where attrelid = %s and attnum > 0 and not attisdropped order by attnum",
-            (table.oid,)).fetchall()
+        rows = conn.execute(  # the columns that land: no generated one the stream never sends;
+            # a domain as its base type, NOT NULL when the domain is (`qty` over integer)
+            "select a.attname, case when t.typtype = 'd' then format_type(t.typbasetype,"
+            " t.typtypmod) else format_type(a.atttypid, a.atttypmod) end, a.attnotnull or"
+            " (t.typtype = 'd' and t.typnotnull) from pg_attribute a join pg_type t on t.oid ="
+            " a.atttypid where a.attrelid = %s and a.attnum > 0 and not a.attisdropped"
+            " and (a.attgenerated = '' or %s) order by a.attnum",
+            (table.oid, generated)).fetchall()
         refused = _refused(conn, table.schema, table.name, rows)
         columns = tuple(ColumnShape(r[0], r[1], r[2], refused.get(r[0], "")) for r in rows)
         shapes.append(TableShape(table.qualified, landing_table_name(table.schema, table.name),

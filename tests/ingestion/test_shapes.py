@@ -82,10 +82,7 @@ def test_scaffolded_contracts_accept_the_special_values_the_table_holds(pair: Pa
         " (2, 1, 1, 1, '0044-03-15 BC', '0001-01-01 00:00:00+00 BC', '{b}', '{2}',"
         "  '2026-01-02', 2, '{b}'),"
         " (3, 2, 2, 2, '2026-01-01', '2026-01-01 10:00+05:30', '{}', null, null, null, null)")
-    with psycopg.connect(pair.src) as conn:
-        shapes, _ = table_shapes(conn, Selection.of(["public"]))
-    root = tmp_path / "contracts"
-    write_contracts(root, pair.source, shapes)
+    root = scaffolded(pair, tmp_path)
     odd = load_contracts(root).table(pair.source, "odd")
     assert {c: odd.columns[c].type for c in odd.columns} == {
         "id": "integer", "n": "text", "n2": "text", "r": "text", "d": "text", "ts": "text",
@@ -101,6 +98,38 @@ def test_scaffolded_contracts_accept_the_special_values_the_table_holds(pair: Pa
     with psycopg.connect(pair.land) as conn:
         assert conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0] == 0
     assert_mirror_equals(pair, "odd")
+
+
+def scaffolded(pair: Pair, tmp_path: Path) -> Path:
+    """``contracts init`` of schema public of the pair's source into ``tmp_path/contracts``."""
+    with psycopg.connect(pair.src) as conn:
+        shapes, _ = table_shapes(conn, Selection.of(["public"]))
+    root = tmp_path / "contracts"
+    write_contracts(root, pair.source, shapes)
+    return root
+
+
+def test_domain_columns_are_scaffolded_as_their_base_type(pair: Pair, tmp_path: Path) -> None:
+    # A domain over integer with NOT NULL (`create domain qty as integer check (value > 0) not
+    # null`) was scaffolded `type: text, nullable: true`: checked for presence only, and NULL
+    # allowed where the source can hold none.
+    pair.src_exec("create domain qty as integer check (value > 0) not null",
+                  "create domain email as text check (value like '%@%')",
+                  "create table public.lines (id int primary key, q qty, e email,"
+                  " amount numeric(10, 2))",
+                  "insert into public.lines values (1, 2, 'a@b', 1.5), (2, 3, null, null)")
+    root = scaffolded(pair, tmp_path)
+    lines = load_contracts(root).table(pair.source, "lines")
+    assert {c: (lines.columns[c].type, lines.columns[c].nullable) for c in lines.columns} == {
+        "id": ("integer", False), "q": ("integer", False), "e": ("text", True),
+        "amount": ("numeric(10,2)", True)}
+    catch_up(pair.src, pair.land, pair.source, contracts=load_contracts(root))
+    pair.src_exec("insert into public.lines values (3, 7, 'c@d', 2)",
+                  "update public.lines set q = 9 where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=load_contracts(root))
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select count(*) from tidemark.dead_letters").fetchone()[0] == 0
+    assert_mirror_equals(pair, "lines")
 
 
 def test_the_replicated_table_of_two_with_one_landing_name_gets_the_contract(pair: Pair) -> None:

@@ -131,6 +131,40 @@ def test_generated_identity_and_default_columns(vpair: Pair) -> None:
         assert_changelog_replays(p, "gen", ["id"])
 
 
+def test_scaffolded_contract_of_a_generated_column_accepts_every_change(vpair: Pair,
+                                                                       tmp_path) -> None:
+    """``contracts init`` on 12 to 17 declared a ``not null`` stored generated column, which
+    the stream never sends: every change of the table was dead-lettered ("appdb.gen_t.b:
+    required column is missing"). Its contract now has the columns that land."""
+    from contracts import load_contracts
+    from contracts.scaffold import write_contracts
+    from ingestion.names import publication_name
+    from ingestion.publication import Selection
+    from ingestion.shapes import table_shapes
+
+    p = vpair
+    p.src_exec("create table gen_t (id int primary key, a int not null,"
+               " b int generated always as (a * 2) stored not null)",
+               "insert into gen_t (id, a) select g, g from generate_series(1, 5) g")
+    catch_up(p.src, p.land, p.source)  # creates the publication, as `source add` does
+    with psycopg.connect(p.src) as src:
+        shapes, _ = table_shapes(src, Selection.of(["public"]), publication_name(p.source))
+        major = source_capabilities(src).major
+    write_contracts(tmp_path, p.source, shapes)
+    contract = load_contracts(tmp_path).table(p.source, "gen_t")
+    assert list(contract.columns) == (["id", "a", "b"] if major >= 18 else ["id", "a"])
+    p.src_exec("insert into gen_t (id, a) values (6, 6)", "update gen_t set a = 10 where id = 1",
+               "delete from gen_t where id = 2")
+    catch_up(p.src, p.land, p.source, contracts=load_contracts(tmp_path))
+    with psycopg.connect(p.land) as land:
+        letters = land.execute("select reason from tidemark.dead_letters where table_name ="
+                               " 'gen_t'").fetchall()
+    assert letters == []
+    columns = ["id", "a", "b"] if major >= 18 else ["id", "a"]
+    assert table_rows(p.land, p.source, "gen_t", columns) == table_rows(
+        p.src, "public", "gen_t", columns)
+
+
 def test_stream_options_follow_the_version(source_server: EmbeddedServer) -> None:
     with psycopg.connect(source_server.admin_url("postgres")) as conn:
         caps = source_capabilities(conn)

@@ -36,6 +36,9 @@ if STATE.manifest is None:  # orchestration.definitions leaves dbt out then
     raise DefinitionsError(STATE.failure.explain() if STATE.failure else
                            f"No dbt manifest at {PROJECT.manifest_path}.")
 MANIFEST = STATE.manifest
+#: The manifest the dbt assets below were defined from, as loaded (``target/manifest.json`` is
+#: rewritten when another process parses an edited project): each build compares against it.
+LOADED_MANIFEST = Path(MANIFEST).read_bytes()
 TRANSLATOR = TidemarkTranslator(STATE.warning(), STATE.metadata())
 
 
@@ -47,14 +50,18 @@ def run_dbt(context: dg.AssetExecutionContext, dbt: DbtCliResource, tidemark: Ti
 
     The profile is pointed at the resource's landing URL for the invocation
     (:meth:`TidemarkResource.dbt_cli`, with ``env`` for the child); the invocation's directory
-    goes under ``<target>/runs`` and old ones are cleaned afterwards. Dagster overrides
-    ``indirect_selection`` when it subsets the checks.
+    goes under ``<target>/runs`` and old ones are cleaned afterwards. ``--state`` names the
+    manifest these definitions were loaded from (``state:new`` in :func:`build_args`). Dagster
+    overrides ``indirect_selection`` when it subsets the checks.
     """
     if STATE.failure is not None:  # dbt would stop at the same parse error
         raise dg.Failure(STATE.failure.explain(), metadata=STATE.metadata())
     target = invocation_dir(context.op_execution_context.op.name, context.run.run_id)
-    invocation = tidemark.dbt_cli(dbt, args, {"DBT_INDIRECT_SELECTION": indirect_selection,
-                                              **(env or {})},
+    loaded = target / "loaded"
+    loaded.mkdir(parents=True)
+    (loaded / "manifest.json").write_bytes(LOADED_MANIFEST)
+    invocation = tidemark.dbt_cli(dbt, [*args, "--state", str(loaded)],
+                                  {"DBT_INDIRECT_SELECTION": indirect_selection, **(env or {})},
                                   context=context, target_path=target)
     for event in invocation.stream():
         if extra_metadata and isinstance(event, dg.Output):
@@ -97,6 +104,22 @@ def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkR
         f"source:{name}_cdc+" for name in unregistered]
 
 
+def build_args(context: dg.AssetExecutionContext, tidemark: TidemarkResource) -> list[str]:
+    """``dbt build`` of the step's selection, without unit tests, the sources not registered
+    here (:func:`unregistered_excludes`) and the nodes new since the definitions were loaded.
+
+    dbt parses the project's files again when it starts: a model, or a ``_mydb__sources.yml``
+    (``tidemark contracts init mydb``), saved after this code location loaded its manifest is
+    in dbt's selection but not among the step's assets and checks, and dagster-dbt failed the
+    whole step on its first result (``KeyError: 'test.tidemark.source_...'``; the first build of
+    ``tidemark up`` then stopped the stack). ``state:new`` (against ``--state``, the loaded
+    manifest: :func:`run_dbt`) leaves them to the next load of the definitions.
+    """
+    # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
+    excluded = ["test_type:unit", "state:new", *unregistered_excludes(context, tidemark)]
+    return ["build", "--exclude", " ".join(excluded)]
+
+
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select="tag:unpartitioned source:*",
             dagster_dbt_translator=TRANSLATOR, name="dbt_unpartitioned")
 def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
@@ -107,9 +130,7 @@ def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     mart's relationship to a dimension) waits for the marts' step, where the marts exist. Unit
     tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
     """
-    # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
-    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded])
+    yield from run_dbt(context, dbt, tidemark, build_args(context, tidemark))
 
 
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
@@ -126,8 +147,7 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
     # --vars: dbt then re-parses only the files using it instead of the whole project.
-    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
-    yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded],
+    yield from run_dbt(context, dbt, tidemark, build_args(context, tidemark),
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
                             "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})
