@@ -201,7 +201,10 @@ def test_table_recreated_while_streaming_is_copied_once(pair: Pair) -> None:
     pair.src_exec("create table t3 (id int primary key, v text)",
                   "insert into t3 select g, 'old' from generate_series(1, 20) g")
     catch_up(pair.src, pair.land, pair.source)
-    with streaming(pair):
+    # The publication is synced every second, not every 30 s (ingestion.run's default): the
+    # re-created table is copied after ~1 s instead of the 30 s the test waited, and each of
+    # the syncs after it reloads the session's tables again, each a chance for the old bug.
+    with streaming(pair, refresh_s=1.0):
         pair.src_exec("insert into t3 values (100, 'streamed')")
         assert wait_until(lambda: mirrored(pair, "t3"), 60)
         pair.src_exec("begin; drop table t3; create table t3 (id int primary key, v text);"
