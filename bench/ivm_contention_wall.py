@@ -20,7 +20,8 @@ disabled) and live (rebuilt first), ``--rounds`` of each, and measures per commi
 
 Each phase first runs a CHECKPOINT. The sampler is a fifth connection and costs CPU in both
 cases alike. Usage: python bench/ivm_contention_wall.py [--seconds 8] [--rounds 3]
-[--hot 1000] [--writers 4] [--touch hits|region] [--sample 0|HZ]. Last line: JSON.
+[--hot 1000] [--writers 4] [--touch hits|region] [--sample 0|HZ] [--perf PATH]. Last line:
+JSON.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -147,8 +149,9 @@ def sampler(dsn: str, hz: float, seconds: float, start: Any, ready: mp.Queue, go
 
 
 def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
-          args: argparse.Namespace) -> dict[str, Any]:
-    """One timed phase: writers (and the sampler) started, then measured together."""
+          args: argparse.Namespace, perf: str = "") -> dict[str, Any]:
+    """One timed phase: writers (and the sampler) started, then measured together; ``perf``:
+    record the writers and their backends with ``perf record -g`` into that file."""
     ctx = mp.get_context("spawn")
     out, ready, samples = ctx.Queue(), ctx.Queue(), ctx.Queue()
     start, go = ctx.Value("d", 0.0), ctx.Event()
@@ -165,6 +168,12 @@ def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
     start.value = time.time() + 0.3
     go.set()
     time.sleep(max(0.0, start.value - time.time()))
+    recorder = None
+    if perf:
+        pids = ",".join(str(p) for p in sorted(backends | {p.pid for p in procs if p.pid}))
+        recorder = subprocess.Popen(["perf", "record", "-g", "-F", "499", "-o", perf, "-p", pids,
+                                     "--", "sleep", str(max(1.0, args.seconds - 1))],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wal0 = conn.execute("select wal_records, wal_fpi, wal_bytes from pg_stat_wal").fetchone()
     rest0, machine0 = server_cpu(postmaster, backends), machine_cpu()
     time.sleep(max(0.0, start.value + args.seconds - time.time()))
@@ -174,6 +183,8 @@ def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
     for _ in range(args.writers):
         totals.update(out.get(timeout=args.seconds + 120))
     events = samples.get(timeout=60) if args.sample else {}
+    if recorder:
+        recorder.wait()
     for p in procs:
         p.join()
     time.sleep(0.6)  # the writers' WAL statistics reach pg_stat_wal as their backends exit
@@ -204,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--touch", choices=sorted(DIMENSION_UPDATES), default="hits")
     parser.add_argument("--sample", type=float, default=0.0,
                         help="sample pg_stat_activity this many times a second (0: not)")
+    parser.add_argument("--perf", default="", help="in the last round, `perf record -g` the "
+                        "writers and their backends into PERF.no_view and PERF.live")
     args = parser.parse_args(argv)
     phases = []
     with server() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
@@ -217,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                 if case == "live":
                     rebuild(dsn, "bench_hot_regions")  # writes made with the triggers off
                 conn.execute("checkpoint")
-                result = {"case": case, "round": r, **phase(dsn, conn, postmaster, args)}
+                perf = f"{args.perf}.{case}" if args.perf and r == args.rounds - 1 else ""
+                result = {"case": case, "round": r,
+                          **phase(dsn, conn, postmaster, args, perf)}
                 phases.append(result)
                 print(f"{case:7s} {result['commits_per_s']:6d}/s deadlocks "
                       f"{result['deadlocks']} cpu µs/commit {result['cpu_us_per_commit']} "
