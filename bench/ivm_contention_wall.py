@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from ivm_contention import DIMENSION_UPDATES, VIEW, _triggers, load
+from ivm_contention import DIMENSION_UPDATES, VIEW, _triggers, load, transaction
 from ivm_vs_refresh import server
 
 from streaming_views.deploy import deploy_embedded, rebuild
@@ -95,7 +95,6 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, touch: str, start: Any
            ready: mp.Queue, go: Any, out: mp.Queue) -> None:
     """``ivm_contention.writer``'s transactions from ``start`` for ``seconds``; puts its counts,
     its backend's and its own CPU and context switches on ``out``."""
-    dim_update, dim_params = DIMENSION_UPDATES[touch]
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
     with psycopg.connect(dsn) as conn:
@@ -107,21 +106,7 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, touch: str, start: Any
             time.sleep(0.0005)
         b0, r0 = proc_cpu(backend), resource.getrusage(resource.RUSAGE_SELF)
         while time.time() < start.value + seconds:
-            a, b = rng.randrange(hot), rng.randrange(hot)
-            statements = [(dim_update, dim_params(rng, a)),
-                          ("insert into bench.fact (k, amount) values (%s, %s)",
-                           (b, rng.randrange(100_000) / 100))]
-            if rng.random() < 0.5:
-                statements.reverse()
-            try:
-                with conn.transaction():
-                    for text, params in statements:
-                        conn.execute(text, params, prepare=True)  # type: ignore[arg-type]
-                counts["commits"] += 1
-            except psycopg.errors.DeadlockDetected:
-                counts["deadlocks"] += 1
-            except psycopg.Error:
-                counts["errors"] += 1
+            transaction(conn, rng, hot, touch, counts)
         b1, r1 = proc_cpu(backend), resource.getrusage(resource.RUSAGE_SELF)
     for key in ("user", "sys", "vcs", "ics"):
         counts[f"backend_{key}"] = b1[key] - b0[key]
