@@ -49,9 +49,9 @@ from streaming_views.viewfile import parse_view_text
 
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE, STEAL = 3, 7  # columns of /proc/stat's cpu line (after the name)
+WRITER = "ivm_contention_wall writer"  # the writers' application_name: what the sampler reads
 ACTIVITY = ("select state, coalesce(wait_event_type, ''), coalesce(wait_event, 'CPU') "
-            "from pg_stat_activity where backend_type = 'client backend' "
-            "and pid <> pg_backend_pid() and datname = current_database()")
+            f"from pg_stat_activity where application_name = '{WRITER}'")
 
 
 def proc_cpu(pid: int) -> dict[str, float]:
@@ -97,7 +97,7 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, touch: str, start: Any
     its backend's and its own CPU and context switches on ``out``."""
     rng = random.Random(seed)
     counts: Counter[str] = Counter()
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(dsn, application_name=WRITER) as conn:
         backend = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
         conn.commit()
         ready.put(backend)
