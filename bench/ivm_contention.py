@@ -76,31 +76,39 @@ def writer(dsn: str, seed: int, hot: int, seconds: float, start: float, out: mp.
            touch: str = "hits") -> None:
     """One writer process: transactions until ``start + seconds``; puts its counts on ``out``.
     ``touch``: the dimension column each transaction updates (:data:`DIMENSION_UPDATES`)."""
-    dim_update, dim_params = DIMENSION_UPDATES[touch]
     rng = random.Random(seed)
     counts = {"commits": 0, "deadlocks": 0, "serialization": 0, "errors": 0}
     with psycopg.connect(dsn) as conn:
         while time.time() < start:
             time.sleep(0.001)
         while time.time() < start + seconds:
-            a, b = rng.randrange(hot), rng.randrange(hot)
-            statements = [(dim_update, dim_params(rng, a)),
-                          ("insert into bench.fact (k, amount) values (%s, %s)",
-                           (b, rng.randrange(100_000) / 100))]
-            if rng.random() < 0.5:
-                statements.reverse()
-            try:
-                with conn.transaction():
-                    for text, params in statements:
-                        conn.execute(text, params, prepare=True)  # type: ignore[arg-type]
-                counts["commits"] += 1
-            except psycopg.errors.DeadlockDetected:
-                counts["deadlocks"] += 1
-            except psycopg.errors.SerializationFailure:
-                counts["serialization"] += 1
-            except psycopg.Error:
-                counts["errors"] += 1
+            transaction(conn, rng, hot, touch, counts)
     out.put(counts)
+
+
+def transaction(conn: psycopg.Connection, rng: random.Random, hot: int, touch: str,
+                counts: dict[str, int]) -> None:
+    """One writer transaction: the dimension update of ``touch`` and a fact INSERT on random
+    hot keys, in random order; its outcome counted in ``counts`` (commits, deadlocks,
+    serialization, errors)."""
+    dim_update, dim_params = DIMENSION_UPDATES[touch]
+    a, b = rng.randrange(hot), rng.randrange(hot)
+    statements = [(dim_update, dim_params(rng, a)),
+                  ("insert into bench.fact (k, amount) values (%s, %s)",
+                   (b, rng.randrange(100_000) / 100))]
+    if rng.random() < 0.5:
+        statements.reverse()
+    try:
+        with conn.transaction():
+            for text, params in statements:
+                conn.execute(text, params, prepare=True)  # type: ignore[arg-type]
+        counts["commits"] += 1
+    except psycopg.errors.DeadlockDetected:
+        counts["deadlocks"] += 1
+    except psycopg.errors.SerializationFailure:
+        counts["serialization"] += 1
+    except psycopg.Error:
+        counts["errors"] += 1
 
 
 def contend(dsn: str, hot: int, seconds: float, writers: int,
