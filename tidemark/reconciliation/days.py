@@ -155,16 +155,20 @@ def retry_due_sql(days: sql.Composable) -> sql.Composable:
         r=days, most=sql.Literal(MAX_CORRECTION_ATTEMPTS), backoff=sql.Literal(RETRY_BACKOFF_S))
 
 
+def _rows(landing_dsn: str, query: sql.SQL, params: tuple) -> list[tuple]:
+    """Run ``query`` (``{}``: the days table, created if missing) and return its rows."""
+    with psycopg.connect(landing_dsn) as conn:
+        ensure_days_table(conn)
+        return conn.execute(query.format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+                            params).fetchall()
+
+
 def requested_since(landing_dsn: str) -> dict[str, datetime]:
     """Per mart, the earliest correction request still standing (the runs that can have failed
     since; none when no day waits for a correction)."""
-    with psycopg.connect(landing_dsn) as conn:
-        ensure_days_table(conn)
-        rows = conn.execute(sql.SQL(
-            "select mart, min(correction_requested_at) from {} where correction_requested_at is"
-            " not null group by mart").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE))
-        ).fetchall()
-    return dict(rows)
+    return dict(_rows(landing_dsn, sql.SQL(
+        "select mart, min(correction_requested_at) from {} where correction_requested_at is"
+        " not null group by mart"), ()))
 
 
 def release_failed(landing_dsn: str, mart: str, days: list[date], run_id: str,
@@ -177,15 +181,12 @@ def release_failed(landing_dsn: str, mart: str, days: list[date], run_id: str,
     Returns:
         The days released.
     """
-    with psycopg.connect(landing_dsn) as conn:
-        ensure_days_table(conn)
-        rows = conn.execute(sql.SQL(
-            "update {} set correction_requested_at = null,"
-            " correction_attempts = correction_attempts + 1, correction_failed_run = %s,"
-            " correction_failed_at = %s where mart = %s and day = any(%s) and"
-            " correction_requested_at <= %s returning day").format(
-            sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
-            (run_id, ended_at, mart, days, created_at)).fetchall()
+    rows = _rows(landing_dsn, sql.SQL(
+        "update {} set correction_requested_at = null,"
+        " correction_attempts = correction_attempts + 1, correction_failed_run = %s,"
+        " correction_failed_at = %s where mart = %s and day = any(%s) and"
+        " correction_requested_at <= %s returning day"),
+        (run_id, ended_at, mart, days, created_at))
     return sorted({r[0] for r in rows})
 
 
@@ -220,14 +221,11 @@ class GivenUp:
 def given_up(landing_dsn: str) -> list[GivenUp]:
     """The days, per mart, whose correction runs failed ``MAX_CORRECTION_ATTEMPTS`` times since
     they last reconciled: the sensor asks no more for them."""
-    with psycopg.connect(landing_dsn) as conn:
-        ensure_days_table(conn)
-        rows = conn.execute(sql.SQL(
-            "select mart, array_agg(distinct day order by day), max(correction_attempts),"
-            " (array_agg(correction_failed_run order by correction_failed_at desc))[1],"
-            " max(correction_failed_at) from {} where correction_attempts >= %s"
-            " group by mart order by mart").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
-            (MAX_CORRECTION_ATTEMPTS,)).fetchall()
+    rows = _rows(landing_dsn, sql.SQL(
+        "select mart, array_agg(distinct day order by day), max(correction_attempts),"
+        " (array_agg(correction_failed_run order by correction_failed_at desc))[1],"
+        " max(correction_failed_at) from {} where correction_attempts >= %s"
+        " group by mart order by mart"), (MAX_CORRECTION_ATTEMPTS,))
     return [GivenUp(r[0], tuple(r[1]), r[2], r[3], r[4].astimezone(UTC)) for r in rows]
 
 
