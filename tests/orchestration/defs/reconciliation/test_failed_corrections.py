@@ -59,6 +59,8 @@ def test_a_failed_late_correction_is_asked_again_then_given_up(built, rec) -> No
                 built.instance.report_run_failed(run, "Failed to start: code server unreachable")
             waiting = rec.reconciliation_corrections(context)
             assert not _requests_for(waiting, day)  # the backoff: no hot loop of failing runs
+            # the run gave its day back, and the sensor says so (main: "No drifted days ...")
+            assert isinstance(waiting, dg.SkipReason) and run.run_id[:8] in waiting.skip_message
             _backoff_passed(built, day)
             again = rec.reconciliation_corrections(context)
             if attempt < 3:
