@@ -3,11 +3,18 @@
 :func:`record_days` keeps each comparison's per-day outcome; :func:`pending_corrections` and
 :func:`mark_requested` drive the correction runs (:func:`requested_corrections`: which drifted
 days had one already); :func:`contiguous_ranges` groups days.
+
+A correction run that ends FAILURE or CANCELED gives its days back (:func:`release_failed`):
+the request is cleared, so the sensor asks again — after a backoff (:func:`retry_due_sql`:
+``RETRY_BACKOFF_S`` doubled per failure) and at most ``MAX_CORRECTION_ATTEMPTS`` times per day,
+then it stops asking (:func:`given_up` says which days, which run, what to do). A day that
+reconciles again starts from zero.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,6 +24,11 @@ from tidemark.reconciliation.compare import Comparison
 
 STATE_SCHEMA = "tidemark"
 DAYS_TABLE = "reconciled_days"
+# Failed correction runs of one day of a mart before the sensor stops asking, and the wait after
+# the first failure (doubled after each further one: 2, 4 minutes) — a run that fails at once
+# (the code server unreachable, a dbt error) never loops taking the correction run slot.
+MAX_CORRECTION_ATTEMPTS = 3
+RETRY_BACKOFF_S = 120
 
 
 def ensure_days_table(conn: psycopg.Connection) -> None:
@@ -34,6 +46,13 @@ def ensure_days_table(conn: psycopg.Connection) -> None:
     # When the day last reconciled (late rows landed after it explain a drift: ``late``).
     conn.execute(sql.SQL("alter table {} add column if not exists reconciled_at timestamptz"
                          ).format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
+    # Round 36: correction runs of the day that ended FAILURE / CANCELED since it last
+    # reconciled, the last one and when it ended (:func:`release_failed`).
+    conn.execute(sql.SQL(
+        "alter table {} add column if not exists correction_attempts integer not null default 0,"
+        " add column if not exists correction_failed_run text,"
+        " add column if not exists correction_failed_at timestamptz").format(
+        sql.Identifier(STATE_SCHEMA, DAYS_TABLE)))
 
 
 def record_days(landing_dsn: str, comparison: Comparison) -> None:
@@ -46,7 +65,7 @@ def record_days(landing_dsn: str, comparison: Comparison) -> None:
     correction requested for late data before this drift is the one that fixes it); a reconciled
     day clears it (unless requested after the snapshot: that request is still to run), records
     ``reconciled_at``, and when a correction had been requested (drift or late data) it becomes
-    *corrected* (``corrected_at``).
+    *corrected* (``corrected_at``); its count of failed correction runs starts from zero.
     """
     table = sql.Identifier(STATE_SCHEMA, DAYS_TABLE)
     with psycopg.connect(landing_dsn) as conn:
@@ -67,20 +86,28 @@ def record_days(landing_dsn: str, comparison: Comparison) -> None:
                 "excluded.reconciled_at else r.reconciled_at end, "
                 "correction_requested_at = case when excluded.status = 'drift' or "
                 "r.correction_requested_at > excluded.checked_at then "
-                "r.correction_requested_at end").format(t=table),
+                "r.correction_requested_at end, "
+                "correction_attempts = case when excluded.status = 'reconciled' then 0 else "
+                "r.correction_attempts end, "
+                "correction_failed_run = case when excluded.status = 'reconciled' then null "
+                "else r.correction_failed_run end, "
+                "correction_failed_at = case when excluded.status = 'reconciled' then null "
+                "else r.correction_failed_at end").format(t=table),
                 {"pair": comparison.pair.name, "mart": comparison.pair.mart, "day": d.day,
                  "status": "reconciled" if d.reconciled else "drift", "groups": d.groups,
                  "drifted": d.drifted_groups, "as_of": comparison.as_of})
 
 
 def pending_corrections(landing_dsn: str) -> dict[str, list[date]]:
-    """Drifted days with no correction requested yet, per mart (oldest first)."""
+    """Drifted days with no correction requested yet, per mart (oldest first); a day whose
+    correction runs failed waits for its backoff and is given up after
+    ``MAX_CORRECTION_ATTEMPTS`` (:func:`retry_due_sql`)."""
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
         rows = conn.execute(sql.SQL(
-            "select mart, day from {} where status = 'drift' and correction_requested_at is "
-            "null group by mart, day order by mart, day").format(
-            sql.Identifier(STATE_SCHEMA, DAYS_TABLE))).fetchall()
+            "select mart, day from {} r where status = 'drift' and correction_requested_at is "
+            "null and {} group by mart, day order by mart, day").format(
+            sql.Identifier(STATE_SCHEMA, DAYS_TABLE), retry_due_sql(sql.SQL("r")))).fetchall()
     out: dict[str, list[date]] = {}
     for mart, day in rows:
         out.setdefault(mart, []).append(day)
@@ -115,6 +142,91 @@ def mark_requested(landing_dsn: str, mart: str, days: list[date]) -> None:
             "update {} set correction_requested_at = now() where mart = %s and day = any(%s) "
             "and status = 'drift'").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
             (mart, days))
+
+
+def retry_due_sql(days: sql.Composable) -> sql.Composable:
+    """SQL: the ``reconciled_days`` row ``days`` may be asked for (again): fewer than
+    ``MAX_CORRECTION_ATTEMPTS`` failed correction runs, the last one ``RETRY_BACKOFF_S`` × 2^(n-1)
+    ago or more."""
+    return sql.SQL(
+        "({r}.correction_attempts < {most} and ({r}.correction_failed_at is null or"
+        " {r}.correction_failed_at + make_interval(secs => {backoff} * power(2,"
+        " greatest({r}.correction_attempts - 1, 0))) <= clock_timestamp()))").format(
+        r=days, most=sql.Literal(MAX_CORRECTION_ATTEMPTS), backoff=sql.Literal(RETRY_BACKOFF_S))
+
+
+def _rows(landing_dsn: str, query: sql.SQL, params: tuple) -> list[tuple]:
+    """Run ``query`` (``{}``: the days table, created if missing) and return its rows."""
+    with psycopg.connect(landing_dsn) as conn:
+        ensure_days_table(conn)
+        return conn.execute(query.format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+                            params).fetchall()
+
+
+def requested_since(landing_dsn: str) -> dict[str, datetime]:
+    """Per mart, the earliest correction request still standing (the runs that can have failed
+    since; none when no day waits for a correction)."""
+    return dict(_rows(landing_dsn, sql.SQL(
+        "select mart, min(correction_requested_at) from {} where correction_requested_at is"
+        " not null group by mart"), ()))
+
+
+def release_failed(landing_dsn: str, mart: str, days: list[date], run_id: str,
+                   created_at: datetime, ended_at: datetime) -> list[date]:
+    """Give back the days of ``mart`` a correction run (``run_id``, created at ``created_at``)
+    that ended FAILURE or CANCELED at ``ended_at`` was asked for: their request is cleared and
+    the failure counted, so the sensor asks again after the backoff. Days requested again after
+    that run was created (a later request) are left alone, so one run is counted once.
+
+    Returns:
+        The days released.
+    """
+    rows = _rows(landing_dsn, sql.SQL(
+        "update {} set correction_requested_at = null,"
+        " correction_attempts = correction_attempts + 1, correction_failed_run = %s,"
+        " correction_failed_at = %s where mart = %s and day = any(%s) and"
+        " correction_requested_at <= %s returning day"),
+        (run_id, ended_at, mart, days, created_at))
+    return sorted({r[0] for r in rows})
+
+
+@dataclass(frozen=True)
+class GivenUp:
+    """Days of a mart the sensor stopped asking a correction for.
+
+    Attributes:
+        mart: the mart.
+        days: the days, oldest first.
+        attempts: failed correction runs of those days (the most of any of them).
+        last_run: the run id of the last failed one.
+        failed_at: when it ended.
+    """
+
+    mart: str
+    days: tuple[date, ...]
+    attempts: int
+    last_run: str
+    failed_at: datetime
+
+    def message(self) -> str:
+        """What happened and what to do, e.g. for a sensor's skip reason or a check."""
+        return (f"marts.{self.mart} for {', '.join(d.isoformat() for d in self.days)}: "
+                f"{self.attempts} correction runs failed (last run {self.last_run}, ended "
+                f"{self.failed_at:%Y-%m-%d %H:%M} UTC), so the correction sensor stopped asking. "
+                f"Read that run's log in Dagster and fix the cause, then re-run those days "
+                f"(the daily_marts job or a backfill of those partitions); once a day "
+                f"reconciles again the sensor corrects it on its own again.")
+
+
+def given_up(landing_dsn: str) -> list[GivenUp]:
+    """The days, per mart, whose correction runs failed ``MAX_CORRECTION_ATTEMPTS`` times since
+    they last reconciled: the sensor asks no more for them."""
+    rows = _rows(landing_dsn, sql.SQL(
+        "select mart, array_agg(distinct day order by day), max(correction_attempts),"
+        " (array_agg(correction_failed_run order by correction_failed_at desc))[1],"
+        " max(correction_failed_at) from {} where correction_attempts >= %s"
+        " group by mart order by mart"), (MAX_CORRECTION_ATTEMPTS,))
+    return [GivenUp(r[0], tuple(r[1]), r[2], r[3], r[4].astimezone(UTC)) for r in rows]
 
 
 def summary(landing_dsn: str) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ passed the day's end (``tidemark.late_events``, :mod:`ingestion.watermarks`). A 
 reconciled (served final) before such rows landed is stale: :func:`late_corrections` finds those
 days — per mart, through the tables the mart reads (:mod:`tidemark.reconciliation.finality`) —
 and :func:`request_late_corrections` marks them requested, so the correction sensor re-runs each
-day once; when it reconciles again it is served ``corrected`` (:mod:`.serving`).
+day once (again when that run failed: :func:`~tidemark.reconciliation.days.release_failed`);
+when it reconciles again it is served ``corrected`` (:mod:`.serving`).
 
 A drift such rows explain is expected, not an error: :func:`explain_late_drift` finds, among a
 comparison's drifted days, those with late rows landed after the day last reconciled (or on a
@@ -21,7 +22,12 @@ import psycopg
 from psycopg import sql
 
 from tidemark.reconciliation.compare import Comparison
-from tidemark.reconciliation.days import DAYS_TABLE, STATE_SCHEMA, ensure_days_table
+from tidemark.reconciliation.days import (
+    DAYS_TABLE,
+    STATE_SCHEMA,
+    ensure_days_table,
+    retry_due_sql,
+)
 from tidemark.reconciliation.finality import MartTables
 
 LATE_TABLE = "late_events"
@@ -69,7 +75,9 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
     reconciliation (it sees them in the live view: drift, explained by them); if that one was
     still not reconciled and rows landed after the pending request, it is asked again — so a
     steady trickle of late rows costs at most one mart run per day and reconciliation, not one
-    per sensor tick, and a correction overtaken by newer late rows is never left pending.
+    per sensor tick, and a correction overtaken by newer late rows is never left pending. A day
+    whose correction run failed is asked again once its backoff passed, at most
+    ``MAX_CORRECTION_ATTEMPTS`` times (:func:`~tidemark.reconciliation.days.release_failed`).
 
     Args:
         landing_dsn: landing URL.
@@ -87,8 +95,9 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
                 " where exists (select from {days} r where r.mart = %s and r.day = l.day and"
                 "  coalesce(r.reconciled_at, r.checked_at) < l.last_landed_at and"
                 "  (r.correction_requested_at is null or"
-                "   r.correction_requested_at < least(r.checked_at, l.last_landed_at)))"
-            ).format(days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (mart,))
+                "   r.correction_requested_at < least(r.checked_at, l.last_landed_at)) and {due})"
+            ).format(days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE),
+                     due=retry_due_sql(sql.SQL("r"))), (mart,))
             if rows:
                 out[mart] = rows
     return out

@@ -22,7 +22,7 @@ from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.reconciliation.runs import UNFINISHED, queued_days
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
-from tidemark.reconciliation.days import record_days, requested_corrections
+from tidemark.reconciliation.days import GivenUp, given_up, record_days, requested_corrections
 from tidemark.reconciliation.finality import mart_event_tables, read_finality
 from tidemark.reconciliation.late import explain_late_drift
 from tidemark.reconciliation.pairs import load_pairs
@@ -89,8 +89,10 @@ def _iso(days: list) -> str:
     return ", ".join(d.isoformat() for d in days)
 
 
-def check_result(comparison: Comparison) -> dg.AssetCheckResult:
-    """Turn a comparison into a check result with per-day and per-row table metadata."""
+def check_result(comparison: Comparison, stuck: GivenUp | None = None) -> dg.AssetCheckResult:
+    """Turn a comparison into a check result with per-day and per-row table metadata; an ERROR
+    naming the run and what to do when the correction sensor gave up on drifted days of the
+    mart (``stuck``: its correction runs kept failing)."""
     pair = comparison.pair
     measures = [m.name for m in pair.measures]
     day_columns = [dg.TableColumn("day", "date"), dg.TableColumn("groups", "int"),
@@ -139,10 +141,15 @@ def check_result(comparison: Comparison) -> dg.AssetCheckResult:
         parts.append(f"{len(late)} day(s) differ because late rows landed after their "
                      f"reconciliation ({counts}): correction pending, the correction sensor "
                      f"re-runs the mart for them.")
+    abandoned = sorted(set(stuck.days) & set(comparison.drifted_days)) if stuck else []
+    if abandoned:
+        metadata["correction_given_up_days"] = dg.JsonMetadataValue(_iso(abandoned).split(", "))
+        parts.insert(0, f"No correction is coming for {_iso(abandoned)}: {stuck.message()}")
     if not drifted:
         parts.append(f"{len(comparison.days)} closed day(s) agree within tolerance."
                      if comparison.days else "no closed days to compare yet.")
-    severity = dg.AssetCheckSeverity.ERROR if unexplained else dg.AssetCheckSeverity.WARN
+    severity = dg.AssetCheckSeverity.ERROR if unexplained or abandoned \
+        else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(asset_key=mart_key(pair.mart), check_name=check_name(pair.name),
                                passed=not drifted, severity=severity,
                                metadata=metadata, description=" ".join(parts))
@@ -215,6 +222,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
 def reconciliation(context: dg.AssetCheckExecutionContext, tidemark: TidemarkResource):
     """Reconcile the selected pairs, live against truth, for every closed day."""
     wanted = {k.name.removeprefix("reconcile_") for k in context.selected_asset_check_keys}
-    for comparison in reconcile_pairs(tidemark, sorted(wanted), instance=context.instance,
-                                      run_id=context.run.run_id):
-        yield check_result(comparison)
+    comparisons = reconcile_pairs(tidemark, sorted(wanted), instance=context.instance,
+                                  run_id=context.run.run_id)
+    stuck = {g.mart: g for g in given_up(tidemark.urls().landing_app)}
+    for comparison in comparisons:
+        yield check_result(comparison, stuck.get(comparison.pair.mart))

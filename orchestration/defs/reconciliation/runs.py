@@ -1,17 +1,26 @@
 """The correction runs in Dagster's run queue: which days of which mart they will rebuild (read by
 the correction sensor, to not ask twice, and by the reconciliation check, to tell a drift a run
-is about to fix from one a run did not fix)."""
+is about to fix from one a run did not fix); the ones that ended FAILURE or CANCELED, whose days
+the sensor gives back to be asked again (:func:`release_failed_corrections`); and a
+reconciliation run that failed, asked again (:func:`reconciliation_retry`)."""
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
 from orchestration.defs.keys import CORRECTION_TAG
+from tidemark.reconciliation.days import (
+    MAX_CORRECTION_ATTEMPTS,
+    RETRY_BACKOFF_S,
+    release_failed,
+    requested_since,
+)
 
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 UNFINISHED = [*QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+ENDED_UNDONE = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = None,
@@ -38,3 +47,72 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
 def _days(first: str, last: str) -> list[date]:
     start, end = date.fromisoformat(first), date.fromisoformat(last)
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+def _ended_at(record: dg.RunRecord) -> datetime:
+    """When a run ended (its last update when the end time was not recorded)."""
+    if record.end_time is not None:
+        return datetime.fromtimestamp(record.end_time, UTC)
+    return record.update_timestamp.astimezone(UTC)
+
+
+def release_failed_corrections(instance: dg.DagsterInstance, landing_dsn: str) -> list[str]:
+    """Give back the days of every correction run that ended FAILURE or CANCELED since its
+    days were requested (``tidemark.reconciled_days``), so the sensor asks again after the
+    backoff (:func:`tidemark.reconciliation.days.release_failed`).
+
+    Only the marts with a request standing are looked up, and only their runs created since
+    the earliest one: a tick with nothing requested reads no run.
+
+    Returns:
+        One line per run released, e.g. ``"fct_daily_store_revenue 2026-12-04 (run 1a2b3c4d
+        FAILURE, attempt 1 of 3)"``.
+    """
+    released = []
+    for mart, since in sorted(requested_since(landing_dsn).items()):
+        records = instance.get_run_records(dg.RunsFilter(
+            job_name=daily_marts_job.name, statuses=ENDED_UNDONE, tags={CORRECTION_TAG: mart},
+            created_after=since - timedelta(seconds=1)), ascending=True)
+        for record in records:
+            run = record.dagster_run
+            first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
+            if not first or not last:
+                continue
+            days = release_failed(landing_dsn, mart, _days(first, last), run.run_id,
+                                  record.create_timestamp, _ended_at(record))
+            if days:
+                released.append(f"{mart} {', '.join(d.isoformat() for d in days)} (run "
+                                f"{run.run_id[:8]} {run.status.value})")
+    return released
+
+
+def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
+                         now: datetime | None = None) -> dg.RunRequest | str | None:
+    """A run request for ``job_name`` (the reconciliation job) when its last run ended FAILURE
+    or CANCELED — the marts ``reconcile_after_batch`` asked it for are then not reconciled —
+    once the backoff since it passed; a message instead after ``MAX_CORRECTION_ATTEMPTS`` such
+    runs in a row (None: nothing to do, or not yet).
+
+    The run key names the failed run, so each failure is asked for once. ``now``: the time to
+    measure the backoff at (default: now).
+    """
+    records = instance.get_run_records(dg.RunsFilter(job_name=job_name),
+                                       limit=MAX_CORRECTION_ATTEMPTS)
+    failed = 0
+    for record in records:
+        if record.dagster_run.status not in ENDED_UNDONE:
+            break
+        failed += 1
+    if not failed:
+        return None
+    last = records[0]
+    if failed >= MAX_CORRECTION_ATTEMPTS:
+        return (f"the last {failed} {job_name} runs ended FAILURE/CANCELED (last run "
+                f"{last.dagster_run.run_id}, ended {_ended_at(last):%Y-%m-%d %H:%M} UTC), so "
+                f"it is not asked again: read that run's log, fix the cause and launch the "
+                f"{job_name} job.")
+    wait = timedelta(seconds=RETRY_BACKOFF_S * 2 ** (failed - 1))
+    if _ended_at(last) + wait > (now or datetime.now(UTC)):
+        return None
+    return dg.RunRequest(job_name=job_name, run_key=f"retry-{last.dagster_run.run_id}",
+                         tags={"tidemark/retry_of": last.dagster_run.run_id})

@@ -1,6 +1,7 @@
 """Reconciliation sensors: ``reconciliation_corrections`` re-runs the mart for just the drifted
 days and the reconciled days late data touched (one run per run of consecutive days, a single
-dbt invocation each; late rows absorbed are recorded on each mart partition);
+dbt invocation each; late rows absorbed are recorded on each mart partition) and asks again when
+such a run — or a reconciliation run — ended FAILURE or CANCELED (bounded, with a backoff);
 ``reconcile_after_batch`` runs the reconciliation job after every successful run that built a
 daily mart without its reconciliation checks (a run of the marts with their checks, as the
 ``daily_marts`` job and the UI's Materialize do, reconciles in the same run)."""
@@ -17,9 +18,19 @@ from orchestration.defs.dbt.partitions import partitions_start, range_tags
 from orchestration.defs.keys import CORRECTION_TAG, mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
-from orchestration.defs.reconciliation.runs import QUEUED, queued_days
+from orchestration.defs.reconciliation.runs import (
+    QUEUED,
+    queued_days,
+    reconciliation_retry,
+    release_failed_corrections,
+)
 from orchestration.defs.resources import TidemarkResource, unreachable
-from tidemark.reconciliation.days import contiguous_ranges, mark_requested, pending_corrections
+from tidemark.reconciliation.days import (
+    contiguous_ranges,
+    given_up,
+    mark_requested,
+    pending_corrections,
+)
 from tidemark.reconciliation.late import late_corrections, request_late_corrections
 
 
@@ -82,20 +93,40 @@ def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
 
 
 @dg.sensor(name="reconciliation_corrections", minimum_interval_seconds=60,
-           default_status=dg.DefaultSensorStatus.RUNNING, jobs=[daily_marts_job],
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           jobs=[daily_marts_job, reconciliation_job],
            description="Re-runs the marts for just the days reconciliation found drifting "
-                       "and the final days late data touched.")
+                       "and the final days late data touched; asks again, with a backoff and "
+                       "at most 3 times, when such a run (or a reconciliation) failed.")
 def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
-    """Launch a correction run per range of drifted days."""
+    """Launch a correction run per range of drifted days; first give back the days of the
+    correction runs that ended FAILURE or CANCELED (:func:`release_failed_corrections`)."""
+    landing = tidemark.urls().landing_app
     try:
+        released = release_failed_corrections(context.instance, landing)
         queued = queued_days(context.instance)
         requests = correction_requests(tidemark, partitions_start(), queued)
         late, observations = late_requests(tidemark, partitions_start(), queued)
+        stuck = [g.message() for g in given_up(landing)]
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
+    retry = reconciliation_retry(context.instance, reconciliation_job.name)
+    if isinstance(retry, dg.RunRequest):
+        requests.append(retry)
+    elif retry:
+        stuck.append(retry)
+    notes = []
+    if released:
+        notes.append(f"Correction runs that failed gave their days back, asked again after "
+                     f"the backoff: {'; '.join(released)}.")
+    if stuck:
+        notes.append(f"Stopped asking: {' '.join(stuck)}")
+    for note in notes:
+        context.log.warning(note)
     if not requests and not late and not observations:
-        return dg.SkipReason("No drifted days and no late data waiting for a correction.")
+        return dg.SkipReason(" ".join(["No drifted days and no late data waiting for a "
+                                       "correction.", *notes]))
     return dg.SensorResult(run_requests=requests + late, asset_events=observations)
 
 
