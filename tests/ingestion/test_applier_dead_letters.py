@@ -1,0 +1,68 @@
+"""What the applier's generator (:mod:`tests.ingestion.applier_differential`) found in dead
+letters and their replay, one regression test each, checked by the same oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts import load_contracts
+from ingestion import catch_up
+from ingestion.dead_letters import replay
+from tests.ingestion.applier_differential import _FRESH, RELAXED, STRICT
+from tests.ingestion.applier_oracle import Where, nothing_lost
+from tests.ingestion.conftest import Pair, assert_mirror_equals
+
+
+def _contracts(root: Path, source: str, table: str, strict: bool, version: int):
+    folder = root / source
+    folder.mkdir(parents=True, exist_ok=True)
+    body = (STRICT if strict else RELAXED)[table]
+    (folder / f"{table}.yml").write_text(f"version: {version}\n{_FRESH}{body}")
+    return load_contracts(root)
+
+
+def _keyless(pair: Pair) -> None:
+    pair.src_exec("create table k (a int, n numeric, big text)",
+                  "alter table k replica identity full")
+
+
+def test_deleting_one_of_two_equal_bad_rows_keeps_the_other_letter(pair: Pair,
+                                                                   tmp_path: Path) -> None:
+    """Round 35's known bug: two equal rows of a keyless table break the contract; the source
+    deletes one. The delete superseded both letters: the row the source still holds was in
+    neither the mirror nor the queue."""
+    _keyless(pair)
+    strict = _contracts(tmp_path, pair.source, "k", True, 1)
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("insert into k values (9, 1, null), (9, 1, null), (1, 1, null)",
+                  "delete from k where ctid = (select min(ctid) from k where a = 9)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert replay(pair.land, pair.source, contracts=strict) == {
+        "applied": 0, "superseded": 1, "invalid": 1, "skipped": 0}
+    where = Where(pair.src, pair.land, pair.source, "k", None)
+    assert nothing_lost(where, settled=True) == []
+    relaxed = _contracts(tmp_path, pair.source, "k", False, 2)
+    assert replay(pair.land, pair.source, contracts=relaxed) == {
+        "applied": 1, "superseded": 0, "invalid": 0, "skipped": 1}
+    assert_mirror_equals(pair, "k")
+
+
+def test_deleting_a_landed_copy_keeps_the_letter_of_an_equal_row(pair: Pair,
+                                                                  tmp_path: Path) -> None:
+    """A row landed under a relaxed contract, an equal one dead-lettered under a strict one;
+    the source deletes one of them: the mirror's copy goes, the letter is the one left."""
+    _keyless(pair)
+    relaxed = _contracts(tmp_path, pair.source, "k", False, 1)
+    catch_up(pair.src, pair.land, pair.source, contracts=relaxed)
+    pair.src_exec("insert into k values (9, 2, 'x')")
+    catch_up(pair.src, pair.land, pair.source, contracts=relaxed)
+    strict = _contracts(tmp_path, pair.source, "k", True, 2)
+    pair.src_exec("insert into k values (9, 2, 'x')",
+                  "delete from k where ctid = (select min(ctid) from k)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    where = Where(pair.src, pair.land, pair.source, "k", None)
+    assert nothing_lost(where) == []
+    relaxed = _contracts(tmp_path, pair.source, "k", False, 3)
+    assert replay(pair.land, pair.source, contracts=relaxed) == {
+        "applied": 1, "superseded": 0, "invalid": 0, "skipped": 0}
+    assert_mirror_equals(pair, "k")
