@@ -230,6 +230,13 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
+            if okey != key and left is None:
+                # The row left its old key on the source whatever its new image: the b line
+                # lands, the letter holds the new row (a replay adds it under the new key).
+                self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
+                                            b"b", lsn, seq - 1, txn))
+                batch.removes = True
+                self.rows_in_txn += 1
             return False
         if okey != key:
             gone = old if old_kind == "O" else key_row(info, okey)

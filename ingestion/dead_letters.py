@@ -16,6 +16,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.dead_letter_counts import waiting_counts
+from ingestion.decoder import UNCHANGED
 from ingestion.errors import DeadLetterNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
@@ -164,8 +165,7 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
             if lid in superseded:
                 result = "superseded"
             else:
-                values = [None if raw.get(c) is None else str(raw[c]).encode()
-                          for c in info.column_names]
+                values = _letter_values(info, raw)
                 applier.start_source_txn(str_to_lsn(commit_lsn), commit_at, txid)
                 before = len(applier._dead)
                 if info.key or op != "u":
@@ -184,6 +184,14 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
                          " replay_result = %s where id = %s", (result, lid))
         conn.commit()
     return counts
+
+
+def _letter_values(info: Any, raw: dict[str, Any]) -> list[Any]:
+    """A letter's row as the applier takes it: a column the letter does not hold (a TOAST
+    value the change left unchanged) stays unchanged, so the applier keeps the mirror's value
+    (it wrote NULL over it before); a keyless letter holds its whole row."""
+    return [UNCHANGED if info.key and c not in raw else
+            None if raw.get(c) is None else str(raw[c]).encode() for c in info.column_names]
 
 
 def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[tuple]
