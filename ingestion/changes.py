@@ -230,9 +230,11 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
-            if okey != key and left is None:
+            if okey != key:
                 # The row left its old key on the source whatever its new image: the b line
-                # lands, the letter holds the new row (a replay adds it under the new key).
+                # lands (it also supersedes the old key's earlier letters), the letter holds the
+                # new row (a replay adds it under the new key). A TOAST value the update left
+                # unchanged is in neither: the letter lacks it, and its old key's row is gone.
                 self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
                                             b"b", lsn, seq - 1, txn))
                 batch.removes = True

@@ -128,6 +128,14 @@ def changelog_replay(w: Where, columns: list[str]) -> tuple[Counter, dict[tuple,
     return (Counter(keyed.values()) if key else +bag), last
 
 
+def _short(row: tuple | None) -> tuple | None:
+    """A row for a message: long values (TOAST) cut to their start and length."""
+    if row is None:
+        return None
+    return tuple(v[:12] + f"…({len(v)} chars)" if isinstance(v, str) and len(v) > 40 else v
+                 for v in row)
+
+
 def nothing_lost(w: Where, *, settled: bool = False) -> list[str]:
     """What breaks "applied or kept in the dead-letter queue, nothing lost" for one table.
 
@@ -146,17 +154,19 @@ def nothing_lost(w: Where, *, settled: bool = False) -> list[str]:
     replayed, last = changelog_replay(w, columns)
     out = []
     if replayed != Counter(mirror):
-        out.append(f"{w.table}: the changelog replays to {sorted(replayed - Counter(mirror))}"
-                   f" more and {sorted(Counter(mirror) - replayed)} fewer rows than the mirror")
+        more = sorted(map(_short, replayed - Counter(mirror)))
+        fewer = sorted(map(_short, Counter(mirror) - replayed))
+        out.append(f"{w.table}: the changelog replays to {more} more and {fewer} fewer rows"
+                   f" than the mirror")
     if w.key is None:
         s, m, held = Counter(source), Counter(mirror), Counter(v for _, v in live)
         for row, n in (m - s).items():
-            out.append(f"{w.table}: the mirror holds {n} more of {row} than the source")
+            out.append(f"{w.table}: the mirror holds {n} more of {_short(row)} than the source")
         for row, n in (s - m - held).items():
-            out.append(f"{w.table}: {n} of {row} lost (in neither mirror nor dead letters)")
+            out.append(f"{w.table}: {n} of {_short(row)} lost (in neither mirror nor dead letters)")
         if settled:
             for row, n in (held - (s - m)).items():
-                out.append(f"{w.table}: {n} waiting letter(s) of {row} too many: a replay"
+                out.append(f"{w.table}: {n} waiting letter(s) of {_short(row)} too many: a replay"
                            f" would add rows the source does not hold")
         return out
     idx = [columns.index(k) for k in w.key]
@@ -171,12 +181,13 @@ def nothing_lost(w: Where, *, settled: bool = False) -> list[str]:
     want = {tuple(r[i] for i in idx): r for r in source}
     for k, row in want.items():
         if k not in final:
-            out.append(f"{w.table}: key {k} lost: source {row}")
+            out.append(f"{w.table}: key {k} lost: source {_short(row)}")
         elif final[k] != row:
-            out.append(f"{w.table}: key {k}: source {row}, mirror + letters {final[k]}")
+            out.append(f"{w.table}: key {k}: source {_short(row)}, mirror + letters"
+                       f" {_short(final[k])}")
     for k in final.keys() - want.keys():
         out.append(f"{w.table}: key {k} is in the mirror (or a letter) but not the source:"
-                   f" {final[k]}")
+                   f" {_short(final[k])}")
     return out
 
 
