@@ -74,3 +74,47 @@ def _plain(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"no JSON form for {type(value).__name__} {value!r}")
+
+
+def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
+                      columns: set[str]) -> None:
+    """Fill unchanged TOAST values whose row is not in the mirror from its dead letters.
+
+    A row that broke its contract is a letter, not a mirror row; when an update at the source
+    makes it good without touching a TOAST column, the stream sends that value as unchanged and
+    the mirror has nothing to fill it from (it landed NULL, and the update superseded the letter
+    that held it: the value was lost). The value is the latest waiting letter's of the row's
+    key (``_tidemark_origin``) that holds the column. Runs after
+    :func:`ingestion.merge.fill_unchanged`, for the lines whose origin row the mirror lacks.
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (a keyed ``TableInfo``).
+        stg: its staging table, the batch copied in.
+        columns: the columns some line left unresolved.
+    """
+    key = list(info.key)
+    if not key:
+        return
+    types = {c.name: c.type_sql for c in info.columns}
+    origin = [sql.SQL("(s._tidemark_origin[{}])::{}").format(sql.Literal(i + 1),
+                                                             sql.SQL(types[k]))
+              for i, k in enumerate(key)]
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), o)
+        for k, o in zip(key, origin, strict=True))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{} = {}").format(sql.Identifier(k), o) for k, o in zip(key, origin,
+                                                                         strict=True))
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = case when s._tidemark_unchanged @> array[{n}] then (select"
+                " (d.raw_row ->> {n})::{t} from tidemark.dead_letters d where d.source = {src}"
+                " and d.table_name = {tab} and d.replayed_at is null and d.raw_row ? {n} and"
+                " {in_letter} order by d.commit_lsn desc, d.seq desc limit 1) else s.{c} end"
+                ).format(c=sql.Identifier(c), n=sql.Literal(c), t=sql.SQL(types[c]),
+                         src=sql.Literal(info.source), tab=sql.Literal(info.name),
+                         in_letter=in_letter)
+        for c in sorted(columns))
+    cur.execute(sql.SQL("update {} s set {} where s._tidemark_unchanged is not null and not"
+                        " exists (select 1 from {} m where {})").format(
+        stg, sets, info.mirror, in_mirror))

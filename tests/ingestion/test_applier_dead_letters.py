@@ -107,3 +107,17 @@ def test_a_bad_key_change_takes_the_row_from_its_old_key(pair: Pair, tmp_path: P
     relaxed = _contracts(tmp_path, pair.source, "c2", False, 2)
     assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 1
     assert_mirror_equals(pair, "c2")
+
+
+def test_fixing_a_bad_row_at_the_source_keeps_its_toast_value(pair: Pair, tmp_path: Path
+                                                              ) -> None:
+    """A bad insert is a letter; an update at the source makes the row good without touching
+    its TOAST value (sent as unchanged). The value was in the letter only: the mirror got NULL,
+    and the letter was superseded by the update — the value was lost."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into p values (2, 1, 1, 'x', now(), repeat('u', 9000))")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("update p set status = 'a' where id = 2")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
