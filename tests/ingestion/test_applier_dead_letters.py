@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
+
 from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.dead_letters import replay
@@ -121,3 +123,17 @@ def test_fixing_a_bad_row_at_the_source_keeps_its_toast_value(pair: Pair, tmp_pa
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     assert_mirror_equals(pair, "p")
     assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+
+
+def test_fixing_a_bad_row_in_its_own_transaction_keeps_its_toast_value(pair: Pair,
+                                                                       tmp_path: Path) -> None:
+    """The same within one source transaction: the letter is not written yet when the update
+    that fixes the row is buffered; its TOAST value comes from the batch's letter image."""
+    strict = _keyed(pair, tmp_path)
+    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
+        conn.execute("insert into p values (2, 1, 1, 'x', now(), repeat('u', 9000))")
+        conn.execute("update p set status = 'a' where id = 2")
+        conn.execute("update p set status = 'y', big = repeat('v', 9000) where id = 1")
+        conn.execute("update p set status = 'b' where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
