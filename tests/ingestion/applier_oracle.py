@@ -88,13 +88,16 @@ def _letters(w: Where, columns: list[str]) -> list[tuple]:
     return [(pos, vals) for pos, vals in letters if pos[0] >= snap_at and pos > last_t]
 
 
-def changelog_replay(w: Where, columns: list[str]) -> tuple[Counter, dict[tuple, tuple]]:
-    """The mirror the changelog leads to (rows of ``columns`` as text), and for a keyed table
-    the position of each key's last changelog row.
+def changelog_replay(w: Where, columns: list[str]
+                     ) -> tuple[Counter, dict[tuple, tuple], Counter]:
+    """The mirror the changelog leads to (rows of ``columns`` as text), for a keyed table the
+    position of each key's last changelog row, and for a keyless one the net count per row.
 
     ``r``/``c``/``u`` put a row (by key, or one more copy), ``b``/``d`` remove it (by key, or one
     equal copy if the bag holds one: a removal of a row that went to the dead letters finds
-    none in the mirror either), ``t`` empties.
+    none in the mirror either), ``t`` empties. A bag's batch nets its lines per row before it
+    applies them (a removal then an insert of a row the mirror lacks cancel out), so its mirror
+    lies between the net count and the one-by-one count.
     """
     key = list(w.key or ())
     with psycopg.connect(w.land) as conn:
@@ -108,11 +111,13 @@ def changelog_replay(w: Where, columns: list[str]) -> tuple[Counter, dict[tuple,
     keyed: dict[tuple, tuple] = {}
     last: dict[tuple, tuple] = {}
     bag: Counter = Counter()
+    net: Counter = Counter()
     for op, lsn, seq, *vals in rows:
         row = tuple(vals)
         if op == "t":
             keyed.clear()
             bag.clear()
+            net.clear()
         elif key:
             k = tuple(row[i] for i in idx)
             last[k] = (int(lsn), seq)
@@ -121,11 +126,13 @@ def changelog_replay(w: Where, columns: list[str]) -> tuple[Counter, dict[tuple,
             else:
                 keyed[k] = row
         elif op in ("b", "d"):
+            net[row] -= 1
             if bag[row] > 0:
                 bag[row] -= 1
         else:
+            net[row] += 1
             bag[row] += 1
-    return (Counter(keyed.values()) if key else +bag), last
+    return (Counter(keyed.values()) if key else +bag), last, net
 
 
 def _short(row: tuple | None) -> tuple | None:
@@ -151,9 +158,16 @@ def nothing_lost(w: Where, *, settled: bool = False) -> list[str]:
     source = _rows(w.src, "public", w.table, columns)
     mirror = _rows(w.land, w.source, w.table, columns)
     live = _letters(w, columns)
-    replayed, last = changelog_replay(w, columns)
+    replayed, last, net = changelog_replay(w, columns)
     out = []
-    if replayed != Counter(mirror):
+    have = Counter(mirror)
+    if w.key is None:
+        off = [row for row in set(replayed) | set(have) | set(net)
+               if not max(net[row], 0) <= have[row] <= replayed[row]]
+        if off:
+            out.append(f"{w.table}: the mirror's count of {[_short(r) for r in off[:5]]} is"
+                       f" outside what its changelog allows")
+    elif replayed != have:
         more = sorted(map(_short, replayed - Counter(mirror)))
         fewer = sorted(map(_short, Counter(mirror) - replayed))
         out.append(f"{w.table}: the changelog replays to {more} more and {fewer} fewer rows"
