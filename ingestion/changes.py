@@ -278,18 +278,32 @@ class ChangeBuffer:
     def _letter_from_mirror(self, info: TableInfo, values: list[Value], left: list[str],
                             origin: tuple) -> None:
         """Complete the letter just written (and ``values``) with the unchanged TOAST values of
-        a rejected key change, from the mirror row under ``origin`` (one query; rare)."""
+        a rejected key change, from the mirror row under ``origin``, or when the mirror lacks it
+        (the row was a letter too) from the origin key's latest waiting letters that hold them
+        (one or two queries; rare): the b line about to land supersedes those letters."""
         from psycopg import sql
 
         types = {c.name: c.type_sql for c in info.columns}
+        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
         row = self.conn.execute(sql.SQL("select {} from {} where {}").format(
             sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
             info.mirror, sql.SQL(" and ").join(
                 sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
-                for k in info.key)), [v.decode() if isinstance(v, bytes) else v
-                                      for v in origin]).fetchone()
+                for k in info.key)), key).fetchone()
         if row is None:
-            return
+            match = sql.SQL(" and ").join(
+                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
+                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
+                for i, k in enumerate(info.key))
+            row = self.conn.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
+                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
+                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
+                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
+                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
+                {"s": self.source, "t": info.name,
+                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
+            if all(v is None for v in row):
+                return
         names = info.column_names
         for col, text in zip(left, row, strict=True):
             values[names.index(col)] = None if text is None else text.encode()
