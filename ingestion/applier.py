@@ -34,6 +34,7 @@ from ingestion.merge import (
 from ingestion.side_tables import (
     DEAD_LETTER_COLUMNS,
     PAUSED_COLUMNS,
+    complete_letters,
     fill_from_letters,
     insert_rows,
 )
@@ -332,6 +333,8 @@ class Applier(ChangeBuffer):
             fill_unchanged(cur, info, stg, batch.unresolved)
             if batch.contract is not None:  # a row that broke it may be a letter only
                 fill_from_letters(cur, info, stg, batch.unresolved)
+        if batch.completions:
+            complete_letters(cur, info, batch.completions)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

@@ -70,7 +70,6 @@ class ChangeBuffer:
     _dead: list[tuple]
     _paused: list[tuple]
     _cached: tuple | None
-    conn: Any
 
     def contract_for(self, info: TableInfo) -> Any:  # pragma: no cover - Applier's
         raise NotImplementedError
@@ -236,13 +235,13 @@ class ChangeBuffer:
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
             batch.letters[key] = new  # the key's latest image, for a later unchanged value
-            if okey != key and left:
-                self._letter_from_mirror(info, new, left, origin)
+            if okey != key and left:  # filled before the b line lands (side_tables)
+                batch.completions.append((self._dead[-1][9].obj, origin, left))
             if okey != key:
                 # The row left its old key on the source whatever its new image: the b line
                 # lands (it also supersedes the old key's earlier letters), the letter holds the
                 # new row (a replay adds it under the new key) with the TOAST values the update
-                # left unchanged, read from the old key's mirror row before the b line lands.
+                # left unchanged, read from the old key's row before the b line lands.
                 self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
                                             b"b", lsn, seq - 1, txn))
                 batch.removes = True
@@ -274,42 +273,6 @@ class ChangeBuffer:
             return True
         batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
         return True
-
-    def _letter_from_mirror(self, info: TableInfo, values: list[Value], left: list[str],
-                            origin: tuple) -> None:
-        """Complete the letter just written (and ``values``) with the unchanged TOAST values of
-        a rejected key change, from the mirror row under ``origin``, or when the mirror lacks it
-        (the row was a letter too) from the origin key's latest waiting letters that hold them
-        (one or two queries; rare): the b line about to land supersedes those letters."""
-        from psycopg import sql
-
-        types = {c.name: c.type_sql for c in info.columns}
-        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
-        row = self.conn.execute(sql.SQL("select {} from {} where {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
-            info.mirror, sql.SQL(" and ").join(
-                sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
-                for k in info.key)), key).fetchone()
-        if row is None:
-            match = sql.SQL(" and ").join(
-                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
-                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
-                for i, k in enumerate(info.key))
-            row = self.conn.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
-                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
-                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
-                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
-                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
-                {"s": self.source, "t": info.name,
-                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
-            if all(v is None for v in row):
-                return
-        names = info.column_names
-        for col, text in zip(left, row, strict=True):
-            values[names.index(col)] = None if text is None else text.encode()
-        letter = list(self._dead[-1])
-        letter[9] = Jsonb(row_json(info, values))
-        self._dead[-1] = tuple(letter)
 
     @staticmethod
     def _resolve(batch: Batch, info: TableInfo, okey: Any, values: list[Value],

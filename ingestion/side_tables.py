@@ -118,3 +118,44 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
     cur.execute(sql.SQL("update {} s set {} where s._tidemark_unchanged is not null and not"
                         " exists (select 1 from {} m where {})").format(
         stg, sets, info.mirror, in_mirror))
+
+
+def complete_letters(cur: psycopg.Cursor, info: object,
+                     completions: list[tuple[dict, tuple, list[str]]]) -> None:
+    """Complete the letters of rejected key changes with the TOAST values they left unchanged.
+
+    The row left its old key (the batch's ``b`` line is about to land), so the letter must hold
+    the values itself: they come from the old key's mirror row or, when the mirror lacks it
+    (the row was a letter too), from the old key's latest waiting letters that hold them. Runs
+    before the batch lands, on the landing transaction's cursor (one or two queries a letter;
+    rare: a key change that breaks the contract and leaves a TOAST value alone).
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (keyed ``TableInfo``).
+        completions: (the letter's ``raw_row`` dict, its old key as sent, the columns it
+            lacks); the dicts are completed in place before the letters are written.
+    """
+    types = {c.name: c.type_sql for c in info.columns}
+    for raw, origin, left in completions:
+        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
+        row = cur.execute(sql.SQL("select {} from {} where {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
+            info.mirror, sql.SQL(" and ").join(
+                sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
+                for k in info.key)), key).fetchone()
+        if row is None:
+            match = sql.SQL(" and ").join(
+                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
+                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
+                for i, k in enumerate(info.key))
+            row = cur.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
+                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
+                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
+                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
+                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
+                {"s": info.source, "t": info.name,
+                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
+            if all(v is None for v in row):
+                continue
+        raw.update(zip(left, row, strict=True))
