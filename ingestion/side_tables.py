@@ -8,6 +8,9 @@ statement trigger that keeps the waiting count (:mod:`ingestion.dead_letter_coun
 count row per letter. Here each list is a single ``INSERT ... SELECT`` from one JSON array of the
 rows (:func:`insert_rows`): one statement, one trigger run and one count row per batch, however
 many rows it holds (``bench/dead_letter_writes.py``).
+
+A row that is a dead letter only still owns its TOAST values: :func:`fill_from_letters` and
+:func:`complete_letters` take them from the letters when the mirror has no row to take them from.
 """
 
 from __future__ import annotations
