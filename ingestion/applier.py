@@ -31,7 +31,13 @@ from ingestion.merge import (
     land_appends,
     land_batch,
 )
-from ingestion.side_tables import DEAD_LETTER_COLUMNS, PAUSED_COLUMNS, insert_rows
+from ingestion.side_tables import (
+    DEAD_LETTER_COLUMNS,
+    PAUSED_COLUMNS,
+    complete_letters,
+    fill_from_letters,
+    insert_rows,
+)
 from ingestion.state import add_duplicates, record_schema_change, save_checkpoint
 from ingestion.tables import TableInfo, save_table, table_versions
 from ingestion.watermarks import advance as advance_watermark
@@ -325,6 +331,10 @@ class Applier(ChangeBuffer):
             copy.write(b"".join(batch.lines))
         if batch.unresolved:
             fill_unchanged(cur, info, stg, batch.unresolved)
+            if batch.contract is not None:  # a row that broke it may be a letter only
+                fill_from_letters(cur, info, stg, batch.unresolved)
+        if batch.completions:
+            complete_letters(cur, info, batch.completions)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

@@ -158,6 +158,8 @@ class Batch:
     images: dict[Any, int] = field(default_factory=dict)
     origins: dict[Any, tuple] = field(default_factory=dict)
     unresolved: set[str] = field(default_factory=set)
+    letters: dict[Any, list] = field(default_factory=dict)
+    completions: list[tuple[dict, tuple, list[str]]] = field(default_factory=list)
     removes: bool = False
     updates: bool = False
     reinserts: bool = False

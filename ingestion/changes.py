@@ -118,6 +118,8 @@ class ChangeBuffer:
         batch = self._batch(info)
         if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
+                if info.key_idx:
+                    batch.letters[key_of(info, new)] = new
                 return
             if info.key_idx:
                 self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
@@ -198,6 +200,8 @@ class ChangeBuffer:
         key's earlier line."""
         images = batch.images
         number = images.get(key)
+        if batch.letters:
+            batch.letters.pop(key, None)  # this line is the key's latest image now
         if number is not None:
             batch.supersede(number)
             if not update:
@@ -230,6 +234,18 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
+            batch.letters[key] = new  # the key's latest image, for a later unchanged value
+            if okey != key and left:  # filled before the b line lands (side_tables)
+                batch.completions.append((self._dead[-1][9].obj, origin, left))
+            if okey != key:
+                # The row left its old key on the source whatever its new image: the b line
+                # lands (it also supersedes the old key's earlier letters), the letter holds the
+                # new row (a replay adds it under the new key) with the TOAST values the update
+                # left unchanged, read from the old key's row before the b line lands.
+                self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
+                                            b"b", lsn, seq - 1, txn))
+                batch.removes = True
+                self.rows_in_txn += 1
             return False
         if okey != key:
             gone = old if old_kind == "O" else key_row(info, okey)
@@ -263,15 +279,18 @@ class ChangeBuffer:
                  old: list[Value] | None, old_kind: str | None
                  ) -> tuple[list[str] | None, tuple | None]:
         """Carry unchanged TOAST values forward from the row's previous image in the batch (under
-        its old key), else from the old row; return the columns left for the mirror and the
-        mirror key they come from."""
+        its old key: a dead-lettered image if that is the latest), else from the old row; return
+        the columns left for the mirror and the mirror key they come from."""
         prev = batch.previous(okey)
         pv = prev[0] if prev is not None else None
+        letter = batch.letters.get(okey) if batch.letters else None  # newer than pv
         left = []
         for i, v in enumerate(values):
             if v is not UNCHANGED:
                 continue
-            if pv is not None and pv[i] is not UNCHANGED:
+            if letter is not None and letter[i] is not UNCHANGED:
+                values[i] = letter[i]
+            elif pv is not None and pv[i] is not UNCHANGED:
                 values[i] = pv[i]
             elif old is not None and old_kind == "O" and old[i] is not UNCHANGED:
                 values[i] = old[i]

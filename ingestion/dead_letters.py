@@ -16,6 +16,7 @@ from psycopg import sql
 
 from ingestion.applier import Applier
 from ingestion.dead_letter_counts import waiting_counts
+from ingestion.decoder import UNCHANGED
 from ingestion.errors import DeadLetterNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
@@ -164,8 +165,7 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
             if lid in superseded:
                 result = "superseded"
             else:
-                values = [None if raw.get(c) is None else str(raw[c]).encode()
-                          for c in info.column_names]
+                values = _letter_values(info, raw)
                 applier.start_source_txn(str_to_lsn(commit_lsn), commit_at, txid)
                 before = len(applier._dead)
                 if info.key or op != "u":
@@ -184,6 +184,14 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
                          " replay_result = %s where id = %s", (result, lid))
         conn.commit()
     return counts
+
+
+def _letter_values(info: Any, raw: dict[str, Any]) -> list[Any]:
+    """A letter's row as the applier takes it: a column the letter does not hold (a TOAST
+    value the change left unchanged) stays unchanged, so the applier keeps the mirror's value
+    (it wrote NULL over it before); a keyless letter holds its whole row."""
+    return [UNCHANGED if info.key and c not in raw else
+            None if raw.get(c) is None else str(raw[c]).encode() for c in info.column_names]
 
 
 def _superseded(conn: psycopg.Connection, tables: dict[str, Any], letters: list[tuple]
@@ -225,33 +233,19 @@ def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Compos
         oldest: the smallest commit LSN of these letters: the changelog is read from there on.
 
     The changelog's range from ``oldest`` on is read once: its rows of the letters' keys (a
-    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table has
-    no key: a letter's row is its identity, and a later change that removed an equal row (a
-    ``d``, or the ``b`` of an update) supersedes it — the source took that row away, so a replay
-    must not add it. Rows are compared by their text form after casting the letter's values to
-    the column types, as the bag's mirror compares them; one removal supersedes every earlier
-    letter of an equal row.
+    hashed lookup) and its ``t`` rows are kept, then matched to the letters. A keyless table's
+    letters are counted per row instead (:func:`_bag_superseded_query`).
     """
-    if info.key:
-        keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
-        picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
-        cols = sql.SQL("").join(sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
-                                for col, k in zip(info.key, keys, strict=True))
-        kept = sql.SQL("c._op = 't' or ({}) in (select {} from l)").format(
-            sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
-                               for col in info.key), sql.SQL(", ").join(keys))
-        named: tuple[str, ...] = tuple(info.key)
-    else:
-        keys = [sql.Identifier("k0")]
-        picked = sql.SQL(", row({})::text as k0").format(sql.SQL(", ").join(
-            sql.SQL("(raw_row ->> %s)::{}").format(sql.SQL(col.type_sql))  # landing's own
-            for col in info.columns))
-        row = sql.SQL("row({})::text").format(sql.SQL(", ").join(
-            sql.SQL("c.{}").format(sql.Identifier(name)) for name in info.column_names))
-        cols = sql.SQL("{} as k0, ").format(row)
-        kept = sql.SQL("c._op = 't' or (c._op in ('b', 'd') and {} in (select k0 from l))"
-                       ).format(row)
-        named = tuple(info.column_names)
+    if not info.key:
+        return _bag_superseded_query(info, ids)
+    keys = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+    picked = sql.SQL("").join(sql.SQL(", raw_row ->> %s as {}").format(k) for k in keys)
+    cols = sql.SQL("").join(sql.SQL("c.{}::text as {}, ").format(sql.Identifier(col), k)
+                            for col, k in zip(info.key, keys, strict=True))
+    kept = sql.SQL("c._op = 't' or ({}) in (select {} from l)").format(
+        sql.SQL(", ").join(sql.SQL("c.{}::text").format(sql.Identifier(col))
+                           for col in info.key), sql.SQL(", ").join(keys))
+    named: tuple[str, ...] = tuple(info.key)
     query = sql.SQL(
         "with l as materialized (select id, commit_lsn, seq{picked} from tidemark.dead_letters"
         " where id = any(%s)), c as materialized (select {cols}_op, _commit_lsn, _seq"
@@ -262,9 +256,64 @@ def superseded_query(info: Any, ids: list[int], oldest: int) -> tuple[sql.Compos
         " union select l.id from l join c on {match} and (c._commit_lsn, c._seq) >"
         " (l.commit_lsn, l.seq)"
     ).format(picked=picked, changelog=info.changelog, kept=kept, cols=cols,
-             match=sql.SQL(" and ").join([sql.SQL("c.{} = l.{}").format(k, k) for k in keys]
-                                         + ([] if info.key else [sql.SQL("c._op <> 't'")])))
+             match=sql.SQL(" and ").join(sql.SQL("c.{} = l.{}").format(k, k) for k in keys))
     return query, (*named, ids, lsn_to_str(oldest), lsn_to_str(info.snapshot_lsn))
+
+
+def _bag_superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tuple]:
+    """:func:`superseded_query` of a keyless table: the source's removals are counted per row.
+
+    A keyless row has no key: a letter's identity is its row, and equal rows are copies of one
+    bag entry. Since the table's last reset (its last ``t`` changelog row, or its resync
+    snapshot), for each distinct row R of the letters:
+
+    - the source holds ``C + W + X`` copies: ``C`` the changelog's net count (``r``/``c``/``u``
+      +1, ``b``/``d`` -1; a removal is in the changelog whether the copy it took was landed or a
+      letter), ``W`` the letters waiting, ``X`` the letters already superseded (each one a
+      removal of a copy that was a letter);
+    - the mirror holds ``M`` (a removal that found no copy in the mirror removed nothing there).
+
+    So ``W - (source - M) = M - C - X`` of the waiting letters are copies the source took away:
+    the oldest that many are superseded, the rest stay (a replay adds them). Before, any later
+    removal of an equal row superseded every earlier letter of it: with two equal bad rows and
+    one deleted at the source, both letters were superseded and the remaining row was lost.
+    Reading the changelog since the reset is a scan of its rows (of letter rows only kept).
+    """
+    typed = sql.SQL("row({})::text").format(sql.SQL(", ").join(
+        sql.SQL("(raw_row ->> {})::{}").format(sql.Literal(col.name), sql.SQL(col.type_sql))
+        for col in info.columns))  # the landing's own types
+    row_c, row_m = (sql.SQL("row({})::text").format(sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
+        for name in info.column_names)) for alias in ("c", "m"))
+    query = sql.SQL(
+        "with l as materialized (select id, commit_lsn, seq, replayed_at is not null as gone,"
+        " {typed} as k0 from tidemark.dead_letters where source = %s and table_name = %s and"
+        " (replayed_at is null or replay_result = 'superseded')),"
+        " sel as materialized (select distinct k0 from l where id = any(%s)),"
+        " c as materialized (select {row_c} as k0, _op, _commit_lsn, _seq from {changelog} c"
+        " where c._op = 't' or {row_c} in (select k0 from sel)),"
+        " t as materialized (select %s::pg_lsn as snap, tl, ts from (select _commit_lsn as tl,"
+        " _seq as ts from c where _op = 't' union all select '0/0'::pg_lsn, -2147483648"
+        " order by 1 desc, 2 desc limit 1) x),"
+        " m as materialized (select {row_m} as k0, count(*) as n from {mirror} m"
+        " where {row_m} in (select k0 from sel) group by 1),"
+        " cc as (select c.k0, sum(case when _op in ('b', 'd') then -1 else 1 end) as n from c, t"
+        " where c._op <> 't' and c._commit_lsn >= t.snap and (c._commit_lsn, c._seq) > (t.tl, t.ts)"
+        " group by 1),"
+        " after as (select l.* from l, t where l.commit_lsn >= t.snap and (l.commit_lsn, l.seq)"
+        " > (t.tl, t.ts)),"
+        " x as (select k0, count(*) as n from after where gone group by 1),"
+        " want as (select sel.k0, coalesce(m.n, 0) - coalesce(cc.n, 0) - coalesce(x.n, 0) as n"
+        " from sel left join m using (k0) left join cc using (k0) left join x using (k0)),"
+        " ranked as (select id, k0, row_number() over (partition by k0 order by commit_lsn, seq)"
+        " as rn from after where not gone)"
+        " select l.id from l, t where l.id = any(%s) and not l.gone and (l.commit_lsn < t.snap"
+        " or (l.commit_lsn, l.seq) < (t.tl, t.ts))"
+        " union select r.id from ranked r join want w using (k0) where r.id = any(%s)"
+        " and r.rn <= w.n"
+    ).format(typed=typed, row_c=row_c, row_m=row_m, changelog=info.changelog,
+             mirror=info.mirror)
+    return query, (info.source, info.name, ids, lsn_to_str(info.snapshot_lsn), ids, ids)
 
 
 PURGE_BATCH = 10_000

@@ -8,6 +8,9 @@ statement trigger that keeps the waiting count (:mod:`ingestion.dead_letter_coun
 count row per letter. Here each list is a single ``INSERT ... SELECT`` from one JSON array of the
 rows (:func:`insert_rows`): one statement, one trigger run and one count row per batch, however
 many rows it holds (``bench/dead_letter_writes.py``).
+
+A row that is a dead letter only still owns its TOAST values: :func:`fill_from_letters` and
+:func:`complete_letters` take them from the letters when the mirror has no row to take them from.
 """
 
 from __future__ import annotations
@@ -74,3 +77,88 @@ def _plain(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"no JSON form for {type(value).__name__} {value!r}")
+
+
+def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
+                      columns: set[str]) -> None:
+    """Fill unchanged TOAST values whose row is not in the mirror from its dead letters.
+
+    A row that broke its contract is a letter, not a mirror row; when an update at the source
+    makes it good without touching a TOAST column, the stream sends that value as unchanged and
+    the mirror has nothing to fill it from (it landed NULL, and the update superseded the letter
+    that held it: the value was lost). The value is the latest waiting letter's of the row's
+    key (``_tidemark_origin``) that holds the column. Runs after
+    :func:`ingestion.merge.fill_unchanged`, for the lines whose origin row the mirror lacks.
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (a keyed ``TableInfo``).
+        stg: its staging table, the batch copied in.
+        columns: the columns some line left unresolved.
+    """
+    key = list(info.key)
+    if not key:
+        return
+    types = {c.name: c.type_sql for c in info.columns}
+    origin = [sql.SQL("(s._tidemark_origin[{}])::{}").format(sql.Literal(i + 1),
+                                                             sql.SQL(types[k]))
+              for i, k in enumerate(key)]
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), o)
+        for k, o in zip(key, origin, strict=True))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{} = {}").format(sql.Identifier(k), o) for k, o in zip(key, origin,
+                                                                         strict=True))
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = case when s._tidemark_unchanged @> array[{n}] then (select"
+                " (d.raw_row ->> {n})::{t} from tidemark.dead_letters d where d.source = {src}"
+                " and d.table_name = {tab} and d.replayed_at is null and d.raw_row ? {n} and"
+                " {in_letter} order by d.commit_lsn desc, d.seq desc limit 1) else s.{c} end"
+                ).format(c=sql.Identifier(c), n=sql.Literal(c), t=sql.SQL(types[c]),
+                         src=sql.Literal(info.source), tab=sql.Literal(info.name),
+                         in_letter=in_letter)
+        for c in sorted(columns))
+    cur.execute(sql.SQL("update {} s set {} where s._tidemark_unchanged is not null and not"
+                        " exists (select 1 from {} m where {})").format(
+        stg, sets, info.mirror, in_mirror))
+
+
+def complete_letters(cur: psycopg.Cursor, info: object,
+                     completions: list[tuple[dict, tuple, list[str]]]) -> None:
+    """Complete the letters of rejected key changes with the TOAST values they left unchanged.
+
+    The row left its old key (the batch's ``b`` line is about to land), so the letter must hold
+    the values itself: they come from the old key's mirror row or, when the mirror lacks it
+    (the row was a letter too), from the old key's latest waiting letters that hold them. Runs
+    before the batch lands, on the landing transaction's cursor (one or two queries a letter;
+    rare: a key change that breaks the contract and leaves a TOAST value alone).
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (keyed ``TableInfo``).
+        completions: (the letter's ``raw_row`` dict, its old key as sent, the columns it
+            lacks); the dicts are completed in place before the letters are written.
+    """
+    types = {c.name: c.type_sql for c in info.columns}
+    for raw, origin, left in completions:
+        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
+        row = cur.execute(sql.SQL("select {} from {} where {}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
+            info.mirror, sql.SQL(" and ").join(
+                sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
+                for k in info.key)), key).fetchone()
+        if row is None:
+            match = sql.SQL(" and ").join(
+                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
+                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
+                for i, k in enumerate(info.key))
+            row = cur.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
+                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
+                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
+                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
+                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
+                {"s": info.source, "t": info.name,
+                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
+            if all(v is None for v in row):
+                continue
+        raw.update(zip(left, row, strict=True))

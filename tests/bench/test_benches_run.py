@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # (script, its smallest honest arguments, a key its JSON line must hold)
 RUNS = [
+    ("applier_differential.py", ["--cases", "1", "--steps", "6", "--seed-start", "1"],
+     "oracle_checks"),
     ("batch.py", ["--days", "2", "--orders-per-day", "200", "--repeat", "1"], "one_day_s"),
     ("bench_contracts.py", ["--rows", "2000", "--repeat", "1"], "min_rows_per_s"),
     ("cdc_latency.py", ["--rate", "200", "--seconds", "3"], "p99_ms"),
