@@ -7,7 +7,8 @@
 * dbt sources ``shop.<table>`` map to the ingestion assets ``shop/<table>``; models are keyed
   ``<schema>/<model>`` (``staging/stg_shop__orders``, ``marts/fct_daily_store_revenue``).
 * dbt tests are asset checks (dagster-dbt's default), source tests included: they are checks
-  of the ingestion assets and run with the unpartitioned build.
+  of the ingestion assets and run with the unpartitioned build; those tagged ``full_history``
+  run once a day instead (:mod:`orchestration.defs.dbt.full_history`).
 """
 
 
@@ -19,6 +20,11 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from orchestration.defs.dbt.full_history import (
+    full_history_excludes,
+    tagged_check_keys,
+    tagged_tests,
+)
 from orchestration.defs.dbt.partitions import DAILY, DAILY_TAG, day_vars
 from orchestration.defs.dbt.project import (
     clean_invocations,
@@ -108,7 +114,9 @@ def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     tests are dbt's CI (``dbt build`` in tests/dbt_project), not production builds.
     """
     # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
-    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark),
+                         *full_history_excludes(context.selected_asset_check_keys,
+                                                FULL_HISTORY)])
     yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded])
 
 
@@ -126,11 +134,18 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
     # --vars: dbt then re-parses only the files using it instead of the whole project.
-    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark)])
+    excluded = " ".join(["test_type:unit", *unregistered_excludes(context, tidemark),
+                         *full_history_excludes(context.selected_asset_check_keys,
+                                                FULL_HISTORY)])
     yield from run_dbt(context, dbt, tidemark, ["build", "--exclude", excluded],
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
                             "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})
+
+
+#: Checks of the dbt tests tagged ``full_history`` (:mod:`orchestration.defs.dbt.full_history`):
+#: out of the builds unless a run selects them.
+FULL_HISTORY = tagged_check_keys([dbt_unpartitioned, dbt_daily_marts], tagged_tests(MANIFEST))
 
 
 def daily_mart_keys() -> list[dg.AssetKey]:

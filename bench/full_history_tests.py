@@ -1,0 +1,124 @@
+"""Benchmark: what leaving the ``full_history`` dbt tests out of a batch/partition build saves.
+
+Starts its own embedded PostgreSQL, seeds the mirror ``shop.<table>`` directly with the demo
+history seeder (as ``bench/batch.py``: no ingestion, empty changelogs, primary keys only), builds
+every model once (``dbt run --full-refresh``, not timed), then alternates ``--repeat`` times:
+
+- ``all``: ``dbt test --exclude test_type:unit`` — the data tests a build ran before (every
+  nightly batch, ``tidemark up`` build and backfill's ``dbt_unpartitioned`` step);
+- ``per_run``: ``dbt test --exclude test_type:unit tag:full_history`` — what such a build runs
+  now (the ``full_history`` tests run in the daily ``full_history_tests`` job instead).
+
+It prints each ``full_history`` test's SQL time (dbt's ``execution_time``, median over the
+``all`` runs), their sum (the SQL a build saves), and both commands' wall time (medians; dbt's
+start-up is in both). The last line is JSON::
+
+    {"bench": "full_history_tests", "days": 70, "orders_per_day": 2000, "saved_sql_s": ...,
+     "all_wall_s": ..., "per_run_wall_s": ..., "tests": {...}}
+
+    python bench/full_history_tests.py [--days 70] [--orders-per-day 2000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, not an old install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from batch import create_empty_changelog, drop_secondary_indexes, log
+
+from tests.dbt_project.dbt_runner import DbtProject
+from tests.support import TEST_CONF, free_port
+from tidemark.demo.seed import seed_history
+from tidemark.settings import Settings
+from tidemark.stack.bootstrap import ensure_database, ensure_roles
+from tidemark.stack.embedded import EmbeddedServer
+
+TAG = "full_history"
+ALL = ("test", "--exclude", "test_type:unit")
+PER_RUN = ("test", "--exclude", "test_type:unit", f"tag:{TAG}")
+
+
+def run_tests(project: DbtProject, args: tuple[str, ...]) -> tuple[float, dict[str, Any]]:
+    """(wall seconds, {test name: (SQL seconds, tags)}) of one ``dbt test`` invocation."""
+    started = time.perf_counter()
+    result = project.invoke(*args)
+    wall = time.perf_counter() - started
+    return wall, {r.node.name: (r.execution_time, list(r.node.tags)) for r in result.result.results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print a table and the JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=70)
+    parser.add_argument("--orders-per-day", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3, help="alternations (medians)")
+    args = parser.parse_args(argv)
+
+    walls: dict[str, list[float]] = {"all": [], "per_run": []}
+    sql_times: dict[str, list[float]] = {}
+    per_run_tests: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="tidemark-bench-fullhist-") as tmp:
+        home = Path(tmp)
+        server = EmbeddedServer(Settings(home=home / "home", port=free_port(), source_url=None,
+                                         landing_url=None), extra_conf=TEST_CONF)
+        server.start()
+        try:
+            ensure_roles(server.admin_url("postgres"))
+            ensure_database(server.admin_url("postgres"), "bench_landing")
+            landing_url = server.admin_url("bench_landing")
+            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            log(f"seeding {args.days} days x {args.orders_per_day} orders into shop.* ...")
+            stats = seed_history(landing_url, days=args.days, orders_per_day=args.orders_per_day,
+                                 seed=42, end=end, schema="shop",
+                                 progress=lambda done, n: log(f"  seeded day {done}/{n}"))
+            log(f"seeded in {stats.elapsed_s:.1f}s: {stats.rows}")
+            create_empty_changelog(landing_url)
+            drop_secondary_indexes(landing_url)
+            project = DbtProject(landing_url, home / "dbt")
+            log("dbt run --full-refresh (not timed) ...")
+            project.invoke("run", "--full-refresh")
+            for n in range(args.repeat):
+                for label, command in (("all", ALL), ("per_run", PER_RUN)):
+                    log(f"{label} {n + 1}/{args.repeat}: dbt {' '.join(command)} ...")
+                    wall, tests = run_tests(project, command)
+                    walls[label].append(wall)
+                    if label == "per_run":
+                        per_run_tests = set(tests)
+                        continue
+                    for name, (seconds, tags) in tests.items():
+                        if TAG in tags:
+                            sql_times.setdefault(name, []).append(seconds)
+        finally:
+            server.stop()
+
+    leaked = sorted(per_run_tests & set(sql_times))
+    if leaked:
+        raise SystemExit(f"full_history tests still in the per-run build: {leaked}")
+    medians = {name: round(statistics.median(s), 3) for name, s in sorted(sql_times.items())}
+    saved = round(sum(medians.values()), 3)
+    wall_all, wall_run = (round(statistics.median(walls[k]), 2) for k in ("all", "per_run"))
+    orders = stats.rows.get("orders", 0)
+    app_events = stats.rows.get("app_events", 0)
+    print(f"history: {orders:,} orders, {app_events:,} app events over {args.days} days")
+    for name, seconds in medians.items():
+        print(f"  {name:<70} {seconds:7.3f} s")
+    print(f"SQL of the full_history tests a build no longer runs: {saved:.3f} s")
+    print(f"dbt test wall, all data tests:        {wall_all:7.2f} s  ({walls['all']})")
+    print(f"dbt test wall, without full_history:  {wall_run:7.2f} s  ({walls['per_run']})")
+    print(json.dumps({"bench": "full_history_tests", "days": args.days,
+                      "orders_per_day": args.orders_per_day, "saved_sql_s": saved,
+                      "all_wall_s": wall_all, "per_run_wall_s": wall_run, "tests": medians}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
