@@ -9,7 +9,8 @@ asset's Checks tab:
   parsed), severity ERROR: it fails with the file, line and dbt's message while the project does
   not parse, and passes again once it does;
 * ``dbt_project_sensor`` (running by default, every minute) evaluates it without a run: it parses
-  the project when a file changed since the last parse (or failure), as a load would, and
+  the project when a file changed since the last parse (or failure), as a load would (in a
+  background thread: a parse longer than :data:`PARSE_WAIT_S` is reported by the next tick), and
   reports the check's result on every dbt asset whenever it changes (runless
   ``AssetCheckEvaluation``). An edit that breaks a model thus turns the dbt assets red within a
   minute, before anyone reloads; a fix turns them green again;
@@ -19,6 +20,7 @@ asset's Checks tab:
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,11 @@ from orchestration.defs.dbt.state import DbtState
 
 CHECK = "dbt_project_parses"
 SENSOR = "dbt_project_sensor"
+#: How long a sensor tick waits for a parse (dbt parse of the shipped project: 10-40 s on a busy
+#: machine); under Dagster's 60 s limit on a sensor evaluation, else the tick errors.
+PARSE_WAIT_S = 40.0
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt-parse")
+_pending: Future[DbtState] | None = None
 
 
 def parse_evaluations(keys: Sequence[dg.AssetKey], state: DbtState,
@@ -44,7 +51,7 @@ def parse_evaluations(keys: Sequence[dg.AssetKey], state: DbtState,
         failure = state.failure
         meta: dict[str, Any] = {
             "file": dg.MetadataValue.text(failure.file or "?"),
-            "line": dg.MetadataValue.int(failure.line or 0),
+            "line": dg.MetadataValue.text(str(failure.line or "?")),  # text: no plot
             "dbt_message": dg.MetadataValue.md(f"```\n{failure.message}\n```"),
             "parsed_at": dg.MetadataValue.text(failure.at),
             "project_dir": dg.MetadataValue.path(failure.project_dir)}
@@ -75,12 +82,33 @@ def signature(state: DbtState) -> str:
                        "at": failure.at}, sort_keys=True)
 
 
-def project_state() -> DbtState:
-    """The project's state now: parses it if a file changed since the last parse or failure."""
+def _load_state() -> DbtState:
     from orchestration.defs.dbt.project import tidemark_dbt_project
     from orchestration.defs.dbt.state import load_dbt_state
 
     return load_dbt_state(tidemark_dbt_project())
+
+
+def project_state(wait_s: float | None = None) -> DbtState | None:
+    """The project's state now: parses it if a file changed since the last parse or failure.
+
+    The parse runs in one background thread of this process (the code server's, for the
+    sensor): a tick waits ``wait_s`` seconds at most (None: until it ends) and returns None
+    while it is still under way; a later call picks up its result.
+    """
+    global _pending
+    if _pending is None:
+        _pending = _PARSER.submit(_load_state)
+    future = _pending
+    try:
+        state = future.result(timeout=wait_s)
+    except TimeoutError:
+        return None
+    except Exception:
+        _pending = None
+        raise
+    _pending = None
+    return state
 
 
 def parse_check_defs(keys: Sequence[dg.AssetKey]
@@ -97,8 +125,10 @@ def parse_check_defs(keys: Sequence[dg.AssetKey]
         from orchestration.defs.dbt.state import current_state
 
         selected = {k.asset_key for k in context.selected_asset_check_keys}
-        for evaluation in parse_evaluations([k for k in keys if k in selected],
-                                            project_state(), current_state()):
+        state = project_state()
+        assert state is not None  # waited for the parse
+        for evaluation in parse_evaluations([k for k in keys if k in selected], state,
+                                            current_state()):
             yield dg.AssetCheckResult(
                 asset_key=evaluation.asset_key, check_name=CHECK, passed=evaluation.passed,
                 severity=evaluation.severity, metadata=evaluation.metadata,
@@ -113,12 +143,19 @@ def parse_check_defs(keys: Sequence[dg.AssetKey]
         """Report ``dbt_project_parses`` when the project's state changed since the last tick."""
         from orchestration.defs.dbt.state import current_state
 
-        state = project_state()
+        state = project_state(PARSE_WAIT_S)
+        if state is None:  # the cursor stays: the tick after the parse reports
+            return dg.SensorResult(skip_reason=f"dbt parse of the changed project still under "
+                                               f"way after {PARSE_WAIT_S:.0f} s; the next tick "
+                                               "reports its result.")
         now = signature(state)
         if context.cursor == now:
             return dg.SensorResult(skip_reason="The dbt project's state is unchanged.")
+        verdict = ("FAILED: " + state.failure.headline() if state.failure is not None
+                   else "passed")
         return dg.SensorResult(asset_events=parse_evaluations(keys, state, current_state()),
-                               cursor=now)
+                               cursor=now, skip_reason=f"Reported {CHECK} on {len(keys)} "
+                               f"dbt assets: {verdict}")
 
     return dbt_project_parses, dbt_project_sensor
 

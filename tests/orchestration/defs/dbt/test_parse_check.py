@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from orchestration.defs.dbt import parse_check
 from orchestration.defs.dbt import project as dbt_setup
 from orchestration.defs.dbt.parse_check import CHECK, parse_check_defs
 from tests.orchestration.defs.dbt.test_broken_project import (  # noqa: F401 (fixture)
@@ -74,6 +75,7 @@ def test_the_sensor_fails_the_check_while_a_model_does_not_parse_and_passes_afte
     monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
     monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(target))
     dbt_setup.prepare_manifest()
+    monkeypatch.setattr(parse_check, "PARSE_WAIT_S", None)  # each tick waits for its parse
     keys = [dg.AssetKey(["small", "stg_a"]), dg.AssetKey(["small", "fct_b"])]
     _, sensor = parse_check_defs(keys)
     check = dg.AssetCheckKey(keys[1], CHECK)
@@ -92,7 +94,7 @@ def test_the_sensor_fails_the_check_while_a_model_does_not_parse_and_passes_afte
         assert evaluation.description.startswith(
             "dbt project does not parse: models/fct_b.sql line 1: unexpected '}'")
         assert evaluation.metadata["file"].value == "models/fct_b.sql"
-        assert evaluation.metadata["line"].value == 1
+        assert evaluation.metadata["line"].value == "1"
         assert "unexpected '}'" in evaluation.metadata["dbt_message"].value
 
         again, same = tick(sensor, instance, cursor)  # nothing changed: nothing reported
@@ -105,6 +107,24 @@ def test_the_sensor_fails_the_check_while_a_model_does_not_parse_and_passes_afte
         status, evaluation = latest(instance, check)
         assert status == "SUCCEEDED" and evaluation.description.startswith(
             "dbt project parses")
+
+
+def test_a_tick_does_not_wait_past_its_budget_for_a_parse(monkeypatch, tmp_path) -> None:
+    """Dagster stops a sensor evaluation after 60 s; a dbt parse on a busy machine takes 10-40 s:
+    a tick leaves a long parse running and the next tick reports it."""
+    project = small_project(tmp_path, {"stg_a.sql": "select {{ ref( }}\n"})
+    monkeypatch.setenv("TIDEMARK_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("TIDEMARK_DBT_TARGET_PATH", str(tmp_path / "target"))
+    monkeypatch.setattr(parse_check, "PARSE_WAIT_S", 0.01)
+    key = dg.AssetKey(["dbt", "project"])
+    _, sensor = parse_check_defs([key])
+    with dg.instance_for_test() as instance:
+        events, cursor = tick(sensor, instance, None)
+        assert events == [] and cursor is None  # the parse is under way
+        parse_check._pending.result()  # time passes: the parse ends before the next tick
+        events, cursor = tick(sensor, instance, cursor)
+        assert [e.passed for e in events] == [False]
+        assert events[0].metadata["file"].value == "models/stg_a.sql"
 
 
 def test_the_check_is_out_of_the_dbt_jobs_and_can_run_on_its_own(monkeypatch, tmp_path
