@@ -1,7 +1,8 @@
 """Benchmark: what leaving the ``full_history`` dbt tests out of a batch/partition build saves.
 
-Starts its own embedded PostgreSQL, seeds the mirror ``shop.<table>`` directly with the demo
-history seeder (as ``bench/batch.py``: no ingestion, empty changelogs, primary keys only), builds
+Starts its own embedded PostgreSQL and seeds the mirror ``shop.<table>`` directly with the demo
+history seeder (``bench/batch.py``'s ``seeded_landing``: no ingestion, empty changelogs, primary
+keys only), builds
 every model once (``dbt run --full-refresh``, not timed), then alternates ``--repeat`` times:
 
 - ``all``: ``dbt test --exclude test_type:unit`` — the data tests a build ran before (every
@@ -25,22 +26,15 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, not an old install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batch import create_empty_changelog, drop_secondary_indexes, log
+from batch import log, seeded_landing
 
 from tests.dbt_project.dbt_runner import DbtProject
-from tests.support import TEST_CONF, free_port
-from tidemark.demo.seed import seed_history
-from tidemark.settings import Settings
-from tidemark.stack.bootstrap import ensure_database, ensure_roles
-from tidemark.stack.embedded import EmbeddedServer
 
 TAG = "full_history"
 ALL = ("test", "--exclude", "test_type:unit")
@@ -66,39 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     walls: dict[str, list[float]] = {"all": [], "per_run": []}
     sql_times: dict[str, list[float]] = {}
     per_run_tests: set[str] = set()
-    with tempfile.TemporaryDirectory(prefix="tidemark-bench-fullhist-") as tmp:
-        home = Path(tmp)
-        server = EmbeddedServer(Settings(home=home / "home", port=free_port(), source_url=None,
-                                         landing_url=None), extra_conf=TEST_CONF)
-        server.start()
-        try:
-            ensure_roles(server.admin_url("postgres"))
-            ensure_database(server.admin_url("postgres"), "bench_landing")
-            landing_url = server.admin_url("bench_landing")
-            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            log(f"seeding {args.days} days x {args.orders_per_day} orders into shop.* ...")
-            stats = seed_history(landing_url, days=args.days, orders_per_day=args.orders_per_day,
-                                 seed=42, end=end, schema="shop",
-                                 progress=lambda done, n: log(f"  seeded day {done}/{n}"))
-            log(f"seeded in {stats.elapsed_s:.1f}s: {stats.rows}")
-            create_empty_changelog(landing_url)
-            drop_secondary_indexes(landing_url)
-            project = DbtProject(landing_url, home / "dbt")
-            log("dbt run --full-refresh (not timed) ...")
-            project.invoke("run", "--full-refresh")
-            for n in range(args.repeat):
-                for label, command in (("all", ALL), ("per_run", PER_RUN)):
-                    log(f"{label} {n + 1}/{args.repeat}: dbt {' '.join(command)} ...")
-                    wall, tests = run_tests(project, command)
-                    walls[label].append(wall)
-                    if label == "per_run":
-                        per_run_tests = set(tests)
-                        continue
-                    for name, (seconds, tags) in tests.items():
-                        if TAG in tags:
-                            sql_times.setdefault(name, []).append(seconds)
-        finally:
-            server.stop()
+    with seeded_landing(args.days, args.orders_per_day) as seeded:
+        stats = seeded.stats
+        project = DbtProject(seeded.landing_url, seeded.home / "dbt")
+        log("dbt run --full-refresh (not timed) ...")
+        project.invoke("run", "--full-refresh")
+        for n in range(args.repeat):
+            for label, command in (("all", ALL), ("per_run", PER_RUN)):
+                log(f"{label} {n + 1}/{args.repeat}: dbt {' '.join(command)} ...")
+                wall, tests = run_tests(project, command)
+                walls[label].append(wall)
+                if label == "per_run":
+                    per_run_tests = set(tests)
+                    continue
+                for name, (seconds, tags) in tests.items():
+                    if TAG in tags:
+                        sql_times.setdefault(name, []).append(seconds)
 
     leaked = sorted(per_run_tests & set(sql_times))
     if leaked:
