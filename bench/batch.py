@@ -27,8 +27,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -75,6 +78,41 @@ def drop_secondary_indexes(landing_url: str) -> list[str]:
     return names
 
 
+class Seeded(NamedTuple):
+    """A seeded landing database (:func:`seeded_landing`)."""
+
+    landing_url: str
+    stats: Any
+    home: Path
+    end: datetime
+
+
+@contextmanager
+def seeded_landing(days: int, orders_per_day: int) -> Iterator[Seeded]:
+    """An embedded server in a temporary directory with ``shop.*`` seeded directly, empty
+    changelogs and primary keys only (the module docstring); stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="tidemark-bench-batch-") as tmp:
+        home = Path(tmp)
+        server = EmbeddedServer(Settings(home=home / "home", port=free_port(), source_url=None,
+                                         landing_url=None), extra_conf=TEST_CONF)
+        server.start()
+        try:
+            ensure_roles(server.admin_url("postgres"))
+            ensure_database(server.admin_url("postgres"), "bench_landing")
+            landing_url = server.admin_url("bench_landing")
+            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            log(f"seeding {days} days x {orders_per_day} orders into shop.* ...")
+            stats = seed_history(landing_url, days=days, orders_per_day=orders_per_day,
+                                 seed=42, end=end, schema="shop",
+                                 progress=lambda done, n: log(f"  seeded day {done}/{n}"))
+            log(f"seeded in {stats.elapsed_s:.1f}s: {stats.rows}")
+            create_empty_changelog(landing_url)
+            log(f"dropped secondary indexes {drop_secondary_indexes(landing_url)}")
+            yield Seeded(landing_url, stats, home, end)
+        finally:
+            server.stop()
+
+
 def timed(project: DbtProject, *args: str, vars: dict | None = None) -> float:
     """Seconds one dbt invocation takes (it must succeed)."""
     started = time.perf_counter()
@@ -90,36 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="one-day runs (median)")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="tidemark-bench-batch-") as tmp:
-        home = Path(tmp)
-        server = EmbeddedServer(Settings(home=home / "home", port=free_port(), source_url=None,
-                                         landing_url=None), extra_conf=TEST_CONF)
-        server.start()
-        try:
-            ensure_roles(server.admin_url("postgres"))
-            ensure_database(server.admin_url("postgres"), "bench_landing")
-            landing_url = server.admin_url("bench_landing")
-            end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            log(f"seeding {args.days} days x {args.orders_per_day} orders into shop.* ...")
-            stats = seed_history(landing_url, days=args.days, orders_per_day=args.orders_per_day,
-                                 seed=42, end=end, schema="shop",
-                                 progress=lambda done, n: log(f"  seeded day {done}/{n}"))
-            log(f"seeded in {stats.elapsed_s:.1f}s: {stats.rows}")
-            create_empty_changelog(landing_url)
-            log(f"dropped secondary indexes {drop_secondary_indexes(landing_url)}")
-            project = DbtProject(landing_url, home / "dbt")
-
-            log("full build (dbt run --full-refresh) ...")
-            full_s = timed(project, "run", "--full-refresh")
-            day = (end - timedelta(days=args.days // 2)).date().isoformat()
-            one_day = []
-            for n in range(args.repeat):
-                log(f"one-day incremental run {n + 1}/{args.repeat} ({day}) ...")
-                one_day.append(timed(project, "run", "-s", "tag:daily",
-                                     vars={"min_date": day, "max_date": day}))
-            one_day_s = statistics.median(one_day)
-        finally:
-            server.stop()
+    with seeded_landing(args.days, args.orders_per_day) as seeded:
+        stats, end = seeded.stats, seeded.end
+        project = DbtProject(seeded.landing_url, seeded.home / "dbt")
+        log("full build (dbt run --full-refresh) ...")
+        full_s = timed(project, "run", "--full-refresh")
+        day = (end - timedelta(days=args.days // 2)).date().isoformat()
+        one_day = []
+        for n in range(args.repeat):
+            log(f"one-day incremental run {n + 1}/{args.repeat} ({day}) ...")
+            one_day.append(timed(project, "run", "-s", "tag:daily",
+                                 vars={"min_date": day, "max_date": day}))
+        one_day_s = statistics.median(one_day)
 
     orders = stats.rows.get("orders", 0)
     print(f"orders: {orders:,} over {args.days} days ({orders // args.days:,}/day)")

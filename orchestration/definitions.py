@@ -6,7 +6,8 @@ Loading reads the dbt manifest (see ``orchestration.defs.dbt.state``) and never 
 database. A dbt project that does not parse never stops the ingestion and live-view systems:
 the dbt assets load from the last manifest that parsed, with the failure shown on each of them
 and in the definitions' metadata; with no manifest at all, dbt and what reads the marts
-(reconciliation, serving) are left out and one ``dbt/project`` asset says why.
+(reconciliation, serving) are left out and one ``dbt/project`` asset says why. Either way the
+``dbt_project_parses`` check fails on the dbt assets (``orchestration.defs.dbt.parse_check``).
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ def dbt_defs(state: DbtState) -> list[dg.Definitions]:
         from orchestration.defs.reconciliation import definitions as reconciliation
 
         return [dbt.defs, reconciliation.defs]
+    from orchestration.defs.dbt.parse_check import parse_check_defs
+
+    check, sensor = parse_check_defs([DBT_PROJECT_KEY])  # red until the project parses
     return [dg.Definitions(assets=[dg.AssetSpec(
         DBT_PROJECT_KEY, group_name="dbt", description=f"⚠ {state.warning()}",
-        metadata=state.metadata())])]
+        metadata=state.metadata())], asset_checks=[check], sensors=[sensor])]
 
 
 def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
         mart_deadline_cron: ``TIDEMARK_MART_DEADLINE_CRON``: yesterday's partition due (UTC).
         checks_cron: ``TIDEMARK_CHECKS_CRON``: when the live-view and source-freshness checks
             run on their own (UTC).
+        full_history_cron: ``TIDEMARK_FULL_HISTORY_CRON``: when the dbt tests tagged
+            ``full_history`` run (UTC; daily, after the nightly batch).
         ingest_lag_warn_s: ``TIDEMARK_INGEST_LAG_WARN_S``: ingestion lag that warns.
         ingest_lag_error_s: ``TIDEMARK_INGEST_LAG_ERROR_S``: ingestion lag that fails.
         slot_wal_warn_gb: ``TIDEMARK_SLOT_WAL_WARN_GB``: WAL (GiB) a replication slot may retain
@@ -119,6 +121,7 @@ class Settings(BaseSettings):
     correction_days: int = Field(3, ge=0, le=366)
     mart_deadline_cron: str = "0 9 * * *"
     checks_cron: str = "*/15 * * * *"
+    full_history_cron: str = "30 4 * * *"
     ingest_lag_warn_s: float = Field(60.0, gt=0)
     ingest_lag_error_s: float = Field(300.0, gt=0)
     slot_wal_warn_gb: float = Field(5.0, gt=0)
@@ -159,7 +162,7 @@ class Settings(BaseSettings):
                              "a space as '%20')") from None
         return value.strip()
 
-    @field_validator("batch_cron", "mart_deadline_cron", "checks_cron")
+    @field_validator("batch_cron", "mart_deadline_cron", "checks_cron", "full_history_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
         if len(value.split()) != 5:

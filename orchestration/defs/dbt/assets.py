@@ -7,7 +7,8 @@
 * dbt sources ``shop.<table>`` map to the ingestion assets ``shop/<table>``; models are keyed
   ``<schema>/<model>`` (``staging/stg_shop__orders``, ``marts/fct_daily_store_revenue``).
 * dbt tests are asset checks (dagster-dbt's default), source tests included: they are checks
-  of the ingestion assets and run with the unpartitioned build.
+  of the ingestion assets and run with the unpartitioned build; those tagged ``full_history``
+  run once a day instead (:mod:`orchestration.defs.dbt.full_history`).
 """
 
 
@@ -19,6 +20,11 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from orchestration.defs.dbt.full_history import (
+    full_history_excludes,
+    tagged_check_keys,
+    tagged_tests,
+)
 from orchestration.defs.dbt.partitions import DAILY, DAILY_TAG, day_vars
 from orchestration.defs.dbt.project import (
     clean_invocations,
@@ -106,7 +112,8 @@ def unregistered_excludes(context: dg.AssetExecutionContext, tidemark: TidemarkR
 
 def build_args(context: dg.AssetExecutionContext, tidemark: TidemarkResource) -> list[str]:
     """``dbt build`` of the step's selection, without unit tests, the sources not registered
-    here (:func:`unregistered_excludes`) and the nodes new since the definitions were loaded.
+    here (:func:`unregistered_excludes`), the whole-history tests the step did not select
+    (:func:`full_history_excludes`) and the nodes new since the definitions were loaded.
 
     dbt parses the project's files again when it starts: a model, or a ``_mydb__sources.yml``
     (``tidemark contracts init mydb``), saved after this code location loaded its manifest is
@@ -116,7 +123,8 @@ def build_args(context: dg.AssetExecutionContext, tidemark: TidemarkResource) ->
     manifest: :func:`run_dbt`) leaves them to the next load of the definitions.
     """
     # one --exclude of space-separated values: dagster-dbt takes the flag's values apart
-    excluded = ["test_type:unit", "state:new", *unregistered_excludes(context, tidemark)]
+    excluded = ["test_type:unit", "state:new", *unregistered_excludes(context, tidemark),
+                *full_history_excludes(context.selected_asset_check_keys, FULL_HISTORY)]
     return ["build", "--exclude", " ".join(excluded)]
 
 
@@ -151,6 +159,11 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
                             "TIDEMARK_DBT_MAX_DATE": dbt_vars["max_date"]})
+
+
+#: Checks of the dbt tests tagged ``full_history`` (:mod:`orchestration.defs.dbt.full_history`):
+#: out of the builds unless a run selects them.
+FULL_HISTORY = tagged_check_keys([dbt_unpartitioned, dbt_daily_marts], tagged_tests(MANIFEST))
 
 
 def daily_mart_keys() -> list[dg.AssetKey]:

@@ -1,19 +1,30 @@
 """dbt in Dagster: the model assets, their checks, jobs, schedules and sensors (mart freshness,
-closed days)."""
+closed days, the project's parse)."""
 
 import dagster as dg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts, dbt_unpartitioned
 from orchestration.defs.dbt.checks import dbt_source_freshness, mart_freshness
 from orchestration.defs.dbt.closure import closed_days_sensor
-from orchestration.defs.dbt.jobs import daily_marts_job, nightly_batch_job, source_freshness_job
-from orchestration.defs.dbt.schedules import nightly_batch_schedule, source_freshness_schedule
+from orchestration.defs.dbt.jobs import (
+    PARSE_CHECK,
+    PARSE_SENSOR,
+    daily_marts_job,
+    nightly_batch_job,
+    source_freshness_job,
+)
+from orchestration.defs.dbt.schedules import (
+    FULL_HISTORY_JOBS,
+    FULL_HISTORY_SCHEDULES,
+    nightly_batch_schedule,
+    source_freshness_schedule,
+)
 from orchestration.defs.dbt.sensors import mart_freshness_sensor_def
 
 defs = dg.Definitions(
     assets=[dbt_unpartitioned, dbt_daily_marts],
-    asset_checks=[dbt_source_freshness, *mart_freshness],
-    jobs=[nightly_batch_job, daily_marts_job, source_freshness_job],
-    schedules=[nightly_batch_schedule, source_freshness_schedule],
-    sensors=[mart_freshness_sensor_def, closed_days_sensor],
+    asset_checks=[dbt_source_freshness, *mart_freshness, PARSE_CHECK],
+    jobs=[nightly_batch_job, daily_marts_job, source_freshness_job, *FULL_HISTORY_JOBS],
+    schedules=[nightly_batch_schedule, source_freshness_schedule, *FULL_HISTORY_SCHEDULES],
+    sensors=[mart_freshness_sensor_def, closed_days_sensor, PARSE_SENSOR],
 )
