@@ -169,6 +169,7 @@ class ProgressTracker:
             with self.lock:
                 self.dirty.update(self.active)
             self._report(force=True)
+
     def start(self, table: str) -> None:
         """A table's copy begins."""
         with self.lock:
