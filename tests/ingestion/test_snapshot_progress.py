@@ -39,13 +39,13 @@ def test_status_says_running_while_a_table_builds_its_indexes(pair: Pair,
     """A table passes no row on while its indexes build (74 s for 18M rows at 10x); after
     ``STALE_S`` without progress, ``ingest status`` called the running snapshot interrupted
     (the process died). The tracker now reports its tables while they run."""
-    monkeypatch.setattr(progress, "STALE_S", 0.6)
+    monkeypatch.setattr(progress, "STALE_S", 2.0)  # a heartbeat every 0.33 s
     tracker = ProgressTracker(pair.land, pair.source, 1, [("big", 1000)])
     try:
         tracker.start("big")
         tracker.add("big", 1000)
         tracker.copied("big")
-        time.sleep(1.5)  # the index builds: no row for longer than STALE_S
+        time.sleep(4.5)  # the index builds: no row for longer than STALE_S
         with psycopg.connect(pair.land, autocommit=True) as conn:
             shown = read_progress(conn, pair.source)
         assert shown is not None
