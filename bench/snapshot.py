@@ -18,11 +18,22 @@ one before it. Server CPU is reported whole and as user and system time.
 Usage::
 
     python bench/snapshot.py [--rows 2000000] [--repeat 1] [--workers N]
-        [--source-setting statement_timeout=1s ...]
+        [--source-setting statement_timeout=1s ...] [--landing-defaults]
+        [--server-setting log_temp_files=0 ...] [--server-log PATH]
 
 ``--source-setting NAME=VALUE`` (repeatable) is set on the source database (``ALTER DATABASE
 ... SET``) for each Tidemark run only, as a careful DBA might: the snapshot must not be cut
 short by ``statement_timeout``, ``transaction_timeout`` or ``idle_in_transaction_session_timeout``.
+
+``--landing-defaults`` runs the bench server at PostgreSQL's defaults for the settings the
+project's embedded server raises (:data:`LANDING_DEFAULTS`: ``shared_buffers`` 128 MB,
+``work_mem`` 4 MB, ``maintenance_work_mem`` 64 MB, ``max_wal_size`` 1 GB), as a user's landing
+server is. ``--server-setting NAME=VALUE`` (repeatable) adds any other ``postgresql.conf``
+setting (``log_temp_files=0``, ``log_checkpoints=on``, ``log_min_messages=log``, ...);
+``--server-log PATH`` keeps the server's log there. Each Tidemark run also reports what a user
+at scale would look at: temporary files written by its landing database (sorts and hashes
+that spilled), checkpoints requested (``max_wal_size`` reached) and timed, the landing
+database's size, and this process's peak memory (``ru_maxrss``).
 
 The last line is JSON: ``{"bench": "snapshot", "rows": N, "snapshot_rows_per_s": ...,
 "raw_copy_rows_per_s": ..., "ratio": ...}``.
@@ -35,8 +46,11 @@ import contextlib
 import json
 import logging
 import os
+import resource
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +62,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from bench.cdc_common import bench_server
+from bench.cdc_common import bench_cluster
 from ingestion.copypipe import Sink, pipe_copy
 
 OUTBOX = """
@@ -64,6 +78,10 @@ create table app_events (
 );
 alter table app_events replica identity full;
 """
+
+# PostgreSQL's own defaults for what tidemark.stack.embedded.BASE_CONF raises: a user's landing.
+LANDING_DEFAULTS = {"shared_buffers": "128MB", "work_mem": "4MB", "maintenance_work_mem": "64MB",
+                    "max_wal_size": "1GB"}
 
 # 10 % of the rows repeat the event id of the row before them (a redelivery).
 FILL_OUTBOX = """
@@ -224,7 +242,15 @@ def main() -> None:
                              "half the cores)")
     parser.add_argument("--source-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="ALTER DATABASE src SET NAME = VALUE during each Tidemark run")
+    parser.add_argument("--landing-defaults", action="store_true",
+                        help="the server at PostgreSQL's defaults (LANDING_DEFAULTS)")
+    parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a postgresql.conf setting of the bench server")
+    parser.add_argument("--server-log", type=Path, default=None, metavar="PATH",
+                        help="copy the bench server's log there at the end")
     args = parser.parse_args()
+    conf = {**(LANDING_DEFAULTS if args.landing_defaults else {}),
+            **dict(item.split("=", 1) for item in args.server_setting)}
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("tidemark.ingestion").setLevel(logging.INFO)
     if args.workers:
@@ -233,7 +259,7 @@ def main() -> None:
     from contracts import load_contracts
     from ingestion.snapshot import snapshot_workers
 
-    with bench_server() as (src, land):
+    with bench_cluster(conf) as (src, land, server):
         t = time.monotonic()
         counts = build_source(src, args.rows)
         total = sum(counts.values())
@@ -243,6 +269,7 @@ def main() -> None:
         runs: list[float] = []
         meter = CpuMeter(src)
         cpu: dict[str, list] = {"raw": [], "snapshot": []}
+        scale: list[dict] = []
         for rep in range(args.repeat):
             settle(src, land)
             meter.start()
@@ -254,19 +281,23 @@ def main() -> None:
             target = fresh_landing(land, rep)
             last: list = []
             t = time.monotonic()
+            before = server_counters(target)
             meter.start()
-            with source_settings(src, args.source_setting):
+            with source_settings(src, args.source_setting), status_sampler(target) as shown:
                 stats = ingestion.catch_up(src, target, "shop", contracts=load_contracts(),
-                                           timeout_s=3600, on_progress=last.append)
+                                           timeout_s=3600,
+                                           on_progress=lambda p, out=last: out.append(frozen(p)))
             runs.append(time.monotonic() - t)
             cpu["snapshot"].append(meter.stop())
-            copy_s = last[-1].elapsed_s if last else runs[-1]
+            scale.append({**at_scale(target, before), "eta": eta_check(last, runs[-1]),
+                          "status": status_check(shown, runs[-1])})
+            copy_s = last[-1]["elapsed_s"] if last else runs[-1]
             print(f"tidemark catch_up: {stats.snapshot_rows:,} rows in {runs[-1]:.2f} s "
                   f"(snapshot copy {copy_s:.2f} s, workers {snapshot_workers()}); cpu "
                   f"{cpu['snapshot'][-1]}", flush=True)
             checked = check_landing(target, counts)
             print(f"landing equals source; {checked['duplicates']:,} duplicate events dropped, "
-                  f"{checked['dead_letters']} dead letters", flush=True)
+                  f"{checked['dead_letters']} dead letters; {scale[-1]}", flush=True)
         settle(src, land)
         meter.start()
         raws.append(raw_copy(src, land, sorted(counts)))
@@ -281,8 +312,95 @@ def main() -> None:
                   "snapshot_runs": [round(r, 2) for r in runs],
                   "raw_runs": [round(r, 2) for r in raws],
                   "duplicates": checked["duplicates"], "workers": snapshot_workers(),
-                  "cpu_s": cpu}
+                  "cpu_s": cpu, "at_scale": scale,
+                  "server": {k: conf[k] for k in sorted(conf)}}
+        if args.server_log is not None:
+            shutil.copyfile(server.log_file, args.server_log)
         print(json.dumps(result))
+
+
+def eta_check(reports: list, wall: float) -> list[list[float]]:
+    """[elapsed s, ETA shown, seconds actually left] at the first progress report past each
+    quarter of the rows: how well the ETA a user sees predicted the end of the run."""
+    out: list[list[float]] = []
+    for quarter in (0.25, 0.5, 0.75, 1.0):
+        seen = next((p for p in reports if p["rows_estimate"] and not p["done"]
+                     and p["rows"] >= quarter * p["rows_estimate"]), None)
+        if seen is not None:
+            out.append([seen["elapsed_s"], seen["eta_s"], round(wall - seen["elapsed_s"], 1)])
+    return out
+
+
+@contextlib.contextmanager
+def status_sampler(land: str, every_s: float = 2.0) -> Iterator[list[tuple[float, dict]]]:
+    """Sample what ``tidemark ingest status`` shows of the snapshot every ``every_s`` seconds
+    during the block; yields the (seconds since the start, shown) list."""
+    from ingestion.progress import read_progress
+
+    samples: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        started = time.monotonic()
+        with psycopg.connect(land, autocommit=True) as conn:
+            while not stop.wait(every_s):
+                with contextlib.suppress(psycopg.Error):
+                    shown = read_progress(conn, "shop")
+                    if shown is not None:
+                        samples.append((time.monotonic() - started, shown))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def status_check(samples: list[tuple[float, dict]], wall: float) -> list[list]:
+    """[seconds in, state, ETA shown, seconds actually left] of the status samples, thinned to
+    about ten."""
+    step = max(1, len(samples) // 10)
+    return [[round(t, 1), s["state"], s["eta_s"], round(wall - t, 1)]
+            for t, s in samples[::step]]
+
+
+def frozen(progress: object) -> dict:
+    """A progress report as it was when made (its elapsed time and ETA are computed when read)."""
+    return progress.as_dict()
+
+
+def server_counters(land: str) -> dict[str, int]:
+    """The counters :func:`at_scale` reports, as they stand now."""
+    with psycopg.connect(land) as conn:
+        conn.execute("select pg_stat_clear_snapshot()")
+        temp = conn.execute("select temp_files, temp_bytes from pg_stat_database where"
+                            " datname = current_database()").fetchone()
+        if conn.info.server_version >= 170000:
+            ckpt = conn.execute("select num_requested, num_timed from pg_stat_checkpointer"
+                                ).fetchone()
+        else:
+            ckpt = conn.execute("select checkpoints_req, checkpoints_timed from"
+                                " pg_stat_bgwriter").fetchone()
+    return {"temp_files": temp[0], "temp_bytes": temp[1], "checkpoints_requested": ckpt[0],
+            "checkpoints_timed": ckpt[1]}
+
+
+def at_scale(land: str, before: dict[str, int]) -> dict[str, float]:
+    """What a Tidemark run cost beyond time: its landing database's temporary files (sorts and
+    hashes that spilled past ``work_mem`` / ``maintenance_work_mem``), the checkpoints the
+    server took meanwhile (requested = ``max_wal_size`` reached), the landing database's size
+    and this process's peak resident memory (``ru_maxrss``, the whole bench so far)."""
+    time.sleep(0.6)  # the backends' stats reach the shared counters when they exit
+    after = server_counters(land)
+    with psycopg.connect(land) as conn:
+        size = conn.execute("select pg_database_size(current_database())").fetchone()[0]
+    out: dict[str, float] = {k: after[k] - before[k] for k in after}
+    out["temp_mb"] = round(out.pop("temp_bytes") / 2**20, 1)
+    out["landing_db_mb"] = round(size / 2**20, 1)
+    out["maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
 
 
 @contextlib.contextmanager

@@ -292,11 +292,13 @@ class _StagedInfo(TableInfo):
 
 
 def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Connection, job: Job,
-                stg: Staging, on_rows: Callable[[int], None] | None = None) -> None:
+                stg: Staging, on_rows: Callable[[int], None] | None = None,
+                on_copied: Callable[[], None] | None = None) -> None:
     """Load one table into its staging mirror and changelog, check it, build the indexes.
 
     ``m`` and ``c`` are two landing connections (the two loads run in separate backends);
-    the staging tables exist already (:func:`stage_tables`, committed). Each step commits.
+    the staging tables exist already (:func:`stage_tables`, committed). Each step commits;
+    ``on_copied`` is called when the rows are in, before the checks.
     """
     info = job.info
     mt, ct = stg.ident("m"), stg.ident("c")
@@ -311,6 +313,8 @@ def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Conne
         c.execute(statement)
     c.commit()
     job.timings["copy"] = time.monotonic() - t
+    if on_copied is not None:
+        on_copied()
     if job.contract is not None:
         t = time.monotonic()
         _check_staged(m, c, job, stg)
@@ -417,15 +421,15 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
 
 
 def build_indexes(conn: psycopg.Connection, statements: list[sql.Composable],
-                  table: sql.Identifier | None = None, workers: int | None = None) -> None:
+                  table: sql.Identifier | None = None,
+                  settings: dict[str, str] | None = None) -> None:
     """Rebuild the dropped indexes; with ``table``, refresh its planner statistics too.
 
-    ``workers`` caps the parallel workers of each build
-    (``max_parallel_maintenance_workers``); None keeps the server's setting.
+    ``settings`` (name: value) hold for the builds' transaction only (``SET LOCAL``), e.g. the
+    parallel workers and the sort memory of each build.
     """
-    if workers is not None:
-        conn.execute(sql.SQL("set local max_parallel_maintenance_workers = {}").format(
-            sql.Literal(workers)))
+    for name, value in (settings or {}).items():
+        conn.execute("select set_config(%s, %s, true)", (name, value))
     for statement in statements:
         conn.execute(statement)
     conn.commit()

@@ -58,6 +58,10 @@ from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
 
+INDEX_ROW_BYTES = 64
+INDEX_MEMORY_CAP_MB = 1024
+
+
 def snapshot_workers() -> int:
     """Tables copied at once: ``TIDEMARK_SNAPSHOT_WORKERS``, else half the cores (2 to 4).
 
@@ -84,6 +88,44 @@ def index_build_workers() -> int | None:
     if raw.isdigit():
         return int(raw)
     return 0 if (os.cpu_count() or 2) <= 4 else None
+
+
+def index_build_memory_mb(rows: int) -> int:
+    """Sort memory (MB) that keeps one index build of a ``rows``-row table in memory, capped.
+
+    A btree build sorts one entry per row: a 24-byte sort slot plus the index tuple (16 bytes
+    for an ``int`` key, 24 for the changelog's ``(_commit_lsn, _seq)``), with the slot array's
+    growth on top (``trace_sort``: 41 and 49 bytes a row at 1M rows, 52 and 54 at 18M).
+    :data:`INDEX_ROW_BYTES` leaves room for wider keys. The cap,
+    ``TIDEMARK_SNAPSHOT_INDEX_MEMORY_MB`` (default :data:`INDEX_MEMORY_CAP_MB`; 0 keeps the
+    server's setting), bounds what one build may take: 1 GB sorts an 18M-row table's indexes
+    in memory, and a table builds its two at once (2 GB at most, held for the builds only),
+    next to the other tables' (``TIDEMARK_SNAPSHOT_WORKERS``), which are seldom as large.
+    """
+    raw = os.environ.get("TIDEMARK_SNAPSHOT_INDEX_MEMORY_MB", "").strip()
+    cap = int(raw) if raw.isdigit() else INDEX_MEMORY_CAP_MB
+    return min(cap, -(-rows * INDEX_ROW_BYTES // 2**20))
+
+
+def index_build_settings(conn: psycopg.Connection, rows: int) -> dict[str, str]:
+    """``SET LOCAL`` settings of a staged table's index builds (:func:`build_indexes`).
+
+    ``max_parallel_maintenance_workers`` from :func:`index_build_workers`;
+    ``maintenance_work_mem`` raised to :func:`index_build_memory_mb` where the server's is
+    lower, never lowered. At the server default (64 MB) a build of more than ~1.2M rows sorts
+    on disk: the 18M-row table's two builds wrote 344 and 482 MB of temporary files and took
+    22-26 % more CPU than in memory (0.91 and 0.95 GB); bench/RESULTS.md, s36.
+    """
+    settings = {}
+    workers = index_build_workers()
+    if workers is not None:
+        settings["max_parallel_maintenance_workers"] = str(workers)
+    server_kb = int(conn.execute("select setting from pg_settings"
+                                 " where name = 'maintenance_work_mem'").fetchone()[0])
+    wanted = index_build_memory_mb(rows)
+    if wanted * 1024 > server_kb:
+        settings["maintenance_work_mem"] = f"{wanted}MB"
+    return settings
 
 
 def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, *,
@@ -351,7 +393,8 @@ def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
     c = psycopg.connect(task.landing_dsn)
     try:
         tracker.start(name)
-        copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n))
+        copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n),
+                    lambda: tracker.copied(name))
         src.close()
         _stage_watermark(m, job, stg)
         rebuild_m, rebuild_c = job.rebuild
@@ -360,9 +403,9 @@ def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-index") as side:
             # The mirror is analyzed for the queries built on it; the append-only changelog is
             # left to autovacuum.
-            workers = index_build_workers()
-            other = side.submit(build_indexes, c, rebuild_c, None, workers)
-            build_indexes(m, rebuild_m, stg.ident("m"), workers)
+            settings = index_build_settings(m, job.result.rows)
+            other = side.submit(build_indexes, c, rebuild_c, None, settings)
+            build_indexes(m, rebuild_m, stg.ident("m"), settings)
             other.result()
         job.timings["index"] = time.monotonic() - started
         tracker.finish(name, job.result.rows)

@@ -208,7 +208,9 @@ def _show_status(payload: dict[str, Any]) -> None:
         columns = ["table", "watermark", "delay_s", "state", "late_rows"]
         emit_table(f"watermarks ({name})", columns, [[m[c] for c in columns] for m in marks])
     if snap is not None:
-        eta = f", ETA {snap['eta_s']:.0f} s" if snap.get("eta_s") is not None else ""
+        eta = f", copy ETA {snap['eta_s']:.0f} s" if snap.get("eta_s") is not None else ""
+        if snap.get("finishing") and snap.get("eta_s") is None:
+            eta = f", finishing (checks, indexes) {', '.join(snap['finishing'])}"
         estimate = f" of ~{snap['rows_estimate']:,}" if snap.get("rows_estimate") else ""
         console.print(f"snapshot {snap['state']}: {snap['tables_done']}/{snap['tables_total']} "
                       f"tables, {snap['rows']:,}{estimate} rows, {snap['rows_per_s']:,.0f} "

@@ -49,7 +49,8 @@ class SnapshotDisplay:
             fields = {"source": p.source, "tables": f"{p.tables_done}/{p.tables_total}",
                       "rows": f"{p.rows:,}" + (f"/{p.rows_estimate:,}" if p.rows_estimate
                                                else ""),
-                      "rate": f"{p.rows_per_s:,.0f}", "eta": _eta(p.eta_s)}
+                      "rate": f"{p.rows_per_s:,.0f}",
+                      "eta": "finishing" if p.copied and not p.done else _eta(p.eta_s)}
             total = max(p.rows_estimate or 0, p.rows, 1)
             if task is None:
                 task = self.tasks[p.source] = self.progress.add_task(p.source, total=total,
