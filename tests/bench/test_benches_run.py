@@ -52,6 +52,8 @@ RUNS = [
     ("tick_lock.py", ["--rows", "5000", "--ticks", "3"], "tick_ms_median"),
     ("verify_ddl_wait.py", ["--rows", "5000", "--hold", "1"], "held"),
     ("freshness.py", ["--rate", "200", "--seconds", "3", "--seed-orders", "200"], "p99_ms"),
+    ("full_history_tests.py", ["--days", "2", "--orders-per-day", "200", "--repeat", "1"],
+     "saved_sql_s"),
 ]
 CALLGRIND = [
     ("ivm_contention_cost.py", ["--mix", "tx", "--warmup", "5", "--transactions", "10"],
