@@ -230,6 +230,12 @@ def sends_generated(conn: psycopg.Connection, publication: str | None = None) ->
     return generated
 
 
+def is_partitioned(conn: psycopg.Connection, relid: int) -> bool:
+    """Whether a source table is partitioned (its rows are its partitions')."""
+    row = conn.execute("select relkind = 'p' from pg_class where oid = %s", (relid,)).fetchone()
+    return bool(row and row[0])
+
+
 def published_tables(conn: psycopg.Connection, publication: str) -> list[tuple[int, str, str]]:
     """(oid, schema, table) of every table in the publication."""
     return [tuple(r) for r in conn.execute(

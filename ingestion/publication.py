@@ -7,6 +7,12 @@ application, so the publication lists tables one by one (never ``FOR TABLES IN S
 ``FOR ALL TABLES``) and leaves such tables out; they are reported with the statement that fixes
 them. Tables created later in a selected schema are added when the publication is synced again
 (at every start of ingestion and between transactions while it runs).
+
+A partitioned table is one table (PostgreSQL 13+): the publication lists its root and is made
+``with (publish_via_partition_root = true)``, so its partitions' changes (those attached later
+too) arrive under the root's name and land in one mirror; the partitions themselves are never
+listed. On PostgreSQL 12, which has no such option, the partitions are published (and land) one
+by one, as before.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
-from ingestion.names import landing_table_name
+from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, landing_table_name
 from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -71,6 +77,12 @@ class SourceTable:
         has_identity_index: whether an index is marked as its replica identity.
         unlogged: whether it is an unlogged table (never replicated by PostgreSQL).
         has_columns: whether it has a column (``create table t ()`` has none: nothing to land).
+        partitioned: a partitioned table (published as its root, PostgreSQL 13+).
+        bad_partition: a partition (``schema.table``) of a partitioned table that PostgreSQL
+            could not identify rows of in UPDATE and DELETE, with what it lacks (``UNLOGGED``,
+            ``REPLICA IDENTITY NOTHING``, no key): the whole table is left out then.
+        partition_of: the root (``schema.table``) of a partition whose root is not selected
+            (a partition whose root is selected is not listed at all).
         clash: another selected table (``schema.table``) with the same landing table name
             (``public."a__b"`` and ``a.b`` are both ``a__b``), which keeps the name: the one
             already published, else the first in schema and name order.
@@ -84,6 +96,9 @@ class SourceTable:
     has_identity_index: bool
     unlogged: bool
     has_columns: bool = True
+    partitioned: bool = False
+    bad_partition: str | None = None
+    partition_of: str | None = None
     clash: str | None = None
 
     @property
@@ -99,7 +114,8 @@ class SourceTable:
     @property
     def publishable(self) -> bool:
         """Whether publishing the table leaves the source application's writes working."""
-        if self.unlogged or self.clash or not self.has_columns:
+        if self.unlogged or self.clash or not self.has_columns or self.partition_of or \
+                self.bad_partition:
             return False
         return self.identity == "f" or (self.identity == "d" and self.has_key) or (
             self.identity == "i" and self.has_identity_index)
@@ -111,6 +127,17 @@ class SourceTable:
             return (f"{self.qualified} would land as {self.landing_name!r}, the landing "
                     f"table of {self.clash}: rename one of them on the source, or leave one "
                     f"out of the selection (--tables)")
+        if self.partition_of:
+            return (f"{self.qualified} is a partition of {self.partition_of}, which is not "
+                    f"selected: a partitioned table lands as one table, with every partition; "
+                    f"select {self.partition_of} (or its schema) instead")
+        if self.bad_partition:
+            leaf, lacks = self.bad_partition.split(" ", 1)
+            return (f"{self.qualified} is partitioned and its partition {leaf} {lacks}, so "
+                    f"PostgreSQL could not replicate its updates and deletes: give it a "
+                    f"primary key (on {self.qualified}), or run  alter table "
+                    f"{sql.Identifier(*leaf.split('.', 1)).as_string()} replica identity full;"
+                    f"  (for every such partition)")
         if not self.has_columns:
             return (f"{self.qualified} has no columns: nothing to replicate (it is picked up "
                     f"once it has one)")
@@ -120,8 +147,10 @@ class SourceTable:
         if self.identity == "n":
             return (f"{self.qualified} has REPLICA IDENTITY NOTHING: "
                     f"alter table {ident} replica identity full;  (or default, with a key)")
+        each = ("  (and the same for each of its partitions: a partitioned table is "
+                "published whole)" if self.partitioned else "")
         return (f"{self.qualified} has no primary key or replica identity: add a primary key, "
-                f"or run  alter table {ident} replica identity full;")
+                f"or run  alter table {ident} replica identity full;{each}")
 
 
 @dataclass
@@ -139,6 +168,9 @@ class PublicationReport:
             schemas; it is then used as it is.
         pending: changes the sync had no right to make (with the statements to run).
         denied: PostgreSQL's message when it refused one, with the grant it needs.
+        within_root: partitions removed by this sync because their root is published now
+            (``schema.table`` → the root's ``schema.table``): their landing tables, made by
+            an older Tidemark, no longer change.
     """
 
     publication: str
@@ -150,6 +182,7 @@ class PublicationReport:
     managed: bool = True
     pending: list[str] = field(default_factory=list)
     denied: str = ""
+    within_root: dict[str, str] = field(default_factory=dict)
 
 
 _CATALOG = """
@@ -157,11 +190,31 @@ _CATALOG = """
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary),
         exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisreplident),
         c.relpersistence = 'u', exists (select 1 from pg_attribute a where a.attrelid = c.oid
-            and a.attnum > 0 and not a.attisdropped)
+            and a.attnum > 0 and not a.attisdropped), {partitions}
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.relkind = 'r' and c.relpersistence <> 't' and {}
+    where c.relkind in ({kinds}) and c.relpersistence <> 't' and {where}
     order by n.nspname, c.relname
 """
+_PARTITIONS = """c.relkind = 'p',
+        (select ln.nspname || '.' || l.relname || ' ' || case
+            when l.relkind <> 'r' then 'is not a table (a foreign table)'
+            when l.relpersistence = 'u' then 'is UNLOGGED'
+            when l.relreplident = 'n' then 'has REPLICA IDENTITY NOTHING'
+            else 'has no primary key or replica identity' end
+         from pg_partition_tree(c.oid) t join pg_class l on l.oid = t.relid
+         join pg_namespace ln on ln.oid = l.relnamespace
+         where c.relkind = 'p' and t.isleaf and not (l.relkind = 'r'
+            and l.relpersistence <> 'u' and (l.relreplident = 'f'
+            or (l.relreplident = 'd' and exists (select 1 from pg_index i
+                where i.indrelid = l.oid and i.indisprimary))
+            or (l.relreplident = 'i' and exists (select 1 from pg_index i
+                where i.indrelid = l.oid and i.indisreplident))))
+         order by 1 limit 1),
+        case when c.relispartition then (select rn.nspname || '.' || r.relname
+            from pg_class r join pg_namespace rn on rn.oid = r.relnamespace
+            where r.oid = pg_partition_root(c.oid)) end,
+        case when c.relispartition then pg_partition_root(c.oid)::int end"""
+_NO_PARTITIONS = "false, null::text, null::text, null::int"
 
 
 def selected_tables(conn: psycopg.Connection, selection: Selection,
@@ -185,14 +238,21 @@ def selected_tables(conn: psycopg.Connection, selection: Selection,
     else:
         where = sql.SQL("n.nspname = any(%s)")
         params = (list(selection.schemas),)
-    rows = conn.execute(sql.SQL(_CATALOG).format(where), params).fetchall()
-    found_tables = [SourceTable(*row) for row in rows]
+    roots = source_capabilities(conn).partition_root
+    rows = conn.execute(sql.SQL(_CATALOG).format(
+        partitions=sql.SQL(_PARTITIONS if roots else _NO_PARTITIONS),
+        kinds=sql.SQL("'r', 'p'" if roots else "'r'"), where=where), params).fetchall()
+    oids = {row[0] for row in rows}
+    # A partition (leaf or sub-partitioned) lands within its root: listed only when its root
+    # is not selected, to say so.
+    found_tables = [SourceTable(*row[:-1]) for row in rows if row[-1] is None
+                    or row[-1] not in oids]
     owners: dict[str, str] = {}
     for table in sorted(found_tables, key=lambda t: t.oid not in keep):  # stable sort
         owners.setdefault(table.landing_name, table.qualified)
     tables = [t if (owner := owners[t.landing_name]) == t.qualified else replace(t, clash=owner)
               for t in found_tables]
-    found = {t.qualified for t in tables}
+    found = {f"{row[1]}.{row[2]}" for row in rows}
     missing = [t for t in (selection.tables or ()) if t not in found]
     return tables, missing
 
@@ -271,9 +331,13 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             statement = sql.SQL("create publication {}").format(sql.Identifier(publication))
             if wanted:
                 statement = sql.SQL("{} for table {}").format(statement, _idents(wanted))
-            if source_capabilities(conn).generated_columns:
-                statement = sql.SQL("{} with (publish_generated_columns = stored)").format(
-                    statement)
+            options = [option for option, on in (
+                ("publish_via_partition_root = true", source_capabilities(conn).partition_root),
+                ("publish_generated_columns = stored",
+                 source_capabilities(conn).generated_columns)) if on]
+            if options:
+                statement = sql.SQL("{} with ({})").format(statement,
+                                                           sql.SQL(", ".join(options)))
             if not _run(conn, statement, report):
                 if must_exist:
                     raise SetupError(_cannot_create(conn, publication, wanted, report))
@@ -282,6 +346,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             report.published = [t.qualified for t in wanted]
             return report
         _publish_generated(conn, publication, report)
+        _publish_via_root(conn, publication, report)
         have = current[1]
         add = [t for t in wanted if t.oid not in have]
         wanted_oids = {t.oid for t in wanted}
@@ -295,6 +360,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
                     sql.Identifier(publication),
                     sql.SQL(", ").join(sql.Identifier(s, t) for s, t in names)), report):
                 report.removed = sorted(drop.values())
+                report.within_root = _within_root(conn, list(drop), wanted)
         now = _published(conn, publication)
         report.published = sorted(now[1].values()) if now else []
     return report
@@ -331,6 +397,31 @@ def _publish_generated(conn: psycopg.Connection, publication: str,
                            ).format(sql.Identifier(publication)), report)
 
 
+def _publish_via_root(conn: psycopg.Connection, publication: str,
+                      report: PublicationReport) -> None:
+    """Have a publication made before Tidemark asked for it (an older Tidemark, a DBA) send a
+    partitioned table's changes as its root's (PostgreSQL 13+), as the selection lists roots."""
+    if source_capabilities(conn).partition_root and not conn.execute(
+            "select pubviaroot from pg_publication where pubname = %s",
+            (publication,)).fetchone()[0]:
+        _run(conn, sql.SQL("alter publication {} set (publish_via_partition_root = true)"
+                           ).format(sql.Identifier(publication)), report)
+
+
+def _within_root(conn: psycopg.Connection, dropped: list[int], wanted: list[SourceTable]
+                 ) -> dict[str, str]:
+    """Of the tables just dropped from the publication, the partitions whose root it lists
+    now (an older Tidemark published them one by one): ``schema.table`` → the root's."""
+    roots = {t.oid: t.qualified for t in wanted if t.partitioned}
+    if not roots or not dropped:
+        return {}
+    rows = conn.execute("select c.oid::int, n.nspname || '.' || c.relname,"
+                        " pg_partition_root(c.oid)::int from pg_class c join pg_namespace n"
+                        " on n.oid = c.relnamespace where c.oid = any(%s) and c.relispartition",
+                        (dropped,)).fetchall()
+    return {name: roots[root] for _, name, root in rows if root in roots}
+
+
 def _run(conn: psycopg.Connection, statement: sql.Composable, report: PublicationReport) -> bool:
     """Run a publication statement; without the rights, keep it in ``report.pending``."""
     try:
@@ -347,6 +438,23 @@ def _run(conn: psycopg.Connection, statement: sql.Composable, report: Publicatio
         return False
 
 
+def within_root_advice(source: str, partition: str, root: str) -> str:
+    """What became of a partition's landing tables, made by an older Tidemark, once its root
+    is published (``schema.table`` names), and how to remove them."""
+    old = landing_table_name(*partition.split(".", 1))
+    new = landing_table_name(*root.split(".", 1))
+    drop = sql.SQL("drop table {}, {}; delete from tidemark.replicated_tables where source = {}"
+                   " and table_name = {};").format(
+        sql.Identifier(source, old), sql.Identifier(CHANGELOG_SCHEMA,
+                                                    changelog_table_name(source, old)),
+        sql.Literal(source), sql.Literal(old)).as_string()
+    return (f"partition {partition} now lands within its partitioned table {root}, as one "
+            f"table {source}.{new} (PostgreSQL 13+, publish_via_partition_root); the landing "
+            f"tables an older Tidemark made for the partition no longer change: point live "
+            f"views and dbt models at {source}.{new}, then, with ingestion stopped, run on "
+            f"landing: {drop}")
+
+
 def log_report(source: str, report: PublicationReport) -> None:
     """Log what a sync did and every table left out (once per sync)."""
     if report.added:
@@ -355,6 +463,8 @@ def log_report(source: str, report: PublicationReport) -> None:
     if report.removed:
         log.warning("source %s: removed from publication %s (no longer selected or no longer "
                     "publishable): %s", source, report.publication, ", ".join(report.removed))
+    for part, root in sorted(report.within_root.items()):
+        log.warning("source %s: %s", source, within_root_advice(source, part, root))
     for table in report.unpublishable:
         log.warning("source %s: not replicated: %s", source, table.advice())
     for name in report.missing:

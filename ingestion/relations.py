@@ -49,6 +49,7 @@ from ingestion.tables import (
     table_versions,
     widen_column,
 )
+from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -93,6 +94,7 @@ class RelationTracker:
         self.by_oid: dict[int, TableInfo] = {}
         self.messages: dict[int, Relation] = {}
         self.resync_wanted: set[str] = set()
+        self._routed: dict[int, bool] = {}
         self._versions: dict[str, tuple[int, bool]] = {}
         applier.pause_hook = self._pause_from_applier
 
@@ -198,20 +200,25 @@ class RelationTracker:
         """The landing table of a stream relation OID."""
         return self.by_oid[relid]
 
-    def on_relation(self, rel: Relation, lsn: int | None) -> TableInfo:
+    def on_relation(self, rel: Relation, lsn: int | None) -> TableInfo | None:
         """Handle a Relation message: map it, create or alter landing tables, or pause.
 
         Args:
             rel: the message.
             lsn: where it takes effect: the commit LSN of the source transaction it came in
                 (pgoutput sends Relation messages without an LSN of their own).
+
+        Returns:
+            The table, or None for a partition published within its root (no landing table).
         """
+        name = landing_table_name(rel.namespace, rel.name)
+        info = self.applier.tables.get(name)
+        if info is None and self._within_root(rel.oid):
+            return None
         self.messages[rel.oid] = rel
         self.applier.begin()
         if lsn is None and self.applier.txn is not None:
             lsn = self.applier.txn.commit_lsn
-        name = landing_table_name(rel.namespace, rel.name)
-        info = self.applier.tables.get(name)
         if info is not None and lsn is not None and lsn < info.snapshot_lsn:
             # A shape from before the table's resync snapshot: its changes go to the
             # changelog only, mapped onto the current columns; nothing to follow.
@@ -366,6 +373,19 @@ class RelationTracker:
         record_schema_change(self.applier.conn, self.source, info.name,
                              lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
                              "paused")
+
+    def _within_root(self, oid: int) -> bool:
+        """Whether a relation is a partition the publication sends within its root
+        (``publish_via_partition_root``, PostgreSQL 13+): pgoutput sends the partition's
+        Relation message beside the root's, but every change under the root's OID."""
+        if oid not in self._routed:
+            row = self.source_conn.execute(
+                "select c.relispartition and p.pubviaroot from pg_class c, pg_publication p"
+                " where c.oid = %s and p.pubname = %s",
+                (oid, publication_name(self.source))).fetchone() \
+                if source_capabilities(self.source_conn).partition_root else None
+            self._routed[oid] = bool(row and row[0])
+        return self._routed[oid]
 
     def _unreadable(self, info: TableInfo) -> str | None:
         """Why the source role cannot copy the table whole (:func:`copy_blocker`), or None."""

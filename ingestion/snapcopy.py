@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingestion.catalog import USER_TYPE_OID
+from ingestion.catalog import USER_TYPE_OID, is_partitioned
 from ingestion.copypipe import Sink, pipe_copy
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
@@ -110,11 +110,14 @@ def wants_binary(info: TableInfo, same_major: bool) -> bool:
     return same_major and all(c.type_oid < USER_TYPE_OID for c in info.columns)
 
 
-def copy_out_statement(info: TableInfo, binary: bool) -> sql.Composed:
-    """``COPY (select <columns> from only <table>) TO STDOUT`` of a source table."""
+def copy_out_statement(info: TableInfo, binary: bool, partitioned: bool = False
+                       ) -> sql.Composed:
+    """``COPY (select <columns> from only <table>) TO STDOUT`` of a source table; of a
+    partitioned table (published as its root) every partition's rows, without ``only``."""
     cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
-    return sql.SQL("copy (select {} from only {}) to stdout{}").format(
-        cols, sql.Identifier(info.source_schema, info.source_table),
+    return sql.SQL("copy (select {} from {}{}) to stdout{}").format(
+        cols, sql.SQL("" if partitioned else "only "),
+        sql.Identifier(info.source_schema, info.source_table),
         sql.SQL(" (format binary)" if binary else ""))
 
 
@@ -305,7 +308,8 @@ def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Conne
     t = time.monotonic()
     for conn, table in ((m, mt), (c, ct)):
         conn.execute(sql.SQL("truncate {}").format(table))  # allows COPY FREEZE
-    job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary), [
+    out = copy_out_statement(info, job.binary, is_partitioned(src, info.source_oid))
+    job.result.rows = pipe_copy(src, out, [
         Sink(m, copy_in_statement(mt, info, job.binary, freeze=True)),
         Sink(c, copy_in_statement(ct, info, job.binary, freeze=True))], on_rows)
     m.commit()
@@ -459,7 +463,8 @@ def copy_in_place(src: psycopg.Connection, conn: psycopg.Connection, job: Job, l
     conn.execute(sql.SQL("delete from {}").format(info.mirror))
     if not first:
         mark_resnapshot(conn, info, lsn)
-    job.result.rows = pipe_copy(src, copy_out_statement(info, job.binary),
+    out = copy_out_statement(info, job.binary, is_partitioned(src, info.source_oid))
+    job.result.rows = pipe_copy(src, out,
                                 [Sink(conn, copy_in_statement(info.mirror, info, job.binary))],
                                 on_rows)
     if job.contract is not None:

@@ -23,6 +23,8 @@ row filters, column lists in publications   15     no (whole rows of listed tabl
 ``MERGE`` on landing                        15     landing needs 15
 ``publish_generated_columns = stored``      18     yes: stored generated columns land;
                                                    before 18 they are not replicated
+``publish_via_partition_root``              13     yes: a partitioned table lands as one
+                                                   table (its root); on 12 as its partitions
 ==========================================  =====  =====================================
 """
 
@@ -95,6 +97,12 @@ class SourceCapabilities:
     def row_filters(self) -> bool:
         """Publication row filters and column lists (15+)."""
         return self.major >= 15
+
+    @property
+    def partition_root(self) -> bool:
+        """Publications can list a partitioned table and send its partitions' changes as the
+        root's (``publish_via_partition_root``, 13+); on 12 only the partitions are published."""
+        return self.major >= 13
 
     @property
     def generated_columns(self) -> bool:
