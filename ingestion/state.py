@@ -22,6 +22,7 @@ from ingestion.freshness import TABLES as FRESHNESS_TABLES
 from ingestion.freshness import record_sample
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
+from ingestion.partitions import TABLES as PARTITION_TABLES
 from ingestion.watermarks import TABLES as WATERMARK_TABLES
 
 _STATE_TABLES = {
@@ -105,6 +106,7 @@ _STATE_TABLES = {
     **WATERMARK_TABLES,
     **FRESHNESS_TABLES,
     **LOCK_WAIT_TABLES,
+    **PARTITION_TABLES,
 }
 
 

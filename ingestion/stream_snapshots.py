@@ -19,12 +19,20 @@ from ingestion.catalog import drop_slot, published_tables, slot_info
 from ingestion.failures import check_capacity
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
+from ingestion.partitions import (
+    Leaves,
+    load_partitions,
+    partitions_moved_rows,
+    save_partitions,
+    source_partitions,
+)
 from ingestion.publication import sync_publication
 from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 
 if TYPE_CHECKING:
     from ingestion.session import Session
+    from ingestion.tables import TableInfo
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -48,21 +56,33 @@ def initial_snapshot(session: Session) -> None:
     # Every transaction committed on the source before this instant is in the slot's snapshot:
     # the checkpoint's source progress (last_commit_at), which idle tables' watermarks follow.
     as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
+    tables = published_tables(session.source_conn, session.publication)
+    partitions = _partitions_before(session, tables)
     lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
                                           source=cfg.source)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
-    rows = snapshot_tables(session, snapshot, lsn,
-                           published_tables(session.source_conn, session.publication),
-                           checkpoint=lsn, as_of=as_of)
+    rows = snapshot_tables(session, snapshot, lsn, tables, checkpoint=lsn, as_of=as_of,
+                           partitions=partitions)
     session.stats.snapshot_rows = rows
     session.ckpt = lsn
     session.floors = {}
 
 
+def _partitions_before(session: Session, tables: list[tuple[int, str, str]]
+                       ) -> dict[str, Leaves]:
+    """The partitions of the partitioned ``tables``, read before their snapshot, by landing
+    name: partition DDL after this read is seen by the next check (:func:`check_partitions`)."""
+    now = source_partitions(session.source_conn, [t[0] for t in tables])
+    session.source_conn.rollback()
+    return {landing_table_name(schema, table): now[oid] for oid, schema, table in tables
+            if oid in now}
+
+
 def snapshot_tables(session: Session, snapshot: str, lsn: int,
                     tables: list[tuple[int, str, str]], checkpoint: int | None,
-                    as_of: datetime | None = None) -> int:
+                    as_of: datetime | None = None,
+                    partitions: dict[str, Leaves] | None = None) -> int:
     """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
 
     Args:
@@ -74,6 +94,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
             (the checkpoint stays where the stream is).
         as_of: (initial snapshot) a source time before the slot was created: the
             checkpoint's ``last_commit_at``.
+        partitions: the partitions of the partitioned tables, read before the snapshot
+            (:func:`_partitions_before`), saved with it.
 
     Returns:
         Rows copied.
@@ -89,6 +111,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
     result = take_snapshot(task, tables)
     committed = False
     try:
+        for name, leaves in (partitions or {}).items():
+            save_partitions(applier.conn, cfg.source, name, leaves)
         if checkpoint is not None:
             applier.rows_in_txn += result.rows  # counted in rows_applied
             applier.commit(checkpoint, as_of, snapshot_lsn=checkpoint)
@@ -150,19 +174,54 @@ def snapshot_new_tables(session: Session) -> int:
                                    "changed on the source), so its changes in between were "
                                    "not streamed", "rejoin_publication")
         session.applier.commit(session.ckpt, session.last_commit_at)
+    check_partitions(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
     new = [t for t, info in published if info is None]
     if not new:
         return 0
     log.info("source %s: new tables %s; copying them", cfg.source,
              ", ".join(f"{s}.{t}" for _, s, t in new))
+    partitions = _partitions_before(session, new)
     repl = replication_connection(cfg.source_dsn)
     try:
         lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
                                               temporary=True, watch_dsn=cfg.source_dsn,
                                               source=cfg.source)
-        rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None)
+        rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None,
+                               partitions=partitions)
     finally:
         repl.close()
     for _, schema, table in new:
         session.floors[landing_table_name(schema, table)] = lsn
     return rows
+
+
+def check_partitions(session: Session, known: list[tuple[int, TableInfo]]) -> None:
+    """Copy again each partitioned table whose partitions moved rows without a change in the
+    stream (:func:`ingestion.partitions.partitions_moved_rows`), between transactions.
+
+    Args:
+        session: the streaming session.
+        known: (source OID, landing table) of the published tables landing has, not paused.
+    """
+    known = [(oid, info) for oid, info in known if info.paused_reason is None]
+    now = source_partitions(session.source_conn, [oid for oid, _ in known])
+    session.source_conn.rollback()
+    if not now:
+        return
+    stored = load_partitions(session.landing, session.cfg.source)
+    session.landing.rollback()
+    changed = [(oid, info) for oid, info in known
+               if oid in now and stored.get(info.name) != now[oid]]
+    if not changed:
+        return
+    applier = session.applier
+    applier.begin()
+    for oid, info in changed:
+        # first seen (a landing from before round 37): from now on
+        why = None if info.name not in stored else partitions_moved_rows(stored[info.name],
+                                                                          now[oid])
+        save_partitions(applier.conn, session.cfg.source, info.name, now[oid])
+        if why is not None:
+            session.tracker.recopy(info, session.ckpt, f"{why} ({info.source_schema}."
+                                   f"{info.source_table})", "partitions_moved_rows")
+    applier.commit(session.ckpt, session.last_commit_at)

@@ -3,9 +3,9 @@
 The publication lists the root ``with (publish_via_partition_root = true)``: the snapshot
 copies the root, every partition's changes arrive under the root's name, and a partition
 created later needs nothing. PostgreSQL sends no change for ATTACH/DETACH of a partition with
-rows, nor for a TRUNCATE of one partition: ``tidemark ingest resync`` brings the table back
-(README "Your own database"). The versions test runs the same on 12 (partitions land one by
-one there) to 18: tests/ingestion/test_versions.py.
+rows, nor for a TRUNCATE of one partition: landing notices the partitions changed and copies
+the table again by itself (ingestion/partitions.py). The versions test runs the same on 12
+(partitions land one by one there) to 18: tests/ingestion/test_versions.py.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ import pytest
 
 from ingestion import catch_up, run
 from ingestion.publication import Selection, selected_tables, sync_publication
-from ingestion.resync import resync
 from tests.ingestion.conftest import (
     Pair,
     Writer,
     assert_changelog_replays,
     assert_mirror_equals,
-    table_rows,
-    wait_until,
+        wait_until,
 )
 
 ORDERS = (
@@ -129,16 +127,16 @@ def test_partitions_created_attached_detached_while_writes_go_on(pair: Pair,
         thread.join(60)
     assert not thread.is_alive()
     catch_up(pair.src, pair.land, pair.source)
-    # the detached partition is a table of its own now (it lands as one); the attached rows
-    # and the detached ones are what `resync` is for (README)
+    # the detached partition is a table of its own now; the rows the attach and the detach
+    # moved (no change in the stream) are in `orders` by its automatic copy
     assert "orders_1" in _landed(pair)
     assert_mirror_equals(pair, "orders_1")
-    src = table_rows(pair.src, "public", "orders")
-    assert src != table_rows(pair.land, pair.source, "orders")
-    resync(pair.src, pair.land, pair.source, "orders")
-    catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "orders")
     assert_changelog_replays(pair, "orders", ["id", "m"])
+    with psycopg.connect(pair.land) as conn:
+        kinds = [r[0] for r in conn.execute(
+            "select change from tidemark.schema_history where table_name = 'orders'")]
+    assert "partitions_moved_rows" in kinds
 
 
 def _landed_safe(p: Pair) -> list[str]:
@@ -148,18 +146,31 @@ def _landed_safe(p: Pair) -> list[str]:
         return []
 
 
-def test_truncate_of_one_partition_needs_a_resync(pair: Pair) -> None:
-    # pgoutput sends no TRUNCATE of a partition published within its root (PostgreSQL's
-    # pgoutput_truncate skips it): the mirror keeps the rows until `resync`
-    pair.src_exec(*ORDERS[:6], ORDERS[-2])
+@pytest.mark.parametrize("ddl", ["truncate orders_1", "drop table orders_1",
+                                 "alter table orders detach partition orders_1",
+                                 "create table orders_9 (like orders);"
+                                 " insert into orders_9 values (9000, 9, 9, 'attached');"
+                                 " alter table orders attach partition orders_9"
+                                 " for values from (9) to (10)"])
+def test_partition_ddl_without_a_change_in_the_stream_copies_the_table_again(
+        pair: Pair, ddl: str) -> None:
+    # pgoutput sends nothing for these (a partition's TRUNCATE only when the partition itself
+    # is published): landing notices the partitions changed and copies `orders` again
+    pair.src_exec("create table orders (id int, m int, amount numeric, note text,"
+                  " primary key (id, m)) partition by range (m)",
+                  "create table orders_1 partition of orders for values from (1) to (2)",
+                  "create table orders_2 partition of orders for values from (2) to (3)",
+                  "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
     catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("truncate orders_1", "insert into orders values (7000, 1, 1, 'after')")
+    pair.src_exec("create table orders_3 partition of orders for values from (3) to (4)")
+    catch_up(pair.src, pair.land, pair.source)  # a new empty partition: nothing copied
+    pair.src_exec(ddl, "insert into orders values (7000, 2, 1, 'after')")
     catch_up(pair.src, pair.land, pair.source)
-    with psycopg.connect(pair.land) as conn:
-        assert conn.execute(f'select count(*) from "{pair.source}".orders where m = 1'
-                            ).fetchone()[0] > 1
-    resync(pair.src, pair.land, pair.source, "orders")
     assert_mirror_equals(pair, "orders")
+    with psycopg.connect(pair.land) as conn:
+        kinds = [r[0] for r in conn.execute(
+            "select change from tidemark.schema_history where table_name = 'orders'")]
+    assert kinds.count("partitions_moved_rows") == 1, kinds  # once, not for orders_3
 
 
 def test_partition_mirrors_of_an_older_landing_give_way_to_the_root(pair: Pair,
