@@ -15,16 +15,19 @@ from typing import Any
 from contracts.errors import UnknownChangeKindError
 from contracts.pgtypes import PgType
 
-CHANGE_KINDS = ("add_nullable_column", "add_required_column", "drop_column", "rename_column",
-                "change_type", "widen_type")
+CHANGE_KINDS = ("add_nullable_column", "add_column_with_default", "add_required_column",
+                "drop_column", "rename_column", "change_type", "widen_type")
 """The schema change kinds ingestion asks :meth:`TableContract.allows` about. ``widen_type`` is a
-type change that keeps every value (``integer`` to ``bigint``, ``varchar(n)`` to ``text``...)."""
+type change that keeps every value (``integer`` to ``bigint``, ``varchar(n)`` to ``text``...).
+``add_column_with_default`` is a ``NOT NULL`` column added with a default (existing rows read
+it, in landing as on the source); ``add_required_column`` one without."""
 
 COMPATIBILITY_MODES = ("none", "backward", "full")
-"""``none``: every change is breaking. ``backward``: adding a nullable column and widening a
-column's type are allowed. ``full``: those, and dropping a column the contract declares nullable
-(readers of either shape keep working: a missing nullable column reads as NULL). Renames, other
-type changes and new required columns are breaking in every mode."""
+"""``none``: every change is breaking. ``backward``: adding a nullable column or a column with a
+default, and widening a column's type are allowed. ``full``: those, and dropping a column the
+contract declares nullable (readers of either shape keep working: a missing nullable column reads
+as NULL). Renames, other type changes and new required columns without a default are breaking in
+every mode."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ class TableContract:
                 f"unknown schema change kind {change_kind!r}; known: {', '.join(CHANGE_KINDS)}")
         if self.compatibility == "none":
             return False
-        if change_kind in ("add_nullable_column", "widen_type"):
+        if change_kind in ("add_nullable_column", "add_column_with_default", "widen_type"):
             return True
         if change_kind == "drop_column" and self.compatibility == "full":
             spec = self.columns.get(column) if column is not None else None

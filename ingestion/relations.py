@@ -33,7 +33,7 @@ from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
-from ingestion.schema_changes import SchemaChange, diff_columns
+from ingestion.schema_changes import SchemaChange, diff_columns, with_defaults
 from ingestion.state import record_schema_change
 from ingestion.tables import (
     ColumnInfo,
@@ -264,6 +264,9 @@ class RelationTracker:
         changes = diff_columns(info.columns, cols, not_null, info.retired)
         if not changes and sorted(key) == sorted(info.key):
             return info
+        added = [c.column for c in changes if c.kind.startswith("add_")]
+        defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
+        changes = with_defaults(changes, defaults)
         contract = self.applier.contract_for(info)
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
@@ -277,8 +280,6 @@ class RelationTracker:
             self._pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"
                         + (", not allowed by its contract" if first.followable else "") + ")")
             return info
-        added = [c.column for c in changes if c.kind.startswith("add_")]
-        defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
         per_row = needs_resync(defaults)
         if per_row and not mirror_is_empty(self.applier.conn, info):
             expr = defaults[per_row[0]].expression or "an identity"

@@ -15,7 +15,8 @@ table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ingestion.tables import ColumnInfo
 
@@ -27,7 +28,8 @@ _WIDER_INTEGER = {INT2: {INT4, INT8}, INT4: {INT8}, FLOAT4: {FLOAT8}}
 _PRECISION_TYPES = {TIMESTAMP, TIMESTAMPTZ, TIME}
 _VARHDRSZ = 4
 
-FOLLOWABLE = ("add_nullable_column", "add_required_column", "widen_type", "drop_column")
+FOLLOWABLE = ("add_nullable_column", "add_column_with_default", "add_required_column",
+              "widen_type", "drop_column")
 """Change kinds landing can apply without a resync (if the table's contract allows them)."""
 
 
@@ -36,8 +38,9 @@ class SchemaChange:
     """One difference between the registered columns and a new Relation message.
 
     Attributes:
-        kind: add_nullable_column, add_required_column, drop_column, rename_column,
-            change_type (breaking) or widen_type (safe).
+        kind: add_nullable_column, add_column_with_default (:func:`with_defaults`),
+            add_required_column, drop_column, rename_column, change_type (breaking) or
+            widen_type (safe).
         column: the column concerned (the old name for renames and drops).
         detail: a sentence saying what changed.
         new_column: the column as it is now (adds and type changes).
@@ -137,3 +140,20 @@ def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo], not_null: set[str
         changes.append(SchemaChange(kind, nc.name, f"column {nc.name!r} {nc.type_sql} was added"
                                     + (" (NOT NULL)" if required else ""), nc))
     return changes
+
+
+def with_defaults(changes: list[SchemaChange], defaults: dict[str, Any]) -> list[SchemaChange]:
+    """``changes`` with each ``NOT NULL`` column added with a default (``defaults``: the
+    source's, :func:`ingestion.catalog.column_defaults`) as ``add_column_with_default``: the
+    existing rows read the default, and landing gives them the same value (a constant, or a copy
+    of the table when the default is evaluated per row), so a ``backward`` contract allows it."""
+    out = []
+    for change in changes:
+        default = defaults.get(change.column)
+        if change.kind == "add_required_column" and default is not None and (
+                default.missing is not None or default.expression is not None
+                or default.identity):
+            change = replace(change, kind="add_column_with_default",
+                             detail=f"{change.detail} with a default")
+        out.append(change)
+    return out

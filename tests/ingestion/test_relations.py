@@ -269,3 +269,28 @@ def test_a_keyless_table_that_gains_a_key_keeps_flowing(pair: Pair) -> None:
         key = conn.execute("select count(*) from pg_constraint where conrelid = %s::regclass"
                            " and contype = 'p'", (f'"{pair.source}".k',)).fetchone()[0]
     assert key == 1
+
+
+def test_a_not_null_column_with_a_default_flows_under_a_backward_contract(
+        pair: Pair, tmp_path: Path) -> None:
+    # Before: `add_required_column` paused the table, although landing gives the old rows the
+    # default exactly as the source does (g36's left-alone). A column without a default is
+    # still breaking.
+    folder = tmp_path / "contracts" / pair.source
+    folder.mkdir(parents=True)
+    (folder / "people.yml").write_text(CONTRACT.replace("compatibility: full",
+                                                        "compatibility: backward"))
+    contracts = load_contracts(tmp_path / "contracts")
+    pair.src_exec("create table people (id int primary key, name text, nickname text)",
+                  "insert into people values (1, 'a', 'x'), (2, 'b', null)")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    pair.src_exec("alter table people add column tier text not null default 'basic'",
+                  "alter table people add column token uuid not null default gen_random_uuid()",
+                  "insert into people values (3, 'c', null, 'gold')")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    assert paused_rows(pair) == []
+    assert_mirror_equals(pair, "people")
+    with psycopg.connect(pair.land) as conn:
+        changes = conn.execute("select change from tidemark.schema_history where"
+                               " table_name = 'people' and column_name = 'tier'").fetchall()
+    assert changes == [("add_column_with_default",)]
