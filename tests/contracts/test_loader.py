@@ -73,8 +73,9 @@ def test_missing_contract_is_a_clear_key_error(shipped: ContractSet) -> None:
 
 @pytest.mark.parametrize(("mode", "expected"), [
     ("none", {}),
-    ("backward", {"add_nullable_column", "widen_type"}),
-    ("full", {"add_nullable_column", "widen_type", "drop_column:delivery_notes"}),
+    ("backward", {"add_nullable_column", "add_column_with_default", "widen_type"}),
+    ("full", {"add_nullable_column", "add_column_with_default", "widen_type",
+              "drop_column:delivery_notes"}),
 ])
 def test_compatibility_modes(shipped: ContractSet, mode: str, expected: set[str]) -> None:
     from dataclasses import replace
