@@ -242,3 +242,14 @@ def test_keyless_partitioned_table_writes_keep_working(pair: Pair, ident: str) -
     report = sync_publication(pair.src, "tidemark_" + pair.source, Selection.of())
     assert report.published == ["public.kl"]
     pair.src_exec("update kl set v = 3")
+
+
+def test_contract_scaffolding_names_the_root(pair: Pair) -> None:
+    from ingestion.shapes import table_shapes
+
+    pair.src_exec(*ORDERS)
+    with psycopg.connect(pair.src) as conn:
+        shapes, skipped = table_shapes(conn, Selection.of())
+    assert [(s.name, s.key) for s in shapes] == [("events", ()),
+                                                ("orders", ("id", "m"))]
+    assert skipped == []
