@@ -34,6 +34,7 @@ from ingestion.engine import catch_up
 from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
+from ingestion.partitions import save_partitions, source_partitions
 from ingestion.relations import RelationTracker, resync_hint
 from ingestion.session_settings import (
     check_landing_triggers,
@@ -170,6 +171,7 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
         if blocked is not None:
             raise SetupError(f"Cannot resync {source}.{table}: {blocked}; then run "
                              f"{resync_hint(source, table)} again.")
+        leaves = source_partitions(src_cat, [oid]).get(oid)  # before the snapshot
         repl = replication_connection(source_dsn)
         try:
             lsn, snapshot = create_slot_exporting(repl.cursor(), f"{slot_name(source)}_resync",
@@ -189,6 +191,8 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
             record_schema_change(land, source, table, lsn_to_str(lsn), "resync", None,
                                  f"rebuilt from snapshot ({rows} rows); {early + late} kept "
                                  f"changes landed", "resynced")
+            if leaves is not None:
+                save_partitions(land, source, table, leaves)
             applier.flush_all()
             land.commit()
         finally:

@@ -209,7 +209,8 @@ def check_partitions(session: Session, known: list[tuple[int, TableInfo]]) -> No
     if not now:
         return
     stored = load_partitions(session.landing, session.cfg.source)
-    session.landing.rollback()
+    if not session.applier.in_txn:  # else the read is part of the applier's transaction
+        session.landing.rollback()
     changed = [(oid, info) for oid, info in known
                if oid in now and stored.get(info.name) != now[oid]]
     if not changed:
