@@ -95,7 +95,7 @@ def test_partitioned_table_lands_as_its_root(pair: Pair) -> None:
 def _orders_writer(p: Pair) -> Writer:
     def step(conn: psycopg.Connection, i: int) -> None:
         conn.execute("insert into orders values (%s, %s, %s, 'w')", (10_000 + i, 1 + i % 2, i))
-        conn.execute("update orders set m = 1 + (m % 2), amount = amount + 1 where id = %s",
+        conn.execute("update orders set m = 1 + (m %% 2), amount = amount + 1 where id = %s",
                      (10_000 + i // 2,))
         conn.execute("select pg_sleep(0.01)")
     return Writer(p.src, step)
@@ -109,7 +109,7 @@ def test_partitions_created_attached_detached_while_writes_go_on(pair: Pair,
                               kwargs={"stop": stop, "refresh_s": 0.5})
     thread.start()
     try:
-        with _orders_writer(pair):
+        with _orders_writer(pair) as writer:
             assert wait_until(lambda: "orders" in _landed_safe(pair))
             # a new partition, created and written while ingestion streams: nothing to do
             pair.src_exec("create table orders_3 partition of orders for values from (10) to (11)",
@@ -126,6 +126,7 @@ def test_partitions_created_attached_detached_while_writes_go_on(pair: Pair,
         stop.set()
         thread.join(60)
     assert not thread.is_alive()
+    assert writer.errors == [] and writer.done > 20
     catch_up(pair.src, pair.land, pair.source)
     # the detached partition is a table of its own now; the rows the attach and the detach
     # moved (no change in the stream) are in `orders` by its automatic copy
@@ -253,3 +254,36 @@ def test_contract_scaffolding_names_the_root(pair: Pair) -> None:
     assert [(s.name, s.key) for s in shapes] == [("events", ()),
                                                 ("orders", ("id", "m"))]
     assert skipped == []
+
+
+def test_a_landing_of_partition_mirrors_switches_to_the_root(pair: Pair, caplog,
+                                                             monkeypatch) -> None:
+    # Tidemark before round 37 (emulated: no partition_root capability) published the
+    # partitions one by one, without publish_via_partition_root, and landed them; writes go on
+    # while the upgraded ingestion switches the publication over to the root.
+    from ingestion.versions import SourceCapabilities
+
+    pair.src_exec(*ORDERS[:6], ORDERS[-2])
+    monkeypatch.setattr(SourceCapabilities, "partition_root", property(lambda self: False))
+    catch_up(pair.src, pair.land, pair.source)
+    assert _landed(pair) == ["orders_1", "orders_2_a", "orders_2_b", "orders_default"]
+    with psycopg.connect(pair.src) as conn:
+        assert not conn.execute("select pubviaroot from pg_publication").fetchone()[0]
+    monkeypatch.undo()
+    pair.src_exec("update orders set m = 2 where m = 1 and id < 50",
+                  "insert into orders values (9001, 1, 1, 'before the upgrade')")
+    with _orders_writer(pair) as writer, \
+            caplog.at_level(logging.WARNING, logger="tidemark.ingestion"):
+        catch_up(pair.src, pair.land, pair.source)
+    assert writer.errors == []
+    catch_up(pair.src, pair.land, pair.source)
+    assert "orders" in _landed(pair)
+    assert_mirror_equals(pair, "orders")
+    assert_changelog_replays(pair, "orders", ["id", "m"])
+    with psycopg.connect(pair.src) as conn:
+        assert conn.execute("select pubviaroot from pg_publication").fetchone()[0]
+        assert [r[0] for r in conn.execute("select tablename from pg_publication_tables")
+                ] == ["orders"]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    for part in ("orders_1", "orders_2_a", "orders_2_b", "orders_default"):
+        assert f"partition public.{part} now lands within its partitioned table" in said
