@@ -79,8 +79,8 @@ class SourceTable:
         has_columns: whether it has a column (``create table t ()`` has none: nothing to land).
         partitioned: a partitioned table (published as its root, PostgreSQL 13+).
         bad_partition: a partition (``schema.table``) of a partitioned table that PostgreSQL
-            could not identify rows of in UPDATE and DELETE, with what it lacks (``UNLOGGED``,
-            ``REPLICA IDENTITY NOTHING``, no key): the whole table is left out then.
+            could not identify rows of in UPDATE and DELETE, and after a ``\x1f`` what it lacks
+            (``UNLOGGED``, ``REPLICA IDENTITY NOTHING``, no key): the whole table is left out.
         partition_of: the root (``schema.table``) of a partition whose root is not selected
             (a partition whose root is selected is not listed at all).
         clash: another selected table (``schema.table``) with the same landing table name
@@ -132,7 +132,7 @@ class SourceTable:
                     f"selected: a partitioned table lands as one table, with every partition; "
                     f"select {self.partition_of} (or its schema) instead")
         if self.bad_partition:
-            leaf, lacks = self.bad_partition.split(" ", 1)
+            leaf, lacks = self.bad_partition.split("\x1f", 1)
             return (f"{self.qualified} is partitioned and its partition {leaf} {lacks}, so "
                     f"PostgreSQL could not replicate its updates and deletes: give it a "
                     f"primary key (on {self.qualified}), or run  alter table "
@@ -196,7 +196,7 @@ _CATALOG = """
     order by n.nspname, c.relname
 """
 _PARTITIONS = """c.relkind = 'p',
-        (select ln.nspname || '.' || l.relname || ' ' || case
+        (select ln.nspname || '.' || l.relname || chr(31) || case
             when l.relkind <> 'r' then 'is not a table (a foreign table)'
             when l.relpersistence = 'u' then 'is UNLOGGED'
             when l.relreplident = 'n' then 'has REPLICA IDENTITY NOTHING'
