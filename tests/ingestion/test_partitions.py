@@ -288,3 +288,18 @@ def test_a_landing_of_partition_mirrors_switches_to_the_root(pair: Pair, caplog,
     said = " ".join(r.getMessage() for r in caplog.records)
     for part in ("orders_1", "orders_2_a", "orders_2_b", "orders_default"):
         assert f"partition public.{part} now lands within its partitioned table" in said
+
+
+def test_a_partitioned_table_created_later_lands_whole(pair: Pair) -> None:
+    pair.src_exec("create table plain (id int primary key)", "insert into plain values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec(*ORDERS)
+    pair.src_exec("update orders set m = 2 where m = 1 and id < 100")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("update orders set m = 1 where m = 2 and id < 50",
+                  "delete from events where kind = 'a'")
+    catch_up(pair.src, pair.land, pair.source)
+    assert _landed(pair) == ["events", "orders", "plain"]
+    for table, key in (("orders", ["id", "m"]), ("events", None)):
+        assert_mirror_equals(pair, table)
+        assert_changelog_replays(pair, table, key)
