@@ -13,7 +13,10 @@ Tidemark: ``ingestion.catch_up`` from nothing into a fresh landing database (pub
 snapshot with contract checks, dedup and indexes, checkpoint), best of ``--repeat`` runs.
 Every run starts from the same state (:func:`settle`: the other runs' tables, landing database,
 slot and publication dropped, then a ``CHECKPOINT``, none of it timed), so no run pays for the
-one before it. Server CPU is reported whole and as user and system time.
+one before it. Server CPU is reported whole and as user and system time, and each run's
+``cores``: server and relay CPU-s over its wall time (with ``cpu_count`` in the summary). A run
+at ``cores`` ≈ ``cpu_count`` left no core idle: more parallel streams cannot make it faster
+there, only less work can.
 
 Usage::
 
@@ -187,10 +190,13 @@ class CpuMeter:
     def start(self) -> None:
         """Start counting."""
         self._s0, self._r0 = self._server(), sum(os.times()[:2])
+        self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         """Stop; return {"server": s, "server_user": s, "server_sys": s, "relay": s} CPU
-        seconds (``server`` = user + system).
+        seconds (``server`` = user + system) and ``cores``: server and relay CPU over the wall
+        time, the cores the run kept busy on average. On a machine with that many cores the
+        run left none idle, and only less work, not more parallelism, makes it faster.
 
         The system part is mostly the kernel copying pages into the page cache (heap, index
         and WAL writes); on a virtual machine whose free memory the host takes back it varies
@@ -198,13 +204,15 @@ class CpuMeter:
         """
         # Backends of closed connections exit asynchronously: give the postmaster time to reap
         # them (their time then moves into its children times; a zombie's is not readable).
+        wall = time.monotonic() - self._t0
         time.sleep(1.0)
         user, system = self._server()
         user, system = user - self._s0[0], system - self._s0[1]
         self.server = user + system
         self.relay = sum(os.times()[:2]) - self._r0
         return {"server": round(self.server, 2), "server_user": round(user, 2),
-                "server_sys": round(system, 2), "relay": round(self.relay, 2)}
+                "server_sys": round(system, 2), "relay": round(self.relay, 2),
+                "cores": round((self.server + self.relay) / wall, 2)}
 
 
 def check_landing(land: str, counts: dict[str, int]) -> dict[str, int]:
@@ -312,6 +320,7 @@ def main() -> None:
                   "snapshot_runs": [round(r, 2) for r in runs],
                   "raw_runs": [round(r, 2) for r in raws],
                   "duplicates": checked["duplicates"], "workers": snapshot_workers(),
+                  "cpu_count": os.cpu_count(),
                   "cpu_s": cpu, "at_scale": scale,
                   "server": {k: conf[k] for k in sorted(conf)}}
         if args.server_log is not None:

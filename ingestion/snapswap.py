@@ -2,11 +2,12 @@
 
 Each source loads into its own schema ``_tidemark_snap_<source>`` (``m_<oid>`` mirror,
 ``c_<oid>`` changelog, ``d_<oid>`` dead letters, ``x_<oid>`` dropped duplicates, ``w_<oid>``
-the rows' latest event time, ``s_<oid>`` the load's sequence). The final snapshot transaction
-replaces the (new, empty) landing tables with the staging tables: drop, ``SET SCHEMA``, rename,
-and the index names of the replaced tables given to the matching indexes (an index only landing
-had is created). Until that transaction commits, nothing in the mirror or changelog schemas
-changed; a crash leaves only the staging schema, which the next snapshot drops first.
+the rows' latest event time; older versions also left ``s_<oid>``, a sequence). The final
+snapshot transaction replaces the (new, empty) landing tables with the staging tables: drop,
+``SET SCHEMA``, rename, and the index names of the replaced tables given to the matching
+indexes (an index only landing had is created). Until that transaction commits, nothing in the
+mirror or changelog schemas changed; a crash leaves only the staging schema, which the next
+snapshot drops first.
 """
 
 from __future__ import annotations
