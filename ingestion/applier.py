@@ -22,6 +22,7 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
+from ingestion.letter_removals import take_letters
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
     BIG_BATCH,
@@ -79,6 +80,7 @@ class Applier(ChangeBuffer):
         self.rows_in_txn = 0
         self._ord = 0
         self._dead: list[tuple] = []
+        self._bag_letters: dict[tuple[str, bytes], list[int]] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[tuple[str, int]] = set()
@@ -140,6 +142,7 @@ class Applier(ChangeBuffer):
         """Hand over everything buffered since the last commit (for a background commit)."""
         pending = (self.batches, self._dead, self._paused, self.rows_in_txn)
         self.batches, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        self._bag_letters = {}
         self._cached = None
         return pending
 
@@ -192,6 +195,7 @@ class Applier(ChangeBuffer):
         self.batches.clear()
         self._cached = None
         self._dead.clear()
+        self._bag_letters.clear()
         self._paused.clear()
         self._staging_dirty.clear()
         self.rows_in_txn = 0
@@ -270,7 +274,7 @@ class Applier(ChangeBuffer):
         for key in list(self.batches):
             self._flush_batch(self.batches.pop(key))
         self._write_side_tables(self._dead, self._paused)
-        self._dead, self._paused = [], []
+        self._dead, self._paused, self._bag_letters = [], [], {}
 
     def flush(self, info: TableInfo) -> None:
         """COPY one table's batches into staging and apply them."""
@@ -335,6 +339,9 @@ class Applier(ChangeBuffer):
                 fill_from_letters(cur, info, stg, batch.unresolved)
         if batch.completions:
             complete_letters(cur, info, batch.completions)
+        if not info.key and batch.removes and batch.contract is not None \
+                and not batch.changelog_only:
+            take_letters(cur, info, stg)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

@@ -16,11 +16,12 @@ the general one.
 from __future__ import annotations
 
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from ingestion.batch import Batch, TxnContext, line
+from ingestion.batch import Batch, TxnContext, line, row_text
 from ingestion.decoder import UNCHANGED, Value
 from ingestion.insert_lines import insert_line
 from ingestion.lsn import lsn_to_str
@@ -68,6 +69,7 @@ class ChangeBuffer:
     txn: TxnContext | None
     rows_in_txn: int
     _dead: list[tuple]
+    _bag_letters: dict[tuple[str, bytes], list[int]]
     _paused: list[tuple]
     _cached: tuple | None
 
@@ -120,6 +122,9 @@ class ChangeBuffer:
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 if info.key_idx:
                     batch.letters[key_of(info, new)] = new
+                else:
+                    self._bag_letters.setdefault((info.name, row_text(new)), []).append(
+                        len(self._dead) - 1)
                 return
             if info.key_idx:
                 self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
@@ -259,19 +264,42 @@ class ChangeBuffer:
                      old: list[Value] | None, lsn: int, seq: int) -> bool:
         txn = self.txn
         if op == "d":
-            batch.lines.append(line(old, b"d", lsn, seq, txn))
-            batch.removes = True
+            if not self._take_letter(batch.info, old):
+                batch.lines.append(line(old, b"d", lsn, seq, txn))
+                batch.removes = True
             return True
         for i, v in enumerate(new):
             if v is UNCHANGED:  # the whole old row came with the change
                 new[i] = old[i]
-        batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
-        batch.removes = True
+        if not self._take_letter(batch.info, old):
+            batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
+            batch.removes = True
         if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
             # The old row leaves the bag all the same: the dead letter is the new row alone,
             # which a replay adds (a keyless row has no key a letter could keep the old one by).
+            self._bag_letters.setdefault((batch.info.name, row_text(new)), []).append(
+                len(self._dead) - 1)
             return True
         batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
+        return True
+
+    def _take_letter(self, info: TableInfo, old: list[Value]) -> bool:
+        """Whether a removal of the keyless row ``old`` takes the copy a dead letter of this
+        landing transaction holds (not written yet): the letter is written superseded, and the
+        removal, which changes no mirror row, writes no changelog line.
+
+        A change that did not change the mirror is not in the changelog: otherwise, once a replay
+        adds an equal letter at its own (earlier) position, the changelog replays to a copy
+        fewer than the mirror holds. Copies are equal, so taking a letter's rather than the
+        mirror's leaves the same rows. A removal whose row is held by an older letter only is
+        found as the batch lands (:func:`ingestion.letter_removals.take_letters`).
+        """
+        held = self._bag_letters.get((info.name, row_text(old))) if self._bag_letters else None
+        if not held:
+            return False
+        number = held.pop()  # the newest: the copies are equal
+        self._dead[number] = (*self._dead[number][:-2], datetime.now(UTC),
+                              "superseded")
         return True
 
     @staticmethod
@@ -320,5 +348,5 @@ class ChangeBuffer:
                    "value": None if v.value is None else str(v.value)} for v in violations]
         self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
                            seq, op, reason, Jsonb(detail), str(contract.version),
-                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid))
+                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid, None, None))
         return True

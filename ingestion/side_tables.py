@@ -27,9 +27,11 @@ DEAD_LETTER_COLUMNS = (
     ("source", "text"), ("table_name", "text"), ("lsn", "pg_lsn"), ("commit_lsn", "pg_lsn"),
     ("seq", "integer"), ("op", "text"), ("reason", "text"), ("violations", "jsonb"),
     ("contract_version", "text"), ("raw_row", "jsonb"), ("commit_at", "timestamptz"),
-    ("txid", "bigint"))
+    ("txid", "bigint"), ("replayed_at", "timestamptz"), ("replay_result", "text"))
 """The columns of a dead letter as :meth:`ingestion.changes.ChangeBuffer._rejected` builds it
-(LSNs as text), with their types."""
+(LSNs as text), with their types. The last two are null but for a letter whose row the source
+removed in the same landing transaction (:meth:`ingestion.changes.ChangeBuffer._take_letter`):
+it is written superseded."""
 
 PAUSED_COLUMNS = (
     ("source", "text"), ("table_name", "text"), ("commit_lsn", "pg_lsn"), ("seq", "integer"),
