@@ -23,6 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.lsn import lsn_to_str
+
 DEAD_LETTER_COLUMNS = (
     ("source", "text"), ("table_name", "text"), ("lsn", "pg_lsn"), ("commit_lsn", "pg_lsn"),
     ("seq", "integer"), ("op", "text"), ("reason", "text"), ("violations", "jsonb"),
@@ -83,14 +85,21 @@ def _plain(value: object) -> object:
 
 def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
                       columns: set[str]) -> None:
-    """Fill unchanged TOAST values whose row is not in the mirror from its dead letters.
+    """Fill unchanged TOAST values from the row's dead letters when one is newer than the
+    mirror's row.
 
-    A row that broke its contract is a letter, not a mirror row; when an update at the source
-    makes it good without touching a TOAST column, the stream sends that value as unchanged and
-    the mirror has nothing to fill it from (it landed NULL, and the update superseded the letter
-    that held it: the value was lost). The value is the latest waiting letter's of the row's
-    key (``_tidemark_origin``) that holds the column. Runs after
-    :func:`ingestion.merge.fill_unchanged`, for the lines whose origin row the mirror lacks.
+    A row that broke its contract is a letter, not a mirror row. An update at the source that
+    leaves a TOAST column alone sends it as unchanged, and :func:`ingestion.merge.fill_unchanged`
+    takes it from the mirror: wrong when a letter set it since (a bad update that set the
+    column, then a good one that left it: the good row got the mirror's older value), or when
+    the mirror has no row at all (a bad insert made good later: the value landed NULL, and the
+    update superseded the only letter that held it). The value is the newest waiting letter's
+    of the row's key (``_tidemark_origin``) that holds the column, committed before the line
+    and after the table's resync snapshot, when no changelog row of the key (nor a truncate)
+    came after that letter: then the letter is the row's latest image. Runs after
+    :func:`ingestion.merge.fill_unchanged`, one statement per column left unresolved; the
+    changelog is read by its ``(_commit_lsn, _seq)`` index from the letter on, and only for
+    lines whose key has such a letter.
 
     Args:
         cur: a landing cursor in the batch's transaction.
@@ -102,27 +111,29 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
     if not key:
         return
     types = {c.name: c.type_sql for c in info.columns}
-    origin = [sql.SQL("(s._tidemark_origin[{}])::{}").format(sql.Literal(i + 1),
-                                                             sql.SQL(types[k]))
-              for i, k in enumerate(key)]
     in_letter = sql.SQL(" and ").join(
-        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), o)
-        for k, o in zip(key, origin, strict=True))
-    in_mirror = sql.SQL(" and ").join(
-        sql.SQL("m.{} = {}").format(sql.Identifier(k), o) for k, o in zip(key, origin,
-                                                                         strict=True))
-    sets = sql.SQL(", ").join(
-        sql.SQL("{c} = case when s._tidemark_unchanged @> array[{n}] then (select"
-                " (d.raw_row ->> {n})::{t} from tidemark.dead_letters d where d.source = {src}"
-                " and d.table_name = {tab} and d.replayed_at is null and d.raw_row ? {n} and"
-                " {in_letter} order by d.commit_lsn desc, d.seq desc limit 1) else s.{c} end"
-                ).format(c=sql.Identifier(c), n=sql.Literal(c), t=sql.SQL(types[c]),
-                         src=sql.Literal(info.source), tab=sql.Literal(info.name),
-                         in_letter=in_letter)
-        for c in sorted(columns))
-    cur.execute(sql.SQL("update {} s set {} where s._tidemark_unchanged is not null and not"
-                        " exists (select 1 from {} m where {})").format(
-        stg, sets, info.mirror, in_mirror))
+        sql.SQL("(d.raw_row ->> {})::{} = (o.org[{}])::{}").format(
+            sql.Literal(k), sql.SQL(types[k]), sql.Literal(i + 1), sql.SQL(types[k]))
+        for i, k in enumerate(key))
+    in_changelog = sql.SQL(" and ").join(
+        sql.SQL("c.{} = (b.org[{}])::{}").format(sql.Identifier(k), sql.Literal(i + 1),
+                                                 sql.SQL(types[k]))
+        for i, k in enumerate(key))
+    for column in sorted(columns):
+        cur.execute(sql.SQL(
+            "with o as materialized (select ctid as tid, _tidemark_origin as org, _commit_lsn"
+            " as cl, _seq as sq from {stg} where _tidemark_unchanged @> array[{n}]),"
+            " b as materialized (select distinct on (o.tid) o.tid, o.org, d.commit_lsn, d.seq,"
+            " (d.raw_row ->> {n})::{t} as v from o join tidemark.dead_letters d on d.source = %s"
+            " and d.table_name = %s and d.replayed_at is null and d.commit_lsn >= %s::pg_lsn"
+            " and (d.commit_lsn, d.seq) < (o.cl, o.sq) and d.raw_row ? {n} and {in_letter}"
+            " order by o.tid, d.commit_lsn desc, d.seq desc)"
+            " update {stg} s set {c} = b.v from b where s.ctid = b.tid and not exists"
+            " (select 1 from {changelog} c where (c._commit_lsn, c._seq) > (b.commit_lsn, b.seq)"
+            " and (c._op = 't' or ({in_changelog})))").format(
+                stg=stg, n=sql.Literal(column), t=sql.SQL(types[column]), in_letter=in_letter,
+                c=sql.Identifier(column), changelog=info.changelog, in_changelog=in_changelog),
+            (info.source, info.name, lsn_to_str(info.snapshot_lsn or 0)))
 
 
 def complete_letters(cur: psycopg.Cursor, info: object,

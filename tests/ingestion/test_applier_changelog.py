@@ -18,7 +18,7 @@ from ingestion import catch_up
 from ingestion.dead_letters import replay
 from tests.ingestion.applier_oracle import Where, nothing_lost
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals, changelog
-from tests.ingestion.test_applier_dead_letters import _contracts, _keyless
+from tests.ingestion.test_applier_dead_letters import _contracts, _keyed, _keyless
 
 
 def _ops(pair: Pair, table: str) -> list[str]:
@@ -88,3 +88,32 @@ def test_a_row_removed_from_a_letter_and_inserted_again_lands(pair: Pair, tmp_pa
     assert_mirror_equals(pair, "k")
     assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 0
     _settled(pair, "k", None)
+
+
+def test_a_good_update_after_a_bad_one_keeps_the_toast_value_the_bad_one_set(
+        pair: Pair, tmp_path: Path) -> None:
+    """A bad update sets a TOAST value (a letter holds it), a good one leaves it alone (sent as
+    unchanged): the good row took the mirror's older value. The value set last, by the letter
+    the good update supersedes, is the source's."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("update p set status = 'a' where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+
+
+def test_a_toast_value_landed_after_a_letter_is_the_one_kept(pair: Pair, tmp_path: Path
+                                                              ) -> None:
+    """The letter's value is older than the mirror's when a change of the key landed after it:
+    then the mirror's value stays."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("update p set status = 'b', big = repeat('w', 9000) where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("update p set status = 'a' where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
