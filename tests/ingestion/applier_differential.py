@@ -6,11 +6,11 @@ and floats, a timestamptz, a TOAST column), ``c2`` with a composite key, ``k`` k
 (``REPLICA IDENTITY FULL``, TOAST) — under contracts (not_null, allowed values, ranges, a
 ``smallint`` type narrower than the column) that some generated rows break, then draws steps:
 transactions of multi-row DML (inserts, updates that leave TOAST values unchanged, key changes,
-deletes, truncates, rows fixed later at the source by an update or removed by a delete), each
-written by a session in a random time zone and DateStyle; catch-ups; ``replay`` of the dead
-letters; contract edits (strict ↔ relaxed); one added column with a default. After each
-catch-up the oracle holds; at the end, under the relaxed contract, a replay leaves no letter
-waiting that the contract accepts.
+deletes, truncates, bad updates that set a TOAST value, rows fixed later at the source by an
+update that leaves it or removed by a delete), each written by a session in a random time zone
+and DateStyle; catch-ups; ``replay`` of the dead letters; contract edits (strict ↔ relaxed).
+After each catch-up the oracle holds; at the end, under the relaxed contract, a replay leaves no
+letter waiting that the contract accepts.
 """
 
 from __future__ import annotations
@@ -197,9 +197,9 @@ class Case:
         one_k = f"ctid = (select ctid from k order by ctid offset mod({pick}," \
                 " greatest((select count(*) from k), 1)) limit 1)"
         kind = rng.choice(["p_ins", "p_ins", "p_upd", "p_upd", "p_mov", "p_del", "p_fix",
-                           "p_kill", "p_many", "c_ins", "c_upd", "c_mov", "c_del", "c_fix",
-                           "k_ins", "k_ins", "k_dup", "k_upd", "k_del", "k_fix", "k_kill",
-                           "k_many", "p_trunc", "k_trunc"])
+                           "p_fix", "p_kill", "p_many", "p_taint", "p_taint", "c_ins", "c_upd",
+                           "c_mov", "c_del", "c_fix", "k_ins", "k_ins", "k_dup", "k_upd", "k_del",
+                           "k_fix", "k_kill", "k_many", "p_trunc", "k_trunc"])
         if kind == "p_trunc" and rng.random() < 0.7 or kind == "k_trunc" and rng.random() < 0.7:
             kind = "p_upd"
         if kind == "p_ins":
@@ -232,6 +232,9 @@ class Case:
         if kind == "p_fix":  # a bad row made good at the source; its TOAST value left alone
             return kind, ("update p set status = 'b', n = 1 where id = (select min(id) from p"
                           f" where {BAD_P})"), ()
+        if kind == "p_taint":  # a bad update that sets the TOAST value (p_fix leaves it)
+            return kind, f"update p set status = %s, big = %s where {one_p}", (
+                rng.choice(["x", None]), "t" * rng.randint(3000, 9000))
         if kind == "p_kill":
             return kind, f"delete from p where id = (select max(id) from p where {BAD_P})", ()
         if kind == "p_many":
