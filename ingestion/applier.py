@@ -22,7 +22,7 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
-from ingestion.letter_removals import take_letters
+from ingestion.letter_removals import take_keyed_letters, take_letters
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
     BIG_BATCH,
@@ -80,7 +80,8 @@ class Applier(ChangeBuffer):
         self.rows_in_txn = 0
         self._ord = 0
         self._dead: list[tuple] = []
-        self._bag_letters: dict[tuple[str, bytes], list[int]] = {}
+        self._bag_letters: dict[tuple[str, bytes], list[list]] = {}
+        self._lettered: dict[str, bool] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[tuple[str, int]] = set()
@@ -322,6 +323,18 @@ class Applier(ChangeBuffer):
             advance_watermark(cur, self.source, batch.info.name, stg, event_time,
                               contract.allowed_lateness)
 
+    def _has_letters(self, info: TableInfo) -> bool:
+        """Whether the table has waiting dead letters (asked once per applier, then kept; a
+        letter this applier writes sets it): a removal can only take a letter's row if it
+        has some (:mod:`ingestion.letter_removals`)."""
+        known = self._lettered.get(info.name)
+        if known is None:
+            known = self._lettered[info.name] = self.conn.execute(
+                "select exists (select 1 from tidemark.dead_letters where source = %s and"
+                " table_name = %s and replayed_at is null)", (self.source, info.name)
+            ).fetchone()[0]
+        return known
+
     def _stage_batch(self, cur: psycopg.Cursor, batch: Batch) -> sql.Identifier:
         """COPY a batch into its staging table, fill unchanged TOAST values and drop duplicate
         events; return the staging table."""
@@ -339,9 +352,12 @@ class Applier(ChangeBuffer):
                 fill_from_letters(cur, info, stg, batch.unresolved)
         if batch.completions:
             complete_letters(cur, info, batch.completions)
-        if not info.key and batch.removes and batch.contract is not None \
-                and not batch.changelog_only:
-            take_letters(cur, info, stg)
+        if batch.removes and batch.contract is not None and not batch.changelog_only \
+                and (batch.takes or self._has_letters(info)):
+            if info.key:
+                take_keyed_letters(cur, info, stg, batch.takes)
+            else:
+                take_letters(cur, info, stg)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

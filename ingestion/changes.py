@@ -16,7 +16,6 @@ the general one.
 from __future__ import annotations
 
 import struct
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -24,6 +23,7 @@ from psycopg.types.json import Jsonb
 from ingestion.batch import Batch, TxnContext, line, row_text
 from ingestion.decoder import UNCHANGED, Value
 from ingestion.insert_lines import insert_line
+from ingestion.letter_removals import supersede
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -69,7 +69,8 @@ class ChangeBuffer:
     txn: TxnContext | None
     rows_in_txn: int
     _dead: list[tuple]
-    _bag_letters: dict[tuple[str, bytes], list[int]]
+    _bag_letters: dict[tuple[str, bytes], list[list]]
+    _lettered: dict[str, bool]
     _paused: list[tuple]
     _cached: tuple | None
 
@@ -121,10 +122,10 @@ class ChangeBuffer:
         if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 if info.key_idx:
-                    batch.letters[key_of(info, new)] = new
+                    self._letter(batch, key_of(info, new), new)
                 else:
                     self._bag_letters.setdefault((info.name, row_text(new)), []).append(
-                        len(self._dead) - 1)
+                        self._dead[-1])
                 return
             if info.key_idx:
                 self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
@@ -207,6 +208,7 @@ class ChangeBuffer:
         number = images.get(key)
         if batch.letters:
             batch.letters.pop(key, None)  # this line is the key's latest image now
+            batch.pending.pop(key, None)
         if number is not None:
             batch.supersede(number)
             if not update:
@@ -226,8 +228,7 @@ class ChangeBuffer:
         txn = self.txn
         if op == "d":
             values = old if old is not None else [None] * len(info.columns)
-            self._put(batch, key_of(info, values), line(values, b"d", lsn, seq, txn))
-            batch.removes = True
+            self._remove(batch, key_of(info, values), line(values, b"d", lsn, seq, txn), seq)
             return True
         key = key_of(info, new)
         okey = key
@@ -239,7 +240,7 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
-            batch.letters[key] = new  # the key's latest image, for a later unchanged value
+            self._letter(batch, key, new)  # the key's latest image, for a later unchanged value
             if okey != key and left:  # filled before the b line lands (side_tables)
                 batch.completions.append((self._dead[-1][9].obj, origin, left))
             if okey != key:
@@ -247,15 +248,13 @@ class ChangeBuffer:
                 # lands (it also supersedes the old key's earlier letters), the letter holds the
                 # new row (a replay adds it under the new key) with the TOAST values the update
                 # left unchanged, read from the old key's row before the b line lands.
-                self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
-                                            b"b", lsn, seq - 1, txn))
-                batch.removes = True
+                self._remove(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
+                                               b"b", lsn, seq - 1, txn), seq - 1)
                 self.rows_in_txn += 1
             return False
         if okey != key:
             gone = old if old_kind == "O" else key_row(info, okey)
-            self._put(batch, okey, line(gone, b"b", lsn, seq - 1, txn))
-            batch.removes = True
+            self._remove(batch, okey, line(gone, b"b", lsn, seq - 1, txn), seq - 1)
         self._put(batch, key, line(new, _OPS[op], lsn, seq, txn, left, origin), origin,
                   op == "u")
         return True
@@ -278,7 +277,7 @@ class ChangeBuffer:
             # The old row leaves the bag all the same: the dead letter is the new row alone,
             # which a replay adds (a keyless row has no key a letter could keep the old one by).
             self._bag_letters.setdefault((batch.info.name, row_text(new)), []).append(
-                len(self._dead) - 1)
+                self._dead[-1])
             return True
         batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
         return True
@@ -297,10 +296,36 @@ class ChangeBuffer:
         held = self._bag_letters.get((info.name, row_text(old))) if self._bag_letters else None
         if not held:
             return False
-        number = held.pop()  # the newest: the copies are equal
-        self._dead[number] = (*self._dead[number][:-2], datetime.now(UTC),
-                              "superseded")
+        supersede([held.pop()])  # the newest: the copies are equal
         return True
+
+    def _letter(self, batch: Batch, key: Any, values: list[Value]) -> None:
+        """Note that the keyed row ``key``'s latest image is the dead letter just written."""
+        batch.letters[key] = values
+        batch.pending.setdefault(key, []).append(self._dead[-1])
+
+    def _remove(self, batch: Batch, key: Any, text: bytes, seq: int) -> None:
+        """Add the removal line ``text`` (``b`` or ``d``, its ``_seq`` ``seq``) of ``key``,
+        unless it removes nothing.
+
+        A change that did not change the mirror is not in the changelog. When the key's latest
+        image is a dead letter of this batch and the batch's line before it removed the row
+        (the mirror holds none), the removal takes the letters instead: they are written
+        superseded, and no line is added. When the batch has no line of the key, the mirror
+        decides as the batch lands (:func:`ingestion.letter_removals.take_keyed_letters`).
+        """
+        pending = batch.pending.get(key) if batch.pending else None
+        if pending:
+            prev = batch.previous(key)
+            if prev is not None and prev[0] is None:
+                supersede(pending)
+                del batch.pending[key]
+                batch.letters.pop(key, None)
+                return
+            if prev is None:
+                batch.takes[(self.txn.commit_lsn, seq)] = pending
+        self._put(batch, key, text)
+        batch.removes = True
 
     @staticmethod
     def _resolve(batch: Batch, info: TableInfo, okey: Any, values: list[Value],
@@ -343,10 +368,11 @@ class ChangeBuffer:
         if not violations:
             return False
         txn = self.txn
+        self._lettered[info.name] = True
         reason = "; ".join(v.message for v in violations)
         detail = [{"column": v.column, "rule": v.rule, "message": v.message,
                    "value": None if v.value is None else str(v.value)} for v in violations]
-        self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
+        self._dead.append([self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
                            seq, op, reason, Jsonb(detail), str(contract.version),
-                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid, None, None))
+                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid, None, None])
         return True

@@ -16,10 +16,21 @@ mirror and the letters already written.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from ingestion.lsn import str_to_lsn
+
+
+def supersede(letters: list[list]) -> None:
+    """Mark dead letters not written yet (:meth:`ingestion.changes.ChangeBuffer._rejected`'s
+    lists) superseded: the source removed their row in the same landing transaction."""
+    now = datetime.now(UTC)
+    for letter in letters:
+        letter[-2:] = [now, "superseded"]
 
 
 def take_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
@@ -75,3 +86,51 @@ def take_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier) -> None:
         stg: its staging table, the batch copied in.
     """
     cur.execute(take_letters_sql(info, stg), (info.source, info.name))
+
+
+def take_keyed_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
+    """The statement of :func:`take_keyed_letters` (two parameters: source and table name)."""
+    types = {c.name: c.type_sql for c in info.columns}
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{k} = f.{k}").format(k=sql.Identifier(k)) for k in info.key)
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = b.{}").format(sql.Literal(k), sql.SQL(types[k]),
+                                                         sql.Identifier(k))
+        for k in info.key)
+    return sql.SQL(
+        "with f as materialized (select distinct on ({keys}) ctid as tid, {keys}, _op,"
+        " _commit_lsn as cl, _seq as sq from {stg} order by {keys}, _commit_lsn, _seq),"
+        " b as materialized (select * from f where f._op in ('b', 'd') and not exists"
+        " (select 1 from {mirror} m where {in_mirror})),"
+        " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
+        " replay_result = 'superseded' from b where d.source = %s and d.table_name = %s"
+        " and d.replayed_at is null and {in_letter} and (d.commit_lsn, d.seq) < (b.cl, b.sq))"
+        " delete from {stg} s using b where s.ctid = b.tid returning b.cl::text, b.sq"
+    ).format(keys=keys, stg=stg, mirror=info.mirror, in_mirror=in_mirror, in_letter=in_letter)
+
+
+def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
+                       takes: dict[tuple[int, int], list[list]]) -> None:
+    """Drop a keyed batch's removals that find no row, and supersede the letters of their keys.
+
+    A key's first line in the batch that is a removal (``b``/``d``) and whose key the mirror
+    lacks removed nothing: the row was a dead letter only (a bad insert, then a delete). It
+    leaves the staging table (a later line of the key still decides the mirror's row), and the
+    key's waiting letters written before it are superseded now (a replay superseded them by
+    that logged removal before). ``takes`` are the letters of this landing transaction (not
+    written yet) such a removal takes (:meth:`ingestion.changes.ChangeBuffer._remove`); they
+    are marked in place. One statement: the first line per key (a sort of the staging table)
+    and a probe of the mirror's primary key per removed key.
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (keyed ``TableInfo``).
+        stg: its staging table, the batch copied in.
+        takes: per removal line (``_commit_lsn``, ``_seq``), letters it takes if it is void.
+    """
+    for lsn, seq in cur.execute(take_keyed_letters_sql(info, stg),
+                                (info.source, info.name)).fetchall():
+        letters = takes.get((str_to_lsn(lsn), seq))
+        if letters:
+            supersede(letters)

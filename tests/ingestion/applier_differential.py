@@ -232,9 +232,11 @@ class Case:
         if kind == "p_fix":  # a bad row made good at the source; its TOAST value left alone
             return kind, ("update p set status = 'b', n = 1 where id = (select min(id) from p"
                           f" where {BAD_P})"), ()
-        if kind == "p_taint":  # a bad update that sets the TOAST value (p_fix leaves it)
-            return kind, f"update p set status = %s, big = %s where {one_p}", (
-                rng.choice(["x", None]), "t" * rng.randint(3000, 9000))
+        if kind == "p_taint":  # a bad update that sets the TOAST value; p_fix, which leaves
+            # it, fixes the lowest bad id: often this row
+            where = rng.choice([one_p, "id = (select min(id) from p)"])
+            return kind, f"update p set status = %s, big = %s where {where}", (
+                rng.choice(["x", None]), rng.choice("tuvw") * rng.randint(3000, 9000))
         if kind == "p_kill":
             return kind, f"delete from p where id = (select max(id) from p where {BAD_P})", ()
         if kind == "p_many":

@@ -117,3 +117,33 @@ def test_a_toast_value_landed_after_a_letter_is_the_one_kept(pair: Pair, tmp_pat
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     assert_mirror_equals(pair, "p")
     assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+
+
+def test_deleting_a_key_held_by_a_letter_is_not_logged(pair: Pair, tmp_path: Path) -> None:
+    """The same rule for a keyed table: a bad insert is a letter, the source deletes the row.
+    The ``d`` was logged though it removed no mirror row (a delete of a key the changelog never
+    had); now the letter is superseded as the delete lands, in the next landing transaction or
+    in the same one, and for a rejected key change's ``b`` line too."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into p values (2, 1, 1, 'x', now(), 'u')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("delete from p where id = 2")
+    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
+        conn.execute("insert into p values (3, 1, 1, 'x', now(), 'u'), (4, 1, 1, 'y', now(), 'w')")
+        conn.execute("delete from p where id = 3")
+        conn.execute("update p set id = 5, status = 'z' where id = 4")
+        conn.execute("update p set id = 6 where id = 5")
+        conn.execute("insert into c2 values (7, 'q', -1, null)")
+    pair.src_exec("delete from c2 where a = 7")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert [r[0] for r in changelog(pair.land, pair.source, "p", "_op")] == ["r"]
+    assert [r[0] for r in changelog(pair.land, pair.source, "c2", "_op")] == ["r"]
+    with psycopg.connect(pair.land) as conn:
+        waiting = conn.execute("select raw_row ->> 'id' from tidemark.dead_letters where"
+                               " source = %s and replayed_at is null", (pair.source,)).fetchall()
+    assert waiting == [("6",)]
+    _contracts(tmp_path, pair.source, "c2", False, 2)
+    relaxed = _contracts(tmp_path, pair.source, "p", False, 2)
+    assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 1
+    for table, key in (("p", ("id",)), ("c2", ("a", "b"))):
+        _settled(pair, table, key)
