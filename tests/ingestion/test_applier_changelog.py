@@ -25,10 +25,27 @@ def _ops(pair: Pair, table: str) -> list[str]:
     return [r[0] for r in changelog(pair.land, pair.source, table, "_op")]
 
 
+def _one_transaction(pair: Pair, *statements: str) -> None:
+    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
+        for stmt in statements:
+            conn.execute(stmt)
+
+
 def _settled(pair: Pair, table: str, key: tuple[str, ...] | None) -> None:
     assert nothing_lost(Where(pair.src, pair.land, pair.source, table, key), settled=True) == []
     assert_mirror_equals(pair, table)
     assert_changelog_replays(pair, table, list(key) if key else None)
+
+
+def _caught_up_one_by_one(pair: Pair, tmp_path: Path, *statements: str) -> None:
+    """Under the strict contract of ``p``, each statement in its own landing transaction: the
+    mirror equals the source and the oracle holds."""
+    strict = _keyed(pair, tmp_path)
+    for stmt in statements:
+        pair.src_exec(stmt)
+        catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
 
 
 def test_deleting_a_row_held_by_a_letter_is_not_logged(pair: Pair, tmp_path: Path) -> None:
@@ -58,11 +75,11 @@ def test_removals_of_letters_in_their_own_transaction_are_not_logged(pair: Pair,
     strict = _contracts(tmp_path, pair.source, "k", True, 1)
     pair.src_exec("insert into k values (1, 1, 'x')")
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
-        conn.execute("insert into k values (9, 1, null), (9, 1, null), (8, 2, null)")
-        conn.execute("delete from k where ctid = (select min(ctid) from k where a = 9)")
-        conn.execute("update k set a = 7 where a = 8")
-        conn.execute("delete from k where a = 1")
+    _one_transaction(pair,
+                     "insert into k values (9, 1, null), (9, 1, null), (8, 2, null)",
+                     "delete from k where ctid = (select min(ctid) from k where a = 9)",
+                     "update k set a = 7 where a = 8",
+                     "delete from k where a = 1")
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     assert _ops(pair, "k") == ["r", "d"]
     relaxed = _contracts(tmp_path, pair.source, "k", False, 2)
@@ -80,9 +97,9 @@ def test_a_row_removed_from_a_letter_and_inserted_again_lands(pair: Pair, tmp_pa
     pair.src_exec("insert into k values (9, 1, null)")
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     relaxed = _contracts(tmp_path, pair.source, "k", False, 2)
-    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
-        conn.execute("delete from k")
-        conn.execute("insert into k values (9, 1, null)")
+    _one_transaction(pair,
+                     "delete from k",
+                     "insert into k values (9, 1, null)")
     catch_up(pair.src, pair.land, pair.source, contracts=relaxed)
     assert _ops(pair, "k") == ["c"]
     assert_mirror_equals(pair, "k")
@@ -95,28 +112,19 @@ def test_a_good_update_after_a_bad_one_keeps_the_toast_value_the_bad_one_set(
     """A bad update sets a TOAST value (a letter holds it), a good one leaves it alone (sent as
     unchanged): the good row took the mirror's older value. The value set last, by the letter
     the good update supersedes, is the source's."""
-    strict = _keyed(pair, tmp_path)
-    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1")
-    catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    pair.src_exec("update p set status = 'a' where id = 1")
-    catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    assert_mirror_equals(pair, "p")
-    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+    _caught_up_one_by_one(pair, tmp_path,
+                          "update p set status = 'x', big = repeat('v', 9000) where id = 1",
+                          "update p set status = 'a' where id = 1")
 
 
 def test_a_toast_value_landed_after_a_letter_is_the_one_kept(pair: Pair, tmp_path: Path
                                                               ) -> None:
     """The letter's value is older than the mirror's when a change of the key landed after it:
     then the mirror's value stays."""
-    strict = _keyed(pair, tmp_path)
-    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1")
-    catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    pair.src_exec("update p set status = 'b', big = repeat('w', 9000) where id = 1")
-    catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    pair.src_exec("update p set status = 'a' where id = 1")
-    catch_up(pair.src, pair.land, pair.source, contracts=strict)
-    assert_mirror_equals(pair, "p")
-    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+    _caught_up_one_by_one(pair, tmp_path,
+                          "update p set status = 'x', big = repeat('v', 9000) where id = 1",
+                          "update p set status = 'b', big = repeat('w', 9000) where id = 1",
+                          "update p set status = 'a' where id = 1")
 
 
 def test_deleting_a_key_held_by_a_letter_is_not_logged(pair: Pair, tmp_path: Path) -> None:
@@ -128,12 +136,13 @@ def test_deleting_a_key_held_by_a_letter_is_not_logged(pair: Pair, tmp_path: Pat
     pair.src_exec("insert into p values (2, 1, 1, 'x', now(), 'u')")
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     pair.src_exec("delete from p where id = 2")
-    with psycopg.connect(pair.src, autocommit=True) as conn, conn.transaction():
-        conn.execute("insert into p values (3, 1, 1, 'x', now(), 'u'), (4, 1, 1, 'y', now(), 'w')")
-        conn.execute("delete from p where id = 3")
-        conn.execute("update p set id = 5, status = 'z' where id = 4")
-        conn.execute("update p set id = 6 where id = 5")
-        conn.execute("insert into c2 values (7, 'q', -1, null)")
+    _one_transaction(pair,
+                     "insert into p values (3, 1, 1, 'x', now(), 'u'),"
+                     " (4, 1, 1, 'y', now(), 'w')",
+                     "delete from p where id = 3",
+                     "update p set id = 5, status = 'z' where id = 4",
+                     "update p set id = 6 where id = 5",
+                     "insert into c2 values (7, 'q', -1, null)")
     pair.src_exec("delete from c2 where a = 7")
     catch_up(pair.src, pair.land, pair.source, contracts=strict)
     assert [r[0] for r in changelog(pair.land, pair.source, "p", "_op")] == ["r"]
