@@ -83,6 +83,18 @@ def _plain(value: object) -> object:
     raise TypeError(f"no JSON form for {type(value).__name__} {value!r}")
 
 
+def _no_change_after(info: object, keys: list[sql.Composable]) -> sql.Composed:
+    """The condition that no changelog row of the key ``keys`` (one SQL value per key column)
+    nor a truncate came after the dead letter ``d``: then the letter, not the mirror's row, is
+    the row's latest image (read by the changelog's ``(_commit_lsn, _seq)`` index from the
+    letter on)."""
+    return sql.SQL("not exists (select 1 from {} c where (c._commit_lsn, c._seq) > (d.commit_lsn,"
+                   " d.seq) and (c._op = 't' or ({})))").format(
+        info.changelog, sql.SQL(" and ").join(
+            sql.SQL("c.{} = {}").format(sql.Identifier(k), v)
+            for k, v in zip(info.key, keys, strict=True)))
+
+
 def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
                       columns: set[str]) -> None:
     """Fill unchanged TOAST values from the row's dead letters when one is newer than the
@@ -115,24 +127,20 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
         sql.SQL("(d.raw_row ->> {})::{} = (o.org[{}])::{}").format(
             sql.Literal(k), sql.SQL(types[k]), sql.Literal(i + 1), sql.SQL(types[k]))
         for i, k in enumerate(key))
-    in_changelog = sql.SQL(" and ").join(
-        sql.SQL("c.{} = (b.org[{}])::{}").format(sql.Identifier(k), sql.Literal(i + 1),
-                                                 sql.SQL(types[k]))
-        for i, k in enumerate(key))
+    fresh = _no_change_after(info, [sql.SQL("(o.org[{}])::{}").format(
+        sql.Literal(i + 1), sql.SQL(types[k])) for i, k in enumerate(key)])
     for column in sorted(columns):
         cur.execute(sql.SQL(
             "with o as materialized (select ctid as tid, _tidemark_origin as org, _commit_lsn"
             " as cl, _seq as sq from {stg} where _tidemark_unchanged @> array[{n}]),"
-            " b as materialized (select distinct on (o.tid) o.tid, o.org, d.commit_lsn, d.seq,"
-            " (d.raw_row ->> {n})::{t} as v from o join tidemark.dead_letters d on d.source = %s"
-            " and d.table_name = %s and d.replayed_at is null and d.commit_lsn >= %s::pg_lsn"
+            " b as materialized (select distinct on (o.tid) o.tid, (d.raw_row ->> {n})::{t} as v"
+            " from o join tidemark.dead_letters d on d.source = %s and d.table_name = %s"
+            " and d.replayed_at is null and d.commit_lsn >= %s::pg_lsn"
             " and (d.commit_lsn, d.seq) < (o.cl, o.sq) and d.raw_row ? {n} and {in_letter}"
-            " order by o.tid, d.commit_lsn desc, d.seq desc)"
-            " update {stg} s set {c} = b.v from b where s.ctid = b.tid and not exists"
-            " (select 1 from {changelog} c where (c._commit_lsn, c._seq) > (b.commit_lsn, b.seq)"
-            " and (c._op = 't' or ({in_changelog})))").format(
+            " where {fresh} order by o.tid, d.commit_lsn desc, d.seq desc)"
+            " update {stg} s set {c} = b.v from b where s.ctid = b.tid").format(
                 stg=stg, n=sql.Literal(column), t=sql.SQL(types[column]), in_letter=in_letter,
-                c=sql.Identifier(column), changelog=info.changelog, in_changelog=in_changelog),
+                c=sql.Identifier(column), fresh=fresh),
             (info.source, info.name, lsn_to_str(info.snapshot_lsn or 0)))
 
 
@@ -141,10 +149,12 @@ def complete_letters(cur: psycopg.Cursor, info: object,
     """Complete the letters of rejected key changes with the TOAST values they left unchanged.
 
     The row left its old key (the batch's ``b`` line is about to land), so the letter must hold
-    the values itself: they come from the old key's mirror row or, when the mirror lacks it
-    (the row was a letter too), from the old key's latest waiting letters that hold them. Runs
-    before the batch lands, on the landing transaction's cursor (one or two queries a letter;
-    rare: a key change that breaks the contract and leaves a TOAST value alone).
+    the values itself. Each comes from the old key's latest image before the change: its newest
+    waiting letter that holds the column, when no changelog row of the key came after that
+    letter (a bad update set the value since the mirror's row), else the old key's mirror row;
+    with neither, the column stays out of the letter. Runs before the batch lands, on the
+    landing transaction's cursor (one query a letter; rare: a key change that breaks the
+    contract and leaves a TOAST value alone).
 
     Args:
         cur: a landing cursor in the batch's transaction.
@@ -153,25 +163,33 @@ def complete_letters(cur: psycopg.Cursor, info: object,
             lacks); the dicts are completed in place before the letters are written.
     """
     types = {c.name: c.type_sql for c in info.columns}
+    keys = [sql.SQL("%(k{})s::{}").format(sql.SQL(str(i)), sql.SQL(types[k]))
+            for i, k in enumerate(info.key)]
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), v)
+        for k, v in zip(info.key, keys, strict=True))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{} = {}").format(sql.Identifier(k), v)
+        for k, v in zip(info.key, keys, strict=True))
+    fresh = _no_change_after(info, keys)
     for raw, origin, left in completions:
-        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
-        row = cur.execute(sql.SQL("select {} from {} where {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
-            info.mirror, sql.SQL(" and ").join(
-                sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
-                for k in info.key)), key).fetchone()
-        if row is None:
-            match = sql.SQL(" and ").join(
-                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
-                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
-                for i, k in enumerate(info.key))
-            row = cur.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
-                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
-                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
-                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
-                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
-                {"s": info.source, "t": info.name,
-                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
-            if all(v is None for v in row):
-                continue
-        raw.update(zip(left, row, strict=True))
+        params = {"s": info.source, "t": info.name,
+                  "snap": lsn_to_str(getattr(info, "snapshot_lsn", 0) or 0),
+                  **{f"k{i}": v.decode() if isinstance(v, bytes) else v
+                     for i, v in enumerate(origin)}}
+        row = cur.execute(sql.SQL("select {}, {}, exists (select 1 from {} m where {})").format(
+            sql.SQL(", ").join(
+                sql.SQL("(select jsonb_build_array(d.raw_row -> {c}) from tidemark.dead_letters d"
+                        " where d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is"
+                        " null and d.commit_lsn >= %(snap)s::pg_lsn and d.raw_row ? {c} and {m}"
+                        " and {fresh} order by d.commit_lsn desc, d.seq desc limit 1)").format(
+                    c=sql.Literal(c), m=in_letter, fresh=fresh) for c in left),
+            sql.SQL(", ").join(sql.SQL("(select m.{}::text from {} m where {})").format(
+                sql.Identifier(c), info.mirror, in_mirror) for c in left),
+            info.mirror, in_mirror), params).fetchone()
+        letters, mirror, in_the_mirror = row[:len(left)], row[len(left):-1], row[-1]
+        for column, held, kept in zip(left, letters, mirror, strict=True):
+            if held is not None:
+                raw[column] = held[0]
+            elif in_the_mirror:
+                raw[column] = kept
