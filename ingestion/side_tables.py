@@ -193,3 +193,28 @@ def complete_letters(cur: psycopg.Cursor, info: object,
                 raw[column] = held[0]
             elif in_the_mirror:
                 raw[column] = kept
+
+
+def letters_take_column(cur: psycopg.Cursor | psycopg.Connection, info: object, column: str,
+                        value: str, pending: list[list]) -> None:
+    """Give the table's waiting dead letters a column the source added with a constant default.
+
+    A source row that existed when the column was added reads the default (PostgreSQL's
+    ``attmissingval``), and so does the mirror's (:func:`ingestion.tables.add_column`); a letter
+    written before lacked it, and its replay landed NULL there (a keyed letter: the mirror's
+    value, or NULL when the mirror has no row). Letters of the landing transaction not written
+    yet (``pending``, :meth:`ingestion.changes.ChangeBuffer._rejected`'s lists) get it too.
+
+    Args:
+        cur: a landing cursor or connection in the schema change's transaction.
+        info: the table.
+        column: the added column.
+        value: the text form of the value the source's existing rows read.
+        pending: the dead letters not written yet.
+    """
+    cur.execute("update tidemark.dead_letters set raw_row = raw_row || jsonb_build_object(%s::text,"
+                " %s::text) where source = %s and table_name = %s and replayed_at is null and"
+                " not raw_row ? %s", (column, value, info.source, info.name, column))
+    for letter in pending:
+        if letter[1] == info.name:
+            letter[9].obj.setdefault(column, value)
