@@ -48,7 +48,7 @@ log = logging.getLogger("tidemark.ingestion")
 _LETTER_CONFLICT = sql.SQL("on conflict (source, table_name, commit_lsn, seq) do nothing")
 _PAUSED_CONFLICT = sql.SQL("on conflict do nothing")
 
-Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
+Pending = tuple[dict[tuple[str, bool], Batch], list[list], list[tuple], int]
 """What :meth:`Applier.detach` hands to a background commit: batches, dead letters, kept changes
 of paused tables, number of changes."""
 
@@ -79,7 +79,7 @@ class Applier(ChangeBuffer):
         self.in_txn = False
         self.rows_in_txn = 0
         self._ord = 0
-        self._dead: list[tuple] = []
+        self._dead: list[list] = []
         self._bag_letters: dict[tuple[str, bytes], list[list]] = {}
         self._lettered: dict[str, bool] = {}
         self._paused: list[tuple] = []
@@ -286,7 +286,7 @@ class Applier(ChangeBuffer):
                 self.begin()
                 self._flush_batch(batch)
 
-    def _write_side_tables(self, dead: list[tuple], paused: list[tuple]) -> None:
+    def _write_side_tables(self, dead: list[list], paused: list[tuple]) -> None:
         """Dead letters and kept changes of paused tables, one statement each
         (:mod:`ingestion.side_tables`)."""
         with self.conn.cursor() as cur:

@@ -68,7 +68,7 @@ class ChangeBuffer:
     batches: dict[tuple[str, bool], Batch]
     txn: TxnContext | None
     rows_in_txn: int
-    _dead: list[tuple]
+    _dead: list[list]
     _bag_letters: dict[tuple[str, bytes], list[list]]
     _lettered: dict[str, bool]
     _paused: list[tuple]
