@@ -1,17 +1,19 @@
-"""Removals of a keyless row that only a dead letter holds: they take the letter, not the mirror.
+"""Removals of a row that only a dead letter holds: they take the letter, not a mirror row.
 
-A keyless table is a bag. When a row breaks the contract it is a dead letter, not a mirror copy;
-when the source later removes it (a ``d``, or the ``b`` old row of an update), the mirror has no
-copy to remove. Such a removal changed nothing in the mirror, so it is not in the changelog: a
-change that did not change the mirror is not logged (round 37). It takes the letter's copy
-instead: the letter is superseded as the batch lands. Before, the removal was logged and the
-letter left to ``dlq replay`` to count out; a replay then added an equal letter at its own,
-earlier position, and the changelog replayed to a copy fewer than the mirror and the source held
-(the history dbt builds from ``cdc.*`` was one row short).
+A change that did not change the mirror is not in the changelog (round 37). When a row breaks
+its contract it is a dead letter, not a mirror row; when the source later removes it (a ``d``,
+or the ``b`` old row of an update or of a key change), the mirror has nothing to remove. Such a
+removal takes the letter instead (the letter is superseded as the removal lands) and writes no
+changelog row. Before, it was logged: for a keyless table (a bag), once a replay added an equal
+letter at its own, earlier position, the changelog replayed to a copy fewer than the mirror and
+the source held (the history built from ``cdc.*`` was one row short); for a keyed one, ``cdc.*``
+held deletes of keys it never had.
 
-:meth:`ingestion.changes.ChangeBuffer._take_letter` does it for a letter of the same landing
-transaction (not written yet); :func:`take_letters` for the lines of a staged batch against the
-mirror and the letters already written.
+Letters of the same landing transaction are not written yet:
+:class:`ingestion.changes.ChangeBuffer` takes them as it buffers the removal (:func:`supersede`
+marks them). Letters already written are
+taken as the batch lands, against the mirror: :func:`take_letters` (keyless), and
+:func:`take_keyed_letters`.
 """
 
 from __future__ import annotations
