@@ -11,9 +11,8 @@ held deletes of keys it never had.
 
 Letters of the same landing transaction are not written yet:
 :class:`ingestion.changes.ChangeBuffer` takes them as it buffers the removal (:func:`supersede`
-marks them). Letters already written are
-taken as the batch lands, against the mirror: :func:`take_letters` (keyless), and
-:func:`take_keyed_letters`.
+marks them). Letters already written are taken as the batch lands, against the mirror:
+:func:`take_letters` (keyless) and :func:`take_keyed_letters`.
 """
 
 from __future__ import annotations
