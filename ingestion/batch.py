@@ -167,7 +167,7 @@ class Batch:
     letters: dict[Any, list] = field(default_factory=dict)
     pending: dict[Any, list[list]] = field(default_factory=dict)
     takes: dict[tuple[int, int], list[list]] = field(default_factory=dict)
-    completions: list[tuple[dict, tuple, list[str]]] = field(default_factory=list)
+    completions: list[tuple[dict, tuple, list[str], dict | None]] = field(default_factory=list)
     removes: bool = False
     updates: bool = False
     reinserts: bool = False

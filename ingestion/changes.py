@@ -240,9 +240,11 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
-            self._letter(batch, key, new)  # the key's latest image, for a later unchanged value
             if okey != key and left:  # filled before the b line lands (side_tables)
-                batch.completions.append((self._dead[-1][9].obj, origin, left))
+                chained = batch.pending.get(okey) if batch.pending else None
+                batch.completions.append((self._dead[-1][9].obj, origin, left,
+                                          chained[-1][9].obj if chained else None))
+            self._letter(batch, key, new)  # the key's latest image, for a later unchanged value
             if okey != key:
                 # The row left its old key on the source whatever its new image: the b line
                 # lands (it also supersedes the old key's earlier letters), the letter holds the

@@ -145,7 +145,7 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
 
 
 def complete_letters(cur: psycopg.Cursor, info: object,
-                     completions: list[tuple[dict, tuple, list[str]]]) -> None:
+                     completions: list[tuple[dict, tuple, list[str], dict | None]]) -> None:
     """Complete the letters of rejected key changes with the TOAST values they left unchanged.
 
     The row left its old key (the batch's ``b`` line is about to land), so the letter must hold
@@ -160,7 +160,10 @@ def complete_letters(cur: psycopg.Cursor, info: object,
         cur: a landing cursor in the batch's transaction.
         info: the table (keyed ``TableInfo``).
         completions: (the letter's ``raw_row`` dict, its old key as sent, the columns it
-            lacks); the dicts are completed in place before the letters are written.
+            lacks, the ``raw_row`` of the old key's letter of this batch or None); the dicts
+            are completed in place, in order, before the letters are written. A column the
+            old key's letter of the batch holds (completed before, when it was a key change
+            too) comes from there: that letter is not written yet.
     """
     types = {c.name: c.type_sql for c in info.columns}
     keys = [sql.SQL("%(k{})s::{}").format(sql.SQL(str(i)), sql.SQL(types[k]))
@@ -172,7 +175,12 @@ def complete_letters(cur: psycopg.Cursor, info: object,
         sql.SQL("m.{} = {}").format(sql.Identifier(k), v)
         for k, v in zip(info.key, keys, strict=True))
     fresh = _no_change_after(info, keys)
-    for raw, origin, left in completions:
+    for raw, origin, wanted, chained in completions:
+        if chained:
+            raw.update((c, chained[c]) for c in wanted if c in chained)
+        left = [c for c in wanted if c not in raw]
+        if not left:
+            continue
         params = {"s": info.source, "t": info.name,
                   "snap": lsn_to_str(getattr(info, "snapshot_lsn", 0) or 0),
                   **{f"k{i}": v.decode() if isinstance(v, bytes) else v
