@@ -323,6 +323,21 @@ class Applier(ChangeBuffer):
             advance_watermark(cur, self.source, batch.info.name, stg, event_time,
                               contract.allowed_lateness)
 
+    def _write_letters_of(self, cur: psycopg.Cursor, batch: Batch) -> None:
+        """Write the table's dead letters not written yet, before its batch's removals are
+        matched to letters (:mod:`ingestion.letter_removals`): a letter of an earlier batch of
+        the landing transaction (flushed before, e.g. at a schema change) is in no batch's
+        bookkeeping any more, so only the table can show it."""
+        name = batch.info.name
+        dead = batch.dead
+        if not dead or not any(letter[1] == name for letter in dead):
+            return
+        insert_rows(cur, "dead_letters", DEAD_LETTER_COLUMNS,
+                    [letter for letter in dead if letter[1] == name], _LETTER_CONFLICT)
+        dead[:] = [letter for letter in dead if letter[1] != name]
+        if dead is self._dead and self._bag_letters:  # written: no removal takes them in Python
+            self._bag_letters = {k: v for k, v in self._bag_letters.items() if k[0] != name}
+
     def _has_letters(self, info: TableInfo) -> bool:
         """Whether the table has waiting dead letters (asked once per applier, then kept; a
         letter this applier writes sets it): a removal can only take a letter's row if it
@@ -354,6 +369,7 @@ class Applier(ChangeBuffer):
             complete_letters(cur, info, batch.completions)
         if batch.removes and batch.contract is not None and not batch.changelog_only \
                 and (batch.takes or self._has_letters(info)):
+            self._write_letters_of(cur, batch)
             if info.key:
                 take_keyed_letters(cur, info, stg, batch.takes)
             else:

@@ -150,6 +150,7 @@ class Batch:
             letters only, those letters: superseded if the mirror has no row of the key either
             (:func:`ingestion.letter_removals.take_keyed_letters`).
         completions: letters of rejected key changes to complete from the old key's row.
+        dead: the applier's list of dead letters not written yet when the batch began.
         removes: whether a line removes a mirror row (``b`` or ``d``).
         updates: whether a line is an update's new image (its key may be in the mirror).
         reinserts: whether an insert follows an earlier line of its key (a delete, a move).
@@ -168,6 +169,7 @@ class Batch:
     pending: dict[Any, list[list]] = field(default_factory=dict)
     takes: dict[tuple[int, int], list[list]] = field(default_factory=dict)
     completions: list[tuple[dict, tuple, list[str], dict | None]] = field(default_factory=list)
+    dead: list[list] | None = None
     removes: bool = False
     updates: bool = False
     reinserts: bool = False

@@ -91,7 +91,7 @@ class ChangeBuffer:
         changelog_only = txn.commit_lsn < info.snapshot_lsn
         batch = self.batches.get((info.name, changelog_only))
         if batch is None:
-            batch = Batch(info, changelog_only, self.contract_for(info))
+            batch = Batch(info, changelog_only, self.contract_for(info), dead=self._dead)
             self.batches[(info.name, changelog_only)] = batch
         batch.saw(txn.commit_lsn)
         self._cached = (info, txn, batch)
