@@ -22,6 +22,7 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
+from ingestion.letter_removals import take_keyed_letters, take_letters
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
     BIG_BATCH,
@@ -47,7 +48,7 @@ log = logging.getLogger("tidemark.ingestion")
 _LETTER_CONFLICT = sql.SQL("on conflict (source, table_name, commit_lsn, seq) do nothing")
 _PAUSED_CONFLICT = sql.SQL("on conflict do nothing")
 
-Pending = tuple[dict[tuple[str, bool], Batch], list[tuple], list[tuple], int]
+Pending = tuple[dict[tuple[str, bool], Batch], list[list], list[tuple], int]
 """What :meth:`Applier.detach` hands to a background commit: batches, dead letters, kept changes
 of paused tables, number of changes."""
 
@@ -78,7 +79,9 @@ class Applier(ChangeBuffer):
         self.in_txn = False
         self.rows_in_txn = 0
         self._ord = 0
-        self._dead: list[tuple] = []
+        self._dead: list[list] = []
+        self._bag_letters: dict[tuple[str, bytes], list[list]] = {}
+        self._lettered: dict[str, bool] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[tuple[str, int]] = set()
@@ -140,6 +143,7 @@ class Applier(ChangeBuffer):
         """Hand over everything buffered since the last commit (for a background commit)."""
         pending = (self.batches, self._dead, self._paused, self.rows_in_txn)
         self.batches, self._dead, self._paused, self.rows_in_txn = {}, [], [], 0
+        self._bag_letters = {}
         self._cached = None
         return pending
 
@@ -192,6 +196,7 @@ class Applier(ChangeBuffer):
         self.batches.clear()
         self._cached = None
         self._dead.clear()
+        self._bag_letters.clear()
         self._paused.clear()
         self._staging_dirty.clear()
         self.rows_in_txn = 0
@@ -270,7 +275,7 @@ class Applier(ChangeBuffer):
         for key in list(self.batches):
             self._flush_batch(self.batches.pop(key))
         self._write_side_tables(self._dead, self._paused)
-        self._dead, self._paused = [], []
+        self._dead, self._paused, self._bag_letters = [], [], {}
 
     def flush(self, info: TableInfo) -> None:
         """COPY one table's batches into staging and apply them."""
@@ -281,7 +286,7 @@ class Applier(ChangeBuffer):
                 self.begin()
                 self._flush_batch(batch)
 
-    def _write_side_tables(self, dead: list[tuple], paused: list[tuple]) -> None:
+    def _write_side_tables(self, dead: list[list], paused: list[tuple]) -> None:
         """Dead letters and kept changes of paused tables, one statement each
         (:mod:`ingestion.side_tables`)."""
         with self.conn.cursor() as cur:
@@ -318,6 +323,33 @@ class Applier(ChangeBuffer):
             advance_watermark(cur, self.source, batch.info.name, stg, event_time,
                               contract.allowed_lateness)
 
+    def _write_letters_of(self, cur: psycopg.Cursor, batch: Batch) -> None:
+        """Write the table's dead letters not written yet, before its batch's removals are
+        matched to letters (:mod:`ingestion.letter_removals`): a letter of an earlier batch of
+        the landing transaction (flushed before, e.g. at a schema change) is in no batch's
+        bookkeeping any more, so only the table can show it."""
+        name = batch.info.name
+        dead = batch.dead
+        if not dead or not any(letter[1] == name for letter in dead):
+            return
+        insert_rows(cur, "dead_letters", DEAD_LETTER_COLUMNS,
+                    [letter for letter in dead if letter[1] == name], _LETTER_CONFLICT)
+        dead[:] = [letter for letter in dead if letter[1] != name]
+        if dead is self._dead and self._bag_letters:  # written: no removal takes them in Python
+            self._bag_letters = {k: v for k, v in self._bag_letters.items() if k[0] != name}
+
+    def _has_letters(self, info: TableInfo) -> bool:
+        """Whether the table has waiting dead letters (asked once per applier, then kept; a
+        letter this applier writes sets it): a removal can only take a letter's row if it
+        has some (:mod:`ingestion.letter_removals`)."""
+        known = self._lettered.get(info.name)
+        if known is None:
+            known = self._lettered[info.name] = self.conn.execute(
+                "select exists (select 1 from tidemark.dead_letters where source = %s and"
+                " table_name = %s and replayed_at is null)", (self.source, info.name)
+            ).fetchone()[0]
+        return known
+
     def _stage_batch(self, cur: psycopg.Cursor, batch: Batch) -> sql.Identifier:
         """COPY a batch into its staging table, fill unchanged TOAST values and drop duplicate
         events; return the staging table."""
@@ -335,6 +367,13 @@ class Applier(ChangeBuffer):
                 fill_from_letters(cur, info, stg, batch.unresolved)
         if batch.completions:
             complete_letters(cur, info, batch.completions)
+        if batch.removes and batch.contract is not None and not batch.changelog_only \
+                and (batch.takes or self._has_letters(info)):
+            self._write_letters_of(cur, batch)
+            if info.key:
+                take_keyed_letters(cur, info, stg, batch.takes)
+            else:
+                take_letters(cur, info, stg)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

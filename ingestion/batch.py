@@ -144,6 +144,13 @@ class Batch:
         origins: per key whose last line has unresolved unchanged values, the mirror key they
             come from.
         unresolved: columns some line needs from the mirror (unchanged TOAST).
+        letters: per key whose latest image is a dead letter of the batch, that image.
+        pending: per such key, its dead letters of the batch (not written yet).
+        takes: per removal line (``_commit_lsn``, ``_seq``) of a key the batch holds as
+            letters only, those letters: superseded if the mirror has no row of the key either
+            (:func:`ingestion.letter_removals.take_keyed_letters`).
+        completions: letters of rejected key changes to complete from the old key's row.
+        dead: the applier's list of dead letters not written yet when the batch began.
         removes: whether a line removes a mirror row (``b`` or ``d``).
         updates: whether a line is an update's new image (its key may be in the mirror).
         reinserts: whether an insert follows an earlier line of its key (a delete, a move).
@@ -159,7 +166,10 @@ class Batch:
     origins: dict[Any, tuple] = field(default_factory=dict)
     unresolved: set[str] = field(default_factory=set)
     letters: dict[Any, list] = field(default_factory=dict)
-    completions: list[tuple[dict, tuple, list[str]]] = field(default_factory=list)
+    pending: dict[Any, list[list]] = field(default_factory=dict)
+    takes: dict[tuple[int, int], list[list]] = field(default_factory=dict)
+    completions: list[tuple[dict, tuple, list[str], dict | None]] = field(default_factory=list)
+    dead: list[list] | None = None
     removes: bool = False
     updates: bool = False
     reinserts: bool = False

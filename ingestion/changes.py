@@ -20,9 +20,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from ingestion.batch import Batch, TxnContext, line
+from ingestion.batch import Batch, TxnContext, line, row_text
 from ingestion.decoder import UNCHANGED, Value
 from ingestion.insert_lines import insert_line
+from ingestion.letter_removals import supersede
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -67,7 +68,9 @@ class ChangeBuffer:
     batches: dict[tuple[str, bool], Batch]
     txn: TxnContext | None
     rows_in_txn: int
-    _dead: list[tuple]
+    _dead: list[list]
+    _bag_letters: dict[tuple[str, bytes], list[list]]
+    _lettered: dict[str, bool]
     _paused: list[tuple]
     _cached: tuple | None
 
@@ -88,7 +91,7 @@ class ChangeBuffer:
         changelog_only = txn.commit_lsn < info.snapshot_lsn
         batch = self.batches.get((info.name, changelog_only))
         if batch is None:
-            batch = Batch(info, changelog_only, self.contract_for(info))
+            batch = Batch(info, changelog_only, self.contract_for(info), dead=self._dead)
             self.batches[(info.name, changelog_only)] = batch
         batch.saw(txn.commit_lsn)
         self._cached = (info, txn, batch)
@@ -119,7 +122,10 @@ class ChangeBuffer:
         if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 if info.key_idx:
-                    batch.letters[key_of(info, new)] = new
+                    self._letter(batch, key_of(info, new), new)
+                else:
+                    self._bag_letters.setdefault((info.name, row_text(new)), []).append(
+                        self._dead[-1])
                 return
             if info.key_idx:
                 self._put(batch, key_of(info, new), line(new, _OPS[op], lsn, seq, self.txn),
@@ -202,6 +208,7 @@ class ChangeBuffer:
         number = images.get(key)
         if batch.letters:
             batch.letters.pop(key, None)  # this line is the key's latest image now
+            batch.pending.pop(key, None)
         if number is not None:
             batch.supersede(number)
             if not update:
@@ -221,8 +228,7 @@ class ChangeBuffer:
         txn = self.txn
         if op == "d":
             values = old if old is not None else [None] * len(info.columns)
-            self._put(batch, key_of(info, values), line(values, b"d", lsn, seq, txn))
-            batch.removes = True
+            self._remove(batch, key_of(info, values), line(values, b"d", lsn, seq, txn), seq)
             return True
         key = key_of(info, new)
         okey = key
@@ -234,23 +240,23 @@ class ChangeBuffer:
         if op == "u" and (unchanged or (unchanged is None and UNCHANGED in new)):
             left, origin = self._resolve(batch, info, okey, new, old, old_kind)
         if batch.contract is not None and self._rejected(batch, op, new, left, lsn, seq):
-            batch.letters[key] = new  # the key's latest image, for a later unchanged value
             if okey != key and left:  # filled before the b line lands (side_tables)
-                batch.completions.append((self._dead[-1][9].obj, origin, left))
+                chained = batch.pending.get(okey) if batch.pending else None
+                batch.completions.append((self._dead[-1][9].obj, origin, left,
+                                          chained[-1][9].obj if chained else None))
+            self._letter(batch, key, new)  # the key's latest image, for a later unchanged value
             if okey != key:
                 # The row left its old key on the source whatever its new image: the b line
                 # lands (it also supersedes the old key's earlier letters), the letter holds the
                 # new row (a replay adds it under the new key) with the TOAST values the update
                 # left unchanged, read from the old key's row before the b line lands.
-                self._put(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
-                                            b"b", lsn, seq - 1, txn))
-                batch.removes = True
+                self._remove(batch, okey, line(key_row(info, okey) if old_kind != "O" else old,
+                                               b"b", lsn, seq - 1, txn), seq - 1)
                 self.rows_in_txn += 1
             return False
         if okey != key:
             gone = old if old_kind == "O" else key_row(info, okey)
-            self._put(batch, okey, line(gone, b"b", lsn, seq - 1, txn))
-            batch.removes = True
+            self._remove(batch, okey, line(gone, b"b", lsn, seq - 1, txn), seq - 1)
         self._put(batch, key, line(new, _OPS[op], lsn, seq, txn, left, origin), origin,
                   op == "u")
         return True
@@ -259,20 +265,69 @@ class ChangeBuffer:
                      old: list[Value] | None, lsn: int, seq: int) -> bool:
         txn = self.txn
         if op == "d":
-            batch.lines.append(line(old, b"d", lsn, seq, txn))
-            batch.removes = True
+            if not self._take_letter(batch.info, old):
+                batch.lines.append(line(old, b"d", lsn, seq, txn))
+                batch.removes = True
             return True
         for i, v in enumerate(new):
             if v is UNCHANGED:  # the whole old row came with the change
                 new[i] = old[i]
-        batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
-        batch.removes = True
+        if not self._take_letter(batch.info, old):
+            batch.lines.append(line(old, b"b", lsn, seq - 1, txn))
+            batch.removes = True
         if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
             # The old row leaves the bag all the same: the dead letter is the new row alone,
             # which a replay adds (a keyless row has no key a letter could keep the old one by).
+            self._bag_letters.setdefault((batch.info.name, row_text(new)), []).append(
+                self._dead[-1])
             return True
         batch.lines.append(line(new, _OPS[op], lsn, seq, txn))
         return True
+
+    def _take_letter(self, info: TableInfo, old: list[Value]) -> bool:
+        """Whether a removal of the keyless row ``old`` takes the copy a dead letter of this
+        landing transaction holds (not written yet): the letter is written superseded, and the
+        removal, which changes no mirror row, writes no changelog line.
+
+        A change that did not change the mirror is not in the changelog: otherwise, once a replay
+        adds an equal letter at its own (earlier) position, the changelog replays to a copy
+        fewer than the mirror holds. Copies are equal, so taking a letter's rather than the
+        mirror's leaves the same rows. A removal whose row is held by an older letter only is
+        found as the batch lands (:func:`ingestion.letter_removals.take_letters`).
+        """
+        held = self._bag_letters.get((info.name, row_text(old))) if self._bag_letters else None
+        if not held:
+            return False
+        supersede([held.pop()])  # the newest: the copies are equal
+        return True
+
+    def _letter(self, batch: Batch, key: Any, values: list[Value]) -> None:
+        """Note that the keyed row ``key``'s latest image is the dead letter just written."""
+        batch.letters[key] = values
+        batch.pending.setdefault(key, []).append(self._dead[-1])
+
+    def _remove(self, batch: Batch, key: Any, text: bytes, seq: int) -> None:
+        """Add the removal line ``text`` (``b`` or ``d``, its ``_seq`` ``seq``) of ``key``,
+        unless it removes nothing.
+
+        A change that did not change the mirror is not in the changelog. When the key's latest
+        image is a dead letter of this batch and the batch's line before it removed the row
+        (the mirror holds none), the removal takes the letters instead: they are written
+        superseded, and no line is added. When the batch has no line of the key, the mirror
+        decides as the batch lands (:func:`ingestion.letter_removals.take_keyed_letters`).
+        """
+        pending = batch.pending.get(key) if batch.pending else None
+        if pending:
+            prev = batch.previous(key)
+            if prev is not None and prev[0] is None:
+                supersede(pending)
+                del batch.pending[key]
+                batch.letters.pop(key, None)
+                return
+            if prev is None:
+                batch.takes[(self.txn.commit_lsn, seq)] = pending
+        self._put(batch, key, text)
+        batch.removes = True
 
     @staticmethod
     def _resolve(batch: Batch, info: TableInfo, okey: Any, values: list[Value],
@@ -315,10 +370,11 @@ class ChangeBuffer:
         if not violations:
             return False
         txn = self.txn
+        self._lettered[info.name] = True
         reason = "; ".join(v.message for v in violations)
         detail = [{"column": v.column, "rule": v.rule, "message": v.message,
                    "value": None if v.value is None else str(v.value)} for v in violations]
-        self._dead.append((self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
+        self._dead.append([self.source, info.name, lsn_to_str(lsn), lsn_to_str(txn.commit_lsn),
                            seq, op, reason, Jsonb(detail), str(contract.version),
-                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid))
+                           Jsonb(row_json(info, values)), txn.commit_at, txn.xid, None, None])
         return True

@@ -34,6 +34,7 @@ from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import SchemaChange, diff_columns, with_defaults
+from ingestion.side_tables import letters_take_column
 from ingestion.state import record_schema_change
 from ingestion.tables import (
     ColumnInfo,
@@ -350,6 +351,7 @@ class RelationTracker:
                     add_column(conn, info, change.new_column, value)
                 if value is not None:
                     valued.append(change.column)
+                    letters_take_column(conn, info, change.column, value, self.applier._dead)
             elif change.kind == "widen_type":
                 widen_column(conn, info, change.new_column)
             elif change.kind == "drop_column":

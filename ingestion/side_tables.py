@@ -23,13 +23,17 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.lsn import lsn_to_str
+
 DEAD_LETTER_COLUMNS = (
     ("source", "text"), ("table_name", "text"), ("lsn", "pg_lsn"), ("commit_lsn", "pg_lsn"),
     ("seq", "integer"), ("op", "text"), ("reason", "text"), ("violations", "jsonb"),
     ("contract_version", "text"), ("raw_row", "jsonb"), ("commit_at", "timestamptz"),
-    ("txid", "bigint"))
+    ("txid", "bigint"), ("replayed_at", "timestamptz"), ("replay_result", "text"))
 """The columns of a dead letter as :meth:`ingestion.changes.ChangeBuffer._rejected` builds it
-(LSNs as text), with their types."""
+(LSNs as text), with their types. The last two are null but for a letter whose row the source
+removed in the same landing transaction (:meth:`ingestion.changes.ChangeBuffer._take_letter`):
+it is written superseded."""
 
 PAUSED_COLUMNS = (
     ("source", "text"), ("table_name", "text"), ("commit_lsn", "pg_lsn"), ("seq", "integer"),
@@ -79,16 +83,35 @@ def _plain(value: object) -> object:
     raise TypeError(f"no JSON form for {type(value).__name__} {value!r}")
 
 
+def _no_change_after(info: object, keys: list[sql.Composable]) -> sql.Composed:
+    """The condition that no changelog row of the key ``keys`` (one SQL value per key column)
+    nor a truncate came after the dead letter ``d``: then the letter, not the mirror's row, is
+    the row's latest image (read by the changelog's ``(_commit_lsn, _seq)`` index from the
+    letter on)."""
+    return sql.SQL("not exists (select 1 from {} c where (c._commit_lsn, c._seq) > (d.commit_lsn,"
+                   " d.seq) and (c._op = 't' or ({})))").format(
+        info.changelog, sql.SQL(" and ").join(
+            sql.SQL("c.{} = {}").format(sql.Identifier(k), v)
+            for k, v in zip(info.key, keys, strict=True)))
+
+
 def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
                       columns: set[str]) -> None:
-    """Fill unchanged TOAST values whose row is not in the mirror from its dead letters.
+    """Fill unchanged TOAST values from the row's dead letters when one is newer than the
+    mirror's row.
 
-    A row that broke its contract is a letter, not a mirror row; when an update at the source
-    makes it good without touching a TOAST column, the stream sends that value as unchanged and
-    the mirror has nothing to fill it from (it landed NULL, and the update superseded the letter
-    that held it: the value was lost). The value is the latest waiting letter's of the row's
-    key (``_tidemark_origin``) that holds the column. Runs after
-    :func:`ingestion.merge.fill_unchanged`, for the lines whose origin row the mirror lacks.
+    A row that broke its contract is a letter, not a mirror row. An update at the source that
+    leaves a TOAST column alone sends it as unchanged, and :func:`ingestion.merge.fill_unchanged`
+    takes it from the mirror: wrong when a letter set it since (a bad update that set the
+    column, then a good one that left it: the good row got the mirror's older value), or when
+    the mirror has no row at all (a bad insert made good later: the value landed NULL, and the
+    update superseded the only letter that held it). The value is the newest waiting letter's
+    of the row's key (``_tidemark_origin``) that holds the column, committed before the line
+    and after the table's resync snapshot, when no changelog row of the key (nor a truncate)
+    came after that letter: then the letter is the row's latest image. Runs after
+    :func:`ingestion.merge.fill_unchanged`, one statement per column left unresolved; the
+    changelog is read by its ``(_commit_lsn, _seq)`` index from the letter on, and only for
+    lines whose key has such a letter.
 
     Args:
         cur: a landing cursor in the batch's transaction.
@@ -100,65 +123,106 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
     if not key:
         return
     types = {c.name: c.type_sql for c in info.columns}
-    origin = [sql.SQL("(s._tidemark_origin[{}])::{}").format(sql.Literal(i + 1),
-                                                             sql.SQL(types[k]))
-              for i, k in enumerate(key)]
     in_letter = sql.SQL(" and ").join(
-        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), o)
-        for k, o in zip(key, origin, strict=True))
-    in_mirror = sql.SQL(" and ").join(
-        sql.SQL("m.{} = {}").format(sql.Identifier(k), o) for k, o in zip(key, origin,
-                                                                         strict=True))
-    sets = sql.SQL(", ").join(
-        sql.SQL("{c} = case when s._tidemark_unchanged @> array[{n}] then (select"
-                " (d.raw_row ->> {n})::{t} from tidemark.dead_letters d where d.source = {src}"
-                " and d.table_name = {tab} and d.replayed_at is null and d.raw_row ? {n} and"
-                " {in_letter} order by d.commit_lsn desc, d.seq desc limit 1) else s.{c} end"
-                ).format(c=sql.Identifier(c), n=sql.Literal(c), t=sql.SQL(types[c]),
-                         src=sql.Literal(info.source), tab=sql.Literal(info.name),
-                         in_letter=in_letter)
-        for c in sorted(columns))
-    cur.execute(sql.SQL("update {} s set {} where s._tidemark_unchanged is not null and not"
-                        " exists (select 1 from {} m where {})").format(
-        stg, sets, info.mirror, in_mirror))
+        sql.SQL("(d.raw_row ->> {})::{} = (o.org[{}])::{}").format(
+            sql.Literal(k), sql.SQL(types[k]), sql.Literal(i + 1), sql.SQL(types[k]))
+        for i, k in enumerate(key))
+    fresh = _no_change_after(info, [sql.SQL("(o.org[{}])::{}").format(
+        sql.Literal(i + 1), sql.SQL(types[k])) for i, k in enumerate(key)])
+    for column in sorted(columns):
+        cur.execute(sql.SQL(
+            "with o as materialized (select ctid as tid, _tidemark_origin as org, _commit_lsn"
+            " as cl, _seq as sq from {stg} where _tidemark_unchanged @> array[{n}]),"
+            " b as materialized (select distinct on (o.tid) o.tid, (d.raw_row ->> {n})::{t} as v"
+            " from o join tidemark.dead_letters d on d.source = %s and d.table_name = %s"
+            " and d.replayed_at is null and d.commit_lsn >= %s::pg_lsn"
+            " and (d.commit_lsn, d.seq) < (o.cl, o.sq) and d.raw_row ? {n} and {in_letter}"
+            " where {fresh} order by o.tid, d.commit_lsn desc, d.seq desc)"
+            " update {stg} s set {c} = b.v from b where s.ctid = b.tid").format(
+                stg=stg, n=sql.Literal(column), t=sql.SQL(types[column]), in_letter=in_letter,
+                c=sql.Identifier(column), fresh=fresh),
+            (info.source, info.name, lsn_to_str(info.snapshot_lsn or 0)))
 
 
 def complete_letters(cur: psycopg.Cursor, info: object,
-                     completions: list[tuple[dict, tuple, list[str]]]) -> None:
+                     completions: list[tuple[dict, tuple, list[str], dict | None]]) -> None:
     """Complete the letters of rejected key changes with the TOAST values they left unchanged.
 
     The row left its old key (the batch's ``b`` line is about to land), so the letter must hold
-    the values itself: they come from the old key's mirror row or, when the mirror lacks it
-    (the row was a letter too), from the old key's latest waiting letters that hold them. Runs
-    before the batch lands, on the landing transaction's cursor (one or two queries a letter;
-    rare: a key change that breaks the contract and leaves a TOAST value alone).
+    the values itself. Each comes from the old key's latest image before the change: its newest
+    waiting letter that holds the column, when no changelog row of the key came after that
+    letter (a bad update set the value since the mirror's row), else the old key's mirror row;
+    with neither, the column stays out of the letter. Runs before the batch lands, on the
+    landing transaction's cursor (one query a letter; rare: a key change that breaks the
+    contract and leaves a TOAST value alone).
 
     Args:
         cur: a landing cursor in the batch's transaction.
         info: the table (keyed ``TableInfo``).
         completions: (the letter's ``raw_row`` dict, its old key as sent, the columns it
-            lacks); the dicts are completed in place before the letters are written.
+            lacks, the ``raw_row`` of the old key's letter of this batch or None); the dicts
+            are completed in place, in order, before the letters are written. A column the
+            old key's letter of the batch holds (completed before, when it was a key change
+            too) comes from there: that letter is not written yet.
     """
     types = {c.name: c.type_sql for c in info.columns}
-    for raw, origin, left in completions:
-        key = [v.decode() if isinstance(v, bytes) else v for v in origin]
-        row = cur.execute(sql.SQL("select {} from {} where {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in left),
-            info.mirror, sql.SQL(" and ").join(
-                sql.SQL("{} = %s::{}").format(sql.Identifier(k), sql.SQL(types[k]))
-                for k in info.key)), key).fetchone()
-        if row is None:
-            match = sql.SQL(" and ").join(
-                sql.SQL("(d.raw_row ->> {})::{t} = %(k{i})s::{t}").format(
-                    sql.Literal(k), t=sql.SQL(types[k]), i=sql.SQL(str(i)))
-                for i, k in enumerate(info.key))
-            row = cur.execute(sql.SQL("select {}").format(sql.SQL(", ").join(
-                sql.SQL("(select d.raw_row ->> {c} from tidemark.dead_letters d where"
-                        " d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is null"
-                        " and d.raw_row ? {c} and {m} order by d.commit_lsn desc, d.seq desc"
-                        " limit 1)").format(c=sql.Literal(c), m=match) for c in left)),
-                {"s": info.source, "t": info.name,
-                 **{f"k{i}": v for i, v in enumerate(key)}}).fetchone()
-            if all(v is None for v in row):
-                continue
-        raw.update(zip(left, row, strict=True))
+    keys = [sql.SQL("%(k{})s::{}").format(sql.SQL(str(i)), sql.SQL(types[k]))
+            for i, k in enumerate(info.key)]
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = {}").format(sql.Literal(k), sql.SQL(types[k]), v)
+        for k, v in zip(info.key, keys, strict=True))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{} = {}").format(sql.Identifier(k), v)
+        for k, v in zip(info.key, keys, strict=True))
+    fresh = _no_change_after(info, keys)
+    for raw, origin, wanted, chained in completions:
+        if chained:
+            raw.update((c, chained[c]) for c in wanted if c in chained)
+        left = [c for c in wanted if c not in raw]
+        if not left:
+            continue
+        params = {"s": info.source, "t": info.name,
+                  "snap": lsn_to_str(getattr(info, "snapshot_lsn", 0) or 0),
+                  **{f"k{i}": v.decode() if isinstance(v, bytes) else v
+                     for i, v in enumerate(origin)}}
+        row = cur.execute(sql.SQL("select {}, {}, exists (select 1 from {} m where {})").format(
+            sql.SQL(", ").join(
+                sql.SQL("(select jsonb_build_array(d.raw_row -> {c}) from tidemark.dead_letters d"
+                        " where d.source = %(s)s and d.table_name = %(t)s and d.replayed_at is"
+                        " null and d.commit_lsn >= %(snap)s::pg_lsn and d.raw_row ? {c} and {m}"
+                        " and {fresh} order by d.commit_lsn desc, d.seq desc limit 1)").format(
+                    c=sql.Literal(c), m=in_letter, fresh=fresh) for c in left),
+            sql.SQL(", ").join(sql.SQL("(select m.{}::text from {} m where {})").format(
+                sql.Identifier(c), info.mirror, in_mirror) for c in left),
+            info.mirror, in_mirror), params).fetchone()
+        letters, mirror, in_the_mirror = row[:len(left)], row[len(left):-1], row[-1]
+        for column, held, kept in zip(left, letters, mirror, strict=True):
+            if held is not None:
+                raw[column] = held[0]
+            elif in_the_mirror:
+                raw[column] = kept
+
+
+def letters_take_column(cur: psycopg.Cursor | psycopg.Connection, info: object, column: str,
+                        value: str, pending: list[list]) -> None:
+    """Give the table's waiting dead letters a column the source added with a constant default.
+
+    A source row that existed when the column was added reads the default (PostgreSQL's
+    ``attmissingval``), and so does the mirror's (:func:`ingestion.tables.add_column`); a letter
+    written before lacked it, and its replay landed NULL there (a keyed letter: the mirror's
+    value, or NULL when the mirror has no row). Letters of the landing transaction not written
+    yet (``pending``, :meth:`ingestion.changes.ChangeBuffer._rejected`'s lists) get it too.
+
+    Args:
+        cur: a landing cursor or connection in the schema change's transaction.
+        info: the table.
+        column: the added column.
+        value: the text form of the value the source's existing rows read.
+        pending: the dead letters not written yet.
+    """
+    cur.execute("update tidemark.dead_letters set raw_row = raw_row || jsonb_build_object(%s::text,"
+                " %s::text) where source = %s and table_name = %s and replayed_at is null and"
+                " not raw_row ? %s", (column, value, info.source, info.name, column))
+    for letter in pending:
+        if letter[1] == info.name:
+            letter[9].obj.setdefault(column, value)

@@ -1,0 +1,137 @@
+"""Removals of a row that only a dead letter holds: they take the letter, not a mirror row.
+
+A change that did not change the mirror is not in the changelog (round 37). When a row breaks
+its contract it is a dead letter, not a mirror row; when the source later removes it (a ``d``,
+or the ``b`` old row of an update or of a key change), the mirror has nothing to remove. Such a
+removal takes the letter instead (the letter is superseded as the removal lands) and writes no
+changelog row. Before, it was logged: for a keyless table (a bag), once a replay added an equal
+letter at its own, earlier position, the changelog replayed to a copy fewer than the mirror and
+the source held (the history built from ``cdc.*`` was one row short); for a keyed one, ``cdc.*``
+held deletes of keys it never had.
+
+Letters of the same landing transaction are not written yet:
+:class:`ingestion.changes.ChangeBuffer` takes them as it buffers the removal (:func:`supersede`
+marks them). Letters already written are taken as the batch lands, against the mirror:
+:func:`take_letters` (keyless) and :func:`take_keyed_letters`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ingestion.lsn import str_to_lsn
+
+
+def supersede(letters: list[list]) -> None:
+    """Mark dead letters not written yet (:meth:`ingestion.changes.ChangeBuffer._rejected`'s
+    lists) superseded: the source removed their row in the same landing transaction."""
+    now = datetime.now(UTC)
+    for letter in letters:
+        letter[-2:] = [now, "superseded"]
+
+
+def take_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
+    """The statement of :func:`take_letters` (two parameters: source and table name)."""
+    cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in info.columns)
+    row_m = sql.SQL("row({})::text").format(sql.SQL(", ").join(
+        sql.Identifier("mm", c.name) for c in info.columns))
+    typed = sql.SQL("row({})::text").format(sql.SQL(", ").join(
+        sql.SQL("(d.raw_row ->> {})::{}").format(sql.Literal(c.name), sql.SQL(c.type_sql))
+        for c in info.columns))  # the landing's own types, as the mirror's rows
+    return sql.SQL(
+        "with s as materialized (select ctid as tid, row({cols})::text as k0, _commit_lsn as cl,"
+        " _seq as sq, case when _op in ('b', 'd') then -1 else 1 end as sign from {stg}),"
+        " r as materialized (select distinct k0 from s where sign < 0),"
+        " m as (select {row_m} as k0, count(*) as n from {mirror} mm where {row_m} in"
+        " (select k0 from r) group by 1),"
+        " w as (select s.*, coalesce(m.n, 0) + sum(s.sign) over (partition by s.k0 order by"
+        " s.cl, s.sq rows unbounded preceding) as level from s join r using (k0)"
+        " left join m using (k0)),"
+        " v as (select w.*, min(level) over (partition by k0 order by cl, sq rows between"
+        " unbounded preceding and 1 preceding) as low from w),"
+        " bad as materialized (select tid, k0, cl, sq, count(*) over (partition by k0) as n,"
+        " row_number() over (partition by k0 order by cl desc, sq desc) as rn from v"
+        " where sign < 0 and level < 0 and level < coalesce(low, 0)),"
+        " lt as (select d.id, {typed} as k0, d.commit_lsn, d.seq from tidemark.dead_letters d"
+        " where d.source = %s and d.table_name = %s and d.replayed_at is null"
+        " and exists (select 1 from bad)),"
+        " pick as (select id from (select lt.id, b.n, row_number() over (partition by lt.k0"
+        " order by lt.commit_lsn desc, lt.seq desc) as rn from lt join bad b on b.rn = 1"
+        " and b.k0 = lt.k0 and (lt.commit_lsn, lt.seq) < (b.cl, b.sq)) x where rn <= n),"
+        " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
+        " replay_result = 'superseded' from pick where d.id = pick.id returning 1)"
+        " delete from {stg} where ctid = any(array(select tid from bad))"
+    ).format(cols=cols, stg=stg, row_m=row_m, mirror=info.mirror, typed=typed)
+
+
+def take_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier) -> None:
+    """Drop a keyless batch's removals that find no mirror copy, and supersede the letters
+    whose copies they take.
+
+    Line by line in change order, per distinct row, the mirror's copies plus the batch's
+    insertions minus its removals so far: a removal that takes the count below zero, and
+    below every count before it, found no copy (a bounded running sum, as window functions
+    over the staging table, one join to the mirror). Each such removal supersedes a waiting
+    letter of its row written before it (the newest first: a letter from before the table's
+    last truncate or resync is void, and copies are equal) and leaves the staging table, so
+    neither the changelog nor the bag's net change sees it. Runs before the batch lands, for a
+    keyless table under a contract (letters exist there only) whose batch removes rows.
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (keyless ``TableInfo``).
+        stg: its staging table, the batch copied in.
+    """
+    cur.execute(take_letters_sql(info, stg), (info.source, info.name))
+
+
+def take_keyed_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
+    """The statement of :func:`take_keyed_letters` (two parameters: source and table name)."""
+    types = {c.name: c.type_sql for c in info.columns}
+    keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    in_mirror = sql.SQL(" and ").join(
+        sql.SQL("m.{k} = f.{k}").format(k=sql.Identifier(k)) for k in info.key)
+    in_letter = sql.SQL(" and ").join(
+        sql.SQL("(d.raw_row ->> {})::{} = b.{}").format(sql.Literal(k), sql.SQL(types[k]),
+                                                         sql.Identifier(k))
+        for k in info.key)
+    return sql.SQL(
+        "with f as materialized (select distinct on ({keys}) ctid as tid, {keys}, _op,"
+        " _commit_lsn as cl, _seq as sq from {stg} order by {keys}, _commit_lsn, _seq),"
+        " b as materialized (select * from f where f._op in ('b', 'd') and not exists"
+        " (select 1 from {mirror} m where {in_mirror})),"
+        " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
+        " replay_result = 'superseded' from b where d.source = %s and d.table_name = %s"
+        " and d.replayed_at is null and {in_letter} and (d.commit_lsn, d.seq) < (b.cl, b.sq))"
+        " delete from {stg} s using b where s.ctid = b.tid returning b.cl::text, b.sq"
+    ).format(keys=keys, stg=stg, mirror=info.mirror, in_mirror=in_mirror, in_letter=in_letter)
+
+
+def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
+                       takes: dict[tuple[int, int], list[list]]) -> None:
+    """Drop a keyed batch's removals that find no row, and supersede the letters of their keys.
+
+    A key's first line in the batch that is a removal (``b``/``d``) and whose key the mirror
+    lacks removed nothing: the row was a dead letter only (a bad insert, then a delete). It
+    leaves the staging table (a later line of the key still decides the mirror's row), and the
+    key's waiting letters written before it are superseded now (a replay superseded them by
+    that logged removal before). ``takes`` are the letters of this landing transaction (not
+    written yet) such a removal takes (:meth:`ingestion.changes.ChangeBuffer._remove`); they
+    are marked in place. One statement: the first line per key (a sort of the staging table)
+    and a probe of the mirror's primary key per removed key.
+
+    Args:
+        cur: a landing cursor in the batch's transaction.
+        info: the table (keyed ``TableInfo``).
+        stg: its staging table, the batch copied in.
+        takes: per removal line (``_commit_lsn``, ``_seq``), letters it takes if it is void.
+    """
+    for lsn, seq in cur.execute(take_keyed_letters_sql(info, stg),
+                                (info.source, info.name)).fetchall():
+        letters = takes.get((str_to_lsn(lsn), seq))
+        if letters:
+            supersede(letters)
