@@ -109,18 +109,19 @@ def test_catch_up_without_heartbeat_rights_returns_when_idle(pair: Pair) -> None
         with psycopg.connect(owner, autocommit=True) as conn:
             conn.execute("create table t (id int primary key, v text)")
             conn.execute("insert into t select g, 'v' || g from generate_series(1, 3000) g")
-        first = catch_up(owner, pair.land, pair.source, timeout_s=20)
+        # returning is the check (before, the target was never reached: CatchUpTimeoutError);
+        # no bound on its seconds, which a loaded machine breaks (round 37: timing is bench/'s)
+        first = catch_up(owner, pair.land, pair.source, timeout_s=120)
         assert first.snapshot_rows == 3000
-        assert first.seconds < 10
         assert_mirror_equals(pair, "t")
         with psycopg.connect(owner, autocommit=True) as conn:
             conn.execute("insert into t values (3001, 'new')")
             conn.execute("update t set v = 'w' where id = 1")
-        second = catch_up(owner, pair.land, pair.source, timeout_s=20)
+        second = catch_up(owner, pair.land, pair.source, timeout_s=120)
         assert (second.snapshot_rows, second.transactions, second.changes) == (0, 2, 2)
         assert_mirror_equals(pair, "t")
-        idle = catch_up(owner, pair.land, pair.source, timeout_s=20)
-        assert (idle.transactions, idle.changes) == (0, 0) and idle.seconds < 5
+        idle = catch_up(owner, pair.land, pair.source, timeout_s=120)
+        assert (idle.transactions, idle.changes) == (0, 0)
     finally:
         pair.src_exec(f"reassign owned by {role} to postgres", f"drop owned by {role}")
         pair.src_exec(f"drop role if exists {role}")
