@@ -82,6 +82,7 @@ def main() -> None:
 
         stop = threading.Event()
         marks: dict[str, float] = {}
+        deploys: list[threading.Thread] = []
         reads: list[float] = []
         catalog: list[float] = []
 
@@ -103,7 +104,8 @@ def main() -> None:
                     if "txn_start" in marks and not args.no_deploy and "deploy_start" not in \
                             marks and now - marks["txn_start"] >= args.start_after:
                         marks["deploy_start"] = now
-                        threading.Thread(target=redeploy).start()
+                        deploys.append(threading.Thread(target=redeploy))
+                        deploys[-1].start()
                     time.sleep(0.05)
 
         def redeploy() -> None:
@@ -132,6 +134,10 @@ def main() -> None:
             time.sleep(0.1)
         stop.set()
         for t in threads:
+            t.join()
+        # after the watch: it may have started the deploy after the loop above looked (round
+        # 37: the server would then stop under the deploy, and deploy_end be missing)
+        for t in deploys:
             t.join()
         with psycopg.connect(land) as conn:
             landed = conn.execute("select count(*) from bench.events").fetchone()[0]

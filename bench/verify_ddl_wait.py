@@ -13,7 +13,14 @@ applies it to the mirror (``alter table ... add column``) and the changelog:
 * ``verify``: ingestion streams (``ingestion.run``, round 35: before, a ``catch_up`` started
   after the change, whose start-up and WAL decoding took ~1 s of the verify's ~2 s);
   ``streaming_views.verify`` runs in a thread; the column is added once its comparison query
-  (``except all``) runs; ``landed_s``: until the column is in the mirror.
+  (``except all``) runs; ``landed_s``: until the column is in the mirror. The comparison is
+  held at a gate (round 37): a session of the bench locks ``live.accounts`` before the verify
+  starts, sees the comparison waiting for it, adds the column at the source and only then
+  releases the lock. So the column is committed as the comparison starts, at any ``--rows``
+  (round 36 polled ``pg_stat_activity`` every 10 ms for the comparison, which lasts
+  milliseconds at 5,000 rows: a loaded CI machine missed it and the bench failed). At the
+  default 1M rows the comparison then runs for seconds while the change streams in; at a few
+  thousand rows it may end first (``outcome`` ``ok``), which is a result, not a failure.
 
 * ``lockcost`` (only when asked): the DDL path's own cost without a reader, plain savepoint
   against ``ingestion.ddl_locks.DdlLocks.run``, alternating in one session (branch trees).
@@ -29,10 +36,13 @@ its slowest read (a read queued behind the ALTER waits as long as the ALTER does
 
 Printed: one JSON line {"bench": "verify_ddl_wait", rows, none_s, reader_base_s, held: {hold_s,
 locks [[is_verify, mode, granted, query]], reader ("ok" or "blocked"), reader_max_s, reads,
-landed_after_close_s, alter_waited_s}, verify: {verify_s, outcome, added_at_s, landed_s,
-alter_waited_s, reader_max_s, reads}, ddl: {columns, ddl_s}} (``none_s`` and ``landed_s``: from
-the source's commit of the add column to the catch-up's end; ``landed_after_close_s``: the
-catch-up's end minus the verify transaction's end; ``outcome``: ``ok`` or what interrupted it).
+landed_after_close_s, alter_waited_s}, verify: {gated_s, verify_s, outcome, added_at_s,
+landed_s, alter_waited_s, reader_max_s, reads}, ddl: {columns, ddl_s}} (``none_s`` and
+``landed_s``: from the source's commit of the add column to the catch-up's end (``landed_s``:
+to the column's sight in the mirror); ``landed_after_close_s``: the catch-up's end minus the
+verify transaction's end; ``gated_s``: from the verify's start to the gate's release;
+``verify_s``: from the release to the verify's end; ``added_at_s``: the column's commit
+minus the release (a little below zero); ``outcome``: ``ok`` or what interrupted it).
 
 Usage: python bench/verify_ddl_wait.py [--rows 1000000] [--hold 5] [--ddl 20]
        [--rounds none,held,verify,ddl,lockcost] [--lockcost 300]
@@ -54,7 +64,7 @@ from psycopg import sql
 import streaming_views
 from ingestion import catch_up, run
 from streaming_views.deploy import deploy_embedded
-from streaming_views.verify import diff_rows
+from streaming_views.verify import APPLICATION_NAME, diff_rows
 from streaming_views.viewfile import parse_view_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,8 +74,8 @@ VIEW = "select a.aid, a.bid, a.abalance from bench.acc a"
 WAITING_DDL = ("select 1 from pg_stat_activity where wait_event_type = 'Lock' and datname ="
                " current_database() and (query ilike 'alter table%%'"
                " or query ilike 'lock table%%')")
-COMPARING = ("select 1 from pg_stat_activity where datname = current_database() and state ="
-             " 'active' and query ilike '%%except all%%' and pid <> pg_backend_pid()")
+GATED = ("select 1 from pg_stat_activity where datname = current_database() and"
+         " application_name = %s and wait_event_type = 'Lock' and query ilike '%%except all%%'")
 LANDED = ("select 1 from pg_attribute where attrelid = 'bench.acc'::regclass and attname = %s"
           " and not attisdropped")
 LOCKS = ("select l.pid = %s, l.mode, l.granted, left(a.query, 60) from pg_locks l"
@@ -192,47 +202,91 @@ def held_round(src: str, land: str, hold: float) -> dict[str, object]:
     return out
 
 
+class Stream:
+    """``ingestion.run`` streaming the source in a thread, as in production, until ``end``."""
+
+    def __init__(self, src: str, land: str) -> None:
+        self.stop = threading.Event()
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, args=(src, land))
+        self.thread.start()
+
+    def _run(self, src: str, land: str) -> None:
+        try:
+            run(src, land, "bench", stop=self.stop)
+        except BaseException as exc:  # said by the round, which stops waiting for it
+            self.error.append(exc)
+            raise
+
+    def check(self) -> None:
+        """Raise SystemExit if the stream has stopped (its error was printed)."""
+        if not self.thread.is_alive():
+            raise SystemExit(f"ingestion stopped streaming: {self.error[:1]}")
+
+    def end(self) -> None:
+        """Stop the stream cleanly (also when the round failed: else the process hangs)."""
+        self.stop.set()
+        self.thread.join()
+
+
 def verify_round(src: str, land: str) -> dict[str, object]:
-    """A real ``streaming_views.verify`` running when the column is added."""
+    """A real ``streaming_views.verify`` comparing when the column is added (held at a gate
+    until the column is committed at the source: see the module's docstring)."""
     marks: dict[str, float] = {}
     outcome: list[str] = []
-    start = time.monotonic()
 
     def check_it() -> None:
-        [result] = streaming_views.verify(land, "accounts")
+        try:
+            [result] = streaming_views.verify(land, "accounts")
+        except Exception as exc:  # said by the round, which stops waiting for it
+            outcome.append(f"failed: {exc!r}")
+            raise
         marks["verify"] = time.monotonic()
         interrupted = getattr(result, "interrupted", None)
         outcome.append(f"interrupted by {interrupted}" if interrupted else
                        "ok" if result.ok else "differs")
 
-    stop = threading.Event()  # ingestion streams all along, as in production
-    stream = threading.Thread(target=run, args=(src, land, "bench"), kwargs={"stop": stop})
-    stream.start()
-    with psycopg.connect(src, autocommit=True) as conn:
-        conn.execute("update acc set abalance = -1 where aid = 2")
-    with psycopg.connect(land, autocommit=True) as conn:
-        while conn.execute("select abalance from bench.acc where aid = 2").fetchone()[0] != -1:
-            time.sleep(0.01)  # streaming
-        start = time.monotonic()
-        check = threading.Thread(target=check_it)
-        check.start()
-        while not conn.execute(COMPARING).fetchone():
-            if not check.is_alive():
-                raise SystemExit("the verify ended before its comparison was seen: raise --rows")
-            time.sleep(0.01)
-        watch = DdlWatch(land)
-        t0 = add_column(src, "c_verify")
-        reader = Reader(land)
-        while not conn.execute(LANDED, ("c_verify",)).fetchone():
-            time.sleep(0.01)
-        landed = time.monotonic()
-    read = reader.result()
-    check.join()
-    stop.set()
-    stream.join()
-    return {"verify_s": round(marks["verify"] - start, 3), "outcome": outcome[0],
-            "added_at_s": round(t0 - start, 3), "landed_s": round(landed - t0, 3),
-            "alter_waited_s": watch.waited(), **read}
+    stream = Stream(src, land)
+    pollers: list[_Poller] = []
+    try:
+        with psycopg.connect(src, autocommit=True) as conn:
+            conn.execute("update acc set abalance = -1 where aid = 2")
+        with psycopg.connect(land, autocommit=True) as conn, psycopg.connect(land) as gate:
+            while conn.execute("select abalance from bench.acc where aid = 2").fetchone()[0] \
+                    != -1:
+                stream.check()
+                time.sleep(0.01)  # streaming
+            # the gate: the comparison's first read (of live.accounts) waits for this lock
+            gate.execute("lock table live.accounts in access exclusive mode")
+            start = time.monotonic()
+            check = threading.Thread(target=check_it)
+            check.start()
+            while not conn.execute(GATED, (APPLICATION_NAME,)).fetchone():
+                if not check.is_alive():
+                    raise SystemExit(f"the verify ended before its comparison: {outcome}")
+                time.sleep(0.01)  # it waits at the gate until released: no race
+            watch = DdlWatch(land)
+            pollers.append(watch)
+            t0 = add_column(src, "c_verify")
+            gate.commit()  # open: the comparison runs while the change streams in
+            released = time.monotonic()
+            reader = Reader(land)
+            pollers.append(reader)
+            while not conn.execute(LANDED, ("c_verify",)).fetchone():
+                stream.check()
+                time.sleep(0.01)
+            landed = time.monotonic()
+        read = reader.result()
+        check.join()
+        if "verify" not in marks:
+            raise SystemExit(f"the verify did not end: {outcome}")
+    finally:
+        for poller in pollers:  # threads left running would keep the process alive
+            poller.stop.set()
+        stream.end()
+    return {"gated_s": round(released - start, 3), "verify_s": round(marks["verify"] - released, 3),
+            "outcome": outcome[0], "added_at_s": round(t0 - released, 3),
+            "landed_s": round(landed - t0, 3), "alter_waited_s": watch.waited(), **read}
 
 
 def ddl_round(src: str, land: str, columns: int) -> dict[str, float]:

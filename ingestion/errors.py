@@ -71,6 +71,13 @@ class PermanentSourceError(IngestionError):
     """
 
 
+class SourceStreamEndedError(ConnectionError):
+    """The source server ended the replication stream without an error (the walsender ends its
+    COPY when the server shuts down: a restart for maintenance). A lost connection, not a
+    person's problem: ``run`` logs it and reconnects (a ``ConnectionError``, so
+    :func:`ingestion.failures.is_transient` holds)."""
+
+
 class SourceBusyError(SourceError):
     """A source cannot be removed while ingestion streams from its slot."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ingestion.errors import PermanentSourceError
+from ingestion.errors import PermanentSourceError, SourceStreamEndedError
 from ingestion.versions import check_source_version
 
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
@@ -28,6 +28,10 @@ _TRANSIENT_TEXT = (
     # libpq returned an error without a message: the server ended the connection in the middle
     # of the replication stream (e.g. wal_sender_timeout passed while this process was paused)
     "no message from the libpq",
+    # libpq refusing to read or send on a replication stream the server ended (its walsender
+    # stops at a shutdown): the stream's read says so as SourceStreamEndedError
+    # (:func:`ended_stream`), an acknowledgement sent right after it says this
+    "no copy in progress",
 )
 _LOST_SLOT = (
     "The source invalidated this source's replication slot (it held back more WAL than "
@@ -154,6 +158,38 @@ def _is_transient_one(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     return state is None and any(marker in text for marker in _TRANSIENT_TEXT)
+
+
+def ended_stream(exc: BaseException, source_conn: psycopg.Connection | None
+                 ) -> SourceStreamEndedError | None:
+    """Whether psycopg2's ``exc``, raised reading the replication stream, says the server ended
+    the stream; if so, the lost connection to raise instead, with the cause if there is one.
+
+    A walsender ends its COPY without an error when its server shuts down (``pg_ctl stop`` or
+    ``restart``): psycopg2's read after that raises libpq's "no COPY in progress", which
+    ingestion took for a permanent failure and stopped for good (round 37). The session's
+    other connection to the source says why: a fast shutdown has terminated it
+    (``terminating connection due to administrator command``).
+
+    Args:
+        exc: the error psycopg2's ``read_message`` raised.
+        source_conn: the session's (psycopg 3) connection to the source, or None.
+
+    Returns:
+        The error to raise (from ``exc``), or None when ``exc`` is another error.
+    """
+    if "no copy in progress" not in str(exc).lower():
+        return None
+    said = "the source server ended the replication stream without an error"
+    if source_conn is None:
+        return SourceStreamEndedError(said)
+    try:
+        source_conn.execute("select 1")
+    except psycopg.Error as probe:
+        return SourceStreamEndedError(
+            f"the source server ended the replication stream: it shut down or restarted (the "
+            f"session's other connection to it says {first_line(probe)!r})")
+    return SourceStreamEndedError(f"{said} (the server still answers)")
 
 
 def permanent(source: str, exc: BaseException, where: str = "source") -> PermanentSourceError:

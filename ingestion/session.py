@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+import psycopg2
 
 from ingestion.applier import Applier
 from ingestion.catalog import wait_slot_free
@@ -35,7 +36,7 @@ from ingestion.decoder import (
 )
 from ingestion.errors import DecodeError, IngestionError
 from ingestion.exclusive import hold_source_lock, named
-from ingestion.failures import check_source
+from ingestion.failures import check_source, ended_stream
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
@@ -261,7 +262,13 @@ class Session:
         """
         cur = self.cur
         while True:
-            msg = cur.read_message()
+            try:
+                msg = cur.read_message()
+            except psycopg2.DatabaseError as exc:  # the server ended the COPY: a lost connection
+                ended = ended_stream(exc, self.source_conn)
+                if ended is None:
+                    raise
+                raise ended from exc
             if msg is None:
                 if self.future is not None and self.future.done():
                     self.wait_worker()

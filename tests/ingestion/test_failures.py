@@ -7,11 +7,12 @@ import threading
 import time
 
 import psycopg
+import psycopg2
 import pytest
 
 from ingestion import run
-from ingestion.errors import PermanentSourceError
-from ingestion.failures import is_transient, permanent
+from ingestion.errors import PermanentSourceError, SourceStreamEndedError
+from ingestion.failures import ended_stream, is_transient, permanent
 from tests.ingestion.conftest import Pair
 from tests.support import other_database
 from tidemark.stack.credentials import read_passwords
@@ -56,6 +57,28 @@ def test_a_clean_up_error_after_a_lost_connection_is_retried() -> None:
         finally:
             raise psycopg.OperationalError('FATAL:  database "nope" does not exist')
     assert not is_transient(caught.value)
+
+
+def test_a_replication_stream_the_server_ended_is_a_lost_connection(pair: Pair) -> None:
+    # A walsender ends its COPY without an error when its server shuts down (a restart for
+    # maintenance); psycopg2's next read or acknowledgement on the stream raises libpq's "no
+    # COPY in progress", which stopped ingestion for good (round 36's CI; test_engine.py
+    # restarts a real source server).
+    assert is_transient(psycopg2.DatabaseError("no COPY in progress"))
+    ended = ended_stream(psycopg2.DatabaseError("no COPY in progress"), None)
+    assert isinstance(ended, SourceStreamEndedError) and is_transient(ended)
+    assert "ended the replication stream" in str(ended)
+    assert ended_stream(psycopg2.DatabaseError("unexpected message"), None) is None
+    # the cause, when the session's other connection to the source was terminated with it
+    with psycopg.connect(pair.src, autocommit=True) as conn, \
+            psycopg.connect(pair.src, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        ended = ended_stream(psycopg2.DatabaseError("no COPY in progress"), conn)
+    assert "terminating connection due to administrator command" in str(ended)
+    assert is_transient(ended)
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        assert "the server still answers" in str(ended_stream(
+            psycopg2.DatabaseError("no COPY in progress"), conn))
 
 
 @pytest.mark.parametrize("message, advice", [
