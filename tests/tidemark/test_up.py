@@ -117,7 +117,7 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
 
     proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
     try:
-        assert proc.wait(300) == 0, out.read_text()
+        assert proc.wait(UP_S + STOP_S) == 0, out.read_text()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -238,7 +238,7 @@ def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path
         taken.listen()
         ui_port = taken.getsockname()[1]
         proc, out = _start_up(home, port, "--rate", "0", dagster_port=ui_port)
-        code = proc.wait(300)
+        code = proc.wait(UP_S + STOP_S)
     log = out.read_text()
     assert code == 2, log
     assert f"Port {ui_port}" in log and "TIDEMARK_DAGSTER_PORT" in log, log
@@ -346,7 +346,7 @@ def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
                                         for c in children), 30), "children outlived tidemark up"
         assert (home / "pgdata" / "postmaster.pid").exists()  # the server cannot follow it
         proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
-        assert proc.wait(300) == 0, out.read_text()
+        assert proc.wait(UP_S + STOP_S) == 0, out.read_text()
         log = out.read_text()
         assert "ended without stopping what it started" in log, log
         assert "PostgreSQL stopped" in log and "it was running before" not in log, log
