@@ -143,25 +143,25 @@ def test_a_rerun_from_the_ui_clears_a_given_up_day_even_if_it_still_drifts(built
 
 
 def test_a_late_day_that_drifts_is_asked_once_per_tick(built, rec) -> None:  # noqa: F811
-    """A late-data correction failed; while it waits for its backoff the reconciliation records
-    the day's drift for one pair of the mart (the other pair still holds it reconciled, late
-    rows after it). After the backoff one run is asked, not one per path: on main the drift
-    path and the late-data path each asked one (two runs of the same day in one tick)."""
+    """A late-data day whose corrections failed and were given up; the reconciliation records
+    its drift for one pair of the mart (the mart's other pair still holds it reconciled, late
+    rows after it); its failures are cleared (what `tidemark reconcile retry` does). The next
+    tick asks one run, not one per path (drift and late data)."""
     day = built.closed_days[-2]
     assert _revenue_check(built, rec).passed
     _late_order(built, datetime.combine(day, time(22), tzinfo=UTC), store=1, amount=3.33)
     context = dg.build_sensor_context(instance=built.instance,
                                       resources={"tidemark": built.resource})
-    [request] = _requests_for(rec.reconciliation_corrections(context), day)
-    run = _launched(built, request)
+    runs = _give_up(built, rec, context, day, failures=3)
     try:
-        built.instance.report_run_failed(run, "Failed to start: code server unreachable")
-        assert not _requests_for(rec.reconciliation_corrections(context), day)  # backoff
         assert not _revenue_check(built, rec).passed  # drift recorded, explained by late rows
-        _backoff_passed(built, day)
+        built.sql("update tidemark.reconciled_days set correction_attempts = 0,"
+                  " correction_failed_run = null, correction_failed_at = null"
+                  " where mart = %s and day = %s", (MART, day))
         [again] = _requests_for(rec.reconciliation_corrections(context), day)
         fixed = built.job("daily_marts").execute_in_process(
             instance=built.instance, tags=again.tags, asset_selection=again.asset_selection)
         assert fixed.success and _revenue_check(built, rec).passed
     finally:
-        built.instance.delete_run(run.run_id)
+        for run_id in runs:
+            built.instance.delete_run(run_id)
