@@ -147,7 +147,7 @@ def test_a_late_day_that_drifts_is_asked_once_per_tick(built, rec) -> None:  # n
     its drift for one pair of the mart (the mart's other pair still holds it reconciled, late
     rows after it); its failures are cleared (what `tidemark reconcile retry` does). The next
     tick asks one run, not one per path (drift and late data)."""
-    day = built.closed_days[-2]
+    day = built.closed_days[-1]
     assert _revenue_check(built, rec).passed
     _late_order(built, datetime.combine(day, time(22), tzinfo=UTC), store=1, amount=3.33)
     context = dg.build_sensor_context(instance=built.instance,
