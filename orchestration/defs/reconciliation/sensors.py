@@ -117,7 +117,8 @@ def with_requested(queued: dict[str, set[str]], requests: list[dg.RunRequest]
            jobs=[daily_marts_job, reconciliation_job],
            description="Re-runs the marts for just the days reconciliation found drifting "
                        "and the final days late data touched; asks again, with a backoff and "
-                       "at most 3 times, when such a run (or a reconciliation) failed.")
+                       "at most TIDEMARK_CORRECTION_ATTEMPTS times (3), when such a run (or a "
+                       "reconciliation) failed; `tidemark reconcile retry` asks again.")
 def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days; first give back the days of the
