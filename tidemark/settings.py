@@ -81,6 +81,12 @@ class Settings(BaseSettings):
             before `tidemark status` warns about it.
         materialize_lag_s: ``TIDEMARK_MATERIALIZE_LAG_S``: largest Materialize lag accepted.
         reconcile_days: ``TIDEMARK_RECONCILE_DAYS``: closed days back reconciliation compares.
+        correction_attempts: ``TIDEMARK_CORRECTION_ATTEMPTS``: failed correction runs of one
+            day of a mart (and failed reconciliation runs in a row) before the correction
+            sensor stops asking (``tidemark reconcile retry`` asks again).
+        correction_backoff_s: ``TIDEMARK_CORRECTION_BACKOFF_S``: seconds the correction sensor
+            waits after the first failed run before asking again, doubled after each further
+            failure.
         demo_beyond_lateness_share: ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``: share of the demo
             load's orders placed on an earlier, already closed day (beyond the orders'
             allowed lateness), so late-data accounting and corrections run all the time.
@@ -127,6 +133,8 @@ class Settings(BaseSettings):
     slot_wal_warn_gb: float = Field(5.0, gt=0)
     materialize_lag_s: float = Field(5.0, gt=0)
     reconcile_days: int = Field(30, ge=1, le=3660)
+    correction_attempts: int = Field(3, ge=1, le=100)
+    correction_backoff_s: float = Field(120.0, ge=0, le=86400)
     demo_beyond_lateness_share: float = Field(0.01, ge=0, le=1)
     heartbeat_s: float = Field(10.0, gt=0, le=3600)
     freshness_objective: str = "p95 2s"

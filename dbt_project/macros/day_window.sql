@@ -123,3 +123,15 @@
         {{ column }} in ({{ keys_query }})
     {%- endif -%}
 {%- endmacro %}
+
+
+{#-
+    Whether the run has a day window (a partition run, a backfill, vars min_date / max_date):
+    a test over the window's rows may then look each key up by index; without one (a plain
+    `dbt test` / `dbt build`, CI) it reads all of history, where one grouped pass per table is
+    linear and per-key lookups are not. Renders `yes` with a window and nothing without one, so
+    `{% if has_day_window() %}` works in dbt and in sqlfluff's stand-in alike.
+-#}
+{% macro has_day_window() -%}
+    {%- if tidemark_day_window(is_incremental()) is not none -%}yes{%- endif -%}
+{%- endmacro %}

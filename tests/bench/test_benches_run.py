@@ -54,6 +54,7 @@ RUNS = [
     ("freshness.py", ["--rate", "200", "--seconds", "3", "--seed-orders", "200"], "p99_ms"),
     ("full_history_tests.py", ["--days", "2", "--orders-per-day", "200", "--repeat", "1"],
      "saved_sql_s"),
+    ("singular_tests.py", ["--days", "2", "--orders-per-day", "50", "--timeout", "60"], "tests"),
 ]
 CALLGRIND = [
     ("ivm_contention_cost.py", ["--mix", "tx", "--warmup", "5", "--transactions", "10"],

@@ -125,3 +125,35 @@ def test_the_day_tests_still_catch_a_wrong_day(indexed: Landed) -> None:
             (name, "fail") for name in tests]
     finally:
         indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})
+
+
+def test_the_store_revenue_test_over_all_history_reads_each_table_once(indexed: Landed
+                                                                      ) -> None:
+    """Without a day window (a plain `dbt test` / `dbt build`: CI, a user) the test reads all of
+    history: each source table once, grouped per order (round 37, r37). main looked up every
+    order's payments and refunds one order at a time — a scan of shop.payments per order ever,
+    over 10 minutes at 10x on a mirror without the order_id index (bench/singular_tests.py).
+    It still passes on a right build and fails on a wrong day."""
+    test = "assert_store_revenue_adds_up"
+    indexed.dbt.invoke("compile", "-s", test)
+    query = next(indexed.dbt.target_path.glob(f"compiled/**/{test}.sql")).read_text()
+    with psycopg.connect(indexed.landing_url) as conn:
+        conn.execute("set local max_parallel_workers_per_gather = 0")  # loops: one process
+        plan = conn.execute(sql.SQL("explain (analyze, format json) {}").format(
+            sql.SQL(query))).fetchone()[0][0]["Plan"]
+    loops = [(n["Relation Name"], n["Actual Loops"]) for n in _scans(plan)
+             if n.get("Relation Name") in TABLES]
+    assert {name for name, _ in loops} == {"orders", "payments"}, loops
+    assert all(count == 1 for _, count in loops), loops  # main: payments once per order
+
+    day, vars = indexed.days[2], {"settle_minutes": 0}
+    indexed.dbt.invoke("test", "-s", test, vars=vars)
+    with psycopg.connect(indexed.landing_url, autocommit=True) as conn:
+        conn.execute("update marts.fct_daily_store_revenue set order_count = order_count + 1"
+                     " where order_date = %s", (day,))
+    try:
+        result = indexed.dbt.invoke("test", "-s", test, vars=vars, check=False)
+        [(status, failures)] = [(r.status, r.failures) for r in result.result.results]
+        assert (status, failures) == ("fail", 1)  # the one wrong day
+    finally:
+        indexed.dbt.invoke("run", "-s", "tag:daily", vars={"min_date": day})

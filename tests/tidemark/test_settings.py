@@ -141,3 +141,28 @@ def test_partitions_start_from_the_setting_else_the_recorded_first_day(
     assert str(load_settings().first_partition_day()) == "2026-03-04"
     monkeypatch.setenv("TIDEMARK_PARTITIONS_START", "2026-01-02")
     assert str(load_settings().first_partition_day()) == "2026-01-02"
+
+
+def test_the_correction_retry_policy_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TIDEMARK_CORRECTION_ATTEMPTS / _BACKOFF_S (round 37): the correction sensor's limits,
+    a bad value refused with its name and what it must be."""
+    from tidemark.reconciliation.days import retry_policy
+
+    monkeypatch.delenv("TIDEMARK_CORRECTION_ATTEMPTS", raising=False)
+    monkeypatch.delenv("TIDEMARK_CORRECTION_BACKOFF_S", raising=False)
+    policy = retry_policy()
+    assert (policy.attempts, policy.backoff_s) == (3, 120.0)
+    assert [policy.wait(n).total_seconds() for n in (1, 2)] == [120, 240]
+    monkeypatch.setenv("TIDEMARK_CORRECTION_ATTEMPTS", "5")
+    monkeypatch.setenv("TIDEMARK_CORRECTION_BACKOFF_S", "30")
+    assert retry_policy().attempts == 5 and retry_policy().wait(3).total_seconds() == 120
+    for name, value, must in (("TIDEMARK_CORRECTION_ATTEMPTS", "0", "greater than or equal to 1"),
+                              ("TIDEMARK_CORRECTION_ATTEMPTS", "three", "valid integer"),
+                              ("TIDEMARK_CORRECTION_BACKOFF_S", "-5", "greater than or equal"),
+                              ("TIDEMARK_CORRECTION_BACKOFF_S", "2m", "valid number")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(SettingsError) as info:
+            retry_policy()
+        assert name in str(info.value) and must in str(info.value)
+        assert "README's Configuration section" in str(info.value)
+        monkeypatch.delenv(name)

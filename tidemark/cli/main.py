@@ -12,6 +12,7 @@ from tidemark.cli import contracts as contracts_cli
 from tidemark.cli import db, demo, up
 from tidemark.cli import dlq as dlq_cli
 from tidemark.cli import ingest as ingest_cli
+from tidemark.cli import reconcile as reconcile_cli
 from tidemark.cli import source as source_cli
 from tidemark.cli import status as status_cli
 from tidemark.cli import views as views_cli
@@ -34,6 +35,7 @@ app.add_typer(source_cli.app, name="source")
 app.add_typer(contracts_cli.app, name="contracts")
 app.add_typer(ingest_cli.app, name="ingest")
 app.add_typer(dlq_cli.app, name="dlq")
+app.add_typer(reconcile_cli.app, name="reconcile")
 app.command("up")(up.up)
 app.command("status")(status_cli.status)
 

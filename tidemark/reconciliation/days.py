@@ -6,9 +6,10 @@ days had one already); :func:`contiguous_ranges` groups days.
 
 A correction run that ends FAILURE or CANCELED gives its days back (:func:`release_failed`):
 the request is cleared, so the sensor asks again — after a backoff (:func:`retry_due_sql`:
-``RETRY_BACKOFF_S`` doubled per failure) and at most ``MAX_CORRECTION_ATTEMPTS`` times per day,
-then it stops asking (:func:`given_up` says which days, which run, what to do). A day that
-reconciles again starts from zero.
+``TIDEMARK_CORRECTION_BACKOFF_S`` doubled per failure) and at most
+``TIDEMARK_CORRECTION_ATTEMPTS`` times per day (:class:`RetryPolicy`), then it stops asking
+(:func:`given_up` says which days, which run, what to do). A day that reconciles again starts
+from zero, and so does a day ``tidemark reconcile retry`` names (:func:`retry_corrections`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,40 @@ from tidemark.reconciliation.compare import Comparison
 
 STATE_SCHEMA = "tidemark"
 DAYS_TABLE = "reconciled_days"
-# Failed correction runs of one day of a mart before the sensor stops asking, and the wait after
-# the first failure (doubled after each further one: 2, 4 minutes) — a run that fails at once
-# (the code server unreachable, a dbt error) never loops taking the correction run slot.
-MAX_CORRECTION_ATTEMPTS = 3
-RETRY_BACKOFF_S = 120
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how soon, a failed correction run is asked again.
+
+    A run that fails at once (the code server unreachable, a dbt error) never loops taking the
+    correction run slot: the sensor waits ``backoff_s`` after the first failure, doubled after
+    each further one (2, 4 minutes by default), and stops after ``attempts`` failures.
+
+    Attributes:
+        attempts: failed correction runs of one day of a mart before the sensor stops asking
+            (``TIDEMARK_CORRECTION_ATTEMPTS``, default 3).
+        backoff_s: the wait after the first failure (``TIDEMARK_CORRECTION_BACKOFF_S``, 120).
+    """
+
+    attempts: int = 3
+    backoff_s: float = 120.0
+
+    def wait(self, failures: int) -> timedelta:
+        """The wait after the ``failures``-th failure in a row (``failures`` >= 1)."""
+        return timedelta(seconds=self.backoff_s * 2 ** max(failures - 1, 0))
+
+
+def retry_policy() -> RetryPolicy:
+    """The policy of the settings (``TIDEMARK_CORRECTION_ATTEMPTS`` / ``_BACKOFF_S``).
+
+    Raises:
+        SettingsError: one of them is not usable (named, with what it must be).
+    """
+    from tidemark.settings import load_settings
+
+    settings = load_settings()
+    return RetryPolicy(settings.correction_attempts, settings.correction_backoff_s)
 
 
 def ensure_days_table(conn: psycopg.Connection) -> None:
@@ -98,16 +128,18 @@ def record_days(landing_dsn: str, comparison: Comparison) -> None:
                  "drifted": d.drifted_groups, "as_of": comparison.as_of})
 
 
-def pending_corrections(landing_dsn: str) -> dict[str, list[date]]:
+def pending_corrections(landing_dsn: str, policy: RetryPolicy | None = None
+                        ) -> dict[str, list[date]]:
     """Drifted days with no correction requested yet, per mart (oldest first); a day whose
-    correction runs failed waits for its backoff and is given up after
-    ``MAX_CORRECTION_ATTEMPTS`` (:func:`retry_due_sql`)."""
+    correction runs failed waits for its backoff and is given up after ``policy.attempts``
+    (:func:`retry_due_sql`; default policy: the settings')."""
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
         rows = conn.execute(sql.SQL(
             "select mart, day from {} r where status = 'drift' and correction_requested_at is "
             "null and {} group by mart, day order by mart, day").format(
-            sql.Identifier(STATE_SCHEMA, DAYS_TABLE), retry_due_sql(sql.SQL("r")))).fetchall()
+            sql.Identifier(STATE_SCHEMA, DAYS_TABLE),
+            retry_due_sql(sql.SQL("r"), policy))).fetchall()
     out: dict[str, list[date]] = {}
     for mart, day in rows:
         out.setdefault(mart, []).append(day)
@@ -144,19 +176,22 @@ def mark_requested(landing_dsn: str, mart: str, days: list[date]) -> None:
             (mart, days))
 
 
-def retry_due_sql(days: sql.Composable) -> sql.Composable:
+def retry_due_sql(days: sql.Composable, policy: RetryPolicy | None = None) -> sql.Composable:
     """SQL: the ``reconciled_days`` row ``days`` may be asked for (again): fewer than
-    ``MAX_CORRECTION_ATTEMPTS`` failed correction runs, the last one ``RETRY_BACKOFF_S`` × 2^(n-1)
-    ago or more."""
+    ``policy.attempts`` failed correction runs, the last one ``policy.backoff_s`` × 2^(n-1) ago
+    or more (default policy: the settings')."""
+    policy = policy or retry_policy()
     return sql.SQL(
         "({r}.correction_attempts < {most} and ({r}.correction_failed_at is null or"
         " {r}.correction_failed_at + make_interval(secs => {backoff} * power(2,"
         " greatest({r}.correction_attempts - 1, 0))) <= clock_timestamp()))").format(
-        r=days, most=sql.Literal(MAX_CORRECTION_ATTEMPTS), backoff=sql.Literal(RETRY_BACKOFF_S))
+        r=days, most=sql.Literal(policy.attempts),
+        backoff=sql.Literal(float(policy.backoff_s)))
 
 
-def _rows(landing_dsn: str, query: sql.SQL, params: tuple) -> list[tuple]:
-    """Run ``query`` (``{}``: the days table, created if missing) and return its rows."""
+def _rows(landing_dsn: str, query: sql.SQL, params: tuple | dict[str, Any]) -> list[tuple]:
+    """Run ``query`` (``{}`` or ``{0}``: the days table, created if missing) and return its
+    rows."""
     with psycopg.connect(landing_dsn) as conn:
         ensure_days_table(conn)
         return conn.execute(query.format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
@@ -190,6 +225,37 @@ def release_failed(landing_dsn: str, mart: str, days: list[date], run_id: str,
     return sorted({r[0] for r in rows})
 
 
+def failed_days(landing_dsn: str, mart: str) -> dict[date, tuple[str, datetime]]:
+    """The days of ``mart`` whose correction runs failed and that wait (for their backoff, or
+    given up) with no correction requested: day -> (the last failed run, when it ended)."""
+    rows = _rows(landing_dsn, sql.SQL(
+        "select day, correction_failed_run, correction_failed_at from {} where mart = %s and"
+        " correction_attempts > 0 and correction_requested_at is null"
+        " and correction_failed_at is not null order by day, correction_failed_at"), (mart,))
+    return {day: (run, at) for day, run, at in rows}
+
+
+def note_reruns(landing_dsn: str, mart: str, reruns: dict[date, datetime]) -> list[date]:
+    """Record that ``mart`` was rebuilt for days whose correction runs had failed (day -> when
+    a later run materialised it, e.g. from the Dagster UI): the failures are cleared and the
+    day counts as corrected at that time — reconciling, it is final again; still drifting, the
+    check says a re-run did not fix it and the sensor does not ask again.
+
+    Returns:
+        The days whose failures were cleared.
+    """
+    if not reruns:
+        return []
+    days, times = list(reruns), [reruns[d] for d in reruns]
+    rows = _rows(landing_dsn, sql.SQL(
+        "update {} r set correction_attempts = 0, correction_failed_run = null,"
+        " correction_failed_at = null, correction_requested_at = x.at"
+        " from unnest(%s::date[], %s::timestamptz[]) as x(day, at)"
+        " where r.mart = %s and r.day = x.day and r.correction_attempts > 0"
+        " and r.correction_requested_at is null returning r.day"), (days, times, mart))
+    return sorted({r[0] for r in rows})
+
+
 @dataclass(frozen=True)
 class GivenUp:
     """Days of a mart the sensor stopped asking a correction for.
@@ -213,20 +279,66 @@ class GivenUp:
         return (f"marts.{self.mart} for {', '.join(d.isoformat() for d in self.days)}: "
                 f"{self.attempts} correction runs failed (last run {self.last_run}, ended "
                 f"{self.failed_at:%Y-%m-%d %H:%M} UTC), so the correction sensor stopped asking. "
-                f"Read that run's log in Dagster and fix the cause, then re-run those days "
+                f"Read that run's log in Dagster and fix the cause, then run `tidemark "
+                f"reconcile retry --mart {self.mart} {' '.join(d.isoformat() for d in self.days)}`"
+                f" (the sensor asks again within a minute), or re-run those days yourself "
                 f"(the daily_marts job or a backfill of those partitions); once a day "
                 f"reconciles again the sensor corrects it on its own again.")
 
 
-def given_up(landing_dsn: str) -> list[GivenUp]:
-    """The days, per mart, whose correction runs failed ``MAX_CORRECTION_ATTEMPTS`` times since
-    they last reconciled: the sensor asks no more for them."""
+def given_up(landing_dsn: str, policy: RetryPolicy | None = None) -> list[GivenUp]:
+    """The days, per mart, whose correction runs failed ``policy.attempts`` times since they
+    last reconciled (or were retried): the sensor asks no more for them."""
     rows = _rows(landing_dsn, sql.SQL(
         "select mart, array_agg(distinct day order by day), max(correction_attempts),"
         " (array_agg(correction_failed_run order by correction_failed_at desc))[1],"
         " max(correction_failed_at) from {} where correction_attempts >= %s"
-        " group by mart order by mart"), (MAX_CORRECTION_ATTEMPTS,))
+        " group by mart order by mart"), ((policy or retry_policy()).attempts,))
     return [GivenUp(r[0], tuple(r[1]), r[2], r[3], r[4].astimezone(UTC)) for r in rows]
+
+
+@dataclass(frozen=True)
+class Retried:
+    """A day of a mart whose count of failed correction runs was cleared.
+
+    Attributes:
+        mart: the mart.
+        day: the day.
+        attempts: failed correction runs counted before.
+        last_run: the run id of the last failed one.
+    """
+
+    mart: str
+    day: date
+    attempts: int
+    last_run: str | None
+
+
+def retry_corrections(landing_dsn: str, days: list[date] | None = None,
+                      mart: str | None = None) -> list[Retried]:
+    """Clear the count of failed correction runs of ``days`` (None: every day) of ``mart``
+    (None: every mart), so the correction sensor asks for them at its next tick, without a
+    backoff — given up days and days waiting for their backoff alike. Days a correction is
+    requested for (a run queued or running) are left alone.
+
+    Returns:
+        The days cleared, per mart and day.
+    """
+    rows = _rows(landing_dsn, sql.SQL(
+        "with old as (select pair, day, correction_attempts, correction_failed_run from {0}"
+        " where correction_attempts > 0 and correction_requested_at is null"
+        " and (%(days)s::date[] is null or day = any(%(days)s::date[]))"
+        " and (%(mart)s::text is null or mart = %(mart)s::text) for update)"
+        " update {0} r set correction_attempts = 0, correction_failed_run = null,"
+        " correction_failed_at = null from old where r.pair = old.pair and r.day = old.day"
+        " returning r.mart, r.day, old.correction_attempts, old.correction_failed_run"),
+        {"days": days, "mart": mart})
+    merged: dict[tuple[str, date], Retried] = {}
+    for m, day, attempts, run in rows:  # pairs of one mart share its days
+        seen = merged.get((m, day))
+        if seen is None or attempts > seen.attempts:
+            merged[(m, day)] = Retried(m, day, attempts, run)
+    return [merged[k] for k in sorted(merged)]
 
 
 def summary(landing_dsn: str) -> list[dict[str, Any]]:

@@ -7,3 +7,7 @@ from tidemark.errors import TidemarkError
 
 class ReconciliationConfigError(TidemarkError):
     """``dbt_project/reconciliation.yml`` does not describe usable live view / mart pairs."""
+
+
+class NothingToRetryError(TidemarkError):
+    """``tidemark reconcile retry`` named no day whose correction runs failed."""

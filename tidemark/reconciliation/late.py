@@ -77,7 +77,7 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
     steady trickle of late rows costs at most one mart run per day and reconciliation, not one
     per sensor tick, and a correction overtaken by newer late rows is never left pending. A day
     whose correction run failed is asked again once its backoff passed, at most
-    ``MAX_CORRECTION_ATTEMPTS`` times (:func:`~tidemark.reconciliation.days.release_failed`).
+    ``TIDEMARK_CORRECTION_ATTEMPTS`` times (:func:`~tidemark.reconciliation.days.release_failed`).
 
     Args:
         landing_dsn: landing URL.
@@ -88,6 +88,7 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
         ensure_days_table(conn)
         if conn.execute("select to_regclass('tidemark.late_events')").fetchone()[0] is None:
             return out
+        due = retry_due_sql(sql.SQL("r"))
         for mart, tables in sorted(marts.items()):
             if not tables:
                 continue
@@ -97,7 +98,7 @@ def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[Late
                 "  (r.correction_requested_at is null or"
                 "   r.correction_requested_at < least(r.checked_at, l.last_landed_at)) and {due})"
             ).format(days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE),
-                     due=retry_due_sql(sql.SQL("r"))), (mart,))
+                     due=due), (mart,))
             if rows:
                 out[mart] = rows
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from orchestration.defs.keys import check_name, mart_key, view_key
-from orchestration.defs.reconciliation.runs import UNFINISHED, queued_days
+from orchestration.defs.reconciliation.runs import UNFINISHED, note_later_rebuilds, queued_days
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
 from tidemark.reconciliation.days import GivenUp, given_up, record_days, requested_corrections
@@ -191,7 +191,9 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
 
     For drift late data does not explain, also: which days had a correction already
     (``tidemark.reconciled_days``), which a correction run not finished yet (other than
-    ``run_id``) of ``instance`` will rebuild, and whether the live view is wrong there.
+    ``run_id``) of ``instance`` will rebuild, and whether the live view is wrong there. A day
+    whose correction runs failed and that a run of ``instance`` rebuilt since (a re-run from
+    the UI) counts as corrected then (:func:`note_later_rebuilds`).
     """
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
@@ -206,6 +208,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         retention = pair.live_retention_days  # @retention applies on both engines
         closed = final[pair.mart].closed_through if pair.mart in final else None
         first, last = closed_window(today_d, tidemark.reconcile_window(), retention, closed)
+        if instance is not None:  # a given-up day the user re-ran is corrected, not given up
+            note_later_rebuilds(instance, landing, pair.mart)
         comparison = compare(landing, pair, first, last)
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         if comparison.unexplained_days:

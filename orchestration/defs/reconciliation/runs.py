@@ -2,7 +2,8 @@
 the correction sensor, to not ask twice, and by the reconciliation check, to tell a drift a run
 is about to fix from one a run did not fix); the ones that ended FAILURE or CANCELED, whose days
 the sensor gives back to be asked again (:func:`release_failed_corrections`); and a
-reconciliation run that failed, asked again (:func:`reconciliation_retry`)."""
+reconciliation run that failed, asked again (:func:`reconciliation_retry`); and a day whose
+corrections failed that a later run rebuilt after all (:func:`note_later_rebuilds`)."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -10,12 +11,14 @@ import dagster as dg
 
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
-from orchestration.defs.keys import CORRECTION_TAG
+from orchestration.defs.keys import CORRECTION_TAG, mart_key
 from tidemark.reconciliation.days import (
-    MAX_CORRECTION_ATTEMPTS,
-    RETRY_BACKOFF_S,
+    RetryPolicy,
+    failed_days,
+    note_reruns,
     release_failed,
     requested_since,
+    retry_policy,
 )
 
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
@@ -40,11 +43,12 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
         mart = run.tags.get(CORRECTION_TAG)
         first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
         if mart and first and last and run.run_id != exclude_run_id:
-            days.setdefault(mart, set()).update(d.isoformat() for d in _days(first, last))
+            days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
     return days
 
 
-def _days(first: str, last: str) -> list[date]:
+def range_days(first: str, last: str) -> list[date]:
+    """The days ``first``..``last`` (ISO, inclusive)."""
     start, end = date.fromisoformat(first), date.fromisoformat(last)
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
@@ -78,7 +82,7 @@ def release_failed_corrections(instance: dg.DagsterInstance, landing_dsn: str) -
             first, last = run.tags.get(PARTITION_RANGE_START), run.tags.get(PARTITION_RANGE_END)
             if not first or not last:
                 continue
-            days = release_failed(landing_dsn, mart, _days(first, last), run.run_id,
+            days = release_failed(landing_dsn, mart, range_days(first, last), run.run_id,
                                   record.create_timestamp, _ended_at(record))
             if days:
                 released.append(f"{mart} {', '.join(d.isoformat() for d in days)} (run "
@@ -86,18 +90,50 @@ def release_failed_corrections(instance: dg.DagsterInstance, landing_dsn: str) -
     return released
 
 
+def note_later_rebuilds(instance: dg.DagsterInstance, landing_dsn: str, mart: str) -> list[date]:
+    """Clear the failed corrections of the days of ``mart`` a run materialised after the last
+    failure (the user re-ran them, e.g. from the Dagster UI, once the cause was fixed): the day
+    is corrected at that time (:func:`tidemark.reconciliation.days.note_reruns`).
+
+    One event query, only when the mart has such days.
+
+    Returns:
+        The days cleared.
+    """
+    days = failed_days(landing_dsn, mart)
+    if not days:
+        return []
+    ended = {}  # when each failed run ended, as Dagster recorded it (else as landing did)
+    for run_id, at in set(days.values()):
+        record = instance.get_run_record_by_id(run_id)
+        ended[run_id] = _ended_at(record) if record is not None else at
+    failed = {day: ended[run_id] for day, (run_id, _) in days.items()}
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=mart_key(mart), asset_partitions=[d.isoformat() for d in failed],
+        after_timestamp=min(failed.values()).timestamp()), limit=10_000).records
+    latest: dict[date, datetime] = {}
+    for record in records:
+        day = date.fromisoformat(record.partition_key)
+        at = datetime.fromtimestamp(record.timestamp, UTC)
+        if at > failed[day] and (day not in latest or at > latest[day]):
+            latest[day] = at
+    return note_reruns(landing_dsn, mart, latest)
+
+
 def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
-                         now: datetime | None = None) -> dg.RunRequest | str | None:
+                         now: datetime | None = None, policy: RetryPolicy | None = None
+                         ) -> dg.RunRequest | str | None:
     """A run request for ``job_name`` (the reconciliation job) when its last run ended FAILURE
     or CANCELED — the marts ``reconcile_after_batch`` asked it for are then not reconciled —
-    once the backoff since it passed; a message instead after ``MAX_CORRECTION_ATTEMPTS`` such
-    runs in a row (None: nothing to do, or not yet).
+    once the backoff since it passed; a message instead after ``policy.attempts`` such runs in
+    a row (None: nothing to do, or not yet).
 
     The run key names the failed run, so each failure is asked for once. ``now``: the time to
-    measure the backoff at (default: now).
+    measure the backoff at (default: now); ``policy``: default the settings'.
     """
+    policy = policy or retry_policy()
     records = instance.get_run_records(dg.RunsFilter(job_name=job_name),
-                                       limit=MAX_CORRECTION_ATTEMPTS)
+                                       limit=policy.attempts)
     failed = 0
     for record in records:
         if record.dagster_run.status not in ENDED_UNDONE:
@@ -106,13 +142,12 @@ def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
     if not failed:
         return None
     last = records[0]
-    if failed >= MAX_CORRECTION_ATTEMPTS:
+    if failed >= policy.attempts:
         return (f"the last {failed} {job_name} runs ended FAILURE/CANCELED (last run "
                 f"{last.dagster_run.run_id}, ended {_ended_at(last):%Y-%m-%d %H:%M} UTC), so "
                 f"it is not asked again: read that run's log, fix the cause and launch the "
                 f"{job_name} job.")
-    wait = timedelta(seconds=RETRY_BACKOFF_S * 2 ** (failed - 1))
-    if _ended_at(last) + wait > (now or datetime.now(UTC)):
+    if _ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
         return None
     return dg.RunRequest(job_name=job_name, run_key=f"retry-{last.dagster_run.run_id}",
                          tags={"tidemark/retry_of": last.dagster_run.run_id})

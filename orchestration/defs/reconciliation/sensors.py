@@ -14,13 +14,19 @@ import psycopg
 
 from orchestration.defs.dbt.assets import dbt_daily_marts
 from orchestration.defs.dbt.jobs import daily_marts_job
-from orchestration.defs.dbt.partitions import partitions_start, range_tags
+from orchestration.defs.dbt.partitions import (
+    PARTITION_RANGE_END,
+    PARTITION_RANGE_START,
+    partitions_start,
+    range_tags,
+)
 from orchestration.defs.keys import CORRECTION_TAG, mart_key
 from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
 from orchestration.defs.reconciliation.runs import (
     QUEUED,
     queued_days,
+    range_days,
     reconciliation_retry,
     release_failed_corrections,
 )
@@ -92,12 +98,27 @@ def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
     return requests, observations
 
 
+def with_requested(queued: dict[str, set[str]], requests: list[dg.RunRequest]
+                   ) -> dict[str, set[str]]:
+    """``queued`` (mart -> ISO days a correction run will rebuild) plus the days of the
+    correction ``requests`` of this tick."""
+    out = {mart: set(days) for mart, days in queued.items()}
+    for request in requests:
+        mart = request.tags.get(CORRECTION_TAG)
+        first = request.tags.get(PARTITION_RANGE_START)
+        last = request.tags.get(PARTITION_RANGE_END)
+        if mart and first and last:
+            out.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
+    return out
+
+
 @dg.sensor(name="reconciliation_corrections", minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING,
            jobs=[daily_marts_job, reconciliation_job],
            description="Re-runs the marts for just the days reconciliation found drifting "
                        "and the final days late data touched; asks again, with a backoff and "
-                       "at most 3 times, when such a run (or a reconciliation) failed.")
+                       "at most TIDEMARK_CORRECTION_ATTEMPTS times (3), when such a run (or a "
+                       "reconciliation) failed; `tidemark reconcile retry` asks again.")
 def reconciliation_corrections(context: dg.SensorEvaluationContext,
                                tidemark: TidemarkResource):
     """Launch a correction run per range of drifted days; first give back the days of the
@@ -107,7 +128,10 @@ def reconciliation_corrections(context: dg.SensorEvaluationContext,
         released = release_failed_corrections(context.instance, landing)
         queued = queued_days(context.instance)
         requests = correction_requests(tidemark, partitions_start(), queued)
-        late, observations = late_requests(tidemark, partitions_start(), queued)
+        # a day just asked for its drift is not asked again for its late rows (another pair
+        # of the same mart can still hold it "late" in the same tick)
+        late, observations = late_requests(tidemark, partitions_start(),
+                                           with_requested(queued, requests))
         stuck = [g.message() for g in given_up(landing)]
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
