@@ -147,3 +147,22 @@ def test_an_existing_landing_gets_the_letter_index_and_loses_a_stale_one(
     assert name in names and "stale_letters" not in names
     assert name in plan
     assert ensure_declared_indexes(pair.land, pair.source, contracts) == []
+
+
+def test_a_key_of_a_type_read_by_the_settings_gets_no_letter_index(pair: Pair,
+                                                                    tmp_path: Path) -> None:
+    """A ``timestamptz`` key is read from text by the session's time zone: no index may hold
+    that cast. The pass builds none, says nothing is wrong, and the lookups work as before."""
+    (tmp_path / pair.source).mkdir()
+    (tmp_path / pair.source / "e.yml").write_text(
+        _CONTRACT.replace("primary_key: [id]", "primary_key: [at]").replace(
+            "id: {type: integer}", "at: {type: timestamptz}"))
+    contracts = load_contracts(tmp_path)
+    pair.src_exec("create table e (at timestamptz primary key, status text, big text)",
+                  "alter table e alter column big set storage external",
+                  "insert into e values ('2026-01-01', 'x', repeat('u', 9000))")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    assert ensure_declared_indexes(pair.land, pair.source, contracts) == []
+    pair.src_exec("update e set status = 'a'")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    assert_mirror_equals(pair, "e")
