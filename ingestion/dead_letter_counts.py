@@ -7,15 +7,17 @@ replayed, or replayed and still invalid) every minute: counting them, even in th
 of waiting letters, reads every one (4 s a count at 30 days of the 10x demo, bench/RESULTS.md).
 
 So the number is kept as it changes. ``tidemark.dead_letter_counts`` holds signed deltas of the
-waiting letters per (source, table): statement triggers on ``dead_letters`` (transition tables;
-INSERT, UPDATE, DELETE) insert each statement's net change as a row of its own. Only inserts:
-writers never wait for each other on it (the stream's landing transactions, a long ``dlq
-replay`` and a purge), and a transaction writing many letters one statement at a time (the
-applier's) adds rows instead of updating one row again and again, whose versions every later
-update of the same transaction would walk (measured: quadratic). TRUNCATE empties it. A reader
-sums the rows of a source (:func:`waiting_counts`) and folds them into one row per table when
-they have piled up (:func:`compact`), so a read costs the statements since the last fold, not
-the letters.
+waiting letters per (source, table), and of the resolved ones (replayed: applied or superseded;
+``dlq replay`` reports them, ``dlq list --all`` counts both, :func:`resolved_count`; since round
+37, a landing counted before is counted again once): statement triggers on ``dead_letters``
+(transition tables; INSERT, UPDATE, DELETE) insert each statement's net change as a row of its
+own. Only inserts: writers never wait for each other on it (the stream's landing transactions, a
+long ``dlq replay`` and a purge), and a transaction writing many letters one statement at a time
+(the applier's) adds rows instead of updating one row again and again, whose versions every
+later update of the same transaction would walk (measured: quadratic). TRUNCATE empties it. A
+reader sums the rows of a source (:func:`waiting_counts`) and folds them into one row per table
+when they have piled up (:func:`compact`), so a read costs the statements since the last fold,
+not the letters.
 
 Created, and filled once from the letters already there, by :func:`ensure_counts` (called by
 ``ingestion.state.ensure_state``, in its DDL transaction: the trigger's lock holds writers off
@@ -41,7 +43,8 @@ TABLES = {
     COUNTS: """
         source text not null,
         table_name text not null,
-        waiting bigint not null""",
+        waiting bigint not null,
+        resolved bigint not null default 0""",
 }
 """State tables created by :func:`ingestion.state.ensure_state` (after ``dead_letters``)."""
 
@@ -57,17 +60,19 @@ _TRIGGERS = (  # event, transition tables, new rows, old rows
 
 def _function(event: str, new_rows: str, old_rows: str) -> sql.Composable:
     """The statement trigger function of ``event``: inserts the statement's net change of
-    waiting letters per (source, table)."""
+    waiting and of resolved letters per (source, table)."""
     return sql.SQL("""
 create or replace function tidemark.{name}() returns trigger language plpgsql as $fn$
 begin
-    insert into tidemark.dead_letter_counts (source, table_name, waiting)
-    select d.source, d.table_name, sum(d.n)
-      from (select source, table_name, 1 as n from {new_rows} n where replayed_at is null
+    insert into tidemark.dead_letter_counts (source, table_name, waiting, resolved)
+    select d.source, d.table_name, sum(d.w), sum(d.r)
+      from (select source, table_name, (replayed_at is null)::int as w,
+                   (replayed_at is not null)::int as r from {new_rows} n
             union all
-            select source, table_name, -1 from {old_rows} o where replayed_at is null) d
+            select source, table_name, -(replayed_at is null)::int,
+                   -(replayed_at is not null)::int from {old_rows} o) d
      group by d.source, d.table_name
-    having sum(d.n) <> 0;
+    having sum(d.w) <> 0 or sum(d.r) <> 0;
     return null;
 end
 $fn$""").format(name=sql.Identifier(f"{FUNCTION}_{event}"), new_rows=sql.SQL(new_rows),
@@ -88,10 +93,15 @@ def _triggers() -> list[str]:
 
 
 def counts_installed(conn: psycopg.Connection) -> bool:
-    """Whether every trigger of the counts is on ``tidemark.dead_letters``."""
+    """Whether every trigger of the counts is on ``tidemark.dead_letters``, and counts the
+    resolved letters too (a landing older than round 37 counted the waiting ones only: its
+    counts are installed again, and counted again)."""
     return conn.execute(
-        "select count(*) from pg_trigger where tgrelid = to_regclass('tidemark.dead_letters')"
-        " and tgname = any(%s)", (_triggers(),)).fetchone()[0] == len(_triggers())
+        "select (select count(*) from pg_trigger where tgrelid ="
+        " to_regclass('tidemark.dead_letters') and tgname = any(%s)) = %s and exists (select"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname ="
+        " 'tidemark' and p.proname = %s and p.prosrc like '%%resolved%%')",
+        (_triggers(), len(_triggers()), f"{FUNCTION}_insert")).fetchone()[0]
 
 
 def ensure_counts(conn: psycopg.Connection) -> None:
@@ -118,9 +128,10 @@ def ensure_counts(conn: psycopg.Connection) -> None:
     conn.execute("create index if not exists dead_letter_counts_source"
                  " on tidemark.dead_letter_counts (source)")
     conn.execute("delete from tidemark.dead_letter_counts")
-    conn.execute("insert into tidemark.dead_letter_counts (source, table_name, waiting)"
-                 " select source, table_name, count(*) from tidemark.dead_letters"
-                 " where replayed_at is null group by source, table_name")
+    conn.execute("insert into tidemark.dead_letter_counts (source, table_name, waiting,"
+                 " resolved) select source, table_name, count(*) filter (where replayed_at is"
+                 " null), count(*) filter (where replayed_at is not null)"
+                 " from tidemark.dead_letters group by source, table_name")
 
 
 WAITING = sql.SQL("select table_name, sum(waiting)::bigint, count(*) from"
@@ -144,6 +155,22 @@ def waiting_counts(conn: psycopg.Connection, source: str) -> dict[str, int]:
     return {name: int(n) for name, n, _ in rows if n}
 
 
+def resolved_count(conn: psycopg.Connection, source: str, table: str | None = None) -> int:
+    """Letters of ``source`` (or of its ``table``) replayed before: applied or superseded.
+
+    Reads the delta rows, not the letters (``dlq replay`` reports them as skipped; counted in
+    the queue they were a scan of every letter: 1.5 s at a week of the 10x demo's letters).
+
+    Args:
+        conn: landing connection.
+        source: source name.
+        table: only this table's letters.
+    """
+    return int(conn.execute(
+        "select coalesce(sum(resolved), 0) from tidemark.dead_letter_counts where source = %s"
+        " and (%s::text is null or table_name = %s)", (source, table, table)).fetchone()[0])
+
+
 def compact(conn: psycopg.Connection, source: str) -> None:
     """Fold the delta rows of ``source`` into one row per table.
 
@@ -161,9 +188,10 @@ def compact(conn: psycopg.Connection, source: str) -> None:
             conn.execute("set transaction isolation level read committed")
             conn.execute(
                 "with gone as (delete from tidemark.dead_letter_counts where source = %(s)s"
-                " returning table_name, waiting)"
-                " insert into tidemark.dead_letter_counts (source, table_name, waiting)"
-                " select %(s)s, table_name, sum(waiting) from gone group by table_name"
-                " having sum(waiting) <> 0", {"s": source})
+                " returning table_name, waiting, resolved)"
+                " insert into tidemark.dead_letter_counts (source, table_name, waiting,"
+                " resolved) select %(s)s, table_name, sum(waiting), sum(resolved) from gone"
+                " group by table_name having sum(waiting) <> 0 or sum(resolved) <> 0",
+                {"s": source})
     except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as exc:
         log.debug("dead-letter counts of %s not folded: %s", source, exc)

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.dead_letter_counts import waiting_counts
+from ingestion.dead_letter_counts import resolved_count, waiting_counts
 from ingestion.decoder import UNCHANGED
 from ingestion.errors import DeadLetterNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
@@ -79,18 +79,14 @@ def count_dead_letters(landing_dsn: str, source: str, *, table: str | None = Non
                        include_replayed: bool = False) -> int:
     """How many dead letters :func:`list_dead_letters` would list without a limit.
 
-    The letters waiting are counted as they change (``ingestion.dead_letter_counts``): that
-    count reads no letter. With ``include_replayed`` every letter of the source (or table) is
-    counted, in an index.
+    The letters waiting, and those replayed, are counted as they change
+    (``ingestion.dead_letter_counts``): the count reads no letter.
     """
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)
-        if not include_replayed:
-            waiting = waiting_counts(conn, source)
-            return sum(waiting.values()) if table is None else waiting.get(table, 0)
-        where, params = _letters_where(source, table, include_replayed)
-        return conn.execute(sql.SQL("select count(*) from tidemark.dead_letters where {}"
-                                    ).format(where), params).fetchone()[0]
+        waiting = waiting_counts(conn, source)
+        count = sum(waiting.values()) if table is None else waiting.get(table, 0)
+        return count + resolved_count(conn, source, table) if include_replayed else count
 
 
 def show_dead_letter(landing_dsn: str, letter_id: int) -> dict[str, Any]:
@@ -143,14 +139,16 @@ def replay(landing_dsn: str, source: str, *, contracts: Any = None,
         if table is not None:
             conds.append(sql.SQL("table_name = %s"))
             params.append(table)
-        if since is not None:
-            conds.append(sql.SQL("coalesce(commit_at, first_seen_at) >= clock_timestamp() - %s"))
-            params.append(since)
+        if since is not None:  # a value, not clock_timestamp(): then index dead_letters_at
+            conds.append(sql.SQL("coalesce(commit_at, first_seen_at) >= %s"))
+            params.append(conn.execute("select clock_timestamp() - %s", (since,)).fetchone()[0])
         where = sql.SQL(" and ").join(conds)
         # letters replayed before are counted, not read and locked: they pile up with history
-        counts["skipped"] = conn.execute(sql.SQL(
-            "select count(*) from tidemark.dead_letters where {} and replayed_at is not null"
-        ).format(where), tuple(params)).fetchone()[0]
+        # (kept as they change for a whole source or table; else a few ids, or a window)
+        counts["skipped"] = resolved_count(conn, source, table) if not ids and since is None \
+            else conn.execute(sql.SQL("select count(*) from tidemark.dead_letters where {} and"
+                                      " replayed_at is not null").format(where),
+                              tuple(params)).fetchone()[0]
         # in commit order: qualified, or the order would be of the text the list selects
         letters = conn.execute(sql.SQL(
             "select id, table_name, lsn::text, commit_lsn::text, seq, op, raw_row, commit_at,"

@@ -33,6 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingestion.letter_indexes import ensure_letter_indexes
 from ingestion.names import fit_identifier
 from ingestion.tables import TableInfo
 
@@ -97,6 +98,9 @@ def create_declared_indexes(conn: psycopg.Connection, info: TableInfo, contract:
 def ensure_declared_indexes(landing_dsn: str, source: str, contracts: Any) -> list[str]:
     """Build the declared indexes that the existing mirrors of ``source`` miss, concurrently.
 
+    Then the indexes of the contracted keyed tables' waiting dead letters by key
+    (:func:`ingestion.letter_indexes.ensure_letter_indexes`), the same way.
+
     Args:
         landing_dsn: landing URL (the mirrors' owner).
         source: the source (the mirrors' schema).
@@ -104,7 +108,7 @@ def ensure_declared_indexes(landing_dsn: str, source: str, contracts: Any) -> li
 
     Returns:
         ``<source>.<index>`` of each index built (an invalid one left by a failed build is
-        dropped and built again).
+        dropped and built again), then ``tidemark.<index>`` of each letter index built.
     """
     built: list[str] = []
     tables = getattr(contracts, "tables", None)
@@ -140,6 +144,7 @@ def ensure_declared_indexes(landing_dsn: str, source: str, contracts: Any) -> li
                                      ).format(sql.Identifier(name), mirror,
                                               sql.SQL(", ").join(map(sql.Identifier, cols))))
                 built.append(f"{source}.{name}")
+        built += ensure_letter_indexes(conn, source, [c.name for c in contracted])
     return built
 
 

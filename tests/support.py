@@ -149,3 +149,14 @@ def await_ended_sessions(conn: psycopg.Connection, keep: Iterable[int] = (),
         if time.monotonic() > deadline:
             raise AssertionError(f"sessions still open after {timeout_s:.0f} s: {left}")
         time.sleep(0.05)
+
+
+def letter_heap_reads(url: str) -> int:
+    """Heap pages of ``tidemark.dead_letters`` read so far (hits too), once every other session
+    has ended (a session reports its reads as it exits): what a dead-letter read costs, whatever
+    the machine's load."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        await_ended_sessions(conn)
+        return conn.execute("select heap_blks_read + heap_blks_hit from pg_statio_user_tables"
+                            " where schemaname = 'tidemark' and relname = 'dead_letters'"
+                            ).fetchone()[0]

@@ -33,6 +33,7 @@ RUNS = [
     ("dead_letter_writes.py", ["--letters", "500", "--repeat", "1"], "write_s"),
     ("dead_letter_counts.py", ["--letters", "2000", "--waiting", "100", "--repeat", "1",
                                "--inserts", "100"], "status_s"),
+    ("dead_letter_queries.py", ["--letters", "2000", "--repeat", "1"], "replay_since_10m"),
     ("definitions.py", ["--reps", "1"], "load_s"),
     ("history.py", ["--changelog", "20000", "--keys", "2000", "--letters", "500"], "seed_s"),
     ("ingest_redeploy.py", ["--rows", "5000"], "ingest_s"),

@@ -13,7 +13,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from ingestion.dead_letter_counts import COMPACT_AT, waiting_counts
+from ingestion.dead_letter_counts import COMPACT_AT, resolved_count, waiting_counts
 from ingestion.dead_letters import count_dead_letters, purge_dead_letters
 from ingestion.state import ensure_state
 from tests.ingestion.conftest import Pair
@@ -30,6 +30,15 @@ def _truth(conn: psycopg.Connection, source: str) -> dict[str, int]:
     return dict(conn.execute("select table_name, count(*) from tidemark.dead_letters where"
                              " source = %s and replayed_at is null group by table_name",
                              (source,)).fetchall())
+
+
+def _check_resolved(conn: psycopg.Connection, source: str) -> None:
+    """The replayed letters of ``source``, per table and in all, are what a count says."""
+    truth = dict(conn.execute("select table_name, count(*) from tidemark.dead_letters where"
+                              " source = %s and replayed_at is not null group by table_name",
+                              (source,)).fetchall())
+    assert {t: resolved_count(conn, source, t) for t in truth} == truth
+    assert resolved_count(conn, source) == sum(truth.values())
 
 
 def _letters(conn: psycopg.Connection, source: str, table: str, first: int, n: int) -> None:
@@ -64,6 +73,11 @@ def test_the_counts_follow_every_write(pair: Pair) -> None:
                 raise RuntimeError("savepoint rolled back")
         assert waiting_counts(conn, pair.source) == _truth(conn, pair.source)
         assert waiting_counts(conn, other) == _truth(conn, other)
+        _check_resolved(conn, pair.source)
+        _check_resolved(conn, other)
+        every = conn.execute("select count(*) from tidemark.dead_letters where source = %s",
+                             (pair.source,)).fetchone()[0]
+    assert count_dead_letters(pair.land, pair.source, include_replayed=True) == every
     # purge: resolved letters only, then waiting ones too
     assert purge_dead_letters(pair.land, pair.source, DAY) > 0
     assert count_dead_letters(pair.land, pair.source) == 14 + 7 + 1  # orders, payments, items
@@ -72,6 +86,7 @@ def test_the_counts_follow_every_write(pair: Pair) -> None:
     with psycopg.connect(pair.land, autocommit=True) as conn:
         assert waiting_counts(conn, pair.source) == _truth(conn, pair.source) == {}
         assert waiting_counts(conn, other) == {"orders": 4}
+        _check_resolved(conn, pair.source)
         conn.execute("truncate tidemark.dead_letters")
         assert waiting_counts(conn, other) == {}
         _letters(conn, other, "orders", 0, 2)
@@ -129,3 +144,25 @@ def test_an_older_landing_counts_its_letters_once(pair: Pair) -> None:
         ensure_state(conn, pair.source)  # installed: not counted again
         _letters(conn, pair.source, "orders", 100, 3)
         assert waiting_counts(conn, pair.source) == {"orders": 22}
+
+
+def test_a_landing_that_counted_waiting_letters_only_counts_the_resolved_ones(pair: Pair
+                                                                               ) -> None:
+    """Round 37 counts the replayed letters too (``dlq replay``'s skipped, ``dlq list --all``):
+    a landing whose counts kept the waiting letters only is installed and counted again."""
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        ensure_state(conn, pair.source)
+        conn.execute("alter table tidemark.dead_letter_counts drop column resolved")
+        conn.execute(  # round 36's trigger function
+            "create or replace function tidemark.dead_letter_counts_delta_insert() returns"
+            " trigger language plpgsql as $fn$ begin insert into tidemark.dead_letter_counts"
+            " (source, table_name, waiting) select source, table_name, count(*) from new_rows"
+            " where replayed_at is null group by 1, 2; return null; end $fn$")
+        _letters(conn, pair.source, "orders", 0, 30)  # 20 waiting, 10 replayed
+        ensure_state(conn, pair.source)
+        assert waiting_counts(conn, pair.source) == {"orders": 20}
+        assert resolved_count(conn, pair.source) == 10
+        ensure_state(conn, pair.source)  # installed: not counted again
+        _letters(conn, pair.source, "orders", 100, 3)
+        assert (waiting_counts(conn, pair.source), resolved_count(conn, pair.source)) == (
+            {"orders": 22}, 11)

@@ -22,7 +22,7 @@ from ingestion.resync import resync
 from ingestion.retention import prune_changelog
 from tests.ingestion.conftest import Pair, changelog, table_rows
 from tests.ingestion.test_dead_letters import contracts_for
-from tests.support import await_ended_sessions
+from tests.support import letter_heap_reads
 from tidemark.demo.schema import apply_schema
 
 
@@ -274,16 +274,6 @@ def test_resync_waits_for_a_prune_batch_before_locking_the_mirror(pair: Pair) ->
     assert table_rows(pair.src, "public", "a") == table_rows(pair.land, pair.source, "a")
 
 
-def _letter_heap_reads(url: str) -> int:
-    """Heap pages of ``tidemark.dead_letters`` read so far (hits too), once every other session
-    has ended (a session reports its reads as it exits)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        await_ended_sessions(conn)
-        return conn.execute("select heap_blks_read + heap_blks_hit from pg_statio_user_tables"
-                            " where schemaname = 'tidemark' and relname = 'dead_letters'"
-                            ).fetchone()[0]
-
-
 def test_prune_finds_the_oldest_waiting_letter_without_reading_resolved_ones(pair: Pair
                                                                             ) -> None:
     """20,000 resolved letters precede 20,000 waiting ones in commit order. The prune's bound
@@ -306,8 +296,8 @@ def test_prune_finds_the_oldest_waiting_letter_without_reading_resolved_ones(pai
             " case when i <= %s then now() end, case when i <= %s then 'applied' end"
             " from generate_series(1, %s) i", (pair.source, resolved, resolved, 2 * resolved))
         conn.execute("vacuum analyze tidemark.dead_letters")
-    before = _letter_heap_reads(pair.land)
+    before = letter_heap_reads(pair.land)
     result = prune_changelog(pair.land, pair.source, timedelta(days=90), table="t")
     assert result["t"] == {"deleted": 0, "stopped": None,
                            "kept_for": f"a waiting dead letter at commit LSN 0/{17 + resolved:X}"}
-    assert _letter_heap_reads(pair.land) - before < 50
+    assert letter_heap_reads(pair.land) - before < 50
