@@ -11,10 +11,7 @@ evaluation, as ``dagster asset materialize`` would record them:
    first start), the unpartitioned dbt models with the dbt tests (source tests included), the
    daily marts for the closed days never built plus the correction window (one dbt invocation
    over the range), the serving views, and every check: ``matches_query``, reconciliation,
-   mart and source freshness, ingestion lag and dead letters — but the dbt tests tagged
-   ``full_history`` (a key unique over all history, relationships over all rows): their cost
-   grows with history, and the daily ``full_history_tests`` job runs them, as it does for the
-   nightly batch (round 37: a first start at 10x no longer waits for them).
+   mart and source freshness, ingestion lag and dead letters.
 
 Progress goes to :func:`tidemark.progress.report` (phases ``landing`` and ``build``).
 """
@@ -106,11 +103,9 @@ class DagsterBuild:
         Args:
             today: the current UTC day (default: now).
             later: names of checks left out of the run (launched on their own afterwards).
-                The dbt tests tagged ``full_history`` are always left out (their daily job).
             without_dbt: leave out what runs dbt and what reads its models (the dbt project
                 does not parse: the dbt assets are the last manifest that parsed).
         """
-        from orchestration.defs.dbt.assets import FULL_HISTORY
         from orchestration.defs.live_views.assets import view_files
 
         today = today or datetime.now(UTC).date()
@@ -137,8 +132,7 @@ class DagsterBuild:
                 continue
             keys.add(key)
         checks = {c for c in self.graph.asset_check_keys if c.name not in later
-                  and c not in skipped_checks and c not in FULL_HISTORY
-                  and c.asset_key not in skipped and (
+                  and c not in skipped_checks and c.asset_key not in skipped and (
             c.asset_key in keys or self.graph.get(c.asset_key).is_observable
             or c.asset_key.path[0] == "live")}
         days = 0 if first is None else (last - first).days + 1

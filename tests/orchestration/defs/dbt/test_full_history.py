@@ -44,29 +44,3 @@ def test_the_full_history_schedule_runs_daily_after_the_nightly_batch(orch) -> N
     assert schedule.job_name == "full_history_tests"
     assert schedule.cron_schedule == "30 4 * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-
-
-def test_tidemark_ups_build_leaves_the_full_history_tests_to_their_daily_job(orch,
-                                                                            tmp_path) -> None:
-    """Round 37 (r37): the build of `tidemark up` (``DagsterBuild.plan``) evaluates every check
-    of what it builds but the ``full_history`` tests; on main its first build ran all 6."""
-    from orchestration.defs.dbt.assets import FULL_HISTORY
-    from tidemark.settings import load_settings
-    from tidemark.stack.build import DagsterBuild
-
-    (tmp_path / "dagster").mkdir()
-    builder = DagsterBuild(load_settings(home=tmp_path))
-    try:
-        plan = builder.plan(today=orch.closed_days[-1])
-    finally:
-        builder.close()
-    names = {k.name for k in plan.check_keys}
-    assert BIGGEST not in names and not FULL_HISTORY & plan.check_keys
-    assert KEPT in names  # the row-level tests of the same model still run
-    assert plan.first_day is not None  # the daily marts and their tests are in the build
-    assert "reconcile_daily_store_revenue" in names
-    # what the run evaluates is what progress expects: no check left waiting
-    days = (plan.last_day - plan.first_day).days + 1
-    assert plan.expected_events == len(plan.check_keys) + sum(
-        days if builder.graph.get(k).partitions_def is not None else 1
-        for k in plan.asset_keys)
