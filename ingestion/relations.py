@@ -433,7 +433,8 @@ class RelationTracker:
                 f" fresh snapshot and loses nothing.")
         info.pause(f"Table {info.qualified} is paused at LSN {at}: {what}. Its changes are kept "
                    f"in tidemark.paused_changes and other tables keep flowing.{hint}", lsn)
-        log.error(info.paused_reason)
+        # An automatic resync needs nobody: a warning; a pause that waits for the user: error.
+        log.log(logging.WARNING if info.auto_resync else logging.ERROR, info.paused_reason)
         for change in changes:
             record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
                                  change.column, change.detail, "paused")

@@ -29,7 +29,8 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         ``lag_seconds`` (source commit → landing commit of the last applied transaction),
         ``seconds_since_last_apply``, ``checkpoint_lsn``, ``rows_applied``, ``rows_per_s``,
         ``dead_letters`` (not yet replayed), ``duplicate_events``, ``paused_tables`` (each
-        with ``table``, ``paused_at``, ``paused_lsn`` and ``reason``), ``snapshot`` (the
+        with ``table``, ``paused_at``, ``paused_lsn``, ``reason`` and ``automatic``: Tidemark
+        copies the table again by itself, nobody needs to act), ``snapshot`` (the
         latest snapshot: state running/interrupted/failed/done, tables, rows, rows/s, ETA; None
         before the first) and ``lock_wait``: the DDL the stream waits to apply, who holds the
         lock and what to do (:func:`ingestion.ddl_locks.current_wait`), or None.
@@ -57,9 +58,10 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         dead = sum(waiting_counts(conn, source).values())
         dups = conn.execute("select coalesce(sum(dropped), 0) from tidemark.duplicate_events"
                             " where source = %s", (source,)).fetchone()[0]
-        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2], "paused_lsn": r[3]}
+        paused = [{"table": r[0], "paused_at": r[1], "reason": r[2], "paused_lsn": r[3],
+                   "automatic": r[4]}
                   for r in conn.execute(
-            "select table_name, paused_at, paused_reason, paused_lsn::text from"
+            "select table_name, paused_at, paused_reason, paused_lsn::text, auto_resync from"
             " tidemark.replicated_tables where source = %s and paused_at is not null"
             " order by table_name", (source,))]
         tables = conn.execute("select count(*) from tidemark.replicated_tables where source = %s",
@@ -112,7 +114,8 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
 
     Returns:
         Table name -> ``lsn`` (newest applied commit LSN in its changelog, or None),
-        ``dead_letters`` (not replayed), ``paused_reason`` (or None) and ``pending_s``: how
+        ``dead_letters`` (not replayed), ``paused_reason`` (or None), ``resyncing`` (the pause
+        is an automatic resync: nobody needs to act) and ``pending_s``: how
         long the oldest source change landing does not have yet has been waiting, judged by
         the ``loaded_at`` column (None without one, or when not measured).
     """
@@ -126,9 +129,9 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
         measure = (measure_after_s is None or since is None or since[0] is None
                    or since[0] >= measure_after_s)
         dead = waiting_counts(conn, source)
-        paused = dict(conn.execute(
-            "select table_name, paused_reason from tidemark.replicated_tables where source = %s"
-            " and paused_at is not null", (source,)).fetchall())
+        paused = {r[0]: (r[1], r[2]) for r in conn.execute(
+            "select table_name, paused_reason, auto_resync from tidemark.replicated_tables"
+            " where source = %s and paused_at is not null", (source,))}
         for name, loaded_at in tables:
             changelog = sql.Identifier(CHANGELOG_SCHEMA, changelog_table_name(source, name))
             lsn = None
@@ -140,7 +143,8 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
                 newest[name] = conn.execute(sql.SQL("select max({}) from {}").format(
                     sql.Identifier(loaded_at), mirror)).fetchone()[0]
             out[name] = {"lsn": lsn, "dead_letters": int(dead.get(name, 0)),
-                         "paused_reason": paused.get(name), "pending_s": None}
+                         "paused_reason": paused.get(name, (None,))[0],
+                         "resyncing": paused.get(name, (None, False))[1], "pending_s": None}
     if not measure:
         return out
     with psycopg.connect(source_dsn, autocommit=True) as conn:

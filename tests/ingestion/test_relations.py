@@ -5,16 +5,21 @@ loses nothing. DDL runs while a writer keeps changing the table."""
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
+import dagster as dg
 import psycopg
+import pytest
 
 from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.lsn import str_to_lsn
 from ingestion.resync import resync
 from ingestion.status import status
+from orchestration.defs.ingestion.checks import lag_evaluation
+from orchestration.defs.ingestion.state import TableState
 from tests.ingestion.conftest import (
     Pair,
     Writer,
@@ -294,3 +299,31 @@ def test_a_not_null_column_with_a_default_flows_under_a_backward_contract(
         changes = conn.execute("select change from tidemark.schema_history where"
                                " table_name = 'people' and column_name = 'tier'").fetchall()
     assert changes == [("add_column_with_default",)]
+
+
+def test_an_automatic_resync_pause_is_a_warning_and_a_pause_for_the_user_an_error(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """A pause Tidemark resolves by itself ("... nothing to do") is logged at WARNING; a pause
+    that waits for the user stays at ERROR; the ingestion_lag check says the same."""
+    pair.src_exec("create table t (id int primary key, v int)",
+                  "create table u (id int primary key, x int)",
+                  "insert into t select g, g from generate_series(1, 50) g",
+                  "insert into u values (1, 1)")
+    catch_up(pair.src, pair.land, pair.source)
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    pair.src_exec("alter table t add column score double precision default random()",
+                  "insert into t (id, v) values (100, 100)",
+                  "alter table u rename column x to x2", "insert into u values (2, 2)")
+    catch_up(pair.src, pair.land, pair.source)
+    levels = {r.getMessage().split(" is paused")[0]: r.levelno for r in caplog.records
+              if " is paused at LSN " in r.getMessage()}
+    assert levels == {f"Table {pair.source}.t": logging.WARNING,
+                      f"Table {pair.source}.u": logging.ERROR}, caplog.text
+    assert [r[0] for r in paused_rows(pair)] == ["u"]  # t was copied again by itself
+    assert_mirror_equals(pair, "t")
+    resyncing = lag_evaluation(TableState(pair.source, "t", None, 0, "a reason", None,
+                                          resyncing=True), 5, 60)
+    waiting = lag_evaluation(TableState(pair.source, "u", None, 0, "a reason", None), 5, 60)
+    assert (resyncing.severity, waiting.severity) == (dg.AssetCheckSeverity.WARN,
+                                                      dg.AssetCheckSeverity.ERROR)
+    assert "nothing to do" in resyncing.description and "Fix the cause" in waiting.description

@@ -219,8 +219,9 @@ def _show_status(payload: dict[str, Any]) -> None:
         console.print(f"[bold yellow]stalled[/] {escape(payload['lock_wait']['message'])}",
                       highlight=False)
     for item in payload["paused_tables"]:
-        console.print(f"[bold yellow]paused[/] {escape(item['table'])}: {escape(item['reason'])}",
-                      highlight=False)
+        label = "resyncing by itself" if item.get("automatic") else "paused"
+        console.print(f"[bold yellow]{label}[/] {escape(item['table'])}: "
+                      f"{escape(item['reason'])}", highlight=False)
     if payload.get("last_error"):
         console.print(f"[bold red]last error[/]: {payload['last_error']}", highlight=False)
     if payload.get("contracts_error"):

@@ -398,7 +398,8 @@ def _show(summary: dict[str, Any]) -> None:
                    [(row["source"], row["slot_active"], row["lag_seconds"], row["lag_bytes"],
                      row["rows_per_s"], row.get("seconds_since_last_apply"),
                      row["dead_letters"],
-                     ", ".join(p["table"] for p in row["paused_tables"]) or "-")
+                     ", ".join(p["table"] + (" (resyncing by itself)" if p.get("automatic")
+                                             else "") for p in row["paused_tables"]) or "-")
                     for row in rows])
         for row in rows:
             idle = row.get("seconds_since_last_apply")

@@ -62,6 +62,11 @@ def lag_evaluation(state: TableState, warn_s: float, error_s: float) -> dg.Asset
     """The ``ingestion_lag`` outcome of one table, with the reason in the description."""
     meta = {**state.metadata(), "warn_after_s": warn_s, "error_after_s": error_s}
     key = table_key(state.source, state.table)
+    if state.paused_reason and state.resyncing:  # nobody needs to act: a warning
+        return dg.AssetCheckEvaluation(
+            key, LAG_CHECK, passed=False, metadata=meta, severity=dg.AssetCheckSeverity.WARN,
+            description=f"{state.table} is being copied again by Tidemark itself, nothing to "
+                        f"do: {state.paused_reason}")
     if state.paused_reason:
         return dg.AssetCheckEvaluation(
             key, LAG_CHECK, passed=False, metadata=meta, severity=dg.AssetCheckSeverity.ERROR,

@@ -50,6 +50,8 @@ class TableState:
         overall: source-wide figures from ``ingestion.status`` (lag, bytes, rows/s).
         watermark: the table's watermark row (``ingestion.watermarks.read_watermarks``), or
             None for a table without an event-time column.
+        resyncing: the pause is an automatic resync (Tidemark copies the table again by
+            itself; nobody needs to act).
     """
 
     source: str
@@ -60,6 +62,7 @@ class TableState:
     pending_s: float | None
     overall: dict[str, Any] = field(default_factory=dict)
     watermark: dict[str, Any] | None = None
+    resyncing: bool = False
 
     @property
     def lag_s(self) -> float:
@@ -178,5 +181,6 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
                              [(t.name, t.loaded_at) for t in tables], measure_after_s)
     marks = {w["table"]: w for w in watermark_status(landing_dsn, source)}
     return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
-                             t["pending_s"], overall, marks.get(name))
+                             t["pending_s"], overall, marks.get(name),
+                             resyncing=bool(t["resyncing"]))
             for name, t in per_table.items()}
