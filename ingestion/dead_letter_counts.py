@@ -166,9 +166,32 @@ def resolved_count(conn: psycopg.Connection, source: str, table: str | None = No
         source: source name.
         table: only this table's letters.
     """
+    if not _counts_resolved(conn):  # a landing older than round 37, read by a role that may
+        # not upgrade it (``ensure_state(read_only=True)``): counted in the letters
+        return int(conn.execute(
+            "select count(*) from tidemark.dead_letters where source = %s and (%s::text is null"
+            " or table_name = %s) and replayed_at is not null",
+            (source, table, table)).fetchone()[0])
     return int(conn.execute(
         "select coalesce(sum(resolved), 0) from tidemark.dead_letter_counts where source = %s"
         " and (%s::text is null or table_name = %s)", (source, table, table)).fetchone()[0])
+
+
+def letter_count(conn: psycopg.Connection, source: str) -> int:
+    """Every letter of ``source``, waiting or replayed before, from the delta rows (in the
+    caller's transaction; no fold): ``tidemark source remove``'s report."""
+    waiting = conn.execute(
+        "select coalesce(sum(waiting), 0) from tidemark.dead_letter_counts where source = %s",
+        (source,)).fetchone()[0]
+    return int(waiting) + resolved_count(conn, source)
+
+
+def _counts_resolved(conn: psycopg.Connection) -> bool:
+    """Whether ``dead_letter_counts`` has its ``resolved`` column (round 37 on)."""
+    return conn.execute(
+        "select exists (select from pg_attribute where attrelid ="
+        " to_regclass('tidemark.dead_letter_counts') and attname = 'resolved'"
+        " and not attisdropped)").fetchone()[0]
 
 
 def compact(conn: psycopg.Connection, source: str) -> None:

@@ -70,7 +70,7 @@ def list_dead_letters(landing_dsn: str, source: str, *, table: str | None = None
             after ``limit`` rows, however many letters there are.
     """
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
-        ensure_state(conn, source)
+        ensure_state(conn, source, read_only=True)
         where, params = _letters_where(source, table, include_replayed)
         return _fetch(conn, where, params, limit)
 
@@ -83,7 +83,7 @@ def count_dead_letters(landing_dsn: str, source: str, *, table: str | None = Non
     (``ingestion.dead_letter_counts``): the count reads no letter.
     """
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
-        ensure_state(conn, source)
+        ensure_state(conn, source, read_only=True)
         waiting = waiting_counts(conn, source)
         count = sum(waiting.values()) if table is None else waiting.get(table, 0)
         return count + resolved_count(conn, source, table) if include_replayed else count

@@ -82,5 +82,10 @@ class SourceBusyError(SourceError):
     """A source cannot be removed while ingestion streams from its slot."""
 
 
+class StateUpgradeError(IngestionError):
+    """The landing's state (schema ``tidemark``) is older than this Tidemark, or missing, and
+    the role connected may not upgrade or create it."""
+
+
 class ReservedColumnError(IngestionError):
     """A source column has the name of a column landing adds (``_op``, ``_lsn``, ...)."""

@@ -7,6 +7,7 @@ All objects are created if missing (tests and fresh stacks start from empty data
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,12 +19,15 @@ from psycopg.types.json import Jsonb
 from ingestion.ddl_locks import TABLES as LOCK_WAIT_TABLES
 from ingestion.dead_letter_counts import TABLES as DEAD_LETTER_COUNT_TABLES
 from ingestion.dead_letter_counts import counts_installed, ensure_counts
+from ingestion.errors import StateUpgradeError
 from ingestion.freshness import TABLES as FRESHNESS_TABLES
 from ingestion.freshness import record_sample
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
 from ingestion.partitions import TABLES as PARTITION_TABLES
 from ingestion.watermarks import TABLES as WATERMARK_TABLES
+
+log = logging.getLogger("tidemark.ingestion")
 
 _STATE_TABLES = {
     "checkpoints": """
@@ -141,19 +145,34 @@ _DROPPED_INDEXES = ("dead_letters_waiting",)
 ``(source, table_name)`` of the waiting letters, before round 36)."""
 
 
-def ensure_state(conn: psycopg.Connection, source: str) -> None:
-    """Create schemas ``tidemark``, ``cdc``, ``<source>`` and the state tables if missing.
+def ensure_state(conn: psycopg.Connection, source: str, *, read_only: bool = False) -> None:
+    """Create schemas ``tidemark``, ``cdc``, ``<source>`` and the state tables if missing, and
+    upgrade an older landing's (added columns, indexes, the letter counts).
 
     Runs in its own short transaction when the connection is in autocommit mode, otherwise in the
     caller's transaction (a savepoint), under an advisory lock that serialises concurrent
     callers.
+
+    Args:
+        conn: landing connection.
+        source: source name.
+        read_only: the caller only reads (status, ``dlq list``): a role that may not upgrade
+            an older landing's state reads it as it is (what it lacks is read the older way,
+            or said), with a warning; the next writer (``tidemark up``, ``ingest run``)
+            upgrades it.
+
+    Raises:
+        StateUpgradeError: the role may not create or upgrade the state, and the caller
+            writes, or the state tables are missing.
     """
+    # The catalogs, not information_schema: it shows only what the role has privileges on.
     exists = conn.execute(
-        "select count(*) from information_schema.tables where table_schema = %s"
-        " and table_name = any(%s)", (STATE_SCHEMA, list(_STATE_TABLES))).fetchone()[0]
+        "select count(*) from pg_tables where schemaname = %s and tablename = any(%s)",
+        (STATE_SCHEMA, list(_STATE_TABLES))).fetchone()[0]
     added = conn.execute(
-        "select count(*) from information_schema.columns where table_schema = %s and"
-        " (table_name, column_name) in (select * from unnest(%s::text[], %s::text[]))",
+        "select count(*) from pg_attribute a join pg_class c on c.oid = a.attrelid join"
+        " pg_namespace n on n.oid = c.relnamespace where n.nspname = %s and not a.attisdropped"
+        " and (c.relname, a.attname) in (select * from unnest(%s::text[], %s::text[]))",
         (STATE_SCHEMA, [t for t, _, _ in _ADDED_COLUMNS], [c for _, c, _ in _ADDED_COLUMNS])
     ).fetchone()[0]
     indexed = conn.execute(
@@ -164,6 +183,27 @@ def ensure_state(conn: psycopg.Connection, source: str) -> None:
     if (exists == len(_STATE_TABLES) and added == len(_ADDED_COLUMNS)
             and indexed == len(_INDEXES) and have_source and counts_installed(conn)):
         return
+    try:
+        _create_or_upgrade(conn, source)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        role = conn.info.user
+        if read_only and exists:
+            log.warning("The landing's state (schema %s) is older than this Tidemark, and role "
+                        "%s may not upgrade it (%s): read as it is. The next `tidemark up` or "
+                        "`tidemark ingest run` upgrades it.", STATE_SCHEMA, role,
+                        exc.diag.message_primary)
+            return
+        what = "older than this Tidemark" if exists else "not created yet"
+        raise StateUpgradeError(
+            f"The landing's state (schema {STATE_SCHEMA}) is {what}, and role {role} may not "
+            f"{'upgrade' if exists else 'create'} it ({exc.diag.message_primary}). Run "
+            f"`tidemark up` or `tidemark ingest run` once (they upgrade it as the landing's "
+            f"owner), or run this command with TIDEMARK_LANDING_URL of the role that owns "
+            f"schema {STATE_SCHEMA}.") from exc
+
+
+def _create_or_upgrade(conn: psycopg.Connection, source: str) -> None:
+    """The DDL of :func:`ensure_state`, in one transaction under its advisory lock."""
     # One transaction (a savepoint in the caller's): on an autocommit connection the lock
     # would end with its own statement, and two processes starting at once (`ingest run` and
     # `ingest status`) raced into "duplicate key ... pg_type_typname_nsp_index".

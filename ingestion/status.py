@@ -49,7 +49,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                confirmed_flush_lsn=row[1], current_wal_lsn=row[2], retained_wal_bytes=row[3],
                lag_bytes=row[4], wal_status=row[5])
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
-        ensure_state(conn, source)
+        ensure_state(conn, source, read_only=True)
         ck = conn.execute(
             "select lsn::text, snapshot_lsn::text, last_commit_at, last_applied_at,"
             " last_lag_ms, rows_applied, rows_per_s,"
@@ -122,7 +122,7 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
     out: dict[str, dict[str, Any]] = {}
     newest: dict[str, Any] = {}
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
-        ensure_state(conn, source)
+        ensure_state(conn, source, read_only=True)
         since = conn.execute(
             "select extract(epoch from clock_timestamp() - last_commit_at)::float8"
             " from tidemark.checkpoints where source = %s", (source,)).fetchone()

@@ -305,5 +305,5 @@ def watermark_status(landing_dsn: str, source: str, contracts: Any = None
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         from ingestion.state import ensure_state
 
-        ensure_state(conn, source)
+        ensure_state(conn, source, read_only=True)
         return read_watermarks(conn, source, tables)

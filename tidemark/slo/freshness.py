@@ -158,7 +158,7 @@ def evaluate(landing_dsn: str, views: Sequence[Any], *, default_objective: str,
         from ingestion.state import ensure_state
 
         for source in all_sources:
-            ensure_state(conn, source)
+            ensure_state(conn, source, read_only=True)
         hist = read_histograms(conn, all_sources, windows) if all_sources else {}
         landed = last_landed(conn, all_sources) if all_sources else {}
     for v, sources, problem in wanted:
