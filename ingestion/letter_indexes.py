@@ -108,6 +108,28 @@ def ensure_letter_indexes(conn: psycopg.Connection, source: str, contracted: Ite
     return built
 
 
+def drop_letter_indexes(landing_dsn: str, source: str) -> list[str]:
+    """Drop every letter index of ``source`` (a removed source: no applier looks its letters up
+    by key; a source of that name added again builds them again), concurrently.
+
+    Args:
+        landing_dsn: landing URL.
+        source: source name.
+
+    Returns:
+        ``tidemark.<index>`` of each index dropped.
+    """
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        if conn.execute("select to_regclass('tidemark.dead_letters')").fetchone()[0] is None:
+            return []
+        names = [name for name, _, comment in conn.execute(_TAGGED, {"tag": _TAG})
+                 if json.loads(comment[len(_TAG):])[0] == source]
+        for name in names:
+            conn.execute(sql.SQL("drop index concurrently if exists {}").format(
+                sql.Identifier(STATE_SCHEMA, name)))
+    return [f"{STATE_SCHEMA}.{name}" for name in names]
+
+
 def _build(conn: psycopg.Connection, name: str, info: TableInfo) -> bool:
     """Build one letter index and tag it; False when its key cannot be indexed."""
     log.info("source %s: building index %s of the waiting dead letters of %s by key,"
