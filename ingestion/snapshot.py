@@ -235,9 +235,21 @@ class SnapshotTask:
     workers: int = field(default_factory=snapshot_workers)
 
 
+_ESTIMATES = """
+select c.oid::int, case when c.relkind <> 'p' then c.reltuples::bigint else (
+    select sum(greatest(l.reltuples, 0))::bigint from pg_partition_tree(c.oid) t
+      join pg_class l on l.oid = t.relid
+     where t.isleaf having bool_or(l.reltuples > 0)) end
+  from pg_class c where c.oid = any(%s)"""
+"""Rows the source's statistics expect of each table: a partitioned table's (PostgreSQL
+13+ copies the root) is the sum of its leaf partitions' (the root has none: -1, or 0 before
+14), unknown while no leaf was ever vacuumed or analyzed."""
+
+
 def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | None]:
-    return {r[0]: (r[1] if r[1] >= 0 else None) for r in conn.execute(
-        "select oid::int, reltuples::bigint from pg_class where oid = any(%s)", (oids,))}
+    """Table OID -> rows expected (:data:`_ESTIMATES`), None when unknown."""
+    return {r[0]: (r[1] if r[1] is not None and r[1] >= 0 else None)
+            for r in conn.execute(_ESTIMATES, (oids,))}
 
 
 def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> SnapshotResult:

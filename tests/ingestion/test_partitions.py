@@ -303,3 +303,18 @@ def test_a_partitioned_table_created_later_lands_whole(pair: Pair) -> None:
     for table, key in (("orders", ["id", "m"]), ("events", None)):
         assert_mirror_equals(pair, table)
         assert_changelog_replays(pair, table, key)
+
+
+def test_a_partitioned_table_snapshot_has_a_row_estimate(pair: Pair) -> None:
+    """The root of a partitioned table has no statistics of its own (reltuples -1, or 0 before
+    PostgreSQL 14): the snapshot's estimate, which `ingest status` and `tidemark up` show as
+    the progress total, is the sum of its leaf partitions'. Autovacuum analyzes the leaves,
+    never the root (a manual ANALYZE of the root gives it statistics)."""
+    pair.src_exec(*ORDERS, "analyze orders_1, orders_2_a, orders_2_b, orders_default,"
+                  " events_a, events_b")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land) as conn:
+        estimates = dict(conn.execute(
+            "select table_name, rows_estimate from tidemark.snapshot_progress where source = %s",
+            (pair.source,)).fetchall())
+    assert estimates == {"orders": 200, "events": 60}
