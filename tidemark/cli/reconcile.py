@@ -4,6 +4,8 @@ A correction run that fails is asked again by the correction sensor after a back
 ``TIDEMARK_CORRECTION_ATTEMPTS`` times per day of a mart; then the sensor stops asking and the
 mart's reconciliation check is an ERROR naming the days. Once the cause is fixed,
 ``tidemark reconcile retry`` clears those days' count, so the sensor asks again at its next tick.
+The reconciliation job's own failed runs are asked again the same way, at most that many in a
+row; ``tidemark reconcile retry --job`` makes them count from zero again.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def retry(days: Annotated[list[str] | None, typer.Argument(
               help="Only this mart (default: every mart).")] = None,
           all_: Annotated[bool, typer.Option(
               "--all", help="Every day whose correction runs failed.")] = False,
+          job: Annotated[bool, typer.Option(
+              "--job", help="Also the reconciliation job itself, given up after its runs "
+                            "failed: the sensor launches it again.")] = False,
           dsn: Annotated[str | None, typer.Option(
               "--dsn", help="The landing database (default: the stack's).")] = None,
           json_out: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")]
@@ -62,7 +67,9 @@ def retry(days: Annotated[list[str] | None, typer.Argument(
 
     Clears the count of failed correction runs of the days (given up, or waiting for their
     backoff): the correction sensor asks for them at its next tick (within a minute while
-    `tidemark up` runs). A day that then reconciles is final again.
+    `tidemark up` runs). A day that then reconciles is final again. With --job, the
+    reconciliation job's own failed runs no longer count either, and the sensor launches the
+    job again if its last run failed.
     """
     from tidemark.reconciliation.days import given_up, retry_corrections
     from tidemark.reconciliation.errors import NothingToRetryError
@@ -74,6 +81,10 @@ def retry(days: Annotated[list[str] | None, typer.Argument(
         raise typer.BadParameter("name days or pass --all, not both", param_hint="--all")
     name = mart_name(mart)
     landing = dsn or ensure_databases(load_settings()).landing_app
+    if job:
+        _retry_job(landing, json_out and not wanted and not all_)
+        if not wanted and not all_:
+            return
     if not wanted and not all_:
         stuck = given_up(landing)
         listed = "; ".join(g.message().split(":")[0] for g in stuck) or "none"
@@ -85,6 +96,8 @@ def retry(days: Annotated[list[str] | None, typer.Argument(
                     "last_failed_run": r.last_run} for r in done])
         return
     left = sorted(set(wanted) - {r.day for r in done})
+    if not done and job:  # the job was asked again: said above
+        return
     if not done:
         stuck = given_up(landing)
         listed = "; ".join(g.message().split(":")[0] for g in stuck) or "none"
@@ -102,3 +115,20 @@ def retry(days: Annotated[list[str] | None, typer.Argument(
         console.print(f"Nothing to retry for {', '.join(d.isoformat() for d in left)}: no "
                       f"correction run failed for them, or one is queued or running.",
                       highlight=False)
+
+
+def _retry_job(landing: str, json_out: bool) -> None:
+    """``--job``: the reconciliation job's failed runs so far no longer count; the correction
+    sensor launches the job at its next tick if its last run failed."""
+    from datetime import UTC
+
+    from tidemark.reconciliation.days import RECONCILIATION_JOB, ask_job_again
+
+    at = ask_job_again(landing, RECONCILIATION_JOB).astimezone(UTC)
+    if json_out:
+        emit_json({"job": RECONCILIATION_JOB, "asked_at": at.isoformat()})
+        return
+    console.print(f"The {RECONCILIATION_JOB} job is asked again (at {at:%Y-%m-%d %H:%M:%S} "
+                  f"UTC): its failed runs so far no longer count, and the correction sensor "
+                  f"launches it at its next tick if its last run failed (within a minute "
+                  f"while `tidemark up` runs).", highlight=False)

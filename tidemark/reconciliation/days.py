@@ -25,6 +25,11 @@ from tidemark.reconciliation.compare import Comparison
 
 STATE_SCHEMA = "tidemark"
 DAYS_TABLE = "reconciled_days"
+RECONCILIATION_JOB = "reconciliation"
+"""The Dagster job of every reconciliation check (``orchestration.defs.reconciliation.jobs``)."""
+JOB_RETRIES_TABLE = "reconciliation_job_retries"
+"""When `tidemark reconcile retry --job` last asked for a job again (the reconciliation job's
+failed runs before it no longer count against its retries)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +201,40 @@ def _rows(landing_dsn: str, query: sql.SQL, params: tuple | dict[str, Any]) -> l
         ensure_days_table(conn)
         return conn.execute(query.format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
                             params).fetchall()
+
+
+def ask_job_again(landing_dsn: str, job: str) -> datetime:
+    """Record that ``job`` (the reconciliation job, given up after its failed runs) is to be
+    asked again: its runs that failed before now no longer count, and the sensor launches it at
+    its next tick if its last run failed (``orchestration.defs.reconciliation.runs``).
+
+    Returns:
+        When it was asked (the landing's clock).
+    """
+    with psycopg.connect(landing_dsn) as conn:
+        _ensure_job_retries(conn)
+        return conn.execute(sql.SQL(
+            "insert into {} as r (job, asked_at) values (%s, clock_timestamp()) on conflict"
+            " (job) do update set asked_at = excluded.asked_at returning asked_at").format(
+            sql.Identifier(STATE_SCHEMA, JOB_RETRIES_TABLE)), (job,)).fetchone()[0]
+
+
+def job_asked_again_at(landing_dsn: str, job: str) -> datetime | None:
+    """When :func:`ask_job_again` last asked for ``job`` again (None: never)."""
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        if conn.execute("select to_regclass(%s)", (f"{STATE_SCHEMA}.{JOB_RETRIES_TABLE}",)
+                        ).fetchone()[0] is None:
+            return None
+        row = conn.execute(sql.SQL("select asked_at from {} where job = %s").format(
+            sql.Identifier(STATE_SCHEMA, JOB_RETRIES_TABLE)), (job,)).fetchone()
+    return row[0] if row else None
+
+
+def _ensure_job_retries(conn: psycopg.Connection) -> None:
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(STATE_SCHEMA)))
+    conn.execute(sql.SQL("create table if not exists {} (job text primary key, asked_at"
+                         " timestamptz not null)").format(
+        sql.Identifier(STATE_SCHEMA, JOB_RETRIES_TABLE)))
 
 
 def requested_since(landing_dsn: str) -> dict[str, datetime]:

@@ -121,32 +121,42 @@ def note_later_rebuilds(instance: dg.DagsterInstance, landing_dsn: str, mart: st
 
 
 def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
-                         now: datetime | None = None, policy: RetryPolicy | None = None
-                         ) -> dg.RunRequest | str | None:
+                         now: datetime | None = None, policy: RetryPolicy | None = None,
+                         asked_at: datetime | None = None) -> dg.RunRequest | str | None:
     """A run request for ``job_name`` (the reconciliation job) when its last run ended FAILURE
     or CANCELED — the marts ``reconcile_after_batch`` asked it for are then not reconciled —
     once the backoff since it passed; a message instead after ``policy.attempts`` such runs in
     a row (None: nothing to do, or not yet).
 
     The run key names the failed run, so each failure is asked for once. ``now``: the time to
-    measure the backoff at (default: now); ``policy``: default the settings'.
+    measure the backoff at (default: now); ``policy``: default the settings'; ``asked_at``:
+    when `tidemark reconcile retry --job` asked for the job again
+    (``days.job_asked_again_at``): the runs that ended before it do not count, and a last run
+    that failed before it is asked for at once.
     """
     policy = policy or retry_policy()
     records = instance.get_run_records(dg.RunsFilter(job_name=job_name),
                                        limit=policy.attempts)
     failed = 0
     for record in records:
-        if record.dagster_run.status not in ENDED_UNDONE:
+        if record.dagster_run.status not in ENDED_UNDONE or (
+                asked_at is not None and _ended_at(record) <= asked_at):
             break
         failed += 1
     if not failed:
-        return None
+        last = records[0] if records else None
+        if last is None or last.dagster_run.status not in ENDED_UNDONE or asked_at is None:
+            return None
+        return dg.RunRequest(job_name=job_name,
+                             run_key=f"retry-{last.dagster_run.run_id}-{asked_at.timestamp()}",
+                             tags={"tidemark/retry_of": last.dagster_run.run_id})
     last = records[0]
     if failed >= policy.attempts:
         return (f"the last {failed} {job_name} runs ended FAILURE/CANCELED (last run "
                 f"{last.dagster_run.run_id}, ended {_ended_at(last):%Y-%m-%d %H:%M} UTC), so "
                 f"it is not asked again: read that run's log, fix the cause and launch the "
-                f"{job_name} job.")
+                f"{job_name} job (or run `tidemark reconcile retry --job`: the sensor launches "
+                f"it within a minute).")
     if _ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
         return None
     return dg.RunRequest(job_name=job_name, run_key=f"retry-{last.dagster_run.run_id}",

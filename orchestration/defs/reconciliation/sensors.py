@@ -34,6 +34,7 @@ from orchestration.defs.resources import TidemarkResource, unreachable
 from tidemark.reconciliation.days import (
     contiguous_ranges,
     given_up,
+    job_asked_again_at,
     mark_requested,
     pending_corrections,
 )
@@ -133,9 +134,10 @@ def reconciliation_corrections(context: dg.SensorEvaluationContext,
         late, observations = late_requests(tidemark, partitions_start(),
                                            with_requested(queued, requests))
         stuck = [g.message() for g in given_up(landing)]
+        asked_at = job_asked_again_at(landing, reconciliation_job.name)
     except psycopg.OperationalError as exc:
         return dg.SkipReason(unreachable(exc))
-    retry = reconciliation_retry(context.instance, reconciliation_job.name)
+    retry = reconciliation_retry(context.instance, reconciliation_job.name, asked_at=asked_at)
     if isinstance(retry, dg.RunRequest):
         requests.append(retry)
     elif retry:
