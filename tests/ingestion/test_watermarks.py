@@ -270,3 +270,26 @@ def test_idle_threshold_and_future_cap_are_settings(pair: Pair, tmp_path: Path,
         monkeypatch.delenv("TIDEMARK_WATERMARK_FUTURE_SKEW_S")
         load_settings()
     assert policy().idle_after == IDLE_AFTER and policy().future_skew == FUTURE_SKEW
+
+
+def test_status_shows_the_watermark_in_utc_whatever_the_readers_zone(
+        pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `tidemark status` printed the watermark as the session's local time with no zone: read
+    # with PGTZ=Asia/Kolkata, a UTC 10:00 watermark showed as "15:30:00" beside UTC days.
+    import contracts.loader
+    from tidemark.cli.status import watermarks_layer
+
+    _setup(pair, tmp_path / "c")
+    monkeypatch.setattr(contracts.loader, "PACKAGE_ROOT", tmp_path / "c")
+    top = (datetime.now(UTC) + timedelta(minutes=1)).replace(microsecond=0)
+    catch_up(pair.src, pair.land, pair.source, contracts=load_contracts(tmp_path / "c"))
+    _insert(pair, (1, top))
+    catch_up(pair.src, pair.land, pair.source, contracts=load_contracts(tmp_path / "c"))
+    monkeypatch.setenv("PGTZ", "Asia/Kolkata")
+
+    class Dbs:
+        landing = pair.land
+
+    [row] = watermarks_layer(Dbs(), pair.source)  # type: ignore[arg-type]
+    assert row["watermark"] == (top - LATENESS).strftime("%Y-%m-%d %H:%M:%S"), row
+    assert row["max_event_at"] == top.strftime("%Y-%m-%d %H:%M:%S"), row

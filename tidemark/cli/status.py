@@ -136,8 +136,16 @@ def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any
     for row in rows:
         for key in ("watermark", "max_event_at"):
             if row[key] is not None:
-                row[key] = row[key].strftime("%Y-%m-%d %H:%M:%S")
+                row[key] = utc_text(row[key], "%Y-%m-%d %H:%M:%S")
     return rows
+
+
+def utc_text(moment: Any, fmt: str) -> str:
+    """A ``timestamptz`` value as UTC text (the tables that show it say "UTC" in their title):
+    the platform's days are UTC days, whatever the reader's time zone."""
+    from datetime import UTC
+
+    return (moment.astimezone(UTC) if moment.tzinfo is not None else moment).strftime(fmt)
 
 
 def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]] | dict[str, str]:
@@ -174,7 +182,7 @@ def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]] |
                     "yesterday": "final" if final else "closed" if closed else "open",
                     "reconciled_by": paired.get(mart, []),
                     "held_by": f.blocking or "-",
-                    "watermark": f.watermark.strftime("%Y-%m-%d %H:%M") if f.watermark else "-"})
+                    "watermark": utc_text(f.watermark, "%Y-%m-%d %H:%M") if f.watermark else "-"})
     return out
 
 
@@ -422,12 +430,12 @@ def _show(summary: dict[str, Any]) -> None:
     if isinstance(summary.get("sources"), dict):
         console.print(f"[red]sources:[/] {summary['sources']['error']}")
     for key, title, columns in (
-            ("watermarks", "watermarks (event time − allowed lateness; delay_s = now − "
+            ("watermarks", "watermarks, UTC (event time − allowed lateness; delay_s = now − "
              "watermark, so it counts the lateness)",
              ["table", "watermark", "allowed_lateness_s", "delay_s", "state", "idle",
               "late_rows", "late_days"]),
-            ("finality", "finality (a day is final once closed by the watermarks and "
-             "reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
+            ("finality", "finality, UTC days (a day is final once closed by the watermarks "
+             "and reconciled)", ["mart", "closed_through", "yesterday", "reconciled_by", "held_by",
                    "watermark"]),
             ("live_views", "live views", ["name", "target", "status", "rows",
                                           "last_change_at", "held_open_by"]),
