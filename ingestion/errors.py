@@ -84,3 +84,9 @@ class SourceBusyError(SourceError):
 
 class ReservedColumnError(IngestionError):
     """A source column has the name of a column landing adds (``_op``, ``_lsn``, ...)."""
+
+
+class SnapshotRewrittenError(IngestionError):
+    """A source table was rewritten (``ALTER TABLE`` that rewrites, ``TRUNCATE``, ``VACUUM
+    FULL``) after a snapshot was exported: to that snapshot it looks empty, so it cannot be
+    copied from it. A new snapshot is taken."""

@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
+from ingestion.errors import SnapshotRewrittenError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
@@ -159,6 +160,42 @@ def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))
     return conn
+
+
+_REWRITTEN = """
+select t.schema, t.name, c.relfilenode <> pg_relation_filenode(c.oid) as rewritten
+from pg_class c, pg_identify_object('pg_class'::regclass, c.oid, 0) t
+where c.oid = any(%s)
+"""
+
+
+def hold_against_rewrites(conn: psycopg.Connection, oids: list[int]) -> None:
+    """In a snapshot's transaction, lock ``oids`` (and their partitions) ACCESS SHARE until it
+    ends, so no ``ALTER TABLE`` can rewrite them while they are copied, and check that none was
+    rewritten since the snapshot was exported.
+
+    A rewriting ``ALTER TABLE`` (or ``TRUNCATE``, ``VACUUM FULL``) gives the table a new file
+    whose rows older snapshots do not see: copied from such a snapshot, the table would land
+    empty. The snapshot's own ``pg_class`` row still names the old file, the catalog (read
+    once the lock is had) the new one.
+
+    Raises:
+        SnapshotRewrittenError: a table was rewritten after the snapshot; take a new one.
+    """
+    names = conn.execute(_REWRITTEN, (oids,)).fetchall()
+    if not names:
+        return
+    conn.execute(sql.SQL("lock table {} in access share mode").format(
+        sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, _ in names)))
+    leaves = oids + ([r[0] for r in conn.execute(  # a plain table has no partition tree
+        "select relid::oid::int from unnest(%s::oid[]) o, pg_partition_tree(o) where isleaf",
+        (oids,))] if conn.info.server_version >= 120000 else [])
+    rewritten = [f"{schema}.{name}" for schema, name, moved
+                 in conn.execute(_REWRITTEN, (leaves,)).fetchall() if moved]
+    if rewritten:
+        raise SnapshotRewrittenError(
+            f"{', '.join(rewritten)} rewritten on the source (ALTER TABLE, TRUNCATE or VACUUM "
+            f"FULL) after the snapshot was taken: it looks empty to that snapshot")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 import streaming_views
 from ingestion import catch_up
 from ingestion.errors import ResyncBlockedError
-from ingestion.resync import resync
+from ingestion.resync import resync, resync_table
 from tests.ingestion.conftest import Pair, assert_mirror_equals
 
 
@@ -242,3 +242,35 @@ def test_resync_blocked_by_views_gives_each_drop_statement_in_order(built_on: Pa
     assert _paused(p) == set()
     assert_mirror_equals(p, "t")
     assert _land(p, "select count(*) from staging.untouched") == [(31,)]
+
+
+def test_resync_whose_table_a_source_ddl_rewrites_after_its_snapshot_copies_every_row(
+        pair: Pair) -> None:
+    """A rewriting ALTER TABLE committed between the resync's snapshot and its copy makes the
+    table look empty to that snapshot (PostgreSQL's rewrites are not MVCC-safe): the copy used
+    to land 0 rows and report success (seen with pgbench as a source: `alter table ... alter
+    column n type bigint` while the automatic resync of a volatile default ran). The resync
+    notices the rewrite and takes a new snapshot."""
+    pair.src_exec("create table t (id int primary key, n int)",
+                  "insert into t select g, g from generate_series(1, 500) g")
+    catch_up(pair.src, pair.land, pair.source)
+    holder = psycopg.connect(pair.land)  # a reader of the mirror: the resync waits for it
+    holder.execute(f'select count(*) from "{pair.source}".t')
+    rewritten: list[bool] = []
+
+    def rewrite_then_let_go() -> None:  # called while the resync waits, its snapshot taken
+        if not rewritten:
+            rewritten.append(True)
+            pair.src_exec("alter table t alter column n type bigint")
+            holder.rollback()
+
+    try:
+        said = resync_table(pair.src, pair.land, pair.source, "t",
+                            keepalive=rewrite_then_let_go)
+    finally:
+        holder.close()
+    assert rewritten
+    assert "500 rows" in said, said
+    assert _land(pair, f'select count(*) from "{pair.source}".t') == [(500,)]
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
