@@ -4,7 +4,6 @@ reshaped mirror; a change a dependent view forbids stops with a clear error and 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import psycopg
@@ -14,7 +13,7 @@ import streaming_views
 from ingestion import catch_up, run
 from ingestion.errors import ResyncBlockedError
 from ingestion.resync import resync, resync_table
-from tests.ingestion.conftest import Pair, assert_mirror_equals
+from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
 
 
 def _land(p: Pair, *statements: str) -> list[tuple]:
@@ -294,16 +293,16 @@ def test_resync_while_ingestion_runs_after_a_ddl_the_stream_has_not_shown_stays_
     ingest.start()
     try:
         pair.src_exec("insert into t values (2, 2)")  # the session now knows t's shape
-        _wait_for(pair, f'select count(*) = 2 from "{pair.source}".t')
+        _true_soon(pair, f'select count(*) = 2 from "{pair.source}".t')
         pair.src_exec("alter table t alter column n type bigint",
                       "alter table t add column note text default 'x'")
         said = resync_table(pair.src, pair.land, pair.source, "t")
         lsn = said.split(" at ")[1].split(":")[0]
         # the session has committed a heartbeat past the resync: it reloaded t
-        _wait_for(pair, f"select lsn > '{lsn}'::pg_lsn from tidemark.checkpoints"
+        _true_soon(pair, f"select lsn > '{lsn}'::pg_lsn from tidemark.checkpoints"
                         f" where source = '{pair.source}'")
         pair.src_exec("insert into t values (3, 3000000000, 'y')")
-        _wait_for(pair, f'select count(*) = 3 from "{pair.source}".t')
+        _true_soon(pair, f'select count(*) = 3 from "{pair.source}".t')
     finally:
         stop.set()
         ingest.join(60)
@@ -314,9 +313,7 @@ def test_resync_while_ingestion_runs_after_a_ddl_the_stream_has_not_shown_stays_
     assert_mirror_equals(pair, "t")
 
 
-def _wait_for(p: Pair, query: str) -> None:
-    """Until ``query`` says true (a paused table never gets there: at most 60 s)."""
-    deadline = time.monotonic() + 60
-    while not _land(p, query)[0][0]:
-        assert time.monotonic() < deadline, f"never true: {query}; paused: {_paused(p)}"
-        time.sleep(0.1)
+
+def _true_soon(p: Pair, query: str) -> None:
+    """``query`` says true within 60 s (a paused table never gets there)."""
+    assert wait_until(lambda: _land(p, query)[0][0]), f"never true: {query}; paused: {_paused(p)}"
