@@ -48,7 +48,6 @@ from ingestion.session_settings import (
 )
 from ingestion.snapshot import (
     create_slot_exporting,
-    hold_against_rewrites,
     open_snapshot,
     snapshot_tables,
 )
@@ -206,7 +205,6 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
             try:
                 _rebuild(applier, tracker, info, oid, lsn)
                 early = _changelog_only(land, info, source, lsn)
-                hold_against_rewrites(snap, [oid])  # before the copy reads it
                 rows = snapshot_tables(snap, applier, tracker, publication_name(source), lsn,
                                        only={table})
                 late = _replay_late(applier, info, source, lsn)

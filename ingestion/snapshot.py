@@ -320,6 +320,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
                 try:
                     for job in in_place:
                         tracker.start(job.info.name)
+                        hold_against_rewrites(src, [job.info.source_oid])
                         copy_in_place(src, task.final, job, task.lsn, commit_at,
                                       lambda n, t=job.info.name: tracker.add(t, n),
                                       first=job.info.name not in task.known)
@@ -430,6 +431,7 @@ def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
     c = psycopg.connect(task.landing_dsn)
     try:
         tracker.start(name)
+        hold_against_rewrites(src, [job.info.source_oid])
         copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n),
                     lambda: tracker.copied(name))
         src.close()
@@ -476,6 +478,7 @@ def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publica
             continue
         job = Job(info, applier.contract_for(info), applier.contracts, None,
                   wants_binary(info, same_major))
+        hold_against_rewrites(src, [oid])
         copy_in_place(src, applier.conn, job, lsn, commit_at)
         if job.result.duplicates:
             add_duplicates(applier.conn, applier.source, info.name, job.result.duplicates)
