@@ -182,7 +182,8 @@ def hold_against_rewrites(conn: psycopg.Connection, oids: list[int]) -> None:
     Raises:
         SnapshotRewrittenError: a table was rewritten after the snapshot; take a new one.
     """
-    names = conn.execute(_REWRITTEN, (oids,)).fetchall()
+    # a table dropped since the snapshot has no name now: its copy says so itself
+    names = [r for r in conn.execute(_REWRITTEN, (oids,)).fetchall() if r[1] is not None]
     if not names:
         return
     conn.execute(sql.SQL("lock table {} in access share mode").format(
