@@ -195,15 +195,34 @@ class ColumnDefault:
         return self.missing is None and (self.expression is not None or bool(self.identity))
 
 
+_DEFAULTS = """
+select a.attname,
+       case when c.relkind <> 'p' then
+                case when a.atthasmissing then (a.attmissingval::text::text[])[1] end
+            else (select case when bool_and(l.atthasmissing)
+                                   and count(distinct l.attmissingval::text) = 1
+                              then (min(l.attmissingval::text)::text[])[1] end
+                  from pg_partition_tree(a.attrelid) t
+                  join pg_attribute l on l.attrelid = t.relid and l.attname = a.attname
+                  where t.isleaf)
+       end,
+       pg_get_expr(d.adbin, d.adrelid), a.attidentity::text
+from pg_attribute a
+join pg_class c on c.oid = a.attrelid
+left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+where a.attrelid = %(relid)s and a.attname = any(%(names)s) and not a.attisdropped
+"""
+
+
 def column_defaults(conn: psycopg.Connection, relid: int, names: list[str]
                     ) -> dict[str, ColumnDefault]:
-    """The defaults of some columns of a source table (see :class:`ColumnDefault`)."""
-    rows = conn.execute(
-        "select a.attname, case when a.atthasmissing then (a.attmissingval::text::text[])[1]"
-        " end, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text from pg_attribute a"
-        " left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
-        " where a.attrelid = %s and a.attname = any(%s) and not a.attisdropped",
-        (relid, names)).fetchall()
+    """The defaults of some columns of a source table (see :class:`ColumnDefault`).
+
+    A partitioned table stores no rows: its partitions hold the missing values, one each. The
+    existing rows read one value when every partition has the same; otherwise (a partition
+    rewritten, or none yet) the value is unknown, as for a rewritten table.
+    """
+    rows = conn.execute(_DEFAULTS, {"relid": relid, "names": names}).fetchall()
     return {r[0]: ColumnDefault(r[1], r[2], r[3] or "") for r in rows}
 
 

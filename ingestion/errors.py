@@ -89,3 +89,10 @@ class StateUpgradeError(IngestionError):
 
 class ReservedColumnError(IngestionError):
     """A source column has the name of a column landing adds (``_op``, ``_lsn``, ...)."""
+
+
+class SnapshotRewrittenError(TablesChangedError):
+    """A source table was rewritten (``ALTER TABLE`` that rewrites, ``TRUNCATE``, ``VACUUM
+    FULL``) after a snapshot was exported: to that snapshot it looks empty, so it cannot be
+    copied from it. A new snapshot is taken (a streaming session starts again from its
+    checkpoint, as after a resync; a resync takes a new one itself)."""

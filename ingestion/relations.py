@@ -93,7 +93,7 @@ class RelationTracker:
         self.source_conn = source_conn
         self.source = source
         self.by_oid: dict[int, TableInfo] = {}
-        self.messages: dict[int, Relation] = {}
+        self.messages: dict[int, tuple[Relation, int | None]] = {}  # the last, and its LSN
         self.resync_wanted: set[str] = set()
         self._routed: dict[int, bool] = {}
         self._versions: dict[str, tuple[int, bool]] = {}
@@ -125,9 +125,11 @@ class RelationTracker:
                                      f"resync) while changes were buffered; restarting the "
                                      f"session from the checkpoint")
         self.load()
-        for oid, rel in list(self.messages.items()):
+        for oid, (rel, lsn) in list(self.messages.items()):
             self.by_oid.pop(oid, None)
-            self.on_relation(rel, None)
+            # At its own LSN: a message older than a resync's snapshot shows a shape older
+            # than the resynced one (a DDL no row change has streamed yet), not a change.
+            self.on_relation(rel, lsn)
 
     # -- building table info ----------------------------------------------------------------
 
@@ -216,10 +218,10 @@ class RelationTracker:
         info = self.applier.tables.get(name)
         if info is None and self._within_root(rel.oid):
             return None
-        self.messages[rel.oid] = rel
         self.applier.begin()
         if lsn is None and self.applier.txn is not None:
             lsn = self.applier.txn.commit_lsn
+        self.messages[rel.oid] = (rel, lsn)
         if info is not None and lsn is not None and lsn < info.snapshot_lsn:
             # A shape from before the table's resync snapshot: its changes go to the
             # changelog only, mapped onto the current columns; nothing to follow.

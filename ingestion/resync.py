@@ -31,7 +31,12 @@ from ingestion.changelog_lock import lock_for_resync
 from ingestion.decoder import UNCHANGED
 from ingestion.dependents import drop_advice, drop_statements
 from ingestion.engine import catch_up
-from ingestion.errors import ResyncBlockedError, SetupError, TableNotFoundError
+from ingestion.errors import (
+    ResyncBlockedError,
+    SetupError,
+    SnapshotRewrittenError,
+    TableNotFoundError,
+)
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.partitions import save_partitions, source_partitions
@@ -56,6 +61,7 @@ from ingestion.tables import (
 )
 
 _END = "FFFFFFFF/FFFFFFFF"
+REWRITE_ATTEMPTS = 5  # new snapshots taken for a table rewritten after the last one
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -131,12 +137,30 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
     """Rebuild one table from a fresh snapshot of it (see the module docstring).
 
     ``keepalive``: called while it waits for the mirror's lock (a streaming session that runs
-    it keeps its stream alive: :class:`ingestion.ddl_locks.DdlLocks`).
+    it keeps its stream alive: :class:`ingestion.ddl_locks.DdlLocks`). A source table rewritten
+    after the snapshot (it would look empty to it) is resynced again from a new snapshot, up to
+    :data:`REWRITE_ATTEMPTS` times.
 
     Raises:
         TableNotFoundError: the table is not replicated for this source, or gone.
         ResyncBlockedError: objects built on the mirror forbid its new shape.
+        SnapshotRewrittenError: the table was rewritten after every one of those snapshots.
     """
+    for attempt in range(1, REWRITE_ATTEMPTS + 1):
+        try:
+            return _resync_table_once(source_dsn, landing_dsn, source, table, contracts,
+                                      keepalive)
+        except SnapshotRewrittenError as exc:
+            if attempt == REWRITE_ATTEMPTS:
+                raise SnapshotRewrittenError(
+                    f"Cannot resync {source}.{table}: {exc}, {attempt} times in a row; run "
+                    f"{resync_hint(source, table)} once the source's DDL on it is done.") from exc
+            log.info("resync of %s.%s: %s; taking a new snapshot", source, table, exc)
+    raise AssertionError("unreachable")
+
+
+def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: str,
+                       contracts: Any, keepalive: Callable[[], None] | None) -> str:
     source_dsn = pinned_dsn(source_dsn)
     with psycopg.connect(landing_dsn) as land, \
             psycopg.connect(source_dsn, autocommit=True) as src_cat:

@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
+from ingestion.errors import SnapshotRewrittenError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
@@ -159,6 +160,43 @@ def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     conn.read_only = True
     conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))
     return conn
+
+
+_REWRITTEN = """
+select t.schema, t.name, c.relfilenode <> pg_relation_filenode(c.oid) as rewritten
+from pg_class c, pg_identify_object('pg_class'::regclass, c.oid, 0) t
+where c.oid = any(%s)
+"""
+
+
+def hold_against_rewrites(conn: psycopg.Connection, oids: list[int]) -> None:
+    """In a snapshot's transaction, lock ``oids`` (and their partitions) ACCESS SHARE until it
+    ends, so no ``ALTER TABLE`` can rewrite them while they are copied, and check that none was
+    rewritten since the snapshot was exported.
+
+    A rewriting ``ALTER TABLE`` (or ``TRUNCATE``, ``VACUUM FULL``) gives the table a new file
+    whose rows older snapshots do not see: copied from such a snapshot, the table would land
+    empty. The snapshot's own ``pg_class`` row still names the old file, the catalog (read
+    once the lock is had) the new one.
+
+    Raises:
+        SnapshotRewrittenError: a table was rewritten after the snapshot; take a new one.
+    """
+    # a table dropped since the snapshot has no name now: its copy says so itself
+    names = [r for r in conn.execute(_REWRITTEN, (oids,)).fetchall() if r[1] is not None]
+    if not names:
+        return
+    conn.execute(sql.SQL("lock table {} in access share mode").format(
+        sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, _ in names)))
+    leaves = oids + ([r[0] for r in conn.execute(  # a plain table has no partition tree
+        "select relid::oid::int from unnest(%s::oid[]) o, pg_partition_tree(o) where isleaf",
+        (oids,))] if conn.info.server_version >= 120000 else [])
+    rewritten = [f"{schema}.{name}" for schema, name, moved
+                 in conn.execute(_REWRITTEN, (leaves,)).fetchall() if moved]
+    if rewritten:
+        raise SnapshotRewrittenError(
+            f"{', '.join(rewritten)} rewritten on the source (ALTER TABLE, TRUNCATE or VACUUM "
+            f"FULL) after the snapshot was taken: it looks empty to that snapshot")
 
 
 @dataclass
@@ -295,6 +333,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
                 try:
                     for job in in_place:
                         tracker.start(job.info.name)
+                        hold_against_rewrites(src, [job.info.source_oid])
                         copy_in_place(src, task.final, job, task.lsn, commit_at,
                                       lambda n, t=job.info.name: tracker.add(t, n),
                                       first=job.info.name not in task.known)
@@ -405,6 +444,7 @@ def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
     c = psycopg.connect(task.landing_dsn)
     try:
         tracker.start(name)
+        hold_against_rewrites(src, [job.info.source_oid])
         copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n),
                     lambda: tracker.copied(name))
         src.close()
@@ -451,6 +491,7 @@ def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publica
             continue
         job = Job(info, applier.contract_for(info), applier.contracts, None,
                   wants_binary(info, same_major))
+        hold_against_rewrites(src, [oid])
         copy_in_place(src, applier.conn, job, lsn, commit_at)
         if job.result.duplicates:
             add_duplicates(applier.conn, applier.source, info.name, job.result.duplicates)

@@ -3,16 +3,17 @@ reshaped mirror; a change a dependent view forbids stops with a clear error and 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 
 import streaming_views
-from ingestion import catch_up
+from ingestion import catch_up, run
 from ingestion.errors import ResyncBlockedError
-from ingestion.resync import resync
-from tests.ingestion.conftest import Pair, assert_mirror_equals
+from ingestion.resync import resync, resync_table
+from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
 
 
 def _land(p: Pair, *statements: str) -> list[tuple]:
@@ -242,3 +243,77 @@ def test_resync_blocked_by_views_gives_each_drop_statement_in_order(built_on: Pa
     assert _paused(p) == set()
     assert_mirror_equals(p, "t")
     assert _land(p, "select count(*) from staging.untouched") == [(31,)]
+
+
+def test_resync_whose_table_a_source_ddl_rewrites_after_its_snapshot_copies_every_row(
+        pair: Pair) -> None:
+    """A rewriting ALTER TABLE committed between the resync's snapshot and its copy makes the
+    table look empty to that snapshot (PostgreSQL's rewrites are not MVCC-safe): the copy used
+    to land 0 rows and report success (seen with pgbench as a source: `alter table ... alter
+    column n type bigint` while the automatic resync of a volatile default ran). The resync
+    notices the rewrite and takes a new snapshot."""
+    pair.src_exec("create table t (id int primary key, n int)",
+                  "insert into t select g, g from generate_series(1, 500) g")
+    catch_up(pair.src, pair.land, pair.source)
+    holder = psycopg.connect(pair.land)  # a reader of the mirror: the resync waits for it
+    holder.execute(f'select count(*) from "{pair.source}".t')
+    rewritten: list[bool] = []
+
+    def rewrite_then_let_go() -> None:  # called while the resync waits, its snapshot taken
+        if not rewritten:
+            rewritten.append(True)
+            pair.src_exec("alter table t alter column n type bigint")
+            holder.rollback()
+
+    try:
+        said = resync_table(pair.src, pair.land, pair.source, "t",
+                            keepalive=rewrite_then_let_go)
+    finally:
+        holder.close()
+    assert rewritten
+    assert "500 rows" in said, said
+    assert _land(pair, f'select count(*) from "{pair.source}".t') == [(500,)]
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "t")
+
+
+def test_resync_while_ingestion_runs_after_a_ddl_the_stream_has_not_shown_stays_unpaused(
+        pair: Pair) -> None:
+    """`tidemark ingest resync t` while `tidemark ingest run` streams, after a DDL on t that no
+    row change has shown the stream yet: the running session reloads t and used to replay its
+    last Relation message (the shape before the DDL) against the resynced shape, pausing t as
+    if the source had changed back ("changed type from bigint to integer", "was dropped") —
+    after every resync, so t stayed paused until ingestion restarted (seen with pgbench as a
+    source)."""
+    pair.src_exec("create table t (id int primary key, n int)", "insert into t values (1, 1)")
+    catch_up(pair.src, pair.land, pair.source)
+    stop = threading.Event()
+    ingest = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                              kwargs={"stop": stop, "heartbeat_s": 0.2})
+    ingest.start()
+    try:
+        pair.src_exec("insert into t values (2, 2)")  # the session now knows t's shape
+        _true_soon(pair, f'select count(*) = 2 from "{pair.source}".t')
+        pair.src_exec("alter table t alter column n type bigint",
+                      "alter table t add column note text default 'x'")
+        said = resync_table(pair.src, pair.land, pair.source, "t")
+        lsn = said.split(" at ")[1].split(":")[0]
+        # the session has committed a heartbeat past the resync: it reloaded t
+        _true_soon(pair, f"select lsn > '{lsn}'::pg_lsn from tidemark.checkpoints"
+                        f" where source = '{pair.source}'")
+        pair.src_exec("insert into t values (3, 3000000000, 'y')")
+        _true_soon(pair, f'select count(*) = 3 from "{pair.source}".t')
+    finally:
+        stop.set()
+        ingest.join(60)
+    assert not ingest.is_alive()
+    assert _paused(pair) == set()
+    assert _land(pair, f"select count(*) from tidemark.schema_history where source ="
+                       f" '{pair.source}' and action = 'paused'") == [(0,)]
+    assert_mirror_equals(pair, "t")
+
+
+
+def _true_soon(p: Pair, query: str) -> None:
+    """``query`` says true within 60 s (a paused table never gets there)."""
+    assert wait_until(lambda: _land(p, query)[0][0]), f"never true: {query}; paused: {_paused(p)}"
