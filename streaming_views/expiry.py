@@ -70,6 +70,13 @@ LOCKED_CLOCK = "(SELECT now FROM tidemark.live_clock WHERE id FOR KEY SHARE)"
 # reaches the comparison: a CTE read on demand, instead of a locking subquery per comparison
 LOGGED_CLOCK = "(SELECT now FROM __tm_clock)"
 CLOCK_CTE = f"WITH __tm_clock AS MATERIALIZED {LOCKED_CLOCK} "
+# The one-row UPDATE's log statement reads the clock (and locks it) as a FROM item instead, its
+# two rows LATERAL to it: one scan, and a statement without sublinks, whose cached plan is not
+# walked expression by expression for the relations to lock at every execution
+# (AcquirePlannerLocks) — ~22k instructions a one-row UPDATE (bench/ivm_instructions.py
+# --view sliding_5min). A row in no window then locks the clock too (a tick waits for it).
+CLOCK_FROM = f"{LOCKED_CLOCK} AS __tm_c"
+FROM_CLOCK = "__tm_c.now"
 
 RUNTIME_DDL = [
     """create table if not exists tidemark.live_clock (
@@ -168,16 +175,17 @@ def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
     return f"({' AND '.join(parts)})"
 
 
-def log_filter(cv: Any, j: int, sign: str = "1") -> str | None:
+def log_filter(cv: Any, j: int, sign: str = "1", clock: str = LOGGED_CLOCK) -> str | None:
     """For :func:`streaming_views.deltas.pushed_filter`: when base table ``j`` is the view's
     timed table, the condition its change-log triggers add — valid at the clock's time, the
     clock read ``FOR KEY SHARE`` (see the module docstring) once per statement (from
     :data:`CLOCK_CTE`, see :func:`is_timed`); rows of the transition table of
-    ``sign`` (1: new, -1: old) whose bound cannot be computed are counted and left out."""
+    ``sign`` (1: new, -1: old) whose bound cannot be computed are counted and left out.
+    ``clock``: the clock's SQL (:data:`FROM_CLOCK` in a statement reading :data:`CLOCK_FROM`)."""
     if not is_timed(cv, j):
         return None
     t = cv.analysis.temporal
-    valid = valid_sql(t, LOGGED_CLOCK, safe=False)
+    valid = valid_sql(t, clock, safe=False)
     return valid if t.guard is None else logged(t, valid, sign)
 
 
