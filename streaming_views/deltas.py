@@ -40,6 +40,7 @@ from streaming_views.expiry import (
     CLOCK_FROM,
     FROM_CLOCK,
     LOGGED_CLOCK,
+    ONCE_CLOCK,
     is_timed,
     log_filter,
 )
@@ -392,10 +393,11 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
     passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
-    # a timed table's filter reads the clock: once, from a FROM item (expiry.CLOCK_FROM)
-    timed = is_timed(cv, j)
-    clock, lateral = (FROM_CLOCK, f"{CLOCK_FROM}, LATERAL ") if timed else (LOGGED_CLOCK, "")
-    probe = (f"SELECT {_changed(cv, j)} AS __ch{passes}{olds}{news} INTO v_x FROM "
+    # a timed table's filter reads the clock: from a FROM item, or on demand (expiry.CLOCK_FROM)
+    timed = is_timed(cv, j) and own_conjuncts(cv, j) is None
+    clock, lateral = (FROM_CLOCK, f"{CLOCK_FROM}, LATERAL ") if timed else (ONCE_CLOCK, "")
+    cte = CLOCK_CTE if is_timed(cv, j) and not timed else ""
+    probe = (f"{cte}SELECT {_changed(cv, j)} AS __ch{passes}{olds}{news} INTO v_x FROM "
              f"{lateral}({_side(cv, j, '__tm_old', '-1', clock=clock)}) AS o, "
              f"{'LATERAL ' if timed else ''}({_side(cv, j, '__tm_new', '1', clock=clock)}) AS w "
              "WHERE NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)")

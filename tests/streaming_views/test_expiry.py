@@ -26,6 +26,11 @@ from sw.orders o join sw.stores s on s.store_id = o.store_id
 where o.status <> 'x' and mz_now() >= o.placed_at and mz_now() < o.placed_at + interval '5 minutes'
 group by s.region
 """
+# no other conjunct on the timed table: its one-row UPDATE reads the clock as a FROM item
+WINDOWED = """select v.store_id, count(*) as n, sum(v.amount) as amount from sw.visits v
+where mz_now() >= v.placed_at and mz_now() < v.placed_at + interval '5 minutes'
+group by v.store_id
+"""
 KEYLESS = """select e.kind, count(*) as n from sw.events e
 where mz_now() <= e.day + 2 and mz_now() >= e.day
 group by e.kind
@@ -38,7 +43,9 @@ def sw(conn: psycopg.Connection) -> psycopg.Connection:
                  "create table sw.stores (store_id int primary key, region text); "
                  "create table sw.orders (order_id int primary key, store_id int, amount numeric,"
                  " status text, placed_at timestamptz); "
-                 "create table sw.events (kind text, day date)")  # keyless
+                 "create table sw.events (kind text, day date); "  # keyless
+                 "create table sw.visits (order_id int primary key, store_id int, "
+                 "amount numeric, status text, placed_at timestamptz)")
     conn.execute("insert into sw.stores select i, 'r' || (i % 4) from generate_series(0, 19) i")
     return conn
 
@@ -85,14 +92,20 @@ def test_bulk_writes_and_large_ticks_stay_exact(module_db: str, sw: psycopg.Conn
 
 @pytest.mark.parametrize("write", [
     "insert into sw.orders values (900001, 1, 5, 'ok', %s)",
-    # engine 23: the one-row UPDATE's log reads the clock as a FROM item locked FOR KEY SHARE
-    "update sw.orders set amount = 7, placed_at = %s where order_id = 900002"])
+    # engine 23: the one-row UPDATE's log reads the clock in one sub-SELECT of the CTE per side
+    # (orders: another conjunct) or as a FROM item (visits), locked FOR KEY SHARE either way
+    "update sw.orders set amount = 7, placed_at = %s where order_id = 900002",
+    "update sw.visits set amount = 7, placed_at = %s where order_id = 900002"])
 def test_a_tick_waits_for_a_write_in_flight(module_db: str, sw: psycopg.Connection,
                                             write: str) -> None:
-    deploy_text(module_db, "joined", JOINED)
+    table = write.split()[1]
+    name, text = ("joined", JOINED) if table == "sw.orders" or write.startswith("insert") \
+        else ("windowed", WINDOWED)
+    deploy_text(module_db, name, text)
     at = _now(module_db) + timedelta(minutes=1)
-    sw.execute("insert into sw.orders values (900002, 2, 5, 'ok', %s) on conflict do nothing",
-               (at - timedelta(minutes=4, seconds=50),))
+    for target in ("sw.orders", "sw.visits"):
+        sw.execute(f"insert into {target} values (900002, 2, 5, 'ok', %s) on conflict do nothing",
+                   (at - timedelta(minutes=4, seconds=50),))
     tick(module_db, at)
     with psycopg.connect(module_db) as writer:  # a transaction left open
         writer.execute(write, (at - timedelta(minutes=4, seconds=59),))  # out at the next tick
@@ -105,22 +118,27 @@ def test_a_tick_waits_for_a_write_in_flight(module_db: str, sw: psycopg.Connecti
         writer.commit()
     ticker.join(timeout=30)
     assert done and done[0] is not None
-    assert_equal(sw, "joined", JOINED)
+    assert_equal(sw, name, text)
     insert = write.startswith("insert")
-    row = sw.execute("select amount from sw.orders where order_id = %s",
+    row = sw.execute(f"select amount from {'sw.orders' if insert else table} where order_id = %s",
                      (900001 if insert else 900002,)).fetchone()
     assert row == (5 if insert else 7,)  # the write committed
 
 
-@pytest.mark.parametrize("change", ["amount = amount + 1", "status = 'x'", "status = 'ok'"])
+@pytest.mark.parametrize(("table", "change"), [
+    ("orders", "amount = amount + 1"), ("orders", "status = 'x'"), ("orders", "status = 'ok'"),
+    ("visits", "amount = amount + 1")])
 def test_a_one_row_update_waits_for_a_tick_in_flight(module_db: str, sw: psycopg.Connection,
-                                                     change: str) -> None:
+                                                     table: str, change: str) -> None:
     """The other side of the race: a tick left open holds the clock; a one-row UPDATE of a row
     the tick expires (or admits) waits for it, then logs at the new time — not at the time of
-    its snapshot, which the tick's edges (taken before the UPDATE committed) would not see."""
-    deploy_text(module_db, "joined", JOINED)
+    its snapshot, which the tick's edges (taken before the UPDATE committed) would not see.
+    Both forms of the one-row log (engine 23): the clock on demand in a sub-SELECT of the CTE
+    (``joined``: another conjunct on orders), as a FROM item (``windowed``: none on visits)."""
+    name, text = ("joined", JOINED) if table == "orders" else ("windowed", WINDOWED)
+    deploy_text(module_db, name, text)
     at = _now(module_db) + timedelta(minutes=1)
-    sw.execute("insert into sw.orders values (900003, 3, 5, 'ok', %s), (900004, 4, 6, 'x', %s),"
+    sw.execute(f"insert into sw.{table} values (900003, 3, 5, 'ok', %s), (900004, 4, 6, 'x', %s),"
                " (900005, 5, 8, 'ok', %s) on conflict (order_id) do update set "
                "amount = excluded.amount, status = excluded.status, "
                "placed_at = excluded.placed_at",
@@ -138,7 +156,8 @@ def test_a_one_row_update_waits_for_a_tick_in_flight(module_db: str, sw: psycopg
             try:
                 with psycopg.connect(module_db, autocommit=True) as w:
                     for i in ids:
-                        w.execute(f"update sw.orders set {change} where order_id = %s", (i,))
+                        w.execute(f"update sw.{table} set {change} where order_id = %s",
+                                  (i,))
                         done.append(i)
             except BaseException as exc:  # reported by the test's thread
                 errors.append(exc)
@@ -150,7 +169,7 @@ def test_a_one_row_update_waits_for_a_tick_in_flight(module_db: str, sw: psycopg
         ticker.commit()
     writer.join(timeout=30)
     assert not errors and done == list(ids)
-    assert_equal(sw, "joined", JOINED)
+    assert_equal(sw, name, text)
 
 
 def test_ticks_read_the_expiry_index(module_db: str, sw: psycopg.Connection) -> None:
