@@ -48,11 +48,9 @@ class Rule:
         collate: `` COLLATE ...`` of the kept value, or "".
         share: index of the rule whose columns this one reads (-1: ``__count``), or None.
         notnull: the argument is never NULL (a NOT NULL column, :mod:`streaming_views.notnull`).
-        nn_col: the state column of another rule that holds this rule's not-null count (a NOT
-            NULL column of a NULL-extended table: non-null exactly when the table's row matched,
-            :mod:`streaming_views.notnull`), or None.
-        unmatched: (a count with ``nn_col``) its FILTER is "that table did not match": the count
-            is ``__count`` minus ``nn_col``.
+        nn_col: another rule's column holding this rule's not-null count ("a NULL-extended
+            table matched", :mod:`streaming_views.notnull`), or None.
+        unmatched: a count of rows where that table did not match: ``__count - nn_col``.
     """
 
     index: int
@@ -191,10 +189,8 @@ class CountRule(Rule):
         return [f"{self.p}_n = s.{self.p}_n + excluded.{self.p}_n"] if self.kept else []
 
     def finalize(self) -> str:
-        if self.unmatched:
-            return f"(s.__count - s.{self.nn_col})"
         if self.nn_col is not None:
-            return f"s.{self.nn_col}"
+            return f"(s.__count - s.{self.nn_col})" if self.unmatched else f"s.{self.nn_col}"
         return "s.__count" if self.share == -1 else f"s.{self.p}_n"
 
 
