@@ -35,7 +35,15 @@ from streaming_views import onkept, pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
 from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
-from streaming_views.expiry import CLOCK_CTE, is_timed, log_filter
+from streaming_views.expiry import (
+    CLOCK_CTE,
+    CLOCK_FROM,
+    FROM_CLOCK,
+    LOGGED_CLOCK,
+    ONCE_CLOCK,
+    is_timed,
+    log_filter,
+)
 from streaming_views.layers import is_live, transition
 from streaming_views.outer import delta as outer_delta
 from streaming_views.reads import ALL
@@ -120,15 +128,17 @@ def marker_row(cv: CompiledView, j: int) -> str:
             f"VALUES (pg_current_xact_id(), 0, true)")
 
 
-def pushed_filter(cv: CompiledView, j: int, sign: str = "1") -> str | None:
+def pushed_filter(cv: CompiledView, j: int, sign: str = "1",
+                  clock: str = LOGGED_CLOCK) -> str | None:
     """The conjuncts of WHERE that read only base table ``j`` (views without UNION ALL): rows
     failing them cannot change the view and are not logged. ``sign``: of the transition table
     filtered (1: new rows, -1: old ones), for the temporal filter's count of rows whose bound
     cannot be computed (:mod:`streaming_views.bounds`): a row is counted only when those
     conjuncts hold for it (tested first, in a CASE: the count has a side effect, and the
     planner may reorder the conjuncts of an AND) — as :func:`own_conjuncts` for the count
-    of a deploy or a TRUNCATE's rebuild."""
-    timed = log_filter(cv, j, sign)  # a temporal filter's timed table: rows valid at the clock
+    of a deploy or a TRUNCATE's rebuild. ``clock``: as :func:`streaming_views.expiry.log_filter`.
+    """
+    timed = log_filter(cv, j, sign, clock)  # the timed table's: rows valid at the clock
     own = own_conjuncts(cv, j)
     if timed is None:
         return own
@@ -312,14 +322,15 @@ def _same(a: str, b: str, typ: str) -> str:
     return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
 
 
-def _side(cv: CompiledView, j: int, rel: str, sign: str, number: bool = False) -> str:
+def _side(cv: CompiledView, j: int, rel: str, sign: str, number: bool = False,
+          clock: str = LOGGED_CLOCK) -> str:
     """SELECT over transition table ``rel`` of table ``j``: ``__tm_ok`` (the row passes the
-    filter pushed to the table for ``sign``) and the columns the view reads as ``__c<k>``
-    (numbered ``__tm_n`` with ``number``)."""
+    filter pushed to the table for ``sign``, reading ``clock``) and the columns the view reads
+    as ``__c<k>`` (numbered ``__tm_n`` with ``number``)."""
     ref = q(cv.tables[j].ref)
     named = "".join(f", {ref}.{q(c.name)} AS __c{k}"
                     for k, c in enumerate(cv.resolved.tables[j].columns))
-    condition = pushed_filter(cv, j, sign)
+    condition = pushed_filter(cv, j, sign, clock)
     ok = f"({condition}) IS TRUE" if condition else "true"
     return (f"SELECT {'row_number() OVER () AS __tm_n, ' if number else ''}{ok} AS __tm_ok"
             f"{named} FROM {rel} AS {ref}")
@@ -378,14 +389,17 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
     cols = [q(c.name) for c in cv.resolved.tables[j].columns]
     olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
     news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
-    clock = CLOCK_CTE if is_timed(cv, j) else ""  # its filter reads the clock
     pushed = filtered(cv, j)
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
     passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
-    probe = (f"{clock}SELECT {_changed(cv, j)} AS __ch{passes}"
-             f"{olds}{news} INTO v_x FROM ({_side(cv, j, '__tm_old', '-1')}) AS o, "
-             f"({_side(cv, j, '__tm_new', '1')}) AS w "
+    # a timed table's filter reads the clock: from a FROM item, or on demand (expiry.CLOCK_FROM)
+    timed = is_timed(cv, j) and own_conjuncts(cv, j) is None
+    clock, lateral = (FROM_CLOCK, f"{CLOCK_FROM}, LATERAL ") if timed else (ONCE_CLOCK, "")
+    cte = CLOCK_CTE if is_timed(cv, j) and not timed else ""
+    probe = (f"{cte}SELECT {_changed(cv, j)} AS __ch{passes}{olds}{news} INTO v_x FROM "
+             f"{lateral}({_side(cv, j, '__tm_old', '-1', clock=clock)}) AS o, "
+             f"{'LATERAL ' if timed else ''}({_side(cv, j, '__tm_new', '1', clock=clock)}) AS w "
              "WHERE NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)")
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     old = "".join(f", v_x.__o{k}" for k in range(len(cols)))

@@ -50,16 +50,20 @@ def _refuse(an: Analysis, construct: str, node: ast.Node, reason: str,
 
 
 def plan_rules(an: Analysis, types: dict[str, Typed], server_version: int,
-               notnull: frozenset[str] = frozenset()) -> list[Rule]:
+               notnull: frozenset[str] = frozenset(),
+               matched: dict[str, int] | None = None) -> list[Rule]:
     """One rule per aggregate call (sum and avg of the same argument share columns).
 
     ``notnull``: the arguments (``x<i>``) that are never NULL (their rules count no NULLs).
+    ``matched``: the arguments NULL exactly when their NULL-extended table (by index) did not
+    match: the first rule of each table keeps the not-null count, the others read its column.
 
     Raises:
         UnsupportedViewError: a sum or avg the engine cannot keep exactly.
     """
     rules: list[Rule] = []
     sums: dict[tuple[str, str], int] = {}
+    owners: dict[int, str] = {}
     for i, call in enumerate(an.aggs):
         result = types[f"r{i}"]
         arg = types.get(f"x{i}")
@@ -99,8 +103,24 @@ def plan_rules(an: Analysis, types: dict[str, Typed], server_version: int,
             rule = ExtremeRule(i, call, result.type, result.type, arg_type, result.collate)
         else:
             rule = BoolRule(i, call, result.type, notnull=f"x{i}" in notnull)
+        _share_matched(rule, (matched or {}).get(f"x{i}"), owners)
         rules.append(rule)
+    for i, rule in enumerate(rules):  # count(*) FILTER (WHERE <the table did not match>)
+        table = (matched or {}).get(f"f{i}")
+        if table is not None and table in owners:
+            rule.nn_col, rule.unmatched = owners[table], True
     return rules
+
+
+def _share_matched(rule: Rule, table: int | None, owners: dict[int, str]) -> None:
+    """Point ``rule`` at the not-null counter of its NULL-extended ``table`` kept by an earlier
+    rule, or make its own counter that table's (``owners``: table -> column)."""
+    if table is None:
+        return
+    if table in owners:
+        rule.nn_col = owners[table]
+    else:
+        owners[table] = f"{rule.p}_n" if rule.kind == "count" else f"{rule.p}_nn"
 
 
 def _sum_type(func: str, arg_type: str, result_type: str) -> str:
@@ -195,7 +215,7 @@ def plan(an: Analysis, resolved: Resolved, server_version: int) -> Plan:
                           "needs a unique name (not starting with __).",
                           f"name it: {deparse(node)} AS "
                           f"{plain if out.name.startswith('__') else '<name>'}")
-    rules = plan_rules(an, resolved.types, server_version, resolved.notnull)
+    rules = plan_rules(an, resolved.types, server_version, resolved.notnull, resolved.matched)
     keys = key_columns(an, resolved)
     outputs = [(o.name, o.type) for o in resolved.outputs]
     exprs, having = output_expressions(an, keys, rules)

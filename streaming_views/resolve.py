@@ -81,6 +81,8 @@ class Resolved:
     tables: list[TableInfo]
     settings: frozenset[str] = reads.ALL  # the pinned settings maintenance reads (reads.py)
     notnull: frozenset[str] = frozenset()  # probe columns (x<i>) that are never NULL
+    # probe columns NULL exactly when their NULL-extended table did not match -> its index
+    matched: dict[str, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ resolve
@@ -393,5 +395,5 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
     kept += [(types[f"x{i}"], c.arg) for i, c in enumerate(an.aggs)
              if c.arg is not None and (c.distinct or c.func in {"min", "max"})]
     r.check_collations([t for t, _ in kept], [n for _, n in kept])
-    return Resolved(outputs, types, tables, r.settings(row_tree),
-                    notnull.never_null(conn, an, row_tree, tables))
+    never, matched = notnull.never_null(conn, an, row_tree, tables)
+    return Resolved(outputs, types, tables, r.settings(row_tree), never, matched)

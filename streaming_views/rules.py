@@ -48,6 +48,9 @@ class Rule:
         collate: `` COLLATE ...`` of the kept value, or "".
         share: index of the rule whose columns this one reads (-1: ``__count``), or None.
         notnull: the argument is never NULL (a NOT NULL column, :mod:`streaming_views.notnull`).
+        nn_col: another rule's column holding this rule's not-null count ("a NULL-extended
+            table matched", :mod:`streaming_views.notnull`), or None.
+        unmatched: a count of rows where that table did not match: ``__count - nn_col``.
     """
 
     index: int
@@ -58,6 +61,8 @@ class Rule:
     collate: str = ""
     share: int | None = None
     notnull: bool = False
+    nn_col: str | None = None
+    unmatched: bool = False
 
     kind = "rule"
     aux = False
@@ -87,8 +92,15 @@ class Rule:
         the rule's not-null count is the group's ``__count``, kept once."""
         return self.notnull and self.call.filter is None
 
+    @property
+    def own_nn(self) -> bool:
+        """The rule keeps its not-null count in a column of its own (``<p>_nn``)."""
+        return not self.counted and self.nn_col is None
+
     def nonnull_count(self, at: str) -> str:
         """The column of the rule's not-null count in ``at`` (``s``, ``excluded``)."""
+        if self.nn_col is not None:
+            return f"{at}.{self.nn_col}"
         return f"{at}.__count" if self.counted else f"{at}.{self.p}_nn"
 
     def _count(self, cond: str | None) -> str:
@@ -159,18 +171,26 @@ class CountRule(Rule):
 
     kind = "count"
 
+    @property
+    def kept(self) -> bool:
+        """The count has a column of its own (not ``__count`` nor another rule's)."""
+        return self.share is None and self.nn_col is None
+
+    def flat(self) -> list[tuple[str, str]]:
+        return super().flat() if self.nn_col is None else []
+
     def columns(self) -> list[tuple[str, str]]:
-        return [] if self.share is not None else [(f"{self.p}_n", "bigint")]
+        return [(f"{self.p}_n", "bigint")] if self.kept else []
 
     def exprs(self, delta: bool = True) -> list[str]:
-        return [] if self.share is not None else [self._count(self.cond())]
+        return [self._count(self.cond())] if self.kept else []
 
     def merge(self) -> list[str]:
-        if self.share is not None:
-            return []
-        return [f"{self.p}_n = s.{self.p}_n + excluded.{self.p}_n"]
+        return [f"{self.p}_n = s.{self.p}_n + excluded.{self.p}_n"] if self.kept else []
 
     def finalize(self) -> str:
+        if self.nn_col is not None:
+            return f"(s.__count - s.{self.nn_col})" if self.unmatched else f"s.{self.nn_col}"
         return "s.__count" if self.share == -1 else f"s.{self.p}_n"
 
 
@@ -180,7 +200,7 @@ class BoolRule(Rule):
     kind = "bool"
 
     def _kept(self) -> list[str]:
-        return ["nb"] if self.counted else ["nn", "nb"]
+        return ["nn", "nb"] if self.own_nn else ["nb"]
 
     def columns(self) -> list[tuple[str, str]]:
         return [(f"{self.p}_{c}", "bigint") for c in self._kept()]
@@ -189,7 +209,7 @@ class BoolRule(Rule):
         cond = self.cond()
         test = f"NOT {self.x}" if self.call.func == "bool_and" else self.x
         nb = self._count(both(cond, test))
-        return [nb] if self.counted else [self._count(cond), nb]
+        return [self._count(cond), nb] if self.own_nn else [nb]
 
     def merge(self) -> list[str]:
         return [f"{self.p}_{c} = s.{self.p}_{c} + excluded.{self.p}_{c}" for c in self._kept()]
@@ -294,7 +314,7 @@ class SumRule(Rule):
     def columns(self) -> list[tuple[str, str]]:
         if self.share is not None:
             return []
-        cols = [] if self.counted else [(f"{self.p}_nn", "bigint")]
+        cols = [(f"{self.p}_nn", "bigint")] if self.own_nn else []
         cols += [(f"{self.p}_s", self.value_type)]
         cols += [(f"{self.p}_{n}", "bigint") for n in self.special_names()]
         if self.scaled:
@@ -319,7 +339,7 @@ class SumRule(Rule):
         if self.share is not None:
             return []
         cond, t = self.cond(), self.value_type
-        out = [] if self.counted else [self._count(cond)]
+        out = [self._count(cond)] if self.own_nn else []
         out += [f"coalesce(sum(CASE WHEN {both(cond, self.finite(self.x))} THEN __sign * "
                 f"({self.x})::{t} END), '0'::{t})::{t}"]
         out += [self._count(both(cond, self.special_test(n, self.x)))
@@ -349,7 +369,7 @@ class SumRule(Rule):
             return []
         p = self.p
         sets = [f"{p}_{c} = s.{p}_{c} + excluded.{p}_{c}"
-                for c in [*([] if self.counted else ["nn"]), "s", *self.special_names()]]
+                for c in [*(["nn"] if self.own_nn else []), "s", *self.special_names()]]
         if self.scaled:
             alive = f"({self._finite_after()}) > 0"
             sets += [f"{p}_ms = CASE WHEN {alive} THEN greatest(s.{p}_ms, excluded.{p}_ms) END",
@@ -420,7 +440,8 @@ class SumRule(Rule):
 
     def finalize(self) -> str:
         p = f"s.__a{self.index if self.share is None else self.share}"
-        count = "s.__count" if self.counted else f"{p}_nn"
+        count = ("s.__count" if self.counted else f"s.{self.nn_col}" if self.nn_col is not None
+                 else f"{p}_nn")
         return self._final(p, count, f"{p}_ms" if self.scaled else None)
 
 

@@ -33,7 +33,12 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "22"  # 22 (c35, round 35): a one-row UPDATE of a table without a filter pushed
+ENGINE_VERSION = "23"  # 23 (v38, round 38): NOT NULL columns of a NULL-extended table share one
+#    not-null counter ("the table matched"), and count(*) FILTER (WHERE <such a column> IS NULL)
+#    is __count minus it (streaming_views.notnull); the one-row UPDATE log of a timed table
+#    reads the clock as a FROM item (no other conjunct on the table) or in one sub-SELECT of the
+#    CTE per side (streaming_views.expiry.CLOCK_FROM). Views of 22 are redeployed.
+#    22 (c35, round 35): a one-row UPDATE of a table without a filter pushed
 #    to its log notes the table in tidemark.pending in the VALUES that log its pair (no PL/pgSQL
 #    IF nor set_config after it) and tests v_x.__ch first; the apply's loop over the upsert's
 #    rows takes one IF per row. Views of 21 are redeployed.

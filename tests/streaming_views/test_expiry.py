@@ -26,6 +26,11 @@ from sw.orders o join sw.stores s on s.store_id = o.store_id
 where o.status <> 'x' and mz_now() >= o.placed_at and mz_now() < o.placed_at + interval '5 minutes'
 group by s.region
 """
+# no other conjunct on the timed table: its one-row UPDATE reads the clock as a FROM item
+WINDOWED = """select v.store_id, count(*) as n, sum(v.amount) as amount from sw.visits v
+where mz_now() >= v.placed_at and mz_now() < v.placed_at + interval '5 minutes'
+group by v.store_id
+"""
 KEYLESS = """select e.kind, count(*) as n from sw.events e
 where mz_now() <= e.day + 2 and mz_now() >= e.day
 group by e.kind
@@ -38,7 +43,9 @@ def sw(conn: psycopg.Connection) -> psycopg.Connection:
                  "create table sw.stores (store_id int primary key, region text); "
                  "create table sw.orders (order_id int primary key, store_id int, amount numeric,"
                  " status text, placed_at timestamptz); "
-                 "create table sw.events (kind text, day date)")  # keyless
+                 "create table sw.events (kind text, day date); "  # keyless
+                 "create table sw.visits (order_id int primary key, store_id int, "
+                 "amount numeric, status text, placed_at timestamptz)")
     conn.execute("insert into sw.stores select i, 'r' || (i % 4) from generate_series(0, 19) i")
     return conn
 
@@ -83,13 +90,25 @@ def test_bulk_writes_and_large_ticks_stay_exact(module_db: str, sw: psycopg.Conn
     assert sw.execute("select n from live.joined").fetchall() == []
 
 
-def test_a_tick_waits_for_a_write_in_flight(module_db: str, sw: psycopg.Connection) -> None:
-    deploy_text(module_db, "joined", JOINED)
+@pytest.mark.parametrize("write", [
+    "insert into sw.orders values (900001, 1, 5, 'ok', %s)",
+    # engine 23: the one-row UPDATE's log reads the clock in one sub-SELECT of the CTE per side
+    # (orders: another conjunct) or as a FROM item (visits), locked FOR KEY SHARE either way
+    "update sw.orders set amount = 7, placed_at = %s where order_id = 900002",
+    "update sw.visits set amount = 7, placed_at = %s where order_id = 900002"])
+def test_a_tick_waits_for_a_write_in_flight(module_db: str, sw: psycopg.Connection,
+                                            write: str) -> None:
+    table = write.split()[1]
+    name, text = ("joined", JOINED) if table == "sw.orders" or write.startswith("insert") \
+        else ("windowed", WINDOWED)
+    deploy_text(module_db, name, text)
     at = _now(module_db) + timedelta(minutes=1)
+    for target in ("sw.orders", "sw.visits"):
+        sw.execute(f"insert into {target} values (900002, 2, 5, 'ok', %s) on conflict do nothing",
+                   (at - timedelta(minutes=4, seconds=50),))
     tick(module_db, at)
     with psycopg.connect(module_db) as writer:  # a transaction left open
-        writer.execute("insert into sw.orders values (900001, 1, 5, 'ok', %s)",
-                       (at - timedelta(minutes=4, seconds=59),))  # expires at the next tick
+        writer.execute(write, (at - timedelta(minutes=4, seconds=59),))  # out at the next tick
         done: list[object] = []
         ticker = threading.Thread(target=lambda: done.append(
             tick(module_db, at + timedelta(seconds=30))))
@@ -99,9 +118,58 @@ def test_a_tick_waits_for_a_write_in_flight(module_db: str, sw: psycopg.Connecti
         writer.commit()
     ticker.join(timeout=30)
     assert done and done[0] is not None
-    assert_equal(sw, "joined", JOINED)
-    row = sw.execute("select count(*) from sw.orders where order_id = 900001").fetchone()[0]
-    assert row == 1
+    assert_equal(sw, name, text)
+    insert = write.startswith("insert")
+    row = sw.execute(f"select amount from {'sw.orders' if insert else table} where order_id = %s",
+                     (900001 if insert else 900002,)).fetchone()
+    assert row == (5 if insert else 7,)  # the write committed
+
+
+@pytest.mark.parametrize(("table", "change"), [
+    ("orders", "amount = amount + 1"), ("orders", "status = 'x'"), ("orders", "status = 'ok'"),
+    ("visits", "amount = amount + 1")])
+def test_a_one_row_update_waits_for_a_tick_in_flight(module_db: str, sw: psycopg.Connection,
+                                                     table: str, change: str) -> None:
+    """The other side of the race: a tick left open holds the clock; a one-row UPDATE of a row
+    the tick expires (or admits) waits for it, then logs at the new time — not at the time of
+    its snapshot, which the tick's edges (taken before the UPDATE committed) would not see.
+    Both forms of the one-row log (engine 23): the clock on demand in a sub-SELECT of the CTE
+    (``joined``: another conjunct on orders), as a FROM item (``windowed``: none on visits)."""
+    name, text = ("joined", JOINED) if table == "orders" else ("windowed", WINDOWED)
+    deploy_text(module_db, name, text)
+    at = _now(module_db) + timedelta(minutes=1)
+    sw.execute(f"insert into sw.{table} values (900003, 3, 5, 'ok', %s), (900004, 4, 6, 'x', %s),"
+               " (900005, 5, 8, 'ok', %s) on conflict (order_id) do update set "
+               "amount = excluded.amount, status = excluded.status, "
+               "placed_at = excluded.placed_at",
+               (at - timedelta(minutes=4, seconds=50), at - timedelta(minutes=4, seconds=50),
+                at + timedelta(seconds=20)))  # 900003/4 leave, 900005 enters at +30 s
+    tick(module_db, at)
+    ids = {"amount = amount + 1": (900003, 900005), "status = 'x'": (900003, 900005),
+           "status = 'ok'": (900004,)}[change]
+    with psycopg.connect(module_db) as ticker:  # a tick left open: it holds the clock
+        ticker.execute("select tidemark.live_tick(%s)", (at + timedelta(seconds=30),))
+        errors: list[BaseException] = []
+        done: list[int] = []
+
+        def write() -> None:
+            try:
+                with psycopg.connect(module_db, autocommit=True) as w:
+                    for i in ids:
+                        w.execute(f"update sw.{table} set {change} where order_id = %s",
+                                  (i,))
+                        done.append(i)
+            except BaseException as exc:  # reported by the test's thread
+                errors.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(1.0)
+        assert writer.is_alive() and not done  # the UPDATE waits for the tick in flight
+        ticker.commit()
+    writer.join(timeout=30)
+    assert not errors and done == list(ids)
+    assert_equal(sw, name, text)
 
 
 def test_ticks_read_the_expiry_index(module_db: str, sw: psycopg.Connection) -> None:

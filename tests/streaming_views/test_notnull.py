@@ -54,11 +54,13 @@ def db(module_db: str, conn: psycopg.Connection) -> str:
 def test_not_null_columns_keep_no_counter(db: str, conn: psycopg.Connection) -> None:
     cols = state_columns(conn, "nn_joined")
     # sum/avg(o.amt), count(o.amt), bool_and/or(o.flag), avg(o.big): no counter;
-    # sum(p.amt) (NULL-extended side), sum(o.v) (nullable), the FILTERed sum: kept
-    assert {"__a1_nn", "__a3_n", "__a6_nn", "__a7_nn", "__a11_nn"}.isdisjoint(cols)
-    assert {"__a4_nn", "__a8_nn", "__a9_nn", "__a5_n", "__a10_n"} <= cols
+    # sum(p.amt) (NULL-extended side), sum(o.v) (nullable), the FILTERed sum: kept;
+    # count(p.amt) reads sum(p.amt)'s counter (both: "p matched", streaming_views.notnull)
+    assert {"__a1_nn", "__a3_n", "__a6_nn", "__a7_nn", "__a11_nn", "__a5_n"}.isdisjoint(cols)
+    assert {"__a4_nn", "__a8_nn", "__a9_nn", "__a10_n"} <= cols
     assert "__a0_nn" not in state_columns(conn, "nn_right")
     assert "__a1_nn" in state_columns(conn, "nn_right")
+    assert "__a2_n" not in state_columns(conn, "nn_right")
     assert "__a0_nn" not in state_columns(conn, "nn_global")
     assert "__a0_nn" not in state_columns(conn, "nn_parted")
     assert_all_equal(conn, VIEWS)

@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 6a14737697473847, card_payments_recent 02b9bb32d0c68bc6, daily_store_revenue 3e083aa029efa29b, late_deliveries_daily 4224f86b63c1f787, store_cancellation_rate 07dffd5363b4ec2a, store_orders_last_5_minutes c7993bb7eace8a37, store_revenue_per_minute 6c7de0609949d9c3)
+-- phase: catalog (one row per view: active_carts 39bb112a56de75c1, card_payments_recent c1373f53aadb0ae5, daily_store_revenue a2addc0372b790a9, late_deliveries_daily b24b035869b1177a, store_cancellation_rate ffbf897be38ad96c, store_orders_last_5_minutes 1217b8a17add38fc, store_revenue_per_minute 90d9f033407fa79b)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
