@@ -24,6 +24,11 @@ def shard_args(name: str, shard_file: Path | None = None) -> subprocess.Complete
                           env=env, timeout=60, check=False)
 
 
+def under(paths: list[str]) -> tuple[str, ...]:
+    """The node-id prefixes of the tests under ``paths``, each a directory or a test file."""
+    return tuple(f"{path.rstrip('/')}{end}" for path in paths for end in ("/", "::"))
+
+
 def collected(args: list[str]) -> set[str]:
     """Node ids pytest collects from the repository root with ``args``."""
     result = subprocess.run(
@@ -37,7 +42,7 @@ def collected(args: list[str]) -> set[str]:
 def test_the_two_shards_hold_every_test_exactly_once() -> None:
     a, b = shard_args("a"), shard_args("b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    listed = tuple(f"{path.rstrip('/')}/" for path in a.stdout.split())
+    listed = under(a.stdout.split())
     everything = collected([])  # the README's `pytest` (testpaths = tests)
     in_b = collected(b.stdout.split())
     # "a" is pytest on the listed paths: exactly the tests under them.
@@ -55,6 +60,14 @@ def test_a_listed_path_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"{listed} lists tests/no_such_directory, which does not exist" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_listed_file_holds_its_tests_only() -> None:
+    prefixes = under(["tests/deploy", "tests/dbt_project/test_user_source.py"])
+    assert "tests/deploy/test_compose.py::test_x".startswith(prefixes)
+    assert "tests/dbt_project/test_user_source.py::test_x[1]".startswith(prefixes)
+    assert not "tests/dbt_project/test_user_source_more.py::test_x".startswith(prefixes)
+    assert not "tests/deployment/test_x.py::test_x".startswith(prefixes)
 
 
 def test_b_ignores_each_path_of_a(tmp_path: Path) -> None:

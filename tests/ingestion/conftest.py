@@ -19,10 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from ingestion.names import changelog_table_name, slot_name
-from tests.support import create_database
+from tests.support import create_databases, drop_databases
 
 _counter = itertools.count(1)
 
@@ -69,15 +68,10 @@ def pair(pg, request: pytest.FixtureRequest) -> Iterator[Pair]:
     source = f"t{n}"
     stem = request.node.name.lower()[:20]
     name = "".join(ch if ch.isalnum() else "_" for ch in stem)
-    p = Pair(source, create_database(pg, f"src_{name}_{n}"),
-             create_database(pg, f"land_{name}_{n}"))
+    p = Pair(source, *create_databases(pg, f"src_{name}_{n}", f"land_{name}_{n}"))
     yield p
     drop_slot(p.src, slot_name(source))
-    for url in (p.src, p.land):
-        dbname = conninfo_to_dict(url)["dbname"]
-        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database if exists {} with (force)").format(
-                sql.Identifier(dbname)))
+    drop_databases(pg, p.src, p.land)
 
 
 def spawn_run(p: Pair, log: Path) -> subprocess.Popen:

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import psycopg
+import pytest
 
 from ingestion.runner import run_sources
 from ingestion.sources import SourceSpec, get_source, list_sources, save_source
-from tests.ingestion.conftest import Pair, drop_slot, table_rows
+from tests.ingestion.conftest import Pair, drop_slot, table_rows, wait_until
 from tests.support import create_database, other_database
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -65,10 +67,12 @@ def test_two_sources_into_one_landing(pair: Pair, pg: EmbeddedServer) -> None:
             conn.execute(f'drop database if exists "second_{pair.source}" with (force)')
 
 
-def test_a_source_registered_while_running_is_streamed(pair: Pair, pg: EmbeddedServer) -> None:
+def test_a_source_registered_while_running_is_streamed(pair: Pair, pg: EmbeddedServer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
     # `tidemark up` (its `ingest run` of every source) read the registry once at its start: a
     # source added while it ran (README: "`tidemark up` runs every registered source too") was
     # not streamed until a restart, or a second `ingest run --source` in another terminal.
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
     second = create_database(pg, f"later_{pair.source}")
     other = f"{pair.source}l"
     holder = psycopg.connect(pair.land, autocommit=True)
@@ -92,7 +96,9 @@ def test_a_source_registered_while_running_is_streamed(pair: Pair, pg: EmbeddedS
             holder.execute("select pg_advisory_lock(hashtext('tidemark:ingest-process'),"
                            " hashtext(%s))", (other,))
             save_source(pair.land, SourceSpec(other, url=second))
-            time.sleep(8)  # refused once (5 s wait): left to the other, not failed
+            # refused once (after its 5 s wait): left to the other, not failed
+            assert wait_until(lambda: f"source {other} is streamed by another process"
+                              in caplog.text, 60), caplog.text
             assert get_source(pair.land, other).last_error is None
             assert thread.is_alive()
             holder.close()  # the other stops: taken over at the next look
