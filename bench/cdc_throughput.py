@@ -1,12 +1,19 @@
 """CDC throughput: raw slot read rate vs Tidemark's end-to-end apply rate, in the same run.
 
 Usage: python bench/cdc_throughput.py [--workload insert|update] [--rows N] [--table-rows M]
-                                     [--breakdown]
+                                     [--letters L] [--breakdown]
 
 ``insert`` (default): the source inserts N rows into an events table (transactions of 10,000).
 ``update``: a pgbench_accounts-shaped table of M rows (default 1,000,000: aid key, bid,
 abalance, an 84-character filler) is snapshotted first (untimed), then the source makes N
 random-key updates of abalance (transactions of 10,000), as pgbench does.
+
+``--letters L`` (``update`` only): the table is under a contract (``bid`` at most 10, which every
+row the bench writes meets) and has L waiting dead letters before the timed part: the source
+sets ``bid = 99`` on L random keys (untimed, landed as letters). The timed updates then run
+with the contract's validation and the applier's work for a table with waiting letters; a
+lettered row the updates touch stays bad and is a letter again (about as many as the updates
+touch of the L keys). Compare a tree with it against another with the same flag.
 
 Baseline: a second pgoutput slot over the same WAL, consumed with psycopg2 and nothing else (no
 decoding, no apply). Tidemark: ``ingestion.catch_up`` decoding, staging, and applying changelog +
@@ -23,6 +30,7 @@ import collections
 import json
 import select
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,8 +71,38 @@ def raw_read(src: str, slot: str, rows: int, kind: bytes) -> float:
     return elapsed
 
 
-def prepare(src: str, land: str, workload: str, table_rows: int) -> None:
-    """Create the table (and for ``update`` fill and snapshot it), then the baseline slot."""
+CONTRACT = ("version: 1\nfreshness: {warn_after: 15m, error_after: 1h}\ncompatibility: backward"
+            "\nallowed_lateness: 1h\nprimary_key: [aid]\ncolumns:\n  aid: {type: integer}\n"
+            "  bid: {type: integer, max: 10}\n  abalance: {type: integer}\n"
+            "  filler: {type: text, nullable: true}\n")
+"""``--letters``: the accounts' contract (the bench's rows meet it; ``bid = 99`` breaks it)."""
+
+
+def accounts_contract(root: Path) -> object:
+    """Write the accounts' contract under ``root`` and load it (``--letters``)."""
+    from contracts import load_contracts
+
+    (root / "bench").mkdir(parents=True, exist_ok=True)
+    (root / "bench" / "accounts.yml").write_text(CONTRACT)
+    return load_contracts(root)
+
+
+def add_letters(src: str, land: str, letters: int, table_rows: int, contracts: object) -> int:
+    """Break the contract on ``letters`` random keys and land them (untimed); return how many
+    letters wait."""
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("update accounts set bid = 99 where aid in (select (random() * (%s - 1))::int"
+                     " + 1 from generate_series(1, %s))", (table_rows, letters))
+    catch_up(src, land, "bench", contracts=contracts, timeout_s=3600)
+    with psycopg.connect(land) as conn:
+        return conn.execute("select count(*) from tidemark.dead_letters where replayed_at is null"
+                            ).fetchone()[0]
+
+
+def prepare(src: str, land: str, workload: str, table_rows: int, contracts: object = None,
+            letters: int = 0) -> None:
+    """Create the table (and for ``update`` fill and snapshot it, then add ``letters`` dead
+    letters under ``contracts``), then the baseline slot."""
     with psycopg.connect(src, autocommit=True) as conn:
         if workload == "insert":
             conn.execute(EVENTS)
@@ -75,7 +113,10 @@ def prepare(src: str, land: str, workload: str, table_rows: int) -> None:
             conn.execute("vacuum analyze accounts")
         table = "events" if workload == "insert" else "accounts"
         conn.execute(f"create publication bench_raw for table {table}")
-    catch_up(src, land, "bench", timeout_s=3600)  # slot, publication, snapshot (untimed)
+    catch_up(src, land, "bench", contracts=contracts, timeout_s=3600)  # slot, snapshot (untimed)
+    if letters:
+        waiting = add_letters(src, land, letters, table_rows, contracts)
+        print(f"{waiting} dead letters wait on accounts", file=sys.stderr)
     with psycopg.connect(src, autocommit=True) as conn:
         conn.execute("select pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
 
@@ -136,17 +177,22 @@ def main() -> None:
     parser.add_argument("--workload", choices=("insert", "update"), default="insert")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--table-rows", type=int, default=1_000_000)
+    parser.add_argument("--letters", type=int, default=0,
+                        help="update: a contract and this many waiting dead letters")
     parser.add_argument("--breakdown", action="store_true",
                         help="print where the landing time goes")
     args = parser.parse_args()
+    if args.letters and args.workload != "update":
+        parser.error("--letters needs --workload update")
     kind = b"I" if args.workload == "insert" else b"U"
-    with bench_server() as (src, land):
-        prepare(src, land, args.workload, args.table_rows)
+    with bench_server() as (src, land), tempfile.TemporaryDirectory() as tmp:
+        contracts = accounts_contract(Path(tmp)) if args.letters else None
+        prepare(src, land, args.workload, args.table_rows, contracts, args.letters)
         changes = write(src, args.workload, args.rows, args.table_rows)
         raw_s = raw_read(src, "bench_raw", changes, kind)
         spent = measure_landing() if args.breakdown else None
         started = time.perf_counter()
-        stats = catch_up(src, land, "bench", timeout_s=3600)
+        stats = catch_up(src, land, "bench", contracts=contracts, timeout_s=3600)
         applied_s = time.perf_counter() - started
         assert stats.changes == changes, f"applied {stats.changes} of {changes} changes"
         if args.workload == "insert":
@@ -163,6 +209,7 @@ def main() -> None:
     print(f"tidemark apply: {stats.changes} rows in {applied_s:.2f}s = {applied_rate:,.0f} rows/s "
           f"({stats.landing_commits} landing transactions)")
     print(json.dumps({"bench": "cdc_throughput", "workload": args.workload, "rows": changes,
+                      "letters": args.letters,
                       "raw_rows_per_s": round(raw_rate), "applied_rows_per_s": round(applied_rate),
                       "ratio": round(applied_rate / raw_rate, 3)}))
 
