@@ -105,8 +105,9 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
         reset = _last_reset(conn, info)
         if _before(reset, bound):
             bound = reset
-            out["kept_for"] = (f"the last truncate or resync ({reset[0]}) of a keyless table"
-                               f" with waiting dead letters (a replay counts its rows from there)")
+            out["kept_for"] = (f"its last truncate or resync at commit LSN {reset[0]} (a keyless"
+                               f" table: a replay of its waiting dead letters counts its rows"
+                               f" from there)")
     last: tuple[str, int] | None = None
     while True:
         where, params = _range(last, bound)
