@@ -17,8 +17,8 @@ touch of the L keys). Compare a tree with it against another with the same flag.
 
 Baseline: a second pgoutput slot over the same WAL, consumed with psycopg2 and nothing else (no
 decoding, no apply). Tidemark: ``ingestion.catch_up`` decoding, staging, and applying changelog +
-mirror into landing. ``--breakdown`` also prints where the landing time goes (seconds per
-statement kind, measured around each call on the landing connection; the landing work runs on a
+mirror into landing. ``--breakdown`` also prints where the landing time goes (seconds and calls
+per statement kind, measured around each call on the landing connection; the landing work runs on a
 second thread, overlapping the stream thread's decoding). Last line: JSON {"bench":
 "cdc_throughput", "workload", "rows", "raw_rows_per_s", "applied_rows_per_s", "ratio"}.
 """
@@ -150,6 +150,7 @@ def measure_landing() -> collections.Counter:
     import ingestion.applier as applier
 
     spent: collections.Counter = collections.Counter()
+    calls = spent.calls = collections.Counter()
     execute, flush = psycopg.Cursor.execute, applier.Applier._flush_batch
 
     def timed_execute(self: psycopg.Cursor, query: object, params: object = None,
@@ -160,12 +161,15 @@ def measure_landing() -> collections.Counter:
         finally:
             text = query.as_string(self.connection) if isinstance(query, sql.Composable) \
                 else str(query)
-            spent[" ".join(text.split()[:3])[:48]] += time.perf_counter() - started
+            kind = " ".join(text.split()[:3])[:48]
+            spent[kind] += time.perf_counter() - started
+            calls[kind] += 1
 
     def timed_flush(self: applier.Applier, batch: object) -> None:
         started = time.perf_counter()
         flush(self, batch)
         spent["(flush of a batch: COPY + statements)"] += time.perf_counter() - started
+        calls["(flush of a batch: COPY + statements)"] += 1
 
     psycopg.Cursor.execute = timed_execute
     applier.Applier._flush_batch = timed_flush
@@ -201,8 +205,8 @@ def main() -> None:
             assert landed == changes, f"landed {landed} of {changes} rows"
     if spent is not None:
         print(f"landing time by statement over {applied_s:.2f}s of catch-up:")
-        for what, seconds in spent.most_common(8):
-            print(f"  {seconds:7.2f}s  {what}")
+        for what, seconds in spent.most_common(12):
+            print(f"  {seconds:7.2f}s  {spent.calls[what]:6d}x  {what}")
     raw_rate = changes / raw_s
     applied_rate = stats.changes / applied_s
     print(f"raw slot read: {changes} {args.workload}s in {raw_s:.2f}s = {raw_rate:,.0f} rows/s")
