@@ -1,7 +1,7 @@
 """CDC throughput: raw slot read rate vs Tidemark's end-to-end apply rate, in the same run.
 
 Usage: python bench/cdc_throughput.py [--workload insert|update] [--rows N] [--table-rows M]
-                                     [--letters L] [--breakdown]
+                                     [--letters L] [--deletes D] [--breakdown]
 
 ``insert`` (default): the source inserts N rows into an events table (transactions of 10,000).
 ``update``: a pgbench_accounts-shaped table of M rows (default 1,000,000: aid key, bid,
@@ -14,6 +14,9 @@ sets ``bid = 99`` on L random keys (untimed, landed as letters). The timed updat
 with the contract's validation and the applier's work for a table with waiting letters; a
 lettered row the updates touch stays bad and is a letter again (about as many as the updates
 touch of the L keys). Compare a tree with it against another with the same flag.
+``--deletes D`` (``update`` only): each transaction also deletes D random keys, so every batch
+removes rows (with ``--letters``: the batches that pay the match of removals to letters,
+:mod:`ingestion.letter_removals`). Rows/s count updates and deletes.
 
 Baseline: a second pgoutput slot over the same WAL, consumed with psycopg2 and nothing else (no
 decoding, no apply). Tidemark: ``ingestion.catch_up`` decoding, staging, and applying changelog +
@@ -64,7 +67,7 @@ def raw_read(src: str, slot: str, rows: int, kind: bytes) -> float:
         if msg is None:
             select.select([conn], [], [], 1.0)
             continue
-        if msg.payload[:1] == kind:
+        if msg.payload[:1] in kind:
             seen += 1
     elapsed = time.perf_counter() - started
     conn.close()
@@ -121,8 +124,9 @@ def prepare(src: str, land: str, workload: str, table_rows: int, contracts: obje
         conn.execute("select pg_create_logical_replication_slot('bench_raw', 'pgoutput')")
 
 
-def write(src: str, workload: str, rows: int, table_rows: int) -> int:
-    """The source's changes, in transactions of about STEP rows; return how many rows changed."""
+def write(src: str, workload: str, rows: int, table_rows: int, deletes: int = 0) -> int:
+    """The source's changes, in transactions of about STEP rows (and ``deletes`` random-key
+    deletes in each ``update`` transaction); return how many rows changed."""
     changed = 0
     with psycopg.connect(src, autocommit=True) as conn:
         for start in range(0, rows, STEP):
@@ -140,6 +144,10 @@ def write(src: str, workload: str, rows: int, table_rows: int) -> int:
                     " (random() * 10000)::int - 5000 as delta from generate_series(1, %s)) r)"
                     " k where a.aid = k.aid", (table_rows, n + n // 20))
             changed += cur.rowcount
+            if deletes:
+                changed += conn.execute(
+                    "delete from accounts where aid in (select (random() * (%s - 1))::int + 1"
+                    " from generate_series(1, %s))", (table_rows, deletes)).rowcount
     return changed
 
 
@@ -183,16 +191,20 @@ def main() -> None:
     parser.add_argument("--table-rows", type=int, default=1_000_000)
     parser.add_argument("--letters", type=int, default=0,
                         help="update: a contract and this many waiting dead letters")
+    parser.add_argument("--deletes", type=int, default=0,
+                        help="update: also delete this many random keys per transaction")
     parser.add_argument("--breakdown", action="store_true",
                         help="print where the landing time goes")
     args = parser.parse_args()
     if args.letters and args.workload != "update":
         parser.error("--letters needs --workload update")
-    kind = b"I" if args.workload == "insert" else b"U"
+    if args.deletes and args.workload != "update":
+        parser.error("--deletes needs --workload update")
+    kind = b"I" if args.workload == "insert" else b"UD"
     with bench_server() as (src, land), tempfile.TemporaryDirectory() as tmp:
         contracts = accounts_contract(Path(tmp)) if args.letters else None
         prepare(src, land, args.workload, args.table_rows, contracts, args.letters)
-        changes = write(src, args.workload, args.rows, args.table_rows)
+        changes = write(src, args.workload, args.rows, args.table_rows, args.deletes)
         raw_s = raw_read(src, "bench_raw", changes, kind)
         spent = measure_landing() if args.breakdown else None
         started = time.perf_counter()
@@ -213,7 +225,7 @@ def main() -> None:
     print(f"tidemark apply: {stats.changes} rows in {applied_s:.2f}s = {applied_rate:,.0f} rows/s "
           f"({stats.landing_commits} landing transactions)")
     print(json.dumps({"bench": "cdc_throughput", "workload": args.workload, "rows": changes,
-                      "letters": args.letters,
+                      "letters": args.letters, "deletes": args.deletes,
                       "raw_rows_per_s": round(raw_rate), "applied_rows_per_s": round(applied_rate),
                       "ratio": round(applied_rate / raw_rate, 3)}))
 
