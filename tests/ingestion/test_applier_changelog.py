@@ -276,3 +276,17 @@ def test_a_column_added_after_a_bad_update_does_not_supersede_its_letter(
     assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 1
     assert_mirror_equals(pair, "p")
     _settled(pair, "p", ("id",))
+
+
+def test_a_good_update_after_a_bad_key_change_in_one_landing_keeps_the_toast_value(
+        pair: Pair, tmp_path: Path) -> None:
+    """Bench seed 2056 (round 38): a key change breaks the contract and leaves a TOAST value
+    alone (its letter is completed from the old key's row as the batch lands), then a good
+    update of the new key, in the same landing transaction, leaves it alone too. The good row
+    landed NULL: the letter it took the value from was not completed yet."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set id = 5, status = 'x' where id = 1",
+                  "update p set status = 'a' where id = 5")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    _settled(pair, "p", ("id",))
