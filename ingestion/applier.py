@@ -328,8 +328,15 @@ class Applier(ChangeBuffer):
         matched to letters (:mod:`ingestion.letter_removals`): a letter of an earlier batch of
         the landing transaction (flushed before, e.g. at a schema change) is in no batch's
         bookkeeping any more, so only the table can show it."""
-        name = batch.info.name
-        dead = batch.dead
+        self._write_letters(cur, batch.info.name, batch.dead)
+
+    def write_letters(self, name: str) -> None:
+        """Write the table ``name``'s dead letters of the open landing transaction not written
+        yet (before a schema change reads the table's letters: :mod:`ingestion.letter_columns`)."""
+        with self.conn.cursor() as cur:
+            self._write_letters(cur, name, self._dead)
+
+    def _write_letters(self, cur: psycopg.Cursor, name: str, dead: list[list]) -> None:
         if not dead or not any(letter[1] == name for letter in dead):
             return
         insert_rows(cur, "dead_letters", DEAD_LETTER_COLUMNS,

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from ingestion.batch import TxnContext
 from ingestion.catalog import ColumnDefault
+from ingestion.letter_columns import held_params, outside_held
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -41,9 +42,13 @@ def write_changelog_rows(conn: psycopg.Connection, info: TableInfo, added: list[
 
     Keyed tables get a ``u`` row per mirror row; keyless ones a ``b`` row (the row as it was,
     the new columns NULL) and a ``u`` row. Their ``_seq`` values are taken from the source
-    transaction, before the change that carried the new shape.
+    transaction, before the change that carried the new shape. A keyed row whose latest image
+    is a waiting dead letter gets none (:mod:`ingestion.letter_columns`).
     """
-    count = conn.execute(sql.SQL("select count(*) from {}").format(info.mirror)).fetchone()[0]
+    kept = outside_held(info, "m")
+    held = held_params(info) if info.key else {}
+    count = conn.execute(sql.SQL("select count(*) from {} m where {}").format(info.mirror, kept),
+                         held).fetchone()[0]
     if not count:
         return 0
     base = txn.next_seq(2 * count) - 2 * count
@@ -58,8 +63,8 @@ def write_changelog_rows(conn: psycopg.Connection, info: TableInfo, added: list[
             before, meta, rows)
     conn.execute(sql.SQL(
         "insert into {} ({}, _op, _seq, _lsn, _commit_lsn, _commit_at, _txid)"
-        " with m as (select {}, row_number() over () as rn from {}) {} on conflict do nothing"
-    ).format(info.changelog, cols, cols, info.mirror, rows),
+        " with m as (select {}, row_number() over () as rn from {} m where {}) {}"
+        " on conflict do nothing").format(info.changelog, cols, cols, info.mirror, kept, rows),
         {"lsn": lsn_to_str(lsn), "commit_lsn": lsn_to_str(txn.commit_lsn), "at": txn.commit_at,
-         "xid": txn.xid, "base": base})
+         "xid": txn.xid, "base": base, **held})
     return count * (1 if info.key else 2)

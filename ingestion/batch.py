@@ -146,6 +146,9 @@ class Batch:
         unresolved: columns some line needs from the mirror (unchanged TOAST).
         letters: per key whose latest image is a dead letter of the batch, that image.
         pending: per such key, its dead letters of the batch (not written yet).
+        letter_origins: per key of ``letters`` whose image left unchanged values unresolved,
+            the mirror key they come from (a rejected key change's: its old key, which its
+            letter is completed from as the batch lands).
         takes: per removal line (``_commit_lsn``, ``_seq``) of a key the batch holds as
             letters only, those letters: superseded if the mirror has no row of the key either
             (:func:`ingestion.letter_removals.take_keyed_letters`).
@@ -167,6 +170,7 @@ class Batch:
     unresolved: set[str] = field(default_factory=set)
     letters: dict[Any, list] = field(default_factory=dict)
     pending: dict[Any, list[list]] = field(default_factory=dict)
+    letter_origins: dict[Any, tuple] = field(default_factory=dict)
     takes: dict[tuple[int, int], list[list]] = field(default_factory=dict)
     completions: list[tuple[dict, tuple, list[str], dict | None]] = field(default_factory=list)
     dead: list[list] | None = None

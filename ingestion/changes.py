@@ -209,6 +209,7 @@ class ChangeBuffer:
         if batch.letters:
             batch.letters.pop(key, None)  # this line is the key's latest image now
             batch.pending.pop(key, None)
+            batch.letter_origins.pop(key, None)
         if number is not None:
             batch.supersede(number)
             if not update:
@@ -244,7 +245,8 @@ class ChangeBuffer:
                 chained = batch.pending.get(okey) if batch.pending else None
                 batch.completions.append((self._dead[-1][9].obj, origin, left,
                                           chained[-1][9].obj if chained else None))
-            self._letter(batch, key, new)  # the key's latest image, for a later unchanged value
+            # the key's latest image, for a later unchanged value (and where its own come from)
+            self._letter(batch, key, new, origin if left else None)
             if okey != key:
                 # The row left its old key on the source whatever its new image: the b line
                 # lands (it also supersedes the old key's earlier letters), the letter holds the
@@ -301,9 +303,15 @@ class ChangeBuffer:
         supersede([held.pop()])  # the newest: the copies are equal
         return True
 
-    def _letter(self, batch: Batch, key: Any, values: list[Value]) -> None:
-        """Note that the keyed row ``key``'s latest image is the dead letter just written."""
+    def _letter(self, batch: Batch, key: Any, values: list[Value],
+                origin: tuple | None = None) -> None:
+        """Note that the keyed row ``key``'s latest image is the dead letter just written, and
+        the mirror key its unresolved unchanged values come from (``origin``)."""
         batch.letters[key] = values
+        if origin is not None:
+            batch.letter_origins[key] = origin
+        elif batch.letter_origins:
+            batch.letter_origins.pop(key, None)
         batch.pending.setdefault(key, []).append(self._dead[-1])
 
     def _remove(self, batch: Batch, key: Any, text: bytes, seq: int) -> None:
@@ -323,6 +331,7 @@ class ChangeBuffer:
                 supersede(pending)
                 del batch.pending[key]
                 batch.letters.pop(key, None)
+                batch.letter_origins.pop(key, None)
                 return
             if prev is None:
                 batch.takes[(self.txn.commit_lsn, seq)] = pending
@@ -339,21 +348,27 @@ class ChangeBuffer:
         prev = batch.previous(okey)
         pv = prev[0] if prev is not None else None
         letter = batch.letters.get(okey) if batch.letters else None  # newer than pv
+        # a value the letter left unchanged is where the letter's own comes from (a rejected
+        # key change's: its old key), not in pv, which is older
+        lorigin = batch.letter_origins.get(okey) if letter is not None else None
         left = []
         for i, v in enumerate(values):
             if v is not UNCHANGED:
                 continue
             if letter is not None and letter[i] is not UNCHANGED:
                 values[i] = letter[i]
-            elif pv is not None and pv[i] is not UNCHANGED:
+            elif lorigin is None and pv is not None and pv[i] is not UNCHANGED:
                 values[i] = pv[i]
-            elif old is not None and old_kind == "O" and old[i] is not UNCHANGED:
+            elif lorigin is None and old is not None and old_kind == "O" \
+                    and old[i] is not UNCHANGED:
                 values[i] = old[i]
             else:
                 left.append(info.columns[i].name)
         if not left:
             return None, None
         batch.unresolved.update(left)
+        if lorigin is not None:
+            return left, lorigin
         if pv is not None and prev[1] is not None:
             return left, prev[1]
         return left, (okey,) if len(info.key_idx) == 1 else okey

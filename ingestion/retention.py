@@ -6,7 +6,12 @@ The changelog is append-only and grows with history. What reads it:
   table (a ``t`` row), landed (superseded);
   a waiting letter needs every changelog row after its own commit LSN, or it could overwrite
   newer state. Pruning therefore stops before the commit LSN of the table's oldest waiting dead
-  letter (replay or purge such letters, `tidemark dlq`, to prune further).
+  letter (replay or purge such letters, `tidemark dlq`, to prune further). A keyless table's
+  letter needs more: its replay counts the copies of its row in the changelog since the table's
+  last reset (its last ``t`` row, or its resync snapshot) against the mirror's
+  (:func:`ingestion.dead_letters.superseded_query`), so while letters of a keyless table wait,
+  pruning stops before that reset (round 38: copies whose rows were pruned counted as copies the
+  source had removed, and a waiting letter the source still held was superseded).
 - dbt's ``<source>_cdc`` sources read only the newest rows (their freshness query); staging
   models read the mirrors, not the changelog.
 - Live views (embedded engine) follow the mirrors through triggers, their subscribers
@@ -31,7 +36,7 @@ from psycopg import sql
 
 from ingestion.changelog_lock import resync_running, try_lock_for_prune
 from ingestion.errors import TableNotFoundError
-from ingestion.lsn import str_to_lsn
+from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.state import ensure_state
 from ingestion.tables import TableInfo, load_tables
 
@@ -96,6 +101,13 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
     if letter is not None and str_to_lsn(letter) <= str_to_lsn(bound[0]):
         bound = (letter, None)  # strictly before the letter's commit
         out["kept_for"] = f"a waiting dead letter at commit LSN {letter}"
+    if letter is not None and not info.key:
+        reset = _last_reset(conn, info)
+        if _before(reset, bound):
+            bound = reset
+            out["kept_for"] = (f"its last truncate or resync at commit LSN {reset[0]} (a keyless"
+                               f" table: a replay of its waiting dead letters counts its rows"
+                               f" from there)")
     last: tuple[str, int] | None = None
     while True:
         where, params = _range(last, bound)
@@ -127,6 +139,25 @@ def _bounds(conn: psycopg.Connection, info: TableInfo, cutoff: Any
                                      " order by c._commit_lsn desc, c._seq desc limit 1").format(
             info.changelog)).fetchone()
     return bound, letter
+
+
+def _last_reset(conn: psycopg.Connection, info: TableInfo) -> tuple[str, int | None]:
+    """Where a keyless table's replay starts counting the changelog: its last ``t`` row (kept:
+    the bound is before it), else its resync snapshot's commit LSN (the snapshot's rows kept)."""
+    truncate = conn.execute(sql.SQL("select _commit_lsn::text, _seq from {} c where c._op = 't'"
+                                    " order by c._commit_lsn desc, c._seq desc limit 1").format(
+        info.changelog)).fetchone()
+    snapshot = lsn_to_str(info.snapshot_lsn or 0)
+    if truncate is not None and str_to_lsn(truncate[0]) >= str_to_lsn(snapshot):
+        return truncate[0], truncate[1]
+    return snapshot, None
+
+
+def _before(a: tuple[str, int | None], b: tuple[str, int | None]) -> bool:
+    """Whether bound ``a`` is before bound ``b`` (a bound without a seq: before its LSN)."""
+    if str_to_lsn(a[0]) != str_to_lsn(b[0]):
+        return str_to_lsn(a[0]) < str_to_lsn(b[0])
+    return (a[1] if a[1] is not None else -2**31 - 1) < (b[1] if b[1] is not None else -2**31 - 1)
 
 
 def _range(last: tuple[str, int] | None, bound: tuple[str, int | None]

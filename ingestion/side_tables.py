@@ -83,7 +83,7 @@ def _plain(value: object) -> object:
     raise TypeError(f"no JSON form for {type(value).__name__} {value!r}")
 
 
-def _no_change_after(info: object, keys: list[sql.Composable]) -> sql.Composed:
+def no_change_after(info: object, keys: list[sql.Composable]) -> sql.Composed:
     """The condition that no changelog row of the key ``keys`` (one SQL value per key column)
     nor a truncate came after the dead letter ``d``: then the letter, not the mirror's row, is
     the row's latest image (read by the changelog's ``(_commit_lsn, _seq)`` index from the
@@ -127,7 +127,7 @@ def fill_from_letters(cur: psycopg.Cursor, info: object, stg: sql.Identifier,
         sql.SQL("(d.raw_row ->> {})::{} = (o.org[{}])::{}").format(
             sql.Literal(k), sql.SQL(types[k]), sql.Literal(i + 1), sql.SQL(types[k]))
         for i, k in enumerate(key))
-    fresh = _no_change_after(info, [sql.SQL("(o.org[{}])::{}").format(
+    fresh = no_change_after(info, [sql.SQL("(o.org[{}])::{}").format(
         sql.Literal(i + 1), sql.SQL(types[k])) for i, k in enumerate(key)])
     for column in sorted(columns):
         cur.execute(sql.SQL(
@@ -174,7 +174,7 @@ def complete_letters(cur: psycopg.Cursor, info: object,
     in_mirror = sql.SQL(" and ").join(
         sql.SQL("m.{} = {}").format(sql.Identifier(k), v)
         for k, v in zip(info.key, keys, strict=True))
-    fresh = _no_change_after(info, keys)
+    fresh = no_change_after(info, keys)
     for raw, origin, wanted, chained in completions:
         if chained:
             raw.update((c, chained[c]) for c in wanted if c in chained)

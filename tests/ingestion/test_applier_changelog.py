@@ -230,3 +230,63 @@ def test_a_delete_after_a_schema_change_takes_a_letter_of_the_same_landing(pair:
     relaxed = _contracts(tmp_path, pair.source, "p", False, 2)
     assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 0
     _settled(pair, "p", ("id",))
+
+
+def test_a_column_added_after_a_bad_update_does_not_overtake_its_letter(pair: Pair,
+                                                                        tmp_path: Path) -> None:
+    """Generator seed 59 (round 38): a bad update sets a TOAST value (a letter holds it), the
+    source adds a column with a default, a good update leaves the TOAST value alone. The added
+    column's changelog row (the mirror's older row plus the default, at the ``ALTER``'s
+    position) came after the letter, as if the source had changed the row since: the good
+    update took the mirror's older value. Each step in its own landing transaction."""
+    _caught_up_one_by_one(pair, tmp_path,
+                          "update p set status = 'x', big = repeat('v', 9000) where id = 1",
+                          "alter table p add column e int default 7",
+                          "update p set status = 'a' where id = 1")
+    _settled(pair, "p", ("id",))
+
+
+def test_a_column_added_after_a_bad_update_in_one_landing_keeps_its_toast_value(
+        pair: Pair, tmp_path: Path) -> None:
+    """The same in one landing transaction (the letter is not written yet at the ``ALTER``),
+    with a bad update after the column that leaves the value alone too (its letter does not
+    hold it)."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1",
+                  "alter table p add column e int default 7",
+                  "update p set status = 'y' where id = 1",
+                  "update p set status = 'a', e = 8 where id = 1")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    _settled(pair, "p", ("id",))
+
+
+def test_a_column_added_after_a_bad_update_does_not_supersede_its_letter(
+        pair: Pair, tmp_path: Path) -> None:
+    """A replay after the ``ALTER``: the letter was superseded by the added column's changelog
+    row, and the row the source holds was lost (the mirror kept the older one)."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set status = 'x', big = repeat('v', 9000) where id = 1",
+                  "alter table p add column e int default 7")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("insert into p values (2, 1, 1, 'a', now(), 'w', 8)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "p", ("id",))) == []
+    relaxed = _contracts(tmp_path, pair.source, "p", False, 2)
+    assert replay(pair.land, pair.source, contracts=relaxed)["applied"] == 1
+    assert_mirror_equals(pair, "p")
+    _settled(pair, "p", ("id",))
+
+
+def test_a_good_update_after_a_bad_key_change_in_one_landing_keeps_the_toast_value(
+        pair: Pair, tmp_path: Path) -> None:
+    """Bench seed 2056 (round 38): a key change breaks the contract and leaves a TOAST value
+    alone (its letter is completed from the old key's row as the batch lands), then a good
+    update of the new key, in the same landing transaction, leaves it alone too. The good row
+    landed NULL: the letter it took the value from was not completed yet."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("update p set id = 5, status = 'x' where id = 1",
+                  "update p set status = 'a' where id = 5")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert_mirror_equals(pair, "p")
+    _settled(pair, "p", ("id",))
