@@ -19,6 +19,7 @@ ones. A restored landing whose slot is past its checkpoint has lost changes.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import psycopg
 
@@ -54,7 +55,8 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
     """
     row = source_conn.execute(
         "select s.confirmed_flush_lsn::text, (case when pg_is_in_recovery() then"
-        " pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text"
+        " pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text,"
+        " pg_postmaster_start_time(), current_setting('wal_sender_timeout')"
         " from pg_replication_slots s where s.slot_name = %s", (slot,)).fetchone()
     at = lsn_to_str(ckpt)
     if row is None:
@@ -74,13 +76,7 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"would reuse their WAL positions and be skipped. Nothing was streamed. "
             f"{_remedy(source)}, which makes landing equal the source again.")
     if confirmed and confirmed < ckpt:
-        log.warning(
-            "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
-            "checkpoint %s: normal after the source server crashed (a slot's position is saved "
-            "at checkpoints) or ingestion was killed between a landing commit and its "
-            "acknowledgement; if the source was restored from a backup instead, changes it made "
-            "since below %s are skipped: then run `tidemark ingest resync --all --source %s`",
-            source, slot, lsn_to_str(confirmed), at, at, source)
+        _behind(landing, source, slot, lsn_to_str(confirmed), at, row[2], row[3])
     stored = landing.execute("select landing_identity from tidemark.checkpoints where"
                              " source = %s", (source,)).fetchone()
     identity = _identity(landing)
@@ -95,6 +91,33 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"landing; streaming on would leave them out for ever, so nothing was streamed. "
             f"{_remedy(source)}.")
     record_identity(landing, source)
+
+
+def _behind(landing: psycopg.Connection, source: str, slot: str, confirmed: str, at: str,
+            started_at: datetime, sender_timeout: str) -> None:
+    """Log a slot acknowledged behind landing's checkpoint, and why, judged by whether the
+    source server started after landing's last commit (a crash, or a restore: a slot's position
+    is saved at checkpoints) or ran all along (the stream ended before the acknowledgement
+    reached it: nothing is wrong)."""
+    applied = landing.execute("select last_applied_at from tidemark.checkpoints where"
+                              " source = %s", (source,)).fetchone()
+    if applied is None or applied[0] is None or started_at > applied[0]:
+        log.warning(
+            "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
+            "checkpoint %s: normal after the source server crashed (a slot's position is saved "
+            "at checkpoints; the server started at %s) or ingestion was killed between a "
+            "landing commit and its acknowledgement; if the source was restored from a backup "
+            "instead, changes it made since below %s are skipped: then run `tidemark ingest "
+            "resync --all --source %s`", source, slot, confirmed, at, started_at, at, source)
+        return
+    log.info(
+        "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
+        "checkpoint %s: the stream ended before the acknowledgement of landing's last commit "
+        "reached the source (a lost connection; a landing step longer than the source's "
+        "wal_sender_timeout, %s; or ingestion stopped between a commit and its "
+        "acknowledgement). The source server has run since %s, before that commit: no crash, "
+        "nothing lost; streaming resumes after the checkpoint", source, slot, confirmed, at,
+        sender_timeout, started_at)
 
 
 def _identity(landing: psycopg.Connection) -> str:

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, TypeVar
@@ -58,6 +59,37 @@ RETRYABLE_READERS = ("tidemark verify",)
 """application_name of Tidemark's own readers that may be cancelled (and report it): equal to
 ``streaming_views.verify.APPLICATION_NAME`` (ingestion does not import streaming_views)."""
 TABLE = "lock_waits"
+
+
+@contextlib.contextmanager
+def kept_alive(keepalive: Callable[[], None], every_s: float = KEEPALIVE_S / 2
+               ) -> Iterator[None]:
+    """Call ``keepalive`` every ``every_s`` seconds from a thread of its own while the block runs.
+
+    For a long landing step on the stream's thread (a schema change's backfill, an in-session
+    resync's copy, a new table's snapshot): without feedback, a step longer than the source's
+    ``wal_sender_timeout`` (60 s by default) ends the stream. ``keepalive`` must be safe to call
+    from another thread while the block runs (the block does not use the replication
+    connection). The first failure of ``keepalive`` ends the calls (the stream is gone: the
+    block's next read says so).
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                keepalive()
+            except Exception as exc:  # any: the stream thread's next read reports it
+                log.debug("replication keepalive failed: %s", exc)
+                return
+
+    thread = threading.Thread(target=beat, name="tidemark-keepalive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 TABLES = {TABLE: """
         source text primary key,
         relation text not null,

@@ -138,13 +138,20 @@ def land_appends(cur: psycopg.Cursor, info: TableInfo, batch: Batch) -> bool:
             cur.execute(mirror + sql.SQL(" order by {}").format(keys), window)
     except psycopg.errors.UniqueViolation:
         # A key the mirror has already (a replay after a resync): take the last image.
-        non_key = [c for c in info.column_names if c not in info.key]
-        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
-            for c in non_key)) if non_key else sql.SQL("do nothing")
         cur.execute(mirror + sql.SQL(" order by {} on conflict ({}) {}").format(
-            keys, keys, action), window)
+            keys, keys, conflict_action(info)), window)
     return True
+
+
+def conflict_action(info: TableInfo) -> sql.Composable:
+    """The ``ON CONFLICT`` action that puts a row's last image over the mirror's row of its key:
+    every non-key column from the image, and NULL in the columns dropped on the source that
+    the mirror keeps (``info.retired``: a row written after the drop has no value there)."""
+    sets = [sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in info.column_names if c not in info.key]
+    sets += [sql.SQL("{} = null").format(sql.Identifier(c.name)) for c in info.retired]
+    return sql.SQL("do update set {}").format(sql.SQL(", ").join(sets)) if sets \
+        else sql.SQL("do nothing")
 
 
 def appended_rows_sql(info: TableInfo) -> sql.Composed:
@@ -175,11 +182,7 @@ def _put_sql(info: TableInfo, stg: sql.Identifier, ops: str, upsert: bool) -> sq
     keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
     conflict = sql.SQL("")
     if upsert:
-        non_key = [c for c in info.column_names if c not in info.key]
-        action = sql.SQL("do update set {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
-            for c in non_key)) if non_key else sql.SQL("do nothing")
-        conflict = sql.SQL(" on conflict ({}) {}").format(keys, action)
+        conflict = sql.SQL(" on conflict ({}) {}").format(keys, conflict_action(info))
     return sql.SQL(
         "insert into {} ({}) select {} from {} where _tidemark_last and _op in ({})"
         " order by {}{}"

@@ -4,7 +4,8 @@ step with Relation messages.
 New tables get a mirror and changelog (with the table's key, or keyless). Changes landing can
 follow are applied in the landing transaction, at their place in the stream: added columns (with
 the value existing rows have on the source, see :mod:`ingestion.backfill`), safe type changes,
-dropped columns the contract marks optional (kept, NULL from now on), a key gained or lost. Any
+dropped columns the contract marks optional (kept, NULL from now on) and every dropped column of
+a table without a contract (kept, NULL in rows written from now on), a key gained or lost. Any
 other change pauses the table, at the commit LSN of the first change kept, with a message saying
 what to do; a column added with a per-row default pauses it for an automatic resync.
 """
@@ -43,6 +44,7 @@ from ingestion.tables import (
     add_column,
     create_idempotency_index,
     create_landing_tables,
+    keep_dropped_column,
     load_tables,
     reserved_columns,
     retire_column,
@@ -70,6 +72,13 @@ def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str]
             for c in changes):
         return [info.mirror, info.changelog]
     return []
+
+
+def _kept_without_contract(change: SchemaChange) -> SchemaChange:
+    """A dropped column of a table without a contract, saying what landing does with it."""
+    return replace(change, detail=f"{change.detail} (no contract: mirror and changelog keep "
+                                  f"the column, NULL in rows written from now on; earlier "
+                                  f"rows keep their values)")
 
 
 def resync_hint(source: str, table: str) -> str:
@@ -257,8 +266,8 @@ class RelationTracker:
     def _allowed(self, contract: Any, change: SchemaChange) -> bool:
         if not change.followable:
             return False
-        if contract is None:
-            return change.kind != "drop_column"  # no contract says the column was optional
+        if contract is None:  # no promise to keep: follow it, a dropped column included
+            return True
         return contract.allows(change.kind, change.column)
 
     def _follow(self, info: TableInfo, cols: list[ColumnInfo], key: list[str], lsn: int | None
@@ -272,6 +281,9 @@ class RelationTracker:
         defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
         changes = with_defaults(changes, defaults)
         contract = self.applier.contract_for(info)
+        if contract is None:
+            changes = [_kept_without_contract(c) if c.kind == "drop_column" else c
+                       for c in changes]
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
         blocking = [c for c in changes if not self._allowed(contract, c)]
@@ -302,7 +314,8 @@ class RelationTracker:
             # ALTER TABLE takes ACCESS EXCLUSIVE: waited for without queueing readers
             retired = self.applier.ddl_locks.run(
                 self.applier.conn, info.qualified, _exclusive(info, changes, key), what,
-                lambda: self._apply(info, changes, cols, key, defaults, lsn))
+                lambda: self._apply(info, changes, cols, key, defaults, lsn,
+                                    keep_values=contract is None))
         except _BLOCKED_BY_DEPENDENTS as exc:
             detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
             self._pause(info, changes, lsn,
@@ -333,9 +346,11 @@ class RelationTracker:
         return info
 
     def _apply(self, info: TableInfo, changes: list[SchemaChange], cols: list[ColumnInfo],
-               key: list[str], defaults: dict, lsn: int | None) -> list[ColumnInfo]:
+               key: list[str], defaults: dict, lsn: int | None,
+               keep_values: bool = False) -> list[ColumnInfo]:
         """Apply followable changes to mirror and changelog (inside a savepoint); return the
-        retired columns after them."""
+        retired columns after them. A dropped column keeps the mirror's values if
+        ``keep_values`` (a table without a contract), else it is NULL in every row."""
         conn = self.applier.conn
         retired = list(info.retired)
         valued: list[str] = []
@@ -358,10 +373,14 @@ class RelationTracker:
             elif change.kind == "widen_type":
                 widen_column(conn, info, change.new_column)
             elif change.kind == "drop_column":
-                retire_column(conn, info, change.column)
+                if not keep_values:
+                    retire_column(conn, info, change.column)
                 retired.append(next(c for c in info.columns if c.name == change.column))
         if sorted(key) != sorted(info.key):
             set_mirror_key(conn, info.mirror, key)
+        for change in changes:  # after the key: a dropped key column can then take NULL
+            if keep_values and change.kind == "drop_column":
+                keep_dropped_column(conn, info, change.column)
         if valued and self.applier.txn is not None:
             shaped = replace(info, columns=cols, key=key)
             self.applier.write_letters(info.name)

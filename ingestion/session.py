@@ -24,6 +24,7 @@ import psycopg2
 from ingestion.applier import Applier
 from ingestion.catalog import wait_slot_free
 from ingestion.continuity import check_continuity, record_identity
+from ingestion.ddl_locks import kept_alive
 from ingestion.decoder import (
     Begin,
     Commit,
@@ -141,6 +142,7 @@ class Session:
         self.source_conn: psycopg.Connection | None = None
         self.repl = None
         self.cur = None
+        self.feedback_lock = threading.Lock()
         self.applier: Applier | None = None
         self.tracker: RelationTracker | None = None
         self.ckpt = 0
@@ -218,7 +220,8 @@ class Session:
         Returns:
             Rows copied from new tables.
         """
-        return snapshot_new_tables(self)
+        with kept_alive(self.keep_alive):
+            return snapshot_new_tables(self)
 
     def set_contracts(self, contracts: object) -> None:
         """Validate with ``contracts`` from the next transaction on (call between transactions)."""
@@ -379,7 +382,8 @@ class Session:
         elif isinstance(m, Relation):
             # pgoutput sends Relation messages without an LSN (0/0): the change they announce
             # takes effect in the transaction being read.
-            self.tracker.on_relation(m, self.txn_lsn if self.in_src_txn else lsn or None)
+            with kept_alive(self.keep_alive):  # a schema change's backfill can take minutes
+                self.tracker.on_relation(m, self.txn_lsn if self.in_src_txn else lsn or None)
         elif isinstance(m, Truncate):
             if self.skip:
                 return
@@ -436,8 +440,9 @@ class Session:
         """Tell the walsender this end is alive while the stream thread waits (for a landing
         table's lock: :mod:`ingestion.ddl_locks`), else a small wal_sender_timeout ends the
         stream meanwhile."""
-        if self.streaming and self.cur is not None:
-            self.cur.send_feedback(force=True)
+        with self.feedback_lock:  # also called from kept_alive's thread
+            if self.streaming and self.cur is not None:
+                self.cur.send_feedback(force=True)
 
     def between_commits(self) -> bool:
         """Whether nothing is half-read, buffered or being committed."""
@@ -457,8 +462,9 @@ class Session:
         cfg = self.cfg
         for name in sorted(self.tracker.resync_wanted):
             try:
-                message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
-                                       cfg.contracts, self.keep_alive)
+                with kept_alive(self.keep_alive):  # a copy of 10 M rows: minutes
+                    message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
+                                           cfg.contracts, self.keep_alive)
             except IngestionError as exc:
                 # The table stays paused with the reason; the others keep flowing.
                 self.tracker.resync_failed(name, str(exc))

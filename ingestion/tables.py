@@ -270,6 +270,18 @@ def retire_column(conn: psycopg.Connection, info: TableInfo, name: str) -> None:
         info.mirror, sql.Identifier(name), sql.Identifier(name)))
 
 
+def keep_dropped_column(conn: psycopg.Connection, info: TableInfo, name: str) -> None:
+    """Keep a column dropped on the source as it is (a table without a contract): its rows keep
+    their values, rows written from now on have NULL there (:func:`ingestion.merge.
+    conflict_action`), so it must take NULL (a key column's NOT NULL goes)."""
+    not_null = conn.execute("select attnotnull from pg_attribute where attrelid ="
+                            " %s::regclass and attname = %s",
+                            (info.mirror.as_string(conn), name)).fetchone()
+    if not_null and not_null[0]:
+        conn.execute(sql.SQL("alter table {} alter column {} drop not null").format(
+            info.mirror, sql.Identifier(name)))
+
+
 def set_mirror_key(conn: psycopg.Connection, mirror: sql.Identifier, key: list[str]) -> None:
     """Replace the mirror's primary key by ``key`` (none when empty)."""
     name = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and"

@@ -52,17 +52,19 @@ def test_add_column_follows_and_breaking_changes_pause_then_resync(pair: Pair) -
                             " where table_name = 'a' and change <> 'create_table'").fetchall()
     assert hist == [("add_nullable_column", "z", "applied")]
 
-    # Rename on a, drop on b, type change on c: each pauses only its own table.
+    # Rename on a, a column's type change to text on b, type change on c: each pauses only
+    # its own table.
     pair.src_exec("alter table a rename column x to x2", "insert into a values (3, 3, 'k')",
                   "update a set z = 'changed' where id = 1",
-                  "alter table b drop column y", "insert into b values (2)",
+                  "alter table b alter column y type int using length(y)",
+                  "insert into b values (2, 2)",
                   "alter table c alter column n type text", "insert into c values (2, '2')",
                   "create table d (id int primary key)", "insert into d values (1)")
     catch_up(pair.src, pair.land, pair.source)
     reasons = paused(pair)
     assert set(reasons) == {"a", "b", "c"}
     assert "'x' was renamed to 'x2'" in reasons["a"]
-    assert "'y' was dropped" in reasons["b"]
+    assert "'y' changed type from text to integer" in reasons["b"]
     assert "'n' changed type from integer to text" in reasons["c"]
     assert all("tidemark ingest resync" in r for r in reasons.values())
     assert_mirror_equals(pair, "d")  # other tables keep flowing
@@ -327,3 +329,84 @@ def test_an_automatic_resync_pause_is_a_warning_and_a_pause_for_the_user_an_erro
     assert (resyncing.severity, waiting.severity) == (dg.AssetCheckSeverity.WARN,
                                                       dg.AssetCheckSeverity.ERROR)
     assert "nothing to do" in resyncing.description and "Fix the cause" in waiting.description
+
+
+def _writes_around_a_drop(conn: psycopg.Connection, i: int) -> None:
+    """Table t's writes before and after its column ``junk`` is dropped (not named: the
+    statements work in both shapes)."""
+    _writes(conn, i)
+    conn.execute("insert into k (n) values (%s)", (i,))
+    if i % 3 == 0:
+        conn.execute("delete from k where ctid = (select min(ctid) from k)")
+
+
+def test_a_dropped_column_of_a_table_without_a_contract_is_followed_while_rows_stream(
+        pair: Pair) -> None:
+    """No contract, no promise to keep: landing follows the drop (as Fivetran and Airbyte do)
+    instead of pausing the table for a resync. The column stays in mirror and changelog; rows
+    written after the drop have NULL there, earlier rows keep their value."""
+    pair.src_exec("create table t (id int primary key, v int, label text,"
+                  " junk text not null default 'j')",
+                  "insert into t select g, g, 'l' || g, 'old' || g from generate_series(1, 3000) g",
+                  "create table k (n int, junk text default 'j')",
+                  "alter table k replica identity full",
+                  "insert into k select g, 'old' from generate_series(1, 200) g")
+    catch_up(pair.src, pair.land, pair.source)
+    with Writer(pair.src, _writes_around_a_drop) as writer:
+        catch_up(pair.src, pair.land, pair.source)  # rows with junk stream...
+        pair.src_exec("alter table t drop column junk", "alter table k drop column junk")
+        catch_up(pair.src, pair.land, pair.source)  # ...and rows without it
+    pair.src_exec("update t set v = -1 where id = 1", "insert into k values (-1)")
+    catch_up(pair.src, pair.land, pair.source)
+    assert writer.errors == [] and writer.done > 20
+    assert paused_rows(pair) == []
+    assert_mirror_equals(pair, "t")
+    assert_mirror_equals(pair, "k")
+    assert_changelog_replays(pair, "t", ["id"])
+    with psycopg.connect(pair.land) as conn:
+        s = pair.source
+        hist = conn.execute("select table_name, action, detail from tidemark.schema_history"
+                            " where change = 'drop_column' order by 1").fetchall()
+        drop_lsn = conn.execute("select min(lsn) from tidemark.schema_history"
+                                " where change = 'drop_column' and table_name = 't'"
+                                ).fetchone()[0]
+        # Each mirror row's junk is its last changelog image's: the old value for a row last
+        # written before the drop, NULL for one written after.
+        mismatched = conn.execute(f"""
+            select count(*) from "{s}".t m join lateral (select c.junk, c._commit_lsn
+              from cdc."{s}__t" c where c.id = m.id and c._op in ('r', 'c', 'u')
+              order by c._commit_lsn desc, c._seq desc limit 1) last on true
+            where m.junk is distinct from last.junk""").fetchone()[0]
+        after, before = conn.execute(f"""
+            select count(*) filter (where m.junk is null), count(*) filter (where m.junk is not
+              null) from "{s}".t m""").fetchone()
+        written_after = conn.execute(f'select count(*) from cdc."{s}__t" where _commit_lsn >'
+                                     ' %s and junk is not null', (drop_lsn,)).fetchone()[0]
+        updated = conn.execute(f'select v, junk from "{s}".t where id = 1').fetchone()
+        keyless = conn.execute(f'select count(*) filter (where junk is null), count(*) from'
+                               f' "{s}".k where n = -1').fetchone()
+    assert [(t, a) for t, a, _ in hist] == [("k", "applied"), ("t", "applied")]
+    assert all("no contract" in d and "NULL in rows written from now on" in d
+               for _, _, d in hist)
+    assert mismatched == 0 and written_after == 0
+    assert after > 0 and before > 0
+    assert updated == (-1, None)  # an old row updated after the drop: NULL there
+    assert keyless == (1, 1)
+
+
+def test_a_dropped_key_column_of_a_table_without_a_contract_takes_null(pair: Pair) -> None:
+    """The column dropped was the key: the mirror turns keyless, and the kept column, NOT NULL
+    while it was the key, takes the NULL of the rows written after the drop."""
+    pair.src_exec("create table u (id int primary key, v int)",
+                  "alter table u replica identity full",
+                  "insert into u select g, g from generate_series(1, 10) g")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("alter table u drop column id", "insert into u values (11)",
+                  "update u set v = -v where v = 2")
+    catch_up(pair.src, pair.land, pair.source)
+    assert paused_rows(pair) == []
+    assert_mirror_equals(pair, "u")
+    with psycopg.connect(pair.land) as conn:
+        rows = conn.execute(f'select id, v from "{pair.source}".u where id is null order by v'
+                            ).fetchall()
+    assert rows == [(None, -2), (None, 11)]

@@ -117,6 +117,31 @@ def test_an_ordinary_restart_after_idle_wal_streams_on(pair: Pair) -> None:
     _assert_once(pair)
 
 
+def test_a_slot_behind_landing_on_a_source_that_ran_all_along_is_not_called_a_crash(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    # The stream ended before the acknowledgement of landing's last commit reached the source
+    # (here: landing's checkpoint moved past the slot over WAL holding no change). Before, the
+    # restart logged "normal after the source server crashed" although no server had (p38: a
+    # resync longer than wal_sender_timeout ended the stream).
+    import logging
+
+    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.src, autocommit=True) as conn:
+        lsn = conn.execute("select pg_logical_emit_message(false, 'z38', 'x')::text"
+                           ).fetchone()[0]
+    with psycopg.connect(pair.land) as conn:
+        conn.execute("update tidemark.checkpoints set lsn = %s, last_applied_at ="
+                     " clock_timestamp() where source = %s", (lsn, pair.source))
+    pair.src_exec("insert into t values (2)")
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    catch_up(pair.src, pair.land, pair.source)
+    assert "behind landing's checkpoint" in caplog.text  # the case it is about
+    assert "crashed" not in caplog.text and "no crash, nothing lost" in caplog.text
+    assert "wal_sender_timeout" in caplog.text
+    assert_mirror_equals(pair, "t")
+
+
 def test_landing_recreated_empty_takes_a_fresh_snapshot(pg, pair: Pair) -> None:
     """Landing dropped and re-created empty while the slot stays: a new snapshot, not a stream
     from the old slot position into empty tables."""

@@ -96,6 +96,37 @@ def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout
     assert_mirror_equals(pair, "t")
 
 
+def test_a_long_schema_change_keeps_the_stream_under_a_small_wal_sender_timeout(
+        pair: Pair, reader: str) -> None:
+    # Before: a landing step on the stream's thread longer than wal_sender_timeout (a column
+    # added with a constant default writes one `u` changelog row per existing row: 82 s at
+    # 10 M rows) sent no feedback, the source ended the stream, and the reconnect warned of a
+    # source server crash. A statement trigger that sleeps 3 s makes the step long here.
+    pair.src_exec("create table t (id int primary key, v int)",
+                  "insert into t select g, g from generate_series(1, 100) g",
+                  f"grant select on t to {reader}",
+                  f"alter role {reader} set wal_sender_timeout = '1s'")
+    url = url_of(pair, reader)
+    catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute("create function pg_temp_slow() returns trigger language plpgsql as"
+                     " $$ begin perform pg_sleep(3); return null; end $$")
+        conn.execute(sql.SQL("create trigger slow after insert on {} for each statement"
+                             " execute function pg_temp_slow()").format(
+            sql.Identifier("cdc", f"{pair.source}__t")))
+    pair.src_exec("alter table t add column note text default 'n/a'",
+                  "insert into t values (101, 101, 'x')")
+    try:
+        stats = catch_up(url, pair.land, pair.source, setup_dsn=pair.src, timeout_s=60)
+    finally:
+        with psycopg.connect(pair.land, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop trigger slow on {}").format(
+                sql.Identifier("cdc", f"{pair.source}__t")))
+            conn.execute("drop function pg_temp_slow()")
+    assert stats.changes == 1
+    assert_mirror_equals(pair, "t")
+
+
 def test_landing_sessions_as_a_replica_are_refused(pair: Pair) -> None:
     # Before: with session_replication_role = replica on the landing database, changes landed
     # but no trigger fired: live.total said 1 where the mirror had 2 rows, without a word.

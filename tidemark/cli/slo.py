@@ -19,6 +19,7 @@ from typing import Any
 
 from tidemark.cli.output import console, emit_table
 from tidemark.settings import Settings
+from tidemark.slo.freshness import NOT_DEPLOYED
 from tidemark.stack.databases import Databases
 
 
@@ -41,6 +42,11 @@ def _lag_state(ing: dict[str, Any], settings: Settings) -> str:
     silent = float(ing.get("seconds_since_last_apply") or 0)
     worst = max(lag, silent - settings.heartbeat_s)
     return "error" if worst > error else "warn" if worst > warn else "ok"
+
+
+def _or_dash(value: Any) -> Any:
+    """``-`` for a number not known yet (no transaction landed), else the number."""
+    return "-" if value is None else value
 
 
 ACTIVE_RUN = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
@@ -103,14 +109,18 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
     fresh = summary.get("freshness")
     if isinstance(fresh, list):
         for f in fresh:
+            if f["state"] == NOT_DEPLOYED:
+                continue  # a view file only: no view, no promise
             promises.append({"promise": f"live.{f['view']} {f['objective']}",
                              "state": f["state"], "why": f["reason"]})
-    ing = summary.get("ingestion") or {}
-    if "error" not in ing:
+    others = summary.get("sources") if isinstance(summary.get("sources"), list) else []
+    for ing in [summary.get("ingestion"), *others]:  # the demo's (if there) and the user's
+        if ing is None or "error" in ing:
+            continue
         state = _lag_state(ing, settings)
         promises.append({"promise": f"ingestion lag of {ing.get('source')}", "state": state,
-                         "why": f"lag {ing.get('lag_seconds')} s, last landing "
-                                f"{ing.get('seconds_since_last_apply')} s ago (warn "
+                         "why": f"lag {_or_dash(ing.get('lag_seconds'))} s, last landing "
+                                f"{_or_dash(ing.get('seconds_since_last_apply'))} s ago (warn "
                                 f"{settings.lag_thresholds[0]:g} s, error "
                                 f"{settings.lag_thresholds[1]:g} s)"
                                 + (f"; {ing['lock_wait']['message']}" if ing.get("lock_wait")
@@ -176,9 +186,16 @@ def show_freshness(fresh: Any) -> None:
     if isinstance(fresh, dict) and "error" in fresh:
         console.print(f"[red]freshness:[/] {fresh['error']}", highlight=False)
         return
-    emit_table("live view freshness (source commit → visible in view, s)",
-               ["view", "objective", "p50 5m", "p95 5m", "p99 5m", "p95 1h", "samples 5m",
-                "silent s", "state"],
-               [(f["view"], f["objective"] + ("" if f["declared"] else " (default)"),
-                 f.get("p50_5min"), f.get("p95_5min"), f.get("p99_5min"), f.get("p95_1h"),
-                 f.get("samples_5min"), f["silent_s"], f["state"]) for f in fresh or []])
+    deployed = [f for f in fresh or [] if f["state"] != NOT_DEPLOYED]
+    if deployed or not fresh:
+        emit_table("live view freshness (source commit → visible in view, s)",
+                   ["view", "objective", "p50 5m", "p95 5m", "p99 5m", "p95 1h", "samples 5m",
+                    "silent s", "state"],
+                   [(f["view"], f["objective"] + ("" if f["declared"] else " (default)"),
+                     f.get("p50_5min"), f.get("p95_5min"), f.get("p99_5min"), f.get("p95_1h"),
+                     f.get("samples_5min"), f["silent_s"], f["state"]) for f in deployed])
+    idle = [f["view"] for f in fresh or [] if f["state"] == NOT_DEPLOYED]
+    if idle:
+        console.print(f"live view freshness: {len(idle)} view files are not deployed, so no "
+                      f"promise is judged for them ({', '.join(idle)}); `tidemark views "
+                      f"deploy` deploys them.", highlight=False)

@@ -19,10 +19,16 @@ from rich.markup import escape
 from tidemark.cli.output import console, emit_json, emit_table
 from tidemark.cli.slo import freshness_layer, page, show_freshness, show_verdict
 from tidemark.cli.slo import show as show_slo
+from tidemark.cli.status_sources import (
+    demo_layer,
+    sources_layer,
+    utc_text,
+    wal_layer,
+    wal_warnings,
+    watermarks_layer,
+)
 from tidemark.settings import Settings, load_settings
 from tidemark.stack.databases import Databases, locate_databases
-
-SOURCE = "shop"
 
 
 def _guard(fn: Any, *args: Any) -> Any:
@@ -48,104 +54,6 @@ def up_layer(settings: Settings) -> dict[str, Any] | None:
     from tidemark.stack.display import read_status
 
     return read_status(settings.home)
-
-
-def ingestion_layer(dbs: Databases, source: str = SOURCE,
-                    source_dsn: str | None = None) -> dict[str, Any]:
-    """Lag, rate, dead letters, paused tables, snapshot progress and the lock the stream waits
-    for (``ingestion.status``) of ``source`` (the demo's by default), read through
-    ``source_dsn`` (default the demo's)."""
-    import ingestion
-
-    s = ingestion.status(source_dsn or dbs.source, dbs.landing, source)
-    keep = ("source", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
-            "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
-            "paused_tables", "lock_wait")
-    return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
-
-
-def wal_layer(dbs: Databases, min_bytes: int) -> list[dict[str, Any]]:
-    """Replication slots retaining at least ``min_bytes`` of WAL, on the server of each source
-    (the demo's and the registered ones; a server shared by several is read once)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    from ingestion.session_settings import pinned_dsn
-    from ingestion.sources import list_sources
-    from ingestion.status import slots_retaining
-
-    servers = {SOURCE: dbs.source}
-    for spec in list_sources(dbs.landing):
-        servers.setdefault(spec.name, pinned_dsn(spec.dsn()))
-    out: list[dict[str, Any]] = []
-    seen: set[tuple[Any, ...]] = set()
-    for name, dsn in servers.items():
-        info = conninfo_to_dict(dsn)
-        server = (info.get("host"), info.get("port"))
-        if server in seen:
-            continue
-        seen.add(server)
-        out.extend({"source": name, **row} for row in slots_retaining(dsn, min_bytes))
-    return out
-
-
-def wal_warnings(rows: list[dict[str, Any]]) -> list[str]:
-    """What to tell a person about each slot of :func:`wal_layer` (name, size, the fix)."""
-    out = []
-    for row in rows:
-        size = row["retained_wal_bytes"] / 1024**3
-        state = "active" if row["active"] else "inactive: nobody reads it"
-        out.append(
-            f"replication slot {row['slot']} (database {row['database']}, on the server of "
-            f"source {row['source']}) retains {size:.1f} GB of WAL ({state}). If it is "
-            f"Tidemark's (tidemark_<source>), start ingestion (`tidemark ingest run`) or remove "
-            f"a source you no longer use (`tidemark source remove NAME`); a slot nobody uses: "
-            f"select pg_drop_replication_slot('{row['slot']}'); cap the worst case with "
-            f"max_slot_wal_keep_size (README, \"What grows with history\").")
-    return out
-
-
-def sources_layer(dbs: Databases) -> list[dict[str, Any]]:
-    """The registered sources other than the demo's, each as :func:`ingestion_layer` reads it
-    (with ``problem``: the last error of a source whose stream is not running), or with
-    ``error`` when it cannot be read."""
-    from ingestion.errors import IngestionError
-    from ingestion.failures import first_line
-    from ingestion.session_settings import pinned_dsn
-    from ingestion.sources import list_sources
-
-    out: list[dict[str, Any]] = []
-    for spec in list_sources(dbs.landing):
-        if spec.name == SOURCE:
-            continue
-        try:
-            item = ingestion_layer(dbs, spec.name, pinned_dsn(spec.dsn()))
-        except (psycopg.Error, OSError, IngestionError) as exc:
-            item = {"source": spec.name, "error": spec.last_error or first_line(exc)}
-        if spec.last_error and "error" not in item and not item["slot_active"]:
-            item["problem"] = spec.last_error
-        out.append(item)
-    return out
-
-
-def watermarks_layer(dbs: Databases, source: str = SOURCE) -> list[dict[str, Any]]:
-    """Per event-time table: watermark, delay and its state, late rows
-    (``ingestion.watermarks``)."""
-    from ingestion.watermarks import watermark_status
-
-    rows = watermark_status(dbs.landing, source)
-    for row in rows:
-        for key in ("watermark", "max_event_at"):
-            if row[key] is not None:
-                row[key] = utc_text(row[key], "%Y-%m-%d %H:%M:%S")
-    return rows
-
-
-def utc_text(moment: Any, fmt: str) -> str:
-    """A ``timestamptz`` value as UTC text (the tables that show it say "UTC" in their title):
-    the platform's days are UTC days, whatever the reader's time zone."""
-    from datetime import UTC
-
-    return (moment.astimezone(UTC) if moment.tzinfo is not None else moment).strftime(fmt)
 
 
 def finality_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]] | dict[str, str]:
@@ -271,15 +179,17 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     """Every layer's summary (a layer that cannot be read carries ``error``)."""
     from tidemark.stack.dagster_status import dagster_summary
 
+    demo = _guard(demo_layer, dbs)  # None: no demo, only the user's sources
     return {
         "up": up_layer(settings),
         "dbt": _guard(dbt_layer, settings),
         # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
-        "ingestion": _guard(ingestion_layer, dbs),
+        "ingestion": demo,
         "sources": _guard(sources_layer, dbs),
-        "wal": _guard(wal_layer, dbs, int(settings.slot_wal_warn_gb * 1024**3)),
-        "watermarks": _guard(watermarks_layer, dbs),
+        "wal": _guard(wal_layer, dbs, int(settings.slot_wal_warn_gb * 1024**3),
+                      demo is not None),
+        "watermarks": _guard(watermarks_layer, dbs, None, demo is not None),
         "finality": _guard(finality_layer, settings, dbs),
         "live_views": _guard(views_layer, dbs),
         "lock_waits": _guard(lock_waits_layer, dbs),
@@ -391,16 +301,30 @@ def _platform_check(name: str) -> bool:
                     "freshness_slo") or name.startswith("reconcile_")
 
 
+EMPTY = {
+    "watermarks": "none (no contract of a source here names an event-time column)",
+    "finality": "none (no daily mart in the dbt manifest)",
+    "live_views": "none deployed (`tidemark views deploy`)",
+    "batch": "none built (no marts.fct_daily_* table)",
+    "reconciliation": "none (no pair in the dbt project's reconciliation.yml)",
+}
+"""What an empty layer says instead of an empty table."""
+
+
 def _show(summary: dict[str, Any]) -> None:
     _show_up(summary.get("up"))
     _show_dbt(summary.get("dbt"))
     ing = summary["ingestion"]
-    if "error" in ing:
+    others = summary.get("sources")
+    others = others if isinstance(others, list) else []
+    if ing is not None and "error" in ing:
         console.print(f"[red]ingestion:[/] {ing['error']}")
+    elif ing is None and not others and not isinstance(summary.get("sources"), dict):
+        console.print("ingestion: no source registered. Add your database with `tidemark "
+                      "source add` (README, \"Your own database\"), or start the demo with "
+                      "`tidemark up`.", highlight=False)
     else:
-        others = summary.get("sources")
-        others = others if isinstance(others, list) else []
-        rows = [row for row in [ing, *others] if "error" not in row]
+        rows = [row for row in [ing, *others] if row is not None and "error" not in row]
         emit_table("ingestion", ["source", "streaming", "lag s", "lag bytes", "rows/s",
                                  "applied s ago", "dead letters", "paused"],
                    [(row["source"], row["slot_active"], row["lag_seconds"], row["lag_bytes"],
@@ -455,6 +379,8 @@ def _show(summary: dict[str, Any]) -> None:
                 title += f"; {short} shorter than {SHORT_WAIT_S:g} s not shown"
         if title is None:
             show_freshness(layer)
+        elif layer == []:
+            console.print(f"{title.split(' (')[0].split(',')[0]}: {EMPTY[key]}", highlight=False)
         elif isinstance(layer, dict) and "error" in layer:
             console.print(f"[red]{title}:[/] {escape(str(layer['error']))}", highlight=False)
         else:

@@ -36,7 +36,7 @@ from ingestion.freshness import (
 )
 from streaming_views.objective import Objective, parse_objective
 
-OK, MISSED, UNKNOWN = "ok", "missed", "unknown"
+OK, MISSED, UNKNOWN, NOT_DEPLOYED = "ok", "missed", "unknown", "not deployed"
 
 
 @dataclass
@@ -54,10 +54,12 @@ class ViewFreshness:
         windows: per reported window (:data:`ingestion.freshness.WINDOWS`, seconds):
             ``samples`` and ``p50``/``p95``/``p99`` (seconds, None without samples).
         silent_s: seconds since the least recent of its sources last landed a transaction.
-        state: ``ok``, ``missed`` or ``unknown``.
+        state: ``ok``, ``missed``, ``unknown`` or ``not deployed`` (a view file with no view
+            in landing: nothing to judge, no promise).
         cause: which test decided the state (``silent``: nothing landed; ``slow``: the
             percentile is over the objective; ``within``, ``no_sample``, ``never_landed``,
-            ``no_source``, ``unanalysable``): a change of cause changes the reason.
+            ``no_source``, ``unanalysable``, ``not_deployed``): a change of cause changes the
+            reason.
         reason: one sentence: why, and what to do when it is not ``ok``.
     """
 
@@ -144,8 +146,11 @@ def evaluate(landing_dsn: str, views: Sequence[Any], *, default_objective: str,
         heartbeat_s: the ingestion's heartbeat interval (seconds).
 
     Returns:
-        One :class:`ViewFreshness` per view, in the given order.
+        One :class:`ViewFreshness` per view, in the given order; a view not deployed to the
+        embedded engine is ``not deployed``, whatever its sources do.
     """
+    from streaming_views.catalog import read_catalog
+
     by_name = {v.name: v for v in views}
     out: list[ViewFreshness] = []
     wanted: list[tuple[Any, list[str], str | None]] = []
@@ -157,6 +162,7 @@ def evaluate(landing_dsn: str, views: Sequence[Any], *, default_objective: str,
     with psycopg.connect(landing_dsn, autocommit=True, connect_timeout=10) as conn:
         from ingestion.state import ensure_state
 
+        deployed = {entry.name for entry in read_catalog(conn, target="embedded")}
         for source in all_sources:
             ensure_state(conn, source, read_only=True)
         hist = read_histograms(conn, all_sources, windows) if all_sources else {}
@@ -175,7 +181,8 @@ def evaluate(landing_dsn: str, views: Sequence[Any], *, default_objective: str,
                 f.windows[w] = stats
         ages = [landed[s][0] for s in sources]
         f.silent_s = None if not ages or None in ages else round(max(ages), 1)  # type: ignore
-        f.state, f.cause, f.reason = _verdict(f, problem, heartbeat_s)
+        f.state, f.cause, f.reason = _verdict(f, problem, heartbeat_s) \
+            if v.name in deployed else _not_deployed(f)
         out.append(f)
     return out
 
@@ -186,6 +193,14 @@ def _stats(buckets: list[Bucket]) -> dict[str, Any]:
         value = percentile(buckets, p)
         stats[f"p{p * 100:g}"] = None if value is None else round(value / 1000, 3)
     return stats
+
+
+def _not_deployed(f: ViewFreshness) -> tuple[str, str, str]:
+    """(state, cause, reason) of a view file with no view in landing."""
+    return NOT_DEPLOYED, "not_deployed", (
+        f"live.{f.view} is not deployed (its file is in the views folder, no such view in "
+        f"landing): no view, no freshness to judge. `tidemark views deploy` (or materialising "
+        f"live/{f.view}) deploys it.")
 
 
 def _verdict(f: ViewFreshness, problem: str | None,

@@ -144,8 +144,9 @@ def _num(value) -> float:
 
 
 def freshness_evaluation(f) -> dg.AssetCheckEvaluation:
-    """The ``freshness_slo`` outcome of one view (ERROR when missed, WARN when unknown)."""
-    severity = dg.AssetCheckSeverity.WARN if f.state == "unknown" else \
+    """The ``freshness_slo`` outcome of one view (ERROR when missed, WARN when unknown or not
+    deployed: a view file with no view has no freshness to miss)."""
+    severity = dg.AssetCheckSeverity.WARN if f.state in ("unknown", "not deployed") else \
         dg.AssetCheckSeverity.ERROR
     return dg.AssetCheckEvaluation(view_key(f.view), FRESHNESS_CHECK, passed=f.state == "ok",
                                    severity=severity, metadata=freshness_metadata(f),
