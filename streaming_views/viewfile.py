@@ -33,7 +33,10 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "23"  # 23 (v38, round 38): NOT NULL columns of a NULL-extended table share one
+ENGINE_VERSION = "24"  # 24 (y38, round 38): the commit-time apply runs with jit = off (its
+#    disabled seq scans made every commit JIT-compile on PostgreSQL 15-17,
+#    streaming_views.triggers.APPLY_SETTINGS). Views of 23 are redeployed.
+#    23 (v38, round 38): NOT NULL columns of a NULL-extended table share one
 #    not-null counter ("the table matched"), and count(*) FILTER (WHERE <such a column> IS NULL)
 #    is __count minus it (streaming_views.notnull); the one-row UPDATE log of a timed table
 #    reads the clock as a FROM item (no other conjunct on the table) or in one sub-SELECT of the

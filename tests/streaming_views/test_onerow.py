@@ -275,10 +275,10 @@ OTHER_SESSION = ("set extra_float_digits = -15; set TimeZone = 'America/St_Johns
 def test_the_apply_pins_only_the_names_when_the_view_reads_no_setting(
         module_db: str, orders: psycopg.Connection) -> None:
     """The commit-time apply of a view whose expressions read no session setting pins only the
-    names it resolves (and its planner setting); ``timestamptz::date`` reads TimeZone only, and
+    names it resolves (and its planner settings); ``timestamptz::date`` reads TimeZone only, and
     the views stay equal to their queries when written from a session with other settings."""
     conn = orders
-    names = sorted([*NAMES_ONLY, "enable_seqscan"])
+    names = sorted([*NAMES_ONLY, "enable_seqscan", "jit"])
     assert _proconfig(conn, "one_left", "apply") == names
     deploy_text(module_db, "one_zoned", ZONED)
     assert _proconfig(conn, "one_zoned", "apply") == sorted([*names, "TimeZone"])
@@ -307,7 +307,7 @@ def test_a_temporal_filter_pins_time_zone_only_for_days_and_months(
         conn.execute("insert into one.events select i, 'ab', i, null from "
                      "generate_series(1, 3) i")
         deploy_text(module_db, "one_sliding", SLIDING)
-    names = sorted([*NAMES_ONLY, "enable_seqscan"])
+    names = sorted([*NAMES_ONLY, "enable_seqscan", "jit"])
     assert _proconfig(conn, "one_sliding", "apply") == names
     assert _proconfig(conn, "one_sliding", "l0_upd") == sorted(NAMES_ONLY)
     deploy_text(module_db, "one_days", DAYS)

@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 39bb112a56de75c1, card_payments_recent c1373f53aadb0ae5, daily_store_revenue a2addc0372b790a9, late_deliveries_daily b24b035869b1177a, store_cancellation_rate ffbf897be38ad96c, store_orders_last_5_minutes 1217b8a17add38fc, store_revenue_per_minute 90d9f033407fa79b)
+-- phase: catalog (one row per view: active_carts d73004ce3daf318a, card_payments_recent b2541c45f117c801, daily_store_revenue b719c8f3760da4a2, late_deliveries_daily fdac6695332f9e4e, store_cancellation_rate 3434c05234ef2adc, store_orders_last_5_minutes 9717b03e36eff777, store_revenue_per_minute 49f99bdc194894a7)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
