@@ -147,6 +147,16 @@ def _landed_safe(p: Pair) -> list[str]:
         return []
 
 
+def _two_partitions_landed(p: Pair) -> None:
+    """``orders`` in two range partitions (m = 1, 2) of 40 rows, landed."""
+    p.src_exec("create table orders (id int, m int, amount numeric, note text,"
+               " primary key (id, m)) partition by range (m)",
+               "create table orders_1 partition of orders for values from (1) to (2)",
+               "create table orders_2 partition of orders for values from (2) to (3)",
+               "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
+    catch_up(p.src, p.land, p.source)
+
+
 @pytest.mark.parametrize("ddl", ["truncate orders_1", "drop table orders_1",
                                  "alter table orders detach partition orders_1",
                                  "create table orders_9 (like orders);"
@@ -157,12 +167,7 @@ def test_partition_ddl_without_a_change_in_the_stream_copies_the_table_again(
         pair: Pair, ddl: str) -> None:
     # pgoutput sends nothing for these (a partition's TRUNCATE only when the partition itself
     # is published): landing notices the partitions changed and copies `orders` again
-    pair.src_exec("create table orders (id int, m int, amount numeric, note text,"
-                  " primary key (id, m)) partition by range (m)",
-                  "create table orders_1 partition of orders for values from (1) to (2)",
-                  "create table orders_2 partition of orders for values from (2) to (3)",
-                  "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
-    catch_up(pair.src, pair.land, pair.source)
+    _two_partitions_landed(pair)
     pair.src_exec("create table orders_3 partition of orders for values from (3) to (4)")
     catch_up(pair.src, pair.land, pair.source)  # a new empty partition: nothing copied
     pair.src_exec(ddl, "insert into orders values (7000, 2, 1, 'after')")
@@ -365,12 +370,7 @@ def test_a_new_partition_is_copied_only_when_its_rows_did_not_stream(
         pair: Pair, ddl: tuple[str, ...], copies: int) -> None:
     # round 38 (p38): a partition created empty and filled by the stream before the 30 s check
     # was copied again; a partition detached and attached again was not (its rows were lost)
-    pair.src_exec("create table orders (id int, m int, amount numeric, note text,"
-                  " primary key (id, m)) partition by range (m)",
-                  "create table orders_1 partition of orders for values from (1) to (2)",
-                  "create table orders_2 partition of orders for values from (2) to (3)",
-                  "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
-    catch_up(pair.src, pair.land, pair.source)
+    _two_partitions_landed(pair)
     pair.src_exec(*ddl)
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "orders")
