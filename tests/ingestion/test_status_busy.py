@@ -95,3 +95,17 @@ def test_status_says_what_the_landing_transaction_holds_since_when(
         assert busy["since"] is not None
         assert busy["message"].startswith(f"busy: ingestion of {landed.source} is in one "
                                           f"landing transaction since ")
+
+
+def test_status_of_a_source_without_a_mirror_schema_does_not_wait_for_landing(
+        landed: Pair) -> None:
+    # `tidemark status` reads the demo's source `shop` too; without its schema in landing (a
+    # user with only their own database) ensure_state ran its DDL, whose ALTER TABLEs on the
+    # state tables waited for the running landing transaction (37 s of a 40 s hold on main)
+    with landing_schema_change(landed, "t") as holder:
+        holder.execute("update tidemark.checkpoints set rows_applied = rows_applied"
+                       " where source = %s", (landed.source,))
+        assert status(landed.src, landed.land, "shop")["checkpoint_lsn"] is None
+        # still the same open transaction: the read did not wait for it to end
+        assert holder.execute("select count(*) from pg_namespace where nspname = 'shop'"
+                              ).fetchone()[0] == 0
