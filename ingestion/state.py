@@ -181,7 +181,11 @@ def ensure_state(conn: psycopg.Connection, source: str, *, read_only: bool = Fal
     have_source = conn.execute("select 1 from pg_namespace where nspname = %s",
                                (source,)).fetchone()
     if (exists == len(_STATE_TABLES) and added == len(_ADDED_COLUMNS)
-            and indexed == len(_INDEXES) and have_source and counts_installed(conn)):
+            and indexed == len(_INDEXES) and (have_source or read_only)
+            and counts_installed(conn)):
+        # A reader needs no mirror schema of its own: creating it would run the whole DDL,
+        # whose ALTER TABLEs on the state tables wait for a running landing transaction (a
+        # schema change's backfill: `tidemark status` waited for it, round 38)
         return
     try:
         _create_or_upgrade(conn, source)

@@ -14,6 +14,12 @@ from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, publication_
 from ingestion.progress import read_progress
 from ingestion.state import ensure_state
 
+READ_LOCK_WAIT = "500ms"
+"""How long a status read waits for a table lock (``lock_timeout``): a table ingestion's landing
+transaction holds (a schema change's backfill, a resync's swap) is reported busy instead."""
+BUSY_AFTER_S = 2.0
+"""A landing transaction of the source open this long is reported (``busy``)."""
+
 
 def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
     """Report slot, confirmed LSN, retained WAL, lag, rate, dead letters and paused tables.
@@ -32,8 +38,10 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
         with ``table``, ``paused_at``, ``paused_lsn``, ``reason`` and ``automatic``: Tidemark
         copies the table again by itself, nobody needs to act), ``snapshot`` (the
         latest snapshot: state running/interrupted/failed/done, tables, rows, rows/s, ETA; None
-        before the first) and ``lock_wait``: the DDL the stream waits to apply, who holds the
-        lock and what to do (:func:`ingestion.ddl_locks.current_wait`), or None.
+        before the first), ``lock_wait``: the DDL the stream waits to apply, who holds the
+        lock and what to do (:func:`ingestion.ddl_locks.current_wait`), or None, and ``busy``:
+        the landing transaction ingestion has held open for a while (:func:`landing_busy`), or
+        None. Reads only state tables, which ingestion never locks exclusively.
     """
     slot = slot_name(source)
     out: dict[str, Any] = {"source": source, "slot": slot,
@@ -68,6 +76,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                               (source,)).fetchone()[0]
         snapshot = read_progress(conn, source)
         lock_wait = current_wait(conn, source)
+        busy = landing_busy(conn, source, BUSY_AFTER_S)
     if ck is None:
         out.update(checkpoint_lsn=None, snapshot_lsn=None, last_commit_at=None,
                    last_applied_at=None, lag_seconds=None, seconds_since_last_apply=None,
@@ -80,7 +89,7 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                    rows_applied=ck[5],
                    rows_per_s=None if ck[6] is None else round(float(ck[6]), 1))
     out.update(tables=tables, dead_letters=dead, duplicate_events=int(dups),
-               paused_tables=paused, snapshot=snapshot, lock_wait=lock_wait)
+               paused_tables=paused, snapshot=snapshot, lock_wait=lock_wait, busy=busy)
     for key in ("last_commit_at", "last_applied_at"):
         if out.get(key) is not None:
             out[key] = out[key].isoformat()
@@ -117,7 +126,11 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
         ``dead_letters`` (not replayed), ``paused_reason`` (or None), ``resyncing`` (the pause
         is an automatic resync: nobody needs to act) and ``pending_s``: how
         long the oldest source change landing does not have yet has been waiting, judged by
-        the ``loaded_at`` column (None without one, or when not measured).
+        the ``loaded_at`` column (None without one, or when not measured), and ``busy``: None,
+        or why the table could not be read (``busy: ... since ...``): each read waits at most
+        :data:`READ_LOCK_WAIT` for a lock, so a landing transaction holding the mirror or the
+        changelog (a schema change's backfill: 82 s at 10 M rows) leaves ``lsn`` and
+        ``pending_s`` None instead of making the caller wait for it.
     """
     out: dict[str, dict[str, Any]] = {}
     newest: dict[str, Any] = {}
@@ -132,34 +145,96 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
         paused = {r[0]: (r[1], r[2]) for r in conn.execute(
             "select table_name, paused_reason, auto_resync from tidemark.replicated_tables"
             " where source = %s and paused_at is not null", (source,))}
+        conn.execute("select set_config('lock_timeout', %s, false)", (READ_LOCK_WAIT,))
+        busy = None
         for name, loaded_at in tables:
             changelog = sql.Identifier(CHANGELOG_SCHEMA, changelog_table_name(source, name))
-            lsn = None
-            if _exists(conn, changelog):
-                lsn = conn.execute(sql.SQL("select max(_commit_lsn)::text from {}").format(
-                    changelog)).fetchone()[0]
             mirror = sql.Identifier(source, name)
-            if measure and loaded_at and _exists(conn, mirror):
-                newest[name] = conn.execute(sql.SQL("select max({}) from {}").format(
-                    sql.Identifier(loaded_at), mirror)).fetchone()[0]
+            lsn, locked = None, False
+            try:
+                if _exists(conn, changelog):
+                    lsn = conn.execute(sql.SQL("select max(_commit_lsn)::text from {}").format(
+                        changelog)).fetchone()[0]
+                if measure and loaded_at and _exists(conn, mirror):
+                    newest[name] = conn.execute(sql.SQL("select max({}) from {}").format(
+                        sql.Identifier(loaded_at), mirror)).fetchone()[0]
+            except psycopg.errors.LockNotAvailable:
+                locked = True
+                busy = busy or landing_busy(conn, source, 0.0)
             out[name] = {"lsn": lsn, "dead_letters": int(dead.get(name, 0)),
                          "paused_reason": paused.get(name, (None,))[0],
-                         "resyncing": paused.get(name, (None, False))[1], "pending_s": None}
+                         "resyncing": paused.get(name, (None, False))[1], "pending_s": None,
+                         "busy": _busy_text(name, busy) if locked else None}
     if not measure:
         return out
     with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("select set_config('lock_timeout', %s, false)", (READ_LOCK_WAIT,))
         for name, loaded_at in tables:
             table = sql.Identifier("public", name)
-            if not loaded_at or not _exists(conn, table):
-                continue
+            if not loaded_at or out[name]["busy"] or not _exists(conn, table):
+                continue  # a mirror not read: its newest row is unknown, nothing is judged
             column = sql.Identifier(loaded_at)
             landed = newest.get(name)
-            waited = conn.execute(sql.SQL(
+            try:
+                waited = conn.execute(sql.SQL(
                 "select coalesce(extract(epoch from clock_timestamp() - min({c})), 0) from {t}"
-                " where {c} > %s or %s::timestamptz is null").format(c=column, t=table),
-                (landed, landed)).fetchone()[0]
+                    " where {c} > %s or %s::timestamptz is null").format(c=column, t=table),
+                    (landed, landed)).fetchone()[0]
+            except psycopg.errors.LockNotAvailable:  # a DDL of the source's own holds it
+                out[name]["busy"] = (f"busy: source table public.{name} is locked by a "
+                                     f"session of the source; its pending lag is not measured")
+                continue
             out[name]["pending_s"] = max(0.0, float(waited))
     return out
+
+
+def landing_busy(conn: psycopg.Connection, source: str, after_s: float = BUSY_AFTER_S
+                 ) -> dict[str, Any] | None:
+    """The landing transaction ingestion of ``source`` holds open, if open for ``after_s``.
+
+    The applier holds the advisory lock ``tidemark:ingest:<source>`` for each landing
+    transaction (:mod:`ingestion.applier`); its session says since when and what it runs, and
+    ``pg_locks`` which tables it holds exclusively (readers of those wait until it commits).
+
+    Returns:
+        None, or ``pid``, ``since`` (ISO time the transaction began, None when the role may not
+        see it), ``seconds``, ``doing`` (its statement's first 100 characters), ``tables``
+        (held ACCESS EXCLUSIVE) and ``message`` (``busy: ... since ...``).
+    """
+    row = conn.execute(
+        "select a.pid, a.xact_start, extract(epoch from clock_timestamp() - a.xact_start),"
+        " left(regexp_replace(a.query, '\\s+', ' ', 'g'), 100),"
+        " array(select x.relation::regclass::text from pg_locks x where x.pid = a.pid and"
+        "  x.locktype = 'relation' and x.mode = 'AccessExclusiveLock' and x.granted"
+        "  and x.relation::regclass::text not like 'pg\\_%%' order by 1)"
+        " from pg_locks l join pg_stat_activity a on a.pid = l.pid"
+        " where l.locktype = 'advisory' and l.granted and l.objsubid = 1"
+        " and l.database = (select oid from pg_database where datname = current_database())"
+        " and ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(%s)::bigint"
+        " and a.pid <> pg_backend_pid()", (f"tidemark:ingest:{source}",)).fetchone()
+    if row is None:
+        return None
+    pid, since, seconds, doing, tables = row
+    if seconds is not None and seconds < after_s:
+        return None
+    item = {"pid": pid, "since": None if since is None else since.isoformat(),
+            "seconds": None if seconds is None else round(float(seconds), 1),
+            "doing": doing, "tables": list(tables)}
+    held = f", holding {', '.join(tables)} exclusively" if tables else ""
+    when = "" if since is None else f" since {since:%Y-%m-%d %H:%M:%S %Z} ({item['seconds']} s)"
+    item["message"] = (f"busy: ingestion of {source} is in one landing transaction{when}{held} "
+                       f"(a schema change's backfill or a large source transaction). What it "
+                       f"lands shows once it commits; reads of those tables wait until then.")
+    return item
+
+
+def _busy_text(table: str, busy: dict[str, Any] | None) -> str:
+    """What a status read of ``table`` that met a lock says."""
+    if busy is None:
+        return f"busy: {table} is locked by another landing session; its figures are not read"
+    since = f" since {busy['since']}" if busy["since"] else ""
+    return (f"busy: {table} is held by ingestion's landing transaction{since}; its applied LSN "
+            f"and pending lag are not read")
 
 
 def _exists(conn: psycopg.Connection, relation: sql.Identifier) -> bool:

@@ -25,6 +25,7 @@ from ingestion.partitions import (
     partitions_moved_rows,
     save_partitions,
     source_partitions,
+    streamed_leaves,
 )
 from ingestion.publication import sync_publication
 from ingestion.session_settings import replication_connection
@@ -205,12 +206,15 @@ def check_partitions(session: Session, known: list[tuple[int, TableInfo]]) -> No
     """
     known = [(oid, info) for oid, info in known if info.paused_reason is None]
     now = source_partitions(session.source_conn, [oid for oid, _ in known])
-    session.source_conn.rollback()
     if not now:
+        session.source_conn.rollback()
         return
     stored = load_partitions(session.landing, session.cfg.source)
     if not session.applier.in_txn:  # else the read is part of the applier's transaction
         session.landing.rollback()
+    streamed = {oid: streamed_leaves(session.source_conn, stored[info.name], now[oid])
+                for oid, info in known if oid in now and info.name in stored}
+    session.source_conn.rollback()
     changed = [(oid, info) for oid, info in known
                if oid in now and stored.get(info.name) != now[oid]]
     if not changed:
@@ -219,8 +223,8 @@ def check_partitions(session: Session, known: list[tuple[int, TableInfo]]) -> No
     applier.begin()
     for oid, info in changed:
         # first seen (a landing from before round 37): from now on
-        why = None if info.name not in stored else partitions_moved_rows(stored[info.name],
-                                                                          now[oid])
+        why = None if info.name not in stored else partitions_moved_rows(
+            stored[info.name], now[oid], streamed.get(oid, set()))
         save_partitions(applier.conn, session.cfg.source, info.name, now[oid])
         if why is not None:
             session.tracker.recopy(info, session.ckpt, f"{why} ({info.source_schema}."

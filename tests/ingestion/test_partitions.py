@@ -147,6 +147,16 @@ def _landed_safe(p: Pair) -> list[str]:
         return []
 
 
+def _two_partitions_landed(p: Pair) -> None:
+    """``orders`` in two range partitions (m = 1, 2) of 40 rows, landed."""
+    p.src_exec("create table orders (id int, m int, amount numeric, note text,"
+               " primary key (id, m)) partition by range (m)",
+               "create table orders_1 partition of orders for values from (1) to (2)",
+               "create table orders_2 partition of orders for values from (2) to (3)",
+               "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
+    catch_up(p.src, p.land, p.source)
+
+
 @pytest.mark.parametrize("ddl", ["truncate orders_1", "drop table orders_1",
                                  "alter table orders detach partition orders_1",
                                  "create table orders_9 (like orders);"
@@ -157,12 +167,7 @@ def test_partition_ddl_without_a_change_in_the_stream_copies_the_table_again(
         pair: Pair, ddl: str) -> None:
     # pgoutput sends nothing for these (a partition's TRUNCATE only when the partition itself
     # is published): landing notices the partitions changed and copies `orders` again
-    pair.src_exec("create table orders (id int, m int, amount numeric, note text,"
-                  " primary key (id, m)) partition by range (m)",
-                  "create table orders_1 partition of orders for values from (1) to (2)",
-                  "create table orders_2 partition of orders for values from (2) to (3)",
-                  "insert into orders select i, 1 + i % 2, i, 'x' from generate_series(1, 40) i")
-    catch_up(pair.src, pair.land, pair.source)
+    _two_partitions_landed(pair)
     pair.src_exec("create table orders_3 partition of orders for values from (3) to (4)")
     catch_up(pair.src, pair.land, pair.source)  # a new empty partition: nothing copied
     pair.src_exec(ddl, "insert into orders values (7000, 2, 1, 'after')")
@@ -342,3 +347,34 @@ def test_a_column_added_with_a_constant_default_to_a_partitioned_table_is_follow
     assert [a for _, a in actions] == ["applied", "applied"], actions
     assert_mirror_equals(pair, "orders")
     assert_changelog_replays(pair, "orders", ["id", "m"])
+
+
+@pytest.mark.parametrize(("ddl", "copies"), [
+    # created empty, filled by streamed inserts before the check: the rows are in the stream
+    (("create table orders_3 partition of orders for values from (3) to (4)",
+      "insert into orders select i, 3, i, 'p3' from generate_series(1000, 1040) i"), 0),
+    # a table created with rows, attached in a transaction of its own: ATTACH sends nothing
+    (("create table orders_3 (like orders)",
+      "insert into orders_3 select i, 3, i, 'p3' from generate_series(1000, 1040) i",
+      "alter table orders attach partition orders_3 for values from (3) to (4)"), 1),
+    # created as a partition and filled by the same transaction: copied (not told apart)
+    (("begin; create table orders_3 partition of orders for values from (3) to (4);"
+      " insert into orders select i, 3, i, 'p3' from generate_series(1000, 1040) i; commit",), 1),
+    # detached, written, attached again between two checks (same OID, same file): its rows
+    # written meanwhile never streamed
+    (("alter table orders detach partition orders_2",
+      "insert into orders_2 values (5000, 2, 5, 'while detached')",
+      "alter table orders attach partition orders_2 for values from (2) to (3)"), 1),
+])
+def test_a_new_partition_is_copied_only_when_its_rows_did_not_stream(
+        pair: Pair, ddl: tuple[str, ...], copies: int) -> None:
+    # round 38 (p38): a partition created empty and filled by the stream before the 30 s check
+    # was copied again; a partition detached and attached again was not (its rows were lost)
+    _two_partitions_landed(pair)
+    pair.src_exec(*ddl)
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "orders")
+    with psycopg.connect(pair.land) as conn:
+        kinds = [r[0] for r in conn.execute(
+            "select change from tidemark.schema_history where table_name = 'orders'")]
+    assert kinds.count("partitions_moved_rows") == copies, kinds

@@ -50,10 +50,12 @@ def list_(source: SourceOpt = None,
           json_out: JsonOpt = False) -> None:
     """List dead letters not yet replayed, the 100 oldest first (--limit for more)."""
     from ingestion.dead_letters import count_dead_letters, list_dead_letters
+    from tidemark.cli.status_sources import reader_databases
+    from tidemark.settings import load_settings
 
     most = parse_limit(limit)
     with ingestion_errors():
-        dbs = databases()
+        dbs = reader_databases(load_settings())
         source = pick_source(dbs, source).name
         letters = list_dead_letters(dbs.landing_app, source, table=table,
                                     include_replayed=all_, limit=most)
@@ -100,9 +102,11 @@ def show(letter_id: Annotated[int, typer.Argument(help="Dead letter id (from `dl
          json_out: JsonOpt = False) -> None:
     """Show one dead letter: reason, violations and the raw row."""
     from ingestion.dead_letters import show_dead_letter
+    from tidemark.cli.status_sources import reader_databases
+    from tidemark.settings import load_settings
 
     with ingestion_errors():
-        letter = show_dead_letter(databases().landing_app, letter_id)
+        letter = show_dead_letter(reader_databases(load_settings()).landing_app, letter_id)
     if json_out:
         emit_json(letter)
         return

@@ -201,7 +201,7 @@ def _show_status(payload: dict[str, Any]) -> None:
     snap = payload.get("snapshot")
     rows = [(k, v) for k, v in payload.items()
             if k not in ("paused_tables", "snapshot", "last_error", "watermarks",
-                         "contracts_error", "lock_wait")]
+                         "contracts_error", "lock_wait", "busy")]
     emit_table(f"tidemark ingest status ({name})", ["what", "value"], rows)
     marks = payload.get("watermarks") or []
     if marks:
@@ -218,6 +218,8 @@ def _show_status(payload: dict[str, Any]) -> None:
     if payload.get("lock_wait"):
         console.print(f"[bold yellow]stalled[/] {escape(payload['lock_wait']['message'])}",
                       highlight=False)
+    if payload.get("busy"):
+        console.print(f"[yellow]{escape(payload['busy']['message'])}[/]", highlight=False)
     for item in payload["paused_tables"]:
         label = "resyncing by itself" if item.get("automatic") else "paused"
         console.print(f"[bold yellow]{label}[/] {escape(item['table'])}: "
@@ -235,9 +237,10 @@ def status(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
     tables, rows/s, ETA), dead letters, paused tables, and a lock the stream waits for (who
     holds it, what to do)."""
     from ingestion.sources import get_source, list_sources
+    from tidemark.cli.status_sources import reader_databases
 
     with ingestion_errors():
-        dbs = databases()
+        dbs = reader_databases(load_settings())
         specs = [get_source(dbs.landing_app, source)] if source else \
             list_sources(dbs.landing_app)
         if not specs:

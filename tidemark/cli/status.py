@@ -338,6 +338,9 @@ def _show(summary: dict[str, Any]) -> None:
             if row.get("lock_wait"):  # why nothing lands: said with what to do
                 console.print(f"[yellow]stalled:[/] {escape(row['lock_wait']['message'])}",
                               highlight=False)
+            elif row.get("busy"):  # applying one long transaction: not stalled, not stopped
+                console.print(f"[yellow]source {escape(row['source'])}:[/] "
+                              f"{escape(row['busy']['message'])}", highlight=False)
             elif idle is not None and idle > summary.get("stalled_after_s", 60.0) \
                     and "problem" not in row:
                 console.print(f"[red]source {row['source']}:[/] nothing applied for {idle:.0f} "

@@ -12,9 +12,34 @@ from typing import Any
 
 import psycopg
 
-from tidemark.stack.databases import Databases
+from tidemark.settings import Settings
+from tidemark.stack.databases import Databases, ensure_databases, locate_databases
 
 SOURCE = "shop"
+
+
+def reader_databases(settings: Settings) -> Databases:
+    """The stack's databases for a command that only reads (``ingest status``, ``dlq list``).
+
+    :func:`tidemark.stack.databases.ensure_databases` also re-runs the embedded server's
+    bootstrap: its ``GRANT ... on all tables in schema cdc`` rewrites the catalog row of every
+    changelog, so it waits for any landing transaction that altered one — a schema change
+    ingestion follows holds its transaction for its whole backfill (82 s at 10 M rows), and the
+    GRANT then fails with "tuple concurrently updated". A reader needs none of it once the
+    embedded server runs: only a server not running yet (or not bootstrapped, or not the
+    embedded one) goes through ``ensure_databases``.
+
+    Args:
+        settings: the stack's settings.
+    """
+    dbs = locate_databases(settings)
+    if dbs.server is None or not dbs.server.is_running():
+        return ensure_databases(settings)
+    try:
+        with psycopg.connect(dbs.landing_app, connect_timeout=5):
+            return dbs
+    except psycopg.OperationalError:  # no landing database or role yet: bootstrap it
+        return ensure_databases(settings)
 
 
 def ingestion_layer(dbs: Databases, source: str = SOURCE,
@@ -27,7 +52,7 @@ def ingestion_layer(dbs: Databases, source: str = SOURCE,
     s = ingestion.status(source_dsn or dbs.source, dbs.landing, source)
     keep = ("source", "slot_exists", "slot_active", "checkpoint_lsn", "lag_seconds", "lag_bytes",
             "seconds_since_last_apply", "rows_per_s", "dead_letters", "duplicate_events",
-            "paused_tables", "lock_wait")
+            "paused_tables", "lock_wait", "busy")
     return {k: v for k, v in s.items() if k in keep or k.startswith("snapshot")}
 
 
