@@ -162,9 +162,12 @@ def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
     return conn
 
 
+# The table's current schema and name, unquoted (pg_identify_object's ``name`` is quoted where
+# it needs quotes: ``"MixedCase"``); NULL for a table dropped since the snapshot.
 _REWRITTEN = """
-select t.schema, t.name, c.relfilenode <> pg_relation_filenode(c.oid) as rewritten
-from pg_class c, pg_identify_object('pg_class'::regclass, c.oid, 0) t
+select p.i[1], p.i[2], c.relfilenode <> pg_relation_filenode(c.oid) as rewritten
+from pg_class c, pg_identify_object('pg_class'::regclass, c.oid, 0) t,
+     lateral (select parse_ident(t.identity)) p(i)
 where c.oid = any(%s)
 """
 
