@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import time
 from collections.abc import Callable, Mapping
 
 import psycopg
@@ -162,6 +163,8 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
     install_guard_at(landing_dsn)
 
 
+GRANT_ATTEMPTS = 5  # the landing grants, run again after a concurrent catalog update
+
 ENGINE_SCHEMAS = ("tidemark", "tidemark_state", "live")
 """Schemas whose objects the live-view engine and ingestion create as ``tidemark_app``."""
 
@@ -213,4 +216,15 @@ def bootstrap_embedded(server_admin_url_for: Callable[[str], str]) -> None:
         ensure_roles(server_admin_url_for("postgres"))
         for db in (SOURCE_DB, LANDING_DB):
             ensure_database(server_admin_url_for("postgres"), db)
-        grant_landing(server_admin_url_for(LANDING_DB))
+        # A process that does not bootstrap (ingestion creating a source's mirror tables) can
+        # still update a catalog row these GRANTs and REVOKEs update: "tuple concurrently
+        # updated" (seen: the view ticker's start beside `ingest run` of a second source).
+        # They are idempotent, so they are run again.
+        for attempt in range(1, GRANT_ATTEMPTS + 1):
+            try:
+                grant_landing(server_admin_url_for(LANDING_DB))
+                break
+            except psycopg.errors.InternalError_ as exc:
+                if "tuple concurrently updated" not in str(exc) or attempt == GRANT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
