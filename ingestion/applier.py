@@ -22,7 +22,13 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
-from ingestion.letter_removals import take_keyed_letters, take_letters
+from ingestion.letter_removals import (
+    letter_keys,
+    lettered_removals,
+    plain_keys,
+    take_keyed_letters,
+    take_letters,
+)
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
     BIG_BATCH,
@@ -82,6 +88,8 @@ class Applier(ChangeBuffer):
         self._dead: list[list] = []
         self._bag_letters: dict[tuple[str, bytes], list[list]] = {}
         self._lettered: dict[str, bool] = {}
+        self._letter_keys: dict[str, tuple[TableInfo, int, set[Any]]] = {}
+        self._made_keys: dict[str, set[Any]] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
         self._staging_dirty: set[tuple[str, int]] = set()
@@ -357,6 +365,20 @@ class Applier(ChangeBuffer):
             ).fetchone()[0]
         return known
 
+    def _lettered_removals(self, cur: psycopg.Cursor, batch: Batch) -> set[Any] | None:
+        """The keyed batch's removed keys a waiting letter may hold (None: a keyless table, or
+        a key not compared by its text; :func:`ingestion.letter_removals.lettered_removals`):
+        the written letters' keys, read once per table version, and the keys of every letter
+        this applier made (written or not, in any landing transaction: a background commit
+        runs this while the stream thread makes more)."""
+        info = batch.info
+        if not info.key or not plain_keys(info):
+            return None
+        known = self._letter_keys.get(info.name)
+        if known is None or known[0] is not info or known[1] != info.version:
+            known = self._letter_keys[info.name] = (info, info.version, letter_keys(cur, info))
+        return lettered_removals(batch.removed, known[2], self._made_keys.get(info.name))
+
     def _stage_batch(self, cur: psycopg.Cursor, batch: Batch) -> sql.Identifier:
         """COPY a batch into its staging table, fill unchanged TOAST values and drop duplicate
         events; return the staging table."""
@@ -376,11 +398,13 @@ class Applier(ChangeBuffer):
             complete_letters(cur, info, batch.completions)
         if batch.removes and batch.contract is not None and not batch.changelog_only \
                 and (batch.takes or self._has_letters(info)):
-            self._write_letters_of(cur, batch)
-            if info.key:
-                take_keyed_letters(cur, info, stg, batch.takes)
-            else:
-                take_letters(cur, info, stg)
+            among = self._lettered_removals(cur, batch)
+            if among is None or among:
+                self._write_letters_of(cur, batch)
+                if info.key:
+                    take_keyed_letters(cur, info, stg, batch.takes, among)
+                else:
+                    take_letters(cur, info, stg)
         contract = batch.contract
         idem = getattr(contract, "idempotency_key", None) if contract is not None else None
         if idem and idem in info.column_names:

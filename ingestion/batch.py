@@ -155,6 +155,7 @@ class Batch:
         completions: letters of rejected key changes to complete from the old key's row.
         dead: the applier's list of dead letters not written yet when the batch began.
         removes: whether a line removes a mirror row (``b`` or ``d``).
+        removed: the keys of its removal lines (keyed tables).
         updates: whether a line is an update's new image (its key may be in the mirror).
         reinserts: whether an insert follows an earlier line of its key (a delete, a move).
         first_commit: the lowest ``_commit_lsn`` of its lines.
@@ -175,6 +176,7 @@ class Batch:
     completions: list[tuple[dict, tuple, list[str], dict | None]] = field(default_factory=list)
     dead: list[list] | None = None
     removes: bool = False
+    removed: set[Any] = field(default_factory=set)
     updates: bool = False
     reinserts: bool = False
     first_commit: int | None = None

@@ -71,6 +71,7 @@ class ChangeBuffer:
     _dead: list[list]
     _bag_letters: dict[tuple[str, bytes], list[list]]
     _lettered: dict[str, bool]
+    _made_keys: dict[str, set[Any]]
     _paused: list[tuple]
     _cached: tuple | None
 
@@ -313,6 +314,7 @@ class ChangeBuffer:
         elif batch.letter_origins:
             batch.letter_origins.pop(key, None)
         batch.pending.setdefault(key, []).append(self._dead[-1])
+        self._made_keys.setdefault(batch.info.name, set()).add(key)
 
     def _remove(self, batch: Batch, key: Any, text: bytes, seq: int) -> None:
         """Add the removal line ``text`` (``b`` or ``d``, its ``_seq`` ``seq``) of ``key``,
@@ -337,6 +339,7 @@ class ChangeBuffer:
                 batch.takes[(self.txn.commit_lsn, seq)] = pending
         self._put(batch, key, text)
         batch.removes = True
+        batch.removed.add(key)
 
     @staticmethod
     def _resolve(batch: Batch, info: TableInfo, okey: Any, values: list[Value],

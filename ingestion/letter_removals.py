@@ -89,10 +89,19 @@ def take_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier) -> None:
     cur.execute(take_letters_sql(info, stg), (info.source, info.name))
 
 
-def take_keyed_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
-    """The statement of :func:`take_keyed_letters` (two parameters: source and table name)."""
+def take_keyed_letters_sql(info: Any, stg: sql.Identifier, among: bool = False
+                           ) -> sql.Composed:
+    """The statement of :func:`take_keyed_letters` (two parameters: source and table name;
+    with ``among``, first one text array per key column: the removed keys to look at)."""
     types = {c.name: c.type_sql for c in info.columns}
     keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
+    only = sql.SQL("")
+    if among:
+        names = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+        only = sql.SQL(" and ({}) in (select {} from unnest({}) as u({}))").format(
+            keys, sql.SQL(", ").join(sql.SQL("u.{}::{}").format(n, sql.SQL(types[k]))
+                                     for n, k in zip(names, info.key, strict=True)),
+            sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in names), sql.SQL(", ").join(names))
     in_mirror = sql.SQL(" and ").join(
         sql.SQL("m.{k} = f.{k}").format(k=sql.Identifier(k)) for k in info.key)
     in_letter = sql.SQL(" and ").join(
@@ -102,18 +111,20 @@ def take_keyed_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
     return sql.SQL(
         "with f as materialized (select distinct on ({keys}) ctid as tid, {keys}, _op,"
         " _commit_lsn as cl, _seq as sq from {stg} where ({keys}) in (select {keys} from {stg}"
-        " where _op in ('b', 'd')) order by {keys}, _commit_lsn, _seq),"
+        " where _op in ('b', 'd'){only}) order by {keys}, _commit_lsn, _seq),"
         " b as materialized (select * from f where f._op in ('b', 'd') and not exists"
         " (select 1 from {mirror} m where {in_mirror})),"
         " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
         " replay_result = 'superseded' from b where d.source = %s and d.table_name = %s"
         " and d.replayed_at is null and {in_letter} and (d.commit_lsn, d.seq) < (b.cl, b.sq))"
         " delete from {stg} s using b where s.ctid = b.tid returning b.cl::text, b.sq"
-    ).format(keys=keys, stg=stg, mirror=info.mirror, in_mirror=in_mirror, in_letter=in_letter)
+    ).format(keys=keys, stg=stg, only=only, mirror=info.mirror, in_mirror=in_mirror,
+             in_letter=in_letter)
 
 
 def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
-                       takes: dict[tuple[int, int], list[list]]) -> None:
+                       takes: dict[tuple[int, int], list[list]],
+                       among: set[Any] | None = None) -> None:
     """Drop a keyed batch's removals that find no row, and supersede the letters of their keys.
 
     A key's first line in the batch that is a removal (``b``/``d``) and whose key the mirror
@@ -131,9 +142,62 @@ def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
         info: the table (keyed ``TableInfo``).
         stg: its staging table, the batch copied in.
         takes: per removal line (``_commit_lsn``, ``_seq``), letters it takes if it is void.
+        among: the removed keys that can meet a letter (:func:`lettered_removals`), the only
+            ones looked at; None: every removed key.
     """
-    for lsn, seq in cur.execute(take_keyed_letters_sql(info, stg),
-                                (info.source, info.name)).fetchall():
+    params: list[Any] = []
+    if among is not None:
+        rows = [(k,) if len(info.key) == 1 else k for k in among]
+        params = [[v.decode() for v in col] for col in zip(*rows, strict=True)] \
+            if rows else [[] for _ in info.key]
+    for lsn, seq in cur.execute(take_keyed_letters_sql(info, stg, among is not None),
+                                (*params, info.source, info.name)).fetchall():
         letters = takes.get((str_to_lsn(lsn), seq))
         if letters:
             supersede(letters)
+
+
+# Key types whose text is one per value whatever the session (no time zone, date style, float
+# digits or numeric scale): the stream's text of a key and a letter's equal iff the keys do.
+_PLAIN_KEY_TYPES = ("smallint", "integer", "bigint", "text", "uuid", "character varying")
+
+
+def plain_keys(info: Any) -> bool:
+    """Whether the keyed table's key columns compare by their text (:data:`_PLAIN_KEY_TYPES`):
+    then :func:`lettered_removals` can tell in memory which removals may meet a letter."""
+    types = {c.name: c.type_sql for c in info.columns}
+    return all(types[k].split("(")[0] in _PLAIN_KEY_TYPES for k in info.key)
+
+
+def letter_keys(cur: psycopg.Cursor, info: Any) -> set[Any]:
+    """The keys (as :func:`ingestion.changes.key_of` gives them: bytes, or a tuple) of the
+    keyed table's waiting dead letters written so far (one query)."""
+    texts = sql.SQL(", ").join(sql.SQL("d.raw_row ->> {}").format(sql.Literal(k))
+                               for k in info.key)
+    rows = cur.execute(sql.SQL(
+        "select distinct {} from tidemark.dead_letters d where d.source = %s and"
+        " d.table_name = %s and d.replayed_at is null").format(texts),
+        (info.source, info.name)).fetchall()
+    single = len(info.key) == 1
+    return {row[0].encode() if single else tuple(v.encode() for v in row) for row in rows
+            if None not in row}
+
+
+def lettered_removals(removed: set[Any], written: set[Any], made: set[Any] | None
+                      ) -> set[Any]:
+    """The batch's removed keys that a waiting letter may hold: the only removals
+    :func:`take_keyed_letters` can take a letter for.
+
+    ``written``: the keys of the letters written when the applier first looked
+    (:func:`letter_keys`); ``made``: the keys of every letter the applier made since it
+    started (:meth:`ingestion.changes.ChangeBuffer._letter`), written or not. Together they
+    hold every waiting letter's key (a letter that left stays: one key more looked at). Only
+    ``removed`` is iterated: another thread may add to ``made`` meanwhile.
+
+    A removal whose key no letter holds takes none; were it void (the mirror lacks the key),
+    it lands as on a table without letters. On a batch of 10,000 updates and 500 deletes of a
+    million-row table with 3,000 letters, about one or two deleted keys: the statement sorts
+    and probes those only, and a batch with none runs no statement and leaves its letters to
+    the commit's pipeline (round 38).
+    """
+    return {k for k in removed if k in written or (made is not None and k in made)}

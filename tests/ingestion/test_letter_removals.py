@@ -1,0 +1,82 @@
+"""Removals on a keyed table with waiting dead letters (round 38): the applier looks only at
+the removed keys a letter may hold (:func:`ingestion.letter_removals.lettered_removals`); a
+removal of any other key lands as on a table without letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from ingestion import catch_up
+from ingestion.letter_removals import letter_keys, lettered_removals, plain_keys
+from ingestion.tables import load_tables
+from tests.ingestion.applier_oracle import Where, nothing_lost
+from tests.ingestion.conftest import Pair, assert_mirror_equals
+from tests.ingestion.test_applier_dead_letters import _keyed
+
+
+def _letters(pair: Pair) -> list[tuple]:
+    with psycopg.connect(pair.land) as conn:
+        return conn.execute(
+            "select raw_row ->> 'a', raw_row ->> 'b', replay_result from tidemark.dead_letters"
+            " where source = %s and table_name = 'c2' order by id", (pair.source,)).fetchall()
+
+
+def _deletes(pair: Pair) -> list[tuple]:
+    with psycopg.connect(pair.land) as conn:
+        info = load_tables(conn, pair.source)["c2"]
+        return conn.execute(psycopg.sql.SQL("select a, b from {} where _op = 'd' order by a")
+                            .format(info.changelog)).fetchall()
+
+
+def test_the_letter_keys_of_a_composite_key_are_the_streams(pair: Pair, tmp_path: Path
+                                                            ) -> None:
+    """The keys read from the letters compare equal to the stream's keys (bytes per column)."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into c2 values (6, 'w x', null, 'n')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    with psycopg.connect(pair.land) as conn:
+        info = load_tables(conn, pair.source)["c2"]
+        assert plain_keys(info)
+        written = letter_keys(conn.cursor(), info)
+    assert written == {(b"6", b"w x")}
+    removed = {(b"6", b"w x"), (b"4", b"y")}
+    assert lettered_removals(removed, written, None) == {(b"6", b"w x")}
+    assert lettered_removals(removed, set(), {(b"4", b"y")}) == {(b"4", b"y")}
+
+
+def test_deletes_beside_a_letter_land_and_a_delete_of_its_key_takes_it(pair: Pair,
+                                                                       tmp_path: Path) -> None:
+    """A bad insert is a letter (an earlier landing: its key is read from the table). One
+    source transaction deletes it and a landed row: the letter is superseded and logs no
+    delete; the landed row's delete lands. Then a delete of a key no letter holds, alone."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into c2 values (6, 'w', null, 'n'), (5, 'z', 1, 'n'),"
+                  " (7, 'v', 1, 'n'), (8, 'u', null, 'n')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("delete from c2 where a in (5, 6)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert _letters(pair) == [("6", "w", "superseded"), ("8", "u", None)]
+    assert _deletes(pair) == [(5, "z")]
+    pair.src_exec("delete from c2 where a = 7")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert _deletes(pair) == [(5, "z"), (7, "v")]
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "c2", ("a", "b"))) == []
+
+
+def test_a_letter_of_the_same_landing_is_taken_by_a_later_batchs_delete(pair: Pair,
+                                                                        tmp_path: Path
+                                                                        ) -> None:
+    """A bad insert and, in a later source transaction of the same catch-up, its delete and
+    a landed row's: the letter the applier made (not read from the table) is taken."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into c2 values (5, 'z', 1, 'n')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    pair.src_exec("insert into c2 values (6, 'w', null, 'n')",
+                  "delete from c2 where a in (5, 6)")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert _letters(pair) == [("6", "w", "superseded")]
+    assert _deletes(pair) == [(5, "z")]
+    assert_mirror_equals(pair, "c2")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "c2", ("a", "b"))) == []
