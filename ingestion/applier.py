@@ -23,6 +23,7 @@ from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
 from ingestion.letter_removals import (
+    any_held,
     letter_keys,
     lettered_removals,
     plain_keys,
@@ -400,7 +401,8 @@ class Applier(ChangeBuffer):
                 and (batch.takes or self._has_letters(info)):
             among = self._lettered_removals(cur, batch)
             if among is None or among:
-                self._write_letters_of(cur, batch)
+                if among is None or any_held(batch.dead, info, among):
+                    self._write_letters_of(cur, batch)
                 if info.key:
                     take_keyed_letters(cur, info, stg, batch.takes, among)
                 else:

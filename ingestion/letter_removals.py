@@ -201,3 +201,21 @@ def lettered_removals(removed: set[Any], written: set[Any], made: set[Any] | Non
     the commit's pipeline (round 38).
     """
     return {k for k in removed if k in written or (made is not None and k in made)}
+
+
+def any_held(letters: list[list] | None, info: Any, keys: set[Any]) -> bool:
+    """Whether one of ``letters`` (the applier's, not written yet) is of the keyed table and
+    holds one of ``keys``: only then must they be written before :func:`take_keyed_letters`
+    looks for its keys' letters; else they wait for the commit's pipeline."""
+    single = len(info.key) == 1
+    for letter in letters or ():
+        if letter[1] != info.name:
+            continue
+        row = letter[9].obj
+        values = [row.get(k) for k in info.key]
+        if None in values:
+            return True  # cannot tell: write
+        key = values[0].encode() if single else tuple(v.encode() for v in values)
+        if key in keys:
+            return True
+    return False
