@@ -150,8 +150,11 @@ def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
         rows = [(k,) if len(info.key) == 1 else k for k in among]
         params = [[v.decode() for v in col] for col in zip(*rows, strict=True)] \
             if rows else [[] for _ in info.key]
-    for lsn, seq in cur.execute(take_keyed_letters_sql(info, stg, among is not None),
-                                (*params, info.source, info.name)).fetchall():
+    cur.execute(take_keyed_letters_sql(info, stg, among is not None),
+                (*params, info.source, info.name))
+    if not takes:  # nothing to mark: no read (the statement may run in a pipeline)
+        return
+    for lsn, seq in cur.fetchall():
         letters = takes.get((str_to_lsn(lsn), seq))
         if letters:
             supersede(letters)
