@@ -90,7 +90,6 @@ class Applier(ChangeBuffer):
         self._dead: list[list] = []
         self._bag_letters: dict[tuple[str, bytes], list[list]] = {}
         self._lettered: dict[str, bool] = {}
-        self._letter_keys: dict[str, tuple[TableInfo, int, set[Any]]] = {}
         self._made_keys: dict[str, set[Any]] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
@@ -373,16 +372,14 @@ class Applier(ChangeBuffer):
     def _lettered_removals(self, cur: psycopg.Cursor, batch: Batch) -> set[Any] | None:
         """The keyed batch's removed keys a waiting letter may hold (None: a keyless table, or
         a key not compared by its text; :func:`ingestion.letter_removals.lettered_removals`):
-        the written letters' keys, read once per table version, and the keys of every letter
-        this applier made (written or not, in any landing transaction: a background commit
-        runs this while the stream thread makes more)."""
+        the keys of the letters this applier made (written or not, in any landing transaction:
+        a background commit runs this while the stream thread makes more), and of the others
+        those the table's letters hold (one probe of its letter index)."""
         info = batch.info
         if not info.key or not plain_keys(info):
             return None
-        known = self._letter_keys.get(info.name)
-        if known is None or known[0] is not info or known[1] != info.version:
-            known = self._letter_keys[info.name] = (info, info.version, letter_keys(cur, info))
-        return lettered_removals(batch.removed, known[2], self._made_keys.get(info.name))
+        return lettered_removals(batch.removed, self._made_keys.get(info.name),
+                                 functools.partial(letter_keys, cur, info))
 
     def _stage_batch(self, cur: psycopg.Cursor, batch: Batch,
                      later: list[Callable[[], None]] | None = None) -> sql.Identifier:

@@ -17,12 +17,14 @@ marks them). Letters already written are taken as the batch lands, against the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from ingestion.letter_indexes import key_expressions
 from ingestion.lsn import str_to_lsn
 
 
@@ -97,11 +99,8 @@ def take_keyed_letters_sql(info: Any, stg: sql.Identifier, among: bool = False
     keys = sql.SQL(", ").join(map(sql.Identifier, info.key))
     only = sql.SQL("")
     if among:
-        names = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
-        only = sql.SQL(" and ({}) in (select {} from unnest({}) as u({}))").format(
-            keys, sql.SQL(", ").join(sql.SQL("u.{}::{}").format(n, sql.SQL(types[k]))
-                                     for n, k in zip(names, info.key, strict=True)),
-            sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in names), sql.SQL(", ").join(names))
+        source, typed = _keys_sql(info)
+        only = sql.SQL(" and ({}) in (select {} from {})").format(keys, typed, source)
     in_mirror = sql.SQL(" and ").join(
         sql.SQL("m.{k} = f.{k}").format(k=sql.Identifier(k)) for k in info.key)
     in_letter = sql.SQL(" and ").join(
@@ -145,11 +144,7 @@ def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
         among: the removed keys that can meet a letter (:func:`lettered_removals`), the only
             ones looked at; None: every removed key.
     """
-    params: list[Any] = []
-    if among is not None:
-        rows = [(k,) if len(info.key) == 1 else k for k in among]
-        params = [[v.decode() for v in col] for col in zip(*rows, strict=True)] \
-            if rows else [[] for _ in info.key]
+    params = _key_arrays(info, among) if among is not None else []
     cur.execute(take_keyed_letters_sql(info, stg, among is not None),
                 (*params, info.source, info.name))
     if not takes:  # nothing to mark: no read (the statement may run in a pipeline)
@@ -172,30 +167,58 @@ def plain_keys(info: Any) -> bool:
     return all(types[k].split("(")[0] in _PLAIN_KEY_TYPES for k in info.key)
 
 
-def letter_keys(cur: psycopg.Cursor, info: Any) -> set[Any]:
-    """The keys (as :func:`ingestion.changes.key_of` gives them: bytes, or a tuple) of the
-    keyed table's waiting dead letters written so far (one query)."""
-    texts = sql.SQL(", ").join(sql.SQL("d.raw_row ->> {}").format(sql.Literal(k))
-                               for k in info.key)
+def _keys_sql(info: Any) -> tuple[sql.Composed, sql.Composed]:
+    """Keys sent as one text array per key column: ``unnest(...) as u(k0, ...)`` and the list
+    ``u.k0::type, ...``."""
+    types = {c.name: c.type_sql for c in info.columns}
+    names = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+    source = sql.SQL("unnest({}) as u({})").format(
+        sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in names), sql.SQL(", ").join(names))
+    typed = sql.SQL(", ").join(sql.SQL("u.{}::{}").format(n, sql.SQL(types[k]))
+                               for n, k in zip(names, info.key, strict=True))
+    return source, typed
+
+
+def _key_arrays(info: Any, keys: set[Any]) -> list[list[str]]:
+    """``keys`` (bytes, or tuples of bytes) as one text list per key column."""
+    rows = [(k,) if len(info.key) == 1 else k for k in keys]
+    if not rows:
+        return [[] for _ in info.key]
+    return [[v.decode() for v in col] for col in zip(*rows, strict=True)]
+
+
+def letter_keys(cur: psycopg.Cursor, info: Any, keys: set[Any]) -> set[Any]:
+    """Those of ``keys`` (as :func:`ingestion.changes.key_of` gives them: bytes, or a tuple)
+    that a waiting dead letter of the keyed table holds, as written so far: one probe of the
+    table's letter index (:mod:`ingestion.letter_indexes`) per key, never a walk of its
+    letters."""
+    if not keys:
+        return set()
+    source, _ = _keys_sql(info)
+    types = {c.name: c.type_sql for c in info.columns}
+    names = [sql.Identifier(f"k{i}") for i in range(len(info.key))]
+    match = sql.SQL(" and ").join(
+        sql.SQL("{} = u.{}::{}").format(e, n, sql.SQL(types[k]))
+        for e, n, k in zip(key_expressions(info), names, info.key, strict=True))
     rows = cur.execute(sql.SQL(
-        "select distinct {} from tidemark.dead_letters d where d.source = %s and"
-        " d.table_name = %s and d.replayed_at is null").format(texts),
-        (info.source, info.name)).fetchall()
+        "select {} from {} where exists (select 1 from tidemark.dead_letters where source = %s"
+        " and table_name = %s and replayed_at is null and {})").format(
+            sql.SQL(", ").join(sql.SQL("u.{}").format(n) for n in names), source, match),
+        (*_key_arrays(info, keys), info.source, info.name)).fetchall()
     single = len(info.key) == 1
-    return {row[0].encode() if single else tuple(v.encode() for v in row) for row in rows
-            if None not in row}
+    return {row[0].encode() if single else tuple(v.encode() for v in row) for row in rows}
 
 
-def lettered_removals(removed: set[Any], written: set[Any], made: set[Any] | None
-                      ) -> set[Any]:
+def lettered_removals(removed: set[Any], made: set[Any] | None,
+                      written: Callable[[set[Any]], set[Any]]) -> set[Any]:
     """The batch's removed keys that a waiting letter may hold: the only removals
     :func:`take_keyed_letters` can take a letter for.
 
-    ``written``: the keys of the letters written when the applier first looked
-    (:func:`letter_keys`); ``made``: the keys of every letter the applier made since it
-    started (:meth:`ingestion.changes.ChangeBuffer._letter`), written or not. Together they
-    hold every waiting letter's key (a letter that left stays: one key more looked at). Only
-    ``removed`` is iterated: another thread may add to ``made`` meanwhile.
+    ``made``: the keys of every letter the applier made since it started
+    (:meth:`ingestion.changes.ChangeBuffer._letter`), written or not; ``written``: of the other
+    removed keys, those a letter in the table holds (:func:`letter_keys`). A letter that left
+    stays in ``made`` (one key more looked at, never one less). Only ``removed`` is iterated:
+    another thread may add to ``made`` meanwhile.
 
     A removal whose key no letter holds takes none; were it void (the mirror lacks the key),
     it lands as on a table without letters. On a batch of 10,000 updates and 500 deletes of a
@@ -203,7 +226,8 @@ def lettered_removals(removed: set[Any], written: set[Any], made: set[Any] | Non
     and probes those only, and a batch with none runs no statement and leaves its letters to
     the commit's pipeline (round 38).
     """
-    return {k for k in removed if k in written or (made is not None and k in made)}
+    mine = {k for k in removed if made is not None and k in made}
+    return mine | written({k for k in removed if k not in mine})
 
 
 def any_held(letters: list[list] | None, info: Any, keys: set[Any]) -> bool:
