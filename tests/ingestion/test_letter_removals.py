@@ -4,11 +4,13 @@ removal of any other key lands as on a table without letters."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 
 from ingestion import catch_up
+from ingestion.dead_letters import purge_dead_letters
 from ingestion.letter_removals import letter_keys, lettered_removals, plain_keys
 from ingestion.tables import load_tables
 from tests.ingestion.applier_oracle import Where, nothing_lost
@@ -81,4 +83,26 @@ def test_a_letter_of_the_same_landing_is_taken_by_a_later_batchs_delete(pair: Pa
     assert _letters(pair) == [("6", "w", "superseded")]
     assert _deletes(pair) == [(5, "z")]
     assert_mirror_equals(pair, "c2")
+    assert nothing_lost(Where(pair.src, pair.land, pair.source, "c2", ("a", "b"))) == []
+
+
+def test_a_delete_of_a_key_no_letter_holds_is_logged_whatever_other_letters_wait(
+        pair: Pair, tmp_path: Path) -> None:
+    """Two bad inserts are letters; one is purged while waiting (``dlq purge --waiting``: its
+    change is gone for good), so neither the mirror nor a letter holds its row. The source then
+    deletes that row: the delete is logged, as on a table without waiting letters (round 39:
+    round 38 dropped it only while some other key's letter waited), and the other letter still
+    waits."""
+    strict = _keyed(pair, tmp_path)
+    pair.src_exec("insert into c2 values (6, 'w', null, 'n'), (8, 'u', null, 'n')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    with psycopg.connect(pair.land) as conn:
+        conn.execute("update tidemark.dead_letters set first_seen_at = now() - interval '2 days'"
+                     " where source = %s and table_name = 'c2' and raw_row ->> 'a' = '6'",
+                     (pair.source,))
+    assert purge_dead_letters(pair.land, pair.source, timedelta(days=1), waiting=True) == 1
+    pair.src_exec("delete from c2 where a = 6")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert _deletes(pair) == [(6, "w")]
+    assert _letters(pair) == [("8", "u", None)]
     assert nothing_lost(Where(pair.src, pair.land, pair.source, "c2", ("a", "b"))) == []
