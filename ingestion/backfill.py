@@ -20,7 +20,7 @@ from psycopg import sql
 
 from ingestion.batch import TxnContext
 from ingestion.catalog import ColumnDefault
-from ingestion.letter_columns import held_params, outside_held
+from ingestion.letter_columns import held_params, outside_held, write_held_rows
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
@@ -43,14 +43,16 @@ def write_changelog_rows(conn: psycopg.Connection, info: TableInfo, added: list[
     Keyed tables get a ``u`` row per mirror row; keyless ones a ``b`` row (the row as it was,
     the new columns NULL) and a ``u`` row. Their ``_seq`` values are taken from the source
     transaction, before the change that carried the new shape. A keyed row whose latest image
-    is a waiting dead letter gets none (:mod:`ingestion.letter_columns`).
+    is a waiting dead letter gets its row just before that letter instead
+    (:func:`ingestion.letter_columns.write_held_rows`).
     """
+    written = write_held_rows(conn, info, added)
     kept = outside_held(info, "m")
     held = held_params(info) if info.key else {}
     count = conn.execute(sql.SQL("select count(*) from {} m where {}").format(info.mirror, kept),
                          held).fetchone()[0]
     if not count:
-        return 0
+        return written
     base = txn.next_seq(2 * count) - 2 * count
     cols = sql.SQL(", ").join(map(sql.Identifier, info.column_names))
     before = sql.SQL(", ").join(
@@ -67,4 +69,4 @@ def write_changelog_rows(conn: psycopg.Connection, info: TableInfo, added: list[
         " on conflict do nothing").format(info.changelog, cols, cols, info.mirror, kept, rows),
         {"lsn": lsn_to_str(lsn), "commit_lsn": lsn_to_str(txn.commit_lsn), "at": txn.commit_at,
          "xid": txn.xid, "base": base, **held})
-    return count * (1 if info.key else 2)
+    return written + count * (1 if info.key else 2)

@@ -32,7 +32,6 @@ from ingestion.catalog import (
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_declared_indexes
-from ingestion.letter_columns import clear_held
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import SchemaChange, diff_columns, with_defaults
@@ -384,7 +383,6 @@ class RelationTracker:
         if valued and self.applier.txn is not None:
             shaped = replace(info, columns=cols, key=key)
             self.applier.write_letters(info.name)
-            clear_held(conn, shaped, valued)
             write_changelog_rows(conn, shaped, valued, self.applier.txn,
                                  lsn or self.applier.txn.commit_lsn)
         return retired
