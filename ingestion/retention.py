@@ -11,7 +11,9 @@ The changelog is append-only and grows with history. What reads it:
   last reset (its last ``t`` row, or its resync snapshot) against the mirror's
   (:func:`ingestion.dead_letters.superseded_query`), so while letters of a keyless table wait,
   pruning stops before that reset (round 38: copies whose rows were pruned counted as copies the
-  source had removed, and a waiting letter the source still held was superseded).
+  source had removed, and a waiting letter the source still held was superseded). After it,
+  only inserts and removals of equal rows that cancel out go (round 39: the replay reads them as
+  a net count per row; with steady writes the changelog grew for ever).
 - dbt's ``<source>_cdc`` sources read only the newest rows (their freshness query); staging
   models read the mirrors, not the changelog.
 - Live views (embedded engine) follow the mirrors through triggers, their subscribers
@@ -98,16 +100,19 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
         bound, letter = _bounds(conn, info, cutoff)
     if bound is None:
         return out
+    aged = bound  # before any letter: a keyless table's pairs go up to it
     if letter is not None and str_to_lsn(letter) <= str_to_lsn(bound[0]):
         bound = (letter, None)  # strictly before the letter's commit
         out["kept_for"] = f"a waiting dead letter at commit LSN {letter}"
+    counted = None
     if letter is not None and not info.key:
         reset = _last_reset(conn, info)
         if _before(reset, bound):
-            bound = reset
+            bound, counted = reset, (reset, aged)
             out["kept_for"] = (f"its last truncate or resync at commit LSN {reset[0]} (a keyless"
                                f" table: a replay of its waiting dead letters counts its rows"
-                               f" from there)")
+                               f" from there; of those, inserts and removals of equal rows that"
+                               f" cancel out went)")
     last: tuple[str, int] | None = None
     while True:
         where, params = _range(last, bound)
@@ -122,8 +127,45 @@ def _prune_table(conn: psycopg.Connection, info: TableInfo, cutoff: Any, batch_r
             out["deleted"] += conn.execute(_DELETE.format(info.changelog, where),
                                            params).rowcount
         if end is None:
-            return out
+            break
         last = end
+    if counted is not None:
+        with conn.transaction():
+            if not try_lock_for_prune(conn, info.source, info.name):
+                return {**out, "stopped": resync_running(info.source, info.name)}
+            out["deleted"] += _prune_pairs(conn, info, *counted)
+    return out
+
+
+def _prune_pairs(conn: psycopg.Connection, info: TableInfo, reset: tuple[str, int | None],
+                 bound: tuple[str, int | None]) -> int:
+    """Delete, from a keyless table's changelog rows after its last reset and before ``bound``
+    (the first row that is not old: before and after its waiting letters alike), inserts and
+    removals of equal rows that cancel out; return how many rows went.
+
+    A replay of the table's waiting letters reads those rows only as a net count per distinct
+    row (:func:`ingestion.dead_letters.superseded_query`: ``r``/``c``/``u`` +1, ``b``/``d``
+    -1, rows compared as their text, as here): per row, the oldest ``n`` of its additions and
+    the oldest ``n`` of its removals go, ``n`` the smaller of the two counts, so every net count
+    stays and what is kept is about one row per copy the table held at ``bound`` (a table with
+    steady writes kept its whole history since the reset, round 38). One statement, in one
+    transaction (a sort of the rows in the range).
+    """
+    after = sql.SQL("_commit_lsn >= %s::pg_lsn") if reset[1] is None else \
+        sql.SQL("(_commit_lsn, _seq) > (%s::pg_lsn, %s)")
+    where, params = _range(None, bound)
+    row = sql.SQL("row({})::text").format(sql.SQL(", ").join(map(sql.Identifier,
+                                                                  info.column_names)))
+    return conn.execute(sql.SQL(
+        "with c as materialized (select ctid as tid, {row} as k, _op in ('b', 'd') as gone,"
+        " row_number() over (partition by {row}, _op in ('b', 'd') order by _commit_lsn, _seq)"
+        " as rn from {changelog} where _op <> 't' and {after} and {where}),"
+        " n as (select k, least(count(*) filter (where not gone), count(*) filter (where gone))"
+        " as pairs from c group by k)"
+        " delete from {changelog} where ctid = any(array(select c.tid from c join n using (k)"
+        " where c.rn <= n.pairs))").format(
+            row=row, changelog=info.changelog, after=after, where=where),
+        (*(reset if reset[1] is not None else reset[:1]), *params)).rowcount
 
 
 def _bounds(conn: psycopg.Connection, info: TableInfo, cutoff: Any
