@@ -69,12 +69,19 @@ def test_status_of_a_user_with_only_their_own_database(own) -> None:
     assert not [p for p in slo["promises"] if p["promise"].startswith("live.")]
     assert slo["verdict"] != "missed", slo
     assert [p["promise"] for p in slo["promises"]] == ["ingestion lag of mydb"]
+    # no dbt here (never parsed nor built): not the shipped project's pairs and "no manifest"
+    assert summary["dbt"]["built"] is False and "not built here" in summary["dbt"]["advice"]
+    assert summary["finality"] == [] and summary["reconciliation"] == []
 
     human = _cli(env, "status")
     assert human.returncode == 0, human.stderr
     assert "MISSED" not in human.stdout and "shop" not in human.stdout, human.stdout
     assert "mydb" in human.stdout
     assert f"{len(fresh)} view files" in human.stdout and "not deployed" in human.stdout
+    assert "dbt: not built here" in human.stdout, human.stdout
+    for shipped in ("reconciliation (", "finality,", "fct_daily_store_revenue", "no dbt manifest",
+                    "changed since the last parse"):
+        assert shipped not in human.stdout, (shipped, human.stdout)
 
     page = _cli(env, "status", "--slo")
     assert page.returncode == 0, page.stderr

@@ -192,9 +192,11 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     from tidemark.stack.dagster_status import dagster_summary
 
     demo = _guard(demo_layer, dbs)  # None: no demo, only the user's sources
+    dbt, batch = _guard(dbt_layer, settings), _guard(batch_layer, dbs)
+    built = not_built(settings, dbt, batch) is None
     return {
         "up": up_layer(settings),
-        "dbt": _guard(dbt_layer, settings),
+        "dbt": dbt if built else not_built(settings, dbt, batch),
         # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": demo,
@@ -202,14 +204,29 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "wal": _guard(wal_layer, dbs, int(settings.slot_wal_warn_gb * 1024**3),
                       demo is not None),
         "watermarks": _guard(watermarks_layer, dbs, None, demo is not None),
-        "finality": _guard(finality_layer, settings, dbs),
+        "finality": _guard(finality_layer, settings, dbs) if built else [],
         "live_views": _guard(views_layer, dbs),
         "lock_waits": _guard(lock_waits_layer, dbs),
         "freshness": _guard(freshness_layer, settings, dbs),
-        "batch": _guard(batch_layer, dbs),
-        "reconciliation": _guard(reconciliation_layer, settings, dbs),
+        "batch": batch,
+        "reconciliation": _guard(reconciliation_layer, settings, dbs) if built else [],
         "dagster": dagster_summary(settings) if dagster else None,
     }
+
+
+def not_built(settings: Settings, dbt: dict[str, Any], batch: Any) -> dict[str, Any] | None:
+    """The dbt layer of a stack where the dbt project was never parsed nor built (a user with
+    only their own database, no ``tidemark up``): no manifest, no parse failure, no daily
+    mart in landing. None when it was: then finality and reconciliation are shown. Otherwise
+    the shipped project's pairs (0 days each) and a missing manifest would be listed as if the
+    user had them."""
+    if "error" in dbt or dbt.get("manifest_at") or dbt.get("failure") or \
+            not isinstance(batch, list) or batch:
+        return None
+    return {**dbt, "built": False, "advice": (
+        f"not built here (no manifest in {settings.dbt_target_dir}, no daily mart in landing):"
+        f" no finality or reconciliation yet. `tidemark up` builds the dbt project at "
+        f"{settings.dbt_project_dir}; README \"Your own database\", step 5, adds your models.")}
 
 
 def dbt_layer(settings: Settings) -> dict[str, Any]:
@@ -386,6 +403,9 @@ def _show(summary: dict[str, Any]) -> None:
              " closed days it still holds)", ["pair", "mart", "live_keeps", "reconciled_days",
                                               "drifting_days", "last_checked_at"])):
         layer = summary[key]
+        if key in ("finality", "batch", "reconciliation") and \
+                (summary.get("dbt") or {}).get("built") is False:
+            continue  # no dbt here: the dbt line says so once
         if key == "lock_waits":
             layer, short = long_waits(layer)
             if not layer:
