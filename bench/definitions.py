@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD = ("import orchestration.definitions as d; "
-        "d.defs.resolve_asset_graph()")
+        "d.defs().resolve_asset_graph()")
 BASELINE = "import dagster, dagster_dbt"
 
 

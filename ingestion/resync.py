@@ -37,6 +37,7 @@ from ingestion.errors import (
     SnapshotRewrittenError,
     TableNotFoundError,
 )
+from ingestion.grants_lock import hold_off_grants
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.partitions import save_partitions, source_partitions
@@ -231,6 +232,7 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     """Bring the mirror to the source's current shape and key, emptied; widen the changelog to
     match (creating both if the table never had them); unpause the table from ``lsn`` on."""
     conn = applier.conn
+    hold_off_grants(conn)  # before the changelog is altered (ingestion.grants_lock)
     # before the mirror is emptied and the changelog altered: a prune batch finishes first
     lock_for_resync(conn, info.source, info.name)
     cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(

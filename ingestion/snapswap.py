@@ -15,6 +15,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from ingestion.grants_lock import hold_off_grants
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 from ingestion.snapcopy import Staging
 from ingestion.tables import TableInfo
@@ -100,6 +101,7 @@ def swap_in(conn: psycopg.Connection, info: TableInfo, stg: Staging) -> None:
 
     Runs in the final snapshot transaction, which created the landing tables.
     """
+    hold_off_grants(conn)
     _replace(conn, info.mirror, stg.ident("m"), info.source, info.name)
     _replace(conn, info.changelog, stg.ident("c"), CHANGELOG_SCHEMA,
              changelog_table_name(info.source, info.name))

@@ -22,6 +22,7 @@ from ingestion.dead_letter_counts import counts_installed, ensure_counts
 from ingestion.errors import StateUpgradeError
 from ingestion.freshness import TABLES as FRESHNESS_TABLES
 from ingestion.freshness import record_sample
+from ingestion.grants_lock import hold_off_grants
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
 from ingestion.partitions import TABLES as PARTITION_TABLES
@@ -213,6 +214,7 @@ def _create_or_upgrade(conn: psycopg.Connection, source: str) -> None:
     # `ingest status`) raced into "duplicate key ... pg_type_typname_nsp_index".
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('tidemark:state-ddl'))")
+        hold_off_grants(conn)
         for schema in (STATE_SCHEMA, CHANGELOG_SCHEMA, source):
             conn.execute(sql.SQL("create schema if not exists {}").format(
                 sql.Identifier(schema)))

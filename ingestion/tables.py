@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.errors import ReservedColumnError
+from ingestion.grants_lock import hold_off_grants
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
 
@@ -206,6 +207,7 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo,
     ``changelog=False`` only the mirror (a snapshot stages its changelog narrower:
     :func:`ingestion.snapcopy.stage_tables`).
     """
+    hold_off_grants(conn)
     reason = reserved_columns(info)
     if reason is not None:
         raise ReservedColumnError(f"Cannot create the landing tables of {info.qualified}: "
@@ -228,6 +230,7 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo,
 def create_idempotency_index(conn: psycopg.Connection, info: TableInfo, column: str) -> None:
     """Index the mirror on a contract's idempotency key, if missing (the dedup of streamed
     events looks keys up in it). Named ``<table>__<column>_idem``, in the mirror's schema."""
+    hold_off_grants(conn)
     conn.execute(sql.SQL("create index if not exists {} on {} ({})").format(
         sql.Identifier(f"{info.name}__{column}_idem"[:63]), info.mirror, sql.Identifier(column)))
 
@@ -244,6 +247,7 @@ def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo,
             source's existing rows read, e.g. a constant default), or None for NULL. Given as a
             default that is dropped again at once, so the mirror is not rewritten.
     """
+    hold_off_grants(conn)
     ident, type_sql = sql.Identifier(column.name), sql.SQL(column.type_sql)
     if existing_value is None:
         conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
@@ -259,6 +263,7 @@ def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo,
 
 def widen_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo) -> None:
     """Give a column of mirror and changelog a wider type (values convert as on the source)."""
+    hold_off_grants(conn)
     for table in (info.mirror, info.changelog):
         conn.execute(sql.SQL("alter table {} alter column {} type {}").format(
             table, sql.Identifier(column.name), sql.SQL(column.type_sql)))
@@ -266,6 +271,7 @@ def widen_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo) 
 
 def retire_column(conn: psycopg.Connection, info: TableInfo, name: str) -> None:
     """Keep a column dropped on the source, NULL in the mirror from now on."""
+    hold_off_grants(conn)
     conn.execute(sql.SQL("update {} set {} = null where {} is not null").format(
         info.mirror, sql.Identifier(name), sql.Identifier(name)))
 
@@ -274,6 +280,7 @@ def keep_dropped_column(conn: psycopg.Connection, info: TableInfo, name: str) ->
     """Keep a column dropped on the source as it is (a table without a contract): its rows keep
     their values, rows written from now on have NULL there (:func:`ingestion.merge.
     conflict_action`), so it must take NULL (a key column's NOT NULL goes)."""
+    hold_off_grants(conn)
     not_null = conn.execute("select attnotnull from pg_attribute where attrelid ="
                             " %s::regclass and attname = %s",
                             (info.mirror.as_string(conn), name)).fetchone()
@@ -284,6 +291,7 @@ def keep_dropped_column(conn: psycopg.Connection, info: TableInfo, name: str) ->
 
 def set_mirror_key(conn: psycopg.Connection, mirror: sql.Identifier, key: list[str]) -> None:
     """Replace the mirror's primary key by ``key`` (none when empty)."""
+    hold_off_grants(conn)
     name = conn.execute("select conname from pg_constraint where conrelid = %s::regclass and"
                         " contype = 'p'", (mirror.as_string(conn),)).fetchone()
     if name is not None:

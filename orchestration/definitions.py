@@ -1,5 +1,9 @@
 """The Dagster code location of Tidemark: ``orchestration.definitions:defs``.
 
+``defs`` is a function Dagster calls at each load of the code location (``@dg.definitions``):
+importing this module builds nothing, and each load reads the settings, the dbt manifest and the
+daily partitions' start as they are then (:func:`build_defs`).
+
 Merges the definitions of each system (``orchestration/defs/<system>/``) and binds the
 resources: ``tidemark`` (database URLs, resolved at run time) and ``dbt`` (the dbt project).
 Loading reads the dbt manifest (see ``orchestration.defs.dbt.state``) and never connects to a
@@ -33,7 +37,7 @@ def dbt_defs(state: DbtState) -> list[dg.Definitions]:
         from orchestration.defs.dbt import definitions as dbt
         from orchestration.defs.reconciliation import definitions as reconciliation
 
-        return [dbt.defs, reconciliation.defs]
+        return [dbt.dbt_definitions(), reconciliation.defs]
     from orchestration.defs.dbt.parse_check import parse_check_defs
 
     check, sensor = parse_check_defs([DBT_PROJECT_KEY])  # red until the project parses
@@ -60,4 +64,7 @@ def build_defs(tidemark: TidemarkResource | None = None) -> dg.Definitions:
     )
 
 
-defs = build_defs()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, built when Dagster loads it (see the module docstring)."""
+    return build_defs()

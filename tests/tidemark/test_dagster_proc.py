@@ -6,6 +6,7 @@ import json
 import socket
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from tidemark.stack.dagster_proc import (
     _child_env,
     _earlier,
     dagster_home,
+    reload_code_location,
     start_dagster,
 )
 from tidemark.stack.supervisor import Supervisor
@@ -112,7 +114,9 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
     port = free_port()
     monkeypatch.setenv("TIDEMARK_DAGSTER_PORT", str(port))
     monkeypatch.delenv("TIDEMARK_DBT_TARGET_PATH", raising=False)  # prepared in the home
-    env = {k: v for k, v in os.environ.items() if k != "TIDEMARK_DBT_TARGET_PATH"}
+    monkeypatch.delenv("TIDEMARK_PARTITIONS_START", raising=False)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TIDEMARK_DBT_TARGET_PATH", "TIDEMARK_PARTITIONS_START")}
     env["TIDEMARK_HOME"] = str(tmp_path)
     supervisor = Supervisor(env=env)
     try:
@@ -134,6 +138,18 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         assert {"shop/orders", "live/daily_store_revenue", "marts/fct_daily_store_revenue",
                 "serving/daily_store_revenue"} <= paths
         assert [c.process.poll() for c in supervisor.children] == [None, None]
+        # No day of data recorded: the UI's partitions start at the 30-day fallback; once
+        # `tidemark up` records the first day (stack.partitions.FirstDayWatch) and reloads
+        # the code location, they start there, without a restart.
+        today = datetime.now(UTC).date()
+        assert _first_partition(url) == (today - timedelta(days=30)).isoformat()
+        first = (today - timedelta(days=6)).isoformat()
+        (tmp_path / "partitions_start").write_text(first + "\n")
+        assert reload_code_location(url)
+        deadline = time.monotonic() + 90
+        while _first_partition(url) != first and time.monotonic() < deadline:
+            time.sleep(1)  # the location loads again in background
+        assert _first_partition(url) == first
         # The daemon may launch a run between two reads (the 15-minute schedule of the live-view
         # checks, the freshness sensor right after the start): its status moves on (QUEUED ->
         # STARTING) and the checks it evaluates change. Runs compare by job and run id; the
@@ -155,6 +171,18 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         codes = supervisor.stop_all(grace_s=30)
     assert set(codes) == {"dagster-webserver", "dagster-daemon"}
     assert (tmp_path / "dagster" / "storage").is_dir()
+
+
+def _first_partition(url: str) -> str | None:
+    """The first partition key of the daily mart ``fct_daily_store_revenue`` the UI shows
+    (None while the code location loads)."""
+    query = json.dumps({"query": '{ assetNodes(assetKeys: [{path: ["marts", '
+                                 '"fct_daily_store_revenue"]}]) { partitionKeys } }'}).encode()
+    request = urllib.request.Request(f"{url}/graphql", data=query,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        nodes = (json.load(response).get("data") or {}).get("assetNodes") or []
+    return nodes[0]["partitionKeys"][0] if nodes and nodes[0]["partitionKeys"] else None
 
 
 def _stable(summary: dict) -> dict:

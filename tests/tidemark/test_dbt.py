@@ -84,7 +84,7 @@ def test_definitions_load_when_the_environment_is_not_activated(tmp_path: Path) 
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "TIDEMARK_HOME": str(tmp_path),
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     code = ("from orchestration.definitions import defs; "
-            "print(defs.resources['dbt'].dbt_executable)")
+            "print(defs().resources['dbt'].dbt_executable)")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

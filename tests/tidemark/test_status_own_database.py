@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from ingestion import catch_up
+from streaming_views.deploy import deploy
 from tests.support import create_database
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -68,12 +69,19 @@ def test_status_of_a_user_with_only_their_own_database(own) -> None:
     assert not [p for p in slo["promises"] if p["promise"].startswith("live.")]
     assert slo["verdict"] != "missed", slo
     assert [p["promise"] for p in slo["promises"]] == ["ingestion lag of mydb"]
+    # no dbt here (never parsed nor built): not the shipped project's pairs and "no manifest"
+    assert summary["dbt"]["built"] is False and "not built here" in summary["dbt"]["advice"]
+    assert summary["finality"] == [] and summary["reconciliation"] == []
 
     human = _cli(env, "status")
     assert human.returncode == 0, human.stderr
     assert "MISSED" not in human.stdout and "shop" not in human.stdout, human.stdout
     assert "mydb" in human.stdout
     assert f"{len(fresh)} view files" in human.stdout and "not deployed" in human.stdout
+    assert "dbt: not built here" in human.stdout, human.stdout
+    for shipped in ("reconciliation (", "finality,", "fct_daily_store_revenue", "no dbt manifest",
+                    "changed since the last parse"):
+        assert shipped not in human.stdout, (shipped, human.stdout)
 
     page = _cli(env, "status", "--slo")
     assert page.returncode == 0, page.stderr
@@ -100,3 +108,48 @@ def test_the_dagster_freshness_check_of_a_view_not_deployed_warns_it_is_not_depl
         e = freshness_evaluation(f)
         assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN, e.description
         assert "is not deployed" in e.description and "landed" not in e.description
+
+
+def test_status_answers_busy_for_a_locked_live_view_and_mart(own, tmp_path: Path) -> None:
+    """A live view or a mart locked ACCESS EXCLUSIVE (a redeploy's swap, a dbt model's swap):
+    b38 gave the per-table landing reads a ``lock_timeout`` and a "busy" answer, but the live
+    views' row counts and the marts' days had none, and status waited for the lock's
+    transaction (on main: past the subprocess timeout). It answers "busy: ..." naming who
+    holds the lock."""
+    src, land, env = own
+    with psycopg.connect(src, autocommit=True) as conn:
+        conn.execute("create table accounts (id int primary key, balance int)")
+        conn.execute("insert into accounts select g, g from generate_series(1, 100) g")
+    assert _cli(env, "source", "add", "mydb", "--url", src).returncode == 0
+    catch_up(src, land, "mydb")
+    views = tmp_path / "views"
+    views.mkdir()
+    (views / "balances.sql").write_text("select id, sum(balance) as total from mydb.accounts"
+                                        " group by id\n")
+    deploy(land, views)
+    env = {**env, "TIDEMARK_VIEWS_DIR": str(views)}
+    with psycopg.connect(land, autocommit=True) as conn:
+        conn.execute("create schema if not exists marts")
+        conn.execute("create table marts.fct_daily_balances (balance_date date, total int)")
+        conn.execute("insert into marts.fct_daily_balances values ('2026-12-01', 5)")
+    with psycopg.connect(land) as holder:  # a redeploy's swap, a dbt model's swap
+        holder.execute("lock table live.balances, marts.fct_daily_balances"
+                       " in access exclusive mode")
+        out = _cli(env, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        [view] = summary["live_views"]
+        assert view["name"] == "balances" and view["rows"] is None
+        assert view["status"] == "busy", view
+        assert view["busy"].startswith("busy: live.balances is locked by"), view
+        assert str(holder.info.backend_pid) in view["busy"]
+        [mart] = summary["batch"]
+        assert mart["mart"] == "fct_daily_balances" and mart["days"] is None
+        assert mart["busy"].startswith("busy: marts.fct_daily_balances is locked by"), mart
+        human = _cli(env, "status")
+        assert human.returncode == 0, human.stderr
+        assert "busy: live.balances" in human.stdout, human.stdout
+        assert "busy: marts.fct_daily_balances" in human.stdout, human.stdout
+        holder.rollback()
+    summary = json.loads(_cli(env, "status", "--json").stdout)
+    assert summary["live_views"][0]["rows"] == 100 and summary["batch"][0]["days"] == 1

@@ -98,15 +98,18 @@ def views_layer(dbs: Databases) -> list[dict[str, Any]]:
     """Deployed live views (``streaming_views.list_views``), each with the client sessions
     holding it (or its state) open in a transaction for over a minute (a redeploy waits for
     them): a BI tab, or ingestion applying a large source transaction — or stuck in one."""
+    from ingestion.status import READ_LOCK_WAIT
     from streaming_views.holders import long_holders
     from streaming_views.status import list_views
 
     with psycopg.connect(dbs.landing, autocommit=True) as conn:
         held = long_holders(conn)
-    return [{"name": v.name, "target": v.target, "status": v.status, "rows": v.rows,
+    return [{"name": v.name, "target": v.target, "rows": v.rows,
+             "status": "busy" if v.status.startswith("busy:") else v.status,
+             "busy": v.status if v.status.startswith("busy:") else None,
              "last_change_at": v.last_change_at, "deployed_at": v.deployed_at,
              "held_open_by": "; ".join(h.session() for h in held.get(v.name, [])) or "-"}
-            for v in list_views(dbs.landing)]
+            for v in list_views(dbs.landing, READ_LOCK_WAIT)]
 
 
 SHORT_WAIT_S = 1.0
@@ -134,9 +137,14 @@ def lock_waits_layer(dbs: Databases) -> list[dict[str, Any]]:
 
 
 def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
-    """Per daily mart (``marts.fct_daily_*``): its day column, latest day and days built."""
+    """Per daily mart (``marts.fct_daily_*``): its day column, latest day and days built, or
+    ``busy`` (who holds it) when it stays locked past ``READ_LOCK_WAIT`` (a dbt build's swap)."""
+    from ingestion.status import READ_LOCK_WAIT
+    from streaming_views.status import busy_text
+
     out = []
     with psycopg.connect(dbs.landing, autocommit=True) as conn:
+        conn.execute("select set_config('lock_timeout', %s, false)", (READ_LOCK_WAIT,))
         marts = conn.execute(
             "select c.relname, (select a.attname from pg_attribute a where a.attrelid = c.oid"
             " and a.atttypid = 'date'::regtype and a.attnum > 0 and not a.attisdropped"
@@ -146,11 +154,15 @@ def batch_layer(dbs: Databases) -> list[dict[str, Any]]:
         for name, day_column in marts:
             if day_column is None:
                 continue
-            latest, days = conn.execute(sql.SQL(
-                "select max({d}), count(distinct {d}) from {t}").format(
-                d=sql.Identifier(day_column), t=sql.Identifier("marts", name))).fetchone()
+            latest = days = busy = None
+            try:
+                latest, days = conn.execute(sql.SQL(
+                    "select max({d}), count(distinct {d}) from {t}").format(
+                    d=sql.Identifier(day_column), t=sql.Identifier("marts", name))).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                busy = busy_text(conn, f"marts.{name}", "days are not counted")
             out.append({"mart": name, "day_column": day_column, "latest_day": latest,
-                        "days": days})
+                        "days": days, "busy": busy})
     return out
 
 
@@ -180,9 +192,11 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     from tidemark.stack.dagster_status import dagster_summary
 
     demo = _guard(demo_layer, dbs)  # None: no demo, only the user's sources
+    dbt, batch = _guard(dbt_layer, settings), _guard(batch_layer, dbs)
+    built = not_built(settings, dbt, batch) is None
     return {
         "up": up_layer(settings),
-        "dbt": _guard(dbt_layer, settings),
+        "dbt": dbt if built else not_built(settings, dbt, batch),
         # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": demo,
@@ -190,14 +204,29 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "wal": _guard(wal_layer, dbs, int(settings.slot_wal_warn_gb * 1024**3),
                       demo is not None),
         "watermarks": _guard(watermarks_layer, dbs, None, demo is not None),
-        "finality": _guard(finality_layer, settings, dbs),
+        "finality": _guard(finality_layer, settings, dbs) if built else [],
         "live_views": _guard(views_layer, dbs),
         "lock_waits": _guard(lock_waits_layer, dbs),
         "freshness": _guard(freshness_layer, settings, dbs),
-        "batch": _guard(batch_layer, dbs),
-        "reconciliation": _guard(reconciliation_layer, settings, dbs),
+        "batch": batch,
+        "reconciliation": _guard(reconciliation_layer, settings, dbs) if built else [],
         "dagster": dagster_summary(settings) if dagster else None,
     }
+
+
+def not_built(settings: Settings, dbt: dict[str, Any], batch: Any) -> dict[str, Any] | None:
+    """The dbt layer of a stack where the dbt project was never parsed nor built (a user with
+    only their own database, no ``tidemark up``): no manifest, no parse failure, no daily
+    mart in landing. None when it was: then finality and reconciliation are shown. Otherwise
+    the shipped project's pairs (0 days each) and a missing manifest would be listed as if the
+    user had them."""
+    if "error" in dbt or dbt.get("manifest_at") or dbt.get("failure") or \
+            not isinstance(batch, list) or batch:
+        return None
+    return {**dbt, "built": False, "advice": (
+        f"not built here (no manifest in {settings.dbt_target_dir}, no daily mart in landing):"
+        f" no finality or reconciliation yet. `tidemark up` builds the dbt project at "
+        f"{settings.dbt_project_dir}; README \"Your own database\", step 5, adds your models.")}
 
 
 def dbt_layer(settings: Settings) -> dict[str, Any]:
@@ -374,6 +403,9 @@ def _show(summary: dict[str, Any]) -> None:
              " closed days it still holds)", ["pair", "mart", "live_keeps", "reconciled_days",
                                               "drifting_days", "last_checked_at"])):
         layer = summary[key]
+        if key in ("finality", "batch", "reconciliation") and \
+                (summary.get("dbt") or {}).get("built") is False:
+            continue  # no dbt here: the dbt line says so once
         if key == "lock_waits":
             layer, short = long_waits(layer)
             if not layer:
@@ -388,6 +420,9 @@ def _show(summary: dict[str, Any]) -> None:
             console.print(f"[red]{title}:[/] {escape(str(layer['error']))}", highlight=False)
         else:
             emit_table(title, columns, [[row.get(c) for c in columns] for row in layer])
+            for row in layer:  # a view or mart locked past the read's lock wait: who holds it
+                if row.get("busy"):
+                    console.print(f"[yellow]{escape(row['busy'])}[/]", highlight=False)
     dag = summary.get("dagster")
     if dag and "error" not in dag:
         emit_table("dagster runs (latest per job)", ["job", "status", "days", "trigger",

@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from ingestion.grants_lock import lock_grants
 from tidemark.settings import (
     APP_ROLE,
     DBT_ROLE,
@@ -117,7 +118,8 @@ def ensure_database(admin_dsn: str, name: str) -> bool:
 def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) -> None:
     """Create the landing schemas owned by ``tidemark_app`` (dbt's by ``tidemark_dbt``) and open
     them read-only to readers, with every schema ``tidemark_app`` creates (the sources' mirror
-    schemas); of ``tidemark`` readers get only what :func:`keep_private` leaves them.
+    schemas); of ``tidemark`` readers get only what :func:`keep_private` leaves them. Holds the
+    grants' advisory lock (``ingestion.grants_lock``) meanwhile.
 
     Args:
         landing_dsn: superuser connection to the landing database.
@@ -125,6 +127,7 @@ def grant_landing(landing_dsn: str, schemas: tuple[str, ...] = LANDING_SCHEMAS) 
     """
     app, reader = sql.Identifier(APP_ROLE), sql.Identifier(READER_ROLE)
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        lock_grants(conn)  # ingestion's DDL takes turns with these grants (its module says why)
         dbname = sql.Identifier(conn.info.dbname)
         conn.execute(sql.SQL("grant connect, create, temporary on database {} to {}").format(
             dbname, app))
@@ -216,10 +219,11 @@ def bootstrap_embedded(server_admin_url_for: Callable[[str], str]) -> None:
         ensure_roles(server_admin_url_for("postgres"))
         for db in (SOURCE_DB, LANDING_DB):
             ensure_database(server_admin_url_for("postgres"), db)
-        # A process that does not bootstrap (ingestion creating a source's mirror tables) can
-        # still update a catalog row these GRANTs and REVOKEs update: "tuple concurrently
-        # updated" (seen: the view ticker's start beside `ingest run` of a second source).
-        # They are idempotent, so they are run again.
+        # A process that does not bootstrap can still update a catalog row these GRANTs and
+        # REVOKEs update: "tuple concurrently updated" (seen: the view ticker's start beside
+        # `ingest run` of a second source). Ingestion's DDL takes turns with them
+        # (ingestion.grants_lock); a live-view deploy (schemas live, tidemark_state) and dbt's
+        # swaps (staging, marts) do not, so the grants, idempotent, still run again.
         for attempt in range(1, GRANT_ATTEMPTS + 1):
             try:
                 grant_landing(server_admin_url_for(LANDING_DB))

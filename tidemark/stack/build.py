@@ -82,9 +82,9 @@ class DagsterBuild:
         with quiet(settings.log_dir / "dagster-runs.log"):
             import dagster as dg
 
-            from orchestration.definitions import defs
+            from orchestration.definitions import build_defs
 
-            self.defs = defs
+            self.defs = defs = build_defs()
             self.graph = defs.resolve_asset_graph()
             self.job = defs.get_implicit_global_asset_job_def()
         self.settings = settings

@@ -298,6 +298,19 @@ def _graphql(url: str, query: str, variables: dict | None = None,
         return json.loads(response.read()).get("data") or {}
 
 
+RELOAD_WORKSPACE = "mutation { reloadWorkspace { __typename } }"
+
+
+def reload_code_location(url: str) -> bool:
+    """Ask the webserver at ``url`` to load the code location again (the UI's "Reload
+    definitions"); the daemon reloads its own every minute. False when it did not answer."""
+    try:
+        answer = _graphql(url, RELOAD_WORKSPACE)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return (answer.get("reloadWorkspace") or {}).get("__typename") == "Workspace"
+
+
 def _active_runs(url: str) -> list[str]:
     runs = (_graphql(url, ACTIVE_RUNS).get("runsOrError") or {}).get("results") or []
     return [r["runId"] for r in runs]

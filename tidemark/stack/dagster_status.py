@@ -116,9 +116,9 @@ def code_location_checks(settings: Settings) -> list[Any]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from orchestration.definitions import defs
+        from orchestration.definitions import build_defs
 
-        return list(defs.resolve_asset_graph().asset_check_keys)
+        return list(build_defs().resolve_asset_graph().asset_check_keys)
 
 
 def dagster_summary(settings: Settings) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class _Up:
         self.parse: _Background | None = None
         self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
+        self.first_day: Any = None  # stack.partitions.FirstDayWatch, once started
         self.interrupted: list = []  # UI backfills the last stop interrupted (stack.backfills)
 
     def run(self) -> int:
@@ -164,7 +165,7 @@ class _Up:
         from tidemark.stack.backfills import find_interrupted, resume_in_background
         from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
         from tidemark.stack.dbt import parse_project
-        from tidemark.stack.partitions import record_partitions_start
+        from tidemark.stack.partitions import FirstDayWatch, record_partitions_start
 
         settings, options, display = self.settings, self.options, self.display
         landing_url = locate_databases(settings).landing_dbt
@@ -195,6 +196,7 @@ class _Up:
         manifest = settings.dbt_target_dir / "manifest.json"
         first_day = (record_partitions_start(settings, dbs.source, manifest)
                      if manifest.exists() else None)
+        self.first_day = FirstDayWatch(settings, dbs.source, self._first_day_arrived)
         web = start_webserver(self.supervisor, settings) if options.dagster else None
         self.phase = "building live views, dbt models and checks"
         display.begin("build", "Building (Dagster run)", unit="assets+checks")
@@ -334,6 +336,8 @@ class _Up:
                 if time.monotonic() >= next_rotation:
                     rotate_logs(self.settings.log_dir, int(self.settings.log_max_mb * 2**20),
                                 self.settings.log_keep)
+                    if self.first_day is not None:
+                        self.first_day.poll()
                     next_rotation = time.monotonic() + CHECK_EVERY_S
                 dead = self.supervisor.exited()
                 if dead and not self._restart(dead):
@@ -346,6 +350,13 @@ class _Up:
         finally:
             signal.signal(signal.SIGTERM, previous)
         return 0
+
+    def _first_day_arrived(self, day: Any) -> None:
+        from tidemark.stack.dagster_proc import reload_code_location
+
+        reloaded = self.ui is not None and reload_code_location(self.ui)
+        self.display.say(f"First day of data: {day}; the daily partitions start there"
+                         + (" (Dagster reloaded its definitions)." if reloaded else "."))
 
     def _restart(self, dead: list[Child]) -> bool:
         """Start again the children a signal killed (the ingestion and the clock resume from

@@ -25,7 +25,7 @@ from orchestration.defs.dbt.full_history import (
     tagged_check_keys,
     tagged_tests,
 )
-from orchestration.defs.dbt.partitions import DAILY, DAILY_TAG, day_vars
+from orchestration.defs.dbt.partitions import DAILY_TAG, daily_partitions, day_vars
 from orchestration.defs.dbt.project import (
     clean_invocations,
     invocation_dir,
@@ -142,7 +142,8 @@ def dbt_unpartitioned(context: dg.AssetExecutionContext, dbt: DbtCliResource,
 
 
 @dbt_assets(manifest=MANIFEST, project=PROJECT, select=f"tag:{DAILY_TAG}",
-            dagster_dbt_translator=TRANSLATOR, name="dbt_daily_marts", partitions_def=DAILY,
+            dagster_dbt_translator=TRANSLATOR, name="dbt_daily_marts",
+            partitions_def=daily_partitions(),  # replaced at each build: with_current_start
             backfill_policy=dg.BackfillPolicy.single_run())
 def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                     tidemark: TidemarkResource):

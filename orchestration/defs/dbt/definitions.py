@@ -1,5 +1,6 @@
 """dbt in Dagster: the model assets, their checks, jobs, schedules and sensors (mart freshness,
-closed days, the project's parse)."""
+closed days, the project's parse), built by :func:`dbt_definitions` with the daily partitions'
+start as it is when the definitions are built."""
 
 import dagster as dg
 
@@ -13,6 +14,7 @@ from orchestration.defs.dbt.jobs import (
     nightly_batch_job,
     source_freshness_job,
 )
+from orchestration.defs.dbt.partitions import with_current_start
 from orchestration.defs.dbt.schedules import (
     FULL_HISTORY_JOBS,
     FULL_HISTORY_SCHEDULES,
@@ -21,10 +23,14 @@ from orchestration.defs.dbt.schedules import (
 )
 from orchestration.defs.dbt.sensors import mart_freshness_sensor_def
 
-defs = dg.Definitions(
-    assets=[dbt_unpartitioned, dbt_daily_marts],
-    asset_checks=[dbt_source_freshness, *mart_freshness, PARSE_CHECK],
-    jobs=[nightly_batch_job, daily_marts_job, source_freshness_job, *FULL_HISTORY_JOBS],
-    schedules=[nightly_batch_schedule, source_freshness_schedule, *FULL_HISTORY_SCHEDULES],
-    sensors=[mart_freshness_sensor_def, closed_days_sensor, PARSE_SENSOR],
-)
+
+def dbt_definitions() -> dg.Definitions:
+    """The dbt definitions; the daily marts' partitions start as
+    :func:`~orchestration.defs.dbt.partitions.partitions_start` says now."""
+    return dg.Definitions(
+        assets=[dbt_unpartitioned, with_current_start(dbt_daily_marts)],
+        asset_checks=[dbt_source_freshness, *mart_freshness, PARSE_CHECK],
+        jobs=[nightly_batch_job, daily_marts_job, source_freshness_job, *FULL_HISTORY_JOBS],
+        schedules=[nightly_batch_schedule, source_freshness_schedule, *FULL_HISTORY_SCHEDULES],
+        sensors=[mart_freshness_sensor_def, closed_days_sensor, PARSE_SENSOR],
+    )

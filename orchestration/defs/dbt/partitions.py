@@ -4,6 +4,13 @@ Partitions start at ``TIDEMARK_PARTITIONS_START`` if set, else at the first day 
 ``tidemark up`` recorded in ``$TIDEMARK_HOME/partitions_start``, else (no data seen yet)
 :data:`FALLBACK_DAYS` days before today. They end at the last complete UTC day: today is open
 (provisional, in the live views) until it ends.
+
+Nothing here is computed at import: the start is read when the definitions are built
+(:func:`with_current_start`, from ``orchestration.definitions.build_defs``, which Dagster calls
+at each load of the code location) and when a schedule or sensor evaluates. A test module that
+imports the dbt definitions, or a Dagster started before the first day of data, does not fix
+the 30-day fallback for what is built later; ``tidemark up`` records the first day once data
+arrives and reloads the code location (``tidemark.stack.partitions``).
 """
 
 from __future__ import annotations
@@ -28,7 +35,19 @@ def partitions_start() -> str:
     return first.isoformat()
 
 
-DAILY = dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+def daily_partitions() -> dg.DailyPartitionsDefinition:
+    """The daily partitions from :func:`partitions_start` as it is now."""
+    return dg.DailyPartitionsDefinition(start_date=partitions_start(), timezone="UTC")
+
+
+def with_current_start(assets: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """``assets`` (daily partitioned) with the daily partitions' start as it is now.
+
+    The ``@dbt_assets`` decorator needs a partitions definition when its module is imported;
+    the definitions replace it with this one each time they are built.
+    """
+    daily = daily_partitions()
+    return assets.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=daily))
 
 
 def day_vars(window: dg.TimeWindow) -> dict[str, str]:
@@ -40,7 +59,7 @@ def day_vars(window: dg.TimeWindow) -> dict[str, str]:
 def batch_window(today: date, days_back: int | None = None) -> tuple[str, str]:
     """(first, last) partition keys of the nightly batch: yesterday and the correction window."""
     days_back = load_settings().correction_days if days_back is None else days_back
-    start = date.fromisoformat(DAILY.start.date().isoformat())
+    start = date.fromisoformat(partitions_start())
     last = today - timedelta(days=1)
     first = max(start, last - timedelta(days=days_back))
     return first.isoformat(), last.isoformat()

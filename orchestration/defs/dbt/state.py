@@ -276,6 +276,7 @@ def project_status(project_dir: Path, target: Path) -> dict[str, Any]:
             + (" (The project changed since that parse: the next load parses it again.)"
                if changed else ""))
     elif changed:
-        out["advice"] = ("dbt project changed since the last parse; the next load of the "
-                         "definitions (the UI's Reload, a run) parses it.")
+        out["advice"] = ("dbt project changed since the last parse" if stamps else
+                         "dbt project not parsed here yet") + (
+            "; the next load of the definitions (the UI's Reload, a run) parses it.")
     return out

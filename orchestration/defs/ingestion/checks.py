@@ -82,8 +82,9 @@ def lag_evaluation(state: TableState, warn_s: float, error_s: float) -> dg.Asset
             description=f"{state.table} lags {lag:.1f} s (over {limit:g} s): source changes "
                         f"have waited {float(state.pending_s or 0):.1f} s to land. Is "
                         f"`tidemark ingest run` (or the ingestion_catch_up job) running?")
+    busy = f"; {state.busy}" if state.busy else ""  # what was not read, and why
     return dg.AssetCheckEvaluation(key, LAG_CHECK, passed=True, metadata=meta,
-                                   description=f"{state.table} lags {lag:.1f} s.")
+                                   description=f"{state.table} lags {lag:.1f} s{busy}.")
 
 
 def dead_letter_evaluation(state: TableState, grew_by: int = 0) -> dg.AssetCheckEvaluation:

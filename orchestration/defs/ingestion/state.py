@@ -52,6 +52,8 @@ class TableState:
             None for a table without an event-time column.
         resyncing: the pause is an automatic resync (Tidemark copies the table again by
             itself; nobody needs to act).
+        busy: why the table's figures were not read (``busy: ...``: a landing transaction or
+            a source session held it past ``ingestion.status.READ_LOCK_WAIT``), or None.
     """
 
     source: str
@@ -63,6 +65,7 @@ class TableState:
     overall: dict[str, Any] = field(default_factory=dict)
     watermark: dict[str, Any] | None = None
     resyncing: bool = False
+    busy: str | None = None
 
     @property
     def lag_s(self) -> float:
@@ -80,6 +83,7 @@ class TableState:
             "dead_letters": self.dead_letters,
             "paused": self.paused_reason is not None,
             **({"paused_reason": self.paused_reason} if self.paused_reason else {}),
+            **({"busy": self.busy} if self.busy else {}),
             **self._watermark_metadata(),
         }
 
@@ -182,5 +186,5 @@ def read_states(source_dsn: str, landing_dsn: str, source: str,
     marks = {w["table"]: w for w in watermark_status(landing_dsn, source)}
     return {name: TableState(source, name, t["lsn"], t["dead_letters"], t["paused_reason"],
                              t["pending_s"], overall, marks.get(name),
-                             resyncing=bool(t["resyncing"]))
+                             resyncing=bool(t["resyncing"]), busy=t["busy"])
             for name, t in per_table.items()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 
 
@@ -82,3 +84,22 @@ def test_partitions_start_at_the_first_day_of_data(orch) -> None:
     daily = orch.defs.resolve_asset_graph().get(
         dg.AssetKey(["marts", "fct_daily_store_revenue"])).partitions_def
     assert daily.start.date() == orch.days[0]  # TIDEMARK_PARTITIONS_START, as up records it
+
+
+def test_partitions_start_is_read_at_each_load_not_fixed_at_import(orch, monkeypatch) -> None:
+    """The daily partitions were a module constant of the dbt definitions: the first import
+    fixed the start (round 38's CI: a test module imported at collection fixed the 30-day
+    fallback for every later test; a Dagster started before the first day of data kept the
+    fallback until a restart). Each load of the definitions now reads it."""
+    from orchestration.definitions import build_defs, defs
+    from orchestration.defs.dbt import partitions
+
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    later = orch.days[0] + timedelta(days=2)
+    monkeypatch.setenv("TIDEMARK_PARTITIONS_START", later.isoformat())
+    for loaded in (build_defs(orch.resource), defs()):  # defs(): what Dagster calls at load
+        daily = loaded.resolve_asset_graph().get(mart).partitions_def
+        assert daily.start.date() == later
+        assert loaded.resolve_job_def("daily_marts").partitions_def.start.date() == later
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert partitions.batch_window(yesterday + timedelta(days=1), 30)[0] == later.isoformat()

@@ -53,7 +53,7 @@ def test_a_view_file_added_is_an_asset_with_its_check(tmp_path: Path, orch) -> N
     env = fresh_env(tmp_path / "home", TIDEMARK_VIEWS_DIR=str(views),
                     TIDEMARK_DBT_TARGET_PATH=os.environ["TIDEMARK_DBT_TARGET_PATH"])
     code = ("import json, dagster as dg, orchestration.definitions as d; "
-            "g = d.defs.resolve_asset_graph(); k = dg.AssetKey(['live', 'orders_by_store']); "
+            "g = d.defs().resolve_asset_graph(); k = dg.AssetKey(['live', 'orders_by_store']); "
             "print(json.dumps({'deps': sorted(p.to_user_string() for p in g.get(k).parent_keys),"
             " 'checks': sorted(c.name for c in g.asset_check_keys if c.asset_key == k)}))")
     result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=REPO, env=env,

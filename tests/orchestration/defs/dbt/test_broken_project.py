@@ -30,15 +30,16 @@ import json, warnings
 warnings.simplefilter("ignore")
 import dagster as dg
 import orchestration.definitions as d
-g = d.defs.resolve_asset_graph()
+defs = d.defs()  # what Dagster calls at each load
+g = defs.resolve_asset_graph()
 print(json.dumps({
     "assets": sorted(k.to_user_string() for k in g.get_all_asset_keys()),
     "descriptions": {k.to_user_string(): g.get(k).description or "" for k in
                      g.get_all_asset_keys()},
-    "jobs": sorted(j.name for j in d.defs.resolve_all_job_defs()),
-    "sensors": sorted(s.name for s in d.defs.sensors or []),
-    "schedules": sorted(s.name for s in d.defs.schedules or []),
-    "metadata": sorted(d.defs.metadata)}))
+    "jobs": sorted(j.name for j in defs.resolve_all_job_defs()),
+    "sensors": sorted(s.name for s in defs.sensors or []),
+    "schedules": sorted(s.name for s in defs.schedules or []),
+    "metadata": sorted(defs.metadata)}))
 """
 
 

@@ -37,7 +37,7 @@ warnings.simplefilter("ignore")
 import dagster as dg
 import orchestration.definitions as d
 from orchestration.defs.dbt.parse_check import CHECK, SENSOR
-sensor = next(s for s in d.defs.sensors if s.name == SENSOR)
+sensor = next(s for s in d.defs().sensors if s.name == SENSOR)
 key = dg.AssetCheckKey(dg.AssetKey(sys.argv[1].split("/")), CHECK)
 with dg.instance_for_test() as instance:
     data = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))

@@ -228,3 +228,22 @@ def test_tables_of_a_source_not_registered_are_not_read_and_their_checks_say_why
     gone = results["gone"]
     assert not gone.passed and gone.severity == dg.AssetCheckSeverity.WARN
     assert "'gone' is not registered" in gone.description
+
+
+def test_lag_check_metadata_says_busy_when_the_changelog_is_locked(orch) -> None:
+    """A landing transaction holding the changelog (a schema change's backfill) leaves the
+    table's applied LSN unread after ``READ_LOCK_WAIT`` (b38); the check said only "lags 0.0 s"
+    and its metadata "applied_lsn: none", as if nothing had landed. It now carries the "busy"
+    text in its metadata and description."""
+    key = dg.AssetCheckKey(table_key("shop", "orders"), LAG_CHECK)
+    with psycopg.connect(orch.landing_url) as holder:
+        holder.execute("lock table cdc.shop__orders in access exclusive mode")
+        try:
+            evaluation = check_results(orch.run_checks([key]))[("shop/orders", LAG_CHECK)]
+        finally:
+            holder.rollback()
+    busy = evaluation.metadata["busy"].value
+    assert busy.startswith("busy: orders is locked by another landing session"), busy
+    assert busy in evaluation.description
+    evaluation = check_results(orch.run_checks([key]))[("shop/orders", LAG_CHECK)]
+    assert "busy" not in evaluation.metadata
