@@ -34,7 +34,7 @@ from pglast import ast, enums
 from streaming_views import onkept, pregroup
 from streaming_views.astutil import deparse, q, walk
 from streaming_views.auxiliary import delta_statement
-from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term
+from streaming_views.compiler import STATE_SCHEMA, CompiledView, Term, with_upsert
 from streaming_views.expiry import (
     CLOCK_CTE,
     CLOCK_FROM,
@@ -45,6 +45,7 @@ from streaming_views.expiry import (
     log_filter,
 )
 from streaming_views.layers import is_live, transition
+from streaming_views.onegroup import single_select
 from streaming_views.outer import delta as outer_delta
 from streaming_views.reads import ALL
 from streaming_views.session import NAMES_ONLY
@@ -435,7 +436,8 @@ def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
 
 
 def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
-                    batches: bool = True, kept: bool = False) -> str:
+                    batches: bool = True, kept: bool = False, row: str | None = None,
+                    one_row: bool = False) -> str:
     """The one statement applying (and deleting) the logged changes of tables ``changed``; it
     returns whether some group's count fell to zero.
 
@@ -447,9 +449,21 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
             marks the transaction's delta large: the statement planned for small deltas
             leaves them out).
         kept: the outer join's kept-ON delta (:mod:`streaming_views.onkept`).
+        row: the PL/pgSQL record (``NEW``) holding the only row the log of the one table
+            ``changed`` holds for the transaction (not a marker): read from the record, the
+            log's row deleted unread (no CTE scan of the deleted rows).
+        one_row: the delta is at most one flat row (:func:`streaming_views.onegroup.one_per_group`):
+            upserted without an aggregate when :func:`streaming_views.onegroup.single_select`
+            can rewrite the view's.
     """
     ctes = []
     for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
+        if row is not None:
+            names = ["__tm_tx", "__tm_sign", *(q(c.name) for c in cv.resolved.tables[j].columns)]
+            values = ", ".join(f"{row}.{n} AS {n}" for n in names)
+            ctes += [f"__m{j} AS (DELETE FROM {log_table(cv, j)} WHERE __tm_tx = {tx})",
+                     f"__l{j} AS (SELECT {values})"]
+            continue
         cols = ", ".join(["__tm_tx", "__tm_sign", *(q(c.name) for c in
                                                     cv.resolved.tables[j].columns)])
         rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign IN (-1, 1)"
@@ -474,6 +488,10 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         more, flat = outer_delta(cv, changed, restrict=batches)
         return delta_statement(cv, flat, ctes + more)
     flat = " UNION ALL ".join(cv.flat_select(t) for t in terms(cv, changed))
+    if one_row:  # at most one flat row: no aggregate (streaming_views.onegroup)
+        select = single_select(cv.aggregate_select(flat, delta=True))
+        if select is not None:
+            return with_upsert(ctes, cv.upsert_sql(select))
     return delta_statement(cv, flat, ctes)
 
 

@@ -83,6 +83,8 @@ GUARD_DDL = [
         from tidemark.views w, pg_event_trigger_dropped_objects() d
         where w.target = 'embedded' and w.status = 'ok'
           and ((d.object_type in ('table', 'table column') and d.objid = any(w.base_oids))
+               or (d.object_type in ('index', 'table constraint')  -- a key it relies on
+                   and jsonb_path_exists(w.used_columns, '$[*][*].key'))
                or (d.object_type = 'trigger' and starts_with(
                      d.address_names[array_length(d.address_names, 1)],
                      'tm_' || w.suffix || '_')))

@@ -29,6 +29,7 @@ from streaming_views import (
     reads,
     refusals,
     temporal,
+    uniquekeys,
     volatility,
 )
 from streaming_views.analyzer import Analysis, TableRef
@@ -396,4 +397,5 @@ def resolve(conn: psycopg.Connection, an: Analysis) -> Resolved:
              if c.arg is not None and (c.distinct or c.func in {"min", "max"})]
     r.check_collations([t for t, _ in kept], [n for _, n in kept])
     never, matched = notnull.never_null(conn, an, row_tree, tables)
+    uniquekeys.mark_keys(conn, an, tables)
     return Resolved(outputs, types, tables, r.settings(row_tree), never, matched)

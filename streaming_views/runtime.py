@@ -33,6 +33,7 @@ from streaming_views.lockorder import LOCK_TABLES_DDL
 from streaming_views.notnull import VALID_NOT_NULL
 from streaming_views.readers import BREAK_READERS, INNER_PROBLEM, LIVE_READERS_DDL, NOTE_READERS
 from streaming_views.session import set_clauses
+from streaming_views.uniquekeys import UNIQUE_KEY_SQL
 
 PENDING = "tidemark.pending"
 REBUILD = "tidemark.rebuild"
@@ -118,6 +119,10 @@ begin
               and a.attname = v_att.attname and not a.attisdropped), false) then
         return format('column %s of %s is no longer NOT NULL (the view relies on it: its '
                       'sums count no NULLs)', v_att.attname, v_now);
+      elsif v_col ? 'key' and not ({UNIQUE_KEY_SQL}) then
+        return format('column %s of %s is no longer in a unique key of it (the view relies on '
+                      'one: each of its rows meets at most one row of %s)', v_att.attname,
+                      v_now, v_now);
       end if;
     end loop;
     v_prefix := 'tm_' || v.suffix || '_l' || v_j || '_';

@@ -60,6 +60,7 @@ from streaming_views.deltas import (
 from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
 from streaming_views.lockorder import lock_tables_sql
+from streaming_views.onegroup import from_new, one_per_group, single_bit, single_token
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -114,6 +115,15 @@ def _noted_pending(cv: CompiledView, j: int, guard: str = "") -> str:
     ``guard`` (a condition and ``AND``), only when that holds too."""
     return (f"IF {guard}strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
             f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;")
+
+
+def _noted_one(cv: CompiledView, j: int) -> str:
+    """:func:`_noted_pending` after a one-row INSERT or DELETE's statement logged ``v_n`` rows:
+    the token :func:`_single_token` when that is one row and the view is new in the
+    transaction."""
+    return (f"IF v_n > 0 AND strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
+            f"  v_p := set_config('{PENDING}', v_p || CASE WHEN v_n = 1 AND {_new_view(cv)} "
+            f"THEN {single_token(cv, j)} ELSE {_token(cv, j)} END, true);\nEND IF;")
 
 
 def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
@@ -195,7 +205,7 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         tail += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     if kept:  # the apply's hint (streaming_views.onkept)
         tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
-    tail += _noted_pending(cv, j, "v_n > 0 AND ")
+    tail += _noted_one(cv, j) if one and from_new(cv, j) else _noted_pending(cv, j, "v_n > 0 AND ")
     # the tail only notes the table: a one-row UPDATE's VALUES notes it in the statement that
     # logs the pair (_noting) and skips the tail. Not where the pair is logged through a
     # WHERE (a filter pushed to the log), nor by a one-row INSERT or DELETE's INSERT ...
@@ -270,7 +280,9 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
     their row ids, which the upsert returned: the small delta's statement returns the rows it
     upserted, looked at one by one (:func:`streaming_views.compiler.looped`: no CTE scan nor
     aggregate over them; PL/pgSQL runs the statement to its end before the loop's first row),
-    the large one's the summary of them (:data:`streaming_views.compiler.SUMMARY`).
+    the large one's the summary of them (:data:`streaming_views.compiler.SUMMARY`). A lone
+    one-row write (:func:`from_new`, noted :func:`_single_token`) takes the mask's statement
+    with the log's row read from the apply's ``NEW`` (the row that fired it) and deleted unread.
 
     The statement planned once is planned without sequential scans (the ``apply`` function's
     ``SET enable_seqscan = off``, see :data:`APPLY_SETTINGS`): its plan is cached for the
@@ -302,8 +314,18 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
                 f"  IF {onkept.test(cv, changed[0], log_table(cv, changed[0]))} THEN\n"
                 f"    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
                 f"  ELSE\n    {loop}\n  END IF;\n  ELSE\n    {loop}\n  END IF;")
+    one = ""
+    if len(changed) == 1 and from_new(cv, changed[0]):  # the log's one row: the apply's NEW,
+        # unless NEW is a marker: an apply fired inside the statement that logged the row
+        # postponed itself with a marker (a second row) before the statement noted the row
+        fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
+                                      row="NEW", one_row=one_per_group(cv, changed[0])),
+                      cv.has_recompute)
+        one = (f"ELSIF v_m = {mask + single_bit(cv)} THEN\n"
+               f"  IF NEW.__tm_sign <> 0 THEN\n    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
+               f"  ELSE\n    {loop}\n  END IF;\n")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
-            f"  {loop}\n"
+            f"  {loop}\n{one}"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
             "  v_r := current_setting('enable_nestloop');\n"
             "  v_p := set_config('enable_nestloop', 'off', true);\n"
@@ -325,6 +347,8 @@ def _lock_views(cv: CompiledView) -> str:
     rest = "v_p"
     for j in range(len(cv.tables)):
         rest = f"replace({rest}, {_token(cv, j)}, '')"
+        if from_new(cv, j):
+            rest = f"replace({rest}, {single_token(cv, j)}, '')"
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
             f"v_rest := {rest};\n"
             f"v_r := coalesce(current_setting('{READERS}', true), '');\n"
@@ -364,8 +388,15 @@ def _alone(cv: CompiledView) -> str:
     texts = ", ".join(sql.Literal("".join(f" {cv.name}/{j} " for j in o)).as_string(None)
                       for o in orders)
     values = ", ".join(str(sum(1 << j for j in o)) for o in orders)
+    ones = [j for j in range(len(cv.tables)) if from_new(cv, j)]  # one row: applied from NEW
+    texts += "".join(f", {single_token(cv, j)}" for j in ones)
+    values += "".join(f", {(1 << j) + single_bit(cv)}" for j in ones)
     return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE coalesce((ARRAY[{values}])"
             f"[array_position(ARRAY[{texts}]::text[], {lists})], 0) END;\n")
+
+
+def _or_single(cv: CompiledView, j: int) -> str:  # ... or table j's one-row token is in v_p
+    return f" OR strpos(v_p, {single_token(cv, j)}) > 0" if from_new(cv, j) else ""
 
 
 def _postpone(cv: CompiledView) -> str:
@@ -395,8 +426,8 @@ def apply_body(cv: CompiledView) -> str:
     if len(cv.tables) == 1:
         changed = f"1 + {big}"  # applied even if only a marker was logged: an empty delta
     else:
-        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN {1 << j} "
-                            f"ELSE 0 END)" for j in range(len(cv.tables)))
+        probes = " + ".join(f"(CASE WHEN strpos(v_p, {_token(cv, j)}) > 0{_or_single(cv, j)} "
+                            f"THEN {1 << j} ELSE 0 END)" for j in range(len(cv.tables)))
         changed = f"{probes} + {big}"
     body = (f"{_alone(cv)}IF v_m <= 0 THEN\n{_postpone(cv)}{_lock_views(cv)}{_lock_row(cv)}"
             f"v_r := coalesce(current_setting('{REBUILD}', true), '');\n"

@@ -42,6 +42,8 @@ class Column:
     collation_oid: int
     base_type: str = ""  # a domain's base type: what the change log keeps (no NOT NULL/CHECK)
     notnull: bool = False  # the view's state relies on its NOT NULL (no not-null counter)
+    key: tuple[int, ...] = ()  # the unique key (attnums) it is part of that the apply relies
+    # on: the join meets at most one row of this table (streaming_views.onegroup)
 
     @property
     def log_type(self) -> str:
@@ -53,7 +55,11 @@ class Column:
         """What the catalog keeps to notice a later change of this column."""
         kept = {"attnum": self.attnum, "name": self.name, "type": self.type_oid,
                 "typmod": self.typmod, "collation": self.collation_oid}
-        return {**kept, "notnull": True} if self.notnull else kept
+        if self.notnull:
+            kept["notnull"] = True
+        if self.key:
+            kept["key"] = list(self.key)
+        return kept
 
 
 class ColumnReader:

@@ -33,7 +33,13 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "24"  # 24 (y38, round 38): the commit-time apply runs with jit = off (its
+ENGINE_VERSION = "25"  # 25 (g39, round 39; the lead renumbers with lk39's): a lone one-row
+#    INSERT or DELETE (the view's only logged row in the transaction) notes `` name/j! `` and is
+#    applied from the apply's NEW (c37's branch); when the row meets at most one row of each
+#    other table (a single-table view, or joins on a unique key learnt at deploy and guarded by
+#    tidemark.live_problem) its upsert has no aggregate (streaming_views.onegroup).
+#    Views of 24 are redeployed.
+#    24 (y38, round 38): the commit-time apply runs with jit = off (its
 #    disabled seq scans made every commit JIT-compile on PostgreSQL 15-17,
 #    streaming_views.triggers.APPLY_SETTINGS). Views of 23 are redeployed.
 #    23 (v38, round 38): NOT NULL columns of a NULL-extended table share one

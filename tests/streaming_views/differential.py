@@ -109,6 +109,12 @@ class Case:
         self.views: list[View] = []
         self.stats = Stats(cases=1)
         self.next_id = 1000
+        # a third of the cases: ONE view, alone on its tables (no temporal view, no view over
+        # it), and lone one-row writes drawn more often, so the apply's one-row branch runs
+        # (streaming_views.onegroup: it needs no other view pending). Its own random stream:
+        # the other cases' draws stay as they were.
+        self.lone = random.Random(seed * 104729 + 7).random() < 1 / 3
+        self.kinds = self.SIMPLE + ["insert1", "insert1", "delete1", "delete1"] * self.lone
 
     # ------------------------------------------------------------------ setup
     def setup(self, admin: psycopg.Connection) -> None:
@@ -124,11 +130,12 @@ class Case:
         version = admin.info.server_version
         for i in range(self.rng.randint(3, 12)):
             self._insert_facts(admin, [fact_values(self.rng, i, version)])
-        for i in range(self.n_views):
+        for i in range(1 if self.lone else self.n_views):
             view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
             self._deploy(view)
         self._deploy_temporal()
-        self._deploy_over()
+        if not self.lone:
+            self._deploy_over()
 
     def _deploy_over(self) -> None:
         """Half the cases: a view over one of the case's live views (deployed or refused for
@@ -212,6 +219,11 @@ class Case:
         rng = self.rng
         if kind == "insert":
             self._insert_facts(conn, self._new_rows(conn, rng.randint(1, 5)))
+        elif kind == "insert1":  # one row: alone in its transaction, the apply's one-row branch
+            self._insert_facts(conn, self._new_rows(conn, 1))
+        elif kind == "delete1":
+            conn.execute("delete from gen.f where id = (select min(id) from gen.f where id >= %s)",
+                         (rng.randrange(self.next_id),))
         elif kind == "upsert":
             cols = rng.sample(["k", "g", "n", "c", "s", "sc", "ts", "iv", "b", "note"], 3)
             sets = ", ".join(f"{c} = excluded.{c}" for c in cols)
@@ -301,7 +313,7 @@ class Case:
             return
         conn, settings = rng.choice(writers)
         kinds = ["truncate"] if shape == "truncate" else \
-            [rng.choice(self.SIMPLE) for _ in range(1 if shape == "one" else rng.randint(2, 4))]
+            [rng.choice(self.kinds) for _ in range(1 if shape == "one" else rng.randint(2, 4))]
         self.history.append(f"{shape} {kinds} by {settings}")
         for attempt in range(6):
             try:
@@ -347,7 +359,7 @@ class Case:
                     try:
                         with conn.transaction(force_rollback=True):
                             self.op(conn, kind)
-                            self.op(conn, rng.choice(self.SIMPLE))
+                            self.op(conn, rng.choice(self.kinds))
                     except EXPECTED:
                         pass
                     continue
@@ -432,7 +444,7 @@ class Case:
         """Half the cases also get a view with a temporal filter (its own random stream, so
         the other draws of a seed stay as they were)."""
         self.trng = random.Random(self.seed * 7919 + 13)
-        if self.trng.random() < 0.5:
+        if self.trng.random() < 0.5 and not self.lone:
             self._deploy(draw_temporal_view(self.trng, f"gen{self.seed % 1000}_t",
                                             self._clock_days()))
 

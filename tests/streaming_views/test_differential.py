@@ -17,4 +17,5 @@ def test_random_views_equal_their_queries_after_every_step(module_db: str, block
     first = block * SEEDS_PER_BLOCK
     stats = run_seeds(module_db, range(first, first + SEEDS_PER_BLOCK), views=4, steps=15)
     assert stats.cases == SEEDS_PER_BLOCK
-    assert stats.checks >= stats.steps * 2, stats  # views deployed and checked every step
+    # views deployed and checked every step (a lone case has one view: differential.Case.lone)
+    assert stats.checks >= stats.steps, stats
