@@ -65,8 +65,13 @@ _RECORD = sql.SQL("""
     on conflict (source, slot_start, bucket) do update set
         samples = f.samples + 1, max_ms = greatest(f.max_ms, excluded.max_ms)""")
 
-_PRUNE = sql.SQL("delete from {t} where source = %(source)s and slot_start < "
-                 "clock_timestamp() - {keep}")
+PRUNE = sql.SQL("delete from {t} where source = %(source)s and slot_start < "
+                "statement_timestamp() - {keep}")
+"""Delete a source's slots older than the retention (``{t}``: the table, ``{keep}``: the
+retention). ``statement_timestamp()`` is stable, so the primary key ``(source, slot_start,
+bucket)`` bounds the scan to the old slots; with the volatile ``clock_timestamp()`` it was a
+sequential scan of every slot of every source in every landing transaction (round 39's soak:
+12,000 rows, 108 buffers, 1.2 ms per landing transaction once the hour was full)."""
 
 
 def record_sample(conn: psycopg.Connection, source: str, commit_at: datetime | None) -> None:
@@ -86,7 +91,7 @@ def record_sample(conn: psycopg.Connection, source: str, commit_at: datetime | N
     params = {"source": source, "commit_at": commit_at}
     conn.execute(_RECORD.format(t=table, slot=sql.Literal(SLOT_S), growth=sql.Literal(GROWTH)),
                  params)
-    conn.execute(_PRUNE.format(t=table, keep=sql.Literal(RETENTION)), params)
+    conn.execute(PRUNE.format(t=table, keep=sql.Literal(RETENTION)), params)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from ingestion import catch_up, run
 from ingestion.freshness import (
+    FRESHNESS,
     GROWTH,
+    PRUNE,
     RETENTION,
     SLOT_S,
     Bucket,
@@ -23,6 +26,7 @@ from ingestion.freshness import (
     read_histograms,
     record_sample,
 )
+from ingestion.names import STATE_SCHEMA
 from ingestion.state import ensure_state
 from tests.ingestion.conftest import Pair, wait_until
 from tests.support import give_password
@@ -106,6 +110,31 @@ def test_writer_buckets_windows_and_pruning(pair: Pair) -> None:
                             " and slot_start < %s", (pair.source, old)).fetchone()[0]
         assert left == 0
         assert read_histograms(conn, ["nobody"], [300.0]) == {("nobody", 300.0): []}
+
+
+def test_pruning_reads_only_the_old_slots(pair: Pair) -> None:
+    """Every landing transaction prunes its source's old slots: with an hour of slots of two
+    sources kept (what a running stack holds), the prune reads the primary key's range of old
+    slots, not the whole table (round 39's soak: a sequential scan of 12,000 rows, 1.2 ms per
+    landing transaction)."""
+    with psycopg.connect(pair.land) as conn:
+        ensure_state(conn, pair.source)
+        conn.execute(
+            "insert into tidemark.freshness_histogram select s, slot, b, 1, 10.0"
+            " from unnest(%s::text[]) s, generate_series(date_bin('10 s', now(), now())"
+            "  - %s::interval, now(), '10 s') slot, generate_series(0, 19) b"
+            " on conflict do nothing", ([pair.source, "other"], RETENTION))
+        conn.execute("analyze tidemark.freshness_histogram")
+        rows = conn.execute("select count(*) from tidemark.freshness_histogram").fetchone()[0]
+        assert rows > 10_000
+        statement = PRUNE.format(t=sql.Identifier(STATE_SCHEMA, FRESHNESS),
+                                 keep=sql.Literal(RETENTION))
+        plan = conn.execute(sql.SQL("explain (analyze, buffers, format json) ")
+                            + statement, {"source": pair.source}).fetchone()[0][0]
+        conn.rollback()
+    scan = plan["Plan"]["Plans"][0]
+    assert scan["Node Type"] in ("Index Scan", "Bitmap Heap Scan"), scan
+    assert scan["Shared Hit Blocks"] + scan["Shared Read Blocks"] < 20, scan
 
 
 def samples(pair: Pair) -> int:
