@@ -12,10 +12,10 @@ TRUNCATE trigger (created by ``tidemark.live_attach_triggers``, :mod:`streaming_
    transaction it also appends a marker row, which fires the view's deferred constraint trigger
    at commit (or PREPARE TRANSACTION); TRUNCATE asks for a rebuild;
 2. at commit, ``<suffix>__apply()`` locks the base tables its apply reads (ACCESS SHARE, by
-   OID, :mod:`streaming_views.lockorder`), then updates the view's row of
-   ``tidemark.live_changes`` (the view's lock: commits of one view are applied one after the
-   other; when a transaction changed several views, the first of them to apply locks all their
-   rows in name order, so writers never deadlock on views), then applies the logged changes in
+   OID, :mod:`streaming_views.lockorder`), then takes the view's lock (a transaction-level
+   advisory lock: commits of one view are applied one after the other; when a transaction
+   changed several views, the first of them to apply locks all of them in key order, so writers
+   never deadlock on views), then applies the logged changes in
    one statement (or rebuilds after a TRUNCATE), deletes groups whose count fell to zero (and
    values whose multiplicity did) and recomputes the groups marked dirty.
 
@@ -59,7 +59,7 @@ from streaming_views.deltas import (
 )
 from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
-from streaming_views.lockorder import lock_tables_sql
+from streaming_views.lockorder import holder_name, holder_sql, lock_tables_sql, view_lock_sql
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -319,8 +319,8 @@ def _big_bit(cv: CompiledView) -> int:
 
 def _lock_views(cv: CompiledView) -> str:
     """When other views (or readers) are pending in the transaction too: lock the base tables
-    of all of them (:mod:`streaming_views.lockorder`), then their rows of
-    ``tidemark.live_changes`` in name order; else the view's own base tables. Its tables are
+    of all of them (:mod:`streaming_views.lockorder`), then the views' locks in key order
+    (``tidemark.live_lock_views``); else the view's own base tables. Its tables are
     left out of ``tidemark.pending`` (read into ``v_p``)."""
     rest = "v_p"
     for j in range(len(cv.tables)):
@@ -332,20 +332,18 @@ def _lock_views(cv: CompiledView) -> str:
             f"  v_names := array(SELECT DISTINCT split_part(x, '/', 1) FROM "
             f"unnest(string_to_array(btrim(v_p || v_r), ' ')) AS x WHERE x <> '');\n"
             f"  PERFORM tidemark.live_lock_tables(v_names);\n"
-            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(v_names) "
-            f"ORDER BY name FOR UPDATE;\nELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
+            f"  PERFORM tidemark.live_lock_views(v_names);\n"
+            f"ELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
             f"v_rest := set_config('{PENDING}', v_rest, true);\n")
 
 
 def _lock_row(cv: CompiledView) -> str:
-    """Take the view's lock: update its row of ``tidemark.live_changes`` (after the base
-    tables, see :func:`_lock_views`)."""
-    name = sql.Literal(cv.name).as_string(None)
-    return (f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
-            f"WHERE name = {name};\n"
-            f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
-            f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
-            f"changed_at = now(); END IF;\n")
+    """Take the view's lock: its transaction-level advisory lock (after the base tables, see
+    :func:`_lock_views`; :mod:`streaming_views.lockorder`). It writes no tuple: ``seq`` of
+    ``tidemark.live_changes`` moves only while someone subscribes (:mod:`streaming_views.sublog`).
+    A PL/pgSQL assignment (a simple expression) costs less than ``PERFORM`` (a query)."""
+    holder = f"{q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}"
+    return f"v_r := {view_lock_sql(cv.name)};\n{holder_sql(holder)}"
 
 
 def _alone(cv: CompiledView) -> str:
@@ -453,6 +451,7 @@ def state_ddl(cv: CompiledView) -> list[str]:
     # groups, whose rows share a page: one pruned at every access cost more than it saved
     fill = f" WITH (fillfactor = {LOCK_ROW_FILLFACTOR})" if cv.analysis.is_global else ""
     stmts = [f"CREATE TABLE {cv.state} ({cols}){fill}",
+             f"CREATE SEQUENCE {q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}",
              f"CREATE UNIQUE INDEX {q(cv.suffix + '__keys')} ON {cv.state} ({keys}) "
              f"NULLS NOT DISTINCT"]
     if cv.has_recompute:

@@ -33,7 +33,11 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "24"  # 24 (y38, round 38): the commit-time apply runs with jit = off (its
+ENGINE_VERSION = "25"  # 25 (lk39, round 39): a view's commit lock is a transaction-level
+#    advisory lock and a holder sequence (streaming_views.lockorder), no longer an UPDATE of
+#    its row of tidemark.live_changes; seq moves only while someone subscribes (sublog),
+#    changed_at is sampled (streaming_views.changes). Views of 24 are redeployed.
+#    24 (y38, round 38): the commit-time apply runs with jit = off (its
 #    disabled seq scans made every commit JIT-compile on PostgreSQL 15-17,
 #    streaming_views.triggers.APPLY_SETTINGS). Views of 23 are redeployed.
 #    23 (v38, round 38): NOT NULL columns of a NULL-extended table share one

@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts d73004ce3daf318a, card_payments_recent b2541c45f117c801, daily_store_revenue b719c8f3760da4a2, late_deliveries_daily fdac6695332f9e4e, store_cancellation_rate 3434c05234ef2adc, store_orders_last_5_minutes 9717b03e36eff777, store_revenue_per_minute 49f99bdc194894a7)
+-- phase: catalog (one row per view: active_carts b8c9e06f8dc8da18, card_payments_recent 445d88b6686bc769, daily_store_revenue 34e27d9de5d6cecb, late_deliveries_daily 0547baa48e400efd, store_cancellation_rate d648bbb0d6305977, store_orders_last_5_minutes fdcada8b3002f93c, store_revenue_per_minute bb54b5d90451ce1b)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
