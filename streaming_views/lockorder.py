@@ -83,27 +83,43 @@ def holder_name(suffix: str) -> str:
     return f"{suffix}__holder"
 
 
-def holder_sql(holder: str) -> str:
-    """PL/pgSQL run under the view's lock (``holder``: its quoted sequence): fail a REPEATABLE
-    READ or SERIALIZABLE transaction whose snapshot predates the end of the view's last lock
-    holder, then record this transaction as the holder.
+def holder_ddl(holder: str) -> str:
+    """CREATE the view's holder sequence ``holder`` (quoted): UNLOGGED where PostgreSQL has
+    them (15+), so ``setval`` writes no WAL. A crash resets it (no holder): no snapshot
+    survives a crash either."""
+    literal = sql.Literal(holder).as_string(None)
+    return ("DO $tm$ BEGIN EXECUTE format('CREATE %s SEQUENCE %s', CASE WHEN "
+            "current_setting('server_version_num')::int >= 150000 THEN 'UNLOGGED' ELSE '' END, "
+            f"{literal}); END $tm$")
+
+
+def holder_sql(holder: str, lock: str, *, checked: bool) -> str:
+    """PL/pgSQL taking the view's lock (``lock``, an expression) and recording this transaction
+    as the view's holder in its sequence ``holder`` (quoted). With ``checked`` (any isolation
+    level), a REPEATABLE READ or SERIALIZABLE transaction whose snapshot predates the end of the
+    last holder fails with 40001; without (READ COMMITTED only: the apply's common path) it is
+    one assignment of three function calls — each function of an expression costs its set-up
+    (and an EXECUTE check) in every transaction.
 
     The lock writes no tuple, so nothing a snapshot could see tells that another commit of the
-    view ended after it; the sequence (not transactional: no MVCC) keeps the ``xid8`` of the
-    last transaction that took the lock. Holders end in lock order, so when the last one ended
-    before the snapshot (``pg_visible_in_snapshot``) every earlier one did too. A holder that
-    ended after the snapshot gets the reader's transaction a serialization failure (40001),
-    as the row UPDATE of engines before 25 did (also when that holder rolled back: rare, and a
-    retry succeeds). READ COMMITTED applies take a new snapshot per statement, after the lock:
-    one expression tells them apart. ``setval`` writes one WAL record, no tuple."""
-    mine = "pg_current_xact_id()::text::bigint"
-    return (f"IF current_setting('transaction_isolation') <> 'read committed' AND NOT "
-            f"coalesce(pg_sequence_last_value('{holder}') = {mine} OR pg_visible_in_snapshot("
-            f"pg_sequence_last_value('{holder}')::text::xid8, pg_current_snapshot()), true) "
-            "THEN\n  RAISE EXCEPTION 'another commit of this live view ended after this "
+    view ended after it; the sequence (not transactional: no MVCC) keeps the transaction id of
+    the last transaction that took the lock. Holders end in lock order, so when the last one
+    ended before the snapshot (``txid_visible_in_snapshot``) every earlier one did too (one that
+    rolled back fails the check as well: rare, and the retry passes). READ COMMITTED applies
+    take a new snapshot per statement, after the lock: they need no check."""
+    literal = sql.Literal(holder).as_string(None)
+    if not checked:
+        return f"v_r := setval({literal}, CASE WHEN {lock} IS NOT NULL THEN txid_current() END);\n"
+    last = f"pg_sequence_last_value({literal})"
+    return (f"v_r := setval({literal}, CASE WHEN {lock} IS NOT NULL AND "
+            "current_setting('transaction_isolation') = 'read committed' THEN txid_current() "
+            "END);\nIF v_r IS NULL THEN  -- REPEATABLE READ or SERIALIZABLE: the lock is held\n"
+            f"  IF NOT coalesce({last} = txid_current() OR txid_visible_in_snapshot({last}, "
+            "txid_current_snapshot()), true) THEN\n"
+            "    RAISE EXCEPTION 'another commit of this live view ended after this "
             "transaction''s snapshot' USING ERRCODE = 'serialization_failure', HINT = 'Retry "
-            "the transaction.';\nEND IF;\n"
-            f"v_r := setval('{holder}', {mine});\n")
+            "the transaction.';\n  END IF;\n"
+            f"  v_r := setval({literal}, txid_current());\nEND IF;\n")
 
 
 def lock_view(cur: psycopg.Cursor | psycopg.Connection, name: str, suffix: str) -> None:
@@ -112,7 +128,7 @@ def lock_view(cur: psycopg.Cursor | psycopg.Connection, name: str, suffix: str) 
     holder (``suffix``: the state the transaction leaves in place)."""
     holder = sql.Identifier(STATE_SCHEMA, holder_name(suffix)).as_string(None)
     cur.execute(f"select {view_lock_sql(name)}, "  # type: ignore[call-overload]
-                "setval(%s::regclass, pg_current_xact_id()::text::bigint)", (holder,))
+                "setval(%s::regclass, txid_current())", (holder,))
 
 
 def lock_tables_sql(cv: CompiledView) -> str:

@@ -59,7 +59,13 @@ from streaming_views.deltas import (
 )
 from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
-from streaming_views.lockorder import holder_name, holder_sql, lock_tables_sql, view_lock_sql
+from streaming_views.lockorder import (
+    holder_ddl,
+    holder_name,
+    holder_sql,
+    lock_tables_sql,
+    view_lock_sql,
+)
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -337,30 +343,37 @@ def _lock_views(cv: CompiledView) -> str:
             f"v_rest := set_config('{PENDING}', v_rest, true);\n")
 
 
-def _lock_row(cv: CompiledView) -> str:
+def _lock_row(cv: CompiledView, *, checked: bool = True) -> str:
     """Take the view's lock: its transaction-level advisory lock (after the base tables, see
-    :func:`_lock_views`; :mod:`streaming_views.lockorder`). It writes no tuple: ``seq`` of
-    ``tidemark.live_changes`` moves only while someone subscribes (:mod:`streaming_views.sublog`).
-    A PL/pgSQL assignment (a simple expression) costs less than ``PERFORM`` (a query)."""
+    :func:`_lock_views`; :mod:`streaming_views.lockorder`), and record the transaction in the
+    view's holder sequence. It writes no tuple: ``seq`` of ``tidemark.live_changes`` moves only
+    while someone subscribes (:mod:`streaming_views.sublog`). Without ``checked`` (the common
+    path, READ COMMITTED only: :func:`_alone`) no snapshot check."""
     holder = f"{q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}"
-    return f"v_r := {view_lock_sql(cv.name)};\n{holder_sql(holder)}"
+    return holder_sql(holder, view_lock_sql(cv.name), checked=checked)
+
+
+READ_COMMITTED = "read committed"  # current_setting('transaction_isolation')
 
 
 def _alone(cv: CompiledView) -> str:
     """``v_m``: -1 when fired inside a statement (see :func:`_postpone`); the set of tables
     changed (bit ``j``: table ``j``) when the transaction changed one or two of the view's
     tables and nothing else — no other view pending, no reader, no rebuild, no large
-    statement: the common case, told by ONE expression (the position of the lists' text among
-    the common cases' texts); else 0 (read the lists one by one)."""
+    statement, READ COMMITTED (other levels check their snapshot under the view's lock,
+    :func:`_lock_row`): the common case, told by ONE expression (the position of the lists'
+    text among the common cases' texts); else 0 (read the lists one by one)."""
     # concat(): one call (NULL: empty) for four coalesce() and three ||, in an expression set
-    # up again in every transaction
-    lists = "concat(" + ", ".join(f"current_setting('{name}', true)"
-                                  for name in (PENDING, READERS, REBUILD, BIG)) + ")"
+    # up again in every transaction; the isolation level last (each common case's text ends
+    # with 'read committed'): one more argument, not one more WHEN
+    lists = "concat(" + ", ".join([*(f"current_setting('{name}', true)"
+                                     for name in (PENDING, READERS, REBUILD, BIG)),
+                                   "current_setting('transaction_isolation')"]) + ")"
     orders = [o for size in (1, 2) for o in permutations(range(len(cv.tables)), size)]
     # one array_position() over constant arrays: a CASE's WHEN each cost an expression step
     # (and its set-up) per transaction (~1.7k instructions each, 4 for a two-table view)
-    texts = ", ".join(sql.Literal("".join(f" {cv.name}/{j} " for j in o)).as_string(None)
-                      for o in orders)
+    texts = ", ".join(sql.Literal("".join(f" {cv.name}/{j} " for j in o) + READ_COMMITTED)
+                      .as_string(None) for o in orders)
     values = ", ".join(str(sum(1 << j for j in o)) for o in orders)
     return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE coalesce((ARRAY[{values}])"
             f"[array_position(ARRAY[{texts}]::text[], {lists})], 0) END;\n")
@@ -407,7 +420,7 @@ def apply_body(cv: CompiledView) -> str:
             f"{token}, ''), true);\nEND IF;\n"
             f"v_m := {changed};\n"
             f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
-            f"{_lock_row(cv)}END IF;\n")
+            f"{_lock_row(cv, checked=False)}END IF;\n")
     for n, changed_tables in enumerate(masks(cv)):
         body += _apply_changed(cv, changed_tables, n == 0)
     body += f"ELSE\n{clear_all}END IF;\n" if len(cv.tables) > 1 else "END IF;\n"
@@ -451,7 +464,7 @@ def state_ddl(cv: CompiledView) -> list[str]:
     # groups, whose rows share a page: one pruned at every access cost more than it saved
     fill = f" WITH (fillfactor = {LOCK_ROW_FILLFACTOR})" if cv.analysis.is_global else ""
     stmts = [f"CREATE TABLE {cv.state} ({cols}){fill}",
-             f"CREATE SEQUENCE {q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}",
+             holder_ddl(f"{q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}"),
              f"CREATE UNIQUE INDEX {q(cv.suffix + '__keys')} ON {cv.state} ({keys}) "
              f"NULLS NOT DISTINCT"]
     if cv.has_recompute:
