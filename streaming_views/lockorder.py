@@ -8,6 +8,15 @@ database should not use that first key; the README says so). Several views are l
 order of their keys (``tidemark.live_lock_views``), each key once: two names whose hashes
 collide share a lock (more waiting, never a deadlock, never a wrong view).
 
+Engines before 25 updated the view's row of ``tidemark.live_changes`` instead (43-58k
+instructions a commit; bench/RESULTS.md, lk39). The row stays, as the subscription counter
+(:mod:`streaming_views.sublog`): whoever writes it (a subscribed commit, a deploy, a rebuild)
+holds the view's lock first, so the order is always lock, then row. The lock leaves nothing a
+REPEATABLE READ snapshot could see, so each view also has a holder sequence
+(``tidemark_state.<suffix>__holder``, :func:`holder_sql`): the transaction id of the last
+transaction that took the lock, checked by the applies of REPEATABLE READ and SERIALIZABLE
+writers.
+
 Every transaction that changed a live view's base tables takes, at commit, the view's lock
 (and those of the other views pending and their readers, all at once, in key order), then
 applies its changes, which read the view's other base tables. A DDL statement that
@@ -84,13 +93,10 @@ def holder_name(suffix: str) -> str:
 
 
 def holder_ddl(holder: str) -> str:
-    """CREATE the view's holder sequence ``holder`` (quoted): UNLOGGED where PostgreSQL has
-    them (15+), so ``setval`` writes no WAL. A crash resets it (no holder): no snapshot
+    """CREATE the view's holder sequence ``holder`` (quoted): UNLOGGED (PostgreSQL 15+, the
+    engine's oldest), so ``setval`` writes no WAL. A crash resets it (no holder): no snapshot
     survives a crash either."""
-    literal = sql.Literal(holder).as_string(None)
-    return ("DO $tm$ BEGIN EXECUTE format('CREATE %s SEQUENCE %s', CASE WHEN "
-            "current_setting('server_version_num')::int >= 150000 THEN 'UNLOGGED' ELSE '' END, "
-            f"{literal}); END $tm$")
+    return f"CREATE UNLOGGED SEQUENCE {holder}"
 
 
 def holder_sql(holder: str, lock: str, *, checked: bool) -> str:

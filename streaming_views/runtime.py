@@ -66,6 +66,7 @@ RUNTIME_DDL = [
     "create table if not exists tidemark.live_samples (name text primary key, writes bigint)",
     LOCK_VIEWS_DDL,
     NOTE_CHANGES_DDL,
+    "revoke all on function tidemark.live_note_changes() from public",  # readers: read only
     f"""create or replace function tidemark.live_attach_triggers(p_suffix text, p_table int,
     p_rel regclass) returns void language plpgsql {set_clauses()} as $f$
 declare v_tg text := 'tm_' || p_suffix || '_l' || p_table;
