@@ -35,6 +35,7 @@ from streaming_views.errors import DeployError, StreamingViewsError, ViewNotFoun
 from streaming_views.expiry import drop_inputs, install_inputs
 from streaming_views.holders import Holder, Wait, holders, snapshot_guarded
 from streaming_views.layers import upstream_tables, used_record
+from streaming_views.lockorder import holder_name, lock_view
 from streaming_views.result import DeployResult
 from streaming_views.rights import check_rights
 from streaming_views.runtime import problem, repack_lock_rows
@@ -316,6 +317,7 @@ def _swap_live_view(cur: psycopg.Cursor, cv: CompiledView, old: CatalogEntry | N
     comment = cv.analysis.view.description or f"live view {cv.name}"
     cur.execute(sql.SQL("comment on view {} is {}").format(view, sql.Literal(
         f"{comment} (Tidemark live view, hash {cv.hash})")))
+    lock_view(cur, cv.name, cv.suffix)  # the view's lock, then its counter (subscribers)
     cur.execute("insert into tidemark.live_changes (name, seq, changed_at) values (%s, 0, now()) "
                 "on conflict (name) do update set seq = tidemark.live_changes.seq + 1, "
                 "changed_at = now()", (cv.name,))
@@ -422,6 +424,8 @@ def _drop_objects(cur: psycopg.Cursor, suffix: str, inputs: bool = True) -> None
     for (table,) in cur.fetchall():
         cur.execute(sql.SQL("drop table {}.{}").format(sql.Identifier(STATE_SCHEMA),
                                                        sql.Identifier(table)))
+    cur.execute(sql.SQL("drop sequence if exists {}").format(
+        sql.Identifier(STATE_SCHEMA, holder_name(suffix))))
     if inputs:
         drop_inputs(cur, suffix)
 
@@ -448,6 +452,7 @@ def rebuild(dsn: str, name: str) -> None:
                                   "another engine version); run 'tidemark views deploy'.")
             _lock_tables(conn, upstream_tables(conn, analyze(view).tables))  # under live.<x>
             _lock_tables(conn, entry.base_tables)
+            lock_view(conn, name, entry.suffix)
             conn.execute("update tidemark.live_changes set seq = seq + 1, changed_at = now() "
                          "where name = %s", (name,))
             conn.execute(sql.SQL("select {}.{}()").format(

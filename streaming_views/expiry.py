@@ -50,6 +50,7 @@ from streaming_views.bounds import (
     safe_value,
 )
 from streaming_views.bounds import functions as bound_functions
+from streaming_views.changes import note_changes
 from streaming_views.edges import (
     TIME_TYPES,
     Edge,
@@ -403,4 +404,5 @@ def _tick(conn: psycopg.Connection, at: datetime | None) -> TickResult | None:
                 conn.execute(stmt)  # type: ignore[arg-type]
         rows = conn.execute("select tidemark.live_tick(%s)", (at,)).fetchone()[0]
         now = conn.execute("select now from tidemark.live_clock where id").fetchone()[0]
+    note_changes(conn)  # the views' changed_at (streaming_views.changes), after the tick
     return TickResult(now, int(rows))

@@ -20,10 +20,11 @@ are the inner view's own maintenance:
   changed, its apply may run twice: once for the base table against the inner view as it
   was, once for the inner view's delta against the base table as it is — the sum is exact.)
 * locks: an outer view is locked after its inner view at commit. To keep the engine's rule
-  "a transaction locks the rows of ``tidemark.live_changes`` it needs in name order, all at
-  once", a view's log functions also note its transitive readers (compiled into them, see
-  :attr:`CompiledView.readers`) in the transaction-local ``tidemark.readers``, and the first
-  apply locks pending views and readers together in name order (:mod:`streaming_views.triggers`).
+  "a transaction takes the views' locks it needs in one order (their advisory keys,
+  :mod:`streaming_views.lockorder`), all at once", a view's log functions also note its
+  transitive readers (compiled into them, see :attr:`CompiledView.readers`) in the
+  transaction-local ``tidemark.readers``, and the first apply locks pending views and readers
+  together (:mod:`streaming_views.triggers`).
 
 Deploy order, blue/green redeploys of an inner view and pruning: :mod:`streaming_views.stacked`.
 """

@@ -44,10 +44,15 @@ def from_new(cv: CompiledView, j: int) -> bool:
             and not is_timed(cv, j) and all(t.ref.lower() not in ("new", "old") for t in cv.tables))
 
 
-def single_token(cv: CompiledView, j: int) -> str:
+def single_text(cv: CompiledView, j: int) -> str:
     """The token `` name/j! ``: table ``j`` logged one row, the view's first in the
     transaction, and nothing was logged for the view since (any later log notes `` name/j ``)."""
-    return sql.Literal(f" {cv.name}/{j}! ").as_string(None)
+    return f" {cv.name}/{j}! "
+
+
+def single_token(cv: CompiledView, j: int) -> str:
+    """:func:`single_text` as an SQL literal."""
+    return sql.Literal(single_text(cv, j)).as_string(None)
 
 
 def single_bit(cv: CompiledView) -> int:

@@ -9,9 +9,9 @@ view files:
 * ``tidemark.live_readers(name)`` — every healthy view reading ``name``, transitively;
 * a rebuild at commit (TRUNCATE of a base table, a partition attached or dropped) notes the
   readers in the transaction-local ``tidemark.readers``, as the log functions do for ordinary
-  writes, so the first apply locks the rows of ``tidemark.live_changes`` of the view *and* its
-  readers, all at once in name order: a rebuild that would otherwise lock the inner view, then
-  its reader, can no longer deadlock with a writer locking them in name order;
+  writes, so the first apply takes the locks of the view *and* its readers, all at once in key
+  order (:mod:`streaming_views.lockorder`): a rebuild that would otherwise lock the inner view,
+  then its reader, can no longer deadlock with a writer locking them in that order;
 * a view the DDL guard marks broken breaks its readers too (their reason names both views and
   the redeploy order), and ``tidemark.live_problem`` of a reader reports its inner view's
   problem, so ``deploy``, ``verify`` and ``list`` see it without the guard.

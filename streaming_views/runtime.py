@@ -1,14 +1,16 @@
 # ruff: noqa: S608 -- fixed SQL of the engine's own functions; no user input is interpolated.
 """Objects the embedded engine keeps in the ``tidemark`` schema, shared by every view.
 
-* ``tidemark.live_changes`` — one row per view: ``seq`` (changes applied) and ``changed_at``.
-  Updating that row is the view's lock: every transaction that changed a view's base tables
-  updates it at commit, before it applies its changes, so commits of one view are applied one
-  after the other (each seeing the others), and a transaction that changed several views locks
-  their rows in name order first: no deadlock between writers, whatever order they wrote their
-  tables in. A REPEATABLE READ writer whose snapshot predates another writer's change gets a
-  serialization failure instead of a wrong view. ``views subscribe`` polls ``seq``
-  (maintenance sends no NOTIFY, so PREPARE TRANSACTION works).
+* ``tidemark.live_changes`` — one row per view: ``seq`` (the view's commits while someone
+  subscribes, :mod:`streaming_views.sublog`) and ``changed_at`` (:mod:`streaming_views.changes`).
+  It is no longer the view's lock (engine 25): that is a transaction-level advisory lock
+  (:mod:`streaming_views.lockorder`); every transaction that changed a view's base tables takes
+  it at commit, before it applies its changes, so commits of one view are applied one after the
+  other (each seeing the others), and a transaction that changed several views takes their
+  locks in key order first: no deadlock between writers, whatever order they wrote their tables
+  in. A REPEATABLE READ writer whose snapshot predates another commit of the view gets a
+  serialization failure instead of a wrong view (the view's holder sequence). ``views
+  subscribe`` polls ``seq`` (maintenance sends no NOTIFY, so PREPARE TRANSACTION works).
 * transaction-local settings ``tidemark.pending`` (the views and tables changed), ``.rebuild``
   and ``.big``, read by each view's commit-time ``apply`` (:mod:`streaming_views.triggers`).
 * ``tidemark.live_attach_triggers`` — creates a view's statement-level triggers on a base table,
@@ -28,8 +30,9 @@ import time
 import psycopg
 from psycopg import sql
 
+from streaming_views.changes import NOTE_CHANGES_DDL
 from streaming_views.holders import SNAPSHOT_DDL
-from streaming_views.lockorder import LOCK_TABLES_DDL
+from streaming_views.lockorder import LOCK_TABLES_DDL, LOCK_VIEWS_DDL
 from streaming_views.notnull import VALID_NOT_NULL
 from streaming_views.readers import BREAK_READERS, INNER_PROBLEM, LIVE_READERS_DDL, NOTE_READERS
 from streaming_views.session import set_clauses
@@ -45,7 +48,9 @@ OWN_DDL = f"""  select * into v from tidemark.views where name = p_name and targ
   if not found then return; end if;
   perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business"""
 
-# Every commit of a view updates its row (a HOT update: a new version in the same page), and
+# Every subscribed commit of a view updates its row (before engine 25 every commit did; a view
+# without GROUP BY still updates its one state row at every commit, see state_ddl), a HOT
+# update: a new version in the same page; and
 # PostgreSQL prunes a page's dead versions only once its free space falls below the fillfactor's
 # target (at least 10 % of the page): at 100 the view's row grew a chain of up to ~100 dead
 # versions, which every apply's index lookup of the row walked (a chain 50 long on average).
@@ -57,6 +62,12 @@ RUNTIME_DDL = [
         name text primary key, seq bigint not null default 0, changed_at timestamptz)""",
     # (also for a table created by an older runtime: no rewrite, a lock that applies pass)
     f"alter table tidemark.live_changes set (fillfactor = {LOCK_ROW_FILLFACTOR})",
+    # engine 25: the state's write count last seen by tidemark.live_note_changes (changed_at);
+    # a table of its own: ALTER TABLE live_changes would wait for readers idle in a transaction
+    "create table if not exists tidemark.live_samples (name text primary key, writes bigint)",
+    LOCK_VIEWS_DDL,
+    NOTE_CHANGES_DDL,
+    "revoke all on function tidemark.live_note_changes() from public",  # readers: read only
     f"""create or replace function tidemark.live_attach_triggers(p_suffix text, p_table int,
     p_rel regclass) returns void language plpgsql {set_clauses()} as $f$
 declare v_tg text := 'tm_' || p_suffix || '_l' || p_table;

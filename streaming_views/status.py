@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from streaming_views.catalog import read_catalog
+from streaming_views.changes import note_changes
 from streaming_views.compiler import LIVE_SCHEMA
 from streaming_views.holders import holders
 from streaming_views.runtime import problem
@@ -23,7 +24,8 @@ class ViewStatus:
         name: the view (``live.<name>``).
         target: ``embedded`` or ``materialize``.
         rows: rows in the view now (None when it cannot be read).
-        last_change_at: when a write last changed the view (embedded engine), else None.
+        last_change_at: when a write last changed the view (embedded engine: sampled from
+            the state's statistics, seconds late, :mod:`streaming_views.changes`), else None.
         definition_hash: hash of the deployed file.
         deployed_at: when it was deployed.
         status: ``ok``, or ``broken: <why>`` (the view no longer follows its base tables;
@@ -51,6 +53,7 @@ def list_views(dsn: str, lock_wait: str | None = None) -> list[ViewStatus]:
     """
     out = []
     with psycopg.connect(dsn, autocommit=True) as conn:
+        note_changes(conn)  # changed_at is sampled (streaming_views.changes)
         if lock_wait is not None:
             conn.execute("select set_config('lock_timeout', %s, false)", (lock_wait,))
         for entry in read_catalog(conn):

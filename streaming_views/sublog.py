@@ -7,9 +7,15 @@ transition tables. Every statement of the view's commit-time ``apply`` (or of a 
 them; they turn the old and new state rows into rows of ``live.<name>`` with the view's own
 SELECT (over the transition tables instead of the state table) and append
 ``(name, seq, diff, row)`` to ``tidemark.live_sub_log``: ``seq`` is the view's counter in
-``tidemark.live_changes``, which the apply advances under the view's lock before it changes
-anything — so ``seq`` numbers the view's commits in commit order, without gaps among the
-committed ones, and a reader that sees ``seq = N`` committed sees every row logged up to ``N``.
+``tidemark.live_changes``, which the first of those statements in a transaction advances
+(once per transaction: the transaction-local ``tidemark.advanced`` lists the views it
+advanced) — under the view's lock, which every writer of the state holds
+(:mod:`streaming_views.lockorder`), and the row's own lock — so ``seq`` numbers the view's
+subscribed commits in commit order, without gaps among the committed ones (a rollback takes its
+advance back), and a reader that sees ``seq = N`` committed sees every row logged up to ``N``.
+With nobody subscribed no commit moves ``seq`` (engine 25; before, every commit did): a
+subscriber's snapshot is the view at its ``seq`` (:func:`register` waits for the applies in
+flight), and every commit after it advances it.
 ``row`` is the row's text form (the view's composite type), read back with
 ``row::live.<name>`` under the pinned settings.
 
@@ -67,6 +73,18 @@ EVENTS = {"ins": ("INSERT", "NEW TABLE AS __tm_new", [("__tm_new", "1")]),
           "del": ("DELETE", "OLD TABLE AS __tm_old", [("__tm_old", "-1")])}
 
 
+# The first statement of a transaction on the view's state (under the view's lock) advances the
+# view's seq and notes the view in the transaction-local ADVANCED (undone with a rolled-back
+# savepoint, as the advance is); the later ones find it there.
+ADVANCED = "tidemark.advanced"
+ADVANCE = (f"IF strpos(coalesce(current_setting('{ADVANCED}', true), ''), {{token}}) = 0 THEN\n"
+           "  INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) VALUES "
+           "({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
+           "changed_at = now();\n"
+           f"  PERFORM set_config('{ADVANCED}', coalesce(current_setting('{ADVANCED}', true), "
+           "'') || {token}, true);\nEND IF;")
+
+
 def _names(suffix: str, event: str) -> tuple[str, str]:
     """(quoted function, unquoted trigger name) of ``event``'s subscription trigger."""
     function = sql.Identifier(STATE_SCHEMA, f"{suffix}__sub_{event}").as_string(None)
@@ -98,7 +116,9 @@ def _trigger_sql(cv: CompiledView) -> list[str]:
         rows = " UNION ALL ".join(
             f"SELECT ROW(v.*)::text AS r, {sign} AS d FROM ({_over(view, state, rel)}) AS v"
             for rel, sign in sides)
-        body = (f"INSERT INTO {LOG} (name, seq, diff, row) SELECT {name}, (SELECT seq FROM "
+        token = sql.Literal(f" {cv.name} ").as_string(None)
+        body = (f"{ADVANCE.format(name=name, token=token)}\n"
+                f"INSERT INTO {LOG} (name, seq, diff, row) SELECT {name}, (SELECT seq FROM "
                 f"tidemark.live_changes WHERE name = {name}), sum(d), r FROM ({rows}) AS x "
                 "GROUP BY r HAVING sum(d) <> 0;")
         stmts += [f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY "

@@ -12,10 +12,10 @@ TRUNCATE trigger (created by ``tidemark.live_attach_triggers``, :mod:`streaming_
    transaction it also appends a marker row, which fires the view's deferred constraint trigger
    at commit (or PREPARE TRANSACTION); TRUNCATE asks for a rebuild;
 2. at commit, ``<suffix>__apply()`` locks the base tables its apply reads (ACCESS SHARE, by
-   OID, :mod:`streaming_views.lockorder`), then updates the view's row of
-   ``tidemark.live_changes`` (the view's lock: commits of one view are applied one after the
-   other; when a transaction changed several views, the first of them to apply locks all their
-   rows in name order, so writers never deadlock on views), then applies the logged changes in
+   OID, :mod:`streaming_views.lockorder`), then takes the view's lock (a transaction-level
+   advisory lock: commits of one view are applied one after the other; when a transaction
+   changed several views, the first of them to apply locks all of them in key order, so writers
+   never deadlock on views), then applies the logged changes in
    one statement (or rebuilds after a TRUNCATE), deletes groups whose count fell to zero (and
    values whose multiplicity did) and recomputes the groups marked dirty.
 
@@ -59,8 +59,14 @@ from streaming_views.deltas import (
 )
 from streaming_views.expiry import is_timed
 from streaming_views.layers import READERS, is_live, readers_sql
-from streaming_views.lockorder import lock_tables_sql
-from streaming_views.onegroup import from_new, one_per_group, single_bit, single_token
+from streaming_views.lockorder import (
+    holder_ddl,
+    holder_name,
+    holder_sql,
+    lock_tables_sql,
+    view_lock_sql,
+)
+from streaming_views.onegroup import from_new, one_per_group, single_bit, single_text, single_token
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
 
@@ -341,8 +347,8 @@ def _big_bit(cv: CompiledView) -> int:
 
 def _lock_views(cv: CompiledView) -> str:
     """When other views (or readers) are pending in the transaction too: lock the base tables
-    of all of them (:mod:`streaming_views.lockorder`), then their rows of
-    ``tidemark.live_changes`` in name order; else the view's own base tables. Its tables are
+    of all of them (:mod:`streaming_views.lockorder`), then the views' locks in key order
+    (``tidemark.live_lock_views``); else the view's own base tables. Its tables are
     left out of ``tidemark.pending`` (read into ``v_p``)."""
     rest = "v_p"
     for j in range(len(cv.tables)):
@@ -356,40 +362,46 @@ def _lock_views(cv: CompiledView) -> str:
             f"  v_names := array(SELECT DISTINCT split_part(x, '/', 1) FROM "
             f"unnest(string_to_array(btrim(v_p || v_r), ' ')) AS x WHERE x <> '');\n"
             f"  PERFORM tidemark.live_lock_tables(v_names);\n"
-            f"  PERFORM 1 FROM tidemark.live_changes WHERE name = ANY(v_names) "
-            f"ORDER BY name FOR UPDATE;\nELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
+            f"  PERFORM tidemark.live_lock_views(v_names);\n"
+            f"ELSE\n  {lock_tables_sql(cv)};\nEND IF;\n"
             f"v_rest := set_config('{PENDING}', v_rest, true);\n")
 
 
-def _lock_row(cv: CompiledView) -> str:
-    """Take the view's lock: update its row of ``tidemark.live_changes`` (after the base
-    tables, see :func:`_lock_views`)."""
-    name = sql.Literal(cv.name).as_string(None)
-    return (f"UPDATE tidemark.live_changes SET seq = seq + 1, changed_at = now() "
-            f"WHERE name = {name};\n"
-            f"IF NOT FOUND THEN INSERT INTO tidemark.live_changes AS c (name, seq, changed_at) "
-            f"VALUES ({name}, 1, now()) ON CONFLICT (name) DO UPDATE SET seq = c.seq + 1, "
-            f"changed_at = now(); END IF;\n")
+def _lock_row(cv: CompiledView, *, checked: bool = True) -> str:
+    """Take the view's lock: its transaction-level advisory lock (after the base tables, see
+    :func:`_lock_views`; :mod:`streaming_views.lockorder`), and record the transaction in the
+    view's holder sequence. It writes no tuple: ``seq`` of ``tidemark.live_changes`` moves only
+    while someone subscribes (:mod:`streaming_views.sublog`). Without ``checked`` (the common
+    path, READ COMMITTED only: :func:`_alone`) no snapshot check."""
+    holder = f"{q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}"
+    return holder_sql(holder, view_lock_sql(cv.name), checked=checked)
+
+
+READ_COMMITTED = "read committed"  # current_setting('transaction_isolation')
 
 
 def _alone(cv: CompiledView) -> str:
     """``v_m``: -1 when fired inside a statement (see :func:`_postpone`); the set of tables
     changed (bit ``j``: table ``j``) when the transaction changed one or two of the view's
     tables and nothing else — no other view pending, no reader, no rebuild, no large
-    statement: the common case, told by ONE expression (the position of the lists' text among
-    the common cases' texts); else 0 (read the lists one by one)."""
+    statement, READ COMMITTED (other levels check their snapshot under the view's lock,
+    :func:`_lock_row`): the common case, told by ONE expression (the position of the lists'
+    text among the common cases' texts); else 0 (read the lists one by one)."""
     # concat(): one call (NULL: empty) for four coalesce() and three ||, in an expression set
-    # up again in every transaction
-    lists = "concat(" + ", ".join(f"current_setting('{name}', true)"
-                                  for name in (PENDING, READERS, REBUILD, BIG)) + ")"
+    # up again in every transaction; the isolation level last (each common case's text ends
+    # with 'read committed'): one more argument, not one more WHEN
+    lists = "concat(" + ", ".join([*(f"current_setting('{name}', true)"
+                                     for name in (PENDING, READERS, REBUILD, BIG)),
+                                   "current_setting('transaction_isolation')"]) + ")"
     orders = [o for size in (1, 2) for o in permutations(range(len(cv.tables)), size)]
     # one array_position() over constant arrays: a CASE's WHEN each cost an expression step
     # (and its set-up) per transaction (~1.7k instructions each, 4 for a two-table view)
-    texts = ", ".join(sql.Literal("".join(f" {cv.name}/{j} " for j in o)).as_string(None)
-                      for o in orders)
+    texts = ", ".join(sql.Literal("".join(f" {cv.name}/{j} " for j in o) + READ_COMMITTED)
+                      .as_string(None) for o in orders)
     values = ", ".join(str(sum(1 << j for j in o)) for o in orders)
     ones = [j for j in range(len(cv.tables)) if from_new(cv, j)]  # one row: applied from NEW
-    texts += "".join(f", {single_token(cv, j)}" for j in ones)
+    texts += "".join(", " + sql.Literal(single_text(cv, j) + READ_COMMITTED).as_string(None)
+                     for j in ones)
     values += "".join(f", {(1 << j) + single_bit(cv)}" for j in ones)
     return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE coalesce((ARRAY[{values}])"
             f"[array_position(ARRAY[{texts}]::text[], {lists})], 0) END;\n")
@@ -440,7 +452,7 @@ def apply_body(cv: CompiledView) -> str:
             f"{token}, ''), true);\nEND IF;\n"
             f"v_m := {changed};\n"
             f"ELSE\n  v_p := set_config('{PENDING}', '', true);\n  {lock_tables_sql(cv)};\n"
-            f"{_lock_row(cv)}END IF;\n")
+            f"{_lock_row(cv, checked=False)}END IF;\n")
     for n, changed_tables in enumerate(masks(cv)):
         body += _apply_changed(cv, changed_tables, n == 0)
     body += f"ELSE\n{clear_all}END IF;\n" if len(cv.tables) > 1 else "END IF;\n"
@@ -484,6 +496,7 @@ def state_ddl(cv: CompiledView) -> list[str]:
     # groups, whose rows share a page: one pruned at every access cost more than it saved
     fill = f" WITH (fillfactor = {LOCK_ROW_FILLFACTOR})" if cv.analysis.is_global else ""
     stmts = [f"CREATE TABLE {cv.state} ({cols}){fill}",
+             holder_ddl(f"{q(STATE_SCHEMA)}.{q(holder_name(cv.suffix))}"),
              f"CREATE UNIQUE INDEX {q(cv.suffix + '__keys')} ON {cv.state} ({keys}) "
              f"NULLS NOT DISTINCT"]
     if cv.has_recompute:

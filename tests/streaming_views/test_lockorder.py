@@ -1,12 +1,12 @@
 """Issue 11: DDL that takes a base table's lock before its commit's sweep (TRUNCATE, a partition
 detached, dropped or attached beside a default partition) never deadlocks with a writer already
 committing (streaming_views/lockorder.py: the sweep locks the tables its applies read before any
-row of ``tidemark.live_changes``).
+view's lock).
 
 Each case forces the interleaving that used to deadlock, without sleeps: the DDL runs first
 and keeps its lock; a writer of *another* base table of the view commits, and the test waits
 until pg_locks shows that commit waiting for the DDL's table; then the DDL's transaction
-commits (its sweep needs the view's row of ``tidemark.live_changes``)."""
+commits (its sweep needs the view's lock)."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_ddl_lock_then_writer_commit_never_deadlocks(module_db: str, conn: psyco
         thread.start()
         try:
             _wait_until_waiting(conn, pid, waited.format(s=s))
-            ddl_conn.commit()  # its sweep: the view's row of tidemark.live_changes, rebuild
+            ddl_conn.commit()  # its sweep: the view's lock, rebuild
         except BaseException as exc:
             errors.append(exc)
         thread.join()

@@ -7,6 +7,7 @@ import pytest
 from psycopg import sql
 
 from streaming_views import verify
+from streaming_views.status import list_views
 from tests.streaming_views.conftest import deploy_text
 from tidemark.stack.bootstrap import grant_landing
 
@@ -113,6 +114,25 @@ def test_reader_sees_live_views_not_engine_state(module_db: str) -> None:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL("select * from {}").format(
                 sql.Identifier("tidemark_state", suffix)))
+
+
+def test_reader_reads_the_counters_not_the_samples_nor_samples_itself(module_db: str) -> None:
+    """Engine 25: the reader reads ``tidemark.live_changes`` (``seq``, ``changed_at``), not the
+    sampler's ``tidemark.live_samples``, and may not run the sampler (it writes); ``views list``
+    as the reader still works (no sample taken). The app role's list samples."""
+    app = _app_table(module_db, "shopc", 3, 9)
+    deploy_text(app, "bi_counters", "select s.g, count(*) as n from shopc.t s group by s.g")
+    grant_landing(module_db)
+    assert [v.name for v in list_views(app) if v.name == "bi_counters"] == ["bi_counters"]
+    reader_url = as_role(module_db, "tidemark_reader")
+    with psycopg.connect(reader_url, autocommit=True) as conn:
+        assert conn.execute("select seq from tidemark.live_changes where name = 'bi_counters'"
+                            ).fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from tidemark.live_samples")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select tidemark.live_note_changes()")
+    assert "bi_counters" in [v.name for v in list_views(reader_url)]
 
 
 def test_superuser_redeploy_of_app_view_stays_readable(module_db: str) -> None:

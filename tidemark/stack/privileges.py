@@ -27,7 +27,10 @@ PRIVATE_SCHEMAS = ("tidemark", "tidemark_state")
 """Schemas of Tidemark's internal state, closed to readers but for :data:`READER_TABLES`."""
 
 READER_TABLES = ("tidemark.views", "tidemark.live_changes")
-"""The internal relations readers may read: the live views' catalog and change counters."""
+"""The internal relations readers may read: the live views' catalog and ``live_changes`` (per
+view ``seq``, the commits numbered while someone subscribes, and ``changed_at``, sampled: see
+:mod:`streaming_views.changes`). Not the views' locks (advisory locks since engine 25) nor
+``tidemark.live_samples`` (the sampler's bookkeeping)."""
 
 # Server-side, so each name is quoted by PostgreSQL itself (%I, regclass, regprocedure). Event
 # trigger functions stay their owner's (the superuser's: event triggers need one).

@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts b8c9e06f8dc8da18, card_payments_recent 445d88b6686bc769, daily_store_revenue 34e27d9de5d6cecb, late_deliveries_daily 0547baa48e400efd, store_cancellation_rate d648bbb0d6305977, store_orders_last_5_minutes fdcada8b3002f93c, store_revenue_per_minute bb54b5d90451ce1b)
+-- phase: catalog (one row per view: active_carts 1b5bb8fc220fd65b, card_payments_recent 3bc0aa68f0812795, daily_store_revenue eeeff2186a7349f3, late_deliveries_daily 203036543bd49401, store_cancellation_rate 617d4a188480e9a1, store_orders_last_5_minutes 1751e9828b369dec, store_revenue_per_minute 276f11c2a337828e)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
