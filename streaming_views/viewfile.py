@@ -39,9 +39,10 @@ ENGINE_VERSION = "26"  # 26 (lk39, round 39; merged after g39's 25): a view's co
 #    subscribes (sublog), changed_at is sampled (streaming_views.changes). Views of 25 are
 #    redeployed.
 #    25 (g39, round 39): a lone one-row INSERT or DELETE (the view's only logged row in
-#    the transaction) notes `` name/j! `` and is applied from the apply's NEW (c37's branch); when the row meets at most one row of each
-#    other table (a single-table view, or joins on a unique key learnt at deploy and guarded by
-#    tidemark.live_problem) its upsert has no aggregate (streaming_views.onegroup).
+#    the transaction) notes `` name/j! `` and is applied from the apply's NEW (c37's
+#    branch); when the row meets at most one row of each other table (a single-table view,
+#    or joins on a unique key learnt at deploy and guarded by tidemark.live_problem) its
+#    upsert has no aggregate (streaming_views.onegroup).
 #    Views of 24 are redeployed.
 #    24 (y38, round 38): the commit-time apply runs with jit = off (its
 #    disabled seq scans made every commit JIT-compile on PostgreSQL 15-17,
