@@ -193,10 +193,11 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
 
     demo = _guard(demo_layer, dbs)  # None: no demo, only the user's sources
     dbt, batch = _guard(dbt_layer, settings), _guard(batch_layer, dbs)
-    built = not_built(settings, dbt, batch) is None
+    nothing = _guard(not_built, settings, dbs, dbt, batch)
+    built = nothing is None or "error" in nothing
     return {
         "up": up_layer(settings),
-        "dbt": dbt if built else not_built(settings, dbt, batch),
+        "dbt": dbt if built else nothing,
         # nothing applied for longer: the stream is stalled (an idle source gets heartbeats)
         "stalled_after_s": max(settings.lag_thresholds[0], 3 * settings.heartbeat_s),
         "ingestion": demo,
@@ -214,14 +215,17 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
     }
 
 
-def not_built(settings: Settings, dbt: dict[str, Any], batch: Any) -> dict[str, Any] | None:
+def not_built(settings: Settings, dbs: Databases, dbt: dict[str, Any], batch: Any
+              ) -> dict[str, Any] | None:
     """The dbt layer of a stack where the dbt project was never parsed nor built (a user with
     only their own database, no ``tidemark up``): no manifest, no parse failure, no daily
-    mart in landing. None when it was: then finality and reconciliation are shown. Otherwise
-    the shipped project's pairs (0 days each) and a missing manifest would be listed as if the
-    user had them."""
+    mart and no reconciled day in landing. None when it was: then finality and reconciliation
+    are shown. Otherwise the shipped project's pairs (0 days each) and a missing manifest
+    would be listed as if the user had them."""
+    from tidemark.reconciliation.days import summary
+
     if "error" in dbt or dbt.get("manifest_at") or dbt.get("failure") or \
-            not isinstance(batch, list) or batch:
+            not isinstance(batch, list) or batch or summary(dbs.landing):
         return None
     return {**dbt, "built": False, "advice": (
         f"not built here (no manifest in {settings.dbt_target_dir}, no daily mart in landing):"
