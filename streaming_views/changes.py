@@ -47,7 +47,7 @@ $f$"""
 
 def note_changes(conn: psycopg.Connection) -> int | None:
     """Sample the views' write counts into ``changed_at`` (see the module docstring); the views
-    whose count moved, or None when the runtime predates engine 25 or the role may not."""
+    whose count moved, or None when the runtime predates engine 26 or the role may not."""
     try:
         with conn.transaction():
             row = conn.execute("select tidemark.live_note_changes()").fetchone()

@@ -3,7 +3,7 @@
 
 * ``tidemark.live_changes`` — one row per view: ``seq`` (the view's commits while someone
   subscribes, :mod:`streaming_views.sublog`) and ``changed_at`` (:mod:`streaming_views.changes`).
-  It is no longer the view's lock (engine 25): that is a transaction-level advisory lock
+  It is no longer the view's lock (engine 26): that is a transaction-level advisory lock
   (:mod:`streaming_views.lockorder`); every transaction that changed a view's base tables takes
   it at commit, before it applies its changes, so commits of one view are applied one after the
   other (each seeing the others), and a transaction that changed several views takes their
@@ -48,7 +48,7 @@ OWN_DDL = f"""  select * into v from tidemark.views where name = p_name and targ
   if not found then return; end if;
   perform set_config('{GUARD_OFF}', 'on', true);  -- its own DDL is not the guard's business"""
 
-# Every subscribed commit of a view updates its row (before engine 25 every commit did; a view
+# Every subscribed commit of a view updates its row (before engine 26 every commit did; a view
 # without GROUP BY still updates its one state row at every commit, see state_ddl), a HOT
 # update: a new version in the same page; and
 # PostgreSQL prunes a page's dead versions only once its free space falls below the fillfactor's
@@ -62,7 +62,7 @@ RUNTIME_DDL = [
         name text primary key, seq bigint not null default 0, changed_at timestamptz)""",
     # (also for a table created by an older runtime: no rewrite, a lock that applies pass)
     f"alter table tidemark.live_changes set (fillfactor = {LOCK_ROW_FILLFACTOR})",
-    # engine 25: the state's write count last seen by tidemark.live_note_changes (changed_at);
+    # engine 26: the state's write count last seen by tidemark.live_note_changes (changed_at);
     # a table of its own: ALTER TABLE live_changes would wait for readers idle in a transaction
     "create table if not exists tidemark.live_samples (name text primary key, writes bigint)",
     LOCK_VIEWS_DDL,

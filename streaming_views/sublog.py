@@ -13,7 +13,7 @@ advanced) — under the view's lock, which every writer of the state holds
 (:mod:`streaming_views.lockorder`), and the row's own lock — so ``seq`` numbers the view's
 subscribed commits in commit order, without gaps among the committed ones (a rollback takes its
 advance back), and a reader that sees ``seq = N`` committed sees every row logged up to ``N``.
-With nobody subscribed no commit moves ``seq`` (engine 25; before, every commit did): a
+With nobody subscribed no commit moves ``seq`` (engine 26; before, every commit did): a
 subscriber's snapshot is the view at its ``seq`` (:func:`register` waits for the applies in
 flight), and every commit after it advances it.
 ``row`` is the row's text form (the view's composite type), read back with

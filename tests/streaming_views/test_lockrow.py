@@ -1,5 +1,5 @@
 """The view's row of ``tidemark.live_changes`` — its public counter, no longer its commit lock
-(engine 25: an advisory lock, ``streaming_views.lockorder``) — is written only by subscribed
+(engine 26: an advisory lock, ``streaming_views.lockorder``) — is written only by subscribed
 commits and deploys. Its table is kept at ``streaming_views.runtime.LOCK_ROW_FILLFACTOR`` (an
 install before round 34 is rewritten so), and a view without GROUP BY keeps one state row,
 updated by every commit: its state table is pruned early the same way (a grouped view's is not:
@@ -38,7 +38,7 @@ def _row(conn: psycopg.Connection) -> tuple[str, int]:
 
 def test_a_commit_nobody_subscribes_to_writes_no_row_of_live_changes(
         module_db: str, conn: psycopg.Connection) -> None:
-    """Engine 25: the view's lock is an advisory lock; its row of ``tidemark.live_changes`` is
+    """Engine 26: the view's lock is an advisory lock; its row of ``tidemark.live_changes`` is
     not written by commits while nobody subscribes (on main every commit updated it). A view
     without GROUP BY still updates its one state row at every commit: that table is pruned
     early (fillfactor 10), a grouped view's is not."""

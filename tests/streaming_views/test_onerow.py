@@ -83,7 +83,7 @@ def test_a_one_row_update_runs_no_probe(orders: psycopg.Connection) -> None:
         conn.execute("update one.orders set amount = amount + 1 where id = 7")
     plans = _plans(conn, "update one.orders set amount = amount + 1 where id = 8")
     # the UPDATE, the pair's SELECT, the log INSERT, the apply (the view's lock is an advisory
-    # lock taken by a simple expression since engine 25: no planned statement)
+    # lock taken by a simple expression since engine 26: no planned statement)
     assert len(plans) == 4, [p[:160] for p in plans]
     assert_equal(conn, "one_left", LEFT)
     for update in ("update one.orders set amount = amount * 2 where id between 3 and 9",
@@ -130,7 +130,7 @@ def test_a_one_row_insert_or_delete_is_logged_by_one_statement(
     for statement in ("insert into one.payments values (1100, 2)",
                       "delete from one.payments where id = 1100"):
         plans = _plans(conn, statement)
-        # the statement, the log INSERT, the apply (the view's lock: no statement, engine 25)
+        # the statement, the log INSERT, the apply (the view's lock: no statement, engine 26)
         assert len(plans) == 3, [p[:160] for p in plans]
         assert not [p for p in plans if "WindowAgg" in p], [p[:160] for p in plans]
         assert_equal(conn, "one_left", LEFT)

@@ -117,7 +117,7 @@ def test_reader_sees_live_views_not_engine_state(module_db: str) -> None:
 
 
 def test_reader_reads_the_counters_not_the_samples_nor_samples_itself(module_db: str) -> None:
-    """Engine 25: the reader reads ``tidemark.live_changes`` (``seq``, ``changed_at``), not the
+    """Engine 26: the reader reads ``tidemark.live_changes`` (``seq``, ``changed_at``), not the
     sampler's ``tidemark.live_samples``, and may not run the sampler (it writes); ``views list``
     as the reader still works (no sample taken). The app role's list samples."""
     app = _app_table(module_db, "shopc", 3, 9)

@@ -1,4 +1,4 @@
-"""Engine 25's view lock and ``tidemark.live_changes`` contract (``streaming_views.lockorder``,
+"""Engine 26's view lock and ``tidemark.live_changes`` contract (``streaming_views.lockorder``,
 ``streaming_views.sublog``, ``streaming_views.changes``): commits of one view wait on a
 transaction-level advisory lock (class 7411302); a REPEATABLE READ commit whose snapshot
 predates another commit of the view fails with 40001 even when that commit wrote no state row;
@@ -89,7 +89,7 @@ def test_repeatable_read_commit_after_a_commit_that_wrote_no_state_row(
 
 
 def test_a_commit_nobody_subscribes_to_leaves_seq(db: str, conn: psycopg.Connection) -> None:
-    """Engine 25: ``seq`` is the subscription's clock; without a subscriber no commit moves it
+    """Engine 26: ``seq`` is the subscription's clock; without a subscriber no commit moves it
     (main: every apply advanced it)."""
     seq = "select seq from tidemark.live_changes where name = 'vl_bag'"
     start = conn.execute(seq).fetchone()[0]

@@ -29,7 +29,7 @@ PRIVATE_SCHEMAS = ("tidemark", "tidemark_state")
 READER_TABLES = ("tidemark.views", "tidemark.live_changes")
 """The internal relations readers may read: the live views' catalog and ``live_changes`` (per
 view ``seq``, the commits numbered while someone subscribes, and ``changed_at``, sampled: see
-:mod:`streaming_views.changes`). Not the views' locks (advisory locks since engine 25) nor
+:mod:`streaming_views.changes`). Not the views' locks (advisory locks since engine 26) nor
 ``tidemark.live_samples`` (the sampler's bookkeeping)."""
 
 # Server-side, so each name is quoted by PostgreSQL itself (%I, regclass, regprocedure). Event
