@@ -36,6 +36,8 @@ RUNS = [
     ("dead_letter_queries.py", ["--letters", "2000", "--repeat", "1"], "replay_since_10m"),
     ("definitions.py", ["--reps", "1"], "load_s"),
     ("history.py", ["--changelog", "20000", "--keys", "2000", "--letters", "500"], "seed_s"),
+    ("keyless_letter_retention.py", ["--txns", "5", "--rows", "200", "--table-rows", "100"],
+     "letter_waits"),
     ("ingest_redeploy.py", ["--rows", "5000"], "ingest_s"),
     ("ivm_apply_cpu.py", ["--rows", "5000", "--rounds", "1", "--singles", "50", "--bulks", "1"],
      "single_live_us"),
@@ -71,6 +73,8 @@ LEFT_OUT = {
     "first_run.py": "`tidemark up` at its scales: tests/e2e and tests/tidemark/test_up.py run it",
     "bi_sessions.py": "measures a running `tidemark up` (it says so without one)",
     "ivm_differential.py": "tests/streaming_views/test_differential.py runs its CI slice",
+    "soak.py": "leaves `tidemark up` running for minutes and samples it: tests/e2e and "
+               "tests/tidemark/test_up.py run the stack",
 }
 
 

@@ -46,6 +46,9 @@ def _seed_letters(land: str, source: str, table: str, *, waiting: bool,
     tests look up are the oldest (a backward walk in commit order meets every seeded one
     first)."""
     with psycopg.connect(land, autocommit=True) as conn:
+        # no autovacuum worker may read the letters while a test counts the applier's reads
+        # (the seed's insert would launch one: its vacuum and analyze read every page)
+        conn.execute("alter table tidemark.dead_letters set (autovacuum_enabled = false)")
         conn.execute(
             "insert into tidemark.dead_letters (source, table_name, lsn, commit_lsn, seq, op,"
             " reason, raw_row, commit_at, first_seen_at, replayed_at, replay_result)"
