@@ -56,6 +56,26 @@ def _evaluate(built) -> dict:
     return check_results(built.run_checks(keys), "freshness_slo")
 
 
+def _land_from_now(built, timeout: float = 120) -> None:
+    """Wait until the running ingestion has landed everything the source had written when
+    called (its heartbeats move the checkpoint past it). Until then the check may still judge
+    what an earlier test landed (``catch_up`` a few seconds before: "ok" with no sample of
+    this ingestion yet), and this ingestion's backlog may be about to land late."""
+    from ingestion.lsn import str_to_lsn
+    from ingestion.state import load_checkpoint
+
+    with psycopg.connect(built.source_url, autocommit=True) as conn:
+        target = str_to_lsn(conn.execute("select pg_current_wal_lsn()::text").fetchone()[0])
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(built.landing_url, autocommit=True) as landing:
+        while True:
+            ck = load_checkpoint(landing, "shop")
+            if ck is not None and ck.lsn is not None and ck.lsn >= target:
+                return
+            assert time.monotonic() < deadline, f"ingestion did not land up to {target:X}"
+            time.sleep(0.3)
+
+
 def _wait_for(built, passed: bool, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -106,6 +126,7 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
     ingestion = Ingestion(built)
     ingestion.start()
     try:
+        _land_from_now(built)
         ok = _wait_for(built, passed=True, timeout=60)
         assert len(ok) == len(VIEWS)
         for e in ok.values():
@@ -156,6 +177,7 @@ def test_freshness_check_fails_while_ingestion_is_paused_and_recovers(built, fas
         assert "freshness promise: MISSED" in text and "live.store_revenue_per_minute" in text
 
         ingestion.start()
+        _land_from_now(built)
         recovered = _wait_for(built, passed=True, timeout=90)
         for e in recovered.values():
             assert e.passed, e.description
