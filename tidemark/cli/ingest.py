@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -118,8 +119,20 @@ def _logging() -> None:
         handler: logging.Handler = RichHandler(console=console, show_path=False)
         logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     else:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(utc_formatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def utc_formatter() -> logging.Formatter:
+    """The format of a log file (``logs/ingest.log``): each line stamped in UTC, ISO 8601 with
+    its zone, like ``tick.log``, the server's log and every time ``tidemark status`` shows. In
+    the writer's local time without a zone, a user east or west of UTC read hours that matched
+    nothing else."""
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03d+00:00 %(levelname)s %(name)s: "
+                                  "%(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    return formatter
 
 
 @app.command()
