@@ -3,6 +3,7 @@ checks, and the catch-up / replay / resync jobs — against the real landed stac
 
 from __future__ import annotations
 
+import json
 import time
 
 import dagster as dg
@@ -36,6 +37,11 @@ def test_observation_records_the_applied_lsn(orch) -> None:
     assert {"lag_seconds", "lag_bytes", "rows_per_s", "dead_letters"} <= set(meta)
 
 
+def _observed(cursor: str) -> dict[str, tuple]:
+    """Per table, the observed LSN and when it was recorded (the cursor's observation part)."""
+    return {name: (entry[0], entry[3]) for name, entry in json.loads(cursor).items()}
+
+
 def test_observer_records_only_changes(orch) -> None:
     events, cursor = observe_changes(orch.resource, None)
     observed = {e.asset_key.path[-1] for e in events if isinstance(e, dg.AssetObservation)}
@@ -48,8 +54,12 @@ def test_observer_records_only_changes(orch) -> None:
     orch.catch_up()
     # within RECORD_EVERY_S of the last observation a moved LSN waits (a table under load
     # moved every 30 s: an observation of every table every 30 s, ~290 MB/day of event log)
+    # (The watermark_delay outcome may change meanwhile, on its own: the update is a source
+    # commit, and a table that landed nothing for the idle period, orders once the session ran
+    # that long, then has its watermark advanced by it.)
     soon, cursor3 = observe_changes(orch.resource, cursor, now=time.time() + 60)
-    assert soon == [] and cursor3 == cursor
+    assert not [e for e in soon if isinstance(e, dg.AssetObservation)], soon
+    assert _observed(cursor3) == _observed(cursor)
     moved, _ = observe_changes(orch.resource, cursor, now=time.time() + 301)
     assert [e.asset_key.path[-1] for e in moved if isinstance(e, dg.AssetObservation)] \
         == ["stores"]
