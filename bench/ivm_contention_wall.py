@@ -40,6 +40,7 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -302,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="the writers on CPU 0, the server on CPU 1")
     args = parser.parse_args(argv)
+    if args.perf_stat and not shutil.which("perf"):
+        parser.error("--perf-stat runs `perf stat`, which is not on PATH: install linux-perf "
+                     "(Debian: apt-get install linux-perf) or leave --perf-stat out")
+    if args.pin and (len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset")):
+        parser.error("--pin needs 2 CPUs and `taskset` (util-linux): leave --pin out")
     phases = []
     with server() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         load(conn)
