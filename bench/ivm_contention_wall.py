@@ -24,12 +24,16 @@ disabled) and live (rebuilt first), ``--rounds`` of each, and measures per commi
   writer (BEGIN, two statements, COMMIT: one ``sendto`` each), which is what the counts are
   divided by: the ``perf stat`` window is inside the phase;
 * with ``--pin``: the writers on CPU 0 and the server on CPU 1, so that neither runs on the
-  other's core (what the client's CPU costs without the backends' work on its core).
+  other's core (what the client's CPU costs without the backends' work on its core);
+* with ``--burn loop,scan``: after each round's live phase, no-view phases whose backends also
+  run a statement trigger per fact INSERT that burns CPU, in a tiny working set (``loop``: a
+  PL/pgSQL loop) or through the executor and buffers (``scan``: 5,000 rows); what the
+  writers' CPU per commit does when their backends work longer, without a live view.
 
 Each phase first runs a CHECKPOINT. The sampler is a fifth connection and costs CPU in both
 cases alike. Usage: python bench/ivm_contention_wall.py [--seconds 8] [--rounds 3]
 [--hot 1000] [--writers 4] [--touch hits|region] [--sample 0|HZ] [--perf PATH] [--perf-stat]
-[--pin]. Last line: JSON.
+[--pin] [--burn loop,scan]. Last line: JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from typing import Any
 import psycopg
 from ivm_contention import DIMENSION_UPDATES, VIEW, _triggers, load, transaction
 from ivm_vs_refresh import server
+from psycopg import sql
 
 from streaming_views.deploy import deploy_embedded, rebuild
 from streaming_views.verify import diff_rows
@@ -67,6 +72,13 @@ PERF_EVENTS = {  # perf stat event: the name it is reported under (per transacti
     "syscalls:sys_enter_recvfrom": "recvfrom", "syscalls:sys_enter_sendto": "sendto",
     "syscalls:sys_enter_futex": "futex", "raw_syscalls:sys_exit": "failed_syscalls"}
 SENDS_PER_TRANSACTION = 4  # BEGIN, two prepared statements, COMMIT: one sendto each
+BURNS = {  # --burn: a no-view phase whose backends also run this per fact INSERT statement
+    # CPU in a tiny working set: a PL/pgSQL loop over one variable
+    "loop": "declare x bigint := 0; begin for i in 1..5000 loop x := x + i; end loop; "
+            "return null; end",
+    # CPU through the executor and the buffer manager: a scan of 5,000 dimension rows
+    "scan": "begin perform sum(hits) from bench.dim_half; return null; end",
+}
 ACTIVITY = ("select state, coalesce(wait_event_type, ''), coalesce(wait_event, 'CPU') "
             f"from pg_stat_activity where application_name = '{WRITER}'")
 
@@ -171,6 +183,33 @@ def per_transaction(groups: dict[str, list[int]], until: float) -> dict[str, Any
         out[who]["schedstat_run_us"] = round((after[who][0] - before[who][0]) / n, 1)
         out[who]["run_queue_wait_us"] = round((after[who][1] - before[who][1]) / n, 1)
     return out
+
+
+def add_burns(conn: psycopg.Connection) -> None:
+    """Create :data:`BURNS`' statement triggers on ``bench.fact``, disabled."""
+    conn.execute("create table bench.dim_half as select * from bench.dim where k < 5000")
+    conn.execute("vacuum analyze bench.dim_half")
+    for name, body in BURNS.items():
+        function = sql.Identifier("bench", f"burn_{name}")
+        conn.execute(sql.SQL("create function {}() returns trigger language plpgsql as {}")
+                     .format(function, sql.Literal(body)))
+        conn.execute(sql.SQL("create trigger {} after insert on bench.fact for each statement "
+                             "execute function {}()")
+                     .format(sql.Identifier(f"burn_{name}"), function))
+        conn.execute(sql.SQL("alter table bench.fact disable trigger {}")
+                     .format(sql.Identifier(f"burn_{name}")))
+
+
+def set_case(dsn: str, conn: psycopg.Connection, case: str) -> None:
+    """Make the triggers those of ``case``: ``no_view``, ``live`` (the view rebuilt for the
+    writes made with its triggers off) or ``burn_<name>`` (no view, that burn trigger on)."""
+    _triggers(conn, case == "live")
+    for name in BURNS:
+        verb = sql.SQL("enable" if case == f"burn_{name}" else "disable")
+        conn.execute(sql.SQL("alter table bench.fact {} trigger {}")
+                     .format(verb, sql.Identifier(f"burn_{name}")))
+    if case == "live":
+        rebuild(dsn, "bench_hot_regions")
 
 
 def machine_cpu() -> list[float]:
@@ -302,7 +341,12 @@ def main(argv: list[str] | None = None) -> int:
                         "their backends' system calls, wakeups and switches per transaction")
     parser.add_argument("--pin", action="store_true",
                         help="the writers on CPU 0, the server on CPU 1")
+    parser.add_argument("--burn", default="", type=lambda text: text.split(",") if text else [],
+                        help="also run no-view phases whose backends burn CPU per fact INSERT "
+                        f"({', '.join(BURNS)}, comma-separated)")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.burn) - set(BURNS)):
+        parser.error(f"--burn {','.join(unknown)}: no such burn; choose from {', '.join(BURNS)}")
     if args.perf_stat and not shutil.which("perf"):
         parser.error("--perf-stat runs `perf stat`, which is not on PATH: install linux-perf "
                      "(Debian: apt-get install linux-perf) or leave --perf-stat out")
@@ -316,17 +360,17 @@ def main(argv: list[str] | None = None) -> int:
         postmaster = int(Path(pgdata, "postmaster.pid").read_text().split()[0])
         if args.pin:
             pin_server(postmaster)
+        if args.burn:
+            add_burns(conn)
         for r in range(args.rounds):
-            for case in ("no_view", "live"):
-                _triggers(conn, case == "live")
-                if case == "live":
-                    rebuild(dsn, "bench_hot_regions")  # writes made with the triggers off
+            for case in ("no_view", "live", *(f"burn_{name}" for name in args.burn)):
+                set_case(dsn, conn, case)
                 conn.execute("checkpoint")
                 perf = f"{args.perf}.{case}" if args.perf and r == args.rounds - 1 else ""
                 result = {"case": case, "round": r,
                           **phase(dsn, conn, postmaster, args, perf)}
                 phases.append(result)
-                print(f"{case:7s} {result['commits_per_s']:6d}/s deadlocks "
+                print(f"{case:9s} {result['commits_per_s']:6d}/s deadlocks "
                       f"{result['deadlocks']} cpu µs/commit {result['cpu_us_per_commit']} "
                       f"switches {result['switches_per_commit']} wal "
                       f"{result['wal_per_commit']} load {result['load']}", file=sys.stderr)
@@ -338,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 if top:
                     print("        samples: " + ", ".join(f"{k} {v}" for k, v in top),
                           file=sys.stderr)
+        if args.burn:
+            set_case(dsn, conn, "live")  # the burn phases wrote with the view's triggers off
         extra, missing = diff_rows(conn, "bench_hot_regions", VIEW)
     verified = not extra and not missing
     print(json.dumps({"bench": "ivm_contention_wall", "hot": args.hot, "writers": args.writers,
