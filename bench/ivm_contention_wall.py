@@ -200,11 +200,12 @@ def add_burns(conn: psycopg.Connection) -> None:
                      .format(sql.Identifier(f"burn_{name}")))
 
 
-def set_case(dsn: str, conn: psycopg.Connection, case: str) -> None:
+def set_case(dsn: str, conn: psycopg.Connection, case: str, burns: list[str]) -> None:
     """Make the triggers those of ``case``: ``no_view``, ``live`` (the view rebuilt for the
-    writes made with its triggers off) or ``burn_<name>`` (no view, that burn trigger on)."""
+    writes made with its triggers off) or ``burn_<name>`` (no view, that burn trigger on);
+    ``burns``: the burn triggers :func:`add_burns` created."""
     _triggers(conn, case == "live")
-    for name in BURNS:
+    for name in burns:
         verb = sql.SQL("enable" if case == f"burn_{name}" else "disable")
         conn.execute(sql.SQL("alter table bench.fact {} trigger {}")
                      .format(verb, sql.Identifier(f"burn_{name}")))
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             add_burns(conn)
         for r in range(args.rounds):
             for case in ("no_view", "live", *(f"burn_{name}" for name in args.burn)):
-                set_case(dsn, conn, case)
+                set_case(dsn, conn, case, args.burn)
                 conn.execute("checkpoint")
                 perf = f"{args.perf}.{case}" if args.perf and r == args.rounds - 1 else ""
                 result = {"case": case, "round": r,
@@ -383,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("        samples: " + ", ".join(f"{k} {v}" for k, v in top),
                           file=sys.stderr)
         if args.burn:
-            set_case(dsn, conn, "live")  # the burn phases wrote with the view's triggers off
+            # the burn phases wrote with the view's triggers off
+            set_case(dsn, conn, "live", args.burn)
         extra, missing = diff_rows(conn, "bench_hot_regions", VIEW)
     verified = not extra and not missing
     print(json.dumps({"bench": "ivm_contention_wall", "hot": args.hot, "writers": args.writers,
