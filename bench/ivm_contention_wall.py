@@ -16,12 +16,24 @@ disabled) and live (rebuilt first), ``--rounds`` of each, and measures per commi
 * WAL records, bytes and full-page images (``pg_stat_wal``);
 * with ``--sample HZ``: what the writers' backends were doing, sampled from
   ``pg_stat_activity`` (state and wait event; ``CPU`` = active with no wait event, which
-  includes waiting for a core).
+  includes waiting for a core);
+* with ``--perf-stat``: per transaction, the writers' and their backends' task clock (µs),
+  system calls (all, failed, poll, recvfrom, sendto, futex), wakeups and context switches,
+  counted by ``perf stat``'s software events and tracepoints (no hardware counter needed),
+  and their run-queue wait (µs, ``/proc/<pid>/schedstat``). A transaction is 4 sends of the
+  writer (BEGIN, two statements, COMMIT: one ``sendto`` each), which is what the counts are
+  divided by: the ``perf stat`` window is inside the phase;
+* with ``--pin``: the writers on CPU 0 and the server on CPU 1, so that neither runs on the
+  other's core (what the client's CPU costs without the backends' work on its core);
+* with ``--burn loop,scan``: after each round's live phase, no-view phases whose backends also
+  run a statement trigger per fact INSERT that burns CPU, in a tiny working set (``loop``: a
+  PL/pgSQL loop) or through the executor and buffers (``scan``: 5,000 rows); what the
+  writers' CPU per commit does when their backends work longer, without a live view.
 
 Each phase first runs a CHECKPOINT. The sampler is a fifth connection and costs CPU in both
 cases alike. Usage: python bench/ivm_contention_wall.py [--seconds 8] [--rounds 3]
-[--hot 1000] [--writers 4] [--touch hits|region] [--sample 0|HZ] [--perf PATH]. Last line:
-JSON.
+[--hot 1000] [--writers 4] [--touch hits|region] [--sample 0|HZ] [--perf PATH] [--perf-stat]
+[--pin] [--burn loop,scan]. Last line: JSON.
 """
 
 from __future__ import annotations
@@ -32,6 +44,8 @@ import multiprocessing as mp
 import os
 import random
 import resource
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -42,6 +56,7 @@ from typing import Any
 import psycopg
 from ivm_contention import DIMENSION_UPDATES, VIEW, _triggers, load, transaction
 from ivm_vs_refresh import server
+from psycopg import sql
 
 from streaming_views.deploy import deploy_embedded, rebuild
 from streaming_views.verify import diff_rows
@@ -50,6 +65,20 @@ from streaming_views.viewfile import parse_view_text
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE, STEAL = 3, 7  # columns of /proc/stat's cpu line (after the name)
 WRITER = "ivm_contention_wall writer"  # the writers' application_name: what the sampler reads
+PERF_EVENTS = {  # perf stat event: the name it is reported under (per transaction)
+    "task-clock": "task_clock_us", "context-switches": "switches",
+    "cpu-migrations": "migrations", "sched:sched_wakeup": "wakeups",
+    "raw_syscalls:sys_enter": "syscalls", "syscalls:sys_enter_poll": "poll",
+    "syscalls:sys_enter_recvfrom": "recvfrom", "syscalls:sys_enter_sendto": "sendto",
+    "syscalls:sys_enter_futex": "futex", "raw_syscalls:sys_exit": "failed_syscalls"}
+SENDS_PER_TRANSACTION = 4  # BEGIN, two prepared statements, COMMIT: one sendto each
+BURNS = {  # --burn: a no-view phase whose backends also run this per fact INSERT statement
+    # CPU in a tiny working set: a PL/pgSQL loop over one variable
+    "loop": "declare x bigint := 0; begin for i in 1..5000 loop x := x + i; end loop; "
+            "return null; end",
+    # CPU through the executor and the buffer manager: a scan of 5,000 dimension rows
+    "scan": "begin perform sum(hits) from bench.dim_half; return null; end",
+}
 ACTIVITY = ("select state, coalesce(wait_event_type, ''), coalesce(wait_event, 'CPU') "
             f"from pg_stat_activity where application_name = '{WRITER}'")
 
@@ -74,15 +103,114 @@ def server_cpu(postmaster: int, skip: set[int]) -> float:
     pm = proc_cpu(postmaster)
     total = pm["user"] + pm["sys"] + pm["cuser"] + pm["csys"]
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in skip:
+        if not entry.name.isdigit() or int(entry.name) in skip or _parent(entry) != postmaster:
             continue
         try:
-            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                child = proc_cpu(int(entry.name))
-                total += child["user"] + child["sys"]
+            child = proc_cpu(int(entry.name))
         except (OSError, ValueError):
             continue  # exited meanwhile: counted in the postmaster's cutime
+        total += child["user"] + child["sys"]
     return total
+
+
+def perf_stat(pids: list[int], path: str) -> subprocess.Popen[bytes]:
+    """Start ``perf stat`` of :data:`PERF_EVENTS` over ``pids`` into ``path``, until it gets
+    SIGINT (failed system calls: ``raw_syscalls:sys_exit`` filtered on a negative return)."""
+    events = [arg for event in PERF_EVENTS if event != "raw_syscalls:sys_exit"
+              for arg in ("-e", event)]
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", path, *events,
+                             "-e", "raw_syscalls:sys_exit", "--filter", "ret < 0",
+                             "-p", ",".join(map(str, pids))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_counts(path: str) -> dict[str, float]:
+    """The counts of a ``perf stat -x ,`` output file, by :data:`PERF_EVENTS`' names."""
+    counts: dict[str, float] = {}
+    for line in Path(path).read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] in PERF_EVENTS and fields[0].replace(".", "").isdigit():
+            counts[PERF_EVENTS[fields[2]]] = float(fields[0])
+    if "task_clock_us" in counts:
+        counts["task_clock_us"] *= 1000.0  # perf reports msec
+    return counts
+
+
+def schedstat(pids: list[int]) -> tuple[float, float]:
+    """Summed run time and run-queue wait of ``pids`` in µs (``/proc/<pid>/schedstat``)."""
+    run = wait = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+        run, wait = run + int(fields[0]) / 1000, wait + int(fields[1]) / 1000
+    return run, wait
+
+
+def pin_server(postmaster: int) -> None:
+    """Move the server (the postmaster, its children, and so later backends) to CPU 1."""
+    children = [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()
+                and _parent(e) == postmaster]
+    for pid in [postmaster, *children]:
+        subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return 0  # exited meanwhile
+
+
+def per_transaction(groups: dict[str, list[int]], until: float) -> dict[str, Any]:
+    """``--perf-stat``: count each group of pids (``client``: the writers, ``backend``: their
+    backends) until the time ``until``; return the counts per transaction (the writers' sends
+    over :data:`SENDS_PER_TRANSACTION`)."""
+    paths = {who: f"/tmp/ivm_contention_wall.{os.getpid()}.{who}" for who in groups}
+    stats = [perf_stat(pids, paths[who]) for who, pids in groups.items()]
+    before = {who: schedstat(pids) for who, pids in groups.items()}
+    time.sleep(max(0.0, until - time.time()))
+    after = {who: schedstat(pids) for who, pids in groups.items()}
+    for recorder in stats:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+    counts = {who: perf_counts(path) for who, path in paths.items()}
+    for path in paths.values():
+        Path(path).unlink(missing_ok=True)
+    n = max(1.0, counts["client"].get("sendto", 0.0) / SENDS_PER_TRANSACTION)
+    out: dict[str, Any] = {"transactions": round(n)}
+    for who, values in counts.items():
+        out[who] = {name: round(value / n, 2) for name, value in values.items()}
+        out[who]["schedstat_run_us"] = round((after[who][0] - before[who][0]) / n, 1)
+        out[who]["run_queue_wait_us"] = round((after[who][1] - before[who][1]) / n, 1)
+    return out
+
+
+def add_burns(conn: psycopg.Connection) -> None:
+    """Create :data:`BURNS`' statement triggers on ``bench.fact``, disabled."""
+    conn.execute("create table bench.dim_half as select * from bench.dim where k < 5000")
+    conn.execute("vacuum analyze bench.dim_half")
+    for name, body in BURNS.items():
+        function = sql.Identifier("bench", f"burn_{name}")
+        conn.execute(sql.SQL("create function {}() returns trigger language plpgsql as {}")
+                     .format(function, sql.Literal(body)))
+        conn.execute(sql.SQL("create trigger {} after insert on bench.fact for each statement "
+                             "execute function {}()")
+                     .format(sql.Identifier(f"burn_{name}"), function))
+        conn.execute(sql.SQL("alter table bench.fact disable trigger {}")
+                     .format(sql.Identifier(f"burn_{name}")))
+
+
+def set_case(dsn: str, conn: psycopg.Connection, case: str, burns: list[str]) -> None:
+    """Make the triggers those of ``case``: ``no_view``, ``live`` (the view rebuilt for the
+    writes made with its triggers off) or ``burn_<name>`` (no view, that burn trigger on);
+    ``burns``: the burn triggers :func:`add_burns` created."""
+    _triggers(conn, case == "live")
+    for name in burns:
+        verb = sql.SQL("enable" if case == f"burn_{name}" else "disable")
+        conn.execute(sql.SQL("alter table bench.fact {} trigger {}")
+                     .format(verb, sql.Identifier(f"burn_{name}")))
+    if case == "live":
+        rebuild(dsn, "bench_hot_regions")
 
 
 def machine_cpu() -> list[float]:
@@ -150,6 +278,9 @@ def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
     for p in procs:
         p.start()
     backends = {ready.get(timeout=300) for _ in procs}
+    if args.pin:
+        for p in procs:
+            os.sched_setaffinity(p.pid or 0, {0})
     start.value = time.time() + 0.3
     go.set()
     time.sleep(max(0.0, start.value - time.time()))
@@ -161,6 +292,11 @@ def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wal0 = conn.execute("select wal_records, wal_fpi, wal_bytes from pg_stat_wal").fetchone()
     rest0, machine0 = server_cpu(postmaster, backends), machine_cpu()
+    counted = per_transaction(
+        {"client": [p.pid for p in procs[:args.writers] if p.pid],
+         "backend": [pid for (pid,) in conn.execute(
+             "select pid from pg_stat_activity where application_name = %s", (WRITER,))]},
+        start.value + args.seconds - 0.3) if args.perf_stat else {}
     time.sleep(max(0.0, start.value + args.seconds - time.time()))
     rest1, machine1 = server_cpu(postmaster, backends), machine_cpu()
     conn.execute("select pg_stat_force_next_flush()")
@@ -188,7 +324,7 @@ def phase(dsn: str, conn: psycopg.Connection, postmaster: int,
     return {"commits": totals["commits"], "deadlocks": totals["deadlocks"],
             "errors": totals["errors"], "commits_per_s": round(totals["commits"] / args.seconds),
             "cpu_us_per_commit": per, "switches_per_commit": switches, "wal_per_commit": wal,
-            "samples": events, "load": round(os.getloadavg()[0], 2)}
+            "samples": events, "per_transaction": counted, "load": round(os.getloadavg()[0], 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,31 +338,54 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample pg_stat_activity this many times a second (0: not)")
     parser.add_argument("--perf", default="", help="in the last round, `perf record -g` the "
                         "writers and their backends into PERF.no_view and PERF.live")
+    parser.add_argument("--perf-stat", action="store_true", help="count the writers' and "
+                        "their backends' system calls, wakeups and switches per transaction")
+    parser.add_argument("--pin", action="store_true",
+                        help="the writers on CPU 0, the server on CPU 1")
+    parser.add_argument("--burn", default="", type=lambda text: text.split(",") if text else [],
+                        help="also run no-view phases whose backends burn CPU per fact INSERT "
+                        f"({', '.join(BURNS)}, comma-separated)")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.burn) - set(BURNS)):
+        parser.error(f"--burn {','.join(unknown)}: no such burn; choose from {', '.join(BURNS)}")
+    if args.perf_stat and not shutil.which("perf"):
+        parser.error("--perf-stat runs `perf stat`, which is not on PATH: install linux-perf "
+                     "(Debian: apt-get install linux-perf) or leave --perf-stat out")
+    if args.pin and (len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset")):
+        parser.error("--pin needs 2 CPUs and `taskset` (util-linux): leave --pin out")
     phases = []
     with server() as dsn, psycopg.connect(dsn, autocommit=True) as conn:
         load(conn)
         deploy_embedded(dsn, [parse_view_text("bench_hot_regions", VIEW)])
         pgdata = conn.execute("show data_directory").fetchone()[0]  # type: ignore[index]
         postmaster = int(Path(pgdata, "postmaster.pid").read_text().split()[0])
+        if args.pin:
+            pin_server(postmaster)
+        if args.burn:
+            add_burns(conn)
         for r in range(args.rounds):
-            for case in ("no_view", "live"):
-                _triggers(conn, case == "live")
-                if case == "live":
-                    rebuild(dsn, "bench_hot_regions")  # writes made with the triggers off
+            for case in ("no_view", "live", *(f"burn_{name}" for name in args.burn)):
+                set_case(dsn, conn, case, args.burn)
                 conn.execute("checkpoint")
                 perf = f"{args.perf}.{case}" if args.perf and r == args.rounds - 1 else ""
                 result = {"case": case, "round": r,
                           **phase(dsn, conn, postmaster, args, perf)}
                 phases.append(result)
-                print(f"{case:7s} {result['commits_per_s']:6d}/s deadlocks "
+                print(f"{case:9s} {result['commits_per_s']:6d}/s deadlocks "
                       f"{result['deadlocks']} cpu µs/commit {result['cpu_us_per_commit']} "
                       f"switches {result['switches_per_commit']} wal "
                       f"{result['wal_per_commit']} load {result['load']}", file=sys.stderr)
+                for who in ("client", "backend"):
+                    if who in result["per_transaction"]:
+                        print(f"        {who} per transaction: {result['per_transaction'][who]}",
+                              file=sys.stderr)
                 top = sorted(result["samples"].items(), key=lambda kv: -kv[1])[:8]
                 if top:
                     print("        samples: " + ", ".join(f"{k} {v}" for k, v in top),
                           file=sys.stderr)
+        if args.burn:
+            # the burn phases wrote with the view's triggers off
+            set_case(dsn, conn, "live", args.burn)
         extra, missing = diff_rows(conn, "bench_hot_regions", VIEW)
     verified = not extra and not missing
     print(json.dumps({"bench": "ivm_contention_wall", "hot": args.hot, "writers": args.writers,

@@ -43,7 +43,7 @@ RUNS = [
      "single_live_us"),
     ("ivm_contention.py", ["--seconds", "2", "--hot", "5"], "hot_5"),
     ("ivm_contention_wall.py", ["--seconds", "1", "--rounds", "1", "--hot", "5", "--sample",
-                                "20"], "cpu_us_per_commit"),
+                                "20", "--burn", "loop,scan"], "cpu_us_per_commit"),
     ("ivm_pgbench.py", ["--rows", "2000", "--seconds", "1", "--rounds", "1"], "latency_us"),
     ("ivm_vs_refresh.py", ["--rows", "5000", "--updates", "50"], "update_live_ms"),
     ("ivm_vs_refresh.py", ["--rows", "5000", "--updates", "50", "--view", "sliding_5min"],
