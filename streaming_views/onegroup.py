@@ -60,16 +60,18 @@ def single_bit(cv: CompiledView) -> int:
     return 1 << (len(cv.tables) + 1)
 
 
-def one_per_group(cv: CompiledView, j: int) -> bool:
+def one_per_group(cv: CompiledView, j: int, *, timed: bool = False) -> bool:
     """Whether a lone row of table ``j`` meets at most one row of the view's join, and its
     aggregates are all sums, extremes or counts (so :func:`single_select` applies): a
     single-table view, or each other table joined on a recorded unique key
     (:func:`streaming_views.uniquekeys.mark_keys`) whose columns are all equated to columns of
     table ``j``. Only where the FROM is its base tables, each once (no self-join's second role,
     FROM subquery or function); not with outer joins, [NOT] EXISTS, UNION ALL branches, a
-    temporal filter or a distinct aggregate."""
+    temporal filter (unless ``timed``: :mod:`streaming_views.netpair`, whose rows pass the
+    window alike) or a distinct aggregate."""
     an = cv.analysis
-    if (an.outer is not None or an.branches or an.semijoins or an.temporal is not None
+    if (an.outer is not None or an.branches or an.semijoins
+            or (an.temporal is not None and not timed)
             or any(r.kind not in ROW_KINDS for r in cv.rules)):
         return False
     items = list(walk(list(an.from_clause), into_subqueries=False))

@@ -66,6 +66,7 @@ from streaming_views.lockorder import (
     lock_tables_sql,
     view_lock_sql,
 )
+from streaming_views.netpair import net_bit, net_columns, net_text, net_token
 from streaming_views.onegroup import from_new, one_per_group, single_bit, single_text, single_token
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
@@ -116,11 +117,22 @@ def _noted_big(cv: CompiledView) -> str:
             f"{_token(cv)}, true);\nEND IF;\n")
 
 
-def _noted_pending(cv: CompiledView, j: int, guard: str = "") -> str:
+def _noted_pending(cv: CompiledView, j: int, guard: str = "", *, net: bool = False) -> str:
     """Note table ``j`` in ``tidemark.pending`` (read into ``v_p``) unless it is there; with
-    ``guard`` (a condition and ``AND``), only when that holds too."""
+    ``guard`` (a condition and ``AND``), only when that holds too; with ``net``, after a
+    one-row UPDATE's probe (``v_x``), :func:`_noted_token`."""
+    token = _noted_token(cv, j) if net else _token(cv, j)
     return (f"IF {guard}strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;")
+            f"  v_p := set_config('{PENDING}', v_p || {token}, true);\nEND IF;")
+
+
+def _noted_token(cv: CompiledView, j: int) -> str:
+    """The token a write of table ``j`` notes: a one-row UPDATE whose pair is net
+    (``v_x.__net``, :mod:`streaming_views.netpair`) as the view's first, :func:`net_token`."""
+    if not net_columns(cv, j):
+        return _token(cv, j)
+    return (f"CASE WHEN v_x.__net AND {_new_view(cv)} THEN {net_token(cv, j)} "
+            f"ELSE {_token(cv, j)} END")
 
 
 def _noted_one(cv: CompiledView, j: int) -> str:
@@ -167,7 +179,7 @@ def _noting(cv: CompiledView, j: int) -> str:
     condition reads (reading the setting in the statement instead costs more: each function
     call of an expression is set up again in every execution)."""
     return (f"CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN false "
-            f"WHEN set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL THEN false "
+            f"WHEN set_config('{PENDING}', v_p || {_noted_token(cv, j)}, true) IS NULL THEN false "
             f"ELSE {_new_view(cv)} END")
 
 
@@ -211,7 +223,8 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         tail += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     if kept:  # the apply's hint (streaming_views.onkept)
         tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
-    tail += _noted_one(cv, j) if one and from_new(cv, j) else _noted_pending(cv, j, "v_n > 0 AND ")
+    tail += (_noted_one(cv, j) if one and from_new(cv, j)
+             else _noted_pending(cv, j, "v_n > 0 AND ", net=single))
     # the tail only notes the table: a one-row UPDATE's VALUES notes it in the statement that
     # logs the pair (_noting) and skips the tail. Not where the pair is logged through a
     # WHERE (a filter pushed to the log), nor by a one-row INSERT or DELETE's INSERT ...
@@ -330,6 +343,11 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         one = (f"ELSIF v_m = {mask + single_bit(cv)} THEN\n"
                f"  IF NEW.__tm_sign <> 0 THEN\n    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
                f"  ELSE\n    {loop}\n  END IF;\n")
+    if len(changed) == 1 and net_columns(cv, changed[0]):  # a net pair: its new row alone
+        fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
+                                      net=True), cv.has_recompute)
+        one += (f"ELSIF v_m = {mask + net_bit(cv)} THEN\n"
+                f"  FOR {into} IN {fast} LOOP{each} END LOOP;\n")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
             f"  {loop}\n{one}"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
@@ -355,6 +373,8 @@ def _lock_views(cv: CompiledView) -> str:
         rest = f"replace({rest}, {_token(cv, j)}, '')"
         if from_new(cv, j):
             rest = f"replace({rest}, {single_token(cv, j)}, '')"
+        if net_columns(cv, j):
+            rest = f"replace({rest}, {net_token(cv, j)}, '')"
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
             f"v_rest := {rest};\n"
             f"v_r := coalesce(current_setting('{READERS}', true), '');\n"
@@ -403,12 +423,17 @@ def _alone(cv: CompiledView) -> str:
     texts += "".join(", " + sql.Literal(single_text(cv, j) + READ_COMMITTED).as_string(None)
                      for j in ones)
     values += "".join(f", {(1 << j) + single_bit(cv)}" for j in ones)
+    nets = [j for j in range(len(cv.tables)) if net_columns(cv, j)]  # a net pair (netpair.py)
+    texts += "".join(", " + sql.Literal(net_text(cv, j) + READ_COMMITTED).as_string(None)
+                     for j in nets)
+    values += "".join(f", {(1 << j) + net_bit(cv)}" for j in nets)
     return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE coalesce((ARRAY[{values}])"
             f"[array_position(ARRAY[{texts}]::text[], {lists})], 0) END;\n")
 
 
-def _or_single(cv: CompiledView, j: int) -> str:  # ... or table j's one-row token is in v_p
-    return f" OR strpos(v_p, {single_token(cv, j)}) > 0" if from_new(cv, j) else ""
+def _or_single(cv: CompiledView, j: int) -> str:  # ... or table j's one-row/net token is in v_p
+    out = f" OR strpos(v_p, {single_token(cv, j)}) > 0" if from_new(cv, j) else ""
+    return out + (f" OR strpos(v_p, {net_token(cv, j)}) > 0" if net_columns(cv, j) else "")
 
 
 def _postpone(cv: CompiledView) -> str:

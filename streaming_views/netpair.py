@@ -1,0 +1,252 @@
+"""A lone one-row UPDATE that changed only aggregated columns: applied as ONE net row, without
+the aggregate.
+
+An UPDATE logs a pair: the old row (sign -1) and the new row (+1). When none of the columns that
+decide the row's group, join or WHERE changed (compared by what the view can tell apart,
+:func:`streaming_views.deltas._same`), both rows meet the same rows of the other tables and land
+in the same group: the pair's delta of each ``sum(E)`` is ``E`` over the new row plus ``E`` over
+the old one. The UPDATE's trigger (:func:`streaming_views.deltas.log_update_single`) then also
+writes the old values of the *aggregated-only* columns (:func:`net_columns`) into the new row's
+extra log columns ``__tm_v<k>`` and notes the transaction `` name/j~ `` (:func:`net_text`). The
+pair stays in the log, so any other path (a second write, another view, a large delta) reads it
+as before; only the apply of that lone token reads the new row alone, with each old column's
+twin (``__x<i>__o``), and upserts without GROUP BY, Agg and Sort (:func:`net_select`).
+
+It applies where a lone row meets at most one row of the join
+(:func:`streaming_views.onegroup.one_per_group`, a temporal filter allowed: old and new row
+carry the same window columns), and only to sums (count, sum, avg and bool counts are sums of
+signed terms, odd in the sign): ``coalesce(sum(E), D)`` over the pair is ``coalesce(E1, D) -
+coalesce(E1', D)`` (``E1``: ``E`` at sign 1; ``E1'`` over the old row), which keeps sum's NULL
+rule and a numeric's scale; floating-point sums keep the pair (``0 - 0.0`` is ``0``, where sum
+gives ``-0``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from pglast import ast, parse_sql
+from psycopg import sql
+
+from streaming_views.astutil import deparse, substitute, walk
+from streaming_views.layers import is_live
+from streaming_views.onegroup import one_per_group
+
+if TYPE_CHECKING:
+    from streaming_views.compiler import CompiledView
+
+NET_KINDS = {"count", "sum", "bool"}  # rules whose columns are sums of signed terms
+AGGREGATE_NAMES = {"sum", "count", "max", "min", "avg", "bool_and", "bool_or", "every",
+                   "array_agg", "string_agg", "greatest", "least"}
+FLOATS = re.compile(r"\s*(real|double precision|float[48]?)\b")
+TWIN = "__o"  # suffix of a flat column's twin over the old row
+
+
+def net_text(cv: CompiledView, j: int) -> str:
+    """The token `` name/j~ ``: the view's first log in the transaction was a one-row UPDATE of
+    table ``j`` that changed aggregated-only columns (any later log notes `` name/j ``)."""
+    return f" {cv.name}/{j}~ "
+
+
+def net_token(cv: CompiledView, j: int) -> str:
+    """:func:`net_text` as an SQL literal."""
+    return sql.Literal(net_text(cv, j)).as_string(None)
+
+
+def net_bit(cv: CompiledView) -> int:
+    """The bit of ``v_m`` telling a net pair (:func:`net_token`), above the one-row bit's."""
+    return 1 << (len(cv.tables) + 2)
+
+
+def old_column(k: int) -> str:
+    """The log column holding the old value of table column ``k`` (on the new row of a pair)."""
+    return f"__tm_v{k}"
+
+
+def _refs(node: ast.Node, ref: str, names: dict[str, int], single: bool) -> set[int]:
+    """Indexes of table columns ``names`` read by ``node`` through ``ref`` (or unqualified in a
+    single-table view)."""
+    out = set()
+    for n in walk(node):
+        if not isinstance(n, ast.ColumnRef):
+            continue
+        fields = [getattr(f, "sval", None) for f in n.fields]
+        if len(fields) == 2 and fields[0] == ref and fields[1] in names:
+            out.add(names[fields[1]])
+        elif len(fields) == 1 and single and fields[0] in names:
+            out.add(names[fields[0]])
+    return out
+
+
+def _flat(cv: CompiledView, j: int) -> ast.SelectStmt:
+    from streaming_views.compiler import Term
+    return parse_sql(cv.flat_select(Term(None, ((j, f"__l{j}"),))))[0].stmt
+
+
+def _analysed(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
+    """(aggregated-only columns of table ``j``, flat columns reading them)."""
+    from streaming_views.deltas import pushed_filter
+    stmt = _flat(cv, j)
+    ref = cv.tables[j].ref
+    names = {c.name: k for k, c in enumerate(cv.resolved.tables[j].columns)}
+    single = len(cv.tables) == 1
+    deciding = _refs([stmt.fromClause, stmt.whereClause], ref, names, single)
+    read: dict[str, set[int]] = {}
+    for target in stmt.targetList:
+        cols = _refs(target.val, ref, names, single)
+        if target.name.startswith("__k") or target.name == "__sign":
+            deciding |= cols
+        else:
+            read[target.name] = cols
+    for sign in ("1", "-1"):
+        pushed = pushed_filter(cv, j, sign)
+        if pushed is not None:
+            deciding |= _refs(parse_sql(f"SELECT {pushed}")[0].stmt, ref, names, single)
+    agg = sorted(set().union(*read.values()) - deciding) if read else []
+    return agg, [n for n, cols in read.items() if cols & set(agg)]
+
+
+def net_columns(cv: CompiledView, j: int) -> list[int]:
+    """The columns of table ``j`` read only by aggregate arguments and filters (none: no net
+    pair for ``j``). Empty unless the lone row meets at most one row of the join, every rule is
+    a sum of signed terms (no window, no floating-point sum), the table is a plain table and
+    :func:`net_select` can rewrite the delta."""
+    an = cv.analysis
+    if (is_live(cv.resolved.tables[j]) or an.outer is not None or an.branches
+            or an.semijoins or not one_per_group(cv, j, timed=True)
+            or any(r.kind not in NET_KINDS or r.windows() for r in cv.rules)
+            or any(r.kind == "sum" and FLOATS.match(r.value_type) for r in cv.rules)
+            or any(t.ref.lower() in ("new", "old") for t in cv.tables)):
+        return []
+    agg, _ = _analysed(cv, j)
+    if not agg or net_select(cv, j) is None:
+        return []
+    return agg
+
+
+def net_flat(cv: CompiledView, j: int) -> str:
+    """The flat select of table ``j``'s log (its new row), with a twin ``<name>__o`` of each
+    flat column reading an aggregated-only column, over the old values (``__tm_v<k>``)."""
+    agg, twins = _analysed(cv, j)
+    stmt = _flat(cv, j)
+    ref = cv.tables[j].ref
+    names = {c.name: k for k, c in enumerate(cv.resolved.tables[j].columns)}
+    olds = {c.name: old_column(k) for c, k in ((c, names[c.name])
+                                               for c in cv.resolved.tables[j].columns)
+            if k in agg}
+    single = len(cv.tables) == 1
+
+    def old(n: ast.Node) -> ast.Node | None:
+        if not isinstance(n, ast.ColumnRef):
+            return None
+        fields = [getattr(f, "sval", None) for f in n.fields]
+        if len(fields) == 2 and fields[0] == ref and fields[1] in olds:
+            return ast.ColumnRef(fields=(ast.String(sval=ref), ast.String(sval=olds[fields[1]])))
+        if len(fields) == 1 and single and fields[0] in olds:
+            return ast.ColumnRef(fields=(ast.String(sval=olds[fields[0]]),))
+        return None
+
+    extra = [ast.ResTarget(name=t.name + TWIN, val=substitute(t.val, old))
+             for t in stmt.targetList if t.name in twins]
+    stmt.targetList = (*stmt.targetList, *extra)
+    return deparse(stmt)
+
+
+class _NotNet(Exception):
+    """An aggregate select :func:`net_select` cannot rewrite."""
+
+
+def _is_sign(node: ast.Node) -> bool:
+    return isinstance(node, ast.ColumnRef) and [f.sval for f in node.fields] == ["__sign"]
+
+
+def _signed(node: ast.Node) -> ast.Node:
+    """A sum's argument ``E`` at ``__sign`` = 1, when ``E`` is odd in ``__sign`` (``E(-1) =
+    -E(1)``): ``__sign``, ``__sign * X`` or ``CASE WHEN c THEN`` either ``[ELSE 0] END``, with
+    ``__sign`` nowhere else; a ``CASE WHEN true THEN X END`` is ``X``. Raises :class:`_NotNet`
+    for any other form."""
+    if _is_sign(node):
+        return ast.A_Const(val=ast.Integer(ival=1))
+    if (isinstance(node, ast.A_Expr) and node.kind == 0 and len(node.name) == 1
+            and node.name[0].sval == "*" and node.lexpr is not None and _is_sign(node.lexpr)
+            and not any(_is_sign(n) for n in walk(node.rexpr))):
+        return node.rexpr
+    if isinstance(node, ast.CaseExpr) and node.arg is None and len(node.args) == 1:
+        when = node.args[0]
+        default = node.defresult
+        zero = default is None or (isinstance(default, ast.A_Const)
+                                   and getattr(default.val, "ival", None) == 0)
+        if zero and not any(_is_sign(n) for n in walk(when.expr)):
+            value = _signed(when.result)
+            if deparse(when.expr).lower() == "true" and default is None:
+                return value
+            return ast.CaseExpr(args=(ast.CaseWhen(expr=when.expr, result=value),),
+                                defresult=default)
+    raise _NotNet("not odd in __sign")
+
+
+def _combined(node: ast.Node, twins: set[str]) -> ast.Node | None:
+    """``coalesce(sum(E), D)`` (D a zero) over the new row (sign 1) and the old one (sign -1)
+    as ``coalesce(E1, D) - coalesce(E1', D)`` (``E1``: :func:`_signed`; ``E1'`` over the old
+    row's twins), ``0`` for ``sum(__sign)``: both rows count; raises :class:`_NotNet` at any
+    other aggregate."""
+    if isinstance(node, ast.SubLink):
+        raise _NotNet("subquery")
+    if isinstance(node, ast.FuncCall):
+        if node.over is not None or node.funcname[-1].sval in AGGREGATE_NAMES:
+            raise _NotNet(node.funcname[-1].sval)
+        return None
+    if not isinstance(node, ast.CoalesceExpr) or len(node.args) != 2:
+        return None
+    call, default = node.args
+    if not (isinstance(call, ast.FuncCall) and call.funcname[-1].sval == "sum"):
+        return None
+    if (call.agg_star or call.agg_distinct or call.agg_filter or call.agg_order or call.over
+            or call.agg_within_group or not call.args or len(call.args) != 1
+            or not _zero(default)):
+        raise _NotNet("sum")
+    arg = call.args[0]
+    for n in walk(arg):
+        if isinstance(n, ast.SubLink) or (isinstance(n, ast.FuncCall) and (
+                n.funcname[-1].sval in AGGREGATE_NAMES or n.over is not None)):
+            raise _NotNet("nested")
+    if _is_sign(arg):
+        return ast.A_Const(val=ast.Integer(ival=0))
+    new = _signed(arg)
+
+    def old(n: ast.Node) -> ast.Node | None:
+        if isinstance(n, ast.ColumnRef) and len(n.fields) == 1 and n.fields[0].sval in twins:
+            return ast.ColumnRef(fields=(ast.String(sval=n.fields[0].sval + TWIN),))
+        return None
+
+    return ast.A_Expr(kind=0, name=(ast.String(sval="-"),),
+                      lexpr=ast.CoalesceExpr(args=(new, default)),
+                      rexpr=ast.CoalesceExpr(args=(substitute(new, old), default)))
+
+
+def _zero(node: ast.Node) -> bool:
+    """Whether ``node`` is ``0`` or ``'0'::t``."""
+    if isinstance(node, ast.TypeCast):
+        node = node.arg
+    if not isinstance(node, ast.A_Const) or node.isnull:
+        return False
+    return getattr(node.val, "ival", None) == 0 or getattr(node.val, "sval", None) == "0"
+
+
+def net_select(cv: CompiledView, j: int) -> str | None:
+    """The delta's aggregate select over :func:`net_flat` (at most one row: the new row met by
+    at most one row of each other table) without its aggregate: every ``coalesce(sum(E), D)``
+    combined over the new and old halves (:func:`_combined`), no GROUP BY, ORDER BY nor HAVING.
+    None when it reads another aggregate."""
+    _, twins = _analysed(cv, j)
+    stmt = parse_sql(cv.aggregate_select(net_flat(cv, j), delta=True))[0].stmt
+    try:
+        stmt.targetList = substitute(stmt.targetList, lambda n: _combined(n, set(twins)))
+    except _NotNet:
+        return None
+    having = deparse(stmt.havingClause) if stmt.havingClause is not None else None
+    if having not in (None, "count(*) > 0"):
+        return None
+    stmt.groupClause = stmt.sortClause = stmt.havingClause = None
+    return deparse(stmt)
