@@ -380,55 +380,68 @@ def filtered(cv: CompiledView, j: int) -> bool:
     return any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
 
 
-def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
+def log_update_single(cv: CompiledView, j: int, marker: str, net_marker: str | None = None
+                      ) -> tuple[str, str, str | None]:
     """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
     the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
-    with ``v_x.__ch`` true when the view can tell the rows apart; and the INSERT logging them
+    with ``v_x.__ch`` true when the view can tell the rows apart; the INSERT logging them
     from ``v_x`` (run only then; the old row is the marker when ``marker`` holds, else the new
-    row when the old one fails the filter).
+    row when the old one fails the filter); and with ``net_marker`` (table ``j`` has
+    aggregated-only columns, :func:`streaming_views.netpair.net_columns`), ``v_x.__ch`` is 1
+    when only those changed (both rows pass), 2 when others did, 0 when none did, and the
+    INSERT of such a net pair: the new row also holds the old values (``__tm_v<k>``), the old
+    one is the marker when ``net_marker`` holds (it notes the transaction).
 
     An UPDATE of columns the view does not read (the commonest write to a dimension row) then
     runs one SELECT and no INSERT; one that changes them runs a plain VALUES insert. Both cost
     fewer instructions than one INSERT ... SELECT of the pair whose plan is set up in every
     transaction (``bench/ivm_instructions.py``: the INSERT's set-up dominates either way)."""
-    cols = [q(c.name) for c in cv.resolved.tables[j].columns]
+    columns = cv.resolved.tables[j].columns
+    cols = [q(c.name) for c in columns]
     olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
     news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
     pushed = filtered(cv, j)
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
     passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
-    net = net_columns(cv, j)  # v_x.__net: only aggregated-only columns can differ
-    if net:
-        same = "".join(f" AND {_same(f'o.__c{k}', f'w.__c{k}', c.log_type)}"
-                       for k, c in enumerate(cv.resolved.tables[j].columns) if k not in net)
-        passes += f", o.__tm_ok AND w.__tm_ok{same} AS __net"
+    changed = _changed(cv, j)
+    net = net_columns(cv, j) if net_marker is not None else []
+    if net:  # one CASE: the deciding columns, then the aggregated-only ones, each compared once
+        same = [_same(f"o.__c{k}", f"w.__c{k}", c.log_type) for k, c in enumerate(columns)]
+        deciding = "".join(f" AND {e}" for k, e in enumerate(same) if k not in net)
+        changed = (f"CASE WHEN NOT (o.__tm_ok AND w.__tm_ok{deciding}) THEN 2 WHEN "
+                   f"{' AND '.join(e for k, e in enumerate(same) if k in net)} THEN 0 ELSE 1 END")
     # a timed table's filter reads the clock: from a FROM item, or on demand (expiry.CLOCK_FROM)
     timed = is_timed(cv, j) and own_conjuncts(cv, j) is None
     clock, lateral = (FROM_CLOCK, f"{CLOCK_FROM}, LATERAL ") if timed else (ONCE_CLOCK, "")
     cte = CLOCK_CTE if is_timed(cv, j) and not timed else ""
-    probe = (f"{cte}SELECT {_changed(cv, j)} AS __ch{passes}{olds}{news} INTO v_x FROM "
+    probe = (f"{cte}SELECT {changed} AS __ch{passes}{olds}{news} INTO v_x FROM "
              f"{lateral}({_side(cv, j, '__tm_old', '-1', clock=clock)}) AS o, "
              f"{'LATERAL ' if timed else ''}({_side(cv, j, '__tm_new', '1', clock=clock)}) AS w "
              "WHERE NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)")
-    target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first", *map(old_column, net)])
+    target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     old = "".join(f", v_x.__o{k}" for k in range(len(cols)))
     new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
-    olds = "".join(f", v_x.__o{k}" for k in net)  # the new row's old values, for a net pair
-    nulls = "".join(f", NULL::{cv.resolved.tables[j].columns[k].log_type}" for k in net)
+    net_insert = None
+    if net:  # both rows pass; the new one also holds the old values of the net columns
+        net_insert = (f"INSERT INTO {log_table(cv, j)} ({target}"
+                      f"{''.join(', ' + old_column(k) for k in net)}) VALUES "
+                      f"(pg_current_xact_id(), -1{old}, {net_marker}"
+                      f"{''.join(f', NULL::{columns[k].log_type}' for k in net)}), "
+                      f"(pg_current_xact_id(), 1{new}, false"
+                      f"{''.join(f', v_x.__o{k}' for k in net)})")
     if not pushed:  # both rows pass: the old one is logged, and the marker when it is one
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
-                  f"(pg_current_xact_id(), -1{old}, {marker}{nulls}), "
-                  f"(pg_current_xact_id(), 1{new}, false{olds})")
+                  f"(pg_current_xact_id(), -1{old}, {marker}), "
+                  f"(pg_current_xact_id(), 1{new}, false)")
     else:
         outs = "".join(f", x.__v{k}" for k in range(len(cols)))
         names = "".join(f", __v{k}" for k in range(len(cols)))
-        vs = "".join(f", x.__t{k}" for k in net)
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) SELECT pg_current_xact_id(), "
-                  f"x.__s{outs}, x.__f{vs} FROM (VALUES (-1, v_x.__ook{old}, {marker}{nulls}), "
-                  f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook{olds})) "
-                  f"AS x(__s, __ok{names}, __f{vs.replace('x.', '')}) WHERE x.__ok")
-    return probe, insert
+                  f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, {marker}), "
+                  f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook)) "
+                  f"AS x(__s, __ok{names}, __f) WHERE x.__ok")
+    return probe, insert, net_insert
 
 
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:

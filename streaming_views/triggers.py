@@ -117,22 +117,11 @@ def _noted_big(cv: CompiledView) -> str:
             f"{_token(cv)}, true);\nEND IF;\n")
 
 
-def _noted_pending(cv: CompiledView, j: int, guard: str = "", *, net: bool = False) -> str:
+def _noted_pending(cv: CompiledView, j: int, guard: str = "") -> str:
     """Note table ``j`` in ``tidemark.pending`` (read into ``v_p``) unless it is there; with
-    ``guard`` (a condition and ``AND``), only when that holds too; with ``net``, after a
-    one-row UPDATE's probe (``v_x``), :func:`_noted_token`."""
-    token = _noted_token(cv, j) if net else _token(cv, j)
+    ``guard`` (a condition and ``AND``), only when that holds too."""
     return (f"IF {guard}strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
-            f"  v_p := set_config('{PENDING}', v_p || {token}, true);\nEND IF;")
-
-
-def _noted_token(cv: CompiledView, j: int) -> str:
-    """The token a write of table ``j`` notes: a one-row UPDATE whose pair is net
-    (``v_x.__net``, :mod:`streaming_views.netpair`) as the view's first, :func:`net_token`."""
-    if not net_columns(cv, j):
-        return _token(cv, j)
-    return (f"CASE WHEN v_x.__net AND {_new_view(cv)} THEN {net_token(cv, j)} "
-            f"ELSE {_token(cv, j)} END")
+            f"  v_p := set_config('{PENDING}', v_p || {_token(cv, j)}, true);\nEND IF;")
 
 
 def _noted_one(cv: CompiledView, j: int) -> str:
@@ -142,6 +131,15 @@ def _noted_one(cv: CompiledView, j: int) -> str:
     return (f"IF v_n > 0 AND strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
             f"  v_p := set_config('{PENDING}', v_p || CASE WHEN v_n = 1 AND {_new_view(cv)} "
             f"THEN {single_token(cv, j)} ELSE {_token(cv, j)} END, true);\nEND IF;")
+
+
+def _noting_net(cv: CompiledView, j: int) -> str:
+    """:func:`_noting` for a net pair (:mod:`streaming_views.netpair`): when the view is new in
+    the transaction, it notes :func:`streaming_views.netpair.net_token` (and the row is the
+    marker); else table ``j`` as usual."""
+    return (f"CASE WHEN {_new_view(cv)} THEN set_config('{PENDING}', v_p || "
+            f"{net_token(cv, j)}, true) IS NOT NULL WHEN strpos(v_p, {_token(cv, j)}) > 0 "
+            f"THEN false ELSE set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL END")
 
 
 def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
@@ -179,7 +177,7 @@ def _noting(cv: CompiledView, j: int) -> str:
     condition reads (reading the setting in the statement instead costs more: each function
     call of an expression is set up again in every execution)."""
     return (f"CASE WHEN strpos(v_p, {_token(cv, j)}) > 0 THEN false "
-            f"WHEN set_config('{PENDING}', v_p || {_noted_token(cv, j)}, true) IS NULL THEN false "
+            f"WHEN set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL THEN false "
             f"ELSE {_new_view(cv)} END")
 
 
@@ -223,17 +221,20 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
         tail += f"IF v_n > 0 AND {first} THEN{readers_sql(cv.readers)}\nEND IF;\n"
     if kept:  # the apply's hint (streaming_views.onkept)
         tail += f"IF v_n > 0 THEN\n  v_b := set_config('{onkept.HINT}', 'on', true);\nEND IF;\n"
-    tail += (_noted_one(cv, j) if one and from_new(cv, j)
-             else _noted_pending(cv, j, "v_n > 0 AND ", net=single))
+    tail += _noted_one(cv, j) if one and from_new(cv, j) else _noted_pending(cv, j, "v_n > 0 AND ")
     # the tail only notes the table: a one-row UPDATE's VALUES notes it in the statement that
     # logs the pair (_noting) and skips the tail. Not where the pair is logged through a
     # WHERE (a filter pushed to the log), nor by a one-row INSERT or DELETE's INSERT ...
     # SELECT: a volatile call in a SELECT list keeps the planner from flattening the
     # INSERT's SELECT (+12k instructions a statement, +2.5k with the note in WHERE instead)
     folded_pair = single and not cv.readers and not kept and not filtered(cv, j)
+    # a net pair (streaming_views.netpair): v_x.__ch is 1, logged with the note, no tail
+    net = single and not cv.readers and not kept and bool(net_columns(cv, j))
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
-        probe, insert = log_update_single(cv, j, _noting(cv, j) if folded_pair else first)
+        probe, insert, net_insert = log_update_single(
+            cv, j, _noting(cv, j) if folded_pair else first, _noting_net(cv, j) if net else None)
+
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
@@ -261,11 +262,14 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
     # cannot (nothing to read nor note), NULL when the statement changed no row or several
     # (v_x is then a row of NULLs, and FOUND false)
+    changed = "v_x.__ch = 2" if net else "v_x.__ch"
+    if net:
+        probe += f";\nIF v_x.__ch = 1 THEN\n  {read}  {net_insert};\n  RETURN NULL;\nEND IF"
     if folded_pair:
-        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
+        body = (f"{probe};\nIF {changed} THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
                 f"IF FOUND THEN\n  RETURN NULL;\nEND IF;\n{read}{body}")
     elif single:
-        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  {count}\n"
+        body = (f"{probe};\nIF {changed} THEN\n  {read}  {insert};\n  {count}\n"
                 f"ELSIF FOUND THEN\n  RETURN NULL;\nELSE\n{read}{body}END IF;\n")
     body += tail
     # v_n: the rows logged

@@ -114,7 +114,8 @@ class Case:
         # (streaming_views.onegroup: it needs no other view pending). Its own random stream:
         # the other cases' draws stay as they were.
         self.lone = random.Random(seed * 104729 + 7).random() < 1 / 3
-        self.kinds = self.SIMPLE + ["insert1", "insert1", "delete1", "delete1"] * self.lone
+        self.kinds = self.SIMPLE + ["insert1", "insert1", "delete1", "delete1",
+                                    "update1", "update1", "update1"] * self.lone
 
     # ------------------------------------------------------------------ setup
     def setup(self, admin: psycopg.Connection) -> None:
@@ -224,6 +225,14 @@ class Case:
         elif kind == "delete1":
             conn.execute("delete from gen.f where id = (select min(id) from gen.f where id >= %s)",
                          (rng.randrange(self.next_id),))
+        elif kind == "update1":  # one row, one or two columns: a net pair when only columns
+            # read by aggregates changed (streaming_views.netpair), else the pair
+            cols = rng.sample(["k", "g", "n", "c", "x", "s", "sc", "ts", "iv", "b", "m", "q"],
+                              rng.choice([1, 1, 2]))
+            sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols)
+            conn.execute(sql.SQL("update gen.f set {} where id = (select min(id) from gen.f "
+                                 "where id >= %s)").format(sets),
+                         [*(rng.choice(VALUES[c]) for c in cols), rng.randrange(self.next_id)])
         elif kind == "upsert":
             cols = rng.sample(["k", "g", "n", "c", "s", "sc", "ts", "iv", "b", "note"], 3)
             sets = ", ".join(f"{c} = excluded.{c}" for c in cols)
