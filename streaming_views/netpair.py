@@ -17,13 +17,12 @@ It applies where a lone row meets at most one row of the join
 carry the same window columns), and only to sums (count, sum, avg and bool counts are sums of
 signed terms, odd in the sign): ``coalesce(sum(E), D)`` over the pair is ``coalesce(E1, D) -
 coalesce(E1', D)`` (``E1``: ``E`` at sign 1; ``E1'`` over the old row), which keeps sum's NULL
-rule and a numeric's scale; floating-point sums keep the pair (``0 - 0.0`` is ``0``, where sum
-gives ``-0``).
+rule and a numeric's scale (floating-point sums, where ``0 - 0.0`` would not be sum's ``-0``,
+are refused at deploy: :mod:`streaming_views.plan`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from pglast import ast, parse_sql
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
 NET_KINDS = {"count", "sum", "bool"}  # rules whose columns are sums of signed terms
 AGGREGATE_NAMES = {"sum", "count", "max", "min", "avg", "bool_and", "bool_or", "every",
                    "array_agg", "string_agg", "greatest", "least"}
-FLOATS = re.compile(r"\s*(real|double precision|float[48]?)\b")
 TWIN = "__o"  # suffix of a flat column's twin over the old row
 
 
@@ -110,13 +108,13 @@ def _analysed(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
 def net_columns(cv: CompiledView, j: int) -> list[int]:
     """The columns of table ``j`` read only by aggregate arguments and filters (none: no net
     pair for ``j``). Empty unless the lone row meets at most one row of the join, every rule is
-    a sum of signed terms (no window, no floating-point sum), the table is a plain table and
+    a sum of signed terms (no window; floating-point sums are refused at deploy), the table is
+    a plain table and
     :func:`net_select` can rewrite the delta."""
     an = cv.analysis
     if (is_live(cv.resolved.tables[j]) or an.outer is not None or an.branches
             or an.semijoins or not one_per_group(cv, j, timed=True)
             or any(r.kind not in NET_KINDS or r.windows() for r in cv.rules)
-            or any(r.kind == "sum" and FLOATS.match(r.value_type) for r in cv.rules)
             or any(t.ref.lower() in ("new", "old") for t in cv.tables)):
         return []
     agg, _ = _analysed(cv, j)
