@@ -36,6 +36,7 @@ from tests.streaming_views.grammar import (
     SCHEMA,
     VALUES,
     View,
+    draw_sums_view,
     draw_temporal_view,
     draw_view,
     draw_view_over,
@@ -131,8 +132,10 @@ class Case:
         version = admin.info.server_version
         for i in range(self.rng.randint(3, 12)):
             self._insert_facts(admin, [fact_values(self.rng, i, version)])
+        sums = random.Random(self.seed * 7919 + 3).random() < 0.5  # own stream, as lone's
         for i in range(1 if self.lone else self.n_views):
-            view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
+            draw = draw_sums_view if self.lone and sums else draw_view  # lone: net pairs
+            view = draw(self.rng, f"gen{self.seed % 1000}_{i}")
             self._deploy(view)
         self._deploy_temporal()
         if not self.lone:
