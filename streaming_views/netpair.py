@@ -30,7 +30,7 @@ from psycopg import sql
 
 from streaming_views.astutil import deparse, substitute, walk
 from streaming_views.layers import is_live
-from streaming_views.onegroup import one_per_group
+from streaming_views.onegroup import one_per_group, ungrouped
 
 if TYPE_CHECKING:
     from streaming_views.compiler import CompiledView
@@ -243,8 +243,4 @@ def net_select(cv: CompiledView, j: int) -> str | None:
         stmt.targetList = substitute(stmt.targetList, lambda n: _combined(n, set(twins)))
     except _NotNet:
         return None
-    having = deparse(stmt.havingClause) if stmt.havingClause is not None else None
-    if having not in (None, "count(*) > 0"):
-        return None
-    stmt.groupClause = stmt.sortClause = stmt.havingClause = None
-    return deparse(stmt)
+    return ungrouped(stmt)

@@ -129,6 +129,13 @@ def single_select(select: str) -> str | None:
                                                    lambda n: _argument(n, window=True))
     except _NotOneRow:
         return None
+    return ungrouped(stmt)
+
+
+def ungrouped(stmt: ast.SelectStmt) -> str | None:
+    """``stmt`` (a delta's aggregate select over at most one flat row, its aggregates
+    rewritten) without GROUP BY, ORDER BY and HAVING — zero rows give zero groups either way —
+    deparsed; None for a HAVING other than ``count(*) > 0``."""
     having = deparse(stmt.havingClause) if stmt.havingClause is not None else None
     if having not in (None, "count(*) > 0"):
         return None
