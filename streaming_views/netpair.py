@@ -1,24 +1,28 @@
-"""A lone one-row UPDATE that changed only aggregated columns: applied as ONE net row, without
-the aggregate.
+"""A lone one-row UPDATE that changed only aggregated columns: applied as ONE net row, with
+no Agg where the row meets at most one row of the join.
 
 An UPDATE logs a pair: the old row (sign -1) and the new row (+1). When none of the columns that
 decide the row's group, join or WHERE changed (compared by what the view can tell apart,
-:func:`streaming_views.deltas._same`), both rows meet the same rows of the other tables and land
-in the same group: the pair's delta of each ``sum(E)`` is ``E`` over the new row plus ``E`` over
-the old one. The UPDATE's trigger (:func:`streaming_views.deltas.log_update_single`) then also
-writes the old values of the *aggregated-only* columns (:func:`net_columns`) into the new row's
-extra log columns ``__tm_v<k>`` and notes the transaction `` name/j~ `` (:func:`net_text`). The
-pair stays in the log, so any other path (a second write, another view, a large delta) reads it
-as before; only the apply of that lone token reads the new row alone, with each old column's
-twin (``__x<i>__o``), and upserts without GROUP BY, Agg and Sort (:func:`net_select`).
+:func:`streaming_views.deltas._same`), both rows meet the same rows of the other tables and
+each flat row of the new one lands in the group of its twin from the old one: the pair's delta
+of each ``sum(E)`` is ``E`` over the new rows plus ``E`` over the old ones. The UPDATE's trigger
+(:func:`streaming_views.deltas.log_update_single`) then also writes the old values of the
+*aggregated-only* columns (:func:`net_columns`) into the new row's extra log columns
+``__tm_v<k>`` and notes the transaction `` name/j~ `` (:func:`net_text`). The pair stays in the
+log, so any other path (a second write, another view, a large delta) reads it as before; only
+the apply of that lone token reads the new row alone, each flat column reading an
+aggregated-only column with its twin over the old values (``__x<i>__o``, :func:`net_flat`).
 
-It applies where a lone row meets at most one row of the join
-(:func:`streaming_views.onegroup.one_per_group`, a temporal filter allowed: old and new row
-carry the same window columns), and only to sums (count, sum, avg and bool counts are sums of
-signed terms, odd in the sign): ``coalesce(sum(E), D)`` over the pair is ``coalesce(E1, D) -
-coalesce(E1', D)`` (``E1``: ``E`` at sign 1; ``E1'`` over the old row), which keeps sum's NULL
-rule and a numeric's scale (floating-point sums, where ``0 - 0.0`` would not be sum's ``-0``,
-are refused at deploy: :mod:`streaming_views.plan`).
+Only sums (count, sum, avg and bool counts are sums of signed terms, odd in the sign):
+``coalesce(sum(E), D)`` over the pair is ``coalesce(E1, D) - coalesce(E1', D)`` (``E1``: ``E``
+at sign 1; ``E1'`` over the twins), which keeps sum's NULL rule and a numeric's scale
+(floating-point sums, where ``0 - 0.0`` would not be sum's ``-0``, are refused at deploy:
+:mod:`streaming_views.plan`); a sum that reads no twin is ``D`` (each flat row cancels its
+twin). Where the lone row meets at most one row of the join
+(:func:`streaming_views.onegroup.one_per_group`, a temporal filter allowed: both rows pass the
+window alike) the upsert has no GROUP BY, Agg nor Sort; else (a fan-out, the preserved side of
+an outer join) it keeps them, over half the rows and with the sums that read no twin folded to
+constants (:func:`net_select`).
 """
 
 from __future__ import annotations
@@ -107,13 +111,13 @@ def _analysed(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
 
 def net_columns(cv: CompiledView, j: int) -> list[int]:
     """The columns of table ``j`` read only by aggregate arguments and filters (none: no net
-    pair for ``j``). Empty unless the lone row meets at most one row of the join, every rule is
-    a sum of signed terms (no window; floating-point sums are refused at deploy), the table is
-    a plain table and
+    pair for ``j``). Empty unless every rule is a sum of signed terms (no window: an
+    unconstrained numeric's scales), the table is a plain table, the view has no UNION ALL nor
+    semi-join and its outer joins (if any) preserve table ``j`` (:func:`_linear`), and
     :func:`net_select` can rewrite the delta."""
     an = cv.analysis
-    if (is_live(cv.resolved.tables[j]) or an.outer is not None or an.branches
-            or an.semijoins or not one_per_group(cv, j, timed=True)
+    if (is_live(cv.resolved.tables[j]) or an.branches or an.semijoins
+            or (an.outer is not None and not _linear(cv, j))
             or any(r.kind not in NET_KINDS or r.windows() for r in cv.rules)
             or any(t.ref.lower() in ("new", "old") for t in cv.tables)):
         return []
@@ -121,6 +125,14 @@ def net_columns(cv: CompiledView, j: int) -> list[int]:
     if not agg or net_select(cv, j) is None:
         return []
     return agg
+
+
+def _linear(cv: CompiledView, j: int) -> bool:
+    """Whether an outer join's delta for table ``j`` alone is its log joined to the other
+    tables as they are (:func:`streaming_views.outer.delta` without CTEs: a preserved side)."""
+    from streaming_views.outer import delta  # deltas imports outer and this module
+    more, flat = delta(cv, (j,), restrict=False)
+    return not more and deparse(parse_sql(flat)[0].stmt) == deparse(_flat(cv, j))
 
 
 def net_flat(cv: CompiledView, j: int) -> str:
@@ -184,7 +196,7 @@ def _signed(node: ast.Node) -> ast.Node:
     raise _NotNet("not odd in __sign")
 
 
-def _combined(node: ast.Node, twins: set[str]) -> ast.Node | None:
+def _combined(node: ast.Node, twins: set[str], *, grouped: bool = False) -> ast.Node | None:
     """``coalesce(sum(E), D)`` (D a zero) over the new row (sign 1) and the old one (sign -1)
     as ``coalesce(E1, D) - coalesce(E1', D)`` (``E1``: :func:`_signed`; ``E1'`` over the old
     row's twins), ``0`` for ``sum(__sign)``: both rows count; raises :class:`_NotNet` at any
@@ -209,18 +221,23 @@ def _combined(node: ast.Node, twins: set[str]) -> ast.Node | None:
         if isinstance(n, ast.SubLink) or (isinstance(n, ast.FuncCall) and (
                 n.funcname[-1].sval in AGGREGATE_NAMES or n.over is not None)):
             raise _NotNet("nested")
-    if _is_sign(arg):
-        return ast.A_Const(val=ast.Integer(ival=0))
     new = _signed(arg)
+    if not any(isinstance(n, ast.ColumnRef) and len(n.fields) == 1
+               and n.fields[0].sval in twins for n in walk(new)):
+        return default  # each flat row's old twin cancels it (sum(__sign): both rows count)
 
     def old(n: ast.Node) -> ast.Node | None:
         if isinstance(n, ast.ColumnRef) and len(n.fields) == 1 and n.fields[0].sval in twins:
             return ast.ColumnRef(fields=(ast.String(sval=n.fields[0].sval + TWIN),))
         return None
 
-    return ast.A_Expr(kind=0, name=(ast.String(sval="-"),),
-                      lexpr=ast.CoalesceExpr(args=(new, default)),
-                      rexpr=ast.CoalesceExpr(args=(substitute(new, old), default)))
+    net = ast.A_Expr(kind=0, name=(ast.String(sval="-"),),
+                     lexpr=ast.CoalesceExpr(args=(new, default)),
+                     rexpr=ast.CoalesceExpr(args=(substitute(new, old), default)))
+    if grouped:  # several flat rows a group: summed (each with its twin)
+        return ast.CoalesceExpr(args=(ast.FuncCall(funcname=call.funcname, args=(net,)),
+                                      default))
+    return net
 
 
 def _zero(node: ast.Node) -> bool:
@@ -233,14 +250,16 @@ def _zero(node: ast.Node) -> bool:
 
 
 def net_select(cv: CompiledView, j: int) -> str | None:
-    """The delta's aggregate select over :func:`net_flat` (at most one row: the new row met by
-    at most one row of each other table) without its aggregate: every ``coalesce(sum(E), D)``
-    combined over the new and old halves (:func:`_combined`), no GROUP BY, ORDER BY nor HAVING.
-    None when it reads another aggregate."""
+    """The delta's aggregate select over :func:`net_flat` with every ``coalesce(sum(E), D)``
+    combined over the new and old halves (:func:`_combined`): without GROUP BY, ORDER BY,
+    HAVING nor aggregate when the new row meets at most one row of the join, else grouped
+    with a sum of each combination reading a twin. None when it reads another aggregate."""
     _, twins = _analysed(cv, j)
     stmt = parse_sql(cv.aggregate_select(net_flat(cv, j), delta=True))[0].stmt
+    grouped = not one_per_group(cv, j, timed=True)
     try:
-        stmt.targetList = substitute(stmt.targetList, lambda n: _combined(n, set(twins)))
+        stmt.targetList = substitute(stmt.targetList,
+                                     lambda n: _combined(n, set(twins), grouped=grouped))
     except _NotNet:
         return None
-    return ungrouped(stmt)
+    return deparse(stmt) if grouped else ungrouped(stmt)
