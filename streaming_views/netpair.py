@@ -27,7 +27,8 @@ constants (:func:`net_select`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from pglast import ast, parse_sql
 from psycopg import sql
@@ -43,6 +44,7 @@ NET_KINDS = {"count", "sum", "bool"}  # rules whose columns are sums of signed t
 AGGREGATE_NAMES = {"sum", "count", "max", "min", "avg", "bool_and", "bool_or", "every",
                    "array_agg", "string_agg", "greatest", "least"}
 TWIN = "__o"  # suffix of a flat column's twin over the old row
+T = TypeVar("T")
 
 
 def net_text(cv: CompiledView, j: int) -> str:
@@ -86,8 +88,19 @@ def _flat(cv: CompiledView, j: int) -> ast.SelectStmt:
     return parse_sql(cv.flat_select(Term(None, ((j, f"__l{j}"),))))[0].stmt
 
 
+def _once(cv: CompiledView, what: str, j: int, compute: Callable[[CompiledView, int], T]) -> T:
+    """``compute(cv, j)``, computed once per view and table (kept in ``cv.net``)."""
+    if (what, j) not in cv.net:
+        cv.net[what, j] = compute(cv, j)
+    return cv.net[what, j]
+
+
 def _analysed(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
     """(aggregated-only columns of table ``j``, flat columns reading them)."""
+    return _once(cv, "analysed", j, _analyse)
+
+
+def _analyse(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
     from streaming_views.deltas import pushed_filter
     stmt = _flat(cv, j)
     ref = cv.tables[j].ref
@@ -115,6 +128,10 @@ def net_columns(cv: CompiledView, j: int) -> list[int]:
     unconstrained numeric's scales), the table is a plain table, the view has no UNION ALL nor
     semi-join and its outer joins (if any) preserve table ``j`` (:func:`_linear`), and
     :func:`net_select` can rewrite the delta."""
+    return _once(cv, "columns", j, _net_columns)
+
+
+def _net_columns(cv: CompiledView, j: int) -> list[int]:
     an = cv.analysis
     if (is_live(cv.resolved.tables[j]) or an.branches or an.semijoins
             or (an.outer is not None and not _linear(cv, j))
@@ -250,6 +267,11 @@ def _zero(node: ast.Node) -> bool:
 
 
 def net_select(cv: CompiledView, j: int) -> str | None:
+    """:func:`_net_select`, computed once per view and table."""
+    return _once(cv, "select", j, _net_select)
+
+
+def _net_select(cv: CompiledView, j: int) -> str | None:
     """The delta's aggregate select over :func:`net_flat` with every ``coalesce(sum(E), D)``
     combined over the new and old halves (:func:`_combined`): without GROUP BY, ORDER BY,
     HAVING nor aggregate when the new row meets at most one row of the join, else grouped
