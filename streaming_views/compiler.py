@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from pglast import ast, parse_sql
@@ -116,6 +117,8 @@ class CompiledView:
     having_sql: str | None = None
     union_columns: list[str] = field(default_factory=list)
     readers: tuple[str, ...] = ()  # the live views reading this one, transitively (layers.py)
+    # streaming_views.netpair's analysis of each table, computed once (it parses the delta)
+    net: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------- names
     @property

@@ -45,6 +45,7 @@ from streaming_views.expiry import (
     log_filter,
 )
 from streaming_views.layers import is_live, transition
+from streaming_views.netpair import net_columns, net_select, old_column
 from streaming_views.onegroup import single_select
 from streaming_views.outer import delta as outer_delta
 from streaming_views.reads import ALL
@@ -87,6 +88,9 @@ def log_ddl(cv: CompiledView) -> list[str]:
         cols = ["__tm_tx xid8 NOT NULL", "__tm_sign smallint NOT NULL", "__tm_first boolean"]
         cols += [f"{q(c.name)} {c.log_type}" + (f" COLLATE {c.collation}" if c.collation else "")
                  for c in t.columns]
+        cols += [f"{old_column(k)} {t.columns[k].log_type}" + (  # a net pair's old values
+            f" COLLATE {t.columns[k].collation}" if t.columns[k].collation else "")
+            for k in net_columns(cv, t.index)]
         storage = []
         if batchable(cv, t.index):
             cols += ["__tm_bs smallint[]"]
@@ -376,35 +380,56 @@ def filtered(cv: CompiledView, j: int) -> bool:
     return any(pushed_filter(cv, j, sign) is not None for sign in ("1", "-1"))
 
 
-def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
+def log_update_single(cv: CompiledView, j: int, marker: str, net_marker: str | None = None
+                      ) -> tuple[str, str, str | None]:
     """A one-row UPDATE of table ``j``: the SELECT reading the statement's pair of rows into
     the record ``v_x`` (none unless the statement changed exactly one row: a one-time filter),
-    with ``v_x.__ch`` true when the view can tell the rows apart; and the INSERT logging them
+    with ``v_x.__ch`` true when the view can tell the rows apart; the INSERT logging them
     from ``v_x`` (run only then; the old row is the marker when ``marker`` holds, else the new
-    row when the old one fails the filter).
+    row when the old one fails the filter); and with ``net_marker`` (table ``j`` has
+    aggregated-only columns, :func:`streaming_views.netpair.net_columns`), ``v_x.__ch`` is 1
+    when only those changed (both rows pass), 2 when others did, 0 when none did, and the
+    INSERT of such a net pair: the new row also holds the old values (``__tm_v<k>``), the old
+    one is the marker when ``net_marker`` holds (it notes the transaction).
 
     An UPDATE of columns the view does not read (the commonest write to a dimension row) then
     runs one SELECT and no INSERT; one that changes them runs a plain VALUES insert. Both cost
     fewer instructions than one INSERT ... SELECT of the pair whose plan is set up in every
     transaction (``bench/ivm_instructions.py``: the INSERT's set-up dominates either way)."""
-    cols = [q(c.name) for c in cv.resolved.tables[j].columns]
+    columns = cv.resolved.tables[j].columns
+    cols = [q(c.name) for c in columns]
     olds = "".join(f", o.__c{k} AS __o{k}" for k in range(len(cols)))
     news = "".join(f", w.__c{k} AS __w{k}" for k in range(len(cols)))
     pushed = filtered(cv, j)
     # without a filter both rows pass: no __ook/__wok (each output column of the record costs
     # a type lookup in every transaction, ~1.7k instructions: bench/ivm_contention_cost.py)
     passes = ", o.__tm_ok AS __ook, w.__tm_ok AS __wok" if pushed else ""
+    changed = _changed(cv, j)
+    net = net_columns(cv, j) if net_marker is not None else []
+    if net:  # one CASE: the deciding columns, then the aggregated-only ones, each compared once
+        same = [_same(f"o.__c{k}", f"w.__c{k}", c.log_type) for k, c in enumerate(columns)]
+        deciding = "".join(f" AND {e}" for k, e in enumerate(same) if k not in net)
+        changed = (f"CASE WHEN NOT (o.__tm_ok AND w.__tm_ok{deciding}) THEN 2 WHEN "
+                   f"{' AND '.join(e for k, e in enumerate(same) if k in net)} THEN 0 ELSE 1 END")
     # a timed table's filter reads the clock: from a FROM item, or on demand (expiry.CLOCK_FROM)
     timed = is_timed(cv, j) and own_conjuncts(cv, j) is None
     clock, lateral = (FROM_CLOCK, f"{CLOCK_FROM}, LATERAL ") if timed else (ONCE_CLOCK, "")
     cte = CLOCK_CTE if is_timed(cv, j) and not timed else ""
-    probe = (f"{cte}SELECT {_changed(cv, j)} AS __ch{passes}{olds}{news} INTO v_x FROM "
+    probe = (f"{cte}SELECT {changed} AS __ch{passes}{olds}{news} INTO v_x FROM "
              f"{lateral}({_side(cv, j, '__tm_old', '-1', clock=clock)}) AS o, "
              f"{'LATERAL ' if timed else ''}({_side(cv, j, '__tm_new', '1', clock=clock)}) AS w "
              "WHERE NOT EXISTS (SELECT 1 FROM __tm_new OFFSET 1)")
     target = ", ".join(["__tm_tx", "__tm_sign", *cols, "__tm_first"])
     old = "".join(f", v_x.__o{k}" for k in range(len(cols)))
     new = "".join(f", v_x.__w{k}" for k in range(len(cols)))
+    net_insert = None
+    if net:  # both rows pass; the new one also holds the old values of the net columns
+        net_insert = (f"INSERT INTO {log_table(cv, j)} ({target}"
+                      f"{''.join(', ' + old_column(k) for k in net)}) VALUES "
+                      f"(pg_current_xact_id(), -1{old}, {net_marker}"
+                      f"{''.join(f', NULL::{columns[k].log_type}' for k in net)}), "
+                      f"(pg_current_xact_id(), 1{new}, false"
+                      f"{''.join(f', v_x.__o{k}' for k in net)})")
     if not pushed:  # both rows pass: the old one is logged, and the marker when it is one
         insert = (f"INSERT INTO {log_table(cv, j)} ({target}) VALUES "
                   f"(pg_current_xact_id(), -1{old}, {marker}), "
@@ -416,7 +441,7 @@ def log_update_single(cv: CompiledView, j: int, marker: str) -> tuple[str, str]:
                   f"x.__s{outs}, x.__f FROM (VALUES (-1, v_x.__ook{old}, {marker}), "
                   f"(1, v_x.__wok{new}, {marker} AND NOT v_x.__ook)) "
                   f"AS x(__s, __ok{names}, __f) WHERE x.__ok")
-    return probe, insert
+    return probe, insert, net_insert
 
 
 def _subsets(items: list[int]) -> list[tuple[int, ...]]:
@@ -437,7 +462,7 @@ def terms(cv: CompiledView, changed: tuple[int, ...]) -> list[Term]:
 
 def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_tx",
                     batches: bool = True, kept: bool = False, row: str | None = None,
-                    one_row: bool = False) -> str:
+                    one_row: bool = False, net: bool = False) -> str:
     """The one statement applying (and deleting) the logged changes of tables ``changed``; it
     returns whether some group's count fell to zero.
 
@@ -455,6 +480,8 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         one_row: the delta is at most one flat row (:func:`streaming_views.onegroup.one_per_group`):
             upserted without an aggregate when :func:`streaming_views.onegroup.single_select`
             can rewrite the view's.
+        net: the log of the one table ``changed`` holds a net pair
+            (:mod:`streaming_views.netpair`): its new row read alone, without an aggregate.
     """
     ctes = []
     for j in changed:  # the log's rows, the transaction's marker (sign 0) left out
@@ -465,8 +492,9 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
                      f"__l{j} AS (SELECT {values})"]
             continue
         cols = ", ".join(["__tm_tx", "__tm_sign", *(q(c.name) for c in
-                                                    cv.resolved.tables[j].columns)])
-        rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign IN (-1, 1)"
+                                                    cv.resolved.tables[j].columns),
+                          *(map(old_column, net_columns(cv, j)) if net else ())])
+        rows = f"SELECT {cols} FROM __m{j} WHERE __tm_sign " + ("= 1" if net else "IN (-1, 1)")
         returned = cols  # only what is read (not the batch arrays a small delta has not)
         if batches and batchable(cv, j):  # set-returning functions in the SELECT list (one
             # ProjectSet, zipped element by element) cost less than ROWS FROM (unnest(...)),
@@ -478,6 +506,8 @@ def apply_statement(cv: CompiledView, changed: tuple[int, ...], *, tx: str = "v_
         ctes += [f"__m{j} AS MATERIALIZED (DELETE FROM {log_table(cv, j)} "
                  f"WHERE __tm_tx = {tx} RETURNING {returned})",
                  f"__l{j} AS ({rows})"]
+    if net:  # one net row: no aggregate (streaming_views.netpair)
+        return with_upsert(ctes, cv.upsert_sql(net_select(cv, changed[0]) or ""))
     if batches and len(changed) == 1:  # a large delta of one table: grouped first
         grouped = pregroup.statement(cv, changed[0], ctes)
         if grouped is not None:

@@ -60,16 +60,18 @@ def single_bit(cv: CompiledView) -> int:
     return 1 << (len(cv.tables) + 1)
 
 
-def one_per_group(cv: CompiledView, j: int) -> bool:
+def one_per_group(cv: CompiledView, j: int, *, timed: bool = False) -> bool:
     """Whether a lone row of table ``j`` meets at most one row of the view's join, and its
     aggregates are all sums, extremes or counts (so :func:`single_select` applies): a
     single-table view, or each other table joined on a recorded unique key
     (:func:`streaming_views.uniquekeys.mark_keys`) whose columns are all equated to columns of
     table ``j``. Only where the FROM is its base tables, each once (no self-join's second role,
     FROM subquery or function); not with outer joins, [NOT] EXISTS, UNION ALL branches, a
-    temporal filter or a distinct aggregate."""
+    temporal filter (unless ``timed``: :mod:`streaming_views.netpair`, whose rows pass the
+    window alike) or a distinct aggregate."""
     an = cv.analysis
-    if (an.outer is not None or an.branches or an.semijoins or an.temporal is not None
+    if (an.outer is not None or an.branches or an.semijoins
+            or (an.temporal is not None and not timed)
             or any(r.kind not in ROW_KINDS for r in cv.rules)):
         return False
     items = list(walk(list(an.from_clause), into_subqueries=False))
@@ -127,6 +129,13 @@ def single_select(select: str) -> str | None:
                                                    lambda n: _argument(n, window=True))
     except _NotOneRow:
         return None
+    return ungrouped(stmt)
+
+
+def ungrouped(stmt: ast.SelectStmt) -> str | None:
+    """``stmt`` (a delta's aggregate select over at most one flat row, its aggregates
+    rewritten) without GROUP BY, ORDER BY and HAVING — zero rows give zero groups either way —
+    deparsed; None for a HAVING other than ``count(*) > 0``."""
     having = deparse(stmt.havingClause) if stmt.havingClause is not None else None
     if having not in (None, "count(*) > 0"):
         return None

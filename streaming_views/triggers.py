@@ -66,6 +66,7 @@ from streaming_views.lockorder import (
     lock_tables_sql,
     view_lock_sql,
 )
+from streaming_views.netpair import net_bit, net_columns, net_text, net_token
 from streaming_views.onegroup import from_new, one_per_group, single_bit, single_text, single_token
 from streaming_views.runtime import BIG, LOCK_ROW_FILLFACTOR, PENDING, REBUILD
 from streaming_views.session import set_clauses
@@ -130,6 +131,15 @@ def _noted_one(cv: CompiledView, j: int) -> str:
     return (f"IF v_n > 0 AND strpos(v_p, {_token(cv, j)}) = 0 THEN\n"
             f"  v_p := set_config('{PENDING}', v_p || CASE WHEN v_n = 1 AND {_new_view(cv)} "
             f"THEN {single_token(cv, j)} ELSE {_token(cv, j)} END, true);\nEND IF;")
+
+
+def _noting_net(cv: CompiledView, j: int) -> str:
+    """:func:`_noting` for a net pair (:mod:`streaming_views.netpair`): when the view is new in
+    the transaction, it notes :func:`streaming_views.netpair.net_token` (and the row is the
+    marker); else table ``j`` as usual."""
+    return (f"CASE WHEN {_new_view(cv)} THEN set_config('{PENDING}', v_p || "
+            f"{net_token(cv, j)}, true) IS NOT NULL WHEN strpos(v_p, {_token(cv, j)}) > 0 "
+            f"THEN false ELSE set_config('{PENDING}', v_p || {_token(cv, j)}, true) IS NULL END")
 
 
 def _register(cv: CompiledView, j: int, *, read: bool = True, marker: bool = True) -> str:
@@ -218,9 +228,13 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # SELECT: a volatile call in a SELECT list keeps the planner from flattening the
     # INSERT's SELECT (+12k instructions a statement, +2.5k with the note in WHERE instead)
     folded_pair = single and not cv.readers and not kept and not filtered(cv, j)
+    # a net pair (streaming_views.netpair): v_x.__ch is 1, logged with the note, no tail
+    net = single and not cv.readers and not kept and bool(net_columns(cv, j))
     branches = []  # (condition, statement); the first whose condition holds runs
     if single:  # the statement changed one row (read into v_x), else none or several
-        probe, insert = log_update_single(cv, j, _noting(cv, j) if folded_pair else first)
+        probe, insert, net_insert = log_update_single(
+            cv, j, _noting(cv, j) if folded_pair else first, _noting_net(cv, j) if net else None)
+
         branches.append((f"NOT EXISTS (SELECT 1 FROM {rel} OFFSET 1)", "NULL;"))
     if batchable(cv, j) and not live:  # a large statement: one batch row, applied as a large delta
         branches.append((f"EXISTS (SELECT 1 FROM {rel} OFFSET {BIG_DELTA})",
@@ -248,11 +262,14 @@ def log_function(cv: CompiledView, j: int, event: str) -> str:
     # a one-row UPDATE: v_x.__ch is true when the view can tell its rows apart, false when it
     # cannot (nothing to read nor note), NULL when the statement changed no row or several
     # (v_x is then a row of NULLs, and FOUND false)
+    changed = "v_x.__ch = 2" if net else "v_x.__ch"
+    if net:
+        probe += f";\nIF v_x.__ch = 1 THEN\n  {read}  {net_insert};\n  RETURN NULL;\nEND IF"
     if folded_pair:
-        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
+        body = (f"{probe};\nIF {changed} THEN\n  {read}  {insert};\n  RETURN NULL;\nEND IF;\n"
                 f"IF FOUND THEN\n  RETURN NULL;\nEND IF;\n{read}{body}")
     elif single:
-        body = (f"{probe};\nIF v_x.__ch THEN\n  {read}  {insert};\n  {count}\n"
+        body = (f"{probe};\nIF {changed} THEN\n  {read}  {insert};\n  {count}\n"
                 f"ELSIF FOUND THEN\n  RETURN NULL;\nELSE\n{read}{body}END IF;\n")
     body += tail
     # v_n: the rows logged
@@ -330,6 +347,11 @@ def _apply_changed(cv: CompiledView, changed: tuple[int, ...], first: bool) -> s
         one = (f"ELSIF v_m = {mask + single_bit(cv)} THEN\n"
                f"  IF NEW.__tm_sign <> 0 THEN\n    FOR {into} IN {fast} LOOP{each} END LOOP;\n"
                f"  ELSE\n    {loop}\n  END IF;\n")
+    if len(changed) == 1 and net_columns(cv, changed[0]):  # a net pair: its new row alone
+        fast = looped(apply_statement(cv, changed, batches=False, tx="pg_current_xact_id()",
+                                      net=True), cv.has_recompute)
+        one += (f"ELSIF v_m = {mask + net_bit(cv)} THEN\n"
+                f"  FOR {into} IN {fast} LOOP{each} END LOOP;\n")
     return (f"{'IF' if first else 'ELSIF'} v_m = {mask} THEN\n"
             f"  {loop}\n{one}"
             f"ELSIF v_m = {mask + _big_bit(cv)} THEN\n"
@@ -355,6 +377,8 @@ def _lock_views(cv: CompiledView) -> str:
         rest = f"replace({rest}, {_token(cv, j)}, '')"
         if from_new(cv, j):
             rest = f"replace({rest}, {single_token(cv, j)}, '')"
+        if net_columns(cv, j):
+            rest = f"replace({rest}, {net_token(cv, j)}, '')"
     return (f"v_p := coalesce(current_setting('{PENDING}', true), '');\n"
             f"v_rest := {rest};\n"
             f"v_r := coalesce(current_setting('{READERS}', true), '');\n"
@@ -403,12 +427,17 @@ def _alone(cv: CompiledView) -> str:
     texts += "".join(", " + sql.Literal(single_text(cv, j) + READ_COMMITTED).as_string(None)
                      for j in ones)
     values += "".join(f", {(1 << j) + single_bit(cv)}" for j in ones)
+    nets = [j for j in range(len(cv.tables)) if net_columns(cv, j)]  # a net pair (netpair.py)
+    texts += "".join(", " + sql.Literal(net_text(cv, j) + READ_COMMITTED).as_string(None)
+                     for j in nets)
+    values += "".join(f", {(1 << j) + net_bit(cv)}" for j in nets)
     return (f"v_m := CASE WHEN pg_trigger_depth() > 1 THEN -1 ELSE coalesce((ARRAY[{values}])"
             f"[array_position(ARRAY[{texts}]::text[], {lists})], 0) END;\n")
 
 
-def _or_single(cv: CompiledView, j: int) -> str:  # ... or table j's one-row token is in v_p
-    return f" OR strpos(v_p, {single_token(cv, j)}) > 0" if from_new(cv, j) else ""
+def _or_single(cv: CompiledView, j: int) -> str:  # ... or table j's one-row/net token is in v_p
+    out = f" OR strpos(v_p, {single_token(cv, j)}) > 0" if from_new(cv, j) else ""
+    return out + (f" OR strpos(v_p, {net_token(cv, j)}) > 0" if net_columns(cv, j) else "")
 
 
 def _postpone(cv: CompiledView) -> str:

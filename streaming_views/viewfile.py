@@ -33,7 +33,10 @@ KNOWN_SETTINGS = ("keys", "cluster", "retention", "freshness")
 DEFAULT_CLUSTER = "quickstart"
 
 # Changes to the compiler change every view's hash, so a new engine version rebuilds views.
-ENGINE_VERSION = "26"  # 26 (lk39, round 39; merged after g39's 25): a view's commit lock
+ENGINE_VERSION = "27"  # 27 (np40, round 40): a lone one-row UPDATE of aggregated-only columns
+#    is applied as one net row without the aggregate (streaming_views.netpair): its log gains
+#    the old values' columns __tm_v<k>. Views of 26 are redeployed.
+# 26 (lk39, round 39; merged after g39's 25): a view's commit lock
 #    is a transaction-level advisory lock and a holder sequence (streaming_views.lockorder),
 #    no longer an UPDATE of its row of tidemark.live_changes; seq moves only while someone
 #    subscribes (sublog), changed_at is sampled (streaming_views.changes). Views of 25 are

@@ -36,6 +36,7 @@ from tests.streaming_views.grammar import (
     SCHEMA,
     VALUES,
     View,
+    draw_sums_view,
     draw_temporal_view,
     draw_view,
     draw_view_over,
@@ -114,7 +115,8 @@ class Case:
         # (streaming_views.onegroup: it needs no other view pending). Its own random stream:
         # the other cases' draws stay as they were.
         self.lone = random.Random(seed * 104729 + 7).random() < 1 / 3
-        self.kinds = self.SIMPLE + ["insert1", "insert1", "delete1", "delete1"] * self.lone
+        self.kinds = self.SIMPLE + ["insert1", "insert1", "delete1", "delete1",
+                                    "update1", "update1", "update1"] * self.lone
 
     # ------------------------------------------------------------------ setup
     def setup(self, admin: psycopg.Connection) -> None:
@@ -130,8 +132,10 @@ class Case:
         version = admin.info.server_version
         for i in range(self.rng.randint(3, 12)):
             self._insert_facts(admin, [fact_values(self.rng, i, version)])
+        sums = random.Random(self.seed * 7919 + 3).random() < 0.5  # own stream, as lone's
         for i in range(1 if self.lone else self.n_views):
-            view = draw_view(self.rng, f"gen{self.seed % 1000}_{i}")
+            draw = draw_sums_view if self.lone and sums else draw_view  # lone: net pairs
+            view = draw(self.rng, f"gen{self.seed % 1000}_{i}")
             self._deploy(view)
         self._deploy_temporal()
         if not self.lone:
@@ -224,6 +228,14 @@ class Case:
         elif kind == "delete1":
             conn.execute("delete from gen.f where id = (select min(id) from gen.f where id >= %s)",
                          (rng.randrange(self.next_id),))
+        elif kind == "update1":  # one row, one or two columns: a net pair when only columns
+            # read by aggregates changed (streaming_views.netpair), else the pair
+            cols = rng.sample(["k", "g", "n", "c", "x", "s", "sc", "ts", "iv", "b", "m", "q"],
+                              rng.choice([1, 1, 2]))
+            sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in cols)
+            conn.execute(sql.SQL("update gen.f set {} where id = (select min(id) from gen.f "
+                                 "where id >= %s)").format(sets),
+                         [*(rng.choice(VALUES[c]) for c in cols), rng.randrange(self.next_id)])
         elif kind == "upsert":
             cols = rng.sample(["k", "g", "n", "c", "s", "sc", "ts", "iv", "b", "note"], 3)
             sets = ", ".join(f"{c} = excluded.{c}" for c in cols)

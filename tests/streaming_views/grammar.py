@@ -256,6 +256,33 @@ def _aggregate(rng: random.Random, aliases: list[str], i: int) -> tuple[str, boo
     return f"{rng.choice(['min', 'max'])}({rng.choice(EXTREMES[alias])}){filt} as a{i}", False
 
 
+# Sums of typed columns only (streaming_views/netpair.py: a lone one-row UPDATE of the columns
+# they read is applied as one net row); f.n, unconstrained, keeps its scales: the pair
+NET_SUMS = ["f.c", "f.q", "f.m", "f.g", "f.k", "f.iv", "f.c * 2", "f.n"]
+
+
+def draw_sums_view(rng: random.Random, name: str) -> View:
+    """A view whose aggregates are all counts, sums and averages, over gen.f alone or joined to
+    gen.d on its key, grouped by keys of either (a float's text, a collated text among them)."""
+    from_sql, aliases = FROMS[rng.choice(["f", "fd", "with_f", "sub_fd"])]
+    prefix = WITH_PREFIX if from_sql.startswith("w ") else ""
+    keys = sorted({rng.choice([*KEYS["f"], *(KEYS["d"] if "d" in aliases else [])])
+                   for _ in range(rng.randint(0, 2))})
+    cols = [f"{k} as k{i}" for i, k in enumerate(keys)]
+    for i in range(rng.randint(1, 4)):
+        filt = f" filter (where {rng.choice(FILTERS['f'])})" if rng.random() < 0.3 else ""
+        func = rng.choice(["count", "sum", "sum", "avg"])
+        arg = rng.choice(["*", "f.x", "f.s", "f.c"]) if func == "count" else rng.choice(NET_SUMS)
+        cols.append(f"{func}({arg}){filt} as a{i}")
+    sql = f"select {', '.join(cols)} from {from_sql}"
+    where = [rng.choice(WHERES[a]) for a in aliases if rng.random() < 0.4]
+    if where:
+        sql += " where " + " and ".join(where)
+    if keys:
+        sql += " group by " + ", ".join(str(i + 1) for i in range(len(keys)))
+    return View(name, prefix + sql, [f"a{i}" for i in range(len(cols) - len(keys))])
+
+
 def _union_view(rng: random.Random, name: str) -> View:
     sql = ("select u.g as k0, count(*) as a0, sum(u.v) as a1, max(u.v) as a2 from ("
            "select f.g, f.c as v from gen.f f where f.b "

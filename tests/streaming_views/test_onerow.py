@@ -417,11 +417,13 @@ def test_a_one_row_write_notes_its_table_in_the_statement_that_logs_it(
         conn.execute("update one.orders set other = other + 1 where id = 24")  # unread column
         assert _noted(conn, "one_left") == ("", 0)
         conn.execute("update one.orders set amount = amount + 1 where id = 24")
-        assert _noted(conn, "one_left") == (" one_left/0 ", 1)
+        # only a summed column changed: a net pair (streaming_views.netpair); the writes after
+        # it note the tables as usual, so the transaction is applied from the log's pairs
+        assert _noted(conn, "one_left") == (" one_left/0~ ", 1)
         conn.execute("insert into one.payments values (2400, 24)")
         conn.execute("delete from one.orders where id = 25")
         conn.execute("update one.payments set order_id = 26 where id = 2400")
-        assert _noted(conn, "one_left") == (" one_left/0  one_left/1 ", 1)
+        assert _noted(conn, "one_left") == (" one_left/0~  one_left/1  one_left/0 ", 1)
         conn.execute("set constraints all immediate")  # applies the view now
         conn.execute("set constraints all deferred")
         assert _noted(conn, "one_left") == ("", 0)

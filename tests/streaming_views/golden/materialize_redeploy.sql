@@ -64,6 +64,6 @@ COMMIT;
 -- phase: cleanup
 DROP SCHEMA "live_dbt_deploy" CASCADE;
 DROP CLUSTER "live_views_dbt_deploy" CASCADE;
--- phase: catalog (one row per view: active_carts 1b5bb8fc220fd65b, card_payments_recent 3bc0aa68f0812795, daily_store_revenue eeeff2186a7349f3, late_deliveries_daily 203036543bd49401, store_cancellation_rate 617d4a188480e9a1, store_orders_last_5_minutes 1751e9828b369dec, store_revenue_per_minute 276f11c2a337828e)
+-- phase: catalog (one row per view: active_carts 830a90098016e67d, card_payments_recent 8efe2534d123ea44, daily_store_revenue c4ba47b5648e8ad9, late_deliveries_daily cf645aaaa01b78e0, store_cancellation_rate 963ad6b20f4b421e, store_orders_last_5_minutes 85d2f7e789b99961, store_revenue_per_minute 7e83fc656e1555bb)
 DELETE FROM tidemark.views WHERE target = 'materialize';
 INSERT INTO tidemark.views VALUES (%s, 'materialize', %s, %s, now());
