@@ -188,3 +188,40 @@ def test_dry_run_says_what_it_would_delete_and_deletes_nothing(instance) -> None
     assert run_ids(instance) == {old, new}
     assert plan.summary(dry_run=True).startswith("Would delete 1 Dagster run(s)")
     assert os.path.exists(instance.event_log_storage.path_for_shard(old))
+
+
+def test_the_command_prints_then_deletes_what_the_retention_lets_go(instance) -> None:
+    import json
+    import time
+
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+
+    runs = [build(instance, "2026-11-07") for _ in range(12)]  # a job's newest 10 stay
+    time.sleep(1.1)  # every run ended more than the 1 s retention ago
+    env = {"DAGSTER_HOME": instance.root_directory}
+    runner = CliRunner()
+    dry = runner.invoke(app, ["dagster", "prune", "--older-than", "1s", "--dry-run"], env=env)
+    assert dry.exit_code == 0, dry.output
+    assert runs[0] in dry.output and runs[1] in dry.output and runs[2] not in dry.output
+    assert "Would delete 2 Dagster run(s)" in dry.output and "10 newest" in dry.output
+    assert run_ids(instance) == set(runs)
+
+    done = runner.invoke(app, ["dagster", "prune", "--older-than", "1s", "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert [r["run_id"] for r in json.loads(done.output)["deleted"]] == runs[:2]
+    assert run_ids(instance) == set(runs[2:])
+    kept = runner.invoke(app, ["dagster", "prune", "--older-than", "0"], env=env)
+    assert "every run is kept" in kept.output
+
+
+def test_the_command_refuses_a_home_without_dagster_yaml(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from tidemark.cli.main import app
+    from tidemark.errors import DagsterRetentionError
+
+    result = CliRunner().invoke(app, ["dagster", "prune"], env={"DAGSTER_HOME": str(tmp_path)})
+    assert isinstance(result.exception, DagsterRetentionError)
+    assert f"No Dagster home at {tmp_path}" in str(result.exception)

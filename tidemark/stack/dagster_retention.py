@@ -29,14 +29,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 KEPT_PER_JOB = 10
 """The newest runs of each job that are always kept (at least the correction attempts)."""
+EVERY_S = 86400.0
+"""How often ``tidemark up`` prunes (first soon after its start)."""
+FIRST_AFTER_S = 60.0
 BATCH = 500
 """Run ids per query of the run's facts."""
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -138,6 +142,41 @@ def prune_runs(instance: Any, older_than: timedelta, dry_run: bool = False,
     return plan
 
 
+def prune_home(home: str | os.PathLike, older_than: timedelta, dry_run: bool = False,
+               keep_per_job: int = KEPT_PER_JOB) -> PrunePlan:
+    """:func:`prune_runs` on the Dagster instance of the home ``home`` (its dagster.yaml)."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        return prune_runs(instance, older_than, dry_run=dry_run, keep_per_job=keep_per_job)
+
+
+def prune_daily(home: str | os.PathLike, days: int, keep_per_job: int,
+                stop: threading.Event, say: Callable[[str], None]) -> threading.Thread | None:
+    """Prune the home's runs :data:`FIRST_AFTER_S` after the start, then every
+    :data:`EVERY_S`, in a daemon thread until ``stop`` is set (``tidemark up``'s housekeeping;
+    None when ``days`` is 0). What it deleted, or why it could not, is said with ``say``."""
+    if days <= 0:
+        return None
+
+    def loop() -> None:
+        wait = FIRST_AFTER_S
+        while not stop.wait(wait):
+            wait = EVERY_S
+            try:
+                plan = prune_home(home, timedelta(days=days), keep_per_job=keep_per_job)
+            except Exception as exc:  # said, tried again tomorrow; the stack keeps running
+                say(f"Pruning Dagster's run history failed: {exc}; tried again in a day, or "
+                    f"run `tidemark dagster prune`.")
+                continue
+            if plan.delete:
+                say(f"Dagster run history: {plan.summary()}")
+
+    thread = threading.Thread(target=loop, name="dagster-run-retention", daemon=True)
+    thread.start()
+    return thread
+
+
 def _old_runs(instance: Any, cutoff: datetime) -> list[OldRun]:
     from dagster import DagsterRunStatus, RunsFilter
 
@@ -155,7 +194,7 @@ def _old_runs(instance: Any, cutoff: datetime) -> list[OldRun]:
         last = tags.get("dagster/asset_partition_range_end")
         parts = f"{first}...{last}" if first and last else tags.get("dagster/partition", "")
         out.append(OldRun(run.run_id, run.job_name, run.status.value, ended, parts))
-    return out
+    return sorted(out, key=lambda r: r.ended_at)  # oldest first
 
 
 def _kept_by_job(instance: Any, old: list[OldRun], keep: int) -> dict[str, str]:
