@@ -205,7 +205,8 @@ def test_the_command_prints_then_deletes_what_the_retention_lets_go(instance) ->
     dry = runner.invoke(app, ["dagster", "prune", "--older-than", "1s", "--dry-run"], env=env)
     assert dry.exit_code == 0, dry.output
     assert runs[0] in dry.output and runs[1] in dry.output and runs[2] not in dry.output
-    assert "Would delete 2 Dagster run(s)" in dry.output and "10 newest" in dry.output
+    assert "Would delete 2 Dagster run(s)" in dry.output
+    assert "newest runs of their job" in dry.output
     assert run_ids(instance) == set(runs)
 
     done = runner.invoke(app, ["dagster", "prune", "--older-than", "1s", "--json"], env=env)

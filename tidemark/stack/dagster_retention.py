@@ -79,8 +79,8 @@ class PrunePlan:
     Attributes:
         cutoff: runs that ended before this are old.
         delete: the old runs deleted (or, on a dry run, to delete).
-        kept: per old run kept, the first reason found (e.g. ``latest materialization of
-            ["fct_daily_store_revenue"] 2026-12-03``).
+        kept: per old run kept, the first reason found, its kind before ``": "`` (e.g.
+            ``latest materialization: ["marts", "fct_daily_store_revenue"] 2026-12-03``).
         bytes_freed: bytes of the files removed (event-log files, compute logs); 0 on a dry
             run.
         seconds: how long the prune took.
@@ -96,7 +96,7 @@ class PrunePlan:
         """One line: how many runs go, how many old ones stay and why (by kind of reason)."""
         kinds: dict[str, int] = {}
         for reason in self.kept.values():
-            kind = reason.split(" of ")[0]
+            kind = reason.split(": ")[0]
             kinds[kind] = kinds.get(kind, 0) + 1
         why = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
         verb = "Would delete" if dry_run else "Deleted"
@@ -137,7 +137,8 @@ def prune_runs(instance: Any, older_than: timedelta, dry_run: bool = False,
             plan.kept.update(_kept_by_facts(instance, [r.run_id for r in chunk]))
         plan.delete = [r for r in old if r.run_id not in plan.kept]
     if not dry_run:
-        plan.bytes_freed = sum(_delete_run(instance, r.run_id) for r in plan.delete)
+        plan.bytes_freed = sum(_delete_runs(instance, [r.run_id for r in chunk])
+                               for chunk in _chunks(plan.delete, BATCH // 5))
     plan.seconds = time.monotonic() - started
     return plan
 
@@ -206,7 +207,8 @@ def _kept_by_job(instance: Any, old: list[OldRun], keep: int) -> dict[str, str]:
     for job in sorted({r.job_name for r in old}):
         for record in instance.get_run_records(filters=RunsFilter(job_name=job), limit=keep):
             if record.dagster_run.run_id in old_ids:
-                kept[record.dagster_run.run_id] = f"newest {keep} of job {job}"
+                kept[record.dagster_run.run_id] = (f"newest runs of their job: {job} (its "
+                                                   f"newest {keep})")
     return kept
 
 
@@ -222,7 +224,7 @@ def _kept_by_backfill(instance: Any, old: list[OldRun], kept: dict[str, str]) ->
                 tags={"dagster/backfill": backfill.backfill_id})):
             run_id = record.dagster_run.run_id
             if run_id in old_ids and run_id not in kept:
-                out[run_id] = f"running backfill of {backfill.backfill_id}"
+                out[run_id] = f"running backfill: {backfill.backfill_id}"
     return out
 
 
@@ -259,10 +261,10 @@ def _kept_by_facts(instance: Any, run_ids: list[str]) -> dict[str, str]:
             for part in _partitions(fact):
                 holder = latest[kind].get((fact.asset_key, part))
                 if holder is not None and holder[1] == fact.run_id:
-                    kept.setdefault(fact.run_id, f"{latest_what} of {fact.asset_key} "
+                    kept.setdefault(fact.run_id, f"{latest_what}: {fact.asset_key} "
                                                  f"{part or ''}")
                 elif holder is None or holder[0] < fact.id:  # planned, not built since
-                    kept.setdefault(fact.run_id, f"unbuilt planned partition of "
+                    kept.setdefault(fact.run_id, f"unbuilt planned partition: "
                                                  f"{fact.asset_key} {part or ''}")
         rows = conn.execute(select(
             checks.c.id, checks.c.run_id, checks.c.asset_key, checks.c.check_name,
@@ -271,7 +273,7 @@ def _kept_by_facts(instance: Any, run_ids: list[str]) -> dict[str, str]:
         for row in rows:
             if row.run_id in evaluated.get((row.asset_key, row.check_name, row.partition),
                                            {row.run_id}):
-                kept.setdefault(row.run_id, f"latest check evaluation of {row.asset_key} "
+                kept.setdefault(row.run_id, f"latest check execution: {row.asset_key} "
                                             f"{row.check_name} {row.partition or ''}")
     return kept
 
@@ -328,27 +330,35 @@ def _latest_checks(conn: Any, checks: Any,
     return out
 
 
-def _delete_run(instance: Any, run_id: str) -> int:
-    """Delete one run: its row and events (``instance.delete_run``), its check executions,
-    its compute logs and its SQLite event-log file. Returns the bytes of files removed."""
+def _delete_runs(instance: Any, run_ids: list[str]) -> int:
+    """Delete runs: each one's row and events, check executions, compute logs and, with
+    SQLite storage, event-log file. Returns the bytes of files removed."""
     import dagster._core.storage.event_log.schema as schema
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-    storage = instance.event_log_storage
-    instance.delete_run(run_id)
-    checks = schema.AssetCheckExecutionsTable
+    storage, checks = instance.event_log_storage, schema.AssetCheckExecutionsTable
+    sharded = isinstance(storage, SqliteEventLogStorage)  # one file per run, deleted whole
+    for run_id in run_ids:
+        if sharded:  # instance.delete_run would open (and check the schema of) each file
+            instance.run_storage.delete_run(run_id)
+        else:
+            instance.delete_run(run_id)
     with storage.index_connection() as conn:
-        conn.execute(checks.delete().where(checks.c.run_id == run_id))
+        for run_id in run_ids:
+            if sharded:
+                storage.delete_events_for_run(conn, run_id)
+            conn.execute(checks.delete().where(checks.c.run_id == run_id))
     freed = 0
     logs = getattr(instance.compute_log_manager, "_base_dir", None)
-    if logs is not None:
-        freed += _size(os.path.join(logs, run_id))
-    instance.compute_log_manager.delete_logs(prefix=[run_id])
-    if isinstance(storage, SqliteEventLogStorage):  # one file per run: rows gone, file stays
-        shard = storage.path_for_shard(run_id)
-        for path in (shard, f"{shard}-wal", f"{shard}-shm"):
-            freed += _size(path)
-            _unlink(path)
+    for run_id in run_ids:
+        if logs is not None:
+            freed += _size(os.path.join(logs, run_id))
+        instance.compute_log_manager.delete_logs(prefix=[run_id])
+        if sharded:
+            shard = storage.path_for_shard(run_id)
+            for path in (shard, f"{shard}-wal", f"{shard}-shm"):
+                freed += _size(path)
+                _unlink(path)
     return freed
 
 
