@@ -45,3 +45,7 @@ class DagsterStartError(TidemarkError):
 
 class AlreadyRunningError(TidemarkError):
     """Another ``tidemark up`` runs on the same ``TIDEMARK_HOME``."""
+
+
+class DagsterRetentionError(TidemarkError):
+    """Dagster's run history cannot be pruned safely (an unsupported storage)."""

@@ -106,6 +106,10 @@ class Settings(BaseSettings):
         log_max_mb: ``TIDEMARK_LOG_MAX_MB``: a log of ``$TIDEMARK_HOME/logs`` larger than this
             is rotated by ``tidemark up``.
         log_keep: ``TIDEMARK_LOG_KEEP``: rotated files kept per log (``x.log.1`` ...).
+        run_retention_days: ``TIDEMARK_RUN_RETENTION_DAYS``: Dagster runs that ended longer
+            ago than this many days are deleted (daily by ``tidemark up``, or by ``tidemark
+            dagster prune``) once later runs hold everything the UI shows of them; 0 keeps
+            every run.
     """
 
     model_config = SettingsConfigDict(env_prefix="TIDEMARK_", env_ignore_empty=True,
@@ -144,6 +148,7 @@ class Settings(BaseSettings):
     verify_share: float = Field(0.01, gt=0, le=1)
     log_max_mb: float = Field(10.0, gt=0)
     log_keep: int = Field(3, ge=0, le=100)
+    run_retention_days: int = Field(7, ge=0, le=36500)
 
     @field_validator("home", "dbt_project_dir", "dbt_target_path", "views_dir")
     @classmethod

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from tidemark.cli import contracts as contracts_cli
+from tidemark.cli import dagster as dagster_cli
 from tidemark.cli import db, demo, up
 from tidemark.cli import dlq as dlq_cli
 from tidemark.cli import ingest as ingest_cli
@@ -36,6 +37,7 @@ app.add_typer(contracts_cli.app, name="contracts")
 app.add_typer(ingest_cli.app, name="ingest")
 app.add_typer(dlq_cli.app, name="dlq")
 app.add_typer(reconcile_cli.app, name="reconcile")
+app.add_typer(dagster_cli.app, name="dagster")
 app.command("up")(up.up)
 app.command("status")(status_cli.status)
 

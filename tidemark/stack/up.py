@@ -5,7 +5,8 @@ and, on first start, its seeded history; ``dbt parse`` (beside the seed); the Da
 (it loads while the data is built); then what the stack builds, as Dagster runs recorded in
 ``$TIDEMARK_HOME/dagster`` (:mod:`tidemark.stack.build`): the landing catch-up, then the live
 views, dbt models and marts of the closed days, serving views and every check; then the
-continuous ingestion, the Dagster daemon and the demo workload, and the banner.
+continuous ingestion, the Dagster daemon and the demo workload, and the banner. While it runs,
+it prunes Dagster's run history once a day (:mod:`tidemark.stack.dagster_retention`).
 
 A failure at any step is one message saying what failed and what to do (the unexpected ones
 with the details in ``$TIDEMARK_HOME/logs/up-error.log``), and everything this run started is
@@ -164,6 +165,7 @@ class _Up:
         from tidemark.stack import build
         from tidemark.stack.backfills import find_interrupted, resume_in_background
         from tidemark.stack.dagster_proc import prepare_dagster_home, start_webserver, ui_url
+        from tidemark.stack.dagster_retention import KEPT_PER_JOB, prune_daily
         from tidemark.stack.dbt import parse_project
         from tidemark.stack.partitions import FirstDayWatch, record_partitions_start
 
@@ -217,6 +219,8 @@ class _Up:
                              f"{len(plan.check_keys)} checks evaluated"
                              + (f" (partitions from {first_day})." if first_day else "."))
         self._start_ingestion()
+        prune_daily(settings.dagster_home, settings.run_retention_days,  # its housekeeping
+                    max(KEPT_PER_JOB, settings.correction_attempts), self.stop, display.say)
         url = None
         if web is not None:
             from tidemark.stack.dagster_proc import start_daemon, wait_for_ui
