@@ -32,6 +32,13 @@ from tests.ingestion.test_cli_roles import cli
 from tests.pgversions import WHEEL_MAJOR, session_major
 from tests.support import create_database, give_password, start_test_server
 
+# The role's wal_sender_timeout in the two tests below, and how long their landing step is held
+# up: three times over it. The stream answers keepalives every 0.5 s meanwhile
+# (ingestion.session._KEEPALIVE_S); with '1s' and a 3-4 s step, a CI machine at load ~8 once
+# stalled the process for over the second and the source ended the stream (round 40).
+SMALL_TIMEOUT = "2s"
+SLOW_STEP_S = 6
+
 
 @pytest.fixture
 def reader(pair: Pair) -> Iterator[str]:
@@ -71,7 +78,7 @@ def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout
     # status PGRES_COPY_BOTH and no message from the libpq").
     pair.src_exec("create table t (id int primary key, v int)", "insert into t values (1, 1)",
                   f"grant select on t to {reader}",
-                  f"alter role {reader} set wal_sender_timeout = '1s'")
+                  f"alter role {reader} set wal_sender_timeout = '{SMALL_TIMEOUT}'")
     url = url_of(pair, reader)
     catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
     pair.src_exec(*[f"insert into t select g, g from generate_series({n * 100 + 2},"
@@ -83,7 +90,7 @@ def test_a_slow_landing_commit_keeps_the_stream_under_a_small_wal_sender_timeout
             conn.execute(sql.SQL("lock table {} in access exclusive mode").format(
                 sql.Identifier(pair.source, "t")))
             locked.set()
-            time.sleep(4)
+            time.sleep(SLOW_STEP_S)
 
     holder = threading.Thread(target=hold_mirror)
     holder.start()
@@ -101,16 +108,16 @@ def test_a_long_schema_change_keeps_the_stream_under_a_small_wal_sender_timeout(
     # Before: a landing step on the stream's thread longer than wal_sender_timeout (a column
     # added with a constant default writes one `u` changelog row per existing row: 82 s at
     # 10 M rows) sent no feedback, the source ended the stream, and the reconnect warned of a
-    # source server crash. A statement trigger that sleeps 3 s makes the step long here.
+    # source server crash. A statement trigger that sleeps SLOW_STEP_S makes the step long here.
     pair.src_exec("create table t (id int primary key, v int)",
                   "insert into t select g, g from generate_series(1, 100) g",
                   f"grant select on t to {reader}",
-                  f"alter role {reader} set wal_sender_timeout = '1s'")
+                  f"alter role {reader} set wal_sender_timeout = '{SMALL_TIMEOUT}'")
     url = url_of(pair, reader)
     catch_up(url, pair.land, pair.source, setup_dsn=pair.src)
     with psycopg.connect(pair.land, autocommit=True) as conn:
         conn.execute("create function pg_temp_slow() returns trigger language plpgsql as"
-                     " $$ begin perform pg_sleep(3); return null; end $$")
+                     f" $$ begin perform pg_sleep({SLOW_STEP_S}); return null; end $$")
         conn.execute(sql.SQL("create trigger slow after insert on {} for each statement"
                              " execute function pg_temp_slow()").format(
             sql.Identifier("cdc", f"{pair.source}__t")))
