@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -166,12 +167,27 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
 
 
 def _graphql(ui_port: int, query: str, variables: dict | None = None) -> dict:
+    """The answer's ``data``; an HTTP error fails with the webserver's own message.
+
+    Dagster keeps its instance in SQLite here, whose writers wait 5 s at most for each other
+    (daemon, webserver, runs): under a CI's load a write can give up with "database is locked"
+    (HTTP 500). That answer is tried again, twice, as a user would press the button again.
+    """
     request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
                                      data=json.dumps({"query": query,
                                                       "variables": variables or {}}).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())["data"]
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            if "database is locked" not in body or attempt == 2:
+                raise AssertionError(f"Dagster answered HTTP {exc.code}: {body[:2000]}") \
+                    from None
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 LAUNCH_BACKFILL = """
@@ -315,6 +331,16 @@ def _child(up: subprocess.Popen, *words: str) -> psutil.Process | None:
     return None
 
 
+def _alive(processes: list[psutil.Process]) -> list[str]:
+    """The command lines of those still running (a zombie is not), for a failure message."""
+    alive = []
+    for p in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {' '.join(p.cmdline()[1:4])} ({p.status()})")
+    return alive
+
+
 def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
         tmp_path: Path) -> None:
     # kill -9 of the ingestion child (the OOM killer) used to stop the whole stack ("ingest
@@ -342,8 +368,8 @@ def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
         proc.kill()  # kill -9 of tidemark up itself
         proc.wait(30)
     try:
-        assert wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
-                                        for c in children), 30), "children outlived tidemark up"
+        assert wait_for(lambda: not _alive(children), 60), \
+            f"children outlived tidemark up: {_alive(children)}"
         assert (home / "pgdata" / "postmaster.pid").exists()  # the server cannot follow it
         proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
         assert proc.wait(UP_S + STOP_S) == 0, out.read_text()
