@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -18,18 +19,34 @@ class DagsterApiError(RuntimeError):
     """The webserver answered with an error (its message is included)."""
 
 
+LOCKED_TRIES = 3
+"""Answers of SQLite's "database is locked" tried this many times, 5 s apart: the instance of
+``tidemark up`` is SQLite, whose writers (webserver, daemon, runs) wait 5 s at most for each
+other, a limit a CI's load can reach; a user would press the button again."""
+
+
 def graphql(url: str, query: str, variables: dict[str, Any] | None = None,
             timeout_s: float = 30.0) -> dict[str, Any]:
     """POST ``query`` to ``<url>/graphql`` and return its ``data``.
 
     Raises:
-        DagsterApiError: the answer carries GraphQL errors.
+        DagsterApiError: the answer carries GraphQL errors, or is an HTTP error (its body, the
+            webserver's own message, is included).
     """
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"{url}/graphql", data=body,
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        answer = json.loads(response.read())
+    for attempt in range(1, LOCKED_TRIES + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                answer = json.loads(response.read())
+            break
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            if "database is locked" not in text or attempt == LOCKED_TRIES:
+                raise DagsterApiError(f"HTTP {exc.code} from {url}/graphql: {text[:2000]}") \
+                    from None
+            time.sleep(5)
     if answer.get("errors"):
         raise DagsterApiError(f"GraphQL errors: {answer['errors']}")
     return answer["data"]

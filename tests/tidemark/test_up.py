@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ import psutil
 import psycopg
 import pytest
 
+from tests.e2e.dagster_api import graphql
 from tests.support import embedded_url, free_port
 from tidemark.stack.credentials import read_passwords
 from tidemark.stack.supervisor import wait_for
@@ -126,14 +126,9 @@ def test_up_serves_sql_stops_on_ctrl_c_and_resumes(tmp_path: Path) -> None:
 
 
 def _run_status(ui_port: int, job: str) -> str | None:
-    query = ("query($job: String!) { runsOrError(filter: {pipelineName: $job}) {"
-             " ... on Runs { results { status } } } }")
-    request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
-                                     data=json.dumps({"query": query,
-                                                      "variables": {"job": job}}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        runs = json.loads(response.read())["data"]["runsOrError"]["results"]
+    runs = _graphql(ui_port, "query($job: String!) { runsOrError(filter: {pipelineName: $job}) {"
+                             " ... on Runs { results { status } } } }",
+                    {"job": job})["runsOrError"]["results"]
     return runs[0]["status"] if runs else None
 
 
@@ -167,27 +162,8 @@ def test_up_runs_dagster_beside_the_data_layers(tmp_path: Path) -> None:
 
 
 def _graphql(ui_port: int, query: str, variables: dict | None = None) -> dict:
-    """The answer's ``data``; an HTTP error fails with the webserver's own message.
-
-    Dagster keeps its instance in SQLite here, whose writers wait 5 s at most for each other
-    (daemon, webserver, runs): under a CI's load a write can give up with "database is locked"
-    (HTTP 500). That answer is tried again, twice, as a user would press the button again.
-    """
-    request = urllib.request.Request(f"http://127.0.0.1:{ui_port}/graphql",
-                                     data=json.dumps({"query": query,
-                                                      "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    for attempt in range(3):
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())["data"]
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode(errors="replace")
-            if "database is locked" not in body or attempt == 2:
-                raise AssertionError(f"Dagster answered HTTP {exc.code}: {body[:2000]}") \
-                    from None
-            time.sleep(5)
-    raise AssertionError("unreachable")
+    """The UI's GraphQL answer (an HTTP error fails with the webserver's own message)."""
+    return graphql(f"http://127.0.0.1:{ui_port}", query, variables)
 
 
 LAUNCH_BACKFILL = """
