@@ -57,6 +57,8 @@ from ingestion.tables import (
     ColumnInfo,
     TableInfo,
     create_landing_tables,
+    find_table,
+    known_tables,
     save_table,
     set_mirror_key,
 )
@@ -174,11 +176,11 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
         tracker = RelationTracker(applier, src_cat, source)
         applier.begin()
         tracker.load()
-        info = applier.tables.get(table)
-        if info is None:
-            known = ", ".join(sorted(applier.tables)) or "none yet"
+        found = find_table(applier.tables, table)
+        if found is None:
             raise TableNotFoundError(f"Table {table!r} is not replicated for source {source!r} "
-                                     f"(known: {known}).")
+                                     f"(known: {known_tables(applier.tables)}).")
+        table, info = found, applier.tables[found]
         oid = _source_oid(src_cat, info)
         if oid is None:
             raise TableNotFoundError(f"Source table {info.source_schema}.{info.source_table} no "

@@ -40,7 +40,7 @@ from ingestion.changelog_lock import resync_running, try_lock_for_prune
 from ingestion.errors import TableNotFoundError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.state import ensure_state
-from ingestion.tables import TableInfo, load_tables
+from ingestion.tables import TableInfo, find_table, known_tables, load_tables
 
 BATCH_ROWS = 50_000
 """Changelog rows deleted per landing transaction."""
@@ -79,9 +79,12 @@ def prune_changelog(landing_dsn: str, source: str, older_than: timedelta, *,
     with psycopg.connect(landing_dsn, autocommit=True) as conn:
         ensure_state(conn, source)
         tables = load_tables(conn, source)
-        if table is not None and table not in tables:
-            raise TableNotFoundError(f"Table {table!r} is not replicated for source {source!r}"
-                                     f" (`tidemark ingest status` lists its tables).")
+        if table is not None:
+            found = find_table(tables, table)
+            if found is None:
+                raise TableNotFoundError(f"Table {table!r} is not replicated for source "
+                                         f"{source!r} (known: {known_tables(tables)}).")
+            table = found
         cutoff = conn.execute("select clock_timestamp() - %s", (older_than,)).fetchone()[0]
         for name in sorted(tables) if table is None else [table]:
             out[name] = _prune_table(conn, tables[name], cutoff, batch_rows)

@@ -9,6 +9,7 @@ is composed with ``psycopg.sql.Identifier``, every value is bound or a ``sql.Lit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -364,6 +365,24 @@ def load_tables(conn: psycopg.Connection, source: str) -> dict[str, TableInfo]:
                                 str_to_lsn(row[9]) if row[9] else 0,
                                 str_to_lsn(row[8]) if row[8] else None, bool(row[10]))
     return out
+
+
+def find_table(tables: Mapping[str, TableInfo], name: str) -> str | None:
+    """The landing name of a table given as its landing name (``app__orders``) or as the
+    source's ``schema.table`` (``app.orders``; ``orders`` for schema ``public``), else None."""
+    if name in tables:
+        return name
+    schema, _, table = name.rpartition(".")
+    for landing, info in tables.items():
+        if info.source_table == table and info.source_schema == (schema or "public"):
+            return landing
+    return None
+
+
+def known_tables(tables: Mapping[str, TableInfo]) -> str:
+    """The tables of a source for an error message: ``landing (schema.table)`` each."""
+    return ", ".join(f"{n} ({i.source_schema}.{i.source_table})" if n != i.source_table else n
+                     for n, i in sorted(tables.items())) or "none yet"
 
 
 def table_versions(conn: psycopg.Connection, source: str) -> dict[str, tuple[int, bool]]:

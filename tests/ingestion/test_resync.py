@@ -317,3 +317,32 @@ def test_resync_while_ingestion_runs_after_a_ddl_the_stream_has_not_shown_stays_
 def _true_soon(p: Pair, query: str) -> None:
     """``query`` says true within 60 s (a paused table never gets there)."""
     assert wait_until(lambda: _land(p, query)[0][0]), f"never true: {query}; paused: {_paused(p)}"
+
+
+def test_resync_and_prune_take_the_source_schema_and_table_name(pair: Pair) -> None:
+    """A user names a table as it is on the source (`tidemark ingest resync sales.orders`), not
+    only by its landing name (`sales__orders`); an unknown name lists both forms."""
+    from datetime import timedelta
+
+    from ingestion.errors import TableNotFoundError
+    from ingestion.retention import prune_changelog
+
+    pair.src_exec("create schema sales",
+                  "create table sales.orders (id int primary key, v text)",
+                  "create table orders (id int primary key, v text)",
+                  "insert into sales.orders select g, 's' || g from generate_series(1, 5) g",
+                  "insert into orders select g, 'p' || g from generate_series(1, 3) g")
+    catch_up(pair.src, pair.land, pair.source, schemas=["public", "sales"])
+    said = resync_table(pair.src, pair.land, pair.source, "sales.orders")
+    assert f"Table {pair.source}.sales__orders rebuilt" in said and "5 rows" in said
+    said = resync_table(pair.src, pair.land, pair.source, "public.orders")
+    assert f"Table {pair.source}.orders rebuilt" in said and "3 rows" in said
+    assert set(prune_changelog(pair.land, pair.source, timedelta(days=1),
+                               table="sales.orders")) == {"sales__orders"}
+    with pytest.raises(TableNotFoundError, match=r"sales__orders \(sales\.orders\)"):
+        resync_table(pair.src, pair.land, pair.source, "sales.order")
+    pair.src_exec("update sales.orders set v = 'changed' where id = 2")
+    catch_up(pair.src, pair.land, pair.source, schemas=["public", "sales"])
+    assert_mirror_equals(pair, "orders")
+    assert _land(pair, f'select v from "{pair.source}".sales__orders where id = 2') == [
+        ("changed",)]

@@ -268,7 +268,9 @@ def status(source: SourceOpt = None, json_out: JsonOpt = False) -> None:
 
 @app.command()
 def resync(
-    table: Annotated[str | None, typer.Argument(help="Landing table name to rebuild.")] = None,
+    table: Annotated[str | None, typer.Argument(
+        help="Table to rebuild: its landing name (sales__orders) or its source name "
+             "(sales.orders).")] = None,
     all_tables: Annotated[bool, typer.Option("--all", help="Re-snapshot every table.")] = False,
     source: SourceOpt = None, contracts: ContractsOpt = None,
     no_contracts: NoContractsOpt = False,
