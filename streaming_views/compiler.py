@@ -61,7 +61,7 @@ def looped(statement: str, dirty: bool) -> str:
     returning the rows ``__u`` held: the row id and count of each group it touched (and with
     ``dirty``, its ``__dirty``), for a PL/pgSQL ``FOR`` loop. No CTE scan nor aggregate over
     them: a commit's few groups are looked at one by one (the ``apply`` of a small delta, see
-    :func:`streaming_views.triggers._apply_changed`). Rebuilt from the statement's syntax tree,
+    :func:`streaming_views.apply._apply_changed`). Rebuilt from the statement's syntax tree,
     so no text of a view's expressions can be taken for the statement's structure."""
     stmt = parse_sql(statement)[0].stmt
     *ctes, last = stmt.withClause.ctes

@@ -7,7 +7,7 @@ timed table, with the validity interval ``[from, until]`` of a row evaluated aga
 
 * its change-log triggers sit on the timed table (like any base table's) and log only the rows
   valid at the clock's time (:func:`log_filter`, pushed into the log statements by
-  :func:`streaming_views.deltas.pushed_filter`): a write pays one trigger level, as for any view;
+  :func:`streaming_views.changelog.pushed_filter`): a write pays one trigger level, as for any view;
   the clock row is read ``FOR KEY SHARE``, so a tick waits for the writes in flight and a write
   for the tick in flight;
 * everywhere else (the build, the recompute of a group, the other tables' deltas) the view reads
@@ -182,7 +182,7 @@ def valid_sql(t: Temporal, at: str, *, safe: bool = True) -> str:
 
 
 def log_filter(cv: Any, j: int, sign: str = "1", clock: str = LOGGED_CLOCK) -> str | None:
-    """For :func:`streaming_views.deltas.pushed_filter`: when base table ``j`` is the view's
+    """For :func:`streaming_views.changelog.pushed_filter`: when base table ``j`` is the view's
     timed table, the condition its change-log triggers add — valid at the clock's time, the
     clock read ``FOR KEY SHARE`` (see the module docstring) once per statement (from
     :data:`CLOCK_CTE`, see :func:`is_timed`); rows of the transition table of
@@ -276,8 +276,9 @@ def tick_function(conn: psycopg.Connection, cv: Any, t: Temporal) -> tuple[str, 
     """CREATE FUNCTION ``<suffix>__tm_tick(p_prev, p_at)``: log the rows of the timed table
     crossing the window's edges between the two times into the view's change log (and register
     the view's maintenance at commit, as a write does); return how many."""
-    from streaming_views.deltas import BATCH_SIGN, BIG_DELTA, batchable, log_table
-    from streaming_views.triggers import function_name, register
+    from streaming_views.changelog import BATCH_SIGN, BIG_DELTA, batchable, log_table
+    from streaming_views.notes import register
+    from streaming_views.triggers import function_name
     j = next(i for i, table in enumerate(cv.tables) if _is_timed(t, table))
     ref = q(t.ref)
     rel = sql.Identifier(t.schema, t.name).as_string(conn)
@@ -343,7 +344,7 @@ def install_inputs(conn: psycopg.Connection, cv: Any) -> None:
                  "view_name = excluded.view_name, visible = excluded.visible, pending = null, "
                  "indexes = excluded.indexes", (cv.suffix, cv.name, t.visible, indexes))
     if t.guard is not None:
-        from streaming_views.deltas import timed_conjuncts
+        from streaming_views.changelog import timed_conjuncts
         conn.execute(count_sql(t, timed_conjuncts(cv)))  # type: ignore[arg-type]
 
 

@@ -3,10 +3,10 @@ no Agg where the row meets at most one row of the join.
 
 An UPDATE logs a pair: the old row (sign -1) and the new row (+1). When none of the columns that
 decide the row's group, join or WHERE changed (compared by what the view can tell apart,
-:func:`streaming_views.deltas._same`), both rows meet the same rows of the other tables and
+:func:`streaming_views.logwrites._same`), both rows meet the same rows of the other tables and
 each flat row of the new one lands in the group of its twin from the old one: the pair's delta
 of each ``sum(E)`` is ``E`` over the new rows plus ``E`` over the old ones. The UPDATE's trigger
-(:func:`streaming_views.deltas.log_update_single`) then also writes the old values of the
+(:func:`streaming_views.logwrites.log_update_single`) then also writes the old values of the
 *aggregated-only* columns (:func:`net_columns`) into the new row's extra log columns
 ``__tm_v<k>`` and notes the transaction `` name/j~ `` (:func:`net_text`). The pair stays in the
 log, so any other path (a second write, another view, a large delta) reads it as before; only
@@ -101,7 +101,7 @@ def _analysed(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
 
 
 def _analyse(cv: CompiledView, j: int) -> tuple[list[int], list[str]]:
-    from streaming_views.deltas import pushed_filter
+    from streaming_views.changelog import pushed_filter
     stmt = _flat(cv, j)
     ref = cv.tables[j].ref
     names = {c.name: k for k, c in enumerate(cv.resolved.tables[j].columns)}

@@ -36,7 +36,7 @@ AGGREGATES = {"sum", "max", "min"}
 def from_new(cv: CompiledView, j: int) -> bool:
     """Whether a transaction whose only logged row for the view is one row of table ``j`` is
     applied from that row (the apply's ``NEW``, see
-    :func:`streaming_views.triggers._apply_changed`): the one-row INSERT or DELETE of a plain
+    :func:`streaming_views.apply._apply_changed`): the one-row INSERT or DELETE of a plain
     table (:func:`streaming_views.triggers.log_function`'s ``one``), in a view without outer
     joins and without a table called ``new`` or ``old`` (which would read as the trigger's
     records)."""

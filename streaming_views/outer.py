@@ -278,7 +278,7 @@ def identical(column: Any) -> bool:
     """True when equal values of the column cannot print differently (no text form needed):
     integers, dates, timestamps, numeric with a fixed scale, text under a deterministic
     collation of the C library (equality is then byte equality)."""
-    from streaming_views.deltas import IDENTICAL_BY_EQUALITY  # deltas imports this module
+    from streaming_views.logwrites import IDENTICAL_BY_EQUALITY  # logwrites > compiler > outer
     typ = column.log_type
     if typ in IDENTICAL_BY_EQUALITY or re.fullmatch(r"numeric\(\d+,\d+\)", typ):
         return True

@@ -17,15 +17,8 @@ from streaming_views.analyzer import Analysis
 from streaming_views.astutil import column_ref, deparse, line_col, location, q, substitute, walk
 from streaming_views.errors import UnsupportedViewError
 from streaming_views.resolve import Resolved, Typed
-from streaming_views.rules import (
-    INFINITE_INTERVALS,
-    BoolRule,
-    CountRule,
-    DistinctRule,
-    ExtremeRule,
-    Rule,
-    SumRule,
-)
+from streaming_views.rules import BoolRule, CountRule, ExtremeRule, Rule
+from streaming_views.sums import INFINITE_INTERVALS, DistinctRule, SumRule
 
 FLOAT_TYPES = {"real", "double precision"}
 

@@ -140,7 +140,7 @@ def statement(cv: Any, j: int, ctes: list[str]) -> str | None:
     names = ", ".join(cv.key_names())
     sums = [f"coalesce(sum({p}), '0'::{t})::{t}" for p, t in zip(partials, types, strict=True)]
     # a group new to the state is recomputed when a rule says so from its summed columns
-    # (a numeric(p, s) sum that is NaN: streaming_views.rules.SumRule.nan_recomputed)
+    # (a numeric(p, s) sum that is NaN: streaming_views.sums.SumRule.nan_recomputed)
     summed = dict(zip(["__count", *(c for r in cv.rules for c, _ in r.columns())], sums,
                       strict=True))
     dirty = " OR ".join(d for r in cv.rules if (d := r.grouped_dirty(summed))) or "false"

@@ -22,8 +22,8 @@ import psycopg
 
 from streaming_views.analyzer import analyze
 from streaming_views.catalog import CatalogEntry
+from streaming_views.changelog import EVENTS
 from streaming_views.compiler import CompiledView, compile_view
-from streaming_views.deltas import EVENTS
 from streaming_views.errors import DeployError, StreamingViewsError
 from streaming_views.layers import inner_names
 from streaming_views.result import DeployResult

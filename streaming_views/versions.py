@@ -6,7 +6,7 @@ results (the live-view suite runs on 15 and 18 in CI). What differs by version i
 
 * below 15: refused at deploy (the engine is tested from 15 on; landing needs MERGE, 15+);
 * ``interval`` ``sum``/``avg`` with infinite values: intervals are infinite from 17 on
-  (``rules.INFINITE_INTERVALS``), so 15/16 keep the finite rule.
+  (``sums.INFINITE_INTERVALS``), so 15/16 keep the finite rule.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ ENGINE_VERSION = "27"  # 27 (np40, round 40): a lone one-row UPDATE of aggregate
 #    Views of 24 are redeployed.
 #    24 (y38, round 38): the commit-time apply runs with jit = off (its
 #    disabled seq scans made every commit JIT-compile on PostgreSQL 15-17,
-#    streaming_views.triggers.APPLY_SETTINGS). Views of 23 are redeployed.
+#    streaming_views.apply.APPLY_SETTINGS). Views of 23 are redeployed.
 #    23 (v38, round 38): NOT NULL columns of a NULL-extended table share one
 #    not-null counter ("the table matched"), and count(*) FILTER (WHERE <such a column> IS NULL)
 #    is __count minus it (streaming_views.notnull); the one-row UPDATE log of a timed table

@@ -48,6 +48,23 @@ def write_views(directory: Path, **views: str) -> Path:
     return directory
 
 
+def parents_and_children(module_db: str, conn: psycopg.Connection, schema: str, region: str,
+                          parents: int, children: int, view: str) -> str:
+    """Tables ``<schema>.parent`` (region ``'r' || <region>`` of ``i``) and ``.child`` (spread
+    over the parents, ``qty`` = ``id``) and the view ``<schema>_view``; its state table."""
+    conn.execute(f"create schema {schema}; create table {schema}.parent (id int primary key, "
+                 f"region text); create table {schema}.child (id int primary key, "
+                 "parent_id int, qty int)")
+    conn.execute(f"insert into {schema}.parent select i, 'r' || ({region}) "
+                 f"from generate_series(1, {parents}) i")
+    conn.execute(f"insert into {schema}.child select i, 1 + i % {parents}, i "
+                 f"from generate_series(1, {children}) i")
+    deploy_text(module_db, f"{schema}_view", view)
+    suffix = conn.execute("select suffix from tidemark.views where name = %s",
+                          (f"{schema}_view",)).fetchone()
+    return f'tidemark_state."{suffix[0]}"'
+
+
 def oracle(conn: psycopg.Connection, name: str, text: str) -> tuple[list[Any], list[Any]]:
     """(live EXCEPT ALL query, query EXCEPT ALL live) for ``live.<name>``."""
     return diff_rows(conn, name, text)
