@@ -276,6 +276,11 @@ class RelationTracker:
         changes = diff_columns(info.columns, cols, not_null, info.retired)
         if not changes and sorted(key) == sorted(info.key):
             return info
+        if changes and changes[0].kind == "readd_column":
+            # The stream's rows now hold the column at another place, and the source's rows
+            # its new values: only a fresh copy has them.
+            self.recopy(info, lsn, "; ".join(c.detail for c in changes), "readd_column")
+            return info
         added = [c.column for c in changes if c.kind.startswith("add_")]
         defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
         changes = with_defaults(changes, defaults)
