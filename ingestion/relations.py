@@ -44,8 +44,8 @@ from ingestion.tables import (
     create_idempotency_index,
     create_landing_tables,
     keep_dropped_column,
+    landing_blocker,
     load_tables,
-    reserved_columns,
     retire_column,
     save_table,
     set_mirror_key,
@@ -173,7 +173,7 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
-        cannot = reserved_columns(info) or self._unreadable(info)
+        cannot = landing_blocker(info) or self._unreadable(info)
         if cannot is not None:  # landing tables once that is fixed, by a resync
             self._pause(info, [], lsn, cannot)
             return info
@@ -291,7 +291,7 @@ class RelationTracker:
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
         blocking = [c for c in changes if not self._allowed(contract, c)]
-        reserved = reserved_columns(replace(info, columns=cols))
+        reserved = landing_blocker(replace(info, columns=cols))
         if reserved is not None:
             self._pause(info, changes, lsn, reserved)
             return info
