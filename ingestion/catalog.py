@@ -260,6 +260,17 @@ def table_columns(conn: psycopg.Connection, relid: int, publication: str | None 
         " order by attnum", (relid, sends_generated(conn, publication)))]
 
 
+def column_attnums(conn: psycopg.Connection, relid: int) -> dict[str, int]:
+    """The ``attnum`` of each live column of a source table, by name.
+
+    A column dropped and added again under its name gets a new one (PostgreSQL never reuses
+    an attnum), which is all that tells it apart when it was the last column: the Relation
+    message then shows the same names, types and order.
+    """
+    return dict(conn.execute("select attname, attnum::int from pg_attribute where attrelid = %s"
+                             " and attnum > 0 and not attisdropped", (relid,)).fetchall())
+
+
 def sends_generated(conn: psycopg.Connection, publication: str | None = None) -> bool:
     """Whether the stream sends stored generated columns: PostgreSQL 18 on, and ``publication``
     (if it exists) made with ``publish_generated_columns = stored``."""

@@ -23,6 +23,7 @@ from psycopg import sql
 from ingestion.applier import Applier
 from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
 from ingestion.catalog import (
+    column_attnums,
     column_defaults,
     copy_blocker,
     key_columns,
@@ -83,6 +84,17 @@ def _kept_without_contract(change: SchemaChange) -> SchemaChange:
 def resync_hint(source: str, table: str) -> str:
     """The command that rebuilds a paused table (the name quoted for the shell if needed)."""
     return f"`tidemark ingest resync {shlex.quote(table)} --source {source}`"
+
+
+def _renumbered(old: list[ColumnInfo], new: list[ColumnInfo]) -> list[str]:
+    """What says that columns of ``old`` have another ``attnum`` in ``new``: dropped and added
+    again under their names with nothing streamed in between (the last column: the Relation
+    message shows the same shape)."""
+    nums = {c.name: c.attnum for c in new if c.attnum is not None}
+    return [f"column {c.name!r} was dropped and added again on the source (attnum {c.attnum} "
+            f"is now {nums[c.name]}), so its existing values are no longer the ones landing "
+            f"holds" for c in old if c.attnum is not None and nums.get(c.name, c.attnum)
+            != c.attnum]
 
 
 class RelationTracker:
@@ -147,6 +159,11 @@ class RelationTracker:
         names = type_names(self.source_conn, [(t, m) for _, t, m in cols])
         return [ColumnInfo(n, t, m, names[(t, m)]) for n, t, m in cols]
 
+    def numbered(self, oid: int, cols: list[ColumnInfo]) -> list[ColumnInfo]:
+        """``cols`` with their source ``attnum`` as the catalog has it now."""
+        nums = column_attnums(self.source_conn, oid)
+        return [replace(c, attnum=nums.get(c.name)) for c in cols]
+
     def _key(self, rel: Relation, info: TableInfo | None) -> list[str]:
         """The key the stream identifies rows by, as of the message.
 
@@ -171,6 +188,7 @@ class RelationTracker:
                  key: list[str], lsn: int | None) -> TableInfo:
         """Create landing tables and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
+        columns = self.numbered(oid, columns)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
         cannot = landing_blocker(info) or self._unreadable(info)
@@ -274,12 +292,18 @@ class RelationTracker:
         not_null = {n for n, _, _, nn in table_columns(
             self.source_conn, info.source_oid, publication_name(self.source)) if nn}
         changes = diff_columns(info.columns, cols, not_null, info.retired)
-        if not changes and sorted(key) == sorted(info.key):
+        cols = self.numbered(info.source_oid, cols)
+        readded = [c.detail for c in changes if c.kind == "readd_column"] or _renumbered(
+            info.columns, cols)
+        if readded:
+            # The source's rows hold the column's new values (NULL, or its default), and the
+            # stream's rows may hold it at another place: only a fresh copy has them.
+            self.recopy(info, lsn, "; ".join(readded), "readd_column")
             return info
-        if changes and changes[0].kind == "readd_column":
-            # The stream's rows now hold the column at another place, and the source's rows
-            # its new values: only a fresh copy has them.
-            self.recopy(info, lsn, "; ".join(c.detail for c in changes), "readd_column")
+        if not changes and sorted(key) == sorted(info.key):
+            if any(c.attnum is None for c in info.columns):  # a registry from before attnums
+                info.columns = cols
+                save_table(self.applier.conn, info)
             return info
         added = [c.column for c in changes if c.kind.startswith("add_")]
         defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}

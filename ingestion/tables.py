@@ -37,17 +37,23 @@ class ColumnInfo:
         type_oid: source type OID.
         typmod: source type modifier.
         type_sql: the landing type, as ``format_type`` prints it.
+        attnum: its ``attnum`` on the source when landing last read the catalog (None: not
+            known, a registry from before it was kept); a new one means the column was dropped
+            and added again (:func:`ingestion.catalog.column_attnums`).
     """
 
     name: str
     type_oid: int
     typmod: int
     type_sql: str
+    attnum: int | None = None
 
     def as_json(self, retired: bool = False) -> dict:
         """The registry's JSON form."""
         out = {"name": self.name, "type_oid": self.type_oid, "typmod": self.typmod,
                "type": self.type_sql}
+        if self.attnum is not None:
+            out["attnum"] = self.attnum
         if retired:
             out["retired"] = True
         return out
@@ -389,8 +395,8 @@ def load_tables(conn: psycopg.Connection, source: str) -> dict[str, TableInfo]:
             "select table_name, source_schema, source_table, source_oid, columns, key_columns,"
             " version, paused_reason, paused_lsn::text, snapshot_lsn::text, auto_resync"
             " from tidemark.replicated_tables where source = %s", (source,)):
-        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
-                if not c.get("retired")]
+        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"], c.get("attnum"))
+                for c in row[4] if not c.get("retired")]
         retired = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
                    if c.get("retired")]
         out[row[0]] = TableInfo(source, row[0], row[1], row[2], row[3] or 0, cols, list(row[5]),
