@@ -148,8 +148,7 @@ def test_prepared_transactions_land_at_commit_prepared(pair: Pair) -> None:
     with psycopg.connect(pair.src) as conn:
         if conn.execute("show max_prepared_transactions").fetchone()[0] == "0":
             pytest.skip("the source allows no prepared transaction")
-    pair.src_exec("create table p (id int primary key, v text)")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create table p (id int primary key, v text)")
     pair.src_exec("begin; insert into p values (1, 'a'); prepare transaction 'zoo_tx1'",
                   "begin; insert into p values (2, 'b'); prepare transaction 'zoo_tx2'",
                   "insert into p values (3, 'c')")
@@ -160,17 +159,16 @@ def test_prepared_transactions_land_at_commit_prepared(pair: Pair) -> None:
                 == [3]
     finally:
         pair.src_exec("commit prepared 'zoo_tx1'", "rollback prepared 'zoo_tx2'")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land()
     assert_mirror_equals(pair, "p")
 
 
 def test_keys_whose_equal_values_print_differently(pair: Pair) -> None:
     # numeric 1.0 = 1.00 and float8 -0 = 0: a key "change" between them is an update of one row.
-    pair.src_exec("create table n (k numeric primary key, v text)",
-                  "create table f (k float8 primary key, v text)",
-                  "insert into n values ('NaN', 'nan'), (1.0, 'one'), (2, 'two')",
-                  "insert into f values ('-0', 'mz'), ('NaN', 'nan'), ('Infinity', 'inf')")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create table n (k numeric primary key, v text)",
+                        "create table f (k float8 primary key, v text)",
+                        "insert into n values ('NaN', 'nan'), (1.0, 'one'), (2, 'two')",
+                        "insert into f values ('-0', 'mz'), ('NaN', 'nan'), ('Infinity', 'inf')")
     with psycopg.connect(pair.src) as conn:
         conn.execute("update n set k = 1.00 where k = 1")
         conn.execute("update n set v = 'NAN' where k = 'NaN'")

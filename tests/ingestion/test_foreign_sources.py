@@ -182,9 +182,8 @@ def test_table_wider_than_landing_can_hold_pauses_alone(pair: Pair) -> None:
                   "insert into fits (id, c1589) values (1, 3)",
                   "create table small (id int primary key)", "insert into small values (1)")
     catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("insert into small values (2)", "insert into fits (id, c0) values (2, 4)",
-                  "insert into wide (id) values (2)")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("insert into small values (2)", "insert into fits (id, c0) values (2, 4)",
+                        "insert into wide (id) values (2)")
     assert_mirror_equals(pair, "small")
     assert_mirror_equals(pair, "fits")
     with psycopg.connect(pair.land) as conn:
