@@ -50,6 +50,36 @@ def _count(url: str, source: str, table: str) -> int:
             sql.Identifier("cdc", changelog_table_name(source, table)))).fetchone()[0]
 
 
+def _step(conn: psycopg.Connection, r: random.Random, types: list[ZooType],
+          ids: dict[str, list[int]], expected: dict[str, int], next_id: list[int]) -> None:
+    """One random change: an insert, a delete, a key change or an update of 1-3 columns."""
+    table = r.choice(["zk", "zl"])
+    live = ids[table]
+    op = r.random()
+    if op < 0.3 or not live:
+        _insert(conn, r, table, types, next_id[0])
+        live.append(next_id[0])
+        next_id[0] += 1
+        expected[table] += 1
+        return
+    rid = r.choice(live)
+    where = f"ctid = (select ctid from {table} where id = {rid} limit 1)"
+    if op < 0.45:
+        conn.execute(f"delete from {table} where {where}")
+        live.remove(rid)
+        expected[table] += 1
+    elif op < 0.55 and table == "zk":
+        conn.execute(f"update zk set id = {next_id[0]} where id = {rid}")
+        live[live.index(rid)] = next_id[0]
+        next_id[0] += 1
+        expected[table] += 2  # b + u
+    else:
+        picked = r.sample(types, k=min(len(types), r.randint(1, 3)))
+        sets = ", ".join(f"{t.name} = {t.literal(r)}" for t in picked)
+        conn.execute(f"update {table} set {sets} where {where}")
+        expected[table] += 1 if table == "zk" else 2  # keyless: b + u
+
+
 def run_zoo(pair: Pair, types: list[ZooType], seed: int, rows: int = 20, steps: int = 60
             ) -> None:
     """Snapshot ``rows`` random rows per table, then stream ``steps`` random changes, checking
@@ -69,35 +99,19 @@ def run_zoo(pair: Pair, types: list[ZooType], seed: int, rows: int = 20, steps: 
     catch_up(pair.src, pair.land, pair.source)
     for table in ("zk", "zl"):
         assert_mirror_equals(pair, table)
-    next_id = rows
+    next_id = [rows]
     with psycopg.connect(pair.src, autocommit=True) as conn:
-        for _ in range(steps):
-            conn.execute(f"set timezone = '{r.choice(ZONES)}'")
-            table = r.choice(["zk", "zl"])
-            live = ids[table]
-            op = r.random()
-            if op < 0.3 or not live:
-                _insert(conn, r, table, types, next_id)
-                live.append(next_id)
-                next_id += 1
-                expected[table] += 1
-                continue
-            rid = r.choice(live)
-            where = f"ctid = (select ctid from {table} where id = {rid} limit 1)"
-            if op < 0.45:
-                conn.execute(f"delete from {table} where {where}")
-                live.remove(rid)
-                expected[table] += 1
-            elif op < 0.55 and table == "zk":
-                conn.execute(f"update zk set id = {next_id} where id = {rid}")
-                live[live.index(rid)] = next_id
-                next_id += 1
-                expected[table] += 2  # b + u
-            else:
-                picked = r.sample(types, k=min(len(types), r.randint(1, 3)))
-                sets = ", ".join(f"{t.name} = {t.literal(r)}" for t in picked)
-                conn.execute(f"update {table} set {sets} where {where}")
-                expected[table] += 1 if table == "zk" else 2  # keyless: b + u
+        done = 0
+        while done < steps:
+            # Transactions of 1 to 4 changes (a row changed twice in one, a key change then an
+            # update), and a catch-up halfway.
+            with conn.transaction():
+                conn.execute(f"set local timezone = '{r.choice(ZONES)}'")
+                for _ in range(r.randint(1, 4)):
+                    _step(conn, r, types, ids, expected, next_id)
+                    done += 1
+            if done - 4 < steps // 2 <= done:
+                catch_up(pair.src, pair.land, pair.source)
     catch_up(pair.src, pair.land, pair.source)
     for table in ("zk", "zl"):
         assert_mirror_equals(pair, table)
