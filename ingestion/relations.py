@@ -35,7 +35,12 @@ from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
-from ingestion.schema_changes import SchemaChange, diff_columns, with_defaults
+from ingestion.schema_changes import (
+    SchemaChange,
+    diff_columns,
+    renumbered_columns,
+    with_defaults,
+)
 from ingestion.side_tables import letters_take_column
 from ingestion.state import record_schema_change
 from ingestion.tables import (
@@ -84,17 +89,6 @@ def _kept_without_contract(change: SchemaChange) -> SchemaChange:
 def resync_hint(source: str, table: str) -> str:
     """The command that rebuilds a paused table (the name quoted for the shell if needed)."""
     return f"`tidemark ingest resync {shlex.quote(table)} --source {source}`"
-
-
-def _renumbered(old: list[ColumnInfo], new: list[ColumnInfo]) -> list[str]:
-    """What says that columns of ``old`` have another ``attnum`` in ``new``: dropped and added
-    again under their names with nothing streamed in between (the last column: the Relation
-    message shows the same shape)."""
-    nums = {c.name: c.attnum for c in new if c.attnum is not None}
-    return [f"column {c.name!r} was dropped and added again on the source (attnum {c.attnum} "
-            f"is now {nums[c.name]}), so its existing values are no longer the ones landing "
-            f"holds" for c in old if c.attnum is not None and nums.get(c.name, c.attnum)
-            != c.attnum]
 
 
 class RelationTracker:
@@ -293,7 +287,7 @@ class RelationTracker:
             self.source_conn, info.source_oid, publication_name(self.source)) if nn}
         changes = diff_columns(info.columns, cols, not_null, info.retired)
         cols = self.numbered(info.source_oid, cols)
-        readded = [c.detail for c in changes if c.kind == "readd_column"] or _renumbered(
+        readded = [c.detail for c in changes if c.kind == "readd_column"] or renumbered_columns(
             info.columns, cols)
         if readded:
             # The source's rows hold the column's new values (NULL, or its default), and the
@@ -309,6 +303,15 @@ class RelationTracker:
         defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
         changes = with_defaults(changes, defaults)
         contract = self.applier.contract_for(info)
+        kept = {c.name for c in info.retired} if contract is None else set()
+        back = [c.column for c in changes if c.kind.startswith("add_") and c.column in kept]
+        if back:
+            # Its values stayed in the mirror at the drop (no contract); the source's rows
+            # read NULL (or the default) in the column added again: only a fresh copy has them.
+            self.recopy(info, lsn, f"column {back[0]!r} was dropped on the source (landing "
+                        f"kept its values) and added again, so the existing rows' values are "
+                        f"not the ones landing holds", "readd_column")
+            return info
         if contract is None:
             changes = [_kept_without_contract(c) if c.kind == "drop_column" else c
                        for c in changes]

@@ -113,6 +113,17 @@ def readded_columns(old: list[str], new: list[str]) -> list[str]:
     return common  # pragma: no cover - cut 0 always matches
 
 
+def renumbered_columns(old: list[ColumnInfo], new: list[ColumnInfo]) -> list[str]:
+    """What says that columns of ``old`` have another ``attnum`` in ``new``: dropped and added
+    again under their names with nothing streamed in between (the last column: the Relation
+    message shows the same shape)."""
+    nums = {c.name: c.attnum for c in new if c.attnum is not None}
+    return [f"column {c.name!r} was dropped and added again on the source (attnum {c.attnum} "
+            f"is now {nums[c.name]}), so its existing values are no longer the ones landing "
+            f"holds" for c in old if c.attnum is not None and nums.get(c.name, c.attnum)
+            != c.attnum]
+
+
 def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo], not_null: set[str],
                  retired: list[ColumnInfo] | None = None) -> list[SchemaChange]:
     """Compare registered columns with a Relation message's columns.

@@ -447,3 +447,19 @@ def test_the_last_column_dropped_and_added_again_is_copied_again(pair: Pair) -> 
     with psycopg.connect(pair.land) as conn:
         changes = [r[0] for r in conn.execute("select change from tidemark.schema_history")]
     assert changes.count("readd_column") == 1
+
+
+def test_a_dropped_column_whose_values_landing_kept_is_copied_again_when_it_comes_back(
+        pair: Pair) -> None:
+    # Without a contract the mirror keeps a dropped column's values; added again (no default)
+    # the source's rows read NULL there, and landing used to keep the old values of every row
+    # not written since.
+    pair.write_and_land("create table t (id int primary key, b text, a text)",
+                        "insert into t values (1, 'b1', 'a1'), (2, 'b2', 'a2'), (3, 'b3', 'a3')")
+    pair.write_and_land("alter table t drop column a", "update t set b = 'X' where id = 2")
+    pair.write_and_land("alter table t add column a text", "update t set b = 'B1' where id = 1")
+    assert_mirror_equals(pair, "t")
+    assert paused(pair) == {}
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select count(*) from tidemark.schema_history where change ="
+                            " 'readd_column'").fetchone()[0] == 1
