@@ -18,6 +18,23 @@ from ingestion.versions import source_capabilities
 
 USER_TYPE_OID = 16384
 
+REG_ARRAY_OIDS = frozenset({1008, 2207, 2208, 2209, 2210, 2211, 3735, 3770, 4090, 4097, 4192})
+"""The arrays of :data:`REG_TYPE_OIDS`' types."""
+
+REG_TYPE_OIDS = frozenset({24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191}
+                          ) | REG_ARRAY_OIDS
+"""The object identifier types that print and read a catalog name (``regclass``, ``regtype``,
+``regproc``, ``regnamespace``, ``regrole``...) and their arrays. A value is an OID of the
+*source's* catalog: read back in landing it names another object or none."""
+
+
+def lands_as_text(type_oid: int) -> bool:
+    """Whether a source column of this type lands as ``text`` (an array of them as ``text[]``),
+    its source text form kept exactly: a user-defined type (enum, domain, composite) does not
+    exist in landing, and an object identifier type (:data:`REG_TYPE_OIDS`) would name
+    landing's objects."""
+    return type_oid >= USER_TYPE_OID or type_oid in REG_TYPE_OIDS
+
 
 def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
     """Why this source role cannot copy a table whole, or None when it can.
@@ -139,12 +156,17 @@ def type_names(conn: psycopg.Connection,
     """SQL type names for (type OID, typmod) pairs, as ``format_type`` prints them.
 
     User-defined types (enums, domains, composites) do not exist in landing: they land as
-    ``text``, which holds their text form exactly.
+    ``text``, which holds their text form exactly; so do the object identifier types
+    (``regclass``..., as ``text`` or ``text[]``: :func:`lands_as_text`), whose values are the
+    source's catalog OIDs.
     """
     out: dict[tuple[int, int], str] = {}
     for oid, typmod in set(types):
         if oid >= USER_TYPE_OID:
             out[(oid, typmod)] = "text"
+            continue
+        if oid in REG_TYPE_OIDS:
+            out[(oid, typmod)] = "text[]" if oid in REG_ARRAY_OIDS else "text"
             continue
         row = conn.execute("select format_type(%s, %s)", (oid, None if typmod < 0 else typmod)
                            ).fetchone()
@@ -236,6 +258,17 @@ def table_columns(conn: psycopg.Connection, relid: int, publication: str | None 
         "select attname, atttypid::int, atttypmod, attnotnull from pg_attribute where attrelid"
         " = %s and attnum > 0 and not attisdropped and (attgenerated = '' or %s)"
         " order by attnum", (relid, sends_generated(conn, publication)))]
+
+
+def column_attnums(conn: psycopg.Connection, relid: int) -> dict[str, int]:
+    """The ``attnum`` of each live column of a source table, by name.
+
+    A column dropped and added again under its name gets a new one (PostgreSQL never reuses
+    an attnum), which is all that tells it apart when it was the last column: the Relation
+    message then shows the same names, types and order.
+    """
+    return dict(conn.execute("select attname, attnum::int from pg_attribute where attrelid = %s"
+                             " and attnum > 0 and not attisdropped", (relid,)).fetchall())
 
 
 def sends_generated(conn: psycopg.Connection, publication: str | None = None) -> bool:

@@ -88,7 +88,8 @@ class StateUpgradeError(IngestionError):
 
 
 class ReservedColumnError(IngestionError):
-    """A source column has the name of a column landing adds (``_op``, ``_lsn``, ...)."""
+    """Landing cannot hold a source table's columns: one has the name of a column landing adds
+    (``_op``, ``_lsn``, ...), or there are more than landing's tables can take with its own."""
 
 
 class SnapshotRewrittenError(TablesChangedError):

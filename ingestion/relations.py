@@ -23,6 +23,7 @@ from psycopg import sql
 from ingestion.applier import Applier
 from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
 from ingestion.catalog import (
+    column_attnums,
     column_defaults,
     copy_blocker,
     key_columns,
@@ -34,7 +35,12 @@ from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
-from ingestion.schema_changes import SchemaChange, diff_columns, with_defaults
+from ingestion.schema_changes import (
+    SchemaChange,
+    diff_columns,
+    renumbered_columns,
+    with_defaults,
+)
 from ingestion.side_tables import letters_take_column
 from ingestion.state import record_schema_change
 from ingestion.tables import (
@@ -44,8 +50,8 @@ from ingestion.tables import (
     create_idempotency_index,
     create_landing_tables,
     keep_dropped_column,
+    landing_blocker,
     load_tables,
-    reserved_columns,
     retire_column,
     save_table,
     set_mirror_key,
@@ -147,6 +153,11 @@ class RelationTracker:
         names = type_names(self.source_conn, [(t, m) for _, t, m in cols])
         return [ColumnInfo(n, t, m, names[(t, m)]) for n, t, m in cols]
 
+    def numbered(self, oid: int, cols: list[ColumnInfo]) -> list[ColumnInfo]:
+        """``cols`` with their source ``attnum`` as the catalog has it now."""
+        nums = column_attnums(self.source_conn, oid)
+        return [replace(c, attnum=nums.get(c.name)) for c in cols]
+
     def _key(self, rel: Relation, info: TableInfo | None) -> list[str]:
         """The key the stream identifies rows by, as of the message.
 
@@ -171,9 +182,10 @@ class RelationTracker:
                  key: list[str], lsn: int | None) -> TableInfo:
         """Create landing tables and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
+        columns = self.numbered(oid, columns)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
-        cannot = reserved_columns(info) or self._unreadable(info)
+        cannot = landing_blocker(info) or self._unreadable(info)
         if cannot is not None:  # landing tables once that is fixed, by a resync
             self._pause(info, [], lsn, cannot)
             return info
@@ -274,19 +286,39 @@ class RelationTracker:
         not_null = {n for n, _, _, nn in table_columns(
             self.source_conn, info.source_oid, publication_name(self.source)) if nn}
         changes = diff_columns(info.columns, cols, not_null, info.retired)
+        cols = self.numbered(info.source_oid, cols)
+        readded = [c.detail for c in changes if c.kind == "readd_column"] or renumbered_columns(
+            info.columns, cols)
+        if readded:
+            # The source's rows hold the column's new values (NULL, or its default), and the
+            # stream's rows may hold it at another place: only a fresh copy has them.
+            self.recopy(info, lsn, "; ".join(readded), "readd_column")
+            return info
         if not changes and sorted(key) == sorted(info.key):
+            if any(c.attnum is None for c in info.columns):  # a registry from before attnums
+                info.columns = cols
+                save_table(self.applier.conn, info)
             return info
         added = [c.column for c in changes if c.kind.startswith("add_")]
         defaults = column_defaults(self.source_conn, info.source_oid, added) if added else {}
         changes = with_defaults(changes, defaults)
         contract = self.applier.contract_for(info)
+        kept = {c.name for c in info.retired} if contract is None else set()
+        back = [c.column for c in changes if c.kind.startswith("add_") and c.column in kept]
+        if back:
+            # Its values stayed in the mirror at the drop (no contract); the source's rows
+            # read NULL (or the default) in the column added again: only a fresh copy has them.
+            self.recopy(info, lsn, f"column {back[0]!r} was dropped on the source (landing "
+                        f"kept its values) and added again, so the existing rows' values are "
+                        f"not the ones landing holds", "readd_column")
+            return info
         if contract is None:
             changes = [_kept_without_contract(c) if c.kind == "drop_column" else c
                        for c in changes]
         at = lsn_to_str(lsn) if lsn is not None else None
         self.applier.flush(info)
         blocking = [c for c in changes if not self._allowed(contract, c)]
-        reserved = reserved_columns(replace(info, columns=cols))
+        reserved = landing_blocker(replace(info, columns=cols))
         if reserved is not None:
             self._pause(info, changes, lsn, reserved)
             return info

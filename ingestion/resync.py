@@ -237,8 +237,8 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     hold_off_grants(conn)  # before the changelog is altered (ingestion.grants_lock)
     # before the mirror is emptied and the changelog altered: a prune batch finishes first
     lock_for_resync(conn, info.source, info.name)
-    cols = tracker.columns([(n, t, m) for n, t, m, _ in table_columns(
-        tracker.source_conn, oid, publication_name(applier.source))])
+    cols = tracker.numbered(oid, tracker.columns([(n, t, m) for n, t, m, _ in table_columns(
+        tracker.source_conn, oid, publication_name(applier.source))]))
     key = key_columns(tracker.source_conn, oid)
     names = {c.name for c in cols}
     retired = [c for c in info.retired if c.name not in names]

@@ -39,8 +39,9 @@ class SchemaChange:
 
     Attributes:
         kind: add_nullable_column, add_column_with_default (:func:`with_defaults`),
-            add_required_column, drop_column, rename_column, change_type (breaking) or
-            widen_type (safe).
+            add_required_column, drop_column, rename_column, change_type (breaking),
+            widen_type (safe) or readd_column (:func:`readded_columns`: the table is copied
+            again).
         column: the column concerned (the old name for renames and drops).
         detail: a sentence saying what changed.
         new_column: the column as it is now (adds and type changes).
@@ -90,6 +91,39 @@ def is_widening(old: ColumnInfo, new: ColumnInfo) -> bool:
     return False
 
 
+def readded_columns(old: list[str], new: list[str]) -> list[str]:
+    """The columns of ``old`` that ``new`` has at another place among the columns both have.
+
+    PostgreSQL never reorders a table's columns: ``ADD COLUMN`` appends. A name of ``old`` that
+    comes later in ``new`` than names that followed it was dropped and added again (the same
+    name, maybe the same type: a Relation message shows nothing else), and the stream's rows
+    now carry its values at the new place.
+
+    Returns:
+        Those columns in their new order, empty when the common columns kept their order.
+    """
+    known = set(old)
+    common = [name for name in new if name in known]
+    kept = set(common)
+    old_common = [name for name in old if name in kept]
+    for cut in range(len(common), -1, -1):
+        tail = set(common[cut:])
+        if common[:cut] == [name for name in old_common if name not in tail]:
+            return common[cut:]
+    return common  # pragma: no cover - cut 0 always matches
+
+
+def renumbered_columns(old: list[ColumnInfo], new: list[ColumnInfo]) -> list[str]:
+    """What says that columns of ``old`` have another ``attnum`` in ``new``: dropped and added
+    again under their names with nothing streamed in between (the last column: the Relation
+    message shows the same shape)."""
+    nums = {c.name: c.attnum for c in new if c.attnum is not None}
+    return [f"column {c.name!r} was dropped and added again on the source (attnum {c.attnum} "
+            f"is now {nums[c.name]}), so its existing values are no longer the ones landing "
+            f"holds" for c in old if c.attnum is not None and nums.get(c.name, c.attnum)
+            != c.attnum]
+
+
 def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo], not_null: set[str],
                  retired: list[ColumnInfo] | None = None) -> list[SchemaChange]:
     """Compare registered columns with a Relation message's columns.
@@ -102,10 +136,18 @@ def diff_columns(old: list[ColumnInfo], new: list[ColumnInfo], not_null: set[str
             add again.
 
     Returns:
-        The changes, empty when the shapes are equal.
+        The changes, empty when the shapes are equal; only ``readd_column`` changes when a
+        column came back at another place (:func:`readded_columns`).
     """
     old_names = {c.name for c in old}
     new_by_name = {c.name: c for c in new}
+    moved = readded_columns([c.name for c in old], [c.name for c in new])
+    if moved:
+        return [SchemaChange("readd_column", name,
+                             f"column {name!r} was dropped and added again on the source (it "
+                             f"moved to position {[c.name for c in new].index(name) + 1}), so "
+                             f"its existing values are no longer the ones landing holds")
+                for name in moved]
     retired_by_name = {c.name: c for c in retired or []}
     renamed_to: set[str] = set()
     changes: list[SchemaChange] = []

@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingestion.catalog import USER_TYPE_OID, is_partitioned
+from ingestion.catalog import is_partitioned, lands_as_text
 from ingestion.copypipe import Sink, pipe_copy
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
@@ -106,8 +106,9 @@ class Job:
 
 
 def wants_binary(info: TableInfo, same_major: bool) -> bool:
-    """Binary COPY only for built-in types (a user type lands as text) between equal majors."""
-    return same_major and all(c.type_oid < USER_TYPE_OID for c in info.columns)
+    """Binary COPY only between equal majors and for types landing stores as they are (not a
+    user type nor an object identifier type: :func:`ingestion.catalog.lands_as_text`)."""
+    return same_major and not any(lands_as_text(c.type_oid) for c in info.columns)
 
 
 def copy_out_statement(info: TableInfo, binary: bool, partitioned: bool = False

@@ -38,17 +38,23 @@ class ColumnInfo:
         type_oid: source type OID.
         typmod: source type modifier.
         type_sql: the landing type, as ``format_type`` prints it.
+        attnum: its ``attnum`` on the source when landing last read the catalog (None: not
+            known, a registry from before it was kept); a new one means the column was dropped
+            and added again (:func:`ingestion.catalog.column_attnums`).
     """
 
     name: str
     type_oid: int
     typmod: int
     type_sql: str
+    attnum: int | None = None
 
     def as_json(self, retired: bool = False) -> dict:
         """The registry's JSON form."""
         out = {"name": self.name, "type_oid": self.type_oid, "typmod": self.typmod,
                "type": self.type_sql}
+        if self.attnum is not None:
+            out["attnum"] = self.attnum
         if retired:
             out["retired"] = True
         return out
@@ -177,6 +183,40 @@ def reserved_columns(info: TableInfo) -> str | None:
             f"(`tidemark source add ... --tables`)")
 
 
+MAX_COLUMNS = 1600
+"""PostgreSQL's limit of columns in a table."""
+
+STAGING_EXTRA = 9
+"""Columns the staging table has after the table's own (:data:`ingestion.batch.STAGING_META`);
+the changelog has fewer (:data:`CHANGE_COLUMNS`)."""
+
+
+def too_wide(info: TableInfo) -> str | None:
+    """Why landing cannot hold a table that has too many columns, or None.
+
+    The staging table (and the changelog) add Tidemark's columns after the source's, the mirror
+    keeps retired columns, and no table has more than :data:`MAX_COLUMNS`: PostgreSQL refused
+    the landing table with "tables can have at most 1600 columns" and stopped the whole source.
+    """
+    width = len(info.columns) + max(len(info.retired), STAGING_EXTRA)
+    if width <= MAX_COLUMNS:
+        return None
+    most = MAX_COLUMNS - max(len(info.retired), STAGING_EXTRA)
+    retired = f" (and {len(info.retired)} dropped on the source that landing keeps)" \
+        if info.retired else ""
+    return (f"{info.source_schema}.{info.source_table} has {len(info.columns)} columns"
+            f"{retired}; landing adds {STAGING_EXTRA} of its own to stage its changes and "
+            f"PostgreSQL allows {MAX_COLUMNS} in a table, so Tidemark takes at most {most}: "
+            f"split the table on the source, or leave it out of the source's selection "
+            f"(`tidemark source add ... --tables`)")
+
+
+def landing_blocker(info: TableInfo) -> str | None:
+    """Why landing cannot hold a table's columns (:func:`reserved_columns`,
+    :func:`too_wide`), or None."""
+    return reserved_columns(info) or too_wide(info)
+
+
 def column_defs(columns: list[ColumnInfo]) -> sql.Composed:
     """``<name> <type>, ...`` of columns, for a CREATE TABLE."""
     # type_sql is format_type() output from the source catalog: a type name, not user input.
@@ -209,7 +249,7 @@ def create_landing_tables(conn: psycopg.Connection, info: TableInfo,
     :func:`ingestion.snapcopy.stage_tables`).
     """
     hold_off_grants(conn)
-    reason = reserved_columns(info)
+    reason = landing_blocker(info)
     if reason is not None:
         raise ReservedColumnError(f"Cannot create the landing tables of {info.qualified}: "
                                   f"{reason}.")
@@ -356,8 +396,8 @@ def load_tables(conn: psycopg.Connection, source: str) -> dict[str, TableInfo]:
             "select table_name, source_schema, source_table, source_oid, columns, key_columns,"
             " version, paused_reason, paused_lsn::text, snapshot_lsn::text, auto_resync"
             " from tidemark.replicated_tables where source = %s", (source,)):
-        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
-                if not c.get("retired")]
+        cols = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"], c.get("attnum"))
+                for c in row[4] if not c.get("retired")]
         retired = [ColumnInfo(c["name"], c["type_oid"], c["typmod"], c["type"]) for c in row[4]
                    if c.get("retired")]
         out[row[0]] = TableInfo(source, row[0], row[1], row[2], row[3] or 0, cols, list(row[5]),

@@ -47,6 +47,14 @@ class Pair:
                 conn.execute(stmt, params or None)
 
 
+    def write_and_land(self, *statements: str) -> None:
+        """Run statements on the source (:meth:`src_exec`), then catch landing up with them."""
+        from ingestion import catch_up
+
+        self.src_exec(*statements)
+        catch_up(self.src, self.land, self.source)
+
+
 def drop_slot(url: str, slot: str) -> None:
     """Drop a replication slot if it exists (after its walsender went away)."""
     with psycopg.connect(url, autocommit=True) as conn:

@@ -172,6 +172,27 @@ def test_columns_named_like_landings_own(pair: Pair) -> None:
     assert_changelog_replays(pair, "meta", ["id"])
 
 
+def test_table_wider_than_landing_can_hold_pauses_alone(pair: Pair) -> None:
+    # Before: 1,592 columns and more (PostgreSQL takes 1,600; staging adds 9) failed the whole
+    # source for good with "tables can have at most 1600 columns", naming no table.
+    cols = ", ".join(f"c{i} int" for i in range(1591))
+    pair.src_exec(f"create table wide (id int primary key, {cols})",
+                  "insert into wide (id, c0, c1590) values (1, 1, 2)",
+                  f"create table fits (id int primary key, {cols[:-len(', c1590 int')]})",
+                  "insert into fits (id, c1589) values (1, 3)",
+                  "create table small (id int primary key)", "insert into small values (1)")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("insert into small values (2)", "insert into fits (id, c0) values (2, 4)",
+                        "insert into wide (id) values (2)")
+    assert_mirror_equals(pair, "small")
+    assert_mirror_equals(pair, "fits")
+    with psycopg.connect(pair.land) as conn:
+        reason = conn.execute("select paused_reason from tidemark.replicated_tables where"
+                              " table_name = 'wide'").fetchone()[0]
+    assert "public.wide has 1592 columns" in reason and "at most 1591" in reason
+    assert "--tables" in reason
+
+
 def test_two_tables_with_one_landing_name(pair: Pair) -> None:
     # public."sales__orders" and sales.orders both land as sales__orders: before, the snapshot
     # failed the whole source for good (duplicate key in snapshot_progress). Now the first keeps

@@ -56,3 +56,18 @@ def test_diff_columns_kinds() -> None:
     assert [(c.kind, c.column) for c in renamed] == [("rename_column", "a")]
     retyped_back = diff_columns([], [col(23, name="back")], set(), [col(25, name="back")])
     assert [c.kind for c in retyped_back] == ["change_type"]
+
+
+def test_a_column_dropped_and_added_again_at_another_place_is_a_readd() -> None:
+    old = [col(23, name="id"), col(25, name="a"), col(25, name="b"), col(25, name="c")]
+    new = [col(23, name="id"), col(25, name="b"), col(25, name="c"), col(25, name="a")]
+    changes = diff_columns(old, new, set())
+    assert [(c.kind, c.column) for c in changes] == [("readd_column", "a")]
+    assert not changes[0].followable
+    assert "position 4" in changes[0].detail
+    # Two of them, one with a new column between; a plain add keeps the order.
+    new2 = [col(23, name="id"), col(25, name="c"), col(25, name="b"), col(25, name="x"),
+            col(25, name="a")]
+    assert [c.column for c in diff_columns(old, new2, set())] == ["b", "a"]
+    assert [c.kind for c in diff_columns(old, [*old, col(25, name="x")], set())] \
+        == ["add_nullable_column"]

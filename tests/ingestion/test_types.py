@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from ingestion import catch_up
+from ingestion.catalog import REG_ARRAY_OIDS, REG_TYPE_OIDS
 from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
 
 TYPES_TABLE = """
@@ -65,3 +66,33 @@ def test_unchanged_toast_is_carried_forward(pair: Pair) -> None:
     assert_mirror_equals(pair, "docs")
     rows = changelog(pair.land, pair.source, "docs", "id, _op, length(body)")
     assert all(length is not None and length > 100_000 for _, op, length in rows if op == "u")
+
+
+def test_object_identifier_types_keep_the_source_names(pair: Pair) -> None:
+    # regclass & co. print and read the *source's* catalog: read back in landing, a name only
+    # the source has failed the stream's COPY, and the binary snapshot landed the bare OID
+    # (another object's, or none) without a word. They land as text, exact.
+    pair.src_exec("create schema only_src", "create table only_src.tab (x int)",
+                  "create table rc (id int primary key, r regclass, p regproc, t regtype,"
+                  " n regnamespace, ra regclass[])",
+                  "insert into rc values (1, 'only_src.tab', 'now', 'integer[]', 'only_src',"
+                  " array['only_src.tab', 'pg_class']::regclass[])")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "rc")
+    pair.src_exec("insert into rc values (2, 'only_src.tab', 'pg_backend_pid', 'text', 'public',"
+                  " '{}')", "update rc set r = 'rc' where id = 1")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "rc")
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute(f"select r, ra from {pair.source}.rc where id = 1").fetchone() \
+            == ("rc", ["only_src.tab", "pg_class"])
+
+
+def test_object_identifier_type_oids(pair: Pair) -> None:
+    # Every reg* type of the server (and its array) is one ingestion lands as text.
+    with psycopg.connect(pair.src) as conn:
+        rows = conn.execute("select oid::int, typcategory = 'A' from pg_type where typname ~"
+                            " '^_?reg' and typnamespace = 'pg_catalog'::regnamespace"
+                            ).fetchall()
+    assert {oid for oid, _ in rows} == set(REG_TYPE_OIDS)
+    assert {oid for oid, array in rows if array} == set(REG_ARRAY_OIDS)
