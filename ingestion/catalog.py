@@ -27,13 +27,20 @@ REG_TYPE_OIDS = frozenset({24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4
 ``regproc``, ``regnamespace``, ``regrole``...) and their arrays. A value is an OID of the
 *source's* catalog: read back in landing it names another object or none."""
 
+XML_TYPE_OIDS = frozenset({142, 143})
+"""``xml`` and ``xml[]``: landing may be built without libxml (the embedded server is), where
+every xml value fails to load ("unsupported XML feature"); their text form is kept exactly."""
+
+TEXT_ARRAY_OIDS = REG_ARRAY_OIDS | {143}
+"""The array types among those that land as ``text[]`` rather than ``text``."""
+
 
 def lands_as_text(type_oid: int) -> bool:
     """Whether a source column of this type lands as ``text`` (an array of them as ``text[]``),
     its source text form kept exactly: a user-defined type (enum, domain, composite) does not
-    exist in landing, and an object identifier type (:data:`REG_TYPE_OIDS`) would name
-    landing's objects."""
-    return type_oid >= USER_TYPE_OID or type_oid in REG_TYPE_OIDS
+    exist in landing, an object identifier type (:data:`REG_TYPE_OIDS`) would name
+    landing's objects, and ``xml`` (:data:`XML_TYPE_OIDS`) needs a libxml landing may lack."""
+    return type_oid >= USER_TYPE_OID or type_oid in REG_TYPE_OIDS or type_oid in XML_TYPE_OIDS
 
 
 def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
@@ -158,15 +165,15 @@ def type_names(conn: psycopg.Connection,
     User-defined types (enums, domains, composites) do not exist in landing: they land as
     ``text``, which holds their text form exactly; so do the object identifier types
     (``regclass``..., as ``text`` or ``text[]``: :func:`lands_as_text`), whose values are the
-    source's catalog OIDs.
+    source's catalog OIDs, and ``xml`` (:data:`XML_TYPE_OIDS`).
     """
     out: dict[tuple[int, int], str] = {}
     for oid, typmod in set(types):
         if oid >= USER_TYPE_OID:
             out[(oid, typmod)] = "text"
             continue
-        if oid in REG_TYPE_OIDS:
-            out[(oid, typmod)] = "text[]" if oid in REG_ARRAY_OIDS else "text"
+        if lands_as_text(oid):
+            out[(oid, typmod)] = "text[]" if oid in TEXT_ARRAY_OIDS else "text"
             continue
         row = conn.execute("select format_type(%s, %s)", (oid, None if typmod < 0 else typmod)
                            ).fetchone()

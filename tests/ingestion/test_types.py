@@ -4,10 +4,14 @@ TOASTed text, round-trip exactly through snapshot and stream (row text forms com
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from ingestion import catch_up
 from ingestion.catalog import REG_ARRAY_OIDS, REG_TYPE_OIDS
-from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog
+from ingestion.names import slot_name
+from tests.ingestion.conftest import Pair, assert_mirror_equals, changelog, drop_slot
+from tests.support import create_database, start_test_server
+from tidemark.stack.embedded import EmbeddedServer
 
 TYPES_TABLE = """
 create table typed (
@@ -96,3 +100,40 @@ def test_object_identifier_type_oids(pair: Pair) -> None:
                             ).fetchall()
     assert {oid for oid, _ in rows} == set(REG_TYPE_OIDS)
     assert {oid for oid, array in rows if array} == set(REG_ARRAY_OIDS)
+
+
+def test_xml_from_a_libxml_source_lands_as_its_text(pg: EmbeddedServer,
+                                                   tmp_path_factory: pytest.TempPathFactory
+                                                   ) -> None:
+    # A source built with libxml (Debian's 15 here) into a landing without it (the embedded
+    # server's): every xml value failed to load ("unsupported XML feature") and stopped the
+    # whole source, every other table with it. xml and xml[] land as text, exact.
+    server = start_test_server(tmp_path_factory.mktemp("src-xml"), major=15)
+    try:
+        src = create_database(server, "src_xml")
+        with psycopg.connect(src) as conn:
+            try:
+                conn.execute("select xmlparse(document '<a/>')")
+            except psycopg.errors.FeatureNotSupported:
+                pytest.skip("this PostgreSQL 15 is built without libxml")
+        p = Pair("xmlsrc", src, create_database(pg, "land_xml"))
+        try:
+            p.src_exec("create table docs (id int primary key, body xml, parts xml[], n int)",
+                       "create table plain (id int primary key, v text)",
+                       "insert into docs values (1, xmlparse(document '<a x=\"1\"><b>é</b></a>'),"
+                       " array[xmlparse(content 'one<c/>'), null], 1), (2, null, null, 2)",
+                       "insert into plain values (1, 'flows')")
+            catch_up(p.src, p.land, p.source)
+            p.src_exec("insert into docs values (3, xmlparse(content 'text <d/> &amp; more'),"
+                       " '{}', 3)", "update docs set body = '<z/>', n = 10 where id = 1",
+                       "insert into plain values (2, 'still flows')")
+            catch_up(p.src, p.land, p.source)
+            assert_mirror_equals(p, "docs")
+            assert_mirror_equals(p, "plain")
+            with psycopg.connect(p.land) as conn:
+                assert conn.execute("select body, parts from xmlsrc.docs where id = 3"
+                                    ).fetchone() == ("text <d/> &amp; more", [])
+        finally:
+            drop_slot(p.src, slot_name(p.source))
+    finally:
+        server.stop()
