@@ -299,13 +299,17 @@ def _graphql(url: str, query: str, variables: dict | None = None,
 
 
 RELOAD_WORKSPACE = "mutation { reloadWorkspace { __typename } }"
+# The webserver answers a reload once it has asked its code server again: under load that
+# took more than _graphql's 10 s (seen in CI at load 8+: the reload then said "no answer").
+RELOAD_TIMEOUT_S = 90.0
 
 
 def reload_code_location(url: str) -> bool:
     """Ask the webserver at ``url`` to load the code location again (the UI's "Reload
-    definitions"); the daemon reloads its own every minute. False when it did not answer."""
+    definitions"); the daemon reloads its own every minute. False when it did not answer
+    within :data:`RELOAD_TIMEOUT_S`."""
     try:
-        answer = _graphql(url, RELOAD_WORKSPACE)
+        answer = _graphql(url, RELOAD_WORKSPACE, timeout_s=RELOAD_TIMEOUT_S)
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return (answer.get("reloadWorkspace") or {}).get("__typename") == "Workspace"
