@@ -313,8 +313,23 @@ def _alive(processes: list[psutil.Process]) -> list[str]:
     for p in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(f"{p.pid} {' '.join(p.cmdline()[1:4])} ({p.status()})")
+                alive.append(f"{p.pid} {' '.join(p.cmdline()[1:5])} ({p.status()}, "
+                             f"{_where(p.pid)})")
     return alive
+
+
+def _where(pid: int) -> str:
+    """Where a process waits and what it has of SIGTERM (pending, blocked, caught): a
+    survivor that never got the parent's-death signal and one stuck after it look alike."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        status = dict(line.split(":\t", 1) for line in
+                      (proc / "status").read_text().splitlines() if ":\t" in line)
+        wchan = (proc / "wchan").read_text()
+    except OSError as exc:
+        return str(exc)
+    return (f"wchan {wchan}; " + ", ".join(f"{k} {status.get(k, '?').strip()}" for k in
+                                           ("SigPnd", "ShdPnd", "SigBlk", "SigCgt")))
 
 
 def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
@@ -345,7 +360,8 @@ def test_a_killed_ingestion_is_restarted_and_a_killed_up_leaves_nothing_behind(
         proc.wait(30)
     try:
         assert wait_for(lambda: not _alive(children), 60), \
-            f"children outlived tidemark up: {_alive(children)}"
+            f"children outlived tidemark up: {_alive(children)}; the end of tick.log: " \
+            f"{(home / 'logs' / 'tick.log').read_text(errors='replace')[-1500:]}"
         assert (home / "pgdata" / "postmaster.pid").exists()  # the server cannot follow it
         proc, out = _start_up(home, port, "--duration", "3", "--rate", "0")
         assert proc.wait(UP_S + STOP_S) == 0, out.read_text()

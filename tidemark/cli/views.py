@@ -221,8 +221,16 @@ def _tick_forever(dsn: str, every: float) -> None:
 
     from streaming_views.errors import StreamingViewsError
     from streaming_views.expiry import tick
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop, ticking = threading.Event(), threading.Event()
+
+    def on_sigterm(*_: object) -> None:
+        # A tick waiting in the server (a lock) would keep the process past its parent's end
+        # (`tidemark up` killed: every child gets SIGTERM); interrupted, psycopg cancels it.
+        stop.set()
+        if ticking.is_set():
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     console.print(f"Ticking the live views' clock every {every:g} s.")
     conn: psycopg.Connection | None = None
     try:
@@ -230,7 +238,11 @@ def _tick_forever(dsn: str, every: float) -> None:
             try:
                 if conn is None:
                     conn = psycopg.connect(dsn, autocommit=True)
-                result = tick(conn)
+                ticking.set()
+                try:
+                    result = tick(conn)
+                finally:
+                    ticking.clear()
                 if result is not None and result.rows:
                     console.print(f"{result.at.isoformat()}: {result.rows} row(s) expired or "
                                   "admitted.")
