@@ -244,3 +244,41 @@ def test_tick_every_keeps_one_session(module_db: str, conn: psycopg.Connection) 
     assert child.returncode == 0, out
     assert "tick failed" not in out, out
     assert sessions() - before <= 2, out  # the tick's one session (and this test's own)
+
+
+def test_tick_ends_on_sigterm_while_a_tick_waits_for_a_lock(module_db: str,
+                                                           conn: psycopg.Connection) -> None:
+    # The clock's SIGTERM handler only set a flag read between ticks: a tick waiting in the
+    # server kept `views tick` alive for as long as the wait lasted (seen in CI: the clock
+    # outlived a killed `tidemark up` by over 60 s). SIGTERM now cancels the tick.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from streaming_views.expiry import tick
+    from tests.streaming_views.conftest import deploy_text
+
+    conn.execute("create schema tw; create table tw.t (id int primary key, g int)")
+    deploy_text(module_db, "tw_by_g", "select t.g, count(*) as n from tw.t t group by t.g")
+    tick(module_db)  # the clock's table, made by the first tick
+    with psycopg.connect(module_db) as holder:
+        holder.execute("lock table tidemark.live_clock in access exclusive mode")
+        child = subprocess.Popen([sys.executable, "-m", "tidemark.cli.main", "views", "tick",
+                                  "--every", "0.2", "--dsn", module_db],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        first = child.stdout.readline().decode()
+        assert first.startswith("Ticking the live views' clock"), first
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not conn.execute(
+                "select count(*) from pg_locks where not granted and relation ="
+                " 'tidemark.live_clock'::regclass").fetchone()[0]:
+            time.sleep(0.1)  # the first tick waits for the lock
+        child.send_signal(signal.SIGTERM)
+        try:
+            out = first + child.communicate(timeout=15)[0].decode()
+        finally:
+            child.kill()
+        holder.rollback()
+    assert child.returncode is not None and child.returncode != -9, out
+    assert "Traceback" not in out, out
