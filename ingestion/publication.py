@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, landing_table_name
+from ingestion.publication_options import restore_actions, unfilter
 from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -171,6 +173,9 @@ class PublicationReport:
         within_root: partitions removed by this sync because their root is published now
             (``schema.table`` → the root's ``schema.table``): their landing tables, made by
             an older Tidemark, no longer change.
+        restored: the narrowed ``publish`` setting this sync put back (its tables missed
+            changes), or ``""`` (:mod:`ingestion.publication_options`).
+        unfiltered: tables whose row filter or column list this sync took off → what it was.
     """
 
     publication: str
@@ -183,6 +188,8 @@ class PublicationReport:
     pending: list[str] = field(default_factory=list)
     denied: str = ""
     within_root: dict[str, str] = field(default_factory=dict)
+    restored: str = ""
+    unfiltered: dict[str, str] = field(default_factory=dict)
 
 
 _CATALOG = """
@@ -347,6 +354,8 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             return report
         _publish_generated(conn, publication, report)
         _publish_via_root(conn, publication, report)
+        report.restored = restore_actions(conn, publication, partial(_run, report=report))
+        report.unfiltered = unfilter(conn, publication, partial(_run, report=report))
         have = current[1]
         add = [t for t in wanted if t.oid not in have]
         wanted_oids = {t.oid for t in wanted}
@@ -472,6 +481,13 @@ def log_report(source: str, report: PublicationReport) -> None:
     for statement in report.pending:
         log.warning("source %s: this role may not change publication %s; run as the tables' "
                     "owner: %s", source, report.publication, statement)
+    if report.restored:
+        log.warning("source %s: publication %s had %s (changed on the source): put back to "
+                    "every action; its tables are copied again", source, report.publication,
+                    report.restored)
+    for name, had in sorted(report.unfiltered.items()):
+        log.warning("source %s: publication %s had %s on %s (changed on the source): taken "
+                    "off; the table is copied again", source, report.publication, had, name)
     if not report.managed:
         log.info("source %s: publication %s was made for all tables or whole schemas by someone "
                  "else; Tidemark uses it as it is", source, report.publication)

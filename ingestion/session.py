@@ -209,7 +209,8 @@ class Session:
     def _log_report(self, report: PublicationReport) -> None:
         signature = (tuple(report.published), tuple(t.qualified for t in report.unpublishable),
                      tuple(report.missing), tuple(report.pending), report.managed)
-        if signature != self.last_report or report.added or report.removed:
+        if (signature != self.last_report or report.added or report.removed or report.restored
+                or report.unfiltered):
             log_report(self.cfg.source, report)
         self.last_report = signature
 

@@ -178,10 +178,20 @@ def snapshot_new_tables(session: Session) -> int:
     # Back in the publication (it had lost its key, say): its changes in between never came.
     rejoined = [info for t, info in known if info.source_oid == t[0]
                 and f"{t[1]}.{t[2]}" in report.added]
-    if recreated or rejoined:
+    # The publication sent less than every change of these (ingestion.publication_options).
+    narrowed = [(info, f"publication {session.publication} had {report.restored}" if
+                 report.restored else f"publication {session.publication} had "
+                 f"{report.unfiltered[f'{t[1]}.{t[2]}']} on it") for t, info in known
+                if info.source_oid == t[0] and info not in rejoined
+                and (report.restored or f"{t[1]}.{t[2]}" in report.unfiltered)]
+    if recreated or rejoined or narrowed:
         session.applier.begin()
         for (oid, _, _), info in recreated:
             session.tracker.recreated(info, oid, session.ckpt)
+        for info, had in narrowed:
+            session.tracker.recopy(info, session.ckpt, f"{had} (set on the source by someone "
+                                   f"else), so some of its changes were not sent; Tidemark "
+                                   f"put the publication back", "publish_restored")
         for info in rejoined:
             session.tracker.recopy(info, session.ckpt, "it is back in the publication after "
                                    "being out of it (it could not be published without a key "
