@@ -32,9 +32,12 @@ TABLES = {
 }
 """State table: the forms of the user types a landing table's copy was read with."""
 
-Forms = dict[str, dict | list]
+Forms = dict[str, dict | list | str]
 """A table's user types (OID as text) → an enum's ``{label OID: label}``, or a composite's
-attribute type OIDs in attribute order (as text)."""
+attribute type OIDs in attribute order (as text); and ``generated <column>`` → the expression
+of a stored generated column."""
+
+GENERATED = "generated "
 
 # Every type a column reaches: through domains, arrays, composites' attributes, ranges and
 # multiranges (a union: each type once per table).
@@ -74,6 +77,12 @@ def source_forms(conn: psycopg.Connection, oids: list[int]) -> dict[int, Forms]:
     query = _REACHED.replace("{multirange}", _MULTIRANGE if multirange else "")
     for rel, typ, _kind, form in conn.execute(query, (oids,)):
         out[rel][str(typ)] = form if form is not None else []
+    for rel, column, expression in conn.execute(
+            "select a.attrelid::int, a.attname, pg_get_expr(d.adbin, d.adrelid) from"
+            " pg_attribute a join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum"
+            " where a.attrelid = any(%s) and a.attgenerated = 's' and not a.attisdropped",
+            (oids,)):
+        out[rel][f"{GENERATED}{column}"] = expression
     return out
 
 
@@ -94,7 +103,10 @@ def forms_changed(conn: psycopg.Connection, before: Forms, now: Forms) -> str | 
         new = now.get(typ)
         if new is None:
             continue  # no longer used: the column's own change came through the stream
-        if isinstance(old, dict) and isinstance(new, dict):
+        if typ.startswith(GENERATED):
+            if new != old:
+                what[typ] = f"its expression changed from {old} to {new}"
+        elif isinstance(old, dict) and isinstance(new, dict):
             renamed = sorted(f"'{label}' to '{new.get(oid)}'" for oid, label in old.items()
                              if new.get(oid) != label)
             if renamed:
@@ -103,9 +115,12 @@ def forms_changed(conn: psycopg.Connection, before: Forms, now: Forms) -> str | 
             what[typ] = "attributes added or dropped"
     if not what:
         return None
-    names = dict(conn.execute("select oid::text, oid::regtype::text from pg_type"
-                              " where oid = any(%s::oid[])", (list(what),)).fetchall())
-    return (f"{'; '.join(f'type {names.get(t, t)} had {w}' for t, w in what.items())} on the "
+    names = dict(conn.execute("select oid::text, 'type ' || oid::regtype::text from pg_type"
+                              " where oid = any(%s::oid[])", ([t for t in what if t.isdigit()],)
+                              ).fetchall())
+    names.update({t: f"generated column {t[len(GENERATED):]!r}" for t in what
+                  if t.startswith(GENERATED)})
+    return (f"{'; '.join(f'{names.get(t, t)} had {w}' for t, w in what.items())} on the "
             f"source: the text of its existing rows changed, and PostgreSQL sends no change "
             f"for them")
 
