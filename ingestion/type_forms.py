@@ -102,7 +102,11 @@ def forms_changed(conn: psycopg.Connection, before: Forms, now: Forms) -> str | 
     for typ, old in before.items():
         new = now.get(typ)
         if new is None:
-            continue  # no longer used: the column's own change came through the stream
+            if typ.startswith(GENERATED) and conn.info.server_version < 180000:
+                # `drop expression` (or the column dropped): before 18 the publication never
+                # sent the column, so its stored values reach landing only by a copy
+                what[typ] = "its expression dropped, its values never sent"
+            continue  # else no longer used: the column's own change came through the stream
         if typ.startswith(GENERATED):
             if new != old:
                 what[typ] = f"its expression changed from {old} to {new}"
