@@ -14,12 +14,21 @@ publication gets the statements to run, in the log.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
 from ingestion.versions import source_capabilities
+
+if TYPE_CHECKING:
+    from ingestion.publication import SourceTable
+    from ingestion.relations import RelationTracker
+    from ingestion.tables import TableInfo
+
+log = logging.getLogger("tidemark.ingestion")
 
 ACTIONS = ("insert", "update", "delete", "truncate")
 
@@ -74,3 +83,50 @@ def unfilter(conn: psycopg.Connection, publication: str, run: Run) -> dict[str, 
         had = [f"where ({where})" if where else "", f"columns ({columns})" if columns else ""]
         done[f"{schema}.{table}"] = " and ".join(h for h in had if h)
     return done
+
+
+def publish_generated(conn: psycopg.Connection, publication: str, run: Run) -> bool:
+    """Have the publication send stored generated columns (PostgreSQL 18+), as the snapshot
+    copies them (:func:`ingestion.catalog.table_columns`); True when it did not and now does."""
+    return bool(source_capabilities(conn).generated_columns and conn.execute(
+        "select pubgencols = 'n' from pg_publication where pubname = %s",
+        (publication,)).fetchone()[0] and run(conn, sql.SQL(
+            "alter publication {} set (publish_generated_columns = stored)").format(
+            sql.Identifier(publication))))
+
+
+def generated_tables(conn: psycopg.Connection, tables: list[SourceTable]) -> set[int]:
+    """The OIDs among ``tables`` with a stored generated column."""
+    return {r[0] for r in conn.execute(
+        "select distinct attrelid::int from pg_attribute where attrelid = any(%s)"
+        " and attgenerated = 's' and not attisdropped", ([t.oid for t in tables],))}
+
+
+def publish_via_root(conn: psycopg.Connection, publication: str, run: Run) -> bool:
+    """Have the publication send a partitioned table's changes as its root's (PostgreSQL 13+),
+    as the selection lists roots; True when it did not and now does (made by an older
+    Tidemark or a DBA, or the option turned off on the source)."""
+    return bool(source_capabilities(conn).partition_root and not conn.execute(
+        "select pubviaroot from pg_publication where pubname = %s",
+        (publication,)).fetchone()[0] and run(conn, sql.SQL(
+            "alter publication {} set (publish_via_partition_root = true)").format(
+            sql.Identifier(publication))))
+
+
+def routed_change(tracker: RelationTracker, relid: int) -> TableInfo | None:
+    """A change under a relation OID the stream has no table for: None (skip it) when the
+    relation is a partition of a landed table, sent under its own name because someone turned
+    ``publish_via_partition_root`` off; the next sync turns it on and copies the table again.
+
+    Raises:
+        KeyError: the relation is unknown.
+    """
+    if not tracker.within_root(relid):
+        raise KeyError(relid)
+    if relid not in tracker.routed_skipped:
+        tracker.routed_skipped.add(relid)
+        log.warning("source %s: changes of partition OID %d arrive under its own name (the "
+                    "publication's publish_via_partition_root was turned off on the source): "
+                    "skipped; the next publication sync turns it on again and copies its table "
+                    "again", tracker.source, relid)
+    return None

@@ -181,9 +181,9 @@ def snapshot_new_tables(session: Session) -> int:
     # The publication sent less than every change of these (ingestion.publication_options).
     narrowed = [(info, f"publication {session.publication} had {report.restored}" if
                  report.restored else f"publication {session.publication} had "
-                 f"{report.unfiltered[f'{t[1]}.{t[2]}']} on it") for t, info in known
+                 f"{report.narrowed[f'{t[1]}.{t[2]}']} on it") for t, info in known
                 if info.source_oid == t[0] and info not in rejoined
-                and (report.restored or f"{t[1]}.{t[2]}" in report.unfiltered)]
+                and (report.restored or f"{t[1]}.{t[2]}" in report.narrowed)]
     if recreated or rejoined or narrowed:
         session.applier.begin()
         for (oid, _, _), info in recreated:

@@ -4,12 +4,20 @@ back and copies the tables whose changes it may have missed."""
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 
-from ingestion import catch_up
+from ingestion import catch_up, run
 from ingestion.names import publication_name
-from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
+from tests.ingestion.conftest import (
+    Pair,
+    assert_changelog_replays,
+    assert_mirror_equals,
+    table_rows,
+    wait_until,
+)
 from tests.pgversions import session_major
 
 
@@ -69,3 +77,57 @@ def test_row_filter_or_column_list_is_taken_off_and_table_copied_again(pair: Pai
     assert_mirror_equals(pair, "f")
     assert_mirror_equals(pair, "l")
     assert_changelog_replays(pair, "f", ["id"])
+
+
+@pytest.mark.skipif(session_major() < 13, reason="publish_via_partition_root: 13+")
+def test_partition_root_option_turned_off_is_put_back_and_table_copied_again(
+        pair: Pair) -> None:
+    # `alter publication ... set (publish_via_partition_root = false)`: the partitions' changes
+    # came under their own names, which stopped the source with a KeyError.
+    pub = publication_name(pair.source)
+    pair.src_exec("create table p (id int primary key, v text) partition by range (id)",
+                  "create table p1 partition of p for values from (0) to (100)",
+                  "create table p2 partition of p for values from (100) to (200)",
+                  "insert into p select g, 'x' from generate_series(1, 150, 10) g")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec(f"alter publication {pub} set (publish_via_partition_root = false)",
+                  "insert into p values (2, 'gap'), (102, 'gap')",
+                  "update p set v = 'u' where id = 1", "delete from p where id = 101",
+                  "truncate p2")
+    catch_up(pair.src, pair.land, pair.source)
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("insert into p values (3, 'after'), (103, 'after')")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "p")
+    assert_changelog_replays(pair, "p", ["id"])
+    assert _history(pair, "publish_restored")[0][0] == "p"
+    with psycopg.connect(pair.land) as conn:  # no landing table of a partition of its own
+        assert conn.execute("select array_agg(table_name order by table_name) from"
+                            " tidemark.replicated_tables where source = %s",
+                            (pair.source,)).fetchone()[0] == ["p"]
+
+
+@pytest.mark.skipif(session_major() < 13, reason="publish_via_partition_root: 13+")
+def test_partition_root_option_turned_off_while_streaming(pair: Pair) -> None:
+    # The stream meets the partitions' own changes before the next sync puts the option back.
+    pub = publication_name(pair.source)
+    pair.src_exec("create table q (id int primary key, v text) partition by range (id)",
+                  "create table q1 partition of q for values from (0) to (100)",
+                  "insert into q select g, 'x' from generate_series(1, 90, 10) g")
+    catch_up(pair.src, pair.land, pair.source)
+    stop = threading.Event()
+    runner = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                              kwargs={"stop": stop, "refresh_s": 3.0}, daemon=True)
+    runner.start()
+    try:
+        pair.src_exec(f"alter publication {pub} set (publish_via_partition_root = false)",
+                      "insert into q values (2, 'gap')", "update q set v = 'u' where id = 1",
+                      "delete from q where id = 11")
+        pair.src_exec("insert into q values (3, 'after')")
+        assert wait_until(lambda: table_rows(pair.land, pair.source, "q")
+                          == table_rows(pair.src, "public", "q"), 60)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert_mirror_equals(pair, "q")
+    assert_changelog_replays(pair, "q", ["id"])
