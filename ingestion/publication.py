@@ -339,6 +339,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
                     del report.pending[pending:]
                 report.managed = False
                 report.published = [t.qualified for t in wanted]
+                report.restored = restore_actions(conn, publication, partial(_run, report=report))
                 return report
             current = _published(conn, publication)
             assert current is not None

@@ -32,6 +32,8 @@ log = logging.getLogger("tidemark.ingestion")
 
 ACTIONS = ("insert", "update", "delete", "truncate")
 
+_told: set[str] = set()  # publications whose narrowed `publish` was reported
+
 Run = Callable[[psycopg.Connection, sql.Composable], bool]
 """Runs a publication statement; False when the role may not (the statement is kept to say)."""
 
@@ -50,6 +52,13 @@ def restore_actions(conn: psycopg.Connection, publication: str, run: Run) -> str
     found = ", ".join(a for a, on in zip(ACTIONS, row, strict=True) if on)
     if not run(conn, sql.SQL("alter publication {} set (publish = {})").format(
             sql.Identifier(publication), sql.Literal(", ".join(ACTIONS)))):
+        if publication in _told:
+            return ""
+        _told.add(publication)  # once per process: the sync runs every 30 s
+        log.error("publication %s has publish = '%s' (set on the source): the other changes "
+                  "are not replicated, and this role may not put it back. Run the statement "
+                  "logged below as the tables' owner, then `tidemark ingest resync --all` for "
+                  "this source (the changes in between were not sent)", publication, found)
         return ""
     return f"publish = '{found}'"
 

@@ -178,11 +178,12 @@ def snapshot_new_tables(session: Session) -> int:
     # Back in the publication (it had lost its key, say): its changes in between never came.
     rejoined = [info for t, info in known if info.source_oid == t[0]
                 and f"{t[1]}.{t[2]}" in report.added]
-    # The publication sent less than every change of these (ingestion.publication_options).
+    # The publication sent less than every change of these (ingestion.publication_options);
+    # paused ones too (a column list looked like a dropped column to a table with a contract).
     narrowed = [(info, f"publication {session.publication} had {report.restored}" if
                  report.restored else f"publication {session.publication} had "
-                 f"{report.narrowed[f'{t[1]}.{t[2]}']} on it") for t, info in known
-                if info.source_oid == t[0] and info not in rejoined
+                 f"{report.narrowed[f'{t[1]}.{t[2]}']} on it") for t, info in published
+                if info is not None and info.source_oid == t[0] and info not in rejoined
                 and (report.restored or f"{t[1]}.{t[2]}" in report.narrowed)]
     if recreated or rejoined or narrowed:
         session.applier.begin()

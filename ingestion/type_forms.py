@@ -22,14 +22,9 @@ from __future__ import annotations
 import psycopg
 from psycopg.types.json import Jsonb
 
-TABLES = {
-    "type_forms": """
-        source text not null,
-        table_name text not null,
-        forms jsonb not null,
-        updated_at timestamptz not null default now(),
-        primary key (source, table_name)""",
-}
+from ingestion.partitions import per_table_state
+
+TABLES = {"type_forms": per_table_state("forms")}
 """State table: the forms of the user types a landing table's copy was read with."""
 
 Forms = dict[str, dict | list | str]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from ingestion import catch_up
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
 from tests.pgversions import session_major
 
@@ -28,21 +27,18 @@ def _history(p: Pair, table: str) -> list[str]:
 def test_enum_value_renamed_is_copied_again(pair: Pair) -> None:
     # `alter type ... rename value` sends nothing: the mirror kept 'new' where the source reads
     # 'fresh', in a plain column, an array, a domain over the enum and a composite holding it.
-    pair.src_exec("create type st as enum ('new', 'paid', 'gone')",
-                  "create domain st_d as st", "create type pair_t as (s st, n int)",
-                  "create table o (id int primary key, s st, ss st[], d st_d, c pair_t)",
-                  "create table other (id int primary key, v text)",
-                  "insert into o select g, 'new', array['new', 'paid']::st[], 'new',"
-                  " row('new', g)::pair_t from generate_series(1, 5) g",
-                  "insert into other values (1, 'x')")
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter type st rename value 'new' to 'fresh'",
-                  "alter type st add value 'late'",
-                  "insert into o values (6, 'late', '{fresh}', 'paid', row('fresh', 6))")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)  # the automatic resync lands
-    pair.src_exec("update o set s = 'paid' where id = 1", "insert into other values (2, 'y')")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create type st as enum ('new', 'paid', 'gone')",
+                        "create domain st_d as st", "create type pair_t as (s st, n int)",
+                        "create table o (id int primary key, s st, ss st[], d st_d, c pair_t)",
+                        "create table other (id int primary key, v text)",
+                        "insert into o select g, 'new', array['new', 'paid']::st[], 'new',"
+                        " row('new', g)::pair_t from generate_series(1, 5) g",
+                        "insert into other values (1, 'x')")
+    pair.write_and_land_twice("alter type st rename value 'new' to 'fresh'",
+                              "alter type st add value 'late'",
+                              "insert into o values (6, 'late', '{fresh}', 'paid',"
+                              " row('fresh', 6))")
+    pair.write_and_land("update o set s = 'paid' where id = 1", "insert into other values (2, 'y')")
     assert _paused(pair, "o") is None
     assert_mirror_equals(pair, "o")
     assert_changelog_replays(pair, "o", ["id"])
@@ -54,13 +50,11 @@ def test_enum_value_renamed_is_copied_again(pair: Pair) -> None:
 
 
 def test_enum_value_added_copies_nothing(pair: Pair) -> None:
-    pair.src_exec("create type st2 as enum ('a', 'b')",
-                  "create table e (id int primary key, s st2)",
-                  "insert into e values (1, 'a')")
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter type st2 add value 'c' before 'a'", "insert into e values (2, 'c')")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create type st2 as enum ('a', 'b')",
+                        "create table e (id int primary key, s st2)",
+                        "insert into e values (1, 'a')")
+    pair.write_and_land_twice("alter type st2 add value 'c' before 'a'",
+                              "insert into e values (2, 'c')")
     assert_mirror_equals(pair, "e")
     assert _history(pair, "e") == []
 
@@ -68,18 +62,15 @@ def test_enum_value_added_copies_nothing(pair: Pair) -> None:
 def test_composite_attribute_added_or_dropped_is_copied_again(pair: Pair) -> None:
     # `alter type ... add/drop attribute` of a type a column uses: its text form changes from
     # (1,x) to (1,x,) in every existing row, and nothing is sent.
-    pair.src_exec("create type pt as (a int, b text)",
-                  "create table c (id int primary key, p pt)",
-                  "insert into c select g, row(g, 'x')::pt from generate_series(1, 4) g")
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter type pt add attribute z int", "insert into c values (5, row(5, 'y', 1))")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create type pt as (a int, b text)",
+                        "create table c (id int primary key, p pt)",
+                        "insert into c select g, row(g, 'x')::pt from generate_series(1, 4) g")
+    pair.write_and_land_twice("alter type pt add attribute z int",
+                              "insert into c values (5, row(5, 'y', 1))")
     assert_mirror_equals(pair, "c")
-    pair.src_exec("alter type pt drop attribute b", "alter type pt rename attribute a to aa",
-                  "insert into c values (6, row(6, 2))")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land_twice("alter type pt drop attribute b",
+                              "alter type pt rename attribute a to aa",
+                              "insert into c values (6, row(6, 2))")
     assert _paused(pair, "c") is None
     assert_mirror_equals(pair, "c")
     assert_changelog_replays(pair, "c", ["id"])
@@ -90,17 +81,13 @@ def test_composite_attribute_added_or_dropped_is_copied_again(pair: Pair) -> Non
 @pytest.mark.skipif(session_major() < 18, reason="stored generated columns land from 18 on")
 def test_generated_column_given_a_new_expression_is_copied_again(pair: Pair) -> None:
     # PostgreSQL 17+ `alter column ... set expression` rewrites every row's value, sending none.
-    pair.src_exec("create table h (id int primary key, v int,"
-                  " w int generated always as (v * 2) stored)",
-                  "insert into h select x, x from generate_series(1, 5) x")
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter table h alter column w set expression as (v * 3)",
-                  "insert into h values (6, 6)")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter table h alter column w drop expression",  # values kept: no copy
-                  "update h set w = 0 where id = 1")
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create table h (id int primary key, v int,"
+                        " w int generated always as (v * 2) stored)",
+                        "insert into h select x, x from generate_series(1, 5) x")
+    pair.write_and_land_twice("alter table h alter column w set expression as (v * 3)",
+                              "insert into h values (6, 6)")
+    pair.write_and_land("alter table h alter column w drop expression",  # values kept: no copy
+                        "update h set w = 0 where id = 1")
     assert _paused(pair, "h") is None
     assert_mirror_equals(pair, "h")
     assert_changelog_replays(pair, "h", ["id"])
@@ -114,12 +101,10 @@ def test_generated_column_given_a_new_expression_is_copied_again(pair: Pair) -> 
 def test_generated_column_whose_expression_is_dropped_is_copied_again(pair: Pair) -> None:
     # `alter column ... drop expression`: the column, left out until then, arrives as an added
     # one; its existing rows landed NULL where the source keeps the computed values.
-    pair.src_exec("create table d (id int primary key, v int,"
-                  " w int generated always as (v * 2) stored)",
-                  "insert into d select x, x from generate_series(1, 5) x")
-    catch_up(pair.src, pair.land, pair.source)
-    pair.src_exec("alter table d alter column w drop expression", "insert into d values (6, 6, 1)")
-    catch_up(pair.src, pair.land, pair.source)
-    catch_up(pair.src, pair.land, pair.source)
+    pair.write_and_land("create table d (id int primary key, v int,"
+                        " w int generated always as (v * 2) stored)",
+                        "insert into d select x, x from generate_series(1, 5) x")
+    pair.write_and_land_twice("alter table d alter column w drop expression",
+                              "insert into d values (6, 6, 1)")
     assert _paused(pair, "d") is None
     assert_mirror_equals(pair, "d")
