@@ -32,14 +32,14 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-TABLES = {
-    "partition_sets": """
-        source text not null,
-        table_name text not null,
-        partitions jsonb not null,
-        updated_at timestamptz not null default now(),
-        primary key (source, table_name)""",
-}
+
+def per_table_state(column: str) -> str:
+    """The body of a state table holding one jsonb ``column`` per landing table."""
+    return (f"source text not null, table_name text not null, {column} jsonb not null,"
+            f" updated_at timestamptz not null default now(), primary key (source, table_name)")
+
+
+TABLES = {"partition_sets": per_table_state("partitions")}
 """State table: the partitions (leaf OID → ``relfilenode``) landing's copy of a table holds."""
 
 Leaves = dict[str, list]

@@ -20,12 +20,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import psycopg
 from psycopg import sql
 
 from ingestion.errors import SetupError
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, landing_table_name
+from ingestion.publication_options import (
+    generated_tables,
+    publish_generated,
+    publish_via_root,
+    restore_actions,
+    unfilter,
+)
 from ingestion.versions import source_capabilities
 
 log = logging.getLogger("tidemark.ingestion")
@@ -171,6 +179,11 @@ class PublicationReport:
         within_root: partitions removed by this sync because their root is published now
             (``schema.table`` → the root's ``schema.table``): their landing tables, made by
             an older Tidemark, no longer change.
+        restored: the narrowed ``publish`` setting this sync put back (its tables missed
+            changes), or ``""`` (:mod:`ingestion.publication_options`).
+        narrowed: tables whose row filter or column list this sync took off, or whose
+            partitions' or generated columns' changes the publication had stopped sending as
+            Tidemark lands them → what it had.
     """
 
     publication: str
@@ -183,6 +196,8 @@ class PublicationReport:
     pending: list[str] = field(default_factory=list)
     denied: str = ""
     within_root: dict[str, str] = field(default_factory=dict)
+    restored: str = ""
+    narrowed: dict[str, str] = field(default_factory=dict)
 
 
 _CATALOG = """
@@ -324,6 +339,7 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
                     del report.pending[pending:]
                 report.managed = False
                 report.published = [t.qualified for t in wanted]
+                report.restored = restore_actions(conn, publication, partial(_run, report=report))
                 return report
             current = _published(conn, publication)
             assert current is not None
@@ -345,8 +361,15 @@ def sync_publication(admin_dsn: str, publication: str, selection: Selection, *,
             report.added = [t.qualified for t in wanted]
             report.published = [t.qualified for t in wanted]
             return report
-        _publish_generated(conn, publication, report)
-        _publish_via_root(conn, publication, report)
+        run = partial(_run, report=report)
+        report.restored = restore_actions(conn, publication, run)
+        report.narrowed = unfilter(conn, publication, run)
+        if publish_generated(conn, publication, run):
+            report.narrowed.update({t.qualified: "publish_generated_columns = none"
+                                    for t in wanted if t.oid in generated_tables(conn, wanted)})
+        if publish_via_root(conn, publication, run):
+            report.narrowed.update({t.qualified: "publish_via_partition_root = false"
+                                    for t in wanted if t.partitioned})
         have = current[1]
         add = [t for t in wanted if t.oid not in have]
         wanted_oids = {t.oid for t in wanted}
@@ -384,28 +407,6 @@ def _cannot_create(conn: psycopg.Connection, publication: str, wanted: list[Sour
             f"  {report.pending[-1]}\nand Tidemark uses it as it is (tables created later are "
             f"added by the DBA too: the ingestion log says what to run); or register the "
             f"source with --admin-url of such a role.")
-
-
-def _publish_generated(conn: psycopg.Connection, publication: str,
-                       report: PublicationReport) -> None:
-    """Have a publication made before Tidemark asked for it send stored generated columns
-    (PostgreSQL 18+), as the snapshot copies them (:func:`ingestion.catalog.table_columns`)."""
-    if source_capabilities(conn).generated_columns and conn.execute(
-            "select pubgencols = 'n' from pg_publication where pubname = %s",
-            (publication,)).fetchone()[0]:
-        _run(conn, sql.SQL("alter publication {} set (publish_generated_columns = stored)"
-                           ).format(sql.Identifier(publication)), report)
-
-
-def _publish_via_root(conn: psycopg.Connection, publication: str,
-                      report: PublicationReport) -> None:
-    """Have a publication made before Tidemark asked for it (an older Tidemark, a DBA) send a
-    partitioned table's changes as its root's (PostgreSQL 13+), as the selection lists roots."""
-    if source_capabilities(conn).partition_root and not conn.execute(
-            "select pubviaroot from pg_publication where pubname = %s",
-            (publication,)).fetchone()[0]:
-        _run(conn, sql.SQL("alter publication {} set (publish_via_partition_root = true)"
-                           ).format(sql.Identifier(publication)), report)
 
 
 def _within_root(conn: psycopg.Connection, dropped: list[int], wanted: list[SourceTable]
@@ -472,6 +473,13 @@ def log_report(source: str, report: PublicationReport) -> None:
     for statement in report.pending:
         log.warning("source %s: this role may not change publication %s; run as the tables' "
                     "owner: %s", source, report.publication, statement)
+    if report.restored:
+        log.warning("source %s: publication %s had %s (changed on the source): put back to "
+                    "every action; its tables are copied again", source, report.publication,
+                    report.restored)
+    for name, had in sorted(report.narrowed.items()):
+        log.warning("source %s: publication %s had %s on %s (changed on the source): taken "
+                    "off; the table is copied again", source, report.publication, had, name)
     if not report.managed:
         log.info("source %s: publication %s was made for all tables or whole schemas by someone "
                  "else; Tidemark uses it as it is", source, report.publication)

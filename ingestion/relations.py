@@ -111,6 +111,7 @@ class RelationTracker:
         self.messages: dict[int, tuple[Relation, int | None]] = {}  # the last, and its LSN
         self.resync_wanted: set[str] = set()
         self._routed: dict[int, bool] = {}
+        self.routed_skipped: set[int] = set()  # partitions whose own changes were skipped
         self._versions: dict[str, tuple[int, bool]] = {}
         applier.pause_hook = self._pause_from_applier
 
@@ -237,7 +238,7 @@ class RelationTracker:
         """
         name = landing_table_name(rel.namespace, rel.name)
         info = self.applier.tables.get(name)
-        if info is None and self._within_root(rel.oid):
+        if info is None and self.within_root(rel.oid):
             return None
         self.applier.begin()
         if lsn is None and self.applier.txn is not None:
@@ -431,15 +432,16 @@ class RelationTracker:
                              lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
                              "paused")
 
-    def _within_root(self, oid: int) -> bool:
+    def within_root(self, oid: int) -> bool:
         """Whether a relation is a partition the publication sends within its root
         (``publish_via_partition_root``, PostgreSQL 13+): pgoutput sends the partition's
         Relation message beside the root's, but every change under the root's OID."""
         if oid not in self._routed:
-            row = self.source_conn.execute(
-                "select c.relispartition and p.pubviaroot from pg_class c, pg_publication p"
-                " where c.oid = %s and p.pubname = %s",
-                (oid, publication_name(self.source))).fetchone() \
+            row = self.source_conn.execute(  # or its root lands: the option turned off
+                "select c.relispartition and (p.pubviaroot or pg_partition_root(c.oid)::int ="
+                " any(%s)) from pg_class c, pg_publication p where c.oid = %s and p.pubname = %s",
+                ([t.source_oid for t in self.applier.tables.values() if t.source_oid], oid,
+                 publication_name(self.source))).fetchone() \
                 if source_capabilities(self.source_conn).partition_root else None
             self._routed[oid] = bool(row and row[0])
         return self._routed[oid]

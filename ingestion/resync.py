@@ -62,6 +62,7 @@ from ingestion.tables import (
     save_table,
     set_mirror_key,
 )
+from ingestion.type_forms import save_forms, source_forms
 
 _END = "FFFFFFFF/FFFFFFFF"
 REWRITE_ATTEMPTS = 5  # new snapshots taken for a table rewritten after the last one
@@ -199,6 +200,7 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
             raise SetupError(f"Cannot resync {source}.{table}: {blocked}; then run "
                              f"{resync_hint(source, table)} again.")
         leaves = source_partitions(src_cat, [oid]).get(oid)  # before the snapshot
+        forms = source_forms(src_cat, [oid])[oid]
         repl = replication_connection(source_dsn)
         try:
             lsn, snapshot = create_slot_exporting(repl.cursor(), f"{slot_name(source)}_resync",
@@ -220,6 +222,7 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
                                  f"changes landed", "resynced")
             if leaves is not None:
                 save_partitions(land, source, table, leaves)
+            save_forms(land, source, table, forms)
             applier.flush_all()
             land.commit()
         finally:

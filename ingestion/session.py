@@ -42,6 +42,7 @@ from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ProgressCallback, ensure_progress_table
 from ingestion.publication import PublicationReport, Selection, log_report
+from ingestion.publication_options import routed_change
 from ingestion.relations import RelationTracker
 from ingestion.session_settings import (
     check_landing_triggers,
@@ -209,7 +210,8 @@ class Session:
     def _log_report(self, report: PublicationReport) -> None:
         signature = (tuple(report.published), tuple(t.qualified for t in report.unpublishable),
                      tuple(report.missing), tuple(report.pending), report.managed)
-        if signature != self.last_report or report.added or report.removed:
+        if (signature != self.last_report or report.added or report.removed or report.restored
+                or report.narrowed):
             log_report(self.cfg.source, report)
         self.last_report = signature
 
@@ -345,8 +347,8 @@ class Session:
         except (struct.error, IndexError, ValueError, DecodeError):
             decode(payload)  # raises the DecodeError that says what is wrong
             raise
-        info = self.tracker.by_oid[relid]
-        if self.floors and self.txn_lsn < self.floors.get(info.name, 0):
+        info = self.tracker.by_oid.get(relid) or routed_change(self.tracker, relid)
+        if info is None or self.floors and self.txn_lsn < self.floors.get(info.name, 0):
             return  # in the table's latest snapshot already (added or resynced meanwhile)
         txn = self.applier.txn
         txn.seq += 2
@@ -387,7 +389,8 @@ class Session:
         elif isinstance(m, Truncate):
             if self.skip:
                 return
-            infos = [self.tracker.table(r) for r in m.relids]
+            infos = [i for r in m.relids
+                     if (i := self.tracker.by_oid.get(r) or routed_change(self.tracker, r))]
             if self.floors:
                 infos = [i for i in infos if self.txn_lsn >= self.floors.get(i.name, 0)]
             if infos:

@@ -26,6 +26,7 @@ from ingestion.grants_lock import hold_off_grants
 from ingestion.lsn import str_to_lsn
 from ingestion.names import CHANGELOG_SCHEMA, STATE_SCHEMA
 from ingestion.partitions import TABLES as PARTITION_TABLES
+from ingestion.type_forms import TABLES as TYPE_FORM_TABLES
 from ingestion.watermarks import TABLES as WATERMARK_TABLES
 
 log = logging.getLogger("tidemark.ingestion")
@@ -112,6 +113,7 @@ _STATE_TABLES = {
     **FRESHNESS_TABLES,
     **LOCK_WAIT_TABLES,
     **PARTITION_TABLES,
+    **TYPE_FORM_TABLES,
 }
 
 

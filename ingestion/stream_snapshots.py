@@ -30,6 +30,7 @@ from ingestion.partitions import (
 from ingestion.publication import sync_publication
 from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
+from ingestion.type_forms import Forms, forms_changed, load_forms, save_forms, source_forms
 
 if TYPE_CHECKING:
     from ingestion.session import Session
@@ -58,13 +59,13 @@ def initial_snapshot(session: Session) -> None:
     # the checkpoint's source progress (last_commit_at), which idle tables' watermarks follow.
     as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
     tables = published_tables(session.source_conn, session.publication)
-    partitions = _partitions_before(session, tables)
+    partitions, forms = _partitions_before(session, tables), _forms_before(session, tables)
     lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
                                           source=cfg.source)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn, tables, checkpoint=lsn, as_of=as_of,
-                           partitions=partitions)
+                           partitions=partitions, forms=forms)
     session.stats.snapshot_rows = rows
     session.ckpt = lsn
     session.floors = {}
@@ -80,10 +81,19 @@ def _partitions_before(session: Session, tables: list[tuple[int, str, str]]
             if oid in now}
 
 
+def _forms_before(session: Session, tables: list[tuple[int, str, str]]) -> dict[str, Forms]:
+    """The forms of the user types the ``tables`` reach, read before their snapshot, by landing
+    name: a change after this read is seen by the next check (:func:`check_type_forms`)."""
+    now = source_forms(session.source_conn, [t[0] for t in tables])
+    session.source_conn.rollback()
+    return {landing_table_name(schema, table): now[oid] for oid, schema, table in tables}
+
+
 def snapshot_tables(session: Session, snapshot: str, lsn: int,
                     tables: list[tuple[int, str, str]], checkpoint: int | None,
                     as_of: datetime | None = None,
-                    partitions: dict[str, Leaves] | None = None) -> int:
+                    partitions: dict[str, Leaves] | None = None,
+                    forms: dict[str, Forms] | None = None) -> int:
     """Copy ``tables`` as of ``snapshot`` and commit them with the checkpoint.
 
     Args:
@@ -97,6 +107,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
             checkpoint's ``last_commit_at``.
         partitions: the partitions of the partitioned tables, read before the snapshot
             (:func:`_partitions_before`), saved with it.
+        forms: the forms of the user types each table reaches, read before the snapshot
+            (:func:`_forms_before`), saved with it.
 
     Returns:
         Rows copied.
@@ -114,6 +126,8 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
     try:
         for name, leaves in (partitions or {}).items():
             save_partitions(applier.conn, cfg.source, name, leaves)
+        for name, form in (forms or {}).items():
+            save_forms(applier.conn, cfg.source, name, form)
         if checkpoint is not None:
             applier.rows_in_txn += result.rows  # counted in rows_applied
             applier.commit(checkpoint, as_of, snapshot_lsn=checkpoint)
@@ -164,10 +178,21 @@ def snapshot_new_tables(session: Session) -> int:
     # Back in the publication (it had lost its key, say): its changes in between never came.
     rejoined = [info for t, info in known if info.source_oid == t[0]
                 and f"{t[1]}.{t[2]}" in report.added]
-    if recreated or rejoined:
+    # The publication sent less than every change of these (ingestion.publication_options);
+    # paused ones too (a column list looked like a dropped column to a table with a contract).
+    narrowed = [(info, f"publication {session.publication} had {report.restored}" if
+                 report.restored else f"publication {session.publication} had "
+                 f"{report.narrowed[f'{t[1]}.{t[2]}']} on it") for t, info in published
+                if info is not None and info.source_oid == t[0] and info not in rejoined
+                and (report.restored or f"{t[1]}.{t[2]}" in report.narrowed)]
+    if recreated or rejoined or narrowed:
         session.applier.begin()
         for (oid, _, _), info in recreated:
             session.tracker.recreated(info, oid, session.ckpt)
+        for info, had in narrowed:
+            session.tracker.recopy(info, session.ckpt, f"{had} (set on the source by someone "
+                                   f"else), so some of its changes were not sent; Tidemark "
+                                   f"put the publication back", "publish_restored")
         for info in rejoined:
             session.tracker.recopy(info, session.ckpt, "it is back in the publication after "
                                    "being out of it (it could not be published without a key "
@@ -176,19 +201,20 @@ def snapshot_new_tables(session: Session) -> int:
                                    "not streamed", "rejoin_publication")
         session.applier.commit(session.ckpt, session.last_commit_at)
     check_partitions(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
+    check_type_forms(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
     new = [t for t, info in published if info is None]
     if not new:
         return 0
     log.info("source %s: new tables %s; copying them", cfg.source,
              ", ".join(f"{s}.{t}" for _, s, t in new))
-    partitions = _partitions_before(session, new)
+    partitions, forms = _partitions_before(session, new), _forms_before(session, new)
     repl = replication_connection(cfg.source_dsn)
     try:
         lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
                                               temporary=True, watch_dsn=cfg.source_dsn,
                                               source=cfg.source)
         rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None,
-                               partitions=partitions)
+                               partitions=partitions, forms=forms)
     finally:
         repl.close()
     for _, schema, table in new:
@@ -229,4 +255,34 @@ def check_partitions(session: Session, known: list[tuple[int, TableInfo]]) -> No
         if why is not None:
             session.tracker.recopy(info, session.ckpt, f"{why} ({info.source_schema}."
                                    f"{info.source_table})", "partitions_moved_rows")
+    applier.commit(session.ckpt, session.last_commit_at)
+
+
+def check_type_forms(session: Session, known: list[tuple[int, TableInfo]]) -> None:
+    """Copy again each table whose rows' text a catalog change rewrote without a change in the
+    stream (:func:`ingestion.type_forms.forms_changed`: an enum value renamed, a composite's
+    attributes added or dropped), between transactions.
+
+    Args:
+        session: the streaming session.
+        known: (source OID, landing table) of the published tables landing has.
+    """
+    known = [(oid, info) for oid, info in known if info.paused_reason is None]
+    now = source_forms(session.source_conn, [oid for oid, _ in known])
+    stored = load_forms(session.landing, session.cfg.source)
+    if not session.applier.in_txn:  # else the read is part of the applier's transaction
+        session.landing.rollback()
+    changed = [(oid, info) for oid, info in known if stored.get(info.name) != now[oid]]
+    why = {info.name: forms_changed(session.source_conn, stored[info.name], now[oid])
+           for oid, info in changed if info.name in stored}
+    session.source_conn.rollback()
+    if not changed:
+        return
+    applier = session.applier
+    applier.begin()
+    for oid, info in changed:  # first seen (a landing from before round 43): from now on
+        save_forms(applier.conn, session.cfg.source, info.name, now[oid])
+        if why.get(info.name) is not None:
+            session.tracker.recopy(info, session.ckpt, f"{why[info.name]} ({info.source_schema}"
+                                   f".{info.source_table})", "type_form_changed")
     applier.commit(session.ckpt, session.last_commit_at)

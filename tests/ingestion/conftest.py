@@ -54,6 +54,14 @@ class Pair:
         self.src_exec(*statements)
         catch_up(self.src, self.land, self.source)
 
+    def write_and_land_twice(self, *statements: str) -> None:
+        """:meth:`write_and_land`, then catch up again: that lands what the first one's
+        publication sync had copied again by itself (an automatic resync)."""
+        from ingestion import catch_up
+
+        self.write_and_land(*statements)
+        catch_up(self.src, self.land, self.source)
+
 
 def drop_slot(url: str, slot: str) -> None:
     """Drop a replication slot if it exists (after its walsender went away)."""
