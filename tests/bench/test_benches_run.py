@@ -51,7 +51,7 @@ RUNS = [
      "window_rows"),
     ("layers_recompute.py", ["--rows", "5000", "--deletes", "10"], "with_index_ms"),
     ("pg_versions.py", ["--rows", "2000", "--updates", "20", "--rounds", "1"], "medians"),
-    ("snapshot.py", ["--rows", "20000"], "ratio"),
+    ("snapshot.py", ["--rows", "20000", "--by-title"], "by_title"),
     ("subscribe_diffs.py", ["--rows", "20000", "--single", "5", "--bulk", "1"], "single"),
     ("tick_lock.py", ["--rows", "5000", "--ticks", "3"], "tick_ms_median"),
     ("verify_ddl_wait.py", ["--rows", "5000", "--hold", "1"], "held"),
