@@ -70,6 +70,7 @@ CALLGRIND = [
 # Not run here, and why (a new script must be run above or named here).
 LEFT_OUT = {
     "cdc_common.py": "the benches' shared set-up, not a benchmark",
+    "cpu_titles.py": "snapshot.py --by-title's sampler, run through it above",
     "ivm_sliding.py": "the sliding_5min variant of ivm_vs_refresh.py, run through it above",
     "first_run.py": "`tidemark up` at its scales: tests/e2e and tests/tidemark/test_up.py run it",
     "bi_sessions.py": "measures a running `tidemark up` (it says so without one)",
