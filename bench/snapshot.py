@@ -22,7 +22,7 @@ Usage::
 
     python bench/snapshot.py [--rows 2000000] [--repeat 1] [--workers N]
         [--source-setting statement_timeout=1s ...] [--landing-defaults]
-        [--server-setting log_temp_files=0 ...] [--server-log PATH]
+        [--server-setting log_temp_files=0 ...] [--server-log PATH] [--by-title]
 
 ``--source-setting NAME=VALUE`` (repeatable) is set on the source database (``ALTER DATABASE
 ... SET``) for each Tidemark run only, as a careful DBA might: the snapshot must not be cut
@@ -36,7 +36,11 @@ setting (``log_temp_files=0``, ``log_checkpoints=on``, ``log_min_messages=log``,
 ``--server-log PATH`` keeps the server's log there. Each Tidemark run also reports what a user
 at scale would look at: temporary files written by its landing database (sorts and hashes
 that spilled), checkpoints requested (``max_wal_size`` reached) and timed, the landing
-database's size, and this process's peak memory (``ru_maxrss``).
+database's size, and this process's peak memory (``ru_maxrss``). ``--by-title`` adds, to each
+run's ``cpu_s`` entry, its server CPU by process title (``by_title``: ``{"land_0 COPY": [user,
+system], "land_0 ALTER TABLE": ..., "io worker 0": ..., "(between samples)": ...}``, from
+:mod:`bench.cpu_titles`): where the time goes, without a profiler. Its sampling thread costs
+the relay (this process) a little CPU, so leave it off for the ratio of record.
 
 The last line is JSON: ``{"bench": "snapshot", "rows": N, "snapshot_rows_per_s": ...,
 "raw_copy_rows_per_s": ..., "ratio": ...}``.
@@ -66,6 +70,7 @@ import psycopg
 from psycopg import sql
 
 from bench.cdc_common import bench_cluster
+from bench.cpu_titles import TitleSampler
 from ingestion.copypipe import Sink, pipe_copy
 
 OUTBOX = """
@@ -168,14 +173,16 @@ class CpuMeter:
 
     A backend that exits is reaped by the postmaster, so its time moves into the postmaster's
     children times: postmaster (own + children) plus the live children covers everything.
+    With ``by_title``, also where the server's CPU went (:class:`bench.cpu_titles.TitleSampler`).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, by_title: bool = False) -> None:
         with psycopg.connect(url) as conn:
             data_dir = conn.execute("show data_directory").fetchone()[0]
         pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
         self.postmaster = psutil.Process(pid)
         self.server = self.relay = 0.0
+        self.titles = TitleSampler(self.postmaster) if by_title else None
 
     def _server(self) -> tuple[float, float]:
         """(user, system) CPU seconds of the whole server so far."""
@@ -190,6 +197,8 @@ class CpuMeter:
     def start(self) -> None:
         """Start counting."""
         self._s0, self._r0 = self._server(), sum(os.times()[:2])
+        if self.titles is not None:
+            self.titles.start()
         self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
@@ -210,9 +219,16 @@ class CpuMeter:
         user, system = user - self._s0[0], system - self._s0[1]
         self.server = user + system
         self.relay = sum(os.times()[:2]) - self._r0
-        return {"server": round(self.server, 2), "server_user": round(user, 2),
-                "server_sys": round(system, 2), "relay": round(self.relay, 2),
-                "cores": round((self.server + self.relay) / wall, 2)}
+        out = {"server": round(self.server, 2), "server_user": round(user, 2),
+               "server_sys": round(system, 2), "relay": round(self.relay, 2),
+               "cores": round((self.server + self.relay) / wall, 2)}
+        if self.titles is not None:
+            by_title = self.titles.stop()
+            by_title["(between samples)"] = [
+                round(total - sum(spent[i] for spent in by_title.values()), 2)
+                for i, total in enumerate((user, system))]
+            out["by_title"] = by_title
+        return out
 
 
 def check_landing(land: str, counts: dict[str, int]) -> dict[str, int]:
@@ -254,6 +270,8 @@ def main() -> None:
                         help="the server at PostgreSQL's defaults (LANDING_DEFAULTS)")
     parser.add_argument("--server-setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a postgresql.conf setting of the bench server")
+    parser.add_argument("--by-title", action="store_true",
+                        help="each run's server CPU by process title too (cpu_s.*.by_title)")
     parser.add_argument("--server-log", type=Path, default=None, metavar="PATH",
                         help="copy the bench server's log there at the end")
     args = parser.parse_args()
@@ -275,7 +293,7 @@ def main() -> None:
               f" built in {time.monotonic() - t:.1f} s", flush=True)
         raws: list[float] = []
         runs: list[float] = []
-        meter = CpuMeter(src)
+        meter = CpuMeter(src, args.by_title)
         cpu: dict[str, list] = {"raw": [], "snapshot": []}
         scale: list[dict] = []
         for rep in range(args.repeat):

@@ -51,7 +51,7 @@ RUNS = [
      "window_rows"),
     ("layers_recompute.py", ["--rows", "5000", "--deletes", "10"], "with_index_ms"),
     ("pg_versions.py", ["--rows", "2000", "--updates", "20", "--rounds", "1"], "medians"),
-    ("snapshot.py", ["--rows", "20000"], "ratio"),
+    ("snapshot.py", ["--rows", "20000", "--by-title"], "by_title"),
     ("subscribe_diffs.py", ["--rows", "20000", "--single", "5", "--bulk", "1"], "single"),
     ("tick_lock.py", ["--rows", "5000", "--ticks", "3"], "tick_ms_median"),
     ("verify_ddl_wait.py", ["--rows", "5000", "--hold", "1"], "held"),
@@ -70,6 +70,7 @@ CALLGRIND = [
 # Not run here, and why (a new script must be run above or named here).
 LEFT_OUT = {
     "cdc_common.py": "the benches' shared set-up, not a benchmark",
+    "cpu_titles.py": "snapshot.py --by-title's sampler, run through it above",
     "ivm_sliding.py": "the sliding_5min variant of ivm_vs_refresh.py, run through it above",
     "first_run.py": "`tidemark up` at its scales: tests/e2e and tests/tidemark/test_up.py run it",
     "bi_sessions.py": "measures a running `tidemark up` (it says so without one)",
