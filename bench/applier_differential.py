@@ -1,7 +1,8 @@
 """The applier's generator, long run: random writes under contracts for --minutes.
 
 Runs cases of :mod:`tests.ingestion.applier_differential` (one seed each: keyed, composite-key
-and keyless tables under contracts some rows break, TOAST values, NaN/±Infinity, sessions in
+and keyless tables under contracts some rows break, a numeric key whose equal values are
+written with other scales, TOAST values, NaN/±Infinity, sessions in
 other time zones and DateStyles, key changes, multi-row DML, truncates, rows fixed or deleted
 later at the source, dead-letter replays and contract edits at random points), checking the
 "nothing lost" oracle (:mod:`tests.ingestion.applier_oracle`) after every catch-up and replay,

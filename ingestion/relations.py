@@ -403,6 +403,7 @@ class RelationTracker:
                     valued.append(change.column)
                     letters_take_column(conn, info, change.column, value, self.applier._dead)
             elif change.kind == "widen_type":
+                self.applier.write_letters(info.name)  # their values convert too
                 widen_column(conn, info, change.new_column)
             elif change.kind == "drop_column":
                 if not keep_values:

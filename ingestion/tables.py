@@ -303,11 +303,28 @@ def add_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo,
 
 
 def widen_column(conn: psycopg.Connection, info: TableInfo, column: ColumnInfo) -> None:
-    """Give a column of mirror and changelog a wider type (values convert as on the source)."""
+    """Give a column of mirror and changelog a wider type (values convert as on the source),
+    and convert the value of the table's waiting dead letters the same way.
+
+    A letter holds its row as the source's text of the old type, which the new type may read as
+    another value than the source's conversion gives: ``0.1`` was ``real`` 0.1, which
+    ``double precision`` holds as ``0.10000000149011612``; ``char(3)`` ``'a  '`` is ``'a'`` as
+    ``varchar``. Letters of the table's current snapshot only (older ones are void and may hold
+    another type's text); the caller writes the letters not written yet first.
+    """
     hold_off_grants(conn)
     for table in (info.mirror, info.changelog):
         conn.execute(sql.SQL("alter table {} alter column {} type {}").format(
             table, sql.Identifier(column.name), sql.SQL(column.type_sql)))
+    old = next(c for c in info.columns if c.name == column.name)
+    conn.execute(sql.SQL(
+        "update tidemark.dead_letters set raw_row = jsonb_set(raw_row, array[%(c)s],"
+        " to_jsonb(((raw_row ->> %(c)s)::{}::{})::text)) where source = %(s)s and table_name ="
+        " %(t)s and replayed_at is null and commit_lsn >= %(snap)s::pg_lsn"
+        " and raw_row ->> %(c)s is not null").format(sql.SQL(old.type_sql),
+                                                    sql.SQL(column.type_sql)),
+        {"c": column.name, "s": info.source, "t": info.name,
+         "snap": lsn_to_str(info.snapshot_lsn or 0)})
 
 
 def retire_column(conn: psycopg.Connection, info: TableInfo, name: str) -> None:

@@ -1,9 +1,11 @@
 """The applier's property generator: random writes to tables under contracts, checked by
 :mod:`tests.ingestion.applier_oracle` after every catch-up.
 
-A :class:`Case` (one seed) creates three source tables — ``p`` keyed (NaN/±Infinity numerics
+A :class:`Case` (one seed) creates four source tables — ``p`` keyed (NaN/±Infinity numerics
 and floats, a timestamptz, a TOAST column), ``c2`` with a composite key, ``k`` keyless
-(``REPLICA IDENTITY FULL``, TOAST) — under contracts (not_null, allowed values, ranges, a
+(``REPLICA IDENTITY FULL``, TOAST), ``q`` keyed by a numeric whose equal values are written
+with other scales (``1.0``, ``1.00``; updates that only rescale the key or a value, keyless
+copies equal but written differently) — under contracts (not_null, allowed values, ranges, a
 ``smallint`` type narrower than the column) that some generated rows break, then draws steps:
 transactions of multi-row DML (inserts, updates that leave TOAST values unchanged, key changes,
 deletes, truncates, bad updates that set a TOAST value, rows fixed later at the source by an
@@ -28,7 +30,8 @@ from ingestion import catch_up
 from ingestion.dead_letters import replay
 from tests.ingestion.applier_oracle import Where, nothing_lost
 
-TABLES: dict[str, tuple[str, ...] | None] = {"p": ("id",), "c2": ("a", "b"), "k": None}
+TABLES: dict[str, tuple[str, ...] | None] = {"p": ("id",), "c2": ("a", "b"), "k": None,
+                                              "q": ("k",)}
 
 SETUP = (
     "create table p (id int primary key, n numeric, f float8, status text, ts timestamptz,"
@@ -42,11 +45,15 @@ SETUP = (
     " (2, -1, 'NaN', 'x', null, repeat('q', 5000)), (3, 'NaN', 1, null, now(), '')",
     "insert into c2 values (1, 'x', 1, null), (1, 'y', -5, 'n'), (2, 'x', 40000, null)",
     "insert into k values (1, 1, null), (1, 1, null), (9, 1, null), (9, 1, null), (2, 'NaN', 'b')",
+    "create table q (k numeric primary key, v int, big text)",
+    "alter table q alter column big set storage external",
+    "insert into q values (1.0, 1, null), (2.50, -1, repeat('r', 5000)), (3, 2, 's')",
 )
 
 TOUCH = ("insert into p (id, status) values ((select coalesce(max(id), 0) + 1 from p), 'a')",
          "insert into c2 values (9, 'touch', 1, null) on conflict do nothing",
-         "insert into k (a) values (4)")
+         "insert into k (a) values (4)",
+         "insert into q values ((select coalesce(max(k), 0) + 1 from q), 1, null)")
 """A good insert into every table: the last change of each, so each mirror has the source's
 columns for the final checks."""
 
@@ -62,6 +69,8 @@ STRICT = {
           "  v: {type: smallint, min: 0}\n  note: {type: text, nullable: true}\n",
     "k": "primary_key: []\ncolumns:\n  a: {type: integer, min: 0, max: 5}\n"
          "  n: {type: numeric, nullable: true}\n  big: {type: text, nullable: true}\n",
+    "q": "primary_key: [k]\ncolumns:\n  k: {type: numeric}\n  v: {type: integer, min: 0}\n"
+         "  big: {type: text, nullable: true}\n",
 }
 RELAXED = {
     "p": "primary_key: [id]\ncolumns:\n  id: {type: integer}\n"
@@ -72,17 +81,22 @@ RELAXED = {
           "  v: {type: integer, nullable: true}\n  note: {type: text, nullable: true}\n",
     "k": "primary_key: []\ncolumns:\n  a: {type: integer, nullable: true}\n"
          "  n: {type: numeric, nullable: true}\n  big: {type: text, nullable: true}\n",
+    "q": "primary_key: [k]\ncolumns:\n  k: {type: numeric}\n  v: {type: integer, nullable: true}\n"
+         "  big: {type: text, nullable: true}\n",
 }
 BAD_P = "status is null or status not in ('a', 'b', 'c') or n < 0 or n > 1000 or n = 'NaN'"
 BAD_C2 = "v is null or v < 0 or v > 32767"
 BAD_K = "a is null or a < 0 or a > 5"
+BAD_Q = "v is null or v < 0"
 
 ZONES = ("UTC", "America/St_Johns", "Asia/Kathmandu", "Pacific/Kiritimati", "Europe/Berlin",
          "America/Los_Angeles")
 DATESTYLES = ("ISO, MDY", "SQL, DMY", "Postgres, YMD", "German", "ISO, DMY")
-NUMS = (None, "NaN", "Infinity", "-Infinity", "0", "5", "-1", "2000", "12.50")
-FLOATS = (None, "NaN", "Infinity", "-Infinity", "-0", "1e-300", "0.1")
+NUMS = (None, "NaN", "Infinity", "-Infinity", "0", "5", "-1", "2000", "12.50", "5.0", "12.5")
+FLOATS = (None, "NaN", "Infinity", "-Infinity", "-0", "1e-300", "0.1", "0")
 STATUSES = ("a", "b", "c", "a", "x", None)
+Q_KEYS = ("1", "1.0", "1.00", "2.5", "2.50", "-0.0", "0", "7", "7.000")
+"""Keys of ``q``: equal values written differently (numeric scale), as the source keeps them."""
 STAMPS = ("2026-03-04 05:06:07", "2026-10-25 02:30:00", "2026-12-31 23:59:59.999999",
           "2027-01-01 00:00:00+14", "infinity", "-infinity", None)
 
@@ -216,7 +230,9 @@ class Case:
         kind = rng.choice(["p_ins", "p_ins", "p_upd", "p_upd", "p_mov", "p_del", "p_fix",
                            "p_fix", "p_kill", "p_many", "p_taint", "p_taint", "c_ins", "c_upd",
                            "c_mov", "c_del", "c_fix", "k_ins", "k_ins", "k_dup", "k_upd", "k_del",
-                           "k_fix", "k_kill", "k_many", "p_trunc", "k_trunc"])
+                           "k_fix", "k_kill", "k_many", "p_trunc", "k_trunc", "q_ins",
+                           "q_ins", "q_upd", "q_scale", "q_scale", "q_del", "q_fix", "q_taint",
+                           "p_scale", "k_scale", "k_dup"])
         if kind == "p_trunc" and rng.random() < 0.7 or kind == "k_trunc" and rng.random() < 0.7:
             kind = "p_upd"
         if kind == "p_ins":
@@ -282,9 +298,34 @@ class Case:
                      rng.choice([None, None, "b", "x" * 9000])) for _ in range(n)]
             return kind, "insert into k values " + ", ".join(["(%s, %s, %s)"] * n), \
                 tuple(v for row in rows for v in row)
-        if kind == "k_dup":  # equal rows, good or bad
+        if kind == "k_dup":  # equal rows, good or bad; or equal, but written differently
             row = (rng.choice([1, 6, 9]), rng.choice(["1", "NaN", None]), None)
-            return kind, "insert into k values (%s, %s, %s), (%s, %s, %s)", row + row
+            other = row if rng.random() < 0.5 else (row[0], rng.choice(["1.0", "1.00"]), None)
+            return kind, "insert into k values (%s, %s, %s), (%s, %s, %s)", row + other
+        if kind == "k_scale":  # the same value written with another scale
+            return kind, f"update k set n = round(n, %s) where {one_k}", (rng.randint(0, 3),)
+        if kind == "p_scale":
+            return kind, f"update p set n = round(n, %s), f = -f where {one_p}", (
+                rng.randint(0, 3),)
+        one_q = f"k = (select k from q order by k offset mod({pick}, greatest((select" \
+                " count(*) from q), 1)) limit 1)"
+        if kind == "q_ins":
+            return kind, ("insert into q values (%s, %s, %s) on conflict do nothing"), (
+                rng.choice(Q_KEYS), rng.choice([1, 2, -4, None]), self._big())
+        if kind == "q_upd":
+            return kind, f"update q set v = %s where {one_q}", (rng.choice([0, 3, -1, None]),)
+        if kind == "q_scale":  # the key (or also v) rewritten as an equal value
+            extra = rng.choice(["", ", v = 5", ", v = -5"])
+            return kind, f"update q set k = round(k, %s){extra} where {one_q}", (
+                rng.randint(0, 3),)
+        if kind == "q_fix":
+            return kind, ("update q set v = 6 where k = (select k from q where"
+                          f" {BAD_Q} order by k limit 1)"), ()
+        if kind == "q_taint":
+            return kind, f"update q set v = %s, big = %s where {one_q}", (
+                rng.choice([-2, None, 4]), rng.choice("tuvw") * rng.randint(3000, 9000))
+        if kind == "q_del":
+            return kind, f"delete from q where {one_q}", ()
         if kind == "k_upd":
             if rng.random() < 0.5:
                 return kind, f"update k set a = %s where {one_k}", (rng.choice([1, 2, 7]),)
