@@ -13,7 +13,7 @@ import psycopg
 import psycopg2
 
 from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
-from ingestion.failures import first_line, is_transient, permanent
+from ingestion.failures import failed_side, is_transient, permanent, retry_reason
 from ingestion.landing_indexes import IndexKeeper
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
@@ -123,11 +123,12 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
         except CONNECTION_ERRORS as exc:
             if is_transient(exc):
                 raise
+            side = failed_side(exc, cfg.landing_dsn, session.landing)
             session.close()  # rolled back first: marking a view broken locks its tables
             view = break_failing_view(cfg.landing_dsn, source, exc)
             if view is not None:
                 raise ViewBrokenError(f"live view {view} is broken; applying again") from None
-            raise permanent(source, exc) from None
+            raise permanent(source, exc, side) from None
         reached = session.pump(lambda: target.reached(session.ckpt, session.cur.wal_end),
                                deadline=started + timeout_s,
                                idle=lambda: _request_reply(session, target))
@@ -246,13 +247,14 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:
+            side = failed_side(exc, landing_dsn, session.landing)
             session.close()  # rolled back first: marking a view broken locks its tables
             if break_failing_view(landing_dsn, source, exc):
                 continue  # the view is broken: apply again from the checkpoint, without it
             if not is_transient(exc):
-                raise permanent(source, exc) from None
-            log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source,
-                        first_line(exc), backoff)
+                raise permanent(source, exc, side) from None
+            log.warning("source %s: %s; reconnecting in %.1fs", source,
+                        retry_reason(exc, side), backoff)
         finally:
             contracts = session.cfg.contracts
             session.close()
