@@ -25,6 +25,10 @@ from ingestion.viewfailure import ViewBrokenError, break_failing_view
 log = logging.getLogger("tidemark.ingestion")
 
 CONNECTION_ERRORS = (psycopg.Error, psycopg2.Error, OSError)
+# A session that applied a change or ran this long worked: its failure is retried from the
+# shortest backoff. One that opens and fails before applying anything (landing out of disk
+# space, a change landing refuses each time) backs off as a failed connection does.
+_STEADY_S = 60.0
 
 
 @dataclass
@@ -221,9 +225,10 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
                                         publication_tables, schemas=schemas,
                                         on_progress=on_progress))
+        opened: tuple[float, int] | None = None
         try:
             session.open()
-            backoff = 0.5
+            opened = (time.monotonic(), session.ckpt)
             last_beat = [time.monotonic()]
 
             def idle(s: Session = session, beat: list[float] = last_beat) -> None:
@@ -253,6 +258,9 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
                 continue  # the view is broken: apply again from the checkpoint, without it
             if not is_transient(exc):
                 raise permanent(source, exc, side) from None
+            if opened is not None and (session.ckpt != opened[1]
+                                       or time.monotonic() - opened[0] >= _STEADY_S):
+                backoff = 0.5  # the session worked: a new failure, retried soon
             log.warning("source %s: %s; reconnecting in %.1fs", source,
                         retry_reason(exc, side), backoff)
         finally:
