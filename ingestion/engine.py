@@ -13,7 +13,7 @@ import psycopg
 import psycopg2
 
 from ingestion.errors import CatchUpTimeoutError, IngestionError, TablesChangedError
-from ingestion.failures import first_line, is_transient, permanent
+from ingestion.failures import failed_side, is_transient, permanent, retry_reason
 from ingestion.landing_indexes import IndexKeeper
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
@@ -25,6 +25,10 @@ from ingestion.viewfailure import ViewBrokenError, break_failing_view
 log = logging.getLogger("tidemark.ingestion")
 
 CONNECTION_ERRORS = (psycopg.Error, psycopg2.Error, OSError)
+# A session that applied a change or ran this long worked: its failure is retried from the
+# shortest backoff. One that opens and fails before applying anything (landing out of disk
+# space, a change landing refuses each time) backs off as a failed connection does.
+_STEADY_S = 60.0
 
 
 @dataclass
@@ -123,11 +127,12 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
         except CONNECTION_ERRORS as exc:
             if is_transient(exc):
                 raise
+            side = failed_side(exc, cfg.landing_dsn, session.landing)
             session.close()  # rolled back first: marking a view broken locks its tables
             view = break_failing_view(cfg.landing_dsn, source, exc)
             if view is not None:
                 raise ViewBrokenError(f"live view {view} is broken; applying again") from None
-            raise permanent(source, exc) from None
+            raise permanent(source, exc, side) from None
         reached = session.pump(lambda: target.reached(session.ckpt, session.cur.wal_end),
                                deadline=started + timeout_s,
                                idle=lambda: _request_reply(session, target))
@@ -220,9 +225,10 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
                                         publication_tables, schemas=schemas,
                                         on_progress=on_progress))
+        opened: tuple[float, int] | None = None
         try:
             session.open()
-            backoff = 0.5
+            opened = (time.monotonic(), session.ckpt)
             last_beat = [time.monotonic()]
 
             def idle(s: Session = session, beat: list[float] = last_beat) -> None:
@@ -246,13 +252,17 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
         except IngestionError:
             raise
         except CONNECTION_ERRORS as exc:
+            side = failed_side(exc, landing_dsn, session.landing)
             session.close()  # rolled back first: marking a view broken locks its tables
             if break_failing_view(landing_dsn, source, exc):
                 continue  # the view is broken: apply again from the checkpoint, without it
             if not is_transient(exc):
-                raise permanent(source, exc) from None
-            log.warning("source %s: connection lost (%s); reconnecting in %.1fs", source,
-                        first_line(exc), backoff)
+                raise permanent(source, exc, side) from None
+            if opened is not None and (session.ckpt != opened[1]
+                                       or time.monotonic() - opened[0] >= _STEADY_S):
+                backoff = 0.5  # the session worked: a new failure, retried soon
+            log.warning("source %s: %s; reconnecting in %.1fs", source,
+                        retry_reason(exc, side), backoff)
         finally:
             contracts = session.cfg.contracts
             session.close()

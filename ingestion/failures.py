@@ -8,6 +8,8 @@ is not ``logical``, a right is missing; ingestion reports it once and stops that
 from __future__ import annotations
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from ingestion.errors import PermanentSourceError, SourceStreamEndedError
 from ingestion.versions import check_source_version
@@ -32,7 +34,15 @@ _TRANSIENT_TEXT = (
     # stops at a shutdown): the stream's read says so as SourceStreamEndedError
     # (:func:`ended_stream`), an acknowledgement sent right after it says this
     "no copy in progress",
+    # the server is out of disk space as a session starts: it cannot write the relation cache's
+    # init file (a FATAL without an SQLSTATE for the client; text not translated by the server)
+    "could not write init file",
 )
+_DISK_FULL = "53100"
+_LANDING_ADVICE = (
+    "This is landing, not the source: check TIDEMARK_LANDING_URL (or, without it, the embedded "
+    "server: `tidemark db status`), that its database and role exist and the role may log in, "
+    "then start ingestion again.")
 _LOST_SLOT = (
     "The source invalidated this source's replication slot (it held back more WAL than "
     "max_slot_wal_keep_size allows, while ingestion was stopped or behind): the changes since "
@@ -160,6 +170,59 @@ def _is_transient_one(exc: BaseException) -> bool:
     return state is None and any(marker in text for marker in _TRANSIENT_TEXT)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether the server failed for want of disk space (SQLSTATE 53100, or at connection)."""
+    text = str(exc).lower()
+    return _state(exc) == _DISK_FULL or "could not write init file" in text \
+        or "no space left on device" in text
+
+
+def failed_side(exc: BaseException, landing_dsn: str,
+                landing: psycopg.Connection | None = None) -> str:
+    """Which server a failure of ingestion came from: ``"landing"`` or ``"source"``.
+
+    A failed connection attempt names its server and database (psycopg's ``pgconn``); a
+    statement's error is landing's when landing's session is broken or its transaction failed,
+    or when the server is out of disk space (ingestion writes nothing but heartbeats to a
+    source).
+
+    Args:
+        exc: the error.
+        landing_dsn: landing's URL.
+        landing: the session's landing connection, if it has one.
+    """
+    pgconn = getattr(exc, "pgconn", None)
+    if pgconn is not None and getattr(pgconn, "db", None):
+        return "landing" if _same_database(pgconn, landing_dsn) else "source"
+    if landing is not None and isinstance(exc, psycopg.Error) and (
+            landing.broken or landing.info.transaction_status == TransactionStatus.INERROR):
+        return "landing"
+    return "landing" if is_disk_full(exc) else "source"
+
+
+def _same_database(pgconn: object, dsn: str) -> bool:
+    want = conninfo_to_dict(dsn)
+    got = {"dbname": getattr(pgconn, "db", b""), "port": getattr(pgconn, "port", b""),
+           "host": getattr(pgconn, "host", b"")}
+    for key, value in got.items():
+        named = want.get(key)
+        if named is not None and str(named) != value.decode(errors="replace"):
+            return False
+    return True
+
+
+def retry_reason(exc: BaseException, side: str) -> str:
+    """What a retried failure is logged as: the server it came from, and what to do if full."""
+    what = first_line(exc)
+    if not is_disk_full(exc):
+        return f"{'landing ' if side == 'landing' else ''}connection lost ({what})"
+    if side == "landing":
+        return (f"landing is out of disk space ({what}): free space on landing's server or "
+                f"grow its volume. Nothing is lost meanwhile: the source keeps the changes in "
+                f"the replication slot (its WAL grows until ingestion catches up)")
+    return f"the source is out of disk space ({what}): free space on the source's server"
+
+
 def ended_stream(exc: BaseException, source_conn: psycopg.Connection | None
                  ) -> SourceStreamEndedError | None:
     """Whether psycopg2's ``exc``, raised reading the replication stream, says the server ended
@@ -195,7 +258,8 @@ def ended_stream(exc: BaseException, source_conn: psycopg.Connection | None
 def permanent(source: str, exc: BaseException, where: str = "source") -> PermanentSourceError:
     """The error to report for a failure that will not go away by retrying."""
     text = str(exc).lower()
-    advice = next((a for marker, a in _ADVICE if marker in text), None)
+    advice = _LANDING_ADVICE if where == "landing" else next(
+        (a for marker, a in _ADVICE if marker in text), None)
     if advice is None:
         advice = ("Retrying will not fix this; fix the cause, then start ingestion again "
                   "(`tidemark ingest status` shows where it stands).")

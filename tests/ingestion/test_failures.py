@@ -12,7 +12,7 @@ import pytest
 
 from ingestion import run
 from ingestion.errors import PermanentSourceError, SourceStreamEndedError
-from ingestion.failures import ended_stream, is_transient, permanent
+from ingestion.failures import ended_stream, failed_side, is_transient, permanent
 from tests.ingestion.conftest import Pair
 from tests.support import other_database
 from tidemark.stack.credentials import read_passwords
@@ -149,3 +149,65 @@ def test_wrong_password_is_permanent_and_the_right_one_comes_from_the_environmen
                 with psycopg.connect(url, autocommit=True) as other:
                     other.execute(f"drop owned by {role} cascade")
             conn.execute(f"drop role {role}")
+
+
+def test_a_landing_that_refuses_the_connection_is_named_landing_not_source(pair: Pair) -> None:
+    """A failure connecting to landing used to be reported as the source's ("source error:
+    ... port <landing's port>", with advice to fix the registered source URL)."""
+    missing = other_database(pair.land, f"absent_{pair.source}")
+    with pytest.raises(PermanentSourceError) as info:
+        run(pair.src, missing, pair.source, stop=threading.Event())
+    said = str(info.value)
+    assert "landing error" in said and "source error" not in said, said
+    assert "TIDEMARK_LANDING_URL" in said and "registered URL" not in said, said
+    try:
+        psycopg.connect(missing)
+    except psycopg.OperationalError as exc:
+        assert failed_side(exc, missing) == "landing"
+        assert failed_side(exc, pair.src) == "source"
+
+
+def test_landing_out_of_disk_space_is_retried_said_and_loses_nothing(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """A landing whose disk is full fails the applier's statements with SQLSTATE 53100 (here
+    raised by a trigger on the mirror, as a full volume would: the same error from the same
+    server). Ingestion says landing is full and what to do, keeps retrying (the source keeps
+    the changes in the slot), and lands every change once space is back."""
+    from ingestion import catch_up
+    from tests.ingestion.conftest import assert_mirror_equals, wait_until
+
+    pair.src_exec("create table r (id int primary key, v text)",
+                  "insert into r select g, 'x' from generate_series(1, 10) g")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute("create table disk_full (on_ boolean)")
+        conn.execute("insert into disk_full values (true)")
+        conn.execute(
+            "create function full_disk() returns trigger language plpgsql as $$ begin"
+            " if exists (select from public.disk_full) then raise exception using errcode ="
+            " 'disk_full', message = 'could not extend file \"base/1/2\": No space left on"
+            " device'; end if; return null; end $$")
+        conn.execute(f"create trigger full_disk after insert or update on {pair.source}.r"
+                     " for each statement execute function full_disk()")
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(pair.src, pair.land, pair.source),
+                              kwargs={"stop": stop, "max_backoff_s": 0.5})
+    thread.start()
+    try:
+        pair.src_exec("insert into r select g, 'y' from generate_series(11, 20) g",
+                      "update r set v = 'z' where id <= 3")
+        assert wait_until(lambda: caplog.text.count("landing is out of disk space") >= 2, 60)
+        assert thread.is_alive(), caplog.text
+        assert "free space on landing's server" in caplog.text
+        with psycopg.connect(pair.land, autocommit=True) as conn:
+            conn.execute("delete from disk_full")
+        with psycopg.connect(pair.land) as conn:
+            assert wait_until(lambda: conn.execute(
+                f"select count(*) filter (where v = 'z') from {pair.source}.r").fetchone()[0]
+                == 3 and not conn.rollback(), 60)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert_mirror_equals(pair, "r")

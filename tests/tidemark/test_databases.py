@@ -40,3 +40,5 @@ def test_unreachable_server_is_named_with_the_password_masked() -> None:
         check_reachable("TIDEMARK_SOURCE_URL", url)
     assert "TIDEMARK_SOURCE_URL" in str(info.value)
     assert "hunter2" not in str(info.value) and "app:***@" in str(info.value)
+    # what failed, not only libpq's hint line ("Is the server running on that host ...?")
+    assert "Connection refused" in str(info.value), str(info.value)

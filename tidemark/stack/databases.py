@@ -112,7 +112,12 @@ def check_reachable(name: str, url: str) -> None:
         with psycopg.connect(url, connect_timeout=5):
             pass
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        # libpq's first line says what failed ("... failed: Connection refused", "... failed:
+        # FATAL: ..."); a second line may add a hint ("Is the server running ...?")
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = lines[0].rpartition("failed: ")[2] if lines else type(exc).__name__
+        if len(lines) > 1:
+            reason += f" ({' '.join(lines[1:])})"
         raise ExternalServerError(
             f"Cannot connect to {name} ({redact(url)}): {reason}. Check host, port, user and "
             f"that the server accepts connections from this machine, or unset {name} to use "
