@@ -32,9 +32,10 @@ def test_a_run_stores_its_events_through_one_engine_per_file(tmp_path: Path) -> 
     try:
         with shared_engines() as engines:
             result = job.execute_in_process(instance=instance)
+            # the run's shard and the index shard: one engine each, for every event of the run
+            assert 1 <= len(engines) <= 2
         assert result.success
-        # the run's shard and the index shard: one engine each, for every event of the run
-        assert 1 <= len(engines) <= 2
+        assert engines == {}  # disposed and forgotten at the end of the block
         records = instance.get_records_for_run(result.run_id).records
         assert len(records) > 10
         assert instance.get_latest_materialization_event(dg.AssetKey("two")) is not None
@@ -52,3 +53,11 @@ def test_the_storage_creates_its_engines_again_after_the_block(tmp_path: Path) -
         assert job.execute_in_process(instance=instance).success
     finally:
         instance.dispose()
+
+
+def test_nested_blocks_restore_the_storage_once_the_last_ends() -> None:
+    with shared_engines():
+        with shared_engines():
+            pass
+        assert sqlite_event_log.create_engine is not sqlalchemy.create_engine  # outer still open
+    assert sqlite_event_log.create_engine is sqlalchemy.create_engine

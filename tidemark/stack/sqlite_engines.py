@@ -22,34 +22,48 @@ from contextlib import contextmanager
 from typing import Any
 
 _LOCK = threading.Lock()
+_ENGINES: dict[str, Any] = {}
+_STATE: dict[str, Any] = {"depth": 0, "original": None}
+
+
+def _create_engine(url: Any, **options: Any) -> Any:
+    """``sqlalchemy.create_engine``, once per (URL, options) while a block is open."""
+    import sqlalchemy
+
+    key = f"{url} {sorted(options.items(), key=lambda item: item[0])!r}"
+    with _LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = sqlalchemy.create_engine(url, **options)
+        return _ENGINES[key]
 
 
 @contextmanager
 def shared_engines() -> Iterator[dict[str, Any]]:
     """For the block, the SQLite event log storage gets one engine per (URL, options).
 
+    Blocks may nest or overlap (two threads' runs): the storage gets its own ``create_engine``
+    back, and the engines are disposed, when the last one ends.
+
     Yields:
-        The engines created in the block, by URL (for tests).
+        The engines created so far, by URL and options (for tests).
     """
-    import sqlalchemy
     from dagster._core.storage.event_log.sqlite import sqlite_event_log
 
-    engines: dict[str, Any] = {}
-
-    def create_engine(url: Any, **options: Any) -> Any:
-        key = f"{url} {sorted(options.items(), key=lambda item: item[0])!r}"
-        with _LOCK:
-            if key not in engines:
-                engines[key] = sqlalchemy.create_engine(url, **options)
-            return engines[key]
-
     with _LOCK:
-        original = sqlite_event_log.create_engine
-        sqlite_event_log.create_engine = create_engine
+        if _STATE["depth"] == 0:
+            _STATE["original"] = sqlite_event_log.create_engine
+            sqlite_event_log.create_engine = _create_engine
+        _STATE["depth"] += 1
     try:
-        yield engines
+        yield _ENGINES
     finally:
         with _LOCK:
-            sqlite_event_log.create_engine = original
-        for engine in engines.values():
+            _STATE["depth"] -= 1
+            if _STATE["depth"] == 0:
+                sqlite_event_log.create_engine = _STATE["original"]
+                engines = list(_ENGINES.values())
+                _ENGINES.clear()
+            else:
+                engines = []
+        for engine in engines:
             engine.dispose()
