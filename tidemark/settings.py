@@ -10,7 +10,6 @@ printed without a traceback). Secrets are only ever read from the environment an
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tidemark.errors import SettingsError
+from tidemark.redact import redact
 from tidemark.session_env import pin_url
 
 DEFAULT_PORT = 55432
@@ -40,11 +40,6 @@ PASSFILE = "pgpass"  # $TIDEMARK_HOME/pgpass: the embedded roles' passwords (sta
 # Fields whose environment variable is not TIDEMARK_<FIELD NAME>.
 _ENV_NAMES = {"port": "TIDEMARK_PG_PORT"}
 _URL_FIELDS = ("source_url", "landing_url", "landing_dbt_url", "materialize_url")
-# A password in a URL's query, and in a key=value connection string ('quoted' or bare).
-_QUERY_PASSWORD = re.compile(r"((?:^|&)password=)[^&#]+", re.IGNORECASE)  # empty: no secret
-# (a bare value runs to the next `key=`: a malformed one may hold spaces, all of it is masked)
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|.*?(?=\s+\w+\s*=|\s*$))",
-                               re.IGNORECASE | re.DOTALL)
 
 
 class Settings(BaseSettings):
@@ -342,29 +337,3 @@ def reader_url(url: str) -> str:
     query = "&".join(pair for pair in parts.query.split("&")
                      if pair and pair.split("=", 1)[0].lower() not in ("user", "password"))
     return urlunsplit(parts._replace(netloc=f"{READER_ROLE}@{host}", query=query))
-
-
-def redact(url: str) -> str:
-    """Return a connection string with every password in it replaced by ``***``.
-
-    The one place Tidemark masks a secret before printing a connection string. It covers each
-    way libpq accepts a password: ``user:password@`` in a URL, a ``password=`` parameter in a
-    URL's query (``?password=...``), and ``password=...`` in a ``key=value`` connection string
-    (quoted or not). Everything else is kept as written.
-
-    Args:
-        url: a libpq URL or ``key=value`` connection string, possibly with a password.
-
-    Returns:
-        The same string, safe to print.
-    """
-    if "://" not in url:
-        return _KEYWORD_PASSWORD.sub(r"\1***", url)
-    parts = urlsplit(url)
-    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
-    if parts.password is None:
-        return urlunsplit(parts._replace(query=query))
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    host = netloc[1] if len(netloc) == 2 else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}", query=query))

@@ -118,3 +118,29 @@ def test_a_bad_day_window_fails_with_a_clear_message(landed: Landed, vars: dict,
     result = landed.dbt.invoke("run", "-s", "fct_daily_funnel", vars=vars, check=False)
     assert not result.success
     assert message in describe_failure(result)
+
+
+def test_a_partition_runs_window_makes_dbt_parse_nothing_again(tmp_path) -> None:
+    # Dagster's partition runs give the window in TIDEMARK_DBT_MIN_DATE / _MAX_DATE; the macro
+    # read them while dbt parsed, so each run re-parsed the marts and their tests (6 files,
+    # ~1.5 s of CPU) before building. It reads them when it compiles the run's SQL instead.
+    import os
+    import subprocess
+
+    from tests.dbt_project.dbt_runner import DBT_PROJECT
+    from tidemark.stack.dbt import dbt_executable
+
+    def parse(**window: str) -> str:
+        env = {**os.environ, "DBT_TARGET_PATH": str(tmp_path / "target"),
+               "DBT_LOG_PATH": str(tmp_path / "logs"), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+               **window}
+        done = subprocess.run([dbt_executable(), "parse", "--project-dir", str(DBT_PROJECT),
+                               "--profiles-dir", str(DBT_PROJECT), "--log-format", "json",
+                               "--log-level", "debug"],
+                              env=env, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    parse()
+    again = parse(TIDEMARK_DBT_MIN_DATE="2026-01-01", TIDEMARK_DBT_MAX_DATE="2026-01-07")
+    assert "PartialParsingFile" not in again, again
+    assert "Partial parsing enabled: 0 files deleted, 0 files added, 0 files changed" in again

@@ -154,7 +154,10 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         # checks, the freshness sensor right after the start): its status moves on (QUEUED ->
         # STARTING) and the checks it evaluates change. Runs compare by job and run id; the
         # UI's answer and the one loaded here must be equal when the UI's answer did not move
-        # while the loaded one was read (it is read again after it).
+        # while the loaded one was read (it is read again after it). The freshness sensor's
+        # first run is let end first (its next is 5 minutes away): one round of three status
+        # processes then suffices, where its QUEUED -> STARTED -> SUCCESS made 2-3 rounds.
+        _wait_for_the_daemons_first_run_to_end(url)
         for _attempt in range(3):
             served = _status_checks(env)
             # main imported Dagster, opened the instance and loaded the code location here:
@@ -171,6 +174,22 @@ def test_webserver_and_daemon_serve_the_code_location(tmp_path, monkeypatch) -> 
         codes = supervisor.stop_all(grace_s=30)
     assert set(codes) == {"dagster-webserver", "dagster-daemon"}
     assert (tmp_path / "dagster" / "storage").is_dir()
+
+
+def _wait_for_the_daemons_first_run_to_end(url: str, timeout_s: float = 120) -> None:
+    """Until the UI shows a run and every run has ended (or ``timeout_s`` passed: the caller
+    compares again when a run moves between its reads)."""
+    query = json.dumps({"query": "{ runsOrError { ... on Runs { results { status } } } }"})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"{url}/graphql", data=query.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            runs = ((json.load(response).get("data") or {}).get("runsOrError") or {}).get(
+                "results") or []
+        if runs and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            return
+        time.sleep(1)
 
 
 def _first_partition(url: str) -> str | None:

@@ -30,6 +30,7 @@ from typing import Any
 from tidemark import progress
 from tidemark.errors import TidemarkError
 from tidemark.settings import Settings
+from tidemark.stack.sqlite_engines import shared_engines
 
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -220,7 +221,8 @@ def execute(job: Any, instance: Any, settings: Settings, tags: dict[str, str],
     the webserver loads; return the run id.
 
     The run's log lines and dbt's output go to the run's record (the UI) and to
-    ``logs/dagster-runs.log``, not to the terminal, where the progress bars are.
+    ``logs/dagster-runs.log``, not to the terminal, where the progress bars are. The run's
+    events are stored through one SQLite engine per file (:func:`shared_engines`).
 
     Args:
         job: the job (for an asset run, the code location's whole implicit asset job).
@@ -237,7 +239,7 @@ def execute(job: Any, instance: Any, settings: Settings, tags: dict[str, str],
     """
     run_id = str(uuid.uuid4())
     instance.add_event_listener(run_id, _EventCounter(phase, expected))
-    with quiet(settings.log_dir / "dagster-runs.log"):
+    with quiet(settings.log_dir / "dagster-runs.log"), shared_engines():
         result = run_in_process(job, instance, run_id, tags, resources, selection)
     if not result.success:
         raise BuildError(failure_message(result, job.name, run_id, settings.dagster_home))

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +22,14 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from tidemark.errors import TidemarkError
-from tidemark.settings import Settings, load_settings, redact
+from tidemark.settings import Settings, load_settings
+from tidemark.stack.childenv import (  # noqa: F401 (re-exported: tidemark.stack.dbt's API)
+    KEPT_SECRETS,
+    child_environment,
+    dbt_executable,
+    installed_executable,
+    is_secret,
+)
 
 
 class DbtRunError(TidemarkError):
@@ -76,41 +81,6 @@ def dbt_env(landing_url: str, work_dir: Path, target: str = "dev") -> dict[str, 
     }
 
 
-KEPT_SECRETS = frozenset({"TIDEMARK_DBT_PASSWORD"})
-"""The one secret a dbt child keeps: its own role's password, from its URL."""
-
-_SECRET_NAME = re.compile(r"^(PGPASSWORD$|TIDEMARK_SOURCE_|.*PASSWORD$)", re.IGNORECASE)
-
-
-def is_secret(name: str, value: str) -> bool:
-    """Whether the environment variable ``name`` is a secret a dbt child must not get.
-
-    ``PGPASSWORD``, every ``TIDEMARK_SOURCE_*`` (a source's URL and its
-    ``TIDEMARK_SOURCE_<NAME>_PASSWORD``), any other ``*PASSWORD`` variable, and any variable whose
-    value holds a password (a URL or connection string :func:`~tidemark.settings.redact` masks)
-    — but :data:`KEPT_SECRETS`.
-    """
-    if name in KEPT_SECRETS:
-        return False
-    if _SECRET_NAME.match(name):
-        return True
-    try:
-        return redact(value).count("***") > value.count("***")
-    except ValueError:  # unreadable as a URL (e.g. a bad IPv6 host): may hold user:password@
-        return "@" in value
-
-
-def child_environment(base: dict[str, str] | os._Environ[str], values: dict[str, str]
-                      ) -> dict[str, str]:
-    """The environment of a dbt child process: ``base`` without its secrets, plus ``values``.
-
-    Args:
-        base: the parent's environment (``os.environ``).
-        values: what dbt needs (:func:`dbt_env`), kept as they are.
-    """
-    return {**{k: v for k, v in base.items() if not is_secret(k, v)}, **values}
-
-
 _ENVIRONMENT_LOCK = threading.RLock()
 """Held while :func:`environment` has ``os.environ`` changed: two threads' blocks never
 interleave, so each restores exactly what it found."""
@@ -136,19 +106,6 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                     os.environ[name] = value
 
 
-def installed_executable(name: str) -> str | None:
-    """A console script of the environment Tidemark runs in, or None.
-
-    ``pip install`` puts the scripts beside the interpreter (a virtualenv's ``bin/``), which
-    need not be on PATH: ``.venv/bin/tidemark up`` runs without activating the environment.
-    That one when it exists, else the one on PATH.
-    """
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    return shutil.which(name)
-
-
 def path_with_scripts(path: str) -> str:
     """``path`` (a PATH value) with this environment's scripts directory first, as activating
     the environment would; unchanged when it is there already."""
@@ -156,12 +113,6 @@ def path_with_scripts(path: str) -> str:
     if scripts in path.split(os.pathsep):
         return path
     return os.pathsep.join([scripts, path]) if path else scripts
-
-
-def dbt_executable() -> str:
-    """The ``dbt`` of the environment Tidemark runs in (:func:`installed_executable`), else
-    ``dbt`` (whose absence dbt's callers report)."""
-    return installed_executable("dbt") or "dbt"
 
 
 def dbt_child_executable() -> str:

@@ -4,7 +4,7 @@ dagster-dbt 0.29 gives its dbt child a copy of ``os.environ`` and takes no envir
 own. Its ``dbt_executable`` is therefore ``dbt-child`` (beside this module,
 :func:`~tidemark.stack.dbt.dbt_child_executable`), which runs ``python -m
 tidemark.stack.dbtchild ARGS``. That replaces itself (``exec``) with the environment's ``dbt``
-under :func:`~tidemark.stack.dbt.child_environment`: the dbt process starts without
+under :func:`~tidemark.stack.childenv.child_environment`: the dbt process starts without
 ``PGPASSWORD``, the sources' URLs and passwords, so neither a model's ``env_var()`` nor its
 ``/proc/<pid>/environ`` holds them, and the Dagster process's ``os.environ`` is never changed.
 """
@@ -15,7 +15,7 @@ import os
 import sys
 from typing import NoReturn
 
-from tidemark.stack.dbt import child_environment, dbt_executable
+from tidemark.stack.childenv import child_environment, dbt_executable
 
 
 def main(args: list[str] | None = None) -> NoReturn:

@@ -155,7 +155,8 @@ def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource,
     # indirect selection: every test of a mart, also one reading a dimension (built by the
     # unpartitioned step before this one).
     # The window goes in TIDEMARK_DBT_MIN_DATE / _MAX_DATE (macros/day_window.sql), not in
-    # --vars: dbt then re-parses only the files using it instead of the whole project.
+    # --vars: a change of --vars makes dbt parse the whole project again, while the macro reads
+    # these only when it compiles the run's SQL, so dbt parses nothing again for them.
     yield from run_dbt(context, dbt, tidemark, build_args(context, tidemark),
                        {"dbt_vars": dbt_vars}, indirect_selection="eager",
                        env={"TIDEMARK_DBT_MIN_DATE": dbt_vars["min_date"],
