@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import psycopg
 
-from ingestion.errors import PermanentSourceError, SourceStreamEndedError
+from ingestion.errors import LandingLocksError, PermanentSourceError, SourceStreamEndedError
 from ingestion.versions import check_source_version
 
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
@@ -135,6 +135,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if any(marker in str(exc).lower() for marker, _ in _ADVICE):
         return False  # a cause named with its fix is one, whatever came before
+    if isinstance(exc, LandingLocksError):
+        return False  # "out of shared memory" again at every retry, named with its setting
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:
