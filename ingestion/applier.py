@@ -93,6 +93,8 @@ class Applier(ChangeBuffer):
         self._made_keys: dict[str, set[Any]] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
+        # staging tables that may hold rows (of this transaction or an earlier one: they
+        # keep them after a commit, see merge.create_staging), truncated before their next use
         self._staging_dirty: set[tuple[str, int]] = set()
         self._contract_cache: dict[str, Any] = {}
         self._cached: tuple | None = None
@@ -144,7 +146,6 @@ class Applier(ChangeBuffer):
                         lsn_to_str(snapshot_lsn) if snapshot_lsn is not None else None)
         self.conn.commit()
         self.in_txn = False
-        self._staging_dirty.clear()
         self.rows_in_txn = 0
         return rows
 
@@ -200,7 +201,6 @@ class Applier(ChangeBuffer):
                                 lsn_to_str(lsn), commit_at, rows)
                 conn.commit()
         self.in_txn = False
-        self._staging_dirty.clear()
         return rows
 
     def rollback(self) -> None:
@@ -210,7 +210,6 @@ class Applier(ChangeBuffer):
         self._dead.clear()
         self._bag_letters.clear()
         self._paused.clear()
-        self._staging_dirty.clear()
         self.rows_in_txn = 0
         self.in_txn = False
         with contextlib.suppress(psycopg.Error):
