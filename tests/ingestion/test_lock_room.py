@@ -17,7 +17,7 @@ from tests.ingestion.conftest import drop_slot
 from tests.support import create_databases, start_test_server
 from tidemark.stack.embedded import BASE_CONF, EmbeddedServer
 
-TABLES = 150  # ~6,000 locks: beyond a lock table of 10 x 30 connections, well within 64 x 30
+TABLES = 150  # ~6,000 locks: far beyond a lock table of 10 locks x 20 connections
 
 
 @pytest.fixture(scope="module")
