@@ -24,7 +24,7 @@ from ingestion.merge import (
 )
 from ingestion.state import ensure_state
 from ingestion.tables import ColumnInfo, TableInfo, create_landing_tables
-from tests.support import create_database, start_test_server
+from tests.support import FEW_LOCKS_CONF, create_database, start_test_server
 
 
 def test_duplicate_event_check_is_linear_and_exact(module_db: str) -> None:
@@ -195,10 +195,8 @@ def test_mirror_reads_new_rows_through_the_changelog_index_at_scale(module_db: s
 @pytest.fixture(scope="module")
 def few_locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database on a server of its own whose lock table holds a few hundred locks."""
-    server = start_test_server(tmp_path_factory.mktemp("fewlocks"), roles=False, conf={
-        "max_locks_per_transaction": "10", "max_connections": "20",
-        "max_prepared_transactions": "0", "max_wal_senders": "2",
-        "max_replication_slots": "2"})
+    server = start_test_server(tmp_path_factory.mktemp("fewlocks"), roles=False,
+                               conf=FEW_LOCKS_CONF)
     yield create_database(server, "few_locks")
     server.stop()
 
