@@ -34,6 +34,7 @@ from ingestion.letter_removals import (
 from ingestion.lsn import lsn_to_str
 from ingestion.merge import (
     BIG_BATCH,
+    EMPTIED_AT_COMMIT,
     create_staging,
     drop_duplicate_events,
     fill_unchanged,
@@ -93,7 +94,11 @@ class Applier(ChangeBuffer):
         self._made_keys: dict[str, set[Any]] = {}
         self._paused: list[tuple] = []
         self._staging: dict[tuple[str, int], sql.Identifier] = {}
-        self._staging_dirty: set[tuple[str, int]] = set()
+        self._staging_dirty: set[tuple[str, int]] = set()  # written in this transaction
+        # staging tables that keep their rows after a commit (merge.create_staging) and were
+        # written since they were created: truncated before their next use
+        self._staging_kept: set[tuple[str, int]] = set()
+        self._staging_plain: set[tuple[str, int]] = set()  # not emptied at commit
         self._contract_cache: dict[str, Any] = {}
         self._cached: tuple | None = None
         self.wait_hook: Callable[[], None] = lambda: None
@@ -311,7 +316,10 @@ class Applier(ChangeBuffer):
         ident = self._staging.get(key)
         if ident is None:
             ident = sql.Identifier(f"_tidemark_stg_{len(self._staging)}")
-            create_staging(self.conn, info, ident)
+            emptied = len(self._staging) < EMPTIED_AT_COMMIT
+            create_staging(self.conn, info, ident, emptied)
+            if not emptied:
+                self._staging_plain.add(key)
             self._staging[key] = ident
         return ident
 
@@ -391,9 +399,12 @@ class Applier(ChangeBuffer):
         one round trip fewer)."""
         info = batch.info
         stg = self.staging(info)
-        if (info.name, info.version) in self._staging_dirty:
+        key = (info.name, info.version)
+        if key in self._staging_dirty or key in self._staging_kept:
             cur.execute(sql.SQL("truncate {}").format(stg))
-        self._staging_dirty.add((info.name, info.version))
+        self._staging_dirty.add(key)
+        if key in self._staging_plain:
+            self._staging_kept.add(key)
         with cur.copy(sql.SQL("copy {} from stdin").format(stg)) as copy:
             # One join and one write: at most flush_rows lines, a few megabytes.
             copy.write(b"".join(batch.lines))

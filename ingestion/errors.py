@@ -97,3 +97,8 @@ class SnapshotRewrittenError(TablesChangedError):
     FULL``) after a snapshot was exported: to that snapshot it looks empty, so it cannot be
     copied from it. A new snapshot is taken (a streaming session starts again from its
     checkpoint, as after a resync; a resync takes a new one itself)."""
+
+
+class LandingLocksError(SetupError):
+    """Landing's lock table cannot hold a snapshot's landing transaction (``out of shared
+    memory``): the message names the ``max_locks_per_transaction`` to set. Not retried."""

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from ingestion.errors import PermanentSourceError, SourceStreamEndedError
+from ingestion.errors import LandingLocksError, PermanentSourceError, SourceStreamEndedError
 from ingestion.versions import check_source_version
 
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
@@ -145,6 +145,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if any(marker in str(exc).lower() for marker, _ in _ADVICE):
         return False  # a cause named with its fix is one, whatever came before
+    if isinstance(exc, LandingLocksError):
+        return False  # "out of shared memory" again at every retry, named with its setting
     seen: set[int] = set()
     link: BaseException | None = exc
     while link is not None and id(link) not in seen:

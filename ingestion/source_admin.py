@@ -245,14 +245,15 @@ def remove_source(landing_dsn: str, name: str, *, drop_landing: bool = False,
             (CHANGELOG_SCHEMA, name.replace("_", "\\_") + "\\_\\_%"))]
         mirrors = conn.execute("select count(*) from pg_tables where schemaname = %s",
                                (name,)).fetchone()[0]
+        if drop_landing:
+            _drop_tables(conn, [(name, r[0]) for r in conn.execute(
+                "select tablename from pg_tables where schemaname = %s", (name,))]
+                + [(CHANGELOG_SCHEMA, table) for table in changelogs])
         _forget(conn, "checkpoints", name)
         _forget(conn, "snapshot_progress", name)
         if drop_landing:
             conn.execute(sql.SQL("drop schema if exists {} cascade").format(
                 sql.Identifier(name)))
-            for table in changelogs:
-                conn.execute(sql.SQL("drop table if exists {} cascade").format(
-                    sql.Identifier(CHANGELOG_SCHEMA, table)))
             for state in ("replicated_tables", "schema_history", "dead_letters",
                           "paused_changes", "duplicate_events"):
                 _forget(conn, state, name)
@@ -271,6 +272,25 @@ def remove_source(landing_dsn: str, name: str, *, drop_landing: bool = False,
     drop_letter_indexes(landing_dsn, name)
     delete_source(landing_dsn, name)
     return report
+
+
+def _drop_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> None:
+    """Drop landing tables (``cascade``: the views built on them too), a few per transaction.
+
+    Each table takes ~8 locks to its commit (itself, its indexes, its TOAST table and index):
+    dropped in one transaction, a source of 2,000 tables needs ~32,000, beyond a lock table of
+    PostgreSQL's default ``max_locks_per_transaction = 64`` ("out of shared memory", and the
+    source half removed: its slot and publication were dropped already). Batches of
+    ``max_locks_per_transaction / 8`` tables stay within one transaction's share. A remove
+    stopped half-way drops the rest when run again.
+    """
+    per = conn.execute("select current_setting('max_locks_per_transaction')::int").fetchone()[0]
+    conn.rollback()
+    size = max(1, min(100, per // 8))
+    for start in range(0, len(tables), size):
+        conn.execute(sql.SQL("drop table if exists {} cascade").format(sql.SQL(", ").join(
+            sql.Identifier(*table) for table in tables[start:start + size])))
+        conn.commit()
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:

@@ -17,6 +17,7 @@ import psycopg
 
 from ingestion.catalog import drop_slot, published_tables, slot_info
 from ingestion.failures import check_capacity
+from ingestion.lock_room import locks_error
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.partitions import (
@@ -121,7 +122,10 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
         contract_for=applier.contract_for, contracts=cfg.contracts,
         known=set(applier.tables), replace_all=checkpoint is not None,
         on_progress=cfg.on_progress)
-    result = take_snapshot(task, tables)
+    try:
+        result = take_snapshot(task, tables)
+    except psycopg.errors.OutOfMemory as exc:
+        raise locks_error(cfg.landing_dsn, cfg.source, len(tables), exc) from exc
     committed = False
     try:
         for name, leaves in (partitions or {}).items():

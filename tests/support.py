@@ -24,6 +24,11 @@ from tidemark.stack.embedded import EmbeddedServer
 
 TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
              "max_prepared_transactions": "10"}
+FEW_LOCKS_CONF = {"max_locks_per_transaction": "10", "max_connections": "20",
+                  "max_prepared_transactions": "0", "max_wal_senders": "2",
+                  "max_replication_slots": "2"}
+"""A server whose lock table holds a few hundred locks: what fails with "out of shared memory"
+at a few thousand tables on a default server fails here at a few hundred."""
 
 
 def free_port() -> int:

@@ -3,6 +3,8 @@ semantics, the checkpoint's change accounting with background commits."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from ingestion import catch_up
 from ingestion.applier import Applier
-from ingestion.merge import BIG_BATCH
+from ingestion.merge import BIG_BATCH, EMPTIED_AT_COMMIT
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.tables import ColumnInfo, TableInfo, create_landing_tables, save_table
 from tests.ingestion.conftest import (
@@ -18,7 +20,9 @@ from tests.ingestion.conftest import (
     assert_changelog_replays,
     assert_mirror_equals,
     changelog,
+    spawn_run,
     table_rows,
+    wait_until,
 )
 
 NOTES = "".join(f"coupon note {i:06d}; " for i in range(4800))  # ~96,000 characters
@@ -285,3 +289,30 @@ def test_any_change_sequence_lands_exactly(prop_pair: Pair, txns: list[list[tupl
     for table, key in (("p", ["id"]), ("k", None)):
         assert_mirror_equals(p, table)
         assert_changelog_replays(p, table, key)
+
+
+def test_staging_tables_kept_across_commits_land_each_batch_once(pair: Pair,
+                                                                  tmp_path: Path) -> None:
+    """One streaming session writing to more tables than EMPTIED_AT_COMMIT, round after
+    round in separate landing transactions: the staging tables that keep their rows after a
+    commit are truncated before their next batch (no batch lands twice, none is lost)."""
+    tables = [f"w{i}" for i in range(EMPTIED_AT_COMMIT + 4)]
+    pair.src_exec(*(f"create table {t} (id int primary key, v text)" for t in tables),
+                  *(f"insert into {t} values (1, 'a')" for t in tables))
+    pair.register()
+    catch_up(pair.src, pair.land, pair.source)
+    proc = spawn_run(pair, tmp_path / "run.log")
+    try:
+        for n in range(2, 5):
+            pair.src_exec(*(f"update {t} set v = 'r{n}' where id = 1; insert into {t} values"
+                            f" ({n}, 'n{n}')" for t in tables))
+            assert wait_until(lambda n=n: all(
+                len(changelog(pair.land, pair.source, t, "_op")) == 1 + 2 * (n - 1)
+                for t in tables), 60), (tmp_path / "run.log").read_text()[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    for t in tables:
+        assert_mirror_equals(pair, t)
+        assert [r[0] for r in changelog(pair.land, pair.source, t, "_op")] == \
+            ["r"] + ["u", "c"] * 3

@@ -4,6 +4,7 @@ what to do (database missing, wal_level, slot in another database)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -13,9 +14,17 @@ from ingestion import catch_up
 from ingestion.catalog import wait_slot_free
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.source_admin import add_source, describe_sources, remove_source
-from ingestion.sources import SourceSpec, get_source, list_sources
+from ingestion.sources import SourceSpec, get_source, list_sources, save_source
 from tests.ingestion.conftest import Pair
-from tests.support import TEST_CONF, create_database, free_port, other_database
+from tests.support import (
+    FEW_LOCKS_CONF,
+    TEST_CONF,
+    create_database,
+    create_databases,
+    free_port,
+    other_database,
+    start_test_server,
+)
 from tidemark.settings import Settings
 from tidemark.stack.embedded import EmbeddedServer
 
@@ -204,3 +213,35 @@ def test_wal_level_not_logical_is_refused(tmp_path: Path) -> None:
             catch_up(src, land, "walsrc", timeout_s=20)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def few_locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A server of its own whose lock table holds a few hundred locks."""
+    server = start_test_server(tmp_path_factory.mktemp("fewlocks"), conf=FEW_LOCKS_CONF)
+    yield server
+    server.stop()
+
+
+def test_remove_drop_landing_of_many_tables_fits_the_lock_table(few_locks: EmbeddedServer
+                                                                ) -> None:
+    """``source remove --drop-landing`` of a source of 150 tables (300 landing tables, ~2,400
+    locks in one transaction) on a landing whose lock table holds a few hundred: main failed
+    with "out of shared memory" after dropping the slot and publication; tables are dropped a
+    few per transaction."""
+    src, land = create_databases(few_locks, "rm_src", "rm_land")
+    save_source(land, SourceSpec("rm", url=src))
+    with psycopg.connect(land, autocommit=True) as conn:
+        conn.execute("create schema rm")
+        conn.execute("create schema if not exists cdc")
+        for i in range(150):
+            conn.execute(f"create table rm.t{i} (id int primary key, v text)")
+            conn.execute(f"create table cdc.rm__t{i} (id int, v text, _seq int unique)")
+    report = remove_source(land, "rm", drop_landing=True)
+    assert report.landing_dropped[0] == "schema rm (150 mirror tables)"
+    with psycopg.connect(land) as conn:
+        assert conn.execute("select count(*) from pg_tables where schemaname in ('rm', 'cdc')"
+                            " and tablename like 't%' or tablename like 'rm\\_\\_%'"
+                            ).fetchone()[0] == 0
+        assert conn.execute("select to_regnamespace('rm')").fetchone()[0] is None
+    assert "rm" not in [s.name for s in list_sources(land)]

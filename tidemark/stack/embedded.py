@@ -53,6 +53,10 @@ BASE_CONF: dict[str, str] = {
     "max_replication_slots": "32",
     "max_wal_senders": "32",
     "max_connections": "200",
+    # a first snapshot holds ~40 locks per table in one landing transaction
+    # (ingestion/lock_room.py): 64 fails a 2,000-table source with "out of shared memory";
+    # 512 x 210 connections holds ~2,700 tables (~30 MB of shared memory)
+    "max_locks_per_transaction": "512",
     "shared_buffers": "256MB",
     "work_mem": "16MB",
     "maintenance_work_mem": "256MB",
