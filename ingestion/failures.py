@@ -186,7 +186,8 @@ def failed_side(exc: BaseException, landing_dsn: str,
     A failed connection attempt names its server and database (psycopg's ``pgconn``); a
     statement's error is landing's when landing's session is broken or its transaction failed,
     or when the server is out of disk space (ingestion writes nothing but heartbeats to a
-    source).
+    source). An error of the replication stream (psycopg2) is the source's, disk full too: a
+    walsender that cannot spill a large transaction to disk says "No space left on device".
 
     Args:
         exc: the error.
@@ -199,7 +200,7 @@ def failed_side(exc: BaseException, landing_dsn: str,
     if landing is not None and isinstance(exc, psycopg.Error) and (
             landing.broken or landing.info.transaction_status == TransactionStatus.INERROR):
         return "landing"
-    return "landing" if is_disk_full(exc) else "source"
+    return "landing" if isinstance(exc, psycopg.Error) and is_disk_full(exc) else "source"
 
 
 def _same_database(pgconn: object, dsn: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from ingestion import run
 from ingestion.errors import PermanentSourceError, SourceStreamEndedError
-from ingestion.failures import ended_stream, failed_side, is_transient, permanent
+from ingestion.failures import ended_stream, failed_side, is_transient, permanent, retry_reason
 from tests.ingestion.conftest import Pair
 from tests.support import other_database
 from tidemark.stack.credentials import read_passwords
@@ -165,6 +165,18 @@ def test_a_landing_that_refuses_the_connection_is_named_landing_not_source(pair:
     except psycopg.OperationalError as exc:
         assert failed_side(exc, missing) == "landing"
         assert failed_side(exc, pair.src) == "source"
+
+
+def test_a_source_out_of_disk_space_is_named_source() -> None:
+    """The replication stream's errors are the source's: a walsender that cannot spill a large
+    transaction says "No space left on device", and landing is not the one to clean up."""
+    spill = psycopg2.OperationalError(
+        'could not write to data file for XID 7: No space left on device')
+    assert failed_side(spill, "postgresql://u@127.0.0.1:1/land") == "source"
+    assert "the source is out of disk space" in retry_reason(spill, "source")
+    full = psycopg.errors.DiskFull("could not extend file \"base/1/2\": No space left on device")
+    assert failed_side(full, "postgresql://u@127.0.0.1:1/land") == "landing"
+    assert "landing is out of disk space" in retry_reason(full, "landing")
 
 
 def test_landing_out_of_disk_space_is_retried_said_and_loses_nothing(
