@@ -52,6 +52,7 @@ from ingestion.snapshot import (
     open_snapshot,
     snapshot_tables,
 )
+from ingestion.sources import record_error
 from ingestion.state import ensure_state, record_schema_change
 from ingestion.tables import (
     ColumnInfo,
@@ -94,6 +95,7 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
         reopened = _reopen_paused(source_dsn, landing_dsn, source, contracts)
         stats = catch_up(source_dsn, landing_dsn, source, contracts=contracts,
                          setup_dsn=setup_dsn)
+        record_error(landing_dsn, source, None)  # a running `ingest run` streams it again
         return (f"Source {source}: new slot and snapshot of {stats.snapshot_rows} rows at "
                 f"{stats.lsn}" + (f"; paused tables rebuilt: {', '.join(reopened)}."
                                   if reopened else "."))

@@ -4,7 +4,9 @@ A source that fails permanently (wrong password, wal_level, ...) is reported onc
 kept in ``tidemark.sources.last_error`` (shown by ``tidemark source list``), and the others keep
 streaming; transient failures are retried inside :func:`ingestion.run`. Given ``discover``
 (``tidemark ingest run`` of every source, which ``tidemark up`` runs), a source registered while
-it runs (``tidemark source add``) is streamed within ``discover_every_s``, without a restart.
+it runs (``tidemark source add``) is streamed within ``discover_every_s``, without a restart,
+and so is a source that failed for good once its error is cleared: what its message said to run
+(``tidemark ingest resync --all``, ``tidemark source add`` again) clears it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def run_sources(specs: list[SourceSpec], landing_dsn: str, *, contracts: Any = N
         contracts: the contract set (each source reloads it when its files change).
         stop: set it to stop all sources cleanly.
         on_progress: snapshot progress of any source (``progress.source`` names it).
-        discover: the registered sources now; one not streamed yet is started (a failure to
-            read them is logged and tried again at the next look).
+        discover: the registered sources now; one not streamed yet is started, and one that
+            failed is started again once its ``last_error`` is cleared (a failure to read them
+            is logged and tried again at the next look).
         discover_every_s: how often ``discover`` is called.
         **options: passed to :func:`ingestion.run` (``heartbeat_s``, ``refresh_s``...).
 
@@ -94,17 +97,24 @@ def run_sources(specs: list[SourceSpec], landing_dsn: str, *, contracts: Any = N
             next_look = time.monotonic() + discover_every_s
             for name in [n for n in elsewhere if not threads[n].is_alive()]:
                 del threads[name]  # its other process may have stopped: try again
-            for spec in _new_sources(discover, threads):
-                if spec.name not in elsewhere:
+            for spec in _new_sources(discover, threads, errors):
+                if spec.name in errors:
+                    log.info("source %s: its error was cleared (a resync, or `tidemark source "
+                             "add` again): streaming it again", spec.name)
+                    del errors[spec.name]
+                elif spec.name not in elsewhere:
                     log.info("source %s was registered: streaming it too", spec.name)
                 start(spec)
     return errors
 
 
-def _new_sources(discover: Callable[[], list[SourceSpec]],
-                 running: dict[str, threading.Thread]) -> list[SourceSpec]:
+def _new_sources(discover: Callable[[], list[SourceSpec]], running: dict[str, threading.Thread],
+                 failed: dict[str, str]) -> list[SourceSpec]:
+    """Registered sources not streamed yet, and failed ones whose error was cleared since."""
     try:
-        return [spec for spec in discover() if spec.name not in running]
+        return [spec for spec in discover() if spec.name not in running or (
+            spec.name in failed and spec.last_error is None
+            and not running[spec.name].is_alive())]
     except Exception as exc:  # landing away for a moment: the streams retry on their own
         log.warning("could not read the registered sources (tried again in a while): %s", exc)
         return []

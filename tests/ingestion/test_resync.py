@@ -13,6 +13,7 @@ import streaming_views
 from ingestion import catch_up, run
 from ingestion.errors import ResyncBlockedError
 from ingestion.resync import resync, resync_table
+from ingestion.sources import SourceSpec, get_source, record_error, save_source
 from tests.ingestion.conftest import Pair, assert_mirror_equals, wait_until
 
 
@@ -110,8 +111,12 @@ def test_resync_all_rebuilds_paused_tables_too(pair: Pair) -> None:
                   "insert into b values (2, 2)")
     catch_up(pair.src, pair.land, pair.source)
     assert _paused(pair) == {"a"}
+    save_source(pair.land, SourceSpec(pair.source, url=pair.src))
+    record_error(pair.land, pair.source, "stopped for good (its message said: resync --all)")
     resync(pair.src, pair.land, pair.source, None)
     assert _paused(pair) == set()
+    # cleared: a running `ingest run` (`tidemark up`) streams the source again (test_runner)
+    assert get_source(pair.land, pair.source).last_error is None
     pair.src_exec("insert into a values (3, 'three')", "update b set v = 5")
     catch_up(pair.src, pair.land, pair.source)
     assert_mirror_equals(pair, "a")

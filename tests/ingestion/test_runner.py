@@ -129,3 +129,45 @@ def _wait_rows(landing: str, schema: str, table: str, n: int, timeout_s: float) 
             pass
         time.sleep(0.3)
     return False
+
+
+def test_a_failed_source_streams_again_once_its_error_is_cleared(
+        pair: Pair, pg: EmbeddedServer, caplog: pytest.LogCaptureFixture) -> None:
+    # A source that failed for good stayed stopped under `tidemark up` after its cause was
+    # fixed and what its message said was run (`ingest resync --all`, `source add` again):
+    # only a restart of `tidemark up` streamed it again.
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    name = f"{pair.source}f"
+    url = other_database(pair.src, f"fixed_{pair.source}")  # not created yet: fails for good
+    pair.src_exec("create table orders (id int primary key, v text)")
+    save_source(pair.land, SourceSpec(pair.source, url=pair.src))
+    save_source(pair.land, SourceSpec(name, url=url))
+    ours = (pair.source, name)
+    stop = threading.Event()
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run_sources(
+        [get_source(pair.land, n) for n in ours], pair.land, stop=stop,
+        discover=lambda: [s for s in list_sources(pair.land) if s.name in ours],
+        discover_every_s=0.5)))
+    thread.start()
+    fixed = None
+    try:
+        assert wait_until(lambda: get_source(pair.land, name).last_error is not None, 60)
+        fixed = create_database(pg, f"fixed_{pair.source}")  # the cause, fixed
+        with psycopg.connect(fixed, autocommit=True) as conn:
+            conn.execute("create table items (id int primary key, v text);"
+                         "insert into items values (1, 'x'), (2, 'y')")
+        time.sleep(1.5)  # looked at again meanwhile: the error still stands, not restarted
+        assert f"source {name}: its error was cleared" not in caplog.text
+        save_source(pair.land, SourceSpec(name, url=url))  # `tidemark source add` again
+        assert _wait_rows(pair.land, name, "items", 2, 90), caplog.text
+        assert f"source {name}: its error was cleared" in caplog.text
+    finally:
+        stop.set()
+        thread.join(60)
+        if fixed is not None:
+            drop_slot(fixed, f"tidemark_{name}")
+            with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+                conn.execute(f'drop database if exists "fixed_{pair.source}" with (force)')
+    assert not thread.is_alive() and result == {}
+    assert get_source(pair.land, name).last_error is None
