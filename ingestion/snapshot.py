@@ -17,7 +17,6 @@ transaction. Either way the snapshot becomes visible all at once, or not at all.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,18 +29,14 @@ from psycopg import sql
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
-from ingestion.errors import SnapshotRewrittenError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
-from ingestion.session_settings import pin_later_settings, pinned_dsn
 from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
     Staging,
-    build_indexes,
     copy_in_place,
-    copy_staged,
     stage_tables,
     wants_binary,
 )
@@ -52,82 +47,19 @@ from ingestion.snapswap import (
     staging_schema,
     swap_in,
 )
+from ingestion.snapworkers import (
+    event_column,
+    hold_against_rewrites,
+    open_snapshot,
+    snapshot_workers,
+    start_staged,
+)
 from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
 from ingestion.watermarks import advance as advance_watermark
 
 log = logging.getLogger("tidemark.ingestion")
-
-INDEX_ROW_BYTES = 64
-INDEX_MEMORY_CAP_MB = 1024
-
-
-def snapshot_workers() -> int:
-    """Tables copied at once: ``TIDEMARK_SNAPSHOT_WORKERS``, else half the cores (2 to 4).
-
-    Each table already keeps three backends busy (one COPY out, two COPY in); two tables at
-    once still help on two cores, where one table's checks and index builds overlap the other's
-    copy.
-    """
-    raw = os.environ.get("TIDEMARK_SNAPSHOT_WORKERS", "").strip()
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw)
-    return max(2, min(4, (os.cpu_count() or 2) // 2))
-
-
-def index_build_workers() -> int | None:
-    """Parallel workers of each snapshot index build: ``TIDEMARK_SNAPSHOT_INDEX_WORKERS``,
-    else 0 on a machine with 4 cores or fewer, else the server's setting (None).
-
-    A snapshot already builds a table's two indexes in two backends at once, next to the other
-    tables' copies; on few cores parallel workers find no idle core and only add their
-    overhead (each sorts a share, writes it to a temporary file, the leader merges them), where
-    one backend sorts in memory. Measured at 2M rows on 2 cores: bench/RESULTS.md (k10).
-    """
-    raw = os.environ.get("TIDEMARK_SNAPSHOT_INDEX_WORKERS", "").strip()
-    if raw.isdigit():
-        return int(raw)
-    return 0 if (os.cpu_count() or 2) <= 4 else None
-
-
-def index_build_memory_mb(rows: int) -> int:
-    """Sort memory (MB) that keeps one index build of a ``rows``-row table in memory, capped.
-
-    A btree build sorts one entry per row: a 24-byte sort slot plus the index tuple (16 bytes
-    for an ``int`` key, 24 for the changelog's ``(_commit_lsn, _seq)``), with the slot array's
-    growth on top (``trace_sort``: 41 and 49 bytes a row at 1M rows, 52 and 54 at 18M).
-    :data:`INDEX_ROW_BYTES` leaves room for wider keys. The cap,
-    ``TIDEMARK_SNAPSHOT_INDEX_MEMORY_MB`` (default :data:`INDEX_MEMORY_CAP_MB`; 0 keeps the
-    server's setting), bounds what one build may take: 1 GB sorts an 18M-row table's indexes
-    in memory, and a table builds its two at once (2 GB at most, held for the builds only),
-    next to the other tables' (``TIDEMARK_SNAPSHOT_WORKERS``), which are seldom as large.
-    """
-    raw = os.environ.get("TIDEMARK_SNAPSHOT_INDEX_MEMORY_MB", "").strip()
-    cap = int(raw) if raw.isdigit() else INDEX_MEMORY_CAP_MB
-    return min(cap, -(-rows * INDEX_ROW_BYTES // 2**20))
-
-
-def index_build_settings(conn: psycopg.Connection, rows: int) -> dict[str, str]:
-    """``SET LOCAL`` settings of a staged table's index builds (:func:`build_indexes`).
-
-    ``max_parallel_maintenance_workers`` from :func:`index_build_workers`;
-    ``maintenance_work_mem`` raised to :func:`index_build_memory_mb` where the server's is
-    lower, never lowered. At the server default (64 MB) a build of more than ~1.2M rows sorts
-    on disk: the 18M-row table's two builds wrote 344 and 482 MB of temporary files and took
-    22-26 % more CPU than in memory (0.91 and 0.95 GB); bench/RESULTS.md, s36.
-    """
-    settings = {}
-    workers = index_build_workers()
-    if workers is not None:
-        settings["max_parallel_maintenance_workers"] = str(workers)
-    server_kb = int(conn.execute("select setting from pg_settings"
-                                 " where name = 'maintenance_work_mem'").fetchone()[0])
-    wanted = index_build_memory_mb(rows)
-    if wanted * 1024 > server_kb:
-        settings["maintenance_work_mem"] = f"{wanted}MB"
-    return settings
-
 
 def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, *,
                           watch_dsn: str | None = None, source: str = "") -> tuple[int, str]:
@@ -151,55 +83,6 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
         repl_cursor.execute(command)
         row = repl_cursor.fetchone()
     return str_to_lsn(row[1]), row[2]
-
-
-def open_snapshot(source_dsn: str, snapshot_name: str) -> psycopg.Connection:
-    """A source connection whose transaction sees exactly the exported snapshot."""
-    conn = pin_later_settings(psycopg.connect(pinned_dsn(source_dsn)))  # startup options, SETs
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_name)))
-    return conn
-
-
-# The table's current schema and name, unquoted (pg_identify_object's ``name`` is quoted where
-# it needs quotes: ``"MixedCase"``); NULL for a table dropped since the snapshot.
-_REWRITTEN = """
-select p.i[1], p.i[2], c.relfilenode <> pg_relation_filenode(c.oid) as rewritten
-from pg_class c, pg_identify_object('pg_class'::regclass, c.oid, 0) t,
-     lateral (select parse_ident(t.identity)) p(i)
-where c.oid = any(%s)
-"""
-
-
-def hold_against_rewrites(conn: psycopg.Connection, oids: list[int]) -> None:
-    """In a snapshot's transaction, lock ``oids`` (and their partitions) ACCESS SHARE until it
-    ends, so no ``ALTER TABLE`` can rewrite them while they are copied, and check that none was
-    rewritten since the snapshot was exported.
-
-    A rewriting ``ALTER TABLE`` (or ``TRUNCATE``, ``VACUUM FULL``) gives the table a new file
-    whose rows older snapshots do not see: copied from such a snapshot, the table would land
-    empty. The snapshot's own ``pg_class`` row still names the old file, the catalog (read
-    once the lock is had) the new one.
-
-    Raises:
-        SnapshotRewrittenError: a table was rewritten after the snapshot; take a new one.
-    """
-    # a table dropped since the snapshot has no name now: its copy says so itself
-    names = [r for r in conn.execute(_REWRITTEN, (oids,)).fetchall() if r[1] is not None]
-    if not names:
-        return
-    conn.execute(sql.SQL("lock table {} in access share mode").format(
-        sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, _ in names)))
-    leaves = oids + ([r[0] for r in conn.execute(  # a plain table has no partition tree
-        "select relid::oid::int from unnest(%s::oid[]) o, pg_partition_tree(o) where isleaf",
-        (oids,))] if conn.info.server_version >= 120000 else [])
-    rewritten = [f"{schema}.{name}" for schema, name, moved
-                 in conn.execute(_REWRITTEN, (leaves,)).fetchall() if moved]
-    if rewritten:
-        raise SnapshotRewrittenError(
-            f"{', '.join(rewritten)} rewritten on the source (ALTER TABLE, TRUNCATE or VACUUM "
-            f"FULL) after the snapshot was taken: it looks empty to that snapshot")
 
 
 @dataclass
@@ -330,7 +213,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         commit_at = datetime.now(UTC)
         with ThreadPoolExecutor(max_workers=max(1, task.workers),
                                 thread_name_prefix="tidemark-snapshot") as pool:
-            futures = [pool.submit(_run_staged, task, job, tracker) for job in staged]
+            futures = start_staged(pool, task, staged, tracker)
             if in_place:
                 src = open_snapshot(task.source_dsn, task.snapshot_name)
                 try:
@@ -379,42 +262,21 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
             tracker.close(done=False)
 
 
-def _event_column(job: Job) -> str | None:
-    """The job's event-time column (its contract's, when the table has it), or None."""
-    column = getattr(job.contract, "event_time", None)
-    return column if column and column in job.info.column_names else None
-
-
 def _advance_watermark(task: SnapshotTask, job: Job, rows: sql.Identifier) -> None:
     """Advance a new table's watermark by its snapshot rows, as a streamed batch of them would
     (:func:`ingestion.watermarks.advance`), in the snapshot's landing transaction. ``rows`` has
     them (``_op = 'r'``, none of them late): the changelog of a table new to landing, or the
-    one-row aggregate of a staged one (:func:`_stage_watermark`). No change time is recorded:
-    the table stays idle since its snapshot.
+    one-row aggregate of a staged one (:func:`ingestion.snapworkers.stage_watermark`). No
+    change time is recorded: the table stays idle since its snapshot.
 
     A first ``catch_up`` returns when the snapshot commits, before any streamed transaction:
     without this (and the checkpoint's source progress), no watermark would close a seeded day
     until ingestion ran."""
-    column = _event_column(job)
+    column = event_column(job)
     if column is not None:
         with task.final.cursor() as cur:
             advance_watermark(cur, task.source, job.info.name, rows, column,
                               job.contract.allowed_lateness, streamed=False)
-
-
-def _stage_watermark(conn: psycopg.Connection, job: Job, stg: Staging) -> None:
-    """In the table's worker, after the checks and the dedup: the latest event and commit times
-    of its snapshot rows, as one row ``w_<oid>`` that :func:`_advance_watermark` reads in the
-    final transaction instead of the whole changelog (a scan less in the serial part)."""
-    column = _event_column(job)
-    if column is None:
-        return
-    col = sql.Identifier(column)
-    conn.execute(sql.SQL(
-        "create table {} as select max({col}) as {col}, max(_commit_at) as _commit_at,"
-        " 'r'::text as _op from {} where {col} is not null").format(
-            stg.ident("w"), stg.ident("c"), col=col))
-    conn.commit()
 
 
 def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
@@ -437,38 +299,6 @@ def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
         log.warning("snapshot: cannot create staging schema %s (%s); copying table by table in "
                     "one transaction instead (slower)", schema, exc.diag.message_primary)
         return False
-
-
-def _run_staged(task: SnapshotTask, job: Job, tracker: ProgressTracker) -> None:
-    name = job.info.name
-    stg = Staging(staging_schema(task.source), job.info.source_oid)
-    src = open_snapshot(task.source_dsn, task.snapshot_name)
-    m = psycopg.connect(task.landing_dsn)
-    c = psycopg.connect(task.landing_dsn)
-    try:
-        tracker.start(name)
-        hold_against_rewrites(src, [job.info.source_oid])
-        copy_staged(src, m, c, job, stg, lambda n: tracker.add(name, n),
-                    lambda: tracker.copied(name))
-        src.close()
-        _stage_watermark(m, job, stg)
-        rebuild_m, rebuild_c = job.rebuild
-        started = time.monotonic()
-        # The two index builds run in two backends at once.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-index") as side:
-            # The mirror is analyzed for the queries built on it; the append-only changelog is
-            # left to autovacuum.
-            settings = index_build_settings(m, job.result.rows)
-            other = side.submit(build_indexes, c, rebuild_c, None, settings)
-            build_indexes(m, rebuild_m, stg.ident("m"), settings)
-            other.result()
-        job.timings["index"] = time.monotonic() - started
-        tracker.finish(name, job.result.rows)
-        log.info("snapshot: %s: %s rows; %s", job.info.qualified, f"{job.result.rows:,}",
-                 ", ".join(f"{k} {v:.2f} s" for k, v in job.timings.items()))
-    finally:
-        for conn in (src, m, c):
-            conn.close()
 
 
 def snapshot_tables(src: psycopg.Connection, applier: Any, tracker: Any, publication: str,
