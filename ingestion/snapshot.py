@@ -29,23 +29,23 @@ from psycopg import sql
 from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
+from ingestion.landing_indexes import create_landing
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
 from ingestion.slotwait import reporting_slot_wait
 from ingestion.snapcopy import (
     Job,
-    Staging,
     copy_in_place,
     stage_tables,
     wants_binary,
 )
 from ingestion.snapswap import (
     clear_table,
+    drop_staging,
     land_side_tables,
+    move_in,
     reset_staging,
-    staging_schema,
-    swap_in,
 )
 from ingestion.snapworkers import (
     event_column,
@@ -54,6 +54,7 @@ from ingestion.snapworkers import (
     snapshot_workers,
     start_staged,
 )
+from ingestion.staging import staging_for, staging_schema
 from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
@@ -134,7 +135,8 @@ class SnapshotTask:
         final: the landing connection whose open transaction makes the snapshot visible (it
             registers the tables; the caller commits it with the checkpoint).
         catalog: an autocommit source connection for catalog look-ups.
-        register: registers a table in landing (``RelationTracker.from_catalog``).
+        register: registers a table in landing (``RelationTracker.from_catalog``; the last
+            argument False: without its landing tables).
         contract_for: a table's contract, or None.
         contracts: the contract set, or None.
         known: landing tables that existed before (reloaded in place).
@@ -150,7 +152,7 @@ class SnapshotTask:
     lsn: int
     final: psycopg.Connection
     catalog: psycopg.Connection
-    register: Callable[[int, str, str, int], TableInfo]
+    register: Callable[[int, str, str, int, bool], TableInfo]
     contract_for: Callable[[TableInfo], Any]
     contracts: Any = None
     known: set[str] = field(default_factory=set)
@@ -194,7 +196,7 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
     in_place: list[Job] = []
     for oid, namespace, table in tables:
         new = landing_table_name(namespace, table) not in task.known
-        info = task.register(oid, namespace, table, task.lsn)
+        info = task.register(oid, namespace, table, task.lsn, False)  # tables: below
         if info.paused_reason is not None:
             log.warning("snapshot skips paused table %s: %s", info.qualified, info.paused_reason)
             continue
@@ -209,6 +211,8 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
     ok = False
     try:
         if staged and not _prepare_staging(task, staged):
+            for job in staged:
+                create_landing(task.final, job.info, job.contract)
             in_place, staged = staged + in_place, []
         commit_at = datetime.now(UTC)
         with ThreadPoolExecutor(max_workers=max(1, task.workers),
@@ -229,14 +233,17 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
             for future in futures:
                 future.result()
         at = lsn_to_str(task.lsn)
+        move_in(task.final, staged)
+        side = {r[0] for r in task.final.execute(
+            "select relname from pg_class where relnamespace = to_regnamespace(%s)",
+            (staging_schema(task.source),))} if staged else set()
         for job in staged:
-            stg = Staging(staging_schema(task.source), job.info.source_oid)
-            swap_in(task.final, job.info, stg)
-            land_side_tables(task.final, job.info, stg, at, commit_at)
+            stg = staging_for(job.info)
+            if f"d_{stg.oid}" in side:
+                land_side_tables(task.final, job.info, stg, at, commit_at)
             _advance_watermark(task, job, stg.ident("w"))
         if staged:
-            task.final.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(staging_schema(task.source))))
+            drop_staging(task.final, task.source)
         for job in in_place:
             if job.info.name not in task.known:  # its changelog holds this snapshot's rows only
                 _advance_watermark(task, job, job.info.changelog)
@@ -280,7 +287,7 @@ def _advance_watermark(task: SnapshotTask, job: Job, rows: sql.Identifier) -> No
 
 
 def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
-    """Create the staging schema and tables; False when the landing role may not."""
+    """Create the staging schemas and tables; False when the landing role may not."""
     schema = staging_schema(task.source)
     try:
         with psycopg.connect(task.landing_dsn) as conn:
@@ -289,7 +296,7 @@ def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
                 reset_staging(conn, task.source)
             conn.autocommit = False
             for job in jobs:
-                stg = Staging(schema, job.info.source_oid)
+                stg = staging_for(job.info)
                 if not task.replace_all:
                     clear_table(conn, stg)
                 job.rebuild = stage_tables(conn, job, stg, task.lsn, datetime.now(UTC))

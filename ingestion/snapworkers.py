@@ -23,8 +23,8 @@ from psycopg import sql
 from ingestion.errors import SnapshotRewrittenError
 from ingestion.progress import ProgressTracker
 from ingestion.session_settings import pin_later_settings, pinned_dsn
-from ingestion.snapcopy import Job, Staging, build_indexes, copy_staged
-from ingestion.snapswap import staging_schema
+from ingestion.snapcopy import Job, build_indexes, copy_staged
+from ingestion.staging import Staging, staging_for
 
 if TYPE_CHECKING:
     from ingestion.snapshot import SnapshotTask
@@ -217,7 +217,7 @@ class _Worker:
         transaction commits, the source transaction ends after the copy."""
         task, src, m, c = self.task, self.src, self.m, self.c
         name = job.info.name
-        stg = Staging(staging_schema(task.source), job.info.source_oid)
+        stg = staging_for(job.info)
         import_snapshot(src, task.snapshot_name)
         tracker.start(name)
         hold_against_rewrites(src, [job.info.source_oid])
