@@ -30,6 +30,7 @@ from psycopg2 import sql as sql2
 
 from ingestion.catalog import published_tables
 from ingestion.landing_indexes import create_landing
+from ingestion.lock_room import tables_per_transaction
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import landing_table_name
 from ingestion.progress import ProgressCallback, ProgressTracker
@@ -287,7 +288,8 @@ def _advance_watermark(task: SnapshotTask, job: Job, rows: sql.Identifier) -> No
 
 
 def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
-    """Create the staging schemas and tables; False when the landing role may not."""
+    """Create the staging schemas and tables, a few per transaction (nothing in landing sees
+    them); False when the landing role may not."""
     schema = staging_schema(task.source)
     try:
         with psycopg.connect(task.landing_dsn) as conn:
@@ -295,11 +297,14 @@ def _prepare_staging(task: SnapshotTask, jobs: list[Job]) -> bool:
             if task.replace_all:
                 reset_staging(conn, task.source)
             conn.autocommit = False
-            for job in jobs:
+            batch = tables_per_transaction(conn)  # a few at a time: room in the lock table
+            for n, job in enumerate(jobs, 1):
                 stg = staging_for(job.info)
                 if not task.replace_all:
                     clear_table(conn, stg)
                 job.rebuild = stage_tables(conn, job, stg, task.lsn, datetime.now(UTC))
+                if n % batch == 0:
+                    conn.commit()
             conn.commit()
         return True
     except psycopg.errors.InsufficientPrivilege as exc:
