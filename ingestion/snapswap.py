@@ -123,15 +123,16 @@ join pg_namespace n on n.nspname = w.stage join pg_class s on s.relnamespace = n
 where exists (
     select from (select s.relname union all select i.relname from pg_index x join pg_class i
                    on i.oid = x.indexrelid where x.indrelid = s.oid
-                 union all select t.typname from pg_type t where t.oid = s.reltype
-                   or t.typelem = s.reltype) o(name)
+                 union all select t.typname from pg_type r join pg_type t
+                   on t.oid in (r.oid, r.typarray) where r.oid = s.reltype) o(name)
      where exists (select from pg_class c where c.relnamespace = to_regnamespace(w.target)
                    and c.relname = o.name)
         or exists (select from pg_type t where t.typnamespace = to_regnamespace(w.target)
                    and t.typname = o.name))
 """
-"""The staged tables (staging schema, name) whose name, or an index's or row type's name,
-some object of their landing schema has already."""
+"""The staged tables (staging schema, name) whose name, or an index's or row type's (or its
+array type's) name, some object of their landing schema has already. Every look-up is by an
+index of the catalog: per table, not per table and type."""
 
 
 def _set_aside(conn: psycopg.Connection, stg: Staging, prefix: str) -> sql.Identifier:
