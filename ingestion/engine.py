@@ -17,7 +17,8 @@ from ingestion.failures import failed_side, is_transient, permanent, retry_reaso
 from ingestion.landing_indexes import IndexKeeper
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
-from ingestion.session import Session, SessionConfig
+from ingestion.session import Session
+from ingestion.session_config import SessionConfig
 from ingestion.session_settings import pinned_dsn
 from ingestion.target import CatchUpTarget
 from ingestion.viewfailure import ViewBrokenError, break_failing_view

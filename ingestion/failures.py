@@ -49,7 +49,31 @@ _LOST_SLOT = (
     "are gone from the source's WAL. Run `tidemark ingest resync --all --source <name_lower>` "
     "(a new slot and a new snapshot of every table), and raise max_slot_wal_keep_size if "
     "ingestion may stop for that long again.")
+_STANDBY_SLOT = (
+    "The source is a standby, and its primary removed catalog rows this slot still needed "
+    "(the standby's hot_standby_feedback is off, or it was cut off from its primary; before "
+    "PostgreSQL 17 this is also what a primary's wal_level lowered below logical does): the "
+    "changes since are gone. Run `tidemark ingest resync --all --source <name_lower>` (a new "
+    "slot and a new snapshot of every table). To keep it from happening again, set "
+    "hot_standby_feedback = on on the standby and give it a physical replication slot on the "
+    "primary (primary_slot_name), so the primary keeps those rows while the standby is away "
+    "(README, \"A standby as the source\").")
 _ADVICE = (
+    ("conflicting with recovery", _STANDBY_SLOT),  # PostgreSQL 16 (the error's detail)
+    ("rows_removed", _STANDBY_SLOT),               # 17+: 'invalidated due to "rows_removed"'
+    ("wal_level_insufficient",
+     "The source is a standby whose primary now runs with wal_level below logical, so the "
+     "standby invalidated this source's slot. Set wal_level = logical on the primary "
+     "(restart), then run `tidemark ingest resync --all --source <name_lower>`."),
+    ("logical decoding cannot be used while in recovery",
+     "The source URL names a standby: a standby streams logical changes from PostgreSQL 16 "
+     "on, and this one is older. Point the source URL at the primary (`tidemark source remove "
+     "<name_lower>`, then `tidemark source add` again), or upgrade the standby."),
+    ("read-only transaction",
+     "That server is read-only (a standby, or default_transaction_read_only): the "
+     "publication and the heartbeats are written on the primary. Run `tidemark source add` "
+     "again with --admin-url naming the primary; the source URL may stay on a standby "
+     "(PostgreSQL 16+)."),
     ("can no longer get changes from replication slot", _LOST_SLOT),  # PostgreSQL 17
     ("can no longer access replication slot", _LOST_SLOT),             # 18+
     ("has been invalidated", _LOST_SLOT),          # 13 to 16 (the error's detail)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from psycopg import sql
+
 
 def lsn_to_str(lsn: int) -> str:
     """Format an LSN integer as PostgreSQL prints it (``16/B374D848``)."""
@@ -18,3 +20,10 @@ def str_to_lsn(text: str) -> int:
     if not sep:
         raise ValueError(f"not an LSN: {text!r} (expected hex 'X/Y')")
     return (int(high, 16) << 32) | int(low, 16)
+
+
+WAL_NOW = sql.SQL("(case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
+                  " else pg_current_wal_lsn() end)")
+"""SQL for a source server's WAL position now. A standby (PostgreSQL 16 and later stream logical
+changes from one) refuses the WAL control functions; its position is the WAL it has replayed,
+in the same LSN space as its primary's."""

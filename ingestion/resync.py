@@ -80,7 +80,7 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
         source: source name.
         table: landing table name, or None for a full re-snapshot.
         contracts: contract set for validating the rebuilt rows, or None.
-        setup_dsn: source admin URL (publication, dropping the slot).
+        setup_dsn: source admin URL (the publication, heartbeats).
 
     Returns:
         A sentence saying what was done.
@@ -90,7 +90,7 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
     """
     source_dsn = pinned_dsn(source_dsn)
     if table is None:
-        drop_slot(setup_dsn or source_dsn, slot_name(source))
+        drop_slot(source_dsn, slot_name(source))  # the stream's server holds the slot
         reopened = _reopen_paused(source_dsn, landing_dsn, source, contracts)
         stats = catch_up(source_dsn, landing_dsn, source, contracts=contracts,
                          setup_dsn=setup_dsn)

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
@@ -40,14 +39,14 @@ from ingestion.exclusive import hold_source_lock, named
 from ingestion.failures import check_source, ended_stream
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
-from ingestion.progress import ProgressCallback, ensure_progress_table
-from ingestion.publication import PublicationReport, Selection, log_report
+from ingestion.progress import ensure_progress_table
+from ingestion.publication import PublicationReport, log_report
 from ingestion.publication_options import routed_change
 from ingestion.relations import RelationTracker
+from ingestion.session_config import SessionConfig, SessionStats
 from ingestion.session_settings import (
     check_landing_triggers,
     pin_later_settings,
-    pinned_dsn,
     replication_connection,
 )
 from ingestion.sources import registered_selection
@@ -61,74 +60,6 @@ _worker = threading.local()
 _ROW_OPS = {73: "c", 85: "u", 68: "d"}
 _U32 = struct.Struct(">I")
 _KEEPALIVE_S = 0.5
-
-
-@dataclass
-class SessionStats:
-    """What a session did.
-
-    Attributes:
-        snapshot_rows: rows read by the initial snapshot (0 if it was done before).
-        changes: changes applied from the stream.
-        transactions: source transactions applied.
-        landing_commits: landing transactions committed.
-        skipped: source transactions skipped because landing already had them.
-        lsn: the checkpoint LSN at the end.
-    """
-
-    snapshot_rows: int = 0
-    changes: int = 0
-    transactions: int = 0
-    landing_commits: int = 0
-    skipped: int = 0
-    lsn: int = 0
-
-
-@dataclass
-class SessionConfig:
-    """How a session connects and batches.
-
-    Attributes:
-        source_dsn: source URL used for streaming and catalog reads (REPLICATION + SELECT).
-        landing_dsn: landing URL (owner of the landing schemas).
-        source: source name.
-        setup_dsn: source URL allowed to create the publication (default ``source_dsn``).
-        contracts: contract set, or None.
-        publication_tables: tables to replicate (``schema.table``), instead of schemas.
-        group_rows: close a landing transaction once it holds this many changes.
-        group_seconds: ... or once it has been open this long (and whenever the stream has
-            nothing more to read).
-        schemas: schemas to replicate when no tables are named (default: the registered
-            selection of the source, else ``public``).
-        on_progress: called with the progress of a snapshot.
-        registered: the source's registered selection (read from landing at open).
-    """
-
-    source_dsn: str
-    landing_dsn: str
-    source: str
-    setup_dsn: str | None = None
-    contracts: object = None
-    publication_tables: list[str] | None = None
-    group_rows: int = 20_000
-    group_seconds: float = 0.1
-    schemas: list[str] | None = None
-    on_progress: ProgressCallback | None = None
-
-    registered: Selection | None = None
-
-    def __post_init__(self) -> None:
-        self.source_dsn = pinned_dsn(self.source_dsn)
-        if self.setup_dsn is not None:
-            self.setup_dsn = pinned_dsn(self.setup_dsn)
-
-    @property
-    def selection(self) -> Selection:
-        """What the source replicates: as given, else as registered, else schema public."""
-        if self.schemas is None and self.publication_tables is None and \
-                self.registered is not None:
-            return self.registered
-        return Selection.of(self.schemas, self.publication_tables)
 
 
 class Session:

@@ -22,6 +22,7 @@ from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.failures import check_capacity, check_source, first_line, is_transient, permanent
 from ingestion.letter_indexes import drop_letter_indexes
 from ingestion.lock_room import tables_per_transaction
+from ingestion.lsn import WAL_NOW
 from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
 from ingestion.progress import read_progress
 from ingestion.publication import (
@@ -162,9 +163,22 @@ class RemoveReport:
 
 def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
     slot, pub = slot_name(spec.name), publication_name(spec.name)
-    drop_slot = f"select pg_drop_replication_slot('{slot}');"
     drop_pub = f"drop publication if exists {sql.Identifier(pub).as_string()};"
+    _drop_source_slot(spec, slot, report)
     with _connect(spec, admin=True) as conn:
+        if conn.execute("select 1 from pg_publication where pubname = %s", (pub,)).fetchone():
+            try:
+                conn.execute(sql.SQL("drop publication {}").format(sql.Identifier(pub)))
+                report.dropped.append(f"publication {pub}")
+            except psycopg.errors.InsufficientPrivilege:
+                report.pending.append(drop_pub)
+
+
+def _drop_source_slot(spec: SourceSpec, slot: str, report: RemoveReport) -> None:
+    """Drop the slot where the stream connects: the source URL's server (a standby streams from
+    a slot of its own, while ``--admin-url`` names its primary). Its role has REPLICATION; the
+    tables' owner of ``--admin-url`` often has not, so that role is only a fallback."""
+    with _connect(spec) as conn:
         # a walsender outlives its client by a moment (an `ingest catch-up` that just ended):
         # only a slot still held after SLOT_GRACE_S is a running ingestion
         pid = slot_holder(conn, slot, SLOT_GRACE_S)
@@ -175,21 +189,20 @@ def _drop_on_source(spec: SourceSpec, report: RemoveReport) -> None:
                                   f"every registered source (Ctrl-C) — then remove the source.")
         row = conn.execute("select database = current_database() from pg_replication_slots"
                            " where slot_name = %s", (slot,)).fetchone()
-        if row is not None and not row[0]:
+        if row is None:
+            return
+        if not row[0]:
             report.pending.append(f"(slot {slot!r} is in another database of that server; "
                                   f"left alone)")
-        elif row is not None:
-            if _drop_slot(conn, slot) or (spec.admin_dsn() != spec.dsn() and _drop_slot_as_stream(
-                    spec, slot)):
-                report.dropped.append(f"replication slot {slot}")
-            else:
-                report.pending.append(drop_slot)
-        if conn.execute("select 1 from pg_publication where pubname = %s", (pub,)).fetchone():
-            try:
-                conn.execute(sql.SQL("drop publication {}").format(sql.Identifier(pub)))
-                report.dropped.append(f"publication {pub}")
-            except psycopg.errors.InsufficientPrivilege:
-                report.pending.append(drop_pub)
+            return
+        dropped = _drop_slot(conn, slot)
+    if not dropped and spec.admin_dsn() != spec.dsn():
+        with _connect(spec, admin=True) as admin:
+            dropped = _drop_slot(admin, slot)
+    if dropped:
+        report.dropped.append(f"replication slot {slot}")
+    else:
+        report.pending.append(f"select pg_drop_replication_slot('{slot}');")
 
 
 def _drop_slot(conn: psycopg.Connection, slot: str) -> bool:
@@ -198,16 +211,6 @@ def _drop_slot(conn: psycopg.Connection, slot: str) -> bool:
         conn.execute("select pg_drop_replication_slot(%s)", (slot,))
         return True
     except psycopg.errors.InsufficientPrivilege:
-        return False
-
-
-def _drop_slot_as_stream(spec: SourceSpec, slot: str) -> bool:
-    """Drop the slot as the stream's role (it has REPLICATION; the tables' owner of
-    ``--admin-url`` often has not)."""
-    try:
-        with _connect(spec) as conn:
-            return _drop_slot(conn, slot)
-    except (PermanentSourceError, SourceError):
         return False
 
 
@@ -312,9 +315,10 @@ def describe_sources(landing_dsn: str) -> list[dict[str, Any]]:
         try:
             with _connect(spec) as conn:
                 row = conn.execute(
-                    "select active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
-                    " from pg_replication_slots where slot_name = %s and database ="
-                    " current_database()", (slot_name(spec.name),)).fetchone()
+                    sql.SQL("select active, pg_wal_lsn_diff({}, restart_lsn)::bigint from"
+                            " pg_replication_slots where slot_name = %s and database ="
+                            " current_database()").format(WAL_NOW), (slot_name(spec.name),)
+                ).fetchone()
             item["slot"] = "missing" if row is None else ("streaming" if row[0] else "idle")
             item["retained_wal_bytes"] = None if row is None else row[1]
         except (SourceError, PermanentSourceError) as exc:

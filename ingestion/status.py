@@ -10,6 +10,7 @@ from psycopg import sql
 
 from ingestion.ddl_locks import current_wait
 from ingestion.dead_letter_counts import waiting_counts
+from ingestion.lsn import WAL_NOW
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name, publication_name, slot_name
 from ingestion.progress import read_progress
 from ingestion.state import ensure_state
@@ -48,11 +49,11 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                            "publication": publication_name(source)}
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         row = conn.execute(
-            "select s.active, s.confirmed_flush_lsn::text, pg_current_wal_lsn()::text,"
-            " pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint,"
-            " pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint,"
-            " s.wal_status from (select 1) one left join pg_replication_slots s"
-            " on s.slot_name = %s", (slot,)).fetchone()
+            sql.SQL("select s.active, s.confirmed_flush_lsn::text, {now}::text,"
+                    " pg_wal_lsn_diff({now}, s.restart_lsn)::bigint,"
+                    " pg_wal_lsn_diff({now}, s.confirmed_flush_lsn)::bigint,"
+                    " s.wal_status from (select 1) one left join pg_replication_slots s"
+                    " on s.slot_name = %s").format(now=WAL_NOW), (slot,)).fetchone()
     out.update(slot_exists=row[1] is not None, slot_active=bool(row[0]),
                confirmed_flush_lsn=row[1], current_wal_lsn=row[2], retained_wal_bytes=row[3],
                lag_bytes=row[4], wal_status=row[5])
@@ -258,9 +259,10 @@ def slots_retaining(source_dsn: str, min_bytes: int) -> list[dict[str, Any]]:
     """
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "select slot_name::text, database::text, active, retained from (select slot_name,"
-            " database, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
-            " as retained from pg_replication_slots where restart_lsn is not null) s"
-            " where retained >= %s order by retained desc, slot_name", (min_bytes,)).fetchall()
+            sql.SQL("select slot_name::text, database::text, active, retained from (select"
+                    " slot_name, database, active, pg_wal_lsn_diff({now}, restart_lsn)::bigint"
+                    " as retained from pg_replication_slots where restart_lsn is not null) s"
+                    " where retained >= %s order by retained desc, slot_name").format(now=WAL_NOW),
+            (min_bytes,)).fetchall()
     return [{"slot": r[0], "database": r[1], "active": r[2], "retained_wal_bytes": r[3]}
             for r in rows]

@@ -31,6 +31,7 @@ from ingestion.partitions import (
 from ingestion.publication import sync_publication
 from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
+from ingestion.standby import await_replay, nudging, primary_to_nudge
 from ingestion.type_forms import Forms, forms_changed, load_forms, save_forms, source_forms
 
 if TYPE_CHECKING:
@@ -52,17 +53,19 @@ def initial_snapshot(session: Session) -> None:
     report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
                               cfg.selection)
     session._log_report(report)
+    await_replay(session.source_conn, cfg.setup_dsn, cfg.source)  # a standby: its catalog too
     if slot_info(session.source_conn, session.slot) is not None:
         log.warning("source %s: slot %s exists but landing has no snapshot; recreating it",
                     cfg.source, session.slot)
-        drop_slot(cfg.setup_dsn or cfg.source_dsn, session.slot)
+        drop_slot(cfg.source_dsn, session.slot)  # where the stream is (a standby: its own)
     # Every transaction committed on the source before this instant is in the slot's snapshot:
     # the checkpoint's source progress (last_commit_at), which idle tables' watermarks follow.
     as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
     tables = published_tables(session.source_conn, session.publication)
     partitions, forms = _partitions_before(session, tables), _forms_before(session, tables)
-    lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
-                                          source=cfg.source)
+    with nudging(primary_to_nudge(session.source_conn, cfg.setup_dsn)):
+        lsn, snapshot = create_slot_exporting(session.cur, session.slot,
+                                              watch_dsn=cfg.source_dsn, source=cfg.source)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn, tables, checkpoint=lsn, as_of=as_of,
@@ -173,6 +176,8 @@ def snapshot_new_tables(session: Session) -> int:
     report = sync_publication(cfg.setup_dsn or cfg.source_dsn, session.publication,
                               cfg.selection, must_exist=False)
     session._log_report(report)
+    if report.added:
+        await_replay(session.source_conn, cfg.setup_dsn, cfg.source)
     tables = session.applier.tables
     published = [(t, tables.get(landing_table_name(t[1], t[2])))
                  for t in published_tables(session.source_conn, session.publication)]
@@ -214,9 +219,10 @@ def snapshot_new_tables(session: Session) -> int:
     partitions, forms = _partitions_before(session, new), _forms_before(session, new)
     repl = replication_connection(cfg.source_dsn)
     try:
-        lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
-                                              temporary=True, watch_dsn=cfg.source_dsn,
-                                              source=cfg.source)
+        with nudging(primary_to_nudge(session.source_conn, cfg.setup_dsn)):
+            lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
+                                                  temporary=True, watch_dsn=cfg.source_dsn,
+                                                  source=cfg.source)
         rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None,
                                partitions=partitions, forms=forms)
     finally:

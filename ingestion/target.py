@@ -36,15 +36,23 @@ from ingestion.names import HEARTBEAT_PREFIX
 
 
 def emit_heartbeat(dsn: str) -> int | None:
-    """Write a transactional logical message on the source; return its LSN, None if refused.
+    """Write a transactional logical message on the source; return its LSN, None if refused
+    (a role without the right, or a standby: it writes no WAL).
 
     The message travels through the slot like a transaction, so an idle source still advances
     the checkpoint and the slot's confirmed LSN (and the WAL it retains).
     """
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
-                               (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
+            try:
+                row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
+                                   (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
+            except psycopg.errors.InternalError_:
+                # A standby writes no WAL ("cannot assign TransactionIds during recovery"):
+                # heartbeats are its primary's to write (``--admin-url``), and reach it by WAL.
+                if conn.execute("select pg_is_in_recovery()").fetchone()[0]:
+                    return None
+                raise
     except psycopg.errors.InsufficientPrivilege:
         return None
     return str_to_lsn(row[0])
@@ -82,7 +90,9 @@ class CatchUpTarget:
         """The source's WAL position now (a role refused heartbeats), on an autocommit
         source connection."""
         insert, flush, delay_ms = conn.execute(
-            "select pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text,"
+            "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
+            " else pg_current_wal_insert_lsn() end)::text, (case when pg_is_in_recovery()"
+            " then pg_last_wal_replay_lsn() else pg_current_wal_flush_lsn() end)::text,"
             " (select setting::int from pg_settings where name = 'wal_writer_delay')"
         ).fetchone()
         target = cls(str_to_lsn(insert), settle_at=time.monotonic() + 3 * delay_ms / 1000)
@@ -109,5 +119,7 @@ class CatchUpTarget:
         take the flushed position as the target the stream must pass (read once)."""
         if self.heartbeat or self.flushed is not None or time.monotonic() < self.settle_at:
             return
-        flush = str_to_lsn(conn.execute("select pg_current_wal_flush_lsn()::text").fetchone()[0])
+        flush = str_to_lsn(conn.execute(
+            "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
+            " else pg_current_wal_flush_lsn() end)::text").fetchone()[0])
         self.flushed = min(self.lsn, flush)

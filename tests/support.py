@@ -3,7 +3,9 @@ the user's own contracted tables on a seeded demo source."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ from tests.pgversions import require
 from tidemark.demo import schema as demo_schema
 from tidemark.settings import ADMIN_USER, PASSFILE, Settings, embedded_server_url
 from tidemark.stack.bootstrap import ensure_roles
-from tidemark.stack.credentials import password_statement
+from tidemark.stack.credentials import password_statement, read_passwords
 from tidemark.stack.embedded import EmbeddedServer
 
 TEST_CONF = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
@@ -113,6 +115,37 @@ def start_test_server(home: Path, roles: bool = True, major: int | None = None,
         ensure_roles(server.admin_url("postgres"))
     return server
 
+
+
+def start_standby(primary: EmbeddedServer, home: Path,
+                  conf: dict[str, str] | None = None) -> EmbeddedServer:
+    """Start a streaming standby of ``primary`` in ``home``, on a port of its own.
+
+    The primary stops for a moment: its data directory, shut down cleanly, is the standby's
+    base (no base backup tool needed), with ``standby.signal`` and a ``primary_conninfo`` as
+    the admin role. ``hot_standby_feedback`` is off unless ``conf`` says otherwise, so the
+    primary's VACUUM may remove catalog rows a logical slot on the standby still needs.
+    """
+    primary.stop()
+    try:
+        shutil.copytree(primary.settings.home, home, symlinks=True,
+                        ignore=shutil.ignore_patterns("logs", "postmaster.pid"))
+    finally:
+        primary.start()
+    pgdata = home / "pgdata"
+    owner = primary.pgdata.stat()
+    (pgdata / "standby.signal").touch()
+    for path in [pgdata, *pgdata.rglob("*")]:
+        os.lchown(path, owner.st_uid, owner.st_gid)
+    password = read_passwords(primary.passfile)[ADMIN_USER]
+    standby_conf = {**TEST_CONF, "hot_standby_feedback": "off",
+                    "primary_conninfo": f"'host=127.0.0.1 port={primary.port} user={ADMIN_USER}"
+                                        f" password={password}'", **(conf or {})}
+    server = EmbeddedServer(Settings(home=home, port=free_port(), source_url=None,
+                                     landing_url=None), extra_conf=standby_conf,
+                            bin_dir=primary.bin_dir)
+    server.start()
+    return server
 
 
 def create_contracted_tables(source_url: str, contracts: ContractSet, source: str = "shop",

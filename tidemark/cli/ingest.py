@@ -181,7 +181,7 @@ def _status_one(dbs: Databases, spec: SourceSpec) -> dict[str, Any]:
     from ingestion.status import status as ingest_status
 
     try:
-        payload = ingest_status(spec.admin_dsn(), dbs.landing_app, spec.name)
+        payload = ingest_status(spec.dsn(), dbs.landing_app, spec.name)  # where the slot is
     except (SourceError, OSError) as exc:
         return {"source": spec.name, "error": str(exc)}
     except Exception as exc:  # psycopg errors: the source is unreachable, say why
