@@ -35,7 +35,7 @@ from psycopg import sql
 
 from ingestion.letter_indexes import ensure_letter_indexes
 from ingestion.names import fit_identifier
-from ingestion.tables import TableInfo
+from ingestion.tables import TableInfo, create_idempotency_index, create_landing_tables
 
 log = logging.getLogger("tidemark.ingestion")
 
@@ -75,6 +75,16 @@ def _serving(conn: psycopg.Connection, table: str, columns: Sequence[str],
     row = conn.execute(_SERVING, {"table": table, "columns": list(columns),
                                   "name": name}).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def create_landing(conn: psycopg.Connection, info: TableInfo, contract: Any) -> None:
+    """Create a table's mirror and changelog, with the contract's idempotency key index and
+    declared indexes (in the caller's transaction)."""
+    create_landing_tables(conn, info)
+    idem = getattr(contract, "idempotency_key", None) if contract is not None else None
+    if idem and idem in info.column_names:
+        create_idempotency_index(conn, info, idem)
+    create_declared_indexes(conn, info, contract)
 
 
 def create_declared_indexes(conn: psycopg.Connection, info: TableInfo, contract: Any) -> None:

@@ -1,9 +1,12 @@
 """Room in landing's lock table for a snapshot of many tables.
 
 A snapshot lands every table it copies in one landing transaction (committed with the
-checkpoint), and that transaction creates, drops, moves and renames each table's mirror and
-changelog with their indexes and TOAST tables: about :data:`LOCKS_PER_TABLE` locks per table
-(measured: 415 for 20 tables, 815 for 40), all held until it commits. PostgreSQL's lock table
+checkpoint). A staged table new to landing is moved in with ~2 locks (``SET SCHEMA`` of its
+mirror and changelog: 629 locks for 300 tables); one whose landing names are taken is swapped
+in instead (its landing tables created, dropped, the staged ones moved and renamed with their
+indexes and TOAST tables), and a landing role that may not create schemas loads every table in
+place: up to :data:`LOCKS_PER_TABLE` locks per table (measured: 415 for 20 tables, 815 for
+40), all held until it commits. PostgreSQL's lock table
 holds ``max_locks_per_transaction`` × (``max_connections`` + ``max_prepared_transactions``)
 of them (a little more in practice) for the whole server, so a source of a few thousand tables
 fails its first snapshot with ``out of shared memory`` at PostgreSQL's default of 64. That
@@ -21,7 +24,7 @@ import psycopg
 from ingestion.errors import LandingLocksError
 
 LOCKS_PER_TABLE = 40
-"""Locks a table's snapshot takes in the final landing transaction (rounded up)."""
+"""Locks a table's snapshot takes in the final landing transaction at most (rounded up)."""
 
 
 def wanted_locks_setting(tables: int, backends: int) -> int:
@@ -29,6 +32,16 @@ def wanted_locks_setting(tables: int, backends: int) -> int:
     server of ``backends`` connections (``max_connections`` + ``max_prepared_transactions``),
     rounded up to a multiple of 64."""
     return max(64, math.ceil(LOCKS_PER_TABLE * tables / max(backends, 1) / 64) * 64)
+
+
+def tables_per_transaction(conn: psycopg.Connection, locks_per_table: int = 8) -> int:
+    """How many tables one transaction of ``conn`` may create or drop, ~``locks_per_table``
+    locks each (a table, its indexes, its TOAST table and index, a sequence), and stay within
+    its share of the lock table (``max_locks_per_transaction``): at least 1, at most 100.
+    Ends ``conn``'s transaction (a rollback)."""
+    per = conn.execute("select current_setting('max_locks_per_transaction')::int").fetchone()[0]
+    conn.rollback()
+    return max(1, min(100, per // locks_per_table))
 
 
 def locks_error(landing_dsn: str, source: str, tables: int,

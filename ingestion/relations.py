@@ -32,7 +32,7 @@ from ingestion.catalog import (
 )
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
-from ingestion.landing_indexes import create_declared_indexes
+from ingestion.landing_indexes import create_landing
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import (
@@ -47,8 +47,6 @@ from ingestion.tables import (
     ColumnInfo,
     TableInfo,
     add_column,
-    create_idempotency_index,
-    create_landing_tables,
     keep_dropped_column,
     landing_blocker,
     load_tables,
@@ -180,8 +178,9 @@ class RelationTracker:
         return info.key if info.key == catalog else []
 
     def register(self, oid: int, namespace: str, table: str, columns: list[ColumnInfo],
-                 key: list[str], lsn: int | None) -> TableInfo:
-        """Create landing tables and the registry row for a table seen for the first time."""
+                 key: list[str], lsn: int | None, landing: bool = True) -> TableInfo:
+        """Create landing tables (unless not ``landing``: a snapshot moves its staged ones in)
+        and the registry row for a table seen for the first time."""
         name = landing_table_name(namespace, table)
         columns = self.numbered(oid, columns)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
@@ -190,12 +189,8 @@ class RelationTracker:
         if cannot is not None:  # landing tables once that is fixed, by a resync
             self._pause(info, [], lsn, cannot)
             return info
-        create_landing_tables(self.applier.conn, info)
-        contract = self.applier.contract_for(info)
-        idem = getattr(contract, "idempotency_key", None) if contract is not None else None
-        if idem and idem in info.column_names:
-            create_idempotency_index(self.applier.conn, info, idem)
-        create_declared_indexes(self.applier.conn, info, contract)
+        if landing:
+            create_landing(self.applier.conn, info, self.applier.contract_for(info))
         save_table(self.applier.conn, info)
         record_schema_change(self.applier.conn, self.source, name,
                              lsn_to_str(lsn) if lsn is not None else None, "create_table", None,
@@ -206,9 +201,9 @@ class RelationTracker:
         return info
 
     def from_catalog(self, oid: int, namespace: str, table: str,
-                     lsn: int | None = None) -> TableInfo:
+                     lsn: int | None = None, landing: bool = True) -> TableInfo:
         """The table as the source catalog shows it now (registering it if new, as of the
-        snapshot at ``lsn``)."""
+        snapshot at ``lsn``; its landing tables too unless not ``landing``)."""
         self.applier.begin()
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
@@ -216,7 +211,7 @@ class RelationTracker:
             cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(
                 self.source_conn, oid, publication_name(self.source))])
             info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
-                                 lsn)
+                                 lsn, landing)
         return info
 
     # -- stream -----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ dead letter. Duplicate events (the contract's ``idempotency_key``) keep their fi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from ingestion.catalog import is_partitioned, lands_as_text
 from ingestion.copypipe import Sink, pipe_copy
 from ingestion.landing_indexes import create_declared_indexes
 from ingestion.lsn import lsn_to_str
+from ingestion.staging import Staging, staged_info
 from ingestion.tables import (
     CHANGE_COLUMNS,
     CHANGE_DEFAULTS,
@@ -171,19 +171,6 @@ def dead_letter(job: Job, violations: list, row: dict) -> tuple[str, Jsonb, str,
 
 # -- staged ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Staging:
-    """Names of one table's staging objects (in the source's staging schema)."""
-
-    schema: str
-    oid: int
-
-    def ident(self, prefix: str) -> sql.Identifier:
-        """``<schema>.<prefix>_<oid>``: m mirror, c changelog, d dead letters, k their keys,
-        x dropped duplicates, w the rows' latest event time (s: older versions' sequence)."""
-        return sql.Identifier(self.schema, f"{prefix}_{self.oid}")
-
-
 def drop_indexes(conn: psycopg.Connection, schema: str, name: str) -> list[sql.Composable]:
     """Drop every index of a table (constraints too); return the statements that rebuild them.
 
@@ -225,7 +212,8 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     _commit_at, _txid, _ingested_at`` (every reader names them).
 
     Returns:
-        The statements that rebuild the mirror's and the changelog's indexes.
+        The statements that rebuild the mirror's and the changelog's indexes (and turn their
+        autovacuum back on).
     """
     staged = staged_info(job.info, stg)
     create_landing_tables(conn, staged, changelog=False)
@@ -250,12 +238,12 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
     # No autovacuum while the staging tables load: a vacuum right after COPY FREEZE skips every
     # all-frozen page and records reltuples = 0 for thousands of pages, and the checks and the
     # dedup planned after it join as if the table were empty (a nested loop over 200,000 rows:
-    # minutes). Its work would be wasted anyway (the dedup deletes after it). swap_in turns it
-    # back on for the landing tables.
+    # minutes). Its work would be wasted anyway (the dedup deletes after it). The index builds
+    # turn it back on (the tables are loaded, checked and deduplicated by then).
     for prefix in ("m", "c"):
         conn.execute(sql.SQL("alter table {} set (autovacuum_enabled = false)").format(
             stg.ident(prefix)))
-    rebuild_m = drop_indexes(conn, stg.schema, f"m_{stg.oid}")
+    rebuild_m = drop_indexes(conn, *stg.at("m"))
     at = lsn_to_str(lsn)
     values = {"_op": sql.Literal("r"), "_lsn": sql.Literal(at), "_commit_lsn": sql.Literal(at),
               "_commit_at": sql.Literal(commit_at), "_ingested_at": sql.Literal(commit_at)}
@@ -270,28 +258,9 @@ def stage_tables(conn: psycopg.Connection, job: Job, stg: Staging, lsn: int,
             sql.SQL("add column {}").format(change_column_def(name, values.get(name)))
             for name in added)),
         sql.SQL("alter table {} {}").format(c, sql.SQL(", ").join(restore))]
-    return rebuild_m, [changelog_unique(c)]
-
-
-def staged_info(info: TableInfo, stg: Staging) -> TableInfo:
-    """``info`` with mirror and changelog pointing at the staging tables."""
-    values = {f.name: getattr(info, f.name) for f in dataclasses.fields(info) if f.init}
-    return _StagedInfo(**values, stage=stg)
-
-
-@dataclass
-class _StagedInfo(TableInfo):
-    stage: Staging | None = None
-
-    @property
-    def mirror(self) -> sql.Identifier:
-        assert self.stage is not None
-        return self.stage.ident("m")
-
-    @property
-    def changelog(self) -> sql.Identifier:
-        assert self.stage is not None
-        return self.stage.ident("c")
+    autovacuum = "alter table {} reset (autovacuum_enabled)"
+    return ([*rebuild_m, sql.SQL(autovacuum).format(stg.ident("m"))],
+            [changelog_unique(c), sql.SQL(autovacuum).format(c)])
 
 
 def copy_staged(src: psycopg.Connection, m: psycopg.Connection, c: psycopg.Connection, job: Job,

@@ -1,13 +1,16 @@
-"""Staging tables of a snapshot: their schema, cleanup, and swapping them in.
+"""Staging tables of a snapshot: cleanup, and moving them into landing.
 
-Each source loads into its own schema ``_tidemark_snap_<source>`` (``m_<oid>`` mirror,
-``c_<oid>`` changelog, ``d_<oid>`` dead letters, ``x_<oid>`` dropped duplicates, ``w_<oid>``
-the rows' latest event time; older versions also left ``s_<oid>``, a sequence). The final
-snapshot transaction replaces the (new, empty) landing tables with the staging tables: drop,
-``SET SCHEMA``, rename, and the index names of the replaced tables given to the matching
-indexes (an index only landing had is created). Until that transaction commits, nothing in the
-mirror or changelog schemas changed; a crash leaves only the staging schema, which the next
-snapshot drops first.
+Each source loads into staging schemas of its own (:mod:`ingestion.staging`; older versions
+staged ``m_<oid>`` and ``c_<oid>`` in ``_tidemark_snap_<source>``). The final snapshot
+transaction moves each staged mirror and changelog into landing with one ``SET SCHEMA`` each
+(:func:`move_in`): they already have their landing names, and PostgreSQL named their indexes
+as it would have there. A table whose names meet an object landing has (a table left by a
+source removed without its landing tables, say) is swapped in instead (:func:`swap_in`): its
+landing tables are created as the stream would, then replaced by the staged ones (drop,
+``SET SCHEMA``, rename, the replaced tables' index names given to the matching indexes, an
+index only landing had created). Until that transaction commits, nothing in the mirror or
+changelog schemas changed; a crash leaves only the staging schemas, which the next snapshot
+drops first.
 """
 
 from __future__ import annotations
@@ -16,30 +19,37 @@ import psycopg
 from psycopg import sql
 
 from ingestion.grants_lock import hold_off_grants
+from ingestion.landing_indexes import create_landing
 from ingestion.names import CHANGELOG_SCHEMA, changelog_table_name
-from ingestion.snapcopy import Staging
+from ingestion.snapcopy import Job
+from ingestion.staging import Staging, staging_for, staging_schemas
 from ingestion.tables import TableInfo
 
+MOVES_PER_ROUND_TRIP = 100
+"""``SET SCHEMA`` statements :func:`move_in` sends at once."""
 
-def staging_schema(source: str) -> str:
-    """The staging schema of a source's snapshots."""
-    return f"_tidemark_snap_{source}"
+
+def drop_staging(conn: psycopg.Connection, source: str) -> None:
+    """Drop the source's staging schemas and everything in them."""
+    conn.execute(sql.SQL("drop schema if exists {} cascade").format(
+        sql.SQL(", ").join(map(sql.Identifier, staging_schemas(source)))))
 
 
 def reset_staging(conn: psycopg.Connection, source: str) -> None:
-    """Drop what an earlier snapshot left and create the staging schema (autocommit conn).
+    """Drop what an earlier snapshot left and create the staging schemas (autocommit conn).
 
     Raises:
         psycopg.errors.InsufficientPrivilege: the landing role may not create schemas.
     """
-    schema = sql.Identifier(staging_schema(source))
-    conn.execute(sql.SQL("drop schema if exists {} cascade").format(schema))
-    conn.execute(sql.SQL("create schema {}").format(schema))
+    drop_staging(conn, source)
+    for schema in staging_schemas(source):
+        conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
 
 
 def clear_table(conn: psycopg.Connection, stg: Staging) -> None:
     """Drop one table's staging objects if an earlier attempt left them."""
-    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(stg.schema)))
+    for schema in {stg.schema, stg.at("m")[0], stg.at("c")[0]}:
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
     for prefix in ("m", "c", "d", "k", "x", "w"):
         conn.execute(sql.SQL("drop table if exists {}").format(stg.ident(prefix)))
     conn.execute(sql.SQL("drop sequence if exists {}").format(stg.ident("s")))
@@ -96,15 +106,78 @@ def _replace(conn: psycopg.Connection, real: sql.Identifier, staged: sql.Identif
                 sql.SQL(match[0]), sql.Identifier(wanted)))
 
 
-def swap_in(conn: psycopg.Connection, info: TableInfo, stg: Staging) -> None:
-    """Replace a table's new, empty mirror and changelog with its staging tables.
-
-    Runs in the final snapshot transaction, which created the landing tables.
-    """
+def swap_in(conn: psycopg.Connection, info: TableInfo, mirror: sql.Identifier,
+            changelog: sql.Identifier) -> None:
+    """Replace a table's landing mirror and changelog (created in this transaction, or left
+    by an earlier landing) with the staged ``mirror`` and ``changelog``."""
     hold_off_grants(conn)
-    _replace(conn, info.mirror, stg.ident("m"), info.source, info.name)
-    _replace(conn, info.changelog, stg.ident("c"), CHANGELOG_SCHEMA,
+    _replace(conn, info.mirror, mirror, info.source, info.name)
+    _replace(conn, info.changelog, changelog, CHANGELOG_SCHEMA,
              changelog_table_name(info.source, info.name))
+
+
+_CLASHES = """
+select w.stage, w.name from unnest(%s::text[], %s::text[], %s::text[]) w(stage, name, target)
+join pg_namespace n on n.nspname = w.stage join pg_class s on s.relnamespace = n.oid
+ and s.relname = w.name
+where exists (
+    select from (select s.relname union all select i.relname from pg_index x join pg_class i
+                   on i.oid = x.indexrelid where x.indrelid = s.oid
+                 union all select t.typname from pg_type r join pg_type t
+                   on t.oid in (r.oid, r.typarray) where r.oid = s.reltype) o(name)
+     where exists (select from pg_class c where c.relnamespace = to_regnamespace(w.target)
+                   and c.relname = o.name)
+        or exists (select from pg_type t where t.typnamespace = to_regnamespace(w.target)
+                   and t.typname = o.name))
+"""
+"""The staged tables (staging schema, name) whose name, or an index's or row type's (or its
+array type's) name, some object of their landing schema has already. Every look-up is by an
+index of the catalog: per table, not per table and type."""
+
+
+def _set_aside(conn: psycopg.Connection, stg: Staging, prefix: str) -> sql.Identifier:
+    """Rename a staged table to ``<prefix>_<oid>`` and its indexes to ``<prefix>_<oid>_<n>``,
+    names no landing object is meant to have; return the table."""
+    schema, _ = stg.at(prefix)
+    name = f"{prefix}_{stg.oid}"
+    indexes = conn.execute("select indexrelid::regclass::text from pg_index where indrelid ="
+                           " %s::regclass order by 1", (stg.ident(prefix).as_string(conn),))
+    for n, (index,) in enumerate(indexes.fetchall()):
+        conn.execute(sql.SQL("alter index {} rename to {}").format(
+            sql.SQL(index), sql.Identifier(f"{name}_{n}")))  # regclass text
+    conn.execute(sql.SQL("alter table {} rename to {}").format(stg.ident(prefix),
+                                                               sql.Identifier(name)))
+    return sql.Identifier(schema, name)
+
+
+def move_in(conn: psycopg.Connection, jobs: list[Job]) -> None:
+    """Move the staged mirror and changelog of each of ``jobs`` into landing, in the final
+    snapshot transaction (the registry has the tables, landing has none of their tables yet).
+
+    One ``SET SCHEMA`` per table, :data:`MOVES_PER_ROUND_TRIP` statements at a time. A table
+    whose names clash with landing's objects (:data:`_CLASHES`) gets its landing tables created
+    as the stream would create them, then replaced (:func:`swap_in`).
+    """
+    if not jobs:
+        return
+    hold_off_grants(conn)
+    moves = [(stg, prefix, target, job) for job in jobs for stg in [staging_for(job.info)]
+             for prefix, target in (("m", job.info.source), ("c", CHANGELOG_SCHEMA))]
+    clashes = {tuple(r) for r in conn.execute(_CLASHES, (
+        [stg.at(p)[0] for stg, p, _, _ in moves], [stg.at(p)[1] for stg, p, _, _ in moves],
+        [target for _, _, target, _ in moves]))}
+    aside = {job.info.name for stg, p, _, job in moves if stg.at(p) in clashes}
+    statements = [sql.SQL("alter table {} set schema {}").format(stg.ident(p),
+                                                                 sql.Identifier(target))
+                  for stg, p, target, job in moves if job.info.name not in aside]
+    for start in range(0, len(statements), MOVES_PER_ROUND_TRIP):
+        conn.execute(sql.SQL("; ").join(statements[start:start + MOVES_PER_ROUND_TRIP]))
+    for job in jobs:
+        if job.info.name in aside:
+            stg = staging_for(job.info)
+            mirror, changelog = _set_aside(conn, stg, "m"), _set_aside(conn, stg, "c")
+            create_landing(conn, job.info, job.contract)
+            swap_in(conn, job.info, mirror, changelog)
 
 
 def land_side_tables(conn: psycopg.Connection, info: TableInfo, stg: Staging, lsn: str,

@@ -21,6 +21,7 @@ from ingestion.dead_letter_counts import letter_count
 from ingestion.errors import PermanentSourceError, SourceBusyError, SourceError
 from ingestion.failures import check_capacity, check_source, first_line, is_transient, permanent
 from ingestion.letter_indexes import drop_letter_indexes
+from ingestion.lock_room import tables_per_transaction
 from ingestion.lsn import WAL_NOW
 from ingestion.names import CHANGELOG_SCHEMA, publication_name, slot_name
 from ingestion.progress import read_progress
@@ -287,9 +288,7 @@ def _drop_tables(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> Non
     ``max_locks_per_transaction / 8`` tables stay within one transaction's share. A remove
     stopped half-way drops the rest when run again.
     """
-    per = conn.execute("select current_setting('max_locks_per_transaction')::int").fetchone()[0]
-    conn.rollback()
-    size = max(1, min(100, per // 8))
+    size = tables_per_transaction(conn)
     for start in range(0, len(tables), size):
         conn.execute(sql.SQL("drop table if exists {} cascade").format(sql.SQL(", ").join(
             sql.Identifier(*table) for table in tables[start:start + size])))

@@ -1,6 +1,8 @@
-"""A first snapshot of many tables on a landing whose lock table is too small: a permanent
-error naming the ``max_locks_per_transaction`` to set (not ``out of shared memory`` retried
-forever), and that setting is enough; the embedded server's default holds 2,000 tables."""
+"""A first snapshot of many tables on a landing with a small lock table: it fits when the staged
+tables move in as they are; where each table's landing tables are replaced it does not, and the
+error is permanent and names the ``max_locks_per_transaction`` to set (not ``out of shared
+memory`` retried forever), and that setting is enough; the embedded server's default holds
+2,000 tables."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from tests.ingestion.conftest import drop_slot
 from tests.support import create_databases, start_test_server
 from tidemark.stack.embedded import BASE_CONF, EmbeddedServer
 
-TABLES = 150  # ~6,000 locks: far beyond a lock table of 10 locks x 20 connections
+TABLES = 150  # replaced: ~6,000 locks, far beyond a lock table of 10 locks x 20 connections
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,19 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server.stop()
 
 
+def test_a_first_snapshot_of_many_tables_fits_a_small_lock_table(small: EmbeddedServer) -> None:
+    """The staged tables move into landing with ~2 locks each (they used to be created, dropped
+    and replaced: ~40 each), and are staged a few per transaction."""
+    src, land = create_databases(small, "lr_fit_src", "lr_fit_land")
+    with psycopg.connect(src, autocommit=True) as conn, conn.transaction():
+        for i in range(TABLES):
+            conn.execute(f"create table t{i} (id int primary key, v text)")
+            conn.execute(f"insert into t{i} values (1, 'a'), (2, 'b')")
+    stats = catch_up(src, land, "lrfit", timeout_s=120)
+    assert stats.snapshot_rows == 2 * TABLES
+    drop_slot(src, "tidemark_lrfit")
+
+
 def test_snapshot_beyond_the_lock_table_names_the_setting(small: EmbeddedServer,
                                                           tmp_path: Path) -> None:
     src, land = create_databases(small, "lr_src", "lr_land")
@@ -37,6 +52,10 @@ def test_snapshot_beyond_the_lock_table_names_the_setting(small: EmbeddedServer,
         for i in range(TABLES):
             conn.execute(f"create table t{i} (id int primary key, v text)")
             conn.execute(f"insert into t{i} values (1, 'a'), (2, 'b')")
+    with psycopg.connect(land, autocommit=True) as conn, conn.transaction():
+        conn.execute("create schema lr")  # left by a source removed without --drop-landing
+        for i in range(TABLES):
+            conn.execute(f"create table lr.t{i} (id int primary key, v text)")
     with pytest.raises(IngestionError, match=r"max_locks_per_transaction = (\d+);") as err:
         catch_up(src, land, "lr", timeout_s=120)
     assert not is_transient(err.value)

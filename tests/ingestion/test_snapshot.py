@@ -117,10 +117,11 @@ def test_pgbench_and_outbox_snapshot(pair: Pair, tmp_path: Path) -> None:
             if staged:
                 return
             with psycopg.connect(pair.land) as conn:  # copying: the staging tables exist
-                staged.extend(conn.execute(
+                staged.extend(conn.execute(  # staged mirrors and changelogs
                     "select relname, reloptions from pg_class where relkind = 'r' and"
-                    " relnamespace = to_regnamespace(%s) and relname ~ '^[mc]_'",
-                    (f"_tidemark_snap_{pair.source}",)).fetchall())
+                    " relnamespace in (to_regnamespace(%s), to_regnamespace(%s))",
+                    (f"_tidemark_snapm_{pair.source}", f"_tidemark_snapc_{pair.source}")
+                ).fetchall())
 
     stats = catch_up(pair.src, pair.land, pair.source,
                      contracts=load_contracts(_contracts_for(pair.source, tmp_path)),
