@@ -74,11 +74,10 @@ def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str],
     for a column retired (an UPDATE); and the dead letters when the ``stale`` letter index of
     a widened or new key goes (:func:`~ingestion.letter_indexes.stale_letter_index`)."""
     retired = {c.name for c in info.retired}
-    if sorted(key) != sorted(info.key) or any(
-            c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
-            for c in changes):
-        return [info.mirror, info.changelog] + ([DEAD_LETTERS] if stale else [])
-    return []
+    altered = sorted(key) != sorted(info.key) or any(
+        c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
+        for c in changes)
+    return ([info.mirror, info.changelog] if altered else []) + ([DEAD_LETTERS] if stale else [])
 
 
 def _kept_without_contract(change: SchemaChange) -> SchemaChange:
