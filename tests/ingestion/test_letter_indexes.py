@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 
 from contracts import ContractSet, load_contracts
-from ingestion import catch_up
+from ingestion import catch_up, resync
 from ingestion.dead_letters import replay
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
 
@@ -59,3 +59,31 @@ def test_a_widened_key_takes_letters_beyond_its_old_type(pair: Pair, tmp_path: P
     for table in ("p", "n"):
         assert_mirror_equals(pair, table)
         assert_changelog_replays(pair, table, ["id"])
+
+
+def test_a_resync_to_a_key_of_another_type_takes_its_letters(pair: Pair, tmp_path: Path
+                                                             ) -> None:
+    # `tidemark ingest resync`, the remedy the pause names, failed for good on its first
+    # letter: "invalid input syntax for type integer: "abc"" (the old key's letter index).
+    folder = tmp_path / pair.source
+    folder.mkdir()
+
+    def contracts(version: int, key_type: str, strict: bool) -> ContractSet:
+        s = "allowed_values: [a]" if strict else "nullable: true"
+        (folder / "p.yml").write_text(_CONTRACT.format(v=version, t=key_type, s=s).replace(
+            "compatibility: backward", "compatibility: none"))
+        return load_contracts(tmp_path)
+
+    pair.src_exec("create table p (id int primary key, s text)",
+                  "insert into p values (1, 'a'), (2, 'x')")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts(1, "integer", True))
+    assert _letter_indexes(pair.land) == ["((((raw_row ->> 'id'::text))::integer)"]
+    pair.write_and_land("alter table p alter id type text", "insert into p values ('abc', 'x')")
+    strict = contracts(2, "text", True)
+    resync(pair.src, pair.land, pair.source, "p", contracts=strict)  # paused: change_type
+    pair.src_exec("insert into p values ('def', 'x')")
+    catch_up(pair.src, pair.land, pair.source, contracts=strict)
+    assert _letter_indexes(pair.land) == ["(((raw_row ->> 'id'::text))"]
+    assert replay(pair.land, pair.source, contracts=contracts(3, "text", False))["invalid"] == 0
+    assert_mirror_equals(pair, "p")
+    assert_changelog_replays(pair, "p", ["id"], strict=False)
