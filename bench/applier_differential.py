@@ -2,9 +2,11 @@
 
 Runs cases of :mod:`tests.ingestion.applier_differential` (one seed each: keyed, composite-key
 and keyless tables under contracts some rows break, a numeric key whose equal values are
-written with other scales, TOAST values, NaN/±Infinity, sessions in
-other time zones and DateStyles, key changes, multi-row DML, truncates, rows fixed or deleted
-later at the source, dead-letter replays and contract edits at random points), checking the
+written with other scales, columns and a key widened (int→bigint, numeric(p,s)→wider,
+varchar(n)→varchar(m)→text) while changes and dead letters are in flight, TOAST values,
+NaN/±Infinity, sessions in other time zones and DateStyles, key changes, multi-row DML,
+truncates, rows fixed or deleted later at the source, dead-letter replays and contract edits at
+random points), checking the
 "nothing lost" oracle (:mod:`tests.ingestion.applier_oracle`) after every catch-up and replay,
 on a throw-away embedded PostgreSQL, until the time is up or a case fails. A failure prints the
 seed, the broken rows and the last steps; rerun it with ``--seed-start <seed> --cases 1``.

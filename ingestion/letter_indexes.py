@@ -46,6 +46,9 @@ log = logging.getLogger("tidemark.ingestion")
 _TAG = "tidemark: waiting dead letters by key of "
 """The start of each letter index's comment; the rest is ``[source, table]`` as JSON."""
 
+DEAD_LETTERS = sql.Identifier(STATE_SCHEMA, "dead_letters")
+"""The table of every source's dead letters, which the letter indexes are on."""
+
 _TAGGED = """
 select c.relname, i.indisvalid, obj_description(c.oid, 'pg_class')
   from pg_index i
@@ -106,6 +109,32 @@ def ensure_letter_indexes(conn: psycopg.Connection, source: str, contracted: Ite
         if _build(conn, name, info):
             built.append(f"{STATE_SCHEMA}.{name}")
     return built
+
+
+def stale_letter_index(conn: psycopg.Connection, info: TableInfo, new: TableInfo
+                       ) -> sql.Identifier | None:
+    """The letter index of a keyed table that its new shape ``new`` leaves stale (another key,
+    or a key column of another type), if it exists; else None.
+
+    The index casts the key to its old type, and PostgreSQL evaluates that cast for every
+    letter the table gets: once ``integer`` is ``bigint``, a letter of key 3000000000 fails it
+    (``value "3000000000" is out of range for type integer``), and with it every try of the
+    landing transaction (or of the resync). The schema change (or resync) drops it
+    (:func:`drop_letter_index`) in its transaction; :func:`ensure_letter_indexes` builds the
+    new key's after the catch-up.
+    """
+    if not info.key or letter_index_name(info) == letter_index_name(new):
+        return None
+    index = sql.Identifier(STATE_SCHEMA, letter_index_name(info))
+    found = conn.execute("select to_regclass(%s)", (index.as_string(conn),)).fetchone()[0]
+    return index if found is not None else None
+
+
+def drop_letter_index(conn: psycopg.Connection, index: sql.Identifier) -> None:
+    """Drop a letter index in the caller's transaction, which holds ``tidemark.dead_letters``
+    ACCESS EXCLUSIVE (:data:`DEAD_LETTERS`) until it ends: only a change of a key's columns or
+    types does this."""
+    conn.execute(sql.SQL("drop index if exists {}").format(index))
 
 
 def drop_letter_indexes(landing_dsn: str, source: str) -> list[str]:

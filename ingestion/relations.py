@@ -33,6 +33,7 @@ from ingestion.catalog import (
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_landing
+from ingestion.letter_indexes import DEAD_LETTERS, drop_letter_index, stale_letter_index
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import (
@@ -64,17 +65,17 @@ _BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
                           psycopg.errors.FeatureNotSupported)
 
 
-def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str]
-               ) -> list[sql.Identifier]:
+def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str],
+               stale: sql.Identifier | None) -> list[sql.Identifier]:
     """The tables :meth:`RelationTracker._apply` alters (ACCESS EXCLUSIVE): mirror and changelog
     for an added column (not a retired one back: an UPDATE), a wider type or a new key; none
-    for a column retired (an UPDATE)."""
+    for a column retired (an UPDATE); and the dead letters when the ``stale`` letter index of
+    a widened or new key goes (:func:`~ingestion.letter_indexes.stale_letter_index`)."""
     retired = {c.name for c in info.retired}
-    if sorted(key) != sorted(info.key) or any(
-            c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
-            for c in changes):
-        return [info.mirror, info.changelog]
-    return []
+    altered = sorted(key) != sorted(info.key) or any(
+        c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
+        for c in changes)
+    return ([info.mirror, info.changelog] if altered else []) + ([DEAD_LETTERS] if stale else [])
 
 
 def _kept_without_contract(change: SchemaChange) -> SchemaChange:
@@ -337,12 +338,13 @@ class RelationTracker:
         what = "apply a schema change (" + "; ".join(
             [c.detail for c in changes] + (["key changed"] if sorted(key) != sorted(info.key)
                                            else [])) + ")"
+        stale = stale_letter_index(self.applier.conn, info, replace(info, columns=cols, key=key))
         try:
             # ALTER TABLE takes ACCESS EXCLUSIVE: waited for without queueing readers
             retired = self.applier.ddl_locks.run(
-                self.applier.conn, info.qualified, _exclusive(info, changes, key), what,
+                self.applier.conn, info.qualified, _exclusive(info, changes, key, stale), what,
                 lambda: self._apply(info, changes, cols, key, defaults, lsn,
-                                    keep_values=contract is None))
+                                    keep_values=contract is None, stale=stale))
         except _BLOCKED_BY_DEPENDENTS as exc:
             detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
             self._pause(info, changes, lsn,
@@ -373,12 +375,15 @@ class RelationTracker:
         return info
 
     def _apply(self, info: TableInfo, changes: list[SchemaChange], cols: list[ColumnInfo],
-               key: list[str], defaults: dict, lsn: int | None,
-               keep_values: bool = False) -> list[ColumnInfo]:
+               key: list[str], defaults: dict, lsn: int | None, keep_values: bool = False,
+               stale: sql.Identifier | None = None) -> list[ColumnInfo]:
         """Apply followable changes to mirror and changelog (inside a savepoint); return the
         retired columns after them. A dropped column keeps the mirror's values if
-        ``keep_values`` (a table without a contract), else it is NULL in every row."""
+        ``keep_values`` (a table without a contract), else it is NULL in every row. ``stale``:
+        the letter index of a widened or new key, dropped."""
         conn = self.applier.conn
+        if stale is not None:
+            drop_letter_index(conn, stale)
         retired = list(info.retired)
         valued: list[str] = []
         for change in changes:

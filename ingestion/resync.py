@@ -38,6 +38,7 @@ from ingestion.errors import (
     TableNotFoundError,
 )
 from ingestion.grants_lock import hold_off_grants
+from ingestion.letter_indexes import DEAD_LETTERS, drop_letter_index, stale_letter_index
 from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.names import publication_name, slot_name
 from ingestion.partitions import save_partitions, source_partitions
@@ -248,10 +249,13 @@ def _rebuild(applier: Applier, tracker: RelationTracker, info: TableInfo, oid: i
     names = {c.name for c in cols}
     retired = [c for c in info.retired if c.name not in names]
     create_landing_tables(conn, replace(info, columns=cols, key=key, retired=retired))
+    # the letter index of another key (type) would fail on the new key's letters
+    stale = stale_letter_index(conn, info, replace(info, columns=cols, key=key))
     # Emptying and altering them takes ACCESS EXCLUSIVE: had without queueing their readers
     # while a reader holds them, then kept until the resync commits.
-    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog], "resync it",
-                          lambda: None)
+    applier.ddl_locks.run(conn, info.qualified, [info.mirror, info.changelog]
+                          + ([DEAD_LETTERS] if stale else []), "resync it",
+                          lambda: None if stale is None else drop_letter_index(conn, stale))
     have = _column_types(conn, info.changelog)
     _reshape_mirror(conn, info, cols + retired, key)
     info.columns, info.key, info.source_oid, info.retired = cols, key, oid, retired

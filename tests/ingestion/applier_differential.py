@@ -1,12 +1,17 @@
 """The applier's property generator: random writes to tables under contracts, checked by
 :mod:`tests.ingestion.applier_oracle` after every catch-up.
 
-A :class:`Case` (one seed) creates four source tables — ``p`` keyed (NaN/±Infinity numerics
+A :class:`Case` (one seed) creates five source tables — ``p`` keyed (NaN/±Infinity numerics
 and floats, a timestamptz, a TOAST column), ``c2`` with a composite key, ``k`` keyless
 (``REPLICA IDENTITY FULL``, TOAST), ``q`` keyed by a numeric whose equal values are written
 with other scales (``1.0``, ``1.00``; updates that only rescale the key or a value, keyless
-copies equal but written differently) — under contracts (not_null, allowed values, ranges, a
-``smallint`` type narrower than the column) that some generated rows break, then draws steps:
+copies equal but written differently), ``w`` keyed, whose key and columns (``int``,
+``numeric(12,2)``, ``varchar(4)``; and ``k.a``, ``c2.v``, ``q.v``) are widened step by step
+(``int``→``bigint``, ``numeric(12,2)``→``numeric(14,2)``→``numeric(16,3)``→``numeric``,
+``varchar(4)``→``varchar(8)``→``text``) while changes and dead letters are in flight, the
+values only the wider type holds (a key past 2^31) written next — under contracts (not_null,
+allowed values, ranges, a ``smallint`` type narrower than the column) that some generated rows
+break, then draws steps:
 transactions of multi-row DML (inserts, updates that leave TOAST values unchanged, key changes,
 deletes, truncates, bad updates that set a TOAST value, rows fixed later at the source by an
 update that leaves it or removed by a delete), each written by a session in a random time zone
@@ -31,7 +36,7 @@ from ingestion.dead_letters import replay
 from tests.ingestion.applier_oracle import Where, nothing_lost
 
 TABLES: dict[str, tuple[str, ...] | None] = {"p": ("id",), "c2": ("a", "b"), "k": None,
-                                              "q": ("k",)}
+                                              "q": ("k",), "w": ("id",)}
 
 SETUP = (
     "create table p (id int primary key, n numeric, f float8, status text, ts timestamptz,"
@@ -48,12 +53,29 @@ SETUP = (
     "create table q (k numeric primary key, v int, big text)",
     "alter table q alter column big set storage external",
     "insert into q values (1.0, 1, null), (2.50, -1, repeat('r', 5000)), (3, 2, 's')",
+    "create table w (id int primary key, i int, m numeric(12,2), s varchar(4), big text)",
+    "alter table w alter column big set storage external",
+    "insert into w values (1, 1, 1.50, 'ab', null), (2, -3, 10, 'abcd', repeat('w', 5000)),"
+    " (3, 7, null, null, 's')",
 )
+
+WIDER = {"integer": "bigint", "numeric(12,2)": "numeric(14,2)", "numeric(14,2)": "numeric(16,3)",
+         "numeric(16,3)": "numeric", "character varying(4)": "character varying(8)",
+         "character varying(8)": "text"}
+"""The widening steps, by the column's type now: each keeps every value (``widen_type``)."""
+WIDENABLE = (("w", "id"), ("w", "i"), ("w", "m"), ("w", "s"), ("k", "a"), ("c2", "v"),
+             ("q", "v"))
+W_INTS = (1, 0, -7, 3000000000, -3000000000, None)
+W_NUMS = ("1.5", "-2", "1.005", "123456789012.34", "9999999999999.999", "NaN", None)
+W_TEXTS = ("ab", "abcd", "ÄÖÜ", "abcdefg", "abcdefghijk", "", None)
+"""Values of ``w``: some fit only once its columns are wider (the statement fails at the source
+before: its transaction is rolled back)."""
 
 TOUCH = ("insert into p (id, status) values ((select coalesce(max(id), 0) + 1 from p), 'a')",
          "insert into c2 values (9, 'touch', 1, null) on conflict do nothing",
          "insert into k (a) values (4)",
-         "insert into q values ((select coalesce(max(k), 0) + 1 from q), 1, null)")
+         "insert into q values ((select coalesce(max(k), 0) + 1 from q), 1, null)",
+         "insert into w (id, i) values ((select coalesce(max(id), 0) + 1 from w), 1)")
 """A good insert into every table: the last change of each, so each mirror has the source's
 columns for the final checks."""
 
@@ -71,6 +93,9 @@ STRICT = {
          "  n: {type: numeric, nullable: true}\n  big: {type: text, nullable: true}\n",
     "q": "primary_key: [k]\ncolumns:\n  k: {type: numeric}\n  v: {type: integer, min: 0}\n"
          "  big: {type: text, nullable: true}\n",
+    "w": "primary_key: [id]\ncolumns:\n  id: {type: integer}\n  i: {type: integer, min: 0}\n"
+         "  m: {type: numeric, nullable: true, min: 0}\n  s: {type: text, nullable: true}\n"
+         "  big: {type: text, nullable: true}\n",
 }
 RELAXED = {
     "p": "primary_key: [id]\ncolumns:\n  id: {type: integer}\n"
@@ -83,11 +108,15 @@ RELAXED = {
          "  n: {type: numeric, nullable: true}\n  big: {type: text, nullable: true}\n",
     "q": "primary_key: [k]\ncolumns:\n  k: {type: numeric}\n  v: {type: integer, nullable: true}\n"
          "  big: {type: text, nullable: true}\n",
+    "w": "primary_key: [id]\ncolumns:\n  id: {type: bigint}\n  i: {type: bigint, nullable: true}\n"
+         "  m: {type: numeric, nullable: true}\n  s: {type: text, nullable: true}\n"
+         "  big: {type: text, nullable: true}\n",
 }
 BAD_P = "status is null or status not in ('a', 'b', 'c') or n < 0 or n > 1000 or n = 'NaN'"
 BAD_C2 = "v is null or v < 0 or v > 32767"
 BAD_K = "a is null or a < 0 or a > 5"
 BAD_Q = "v is null or v < 0"
+BAD_W = "i is null or i < 0 or i > 2147483647 or id > 2147483647 or m < 0 or m = 'NaN'"
 
 ZONES = ("UTC", "America/St_Johns", "Asia/Kathmandu", "Pacific/Kiritimati", "Europe/Berlin",
          "America/Los_Angeles")
@@ -214,6 +243,9 @@ class Case:
                     conn.execute(stmt, params or None)
         except psycopg.errors.UniqueViolation:  # a key change onto an existing key (c_mov):
             self.log.append("(rolled back at the source: a key taken)")  # nothing to stream
+        except (psycopg.errors.NumericValueOutOfRange,
+                psycopg.errors.StringDataRightTruncation):  # a value of w its type lacks
+            self.log.append("(rolled back at the source: a value too wide)")
 
     def _big(self) -> str | None:
         return self.rng.choice([None, "", "s", "x" * self.rng.randint(3000, 40000)])
@@ -232,7 +264,8 @@ class Case:
                            "c_mov", "c_del", "c_fix", "k_ins", "k_ins", "k_dup", "k_upd", "k_del",
                            "k_fix", "k_kill", "k_many", "p_trunc", "k_trunc", "q_ins",
                            "q_ins", "q_upd", "q_scale", "q_scale", "q_del", "q_fix", "q_taint",
-                           "p_scale", "k_scale", "k_dup"])
+                           "p_scale", "k_scale", "k_dup", "w_ins", "w_ins", "w_upd", "w_mov",
+                           "w_del", "w_fix", "w_taint", "w_widen", "w_widen"])
         if kind == "p_trunc" and rng.random() < 0.7 or kind == "k_trunc" and rng.random() < 0.7:
             kind = "p_upd"
         if kind == "p_ins":
@@ -326,6 +359,8 @@ class Case:
                 rng.choice([-2, None, 4]), rng.choice("tuvw") * rng.randint(3000, 9000))
         if kind == "q_del":
             return kind, f"delete from q where {one_q}", ()
+        if kind.startswith("w_"):
+            return self._draw_w(kind, pick)
         if kind == "k_upd":
             if rng.random() < 0.5:
                 return kind, f"update k set a = %s where {one_k}", (rng.choice([1, 2, 7]),)
@@ -342,6 +377,43 @@ class Case:
             return kind, rng.choice(["update k set n = 2 where a = 1", "delete from k where a = 9",
                                      "update k set a = a + 1 where a >= 5"]), ()
         return kind, f"truncate {kind[0] if kind[0] == 'p' else 'k'}", ()
+
+    def _draw_w(self, kind: str, pick: int) -> tuple[str, str, tuple]:
+        """A step of ``w``, or a widening of one of :data:`WIDENABLE` (by the source's type now:
+        the same in every run of the seed)."""
+        rng = self.rng
+        one_w = f"id = (select id from w order by id offset mod({pick}, greatest((select" \
+                " count(*) from w), 1)) limit 1)"
+        if kind == "w_widen":
+            with psycopg.connect(self.src) as conn:
+                types = dict(conn.execute(
+                    "select attrelid::regclass::text || '.' || attname,"
+                    " format_type(atttypid, atttypmod) from pg_attribute where attrelid ="
+                    " any(array['w', 'k', 'c2', 'q']::regclass[]) and attnum > 0").fetchall())
+            open_ = [(t, c) for t, c in WIDENABLE if types.get(f"{t}.{c}") in WIDER]
+            if open_:
+                table, col = rng.choice(open_)
+                return kind, (f"alter table {table} alter column {col} type"
+                              f" {WIDER[types[f'{table}.{col}']]}"), ()
+            kind = "w_ins"
+        if kind == "w_ins":
+            new_id = rng.choice(["(select coalesce(max(id), 0) + 1 from w)",
+                                 "(select greatest(max(id), 3000000000) + 1 from w)"])
+            return kind, f"insert into w values ({new_id}, %s, %s, %s, %s)", (
+                rng.choice(W_INTS), rng.choice(W_NUMS), rng.choice(W_TEXTS), self._big())
+        if kind == "w_upd":
+            col, pool = rng.choice([("i", W_INTS), ("m", W_NUMS), ("s", W_TEXTS)])
+            return kind, f"update w set {col} = %s where {one_w}", (rng.choice(pool),)
+        if kind == "w_mov":
+            return kind, (f"update w set id = id + %s where {one_w}"), (
+                rng.choice([1000, 3000000000, -3000000000]),)
+        if kind == "w_del":
+            return kind, f"delete from w where {one_w}", ()
+        if kind == "w_fix":
+            return kind, ("update w set i = 2, m = 3 where id = (select min(id) from w where"
+                          f" {BAD_W})"), ()
+        return kind, f"update w set i = %s, big = %s where {one_w}", (  # w_taint
+            rng.choice([-2, None, 4]), rng.choice("tuvw") * rng.randint(3000, 9000))
 
     def _valid_waiting(self) -> list[int]:
         """The waiting letters the current contract accepts (a contract refuses NaN, ±Infinity

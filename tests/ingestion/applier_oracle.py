@@ -53,10 +53,23 @@ def _columns(url: str, schema: str, table: str) -> list[str]:
             (sql.Identifier(schema, table).as_string(conn),))]
 
 
-def _rows(url: str, schema: str, table: str, columns: list[str]) -> list[tuple]:
+def _types(url: str, schema: str, table: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute"
+            " where attrelid = %s::regclass and attnum > 0 and not attisdropped",
+            (sql.Identifier(schema, table).as_string(conn),)).fetchall())
+
+
+def _rows(url: str, schema: str, table: str, columns: list[str],
+          read_as: dict[str, str] | None = None) -> list[tuple]:
+    """The rows' values as text; a column of ``read_as`` cast to that type first."""
+    read_as = read_as or {}
     with psycopg.connect(url) as conn:
         return [tuple(r) for r in conn.execute(sql.SQL("select {} from {}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns),
+            sql.SQL(", ").join(sql.SQL("{}{}::text").format(
+                sql.Identifier(c), sql.SQL(f"::{read_as[c]}" if c in read_as else ""))
+                for c in columns),
             sql.Identifier(schema, table)))]
 
 
@@ -150,9 +163,11 @@ def nothing_lost(w: Where, *, settled: bool = False, lagging: bool = True) -> li
         w: the table.
         settled: a replay under the current contract has just marked the superseded letters,
             so a keyless table's waiting letters must add up exactly (not merely cover).
-        lagging: the mirror may lack columns the source added (it takes them at the table's
-            next change): rows are compared on the columns both have. False: a column the
-            mirror lacks is a problem.
+        lagging: the mirror may lack columns the source added, and keep a column's type the
+            source widened (it takes them at the table's next change: the source rewrote its
+            rows, ``1.50`` as ``numeric(16,3)`` reads ``1.500``, and sent none): rows are
+            compared on the columns both have, the source's read as the mirror's types. False:
+            a column the mirror lacks, or the source's value in another form, is a problem.
 
     Returns:
         One line per problem (empty: the oracle holds).
@@ -164,7 +179,13 @@ def nothing_lost(w: Where, *, settled: bool = False, lagging: bool = True) -> li
     if not lagging and len(columns) < len(everything):
         out.append(f"{w.table}: the mirror lacks the source's columns"
                    f" {sorted(set(everything) - mirrored)}")
-    source = _rows(w.src, "public", w.table, columns)
+    behind = {}
+    if lagging:
+        mirror_types = _types(w.land, w.source, w.table)
+        behind = {c: t for c, t in _types(w.src, "public", w.table).items()
+                  if c in mirrored and mirror_types[c] != t}
+        behind = {c: mirror_types[c] for c in behind}
+    source = _rows(w.src, "public", w.table, columns, behind)
     mirror = _rows(w.land, w.source, w.table, columns)
     live = _letters(w, columns)
     replayed, last, net = changelog_replay(w, columns)
