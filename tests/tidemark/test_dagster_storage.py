@@ -42,7 +42,8 @@ def two_is_two() -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=True)
 
 
-JOB = dg.Definitions(assets=[one, two], asset_checks=[two_is_two]).get_implicit_global_asset_job_def()
+JOB = dg.Definitions(assets=[one, two],
+                     asset_checks=[two_is_two]).get_implicit_global_asset_job_def()
 
 
 def _home(tmp_path: Path) -> Path:
@@ -140,7 +141,7 @@ def test_each_use_is_its_own_connection_and_threads_store_side_by_side(tmp_path:
                 for n in range(20):
                     storage.store_event(_entry(run_id, n))
                     storage.store_event(_entry("shared", n))
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:  # reported by the assertion below
                 errors.append(exc)
 
         threads = [threading.Thread(target=store, args=(f"t{i}",)) for i in range(3)]
