@@ -28,13 +28,13 @@ from tidemark.stack.dagster_storage import (
 
 
 @dg.asset
-def one() -> int:
-    return 1
+def one() -> None:
+    """An asset with no value."""
 
 
-@dg.asset
-def two(one: int) -> int:
-    return one + 1
+@dg.asset(deps=[one])
+def two() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"after": "one"})
 
 
 @dg.asset_check(asset=two)

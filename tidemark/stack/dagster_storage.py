@@ -108,56 +108,38 @@ class SharedEngineEventLogStorage(SqliteEventLogStorage):
             engine.dispose()
 
 
-class SharedEngineRunStorage(SqliteRunStorage):
+class _OneFileEngine:
+    """``connect`` of a one-file SQLite storage (runs, schedules) through one engine."""
+
+    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
+        """Dagster's storage of ``conn_string`` and its engine."""
+        super().__init__(conn_string, inst_data=inst_data)  # type: ignore[call-arg]
+        self._engine = create_engine(conn_string, poolclass=NullPool)
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None,
+                          config_value: Any) -> Any:
+        """This class (Dagster's returns its own) from the ``base_dir`` of its config."""
+        return cls.from_local(inst_data=inst_data, **config_value)  # type: ignore[attr-defined]
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A transaction on a new connection of the storage's engine."""
+        with self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    def dispose(self) -> None:
+        """Dispose of the engine (it stays usable)."""
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()
+
+
+class SharedEngineRunStorage(_OneFileEngine, SqliteRunStorage):
     """Dagster's SQLite run storage (``runs.db``) through one engine."""
 
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
-        """Dagster's storage of ``conn_string`` and its engine."""
-        super().__init__(conn_string, inst_data=inst_data)
-        self._engine = create_engine(conn_string, poolclass=NullPool)
 
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Any) -> SharedEngineRunStorage:
-        """This class (Dagster's returns its own) from the ``base_dir`` of its config."""
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A transaction on a new connection of the storage's engine."""
-        with self._engine.connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        """Dispose of the engine (it stays usable)."""
-        super().dispose()
-        self._engine.dispose()
-
-
-class SharedEngineScheduleStorage(SqliteScheduleStorage):
+class SharedEngineScheduleStorage(_OneFileEngine, SqliteScheduleStorage):
     """Dagster's SQLite schedule storage (``schedules.db``) through one engine."""
-
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
-        """Dagster's storage of ``conn_string`` and its engine."""
-        super().__init__(conn_string, inst_data=inst_data)
-        self._engine = create_engine(conn_string, poolclass=NullPool)
-
-    @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Any) -> SharedEngineScheduleStorage:
-        """This class (Dagster's returns its own) from the ``base_dir`` of its config."""
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A transaction on a new connection of the storage's engine."""
-        with self._engine.connect() as conn, conn.begin():
-            yield conn
-
-    def dispose(self) -> None:
-        """Dispose of the engine (it stays usable)."""
-        super().dispose()
-        self._engine.dispose()
 
 
 class SharedEngineSqliteStorage(DagsterSqliteStorage):
