@@ -36,6 +36,8 @@ RUNS = [
     ("dead_letter_queries.py", ["--letters", "2000", "--repeat", "1"], "replay_since_10m"),
     ("definitions.py", ["--reps", "1"], "load_s"),
     ("dagster_run_retention.py", ["--runs", "12", "--partitions", "3"], "read_back_unchanged"),
+    ("dagster_storage.py", ["--assets", "3", "--reads", "1", "--polls", "2", "--repeat", "1"],
+     "shared_engine"),
     ("history.py", ["--changelog", "20000", "--keys", "2000", "--letters", "500"], "seed_s"),
     ("keyless_letter_retention.py", ["--txns", "5", "--rows", "200", "--table-rows", "100"],
      "letter_waits"),

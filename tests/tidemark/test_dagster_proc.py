@@ -294,8 +294,9 @@ def test_a_slow_code_server_is_waited_for_not_failed(tmp_path) -> None:
 
 
 def test_dagster_home_upgrades_each_untouched_earlier_yaml(tmp_path) -> None:
-    # Both texts earlier versions wrote (before the correction limit, before the slow code
-    # server's settings), not edited since, become today's.
+    # The texts earlier versions wrote (Dagster's own SQLite storage class, before the
+    # correction limit, before the slow code server's settings), not edited since, become
+    # today's: the storage's files stay where they were (test_dagster_storage.py).
     for n, earlier in enumerate(sorted(_earlier(DAGSTER_YAML))):
         home = tmp_path / str(n) / "dagster"
         home.mkdir(parents=True)
@@ -303,3 +304,4 @@ def test_dagster_home_upgrades_each_untouched_earlier_yaml(tmp_path) -> None:
         dagster_home(Settings(home=tmp_path / str(n), port=55432))
         text = (home / "dagster.yaml").read_text()
         assert "tag_concurrency_limits" in text and "max_user_code_failure_retries: 5" in text
+        assert "class: SharedEngineSqliteStorage" in text and "  sqlite:" not in text

@@ -47,11 +47,25 @@ CODE_SERVER_STARTUP = """\
 code_servers:
   local_startup_timeout: 600
 """
-DAGSTER_YAML = """\
-# Written by `tidemark up`; edit freely, it is not overwritten.
+# Dagster's SQLite storage as earlier versions named it (Dagster's own class), and as today's do:
+# the same files, one SQLAlchemy engine per file in every Dagster process
+# (tidemark.stack.dagster_storage).
+SQLITE_STORAGE = """\
 storage:
   sqlite:
     base_dir: {storage}
+"""
+STORAGE_HEAD = """\
+# Dagster's SQLite storage (same files), with one SQLAlchemy engine per file in each process:
+storage:
+  custom:
+    module: tidemark.stack.dagster_storage
+    class: SharedEngineSqliteStorage
+    config:
+      base_dir: """
+DAGSTER_YAML = """\
+# Written by `tidemark up`; edit freely, it is not overwritten.
+""" + STORAGE_HEAD + """{storage}
 run_queue:
   max_concurrent_runs: 2
 """ + CORRECTION_LIMIT + SLOW_CODE_SERVER + CODE_SERVER_STARTUP + """\
@@ -92,8 +106,9 @@ def dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     text = DAGSTER_YAML.format(storage=home / "storage")
-    # A file still as an earlier `tidemark up` wrote it (without the correction limit, or
-    # without the slow code server's settings) gets today's; a file the user edited is theirs.
+    # A file still as an earlier `tidemark up` wrote it (Dagster's own SQLite storage class,
+    # without the correction limit or without the slow code server's settings) gets today's;
+    # a file the user edited is theirs. The storage's files stay where they are.
     if not config.exists() or config.read_text(encoding="utf-8") in _earlier(text):
         config.write_text(text, encoding="utf-8")
     return home
@@ -101,8 +116,11 @@ def dagster_home(settings: Settings) -> Path:
 
 def _earlier(text: str) -> set[str]:
     """The texts earlier versions of ``tidemark up`` wrote where today's writes ``text``."""
-    without_slow = text.replace(SLOW_CODE_SERVER + CODE_SERVER_STARTUP, "")
-    return {without_slow, without_slow.replace(CORRECTION_LIMIT, "")}
+    head, rest = text.split(STORAGE_HEAD, 1)
+    storage, tail = rest.split("\n", 1)
+    sqlite = head + SQLITE_STORAGE.format(storage=storage) + tail
+    without_slow = sqlite.replace(SLOW_CODE_SERVER + CODE_SERVER_STARTUP, "")
+    return {sqlite, without_slow, without_slow.replace(CORRECTION_LIMIT, "")}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
