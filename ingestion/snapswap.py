@@ -145,8 +145,9 @@ def _set_aside(conn: psycopg.Connection, stg: Staging, prefix: str) -> sql.Ident
     for n, (index,) in enumerate(indexes.fetchall()):
         conn.execute(sql.SQL("alter index {} rename to {}").format(
             sql.SQL(index), sql.Identifier(f"{name}_{n}")))  # regclass text
-    conn.execute(sql.SQL("alter table {} rename to {}").format(stg.ident(prefix),
-                                                               sql.Identifier(name)))
+    if stg.at(prefix) != (schema, name):  # staged under its landing name
+        conn.execute(sql.SQL("alter table {} rename to {}").format(stg.ident(prefix),
+                                                                   sql.Identifier(name)))
     return sql.Identifier(schema, name)
 
 
@@ -166,7 +167,8 @@ def move_in(conn: psycopg.Connection, jobs: list[Job]) -> None:
     clashes = {tuple(r) for r in conn.execute(_CLASHES, (
         [stg.at(p)[0] for stg, p, _, _ in moves], [stg.at(p)[1] for stg, p, _, _ in moves],
         [target for _, _, target, _ in moves]))}
-    aside = {job.info.name for stg, p, _, job in moves if stg.at(p) in clashes}
+    aside = {job.info.name for stg, p, _, job in moves
+             if stg.at(p) in clashes or stg.mirror_at is None}  # staged as m_/c_<oid>
     statements = [sql.SQL("alter table {} set schema {}").format(stg.ident(p),
                                                                  sql.Identifier(target))
                   for stg, p, target, job in moves if job.info.name not in aside]

@@ -61,11 +61,32 @@ class Staging:
         return sql.Identifier(*self.at(prefix))
 
 
+NAME_BYTES = 63
+"""PostgreSQL's identifier length: longer derived names are cut."""
+_LONGEST_SUFFIX = len("__commit_lsn__seq_key")  # the changelog's unique constraint
+
+
+def names_derive_whole(table: str, columns: list[str]) -> bool:
+    """Whether every name PostgreSQL derives from ``table`` and its columns (``<table>_pkey``,
+    ``<table>_<column>_key``, ``<table>_<column>_not_null``, the changelog's
+    ``<table>__commit_lsn__seq_key``) fits whole. A cut name can be the same for two tables
+    of one snapshot: staged under their landing names in one schema, the second one's index
+    build would then fail (``relation "..._pkey" already exists``)."""
+    longest = max([len(c.encode()) for c in columns] + [0])
+    return len(table.encode()) + 1 + max(longest + len("_not_null"), _LONGEST_SUFFIX) \
+        <= NAME_BYTES
+
+
 def staging_for(info: TableInfo) -> Staging:
-    """The staging objects of a table (:data:`staging_schemas`)."""
+    """The staging objects of a table (:data:`staging_schemas`). A table whose derived names
+    would be cut (:func:`names_derive_whole`) stages as ``m_<oid>`` / ``c_<oid>`` instead,
+    and is swapped in (:func:`ingestion.snapswap.move_in`)."""
     side, mirrors, changelogs = staging_schemas(info.source)
-    return Staging(side, info.source_oid, (mirrors, info.name),
-                   (changelogs, changelog_table_name(info.source, info.name)))
+    changelog = changelog_table_name(info.source, info.name)
+    columns = [c.name for c in info.columns]
+    if not (names_derive_whole(info.name, columns) and names_derive_whole(changelog, columns)):
+        return Staging(side, info.source_oid)
+    return Staging(side, info.source_oid, (mirrors, info.name), (changelogs, changelog))
 
 
 def staged_info(info: TableInfo, stg: Staging) -> TableInfo:
