@@ -22,9 +22,10 @@ import logging
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
 from ingestion.errors import LandingRestoredError, SlotMissingError, SourceBehindError
-from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.lsn import lsn_to_str, str_to_lsn, wal_position
 
 log = logging.getLogger("tidemark.ingestion")
 _IDENTITY = ("select (select oid from pg_database where datname = current_database())::text"
@@ -53,11 +54,11 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
         SourceBehindError: the source's WAL is behind the checkpoint.
         LandingRestoredError: landing was restored and the slot is past its checkpoint.
     """
-    row = source_conn.execute(
-        "select s.confirmed_flush_lsn::text, (case when pg_is_in_recovery() then"
-        " pg_last_wal_replay_lsn() else pg_current_wal_insert_lsn() end)::text,"
+    row = source_conn.execute(sql.SQL(
+        "select s.confirmed_flush_lsn::text, {}::text,"
         " pg_postmaster_start_time(), current_setting('wal_sender_timeout')"
-        " from pg_replication_slots s where s.slot_name = %s", (slot,)).fetchone()
+        " from pg_replication_slots s where s.slot_name = %s").format(wal_position("insert")),
+        (slot,)).fetchone()
     at = lsn_to_str(ckpt)
     if row is None:
         raise SlotMissingError(

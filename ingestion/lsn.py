@@ -22,8 +22,25 @@ def str_to_lsn(text: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-WAL_NOW = sql.SQL("(case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
-                  " else pg_current_wal_lsn() end)")
-"""SQL for a source server's WAL position now. A standby (PostgreSQL 16 and later stream logical
-changes from one) refuses the WAL control functions; its position is the WAL it has replayed,
-in the same LSN space as its primary's."""
+def wal_position(kind: str = "") -> sql.Composed:
+    """SQL for a source server's WAL position now, on a primary or a standby.
+
+    A standby (PostgreSQL 16 and later stream logical changes from one) refuses the WAL control
+    functions; its position is the WAL it has replayed, in the same LSN space as its primary's.
+
+    Args:
+        kind: ``""`` (written), ``"insert"`` or ``"flush"``: which ``pg_current_wal_*lsn()``
+            a primary answers with.
+
+    Raises:
+        ValueError: an unknown kind.
+    """
+    if kind not in ("", "insert", "flush"):
+        raise ValueError(f"unknown WAL position kind {kind!r} (expected '', 'insert' or 'flush')")
+    current = sql.SQL("pg_current_wal_{}lsn()".format(f"{kind}_" if kind else ""))
+    return sql.SQL("(case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
+                   " else {} end)").format(current)
+
+
+WAL_NOW = wal_position()
+"""SQL for a source server's WAL position now (:func:`wal_position`)."""

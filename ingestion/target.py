@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 
-from ingestion.lsn import str_to_lsn
+from ingestion.lsn import str_to_lsn, wal_position
 from ingestion.names import HEARTBEAT_PREFIX
 
 
@@ -44,18 +45,16 @@ def emit_heartbeat(dsn: str) -> int | None:
     """
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            try:
-                row = conn.execute("select pg_logical_emit_message(true, %s, %s)::text",
-                                   (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
-            except psycopg.errors.InternalError_:
-                # A standby writes no WAL ("cannot assign TransactionIds during recovery"):
-                # heartbeats are its primary's to write (``--admin-url``), and reach it by WAL.
-                if conn.execute("select pg_is_in_recovery()").fetchone()[0]:
-                    return None
-                raise
+            # A standby writes no WAL ("cannot assign TransactionIds during recovery"):
+            # heartbeats are its primary's to write (``--admin-url``), and reach it by WAL.
+            # Asked in the same statement, so a standby answers NULL instead of logging an
+            # error at every heartbeat; a promoted standby starts writing them.
+            row = conn.execute("select case when pg_is_in_recovery() then null"
+                               " else pg_logical_emit_message(true, %s, %s)::text end",
+                               (HEARTBEAT_PREFIX, datetime.now().isoformat())).fetchone()
     except psycopg.errors.InsufficientPrivilege:
         return None
-    return str_to_lsn(row[0])
+    return None if row[0] is None else str_to_lsn(row[0])
 
 
 @dataclass
@@ -89,12 +88,10 @@ class CatchUpTarget:
     def of_wal(cls, conn: psycopg.Connection) -> CatchUpTarget:
         """The source's WAL position now (a role refused heartbeats), on an autocommit
         source connection."""
-        insert, flush, delay_ms = conn.execute(
-            "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
-            " else pg_current_wal_insert_lsn() end)::text, (case when pg_is_in_recovery()"
-            " then pg_last_wal_replay_lsn() else pg_current_wal_flush_lsn() end)::text,"
+        insert, flush, delay_ms = conn.execute(sql.SQL(
+            "select {}::text, {}::text,"
             " (select setting::int from pg_settings where name = 'wal_writer_delay')"
-        ).fetchone()
+        ).format(wal_position("insert"), wal_position("flush"))).fetchone()
         target = cls(str_to_lsn(insert), settle_at=time.monotonic() + 3 * delay_ms / 1000)
         if str_to_lsn(flush) >= target.lsn:  # everything inserted is flushed already
             target.flushed = target.lsn
@@ -120,6 +117,5 @@ class CatchUpTarget:
         if self.heartbeat or self.flushed is not None or time.monotonic() < self.settle_at:
             return
         flush = str_to_lsn(conn.execute(
-            "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn()"
-            " else pg_current_wal_flush_lsn() end)::text").fetchone()[0])
+            sql.SQL("select {}::text").format(wal_position("flush"))).fetchone()[0])
         self.flushed = min(self.lsn, flush)

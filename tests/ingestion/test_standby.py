@@ -30,6 +30,7 @@ from ingestion.resync import resync
 from ingestion.source_admin import add_source, describe_sources
 from ingestion.sources import SourceSpec, save_source
 from ingestion.status import status
+from ingestion.target import emit_heartbeat
 from tests.ingestion.conftest import Pair, assert_mirror_equals
 from tests.support import create_database, start_standby, start_test_server
 from tidemark.stack.embedded import EmbeddedServer
@@ -93,6 +94,11 @@ def test_a_standby_streams_and_its_invalidated_slot_is_named_and_resynced(
                "delete from items where id > 190", "insert into items values (500, 'new')")
     catch_up(replica, p.land, p.source, setup_dsn=p.src)  # ends on the primary's heartbeat
     assert_mirror_equals(p, "items")
+    # Without an admin URL the heartbeats fall to the standby: it answers none, and its log
+    # gets no error for each (round 45 logged "cannot assign TransactionIds during recovery").
+    assert emit_heartbeat(replica) is None
+    assert emit_heartbeat(p.src) is not None
+    assert "during recovery" not in standby.log_file.read_text(errors="replace")
     seen = status(replica, p.land, p.source)  # WAL positions read as a standby can
     assert seen["slot_exists"] and seen["lag_bytes"] is not None
     save_source(p.land, SourceSpec(p.source, url=replica, admin_url=p.src))
