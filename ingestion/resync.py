@@ -54,6 +54,7 @@ from ingestion.snapshot import (
     snapshot_tables,
 )
 from ingestion.sources import record_error
+from ingestion.standby import await_replay, nudging, primary_to_nudge
 from ingestion.state import ensure_state, record_schema_change
 from ingestion.tables import (
     ColumnInfo,
@@ -100,7 +101,7 @@ def resync(source_dsn: str, landing_dsn: str, source: str, table: str | None = N
         return (f"Source {source}: new slot and snapshot of {stats.snapshot_rows} rows at "
                 f"{stats.lsn}" + (f"; paused tables rebuilt: {', '.join(reopened)}."
                                   if reopened else "."))
-    return resync_table(source_dsn, landing_dsn, source, table, contracts)
+    return resync_table(source_dsn, landing_dsn, source, table, contracts, setup_dsn=setup_dsn)
 
 
 def _reopen_paused(source_dsn: str, landing_dsn: str, source: str, contracts: Any) -> list[str]:
@@ -140,13 +141,17 @@ def _source_oid(src_cat: psycopg.Connection, info: TableInfo) -> int | None:
 
 
 def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
-                 contracts: Any = None, keepalive: Callable[[], None] | None = None) -> str:
+                 contracts: Any = None, keepalive: Callable[[], None] | None = None,
+                 setup_dsn: str | None = None) -> str:
     """Rebuild one table from a fresh snapshot of it (see the module docstring).
 
     ``keepalive``: called while it waits for the mirror's lock (a streaming session that runs
     it keeps its stream alive: :class:`ingestion.ddl_locks.DdlLocks`). A source table rewritten
     after the snapshot (it would look empty to it) is resynced again from a new snapshot, up to
-    :data:`REWRITE_ATTEMPTS` times.
+    :data:`REWRITE_ATTEMPTS` times. ``setup_dsn``: the source's admin URL; when the source is
+    a standby (its primary), the standby first replays what the primary wrote, and the primary
+    is asked for the running-transactions record the temporary slot waits for
+    (:mod:`ingestion.standby`).
 
     Raises:
         TableNotFoundError: the table is not replicated for this source, or gone.
@@ -156,7 +161,7 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
     for attempt in range(1, REWRITE_ATTEMPTS + 1):
         try:
             return _resync_table_once(source_dsn, landing_dsn, source, table, contracts,
-                                      keepalive)
+                                      keepalive, setup_dsn)
         except SnapshotRewrittenError as exc:
             if attempt == REWRITE_ATTEMPTS:
                 raise SnapshotRewrittenError(
@@ -167,10 +172,12 @@ def resync_table(source_dsn: str, landing_dsn: str, source: str, table: str,
 
 
 def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: str,
-                       contracts: Any, keepalive: Callable[[], None] | None) -> str:
+                       contracts: Any, keepalive: Callable[[], None] | None,
+                       setup_dsn: str | None) -> str:
     source_dsn = pinned_dsn(source_dsn)
     with psycopg.connect(landing_dsn) as land, \
             psycopg.connect(source_dsn, autocommit=True) as src_cat:
+        await_replay(src_cat, setup_dsn, source)  # a standby: the primary's DDL replayed
         check_landing_triggers(land)
         ensure_state(land, source)
         land.commit()
@@ -206,9 +213,10 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
         forms = source_forms(src_cat, [oid])[oid]
         repl = replication_connection(source_dsn)
         try:
-            lsn, snapshot = create_slot_exporting(repl.cursor(), f"{slot_name(source)}_resync",
-                                                  temporary=True, watch_dsn=source_dsn,
-                                                  source=source)
+            with nudging(primary_to_nudge(src_cat, setup_dsn)):
+                lsn, snapshot = create_slot_exporting(
+                    repl.cursor(), f"{slot_name(source)}_resync", temporary=True,
+                    watch_dsn=source_dsn, source=source)
             snap = open_snapshot(source_dsn, snapshot)
             try:
                 _rebuild(applier, tracker, info, oid, lsn)

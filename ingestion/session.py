@@ -398,7 +398,7 @@ class Session:
             try:
                 with kept_alive(self.keep_alive):  # a copy of 10 M rows: minutes
                     message = resync_table(cfg.source_dsn, cfg.landing_dsn, cfg.source, name,
-                                           cfg.contracts, self.keep_alive)
+                                           cfg.contracts, self.keep_alive, cfg.setup_dsn)
             except IngestionError as exc:
                 # The table stays paused with the reason; the others keep flowing.
                 self.tracker.resync_failed(name, str(exc))

@@ -125,6 +125,36 @@ def test_a_standby_streams_and_its_invalidated_slot_is_named_and_resynced(
     assert_mirror_equals(p, "items")
 
 
+@pytest.mark.timeout(180)
+def test_a_tables_resync_on_a_standby_of_an_idle_primary_ends(tmp_path: Path,
+                                                              pg: EmbeddedServer) -> None:
+    # The resync's temporary slot, made on the standby, waits for a running-transactions
+    # record from the primary. An idle primary writes none (round 45: the resync waited for
+    # good); the resync asks for one, as the source's own slot creation does. (18 only.)
+    primary = start_test_server(tmp_path / "primary", conf={"autovacuum": "off"})  # idle
+    standby = None
+    try:
+        p = Pair("sbrs", create_database(primary, "src"), create_database(pg, "land_sbrs"))
+        standby = start_standby(primary, tmp_path / "standby")
+        replica = standby.admin_url("src")
+        p.src_exec("create table items (id int primary key, name text)",
+                   "insert into items select i, 'n' || i from generate_series(1, 50) i")
+        _replayed(p.src, replica)
+        catch_up(replica, p.land, p.source, setup_dsn=p.src)
+        p.src_exec("update items set name = 'changed' where id <= 5")
+        # The primary's background writer logs its last record within 15 s of a write, then
+        # nothing while the primary is idle.
+        time.sleep(16)
+        _replayed(p.src, replica)
+        said = resync(replica, p.land, p.source, "items", setup_dsn=p.src)
+        assert "rebuilt from a snapshot" in said and "50 rows" in said, said
+        assert_mirror_equals(p, "items")
+    finally:
+        if standby is not None:
+            standby.stop()
+        primary.stop()
+
+
 def test_a_standby_without_an_admin_url_is_refused_with_the_way_forward(
         servers: tuple[EmbeddedServer, EmbeddedServer], pg: EmbeddedServer) -> None:
     primary, standby = servers
