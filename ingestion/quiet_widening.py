@@ -1,0 +1,125 @@
+"""Widenings of tables that no row change has streamed since: followed from the source catalog.
+
+A safe type change (:func:`ingestion.schema_changes.is_widening`) can rewrite the text every
+existing row reads as — ``1.50`` as ``numeric(16,3)`` reads ``1.500``, ``'a  '`` as
+``varchar`` reads ``'a'``, ``0.1::real`` as ``double precision`` reads
+``0.10000000149011612`` — while logical decoding sends no row, so no Relation message either:
+the stream shows the new type only with the table's next row change. A table nobody writes
+after the DDL kept the old type, and its old text, in mirror and changelog for good.
+
+At every publication sync (30 s while streaming, and at every start) landing compares the
+source catalog's column types with the mirror's: a column the source widened beyond the
+registered type and the mirror does not have yet is widened in mirror and changelog (as the
+Relation message would have it, if the table's contract allows ``widen_type``). The registered
+shape stays the stream's: the stream may still send rows of the old type (decoding lags the
+catalog), which the wider column takes as they are; the Relation message that finally shows the
+new type finds the mirror already wide, and records the change as usual. Narrowing and other
+changes are left to the stream (they pause at the Relation message).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from ingestion.lsn import lsn_to_str
+from ingestion.schema_changes import SchemaChange, is_widening
+from ingestion.state import record_schema_change
+from ingestion.tables import ColumnInfo, TableInfo, widen_column
+
+if TYPE_CHECKING:
+    from ingestion.session import Session
+
+log = logging.getLogger("tidemark.ingestion")
+
+_TYPES = ("select attrelid::int, attname, atttypid::int, atttypmod from pg_attribute"
+          " where attrelid = any(%s) and attnum > 0 and not attisdropped")
+
+
+def _types(conn: psycopg.Connection, oids: list[int]) -> dict[int, dict[str, tuple[int, int]]]:
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for rel, name, typ, mod in conn.execute(_TYPES, (oids,)):
+        out.setdefault(rel, {})[name] = (typ, mod)
+    return out
+
+
+def widened_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
+                  known: list[tuple[int, TableInfo]]) -> list[tuple[TableInfo, ColumnInfo]]:
+    """The columns the source widened that the mirror has not followed yet.
+
+    Args:
+        source_conn: the source (its catalog now).
+        landing: the landing connection (the mirrors' catalog).
+        known: (source OID, landing table) of the published tables landing has, not paused.
+
+    Returns:
+        (table, the column as the source has it now, its ``type_sql`` not filled in).
+    """
+    if not known:
+        return []
+    source = _types(source_conn, [oid for oid, _ in known])
+    landed: dict[str, dict[str, tuple[int, int]]] = {}
+    for mirror, name, typ, mod in landing.execute(
+            "select m.name, a.attname, a.atttypid::int, a.atttypmod from unnest(%s::text[])"
+            " m (name) join pg_attribute a on a.attrelid = to_regclass(m.name) where a.attnum"
+            " > 0 and not a.attisdropped",
+            ([info.mirror.as_string(landing) for _, info in known],)):
+        landed.setdefault(mirror, {})[name] = (typ, mod)
+    out = []
+    for oid, info in known:
+        have = landed.get(info.mirror.as_string(landing), {})
+        for col in info.columns:
+            now = source.get(oid, {}).get(col.name)
+            if now is None or now == (col.type_oid, col.typmod) or have.get(col.name) == now:
+                continue
+            new = ColumnInfo(col.name, now[0], now[1], "")
+            # Built-in types only widen (is_widening): their OIDs are the same in landing.
+            if is_widening(col, new):
+                out.append((info, new))
+    return out
+
+
+def follow_widenings(session: Session, known: list[tuple[int, TableInfo]]) -> None:
+    """Widen in mirror and changelog the columns the source widened without a row streamed
+    since (:func:`widened_ahead`), between transactions.
+
+    Args:
+        session: the streaming session.
+        known: (source OID, landing table) of the published tables landing has.
+    """
+    known = [(oid, info) for oid, info in known if info.paused_reason is None]
+    applier = session.applier
+    ahead = widened_ahead(session.source_conn, session.landing, known)
+    session.source_conn.rollback()
+    if not applier.in_txn:  # else the read is part of the applier's transaction
+        session.landing.rollback()
+    if not ahead:
+        return
+    named = session.tracker.columns([(c.name, c.type_oid, c.typmod) for _, c in ahead])
+    applier.begin()
+    for (info, _), col in zip(ahead, named, strict=True):
+        old = next(c for c in info.columns if c.name == col.name)
+        change = SchemaChange("widen_type", col.name, f"column {col.name!r} changed type from "
+                              f"{old.type_sql} to {col.type_sql}", col)
+        contract = applier.contract_for(info)
+        if contract is not None and not contract.allows(change.kind, change.column):
+            continue  # the stream pauses the table at its Relation message
+        applier.flush(info)
+        applier.write_letters(info.name)  # their values convert too
+        try:
+            applier.ddl_locks.run(
+                applier.conn, info.qualified, [info.mirror, info.changelog],
+                f"apply a schema change ({change.detail})",
+                lambda info=info, col=col: widen_column(applier.conn, info, col))
+        except (psycopg.errors.DependentObjectsStillExist,
+                psycopg.errors.FeatureNotSupported):
+            continue  # an object built on the mirror: the stream's Relation message pauses
+        record_schema_change(applier.conn, session.cfg.source, info.name,
+                             lsn_to_str(session.ckpt), change.kind, change.column,
+                             f"{change.detail} (no row change streamed since; followed from "
+                             f"the source catalog)", "applied")
+        log.info("%s: %s (no row change streamed since); applied to mirror and changelog",
+                 info.qualified, change.detail)
+    applier.commit(session.ckpt, session.last_commit_at)

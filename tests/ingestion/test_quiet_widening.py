@@ -1,0 +1,91 @@
+"""Widenings of tables no row change streamed since (ingestion/quiet_widening.py): followed from
+the source catalog, so mirror and changelog read as the source does without a later write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from contracts import load_contracts
+from ingestion import catch_up
+from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
+
+
+def mirror_types(p: Pair, table: str) -> dict[str, str]:
+    with psycopg.connect(p.land) as conn:
+        return dict(conn.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute where attrelid"
+            " = %s::regclass and attnum > 0 and not attisdropped", (f'"{p.source}"."{table}"',)))
+
+
+def history(p: Pair) -> list[tuple]:
+    with psycopg.connect(p.land) as conn:
+        return conn.execute("select table_name, change, column_name, action from"
+                            " tidemark.schema_history order by 1, 3, recorded_at").fetchall()
+
+
+def test_a_widening_that_rewrites_the_rows_text_reaches_a_quiet_table(pair: Pair) -> None:
+    """Issue 10: ``numeric(12,2)`` → ``numeric(16,3)`` rewrites ``1.25`` as ``1.250`` and
+    ``timestamp(0)`` → ``timestamp(3)`` keeps its text, ``real`` → ``double precision`` reads
+    ``0.1`` as ``0.10000000149011612``, ``char(4)`` → ``varchar`` drops the blanks: a table that
+    gets no write after the DDL reads so in landing too (on main it kept the old text)."""
+    pair.src_exec("create table q (id int primary key, amount numeric(12,2), ts timestamp(0),"
+                  " r real, c char(4))",
+                  "insert into q select g, g * 1.25, '2020-01-01 10:00:00', 0.1, 'a'"
+                  " from generate_series(1, 20) g")
+    catch_up(pair.src, pair.land, pair.source)
+    # One row change streams with the old shape after the DDL was committed (the stream lags).
+    pair.src_exec("insert into q values (21, 3.5, '2020-01-02', 0.2, 'b')",
+                  "alter table q alter column amount type numeric(16,3)",
+                  "alter table q alter column ts type timestamp(3)",
+                  "alter table q alter column r type double precision",
+                  "alter table q alter column c type varchar")
+    catch_up(pair.src, pair.land, pair.source)
+    assert mirror_types(pair, "q")["amount"] == "numeric(16,3)"
+    assert mirror_types(pair, "q")["c"] == "character varying"
+    assert_mirror_equals(pair, "q")
+    assert_changelog_replays(pair, "q", ["id"])
+    # The next write shows the new shape: nothing paused, recorded once more.
+    pair.src_exec("insert into q values (22, 1.125, '2020-01-03 01:02:03.456', 0.3, 'c')",
+                  "update q set amount = 2.375 where id = 1")
+    catch_up(pair.src, pair.land, pair.source)
+    assert_mirror_equals(pair, "q")
+    assert_changelog_replays(pair, "q", ["id"])
+    with psycopg.connect(pair.land) as conn:
+        assert conn.execute("select count(*) from tidemark.replicated_tables"
+                            " where paused_at is not null").fetchone()[0] == 0
+    assert {(c, a) for _, c, _, a in history(pair)} == {("create_table", "applied"),
+                                                        ("widen_type", "applied")}
+
+
+CONTRACT = """version: 1
+primary_key: [id]
+event_time: null
+compatibility: none
+allowed_lateness: 0s
+freshness: {warn_after: 1d, error_after: 2d}
+columns:
+  id: {type: integer}
+  amount: {type: numeric}
+"""
+
+
+def test_a_contract_that_refuses_widenings_is_left_to_the_stream(pair: Pair,
+                                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "contracts" / pair.source
+    folder.mkdir(parents=True)
+    (folder / "q.yml").write_text(CONTRACT)
+    contracts = load_contracts(tmp_path / "contracts")
+    pair.src_exec("create table q (id int primary key, amount numeric(12,2))",
+                  "insert into q values (1, 1.25)")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    pair.src_exec("alter table q alter column amount type numeric(16,3)")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    assert mirror_types(pair, "q")["amount"] == "numeric(12,2)"
+    pair.src_exec("insert into q values (2, 2.5)")
+    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
+    with psycopg.connect(pair.land) as conn:
+        reason = conn.execute("select paused_reason from tidemark.replicated_tables where"
+                              " table_name = 'q'").fetchone()[0]
+    assert reason is not None and "numeric(16,3)" in reason
