@@ -1,4 +1,4 @@
-"""Widenings of tables that no row change has streamed since: followed from the source catalog.
+"""Type changes of tables that no row change has streamed since: seen in the source catalog.
 
 A safe type change (:func:`ingestion.schema_changes.is_widening`) can rewrite the text every
 existing row reads as — ``1.50`` as ``numeric(16,3)`` reads ``1.500``, ``'a  '`` as
@@ -10,11 +10,15 @@ after the DDL kept the old type, and its old text, in mirror and changelog for g
 At every publication sync (30 s while streaming, and at every start) landing compares the
 source catalog's column types with the mirror's: a column the source widened beyond the
 registered type and the mirror does not have yet is widened in mirror and changelog (as the
-Relation message would have it, if the table's contract allows ``widen_type``). The registered
+Relation message would have it; a contract that refuses ``widen_type`` pauses it). The registered
 shape stays the stream's: the stream may still send rows of the old type (decoding lags the
 catalog), which the wider column takes as they are; the Relation message that finally shows the
-new type finds the mirror already wide, and records the change as usual. Narrowing and other
-changes are left to the stream (they pause at the Relation message).
+new type finds the mirror already wide, and records the change as usual.
+
+Any other type change (``varchar(5)`` → ``char(10)``, ``timestamptz`` → ``timestamp`` in the
+DDL session's time zone) rewrites the rows' values in a way landing cannot repeat, and pauses the
+table at its Relation message; a quiet table sent none, and its mirror silently kept the old
+values. The sync pauses it (``change_type``) as the Relation message would, for a resync.
 """
 
 from __future__ import annotations
@@ -34,20 +38,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidemark.ingestion")
 
-_TYPES = ("select attrelid::int, attname, atttypid::int, atttypmod from pg_attribute"
+_TYPES = ("select attrelid::int, attname, atttypid::int, atttypmod, attnum from pg_attribute"
           " where attrelid = any(%s) and attnum > 0 and not attisdropped")
 
 
-def _types(conn: psycopg.Connection, oids: list[int]) -> dict[int, dict[str, tuple[int, int]]]:
-    out: dict[int, dict[str, tuple[int, int]]] = {}
-    for rel, name, typ, mod in conn.execute(_TYPES, (oids,)):
-        out.setdefault(rel, {})[name] = (typ, mod)
+def _types(conn: psycopg.Connection, oids: list[int]
+           ) -> dict[int, dict[str, tuple[int, int, int]]]:
+    out: dict[int, dict[str, tuple[int, int, int]]] = {}
+    for rel, name, typ, mod, num in conn.execute(_TYPES, (oids,)):
+        out.setdefault(rel, {})[name] = (typ, mod, num)
     return out
 
 
-def widened_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
+def retyped_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
                   known: list[tuple[int, TableInfo]]) -> list[tuple[TableInfo, ColumnInfo]]:
-    """The columns the source widened that the mirror has not followed yet.
+    """The columns whose type the source changed and the mirror has not followed yet.
 
     Args:
         source_conn: the source (its catalog now).
@@ -55,7 +60,8 @@ def widened_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
         known: (source OID, landing table) of the published tables landing has, not paused.
 
     Returns:
-        (table, the column as the source has it now, its ``type_sql`` not filled in).
+        (table, the column as the source has it now, its ``type_sql`` not filled in); a column
+        dropped and added again under its name (another ``attnum``) is left to the stream.
     """
     if not known:
         return []
@@ -72,18 +78,19 @@ def widened_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
         have = landed.get(info.mirror.as_string(landing), {})
         for col in info.columns:
             now = source.get(oid, {}).get(col.name)
-            if now is None or now == (col.type_oid, col.typmod) or have.get(col.name) == now:
+            if now is None or now[:2] == (col.type_oid, col.typmod) or now[2] != col.attnum:
                 continue
-            new = ColumnInfo(col.name, now[0], now[1], "")
+            new = ColumnInfo(col.name, now[0], now[1], "", now[2])
             # Built-in types only widen (is_widening): their OIDs are the same in landing.
-            if is_widening(col, new):
+            if not is_widening(col, new) or have.get(col.name) != now[:2]:
                 out.append((info, new))
     return out
 
 
-def follow_widenings(session: Session, known: list[tuple[int, TableInfo]]) -> None:
+def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None:
     """Widen in mirror and changelog the columns the source widened without a row streamed
-    since (:func:`widened_ahead`), between transactions.
+    since (:func:`retyped_ahead`), and pause the tables of other type changes, between
+    transactions.
 
     Args:
         session: the streaming session.
@@ -91,7 +98,7 @@ def follow_widenings(session: Session, known: list[tuple[int, TableInfo]]) -> No
     """
     known = [(oid, info) for oid, info in known if info.paused_reason is None]
     applier = session.applier
-    ahead = widened_ahead(session.source_conn, session.landing, known)
+    ahead = retyped_ahead(session.source_conn, session.landing, known)
     session.source_conn.rollback()
     if not applier.in_txn:  # else the read is part of the applier's transaction
         session.landing.rollback()
@@ -100,12 +107,20 @@ def follow_widenings(session: Session, known: list[tuple[int, TableInfo]]) -> No
     named = session.tracker.columns([(c.name, c.type_oid, c.typmod) for _, c in ahead])
     applier.begin()
     for (info, _), col in zip(ahead, named, strict=True):
+        if info.paused_reason is not None:  # another column of it paused it
+            continue
         old = next(c for c in info.columns if c.name == col.name)
-        change = SchemaChange("widen_type", col.name, f"column {col.name!r} changed type from "
+        kind = "widen_type" if is_widening(old, col) else "change_type"
+        change = SchemaChange(kind, col.name, f"column {col.name!r} changed type from "
                               f"{old.type_sql} to {col.type_sql}", col)
         contract = applier.contract_for(info)
-        if contract is not None and not contract.allows(change.kind, change.column):
-            continue  # the stream pauses the table at its Relation message
+        if kind == "change_type" or (contract is not None
+                                     and not contract.allows(kind, change.column)):
+            refused = "" if kind == "change_type" else ", not allowed by its contract"
+            session.tracker.pause(info, [change], session.ckpt,
+                                  f"{change.detail} on the source ({kind}{refused}; seen in its"
+                                  f" catalog, no row change of the new type streamed yet)")
+            continue
         applier.flush(info)
         applier.write_letters(info.name)  # their values convert too
         try:

@@ -9,6 +9,7 @@ import psycopg
 
 from contracts import load_contracts
 from ingestion import catch_up
+from ingestion.resync import resync
 from tests.ingestion.conftest import Pair, assert_changelog_replays, assert_mirror_equals
 
 
@@ -71,8 +72,8 @@ columns:
 """
 
 
-def test_a_contract_that_refuses_widenings_is_left_to_the_stream(pair: Pair,
-                                                                 tmp_path: Path) -> None:
+def test_a_contract_that_refuses_widenings_pauses_a_quiet_table(pair: Pair,
+                                                                tmp_path: Path) -> None:
     folder = tmp_path / "contracts" / pair.source
     folder.mkdir(parents=True)
     (folder / "q.yml").write_text(CONTRACT)
@@ -83,9 +84,41 @@ def test_a_contract_that_refuses_widenings_is_left_to_the_stream(pair: Pair,
     pair.src_exec("alter table q alter column amount type numeric(16,3)")
     catch_up(pair.src, pair.land, pair.source, contracts=contracts)
     assert mirror_types(pair, "q")["amount"] == "numeric(12,2)"
-    pair.src_exec("insert into q values (2, 2.5)")
-    catch_up(pair.src, pair.land, pair.source, contracts=contracts)
     with psycopg.connect(pair.land) as conn:
         reason = conn.execute("select paused_reason from tidemark.replicated_tables where"
                               " table_name = 'q'").fetchone()[0]
-    assert reason is not None and "numeric(16,3)" in reason
+    assert reason is not None and "to numeric(16,3) on the source (widen_type, not allowed by"\
+        " its contract; seen in its catalog" in reason
+
+
+def test_another_type_change_of_a_quiet_table_pauses_it_for_a_resync(pair: Pair) -> None:
+    """``timestamptz`` → ``timestamp`` in a New York session and ``varchar(5)`` → ``char(10)``
+    rewrite the rows as landing cannot repeat: a table written after the DDL pauses at its
+    Relation message; one nobody writes pauses the same (on main its mirror kept the old
+    values, unpaused); the resync the message names makes both equal to the source."""
+    for table in ("busy", "quiet"):
+        pair.src_exec(f"create table {table} (id int primary key, code varchar(5),"
+                      f" tz timestamptz)", f"insert into {table} select g, 'c' || g,"
+                      f" '2020-01-01 10:00:00+00' from generate_series(1, 20) g")
+    catch_up(pair.src, pair.land, pair.source)
+    pair.src_exec("set timezone = 'America/New_York'; alter table busy alter column tz type"
+                  " timestamp; alter table quiet alter column tz type timestamp",
+                  "alter table busy alter column code type char(10)",
+                  "alter table quiet alter column code type char(10)",
+                  "insert into busy values (100, 'x', '2021-01-01')")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land) as conn:
+        reasons = dict(conn.execute("select table_name, paused_reason from"
+                                    " tidemark.replicated_tables where paused_at is not null"))
+    assert set(reasons) == {"busy", "quiet"}
+    assert "column 'code' changed type from character varying(5) to character(10) on the source"\
+           " (change_type; seen in its catalog, no row change of the new type streamed yet)"\
+           in reasons["quiet"]
+    assert f"tidemark ingest resync quiet --source {pair.source}" in reasons["quiet"]
+    for table in ("busy", "quiet"):
+        resync(pair.src, pair.land, pair.source, table)
+    pair.src_exec("insert into quiet values (100, 'y', '2021-01-02')")
+    catch_up(pair.src, pair.land, pair.source)
+    for table in ("busy", "quiet"):
+        assert_mirror_equals(pair, table)
+        assert_changelog_replays(pair, table, ["id"], strict=False)
