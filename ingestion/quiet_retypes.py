@@ -10,15 +10,18 @@ after the DDL kept the old type, and its old text, in mirror and changelog for g
 At every publication sync (30 s while streaming, and at every start) landing compares the
 source catalog's column types with the mirror's: a column the source widened beyond the
 registered type and the mirror does not have yet is widened in mirror and changelog (as the
-Relation message would have it; a contract that refuses ``widen_type`` pauses it). The registered
-shape stays the stream's: the stream may still send rows of the old type (decoding lags the
-catalog), which the wider column takes as they are; the Relation message that finally shows the
-new type finds the mirror already wide, and records the change as usual.
+Relation message would have it). The registered shape stays the stream's: the stream may still
+send rows of the old type (decoding lags the catalog), which the wider column takes as they are;
+the Relation message that finally shows the new type finds the mirror already wide, and records
+the change as usual.
 
 Any other type change (``varchar(5)`` → ``char(10)``, ``timestamptz`` → ``timestamp`` in the
 DDL session's time zone) rewrites the rows' values in a way landing cannot repeat, and pauses the
 table at its Relation message; a quiet table sent none, and its mirror silently kept the old
-values. The sync pauses it (``change_type``) as the Relation message would, for a resync.
+values. A sync that finds the stream past the source's WAL position of an earlier sync that saw
+the change in the catalog (so past the DDL, with no Relation message showing it) pauses the
+table (``change_type``) as the Relation message would, for a resync, at the checkpoint: the
+DDL's own LSN is not known. A contract that refuses ``widen_type`` pauses the same way.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from ingestion.lsn import lsn_to_str
+from ingestion.lsn import lsn_to_str, str_to_lsn
 from ingestion.schema_changes import SchemaChange, is_widening
 from ingestion.state import record_schema_change
 from ingestion.tables import ColumnInfo, TableInfo, widen_column
@@ -99,6 +102,10 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
     known = [(oid, info) for oid, info in known if info.paused_reason is None]
     applier = session.applier
     ahead = retyped_ahead(session.source_conn, session.landing, known)
+    # after the catalog read: every change it showed was committed before this position
+    position = str_to_lsn(session.source_conn.execute(
+        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else"
+        " pg_current_wal_insert_lsn() end)::text").fetchone()[0])
     session.source_conn.rollback()
     if not applier.in_txn:  # else the read is part of the applier's transaction
         session.landing.rollback()
@@ -116,6 +123,10 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
         contract = applier.contract_for(info)
         if kind == "change_type" or (contract is not None
                                      and not contract.allows(kind, change.column)):
+            since = session.retypes_seen.setdefault(
+                (info.name, col.name, col.type_oid, col.typmod), position)
+            if session.ckpt < since:
+                continue  # the stream may still show it, with its LSN: seen again later
             refused = "" if kind == "change_type" else ", not allowed by its contract"
             session.tracker.pause(info, [change], session.ckpt,
                                   f"{change.detail} on the source ({kind}{refused}; seen in its"

@@ -90,6 +90,9 @@ class Session:
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
         self.floors: dict[str, int] = {}
+        # (table, column, type OID, typmod) of a breaking type change seen in the source catalog
+        # -> the source's WAL position then (ingestion.quiet_retypes)
+        self.retypes_seen: dict[tuple[str, str, int, int], int] = {}
         self.last_report: tuple = ()
         self.streaming = False
 
