@@ -8,13 +8,13 @@ from pathlib import Path
 
 import psycopg
 
-from contracts import load_contracts
 from ingestion import catch_up, run
 from ingestion.resync import resync
 from tests.ingestion.conftest import (
     Pair,
     assert_changelog_replays,
     assert_mirror_equals,
+    contracts_for,
     wait_until,
 )
 
@@ -87,24 +87,14 @@ def test_a_widening_that_rewrites_the_rows_text_reaches_a_quiet_table(pair: Pair
                                                         ("widen_type", "applied")}
 
 
-CONTRACT = """version: 1
-primary_key: [id]
-event_time: null
-compatibility: none
-allowed_lateness: 0s
-freshness: {warn_after: 1d, error_after: 2d}
-columns:
-  id: {type: integer}
-  amount: {type: numeric}
-"""
+CONTRACT = ("version: 1\nprimary_key: [id]\nevent_time: null\ncompatibility: none\n"
+            "allowed_lateness: 0s\nfreshness: {warn_after: 1d, error_after: 2d}\n"
+            "columns: {id: {type: integer}, amount: {type: numeric}}\n")
 
 
 def test_a_contract_that_refuses_widenings_pauses_a_quiet_table(pair: Pair,
                                                                 tmp_path: Path) -> None:
-    folder = tmp_path / "contracts" / pair.source
-    folder.mkdir(parents=True)
-    (folder / "q.yml").write_text(CONTRACT)
-    contracts = load_contracts(tmp_path / "contracts")
+    contracts = contracts_for(tmp_path, pair.source, q=CONTRACT)
     pair.src_exec("create table q (id int primary key, amount numeric(12,2))",
                   "insert into q values (1, 1.25)")
     catch_up(pair.src, pair.land, pair.source, contracts=contracts)
