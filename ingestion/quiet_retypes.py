@@ -13,7 +13,9 @@ registered type and the mirror does not have yet is widened in mirror and change
 Relation message would have it). The registered shape stays the stream's: the stream may still
 send rows of the old type (decoding lags the catalog), which the wider column takes as they are;
 the Relation message that finally shows the new type finds the mirror already wide, and records
-the change as usual.
+the change as usual. A widening an object built on the mirror forbids (a view) is left to the
+stream's Relation message, which pauses the table naming the object; a quiet table pauses so
+at a later sync, as below.
 
 Any other type change (``varchar(5)`` → ``char(10)``, ``timestamptz`` → ``timestamp`` in the
 DDL session's time zone) rewrites the rows' values in a way landing cannot repeat, and pauses the
@@ -120,17 +122,21 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
         kind = "widen_type" if is_widening(old, col) else "change_type"
         change = SchemaChange(kind, col.name, f"column {col.name!r} changed type from "
                               f"{old.type_sql} to {col.type_sql}", col)
+        key = (info.name, col.name, col.type_oid, col.typmod)
         contract = applier.contract_for(info)
-        if kind == "change_type" or (contract is not None
-                                     and not contract.allows(kind, change.column)):
-            since = session.retypes_seen.setdefault(
-                (info.name, col.name, col.type_oid, col.typmod), position)
+        refused = ", not allowed by its contract" if kind == "widen_type" and contract is not \
+            None and not contract.allows(kind, change.column) else ""
+        blocked = session.widen_blocked.get(key)  # not tried again
+        if kind == "change_type" or refused or blocked:
+            since = session.retypes_seen.setdefault(key, position)
             if session.ckpt < since:
                 continue  # the stream may still show it, with its LSN: seen again later
-            refused = "" if kind == "change_type" else ", not allowed by its contract"
+            why = f"({kind}{refused}; seen in its catalog, no row change of the new type " \
+                  f"streamed yet)" + (f", but other objects depend on the landing table "
+                                      f"({blocked}); update or drop them first" if blocked
+                                      else "")
             session.tracker.pause(info, [change], session.ckpt,
-                                  f"{change.detail} on the source ({kind}{refused}; seen in its"
-                                  f" catalog, no row change of the new type streamed yet)")
+                                  f"{change.detail} on the source {why}")
             continue
         applier.flush(info)
         applier.write_letters(info.name)  # their values convert too
@@ -140,8 +146,11 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
                 f"apply a schema change ({change.detail})",
                 lambda info=info, col=col: widen_column(applier.conn, info, col))
         except (psycopg.errors.DependentObjectsStillExist,
-                psycopg.errors.FeatureNotSupported):
-            continue  # an object built on the mirror: the stream's Relation message pauses
+                psycopg.errors.FeatureNotSupported) as exc:  # an object built on the mirror
+            session.widen_blocked[key] = (exc.diag.message_detail or exc.diag.message_primary
+                                          or str(exc)).strip()
+            session.retypes_seen.setdefault(key, position)
+            continue
         record_schema_change(applier.conn, session.cfg.source, info.name,
                              lsn_to_str(session.ckpt), change.kind, change.column,
                              f"{change.detail} (no row change streamed since; followed from "

@@ -93,6 +93,7 @@ class Session:
         # (table, column, type OID, typmod) of a breaking type change seen in the source catalog
         # -> the source's WAL position then (ingestion.quiet_retypes)
         self.retypes_seen: dict[tuple[str, str, int, int], int] = {}
+        self.widen_blocked: dict[tuple[str, str, int, int], str] = {}  # by objects on mirror
         self.last_report: tuple = ()
         self.streaming = False
 

@@ -138,3 +138,19 @@ def test_another_type_change_of_a_quiet_table_pauses_it_for_a_resync(pair: Pair)
     for table in ("busy", "quiet"):
         assert_mirror_equals(pair, table)
         assert_changelog_replays(pair, table, ["id"], strict=False)
+
+
+def test_a_quiet_widening_a_view_on_the_mirror_forbids_pauses_naming_it(pair: Pair) -> None:
+    pair.src_exec("create table q (id int primary key, amount numeric(12,2))",
+                  "insert into q values (1, 1.25)")
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute(f'create view amounts as select amount from "{pair.source}".q')
+    pair.src_exec("alter table q alter column amount type numeric(16,3)")
+    reason = paused_until(pair, {"q"}).get("q")
+    assert reason is not None and "(widen_type; seen in its catalog" in reason
+    assert "view amounts depends on column" in reason, reason
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        conn.execute("drop view amounts")
+    resync(pair.src, pair.land, pair.source, "q")
+    assert_mirror_equals(pair, "q")
