@@ -78,6 +78,12 @@ class SourceStreamEndedError(ConnectionError):
     :func:`ingestion.failures.is_transient` holds)."""
 
 
+class AdminUnreachableError(ConnectionError):
+    """The admin URL's server cannot be reached while the stream's server is a primary: after a
+    failover that promoted a standby source, the message says how to register it again. Retried
+    (a ``ConnectionError``): the admin server may only be restarting."""
+
+
 class SourceBusyError(SourceError):
     """A source cannot be removed while ingestion streams from its slot."""
 

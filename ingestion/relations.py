@@ -188,7 +188,7 @@ class RelationTracker:
         self.applier.tables[name] = info
         cannot = landing_blocker(info) or self._unreadable(info)
         if cannot is not None:  # landing tables once that is fixed, by a resync
-            self._pause(info, [], lsn, cannot)
+            self.pause(info, [], lsn, cannot)
             return info
         if landing:
             create_landing(self.applier.conn, info, self.applier.contract_for(info))
@@ -317,11 +317,11 @@ class RelationTracker:
         blocking = [c for c in changes if not self._allowed(contract, c)]
         reserved = landing_blocker(replace(info, columns=cols))
         if reserved is not None:
-            self._pause(info, changes, lsn, reserved)
+            self.pause(info, changes, lsn, reserved)
             return info
         if blocking:
             first = blocking[0]
-            self._pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"
+            self.pause(info, changes, lsn, f"{first.detail} on the source ({first.kind}"
                         + (", not allowed by its contract" if first.followable else "") + ")")
             return info
         per_row = needs_resync(defaults)
@@ -329,7 +329,7 @@ class RelationTracker:
             expr = defaults[per_row[0]].expression or "an identity"
             info.auto_resync = True
             self.resync_wanted.add(info.name)
-            self._pause(info, changes, lsn,
+            self.pause(info, changes, lsn,
                         f"column {per_row[0]!r} was added with default {expr} and the source "
                         f"table was rewritten (a default evaluated per row, or a later "
                         f"rewrite), so only the source's rows hold the existing rows' values; "
@@ -347,13 +347,13 @@ class RelationTracker:
                                     keep_values=contract is None, stale=stale))
         except _BLOCKED_BY_DEPENDENTS as exc:
             detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
-            self._pause(info, changes, lsn,
+            self.pause(info, changes, lsn,
                         f"{changes[0].detail if changes else 'the key changed'} on the source, "
                         f"but other objects depend on the landing table ({detail}); update or "
                         f"drop them first")
             return info
         except (psycopg.errors.UniqueViolation, psycopg.errors.NotNullViolation) as exc:
-            self._pause(info, changes, lsn,
+            self.pause(info, changes, lsn,
                         f"the key became ({', '.join(key)}), which the mirror's rows do not fit"
                         f" ({exc.diag.message_primary})")
             return info
@@ -427,7 +427,7 @@ class RelationTracker:
         self.applier.flush(info)
         info.auto_resync = True
         self.resync_wanted.add(info.name)
-        self._pause(info, [], lsn, f"{what}; Tidemark copies the table again by itself, "
+        self.pause(info, [], lsn, f"{what}; Tidemark copies the table again by itself, "
                     f"nothing to do")
         record_schema_change(self.applier.conn, self.source, info.name,
                              lsn_to_str(lsn) if lsn is not None else None, kind, None, what,
@@ -482,8 +482,9 @@ class RelationTracker:
         self.applier._save_pause(info, reason, lsn)
         self._versions[info.name] = (info.version, True)
 
-    def _pause(self, info: TableInfo, changes: list[SchemaChange], lsn: int | None,
-               what: str) -> None:
+    def pause(self, info: TableInfo, changes: list[SchemaChange], lsn: int | None,
+              what: str) -> None:
+        """Pause a table at ``lsn`` because of ``changes`` (``what`` says why), for the user."""
         at = lsn_to_str(lsn) if lsn is not None else None
         hint = ("" if info.auto_resync else
                 f" Resolve with {resync_hint(self.source, info.name)}, which rebuilds it from a"

@@ -50,6 +50,7 @@ from ingestion.session_settings import (
     replication_connection,
 )
 from ingestion.sources import registered_selection
+from ingestion.standby import check_admin
 from ingestion.state import ensure_state, load_checkpoint
 from ingestion.stream_snapshots import initial_snapshot, load_floors, snapshot_new_tables
 from ingestion.target import emit_heartbeat
@@ -89,6 +90,10 @@ class Session:
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
         self.floors: dict[str, int] = {}
+        # (table, column, type OID, typmod) of a breaking type change seen in the source catalog
+        # -> the source's WAL position then (ingestion.quiet_retypes)
+        self.retypes_seen: dict[tuple[str, str, int, int], int] = {}
+        self.widen_blocked: dict[tuple[str, str, int, int], str] = {}  # by objects on mirror
         self.last_report: tuple = ()
         self.streaming = False
 
@@ -108,6 +113,7 @@ class Session:
         self.landing.commit()
         self.source_conn = pin_later_settings(psycopg.connect(cfg.source_dsn, autocommit=True))
         check_source(self.source_conn, cfg.source, self.slot)
+        check_admin(self.source_conn, cfg.source_dsn, cfg.setup_dsn, cfg.source)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
                                cfg.contracts)
         self.applier.wait_hook = self.wait_worker

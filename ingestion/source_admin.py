@@ -70,7 +70,9 @@ def _connect(spec: SourceSpec, admin: bool = False) -> psycopg.Connection:
                                autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
         if is_transient(exc):
-            raise SourceError(f"Source {spec.name!r}: cannot reach {spec.shown_url()} now "
+            shown = spec.as_dict()["admin_url"] if admin and spec.as_dict()["admin_url"] \
+                else spec.shown_url()
+            raise SourceError(f"Source {spec.name!r}: cannot reach {shown} now "
                               f"({first_line(exc)}). Is the server up and reachable from "
                               f"this machine?") from None
         raise permanent(spec.name, exc) from None

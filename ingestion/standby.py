@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
-from ingestion.errors import SourceError
+from ingestion.errors import AdminUnreachableError, SourceError
 from ingestion.lsn import lsn_to_str, str_to_lsn
 
 log = logging.getLogger("tidemark.ingestion")
@@ -108,3 +109,35 @@ def _nudge(dsn: str, done: threading.Event) -> None:
                 conn.execute("select pg_log_standby_snapshot()")
     except psycopg.Error as exc:
         log.debug("running-transactions nudge stopped: %s", exc)
+
+
+def _server(dsn: str) -> str:
+    parts = conninfo_to_dict(dsn)
+    return f"{parts.get('host') or 'localhost'}:{parts.get('port') or 5432}"
+
+
+def check_admin(source_conn: psycopg.Connection, source_dsn: str, setup_dsn: str | None,
+                source: str) -> None:
+    """Before streaming: the admin URL's server answers, when it is another server than the
+    stream's and the stream's is a primary (a standby promoted by a failover streams on from
+    its slot, but the publication and the heartbeats went to its old primary, which is gone).
+
+    Raises:
+        AdminUnreachableError: it does not answer (retried), with how to register the promoted
+            server.
+    """
+    if setup_dsn is None or _server(setup_dsn) == _server(source_dsn) or in_recovery(source_conn):
+        return
+    try:
+        psycopg.connect(setup_dsn, autocommit=True, connect_timeout=10).close()
+    except psycopg.OperationalError as exc:
+        cause = str(exc).strip().splitlines()[0]
+        # no word of ingestion.failures' advice markers ("publication"): a lost connection
+        raise AdminUnreachableError(
+            f"the admin URL's server {_server(setup_dsn)} cannot be reached ({cause}), and the "
+            f"server streamed from, {_server(source_dsn)}, is a primary: if it is the standby "
+            f"source promoted by a failover, its slot holds every change, but the admin URL "
+            f"(heartbeats, what is published) must name it now: stop ingestion, `tidemark "
+            f"source remove "
+            f"{source} --force`, then `tidemark source add {source} --url <the promoted "
+            f"server>` (landing keeps its data; a new snapshot is taken)") from None

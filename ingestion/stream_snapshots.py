@@ -29,6 +29,7 @@ from ingestion.partitions import (
     streamed_leaves,
 )
 from ingestion.publication import sync_publication
+from ingestion.quiet_retypes import follow_retypes
 from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
 from ingestion.standby import await_replay, nudging, primary_to_nudge
@@ -211,6 +212,7 @@ def snapshot_new_tables(session: Session) -> int:
         session.applier.commit(session.ckpt, session.last_commit_at)
     check_partitions(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
     check_type_forms(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
+    follow_retypes(session, [(t[0], info) for t, info in known if info.source_oid == t[0]])
     new = [t for t, info in published if info is None]
     if not new:
         return 0

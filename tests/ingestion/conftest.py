@@ -63,6 +63,18 @@ class Pair:
         catch_up(self.src, self.land, self.source)
 
 
+def contracts_for(folder: Path, source: str, **tables: str):  # -> contracts.ContractSet
+    """Write one contract file per table (``name=yaml``) under ``folder/contracts/source`` and
+    load the contracts folder."""
+    from contracts import load_contracts
+
+    mine = folder / "contracts" / source
+    mine.mkdir(parents=True, exist_ok=True)
+    for table, text in tables.items():
+        (mine / f"{table}.yml").write_text(text)
+    return load_contracts(folder / "contracts")
+
+
 def drop_slot(url: str, slot: str) -> None:
     """Drop a replication slot if it exists (after its walsender went away)."""
     with psycopg.connect(url, autocommit=True) as conn:

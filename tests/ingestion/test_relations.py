@@ -13,7 +13,6 @@ import dagster as dg
 import psycopg
 import pytest
 
-from contracts import load_contracts
 from ingestion import catch_up
 from ingestion.lsn import str_to_lsn
 from ingestion.resync import resync
@@ -26,6 +25,7 @@ from tests.ingestion.conftest import (
     assert_changelog_replays,
     assert_mirror_equals,
     changelog,
+    contracts_for,
 )
 
 
@@ -215,10 +215,7 @@ columns:
 
 def test_dropping_an_optional_column_under_full_compatibility_flows(pair: Pair,
                                                                     tmp_path: Path) -> None:
-    folder = tmp_path / "contracts" / pair.source
-    folder.mkdir(parents=True)
-    (folder / "people.yml").write_text(CONTRACT)
-    contracts = load_contracts(tmp_path / "contracts")
+    contracts = contracts_for(tmp_path, pair.source, people=CONTRACT)
     pair.src_exec("create table people (id int primary key, name text, nickname text)",
                   "insert into people values (1, 'a', 'x'), (2, 'b', null)")
     catch_up(pair.src, pair.land, pair.source, contracts=contracts)
@@ -283,11 +280,8 @@ def test_a_not_null_column_with_a_default_flows_under_a_backward_contract(
     # Before: `add_required_column` paused the table, although landing gives the old rows the
     # default exactly as the source does (g36's left-alone). A column without a default is
     # still breaking.
-    folder = tmp_path / "contracts" / pair.source
-    folder.mkdir(parents=True)
-    (folder / "people.yml").write_text(CONTRACT.replace("compatibility: full",
-                                                        "compatibility: backward"))
-    contracts = load_contracts(tmp_path / "contracts")
+    contracts = contracts_for(tmp_path, pair.source, people=CONTRACT.replace(
+        "compatibility: full", "compatibility: backward"))
     pair.src_exec("create table people (id int primary key, name text, nickname text)",
                   "insert into people values (1, 'a', 'x'), (2, 'b', null)")
     catch_up(pair.src, pair.land, pair.source, contracts=contracts)

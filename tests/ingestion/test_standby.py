@@ -16,6 +16,9 @@ and lands on the session server:
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +26,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingestion import catch_up
-from ingestion.errors import PermanentSourceError
+from ingestion import catch_up, run
+from ingestion.errors import PermanentSourceError, SourceError
 from ingestion.names import slot_name
 from ingestion.resync import resync
-from ingestion.source_admin import add_source, describe_sources
+from ingestion.source_admin import add_source, describe_sources, remove_source
 from ingestion.sources import SourceSpec, save_source
 from ingestion.status import status
 from ingestion.target import emit_heartbeat
@@ -178,6 +181,53 @@ def test_a_standby_before_16_is_refused_with_the_way_forward(tmp_path: Path,
             catch_up(standby.admin_url("src"), land, "sb15", setup_dsn=src)
         message = str(refused.value)
         assert "PostgreSQL 16" in message and "primary" in message, message
+    finally:
+        if standby is not None:
+            standby.stop()
+        primary.stop()
+
+
+def test_a_promoted_standby_is_named_and_registered_again_without_loss(
+        tmp_path: Path, pg: EmbeddedServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A failover under a running ingestion: the primary goes, the standby source is promoted
+    and written to. On main the run said only "connection lost (... port N ...)" for good, and
+    `source remove` named the stream's URL for the admin URL that failed; now the run says what
+    happened and what to do, and doing it (remove --force, add) lands every change."""
+    primary = start_test_server(tmp_path / "primary")
+    standby = None
+    try:
+        create_database(primary, "src")
+        standby = start_standby(primary, tmp_path / "standby")
+        p = Pair("sbpromo", primary.admin_url("src"), create_database(pg, "land_sbpromo"))
+        replica = standby.admin_url("src")
+        p.src_exec("create table items (id int primary key, name text)",
+                   "insert into items select i, 'n' || i from generate_series(1, 50) i")
+        _replayed(p.src, replica)
+        catch_up(replica, p.land, p.source, setup_dsn=p.src)
+        save_source(p.land, SourceSpec(p.source, url=replica, admin_url=p.src))
+        primary.stop()
+        with psycopg.connect(replica, autocommit=True) as conn:
+            conn.execute("select pg_promote()")
+            conn.execute("insert into items values (100, 'after the failover')")
+        stop = threading.Event()
+        runner = threading.Thread(target=run, args=(replica, p.land, p.source), kwargs={
+            "setup_dsn": p.src, "stop": stop, "max_backoff_s": 0.5}, daemon=True)
+        with caplog.at_level(logging.WARNING, logger="tidemark.ingestion"):
+            runner.start()
+            deadline = time.monotonic() + 30
+            while "is a primary" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.2)
+            stop.set()
+            runner.join(30)
+        assert f"the admin URL's server 127.0.0.1:{primary.port} cannot be reached" \
+            in caplog.text, caplog.text
+        assert f"`tidemark source remove {p.source} --force`" in caplog.text
+        with pytest.raises(SourceError, match=f"cannot reach {re.escape(p.src)} now"):
+            remove_source(p.land, p.source)
+        remove_source(p.land, p.source, force=True)
+        add_source(p.land, SourceSpec(p.source, url=replica))
+        catch_up(replica, p.land, p.source)
+        assert_mirror_equals(Pair(p.source, replica, p.land), "items")
     finally:
         if standby is not None:
             standby.stop()
