@@ -34,8 +34,9 @@ import logging
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
 
-from ingestion.lsn import lsn_to_str, str_to_lsn
+from ingestion.lsn import lsn_to_str, str_to_lsn, wal_position
 from ingestion.schema_changes import SchemaChange, is_widening
 from ingestion.state import record_schema_change
 from ingestion.tables import ColumnInfo, TableInfo, widen_column
@@ -108,8 +109,7 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
     ahead = retyped_ahead(session.source_conn, session.landing, known)
     # after the catalog read: every change it showed was committed before this position
     position = str_to_lsn(session.source_conn.execute(
-        "select (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else"
-        " pg_current_wal_insert_lsn() end)::text").fetchone()[0])
+        sql.SQL("select {}::text").format(wal_position("insert"))).fetchone()[0])
     session.source_conn.rollback()
     if not applier.in_txn:  # else the read is part of the applier's transaction
         session.landing.rollback()
