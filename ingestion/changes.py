@@ -122,6 +122,8 @@ class ChangeBuffer:
             return
         batch = self._batch(info)
         if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
+            if op != "u":
+                batch.inserts = True
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 if info.key_idx:
                     self._letter(batch, key_of(info, new), new)
@@ -188,6 +190,8 @@ class ChangeBuffer:
                 batch.lines.append(text)
                 if update:
                     batch.updates = True
+        if not update:
+            batch.inserts = True
         self.rows_in_txn += 1
         if len(batch.lines) >= self.flush_rows:
             self.flush(info)

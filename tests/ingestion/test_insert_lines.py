@@ -98,7 +98,7 @@ class _Buffer(ChangeBuffer):
 
 
 def _state(batch: Batch) -> tuple:
-    return (batch.lines, batch.images, batch.updates, batch.reinserts, batch.removes,
+    return (batch.lines, batch.images, batch.updates, batch.inserts, batch.reinserts, batch.removes,
             batch.origins, batch.first_commit, batch.last_commit)
 
 
