@@ -157,6 +157,7 @@ class Batch:
         removes: whether a line removes a mirror row (``b`` or ``d``).
         removed: the keys of its removal lines (keyed tables).
         updates: whether a line is an update's new image (its key may be in the mirror).
+        inserts: whether a line is an insert's or a snapshot read's image (``c``, ``r``).
         reinserts: whether an insert follows an earlier line of its key (a delete, a move).
         first_commit: the lowest ``_commit_lsn`` of its lines.
         last_commit: the highest.
@@ -178,6 +179,7 @@ class Batch:
     removes: bool = False
     removed: set[Any] = field(default_factory=set)
     updates: bool = False
+    inserts: bool = False
     reinserts: bool = False
     first_commit: int | None = None
     last_commit: int = 0

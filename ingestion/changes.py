@@ -9,8 +9,9 @@ TOAST value in such an update belongs to the row under the old key. A keyless ta
 and the new row goes to the dead letters (:mod:`ingestion.dead_letters` replays it as that ``u``
 line).
 
-Inserts and plain updates take a short path (one line, one dict entry per key); everything else
-the general one.
+Inserts and plain updates take a short path (one line, one dict entry per key; straight from the
+message, :meth:`ChangeBuffer.add_plain`, when nothing needs care); everything else the general
+one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 from ingestion.batch import Batch, TxnContext, line, row_text
 from ingestion.decoder import UNCHANGED, Value
-from ingestion.insert_lines import insert_line
+from ingestion.insert_lines import INSERT, UPDATE, insert_line
 from ingestion.letter_removals import supersede
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
@@ -121,6 +122,8 @@ class ChangeBuffer:
             return
         batch = self._batch(info)
         if op == "c" or op == "r" or (op == "u" and old is None and unchanged is False):
+            if op != "u":
+                batch.inserts = True
             if batch.contract is not None and self._rejected(batch, op, new, None, lsn, seq):
                 if info.key_idx:
                     self._letter(batch, key_of(info, new), new)
@@ -142,39 +145,53 @@ class ChangeBuffer:
         if len(batch.lines) >= self.flush_rows:
             self.flush(info)
 
-    def add_insert(self, info: TableInfo, buf: bytes, lsn: int, seq: int) -> bool:
-        """Buffer the Insert message ``buf`` of the current source transaction, if it can take
-        the hot path (:mod:`ingestion.insert_lines`); False leaves it to :meth:`add`.
+    def add_plain(self, info: TableInfo, buf: bytes, lsn: int, seq: int,
+                  update: bool = False) -> bool:
+        """Buffer the Insert message ``buf`` (or, if ``update``, the Update message) of the
+        current source transaction, if it can take the hot path (:mod:`ingestion.insert_lines`);
+        False leaves it to :meth:`add`.
+
+        An Update takes it only on a keyed table and when it sent no old key or row (the key
+        did not change): then its line is the new image, as :meth:`add` makes it.
 
         Args:
             info: the table.
-            buf: the pgoutput Insert message.
+            buf: the pgoutput Insert or Update message.
             lsn: its LSN.
             seq: its ``_seq``.
+            update: ``buf`` is an Update.
         """
         if info.paused_reason is not None or info.stream_positions is not None:
             return False
+        idx = info.key_idx
+        if update and not idx:
+            return False  # a keyless table's update without the old row pauses (add)
         batch = self._batch(info)
         if batch.contract is not None:
             return False
         try:
-            made = insert_line(buf, lsn, seq, self.txn.tail)
+            if update and buf[5] != 78:  # 'N': no old key or row
+                return False
+            made = insert_line(buf, lsn, seq, self.txn.tail, UPDATE if update else INSERT)
         except (IndexError, struct.error):
             return False  # the general path says what is wrong
         if made is None:
             return False
         text, values = made
-        idx = info.key_idx
         if not idx:
             batch.lines.append(text)
         else:
             key = values[idx[0]] if len(idx) == 1 else tuple([values[i] for i in idx])
             images = batch.images
             if key in images or batch.origins:
-                self._put(batch, key, text)
+                self._put(batch, key, text, None, update)
             else:
                 images[key] = len(batch.lines)
                 batch.lines.append(text)
+                if update:
+                    batch.updates = True
+        if not update:
+            batch.inserts = True
         self.rows_in_txn += 1
         if len(batch.lines) >= self.flush_rows:
             self.flush(info)

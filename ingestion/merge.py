@@ -213,13 +213,14 @@ def merge_keyed(cur: psycopg.Cursor, info: TableInfo, stg: sql.Identifier, batch
 
     Inserts are plain (an upsert's speculative insertion costs about twice as much) unless an
     insert follows a delete of its key in the same batch; a key found in the mirror anyway (a
-    replay) makes them upserts, from a savepoint.
+    replay) makes them upserts, from a savepoint. A batch without inserts (only updates, say)
+    skips their statement and its savepoint: three round trips.
     """
     if batch.removes:
         cur.execute(_delete_sql(info, stg))
-    if batch.reinserts:
+    if batch.inserts and batch.reinserts:
         cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=True))
-    else:
+    elif batch.inserts:
         try:
             with cur.connection.transaction():
                 cur.execute(_put_sql(info, stg, "'r', 'c'", upsert=False))

@@ -236,10 +236,10 @@ class Session:
                 continue
             payload = msg.payload
             kind = payload[0]
-            if kind == 73:  # 'I': the hot path
-                self.handle_insert(payload, msg.data_start)
+            if kind == 73 or kind == 85:  # 'I', 'U': the hot path
+                self.handle_plain(payload, msg.data_start, kind == 85)
                 continue
-            if kind == 85 or kind == 68:  # 'U', 'D': the warm path
+            if kind == 68:  # 'D': the warm path
                 self.handle_row(payload, msg.data_start)
                 continue
             self.last_message_at = time.monotonic()
@@ -255,9 +255,10 @@ class Session:
             if not self.in_src_txn and not self.pending and self.future is None and done():
                 return True
 
-    def handle_insert(self, payload: bytes, lsn: int) -> None:
-        """Apply one Insert message, straight to its line when it can (see
-        :meth:`ingestion.changes.ChangeBuffer.add_insert`), else as :meth:`handle_row` does."""
+    def handle_plain(self, payload: bytes, lsn: int, update: bool = False) -> None:
+        """Apply one Insert (or, if ``update``, Update) message, straight to its line when it
+        can (see :meth:`ingestion.changes.ChangeBuffer.add_plain`), else as :meth:`handle_row`
+        does."""
         if self.skip:
             return
         try:
@@ -269,7 +270,7 @@ class Session:
             return  # in the table's latest snapshot already (added or resynced meanwhile)
         txn = self.applier.txn
         txn.seq += 2
-        if self.applier.add_insert(info, payload, lsn, txn.seq):
+        if self.applier.add_plain(info, payload, lsn, txn.seq, update):
             self.stats.changes += 1
             return
         txn.seq -= 2

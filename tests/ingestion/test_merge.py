@@ -71,13 +71,38 @@ def test_large_insert_batch_whose_keys_are_in_the_mirror_falls_back_to_upserts(
         conn.execute("insert into stg_t (id, v, _op, _lsn, _seq, _commit_lsn, _tidemark_last)"
                      " select g, 1, 'c', '0/1', 2 * g, '0/5', true from generate_series(1, %s) g",
                      (BIG_BATCH + 10,))
-        batch = Batch(info, lines=[b""] * (BIG_BATCH + 10))
+        batch = Batch(info, lines=[b""] * (BIG_BATCH + 10), inserts=True)
         batch.saw(5)
         with conn.cursor() as cur:
             land_batch(cur, info, stg, batch)
         assert conn.execute("select count(*), sum(v) from f.t").fetchone() == (
             BIG_BATCH + 10, BIG_BATCH + 10)
         assert conn.execute('select count(*) from cdc."f__t"').fetchone()[0] == BIG_BATCH + 10
+
+
+def test_large_batch_of_updates_only_lands_without_the_insert_statement(module_db: str
+                                                                        ) -> None:
+    """A large batch of updates (no insert) skips the statement of inserts and its savepoint;
+    its images land as upserts, each key's last, and every change reaches the changelog."""
+    with psycopg.connect(module_db) as conn:
+        applier, info = _appends(conn, "uo", ["id"], BIG_BATCH + 10)
+        applier.commit(0x600, None)
+        applier.begin()
+        applier.start_source_txn(0x700, datetime(2026, 12, 6, 17, 0, tzinfo=UTC), 8)
+        for i in range(1, 2 * BIG_BATCH + 1):  # keys 1..BIG_BATCH, then 11..BIG_BATCH + 10
+            key = i if i <= BIG_BATCH else i - BIG_BATCH + 10
+            applier.add(info, "u", [str(key).encode(), b"u%d" % i], None, 0x610 + i, 2 * i,
+                        unchanged=False)
+        batch = applier.batches[(info.name, False)]
+        assert batch.updates and not batch.inserts
+        applier.commit(0x800, None)
+        rows = dict(conn.execute("select id, note from uo.t").fetchall())
+        want = {i: _expected_note(i) for i in range(1, BIG_BATCH + 11)}
+        want.update({k: f"u{k + BIG_BATCH - 10}" for k in range(11, BIG_BATCH + 11)})
+        want.update({k: f"u{k}" for k in range(1, 11)})
+        assert rows == want
+        assert conn.execute("select count(*) from cdc.uo__t where _op = 'u'").fetchone()[0] \
+            == 2 * BIG_BATCH
 
 
 def _appends(conn: psycopg.Connection, schema: str, key: list[str], rows: int, first: int = 1
