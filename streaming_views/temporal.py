@@ -26,6 +26,7 @@ pays one trigger level, like any view; a tick costs O(rows expiring or admitted)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -315,13 +316,32 @@ def read_through_window(an: Any) -> None:
             node.alias = ast.Alias(aliasname=t.ref)
 
 
+# What the clock's time stands for in a cached oracle query (a string no timestamp's text holds).
+_CLOCK = "tidemark-oracle-clock"
+
+
 def oracle_query(definition: str, at: datetime) -> str:
     """The view's query with ``mz_now()`` (and ``@retention``) evaluated at ``at``: what the
     live view must equal after the tick of time ``at``."""
+    clock = f"'{at.isoformat()}'"
+    if _CLOCK in definition:  # the placeholder could stand for the view's own text
+        return _oracle_query(definition, clock)
+    return _oracle_template(definition).replace(f"'{_CLOCK}'", clock)
+
+
+@functools.lru_cache(maxsize=256)
+def _oracle_template(definition: str) -> str:
+    """:func:`oracle_query` at the placeholder time, parsed and deparsed once per definition
+    (a verification reads a view's query at every tick)."""
+    return _oracle_query(definition, f"'{_CLOCK}'")
+
+
+def _oracle_query(definition: str, at: str) -> str:
+    """:func:`oracle_query` with the clock's time as the string literal ``at``."""
     from streaming_views.viewfile import parse_view_text
     view = parse_view_text("v", definition)
     stmt = pglast.parse_sql(definition)[0].stmt
-    clock = f"'{at.isoformat()}'::timestamptz"
+    clock = f"{at}::timestamptz"
     now = pglast.parse_sql(f"select {clock}")[0].stmt.targetList[0].val
     stmt = substitute(stmt, lambda n: now if isinstance(n, ast.FuncCall) and is_mz_now(n)
                       else None)

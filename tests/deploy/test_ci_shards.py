@@ -3,6 +3,7 @@ shards of ``bash .ci/run`` hold every test of ``pytest`` exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,13 +30,31 @@ def under(paths: list[str]) -> tuple[str, ...]:
     return tuple(f"{path.rstrip('/')}{end}" for path in paths for end in ("/", "::"))
 
 
-def collected(args: list[str]) -> set[str]:
-    """Node ids pytest collects from the repository root with ``args``."""
+# Collects each argument list (JSON, argv 1) with pytest.main, one after the other in one
+# interpreter; a line (argv 2 and pytest's exit code) ends each list's node ids.
+COLLECT = """import json, sys
+import pytest
+for args in json.loads(sys.argv[1]):
+    code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args])
+    print(sys.argv[2], int(code), flush=True)
+"""
+END = "=== tidemark collection ended:"
+
+
+def collected(*runs: list[str]) -> list[set[str]]:
+    """Node ids pytest collects from the repository root with each argument list of ``runs``.
+
+    One Python process collects them in turn (the first as a fresh ``pytest``; the later ones
+    find the test modules already imported, where a second ``pytest`` process imported them
+    all again: ~7 s of CPU)."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {line for line in result.stdout.splitlines() if "::" in line}
+        [sys.executable, "-c", COLLECT, json.dumps(list(runs)), END],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    outputs = result.stdout.split(END)
+    codes = [part.split(None, 1)[0] for part in outputs[1:]]
+    assert result.returncode == 0 and codes == ["0"] * len(runs), (
+        result.stdout[-3000:] + result.stderr[-3000:])
+    return [{line for line in out.splitlines() if "::" in line} for out in outputs[:-1]]
 
 
 @pytest.mark.slow
@@ -43,8 +62,8 @@ def test_the_two_shards_hold_every_test_exactly_once() -> None:
     a, b = shard_args("a"), shard_args("b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     listed = under(a.stdout.split())
-    everything = collected([])  # the README's `pytest` (testpaths = tests)
-    in_b = collected(b.stdout.split())
+    # b as CI runs it, then the README's `pytest` (testpaths = tests)
+    in_b, everything = collected(b.stdout.split(), [])
     # "a" is pytest on the listed paths: exactly the tests under them.
     in_a = {node for node in everything if node.startswith(listed)}
     assert in_a and in_b, (len(in_a), len(in_b))

@@ -12,6 +12,7 @@ from streaming_views.analyzer import analyze
 from streaming_views.deploy import deploy_embedded
 from streaming_views.errors import UnsupportedViewError
 from streaming_views.expiry import tick
+from streaming_views.temporal import oracle_query
 from streaming_views.viewfile import parse_view_text
 from tests.streaming_views.conftest import assert_equal, deploy_text
 
@@ -75,6 +76,20 @@ def test_allowed_forms_become_bounds() -> None:
     assert an.temporal is not None
     assert [b.kind for b in an.temporal.bounds] == ["from", "until", "from"]
     assert (an.tables[0].schema, an.tables[0].name) == ("tm", "events")  # its triggers there
+
+
+def test_oracle_query_is_the_query_at_each_time() -> None:
+    """The query is parsed once per definition (a template at a placeholder time): each call
+    still reads its own time, ``@retention`` included, and a definition holding the
+    placeholder's text is answered without the template."""
+    retained = "-- @retention: e.local_ts 1 hour\nselect e.kind from tm.events e\n"
+    odd = "select e.id, 'tidemark-oracle-clock' as n from tm.events e where mz_now() < e.ts"
+    for at in (T0, T0 + timedelta(hours=5, microseconds=250)):
+        clock = f"CAST('{at.isoformat()}' AS timestamptz)"
+        assert oracle_query(SLIDING, at).count(clock) == 2
+        assert f"WHERE {clock} <= " in oracle_query(retained, at)
+        assert oracle_query(odd, at) == ("SELECT e.id, 'tidemark-oracle-clock' AS n FROM "
+                                         f"tm.events AS e WHERE {clock} < e.ts")
 
 
 def test_sliding_window_is_exact_at_each_tick_and_bounded(module_db: str,
