@@ -14,6 +14,12 @@ after an ordinary restart the slot is often past the checkpoint with nothing mis
 tells is landing's identity: the OIDs of the landing database and of ``tidemark.checkpoints``
 are recorded with the checkpoint; a restore (``pg_dump``/``pg_restore``, a copy) gives new
 ones. A restored landing whose slot is past its checkpoint has lost changes.
+
+A slot acknowledged behind the checkpoint is normal after a source crash (a slot's position is
+saved at checkpoints) and replays transactions landing has: the replay must then hold landing's
+last one, ending exactly at the checkpoint (:class:`ReplayCheck`). A source restored from a file
+copy or disk snapshot, and used until its WAL passed the checkpoint, replays a different history
+instead: its transactions below the checkpoint would be skipped, so ingestion refuses.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def _remedy(source: str) -> str:
 
 
 def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connection,
-                     source: str, slot: str, ckpt: int) -> None:
+                     source: str, slot: str, ckpt: int) -> ReplayCheck:
     """Refuse to stream from ``ckpt`` when changes would be missing (see module docstring).
 
     Args:
@@ -48,6 +54,9 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
         source: source name.
         slot: the source's replication slot.
         ckpt: the landing checkpoint (the snapshot is done).
+
+    Returns:
+        The check the stream's replay below the checkpoint must pass.
 
     Raises:
         SlotMissingError: the slot does not exist.
@@ -92,6 +101,53 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"landing; streaming on would leave them out for ever, so nothing was streamed. "
             f"{_remedy(source)}.")
     record_identity(landing, source)
+    return ReplayCheck(source, slot, confirmed, ckpt if confirmed and confirmed < ckpt else 0)
+
+
+class ReplayCheck:
+    """Whether a replay from a slot acknowledged behind the checkpoint is landing's history.
+
+    Landing's checkpoint is the end of the last source transaction it applied (or of a logical
+    message, or the consistent point of its snapshot, where the slot starts). Replayed from an
+    earlier position, the same history delivers a transaction or message ending exactly there
+    before anything past it; a different one (a restored source used since) does not.
+
+    Attributes:
+        source: source name.
+        slot: the replication slot.
+        start: the slot's acknowledged position the replay starts from.
+        until: the checkpoint still to be met in the replay (0: nothing left to check).
+    """
+
+    def __init__(self, source: str, slot: str, start: int, until: int) -> None:
+        self.source, self.slot, self.start, self.until = source, slot, start, until
+
+    def begin(self, final_lsn: int) -> None:
+        """A source transaction begins whose commit record starts at ``final_lsn``."""
+        if self.until and final_lsn >= self.until:
+            self._refuse(final_lsn)
+
+    def end(self, end_lsn: int) -> None:
+        """A transaction (or a message outside one) was read, ending at ``end_lsn``."""
+        if not self.until:
+            return
+        if end_lsn == self.until:
+            log.info("source %s: the replay from %s holds landing's last transaction at %s",
+                     self.source, lsn_to_str(self.start), lsn_to_str(self.until))
+            self.until = 0
+        elif end_lsn > self.until:
+            self._refuse(end_lsn)
+
+    def _refuse(self, lsn: int) -> None:
+        at = lsn_to_str(self.until)
+        raise SourceBehindError(
+            f"Source {self.source!r} has a different history than landing: replication slot "
+            f"{self.slot!r} replays from {lsn_to_str(self.start)}, and the source's WAL reaches "
+            f"{lsn_to_str(lsn)} without landing's last transaction, which ended at {at}. The "
+            f"source server was restored from a copy taken earlier (a file copy, a disk "
+            f"snapshot) and used since: landing holds changes the source no longer has, and "
+            f"the source's transactions below {at} would be skipped. Nothing of them was "
+            f"applied. {_remedy(self.source)}, which makes landing equal the source again.")
 
 
 def _behind(landing: psycopg.Connection, source: str, slot: str, confirmed: str, at: str,
@@ -107,9 +163,9 @@ def _behind(landing: psycopg.Connection, source: str, slot: str, confirmed: str,
             "source %s: replication slot %s was acknowledged up to %s only, behind landing's "
             "checkpoint %s: normal after the source server crashed (a slot's position is saved "
             "at checkpoints; the server started at %s) or ingestion was killed between a "
-            "landing commit and its acknowledgement; if the source was restored from a backup "
-            "instead, changes it made since below %s are skipped: then run `tidemark ingest "
-            "resync --all --source %s`", source, slot, confirmed, at, started_at, at, source)
+            "landing commit and its acknowledgement. Landing's last transaction must be in the "
+            "replay; if the source was restored from a copy instead, ingestion stops there",
+            source, slot, confirmed, at, started_at)
         return
     log.info(
         "source %s: replication slot %s was acknowledged up to %s only, behind landing's "

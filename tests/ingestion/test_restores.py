@@ -212,6 +212,44 @@ def test_source_server_restored_from_a_base_backup_is_refused_then_resynced(
         server.stop()
 
 
+def test_a_source_restored_from_a_disk_copy_and_used_past_the_checkpoint_is_refused(
+        pg, tmp_path: Path) -> None:
+    """The source's server restarted from a file-level copy (a disk snapshot) taken before
+    changes landing has, then used until its WAL passed landing's checkpoint before ingestion
+    came back: the WAL-position check passes, the slot is behind the checkpoint as after a
+    crash, and on main the restored server's new transactions below the checkpoint were skipped
+    with a warning (landing lost them and kept rows the source no longer has, silently). Now the
+    replay must hold landing's last transaction at the checkpoint, else ingestion refuses."""
+    major = session_major()
+    server = start_test_server(tmp_path / "srchome", major=None if major == WHEEL_MAJOR
+                               else major)
+    try:
+        pair = Pair("dc", create_database(server, "src"), create_database(pg, "land_diskcopy"))
+        pair.src_exec("create table r (id int primary key, v text)")
+        _insert(pair, 0, 10)
+        catch_up(pair.src, pair.land, pair.source)
+        server.stop()
+        backup = tmp_path / "backup"
+        subprocess.run(["cp", "-a", str(server.pgdata), str(backup)], check=True)
+        server.start()
+        _insert(pair, 10, 1000)
+        catch_up(pair.src, pair.land, pair.source)
+        server.stop()
+        subprocess.run(["rm", "-rf", str(server.pgdata)], check=True)
+        subprocess.run(["cp", "-a", str(backup), str(server.pgdata)], check=True)
+        server.start()
+        _insert(pair, 5000, 5)  # below landing's checkpoint: skipped on main
+        _insert(pair, 6000, 3000)  # the restored server's WAL passes the checkpoint
+        with pytest.raises(SourceBehindError, match="different history.*resync --all"):
+            catch_up(pair.src, pair.land, pair.source)
+        resync(pair.src, pair.land, pair.source)
+        _insert(pair, 9000, 5)
+        catch_up(pair.src, pair.land, pair.source)
+        _assert_once(pair)
+    finally:
+        server.stop()
+
+
 def test_a_second_ingestion_of_a_source_is_refused_naming_the_first(pair: Pair,
                                                                      tmp_path: Path) -> None:
     """A forgotten `ingest run` in another terminal: a second one is refused within seconds,
