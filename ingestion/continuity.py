@@ -20,17 +20,30 @@ saved at checkpoints) and replays transactions landing has: the replay must then
 last one, ending exactly at the checkpoint (:class:`ReplayCheck`). A source restored from a file
 copy or disk snapshot, and used until its WAL passed the checkpoint, replays a different history
 instead: its transactions below the checkpoint would be skipped, so ingestion refuses.
+
+The source's identity is recorded too: its server's system identifier (``IDENTIFY_SYSTEM``) and
+its database's OID. A slot of the source's name in a database with another OID was made after
+that database was re-created or restored (``DROP DATABASE`` refuses while a slot is in it;
+``pg_upgrade`` keeps database OIDs from 15, and carries slots only from 17), by hand or by
+another landing: it holds none of the changes between, so ingestion refuses. A new system
+identifier with the same database OID and a slot is ``pg_upgrade`` carrying it: streamed on.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from ingestion.errors import LandingRestoredError, SlotMissingError, SourceBehindError
+from ingestion.errors import (
+    LandingRestoredError,
+    SlotMissingError,
+    SourceBehindError,
+    SourceReplacedError,
+)
 from ingestion.lsn import lsn_to_str, str_to_lsn, wal_position
 
 log = logging.getLogger("tidemark.ingestion")
@@ -44,8 +57,33 @@ def _remedy(source: str) -> str:
             f"snapshot of every table; the slot is re-created")
 
 
+def source_identity(repl_cursor: Any, source_conn: psycopg.Connection) -> str:
+    """The source's identity: ``<system identifier>:<database OID>``.
+
+    Args:
+        repl_cursor: a cursor of the source's replication connection (psycopg2).
+        source_conn: a connection to the source database.
+    """
+    repl_cursor.execute("IDENTIFY_SYSTEM")
+    system = repl_cursor.fetchone()[0]
+    database = source_conn.execute("select oid from pg_database where datname ="
+                                   " current_database()").fetchone()[0]
+    return f"{system}:{database}"
+
+
+def _changed(stored: str | None, identity: str) -> str:
+    """What changed from the recorded source identity to ``identity`` ('' if nothing known)."""
+    if not stored or stored == identity:
+        return ""
+    (old_system, old_db), (system, db) = stored.split(":"), identity.split(":")
+    if old_db != db:
+        server = "" if old_system == system else f" on another server ({old_system} -> {system})"
+        return f"the source database was re-created (its OID {old_db} -> {db}){server}"
+    return f"the source server's system identifier changed ({old_system} -> {system})"
+
+
 def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connection,
-                     source: str, slot: str, ckpt: int) -> ReplayCheck:
+                     source: str, slot: str, ckpt: int, identity: str = "") -> ReplayCheck:
     """Refuse to stream from ``ckpt`` when changes would be missing (see module docstring).
 
     Args:
@@ -54,12 +92,14 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
         source: source name.
         slot: the source's replication slot.
         ckpt: the landing checkpoint (the snapshot is done).
+        identity: the source's :func:`source_identity` ('' : not checked).
 
     Returns:
         The check the stream's replay below the checkpoint must pass.
 
     Raises:
         SlotMissingError: the slot does not exist.
+        SourceReplacedError: the slot was made in a re-created source database.
         SourceBehindError: the source's WAL is behind the checkpoint.
         LandingRestoredError: landing was restored and the slot is past its checkpoint.
     """
@@ -69,12 +109,34 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
         " from pg_replication_slots s where s.slot_name = %s").format(wal_position("insert")),
         (slot,)).fetchone()
     at = lsn_to_str(ckpt)
+    ids = landing.execute("select landing_identity, source_identity from tidemark.checkpoints"
+                          " where source = %s", (source,)).fetchone()
+    changed = _changed(ids[1] if ids else None, identity) if identity else ""
     if row is None:
+        why = (f"{changed}: upgraded with pg_upgrade before PostgreSQL 17 (which does not "
+               f"carry logical slots), restored from a dump, or a different database"
+               if changed else "dropped, the source database restored from a dump or "
+               "re-created, its server upgraded with pg_upgrade before PostgreSQL 17, or a "
+               "different source database")
+        landing.rollback()
         raise SlotMissingError(
             f"Landing has a checkpoint for source {source!r} at {at}, but replication slot "
-            f"{slot!r} does not exist on the source (dropped, the source database restored "
-            f"from a dump or re-created, or a different source database). Changes since then "
-            f"cannot be streamed. {_remedy(source)}.")
+            f"{slot!r} does not exist on the source ({why}). Changes since then cannot be "
+            f"streamed. {_remedy(source)}.")
+    if changed.startswith("the source database was re-created"):
+        landing.rollback()
+        raise SourceReplacedError(
+            f"Replication slot {slot!r} on source {source!r} is not the one landing streamed "
+            f"from: {changed} since landing's checkpoint {at}, and the slot was made there "
+            f"afterwards (by hand, or by another landing ingesting a source of this name). It "
+            f"holds none of the changes made between, and landing may hold rows the source no "
+            f"longer has; nothing was streamed. {_remedy(source)}, which makes landing equal "
+            f"the source again.")
+    if changed:
+        log.warning("source %s: %s, with the same database OID and replication slot %s: "
+                    "an upgrade with pg_upgrade (PostgreSQL 17 and later carry logical "
+                    "slots); streaming on from landing's checkpoint %s", source, changed,
+                    slot, at)
     confirmed = str_to_lsn(row[0]) if row[0] else 0
     position = str_to_lsn(row[1]) if row[1] else ckpt
     if position < ckpt:
@@ -87,10 +149,7 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"{_remedy(source)}, which makes landing equal the source again.")
     if confirmed and confirmed < ckpt:
         _behind(landing, source, slot, lsn_to_str(confirmed), at, row[2], row[3])
-    stored = landing.execute("select landing_identity from tidemark.checkpoints where"
-                             " source = %s", (source,)).fetchone()
-    identity = _identity(landing)
-    if stored is not None and stored[0] is not None and stored[0] != identity \
+    if ids is not None and ids[0] is not None and ids[0] != _identity(landing) \
             and confirmed > ckpt:
         landing.rollback()
         raise LandingRestoredError(
@@ -100,7 +159,7 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
             f"The changes committed on the source between are gone from the slot and not in "
             f"landing; streaming on would leave them out for ever, so nothing was streamed. "
             f"{_remedy(source)}.")
-    record_identity(landing, source)
+    record_identity(landing, source, identity)
     return ReplayCheck(source, slot, confirmed, ckpt if confirmed and confirmed < ckpt else 0)
 
 
@@ -181,8 +240,10 @@ def _identity(landing: psycopg.Connection) -> str:
     return landing.execute(_IDENTITY).fetchone()[0]
 
 
-def record_identity(landing: psycopg.Connection, source: str) -> None:
-    """Record which landing database holds the checkpoint of ``source`` (and commit)."""
-    landing.execute("update tidemark.checkpoints set landing_identity = %s where source = %s",
-                    (_identity(landing), source))
+def record_identity(landing: psycopg.Connection, source: str, identity: str = "") -> None:
+    """Record which landing database holds the checkpoint of ``source``, and the source's
+    :func:`source_identity` when given (and commit)."""
+    landing.execute("update tidemark.checkpoints set landing_identity = %s, source_identity ="
+                    " coalesce(nullif(%s, ''), source_identity) where source = %s",
+                    (_identity(landing), identity, source))
     landing.commit()

@@ -22,7 +22,12 @@ import psycopg2
 
 from ingestion.applier import Applier
 from ingestion.catalog import wait_slot_free
-from ingestion.continuity import ReplayCheck, check_continuity, record_identity
+from ingestion.continuity import (
+    ReplayCheck,
+    check_continuity,
+    record_identity,
+    source_identity,
+)
 from ingestion.ddl_locks import kept_alive
 from ingestion.decoder import (
     Begin,
@@ -127,12 +132,13 @@ class Session:
         self.applier.in_txn = False
         self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source))
         self.cur = self.repl.cursor()
+        identity = source_identity(self.cur, self.source_conn)
         if ckpt is None or not ckpt.snapshot_done:
             initial_snapshot(self)
-            record_identity(self.landing, cfg.source)
+            record_identity(self.landing, cfg.source, identity)
         else:
             self.replay = check_continuity(self.landing, self.source_conn, cfg.source,
-                                           self.slot, ckpt.lsn or 0)
+                                           self.slot, ckpt.lsn or 0, identity)
             self.ckpt = ckpt.lsn or 0
             self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()

@@ -23,6 +23,7 @@ from ingestion.errors import (
     LandingRestoredError,
     SlotMissingError,
     SourceBehindError,
+    SourceReplacedError,
 )
 from ingestion.names import slot_name
 from streaming_views.deploy import deploy_embedded
@@ -173,6 +174,31 @@ def test_source_restored_from_a_dump_is_refused_then_resynced(pg, pair: Pair) ->
         catch_up(pair.src, pair.land, pair.source)
     resync(pair.src, pair.land, pair.source)
     pair.src_exec("update r set v = 'after' where id % 3 = 0", "delete from r where id = 7")
+    catch_up(pair.src, pair.land, pair.source)
+    _assert_once(pair)
+
+
+def test_a_slot_made_again_in_a_re_created_source_database_is_refused(pg, pair: Pair) -> None:
+    """The source database restored from a dump (its slot dropped first: PostgreSQL insists),
+    then a DBA makes the slot again by hand: on main ingestion streamed on from the new slot,
+    silently without the changes made before it (and landing kept rows the source no longer
+    had). The database's OID recorded with the checkpoint tells: refused, the resync named."""
+    pair.src_exec("create table r (id int primary key, v text)")
+    _insert(pair, 0, 10)
+    catch_up(pair.src, pair.land, pair.source)
+    backup = _dump(pg, pair.src)
+    _insert(pair, 10, 10)
+    catch_up(pair.src, pair.land, pair.source)
+    drop_slot(pair.src, slot_name(pair.source))
+    _restore(pg, pair.src, backup)  # rows 10..19 gone from the source, in landing
+    _insert(pair, 20, 5)  # before the slot: in no stream
+    pair.src_exec(f"select pg_create_logical_replication_slot('{slot_name(pair.source)}',"
+                  f" 'pgoutput')")
+    _insert(pair, 30, 5)
+    with pytest.raises(SourceReplacedError, match="re-created.*resync --all"):
+        catch_up(pair.src, pair.land, pair.source)
+    resync(pair.src, pair.land, pair.source)
+    pair.src_exec("update r set v = 'after' where id % 3 = 0")
     catch_up(pair.src, pair.land, pair.source)
     _assert_once(pair)
 
