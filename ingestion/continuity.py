@@ -113,11 +113,15 @@ def check_continuity(landing: psycopg.Connection, source_conn: psycopg.Connectio
                           " where source = %s", (source,)).fetchone()
     changed = _changed(ids[1] if ids else None, identity) if identity else ""
     if row is None:
-        why = (f"{changed}: upgraded with pg_upgrade before PostgreSQL 17 (which does not "
-               f"carry logical slots), restored from a dump, or a different database"
-               if changed else "dropped, the source database restored from a dump or "
-               "re-created, its server upgraded with pg_upgrade before PostgreSQL 17, or a "
-               "different source database")
+        if changed.startswith("the source server"):
+            why = (f"{changed}: a new server, upgraded with pg_upgrade before PostgreSQL 17 "
+                   f"(which does not carry logical slots) or restored from a dump")
+        elif changed:
+            why = f"{changed}: dropped and created again, or restored from a dump"
+        else:
+            why = ("dropped, the source database restored from a dump or re-created, its "
+                   "server upgraded with pg_upgrade before PostgreSQL 17, or a different "
+                   "source database")
         landing.rollback()
         raise SlotMissingError(
             f"Landing has a checkpoint for source {source!r} at {at}, but replication slot "

@@ -170,7 +170,8 @@ def test_source_restored_from_a_dump_is_refused_then_resynced(pg, pair: Pair) ->
     drop_slot(pair.src, slot_name(pair.source))
     _restore(pg, pair.src, backup)
     _insert(pair, 20, 10)
-    with pytest.raises(SlotMissingError, match="restored from a dump.*resync --all"):
+    with pytest.raises(SlotMissingError,
+                       match="re-created .its OID.*restored from a dump.*resync --all"):
         catch_up(pair.src, pair.land, pair.source)
     resync(pair.src, pair.land, pair.source)
     pair.src_exec("update r set v = 'after' where id % 3 = 0", "delete from r where id = 7")

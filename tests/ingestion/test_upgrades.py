@@ -85,7 +85,8 @@ def test_source_upgraded_with_pg_upgrade(pg, tmp_path: Path, old_major: int) -> 
             catch_up(pair.src, pair.land, pair.source)
         else:
             assert slots == []
-            with pytest.raises(SlotMissingError, match="pg_upgrade.*resync --all"):
+            with pytest.raises(SlotMissingError, match="system identifier changed.*pg_upgrade"
+                               " before PostgreSQL 17.*resync --all"):
                 catch_up(pair.src, pair.land, pair.source)
             resync(pair.src, pair.land, pair.source)
         pair.src_exec("update r set v = 'later' where id > 8")
