@@ -23,6 +23,11 @@ class SlotMissingError(SetupError):
     """Landing has a checkpoint for a source whose replication slot no longer exists."""
 
 
+class SourceReplacedError(SetupError):
+    """The source database was replaced (re-created, restored into a new server) and a slot of
+    the source's name made there since: it holds none of the changes in between."""
+
+
 class LandingRestoredError(SetupError):
     """Landing was restored from an older backup: the slot is past its checkpoint, changes are
     missing."""

@@ -22,7 +22,12 @@ import psycopg2
 
 from ingestion.applier import Applier
 from ingestion.catalog import wait_slot_free
-from ingestion.continuity import check_continuity, record_identity
+from ingestion.continuity import (
+    ReplayCheck,
+    check_continuity,
+    record_identity,
+    source_identity,
+)
 from ingestion.ddl_locks import kept_alive
 from ingestion.decoder import (
     Begin,
@@ -90,6 +95,7 @@ class Session:
         self.future: Future | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tidemark-commit")
         self.floors: dict[str, int] = {}
+        self.replay = ReplayCheck(cfg.source, self.slot, 0, 0)
         # (table, column, type OID, typmod) of a breaking type change seen in the source catalog
         # -> the source's WAL position then (ingestion.quiet_retypes)
         self.retypes_seen: dict[tuple[str, str, int, int], int] = {}
@@ -126,19 +132,23 @@ class Session:
         self.applier.in_txn = False
         self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source))
         self.cur = self.repl.cursor()
+        identity = source_identity(self.cur, self.source_conn)
         if ckpt is None or not ckpt.snapshot_done:
             initial_snapshot(self)
-            record_identity(self.landing, cfg.source)
+            record_identity(self.landing, cfg.source, identity)
         else:
-            check_continuity(self.landing, self.source_conn, cfg.source, self.slot,
-                             ckpt.lsn or 0)
+            self.replay = check_continuity(self.landing, self.source_conn, cfg.source,
+                                           self.slot, ckpt.lsn or 0, identity)
             self.ckpt = ckpt.lsn or 0
             self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()
         self.stats.lsn = self.ckpt
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
+        # From the slot's own position when it is behind the checkpoint: the transactions
+        # between are read (and skipped) so that the replay proves it is landing's history.
         self.cur.start_replication(
-            slot_name=self.slot, decode=False, start_lsn=lsn_to_str(self.ckpt),
+            slot_name=self.slot, decode=False,
+            start_lsn=lsn_to_str(self.replay.start if self.replay.until else self.ckpt),
             options=source_capabilities(self.source_conn).stream_options(self.publication))
         self.streaming = True
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
@@ -297,6 +307,7 @@ class Session:
         """Apply one decoded message other than a row change (see :meth:`handle_row`)."""
         if isinstance(m, Begin):
             self.in_src_txn = True
+            self.replay.begin(m.final_lsn)
             self.skip = m.final_lsn < self.ckpt
             self.txn_lsn = m.final_lsn
             if not self.skip:
@@ -311,6 +322,7 @@ class Session:
                     self.tracker.refresh_if_changed()
         elif isinstance(m, Commit):
             self.in_src_txn = False
+            self.replay.end(m.end_lsn)
             if self.skip:
                 self.stats.skipped += 1
                 self.skip = False
@@ -333,8 +345,11 @@ class Session:
                 infos = [i for i in infos if self.txn_lsn >= self.floors.get(i.name, 0)]
             if infos:
                 self.applier.truncate(infos, lsn)
-        elif isinstance(m, Message) and m.prefix == HEARTBEAT_PREFIX:
-            log.debug("heartbeat at %s", lsn_to_str(m.lsn))
+        elif isinstance(m, Message):
+            if not m.transactional:
+                self.replay.end(m.lsn)
+            if m.prefix == HEARTBEAT_PREFIX:
+                log.debug("heartbeat at %s", lsn_to_str(m.lsn))
 
     def commit(self) -> None:
         """Hand the landing transaction to the background committer.

@@ -120,6 +120,7 @@ _STATE_TABLES = {
 _ADDED_COLUMNS = (("replicated_tables", "snapshot_lsn", "pg_lsn"),
                   ("replicated_tables", "auto_resync", "boolean not null default false"),
                   ("checkpoints", "landing_identity", "text"),
+                  ("checkpoints", "source_identity", "text"),
                   ("dead_letter_counts", "resolved", "bigint not null default 0"))
 """Columns added to state tables after their first release: added to older landings."""
 

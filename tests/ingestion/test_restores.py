@@ -23,6 +23,7 @@ from ingestion.errors import (
     LandingRestoredError,
     SlotMissingError,
     SourceBehindError,
+    SourceReplacedError,
 )
 from ingestion.names import slot_name
 from streaming_views.deploy import deploy_embedded
@@ -169,7 +170,8 @@ def test_source_restored_from_a_dump_is_refused_then_resynced(pg, pair: Pair) ->
     drop_slot(pair.src, slot_name(pair.source))
     _restore(pg, pair.src, backup)
     _insert(pair, 20, 10)
-    with pytest.raises(SlotMissingError, match="restored from a dump.*resync --all"):
+    with pytest.raises(SlotMissingError,
+                       match="re-created .its OID.*restored from a dump.*resync --all"):
         catch_up(pair.src, pair.land, pair.source)
     resync(pair.src, pair.land, pair.source)
     pair.src_exec("update r set v = 'after' where id % 3 = 0", "delete from r where id = 7")
@@ -177,12 +179,46 @@ def test_source_restored_from_a_dump_is_refused_then_resynced(pg, pair: Pair) ->
     _assert_once(pair)
 
 
+def test_a_slot_made_again_in_a_re_created_source_database_is_refused(pg, pair: Pair) -> None:
+    """The source database restored from a dump (its slot dropped first: PostgreSQL insists),
+    then a DBA makes the slot again by hand: on main ingestion streamed on from the new slot,
+    silently without the changes made before it (and landing kept rows the source no longer
+    had). The database's OID recorded with the checkpoint tells: refused, the resync named."""
+    pair.src_exec("create table r (id int primary key, v text)")
+    _insert(pair, 0, 10)
+    catch_up(pair.src, pair.land, pair.source)
+    backup = _dump(pg, pair.src)
+    _insert(pair, 10, 10)
+    catch_up(pair.src, pair.land, pair.source)
+    drop_slot(pair.src, slot_name(pair.source))
+    _restore(pg, pair.src, backup)  # rows 10..19 gone from the source, in landing
+    _insert(pair, 20, 5)  # before the slot: in no stream
+    pair.src_exec(f"select pg_create_logical_replication_slot('{slot_name(pair.source)}',"
+                  f" 'pgoutput')")
+    _insert(pair, 30, 5)
+    with pytest.raises(SourceReplacedError, match="re-created.*resync --all"):
+        catch_up(pair.src, pair.land, pair.source)
+    resync(pair.src, pair.land, pair.source)
+    pair.src_exec("update r set v = 'after' where id % 3 = 0")
+    catch_up(pair.src, pair.land, pair.source)
+    _assert_once(pair)
+
+
+@pytest.mark.parametrize("written, refusal", [
+    (5, "behind landing.*resync --all"),
+    (3000, "different history.*resync --all"),
+], ids=["behind", "written_past"])
 def test_source_server_restored_from_a_base_backup_is_refused_then_resynced(
-        pg, tmp_path: Path) -> None:
-    """The source's server restarted from a file-level backup taken before changes landing
-    has: its slot and WAL are behind the checkpoint. Streamed on, the source's new changes
-    (reusing those WAL positions) were skipped and landing kept rows the source no longer has;
-    now ingestion refuses, and the resync makes landing equal the source."""
+        pg, tmp_path: Path, written: int, refusal: str) -> None:
+    """The source's server restarted from a file-level backup (a copy, a disk snapshot) taken
+    before changes landing has: its slot and WAL are behind the checkpoint. Streamed on, the
+    source's new changes (reusing those WAL positions) were skipped and landing kept rows the
+    source no longer has; now ingestion refuses, and the resync makes landing equal the source.
+
+    ``written_past``: the restored server is written until its WAL passes landing's checkpoint
+    before ingestion comes back, so the WAL-position check passes and the slot is behind the
+    checkpoint as after a crash: on main its transactions below the checkpoint (rows 5000..5004)
+    were skipped with a warning only. Now the replay must hold landing's last transaction."""
     major = session_major()
     server = start_test_server(tmp_path / "srchome", major=None if major == WHEEL_MAJOR
                                else major)
@@ -202,10 +238,12 @@ def test_source_server_restored_from_a_base_backup_is_refused_then_resynced(
         subprocess.run(["cp", "-a", str(backup), str(server.pgdata)], check=True)
         server.start()
         _insert(pair, 5000, 5)
-        with pytest.raises(SourceBehindError, match="behind landing.*resync --all"):
+        if written > 5:  # one transaction past landing's checkpoint
+            _insert(pair, 6000, written)
+        with pytest.raises(SourceBehindError, match=refusal):
             catch_up(pair.src, pair.land, pair.source)
         resync(pair.src, pair.land, pair.source)
-        _insert(pair, 6000, 5)
+        _insert(pair, 9500, 5)
         catch_up(pair.src, pair.land, pair.source)
         _assert_once(pair)
     finally:
