@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -64,18 +65,23 @@ def test_a_widened_key_takes_letters_beyond_its_old_type(pair: Pair, tmp_path: P
         assert_changelog_replays(pair, table, ["id"])
 
 
+def _p_contracts(root: Path, source: str) -> Callable[[int, str, bool], ContractSet]:
+    """Contracts of table ``p`` alone, by version, key type and strictness (``s`` only 'a')."""
+    (root / source).mkdir()
+
+    def contracts(version: int, key_type: str, strict: bool) -> ContractSet:
+        s = "allowed_values: [a]" if strict else "nullable: true"
+        (root / source / "p.yml").write_text(_CONTRACT.format(v=version, t=key_type, s=s).replace(
+            "compatibility: backward", "compatibility: none"))
+        return load_contracts(root)
+    return contracts
+
+
 def test_a_resync_to_a_key_of_another_type_takes_its_letters(pair: Pair, tmp_path: Path
                                                              ) -> None:
     # `tidemark ingest resync`, the remedy the pause names, failed for good on its first
     # letter: "invalid input syntax for type integer: "abc"" (the old key's letter index).
-    folder = tmp_path / pair.source
-    folder.mkdir()
-
-    def contracts(version: int, key_type: str, strict: bool) -> ContractSet:
-        s = "allowed_values: [a]" if strict else "nullable: true"
-        (folder / "p.yml").write_text(_CONTRACT.format(v=version, t=key_type, s=s).replace(
-            "compatibility: backward", "compatibility: none"))
-        return load_contracts(tmp_path)
+    contracts = _p_contracts(tmp_path, pair.source)
 
     pair.src_exec("create table p (id int primary key, s text)",
                   "insert into p values (1, 'a'), (2, 'x')")
@@ -98,14 +104,7 @@ def test_a_void_letter_of_the_previous_key_type_leaves_the_letter_index_built(
     # still waiting, of key 'abc' after a resync to an integer key, failed the new letter
     # index's build for good ("invalid input syntax for type integer: "abc""): the table's
     # letter lookups went unindexed, and a removal's lookup failed its landing.
-    folder = tmp_path / pair.source
-    folder.mkdir()
-
-    def contracts(version: int, key_type: str, strict: bool) -> ContractSet:
-        s = "allowed_values: [a]" if strict else "nullable: true"
-        (folder / "p.yml").write_text(_CONTRACT.format(v=version, t=key_type, s=s).replace(
-            "compatibility: backward", "compatibility: none"))
-        return load_contracts(tmp_path)
+    contracts = _p_contracts(tmp_path, pair.source)
 
     pair.src_exec("create table p (id text primary key, s text)",
                   "insert into p values ('1', 'a'), ('abc', 'x'), ('2', 'x')")
