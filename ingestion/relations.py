@@ -31,6 +31,7 @@ from ingestion.catalog import (
     table_columns,
     type_names,
 )
+from ingestion.catalog_batch import TableCatalog, tables_catalog
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_landing
@@ -95,6 +96,8 @@ class RelationTracker:
         self._routed: dict[int, bool] = {}
         self.routed_skipped: set[int] = set()  # partitions whose own changes were skipped
         self._versions: dict[str, tuple[int, bool]] = {}
+        self._prefetched: dict[int, TableCatalog] = {}  # :meth:`prefetch`
+        self._type_names: dict[tuple[int, int], str] = {}  # built-in types' never change
         applier.pause_hook = self._pause_from_applier
 
     # -- registry ---------------------------------------------------------------------------
@@ -133,13 +136,24 @@ class RelationTracker:
 
     def columns(self, cols: list[tuple[str, int, int]]) -> list[ColumnInfo]:
         """Column infos, with landing type names, for (name, type OID, typmod) triples."""
-        names = type_names(self.source_conn, [(t, m) for _, t, m in cols])
-        return [ColumnInfo(n, t, m, names[(t, m)]) for n, t, m in cols]
+        missing = [(t, m) for _, t, m in cols if (t, m) not in self._type_names]
+        if missing:
+            self._type_names.update(type_names(self.source_conn, missing))
+        return [ColumnInfo(n, t, m, self._type_names[(t, m)]) for n, t, m in cols]
 
-    def numbered(self, oid: int, cols: list[ColumnInfo]) -> list[ColumnInfo]:
-        """``cols`` with their source ``attnum`` as the catalog has it now."""
-        nums = column_attnums(self.source_conn, oid)
+    def numbered(self, oid: int, cols: list[ColumnInfo], nums: dict[str, int] | None = None
+                 ) -> list[ColumnInfo]:
+        """``cols`` with their source ``attnum`` as the catalog has it now (``nums``: read
+        already)."""
+        nums = column_attnums(self.source_conn, oid) if nums is None else nums
         return [replace(c, attnum=nums.get(c.name)) for c in cols]
+
+    def prefetch(self, oids: list[int]) -> None:
+        """Read the source catalog of the tables ``oids`` at once
+        (:func:`ingestion.catalog_batch.tables_catalog`): a first snapshot's
+        :meth:`from_catalog` of each takes it from there. An empty list forgets what is left."""
+        self._prefetched = tables_catalog(self.source_conn, oids, publication_name(self.source))
+        self.columns([(n, t, m) for c in self._prefetched.values() for n, t, m, _ in c.columns])
 
     def _key(self, rel: Relation, info: TableInfo | None) -> list[str]:
         """The key the stream identifies rows by, as of the message.
@@ -162,14 +176,17 @@ class RelationTracker:
         return info.key if info.key == catalog else []
 
     def register(self, oid: int, namespace: str, table: str, columns: list[ColumnInfo],
-                 key: list[str], lsn: int | None, landing: bool = True) -> TableInfo:
+                 key: list[str], lsn: int | None, landing: bool = True,
+                 catalog: TableCatalog | None = None) -> TableInfo:
         """Create landing tables (unless not ``landing``: a snapshot moves its staged ones in)
-        and the registry row for a table seen for the first time."""
+        and the registry row for a table seen for the first time (``catalog``: its source
+        catalog, read already by :meth:`prefetch`)."""
         name = landing_table_name(namespace, table)
-        columns = self.numbered(oid, columns)
+        columns = self.numbered(oid, columns, None if catalog is None else catalog.attnums)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
-        cannot = landing_blocker(info) or self._unreadable(info)
+        cannot = landing_blocker(info) or (
+            self._unreadable(info) if catalog is None else catalog.blocker)
         if cannot is not None:  # landing tables once that is fixed, by a resync
             self.pause(info, [], lsn, cannot)
             return info
@@ -192,10 +209,12 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
         if info is None:
-            cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(
-                self.source_conn, oid, publication_name(self.source))])
-            info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
-                                 lsn, landing)
+            pre = self._prefetched.pop(oid, None)
+            rows = table_columns(self.source_conn, oid, publication_name(self.source)) \
+                if pre is None else pre.columns
+            cols = self.columns([(n, t, m) for n, t, m, _ in rows])
+            key = key_columns(self.source_conn, oid) if pre is None else pre.key
+            info = self.register(oid, namespace, table, cols, key, lsn, landing, pre)
         return info
 
     # -- stream -----------------------------------------------------------------------------

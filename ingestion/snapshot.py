@@ -151,6 +151,8 @@ class SnapshotTask:
         replace_all: True for a full snapshot of the source (progress rows replaced).
         on_progress: progress callback.
         workers: tables copied at once.
+        prefetch: reads the source catalog of the tables to register at once
+            (``RelationTracker.prefetch``), or None.
     """
 
     source: str
@@ -167,6 +169,7 @@ class SnapshotTask:
     replace_all: bool = True
     on_progress: ProgressCallback | None = None
     workers: int = field(default_factory=snapshot_workers)
+    prefetch: Callable[[list[int]], None] | None = None
 
 
 _ESTIMATES = """
@@ -202,6 +205,9 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         task.final.info.server_version // 10000
     staged: list[Job] = []
     in_place: list[Job] = []
+    if task.prefetch is not None:
+        task.prefetch([oid for oid, namespace, table in tables
+                       if landing_table_name(namespace, table) not in task.known])
     for oid, namespace, table in tables:
         new = landing_table_name(namespace, table) not in task.known
         info = task.register(oid, namespace, table, task.lsn, False)  # tables: below
@@ -211,6 +217,8 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         job = Job(info, task.contract_for(info), task.contracts, estimates.get(oid),
                   wants_binary(info, same_major))
         (staged if new else in_place).append(job)
+    if task.prefetch is not None:
+        task.prefetch([])
     jobs = sorted(staged, key=lambda j: -(j.estimate or 0)) + in_place
     result.jobs = jobs
     tracker = ProgressTracker(task.landing_dsn, task.source, task.lsn,

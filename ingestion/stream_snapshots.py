@@ -124,7 +124,7 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
         catalog=session.source_conn, register=session.tracker.from_catalog,
         contract_for=applier.contract_for, contracts=cfg.contracts,
         known=set(applier.tables), replace_all=checkpoint is not None,
-        on_progress=cfg.on_progress)
+        on_progress=cfg.on_progress, prefetch=session.tracker.prefetch)
     try:
         result = take_snapshot(task, tables)
     except psycopg.errors.OutOfMemory as exc:
