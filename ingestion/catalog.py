@@ -60,16 +60,22 @@ def copy_blocker(conn: psycopg.Connection, oid: int) -> str | None:
     Returns:
         A sentence that names the table, what is missing and the statement that fixes it.
     """
-    row = conn.execute(
-        "select n.nspname, c.relname, has_table_privilege(c.oid, 'select'),"
-        " has_any_column_privilege(c.oid, 'select'), has_schema_privilege(n.oid, 'usage'),"
-        " row_security_active(c.oid), c.relforcerowsecurity, array(select a.attname from"
-        " pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
-        " and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum)"
-        " from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = %s",
-        (oid,)).fetchone()
-    if row is None:
-        return None
+    row = conn.execute(COPY_RIGHTS + " where c.oid = %s", (oid,)).fetchone()
+    return None if row is None else copy_blocker_of(conn, row[1:])
+
+
+COPY_RIGHTS = (
+    "select c.oid::int, n.nspname, c.relname, has_table_privilege(c.oid, 'select'),"
+    " has_any_column_privilege(c.oid, 'select'), has_schema_privilege(n.oid, 'usage'),"
+    " row_security_active(c.oid), c.relforcerowsecurity, array(select a.attname from"
+    " pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped"
+    " and not has_column_privilege(c.oid, a.attnum, 'select') order by a.attnum)"
+    " from pg_class c join pg_namespace n on n.oid = c.relnamespace")
+"""What the source role may read of a table (OID first), for :func:`copy_blocker_of`."""
+
+
+def copy_blocker_of(conn: psycopg.Connection, row: tuple) -> str | None:
+    """:func:`copy_blocker`'s sentence for a :data:`COPY_RIGHTS` row without its OID."""
     schema, table, readable, some, usage, rls, forced, hidden = row
     ident = sql.Identifier(schema, table).as_string(conn)
     user = sql.Identifier(conn.info.user).as_string(conn)
@@ -168,16 +174,19 @@ def type_names(conn: psycopg.Connection,
     source's catalog OIDs, and ``xml`` (:data:`XML_TYPE_OIDS`).
     """
     out: dict[tuple[int, int], str] = {}
+    asked: list[tuple[int, int]] = []
     for oid, typmod in set(types):
         if oid >= USER_TYPE_OID:
             out[(oid, typmod)] = "text"
-            continue
-        if lands_as_text(oid):
+        elif lands_as_text(oid):
             out[(oid, typmod)] = "text[]" if oid in TEXT_ARRAY_OIDS else "text"
-            continue
-        row = conn.execute("select format_type(%s, %s)", (oid, None if typmod < 0 else typmod)
-                           ).fetchone()
-        out[(oid, typmod)] = row[0]
+        else:
+            asked.append((oid, typmod))
+    if asked:  # one query for them all (a first snapshot asks for every table's at once)
+        out.update(((oid, typmod), name) for oid, typmod, name in conn.execute(
+            "select t.oid::int, t.mod, format_type(t.oid, case when t.mod < 0 then null else"
+            " t.mod end) from unnest(%s::oid[], %s::int[]) t (oid, mod)",
+            ([oid for oid, _ in asked], [typmod for _, typmod in asked])))
     return out
 
 

@@ -17,6 +17,7 @@ from ingestion.failures import failed_side, is_transient, permanent, retry_reaso
 from ingestion.landing_indexes import IndexKeeper
 from ingestion.lsn import lsn_to_str
 from ingestion.progress import ProgressCallback
+from ingestion.quiet_retypes import retypes_waiting
 from ingestion.session import Session
 from ingestion.session_config import SessionConfig
 from ingestion.session_settings import pinned_dsn
@@ -142,6 +143,8 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
                 f"catch_up of source {source!r} reached {lsn_to_str(session.ckpt)} but not "
                 f"{lsn_to_str(target.lsn)} within {timeout_s:.0f}s; run it again (progress is "
                 f"kept) or raise timeout_s.")
+        if retypes_waiting(session):
+            _follow_quiet_retypes(session, cfg, started + timeout_s)
         session.await_acknowledged()  # the promise: the slot is acknowledged on return
         st = session.stats
         return CatchUpStats(source, st.snapshot_rows, st.changes, st.transactions,
@@ -149,6 +152,18 @@ def _catch_up_once(started: float, timeout_s: float, target: CatchUpTarget,
                             lsn_to_str(target.lsn), round(time.monotonic() - started, 3))
     finally:
         session.close()
+
+
+def _follow_quiet_retypes(session: Session, cfg: SessionConfig, deadline: float) -> None:
+    """A type change the session's first publication sync saw in the source catalog, which
+    waits for the stream to pass the WAL position of that sync (a keyless table's widening:
+    :mod:`ingestion.quiet_retypes`): stream to a target taken now, then sync again. Without
+    this, every catch-up would see the change anew and leave it for good."""
+    later = CatchUpTarget.take(pinned_dsn(cfg.source_dsn),
+                               None if cfg.setup_dsn is None else pinned_dsn(cfg.setup_dsn))
+    if session.pump(lambda: later.reached(session.ckpt, session.cur.wal_end),
+                    deadline=deadline, idle=lambda: _request_reply(session, later)):
+        session.refresh_publication()  # else the next catch-up's, or a stream's
 
 
 def _request_reply(session: Session, target: CatchUpTarget) -> None:

@@ -16,6 +16,7 @@ reads compare, so the planner matches them and the comparison stays the typed on
     create index concurrently ... on tidemark.dead_letters
         (((raw_row ->> 'id')::integer), commit_lsn, seq)
         where source = 'shop' and table_name = 'orders' and replayed_at is null
+          and commit_lsn >= '0/1A2B3C4'::pg_lsn  -- the table's snapshot (current_letters)
 
 :func:`ensure_letter_indexes` builds the missing ones with ``CREATE INDEX CONCURRENTLY`` (the
 applier keeps writing letters meanwhile), called by
@@ -38,6 +39,7 @@ from collections.abc import Iterable
 import psycopg
 from psycopg import sql
 
+from ingestion.lsn import lsn_to_str
 from ingestion.names import STATE_SCHEMA, fit_identifier
 from ingestion.tables import TableInfo, load_tables
 
@@ -64,6 +66,17 @@ def key_expressions(info: TableInfo) -> list[sql.Composable]:
     types = {c.name: c.type_sql for c in info.columns}
     return [sql.SQL("(raw_row ->> {})::{}").format(sql.Literal(k), sql.SQL(types[k]))
             for k in info.key]
+
+
+def current_letters(info: TableInfo, alias: str | None = None) -> sql.Composed:
+    """``commit_lsn >= <the table's snapshot LSN>``: the letters of the table's current
+    snapshot. One committed before its last resync's snapshot is void (the snapshot holds its
+    effect; a replay supersedes it) and may hold another key type's text (``'abc'`` after a
+    resync to an ``integer`` key), which the key's cast would fail on: the letter index and
+    every lookup by key leave it out."""
+    column = sql.Identifier(alias, "commit_lsn") if alias else sql.Identifier("commit_lsn")
+    return sql.SQL("{} >= {}::pg_lsn").format(
+        column, sql.Literal(lsn_to_str(getattr(info, "snapshot_lsn", 0) or 0)))
 
 
 def letter_index_name(info: TableInfo) -> str:
@@ -166,10 +179,10 @@ def _build(conn: psycopg.Connection, name: str, info: TableInfo) -> bool:
     try:
         conn.execute(sql.SQL(
             "create index concurrently if not exists {} on {} ({}, commit_lsn, seq) where"
-            " source = {} and table_name = {} and replayed_at is null").format(
+            " source = {} and table_name = {} and replayed_at is null and {}").format(
             sql.Identifier(name), sql.Identifier(STATE_SCHEMA, "dead_letters"),
             sql.SQL(", ").join(sql.SQL("({})").format(e) for e in key_expressions(info)),
-            sql.Literal(info.source), sql.Literal(info.name)))
+            sql.Literal(info.source), sql.Literal(info.name), current_letters(info)))
     except psycopg.errors.InvalidObjectDefinition as exc:  # a cast that is not immutable
         log.info("source %s: no key index of the dead letters of %s (%s); its lookups read"
                  " the table's waiting letters", info.source, info.name, str(exc).strip())

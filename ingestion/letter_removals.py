@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ingestion.letter_indexes import key_expressions
+from ingestion.letter_indexes import current_letters, key_expressions
 from ingestion.lsn import str_to_lsn
 
 
@@ -115,10 +115,11 @@ def take_keyed_letters_sql(info: Any, stg: sql.Identifier, among: bool = False
         " (select 1 from {mirror} m where {in_mirror})),"
         " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
         " replay_result = 'superseded' from b where d.source = %s and d.table_name = %s"
-        " and d.replayed_at is null and {in_letter} and (d.commit_lsn, d.seq) < (b.cl, b.sq))"
+        " and d.replayed_at is null and {current} and {in_letter}"
+        " and (d.commit_lsn, d.seq) < (b.cl, b.sq))"
         " delete from {stg} s using b where s.ctid = b.tid returning b.cl::text, b.sq"
     ).format(keys=keys, stg=stg, only=only, mirror=info.mirror, in_mirror=in_mirror,
-             in_letter=in_letter)
+             current=current_letters(info, "d"), in_letter=in_letter)
 
 
 def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
@@ -130,11 +131,13 @@ def take_keyed_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier,
     lacks removed nothing: the row was a dead letter only (a bad insert, then a delete). It
     leaves the staging table (a later line of the key still decides the mirror's row), and the
     key's waiting letters written before it are superseded now (a replay superseded them by
-    that logged removal before). ``takes`` are the letters of this landing transaction (not
-    written yet) such a removal takes (:meth:`ingestion.changes.ChangeBuffer._remove`); they
-    are marked in place. One statement: the first line per removed key (a sort of those keys'
-    lines only: 2.3 ms instead of 15 ms for 500 removals in 10,500 lines, round 38) and a probe
-    of the mirror's primary key per removed key.
+    that logged removal before); a letter from before the table's last resync snapshot is void
+    and left to a replay (:func:`ingestion.letter_indexes.current_letters`). ``takes`` are the
+    letters of this landing transaction (not written yet) such a removal takes
+    (:meth:`ingestion.changes.ChangeBuffer._remove`); they are marked in place. One
+    statement: the first line per removed key (a sort of those keys' lines only: 2.3 ms instead
+    of 15 ms for 500 removals in 10,500 lines, round 38) and a probe of the mirror's primary key
+    per removed key.
 
     Args:
         cur: a landing cursor in the batch's transaction.
@@ -202,8 +205,9 @@ def letter_keys(cur: psycopg.Cursor, info: Any, keys: set[Any]) -> set[Any]:
         for e, n, k in zip(key_expressions(info), names, info.key, strict=True))
     rows = cur.execute(sql.SQL(
         "select {} from {} where exists (select 1 from tidemark.dead_letters where source = %s"
-        " and table_name = %s and replayed_at is null and {})").format(
-            sql.SQL(", ").join(sql.SQL("u.{}").format(n) for n in names), source, match),
+        " and table_name = %s and replayed_at is null and {} and {})").format(
+            sql.SQL(", ").join(sql.SQL("u.{}").format(n) for n in names), source,
+            current_letters(info), match),
         (*_key_arrays(info, keys), info.source, info.name)).fetchall()
     single = len(info.key) == 1
     return {row[0].encode() if single else tuple(v.encode() for v in row) for row in rows}

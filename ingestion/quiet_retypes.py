@@ -13,11 +13,12 @@ registered type and the mirror does not have yet is widened in mirror and change
 Relation message would have it). The registered shape stays the stream's: the stream may still
 send rows of the old type (decoding lags the catalog), which the wider column takes as they are;
 the Relation message that finally shows the new type finds the mirror already wide, and records
-the change as usual. A keyless table waits until the stream is past the DDL (as below, so a
-``run``, not a single catch-up): its removals find their row by its text, and one of the old
-type (``1.50``) would not find the row of the wider mirror (``1.500``). A widening an object
-built on the mirror forbids (a view) is left to the stream's Relation message, which pauses
-the table naming the object; a quiet table pauses so at a later sync, as below.
+the change as usual. A keyless table waits until the stream is past the DDL (as below; a
+catch-up that saw such a change streams on to a later target, then syncs again): its removals
+find their row by its text, and one of the old type (``1.50``) would not find the row of the
+wider mirror (``1.500``). A widening an object built on the mirror forbids (a view) is left to
+the stream's Relation message, which pauses the table naming the object; a quiet table pauses
+so at a later sync, as below.
 
 Any other type change (``varchar(5)`` → ``char(10)``, ``timestamptz`` → ``timestamp`` in the
 DDL session's time zone) rewrites the rows' values in a way landing cannot repeat, and pauses the
@@ -93,6 +94,12 @@ def retyped_ahead(source_conn: psycopg.Connection, landing: psycopg.Connection,
             if not is_widening(col, new) or have.get(col.name) != now[:2]:
                 out.append((info, new))
     return out
+
+
+def retypes_waiting(session: Session) -> bool:
+    """Whether a type change the session saw in the source catalog waits for the stream to
+    pass the WAL position it was seen at (a keyless table's widening, or a pause)."""
+    return any(session.ckpt < since for since in session.retypes_seen.values())
 
 
 def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None:

@@ -7,7 +7,8 @@ the value existing rows have on the source, see :mod:`ingestion.backfill`), safe
 dropped columns the contract marks optional (kept, NULL from now on) and every dropped column of
 a table without a contract (kept, NULL in rows written from now on), a key gained or lost. Any
 other change pauses the table, at the commit LSN of the first change kept, with a message saying
-what to do; a column added with a per-row default pauses it for an automatic resync.
+what to do; a column added with a per-row default pauses it for an automatic resync. The DDL
+that follows a change is :mod:`ingestion.schema_follow`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.backfill import mirror_is_empty, needs_resync, write_changelog_rows
+from ingestion.backfill import mirror_is_empty, needs_resync
 from ingestion.catalog import (
     column_attnums,
     column_defaults,
@@ -30,10 +31,11 @@ from ingestion.catalog import (
     table_columns,
     type_names,
 )
+from ingestion.catalog_batch import TableCatalog, tables_catalog
 from ingestion.decoder import Relation
 from ingestion.errors import TablesChangedError
 from ingestion.landing_indexes import create_landing
-from ingestion.letter_indexes import DEAD_LETTERS, drop_letter_index, stale_letter_index
+from ingestion.letter_indexes import stale_letter_index
 from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import (
@@ -42,20 +44,15 @@ from ingestion.schema_changes import (
     renumbered_columns,
     with_defaults,
 )
-from ingestion.side_tables import letters_take_column
+from ingestion.schema_follow import apply_changes, exclusive_tables
 from ingestion.state import record_schema_change
 from ingestion.tables import (
     ColumnInfo,
     TableInfo,
-    add_column,
-    keep_dropped_column,
     landing_blocker,
     load_tables,
-    retire_column,
     save_table,
-    set_mirror_key,
     table_versions,
-    widen_column,
 )
 from ingestion.versions import source_capabilities
 
@@ -63,19 +60,6 @@ log = logging.getLogger("tidemark.ingestion")
 
 _BLOCKED_BY_DEPENDENTS = (psycopg.errors.DependentObjectsStillExist,
                           psycopg.errors.FeatureNotSupported)
-
-
-def _exclusive(info: TableInfo, changes: list[SchemaChange], key: list[str],
-               stale: sql.Identifier | None) -> list[sql.Identifier]:
-    """The tables :meth:`RelationTracker._apply` alters (ACCESS EXCLUSIVE): mirror and changelog
-    for an added column (not a retired one back: an UPDATE), a wider type or a new key; none
-    for a column retired (an UPDATE); and the dead letters when the ``stale`` letter index of
-    a widened or new key goes (:func:`~ingestion.letter_indexes.stale_letter_index`)."""
-    retired = {c.name for c in info.retired}
-    altered = sorted(key) != sorted(info.key) or any(
-        c.kind == "widen_type" or (c.kind.startswith("add_") and c.column not in retired)
-        for c in changes)
-    return ([info.mirror, info.changelog] if altered else []) + ([DEAD_LETTERS] if stale else [])
 
 
 def _kept_without_contract(change: SchemaChange) -> SchemaChange:
@@ -112,6 +96,8 @@ class RelationTracker:
         self._routed: dict[int, bool] = {}
         self.routed_skipped: set[int] = set()  # partitions whose own changes were skipped
         self._versions: dict[str, tuple[int, bool]] = {}
+        self._prefetched: dict[int, TableCatalog] = {}  # :meth:`prefetch`
+        self._type_names: dict[tuple[int, int], str] = {}  # built-in types' never change
         applier.pause_hook = self._pause_from_applier
 
     # -- registry ---------------------------------------------------------------------------
@@ -150,13 +136,24 @@ class RelationTracker:
 
     def columns(self, cols: list[tuple[str, int, int]]) -> list[ColumnInfo]:
         """Column infos, with landing type names, for (name, type OID, typmod) triples."""
-        names = type_names(self.source_conn, [(t, m) for _, t, m in cols])
-        return [ColumnInfo(n, t, m, names[(t, m)]) for n, t, m in cols]
+        missing = [(t, m) for _, t, m in cols if (t, m) not in self._type_names]
+        if missing:
+            self._type_names.update(type_names(self.source_conn, missing))
+        return [ColumnInfo(n, t, m, self._type_names[(t, m)]) for n, t, m in cols]
 
-    def numbered(self, oid: int, cols: list[ColumnInfo]) -> list[ColumnInfo]:
-        """``cols`` with their source ``attnum`` as the catalog has it now."""
-        nums = column_attnums(self.source_conn, oid)
+    def numbered(self, oid: int, cols: list[ColumnInfo], nums: dict[str, int] | None = None
+                 ) -> list[ColumnInfo]:
+        """``cols`` with their source ``attnum`` as the catalog has it now (``nums``: read
+        already)."""
+        nums = column_attnums(self.source_conn, oid) if nums is None else nums
         return [replace(c, attnum=nums.get(c.name)) for c in cols]
+
+    def prefetch(self, oids: list[int]) -> None:
+        """Read the source catalog of the tables ``oids`` at once
+        (:func:`ingestion.catalog_batch.tables_catalog`): a first snapshot's
+        :meth:`from_catalog` of each takes it from there. An empty list forgets what is left."""
+        self._prefetched = tables_catalog(self.source_conn, oids, publication_name(self.source))
+        self.columns([(n, t, m) for c in self._prefetched.values() for n, t, m, _ in c.columns])
 
     def _key(self, rel: Relation, info: TableInfo | None) -> list[str]:
         """The key the stream identifies rows by, as of the message.
@@ -179,14 +176,17 @@ class RelationTracker:
         return info.key if info.key == catalog else []
 
     def register(self, oid: int, namespace: str, table: str, columns: list[ColumnInfo],
-                 key: list[str], lsn: int | None, landing: bool = True) -> TableInfo:
+                 key: list[str], lsn: int | None, landing: bool = True,
+                 catalog: TableCatalog | None = None) -> TableInfo:
         """Create landing tables (unless not ``landing``: a snapshot moves its staged ones in)
-        and the registry row for a table seen for the first time."""
+        and the registry row for a table seen for the first time (``catalog``: its source
+        catalog, read already by :meth:`prefetch`)."""
         name = landing_table_name(namespace, table)
-        columns = self.numbered(oid, columns)
+        columns = self.numbered(oid, columns, None if catalog is None else catalog.attnums)
         info = TableInfo(self.source, name, namespace, table, oid, columns, key)
         self.applier.tables[name] = info
-        cannot = landing_blocker(info) or self._unreadable(info)
+        cannot = landing_blocker(info) or (
+            self._unreadable(info) if catalog is None else catalog.blocker)
         if cannot is not None:  # landing tables once that is fixed, by a resync
             self.pause(info, [], lsn, cannot)
             return info
@@ -209,10 +209,12 @@ class RelationTracker:
         name = landing_table_name(namespace, table)
         info = self.applier.tables.get(name)
         if info is None:
-            cols = self.columns([(n, t, m) for n, t, m, _ in table_columns(
-                self.source_conn, oid, publication_name(self.source))])
-            info = self.register(oid, namespace, table, cols, key_columns(self.source_conn, oid),
-                                 lsn, landing)
+            pre = self._prefetched.pop(oid, None)
+            rows = table_columns(self.source_conn, oid, publication_name(self.source)) \
+                if pre is None else pre.columns
+            cols = self.columns([(n, t, m) for n, t, m, _ in rows])
+            key = key_columns(self.source_conn, oid) if pre is None else pre.key
+            info = self.register(oid, namespace, table, cols, key, lsn, landing, pre)
         return info
 
     # -- stream -----------------------------------------------------------------------------
@@ -342,9 +344,9 @@ class RelationTracker:
         try:
             # ALTER TABLE takes ACCESS EXCLUSIVE: waited for without queueing readers
             retired = self.applier.ddl_locks.run(
-                self.applier.conn, info.qualified, _exclusive(info, changes, key, stale), what,
-                lambda: self._apply(info, changes, cols, key, defaults, lsn,
-                                    keep_values=contract is None, stale=stale))
+                self.applier.conn, info.qualified, exclusive_tables(info, changes, key, stale),
+                what, lambda: apply_changes(self.applier, info, changes, cols, key, defaults,
+                                            lsn, keep_values=contract is None, stale=stale))
         except _BLOCKED_BY_DEPENDENTS as exc:
             detail = (exc.diag.message_detail or exc.diag.message_primary or str(exc)).strip()
             self.pause(info, changes, lsn,
@@ -373,53 +375,6 @@ class RelationTracker:
         save_table(self.applier.conn, info)
         self._versions[info.name] = (info.version, False)
         return info
-
-    def _apply(self, info: TableInfo, changes: list[SchemaChange], cols: list[ColumnInfo],
-               key: list[str], defaults: dict, lsn: int | None, keep_values: bool = False,
-               stale: sql.Identifier | None = None) -> list[ColumnInfo]:
-        """Apply followable changes to mirror and changelog (inside a savepoint); return the
-        retired columns after them. A dropped column keeps the mirror's values if
-        ``keep_values`` (a table without a contract), else it is NULL in every row. ``stale``:
-        the letter index of a widened or new key, dropped."""
-        conn = self.applier.conn
-        if stale is not None:
-            drop_letter_index(conn, stale)
-        retired = list(info.retired)
-        valued: list[str] = []
-        for change in changes:
-            if change.kind.startswith("add_"):
-                existing = defaults.get(change.column)
-                value = existing.missing if existing is not None else None
-                if any(c.name == change.column for c in retired):
-                    # A retired column comes back (same type): set, not add.
-                    retired = [c for c in retired if c.name != change.column]
-                    if value is not None:
-                        conn.execute(sql.SQL("update {} set {} = {}::{}").format(
-                            info.mirror, sql.Identifier(change.column), sql.Literal(value),
-                            sql.SQL(change.new_column.type_sql)))
-                else:
-                    add_column(conn, info, change.new_column, value)
-                if value is not None:
-                    valued.append(change.column)
-                    letters_take_column(conn, info, change.column, value, self.applier._dead)
-            elif change.kind == "widen_type":
-                self.applier.write_letters(info.name)  # their values convert too
-                widen_column(conn, info, change.new_column)
-            elif change.kind == "drop_column":
-                if not keep_values:
-                    retire_column(conn, info, change.column)
-                retired.append(next(c for c in info.columns if c.name == change.column))
-        if sorted(key) != sorted(info.key):
-            set_mirror_key(conn, info.mirror, key)
-        for change in changes:  # after the key: a dropped key column can then take NULL
-            if keep_values and change.kind == "drop_column":
-                keep_dropped_column(conn, info, change.column)
-        if valued and self.applier.txn is not None:
-            shaped = replace(info, columns=cols, key=key)
-            self.applier.write_letters(info.name)
-            write_changelog_rows(conn, shaped, valued, self.applier.txn,
-                                 lsn or self.applier.txn.commit_lsn)
-        return retired
 
     def recopy(self, info: TableInfo, lsn: int | None, what: str, kind: str) -> None:
         """Pause a table whose landing rows are not the source table's (``what`` says why) and

@@ -54,7 +54,7 @@ from ingestion.snapshot import (
     snapshot_tables,
 )
 from ingestion.sources import record_error
-from ingestion.standby import await_replay, nudging, primary_to_nudge
+from ingestion.standby import await_replay
 from ingestion.state import ensure_state, record_schema_change
 from ingestion.tables import (
     ColumnInfo,
@@ -213,10 +213,9 @@ def _resync_table_once(source_dsn: str, landing_dsn: str, source: str, table: st
         forms = source_forms(src_cat, [oid])[oid]
         repl = replication_connection(source_dsn)
         try:
-            with nudging(primary_to_nudge(src_cat, setup_dsn)):
-                lsn, snapshot = create_slot_exporting(
-                    repl.cursor(), f"{slot_name(source)}_resync", temporary=True,
-                    watch_dsn=source_dsn, source=source)
+            lsn, snapshot = create_slot_exporting(
+                repl.cursor(), f"{slot_name(source)}_resync", temporary=True,
+                watch_dsn=source_dsn, source=source, setup_dsn=setup_dsn)
             snap = open_snapshot(source_dsn, snapshot)
             try:
                 _rebuild(applier, tracker, info, oid, lsn)

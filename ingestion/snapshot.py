@@ -56,6 +56,7 @@ from ingestion.snapworkers import (
     start_staged,
 )
 from ingestion.staging import staging_for, staging_schema
+from ingestion.standby import nudging, primary_to_nudge
 from ingestion.state import add_duplicates
 from ingestion.tables import TableInfo
 from ingestion.versions import SourceCapabilities
@@ -64,8 +65,12 @@ from ingestion.watermarks import advance as advance_watermark
 log = logging.getLogger("tidemark.ingestion")
 
 def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, *,
-                          watch_dsn: str | None = None, source: str = "") -> tuple[int, str]:
+                          watch_dsn: str | None = None, source: str = "",
+                          setup_dsn: str | None = None) -> tuple[int, str]:
     """Create a pgoutput slot on a psycopg2 replication cursor, exporting its snapshot.
+
+    On a standby, its primary (``setup_dsn``) is asked for running-transactions records while
+    the slot is created (:func:`ingestion.standby.nudging`): the creation waits for one.
 
     Args:
         repl_cursor: a cursor of a ``LogicalReplicationConnection``.
@@ -74,6 +79,7 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
         watch_dsn: a source URL from which, if the creation waits on open transactions, the
             log says which ones (:mod:`ingestion.slotwait`); None says nothing.
         source: the source's name, for that message.
+        setup_dsn: the admin URL (a standby's primary), or None.
 
     Returns:
         (consistent point LSN, exported snapshot name).
@@ -81,7 +87,8 @@ def create_slot_exporting(repl_cursor: Any, slot: str, temporary: bool = False, 
     export = SourceCapabilities(repl_cursor.connection.server_version).export_snapshot
     command = sql2.SQL("CREATE_REPLICATION_SLOT {} {} LOGICAL pgoutput {}").format(
         sql2.Identifier(slot), sql2.SQL("TEMPORARY" if temporary else ""), sql2.SQL(export))
-    with reporting_slot_wait(watch_dsn, source, slot):
+    with nudging(primary_to_nudge(repl_cursor.connection, setup_dsn)), \
+            reporting_slot_wait(watch_dsn, source, slot):
         repl_cursor.execute(command)
         row = repl_cursor.fetchone()
     return str_to_lsn(row[1]), row[2]
@@ -144,6 +151,8 @@ class SnapshotTask:
         replace_all: True for a full snapshot of the source (progress rows replaced).
         on_progress: progress callback.
         workers: tables copied at once.
+        prefetch: reads the source catalog of the tables to register at once
+            (``RelationTracker.prefetch``), or None.
     """
 
     source: str
@@ -160,6 +169,7 @@ class SnapshotTask:
     replace_all: bool = True
     on_progress: ProgressCallback | None = None
     workers: int = field(default_factory=snapshot_workers)
+    prefetch: Callable[[list[int]], None] | None = None
 
 
 _ESTIMATES = """
@@ -195,6 +205,9 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         task.final.info.server_version // 10000
     staged: list[Job] = []
     in_place: list[Job] = []
+    if task.prefetch is not None:
+        task.prefetch([oid for oid, namespace, table in tables
+                       if landing_table_name(namespace, table) not in task.known])
     for oid, namespace, table in tables:
         new = landing_table_name(namespace, table) not in task.known
         info = task.register(oid, namespace, table, task.lsn, False)  # tables: below
@@ -204,6 +217,8 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
         job = Job(info, task.contract_for(info), task.contracts, estimates.get(oid),
                   wants_binary(info, same_major))
         (staged if new else in_place).append(job)
+    if task.prefetch is not None:
+        task.prefetch([])
     jobs = sorted(staged, key=lambda j: -(j.estimate or 0)) + in_place
     result.jobs = jobs
     tracker = ProgressTracker(task.landing_dsn, task.source, task.lsn,

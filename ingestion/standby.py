@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -37,10 +38,14 @@ def in_recovery(conn: psycopg.Connection) -> bool:
     return bool(conn.execute("select pg_is_in_recovery()").fetchone()[0])
 
 
-def primary_to_nudge(source_conn: psycopg.Connection, setup_dsn: str | None) -> str | None:
+def primary_to_nudge(repl_conn: Any, setup_dsn: str | None) -> str | None:
     """The admin URL to ask for running-transactions records while a slot is created on the
-    source, when the source is a standby (None otherwise: nothing to ask)."""
-    return setup_dsn if setup_dsn is not None and in_recovery(source_conn) else None
+    server of the psycopg2 replication connection ``repl_conn``, when it is a standby (None
+    otherwise: nothing to ask). No query: a server reports ``in_hot_standby`` to its clients
+    (PostgreSQL 14 and later; a standby decodes from 16 on)."""
+    if setup_dsn is None:
+        return None
+    return setup_dsn if repl_conn.get_parameter_status("in_hot_standby") == "on" else None
 
 
 def await_replay(source_conn: psycopg.Connection, setup_dsn: str | None, source: str,
@@ -84,7 +89,8 @@ def await_replay(source_conn: psycopg.Connection, setup_dsn: str | None, source:
 @contextmanager
 def nudging(primary_dsn: str | None) -> Iterator[None]:
     """While the ``with`` block creates a slot on a standby, ask its primary for running-
-    transactions records (:func:`primary_to_nudge`; None: nothing to do). A role that may not
+    transactions records (:func:`primary_to_nudge`; None: nothing to do; used by
+    :func:`ingestion.snapshot.create_slot_exporting`). A role that may not
     (``pg_log_standby_snapshot()`` is the superuser's unless granted) only leaves the slot to
     wait for the primary's own record."""
     if primary_dsn is None:

@@ -32,7 +32,7 @@ from ingestion.publication import sync_publication
 from ingestion.quiet_retypes import follow_retypes
 from ingestion.session_settings import replication_connection
 from ingestion.snapshot import SnapshotTask, create_slot_exporting, take_snapshot
-from ingestion.standby import await_replay, nudging, primary_to_nudge
+from ingestion.standby import await_replay
 from ingestion.type_forms import Forms, forms_changed, load_forms, save_forms, source_forms
 
 if TYPE_CHECKING:
@@ -64,9 +64,8 @@ def initial_snapshot(session: Session) -> None:
     as_of = session.source_conn.execute("select clock_timestamp()").fetchone()[0]
     tables = published_tables(session.source_conn, session.publication)
     partitions, forms = _partitions_before(session, tables), _forms_before(session, tables)
-    with nudging(primary_to_nudge(session.source_conn, cfg.setup_dsn)):
-        lsn, snapshot = create_slot_exporting(session.cur, session.slot,
-                                              watch_dsn=cfg.source_dsn, source=cfg.source)
+    lsn, snapshot = create_slot_exporting(session.cur, session.slot, watch_dsn=cfg.source_dsn,
+                                          source=cfg.source, setup_dsn=cfg.setup_dsn)
     log.info("source %s: slot %s created at %s; snapshot %s", cfg.source, session.slot,
              lsn_to_str(lsn), snapshot)
     rows = snapshot_tables(session, snapshot, lsn, tables, checkpoint=lsn, as_of=as_of,
@@ -125,7 +124,7 @@ def snapshot_tables(session: Session, snapshot: str, lsn: int,
         catalog=session.source_conn, register=session.tracker.from_catalog,
         contract_for=applier.contract_for, contracts=cfg.contracts,
         known=set(applier.tables), replace_all=checkpoint is not None,
-        on_progress=cfg.on_progress)
+        on_progress=cfg.on_progress, prefetch=session.tracker.prefetch)
     try:
         result = take_snapshot(task, tables)
     except psycopg.errors.OutOfMemory as exc:
@@ -221,10 +220,9 @@ def snapshot_new_tables(session: Session) -> int:
     partitions, forms = _partitions_before(session, new), _forms_before(session, new)
     repl = replication_connection(cfg.source_dsn)
     try:
-        with nudging(primary_to_nudge(session.source_conn, cfg.setup_dsn)):
-            lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
-                                                  temporary=True, watch_dsn=cfg.source_dsn,
-                                                  source=cfg.source)
+        lsn, snapshot = create_slot_exporting(repl.cursor(), f"{session.slot}_add",
+                                              temporary=True, watch_dsn=cfg.source_dsn,
+                                              source=cfg.source, setup_dsn=cfg.setup_dsn)
         rows = snapshot_tables(session, snapshot, lsn, new, checkpoint=None,
                                partitions=partitions, forms=forms)
     finally:

@@ -240,3 +240,10 @@ def changelog(url: str, source: str, table: str, columns: str = "*") -> list[tup
         query = sql.SQL("select " + columns + " from {} order by _commit_lsn, _seq").format(
             sql.Identifier("cdc", changelog_table_name(source, table)))
         return conn.execute(query).fetchall()
+
+
+def paused_reasons(p: Pair) -> dict[str, str]:
+    """The paused tables of the pair's source in landing, with their pause reasons."""
+    with psycopg.connect(p.land) as conn:
+        return dict(conn.execute("select table_name, paused_reason from"
+                                 " tidemark.replicated_tables where paused_at is not null"))

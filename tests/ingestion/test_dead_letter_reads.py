@@ -143,11 +143,13 @@ def test_an_existing_landing_gets_the_letter_index_and_loses_a_stale_one(
         names = {r[0] for r in conn.execute(
             "select indexname from pg_indexes where schemaname = 'tidemark' and"
             " tablename = 'dead_letters'")}
-        plan = "\n".join(r[0] for r in conn.execute(
+        snap = conn.execute("select coalesce(snapshot_lsn, '0/0') from tidemark.replicated_tables"
+                            " where source = %s and table_name = 'p'", (pair.source,)).fetchone()[0]
+        plan = "\n".join(r[0] for r in conn.execute(  # as ingestion.side_tables reads
             "explain select raw_row ->> 'big' from tidemark.dead_letters d where d.source = %s"
-            " and d.table_name = 'p' and d.replayed_at is null and d.raw_row ? 'big' and"
-            " (d.raw_row ->> 'id')::integer = 100007 order by d.commit_lsn desc, d.seq desc"
-            " limit 1", (pair.source,)))
+            " and d.table_name = 'p' and d.replayed_at is null and d.commit_lsn >= %s and"
+            " d.raw_row ? 'big' and (d.raw_row ->> 'id')::integer = 100007 order by"
+            " d.commit_lsn desc, d.seq desc limit 1", (pair.source, snap)))
     assert name in names and "stale_letters" not in names
     assert name in plan
     assert ensure_declared_indexes(pair.land, pair.source, contracts) == []

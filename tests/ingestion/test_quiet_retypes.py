@@ -160,10 +160,8 @@ def test_a_quiet_widening_a_view_on_the_mirror_forbids_pauses_naming_it(pair: Pa
     assert_mirror_equals(pair, "q")
 
 
-def test_a_keyless_table_widens_once_the_stream_is_past_the_ddl(pair: Pair) -> None:
-    """A keyless table's removal finds its row by the row's text: a delete of the old type
-    (``1.50``) streamed after the mirror was widened (``1.500``) would miss it, so its quiet
-    widening waits for the stream to pass the DDL (here: the delete lands first)."""
+def _keyless_widened_after_a_delete(pair: Pair) -> None:
+    """Keyless table ``h``, landed; then a delete and an update of it, and its widenings."""
     pair.src_exec("create table h (amount numeric(12,2), r real, c char(4), n int)",
                   "alter table h replica identity full",
                   "insert into h select g * 1.25, 0.1 * g, 'a' || g, g"
@@ -172,9 +170,29 @@ def test_a_keyless_table_widens_once_the_stream_is_past_the_ddl(pair: Pair) -> N
     pair.src_exec("delete from h where n = 3", "update h set n = -n where n = 4",
                   "alter table h alter column amount type numeric(16,3), alter column r type"
                   " double precision, alter column c type varchar")
-    catch_up(pair.src, pair.land, pair.source)  # a single catch-up: not widened yet
-    assert mirror_types(pair, "h")["amount"] == "numeric(12,2)"
+
+
+def test_a_keyless_table_widens_once_the_stream_is_past_the_ddl(pair: Pair) -> None:
+    """A keyless table's removal finds its row by the row's text: a delete of the old type
+    (``1.50``) streamed after the mirror was widened (``1.500``) would miss it, so its quiet
+    widening waits for the stream to pass the DDL (here: the delete lands first)."""
+    _keyless_widened_after_a_delete(pair)
     run_until(pair, lambda: mirror_types(pair, "h")["amount"] == "numeric(16,3)")
     assert mirror_types(pair, "h")["c"] == "character varying"
     assert_mirror_equals(pair, "h")
     assert_changelog_replays(pair, "h", None)
+
+
+def test_a_keyless_tables_quiet_widening_is_followed_by_a_catch_up(pair: Pair) -> None:
+    """A catch-up (the Dagster asset's, ``tidemark up``'s first, a resync's) saw the widening
+    at its start, before its stream was past the DDL, and left it; the next one saw it anew
+    and left it again: the mirror kept the old type for good. The catch-up now streams on to
+    a later target and follows it, after the delete that came before the DDL."""
+    _keyless_widened_after_a_delete(pair)
+    catch_up(pair.src, pair.land, pair.source)
+    assert mirror_types(pair, "h") == {"amount": "numeric(16,3)", "r": "double precision",
+                                       "c": "character varying", "n": "integer"}
+    assert_mirror_equals(pair, "h")
+    assert_changelog_replays(pair, "h", None)
+    assert {(c, a) for t, c, _, a in history(pair) if t == "h" and c == "widen_type"} == {
+        ("widen_type", "applied")}
