@@ -156,6 +156,47 @@ def test_stop_event_ends_the_run_cleanly(fresh_db: Callable[[str], str],
     assert broken_rules(dsn) == {}
 
 
+def test_the_load_rides_out_its_session_ended_by_the_server(
+        fresh_db: Callable[[str], str], broken_rules: Callable[[str], dict]) -> None:
+    # A server restarting or crashing (a backend killed by the OOM killer resets them all) ends
+    # the load's session; before, the load failed ("Did something else change the demo
+    # tables? Re-seed ...") and `tidemark up` stopped the whole stack with it.
+    dsn = fresh_db("load_outage")
+    said: list[str] = []
+    ended: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            ended["stats"] = run_load(dsn, rate=600, duration_s=4, seed=4, on_outage=said.append)
+        except Exception as exc:  # the test says what it was
+            ended["error"] = exc
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while worker.is_alive() and time.monotonic() < deadline and not conn.execute(
+                "select to_regclass('orders') is not null and exists (select from"
+                " pg_stat_activity where datname = current_database() and pid <>"
+                " pg_backend_pid() and state = 'idle')").fetchone()[0]:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the load has committed for a while
+        before = conn.execute("select count(*) from orders").fetchone()[0]
+        killed = conn.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity"
+                              " where datname = current_database() and pid <> pg_backend_pid()"
+                              ).fetchone()[0]
+    worker.join(60)
+    assert killed == 1 and before > 0
+    assert "error" not in ended, ended.get("error")
+    stats = ended["stats"]
+    assert stats.reconnects == 1 and not stats.stopped, stats
+    assert len(said) == 1 and "went away" in said[0] and "reconnecting in 0.5 s" in said[0]
+    assert stats.changes >= 600 * 4  # the whole asked volume, after the outage too
+    assert stats.elapsed_s == pytest.approx(4.0, abs=1.0)  # the outage is not paced
+    assert before < table_counts(dsn)["orders"] <= stats.orders
+    assert broken_rules(dsn) == {}
+
+
 def test_load_carries_on_with_seeded_orders(fresh_db: Callable[[str], str],
                                             broken_rules: Callable[[str], dict]) -> None:
     dsn = fresh_db("load_after_seed")

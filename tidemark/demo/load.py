@@ -13,6 +13,7 @@ transactions already sent are completed, nothing is left half-written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
 import threading
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from ingestion.failures import is_transient
 from tidemark.demo import generator_sql as q
 from tidemark.demo.catalog import (
     DEFAULT_DUPLICATE_SHARE,
@@ -37,9 +39,13 @@ from tidemark.demo.schema import apply_schema_on, missing_tables
 from tidemark.demo.sqlrandom import MAX_SEED
 from tidemark.errors import DemoInputError, DemoStateError
 
+log = logging.getLogger("tidemark.demo")
+
 TICK_S = 0.05
 MAX_TICK_S = 0.25  # when behind, a tick sends at most this long (and this much of the rate)
 PROGRESS_EVERY_S = 0.5
+RECONNECT_FIRST_S = 0.5  # the first wait after a lost connection; doubled up to the next
+RECONNECT_MAX_S = 8.0
 ADOPT_OPEN_ORDERS = 1000
 
 
@@ -66,6 +72,8 @@ class LoadStats:
         malformed: events whose payload breaks its contract.
         customer_updates: customers that moved to another city.
         stopped: True when stopped early (stop event or Ctrl-C).
+        reconnects: times the load reconnected after its connection was lost.
+        outage_s: seconds spent reconnecting (not in ``elapsed_s``).
     """
 
     rate: float
@@ -86,6 +94,8 @@ class LoadStats:
     malformed: int = 0
     customer_updates: int = 0
     stopped: bool = False
+    reconnects: int = 0
+    outage_s: float = 0.0
 
     @property
     def achieved_rate(self) -> float:
@@ -115,6 +125,7 @@ def run_load(
     beyond_lateness_share: float = 0.0,
     progress: Callable[[LoadStats], None] | None = None,
     stop: threading.Event | None = None,
+    on_outage: Callable[[str], None] | None = None,
 ) -> LoadStats:
     """Run the OLTP workload against the demo source.
 
@@ -134,6 +145,10 @@ def run_load(
             ``TIDEMARK_DEMO_BEYOND_LATENESS_SHARE``).
         progress: called with the running :class:`LoadStats` about twice a second and at the end.
         stop: set it to stop the run early (Ctrl-C does the same in the main thread).
+        on_outage: called with a message when the connection is lost once the load ran (the
+            server restarted, crashed, or ended the session): the load reconnects with
+            backoff and goes on; the outage's time is not paced (no burst afterwards).
+            Default: a logged warning.
 
     Returns:
         What the run did, with its achieved rate.
@@ -146,20 +161,55 @@ def run_load(
     validate_shares(late_share, duplicate_share, malformed_share)
     stop = stop if stop is not None else threading.Event()
     stats = LoadStats(rate=rate, duration_s=duration_s, seed=seed)
-    with psycopg.connect(source_dsn, autocommit=True) as conn, _ctrl_c_sets(stop):
+    shares = (late_share, duplicate_share, malformed_share)
+    delay = RECONNECT_FIRST_S
+    with _ctrl_c_sets(stop):
+        while True:
+            try:
+                _run_connected(source_dsn, seed, shares, beyond_lateness_share, stats, stop,
+                               progress)
+                return stats
+            except psycopg.Error as exc:
+                if stats.transactions == 0 or stop.is_set() or not is_transient(exc):
+                    raise
+                lost_at = time.monotonic()
+                (on_outage or log.warning)(
+                    f"Demo load: the source database went away after {stats.transactions:,} "
+                    f"transactions ({str(exc).strip().splitlines()[0]}); reconnecting in "
+                    f"{delay:g} s. The load goes on where the database stands once it is back.")
+                stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                stats.reconnects += 1
+                stats.outage_s += time.monotonic() - lost_at
+                if stop.is_set():
+                    stats.stopped = True
+                    return stats
+
+
+def _run_connected(source_dsn: str, seed: int, shares: tuple[float, float, float],
+                   beyond_lateness_share: float, stats: LoadStats, stop: threading.Event,
+                   progress: Callable[[LoadStats], None] | None) -> None:
+    """Connect, read where the shop stands and drive the load until it ends.
+
+    Raises:
+        psycopg.Error: the connection was lost, or could not be made (the caller retries a
+            transient one, :func:`ingestion.failures.is_transient`).
+        DemoStateError: any other database error: the demo tables cannot take the load.
+    """
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
         conn.execute("set synchronous_commit = off")
-        workload = Workload(read_shop_state(conn, seed), seed, late_share, duplicate_share,
-                            malformed_share)
+        workload = Workload(read_shop_state(conn, seed), seed, *shares)
         workload.beyond_lateness_share = beyond_lateness_share
         try:
             _drive(conn, workload, stats, stop, progress)
         except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
             raise DemoStateError(
                 f"The demo load failed on database {conn.info.dbname!r} after "
                 f"{stats.transactions} transactions: {str(exc).strip()}. Did something else "
                 f"change the demo tables? Re-seed a fresh database and run the load again."
             ) from exc
-    return stats
 
 
 def _check_inputs(rate: float, duration_s: float, seed: int) -> None:
@@ -180,7 +230,8 @@ def _drive(conn: psycopg.Connection, workload: Workload, stats: LoadStats,
     target = stats.rate * stats.duration_s
     budget = max(stats.rate * MAX_TICK_S, 1.0)
     cur = conn.cursor()
-    started = last_report = time.monotonic()
+    # elapsed_s is the paced time so far: after a reconnection the pacing goes on from there
+    started = last_report = time.monotonic() - stats.elapsed_s
     with conn.pipeline() as pipe:
         while True:
             now = time.monotonic() - started

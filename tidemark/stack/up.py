@@ -399,11 +399,12 @@ class _Up:
             try:
                 stats = run_load(dbs.source, rate=self.options.rate, duration_s=float("inf"),
                                  seed=self.options.seed, stop=self.stop,
+                                 on_outage=self.display.say,
                                  beyond_lateness_share=self.settings.demo_beyond_lateness_share)
                 self.display.say(f"Demo workload stopped: {stats.changes:,} changes in "
                                  f"{stats.elapsed_s:.0f} s "
                                  f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
-            except Exception as exc:  # reported, then the whole stack stops
+            except Exception as exc:  # reported, the stack stops (run_load rides out outages)
                 self.display.say(f"Demo workload failed: {exc}")
                 self.stop.set()
 
