@@ -73,7 +73,7 @@ class LoadStats:
         customer_updates: customers that moved to another city.
         stopped: True when stopped early (stop event or Ctrl-C).
         reconnects: times the load reconnected after its connection was lost.
-        outage_s: seconds spent reconnecting (not in ``elapsed_s``).
+        outage_s: seconds from each loss to its reconnection (not in ``elapsed_s``).
     """
 
     rate: float
@@ -162,34 +162,46 @@ def run_load(
     stop = stop if stop is not None else threading.Event()
     stats = LoadStats(rate=rate, duration_s=duration_s, seed=seed)
     shares = (late_share, duplicate_share, malformed_share)
-    delay = RECONNECT_FIRST_S
+    say = on_outage or log.warning
+    delay, lost_at = RECONNECT_FIRST_S, None
+
+    def back() -> None:  # connected again, where the shop stands read
+        nonlocal delay, lost_at
+        if lost_at is not None:
+            away = time.monotonic() - lost_at
+            stats.reconnects += 1
+            stats.outage_s += away
+            say(f"Demo load: reconnected after {away:.1f} s; going on.")
+            delay, lost_at = RECONNECT_FIRST_S, None
+
     with _ctrl_c_sets(stop):
         while True:
             try:
                 _run_connected(source_dsn, seed, shares, beyond_lateness_share, stats, stop,
-                               progress)
+                               progress, back)
                 return stats
             except psycopg.Error as exc:
                 if stats.transactions == 0 or stop.is_set() or not is_transient(exc):
                     raise
-                lost_at = time.monotonic()
-                (on_outage or log.warning)(
+                lost_at = lost_at or time.monotonic()
+                say(
                     f"Demo load: the source database went away after {stats.transactions:,} "
                     f"transactions ({str(exc).strip().splitlines()[0]}); reconnecting in "
                     f"{delay:g} s. The load goes on where the database stands once it is back.")
                 stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
-                stats.reconnects += 1
-                stats.outage_s += time.monotonic() - lost_at
                 if stop.is_set():
+                    stats.outage_s += time.monotonic() - lost_at
                     stats.stopped = True
                     return stats
 
 
 def _run_connected(source_dsn: str, seed: int, shares: tuple[float, float, float],
                    beyond_lateness_share: float, stats: LoadStats, stop: threading.Event,
-                   progress: Callable[[LoadStats], None] | None) -> None:
-    """Connect, read where the shop stands and drive the load until it ends.
+                   progress: Callable[[LoadStats], None] | None,
+                   connected: Callable[[], None]) -> None:
+    """Connect, read where the shop stands (then call ``connected``) and drive the load until
+    it ends.
 
     Raises:
         psycopg.Error: the connection was lost, or could not be made (the caller retries a
@@ -200,6 +212,7 @@ def _run_connected(source_dsn: str, seed: int, shares: tuple[float, float, float
         conn.execute("set synchronous_commit = off")
         workload = Workload(read_shop_state(conn, seed), seed, *shares)
         workload.beyond_lateness_share = beyond_lateness_share
+        connected()
         try:
             _drive(conn, workload, stats, stop, progress)
         except psycopg.Error as exc:
