@@ -54,6 +54,7 @@ from ingestion.session_settings import (
     pin_later_settings,
     replication_connection,
 )
+from ingestion.silence import SilenceWatch, end_stale_walsender, silence_limit
 from ingestion.sources import registered_selection
 from ingestion.standby import check_admin
 from ingestion.state import ensure_state, load_checkpoint
@@ -102,12 +103,14 @@ class Session:
         self.widen_blocked: dict[tuple[str, str, int, int], str] = {}  # by objects on mirror
         self.last_report: tuple = ()
         self.streaming = False
+        self.silence: SilenceWatch | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
+        silence_s = silence_limit()
         self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source))
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
@@ -143,6 +146,7 @@ class Session:
             self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()
         self.stats.lsn = self.ckpt
+        end_stale_walsender(cfg.source_dsn, self.slot, cfg.stale_walsender)
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
         # From the slot's own position when it is behind the checkpoint: the transactions
         # between are read (and skipped) so that the replay proves it is landing's history.
@@ -151,6 +155,7 @@ class Session:
             start_lsn=lsn_to_str(self.replay.start if self.replay.until else self.ckpt),
             options=source_capabilities(self.source_conn).stream_options(self.publication))
         self.streaming = True
+        self.silence = SilenceWatch(self.cur, self.repl.get_backend_pid(), silence_s)
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
                  lsn_to_str(self.ckpt))
 
@@ -242,6 +247,7 @@ class Session:
                     return False
                 if idle is not None:
                     idle()
+                self.silence.check(self.last_message_at, self.ask_reply)
                 select.select([self.repl], [], [], 0.2)
                 continue
             payload = msg.payload
@@ -399,6 +405,11 @@ class Session:
         with self.feedback_lock:  # also called from kept_alive's thread
             if self.streaming and self.cur is not None:
                 self.cur.send_feedback(force=True)
+
+    def ask_reply(self) -> None:
+        """Ask the walsender to answer at once (:class:`ingestion.silence.SilenceWatch`)."""
+        with self.feedback_lock:
+            self.cur.send_feedback(reply=True, force=True)
 
     def between_commits(self) -> bool:
         """Whether nothing is half-read, buffered or being committed."""
