@@ -9,6 +9,7 @@ later are forwarded again (a new NAT mapping).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
@@ -43,10 +44,8 @@ class _Link:
             pass
         if not self.silent:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class SilentProxy:
@@ -99,7 +98,5 @@ class SilentProxy:
         with self.lock:
             for link in self.links:
                 for sock in (link.client, link.server):
-                    try:
+                    with contextlib.suppress(OSError):
                         sock.close()
-                    except OSError:
-                        pass
