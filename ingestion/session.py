@@ -51,6 +51,7 @@ from ingestion.relations import RelationTracker
 from ingestion.session_config import SessionConfig, SessionStats
 from ingestion.session_settings import (
     check_landing_triggers,
+    keepalive_options,
     pin_later_settings,
     replication_connection,
 )
@@ -111,7 +112,8 @@ class Session:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
         silence_s = silence_limit()
-        self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source))
+        self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source),
+                                       **keepalive_options(cfg.landing_dsn))
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
         hold_source_lock(self.landing, cfg.source)
@@ -120,7 +122,8 @@ class Session:
         ensure_progress_table(self.landing)
         cfg.registered = registered_selection(self.landing, cfg.source)
         self.landing.commit()
-        self.source_conn = pin_later_settings(psycopg.connect(cfg.source_dsn, autocommit=True))
+        self.source_conn = pin_later_settings(psycopg.connect(
+            cfg.source_dsn, autocommit=True, **keepalive_options(cfg.source_dsn)))
         check_source(self.source_conn, cfg.source, self.slot)
         check_admin(self.source_conn, cfg.source_dsn, cfg.setup_dsn, cfg.source)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
@@ -133,7 +136,8 @@ class Session:
         ckpt = load_checkpoint(self.landing, cfg.source)
         self.landing.rollback()
         self.applier.in_txn = False
-        self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source))
+        self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source),
+                                           **keepalive_options(cfg.source_dsn))
         self.cur = self.repl.cursor()
         identity = source_identity(self.cur, self.source_conn)
         if ckpt is None or not ckpt.snapshot_done:

@@ -87,6 +87,35 @@ def replication_connection(dsn: str, **options: str) -> Any:
     return conn
 
 
+KEEPALIVES: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+"""libpq's TCP settings of a streaming session's long-lived connections, unless its URL names
+its own: a peer that vanished without a FIN or RST (a cable pulled, a NAT or firewall that
+dropped the connection, a failover's old address) ends the connection within about a minute —
+keepalive probes after 30 s idle, sent data unacknowledged for 60 s — where the system's
+defaults wait two hours, or 15 minutes of retransmissions, while the session hangs. A Unix
+socket ignores them. What goes silent while TCP still answers (a proxy) is noticed on the
+stream by :mod:`ingestion.silence`."""
+
+
+def keepalive_options(dsn: str) -> dict[str, str]:
+    """:data:`KEEPALIVES` that ``dsn`` does not set itself, as keyword arguments of a connect.
+
+    Args:
+        dsn: a libpq URL or ``key=value`` connection string.
+
+    Returns:
+        The settings to add.
+    """
+    own = conninfo_to_dict(dsn)
+    return {name: value for name, value in KEEPALIVES.items() if name not in own}
+
+
 def session_options() -> str:
     """:data:`SESSION_SETTINGS` as a libpq ``options`` value (spaces escaped)."""
     return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}"

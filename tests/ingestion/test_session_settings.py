@@ -5,6 +5,8 @@ pinned its sessions as ``tidemark`` and the Dagster code location do."""
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 from psycopg import sql
@@ -58,3 +60,38 @@ def test_other_session_defaults_on_both_servers_change_no_value(
     pair.src_exec("delete from odd", ROWS, "update odd set f8 = f8 * 3, ts = ts + interval '1 s'")
     catch_up(pair.src, pair.land, pair.source)
     assert _rows(pair.land, f"{pair.source}.odd") == _rows(pair.src, "public.odd")
+
+
+def _keepalive(fd: int) -> tuple[int, int, int, int]:
+    import socket
+
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    finally:
+        sock.close()
+
+
+def test_a_sessions_connections_notice_a_vanished_peer_within_a_minute(pair: Pair) -> None:
+    """The stream, catalog and landing connections probe an idle peer after 30 s and give up
+    on unacknowledged data after 60 s (a cable pulled, a NAT that dropped them): before, the
+    system's two hours and 15 minutes of retransmissions, while the session hung. A URL's own
+    setting wins."""
+    from ingestion.session import Session
+    from ingestion.session_config import SessionConfig
+
+    pair.src_exec("create table t (id int primary key)")
+    from psycopg.conninfo import make_conninfo
+
+    land = make_conninfo(pair.land, keepalives_idle="45")
+    session = Session(SessionConfig(pair.src, land, pair.source))
+    try:
+        session.open()
+        assert _keepalive(session.repl.fileno()) == (1, 30, 3, 60000)
+        assert _keepalive(session.source_conn.fileno()) == (1, 30, 3, 60000)
+        assert _keepalive(session.landing.fileno()) == (1, 45, 3, 60000)
+    finally:
+        session.close()
