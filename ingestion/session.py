@@ -42,6 +42,7 @@ from ingestion.decoder import (
 from ingestion.errors import DecodeError, IngestionError
 from ingestion.exclusive import hold_source_lock, named
 from ingestion.failures import check_source, ended_stream
+from ingestion.link_watch import LinkWatch
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ensure_progress_table
@@ -105,6 +106,7 @@ class Session:
         self.last_report: tuple = ()
         self.streaming = False
         self.silence: SilenceWatch | None = None
+        self.links: LinkWatch | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -112,8 +114,10 @@ class Session:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
         silence_s = silence_limit()
+        self.links = LinkWatch(silence_s, cfg.source)
         self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source),
                                        **keepalive_options(cfg.landing_dsn))
+        self.links.watch("landing", self.landing, cfg.landing_dsn)
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
         hold_source_lock(self.landing, cfg.source)
@@ -124,6 +128,7 @@ class Session:
         self.landing.commit()
         self.source_conn = pin_later_settings(psycopg.connect(
             cfg.source_dsn, autocommit=True, **keepalive_options(cfg.source_dsn)))
+        self.links.watch("source", self.source_conn, cfg.source_dsn)
         check_source(self.source_conn, cfg.source, self.slot)
         check_admin(self.source_conn, cfg.source_dsn, cfg.setup_dsn, cfg.source)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
@@ -193,6 +198,8 @@ class Session:
             with contextlib.suppress(Exception):
                 self.future.result()
             self.future = None
+        if self.links is not None:
+            self.links.stop()
         self.executor.shutdown(wait=True)
         for conn in (self.repl, self.landing, self.source_conn):
             if conn is not None:

@@ -74,3 +74,42 @@ def test_the_silence_limit_defaults_to_a_minute_and_0_turns_it_off(
     assert silence_limit() == 60
     monkeypatch.setenv("TIDEMARK_STREAM_SILENCE_S", "0")
     assert silence_limit() == 0
+
+
+@pytest.mark.parametrize("side", ["landing", "source"])
+def test_a_connection_silent_in_a_statement_is_ended_and_the_session_retried(
+        pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        side: str) -> None:
+    """The landing connection (a commit) or the source's catalog connection (the look-up of a
+    changed table) goes silent behind something that still answers TCP: before, the statement
+    waited for its result for good, the session with it, while the stale server process kept
+    the session's locks. Now: said, ended, reconnected, nothing lost or twice."""
+    monkeypatch.setenv("TIDEMARK_STREAM_SILENCE_S", "4")
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    pair.src_exec("create table t (id int primary key, v text)", "insert into t values (1, 'a')")
+    proxy, url = SilentProxy.before(pair.land if side == "landing" else pair.src)
+    src, land = (pair.src, url) if side == "landing" else (url, pair.land)
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(src, land, pair.source), daemon=True,
+                              kwargs={"stop": stop, "max_backoff_s": 1.0})
+    thread.start()
+    try:
+        assert wait_until(lambda: _landed(pair) == 1 and "streaming from slot" in caplog.text,
+                          30), caplog.text
+        assert proxy.silence(replication=None if side == "landing" else False) >= 1
+        # a column added: the stream's Relation message is looked up in the source's catalog
+        pair.src_exec("alter table t add column w int", "insert into t values (2, 'b', 5)",
+                      "update t set v = 'c' where id = 1")
+        assert wait_until(lambda: f"the {side} connection went silent" in caplog.text, 20), \
+            f"the silent {side} connection was not noticed:\n{caplog.text}"
+        pair.src_exec("insert into t values (3, 'd', 6)")
+        assert wait_until(lambda: len(changelog(pair.land, pair.source, "t")) == 4, 20), \
+            caplog.text
+        assert_mirror_equals(pair, "t")
+        assert [r[0] for r in changelog(pair.land, pair.source, "t", "_op")] == \
+            ["r", "c", "u", "c"]
+    finally:
+        stop.set()
+        thread.join(30)
+        proxy.close()
+    assert not thread.is_alive()
