@@ -51,6 +51,7 @@ from ingestion.publication_options import routed_change
 from ingestion.relations import RelationTracker
 from ingestion.session_config import SessionConfig, SessionStats
 from ingestion.session_settings import (
+    check_landing_pooling,
     check_landing_triggers,
     keepalive_options,
     pin_later_settings,
@@ -120,6 +121,7 @@ class Session:
         self.links.watch("landing", self.landing, cfg.landing_dsn)
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
+        check_landing_pooling(self.landing, cfg.landing_dsn)
         hold_source_lock(self.landing, cfg.source)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)

@@ -100,3 +100,76 @@ class SilentProxy:
                 for sock in (link.client, link.server):
                     with contextlib.suppress(OSError):
                         sock.close()
+
+
+class Pgbouncer:
+    """A pgbouncer (``pool_mode`` as given) in front of the server of ``url``, run from its own
+    configuration in a temporary directory (as ``nobody`` when the tests run as root)."""
+
+    def __init__(self, url: str, pool_mode: str, workdir: str) -> None:
+        import os
+        import shutil
+        import subprocess
+        import time
+
+        from psycopg.conninfo import conninfo_to_dict
+
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        params = conninfo_to_dict(url)
+        password = _pgpass_password(params)
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        listener.close()
+        os.makedirs(workdir, exist_ok=True)
+        os.chmod(workdir, 0o755)
+        ini = os.path.join(workdir, "pgbouncer.ini")
+        users = os.path.join(workdir, "users.txt")
+        with open(users, "w") as out:
+            out.write(f'"{params.get("user", "postgres")}" "{password}"\n')
+        with open(ini, "w") as out:
+            out.write(f"[databases]\n* = host={params.get('host', '127.0.0.1')} "
+                      f"port={params.get('port', '5432')}\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"
+                      f"listen_port = {self.port}\nunix_socket_dir =\nauth_type = plain\n"
+                      f"auth_file = {users}\npool_mode = {pool_mode}\n"
+                      "ignore_startup_parameters = extra_float_digits,options\n")
+        for path in (ini, users):
+            os.chmod(path, 0o644)
+        command = [binary, ini] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.password = password
+
+    def url(self, url: str) -> str:
+        """``url`` through this pgbouncer (its password in the URL, TLS off)."""
+        from urllib.parse import quote
+
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(url)
+        return (f"postgresql://{quote(params.get('user', 'postgres'), safe='')}:"
+                f"{quote(self.password, safe='')}@127.0.0.1:{self.port}/"
+                f"{quote(params['dbname'], safe='')}?sslmode=disable")
+
+    def stop(self) -> None:
+        """Stop it (by its own pid)."""
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def _pgpass_password(params: dict) -> str:
+    """The password of ``params`` (given, or from its ``passfile``: the embedded server's)."""
+    if params.get("password"):
+        return params["password"]
+    with open(params["passfile"]) as passfile:
+        for line in passfile:
+            fields = line.rstrip("\n").split(":")
+            if len(fields) == 5 and fields[3] in ("*", params.get("user", "postgres")):
+                return fields[4]
+    raise LookupError("no password for the pgbouncer test")

@@ -6,6 +6,8 @@ pinned its sessions as ``tidemark`` and the Dagster code location do."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -95,3 +97,35 @@ def test_a_sessions_connections_notice_a_vanished_peer_within_a_minute(pair: Pai
         assert _keepalive(session.landing.fileno()) == (1, 45, 3, 60000)
     finally:
         session.close()
+
+
+_PGBOUNCER = shutil.which("pgbouncer") or (
+    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+
+
+@pytest.mark.skipif(_PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install "
+                    "pgbouncer; .ci/run installs it)")
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_landing_through_pgbouncer_streams_in_session_mode_and_is_refused_in_transaction_mode(
+        pair: Pair, tmp_path: Path, mode: str) -> None:
+    """Before, a landing URL through transaction pooling was taken without a word: landing's
+    lock of the source and the session settings did not hold, and two ingestions could apply
+    one source at once. The source through pgbouncer < 1.23 names the pooler and the fix."""
+    from ingestion.errors import PermanentSourceError, SetupError
+    from tests.netproxy import Pgbouncer
+
+    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
+    bouncer = Pgbouncer(pair.land, mode, str(tmp_path / "pgbouncer"))
+    try:
+        land = bouncer.url(pair.land)
+        if mode == "session":
+            catch_up(pair.src, land, pair.source)
+            with psycopg.connect(pair.land) as conn:
+                assert conn.execute(f'select count(*) from "{pair.source}".t').fetchone()[0] == 1
+            with pytest.raises(PermanentSourceError, match="connection pooler.*1.23"):
+                catch_up(bouncer.url(pair.src), pair.land, pair.source)
+        else:
+            with pytest.raises(SetupError, match="transaction pooling"):
+                catch_up(pair.src, land, pair.source)
+    finally:
+        bouncer.stop()
