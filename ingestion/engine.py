@@ -237,10 +237,11 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
     stop = stop or threading.Event()
     backoff = 0.5
     housekeeping = _Housekeeping(contracts, refresh_s)
+    stale: int | None = None  # the walsender of a stream that went silent
     while not stop.is_set():
         session = Session(SessionConfig(source_dsn, landing_dsn, source, setup_dsn, contracts,
                                         publication_tables, schemas=schemas,
-                                        on_progress=on_progress))
+                                        on_progress=on_progress, stale_walsender=stale))
         opened: tuple[float, int] | None = None
         try:
             session.open()
@@ -269,6 +270,7 @@ def run(source_dsn: str, landing_dsn: str, source: str, *, contracts: object = N
             raise
         except CONNECTION_ERRORS as exc:
             side = failed_side(exc, landing_dsn, session.landing)
+            stale = getattr(exc, "walsender_pid", None)
             session.close()  # rolled back first: marking a view broken locks its tables
             if break_failing_view(landing_dsn, source, exc):
                 continue  # the view is broken: apply again from the checkpoint, without it

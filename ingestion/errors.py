@@ -113,3 +113,19 @@ class SnapshotRewrittenError(TablesChangedError):
 class LandingLocksError(SetupError):
     """Landing's lock table cannot hold a snapshot's landing transaction (``out of shared
     memory``): the message names the ``max_locks_per_transaction`` to set. Not retried."""
+
+
+class StreamSilentError(ConnectionError):
+    """The replication stream's connection went silent without closing (a NAT or firewall
+    idle timeout, a cable pulled: no FIN or RST): nothing came back from the source within
+    ``TIDEMARK_STREAM_SILENCE_S``, not even the answer to a keepalive asking for one. A lost
+    connection (a ``ConnectionError``): ``run`` logs it and reconnects, and the next session
+    ends the stale walsender that still holds the slot (:mod:`ingestion.silence`).
+
+    Attributes:
+        walsender_pid: the source server process of the silent stream.
+    """
+
+    def __init__(self, message: str, walsender_pid: int | None) -> None:
+        super().__init__(message)
+        self.walsender_pid = walsender_pid

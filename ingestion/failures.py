@@ -93,6 +93,11 @@ _ADVICE = (
      "was dropped while they were made: PostgreSQL before 18 cannot skip them). Run "
      "`tidemark ingest resync --all --source <name_lower>`: a new slot, and every table "
      "copied again."),
+    ("unsupported startup parameter: replication",
+     "The source URL goes through a connection pooler (pgbouncer before 1.23 passes no "
+     "replication connection). Point the source URL at the PostgreSQL server itself, its own "
+     "host and port (`tidemark source remove <name_lower>`, then `tidemark source add` again), "
+     "or use pgbouncer 1.23+ (README, \"The network between Tidemark and its databases\")."),
     ("password authentication failed",
      "The source refused the login. Check the user in the registered URL and its password in "
      "TIDEMARK_SOURCE_<NAME>_PASSWORD (or ~/.pgpass / PGPASSWORD)."),

@@ -42,6 +42,7 @@ from ingestion.decoder import (
 from ingestion.errors import DecodeError, IngestionError
 from ingestion.exclusive import hold_source_lock, named
 from ingestion.failures import check_source, ended_stream
+from ingestion.link_watch import LinkWatch
 from ingestion.lsn import lsn_to_str
 from ingestion.names import HEARTBEAT_PREFIX, publication_name, slot_name
 from ingestion.progress import ensure_progress_table
@@ -50,10 +51,13 @@ from ingestion.publication_options import routed_change
 from ingestion.relations import RelationTracker
 from ingestion.session_config import SessionConfig, SessionStats
 from ingestion.session_settings import (
+    check_landing_pooling,
     check_landing_triggers,
+    keepalive_options,
     pin_later_settings,
     replication_connection,
 )
+from ingestion.silence import SilenceWatch, end_stale_walsender, silence_limit
 from ingestion.sources import registered_selection
 from ingestion.standby import check_admin
 from ingestion.state import ensure_state, load_checkpoint
@@ -102,22 +106,31 @@ class Session:
         self.widen_blocked: dict[tuple[str, str, int, int], str] = {}  # by objects on mirror
         self.last_report: tuple = ()
         self.streaming = False
+        self.silence: SilenceWatch | None = None
+        self.links: LinkWatch | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def open(self) -> None:
         """Connect, create publication/slot and take the snapshot if needed, start streaming."""
         cfg = self.cfg
-        self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source))
+        silence_s = silence_limit()
+        self.links = LinkWatch(silence_s, cfg.source)
+        self.landing = psycopg.connect(cfg.landing_dsn, **named(cfg.landing_dsn, cfg.source),
+                                       **keepalive_options(cfg.landing_dsn))
+        self.links.watch("landing", self.landing, cfg.landing_dsn)
         check_landing_version(self.landing)
         check_landing_triggers(self.landing)
+        check_landing_pooling(self.landing, cfg.landing_dsn)
         hold_source_lock(self.landing, cfg.source)
         self.landing.execute("set synchronous_commit = on")
         ensure_state(self.landing, cfg.source)
         ensure_progress_table(self.landing)
         cfg.registered = registered_selection(self.landing, cfg.source)
         self.landing.commit()
-        self.source_conn = pin_later_settings(psycopg.connect(cfg.source_dsn, autocommit=True))
+        self.source_conn = pin_later_settings(psycopg.connect(
+            cfg.source_dsn, autocommit=True, **keepalive_options(cfg.source_dsn)))
+        self.links.watch("source", self.source_conn, cfg.source_dsn)
         check_source(self.source_conn, cfg.source, self.slot)
         check_admin(self.source_conn, cfg.source_dsn, cfg.setup_dsn, cfg.source)
         self.applier = Applier(self.landing, cfg.source, self.slot, self.publication,
@@ -130,7 +143,8 @@ class Session:
         ckpt = load_checkpoint(self.landing, cfg.source)
         self.landing.rollback()
         self.applier.in_txn = False
-        self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source))
+        self.repl = replication_connection(cfg.source_dsn, **named(cfg.source_dsn, cfg.source),
+                                           **keepalive_options(cfg.source_dsn))
         self.cur = self.repl.cursor()
         identity = source_identity(self.cur, self.source_conn)
         if ckpt is None or not ckpt.snapshot_done:
@@ -143,6 +157,7 @@ class Session:
             self.floors = load_floors(self.landing, cfg.source, self.ckpt)
             self.refresh_publication()
         self.stats.lsn = self.ckpt
+        end_stale_walsender(cfg.source_dsn, self.slot, cfg.stale_walsender)
         wait_slot_free(cfg.setup_dsn or cfg.source_dsn, self.slot)
         # From the slot's own position when it is behind the checkpoint: the transactions
         # between are read (and skipped) so that the replay proves it is landing's history.
@@ -151,6 +166,7 @@ class Session:
             start_lsn=lsn_to_str(self.replay.start if self.replay.until else self.ckpt),
             options=source_capabilities(self.source_conn).stream_options(self.publication))
         self.streaming = True
+        self.silence = SilenceWatch(self.cur, self.repl.get_backend_pid(), silence_s)
         log.info("source %s: streaming from slot %s at %s", cfg.source, self.slot,
                  lsn_to_str(self.ckpt))
 
@@ -184,6 +200,8 @@ class Session:
             with contextlib.suppress(Exception):
                 self.future.result()
             self.future = None
+        if self.links is not None:
+            self.links.stop()
         self.executor.shutdown(wait=True)
         for conn in (self.repl, self.landing, self.source_conn):
             if conn is not None:
@@ -242,6 +260,7 @@ class Session:
                     return False
                 if idle is not None:
                     idle()
+                self.silence.check(self.last_message_at, self.ask_reply)
                 select.select([self.repl], [], [], 0.2)
                 continue
             payload = msg.payload
@@ -399,6 +418,11 @@ class Session:
         with self.feedback_lock:  # also called from kept_alive's thread
             if self.streaming and self.cur is not None:
                 self.cur.send_feedback(force=True)
+
+    def ask_reply(self) -> None:
+        """Ask the walsender to answer at once (:class:`ingestion.silence.SilenceWatch`)."""
+        with self.feedback_lock:
+            self.cur.send_feedback(reply=True, force=True)
 
     def between_commits(self) -> bool:
         """Whether nothing is half-read, buffered or being committed."""

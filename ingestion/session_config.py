@@ -48,6 +48,8 @@ class SessionConfig:
             selection of the source, else ``public``).
         on_progress: called with the progress of a snapshot.
         registered: the source's registered selection (read from landing at open).
+        stale_walsender: the server process of the previous session's stream, which went
+            silent: ended if it still holds the slot (:mod:`ingestion.silence`).
     """
 
     source_dsn: str
@@ -62,6 +64,7 @@ class SessionConfig:
     on_progress: ProgressCallback | None = None
 
     registered: Selection | None = None
+    stale_walsender: int | None = None
 
     def __post_init__(self) -> None:
         self.source_dsn = pinned_dsn(self.source_dsn)

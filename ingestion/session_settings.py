@@ -87,6 +87,35 @@ def replication_connection(dsn: str, **options: str) -> Any:
     return conn
 
 
+KEEPALIVES: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+"""libpq's TCP settings of a streaming session's long-lived connections, unless its URL names
+its own: a peer that vanished without a FIN or RST (a cable pulled, a NAT or firewall that
+dropped the connection, a failover's old address) ends the connection within about a minute —
+keepalive probes after 30 s idle, sent data unacknowledged for 60 s — where the system's
+defaults wait two hours, or 15 minutes of retransmissions, while the session hangs. A Unix
+socket ignores them. What goes silent while TCP still answers (a proxy) is noticed on the
+stream by :mod:`ingestion.silence`."""
+
+
+def keepalive_options(dsn: str) -> dict[str, str]:
+    """:data:`KEEPALIVES` that ``dsn`` does not set itself, as keyword arguments of a connect.
+
+    Args:
+        dsn: a libpq URL or ``key=value`` connection string.
+
+    Returns:
+        The settings to add.
+    """
+    own = conninfo_to_dict(dsn)
+    return {name: value for name, value in KEEPALIVES.items() if name not in own}
+
+
 def session_options() -> str:
     """:data:`SESSION_SETTINGS` as a libpq ``options`` value (spaces escaped)."""
     return " ".join(f"-c {name}={value.replace(' ', chr(92) + ' ')}"
@@ -143,3 +172,35 @@ def check_landing_triggers(conn: psycopg.Connection) -> None:
         f"silently stop following the tables. As a superuser on landing run `alter role {role} "
         f"reset session_replication_role;` or `alter database {database} reset "
         f"session_replication_role;` (whichever set it), then start ingestion again.")
+
+
+def check_landing_pooling(conn: psycopg.Connection, dsn: str) -> None:
+    """Refuse a landing URL served by a pooler in transaction (or statement) pooling mode.
+
+    A streaming session holds landing's advisory lock of its source and its session settings
+    for its whole life; a pooler that hands the server connection to another client after each
+    transaction (pgbouncer's ``pool_mode = transaction``) keeps neither: two ingestions could
+    apply the same source at once, and prepared statements fail later. Such a pooler serves a
+    second connection with the server process the first one just released (pgbouncer reuses the
+    last one used), where two sessions of a server, or of a pool in session mode, always have
+    two processes.
+
+    Args:
+        conn: the session's landing connection (not autocommit, no transaction open).
+        dsn: the landing URL, for a second connection.
+
+    Raises:
+        SetupError: both connections were served by the same server process.
+    """
+    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+    conn.commit()
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as other:
+        if other.execute("select pg_backend_pid()").fetchone()[0] != pid:
+            return
+    raise SetupError(
+        f"The landing URL goes through a connection pooler in transaction pooling mode (two "
+        f"connections were served by one server process, {pid}): a streaming session holds "
+        f"landing's lock of its source and its session settings for its whole life, which such "
+        f"a pool does not keep. Point TIDEMARK_LANDING_URL at the PostgreSQL server itself, or "
+        f"at a pool with pool_mode = session (README, \"The network between Tidemark and its "
+        f"databases\").")

@@ -5,6 +5,10 @@ pinned its sessions as ``tidemark`` and the Dagster code location do."""
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import psycopg
 import pytest
 from psycopg import sql
@@ -58,3 +62,70 @@ def test_other_session_defaults_on_both_servers_change_no_value(
     pair.src_exec("delete from odd", ROWS, "update odd set f8 = f8 * 3, ts = ts + interval '1 s'")
     catch_up(pair.src, pair.land, pair.source)
     assert _rows(pair.land, f"{pair.source}.odd") == _rows(pair.src, "public.odd")
+
+
+def _keepalive(fd: int) -> tuple[int, int, int, int]:
+    import socket
+
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    finally:
+        sock.close()
+
+
+def test_a_sessions_connections_notice_a_vanished_peer_within_a_minute(pair: Pair) -> None:
+    """The stream, catalog and landing connections probe an idle peer after 30 s and give up
+    on unacknowledged data after 60 s (a cable pulled, a NAT that dropped them): before, the
+    system's two hours and 15 minutes of retransmissions, while the session hung. A URL's own
+    setting wins."""
+    from ingestion.session import Session
+    from ingestion.session_config import SessionConfig
+
+    pair.src_exec("create table t (id int primary key)")
+    from psycopg.conninfo import make_conninfo
+
+    land = make_conninfo(pair.land, keepalives_idle="45")
+    session = Session(SessionConfig(pair.src, land, pair.source))
+    try:
+        session.open()
+        assert _keepalive(session.repl.fileno()) == (1, 30, 3, 60000)
+        assert _keepalive(session.source_conn.fileno()) == (1, 30, 3, 60000)
+        assert _keepalive(session.landing.fileno()) == (1, 45, 3, 60000)
+    finally:
+        session.close()
+
+
+_PGBOUNCER = shutil.which("pgbouncer") or (
+    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+
+
+@pytest.mark.skipif(_PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install "
+                    "pgbouncer; .ci/run installs it)")
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_landing_through_pgbouncer_streams_in_session_mode_and_is_refused_in_transaction_mode(
+        pair: Pair, tmp_path: Path, mode: str) -> None:
+    """Before, a landing URL through transaction pooling was taken without a word: landing's
+    lock of the source and the session settings did not hold, and two ingestions could apply
+    one source at once. The source through pgbouncer < 1.23 names the pooler and the fix."""
+    from ingestion.errors import PermanentSourceError, SetupError
+    from tests.netproxy import Pgbouncer
+
+    pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
+    bouncer = Pgbouncer(pair.land, mode, str(tmp_path / "pgbouncer"))
+    try:
+        land = bouncer.url(pair.land)
+        if mode == "session":
+            catch_up(pair.src, land, pair.source)
+            with psycopg.connect(pair.land) as conn:
+                assert conn.execute(f'select count(*) from "{pair.source}".t').fetchone()[0] == 1
+            with pytest.raises(PermanentSourceError, match="connection pooler.*1.23"):
+                catch_up(bouncer.url(pair.src), pair.land, pair.source)
+        else:
+            with pytest.raises(SetupError, match="transaction pooling"):
+                catch_up(pair.src, land, pair.source)
+    finally:
+        bouncer.stop()

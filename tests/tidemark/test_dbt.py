@@ -39,6 +39,17 @@ def test_connection_env_from_url() -> None:
     assert query["TIDEMARK_DBT_PASSWORD"] == "p@ss" and query["TIDEMARK_DBT_SSLMODE"] == "require"
 
 
+def test_connection_env_keeps_the_urls_tls_files() -> None:
+    """``verify-full`` with the URL's own CA: before, dbt got the mode without the file and
+    libpq looked for ~/.postgresql/root.crt (``root certificate file ... does not exist``)."""
+    env = dbt_connection_env("postgresql://u@db.example/landing?sslmode=verify-full"
+                             "&sslrootcert=/etc/tidemark/ca.crt&sslcert=/c.crt&sslkey=/c.key")
+    assert env["TIDEMARK_DBT_SSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == "/etc/tidemark/ca.crt"
+    assert (env["PGSSLCERT"], env["PGSSLKEY"]) == ("/c.crt", "/c.key")
+    assert "PGSSLROOTCERT" not in dbt_connection_env("postgresql://u@db.example/landing")
+
+
 def test_env_sends_target_and_logs_to_the_work_dir(tmp_path: Path) -> None:
     env = dbt_env("postgresql://u@h/d", tmp_path, target="ci")
     assert env["TIDEMARK_DBT_TARGET"] == "ci"

@@ -36,6 +36,13 @@ class DbtRunError(TidemarkError):
     """A dbt command failed."""
 
 
+_TLS_FILES = {"sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+              "sslcrl": "PGSSLCRL", "sslcrldir": "PGSSLCRLDIR"}
+"""The landing URL's TLS files, by the libpq variable that names them to dbt's connections
+(the profile has no field for them: ``sslmode=verify-full`` without the URL's ``sslrootcert``
+would look for ``~/.postgresql/root.crt`` and fail)."""
+
+
 def dbt_connection_env(landing_url: str) -> dict[str, str]:
     """The ``TIDEMARK_DBT_*`` variables that point the dbt profile at ``landing_url``.
 
@@ -45,15 +52,17 @@ def dbt_connection_env(landing_url: str) -> dict[str, str]:
 
     Returns:
         Connection variables (the password only as the URL gives it, the URL's ``passfile`` as
-        ``PGPASSFILE``; the URL's ``sslmode``, else empty: libpq's ``PGSSLMODE`` or default),
-        telemetry off.
+        ``PGPASSFILE``; the URL's ``sslmode``, else empty: libpq's ``PGSSLMODE`` or default; its
+        TLS files as :data:`_TLS_FILES`), telemetry off.
     """
     params = conninfo_to_dict(landing_url)
     # dbt's profile has no passfile: the embedded server's URL names its pgpass file, which
     # libpq in dbt reads from PGPASSFILE (the password never enters the environment)
     passfile = {"PGPASSFILE": params["passfile"]} if params.get("passfile") else {}
+    tls = {variable: params[key] for key, variable in _TLS_FILES.items() if params.get(key)}
     return {
         **passfile,
+        **tls,
         "TIDEMARK_DBT_SSLMODE": params.get("sslmode") or "",
         "TIDEMARK_DBT_HOST": params.get("host") or "127.0.0.1",
         "TIDEMARK_DBT_PORT": params.get("port") or "5432",
