@@ -131,7 +131,9 @@ class _Up:
         self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
         self.first_day: Any = None  # stack.partitions.FirstDayWatch, once started
-        self.interrupted: list = []  # UI backfills the last stop interrupted (stack.backfills)
+        # UI backfills the last stop interrupted (stack.backfills); not `interrupted`, which says
+        # whether this start was
+        self.backfills: list = []
 
     def run(self) -> int:
         refuse_second_up(self.settings)
@@ -186,7 +188,7 @@ class _Up:
         display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
                     if self.server else "Using external PostgreSQL servers.")
         self._prepare_source(dbs)
-        self.interrupted = find_interrupted(prepare_dagster_home(settings))
+        self.backfills = find_interrupted(prepare_dagster_home(settings))
         self.phase = "landing the source"
         display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
         build.catch_up(settings)
@@ -233,7 +235,7 @@ class _Up:
             self.ui = url
             if dbt_failure is None:
                 self._launch_later_checks(url)
-            resume_in_background(url, self.interrupted, self.display.say, self.stop)
+            resume_in_background(url, self.backfills, self.display.say, self.stop)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
