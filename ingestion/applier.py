@@ -23,6 +23,7 @@ from ingestion.batch import Batch, TxnContext
 from ingestion.changes import ChangeBuffer
 from ingestion.ddl_locks import DdlLocks
 from ingestion.errors import TablesChangedError
+from ingestion.failures import quiet_pipeline
 from ingestion.letter_removals import (
     any_held,
     letter_keys,
@@ -177,7 +178,7 @@ class Applier(ChangeBuffer):
         # Round trips, not rows, are most of a small commit's time: the lock and the version
         # check go in one pipeline, and the last batch's statements, the checkpoint and the
         # commit in another (COPY cannot be pipelined).
-        with conn.pipeline():
+        with quiet_pipeline(conn):
             if not self.in_txn:
                 self._lock()
             current = table_versions(conn, self.source) if versions is not None else None
@@ -195,7 +196,7 @@ class Applier(ChangeBuffer):
             later: list[Callable[[], None]] = []
             if last is not None:
                 stg = self._stage_batch(cur, last, later)
-            with conn.pipeline():
+            with quiet_pipeline(conn):
                 for step in later:  # the letter removals, when nothing waits for their rows
                     step()
                 if last is not None:

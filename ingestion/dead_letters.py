@@ -276,6 +276,9 @@ def _bag_superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tupl
     removal of an equal row superseded every earlier letter of it: with two equal bad rows and
     one deleted at the source, both letters were superseded and the remaining row was lost.
     Reading the changelog since the reset is a scan of its rows (of letter rows only kept).
+    A letter from before the table's resync snapshot is superseded without reading its row: it
+    may hold another type's text (``'abc'`` in a column now ``integer``), which the cast to the
+    landing's types would fail on, and with it every replay of the table.
     """
     typed = sql.SQL("row({})::text").format(sql.SQL(", ").join(
         sql.SQL("(raw_row ->> {})::{}").format(sql.Literal(col.name), sql.SQL(col.type_sql))
@@ -285,7 +288,8 @@ def _bag_superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tupl
         for name in info.column_names)) for alias in ("c", "m"))
     query = sql.SQL(
         "with l as materialized (select id, commit_lsn, seq, replayed_at is not null as gone,"
-        " {typed} as k0 from tidemark.dead_letters where source = %s and table_name = %s and"
+        " case when commit_lsn >= %s::pg_lsn then {typed} end as k0 from tidemark.dead_letters"
+        " where source = %s and table_name = %s and"
         " (replayed_at is null or replay_result = 'superseded')),"
         " sel as materialized (select distinct k0 from l where id = any(%s)),"
         " c as materialized (select {row_c} as k0, _op, _commit_lsn, _seq from {changelog} c"
@@ -311,7 +315,8 @@ def _bag_superseded_query(info: Any, ids: list[int]) -> tuple[sql.Composed, tupl
         " and r.rn <= w.n"
     ).format(typed=typed, row_c=row_c, row_m=row_m, changelog=info.changelog,
              mirror=info.mirror)
-    return query, (info.source, info.name, ids, lsn_to_str(info.snapshot_lsn), ids, ids)
+    snap = lsn_to_str(info.snapshot_lsn)
+    return query, (snap, info.source, info.name, ids, snap, ids, ids)
 
 
 PURGE_BATCH = 10_000

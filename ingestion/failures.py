@@ -7,12 +7,18 @@ is not ``logical``, a right is missing; ingestion reports it once and stops that
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from ingestion.errors import LandingLocksError, PermanentSourceError, SourceStreamEndedError
 from ingestion.versions import check_source_version
+
+log = logging.getLogger("tidemark.ingestion")
 
 # SQLSTATE classes worth retrying: connection exception, insufficient resources, operator
 # intervention (shutdown, crash, "cannot connect now"), transaction rollback (serialization).
@@ -163,6 +169,41 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's message (or its class name)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def quiet_pipeline(conn: psycopg.Connection) -> Iterator[psycopg.Pipeline]:
+    """``conn.pipeline()``, without psycopg's warning when the connection is lost inside it.
+
+    A pipeline left by an error syncs with the server on its way out; with the session gone
+    (a restart, a crash recovery, ``pg_terminate_backend``) that fails too, and psycopg logs
+    "error ignored terminating <psycopg.Pipeline [BAD]>: the connection is lost" on top of the
+    error the caller already reports and retries. Here the error of the block is raised alone;
+    an exit that fails while the connection still stands is logged, as psycopg would.
+
+    Args:
+        conn: the connection to switch into pipeline mode.
+
+    Yields:
+        The pipeline.
+    """
+    failed: psycopg.Error | None = None
+    try:
+        with conn.pipeline() as pipe:
+            try:
+                yield pipe
+            except psycopg.Error as exc:
+                # The error can come before libpq sees the socket closed (the server's FATAL
+                # read first), so whether the connection is lost is known after the exit only.
+                failed = exc
+    except psycopg.Error as exit_error:
+        if failed is None:
+            raise
+        if not conn.broken:
+            log.warning("error ignored leaving a pipeline after %s: %s", first_line(failed),
+                        first_line(exit_error))
+    if failed is not None:
+        raise failed
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -59,7 +59,7 @@ def take_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
         " row_number() over (partition by k0 order by cl desc, sq desc) as rn from v"
         " where sign < 0 and level < 0 and level < coalesce(low, 0)),"
         " lt as (select d.id, {typed} as k0, d.commit_lsn, d.seq from tidemark.dead_letters d"
-        " where d.source = %s and d.table_name = %s and d.replayed_at is null"
+        " where d.source = %s and d.table_name = %s and d.replayed_at is null and {current}"
         " and exists (select 1 from bad)),"
         " pick as (select id from (select lt.id, b.n, row_number() over (partition by lt.k0"
         " order by lt.commit_lsn desc, lt.seq desc) as rn from lt join bad b on b.rn = 1"
@@ -67,7 +67,8 @@ def take_letters_sql(info: Any, stg: sql.Identifier) -> sql.Composed:
         " taken as (update tidemark.dead_letters d set replayed_at = clock_timestamp(),"
         " replay_result = 'superseded' from pick where d.id = pick.id returning 1)"
         " delete from {stg} where ctid = any(array(select tid from bad))"
-    ).format(cols=cols, stg=stg, row_m=row_m, mirror=info.mirror, typed=typed)
+    ).format(cols=cols, stg=stg, row_m=row_m, mirror=info.mirror, typed=typed,
+             current=current_letters(info, "d"))
 
 
 def take_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier) -> None:
@@ -79,9 +80,12 @@ def take_letters(cur: psycopg.Cursor, info: Any, stg: sql.Identifier) -> None:
     below every count before it, found no copy (a bounded running sum, as window functions
     over the staging table, one join to the mirror). Each such removal supersedes a waiting
     letter of its row written before it (the newest first: a letter from before the table's
-    last truncate or resync is void, and copies are equal) and leaves the staging table, so
-    neither the changelog nor the bag's net change sees it. Runs before the batch lands, for a
-    keyless table under a contract (letters exist there only) whose batch removes rows.
+    last truncate is void, and copies are equal) and leaves the staging table, so neither the
+    changelog nor the bag's net change sees it. Only the letters of the table's current
+    snapshot are read (:func:`ingestion.letter_indexes.current_letters`): one from before its
+    last resync is void, left to a replay, and may hold another type's text (``'abc'`` in a
+    column now ``integer``), which the row's cast would fail on. Runs before the batch lands,
+    for a keyless table under a contract (letters exist there only) whose batch removes rows.
 
     Args:
         cur: a landing cursor in the batch's transaction.

@@ -3,6 +3,7 @@ semantics, the checkpoint's change accounting with background commits."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import psycopg
@@ -12,9 +13,16 @@ from hypothesis import strategies as st
 
 from ingestion import catch_up
 from ingestion.applier import Applier
+from ingestion.failures import is_transient
 from ingestion.merge import BIG_BATCH, EMPTIED_AT_COMMIT
 from ingestion.state import ensure_state, load_checkpoint
-from ingestion.tables import ColumnInfo, TableInfo, create_landing_tables, save_table
+from ingestion.tables import (
+    ColumnInfo,
+    TableInfo,
+    create_landing_tables,
+    save_table,
+    table_versions,
+)
 from tests.ingestion.conftest import (
     Pair,
     assert_changelog_replays,
@@ -134,19 +142,25 @@ def test_rows_applied_counts_every_change_with_background_commits(pair: Pair) ->
     assert applied == landed, (applied, landed)
 
 
+def _applier_of_t(conn: psycopg.Connection, source: str) -> tuple[Applier, TableInfo]:
+    """An applier on landing ``conn`` with table ``t (id integer primary key)`` registered."""
+    ensure_state(conn, source)
+    info = TableInfo(source, "t", "public", "t", 1, [ColumnInfo("id", 23, -1, "integer")],
+                     ["id"])
+    create_landing_tables(conn, info)
+    save_table(conn, info)
+    conn.commit()
+    applier = Applier(conn, source, "slot", "pub")
+    applier.tables = {"t": info}
+    return applier, info
+
+
 def test_changes_buffered_during_a_background_commit_are_counted(pair: Pair) -> None:
     """The stream thread keeps buffering while the previous batch commits on another thread;
     the next landing transaction's count includes those changes (the order of calls is the
     session's: detach, commit on the worker, more changes, begin, commit)."""
     with psycopg.connect(pair.land) as conn:
-        ensure_state(conn, pair.source)
-        info = TableInfo(pair.source, "t", "public", "t", 1,
-                         [ColumnInfo("id", 23, -1, "integer")], ["id"])
-        create_landing_tables(conn, info)
-        save_table(conn, info)
-        conn.commit()
-        applier = Applier(conn, pair.source, "slot", "pub")
-        applier.tables = {"t": info}
+        applier, info = _applier_of_t(conn, pair.source)
         applier.begin()
         applier.start_source_txn(100, None, 1)
         for i in range(10):
@@ -163,6 +177,27 @@ def test_changes_buffered_during_a_background_commit_are_counted(pair: Pair) -> 
         assert load_checkpoint(conn, pair.source) is not None
         applied = conn.execute("select rows_applied from tidemark.checkpoints").fetchone()[0]
     assert applied == 16
+
+
+def test_a_background_commit_on_a_lost_landing_session_raises_without_psycopgs_warning(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """Landing's crash recovery (or a restart) ends the applier's session: the commit fails
+    with the lost connection, which the session retries and logs; psycopg's own "error ignored
+    terminating <psycopg.Pipeline [BAD]>" stays out of the log."""
+    caplog.set_level(logging.WARNING, logger="psycopg")
+    with psycopg.connect(pair.land) as conn:
+        applier, info = _applier_of_t(conn, pair.source)
+        versions = table_versions(conn, pair.source)
+        conn.commit()
+        applier.start_source_txn(100, None, 1)
+        applier.add(info, "c", [b"1"], None, 100, 1)
+        pending = applier.detach()
+        with psycopg.connect(pair.land, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError) as caught:
+            applier.commit_detached(pending, 101, None, versions)
+        assert conn.broken and is_transient(caught.value)
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_large_batches_with_every_kind_of_change(pair: Pair) -> None:

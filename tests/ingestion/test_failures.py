@@ -12,7 +12,14 @@ import pytest
 
 from ingestion import run
 from ingestion.errors import PermanentSourceError, SourceStreamEndedError
-from ingestion.failures import ended_stream, failed_side, is_transient, permanent, retry_reason
+from ingestion.failures import (
+    ended_stream,
+    failed_side,
+    is_transient,
+    permanent,
+    quiet_pipeline,
+    retry_reason,
+)
 from tests.ingestion.conftest import Pair
 from tests.support import other_database
 from tidemark.stack.credentials import read_passwords
@@ -57,6 +64,42 @@ def test_a_clean_up_error_after_a_lost_connection_is_retried() -> None:
         finally:
             raise psycopg.OperationalError('FATAL:  database "nope" does not exist')
     assert not is_transient(caught.value)
+
+
+def test_a_pipeline_on_a_lost_connection_raises_its_error_without_psycopgs_warning(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    # A crash recovery of the server under `tidemark up` printed psycopg's "error ignored
+    # terminating <psycopg.Pipeline [BAD] ...>: the connection is lost" once per crash, beside
+    # the reconnect message that already says what happened.
+    caplog.set_level(logging.WARNING, logger="psycopg")
+
+    def terminated() -> psycopg.Connection:
+        conn = psycopg.connect(pair.land, autocommit=True)
+        with psycopg.connect(pair.land, autocommit=True) as admin:
+            admin.execute("select pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        return conn
+
+    with terminated() as conn, pytest.raises(psycopg.OperationalError):
+        with conn.pipeline():  # psycopg's own: the warning (what the test guards against)
+            conn.execute("select 1").fetchone()
+    assert "error ignored terminating" in caplog.text
+    caplog.clear()
+    with terminated() as conn, pytest.raises(psycopg.OperationalError) as caught:
+        with quiet_pipeline(conn):
+            conn.execute("select 1").fetchone()
+    assert conn.broken and is_transient(caught.value)  # the block's own error, retried
+    assert "the connection is lost" not in str(caught.value)  # not the exit's
+    assert caplog.records == []
+    # any other error leaves the pipeline as psycopg does, and the connection usable
+    with psycopg.connect(pair.land, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.DivisionByZero), quiet_pipeline(conn):
+            conn.execute("select 1 / 0").fetchone()
+        assert conn.execute("select 2").fetchone() == (2,)
+        with quiet_pipeline(conn) as pipe:
+            cur = conn.execute("select 3")
+            pipe.sync()
+            assert cur.fetchone() == (3,)
+    assert caplog.records == []
 
 
 def test_a_replication_stream_the_server_ended_is_a_lost_connection(pair: Pair) -> None:

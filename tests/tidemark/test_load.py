@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -157,10 +158,14 @@ def test_stop_event_ends_the_run_cleanly(fresh_db: Callable[[str], str],
 
 
 def test_the_load_rides_out_its_session_ended_by_the_server(
-        fresh_db: Callable[[str], str], broken_rules: Callable[[str], dict]) -> None:
+        fresh_db: Callable[[str], str], broken_rules: Callable[[str], dict],
+        caplog: pytest.LogCaptureFixture) -> None:
     # A server restarting or crashing (a backend killed by the OOM killer resets them all) ends
     # the load's session; before, the load failed ("Did something else change the demo
-    # tables? Re-seed ...") and `tidemark up` stopped the whole stack with it.
+    # tables? Re-seed ...") and `tidemark up` stopped the whole stack with it. Its own message
+    # says so; psycopg's "error ignored terminating <psycopg.Pipeline [BAD]>: the connection
+    # is lost" reached `tidemark up`'s terminal beside it, once per crash.
+    caplog.set_level(logging.WARNING, logger="psycopg")
     dsn = fresh_db("load_outage")
     said: list[str] = []
     ended: dict[str, object] = {}
@@ -196,6 +201,7 @@ def test_the_load_rides_out_its_session_ended_by_the_server(
     assert stats.elapsed_s == pytest.approx(4.0, abs=1.0)  # the outage is not paced
     assert before < table_counts(dsn)["orders"] <= stats.orders
     assert broken_rules(dsn) == {}
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_load_carries_on_with_seeded_orders(fresh_db: Callable[[str], str],

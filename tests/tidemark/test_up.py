@@ -221,10 +221,39 @@ def test_a_ui_backfill_interrupted_by_a_stop_is_relaunched_at_the_next_start(
         assert proc.wait(STOP_S) == 0, out.read_text()
 
 
+def _an_interrupted_backfill(home: Path, port: int) -> None:
+    """Record in the Dagster home of ``home`` a UI backfill the last stop interrupted (a run of
+    it canceled), as that stop leaves it (:func:`tidemark.stack.backfills.find_interrupted`)."""
+    import uuid
+
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from tidemark.settings import Settings
+    from tidemark.stack.backfills import find_interrupted
+    from tidemark.stack.dagster_proc import prepare_dagster_home
+
+    dagster_home = prepare_dagster_home(Settings(home=home, port=port, source_url=None,
+                                                 landing_url=None))
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.add_backfill(PartitionBackfill("userbackfill", BulkActionStatus.REQUESTED,
+                                                False, {}, time.time(),
+                                                partition_names=["2026-12-01"]))
+        instance.add_run(DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()),
+                                    status=DagsterRunStatus.CANCELED,
+                                    tags={"dagster/backfill": "userbackfill"}))
+    assert [b.backfill_id for b in find_interrupted(dagster_home)] == ["userbackfill"]
+
+
 def test_a_failed_start_is_one_message_and_leaves_nothing_running(tmp_path: Path) -> None:
     import socket
 
     home, port = tmp_path / "home", free_port()
+    # The last stop interrupted a UI backfill: its list shared a name with the flag of an
+    # interrupted start, so the failure was said as "Interrupted while starting Dagster;
+    # stopping what was started." (exit 130), and the port taken was never named.
+    _an_interrupted_backfill(home, port)
     with socket.socket() as taken:  # the Dagster UI's port is taken by another program
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
-from ingestion.failures import is_transient
+from ingestion.failures import is_transient, quiet_pipeline
 from tidemark.demo import generator_sql as q
 from tidemark.demo.catalog import (
     DEFAULT_DUPLICATE_SHARE,
@@ -245,7 +245,7 @@ def _drive(conn: psycopg.Connection, workload: Workload, stats: LoadStats,
     cur = conn.cursor()
     # elapsed_s is the paced time so far: after a reconnection the pacing goes on from there
     started = last_report = time.monotonic() - stats.elapsed_s
-    with conn.pipeline() as pipe:
+    with quiet_pipeline(conn) as pipe:
         while True:
             now = time.monotonic() - started
             final = now >= stats.duration_s or stop.is_set()

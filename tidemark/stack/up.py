@@ -1,11 +1,12 @@
 """``tidemark up``: the whole stack on one machine, in the foreground until Ctrl-C.
 
 Start (with progress bars, see :mod:`tidemark.stack.display`): PostgreSQL; the demo source
-and, on first start, its seeded history; ``dbt parse`` (beside the seed); the Dagster webserver
-(it loads while the data is built); then what the stack builds, as Dagster runs recorded in
-``$TIDEMARK_HOME/dagster`` (:mod:`tidemark.stack.build`): the landing catch-up, then the live
-views, dbt models and marts of the closed days, serving views and every check; then the
-continuous ingestion, the Dagster daemon and the demo workload, and the banner. While it runs,
+and, on first start, its seeded history (:mod:`tidemark.stack.demo_source`); ``dbt parse``
+(beside the seed); the Dagster webserver (it loads while the data is built); then what the
+stack builds, as Dagster runs recorded in ``$TIDEMARK_HOME/dagster``
+(:mod:`tidemark.stack.build`): the landing catch-up, then the live views, dbt models and marts
+of the closed days, serving views and every check; then the continuous ingestion, the Dagster
+daemon and the demo workload, and the banner. While it runs,
 it prunes Dagster's run history once a day (:mod:`tidemark.stack.dagster_retention`).
 
 A failure at any step is one message saying what failed and what to do (the unexpected ones
@@ -27,13 +28,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 from rich.console import Console
 
 from tidemark import progress
 from tidemark.errors import TidemarkError
 from tidemark.settings import Settings
 from tidemark.stack.databases import Databases, ensure_databases, locate_databases
+from tidemark.stack.demo_source import (
+    create_demo_source,
+    seed_demo_history,
+    source_is_empty,
+    start_demo_load,
+)
 from tidemark.stack.display import UpDisplay, banner, read_status, refuse_second_up
 from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
 from tidemark.stack.supervisor import Child, Restarts, Supervisor, describe_exit
@@ -81,12 +87,6 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM while the stack was starting."""
 
 
-def source_is_empty(source_dsn: str) -> bool:
-    """Whether the demo source holds no orders yet."""
-    with psycopg.connect(source_dsn) as conn:
-        return conn.execute("select not exists (select 1 from orders)").fetchone()[0]
-
-
 def tidemark_argv() -> list[str]:
     """How to run the ``tidemark`` CLI in a child process (the same interpreter as this one)."""
     return [sys.executable, "-m", "tidemark.cli.main"]
@@ -131,7 +131,9 @@ class _Up:
         self.previous: dict[str, Any] | None = None  # the status the last `tidemark up` left
         self.ui: str | None = None  # the Dagster UI, once it answers
         self.first_day: Any = None  # stack.partitions.FirstDayWatch, once started
-        self.interrupted: list = []  # UI backfills the last stop interrupted (stack.backfills)
+        # UI backfills the last stop interrupted (stack.backfills); not `interrupted`, which says
+        # whether this start was
+        self.backfills: list = []
 
     def run(self) -> int:
         refuse_second_up(self.settings)
@@ -186,7 +188,7 @@ class _Up:
         display.end("database", f"PostgreSQL is up on 127.0.0.1:{settings.port}."
                     if self.server else "Using external PostgreSQL servers.")
         self._prepare_source(dbs)
-        self.interrupted = find_interrupted(prepare_dagster_home(settings))
+        self.backfills = find_interrupted(prepare_dagster_home(settings))
         self.phase = "landing the source"
         display.begin("landing", "Landing (snapshot, catch-up)", unit="rows")
         build.catch_up(settings)
@@ -233,7 +235,7 @@ class _Up:
             self.ui = url
             if dbt_failure is None:
                 self._launch_later_checks(url)
-            resume_in_background(url, self.interrupted, self.display.say, self.stop)
+            resume_in_background(url, self.backfills, self.display.say, self.stop)
             display.end("dagster", f"Dagster UI is up at {url}.")
         self.phase = "running"
         return dbs, url
@@ -278,44 +280,15 @@ class _Up:
             self.display.say(f"{exc} It runs on its schedule instead.")
 
     def _prepare_source(self, dbs: Databases) -> None:
-        """Create the demo schema (and a user's own tables of it, from their contracts),
-        register it as source "shop" and, on first start, seed its history."""
-        from contracts import load_table_contracts
-        from tidemark.demo.schema import apply_schema, create_contracted_tables
-        from tidemark.demo.seed import seed_history
-        from tidemark.demo.source import register_demo_source
-
-        options, display = self.options, self.display
+        """Create and register the demo source and, on first start, seed its history."""
+        options = self.options
         self.phase = "creating the demo source"
-        apply_schema(dbs.source)
-        # A user's own tables of the demo source (contracts/shop/<table>.yml, README
-        # "Extending"), created empty on a fresh source so the views and models reading them
-        # build; a contract that does not load is reported by the ingestion step.
-        created, failed = create_contracted_tables(
-            dbs.source, [t for t in load_table_contracts()[0] if t.source == "shop"])
-        if created:
-            display.say(f"Created {', '.join(created)} in the demo source from contracts/shop "
-                        "(empty: the demo generates rows for its own tables only).")
-        for name, why in failed.items():
-            display.say(f"Could not create {name} from contracts/shop/{name}.yml: {why}")
-        register_demo_source(dbs, self.settings)
+        create_demo_source(dbs, self.settings, self.display.say)
         if not source_is_empty(dbs.source) or options.seed_days <= 0:
             return
         self.phase = "seeding the demo history"
-        orders = options.seed_days * options.orders_per_day
-        display.begin("seed", f"Seeding {options.seed_days} days", total=orders, unit="orders")
-
-        def seeded(days_done: int, _days: int) -> None:
-            progress.report("seed", days_done * options.orders_per_day, orders, "orders",
-                            f"day {days_done}")
-
-        stats = seed_history(dbs.source, days=options.seed_days,
-                             orders_per_day=options.orders_per_day, seed=options.seed,
-                             progress=seeded)
-        rows = sum(stats.rows.values())
-        display.end("seed", f"Seeded {options.seed_days} days of demo history: {orders:,} "
-                            f"orders, {rows:,} rows ({rows / max(stats.elapsed_s, 1e-3):,.0f} "
-                            f"rows/s).")
+        seed_demo_history(dbs.source, options.seed_days, options.orders_per_day, options.seed,
+                          self.display)
 
     def _start_ingestion(self) -> None:
         """Start the continuous CDC stream of every registered source, the demo and the
@@ -332,7 +305,8 @@ class _Up:
     def _serve(self, dbs: Databases) -> int:
         previous = signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         try:
-            self.load_thread = self._start_load(dbs)
+            self.load_thread = start_demo_load(dbs.source, self.settings, self.options.rate,
+                                               self.options.seed, self.stop, self.display)
             deadline = (None if self.options.duration_s is None
                         else time.monotonic() + self.options.duration_s)
             next_rotation = time.monotonic()
@@ -382,36 +356,6 @@ class _Up:
         for child in dead:
             self.supervisor.restart(child)
         return True
-
-    def _start_load(self, dbs: Databases) -> threading.Thread | None:
-        if self.options.rate <= 0:
-            return None
-        from tidemark.demo.catalog import DEFAULT_MALFORMED_SHARE
-        from tidemark.demo.load import run_load
-
-        self.display.note("demo", {"source": "shop", "table": "app_events",
-                                   "rate": self.options.rate,
-                                   "malformed_share": DEFAULT_MALFORMED_SHARE,
-                                   "beyond_lateness_share":
-                                       self.settings.demo_beyond_lateness_share})
-
-        def work() -> None:
-            try:
-                stats = run_load(dbs.source, rate=self.options.rate, duration_s=float("inf"),
-                                 seed=self.options.seed, stop=self.stop,
-                                 on_outage=self.display.say,
-                                 beyond_lateness_share=self.settings.demo_beyond_lateness_share)
-                self.display.say(f"Demo workload stopped: {stats.changes:,} changes in "
-                                 f"{stats.elapsed_s:.0f} s "
-                                 f"({stats.changes / max(stats.elapsed_s, 1e-9):,.0f}/s).")
-            except Exception as exc:  # reported, the stack stops (run_load rides out outages)
-                self.display.say(f"Demo workload failed: {exc}")
-                self.stop.set()
-
-        thread = threading.Thread(target=work, name="demo-load", daemon=True)
-        thread.start()
-        self.display.say(f"Demo workload: {self.options.rate:g} changes/s on the source.")
-        return thread
 
     def _shutdown(self) -> None:
         self.stop.set()
