@@ -113,3 +113,47 @@ def test_only_the_demo_outbox_dead_letters_are_called_expected() -> None:
     assert expected_in_demo(row, None) is None  # no demo load: needs action
     assert expected_in_demo({**row, "asset": "shop/orders"}, demo) is None
     assert expected_in_demo({**row, "check": "ingestion_lag"}, demo) is None
+
+
+def _orders_watermark(state: str) -> dict:
+    return {"table": "orders", "watermark": "2026-12-06 22:02:00", "allowed_lateness_s": 7200.0,
+            "delay_s": 7200.1, "state": state}
+
+
+def test_an_open_day_whose_watermark_is_on_time_is_waiting_not_at_risk(capsys) -> None:
+    """Yesterday cannot close before its holding table's allowed lateness has passed after
+    midnight UTC (2 h for the demo's orders, 6 h for its app events): on a stack doing what
+    it should, the verdict read AT RISK ("4 open") from midnight until then, every day
+    (seen at 00:02 UTC, round 48)."""
+    from tidemark.cli.slo import show_verdict
+
+    summary = {"ingestion": {"error": "not asked"}, "finality": [_mart("open", ["x_pair"])],
+               "watermarks": [_orders_watermark("ok")]}
+    slo = page(summary, Settings())
+    promise = next(p for p in slo["promises"] if p["promise"] == "fct_daily_x: yesterday")
+    assert (promise["state"], slo["verdict"]) == ("waiting", "kept")
+    assert "watermark of shop.orders (2026-12-02 00:10) passes midnight UTC, about 2 h" \
+        in promise["why"]
+    show_verdict(slo)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "KEPT (0 missed, 0 at risk, 2 promises; in progress, not at risk: 1 waiting)" in out
+
+
+def test_an_open_day_whose_watermark_is_behind_is_at_risk() -> None:
+    for state in ("warn", "error", "unknown"):
+        summary = {"ingestion": {"error": "not asked"}, "finality": [_mart("open", ["x_pair"])],
+                   "watermarks": [_orders_watermark(state)]}
+        slo = page(summary, Settings())
+        promise = next(p for p in slo["promises"] if p["promise"] == "fct_daily_x: yesterday")
+        assert promise["state"] == "open", state
+        assert slo["verdict"] in ("at risk", "missed"), state
+
+
+def test_an_open_day_of_a_registered_source_finds_its_named_watermark() -> None:
+    """Beside the demo, a registered source's watermark rows are named ``<source>.<table>``."""
+    row = {**_mart("open", ["x_pair"]), "held_by": "erp.orders"}
+    marks = [{**_orders_watermark("warn")}, {**_orders_watermark("ok"), "table": "erp.orders"}]
+    slo = page({"ingestion": {"error": "not asked"}, "finality": [row], "watermarks": marks},
+               Settings())
+    promise = next(p for p in slo["promises"] if p["promise"] == "fct_daily_x: yesterday")
+    assert promise["state"] == "waiting"

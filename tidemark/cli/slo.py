@@ -50,7 +50,7 @@ def _or_dash(value: Any) -> Any:
 
 
 ACTIVE_RUN = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
-IN_PROGRESS = ("correcting", "checking")
+IN_PROGRESS = ("correcting", "checking", "waiting")
 
 
 def _active_runs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -70,10 +70,40 @@ def _rebuilding(runs: dict[str, dict[str, Any]], day: str) -> dict[str, Any] | N
     return None
 
 
+def _holding_watermarks(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The watermark rows of ``status`` by the name a finality row's ``held_by`` gives a table
+    (``<source>.<table>``; the demo's and a lone source's rows name the table alone)."""
+    rows = summary.get("watermarks") if isinstance(summary.get("watermarks"), list) else []
+    return {w["table"]: w for w in rows}
+
+
+def _open_on_schedule(f: dict[str, Any], marks: dict[str, dict[str, Any]]) -> str | None:
+    """Why an open yesterday is on schedule, or None when it may be late.
+
+    Yesterday closes once the watermark of the table holding it passes midnight UTC, which is
+    the table's allowed lateness after midnight when its events come on time: until then an
+    open yesterday is what the contracts promise, not a risk. It is on schedule while that
+    watermark's own state is ``ok`` (its delay within the allowed lateness and the contract's
+    ``warn_after``); a watermark that falls behind is said by its own promise, and yesterday is
+    then at risk too.
+    """
+    held = str(f.get("held_by") or "")
+    mark = marks.get(held) or marks.get(held.partition(".")[2])
+    if mark is None or mark.get("state") != "ok":
+        return None
+    lateness_h = float(mark.get("allowed_lateness_s") or 0) / 3600
+    return (f"yesterday closes when the watermark of {held} ({f.get('watermark', '-')}) passes "
+            f"midnight UTC, about {lateness_h:g} h after it (the table's allowed lateness): on "
+            f"schedule, its watermark is ok")
+
+
 def _yesterday(f: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None,
-               demo: dict[str, Any] | None = None) -> dict[str, str]:
+               demo: dict[str, Any] | None = None,
+               marks: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
     """State and reason of a mart's yesterday (a row of ``status``'s finality layer); a day
-    waiting for its reconciliation while a run in flight rebuilds it is ``correcting``."""
+    waiting for its reconciliation while a run in flight rebuilds it is ``correcting``, an open
+    day whose holding watermark is on time is ``waiting`` (``marks``: the watermark rows by
+    table, :func:`_holding_watermarks`)."""
     from datetime import UTC, datetime, timedelta
 
     pairs = ", ".join(f.get("reconciled_by") or [])
@@ -98,6 +128,9 @@ def _yesterday(f: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None,
         return {"state": "pending", "why": f"yesterday is closed by the watermarks, not "
                                            f"reconciled yet ({pairs}): the nightly batch or "
                                            f"closed_days_sensor builds and checks it"}
+    waiting = _open_on_schedule(f, marks or {})
+    if waiting is not None:
+        return {"state": "waiting", "why": waiting}
     return {"state": "open", "why": f"yesterday is still open: closed through "
                                     f"{f['closed_through']}, held by the watermark of "
                                     f"{f['held_by']} ({f.get('watermark', '-')})"}
@@ -130,8 +163,10 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
                          "why": f"{w['delay_s']} s behind now"})
     runs = _active_runs(summary)
     demo = (summary.get("up") or {}).get("demo")
+    marks = _holding_watermarks(summary)
     for f in summary.get("finality") if isinstance(summary.get("finality"), list) else []:
-        promises.append({"promise": f"{f['mart']}: yesterday", **_yesterday(f, runs, demo)})
+        promises.append({"promise": f"{f['mart']}: yesterday",
+                         **_yesterday(f, runs, demo, marks)})
     dag = summary.get("dagster") or {}
     for row in dag.get("checks") or []:
         if row["check"] == "freshness_check":
