@@ -35,8 +35,23 @@ class _Watched:
         self.name = name
         self.conn = conn
         self.dsn = dsn
-        self.pid = conn.info.backend_pid
+        self.pid = server_pid(conn)
         self.busy_since: float | None = None
+
+
+def server_pid(conn: psycopg.Connection) -> int:
+    """The server process behind ``conn``, as the server tells it.
+
+    Not ``conn.info.backend_pid``: a pooler in session mode (pgbouncer) hands its clients a
+    backend key of its own, whose process id no server process has — the watch took such a
+    connection for one whose server process was gone and ended every statement that ran for
+    half the limit. A transaction this opens on a connection that had none is ended again.
+    """
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    row = conn.execute("select pg_backend_pid()").fetchone()
+    if idle and not conn.autocommit:
+        conn.rollback()
+    return int(row[0])
 
 
 class LinkWatch:
@@ -56,8 +71,10 @@ class LinkWatch:
 
     def watch(self, name: str, conn: psycopg.Connection, dsn: str) -> None:
         """Watch ``conn`` (``name``: ``landing``, ``source``), reached again through ``dsn``."""
+        if self.limit_s <= 0:
+            return  # the watch is off: nothing to ask the server
         self.watched.append(_Watched(name, conn, dsn))
-        if self.thread is None and self.limit_s > 0:
+        if self.thread is None:
             self.thread = threading.Thread(target=self._run, daemon=True,
                                            name=f"tidemark-linkwatch-{self.source}")
             self.thread.start()
