@@ -23,11 +23,13 @@ import pytest
 
 from tests.dbt_project.extension import copy_env, extended_copy
 
+# `tidemark up` on a fresh home, stopped and started again
+UP_TEST = "test_up_serves_sql_restarts_a_killed_ingestion_stops_and_resumes_after_a_kill"
 TESTS = ["tests/dbt_project/test_project.py", "tests/dbt_project/test_marts.py",
          "tests/dbt_project/test_reconciliation.py", "tests/dbt_project/test_lint.py",
          "tests/streaming_views/test_demo_views.py", "tests/contracts/test_loader.py",
          "tests/contracts/test_schema_match.py",
-         "tests/tidemark/test_up.py::test_up_serves_sql_stops_on_ctrl_c_and_resumes"]
+         f"tests/tidemark/test_up.py::{UP_TEST}"]
 
 
 @pytest.mark.slow
@@ -44,7 +46,7 @@ def test_the_dbt_project_tests_pass_with_a_users_table_model_and_view(tmp_path: 
                     "test_pair_names_real_columns[store_refunds_daily] PASSED",
                     "test_mart_contracts_are_enforced_as_constraints PASSED",
                     "test_only_staging_models_read_sources_one_per_mirror_table PASSED",
-                    "test_up_serves_sql_stops_on_ctrl_c_and_resumes PASSED"):
+                    f"{UP_TEST} PASSED"):
         assert test_id in output, output[-6000:]
     assert "SKIPPED" in output and "fct_daily_refunds reads refunds" in output, output[-6000:]
     with (root / "dbt_project" / "models" / "marts" / "daily" / "_daily__models.yml").open() as f:
