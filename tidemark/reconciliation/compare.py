@@ -27,11 +27,13 @@ class DayResult:
         groups: key groups compared (union of both sides).
         drifted_groups: groups with a measure out of tolerance or missing on one side.
         totals: measure -> [live sum, truth sum].
+        truth_groups: groups the mart has (0: the mart has no row of the day).
     """
 
     day: date
     groups: int = 0
     drifted_groups: int = 0
+    truth_groups: int = 0
     totals: dict[str, list[Decimal]] = field(default_factory=dict)
 
     @property
@@ -59,6 +61,9 @@ class Comparison:
         requested: drifted days a correction (a re-run of the mart) had been requested for
             before this comparison: day -> when (``days.requested_corrections``).
         queued: drifted days a correction run that has not finished yet will rebuild.
+        unbuilt: closed days the mart has no row of and has never built (the day closed after
+            the last run of the mart; the closure sensor builds it): set aside, not compared
+            (:meth:`set_aside`).
     """
 
     pair: Pair
@@ -69,6 +74,18 @@ class Comparison:
     live_wrong: str | None = None
     requested: dict[date, datetime] = field(default_factory=dict)
     queued: set[date] = field(default_factory=set)
+    unbuilt: list[date] = field(default_factory=list)
+
+    def set_aside(self, days: set[date]) -> None:
+        """Take ``days`` (closed, never built by the mart) out of the comparison: they are not
+        drift, only not built yet; kept in :attr:`unbuilt`."""
+        if not days:
+            return
+        iso = {d.isoformat() for d in days}
+        column = self.pair.day_column
+        self.days = [d for d in self.days if d.day not in days]
+        self.drift = [r for r in self.drift if r[column] not in iso]
+        self.unbuilt = sorted(set(self.unbuilt) | days)
 
     @property
     def drifted_days(self) -> list[date]:
@@ -166,6 +183,7 @@ def compare(landing_dsn: str, pair: Pair, first: date, last: date,
                                                              for m in pair.measures}))
         in_live, in_mart = row[n], row[n + 1]
         result.groups += 1
+        result.truth_groups += bool(in_mart)
         drifted = False
         for i, m in enumerate(pair.measures):
             lv, tv = row[n + 2 + 2 * i], row[n + 3 + 2 * i]

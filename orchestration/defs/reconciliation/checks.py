@@ -2,7 +2,7 @@
 extra dependency).
 
 Every closed day of the window (closed: the watermarks of every table the mart reads passed the
-day's end, ``tidemark.reconciliation.finality``) is compared with the pair's tolerances; ERROR
+day's end, ``tidemark.reconciliation.finality``) the mart has built is compared with the pair's tolerances; ERROR
 when a day drifts, WARN ("correction pending") when every drifted day is explained by late rows
 landed after the day's reconciliation (``tidemark.reconciliation.late``): the correction sensor
 re-runs those days.
@@ -19,7 +19,12 @@ from typing import Any
 import dagster as dg
 
 from orchestration.defs.keys import check_name, mart_key, view_key
-from orchestration.defs.reconciliation.runs import UNFINISHED, note_later_rebuilds, queued_days
+from orchestration.defs.reconciliation.runs import (
+    UNFINISHED,
+    note_later_rebuilds,
+    queued_days,
+    set_aside_unbuilt,
+)
 from orchestration.defs.resources import TidemarkResource
 from tidemark.reconciliation.compare import Comparison, closed_window, compare
 from tidemark.reconciliation.days import GivenUp, given_up, record_days, requested_corrections
@@ -148,6 +153,11 @@ def check_result(comparison: Comparison, stuck: GivenUp | None = None) -> dg.Ass
     if not drifted:
         parts.append(f"{len(comparison.days)} closed day(s) agree within tolerance."
                      if comparison.days else "no closed days to compare yet.")
+    if comparison.unbuilt:
+        metadata["unbuilt_days"] = dg.JsonMetadataValue(_iso(comparison.unbuilt).split(", "))
+        parts.append(f"Not compared: {_iso(comparison.unbuilt)} closed but marts.{pair.mart} "
+                     f"has not built them yet (closed_days_sensor asks for their run; "
+                     f"they are reconciled after it).")
     severity = dg.AssetCheckSeverity.ERROR if unexplained or abandoned \
         else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(asset_key=mart_key(pair.mart), check_name=check_name(pair.name),
@@ -193,7 +203,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     (``tidemark.reconciled_days``), which a correction run not finished yet (other than
     ``run_id``) of ``instance`` will rebuild, and whether the live view is wrong there. A day
     whose correction runs failed and that a run of ``instance`` rebuilt since (a re-run from
-    the UI) counts as corrected then (:func:`note_later_rebuilds`).
+    the UI) counts as corrected then (:func:`note_later_rebuilds`). Closed days the mart has no
+    row of and ``instance`` never built are set aside (:func:`set_aside_unbuilt`).
     """
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
@@ -211,6 +222,7 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         if instance is not None:  # a given-up day the user re-ran is corrected, not given up
             note_later_rebuilds(instance, landing, pair.mart)
         comparison = compare(landing, pair, first, last)
+        set_aside_unbuilt(instance, comparison)
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         if comparison.unexplained_days:
             requested_corrections(landing, comparison)

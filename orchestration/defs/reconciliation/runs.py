@@ -2,8 +2,10 @@
 the correction sensor, to not ask twice, and by the reconciliation check, to tell a drift a run
 is about to fix from one a run did not fix); the ones that ended FAILURE or CANCELED, whose days
 the sensor gives back to be asked again (:func:`release_failed_corrections`); and a
-reconciliation run that failed, asked again (:func:`reconciliation_retry`); and a day whose
-corrections failed that a later run rebuilt after all (:func:`note_later_rebuilds`)."""
+reconciliation run that failed, asked again (:func:`reconciliation_retry`); a day whose
+corrections failed that a later run rebuilt after all (:func:`note_later_rebuilds`); and the
+closed days no run has built yet, which the reconciliation sets aside
+(:func:`set_aside_unbuilt`)."""
 
 from datetime import UTC, date, datetime, timedelta
 
@@ -12,6 +14,7 @@ import dagster as dg
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
 from orchestration.defs.keys import CORRECTION_TAG, mart_key
+from tidemark.reconciliation.compare import Comparison
 from tidemark.reconciliation.days import (
     RetryPolicy,
     failed_days,
@@ -45,6 +48,25 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
         if mart and first and last and run.run_id != exclude_run_id:
             days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
     return days
+
+
+def set_aside_unbuilt(instance: dg.DagsterInstance | None, comparison: Comparison) -> None:
+    """Set aside the compared days the mart has no row of and ``instance`` never built.
+
+    A day closes when the watermarks pass its end (02:00 UTC for a table with 2 h of allowed
+    lateness); the closure sensor then builds it. A reconciliation in between (after any run
+    that built the mart: a correction, a backfill) found the day in the live view only and
+    reported drift, an ERROR and a correction request, for a day nothing had built yet. A day
+    the mart has no row of although a run built it stays drift (the build lost it); without an
+    instance nothing is set aside.
+    """
+    if instance is None:
+        return
+    empty = {d.day for d in comparison.days if d.truth_groups == 0}
+    if not empty:
+        return
+    built = instance.get_materialized_partitions(mart_key(comparison.pair.mart))
+    comparison.set_aside({d for d in empty if d.isoformat() not in built})
 
 
 def range_days(first: str, last: str) -> list[date]:

@@ -38,7 +38,7 @@ def test_day_vars_cover_the_window(batch) -> None:
 
 
 def test_three_day_backfill_is_one_run(built, batch) -> None:
-    days = built.closed_days[-3:]
+    days = built.built_days[-3:]
     first, last = days[0].isoformat(), days[-1].isoformat()
     before = len(built.instance.get_runs())
     result = built.job("daily_marts").execute_in_process(

@@ -24,7 +24,7 @@ def test_the_builds_leave_the_full_history_tests_to_their_daily_job(built) -> No
     for job in ("nightly_batch", "daily_marts"):
         assert not FULL_HISTORY & built.job(job).asset_layer.asset_graph.asset_check_keys
 
-    day = built.closed_days[-1].isoformat()
+    day = built.built_days[-1].isoformat()
     result = built.job("nightly_batch").execute_in_process(
         instance=built.instance, tags=range_tags(day, day))
     assert result.success

@@ -42,7 +42,7 @@ def test_superseded_corrections_go_and_the_marts_partitions_read_back_unchanged(
     from tidemark.stack.dagster_proc import dagster_home
     from tidemark.stack.dagster_retention import prune_runs
 
-    first, last = built.closed_days[-2].isoformat(), built.closed_days[-1].isoformat()
+    first, last = built.built_days[-2].isoformat(), built.built_days[-1].isoformat()
     home = dagster_home(Settings(home=tmp_path, port=55432))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         job = built.job("daily_marts")

@@ -20,8 +20,8 @@ def test_serving_final_for_reconciled_days_provisional_otherwise(built) -> None:
     reconciled = {d for (d,) in built.sql(
         "select day from tidemark.reconciled_days where pair = 'daily_store_revenue' "
         "and status = 'reconciled'")}
-    assert reconciled == set(built.closed_days)
-    for day in built.closed_days:
+    assert reconciled == set(built.built_days)
+    for day in built.built_days:
         truth = built.sql("select count(*), sum(net_revenue) from marts.fct_daily_store_revenue"
                           " where order_date = %s", (day,))[0]
         assert by_day[(day, "final")] == truth

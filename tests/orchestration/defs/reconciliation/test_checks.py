@@ -46,10 +46,10 @@ def test_reconciliation_drift_and_correction(built, rec) -> None:
         [e.description for e in passed.values()]
     revenue = passed[("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")]
     days = [r.data["day"] for r in revenue.metadata["days"].value.records]
-    assert days == [d.isoformat() for d in built.closed_days]
+    assert days == [d.isoformat() for d in built.built_days]
     assert revenue.metadata["drifted_days"].value == []
 
-    day = built.closed_days[-2]
+    day = built.built_days[-2]
     store = built.sql("select min(store_id) from marts.fct_daily_store_revenue where "
                       "order_date = %s", (day,))[0][0]
     built.sql("update marts.fct_daily_store_revenue set gross_revenue = gross_revenue + 5, "
@@ -101,6 +101,44 @@ def test_reconciliation_drift_and_correction(built, rec) -> None:
         == [("reconciled", None)]
 
 
+def test_a_closed_day_no_run_built_is_set_aside_not_drift(built, rec) -> None:
+    """A day closes at 02:00 UTC (orders may land 2 h late) and closed_days_sensor builds it
+    then; a reconciliation in between (after a correction or a backfill of another day) found
+    it in the live view only and said drift (ERROR, a correction asked) for a day nothing had
+    built. A Dagster instance that never built the day's partition stands for that moment: the
+    day is set aside and said. In the stack's own instance, which built it, a day the mart lost
+    is still drift."""
+    day = built.built_days[-1]
+    key = _key(rec, "daily_store_revenue")
+    name = ("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")
+    built.sql("create table public.saved_revenue_day as select * from "
+              "marts.fct_daily_store_revenue where order_date = %s", (day,))
+    try:
+        built.sql("delete from marts.fct_daily_store_revenue where order_date = %s", (day,))
+        with dg.instance_for_test() as fresh:
+            waiting = check_results(built.run_checks([key], instance=fresh))[name]
+        assert waiting.passed, waiting.description
+        assert waiting.metadata["unbuilt_days"].value == [day.isoformat()]
+        assert waiting.metadata["drifted_days"].value == []
+        assert day.isoformat() not in [r.data["day"]
+                                       for r in waiting.metadata["days"].value.records]
+        assert f"Not compared: {day.isoformat()} closed but marts.fct_daily_store_revenue has " \
+               "not built them yet" in waiting.description
+        assert built.sql("select status from tidemark.reconciled_days where pair = %s and "
+                         "day = %s", ("daily_store_revenue", day)) == [("reconciled",)]
+        lost = check_results(built.run_checks([key]))[name]
+        assert not lost.passed and lost.metadata["drifted_days"].value == [day.isoformat()]
+        assert "unbuilt_days" not in lost.metadata
+    finally:
+        built.sql("insert into marts.fct_daily_store_revenue select * from "
+                  "public.saved_revenue_day")
+        built.sql("drop table public.saved_revenue_day")
+    assert check_results(built.run_checks([key]))[name].passed
+    assert built.sql("select status, correction_requested_at from tidemark.reconciled_days "
+                     "where pair = %s and day = %s", ("daily_store_revenue", day)) \
+        == [("reconciled", None)]
+
+
 def _run_status_context(built, run):
     return dg.build_run_status_sensor_context(
         sensor_name="reconcile_after_batch", dagster_instance=built.instance, dagster_run=run,
@@ -110,7 +148,7 @@ def _run_status_context(built, run):
 def test_reconcile_after_batch_requests_the_reconciliation_job(built, rec) -> None:
     from orchestration.defs.dbt.partitions import range_tags
 
-    day = built.closed_days[-1].isoformat()
+    day = built.built_days[-1].isoformat()
     mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
     with_checks = built.job("daily_marts").execute_in_process(
         instance=built.instance, tags=range_tags(day, day))
@@ -135,7 +173,7 @@ def test_late_data_for_a_day_a_queued_correction_covers_is_left_to_it(built, rec
     run, which reads landing when it starts — not queued again behind it without bound."""
     from orchestration.defs.dbt.partitions import range_tags
 
-    day = built.closed_days[-4]
+    day = built.built_days[-4]
     mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
     _late_order(built, datetime.combine(day, time(19), tzinfo=UTC), store=2, amount=5.00)
     context = dg.build_sensor_context(instance=built.instance,
@@ -190,7 +228,7 @@ def _revenue_check(built, rec):
 def test_only_days_closed_by_the_watermarks_are_reconciled(built, rec) -> None:
     """Hold the orders watermark inside the last seeded day but one: that day and the next are
     open, so reconciliation stops the day before."""
-    days = built.closed_days
+    days = built.built_days
     held = datetime.combine(days[-2], time(12), tzinfo=UTC)
     saved = built.sql("select watermark, last_change_at from tidemark.watermarks where"
                       " table_name = 'orders'")
@@ -227,7 +265,7 @@ def test_late_event_after_closure_is_recorded_and_corrected(built, rec) -> None:
     pair = next(p for p in rec.load_pairs() if p.name == "daily_store_revenue")
     assert _revenue_check(built, rec).passed
     deploy_serving(built.landing_url, pair, mart_event_tables(manifest_path())[pair.mart])
-    day = built.closed_days[-3]  # not the day the drift test corrected (served 'corrected')
+    day = built.built_days[-3]  # not the day the drift test corrected (served 'corrected')
     assert set(built.sql("select status from serving.daily_store_revenue where order_date = %s",
                          (day,))) == {("final",)}
     _late_order(built, datetime.combine(day, time(18), tzinfo=UTC), store=1, amount=12.34)

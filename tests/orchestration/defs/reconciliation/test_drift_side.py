@@ -32,7 +32,7 @@ def test_a_wrong_live_view_is_named_with_its_repair(built) -> None:
     from tidemark.cli.main import app
 
     assert _revenue_check(built).passed
-    day = built.closed_days[0]
+    day = built.built_days[0]
     store = built.sql("select min(store_id) from live.daily_store_revenue where order_date = %s",
                       (day,))[0][0]
     (suffix,) = built.sql("select suffix from tidemark.views where name = %s", (PAIR,))[0]

@@ -42,7 +42,7 @@ def _backoff_passed(built, day) -> None:
 
 
 def test_a_failed_late_correction_is_asked_again_then_given_up(built, rec) -> None:  # noqa: F811
-    day = built.closed_days[-1]
+    day = built.built_days[-1]
     assert _revenue_check(built, rec).passed
     _late_order(built, datetime.combine(day, time(20), tzinfo=UTC), store=1, amount=7.77)
     context = dg.build_sensor_context(instance=built.instance,
@@ -89,7 +89,7 @@ def test_a_failed_late_correction_is_asked_again_then_given_up(built, rec) -> No
 
 def test_a_drift_correction_a_dbt_error_failed_is_asked_again(built, rec) -> None:  # noqa: F811
     """The correction run fails for real: dbt cannot write the day (a constraint rejects it)."""
-    day = built.closed_days[-2]
+    day = built.built_days[-2]
     built.sql("update marts.fct_daily_store_revenue set gross_revenue = gross_revenue + 3"
               " where order_date = %s and store_id = (select min(store_id) from"
               " marts.fct_daily_store_revenue where order_date = %s)", (day, day))

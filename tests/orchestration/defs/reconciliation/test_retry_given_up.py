@@ -55,7 +55,7 @@ def test_a_given_up_day_is_asked_again_after_reconcile_retry(built, rec,  # noqa
     from tidemark.reconciliation.errors import NothingToRetryError
 
     monkeypatch.setenv("TIDEMARK_CORRECTION_ATTEMPTS", "2")  # the setting: given up after 2
-    day = built.closed_days[-1]
+    day = built.built_days[-1]
     assert _revenue_check(built, rec).passed
     _late_order(built, datetime.combine(day, time(21), tzinfo=UTC), store=1, amount=5.55)
     context = dg.build_sensor_context(instance=built.instance,
@@ -102,7 +102,7 @@ def test_a_rerun_from_the_ui_clears_a_given_up_day_even_if_it_still_drifts(built
     from orchestration.defs.dbt.partitions import range_tags
     from tidemark.cli.main import app
 
-    day = built.closed_days[0]
+    day = built.built_days[0]
     assert _revenue_check(built, rec).passed
     store = built.sql("select min(store_id) from live.daily_store_revenue where order_date = %s",
                       (day,))[0][0]
@@ -147,7 +147,7 @@ def test_a_late_day_that_drifts_is_asked_once_per_tick(built, rec) -> None:  # n
     its drift for one pair of the mart (the mart's other pair still holds it reconciled, late
     rows after it); its failures are cleared (what `tidemark reconcile retry` does). The next
     tick asks one run, not one per path (drift and late data)."""
-    day = built.closed_days[-1]
+    day = built.built_days[-1]
     assert _revenue_check(built, rec).passed
     _late_order(built, datetime.combine(day, time(22), tzinfo=UTC), store=1, amount=3.33)
     context = dg.build_sensor_context(instance=built.instance,
