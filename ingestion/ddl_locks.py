@@ -46,6 +46,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingestion.link_watch import server_pid
+
 log = logging.getLogger("tidemark.ingestion")
 T = TypeVar("T")
 
@@ -245,7 +247,9 @@ class _Wait:
     def __init__(self, conn: psycopg.Connection, source: str, table: str,
                  relations: list[sql.Identifier], what: str) -> None:
         self.source, self.relation, self.what = source, table, what
-        self.me = conn.info.backend_pid
+        # the server's process id: behind pgbouncer libpq's is the pooler's own key, and
+        # ingestion's own session was listed among the lock's holders
+        self.me = server_pid(conn)
         self.names = [r.as_string(conn) for r in relations]
         self.started = time.monotonic()
         self.attempts = 0

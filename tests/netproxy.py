@@ -10,11 +10,20 @@ later are forwarded again (a new NAT mapping).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import socket
 import threading
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
+
 _REPLICATION = b"replication\x00database\x00"
+
+PGBOUNCER = shutil.which("pgbouncer") or (
+    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+needs_pgbouncer = pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed "
+                                     "(apt-get install pgbouncer; .ci/run installs it)")
 
 
 class _Link:
@@ -107,14 +116,12 @@ class Pgbouncer:
     configuration in a temporary directory (as ``nobody`` when the tests run as root)."""
 
     def __init__(self, url: str, pool_mode: str, workdir: str) -> None:
-        import os
-        import shutil
         import subprocess
         import time
 
         from psycopg.conninfo import conninfo_to_dict
 
-        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        binary = PGBOUNCER or "pgbouncer"
         params = conninfo_to_dict(url)
         password = _pgpass_password(params)
         listener = socket.create_server(("127.0.0.1", 0))

@@ -19,6 +19,7 @@ from ingestion.status import status
 from streaming_views.deploy import deploy_embedded
 from streaming_views.viewfile import parse_view_text
 from tests.ingestion.conftest import Pair, assert_mirror_equals, source_columns, wait_until
+from tests.netproxy import Pgbouncer, needs_pgbouncer
 from tidemark.cli.ingest import _show_status
 
 QUEUED = ("select exists (select 1 from pg_locks where relation = to_regclass(%s)"
@@ -114,6 +115,38 @@ def test_ddl_waits_for_a_reader_without_blocking_other_readers(
     assert_mirror_equals(pair, "t")
     assert source_columns(pair.land, "t", pair.source) == source_columns(pair.src, "t")
     assert status(pair.src, pair.land, pair.source)["lock_wait"] is None
+
+
+@needs_pgbouncer
+def test_behind_a_session_pool_the_wait_names_the_reader_only(pair: Pair, tmp_path) -> None:
+    """Ingestion leaves its own session out of the lock's holders by the server's process id:
+    behind pgbouncer libpq's is the pooler's own key, which no server process has."""
+    pair.src_exec("create table t (id int primary key, x int)",
+                  "insert into t select g, g from generate_series(1, 100) g")
+    catch_up(pair.src, pair.land, pair.source)
+    mirror = f"{pair.source}.t"
+    bouncer = Pgbouncer(pair.land, "session", str(tmp_path / "pgbouncer"))
+    reader = psycopg.connect(pair.land, application_name="bi tool")
+    ingest = None
+    try:
+        reader.execute(f"select count(*) from {mirror}").fetchone()
+        pair.src_exec("insert into t values (101, 1)", "alter table t add column y text",
+                      "insert into t values (102, 1, 'new')")
+        ingest, result = _in_thread(lambda: catch_up(pair.src, bouncer.url(pair.land),
+                                                     pair.source, timeout_s=120))
+        assert wait_until(lambda: status(pair.src, pair.land, pair.source)["lock_wait"]
+                          is not None, timeout=60)
+        wait = status(pair.src, pair.land, pair.source)["lock_wait"]
+        assert [h["application_name"] for h in wait["holders"]] == ["bi tool"], wait
+        assert [h["pid"] for h in wait["holders"]] == [reader.info.backend_pid]
+    finally:
+        reader.rollback()
+        reader.close()
+        if ingest is not None:
+            ingest.join(timeout=120)
+        bouncer.stop()
+    assert "error" not in result, result.get("error")
+    assert_mirror_equals(pair, "t")
 
 
 VIEW = "select t.id, t.x, g.note from {m} t join public.gate g on g.id = t.x"

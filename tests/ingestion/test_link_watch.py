@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from ingestion.link_watch import LinkWatch
 from tests.ingestion.conftest import Pair
-
-_PGBOUNCER = shutil.which("pgbouncer") or (
-    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
+from tests.netproxy import Pgbouncer, needs_pgbouncer
 
 
 def _sleep_watched(url: str, limit_s: float, seconds: float) -> None:
@@ -31,8 +26,7 @@ def test_a_slow_statement_is_left_to_run(pair: Pair) -> None:
     _sleep_watched(pair.land, 2.0, 3.0)
 
 
-@pytest.mark.skipif(_PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install "
-                    "pgbouncer; .ci/run installs it)")
+@needs_pgbouncer
 def test_a_slow_statement_through_a_session_pool_is_left_to_run(pair: Pair,
                                                                 tmp_path: Path) -> None:
     """pgbouncer hands its clients a backend key of its own, so the process id libpq reports
@@ -40,7 +34,6 @@ def test_a_slow_statement_through_a_session_pool_is_left_to_run(pair: Pair,
     connection for one whose server process was gone and ended it — any landing statement
     that ran for half of TIDEMARK_STREAM_SILENCE_S (a large batch, an index build), again at
     every retry. The watch asks the server for its process id."""
-    from tests.netproxy import Pgbouncer
 
     bouncer = Pgbouncer(pair.land, "session", str(tmp_path / "pgbouncer"))
     try:

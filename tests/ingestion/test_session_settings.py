@@ -6,7 +6,6 @@ pinned its sessions as ``tidemark`` and the Dagster code location do."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import psycopg
@@ -15,6 +14,7 @@ from psycopg import sql
 
 from ingestion import catch_up
 from tests.ingestion.conftest import Pair
+from tests.netproxy import Pgbouncer, needs_pgbouncer
 from tidemark.session_env import pin_session_environment, session_options
 
 HOSTILE = {"DateStyle": "SQL, DMY", "IntervalStyle": "sql_standard", "TimeZone": "Asia/Kolkata",
@@ -99,12 +99,7 @@ def test_a_sessions_connections_notice_a_vanished_peer_within_a_minute(pair: Pai
         session.close()
 
 
-_PGBOUNCER = shutil.which("pgbouncer") or (
-    "/usr/sbin/pgbouncer" if os.path.exists("/usr/sbin/pgbouncer") else None)
-
-
-@pytest.mark.skipif(_PGBOUNCER is None, reason="pgbouncer is not installed (apt-get install "
-                    "pgbouncer; .ci/run installs it)")
+@needs_pgbouncer
 @pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_landing_through_pgbouncer_streams_in_session_mode_and_is_refused_in_transaction_mode(
         pair: Pair, tmp_path: Path, mode: str) -> None:
@@ -112,7 +107,6 @@ def test_landing_through_pgbouncer_streams_in_session_mode_and_is_refused_in_tra
     lock of the source and the session settings did not hold, and two ingestions could apply
     one source at once. The source through pgbouncer < 1.23 names the pooler and the fix."""
     from ingestion.errors import PermanentSourceError, SetupError
-    from tests.netproxy import Pgbouncer
 
     pair.src_exec("create table t (id int primary key)", "insert into t values (1)")
     bouncer = Pgbouncer(pair.land, mode, str(tmp_path / "pgbouncer"))
