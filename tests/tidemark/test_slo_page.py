@@ -157,3 +157,22 @@ def test_an_open_day_of_a_registered_source_finds_its_named_watermark() -> None:
                Settings())
     promise = next(p for p in slo["promises"] if p["promise"] == "fct_daily_x: yesterday")
     assert promise["state"] == "waiting"
+
+
+def test_a_queued_run_is_said_queued_not_at_none() -> None:
+    """A correction run still in the queue has no start time yet: ``status --slo`` read
+    "(daily_marts, queued at None)" on a fresh ``tidemark up`` (round 49)."""
+    summary = {"ingestion": {"error": "not asked"}, "finality": [_mart("closed", ["x_pair"])],
+               "dagster": {"latest_runs": {"daily_marts": {**_run("QUEUED"),
+                                                           "started_at": None}},
+                           "checks": [{"asset": "marts/fct_daily_x", "check": "freshness_check",
+                                       "status": "planned", "passed": None,
+                                       "description": None, "run_id": "c0ffee00-1234"}]}}
+    states = {p["promise"]: p for p in page(summary, Settings())["promises"]}
+    for promise in ("fct_daily_x: yesterday", "marts/fct_daily_x deadline"):
+        assert "None" not in states[promise]["why"], states[promise]["why"]
+        assert "queued, not started yet" in states[promise]["why"]
+    # a started run still says when it started
+    summary["dagster"]["latest_runs"]["daily_marts"] = _run("STARTED")
+    states = {p["promise"]: p for p in page(summary, Settings())["promises"]}
+    assert "started at 2026-12-03T19:18:12+00:00" in states["marts/fct_daily_x deadline"]["why"]

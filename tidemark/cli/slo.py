@@ -70,6 +70,15 @@ def _rebuilding(runs: dict[str, dict[str, Any]], day: str) -> dict[str, Any] | N
     return None
 
 
+def _run_when(run: dict[str, Any]) -> str:
+    """A run in flight's state and start as a reason says it: "started at <UTC time>", or
+    "queued, not started yet" for a run the queue holds (it has no start time)."""
+    if not run.get("started_at"):
+        return ("queued, not started yet" if run["status"] in ("QUEUED", "NOT_STARTED")
+                else run["status"].lower())
+    return f"{run['status'].lower()} at {run['started_at']}"
+
+
 def _holding_watermarks(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The watermark rows of ``status`` by the name a finality row's ``held_by`` gives a table
     (``<source>.<table>``; the demo's and a lone source's rows name the table alone)."""
@@ -111,7 +120,7 @@ def _yesterday(f: dict[str, Any], runs: dict[str, dict[str, Any]] | None = None,
     run = _rebuilding(runs or {}, yesterday) if f["yesterday"] == "closed" and pairs else None
     if run is not None:
         why = (f"yesterday is closed by the watermarks; {run['job']} run {run['run_id'][:8]} "
-               f"({run['trigger']}, {run['status'].lower()} at {run['started_at']}) rebuilds it, "
+               f"({run['trigger']}, {_run_when(run)}) rebuilds it, "
                f"then {pairs} reconcile it")
         if demo and run["trigger"] == "reconciliation_corrections":
             why += (f" (expected in the demo: its load places "
@@ -178,7 +187,7 @@ def page(summary: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if row["status"] == "planned" and row.get("run_id"):  # its run is still going
                 run = runs.get(row["run_id"])
                 state, why = "checking", (f"evaluated by run {row['run_id'][:8]}" + (
-                    f" ({run['job']}, {run['status'].lower()} at {run['started_at']})"
+                    f" ({run['job']}, {_run_when(run)})"
                     if run else ", in progress"))
             promises.append({"promise": f"{row['asset']} deadline", "state": state,
                              "why": why})
