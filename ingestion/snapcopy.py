@@ -15,7 +15,7 @@ Two ways, chosen per table by :mod:`ingestion.snapshot`:
 Contract checks: :func:`contracts.sqlcheck.suspect_predicate` selects the rows that may break
 the contract, :func:`contracts.validate_row` decides for those only; a violating row becomes a
 dead letter. Duplicate events (the contract's ``idempotency_key``) keep their first row (lowest
-``_seq``) by a hash aggregate and join, and are counted.
+table key, then ``_seq``) by a hash aggregate and join, and are counted.
 """
 
 from __future__ import annotations
@@ -355,7 +355,8 @@ def _check_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
 
 
 def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: Staging) -> None:
-    """Keep the first row (lowest ``_seq``) of each idempotency key; drop the rest from both.
+    """Keep the first row of each idempotency key (lowest table key, then ``_seq``); drop the
+    rest from both.
 
     Only keys seen more than once go into the join's hash table (``having count(*) > 1``): the
     same rows are deleted, from a hash of the duplicated keys instead of every key (200,000
@@ -367,12 +368,18 @@ def _dedup_staged(m: psycopg.Connection, c: psycopg.Connection, job: Job, stg: S
     key_list = sql.SQL(", ").join(map(sql.Identifier, keys))
     _hash_joins(c)
     c.execute(sql.SQL("create table {} as select {} from {} limit 0").format(dups, key_list, ct))
+    # First by the table's key (an outbox's serial id: the order the events were written), not
+    # by _seq: COPY reads in physical order, and a row the application updated (marked sent) or
+    # written into space a vacuum freed sits after a later copy; only duplicated keys are sorted.
+    order = sql.SQL(", ").join([*(sql.Identifier("c", k) for k in info.key),
+                                sql.Identifier("c", "_seq")])
     c.execute(sql.SQL(
-        "with firsts as (select {idem} k, min(_seq) s from {ct} where {idem} is not null"
-        " group by {idem} having count(*) > 1), gone as (delete from {ct} c using firsts f"
-        " where c.{idem} = f.k and c._seq > f.s returning {cols})"
-        " insert into {dups} select * from gone").format(
-            idem=idem, ct=ct, dups=dups,
+        "with dup as (select {idem} k from {ct} where {idem} is not null group by {idem}"
+        " having count(*) > 1), firsts as (select distinct on (c.{idem}) c.{idem} k, c._seq s"
+        " from {ct} c join dup d on c.{idem} = d.k order by c.{idem}, {order}),"
+        " gone as (delete from {ct} c using firsts f where c.{idem} = f.k and c._seq <> f.s"
+        " returning {cols}) insert into {dups} select * from gone").format(
+            idem=idem, ct=ct, dups=dups, order=order,
             cols=sql.SQL(", ").join(sql.Identifier("c", k) for k in keys)))
     job.result.duplicates = c.execute(sql.SQL("select count(*) from {}").format(dups)
                                       ).fetchone()[0]
