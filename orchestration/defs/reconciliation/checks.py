@@ -2,10 +2,11 @@
 extra dependency).
 
 Every closed day of the window (closed: the watermarks of every table the mart reads passed the
-day's end, ``tidemark.reconciliation.finality``) the mart has built is compared with the pair's tolerances; ERROR
-when a day drifts, WARN ("correction pending") when every drifted day is explained by late rows
-landed after the day's reconciliation (``tidemark.reconciliation.late``): the correction sensor
-re-runs those days.
+day's end, ``tidemark.reconciliation.finality``) the mart has built is compared with the pair's
+tolerances; ERROR when a day drifts, WARN ("correction pending") when every drifted day is
+explained by late rows landed after the day's reconciliation (``tidemark.reconciliation.late``):
+the correction sensor re-runs those days. A closed day no run has built yet is set aside and
+said (``unbuilt_days``).
 Metadata: a per-day table (groups, drifted groups, live / truth / difference totals per
 measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted days.
 The outcome per day goes to ``tidemark.reconciled_days``.
