@@ -21,14 +21,22 @@ from psycopg import sql
 from ingestion.batch import TxnContext
 from ingestion.catalog import ColumnDefault
 from ingestion.letter_columns import held_params, outside_held, write_held_rows
+from ingestion.letter_indexes import current_letters
 from ingestion.lsn import lsn_to_str
 from ingestion.tables import TableInfo
 
 
-def mirror_is_empty(conn: psycopg.Connection, info: TableInfo) -> bool:
-    """Whether the mirror has no rows (then no existing row needs a value)."""
-    return not conn.execute(sql.SQL("select exists (select 1 from {})").format(info.mirror)
-                            ).fetchone()[0]
+def holds_no_rows(conn: psycopg.Connection, info: TableInfo, pending: list[list]) -> bool:
+    """Whether landing holds no existing row of the table (then none needs a value): the mirror
+    is empty and no dead letter of its current snapshot waits, written or ``pending`` (the
+    applier's letters not written yet). A waiting letter is a source row too: after a rewrite
+    its value in an added column is the source's alone (generator seed 45439: a keyless table
+    emptied by a truncate, its rows all in letters, lost the column's value in them)."""
+    return not conn.execute(sql.SQL(
+        "select exists (select 1 from {}) or exists (select 1 from tidemark.dead_letters"
+        " where source = %s and table_name = %s and replayed_at is null and {})").format(
+            info.mirror, current_letters(info)), (info.source, info.name)).fetchone()[0] \
+        and not any(letter[1] == info.name for letter in pending)
 
 
 def needs_resync(defaults: dict[str, ColumnDefault]) -> list[str]:

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.applier import Applier
-from ingestion.backfill import mirror_is_empty, needs_resync
+from ingestion.backfill import holds_no_rows, needs_resync
 from ingestion.catalog import (
     column_attnums,
     column_defaults,
@@ -327,7 +327,7 @@ class RelationTracker:
                         + (", not allowed by its contract" if first.followable else "") + ")")
             return info
         per_row = needs_resync(defaults)
-        if per_row and not mirror_is_empty(self.applier.conn, info):
+        if per_row and not holds_no_rows(self.applier.conn, info, self.applier._dead):
             expr = defaults[per_row[0]].expression or "an identity"
             info.auto_resync = True
             self.resync_wanted.add(info.name)
