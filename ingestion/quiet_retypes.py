@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from ingestion.lsn import lsn_to_str, str_to_lsn, wal_position
-from ingestion.schema_changes import SchemaChange, is_widening
+from ingestion.schema_changes import SchemaChange, contract_lag_warning, is_widening
 from ingestion.state import record_schema_change
 from ingestion.tables import ColumnInfo, TableInfo, widen_column
 
@@ -168,4 +168,7 @@ def follow_retypes(session: Session, known: list[tuple[int, TableInfo]]) -> None
                              f"the source catalog)", "applied")
         log.info("%s: %s (no row change streamed since); applied to mirror and changelog",
                  info.qualified, change.detail)
+        lag = contract_lag_warning(contract, change)
+        if lag is not None:
+            log.warning("%s: %s", info.qualified, lag)
     applier.commit(session.ckpt, session.last_commit_at)

@@ -40,6 +40,7 @@ from ingestion.lsn import lsn_to_str
 from ingestion.names import landing_table_name, publication_name
 from ingestion.schema_changes import (
     SchemaChange,
+    contract_lag_warning,
     diff_columns,
     renumbered_columns,
     with_defaults,
@@ -364,6 +365,9 @@ class RelationTracker:
             record_schema_change(self.applier.conn, self.source, info.name, at, change.kind,
                                  change.column, change.detail, "applied")
             log.info("%s: %s; applied to mirror and changelog", info.qualified, change.detail)
+            lag = contract_lag_warning(contract, change)
+            if lag is not None:
+                log.warning("%s: %s", info.qualified, lag)
         if sorted(key) != sorted(info.key):
             record_schema_change(self.applier.conn, self.source, info.name, at, "change_key",
                                  None, f"key changed from ({', '.join(info.key)}) to "

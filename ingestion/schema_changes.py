@@ -199,3 +199,60 @@ def with_defaults(changes: list[SchemaChange], defaults: dict[str, Any]) -> list
                              detail=f"{change.detail} with a default")
         out.append(change)
     return out
+
+
+_INT_RANK = {"smallint": 0, "integer": 1, "bigint": 2}
+
+
+def contract_lags_widening(declared: str, source_type: str) -> bool:
+    """Whether a contract's column type refuses values the source column holds once widened.
+
+    A contract allowing ``widen_type`` lets landing follow ``numeric(12,2)`` → ``numeric(14,2)``,
+    but keeps checking each row against its own ``numeric(12,2)``: the first value beyond it is
+    dead-lettered. Only number types are judged (a contract's ``text`` takes any text).
+
+    Args:
+        declared: the contract's type name (``numeric(12,2)``, ``integer``...).
+        source_type: the source column's type as ``format_type`` shows it.
+
+    Returns:
+        True when some value of ``source_type`` does not fit ``declared``.
+    """
+    from contracts.pgtypes import parse_type
+
+    try:
+        old, new = parse_type(declared), parse_type(source_type)
+    except ValueError:  # a type contracts have no name for: not judged
+        return False
+    if old.is_array != new.is_array:
+        return False
+    if old.base in _INT_RANK and new.base in _INT_RANK:
+        return _INT_RANK[new.base] > _INT_RANK[old.base]
+    if old.base in _INT_RANK and new.base == "numeric":
+        return True
+    if old.base != "numeric" or new.base != "numeric" or old.precision is None:
+        return False
+    if new.precision is None:
+        return True
+    new_scale, old_scale = new.scale or 0, old.scale or 0
+    return new.precision - new_scale > old.precision - old_scale or new_scale > old_scale
+
+
+def contract_lag_warning(contract: Any, change: SchemaChange) -> str | None:
+    """What to say when a ``widen_type`` landing applies leaves the table's contract behind
+    (:func:`contract_lags_widening`), or None.
+
+    Args:
+        contract: the table's ``contracts.TableContract``, or None.
+        change: the applied change (``column`` set, ``new_column`` the new type).
+    """
+    if contract is None or change.kind != "widen_type" or change.new_column is None:
+        return None
+    spec = contract.columns.get(change.column)
+    new_type = change.new_column.type_sql
+    if spec is None or not contract_lags_widening(spec.type, new_type):
+        return None
+    return (f"column {change.column!r} is {new_type} on the source now, but its contract "
+            f"{contract.path} still declares {spec.type}: a row with a value beyond "
+            f"{spec.type} goes to the dead letters. Declare type {new_type} there and bump "
+            f"`version` (then `tidemark dlq replay` for the letters written meanwhile)")
