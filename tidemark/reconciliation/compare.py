@@ -64,6 +64,9 @@ class Comparison:
         unbuilt: closed days the mart has no row of and has never built (the day closed after
             the last run of the mart; the closure sensor builds it): set aside, not compared
             (:meth:`set_aside`).
+        built_open: drifted closed days whose last build ran before the day could close (rows
+            landed after it that were not late yet; the closure sensor rebuilds it): set
+            aside, not compared (:meth:`set_aside`).
     """
 
     pair: Pair
@@ -75,17 +78,25 @@ class Comparison:
     requested: dict[date, datetime] = field(default_factory=dict)
     queued: set[date] = field(default_factory=set)
     unbuilt: list[date] = field(default_factory=list)
+    built_open: list[date] = field(default_factory=list)
 
-    def set_aside(self, days: set[date]) -> None:
-        """Take ``days`` (closed, never built by the mart) out of the comparison: they are not
-        drift, only not built yet; kept in :attr:`unbuilt`."""
+    def set_aside(self, days: set[date], built_open: bool = False) -> None:
+        """Take ``days`` out of the comparison: they are not drift, only not built yet (kept in
+        :attr:`unbuilt`) or, with ``built_open``, last built before they closed (kept in
+        :attr:`built_open`)."""
         if not days:
             return
         iso = {d.isoformat() for d in days}
         column = self.pair.day_column
         self.days = [d for d in self.days if d.day not in days]
         self.drift = [r for r in self.drift if r[column] not in iso]
-        self.unbuilt = sorted(set(self.unbuilt) | days)
+        self.late = {d: v for d, v in self.late.items() if d not in days}
+        self.requested = {d: at for d, at in self.requested.items() if d not in days}
+        self.queued = self.queued - days
+        if built_open:
+            self.built_open = sorted(set(self.built_open) | days)
+        else:
+            self.unbuilt = sorted(set(self.unbuilt) | days)
 
     @property
     def drifted_days(self) -> list[date]:

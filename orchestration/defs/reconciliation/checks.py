@@ -6,7 +6,8 @@ day's end, ``tidemark.reconciliation.finality``) the mart has built is compared 
 tolerances; ERROR when a day drifts, WARN ("correction pending") when every drifted day is
 explained by late rows landed after the day's reconciliation (``tidemark.reconciliation.late``):
 the correction sensor re-runs those days. A closed day no run has built yet is set aside and
-said (``unbuilt_days``).
+said (``unbuilt_days``), and so is a drifted day last built before it closed
+(``built_open_days``).
 Metadata: a per-day table (groups, drifted groups, live / truth / difference totals per
 measure), the drifted rows (day, key, measure, live, truth, difference) and the drifted days.
 The outcome per day goes to ``tidemark.reconciled_days``.
@@ -24,6 +25,7 @@ from orchestration.defs.reconciliation.runs import (
     UNFINISHED,
     note_later_rebuilds,
     queued_days,
+    set_aside_built_open,
     set_aside_unbuilt,
 )
 from orchestration.defs.resources import TidemarkResource
@@ -159,6 +161,12 @@ def check_result(comparison: Comparison, stuck: GivenUp | None = None) -> dg.Ass
         parts.append(f"Not compared: {_iso(comparison.unbuilt)} closed but marts.{pair.mart} "
                      f"has not built them yet (closed_days_sensor asks for their run; "
                      f"they are reconciled after it).")
+    if comparison.built_open:
+        metadata["built_open_days"] = dg.JsonMetadataValue(
+            _iso(comparison.built_open).split(", "))
+        parts.append(f"Not compared: {_iso(comparison.built_open)} closed after marts."
+                     f"{pair.mart} last built them (rows landed in between; closed_days_sensor "
+                     f"asks for their run; they are reconciled after it).")
     severity = dg.AssetCheckSeverity.ERROR if unexplained or abandoned \
         else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(asset_key=mart_key(pair.mart), check_name=check_name(pair.name),
@@ -205,7 +213,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
     ``run_id``) of ``instance`` will rebuild, and whether the live view is wrong there. A day
     whose correction runs failed and that a run of ``instance`` rebuilt since (a re-run from
     the UI) counts as corrected then (:func:`note_later_rebuilds`). Closed days the mart has no
-    row of and ``instance`` never built are set aside (:func:`set_aside_unbuilt`).
+    row of and ``instance`` never built are set aside (:func:`set_aside_unbuilt`), and so
+    are drifted days last built before they could close (:func:`set_aside_built_open`).
     """
     landing = tidemark.urls().landing_app
     today_d = (today or datetime.now(UTC)).date()
@@ -224,6 +233,7 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
             note_later_rebuilds(instance, landing, pair.mart)
         comparison = compare(landing, pair, first, last)
         set_aside_unbuilt(instance, comparison)
+        set_aside_built_open(instance, landing, comparison, tables.get(pair.mart, []))
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         if comparison.unexplained_days:
             requested_corrections(landing, comparison)

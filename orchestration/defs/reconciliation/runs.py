@@ -4,19 +4,25 @@ is about to fix from one a run did not fix); the ones that ended FAILURE or CANC
 the sensor gives back to be asked again (:func:`release_failed_corrections`); and a
 reconciliation run that failed, asked again (:func:`reconciliation_retry`); a day whose
 corrections failed that a later run rebuilt after all (:func:`note_later_rebuilds`); and the
-closed days no run has built yet, which the reconciliation sets aside
-(:func:`set_aside_unbuilt`)."""
+closed days no run has built yet, and the drifted ones last built before they could close, which
+the reconciliation sets aside (:func:`set_aside_unbuilt`, :func:`set_aside_built_open`)."""
 
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import psycopg
+from psycopg import sql
 
+from ingestion.watermarks import policy
 from orchestration.defs.dbt.jobs import daily_marts_job
 from orchestration.defs.dbt.partitions import PARTITION_RANGE_END, PARTITION_RANGE_START
 from orchestration.defs.keys import CORRECTION_TAG, mart_key
 from tidemark.reconciliation.compare import Comparison
 from tidemark.reconciliation.days import (
+    DAYS_TABLE,
+    STATE_SCHEMA,
     RetryPolicy,
+    ensure_days_table,
     failed_days,
     note_reruns,
     release_failed,
@@ -67,6 +73,60 @@ def set_aside_unbuilt(instance: dg.DagsterInstance | None, comparison: Compariso
         return
     built = instance.get_materialized_partitions(mart_key(comparison.pair.mart))
     comparison.set_aside({d for d in empty if d.isoformat() not in built})
+
+
+def set_aside_built_open(instance: dg.DagsterInstance | None, landing_dsn: str,
+                         comparison: Comparison, tables: list[tuple[str, str]]) -> None:
+    """Set aside the drifted days whose last build ran before the day could close.
+
+    A day closes once the watermarks of every event-time table the mart reads passed its end:
+    not before its end plus the largest allowed lateness of those tables, less the watermark's
+    future skew (02:00 UTC, 01:55 for a table of future event times, with 2 h). ``tidemark
+    up`` and the nightly schedule build yesterday closed or not; rows landed after that build
+    and before the day closed are not late (``tidemark.late_events`` counts none), so a
+    reconciliation between the closing and ``closed_days_sensor``'s run called the day drift:
+    an ERROR and a correction asked, or, once a late row had landed too, a warning that late
+    rows landed "after their reconciliation" on a day never reconciled. Such a day is set
+    aside until a run builds it after it closed. A day that reconciled since it closed is
+    still compared: its drift is real.
+
+    Args:
+        instance: the Dagster instance (None: nothing is set aside).
+        landing_dsn: landing, for the tables' allowed lateness (``tidemark.watermarks``).
+        comparison: the pair's comparison, before :func:`explain_late_drift`.
+        tables: ``(source, table)`` of the event-time tables the mart reads.
+    """
+    days = comparison.drifted_days
+    if instance is None or not days or not tables:
+        return
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        lateness = conn.execute(sql.SQL(
+            "select max(allowed_lateness) from {} where (source, table_name) in"
+            " (select * from unnest(%s::text[], %s::text[]))").format(
+                sql.Identifier(STATE_SCHEMA, "watermarks")),
+            ([s for s, _ in tables], [t for _, t in tables])).fetchone()[0]
+        ensure_days_table(conn)
+        reconciled = dict(conn.execute(sql.SQL(
+            "select day, reconciled_at from {} where pair = %s and day = any(%s)"
+            " and reconciled_at is not null").format(
+                sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+            (comparison.pair.name, days)).fetchall())
+    if lateness is None:
+        return
+    key = mart_key(comparison.pair.mart)
+    open_days = set()
+    for day in days:
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+        earliest_close = end + lateness - policy().future_skew
+        last = instance.fetch_materializations(  # the newest first
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]),
+            limit=1).records
+        if not last or datetime.fromtimestamp(last[0].timestamp, UTC) >= earliest_close:
+            continue
+        if day in reconciled and reconciled[day] >= earliest_close:
+            continue
+        open_days.add(day)
+    comparison.set_aside(open_days, built_open=True)
 
 
 def range_days(first: str, last: str) -> list[date]:

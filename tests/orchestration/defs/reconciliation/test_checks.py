@@ -139,6 +139,62 @@ def test_a_closed_day_no_run_built_is_set_aside_not_drift(built, rec) -> None:
         == [("reconciled", None)]
 
 
+def test_a_day_built_before_it_closed_is_set_aside_not_drift(built, rec) -> None:
+    """`tidemark up` and the nightly schedule build yesterday closed or not; rows landed after
+    that build and before the day closed are not late. Seen live (clock50, a shifted clock):
+    `tidemark up` started at 01:49 UTC built 12-06; the reconciliation run at the closing
+    (deliveries 01:55, orders 02:00) said 12-06 drifted, "late rows landed after their
+    reconciliation" on a day never reconciled, before closed_days_sensor's run rebuilt it (an
+    ERROR without late rows). An instance whose last build of the day predates its closing
+    stands for that moment: the day is set aside and said. A day reconciled since it closed,
+    or built after it closed (the stack's own instance), is still drift."""
+    day = built.built_days[-1]
+    key = _key(rec, "daily_store_revenue")
+    name = ("marts/fct_daily_store_revenue", "reconcile_daily_store_revenue")
+    pair_day = ("daily_store_revenue", day)
+    [build] = built.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=rec.mart_key("fct_daily_store_revenue"), asset_partitions=[day.isoformat()]),
+        limit=1).records
+    before_closing = datetime.combine(day, time(23, 0), UTC).timestamp()
+    store = built.sql("select min(store_id) from marts.fct_daily_store_revenue where "
+                      "order_date = %s", (day,))[0][0]
+    built.sql("create table public.saved_reconciled_day as select * from "
+              "tidemark.reconciled_days where pair = %s and day = %s", pair_day)
+    try:
+        # the orders that landed between the early build and the closing
+        built.sql("update marts.fct_daily_store_revenue set gross_revenue = gross_revenue - 7, "
+                  "net_revenue = net_revenue - 7 where order_date = %s and store_id = %s",
+                  (day, store))
+        built.sql("delete from tidemark.reconciled_days where pair = %s and day = %s", pair_day)
+        with dg.instance_for_test() as early:
+            early.store_event(build.event_log_entry._replace(timestamp=before_closing))
+            waiting = check_results(built.run_checks([key], instance=early))[name]
+            assert waiting.passed, waiting.description
+            assert waiting.metadata["built_open_days"].value == [day.isoformat()]
+            assert waiting.metadata["drifted_days"].value == []
+            assert (f"Not compared: {day.isoformat()} closed after "
+                    "marts.fct_daily_store_revenue last built them") in waiting.description
+            assert built.sql("select count(*) from tidemark.reconciled_days where pair = %s "
+                             "and day = %s", pair_day) == [(0,)]
+            built.sql("insert into tidemark.reconciled_days select * from "
+                      "public.saved_reconciled_day")
+            since = check_results(built.run_checks([key], instance=early))[name]
+        assert not since.passed and since.severity == dg.AssetCheckSeverity.ERROR
+        assert since.metadata["drifted_days"].value == [day.isoformat()]
+        assert "built_open_days" not in since.metadata
+        after = check_results(built.run_checks([key]))[name]
+        assert not after.passed and after.metadata["drifted_days"].value == [day.isoformat()]
+        assert "built_open_days" not in after.metadata
+    finally:
+        built.sql("update marts.fct_daily_store_revenue set gross_revenue = gross_revenue + 7, "
+                  "net_revenue = net_revenue + 7 where order_date = %s and store_id = %s",
+                  (day, store))
+        built.sql("drop table public.saved_reconciled_day")
+    assert check_results(built.run_checks([key]))[name].passed
+    assert built.sql("select status, correction_requested_at from tidemark.reconciled_days "
+                     "where pair = %s and day = %s", pair_day) == [("reconciled", None)]
+
+
 def _run_status_context(built, run):
     return dg.build_run_status_sensor_context(
         sensor_name="reconcile_after_batch", dagster_instance=built.instance, dagster_run=run,
