@@ -124,7 +124,11 @@ def test_keyless_table_with_replica_identity_full_lands_as_a_bag(pair: Pair) -> 
 
 
 def test_rows_applied_counts_every_change_with_background_commits(pair: Pair) -> None:
-    """Issue 10 item 8: rows_applied equals the changes landed (it undercounted by ~16 %)."""
+    """Issue 10 item 8: rows_applied equals the changes landed (it undercounted by ~16 %).
+
+    This end-to-end check does not reach the cause: with ``begin`` resetting the count again it
+    still passes (audit51), as does the same with writes while ``run`` streams: today's session
+    never calls ``begin`` with changes buffered. The regression test is the next one."""
     pair.src_exec("create table t (id int primary key, v int)")
     catch_up(pair.src, pair.land, pair.source)
     with psycopg.connect(pair.src, autocommit=True) as conn:

@@ -153,6 +153,46 @@ def test_permanent_error_is_reported_once_not_retried(pair: Pair,
     assert "reconnecting" not in caplog.text
 
 
+def test_a_slot_in_another_database_stops_run_once_not_retried(pair: Pair, pg,
+                                                               caplog: pytest.LogCaptureFixture
+                                                               ) -> None:
+    """Issue 10 item 7, the example it gave: the source's slot name taken in another database of
+    the server was retried forever as "connection lost". ``run`` (what `ingest run` and
+    `tidemark up` call) now stops at once; test_source_admin checks ``add`` and ``catch_up``.
+    Run in a thread so that a retry loop fails the test instead of hanging it (audit51)."""
+    from tests.support import create_database
+
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    other = create_database(pg, f"slots_{pair.source}")
+    slot = f"tidemark_{pair.source}"
+    with psycopg.connect(other, autocommit=True) as conn:
+        conn.execute("select pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    stop, raised = threading.Event(), []
+
+    def target() -> None:
+        try:
+            run(pair.src, pair.land, pair.source, stop=stop, max_backoff_s=1.0)
+        except Exception as exc:  # what the thread ended with, for the test to judge
+            raised.append(exc)
+
+    thread = threading.Thread(target=target)
+    try:
+        thread.start()
+        thread.join(60)
+        retried = thread.is_alive()
+        stop.set()
+        thread.join(30)
+    finally:
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("select pg_drop_replication_slot(%s)", (slot,))
+        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database "slots_{pair.source}"')
+    assert not retried, f"still retrying after 60 s:\n{caplog.text[-2000:]}"
+    assert len(raised) == 1 and isinstance(raised[0], PermanentSourceError), raised
+    assert f"exists on this server but in database 'slots_{pair.source}'" in str(raised[0])
+    assert "reconnecting" not in caplog.text
+
+
 def test_wrong_password_is_permanent_and_the_right_one_comes_from_the_environment(
         pair: Pair, pg, monkeypatch: pytest.MonkeyPatch) -> None:
     from ingestion import catch_up

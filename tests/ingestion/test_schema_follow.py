@@ -74,6 +74,33 @@ def test_added_columns_with_volatile_and_not_null_defaults_while_writes_go_on(pa
     assert_changelog_replays(pair, "t", ["id"])
 
 
+def test_added_columns_with_now_and_a_not_null_constant_need_no_resync(pair: Pair) -> None:
+    """Issue 10 item 2 for the defaults the source stores once (``attmissingval``): ``now()``
+    and ``NOT NULL DEFAULT 7`` give existing rows one value without a rewrite, and landing must
+    give them the same. The test above adds them beside ``random()``, whose rewrite resyncs the
+    table and so gives every column its value anyway: it passed with landing's existing rows
+    left NULL (audit51)."""
+    pair.src_exec("create table t (id int primary key, v int, label text)",
+                  "insert into t select g, g, 'l' || g from generate_series(1, 3000) g")
+    catch_up(pair.src, pair.land, pair.source)
+    with Writer(pair.src, _writes) as writer:
+        pair.src_exec("alter table t add column rank integer not null default 7",
+                      "alter table t add column created_at timestamptz default now()")
+        catch_up(pair.src, pair.land, pair.source)
+    assert writer.errors == [] and writer.done > 20
+    catch_up(pair.src, pair.land, pair.source)
+    assert paused_reasons(pair) == {}
+    assert_mirror_equals(pair, "t")
+    assert_changelog_replays(pair, "t", ["id"])
+    with psycopg.connect(pair.land) as conn:
+        nulls = conn.execute(f'select count(*) from "{pair.source}".t where rank is null'
+                             " or created_at is null").fetchone()[0]
+        actions = {r[0] for r in conn.execute(
+            "select action from tidemark.schema_history where source = %s", (pair.source,))}
+    assert nulls == 0
+    assert actions == {"applied"}, "followed in place, not by a resync"
+
+
 def test_added_columns_with_defaults_on_a_keyless_table(pair: Pair) -> None:
     """Keyless tables too: a constant default is backfilled (``b`` + ``u`` rows in the
     changelog), a per-row default resyncs the table."""
