@@ -173,20 +173,55 @@ class SnapshotTask:
 
 
 _ESTIMATES = """
-select c.oid::int, case when c.relkind <> 'p' then c.reltuples::bigint else (
+select c.oid::int, c.relkind = 'p', case when c.relkind <> 'p' then c.reltuples::bigint else (
     select sum(greatest(l.reltuples, 0))::bigint from pg_partition_tree(c.oid) t
       join pg_class l on l.oid = t.relid
-     where t.isleaf having bool_or(l.reltuples > 0)) end
+     where t.isleaf having bool_or(l.reltuples > 0)) end,
+    case when c.relkind <> 'p' then pg_relation_size(c.oid) > 0 else coalesce((
+        select bool_or(pg_relation_size(t.relid) > 0) from pg_partition_tree(c.oid) t
+         where t.isleaf), false) end
   from pg_class c where c.oid = any(%s)"""
-"""Rows the source's statistics expect of each table: a partitioned table's (PostgreSQL
-13+ copies the root) is the sum of its leaf partitions' (the root has none: -1, or 0 before
-14), unknown while no leaf was ever vacuumed or analyzed."""
+"""Per table: OID, partitioned or not, the rows the source's statistics expect, and whether
+it has any page. A partitioned table's statistics (PostgreSQL 13+ copies the root) are the sum
+of its leaf partitions' (the root has none: -1, or 0 before 14), unknown while no leaf was ever
+vacuumed or analyzed."""
 
 
 def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | None]:
-    """Table OID -> rows expected (:data:`_ESTIMATES`), None when unknown."""
-    return {r[0]: (r[1] if r[1] is not None and r[1] >= 0 else None)
-            for r in conn.execute(_ESTIMATES, (oids,))}
+    """Table OID -> rows expected (:data:`_ESTIMATES`), None when unknown.
+
+    A table with pages whose statistics say nothing (never analyzed: reltuples -1, or 0 before
+    PostgreSQL 14; a database just restored from a dump is all such tables until autovacuum
+    reaches them) is estimated by the source's planner from its current size, as a query on it
+    would be: without it the snapshot has no ETA, and its largest table may be copied last.
+    """
+    out: dict[int, int | None] = {}
+    for oid, partitioned, rows, has_pages in conn.execute(_ESTIMATES, (oids,)).fetchall():
+        if not has_pages:
+            out[oid] = 0
+        elif rows is not None and rows > 0:
+            out[oid] = rows
+        else:
+            out[oid] = _planner_rows(conn, oid, partitioned)
+    return out
+
+
+def _planner_rows(conn: psycopg.Connection, oid: int, partitioned: bool) -> int | None:
+    """The source planner's row estimate of a scan of table ``oid`` (its partitions too when
+    partitioned), None if it cannot plan one."""
+    found = conn.execute("select n.nspname, c.relname from pg_class c join pg_namespace n"
+                         " on n.oid = c.relnamespace where c.oid = %s", (oid,)).fetchone()
+    if found is None:
+        return None
+    query = sql.SQL("explain (format json) select from {}{}").format(
+        sql.SQL("" if partitioned else "only "), sql.Identifier(*found))
+    try:
+        with conn.transaction():  # a refusal must not end the caller's transaction
+            plan = conn.execute(query).fetchone()[0]
+    except psycopg.Error as exc:
+        log.info("snapshot: no row estimate for %s.%s: %s", *found, exc)
+        return None
+    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> SnapshotResult:

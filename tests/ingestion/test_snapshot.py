@@ -420,3 +420,27 @@ def test_a_table_rewritten_between_the_initial_snapshot_and_its_copy_lands_whole
     catch_up(pair.src, pair.land, pair.source, on_progress=rewrite_once)
     assert rewritten
     assert_mirror_equals(pair, "t")
+
+
+def test_a_table_never_analyzed_gets_the_planners_row_estimate(pair: Pair) -> None:
+    """A database just restored from a dump has no statistics (reltuples -1) until autovacuum
+    reaches it: the snapshot then had no row estimate, so no total and no ETA in `ingest
+    status` and `tidemark up`, and no largest-first order of the copies. The source planner's
+    estimate from the table's size stands in; a table without a page is 0 rows."""
+    pair.src_exec("create table big (id int primary key, note text)"
+                  " with (autovacuum_enabled = false)",
+                  "insert into big select g, md5(g::text) from generate_series(1, 20000) g",
+                  "create table empty (id int primary key) with (autovacuum_enabled = false)",
+                  "create table known (id int primary key)",
+                  "insert into known select generate_series(1, 300)", "analyze known")
+    with psycopg.connect(pair.src) as conn:
+        reltuples = dict(conn.execute("select relname, reltuples from pg_class where relname in"
+                                      " ('big', 'empty')").fetchall())
+    assert reltuples == {"big": -1, "empty": -1}
+    catch_up(pair.src, pair.land, pair.source)
+    with psycopg.connect(pair.land) as conn:
+        estimates = dict(conn.execute(
+            "select table_name, rows_estimate from tidemark.snapshot_progress where source = %s",
+            (pair.source,)).fetchall())
+    assert estimates["known"] == 300 and estimates["empty"] == 0
+    assert 10_000 <= estimates["big"] <= 40_000, estimates
