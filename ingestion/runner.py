@@ -95,7 +95,7 @@ def run_sources(specs: list[SourceSpec], landing_dsn: str, *, contracts: Any = N
             thread.join(timeout=0.5)
         if discover is not None and not stop.is_set() and time.monotonic() >= next_look:
             next_look = time.monotonic() + discover_every_s
-            for name in [n for n in elsewhere if not threads[n].is_alive()]:
+            for name in [n for n in elsewhere if n in threads and not threads[n].is_alive()]:
                 del threads[name]  # its other process may have stopped: try again
             for spec in _new_sources(discover, threads, errors):
                 if spec.name in errors:
@@ -105,6 +105,9 @@ def run_sources(specs: list[SourceSpec], landing_dsn: str, *, contracts: Any = N
                 elif spec.name not in elsewhere:
                     log.info("source %s was registered: streaming it too", spec.name)
                 start(spec)
+            # one not started again (no longer registered) is forgotten: it was looked up in
+            # threads at the next look, a KeyError that ended `ingest run` (and `tidemark up`)
+            elsewhere.intersection_update(threads)
     return errors
 
 

@@ -77,7 +77,9 @@ def status(source_dsn: str, landing_dsn: str, source: str) -> dict[str, Any]:
                               (source,)).fetchone()[0]
         snapshot = read_progress(conn, source)
         lock_wait = current_wait(conn, source)
-        busy = landing_busy(conn, source, BUSY_AFTER_S)
+        busy = landing_busy(conn, source, BUSY_AFTER_S,
+                            snapshot=snapshot if snapshot and snapshot["state"] == "running"
+                            else None)
     if ck is None:
         out.update(checkpoint_lsn=None, snapshot_lsn=None, last_commit_at=None,
                    last_applied_at=None, lag_seconds=None, seconds_since_last_apply=None,
@@ -189,13 +191,22 @@ def table_status(source_dsn: str, landing_dsn: str, source: str,
     return out
 
 
-def landing_busy(conn: psycopg.Connection, source: str, after_s: float = BUSY_AFTER_S
-                 ) -> dict[str, Any] | None:
+def landing_busy(conn: psycopg.Connection, source: str, after_s: float = BUSY_AFTER_S,
+                 snapshot: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The landing transaction ingestion of ``source`` holds open, if open for ``after_s``.
 
     The applier holds the advisory lock ``tidemark:ingest:<source>`` for each landing
     transaction (:mod:`ingestion.applier`); its session says since when and what it runs, and
     ``pg_locks`` which tables it holds exclusively (readers of those wait until it commits).
+
+    Args:
+        conn: landing connection.
+        source: source name.
+        after_s: report a transaction open at least this long.
+        snapshot: the source's running snapshot (:func:`ingestion.progress.read_progress`), if
+            one runs: the transaction is then the snapshot's, and the message says so (it said
+            "a schema change's backfill or a large source transaction" for the 71 s of a
+            10 M-row first snapshot).
 
     Returns:
         None, or ``pid``, ``since`` (ISO time the transaction began, None when the role may not
@@ -223,9 +234,12 @@ def landing_busy(conn: psycopg.Connection, source: str, after_s: float = BUSY_AF
             "doing": doing, "tables": list(tables)}
     held = f", holding {', '.join(tables)} exclusively" if tables else ""
     when = "" if since is None else f" since {since:%Y-%m-%d %H:%M:%S %Z} ({item['seconds']} s)"
+    cause = ("a schema change's backfill or a large source transaction" if snapshot is None else
+             f"its snapshot: {snapshot['rows']:,} rows of {snapshot['tables_total']} tables so "
+             f"far, progress under snapshot")
     item["message"] = (f"busy: ingestion of {source} is in one landing transaction{when}{held} "
-                       f"(a schema change's backfill or a large source transaction). What it "
-                       f"lands shows once it commits; reads of those tables wait until then.")
+                       f"({cause}). What it lands shows once it commits; reads of those tables "
+                       f"wait until then.")
     return item
 
 

@@ -171,3 +171,55 @@ def test_a_failed_source_streams_again_once_its_error_is_cleared(
                 conn.execute(f'drop database if exists "fixed_{pair.source}" with (force)')
     assert not thread.is_alive() and result == {}
     assert get_source(pair.land, name).last_error is None
+
+
+def test_a_source_removed_while_another_process_streamed_it_stops_nothing(
+        pair: Pair, pg: EmbeddedServer, caplog: pytest.LogCaptureFixture) -> None:
+    # explore51: under `tidemark up`, a source another process streamed (`ingest run --source`
+    # in a terminal), stopped there and then removed (`tidemark source remove`) crashed up's
+    # `ingest run` two looks later with `KeyError: 'appa2'` (exit status 2), and `tidemark up`
+    # stopped the whole stack with it
+    caplog.set_level(logging.INFO, logger="tidemark.ingestion")
+    second = create_database(pg, f"gone_{pair.source}")
+    other = f"{pair.source}g"
+    holder = psycopg.connect(pair.land, autocommit=True)
+    try:
+        pair.src_exec("create table orders (id int primary key, v text)",
+                      "insert into orders values (1, 'a')")
+        save_source(pair.land, SourceSpec(pair.source, url=pair.src))
+        ours = [pair.source, other]
+        stop = threading.Event()
+        result: dict = {}
+        failure: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                result.update(run_sources(
+                    [get_source(pair.land, pair.source)], pair.land, stop=stop,
+                    discover=lambda: [s for s in list_sources(pair.land) if s.name in ours],
+                    discover_every_s=0.5))
+            except BaseException as exc:  # the test's verdict, not a thread's traceback
+                failure.append(exc)
+
+        thread = threading.Thread(target=runner)
+        thread.start()
+        try:
+            holder.execute("select pg_advisory_lock(hashtext('tidemark:ingest-process'),"
+                           " hashtext(%s))", (other,))
+            save_source(pair.land, SourceSpec(other, url=second))
+            assert wait_until(lambda: f"source {other} is streamed by another process"
+                              in caplog.text, 60), caplog.text
+            ours.remove(other)  # unregistered (`tidemark source remove`)
+            holder.close()      # ... once the other process stopped
+            time.sleep(3.0)     # six looks
+            assert thread.is_alive() and not failure, failure
+            pair.src_exec("insert into orders values (2, 'b')")
+            assert _wait_rows(pair.land, pair.source, "orders", 2, 60)
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not thread.is_alive() and result == {} and not failure, (result, failure)
+    finally:
+        holder.close()
+        with psycopg.connect(pg.admin_url("postgres"), autocommit=True) as conn:
+            conn.execute(f'drop database if exists "gone_{pair.source}" with (force)')

@@ -147,7 +147,7 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
     """
     from ingestion.runner import run_sources
     from ingestion.sources import get_source, list_sources
-    from tidemark.cli.progress import SnapshotDisplay
+    from tidemark.cli.progress import snapshot_callback
 
     _logging()
     with ingestion_errors():
@@ -160,7 +160,7 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        display = SnapshotDisplay(console) if console.is_terminal else None
+        display = snapshot_callback(console)
         logging.getLogger("tidemark.ingestion").info(
             "ingesting %s into landing", ", ".join(s.name for s in specs))
         try:
@@ -170,8 +170,7 @@ def run(source: SourcesOpt = None, contracts: ContractsOpt = None,
                                  (lambda: list_sources(dbs.landing_app)),
                                  heartbeat_s=load_settings().heartbeat_s)
         finally:
-            if display is not None:
-                display.close()
+            display.close()
     if errors:
         raise IngestCommandError("\n".join(errors.values()))
 

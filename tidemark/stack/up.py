@@ -42,6 +42,7 @@ from tidemark.stack.demo_source import (
 )
 from tidemark.stack.display import UpDisplay, banner, read_status, refuse_second_up
 from tidemark.stack.logrotate import CHECK_EVERY_S, rotate_logs
+from tidemark.stack.snapshots import SnapshotWatch
 from tidemark.stack.supervisor import Child, Restarts, Supervisor, describe_exit
 
 if TYPE_CHECKING:
@@ -310,7 +311,9 @@ class _Up:
             deadline = (None if self.options.duration_s is None
                         else time.monotonic() + self.options.duration_s)
             next_rotation = time.monotonic()
+            snapshots = SnapshotWatch(dbs.landing_app, self.display.say)
             while not self.stop.is_set():
+                snapshots.poll()  # a registered source's snapshot, said every 10 s
                 if time.monotonic() >= next_rotation:
                     rotate_logs(self.settings.log_dir, int(self.settings.log_max_mb * 2**20),
                                 self.settings.log_keep)
