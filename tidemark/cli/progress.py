@@ -12,15 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingestion.progress import SnapshotProgress
+from tidemark.stack.snapshots import eta_text
 
 LOG_EVERY_S = 10.0
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
 
 
 class SnapshotDisplay:
@@ -56,7 +50,7 @@ class SnapshotDisplay:
                       "rows": f"{p.rows:,}" + (f"/{p.rows_estimate:,}" if p.rows_estimate
                                                else ""),
                       "rate": f"{p.rows_per_s:,.0f}",
-                      "eta": "finishing" if p.copied and not p.done else _eta(p.eta_s)}
+                      "eta": "finishing" if p.copied and not p.done else eta_text(p.eta_s)}
             total = max(p.rows_estimate or 0, p.rows, 1)
             if task is None:
                 task = self.tasks[p.source] = self.progress.add_task(p.source, total=total,
@@ -127,7 +121,7 @@ def describe(p: SnapshotProgress) -> str:
     if p.copied:
         line += "all rows in"
     else:
-        line += f"ETA {_eta(p.eta_s)}"
+        line += f"ETA {eta_text(p.eta_s)}"
     if copying:
         line += f"; copying {', '.join(copying)}"
     if p.finishing:

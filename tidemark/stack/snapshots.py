@@ -23,7 +23,8 @@ log = logging.getLogger("tidemark.up")
 EVERY_S = 10.0
 
 
-def _eta(seconds: float | None) -> str:
+def eta_text(seconds: float | None) -> str:
+    """``m:ss``, or ``?`` when unknown."""
     if seconds is None:
         return "?"
     minutes, secs = divmod(int(seconds), 60)
@@ -38,7 +39,7 @@ def progress_line(source: str, p: dict[str, Any]) -> str:
     if p["state"] == "running":
         if p["finishing"]:
             return f"{head}, finishing {', '.join(p['finishing'])} (checks, index builds)"
-        return f"{head}, ETA {_eta(p['eta_s'])}"
+        return f"{head}, ETA {eta_text(p['eta_s'])}"
     return f"{head}: {p['state']} after {p['elapsed_s']:,.1f} s"
 
 
