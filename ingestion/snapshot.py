@@ -299,9 +299,10 @@ def take_snapshot(task: SnapshotTask, tables: list[tuple[int, str, str]]) -> Sna
             if job.info.name not in task.known:  # its changelog holds this snapshot's rows only
                 _advance_watermark(task, job, job.info.changelog)
         # Done in the same transaction as the data: the LSN below which the stream skips a
-        # table's changes (its snapshot holds them) is durable exactly when the rows are.
+        # table's changes (its snapshot holds them) is durable exactly when the rows are. The
+        # clock, not now(): this transaction began before the progress rows' started_at.
         task.final.execute(
-            "update tidemark.snapshot_progress set state = 'done', finished_at = now()"
+            "update tidemark.snapshot_progress set state = 'done', finished_at = clock_timestamp()"
             " where source = %s and table_name = any(%s)",
             (task.source, [j.info.name for j in jobs]))
         for job in jobs:
