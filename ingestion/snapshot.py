@@ -177,12 +177,12 @@ select c.oid::int, c.relkind = 'p', case when c.relkind <> 'p' then c.reltuples:
     select sum(greatest(l.reltuples, 0))::bigint from pg_partition_tree(c.oid) t
       join pg_class l on l.oid = t.relid
      where t.isleaf having bool_or(l.reltuples > 0)) end,
-    case when c.relkind <> 'p' then pg_relation_size(c.oid) > 0 else coalesce((
-        select bool_or(pg_relation_size(t.relid) > 0) from pg_partition_tree(c.oid) t
-         where t.isleaf), false) end
+    case when c.relkind <> 'p' then pg_relation_size(c.oid) else coalesce((
+        select sum(pg_relation_size(t.relid)) from pg_partition_tree(c.oid) t
+         where t.isleaf), 0) end / current_setting('block_size')::int
   from pg_class c where c.oid = any(%s)"""
-"""Per table: OID, partitioned or not, the rows the source's statistics expect, and whether
-it has any page. A partitioned table's statistics (PostgreSQL 13+ copies the root) are the sum
+"""Per table: OID, partitioned or not, the rows the source's statistics expect, and its pages
+now. A partitioned table's statistics (PostgreSQL 13+ copies the root) are the sum
 of its leaf partitions' (the root has none: -1, or 0 before 14), unknown while no leaf was ever
 vacuumed or analyzed."""
 
@@ -196,13 +196,16 @@ def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | Non
     would be: without it the snapshot has no ETA, and its largest table may be copied last.
     """
     out: dict[int, int | None] = {}
-    for oid, partitioned, rows, has_pages in conn.execute(_ESTIMATES, (oids,)).fetchall():
-        if not has_pages:
+    for oid, partitioned, rows, pages in conn.execute(_ESTIMATES, (oids,)).fetchall():
+        if not pages:
             out[oid] = 0
         elif rows is not None and rows > 0:
             out[oid] = rows
         else:
-            out[oid] = _planner_rows(conn, oid, partitioned)
+            planned = _planner_rows(conn, oid, partitioned)
+            # The planner takes a never-vacuumed table of fewer than 10 pages for 10.
+            out[oid] = None if planned is None else \
+                planned if partitioned or pages >= 10 else planned * int(pages) // 10
     return out
 
 

@@ -431,6 +431,8 @@ def test_a_table_never_analyzed_gets_the_planners_row_estimate(pair: Pair) -> No
                   " with (autovacuum_enabled = false)",
                   "insert into big select g, md5(g::text) from generate_series(1, 20000) g",
                   "create table empty (id int primary key) with (autovacuum_enabled = false)",
+                  "create table small (id int primary key) with (autovacuum_enabled = false)",
+                  "insert into small select generate_series(1, 200)",
                   "create table known (id int primary key)",
                   "insert into known select generate_series(1, 300)", "analyze known")
     with psycopg.connect(pair.src) as conn:
@@ -444,3 +446,4 @@ def test_a_table_never_analyzed_gets_the_planners_row_estimate(pair: Pair) -> No
             (pair.source,)).fetchall())
     assert estimates["known"] == 300 and estimates["empty"] == 0
     assert 10_000 <= estimates["big"] <= 40_000, estimates
+    assert 100 <= estimates["small"] <= 400, estimates  # the planner takes 1 page for 10
