@@ -253,3 +253,37 @@ def test_contracts_init_writes_the_sources_dbt_models_read(user: Env, tmp_path: 
     out = e.cli("contracts", "init", "mydb", "--contracts", str(tmp_path / "elsewhere"),
                 "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["dbt_sources"] is None
+
+
+def test_remove_wipes_the_sources_tables_from_dagsters_catalog(user: Env) -> None:
+    """Dagster's catalog lists every key its storage holds events of: after `source remove`
+    (and its contracts deleted) the UI kept listing ``appb / customers``... with no definition
+    and no status until wiped by hand (explore51). Other assets keep their history."""
+    import dagster as dg
+
+    from tidemark.settings import load_settings
+    from tidemark.stack.dagster_proc import prepare_dagster_home
+    from tidemark.stack.dbt import environment
+
+    e = user
+    e.src_exec("create table orders (id int primary key)")
+    assert e.cli("source", "add", "appb", "--url", e.src).returncode == 0
+    kept = [dg.AssetKey(["shop", "orders"]), dg.AssetKey(["live", "appb"]),
+            dg.AssetKey(["appb", "orders", "x"])]
+    gone = [dg.AssetKey(["appb", "orders"]), dg.AssetKey(["appb", "customers"])]
+    with environment({"TIDEMARK_HOME": e.env["TIDEMARK_HOME"]}):
+        home = prepare_dagster_home(load_settings())
+    with environment({"DAGSTER_HOME": str(home)}):
+        instance = dg.DagsterInstance.get()
+        for key in kept + gone:
+            instance.report_runless_asset_event(dg.AssetObservation(asset_key=key))
+        instance.dispose()
+    out = e.cli("source", "remove", "appb")
+    assert out.returncode == 0, out.stderr
+    assert "wiped from Dagster's catalog: 2 assets of appb (appb/customers, appb/orders)" \
+        in " ".join(out.stdout.split()), out.stdout
+    with environment({"DAGSTER_HOME": str(home)}):
+        instance = dg.DagsterInstance.get()
+        left = set(instance.all_asset_keys())
+        instance.dispose()
+    assert left == set(kept)

@@ -125,14 +125,24 @@ def remove(
     """Drop the source's replication slot and publication and unregister it.
 
     Stop `tidemark ingest run` for it first. Landing keeps its data unless --drop-landing.
+    Dagster's catalog (the instance of `tidemark up` in TIDEMARK_HOME) forgets its tables.
     """
     from ingestion.source_admin import remove_source
+    from tidemark.settings import load_settings
+    from tidemark.stack.dagster_forget import forget_source_assets
 
     with ingestion_errors():
         report = remove_source(databases().landing_app, name, drop_landing=drop_landing,
                                force=force)
+    try:
+        forgotten = forget_source_assets(load_settings(), name)
+    except Exception as exc:  # the source is removed already: say what is left to do
+        forgotten = []
+        console.print(f"[yellow]Dagster's catalog still lists {name}'s tables[/] (its storage "
+                      f"said: {escape(str(exc))}); wipe them in the UI (Catalog, select, Wipe "
+                      "materializations).", highlight=False, soft_wrap=True)
     if json_out:
-        emit_json(report.__dict__)
+        emit_json({**report.__dict__, "dagster_assets_wiped": forgotten})
         return
     console.print(f"Source [bold]{name}[/] removed.", highlight=False)
     for item in report.dropped:
@@ -144,6 +154,9 @@ def remove(
     if report.landing_left:
         console.print("Left in landing (drop with --drop-landing): "
                       + "; ".join(report.landing_left) + ".", highlight=False)
+    if forgotten:
+        console.print(f"wiped from Dagster's catalog: {len(forgotten)} assets of {name} "
+                      f"({', '.join(forgotten)})", highlight=False, soft_wrap=True)
     kept = _contracts_left(name)
     if kept is not None:
         sources = _dbt_sources_left(kept, name)
