@@ -4,7 +4,8 @@ extra dependency).
 Every closed day of the window (closed: the watermarks of every table the mart reads passed the
 day's end, ``tidemark.reconciliation.finality``) the mart has built is compared with the pair's
 tolerances; ERROR when a day drifts, WARN ("correction pending") when every drifted day is
-explained by late rows landed after the day's reconciliation (``tidemark.reconciliation.late``):
+explained by late rows landed after the day's reconciliation, or after it closed for a day never
+reconciled (``tidemark.reconciliation.late``):
 the correction sensor re-runs those days. A closed day no run has built yet is set aside and
 said (``unbuilt_days``), and so is a drifted day last built before it closed
 (``built_open_days``).
@@ -93,6 +94,27 @@ def _way_forward(comparison: Comparison) -> str:
     return " ".join(out)
 
 
+def _late_said(comparison: Comparison) -> str:
+    """The drifted days late rows explain: those that had reconciled ("landed after their
+    reconciliation") apart from those that never did (the rows landed after the day closed;
+    it was never reconciled, so not "after their reconciliation")."""
+    def counts(days: list) -> str:
+        return ", ".join(f"{d.day.isoformat()}: {d.late_rows} late row(s)" for d in days)
+
+    late = [comparison.late[d] for d in sorted(comparison.late)]
+    since = [d for d in late if d.reconciled_at is not None]
+    never = [d for d in late if d.reconciled_at is None]
+    said = []
+    if since:
+        said.append(f"{len(since)} day(s) differ because late rows landed after their "
+                    f"reconciliation ({counts(since)})")
+    if never:
+        said.append(f"{len(never)} day(s) not reconciled yet differ by late rows landed after "
+                    f"they closed ({counts(never)})")
+    return f"{'; '.join(said)}: correction pending, the correction sensor re-runs the mart for " \
+           f"them."
+
+
 def _iso(days: list) -> str:
     return ", ".join(d.isoformat() for d in days)
 
@@ -145,10 +167,7 @@ def check_result(comparison: Comparison, stuck: GivenUp | None = None) -> dg.Ass
                      f"{len(unexplained)} day(s): {', '.join(unexplained)}"
                      f"{_stores(comparison)}; {_way_forward(comparison)}")
     if late:
-        counts = ", ".join(f"{d}: {n} late row(s)" for d, n in late.items())
-        parts.append(f"{len(late)} day(s) differ because late rows landed after their "
-                     f"reconciliation ({counts}): correction pending, the correction sensor "
-                     f"re-runs the mart for them.")
+        parts.append(_late_said(comparison))
     abandoned = sorted(set(stuck.days) & set(comparison.drifted_days)) if stuck else []
     if abandoned:
         metadata["correction_given_up_days"] = dg.JsonMetadataValue(_iso(abandoned).split(", "))

@@ -251,6 +251,29 @@ def test_late_data_for_a_day_a_queued_correction_covers_is_left_to_it(built, rec
     assert run.success and _revenue_check(built, rec).passed
 
 
+def test_late_rows_of_a_day_never_reconciled_are_said_as_such(built, rec) -> None:
+    """A day built after it closed, never reconciled, that late rows touched since: the check
+    warned "late rows landed after their reconciliation" (round 50, live); it says the day was
+    not reconciled yet and the rows landed after it closed."""
+    day = built.built_days[-4]
+    pair_day = ("daily_store_revenue", day)
+    assert _revenue_check(built, rec).passed
+    built.sql("delete from tidemark.reconciled_days where pair = %s and day = %s", pair_day)
+    _late_order(built, datetime.combine(day, time(20), tzinfo=UTC), store=3, amount=4.00)
+    pending = _revenue_check(built, rec)
+    assert not pending.passed and pending.severity == dg.AssetCheckSeverity.WARN
+    assert "after their reconciliation" not in pending.description, pending.description
+    assert (f"1 day(s) not reconciled yet differ by late rows landed after they closed "
+            f"({day.isoformat()}: 1 late row(s))") in pending.description, pending.description
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    from orchestration.defs.dbt.partitions import range_tags
+
+    run = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=range_tags(day.isoformat(), day.isoformat()),
+        asset_selection=[mart])
+    assert run.success and _revenue_check(built, rec).passed
+
+
 def _late_order(built, placed: datetime, store: int, amount: float) -> None:
     """A new order placed at ``placed`` (a closed day) lands now: late data."""
     with psycopg.connect(built.source_url, autocommit=True) as conn:
