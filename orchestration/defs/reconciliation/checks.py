@@ -24,6 +24,7 @@ import dagster as dg
 from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.reconciliation.runs import (
     UNFINISHED,
+    building_days,
     note_later_rebuilds,
     queued_days,
     set_aside_built_open,
@@ -71,8 +72,8 @@ def _way_forward(comparison: Comparison) -> str:
                 f"verify {view}` shows them). Re-running the mart cannot fix that: rebuild the "
                 f"view with `tidemark views rebuild {view}` (or materialise live/{view} in "
                 f"Dagster), then run the reconciliation job.")
-    fresh = [d for d in days if d not in comparison.requested]
-    queued = [d for d in days if d in comparison.requested and d in comparison.queued]
+    fresh = [d for d in days if d not in comparison.requested and d not in comparison.queued]
+    queued = [d for d in days if d in comparison.queued]
     redone = [d for d in days if d in comparison.requested and d not in comparison.queued]
     out = []
     if fresh:
@@ -81,8 +82,8 @@ def _way_forward(comparison: Comparison) -> str:
         out.append(f"the correction sensor re-runs marts.{pair.mart} for {_iso(fresh)}, "
                    f"rebuilding those days from landing{checked}.")
     if queued:
-        out.append(f"a correction run of marts.{pair.mart} for {_iso(queued)} is queued or "
-                   f"running.")
+        out.append(f"a run of marts.{pair.mart} for {_iso(queued)} (a correction, or a "
+                   f"closure run) is queued or running.")
     if redone:
         since = min(comparison.requested[d] for d in redone)
         checked = f", and live.{view} equals its query" if comparison.live_wrong == "" else ""
@@ -256,7 +257,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         if comparison.unexplained_days:
             requested_corrections(landing, comparison)
-            waiting = queued_days(instance, UNFINISHED, run_id).get(pair.mart, set())
+            waiting = queued_days(instance, UNFINISHED, run_id).get(pair.mart, set()) | \
+                building_days(instance, run_id).get(pair.mart, set())
             comparison.queued = {d for d in comparison.drifted_days if d.isoformat() in waiting}
             live_side(tidemark, comparison)
         record_days(landing, comparison)

@@ -32,6 +32,7 @@ from tidemark.reconciliation.days import (
 
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 UNFINISHED = [*QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+PARTITION_TAG = "dagster/partition"
 ENDED_UNDONE = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
@@ -54,6 +55,66 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
         if mart and first and last and run.run_id != exclude_run_id:
             days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
     return days
+
+
+def building_days(instance: dg.DagsterInstance | None, exclude_run_id: str | None = None
+                  ) -> dict[str, set[str]]:
+    """Per mart, the days (ISO) a ``daily_marts`` run that is not a correction and has not
+    finished (queued, starting or started) builds: a closure run of ``closed_days_sensor``, a
+    backfill, a run launched from the UI; leaving out the run ``exclude_run_id``.
+
+    Such a run was not asked by the correction sensor, and no correction request stands for its
+    days: the sensor asks for none of them while it runs (a second run of the same partition
+    behind it), and marks none requested, so a day it does not fix (it failed, or rows landed
+    after it read landing) is asked for after it (:func:`rebuilt_since_check`).
+    """
+    from orchestration.defs.dbt.assets import dbt_daily_marts
+
+    days: dict[str, set[str]] = {}
+    if instance is None:
+        return days
+    every = {k.path[-1] for k in dbt_daily_marts.keys if k.path[0] == "marts"}
+    for run in instance.get_runs(dg.RunsFilter(job_name=daily_marts_job.name,
+                                               statuses=UNFINISHED)):
+        if run.tags.get(CORRECTION_TAG) or run.run_id == exclude_run_id:
+            continue
+        first = run.tags.get(PARTITION_RANGE_START) or run.tags.get(PARTITION_TAG)
+        last = run.tags.get(PARTITION_RANGE_END) or run.tags.get(PARTITION_TAG)
+        if not first or not last:
+            continue
+        marts = every if run.asset_selection is None else {
+            k.path[-1] for k in run.asset_selection if k.path[0] == "marts"}
+        for mart in marts & every:
+            days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
+    return days
+
+
+def rebuilt_since_check(instance: dg.DagsterInstance, landing_dsn: str, mart: str,
+                        days: list[date]) -> set[date]:
+    """The ``days`` of ``mart`` a run materialised after their last reconciliation
+    (``tidemark.reconciled_days.checked_at``, the oldest of the mart's pairs).
+
+    Their drift or late rows are as old as that check: the reconciliation after the run
+    (``reconcile_after_batch``) judges the day again, and a correction asked before it would
+    rebuild the day a second time (a closure run that just ended). One landing query and one
+    event query, only when there are ``days``.
+    """
+    if not days:
+        return set()
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_days_table(conn)
+        checked = dict(conn.execute(sql.SQL(
+            "select day, min(checked_at) from {} where mart = %s and day = any(%s)"
+            " group by day").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+            (mart, days)).fetchall())
+    if not checked:
+        return set()
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=mart_key(mart), asset_partitions=[d.isoformat() for d in checked],
+        after_timestamp=min(checked.values()).timestamp()), limit=10_000).records
+    return {date.fromisoformat(r.partition_key) for r in records
+            if datetime.fromtimestamp(r.timestamp, UTC) > checked[date.fromisoformat(
+                r.partition_key)]}
 
 
 def set_aside_unbuilt(instance: dg.DagsterInstance | None, comparison: Comparison) -> None:

@@ -93,7 +93,8 @@ def test_a_drift_a_rerun_did_not_fix_is_not_left_to_the_sensor(built) -> None:
     assert "re-runs marts.fct_daily_store_revenue for 2026-03-03" in text
     assert "store_id 4" in text
     comparison.queued = {day}
-    assert "for 2026-03-02 is queued or running" in check_result(comparison).description
+    assert ("marts.fct_daily_store_revenue for 2026-03-02 (a correction, or a closure run) is "
+            "queued or running") in check_result(comparison).description
 
 
 def test_late_rows_of_a_day_never_reconciled_are_not_said_after_its_reconciliation(
