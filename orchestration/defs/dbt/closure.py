@@ -89,7 +89,7 @@ def closure_retries(instance: dg.DagsterInstance, earliest: str | None = None,
     Returns:
         (run requests, one line per run not asked again, what to do).
     """
-    from orchestration.defs.reconciliation.runs import ENDED_UNDONE, _ended_at, range_days
+    from orchestration.defs.reconciliation.runs import ENDED_UNDONE, ended_at, range_days
     from tidemark.reconciliation.days import retry_policy
 
     now = now or datetime.now(UTC)
@@ -103,7 +103,7 @@ def closure_retries(instance: dg.DagsterInstance, earliest: str | None = None,
         marts = sorted(k.path[-1] for k in run.asset_selection or ())
         if not first or not last or not marts or (earliest is not None and last < earliest):
             continue
-        ended = _ended_at(record)
+        ended = ended_at(record)
         if ended + wait > now or instance.get_runs_count(dg.RunsFilter(
                 tags={RETRY_OF: run.run_id})):
             continue

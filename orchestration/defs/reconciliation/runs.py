@@ -196,7 +196,7 @@ def range_days(first: str, last: str) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def _ended_at(record: dg.RunRecord) -> datetime:
+def ended_at(record: dg.RunRecord) -> datetime:
     """When a run ended (its last update when the end time was not recorded)."""
     if record.end_time is not None:
         return datetime.fromtimestamp(record.end_time, UTC)
@@ -226,7 +226,7 @@ def release_failed_corrections(instance: dg.DagsterInstance, landing_dsn: str) -
             if not first or not last:
                 continue
             days = release_failed(landing_dsn, mart, range_days(first, last), run.run_id,
-                                  record.create_timestamp, _ended_at(record))
+                                  record.create_timestamp, ended_at(record))
             if days:
                 released.append(f"{mart} {', '.join(d.isoformat() for d in days)} (run "
                                 f"{run.run_id[:8]} {run.status.value})")
@@ -249,7 +249,7 @@ def note_later_rebuilds(instance: dg.DagsterInstance, landing_dsn: str, mart: st
     ended = {}  # when each failed run ended, as Dagster recorded it (else as landing did)
     for run_id, at in set(days.values()):
         record = instance.get_run_record_by_id(run_id)
-        ended[run_id] = _ended_at(record) if record is not None else at
+        ended[run_id] = ended_at(record) if record is not None else at
     failed = {day: ended[run_id] for day, (run_id, _) in days.items()}
     records = instance.fetch_materializations(dg.AssetRecordsFilter(
         asset_key=mart_key(mart), asset_partitions=[d.isoformat() for d in failed],
@@ -283,7 +283,7 @@ def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
     failed = 0
     for record in records:
         if record.dagster_run.status not in ENDED_UNDONE or (
-                asked_at is not None and _ended_at(record) <= asked_at):
+                asked_at is not None and ended_at(record) <= asked_at):
             break
         failed += 1
     if not failed:
@@ -296,11 +296,11 @@ def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
     last = records[0]
     if failed >= policy.attempts:
         return (f"the last {failed} {job_name} runs ended FAILURE/CANCELED (last run "
-                f"{last.dagster_run.run_id}, ended {_ended_at(last):%Y-%m-%d %H:%M} UTC), so "
+                f"{last.dagster_run.run_id}, ended {ended_at(last):%Y-%m-%d %H:%M} UTC), so "
                 f"it is not asked again: read that run's log, fix the cause and launch the "
                 f"{job_name} job (or run `tidemark reconcile retry --job`: the sensor launches "
                 f"it within a minute).")
-    if _ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
+    if ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
         return None
     return dg.RunRequest(job_name=job_name, run_key=f"retry-{last.dagster_run.run_id}",
                          tags={"tidemark/retry_of": last.dagster_run.run_id})
