@@ -34,7 +34,10 @@ def own(pg: EmbeddedServer, tmp_path: Path) -> Iterator[tuple[str, str, dict[str
     embedded server has one whether or not the demo ever ran), the landing database."""
     names = ("own_src", "own_demo", "own_land")
     src, demo, land = (create_database(pg, n) for n in names)
-    env = {**os.environ, "TIDEMARK_SOURCE_URL": demo, "TIDEMARK_LANDING_URL": land,
+    # none of the session's settings (the orchestration tests' TIDEMARK_DBT_TARGET_PATH made
+    # this user's status find their manifest and its marts when run after them)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TIDEMARK_")}
+    env = {**clean, "TIDEMARK_SOURCE_URL": demo, "TIDEMARK_LANDING_URL": land,
            "TIDEMARK_HOME": str(tmp_path / "home"), "COLUMNS": "300"}
     yield src, land, env
     with psycopg.connect(src, autocommit=True) as conn:
