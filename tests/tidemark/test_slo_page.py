@@ -53,6 +53,16 @@ def test_the_verdict_names_the_states_it_counts_as_at_risk(capsys) -> None:
     assert "AT RISK (0 missed, 3 at risk: 1 open, 2 pending, 3 promises)" in out
 
 
+def test_one_promise_is_said_in_the_singular(capsys) -> None:
+    """A user with one promise (their own source's ingestion lag) read "1 promises"."""
+    from tidemark.cli.slo import show_verdict
+
+    show_verdict(page({"ingestion": {"error": "not asked"}, "finality": [_mart("final", ["x"])]},
+                      Settings()))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "KEPT (0 missed, 0 at risk, 1 promise)" in out, out
+
+
 def _yesterday_iso() -> str:
     from datetime import UTC, datetime, timedelta
 

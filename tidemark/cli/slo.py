@@ -23,15 +23,25 @@ from tidemark.slo.freshness import NOT_DEPLOYED
 from tidemark.stack.databases import Databases
 
 
-def freshness_layer(settings: Settings, dbs: Databases) -> list[dict[str, Any]]:
-    """Each live view against its freshness objective (``tidemark.slo.freshness``)."""
+def freshness_layer(settings: Settings, dbs: Databases, with_demo: bool = True
+                    ) -> list[dict[str, Any]]:
+    """Each live view against its freshness objective (``tidemark.slo.freshness``).
+
+    Without ``TIDEMARK_VIEWS_DIR`` the view files are the shipped ones, the demo's: when the
+    demo is not there (``with_demo`` False: a user with only their own database) those not
+    deployed are not the user's and are left out (a deployed one is a live view here and is
+    judged).
+    """
     from streaming_views.viewfile import load_views
     from tidemark.slo.freshness import evaluate
 
-    return [f.as_dict() for f in evaluate(
+    judged = [f.as_dict() for f in evaluate(
         dbs.landing, load_views(settings.views_dir),
         default_objective=settings.freshness_objective,
         window_s=settings.freshness_window_s, heartbeat_s=settings.heartbeat_s)]
+    if settings.views_dir is None and not with_demo:
+        return [f for f in judged if f["state"] != NOT_DEPLOYED]
+    return judged
 
 
 def _lag_state(ing: dict[str, Any], settings: Settings) -> str:
@@ -206,7 +216,12 @@ def show_verdict(slo: dict[str, Any], hint: str = "") -> None:
         f"{n} {state}" for state, n in sorted(busy.items()))) if busy else ""
     console.print(f"[bold]freshness promise:[/] [{colour}]{slo['verdict'].upper()}[/] "
                   f"({slo['missed']} missed, {slo['at_risk']} at risk{_states(slo)}, "
-                  f"{len(slo['promises'])} promises{doing}){hint}", highlight=False)
+                  f"{_count(len(slo['promises']), 'promise')}{doing}){hint}", highlight=False)
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 promise", "3 promises"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _states(slo: dict[str, Any]) -> str:
@@ -230,6 +245,11 @@ def show_freshness(fresh: Any) -> None:
     if isinstance(fresh, dict) and "error" in fresh:
         console.print(f"[red]freshness:[/] {fresh['error']}", highlight=False)
         return
+    if fresh == []:
+        console.print("live view freshness: none (no live view deployed; set "
+                      "TIDEMARK_VIEWS_DIR to your view files' folder and status judges them)",
+                      highlight=False)
+        return
     deployed = [f for f in fresh or [] if f["state"] != NOT_DEPLOYED]
     if deployed or not fresh:
         emit_table("live view freshness (source commit → visible in view, s)",
@@ -240,6 +260,7 @@ def show_freshness(fresh: Any) -> None:
                      f.get("samples_5min"), f["silent_s"], f["state"]) for f in deployed])
     idle = [f["view"] for f in fresh or [] if f["state"] == NOT_DEPLOYED]
     if idle:
-        console.print(f"live view freshness: {len(idle)} view files are not deployed, so no "
+        console.print(f"live view freshness: {_count(len(idle), 'view file')} "
+                      f"{'is' if len(idle) == 1 else 'are'} not deployed, so no "
                       f"promise is judged for them ({', '.join(idle)}); `tidemark views "
                       f"deploy` deploys them.", highlight=False)

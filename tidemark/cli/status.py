@@ -208,7 +208,7 @@ def collect(settings: Settings, dbs: Databases, dagster: bool = True) -> dict[st
         "finality": _guard(finality_layer, settings, dbs) if built else [],
         "live_views": _guard(views_layer, dbs),
         "lock_waits": _guard(lock_waits_layer, dbs),
-        "freshness": _guard(freshness_layer, settings, dbs),
+        "freshness": _guard(freshness_layer, settings, dbs, demo is not None),
         "batch": batch,
         "reconciliation": _guard(reconciliation_layer, settings, dbs) if built else [],
         "dagster": dagster_summary(settings) if dagster else None,

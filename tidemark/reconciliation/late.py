@@ -43,6 +43,8 @@ class LateDay:
         worst_lateness: the largest commit time − event time among them.
         last_landed_at: when the last of them landed.
         tables: the ``source.table`` names they came from.
+        reconciled_at: when the day last reconciled, as :func:`explain_late_drift` read it
+            (None: never, or not read).
     """
 
     day: date
@@ -50,21 +52,25 @@ class LateDay:
     worst_lateness: timedelta
     last_landed_at: datetime
     tables: tuple[str, ...]
+    reconciled_at: datetime | None = None
 
 
 def _late_days(conn: psycopg.Connection, tables: list[tuple[str, str]], where: sql.Composable,
-               params: tuple) -> list[LateDay]:
-    """Late rows of ``tables`` per day, filtered by ``where`` (joins and WHERE on ``l``)."""
+               params: tuple, reconciled_at: sql.Composable = sql.SQL("null::timestamptz")
+               ) -> list[LateDay]:
+    """Late rows of ``tables`` per day, filtered by ``where`` (joins and WHERE on ``l``);
+    ``reconciled_at``: the expression of the day's last reconciliation (over ``where``'s
+    joins)."""
     rows = conn.execute(sql.SQL(
         "select l.day, sum(l.late_rows), max(l.worst_lateness), max(l.last_landed_at),"
         " array_agg(distinct l.source || '.' || l.table_name order by"
-        " l.source || '.' || l.table_name)"
+        " l.source || '.' || l.table_name), max({reconciled_at})"
         " from {late} l join unnest(%s::text[], %s::text[]) t(source, name)"
         " on l.source = t.source and l.table_name = t.name{where}"
         " group by l.day order by l.day").format(
-        late=sql.Identifier(STATE_SCHEMA, LATE_TABLE), where=where),
+        late=sql.Identifier(STATE_SCHEMA, LATE_TABLE), where=where, reconciled_at=reconciled_at),
         ([s for s, _ in tables], [t for _, t in tables], *params)).fetchall()
-    return [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4])) for r in rows]
+    return [LateDay(r[0], int(r[1]), r[2], r[3], tuple(r[4]), r[5]) for r in rows]
 
 
 def late_corrections(landing_dsn: str, marts: MartTables) -> dict[str, list[LateDay]]:
@@ -145,7 +151,8 @@ def explain_late_drift(landing_dsn: str, comparison: Comparison,
             " left join {days} r on r.pair = %s and r.day = l.day"
             " where l.day = any(%s) and (r.reconciled_at is null or"
             "  l.last_landed_at > r.reconciled_at)").format(
-            days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (comparison.pair.name, days))
+            days=sql.Identifier(STATE_SCHEMA, DAYS_TABLE)), (comparison.pair.name, days),
+            sql.SQL("r.reconciled_at"))
     comparison.late = {d.day: d for d in rows}
     return comparison.late
 

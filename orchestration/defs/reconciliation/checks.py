@@ -4,7 +4,8 @@ extra dependency).
 Every closed day of the window (closed: the watermarks of every table the mart reads passed the
 day's end, ``tidemark.reconciliation.finality``) the mart has built is compared with the pair's
 tolerances; ERROR when a day drifts, WARN ("correction pending") when every drifted day is
-explained by late rows landed after the day's reconciliation (``tidemark.reconciliation.late``):
+explained by late rows landed after the day's reconciliation, or after it closed for a day never
+reconciled (``tidemark.reconciliation.late``):
 the correction sensor re-runs those days. A closed day no run has built yet is set aside and
 said (``unbuilt_days``), and so is a drifted day last built before it closed
 (``built_open_days``).
@@ -23,6 +24,7 @@ import dagster as dg
 from orchestration.defs.keys import check_name, mart_key, view_key
 from orchestration.defs.reconciliation.runs import (
     UNFINISHED,
+    building_days,
     note_later_rebuilds,
     queued_days,
     set_aside_built_open,
@@ -70,8 +72,8 @@ def _way_forward(comparison: Comparison) -> str:
                 f"verify {view}` shows them). Re-running the mart cannot fix that: rebuild the "
                 f"view with `tidemark views rebuild {view}` (or materialise live/{view} in "
                 f"Dagster), then run the reconciliation job.")
-    fresh = [d for d in days if d not in comparison.requested]
-    queued = [d for d in days if d in comparison.requested and d in comparison.queued]
+    fresh = [d for d in days if d not in comparison.requested and d not in comparison.queued]
+    queued = [d for d in days if d in comparison.queued]
     redone = [d for d in days if d in comparison.requested and d not in comparison.queued]
     out = []
     if fresh:
@@ -80,8 +82,8 @@ def _way_forward(comparison: Comparison) -> str:
         out.append(f"the correction sensor re-runs marts.{pair.mart} for {_iso(fresh)}, "
                    f"rebuilding those days from landing{checked}.")
     if queued:
-        out.append(f"a correction run of marts.{pair.mart} for {_iso(queued)} is queued or "
-                   f"running.")
+        out.append(f"a run of marts.{pair.mart} for {_iso(queued)} (a correction, or a "
+                   f"closure run) is queued or running.")
     if redone:
         since = min(comparison.requested[d] for d in redone)
         checked = f", and live.{view} equals its query" if comparison.live_wrong == "" else ""
@@ -91,6 +93,27 @@ def _way_forward(comparison: Comparison) -> str:
                    f"differs) and `tidemark views verify {view}`; after the fix re-run those "
                    f"days (the daily_marts job or a backfill of the partitions).")
     return " ".join(out)
+
+
+def _late_said(comparison: Comparison) -> str:
+    """The drifted days late rows explain: those that had reconciled ("landed after their
+    reconciliation") apart from those that never did (the rows landed after the day closed;
+    it was never reconciled, so not "after their reconciliation")."""
+    def counts(days: list) -> str:
+        return ", ".join(f"{d.day.isoformat()}: {d.late_rows} late row(s)" for d in days)
+
+    late = [comparison.late[d] for d in sorted(comparison.late)]
+    since = [d for d in late if d.reconciled_at is not None]
+    never = [d for d in late if d.reconciled_at is None]
+    said = []
+    if since:
+        said.append(f"{len(since)} day(s) differ because late rows landed after their "
+                    f"reconciliation ({counts(since)})")
+    if never:
+        said.append(f"{len(never)} day(s) not reconciled yet differ by late rows landed after "
+                    f"they closed ({counts(never)})")
+    return f"{'; '.join(said)}: correction pending, the correction sensor re-runs the mart for " \
+           f"them."
 
 
 def _iso(days: list) -> str:
@@ -145,10 +168,7 @@ def check_result(comparison: Comparison, stuck: GivenUp | None = None) -> dg.Ass
                      f"{len(unexplained)} day(s): {', '.join(unexplained)}"
                      f"{_stores(comparison)}; {_way_forward(comparison)}")
     if late:
-        counts = ", ".join(f"{d}: {n} late row(s)" for d, n in late.items())
-        parts.append(f"{len(late)} day(s) differ because late rows landed after their "
-                     f"reconciliation ({counts}): correction pending, the correction sensor "
-                     f"re-runs the mart for them.")
+        parts.append(_late_said(comparison))
     abandoned = sorted(set(stuck.days) & set(comparison.drifted_days)) if stuck else []
     if abandoned:
         metadata["correction_given_up_days"] = dg.JsonMetadataValue(_iso(abandoned).split(", "))
@@ -237,7 +257,8 @@ def reconcile_pairs(tidemark: TidemarkResource, names: list[str] | None = None,
         explain_late_drift(landing, comparison, tables.get(pair.mart, []))
         if comparison.unexplained_days:
             requested_corrections(landing, comparison)
-            waiting = queued_days(instance, UNFINISHED, run_id).get(pair.mart, set())
+            waiting = queued_days(instance, UNFINISHED, run_id).get(pair.mart, set()) | \
+                building_days(instance, run_id).get(pair.mart, set())
             comparison.queued = {d for d in comparison.drifted_days if d.isoformat() in waiting}
             live_side(tidemark, comparison)
         record_days(landing, comparison)

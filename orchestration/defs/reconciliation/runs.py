@@ -32,6 +32,7 @@ from tidemark.reconciliation.days import (
 
 QUEUED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED]
 UNFINISHED = [*QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+PARTITION_TAG = "dagster/partition"
 ENDED_UNDONE = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
@@ -54,6 +55,66 @@ def queued_days(instance: dg.DagsterInstance | None, statuses: list | None = Non
         if mart and first and last and run.run_id != exclude_run_id:
             days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
     return days
+
+
+def building_days(instance: dg.DagsterInstance | None, exclude_run_id: str | None = None
+                  ) -> dict[str, set[str]]:
+    """Per mart, the days (ISO) a ``daily_marts`` run that is not a correction and has not
+    finished (queued, starting or started) builds: a closure run of ``closed_days_sensor``, a
+    backfill, a run launched from the UI; leaving out the run ``exclude_run_id``.
+
+    Such a run was not asked by the correction sensor, and no correction request stands for its
+    days: the sensor asks for none of them while it runs (a second run of the same partition
+    behind it), and marks none requested, so a day it does not fix (it failed, or rows landed
+    after it read landing) is asked for after it (:func:`rebuilt_since_check`).
+    """
+    from orchestration.defs.dbt.assets import dbt_daily_marts
+
+    days: dict[str, set[str]] = {}
+    if instance is None:
+        return days
+    every = {k.path[-1] for k in dbt_daily_marts.keys if k.path[0] == "marts"}
+    for run in instance.get_runs(dg.RunsFilter(job_name=daily_marts_job.name,
+                                               statuses=UNFINISHED)):
+        if run.tags.get(CORRECTION_TAG) or run.run_id == exclude_run_id:
+            continue
+        first = run.tags.get(PARTITION_RANGE_START) or run.tags.get(PARTITION_TAG)
+        last = run.tags.get(PARTITION_RANGE_END) or run.tags.get(PARTITION_TAG)
+        if not first or not last:
+            continue
+        marts = every if run.asset_selection is None else {
+            k.path[-1] for k in run.asset_selection if k.path[0] == "marts"}
+        for mart in marts & every:
+            days.setdefault(mart, set()).update(d.isoformat() for d in range_days(first, last))
+    return days
+
+
+def rebuilt_since_check(instance: dg.DagsterInstance, landing_dsn: str, mart: str,
+                        days: list[date]) -> set[date]:
+    """The ``days`` of ``mart`` a run materialised after their last reconciliation
+    (``tidemark.reconciled_days.checked_at``, the oldest of the mart's pairs).
+
+    Their drift or late rows are as old as that check: the reconciliation after the run
+    (``reconcile_after_batch``) judges the day again, and a correction asked before it would
+    rebuild the day a second time (a closure run that just ended). One landing query and one
+    event query, only when there are ``days``.
+    """
+    if not days:
+        return set()
+    with psycopg.connect(landing_dsn, autocommit=True) as conn:
+        ensure_days_table(conn)
+        checked = dict(conn.execute(sql.SQL(
+            "select day, min(checked_at) from {} where mart = %s and day = any(%s)"
+            " group by day").format(sql.Identifier(STATE_SCHEMA, DAYS_TABLE)),
+            (mart, days)).fetchall())
+    if not checked:
+        return set()
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=mart_key(mart), asset_partitions=[d.isoformat() for d in checked],
+        after_timestamp=min(checked.values()).timestamp()), limit=10_000).records
+    return {date.fromisoformat(r.partition_key) for r in records
+            if datetime.fromtimestamp(r.timestamp, UTC) > checked[date.fromisoformat(
+                r.partition_key)]}
 
 
 def set_aside_unbuilt(instance: dg.DagsterInstance | None, comparison: Comparison) -> None:
@@ -135,7 +196,7 @@ def range_days(first: str, last: str) -> list[date]:
     return [start + timedelta(days=n) for n in range((end - start).days + 1)]
 
 
-def _ended_at(record: dg.RunRecord) -> datetime:
+def ended_at(record: dg.RunRecord) -> datetime:
     """When a run ended (its last update when the end time was not recorded)."""
     if record.end_time is not None:
         return datetime.fromtimestamp(record.end_time, UTC)
@@ -165,7 +226,7 @@ def release_failed_corrections(instance: dg.DagsterInstance, landing_dsn: str) -
             if not first or not last:
                 continue
             days = release_failed(landing_dsn, mart, range_days(first, last), run.run_id,
-                                  record.create_timestamp, _ended_at(record))
+                                  record.create_timestamp, ended_at(record))
             if days:
                 released.append(f"{mart} {', '.join(d.isoformat() for d in days)} (run "
                                 f"{run.run_id[:8]} {run.status.value})")
@@ -188,7 +249,7 @@ def note_later_rebuilds(instance: dg.DagsterInstance, landing_dsn: str, mart: st
     ended = {}  # when each failed run ended, as Dagster recorded it (else as landing did)
     for run_id, at in set(days.values()):
         record = instance.get_run_record_by_id(run_id)
-        ended[run_id] = _ended_at(record) if record is not None else at
+        ended[run_id] = ended_at(record) if record is not None else at
     failed = {day: ended[run_id] for day, (run_id, _) in days.items()}
     records = instance.fetch_materializations(dg.AssetRecordsFilter(
         asset_key=mart_key(mart), asset_partitions=[d.isoformat() for d in failed],
@@ -222,7 +283,7 @@ def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
     failed = 0
     for record in records:
         if record.dagster_run.status not in ENDED_UNDONE or (
-                asked_at is not None and _ended_at(record) <= asked_at):
+                asked_at is not None and ended_at(record) <= asked_at):
             break
         failed += 1
     if not failed:
@@ -235,11 +296,11 @@ def reconciliation_retry(instance: dg.DagsterInstance, job_name: str,
     last = records[0]
     if failed >= policy.attempts:
         return (f"the last {failed} {job_name} runs ended FAILURE/CANCELED (last run "
-                f"{last.dagster_run.run_id}, ended {_ended_at(last):%Y-%m-%d %H:%M} UTC), so "
+                f"{last.dagster_run.run_id}, ended {ended_at(last):%Y-%m-%d %H:%M} UTC), so "
                 f"it is not asked again: read that run's log, fix the cause and launch the "
                 f"{job_name} job (or run `tidemark reconcile retry --job`: the sensor launches "
                 f"it within a minute).")
-    if _ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
+    if ended_at(last) + policy.wait(failed) > (now or datetime.now(UTC)):
         return None
     return dg.RunRequest(job_name=job_name, run_key=f"retry-{last.dagster_run.run_id}",
                          tags={"tidemark/retry_of": last.dagster_run.run_id})

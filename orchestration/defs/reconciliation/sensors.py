@@ -1,13 +1,14 @@
 """Reconciliation sensors: ``reconciliation_corrections`` re-runs the mart for just the drifted
 days and the reconciled days late data touched (one run per run of consecutive days, a single
-dbt invocation each; late rows absorbed are recorded on each mart partition) and asks again when
+dbt invocation each; late rows absorbed are recorded on each mart partition; never a day another
+run of the mart — a closure run — builds, or built since the day's last check) and asks again when
 such a run — or a reconciliation run — ended FAILURE or CANCELED (bounded, with a backoff);
 ``reconcile_after_batch`` runs the reconciliation job after every successful run that built a
 daily mart without its reconciliation checks (a run of the marts with their checks, as the
 ``daily_marts`` job and the UI's Materialize do, reconciles in the same run)."""
 
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import psycopg
@@ -25,8 +26,10 @@ from orchestration.defs.reconciliation.checks import reconciliation
 from orchestration.defs.reconciliation.jobs import reconciliation_job
 from orchestration.defs.reconciliation.runs import (
     QUEUED,
+    building_days,
     queued_days,
     range_days,
+    rebuilt_since_check,
     reconciliation_retry,
     release_failed_corrections,
 )
@@ -41,18 +44,37 @@ from tidemark.reconciliation.days import (
 from tidemark.reconciliation.late import late_corrections, request_late_corrections
 
 
+def _left_to_others(instance: dg.DagsterInstance | None, landing: str, mart: str,
+                    days: list[date], building: dict[str, set[str]] | None) -> set[date]:
+    """The ``days`` of ``mart`` another run builds or built since their last check: a run of the
+    mart not asked by this sensor, not finished (:func:`building_days`), or one that ended
+    since the reconciliation (:func:`rebuilt_since_check`); nothing is asked or marked for
+    them."""
+    mine = (building or {}).get(mart, set())
+    left = {d for d in days if d.isoformat() in mine}
+    if instance is not None:
+        left |= rebuilt_since_check(instance, landing, mart, [d for d in days if d not in left])
+    return left
+
+
 def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
-                        queued: dict[str, set[str]] | None = None) -> list[dg.RunRequest]:
+                        queued: dict[str, set[str]] | None = None,
+                        instance: dg.DagsterInstance | None = None,
+                        building: dict[str, set[str]] | None = None) -> list[dg.RunRequest]:
     """Run requests re-running the drifted marts for just the drifted days.
 
     Each run of consecutive days of a mart is one run (a single dbt invocation over the range);
     the days are marked as requested so they are not requested twice. A day a queued correction
-    of the same mart covers is left to that run (:func:`queued_days`).
+    of the same mart covers is left to that run (:func:`queued_days`); a day another run of the
+    mart (a closure run) builds or built since its check is neither asked nor marked
+    (:func:`_left_to_others`).
     """
     landing = tidemark.urls().landing_app
     requests = []
     for mart, days in pending_corrections(landing).items():
         waiting = (queued or {}).get(mart, set())
+        others = _left_to_others(instance, landing, mart, days, building)
+        days = [d for d in days if d not in others]
         kept = [d for d in days if (earliest is None or d.isoformat() >= earliest)
                 and d.isoformat() not in waiting]
         for first, last in contiguous_ranges(kept):
@@ -67,17 +89,23 @@ def correction_requests(tidemark: TidemarkResource, earliest: str | None = None,
 
 
 def late_requests(tidemark: TidemarkResource, earliest: str | None = None,
-                  queued: dict[str, set[str]] | None = None
+                  queued: dict[str, set[str]] | None = None,
+                  instance: dg.DagsterInstance | None = None,
+                  building: dict[str, set[str]] | None = None
                   ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
     """Run requests re-running the marts for the reconciled days late rows touched since, and an
     observation per mart partition: late rows absorbed, worst lateness, when they landed. A day
-    a queued correction of the same mart covers is left to that run (:func:`queued_days`)."""
+    a queued correction of the same mart covers is left to that run (:func:`queued_days`); a
+    day another run of the mart builds or built since its check is left alone
+    (:func:`_left_to_others`)."""
     from orchestration.defs.dbt.project import manifest_path
     from tidemark.reconciliation.finality import mart_event_tables
 
     landing = tidemark.urls().landing_app
     requests, observations = [], []
     for mart, late in late_corrections(landing, mart_event_tables(manifest_path())).items():
+        others = _left_to_others(instance, landing, mart, [d.day for d in late], building)
+        late = [d for d in late if d.day not in others]
         kept = [d for d in late if earliest is None or d.day.isoformat() >= earliest]
         for item in kept:
             observations.append(dg.AssetObservation(
@@ -128,11 +156,14 @@ def reconciliation_corrections(context: dg.SensorEvaluationContext,
     try:
         released = release_failed_corrections(context.instance, landing)
         queued = queued_days(context.instance)
-        requests = correction_requests(tidemark, partitions_start(), queued)
+        building = building_days(context.instance)
+        requests = correction_requests(tidemark, partitions_start(), queued, context.instance,
+                                       building)
         # a day just asked for its drift is not asked again for its late rows (another pair
         # of the same mart can still hold it "late" in the same tick)
         late, observations = late_requests(tidemark, partitions_start(),
-                                           with_requested(queued, requests))
+                                           with_requested(queued, requests), context.instance,
+                                           building)
         stuck = [g.message() for g in given_up(landing)]
         asked_at = job_asked_again_at(landing, reconciliation_job.name)
     except psycopg.OperationalError as exc:

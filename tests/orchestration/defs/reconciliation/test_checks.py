@@ -251,6 +251,67 @@ def test_late_data_for_a_day_a_queued_correction_covers_is_left_to_it(built, rec
     assert run.success and _revenue_check(built, rec).passed
 
 
+def test_late_rows_of_a_day_never_reconciled_are_said_as_such(built, rec) -> None:
+    """A day built after it closed, never reconciled, that late rows touched since: the check
+    warned "late rows landed after their reconciliation" (round 50, live); it says the day was
+    not reconciled yet and the rows landed after it closed."""
+    day = built.built_days[-4]
+    pair_day = ("daily_store_revenue", day)
+    assert _revenue_check(built, rec).passed
+    built.sql("delete from tidemark.reconciled_days where pair = %s and day = %s", pair_day)
+    _late_order(built, datetime.combine(day, time(20), tzinfo=UTC), store=3, amount=4.00)
+    pending = _revenue_check(built, rec)
+    assert not pending.passed and pending.severity == dg.AssetCheckSeverity.WARN
+    assert "after their reconciliation" not in pending.description, pending.description
+    assert (f"1 day(s) not reconciled yet differ by late rows landed after they closed "
+            f"({day.isoformat()}: ") in pending.description, pending.description
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    from orchestration.defs.dbt.partitions import range_tags
+
+    run = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=range_tags(day.isoformat(), day.isoformat()),
+        asset_selection=[mart])
+    assert run.success and _revenue_check(built, rec).passed
+
+
+def test_a_day_a_closure_run_builds_is_not_asked_again(built, rec) -> None:
+    """A closure run (``closed_days_sensor``) waiting in the queue behind corrections on a
+    loaded machine, or running: the correction sensor did not count it, and asked a correction
+    of the same partition for the day's late rows (a duplicate run). It is left to that run,
+    and not marked requested; once the closure run built it, the day waits for the
+    reconciliation that follows (not asked again before it), which finds it reconciled."""
+    from orchestration.defs.dbt.partitions import range_tags
+
+    day = built.built_days[-4]
+    mart = dg.AssetKey(["marts", "fct_daily_store_revenue"])
+    assert _revenue_check(built, rec).passed
+    _late_order(built, datetime.combine(day, time(21), tzinfo=UTC), store=4, amount=3.00)
+    context = dg.build_sensor_context(instance=built.instance,
+                                      resources={"tidemark": built.resource})
+    tags = {**range_tags(day.isoformat(), day.isoformat()), "tidemark/reason": "days closed"}
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTED):
+        run = dg.DagsterRun(job_name="daily_marts", run_id=str(uuid.uuid4()), status=status,
+                            tags=tags, asset_selection=frozenset({mart}))
+        built.instance.add_run(run)
+        try:
+            result = rec.reconciliation_corrections(context)
+        finally:
+            built.instance.delete_run(run.run_id)
+        asked = [] if isinstance(result, dg.SkipReason) else [
+            r for r in result.run_requests if r.asset_selection == [mart]]
+        assert asked == [], (status, [r.tags for r in asked])
+    assert built.sql("select correction_requested_at from tidemark.reconciled_days where"
+                     " mart = %s and day = %s", (mart.path[-1], day)) == [(None,)]
+
+    closure = built.job("daily_marts").execute_in_process(
+        instance=built.instance, tags=tags, asset_selection=[mart])
+    assert closure.success
+    after = rec.reconciliation_corrections(context)  # before reconcile_after_batch's run
+    assert isinstance(after, dg.SkipReason) or not [
+        r for r in after.run_requests if r.asset_selection == [mart]], after
+    assert _revenue_check(built, rec).passed  # the closure run absorbed the late order
+
+
 def _late_order(built, placed: datetime, store: int, amount: float) -> None:
     """A new order placed at ``placed`` (a closed day) lands now: late data."""
     with psycopg.connect(built.source_url, autocommit=True) as conn:

@@ -93,4 +93,40 @@ def test_a_drift_a_rerun_did_not_fix_is_not_left_to_the_sensor(built) -> None:
     assert "re-runs marts.fct_daily_store_revenue for 2026-03-03" in text
     assert "store_id 4" in text
     comparison.queued = {day}
-    assert "for 2026-03-02 is queued or running" in check_result(comparison).description
+    assert ("marts.fct_daily_store_revenue for 2026-03-02 (a correction, or a closure run) is "
+            "queued or running") in check_result(comparison).description
+
+
+def test_late_rows_of_a_day_never_reconciled_are_not_said_after_its_reconciliation(
+        built) -> None:
+    """The late-data warning said "late rows landed after their reconciliation" for every day
+    late rows explain, also for a day that never reconciled (built after it closed, late rows
+    landed since): it says what is true for each."""
+    from orchestration.defs.reconciliation.checks import check_result
+    from tidemark.reconciliation.compare import Comparison, DayResult
+    from tidemark.reconciliation.late import LateDay
+    from tidemark.reconciliation.pairs import load_pairs
+
+    pair = next(p for p in load_pairs() if p.name == PAIR)
+    day, other = date(2026, 3, 2), date(2026, 3, 3)
+    drift = [{"store_id": "4", "order_date": d.isoformat(), "measure": "gross_revenue",
+              "live": 2, "truth": 1, "difference": 1} for d in (day, other)]
+    at = datetime(2026, 3, 4, 3, tzinfo=UTC)
+    late = {day: LateDay(day, 2, at - at.replace(hour=0), at, ("shop.orders",), at),
+            other: LateDay(other, 1, at - at.replace(hour=0), at, ("shop.orders",), None)}
+    comparison = Comparison(pair, [DayResult(day, 3, 1), DayResult(other, 3, 1)], drift,
+                            late=late)
+    for d in comparison.days:
+        d.totals = {m.name: [0, 0] for m in pair.measures}
+    result = check_result(comparison)
+    assert result.severity == dg.AssetCheckSeverity.WARN
+    text = result.description
+    assert ("1 day(s) differ because late rows landed after their reconciliation (2026-03-02: "
+            "2 late row(s))") in text, text
+    assert ("1 day(s) not reconciled yet differ by late rows landed after they closed "
+            "(2026-03-03: 1 late row(s))") in text, text
+    assert "correction pending" in text
+    del late[day]
+    text = check_result(comparison).description
+    assert "after their reconciliation" not in text and "not reconciled yet" in text, text
+
