@@ -173,18 +173,19 @@ class SnapshotTask:
 
 
 _ESTIMATES = """
-select c.oid::int, c.relkind = 'p', case when c.relkind <> 'p' then c.reltuples::bigint else (
+select c.oid::int, n.nspname, c.relname, c.relkind = 'p',
+    case when c.relkind <> 'p' then c.reltuples::bigint else (
     select sum(greatest(l.reltuples, 0))::bigint from pg_partition_tree(c.oid) t
       join pg_class l on l.oid = t.relid
      where t.isleaf having bool_or(l.reltuples > 0)) end,
     case when c.relkind <> 'p' then pg_relation_size(c.oid) else coalesce((
         select sum(pg_relation_size(t.relid)) from pg_partition_tree(c.oid) t
          where t.isleaf), 0) end / current_setting('block_size')::int
-  from pg_class c where c.oid = any(%s)"""
-"""Per table: OID, partitioned or not, the rows the source's statistics expect, and its pages
-now. A partitioned table's statistics (PostgreSQL 13+ copies the root) are the sum
-of its leaf partitions' (the root has none: -1, or 0 before 14), unknown while no leaf was ever
-vacuumed or analyzed."""
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = any(%s)"""
+"""Per table: OID, schema, name, partitioned or not, the rows the source's statistics expect,
+and its pages now. A partitioned table's statistics (PostgreSQL 13+ copies the root) are the
+sum of its leaf partitions' (the root has none: -1, or 0 before 14), unknown while no leaf was
+ever vacuumed or analyzed."""
 
 
 def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | None]:
@@ -196,33 +197,31 @@ def _estimates(conn: psycopg.Connection, oids: list[int]) -> dict[int, int | Non
     would be: without it the snapshot has no ETA, and its largest table may be copied last.
     """
     out: dict[int, int | None] = {}
-    for oid, partitioned, rows, pages in conn.execute(_ESTIMATES, (oids,)).fetchall():
+    for oid, schema, name, partitioned, rows, pages in conn.execute(_ESTIMATES, (oids,)
+                                                                     ).fetchall():
         if not pages:
             out[oid] = 0
         elif rows is not None and rows > 0:
             out[oid] = rows
         else:
-            planned = _planner_rows(conn, oid, partitioned)
+            planned = _planner_rows(conn, schema, name, partitioned)
             # The planner takes a never-vacuumed table of fewer than 10 pages for 10.
             out[oid] = None if planned is None else \
                 planned if partitioned or pages >= 10 else planned * int(pages) // 10
     return out
 
 
-def _planner_rows(conn: psycopg.Connection, oid: int, partitioned: bool) -> int | None:
-    """The source planner's row estimate of a scan of table ``oid`` (its partitions too when
+def _planner_rows(conn: psycopg.Connection, schema: str, name: str, partitioned: bool
+                  ) -> int | None:
+    """The source planner's row estimate of a scan of ``schema.name`` (its partitions too when
     partitioned), None if it cannot plan one."""
-    found = conn.execute("select n.nspname, c.relname from pg_class c join pg_namespace n"
-                         " on n.oid = c.relnamespace where c.oid = %s", (oid,)).fetchone()
-    if found is None:
-        return None
     query = sql.SQL("explain (format json) select from {}{}").format(
-        sql.SQL("" if partitioned else "only "), sql.Identifier(*found))
+        sql.SQL("" if partitioned else "only "), sql.Identifier(schema, name))
     try:
         with conn.transaction():  # a refusal must not end the caller's transaction
             plan = conn.execute(query).fetchone()[0]
     except psycopg.Error as exc:
-        log.info("snapshot: no row estimate for %s.%s: %s", *found, exc)
+        log.info("snapshot: no row estimate for %s.%s: %s", schema, name, exc)
         return None
     return int(plan[0]["Plan"]["Plan Rows"])
 
